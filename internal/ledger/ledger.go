@@ -1,0 +1,421 @@
+package ledger
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Signer signs entries on behalf of the enclave and of accounts; the enclave
+// implements it. The ledger never sees a private key.
+type Signer interface {
+	// LedgerKey is the hex ed25519 public key that signs enclave-origin entries.
+	LedgerKey() string
+	SignLedger(h Hash) ([]byte, error)
+	// SignAccount signs with the wallet of account omni.
+	SignAccount(omni string, h Hash) ([]byte, error)
+}
+
+// Options tune a Ledger; zero values take the defaults.
+type Options struct {
+	// Genesis builds the genesis payload when the driver holds no entries.
+	Genesis func() (*Genesis, error)
+	// CheckpointEvery is the number of entries between checkpoints (default 1000).
+	CheckpointEvery int
+	// CheckpointInterval bounds the time between checkpoints while entries arrive
+	// (default 10s).
+	CheckpointInterval time.Duration
+	// MaxBatch caps how many entries share one transaction (default 1024).
+	MaxBatch int
+	// MaxSkew is how far in the future a submitted entry's time may be (default 1m).
+	MaxSkew time.Duration
+	// OnCommit runs in the writer after every durable commit, before any appender is
+	// told; in-memory indexes follow the ledger through it.
+	OnCommit func([]Entry)
+	Now      func() time.Time
+}
+
+func (o *Options) defaults() {
+	if o.CheckpointEvery <= 0 {
+		o.CheckpointEvery = 1000
+	}
+	if o.CheckpointInterval <= 0 {
+		o.CheckpointInterval = 10 * time.Second
+	}
+	if o.MaxBatch <= 0 {
+		o.MaxBatch = 1024
+	}
+	if o.MaxSkew <= 0 {
+		o.MaxSkew = time.Minute
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.OnCommit == nil {
+		o.OnCommit = func([]Entry) {}
+	}
+}
+
+// ErrClosed is returned for appends after Close.
+var ErrClosed = errors.New("ledger: closed")
+
+// ErrForeignLedger means the stored ledger was started by a different seed.
+var ErrForeignLedger = errors.New("ledger: genesis names a different enclave ledger key")
+
+// Ledger appends entries through one writer goroutine that commits in groups: all
+// appenders waiting at the moment share one transaction and one fsync, and each is
+// answered only after its entry is durable.
+type Ledger struct {
+	d      Driver
+	schema Schema
+	signer Signer
+	opts   Options
+
+	reqs chan *request
+	quit chan struct{}
+	done chan struct{}
+	once sync.Once
+
+	head atomic.Pointer[Head] // last durable entry
+
+	// writer-goroutine state
+	sinceCheckpoint int
+	lastCheckpoint  time.Time
+}
+
+type request struct {
+	origin, kind string
+	payload      []byte
+	external     *Entry // pre-signed (governance) entry, nil for enclave/account appends
+	done         chan result
+}
+
+type result struct {
+	e   Entry
+	err error
+}
+
+// Open starts a ledger on d, writing genesis first if d is empty.
+func Open(ctx context.Context, d Driver, s Schema, signer Signer, opts Options) (*Ledger, error) {
+	opts.defaults()
+	l := &Ledger{d: d, schema: s, signer: signer, opts: opts,
+		reqs: make(chan *request, 4096), quit: make(chan struct{}), done: make(chan struct{}),
+		lastCheckpoint: opts.Now()}
+	h, ok, err := d.Head(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("ledger: reading head: %w", err)
+	}
+	if ok {
+		g, err := LoadGenesis(View(ctx, d))
+		if err != nil {
+			return nil, err
+		}
+		if g.LedgerKey != signer.LedgerKey() {
+			return nil, fmt.Errorf("%w (ledger has %s…, enclave has %s…)", ErrForeignLedger, g.LedgerKey[:16], signer.LedgerKey()[:16])
+		}
+		l.head.Store(&h)
+		if c, ok, err := LastCheckpoint(View(ctx, d)); err != nil {
+			return nil, err
+		} else if !ok || c.Seq+1 < h.Seq {
+			l.sinceCheckpoint = 1 // entries after the last checkpoint: vouch for them soon
+		}
+	} else {
+		if opts.Genesis == nil {
+			return nil, errors.New("ledger: empty ledger and no genesis")
+		}
+		g, err := opts.Genesis()
+		if err != nil {
+			return nil, err
+		}
+		g.LedgerKey = signer.LedgerKey()
+		p, err := MarshalPayload(g)
+		if err != nil {
+			return nil, err
+		}
+		r := &request{origin: OriginEnclave, kind: KindGenesis, payload: p, done: make(chan result, 1)}
+		l.commit([]*request{r}, false)
+		if res := <-r.done; res.err != nil {
+			return nil, fmt.Errorf("ledger: writing genesis: %w", res.err)
+		}
+	}
+	go l.run()
+	return l, nil
+}
+
+// Append signs an entry of kind with origin's key and returns once it is durable.
+// payload is marshalled with encoding/json.
+func (l *Ledger) Append(ctx context.Context, origin, kind string, payload any) (Entry, error) {
+	p, err := MarshalPayload(payload)
+	if err != nil {
+		return Entry{}, fmt.Errorf("ledger: %s payload: %w", kind, err)
+	}
+	return l.send(ctx, &request{origin: origin, kind: kind, payload: p})
+}
+
+// Submit appends an entry signed outside the enclave (governance). It must link to
+// the current head; if the head moved the result is ErrConflict and the caller
+// re-signs against the new head.
+func (l *Ledger) Submit(ctx context.Context, e Entry) (Entry, error) {
+	return l.send(ctx, &request{external: &e})
+}
+
+func (l *Ledger) send(ctx context.Context, r *request) (Entry, error) {
+	r.done = make(chan result, 1)
+	select {
+	case <-l.quit:
+		return Entry{}, ErrClosed
+	default:
+	}
+	select {
+	case l.reqs <- r:
+	case <-l.quit:
+		return Entry{}, ErrClosed
+	case <-ctx.Done():
+		return Entry{}, ctx.Err()
+	}
+	select {
+	case res := <-r.done:
+		return res.e, res.err
+	case <-ctx.Done():
+		return Entry{}, ctx.Err()
+	}
+}
+
+// Head returns the position of the newest durable entry.
+func (l *Ledger) Head() Head { return *l.head.Load() }
+
+// Entries returns up to limit durable entries from seq from.
+func (l *Ledger) Entries(ctx context.Context, from uint64, limit int) ([]Entry, error) {
+	return l.d.Entries(ctx, from, limit)
+}
+
+// State returns a read-only view of the committed state.
+func (l *Ledger) State(ctx context.Context) State { return View(ctx, l.d) }
+
+// Schema returns the schema the ledger enforces.
+func (l *Ledger) Schema() Schema { return l.schema }
+
+// Close stops the writer after the appends already queued; later appends get ErrClosed.
+func (l *Ledger) Close() error {
+	l.once.Do(func() { close(l.quit) })
+	<-l.done
+	return nil
+}
+
+func (l *Ledger) run() {
+	defer close(l.done)
+	tick := time.NewTicker(l.opts.CheckpointInterval)
+	defer tick.Stop()
+	batch := make([]*request, 0, l.opts.MaxBatch)
+	for {
+		select {
+		case r := <-l.reqs:
+			batch = append(batch[:0], r)
+		drain:
+			for len(batch) < l.opts.MaxBatch {
+				select {
+				case r := <-l.reqs:
+					batch = append(batch, r)
+				default:
+					break drain
+				}
+			}
+			l.commit(batch, false)
+		case <-tick.C:
+			if l.opts.Now().Sub(l.lastCheckpoint) >= l.opts.CheckpointInterval {
+				l.commit(nil, true)
+			}
+		case <-l.quit:
+			for {
+				select {
+				case r := <-l.reqs:
+					r.done <- result{err: ErrClosed}
+				default:
+					return
+				}
+			}
+		}
+	}
+}
+
+// commit turns a batch of requests into entries, folds them, signs them and writes
+// them in one durable transaction. Requests are answered only after that. With
+// checkpoint set, a checkpoint closes the batch if anything was written since the last.
+func (l *Ledger) commit(batch []*request, checkpoint bool) {
+	ctx := context.Background()
+	base := newOverlay(View(ctx, l.d))
+	var head Head
+	empty := true
+	if h := l.head.Load(); h != nil {
+		head, empty = *h, false
+	}
+	entries := make([]Entry, 0, len(batch)+1)
+	owners := make([]*request, 0, len(batch)+1) // owners[i] answers entries[i]; nil for checkpoints
+	since, checkpointed := l.sinceCheckpoint, false
+
+	add := func(r *request, e Entry, external bool) error {
+		if external {
+			if err := l.checkExternal(e, head, empty); err != nil {
+				return err
+			}
+		} else {
+			e.Time = max(l.opts.Now().UnixNano(), head.Time)
+			if !empty {
+				e.Seq, e.PrevHash = head.Seq+1, head.Hash
+			}
+		}
+		sub := newOverlay(base)
+		k, err := l.schema.admit(sub, &e, external)
+		if err != nil {
+			return err
+		}
+		if !external {
+			if e.Signer, err = l.signerFor(sub, e.Origin); err != nil {
+				return err
+			}
+		}
+		if err := k.Fold(sub, &e); err != nil {
+			return fmt.Errorf("%w: %v", ErrRejected, err)
+		}
+		sub.mergeInto(base)
+		head, empty = Head{Seq: e.Seq, Hash: e.Hash(), Time: e.Time}, false
+		entries, owners = append(entries, e), append(owners, r)
+		if e.Kind == KindCheckpoint {
+			since, checkpointed = 0, true
+		} else {
+			since++
+		}
+		return nil
+	}
+	addCheckpoint := func() bool {
+		if err := add(nil, l.checkpointEntry(head), false); err != nil {
+			l.failAll(owners, err)
+			return false
+		}
+		return true
+	}
+	for _, r := range batch {
+		var err error
+		if r.external != nil {
+			err = add(r, *r.external, true)
+		} else {
+			err = add(r, Entry{Kind: r.kind, Origin: r.origin, Payload: r.payload}, false)
+		}
+		if err != nil {
+			r.done <- result{err: err}
+			continue
+		}
+		if since >= l.opts.CheckpointEvery && !addCheckpoint() {
+			return
+		}
+	}
+	if checkpoint && since > 0 && !addCheckpoint() {
+		return
+	}
+	if len(entries) == 0 {
+		return
+	}
+	if err := l.sign(entries); err != nil {
+		l.failAll(owners, err)
+		return
+	}
+	if err := l.d.Commit(ctx, entries, base.list()); err != nil {
+		if h, ok, herr := l.d.Head(ctx); herr == nil && ok {
+			l.head.Store(&h)
+		}
+		l.failAll(owners, fmt.Errorf("ledger: commit: %w", err))
+		return
+	}
+	l.head.Store(&head)
+	l.sinceCheckpoint = since
+	if checkpointed {
+		l.lastCheckpoint = l.opts.Now()
+	}
+	l.opts.OnCommit(entries)
+	for i, r := range owners {
+		if r != nil {
+			r.done <- result{e: entries[i]}
+		}
+	}
+}
+
+func (l *Ledger) checkpointEntry(head Head) Entry {
+	p, _ := MarshalPayload(Checkpoint{Seq: head.Seq, Hash: head.Hash})
+	return Entry{Kind: KindCheckpoint, Origin: OriginEnclave, Payload: p}
+}
+
+func (l *Ledger) failAll(owners []*request, err error) {
+	for _, r := range owners {
+		if r != nil {
+			r.done <- result{err: err}
+		}
+	}
+}
+
+// checkExternal checks that a pre-signed entry links to the head and has a sane time.
+func (l *Ledger) checkExternal(e Entry, head Head, empty bool) error {
+	if empty || e.Seq != head.Seq+1 || e.PrevHash != head.Hash {
+		return fmt.Errorf("%w (head is seq %d)", ErrConflict, head.Seq)
+	}
+	if e.Time < head.Time {
+		return fmt.Errorf("%w: time is before the head's time", ErrRejected)
+	}
+	if e.Time > l.opts.Now().Add(l.opts.MaxSkew).UnixNano() {
+		return fmt.Errorf("%w: time is more than %s in the future", ErrRejected, l.opts.MaxSkew)
+	}
+	return nil
+}
+
+// signerFor names who signs an enclave or account entry; it is part of the hash.
+func (l *Ledger) signerFor(st State, origin string) (string, error) {
+	if origin == OriginEnclave {
+		return l.signer.LedgerKey(), nil
+	}
+	omni, ok := AccountOf(origin)
+	if !ok {
+		return "", fmt.Errorf("%w: %s entries must arrive signed", ErrOrigin, origin)
+	}
+	if l.schema.Wallet == nil {
+		return "", fmt.Errorf("%w: no accounts in this ledger", ErrOrigin)
+	}
+	addr, err := l.schema.Wallet(st, omni)
+	if err != nil {
+		return "", fmt.Errorf("%w: account %s: %v", ErrOrigin, omni, err)
+	}
+	return addr, nil
+}
+
+// sign signs the entries that the enclave signs, spread over the CPUs. Pre-signed
+// entries already carry their signatures.
+func (l *Ledger) sign(entries []Entry) error {
+	workers := min(runtime.GOMAXPROCS(0), (len(entries)+7)/8)
+	var wg sync.WaitGroup
+	errs := make([]error, workers)
+	for w := range workers {
+		wg.Go(func() {
+			for i := w; i < len(entries); i += workers {
+				e := &entries[i]
+				if e.Sig != nil {
+					continue
+				}
+				var err error
+				h := e.Hash()
+				if omni, ok := AccountOf(e.Origin); ok {
+					e.Sig, err = l.signer.SignAccount(omni, h)
+				} else {
+					e.Sig, err = l.signer.SignLedger(h)
+				}
+				if err != nil {
+					errs[w] = fmt.Errorf("ledger: signing seq %d: %w", e.Seq, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}

@@ -1,0 +1,449 @@
+package ledger_test
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/decred/dcrd/dcrec/secp256k1/v4"
+
+	"github.com/agentkeys/agentkeys/internal/ledger"
+	"github.com/agentkeys/agentkeys/internal/ledger/sqlite"
+	"github.com/agentkeys/agentkeys/internal/wallet"
+)
+
+// testSigner stands in for the enclave: an ed25519 ledger key and one secp256k1
+// wallet per omni, derived deterministically from the omni.
+type testSigner struct {
+	key ed25519.PrivateKey
+	mu  sync.Mutex
+	ws  map[string]*secp256k1.PrivateKey
+}
+
+func newTestSigner() *testSigner {
+	return &testSigner{key: ed25519.NewKeyFromSeed(make([]byte, 32)), ws: map[string]*secp256k1.PrivateKey{}}
+}
+
+func (s *testSigner) LedgerKey() string { return hex.EncodeToString(s.key.Public().(ed25519.PublicKey)) }
+func (s *testSigner) SignLedger(h ledger.Hash) ([]byte, error) {
+	return ed25519.Sign(s.key, h[:]), nil
+}
+func (s *testSigner) wallet(omni string) *secp256k1.PrivateKey {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	k, ok := s.ws[omni]
+	if !ok {
+		b, _ := hex.DecodeString(omni)
+		k = secp256k1.PrivKeyFromBytes(b)
+		s.ws[omni] = k
+	}
+	return k
+}
+func (s *testSigner) SignAccount(omni string, h ledger.Hash) ([]byte, error) {
+	return wallet.Sign(s.wallet(omni), h), nil
+}
+func (s *testSigner) address(omni string) string { return wallet.Address(s.wallet(omni).PubKey()) }
+
+// testSchema: accounts created by the enclave, notes by enclave or accounts, and a
+// governance-only registry with at most 2 items.
+func testSchema() ledger.Schema {
+	return ledger.Schema{
+		Kinds: map[string]ledger.Kind{
+			"test.account": {Origins: ledger.FromEnclave, Fold: func(st ledger.State, e *ledger.Entry) error {
+				var p struct{ Omni, Wallet string }
+				if err := ledger.DecodeStrict(e.Payload, &p); err != nil {
+					return err
+				}
+				return ledger.PutJSON(st, "account/"+p.Omni, p.Wallet)
+			}},
+			"test.note": {Origins: ledger.FromEnclave | ledger.FromAccount, Fold: func(st ledger.State, e *ledger.Entry) error {
+				var p struct{ N int }
+				if err := ledger.DecodeStrict(e.Payload, &p); err != nil {
+					return err
+				}
+				if p.N < 0 {
+					return errors.New("negative note")
+				}
+				return st.Put(fmt.Sprintf("note/%s/%08d", e.Origin, p.N), e.Payload)
+			}},
+			"test.gov": {Origins: ledger.FromGovernance, Fold: func(st ledger.State, e *ledger.Entry) error {
+				n := 0
+				st.Scan("gov/", func(string, []byte) error { n++; return nil })
+				if n >= 2 {
+					return errors.New("at most 2")
+				}
+				return st.Put(fmt.Sprintf("gov/%d", e.Seq), e.Payload)
+			}},
+		},
+		Wallet: func(st ledger.State, omni string) (string, error) {
+			var w string
+			ok, err := ledger.GetJSON(st, "account/"+omni, &w)
+			if err != nil {
+				return "", err
+			}
+			if !ok {
+				return "", errors.New("no such account")
+			}
+			return w, nil
+		},
+	}
+}
+
+type fixture struct {
+	l      *ledger.Ledger
+	d      *sqlite.Driver
+	s      *testSigner
+	gov    []ed25519.PrivateKey
+	path   string
+	schema ledger.Schema
+}
+
+func newFixture(t testing.TB, opts ledger.Options, threshold int) *fixture {
+	t.Helper()
+	f := &fixture{s: newTestSigner(), path: filepath.Join(t.TempDir(), "ledger.db"), schema: testSchema()}
+	var keys []string
+	for i := range 3 {
+		k := ed25519.NewKeyFromSeed(append(make([]byte, 31), byte(i+1)))
+		f.gov = append(f.gov, k)
+		keys = append(keys, hex.EncodeToString(k.Public().(ed25519.PublicKey)))
+	}
+	opts.Genesis = func() (*ledger.Genesis, error) {
+		return &ledger.Genesis{MrEnclave: "aa", MrSigner: "bb", Tier: "dev",
+			Governance: ledger.Governance{Threshold: threshold, Keys: keys}}, nil
+	}
+	f.open(t, opts)
+	return f
+}
+
+func (f *fixture) open(t testing.TB, opts ledger.Options) {
+	t.Helper()
+	d, err := sqlite.Open(f.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := ledger.Open(context.Background(), d, f.schema, f.s, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.d, f.l = d, l
+	t.Cleanup(func() { l.Close(); d.Close() })
+}
+
+func omni(i int) string { return fmt.Sprintf("%064x", i+1) }
+
+func (f *fixture) account(t testing.TB, i int) string {
+	t.Helper()
+	o := omni(i)
+	if _, err := f.l.Append(context.Background(), ledger.OriginEnclave, "test.account",
+		map[string]string{"Omni": o, "Wallet": f.s.address(o)}); err != nil {
+		t.Fatal(err)
+	}
+	return o
+}
+
+// govEntry builds a governance entry linked to the current head, signed by keys.
+func (f *fixture) govEntry(payload string, keys ...ed25519.PrivateKey) ledger.Entry {
+	h := f.l.Head()
+	e := ledger.Entry{Seq: h.Seq + 1, PrevHash: h.Hash, Time: max(time.Now().UnixNano(), h.Time),
+		Kind: "test.gov", Origin: ledger.OriginGovernance, Payload: []byte(payload)}
+	for _, k := range keys {
+		ledger.SignGovernance(&e, k)
+	}
+	return e
+}
+
+func (f *fixture) verify(t *testing.T) {
+	t.Helper()
+	if _, err := ledger.VerifyDriver(context.Background(), f.schema, f.d, true); err != nil {
+		t.Fatalf("verify: %v", err)
+	}
+}
+
+func TestAppendVerifyRefold(t *testing.T) {
+	f := newFixture(t, ledger.Options{}, 1)
+	ctx := context.Background()
+	o := f.account(t, 0)
+	for i := range 5 {
+		if _, err := f.l.Append(ctx, ledger.AccountOrigin(o), "test.note", map[string]int{"N": i}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e, err := f.l.Append(ctx, ledger.OriginEnclave, "test.note", map[string]int{"N": 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.Seq != 7 || f.l.Head().Seq != 7 || f.l.Head().Hash != e.Hash() {
+		t.Fatalf("seq %d head %+v", e.Seq, f.l.Head())
+	}
+	if e.Signer != f.s.LedgerKey() {
+		t.Fatalf("enclave entry signer %q", e.Signer)
+	}
+	f.verify(t)
+	if _, err := f.l.Submit(ctx, f.govEntry(`{"x":1}`, f.gov[0])); err != nil {
+		t.Fatalf("governance submit: %v", err)
+	}
+	f.verify(t)
+}
+
+func TestRejectedEntriesWriteNothing(t *testing.T) {
+	f := newFixture(t, ledger.Options{}, 2)
+	ctx := context.Background()
+	o := f.account(t, 0)
+	before := f.l.Head()
+	cases := map[string]func() error{
+		"account submits enclave-only kind": func() error {
+			_, err := f.l.Append(ctx, ledger.AccountOrigin(o), "test.account", map[string]string{"Omni": o, "Wallet": "x"})
+			return err
+		},
+		"enclave submits governance kind": func() error {
+			_, err := f.l.Append(ctx, ledger.OriginEnclave, "test.gov", map[string]int{"x": 1})
+			return err
+		},
+		"unknown account": func() error {
+			_, err := f.l.Append(ctx, ledger.AccountOrigin(omni(9)), "test.note", map[string]int{"N": 1})
+			return err
+		},
+		"malformed origin": func() error {
+			_, err := f.l.Append(ctx, "account:XYZ", "test.note", map[string]int{"N": 1})
+			return err
+		},
+		"unknown kind": func() error {
+			_, err := f.l.Append(ctx, ledger.OriginEnclave, "test.nope", map[string]int{"N": 1})
+			return err
+		},
+		"fold refuses": func() error {
+			_, err := f.l.Append(ctx, ledger.OriginEnclave, "test.note", map[string]int{"N": -1})
+			return err
+		},
+		"governance below threshold": func() error {
+			_, err := f.l.Submit(ctx, f.govEntry(`{"x":1}`, f.gov[0]))
+			return err
+		},
+		"governance same key twice": func() error {
+			_, err := f.l.Submit(ctx, f.govEntry(`{"x":1}`, f.gov[0], f.gov[0]))
+			return err
+		},
+		"governance signed by a stranger": func() error {
+			stranger := ed25519.NewKeyFromSeed(make([]byte, 32))
+			_, err := f.l.Submit(ctx, f.govEntry(`{"x":1}`, f.gov[0], stranger))
+			return err
+		},
+		"governance payload changed after signing": func() error {
+			e := f.govEntry(`{"x":1}`, f.gov[0], f.gov[1])
+			e.Payload = []byte(`{"x":2}`)
+			_, err := f.l.Submit(ctx, e)
+			return err
+		},
+		"governance entry with wrong origin": func() error {
+			e := f.govEntry(`{"x":1}`)
+			e.Origin = ledger.OriginEnclave
+			e.Signer = f.s.LedgerKey()
+			h := e.Hash()
+			e.Sig, _ = f.s.SignLedger(h)
+			_, err := f.l.Submit(ctx, e)
+			return err
+		},
+		"stale head": func() error {
+			e := f.govEntry(`{"x":1}`)
+			e.Seq--
+			e.PrevHash = ledger.Hash{}
+			ledger.SignGovernance(&e, f.gov[0])
+			ledger.SignGovernance(&e, f.gov[1])
+			_, err := f.l.Submit(ctx, e)
+			if !errors.Is(err, ledger.ErrConflict) {
+				return fmt.Errorf("want ErrConflict, got %v", err)
+			}
+			return err
+		},
+		"non-canonical payload": func() error {
+			_, err := f.l.Submit(ctx, f.govEntry(`{ "x": 1 }`, f.gov[0], f.gov[1]))
+			return err
+		},
+	}
+	for name, fn := range cases {
+		err := fn()
+		if err == nil || strings.HasPrefix(err.Error(), "want ") {
+			t.Errorf("%s: accepted or wrong error: %v", name, err)
+		}
+	}
+	if h := f.l.Head(); h != before {
+		t.Fatalf("rejected entries moved the head from %d to %d", before.Seq, h.Seq)
+	}
+	var keys []string
+	f.d.Scan(ctx, "", func(k string, _ []byte) error { keys = append(keys, k); return nil })
+	if len(keys) != 2 { // genesis + the account
+		t.Fatalf("state after rejections: %v", keys)
+	}
+	f.verify(t)
+	if _, err := f.l.Submit(ctx, f.govEntry(`{"x":1}`, f.gov[2], f.gov[0])); err != nil {
+		t.Fatalf("valid 2-of-3: %v", err)
+	}
+}
+
+func TestConcurrentAppendsAndCheckpoints(t *testing.T) {
+	f := newFixture(t, ledger.Options{CheckpointEvery: 50}, 1)
+	ctx := context.Background()
+	var mu sync.Mutex
+	acked := map[uint64]ledger.Hash{}
+	var wg sync.WaitGroup
+	for w := range 16 {
+		wg.Go(func() {
+			for i := range 40 {
+				e, err := f.l.Append(ctx, ledger.OriginEnclave, "test.note", map[string]int{"N": w*1000 + i})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				acked[e.Seq] = e.Hash()
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	es, err := f.l.Entries(ctx, 0, 10000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkpoints := 0
+	for _, e := range es {
+		if h, ok := acked[e.Seq]; ok && h != e.Hash() {
+			t.Fatalf("acked seq %d changed", e.Seq)
+		}
+		delete(acked, e.Seq)
+		if e.Kind == ledger.KindCheckpoint {
+			checkpoints++
+		}
+	}
+	if len(acked) != 0 {
+		t.Fatalf("%d acknowledged entries missing", len(acked))
+	}
+	if checkpoints < 640/50 {
+		t.Fatalf("%d checkpoints for 640 entries every 50", checkpoints)
+	}
+	f.verify(t)
+}
+
+func TestTimedCheckpoint(t *testing.T) {
+	f := newFixture(t, ledger.Options{CheckpointInterval: 20 * time.Millisecond}, 1)
+	if _, err := f.l.Append(context.Background(), ledger.OriginEnclave, "test.note", map[string]int{"N": 1}); err != nil {
+		t.Fatal(err)
+	}
+	for range 500 {
+		if c, ok, _ := ledger.LastCheckpoint(f.l.State(context.Background())); ok && c.Seq == 1 {
+			f.verify(t)
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatal("no checkpoint vouching for seq 1 after 5s")
+}
+
+// TestTamperNamesSeq changes one stored field of one entry at a time and expects
+// verification to name that entry.
+func TestTamperNamesSeq(t *testing.T) {
+	cols := map[string]string{
+		"payload":   `UPDATE entries SET payload = CAST(replace(CAST(payload AS TEXT), '"N":3', '"N":4') AS BLOB) WHERE seq = ?`,
+		"kind":      `UPDATE entries SET kind = 'test.nota' WHERE seq = ?`,
+		"origin":    `UPDATE entries SET origin = 'governance' WHERE seq = ?`,
+		"time":      `UPDATE entries SET time = time + 1 WHERE seq = ?`,
+		"prev_hash": `UPDATE entries SET prev_hash = zeroblob(32) WHERE seq = ?`,
+		"signer":    `UPDATE entries SET signer = 'x' || substr(signer, 2) WHERE seq = ?`,
+		"sig":       `UPDATE entries SET sig = zeroblob(length(sig)) WHERE seq = ?`,
+		"seq":       `UPDATE entries SET seq = seq + 100 WHERE seq = ?`,
+	}
+	for name, q := range cols {
+		t.Run(name, func(t *testing.T) {
+			f := newFixture(t, ledger.Options{}, 1)
+			ctx := context.Background()
+			for i := range 6 {
+				if _, err := f.l.Append(ctx, ledger.OriginEnclave, "test.note", map[string]int{"N": i}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if _, err := f.d.DB().Exec(q, 4); err != nil {
+				t.Fatal(err)
+			}
+			for _, refold := range []bool{true, false} {
+				_, err := ledger.VerifyDriver(ctx, f.schema, f.d, refold)
+				var ce *ledger.ChainError
+				if !errors.As(err, &ce) || ce.Seq != 4 {
+					t.Fatalf("refold=%v: err = %v, want a ChainError at seq 4", refold, err)
+				}
+			}
+		})
+	}
+}
+
+func TestStateTamperDetected(t *testing.T) {
+	f := newFixture(t, ledger.Options{}, 1)
+	ctx := context.Background()
+	if _, err := f.l.Append(ctx, ledger.OriginEnclave, "test.note", map[string]int{"N": 1}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.d.DB().Exec(`UPDATE state SET value = X'00' WHERE key LIKE 'note/%'`); err != nil {
+		t.Fatal(err)
+	}
+	_, err := ledger.VerifyDriver(ctx, f.schema, f.d, true)
+	var se *ledger.StateMismatchError
+	if !errors.As(err, &se) || !strings.HasPrefix(se.Key, "note/") {
+		t.Fatalf("err = %v, want a state mismatch on the note", err)
+	}
+}
+
+// failingDriver fails every commit: the ledger must then return no entry.
+type failingDriver struct{ ledger.Driver }
+
+func (failingDriver) Commit(context.Context, []ledger.Entry, []ledger.Write) error {
+	return errors.New("disk full")
+}
+
+func TestCommitFailureFailsClosed(t *testing.T) {
+	f := newFixture(t, ledger.Options{}, 1)
+	f.l.Close()
+	l, err := ledger.Open(context.Background(), failingDriver{f.d}, f.schema, f.s, ledger.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	before := l.Head()
+	e, err := l.Append(context.Background(), ledger.OriginEnclave, "test.note", map[string]int{"N": 1})
+	if err == nil || e.Seq != 0 || e.Sig != nil {
+		t.Fatalf("append on a failing driver: entry %+v err %v", e, err)
+	}
+	if l.Head() != before {
+		t.Fatal("head moved after a failed commit")
+	}
+}
+
+func TestReopenKeepsChainAndRefusesForeignSeed(t *testing.T) {
+	f := newFixture(t, ledger.Options{}, 1)
+	ctx := context.Background()
+	e, err := f.l.Append(ctx, ledger.OriginEnclave, "test.note", map[string]int{"N": 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.l.Close()
+	f.d.Close()
+	f.open(t, ledger.Options{})
+	if f.l.Head().Hash != e.Hash() {
+		t.Fatal("head changed across reopen")
+	}
+	if _, err := f.l.Append(ctx, ledger.OriginEnclave, "test.note", map[string]int{"N": 2}); err != nil {
+		t.Fatal(err)
+	}
+	f.verify(t)
+	f.l.Close()
+	other := newTestSigner()
+	other.key = ed25519.NewKeyFromSeed(append(make([]byte, 31), 7))
+	if _, err := ledger.Open(ctx, f.d, f.schema, other, ledger.Options{}); !errors.Is(err, ledger.ErrForeignLedger) {
+		t.Fatalf("foreign seed: %v", err)
+	}
+}

@@ -1,0 +1,259 @@
+// Package ledgertest is the conformance suite every ledger.Driver must pass, in the
+// manner of dex's storage/conformance: one suite, run against every implementation.
+package ledgertest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+
+	"github.com/agentkeys/agentkeys/internal/ledger"
+)
+
+// Opener opens the driver's store. Calling it again must reopen the same store, so
+// the suite can check durability; each call to NewStore gives a fresh store.
+type Opener func() (ledger.Driver, error)
+
+// Run runs the conformance suite. newStore returns an Opener for a fresh, empty store.
+func Run(t *testing.T, newStore func(t *testing.T) Opener) {
+	tests := []struct {
+		name string
+		fn   func(t *testing.T, open Opener)
+	}{
+		{"EmptyHead", testEmptyHead},
+		{"CommitAndRead", testCommitAndRead},
+		{"Conflict", testConflict},
+		{"StateWritesAndScan", testStateWritesAndScan},
+		{"Durable", testDurable},
+		{"ConcurrentReads", testConcurrentReads},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) { tc.fn(t, newStore(t)) })
+	}
+}
+
+func mustOpen(t *testing.T, open Opener) ledger.Driver {
+	t.Helper()
+	d, err := open()
+	if err != nil {
+		t.Fatalf("open: %v", err)
+	}
+	t.Cleanup(func() { d.Close() })
+	return d
+}
+
+// chain builds n linked entries following head (or from genesis when prev is nil).
+func chain(prev *ledger.Head, n int) []ledger.Entry {
+	var seq uint64
+	var ph ledger.Hash
+	if prev != nil {
+		seq, ph = prev.Seq+1, prev.Hash
+	}
+	out := make([]ledger.Entry, n)
+	for i := range out {
+		e := ledger.Entry{Seq: seq, PrevHash: ph, Time: int64(1000 + seq), Kind: "test.kind",
+			Origin: ledger.OriginEnclave, Payload: fmt.Appendf(nil, `{"n":%d}`, seq), Signer: "s", Sig: []byte{byte(seq), 1, 2}}
+		out[i] = e
+		seq, ph = seq+1, e.Hash()
+	}
+	return out
+}
+
+func headOf(es []ledger.Entry) *ledger.Head {
+	e := es[len(es)-1]
+	return &ledger.Head{Seq: e.Seq, Hash: e.Hash(), Time: e.Time}
+}
+
+func testEmptyHead(t *testing.T, open Opener) {
+	d := mustOpen(t, open)
+	if _, ok, err := d.Head(context.Background()); err != nil || ok {
+		t.Fatalf("empty store: head ok=%v err=%v, want ok=false", ok, err)
+	}
+	es, err := d.Entries(context.Background(), 0, 10)
+	if err != nil || len(es) != 0 {
+		t.Fatalf("empty store: %d entries, err %v", len(es), err)
+	}
+}
+
+func testCommitAndRead(t *testing.T, open Opener) {
+	ctx := context.Background()
+	d := mustOpen(t, open)
+	first := chain(nil, 3)
+	if err := d.Commit(ctx, first, nil); err != nil {
+		t.Fatal(err)
+	}
+	second := chain(headOf(first), 4)
+	if err := d.Commit(ctx, second, nil); err != nil {
+		t.Fatal(err)
+	}
+	all := append(slices.Clone(first), second...)
+	h, ok, err := d.Head(ctx)
+	if err != nil || !ok || h != *headOf(all) {
+		t.Fatalf("head = %+v ok=%v err=%v, want %+v", h, ok, err, *headOf(all))
+	}
+	got, err := d.Entries(ctx, 2, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 3 || got[0].Seq != 2 || got[2].Seq != 4 {
+		t.Fatalf("Entries(2,3) returned seqs %v", seqs(got))
+	}
+	for i, e := range got {
+		if e.Hash() != all[2+i].Hash() || !slices.Equal(e.Sig, all[2+i].Sig) {
+			t.Fatalf("entry %d does not round-trip", e.Seq)
+		}
+	}
+	if got, _ := d.Entries(ctx, 100, 10); len(got) != 0 {
+		t.Fatalf("Entries past head returned %v", seqs(got))
+	}
+}
+
+func testConflict(t *testing.T, open Opener) {
+	ctx := context.Background()
+	d := mustOpen(t, open)
+	base := chain(nil, 2)
+	if err := d.Commit(ctx, base, []ledger.Write{{Key: "k", Value: []byte("v1")}}); err != nil {
+		t.Fatal(err)
+	}
+	stale := chain(nil, 1) // links to nothing: a second genesis
+	wrongPrev := chain(&ledger.Head{Seq: 1, Hash: ledger.Hash{9}}, 1)
+	gap := chain(&ledger.Head{Seq: 5, Hash: headOf(base).Hash}, 1)
+	for name, es := range map[string][]ledger.Entry{"second genesis": stale, "wrong prev_hash": wrongPrev, "seq gap": gap} {
+		err := d.Commit(ctx, es, []ledger.Write{{Key: "k", Value: []byte("v2")}})
+		if !errors.Is(err, ledger.ErrConflict) {
+			t.Errorf("%s: err = %v, want ErrConflict", name, err)
+		}
+	}
+	if v, _, _ := d.Get(ctx, "k"); string(v) != "v1" {
+		t.Fatalf("state changed by a refused commit: %q", v)
+	}
+	if h, _, _ := d.Head(ctx); h.Seq != 1 {
+		t.Fatalf("head moved by a refused commit: %d", h.Seq)
+	}
+}
+
+func testStateWritesAndScan(t *testing.T, open Opener) {
+	ctx := context.Background()
+	d := mustOpen(t, open)
+	es := chain(nil, 1)
+	writes := []ledger.Write{
+		{Key: "a/1", Value: []byte("1")}, {Key: "a/2", Value: []byte("2")},
+		{Key: "a0", Value: []byte("x")}, {Key: "b/1", Value: []byte("3")},
+		{Key: "empty", Value: []byte{}},
+	}
+	if err := d.Commit(ctx, es, writes); err != nil {
+		t.Fatal(err)
+	}
+	if v, ok, err := d.Get(ctx, "a/2"); err != nil || !ok || string(v) != "2" {
+		t.Fatalf("Get a/2 = %q %v %v", v, ok, err)
+	}
+	if v, ok, err := d.Get(ctx, "empty"); err != nil || !ok || len(v) != 0 {
+		t.Fatalf("Get of empty value = %q %v %v", v, ok, err)
+	}
+	if _, ok, err := d.Get(ctx, "missing"); err != nil || ok {
+		t.Fatalf("Get missing: ok=%v err=%v", ok, err)
+	}
+	if got := scan(t, d, "a/"); !slices.Equal(got, []string{"a/1", "a/2"}) {
+		t.Fatalf(`Scan("a/") = %v`, got)
+	}
+	if got := scan(t, d, ""); len(got) != 5 || !slices.IsSorted(got) {
+		t.Fatalf(`Scan("") = %v, want 5 sorted keys`, got)
+	}
+	es2 := chain(headOf(es), 1)
+	if err := d.Commit(ctx, es2, []ledger.Write{{Key: "a/1"}, {Key: "a/2", Value: []byte("22")}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := scan(t, d, "a/"); !slices.Equal(got, []string{"a/2"}) {
+		t.Fatalf("after delete Scan = %v", got)
+	}
+	if v, _, _ := d.Get(ctx, "a/2"); string(v) != "22" {
+		t.Fatalf("overwrite lost: %q", v)
+	}
+}
+
+func testDurable(t *testing.T, open Opener) {
+	ctx := context.Background()
+	d, err := open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	es := chain(nil, 5)
+	if err := d.Commit(ctx, es, []ledger.Write{{Key: "k", Value: []byte("v")}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	d2 := mustOpen(t, open)
+	h, ok, err := d2.Head(ctx)
+	if err != nil || !ok || h != *headOf(es) {
+		t.Fatalf("after reopen head = %+v ok=%v err=%v", h, ok, err)
+	}
+	if v, _, _ := d2.Get(ctx, "k"); string(v) != "v" {
+		t.Fatalf("after reopen state k = %q", v)
+	}
+}
+
+func testConcurrentReads(t *testing.T, open Opener) {
+	ctx := context.Background()
+	d := mustOpen(t, open)
+	es := chain(nil, 1)
+	if err := d.Commit(ctx, es, nil); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for range 4 {
+		wg.Go(func() {
+			for range 50 {
+				got, err := d.Entries(ctx, 0, 1000)
+				if err != nil {
+					errs <- err
+					return
+				}
+				for i, e := range got {
+					if e.Seq != uint64(i) {
+						errs <- fmt.Errorf("reader saw seq %d at index %d", e.Seq, i)
+						return
+					}
+				}
+			}
+		})
+	}
+	head := headOf(es)
+	for range 50 {
+		next := chain(head, 2)
+		if err := d.Commit(ctx, next, []ledger.Write{{Key: "n", Value: []byte{byte(next[1].Seq)}}}); err != nil {
+			t.Fatal(err)
+		}
+		head = headOf(next)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+}
+
+func scan(t *testing.T, d ledger.Driver, prefix string) []string {
+	t.Helper()
+	var keys []string
+	if err := d.Scan(context.Background(), prefix, func(k string, _ []byte) error {
+		keys = append(keys, k)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return keys
+}
+
+func seqs(es []ledger.Entry) []uint64 {
+	out := make([]uint64, len(es))
+	for i, e := range es {
+		out[i] = e.Seq
+	}
+	return out
+}

@@ -1,0 +1,165 @@
+package ledger
+
+import (
+	"crypto/ed25519"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+)
+
+// OriginSet says which origins may submit a kind.
+type OriginSet uint8
+
+// Origin classes.
+const (
+	FromEnclave OriginSet = 1 << iota
+	FromAccount
+	FromGovernance
+)
+
+// Kind declares one entry kind: who may submit it and how it changes state.
+type Kind struct {
+	Origins OriginSet
+	// Fold validates the payload against the current state and applies it. An error
+	// rejects the entry; its writes are discarded.
+	Fold func(st State, e *Entry) error
+}
+
+// Schema is the set of kinds a ledger accepts, plus how account origins map to the
+// wallet address that must have signed them.
+type Schema struct {
+	Kinds map[string]Kind
+	// Wallet returns the wallet address of account omni from state; nil means the
+	// schema has no accounts and account origins are rejected.
+	Wallet func(st State, omni string) (string, error)
+}
+
+// Core kinds that every ledger has.
+const (
+	KindGenesis    = "genesis"
+	KindCheckpoint = "checkpoint"
+)
+
+// State keys written by the core kinds.
+const (
+	keyGenesis    = "ledger/genesis"
+	keyCheckpoint = "ledger/checkpoint"
+)
+
+// Genesis is the payload of entry 0: the enclave's public identity and the
+// governance keys. Its ledger key signs every enclave-origin entry.
+type Genesis struct {
+	LedgerKey  string      `json:"ledger_key"` // hex ed25519 public key of ledger/v1
+	MrEnclave  string      `json:"mrenclave"`
+	MrSigner   string      `json:"mrsigner"`
+	Tier       string      `json:"tier"`
+	Keys       []PublicKey `json:"keys"`
+	Governance Governance  `json:"governance"`
+}
+
+// PublicKey is one enclave public key as listed in genesis and GET /v1/enclave.
+type PublicKey struct {
+	Path   string `json:"path"`
+	Alg    string `json:"alg"`
+	Kid    string `json:"kid"`
+	Public string `json:"public"`
+}
+
+// Governance is an M-of-N set of Ed25519 keys (hex).
+type Governance struct {
+	Threshold int      `json:"threshold"`
+	Keys      []string `json:"keys"`
+}
+
+// Checkpoint is the payload of a checkpoint entry: the head it vouches for.
+type Checkpoint struct {
+	Seq  uint64 `json:"seq"`
+	Hash Hash   `json:"hash"`
+}
+
+func (g *Genesis) validate() error {
+	if k, err := hex.DecodeString(g.LedgerKey); err != nil || len(k) != ed25519.PublicKeySize {
+		return errors.New("genesis: ledger_key must be a hex ed25519 public key")
+	}
+	gv := g.Governance
+	if gv.Threshold < 1 || gv.Threshold > len(gv.Keys) {
+		return fmt.Errorf("genesis: governance threshold %d of %d keys is impossible", gv.Threshold, len(gv.Keys))
+	}
+	seen := map[string]bool{}
+	for _, k := range gv.Keys {
+		if b, err := hex.DecodeString(k); err != nil || len(b) != ed25519.PublicKeySize {
+			return errors.New("genesis: governance keys must be hex ed25519 public keys")
+		}
+		if seen[k] {
+			return errors.New("genesis: duplicate governance key")
+		}
+		seen[k] = true
+	}
+	return nil
+}
+
+func foldGenesis(st State, e *Entry) error {
+	if e.Seq != 0 {
+		return errors.New("genesis is only valid as entry 0")
+	}
+	var g Genesis
+	if err := decodeStrict(e.Payload, &g); err != nil {
+		return fmt.Errorf("genesis payload: %w", err)
+	}
+	if err := g.validate(); err != nil {
+		return err
+	}
+	return st.Put(keyGenesis, e.Payload)
+}
+
+func foldCheckpoint(st State, e *Entry) error {
+	var c Checkpoint
+	if err := decodeStrict(e.Payload, &c); err != nil {
+		return fmt.Errorf("checkpoint payload: %w", err)
+	}
+	if e.Seq == 0 || c.Seq != e.Seq-1 || c.Hash != e.PrevHash {
+		return errors.New("checkpoint must vouch for the entry right before it")
+	}
+	return st.Put(keyCheckpoint, e.Payload)
+}
+
+// LoadGenesis reads the genesis payload from state.
+func LoadGenesis(st State) (*Genesis, error) {
+	b, ok, err := st.Get(keyGenesis)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, errors.New("ledger has no genesis entry")
+	}
+	var g Genesis
+	if err := json.Unmarshal(b, &g); err != nil {
+		return nil, fmt.Errorf("genesis in state: %w", err)
+	}
+	return &g, nil
+}
+
+// LastCheckpoint reads the newest checkpoint from state (ok=false when none yet).
+func LastCheckpoint(st State) (c Checkpoint, ok bool, err error) {
+	b, ok, err := st.Get(keyCheckpoint)
+	if err != nil || !ok {
+		return c, false, err
+	}
+	return c, true, json.Unmarshal(b, &c)
+}
+
+func (s Schema) kind(name string) (Kind, bool) {
+	switch name {
+	case KindGenesis:
+		return Kind{Origins: FromEnclave, Fold: foldGenesis}, true
+	case KindCheckpoint:
+		return Kind{Origins: FromEnclave, Fold: foldCheckpoint}, true
+	}
+	k, ok := s.Kinds[name]
+	return k, ok
+}
+
+// DecodeStrict decodes a payload into v, rejecting unknown fields; folds use it so a
+// payload with a typo never half-applies.
+func DecodeStrict(p []byte, v any) error { return decodeStrict(p, v) }

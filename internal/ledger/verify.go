@@ -1,0 +1,267 @@
+package ledger
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+
+	"github.com/agentkeys/agentkeys/internal/wallet"
+)
+
+// Reasons an entry is refused. Fold errors are wrapped in ErrRejected.
+var (
+	ErrUnknownKind = errors.New("unknown entry kind")
+	ErrOrigin      = errors.New("origin may not submit this kind")
+	ErrSignature   = errors.New("bad signature")
+	ErrRejected    = errors.New("entry rejected by its kind")
+)
+
+// ChainError names the first entry at which a chain fails verification.
+type ChainError struct {
+	Seq uint64
+	Err error
+}
+
+func (e *ChainError) Error() string { return fmt.Sprintf("seq %d: %v", e.Seq, e.Err) }
+func (e *ChainError) Unwrap() error { return e.Err }
+
+// originSet classifies an origin string.
+func originSet(origin string) (OriginSet, error) {
+	switch origin {
+	case OriginEnclave:
+		return FromEnclave, nil
+	case OriginGovernance:
+		return FromGovernance, nil
+	}
+	if _, ok := AccountOf(origin); ok {
+		return FromAccount, nil
+	}
+	return 0, fmt.Errorf("%w: %q is not enclave, governance or account:<omni>", ErrOrigin, origin)
+}
+
+// admit checks everything about e that does not depend on its position: the kind
+// exists, the origin may submit it, the payload is canonical and, when checkSig is
+// set, the signature is the origin's. st supplies genesis and account wallets.
+func (s Schema) admit(st State, e *Entry, checkSig bool) (Kind, error) {
+	k, ok := s.kind(e.Kind)
+	if !ok {
+		return k, fmt.Errorf("%w %q", ErrUnknownKind, e.Kind)
+	}
+	set, err := originSet(e.Origin)
+	if err != nil {
+		return k, err
+	}
+	if k.Origins&set == 0 {
+		return k, fmt.Errorf("%w: %s may not submit %q", ErrOrigin, e.Origin, e.Kind)
+	}
+	if err := CheckPayload(e.Payload); err != nil {
+		return k, err
+	}
+	if checkSig {
+		if err := s.checkSig(st, e, set); err != nil {
+			return k, err
+		}
+	}
+	return k, nil
+}
+
+func (s Schema) checkSig(st State, e *Entry, set OriginSet) error {
+	h := e.Hash()
+	var g *Genesis
+	if e.Seq == 0 && e.Kind == KindGenesis {
+		g = new(Genesis)
+		if err := decodeStrict(e.Payload, g); err != nil {
+			return fmt.Errorf("genesis payload: %w", err)
+		}
+	} else {
+		var err error
+		if g, err = LoadGenesis(st); err != nil {
+			return err
+		}
+	}
+	switch set {
+	case FromEnclave:
+		pub, err := hex.DecodeString(e.Signer)
+		if err != nil || e.Signer != g.LedgerKey || !ed25519.Verify(pub, h[:], e.Sig) {
+			return fmt.Errorf("%w: not signed by the enclave ledger key", ErrSignature)
+		}
+	case FromGovernance:
+		return verifyGovernance(g.Governance, e, h)
+	case FromAccount:
+		omni, _ := AccountOf(e.Origin)
+		if s.Wallet == nil {
+			return fmt.Errorf("%w: no accounts in this ledger", ErrOrigin)
+		}
+		addr, err := s.Wallet(st, omni)
+		if err != nil {
+			return fmt.Errorf("%w: account %s: %v", ErrOrigin, omni, err)
+		}
+		if !strings.EqualFold(addr, e.Signer) {
+			return fmt.Errorf("%w: signer is not the account's wallet", ErrSignature)
+		}
+		if err := wallet.Verify(addr, h, e.Sig); err != nil {
+			return fmt.Errorf("%w: %v", ErrSignature, err)
+		}
+	}
+	return nil
+}
+
+// GovernanceSigSize is the size of one governance signature: key || ed25519 signature.
+const GovernanceSigSize = ed25519.PublicKeySize + ed25519.SignatureSize
+
+// SignGovernance appends one governance key's signature to e.Sig; callers sign with
+// as many keys as the threshold needs.
+func SignGovernance(e *Entry, key ed25519.PrivateKey) {
+	e.Signer = OriginGovernance
+	h := e.Hash()
+	e.Sig = append(e.Sig, key.Public().(ed25519.PublicKey)...)
+	e.Sig = append(e.Sig, ed25519.Sign(key, h[:])...)
+}
+
+func verifyGovernance(gv Governance, e *Entry, h Hash) error {
+	if e.Signer != OriginGovernance || len(e.Sig) == 0 || len(e.Sig)%GovernanceSigSize != 0 {
+		return fmt.Errorf("%w: governance entries carry key||signature pairs", ErrSignature)
+	}
+	allowed := map[string]bool{}
+	for _, k := range gv.Keys {
+		allowed[k] = true
+	}
+	valid := map[string]bool{}
+	for part := range slices.Chunk(e.Sig, GovernanceSigSize) {
+		pub, sig := part[:ed25519.PublicKeySize], part[ed25519.PublicKeySize:]
+		k := hex.EncodeToString(pub)
+		if !allowed[k] || !ed25519.Verify(pub, h[:], sig) {
+			return fmt.Errorf("%w: signature by a key that is not a valid governance signature", ErrSignature)
+		}
+		valid[k] = true
+	}
+	if len(valid) < gv.Threshold {
+		return fmt.Errorf("%w: %d of %d required governance signatures", ErrSignature, len(valid), gv.Threshold)
+	}
+	return nil
+}
+
+// Verifier walks a chain from genesis and checks links, hashes, origins and
+// signatures; with a MemState it also re-folds the state as it goes.
+type Verifier struct {
+	schema   Schema
+	st       State
+	fold     bool
+	next     uint64
+	prev     Hash
+	prevTime int64
+	Count    uint64 // entries verified so far
+}
+
+// NewVerifier returns a verifier that re-folds every entry into st (use NewMemState).
+func NewVerifier(s Schema, st State) *Verifier {
+	return &Verifier{schema: s, st: st, fold: true}
+}
+
+// NewLinkVerifier returns a verifier that checks links and signatures only, reading
+// genesis and wallets from already-folded state (used at server start).
+func NewLinkVerifier(s Schema, st State) *Verifier {
+	return &Verifier{schema: s, st: st}
+}
+
+// Check verifies the next entry of the chain. Errors are *ChainError.
+func (v *Verifier) Check(e *Entry) error {
+	fail := func(err error) error { return &ChainError{Seq: v.next, Err: err} }
+	if e.Seq != v.next {
+		return fail(fmt.Errorf("entry is missing or out of order (found seq %d)", e.Seq))
+	}
+	if e.PrevHash != v.prev {
+		return fail(errors.New("prev_hash does not match the hash of the entry before"))
+	}
+	if e.Time < v.prevTime {
+		return fail(errors.New("time goes backwards"))
+	}
+	if (e.Seq == 0) != (e.Kind == KindGenesis) {
+		return fail(errors.New("the chain must start with exactly one genesis entry"))
+	}
+	k, err := v.schema.admit(v.st, e, true)
+	if err != nil {
+		return fail(err)
+	}
+	if v.fold {
+		if err := k.Fold(v.st, e); err != nil {
+			return fail(fmt.Errorf("%w: %v", ErrRejected, err))
+		}
+	}
+	v.next, v.prev, v.prevTime = e.Seq+1, e.Hash(), e.Time
+	v.Count++
+	return nil
+}
+
+// Head returns the position after the last checked entry.
+func (v *Verifier) Head() (next uint64, hash Hash) { return v.next, v.prev }
+
+// VerifyDriver walks every entry stored in d. With refold, state is re-folded into
+// memory and compared with d's stored state; without, only the chain is checked.
+func VerifyDriver(ctx context.Context, s Schema, d Driver, refold bool) (uint64, error) {
+	var v *Verifier
+	mem := NewMemState()
+	if refold {
+		v = NewVerifier(s, mem)
+	} else {
+		v = NewLinkVerifier(s, View(ctx, d))
+	}
+	const page = 1000
+	for from := uint64(0); ; {
+		es, err := d.Entries(ctx, from, page)
+		if err != nil {
+			return v.Count, err
+		}
+		for i := range es {
+			if err := v.Check(&es[i]); err != nil {
+				return v.Count, err
+			}
+		}
+		if len(es) < page {
+			break
+		}
+		from = es[len(es)-1].Seq + 1
+	}
+	if refold {
+		return v.Count, CompareState(ctx, mem, d)
+	}
+	return v.Count, nil
+}
+
+// StateMismatchError says the stored state differs from the state re-folded from the chain.
+type StateMismatchError struct{ Key, Problem string }
+
+func (e *StateMismatchError) Error() string {
+	return fmt.Sprintf("state key %q %s", e.Key, e.Problem)
+}
+
+// CompareState reports the first key where stored state differs from want.
+func CompareState(ctx context.Context, want *MemState, stored Reader) error {
+	seen := map[string]bool{}
+	err := stored.Scan(ctx, "", func(k string, v []byte) error {
+		seen[k] = true
+		w, ok := want.m[k]
+		if !ok {
+			return &StateMismatchError{k, "is stored but no entry folds to it"}
+		}
+		if !bytes.Equal(w, v) {
+			return &StateMismatchError{k, "differs from the value folded from the chain"}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, k := range slices.Sorted(maps.Keys(want.m)) {
+		if !seen[k] {
+			return &StateMismatchError{k, "is folded from the chain but missing from storage"}
+		}
+	}
+	return nil
+}
