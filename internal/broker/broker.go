@@ -1,0 +1,191 @@
+// Package broker wires the enclave and the ledger into the broker's services and
+// owns their lifecycle: open the enclave (unseal), verify the ledger, then accept
+// work. Package api translates HTTP into calls here; nothing here knows HTTP, and
+// nothing here ever sees a private key (the enclave signs for it).
+package broker
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/agentkeys/agentkeys/internal/enclave"
+	"github.com/agentkeys/agentkeys/internal/ledger"
+	"github.com/agentkeys/agentkeys/internal/ledger/sqlite"
+	"github.com/agentkeys/agentkeys/internal/problem"
+	"github.com/agentkeys/agentkeys/internal/registry"
+)
+
+// Config configures a broker.
+type Config struct {
+	DataDir        string
+	PlatformKeyHex string // AGENTKEYS_PLATFORM_KEY; "" = <data-dir>/platform.key
+	Logger         *slog.Logger
+	Registerer     prometheus.Registerer // nil = metrics not exported
+	Ledger         ledger.Options        // Genesis and OnCommit are set by the broker
+}
+
+// Broker is the running broker.
+type Broker struct {
+	Enclave *enclave.Enclave
+	cfg     Config
+	log     *slog.Logger
+	driver  *sqlite.Driver
+	ledger  atomic.Pointer[ledger.Ledger]
+	status  atomic.Pointer[string] // why not ready; nil once ready
+	metrics *metrics
+	// OperatorKeyCreated is set when this start created the operator key.
+	OperatorKeyCreated bool
+}
+
+// Schema is every ledger kind the broker accepts; audit verify uses the same one.
+func Schema() ledger.Schema {
+	kinds := map[string]ledger.Kind{}
+	maps.Copy(kinds, registry.Kinds())
+	return ledger.Schema{Kinds: kinds}
+}
+
+// LedgerPath is where the embedded ledger lives in a data dir.
+func LedgerPath(dataDir string) string { return filepath.Join(dataDir, "ledger.db") }
+
+// OperatorKeyPath is where the first start puts the 1-of-1 governance key.
+func OperatorKeyPath(dataDir string) string { return filepath.Join(dataDir, "operator.key") }
+
+// Open unseals the enclave and opens the ledger store. The broker is not ready
+// until Start has verified the chain.
+func Open(cfg Config) (*Broker, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("creating data dir %s: %w", cfg.DataDir, err)
+	}
+	enc, err := enclave.Open(enclave.Config{Dir: cfg.DataDir, PlatformKeyHex: cfg.PlatformKeyHex})
+	if err != nil {
+		return nil, err
+	}
+	b := &Broker{Enclave: enc, cfg: cfg, log: cfg.Logger, metrics: newMetrics(cfg.Registerer)}
+	notReady := "unsealed; verifying the ledger"
+	b.status.Store(&notReady)
+	if b.driver, err = sqlite.Open(LedgerPath(cfg.DataDir)); err != nil {
+		enc.Close()
+		return nil, err
+	}
+	if _, ok, err := b.driver.Head(context.Background()); err != nil {
+		b.Close()
+		return nil, err
+	} else if !ok {
+		if b.OperatorKeyCreated, err = ensureOperatorKey(OperatorKeyPath(cfg.DataDir)); err != nil {
+			b.Close()
+			return nil, err
+		}
+	}
+	return b, nil
+}
+
+// Start verifies the stored chain (hashes, links, origins, signatures) and then
+// opens the ledger for appends. On failure the broker stays not ready.
+func (b *Broker) Start(ctx context.Context) error {
+	start := time.Now()
+	n, err := ledger.VerifyDriver(ctx, Schema(), b.driver, false)
+	if err != nil {
+		msg := fmt.Sprintf("ledger verification failed: %v", err)
+		b.status.Store(&msg)
+		return problem.New(problem.LedgerInvalid, msg, "restore the ledger from a backup, or inspect it with `agentkeys audit verify --data-dir`; the server will not serve from a broken chain")
+	}
+	opts := b.cfg.Ledger
+	opts.Genesis = b.genesis
+	opts.OnCommit = b.metrics.committed
+	l, err := ledger.Open(ctx, b.driver, Schema(), signer{b.Enclave}, opts)
+	if err != nil {
+		msg := err.Error()
+		b.status.Store(&msg)
+		return err
+	}
+	b.ledger.Store(l)
+	b.metrics.head.Set(float64(l.Head().Seq))
+	b.status.Store(nil)
+	b.metrics.ready.Set(1)
+	b.log.Info("ledger verified", "entries", n, "head_seq", l.Head().Seq, "took", time.Since(start).String())
+	return nil
+}
+
+// Ready reports whether the broker serves requests, and why not.
+func (b *Broker) Ready() (bool, string) {
+	if s := b.status.Load(); s != nil {
+		return false, *s
+	}
+	return true, ""
+}
+
+// Ledger returns the ledger, or a NOT_READY problem before Start succeeded.
+func (b *Broker) Ledger() (*ledger.Ledger, error) {
+	l := b.ledger.Load()
+	if l == nil {
+		_, why := b.Ready()
+		return nil, problem.New(problem.NotReady, "the broker is not ready: "+why, "wait for /readyz to report ready; check the server log if it does not")
+	}
+	return l, nil
+}
+
+// Store is read access to stored entries and state, available before ready.
+func (b *Broker) Store() ledger.Driver { return b.driver }
+
+// Close stops the ledger, closes the store and zeroes the enclave.
+func (b *Broker) Close() {
+	if l := b.ledger.Load(); l != nil {
+		l.Close()
+	}
+	if b.driver != nil {
+		b.driver.Close()
+	}
+	b.Enclave.Close()
+}
+
+func (b *Broker) genesis() (*ledger.Genesis, error) {
+	op, err := LoadOperatorKey(OperatorKeyPath(b.cfg.DataDir))
+	if err != nil {
+		return nil, err
+	}
+	m := b.Enclave.Measurements()
+	g := &ledger.Genesis{
+		MrEnclave: hex.EncodeToString(m.MrEnclave[:]),
+		MrSigner:  hex.EncodeToString(m.MrSigner[:]),
+		Tier:      string(m.Tier),
+		Governance: ledger.Governance{Threshold: 1,
+			Keys: []string{hex.EncodeToString(op.Public().(ed25519.PublicKey))}},
+	}
+	for _, k := range b.Enclave.Keys() {
+		g.Keys = append(g.Keys, ledger.PublicKey(k))
+	}
+	return g, nil
+}
+
+// signer lets the ledger sign through the enclave.
+type signer struct{ e *enclave.Enclave }
+
+func (s signer) LedgerKey() string {
+	k, err := s.e.PublicKey("ledger/v1")
+	if err != nil {
+		panic("enclave cannot derive ledger/v1: " + err.Error()) // derivation of a fixed path cannot fail on an open enclave
+	}
+	return k.Public
+}
+
+func (s signer) SignLedger(h ledger.Hash) ([]byte, error) { return s.e.SignEd25519("ledger/v1", h[:]) }
+
+func (s signer) SignAccount(omni string, h ledger.Hash) ([]byte, error) {
+	return s.e.SignWallet(omni, h)
+}
+
+var errNoOperatorKey = errors.New("operator key")

@@ -1,0 +1,156 @@
+package enclave
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestQuoteVerifies(t *testing.T) {
+	e := mustOpen(t, testConfig(t))
+	var rd [64]byte
+	rand.Read(rd[:])
+	before := time.Now().Unix()
+	q := e.Quote(rd)
+	if err := VerifyQuote(q, e.PlatformPublicKey()); err != nil {
+		t.Fatalf("VerifyQuote: %v", err)
+	}
+	m := e.Measurements()
+	if q.MrEnclave != hex.EncodeToString(m.MrEnclave[:]) || q.MrSigner != hex.EncodeToString(m.MrSigner[:]) ||
+		q.ReportData != hex.EncodeToString(rd[:]) || q.Tier != TierDev ||
+		q.PlatformKey != hex.EncodeToString(e.PlatformPublicKey()) || q.Timestamp < before || q.Timestamp > time.Now().Unix() {
+		t.Fatalf("quote fields = %+v", q)
+	}
+	// A JSON round trip keeps it valid, and the JSON uses the documented names.
+	b, err := json.Marshal(q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{`"mrenclave"`, `"mrsigner"`, `"report_data"`, `"tier"`, `"ts"`, `"platform_key"`, `"sig"`} {
+		if !bytes.Contains(b, []byte(name)) {
+			t.Errorf("quote JSON lacks %s: %s", name, b)
+		}
+	}
+	var q2 Quote
+	if err := json.Unmarshal(b, &q2); err != nil {
+		t.Fatal(err)
+	}
+	if err := VerifyQuote(q2, e.PlatformPublicKey()); err != nil {
+		t.Fatalf("VerifyQuote after JSON: %v", err)
+	}
+}
+
+func flipHexDigit(s string) string {
+	b := []byte(s)
+	if b[0] == '0' {
+		b[0] = '1'
+	} else {
+		b[0] = '0'
+	}
+	return string(b)
+}
+
+func TestQuoteTampering(t *testing.T) {
+	e := mustOpen(t, testConfig(t))
+	q := e.Quote([64]byte{1, 2, 3})
+	pub := e.PlatformPublicKey()
+	otherPub, _, _ := ed25519.GenerateKey(rand.Reader)
+
+	cases := map[string]func(q *Quote){
+		"mrenclave":           func(q *Quote) { q.MrEnclave = flipHexDigit(q.MrEnclave) },
+		"mrsigner":            func(q *Quote) { q.MrSigner = flipHexDigit(q.MrSigner) },
+		"report_data":         func(q *Quote) { q.ReportData = flipHexDigit(q.ReportData) },
+		"tier":                func(q *Quote) { q.Tier = TierProduction },
+		"tier unknown":        func(q *Quote) { q.Tier = "staging" },
+		"ts":                  func(q *Quote) { q.Timestamp++ },
+		"ts zero":             func(q *Quote) { q.Timestamp = 0 },
+		"platform_key":        func(q *Quote) { q.PlatformKey = hex.EncodeToString(otherPub) },
+		"sig":                 func(q *Quote) { q.Signature = flipHexDigit(q.Signature) },
+		"sig empty":           func(q *Quote) { q.Signature = "" },
+		"sig short":           func(q *Quote) { q.Signature = q.Signature[:126] },
+		"mrenclave uppercase": func(q *Quote) { q.MrEnclave = strings.ToUpper(q.MrEnclave) },
+		"report_data short":   func(q *Quote) { q.ReportData = q.ReportData[:64] },
+		"mrsigner not hex":    func(q *Quote) { q.MrSigner = "zz" + q.MrSigner[2:] },
+	}
+	for name, tamper := range cases {
+		t.Run(name, func(t *testing.T) {
+			tq := q
+			tamper(&tq)
+			if tq == q {
+				t.Fatal("tampering changed nothing")
+			}
+			if err := VerifyQuote(tq, pub); err == nil {
+				t.Fatal("VerifyQuote accepted a tampered quote")
+			}
+		})
+	}
+
+	// The quote names another key than the pinned one.
+	if err := VerifyQuote(q, otherPub); !errors.Is(err, ErrWrongPlatformKey) {
+		t.Fatalf("VerifyQuote with another pinned key: %v, want ErrWrongPlatformKey", err)
+	}
+	// A forger who also rewrites platform_key still fails the signature.
+	forged := q
+	forged.PlatformKey = hex.EncodeToString(otherPub)
+	if err := VerifyQuote(forged, otherPub); !errors.Is(err, ErrInvalidQuote) {
+		t.Fatalf("VerifyQuote of a re-labelled quote: %v, want ErrInvalidQuote", err)
+	}
+	if err := VerifyQuote(q, pub[:31]); err == nil {
+		t.Fatal("VerifyQuote accepted a 31-byte pinned key")
+	}
+	// A quote from another platform does not verify under ours.
+	e2 := mustOpen(t, testConfig(t))
+	if err := VerifyQuote(e2.Quote([64]byte{1, 2, 3}), pub); err == nil {
+		t.Fatal("quote of another platform verified under ours")
+	}
+}
+
+func TestAttest(t *testing.T) {
+	e := mustOpen(t, testConfig(t))
+	nonce := []byte("client nonce 8f3a")
+	q := e.Attest(nonce)
+	if err := VerifyQuote(q, e.PlatformPublicKey()); err != nil {
+		t.Fatal(err)
+	}
+	want := AttestationReportData(nonce, e.Keys())
+	if q.ReportData != hex.EncodeToString(want[:]) {
+		t.Fatalf("report_data = %s, want %x", q.ReportData, want)
+	}
+	other := AttestationReportData([]byte("other nonce"), e.Keys())
+	if bytes.Equal(other[:32], want[:32]) || !bytes.Equal(other[32:], want[32:]) {
+		t.Fatal("nonce half / keys half of report data mixed up")
+	}
+}
+
+func TestKeysHash(t *testing.T) {
+	keys := []KeyInfo{
+		{Path: "ledger/v1", Alg: "EdDSA", Kid: "abc", Public: "00ff"},
+		{Path: "oidc/issuer/v1", Alg: "ES256", Kid: "def", Public: "04aa"},
+	}
+	base := KeysHash(keys)
+	if base != KeysHash([]KeyInfo{keys[0], keys[1]}) {
+		t.Fatal("KeysHash is not deterministic")
+	}
+	variants := [][]KeyInfo{
+		nil,
+		{keys[0]},
+		{keys[1], keys[0]},
+		{{Path: "ledger/v2", Alg: "EdDSA", Kid: "abc", Public: "00ff"}, keys[1]},
+		{{Path: "ledger/v1", Alg: "ES256", Kid: "abc", Public: "00ff"}, keys[1]},
+		{{Path: "ledger/v1", Alg: "EdDSA", Kid: "abd", Public: "00ff"}, keys[1]},
+		{{Path: "ledger/v1", Alg: "EdDSA", Kid: "abc", Public: "00fe"}, keys[1]},
+		// Moving bytes across a field boundary must change the hash.
+		{{Path: "ledger/v1E", Alg: "dDSA", Kid: "abc", Public: "00ff"}, keys[1]},
+	}
+	for i, v := range variants {
+		if KeysHash(v) == base {
+			t.Errorf("variant %d hashes like the original", i)
+		}
+	}
+}

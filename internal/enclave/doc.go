@@ -1,0 +1,72 @@
+// Package enclave is AgentKeys' software enclave (design §2): the only holder
+// of the master seed.
+//
+// The enclave unseals the 32-byte master seed from Dir/seed.sealed (creating
+// and sealing it on first start), derives every long-lived key from it by
+// SLIP-0010 (§2.3, one path per purpose) and exposes operations only: sign,
+// decrypt, re-encrypt, derive-public and attest. Nothing outside this package
+// ever sees private key bytes or the seed:
+//
+//   - no exported function, method, field or error yields key material, and an
+//     *Enclave prints (with any fmt verb) only its public measurements;
+//   - no private key is ever written anywhere; the only file holding secret
+//     material is seed.sealed (AES-256-GCM under the platform sealing key) and
+//     the platform secret itself (platform.key, standing in for the CPU fuse key);
+//   - seed.sealed is created once, atomically and without overwriting, and is
+//     never modified or deleted afterwards — every failure to unseal leaves it
+//     untouched and names the cause and the fix.
+//
+// # Paths
+//
+// A path is a "/"-separated string of at most 16 lowercase segments
+// ([a-z0-9._:@-], at most 128 bytes each). Its first segment selects the
+// curve and the operations allowed on it:
+//
+//	shielding/...            hybrid HPKE key (ML-KEM-768 + X25519) expanded from an ed25519 node: Decrypt, Reseal
+//	ledger/..., dkim/...     ed25519: SignEd25519
+//	issuer/..., oidc/...     NIST P-256: SignES256 (JWS ES256)
+//	wallet/eth/<omni>/v<n>   secp256k1 account wallet: SignWallet, WalletAddress (EIP-191 / EIP-55)
+//
+// Anything else is ErrUnknownPath. Derived keys are cached in memory (by path)
+// and zeroed by Close.
+//
+// # Sealing
+//
+// seed.sealed is a small JSON document
+//
+//	{"v":1,"mrsigner":hex,"platform":hex,"nonce":hex,"ct":hex}
+//
+// where platform is SHA-256 of the platform attestation public key and ct is
+// AES-256-GCM of the seed under HKDF-SHA256(platform secret, info
+// "agentkeys/seal/v1" || mrsigner), with (v, mrsigner, platform) as additional
+// data. Binding the seal to mrsigner (SGX MRSIGNER policy) means a build signed
+// by another key cannot unseal; it must receive the seed by attested handoff
+// (§10.3).
+//
+// The platform secret is 32 bytes, taken from Config.PlatformKeyHex (the value
+// of AGENTKEYS_PLATFORM_KEY) when set, otherwise from Dir/platform.key. That
+// file holds the secret as 64 lowercase hex digits followed by a newline (the
+// same text AGENTKEYS_PLATFORM_KEY takes, so the two are interchangeable;
+// surrounding whitespace is ignored on read). It is created (0600) only
+// together with a new seed.
+//
+// # Measurements and attestation
+//
+// mrenclave is SHA-256 of the executable file; mrsigner is SHA-256 of the
+// release-signing ed25519 public key. Without a configured signer the build
+// uses the built-in dev signer — public key
+// ed25519.NewKeyFromSeed(SHA-256("agentkeys/dev-signer/v1")).Public(), whose
+// private half is public knowledge, so it is for development only — and
+// reports tier "dev". Quotes are signed by the platform attestation key,
+// ed25519.NewKeyFromSeed(HKDF-SHA256(platform secret, info
+// "agentkeys/platform/attest/v1")), whose public key verifiers pin (see
+// VerifyQuote).
+//
+// # Limits of zeroing
+//
+// Close overwrites the seed and every cached ed25519 and secp256k1 key, and the
+// P-256 scalar held in the ecdsa.PrivateKey. The standard library keeps its own
+// opaque copies for P-256 signing, X25519 and ML-KEM that cannot be reached
+// from here; Close drops every reference to them so the garbage collector can
+// reclaim them.
+package enclave

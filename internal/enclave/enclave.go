@@ -1,0 +1,250 @@
+package enclave
+
+import (
+	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+	"sync/atomic"
+)
+
+// Tier says whose key signed the running build.
+type Tier string
+
+const (
+	// TierDev: the build runs under the built-in dev signer, whose private
+	// key is public knowledge. Not for real secrets.
+	TierDev Tier = "dev"
+	// TierProduction: the build runs under a configured release-signing key.
+	TierProduction Tier = "production"
+)
+
+// Sentinel errors. Errors returned by this package wrap them with %w and carry
+// a one-line message naming the cause and the fix; test with errors.Is.
+var (
+	// ErrWrongPlatformKey: seed.sealed was sealed under another platform
+	// secret, or a quote names another platform attestation key.
+	ErrWrongPlatformKey = errors.New("enclave: wrong platform key")
+	// ErrForeignSigner: seed.sealed was sealed by a build with another mrsigner.
+	ErrForeignSigner = errors.New("enclave: seed sealed by another signer")
+	// ErrCorruptSeal: seed.sealed is not a valid sealed seed (bad JSON,
+	// unknown version, or authentication failure).
+	ErrCorruptSeal = errors.New("enclave: corrupt sealed seed")
+	// ErrPlatformKeyMissing: seed.sealed exists but no platform secret was
+	// configured or found.
+	ErrPlatformKeyMissing = errors.New("enclave: platform key missing")
+	// ErrUnknownPath: the path is malformed, names no key purpose, or names a
+	// key the requested operation cannot use.
+	ErrUnknownPath = errors.New("enclave: unknown key path")
+	// ErrInvalidQuote: VerifyQuote rejected a quote (bad signature or
+	// malformed field).
+	ErrInvalidQuote = errors.New("enclave: invalid quote")
+	// ErrClosed: the enclave was closed.
+	ErrClosed = errors.New("enclave: closed")
+)
+
+// Config configures Open.
+type Config struct {
+	Dir             string // holds seed.sealed; and platform.key when PlatformKeyHex is ""
+	PlatformKeyHex  string // value of AGENTKEYS_PLATFORM_KEY (64 hex chars); "" = use Dir/platform.key
+	SignerPublicKey []byte // release-signing ed25519 public key (32 bytes); nil = built-in dev signer => tier dev; set => tier production
+	Executable      string // file hashed for mrenclave; "" = os.Executable()
+}
+
+// Measurements are the enclave's identity as reported in quotes (§2.2).
+type Measurements struct {
+	MrEnclave, MrSigner [32]byte
+	Tier                Tier
+}
+
+// Enclave is an open software enclave. It is safe for concurrent use. It never
+// prints key material: every fmt verb renders String.
+type Enclave struct {
+	meas    Measurements
+	created bool
+
+	platformPub   ed25519.PublicKey // platform attestation public key
+	publishedInfo []KeyInfo         // Keys, sorted by path
+
+	// mu guards the contents of sec: operations hold it for reading for
+	// their whole duration, Close takes it for writing. closed is set under
+	// mu and may be read without it (String does, so that formatting never
+	// waits on a lock).
+	mu     sync.RWMutex
+	closed atomic.Bool
+	sec    *secrets // behind a pointer so that even fmt on a copied value prints an address
+
+	cacheMu sync.RWMutex
+	cache   map[string]*key
+}
+
+// secrets is everything the enclave must never reveal.
+type secrets struct {
+	seed       [32]byte
+	attestPriv ed25519.PrivateKey
+}
+
+// devSignerSeedLabel derives the built-in dev signer. Its private key is
+// public knowledge: a build running under it reports tier "dev".
+const devSignerSeedLabel = "agentkeys/dev-signer/v1"
+
+// devSignerPublicKey is the built-in dev release-signing public key:
+// ed25519.NewKeyFromSeed(SHA-256("agentkeys/dev-signer/v1")).Public().
+var devSignerPublicKey = func() ed25519.PublicKey {
+	s := sha256.Sum256([]byte(devSignerSeedLabel))
+	return ed25519.NewKeyFromSeed(s[:]).Public().(ed25519.PublicKey)
+}()
+
+// publishedPaths is the key set served by Keys (and committed to by Attest).
+var publishedPaths = []string{"issuer/jwt/v1", "ledger/v1", "oidc/issuer/v1", "shielding/v1"}
+
+// Open opens the enclave whose sealed seed lives in cfg.Dir, creating and
+// sealing a fresh seed (and, when needed, the platform secret) on first start.
+// It never overwrites or deletes an existing seed.sealed.
+func Open(cfg Config) (*Enclave, error) {
+	if cfg.Dir == "" {
+		return nil, errors.New("enclave: Config.Dir is empty: set the data directory that holds seed.sealed")
+	}
+	signer := devSignerPublicKey
+	tier := TierDev
+	if cfg.SignerPublicKey != nil {
+		if len(cfg.SignerPublicKey) != ed25519.PublicKeySize {
+			return nil, fmt.Errorf("enclave: release-signing public key is %d bytes, want %d: configure the build's ed25519 signer public key, or none for the dev signer", len(cfg.SignerPublicKey), ed25519.PublicKeySize)
+		}
+		if ed25519.PublicKey(cfg.SignerPublicKey).Equal(devSignerPublicKey) {
+			return nil, errors.New("enclave: the configured release-signing key is the built-in dev signer: leave it unset for a dev build, or configure the real release key for production")
+		}
+		signer = cfg.SignerPublicKey
+		tier = TierProduction
+	}
+	mrenclave, err := hashExecutable(cfg.Executable)
+	if err != nil {
+		return nil, err
+	}
+	e := &Enclave{
+		meas: Measurements{
+			MrEnclave: mrenclave,
+			MrSigner:  sha256.Sum256(signer),
+			Tier:      tier,
+		},
+		sec:   &secrets{},
+		cache: make(map[string]*key),
+	}
+	if err := e.unsealOrCreate(cfg); err != nil {
+		e.Close()
+		return nil, err
+	}
+	// Derive the published set now: it proves the seed works, and the first
+	// request does not pay for derivation.
+	for _, p := range publishedPaths {
+		info, err := e.PublicKey(p)
+		if err != nil {
+			e.Close()
+			return nil, fmt.Errorf("enclave: derive published key %s: %w", p, err)
+		}
+		e.publishedInfo = append(e.publishedInfo, info)
+	}
+	return e, nil
+}
+
+// hashExecutable returns SHA-256 of the named file, or of the running
+// executable when path is "".
+func hashExecutable(path string) ([32]byte, error) {
+	if path == "" {
+		p, err := os.Executable()
+		if err != nil {
+			return [32]byte{}, fmt.Errorf("enclave: locate the running executable for mrenclave: %w (set Config.Executable)", err)
+		}
+		path = p
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return [32]byte{}, fmt.Errorf("enclave: measure executable for mrenclave: %w", err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return [32]byte{}, fmt.Errorf("enclave: measure executable %s for mrenclave: %w", path, err)
+	}
+	var out [32]byte
+	h.Sum(out[:0])
+	return out, nil
+}
+
+// Created reports whether this Open created a new seed.
+func (e *Enclave) Created() bool { return e.created }
+
+// Measurements returns the enclave's mrenclave, mrsigner and tier.
+func (e *Enclave) Measurements() Measurements { return e.meas }
+
+// PlatformPublicKey returns the platform attestation public key that signs
+// this enclave's quotes.
+func (e *Enclave) PlatformPublicKey() ed25519.PublicKey {
+	return append(ed25519.PublicKey(nil), e.platformPub...)
+}
+
+// Close zeroes the seed, the attestation key and every cached private key.
+// Later operations fail with ErrClosed. Close is idempotent and waits for
+// operations in progress.
+func (e *Enclave) Close() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed.Load() {
+		return
+	}
+	e.closed.Store(true)
+	clear(e.sec.seed[:])
+	clear(e.sec.attestPriv)
+	e.sec.attestPriv = nil
+	e.cacheMu.Lock()
+	for p, k := range e.cache {
+		k.zero()
+		delete(e.cache, p)
+	}
+	e.cacheMu.Unlock()
+}
+
+// String describes the enclave by its public measurements only.
+func (e *Enclave) String() string {
+	if e == nil {
+		return "enclave(nil)"
+	}
+	state := "open"
+	if e.closed.Load() {
+		state = "closed"
+	}
+	return fmt.Sprintf("enclave(tier=%s mrenclave=%s mrsigner=%s %s)",
+		e.meas.Tier, short(e.meas.MrEnclave[:]), short(e.meas.MrSigner[:]), state)
+}
+
+// GoString is String: %#v must not dump the struct.
+func (e *Enclave) GoString() string { return e.String() }
+
+// Format renders String for every verb (%d, %x, … included), so no fmt verb
+// can reach the fields.
+func (e *Enclave) Format(f fmt.State, verb rune) {
+	io.WriteString(f, e.String())
+}
+
+// short renders the first 4 bytes of b as hex followed by an ellipsis.
+func short(b []byte) string {
+	if len(b) > 4 {
+		return hex.EncodeToString(b[:4]) + "…"
+	}
+	return hex.EncodeToString(b)
+}
+
+// rlock takes the operation lock and fails if the enclave is closed. The
+// caller must call e.mu.RUnlock when err is nil.
+func (e *Enclave) rlock() error {
+	e.mu.RLock()
+	if e.closed.Load() {
+		e.mu.RUnlock()
+		return ErrClosed
+	}
+	return nil
+}

@@ -1,0 +1,394 @@
+package enclave
+
+import (
+	"bytes"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/ed25519"
+	"crypto/hkdf"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+)
+
+const (
+	sealedName      = "seed.sealed"
+	platformKeyName = "platform.key"
+	platformKeyEnv  = "AGENTKEYS_PLATFORM_KEY"
+
+	sealVersion     = 1
+	sealInfo        = "agentkeys/seal/v1"
+	sealAADLabel    = "agentkeys/seal/aad/v1"
+	attestKeyInfo   = "agentkeys/platform/attest/v1"
+	maxSealedSize   = 4096 // a sealed seed is ~300 bytes
+	maxPlatformSize = 1024
+)
+
+// sealedFile is the JSON form of seed.sealed.
+type sealedFile struct {
+	V        int    `json:"v"`
+	MrSigner string `json:"mrsigner"` // hex SHA-256 of the release-signing public key
+	Platform string `json:"platform"` // hex SHA-256 of the platform attestation public key
+	Nonce    string `json:"nonce"`    // hex, 12 bytes
+	CT       string `json:"ct"`       // hex, AES-256-GCM(seed) with tag
+}
+
+// platformSource describes where the platform secret came from, for errors.
+type platformSource string
+
+// unsealOrCreate loads the platform secret, derives the attestation key and
+// unseals seed.sealed, creating both on first start.
+func (e *Enclave) unsealOrCreate(cfg Config) error {
+	if err := ensureDir(cfg.Dir); err != nil {
+		return err
+	}
+	sealPath := filepath.Join(cfg.Dir, sealedName)
+	sealExists := false
+	switch _, err := os.Lstat(sealPath); {
+	case err == nil:
+		sealExists = true
+	case !errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("enclave: check %s: %w", sealPath, err)
+	}
+
+	secret, src, err := loadPlatformSecret(cfg, sealExists)
+	if err != nil {
+		return err
+	}
+	defer clear(secret)
+
+	attestSeed, err := hkdf.Key(sha256.New, secret, nil, attestKeyInfo, ed25519.SeedSize)
+	if err != nil {
+		return fmt.Errorf("enclave: derive platform attestation key: %w", err)
+	}
+	e.sec.attestPriv = ed25519.NewKeyFromSeed(attestSeed)
+	clear(attestSeed)
+	e.platformPub = e.sec.attestPriv.Public().(ed25519.PublicKey)
+	platformID := sha256.Sum256(e.platformPub)
+
+	sealKey, err := hkdf.Key(sha256.New, secret, nil, sealInfo+string(e.meas.MrSigner[:]), 32)
+	if err != nil {
+		return fmt.Errorf("enclave: derive sealing key: %w", err)
+	}
+	defer clear(sealKey)
+
+	if !sealExists {
+		if _, err := rand.Read(e.sec.seed[:]); err != nil {
+			return fmt.Errorf("enclave: generate master seed: %w", err)
+		}
+		blob, err := sealSeed(sealKey, e.meas.MrSigner, platformID, &e.sec.seed)
+		if err != nil {
+			return err
+		}
+		if err := writeNewFile(cfg.Dir, sealedName, blob); err != nil {
+			if errors.Is(err, fs.ErrExist) {
+				return fmt.Errorf("enclave: %s appeared while this process was creating it: another process is initialising %s; stop it and start one server per data directory: %w", sealPath, cfg.Dir, err)
+			}
+			return fmt.Errorf("enclave: write %s: %w", sealPath, err)
+		}
+		e.created = true
+	}
+
+	// Always unseal from disk, also right after creating it: the seed in
+	// use is provably the one that the next start will read.
+	var onDisk [32]byte
+	defer clear(onDisk[:])
+	if err := unsealFile(sealPath, sealKey, e.meas.MrSigner, platformID, src, &onDisk); err != nil {
+		return err
+	}
+	if e.created && onDisk != e.sec.seed {
+		return fmt.Errorf("%w: %s does not read back as the seed just written: check the disk and file system before starting again; the file was left in place", ErrCorruptSeal, sealPath)
+	}
+	e.sec.seed = onDisk
+	return nil
+}
+
+// ensureDir creates dir with mode 0700 if it does not exist.
+func ensureDir(dir string) error {
+	fi, err := os.Stat(dir)
+	switch {
+	case err == nil:
+		if !fi.IsDir() {
+			return fmt.Errorf("enclave: data directory %s is not a directory: point Dir at a directory", dir)
+		}
+		return nil
+	case !errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("enclave: data directory: %w", err)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("enclave: create data directory: %w", err)
+	}
+	// MkdirAll is subject to the umask; the directory must be exactly 0700.
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return fmt.Errorf("enclave: restrict data directory: %w", err)
+	}
+	return nil
+}
+
+// loadPlatformSecret returns the 32-byte platform secret and where it came
+// from. It creates Dir/platform.key only when the seed does not exist yet.
+func loadPlatformSecret(cfg Config, sealExists bool) ([]byte, platformSource, error) {
+	if cfg.PlatformKeyHex != "" {
+		secret, ok := decodeSecretHex([]byte(cfg.PlatformKeyHex))
+		if !ok {
+			// Never echo the value: it is the secret.
+			return nil, "", fmt.Errorf("enclave: %s is not 64 hex digits (32 bytes): set it to the platform key in hex, or unset it to use %s", platformKeyEnv, filepath.Join(cfg.Dir, platformKeyName))
+		}
+		return secret, platformKeyEnv, nil
+	}
+	path := filepath.Join(cfg.Dir, platformKeyName)
+	src := platformSource(path)
+	data, err := readSmallFile(path, maxPlatformSize)
+	switch {
+	case err == nil:
+		defer clear(data)
+		secret, ok := decodeSecretHex(data)
+		if !ok {
+			return nil, "", fmt.Errorf("enclave: %s does not hold 64 hex digits (32 bytes): restore the original platform key file, or set %s", path, platformKeyEnv)
+		}
+		return secret, src, nil
+	case !errors.Is(err, fs.ErrNotExist):
+		return nil, "", fmt.Errorf("enclave: read platform key: %w", err)
+	case sealExists:
+		return nil, "", fmt.Errorf("%w: %s exists but %s does not and %s is not set: restore platform.key from backup or set %s to the platform key used when the seed was created; nothing was created", ErrPlatformKeyMissing, filepath.Join(cfg.Dir, sealedName), path, platformKeyEnv, platformKeyEnv)
+	}
+	secret := make([]byte, 32)
+	if _, err := rand.Read(secret); err != nil {
+		return nil, "", fmt.Errorf("enclave: generate platform key: %w", err)
+	}
+	text := make([]byte, 65)
+	hex.Encode(text, secret)
+	text[64] = '\n'
+	err = writeNewFile(cfg.Dir, platformKeyName, text)
+	clear(text)
+	if err != nil {
+		clear(secret)
+		return nil, "", fmt.Errorf("enclave: create %s: %w", path, err)
+	}
+	return secret, src, nil
+}
+
+// decodeSecretHex decodes exactly 32 bytes of hex, ignoring surrounding
+// whitespace. It reports no detail, so that no secret digit reaches an error.
+func decodeSecretHex(text []byte) ([]byte, bool) {
+	text = bytes.TrimSpace(text)
+	if len(text) != 64 {
+		return nil, false
+	}
+	secret := make([]byte, 32)
+	if _, err := hex.Decode(secret, text); err != nil {
+		clear(secret)
+		return nil, false
+	}
+	return secret, true
+}
+
+// readSmallFile reads at most limit bytes of path, failing if it is larger.
+func readSmallFile(path string, limit int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		clear(data)
+		return nil, err
+	}
+	if int64(len(data)) > limit {
+		clear(data)
+		return nil, fmt.Errorf("%s is larger than %d bytes", path, limit)
+	}
+	return data, nil
+}
+
+// sealAAD is the additional data binding the header fields to the ciphertext.
+func sealAAD(v int, mrsigner, platformID []byte) []byte {
+	aad := appendLP(nil, []byte(sealAADLabel))
+	aad = binary.BigEndian.AppendUint32(aad, uint32(v))
+	aad = appendLP(aad, mrsigner)
+	return appendLP(aad, platformID)
+}
+
+// sealSeed encrypts seed into the JSON form of seed.sealed.
+func sealSeed(sealKey []byte, mrsigner, platformID [32]byte, seed *[32]byte) ([]byte, error) {
+	gcm, err := newGCM(sealKey)
+	if err != nil {
+		return nil, err
+	}
+	nonce := make([]byte, gcm.NonceSize())
+	if _, err := rand.Read(nonce); err != nil {
+		return nil, fmt.Errorf("enclave: seal nonce: %w", err)
+	}
+	ct := gcm.Seal(nil, nonce, seed[:], sealAAD(sealVersion, mrsigner[:], platformID[:]))
+	blob, err := json.Marshal(sealedFile{
+		V:        sealVersion,
+		MrSigner: hex.EncodeToString(mrsigner[:]),
+		Platform: hex.EncodeToString(platformID[:]),
+		Nonce:    hex.EncodeToString(nonce),
+		CT:       hex.EncodeToString(ct),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("enclave: encode sealed seed: %w", err)
+	}
+	return append(blob, '\n'), nil
+}
+
+func newGCM(key []byte) (cipher.AEAD, error) {
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		return nil, fmt.Errorf("enclave: seal cipher: %w", err)
+	}
+	gcm, err := cipher.NewGCM(block)
+	if err != nil {
+		return nil, fmt.Errorf("enclave: seal cipher: %w", err)
+	}
+	return gcm, nil
+}
+
+// unsealFile reads and decrypts seed.sealed into seed. It only reads the file.
+func unsealFile(path string, sealKey []byte, mrsigner, platformID [32]byte, src platformSource, seed *[32]byte) error {
+	const untouched = "the sealed seed was left untouched"
+	corrupt := func(what string) error {
+		return fmt.Errorf("%w: %s %s: restore seed.sealed from a backup (a new seed cannot recover the keys derived from this one); %s", ErrCorruptSeal, path, what, untouched)
+	}
+	blob, err := readSmallFile(path, maxSealedSize)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("enclave: read %s: %w", path, err)
+		}
+		return corrupt(fmt.Sprintf("cannot be read (%v)", err))
+	}
+	var sf sealedFile
+	dec := json.NewDecoder(bytes.NewReader(blob))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&sf); err != nil {
+		return corrupt("is not valid sealed-seed JSON")
+	}
+	if sf.V != sealVersion {
+		return corrupt(fmt.Sprintf("has seal version %d, this build reads version %d", sf.V, sealVersion))
+	}
+	theirSigner, ok := decodeHexN(sf.MrSigner, 32)
+	if !ok {
+		return corrupt("has a malformed mrsigner field")
+	}
+	theirPlatform, ok := decodeHexN(sf.Platform, 32)
+	if !ok {
+		return corrupt("has a malformed platform field")
+	}
+	if !bytes.Equal(theirSigner, mrsigner[:]) {
+		return fmt.Errorf("%w: %s was sealed under mrsigner %s but this build's mrsigner is %s: run the build signed by that key, or move the seed with an attested handoff (§10.3); %s",
+			ErrForeignSigner, path, short(theirSigner), short(mrsigner[:]), untouched)
+	}
+	if !bytes.Equal(theirPlatform, platformID[:]) {
+		return fmt.Errorf("%w: %s was sealed under platform key %s but the platform key from %s is %s: restore the original platform.key or set %s to the platform key used when the seed was created; %s",
+			ErrWrongPlatformKey, path, short(theirPlatform), src, short(platformID[:]), platformKeyEnv, untouched)
+	}
+	gcm, err := newGCM(sealKey)
+	if err != nil {
+		return err
+	}
+	nonce, ok := decodeHexN(sf.Nonce, gcm.NonceSize())
+	if !ok {
+		return corrupt("has a malformed nonce field")
+	}
+	ct, ok := decodeHexN(sf.CT, len(seed)+gcm.Overhead())
+	if !ok {
+		return corrupt("has a malformed ct field")
+	}
+	pt, err := gcm.Open(nil, nonce, ct, sealAAD(sf.V, theirSigner, theirPlatform))
+	if err != nil {
+		return corrupt("fails authentication (ciphertext or header was modified)")
+	}
+	copy(seed[:], pt)
+	clear(pt)
+	return nil
+}
+
+// decodeHexN decodes lowercase hex of exactly n bytes.
+func decodeHexN(s string, n int) ([]byte, bool) {
+	if len(s) != 2*n {
+		return nil, false
+	}
+	b, err := hex.DecodeString(s)
+	if err != nil || hex.EncodeToString(b) != s {
+		return nil, false
+	}
+	return b, true
+}
+
+// appendLP appends a big-endian uint32 length and then data.
+func appendLP(b, data []byte) []byte {
+	b = binary.BigEndian.AppendUint32(b, uint32(len(data)))
+	return append(b, data...)
+}
+
+// writeNewFile creates dir/name (0600) holding data, atomically and never
+// replacing an existing file: it writes and fsyncs a temporary file, then
+// hard-links it into place (which fails if name exists) and fsyncs dir. If the
+// file system has no hard links it falls back to O_EXCL creation. An existing
+// dir/name yields an error wrapping fs.ErrExist.
+func writeNewFile(dir, name string, data []byte) error {
+	final := filepath.Join(dir, name)
+	tmp, err := os.CreateTemp(dir, "."+name+".tmp-*") // O_EXCL, 0600
+	if err != nil {
+		return err
+	}
+	tmpName := tmp.Name()
+	defer os.Remove(tmpName) // only the temporary name; final keeps the inode
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	if err := os.Link(tmpName, final); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return err
+		}
+		if err := writeExcl(final, data); err != nil {
+			return err
+		}
+	}
+	return syncDir(dir)
+}
+
+// writeExcl writes data to a new file created with O_EXCL, mode 0600.
+func writeExcl(path string, data []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// syncDir fsyncs a directory so that a new entry in it is durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}

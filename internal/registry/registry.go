@@ -1,0 +1,106 @@
+// Package registry holds the chain-anchored registries of §10 as ledger kinds: the
+// authorized successor mrsigners (at most 8), changed only by governance. It folds
+// entries into state and reads them back; it never signs anything.
+package registry
+
+import (
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/agentkeys/agentkeys/internal/ledger"
+)
+
+// Kinds.
+const (
+	KindSuccessorAuthorize   = "successor.authorize"
+	KindSuccessorDeauthorize = "successor.deauthorize"
+)
+
+// MaxSuccessors bounds the authorized successor set.
+const MaxSuccessors = 8
+
+const successorPrefix = "registry/successor/"
+
+// Successor is an AuthorizedMrSigner record.
+type Successor struct {
+	MrSigner      string `json:"mrsigner"`
+	EffectiveFrom int64  `json:"effective_from"` // unix seconds
+	RationaleURI  string `json:"rationale_uri,omitempty"`
+}
+
+// Deauthorize is the payload of successor.deauthorize.
+type Deauthorize struct {
+	MrSigner string `json:"mrsigner"`
+}
+
+// Kinds returns the registry's ledger kinds.
+func Kinds() map[string]ledger.Kind {
+	return map[string]ledger.Kind{
+		KindSuccessorAuthorize:   {Origins: ledger.FromGovernance, Fold: foldAuthorize},
+		KindSuccessorDeauthorize: {Origins: ledger.FromGovernance, Fold: foldDeauthorize},
+	}
+}
+
+func checkMrSigner(s string) error {
+	if b, err := hex.DecodeString(s); err != nil || len(b) != 32 || s != strings.ToLower(s) {
+		return errors.New("mrsigner must be 64 lowercase hex characters (SHA-256 of the release-signing key)")
+	}
+	return nil
+}
+
+func foldAuthorize(st ledger.State, e *ledger.Entry) error {
+	var s Successor
+	if err := ledger.DecodeStrict(e.Payload, &s); err != nil {
+		return err
+	}
+	if err := checkMrSigner(s.MrSigner); err != nil {
+		return err
+	}
+	if _, ok, err := st.Get(successorPrefix + s.MrSigner); err != nil {
+		return err
+	} else if ok {
+		return fmt.Errorf("mrsigner %s is already authorized", s.MrSigner)
+	}
+	n, err := count(st)
+	if err != nil {
+		return err
+	}
+	if n >= MaxSuccessors {
+		return fmt.Errorf("already %d authorized successors; deauthorize one first", MaxSuccessors)
+	}
+	return st.Put(successorPrefix+s.MrSigner, e.Payload)
+}
+
+func foldDeauthorize(st ledger.State, e *ledger.Entry) error {
+	var d Deauthorize
+	if err := ledger.DecodeStrict(e.Payload, &d); err != nil {
+		return err
+	}
+	if err := checkMrSigner(d.MrSigner); err != nil {
+		return err
+	}
+	if _, ok, err := st.Get(successorPrefix + d.MrSigner); err != nil {
+		return err
+	} else if !ok {
+		return fmt.Errorf("mrsigner %s is not authorized", d.MrSigner)
+	}
+	return st.Delete(successorPrefix + d.MrSigner)
+}
+
+func count(st ledger.State) (int, error) {
+	n := 0
+	err := st.Scan(successorPrefix, func(string, []byte) error { n++; return nil })
+	return n, err
+}
+
+// Successors lists the authorized mrsigners in key order.
+func Successors(st ledger.State) ([]string, error) {
+	out := []string{}
+	err := st.Scan(successorPrefix, func(k string, _ []byte) error {
+		out = append(out, strings.TrimPrefix(k, successorPrefix))
+		return nil
+	})
+	return out, err
+}
