@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -75,16 +76,33 @@ type Ledger struct {
 	signer Signer
 	opts   Options
 
-	reqs chan *request
-	quit chan struct{}
-	done chan struct{}
-	once sync.Once
+	reqs    chan *request
+	commits chan *batch // prepared batches, in chain order, to the committer
+	quit    chan struct{}
+	done    chan struct{}
+	once    sync.Once
 
 	head atomic.Pointer[Head] // last durable entry
 
-	// writer-goroutine state
+	mu      sync.Mutex
+	pending []*batch // prepared but not yet committed, oldest first
+	gen     uint64   // bumped when a commit fails: later prepared batches are void
+
+	// preparer-goroutine state: the tip includes pending batches
+	tip             Head
+	tipGen          uint64
+	empty           bool
 	sinceCheckpoint int
 	lastCheckpoint  time.Time
+}
+
+// batch is a group of entries prepared (validated, folded, signed) on top of the
+// tip, waiting to be committed in one transaction.
+type batch struct {
+	gen     uint64
+	entries []Entry
+	owners  []*request // owners[i] answers entries[i]; nil for checkpoints
+	writes  *overlay
 }
 
 type request struct {
@@ -103,8 +121,9 @@ type result struct {
 func Open(ctx context.Context, d Driver, s Schema, signer Signer, opts Options) (*Ledger, error) {
 	opts.defaults()
 	l := &Ledger{d: d, schema: s, signer: signer, opts: opts,
-		reqs: make(chan *request, 4096), quit: make(chan struct{}), done: make(chan struct{}),
-		lastCheckpoint: opts.Now()}
+		reqs: make(chan *request, 4096), commits: make(chan *batch, 64),
+		quit: make(chan struct{}), done: make(chan struct{}),
+		lastCheckpoint: opts.Now(), empty: true}
 	h, ok, err := d.Head(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("ledger: reading head: %w", err)
@@ -118,6 +137,7 @@ func Open(ctx context.Context, d Driver, s Schema, signer Signer, opts Options) 
 			return nil, fmt.Errorf("%w (ledger has %s…, enclave has %s…)", ErrForeignLedger, g.LedgerKey[:16], signer.LedgerKey()[:16])
 		}
 		l.head.Store(&h)
+		l.tip, l.empty = h, false
 		if c, ok, err := LastCheckpoint(View(ctx, d)); err != nil {
 			return nil, err
 		} else if !ok || c.Seq+1 < h.Seq {
@@ -137,12 +157,16 @@ func Open(ctx context.Context, d Driver, s Schema, signer Signer, opts Options) 
 			return nil, err
 		}
 		r := &request{origin: OriginEnclave, kind: KindGenesis, payload: p, done: make(chan result, 1)}
-		l.commit([]*request{r}, false)
+		if b := l.prepare([]*request{r}, false); b != nil {
+			l.commit([]*batch{b})
+		}
 		if res := <-r.done; res.err != nil {
 			return nil, fmt.Errorf("ledger: writing genesis: %w", res.err)
 		}
 	}
-	go l.run()
+	committed := make(chan struct{})
+	go l.commitLoop(committed)
+	go l.run(committed)
 	return l, nil
 }
 
@@ -206,28 +230,34 @@ func (l *Ledger) Close() error {
 	return nil
 }
 
-func (l *Ledger) run() {
+// run is the preparer: it groups waiting requests into batches and hands them to
+// the committer, so the next batch is validated and signed while the previous one
+// is being written and fsynced.
+func (l *Ledger) run(committed chan struct{}) {
 	defer close(l.done)
+	defer func() { <-committed }()
+	defer close(l.commits)
 	tick := time.NewTicker(l.opts.CheckpointInterval)
 	defer tick.Stop()
-	batch := make([]*request, 0, l.opts.MaxBatch)
+	reqs := make([]*request, 0, l.opts.MaxBatch)
 	for {
+		var b *batch
 		select {
 		case r := <-l.reqs:
-			batch = append(batch[:0], r)
+			reqs = append(reqs[:0], r)
 		drain:
-			for len(batch) < l.opts.MaxBatch {
+			for len(reqs) < l.opts.MaxBatch {
 				select {
 				case r := <-l.reqs:
-					batch = append(batch, r)
+					reqs = append(reqs, r)
 				default:
 					break drain
 				}
 			}
-			l.commit(batch, false)
+			b = l.prepare(reqs, false)
 		case <-tick.C:
 			if l.opts.Now().Sub(l.lastCheckpoint) >= l.opts.CheckpointInterval {
-				l.commit(nil, true)
+				b = l.prepare(nil, true)
 			}
 		case <-l.quit:
 			for {
@@ -239,22 +269,119 @@ func (l *Ledger) run() {
 				}
 			}
 		}
+		if b != nil {
+			l.commits <- b
+		}
 	}
 }
 
-// commit turns a batch of requests into entries, folds them, signs them and writes
-// them in one durable transaction. Requests are answered only after that. With
-// checkpoint set, a checkpoint closes the batch if anything was written since the last.
-func (l *Ledger) commit(batch []*request, checkpoint bool) {
-	ctx := context.Background()
-	base := newOverlay(View(ctx, l.d))
-	var head Head
-	empty := true
-	if h := l.head.Load(); h != nil {
-		head, empty = *h, false
+// commitLoop is the committer: it writes prepared batches in order, merging all
+// that are waiting into one transaction, and answers their requests only once that
+// transaction is durable.
+func (l *Ledger) commitLoop(committed chan struct{}) {
+	defer close(committed)
+	for b := range l.commits {
+		group := []*batch{b}
+	more:
+		for {
+			select {
+			case b, ok := <-l.commits:
+				if !ok {
+					break more
+				}
+				group = append(group, b)
+			default:
+				break more
+			}
+		}
+		l.commit(group)
 	}
-	entries := make([]Entry, 0, len(batch)+1)
-	owners := make([]*request, 0, len(batch)+1) // owners[i] answers entries[i]; nil for checkpoints
+}
+
+var errVoid = errors.New("ledger: an earlier commit in the pipeline failed; retry")
+
+// commit writes a group of consecutive batches in one transaction. Batches prepared
+// on top of a failed commit are void and fail without touching storage.
+func (l *Ledger) commit(group []*batch) {
+	l.mu.Lock()
+	gen := l.gen
+	l.mu.Unlock()
+	var live []*batch
+	for _, b := range group {
+		if b.gen == gen {
+			live = append(live, b)
+		} else {
+			l.failAll(b.owners, errVoid)
+		}
+	}
+	var err error
+	if len(live) > 0 {
+		entries, writes := live[0].entries, live[0].writes
+		if len(live) > 1 {
+			writes = newOverlay(nil)
+			entries = nil
+			for _, b := range live {
+				entries = append(entries, b.entries...)
+				b.writes.mergeInto(writes)
+			}
+		}
+		err = l.d.Commit(context.Background(), entries, writes.list())
+	}
+	l.mu.Lock()
+	if err != nil {
+		l.gen++ // every batch prepared on top of these is void
+	}
+	l.pending = slices.DeleteFunc(l.pending, func(p *batch) bool { return slices.Contains(group, p) })
+	l.mu.Unlock()
+	for _, b := range live {
+		if err != nil {
+			l.failAll(b.owners, fmt.Errorf("ledger: commit: %w", err))
+			continue
+		}
+		last := b.entries[len(b.entries)-1]
+		l.head.Store(&Head{Seq: last.Seq, Hash: last.Hash(), Time: last.Time})
+		l.opts.OnCommit(b.entries)
+		for i, r := range b.owners {
+			if r != nil {
+				r.done <- result{e: b.entries[i]}
+			}
+		}
+	}
+}
+
+// base returns the state that the next batch builds on: committed state plus every
+// pending batch's writes. After a failed commit it first resets the tip to storage.
+func (l *Ledger) base(ctx context.Context) (*overlay, uint64, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.tipGen != l.gen {
+		h, ok, err := l.d.Head(ctx)
+		if err != nil {
+			return nil, 0, err
+		}
+		l.tip, l.empty, l.tipGen, l.sinceCheckpoint = h, !ok, l.gen, 1
+		l.pending = nil // the committer voids them
+	}
+	var st State = View(ctx, l.d)
+	for _, p := range l.pending {
+		st = &overlay{base: st, writes: p.writes.writes}
+	}
+	return newOverlay(st), l.gen, nil
+}
+
+// prepare turns requests into entries on top of the tip: validate, fold, link and
+// sign them. Refused requests are answered at once; the rest travel in the batch.
+// With checkpoint set, a checkpoint closes the batch if anything was written since
+// the last one.
+func (l *Ledger) prepare(reqs []*request, checkpoint bool) *batch {
+	ctx := context.Background()
+	base, gen, err := l.base(ctx)
+	if err != nil {
+		l.failAll(reqs, err)
+		return nil
+	}
+	head, empty := l.tip, l.empty
+	b := &batch{gen: gen, writes: base, entries: make([]Entry, 0, len(reqs)+1), owners: make([]*request, 0, len(reqs)+1)}
 	since, checkpointed := l.sinceCheckpoint, false
 
 	add := func(r *request, e Entry, external bool) error {
@@ -283,7 +410,7 @@ func (l *Ledger) commit(batch []*request, checkpoint bool) {
 		}
 		sub.mergeInto(base)
 		head, empty = Head{Seq: e.Seq, Hash: e.Hash(), Time: e.Time}, false
-		entries, owners = append(entries, e), append(owners, r)
+		b.entries, b.owners = append(b.entries, e), append(b.owners, r)
 		if e.Kind == KindCheckpoint {
 			since, checkpointed = 0, true
 		} else {
@@ -293,12 +420,12 @@ func (l *Ledger) commit(batch []*request, checkpoint bool) {
 	}
 	addCheckpoint := func() bool {
 		if err := add(nil, l.checkpointEntry(head), false); err != nil {
-			l.failAll(owners, err)
+			l.failAll(b.owners, err)
 			return false
 		}
 		return true
 	}
-	for _, r := range batch {
+	for _, r := range reqs {
 		var err error
 		if r.external != nil {
 			err = add(r, *r.external, true)
@@ -310,37 +437,27 @@ func (l *Ledger) commit(batch []*request, checkpoint bool) {
 			continue
 		}
 		if since >= l.opts.CheckpointEvery && !addCheckpoint() {
-			return
+			return nil
 		}
 	}
 	if checkpoint && since > 0 && !addCheckpoint() {
-		return
+		return nil
 	}
-	if len(entries) == 0 {
-		return
+	if len(b.entries) == 0 {
+		return nil
 	}
-	if err := l.sign(entries); err != nil {
-		l.failAll(owners, err)
-		return
+	if err := l.sign(b.entries); err != nil {
+		l.failAll(b.owners, err)
+		return nil
 	}
-	if err := l.d.Commit(ctx, entries, base.list()); err != nil {
-		if h, ok, herr := l.d.Head(ctx); herr == nil && ok {
-			l.head.Store(&h)
-		}
-		l.failAll(owners, fmt.Errorf("ledger: commit: %w", err))
-		return
-	}
-	l.head.Store(&head)
-	l.sinceCheckpoint = since
+	l.mu.Lock()
+	l.pending = append(l.pending, b)
+	l.mu.Unlock()
+	l.tip, l.empty, l.sinceCheckpoint = head, false, since
 	if checkpointed {
 		l.lastCheckpoint = l.opts.Now()
 	}
-	l.opts.OnCommit(entries)
-	for i, r := range owners {
-		if r != nil {
-			r.done <- result{e: entries[i]}
-		}
-	}
+	return b
 }
 
 func (l *Ledger) checkpointEntry(head Head) Entry {
@@ -392,7 +509,7 @@ func (l *Ledger) signerFor(st State, origin string) (string, error) {
 // sign signs the entries that the enclave signs, spread over the CPUs. Pre-signed
 // entries already carry their signatures.
 func (l *Ledger) sign(entries []Entry) error {
-	workers := min(runtime.GOMAXPROCS(0), (len(entries)+7)/8)
+	workers := min(runtime.GOMAXPROCS(0), (len(entries)+1)/2)
 	var wg sync.WaitGroup
 	errs := make([]error, workers)
 	for w := range workers {

@@ -9,6 +9,8 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"os"
+	"syscall"
 
 	"github.com/agentkeys/agentkeys/internal/ledger"
 
@@ -35,12 +37,54 @@ CREATE TABLE IF NOT EXISTS state (
 type Driver struct {
 	w *sql.DB // exactly one connection: the writer
 	r *sql.DB // read-only pool
+
+	// statements prepared once on the writer connection
+	insEntry, putState, delState *sql.Stmt
+
+	lock *os.File // flock held while open: one writer process per file
+
+	// last is the head as of the last commit through this driver (valid when known);
+	// the lock guarantees no other process moves it.
+	last      ledger.Head
+	lastOK    bool
+	lastKnown bool
 }
 
 var _ ledger.Driver = (*Driver)(nil)
 
-// Open opens (creating if needed) the ledger database at path.
+// ErrLocked means another process has the ledger open for writing.
+var ErrLocked = errors.New("sqlite: the ledger is open in another process (is another agentkeys server using this data dir?)")
+
+// Open opens (creating if needed) the ledger database at path for reading and
+// writing. It takes an exclusive lock on path+".lock" for as long as it is open.
 func Open(path string) (*Driver, error) {
+	lock, err := os.OpenFile(path+".lock", os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: %w", err)
+	}
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		lock.Close()
+		return nil, ErrLocked
+	}
+	d, err := open(path, false)
+	if err != nil {
+		lock.Close()
+		return nil, err
+	}
+	d.lock = lock
+	return d, nil
+}
+
+// OpenReadOnly opens an existing ledger database for reading only (audit), even
+// while a server has it open. Commit fails.
+func OpenReadOnly(path string) (*Driver, error) {
+	if _, err := os.Stat(path); err != nil {
+		return nil, fmt.Errorf("sqlite: %w", err)
+	}
+	return open(path, true)
+}
+
+func open(path string, readOnly bool) (*Driver, error) {
 	dsn := func(extra string) string {
 		q := url.Values{}
 		for _, p := range []string{"journal_mode(WAL)", "synchronous(FULL)", "busy_timeout(10000)", "foreign_keys(ON)"} {
@@ -52,6 +96,13 @@ func Open(path string) (*Driver, error) {
 			q.Set("_txlock", "immediate")
 		}
 		return "file:" + path + "?" + q.Encode()
+	}
+	if readOnly {
+		r, err := sql.Open("sqlite", dsn("query_only(1)"))
+		if err != nil {
+			return nil, err
+		}
+		return &Driver{r: r}, nil
 	}
 	w, err := sql.Open("sqlite", dsn(""))
 	if err != nil {
@@ -68,11 +119,41 @@ func Open(path string) (*Driver, error) {
 		return nil, err
 	}
 	r.SetMaxOpenConns(8)
-	return &Driver{w: w, r: r}, nil
+	d := &Driver{w: w, r: r}
+	for _, p := range []struct {
+		s **sql.Stmt
+		q string
+	}{
+		{&d.insEntry, `INSERT INTO entries (` + entryCols + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`},
+		{&d.putState, `INSERT INTO state (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value`},
+		{&d.delState, `DELETE FROM state WHERE key = ?`},
+	} {
+		if *p.s, err = w.Prepare(p.q); err != nil {
+			d.Close()
+			return nil, fmt.Errorf("sqlite: prepare: %w", err)
+		}
+	}
+	return d, nil
 }
 
 // Close closes both connection pools.
-func (d *Driver) Close() error { return errors.Join(d.r.Close(), d.w.Close()) }
+func (d *Driver) Close() error {
+	for _, s := range []*sql.Stmt{d.insEntry, d.putState, d.delState} {
+		if s != nil {
+			s.Close()
+		}
+	}
+	var errs []error
+	for _, db := range []*sql.DB{d.r, d.w} {
+		if db != nil {
+			errs = append(errs, db.Close())
+		}
+	}
+	if d.lock != nil {
+		errs = append(errs, d.lock.Close())
+	}
+	return errors.Join(errs...)
+}
 
 // DB exposes the writer handle for fault and tamper tests.
 func (d *Driver) DB() *sql.DB { return d.w }
@@ -187,24 +268,25 @@ func (d *Driver) Commit(ctx context.Context, entries []ledger.Entry, writes []le
 	if len(entries) == 0 {
 		return errors.New("sqlite: commit without entries")
 	}
+	if d.w == nil {
+		return errors.New("sqlite: ledger opened read-only")
+	}
 	tx, err := d.w.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("sqlite: begin: %w", err)
 	}
 	defer tx.Rollback()
-	h, ok, err := head(ctx, tx)
-	if err != nil {
-		return err
+	if !d.lastKnown {
+		if d.last, d.lastOK, err = head(ctx, tx); err != nil {
+			return err
+		}
+		d.lastKnown = true
 	}
-	first := entries[0]
+	h, ok, first := d.last, d.lastOK, entries[0]
 	if ok && (first.Seq != h.Seq+1 || first.PrevHash != h.Hash) || !ok && (first.Seq != 0 || first.PrevHash != ledger.Hash{}) {
 		return ledger.ErrConflict
 	}
-	ins, err := tx.PrepareContext(ctx, `INSERT INTO entries (`+entryCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`)
-	if err != nil {
-		return err
-	}
-	defer ins.Close()
+	ins := tx.StmtContext(ctx, d.insEntry)
 	for i, e := range entries {
 		if i > 0 && (e.Seq != entries[i-1].Seq+1) {
 			return fmt.Errorf("sqlite: entries are not contiguous at seq %d", e.Seq)
@@ -213,30 +295,23 @@ func (d *Driver) Commit(ctx context.Context, entries []ledger.Entry, writes []le
 			return fmt.Errorf("sqlite: insert seq %d: %w", e.Seq, err)
 		}
 	}
-	if len(writes) > 0 {
-		put, err := tx.PrepareContext(ctx, `INSERT INTO state (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value`)
-		if err != nil {
-			return err
+	put, del := tx.StmtContext(ctx, d.putState), tx.StmtContext(ctx, d.delState)
+	for _, w := range writes {
+		var err error
+		if w.Value == nil {
+			_, err = del.ExecContext(ctx, w.Key)
+		} else {
+			_, err = put.ExecContext(ctx, w.Key, w.Value)
 		}
-		defer put.Close()
-		del, err := tx.PrepareContext(ctx, `DELETE FROM state WHERE key = ?`)
 		if err != nil {
-			return err
-		}
-		defer del.Close()
-		for _, w := range writes {
-			if w.Value == nil {
-				_, err = del.ExecContext(ctx, w.Key)
-			} else {
-				_, err = put.ExecContext(ctx, w.Key, w.Value)
-			}
-			if err != nil {
-				return fmt.Errorf("sqlite: state %q: %w", w.Key, err)
-			}
+			return fmt.Errorf("sqlite: state %q: %w", w.Key, err)
 		}
 	}
 	if err := tx.Commit(); err != nil {
+		d.lastKnown = false // the outcome is unknown: read it back next time
 		return fmt.Errorf("sqlite: commit: %w", err)
 	}
+	last := entries[len(entries)-1]
+	d.last, d.lastOK = ledger.Head{Seq: last.Seq, Hash: last.Hash(), Time: last.Time}, true
 	return nil
 }
