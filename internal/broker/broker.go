@@ -28,11 +28,12 @@ import (
 
 // Config configures a broker.
 type Config struct {
-	DataDir        string
-	PlatformKeyHex string // AGENTKEYS_PLATFORM_KEY; "" = <data-dir>/platform.key
-	Logger         *slog.Logger
-	Registerer     prometheus.Registerer // nil = metrics not exported
-	Ledger         ledger.Options        // Genesis and OnCommit are set by the broker
+	DataDir         string
+	PlatformKeyHex  string // AGENTKEYS_PLATFORM_KEY; "" = <data-dir>/platform.key
+	SignerPublicKey []byte // release-signing public key (mrsigner); nil = dev signer
+	Logger          *slog.Logger
+	Registerer      prometheus.Registerer // nil = metrics not exported
+	Ledger          ledger.Options        // Genesis and OnCommit are set by the broker
 }
 
 // Broker is the running broker.
@@ -70,7 +71,7 @@ func Open(cfg Config) (*Broker, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("creating data dir %s: %w", cfg.DataDir, err)
 	}
-	enc, err := enclave.Open(enclave.Config{Dir: cfg.DataDir, PlatformKeyHex: cfg.PlatformKeyHex})
+	enc, err := enclave.Open(enclave.Config{Dir: cfg.DataDir, PlatformKeyHex: cfg.PlatformKeyHex, SignerPublicKey: cfg.SignerPublicKey})
 	if err != nil {
 		return nil, err
 	}

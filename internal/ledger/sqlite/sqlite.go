@@ -66,6 +66,10 @@ func Open(path string) (*Driver, error) {
 		lock.Close()
 		return nil, ErrLocked
 	}
+	// The WAL and shm files take the database file's mode: create it 0600 first.
+	if f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600); err == nil {
+		f.Close()
+	}
 	d, err := open(path, false)
 	if err != nil {
 		lock.Close()

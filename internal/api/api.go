@@ -1,0 +1,149 @@
+// Package api is the broker's HTTP interface: it decodes requests, calls package
+// broker and encodes answers. It decides nothing itself. Every error body is
+// {"error":{"code","message","fix"}}, and no handler logs a request body.
+package api
+
+import (
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/agentkeys/agentkeys/internal/broker"
+	"github.com/agentkeys/agentkeys/internal/problem"
+)
+
+// DefaultMaxBody caps request bodies (bytes).
+const DefaultMaxBody = 1 << 20
+
+// Config configures the HTTP layer.
+type Config struct {
+	Logger   *slog.Logger
+	Registry *prometheus.Registry // the broker's metrics are registered here too
+	MaxBody  int64
+}
+
+type server struct {
+	b        *broker.Broker
+	log      *slog.Logger
+	maxBody  int64
+	requests *prometheus.CounterVec
+	latency  *prometheus.HistogramVec
+}
+
+// New returns the broker's HTTP handler.
+func New(b *broker.Broker, cfg Config) http.Handler {
+	if cfg.MaxBody <= 0 {
+		cfg.MaxBody = DefaultMaxBody
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Registry == nil {
+		cfg.Registry = prometheus.NewRegistry()
+	}
+	s := &server{b: b, log: cfg.Logger, maxBody: cfg.MaxBody,
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "agentkeys_http_requests_total", Help: "HTTP requests by route and status."}, []string{"route", "code"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "agentkeys_http_request_seconds", Help: "HTTP request latency by route.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16)}, []string{"route"}),
+	}
+	cfg.Registry.MustRegister(s.requests, s.latency, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	mux := http.NewServeMux()
+	handle := func(pattern string, h func(w http.ResponseWriter, r *http.Request) error) {
+		mux.Handle(pattern, s.wrap(pattern, h))
+	}
+	mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Registry, promhttp.HandlerOpts{}))
+	handle("GET /healthz", s.healthz)
+	handle("GET /readyz", s.readyz)
+	handle("GET /v1/enclave", s.enclaveInfo)
+	handle("GET /v1/attestation", s.attestation)
+	handle("GET /v1/ledger/head", s.ledgerHead)
+	handle("GET /v1/ledger/entries", s.ledgerEntries)
+	handle("POST /v1/ledger/entries", s.submitEntry(""))
+	handle("GET /mock/enclave-successors", s.successors)
+	handle("POST /mock/enclave-successors/authorize", s.submitEntry("successor.authorize"))
+	handle("POST /mock/enclave-successors/deauthorize", s.submitEntry("successor.deauthorize"))
+	mux.Handle("/", s.wrap("unknown", func(http.ResponseWriter, *http.Request) error {
+		return problem.New(problem.NotFound, "no such endpoint", "check the URL and method; see the README for the API")
+	}))
+	return mux
+}
+
+// statusWriter remembers the status code for logs and metrics.
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	w.code = code
+	w.ResponseWriter.WriteHeader(code)
+}
+
+// wrap adds the body limit, error encoding, metrics and an access log line.
+func (s *server) wrap(route string, h func(http.ResponseWriter, *http.Request) error) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
+		r.Body = http.MaxBytesReader(sw, r.Body, s.maxBody)
+		if err := h(sw, r); err != nil {
+			p := problem.As(err)
+			if p.Code == problem.Internal {
+				s.log.Error("request failed", "route", route, "err", err.Error())
+			}
+			if p.RetryAfter > 0 {
+				sw.Header().Set("Retry-After", strconv.Itoa(p.RetryAfter))
+			}
+			writeJSON(sw, p.Status(), map[string]*problem.Error{"error": p})
+		}
+		s.requests.WithLabelValues(route, strconv.Itoa(sw.code)).Inc()
+		s.latency.WithLabelValues(route).Observe(time.Since(start).Seconds())
+		s.log.Debug("request", "method", r.Method, "route", route, "status", sw.code, "dur_ms", float64(time.Since(start).Microseconds())/1000)
+	})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.Encode(v)
+}
+
+// decode reads a JSON body into v, refusing unknown fields and trailing data.
+func decode(r *http.Request, v any) error {
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return problem.Newf(problem.TooLarge, "send a smaller body", "request body is larger than %d bytes", tooBig.Limit)
+		}
+		return problem.Newf(problem.BadRequest, "send one JSON object with the documented fields", "request body is not valid: %v", err)
+	}
+	if dec.More() {
+		return problem.New(problem.BadRequest, "request body has data after the JSON object", "send exactly one JSON object")
+	}
+	return nil
+}
+
+func (s *server) healthz(w http.ResponseWriter, _ *http.Request) error {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	return nil
+}
+
+func (s *server) readyz(w http.ResponseWriter, _ *http.Request) error {
+	if ok, why := s.b.Ready(); !ok {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"ready": false, "reason": why})
+		return nil
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"ready": true})
+	return nil
+}

@@ -1,0 +1,132 @@
+package api
+
+import (
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/agentkeys/agentkeys/internal/enclave"
+	"github.com/agentkeys/agentkeys/internal/ledger"
+	"github.com/agentkeys/agentkeys/internal/problem"
+	"github.com/agentkeys/agentkeys/internal/registry"
+)
+
+// EnclaveInfo is the body of GET /v1/enclave.
+type EnclaveInfo struct {
+	MrEnclave string            `json:"mrenclave"`
+	MrSigner  string            `json:"mrsigner"`
+	Tier      string            `json:"tier"`
+	Keys      []enclave.KeyInfo `json:"keys"`
+	Quote     enclave.Quote     `json:"quote"` // report_data commits to the empty nonce and the keys
+}
+
+// HeadInfo is the body of GET /v1/ledger/head.
+type HeadInfo struct {
+	Seq  uint64      `json:"seq"`
+	Hash ledger.Hash `json:"hash"`
+	Time string      `json:"time"`
+}
+
+// EntriesPage is the body of GET /v1/ledger/entries.
+type EntriesPage struct {
+	Entries []ledger.Entry `json:"entries"`
+	Next    uint64         `json:"next"` // seq to ask for next
+}
+
+// MaxEntriesPage caps limit on GET /v1/ledger/entries.
+const MaxEntriesPage = 1000
+
+func (s *server) enclaveInfo(w http.ResponseWriter, _ *http.Request) error {
+	e := s.b.Enclave
+	q := e.Attest(nil)
+	writeJSON(w, http.StatusOK, EnclaveInfo{MrEnclave: q.MrEnclave, MrSigner: q.MrSigner, Tier: string(q.Tier), Keys: e.Keys(), Quote: q})
+	return nil
+}
+
+func (s *server) attestation(w http.ResponseWriter, r *http.Request) error {
+	nonce := r.URL.Query().Get("nonce")
+	if nonce == "" || len(nonce) > 256 {
+		return problem.New(problem.BadRequest, "nonce must be 1 to 256 characters", "call GET /v1/attestation?nonce=<fresh random value>")
+	}
+	writeJSON(w, http.StatusOK, s.b.Enclave.Attest([]byte(nonce)))
+	return nil
+}
+
+func (s *server) ledgerHead(w http.ResponseWriter, r *http.Request) error {
+	h, ok, err := s.b.Store().Head(r.Context())
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return problem.New(problem.NotReady, "the ledger has no entries yet", "wait for the server to become ready")
+	}
+	writeJSON(w, http.StatusOK, HeadInfo{Seq: h.Seq, Hash: h.Hash, Time: time.Unix(0, h.Time).UTC().Format(time.RFC3339Nano)})
+	return nil
+}
+
+func uintParam(r *http.Request, name string, def uint64) (uint64, error) {
+	v := r.URL.Query().Get(name)
+	if v == "" {
+		return def, nil
+	}
+	n, err := strconv.ParseUint(v, 10, 64)
+	if err != nil {
+		return 0, problem.Newf(problem.BadRequest, "pass a non-negative integer", "%s=%q is not a non-negative integer", name, v)
+	}
+	return n, nil
+}
+
+func (s *server) ledgerEntries(w http.ResponseWriter, r *http.Request) error {
+	from, err := uintParam(r, "from", 0)
+	if err != nil {
+		return err
+	}
+	limit, err := uintParam(r, "limit", 100)
+	if err != nil {
+		return err
+	}
+	if limit == 0 || limit > MaxEntriesPage {
+		return problem.Newf(problem.BadRequest, "ask for at most 1000 entries per page", "limit must be 1..%d", MaxEntriesPage)
+	}
+	es, err := s.b.Store().Entries(r.Context(), from, int(limit))
+	if err != nil {
+		return err
+	}
+	next := from
+	if len(es) > 0 {
+		next = es[len(es)-1].Seq + 1
+	}
+	if es == nil {
+		es = []ledger.Entry{}
+	}
+	writeJSON(w, http.StatusOK, EntriesPage{Entries: es, Next: next})
+	return nil
+}
+
+func (s *server) submitEntry(kind string) func(http.ResponseWriter, *http.Request) error {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		var e ledger.Entry
+		if err := decode(r, &e); err != nil {
+			return err
+		}
+		out, err := s.b.Submit(r.Context(), e, kind)
+		if err != nil {
+			return err
+		}
+		writeJSON(w, http.StatusCreated, out)
+		return nil
+	}
+}
+
+func (s *server) successors(w http.ResponseWriter, r *http.Request) error {
+	l, err := s.b.Ledger()
+	if err != nil {
+		return err
+	}
+	list, err := registry.Successors(l.State(r.Context()))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, list)
+	return nil
+}

@@ -1,0 +1,153 @@
+// Package audit verifies a ledger end to end: from a running broker's public API
+// (what any client can check) or from an operator's data dir (which also re-folds
+// the state and compares it with what is stored). It only reads.
+package audit
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/agentkeys/agentkeys/internal/broker"
+	"github.com/agentkeys/agentkeys/internal/client"
+	"github.com/agentkeys/agentkeys/internal/enclave"
+	"github.com/agentkeys/agentkeys/internal/ledger"
+	"github.com/agentkeys/agentkeys/internal/ledger/sqlite"
+	"github.com/agentkeys/agentkeys/internal/problem"
+)
+
+// Summary describes a verified ledger.
+type Summary struct {
+	Entries    uint64             `json:"entries"`
+	HeadSeq    uint64             `json:"head_seq"`
+	HeadHash   ledger.Hash        `json:"head_hash"`
+	Checkpoint *ledger.Checkpoint `json:"checkpoint,omitempty"`
+	StateKeys  int                `json:"state_keys,omitempty"` // re-folded and compared (data dir)
+	Platform   string             `json:"platform_key,omitempty"`
+	Pinned     bool               `json:"platform_key_pinned"`
+}
+
+// Line is the one-line summary printed on success.
+func (s Summary) Line() string {
+	noun := "entries"
+	if s.Entries == 1 {
+		noun = "entry"
+	}
+	line := fmt.Sprintf("ledger valid: %d %s, head seq %d hash %s", s.Entries, noun, s.HeadSeq, s.HeadHash.String()[:16])
+	if s.Checkpoint != nil {
+		line += fmt.Sprintf(", last checkpoint at seq %d", s.Checkpoint.Seq)
+	}
+	if s.StateKeys > 0 {
+		line += fmt.Sprintf(", state re-folded (%d keys match)", s.StateKeys)
+	}
+	return line
+}
+
+func invalid(err error) error {
+	return problem.New(problem.LedgerInvalid, err.Error(),
+		"the ledger was altered or is damaged from that seq on: restore it from a backup and compare; do not trust state derived after it")
+}
+
+// VerifyServer walks every public entry of the broker behind c, checking links,
+// hashes, origins and signatures, and re-folds the state in memory. The enclave's
+// quote must verify under pin, or (pin nil) under the platform key it names.
+func VerifyServer(ctx context.Context, c *client.Client, pin ed25519.PublicKey) (Summary, error) {
+	info, err := c.Enclave(ctx)
+	if err != nil {
+		return Summary{}, err
+	}
+	sum := Summary{Platform: info.Quote.PlatformKey, Pinned: pin != nil}
+	if pin == nil {
+		if pin, err = hex.DecodeString(info.Quote.PlatformKey); err != nil {
+			return sum, invalid(errors.New("the enclave quote names no valid platform key"))
+		}
+	}
+	if err := enclave.VerifyQuote(info.Quote, pin); err != nil {
+		return sum, invalid(fmt.Errorf("enclave quote: %w", err))
+	}
+	rd := enclave.AttestationReportData(nil, info.Keys)
+	if info.Quote.ReportData != hex.EncodeToString(rd[:]) {
+		return sum, invalid(errors.New("enclave quote does not commit to the keys the broker lists"))
+	}
+	ledgerKey := ""
+	for _, k := range info.Keys {
+		if k.Path == "ledger/v1" {
+			ledgerKey = k.Public
+		}
+	}
+	mem := ledger.NewMemState()
+	v := ledger.NewVerifier(broker.Schema(), mem)
+	for from := uint64(0); ; {
+		page, err := c.Entries(ctx, from, 1000)
+		if err != nil {
+			return sum, err
+		}
+		for i := range page.Entries {
+			e := &page.Entries[i]
+			if err := v.Check(e); err != nil {
+				return sum, invalid(err)
+			}
+			if e.Seq == 0 {
+				if g, _ := ledger.LoadGenesis(mem); g == nil || g.LedgerKey != ledgerKey {
+					return sum, invalid(&ledger.ChainError{Seq: 0, Err: errors.New("genesis ledger key is not the attested enclave's ledger/v1 key")})
+				}
+			}
+		}
+		if len(page.Entries) < 1000 {
+			break
+		}
+		from = page.Next
+	}
+	return finish(sum, v, mem)
+}
+
+// VerifyDataDir verifies the ledger stored in an operator's data dir, re-folds all
+// state and compares it with the stored state. It opens the store read-only.
+func VerifyDataDir(ctx context.Context, dir string) (Summary, error) {
+	path := broker.LedgerPath(dir)
+	if _, err := os.Stat(path); err != nil {
+		return Summary{}, problem.Newf(problem.NotFound, "pass the server's --data-dir (default ~/.agentkeys/server)",
+			"no ledger at %s", path)
+	}
+	d, err := sqlite.OpenReadOnly(path)
+	if err != nil {
+		return Summary{}, err
+	}
+	defer d.Close()
+	n, err := ledger.VerifyDriver(ctx, broker.Schema(), d, true)
+	if err != nil {
+		var ce *ledger.ChainError
+		var se *ledger.StateMismatchError
+		if errors.As(err, &ce) || errors.As(err, &se) {
+			return Summary{Entries: n}, invalid(err)
+		}
+		return Summary{Entries: n}, err
+	}
+	sum := Summary{Entries: n}
+	h, _, err := d.Head(ctx)
+	if err != nil {
+		return sum, err
+	}
+	sum.HeadSeq, sum.HeadHash = h.Seq, h.Hash
+	view := ledger.View(ctx, d)
+	if c, ok, _ := ledger.LastCheckpoint(view); ok {
+		sum.Checkpoint = &c
+	}
+	view.Scan("", func(string, []byte) error { sum.StateKeys++; return nil })
+	return sum, nil
+}
+
+func finish(sum Summary, v *ledger.Verifier, mem *ledger.MemState) (Summary, error) {
+	if v.Count == 0 {
+		return sum, invalid(errors.New("the ledger has no entries"))
+	}
+	next, h := v.Head()
+	sum.Entries, sum.HeadSeq, sum.HeadHash = v.Count, next-1, h
+	if c, ok, _ := ledger.LastCheckpoint(mem); ok {
+		sum.Checkpoint = &c
+	}
+	return sum, nil
+}

@@ -1,0 +1,128 @@
+package cli
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spf13/cobra"
+
+	"github.com/agentkeys/agentkeys/internal/api"
+	"github.com/agentkeys/agentkeys/internal/broker"
+	"github.com/agentkeys/agentkeys/internal/problem"
+)
+
+func serverCmd(e *env) *cobra.Command {
+	var dataDir, listen, logLevel, signerKey string
+	var maxBody int64
+	cmd := &cobra.Command{
+		Use:   "server",
+		Short: "Run the broker: enclave, ledger and HTTP API",
+		Long: `Run the broker. With no flags it serves a single-machine deployment: data in
+$AGENTKEYS_HOME/server (default ~/.agentkeys/server), embedded SQLite ledger,
+HTTP on 127.0.0.1:8090. The first start creates and seals the master seed and
+creates the operator (governance) key; later starts unseal the same seed.
+
+The platform secret that seals the seed is <data-dir>/platform.key, or
+AGENTKEYS_PLATFORM_KEY (64 hex characters) when set.`,
+		Example: "  agentkeys server\n  agentkeys server --data-dir /var/lib/agentkeys --listen 127.0.0.1:9000",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if dataDir == "" {
+				dataDir = filepath.Join(e.home(), "server")
+			}
+			level := slog.LevelInfo
+			if err := level.UnmarshalText([]byte(logLevel)); err != nil {
+				return problem.Newf(problem.BadRequest, "use debug, info, warn or error", "--log-level %q is not a level", logLevel)
+			}
+			var signer []byte
+			if signerKey != "" {
+				var err error
+				if signer, err = hex.DecodeString(signerKey); err != nil || len(signer) != ed25519.PublicKeySize {
+					return problem.New(problem.BadRequest, "--mrsigner-key must be a 64-hex-character ed25519 public key",
+						"pass the release-signing public key of this build, or omit it for the dev signer")
+				}
+			}
+			log := slog.New(slog.NewJSONHandler(e.stderr, &slog.HandlerOptions{Level: level}))
+			return runServer(cmd.Context(), log, serverConfig{dataDir: dataDir, listen: listen, maxBody: maxBody,
+				platformKey: e.getenv("AGENTKEYS_PLATFORM_KEY"), signer: signer})
+		},
+	}
+	cmd.Flags().StringVar(&dataDir, "data-dir", "", "where the sealed seed, ledger and operator key live (default $AGENTKEYS_HOME/server)")
+	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:8090", "address for the HTTP API")
+	cmd.Flags().StringVar(&signerKey, "mrsigner-key", "", "release-signing ed25519 public key (hex) whose hash is mrsigner; default: the dev signer (tier dev)")
+	cmd.Flags().StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	cmd.Flags().Int64Var(&maxBody, "max-body", api.DefaultMaxBody, "largest accepted request body in bytes")
+	return cmd
+}
+
+type serverConfig struct {
+	dataDir, listen, platformKey string
+	signer                       []byte
+	maxBody                      int64
+}
+
+func runServer(ctx context.Context, log *slog.Logger, cfg serverConfig) error {
+	reg := prometheus.NewRegistry()
+	b, err := broker.Open(broker.Config{DataDir: cfg.dataDir, PlatformKeyHex: cfg.platformKey,
+		SignerPublicKey: cfg.signer, Logger: log, Registerer: reg})
+	if err != nil {
+		// one line: the enclave's message names the cause and the fix
+		return problem.New("START_REFUSED", err.Error(), "")
+	}
+	defer b.Close()
+	if b.Enclave.Created() {
+		log.Info("created and sealed a new master seed", "path", filepath.Join(cfg.dataDir, "seed.sealed"))
+	}
+	if b.OperatorKeyCreated {
+		log.Warn("created the operator key: it is the 1-of-1 governance key in genesis; back it up and keep it offline",
+			"path", broker.OperatorKeyPath(cfg.dataDir))
+	}
+	ln, err := net.Listen("tcp", cfg.listen)
+	if err != nil {
+		return problem.Newf(problem.BadRequest, "choose a free address with --listen", "cannot listen on %s: %v", cfg.listen, err)
+	}
+	srv := &http.Server{
+		Handler:           api.New(b, api.Config{Logger: log, Registry: reg, MaxBody: cfg.maxBody}),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      60 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	m := b.Enclave.Measurements()
+	log.Info("listening", "addr", ln.Addr().String(), "url", "http://"+ln.Addr().String(), "data_dir", cfg.dataDir,
+		"tier", string(m.Tier), "mrenclave", fmt.Sprintf("%x", m.MrEnclave[:8]))
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+	go func() {
+		if err := b.Start(ctx); err != nil {
+			log.Error("broker is not ready", "err", err.Error())
+			return
+		}
+		log.Info("ready")
+	}()
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down")
+	case err := <-serveErr:
+		if !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+	}
+	shutCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(shutCtx); err != nil {
+		log.Warn("shutdown did not finish in time", "err", err.Error())
+	}
+	log.Info("stopped")
+	return nil
+}

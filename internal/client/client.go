@@ -1,0 +1,112 @@
+// Package client is the Go client of the broker's HTTP API, used by the CLI, the
+// daemon and the end-to-end tests. It turns error bodies back into *problem.Error
+// and network failures into UNREACHABLE; it never logs a request or response body.
+package client
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/agentkeys/agentkeys/internal/api"
+	"github.com/agentkeys/agentkeys/internal/ledger"
+	"github.com/agentkeys/agentkeys/internal/problem"
+)
+
+// Client talks to one broker.
+type Client struct {
+	base string
+	hc   *http.Client
+}
+
+// New returns a client for the broker at server (http or https URL).
+func New(server string) (*Client, error) {
+	u, err := url.Parse(server)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, problem.Newf(problem.BadRequest, "pass the broker URL, e.g. --server http://127.0.0.1:8090",
+			"%q is not an http(s) URL", server)
+	}
+	return &Client{base: strings.TrimRight(u.String(), "/"), hc: &http.Client{Timeout: 30 * time.Second}}, nil
+}
+
+// Server returns the broker URL.
+func (c *Client) Server() string { return c.base }
+
+// Do sends a request with an optional JSON body and decodes a JSON answer into out.
+func (c *Client) Do(ctx context.Context, method, path string, body, out any, headers ...string) error {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
+	if err != nil {
+		return err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Set(headers[i], headers[i+1])
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return problem.Newf(problem.Unreachable, "check that `agentkeys server` is running there and the URL is right",
+			"cannot reach the broker at %s", c.base)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return problem.Newf(problem.Unreachable, "retry", "reading the answer from %s failed", c.base)
+	}
+	if resp.StatusCode >= 300 {
+		var eb struct {
+			Error *problem.Error `json:"error"`
+		}
+		if json.Unmarshal(data, &eb) == nil && eb.Error != nil && eb.Error.Code != "" {
+			return eb.Error
+		}
+		return problem.Newf(problem.Internal, "check that the URL points at an AgentKeys broker",
+			"%s %s answered HTTP %d", method, path, resp.StatusCode)
+	}
+	if out == nil {
+		return nil
+	}
+	if err := json.Unmarshal(data, out); err != nil {
+		return fmt.Errorf("decoding answer of %s %s: %w", method, path, err)
+	}
+	return nil
+}
+
+// Enclave fetches GET /v1/enclave.
+func (c *Client) Enclave(ctx context.Context) (*api.EnclaveInfo, error) {
+	var info api.EnclaveInfo
+	return &info, c.Do(ctx, http.MethodGet, "/v1/enclave", nil, &info)
+}
+
+// Head fetches GET /v1/ledger/head.
+func (c *Client) Head(ctx context.Context) (*api.HeadInfo, error) {
+	var h api.HeadInfo
+	return &h, c.Do(ctx, http.MethodGet, "/v1/ledger/head", nil, &h)
+}
+
+// Entries fetches one page of GET /v1/ledger/entries.
+func (c *Client) Entries(ctx context.Context, from uint64, limit int) (*api.EntriesPage, error) {
+	var p api.EntriesPage
+	return &p, c.Do(ctx, http.MethodGet, fmt.Sprintf("/v1/ledger/entries?from=%d&limit=%d", from, limit), nil, &p)
+}
+
+// Submit posts a governance-signed entry.
+func (c *Client) Submit(ctx context.Context, e ledger.Entry) (ledger.Entry, error) {
+	var out ledger.Entry
+	return out, c.Do(ctx, http.MethodPost, "/v1/ledger/entries", e, &out)
+}
