@@ -74,7 +74,13 @@ func isUsage(err error) bool {
 	return false
 }
 
+// printProblem prints §11's three lines; a problem without a fix is one line (its
+// message already says what to do, as a refusal to start does).
 func printProblem(w io.Writer, p *problem.Error) {
+	if p.Fix == "" {
+		fmt.Fprintf(w, "Error: %s: %s\n", p.Code, p.Message)
+		return
+	}
 	fmt.Fprintf(w, "Error: %s\n  %s\n", p.Code, p.Message)
 	if p.Fix != "" {
 		fmt.Fprintf(w, "  Fix: %s\n", p.Fix)
