@@ -80,6 +80,9 @@ type Enclave struct {
 
 	cacheMu sync.RWMutex
 	cache   map[string]*key
+
+	plainMu sync.Mutex
+	plain   map[[32]byte]plain // recently opened ciphertexts (see withPlaintext)
 }
 
 // secrets is everything the enclave must never reveal.
@@ -133,6 +136,7 @@ func Open(cfg Config) (*Enclave, error) {
 		},
 		sec:   &secrets{},
 		cache: make(map[string]*key),
+		plain: make(map[[32]byte]plain),
 	}
 	if err := e.unsealOrCreate(cfg); err != nil {
 		e.Close()
@@ -206,6 +210,12 @@ func (e *Enclave) Close() {
 		delete(e.cache, p)
 	}
 	e.cacheMu.Unlock()
+	e.plainMu.Lock()
+	for id, p := range e.plain {
+		clear(p.pt)
+		delete(e.plain, id)
+	}
+	e.plainMu.Unlock()
 }
 
 // String describes the enclave by its public measurements only.

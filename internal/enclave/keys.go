@@ -35,6 +35,7 @@ const (
 	AlgES256     = "ES256"
 	AlgES256K    = "ES256K"
 	AlgShielding = "HPKE-MLKEM768X25519"
+	AlgChannel   = "HKDF-AES256GCM" // symmetric: no public part
 )
 
 const (
@@ -61,6 +62,7 @@ const (
 	kindEd25519
 	kindP256
 	kindSecp256k1
+	kindChannel // symmetric root of the per-session response channels (session/*)
 )
 
 func (k kind) alg() string {
@@ -73,6 +75,8 @@ func (k kind) alg() string {
 		return AlgES256
 	case kindSecp256k1:
 		return AlgES256K
+	case kindChannel:
+		return AlgChannel
 	}
 	return "unknown"
 }
@@ -86,10 +90,13 @@ type key struct {
 	k1      *secp256k1.PrivateKey
 	address string // wallet keys: EIP-55 address
 	shield  hpke.PrivateKey
+	channel []byte // session channel root (32 bytes)
 }
 
 // zero overwrites what can be overwritten and drops the rest.
 func (k *key) zero() {
+	clear(k.channel)
+	k.channel = nil
 	clear(k.ed)
 	k.ed = nil
 	if k.p256 != nil {
@@ -143,13 +150,15 @@ func parsePath(path string) (kind, error) {
 		return kindEd25519, nil
 	case "issuer", "oidc":
 		return kindP256, nil
+	case "session":
+		return kindChannel, nil
 	case "wallet":
 		if len(segs) != 4 || segs[1] != "eth" || !validOmni(segs[2]) || !validVersion(segs[3]) {
 			return 0, fmt.Errorf("%w: %q: wallet paths are exactly wallet/eth/<omni: 64 lowercase hex>/v<n>", ErrUnknownPath, path)
 		}
 		return kindSecp256k1, nil
 	}
-	return 0, fmt.Errorf("%w: %q: the first segment must be one of shielding, ledger, dkim, issuer, oidc, wallet", ErrUnknownPath, path)
+	return 0, fmt.Errorf("%w: %q: the first segment must be one of shielding, ledger, dkim, issuer, oidc, wallet, session", ErrUnknownPath, path)
 }
 
 // validOmni reports whether s is an account id: 64 lowercase hex digits.
@@ -233,6 +242,11 @@ func (e *Enclave) derive(path string, k kind) (*key, error) {
 		pub := out.k1.PubKey()
 		public = pub.SerializeCompressed()
 		out.address = wallet.Address(pub)
+	case kindChannel:
+		out.channel, err = hkdf.Key(sha256.New, priv[:], nil, "agentkeys/session-channel/root/v1", 32)
+		if err != nil {
+			return nil, fmt.Errorf("enclave: derive %s: %w", path, err)
+		}
 	case kindShielding:
 		out.shield, err = shieldingKey(priv[:])
 		if err != nil {

@@ -138,12 +138,8 @@ func (e *Enclave) Reseal(path string, info, sealed []byte, recipient []byte, rec
 		return nil, fmt.Errorf("enclave: Reseal: recipient is not an ML-KEM-768 + X25519 HPKE public key (%d bytes): %w", len(recipient), err)
 	}
 	var out []byte
-	err = e.useKey("Reseal", path, kindShielding, "shielding/*", func(k *key) error {
-		pt, err := hpke.Open(k.shield, suiteKDF, suiteAEAD, info, sealed)
-		if err != nil {
-			return fmt.Errorf("enclave: Reseal %s: ciphertext does not open under this key and info: %w", path, err)
-		}
-		defer clear(pt)
+	err = e.withPlaintext("Reseal", path, info, sealed, func(pt []byte) error {
+		var err error
 		out, err = hpke.Seal(pk, suiteKDF, suiteAEAD, recipientInfo, pt)
 		if err != nil {
 			return fmt.Errorf("enclave: Reseal %s: encrypt to recipient: %w", path, err)
@@ -151,6 +147,13 @@ func (e *Enclave) Reseal(path string, info, sealed []byte, recipient []byte, rec
 		return nil
 	})
 	return out, err
+}
+
+// CheckSealed reports whether sealed opens under the shielding key at path with
+// info, without letting the plaintext out. The broker uses it to refuse a
+// credential that was not encrypted for it, its owner and its service.
+func (e *Enclave) CheckSealed(path string, info, sealed []byte) error {
+	return e.withPlaintext("CheckSealed", path, info, sealed, func([]byte) error { return nil })
 }
 
 // SealTo encrypts plaintext to recipient (hybrid ML-KEM-768 + X25519 HPKE

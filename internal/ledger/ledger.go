@@ -2,6 +2,8 @@ package ledger
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"runtime"
@@ -108,6 +110,7 @@ type batch struct {
 type request struct {
 	origin, kind string
 	payload      []byte
+	blob         []byte // stored at BlobKey(sha256(blob)) in the same transaction
 	external     *Entry // pre-signed (governance) entry, nil for enclave/account appends
 	done         chan result
 }
@@ -178,6 +181,16 @@ func (l *Ledger) Append(ctx context.Context, origin, kind string, payload any) (
 		return Entry{}, fmt.Errorf("ledger: %s payload: %w", kind, err)
 	}
 	return l.send(ctx, &request{origin: origin, kind: kind, payload: p})
+}
+
+// AppendBlob is Append that also stores blob, content-addressed at
+// BlobKey(hex(SHA-256(blob))), in the same transaction as the entry.
+func (l *Ledger) AppendBlob(ctx context.Context, origin, kind string, payload any, blob []byte) (Entry, error) {
+	p, err := MarshalPayload(payload)
+	if err != nil {
+		return Entry{}, fmt.Errorf("ledger: %s payload: %w", kind, err)
+	}
+	return l.send(ctx, &request{origin: origin, kind: kind, payload: p, blob: blob})
 }
 
 // Submit appends an entry signed outside the enclave (governance). It must link to
@@ -385,6 +398,10 @@ func (l *Ledger) prepare(reqs []*request, checkpoint bool) *batch {
 	since, checkpointed := l.sinceCheckpoint, false
 
 	add := func(r *request, e Entry, external bool) error {
+		var blob []byte
+		if r != nil {
+			blob = r.blob
+		}
 		if external {
 			if err := l.checkExternal(e, head, empty); err != nil {
 				return err
@@ -396,6 +413,10 @@ func (l *Ledger) prepare(reqs []*request, checkpoint bool) *batch {
 			}
 		}
 		sub := newOverlay(base)
+		if blob != nil {
+			sum := sha256.Sum256(blob)
+			sub.Put(BlobKey(hex.EncodeToString(sum[:])), blob)
+		}
 		k, err := l.schema.admit(sub, &e, external)
 		if err != nil {
 			return err

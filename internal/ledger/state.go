@@ -175,3 +175,11 @@ func (o *overlay) list() []Write {
 	}
 	return out
 }
+
+// BlobPrefix is where content-addressed blobs (credential ciphertexts) live in
+// state. Blobs are written beside an entry (AppendBlob), never folded from one, so
+// re-folding skips them and checks only that each blob matches its hash.
+const BlobPrefix = "blob/"
+
+// BlobKey is the state key of the blob whose SHA-256 is hexHash.
+func BlobKey(hexHash string) string { return BlobPrefix + hexHash }

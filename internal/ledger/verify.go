@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -245,6 +246,12 @@ func (e *StateMismatchError) Error() string {
 func CompareState(ctx context.Context, want *MemState, stored Reader) error {
 	seen := map[string]bool{}
 	err := stored.Scan(ctx, "", func(k string, v []byte) error {
+		if h, ok := strings.CutPrefix(k, BlobPrefix); ok {
+			if sum := sha256.Sum256(v); hex.EncodeToString(sum[:]) != h {
+				return &StateMismatchError{k, "does not match its content hash"}
+			}
+			return nil
+		}
 		seen[k] = true
 		w, ok := want.m[k]
 		if !ok {

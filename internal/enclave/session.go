@@ -1,0 +1,171 @@
+package enclave
+
+import (
+	"crypto/cipher"
+	"crypto/hkdf"
+	"crypto/hpke"
+	"crypto/rand"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Session channels. Re-encrypting every credential read with hybrid HPKE costs
+// two KEM operations; instead each session gets a symmetric channel key, derived
+// inside the enclave from the seed (session/channel/v1) and the session id, and
+// handed to the client once, HPKE-sealed to its hybrid key. Reads for that
+// session are then AES-256-GCM boxes under the channel key: post-quantum safe
+// (AES-256) and cheap. Nothing is stored: the same seed re-derives every key.
+
+// ChannelPath is the key tree node of session channel keys.
+const ChannelPath = "session/channel/v1"
+
+// channelKey derives the channel key of session sid. The caller zeroes it.
+func channelKey(k *key, sid string) ([]byte, error) {
+	if sid == "" {
+		return nil, errors.New("enclave: session id is empty")
+	}
+	return hkdf.Key(sha256.New, k.channel, nil, "agentkeys/session-channel/v1|"+sid, 32)
+}
+
+// SessionKeyTo seals the channel key of session sid to recipient (hybrid
+// ML-KEM-768 + X25519 HPKE public key bytes) with info, for the client to keep
+// beside its session token.
+func (e *Enclave) SessionKeyTo(sid string, recipient, info []byte) ([]byte, error) {
+	pk, err := suiteKEM.NewPublicKey(recipient)
+	if err != nil {
+		return nil, fmt.Errorf("enclave: SessionKeyTo: recipient is not an ML-KEM-768 + X25519 HPKE public key: %w", err)
+	}
+	var out []byte
+	err = e.useKey("SessionKeyTo", ChannelPath, kindChannel, "session/*", func(k *key) error {
+		ck, err := channelKey(k, sid)
+		if err != nil {
+			return err
+		}
+		defer clear(ck)
+		out, err = hpke.Seal(pk, suiteKDF, suiteAEAD, info, ck)
+		return err
+	})
+	return out, err
+}
+
+// ResealToSession decrypts sealed (to the shielding key at path, with info)
+// inside the enclave and boxes the plaintext for session sid's channel with aad.
+// The plaintext never leaves the enclave.
+func (e *Enclave) ResealToSession(path string, info, sealed []byte, sid string, aad []byte) ([]byte, error) {
+	var ck []byte
+	err := e.useKey("ResealToSession", ChannelPath, kindChannel, "session/*", func(k *key) error {
+		var err error
+		ck, err = channelKey(k, sid)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	defer clear(ck)
+	var out []byte
+	err = e.withPlaintext("ResealToSession", path, info, sealed, func(pt []byte) error {
+		out, err = sealBox(ck, aad, pt)
+		return err
+	})
+	return out, err
+}
+
+// OpenSessionBox opens a box made by ResealToSession with the channel key the
+// client received from SessionKeyTo. It is the client-side helper.
+func OpenSessionBox(channelKey, aad, box []byte) ([]byte, error) {
+	aead, err := channelGCM(channelKey)
+	if err != nil {
+		return nil, err
+	}
+	if len(box) < aead.NonceSize()+aead.Overhead() {
+		return nil, errors.New("enclave: session box is too short")
+	}
+	pt, err := aead.Open(nil, box[:aead.NonceSize()], box[aead.NonceSize():], aad)
+	if err != nil {
+		return nil, errors.New("enclave: session box does not open under this channel key")
+	}
+	return pt, nil
+}
+
+func channelGCM(key []byte) (cipher.AEAD, error) {
+	if len(key) != 32 {
+		return nil, errors.New("enclave: channel key must be 32 bytes")
+	}
+	return newGCM(key)
+}
+
+func sealBox(key, aad, pt []byte) ([]byte, error) {
+	aead, err := channelGCM(key)
+	if err != nil {
+		return nil, err
+	}
+	nonce := make([]byte, aead.NonceSize(), aead.NonceSize()+len(pt)+aead.Overhead())
+	rand.Read(nonce)
+	return aead.Seal(nonce, nonce, pt, aad), nil
+}
+
+// plainTTL bounds how long a decrypted credential stays in enclave memory;
+// plainMax bounds how many do.
+const (
+	plainTTL = 5 * time.Minute
+	plainMax = 4096
+)
+
+type plain struct {
+	pt      []byte
+	expires time.Time
+}
+
+// withPlaintext runs f with the plaintext of sealed, opening it with the
+// shielding key at path, or taking it from the enclave's short-lived cache of
+// recently opened ciphertexts (keyed by a hash of path, info and ciphertext).
+// f must not keep pt.
+func (e *Enclave) withPlaintext(op, path string, info, sealed []byte, f func(pt []byte) error) error {
+	h := sha256.New()
+	for _, part := range [][]byte{[]byte(path), info, sealed} {
+		var n [8]byte
+		for i, l := 0, uint64(len(part)); i < 8; i++ {
+			n[i] = byte(l >> (56 - 8*i))
+		}
+		h.Write(n[:])
+		h.Write(part)
+	}
+	var id [32]byte
+	h.Sum(id[:0])
+	now := time.Now()
+	if err := e.rlock(); err != nil {
+		return fmt.Errorf("enclave: %s: %w", op, err)
+	}
+	e.plainMu.Lock()
+	p, ok := e.plain[id]
+	e.plainMu.Unlock()
+	if ok && now.Before(p.expires) {
+		// Only Close zeroes cached plaintexts, and it waits for this read lock.
+		defer e.mu.RUnlock()
+		return f(p.pt)
+	}
+	e.mu.RUnlock()
+	return e.useKey(op, path, kindShielding, "shielding/*", func(k *key) error {
+		pt, err := hpke.Open(k.shield, suiteKDF, suiteAEAD, info, sealed)
+		if err != nil {
+			return fmt.Errorf("enclave: %s %s: ciphertext does not open under this key and info: %w", op, path, err)
+		}
+		if err := f(pt); err != nil {
+			clear(pt)
+			return err
+		}
+		e.plainMu.Lock()
+		defer e.plainMu.Unlock()
+		if len(e.plain) >= plainMax {
+			for k, p := range e.plain {
+				if now.After(p.expires) || len(e.plain) >= plainMax {
+					delete(e.plain, k) // dropped, not zeroed: a reader may still use it; Close zeroes the rest
+				}
+			}
+		}
+		e.plain[id] = plain{pt: pt, expires: now.Add(plainTTL)}
+		return nil
+	})
+}
