@@ -53,7 +53,7 @@ func (s *server) attestation(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *server) ledgerHead(w http.ResponseWriter, r *http.Request) error {
-	h, ok, err := s.b.Store().Head(r.Context())
+	h, ok, err := s.b.Storage().Head(r.Context())
 	if err != nil {
 		return err
 	}
@@ -88,7 +88,7 @@ func (s *server) ledgerEntries(w http.ResponseWriter, r *http.Request) error {
 	if limit == 0 || limit > MaxEntriesPage {
 		return problem.Newf(problem.BadRequest, "ask for at most 1000 entries per page", "limit must be 1..%d", MaxEntriesPage)
 	}
-	es, err := s.b.Store().Entries(r.Context(), from, int(limit))
+	es, err := s.b.Storage().Entries(r.Context(), from, int(limit))
 	if err != nil {
 		return err
 	}

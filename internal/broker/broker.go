@@ -19,11 +19,14 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/agentkeys/agentkeys/internal/account"
 	"github.com/agentkeys/agentkeys/internal/enclave"
 	"github.com/agentkeys/agentkeys/internal/ledger"
 	"github.com/agentkeys/agentkeys/internal/ledger/sqlite"
 	"github.com/agentkeys/agentkeys/internal/problem"
 	"github.com/agentkeys/agentkeys/internal/registry"
+	"github.com/agentkeys/agentkeys/internal/token"
+	"github.com/agentkeys/agentkeys/internal/vault"
 )
 
 // Config configures a broker.
@@ -34,6 +37,36 @@ type Config struct {
 	Logger          *slog.Logger
 	Registerer      prometheus.Registerer // nil = metrics not exported
 	Ledger          ledger.Options        // Genesis and OnCommit are set by the broker
+	// WrapDriver, when set, wraps the ledger store (fault-injection tests).
+	WrapDriver func(ledger.Driver) ledger.Driver
+
+	Issuer         string        // this broker's URL: iss of its tokens, audience of logins
+	SessionTTL     time.Duration // owner sessions (default 30 days)
+	ReadLimit      int           // credential reads per session per ReadWindow (default 100)
+	ReadWindow     time.Duration // default 1 minute
+	ApprovalTTL    time.Duration // how long a pending approval request can be approved (default 10 min)
+	ApprovalWindow time.Duration // how long a grant allows one read (default 2 min)
+}
+
+func (c *Config) defaults() {
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.SessionTTL <= 0 {
+		c.SessionTTL = 30 * 24 * time.Hour
+	}
+	if c.ReadLimit <= 0 {
+		c.ReadLimit = 100
+	}
+	if c.ReadWindow <= 0 {
+		c.ReadWindow = time.Minute
+	}
+	if c.ApprovalTTL <= 0 {
+		c.ApprovalTTL = 10 * time.Minute
+	}
+	if c.ApprovalWindow <= 0 {
+		c.ApprovalWindow = 2 * time.Minute
+	}
 }
 
 // Broker is the running broker.
@@ -42,7 +75,11 @@ type Broker struct {
 	cfg     Config
 	log     *slog.Logger
 	driver  *sqlite.Driver
+	store   ledger.Driver // driver, possibly wrapped
 	ledger  atomic.Pointer[ledger.Ledger]
+	tokens  *token.Issuer
+	index   *account.Index
+	limiter *limiter
 	status  atomic.Pointer[string] // why not ready; nil once ready
 	metrics *metrics
 	// OperatorKeyCreated is set when this start created the operator key.
@@ -53,7 +90,9 @@ type Broker struct {
 func Schema() ledger.Schema {
 	kinds := map[string]ledger.Kind{}
 	maps.Copy(kinds, registry.Kinds())
-	return ledger.Schema{Kinds: kinds}
+	maps.Copy(kinds, account.Kinds())
+	maps.Copy(kinds, vault.Kinds())
+	return ledger.Schema{Kinds: kinds, Wallet: account.Wallet}
 }
 
 // LedgerPath is where the embedded ledger lives in a data dir.
@@ -65,9 +104,7 @@ func OperatorKeyPath(dataDir string) string { return filepath.Join(dataDir, "ope
 // Open unseals the enclave and opens the ledger store. The broker is not ready
 // until Start has verified the chain.
 func Open(cfg Config) (*Broker, error) {
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.DiscardHandler)
-	}
+	cfg.defaults()
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("creating data dir %s: %w", cfg.DataDir, err)
 	}
@@ -75,12 +112,21 @@ func Open(cfg Config) (*Broker, error) {
 	if err != nil {
 		return nil, err
 	}
-	b := &Broker{Enclave: enc, cfg: cfg, log: cfg.Logger, metrics: newMetrics(cfg.Registerer)}
+	b := &Broker{Enclave: enc, cfg: cfg, log: cfg.Logger, metrics: newMetrics(cfg.Registerer),
+		index: account.NewIndex(), limiter: newLimiter(cfg.ReadLimit, cfg.ReadWindow)}
+	if b.tokens, err = token.NewIssuer(enc, token.Options{Issuer: cfg.Issuer, Current: "issuer/jwt/v1"}); err != nil {
+		enc.Close()
+		return nil, err
+	}
 	notReady := "unsealed; verifying the ledger"
 	b.status.Store(&notReady)
 	if b.driver, err = sqlite.Open(LedgerPath(cfg.DataDir)); err != nil {
 		enc.Close()
 		return nil, err
+	}
+	b.store = b.driver
+	if cfg.WrapDriver != nil {
+		b.store = cfg.WrapDriver(b.driver)
 	}
 	if _, ok, err := b.driver.Head(context.Background()); err != nil {
 		b.Close()
@@ -106,8 +152,14 @@ func (b *Broker) Start(ctx context.Context) error {
 	}
 	opts := b.cfg.Ledger
 	opts.Genesis = b.genesis
-	opts.OnCommit = b.metrics.committed
-	l, err := ledger.Open(ctx, b.driver, Schema(), signer{b.Enclave}, opts)
+	opts.OnCommit = func(es []ledger.Entry) {
+		b.index.Observe(es)
+		b.metrics.committed(es)
+	}
+	if err := b.index.Load(ctx, ledger.View(ctx, b.driver)); err != nil {
+		return err
+	}
+	l, err := ledger.Open(ctx, b.store, Schema(), signer{b.Enclave}, opts)
 	if err != nil {
 		msg := err.Error()
 		b.status.Store(&msg)
@@ -139,8 +191,8 @@ func (b *Broker) Ledger() (*ledger.Ledger, error) {
 	return l, nil
 }
 
-// Store is read access to stored entries and state, available before ready.
-func (b *Broker) Store() ledger.Driver { return b.driver }
+// Storage is read access to stored entries and state, available before ready.
+func (b *Broker) Storage() ledger.Driver { return b.driver }
 
 // Close stops the ledger, closes the store and zeroes the enclave.
 func (b *Broker) Close() {
@@ -190,3 +242,6 @@ func (s signer) SignAccount(omni string, h ledger.Hash) ([]byte, error) {
 }
 
 var errNoOperatorKey = errors.New("operator key")
+
+// Issuer returns the broker's URL as it appears in tokens.
+func (b *Broker) Issuer() string { return b.cfg.Issuer }

@@ -94,11 +94,13 @@ func newRoot(e *env) *cobra.Command {
 		Long: `AgentKeys keeps API keys and cloud access in one place and gives each AI agent
 scoped, revocable, audited access to them. Every action lands on a signed,
 hash-chained ledger; every key comes from one sealed seed.`,
-		Example:       "  agentkeys server\n  agentkeys audit verify --server http://127.0.0.1:8090",
+		Example: "  agentkeys server\n  agentkeys init --server http://127.0.0.1:8090\n" +
+			"  agentkeys store openai < openai.key\n  agentkeys read openai",
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
 	root.CompletionOptions.DisableDefaultCmd = true
-	root.AddCommand(serverCmd(e), auditCmd(e))
+	root.AddCommand(serverCmd(e), auditCmd(e), initCmd(e), whoamiCmd(e), logoutCmd(e),
+		storeCmd(e), readCmd(e), listCmd(e), rmCmd(e), approveCmd(e), usageCmd(e))
 	return root
 }

@@ -9,7 +9,10 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -21,8 +24,9 @@ import (
 )
 
 func serverCmd(e *env) *cobra.Command {
-	var dataDir, listen, logLevel, signerKey string
+	var dataDir, listen, logLevel, signerKey, issuer, readRate string
 	var maxBody int64
+	var sessionTTL, approvalWindow time.Duration
 	cmd := &cobra.Command{
 		Use:   "server",
 		Short: "Run the broker: enclave, ledger and HTTP API",
@@ -51,9 +55,14 @@ AGENTKEYS_PLATFORM_KEY (64 hex characters) when set.`,
 						"pass the release-signing public key of this build, or omit it for the dev signer")
 				}
 			}
+			limit, window, err := parseRate(readRate)
+			if err != nil {
+				return err
+			}
 			log := slog.New(slog.NewJSONHandler(e.stderr, &slog.HandlerOptions{Level: level}))
-			return runServer(cmd.Context(), log, serverConfig{dataDir: dataDir, listen: listen, maxBody: maxBody,
-				platformKey: e.getenv("AGENTKEYS_PLATFORM_KEY"), signer: signer})
+			return runServer(cmd.Context(), log, serverConfig{listen: listen, maxBody: maxBody, issuer: issuer,
+				broker: broker.Config{DataDir: dataDir, PlatformKeyHex: e.getenv("AGENTKEYS_PLATFORM_KEY"), SignerPublicKey: signer,
+					SessionTTL: sessionTTL, ReadLimit: limit, ReadWindow: window, ApprovalWindow: approvalWindow}})
 		},
 	}
 	cmd.Flags().StringVar(&dataDir, "data-dir", "", "where the sealed seed, ledger and operator key live (default $AGENTKEYS_HOME/server)")
@@ -61,34 +70,59 @@ AGENTKEYS_PLATFORM_KEY (64 hex characters) when set.`,
 	cmd.Flags().StringVar(&signerKey, "mrsigner-key", "", "release-signing ed25519 public key (hex) whose hash is mrsigner; default: the dev signer (tier dev)")
 	cmd.Flags().StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	cmd.Flags().Int64Var(&maxBody, "max-body", api.DefaultMaxBody, "largest accepted request body in bytes")
+	cmd.Flags().StringVar(&issuer, "issuer", "", "this broker's public URL, the iss of its tokens (default http://<listen address>)")
+	cmd.Flags().DurationVar(&sessionTTL, "session-ttl", 30*24*time.Hour, "lifetime of owner sessions")
+	cmd.Flags().StringVar(&readRate, "read-rate", "100/1m", "credential reads allowed per session, as COUNT/WINDOW")
+	cmd.Flags().DurationVar(&approvalWindow, "approval-window", 2*time.Minute, "how long an approval allows its one read")
 	return cmd
 }
 
 type serverConfig struct {
-	dataDir, listen, platformKey string
-	signer                       []byte
-	maxBody                      int64
+	listen, issuer string
+	maxBody        int64
+	broker         broker.Config
+}
+
+// parseRate parses COUNT/WINDOW, e.g. 100/1m.
+func parseRate(s string) (int, time.Duration, error) {
+	n, w, ok := strings.Cut(s, "/")
+	count, err1 := strconv.Atoi(n)
+	window, err2 := time.ParseDuration(w)
+	if !ok || err1 != nil || err2 != nil || count < 1 || window <= 0 {
+		return 0, 0, problem.Newf(problem.BadRequest, "write it as COUNT/WINDOW, e.g. 100/1m", "--read-rate %q is not a rate", s)
+	}
+	return count, window, nil
 }
 
 func runServer(ctx context.Context, log *slog.Logger, cfg serverConfig) error {
+	ln, err := net.Listen("tcp", cfg.listen)
+	if err != nil {
+		return problem.Newf(problem.BadRequest, "choose a free address with --listen", "cannot listen on %s: %v", cfg.listen, err)
+	}
+	defer ln.Close()
+	bc := cfg.broker
+	bc.Logger, bc.Issuer = log, cfg.issuer
+	if bc.Issuer == "" {
+		bc.Issuer = "http://" + ln.Addr().String()
+	}
+	bc.Issuer = strings.TrimRight(bc.Issuer, "/")
+	if u, err := url.Parse(bc.Issuer); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		return problem.Newf(problem.BadRequest, "pass the public URL clients use, e.g. https://keys.example.com", "--issuer %q is not an http(s) URL", cfg.issuer)
+	}
 	reg := prometheus.NewRegistry()
-	b, err := broker.Open(broker.Config{DataDir: cfg.dataDir, PlatformKeyHex: cfg.platformKey,
-		SignerPublicKey: cfg.signer, Logger: log, Registerer: reg})
+	bc.Registerer = reg
+	b, err := broker.Open(bc)
 	if err != nil {
 		// one line: the enclave's message names the cause and the fix
 		return problem.New("START_REFUSED", err.Error(), "")
 	}
 	defer b.Close()
 	if b.Enclave.Created() {
-		log.Info("created and sealed a new master seed", "path", filepath.Join(cfg.dataDir, "seed.sealed"))
+		log.Info("created and sealed a new master seed", "path", filepath.Join(bc.DataDir, "seed.sealed"))
 	}
 	if b.OperatorKeyCreated {
 		log.Warn("created the operator key: it is the 1-of-1 governance key in genesis; back it up and keep it offline",
-			"path", broker.OperatorKeyPath(cfg.dataDir))
-	}
-	ln, err := net.Listen("tcp", cfg.listen)
-	if err != nil {
-		return problem.Newf(problem.BadRequest, "choose a free address with --listen", "cannot listen on %s: %v", cfg.listen, err)
+			"path", broker.OperatorKeyPath(bc.DataDir))
 	}
 	srv := &http.Server{
 		Handler:           api.New(b, api.Config{Logger: log, Registry: reg, MaxBody: cfg.maxBody}),
@@ -99,7 +133,7 @@ func runServer(ctx context.Context, log *slog.Logger, cfg serverConfig) error {
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	m := b.Enclave.Measurements()
-	log.Info("listening", "addr", ln.Addr().String(), "url", "http://"+ln.Addr().String(), "data_dir", cfg.dataDir,
+	log.Info("listening", "addr", ln.Addr().String(), "url", "http://"+ln.Addr().String(), "issuer", bc.Issuer, "data_dir", bc.DataDir,
 		"tier", string(m.Tier), "mrenclave", fmt.Sprintf("%x", m.MrEnclave[:8]))
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()

@@ -15,6 +15,8 @@ const (
 	BadRequest      = "BAD_REQUEST"
 	TooLarge        = "TOO_LARGE"
 	Unauthenticated = "UNAUTHENTICATED"
+	Revoked         = "REVOKED"
+	ApprovalNeeded  = "APPROVAL_REQUIRED"
 	Denied          = "DENIED"
 	NotFound        = "NOT_FOUND"
 	Conflict        = "CONFLICT"
@@ -62,9 +64,9 @@ func (e *Error) Status() int {
 		return http.StatusBadRequest
 	case TooLarge:
 		return http.StatusRequestEntityTooLarge
-	case Unauthenticated:
+	case Unauthenticated, Revoked:
 		return http.StatusUnauthorized
-	case Denied:
+	case Denied, ApprovalNeeded:
 		return http.StatusForbidden
 	case NotFound:
 		return http.StatusNotFound
@@ -93,7 +95,7 @@ func (e *Error) ExitCode() int {
 	switch e.Code {
 	case BadRequest, TooLarge:
 		return ExitUsage
-	case Unauthenticated, Denied:
+	case Unauthenticated, Revoked, Denied, ApprovalNeeded:
 		return ExitDenied
 	case NotFound:
 		return ExitNotFound

@@ -1,0 +1,173 @@
+package api
+
+import (
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/agentkeys/agentkeys/internal/broker"
+	"github.com/agentkeys/agentkeys/internal/problem"
+	"github.com/agentkeys/agentkeys/internal/vault"
+)
+
+// StoreBody is the body of POST /v1/credentials.
+type StoreBody struct {
+	Service    string `json:"service"`
+	Agent      string `json:"agent,omitempty"`
+	Ciphertext []byte `json:"ciphertext"` // base64: HPKE to shielding/v1 with broker.CredentialInfo
+	Approval   string `json:"approval,omitempty"`
+}
+
+// ReadBody is the body of POST /v1/credentials/{service}/read.
+type ReadBody struct {
+	Agent     string `json:"agent,omitempty"`
+	Recipient []byte `json:"recipient,omitempty"` // base64 hybrid HPKE public key; omit to use the session channel
+}
+
+// CredentialList is the body of GET /v1/credentials.
+type CredentialList struct {
+	Credentials []vault.Credential `json:"credentials"`
+}
+
+// ApprovalList is the body of GET /v1/approvals.
+type ApprovalList struct {
+	Approvals []vault.Approval `json:"approvals"`
+}
+
+// UsageList is the body of GET /v1/usage.
+type UsageList struct {
+	Usage []vault.Usage `json:"usage"`
+}
+
+// authed wraps a handler that needs a session.
+func (s *server) authed(h func(http.ResponseWriter, *http.Request, *broker.Caller) error) func(http.ResponseWriter, *http.Request) error {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		tok, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		c, err := s.b.Authenticate(r.Context(), tok)
+		if err != nil {
+			return err
+		}
+		return h(w, r, c)
+	}
+}
+
+func (s *server) storeCredential(w http.ResponseWriter, r *http.Request, c *broker.Caller) error {
+	var body StoreBody
+	if err := decode(r, &body); err != nil {
+		return err
+	}
+	cr, err := s.b.Store(r.Context(), c, broker.StoreRequest{Service: body.Service, Agent: body.Agent, Ciphertext: body.Ciphertext, Approval: body.Approval})
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusCreated, cr)
+	return nil
+}
+
+func (s *server) readCredential(w http.ResponseWriter, r *http.Request, c *broker.Caller) error {
+	var body ReadBody
+	if r.ContentLength != 0 {
+		if err := decode(r, &body); err != nil {
+			return err
+		}
+	}
+	res, err := s.b.Read(r.Context(), c, broker.ReadRequest{Service: r.PathValue("service"), Agent: body.Agent, Recipient: body.Recipient})
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, res)
+	return nil
+}
+
+func (s *server) listCredentials(w http.ResponseWriter, r *http.Request, c *broker.Caller) error {
+	list, err := s.b.List(r.Context(), c)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, CredentialList{Credentials: list})
+	return nil
+}
+
+func (s *server) deleteCredential(w http.ResponseWriter, r *http.Request, c *broker.Caller) error {
+	if err := s.b.Delete(r.Context(), c, r.PathValue("service"), r.URL.Query().Get("agent")); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]bool{"deleted": true})
+	return nil
+}
+
+func (s *server) listApprovals(w http.ResponseWriter, r *http.Request, c *broker.Caller) error {
+	list, err := s.b.Approvals(r.Context(), c)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, ApprovalList{Approvals: list})
+	return nil
+}
+
+func (s *server) approve(w http.ResponseWriter, r *http.Request, c *broker.Caller) error {
+	a, err := s.b.Approve(r.Context(), c, r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, a)
+	return nil
+}
+
+func (s *server) usage(w http.ResponseWriter, r *http.Request, c *broker.Caller) error {
+	q := r.URL.Query()
+	f := vault.UsageFilter{Agent: q.Get("agent"), Service: q.Get("service")}
+	if v := q.Get("since"); v != "" {
+		t, err := time.Parse(time.RFC3339Nano, v)
+		if err != nil {
+			return problem.New(problem.BadRequest, "since must be an RFC 3339 time", "e.g. since=2026-11-29T00:00:00Z")
+		}
+		f.Since = t.UnixNano()
+	}
+	list, err := s.b.Usage(r.Context(), c, f)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, UsageList{Usage: list})
+	return nil
+}
+
+func (s *server) createAccount(w http.ResponseWriter, r *http.Request) error {
+	var l broker.Login
+	if err := decode(r, &l); err != nil {
+		return err
+	}
+	g, err := s.b.CreateAccount(r.Context(), l)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusCreated, g)
+	return nil
+}
+
+func (s *server) openSession(w http.ResponseWriter, r *http.Request) error {
+	var l broker.Login
+	if err := decode(r, &l); err != nil {
+		return err
+	}
+	g, err := s.b.OpenSession(r.Context(), l)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusCreated, g)
+	return nil
+}
+
+func (s *server) logout(w http.ResponseWriter, r *http.Request, c *broker.Caller) error {
+	if err := s.b.Logout(r.Context(), c); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]bool{"revoked": true})
+	return nil
+}
+
+func (s *server) whoami(w http.ResponseWriter, _ *http.Request, c *broker.Caller) error {
+	writeJSON(w, http.StatusOK, s.b.Whoami(c))
+	return nil
+}
+

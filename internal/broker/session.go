@@ -1,0 +1,248 @@
+package broker
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"strconv"
+	"time"
+
+	"github.com/agentkeys/agentkeys/internal/account"
+	"github.com/agentkeys/agentkeys/internal/ledger"
+	"github.com/agentkeys/agentkeys/internal/problem"
+	"github.com/agentkeys/agentkeys/internal/token"
+)
+
+// Login is a statement signed by an owner's identity key to open a session. It
+// names the broker it is meant for, so it cannot be replayed elsewhere, and a
+// nonce, so it opens at most one session (the ledger remembers its hash).
+type Login struct {
+	PublicKey  string `json:"public_key"` // hex Ed25519
+	Server     string `json:"server"`     // the broker URL the client addressed; must be the issuer
+	Time       int64  `json:"time"`       // unix seconds; within LoginSkew of the broker's clock
+	Nonce      string `json:"nonce"`      // hex, 16 random bytes
+	ChannelKey string `json:"channel_key,omitempty"` // base64 hybrid HPKE public key: also return the session channel key sealed to it
+	Sig        string `json:"sig"`                   // hex Ed25519 over LoginMessage
+}
+
+// LoginSkew is how far a login statement's time may be from the broker's clock.
+const LoginSkew = 5 * time.Minute
+
+// LoginMessage is what the identity key signs.
+func LoginMessage(l Login) []byte {
+	return []byte("agentkeys/login/v1\n" + l.PublicKey + "\n" + l.Server + "\n" + strconv.FormatInt(l.Time, 10) +
+		"\n" + l.Nonce + "\n" + l.ChannelKey)
+}
+
+// SignLogin fills Sig with the identity key's signature.
+func SignLogin(l *Login, key ed25519.PrivateKey) {
+	l.Sig = hex.EncodeToString(ed25519.Sign(key, LoginMessage(*l)))
+}
+
+// SessionGrant is what a successful login returns to the client.
+type SessionGrant struct {
+	Omni        string `json:"omni"`
+	Wallet      string `json:"wallet"`
+	SID         string `json:"sid"`
+	Token       string `json:"token"`
+	ExpiresAt   int64  `json:"expires_at"`             // unix seconds
+	ChannelKey  string `json:"channel_key,omitempty"`  // base64, HPKE-sealed to Login.ChannelKey
+	ChannelInfo string `json:"channel_info,omitempty"` // the HPKE info used
+}
+
+// Caller is an authenticated request's session.
+type Caller struct {
+	Claims  *token.Claims
+	Account *account.Account
+}
+
+// Omni returns the caller's account id.
+func (c *Caller) Omni() string { return c.Claims.Subject }
+
+func denied(msg, fix string) error { return problem.New(problem.Denied, msg, fix) }
+
+var errNotOwner = problem.New(problem.Denied, "only the owner's own session may do this", "run it from the owner's CLI (agentkeys init)")
+
+// checkLogin verifies a login statement and returns the identity key's omni.
+func (b *Broker) checkLogin(l Login) (omni string, loginHash string, err error) {
+	bad := func(msg string) error {
+		return problem.New(problem.Unauthenticated, "login refused: "+msg, "run agentkeys init again; check the machine clock and the --server URL")
+	}
+	pub, err := hex.DecodeString(l.PublicKey)
+	if err != nil || len(pub) != ed25519.PublicKeySize {
+		return "", "", bad("public_key is not a hex Ed25519 public key")
+	}
+	sig, err := hex.DecodeString(l.Sig)
+	if err != nil || !ed25519.Verify(pub, LoginMessage(l), sig) {
+		return "", "", bad("signature does not verify")
+	}
+	if l.Server != b.cfg.Issuer {
+		return "", "", problem.Newf(problem.Unauthenticated, "pass --server "+b.cfg.Issuer,
+			"login refused: the statement is for %q but this broker is %q", l.Server, b.cfg.Issuer)
+	}
+	if d := time.Since(time.Unix(l.Time, 0)); d > LoginSkew || d < -LoginSkew {
+		return "", "", bad("the statement's time is more than 5 minutes from the broker's clock")
+	}
+	if n, err := hex.DecodeString(l.Nonce); err != nil || len(n) != 16 {
+		return "", "", bad("nonce must be 16 random bytes in hex")
+	}
+	h := sha256.Sum256(LoginMessage(l))
+	return account.OwnerOmni(pub), hex.EncodeToString(h[:]), nil
+}
+
+// CreateAccount registers a new owner from a signed login statement and opens
+// its first session.
+func (b *Broker) CreateAccount(ctx context.Context, l Login) (*SessionGrant, error) {
+	lg, err := b.Ledger()
+	if err != nil {
+		return nil, err
+	}
+	omni, loginHash, err := b.checkLogin(l)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := account.Get(lg.State(ctx), omni); err == nil {
+		return nil, problem.Newf(problem.Conflict, "log in with agentkeys init --force", "an account for this identity already exists (omni %s)", omni)
+	} else if !errors.Is(err, account.ErrNoAccount) {
+		return nil, err
+	}
+	wallet, err := b.Enclave.WalletAddress(omni)
+	if err != nil {
+		return nil, err
+	}
+	a := account.Account{Omni: omni, Wallet: wallet, Type: account.TypeKey, PublicKey: l.PublicKey, Role: token.RoleOwner}
+	if _, err := lg.Append(ctx, ledger.OriginEnclave, account.KindCreated, a); err != nil {
+		if errors.Is(err, ledger.ErrRejected) {
+			return nil, problem.Newf(problem.Conflict, "log in with agentkeys init --force", "an account for this identity already exists (omni %s)", omni)
+		}
+		return nil, ledgerProblem(err)
+	}
+	b.log.Info("account created", "omni", omni, "wallet", wallet)
+	return b.openSession(ctx, &a, loginHash, l.ChannelKey)
+}
+
+// OpenSession opens a new session for an existing owner.
+func (b *Broker) OpenSession(ctx context.Context, l Login) (*SessionGrant, error) {
+	lg, err := b.Ledger()
+	if err != nil {
+		return nil, err
+	}
+	omni, loginHash, err := b.checkLogin(l)
+	if err != nil {
+		return nil, err
+	}
+	a, err := account.Get(lg.State(ctx), omni)
+	if errors.Is(err, account.ErrNoAccount) {
+		return nil, problem.New(problem.NotFound, "no account for this identity", "create one with agentkeys init")
+	} else if err != nil {
+		return nil, err
+	}
+	return b.openSession(ctx, a, loginHash, l.ChannelKey)
+}
+
+func (b *Broker) openSession(ctx context.Context, a *account.Account, loginHash, channelKey string) (*SessionGrant, error) {
+	lg, _ := b.Ledger()
+	var recipient []byte
+	if channelKey != "" {
+		var err error
+		if recipient, err = base64.StdEncoding.DecodeString(channelKey); err != nil {
+			return nil, problem.New(problem.BadRequest, "channel_key is not base64", "send the hybrid HPKE public key in standard base64")
+		}
+	}
+	sid := randomID()
+	exp := time.Now().Add(b.cfg.SessionTTL).Unix()
+	s := account.Session{SID: sid, Omni: a.Omni, Role: a.Role, Expires: exp, LoginHash: loginHash}
+	if _, err := lg.Append(ctx, ledger.AccountOrigin(a.Omni), account.KindSessionIssued, s); err != nil {
+		if errors.Is(err, ledger.ErrRejected) {
+			return nil, problem.New(problem.Unauthenticated, "login refused: this signed statement was already used", "run agentkeys init --force again")
+		}
+		return nil, ledgerProblem(err)
+	}
+	tok, _, err := b.tokens.Mint(token.Claims{Subject: a.Omni, SessionID: sid, Role: a.Role, Expiry: exp, Parent: a.Parent})
+	if err != nil {
+		return nil, err
+	}
+	g := &SessionGrant{Omni: a.Omni, Wallet: a.Wallet, SID: sid, Token: tok, ExpiresAt: exp}
+	if recipient != nil {
+		g.ChannelInfo = "agentkeys/channel/v1|" + sid
+		sealed, err := b.Enclave.SessionKeyTo(sid, recipient, []byte(g.ChannelInfo))
+		if err != nil {
+			return nil, problem.New(problem.BadRequest, "channel_key is not a hybrid ML-KEM-768+X25519 HPKE public key", "send the key your client generated")
+		}
+		g.ChannelKey = base64.StdEncoding.EncodeToString(sealed)
+	}
+	return g, nil
+}
+
+// Authenticate checks a bearer token on every request: signature and claims
+// (package token), then the revocation index and the account.
+func (b *Broker) Authenticate(ctx context.Context, bearer string) (*Caller, error) {
+	if bearer == "" {
+		return nil, problem.New(problem.Unauthenticated, "no session token was sent", "run agentkeys init (owner) or pair the daemon first")
+	}
+	lg, err := b.Ledger()
+	if err != nil {
+		return nil, err
+	}
+	c, err := b.tokens.Verify(bearer)
+	if err != nil {
+		if errors.Is(err, token.ErrExpired) {
+			return nil, problem.New(problem.Unauthenticated, "the session has expired", "log in again with agentkeys init --force")
+		}
+		return nil, problem.New(problem.Unauthenticated, "the session token is not valid", "log in again with agentkeys init --force")
+	}
+	if b.index.Revoked(c.SessionID) {
+		return nil, problem.New(problem.Revoked, "the session was revoked", "log in again with agentkeys init --force, or ask the owner to pair again")
+	}
+	a, err := account.Get(lg.State(ctx), c.Subject)
+	if err != nil {
+		return nil, problem.New(problem.Unauthenticated, "the session's account does not exist", "log in again with agentkeys init")
+	}
+	return &Caller{Claims: c, Account: a}, nil
+}
+
+// Logout revokes the caller's session on the ledger.
+func (b *Broker) Logout(ctx context.Context, c *Caller) error {
+	lg, err := b.Ledger()
+	if err != nil {
+		return err
+	}
+	_, err = lg.Append(ctx, ledger.AccountOrigin(c.Omni()), account.KindSessionRevoke,
+		account.Revocation{SID: c.Claims.SessionID, Reason: "logout"})
+	return ledgerProblem(err)
+}
+
+// Whoami describes the caller's session; never the token.
+type Whoami struct {
+	Omni      string `json:"omni"`
+	Wallet    string `json:"wallet"`
+	Role      string `json:"role"`
+	SID       string `json:"sid"`
+	ExpiresAt int64  `json:"expires_at"`
+	Parent    string `json:"parent,omitempty"`
+}
+
+// Whoami returns the caller's identity.
+func (b *Broker) Whoami(c *Caller) Whoami {
+	return Whoami{Omni: c.Omni(), Wallet: c.Account.Wallet, Role: c.Claims.Role, SID: c.Claims.SessionID,
+		ExpiresAt: c.Claims.Expiry, Parent: c.Claims.Parent}
+}
+
+func randomID() string {
+	var b [16]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+func (b *Broker) mustOwner(c *Caller) error {
+	if c.Claims.Role != token.RoleOwner {
+		return errNotOwner
+	}
+	return nil
+}
+
+

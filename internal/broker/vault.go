@@ -1,0 +1,320 @@
+package broker
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/agentkeys/agentkeys/internal/ledger"
+	"github.com/agentkeys/agentkeys/internal/problem"
+	"github.com/agentkeys/agentkeys/internal/token"
+	"github.com/agentkeys/agentkeys/internal/vault"
+)
+
+// ShieldingPath is the enclave key credentials are encrypted to.
+const ShieldingPath = "shielding/v1"
+
+// MaxCredentialCiphertext bounds a stored ciphertext (bytes).
+const MaxCredentialCiphertext = 64 << 10
+
+// CredentialInfo is the HPKE info that binds a stored credential to its owner,
+// agent ("*" for owner-wide) and service: a ciphertext made for one binding does
+// not open under another.
+func CredentialInfo(owner, agent, service string) []byte {
+	return []byte("agentkeys/credential/v1|" + owner + "|" + agent + "|" + service)
+}
+
+// ReadInfo is the HPKE info (or, for session channels, the AEAD associated data)
+// of a credential handed to a reader.
+func ReadInfo(owner, agent, service string, version int) []byte {
+	return fmt.Appendf(nil, "agentkeys/read/v1|%s|%s|%s|%d", owner, agent, service, version)
+}
+
+// StoreRequest stores a credential already encrypted to the shielding key.
+type StoreRequest struct {
+	Service    string
+	Agent      string // alias, or "" for owner-wide
+	Ciphertext []byte
+	Approval   string // none (default) or required
+}
+
+func agentField(alias string) string {
+	if alias == "" {
+		return vault.OwnerWide
+	}
+	return alias
+}
+
+func checkNames(service, agent string) error {
+	if !vault.ValidName(service) {
+		return problem.Newf(problem.BadRequest, "use 1-63 lowercase letters, digits, '.', '_' or '-', e.g. openai",
+			"%q is not a valid service name", service)
+	}
+	if agent != vault.OwnerWide && !vault.ValidName(agent) {
+		return problem.Newf(problem.BadRequest, "use the agent's alias as given at pairing", "%q is not a valid agent alias", agent)
+	}
+	return nil
+}
+
+// Store keeps a credential: it checks that the ciphertext opens for this exact
+// owner/agent/service inside the enclave, then appends credential.stored with the
+// ciphertext as a blob in the same transaction. The broker never sees plaintext.
+func (b *Broker) Store(ctx context.Context, c *Caller, r StoreRequest) (*vault.Credential, error) {
+	lg, err := b.Ledger()
+	if err != nil {
+		return nil, err
+	}
+	if err := b.mustOwner(c); err != nil {
+		return nil, err
+	}
+	agent := agentField(r.Agent)
+	if err := checkNames(r.Service, agent); err != nil {
+		return nil, err
+	}
+	if r.Approval == "" {
+		r.Approval = vault.ApprovalNone
+	}
+	if r.Approval != vault.ApprovalNone && r.Approval != vault.ApprovalRequired {
+		return nil, problem.New(problem.BadRequest, "approval must be none or required", "pass --approval required for high-value credentials")
+	}
+	if len(r.Ciphertext) == 0 || len(r.Ciphertext) > MaxCredentialCiphertext {
+		return nil, problem.Newf(problem.BadRequest, "store a secret of at most 60 KiB", "ciphertext must be 1..%d bytes", MaxCredentialCiphertext)
+	}
+	if err := b.Enclave.CheckSealed(ShieldingPath, CredentialInfo(c.Omni(), agent, r.Service), r.Ciphertext); err != nil {
+		return nil, problem.New(problem.BadRequest, "the ciphertext was not encrypted to this broker's shielding key for this owner, agent and service",
+			"store through `agentkeys store`, which encrypts to the attested shielding key")
+	}
+	prev, ok, err := vault.Get(lg.State(ctx), c.Omni(), agent, r.Service)
+	if err != nil {
+		return nil, err
+	}
+	sum := sha256.Sum256(r.Ciphertext)
+	cr := vault.Credential{Owner: c.Omni(), Agent: agent, Service: r.Service, CiphertextHash: hex.EncodeToString(sum[:]),
+		Version: 1, Approval: r.Approval, Size: len(r.Ciphertext)}
+	if ok {
+		cr.Version = prev.Version + 1
+	}
+	e, err := lg.AppendBlob(ctx, ledger.AccountOrigin(c.Omni()), vault.KindStored, cr, r.Ciphertext)
+	if err != nil {
+		if errors.Is(err, ledger.ErrRejected) {
+			return nil, problem.New(problem.Conflict, "the credential changed while storing", "run the store again")
+		}
+		return nil, ledgerProblem(err)
+	}
+	cr.Stored = e.Time
+	return &cr, nil
+}
+
+// ReadRequest asks for one credential.
+type ReadRequest struct {
+	Service   string
+	Agent     string // owner reading an agent-specific credential: its alias
+	Recipient []byte // hybrid HPKE public key to re-encrypt to; nil = the session channel
+}
+
+// ReadResult is a credential re-encrypted for the caller.
+type ReadResult struct {
+	Service string `json:"service"`
+	Agent   string `json:"agent"`
+	Version int    `json:"version"`
+	Mode    string `json:"mode"`   // "hpke" (to Recipient) or "session" (session channel box)
+	Sealed  []byte `json:"sealed"` // base64 in JSON
+	Info    string `json:"info"`   // HPKE info / AEAD associated data
+}
+
+// Read releases a credential to the caller: session (already authenticated) →
+// rate limit → scope → approval → durable credential.read audit entry → the
+// enclave re-encrypts to the caller. No audit, no plaintext: if the audit entry
+// is not durable, nothing is decrypted.
+func (b *Broker) Read(ctx context.Context, c *Caller, r ReadRequest) (*ReadResult, error) {
+	lg, err := b.Ledger()
+	if err != nil {
+		return nil, err
+	}
+	if ok, wait := b.limiter.allow(c.Claims.SessionID, time.Now()); !ok {
+		p := problem.Newf(problem.RateLimited, fmt.Sprintf("wait %d s and retry", retryAfterSeconds(wait)),
+			"this session may read %d credentials per %s", b.cfg.ReadLimit, b.cfg.ReadWindow)
+		p.RetryAfter = retryAfterSeconds(wait)
+		return nil, p
+	}
+	if c.Claims.Role != token.RoleOwner {
+		return nil, errNotOwner // agent reads arrive with pairing (issue 4)
+	}
+	owner, agent := c.Omni(), agentField(r.Agent)
+	if err := checkNames(r.Service, agent); err != nil {
+		return nil, err
+	}
+	audit := vault.Read{Owner: owner, Agent: agent, Service: r.Service, Actor: c.Omni(), ActorRole: c.Claims.Role, SID: c.Claims.SessionID}
+	st := lg.State(ctx)
+	cr, ok, err := vault.Get(st, owner, agent, r.Service)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, b.deny(ctx, audit, "not_found", problem.Newf(problem.NotFound, "list what is stored with agentkeys list",
+			"no credential %q is stored%s", r.Service, forAgent(agent)))
+	}
+	audit.Version = cr.Version
+	if cr.Approval == vault.ApprovalRequired {
+		id, err := b.grantFor(ctx, audit)
+		if err != nil {
+			return nil, err
+		}
+		audit.ApprovalID = id
+	}
+	blob, ok, err := st.Get(ledger.BlobKey(cr.CiphertextHash))
+	if err != nil || !ok {
+		return nil, fmt.Errorf("credential %s/%s/%s: blob missing: %v", owner, agent, r.Service, err)
+	}
+	if _, err := lg.Append(ctx, ledger.AccountOrigin(c.Omni()), vault.KindRead, audit); err != nil {
+		return nil, problem.New(problem.Internal, "the read could not be audited, so nothing was released", "retry; the operator should check the server log")
+	}
+	res := &ReadResult{Service: r.Service, Agent: agent, Version: cr.Version, Info: string(ReadInfo(owner, agent, r.Service, cr.Version))}
+	info := CredentialInfo(owner, agent, r.Service)
+	if r.Recipient != nil {
+		res.Mode = "hpke"
+		res.Sealed, err = b.Enclave.Reseal(ShieldingPath, info, blob, r.Recipient, []byte(res.Info))
+	} else {
+		res.Mode = "session"
+		res.Sealed, err = b.Enclave.ResealToSession(ShieldingPath, info, blob, c.Claims.SessionID, []byte(res.Info))
+	}
+	if err != nil {
+		return nil, problem.New(problem.BadRequest, "the credential could not be re-encrypted to the key you sent", "send a hybrid ML-KEM-768+X25519 HPKE public key")
+	}
+	return res, nil
+}
+
+func forAgent(agent string) string {
+	if agent == vault.OwnerWide {
+		return ""
+	}
+	return " for agent " + agent
+}
+
+// deny audits a refused read, then returns p (or the audit failure).
+func (b *Broker) deny(ctx context.Context, audit vault.Read, reason string, p error) error {
+	lg, err := b.Ledger()
+	if err != nil {
+		return err
+	}
+	audit.Reason, audit.Version = reason, 0
+	if _, err := lg.Append(ctx, ledger.AccountOrigin(audit.Actor), vault.KindDenied, audit); err != nil {
+		return problem.New(problem.Internal, "the refused read could not be audited", "retry; the operator should check the server log")
+	}
+	return p
+}
+
+// grantFor finds the owner's unused, unexpired grant for this read, or files an
+// approval request and answers APPROVAL_REQUIRED.
+func (b *Broker) grantFor(ctx context.Context, r vault.Read) (string, error) {
+	lg, _ := b.Ledger()
+	list, err := vault.Approvals(lg.State(ctx), r.Owner)
+	if err != nil {
+		return "", err
+	}
+	now := time.Now().Unix()
+	for _, a := range list {
+		if a.Status == "granted" && a.Until >= now && a.Service == r.Service && a.Agent == r.Agent && a.Actor == r.Actor {
+			return a.ID, nil
+		}
+	}
+	a := vault.Approval{ID: randomID()[:12], Owner: r.Owner, Agent: r.Agent, Service: r.Service, Actor: r.Actor,
+		ActorRole: r.ActorRole, Alias: r.Alias, SID: r.SID, Expires: now + int64(b.cfg.ApprovalTTL.Seconds())}
+	if _, err := lg.Append(ctx, ledger.AccountOrigin(r.Actor), vault.KindRequested, a); err != nil {
+		return "", ledgerProblem(err)
+	}
+	return "", problem.Newf(problem.ApprovalNeeded, fmt.Sprintf("the owner approves it with: agentkeys approve %s ; then read again within %s", a.ID, b.cfg.ApprovalWindow),
+		"%q is a high-value credential: its release needs the owner's approval (request %s)", r.Service, a.ID)
+}
+
+// Approve grants one pending approval request of the owner.
+func (b *Broker) Approve(ctx context.Context, c *Caller, id string) (*vault.Approval, error) {
+	lg, err := b.Ledger()
+	if err != nil {
+		return nil, err
+	}
+	if err := b.mustOwner(c); err != nil {
+		return nil, err
+	}
+	a, ok, err := vault.GetApproval(lg.State(ctx), c.Omni(), id)
+	if err != nil {
+		return nil, err
+	}
+	if !ok || a.Status != "pending" {
+		return nil, problem.Newf(problem.NotFound, "list pending requests with agentkeys approve --list", "no pending approval request %q", id)
+	}
+	if time.Now().Unix() > a.Expires {
+		return nil, problem.New(problem.Denied, "the approval request has expired", "ask the reader to read again, which files a new request")
+	}
+	g := vault.Grant{ID: id, Owner: c.Omni(), Until: time.Now().Add(b.cfg.ApprovalWindow).Unix()}
+	if _, err := lg.Append(ctx, ledger.AccountOrigin(c.Omni()), vault.KindGranted, g); err != nil {
+		return nil, ledgerProblem(err)
+	}
+	a.Status, a.Until = "granted", g.Until
+	return a, nil
+}
+
+// Approvals lists the owner's approval requests.
+func (b *Broker) Approvals(ctx context.Context, c *Caller) ([]vault.Approval, error) {
+	lg, err := b.Ledger()
+	if err != nil {
+		return nil, err
+	}
+	if err := b.mustOwner(c); err != nil {
+		return nil, err
+	}
+	return vault.Approvals(lg.State(ctx), c.Omni())
+}
+
+// List returns the owner's credential records (no secrets).
+func (b *Broker) List(ctx context.Context, c *Caller) ([]vault.Credential, error) {
+	lg, err := b.Ledger()
+	if err != nil {
+		return nil, err
+	}
+	if err := b.mustOwner(c); err != nil {
+		return nil, err
+	}
+	return vault.List(lg.State(ctx), c.Omni())
+}
+
+// Delete removes a credential (tombstone entry; the blob goes with it).
+func (b *Broker) Delete(ctx context.Context, c *Caller, service, alias string) error {
+	lg, err := b.Ledger()
+	if err != nil {
+		return err
+	}
+	if err := b.mustOwner(c); err != nil {
+		return err
+	}
+	agent := agentField(alias)
+	if err := checkNames(service, agent); err != nil {
+		return err
+	}
+	if _, ok, err := vault.Get(lg.State(ctx), c.Omni(), agent, service); err != nil {
+		return err
+	} else if !ok {
+		return problem.Newf(problem.NotFound, "list what is stored with agentkeys list", "no credential %q is stored%s", service, forAgent(agent))
+	}
+	_, err = lg.Append(ctx, ledger.AccountOrigin(c.Omni()), vault.KindDeleted,
+		vault.Deleted{Owner: c.Omni(), Agent: agent, Service: service, Actor: c.Omni()})
+	if errors.Is(err, ledger.ErrRejected) {
+		return problem.Newf(problem.NotFound, "list what is stored with agentkeys list", "no credential %q is stored%s", service, forAgent(agent))
+	}
+	return ledgerProblem(err)
+}
+
+// Usage returns the owner's audit trail.
+func (b *Broker) Usage(ctx context.Context, c *Caller, f vault.UsageFilter) ([]vault.Usage, error) {
+	lg, err := b.Ledger()
+	if err != nil {
+		return nil, err
+	}
+	if err := b.mustOwner(c); err != nil {
+		return nil, err
+	}
+	return vault.ListUsage(lg.State(ctx), c.Omni(), f)
+}

@@ -1,0 +1,146 @@
+package cli
+
+import (
+	"bufio"
+	"context"
+	"crypto/ecdh"
+	"crypto/ed25519"
+	"crypto/hpke"
+	"crypto/mlkem"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"golang.org/x/term"
+
+	"github.com/agentkeys/agentkeys/internal/client"
+	"github.com/agentkeys/agentkeys/internal/enclave"
+	"github.com/agentkeys/agentkeys/internal/home"
+	"github.com/agentkeys/agentkeys/internal/problem"
+)
+
+// DefaultServer is the broker `agentkeys server` runs with no flags.
+const DefaultServer = "http://127.0.0.1:8090"
+
+func (e *env) dir() (home.Dir, error) {
+	if err := home.CheckStore(e.getenv("AGENTKEYS_SESSION_STORE")); err != nil {
+		return "", problem.New(problem.BadRequest, err.Error(), "unset AGENTKEYS_SESSION_STORE or set it to file")
+	}
+	return home.Dir(e.home()), nil
+}
+
+// ownerSession loads the stored owner session and a client bound to it.
+func (e *env) ownerSession() (*home.Session, *client.Session, error) {
+	d, err := e.dir()
+	if err != nil {
+		return nil, nil, err
+	}
+	s, err := d.Session()
+	if errors.Is(err, home.ErrMissing) {
+		return nil, nil, problem.New(problem.Unauthenticated, "this machine has no AgentKeys session", "run agentkeys init --server URL")
+	} else if err != nil {
+		return nil, nil, err
+	}
+	c, err := client.New(s.Server)
+	if err != nil {
+		return nil, nil, err
+	}
+	return s, c.WithToken(s.Token), nil
+}
+
+// attestedShielding fetches /v1/enclave, checks the quote under the pinned
+// platform key (or pins it on first contact) and that it commits to the keys,
+// and returns the shielding public key and the platform key.
+func attestedShielding(ctx context.Context, c *client.Client, pinned string) (shielding []byte, platform string, err error) {
+	info, err := c.Enclave(ctx)
+	if err != nil {
+		return nil, "", err
+	}
+	platform = info.Quote.PlatformKey
+	if pinned != "" && pinned != platform {
+		return nil, "", problem.Newf(problem.Denied, "if the operator really changed the platform, run agentkeys init --force to pin the new key",
+			"the broker's attestation key changed (pinned %.16s…, now %.16s…): refusing to send secrets", pinned, platform)
+	}
+	pk, err := hex.DecodeString(platform)
+	if err != nil || len(pk) != ed25519.PublicKeySize {
+		return nil, "", problem.New(problem.Denied, "the broker's quote names no valid platform key", "check that --server points at an AgentKeys broker")
+	}
+	rd := enclave.AttestationReportData(nil, info.Keys)
+	if err := enclave.VerifyQuote(info.Quote, pk); err != nil || info.Quote.ReportData != hex.EncodeToString(rd[:]) {
+		return nil, "", problem.New(problem.Denied, "the broker's enclave quote does not verify: refusing to send secrets", "check that --server points at an AgentKeys broker")
+	}
+	for _, k := range info.Keys {
+		if k.Path == "shielding/v1" {
+			if shielding, err = hex.DecodeString(k.Public); err == nil {
+				return shielding, platform, nil
+			}
+		}
+	}
+	return nil, "", problem.New(problem.Denied, "the broker publishes no shielding key", "upgrade the broker")
+}
+
+// readSecret reads a secret from a file or stdin (never argv). One trailing
+// newline is removed, so `echo sk-... | agentkeys store x` stores what was typed.
+func (e *env) readSecret(fromFile string) ([]byte, error) {
+	var b []byte
+	var err error
+	switch {
+	case fromFile != "":
+		b, err = os.ReadFile(fromFile)
+	case isTerminal(e.stdin):
+		fmt.Fprint(e.stderr, "Secret (input hidden): ")
+		b, err = term.ReadPassword(int(e.stdin.(*os.File).Fd()))
+		fmt.Fprintln(e.stderr)
+	default:
+		b, err = io.ReadAll(io.LimitReader(e.stdin, 1<<20))
+	}
+	if err != nil {
+		return nil, problem.Newf(problem.BadRequest, "pass the secret on stdin or with --from-file PATH", "cannot read the secret: %v", err)
+	}
+	b = []byte(strings.TrimSuffix(strings.TrimSuffix(string(b), "\n"), "\r"))
+	if len(b) == 0 {
+		return nil, problem.New(problem.BadRequest, "the secret is empty", "pipe it in: agentkeys store SERVICE < file, or use --from-file")
+	}
+	return b, nil
+}
+
+func isTerminal(r io.Reader) bool {
+	f, ok := r.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+// confirm asks a yes/no question on a terminal; off a terminal it needs --yes.
+func (e *env) confirm(question string) (bool, error) {
+	if !isTerminal(e.stdin) {
+		return false, problem.New(problem.BadRequest, "confirmation needed but stdin is not a terminal", "pass --yes")
+	}
+	fmt.Fprintf(e.stderr, "%s [y/N] ", question)
+	line, _ := bufio.NewReader(e.stdin).ReadString('\n')
+	a := strings.ToLower(strings.TrimSpace(line))
+	return a == "y" || a == "yes", nil
+}
+
+// newHPKEKey makes a one-time hybrid ML-KEM-768 + X25519 key for receiving a secret.
+func newHPKEKey() (hpke.PrivateKey, error) {
+	dk, err := mlkem.GenerateKey768()
+	if err != nil {
+		return nil, err
+	}
+	x, err := ecdh.X25519().GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	return hpke.NewHybridPrivateKey(dk, x)
+}
+
+func openFor(k hpke.PrivateKey, info string, sealed []byte) ([]byte, error) {
+	return hpke.Open(k, hpke.HKDFSHA256(), hpke.AES256GCM(), []byte(info), sealed)
+}
+
+
+func expiry(unix int64) string { return time.Unix(unix, 0).UTC().Format(time.RFC3339) }

@@ -1,0 +1,347 @@
+package cli
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/url"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/agentkeys/agentkeys/internal/api"
+	"github.com/agentkeys/agentkeys/internal/broker"
+	"github.com/agentkeys/agentkeys/internal/enclave"
+	"github.com/agentkeys/agentkeys/internal/problem"
+	"github.com/agentkeys/agentkeys/internal/vault"
+)
+
+func storeCmd(e *env) *cobra.Command {
+	var agent, fromFile, approval string
+	cmd := &cobra.Command{
+		Use:   "store SERVICE",
+		Short: "Store a credential, encrypted to the broker's attested enclave",
+		Long: `Store the secret for SERVICE. The secret is read from stdin (hidden prompt on a
+terminal) or --from-file, never from the command line; one trailing newline is
+removed. The CLI verifies the enclave's quote and encrypts the secret to its
+shielding key (hybrid ML-KEM-768 + X25519 HPKE), bound to your account, the agent
+and the service; the broker stores only ciphertext. Storing again replaces the
+secret with a new version.`,
+		Example: "  agentkeys store openai < ~/openai.key\n  printf %s \"$KEY\" | agentkeys store github --agent ci-bot\n" +
+			"  agentkeys store bank --from-file bank.txt --approval required",
+		Args: exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			service := args[0]
+			if !vault.ValidName(service) || (agent != "" && !vault.ValidName(agent)) {
+				return problem.New(problem.BadRequest, "service and agent names use 1-63 lowercase letters, digits, '.', '_' or '-'", "e.g. agentkeys store openai")
+			}
+			s, c, err := e.ownerSession()
+			if err != nil {
+				return err
+			}
+			secret, err := e.readSecret(fromFile)
+			if err != nil {
+				return err
+			}
+			defer clear(secret)
+			pub, _, err := attestedShielding(cmd.Context(), c.Client, s.PlatformKey)
+			if err != nil {
+				return err
+			}
+			agentField := vault.OwnerWide
+			if agent != "" {
+				agentField = agent
+			}
+			ct, err := enclave.SealTo(pub, broker.CredentialInfo(s.Omni, agentField, service), secret)
+			if err != nil {
+				return err
+			}
+			cr, err := c.Store(cmd.Context(), api.StoreBody{Service: service, Agent: agent, Ciphertext: ct, Approval: approval})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(e.stdout, "Stored %s%s (version %d).\n", service, forAgentText(cr.Agent), cr.Version)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&agent, "agent", "", "store for one agent (alias) instead of owner-wide")
+	cmd.Flags().StringVar(&fromFile, "from-file", "", "read the secret from this file instead of stdin")
+	cmd.Flags().StringVar(&approval, "approval", "none", "required: every read needs your approval (agentkeys approve)")
+	return cmd
+}
+
+func forAgentText(agent string) string {
+	if agent == "" || agent == vault.OwnerWide {
+		return ""
+	}
+	return " for agent " + agent
+}
+
+func readCmd(e *env) *cobra.Command {
+	var agent string
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "read SERVICE",
+		Short: "Print a stored credential (the read is audited)",
+		Long: `Print the secret of SERVICE on stdout. The broker re-encrypts it inside the
+enclave to a one-time key of this command, after the read is durably audited.`,
+		Example: "  agentkeys read openai\n  agentkeys read github --agent ci-bot --json",
+		Args:    exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			_, c, err := e.ownerSession()
+			if err != nil {
+				return err
+			}
+			k, err := newHPKEKey()
+			if err != nil {
+				return err
+			}
+			res, err := c.Read(cmd.Context(), args[0], api.ReadBody{Agent: agent, Recipient: k.PublicKey().Bytes()})
+			if err != nil {
+				return err
+			}
+			value, err := openFor(k, res.Info, res.Sealed)
+			if err != nil {
+				return problem.New(problem.Internal, "the answer does not open with this command's key", "retry")
+			}
+			defer clear(value)
+			if asJSON {
+				return json.NewEncoder(e.stdout).Encode(map[string]any{"service": res.Service, "agent": res.Agent, "version": res.Version, "value": string(value)})
+			}
+			e.stdout.Write(value)
+			fmt.Fprintln(e.stdout)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&agent, "agent", "", "read the credential stored for this agent")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print as JSON")
+	return cmd
+}
+
+func listCmd(e *env) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:     "list",
+		Short:   "List stored credentials (names only)",
+		Example: "  agentkeys list\n  agentkeys list --json",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			_, c, err := e.ownerSession()
+			if err != nil {
+				return err
+			}
+			list, err := c.List(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return json.NewEncoder(e.stdout).Encode(map[string]any{"credentials": list})
+			}
+			if len(list) == 0 {
+				fmt.Fprintln(e.stdout, "No credentials stored yet. Add one with: agentkeys store SERVICE < secret.txt")
+				return nil
+			}
+			tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "SERVICE\tAGENT\tVERSION\tAPPROVAL\tSTORED")
+			for _, cr := range list {
+				fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", cr.Service, cr.Agent, cr.Version, cr.Approval, nanoTime(cr.Stored))
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print as JSON")
+	return cmd
+}
+
+func nanoTime(n int64) string { return time.Unix(0, n).UTC().Format(time.RFC3339) }
+
+func rmCmd(e *env) *cobra.Command {
+	var agent string
+	cmd := &cobra.Command{
+		Use:     "rm SERVICE",
+		Short:   "Delete a stored credential (recorded on the ledger)",
+		Example: "  agentkeys rm openai\n  agentkeys rm github --agent ci-bot",
+		Args:    exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			_, c, err := e.ownerSession()
+			if err != nil {
+				return err
+			}
+			if err := c.Delete(cmd.Context(), args[0], agent); err != nil {
+				return err
+			}
+			fmt.Fprintf(e.stdout, "Deleted %s%s.\n", args[0], forAgentText(agent))
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&agent, "agent", "", "delete the credential stored for this agent")
+	return cmd
+}
+
+func approveCmd(e *env) *cobra.Command {
+	var yes, list, asJSON bool
+	cmd := &cobra.Command{
+		Use:   "approve [ID]",
+		Short: "Approve one read of a high-value credential",
+		Long: `A read of a credential stored with --approval required files an approval
+request and fails with APPROVAL_REQUIRED and the request's ID. Approving it
+allows one read of that credential by that reader within a short window.`,
+		Example: "  agentkeys approve --list\n  agentkeys approve 3f9c2a1b7d4e\n  agentkeys approve 3f9c2a1b7d4e --yes",
+		Args:    cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			_, c, err := e.ownerSession()
+			if err != nil {
+				return err
+			}
+			all, err := c.Approvals(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if list || len(args) == 0 {
+				pending := []vault.Approval{}
+				for _, a := range all {
+					if a.Status == "pending" && time.Now().Unix() <= a.Expires {
+						pending = append(pending, a)
+					}
+				}
+				if asJSON {
+					return json.NewEncoder(e.stdout).Encode(map[string]any{"approvals": pending})
+				}
+				if len(pending) == 0 {
+					fmt.Fprintln(e.stdout, "No pending approval requests.")
+					return nil
+				}
+				tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "ID\tSERVICE\tAGENT\tREADER\tEXPIRES")
+				for _, a := range pending {
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", a.ID, a.Service, a.Agent, reader(a), expiry(a.Expires))
+				}
+				return tw.Flush()
+			}
+			id := args[0]
+			var target *vault.Approval
+			for i := range all {
+				if all[i].ID == id {
+					target = &all[i]
+				}
+			}
+			if target == nil || target.Status != "pending" {
+				return problem.Newf(problem.NotFound, "see pending requests with agentkeys approve --list", "no pending approval request %q", id)
+			}
+			if !yes {
+				ok, err := e.confirm(fmt.Sprintf("Allow one read of %s%s by %s?", target.Service, forAgentText(target.Agent), reader(*target)))
+				if err != nil {
+					return err
+				}
+				if !ok {
+					fmt.Fprintln(e.stdout, "Not approved.")
+					return nil
+				}
+			}
+			a, err := c.Approve(cmd.Context(), id)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(e.stdout, "Approved %s: one read of %s until %s.\n", a.ID, a.Service, expiry(a.Until))
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&yes, "yes", false, "do not ask for confirmation")
+	cmd.Flags().BoolVar(&list, "list", false, "list pending requests")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "with --list: print as JSON")
+	return cmd
+}
+
+func reader(a vault.Approval) string {
+	if a.Alias != "" {
+		return "agent " + a.Alias
+	}
+	return a.ActorRole + " " + a.Actor[:12]
+}
+
+func usageCmd(e *env) *cobra.Command {
+	var agent, service, since string
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "usage",
+		Short: "Show the audit trail of your credentials",
+		Long: `Show who did what with your credentials: stores, reads, denied reads, deletes and
+approvals, from the ledger. --since takes a duration (24h) or a date/time
+(2026-11-29 or RFC 3339).`,
+		Example: "  agentkeys usage\n  agentkeys usage --service openai --since 24h --json",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			q := url.Values{}
+			if agent != "" {
+				q.Set("agent", agent)
+			}
+			if service != "" {
+				q.Set("service", service)
+			}
+			if since != "" {
+				t, err := parseSince(since, time.Now())
+				if err != nil {
+					return err
+				}
+				q.Set("since", t.UTC().Format(time.RFC3339Nano))
+			}
+			_, c, err := e.ownerSession()
+			if err != nil {
+				return err
+			}
+			rows, err := c.Usage(cmd.Context(), q)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				out := make([]map[string]any, len(rows))
+				for i, u := range rows {
+					out[i] = map[string]any{"time": nanoTime(u.Time), "actor": actorText(u), "action": u.Action,
+						"service": u.Service, "agent": u.Agent, "result": u.Result, "detail": u.Detail, "seq": u.Seq}
+				}
+				return json.NewEncoder(e.stdout).Encode(map[string]any{"usage": out})
+			}
+			tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "TIME\tACTOR\tACTION\tSERVICE\tRESULT")
+			for _, u := range rows {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", nanoTime(u.Time), actorText(u), u.Action, u.Service, strings.TrimSpace(u.Result+" "+u.Detail))
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().StringVar(&agent, "agent", "", "only rows about this agent")
+	cmd.Flags().StringVar(&service, "service", "", "only rows about this service")
+	cmd.Flags().StringVar(&since, "since", "", "only rows after this duration ago or date")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print as JSON")
+	return cmd
+}
+
+func actorText(u vault.Usage) string {
+	if u.Alias != "" {
+		return "agent:" + u.Alias
+	}
+	return u.ActorRole
+}
+
+func parseSince(s string, now time.Time) (time.Time, error) {
+	if d, err := time.ParseDuration(s); err == nil && d > 0 {
+		return now.Add(-d), nil
+	}
+	for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04", "2006-01-02"} {
+		if t, err := time.Parse(layout, s); err == nil {
+			return t, nil
+		}
+	}
+	return time.Time{}, problem.Newf(problem.BadRequest, "use a duration like 24h or a date like 2026-11-29", "--since %q is neither a duration nor a date", s)
+}
+
+// exactArgs is cobra.ExactArgs with a §11 usage error.
+func exactArgs(n int) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) != n {
+			return problem.Newf(problem.BadRequest, "usage: agentkeys "+cmd.Use, "%s takes %d argument(s), got %d", cmd.Name(), n, len(args))
+		}
+		return nil
+	}
+}

@@ -1,0 +1,92 @@
+package client
+
+import (
+	"context"
+	"net/http"
+	"net/url"
+
+	"github.com/agentkeys/agentkeys/internal/api"
+	"github.com/agentkeys/agentkeys/internal/broker"
+	"github.com/agentkeys/agentkeys/internal/vault"
+)
+
+// Session is a client bound to a session token.
+type Session struct {
+	*Client
+	token string
+}
+
+// WithToken returns a client that sends token as its bearer credential.
+func (c *Client) WithToken(token string) *Session { return &Session{Client: c, token: token} }
+
+func (s *Session) do(ctx context.Context, method, path string, body, out any) error {
+	return s.Do(ctx, method, path, body, out, "Authorization", "Bearer "+s.token)
+}
+
+// CreateAccount registers a new owner (POST /v1/accounts).
+func (c *Client) CreateAccount(ctx context.Context, l broker.Login) (*broker.SessionGrant, error) {
+	var g broker.SessionGrant
+	return &g, c.Do(ctx, http.MethodPost, "/v1/accounts", l, &g)
+}
+
+// OpenSession logs an existing owner in (POST /v1/sessions).
+func (c *Client) OpenSession(ctx context.Context, l broker.Login) (*broker.SessionGrant, error) {
+	var g broker.SessionGrant
+	return &g, c.Do(ctx, http.MethodPost, "/v1/sessions", l, &g)
+}
+
+// Whoami fetches the session's identity.
+func (s *Session) Whoami(ctx context.Context) (*broker.Whoami, error) {
+	var w broker.Whoami
+	return &w, s.do(ctx, http.MethodGet, "/v1/whoami", nil, &w)
+}
+
+// Logout revokes the session.
+func (s *Session) Logout(ctx context.Context) error {
+	return s.do(ctx, http.MethodDelete, "/v1/sessions/current", nil, nil)
+}
+
+// Store stores an encrypted credential.
+func (s *Session) Store(ctx context.Context, b api.StoreBody) (*vault.Credential, error) {
+	var c vault.Credential
+	return &c, s.do(ctx, http.MethodPost, "/v1/credentials", b, &c)
+}
+
+// Read asks for a credential re-encrypted to the caller.
+func (s *Session) Read(ctx context.Context, service string, b api.ReadBody) (*broker.ReadResult, error) {
+	var r broker.ReadResult
+	return &r, s.do(ctx, http.MethodPost, "/v1/credentials/"+url.PathEscape(service)+"/read", b, &r)
+}
+
+// List lists credential records.
+func (s *Session) List(ctx context.Context) ([]vault.Credential, error) {
+	var l api.CredentialList
+	return l.Credentials, s.do(ctx, http.MethodGet, "/v1/credentials", nil, &l)
+}
+
+// Delete removes a credential.
+func (s *Session) Delete(ctx context.Context, service, agent string) error {
+	q := ""
+	if agent != "" {
+		q = "?agent=" + url.QueryEscape(agent)
+	}
+	return s.do(ctx, http.MethodDelete, "/v1/credentials/"+url.PathEscape(service)+q, nil, nil)
+}
+
+// Approvals lists approval requests.
+func (s *Session) Approvals(ctx context.Context) ([]vault.Approval, error) {
+	var l api.ApprovalList
+	return l.Approvals, s.do(ctx, http.MethodGet, "/v1/approvals", nil, &l)
+}
+
+// Approve grants an approval request.
+func (s *Session) Approve(ctx context.Context, id string) (*vault.Approval, error) {
+	var a vault.Approval
+	return &a, s.do(ctx, http.MethodPost, "/v1/approvals/"+url.PathEscape(id)+"/approve", nil, &a)
+}
+
+// Usage fetches the audit trail; query holds agent, service, since.
+func (s *Session) Usage(ctx context.Context, query url.Values) ([]vault.Usage, error) {
+	var l api.UsageList
+	return l.Usage, s.do(ctx, http.MethodGet, "/v1/usage?"+query.Encode(), nil, &l)
+}
