@@ -41,7 +41,7 @@ type Session struct {
 	SID       string `json:"sid"`
 	Omni      string `json:"omni"`
 	Role      string `json:"role"`
-	Expires   int64  `json:"expires"` // unix seconds
+	Expires   int64  `json:"expires"`          // unix seconds
 	Issued    int64  `json:"issued,omitempty"` // unix nanos, set from the entry time
 	LoginHash string `json:"login_hash,omitempty"`
 	Revoked   bool   `json:"revoked,omitempty"`

@@ -170,4 +170,3 @@ func (s *server) whoami(w http.ResponseWriter, _ *http.Request, c *broker.Caller
 	writeJSON(w, http.StatusOK, s.b.Whoami(c))
 	return nil
 }
-

@@ -21,10 +21,10 @@ import (
 // names the broker it is meant for, so it cannot be replayed elsewhere, and a
 // nonce, so it opens at most one session (the ledger remembers its hash).
 type Login struct {
-	PublicKey  string `json:"public_key"` // hex Ed25519
-	Server     string `json:"server"`     // the broker URL the client addressed; must be the issuer
-	Time       int64  `json:"time"`       // unix seconds; within LoginSkew of the broker's clock
-	Nonce      string `json:"nonce"`      // hex, 16 random bytes
+	PublicKey  string `json:"public_key"`            // hex Ed25519
+	Server     string `json:"server"`                // the broker URL the client addressed; must be the issuer
+	Time       int64  `json:"time"`                  // unix seconds; within LoginSkew of the broker's clock
+	Nonce      string `json:"nonce"`                 // hex, 16 random bytes
 	ChannelKey string `json:"channel_key,omitempty"` // base64 hybrid HPKE public key: also return the session channel key sealed to it
 	Sig        string `json:"sig"`                   // hex Ed25519 over LoginMessage
 }
@@ -244,5 +244,3 @@ func (b *Broker) mustOwner(c *Caller) error {
 	}
 	return nil
 }
-
-

@@ -142,5 +142,4 @@ func openFor(k hpke.PrivateKey, info string, sealed []byte) ([]byte, error) {
 	return hpke.Open(k, hpke.HKDFSHA256(), hpke.AES256GCM(), []byte(info), sealed)
 }
 
-
 func expiry(unix int64) string { return time.Unix(unix, 0).UTC().Format(time.RFC3339) }

@@ -33,7 +33,9 @@ func CheckStore(v string) error {
 	return fmt.Errorf("AGENTKEYS_SESSION_STORE=%q is not supported here: use file (the default)", v)
 }
 
-func (d Dir) path(parts ...string) string { return filepath.Join(append([]string{string(d)}, parts...)...) }
+func (d Dir) path(parts ...string) string {
+	return filepath.Join(append([]string{string(d)}, parts...)...)
+}
 
 // write replaces path atomically with data, mode 0600, creating parents 0700.
 func write(path string, data []byte) error {
