@@ -46,6 +46,7 @@ type Config struct {
 	ReadWindow     time.Duration // default 1 minute
 	ApprovalTTL    time.Duration // how long a pending approval request can be approved (default 10 min)
 	ApprovalWindow time.Duration // how long a grant allows one read (default 2 min)
+	Now            func() time.Time // clock of the read rate limit (tests); nil = time.Now
 }
 
 func (c *Config) defaults() {
@@ -66,6 +67,9 @@ func (c *Config) defaults() {
 	}
 	if c.ApprovalWindow <= 0 {
 		c.ApprovalWindow = 2 * time.Minute
+	}
+	if c.Now == nil {
+		c.Now = time.Now
 	}
 }
 

@@ -4,44 +4,67 @@ import (
 	"math"
 	"sync"
 	"time"
-
-	"golang.org/x/time/rate"
 )
 
-// limiter is a token bucket per session: limit reads per window, refilled evenly.
+// limiter gives each session a bucket of limit tokens; a read spends one, and each
+// spent token comes back exactly one window after it was spent. So no session ever
+// reads more than limit times in any window (the 101st read inside a minute is
+// refused), and reads resume as the oldest ones leave the window.
 type limiter struct {
 	limit  int
 	window time.Duration
 	mu     sync.Mutex
-	bySID  map[string]*rate.Limiter
+	bySID  map[string]*bucket
+}
+
+// bucket holds the times its spent tokens were spent, oldest first (a ring).
+type bucket struct {
+	mu    sync.Mutex
+	spent []time.Time
+	head  int
 }
 
 func newLimiter(limit int, window time.Duration) *limiter {
-	return &limiter{limit: limit, window: window, bySID: map[string]*rate.Limiter{}}
+	return &limiter{limit: limit, window: window, bySID: map[string]*bucket{}}
 }
 
-// allow takes one token for sid; when none is left it returns how long until one is.
+// allow spends a token of sid's bucket; when none is left it says how long until one is.
 func (l *limiter) allow(sid string, now time.Time) (bool, time.Duration) {
 	l.mu.Lock()
-	lim, ok := l.bySID[sid]
+	b, ok := l.bySID[sid]
 	if !ok {
-		if len(l.bySID) > 100_000 { // forget idle sessions: a full bucket equals a new one
-			for k, v := range l.bySID {
-				if v.TokensAt(now) >= float64(l.limit) {
-					delete(l.bySID, k)
-				}
-			}
+		if len(l.bySID) >= 100_000 {
+			l.forgetIdle(now)
 		}
-		lim = rate.NewLimiter(rate.Every(l.window/time.Duration(l.limit)), l.limit)
-		l.bySID[sid] = lim
+		b = &bucket{}
+		l.bySID[sid] = b
 	}
 	l.mu.Unlock()
-	r := lim.ReserveN(now, 1)
-	if d := r.DelayFrom(now); d > 0 {
-		r.CancelAt(now)
-		return false, d
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.spent) < l.limit {
+		b.spent = append(b.spent, now)
+		return true, 0
 	}
+	back := b.spent[b.head].Add(l.window)
+	if now.Before(back) {
+		return false, back.Sub(now)
+	}
+	b.spent[b.head] = now
+	b.head = (b.head + 1) % l.limit
 	return true, 0
 }
 
-func retryAfterSeconds(d time.Duration) int { return int(math.Ceil(d.Seconds())) }
+// forgetIdle drops buckets whose every token is back: they equal new ones.
+func (l *limiter) forgetIdle(now time.Time) {
+	for sid, b := range l.bySID {
+		b.mu.Lock()
+		newest := b.spent[(b.head+len(b.spent)-1)%len(b.spent)]
+		b.mu.Unlock()
+		if now.Sub(newest) >= l.window {
+			delete(l.bySID, sid)
+		}
+	}
+}
+
+func retryAfterSeconds(d time.Duration) int { return max(1, int(math.Ceil(d.Seconds()))) }

@@ -134,7 +134,7 @@ func (b *Broker) Read(ctx context.Context, c *Caller, r ReadRequest) (*ReadResul
 	if err != nil {
 		return nil, err
 	}
-	if ok, wait := b.limiter.allow(c.Claims.SessionID, time.Now()); !ok {
+	if ok, wait := b.limiter.allow(c.Claims.SessionID, b.cfg.Now()); !ok {
 		p := problem.Newf(problem.RateLimited, fmt.Sprintf("wait %d s and retry", retryAfterSeconds(wait)),
 			"this session may read %d credentials per %s", b.cfg.ReadLimit, b.cfg.ReadWindow)
 		p.RetryAfter = retryAfterSeconds(wait)

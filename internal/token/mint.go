@@ -19,14 +19,15 @@ const jtiBytes = 16
 // at the moment of minting, so exp must also lie in the future and iat at
 // most a minute ahead. The returned claims are exactly those signed.
 func (i *Issuer) Mint(c Claims) (token string, claims Claims, err error) {
-	c, err = i.fill(c)
+	now := i.now().Unix()
+	c, err = i.fill(c, now)
 	if err != nil {
 		return "", Claims{}, err
 	}
 	if err := checkStatic(&c, i.iss); err != nil {
 		return "", Claims{}, err
 	}
-	if err := checkTime(&c, i.now().Unix()); err != nil {
+	if err := checkTime(&c, now); err != nil {
 		return "", Claims{}, err
 	}
 	token, err = i.sign(&c)
@@ -36,14 +37,15 @@ func (i *Issuer) Mint(c Claims) (token string, claims Claims, err error) {
 	return token, *c.clone(), nil
 }
 
-// fill sets the claims Mint owns, refusing conflicting values.
-func (i *Issuer) fill(c Claims) (Claims, error) {
+// fill sets the claims Mint owns (iat from now, in Unix seconds), refusing
+// conflicting values. The result shares nothing with the caller's c.
+func (i *Issuer) fill(c Claims, now int64) (Claims, error) {
 	if !settable(c.Issuer, i.iss) || !settable(c.Audience, Audience) || !settable(c.Type, TypeAccess) {
 		return Claims{}, invalid("Mint sets iss, aud and typ itself; leave them empty")
 	}
 	c.Issuer, c.Audience, c.Type = i.iss, Audience, TypeAccess
 	if c.IssuedAt == 0 {
-		c.IssuedAt = i.now().Unix()
+		c.IssuedAt = now
 	}
 	if c.ID == "" {
 		var b [jtiBytes]byte

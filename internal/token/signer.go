@@ -18,14 +18,6 @@ type opaqueSigner struct {
 
 var _ jose.OpaqueSigner = (*opaqueSigner)(nil)
 
-// newOpaqueSigner returns an opaqueSigner for key k of s.
-func newOpaqueSigner(s Signer, k verifyKey) (*opaqueSigner, error) {
-	if k.pub == nil {
-		return nil, fmt.Errorf("token: NewIssuer: key %s has no public key", k.path)
-	}
-	return &opaqueSigner{s: s, key: k}, nil
-}
-
 // Public returns the public JWK of the signing key; go-jose copies its kid
 // into the protected header.
 func (o *opaqueSigner) Public() *jose.JSONWebKey {

@@ -111,9 +111,8 @@ type Issuer struct {
 }
 
 // NewIssuer returns an Issuer that signs with o.Current and verifies tokens
-// signed by o.Current or any key in o.Accepted. Every key path must start
-// be issuer/jwt/v<N> (N a positive decimal number) and name an ES256 key of
-// s.
+// signed by o.Current or any key in o.Accepted. Every key path must be
+// issuer/jwt/v<N> (N a positive decimal number) and name an ES256 key of s.
 func NewIssuer(s Signer, o Options) (*Issuer, error) {
 	if s == nil {
 		return nil, errors.New("token: NewIssuer: nil Signer")
@@ -131,11 +130,7 @@ func NewIssuer(s Signer, o Options) (*Issuer, error) {
 		}
 	}
 	i.current = i.keys[i.kids[0]]
-	signer, err := newOpaqueSigner(s, i.current)
-	if err != nil {
-		return nil, err
-	}
-	i.signer = signer
+	i.signer = &opaqueSigner{s: s, key: i.current}
 	i.cache = newCache(o.CacheSize)
 	return i, nil
 }

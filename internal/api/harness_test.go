@@ -1,0 +1,110 @@
+package api_test
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/agentkeys/agentkeys/internal/api"
+	"github.com/agentkeys/agentkeys/internal/broker"
+	"github.com/agentkeys/agentkeys/internal/client"
+	"github.com/agentkeys/agentkeys/internal/enclave"
+	"github.com/agentkeys/agentkeys/internal/ledger"
+)
+
+// env is a real broker (enclave, SQLite ledger) behind the real HTTP handler on a
+// loopback test server.
+type env struct {
+	b       *broker.Broker
+	srv     *httptest.Server
+	handler http.Handler
+	c       *client.Client
+	failing *atomic.Bool // when set, every ledger commit fails
+}
+
+type failingDriver struct {
+	ledger.Driver
+	fail *atomic.Bool
+}
+
+func (f failingDriver) Commit(ctx context.Context, es []ledger.Entry, ws []ledger.Write) error {
+	if f.fail.Load() {
+		return errors.New("injected: disk unavailable")
+	}
+	return f.Driver.Commit(ctx, es, ws)
+}
+
+func newEnv(t testing.TB, cfg broker.Config) *env {
+	t.Helper()
+	e := &env{failing: new(atomic.Bool)}
+	var h atomic.Pointer[http.Handler]
+	e.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { (*h.Load()).ServeHTTP(w, r) }))
+	t.Cleanup(e.srv.Close)
+	cfg.DataDir = t.TempDir()
+	cfg.Issuer = e.srv.URL
+	cfg.WrapDriver = func(d ledger.Driver) ledger.Driver { return failingDriver{d, e.failing} }
+	b, err := broker.Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Close)
+	if err := b.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	e.b = b
+	e.handler = api.New(b, api.Config{})
+	h.Store(&e.handler)
+	if e.c, err = client.New(e.srv.URL); err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+// owner registers a new owner and returns its session client.
+func (e *env) owner(t testing.TB) (*client.Session, *broker.SessionGrant) {
+	t.Helper()
+	_, key, _ := ed25519.GenerateKey(rand.Reader)
+	l := broker.Login{PublicKey: hex.EncodeToString(key.Public().(ed25519.PublicKey)), Server: e.srv.URL,
+		Time: time.Now().Unix(), Nonce: hex.EncodeToString(key[:16])}
+	broker.SignLogin(&l, key)
+	g, err := e.c.CreateAccount(context.Background(), l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e.c.WithToken(g.Token), g
+}
+
+// store encrypts secret for owner/agent/service exactly as the CLI does and stores it.
+func (e *env) store(t testing.TB, s *client.Session, omni, service string, secret []byte, approval string) {
+	t.Helper()
+	pub, err := e.b.Enclave.PublicKey(broker.ShieldingPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := hex.DecodeString(pub.Public)
+	ct, err := enclave.SealTo(raw, broker.CredentialInfo(omni, "*", service), secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Store(context.Background(), api.StoreBody{Service: service, Ciphertext: ct, Approval: approval}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func ed25519GenerateKey() (ed25519.PublicKey, ed25519.PrivateKey, error) {
+	return ed25519.GenerateKey(rand.Reader)
+}
+
+func loginFor(e *env, key ed25519.PrivateKey) broker.Login {
+	n := make([]byte, 16)
+	rand.Read(n)
+	return broker.Login{PublicKey: hex.EncodeToString(key.Public().(ed25519.PublicKey)), Server: e.srv.URL,
+		Time: time.Now().Unix(), Nonce: hex.EncodeToString(n)}
+}

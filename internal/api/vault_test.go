@@ -1,0 +1,260 @@
+package api_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdh"
+	"crypto/hpke"
+	"crypto/mlkem"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"crypto/ed25519"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/agentkeys/agentkeys/internal/api"
+	"github.com/agentkeys/agentkeys/internal/broker"
+	"github.com/agentkeys/agentkeys/internal/enclave"
+	"github.com/agentkeys/agentkeys/internal/ledger"
+	"github.com/agentkeys/agentkeys/internal/problem"
+)
+
+func hpkeKey(t testing.TB) hpke.PrivateKey {
+	dk, _ := mlkem.GenerateKey768()
+	x, _ := ecdh.X25519().GenerateKey(rand.Reader)
+	k, err := hpke.NewHybridPrivateKey(dk, x)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+func code(err error) string {
+	var p *problem.Error
+	if errors.As(err, &p) {
+		return p.Code
+	}
+	return "no problem: " + errString(err)
+}
+
+func errString(err error) string {
+	if err == nil {
+		return "<nil>"
+	}
+	return err.Error()
+}
+
+// TestReadFailsClosed: when the audit entry cannot be made durable, the read
+// returns an error and no ciphertext or plaintext of the credential.
+func TestReadFailsClosed(t *testing.T) {
+	e := newEnv(t, broker.Config{})
+	s, g := e.owner(t)
+	secret := []byte("sk-fail-closed-0001")
+	e.store(t, s, g.Omni, "svc", secret, "")
+	k := hpkeKey(t)
+	e.failing.Store(true)
+	body, _ := json.Marshal(api.ReadBody{Recipient: k.PublicKey().Bytes()})
+	req := httptest.NewRequest(http.MethodPost, "/v1/credentials/svc/read", bytes.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+g.Token)
+	rec := httptest.NewRecorder()
+	e.handler.ServeHTTP(rec, req)
+	if rec.Code != http.StatusInternalServerError || strings.Contains(rec.Body.String(), "sealed") {
+		t.Fatalf("read with a failing ledger: %d %s", rec.Code, rec.Body)
+	}
+	if bytes.Contains(rec.Body.Bytes(), secret) {
+		t.Fatal("plaintext in the answer")
+	}
+	e.failing.Store(false)
+	res, err := s.Read(context.Background(), "svc", api.ReadBody{Recipient: k.PublicKey().Bytes()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pt, err := hpke.Open(k, hpke.HKDFSHA256(), hpke.AES256GCM(), []byte(res.Info), res.Sealed)
+	if err != nil || !bytes.Equal(pt, secret) {
+		t.Fatalf("read after recovery: %q %v", pt, err)
+	}
+}
+
+func TestSessionChannelRead(t *testing.T) {
+	e := newEnv(t, broker.Config{})
+	k := hpkeKey(t)
+	_, key := newIdentity()
+	l := loginFor(e, key)
+	l.ChannelKey = base64.StdEncoding.EncodeToString(k.PublicKey().Bytes())
+	broker.SignLogin(&l, key)
+	g, err := e.c.CreateAccount(context.Background(), l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ck, err := hpke.Open(k, hpke.HKDFSHA256(), hpke.AES256GCM(), []byte(g.ChannelInfo), mustB64(t, g.ChannelKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := e.c.WithToken(g.Token)
+	e.store(t, s, g.Omni, "svc", []byte("channel-secret"), "")
+	res, err := s.Read(context.Background(), "svc", api.ReadBody{})
+	if err != nil || res.Mode != "session" {
+		t.Fatalf("%+v %v", res, err)
+	}
+	pt, err := enclave.OpenSessionBox(ck, []byte(res.Info), res.Sealed)
+	if err != nil || string(pt) != "channel-secret" {
+		t.Fatalf("%q %v", pt, err)
+	}
+}
+
+func mustB64(t testing.TB, s string) []byte {
+	b, err := base64.StdEncoding.DecodeString(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestOwnersAreIsolated: one owner cannot read, list or delete another's
+// credentials, even knowing the service name; a ciphertext made for one owner
+// cannot be stored by another.
+func TestOwnersAreIsolated(t *testing.T) {
+	e := newEnv(t, broker.Config{})
+	ctx := context.Background()
+	a, ga := e.owner(t)
+	b, _ := e.owner(t)
+	e.store(t, a, ga.Omni, "shared-name", []byte("a-secret"), "")
+	k := hpkeKey(t)
+	if _, err := b.Read(ctx, "shared-name", api.ReadBody{Recipient: k.PublicKey().Bytes()}); code(err) != problem.NotFound {
+		t.Fatalf("B read A's credential: %v", err)
+	}
+	if list, err := b.List(ctx); err != nil || len(list) != 0 {
+		t.Fatalf("B lists %v %v", list, err)
+	}
+	if err := b.Delete(ctx, "shared-name", ""); code(err) != problem.NotFound {
+		t.Fatalf("B deleted A's credential: %v", err)
+	}
+	if _, err := a.Read(ctx, "shared-name", api.ReadBody{Recipient: k.PublicKey().Bytes()}); err != nil {
+		t.Fatalf("A lost its credential: %v", err)
+	}
+	// A's ciphertext replayed by B is refused: it is bound to A's omni.
+	pub, _ := e.b.Enclave.PublicKey(broker.ShieldingPath)
+	raw, _ := hex.DecodeString(pub.Public)
+	ct, _ := enclave.SealTo(raw, broker.CredentialInfo(ga.Omni, "*", "stolen"), []byte("x"))
+	if _, err := b.Store(ctx, api.StoreBody{Service: "stolen", Ciphertext: ct}); code(err) != problem.BadRequest {
+		t.Fatalf("B stored a ciphertext bound to A: %v", err)
+	}
+}
+
+func TestRateLimit(t *testing.T) {
+	var clock atomic.Int64 // the limiter's clock: moved by the test, not by the wall
+	clock.Store(time.Now().UnixNano())
+	e := newEnv(t, broker.Config{Now: func() time.Time { return time.Unix(0, clock.Load()) }}) // default: 100 reads per minute
+	s, g := e.owner(t)
+	e.store(t, s, g.Omni, "svc", []byte("v"), "")
+	k := hpkeKey(t)
+	body := api.ReadBody{Recipient: k.PublicKey().Bytes()}
+	for i := range 100 {
+		if _, err := s.Read(context.Background(), "svc", body); err != nil {
+			t.Fatalf("read %d: %v", i+1, err)
+		}
+	}
+	raw, _ := json.Marshal(body)
+	req, _ := http.NewRequest(http.MethodPost, e.srv.URL+"/v1/credentials/svc/read", bytes.NewReader(raw))
+	req.Header.Set("Authorization", "Bearer "+g.Token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("101st read: %d Retry-After=%q", resp.StatusCode, resp.Header.Get("Retry-After"))
+	}
+	clock.Add(int64(59 * time.Second))
+	if _, err := s.Read(context.Background(), "svc", body); code(err) != problem.RateLimited {
+		t.Fatalf("a read 59 s after the burst: %v", err)
+	}
+	clock.Add(int64(time.Second))
+	if _, err := s.Read(context.Background(), "svc", body); err != nil {
+		t.Fatalf("reads did not resume after the window: %v", err)
+	}
+}
+
+func TestApprovalFlow(t *testing.T) {
+	e := newEnv(t, broker.Config{})
+	ctx := context.Background()
+	s, g := e.owner(t)
+	e.store(t, s, g.Omni, "bank", []byte("hv"), "required")
+	k := hpkeKey(t)
+	body := api.ReadBody{Recipient: k.PublicKey().Bytes()}
+	_, err := s.Read(ctx, "bank", body)
+	if code(err) != problem.ApprovalNeeded {
+		t.Fatalf("first read: %v", err)
+	}
+	list, _ := s.Approvals(ctx)
+	if len(list) != 1 || list[0].Status != "pending" {
+		t.Fatalf("approvals: %+v", list)
+	}
+	other, _ := e.owner(t)
+	if _, err := other.Approve(ctx, list[0].ID); code(err) != problem.NotFound {
+		t.Fatalf("another owner approved: %v", err)
+	}
+	if _, err := s.Approve(ctx, list[0].ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Read(ctx, "bank", body); err != nil {
+		t.Fatalf("approved read: %v", err)
+	}
+	if _, err := s.Read(ctx, "bank", body); code(err) != problem.ApprovalNeeded {
+		t.Fatalf("a grant allowed a second read: %v", err)
+	}
+	if _, err := s.Approve(ctx, list[0].ID); code(err) != problem.NotFound {
+		t.Fatalf("a used grant was approved again: %v", err)
+	}
+	if _, err := ledger.VerifyDriver(ctx, broker.Schema(), e.b.Storage(), true); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// FuzzStoreAndReadBodies sends arbitrary bodies to store and read: never a 500,
+// never a panic, never a state change from a refused request.
+func FuzzStoreAndReadBodies(f *testing.F) {
+	e := newEnv(f, broker.Config{ReadLimit: 1 << 20})
+	_, g := e.owner(f)
+	f.Add([]byte(`{"service":"svc","ciphertext":"AAAA"}`), true)
+	f.Add([]byte(`{"recipient":"AAAA"}`), false)
+	f.Add([]byte(`{"service":"../x","ciphertext":""}`), true)
+	f.Add([]byte(`{"agent":"*"}`), false)
+	f.Add([]byte(`[]`), true)
+	f.Fuzz(func(t *testing.T, body []byte, store bool) {
+		path := "/v1/credentials/svc/read"
+		if store {
+			path = "/v1/credentials"
+		}
+		before := e.b.Storage()
+		h1, _, _ := before.Head(context.Background())
+		req := httptest.NewRequest(http.MethodPost, path, bytes.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+g.Token)
+		rec := httptest.NewRecorder()
+		e.handler.ServeHTTP(rec, req)
+		if rec.Code >= 500 {
+			t.Fatalf("%s %q: %d %s", path, body, rec.Code, rec.Body)
+		}
+		if rec.Code >= 300 && !store {
+			// a refused read writes at most its own denial entry
+			h2, _, _ := before.Head(context.Background())
+			if h2.Seq > h1.Seq+1 {
+				t.Fatalf("refused read appended %d entries", h2.Seq-h1.Seq)
+			}
+		}
+		io.Copy(io.Discard, rec.Body)
+	})
+}
+
+func newIdentity() (ed25519.PublicKey, ed25519.PrivateKey) {
+	pub, priv, _ := ed25519GenerateKey()
+	return pub, priv
+}
