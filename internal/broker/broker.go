@@ -40,12 +40,12 @@ type Config struct {
 	// WrapDriver, when set, wraps the ledger store (fault-injection tests).
 	WrapDriver func(ledger.Driver) ledger.Driver
 
-	Issuer         string        // this broker's URL: iss of its tokens, audience of logins
-	SessionTTL     time.Duration // owner sessions (default 30 days)
-	ReadLimit      int           // credential reads per session per ReadWindow (default 100)
-	ReadWindow     time.Duration // default 1 minute
-	ApprovalTTL    time.Duration // how long a pending approval request can be approved (default 10 min)
-	ApprovalWindow time.Duration // how long a grant allows one read (default 2 min)
+	Issuer         string           // this broker's URL: iss of its tokens, audience of logins
+	SessionTTL     time.Duration    // owner sessions (default 30 days)
+	ReadLimit      int              // credential reads per session per ReadWindow (default 100)
+	ReadWindow     time.Duration    // default 1 minute
+	ApprovalTTL    time.Duration    // how long a pending approval request can be approved (default 10 min)
+	ApprovalWindow time.Duration    // how long a grant allows one read (default 2 min)
 	Now            func() time.Time // clock of the read rate limit (tests); nil = time.Now
 }
 
