@@ -22,22 +22,28 @@ import (
 // env is a real broker (enclave, SQLite ledger) behind the real HTTP handler on a
 // loopback test server.
 type env struct {
-	b       *broker.Broker
-	srv     *httptest.Server
-	handler http.Handler
-	c       *client.Client
-	failing *atomic.Bool // when set, every ledger commit fails
+	b                *broker.Broker
+	srv              *httptest.Server
+	handler          http.Handler
+	c                *client.Client
+	failing          *atomic.Bool // when set, every ledger commit fails
+	commits, entries atomic.Int64
 }
 
 type failingDriver struct {
 	ledger.Driver
-	fail *atomic.Bool
+	fail             *atomic.Bool
+	commits, entries *atomic.Int64
 }
 
 func (f failingDriver) Commit(ctx context.Context, es []ledger.Entry, ws []ledger.Write) error {
 	if f.fail.Load() {
 		return errors.New("injected: disk unavailable")
 	}
+	f.commits.Add(1)
+	f.entries.Add(int64(len(es)))
+	t0 := time.Now()
+	defer func() { commitNanos.Add(int64(time.Since(t0))) }()
 	return f.Driver.Commit(ctx, es, ws)
 }
 
@@ -49,7 +55,7 @@ func newEnv(t testing.TB, cfg broker.Config) *env {
 	t.Cleanup(e.srv.Close)
 	cfg.DataDir = t.TempDir()
 	cfg.Issuer = e.srv.URL
-	cfg.WrapDriver = func(d ledger.Driver) ledger.Driver { return failingDriver{d, e.failing} }
+	cfg.WrapDriver = func(d ledger.Driver) ledger.Driver { return failingDriver{d, e.failing, &e.commits, &e.entries} }
 	b, err := broker.Open(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -108,3 +114,5 @@ func loginFor(e *env, key ed25519.PrivateKey) broker.Login {
 	return broker.Login{PublicKey: hex.EncodeToString(key.Public().(ed25519.PublicKey)), Server: e.srv.URL,
 		Time: time.Now().Unix(), Nonce: hex.EncodeToString(n)}
 }
+
+var commitNanos atomic.Int64

@@ -34,6 +34,8 @@ type Options struct {
 	CheckpointInterval time.Duration
 	// MaxBatch caps how many entries share one transaction (default 1024).
 	MaxBatch int
+	// StateCache is how many state keys are kept in memory (default 100,000).
+	StateCache int
 	// MaxSkew is how far in the future a submitted entry's time may be (default 1m).
 	MaxSkew time.Duration
 	// OnCommit runs in the writer after every durable commit, before any appender is
@@ -51,6 +53,9 @@ func (o *Options) defaults() {
 	}
 	if o.MaxBatch <= 0 {
 		o.MaxBatch = 1024
+	}
+	if o.StateCache <= 0 {
+		o.StateCache = 100_000
 	}
 	if o.MaxSkew <= 0 {
 		o.MaxSkew = time.Minute
@@ -84,7 +89,8 @@ type Ledger struct {
 	done    chan struct{}
 	once    sync.Once
 
-	head atomic.Pointer[Head] // last durable entry
+	head  atomic.Pointer[Head] // last durable entry
+	cache *stateCache          // committed state, write-through
 
 	mu      sync.Mutex
 	pending []*batch // prepared but not yet committed, oldest first
@@ -126,7 +132,7 @@ func Open(ctx context.Context, d Driver, s Schema, signer Signer, opts Options) 
 	l := &Ledger{d: d, schema: s, signer: signer, opts: opts,
 		reqs: make(chan *request, 4096), commits: make(chan *batch, 64),
 		quit: make(chan struct{}), done: make(chan struct{}),
-		lastCheckpoint: opts.Now(), empty: true}
+		lastCheckpoint: opts.Now(), empty: true, cache: newStateCache(opts.StateCache)}
 	h, ok, err := d.Head(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("ledger: reading head: %w", err)
@@ -231,7 +237,9 @@ func (l *Ledger) Entries(ctx context.Context, from uint64, limit int) ([]Entry, 
 }
 
 // State returns a read-only view of the committed state.
-func (l *Ledger) State(ctx context.Context) State { return View(ctx, l.d) }
+func (l *Ledger) State(ctx context.Context) State { return View(ctx, l.reader()) }
+
+func (l *Ledger) reader() Reader { return cachedReader{l.cache, l.d} }
 
 // Schema returns the schema the ledger enforces.
 func (l *Ledger) Schema() Schema { return l.schema }
@@ -338,7 +346,10 @@ func (l *Ledger) commit(group []*batch) {
 				b.writes.mergeInto(writes)
 			}
 		}
-		err = l.d.Commit(context.Background(), entries, writes.list())
+		list := writes.list()
+		if err = l.d.Commit(context.Background(), entries, list); err == nil {
+			l.cache.apply(list)
+		}
 	}
 	l.mu.Lock()
 	if err != nil {
@@ -375,7 +386,7 @@ func (l *Ledger) base(ctx context.Context) (*overlay, uint64, error) {
 		l.tip, l.empty, l.tipGen, l.sinceCheckpoint = h, !ok, l.gen, 1
 		l.pending = nil // the committer voids them
 	}
-	var st State = View(ctx, l.d)
+	var st State = View(ctx, l.reader())
 	for _, p := range l.pending {
 		st = &overlay{base: st, writes: p.writes.writes}
 	}

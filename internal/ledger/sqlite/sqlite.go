@@ -40,6 +40,7 @@ type Driver struct {
 
 	// statements prepared once on the writer connection
 	insEntry, putState, delState *sql.Stmt
+	getState                     *sql.Stmt // on the read pool
 
 	lock *os.File // flock held while open: one writer process per file
 
@@ -106,7 +107,12 @@ func open(path string, readOnly bool) (*Driver, error) {
 		if err != nil {
 			return nil, err
 		}
-		return &Driver{r: r}, nil
+		d := &Driver{r: r}
+		if d.getState, err = r.Prepare(getStateSQL); err != nil {
+			r.Close()
+			return nil, fmt.Errorf("sqlite: prepare: %w", err)
+		}
+		return d, nil
 	}
 	w, err := sql.Open("sqlite", dsn(""))
 	if err != nil {
@@ -124,6 +130,10 @@ func open(path string, readOnly bool) (*Driver, error) {
 	}
 	r.SetMaxOpenConns(8)
 	d := &Driver{w: w, r: r}
+	if d.getState, err = r.Prepare(getStateSQL); err != nil {
+		d.Close()
+		return nil, fmt.Errorf("sqlite: prepare: %w", err)
+	}
 	for _, p := range []struct {
 		s **sql.Stmt
 		q string
@@ -142,7 +152,7 @@ func open(path string, readOnly bool) (*Driver, error) {
 
 // Close closes both connection pools.
 func (d *Driver) Close() error {
-	for _, s := range []*sql.Stmt{d.insEntry, d.putState, d.delState} {
+	for _, s := range []*sql.Stmt{d.insEntry, d.putState, d.delState, d.getState} {
 		if s != nil {
 			s.Close()
 		}
@@ -161,6 +171,8 @@ func (d *Driver) Close() error {
 
 // DB exposes the writer handle for fault and tamper tests.
 func (d *Driver) DB() *sql.DB { return d.w }
+
+const getStateSQL = `SELECT value FROM state WHERE key = ?`
 
 const entryCols = `seq, prev_hash, time, kind, origin, payload, signer, sig`
 
@@ -220,7 +232,7 @@ func (d *Driver) Entries(ctx context.Context, from uint64, limit int) ([]ledger.
 // Get implements ledger.Reader.
 func (d *Driver) Get(ctx context.Context, key string) ([]byte, bool, error) {
 	var v []byte
-	err := d.r.QueryRowContext(ctx, `SELECT value FROM state WHERE key = ?`, key).Scan(&v)
+	err := d.getState.QueryRowContext(ctx, key).Scan(&v)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, false, nil
 	}

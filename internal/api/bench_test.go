@@ -1,0 +1,89 @@
+package api_test
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/agentkeys/agentkeys/internal/api"
+	"github.com/agentkeys/agentkeys/internal/broker"
+)
+
+// BenchmarkReadPath measures the full credential read through the broker's HTTP
+// handler: token verify → rate limit → scope/lookup → durable audit entry (group
+// commit, fsync) → enclave re-encryption, with 16 concurrent readers, each its
+// own owner session. mode=session boxes the answer under the session channel
+// key; mode=hpke re-encrypts to a fresh hybrid HPKE key per request.
+func BenchmarkReadPath(b *testing.B) {
+	for _, mode := range []string{"session", "hpke"} {
+		b.Run("mode="+mode+"/readers=16", func(b *testing.B) {
+			e := newEnv(b, broker.Config{ReadLimit: 1 << 20, ReadWindow: time.Minute})
+			const readers = 16
+			type reader struct {
+				token string
+				body  []byte
+			}
+			pool := make(chan reader, readers)
+			for range readers {
+				k := hpkeKey(b)
+				_, key := newIdentity()
+				l := loginFor(e, key)
+				l.ChannelKey = base64.StdEncoding.EncodeToString(k.PublicKey().Bytes())
+				broker.SignLogin(&l, key)
+				g, err := e.c.CreateAccount(b.Context(), l)
+				if err != nil {
+					b.Fatal(err)
+				}
+				e.store(b, e.c.WithToken(g.Token), g.Omni, "svc", []byte("sk-bench-0123456789abcdef"), "")
+				rb := api.ReadBody{}
+				if mode == "hpke" {
+					rb.Recipient = k.PublicKey().Bytes()
+				}
+				body, _ := json.Marshal(rb)
+				pool <- reader{g.Token, body}
+			}
+			var mu sync.Mutex
+			var lat []time.Duration
+			c0, n0 := e.commits.Load(), e.entries.Load()
+			b.SetParallelism(readers / 2) // GOMAXPROCS=2 → 16 goroutines
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				r := <-pool
+				local := make([]time.Duration, 0, 1024)
+				for pb.Next() {
+					req := httptest.NewRequest(http.MethodPost, "/v1/credentials/svc/read", bytes.NewReader(r.body))
+					req.Header.Set("Authorization", "Bearer "+r.token)
+					rec := httptest.NewRecorder()
+					t0 := time.Now()
+					e.handler.ServeHTTP(rec, req)
+					local = append(local, time.Since(t0))
+					if rec.Code != http.StatusOK {
+						b.Errorf("read: %d %s", rec.Code, rec.Body)
+						return
+					}
+				}
+				mu.Lock()
+				lat = append(lat, local...)
+				mu.Unlock()
+			})
+			b.StopTimer()
+			slices.Sort(lat)
+			if len(lat) > 0 {
+				b.ReportMetric(float64(len(lat))/b.Elapsed().Seconds(), "reads/s")
+				b.ReportMetric(ms(lat[len(lat)/2]), "p50_ms")
+				b.ReportMetric(ms(lat[len(lat)*99/100]), "p99_ms")
+				b.ReportMetric(float64(e.entries.Load()-n0)/float64(max(1, e.commits.Load()-c0)), "entries/commit")
+				b.ReportMetric(float64(commitNanos.Load())/1e3/float64(max(1, e.commits.Load())), "us/commit")
+				b.ReportMetric(float64(commitNanos.Load())/float64(b.Elapsed()), "committer_busy")
+			}
+		})
+	}
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
