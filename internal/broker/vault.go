@@ -249,7 +249,7 @@ func (b *Broker) Approve(ctx context.Context, c *Caller, id string) (*vault.Appr
 	if time.Now().Unix() > a.Expires {
 		return nil, problem.New(problem.Denied, "the approval request has expired", "ask the reader to read again, which files a new request")
 	}
-	g := vault.Grant{ID: id, Owner: c.Omni(), Until: time.Now().Add(b.cfg.ApprovalWindow).Unix()}
+	g := vault.Grant{ID: id, Owner: c.Omni(), Service: a.Service, Agent: a.Agent, Until: time.Now().Add(b.cfg.ApprovalWindow).Unix()}
 	if _, err := lg.Append(ctx, ledger.AccountOrigin(c.Omni()), vault.KindGranted, g); err != nil {
 		return nil, ledgerProblem(err)
 	}
@@ -316,5 +316,10 @@ func (b *Broker) Usage(ctx context.Context, c *Caller, f vault.UsageFilter) ([]v
 	if err := b.mustOwner(c); err != nil {
 		return nil, err
 	}
-	return vault.ListUsage(lg.State(ctx), c.Omni(), f)
+	wait, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := b.usage.WaitFor(wait, lg.Head().Seq); err != nil {
+		return nil, problem.New(problem.NotReady, "the usage index is still catching up with the ledger", "retry in a few seconds")
+	}
+	return b.usage.Usage(ctx, c.Omni(), f)
 }

@@ -47,8 +47,11 @@ func originSet(origin string) (OriginSet, error) {
 }
 
 // admit checks everything about e that does not depend on its position: the kind
-// exists, the origin may submit it, the payload is canonical and, when checkSig is
-// set, the signature is the origin's. st supplies genesis and account wallets.
+// exists and the origin may submit it; when checkSig is set (entries signed
+// outside, and every entry under verification) also that the payload is canonical
+// and the signature is the origin's. Entries the ledger builds itself have
+// canonical payloads by construction (MarshalPayload). st supplies genesis and
+// account wallets.
 func (s Schema) admit(st State, e *Entry, checkSig bool) (Kind, error) {
 	k, ok := s.kind(e.Kind)
 	if !ok {
@@ -61,10 +64,10 @@ func (s Schema) admit(st State, e *Entry, checkSig bool) (Kind, error) {
 	if k.Origins&set == 0 {
 		return k, fmt.Errorf("%w: %s may not submit %q", ErrOrigin, e.Origin, e.Kind)
 	}
-	if err := CheckPayload(e.Payload); err != nil {
-		return k, err
-	}
-	if checkSig {
+	if checkSig { // entries from outside: the payload's form and the signature
+		if err := CheckPayload(e.Payload); err != nil {
+			return k, err
+		}
 		if err := s.checkSig(st, e, set); err != nil {
 			return k, err
 		}

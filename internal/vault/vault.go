@@ -1,6 +1,6 @@
 // Package vault is the ledger side of the credential vault (§5): credential
 // records, their audit trail (store, read, denied read, delete), high-value
-// approvals and the usage rows folded from them. Records hold only the hash of the
+// approvals, and the usage rows derived from those entries. Records hold only the hash of the
 // ciphertext; the ciphertext is a content-addressed blob beside the ledger. It
 // never sees plaintext.
 package vault
@@ -90,12 +90,16 @@ type Approval struct {
 
 // Grant is the payload of approval.granted.
 type Grant struct {
-	ID    string `json:"id"`
-	Owner string `json:"owner"`
-	Until int64  `json:"until"`
+	ID      string `json:"id"`
+	Owner   string `json:"owner"`
+	Service string `json:"service"`
+	Agent   string `json:"agent"`
+	Until   int64  `json:"until"`
 }
 
-// Usage is one audit row as shown by `agentkeys usage`.
+// Usage is one audit row as shown by `agentkeys usage`. Rows are not folded into
+// state: UsageOf derives them from entries, and package auditindex keeps them
+// queryable by owner (a cache rebuilt from the ledger).
 type Usage struct {
 	Seq       uint64 `json:"seq"`
 	Time      int64  `json:"time"` // unix nanos
@@ -128,9 +132,6 @@ func CredKey(owner, agent, service string) string {
 }
 
 func approvalKey(owner, id string) string { return "approval/" + owner + "/" + id }
-func usageKey(owner string, seq uint64) string {
-	return fmt.Sprintf("usage/%s/%016x", owner, seq)
-}
 
 func actorOf(e *ledger.Entry, actor string) error {
 	omni, _ := ledger.AccountOf(e.Origin)
@@ -138,11 +139,6 @@ func actorOf(e *ledger.Entry, actor string) error {
 		return errors.New("the actor must be the account that signs the entry")
 	}
 	return nil
-}
-
-func addUsage(st ledger.State, e *ledger.Entry, owner string, u Usage) error {
-	u.Seq, u.Time = e.Seq, e.Time
-	return ledger.PutJSON(st, usageKey(owner, e.Seq), u)
 }
 
 func foldStored(st ledger.State, e *ledger.Entry) error {
@@ -179,11 +175,7 @@ func foldStored(st ledger.State, e *ledger.Entry) error {
 		return fmt.Errorf("version must be %d", want)
 	}
 	c.Stored = e.Time
-	if err := ledger.PutJSON(st, CredKey(c.Owner, c.Agent, c.Service), c); err != nil {
-		return err
-	}
-	return addUsage(st, e, c.Owner, Usage{Actor: c.Owner, ActorRole: "owner", Action: "store", Service: c.Service, Agent: c.Agent,
-		Result: "ok", Detail: fmt.Sprintf("version %d", c.Version)})
+	return ledger.PutJSON(st, CredKey(c.Owner, c.Agent, c.Service), c)
 }
 
 func foldRead(st ledger.State, e *ledger.Entry) error {
@@ -213,14 +205,12 @@ func foldRead(st ledger.State, e *ledger.Entry) error {
 			return errors.New("the grant has lapsed")
 		}
 		a.Status = "used"
-		if err := ledger.PutJSON(st, approvalKey(r.Owner, a.ID), a); err != nil {
-			return err
-		}
-	} else if r.ApprovalID != "" {
+		return ledger.PutJSON(st, approvalKey(r.Owner, a.ID), a)
+	}
+	if r.ApprovalID != "" {
 		return errors.New("approval_id on a credential without approval")
 	}
-	return addUsage(st, e, r.Owner, Usage{Actor: r.Actor, ActorRole: r.ActorRole, Alias: r.Alias, Action: "read",
-		Service: r.Service, Agent: r.Agent, Result: "ok", Detail: fmt.Sprintf("version %d", r.Version)})
+	return nil
 }
 
 func foldDenied(st ledger.State, e *ledger.Entry) error {
@@ -234,8 +224,7 @@ func foldDenied(st ledger.State, e *ledger.Entry) error {
 	if r.Reason == "" || !ledger.ValidOmni(r.Owner) {
 		return errors.New("a denied read names its owner and reason")
 	}
-	return addUsage(st, e, r.Owner, Usage{Actor: r.Actor, ActorRole: r.ActorRole, Alias: r.Alias, Action: "read",
-		Service: r.Service, Agent: r.Agent, Result: "denied", Detail: r.Reason})
+	return nil
 }
 
 func foldDeleted(st ledger.State, e *ledger.Entry) error {
@@ -256,11 +245,7 @@ func foldDeleted(st ledger.State, e *ledger.Entry) error {
 	if err := st.Delete(CredKey(d.Owner, d.Agent, d.Service)); err != nil {
 		return err
 	}
-	if err := st.Delete(ledger.BlobKey(c.CiphertextHash)); err != nil {
-		return err
-	}
-	return addUsage(st, e, d.Owner, Usage{Actor: d.Actor, ActorRole: "owner", Action: "delete", Service: d.Service,
-		Agent: d.Agent, Result: "ok"})
+	return st.Delete(ledger.BlobKey(c.CiphertextHash))
 }
 
 func foldRequested(st ledger.State, e *ledger.Entry) error {
@@ -280,11 +265,7 @@ func foldRequested(st ledger.State, e *ledger.Entry) error {
 		return errors.New("approval id already used")
 	}
 	a.Status = "pending"
-	if err := ledger.PutJSON(st, approvalKey(a.Owner, a.ID), a); err != nil {
-		return err
-	}
-	return addUsage(st, e, a.Owner, Usage{Actor: a.Actor, ActorRole: a.ActorRole, Alias: a.Alias, Action: "approval.request",
-		Service: a.Service, Agent: a.Agent, Result: "pending", Detail: a.ID})
+	return ledger.PutJSON(st, approvalKey(a.Owner, a.ID), a)
 }
 
 func foldGranted(st ledger.State, e *ledger.Entry) error {
@@ -299,16 +280,12 @@ func foldGranted(st ledger.State, e *ledger.Entry) error {
 	if err != nil {
 		return err
 	}
-	if !ok || a.Status != "pending" {
-		return errors.New("no pending approval with that id")
+	if !ok || a.Status != "pending" || a.Service != g.Service || a.Agent != g.Agent {
+		return errors.New("no pending approval with that id for that credential")
 	}
 	if e.Time/1e9 > a.Expires {
 		return errors.New("the approval request has expired")
 	}
 	a.Status, a.Until = "granted", g.Until
-	if err := ledger.PutJSON(st, approvalKey(g.Owner, g.ID), a); err != nil {
-		return err
-	}
-	return addUsage(st, e, g.Owner, Usage{Actor: g.Owner, ActorRole: "owner", Action: "approve", Service: a.Service,
-		Agent: a.Agent, Result: "ok", Detail: a.ID})
+	return ledger.PutJSON(st, approvalKey(g.Owner, g.ID), a)
 }
