@@ -9,6 +9,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 
 	"github.com/agentkeys/agentkeys/internal/ledger"
 )
@@ -27,13 +29,15 @@ const (
 
 // Account is the state record of one account.
 type Account struct {
-	Omni      string `json:"omni"`
-	Wallet    string `json:"wallet"`
-	Type      string `json:"type"`
-	PublicKey string `json:"public_key,omitempty"` // hex Ed25519 identity key (type key)
-	Role      string `json:"role"`                 // owner | agent
-	Parent    string `json:"parent,omitempty"`     // agents: the owner's omni
-	Created   int64  `json:"created,omitempty"`    // unix nanos, set from the entry time
+	Omni       string `json:"omni"`
+	Wallet     string `json:"wallet"`
+	Type       string `json:"type"`
+	PublicKey  string `json:"public_key,omitempty"` // hex Ed25519 identity key (type key)
+	Role       string `json:"role"`                 // owner | agent
+	Parent     string `json:"parent,omitempty"`     // agents: the owner's omni
+	Alias      string `json:"alias,omitempty"`      // agents: the alias given at pairing
+	Generation int    `json:"generation,omitempty"` // agents: 1 at first pairing, +1 per re-pairing
+	Created    int64  `json:"created,omitempty"`    // unix nanos, set from the entry time
 }
 
 // Session is the state record of one session; tokens are never stored.
@@ -60,6 +64,12 @@ func OwnerOmni(pub []byte) string {
 	return hex.EncodeToString(h[:])
 }
 
+// AgentOmni computes an agent's omni (§4.1): a fresh one per generation.
+func AgentOmni(parent, alias string, generation int) string {
+	h := sha256.Sum256(fmt.Appendf(nil, "agentkeys/omni/v1|child|%s//%s/%d", parent, alias, generation))
+	return hex.EncodeToString(h[:])
+}
+
 // Kinds returns the account ledger kinds.
 func Kinds() map[string]ledger.Kind {
 	return map[string]ledger.Kind{
@@ -72,6 +82,14 @@ func Kinds() map[string]ledger.Kind {
 func accountKey(omni string) string { return "account/" + omni }
 func sessionKey(sid string) string  { return "session/" + sid }
 func loginKey(h string) string      { return "login/" + h }
+func walletKey(w string) string     { return "wallet/" + strings.ToLower(w) }
+
+// ByWallet finds the omni of the account with wallet address w (any case).
+func ByWallet(st ledger.State, w string) (string, bool, error) {
+	var omni string
+	ok, err := ledger.GetJSON(st, walletKey(w), &omni)
+	return omni, ok, err
+}
 
 // Wallet returns the wallet address of an account (ledger.Schema.Wallet).
 func Wallet(st ledger.State, omni string) (string, error) {
@@ -120,8 +138,8 @@ func foldCreated(st ledger.State, e *ledger.Entry) error {
 			return errors.New("owner omni must be derived from its identity key")
 		}
 	case "agent":
-		if !ledger.ValidOmni(a.Parent) {
-			return errors.New("agent account needs its owner as parent")
+		if !ledger.ValidOmni(a.Parent) || a.Alias == "" || a.Generation < 1 || AgentOmni(a.Parent, a.Alias, a.Generation) != a.Omni {
+			return errors.New("agent account needs its owner as parent and an omni derived from parent, alias and generation")
 		}
 	default:
 		return fmt.Errorf("unknown role %q", a.Role)
@@ -132,6 +150,9 @@ func foldCreated(st ledger.State, e *ledger.Entry) error {
 		return fmt.Errorf("account %s already exists", a.Omni)
 	}
 	a.Created = e.Time
+	if err := st.Put(walletKey(a.Wallet), []byte(strconv.Quote(a.Omni))); err != nil {
+		return err
+	}
 	return ledger.PutJSON(st, accountKey(a.Omni), a)
 }
 

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"slices"
 	"sync"
 	"testing"
@@ -18,13 +19,15 @@ import (
 // BenchmarkReadPath measures the full credential read through the broker's HTTP
 // handler: token verify → rate limit → scope/lookup → durable audit entry (group
 // commit, fsync) → enclave re-encryption, with 16 concurrent readers, each its
-// own owner session. mode=session boxes the answer under the session channel
+// own owner session (16 on 2 cores; rounded up to a multiple of GOMAXPROCS).
+// mode=session boxes the answer under the session channel
 // key; mode=hpke re-encrypts to a fresh hybrid HPKE key per request.
 func BenchmarkReadPath(b *testing.B) {
 	for _, mode := range []string{"session", "hpke"} {
 		b.Run("mode="+mode+"/readers=16", func(b *testing.B) {
 			e := newEnv(b, broker.Config{ReadLimit: 1 << 20, ReadWindow: time.Minute})
-			const readers = 16
+			par := (16 + runtime.GOMAXPROCS(0) - 1) / runtime.GOMAXPROCS(0)
+			readers := par * runtime.GOMAXPROCS(0) // RunParallel starts exactly this many goroutines
 			type reader struct {
 				token string
 				body  []byte
@@ -51,7 +54,7 @@ func BenchmarkReadPath(b *testing.B) {
 			var mu sync.Mutex
 			var lat []time.Duration
 			c0, n0 := e.commits.Load(), e.entries.Load()
-			b.SetParallelism(readers / 2) // GOMAXPROCS=2 → 16 goroutines
+			b.SetParallelism(par)
 			b.ResetTimer()
 			b.RunParallel(func(pb *testing.PB) {
 				r := <-pool

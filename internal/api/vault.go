@@ -43,7 +43,7 @@ type UsageList struct {
 func (s *server) authed(h func(http.ResponseWriter, *http.Request, *broker.Caller) error) func(http.ResponseWriter, *http.Request) error {
 	return func(w http.ResponseWriter, r *http.Request) error {
 		tok, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		c, err := s.b.Authenticate(r.Context(), tok)
+		c, err := s.b.AuthenticateRequest(r.Context(), tok, proofOf(r))
 		if err != nil {
 			return err
 		}

@@ -17,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/agentkeys/agentkeys/internal/agent"
 	"github.com/agentkeys/agentkeys/internal/ledger"
 	"github.com/agentkeys/agentkeys/internal/vault"
 
@@ -147,7 +148,9 @@ func (x *Index) add(ctx context.Context, es []ledger.Entry) error {
 	for i := range es {
 		owner, u, ok := vault.UsageOf(&es[i])
 		if !ok {
-			continue
+			if owner, u, ok = agent.UsageOf(&es[i]); !ok {
+				continue
+			}
 		}
 		row, _ := json.Marshal(u)
 		if _, err := tx.ExecContext(ctx, `INSERT OR REPLACE INTO usage (owner, seq, row) VALUES (?, ?, ?)`, owner, int64(u.Seq), row); err != nil {

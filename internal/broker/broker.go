@@ -20,7 +20,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/agentkeys/agentkeys/internal/account"
+	"github.com/agentkeys/agentkeys/internal/agent"
 	"github.com/agentkeys/agentkeys/internal/auditindex"
+	"github.com/agentkeys/agentkeys/internal/dpop"
 	"github.com/agentkeys/agentkeys/internal/enclave"
 	"github.com/agentkeys/agentkeys/internal/ledger"
 	"github.com/agentkeys/agentkeys/internal/ledger/sqlite"
@@ -48,6 +50,9 @@ type Config struct {
 	ApprovalTTL    time.Duration    // how long a pending approval request can be approved (default 10 min)
 	ApprovalWindow time.Duration    // how long a grant allows one read (default 2 min)
 	Now            func() time.Time // clock of the read rate limit (tests); nil = time.Now
+	PairLimit      int              // pair requests per owner and per source address per minute (default 10)
+	PairTTL        time.Duration    // default lifetime of a pair request (default 10 min; max 1 h)
+	AgentTTL       time.Duration    // default agent session TTL (default SessionTTL)
 }
 
 func (c *Config) defaults() {
@@ -72,6 +77,15 @@ func (c *Config) defaults() {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
+	if c.PairLimit <= 0 {
+		c.PairLimit = 10
+	}
+	if c.PairTTL <= 0 {
+		c.PairTTL = 10 * time.Minute
+	}
+	if c.AgentTTL <= 0 || c.AgentTTL > c.SessionTTL {
+		c.AgentTTL = c.SessionTTL
+	}
 }
 
 // Broker is the running broker.
@@ -87,6 +101,8 @@ type Broker struct {
 	stop    context.CancelFunc // ends background work started by Start
 	index   *account.Index
 	limiter *limiter
+	pairs   *limiter               // pair requests per owner and per source
+	proofs  *dpop.Verifier         // DPoP proofs: checks and replay cache
 	status  atomic.Pointer[string] // why not ready; nil once ready
 	metrics *metrics
 	// OperatorKeyCreated is set when this start created the operator key.
@@ -99,6 +115,7 @@ func Schema() ledger.Schema {
 	maps.Copy(kinds, registry.Kinds())
 	maps.Copy(kinds, account.Kinds())
 	maps.Copy(kinds, vault.Kinds())
+	maps.Copy(kinds, agent.Kinds())
 	return ledger.Schema{Kinds: kinds, Wallet: account.Wallet}
 }
 
@@ -120,7 +137,8 @@ func Open(cfg Config) (*Broker, error) {
 		return nil, err
 	}
 	b := &Broker{Enclave: enc, cfg: cfg, log: cfg.Logger, metrics: newMetrics(cfg.Registerer),
-		index: account.NewIndex(), limiter: newLimiter(cfg.ReadLimit, cfg.ReadWindow)}
+		index: account.NewIndex(), limiter: newLimiter(cfg.ReadLimit, cfg.ReadWindow),
+		pairs: newLimiter(cfg.PairLimit, time.Minute), proofs: dpop.NewVerifier(0, nil)}
 	if b.tokens, err = token.NewIssuer(enc, token.Options{Issuer: cfg.Issuer, Current: "issuer/jwt/v1"}); err != nil {
 		enc.Close()
 		return nil, err

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/agentkeys/agentkeys/internal/account"
+	"github.com/agentkeys/agentkeys/internal/agent"
 	"github.com/agentkeys/agentkeys/internal/ledger"
 	"github.com/agentkeys/agentkeys/internal/problem"
 	"github.com/agentkeys/agentkeys/internal/token"
@@ -58,6 +59,7 @@ type SessionGrant struct {
 type Caller struct {
 	Claims  *token.Claims
 	Account *account.Account
+	Agent   *agent.Agent // agent sessions: the agent's current record (scope, status)
 }
 
 // Omni returns the caller's account id.
@@ -178,9 +180,17 @@ func (b *Broker) openSession(ctx context.Context, a *account.Account, loginHash,
 	return g, nil
 }
 
-// Authenticate checks a bearer token on every request: signature and claims
-// (package token), then the revocation index and the account.
+// Authenticate checks a bearer token without a proof of possession: it admits
+// owner sessions only (agent sessions need AuthenticateRequest and a DPoP proof).
 func (b *Broker) Authenticate(ctx context.Context, bearer string) (*Caller, error) {
+	return b.AuthenticateRequest(ctx, bearer, Proof{})
+}
+
+// AuthenticateRequest checks a bearer token on every request: signature and
+// claims (package token); for agent sessions the DPoP proof (bound key, method,
+// URL, time, fresh jti, token hash); then the revocation index and the account,
+// and for agents their current record (generation, status) from state.
+func (b *Broker) AuthenticateRequest(ctx context.Context, bearer string, pr Proof) (*Caller, error) {
 	if bearer == "" {
 		return nil, problem.New(problem.Unauthenticated, "no session token was sent", "run agentkeys init (owner) or pair the daemon first")
 	}
@@ -195,14 +205,35 @@ func (b *Broker) Authenticate(ctx context.Context, bearer string) (*Caller, erro
 		}
 		return nil, problem.New(problem.Unauthenticated, "the session token is not valid", "log in again with agentkeys init --force")
 	}
-	if b.index.Revoked(c.SessionID) {
-		return nil, problem.New(problem.Revoked, "the session was revoked", "log in again with agentkeys init --force, or ask the owner to pair again")
+	if c.Role == token.RoleAgent {
+		if err := b.checkProof(pr, c.Cnf.JKT, bearer); err != nil {
+			return nil, err
+		}
 	}
-	a, err := account.Get(lg.State(ctx), c.Subject)
+	if b.index.Revoked(c.SessionID) {
+		if c.Role == token.RoleAgent {
+			return nil, problem.New(problem.Revoked, "the agent's session was revoked by its owner", "ask the owner to pair this daemon again (agentkeys daemon pair)")
+		}
+		return nil, problem.New(problem.Revoked, "the session was revoked", "log in again with agentkeys init --force")
+	}
+	st := lg.State(ctx)
+	a, err := account.Get(st, c.Subject)
 	if err != nil {
 		return nil, problem.New(problem.Unauthenticated, "the session's account does not exist", "log in again with agentkeys init")
 	}
-	return &Caller{Claims: c, Account: a}, nil
+	caller := &Caller{Claims: c, Account: a}
+	if c.Role == token.RoleAgent {
+		ag, ok, err := agent.Get(st, c.Parent, a.Alias)
+		if err != nil {
+			return nil, err
+		}
+		if !ok || ag.Omni != c.Subject || ag.SID != c.SessionID || ag.Status != agent.Active {
+			return nil, problem.New(problem.Revoked, "the agent's session was revoked by its owner",
+				"ask the owner to pair this daemon again (agentkeys daemon pair)")
+		}
+		caller.Agent = ag
+	}
+	return caller, nil
 }
 
 // Logout revokes the caller's session on the ledger.

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/agentkeys/agentkeys/internal/ledger"
@@ -140,18 +141,54 @@ func (b *Broker) Read(ctx context.Context, c *Caller, r ReadRequest) (*ReadResul
 		p.RetryAfter = retryAfterSeconds(wait)
 		return nil, p
 	}
-	if c.Claims.Role != token.RoleOwner {
-		return nil, errNotOwner // agent reads arrive with pairing (issue 4)
-	}
-	owner, agent := c.Omni(), agentField(r.Agent)
-	if err := checkNames(r.Service, agent); err != nil {
-		return nil, err
-	}
-	audit := vault.Read{Owner: owner, Agent: agent, Service: r.Service, Actor: c.Omni(), ActorRole: c.Claims.Role, SID: c.Claims.SessionID}
+	var owner, agent string
+	var audit vault.Read
+	var cr *vault.Credential
+	var ok bool
 	st := lg.State(ctx)
-	cr, ok, err := vault.Get(st, owner, agent, r.Service)
-	if err != nil {
-		return nil, err
+	switch {
+	case c.Claims.Role == token.RoleOwner:
+		owner, agent = c.Omni(), agentField(r.Agent)
+		if err := checkNames(r.Service, agent); err != nil {
+			return nil, err
+		}
+		audit = vault.Read{Owner: owner, Agent: agent, Service: r.Service, Actor: c.Omni(), ActorRole: c.Claims.Role, SID: c.Claims.SessionID}
+		if cr, ok, err = vault.Get(st, owner, agent, r.Service); err != nil {
+			return nil, err
+		}
+	case c.Agent != nil:
+		owner, agent = c.Agent.Owner, c.Agent.Alias
+		if err := checkNames(r.Service, vault.OwnerWide); err != nil {
+			return nil, err
+		}
+		audit = vault.Read{Owner: owner, Agent: agent, Service: r.Service, Actor: c.Omni(), ActorRole: c.Claims.Role,
+			Alias: c.Agent.Alias, SID: c.Claims.SessionID}
+		if r.Agent != "" && r.Agent != c.Agent.Alias {
+			return nil, b.deny(ctx, audit, "other_agent", problem.New(problem.Denied,
+				"an agent reads only its own and owner-wide credentials", "ask the owner to store the credential for this agent or owner-wide"))
+		}
+		if !slices.Contains(c.Agent.Scope, r.Service) {
+			return nil, b.deny(ctx, audit, "out_of_scope", problem.Newf(problem.Denied,
+				"the owner adds it with: agentkeys agent scope "+c.Agent.Alias+" --add "+r.Service,
+				"%q is not in this agent's scope", r.Service))
+		}
+		// The agent's own credential first, then the owner-wide one.
+		for _, who := range []string{c.Agent.Alias, vault.OwnerWide} {
+			if cr, ok, err = vault.Get(st, owner, who, r.Service); err != nil {
+				return nil, err
+			} else if ok {
+				agent = who
+				break
+			}
+		}
+		audit.Agent = agent
+		if !ok {
+			return nil, b.deny(ctx, audit, "not_found", problem.Newf(problem.NotFound,
+				fmt.Sprintf("the owner stores it with: agentkeys store %s (owner-wide) or agentkeys store %s --agent %s", r.Service, r.Service, c.Agent.Alias),
+				"no credential %q is stored for this agent or owner-wide", r.Service))
+		}
+	default:
+		return nil, errNotOwner
 	}
 	if !ok {
 		return nil, b.deny(ctx, audit, "not_found", problem.Newf(problem.NotFound, "list what is stored with agentkeys list",
@@ -169,7 +206,7 @@ func (b *Broker) Read(ctx context.Context, c *Caller, r ReadRequest) (*ReadResul
 	if err != nil || !ok {
 		return nil, fmt.Errorf("credential %s/%s/%s: blob missing: %v", owner, agent, r.Service, err)
 	}
-	if _, err := lg.Append(ctx, ledger.AccountOrigin(c.Omni()), vault.KindRead, audit); err != nil {
+	if _, err := lg.Append(ctx, ledger.AccountOrigin(audit.Actor), vault.KindRead, audit); err != nil {
 		return nil, problem.New(problem.Internal, "the read could not be audited, so nothing was released", "retry; the operator should check the server log")
 	}
 	res := &ReadResult{Service: r.Service, Agent: agent, Version: cr.Version, Info: string(ReadInfo(owner, agent, r.Service, cr.Version))}

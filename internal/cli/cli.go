@@ -52,6 +52,10 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if err == nil {
 		return problem.ExitOK
 	}
+	var ee exitError
+	if errors.As(err, &ee) {
+		return ee.code
+	}
 	var p *problem.Error
 	if !errors.As(err, &p) {
 		if isUsage(err) {
@@ -101,6 +105,7 @@ hash-chained ledger; every key comes from one sealed seed.`,
 	}
 	root.CompletionOptions.DisableDefaultCmd = true
 	root.AddCommand(serverCmd(e), auditCmd(e), initCmd(e), whoamiCmd(e), logoutCmd(e),
-		storeCmd(e), readCmd(e), listCmd(e), rmCmd(e), approveCmd(e), usageCmd(e))
+		storeCmd(e), readCmd(e), listCmd(e), rmCmd(e), approveCmd(e), usageCmd(e),
+		agentCmd(e), daemonCmd(e), runCmd(e))
 	return root
 }

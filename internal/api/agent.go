@@ -1,0 +1,157 @@
+package api
+
+import (
+	"net"
+	"net/http"
+
+	"github.com/agentkeys/agentkeys/internal/agent"
+	"github.com/agentkeys/agentkeys/internal/broker"
+)
+
+// PairList is the body of GET /v1/pair/requests.
+type PairList struct {
+	Requests []agent.Pair `json:"requests"`
+}
+
+// AgentList is the body of GET /v1/agents.
+type AgentList struct {
+	Agents []agent.Agent `json:"agents"`
+}
+
+// ServiceList is the body of GET /v1/agent/credentials.
+type ServiceList struct {
+	Services []string `json:"services"`
+}
+
+// TeardownResult is the body of POST /v1/agents/{alias}/teardown.
+type TeardownResult struct {
+	Alias   string `json:"alias"`
+	Deleted int    `json:"deleted"`
+}
+
+func (s *server) routesAgent(handle func(string, func(http.ResponseWriter, *http.Request) error)) {
+	handle("POST /v1/pair/requests", s.pairRequest)
+	handle("GET /v1/pair/requests", s.authed(s.pairPending))
+	handle("GET /v1/pair/requests/{id}", s.pairPoll)
+	handle("POST /v1/pair/requests/{id}/approve", s.authed(s.pairApprove))
+	handle("POST /v1/pair/requests/{id}/deny", s.authed(s.pairDeny))
+	handle("GET /v1/agents", s.authed(s.agentList))
+	handle("POST /v1/agents/{alias}/scope", s.authed(s.agentScope))
+	handle("POST /v1/agents/{alias}/revoke", s.authed(s.agentRevoke))
+	handle("POST /v1/agents/{alias}/teardown", s.authed(s.agentTeardown))
+	handle("GET /v1/agent/credentials", s.authed(s.agentCredentials))
+}
+
+// proofOf collects a request's DPoP proof and what it must match.
+func proofOf(r *http.Request) broker.Proof {
+	return broker.Proof{JWS: r.Header.Get("DPoP"), Method: r.Method, Path: r.URL.EscapedPath(), Host: r.Host, TLS: r.TLS != nil}
+}
+
+func (s *server) pairRequest(w http.ResponseWriter, r *http.Request) error {
+	var body agent.Request
+	if err := decode(r, &body); err != nil {
+		return err
+	}
+	src, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		src = r.RemoteAddr
+	}
+	res, err := s.b.RequestPairing(r.Context(), body, src)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusCreated, res)
+	return nil
+}
+
+func (s *server) pairPending(w http.ResponseWriter, r *http.Request, c *broker.Caller) error {
+	list, err := s.b.PendingPairs(r.Context(), c)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, PairList{Requests: list})
+	return nil
+}
+
+func (s *server) pairPoll(w http.ResponseWriter, r *http.Request) error {
+	st, err := s.b.PollPairing(r.Context(), r.PathValue("id"), proofOf(r))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, st)
+	return nil
+}
+
+func (s *server) pairApprove(w http.ResponseWriter, r *http.Request, c *broker.Caller) error {
+	var d broker.Decision
+	if err := decode(r, &d); err != nil {
+		return err
+	}
+	a, err := s.b.ApprovePairing(r.Context(), c, r.PathValue("id"), d)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, a)
+	return nil
+}
+
+func (s *server) pairDeny(w http.ResponseWriter, r *http.Request, c *broker.Caller) error {
+	var d broker.Decision
+	if err := decode(r, &d); err != nil {
+		return err
+	}
+	if err := s.b.DenyPairing(r.Context(), c, r.PathValue("id"), d); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]bool{"denied": true})
+	return nil
+}
+
+func (s *server) agentList(w http.ResponseWriter, r *http.Request, c *broker.Caller) error {
+	list, err := s.b.Agents(r.Context(), c)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, AgentList{Agents: list})
+	return nil
+}
+
+func (s *server) agentScope(w http.ResponseWriter, r *http.Request, c *broker.Caller) error {
+	var e broker.ScopeEdit
+	if err := decode(r, &e); err != nil {
+		return err
+	}
+	a, err := s.b.SetScope(r.Context(), c, r.PathValue("alias"), e)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, a)
+	return nil
+}
+
+func (s *server) agentRevoke(w http.ResponseWriter, r *http.Request, c *broker.Caller) error {
+	a, err := s.b.RevokeAgent(r.Context(), c, r.PathValue("alias"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, a)
+	return nil
+}
+
+func (s *server) agentTeardown(w http.ResponseWriter, r *http.Request, c *broker.Caller) error {
+	n, err := s.b.Teardown(r.Context(), c, r.PathValue("alias"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, TeardownResult{Alias: r.PathValue("alias"), Deleted: n})
+	return nil
+}
+
+func (s *server) agentCredentials(w http.ResponseWriter, r *http.Request, c *broker.Caller) error {
+	list, err := s.b.AgentServices(r.Context(), c)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, ServiceList{Services: list})
+	return nil
+}

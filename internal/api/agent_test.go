@@ -1,0 +1,217 @@
+package api_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/agentkeys/agentkeys/internal/agent"
+	"github.com/agentkeys/agentkeys/internal/broker"
+	"github.com/agentkeys/agentkeys/internal/client"
+	"github.com/agentkeys/agentkeys/internal/daemon"
+	"github.com/agentkeys/agentkeys/internal/dpop"
+	"github.com/agentkeys/agentkeys/internal/problem"
+)
+
+// ownerKey registers an owner and returns its session and identity key.
+func (e *env) ownerKey(t testing.TB) (*client.Session, *broker.SessionGrant, ed25519.PrivateKey) {
+	t.Helper()
+	_, key, _ := ed25519.GenerateKey(rand.Reader)
+	l := loginFor(e, key)
+	broker.SignLogin(&l, key)
+	g, err := e.c.CreateAccount(context.Background(), l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e.c.WithToken(g.Token), g, key
+}
+
+type daemonKeys struct {
+	proof *ecdsa.PrivateKey
+	hpke  []byte // public
+	p     *daemon.Pending
+}
+
+func pairRequest(t testing.TB, owner, alias string, scope ...string) (agent.Request, daemonKeys) {
+	t.Helper()
+	k, _ := dpop.NewKey()
+	hk, _ := daemon.NewHPKEKey()
+	jwk, _ := dpop.PublicJWK(k)
+	r := agent.Request{Owner: owner, Alias: alias, Scope: scope, ProofJWK: string(jwk),
+		HPKEPublic: base64.StdEncoding.EncodeToString(hk.PublicKey().Bytes()), ValidUntil: time.Now().Add(time.Minute).Unix()}
+	if err := agent.Sign(&r, k); err != nil {
+		t.Fatal(err)
+	}
+	pk, _ := daemon.EncodeKey(k)
+	hb, _ := hk.Bytes()
+	return r, daemonKeys{proof: k, hpke: hk.PublicKey().Bytes(),
+		p: &daemon.Pending{Owner: owner, Alias: alias, Scope: scope, ProofKey: pk, HPKEPrivate: base64.StdEncoding.EncodeToString(hb)}}
+}
+
+func TestPairRateLimits(t *testing.T) {
+	e := newEnv(t, broker.Config{})
+	ctx := context.Background()
+	_, g, _ := e.ownerKey(t)
+	// Per owner: ten from ten addresses pass, the eleventh is refused.
+	for i := range 11 {
+		r, _ := pairRequest(t, g.Omni, "bot"+strconv.Itoa(i), "openai")
+		_, err := e.b.RequestPairing(ctx, r, fmt.Sprintf("10.0.0.%d", i))
+		if i < 10 && err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		if i == 10 {
+			p := problem.As(err)
+			if p.Code != problem.RateLimited || p.RetryAfter <= 0 {
+				t.Fatalf("11th request for one owner: %v", err)
+			}
+		}
+	}
+	// Per source: ten owners from one address pass, the eleventh is refused.
+	for i := range 11 {
+		_, g, _ := e.ownerKey(t)
+		r, _ := pairRequest(t, g.Wallet, "bot", "openai")
+		_, err := e.b.RequestPairing(ctx, r, "192.0.2.1")
+		if i < 10 && err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		if i == 10 && code(err) != problem.RateLimited {
+			t.Fatalf("11th request from one address: %v", err)
+		}
+	}
+	// Over HTTP the refusal is a 429 with Retry-After.
+	var last *http.Response
+	for range 11 {
+		_, g, _ := e.ownerKey(t)
+		r, _ := pairRequest(t, g.Omni, "bot", "openai")
+		resp, err := http.Post(e.srv.URL+"/v1/pair/requests", "application/json", jsonBody(t, r))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		last = resp
+	}
+	if last.StatusCode != http.StatusTooManyRequests || last.Header.Get("Retry-After") == "" {
+		t.Fatalf("11th request over HTTP: %d, Retry-After %q", last.StatusCode, last.Header.Get("Retry-After"))
+	}
+}
+
+func TestPairRequestRefusals(t *testing.T) {
+	e := newEnv(t, broker.Config{})
+	ctx := context.Background()
+	_, g, _ := e.ownerKey(t)
+	r, _ := pairRequest(t, g.Omni, "bot", "openai")
+	for name, mut := range map[string]func(*agent.Request){
+		"unknown owner": func(r *agent.Request) { r.Owner = fmt.Sprintf("%064x", 1) },
+		"bad alias":     func(r *agent.Request) { r.Alias = "Bad Alias" },
+		"bad scope":     func(r *agent.Request) { r.Scope = []string{"no spaces"} },
+		"altered scope": func(r *agent.Request) { r.Scope = []string{"openai", "stripe"} },
+		"past":          func(r *agent.Request) { r.ValidUntil = time.Now().Add(-time.Minute).Unix() },
+		"bad hpke":      func(r *agent.Request) { r.HPKEPublic = base64.StdEncoding.EncodeToString([]byte("short")) },
+	} {
+		c := r
+		mut(&c)
+		if name != "altered scope" {
+			// re-sign so that only the field itself is wrong
+			k, _ := dpop.NewKey()
+			jwk, _ := dpop.PublicJWK(k)
+			c.ProofJWK = string(jwk)
+			agent.Sign(&c, k)
+		}
+		if _, err := e.b.RequestPairing(ctx, c, "198.51.100."+strconv.Itoa(len(name))); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}
+
+func TestPairPollAndSession(t *testing.T) {
+	e := newEnv(t, broker.Config{})
+	ctx := context.Background()
+	owner, g, idKey := e.ownerKey(t)
+	e.store(t, owner, g.Omni, "openai", []byte("sk-in-process-secret"), "")
+	r, dk := pairRequest(t, g.Wallet, "bot", "openai")
+	created, err := e.c.RequestPairing(ctx, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if created.VVC != agent.VVC(r.Sig) {
+		t.Fatalf("VVC %s, daemon computes %s", created.VVC, agent.VVC(r.Sig))
+	}
+	// The poll needs a proof by the request's own key.
+	if err := e.c.Do(ctx, "GET", "/v1/pair/requests/"+created.ID, nil, nil); code(err) != problem.Unauthenticated {
+		t.Fatalf("poll without proof: %v", err)
+	}
+	other, _ := dpop.NewKey()
+	if _, err := e.c.PollPairing(ctx, created.ID, other); code(err) != problem.Unauthenticated {
+		t.Fatalf("poll with another key: %v", err)
+	}
+	st, err := e.c.PollPairing(ctx, created.ID, dk.proof)
+	if err != nil || st.Status != agent.Pending || st.Delivery != nil {
+		t.Fatalf("poll: %+v %v", st, err)
+	}
+	// A decision over another VVC, or by another key, is refused.
+	_, _, otherKey := e.ownerKey(t)
+	for _, d := range []broker.Decision{
+		broker.SignDecision(idKey, e.srv.URL, created.ID, "000000", "approve", time.Now().Unix()),
+		broker.SignDecision(otherKey, e.srv.URL, created.ID, created.VVC, "approve", time.Now().Unix()),
+		broker.SignDecision(idKey, "http://elsewhere", created.ID, created.VVC, "approve", time.Now().Unix()),
+		broker.SignDecision(idKey, e.srv.URL, created.ID, created.VVC, "deny", time.Now().Unix()),
+	} {
+		if _, err := owner.ApprovePairing(ctx, created.ID, d); code(err) != problem.Denied {
+			t.Errorf("bad decision: %v", err)
+		}
+	}
+	a, err := owner.ApprovePairing(ctx, created.ID, broker.SignDecision(idKey, e.srv.URL, created.ID, created.VVC, "approve", time.Now().Unix()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Generation != 1 || a.Status != agent.Active {
+		t.Fatalf("approved agent: %+v", a)
+	}
+	st, err = e.c.PollPairing(ctx, created.ID, dk.proof)
+	if err != nil || st.Status != agent.Approved || st.Delivery == nil {
+		t.Fatalf("poll after approval: %+v %v", st, err)
+	}
+	d := daemon.Dir(t.TempDir())
+	dk.p.ID, dk.p.Server = created.ID, e.srv.URL
+	dl := st.Delivery
+	if _, err := d.Complete(dk.p, agent.TokenInfo(created.ID), daemon.Delivery{Agent: dl.Agent, Wallet: dl.Wallet, SID: dl.SID,
+		Generation: dl.Generation, ExpiresAt: dl.ExpiresAt, SealedToken: dl.SealedToken, SealedChannelKey: dl.SealedChannelKey,
+		ChannelInfo: dl.ChannelInfo}); err != nil {
+		t.Fatal(err)
+	}
+	src := daemon.Source{Dir: d}
+	v, err := src.Get(ctx, "openai")
+	if err != nil || string(v) != "sk-in-process-secret" {
+		t.Fatalf("agent read: %q %v", v, err)
+	}
+	// Approving twice fails; the agent's own token cannot approve or deny.
+	if _, err := owner.ApprovePairing(ctx, created.ID, broker.SignDecision(idKey, e.srv.URL, created.ID, created.VVC, "approve", time.Now().Unix())); code(err) != problem.Conflict {
+		t.Errorf("second approval: %v", err)
+	}
+	if _, err := owner.RevokeAgent(ctx, "bot"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := src.Get(ctx, "openai"); code(err) != problem.Revoked {
+		t.Fatalf("read after revoke: %v", err)
+	}
+}
+
+func jsonBody(t testing.TB, v any) *bytesReader {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bytes.NewReader(b)
+}
+
+type bytesReader = bytes.Reader

@@ -1,0 +1,549 @@
+package broker
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/agentkeys/agentkeys/internal/account"
+	"github.com/agentkeys/agentkeys/internal/agent"
+	"github.com/agentkeys/agentkeys/internal/dpop"
+	"github.com/agentkeys/agentkeys/internal/enclave"
+	"github.com/agentkeys/agentkeys/internal/ledger"
+	"github.com/agentkeys/agentkeys/internal/problem"
+	"github.com/agentkeys/agentkeys/internal/token"
+	"github.com/agentkeys/agentkeys/internal/vault"
+)
+
+// MaxPairTTL bounds how long a pair request can wait for the owner.
+const MaxPairTTL = time.Hour
+
+// PairCreated answers a pair request.
+type PairCreated struct {
+	ID        string `json:"id"`
+	VVC       string `json:"vvc"`
+	ExpiresAt int64  `json:"expires_at"` // unix seconds
+}
+
+func badPair(format string, args ...any) error {
+	return problem.Newf(problem.BadRequest, "run agentkeys daemon pair again; check --owner, --alias and --scope", "pair request refused: "+format, args...)
+}
+
+// RequestPairing files a daemon's signed pair request (§6 step 1). It is not
+// authenticated: the signature proves possession of the proof key, the rate
+// limits (per owner and per source address) bound the noise, and nothing
+// happens until the owner approves.
+func (b *Broker) RequestPairing(ctx context.Context, r agent.Request, source string) (*PairCreated, error) {
+	lg, err := b.Ledger()
+	if err != nil {
+		return nil, err
+	}
+	now := b.cfg.Now()
+	for _, key := range []string{"src:" + source, "owner:" + strings.ToLower(r.Owner)} {
+		if ok, wait := b.pairs.allow(key, now); !ok {
+			p := problem.Newf(problem.RateLimited, fmt.Sprintf("wait %d s and retry", retryAfterSeconds(wait)),
+				"too many pair requests (at most %d per minute per owner and per address)", b.cfg.PairLimit)
+			p.RetryAfter = retryAfterSeconds(wait)
+			return nil, p
+		}
+	}
+	if !vault.ValidName(r.Alias) {
+		return nil, badPair("alias %q must be 1-63 lowercase letters, digits, '.', '_' or '-'", r.Alias)
+	}
+	if err := agent.CheckScope(r.Scope); err != nil {
+		return nil, badPair("scope: %v", err)
+	}
+	if r.TTLSeconds < 0 || time.Duration(r.TTLSeconds)*time.Second > b.cfg.SessionTTL {
+		return nil, badPair("ttl_seconds must be 0 (default) to %d", int64(b.cfg.SessionTTL.Seconds()))
+	}
+	jkt, err := agent.Verify(r)
+	if err != nil {
+		return nil, badPair("%v", err)
+	}
+	hpkePub, err := base64.StdEncoding.DecodeString(r.HPKEPublic)
+	if err != nil {
+		return nil, badPair("hpke_public is not base64")
+	}
+	if _, err := enclave.SealTo(hpkePub, []byte("agentkeys/pair-check/v1"), nil); err != nil {
+		return nil, badPair("hpke_public is not a hybrid ML-KEM-768+X25519 public key")
+	}
+	until := time.Unix(r.ValidUntil, 0)
+	if r.ValidUntil == 0 {
+		until = now.Add(b.cfg.PairTTL)
+	}
+	if !until.After(now) {
+		return nil, badPair("valid_until is in the past (check the daemon's clock)")
+	}
+	if limit := now.Add(MaxPairTTL); until.After(limit) {
+		until = limit
+	}
+	st := lg.State(ctx)
+	owner, err := b.resolveOwner(st, r.Owner)
+	if err != nil {
+		return nil, err
+	}
+	p := agent.Pair{ID: randomID()[:16], Owner: owner, Alias: r.Alias, Scope: r.Scope, TTLSeconds: r.TTLSeconds,
+		ProofJWK: r.ProofJWK, JKT: jkt, HPKEPublic: r.HPKEPublic, VVC: agent.VVC(r.Sig), Expires: until.Unix()}
+	if p.Scope == nil {
+		p.Scope = []string{}
+	}
+	if _, err := lg.Append(ctx, ledger.OriginEnclave, agent.KindPairRequested, p); err != nil {
+		return nil, ledgerProblem(err)
+	}
+	return &PairCreated{ID: p.ID, VVC: p.VVC, ExpiresAt: p.Expires}, nil
+}
+
+// resolveOwner maps --owner (omni or wallet address) to an owner's omni.
+func (b *Broker) resolveOwner(st ledger.State, owner string) (string, error) {
+	notFound := problem.Newf(problem.NotFound, "ask the owner for their omni or wallet (agentkeys whoami)", "no owner account %q on this broker", owner)
+	omni := strings.ToLower(owner)
+	if strings.HasPrefix(omni, "0x") {
+		o, ok, err := account.ByWallet(st, omni)
+		if err != nil {
+			return "", err
+		}
+		if !ok {
+			return "", notFound
+		}
+		omni = o
+	}
+	if !ledger.ValidOmni(omni) {
+		return "", notFound
+	}
+	a, err := account.Get(st, omni)
+	if errors.Is(err, account.ErrNoAccount) || (err == nil && a.Role != token.RoleOwner) {
+		return "", notFound
+	} else if err != nil {
+		return "", err
+	}
+	return omni, nil
+}
+
+// PendingPairs lists the owner's pair requests that can still be approved.
+func (b *Broker) PendingPairs(ctx context.Context, c *Caller) ([]agent.Pair, error) {
+	lg, err := b.Ledger()
+	if err != nil {
+		return nil, err
+	}
+	if err := b.mustOwner(c); err != nil {
+		return nil, err
+	}
+	all, err := agent.Pairs(lg.State(ctx), c.Omni())
+	if err != nil {
+		return nil, err
+	}
+	now := b.cfg.Now().Unix()
+	out := []agent.Pair{}
+	for _, p := range all {
+		if p.Status == agent.Pending && now <= p.Expires {
+			out = append(out, p)
+		}
+	}
+	return out, nil
+}
+
+// Decision is the owner's signed answer to a pair request: the identity key
+// signs DecisionMessage, which names the broker, the request, its VVC (what the
+// owner compared) and the decision.
+type Decision struct {
+	Time int64  `json:"time"`
+	Sig  string `json:"sig"` // hex Ed25519
+}
+
+// DecisionMessage is what the owner's identity key signs.
+func DecisionMessage(server, id, vvc, decision string, t int64) []byte {
+	return []byte("agentkeys/pair-decision/v1\n" + server + "\n" + id + "\n" + vvc + "\n" + decision + "\n" + strconv.FormatInt(t, 10))
+}
+
+// SignDecision signs a decision with the owner's identity key.
+func SignDecision(key ed25519.PrivateKey, server, id, vvc, decision string, t int64) Decision {
+	return Decision{Time: t, Sig: hex.EncodeToString(ed25519.Sign(key, DecisionMessage(server, id, vvc, decision, t)))}
+}
+
+// pendingFor finds the owner's pending, unexpired request id and checks the
+// decision statement.
+func (b *Broker) pendingFor(ctx context.Context, c *Caller, id, decision string, d Decision) (*agent.Pair, error) {
+	lg, err := b.Ledger()
+	if err != nil {
+		return nil, err
+	}
+	if err := b.mustOwner(c); err != nil {
+		return nil, err
+	}
+	p, ok, err := agent.GetPair(lg.State(ctx), c.Omni(), id)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, problem.Newf(problem.NotFound, "list pending requests with agentkeys agent pending", "no pair request %q", id)
+	}
+	if p.Status != agent.Pending {
+		return nil, problem.Newf(problem.Conflict, "ask the daemon to run agentkeys daemon pair again", "pair request %s is already %s", id, p.Status)
+	}
+	if b.cfg.Now().Unix() > p.Expires {
+		return nil, problem.Newf(problem.Denied, "ask the daemon to run agentkeys daemon pair again", "pair request %s has expired", id)
+	}
+	pub, err := hex.DecodeString(c.Account.PublicKey)
+	sig, serr := hex.DecodeString(d.Sig)
+	if err != nil || serr != nil || len(pub) != ed25519.PublicKeySize ||
+		!ed25519.Verify(pub, DecisionMessage(b.cfg.Issuer, id, p.VVC, decision, d.Time), sig) {
+		return nil, problem.New(problem.Denied, "the decision is not signed by your identity key", "approve or deny from the owner's CLI (agentkeys agent approve)")
+	}
+	if dt := time.Since(time.Unix(d.Time, 0)); dt > LoginSkew || dt < -LoginSkew {
+		return nil, problem.New(problem.Denied, "the decision's time is more than 5 minutes from the broker's clock", "check the machine clock")
+	}
+	return p, nil
+}
+
+// ApprovePairing approves a pair request (§6 step 4): the next generation of the
+// alias gets a fresh omni and wallet, an agent account, a session bound to the
+// daemon's proof key, and its token and channel key sealed to the daemon's HPKE
+// key. The plaintext token exists only in this call.
+func (b *Broker) ApprovePairing(ctx context.Context, c *Caller, id string, d Decision) (*agent.Agent, error) {
+	p, err := b.pendingFor(ctx, c, id, "approve", d)
+	if err != nil {
+		return nil, err
+	}
+	lg, _ := b.Ledger()
+	owner := c.Omni()
+	prev, had, err := agent.Get(lg.State(ctx), owner, p.Alias)
+	if err != nil {
+		return nil, err
+	}
+	gen := 1
+	if had {
+		gen = prev.Generation + 1
+	}
+	omni := account.AgentOmni(owner, p.Alias, gen)
+	wallet, err := b.Enclave.WalletAddress(omni)
+	if err != nil {
+		return nil, err
+	}
+	ttl := b.cfg.AgentTTL
+	if p.TTLSeconds > 0 {
+		ttl = min(time.Duration(p.TTLSeconds)*time.Second, b.cfg.SessionTTL)
+	}
+	sid := randomID()
+	exp := b.cfg.Now().Add(ttl).Unix()
+	tok, _, err := b.tokens.Mint(token.Claims{Subject: omni, SessionID: sid, Role: token.RoleAgent, Expiry: exp,
+		Parent: owner, Cnf: &token.Cnf{JKT: p.JKT}})
+	if err != nil {
+		return nil, err
+	}
+	hpkePub, err := base64.StdEncoding.DecodeString(p.HPKEPublic)
+	if err != nil {
+		return nil, err
+	}
+	sealedTok, err := enclave.SealTo(hpkePub, []byte(agent.TokenInfo(p.ID)), []byte(tok))
+	if err != nil {
+		return nil, err
+	}
+	chInfo := "agentkeys/channel/v1|" + sid
+	sealedCh, err := b.Enclave.SessionKeyTo(sid, hpkePub, []byte(chInfo))
+	if err != nil {
+		return nil, err
+	}
+	dl := agent.Delivery{Agent: omni, Wallet: wallet, SID: sid, Generation: gen, ExpiresAt: exp,
+		SealedToken: base64.StdEncoding.EncodeToString(sealedTok), SealedChannelKey: base64.StdEncoding.EncodeToString(sealedCh), ChannelInfo: chInfo}
+	ap := agent.Approval{ID: p.ID, Owner: owner, Alias: p.Alias, Scope: p.Scope, Statement: d.Sig, Time: d.Time, Delivery: dl}
+	if _, err := lg.Append(ctx, ledger.AccountOrigin(owner), agent.KindPairApproved, ap); err != nil {
+		if errors.Is(err, ledger.ErrRejected) {
+			return nil, problem.Newf(problem.Conflict, "list pending requests with agentkeys agent pending", "pair request %s can no longer be approved", id)
+		}
+		return nil, ledgerProblem(err)
+	}
+	acct := account.Account{Omni: omni, Wallet: wallet, Type: "agent", Role: token.RoleAgent, Parent: owner, Alias: p.Alias, Generation: gen}
+	if _, err := lg.Append(ctx, ledger.OriginEnclave, account.KindCreated, acct); err != nil {
+		return nil, ledgerProblem(err)
+	}
+	s := account.Session{SID: sid, Omni: omni, Role: token.RoleAgent, Expires: exp}
+	if _, err := lg.Append(ctx, ledger.AccountOrigin(omni), account.KindSessionIssued, s); err != nil {
+		return nil, ledgerProblem(err)
+	}
+	if had && prev.Status == agent.Active {
+		// The old generation's token already fails (its omni is no longer the
+		// agent's); record the revocation too, so the index and the trail say so.
+		b.revokeSession(ctx, owner, prev.SID, "re-paired as generation "+strconv.Itoa(gen))
+	}
+	b.log.Info("agent paired", "owner", owner, "alias", p.Alias, "generation", gen, "agent", omni)
+	a, _, err := agent.Get(lg.State(ctx), owner, p.Alias)
+	return a, err
+}
+
+func (b *Broker) revokeSession(ctx context.Context, by, sid, reason string) error {
+	lg, err := b.Ledger()
+	if err != nil {
+		return err
+	}
+	s, ok, err := account.GetSession(lg.State(ctx), sid)
+	if err != nil || !ok || s.Revoked {
+		return err
+	}
+	_, err = lg.Append(ctx, ledger.AccountOrigin(by), account.KindSessionRevoke, account.Revocation{SID: sid, Reason: reason})
+	if errors.Is(err, ledger.ErrRejected) {
+		return nil // revoked meanwhile
+	}
+	return ledgerProblem(err)
+}
+
+// DenyPairing denies a pair request.
+func (b *Broker) DenyPairing(ctx context.Context, c *Caller, id string, d Decision) error {
+	p, err := b.pendingFor(ctx, c, id, "deny", d)
+	if err != nil {
+		return err
+	}
+	lg, _ := b.Ledger()
+	_, err = lg.Append(ctx, ledger.AccountOrigin(c.Omni()), agent.KindPairDenied,
+		agent.Denial{ID: p.ID, Owner: c.Omni(), Statement: d.Sig, Time: d.Time})
+	if errors.Is(err, ledger.ErrRejected) {
+		return problem.Newf(problem.Conflict, "list pending requests with agentkeys agent pending", "pair request %s can no longer be denied", id)
+	}
+	return ledgerProblem(err)
+}
+
+// PairStatus is what a daemon's poll sees.
+type PairStatus struct {
+	ID        string          `json:"id"`
+	Status    string          `json:"status"` // pending, approved, denied, expired
+	Alias     string          `json:"alias"`
+	Scope     []string        `json:"scope"`
+	ExpiresAt int64           `json:"expires_at"`
+	Delivery  *agent.Delivery `json:"delivery,omitempty"` // approved: sealed token and channel key
+}
+
+// PollPairing answers a daemon's poll. The request carries a DPoP proof signed
+// by the request's own proof key, so only its daemon learns the outcome.
+func (b *Broker) PollPairing(ctx context.Context, id string, pr Proof) (*PairStatus, error) {
+	lg, err := b.Ledger()
+	if err != nil {
+		return nil, err
+	}
+	st := lg.State(ctx)
+	p, ok, err := agent.FindPair(st, id)
+	if err != nil {
+		return nil, err
+	}
+	notFound := problem.Newf(problem.NotFound, "pair again with agentkeys daemon pair", "no pair request %q", id)
+	if !ok {
+		return nil, notFound
+	}
+	if err := b.checkProof(pr, p.JKT, ""); err != nil {
+		return nil, err
+	}
+	out := &PairStatus{ID: p.ID, Status: p.Status, Alias: p.Alias, Scope: p.Scope, ExpiresAt: p.Expires}
+	switch {
+	case p.Status == agent.Pending && b.cfg.Now().Unix() > p.Expires:
+		out.Status = agent.Expired
+	case p.Status == agent.Approved && p.Delivery != nil:
+		// Delivered only once the agent's session is on the ledger.
+		if _, ok, err := account.GetSession(st, p.Delivery.SID); err != nil {
+			return nil, err
+		} else if !ok {
+			out.Status = agent.Pending
+		} else {
+			out.Delivery = p.Delivery
+		}
+	}
+	return out, nil
+}
+
+// Proof is a request's DPoP header with what it must match.
+type Proof struct {
+	JWS    string
+	Method string
+	Path   string // request path (no query)
+	Host   string // the Host the client addressed (also accepted besides the issuer)
+	TLS    bool
+}
+
+func (b *Broker) checkProof(pr Proof, jkt, tok string) error {
+	urls := []string{b.cfg.Issuer + pr.Path}
+	if pr.Host != "" {
+		scheme := "http://"
+		if pr.TLS {
+			scheme = "https://"
+		}
+		urls = append(urls, scheme+pr.Host+pr.Path)
+	}
+	if err := b.proofs.Verify(pr.JWS, dpopWant(pr.Method, urls, jkt, tok)); err != nil {
+		return problem.New(problem.Unauthenticated, "the request's proof of possession was refused ("+proofWhy(err)+")",
+			"requests of an agent session must carry a fresh DPoP proof signed by the daemon's key: use agentkeys daemon, and pass --server exactly as the broker's URL")
+	}
+	return nil
+}
+
+// Agents lists the owner's agents.
+func (b *Broker) Agents(ctx context.Context, c *Caller) ([]agent.Agent, error) {
+	lg, err := b.Ledger()
+	if err != nil {
+		return nil, err
+	}
+	if err := b.mustOwner(c); err != nil {
+		return nil, err
+	}
+	return agent.List(lg.State(ctx), c.Omni())
+}
+
+func (b *Broker) ownAgent(ctx context.Context, c *Caller, alias string) (*agent.Agent, error) {
+	lg, err := b.Ledger()
+	if err != nil {
+		return nil, err
+	}
+	if err := b.mustOwner(c); err != nil {
+		return nil, err
+	}
+	a, ok, err := agent.Get(lg.State(ctx), c.Omni(), alias)
+	if err != nil {
+		return nil, err
+	}
+	if !ok || a.Status == agent.TornDown {
+		return nil, problem.Newf(problem.NotFound, "list your agents with agentkeys agent list", "no agent %q", alias)
+	}
+	return a, nil
+}
+
+// ScopeEdit changes an agent's scope: Set replaces it (when non-nil), then Add
+// and Remove apply.
+type ScopeEdit struct {
+	Set    []string `json:"set,omitempty"`
+	Add    []string `json:"add,omitempty"`
+	Remove []string `json:"remove,omitempty"`
+}
+
+// SetScope changes an agent's scope; it acts on the agent's very next request.
+func (b *Broker) SetScope(ctx context.Context, c *Caller, alias string, e ScopeEdit) (*agent.Agent, error) {
+	a, err := b.ownAgent(ctx, c, alias)
+	if err != nil {
+		return nil, err
+	}
+	scope := slices.Clone(a.Scope)
+	var change []string
+	if e.Set != nil {
+		scope = slices.Clone(e.Set)
+		change = append(change, "set "+strings.Join(e.Set, ","))
+	}
+	for _, s := range e.Add {
+		if !slices.Contains(scope, s) {
+			scope = append(scope, s)
+		}
+		change = append(change, "add "+s)
+	}
+	for _, s := range e.Remove {
+		scope = slices.DeleteFunc(scope, func(x string) bool { return x == s })
+		change = append(change, "remove "+s)
+	}
+	if len(change) == 0 {
+		return a, nil
+	}
+	if err := agent.CheckScope(scope); err != nil {
+		return nil, problem.Newf(problem.BadRequest, "scope entries are service names, oidc:* or oidc:<audience>", "scope refused: %v", err)
+	}
+	if scope == nil {
+		scope = []string{}
+	}
+	lg, _ := b.Ledger()
+	if _, err := lg.Append(ctx, ledger.AccountOrigin(c.Omni()), agent.KindScope,
+		agent.ScopeChange{Owner: c.Omni(), Alias: alias, Scope: scope, Change: strings.Join(change, "; ")}); err != nil {
+		return nil, ledgerProblem(err)
+	}
+	a.Scope = scope
+	return a, nil
+}
+
+// RevokeAgent revokes every session of the agent; it acts on the next request.
+func (b *Broker) RevokeAgent(ctx context.Context, c *Caller, alias string) (*agent.Agent, error) {
+	a, err := b.ownAgent(ctx, c, alias)
+	if err != nil {
+		return nil, err
+	}
+	if a.Status == agent.Revoked {
+		return a, nil
+	}
+	if err := b.revokeSession(ctx, c.Omni(), a.SID, "agent revoked by owner"); err != nil {
+		return nil, err
+	}
+	lg, _ := b.Ledger()
+	if _, err := lg.Append(ctx, ledger.AccountOrigin(c.Omni()), agent.KindStatus,
+		agent.StatusChange{Owner: c.Omni(), Alias: alias, Agent: a.Omni, Status: agent.Revoked, Reason: "sessions revoked"}); err != nil {
+		return nil, ledgerProblem(err)
+	}
+	a.Status = agent.Revoked
+	return a, nil
+}
+
+// Teardown deletes the agent's own credentials and revokes its sessions.
+func (b *Broker) Teardown(ctx context.Context, c *Caller, alias string) (deleted int, err error) {
+	a, err := b.ownAgent(ctx, c, alias)
+	if err != nil {
+		return 0, err
+	}
+	if err := b.revokeSession(ctx, c.Omni(), a.SID, "agent torn down by owner"); err != nil {
+		return 0, err
+	}
+	lg, _ := b.Ledger()
+	creds, err := vault.List(lg.State(ctx), c.Omni())
+	if err != nil {
+		return 0, err
+	}
+	for _, cr := range creds {
+		if cr.Agent != alias {
+			continue
+		}
+		if _, err := lg.Append(ctx, ledger.AccountOrigin(c.Omni()), vault.KindDeleted,
+			vault.Deleted{Owner: c.Omni(), Agent: alias, Service: cr.Service, Actor: c.Omni()}); err != nil && !errors.Is(err, ledger.ErrRejected) {
+			return deleted, ledgerProblem(err)
+		}
+		deleted++
+	}
+	if _, err := lg.Append(ctx, ledger.AccountOrigin(c.Omni()), agent.KindStatus,
+		agent.StatusChange{Owner: c.Omni(), Alias: alias, Agent: a.Omni, Status: agent.TornDown,
+			Reason: fmt.Sprintf("%d credential(s) deleted, sessions revoked", deleted)}); err != nil {
+		return deleted, ledgerProblem(err)
+	}
+	return deleted, nil
+}
+
+// AgentServices lists the services the calling agent may read now: in its scope
+// and stored (for it or owner-wide). Names only; nothing is released.
+func (b *Broker) AgentServices(ctx context.Context, c *Caller) ([]string, error) {
+	lg, err := b.Ledger()
+	if err != nil {
+		return nil, err
+	}
+	if c.Agent == nil {
+		return nil, problem.New(problem.Denied, "only an agent session lists its readable credentials", "owners use agentkeys list")
+	}
+	st := lg.State(ctx)
+	out := []string{}
+	for _, s := range c.Agent.Scope {
+		if !vault.ValidName(s) {
+			continue // oidc:… entries are not credentials
+		}
+		for _, who := range []string{c.Agent.Alias, vault.OwnerWide} {
+			if _, ok, err := vault.Get(st, c.Agent.Owner, who, s); err != nil {
+				return nil, err
+			} else if ok {
+				out = append(out, s)
+				break
+			}
+		}
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
+func dpopWant(method string, urls []string, jkt, tok string) dpop.Want {
+	return dpop.Want{Method: method, URLs: urls, JKT: jkt, Token: tok}
+}
+
+// proofWhy is the refusal reason without the package prefix (fixed text only).
+func proofWhy(err error) string {
+	return strings.TrimPrefix(err.Error(), dpop.ErrInvalid.Error()+": ")
+}

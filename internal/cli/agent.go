@@ -1,0 +1,303 @@
+package cli
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/agentkeys/agentkeys/internal/agent"
+	"github.com/agentkeys/agentkeys/internal/broker"
+	"github.com/agentkeys/agentkeys/internal/home"
+	"github.com/agentkeys/agentkeys/internal/problem"
+)
+
+func agentCmd(e *env) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "agent",
+		Short: "Pair agents and manage them: pending, approve, deny, list, scope, revoke, teardown",
+		Long: `An agent's daemon asks to pair (agentkeys daemon pair) and shows a 6-digit VVC.
+You see the request with agentkeys agent pending, check that the VVC matches, and
+approve it. The agent then reads the credentials in its scope; every change here
+is a ledger entry and shows in agentkeys usage --agent ALIAS.`,
+		Example: "  agentkeys agent pending\n  agentkeys agent approve 1f0c9a7e2b4d6c8a\n  agentkeys agent scope ci-bot --add github\n  agentkeys agent revoke ci-bot",
+	}
+	cmd.AddCommand(agentPendingCmd(e), agentDecideCmd(e, "approve"), agentDecideCmd(e, "deny"), agentListCmd(e),
+		agentScopeCmd(e), agentRevokeCmd(e), agentTeardownCmd(e))
+	return cmd
+}
+
+func expiresIn(unix int64) string {
+	d := time.Until(time.Unix(unix, 0)).Round(time.Second)
+	if d <= 0 {
+		return "expired"
+	}
+	return d.String()
+}
+
+func agentPendingCmd(e *env) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:     "pending",
+		Short:   "List pair requests waiting for your approval",
+		Example: "  agentkeys agent pending\n  agentkeys agent pending --json",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			_, c, err := e.ownerSession()
+			if err != nil {
+				return err
+			}
+			list, err := c.PendingPairs(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				out := make([]map[string]any, len(list))
+				for i, p := range list {
+					out[i] = map[string]any{"id": p.ID, "vvc": p.VVC, "alias": p.Alias, "scope": p.Scope, "expires_at": expiry(p.Expires)}
+				}
+				return json.NewEncoder(e.stdout).Encode(map[string]any{"requests": out})
+			}
+			if len(list) == 0 {
+				fmt.Fprintln(e.stdout, "No pending pair requests. A daemon asks with: agentkeys daemon pair --owner OWNER --alias NAME --scope SERVICES")
+				return nil
+			}
+			tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID\tVVC\tALIAS\tSCOPE\tEXPIRES IN")
+			for _, p := range list {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", p.ID, p.VVC, p.Alias, strings.Join(p.Scope, ","), expiresIn(p.Expires))
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print as JSON")
+	return cmd
+}
+
+func agentDecideCmd(e *env, decision string) *cobra.Command {
+	var yes bool
+	short := "Approve a pair request (after checking its VVC)"
+	example := "  agentkeys agent approve 1f0c9a7e2b4d6c8a\n  agentkeys agent approve 1f0c9a7e2b4d6c8a --yes"
+	if decision == "deny" {
+		short, example = "Deny a pair request", "  agentkeys agent deny 1f0c9a7e2b4d6c8a"
+	}
+	cmd := &cobra.Command{
+		Use:     decision + " ID",
+		Short:   short,
+		Example: example,
+		Args:    exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			id := args[0]
+			s, c, err := e.ownerSession()
+			if err != nil {
+				return err
+			}
+			d, err := e.dir()
+			if err != nil {
+				return err
+			}
+			key, err := d.Identity()
+			if errors.Is(err, home.ErrMissing) {
+				return problem.New(problem.Denied, "this machine has no owner identity key to sign the decision", "run agentkeys init on the owner's machine")
+			} else if err != nil {
+				return err
+			}
+			list, err := c.PendingPairs(cmd.Context())
+			if err != nil {
+				return err
+			}
+			var p *agent.Pair
+			for i := range list {
+				if list[i].ID == id {
+					p = &list[i]
+				}
+			}
+			if p == nil {
+				return problem.Newf(problem.NotFound, "list pending requests with agentkeys agent pending (expired and decided requests are not listed)",
+					"no pending pair request %q", id)
+			}
+			if decision == "approve" && !yes {
+				ok, err := e.confirm(fmt.Sprintf("Agent %q asks for scope [%s]. Does the daemon show VVC %s?", p.Alias, strings.Join(p.Scope, ","), p.VVC))
+				if err != nil {
+					return err
+				}
+				if !ok {
+					fmt.Fprintln(e.stdout, "Not approved. Deny it with: agentkeys agent deny "+id)
+					return nil
+				}
+			}
+			stmt := broker.SignDecision(key, s.Server, id, p.VVC, decision, time.Now().Unix())
+			if decision == "deny" {
+				if err := c.DenyPairing(cmd.Context(), id, stmt); err != nil {
+					return err
+				}
+				fmt.Fprintf(e.stdout, "Denied pair request %s (%s).\n", id, p.Alias)
+				return nil
+			}
+			a, err := c.ApprovePairing(cmd.Context(), id, stmt)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(e.stdout, "Approved: agent %s (generation %d, omni %s), scope [%s], session until %s.\n",
+				a.Alias, a.Generation, a.Omni, strings.Join(a.Scope, ","), expiry(a.Expires))
+			return nil
+		},
+	}
+	if decision == "approve" {
+		cmd.Flags().BoolVar(&yes, "yes", false, "do not ask whether the VVC matches")
+	}
+	return cmd
+}
+
+func agentListCmd(e *env) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:     "list",
+		Short:   "List your agents",
+		Example: "  agentkeys agent list\n  agentkeys agent list --json",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			_, c, err := e.ownerSession()
+			if err != nil {
+				return err
+			}
+			list, err := c.Agents(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				out := make([]map[string]any, len(list))
+				for i, a := range list {
+					out[i] = map[string]any{"alias": a.Alias, "omni": a.Omni, "wallet": a.Wallet, "generation": a.Generation,
+						"scope": a.Scope, "status": a.Status, "created": nanoTime(a.Created), "expires_at": expiry(a.Expires)}
+				}
+				return json.NewEncoder(e.stdout).Encode(map[string]any{"agents": out})
+			}
+			if len(list) == 0 {
+				fmt.Fprintln(e.stdout, "No agents yet. Pair one: run agentkeys daemon pair in its sandbox, then agentkeys agent pending.")
+				return nil
+			}
+			tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ALIAS\tSTATUS\tGEN\tSCOPE\tOMNI\tSESSION UNTIL")
+			for _, a := range list {
+				fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%.16s…\t%s\n", a.Alias, a.Status, a.Generation, strings.Join(a.Scope, ","), a.Omni, expiry(a.Expires))
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print as JSON")
+	return cmd
+}
+
+func agentScopeCmd(e *env) *cobra.Command {
+	var add, remove, set []string
+	var list, asJSON bool
+	cmd := &cobra.Command{
+		Use:   "scope AGENT",
+		Short: "Show or change which services an agent may read",
+		Long: `Scope entries are service names (and oidc:* or oidc:<audience> for cloud tokens).
+A change acts on the agent's very next request.`,
+		Example: "  agentkeys agent scope ci-bot --list\n  agentkeys agent scope ci-bot --add github\n  agentkeys agent scope ci-bot --remove openai\n  agentkeys agent scope ci-bot --set openai,github",
+		Args:    exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			alias := args[0]
+			_, c, err := e.ownerSession()
+			if err != nil {
+				return err
+			}
+			edit := broker.ScopeEdit{Add: add, Remove: remove}
+			if cmd.Flags().Changed("set") {
+				edit.Set = append([]string{}, set...)
+			}
+			changing := len(add)+len(remove) > 0 || edit.Set != nil
+			var a *agent.Agent
+			if !changing || list {
+				all, err := c.Agents(cmd.Context())
+				if err != nil {
+					return err
+				}
+				for i := range all {
+					if all[i].Alias == alias && all[i].Status != agent.TornDown {
+						a = &all[i]
+					}
+				}
+				if a == nil {
+					return problem.Newf(problem.NotFound, "list your agents with agentkeys agent list", "no agent %q", alias)
+				}
+			}
+			if changing {
+				if a, err = c.SetScope(cmd.Context(), alias, edit); err != nil {
+					return err
+				}
+			}
+			if asJSON {
+				return json.NewEncoder(e.stdout).Encode(map[string]any{"alias": a.Alias, "scope": a.Scope})
+			}
+			if changing {
+				fmt.Fprintf(e.stdout, "Scope of %s is now: %s\n", a.Alias, scopeText(a.Scope))
+				return nil
+			}
+			fmt.Fprintln(e.stdout, scopeText(a.Scope))
+			return nil
+		},
+	}
+	cmd.Flags().StringSliceVar(&add, "add", nil, "add services (comma-separated or repeated)")
+	cmd.Flags().StringSliceVar(&remove, "remove", nil, "remove services")
+	cmd.Flags().StringSliceVar(&set, "set", nil, "replace the scope with these services")
+	cmd.Flags().BoolVar(&list, "list", false, "print the scope (the default without a change)")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print as JSON")
+	return cmd
+}
+
+func scopeText(s []string) string {
+	if len(s) == 0 {
+		return "(empty)"
+	}
+	return strings.Join(s, ",")
+}
+
+func agentRevokeCmd(e *env) *cobra.Command {
+	return &cobra.Command{
+		Use:     "revoke AGENT",
+		Short:   "Revoke all sessions of an agent (acts on its next request)",
+		Example: "  agentkeys agent revoke ci-bot",
+		Args:    exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			_, c, err := e.ownerSession()
+			if err != nil {
+				return err
+			}
+			a, err := c.RevokeAgent(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(e.stdout, "Revoked agent %s (generation %d). Pair it again to give it a new session.\n", a.Alias, a.Generation)
+			return nil
+		},
+	}
+}
+
+func agentTeardownCmd(e *env) *cobra.Command {
+	return &cobra.Command{
+		Use:     "teardown AGENT",
+		Short:   "Delete an agent's own credentials and revoke its sessions",
+		Example: "  agentkeys agent teardown ci-bot",
+		Args:    exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			_, c, err := e.ownerSession()
+			if err != nil {
+				return err
+			}
+			r, err := c.Teardown(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(e.stdout, "Tore down agent %s: %d credential(s) deleted, sessions revoked.\n", r.Alias, r.Deleted)
+			return nil
+		},
+	}
+}

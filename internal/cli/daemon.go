@@ -1,0 +1,320 @@
+package cli
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/agentkeys/agentkeys/internal/agent"
+	"github.com/agentkeys/agentkeys/internal/client"
+	"github.com/agentkeys/agentkeys/internal/daemon"
+	"github.com/agentkeys/agentkeys/internal/dpop"
+	"github.com/agentkeys/agentkeys/internal/problem"
+)
+
+func daemonCmd(e *env) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "daemon",
+		Short: "The agent-side daemon: pair with an owner, serve credentials over MCP or a Unix socket",
+		Long: `Run these inside the agent's sandbox. The daemon keeps its keys and session under
+$AGENTKEYS_HOME/daemon (0600) and is the only thing in the sandbox that talks to
+the broker; every request it makes carries a proof signed by its own key.`,
+		Example: "  agentkeys daemon pair --server https://keys.example.com --owner 0xOWNER --alias ci-bot --scope openai,github\n" +
+			"  agentkeys daemon mcp\n  agentkeys daemon serve --socket /run/agentkeys.sock\n  agentkeys daemon mcp-config",
+	}
+	cmd.AddCommand(daemonPairCmd(e), daemonMCPCmd(e), daemonServeCmd(e), daemonMCPConfigCmd(e), daemonStatusCmd(e))
+	return cmd
+}
+
+func (e *env) daemonDir() daemon.Dir { return daemon.DirOf(e.home()) }
+
+// daemonLog logs to stderr as text; nothing secret is ever passed to it.
+func (e *env) daemonLog() *slog.Logger {
+	return slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+}
+
+func daemonPairCmd(e *env) *cobra.Command {
+	var server, owner, alias, resume string
+	var scope []string
+	var ttl, wait time.Duration
+	var noWait bool
+	cmd := &cobra.Command{
+		Use:   "pair",
+		Short: "Ask an owner to pair this daemon, show the VVC and wait for approval",
+		Long: `Generate this daemon's proof key (P-256) and HPKE key (ML-KEM-768 + X25519), send a
+signed pair request to the broker and print its id and 6-digit VVC. The owner runs
+agentkeys agent pending, checks that the VVC matches and approves. The session
+token arrives sealed to this daemon's key and is stored in
+$AGENTKEYS_HOME/daemon/session.json (0600). --no-wait returns at once;
+--resume ID waits for a request sent earlier.`,
+		Example: "  agentkeys daemon pair --server http://127.0.0.1:8090 --owner 0x1234…abcd --alias ci-bot --scope openai,github\n" +
+			"  agentkeys daemon pair --server http://127.0.0.1:8090 --owner OMNI --alias ci-bot --scope openai --no-wait\n" +
+			"  agentkeys daemon pair --resume 1f0c9a7e2b4d6c8a",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			d := e.daemonDir()
+			var p *daemon.Pending
+			if resume != "" {
+				var err error
+				if p, err = d.LoadPending(resume); err != nil {
+					return err
+				}
+			} else {
+				if server == "" || owner == "" || alias == "" {
+					return problem.New(problem.BadRequest, "--server, --owner and --alias are required",
+						"e.g. agentkeys daemon pair --server URL --owner OWNER --alias ci-bot --scope openai")
+				}
+				var err error
+				if p, err = e.newPairRequest(ctx, d, server, owner, alias, scope, ttl, wait); err != nil {
+					return err
+				}
+				fmt.Fprintf(e.stdout, "Pair request %s sent to owner %s for agent %q, scope [%s].\n", p.ID, p.Owner, p.Alias, strings.Join(p.Scope, ","))
+				fmt.Fprintf(e.stdout, "VVC: %s\n", p.VVC)
+				fmt.Fprintf(e.stdout, "The owner approves with: agentkeys agent approve %s (and checks that it shows VVC %s)\n", p.ID, p.VVC)
+			}
+			if noWait {
+				fmt.Fprintf(e.stdout, "Not waiting. Later: agentkeys daemon pair --resume %s\n", p.ID)
+				return nil
+			}
+			return e.waitPairing(ctx, d, p)
+		},
+	}
+	cmd.Flags().StringVar(&server, "server", "", "the broker URL")
+	cmd.Flags().StringVar(&owner, "owner", "", "the owner's wallet address or omni (agentkeys whoami on the owner's machine)")
+	cmd.Flags().StringVar(&alias, "alias", "", "this agent's name, e.g. ci-bot")
+	cmd.Flags().StringSliceVar(&scope, "scope", nil, "services the agent asks for, comma-separated")
+	cmd.Flags().DurationVar(&ttl, "ttl", 0, "session lifetime to ask for (default: the broker's, 30 days)")
+	cmd.Flags().DurationVar(&wait, "expires", 10*time.Minute, "how long the request stays open (at most 1h)")
+	cmd.Flags().BoolVar(&noWait, "no-wait", false, "send the request and return")
+	cmd.Flags().StringVar(&resume, "resume", "", "wait for an earlier request with this id")
+	return cmd
+}
+
+func (e *env) newPairRequest(ctx context.Context, d daemon.Dir, server, owner, alias string, scope []string, ttl, wait time.Duration) (*daemon.Pending, error) {
+	c, err := client.New(server)
+	if err != nil {
+		return nil, err
+	}
+	if scope == nil {
+		scope = []string{}
+	}
+	proof, err := dpop.NewKey()
+	if err != nil {
+		return nil, err
+	}
+	hk, err := daemon.NewHPKEKey()
+	if err != nil {
+		return nil, err
+	}
+	jwk, err := dpop.PublicJWK(proof)
+	if err != nil {
+		return nil, err
+	}
+	r := agent.Request{Owner: owner, Alias: alias, Scope: scope, TTLSeconds: int64(ttl.Seconds()), ProofJWK: string(jwk),
+		HPKEPublic: base64.StdEncoding.EncodeToString(hk.PublicKey().Bytes()), ValidUntil: time.Now().Add(wait).Unix()}
+	if err := agent.Sign(&r, proof); err != nil {
+		return nil, err
+	}
+	res, err := c.RequestPairing(ctx, r)
+	if err != nil {
+		return nil, err
+	}
+	if res.VVC != agent.VVC(r.Sig) {
+		return nil, problem.New(problem.Denied, "the broker's VVC differs from the one computed here: the request was altered", "check --server; do not approve this request")
+	}
+	pk, err := daemon.EncodeKey(proof)
+	if err != nil {
+		return nil, err
+	}
+	hb, err := hk.Bytes()
+	if err != nil {
+		return nil, err
+	}
+	p := &daemon.Pending{Server: c.Server(), Owner: owner, Alias: alias, Scope: scope, ID: res.ID, VVC: res.VVC,
+		ExpiresAt: res.ExpiresAt, ProofKey: pk, HPKEPrivate: base64.StdEncoding.EncodeToString(hb)}
+	return p, d.SavePending(p)
+}
+
+func (e *env) waitPairing(ctx context.Context, d daemon.Dir, p *daemon.Pending) error {
+	c, err := client.New(p.Server)
+	if err != nil {
+		return err
+	}
+	key, err := daemon.DecodeKey(p.ProofKey)
+	if err != nil {
+		return err
+	}
+	tty := isTerminal(os.Stderr)
+	if tty {
+		fmt.Fprintf(e.stderr, "Waiting for the owner (request expires in %s)", expiresIn(p.ExpiresAt))
+	}
+	interval := 500 * time.Millisecond
+	for {
+		st, err := c.PollPairing(ctx, p.ID, key)
+		if err != nil {
+			if pe := problem.As(err); pe.Code != problem.Unreachable && pe.Code != problem.RateLimited {
+				return err
+			}
+		} else {
+			switch st.Status {
+			case agent.Approved:
+				if tty {
+					fmt.Fprintln(e.stderr)
+				}
+				dl := st.Delivery
+				s, err := d.Complete(p, agent.TokenInfo(p.ID), daemon.Delivery{Agent: dl.Agent, Wallet: dl.Wallet, SID: dl.SID,
+					Generation: dl.Generation, ExpiresAt: dl.ExpiresAt, SealedToken: dl.SealedToken,
+					SealedChannelKey: dl.SealedChannelKey, ChannelInfo: dl.ChannelInfo})
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(e.stdout, "Paired: agent %s (generation %d, omni %s), session until %s.\n", s.Alias, s.Generation, s.Agent, expiry(s.ExpiresAt))
+				fmt.Fprintln(e.stdout, "Next: agentkeys daemon mcp-config (for an MCP client) or agentkeys daemon serve --socket PATH")
+				return nil
+			case agent.Denied:
+				d.RemovePending(p.ID)
+				return problem.Newf(problem.Denied, "ask the owner, then pair again", "the owner denied pair request %s", p.ID)
+			case agent.Expired:
+				d.RemovePending(p.ID)
+				return problem.Newf(problem.Denied, "pair again, and have the owner approve within the time shown", "pair request %s expired before the owner approved it", p.ID)
+			}
+		}
+		if tty {
+			fmt.Fprint(e.stderr, ".")
+		}
+		select {
+		case <-ctx.Done():
+			if tty {
+				fmt.Fprintln(e.stderr)
+			}
+			return problem.Newf(problem.Unreachable, "resume with agentkeys daemon pair --resume "+p.ID, "stopped waiting for pair request %s", p.ID)
+		case <-time.After(interval):
+		}
+		interval = min(interval*3/2, 3*time.Second)
+	}
+}
+
+func daemonMCPCmd(e *env) *cobra.Command {
+	return &cobra.Command{
+		Use:   "mcp",
+		Short: "Serve the agent's credentials to an MCP client on stdio",
+		Long: `An MCP server on stdin/stdout with the tools get_credential{service} and
+list_credentials{}. Tool errors start with a stable code: DENIED, NOT_FOUND,
+RATE_LIMITED, REVOKED or UNREACHABLE. Logs (never values) go to stderr.
+Configure your MCP client with the output of agentkeys daemon mcp-config.`,
+		Example: "  agentkeys daemon mcp",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log := e.daemonLog()
+			log.Info("mcp server starting", "home", e.home(), "paired", e.daemonDir().Paired())
+			return daemon.ServeMCP(cmd.Context(), daemon.Source{Dir: e.daemonDir()}, log)
+		},
+	}
+}
+
+func daemonServeCmd(e *env) *cobra.Command {
+	var socket string
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Serve the agent's credentials over HTTP on a 0600 Unix socket",
+		Long: `For tools that do not speak MCP: GET /credentials → {"services":[…]},
+GET /credentials/{service} → {"service":…,"value":…}; errors are
+{"error":{"code","message","fix"}} with the codes of agentkeys daemon mcp.`,
+		Example: "  agentkeys daemon serve --socket /run/agentkeys.sock\n" +
+			"  curl --unix-socket /run/agentkeys.sock http://agentkeys/credentials/openai",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if socket == "" {
+				socket = filepath.Join(e.home(), "daemon", "agentkeys.sock")
+				os.MkdirAll(filepath.Dir(socket), 0o700)
+			}
+			ln, err := daemon.ListenSocket(socket)
+			if err != nil {
+				return err
+			}
+			defer os.Remove(socket)
+			log := e.daemonLog()
+			log.Info("listening", "socket", socket, "paired", e.daemonDir().Paired())
+			return daemon.ServeSocket(cmd.Context(), ln, daemon.Source{Dir: e.daemonDir()}, log)
+		},
+	}
+	cmd.Flags().StringVar(&socket, "socket", "", "socket path (default $AGENTKEYS_HOME/daemon/agentkeys.sock)")
+	return cmd
+}
+
+func daemonMCPConfigCmd(e *env) *cobra.Command {
+	var client string
+	cmd := &cobra.Command{
+		Use:   "mcp-config",
+		Short: "Print MCP client configuration for this daemon",
+		Long: `Prints JSON to paste into an MCP client's configuration. --client claude (Claude
+Desktop's claude_desktop_config.json, Claude Code's .mcp.json) is the default;
+--client cursor prints the same for Cursor's mcp.json; --client vscode prints VS
+Code's .vscode/mcp.json shape.`,
+		Example: "  agentkeys daemon mcp-config\n  agentkeys daemon mcp-config --client vscode > .vscode/mcp.json",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			self, err := os.Executable()
+			if err != nil {
+				return err
+			}
+			if r, err := filepath.EvalSymlinks(self); err == nil {
+				self = r
+			}
+			home, err := filepath.Abs(e.home())
+			if err != nil {
+				return err
+			}
+			server := map[string]any{"command": self, "args": []string{"daemon", "mcp"}, "env": map[string]string{"AGENTKEYS_HOME": home}}
+			var out any
+			switch client {
+			case "claude", "cursor", "":
+				out = map[string]any{"mcpServers": map[string]any{"agentkeys": server}}
+			case "vscode":
+				server["type"] = "stdio"
+				out = map[string]any{"servers": map[string]any{"agentkeys": server}}
+			default:
+				return problem.Newf(problem.BadRequest, "use --client claude, cursor or vscode", "unknown MCP client %q", client)
+			}
+			enc := json.NewEncoder(e.stdout)
+			enc.SetIndent("", "  ")
+			return enc.Encode(out)
+		},
+	}
+	cmd.Flags().StringVar(&client, "client", "claude", "claude, cursor or vscode")
+	return cmd
+}
+
+func daemonStatusCmd(e *env) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:     "status",
+		Short:   "Show this daemon's pairing (never the token)",
+		Example: "  agentkeys daemon status\n  agentkeys daemon status --json",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			s, err := e.daemonDir().LoadSession()
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return json.NewEncoder(e.stdout).Encode(map[string]any{"server": s.Server, "owner": s.Owner, "alias": s.Alias,
+					"agent": s.Agent, "wallet": s.Wallet, "generation": s.Generation, "expires_at": expiry(s.ExpiresAt)})
+			}
+			fmt.Fprintf(e.stdout, "Paired with %s as agent %s (generation %d, omni %s, wallet %s); session until %s.\n",
+				s.Server, s.Alias, s.Generation, s.Agent, s.Wallet, expiry(s.ExpiresAt))
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print as JSON")
+	return cmd
+}

@@ -1,0 +1,137 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/agentkeys/agentkeys/internal/api"
+	"github.com/agentkeys/agentkeys/internal/daemon"
+	"github.com/agentkeys/agentkeys/internal/problem"
+	"github.com/agentkeys/agentkeys/internal/vault"
+)
+
+// exitError ends the CLI with a child's exit code, printing nothing.
+type exitError struct{ code int }
+
+func (e exitError) Error() string { return fmt.Sprintf("exit status %d", e.code) }
+
+// EnvName is the variable a service's credential is exported as: upper-case,
+// '-' and '.' become '_', then _API_KEY.
+func EnvName(service string) string {
+	return strings.NewReplacer("-", "_", ".", "_").Replace(strings.ToUpper(service)) + "_API_KEY"
+}
+
+func runCmd(e *env) *cobra.Command {
+	var alias string
+	var envs []string
+	cmd := &cobra.Command{
+		Use:   "run [--agent A] [--env NAME=SERVICE]... -- COMMAND [ARG]...",
+		Short: "Run a command with credentials in its environment (only the child sees them)",
+		Long: `Fetch credentials and run COMMAND with each exported as <SERVICE>_API_KEY
+(upper-case, '-' → '_'), or as NAME with --env NAME=SERVICE. Without --env every
+credential you may read is exported. Inside a paired sandbox it uses the daemon's
+session (the agent's scope applies); otherwise the owner's session, where --agent A
+prefers the credentials stored for agent A. Values are never printed; the exit
+code is the command's.`,
+		Example: "  agentkeys run -- python agent.py\n  agentkeys run --env OPENAI_API_KEY=openai -- ./script.sh\n  agentkeys run --agent ci-bot -- make deploy",
+		Args:    cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			want := map[string]string{} // env name → service
+			var order []string
+			for _, kv := range envs {
+				name, svc, ok := strings.Cut(kv, "=")
+				if !ok || name == "" || !vault.ValidName(svc) || strings.ContainsAny(name, "= ") {
+					return problem.Newf(problem.BadRequest, "use --env NAME=SERVICE, e.g. --env OPENAI_API_KEY=openai", "--env %q is not NAME=SERVICE", kv)
+				}
+				want[name] = svc
+				order = append(order, name)
+			}
+			var fetch func(string) ([]byte, error)
+			var list func() ([]string, error)
+			if d := e.daemonDir(); d.Paired() {
+				src := daemon.Source{Dir: d}
+				if alias != "" {
+					if s, err := d.LoadSession(); err == nil && s.Alias != alias {
+						return problem.Newf(problem.Denied, "omit --agent inside the sandbox", "this daemon is paired as %q, not %q", s.Alias, alias)
+					}
+				}
+				fetch = func(s string) ([]byte, error) { return src.Get(ctx, s) }
+				list = func() ([]string, error) { return src.List(ctx) }
+			} else {
+				_, c, err := e.ownerSession()
+				if err != nil {
+					return problem.New(problem.Unauthenticated, "no daemon session and no owner session on this machine",
+						"pair the sandbox (agentkeys daemon pair) or log in as the owner (agentkeys init)")
+				}
+				fetch = func(s string) ([]byte, error) {
+					k, err := newHPKEKey()
+					if err != nil {
+						return nil, err
+					}
+					res, err := c.Read(ctx, s, api.ReadBody{Agent: alias, Recipient: k.PublicKey().Bytes()})
+					if err != nil && alias != "" && problem.As(err).Code == problem.NotFound {
+						res, err = c.Read(ctx, s, api.ReadBody{Recipient: k.PublicKey().Bytes()})
+					}
+					if err != nil {
+						return nil, err
+					}
+					return openFor(k, res.Info, res.Sealed)
+				}
+				list = func() ([]string, error) {
+					all, err := c.List(ctx)
+					if err != nil {
+						return nil, err
+					}
+					seen := map[string]bool{}
+					var out []string
+					for _, cr := range all {
+						if (cr.Agent == vault.OwnerWide || cr.Agent == alias) && !seen[cr.Service] {
+							seen[cr.Service] = true
+							out = append(out, cr.Service)
+						}
+					}
+					return out, nil
+				}
+			}
+			if len(want) == 0 {
+				services, err := list()
+				if err != nil {
+					return err
+				}
+				for _, s := range services {
+					want[EnvName(s)] = s
+					order = append(order, EnvName(s))
+				}
+			}
+			child := os.Environ()
+			for _, name := range order {
+				v, err := fetch(want[name])
+				if err != nil {
+					return err
+				}
+				child = append(child, name+"="+string(v))
+				clear(v)
+			}
+			c := exec.CommandContext(ctx, args[0], args[1:]...)
+			c.Env = child
+			c.Stdin, c.Stdout, c.Stderr = e.stdin, e.stdout, e.stderr
+			if err := c.Run(); err != nil {
+				var ee *exec.ExitError
+				if errors.As(err, &ee) {
+					return exitError{code: max(ee.ExitCode(), 1)}
+				}
+				return problem.Newf(problem.NotFound, "check the command name and PATH", "cannot run %s: %v", args[0], err)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&alias, "agent", "", "owner side: prefer the credentials stored for this agent")
+	cmd.Flags().StringArrayVar(&envs, "env", nil, "export SERVICE's credential as NAME (NAME=SERVICE), repeatable")
+	return cmd
+}

@@ -1,0 +1,121 @@
+package client
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/agentkeys/agentkeys/internal/agent"
+	"github.com/agentkeys/agentkeys/internal/api"
+	"github.com/agentkeys/agentkeys/internal/broker"
+	"github.com/agentkeys/agentkeys/internal/dpop"
+)
+
+// RequestPairing files a daemon's signed pair request.
+func (c *Client) RequestPairing(ctx context.Context, r agent.Request) (*broker.PairCreated, error) {
+	var out broker.PairCreated
+	return &out, c.Do(ctx, http.MethodPost, "/v1/pair/requests", r, &out)
+}
+
+// proofHeader returns the DPoP header pair for a request to path.
+func (c *Client) proofHeader(key *ecdsa.PrivateKey, method, path, token string) ([]string, error) {
+	p, err := dpop.Sign(key, method, c.base+strings.SplitN(path, "?", 2)[0], token, time.Now())
+	if err != nil {
+		return nil, err
+	}
+	return []string{"DPoP", p}, nil
+}
+
+// PollPairing asks for the state of pair request id, proven with its proof key.
+func (c *Client) PollPairing(ctx context.Context, id string, key *ecdsa.PrivateKey) (*broker.PairStatus, error) {
+	path := "/v1/pair/requests/" + url.PathEscape(id)
+	h, err := c.proofHeader(key, http.MethodGet, path, "")
+	if err != nil {
+		return nil, err
+	}
+	var out broker.PairStatus
+	return &out, c.Do(ctx, http.MethodGet, path, nil, &out, h...)
+}
+
+// PendingPairs lists the owner's pending pair requests.
+func (s *Session) PendingPairs(ctx context.Context) ([]agent.Pair, error) {
+	var l api.PairList
+	return l.Requests, s.do(ctx, http.MethodGet, "/v1/pair/requests", nil, &l)
+}
+
+// ApprovePairing approves a pair request with a signed decision.
+func (s *Session) ApprovePairing(ctx context.Context, id string, d broker.Decision) (*agent.Agent, error) {
+	var a agent.Agent
+	return &a, s.do(ctx, http.MethodPost, "/v1/pair/requests/"+url.PathEscape(id)+"/approve", d, &a)
+}
+
+// DenyPairing denies a pair request with a signed decision.
+func (s *Session) DenyPairing(ctx context.Context, id string, d broker.Decision) error {
+	return s.do(ctx, http.MethodPost, "/v1/pair/requests/"+url.PathEscape(id)+"/deny", d, nil)
+}
+
+// Agents lists the owner's agents.
+func (s *Session) Agents(ctx context.Context) ([]agent.Agent, error) {
+	var l api.AgentList
+	return l.Agents, s.do(ctx, http.MethodGet, "/v1/agents", nil, &l)
+}
+
+// SetScope edits an agent's scope.
+func (s *Session) SetScope(ctx context.Context, alias string, e broker.ScopeEdit) (*agent.Agent, error) {
+	var a agent.Agent
+	return &a, s.do(ctx, http.MethodPost, "/v1/agents/"+url.PathEscape(alias)+"/scope", e, &a)
+}
+
+// RevokeAgent revokes an agent's sessions.
+func (s *Session) RevokeAgent(ctx context.Context, alias string) (*agent.Agent, error) {
+	var a agent.Agent
+	return &a, s.do(ctx, http.MethodPost, "/v1/agents/"+url.PathEscape(alias)+"/revoke", nil, &a)
+}
+
+// Teardown deletes an agent's credentials and revokes it.
+func (s *Session) Teardown(ctx context.Context, alias string) (*api.TeardownResult, error) {
+	var r api.TeardownResult
+	return &r, s.do(ctx, http.MethodPost, "/v1/agents/"+url.PathEscape(alias)+"/teardown", nil, &r)
+}
+
+// AgentSession is a client of an agent session: every request carries the
+// bearer token and a fresh DPoP proof signed by the daemon's proof key.
+type AgentSession struct {
+	*Client
+	token string
+	key   *ecdsa.PrivateKey
+}
+
+// WithAgent returns a client of the agent session token bound to key.
+func (c *Client) WithAgent(token string, key *ecdsa.PrivateKey) *AgentSession {
+	return &AgentSession{Client: c, token: token, key: key}
+}
+
+func (a *AgentSession) do(ctx context.Context, method, path string, body, out any) error {
+	h, err := a.proofHeader(a.key, method, path, a.token)
+	if err != nil {
+		return err
+	}
+	return a.Do(ctx, method, path, body, out, append([]string{"Authorization", "Bearer " + a.token}, h...)...)
+}
+
+// Read asks for a credential boxed for the session channel.
+func (a *AgentSession) Read(ctx context.Context, service string) (*broker.ReadResult, error) {
+	var r broker.ReadResult
+	return &r, a.do(ctx, http.MethodPost, "/v1/credentials/"+url.PathEscape(service)+"/read", api.ReadBody{}, &r)
+}
+
+// Services lists the services the agent may read.
+func (a *AgentSession) Services(ctx context.Context) ([]string, error) {
+	var l api.ServiceList
+	return l.Services, a.do(ctx, http.MethodGet, "/v1/agent/credentials", nil, &l)
+}
+
+// Whoami fetches the agent session's identity.
+func (a *AgentSession) Whoami(ctx context.Context) (*broker.Whoami, error) {
+	var w broker.Whoami
+	return &w, a.do(ctx, http.MethodGet, "/v1/whoami", nil, &w)
+}

@@ -1,0 +1,325 @@
+// Package daemon is the agent side of AgentKeys (§7): it keeps the daemon's keys
+// and paired session under $AGENTKEYS_HOME/daemon (0600 files, 0700 directory),
+// fetches credentials over the agent session (every request with a DPoP proof,
+// values boxed for the session channel) and serves them to the agent over MCP
+// (stdio) or HTTP on a 0600 Unix socket. It never logs a credential value, a
+// token or a key, and its errors carry a stable code: DENIED, NOT_FOUND,
+// RATE_LIMITED, REVOKED or UNREACHABLE.
+package daemon
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/hpke"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/agentkeys/agentkeys/internal/client"
+	"github.com/agentkeys/agentkeys/internal/enclave"
+	"github.com/agentkeys/agentkeys/internal/problem"
+)
+
+// Stable error codes of the daemon's tools and socket.
+const (
+	CodeDenied      = problem.Denied
+	CodeNotFound    = problem.NotFound
+	CodeRateLimited = problem.RateLimited
+	CodeRevoked     = problem.Revoked
+	CodeUnreachable = problem.Unreachable
+)
+
+// Dir is the daemon's state directory ($AGENTKEYS_HOME/daemon).
+type Dir string
+
+// DirOf returns the daemon directory under an AgentKeys home.
+func DirOf(home string) Dir { return Dir(filepath.Join(home, "daemon")) }
+
+// Pending is a pair request waiting for the owner, with the keys made for it.
+// ProofKey and HPKEPrivate are secret.
+type Pending struct {
+	Server      string   `json:"server"`
+	Owner       string   `json:"owner"`
+	Alias       string   `json:"alias"`
+	Scope       []string `json:"scope"`
+	ID          string   `json:"id"`
+	VVC         string   `json:"vvc"`
+	ExpiresAt   int64    `json:"expires_at"`
+	ProofKey    string   `json:"proof_key"`    // base64 PKCS#8 P-256
+	HPKEPrivate string   `json:"hpke_private"` // base64 serialized hybrid HPKE private key
+}
+
+// Session is a paired agent session. Token, ChannelKey and ProofKey are secret.
+type Session struct {
+	Server      string `json:"server"`
+	Owner       string `json:"owner"`
+	Alias       string `json:"alias"`
+	Agent       string `json:"agent"` // omni
+	Wallet      string `json:"wallet"`
+	Generation  int    `json:"generation"`
+	SID         string `json:"sid"`
+	Token       string `json:"token"`
+	ChannelKey  string `json:"channel_key"` // base64
+	ChannelInfo string `json:"channel_info"`
+	ExpiresAt   int64  `json:"expires_at"`
+	ProofKey    string `json:"proof_key"` // base64 PKCS#8 P-256
+}
+
+// ErrNotPaired means the daemon has no session yet.
+var ErrNotPaired = problem.New(CodeDenied, "this daemon is not paired with an owner",
+	"run agentkeys daemon pair --server URL --owner OWNER --alias NAME --scope SERVICES, and have the owner approve it")
+
+func (d Dir) pendingPath(id string) string { return filepath.Join(string(d), "pending", id+".json") }
+
+// SessionPath is where the paired session lives.
+func (d Dir) SessionPath() string { return filepath.Join(string(d), "session.json") }
+
+// write replaces path atomically, 0600, parents 0700.
+func write(path string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	os.Chmod(filepath.Dir(path), 0o700)
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if err := tmp.Chmod(0o600); err != nil {
+		tmp.Close()
+		return err
+	}
+	if _, err := tmp.Write(b); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}
+
+func read(path string, v any) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("%s is damaged: %v", path, err)
+	}
+	return nil
+}
+
+// SavePending stores a pending request and its keys.
+func (d Dir) SavePending(p *Pending) error { return write(d.pendingPath(p.ID), p) }
+
+// LoadPending loads a pending request by id.
+func (d Dir) LoadPending(id string) (*Pending, error) {
+	if id == "" || strings.ContainsAny(id, `/\.`) {
+		return nil, problem.Newf(problem.BadRequest, "pass the id that agentkeys daemon pair printed", "%q is not a pair request id", id)
+	}
+	var p Pending
+	if err := read(d.pendingPath(id), &p); errors.Is(err, fs.ErrNotExist) {
+		return nil, problem.Newf(problem.NotFound, "start a new request with agentkeys daemon pair", "no pending pair request %s on this machine", id)
+	} else if err != nil {
+		return nil, err
+	}
+	return &p, nil
+}
+
+// RemovePending deletes a pending request's file (and its keys).
+func (d Dir) RemovePending(id string) { os.Remove(d.pendingPath(id)) }
+
+// SaveSession stores the paired session.
+func (d Dir) SaveSession(s *Session) error { return write(d.SessionPath(), s) }
+
+// LoadSession loads the paired session, or ErrNotPaired.
+func (d Dir) LoadSession() (*Session, error) {
+	var s Session
+	if err := read(d.SessionPath(), &s); errors.Is(err, fs.ErrNotExist) {
+		return nil, ErrNotPaired
+	} else if err != nil {
+		return nil, err
+	}
+	return &s, nil
+}
+
+// Paired reports whether a session file exists.
+func (d Dir) Paired() bool {
+	_, err := os.Stat(d.SessionPath())
+	return err == nil
+}
+
+// EncodeKey serializes a proof key.
+func EncodeKey(k *ecdsa.PrivateKey) (string, error) {
+	b, err := x509.MarshalPKCS8PrivateKey(k)
+	return base64.StdEncoding.EncodeToString(b), err
+}
+
+// DecodeKey parses a proof key.
+func DecodeKey(s string) (*ecdsa.PrivateKey, error) {
+	b, err := base64.StdEncoding.DecodeString(s)
+	if err != nil {
+		return nil, errors.New("proof key is not base64")
+	}
+	k, err := x509.ParsePKCS8PrivateKey(b)
+	if err != nil {
+		return nil, errors.New("proof key is not PKCS#8")
+	}
+	ek, ok := k.(*ecdsa.PrivateKey)
+	if !ok {
+		return nil, errors.New("proof key is not ECDSA")
+	}
+	return ek, nil
+}
+
+// NewHPKEKey makes the daemon's hybrid ML-KEM-768 + X25519 key.
+func NewHPKEKey() (hpke.PrivateKey, error) { return hpke.MLKEM768X25519().GenerateKey() }
+
+// Complete opens an approved request's delivery with the pending keys and
+// stores the session; the pending file is removed.
+func (d Dir) Complete(p *Pending, tokenInfo string, dl Delivery) (*Session, error) {
+	raw, err := base64.StdEncoding.DecodeString(p.HPKEPrivate)
+	if err != nil {
+		return nil, errors.New("pending request keys are damaged")
+	}
+	k, err := hpke.MLKEM768X25519().NewPrivateKey(raw)
+	if err != nil {
+		return nil, errors.New("pending request keys are damaged")
+	}
+	open := func(b64, info string) ([]byte, error) {
+		ct, err := base64.StdEncoding.DecodeString(b64)
+		if err != nil {
+			return nil, err
+		}
+		return hpke.Open(k, hpke.HKDFSHA256(), hpke.AES256GCM(), []byte(info), ct)
+	}
+	tok, err := open(dl.SealedToken, tokenInfo)
+	if err != nil {
+		return nil, problem.New(problem.Denied, "the approved session does not open with this daemon's key", "pair again with agentkeys daemon pair")
+	}
+	ch, err := open(dl.SealedChannelKey, dl.ChannelInfo)
+	if err != nil {
+		return nil, problem.New(problem.Denied, "the approved channel key does not open with this daemon's key", "pair again with agentkeys daemon pair")
+	}
+	s := &Session{Server: p.Server, Owner: p.Owner, Alias: p.Alias, Agent: dl.Agent, Wallet: dl.Wallet, Generation: dl.Generation,
+		SID: dl.SID, Token: string(tok), ChannelKey: base64.StdEncoding.EncodeToString(ch), ChannelInfo: dl.ChannelInfo,
+		ExpiresAt: dl.ExpiresAt, ProofKey: p.ProofKey}
+	if err := d.SaveSession(s); err != nil {
+		return nil, err
+	}
+	d.RemovePending(p.ID)
+	return s, nil
+}
+
+// Delivery mirrors agent.Delivery (kept here so callers need not import agent).
+type Delivery struct {
+	Agent, Wallet, SID            string
+	Generation                    int
+	ExpiresAt                     int64
+	SealedToken, SealedChannelKey string
+	ChannelInfo                   string
+}
+
+// Source fetches credentials for the agent: it loads the session on every call
+// (so a re-pairing is picked up without a restart).
+type Source struct {
+	Dir Dir
+}
+
+func (s Source) session() (*Session, *client.AgentSession, []byte, error) {
+	sess, err := s.Dir.LoadSession()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	key, err := DecodeKey(sess.ProofKey)
+	if err != nil {
+		return nil, nil, nil, problem.New(CodeRevoked, "the daemon's session file is damaged", "pair again with agentkeys daemon pair")
+	}
+	ch, err := base64.StdEncoding.DecodeString(sess.ChannelKey)
+	if err != nil {
+		return nil, nil, nil, problem.New(CodeRevoked, "the daemon's session file is damaged", "pair again with agentkeys daemon pair")
+	}
+	c, err := client.New(sess.Server)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return sess, c.WithAgent(sess.Token, key), ch, nil
+}
+
+// Get returns the value of a credential the agent may read. The caller must not
+// log it.
+func (s Source) Get(ctx context.Context, service string) ([]byte, error) {
+	_, c, ch, err := s.session()
+	if err != nil {
+		return nil, Stable(err)
+	}
+	defer clear(ch)
+	res, err := c.Read(ctx, service)
+	if err != nil {
+		return nil, Stable(err)
+	}
+	v, err := enclave.OpenSessionBox(ch, []byte(res.Info), res.Sealed)
+	if err != nil {
+		return nil, problem.New(CodeRevoked, "the credential does not open with this daemon's channel key", "pair again with agentkeys daemon pair")
+	}
+	return v, nil
+}
+
+// List returns the services the agent may read now.
+func (s Source) List(ctx context.Context) ([]string, error) {
+	_, c, ch, err := s.session()
+	if err != nil {
+		return nil, Stable(err)
+	}
+	clear(ch)
+	l, err := c.Services(ctx)
+	if err != nil {
+		return nil, Stable(err)
+	}
+	return l, nil
+}
+
+// Stable maps any error to a problem with one of the daemon's five codes.
+func Stable(err error) *problem.Error {
+	p := problem.As(err)
+	out := *p
+	switch p.Code {
+	case CodeDenied, CodeNotFound, CodeRateLimited, CodeRevoked, CodeUnreachable:
+	case problem.Unauthenticated:
+		out.Code = CodeRevoked
+		if out.Fix == "" || strings.Contains(out.Fix, "agentkeys init") {
+			out.Fix = "ask the owner to pair this daemon again (agentkeys daemon pair)"
+		}
+	case problem.ApprovalNeeded:
+		out.Code = CodeDenied
+	case problem.BadRequest:
+		out.Code = CodeNotFound
+	default:
+		out.Code = CodeUnreachable
+	}
+	return &out
+}
+
+// Text renders a stable error for a tool result or log line.
+func Text(p *problem.Error) string {
+	s := p.Code + ": " + p.Message
+	if p.Fix != "" {
+		s += " Fix: " + p.Fix
+	}
+	return s
+}

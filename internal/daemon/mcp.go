@@ -1,0 +1,79 @@
+package daemon
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+)
+
+// GetInput is the input of the get_credential tool.
+type GetInput struct {
+	Service string `json:"service" jsonschema:"the service whose credential to fetch, e.g. openai"`
+}
+
+// ListInput is the (empty) input of list_credentials.
+type ListInput struct{}
+
+// Version is reported to MCP clients.
+const Version = "0.1.0"
+
+func toolError(p string) *mcp.CallToolResult {
+	return &mcp.CallToolResult{IsError: true, Content: []mcp.Content{&mcp.TextContent{Text: p}}}
+}
+
+// NewMCPServer returns the daemon's MCP server with its tools.
+func NewMCPServer(src Source, log *slog.Logger) *mcp.Server {
+	s := mcp.NewServer(&mcp.Implementation{Name: "agentkeys", Title: "AgentKeys credentials", Version: Version}, nil)
+	mcp.AddTool(s, &mcp.Tool{Name: "get_credential",
+		Description: "Fetch the credential (API key) of a service this agent may use. Every call is audited. " +
+			"Errors start with a stable code: DENIED, NOT_FOUND, RATE_LIMITED, REVOKED or UNREACHABLE."},
+		func(ctx context.Context, _ *mcp.CallToolRequest, in GetInput) (*mcp.CallToolResult, any, error) {
+			v, err := src.Get(ctx, in.Service)
+			if err != nil {
+				p := Stable(err)
+				log.Info("get_credential refused", "service", in.Service, "code", p.Code)
+				return toolError(Text(p)), nil, nil
+			}
+			log.Info("get_credential", "service", in.Service, "bytes", len(v))
+			return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: string(v)}}}, nil, nil
+		})
+	mcp.AddTool(s, &mcp.Tool{Name: "list_credentials",
+		Description: "List the services whose credentials this agent may fetch now (names only)."},
+		func(ctx context.Context, _ *mcp.CallToolRequest, _ ListInput) (*mcp.CallToolResult, ServiceList, error) {
+			l, err := src.List(ctx)
+			if err != nil {
+				p := Stable(err)
+				log.Info("list_credentials refused", "code", p.Code)
+				return toolError(Text(p)), ServiceList{}, nil
+			}
+			return nil, ServiceList{Services: l}, nil
+		})
+	return s
+}
+
+// ServiceList is list_credentials' result and GET /credentials' body.
+type ServiceList struct {
+	Services []string `json:"services"`
+}
+
+// ServeMCP runs the MCP server on stdio until the client disconnects.
+func ServeMCP(ctx context.Context, src Source, log *slog.Logger) error {
+	return NewMCPServer(src, log).Run(ctx, &mcp.StdioTransport{})
+}
+
+// statusOf is the HTTP status of a stable code.
+func statusOf(code string) int {
+	switch code {
+	case CodeDenied:
+		return http.StatusForbidden
+	case CodeNotFound:
+		return http.StatusNotFound
+	case CodeRateLimited:
+		return http.StatusTooManyRequests
+	case CodeRevoked:
+		return http.StatusUnauthorized
+	}
+	return http.StatusBadGateway
+}

@@ -1,0 +1,105 @@
+package daemon
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/agentkeys/agentkeys/internal/problem"
+)
+
+// Handler serves the daemon's operations over HTTP: GET /credentials and
+// GET /credentials/{service}; errors are {"error":{"code","message","fix"}}.
+func Handler(src Source, log *slog.Logger) http.Handler {
+	mux := http.NewServeMux()
+	fail := func(w http.ResponseWriter, p *problem.Error) {
+		if p.RetryAfter > 0 {
+			w.Header().Set("Retry-After", strconv.Itoa(p.RetryAfter))
+		}
+		writeJSON(w, statusOf(p.Code), map[string]*problem.Error{"error": p})
+	}
+	mux.HandleFunc("GET /credentials", func(w http.ResponseWriter, r *http.Request) {
+		l, err := src.List(r.Context())
+		if err != nil {
+			p := Stable(err)
+			log.Info("list refused", "code", p.Code)
+			fail(w, p)
+			return
+		}
+		writeJSON(w, http.StatusOK, ServiceList{Services: l})
+	})
+	mux.HandleFunc("GET /credentials/{service}", func(w http.ResponseWriter, r *http.Request) {
+		svc := r.PathValue("service")
+		v, err := src.Get(r.Context(), svc)
+		if err != nil {
+			p := Stable(err)
+			log.Info("credential refused", "service", svc, "code", p.Code)
+			fail(w, p)
+			return
+		}
+		defer clear(v)
+		log.Info("credential served", "service", svc, "bytes", len(v))
+		writeJSON(w, http.StatusOK, map[string]string{"service": svc, "value": string(v)})
+	})
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		fail(w, problem.New(CodeNotFound, "no such endpoint", "use GET /credentials or GET /credentials/{service}"))
+	})
+	return mux
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(v)
+}
+
+// ListenSocket creates a Unix socket at path readable and writable by this user
+// only (0600). A stale socket file is replaced; any other file is not.
+func ListenSocket(path string) (net.Listener, error) {
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode()&os.ModeSocket == 0 {
+			return nil, problem.Newf(problem.BadRequest, "choose another --socket path", "%s exists and is not a socket", path)
+		}
+		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+			c.Close()
+			return nil, problem.Newf(problem.Conflict, "stop the other daemon or choose another --socket path", "a daemon already serves %s", path)
+		}
+		os.Remove(path)
+	}
+	old := syscall.Umask(0o177)
+	ln, err := net.Listen("unix", path)
+	syscall.Umask(old)
+	if err != nil {
+		return nil, problem.Newf(problem.BadRequest, "choose a writable --socket path", "cannot listen on %s: %v", path, err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	return ln, nil
+}
+
+// ServeSocket serves Handler on ln until ctx ends.
+func ServeSocket(ctx context.Context, ln net.Listener, src Source, log *slog.Logger) error {
+	srv := &http.Server{Handler: Handler(src, log), ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(sctx)
+	}()
+	err := srv.Serve(ln)
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return fmt.Errorf("serving the socket: %w", err)
+}

@@ -1,0 +1,254 @@
+// Package dpop makes and checks proof-of-possession proofs in the shape of RFC
+// 9449 (DPoP): a compact JWS, header {typ:"dpop+jwt", alg:"ES256", jwk}, claims
+// {htm, htu, iat, jti, ath}. A daemon signs one per request with its P-256 proof
+// key; the broker checks it against the thumbprint bound into the agent token
+// (cnf.jkt), so a stolen token without the key is useless. Only ES256 is
+// accepted. It never logs, and its errors never quote a proof or a token.
+package dpop
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/go-jose/go-jose/v4"
+)
+
+// Type is the typ header of a proof.
+const Type = "dpop+jwt"
+
+// Skew is how far a proof's iat may be from the verifier's clock.
+const Skew = 60 * time.Second
+
+// ReplayWindow is how long a verifier remembers a proof's jti.
+const ReplayWindow = 2 * time.Minute
+
+// MaxProofLen bounds a proof (bytes).
+const MaxProofLen = 4096
+
+// ErrInvalid wraps every refused proof; the text says why, never what it held.
+var ErrInvalid = errors.New("dpop: invalid proof")
+
+// ErrReplayed means the proof's jti was already used.
+var ErrReplayed = fmt.Errorf("%w: replayed", ErrInvalid)
+
+func invalid(why string) error { return fmt.Errorf("%w: %s", ErrInvalid, why) }
+
+// Claims are a proof's claims.
+type Claims struct {
+	HTM string `json:"htm"`
+	HTU string `json:"htu"`
+	IAT int64  `json:"iat"`
+	JTI string `json:"jti"`
+	ATH string `json:"ath,omitempty"`
+}
+
+// NewKey generates a P-256 proof key.
+func NewKey() (*ecdsa.PrivateKey, error) { return ecdsa.GenerateKey(elliptic.P256(), rand.Reader) }
+
+// PublicJWK returns the public JWK of key as JSON.
+func PublicJWK(key *ecdsa.PrivateKey) ([]byte, error) {
+	return json.Marshal(jose.JSONWebKey{Key: &key.PublicKey, Algorithm: string(jose.ES256), Use: "sig"})
+}
+
+// Thumbprint is the RFC 7638 SHA-256 thumbprint (unpadded base64url) of a public key.
+func Thumbprint(pub *ecdsa.PublicKey) (string, error) {
+	tp, err := (&jose.JSONWebKey{Key: pub}).Thumbprint(crypto.SHA256)
+	if err != nil {
+		return "", err
+	}
+	return base64.RawURLEncoding.EncodeToString(tp), nil
+}
+
+// ParseJWK parses a public P-256 JWK (JSON) and returns it with its thumbprint.
+func ParseJWK(raw []byte) (*ecdsa.PublicKey, string, error) {
+	var k jose.JSONWebKey
+	if err := k.UnmarshalJSON(raw); err != nil {
+		return nil, "", invalid("proof key is not a JWK")
+	}
+	pub, ok := k.Key.(*ecdsa.PublicKey)
+	if !ok || !k.IsPublic() || pub.Curve != elliptic.P256() {
+		return nil, "", invalid("proof key is not a public P-256 key")
+	}
+	tp, err := Thumbprint(pub)
+	return pub, tp, err
+}
+
+// ATH is the access-token hash claim of a proof made for token.
+func ATH(token string) string {
+	h := sha256.Sum256([]byte(token))
+	return base64.RawURLEncoding.EncodeToString(h[:])
+}
+
+// HTU normalises a request URL to scheme://host/path (no query or fragment).
+func HTU(raw string) (string, error) {
+	u, err := url.Parse(raw)
+	if err != nil || u.Scheme == "" || u.Host == "" {
+		return "", invalid("htu is not an absolute URL")
+	}
+	return strings.ToLower(u.Scheme) + "://" + strings.ToLower(u.Host) + u.EscapedPath(), nil
+}
+
+// Sign makes a proof for method and URL; token is the access token it goes
+// with ("" for a request without one, such as a pairing poll).
+func Sign(key *ecdsa.PrivateKey, method, rawURL, token string, now time.Time) (string, error) {
+	htu, err := HTU(rawURL)
+	if err != nil {
+		return "", err
+	}
+	var jti [16]byte
+	rand.Read(jti[:])
+	c := Claims{HTM: method, HTU: htu, IAT: now.Unix(), JTI: hex.EncodeToString(jti[:])}
+	if token != "" {
+		c.ATH = ATH(token)
+	}
+	payload, err := json.Marshal(c)
+	if err != nil {
+		return "", err
+	}
+	s, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: key},
+		(&jose.SignerOptions{EmbedJWK: true}).WithType(Type))
+	if err != nil {
+		return "", err
+	}
+	obj, err := s.Sign(payload)
+	if err != nil {
+		return "", err
+	}
+	return obj.CompactSerialize()
+}
+
+// Verifier checks proofs and remembers their jti for ReplayWindow. It is safe
+// for concurrent use.
+type Verifier struct {
+	mu   sync.Mutex
+	seen map[string]time.Time // jkt|jti → when it may be forgotten
+	max  int
+	now  func() time.Time
+}
+
+// NewVerifier returns a verifier remembering at most max proofs (0 = 200 000);
+// now is its clock (nil = time.Now).
+func NewVerifier(max int, now func() time.Time) *Verifier {
+	if max <= 0 {
+		max = 200_000
+	}
+	if now == nil {
+		now = time.Now
+	}
+	return &Verifier{seen: map[string]time.Time{}, max: max, now: now}
+}
+
+// Want is what a proof must match.
+type Want struct {
+	Method string
+	URLs   []string // the request URL as the client may have addressed it (any one matches)
+	JKT    string   // the thumbprint bound into the token (cnf.jkt) or the pair request
+	Token  string   // the access token sent with it; "" = the proof must have no ath
+}
+
+// Verify checks proof against w and records its jti.
+func (v *Verifier) Verify(proof string, w Want) error {
+	if proof == "" {
+		return invalid("no DPoP proof was sent")
+	}
+	if len(proof) > MaxProofLen {
+		return invalid("proof is too long")
+	}
+	jws, err := jose.ParseSigned(proof, []jose.SignatureAlgorithm{jose.ES256})
+	if err != nil {
+		return invalid("not an ES256 compact JWS")
+	}
+	if len(jws.Signatures) != 1 {
+		return invalid("want exactly one signature")
+	}
+	h := jws.Signatures[0].Protected
+	if typ, _ := h.ExtraHeaders[jose.HeaderType].(string); typ != Type {
+		return invalid(`typ is not "dpop+jwt"`)
+	}
+	if h.JSONWebKey == nil || !h.JSONWebKey.IsPublic() {
+		return invalid("header has no public jwk")
+	}
+	pub, ok := h.JSONWebKey.Key.(*ecdsa.PublicKey)
+	if !ok || pub.Curve != elliptic.P256() {
+		return invalid("jwk is not a P-256 key")
+	}
+	tp, err := Thumbprint(pub)
+	if err != nil || subtle.ConstantTimeCompare([]byte(tp), []byte(w.JKT)) != 1 {
+		return invalid("proof key is not the key the session is bound to")
+	}
+	payload, err := jws.Verify(pub)
+	if err != nil {
+		return invalid("signature does not verify")
+	}
+	var c Claims
+	dec := json.NewDecoder(strings.NewReader(string(payload)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&c); err != nil {
+		return invalid("claims are not {htm, htu, iat, jti, ath}")
+	}
+	if c.HTM != w.Method {
+		return invalid("proof is for another method")
+	}
+	got, err := HTU(c.HTU)
+	if err != nil {
+		return invalid("proof is for another URL")
+	}
+	match := false
+	for _, u := range w.URLs {
+		if want, err := HTU(u); err == nil && want == got {
+			match = true
+		}
+	}
+	if !match {
+		return invalid("proof is for another URL")
+	}
+	if w.Token == "" {
+		if c.ATH != "" {
+			return invalid("unexpected ath")
+		}
+	} else if subtle.ConstantTimeCompare([]byte(c.ATH), []byte(ATH(w.Token))) != 1 {
+		return invalid("ath does not match the access token")
+	}
+	now := v.now()
+	if d := now.Sub(time.Unix(c.IAT, 0)); d > Skew || d < -Skew {
+		return invalid("iat is more than 60 s from the broker's clock")
+	}
+	if c.JTI == "" || len(c.JTI) > 128 {
+		return invalid("jti is missing or too long")
+	}
+	return v.remember(w.JKT+"|"+c.JTI, now)
+}
+
+func (v *Verifier) remember(id string, now time.Time) error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if until, ok := v.seen[id]; ok && now.Before(until) {
+		return ErrReplayed
+	}
+	if len(v.seen) >= v.max {
+		for k, until := range v.seen {
+			if !now.Before(until) {
+				delete(v.seen, k)
+			}
+		}
+		if len(v.seen) >= v.max {
+			// Full of live entries: refuse rather than forget (fail closed).
+			return invalid("too many proofs in flight; retry shortly")
+		}
+	}
+	v.seen[id] = now.Add(ReplayWindow)
+	return nil
+}

@@ -1,0 +1,173 @@
+package dpop
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-jose/go-jose/v4"
+)
+
+const credURL = "https://keys.example.com/v1/agent/credentials"
+
+func setup(t *testing.T) (*ecdsa.PrivateKey, string, *Verifier, *time.Time) {
+	t.Helper()
+	k, err := NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	jkt, err := Thumbprint(&k.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Unix(1_800_000_000, 0)
+	return k, jkt, NewVerifier(0, func() time.Time { return now }), &now
+}
+
+func TestRoundTripAndReplay(t *testing.T) {
+	k, jkt, v, now := setup(t)
+	p, err := Sign(k, "GET", credURL+"?x=1", "tok", *now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := Want{Method: "GET", URLs: []string{credURL}, JKT: jkt, Token: "tok"}
+	if err := v.Verify(p, w); err != nil {
+		t.Fatalf("valid proof: %v", err)
+	}
+	if err := v.Verify(p, w); !errors.Is(err, ErrReplayed) {
+		t.Fatalf("replay: %v", err)
+	}
+	// After the replay window the jti is forgotten, but iat is then too old.
+	*now = now.Add(ReplayWindow + time.Second)
+	if err := v.Verify(p, w); err == nil {
+		t.Fatal("old proof accepted")
+	}
+}
+
+func TestRefusals(t *testing.T) {
+	k, jkt, v, now := setup(t)
+	other, _ := NewKey()
+	sign := func(key *ecdsa.PrivateKey, method, u, tok string, at time.Time) string {
+		p, err := Sign(key, method, u, tok, at)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	w := Want{Method: "GET", URLs: []string{credURL}, JKT: jkt, Token: "tok"}
+	cases := map[string]string{
+		"empty":          "",
+		"other key":      sign(other, "GET", credURL, "tok", *now),
+		"other method":   sign(k, "POST", credURL, "tok", *now),
+		"other credURL":  sign(k, "GET", "https://keys.example.com/v1/whoami", "tok", *now),
+		"other host":     sign(k, "GET", "https://evil.example.com/v1/agent/credentials", "tok", *now),
+		"other token":    sign(k, "GET", credURL, "tok2", *now),
+		"no ath":         sign(k, "GET", credURL, "", *now),
+		"iat too old":    sign(k, "GET", credURL, "tok", now.Add(-2*Skew)),
+		"iat in future":  sign(k, "GET", credURL, "tok", now.Add(2*Skew)),
+		"garbage":        "a.b.c",
+		"too long":       strings.Repeat("a", MaxProofLen+1),
+		"alg none":       unsigned(t, k, *now),
+		"HS256":          hmacProof(t, k, *now),
+		"wrong typ":      withType(t, k, "JWT", *now),
+		"private jwk in": sign(k, "GET", credURL, "tok", *now) + "x",
+	}
+	for name, p := range cases {
+		if err := v.Verify(p, w); !errors.Is(err, ErrInvalid) {
+			t.Errorf("%s: accepted (%v)", name, err)
+		}
+	}
+}
+
+func claims(now time.Time) []byte {
+	b, _ := json.Marshal(Claims{HTM: "GET", HTU: credURL, IAT: now.Unix(), JTI: "j1", ATH: ATH("tok")})
+	return b
+}
+
+func unsigned(t *testing.T, k *ecdsa.PrivateKey, now time.Time) string {
+	jwk, _ := json.Marshal(jose.JSONWebKey{Key: &k.PublicKey})
+	h, _ := json.Marshal(map[string]any{"typ": Type, "alg": "none", "jwk": json.RawMessage(jwk)})
+	enc := base64.RawURLEncoding.EncodeToString
+	return enc(h) + "." + enc(claims(now)) + "."
+}
+
+func hmacProof(t *testing.T, k *ecdsa.PrivateKey, now time.Time) string {
+	s, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.HS256, Key: []byte("0123456789abcdef0123456789abcdef")},
+		(&jose.SignerOptions{}).WithType(Type).WithHeader("jwk", jose.JSONWebKey{Key: &k.PublicKey}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := s.Sign(claims(now))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ := o.CompactSerialize()
+	return c
+}
+
+func withType(t *testing.T, k *ecdsa.PrivateKey, typ string, now time.Time) string {
+	s, _ := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: k}, (&jose.SignerOptions{EmbedJWK: true}).WithType(jose.ContentType(typ)))
+	o, _ := s.Sign(claims(now))
+	c, _ := o.CompactSerialize()
+	return c
+}
+
+func TestReplayCacheIsBounded(t *testing.T) {
+	k, jkt, _, now := setup(t)
+	v := NewVerifier(3, func() time.Time { return *now })
+	w := Want{Method: "GET", URLs: []string{credURL}, JKT: jkt}
+	for i := 0; i < 3; i++ {
+		p, _ := Sign(k, "GET", credURL, "", *now)
+		if err := v.Verify(p, w); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p, _ := Sign(k, "GET", credURL, "", *now)
+	if err := v.Verify(p, w); err == nil {
+		t.Fatal("a full cache of live proofs must refuse, not forget")
+	}
+	*now = now.Add(ReplayWindow)
+	p, _ = Sign(k, "GET", credURL, "", *now)
+	if err := v.Verify(p, w); err != nil {
+		t.Fatalf("after the window the cache has room again: %v", err)
+	}
+}
+
+func TestThumbprintMatchesJWK(t *testing.T) {
+	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	raw, err := PublicJWK(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, tp, err := ParseJWK(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := Thumbprint(&k.PublicKey)
+	if tp != want || len(tp) != 43 {
+		t.Fatalf("thumbprint %q want %q", tp, want)
+	}
+	p384, _ := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	raw, _ = json.Marshal(jose.JSONWebKey{Key: &p384.PublicKey})
+	if _, _, err := ParseJWK(raw); err == nil {
+		t.Fatal("P-384 key accepted")
+	}
+}
+
+func FuzzVerify(f *testing.F) {
+	k, _ := NewKey()
+	jkt, _ := Thumbprint(&k.PublicKey)
+	p, _ := Sign(k, "GET", credURL, "tok", time.Now())
+	f.Add(p)
+	f.Add("e30.e30.")
+	f.Fuzz(func(t *testing.T, proof string) {
+		v := NewVerifier(0, nil)
+		v.Verify(proof, Want{Method: "GET", URLs: []string{credURL}, JKT: jkt, Token: "tok"})
+	})
+}
