@@ -253,18 +253,18 @@ func (b *Broker) ApprovePairing(ctx context.Context, c *Caller, id string, d Dec
 	dl := agent.Delivery{Agent: omni, Wallet: wallet, SID: sid, Generation: gen, ExpiresAt: exp,
 		SealedToken: base64.StdEncoding.EncodeToString(sealedTok), SealedChannelKey: base64.StdEncoding.EncodeToString(sealedCh), ChannelInfo: chInfo}
 	ap := agent.Approval{ID: p.ID, Owner: owner, Alias: p.Alias, Scope: p.Scope, Statement: d.Sig, Time: d.Time, Delivery: dl}
-	if _, err := lg.Append(ctx, ledger.AccountOrigin(owner), agent.KindPairApproved, ap); err != nil {
+	acct := account.Account{Omni: omni, Wallet: wallet, Type: "agent", Role: token.RoleAgent, Parent: owner, Alias: p.Alias, Generation: gen}
+	s := account.Session{SID: sid, Omni: omni, Role: token.RoleAgent, Expires: exp}
+	// One atomic group: a crash can never leave an approval without its agent or
+	// session (which would strand the request).
+	if _, err := lg.AppendAll(ctx, []ledger.Req{
+		{Origin: ledger.AccountOrigin(owner), Kind: agent.KindPairApproved, Payload: ap},
+		{Origin: ledger.OriginEnclave, Kind: account.KindCreated, Payload: acct},
+		{Origin: ledger.AccountOrigin(omni), Kind: account.KindSessionIssued, Payload: s},
+	}); err != nil {
 		if errors.Is(err, ledger.ErrRejected) {
 			return nil, problem.Newf(problem.Conflict, "list pending requests with agentkeys agent pending", "pair request %s can no longer be approved", id)
 		}
-		return nil, ledgerProblem(err)
-	}
-	acct := account.Account{Omni: omni, Wallet: wallet, Type: "agent", Role: token.RoleAgent, Parent: owner, Alias: p.Alias, Generation: gen}
-	if _, err := lg.Append(ctx, ledger.OriginEnclave, account.KindCreated, acct); err != nil {
-		return nil, ledgerProblem(err)
-	}
-	s := account.Session{SID: sid, Omni: omni, Role: token.RoleAgent, Expires: exp}
-	if _, err := lg.Append(ctx, ledger.AccountOrigin(omni), account.KindSessionIssued, s); err != nil {
 		return nil, ledgerProblem(err)
 	}
 	if had && prev.Status == agent.Active {

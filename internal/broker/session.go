@@ -117,14 +117,12 @@ func (b *Broker) CreateAccount(ctx context.Context, l Login) (*SessionGrant, err
 		return nil, err
 	}
 	a := account.Account{Omni: omni, Wallet: wallet, Type: account.TypeKey, PublicKey: l.PublicKey, Role: token.RoleOwner}
-	if _, err := lg.Append(ctx, ledger.OriginEnclave, account.KindCreated, a); err != nil {
-		if errors.Is(err, ledger.ErrRejected) {
-			return nil, problem.Newf(problem.Conflict, "log in with agentkeys init --force", "an account for this identity already exists (omni %s)", omni)
-		}
-		return nil, ledgerProblem(err)
+	g, err := b.openSession(ctx, &a, loginHash, l.ChannelKey, ledger.Req{Origin: ledger.OriginEnclave, Kind: account.KindCreated, Payload: a})
+	if err != nil {
+		return nil, err
 	}
 	b.log.Info("account created", "omni", omni, "wallet", wallet)
-	return b.openSession(ctx, &a, loginHash, l.ChannelKey)
+	return g, nil
 }
 
 // OpenSession opens a new session for an existing owner.
@@ -146,7 +144,9 @@ func (b *Broker) OpenSession(ctx context.Context, l Login) (*SessionGrant, error
 	return b.openSession(ctx, a, loginHash, l.ChannelKey)
 }
 
-func (b *Broker) openSession(ctx context.Context, a *account.Account, loginHash, channelKey string) (*SessionGrant, error) {
+// openSession appends session.issued — after the entries in first, all in one
+// atomic group — and mints the session's token.
+func (b *Broker) openSession(ctx context.Context, a *account.Account, loginHash, channelKey string, first ...ledger.Req) (*SessionGrant, error) {
 	lg, _ := b.Ledger()
 	var recipient []byte
 	if channelKey != "" {
@@ -158,7 +158,11 @@ func (b *Broker) openSession(ctx context.Context, a *account.Account, loginHash,
 	sid := randomID()
 	exp := time.Now().Add(b.cfg.SessionTTL).Unix()
 	s := account.Session{SID: sid, Omni: a.Omni, Role: a.Role, Expires: exp, LoginHash: loginHash}
-	if _, err := lg.Append(ctx, ledger.AccountOrigin(a.Omni), account.KindSessionIssued, s); err != nil {
+	group := append(first, ledger.Req{Origin: ledger.AccountOrigin(a.Omni), Kind: account.KindSessionIssued, Payload: s})
+	if _, err := lg.AppendAll(ctx, group); err != nil {
+		if errors.Is(err, ledger.ErrRejected) && len(first) > 0 {
+			return nil, problem.Newf(problem.Conflict, "log in with agentkeys init --force", "an account for this identity already exists (omni %s)", a.Omni)
+		}
 		if errors.Is(err, ledger.ErrRejected) {
 			return nil, problem.New(problem.Unauthenticated, "login refused: this signed statement was already used", "run agentkeys init --force again")
 		}

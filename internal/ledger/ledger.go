@@ -116,13 +116,14 @@ type batch struct {
 type request struct {
 	origin, kind string
 	payload      []byte
-	blob         []byte // stored at BlobKey(sha256(blob)) in the same transaction
-	external     *Entry // pre-signed (governance) entry, nil for enclave/account appends
+	blob         []byte     // stored at BlobKey(sha256(blob)) in the same transaction
+	external     *Entry     // pre-signed (governance) entry, nil for enclave/account appends
+	group        []*request // AppendAll: entries that are written all together or not at all
 	done         chan result
 }
 
 type result struct {
-	e   Entry
+	es  []Entry // one entry, or a group's entries
 	err error
 }
 
@@ -169,7 +170,7 @@ func Open(ctx context.Context, d Driver, s Schema, signer Signer, opts Options) 
 		if b := l.prepare([]*request{r}, false); b != nil {
 			l.commit([]*batch{b})
 		}
-		if res := <-r.done; res.err != nil {
+		if res := <-r.done; res.err != nil || len(res.es) != 1 {
 			return nil, fmt.Errorf("ledger: writing genesis: %w", res.err)
 		}
 	}
@@ -206,25 +207,58 @@ func (l *Ledger) Submit(ctx context.Context, e Entry) (Entry, error) {
 	return l.send(ctx, &request{external: &e})
 }
 
+// Req is one entry of an AppendAll group.
+type Req struct {
+	Origin, Kind string
+	Payload      any
+	Blob         []byte // optional, as for AppendBlob
+}
+
+// AppendAll appends entries in order and atomically: each is admitted and folded
+// on top of the ones before it, and either all are durable when it returns or
+// none was written.
+func (l *Ledger) AppendAll(ctx context.Context, reqs []Req) ([]Entry, error) {
+	if len(reqs) == 0 {
+		return nil, nil
+	}
+	g := &request{group: make([]*request, len(reqs))}
+	for i, r := range reqs {
+		p, err := MarshalPayload(r.Payload)
+		if err != nil {
+			return nil, fmt.Errorf("ledger: %s payload: %w", r.Kind, err)
+		}
+		g.group[i] = &request{origin: r.Origin, kind: r.Kind, payload: p, blob: r.Blob}
+	}
+	return l.sendAll(ctx, g)
+}
+
 func (l *Ledger) send(ctx context.Context, r *request) (Entry, error) {
+	es, err := l.sendAll(ctx, r)
+	if err != nil {
+		return Entry{}, err
+	}
+	return es[0], nil
+}
+
+func (l *Ledger) sendAll(ctx context.Context, r *request) ([]Entry, error) {
 	r.done = make(chan result, 1)
 	select {
 	case <-l.quit:
-		return Entry{}, ErrClosed
+		return nil, ErrClosed
 	default:
 	}
 	select {
 	case l.reqs <- r:
 	case <-l.quit:
-		return Entry{}, ErrClosed
+		return nil, ErrClosed
 	case <-ctx.Done():
-		return Entry{}, ctx.Err()
+		return nil, ctx.Err()
 	}
 	select {
 	case res := <-r.done:
-		return res.e, res.err
+		return res.es, res.err
 	case <-ctx.Done():
-		return Entry{}, ctx.Err()
+		return nil, ctx.Err()
 	}
 }
 
@@ -367,7 +401,8 @@ func (l *Ledger) commit(group []*batch) {
 		l.opts.OnCommit(b.entries)
 		for i, r := range b.owners {
 			if r != nil {
-				r.done <- result{e: b.entries[i]}
+				n := max(1, len(r.group))
+				r.done <- result{es: b.entries[i+1-n : i+1]}
 			}
 		}
 	}
@@ -408,11 +443,9 @@ func (l *Ledger) prepare(reqs []*request, checkpoint bool) *batch {
 	b := &batch{gen: gen, writes: base, entries: make([]Entry, 0, len(reqs)+1), owners: make([]*request, 0, len(reqs)+1)}
 	since, checkpointed := l.sinceCheckpoint, false
 
-	add := func(r *request, e Entry, external bool) error {
-		var blob []byte
-		if r != nil {
-			blob = r.blob
-		}
+	// add admits e on top of the tip, folds it into the overlay into, and appends
+	// it to the batch, answered to r (nil: nobody waits for this entry).
+	add := func(r *request, e Entry, external bool, into *overlay, blob []byte) error {
 		if external {
 			if err := l.checkExternal(e, head, empty); err != nil {
 				return err
@@ -423,7 +456,7 @@ func (l *Ledger) prepare(reqs []*request, checkpoint bool) *batch {
 				e.Seq, e.PrevHash = head.Seq+1, head.Hash
 			}
 		}
-		sub := newOverlay(base)
+		sub := newOverlay(into)
 		if blob != nil {
 			sum := sha256.Sum256(blob)
 			sub.Put(BlobKey(hex.EncodeToString(sum[:])), blob)
@@ -440,7 +473,7 @@ func (l *Ledger) prepare(reqs []*request, checkpoint bool) *batch {
 		if err := k.Fold(sub, &e); err != nil {
 			return fmt.Errorf("%w: %v", ErrRejected, err)
 		}
-		sub.mergeInto(base)
+		sub.mergeInto(into)
 		head, empty = Head{Seq: e.Seq, Hash: e.Hash(), Time: e.Time}, false
 		b.entries, b.owners = append(b.entries, e), append(b.owners, r)
 		if e.Kind == KindCheckpoint {
@@ -450,8 +483,26 @@ func (l *Ledger) prepare(reqs []*request, checkpoint bool) *batch {
 		}
 		return nil
 	}
+	// addGroup adds a group's entries, or none of them.
+	addGroup := func(r *request) error {
+		h, em, sn, n := head, empty, since, len(b.entries)
+		gov := newOverlay(base)
+		for i, g := range r.group {
+			owner := (*request)(nil)
+			if i == len(r.group)-1 {
+				owner = r
+			}
+			if err := add(owner, Entry{Kind: g.kind, Origin: g.origin, Payload: g.payload}, false, gov, g.blob); err != nil {
+				head, empty, since = h, em, sn
+				b.entries, b.owners = b.entries[:n], b.owners[:n]
+				return fmt.Errorf("entry %d of %d (%s): %w", i+1, len(r.group), g.kind, err)
+			}
+		}
+		gov.mergeInto(base)
+		return nil
+	}
 	addCheckpoint := func() bool {
-		if err := add(nil, l.checkpointEntry(head), false); err != nil {
+		if err := add(nil, l.checkpointEntry(head), false, base, nil); err != nil {
 			l.failAll(b.owners, err)
 			return false
 		}
@@ -459,10 +510,13 @@ func (l *Ledger) prepare(reqs []*request, checkpoint bool) *batch {
 	}
 	for _, r := range reqs {
 		var err error
-		if r.external != nil {
-			err = add(r, *r.external, true)
-		} else {
-			err = add(r, Entry{Kind: r.kind, Origin: r.origin, Payload: r.payload}, false)
+		switch {
+		case r.group != nil:
+			err = addGroup(r)
+		case r.external != nil:
+			err = add(r, *r.external, true, base, nil)
+		default:
+			err = add(r, Entry{Kind: r.kind, Origin: r.origin, Payload: r.payload}, false, base, r.blob)
 		}
 		if err != nil {
 			r.done <- result{err: err}

@@ -521,3 +521,44 @@ func TestPipelineRecoversFromFailedCommits(t *testing.T) {
 	}
 	f.verify(t)
 }
+
+// TestAppendAllIsAtomic: a group is written whole or not at all, and a failing
+// group does not disturb appends around it.
+func TestAppendAllIsAtomic(t *testing.T) {
+	f := newFixture(t, ledger.Options{}, 1)
+	ctx := context.Background()
+	o := omni(3)
+	es, err := f.l.AppendAll(ctx, []ledger.Req{
+		{Origin: ledger.OriginEnclave, Kind: "test.account", Payload: map[string]string{"Omni": o, "Wallet": f.s.address(o)}},
+		{Origin: ledger.AccountOrigin(o), Kind: "test.note", Payload: map[string]int{"N": 1}}, // needs the account above
+		{Origin: ledger.AccountOrigin(o), Kind: "test.note", Payload: map[string]int{"N": 2}},
+	})
+	if err != nil || len(es) != 3 || es[1].Seq != es[0].Seq+1 || es[2].Seq != es[1].Seq+1 {
+		t.Fatalf("group: %v %v", es, err)
+	}
+	before := f.l.Head()
+	var wg sync.WaitGroup
+	for i := range 8 { // concurrent single appends around the failing group
+		wg.Go(func() {
+			if _, err := f.l.Append(ctx, ledger.OriginEnclave, "test.note", map[string]int{"N": 100 + i}); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	o2 := omni(4)
+	_, err = f.l.AppendAll(ctx, []ledger.Req{
+		{Origin: ledger.OriginEnclave, Kind: "test.account", Payload: map[string]string{"Omni": o2, "Wallet": f.s.address(o2)}},
+		{Origin: ledger.AccountOrigin(o2), Kind: "test.note", Payload: map[string]int{"N": -1}}, // refused by its fold
+	})
+	wg.Wait()
+	if !errors.Is(err, ledger.ErrRejected) {
+		t.Fatalf("failing group: %v", err)
+	}
+	if h := f.l.Head(); h.Seq != before.Seq+8 {
+		t.Fatalf("head moved by %d, want the 8 single appends only", h.Seq-before.Seq)
+	}
+	if _, ok, _ := f.d.Get(ctx, "account/"+o2); ok {
+		t.Fatal("the failed group's first entry left state behind")
+	}
+	f.verify(t)
+}
