@@ -152,8 +152,28 @@ type Pair struct {
 	Expires    int64    `json:"expires"` // unix seconds
 	Status     string   `json:"status,omitempty"`
 	Created    int64    `json:"created,omitempty"` // unix nanos, from the entry
-	// Set by pair.approved: the daemon's delivery (sealed to its HPKE key).
-	Delivery *Delivery `json:"delivery,omitempty"`
+	// Set by pair.approved: what the daemon will be handed.
+	Delivery *DeliveryRecord `json:"delivery,omitempty"`
+}
+
+// DeliveryRecord is the ledger's view of a delivery: public facts and the hash of
+// the sealed bundle, which lives as a blob beside the entry (ciphertext is never
+// in entries, §3.4).
+type DeliveryRecord struct {
+	Agent       string `json:"agent"`
+	Wallet      string `json:"wallet"`
+	SID         string `json:"sid"`
+	Generation  int    `json:"generation"`
+	ExpiresAt   int64  `json:"expires_at"`
+	ChannelInfo string `json:"channel_info"`
+	Sealed      string `json:"sealed"` // hex SHA-256 of the SealedBundle blob
+}
+
+// SealedBundle is the blob of a delivery: the token and channel key, each
+// HPKE-sealed to the daemon's key.
+type SealedBundle struct {
+	SealedToken      string `json:"sealed_token"`
+	SealedChannelKey string `json:"sealed_channel_key"`
 }
 
 // Delivery is what an approved request hands its daemon: only sealed material.
@@ -178,8 +198,8 @@ type Approval struct {
 	Alias     string   `json:"alias"`
 	Scope     []string `json:"scope"`
 	Statement string   `json:"statement"` // hex Ed25519 signature of the owner's identity key
-	Time      int64    `json:"time"`      // the statement's time
-	Delivery  Delivery `json:"delivery"`
+	Time      int64          `json:"time"` // the statement's time
+	Delivery  DeliveryRecord `json:"delivery"`
 }
 
 // Denial is the payload of pair.denied.
@@ -315,7 +335,7 @@ func foldApproved(st ledger.State, e *ledger.Entry) error {
 	if had {
 		want = prev.Generation + 1
 	}
-	if d.Generation != want || d.Agent != OmniOf(a.Owner, a.Alias, d.Generation) || d.SID == "" || d.SealedToken == "" || d.SealedChannelKey == "" {
+	if d.Generation != want || d.Agent != OmniOf(a.Owner, a.Alias, d.Generation) || d.SID == "" || len(d.Sealed) != 64 {
 		return fmt.Errorf("the approval must deliver generation %d of the agent with a sealed session", want)
 	}
 	p.Status, p.Delivery = Approved, &d

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -19,6 +20,7 @@ import (
 	"github.com/agentkeys/agentkeys/internal/client"
 	"github.com/agentkeys/agentkeys/internal/daemon"
 	"github.com/agentkeys/agentkeys/internal/dpop"
+	"github.com/agentkeys/agentkeys/internal/ledger"
 	"github.com/agentkeys/agentkeys/internal/problem"
 )
 
@@ -179,6 +181,16 @@ func TestPairPollAndSession(t *testing.T) {
 	st, err = e.c.PollPairing(ctx, created.ID, dk.proof)
 	if err != nil || st.Status != agent.Approved || st.Delivery == nil {
 		t.Fatalf("poll after approval: %+v %v", st, err)
+	}
+	// the sealed token and channel key are a blob beside the ledger, never in an entry
+	entries, _ := e.b.Storage().Entries(ctx, 0, 1000)
+	for _, en := range entries {
+		if strings.Contains(string(en.Payload), st.Delivery.SealedToken) || strings.Contains(string(en.Payload), st.Delivery.SealedChannelKey) {
+			t.Fatalf("entry %d (%s) carries sealed delivery material", en.Seq, en.Kind)
+		}
+	}
+	if _, err := ledger.VerifyDriver(ctx, broker.Schema(), e.b.Storage(), true); err != nil {
+		t.Fatalf("verify with delivery blobs: %v", err)
 	}
 	d := daemon.Dir(t.TempDir())
 	dk.p.ID, dk.p.Server = created.ID, e.srv.URL

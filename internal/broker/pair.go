@@ -3,8 +3,10 @@ package broker
 import (
 	"context"
 	"crypto/ed25519"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -250,15 +252,18 @@ func (b *Broker) ApprovePairing(ctx context.Context, c *Caller, id string, d Dec
 	if err != nil {
 		return nil, err
 	}
-	dl := agent.Delivery{Agent: omni, Wallet: wallet, SID: sid, Generation: gen, ExpiresAt: exp,
-		SealedToken: base64.StdEncoding.EncodeToString(sealedTok), SealedChannelKey: base64.StdEncoding.EncodeToString(sealedCh), ChannelInfo: chInfo}
+	bundle, _ := json.Marshal(agent.SealedBundle{SealedToken: base64.StdEncoding.EncodeToString(sealedTok),
+		SealedChannelKey: base64.StdEncoding.EncodeToString(sealedCh)})
+	sum := sha256.Sum256(bundle)
+	dl := agent.DeliveryRecord{Agent: omni, Wallet: wallet, SID: sid, Generation: gen, ExpiresAt: exp,
+		ChannelInfo: chInfo, Sealed: hex.EncodeToString(sum[:])}
 	ap := agent.Approval{ID: p.ID, Owner: owner, Alias: p.Alias, Scope: p.Scope, Statement: d.Sig, Time: d.Time, Delivery: dl}
 	acct := account.Account{Omni: omni, Wallet: wallet, Type: "agent", Role: token.RoleAgent, Parent: owner, Alias: p.Alias, Generation: gen}
 	s := account.Session{SID: sid, Omni: omni, Role: token.RoleAgent, Expires: exp}
 	// One atomic group: a crash can never leave an approval without its agent or
 	// session (which would strand the request).
 	if _, err := lg.AppendAll(ctx, []ledger.Req{
-		{Origin: ledger.AccountOrigin(owner), Kind: agent.KindPairApproved, Payload: ap},
+		{Origin: ledger.AccountOrigin(owner), Kind: agent.KindPairApproved, Payload: ap, Blob: bundle},
 		{Origin: ledger.OriginEnclave, Kind: account.KindCreated, Payload: acct},
 		{Origin: ledger.AccountOrigin(omni), Kind: account.KindSessionIssued, Payload: s},
 	}); err != nil {
@@ -348,7 +353,13 @@ func (b *Broker) PollPairing(ctx context.Context, id string, pr Proof) (*PairSta
 		} else if !ok {
 			out.Status = agent.Pending
 		} else {
-			out.Delivery = p.Delivery
+			var sb agent.SealedBundle
+			if ok, err := ledger.GetJSON(st, ledger.BlobKey(p.Delivery.Sealed), &sb); err != nil || !ok {
+				return nil, fmt.Errorf("pair %s: sealed delivery missing: %v", p.ID, err)
+			}
+			d := p.Delivery
+			out.Delivery = &agent.Delivery{Agent: d.Agent, Wallet: d.Wallet, SID: d.SID, Generation: d.Generation, ExpiresAt: d.ExpiresAt,
+				SealedToken: sb.SealedToken, SealedChannelKey: sb.SealedChannelKey, ChannelInfo: d.ChannelInfo}
 		}
 	}
 	return out, nil
