@@ -193,12 +193,12 @@ func TokenInfo(pairID string) string { return "agentkeys/agent-token/v1|" + pair
 
 // Approval is the payload of pair.approved.
 type Approval struct {
-	ID        string   `json:"id"`
-	Owner     string   `json:"owner"`
-	Alias     string   `json:"alias"`
-	Scope     []string `json:"scope"`
-	Statement string   `json:"statement"` // hex Ed25519 signature of the owner's identity key
-	Time      int64          `json:"time"` // the statement's time
+	ID        string         `json:"id"`
+	Owner     string         `json:"owner"`
+	Alias     string         `json:"alias"`
+	Scope     []string       `json:"scope"`
+	Statement string         `json:"statement"` // hex Ed25519 signature of the owner's identity key
+	Time      int64          `json:"time"`      // the statement's time
 	Delivery  DeliveryRecord `json:"delivery"`
 }
 
