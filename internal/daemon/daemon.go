@@ -22,6 +22,7 @@ import (
 	"strings"
 
 	"github.com/agentkeys/agentkeys/internal/client"
+	"github.com/agentkeys/agentkeys/internal/home"
 	"github.com/agentkeys/agentkeys/internal/enclave"
 	"github.com/agentkeys/agentkeys/internal/problem"
 )
@@ -86,31 +87,7 @@ func write(path string, v any) error {
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return err
-	}
-	os.Chmod(filepath.Dir(path), 0o700)
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(0o600); err != nil {
-		tmp.Close()
-		return err
-	}
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
+	return home.WriteFile(path, b)
 }
 
 func read(path string, v any) error {
@@ -239,6 +216,10 @@ type Delivery struct {
 // (so a re-pairing is picked up without a restart).
 type Source struct {
 	Dir Dir
+	// Cloud defaults of cloud_credentials (flags of daemon mcp/serve).
+	STSEndpoint string // "" = AWS
+	AWSAudience string // "" = sts.amazonaws.com
+	AWSRegion   string // "" = us-east-1
 }
 
 func (s Source) session() (*Session, *client.AgentSession, []byte, error) {

@@ -37,9 +37,14 @@ func (d Dir) path(parts ...string) string {
 	return filepath.Join(append([]string{string(d)}, parts...)...)
 }
 
-// write replaces path atomically with data, mode 0600, creating parents 0700.
-func write(path string, data []byte) error {
+// WriteFile replaces path atomically with data, mode 0600, creating parents 0700
+// (and tightening an existing parent to 0700): a crash leaves the old file or the
+// new one, never half of one.
+func WriteFile(path string, data []byte) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	if err := os.Chmod(filepath.Dir(path), 0o700); err != nil {
 		return err
 	}
 	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
@@ -111,7 +116,7 @@ func (d Dir) NewIdentity() (ed25519.PrivateKey, error) {
 		return nil, err
 	}
 	b, _ := json.MarshalIndent(identityFile{Type: "ed25519", PublicKey: hex.EncodeToString(pub), PrivateKey: hex.EncodeToString(priv.Seed())}, "", "  ")
-	return priv, write(d.IdentityPath(), b)
+	return priv, WriteFile(d.IdentityPath(), b)
 }
 
 // Session is a stored session. Token is secret.
@@ -137,7 +142,7 @@ func (d Dir) Session() (*Session, error) {
 // SaveSession stores the owner session.
 func (d Dir) SaveSession(s *Session) error {
 	b, _ := json.MarshalIndent(s, "", "  ")
-	return write(d.SessionPath(), b)
+	return WriteFile(d.SessionPath(), b)
 }
 
 // DeleteSession removes the stored session.
