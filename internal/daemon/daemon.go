@@ -22,8 +22,8 @@ import (
 	"strings"
 
 	"github.com/agentkeys/agentkeys/internal/client"
-	"github.com/agentkeys/agentkeys/internal/home"
 	"github.com/agentkeys/agentkeys/internal/enclave"
+	"github.com/agentkeys/agentkeys/internal/home"
 	"github.com/agentkeys/agentkeys/internal/problem"
 )
 
