@@ -27,13 +27,14 @@ type env struct {
 	handler          http.Handler
 	c                *client.Client
 	failing          *atomic.Bool // when set, every ledger commit fails
-	commits, entries atomic.Int64
+	commits, entries atomic.Int64 // through the driver: commits, entries in them
+	commitNanos      atomic.Int64 // time spent in the driver's Commit
 }
 
 type failingDriver struct {
 	ledger.Driver
-	fail             *atomic.Bool
-	commits, entries *atomic.Int64
+	fail                    *atomic.Bool
+	commits, entries, nanos *atomic.Int64
 }
 
 func (f failingDriver) Commit(ctx context.Context, es []ledger.Entry, ws []ledger.Write) error {
@@ -43,7 +44,7 @@ func (f failingDriver) Commit(ctx context.Context, es []ledger.Entry, ws []ledge
 	f.commits.Add(1)
 	f.entries.Add(int64(len(es)))
 	t0 := time.Now()
-	defer func() { commitNanos.Add(int64(time.Since(t0))) }()
+	defer func() { f.nanos.Add(int64(time.Since(t0))) }()
 	return f.Driver.Commit(ctx, es, ws)
 }
 
@@ -55,7 +56,9 @@ func newEnv(t testing.TB, cfg broker.Config) *env {
 	t.Cleanup(e.srv.Close)
 	cfg.DataDir = t.TempDir()
 	cfg.Issuer = e.srv.URL
-	cfg.WrapDriver = func(d ledger.Driver) ledger.Driver { return failingDriver{d, e.failing, &e.commits, &e.entries} }
+	cfg.WrapDriver = func(d ledger.Driver) ledger.Driver {
+		return failingDriver{d, e.failing, &e.commits, &e.entries, &e.commitNanos}
+	}
 	b, err := broker.Open(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -114,5 +117,3 @@ func loginFor(e *env, key ed25519.PrivateKey) broker.Login {
 	return broker.Login{PublicKey: hex.EncodeToString(key.Public().(ed25519.PublicKey)), Server: e.srv.URL,
 		Time: time.Now().Unix(), Nonce: hex.EncodeToString(n)}
 }
-
-var commitNanos atomic.Int64
