@@ -82,6 +82,7 @@ func New(b *broker.Broker, cfg Config) http.Handler {
 	handle("POST /v1/approvals/{id}/approve", s.authed(s.approve))
 	handle("GET /v1/usage", s.authed(s.usage))
 	s.routesAgent(handle)
+	s.routesOIDC(handle)
 	mux.Handle("/", s.wrap("unknown", func(http.ResponseWriter, *http.Request) error {
 		return problem.New(problem.NotFound, "no such endpoint", "check the URL and method; see the README for the API")
 	}))

@@ -19,6 +19,7 @@ import (
 
 	"github.com/agentkeys/agentkeys/internal/agent"
 	"github.com/agentkeys/agentkeys/internal/ledger"
+	"github.com/agentkeys/agentkeys/internal/oidc"
 	"github.com/agentkeys/agentkeys/internal/vault"
 
 	_ "modernc.org/sqlite"
@@ -149,7 +150,9 @@ func (x *Index) add(ctx context.Context, es []ledger.Entry) error {
 		owner, u, ok := vault.UsageOf(&es[i])
 		if !ok {
 			if owner, u, ok = agent.UsageOf(&es[i]); !ok {
-				continue
+				if owner, u, ok = oidc.UsageOf(&es[i]); !ok {
+					continue
+				}
 			}
 		}
 		row, _ := json.Marshal(u)

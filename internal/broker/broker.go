@@ -26,6 +26,7 @@ import (
 	"github.com/agentkeys/agentkeys/internal/enclave"
 	"github.com/agentkeys/agentkeys/internal/ledger"
 	"github.com/agentkeys/agentkeys/internal/ledger/sqlite"
+	"github.com/agentkeys/agentkeys/internal/oidc"
 	"github.com/agentkeys/agentkeys/internal/problem"
 	"github.com/agentkeys/agentkeys/internal/registry"
 	"github.com/agentkeys/agentkeys/internal/token"
@@ -53,6 +54,9 @@ type Config struct {
 	PairLimit      int              // pair requests per owner and per source address per minute (default 10)
 	PairTTL        time.Duration    // default lifetime of a pair request (default 10 min; max 1 h)
 	AgentTTL       time.Duration    // default agent session TTL (default SessionTTL)
+	OIDCAudiences  []string         // audiences identity tokens may be minted for
+	OIDCMaxTTL     time.Duration    // longest identity token (default and cap 1 h)
+	OIDCSkew       time.Duration    // clock skew allowed to relying parties (default 1 min); rotation windows ≥ OIDCMaxTTL + OIDCSkew
 }
 
 func (c *Config) defaults() {
@@ -83,6 +87,12 @@ func (c *Config) defaults() {
 	if c.PairTTL <= 0 {
 		c.PairTTL = 10 * time.Minute
 	}
+	if c.OIDCMaxTTL <= 0 || c.OIDCMaxTTL > oidc.MaxTTL*time.Second {
+		c.OIDCMaxTTL = oidc.MaxTTL * time.Second
+	}
+	if c.OIDCSkew <= 0 {
+		c.OIDCSkew = time.Minute
+	}
 	if c.AgentTTL <= 0 || c.AgentTTL > c.SessionTTL {
 		c.AgentTTL = c.SessionTTL
 	}
@@ -105,6 +115,7 @@ type Broker struct {
 	proofs  *dpop.Verifier         // DPoP proofs: checks and replay cache
 	status  atomic.Pointer[string] // why not ready; nil once ready
 	metrics *metrics
+	oidc    oidcState
 	// OperatorKeyCreated is set when this start created the operator key.
 	OperatorKeyCreated bool
 }
@@ -116,6 +127,7 @@ func Schema() ledger.Schema {
 	maps.Copy(kinds, account.Kinds())
 	maps.Copy(kinds, vault.Kinds())
 	maps.Copy(kinds, agent.Kinds())
+	maps.Copy(kinds, oidc.Kinds())
 	return ledger.Schema{Kinds: kinds, Wallet: account.Wallet}
 }
 
@@ -129,6 +141,11 @@ func OperatorKeyPath(dataDir string) string { return filepath.Join(dataDir, "ope
 // until Start has verified the chain.
 func Open(cfg Config) (*Broker, error) {
 	cfg.defaults()
+	for _, a := range cfg.OIDCAudiences {
+		if !validAudience(a) {
+			return nil, fmt.Errorf("OIDC audience %q: use 1-256 printable characters without spaces", a)
+		}
+	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("creating data dir %s: %w", cfg.DataDir, err)
 	}
@@ -185,6 +202,7 @@ func (b *Broker) Start(ctx context.Context) error {
 		b.index.Observe(es)
 		b.usage.Notify(es)
 		b.metrics.committed(es)
+		b.oidcObserve(es)
 	}
 	if err := b.index.Load(ctx, ledger.View(ctx, b.driver)); err != nil {
 		return err
@@ -290,6 +308,9 @@ func (s signer) SignAccount(omni string, h ledger.Hash) ([]byte, error) {
 }
 
 var errNoOperatorKey = errors.New("operator key")
+
+// DataDir is where the broker keeps its sealed seed, ledger and operator key.
+func (b *Broker) DataDir() string { return b.cfg.DataDir }
 
 // Issuer returns the broker's URL as it appears in tokens.
 func (b *Broker) Issuer() string { return b.cfg.Issuer }

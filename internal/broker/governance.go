@@ -6,6 +6,7 @@ import (
 
 	"github.com/agentkeys/agentkeys/internal/ledger"
 	"github.com/agentkeys/agentkeys/internal/problem"
+	"github.com/agentkeys/agentkeys/internal/registry"
 )
 
 // Submit appends a governance-signed entry. kind, when not empty, is the only kind
@@ -19,6 +20,10 @@ func (b *Broker) Submit(ctx context.Context, e ledger.Entry, kind string) (ledge
 		return ledger.Entry{}, problem.New(problem.Denied,
 			"only governance entries can be submitted; enclave and account entries are signed inside the broker",
 			"set origin to \"governance\" and sign with the governance keys listed in genesis")
+	}
+	if kind == "" && e.Kind == registry.KindOidcRotate {
+		return ledger.Entry{}, problem.New(problem.BadRequest, "an oidc.rotate request is carried out by POST /v1/oidc/rotate, not recorded alone",
+			"use agentkeys oidc rotate")
 	}
 	if kind != "" && e.Kind != kind {
 		return ledger.Entry{}, problem.Newf(problem.BadRequest, "send it to the route for its kind, or POST /v1/ledger/entries",

@@ -30,7 +30,8 @@ the broker; every request it makes carries a proof signed by its own key.`,
 		Example: "  agentkeys daemon pair --server https://keys.example.com --owner 0xOWNER --alias ci-bot --scope openai,github\n" +
 			"  agentkeys daemon mcp\n  agentkeys daemon serve --socket /run/agentkeys.sock\n  agentkeys daemon mcp-config",
 	}
-	cmd.AddCommand(daemonPairCmd(e), daemonMCPCmd(e), daemonServeCmd(e), daemonMCPConfigCmd(e), daemonStatusCmd(e))
+	cmd.AddCommand(daemonPairCmd(e), daemonMCPCmd(e), daemonServeCmd(e), daemonMCPConfigCmd(e), daemonStatusCmd(e),
+		daemonAWSCmd(e), daemonOIDCTokenCmd(e))
 	return cmd
 }
 
@@ -203,12 +204,21 @@ func (e *env) waitPairing(ctx context.Context, d daemon.Dir, p *daemon.Pending) 
 	}
 }
 
+// cloudFlags adds the cloud defaults of cloud_credentials to cmd.
+func cloudFlags(cmd *cobra.Command, src *daemon.Source) {
+	cmd.Flags().StringVar(&src.STSEndpoint, "sts-endpoint", "", "STS endpoint URL for cloud_credentials (default: AWS)")
+	cmd.Flags().StringVar(&src.AWSAudience, "aws-audience", daemon.DefaultAWSAudience, "token audience for AWS STS")
+	cmd.Flags().StringVar(&src.AWSRegion, "aws-region", "us-east-1", "AWS region for STS")
+}
+
 func daemonMCPCmd(e *env) *cobra.Command {
-	return &cobra.Command{
+	var src daemon.Source
+	cmd := &cobra.Command{
 		Use:   "mcp",
 		Short: "Serve the agent's credentials to an MCP client on stdio",
 		Long: `An MCP server on stdin/stdout with the tools get_credential{service} and
-list_credentials{}. Tool errors start with a stable code: DENIED, NOT_FOUND,
+list_credentials{} and cloud_credentials{provider:"aws", role_arn, session_name?,
+duration?}. Tool errors start with a stable code: DENIED, NOT_FOUND,
 RATE_LIMITED, REVOKED or UNREACHABLE. Logs (never values) go to stderr.
 Configure your MCP client with the output of agentkeys daemon mcp-config.`,
 		Example: "  agentkeys daemon mcp",
@@ -216,19 +226,28 @@ Configure your MCP client with the output of agentkeys daemon mcp-config.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log := e.daemonLog()
 			log.Info("mcp server starting", "home", e.home(), "paired", e.daemonDir().Paired())
-			return daemon.ServeMCP(cmd.Context(), daemon.Source{Dir: e.daemonDir()}, log)
+			src.Dir = e.daemonDir()
+			return daemon.ServeMCP(cmd.Context(), src, log)
 		},
 	}
+	cloudFlags(cmd, &src)
+	return cmd
 }
 
 func daemonServeCmd(e *env) *cobra.Command {
 	var socket string
+	var src daemon.Source
+	var tokenFiles []string
+	var tokenTTL time.Duration
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Serve the agent's credentials over HTTP on a 0600 Unix socket",
 		Long: `For tools that do not speak MCP: GET /credentials → {"services":[…]},
 GET /credentials/{service} → {"service":…,"value":…}; errors are
-{"error":{"code","message","fix"}} with the codes of agentkeys daemon mcp.`,
+{"error":{"code","message","fix"}} with the codes of agentkeys daemon mcp;
+GET /cloud/aws?role_arn=ARN → credential_process JSON.
+--oidc-token-file AUD=PATH keeps a web-identity token file (0600) fresh for
+AWS_WEB_IDENTITY_TOKEN_FILE-style consumers: rewritten at 80% of its lifetime.`,
 		Example: "  agentkeys daemon serve --socket /run/agentkeys.sock\n" +
 			"  curl --unix-socket /run/agentkeys.sock http://agentkeys/credentials/openai",
 		Args: cobra.NoArgs,
@@ -243,11 +262,22 @@ GET /credentials/{service} → {"service":…,"value":…}; errors are
 			}
 			defer os.Remove(socket)
 			log := e.daemonLog()
+			src.Dir = e.daemonDir()
+			for _, tf := range tokenFiles {
+				aud, path, ok := strings.Cut(tf, "=")
+				if !ok || aud == "" || path == "" {
+					return problem.Newf(problem.BadRequest, "write it as AUDIENCE=PATH, e.g. sts.amazonaws.com=/run/aws-token", "--oidc-token-file %q", tf)
+				}
+				go src.KeepTokenFile(cmd.Context(), aud, path, int64(tokenTTL/time.Second), log)
+			}
 			log.Info("listening", "socket", socket, "paired", e.daemonDir().Paired())
-			return daemon.ServeSocket(cmd.Context(), ln, daemon.Source{Dir: e.daemonDir()}, log)
+			return daemon.ServeSocket(cmd.Context(), ln, src, log)
 		},
 	}
 	cmd.Flags().StringVar(&socket, "socket", "", "socket path (default $AGENTKEYS_HOME/daemon/agentkeys.sock)")
+	cmd.Flags().StringArrayVar(&tokenFiles, "oidc-token-file", nil, "keep an identity token for AUDIENCE in PATH (repeatable), as AUDIENCE=PATH")
+	cmd.Flags().DurationVar(&tokenTTL, "oidc-token-ttl", 0, "lifetime of tokens written to --oidc-token-file (default: the broker's, 5m)")
+	cloudFlags(cmd, &src)
 	return cmd
 }
 
@@ -316,5 +346,75 @@ func daemonStatusCmd(e *env) *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print as JSON")
+	return cmd
+}
+
+func daemonAWSCmd(e *env) *cobra.Command {
+	var r daemon.AWSRequest
+	cmd := &cobra.Command{
+		Use:   "aws-credentials",
+		Short: "Print AWS credential_process JSON for a role (mints a token, calls STS itself)",
+		Long: `Mints an identity token through the paired session, exchanges it at STS
+(AssumeRoleWithWebIdentity) and prints the AWS credential_process JSON. The
+credentials are cached under $AGENTKEYS_HOME/daemon/cloud (0600) until shortly
+before they expire, so an SDK calling it often does not mint each time. Use it
+from ~/.aws/config:
+  [profile agent]
+  credential_process = agentkeys daemon aws-credentials --role-arn ARN`,
+		Example: "  agentkeys daemon aws-credentials --role-arn arn:aws:iam::123456789012:role/agentkeys-agents\n" +
+			"  agentkeys daemon aws-credentials --role-arn ARN --sts-endpoint http://127.0.0.1:8333",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cr, err := daemon.Source{Dir: e.daemonDir()}.AWSCredentials(cmd.Context(), r)
+			if err != nil {
+				return err
+			}
+			return json.NewEncoder(e.stdout).Encode(cr)
+		},
+	}
+	cmd.Flags().StringVar(&r.RoleARN, "role-arn", "", "the role to assume")
+	cmd.Flags().StringVar(&r.SessionName, "session-name", "", "role session name (default agentkeys-<alias>)")
+	cmd.Flags().Int32Var(&r.Duration, "duration", 0, "credential lifetime in seconds (default: the role's)")
+	cmd.Flags().StringVar(&r.STSEndpoint, "sts-endpoint", "", "STS endpoint URL (default: AWS)")
+	cmd.Flags().StringVar(&r.Region, "region", "us-east-1", "AWS region for STS")
+	cmd.Flags().StringVar(&r.Audience, "audience", daemon.DefaultAWSAudience, "token audience")
+	cmd.MarkFlagRequired("role-arn")
+	return cmd
+}
+
+func daemonOIDCTokenCmd(e *env) *cobra.Command {
+	var audience, out string
+	var ttl time.Duration
+	cmd := &cobra.Command{
+		Use:   "oidc-token",
+		Short: "Mint an identity token for an audience; print it or write it to a 0600 file",
+		Long: `Mints a short-lived identity token through the paired session (the agent's scope
+must allow oidc:<audience> or oidc:*). Without --out it prints the token (the
+command exists to print it); with --out it writes the file 0600, for
+AWS_WEB_IDENTITY_TOKEN_FILE-style consumers. daemon serve --oidc-token-file keeps
+such a file fresh.`,
+		Example: "  agentkeys daemon oidc-token --audience sts.amazonaws.com --out /run/agent/aws-token",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			src := daemon.Source{Dir: e.daemonDir()}
+			if out != "" {
+				exp, err := src.WriteTokenFile(cmd.Context(), audience, out, int64(ttl/time.Second))
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(e.stdout, "Wrote %s (0600), valid until %s.\n", out, exp.UTC().Format(time.RFC3339))
+				return nil
+			}
+			t, err := src.OIDCToken(cmd.Context(), audience, int64(ttl/time.Second))
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(e.stdout, t.Token)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&audience, "audience", daemon.DefaultAWSAudience, "the relying party's audience")
+	cmd.Flags().StringVar(&out, "out", "", "write the token to this file (0600) instead of printing it")
+	cmd.Flags().DurationVar(&ttl, "ttl", 0, "token lifetime (default: the broker's, 5m)")
 	return cmd
 }

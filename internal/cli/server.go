@@ -26,7 +26,9 @@ import (
 func serverCmd(e *env) *cobra.Command {
 	var dataDir, listen, logLevel, signerKey, issuer, readRate string
 	var maxBody int64
-	var sessionTTL, approvalWindow time.Duration
+	var sessionTTL, approvalWindow, oidcMaxTTL, oidcSkew time.Duration
+	var audiences []string
+	var dev bool
 	cmd := &cobra.Command{
 		Use:   "server",
 		Short: "Run the broker: enclave, ledger and HTTP API",
@@ -60,9 +62,13 @@ AGENTKEYS_PLATFORM_KEY (64 hex characters) when set.`,
 				return err
 			}
 			log := slog.New(slog.NewJSONHandler(e.stderr, &slog.HandlerOptions{Level: level}))
-			return runServer(cmd.Context(), log, serverConfig{listen: listen, maxBody: maxBody, issuer: issuer,
+			if oidcMaxTTL > time.Hour || oidcMaxTTL < time.Second {
+				return problem.New(problem.BadRequest, "--oidc-max-ttl must be between 1s and 1h", "pass e.g. --oidc-max-ttl 1h")
+			}
+			return runServer(cmd.Context(), log, serverConfig{listen: listen, maxBody: maxBody, issuer: issuer, dev: dev,
 				broker: broker.Config{DataDir: dataDir, PlatformKeyHex: e.getenv("AGENTKEYS_PLATFORM_KEY"), SignerPublicKey: signer,
-					SessionTTL: sessionTTL, ReadLimit: limit, ReadWindow: window, ApprovalWindow: approvalWindow}})
+					SessionTTL: sessionTTL, ReadLimit: limit, ReadWindow: window, ApprovalWindow: approvalWindow,
+					OIDCAudiences: audiences, OIDCMaxTTL: oidcMaxTTL, OIDCSkew: oidcSkew}})
 		},
 	}
 	cmd.Flags().StringVar(&dataDir, "data-dir", "", "where the sealed seed, ledger and operator key live (default $AGENTKEYS_HOME/server)")
@@ -74,11 +80,16 @@ AGENTKEYS_PLATFORM_KEY (64 hex characters) when set.`,
 	cmd.Flags().DurationVar(&sessionTTL, "session-ttl", 30*24*time.Hour, "lifetime of owner sessions")
 	cmd.Flags().StringVar(&readRate, "read-rate", "100/1m", "credential reads allowed per session, as COUNT/WINDOW")
 	cmd.Flags().DurationVar(&approvalWindow, "approval-window", 2*time.Minute, "how long an approval allows its one read")
+	cmd.Flags().StringArrayVar(&audiences, "oidc-audience", nil, "an audience identity tokens may be minted for (repeatable), e.g. sts.amazonaws.com")
+	cmd.Flags().DurationVar(&oidcMaxTTL, "oidc-max-ttl", time.Hour, "longest identity token lifetime (at most 1h)")
+	cmd.Flags().DurationVar(&oidcSkew, "oidc-skew", time.Minute, "clock skew allowed to relying parties; a rotation keeps the old key at least --oidc-max-ttl plus this")
+	cmd.Flags().BoolVar(&dev, "dev", false, "development: allow a plain-http --issuer on a non-loopback host")
 	return cmd
 }
 
 type serverConfig struct {
 	listen, issuer string
+	dev            bool
 	maxBody        int64
 	broker         broker.Config
 }
@@ -109,6 +120,14 @@ func runServer(ctx context.Context, log *slog.Logger, cfg serverConfig) error {
 	if u, err := url.Parse(bc.Issuer); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
 		return problem.Newf(problem.BadRequest, "pass the public URL clients use, e.g. https://keys.example.com", "--issuer %q is not an http(s) URL", cfg.issuer)
 	}
+	plainHTTP := false
+	if u, _ := url.Parse(bc.Issuer); u.Scheme == "http" {
+		if !loopbackHost(u.Hostname()) && !cfg.dev {
+			return problem.Newf(problem.BadRequest, "use an https --issuer in production, or pass --dev for a development setup",
+				"--issuer %q is plain http on a non-loopback host: clouds would fetch the signing keys over an unauthenticated channel", bc.Issuer)
+		}
+		plainHTTP = true
+	}
 	reg := prometheus.NewRegistry()
 	bc.Registerer = reg
 	b, err := broker.Open(bc)
@@ -131,6 +150,9 @@ func runServer(ctx context.Context, log *slog.Logger, cfg serverConfig) error {
 		WriteTimeout:      60 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	if plainHTTP { // said once the broker opened, so that a refusal to start stays one line
+		log.Warn("the OIDC issuer is plain http: for loopback and development only; clouds require https in production", "issuer", bc.Issuer)
 	}
 	m := b.Enclave.Measurements()
 	log.Info("listening", "addr", ln.Addr().String(), "url", "http://"+ln.Addr().String(), "issuer", bc.Issuer, "data_dir", bc.DataDir,
@@ -159,4 +181,13 @@ func runServer(ctx context.Context, log *slog.Logger, cfg serverConfig) error {
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// loopbackHost reports whether host is localhost or a loopback IP.
+func loopbackHost(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }

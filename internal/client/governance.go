@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"crypto/ed25519"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -21,13 +22,25 @@ const governanceTries = 50
 // on the new head, a bounded number of times with a small random pause. It returns
 // the entry as stored, once it is durable.
 func (c *Client) SubmitGovernance(ctx context.Context, kind string, payload any, keys ...ed25519.PrivateKey) (ledger.Entry, error) {
-	if len(keys) == 0 {
-		return ledger.Entry{}, problem.New(problem.BadRequest, "no governance key to sign with",
-			"pass the operator key (<data-dir>/operator.key) or the governance keys listed in genesis")
-	}
 	p, err := ledger.MarshalPayload(payload)
 	if err != nil {
 		return ledger.Entry{}, fmt.Errorf("%s payload: %w", kind, err)
+	}
+	var out ledger.Entry
+	err = c.submitWith(ctx, kind, p, keys, func(e ledger.Entry) error {
+		var err error
+		out, err = c.Submit(ctx, e)
+		return err
+	})
+	return out, err
+}
+
+// submitWith builds a governance entry on the current head, signs it and hands it
+// to send, rebuilding it on a moved head (CONFLICT) a bounded number of times.
+func (c *Client) submitWith(ctx context.Context, kind string, p json.RawMessage, keys []ed25519.PrivateKey, send func(ledger.Entry) error) error {
+	if len(keys) == 0 {
+		return problem.New(problem.BadRequest, "no governance key to sign with",
+			"pass the operator key (<data-dir>/operator.key) or the governance keys listed in genesis")
 	}
 	var last error
 	for try := range governanceTries {
@@ -35,30 +48,30 @@ func (c *Client) SubmitGovernance(ctx context.Context, kind string, payload any,
 			pause := time.Duration(1+rand.IntN(5*min(try, 4))) * time.Millisecond
 			select {
 			case <-ctx.Done():
-				return ledger.Entry{}, ctx.Err()
+				return ctx.Err()
 			case <-time.After(pause):
 			}
 		}
 		h, err := c.Head(ctx)
 		if err != nil {
-			return ledger.Entry{}, err
+			return err
 		}
 		ht, err := time.Parse(time.RFC3339Nano, h.Time)
 		if err != nil {
-			return ledger.Entry{}, fmt.Errorf("ledger head time %q: %w", h.Time, err)
+			return fmt.Errorf("ledger head time %q: %w", h.Time, err)
 		}
 		e := ledger.Entry{Seq: h.Seq + 1, PrevHash: h.Hash, Time: max(time.Now().UnixNano(), ht.UnixNano()),
 			Kind: kind, Origin: ledger.OriginGovernance, Payload: p}
 		for _, k := range keys {
 			ledger.SignGovernance(&e, k)
 		}
-		out, err := c.Submit(ctx, e)
+		err = send(e)
 		var pe *problem.Error
 		if errors.As(err, &pe) && pe.Code == problem.Conflict {
 			last = err
 			continue
 		}
-		return out, err
+		return err
 	}
-	return ledger.Entry{}, fmt.Errorf("the ledger head kept moving, gave up after %d tries: %w", governanceTries, last)
+	return fmt.Errorf("the ledger head kept moving, gave up after %d tries: %w", governanceTries, last)
 }

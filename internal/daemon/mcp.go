@@ -2,10 +2,14 @@ package daemon
 
 import (
 	"context"
+	"encoding/json"
 	"log/slog"
 	"net/http"
+	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/agentkeys/agentkeys/internal/problem"
 )
 
 // GetInput is the input of the get_credential tool.
@@ -50,7 +54,34 @@ func NewMCPServer(src Source, log *slog.Logger) *mcp.Server {
 			}
 			return nil, ServiceList{Services: l}, nil
 		})
+	mcp.AddTool(s, &mcp.Tool{Name: "cloud_credentials",
+		Description: "Get short-lived cloud credentials for a role the owner set up with agentkeys oidc register. " +
+			"provider must be \"aws\"; the daemon mints an identity token and calls STS AssumeRoleWithWebIdentity itself, " +
+			"and caches the credentials until shortly before they expire. Errors start with a stable code."},
+		func(ctx context.Context, _ *mcp.CallToolRequest, in CloudInput) (*mcp.CallToolResult, any, error) {
+			if in.Provider != "aws" {
+				return toolError(Text(problem.Newf(CodeNotFound, "use provider \"aws\"", "provider %q is not supported", in.Provider))), nil, nil
+			}
+			cr, err := src.AWSCredentials(ctx, AWSRequest{RoleARN: in.RoleARN, SessionName: in.SessionName, Duration: in.Duration,
+				STSEndpoint: src.STSEndpoint, Audience: src.AWSAudience, Region: src.AWSRegion})
+			if err != nil {
+				p := Stable(err)
+				log.Info("cloud_credentials refused", "role_arn", in.RoleARN, "code", p.Code)
+				return toolError(Text(p)), nil, nil
+			}
+			log.Info("cloud_credentials", "role_arn", in.RoleARN, "expires", cr.Expiration.Format(time.RFC3339))
+			b, _ := json.Marshal(cr)
+			return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: string(b)}}}, nil, nil
+		})
 	return s
+}
+
+// CloudInput is the input of the cloud_credentials tool.
+type CloudInput struct {
+	Provider    string `json:"provider" jsonschema:"the cloud: aws"`
+	RoleARN     string `json:"role_arn" jsonschema:"the role to assume, e.g. arn:aws:iam::123456789012:role/agentkeys-agents"`
+	SessionName string `json:"session_name,omitempty" jsonschema:"the role session name (default agentkeys-<alias>)"`
+	Duration    int32  `json:"duration,omitempty" jsonschema:"credential lifetime in seconds (default: the role's)"`
 }
 
 // ServiceList is list_credentials' result and GET /credentials' body.

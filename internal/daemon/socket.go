@@ -49,8 +49,21 @@ func Handler(src Source, log *slog.Logger) http.Handler {
 		log.Info("credential served", "service", svc, "bytes", len(v))
 		writeJSON(w, http.StatusOK, map[string]string{"service": svc, "value": string(v)})
 	})
+	mux.HandleFunc("GET /cloud/aws", func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		d, _ := strconv.Atoi(q.Get("duration"))
+		cr, err := src.AWSCredentials(r.Context(), AWSRequest{RoleARN: q.Get("role_arn"), SessionName: q.Get("session_name"),
+			Duration: int32(d), STSEndpoint: src.STSEndpoint, Audience: src.AWSAudience, Region: src.AWSRegion})
+		if err != nil {
+			p := Stable(err)
+			log.Info("cloud credentials refused", "code", p.Code)
+			fail(w, p)
+			return
+		}
+		writeJSON(w, http.StatusOK, cr)
+	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		fail(w, problem.New(CodeNotFound, "no such endpoint", "use GET /credentials or GET /credentials/{service}"))
+		fail(w, problem.New(CodeNotFound, "no such endpoint", "use GET /credentials, GET /credentials/{service} or GET /cloud/aws?role_arn=ARN"))
 	})
 	return mux
 }

@@ -1,5 +1,6 @@
 // Package registry holds the chain-anchored registries of §10 as ledger kinds: the
-// authorized successor mrsigners (at most 8), changed only by governance. It folds
+// authorized successor mrsigners (at most 8), changed only by governance, and the
+// OIDC issuer keys (registered by the enclave, revoked by governance). It folds
 // entries into state and reads them back; it never signs anything.
 package registry
 
@@ -37,10 +38,14 @@ type Deauthorize struct {
 
 // Kinds returns the registry's ledger kinds.
 func Kinds() map[string]ledger.Kind {
-	return map[string]ledger.Kind{
+	k := map[string]ledger.Kind{
 		KindSuccessorAuthorize:   {Origins: ledger.FromGovernance, Fold: foldAuthorize},
 		KindSuccessorDeauthorize: {Origins: ledger.FromGovernance, Fold: foldDeauthorize},
 	}
+	for n, v := range oidcKinds() {
+		k[n] = v
+	}
+	return k
 }
 
 func checkMrSigner(s string) error {

@@ -1,0 +1,283 @@
+package e2e
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/smithy-go"
+
+	"github.com/agentkeys/agentkeys/internal/federation"
+)
+
+// weedTimeout bounds SeaweedFS's start.
+const weedTimeout = 90 * time.Second
+
+// weedBinary returns the pinned SeaweedFS binary: $AGENTKEYS_WEED, or what
+// scripts/seaweedfs builds (once) and prints. No binary is a failure, not a skip.
+func weedBinary(t *testing.T) string {
+	t.Helper()
+	if p := os.Getenv("AGENTKEYS_WEED"); p != "" {
+		if _, err := os.Stat(p); err != nil {
+			t.Fatalf("AGENTKEYS_WEED=%s: %v", p, err)
+		}
+		return p
+	}
+	cmd := exec.Command("../scripts/seaweedfs")
+	cmd.Stderr = os.Stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("scripts/seaweedfs could not provide the SeaweedFS binary (the S3+STS relying party these tests need): %v", err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	return lines[len(lines)-1]
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// weed is a running `weed mini` with STS and S3 on one loopback port.
+type weed struct {
+	endpoint   string // http://127.0.0.1:PORT (S3 and STS)
+	admin      *s3.Client
+	roleARN    string
+	bucket     string
+	out        *output
+	policyName string
+}
+
+const (
+	weedProvider = "agentkeys"
+	weedAudience = "sts.amazonaws.com"
+	weedAccount  = "111122223333"
+	weedBucket   = "agentkeys"
+)
+
+// seaweedIAM turns the documents `agentkeys oidc register aws --json` printed
+// into SeaweedFS's iam.json. The storage statements go in verbatim, except the
+// NotAction Deny (SeaweedFS's policy engine has no NotAction; its
+// defaultEffect Deny has the same effect). The trust policy names the provider
+// by name, and its condition keys are SeaweedFS's spelling of the same claims:
+// <host>:aud → oidc:aud, <host>:sub → oidc:sub, and the request tag (which
+// SeaweedFS takes from the claim) → oidc:agentkeys_user_wallet. SeaweedFS knows
+// only the sts:AssumeRoleWithWebIdentity action of the trust statement.
+func seaweedIAM(t *testing.T, doc *federation.AWS, issuer string) []byte {
+	t.Helper()
+	host, err := federation.Host(issuer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var storage []federation.Statement
+	for _, s := range doc.RolePolicy.Statement {
+		if s.Sid == federation.DenyOtherSid {
+			if len(s.NotAction) == 0 || s.Effect != "Deny" {
+				t.Fatalf("generated deny-other statement changed: %+v", s)
+			}
+			continue
+		}
+		storage = append(storage, s)
+	}
+	trust := doc.TrustPolicy
+	tr := make([]federation.Statement, len(trust.Statement))
+	for i, s := range trust.Statement {
+		s.Principal = map[string]any{"Federated": weedProvider}
+		s.Action = []string{"sts:AssumeRoleWithWebIdentity"}
+		cond := map[string]map[string]any{}
+		for op, kv := range s.Condition {
+			cond[op] = map[string]any{}
+			for k, v := range kv {
+				switch k {
+				case host + ":aud":
+					k = "oidc:aud"
+				case host + ":sub":
+					k = "oidc:sub"
+				case "aws:RequestTag/agentkeys_user_wallet":
+					k = "oidc:agentkeys_user_wallet"
+				default:
+					t.Fatalf("trust condition key %q has no SeaweedFS translation", k)
+				}
+				cond[op][k] = v
+			}
+		}
+		s.Condition = cond
+		tr[i] = s
+	}
+	key := make([]byte, 32)
+	rand.Read(key)
+	cfg := map[string]any{
+		"sts": map[string]any{"tokenDuration": "1h", "maxSessionLength": "12h", "issuer": "seaweedfs-sts",
+			"signingKey": base64.StdEncoding.EncodeToString(key)},
+		"policy": map[string]any{"defaultEffect": "Deny", "storeType": "memory"},
+		"providers": []any{map[string]any{"name": weedProvider, "type": "oidc", "enabled": true,
+			"config": map[string]any{"issuer": issuer, "clientId": weedAudience, "allowedPrincipalTagKeys": []string{"agentkeys_user_wallet"}}}},
+		"policies": []any{map[string]any{"name": "agentkeys-own-prefix", "document": federation.Policy{Version: "2012-10-17", Statement: storage}}},
+		"roles": []any{map[string]any{"roleName": "agentkeys-agents", "roleArn": doc.RoleARN,
+			"trustPolicy": federation.Policy{Version: "2012-10-17", Statement: tr}, "attachedPolicies": []string{"agentkeys-own-prefix"}}},
+	}
+	b, err := json.MarshalIndent(cfg, "", "  ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// startWeed starts SeaweedFS trusting issuer with the generated policies and
+// creates the bucket with the static admin identity.
+func (h *harness) startWeed(doc *federation.AWS, issuer string) *weed {
+	t := h.t
+	t.Helper()
+	bin := weedBinary(t)
+	dir := t.TempDir()
+	data := filepath.Join(dir, "data")
+	os.MkdirAll(data, 0o700)
+	ak, sk := "AKIDAGENTKEYSADMIN"+randomHex(4), randomHex(20)
+	s3cfg := map[string]any{"identities": []any{map[string]any{"name": "admin",
+		"credentials": []any{map[string]any{"accessKey": ak, "secretKey": sk}},
+		"actions":     []string{"Admin", "Read", "Write", "List", "Tagging"}}}}
+	b, _ := json.Marshal(s3cfg)
+	os.WriteFile(filepath.Join(dir, "s3.json"), b, 0o600)
+	os.WriteFile(filepath.Join(dir, "iam.json"), seaweedIAM(t, doc, issuer), 0o600)
+	port := freePort(t)
+	args := []string{"mini", "-ip", "127.0.0.1", "-ip.bind", "127.0.0.1", "-dir", data, "-s3.port", fmt.Sprint(port),
+		"-s3.config", filepath.Join(dir, "s3.json"), "-s3.iam.config", filepath.Join(dir, "iam.json"),
+		"-webdav=false", "-admin.ui=false", "-s3.port.iceberg=0", "-s3.port.lance=0"}
+	// every other port free too, so that nothing collides with a parallel run
+	for _, f := range []string{"master.port", "master.port.grpc", "filer.port", "filer.port.grpc", "volume.port", "volume.port.grpc", "s3.port.grpc", "debug.port"} {
+		args = append(args, "-"+f, fmt.Sprint(freePort(t)))
+	}
+	w := &weed{endpoint: fmt.Sprintf("http://127.0.0.1:%d", port), roleARN: doc.RoleARN, bucket: weedBucket, out: h.newOutput()}
+	cmd := exec.Command(bin, args...)
+	cmd.Dir = dir
+	cmd.Stdout, cmd.Stderr = w.out, w.out
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("starting SeaweedFS: %v", err)
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	t.Cleanup(func() {
+		cmd.Process.Signal(os.Interrupt)
+		select {
+		case <-done:
+		case <-time.After(15 * time.Second):
+			cmd.Process.Kill()
+			<-done
+		}
+		if t.Failed() {
+			t.Logf("SeaweedFS output (tail):\n%s", tail(w.out.String(), 60))
+		}
+	})
+	w.admin = w.s3(aws.Credentials{AccessKeyID: ak, SecretAccessKey: sk})
+	deadline := time.Now().Add(weedTimeout)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_, err := w.admin.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(w.bucket)})
+		cancel()
+		if err == nil {
+			break
+		}
+		select {
+		case <-done:
+			t.Fatalf("SeaweedFS exited during start:\n%s", tail(w.out.String(), 60))
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("SeaweedFS did not accept CreateBucket within %s: %v\n%s", weedTimeout, err, tail(w.out.String(), 60))
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	return w
+}
+
+func tail(s string, n int) string {
+	l := strings.Split(s, "\n")
+	if len(l) > n {
+		l = l[len(l)-n:]
+	}
+	return strings.Join(l, "\n")
+}
+
+// s3 returns an S3 client of SeaweedFS with static credentials.
+func (w *weed) s3(c aws.Credentials) *s3.Client {
+	return s3.New(s3.Options{Region: "us-east-1", BaseEndpoint: aws.String(w.endpoint), UsePathStyle: true,
+		Credentials: credentials.StaticCredentialsProvider{Value: c}})
+}
+
+func (w *weed) put(t *testing.T, c *s3.Client, key, body string) error {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	_, err := c.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(w.bucket), Key: aws.String(key), Body: strings.NewReader(body)})
+	return err
+}
+
+func (w *weed) get(t *testing.T, c *s3.Client, key string) (string, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	out, err := c.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(w.bucket), Key: aws.String(key)})
+	if err != nil {
+		return "", err
+	}
+	defer out.Body.Close()
+	var sb strings.Builder
+	buf := make([]byte, 4096)
+	for {
+		n, err := out.Body.Read(buf)
+		sb.Write(buf[:n])
+		if err != nil {
+			break
+		}
+	}
+	return sb.String(), nil
+}
+
+func (w *weed) list(t *testing.T, c *s3.Client, prefix string) ([]string, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	in := &s3.ListObjectsV2Input{Bucket: aws.String(w.bucket)}
+	if prefix != "" {
+		in.Prefix = aws.String(prefix)
+	}
+	out, err := c.ListObjectsV2(ctx, in)
+	if err != nil {
+		return nil, err
+	}
+	var keys []string
+	for _, o := range out.Contents {
+		keys = append(keys, aws.ToString(o.Key))
+	}
+	return keys, nil
+}
+
+// errCode is the S3/STS error code of err ("" when err is nil).
+func errCode(err error) string {
+	if err == nil {
+		return ""
+	}
+	var ae smithy.APIError
+	if errors.As(err, &ae) {
+		return ae.ErrorCode()
+	}
+	return err.Error()
+}

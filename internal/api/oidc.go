@@ -1,0 +1,121 @@
+package api
+
+import (
+	"encoding/json"
+	"net/http"
+
+	"github.com/agentkeys/agentkeys/internal/broker"
+	"github.com/agentkeys/agentkeys/internal/ledger"
+	"github.com/agentkeys/agentkeys/internal/oidc"
+	"github.com/agentkeys/agentkeys/internal/problem"
+	"github.com/agentkeys/agentkeys/internal/registry"
+)
+
+// OIDCKeyList is the body of GET /v1/oidc/keys.
+type OIDCKeyList struct {
+	Keys []broker.OIDCKeyInfo `json:"keys"`
+}
+
+// ActiveKey is one element of GET /mock/oidc-pubkeys/active.
+type ActiveKey struct {
+	Kid    string `json:"kid"`
+	Pubkey string `json:"pubkey"` // hex uncompressed P-256 point
+}
+
+func (s *server) routesOIDC(handle func(string, func(http.ResponseWriter, *http.Request) error)) {
+	handle("GET "+oidc.DiscoveryPath, s.discovery)
+	handle("GET "+oidc.JWKSPath, s.jwks)
+	handle("POST /v1/oidc/token", s.authed(s.oidcToken))
+	handle("GET /v1/oidc/keys", s.oidcKeys)
+	handle("POST /v1/oidc/rotate", s.oidcRotate)
+	handle("GET /mock/oidc-pubkeys/active", s.oidcActive)
+	handle("GET /mock/oidc-pubkeys/{kid}", s.oidcKey)
+	handle("POST /mock/oidc-pubkeys/register", s.submitEntry(registry.KindOidcKeyRegister))
+	handle("POST /mock/oidc-pubkeys/revoke", s.submitEntry(registry.KindOidcKeyRevoke))
+}
+
+// writeCached writes a public JSON document relying parties may cache.
+func writeCached(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "max-age=300")
+	w.WriteHeader(http.StatusOK)
+	json.NewEncoder(w).Encode(v)
+}
+
+func (s *server) discovery(w http.ResponseWriter, _ *http.Request) error {
+	writeCached(w, s.b.Discovery())
+	return nil
+}
+
+func (s *server) jwks(w http.ResponseWriter, r *http.Request) error {
+	k, err := s.b.JWKS(r.Context())
+	if err != nil {
+		return err
+	}
+	writeCached(w, k)
+	return nil
+}
+
+func (s *server) oidcToken(w http.ResponseWriter, r *http.Request, c *broker.Caller) error {
+	var body broker.OIDCRequest
+	if err := decode(r, &body); err != nil {
+		return err
+	}
+	t, err := s.b.MintOIDC(r.Context(), c, body)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, t)
+	return nil
+}
+
+func (s *server) oidcKeys(w http.ResponseWriter, r *http.Request) error {
+	l, err := s.b.OIDCKeys(r.Context())
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, OIDCKeyList{Keys: l})
+	return nil
+}
+
+func (s *server) oidcRotate(w http.ResponseWriter, r *http.Request) error {
+	var e ledger.Entry
+	if err := decode(r, &e); err != nil {
+		return err
+	}
+	res, err := s.b.Rotate(r.Context(), e)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusCreated, res)
+	return nil
+}
+
+func (s *server) oidcActive(w http.ResponseWriter, r *http.Request) error {
+	l, err := s.b.OIDCKeys(r.Context())
+	if err != nil {
+		return err
+	}
+	out := []ActiveKey{}
+	for _, k := range l {
+		if k.State == "current" || k.State == "retiring" {
+			out = append(out, ActiveKey{Kid: k.Kid, Pubkey: k.Public})
+		}
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func (s *server) oidcKey(w http.ResponseWriter, r *http.Request) error {
+	l, err := s.b.OIDCKeys(r.Context())
+	if err != nil {
+		return err
+	}
+	for _, k := range l {
+		if k.Kid == r.PathValue("kid") {
+			writeJSON(w, http.StatusOK, k)
+			return nil
+		}
+	}
+	return problem.New(problem.NotFound, "no OIDC key with this kid", "list them with GET /mock/oidc-pubkeys/active")
+}

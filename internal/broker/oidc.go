@@ -1,0 +1,325 @@
+package broker
+
+import (
+	"context"
+	"encoding/hex"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/agentkeys/agentkeys/internal/account"
+	"github.com/agentkeys/agentkeys/internal/ledger"
+	"github.com/agentkeys/agentkeys/internal/oidc"
+	"github.com/agentkeys/agentkeys/internal/problem"
+	"github.com/agentkeys/agentkeys/internal/registry"
+	"github.com/agentkeys/agentkeys/internal/token"
+)
+
+// OIDCRequest is the body of POST /v1/oidc/token.
+type OIDCRequest struct {
+	Audience  string `json:"audience"`
+	TTL       int64  `json:"ttl,omitempty"`        // seconds; default 300, at most the server's maximum (≤ 3600)
+	OwnerSelf bool   `json:"owner_self,omitempty"` // an owner minting for itself must say so
+}
+
+// OIDCToken is a minted identity token.
+type OIDCToken struct {
+	Token     string `json:"token"`
+	Kid       string `json:"kid"`
+	JTI       string `json:"jti"`
+	Audience  string `json:"audience"`
+	Subject   string `json:"sub"`
+	ExpiresAt int64  `json:"expires_at"` // unix seconds
+}
+
+// OIDCKeyInfo is one issuer key as GET /v1/oidc/keys lists it.
+type OIDCKeyInfo struct {
+	registry.OidcKey
+	State string `json:"state"` // current, retiring, retired, revoked
+}
+
+// RotateResult is the answer of POST /v1/oidc/rotate.
+type RotateResult struct {
+	Key      registry.OidcKey `json:"key"`
+	Previous registry.OidcKey `json:"previous"`
+}
+
+type oidcKeys struct {
+	keys    []registry.OidcKey // by version; the genesis key v1 is implicit until a rotation registers it
+	current *registry.OidcKey
+	signer  *oidc.Signer
+}
+
+type oidcState struct {
+	mu    sync.Mutex // rotations
+	dirty atomic.Bool
+	cur   atomic.Pointer[oidcKeys]
+}
+
+const oidcV1 = "oidc/issuer/v1"
+
+// oidcKeyRecord describes the enclave key at path, with a quote committing to it.
+func (b *Broker) oidcKeyRecord(path string, version int, from int64) (registry.OidcKey, error) {
+	ki, err := b.Enclave.PublicKey(path)
+	if err != nil {
+		return registry.OidcKey{}, err
+	}
+	jwk, err := oidc.NewJWK(ki.Kid, ki.Public)
+	if err != nil {
+		return registry.OidcKey{}, err
+	}
+	return registry.OidcKey{Kid: ki.Kid, Path: path, Version: version, JWK: jwk, Public: ki.Public,
+		Quote: b.Enclave.Quote(registry.OidcKeyReportData(ki.Kid, ki.Public)), ActiveFrom: from}, nil
+}
+
+// oidcLoad returns the issuer keys, reloading them from state after a change.
+func (b *Broker) oidcLoad(ctx context.Context) (*oidcKeys, error) {
+	if k := b.oidc.cur.Load(); k != nil && !b.oidc.dirty.Load() {
+		return k, nil
+	}
+	lg, err := b.Ledger()
+	if err != nil {
+		return nil, err
+	}
+	b.oidc.dirty.Store(false)
+	keys, err := registry.OidcKeys(lg.State(ctx))
+	if err != nil {
+		return nil, err
+	}
+	if len(keys) == 0 {
+		v1, err := b.oidcKeyRecord(oidcV1, 1, 0)
+		if err != nil {
+			return nil, err
+		}
+		keys = []registry.OidcKey{v1}
+	}
+	out := &oidcKeys{keys: keys}
+	for i := len(keys) - 1; i >= 0; i-- {
+		if keys[i].RevokedReason == "" && keys[i].ActiveUntil == 0 {
+			out.current = &keys[i]
+			break
+		}
+	}
+	if out.current != nil {
+		pub, err := oidc.ParsePublic(out.current.Public)
+		if err != nil {
+			return nil, err
+		}
+		if out.signer, err = oidc.NewSigner(oidc.Key{Path: out.current.Path, Kid: out.current.Kid, Pub: pub}, b.Enclave.SignES256); err != nil {
+			return nil, err
+		}
+	}
+	b.oidc.cur.Store(out)
+	return out, nil
+}
+
+// oidcObserve marks the key cache stale when a registry entry commits.
+func (b *Broker) oidcObserve(es []ledger.Entry) {
+	for i := range es {
+		if strings.HasPrefix(es[i].Kind, "oidc.key.") {
+			b.oidc.dirty.Store(true)
+		}
+	}
+}
+
+// OIDCMaxTTL is the longest token lifetime this broker mints.
+func (b *Broker) OIDCMaxTTL() time.Duration { return b.cfg.OIDCMaxTTL }
+
+// OIDCAudiences are the audiences this broker mints for.
+func (b *Broker) OIDCAudiences() []string { return slices.Clone(b.cfg.OIDCAudiences) }
+
+// Discovery is the issuer's OpenID discovery document.
+func (b *Broker) Discovery() oidc.Discovery { return oidc.NewDiscovery(b.cfg.Issuer) }
+
+// JWKS returns every key that is current or inside its retirement window.
+func (b *Broker) JWKS(ctx context.Context) (oidc.JWKS, error) {
+	k, err := b.oidcLoad(ctx)
+	if err != nil {
+		return oidc.JWKS{}, err
+	}
+	now := time.Now().Unix()
+	out := oidc.JWKS{Keys: []oidc.JWK{}}
+	for _, key := range k.keys {
+		if key.Active(now) {
+			out.Keys = append(out.Keys, key.JWK)
+		}
+	}
+	return out, nil
+}
+
+// OIDCKeys lists every issuer key version and its state.
+func (b *Broker) OIDCKeys(ctx context.Context) ([]OIDCKeyInfo, error) {
+	k, err := b.oidcLoad(ctx)
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now().Unix()
+	out := make([]OIDCKeyInfo, 0, len(k.keys))
+	for _, key := range k.keys {
+		out = append(out, OIDCKeyInfo{OidcKey: key, State: key.State(now)})
+	}
+	return out, nil
+}
+
+func validAudience(a string) bool {
+	if a == "" || len(a) > 256 {
+		return false
+	}
+	for _, r := range a {
+		if r < 0x21 || r == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// MintOIDC mints an identity token for the caller: an agent whose scope allows
+// oidc:<audience> or oidc:*, or an owner that asked for itself explicitly. The
+// audience must be one the server is configured for. Every mint and every
+// refusal is a durable audit entry signed by the caller's wallet; no token is
+// returned unless its audit entry is durable.
+func (b *Broker) MintOIDC(ctx context.Context, c *Caller, r OIDCRequest) (*OIDCToken, error) {
+	lg, err := b.Ledger()
+	if err != nil {
+		return nil, err
+	}
+	if !validAudience(r.Audience) {
+		return nil, problem.New(problem.BadRequest, "audience must be 1-256 printable characters", "pass the relying party's audience, e.g. sts.amazonaws.com")
+	}
+	ttl := r.TTL
+	maxTTL := int64(b.cfg.OIDCMaxTTL / time.Second)
+	if ttl == 0 {
+		ttl = min(oidc.DefaultTTL, maxTTL)
+	}
+	if ttl < 1 || ttl > maxTTL {
+		return nil, problem.Newf(problem.BadRequest, "ask for a ttl of 1 to "+fmt.Sprint(maxTTL)+" seconds, or omit it for the default",
+			"ttl %d is out of range", r.TTL)
+	}
+	audit := oidc.Mint{Actor: c.Omni(), ActorRole: c.Claims.Role, SID: c.Claims.SessionID, Audience: r.Audience}
+	id := oidc.Identity{Role: c.Claims.Role, Omni: c.Omni(), Wallet: c.Account.Wallet}
+	switch {
+	case c.Agent != nil:
+		audit.Owner, audit.Alias = c.Agent.Owner, c.Agent.Alias
+		if !slices.Contains(c.Agent.Scope, "oidc:*") && !slices.Contains(c.Agent.Scope, "oidc:"+r.Audience) {
+			return nil, b.oidcDeny(ctx, audit, "no_scope", problem.Newf(problem.Denied,
+				"the owner allows it with: agentkeys agent scope "+c.Agent.Alias+" --add oidc:"+r.Audience,
+				"this agent's scope does not allow identity tokens for %q", r.Audience))
+		}
+	case c.Claims.Role == token.RoleOwner:
+		audit.Owner = c.Omni()
+		if !r.OwnerSelf {
+			return nil, b.oidcDeny(ctx, audit, "owner_without_flag", problem.New(problem.Denied,
+				"identity tokens are for agents; an owner mints one for itself only when it asks explicitly",
+				"send {\"owner_self\": true} (agentkeys oidc token --self), or mint from a paired agent's daemon"))
+		}
+		audit.OwnerSelf = true
+	default:
+		return nil, errNotOwner
+	}
+	if !slices.Contains(b.cfg.OIDCAudiences, r.Audience) {
+		return nil, b.oidcDeny(ctx, audit, "unknown_audience", problem.Newf(problem.Denied,
+			"the operator adds it with: agentkeys server --oidc-audience "+r.Audience,
+			"audience %q is not configured on this broker", r.Audience))
+	}
+	if audit.Owner == c.Omni() {
+		id.OwnerWallet = c.Account.Wallet
+	} else {
+		o, err := account.Get(lg.State(ctx), audit.Owner)
+		if err != nil {
+			return nil, err
+		}
+		id.OwnerWallet = o.Wallet
+	}
+	k, err := b.oidcLoad(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if k.signer == nil {
+		return nil, problem.New(problem.NotReady, "no OIDC issuer key is active", "the operator rotates in a new key: agentkeys oidc rotate")
+	}
+	m := b.Enclave.Measurements()
+	claims, err := oidc.NewClaims(b.cfg.Issuer, r.Audience, id,
+		oidc.Enclave{MrEnclave: hex.EncodeToString(m.MrEnclave[:]), MrSigner: hex.EncodeToString(m.MrSigner[:]), Tier: string(m.Tier)},
+		time.Now().Unix(), ttl)
+	if err != nil {
+		return nil, err
+	}
+	tok, err := k.signer.Sign(claims)
+	if err != nil {
+		return nil, err
+	}
+	audit.Kid, audit.JTI, audit.Exp = k.signer.Kid(), claims.ID, claims.Expiry
+	if _, err := lg.Append(ctx, ledger.AccountOrigin(c.Omni()), oidc.KindMinted, audit); err != nil {
+		return nil, problem.New(problem.Internal, "the mint could not be audited, so no token was released", "retry; the operator should check the server log")
+	}
+	return &OIDCToken{Token: tok, Kid: audit.Kid, JTI: claims.ID, Audience: r.Audience, Subject: claims.Subject, ExpiresAt: claims.Expiry}, nil
+}
+
+func (b *Broker) oidcDeny(ctx context.Context, audit oidc.Mint, reason string, p error) error {
+	lg, err := b.Ledger()
+	if err != nil {
+		return err
+	}
+	audit.Reason = reason
+	if _, err := lg.Append(ctx, ledger.AccountOrigin(audit.Actor), oidc.KindDenied, audit); err != nil {
+		return problem.New(problem.Internal, "the refused mint could not be audited", "retry; the operator should check the server log")
+	}
+	return p
+}
+
+// MinRotationWindow is the shortest window a rotation may keep the old key
+// published: the longest token lifetime plus clock skew.
+func (b *Broker) MinRotationWindow() time.Duration { return b.cfg.OIDCMaxTTL + b.cfg.OIDCSkew }
+
+// Rotate carries out a governance-signed oidc.rotate request: it appends the
+// request, derives the next oidc/issuer/vN, registers it on the ledger (enclave
+// origin, with a quote) together with the old key's retirement time, and from
+// then on signs new tokens with it. The old key stays in the JWKS for the window.
+func (b *Broker) Rotate(ctx context.Context, e ledger.Entry) (*RotateResult, error) {
+	lg, err := b.Ledger()
+	if err != nil {
+		return nil, err
+	}
+	var req registry.OidcRotate
+	if e.Kind != registry.KindOidcRotate || ledger.DecodeStrict(e.Payload, &req) != nil {
+		return nil, problem.New(problem.BadRequest, "send a governance-signed oidc.rotate entry with {window_seconds, nonce}", "use agentkeys oidc rotate")
+	}
+	if w := time.Duration(req.WindowSeconds) * time.Second; w < b.MinRotationWindow() {
+		return nil, problem.Newf(problem.BadRequest, fmt.Sprintf("pass --window %s or longer", b.MinRotationWindow()),
+			"a window of %s would withdraw the old key while tokens it signed are still valid (max token lifetime %s + skew %s)",
+			w, b.cfg.OIDCMaxTTL, b.cfg.OIDCSkew)
+	}
+	b.oidc.mu.Lock()
+	defer b.oidc.mu.Unlock()
+	if _, err := b.Submit(ctx, e, registry.KindOidcRotate); err != nil {
+		return nil, err
+	}
+	b.oidc.dirty.Store(true)
+	k, err := b.oidcLoad(ctx)
+	if err != nil {
+		return nil, err
+	}
+	next := k.keys[len(k.keys)-1].Version + 1
+	now := time.Now().Unix()
+	rec, err := b.oidcKeyRecord(fmt.Sprintf("oidc/issuer/v%d", next), next, now)
+	if err != nil {
+		return nil, err
+	}
+	reg := registry.OidcRegister{Key: rec}
+	res := &RotateResult{Key: rec}
+	if k.current != nil { // none after governance revoked every key (full compromise)
+		prev := *k.current
+		prev.ActiveUntil = now + req.WindowSeconds
+		reg.Previous, res.Previous = &prev, prev
+	}
+	if _, err := lg.Append(ctx, ledger.OriginEnclave, registry.KindOidcKeyRegister, reg); err != nil {
+		return nil, ledgerProblem(err)
+	}
+	b.oidc.dirty.Store(true)
+	b.log.Info("oidc key rotated", "kid", rec.Kid, "path", rec.Path, "previous_kid", res.Previous.Kid,
+		"previous_until", time.Unix(res.Previous.ActiveUntil, 0).UTC().Format(time.RFC3339))
+	return res, nil
+}

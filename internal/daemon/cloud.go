@@ -1,0 +1,214 @@
+package daemon
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"regexp"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/sts"
+	"github.com/aws/smithy-go"
+
+	"github.com/agentkeys/agentkeys/internal/broker"
+	"github.com/agentkeys/agentkeys/internal/problem"
+)
+
+// DefaultAWSAudience is the audience AWS STS expects.
+const DefaultAWSAudience = "sts.amazonaws.com"
+
+// OIDCToken mints an identity token for audience through the agent session
+// (ttl 0 = the broker's default). The caller must not log the token.
+func (s Source) OIDCToken(ctx context.Context, audience string, ttl int64) (*broker.OIDCToken, error) {
+	_, c, ch, err := s.session()
+	if err != nil {
+		return nil, Stable(err)
+	}
+	clear(ch)
+	t, err := c.OIDCToken(ctx, audience, ttl)
+	if err != nil {
+		return nil, Stable(err)
+	}
+	return t, nil
+}
+
+// AWSRequest asks for AWS credentials for a role.
+type AWSRequest struct {
+	RoleARN     string
+	SessionName string // default agentkeys-<alias>
+	Duration    int32  // seconds; 0 = the role's default
+	STSEndpoint string // "" = AWS's regional endpoint
+	Region      string // default us-east-1
+	Audience    string // default sts.amazonaws.com
+}
+
+// AWSCredentials is the credential_process JSON (Version 1).
+type AWSCredentials struct {
+	Version         int       `json:"Version"`
+	AccessKeyID     string    `json:"AccessKeyId"`
+	SecretAccessKey string    `json:"SecretAccessKey"`
+	SessionToken    string    `json:"SessionToken"`
+	Expiration      time.Time `json:"Expiration"`
+}
+
+type cachedCreds struct {
+	AWSCredentials
+	IssuedAt time.Time `json:"issued_at"`
+	Agent    string    `json:"agent"`
+}
+
+var sessionName = regexp.MustCompile(`^[\w+=,.@-]{2,64}$`)
+
+// refreshMargin is how long before expiry cached credentials are replaced:
+// 10% of their lifetime, at most 5 minutes.
+func refreshMargin(lifetime time.Duration) time.Duration { return min(5*time.Minute, lifetime/10) }
+
+func (d Dir) cloudCachePath(key string) string {
+	h := sha256.Sum256([]byte(key))
+	return filepath.Join(string(d), "cloud", hex.EncodeToString(h[:16])+".json")
+}
+
+// AWSCredentials returns credentials for r.RoleARN: from the daemon's cache
+// (0600 files under $AGENTKEYS_HOME/daemon/cloud) while they are fresh, else it
+// mints an identity token and calls STS AssumeRoleWithWebIdentity itself. The
+// broker never sees the STS answer. The caller must not log the result.
+func (s Source) AWSCredentials(ctx context.Context, r AWSRequest) (*AWSCredentials, error) {
+	if r.RoleARN == "" {
+		return nil, problem.New(problem.BadRequest, "role_arn is required", "pass the ARN printed by agentkeys oidc register aws")
+	}
+	sess, err := s.Dir.LoadSession()
+	if err != nil {
+		return nil, Stable(err)
+	}
+	if r.Audience == "" {
+		r.Audience = DefaultAWSAudience
+	}
+	if r.Region == "" {
+		r.Region = "us-east-1"
+	}
+	if r.SessionName == "" {
+		r.SessionName = "agentkeys-" + sess.Alias
+	}
+	if !sessionName.MatchString(r.SessionName) {
+		return nil, problem.New(problem.BadRequest, "session_name must be 2-64 characters of letters, digits and +=,.@_-", "pass another --session-name")
+	}
+	key := fmt.Sprintf("aws|%s|%s|%s|%s|%d|%s|%s", sess.Agent, r.STSEndpoint, r.Region, r.RoleARN, r.Duration, r.SessionName, r.Audience)
+	path := s.Dir.cloudCachePath(key)
+	var c cachedCreds
+	if err := read(path, &c); err == nil && c.Agent == sess.Agent {
+		if time.Until(c.Expiration) > refreshMargin(c.Expiration.Sub(c.IssuedAt)) {
+			return &c.AWSCredentials, nil
+		}
+	} else if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		os.Remove(path)
+	}
+	tok, err := s.OIDCToken(ctx, r.Audience, 0)
+	if err != nil {
+		return nil, err
+	}
+	creds, err := AssumeRole(ctx, r, tok.Token)
+	if err != nil {
+		return nil, err
+	}
+	if err := write(path, cachedCreds{AWSCredentials: *creds, IssuedAt: time.Now(), Agent: sess.Agent}); err != nil {
+		return nil, err
+	}
+	return creds, nil
+}
+
+// AssumeRole exchanges an identity token at STS (anonymous request).
+func AssumeRole(ctx context.Context, r AWSRequest, token string) (*AWSCredentials, error) {
+	cl := sts.NewFromConfig(aws.Config{Region: r.Region, Credentials: aws.AnonymousCredentials{}}, func(o *sts.Options) {
+		if r.STSEndpoint != "" {
+			o.BaseEndpoint = aws.String(r.STSEndpoint)
+		}
+	})
+	in := &sts.AssumeRoleWithWebIdentityInput{RoleArn: aws.String(r.RoleARN), RoleSessionName: aws.String(r.SessionName),
+		WebIdentityToken: aws.String(token)}
+	if r.Duration > 0 {
+		in.DurationSeconds = aws.Int32(r.Duration)
+	}
+	out, err := cl.AssumeRoleWithWebIdentity(ctx, in)
+	if err != nil {
+		var ae smithy.APIError
+		if errors.As(err, &ae) {
+			return nil, problem.Newf(problem.Denied, "check the role's trust policy (agentkeys oidc register aws) and the agent's oidc scope",
+				"STS refused the identity token: %s: %s", ae.ErrorCode(), ae.ErrorMessage())
+		}
+		return nil, problem.Newf(problem.Unreachable, "check --sts-endpoint and the network", "cannot reach STS: %v", err)
+	}
+	if out.Credentials == nil || out.Credentials.Expiration == nil {
+		return nil, problem.New(problem.Unreachable, "STS answered without credentials", "retry")
+	}
+	cr := out.Credentials
+	return &AWSCredentials{Version: 1, AccessKeyID: aws.ToString(cr.AccessKeyId), SecretAccessKey: aws.ToString(cr.SecretAccessKey),
+		SessionToken: aws.ToString(cr.SessionToken), Expiration: cr.Expiration.UTC()}, nil
+}
+
+// WriteTokenFile mints a token for audience and writes it to path (0600,
+// atomically); it returns the token's expiry.
+func (s Source) WriteTokenFile(ctx context.Context, audience, path string, ttl int64) (time.Time, error) {
+	t, err := s.OIDCToken(ctx, audience, ttl)
+	if err != nil {
+		return time.Time{}, err
+	}
+	if err := writeRaw(path, []byte(t.Token)); err != nil {
+		return time.Time{}, err
+	}
+	return time.Unix(t.ExpiresAt, 0), nil
+}
+
+// KeepTokenFile keeps a web-identity token file fresh until ctx ends: it
+// rewrites the file when 80% of the token's lifetime has passed, and retries
+// failures with backoff.
+func (s Source) KeepTokenFile(ctx context.Context, audience, path string, ttl int64, log *slog.Logger) {
+	backoff := time.Second
+	for {
+		start := time.Now()
+		exp, err := s.WriteTokenFile(ctx, audience, path, ttl)
+		wait := backoff
+		if err != nil {
+			p := Stable(err)
+			log.Warn("token file not refreshed", "path", path, "audience", audience, "code", p.Code)
+			backoff = min(backoff*2, time.Minute)
+		} else {
+			backoff = time.Second
+			wait = max(time.Second, exp.Sub(start)*4/5)
+			log.Info("token file refreshed", "path", path, "audience", audience, "expires", exp.UTC().Format(time.RFC3339))
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+	}
+}
+
+// writeRaw replaces path atomically with data, 0600.
+func writeRaw(path string, data []byte) error {
+	dir := filepath.Dir(path)
+	tmp, err := os.CreateTemp(dir, ".agentkeys-token-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if err := tmp.Chmod(0o600); err != nil {
+		tmp.Close()
+		return err
+	}
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}

@@ -1,0 +1,58 @@
+package federation
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+)
+
+func TestAWSDocuments(t *testing.T) {
+	out, err := GenerateAWS(AWSInput{Issuer: "https://keys.example.com", Account: "123456789012", Bucket: "b",
+		Pin: PinBoth, MrEnclave: "aa", MrSigner: "bb"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tp, _ := json.Marshal(out.TrustPolicy)
+	for _, want := range []string{`"keys.example.com:aud":"sts.amazonaws.com"`, `"Null":{"aws:RequestTag/agentkeys_user_wallet":"false"}`,
+		`"keys.example.com:sub":"enclave:aa:bb:*"`, `arn:aws:iam::123456789012:oidc-provider/keys.example.com`} {
+		if !strings.Contains(string(tp), want) {
+			t.Errorf("trust policy lacks %s: %s", want, tp)
+		}
+	}
+	if strings.Contains(string(tp), "StringNotEquals") {
+		t.Error("trust policy must not use StringNotEquals")
+	}
+	st := out.RolePolicy.Statement
+	if len(st) != 4 || st[0].Action[0] != "s3:ListBucket" || len(st[0].Action) != 1 || st[2].Effect != "Deny" || st[3].Sid != DenyOtherSid {
+		t.Fatalf("role policy: %+v", st)
+	}
+	if st[1].Resource[0] != "arn:aws:s3:::b/${aws:PrincipalTag/agentkeys_user_wallet}/*" {
+		t.Fatalf("object resource %v", st[1].Resource)
+	}
+	for _, s := range out.BucketPolicy.Statement {
+		if s.Principal["AWS"] != out.RoleARN {
+			t.Fatalf("bucket statement without the role: %+v", s)
+		}
+	}
+	if _, err := GenerateAWS(AWSInput{Issuer: "https://x", Account: "12"}); err == nil {
+		t.Fatal("short account accepted")
+	}
+	if _, err := GenerateAWS(AWSInput{Issuer: "https://x", Account: "123456789012", Pin: PinMrSigner}); err == nil {
+		t.Fatal("pin without mrsigner accepted")
+	}
+}
+
+func TestOtherClouds(t *testing.T) {
+	if g, err := GenerateGCP(GCPInput{Issuer: "https://k", Project: "p", ProjectNumber: "1"}); err != nil || !strings.Contains(g.Commands[1], "--issuer-uri=https://k") {
+		t.Fatalf("gcp: %v %+v", err, g)
+	}
+	if a, err := GenerateAzure(AzureInput{Issuer: "https://k", AppID: "x", Subject: "enclave:a"}); err != nil || a.Credential["issuer"] != "https://k" {
+		t.Fatalf("azure: %v %+v", err, a)
+	}
+	if a, err := GenerateAli(AliInput{Issuer: "https://k", Account: "1"}); err != nil || len(a.Commands) != 1 {
+		t.Fatalf("ali: %v %+v", err, a)
+	}
+	if k, err := GenerateK8s(K8sInput{Issuer: "https://k"}); err != nil || k["kind"] != "AuthenticationConfiguration" {
+		t.Fatalf("k8s: %v %+v", err, k)
+	}
+}

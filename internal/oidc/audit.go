@@ -1,0 +1,84 @@
+package oidc
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/agentkeys/agentkeys/internal/ledger"
+	"github.com/agentkeys/agentkeys/internal/vault"
+)
+
+// Audit kinds: every mint and every refused mint, signed by the acting
+// account's wallet. They carry the token's kid, jti, audience and expiry, never
+// the token.
+const (
+	KindMinted = "oidc.minted"
+	KindDenied = "oidc.denied"
+)
+
+// Mint is the payload of oidc.minted and oidc.denied.
+type Mint struct {
+	Owner     string `json:"owner"`           // owner omni (the trail it is filed in)
+	Actor     string `json:"actor"`           // omni of the signing account
+	ActorRole string `json:"actor_role"`      // agent or owner
+	Alias     string `json:"alias,omitempty"` // agent alias
+	SID       string `json:"sid"`
+	Audience  string `json:"aud"`
+	Kid       string `json:"kid,omitempty"`
+	JTI       string `json:"jti,omitempty"`
+	Exp       int64  `json:"exp,omitempty"`
+	OwnerSelf bool   `json:"owner_self,omitempty"`
+	Reason    string `json:"reason,omitempty"` // oidc.denied: no_scope, unknown_audience, owner_without_flag, bad_ttl
+}
+
+// Kinds returns the OIDC audit kinds.
+func Kinds() map[string]ledger.Kind {
+	return map[string]ledger.Kind{
+		KindMinted: {Origins: ledger.FromAccount, Fold: foldMint},
+		KindDenied: {Origins: ledger.FromAccount, Fold: foldMint},
+	}
+}
+
+func foldMint(_ ledger.State, e *ledger.Entry) error {
+	var m Mint
+	if err := ledger.DecodeStrict(e.Payload, &m); err != nil {
+		return err
+	}
+	if omni, _ := ledger.AccountOf(e.Origin); omni != m.Actor {
+		return errors.New("the actor must be the account that signs the entry")
+	}
+	if m.Audience == "" || m.Owner == "" {
+		return errors.New("owner and aud are required")
+	}
+	if e.Kind == KindMinted && (m.Kid == "" || m.JTI == "" || m.Exp == 0) {
+		return errors.New("a mint records kid, jti and exp")
+	}
+	return nil
+}
+
+// UsageOf derives the usage row of an OIDC audit entry (see vault.UsageOf).
+func UsageOf(e *ledger.Entry) (owner string, u vault.Usage, ok bool) {
+	if e.Kind != KindMinted && e.Kind != KindDenied {
+		return "", u, false
+	}
+	var m Mint
+	if json.Unmarshal(e.Payload, &m) != nil {
+		return "", u, false
+	}
+	u = vault.Usage{Seq: e.Seq, Time: e.Time, Result: "ok", Actor: m.Actor, ActorRole: m.ActorRole, Alias: m.Alias,
+		Agent: m.Alias, Action: "oidc.mint", Service: "oidc:" + m.Audience}
+	if m.Alias == "" {
+		u.Agent = "*"
+	}
+	if e.Kind == KindDenied {
+		u.Result, u.Detail = "denied", m.Reason
+	} else {
+		u.Detail = fmt.Sprintf("kid %s jti %s exp %s", m.Kid, m.JTI, time.Unix(m.Exp, 0).UTC().Format(time.RFC3339))
+		if m.OwnerSelf {
+			u.Detail += " owner_self"
+		}
+	}
+	return m.Owner, u, true
+}

@@ -1,0 +1,231 @@
+// Package oidc is the broker's OpenID Connect issuer for cloud federation (§8): it
+// builds the identity-token claims, the discovery document and the JWKS, and signs
+// tokens through the enclave with an oidc/issuer/vN key. It decides nothing about
+// who may mint (package broker does) and never holds a private key or a cloud
+// credential; it also defines the audit entries of a mint.
+package oidc
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/go-jose/go-jose/v4"
+)
+
+// Tag keys and claim names.
+const (
+	TagUserWallet = "agentkeys_user_wallet"
+	ClaimAWSTags  = "https://aws.amazon.com/tags"
+	ClaimFlatTags = "https://aws.amazon.com/tags/principal_tags"
+)
+
+// Token lifetimes.
+const (
+	DefaultTTL = 300  // seconds
+	MaxTTL     = 3600 // seconds
+	MaxToken   = 20000
+)
+
+// AWSTags is the value of the https://aws.amazon.com/tags claim: AWS turns it
+// into session tags (values are arrays).
+type AWSTags struct {
+	PrincipalTags     map[string][]string `json:"principal_tags"`
+	TransitiveTagKeys []string            `json:"transitive_tag_keys"`
+}
+
+// Claims are exactly the claims of an identity token. ClaimsSupported lists
+// their JSON names; a test keeps the two in step.
+type Claims struct {
+	Issuer      string              `json:"iss"`
+	Subject     string              `json:"sub"`
+	Audience    string              `json:"aud"`
+	IssuedAt    int64               `json:"iat"`
+	NotBefore   int64               `json:"nbf"`
+	Expiry      int64               `json:"exp"`
+	ID          string              `json:"jti"`
+	UserWallet  string              `json:"agentkeys_user_wallet"`
+	OwnerWallet string              `json:"agentkeys_owner_wallet"`
+	Omni        string              `json:"agentkeys_omni"`
+	Tier        string              `json:"agentkeys_enclave_tier"`
+	AWSTags     AWSTags             `json:"https://aws.amazon.com/tags"`
+	FlatTags    map[string][]string `json:"https://aws.amazon.com/tags/principal_tags"`
+}
+
+// ClaimsSupported is claims_supported of the discovery document.
+var ClaimsSupported = []string{"iss", "sub", "aud", "iat", "nbf", "exp", "jti",
+	"agentkeys_user_wallet", "agentkeys_owner_wallet", "agentkeys_omni", "agentkeys_enclave_tier",
+	ClaimAWSTags, ClaimFlatTags}
+
+// Subject is the sub of a token: enclave:<mrenclave>:<mrsigner>:<role>:<wallet lower-case>.
+func Subject(mrenclave, mrsigner, role, wallet string) string {
+	return "enclave:" + mrenclave + ":" + mrsigner + ":" + role + ":" + strings.ToLower(wallet)
+}
+
+// Identity is who a token is for.
+type Identity struct {
+	Role        string // "agent" or "owner"
+	Wallet      string // the principal's wallet (agent wallet for agents)
+	OwnerWallet string
+	Omni        string
+}
+
+// Enclave is what the claims say about the signing enclave.
+type Enclave struct {
+	MrEnclave, MrSigner, Tier string
+}
+
+// NewClaims builds the claims of a token for id, valid [now, now+ttl).
+func NewClaims(issuer, audience string, id Identity, enc Enclave, now, ttl int64) (Claims, error) {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return Claims{}, err
+	}
+	w := strings.ToLower(id.Wallet)
+	tags := map[string][]string{TagUserWallet: {w}}
+	return Claims{Issuer: issuer, Subject: Subject(enc.MrEnclave, enc.MrSigner, id.Role, w), Audience: audience,
+		IssuedAt: now, NotBefore: now, Expiry: now + ttl, ID: base64.RawURLEncoding.EncodeToString(b[:]),
+		UserWallet: w, OwnerWallet: strings.ToLower(id.OwnerWallet), Omni: id.Omni, Tier: enc.Tier,
+		AWSTags:  AWSTags{PrincipalTags: tags, TransitiveTagKeys: []string{TagUserWallet}},
+		FlatTags: tags}, nil
+}
+
+// Discovery is the body of /.well-known/openid-configuration.
+type Discovery struct {
+	Issuer          string   `json:"issuer"`
+	JWKSURI         string   `json:"jwks_uri"`
+	ResponseTypes   []string `json:"response_types_supported"`
+	SubjectTypes    []string `json:"subject_types_supported"`
+	SigningAlgs     []string `json:"id_token_signing_alg_values_supported"`
+	ClaimsSupported []string `json:"claims_supported"`
+}
+
+// JWKSPath is where the key set is served.
+const JWKSPath = "/.well-known/jwks.json"
+
+// DiscoveryPath is where the discovery document is served.
+const DiscoveryPath = "/.well-known/openid-configuration"
+
+// NewDiscovery returns the discovery document of issuer (no trailing slash).
+func NewDiscovery(issuer string) Discovery {
+	return Discovery{Issuer: issuer, JWKSURI: issuer + JWKSPath, ResponseTypes: []string{"id_token"},
+		SubjectTypes: []string{"public"}, SigningAlgs: []string{"ES256"}, ClaimsSupported: ClaimsSupported}
+}
+
+// JWK is one published public key.
+type JWK struct {
+	Kty string `json:"kty"`
+	Crv string `json:"crv"`
+	X   string `json:"x"`
+	Y   string `json:"y"`
+	Kid string `json:"kid"`
+	Alg string `json:"alg"`
+	Use string `json:"use"`
+}
+
+// JWKS is the body of /.well-known/jwks.json.
+type JWKS struct {
+	Keys []JWK `json:"keys"`
+}
+
+// ParsePublic parses the enclave's hex uncompressed P-256 point.
+func ParsePublic(publicHex string) (*ecdsa.PublicKey, error) {
+	b, err := hex.DecodeString(publicHex)
+	if err != nil {
+		return nil, fmt.Errorf("oidc: public key is not hex: %w", err)
+	}
+	return ecdsa.ParseUncompressedPublicKey(elliptic.P256(), b)
+}
+
+// NewJWK returns the JWK of a P-256 public key (hex uncompressed point).
+func NewJWK(kid, publicHex string) (JWK, error) {
+	b, err := hex.DecodeString(publicHex)
+	if err != nil || len(b) != 65 || b[0] != 4 {
+		return JWK{}, errors.New("oidc: public key is not a 65-byte uncompressed P-256 point")
+	}
+	if _, err := ParsePublic(publicHex); err != nil {
+		return JWK{}, err
+	}
+	enc := base64.RawURLEncoding.EncodeToString
+	return JWK{Kty: "EC", Crv: "P-256", X: enc(b[1:33]), Y: enc(b[33:]), Kid: kid, Alg: "ES256", Use: "sig"}, nil
+}
+
+// SignerFunc signs a JWS signing input with the enclave key at path (ES256, r||s).
+type SignerFunc func(path string, signingInput []byte) ([]byte, error)
+
+// Key is one signing key, by enclave path.
+type Key struct {
+	Path string
+	Kid  string
+	Pub  *ecdsa.PublicKey
+}
+
+// Signer signs tokens with one enclave key; safe for concurrent use.
+type Signer struct {
+	key Key
+	js  jose.Signer
+}
+
+type opaque struct {
+	key  Key
+	sign SignerFunc
+}
+
+func (o *opaque) Public() *jose.JSONWebKey {
+	return &jose.JSONWebKey{Key: o.key.Pub, KeyID: o.key.Kid, Algorithm: string(jose.ES256), Use: "sig"}
+}
+
+func (o *opaque) Algs() []jose.SignatureAlgorithm { return []jose.SignatureAlgorithm{jose.ES256} }
+
+func (o *opaque) SignPayload(payload []byte, alg jose.SignatureAlgorithm) ([]byte, error) {
+	if alg != jose.ES256 {
+		return nil, fmt.Errorf("oidc: sign: algorithm %q is not ES256", alg)
+	}
+	sig, err := o.sign(o.key.Path, payload)
+	if err != nil {
+		return nil, err
+	}
+	if len(sig) != 64 {
+		return nil, fmt.Errorf("oidc: sign: enclave returned a %d-byte signature, want 64", len(sig))
+	}
+	return sig, nil
+}
+
+// NewSigner returns a signer for key k.
+func NewSigner(k Key, sign SignerFunc) (*Signer, error) {
+	js, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: &opaque{key: k, sign: sign}},
+		(&jose.SignerOptions{}).WithType("JWT"))
+	if err != nil {
+		return nil, err
+	}
+	return &Signer{key: k, js: js}, nil
+}
+
+// Kid is the signing key's id.
+func (s *Signer) Kid() string { return s.key.Kid }
+
+// Sign serializes and signs c.
+func (s *Signer) Sign(c Claims) (string, error) {
+	payload, err := json.Marshal(c)
+	if err != nil {
+		return "", err
+	}
+	jws, err := s.js.Sign(payload)
+	if err != nil {
+		return "", fmt.Errorf("oidc: sign with %s: %w", s.key.Path, err)
+	}
+	tok, err := jws.CompactSerialize()
+	if err != nil {
+		return "", err
+	}
+	if len(tok) > MaxToken {
+		return "", fmt.Errorf("oidc: token is %d characters, the limit is %d", len(tok), MaxToken)
+	}
+	return tok, nil
+}

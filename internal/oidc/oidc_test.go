@@ -1,0 +1,92 @@
+package oidc
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"slices"
+	"testing"
+
+	"github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/jwt"
+)
+
+// TestClaimsSupportedIsExact keeps claims_supported equal to what tokens carry.
+func TestClaimsSupportedIsExact(t *testing.T) {
+	c, err := NewClaims("https://iss.example", "sts.amazonaws.com", Identity{Role: "agent", Wallet: "0xABCDEF", OwnerWallet: "0x01", Omni: "aa"},
+		Enclave{MrEnclave: "e", MrSigner: "s", Tier: "dev"}, 100, 300)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := json.Marshal(c)
+	var m map[string]any
+	json.Unmarshal(b, &m)
+	var keys []string
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	want := slices.Clone(ClaimsSupported)
+	slices.Sort(want)
+	if !slices.Equal(keys, want) {
+		t.Fatalf("token claims %v, claims_supported %v", keys, want)
+	}
+	if c.Subject != "enclave:e:s:agent:0xabcdef" || c.UserWallet != "0xabcdef" || c.Expiry != 400 || c.NotBefore != 100 {
+		t.Fatalf("claims: %+v", c)
+	}
+	if c.FlatTags[TagUserWallet][0] != "0xabcdef" || c.AWSTags.PrincipalTags[TagUserWallet][0] != "0xabcdef" {
+		t.Fatalf("tags: %+v", c)
+	}
+}
+
+// TestSignVerifies signs through the opaque signer and verifies with go-jose
+// against the published JWK.
+func TestSignVerifies(t *testing.T) {
+	priv, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	pubBytes, _ := priv.PublicKey.Bytes()
+	jwk, err := NewJWK("kid1", hex.EncodeToString(pubBytes))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := NewSigner(Key{Path: "oidc/issuer/v1", Kid: "kid1", Pub: &priv.PublicKey}, func(path string, in []byte) ([]byte, error) {
+		h := sha256.Sum256(in)
+		r, ss, err := ecdsa.Sign(rand.Reader, priv, h[:])
+		if err != nil {
+			return nil, err
+		}
+		out := make([]byte, 64)
+		r.FillBytes(out[:32])
+		ss.FillBytes(out[32:])
+		return out, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ := NewClaims("https://iss.example", "aud", Identity{Role: "agent", Wallet: "0x1"}, Enclave{}, 1, 60)
+	tok, err := s.Sign(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	parsed, err := jwt.ParseSigned(tok, []jose.SignatureAlgorithm{jose.ES256})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if parsed.Headers[0].KeyID != "kid1" {
+		t.Fatalf("kid %q", parsed.Headers[0].KeyID)
+	}
+	var jk jose.JSONWebKey
+	b, _ := json.Marshal(jwk)
+	if err := jk.UnmarshalJSON(b); err != nil {
+		t.Fatal(err)
+	}
+	var got Claims
+	if err := parsed.Claims(jk.Key, &got); err != nil {
+		t.Fatalf("verify with published JWK: %v", err)
+	}
+	if got.Subject != c.Subject {
+		t.Fatalf("sub %q", got.Subject)
+	}
+}

@@ -1,0 +1,204 @@
+package registry
+
+import (
+	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/agentkeys/agentkeys/internal/enclave"
+	"github.com/agentkeys/agentkeys/internal/ledger"
+	"github.com/agentkeys/agentkeys/internal/oidc"
+)
+
+// OIDC key registry kinds (§10.1): register is enclave-only, revoke and the
+// rotation request are governance-only.
+const (
+	KindOidcKeyRegister = "oidc.key.register"
+	KindOidcKeyRevoke   = "oidc.key.revoke"
+	KindOidcRotate      = "oidc.rotate"
+)
+
+const oidcKeyPrefix = "registry/oidckey/"
+
+// OidcKey is one OIDC issuer key on the ledger.
+type OidcKey struct {
+	Kid           string        `json:"kid"`
+	Path          string        `json:"path"` // oidc/issuer/vN
+	Version       int           `json:"version"`
+	JWK           oidc.JWK      `json:"jwk"`
+	Public        string        `json:"public"` // hex uncompressed point
+	Quote         enclave.Quote `json:"quote"`  // report_data = OidcKeyReportData(kid, public)
+	ActiveFrom    int64         `json:"active_from"`
+	ActiveUntil   int64         `json:"active_until,omitempty"` // 0 = open-ended; else withdrawn from JWKS at this time
+	RevokedReason string        `json:"revoked_reason,omitempty"`
+}
+
+// Active reports whether k is published at unix time now.
+func (k OidcKey) Active(now int64) bool {
+	return k.RevokedReason == "" && (k.ActiveUntil == 0 || now < k.ActiveUntil)
+}
+
+// State names a key's state for listings.
+func (k OidcKey) State(now int64) string {
+	switch {
+	case k.RevokedReason != "":
+		return "revoked"
+	case k.ActiveUntil == 0:
+		return "current"
+	case now < k.ActiveUntil:
+		return "retiring"
+	}
+	return "retired"
+}
+
+// OidcRegister is the payload of oidc.key.register: the new key and, on a
+// rotation, the previous key with its retirement time set.
+type OidcRegister struct {
+	Key      OidcKey  `json:"key"`
+	Previous *OidcKey `json:"previous,omitempty"`
+}
+
+// OidcRevoke is the payload of oidc.key.revoke.
+type OidcRevoke struct {
+	Kid    string `json:"kid"`
+	Reason string `json:"reason"`
+}
+
+// OidcRotate is the payload of oidc.rotate: the operator's request.
+type OidcRotate struct {
+	WindowSeconds int64  `json:"window_seconds"`
+	Nonce         string `json:"nonce"`
+}
+
+// OidcKeyReportData is the report data a registered key's quote commits to.
+func OidcKeyReportData(kid, public string) [64]byte {
+	var rd [64]byte
+	h := sha256.Sum256([]byte("agentkeys/oidc-key/v1|" + kid + "|" + public))
+	copy(rd[:], h[:])
+	return rd
+}
+
+func oidcKinds() map[string]ledger.Kind {
+	return map[string]ledger.Kind{
+		KindOidcKeyRegister: {Origins: ledger.FromEnclave, Fold: foldOidcRegister},
+		KindOidcKeyRevoke:   {Origins: ledger.FromGovernance, Fold: foldOidcRevoke},
+		KindOidcRotate:      {Origins: ledger.FromGovernance, Fold: foldOidcRotate},
+	}
+}
+
+// checkOidcKey checks a key record's internal consistency: path, kid, JWK and a
+// quote that verifies under the platform key it names and commits to this key.
+// Provenance comes from the entry's origin: only the enclave signs
+// oidc.key.register; verifiers that pin the platform key (watchdog, audit)
+// compare quote.platform_key with theirs.
+func checkOidcKey(k OidcKey) error {
+	if !strings.HasPrefix(k.Path, "oidc/issuer/v") || k.Version < 1 || k.Path != fmt.Sprintf("oidc/issuer/v%d", k.Version) {
+		return errors.New("path must be oidc/issuer/v<version>")
+	}
+	pub, err := hex.DecodeString(k.Public)
+	if err != nil || enclave.Kid(k.Path, pub) != k.Kid {
+		return errors.New("kid does not match path and public key")
+	}
+	jwk, err := oidc.NewJWK(k.Kid, k.Public)
+	if err != nil || jwk != k.JWK {
+		return errors.New("jwk does not match the public key")
+	}
+	pk, err := hex.DecodeString(k.Quote.PlatformKey)
+	if err != nil || len(pk) != ed25519.PublicKeySize {
+		return errors.New("quote has no platform key")
+	}
+	if err := enclave.VerifyQuote(k.Quote, pk); err != nil {
+		return fmt.Errorf("quote: %w", err)
+	}
+	rd := OidcKeyReportData(k.Kid, k.Public)
+	if k.Quote.ReportData != hex.EncodeToString(rd[:]) {
+		return errors.New("quote does not commit to this key")
+	}
+	return nil
+}
+
+func foldOidcRegister(st ledger.State, e *ledger.Entry) error {
+	var r OidcRegister
+	if err := ledger.DecodeStrict(e.Payload, &r); err != nil {
+		return err
+	}
+	if err := checkOidcKey(r.Key); err != nil {
+		return err
+	}
+	if _, ok, err := st.Get(oidcKeyPrefix + r.Key.Kid); err != nil {
+		return err
+	} else if ok {
+		return fmt.Errorf("kid %s is already registered", r.Key.Kid)
+	}
+	if r.Previous != nil {
+		if r.Previous.ActiveUntil == 0 {
+			return errors.New("the previous key needs its retirement time")
+		}
+		b, _ := json.Marshal(r.Previous)
+		if err := st.Put(oidcKeyPrefix+r.Previous.Kid, b); err != nil {
+			return err
+		}
+	}
+	b, _ := json.Marshal(r.Key)
+	return st.Put(oidcKeyPrefix+r.Key.Kid, b)
+}
+
+func foldOidcRevoke(st ledger.State, e *ledger.Entry) error {
+	var r OidcRevoke
+	if err := ledger.DecodeStrict(e.Payload, &r); err != nil {
+		return err
+	}
+	if r.Reason == "" {
+		return errors.New("a revocation needs a reason")
+	}
+	var k OidcKey
+	if ok, err := ledger.GetJSON(st, oidcKeyPrefix+r.Kid, &k); err != nil {
+		return err
+	} else if !ok {
+		return fmt.Errorf("kid %s is not registered", r.Kid)
+	}
+	k.RevokedReason = r.Reason
+	b, _ := json.Marshal(k)
+	return st.Put(oidcKeyPrefix+r.Kid, b)
+}
+
+func foldOidcRotate(_ ledger.State, e *ledger.Entry) error {
+	var r OidcRotate
+	if err := ledger.DecodeStrict(e.Payload, &r); err != nil {
+		return err
+	}
+	if r.WindowSeconds <= 0 {
+		return errors.New("window_seconds must be positive")
+	}
+	return nil
+}
+
+// OidcKeys lists the registered OIDC keys by version.
+func OidcKeys(st ledger.State) ([]OidcKey, error) {
+	out := []OidcKey{}
+	err := st.Scan(oidcKeyPrefix, func(_ string, v []byte) error {
+		var k OidcKey
+		if err := json.Unmarshal(v, &k); err != nil {
+			return err
+		}
+		out = append(out, k)
+		return nil
+	})
+	sort.Slice(out, func(i, j int) bool { return out[i].Version < out[j].Version })
+	return out, err
+}
+
+// OidcKeyByKid reads one registered key.
+func OidcKeyByKid(st ledger.State, kid string) (*OidcKey, bool, error) {
+	var k OidcKey
+	if kid == "" || strings.Contains(kid, "/") {
+		return &k, false, nil
+	}
+	ok, err := ledger.GetJSON(st, oidcKeyPrefix+kid, &k)
+	return &k, ok, err
+}

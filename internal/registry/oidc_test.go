@@ -1,0 +1,89 @@
+package registry
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/agentkeys/agentkeys/internal/enclave"
+	"github.com/agentkeys/agentkeys/internal/ledger"
+	"github.com/agentkeys/agentkeys/internal/oidc"
+)
+
+func oidcKey(t *testing.T, e *enclave.Enclave, v int) OidcKey {
+	t.Helper()
+	path := fmt.Sprintf("oidc/issuer/v%d", v)
+	ki, err := e.PublicKey(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	jwk, err := oidc.NewJWK(ki.Kid, ki.Public)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return OidcKey{Kid: ki.Kid, Path: path, Version: v, JWK: jwk, Public: ki.Public,
+		Quote: e.Quote(OidcKeyReportData(ki.Kid, ki.Public)), ActiveFrom: 1}
+}
+
+func fold(st ledger.State, kind string, payload any) error {
+	b, _ := json.Marshal(payload)
+	return Kinds()[kind].Fold(st, &ledger.Entry{Kind: kind, Payload: b})
+}
+
+// TestOidcKeyRegistry: a key registers only with a quote that verifies and
+// commits to it; rotation retires the previous key; revoke needs a reason.
+func TestOidcKeyRegistry(t *testing.T) {
+	e, err := enclave.Open(enclave.Config{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	st := ledger.NewMemState()
+	v1, v2 := oidcKey(t, e, 1), oidcKey(t, e, 2)
+
+	bad := map[string]func(k *OidcKey){
+		"quote for another key": func(k *OidcKey) { k.Quote = v2.Quote },
+		"tampered quote":        func(k *OidcKey) { k.Quote.MrEnclave = strings.Repeat("0", 64) },
+		"kid of another key":    func(k *OidcKey) { k.Kid = v2.Kid },
+		"jwk of another key":    func(k *OidcKey) { k.JWK = v2.JWK },
+		"path not oidc":         func(k *OidcKey) { k.Path = "issuer/jwt/v1" },
+	}
+	for name, mutate := range bad {
+		k := v1
+		mutate(&k)
+		if err := fold(st, KindOidcKeyRegister, OidcRegister{Key: k}); err == nil {
+			t.Errorf("%s: registered", name)
+		}
+	}
+	if err := fold(st, KindOidcKeyRegister, OidcRegister{Key: v1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := fold(st, KindOidcKeyRegister, OidcRegister{Key: v1}); err == nil {
+		t.Fatal("registered twice")
+	}
+	prev := v1
+	if err := fold(st, KindOidcKeyRegister, OidcRegister{Key: v2, Previous: &prev}); err == nil {
+		t.Fatal("rotation without a retirement time accepted")
+	}
+	prev.ActiveUntil = 100
+	if err := fold(st, KindOidcKeyRegister, OidcRegister{Key: v2, Previous: &prev}); err != nil {
+		t.Fatal(err)
+	}
+	keys, _ := OidcKeys(st)
+	if len(keys) != 2 || keys[0].State(99) != "retiring" || keys[0].State(100) != "retired" || keys[1].State(100) != "current" {
+		t.Fatalf("keys: %+v", keys)
+	}
+	if err := fold(st, KindOidcKeyRevoke, OidcRevoke{Kid: v2.Kid}); err == nil {
+		t.Fatal("revoke without a reason accepted")
+	}
+	if err := fold(st, KindOidcKeyRevoke, OidcRevoke{Kid: v2.Kid, Reason: "compromise"}); err != nil {
+		t.Fatal(err)
+	}
+	if k, _, _ := OidcKeyByKid(st, v2.Kid); k.Active(0) || k.State(0) != "revoked" {
+		t.Fatalf("revoked key: %+v", k)
+	}
+	if Kinds()[KindOidcKeyRegister].Origins != ledger.FromEnclave || Kinds()[KindOidcKeyRevoke].Origins != ledger.FromGovernance {
+		t.Fatal("origins of the OIDC registry kinds changed")
+	}
+}
