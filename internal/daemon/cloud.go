@@ -18,6 +18,7 @@ import (
 	"github.com/aws/smithy-go"
 
 	"github.com/agentkeys/agentkeys/internal/broker"
+	"github.com/agentkeys/agentkeys/internal/home"
 	"github.com/agentkeys/agentkeys/internal/problem"
 )
 
@@ -159,7 +160,7 @@ func (s Source) WriteTokenFile(ctx context.Context, audience, path string, ttl i
 	if err != nil {
 		return time.Time{}, err
 	}
-	if err := writeRaw(path, []byte(t.Token)); err != nil {
+	if err := home.WriteFile(path, []byte(t.Token)); err != nil {
 		return time.Time{}, err
 	}
 	return time.Unix(t.ExpiresAt, 0), nil
@@ -189,26 +190,4 @@ func (s Source) KeepTokenFile(ctx context.Context, audience, path string, ttl in
 		case <-time.After(wait):
 		}
 	}
-}
-
-// writeRaw replaces path atomically with data, 0600.
-func writeRaw(path string, data []byte) error {
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, ".agentkeys-token-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(0o600); err != nil {
-		tmp.Close()
-		return err
-	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
 }

@@ -87,6 +87,12 @@ func write(path string, v any) error {
 	if err != nil {
 		return err
 	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	if err := os.Chmod(filepath.Dir(path), 0o700); err != nil { // the daemon's own dirs hold keys
+		return err
+	}
 	return home.WriteFile(path, b)
 }
 

@@ -37,14 +37,10 @@ func (d Dir) path(parts ...string) string {
 	return filepath.Join(append([]string{string(d)}, parts...)...)
 }
 
-// WriteFile replaces path atomically with data, mode 0600, creating parents 0700
-// (and tightening an existing parent to 0700): a crash leaves the old file or the
-// new one, never half of one.
+// WriteFile replaces path atomically with data, mode 0600, creating missing
+// parents 0700: a crash leaves the old file or the new one, never half of one.
 func WriteFile(path string, data []byte) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return err
-	}
-	if err := os.Chmod(filepath.Dir(path), 0o700); err != nil {
 		return err
 	}
 	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
