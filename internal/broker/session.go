@@ -96,21 +96,31 @@ func (b *Broker) checkLogin(l Login) (omni string, loginHash string, err error) 
 	return account.OwnerOmni(pub), hex.EncodeToString(h[:]), nil
 }
 
-// CreateAccount registers a new owner from a signed login statement and opens
-// its first session.
-func (b *Broker) CreateAccount(ctx context.Context, l Login) (*SessionGrant, error) {
+// loginAccount checks a login statement and looks up its account (nil if none).
+func (b *Broker) loginAccount(ctx context.Context, l Login) (omni, loginHash string, a *account.Account, err error) {
 	lg, err := b.Ledger()
 	if err != nil {
-		return nil, err
+		return "", "", nil, err
 	}
-	omni, loginHash, err := b.checkLogin(l)
+	if omni, loginHash, err = b.checkLogin(l); err != nil {
+		return "", "", nil, err
+	}
+	a, err = account.Get(lg.State(ctx), omni)
+	if errors.Is(err, account.ErrNoAccount) {
+		return omni, loginHash, nil, nil
+	}
+	return omni, loginHash, a, err
+}
+
+// CreateAccount registers a new owner from a signed login statement and opens
+// its first session, atomically.
+func (b *Broker) CreateAccount(ctx context.Context, l Login) (*SessionGrant, error) {
+	omni, loginHash, existing, err := b.loginAccount(ctx, l)
 	if err != nil {
 		return nil, err
 	}
-	if _, err := account.Get(lg.State(ctx), omni); err == nil {
+	if existing != nil {
 		return nil, problem.Newf(problem.Conflict, "log in with agentkeys init --force", "an account for this identity already exists (omni %s)", omni)
-	} else if !errors.Is(err, account.ErrNoAccount) {
-		return nil, err
 	}
 	wallet, err := b.Enclave.WalletAddress(omni)
 	if err != nil {
@@ -127,19 +137,12 @@ func (b *Broker) CreateAccount(ctx context.Context, l Login) (*SessionGrant, err
 
 // OpenSession opens a new session for an existing owner.
 func (b *Broker) OpenSession(ctx context.Context, l Login) (*SessionGrant, error) {
-	lg, err := b.Ledger()
+	_, loginHash, a, err := b.loginAccount(ctx, l)
 	if err != nil {
 		return nil, err
 	}
-	omni, loginHash, err := b.checkLogin(l)
-	if err != nil {
-		return nil, err
-	}
-	a, err := account.Get(lg.State(ctx), omni)
-	if errors.Is(err, account.ErrNoAccount) {
+	if a == nil {
 		return nil, problem.New(problem.NotFound, "no account for this identity", "create one with agentkeys init")
-	} else if err != nil {
-		return nil, err
 	}
 	return b.openSession(ctx, a, loginHash, l.ChannelKey)
 }
