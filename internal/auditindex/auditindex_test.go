@@ -3,10 +3,7 @@ package auditindex
 import (
 	"context"
 	"fmt"
-	"log/slog"
-	"path/filepath"
 	"testing"
-	"time"
 
 	"github.com/agentkeys/agentkeys/internal/ledger"
 	"github.com/agentkeys/agentkeys/internal/vault"
@@ -37,58 +34,43 @@ func chain(n int) entries {
 	return es
 }
 
-func TestFollowQueryRebuild(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "index.db")
+func TestLoadObserveQuery(t *testing.T) {
+	ctx := context.Background()
 	es := chain(2500)
-	x, err := Open(path, es, slog.New(slog.DiscardHandler))
-	if err != nil {
+	x := New(es[:2000])
+	if err := x.Load(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if err := x.Bind(es[0].Hash(), 2499); err != nil {
-		t.Fatal(err)
+	x.src = es
+	x.Observe(es[1990:2500]) // overlaps what Load saw: no duplicates
+	all, err := x.Usage(ctx, owner(1), vault.UsageFilter{})
+	if err != nil || len(all) != 1250 {
+		t.Fatalf("owner 1 has %d rows (%v), want 1250", len(all), err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	go x.Follow(ctx)
-	if err := x.WaitFor(ctx, 2499); err != nil {
-		t.Fatal(err)
+	for i := 1; i < len(all); i++ {
+		if all[i].Seq <= all[i-1].Seq {
+			t.Fatal("rows out of order or duplicated")
+		}
 	}
-	all, _ := x.Usage(ctx, owner(1), vault.UsageFilter{})
-	if len(all) != 1250 {
-		t.Fatalf("owner 1 has %d rows, want 1250", len(all))
+	denied := 0
+	for _, u := range all {
+		if u.Result == "denied" {
+			denied++
+		}
 	}
-	denied, _ := x.Usage(ctx, owner(1), vault.UsageFilter{Service: "svc0"})
-	for _, u := range denied {
-		if u.Service != "svc0" {
+	if denied != 250 {
+		t.Fatalf("%d denied rows, want 250", denied)
+	}
+	only, _ := x.Usage(ctx, owner(0), vault.UsageFilter{Service: "svc2"})
+	for _, u := range only {
+		if u.Service != "svc2" {
 			t.Fatalf("filter let %q through", u.Service)
 		}
 	}
-	n := 0
-	for _, u := range all {
-		if u.Result == "denied" {
-			n++
-		}
+	if len(only) == 0 {
+		t.Fatal("filter matched nothing")
 	}
-	if n != 250 {
-		t.Fatalf("%d denied rows, want 250", n)
-	}
-	x.Close()
-	// Another chain (genesis differs): the index starts over and rebuilds.
-	other := chain(10)
-	other[0].Payload = []byte(`{"other":1}`)
-	y, err := Open(path, other, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer y.Close()
-	if err := y.Bind(other[0].Hash(), 9); err != nil {
-		t.Fatal(err)
-	}
-	go y.Follow(ctx)
-	if err := y.WaitFor(ctx, 9); err != nil {
-		t.Fatal(err)
-	}
-	if rows, _ := y.Usage(ctx, owner(1), vault.UsageFilter{}); len(rows) != 5 {
-		t.Fatalf("after rebind: %d rows, want 5", len(rows))
+	if none, _ := x.Usage(ctx, owner(7), vault.UsageFilter{}); len(none) != 0 {
+		t.Fatalf("unknown owner has %d rows", len(none))
 	}
 }

@@ -108,7 +108,6 @@ type Broker struct {
 	ledger  atomic.Pointer[ledger.Ledger]
 	tokens  *token.Issuer
 	usage   *auditindex.Index
-	stop    context.CancelFunc // ends background work started by Start
 	index   *account.Index
 	limiter *limiter
 	pairs   *limiter               // pair requests per owner and per source
@@ -170,10 +169,7 @@ func Open(cfg Config) (*Broker, error) {
 	if cfg.WrapDriver != nil {
 		b.store = cfg.WrapDriver(b.driver)
 	}
-	if b.usage, err = auditindex.Open(filepath.Join(cfg.DataDir, "index.db"), b.driver, cfg.Logger); err != nil {
-		b.Close()
-		return nil, err
-	}
+	b.usage = auditindex.New(b.driver)
 	if _, ok, err := b.driver.Head(context.Background()); err != nil {
 		b.Close()
 		return nil, err
@@ -200,11 +196,14 @@ func (b *Broker) Start(ctx context.Context) error {
 	opts.Genesis = b.genesis
 	opts.OnCommit = func(es []ledger.Entry) {
 		b.index.Observe(es)
-		b.usage.Notify(es)
+		b.usage.Observe(es)
 		b.metrics.committed(es)
 		b.oidcObserve(es)
 	}
 	if err := b.index.Load(ctx, ledger.View(ctx, b.driver)); err != nil {
+		return err
+	}
+	if err := b.usage.Load(ctx); err != nil {
 		return err
 	}
 	l, err := ledger.Open(ctx, b.store, Schema(), signer{b.Enclave}, opts)
@@ -213,18 +212,6 @@ func (b *Broker) Start(ctx context.Context) error {
 		b.status.Store(&msg)
 		return err
 	}
-	first, err := b.driver.Entries(ctx, 0, 1)
-	if err != nil || len(first) == 0 {
-		l.Close()
-		return fmt.Errorf("reading genesis: %v", err)
-	}
-	if err := b.usage.Bind(first[0].Hash(), l.Head().Seq); err != nil {
-		l.Close()
-		return err
-	}
-	bg, stop := context.WithCancel(context.Background())
-	b.stop = stop
-	go b.usage.Follow(bg)
 	b.ledger.Store(l)
 	b.metrics.head.Set(float64(l.Head().Seq))
 	b.status.Store(nil)
@@ -256,14 +243,8 @@ func (b *Broker) Storage() ledger.Driver { return b.driver }
 
 // Close stops the ledger, closes the store and zeroes the enclave.
 func (b *Broker) Close() {
-	if b.stop != nil {
-		b.stop()
-	}
 	if l := b.ledger.Load(); l != nil {
 		l.Close()
-	}
-	if b.usage != nil {
-		b.usage.Close()
 	}
 	if b.driver != nil {
 		b.driver.Close()

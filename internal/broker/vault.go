@@ -346,17 +346,11 @@ func (b *Broker) Delete(ctx context.Context, c *Caller, service, alias string) e
 
 // Usage returns the owner's audit trail.
 func (b *Broker) Usage(ctx context.Context, c *Caller, f vault.UsageFilter) ([]vault.Usage, error) {
-	lg, err := b.Ledger()
-	if err != nil {
+	if _, err := b.Ledger(); err != nil {
 		return nil, err
 	}
 	if err := b.mustOwner(c); err != nil {
 		return nil, err
-	}
-	wait, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	if err := b.usage.WaitFor(wait, lg.Head().Seq); err != nil {
-		return nil, problem.New(problem.NotReady, "the usage index is still catching up with the ledger", "retry in a few seconds")
 	}
 	return b.usage.Usage(ctx, c.Omni(), f)
 }
