@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"runtime"
+	"runtime/debug"
 	"slices"
 	"sync"
 	"testing"
@@ -23,6 +24,7 @@ import (
 // mode=session boxes the answer under the session channel
 // key; mode=hpke re-encrypts to a fresh hybrid HPKE key per request.
 func BenchmarkReadPath(b *testing.B) {
+	defer debug.SetGCPercent(debug.SetGCPercent(400)) // as cmd/agentkeys sets it
 	for _, mode := range []string{"session", "hpke"} {
 		b.Run("mode="+mode+"/readers=16", func(b *testing.B) {
 			e := newEnv(b, broker.Config{ReadLimit: 1 << 20, ReadWindow: time.Minute})

@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"runtime"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
@@ -245,6 +246,7 @@ func benchAgents() int {
 // and audience checks, ES256 signing in the enclave and the durable audit entry
 // (group commit, fsync) before the token is returned.
 func BenchmarkOIDCMint(b *testing.B) {
+	defer debug.SetGCPercent(debug.SetGCPercent(400)) // as cmd/agentkeys sets it
 	e := newEnv(b, broker.Config{OIDCAudiences: []string{"sts.amazonaws.com"}, PairLimit: 1 << 20})
 	owner, g, idKey := e.ownerKey(b)
 	par := (benchAgents() + runtime.GOMAXPROCS(0) - 1) / runtime.GOMAXPROCS(0)

@@ -14,6 +14,7 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -100,21 +101,22 @@ func (c *Config) defaults() {
 
 // Broker is the running broker.
 type Broker struct {
-	Enclave *enclave.Enclave
-	cfg     Config
-	log     *slog.Logger
-	driver  *sqlite.Driver
-	store   ledger.Driver // driver, possibly wrapped
-	ledger  atomic.Pointer[ledger.Ledger]
-	tokens  *token.Issuer
-	usage   *auditindex.Index
-	index   *account.Index
-	limiter *limiter
-	pairs   *limiter               // pair requests per owner and per source
-	proofs  *dpop.Verifier         // DPoP proofs: checks and replay cache
-	status  atomic.Pointer[string] // why not ready; nil once ready
-	metrics *metrics
-	oidc    oidcState
+	Enclave  *enclave.Enclave
+	cfg      Config
+	log      *slog.Logger
+	driver   *sqlite.Driver
+	store    ledger.Driver // driver, possibly wrapped
+	ledger   atomic.Pointer[ledger.Ledger]
+	tokens   *token.Issuer
+	usage    *auditindex.Index
+	accounts sync.Map // omni → *account.Account, see (*Broker).account
+	index    *account.Index
+	limiter  *limiter
+	pairs    *limiter               // pair requests per owner and per source
+	proofs   *dpop.Verifier         // DPoP proofs: checks and replay cache
+	status   atomic.Pointer[string] // why not ready; nil once ready
+	metrics  *metrics
+	oidc     oidcState
 	// OperatorKeyCreated is set when this start created the operator key.
 	OperatorKeyCreated bool
 }
@@ -206,7 +208,7 @@ func (b *Broker) Start(ctx context.Context) error {
 	if err := b.usage.Load(ctx); err != nil {
 		return err
 	}
-	l, err := ledger.Open(ctx, b.store, Schema(), signer{b.Enclave}, opts)
+	l, err := ledger.Open(ctx, b.store, b.schema(), signer{b.Enclave}, opts)
 	if err != nil {
 		msg := err.Error()
 		b.status.Store(&msg)

@@ -224,7 +224,7 @@ func (b *Broker) AuthenticateRequest(ctx context.Context, bearer string, pr Proo
 		return nil, problem.New(problem.Revoked, "the session was revoked", "log in again with agentkeys init --force")
 	}
 	st := lg.State(ctx)
-	a, err := account.Get(st, c.Subject)
+	a, err := b.account(st, c.Subject)
 	if err != nil {
 		return nil, problem.New(problem.Unauthenticated, "the session's account does not exist", "log in again with agentkeys init")
 	}
@@ -281,4 +281,31 @@ func (b *Broker) mustOwner(c *Caller) error {
 		return errNotOwner
 	}
 	return nil
+}
+
+// account reads an account from committed state st, memoized: account records are
+// written once and never change, so a record read from committed state stays true.
+func (b *Broker) account(st ledger.State, omni string) (*account.Account, error) {
+	if v, ok := b.accounts.Load(omni); ok {
+		return v.(*account.Account), nil
+	}
+	a, err := account.Get(st, omni)
+	if err != nil {
+		return nil, err
+	}
+	b.accounts.Store(omni, a)
+	return a, nil
+}
+
+// schema is Schema with wallet lookups served from the account memo first; a miss
+// reads the state it is given (which may hold the batch's own new accounts).
+func (b *Broker) schema() ledger.Schema {
+	s := Schema()
+	s.Wallet = func(st ledger.State, omni string) (string, error) {
+		if v, ok := b.accounts.Load(omni); ok {
+			return v.(*account.Account).Wallet, nil
+		}
+		return account.Wallet(st, omni)
+	}
+	return s
 }
