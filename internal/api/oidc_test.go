@@ -15,7 +15,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -287,49 +286,21 @@ func BenchmarkOIDCMint(b *testing.B) {
 		}
 		pool <- a
 	}
-	var mu sync.Mutex
-	var lat []time.Duration
-	c0, n0 := e.commits.Load(), e.entries.Load()
-	b.SetParallelism(par)
-	b.ResetTimer()
-	b.RunParallel(func(pb *testing.PB) {
-		a := <-pool
-		local := make([]time.Duration, 0, 1024)
-		for i := 0; pb.Next(); i++ {
-			var proof string
-			if i < len(a.proofs) {
-				proof = a.proofs[i]
-			} else {
-				var err error
-				if proof, err = dpop.Sign(a.key, http.MethodPost, target, a.token, time.Now()); err != nil {
-					b.Error(err)
-					return
-				}
-			}
-			req := httptest.NewRequest(http.MethodPost, target, bytes.NewReader(body))
-			req.Header.Set("Authorization", "Bearer "+a.token)
-			req.Header.Set("DPoP", proof)
-			rec := httptest.NewRecorder()
-			t0 := time.Now()
-			e.handler.ServeHTTP(rec, req)
-			local = append(local, time.Since(t0))
-			if rec.Code != http.StatusOK {
-				b.Errorf("mint: %d %s", rec.Code, rec.Body)
-				return
+	loadRun(b, e, par, pool, "tokens/s", func(a ag, i int) (*http.Request, error) {
+		proof := ""
+		if i < len(a.proofs) {
+			proof = a.proofs[i]
+		} else {
+			var err error
+			if proof, err = dpop.Sign(a.key, http.MethodPost, target, a.token, time.Now()); err != nil {
+				return nil, err
 			}
 		}
-		mu.Lock()
-		lat = append(lat, local...)
-		mu.Unlock()
+		req := httptest.NewRequest(http.MethodPost, target, bytes.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+a.token)
+		req.Header.Set("DPoP", proof)
+		return req, nil
 	})
-	b.StopTimer()
-	slices.Sort(lat)
-	if len(lat) > 0 {
-		b.ReportMetric(float64(len(lat))/b.Elapsed().Seconds(), "tokens/s")
-		b.ReportMetric(ms(lat[len(lat)/2]), "p50_ms")
-		b.ReportMetric(ms(lat[len(lat)*99/100]), "p99_ms")
-		b.ReportMetric(float64(e.entries.Load()-n0)/float64(max(1, e.commits.Load()-c0)), "entries/commit")
-	}
 }
 
 // FuzzOIDCBodies sends arbitrary bodies to the mint and rotation routes: never a
