@@ -58,12 +58,11 @@ func freePort(t *testing.T) int {
 
 // weed is a running `weed mini` with STS and S3 on one loopback port.
 type weed struct {
-	endpoint   string // http://127.0.0.1:PORT (S3 and STS)
-	admin      *s3.Client
-	roleARN    string
-	bucket     string
-	out        *output
-	policyName string
+	endpoint string // http://127.0.0.1:PORT (S3 and STS)
+	admin    *s3.Client
+	roleARN  string
+	bucket   string
+	out      *output
 }
 
 const (

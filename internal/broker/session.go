@@ -65,8 +65,6 @@ type Caller struct {
 // Omni returns the caller's account id.
 func (c *Caller) Omni() string { return c.Claims.Subject }
 
-func denied(msg, fix string) error { return problem.New(problem.Denied, msg, fix) }
-
 var errNotOwner = problem.New(problem.Denied, "only the owner's own session may do this", "run it from the owner's CLI (agentkeys init)")
 
 // checkLogin verifies a login statement and returns the identity key's omni.

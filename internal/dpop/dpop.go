@@ -167,7 +167,7 @@ func (v *Verifier) Verify(proof string, w Want) error {
 	if len(proof) > MaxProofLen {
 		return invalid("proof is too long")
 	}
-	jws, err := jose.ParseSigned(proof, []jose.SignatureAlgorithm{jose.ES256})
+	jws, err := jose.ParseSignedCompact(proof, []jose.SignatureAlgorithm{jose.ES256})
 	if err != nil {
 		return invalid("not an ES256 compact JWS")
 	}

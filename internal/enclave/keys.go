@@ -102,8 +102,9 @@ func (k *key) zero() {
 	if k.p256 != nil {
 		// D is deprecated for reading keys, but it is the only handle on
 		// the scalar's memory; the stdlib's internal copy is unreachable.
-		if k.p256.D != nil {
-			clear(k.p256.D.Bits())
+		//lint:ignore SA1019 zeroing, not reading, the scalar
+		if d := k.p256.D; d != nil {
+			clear(d.Bits())
 		}
 		k.p256 = nil
 	}

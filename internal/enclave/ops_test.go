@@ -351,7 +351,7 @@ func TestDerivationMatchesSLIP10(t *testing.T) {
 			if x == nil {
 				t.Fatalf("%s: bad compressed point", path)
 			}
-			pk := &ecdsa.PublicKey{Curve: elliptic.P256(), X: x, Y: y}
+			pk := &ecdsa.PublicKey{Curve: elliptic.P256(), X: x, Y: y} //lint:ignore SA1019 decompressing a SLIP-0010 point for comparison
 			np, _ = pk.Bytes()
 		}
 		if !bytes.Equal(got, np) {

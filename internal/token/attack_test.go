@@ -150,7 +150,7 @@ func (env *attackEnv) publicKeyForms() map[string][]byte {
 	jwks, _ := json.Marshal(map[string]any{"keys": []json.RawMessage{jwk}})
 	return map[string][]byte{
 		"hex": []byte(info.Public), "HEX": []byte(strings.ToUpper(info.Public)), "raw": raw,
-		"x||y": raw[1:], "compressed": elliptic.MarshalCompressed(elliptic.P256(), pub.X, pub.Y),
+		"x||y": raw[1:], "compressed": compressed(raw),
 		"der": der, "pem": pemKey, "pem no newline": []byte(strings.TrimSpace(string(pemKey))),
 		"jwk": jwk, "bare jwk": bareJWK, "jwks": jwks, "kid": []byte(info.Kid),
 		"b64url raw": []byte(base64.RawURLEncoding.EncodeToString(raw)),
@@ -492,4 +492,9 @@ func derSig(t *testing.T, raw []byte) []byte {
 	}
 	body := append(enc(raw[:32]), enc(raw[32:])...)
 	return append([]byte{0x30, byte(len(body))}, body...)
+}
+
+// compressed is the SEC1 compressed form of an uncompressed P-256 point.
+func compressed(uncompressed []byte) []byte {
+	return append([]byte{2 + uncompressed[64]&1}, uncompressed[1:33]...)
 }
