@@ -191,10 +191,11 @@ func (h *harness) pairAgent(s *server, o akOwner, alias, scope string) string {
 	return dh
 }
 
-// mcpSession connects the SDK's MCP client to `agentkeys daemon mcp`.
-func (h *harness) mcpSession(daemonHome string) (*mcp.ClientSession, *output) {
+// mcpSession connects the SDK's MCP client to `agentkeys daemon mcp ARGS…` and
+// returns the session and the daemon's log.
+func (h *harness) mcpSession(daemonHome string, args ...string) (*mcp.ClientSession, *output) {
 	h.t.Helper()
-	cmd := exec.Command(bin, "daemon", "mcp")
+	cmd := exec.Command(bin, append([]string{"daemon", "mcp"}, args...)...)
 	cmd.Env = childEnv("AGENTKEYS_HOME=" + daemonHome)
 	stderr := h.newOutput()
 	cmd.Stderr = stderr

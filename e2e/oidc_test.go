@@ -21,7 +21,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	gooidc "github.com/coreos/go-oidc/v3/oidc"
-	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/agentkeys/agentkeys/internal/daemon"
 	"github.com/agentkeys/agentkeys/internal/enclave"
@@ -53,24 +52,6 @@ func (h *harness) awsCreds(a oidcAgent, w *weed) aws.Credentials {
 		h.t.Fatalf("credential_process JSON: %v %q", err, out)
 	}
 	return aws.Credentials{AccessKeyID: c.AccessKeyID, SecretAccessKey: c.SecretAccessKey, SessionToken: c.SessionToken}
-}
-
-// mcpWith connects the SDK's MCP client to `agentkeys daemon mcp ARGS…`.
-func (h *harness) mcpWith(daemonHome string, args ...string) *mcp.ClientSession {
-	h.t.Helper()
-	cmd := exec.Command(bin, append([]string{"daemon", "mcp"}, args...)...)
-	cmd.Env = childEnv("AGENTKEYS_HOME=" + daemonHome)
-	stderr := h.newOutput()
-	cmd.Stderr = stderr
-	c := mcp.NewClient(&mcp.Implementation{Name: "e2e", Version: "1"}, nil)
-	ctx, cancel := context.WithTimeout(context.Background(), agentTimeout)
-	defer cancel()
-	cs, err := c.Connect(ctx, &mcp.CommandTransport{Command: cmd}, nil)
-	if err != nil {
-		h.t.Fatalf("MCP connect: %v; stderr: %s", err, stderr.String())
-	}
-	h.t.Cleanup(func() { cs.Close() })
-	return cs
 }
 
 // wantIsolated checks that c can list, get and put under own/ and nothing else.
@@ -150,7 +131,7 @@ func TestOIDCFederationSeaweedFS(t *testing.T) {
 	// A through credential_process output, B through the MCP tool
 	credsA := h.awsCreds(A, w)
 	wantIsolated(t, w, w.s3(credsA), "alice", A.wallet, B.wallet)
-	cs := h.mcpWith(B.home, "--sts-endpoint", w.endpoint)
+	cs, _ := h.mcpSession(B.home, "--sts-endpoint", w.endpoint)
 	text, isErr := mcpCall(t, cs, "cloud_credentials", map[string]any{"provider": "aws", "role_arn": w.roleARN})
 	if isErr {
 		t.Fatalf("cloud_credentials: %s", text)

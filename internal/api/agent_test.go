@@ -194,10 +194,7 @@ func TestPairPollAndSession(t *testing.T) {
 	}
 	d := daemon.Dir(t.TempDir())
 	dk.p.ID, dk.p.Server = created.ID, e.srv.URL
-	dl := st.Delivery
-	if _, err := d.Complete(dk.p, agent.TokenInfo(created.ID), daemon.Delivery{Agent: dl.Agent, Wallet: dl.Wallet, SID: dl.SID,
-		Generation: dl.Generation, ExpiresAt: dl.ExpiresAt, SealedToken: dl.SealedToken, SealedChannelKey: dl.SealedChannelKey,
-		ChannelInfo: dl.ChannelInfo}); err != nil {
+	if _, err := d.Complete(dk.p, st.Delivery); err != nil {
 		t.Fatal(err)
 	}
 	src := daemon.Source{Dir: d}

@@ -49,10 +49,7 @@ func (e *env) pairAgent(t testing.TB, owner *client.Session, idKey []byte, owner
 	}
 	d := daemon.Dir(t.TempDir())
 	dk.p.ID, dk.p.Server = created.ID, e.srv.URL
-	dl := st.Delivery
-	if _, err := d.Complete(dk.p, agent.TokenInfo(created.ID), daemon.Delivery{Agent: dl.Agent, Wallet: dl.Wallet, SID: dl.SID,
-		Generation: dl.Generation, ExpiresAt: dl.ExpiresAt, SealedToken: dl.SealedToken, SealedChannelKey: dl.SealedChannelKey,
-		ChannelInfo: dl.ChannelInfo}); err != nil {
+	if _, err := d.Complete(dk.p, st.Delivery); err != nil {
 		t.Fatal(err)
 	}
 	return d

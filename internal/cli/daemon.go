@@ -171,10 +171,7 @@ func (e *env) waitPairing(ctx context.Context, d daemon.Dir, p *daemon.Pending) 
 				if tty {
 					fmt.Fprintln(e.stderr)
 				}
-				dl := st.Delivery
-				s, err := d.Complete(p, agent.TokenInfo(p.ID), daemon.Delivery{Agent: dl.Agent, Wallet: dl.Wallet, SID: dl.SID,
-					Generation: dl.Generation, ExpiresAt: dl.ExpiresAt, SealedToken: dl.SealedToken,
-					SealedChannelKey: dl.SealedChannelKey, ChannelInfo: dl.ChannelInfo})
+				s, err := d.Complete(p, st.Delivery)
 				if err != nil {
 					return err
 				}

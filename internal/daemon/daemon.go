@@ -21,6 +21,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/agentkeys/agentkeys/internal/agent"
 	"github.com/agentkeys/agentkeys/internal/client"
 	"github.com/agentkeys/agentkeys/internal/enclave"
 	"github.com/agentkeys/agentkeys/internal/home"
@@ -175,7 +176,7 @@ func NewHPKEKey() (hpke.PrivateKey, error) { return hpke.MLKEM768X25519().Genera
 
 // Complete opens an approved request's delivery with the pending keys and
 // stores the session; the pending file is removed.
-func (d Dir) Complete(p *Pending, tokenInfo string, dl Delivery) (*Session, error) {
+func (d Dir) Complete(p *Pending, dl *agent.Delivery) (*Session, error) {
 	raw, err := base64.StdEncoding.DecodeString(p.HPKEPrivate)
 	if err != nil {
 		return nil, errors.New("pending request keys are damaged")
@@ -191,7 +192,7 @@ func (d Dir) Complete(p *Pending, tokenInfo string, dl Delivery) (*Session, erro
 		}
 		return hpke.Open(k, hpke.HKDFSHA256(), hpke.AES256GCM(), []byte(info), ct)
 	}
-	tok, err := open(dl.SealedToken, tokenInfo)
+	tok, err := open(dl.SealedToken, agent.TokenInfo(p.ID))
 	if err != nil {
 		return nil, problem.New(problem.Denied, "the approved session does not open with this daemon's key", "pair again with agentkeys daemon pair")
 	}
@@ -207,15 +208,6 @@ func (d Dir) Complete(p *Pending, tokenInfo string, dl Delivery) (*Session, erro
 	}
 	d.RemovePending(p.ID)
 	return s, nil
-}
-
-// Delivery mirrors agent.Delivery (kept here so callers need not import agent).
-type Delivery struct {
-	Agent, Wallet, SID            string
-	Generation                    int
-	ExpiresAt                     int64
-	SealedToken, SealedChannelKey string
-	ChannelInfo                   string
 }
 
 // Source fetches credentials for the agent: it loads the session on every call

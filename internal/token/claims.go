@@ -3,6 +3,8 @@ package token
 import (
 	"encoding/base64"
 	"fmt"
+
+	"github.com/agentkeys/agentkeys/internal/ledger"
 )
 
 const (
@@ -31,7 +33,7 @@ func checkStatic(c *Claims, iss string) error {
 		return invalid(`aud is not "agentkeys"`)
 	case c.Type != TypeAccess:
 		return invalid(`typ is not "ACCESS"`)
-	case !validOmni(c.Subject):
+	case !ledger.ValidOmni(c.Subject):
 		return invalid("sub is not an omni (64 lowercase hex digits)")
 	case !validID(c.SessionID):
 		return invalid("sid is missing or longer than 256 bytes")
@@ -58,7 +60,7 @@ func checkRole(c *Claims) error {
 			return invalid("cnf.jkt is not a base64url SHA-256 thumbprint")
 		}
 	case RoleAgent:
-		if !validOmni(c.Parent) || c.Parent == c.Subject {
+		if !ledger.ValidOmni(c.Parent) || c.Parent == c.Subject {
 			return invalid("agent token without a valid parent")
 		}
 		if c.Cnf == nil || !validJKT(c.Cnf.JKT) {
@@ -80,19 +82,6 @@ func checkTime(c *Claims, now int64) error {
 		return invalid("iat is in the future")
 	}
 	return nil
-}
-
-// validOmni reports whether s is an account id: 64 lowercase hex digits.
-func validOmni(s string) bool {
-	if len(s) != 64 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
-			return false
-		}
-	}
-	return true
 }
 
 // validID reports whether s is a usable sid or jti: non-empty, bounded.
