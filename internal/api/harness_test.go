@@ -26,6 +26,7 @@ type env struct {
 	srv              *httptest.Server
 	handler          http.Handler
 	c                *client.Client
+	dataDir          string
 	failing          *atomic.Bool // when set, every ledger commit fails
 	commits, entries atomic.Int64 // through the driver: commits, entries in them
 	commitNanos      atomic.Int64 // time spent in the driver's Commit
@@ -55,6 +56,7 @@ func newEnv(t testing.TB, cfg broker.Config) *env {
 	e.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { (*h.Load()).ServeHTTP(w, r) }))
 	t.Cleanup(e.srv.Close)
 	cfg.DataDir = t.TempDir()
+	e.dataDir = cfg.DataDir
 	cfg.Issuer = e.srv.URL
 	cfg.WrapDriver = func(d ledger.Driver) ledger.Driver {
 		return failingDriver{d, e.failing, &e.commits, &e.entries, &e.commitNanos}

@@ -25,6 +25,7 @@ import (
 	"github.com/agentkeys/agentkeys/internal/enclave"
 	"github.com/agentkeys/agentkeys/internal/ledger"
 	"github.com/agentkeys/agentkeys/internal/problem"
+	"github.com/agentkeys/agentkeys/internal/vault"
 )
 
 func hpkeKey(t testing.TB) hpke.PrivateKey {
@@ -257,4 +258,37 @@ func FuzzStoreAndReadBodies(f *testing.F) {
 func newIdentity() (ed25519.PublicKey, ed25519.PrivateKey) {
 	pub, priv, _ := ed25519GenerateKey()
 	return pub, priv
+}
+
+// TestUsageSurvivesRestart: the usage index is memory only; a restarted broker
+// rebuilds it from the ledger during its start-up walk.
+func TestUsageSurvivesRestart(t *testing.T) {
+	e := newEnv(t, broker.Config{})
+	ctx := context.Background()
+	s, g := e.owner(t)
+	e.store(t, s, g.Omni, "svc", []byte("restart-secret"), "")
+	if _, err := s.Read(ctx, "svc", api.ReadBody{}); err != nil {
+		t.Fatal(err)
+	}
+	before, err := s.Usage(ctx, nil)
+	if err != nil || len(before) != 2 {
+		t.Fatalf("usage before restart: %v %v", before, err)
+	}
+	e.b.Close()
+	b2, err := broker.Open(broker.Config{DataDir: e.dataDir, Issuer: e.srv.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b2.Close()
+	if err := b2.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	c, err := b2.Authenticate(ctx, g.Token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	after, err := b2.Usage(ctx, c, vault.UsageFilter{})
+	if err != nil || len(after) != len(before) || after[0].Seq != before[0].Seq || after[1].Action != "read" {
+		t.Fatalf("usage after restart: %+v %v, want %+v", after, err, before)
+	}
 }

@@ -1,7 +1,7 @@
 // Package auditindex keeps each owner's usage trail queryable. It holds, in
 // memory, which entries belong to which owner's trail (their sequence numbers);
 // the rows themselves are derived from those entries when asked for. It is a
-// cache of the ledger, filled by one walk over the entries at start and then by
+// cache of the ledger, filled during the start-up verification walk and then by
 // every commit, so it costs the append path nothing but a slice append.
 package auditindex
 
@@ -43,22 +43,9 @@ func usageOf(e *ledger.Entry) (owner string, u vault.Usage, ok bool) {
 	return oidc.UsageOf(e)
 }
 
-// Load walks every stored entry (at start, before appends begin).
-func (x *Index) Load(ctx context.Context) error {
-	for {
-		x.mu.RLock()
-		from := x.next
-		x.mu.RUnlock()
-		es, err := x.src.Entries(ctx, from, 1000)
-		if err != nil || len(es) == 0 {
-			return err
-		}
-		x.Observe(es)
-	}
-}
-
-// Observe files committed entries (ledger.Options.OnCommit); entries already
-// seen are ignored, so Load and Observe may overlap.
+// Observe files entries: every stored one during the start-up walk
+// (ledger.VerifyDriver), then each commit (ledger.Options.OnCommit). Entries
+// already seen are ignored, so the two may overlap.
 func (x *Index) Observe(es []ledger.Entry) {
 	x.mu.Lock()
 	defer x.mu.Unlock()

@@ -188,7 +188,7 @@ func Open(cfg Config) (*Broker, error) {
 // opens the ledger for appends. On failure the broker stays not ready.
 func (b *Broker) Start(ctx context.Context) error {
 	start := time.Now()
-	n, err := ledger.VerifyDriver(ctx, Schema(), b.driver, false)
+	n, err := ledger.VerifyDriver(ctx, Schema(), b.driver, false, b.usage.Observe)
 	if err != nil {
 		msg := fmt.Sprintf("ledger verification failed: %v", err)
 		b.status.Store(&msg)
@@ -203,9 +203,6 @@ func (b *Broker) Start(ctx context.Context) error {
 		b.oidcObserve(es)
 	}
 	if err := b.index.Load(ctx, ledger.View(ctx, b.driver)); err != nil {
-		return err
-	}
-	if err := b.usage.Load(ctx); err != nil {
 		return err
 	}
 	l, err := ledger.Open(ctx, b.store, b.schema(), signer{b.Enclave}, opts)

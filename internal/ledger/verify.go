@@ -208,7 +208,9 @@ func (v *Verifier) Head() (next uint64, hash Hash) { return v.next, v.prev }
 
 // VerifyDriver walks every entry stored in d. With refold, state is re-folded into
 // memory and compared with d's stored state; without, only the chain is checked.
-func VerifyDriver(ctx context.Context, s Schema, d Driver, refold bool) (uint64, error) {
+// Each page of verified entries is also handed to visit, so that in-memory
+// indexes can be built in the same walk.
+func VerifyDriver(ctx context.Context, s Schema, d Driver, refold bool, visit ...func([]Entry)) (uint64, error) {
 	var v *Verifier
 	mem := NewMemState()
 	if refold {
@@ -226,6 +228,9 @@ func VerifyDriver(ctx context.Context, s Schema, d Driver, refold bool) (uint64,
 			if err := v.Check(&es[i]); err != nil {
 				return v.Count, err
 			}
+		}
+		for _, f := range visit {
+			f(es)
 		}
 		if len(es) < page {
 			break
