@@ -109,6 +109,7 @@ type Ledger struct {
 type batch struct {
 	gen     uint64
 	entries []Entry
+	hashes  []Hash     // hashes[i] = entries[i].Hash(), computed once when linked
 	owners  []*request // owners[i] answers entries[i]; nil for checkpoints
 	writes  *overlay
 }
@@ -397,7 +398,7 @@ func (l *Ledger) commit(group []*batch) {
 			continue
 		}
 		last := b.entries[len(b.entries)-1]
-		l.head.Store(&Head{Seq: last.Seq, Hash: last.Hash(), Time: last.Time})
+		l.head.Store(&Head{Seq: last.Seq, Hash: b.hashes[len(b.hashes)-1], Time: last.Time})
 		l.opts.OnCommit(b.entries)
 		for i, r := range b.owners {
 			if r != nil {
@@ -474,8 +475,9 @@ func (l *Ledger) prepare(reqs []*request, checkpoint bool) *batch {
 			return fmt.Errorf("%w: %v", ErrRejected, err)
 		}
 		sub.mergeInto(into)
-		head, empty = Head{Seq: e.Seq, Hash: e.Hash(), Time: e.Time}, false
-		b.entries, b.owners = append(b.entries, e), append(b.owners, r)
+		h := e.Hash()
+		head, empty = Head{Seq: e.Seq, Hash: h, Time: e.Time}, false
+		b.entries, b.hashes, b.owners = append(b.entries, e), append(b.hashes, h), append(b.owners, r)
 		if e.Kind == KindCheckpoint {
 			since, checkpointed = 0, true
 		} else {
@@ -494,7 +496,7 @@ func (l *Ledger) prepare(reqs []*request, checkpoint bool) *batch {
 			}
 			if err := add(owner, Entry{Kind: g.kind, Origin: g.origin, Payload: g.payload}, false, gov, g.blob); err != nil {
 				head, empty, since = h, em, sn
-				b.entries, b.owners = b.entries[:n], b.owners[:n]
+				b.entries, b.hashes, b.owners = b.entries[:n], b.hashes[:n], b.owners[:n]
 				return fmt.Errorf("entry %d of %d (%s): %w", i+1, len(r.group), g.kind, err)
 			}
 		}
@@ -532,7 +534,7 @@ func (l *Ledger) prepare(reqs []*request, checkpoint bool) *batch {
 	if len(b.entries) == 0 {
 		return nil
 	}
-	if err := l.sign(b.entries); err != nil {
+	if err := l.sign(b.entries, b.hashes); err != nil {
 		l.failAll(b.owners, err)
 		return nil
 	}
@@ -594,7 +596,7 @@ func (l *Ledger) signerFor(st State, origin string) (string, error) {
 
 // sign signs the entries that the enclave signs, spread over the CPUs. Pre-signed
 // entries already carry their signatures.
-func (l *Ledger) sign(entries []Entry) error {
+func (l *Ledger) sign(entries []Entry, hashes []Hash) error {
 	workers := min(runtime.GOMAXPROCS(0), (len(entries)+1)/2)
 	var wg sync.WaitGroup
 	errs := make([]error, workers)
@@ -606,7 +608,7 @@ func (l *Ledger) sign(entries []Entry) error {
 					continue
 				}
 				var err error
-				h := e.Hash()
+				h := hashes[i]
 				if omni, ok := AccountOf(e.Origin); ok {
 					e.Sig, err = l.signer.SignAccount(omni, h)
 				} else {
