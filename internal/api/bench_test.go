@@ -6,10 +6,11 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
-	"runtime"
 	"runtime/debug"
 	"slices"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -28,8 +29,7 @@ func BenchmarkReadPath(b *testing.B) {
 	for _, mode := range []string{"session", "hpke"} {
 		b.Run("mode="+mode+"/readers=16", func(b *testing.B) {
 			e := newEnv(b, broker.Config{ReadLimit: 1 << 20, ReadWindow: time.Minute})
-			par := (16 + runtime.GOMAXPROCS(0) - 1) / runtime.GOMAXPROCS(0)
-			readers := par * runtime.GOMAXPROCS(0) // RunParallel starts exactly this many goroutines
+			const readers = 16
 			type reader struct {
 				token string
 				body  []byte
@@ -53,7 +53,7 @@ func BenchmarkReadPath(b *testing.B) {
 				body, _ := json.Marshal(rb)
 				pool <- reader{g.Token, body}
 			}
-			loadRun(b, e, par, pool, "reads/s", func(r reader, _ int) (*http.Request, error) {
+			loadRun(b, e, pool, "reads/s", func(r reader, _ int) (*http.Request, error) {
 				req := httptest.NewRequest(http.MethodPost, "/v1/credentials/svc/read", bytes.NewReader(r.body))
 				req.Header.Set("Authorization", "Bearer "+r.token)
 				return req, nil
@@ -62,39 +62,47 @@ func BenchmarkReadPath(b *testing.B) {
 	}
 }
 
-// loadRun drives the handler from par×GOMAXPROCS goroutines, each taking its own
-// client state from pool and building one request per iteration (i counts them),
-// times every ServeHTTP, and reports throughput in unit, p50/p99 latency and the
-// ledger's group-commit figures. Every answer must be 200.
-func loadRun[T any](b *testing.B, e *env, par int, pool chan T, unit string, next func(c T, i int) (*http.Request, error)) {
+// loadRun drives the handler from one goroutine per client in pool (each keeps
+// its client state and builds one request per iteration; i counts them), shares
+// b.N requests among them, times every ServeHTTP, and reports throughput in unit,
+// p50/p99 latency, the process's CPU use and the ledger's group-commit figures.
+// Every answer must be 200.
+func loadRun[T any](b *testing.B, e *env, pool chan T, unit string, next func(c T, i int) (*http.Request, error)) {
 	var mu sync.Mutex
 	var lat []time.Duration
+	var issued atomic.Int64
 	c0, n0, t0 := e.commits.Load(), e.entries.Load(), e.commitNanos.Load()
-	b.SetParallelism(par)
+	clients := len(pool)
+	cpu0 := cpuTime(b)
 	b.ResetTimer()
-	b.RunParallel(func(pb *testing.PB) {
-		c := <-pool
-		local := make([]time.Duration, 0, 1024)
-		for i := 0; pb.Next(); i++ {
-			req, err := next(c, i)
-			if err != nil {
-				b.Error(err)
-				return
+	var wg sync.WaitGroup
+	for range clients {
+		wg.Go(func() {
+			c := <-pool
+			local := make([]time.Duration, 0, 2*b.N/clients+16)
+			for i := 0; issued.Add(1) <= int64(b.N); i++ {
+				req, err := next(c, i)
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				rec := httptest.NewRecorder()
+				start := time.Now()
+				e.handler.ServeHTTP(rec, req)
+				local = append(local, time.Since(start))
+				if rec.Code != http.StatusOK {
+					b.Errorf("%s %s: %d %s", req.Method, req.URL.Path, rec.Code, rec.Body)
+					return
+				}
 			}
-			rec := httptest.NewRecorder()
-			start := time.Now()
-			e.handler.ServeHTTP(rec, req)
-			local = append(local, time.Since(start))
-			if rec.Code != http.StatusOK {
-				b.Errorf("%s %s: %d %s", req.Method, req.URL.Path, rec.Code, rec.Body)
-				return
-			}
-		}
-		mu.Lock()
-		lat = append(lat, local...)
-		mu.Unlock()
-	})
+			mu.Lock()
+			lat = append(lat, local...)
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
 	b.StopTimer()
+	cpu := cpuTime(b) - cpu0
 	slices.Sort(lat)
 	if len(lat) == 0 {
 		return
@@ -105,6 +113,17 @@ func loadRun[T any](b *testing.B, e *env, par int, pool chan T, unit string, nex
 	b.ReportMetric(ms(lat[len(lat)*99/100]), "p99_ms")
 	b.ReportMetric(float64(e.entries.Load()-n0)/commits, "entries/commit")
 	b.ReportMetric(float64(e.commitNanos.Load()-t0)/1e3/commits, "us/commit")
+	b.ReportMetric(100*cpu.Seconds()/b.Elapsed().Seconds(), "cpu_%")
+	b.ReportMetric(float64(cpu.Microseconds())/float64(len(lat)), "cpu_us/op")
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// cpuTime is the CPU time (user + system) this process has used so far.
+func cpuTime(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}

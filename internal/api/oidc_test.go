@@ -10,7 +10,6 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"os"
-	"runtime"
 	"runtime/debug"
 	"slices"
 	"strconv"
@@ -245,8 +244,7 @@ func BenchmarkOIDCMint(b *testing.B) {
 	defer debug.SetGCPercent(debug.SetGCPercent(400)) // as cmd/agentkeys sets it
 	e := newEnv(b, broker.Config{OIDCAudiences: []string{"sts.amazonaws.com"}, PairLimit: 1 << 20})
 	owner, g, idKey := e.ownerKey(b)
-	par := (benchAgents() + runtime.GOMAXPROCS(0) - 1) / runtime.GOMAXPROCS(0)
-	agents := par * runtime.GOMAXPROCS(0)
+	agents := benchAgents()
 	type ag struct {
 		token  string
 		key    *ecdsa.PrivateKey
@@ -269,8 +267,8 @@ func BenchmarkOIDCMint(b *testing.B) {
 	target := e.srv.URL + "/v1/oidc/token"
 	// The agents' DPoP proofs are signed before the timer starts: in production each
 	// daemon signs on its own machine, so only the broker's work is measured here
-	// (proof verification included). RunParallel hands iterations out unevenly, so
-	// each agent gets three times its share; one that still runs out signs on the fly.
+	// (proof verification included). Requests are shared out unevenly, so each
+	// agent gets three times its share; one that still runs out signs on the fly.
 	perAgent := 3*b.N/agents + 64
 	for range agents {
 		a := <-pool
@@ -284,7 +282,7 @@ func BenchmarkOIDCMint(b *testing.B) {
 		}
 		pool <- a
 	}
-	loadRun(b, e, par, pool, "tokens/s", func(a ag, i int) (*http.Request, error) {
+	loadRun(b, e, pool, "tokens/s", func(a ag, i int) (*http.Request, error) {
 		proof := ""
 		if i < len(a.proofs) {
 			proof = a.proofs[i]

@@ -7,6 +7,7 @@
 package dpop
 
 import (
+	"bytes"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -18,6 +19,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/big"
 	"net/url"
 	"strings"
 	"sync"
@@ -160,6 +162,12 @@ type Want struct {
 }
 
 // Verify checks proof against w and records its jti.
+//
+// The compact JWS is taken apart here rather than by a general JOSE parser: a
+// proof has one fixed shape, and a strict reader for exactly that shape
+// (header {typ, alg, jwk{kty, crv, x, y}}, no other member, ES256 only) is both
+// tighter and about 3× cheaper on the agents' hot path (docs/benchmarks.md).
+// Tests check it against proofs made by go-jose.
 func (v *Verifier) Verify(proof string, w Want) error {
 	if proof == "" {
 		return invalid("no DPoP proof was sent")
@@ -167,36 +175,41 @@ func (v *Verifier) Verify(proof string, w Want) error {
 	if len(proof) > MaxProofLen {
 		return invalid("proof is too long")
 	}
-	jws, err := jose.ParseSignedCompact(proof, []jose.SignatureAlgorithm{jose.ES256})
-	if err != nil {
+	h64, rest, ok1 := strings.Cut(proof, ".")
+	p64, s64, ok2 := strings.Cut(rest, ".")
+	if !ok1 || !ok2 || strings.Contains(s64, ".") {
 		return invalid("not an ES256 compact JWS")
 	}
-	if len(jws.Signatures) != 1 {
-		return invalid("want exactly one signature")
+	var h header
+	if err := strictJSON(h64, &h); err != nil {
+		return invalid("header is not {typ, alg, jwk}")
 	}
-	h := jws.Signatures[0].Protected
-	if typ, _ := h.ExtraHeaders[jose.HeaderType].(string); typ != Type {
+	if h.Alg != "ES256" {
+		return invalid("alg is not ES256")
+	}
+	if h.Typ != Type {
 		return invalid(`typ is not "dpop+jwt"`)
 	}
-	if h.JSONWebKey == nil || !h.JSONWebKey.IsPublic() {
+	if h.JWK == nil {
 		return invalid("header has no public jwk")
 	}
-	pub, ok := h.JSONWebKey.Key.(*ecdsa.PublicKey)
-	if !ok || pub.Curve != elliptic.P256() {
-		return invalid("jwk is not a P-256 key")
+	pub, tp, err := h.JWK.public()
+	if err != nil {
+		return err
 	}
-	tp, err := Thumbprint(pub)
-	if err != nil || subtle.ConstantTimeCompare([]byte(tp), []byte(w.JKT)) != 1 {
+	if subtle.ConstantTimeCompare([]byte(tp), []byte(w.JKT)) != 1 {
 		return invalid("proof key is not the key the session is bound to")
 	}
-	payload, err := jws.Verify(pub)
-	if err != nil {
+	sig, err := base64.RawURLEncoding.DecodeString(s64)
+	if err != nil || len(sig) != 64 {
+		return invalid("signature is not a 64-byte ES256 signature")
+	}
+	digest := sha256.Sum256([]byte(proof[:len(h64)+1+len(p64)]))
+	if !ecdsa.Verify(pub, digest[:], new(big.Int).SetBytes(sig[:32]), new(big.Int).SetBytes(sig[32:])) {
 		return invalid("signature does not verify")
 	}
 	var c Claims
-	dec := json.NewDecoder(strings.NewReader(string(payload)))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&c); err != nil {
+	if err := strictJSON(p64, &c); err != nil {
 		return invalid("claims are not {htm, htu, iat, jti, ath}")
 	}
 	if c.HTM != w.Method {
@@ -230,6 +243,59 @@ func (v *Verifier) Verify(proof string, w Want) error {
 		return invalid("jti is missing or too long")
 	}
 	return v.remember(w.JKT+"|"+c.JTI, now)
+}
+
+// header is the protected header of a proof.
+type header struct {
+	Typ string `json:"typ"`
+	Alg string `json:"alg"`
+	JWK *jwk   `json:"jwk"`
+}
+
+// jwk is a public P-256 JWK; any other member (a private "d" among them) is refused.
+type jwk struct {
+	Kty string `json:"kty"`
+	Crv string `json:"crv"`
+	X   string `json:"x"`
+	Y   string `json:"y"`
+}
+
+// public returns the key and its RFC 7638 thumbprint. The coordinates must be
+// canonical (32 bytes, unpadded base64url), so one key has one thumbprint.
+func (k *jwk) public() (*ecdsa.PublicKey, string, error) {
+	if k.Kty != "EC" || k.Crv != "P-256" {
+		return nil, "", invalid("jwk is not a P-256 key")
+	}
+	x, errX := base64.RawURLEncoding.Strict().DecodeString(k.X)
+	y, errY := base64.RawURLEncoding.Strict().DecodeString(k.Y)
+	if errX != nil || errY != nil || len(x) != 32 || len(y) != 32 {
+		return nil, "", invalid("jwk coordinates are not 32-byte base64url values")
+	}
+	pub, err := ecdsa.ParseUncompressedPublicKey(elliptic.P256(), append(append([]byte{4}, x...), y...))
+	if err != nil {
+		return nil, "", invalid("jwk is not a point on P-256")
+	}
+	// RFC 7638: the required members in lexicographic order, no whitespace.
+	tp := sha256.Sum256([]byte(`{"crv":"P-256","kty":"EC","x":"` + k.X + `","y":"` + k.Y + `"}`))
+	return pub, base64.RawURLEncoding.EncodeToString(tp[:]), nil
+}
+
+// strictJSON decodes one base64url JSON object into v, refusing unknown members
+// and trailing data.
+func strictJSON(b64 string, v any) error {
+	raw, err := base64.RawURLEncoding.DecodeString(b64)
+	if err != nil {
+		return err
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if dec.More() {
+		return errors.New("trailing data")
+	}
+	return nil
 }
 
 func (v *Verifier) remember(id string, now time.Time) error {

@@ -4,9 +4,11 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -16,7 +18,7 @@ import (
 
 const credURL = "https://keys.example.com/v1/agent/credentials"
 
-func setup(t *testing.T) (*ecdsa.PrivateKey, string, *Verifier, *time.Time) {
+func setup(t testing.TB) (*ecdsa.PrivateKey, string, *Verifier, *time.Time) {
 	t.Helper()
 	k, err := NewKey()
 	if err != nil {
@@ -170,4 +172,104 @@ func FuzzVerify(f *testing.F) {
 		v := NewVerifier(0, nil)
 		v.Verify(proof, Want{Method: "GET", URLs: []string{credURL}, JKT: jkt, Token: "tok"})
 	})
+}
+
+// craft signs a proof with an arbitrary header, so the verifier's strict reading
+// of the header is tested with valid signatures.
+func craft(t testing.TB, k *ecdsa.PrivateKey, header map[string]any, payload []byte) string {
+	t.Helper()
+	h, err := json.Marshal(header)
+	if err != nil {
+		t.Fatal(err)
+	}
+	enc := base64.RawURLEncoding.EncodeToString
+	input := enc(h) + "." + enc(payload)
+	d := sha256.Sum256([]byte(input))
+	r, s, err := ecdsa.Sign(rand.Reader, k, d[:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	sig := make([]byte, 64)
+	r.FillBytes(sig[:32])
+	s.FillBytes(sig[32:])
+	return input + "." + enc(sig)
+}
+
+func TestStrictHeader(t *testing.T) {
+	k, jkt, v, now := setup(t)
+	enc := base64.RawURLEncoding.EncodeToString
+	x, y := k.PublicKey.X.FillBytes(make([]byte, 32)), k.PublicKey.Y.FillBytes(make([]byte, 32))
+	pubJWK := func() map[string]any { return map[string]any{"kty": "EC", "crv": "P-256", "x": enc(x), "y": enc(y)} }
+	w := Want{Method: "GET", URLs: []string{credURL}, JKT: jkt, Token: "tok"}
+	jti := 0
+	body := func() []byte {
+		jti++
+		b, _ := json.Marshal(Claims{HTM: "GET", HTU: credURL, IAT: now.Unix(), JTI: fmt.Sprint("j", jti), ATH: ATH("tok")})
+		return b
+	}
+	// The same shape written by hand verifies: the reader is not tied to go-jose's output.
+	if err := v.Verify(craft(t, k, map[string]any{"typ": Type, "alg": "ES256", "jwk": pubJWK()}, body()), w); err != nil {
+		t.Fatalf("hand-made proof refused: %v", err)
+	}
+	withD := pubJWK()
+	withD["d"] = enc(k.D.FillBytes(make([]byte, 32)))
+	padded := pubJWK()
+	padded["x"] = base64.URLEncoding.EncodeToString(x[:31]) // 31 bytes, and padded
+	offCurve := pubJWK()
+	offCurve["y"] = enc(x)
+	p384 := pubJWK()
+	p384["crv"] = "P-384"
+	cases := map[string]map[string]any{
+		"crit member":      {"typ": Type, "alg": "ES256", "jwk": pubJWK(), "crit": []string{"exp"}},
+		"kid member":       {"typ": Type, "alg": "ES256", "jwk": pubJWK(), "kid": "k1"},
+		"private jwk":      {"typ": Type, "alg": "ES256", "jwk": withD},
+		"short coordinate": {"typ": Type, "alg": "ES256", "jwk": padded},
+		"point off curve":  {"typ": Type, "alg": "ES256", "jwk": offCurve},
+		"P-384 crv":        {"typ": Type, "alg": "ES256", "jwk": p384},
+		"no jwk":           {"typ": Type, "alg": "ES256"},
+		"alg ES384":        {"typ": Type, "alg": "ES384", "jwk": pubJWK()},
+		"no typ":           {"alg": "ES256", "jwk": pubJWK()},
+	}
+	for name, h := range cases {
+		if err := v.Verify(craft(t, k, h, body()), w); !errors.Is(err, ErrInvalid) {
+			t.Errorf("%s: accepted (%v)", name, err)
+		}
+	}
+	good := craft(t, k, map[string]any{"typ": Type, "alg": "ES256", "jwk": pubJWK()}, body())
+	parts := strings.Split(good, ".")
+	extraClaim, _ := json.Marshal(map[string]any{"htm": "GET", "htu": credURL, "iat": now.Unix(), "jti": "jx", "ath": ATH("tok"), "nonce": "n"})
+	for name, p := range map[string]string{
+		"extra claim":      craft(t, k, map[string]any{"typ": Type, "alg": "ES256", "jwk": pubJWK()}, extraClaim),
+		"four parts":       good + ".x",
+		"payload swapped":  parts[0] + "." + enc(body()) + "." + parts[2],
+		"short signature":  parts[0] + "." + parts[1] + "." + parts[2][:40],
+		"trailing in body": craft(t, k, map[string]any{"typ": Type, "alg": "ES256", "jwk": pubJWK()}, append(body(), " {}"...)),
+	} {
+		if err := v.Verify(p, w); !errors.Is(err, ErrInvalid) {
+			t.Errorf("%s: accepted (%v)", name, err)
+		}
+	}
+}
+
+// BenchmarkVerify is one proof check (the broker's per-request cost for agents).
+func BenchmarkVerify(b *testing.B) {
+	k, jkt, v, now := setup(b)
+	w := Want{Method: "POST", URLs: []string{credURL}, JKT: jkt, Token: "tok"}
+	proofs := make([]string, 0, 4096)
+	for range cap(proofs) {
+		p, _ := Sign(k, "POST", credURL, "tok", *now)
+		proofs = append(proofs, p)
+	}
+	i := 0
+	for b.Loop() {
+		if i == len(proofs) { // fresh verifier: the jtis may be seen again
+			b.StopTimer()
+			v, i = NewVerifier(0, func() time.Time { return *now }), 0
+			b.StartTimer()
+		}
+		if err := v.Verify(proofs[i], w); err != nil {
+			b.Fatal(err)
+		}
+		i++
+	}
 }

@@ -42,7 +42,7 @@ func TestClaimsSupportedIsExact(t *testing.T) {
 	}
 }
 
-// TestSignVerifies signs through the opaque signer and verifies with go-jose
+// TestSignVerifies signs through the enclave-style signer and verifies with go-jose
 // against the published JWK.
 func TestSignVerifies(t *testing.T) {
 	priv, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -74,8 +74,8 @@ func TestSignVerifies(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if parsed.Headers[0].KeyID != "kid1" {
-		t.Fatalf("kid %q", parsed.Headers[0].KeyID)
+	if h := parsed.Headers[0]; h.KeyID != "kid1" || h.Algorithm != "ES256" || h.ExtraHeaders[jose.HeaderType] != "JWT" {
+		t.Fatalf("header %+v", h)
 	}
 	var jk jose.JSONWebKey
 	b, _ := json.Marshal(jwk)
