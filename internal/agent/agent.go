@@ -17,6 +17,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/agentkeys/agentkeys/internal/account"
 	"github.com/agentkeys/agentkeys/internal/dpop"
@@ -418,6 +419,37 @@ func Get(st ledger.State, owner, alias string) (*Agent, bool, error) {
 	var a Agent
 	ok, err := ledger.GetJSON(st, agentKey(owner, alias), &a)
 	return &a, ok, err
+}
+
+// Memo serves agent records decoded once per stored version: an agent's record
+// is read on every request it makes and changes only on scope edits, revocation
+// and re-pairing, while decoding it costs more than comparing its bytes. Safe for
+// concurrent use; it holds one entry per agent ever looked up.
+type Memo struct{ m sync.Map } // key → *memoized
+
+type memoized struct {
+	raw string
+	a   Agent
+}
+
+// Get is Get through the memo. The result is the caller's own copy.
+func (m *Memo) Get(st ledger.State, owner, alias string) (*Agent, bool, error) {
+	key := agentKey(owner, alias)
+	raw, ok, err := st.Get(key)
+	if err != nil || !ok {
+		return &Agent{}, false, err
+	}
+	if v, hit := m.m.Load(key); hit && v.(*memoized).raw == string(raw) {
+		a := v.(*memoized).a
+		return &a, true, nil
+	}
+	var a Agent
+	if err := json.Unmarshal(raw, &a); err != nil {
+		return &Agent{}, false, err
+	}
+	a.Scope = slices.Clip(a.Scope) // a caller's append never writes into the memo
+	m.m.Store(key, &memoized{raw: string(raw), a: a})
+	return &a, true, nil
 }
 
 // List returns an owner's agents, by alias.

@@ -4,12 +4,15 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/binary"
+	"encoding/json"
 	"fmt"
+	"reflect"
 	"testing"
 	"time"
 
 	"github.com/agentkeys/agentkeys/internal/account"
 	"github.com/agentkeys/agentkeys/internal/dpop"
+	"github.com/agentkeys/agentkeys/internal/ledger"
 )
 
 func signed(t *testing.T) Request {
@@ -100,4 +103,39 @@ func FuzzVerify(f *testing.F) {
 	f.Fuzz(func(t *testing.T, owner, alias, scope, jwk, sig string) {
 		Verify(Request{Owner: owner, Alias: alias, Scope: []string{scope}, ProofJWK: jwk, Sig: sig})
 	})
+}
+
+// TestMemoFollowsTheStoredRecord: the memo answers like Get, sees every change
+// of the stored record, and a caller changing its copy changes nothing else.
+func TestMemoFollowsTheStoredRecord(t *testing.T) {
+	st := ledger.NewMemState()
+	var m Memo
+	if _, ok, err := m.Get(st, "o", "a"); ok || err != nil {
+		t.Fatalf("missing agent: ok=%v err=%v", ok, err)
+	}
+	put := func(a Agent) {
+		b, _ := json.Marshal(a)
+		st.Put(agentKey("o", "a"), b)
+	}
+	put(Agent{Owner: "o", Alias: "a", Scope: []string{"openai"}, Status: Active})
+	a1, ok, err := m.Get(st, "o", "a")
+	if !ok || err != nil || a1.Scope[0] != "openai" {
+		t.Fatalf("first read: %+v %v %v", a1, ok, err)
+	}
+	a1.Scope = append(a1.Scope, "x")
+	a1.Scope[0] = "changed"
+	a1.Status = "changed"
+	a2, _, _ := m.Get(st, "o", "a")
+	if want, _, _ := Get(st, "o", "a"); !reflect.DeepEqual(a2, want) {
+		t.Fatalf("memo %+v, stored %+v", a2, want)
+	}
+	put(Agent{Owner: "o", Alias: "a", Scope: []string{"openai", "oidc:*"}, Status: Revoked})
+	a3, _, _ := m.Get(st, "o", "a")
+	if a3.Status != Revoked || len(a3.Scope) != 2 {
+		t.Fatalf("memo missed a change: %+v", a3)
+	}
+	st.Put(agentKey("o", "a"), []byte("{not json"))
+	if _, _, err := m.Get(st, "o", "a"); err == nil {
+		t.Fatal("a corrupt record was served from the memo")
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"runtime/debug"
 	"slices"
 	"sync"
@@ -25,7 +26,8 @@ import (
 // mode=session boxes the answer under the session channel
 // key; mode=hpke re-encrypts to a fresh hybrid HPKE key per request.
 func BenchmarkReadPath(b *testing.B) {
-	defer debug.SetGCPercent(debug.SetGCPercent(400)) // as cmd/agentkeys sets it
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(runtime.GOMAXPROCS(0) + 1)) // as cmd/agentkeys sets it
+	defer debug.SetGCPercent(debug.SetGCPercent(400))                       // as cmd/agentkeys sets it
 	for _, mode := range []string{"session", "hpke"} {
 		b.Run("mode="+mode+"/readers=16", func(b *testing.B) {
 			e := newEnv(b, broker.Config{ReadLimit: 1 << 20, ReadWindow: time.Minute})

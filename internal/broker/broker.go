@@ -110,6 +110,7 @@ type Broker struct {
 	tokens   *token.Issuer
 	usage    *auditindex.Index
 	accounts sync.Map // omni → *account.Account, see (*Broker).account
+	agents   agent.Memo
 	index    *account.Index
 	limiter  *limiter
 	pairs    *limiter               // pair requests per owner and per source

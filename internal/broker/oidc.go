@@ -10,7 +10,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/agentkeys/agentkeys/internal/account"
 	"github.com/agentkeys/agentkeys/internal/ledger"
 	"github.com/agentkeys/agentkeys/internal/oidc"
 	"github.com/agentkeys/agentkeys/internal/problem"
@@ -227,7 +226,7 @@ func (b *Broker) MintOIDC(ctx context.Context, c *Caller, r OIDCRequest) (*OIDCT
 	if audit.Owner == c.Omni() {
 		id.OwnerWallet = c.Account.Wallet
 	} else {
-		o, err := account.Get(lg.State(ctx), audit.Owner)
+		o, err := b.account(lg.State(ctx), audit.Owner)
 		if err != nil {
 			return nil, err
 		}
@@ -247,13 +246,22 @@ func (b *Broker) MintOIDC(ctx context.Context, c *Caller, r OIDCRequest) (*OIDCT
 	if err != nil {
 		return nil, err
 	}
+	// The audit entry names the token (kid, jti, exp) without holding it, so it is
+	// appended while the enclave signs; the token is released only once the entry
+	// is durable. If signing then fails, the entry records a mint nobody received:
+	// the trail may over-report, never under-report.
+	audit.Kid, audit.JTI, audit.Exp = k.signer.Kid(), claims.ID, claims.Expiry
+	audited := make(chan error, 1)
+	go func() {
+		_, err := lg.Append(ctx, ledger.AccountOrigin(c.Omni()), oidc.KindMinted, audit)
+		audited <- err
+	}()
 	tok, err := k.signer.Sign(claims)
+	if aerr := <-audited; aerr != nil {
+		return nil, problem.New(problem.Internal, "the mint could not be audited, so no token was released", "retry; the operator should check the server log")
+	}
 	if err != nil {
 		return nil, err
-	}
-	audit.Kid, audit.JTI, audit.Exp = k.signer.Kid(), claims.ID, claims.Expiry
-	if _, err := lg.Append(ctx, ledger.AccountOrigin(c.Omni()), oidc.KindMinted, audit); err != nil {
-		return nil, problem.New(problem.Internal, "the mint could not be audited, so no token was released", "retry; the operator should check the server log")
 	}
 	return &OIDCToken{Token: tok, Kid: audit.Kid, JTI: claims.ID, Audience: r.Audience, Subject: claims.Subject, ExpiresAt: claims.Expiry}, nil
 }

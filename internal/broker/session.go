@@ -228,7 +228,7 @@ func (b *Broker) AuthenticateRequest(ctx context.Context, bearer string, pr Proo
 	}
 	caller := &Caller{Claims: c, Account: a}
 	if c.Role == token.RoleAgent {
-		ag, ok, err := agent.Get(st, c.Parent, a.Alias)
+		ag, ok, err := b.agents.Get(st, c.Parent, a.Alias)
 		if err != nil {
 			return nil, err
 		}

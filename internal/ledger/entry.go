@@ -175,14 +175,17 @@ func CheckPayload(p []byte) error {
 	return nil
 }
 
-// MarshalPayload encodes v as a canonical payload.
+// MarshalPayload encodes v as a canonical payload. encoding/json writes compact,
+// HTML-escaped JSON (it compacts what custom marshalers return, too), so only the
+// object shape is left to check; TestMarshalPayloadIsCanonical holds it to
+// CheckPayload.
 func MarshalPayload(v any) ([]byte, error) {
 	p, err := json.Marshal(v)
 	if err != nil {
 		return nil, err
 	}
-	if err := CheckPayload(p); err != nil {
-		return nil, err
+	if len(p) == 0 || p[0] != '{' {
+		return nil, ErrPayload
 	}
 	return p, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -561,4 +562,35 @@ func TestAppendAllIsAtomic(t *testing.T) {
 		t.Fatal("the failed group's first entry left state behind")
 	}
 	f.verify(t)
+}
+
+type spaced struct{}
+
+func (spaced) MarshalJSON() ([]byte, error) { return []byte(`{ "a" : [ 1, 2 ],  "b":"<&>" }`), nil }
+
+// TestMarshalPayloadIsCanonical holds MarshalPayload (which trusts encoding/json
+// to write compact, HTML-escaped output) to CheckPayload, the rule for entries
+// from outside.
+func TestMarshalPayloadIsCanonical(t *testing.T) {
+	for _, v := range []any{
+		map[string]any{"s": "<script>&\u2028\u00e9\u0001", "n": 1.5, "z": nil, "l": []any{}},
+		struct {
+			R json.RawMessage `json:"r"`
+			C spaced          `json:"c"`
+		}{json.RawMessage("{ \"x\" :\n 1 }"), spaced{}},
+		struct{}{},
+	} {
+		p, err := ledger.MarshalPayload(v)
+		if err != nil {
+			t.Fatalf("%#v: %v", v, err)
+		}
+		if err := ledger.CheckPayload(p); err != nil {
+			t.Fatalf("MarshalPayload wrote a non-canonical payload %s", p)
+		}
+	}
+	for _, v := range []any{"string", 1, []int{1}, nil} {
+		if _, err := ledger.MarshalPayload(v); err == nil {
+			t.Fatalf("%#v: a payload that is not an object was accepted", v)
+		}
+	}
 }
