@@ -294,7 +294,13 @@ func BenchmarkOIDCMint(b *testing.B) {
 				return nil, err
 			}
 		}
-		req := httptest.NewRequest(http.MethodPost, target, bytes.NewReader(body))
+		// http.NewRequest, not httptest's: it parses the request from text through a
+		// fresh 4 KiB reader, a cost of the test and not of the broker.
+		req, err := http.NewRequest(http.MethodPost, target, bytes.NewReader(body))
+		if err != nil {
+			return nil, err
+		}
+		req.RemoteAddr = "192.0.2.1:1234"
 		req.Header.Set("Authorization", "Bearer "+a.token)
 		req.Header.Set("DPoP", proof)
 		return req, nil
