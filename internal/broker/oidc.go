@@ -251,13 +251,9 @@ func (b *Broker) MintOIDC(ctx context.Context, c *Caller, r OIDCRequest) (*OIDCT
 	// is durable. If signing then fails, the entry records a mint nobody received:
 	// the trail may over-report, never under-report.
 	audit.Kid, audit.JTI, audit.Exp = k.signer.Kid(), claims.ID, claims.Expiry
-	audited := make(chan error, 1)
-	go func() {
-		_, err := lg.Append(ctx, ledger.AccountOrigin(c.Omni()), oidc.KindMinted, audit)
-		audited <- err
-	}()
+	audited := lg.Begin(ctx, ledger.AccountOrigin(c.Omni()), oidc.KindMinted, audit)
 	tok, err := k.signer.Sign(claims)
-	if aerr := <-audited; aerr != nil {
+	if _, aerr := audited(); aerr != nil {
 		return nil, problem.New(problem.Internal, "the mint could not be audited, so no token was released", "retry; the operator should check the server log")
 	}
 	if err != nil {

@@ -84,7 +84,8 @@ type Ledger struct {
 	opts   Options
 
 	reqs    chan *request
-	commits chan *batch // prepared batches, in chain order, to the committer
+	commits chan *batch  // prepared batches, in chain order, to the committer
+	signq   chan signJob // entries to the signing pool (nil until Open succeeds)
 	quit    chan struct{}
 	done    chan struct{}
 	once    sync.Once
@@ -176,6 +177,7 @@ func Open(ctx context.Context, d Driver, s Schema, signer Signer, opts Options) 
 		}
 	}
 	committed := make(chan struct{})
+	l.signers()
 	go l.commitLoop(committed)
 	go l.run(committed)
 	return l, nil
@@ -241,20 +243,55 @@ func (l *Ledger) send(ctx context.Context, r *request) (Entry, error) {
 	return es[0], nil
 }
 
+// Begin queues an append like Append and returns at once; wait blocks until the
+// entry is durable (or refused) and returns what Append would have. A caller can
+// work while its entry is committed: the OIDC mint signs its token meanwhile.
+func (l *Ledger) Begin(ctx context.Context, origin, kind string, payload any) (wait func() (Entry, error)) {
+	p, err := MarshalPayload(payload)
+	if err != nil {
+		err = fmt.Errorf("ledger: %s payload: %w", kind, err)
+		return func() (Entry, error) { return Entry{}, err }
+	}
+	r := &request{origin: origin, kind: kind, payload: p}
+	if err := l.enqueue(ctx, r); err != nil {
+		return func() (Entry, error) { return Entry{}, err }
+	}
+	return func() (Entry, error) {
+		es, err := l.await(ctx, r)
+		if err != nil {
+			return Entry{}, err
+		}
+		return es[0], nil
+	}
+}
+
 func (l *Ledger) sendAll(ctx context.Context, r *request) ([]Entry, error) {
+	if err := l.enqueue(ctx, r); err != nil {
+		return nil, err
+	}
+	return l.await(ctx, r)
+}
+
+// enqueue hands r to the preparer.
+func (l *Ledger) enqueue(ctx context.Context, r *request) error {
 	r.done = make(chan result, 1)
 	select {
 	case <-l.quit:
-		return nil, ErrClosed
+		return ErrClosed
 	default:
 	}
 	select {
 	case l.reqs <- r:
+		return nil
 	case <-l.quit:
-		return nil, ErrClosed
+		return ErrClosed
 	case <-ctx.Done():
-		return nil, ctx.Err()
+		return ctx.Err()
 	}
+}
+
+// await waits for r's answer.
+func (l *Ledger) await(ctx context.Context, r *request) ([]Entry, error) {
 	select {
 	case res := <-r.done:
 		return res.es, res.err
@@ -291,6 +328,7 @@ func (l *Ledger) Close() error {
 // is being written and fsynced.
 func (l *Ledger) run(committed chan struct{}) {
 	defer close(l.done)
+	defer close(l.signq)
 	defer func() { <-committed }()
 	defer close(l.commits)
 	tick := time.NewTicker(l.opts.CheckpointInterval)
@@ -597,30 +635,61 @@ func (l *Ledger) signerFor(st State, origin string) (string, error) {
 // sign signs the entries that the enclave signs, spread over the CPUs. Pre-signed
 // entries already carry their signatures.
 func (l *Ledger) sign(entries []Entry, hashes []Hash) error {
-	workers := min(runtime.GOMAXPROCS(0), (len(entries)+1)/2)
 	var wg sync.WaitGroup
-	errs := make([]error, workers)
-	for w := range workers {
-		wg.Go(func() {
-			for i := w; i < len(entries); i += workers {
-				e := &entries[i]
-				if e.Sig != nil {
-					continue
-				}
-				var err error
-				h := hashes[i]
-				if omni, ok := AccountOf(e.Origin); ok {
-					e.Sig, err = l.signer.SignAccount(omni, h)
-				} else {
-					e.Sig, err = l.signer.SignLedger(h)
-				}
-				if err != nil {
-					errs[w] = fmt.Errorf("ledger: signing seq %d: %w", e.Seq, err)
-					return
-				}
+	errs := make([]error, len(entries))
+	inline := -1 // the preparer signs one entry itself, the pool the others
+	for i := range entries {
+		switch {
+		case entries[i].Sig != nil:
+		case inline < 0 || l.signq == nil:
+			if inline < 0 {
+				inline = i
+			} else {
+				errs[i] = l.signOne(&entries[i], hashes[i])
 			}
-		})
+		default:
+			wg.Add(1)
+			l.signq <- signJob{e: &entries[i], h: hashes[i], err: &errs[i], wg: &wg}
+		}
+	}
+	if inline >= 0 {
+		errs[inline] = l.signOne(&entries[inline], hashes[inline])
 	}
 	wg.Wait()
 	return errors.Join(errs...)
+}
+
+// signJob is one entry for the signing pool.
+type signJob struct {
+	e   *Entry
+	h   Hash
+	err *error
+	wg  *sync.WaitGroup
+}
+
+// signers are the signing pool: GOMAXPROCS goroutines that live as long as the
+// preparer (long-lived, so their stacks are grown once, not per batch).
+func (l *Ledger) signers() {
+	l.signq = make(chan signJob, 256)
+	for range runtime.GOMAXPROCS(0) {
+		go func() {
+			for j := range l.signq {
+				*j.err = l.signOne(j.e, j.h)
+				j.wg.Done()
+			}
+		}()
+	}
+}
+
+func (l *Ledger) signOne(e *Entry, h Hash) error {
+	var err error
+	if omni, ok := AccountOf(e.Origin); ok {
+		e.Sig, err = l.signer.SignAccount(omni, h)
+	} else {
+		e.Sig, err = l.signer.SignLedger(h)
+	}
+	if err != nil {
+		return fmt.Errorf("ledger: signing seq %d: %w", e.Seq, err)
+	}
+	return nil
 }

@@ -594,3 +594,39 @@ func TestMarshalPayloadIsCanonical(t *testing.T) {
 		}
 	}
 }
+
+// TestBegin: queued appends answer like Append, in chain order, refusals and
+// bad payloads included; after Close nothing is queued.
+func TestBegin(t *testing.T) {
+	f := newFixture(t, ledger.Options{}, 1)
+	ctx := context.Background()
+	o := f.account(t, 0)
+	var waits []func() (ledger.Entry, error)
+	for i := range 20 {
+		waits = append(waits, f.l.Begin(ctx, ledger.AccountOrigin(o), "test.note", map[string]int{"N": i}))
+	}
+	refused := f.l.Begin(ctx, ledger.AccountOrigin(o), "no.such.kind", map[string]int{"N": 0})
+	badPayload := f.l.Begin(ctx, ledger.AccountOrigin(o), "test.note", "not an object")
+	var last uint64
+	for i, w := range waits {
+		e, err := w()
+		if err != nil {
+			t.Fatalf("append %d: %v", i, err)
+		}
+		if i > 0 && e.Seq <= last {
+			t.Fatalf("append %d got seq %d after %d", i, e.Seq, last)
+		}
+		last = e.Seq
+	}
+	if _, err := refused(); !errors.Is(err, ledger.ErrUnknownKind) {
+		t.Fatalf("unknown kind: %v", err)
+	}
+	if _, err := badPayload(); err == nil {
+		t.Fatal("a payload that is not an object was queued")
+	}
+	f.verify(t)
+	f.l.Close()
+	if _, err := f.l.Begin(ctx, ledger.AccountOrigin(o), "test.note", map[string]int{"N": 1})(); !errors.Is(err, ledger.ErrClosed) {
+		t.Fatalf("after close: %v", err)
+	}
+}
