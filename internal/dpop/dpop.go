@@ -137,6 +137,7 @@ func Sign(key *ecdsa.PrivateKey, method, rawURL, token string, now time.Time) (s
 type Verifier struct {
 	mu   sync.Mutex
 	seen map[string]time.Time // jkt|jti → when it may be forgotten
+	keys keyMemo
 	max  int
 	now  func() time.Time
 }
@@ -193,7 +194,7 @@ func (v *Verifier) Verify(proof string, w Want) error {
 	if h.JWK == nil {
 		return invalid("header has no public jwk")
 	}
-	pub, tp, err := h.JWK.public()
+	pub, tp, err := v.keys.public(h.JWK)
 	if err != nil {
 		return err
 	}
@@ -258,6 +259,43 @@ type jwk struct {
 	Crv string `json:"crv"`
 	X   string `json:"x"`
 	Y   string `json:"y"`
+}
+
+// keyMemo keeps parsed proof keys by their RFC 7638 thumbprint input, so each
+// daemon's key is parsed and checked to be on the curve once, and crypto/ecdsa
+// finds the same *PublicKey (and its own per-key cache) on every request. At most
+// maxKeys are kept; when full it starts over.
+type keyMemo struct {
+	mu sync.Mutex
+	m  map[string]memoKey
+}
+
+type memoKey struct {
+	pub *ecdsa.PublicKey
+	tp  string
+}
+
+const maxKeys = 100_000
+
+func (km *keyMemo) public(k *jwk) (*ecdsa.PublicKey, string, error) {
+	id := k.Kty + "|" + k.Crv + "|" + k.X + "|" + k.Y
+	km.mu.Lock()
+	got, ok := km.m[id]
+	km.mu.Unlock()
+	if ok {
+		return got.pub, got.tp, nil
+	}
+	pub, tp, err := k.public()
+	if err != nil {
+		return nil, "", err
+	}
+	km.mu.Lock()
+	if km.m == nil || len(km.m) >= maxKeys {
+		km.m = make(map[string]memoKey)
+	}
+	km.m[id] = memoKey{pub, tp}
+	km.mu.Unlock()
+	return pub, tp, nil
 }
 
 // public returns the key and its RFC 7638 thumbprint. The coordinates must be
