@@ -632,28 +632,27 @@ func (l *Ledger) signerFor(st State, origin string) (string, error) {
 	return addr, nil
 }
 
-// sign signs the entries that the enclave signs, spread over the CPUs. Pre-signed
-// entries already carry their signatures.
+// sign signs the entries that the enclave signs: the preparer signs the first
+// while the pool signs the others. Pre-signed entries already carry their
+// signatures.
 func (l *Ledger) sign(entries []Entry, hashes []Hash) error {
-	var wg sync.WaitGroup
 	errs := make([]error, len(entries))
-	inline := -1 // the preparer signs one entry itself, the pool the others
+	var wg sync.WaitGroup
+	first := -1
 	for i := range entries {
 		switch {
-		case entries[i].Sig != nil:
-		case inline < 0 || l.signq == nil:
-			if inline < 0 {
-				inline = i
-			} else {
-				errs[i] = l.signOne(&entries[i], hashes[i])
-			}
+		case entries[i].Sig != nil: // pre-signed (governance)
+		case first < 0:
+			first = i
+		case l.signq == nil: // genesis, written before the pool starts
+			errs[i] = l.signOne(&entries[i], hashes[i])
 		default:
 			wg.Add(1)
 			l.signq <- signJob{e: &entries[i], h: hashes[i], err: &errs[i], wg: &wg}
 		}
 	}
-	if inline >= 0 {
-		errs[inline] = l.signOne(&entries[inline], hashes[inline])
+	if first >= 0 {
+		errs[first] = l.signOne(&entries[first], hashes[first])
 	}
 	wg.Wait()
 	return errors.Join(errs...)

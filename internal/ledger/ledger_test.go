@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -23,9 +24,10 @@ import (
 // testSigner stands in for the enclave: an ed25519 ledger key and one secp256k1
 // wallet per omni, derived deterministically from the omni.
 type testSigner struct {
-	key ed25519.PrivateKey
-	mu  sync.Mutex
-	ws  map[string]*secp256k1.PrivateKey
+	key  ed25519.PrivateKey
+	mu   sync.Mutex
+	ws   map[string]*secp256k1.PrivateKey
+	fail atomic.Pointer[string] // SignAccount fails for this omni
 }
 
 func newTestSigner() *testSigner {
@@ -50,6 +52,9 @@ func (s *testSigner) wallet(omni string) *secp256k1.PrivateKey {
 	return k
 }
 func (s *testSigner) SignAccount(omni string, h ledger.Hash) ([]byte, error) {
+	if f := s.fail.Load(); f != nil && *f == omni {
+		return nil, errors.New("injected: wallet unavailable")
+	}
 	return wallet.Sign(s.wallet(omni), h), nil
 }
 func (s *testSigner) address(omni string) string { return wallet.Address(s.wallet(omni).PubKey()) }
@@ -629,4 +634,54 @@ func TestBegin(t *testing.T) {
 	if _, err := f.l.Begin(ctx, ledger.AccountOrigin(o), "test.note", map[string]int{"N": 1})(); !errors.Is(err, ledger.ErrClosed) {
 		t.Fatalf("after close: %v", err)
 	}
+}
+
+// TestSigningFailureFailsItsBatchOnly: when the enclave cannot sign one entry of
+// a batch signed in parallel, the appenders of that batch get an error, nothing
+// of it is written, and the ledger goes on from the same head.
+func TestSigningFailureFailsItsBatchOnly(t *testing.T) {
+	f := newFixture(t, ledger.Options{}, 1)
+	ctx := context.Background()
+	var accounts []string
+	for i := range 4 {
+		accounts = append(accounts, f.account(t, i))
+	}
+	before := f.l.Head()
+	f.s.fail.Store(&accounts[2])
+	var waits []func() (ledger.Entry, error)
+	for i := range 40 {
+		waits = append(waits, f.l.Begin(ctx, ledger.AccountOrigin(accounts[i%4]), "test.note", map[string]int{"N": i}))
+	}
+	failed := 0
+	for i, w := range waits {
+		_, err := w()
+		if i%4 == 2 && err == nil {
+			t.Fatalf("append %d by the account whose wallet fails succeeded", i)
+		}
+		if err != nil {
+			failed++
+		}
+	}
+	if failed < 10 {
+		t.Fatalf("%d appends failed, want at least the 10 of the failing account", failed)
+	}
+	f.s.fail.Store(nil)
+	e, err := f.l.Append(ctx, ledger.AccountOrigin(accounts[2]), "test.note", map[string]int{"N": 1000})
+	if err != nil {
+		t.Fatalf("after the fault: %v", err)
+	}
+	es, err := f.l.Entries(ctx, before.Seq+1, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	notes := 0
+	for _, x := range es {
+		if x.Kind == "test.note" {
+			notes++
+		}
+	}
+	if notes != 40-failed+1 || es[len(es)-1].Seq != e.Seq {
+		t.Fatalf("%d notes written for %d acknowledged appends: a failed batch left entries behind", notes, 40-failed+1)
+	}
+	f.verify(t)
 }
