@@ -198,7 +198,11 @@ func craft(t testing.TB, k *ecdsa.PrivateKey, header map[string]any, payload []b
 func TestStrictHeader(t *testing.T) {
 	k, jkt, v, now := setup(t)
 	enc := base64.RawURLEncoding.EncodeToString
-	x, y := k.PublicKey.X.FillBytes(make([]byte, 32)), k.PublicKey.Y.FillBytes(make([]byte, 32))
+	point, err := k.PublicKey.Bytes() // 0x04 || x || y
+	if err != nil {
+		t.Fatal(err)
+	}
+	x, y := point[1:33], point[33:]
 	pubJWK := func() map[string]any { return map[string]any{"kty": "EC", "crv": "P-256", "x": enc(x), "y": enc(y)} }
 	w := Want{Method: "GET", URLs: []string{credURL}, JKT: jkt, Token: "tok"}
 	jti := 0
@@ -212,7 +216,11 @@ func TestStrictHeader(t *testing.T) {
 		t.Fatalf("hand-made proof refused: %v", err)
 	}
 	withD := pubJWK()
-	withD["d"] = enc(k.D.FillBytes(make([]byte, 32)))
+	d, err := k.Bytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	withD["d"] = enc(d)
 	padded := pubJWK()
 	padded["x"] = base64.URLEncoding.EncodeToString(x[:31]) // 31 bytes, and padded
 	offCurve := pubJWK()
