@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
-	"runtime"
 	"runtime/debug"
 	"slices"
 	"sync"
@@ -22,12 +21,11 @@ import (
 // BenchmarkReadPath measures the full credential read through the broker's HTTP
 // handler: token verify → rate limit → scope/lookup → durable audit entry (group
 // commit, fsync) → enclave re-encryption, with 16 concurrent readers, each its
-// own owner session (16 on 2 cores; rounded up to a multiple of GOMAXPROCS).
+// own owner session.
 // mode=session boxes the answer under the session channel
 // key; mode=hpke re-encrypts to a fresh hybrid HPKE key per request.
 func BenchmarkReadPath(b *testing.B) {
-	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(runtime.GOMAXPROCS(0) + 1)) // as cmd/agentkeys sets it
-	defer debug.SetGCPercent(debug.SetGCPercent(400))                       // as cmd/agentkeys sets it
+	defer debug.SetGCPercent(debug.SetGCPercent(400)) // as cmd/agentkeys sets it
 	for _, mode := range []string{"session", "hpke"} {
 		b.Run("mode="+mode+"/readers=16", func(b *testing.B) {
 			e := newEnv(b, broker.Config{ReadLimit: 1 << 20, ReadWindow: time.Minute})

@@ -10,7 +10,6 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"os"
-	"runtime"
 	"runtime/debug"
 	"slices"
 	"strconv"
@@ -242,8 +241,7 @@ func benchAgents() int {
 // and audience checks, ES256 signing in the enclave and the durable audit entry
 // (group commit, fsync) before the token is returned.
 func BenchmarkOIDCMint(b *testing.B) {
-	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(runtime.GOMAXPROCS(0) + 1)) // as cmd/agentkeys sets it
-	defer debug.SetGCPercent(debug.SetGCPercent(400))                       // as cmd/agentkeys sets it
+	defer debug.SetGCPercent(debug.SetGCPercent(400)) // as cmd/agentkeys sets it
 	e := newEnv(b, broker.Config{OIDCAudiences: []string{"sts.amazonaws.com"}, PairLimit: 1 << 20})
 	owner, g, idKey := e.ownerKey(b)
 	agents := benchAgents()
