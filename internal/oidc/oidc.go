@@ -31,29 +31,35 @@ const (
 	MaxToken   = 20000
 )
 
+// Tags are the principal tags of a token (values are arrays: AWS only turns
+// them into session tags that way).
+type Tags struct {
+	UserWallet []string `json:"agentkeys_user_wallet"` // key TagUserWallet
+}
+
 // AWSTags is the value of the https://aws.amazon.com/tags claim: AWS turns it
-// into session tags (values are arrays).
+// into session tags.
 type AWSTags struct {
-	PrincipalTags     map[string][]string `json:"principal_tags"`
-	TransitiveTagKeys []string            `json:"transitive_tag_keys"`
+	PrincipalTags     Tags     `json:"principal_tags"`
+	TransitiveTagKeys []string `json:"transitive_tag_keys"`
 }
 
 // Claims are exactly the claims of an identity token. ClaimsSupported lists
 // their JSON names; a test keeps the two in step.
 type Claims struct {
-	Issuer      string              `json:"iss"`
-	Subject     string              `json:"sub"`
-	Audience    string              `json:"aud"`
-	IssuedAt    int64               `json:"iat"`
-	NotBefore   int64               `json:"nbf"`
-	Expiry      int64               `json:"exp"`
-	ID          string              `json:"jti"`
-	UserWallet  string              `json:"agentkeys_user_wallet"`
-	OwnerWallet string              `json:"agentkeys_owner_wallet"`
-	Omni        string              `json:"agentkeys_omni"`
-	Tier        string              `json:"agentkeys_enclave_tier"`
-	AWSTags     AWSTags             `json:"https://aws.amazon.com/tags"`
-	FlatTags    map[string][]string `json:"https://aws.amazon.com/tags/principal_tags"`
+	Issuer      string  `json:"iss"`
+	Subject     string  `json:"sub"`
+	Audience    string  `json:"aud"`
+	IssuedAt    int64   `json:"iat"`
+	NotBefore   int64   `json:"nbf"`
+	Expiry      int64   `json:"exp"`
+	ID          string  `json:"jti"`
+	UserWallet  string  `json:"agentkeys_user_wallet"`
+	OwnerWallet string  `json:"agentkeys_owner_wallet"`
+	Omni        string  `json:"agentkeys_omni"`
+	Tier        string  `json:"agentkeys_enclave_tier"`
+	AWSTags     AWSTags `json:"https://aws.amazon.com/tags"`
+	FlatTags    Tags    `json:"https://aws.amazon.com/tags/principal_tags"`
 }
 
 // ClaimsSupported is claims_supported of the discovery document.
@@ -86,7 +92,7 @@ func NewClaims(issuer, audience string, id Identity, enc Enclave, now, ttl int64
 		return Claims{}, err
 	}
 	w := strings.ToLower(id.Wallet)
-	tags := map[string][]string{TagUserWallet: {w}}
+	tags := Tags{UserWallet: []string{w}}
 	return Claims{Issuer: issuer, Subject: Subject(enc.MrEnclave, enc.MrSigner, id.Role, w), Audience: audience,
 		IssuedAt: now, NotBefore: now, Expiry: now + ttl, ID: base64.RawURLEncoding.EncodeToString(b[:]),
 		UserWallet: w, OwnerWallet: strings.ToLower(id.OwnerWallet), Omni: id.Omni, Tier: enc.Tier,

@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/go-jose/go-jose/v4"
@@ -37,8 +38,17 @@ func TestClaimsSupportedIsExact(t *testing.T) {
 	if c.Subject != "enclave:e:s:agent:0xabcdef" || c.UserWallet != "0xabcdef" || c.Expiry != 400 || c.NotBefore != 100 {
 		t.Fatalf("claims: %+v", c)
 	}
-	if c.FlatTags[TagUserWallet][0] != "0xabcdef" || c.AWSTags.PrincipalTags[TagUserWallet][0] != "0xabcdef" {
+	if c.FlatTags.UserWallet[0] != "0xabcdef" || c.AWSTags.PrincipalTags.UserWallet[0] != "0xabcdef" {
 		t.Fatalf("tags: %+v", c)
+	}
+	// The wire shape relying parties read (relying-party.md): arrays under the tag key.
+	for _, want := range []string{
+		`"https://aws.amazon.com/tags":{"principal_tags":{"` + TagUserWallet + `":["0xabcdef"]},"transitive_tag_keys":["` + TagUserWallet + `"]}`,
+		`"https://aws.amazon.com/tags/principal_tags":{"` + TagUserWallet + `":["0xabcdef"]}`,
+	} {
+		if !strings.Contains(string(b), want) {
+			t.Fatalf("token claims %s lack %s", b, want)
+		}
 	}
 }
 
