@@ -2,7 +2,7 @@
 // memory, which entries belong to which owner's trail (their sequence numbers);
 // the rows themselves are derived from those entries when asked for. It is a
 // cache of the ledger, filled during the start-up verification walk and then by
-// every commit, so it costs the append path nothing but a slice append.
+// every commit, where it costs one payload decode and a slice append per entry.
 package auditindex
 
 import (
