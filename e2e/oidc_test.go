@@ -281,7 +281,7 @@ func TestOIDCFederationSeaweedFS(t *testing.T) {
 	}
 	var cl oidc.Claims
 	info := s.enclaveInfo()
-	if err := idt.Claims(&cl); err != nil || cl.UserWallet != A.wallet || cl.Subject != oidc.Subject(info.MrEnclave, info.MrSigner, "agent", A.wallet) || cl.FlatTags[oidc.TagUserWallet][0] != A.wallet {
+	if err := idt.Claims(&cl); err != nil || cl.UserWallet != A.wallet || cl.Subject != oidc.Subject(info.MrEnclave, info.MrSigner, "agent", A.wallet) || len(cl.FlatTags.UserWallet) != 1 || cl.FlatTags.UserWallet[0] != A.wallet {
 		t.Fatalf("go-oidc claims: %+v %v", cl, err)
 	}
 
