@@ -55,21 +55,11 @@ prints them as one JSON object for machine use. Nothing is sent anywhere.`,
 	cmd.PersistentFlags().BoolVar(&asJSON, "json", false, "print one JSON object")
 
 	var aw federation.AWSInput
-	aws := &cobra.Command{
-		Use:   "aws",
-		Short: "IAM OIDC provider, role trust policy and per-agent-prefix S3 policies",
-		Example: "  agentkeys oidc register aws --issuer https://keys.example.com --account 123456789012 --bucket agent-data\n" +
+	aws := registerCmd(e, &asJSON, "aws", "IAM OIDC provider, role trust policy and per-agent-prefix S3 policies",
+		"  agentkeys oidc register aws --issuer https://keys.example.com --account 123456789012 --bucket agent-data\n"+
 			"  agentkeys oidc register aws --issuer https://keys.example.com --account 123456789012 --pin mrsigner --mrsigner HEX --json",
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			aw.Issuer = issuer
-			out, err := federation.GenerateAWS(aw)
-			if err != nil {
-				return badFlags(err)
-			}
-			if asJSON {
-				return e.printJSON(out)
-			}
+		func() (*federation.AWS, error) { aw.Issuer = issuer; return federation.GenerateAWS(aw) },
+		func(out *federation.AWS) error {
 			fmt.Fprintf(e.stdout, "# 1. Save these three files.\n\n# trust-policy.json\n")
 			e.printJSON(out.TrustPolicy)
 			fmt.Fprintf(e.stdout, "\n# role-policy.json\n")
@@ -77,13 +67,10 @@ prints them as one JSON object for machine use. Nothing is sent anywhere.`,
 			fmt.Fprintf(e.stdout, "\n# bucket-policy.json\n")
 			e.printJSON(out.BucketPolicy)
 			fmt.Fprintf(e.stdout, "\n# 2. Run:\n")
-			for _, c := range out.Commands {
-				fmt.Fprintln(e.stdout, c)
-			}
+			e.printLines(out.Commands)
 			fmt.Fprintf(e.stdout, "\n# 3. In the agent's sandbox:\n#   agentkeys daemon aws-credentials --role-arn %s\n", out.RoleARN)
 			return nil
-		},
-	}
+		})
 	aws.Flags().StringVar(&aw.Account, "account", "", "12-digit AWS account id")
 	aws.Flags().StringVar(&aw.RoleName, "role-name", "agentkeys-agents", "the role agents assume")
 	aws.Flags().StringVar(&aw.Bucket, "bucket", "", "the bucket agents share, one prefix per agent wallet (default agentkeys-<account>)")
@@ -93,27 +80,14 @@ prints them as one JSON object for machine use. Nothing is sent anywhere.`,
 	aws.Flags().StringVar(&aw.MrSigner, "mrsigner", "", "mrsigner to pin (hex; GET /v1/enclave)")
 
 	var gc federation.GCPInput
-	gcp := &cobra.Command{
-		Use:     "gcp",
-		Short:   "Workload identity pool and OIDC provider with attribute mapping",
-		Example: "  agentkeys oidc register gcp --issuer https://keys.example.com --project my-proj --project-number 123456789",
-		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			gc.Issuer = issuer
-			out, err := federation.GenerateGCP(gc)
-			if err != nil {
-				return badFlags(err)
-			}
-			if asJSON {
-				return e.printJSON(out)
-			}
+	gcp := registerCmd(e, &asJSON, "gcp", "Workload identity pool and OIDC provider with attribute mapping",
+		"  agentkeys oidc register gcp --issuer https://keys.example.com --project my-proj --project-number 123456789",
+		func() (*federation.GCP, error) { gc.Issuer = issuer; return federation.GenerateGCP(gc) },
+		func(out *federation.GCP) error {
 			fmt.Fprintf(e.stdout, "# audience for agents' tokens (server --oidc-audience): %s\n", out.Audience)
-			for _, c := range out.Commands {
-				fmt.Fprintln(e.stdout, c)
-			}
+			e.printLines(out.Commands)
 			return nil
-		},
-	}
+		})
 	gcp.Flags().StringVar(&gc.Project, "project", "", "GCP project id")
 	gcp.Flags().StringVar(&gc.ProjectNumber, "project-number", "", "GCP project number")
 	gcp.Flags().StringVar(&gc.Pool, "pool", "agentkeys", "workload identity pool id")
@@ -121,76 +95,67 @@ prints them as one JSON object for machine use. Nothing is sent anywhere.`,
 	gcp.Flags().StringVar(&gc.ServiceAccount, "service-account", "", "service account agents impersonate (optional)")
 
 	var az federation.AzureInput
-	azure := &cobra.Command{
-		Use:     "azure",
-		Short:   "Federated identity credential of an app registration",
-		Example: "  agentkeys oidc register azure --issuer https://keys.example.com --app-id APP --subject 'enclave:…:agent:0xabc…'",
-		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			az.Issuer = issuer
-			out, err := federation.GenerateAzure(az)
-			if err != nil {
-				return badFlags(err)
-			}
-			if asJSON {
-				return e.printJSON(out)
-			}
+	azure := registerCmd(e, &asJSON, "azure", "Federated identity credential of an app registration",
+		"  agentkeys oidc register azure --issuer https://keys.example.com --app-id APP --subject 'enclave:…:agent:0xabc…'",
+		func() (*federation.Azure, error) { az.Issuer = issuer; return federation.GenerateAzure(az) },
+		func(out *federation.Azure) error {
 			fmt.Fprintln(e.stdout, "# credential.json")
 			e.printJSON(out.Credential)
-			for _, c := range out.Commands {
-				fmt.Fprintln(e.stdout, c)
-			}
+			e.printLines(out.Commands)
 			return nil
-		},
-	}
+		})
 	azure.Flags().StringVar(&az.AppID, "app-id", "", "the app registration's application (client) id")
 	azure.Flags().StringVar(&az.Subject, "subject", "", "the agent's sub claim")
 	azure.Flags().StringVar(&az.Name, "name", "agentkeys", "credential name")
 
 	var al federation.AliInput
-	ali := &cobra.Command{
-		Use:     "alicloud",
-		Short:   "RAM OIDC provider and role trust policy",
-		Example: "  agentkeys oidc register alicloud --issuer https://keys.example.com --account 1234567890123456",
-		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			al.Issuer = issuer
-			out, err := federation.GenerateAli(al)
-			if err != nil {
-				return badFlags(err)
-			}
-			if asJSON {
-				return e.printJSON(out)
-			}
-			for _, c := range out.Commands {
-				fmt.Fprintln(e.stdout, c)
-			}
+	ali := registerCmd(e, &asJSON, "alicloud", "RAM OIDC provider and role trust policy",
+		"  agentkeys oidc register alicloud --issuer https://keys.example.com --account 1234567890123456",
+		func() (*federation.Ali, error) { al.Issuer = issuer; return federation.GenerateAli(al) },
+		func(out *federation.Ali) error {
+			e.printLines(out.Commands)
 			fmt.Fprintln(e.stdout, "# role trust policy")
 			return e.printJSON(out.TrustPolicy)
-		},
-	}
+		})
 	ali.Flags().StringVar(&al.Account, "account", "", "Alibaba Cloud account id")
 	ali.Flags().StringVar(&al.Name, "name", "agentkeys", "OIDC provider name")
 	ali.Flags().StringVar(&al.Fingerprint, "fingerprint", "", "SHA-1 fingerprint of the issuer's TLS certificate")
 
 	var k8 federation.K8sInput
-	k8s := &cobra.Command{
-		Use:     "k8s",
-		Short:   "Kubernetes structured authentication configuration (apiserver.config.k8s.io/v1)",
-		Example: "  agentkeys oidc register k8s --issuer https://keys.example.com --audience my-cluster > auth-config.json",
-		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			k8.Issuer = issuer
-			out, err := federation.GenerateK8s(k8)
-			if err != nil {
-				return badFlags(err)
-			}
-			return e.printJSON(out)
-		},
-	}
+	k8s := registerCmd(e, &asJSON, "k8s", "Kubernetes structured authentication configuration (apiserver.config.k8s.io/v1)",
+		"  agentkeys oidc register k8s --issuer https://keys.example.com --audience my-cluster > auth-config.json",
+		func() (map[string]any, error) { k8.Issuer = issuer; return federation.GenerateK8s(k8) },
+		nil) // the configuration file is JSON either way
 	k8s.Flags().StringVar(&k8.Audience, "audience", "kubernetes", "the API server's audience")
 	cmd.AddCommand(aws, gcp, azure, ali, k8s)
 	return cmd
+}
+
+// registerCmd is one `oidc register <cloud>` command: gen builds the cloud's setup
+// from the flags; --json prints it whole, otherwise text does (nil: JSON always).
+func registerCmd[T any](e *env, asJSON *bool, use, short, example string, gen func() (T, error), text func(T) error) *cobra.Command {
+	return &cobra.Command{
+		Use:     use,
+		Short:   short,
+		Example: example,
+		Args:    cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			out, err := gen()
+			if err != nil {
+				return badFlags(err)
+			}
+			if *asJSON || text == nil {
+				return e.printJSON(out)
+			}
+			return text(out)
+		},
+	}
+}
+
+func (e *env) printLines(lines []string) {
+	for _, l := range lines {
+		fmt.Fprintln(e.stdout, l)
+	}
 }
 
 func oidcKeysCmd(e *env) *cobra.Command {
