@@ -1,6 +1,7 @@
 package api_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -79,6 +80,16 @@ func newEnv(t testing.TB, cfg broker.Config) *env {
 }
 
 // owner registers a new owner and returns its session client.
+// post sends body to the handler as a POST to path with a bearer token, in
+// process (no client-side checks on what is sent), and returns the answer.
+func (e *env) post(path, token string, body []byte) *httptest.ResponseRecorder {
+	req := httptest.NewRequest(http.MethodPost, path, bytes.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+token)
+	rec := httptest.NewRecorder()
+	e.handler.ServeHTTP(rec, req)
+	return rec
+}
+
 func (e *env) owner(t testing.TB) (*client.Session, *broker.SessionGrant) {
 	t.Helper()
 	_, key, _ := ed25519.GenerateKey(rand.Reader)

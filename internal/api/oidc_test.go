@@ -323,10 +323,7 @@ func FuzzOIDCBodies(f *testing.F) {
 			path = "/v1/oidc/rotate"
 		}
 		h1, _, _ := e.b.Storage().Head(context.Background())
-		req := httptest.NewRequest(http.MethodPost, path, bytes.NewReader(body))
-		req.Header.Set("Authorization", "Bearer "+g.Token)
-		rec := httptest.NewRecorder()
-		e.handler.ServeHTTP(rec, req)
+		rec := e.post(path, g.Token, body)
 		if rec.Code >= 500 {
 			t.Fatalf("%s %q: %d %s", path, body, rec.Code, rec.Body)
 		}

@@ -14,7 +14,6 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -63,10 +62,7 @@ func TestReadFailsClosed(t *testing.T) {
 	k := hpkeKey(t)
 	e.failing.Store(true)
 	body, _ := json.Marshal(api.ReadBody{Recipient: k.PublicKey().Bytes()})
-	req := httptest.NewRequest(http.MethodPost, "/v1/credentials/svc/read", bytes.NewReader(body))
-	req.Header.Set("Authorization", "Bearer "+g.Token)
-	rec := httptest.NewRecorder()
-	e.handler.ServeHTTP(rec, req)
+	rec := e.post("/v1/credentials/svc/read", g.Token, body)
 	if rec.Code != http.StatusInternalServerError || strings.Contains(rec.Body.String(), "sealed") {
 		t.Fatalf("read with a failing ledger: %d %s", rec.Code, rec.Body)
 	}
@@ -237,10 +233,7 @@ func FuzzStoreAndReadBodies(f *testing.F) {
 		}
 		before := e.b.Storage()
 		h1, _, _ := before.Head(context.Background())
-		req := httptest.NewRequest(http.MethodPost, path, bytes.NewReader(body))
-		req.Header.Set("Authorization", "Bearer "+g.Token)
-		rec := httptest.NewRecorder()
-		e.handler.ServeHTTP(rec, req)
+		rec := e.post(path, g.Token, body)
 		if rec.Code >= 500 {
 			t.Fatalf("%s %q: %d %s", path, body, rec.Code, rec.Body)
 		}
