@@ -43,7 +43,8 @@ func (c *Client) PollPairing(ctx context.Context, id string, key *ecdsa.PrivateK
 // PendingPairs lists the owner's pending pair requests.
 func (s *Session) PendingPairs(ctx context.Context) ([]agent.Pair, error) {
 	var l api.PairList
-	return l.Requests, s.do(ctx, http.MethodGet, "/v1/pair/requests", nil, &l)
+	err := s.do(ctx, http.MethodGet, "/v1/pair/requests", nil, &l)
+	return l.Requests, err
 }
 
 // ApprovePairing approves a pair request with a signed decision.
@@ -60,7 +61,8 @@ func (s *Session) DenyPairing(ctx context.Context, id string, d broker.Decision)
 // Agents lists the owner's agents.
 func (s *Session) Agents(ctx context.Context) ([]agent.Agent, error) {
 	var l api.AgentList
-	return l.Agents, s.do(ctx, http.MethodGet, "/v1/agents", nil, &l)
+	err := s.do(ctx, http.MethodGet, "/v1/agents", nil, &l)
+	return l.Agents, err
 }
 
 // SetScope edits an agent's scope.
@@ -111,7 +113,8 @@ func (a *AgentSession) Read(ctx context.Context, service string) (*broker.ReadRe
 // Services lists the services the agent may read.
 func (a *AgentSession) Services(ctx context.Context) ([]string, error) {
 	var l api.ServiceList
-	return l.Services, a.do(ctx, http.MethodGet, "/v1/agent/credentials", nil, &l)
+	err := a.do(ctx, http.MethodGet, "/v1/agent/credentials", nil, &l)
+	return l.Services, err
 }
 
 // Whoami fetches the agent session's identity.

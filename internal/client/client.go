@@ -108,5 +108,6 @@ func (c *Client) Entries(ctx context.Context, from uint64, limit int) (*api.Entr
 // Submit posts a governance-signed entry.
 func (c *Client) Submit(ctx context.Context, e ledger.Entry) (ledger.Entry, error) {
 	var out ledger.Entry
-	return out, c.Do(ctx, http.MethodPost, "/v1/ledger/entries", e, &out)
+	err := c.Do(ctx, http.MethodPost, "/v1/ledger/entries", e, &out)
+	return out, err
 }

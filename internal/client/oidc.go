@@ -41,7 +41,8 @@ func (c *Client) JWKS(ctx context.Context) (*oidc.JWKS, error) {
 // OIDCKeys lists the issuer key versions and their states.
 func (c *Client) OIDCKeys(ctx context.Context) ([]broker.OIDCKeyInfo, error) {
 	var l api.OIDCKeyList
-	return l.Keys, c.Do(ctx, http.MethodGet, "/v1/oidc/keys", nil, &l)
+	err := c.Do(ctx, http.MethodGet, "/v1/oidc/keys", nil, &l)
+	return l.Keys, err
 }
 
 // RotateOIDC asks the broker to rotate its OIDC issuer key, keeping the old one

@@ -61,7 +61,8 @@ func (s *Session) Read(ctx context.Context, service string, b api.ReadBody) (*br
 // List lists credential records.
 func (s *Session) List(ctx context.Context) ([]vault.Credential, error) {
 	var l api.CredentialList
-	return l.Credentials, s.do(ctx, http.MethodGet, "/v1/credentials", nil, &l)
+	err := s.do(ctx, http.MethodGet, "/v1/credentials", nil, &l)
+	return l.Credentials, err
 }
 
 // Delete removes a credential.
@@ -76,7 +77,8 @@ func (s *Session) Delete(ctx context.Context, service, agent string) error {
 // Approvals lists approval requests.
 func (s *Session) Approvals(ctx context.Context) ([]vault.Approval, error) {
 	var l api.ApprovalList
-	return l.Approvals, s.do(ctx, http.MethodGet, "/v1/approvals", nil, &l)
+	err := s.do(ctx, http.MethodGet, "/v1/approvals", nil, &l)
+	return l.Approvals, err
 }
 
 // Approve grants an approval request.
@@ -88,5 +90,6 @@ func (s *Session) Approve(ctx context.Context, id string) (*vault.Approval, erro
 // Usage fetches the audit trail; query holds agent, service, since.
 func (s *Session) Usage(ctx context.Context, query url.Values) ([]vault.Usage, error) {
 	var l api.UsageList
-	return l.Usage, s.do(ctx, http.MethodGet, "/v1/usage?"+query.Encode(), nil, &l)
+	err := s.do(ctx, http.MethodGet, "/v1/usage?"+query.Encode(), nil, &l)
+	return l.Usage, err
 }
