@@ -454,16 +454,7 @@ func (m *Memo) Get(st ledger.State, owner, alias string) (*Agent, bool, error) {
 
 // List returns an owner's agents, by alias.
 func List(st ledger.State, owner string) ([]Agent, error) {
-	out := []Agent{}
-	err := st.Scan("agent/"+owner+"/", func(_ string, v []byte) error {
-		var a Agent
-		if err := json.Unmarshal(v, &a); err != nil {
-			return err
-		}
-		out = append(out, a)
-		return nil
-	})
-	return out, err
+	return ledger.ListJSON[Agent](st, "agent/"+owner+"/")
 }
 
 // GetPair reads a pair request of owner.
@@ -491,16 +482,7 @@ func FindPair(st ledger.State, id string) (*Pair, bool, error) {
 
 // Pairs lists an owner's pair requests.
 func Pairs(st ledger.State, owner string) ([]Pair, error) {
-	out := []Pair{}
-	err := st.Scan("pair/"+owner+"/", func(_ string, v []byte) error {
-		var p Pair
-		if err := json.Unmarshal(v, &p); err != nil {
-			return err
-		}
-		out = append(out, p)
-		return nil
-	})
-	return out, err
+	return ledger.ListJSON[Pair](st, "pair/"+owner+"/")
 }
 
 // InScope reports whether scope allows service.

@@ -685,3 +685,24 @@ func TestSigningFailureFailsItsBatchOnly(t *testing.T) {
 	}
 	f.verify(t)
 }
+
+// TestListJSON: values under a prefix in key order, an empty list (not nil) when
+// there are none, and an error for a value that is not the type's JSON.
+func TestListJSON(t *testing.T) {
+	st := ledger.NewMemState()
+	for k, v := range map[string]string{"n/b": `{"N":2}`, "n/a": `{"N":1}`, "m/x": `{"N":9}`} {
+		st.Put(k, []byte(v))
+	}
+	type n struct{ N int }
+	got, err := ledger.ListJSON[n](st, "n/")
+	if err != nil || len(got) != 2 || got[0].N != 1 || got[1].N != 2 {
+		t.Fatalf("list: %v %v", got, err)
+	}
+	if none, err := ledger.ListJSON[n](st, "z/"); err != nil || none == nil || len(none) != 0 {
+		t.Fatalf("empty list: %#v %v", none, err)
+	}
+	st.Put("n/c", []byte(`[1]`))
+	if _, err := ledger.ListJSON[n](st, "n/"); err == nil {
+		t.Fatal("a value of another shape was listed")
+	}
+}

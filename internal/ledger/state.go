@@ -37,6 +37,20 @@ func GetJSON(st State, key string, v any) (ok bool, err error) {
 	return true, json.Unmarshal(b, v)
 }
 
+// ListJSON decodes every value under prefix, in key order (never nil).
+func ListJSON[T any](st State, prefix string) ([]T, error) {
+	out := []T{}
+	err := st.Scan(prefix, func(_ string, v []byte) error {
+		var x T
+		if err := json.Unmarshal(v, &x); err != nil {
+			return err
+		}
+		out = append(out, x)
+		return nil
+	})
+	return out, err
+}
+
 func decodeStrict(p []byte, v any) error {
 	dec := json.NewDecoder(bytes.NewReader(p))
 	dec.DisallowUnknownFields()

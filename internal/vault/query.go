@@ -17,16 +17,7 @@ func Get(st ledger.State, owner, agent, service string) (*Credential, bool, erro
 
 // List returns an owner's credential records, ordered by agent then service.
 func List(st ledger.State, owner string) ([]Credential, error) {
-	out := []Credential{}
-	err := st.Scan("cred/"+owner+"/", func(_ string, v []byte) error {
-		var c Credential
-		if err := json.Unmarshal(v, &c); err != nil {
-			return err
-		}
-		out = append(out, c)
-		return nil
-	})
-	return out, err
+	return ledger.ListJSON[Credential](st, "cred/"+owner+"/")
 }
 
 // GetApproval reads one approval.
@@ -41,16 +32,7 @@ func GetApproval(st ledger.State, owner, id string) (*Approval, bool, error) {
 
 // Approvals lists an owner's approvals.
 func Approvals(st ledger.State, owner string) ([]Approval, error) {
-	out := []Approval{}
-	err := st.Scan("approval/"+owner+"/", func(_ string, v []byte) error {
-		var a Approval
-		if err := json.Unmarshal(v, &a); err != nil {
-			return err
-		}
-		out = append(out, a)
-		return nil
-	})
-	return out, err
+	return ledger.ListJSON[Approval](st, "approval/"+owner+"/")
 }
 
 // UsageFilter selects usage rows; empty fields match everything.
