@@ -130,11 +130,8 @@ func (b *Broker) resolveOwner(st ledger.State, owner string) (string, error) {
 
 // PendingPairs lists the owner's pair requests that can still be approved.
 func (b *Broker) PendingPairs(ctx context.Context, c *Caller) ([]agent.Pair, error) {
-	lg, err := b.Ledger()
+	lg, err := b.ownerLedger(c)
 	if err != nil {
-		return nil, err
-	}
-	if err := b.mustOwner(c); err != nil {
 		return nil, err
 	}
 	all, err := agent.Pairs(lg.State(ctx), c.Omni())
@@ -172,11 +169,8 @@ func SignDecision(key ed25519.PrivateKey, server, id, vvc, decision string, t in
 // pendingFor finds the owner's pending, unexpired request id and checks the
 // decision statement.
 func (b *Broker) pendingFor(ctx context.Context, c *Caller, id, decision string, d Decision) (*agent.Pair, error) {
-	lg, err := b.Ledger()
+	lg, err := b.ownerLedger(c)
 	if err != nil {
-		return nil, err
-	}
-	if err := b.mustOwner(c); err != nil {
 		return nil, err
 	}
 	p, ok, err := agent.GetPair(lg.State(ctx), c.Omni(), id)
@@ -392,22 +386,16 @@ func (b *Broker) checkProof(pr Proof, jkt, tok string) error {
 
 // Agents lists the owner's agents.
 func (b *Broker) Agents(ctx context.Context, c *Caller) ([]agent.Agent, error) {
-	lg, err := b.Ledger()
+	lg, err := b.ownerLedger(c)
 	if err != nil {
-		return nil, err
-	}
-	if err := b.mustOwner(c); err != nil {
 		return nil, err
 	}
 	return agent.List(lg.State(ctx), c.Omni())
 }
 
 func (b *Broker) ownAgent(ctx context.Context, c *Caller, alias string) (*agent.Agent, error) {
-	lg, err := b.Ledger()
+	lg, err := b.ownerLedger(c)
 	if err != nil {
-		return nil, err
-	}
-	if err := b.mustOwner(c); err != nil {
 		return nil, err
 	}
 	a, ok, err := agent.Get(lg.State(ctx), c.Omni(), alias)

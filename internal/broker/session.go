@@ -274,11 +274,16 @@ func randomID() string {
 	return hex.EncodeToString(b[:])
 }
 
-func (b *Broker) mustOwner(c *Caller) error {
-	if c.Claims.Role != token.RoleOwner {
-		return errNotOwner
+// ownerLedger is the ledger for a request that only an owner may make.
+func (b *Broker) ownerLedger(c *Caller) (*ledger.Ledger, error) {
+	lg, err := b.Ledger()
+	if err != nil {
+		return nil, err
 	}
-	return nil
+	if c.Claims.Role != token.RoleOwner {
+		return nil, errNotOwner
+	}
+	return lg, nil
 }
 
 // account reads an account from committed state st, memoized: account records are

@@ -64,11 +64,8 @@ func checkNames(service, agent string) error {
 // owner/agent/service inside the enclave, then appends credential.stored with the
 // ciphertext as a blob in the same transaction. The broker never sees plaintext.
 func (b *Broker) Store(ctx context.Context, c *Caller, r StoreRequest) (*vault.Credential, error) {
-	lg, err := b.Ledger()
+	lg, err := b.ownerLedger(c)
 	if err != nil {
-		return nil, err
-	}
-	if err := b.mustOwner(c); err != nil {
 		return nil, err
 	}
 	agent := agentField(r.Agent)
@@ -269,11 +266,8 @@ func (b *Broker) grantFor(ctx context.Context, r vault.Read) (string, error) {
 
 // Approve grants one pending approval request of the owner.
 func (b *Broker) Approve(ctx context.Context, c *Caller, id string) (*vault.Approval, error) {
-	lg, err := b.Ledger()
+	lg, err := b.ownerLedger(c)
 	if err != nil {
-		return nil, err
-	}
-	if err := b.mustOwner(c); err != nil {
 		return nil, err
 	}
 	a, ok, err := vault.GetApproval(lg.State(ctx), c.Omni(), id)
@@ -296,11 +290,8 @@ func (b *Broker) Approve(ctx context.Context, c *Caller, id string) (*vault.Appr
 
 // Approvals lists the owner's approval requests.
 func (b *Broker) Approvals(ctx context.Context, c *Caller) ([]vault.Approval, error) {
-	lg, err := b.Ledger()
+	lg, err := b.ownerLedger(c)
 	if err != nil {
-		return nil, err
-	}
-	if err := b.mustOwner(c); err != nil {
 		return nil, err
 	}
 	return vault.Approvals(lg.State(ctx), c.Omni())
@@ -308,11 +299,8 @@ func (b *Broker) Approvals(ctx context.Context, c *Caller) ([]vault.Approval, er
 
 // List returns the owner's credential records (no secrets).
 func (b *Broker) List(ctx context.Context, c *Caller) ([]vault.Credential, error) {
-	lg, err := b.Ledger()
+	lg, err := b.ownerLedger(c)
 	if err != nil {
-		return nil, err
-	}
-	if err := b.mustOwner(c); err != nil {
 		return nil, err
 	}
 	return vault.List(lg.State(ctx), c.Omni())
@@ -320,11 +308,8 @@ func (b *Broker) List(ctx context.Context, c *Caller) ([]vault.Credential, error
 
 // Delete removes a credential (tombstone entry; the blob goes with it).
 func (b *Broker) Delete(ctx context.Context, c *Caller, service, alias string) error {
-	lg, err := b.Ledger()
+	lg, err := b.ownerLedger(c)
 	if err != nil {
-		return err
-	}
-	if err := b.mustOwner(c); err != nil {
 		return err
 	}
 	agent := agentField(alias)
@@ -346,10 +331,7 @@ func (b *Broker) Delete(ctx context.Context, c *Caller, service, alias string) e
 
 // Usage returns the owner's audit trail.
 func (b *Broker) Usage(ctx context.Context, c *Caller, f vault.UsageFilter) ([]vault.Usage, error) {
-	if _, err := b.Ledger(); err != nil {
-		return nil, err
-	}
-	if err := b.mustOwner(c); err != nil {
+	if _, err := b.ownerLedger(c); err != nil {
 		return nil, err
 	}
 	return b.usage.Usage(ctx, c.Omni(), f)
