@@ -158,6 +158,8 @@ func Open(cfg Config) (*Broker, error) {
 	b := &Broker{Enclave: enc, cfg: cfg, log: cfg.Logger, metrics: newMetrics(cfg.Registerer),
 		index: account.NewIndex(), limiter: newLimiter(cfg.ReadLimit, cfg.ReadWindow),
 		pairs: newLimiter(cfg.PairLimit, time.Minute), proofs: dpop.NewVerifier(0, nil)}
+	m := enc.Measurements()
+	b.oidc.enclave = oidc.Enclave{MrEnclave: hex.EncodeToString(m.MrEnclave[:]), MrSigner: hex.EncodeToString(m.MrSigner[:]), Tier: string(m.Tier)}
 	if b.tokens, err = token.NewIssuer(enc, token.Options{Issuer: cfg.Issuer, Current: "issuer/jwt/v1"}); err != nil {
 		enc.Close()
 		return nil, err

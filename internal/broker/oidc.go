@@ -2,7 +2,6 @@ package broker
 
 import (
 	"context"
-	"encoding/hex"
 	"fmt"
 	"slices"
 	"strings"
@@ -53,9 +52,10 @@ type oidcKeys struct {
 }
 
 type oidcState struct {
-	mu    sync.Mutex // rotations
-	dirty atomic.Bool
-	cur   atomic.Pointer[oidcKeys]
+	mu      sync.Mutex // rotations
+	dirty   atomic.Bool
+	cur     atomic.Pointer[oidcKeys]
+	enclave oidc.Enclave // what tokens say about the enclave; fixed for the process
 }
 
 const oidcV1 = "oidc/issuer/v1"
@@ -239,10 +239,7 @@ func (b *Broker) MintOIDC(ctx context.Context, c *Caller, r OIDCRequest) (*OIDCT
 	if k.signer == nil {
 		return nil, problem.New(problem.NotReady, "no OIDC issuer key is active", "the operator rotates in a new key: agentkeys oidc rotate")
 	}
-	m := b.Enclave.Measurements()
-	claims, err := oidc.NewClaims(b.cfg.Issuer, r.Audience, id,
-		oidc.Enclave{MrEnclave: hex.EncodeToString(m.MrEnclave[:]), MrSigner: hex.EncodeToString(m.MrSigner[:]), Tier: string(m.Tier)},
-		time.Now().Unix(), ttl)
+	claims, err := oidc.NewClaims(b.cfg.Issuer, r.Audience, id, b.oidc.enclave, time.Now().Unix(), ttl)
 	if err != nil {
 		return nil, err
 	}
