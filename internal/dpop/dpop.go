@@ -8,7 +8,6 @@ package dpop
 
 import (
 	"bytes"
-	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -65,13 +64,25 @@ func PublicJWK(key *ecdsa.PrivateKey) ([]byte, error) {
 	return json.Marshal(jose.JSONWebKey{Key: &key.PublicKey, Algorithm: string(jose.ES256), Use: "sig"})
 }
 
-// Thumbprint is the RFC 7638 SHA-256 thumbprint (unpadded base64url) of a public key.
+// Thumbprint is the RFC 7638 SHA-256 thumbprint (unpadded base64url) of a public
+// P-256 key.
 func Thumbprint(pub *ecdsa.PublicKey) (string, error) {
-	tp, err := (&jose.JSONWebKey{Key: pub}).Thumbprint(crypto.SHA256)
-	if err != nil {
-		return "", err
+	if pub == nil || pub.Curve != elliptic.P256() {
+		return "", invalid("proof key is not a P-256 key")
 	}
-	return base64.RawURLEncoding.EncodeToString(tp), nil
+	b, err := pub.Bytes() // 0x04 || x || y
+	if err != nil {
+		return "", invalid("proof key is not a P-256 point")
+	}
+	enc := base64.RawURLEncoding
+	return thumbprint(enc.EncodeToString(b[1:33]), enc.EncodeToString(b[33:])), nil
+}
+
+// thumbprint hashes the required members of an EC P-256 JWK in lexicographic
+// order, without whitespace (RFC 7638); x and y are canonical base64url.
+func thumbprint(x, y string) string {
+	tp := sha256.Sum256([]byte(`{"crv":"P-256","kty":"EC","x":"` + x + `","y":"` + y + `"}`))
+	return base64.RawURLEncoding.EncodeToString(tp[:])
 }
 
 // ParseJWK parses a public P-256 JWK (JSON) and returns it with its thumbprint.
@@ -313,9 +324,7 @@ func (k *jwk) public() (*ecdsa.PublicKey, string, error) {
 	if err != nil {
 		return nil, "", invalid("jwk is not a point on P-256")
 	}
-	// RFC 7638: the required members in lexicographic order, no whitespace.
-	tp := sha256.Sum256([]byte(`{"crv":"P-256","kty":"EC","x":"` + k.X + `","y":"` + k.Y + `"}`))
-	return pub, base64.RawURLEncoding.EncodeToString(tp[:]), nil
+	return pub, thumbprint(k.X, k.Y), nil
 }
 
 // strictJSON decodes one base64url JSON object into v, refusing unknown members

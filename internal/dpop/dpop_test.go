@@ -1,6 +1,7 @@
 package dpop
 
 import (
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -154,6 +155,11 @@ func TestThumbprintMatchesJWK(t *testing.T) {
 	want, _ := Thumbprint(&k.PublicKey)
 	if tp != want || len(tp) != 43 {
 		t.Fatalf("thumbprint %q want %q", tp, want)
+	}
+	// and it is go-jose's RFC 7638 thumbprint
+	jt, err := (&jose.JSONWebKey{Key: &k.PublicKey}).Thumbprint(crypto.SHA256)
+	if err != nil || base64.RawURLEncoding.EncodeToString(jt) != want {
+		t.Fatalf("thumbprint %q, go-jose's %x (%v)", want, jt, err)
 	}
 	p384, _ := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
 	raw, _ = json.Marshal(jose.JSONWebKey{Key: &p384.PublicKey})
