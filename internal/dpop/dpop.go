@@ -146,11 +146,11 @@ func Sign(key *ecdsa.PrivateKey, method, rawURL, token string, now time.Time) (s
 // Verifier checks proofs and remembers their jti for ReplayWindow. It is safe
 // for concurrent use.
 type Verifier struct {
-	mu   sync.Mutex
-	seen map[string]time.Time // jkt|jti → when it may be forgotten
-	keys keyMemo
-	max  int
-	now  func() time.Time
+	mu      sync.Mutex
+	seen    map[string]time.Time // jkt|jti → when it may be forgotten
+	headers headerMemo
+	max     int
+	now     func() time.Time
 }
 
 // NewVerifier returns a verifier remembering at most max proofs (0 = 200 000);
@@ -192,20 +192,7 @@ func (v *Verifier) Verify(proof string, w Want) error {
 	if !ok1 || !ok2 || strings.Contains(s64, ".") {
 		return invalid("not an ES256 compact JWS")
 	}
-	var h header
-	if err := strictJSON(h64, &h); err != nil {
-		return invalid("header is not {typ, alg, jwk}")
-	}
-	if h.Alg != "ES256" {
-		return invalid("alg is not ES256")
-	}
-	if h.Typ != Type {
-		return invalid(`typ is not "dpop+jwt"`)
-	}
-	if h.JWK == nil {
-		return invalid("header has no public jwk")
-	}
-	pub, tp, err := v.keys.public(h.JWK)
+	pub, tp, err := v.headers.key(h64)
 	if err != nil {
 		return err
 	}
@@ -272,11 +259,12 @@ type jwk struct {
 	Y   string `json:"y"`
 }
 
-// keyMemo keeps parsed proof keys by their RFC 7638 thumbprint input, so each
-// daemon's key is parsed and checked to be on the curve once, and crypto/ecdsa
-// finds the same *PublicKey (and its own per-key cache) on every request. At most
-// maxKeys are kept; when full it starts over.
-type keyMemo struct {
+// headerMemo keeps checked proof headers by their exact encoding: a daemon sends
+// the same header with every proof, so it is decoded, checked and its key parsed
+// (and checked to be on the curve) once, and crypto/ecdsa finds the same
+// *PublicKey (and its own per-key cache) on every request. Only headers that pass
+// every check are kept, at most maxHeaders; when full it starts over.
+type headerMemo struct {
 	mu sync.Mutex
 	m  map[string]memoKey
 }
@@ -286,26 +274,39 @@ type memoKey struct {
 	tp  string
 }
 
-const maxKeys = 100_000
+const maxHeaders = 100_000
 
-func (km *keyMemo) public(k *jwk) (*ecdsa.PublicKey, string, error) {
-	id := k.Kty + "|" + k.Crv + "|" + k.X + "|" + k.Y
-	km.mu.Lock()
-	got, ok := km.m[id]
-	km.mu.Unlock()
+// key checks the encoded protected header h64 and returns its key and thumbprint.
+func (hm *headerMemo) key(h64 string) (*ecdsa.PublicKey, string, error) {
+	hm.mu.Lock()
+	got, ok := hm.m[h64]
+	hm.mu.Unlock()
 	if ok {
 		return got.pub, got.tp, nil
 	}
-	pub, tp, err := k.public()
+	var h header
+	if err := strictJSON(h64, &h); err != nil {
+		return nil, "", invalid("header is not {typ, alg, jwk}")
+	}
+	if h.Alg != "ES256" {
+		return nil, "", invalid("alg is not ES256")
+	}
+	if h.Typ != Type {
+		return nil, "", invalid(`typ is not "dpop+jwt"`)
+	}
+	if h.JWK == nil {
+		return nil, "", invalid("header has no public jwk")
+	}
+	pub, tp, err := h.JWK.public()
 	if err != nil {
 		return nil, "", err
 	}
-	km.mu.Lock()
-	if km.m == nil || len(km.m) >= maxKeys {
-		km.m = make(map[string]memoKey)
+	hm.mu.Lock()
+	if hm.m == nil || len(hm.m) >= maxHeaders {
+		hm.m = make(map[string]memoKey)
 	}
-	km.m[id] = memoKey{pub, tp}
-	km.mu.Unlock()
+	hm.m[h64] = memoKey{pub, tp}
+	hm.mu.Unlock()
 	return pub, tp, nil
 }
 

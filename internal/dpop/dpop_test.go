@@ -250,14 +250,17 @@ func TestStrictHeader(t *testing.T) {
 		}
 	}
 	good := craft(t, k, map[string]any{"typ": Type, "alg": "ES256", "jwk": pubJWK()}, body())
+	other, _ := NewKey()
 	parts := strings.Split(good, ".")
 	extraClaim, _ := json.Marshal(map[string]any{"htm": "GET", "htu": credURL, "iat": now.Unix(), "jti": "jx", "ath": ATH("tok"), "nonce": "n"})
 	for name, p := range map[string]string{
-		"extra claim":      craft(t, k, map[string]any{"typ": Type, "alg": "ES256", "jwk": pubJWK()}, extraClaim),
-		"four parts":       good + ".x",
-		"payload swapped":  parts[0] + "." + enc(body()) + "." + parts[2],
-		"short signature":  parts[0] + "." + parts[1] + "." + parts[2][:40],
-		"trailing in body": craft(t, k, map[string]any{"typ": Type, "alg": "ES256", "jwk": pubJWK()}, append(body(), " {}"...)),
+		"extra claim":     craft(t, k, map[string]any{"typ": Type, "alg": "ES256", "jwk": pubJWK()}, extraClaim),
+		"four parts":      good + ".x",
+		"payload swapped": parts[0] + "." + enc(body()) + "." + parts[2],
+		// the header was checked and kept by now; the signature is still checked
+		"known header, other signer": craft(t, other, map[string]any{"typ": Type, "alg": "ES256", "jwk": pubJWK()}, body()),
+		"short signature":            parts[0] + "." + parts[1] + "." + parts[2][:40],
+		"trailing in body":           craft(t, k, map[string]any{"typ": Type, "alg": "ES256", "jwk": pubJWK()}, append(body(), " {}"...)),
 	} {
 		if err := v.Verify(p, w); !errors.Is(err, ErrInvalid) {
 			t.Errorf("%s: accepted (%v)", name, err)
