@@ -2,13 +2,16 @@
 // memory, which entries belong to which owner's trail (their sequence numbers);
 // the rows themselves are derived from those entries when asked for. It is a
 // cache of the ledger, filled during the start-up verification walk and then by
-// every commit, where it costs one payload decode and a slice append per entry.
+// every commit, where it costs a decode of one payload member and a slice append
+// per entry.
 package auditindex
 
 import (
 	"context"
+	"encoding/json"
 	"sync"
 
+	"github.com/agentkeys/agentkeys/internal/account"
 	"github.com/agentkeys/agentkeys/internal/agent"
 	"github.com/agentkeys/agentkeys/internal/ledger"
 	"github.com/agentkeys/agentkeys/internal/oidc"
@@ -43,6 +46,25 @@ func usageOf(e *ledger.Entry) (owner string, u vault.Usage, ok bool) {
 	return oidc.UsageOf(e)
 }
 
+// ownerOf is the trail an entry may belong to, read from its payload's "owner"
+// member ("parent" for an account's creation) without deriving the whole row: it
+// runs at every commit. It may file an entry that is in no trail (Usage derives
+// each row with usageOf and keeps only those of the owner asked for), but never
+// files a trail entry under another owner than usageOf's (tested).
+func ownerOf(e *ledger.Entry) (string, bool) {
+	var p struct {
+		Owner  string `json:"owner"`
+		Parent string `json:"parent"`
+	}
+	if json.Unmarshal(e.Payload, &p) != nil {
+		return "", false
+	}
+	if e.Kind == account.KindCreated {
+		p.Owner = p.Parent
+	}
+	return p.Owner, p.Owner != ""
+}
+
 // Observe files entries: every stored one during the start-up walk
 // (ledger.VerifyDriver), then each commit (ledger.Options.OnCommit). Entries
 // already seen are ignored, so the two may overlap.
@@ -55,7 +77,7 @@ func (x *Index) Observe(es []ledger.Entry) {
 			continue
 		}
 		x.next = e.Seq + 1
-		if owner, _, ok := usageOf(e); ok {
+		if owner, ok := ownerOf(e); ok {
 			x.byOwner[owner] = append(x.byOwner[owner], e.Seq)
 		}
 	}

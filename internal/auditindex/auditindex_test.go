@@ -5,7 +5,10 @@ import (
 	"fmt"
 	"testing"
 
+	"github.com/agentkeys/agentkeys/internal/account"
+	"github.com/agentkeys/agentkeys/internal/agent"
 	"github.com/agentkeys/agentkeys/internal/ledger"
+	"github.com/agentkeys/agentkeys/internal/oidc"
 	"github.com/agentkeys/agentkeys/internal/vault"
 )
 
@@ -70,4 +73,53 @@ func TestObserveQuery(t *testing.T) {
 	if none, _ := x.Usage(ctx, owner(7), vault.UsageFilter{}); len(none) != 0 {
 		t.Fatalf("unknown owner has %d rows", len(none))
 	}
+}
+
+// trailKinds are the kinds usageOf derives rows from.
+var trailKinds = []string{
+	vault.KindStored, vault.KindRead, vault.KindDenied, vault.KindDeleted, vault.KindRequested, vault.KindGranted,
+	agent.KindPairRequested, agent.KindPairApproved, agent.KindPairDenied, agent.KindScope, agent.KindStatus,
+	account.KindCreated, oidc.KindMinted, oidc.KindDenied,
+}
+
+// TestOwnerOfMatchesUsage: the owner an entry is filed under at commit is the
+// owner of the row derived from it, for every trail kind.
+func TestOwnerOfMatchesUsage(t *testing.T) {
+	payloads := []string{
+		`{"owner":"A","parent":"B","role":"agent","alias":"x","version":2}`,
+		`{"parent":"B","owner":"A","role":"agent"}`,
+		`{"owner":"A","Owner":"C","parent":"B","role":"agent"}`, // last duplicate wins, in both
+	}
+	for _, kind := range trailKinds {
+		for _, p := range payloads {
+			e := &ledger.Entry{Seq: 1, Kind: kind, Payload: []byte(p)}
+			want, _, ok := usageOf(e)
+			if !ok {
+				t.Fatalf("%s %s: usageOf derives no row", kind, p)
+			}
+			if got, ok := ownerOf(e); !ok || got != want {
+				t.Fatalf("%s %s: filed under %q (%v), the row's owner is %q", kind, p, got, ok, want)
+			}
+		}
+	}
+}
+
+// FuzzOwnerOf: whatever the payload, an entry usageOf puts in a trail is filed
+// under that trail's owner.
+func FuzzOwnerOf(f *testing.F) {
+	for i, k := range trailKinds {
+		f.Add(k, []byte(`{"owner":"A","parent":"B","role":"agent"}`))
+		f.Add(k, []byte(fmt.Sprintf(`{"owner":null,"parent":"%d","role":"agent","version":"x"}`, i)))
+	}
+	f.Add("session.issued", []byte(`{"omni":"A"}`))
+	f.Fuzz(func(t *testing.T, kind string, payload []byte) {
+		e := &ledger.Entry{Seq: 1, Kind: kind, Payload: payload}
+		want, _, ok := usageOf(e)
+		if !ok || want == "" {
+			return // in no trail (an empty owner is no one's)
+		}
+		if got, ok := ownerOf(e); !ok || got != want {
+			t.Fatalf("filed under %q (%v), the row's owner is %q", got, ok, want)
+		}
+	})
 }
