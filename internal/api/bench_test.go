@@ -65,13 +65,14 @@ func BenchmarkReadPath(b *testing.B) {
 // loadRun drives the handler from one goroutine per client in pool (each keeps
 // its client state and builds one request per iteration; i counts them), shares
 // b.N requests among them, times every ServeHTTP, and reports throughput in unit,
-// p50/p99 latency, the process's CPU use and the ledger's group-commit figures.
+// p50/p99 latency, the process's CPU use and the ledger's group-commit figures
+// (entries per commit, mean commit time, share of commits over slowCommit).
 // Every answer must be 200.
 func loadRun[T any](b *testing.B, e *env, pool chan T, unit string, next func(c T, i int) (*http.Request, error)) {
 	var mu sync.Mutex
 	var lat []time.Duration
 	var issued atomic.Int64
-	c0, n0, t0 := e.commits.Load(), e.entries.Load(), e.commitNanos.Load()
+	c0, n0, t0, s0 := e.commits.Load(), e.entries.Load(), e.commitNanos.Load(), e.slowCommits.Load()
 	clients := len(pool)
 	cpu0 := cpuTime(b)
 	b.ResetTimer()
@@ -113,6 +114,7 @@ func loadRun[T any](b *testing.B, e *env, pool chan T, unit string, next func(c 
 	b.ReportMetric(ms(lat[len(lat)*99/100]), "p99_ms")
 	b.ReportMetric(float64(e.entries.Load()-n0)/commits, "entries/commit")
 	b.ReportMetric(float64(e.commitNanos.Load()-t0)/1e3/commits, "us/commit")
+	b.ReportMetric(100*float64(e.slowCommits.Load()-s0)/commits, "slow_commit_%")
 	b.ReportMetric(100*cpu.Seconds()/b.Elapsed().Seconds(), "cpu_%")
 	b.ReportMetric(float64(cpu.Microseconds())/float64(len(lat)), "cpu_us/op")
 }

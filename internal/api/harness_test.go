@@ -31,13 +31,17 @@ type env struct {
 	failing          *atomic.Bool // when set, every ledger commit fails
 	commits, entries atomic.Int64 // through the driver: commits, entries in them
 	commitNanos      atomic.Int64 // time spent in the driver's Commit
+	slowCommits      atomic.Int64 // commits that took over slowCommit
 }
 
 type failingDriver struct {
 	ledger.Driver
-	fail                    *atomic.Bool
-	commits, entries, nanos *atomic.Int64
+	fail                          *atomic.Bool
+	commits, entries, nanos, slow *atomic.Int64
 }
+
+// slowCommit is the commit time counted as slow: several times a quiet fsync.
+const slowCommit = 2 * time.Millisecond
 
 func (f failingDriver) Commit(ctx context.Context, es []ledger.Entry, ws []ledger.Write) error {
 	if f.fail.Load() {
@@ -46,7 +50,13 @@ func (f failingDriver) Commit(ctx context.Context, es []ledger.Entry, ws []ledge
 	f.commits.Add(1)
 	f.entries.Add(int64(len(es)))
 	t0 := time.Now()
-	defer func() { f.nanos.Add(int64(time.Since(t0))) }()
+	defer func() {
+		d := time.Since(t0)
+		f.nanos.Add(int64(d))
+		if d > slowCommit {
+			f.slow.Add(1)
+		}
+	}()
 	return f.Driver.Commit(ctx, es, ws)
 }
 
@@ -60,7 +70,7 @@ func newEnv(t testing.TB, cfg broker.Config) *env {
 	e.dataDir = cfg.DataDir
 	cfg.Issuer = e.srv.URL
 	cfg.WrapDriver = func(d ledger.Driver) ledger.Driver {
-		return failingDriver{d, e.failing, &e.commits, &e.entries, &e.commitNanos}
+		return failingDriver{d, e.failing, &e.commits, &e.entries, &e.commitNanos, &e.slowCommits}
 	}
 	b, err := broker.Open(cfg)
 	if err != nil {
