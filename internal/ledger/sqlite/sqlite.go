@@ -92,7 +92,12 @@ func OpenReadOnly(path string) (*Driver, error) {
 func open(path string, readOnly bool) (*Driver, error) {
 	dsn := func(extra string) string {
 		q := url.Values{}
-		for _, p := range []string{"journal_mode(WAL)", "synchronous(FULL)", "busy_timeout(10000)", "foreign_keys(ON)"} {
+		// A checkpoint runs inside the commit that fills the WAL past
+		// wal_autocheckpoint pages, and every append waiting on that commit waits
+		// for it too: 250 pages (SQLite's default is 1000) keeps each one short.
+		// OIDC mint, 16 agents: p99 ~9.6 -> ~8.3 ms, same throughput
+		// (docs/benchmarks.md).
+		for _, p := range []string{"journal_mode(WAL)", "synchronous(FULL)", "wal_autocheckpoint(250)", "busy_timeout(10000)", "foreign_keys(ON)"} {
 			q.Add("_pragma", p)
 		}
 		if extra != "" {
