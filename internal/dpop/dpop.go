@@ -263,7 +263,9 @@ type jwk struct {
 // the same header with every proof, so it is decoded, checked and its key parsed
 // (and checked to be on the curve) once, and crypto/ecdsa finds the same
 // *PublicKey (and its own per-key cache) on every request. Only headers that pass
-// every check are kept, at most maxHeaders; when full it starts over.
+// every check and are at most maxMemoHeader long (a daemon's is ~180 characters;
+// whitespace could pad one to MaxProofLen) are kept, at most maxHeaders of them;
+// when full it starts over. That bounds it to ~50 MB.
 type headerMemo struct {
 	mu sync.Mutex
 	m  map[string]memoKey
@@ -274,7 +276,10 @@ type memoKey struct {
 	tp  string
 }
 
-const maxHeaders = 100_000
+const (
+	maxHeaders    = 100_000
+	maxMemoHeader = 512
+)
 
 // key checks the encoded protected header h64 and returns its key and thumbprint.
 func (hm *headerMemo) key(h64 string) (*ecdsa.PublicKey, string, error) {
@@ -300,6 +305,9 @@ func (hm *headerMemo) key(h64 string) (*ecdsa.PublicKey, string, error) {
 	pub, tp, err := h.JWK.public()
 	if err != nil {
 		return nil, "", err
+	}
+	if len(h64) > maxMemoHeader {
+		return pub, tp, nil
 	}
 	hm.mu.Lock()
 	if hm.m == nil || len(hm.m) >= maxHeaders {

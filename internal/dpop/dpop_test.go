@@ -188,6 +188,12 @@ func craft(t testing.TB, k *ecdsa.PrivateKey, header map[string]any, payload []b
 	if err != nil {
 		t.Fatal(err)
 	}
+	return craftRaw(t, k, h, payload)
+}
+
+// craftRaw signs a proof with exactly the header bytes h.
+func craftRaw(t testing.TB, k *ecdsa.PrivateKey, h, payload []byte) string {
+	t.Helper()
 	enc := base64.RawURLEncoding.EncodeToString
 	input := enc(h) + "." + enc(payload)
 	d := sha256.Sum256([]byte(input))
@@ -265,6 +271,39 @@ func TestStrictHeader(t *testing.T) {
 		if err := v.Verify(p, w); !errors.Is(err, ErrInvalid) {
 			t.Errorf("%s: accepted (%v)", name, err)
 		}
+	}
+}
+
+// TestHeaderMemo: only headers that pass every check, and are short, are kept.
+func TestHeaderMemo(t *testing.T) {
+	k, jkt, v, now := setup(t)
+	point, _ := k.PublicKey.Bytes()
+	enc := base64.RawURLEncoding.EncodeToString
+	jwk := fmt.Sprintf(`{"kty":"EC","crv":"P-256","x":%q,"y":%q}`, enc(point[1:33]), enc(point[33:]))
+	w := Want{Method: "GET", URLs: []string{credURL}, JKT: jkt, Token: "tok"}
+	n := 0
+	proof := func(header string) string {
+		n++
+		c, _ := json.Marshal(Claims{HTM: "GET", HTU: credURL, IAT: now.Unix(), JTI: fmt.Sprint("j", n), ATH: ATH("tok")})
+		return craftRaw(t, k, []byte(header), c)
+	}
+	kept := func() int {
+		v.headers.mu.Lock()
+		defer v.headers.mu.Unlock()
+		return len(v.headers.m)
+	}
+	plain := `{"typ":"dpop+jwt","alg":"ES256","jwk":` + jwk + `}`
+	for range 2 {
+		if err := v.Verify(proof(plain), w); err != nil || kept() != 1 {
+			t.Fatalf("a daemon's header: %v, %d kept, want 1", err, kept())
+		}
+	}
+	padded := `{"typ":"dpop+jwt",` + strings.Repeat(" ", maxMemoHeader) + `"alg":"ES256","jwk":` + jwk + `}`
+	if err := v.Verify(proof(padded), w); err != nil || kept() != 1 {
+		t.Fatalf("a padded header: %v, %d kept, want it checked and not kept", err, kept())
+	}
+	if err := v.Verify(proof(`{"typ":"dpop+jwt","alg":"ES384","jwk":`+jwk+`}`), w); !errors.Is(err, ErrInvalid) || kept() != 1 {
+		t.Fatalf("a refused header: %v, %d kept", err, kept())
 	}
 }
 
