@@ -7,10 +7,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	mrand "math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -46,9 +48,30 @@ func weedBinary(t *testing.T) string {
 	return lines[len(lines)-1]
 }
 
+// freePort returns a loopback port nothing listens on, chosen below the kernel's
+// ephemeral range: the local ports of outgoing connections (of this test and of
+// any running beside it) come from that range, and one of them could take a
+// port between this check and SeaweedFS's bind.
 func freePort(t *testing.T) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	lo := 32768 // Linux's default start of ip_local_port_range
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if n, err := strconv.Atoi(f[0]); err == nil {
+				lo = n
+			}
+		}
+	}
+	if lo > 11000 {
+		for range 100 {
+			p := 10000 + mrand.IntN(lo-10000)
+			if l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p)); err == nil {
+				l.Close()
+				return p
+			}
+		}
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0") // no room below the range: any free port
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -141,14 +164,13 @@ func seaweedIAM(t *testing.T, doc *federation.AWS, issuer string) []byte {
 }
 
 // startWeed starts SeaweedFS trusting issuer with the generated policies and
-// creates the bucket with the static admin identity.
+// creates the bucket with the static admin identity. If a port it was given is
+// taken before it binds it, it starts again on other ports (up to three times).
 func (h *harness) startWeed(doc *federation.AWS, issuer string) *weed {
 	t := h.t
 	t.Helper()
 	bin := weedBinary(t)
 	dir := t.TempDir()
-	data := filepath.Join(dir, "data")
-	os.MkdirAll(data, 0o700)
 	ak, sk := "AKIDAGENTKEYSADMIN"+randomHex(4), randomHex(20)
 	s3cfg := map[string]any{"identities": []any{map[string]any{"name": "admin",
 		"credentials": []any{map[string]any{"accessKey": ak, "secretKey": sk}},
@@ -156,6 +178,26 @@ func (h *harness) startWeed(doc *federation.AWS, issuer string) *weed {
 	b, _ := json.Marshal(s3cfg)
 	os.WriteFile(filepath.Join(dir, "s3.json"), b, 0o600)
 	os.WriteFile(filepath.Join(dir, "iam.json"), seaweedIAM(t, doc, issuer), 0o600)
+	for attempt := 1; ; attempt++ {
+		w, err := h.launchWeed(bin, filepath.Join(dir, fmt.Sprint("data", attempt)), dir, doc, aws.Credentials{AccessKeyID: ak, SecretAccessKey: sk})
+		if err == nil {
+			return w
+		}
+		if !errors.Is(err, errPortTaken) || attempt == 3 {
+			t.Fatal(err)
+		}
+		t.Logf("SeaweedFS start, attempt %d: %v; again on other ports", attempt, err)
+	}
+}
+
+// errPortTaken means a port chosen for SeaweedFS was taken before it bound it.
+var errPortTaken = errors.New("a port was taken by another process before SeaweedFS bound it")
+
+// launchWeed starts SeaweedFS once, with its data in data and its configuration
+// files in dir, and waits until it creates the bucket for admin.
+func (h *harness) launchWeed(bin, data, dir string, doc *federation.AWS, admin aws.Credentials) (*weed, error) {
+	t := h.t
+	os.MkdirAll(data, 0o700)
 	port := freePort(t)
 	args := []string{"mini", "-ip", "127.0.0.1", "-ip.bind", "127.0.0.1", "-dir", data, "-s3.port", fmt.Sprint(port),
 		"-s3.config", filepath.Join(dir, "s3.json"), "-s3.iam.config", filepath.Join(dir, "iam.json"),
@@ -169,11 +211,11 @@ func (h *harness) startWeed(doc *federation.AWS, issuer string) *weed {
 	cmd.Dir = dir
 	cmd.Stdout, cmd.Stderr = w.out, w.out
 	if err := cmd.Start(); err != nil {
-		t.Fatalf("starting SeaweedFS: %v", err)
+		return nil, fmt.Errorf("starting SeaweedFS: %w", err)
 	}
 	done := make(chan struct{})
 	go func() { cmd.Wait(); close(done) }()
-	t.Cleanup(func() {
+	stop := func() {
 		cmd.Process.Signal(os.Interrupt)
 		select {
 		case <-done:
@@ -181,11 +223,8 @@ func (h *harness) startWeed(doc *federation.AWS, issuer string) *weed {
 			cmd.Process.Kill()
 			<-done
 		}
-		if t.Failed() {
-			t.Logf("SeaweedFS output (tail):\n%s", tail(w.out.String(), 60))
-		}
-	})
-	w.admin = w.s3(aws.Credentials{AccessKeyID: ak, SecretAccessKey: sk})
+	}
+	w.admin = w.s3(admin)
 	deadline := time.Now().Add(weedTimeout)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -196,15 +235,27 @@ func (h *harness) startWeed(doc *federation.AWS, issuer string) *weed {
 		}
 		select {
 		case <-done:
-			t.Fatalf("SeaweedFS exited during start:\n%s", tail(w.out.String(), 60))
+			out := w.out.String()
+			// taken at its own check ("is not available") or at the bind
+			if strings.Contains(out, "address already in use") || strings.Contains(out, "is not available") {
+				return nil, errPortTaken
+			}
+			return nil, fmt.Errorf("SeaweedFS exited during start:\n%s", tail(out, 60))
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("SeaweedFS did not accept CreateBucket within %s: %v\n%s", weedTimeout, err, tail(w.out.String(), 60))
+			stop()
+			return nil, fmt.Errorf("SeaweedFS did not accept CreateBucket within %s: %v\n%s", weedTimeout, err, tail(w.out.String(), 60))
 		}
 		time.Sleep(300 * time.Millisecond)
 	}
-	return w
+	t.Cleanup(func() {
+		stop()
+		if t.Failed() {
+			t.Logf("SeaweedFS output (tail):\n%s", tail(w.out.String(), 60))
+		}
+	})
+	return w, nil
 }
 
 func tail(s string, n int) string {
