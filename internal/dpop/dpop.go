@@ -192,7 +192,7 @@ func (v *Verifier) Verify(proof string, w Want) error {
 	if !ok1 || !ok2 || strings.Contains(s64, ".") {
 		return invalid("not an ES256 compact JWS")
 	}
-	pub, tp, err := v.headers.key(h64)
+	pub, tp, kept, err := v.headers.key(h64)
 	if err != nil {
 		return err
 	}
@@ -206,6 +206,9 @@ func (v *Verifier) Verify(proof string, w Want) error {
 	digest := sha256.Sum256([]byte(proof[:len(h64)+1+len(p64)]))
 	if !ecdsa.Verify(pub, digest[:], new(big.Int).SetBytes(sig[:32]), new(big.Int).SetBytes(sig[32:])) {
 		return invalid("signature does not verify")
+	}
+	if !kept {
+		v.headers.keep(h64, pub, tp)
 	}
 	var c Claims
 	if err := strictJSON(p64, &c); err != nil {
@@ -259,13 +262,14 @@ type jwk struct {
 	Y   string `json:"y"`
 }
 
-// headerMemo keeps checked proof headers by their exact encoding: a daemon sends
-// the same header with every proof, so it is decoded, checked and its key parsed
-// (and checked to be on the curve) once, and crypto/ecdsa finds the same
-// *PublicKey (and its own per-key cache) on every request. Only headers that pass
-// every check and are at most maxMemoHeader long (a daemon's is ~180 characters;
-// whitespace could pad one to MaxProofLen) are kept, at most maxHeaders of them;
-// when full it starts over. That bounds it to ~50 MB.
+// headerMemo keeps proof headers by their exact encoding: a daemon sends the
+// same header with every proof, so it is decoded, checked and its key parsed (and
+// checked to be on the curve) once, and crypto/ecdsa finds the same *PublicKey
+// (and its own per-key cache) on every request. A header is kept only once a
+// proof carrying it has verified (signature, and the key a session or pair
+// request is bound to), so strangers cannot fill it; and only if it is at most
+// maxMemoHeader long (a daemon's is ~220 characters; whitespace could pad one to
+// MaxProofLen). At most maxHeaders are kept; when full it starts over.
 type headerMemo struct {
 	mu sync.Mutex
 	m  map[string]memoKey
@@ -281,41 +285,43 @@ const (
 	maxMemoHeader = 512
 )
 
-// key checks the encoded protected header h64 and returns its key and thumbprint.
-func (hm *headerMemo) key(h64 string) (*ecdsa.PublicKey, string, error) {
+// key returns the key and thumbprint of the encoded protected header h64, and
+// whether it was kept; a header not kept is checked here.
+func (hm *headerMemo) key(h64 string) (*ecdsa.PublicKey, string, bool, error) {
 	hm.mu.Lock()
 	got, ok := hm.m[h64]
 	hm.mu.Unlock()
 	if ok {
-		return got.pub, got.tp, nil
+		return got.pub, got.tp, true, nil
 	}
 	var h header
 	if err := strictJSON(h64, &h); err != nil {
-		return nil, "", invalid("header is not {typ, alg, jwk}")
+		return nil, "", false, invalid("header is not {typ, alg, jwk}")
 	}
 	if h.Alg != "ES256" {
-		return nil, "", invalid("alg is not ES256")
+		return nil, "", false, invalid("alg is not ES256")
 	}
 	if h.Typ != Type {
-		return nil, "", invalid(`typ is not "dpop+jwt"`)
+		return nil, "", false, invalid(`typ is not "dpop+jwt"`)
 	}
 	if h.JWK == nil {
-		return nil, "", invalid("header has no public jwk")
+		return nil, "", false, invalid("header has no public jwk")
 	}
 	pub, tp, err := h.JWK.public()
-	if err != nil {
-		return nil, "", err
-	}
+	return pub, tp, false, err
+}
+
+// keep remembers a header checked by key, once a proof carrying it verified.
+func (hm *headerMemo) keep(h64 string, pub *ecdsa.PublicKey, tp string) {
 	if len(h64) > maxMemoHeader {
-		return pub, tp, nil
+		return
 	}
 	hm.mu.Lock()
+	defer hm.mu.Unlock()
 	if hm.m == nil || len(hm.m) >= maxHeaders {
 		hm.m = make(map[string]memoKey)
 	}
 	hm.m[h64] = memoKey{pub, tp}
-	hm.mu.Unlock()
-	return pub, tp, nil
 }
 
 // public returns the key and its RFC 7638 thumbprint. The coordinates must be
