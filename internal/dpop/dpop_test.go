@@ -142,6 +142,53 @@ func TestReplayCacheIsBounded(t *testing.T) {
 	}
 }
 
+// TestReplayUntilIatExpires: a proof is refused as a replay for as long as its
+// iat would be accepted — up to 2×Skew for one dated Skew ahead — and forgotten
+// after that.
+func TestReplayUntilIatExpires(t *testing.T) {
+	k, jkt, v, now := setup(t)
+	w := Want{Method: "GET", URLs: []string{credURL}, JKT: jkt}
+	start := *now
+	ahead, _ := Sign(k, "GET", credURL, "", start.Add(Skew)) // the latest iat accepted
+	if err := v.Verify(ahead, w); err != nil {
+		t.Fatal(err)
+	}
+	*now = start.Add(2*Skew - time.Second) // its iat is still accepted
+	if err := v.Verify(ahead, w); !errors.Is(err, ErrReplayed) {
+		t.Fatalf("replay of a proof dated ahead, 119 s later: %v", err)
+	}
+	*now = start.Add(2*Skew + 2*time.Second)
+	fresh, _ := Sign(k, "GET", credURL, "", *now)
+	if err := v.Verify(fresh, w); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(v.replays.seen); n != 1 {
+		t.Fatalf("%d proofs remembered, want only the fresh one", n)
+	}
+}
+
+// TestReplayCacheSustained: at a steady 5,000 proofs/s for five minutes the
+// default cache never refuses, and holds only the last minute or so of proofs.
+func TestReplayCacheSustained(t *testing.T) {
+	v := NewVerifier(0, nil)
+	const rate, seconds = 5000, 300
+	t0 := int64(1_800_000_000)
+	skew := int64(Skew / time.Second)
+	var id [16]byte
+	for sec := t0; sec < t0+seconds; sec++ {
+		for i := range rate {
+			rand.Read(id[:8])
+			id[8], id[9] = byte(i), byte(i>>8)
+			if err := v.replays.remember(id, sec+skew+1, sec); err != nil {
+				t.Fatalf("second %d, proof %d: %v", sec-t0, i, err)
+			}
+		}
+	}
+	if n := int64(len(v.replays.seen)); n > rate*(skew+2) {
+		t.Fatalf("%d proofs remembered, want at most %d", n, rate*(skew+2))
+	}
+}
+
 func TestThumbprintMatchesJWK(t *testing.T) {
 	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	raw, err := PublicJWK(k)
