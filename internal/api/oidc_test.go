@@ -240,6 +240,10 @@ func benchAgents() int {
 // with 16 concurrent agents: session token and DPoP proof verification, scope
 // and audience checks, ES256 signing in the enclave and the durable audit entry
 // (group commit, fsync) before the token is returned.
+// maxPresigned bounds BenchmarkOIDCMint's b.N: signing 3 proofs per mint ahead
+// and then minting them must stay well within dpop.Skew (60 s).
+const maxPresigned = 100_000
+
 func BenchmarkOIDCMint(b *testing.B) {
 	defer debug.SetGCPercent(debug.SetGCPercent(400)) // as cmd/agentkeys sets it
 	e := newEnv(b, broker.Config{OIDCAudiences: []string{"sts.amazonaws.com"}, PairLimit: 1 << 20})
@@ -270,6 +274,9 @@ func BenchmarkOIDCMint(b *testing.B) {
 	// (proof verification included). Requests are shared out unevenly, so each
 	// agent gets three times its share; one that still runs out signs on the fly.
 	perAgent := 3*b.N/agents + 64
+	if b.N > maxPresigned {
+		b.Fatalf("%d mints: proofs signed before the run would be more than dpop.Skew old when used; use -benchtime of at most %dx (about 20 s) and -count for more samples", b.N, maxPresigned)
+	}
 	for range agents {
 		a := <-pool
 		a.proofs = make([]string, 0, perAgent)
