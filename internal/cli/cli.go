@@ -59,13 +59,18 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	var p *problem.Error
 	if !errors.As(err, &p) {
 		if isUsage(err) {
-			p = problem.New(problem.BadRequest, err.Error(), "run the command with --help for usage and an example")
+			p = usageProblem(err)
 		} else {
 			p = problem.New(problem.Internal, err.Error(), "retry; if it persists, report it with the command you ran")
 		}
 	}
 	printProblem(stderr, p)
 	return p.ExitCode()
+}
+
+// usageProblem reports a command used wrongly (flags, arguments).
+func usageProblem(err error) *problem.Error {
+	return problem.New(problem.BadRequest, err.Error(), "run the command with --help for usage and an example")
 }
 
 func isUsage(err error) bool {

@@ -312,9 +312,7 @@ Code's .vscode/mcp.json shape.`,
 			default:
 				return problem.Newf(problem.BadRequest, "use --client claude, cursor or vscode", "unknown MCP client %q", client)
 			}
-			enc := json.NewEncoder(e.stdout)
-			enc.SetIndent("", "  ")
-			return enc.Encode(out)
+			return e.printJSON(out)
 		},
 	}
 	cmd.Flags().StringVar(&client, "client", "claude", "claude, cursor or vscode")

@@ -36,10 +36,6 @@ func (e *env) printJSON(v any) error {
 	return enc.Encode(v)
 }
 
-func badFlags(err error) error {
-	return problem.New(problem.BadRequest, err.Error(), "run the command with --help for the flags and an example")
-}
-
 func oidcRegisterCmd(e *env) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "register",
@@ -142,7 +138,7 @@ func registerCmd[T any](e *env, asJSON *bool, use, short, example string, gen fu
 		RunE: func(*cobra.Command, []string) error {
 			out, err := gen()
 			if err != nil {
-				return badFlags(err)
+				return usageProblem(err)
 			}
 			if *asJSON || text == nil {
 				return e.printJSON(out)
@@ -195,7 +191,7 @@ func unixOrDash(t int64) string {
 	if t == 0 {
 		return "-"
 	}
-	return time.Unix(t, 0).UTC().Format(time.RFC3339)
+	return expiry(t)
 }
 
 func oidcRotateCmd(e *env) *cobra.Command {
