@@ -122,14 +122,17 @@ func (s *server) wrap(route string, h func(http.ResponseWriter, *http.Request) e
 	})
 }
 
-func writeJSON(w http.ResponseWriter, status int, v any) {
+func writeJSON(w http.ResponseWriter, status int, v any) { writeJSONCache(w, status, "no-store", v) }
+
+// writeJSONCache is writeJSON with the given Cache-Control.
+func writeJSONCache(w http.ResponseWriter, status int, cacheControl string, v any) {
 	b, err := json.Marshal(v)
 	if err != nil {
 		status, b = http.StatusInternalServerError, []byte(`{"error":{"code":"INTERNAL","message":"the answer could not be encoded"}}`)
 	}
 	h := w.Header()
 	h["Content-Type"] = []string{"application/json"}
-	h["Cache-Control"] = []string{"no-store"}
+	h["Cache-Control"] = []string{cacheControl}
 	w.WriteHeader(status)
 	w.Write(append(b, '\n'))
 }

@@ -1,7 +1,6 @@
 package api
 
 import (
-	"encoding/json"
 	"net/http"
 
 	"github.com/agentkeys/agentkeys/internal/broker"
@@ -35,12 +34,7 @@ func (s *server) routesOIDC(handle func(string, func(http.ResponseWriter, *http.
 }
 
 // writeCached writes a public JSON document relying parties may cache.
-func writeCached(w http.ResponseWriter, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "max-age=300")
-	w.WriteHeader(http.StatusOK)
-	json.NewEncoder(w).Encode(v)
-}
+func writeCached(w http.ResponseWriter, v any) { writeJSONCache(w, http.StatusOK, "max-age=300", v) }
 
 func (s *server) discovery(w http.ResponseWriter, _ *http.Request) error {
 	writeCached(w, s.b.Discovery())
