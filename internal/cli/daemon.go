@@ -205,7 +205,7 @@ func (e *env) waitPairing(ctx context.Context, d daemon.Dir, p *daemon.Pending) 
 func cloudFlags(cmd *cobra.Command, src *daemon.Source) {
 	cmd.Flags().StringVar(&src.STSEndpoint, "sts-endpoint", "", "STS endpoint URL for cloud_credentials (default: AWS)")
 	cmd.Flags().StringVar(&src.AWSAudience, "aws-audience", daemon.DefaultAWSAudience, "token audience for AWS STS")
-	cmd.Flags().StringVar(&src.AWSRegion, "aws-region", "us-east-1", "AWS region for STS")
+	cmd.Flags().StringVar(&src.AWSRegion, "aws-region", daemon.DefaultAWSRegion, "AWS region for STS")
 }
 
 func daemonMCPCmd(e *env) *cobra.Command {
@@ -253,6 +253,14 @@ AWS_WEB_IDENTITY_TOKEN_FILE-style consumers: rewritten at 80% of its lifetime.`,
 				socket = filepath.Join(e.home(), "daemon", "agentkeys.sock")
 				os.MkdirAll(filepath.Dir(socket), 0o700)
 			}
+			files := map[string]string{} // path → audience
+			for _, tf := range tokenFiles {
+				aud, path, ok := strings.Cut(tf, "=")
+				if !ok || aud == "" || path == "" {
+					return problem.Newf(problem.BadRequest, "write it as AUDIENCE=PATH, e.g. sts.amazonaws.com=/run/aws-token", "--oidc-token-file %q", tf)
+				}
+				files[path] = aud
+			}
 			ln, err := daemon.ListenSocket(socket)
 			if err != nil {
 				return err
@@ -260,11 +268,7 @@ AWS_WEB_IDENTITY_TOKEN_FILE-style consumers: rewritten at 80% of its lifetime.`,
 			defer os.Remove(socket)
 			log := e.daemonLog()
 			src.Dir = e.daemonDir()
-			for _, tf := range tokenFiles {
-				aud, path, ok := strings.Cut(tf, "=")
-				if !ok || aud == "" || path == "" {
-					return problem.Newf(problem.BadRequest, "write it as AUDIENCE=PATH, e.g. sts.amazonaws.com=/run/aws-token", "--oidc-token-file %q", tf)
-				}
+			for path, aud := range files {
 				go src.KeepTokenFile(cmd.Context(), aud, path, int64(tokenTTL/time.Second), log)
 			}
 			log.Info("listening", "socket", socket, "paired", e.daemonDir().Paired())
@@ -371,7 +375,7 @@ from ~/.aws/config:
 	cmd.Flags().StringVar(&r.SessionName, "session-name", "", "role session name (default agentkeys-<alias>)")
 	cmd.Flags().Int32Var(&r.Duration, "duration", 0, "credential lifetime in seconds (default: the role's)")
 	cmd.Flags().StringVar(&r.STSEndpoint, "sts-endpoint", "", "STS endpoint URL (default: AWS)")
-	cmd.Flags().StringVar(&r.Region, "region", "us-east-1", "AWS region for STS")
+	cmd.Flags().StringVar(&r.Region, "region", daemon.DefaultAWSRegion, "AWS region for STS")
 	cmd.Flags().StringVar(&r.Audience, "audience", daemon.DefaultAWSAudience, "token audience")
 	cmd.MarkFlagRequired("role-arn")
 	return cmd
@@ -397,7 +401,7 @@ such a file fresh.`,
 				if err != nil {
 					return err
 				}
-				fmt.Fprintf(e.stdout, "Wrote %s (0600), valid until %s.\n", out, exp.UTC().Format(time.RFC3339))
+				fmt.Fprintf(e.stdout, "Wrote %s (0600), valid until %s.\n", out, expiry(exp))
 				return nil
 			}
 			t, err := src.OIDCToken(cmd.Context(), audience, int64(ttl/time.Second))

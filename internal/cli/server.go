@@ -117,16 +117,13 @@ func runServer(ctx context.Context, log *slog.Logger, cfg serverConfig) error {
 		bc.Issuer = "http://" + ln.Addr().String()
 	}
 	bc.Issuer = strings.TrimRight(bc.Issuer, "/")
-	if u, err := url.Parse(bc.Issuer); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+	u, err := url.Parse(bc.Issuer)
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
 		return problem.Newf(problem.BadRequest, "pass the public URL clients use, e.g. https://keys.example.com", "--issuer %q is not an http(s) URL", cfg.issuer)
 	}
-	plainHTTP := false
-	if u, _ := url.Parse(bc.Issuer); u.Scheme == "http" {
-		if !loopbackHost(u.Hostname()) && !cfg.dev {
-			return problem.Newf(problem.BadRequest, "use an https --issuer in production, or pass --dev for a development setup",
-				"--issuer %q is plain http on a non-loopback host: clouds would fetch the signing keys over an unauthenticated channel", bc.Issuer)
-		}
-		plainHTTP = true
+	if u.Scheme == "http" && !loopbackHost(u.Hostname()) && !cfg.dev {
+		return problem.Newf(problem.BadRequest, "use an https --issuer in production, or pass --dev for a development setup",
+			"--issuer %q is plain http on a non-loopback host: clouds would fetch the signing keys over an unauthenticated channel", bc.Issuer)
 	}
 	reg := prometheus.NewRegistry()
 	bc.Registerer = reg
@@ -151,7 +148,7 @@ func runServer(ctx context.Context, log *slog.Logger, cfg serverConfig) error {
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
-	if plainHTTP { // said once the broker opened, so that a refusal to start stays one line
+	if u.Scheme == "http" { // said once the broker opened, so that a refusal to start stays one line
 		log.Warn("the OIDC issuer is plain http: for loopback and development only; clouds require https in production", "issuer", bc.Issuer)
 	}
 	m := b.Enclave.Measurements()

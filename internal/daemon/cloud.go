@@ -1,14 +1,13 @@
 package daemon
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"regexp"
 	"time"
@@ -18,21 +17,28 @@ import (
 	"github.com/aws/smithy-go"
 
 	"github.com/agentkeys/agentkeys/internal/broker"
+	"github.com/agentkeys/agentkeys/internal/client"
 	"github.com/agentkeys/agentkeys/internal/home"
 	"github.com/agentkeys/agentkeys/internal/problem"
 )
 
-// DefaultAWSAudience is the audience AWS STS expects.
-const DefaultAWSAudience = "sts.amazonaws.com"
+// Defaults of an AWSRequest.
+const (
+	DefaultAWSAudience = "sts.amazonaws.com" // the audience AWS STS expects
+	DefaultAWSRegion   = "us-east-1"
+)
 
 // OIDCToken mints an identity token for audience through the agent session
 // (ttl 0 = the broker's default). The caller must not log the token.
 func (s Source) OIDCToken(ctx context.Context, audience string, ttl int64) (*broker.OIDCToken, error) {
-	_, c, ch, err := s.session()
+	_, c, err := s.agent()
 	if err != nil {
 		return nil, Stable(err)
 	}
-	clear(ch)
+	return mint(ctx, c, audience, ttl)
+}
+
+func mint(ctx context.Context, c *client.AgentSession, audience string, ttl int64) (*broker.OIDCToken, error) {
 	t, err := c.OIDCToken(ctx, audience, ttl)
 	if err != nil {
 		return nil, Stable(err)
@@ -45,9 +51,9 @@ type AWSRequest struct {
 	RoleARN     string
 	SessionName string // default agentkeys-<alias>
 	Duration    int32  // seconds; 0 = the role's default
-	STSEndpoint string // "" = AWS's regional endpoint
-	Region      string // default us-east-1
-	Audience    string // default sts.amazonaws.com
+	STSEndpoint string // default: the Source's, else AWS's regional endpoint
+	Region      string // default: the Source's, else DefaultAWSRegion
+	Audience    string // default: the Source's, else DefaultAWSAudience
 }
 
 // AWSCredentials is the credential_process JSON (Version 1).
@@ -62,7 +68,6 @@ type AWSCredentials struct {
 type cachedCreds struct {
 	AWSCredentials
 	IssuedAt time.Time `json:"issued_at"`
-	Agent    string    `json:"agent"`
 }
 
 var sessionName = regexp.MustCompile(`^[\w+=,.@-]{2,64}$`)
@@ -84,16 +89,13 @@ func (s Source) AWSCredentials(ctx context.Context, r AWSRequest) (*AWSCredentia
 	if r.RoleARN == "" {
 		return nil, problem.New(problem.BadRequest, "role_arn is required", "pass the ARN printed by agentkeys oidc register aws")
 	}
-	sess, err := s.Dir.LoadSession()
+	sess, c, err := s.agent()
 	if err != nil {
 		return nil, Stable(err)
 	}
-	if r.Audience == "" {
-		r.Audience = DefaultAWSAudience
-	}
-	if r.Region == "" {
-		r.Region = "us-east-1"
-	}
+	r.STSEndpoint = cmp.Or(r.STSEndpoint, s.STSEndpoint)
+	r.Region = cmp.Or(r.Region, s.AWSRegion, DefaultAWSRegion)
+	r.Audience = cmp.Or(r.Audience, s.AWSAudience, DefaultAWSAudience)
 	if r.SessionName == "" {
 		r.SessionName = "agentkeys-" + sess.Alias
 	}
@@ -102,15 +104,13 @@ func (s Source) AWSCredentials(ctx context.Context, r AWSRequest) (*AWSCredentia
 	}
 	key := fmt.Sprintf("aws|%s|%s|%s|%s|%d|%s|%s", sess.Agent, r.STSEndpoint, r.Region, r.RoleARN, r.Duration, r.SessionName, r.Audience)
 	path := s.Dir.cloudCachePath(key)
-	var c cachedCreds
-	if err := read(path, &c); err == nil && c.Agent == sess.Agent {
-		if time.Until(c.Expiration) > refreshMargin(c.Expiration.Sub(c.IssuedAt)) {
-			return &c.AWSCredentials, nil
-		}
-	} else if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		os.Remove(path)
+	// The key names the agent, so a re-paired daemon (a new agent) misses; a
+	// damaged file misses too and is replaced below.
+	var cached cachedCreds
+	if read(path, &cached) == nil && time.Until(cached.Expiration) > refreshMargin(cached.Expiration.Sub(cached.IssuedAt)) {
+		return &cached.AWSCredentials, nil
 	}
-	tok, err := s.OIDCToken(ctx, r.Audience, 0)
+	tok, err := mint(ctx, c, r.Audience, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -118,7 +118,7 @@ func (s Source) AWSCredentials(ctx context.Context, r AWSRequest) (*AWSCredentia
 	if err != nil {
 		return nil, err
 	}
-	if err := write(path, cachedCreds{AWSCredentials: *creds, IssuedAt: time.Now(), Agent: sess.Agent}); err != nil {
+	if err := write(path, cachedCreds{AWSCredentials: *creds, IssuedAt: time.Now()}); err != nil {
 		return nil, err
 	}
 	return creds, nil
@@ -154,16 +154,16 @@ func AssumeRole(ctx context.Context, r AWSRequest, token string) (*AWSCredential
 }
 
 // WriteTokenFile mints a token for audience and writes it to path (0600,
-// atomically); it returns the token's expiry.
-func (s Source) WriteTokenFile(ctx context.Context, audience, path string, ttl int64) (time.Time, error) {
+// atomically); it returns the token's expiry (unix seconds).
+func (s Source) WriteTokenFile(ctx context.Context, audience, path string, ttl int64) (int64, error) {
 	t, err := s.OIDCToken(ctx, audience, ttl)
 	if err != nil {
-		return time.Time{}, err
+		return 0, err
 	}
 	if err := home.WriteFile(path, []byte(t.Token)); err != nil {
-		return time.Time{}, err
+		return 0, err
 	}
-	return time.Unix(t.ExpiresAt, 0), nil
+	return t.ExpiresAt, nil
 }
 
 // KeepTokenFile keeps a web-identity token file fresh until ctx ends: it
@@ -181,8 +181,9 @@ func (s Source) KeepTokenFile(ctx context.Context, audience, path string, ttl in
 			backoff = min(backoff*2, time.Minute)
 		} else {
 			backoff = time.Second
-			wait = max(time.Second, exp.Sub(start)*4/5)
-			log.Info("token file refreshed", "path", path, "audience", audience, "expires", exp.UTC().Format(time.RFC3339))
+			expires := time.Unix(exp, 0)
+			wait = max(time.Second, expires.Sub(start)*4/5)
+			log.Info("token file refreshed", "path", path, "audience", audience, "expires", expires.UTC().Format(time.RFC3339))
 		}
 		select {
 		case <-ctx.Done():

@@ -220,32 +220,37 @@ type Source struct {
 	AWSRegion   string // "" = us-east-1
 }
 
-func (s Source) session() (*Session, *client.AgentSession, []byte, error) {
+// agent loads the session and returns it with a client of the agent session.
+func (s Source) agent() (*Session, *client.AgentSession, error) {
 	sess, err := s.Dir.LoadSession()
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, err
 	}
 	key, err := DecodeKey(sess.ProofKey)
 	if err != nil {
-		return nil, nil, nil, problem.New(CodeRevoked, "the daemon's session file is damaged", "pair again with agentkeys daemon pair")
-	}
-	ch, err := base64.StdEncoding.DecodeString(sess.ChannelKey)
-	if err != nil {
-		return nil, nil, nil, problem.New(CodeRevoked, "the daemon's session file is damaged", "pair again with agentkeys daemon pair")
+		return nil, nil, damagedSession()
 	}
 	c, err := client.New(sess.Server)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, err
 	}
-	return sess, c.WithAgent(sess.Token, key), ch, nil
+	return sess, c.WithAgent(sess.Token, key), nil
+}
+
+func damagedSession() error {
+	return problem.New(CodeRevoked, "the daemon's session file is damaged", "pair again with agentkeys daemon pair")
 }
 
 // Get returns the value of a credential the agent may read. The caller must not
 // log it.
 func (s Source) Get(ctx context.Context, service string) ([]byte, error) {
-	_, c, ch, err := s.session()
+	sess, c, err := s.agent()
 	if err != nil {
 		return nil, Stable(err)
+	}
+	ch, err := base64.StdEncoding.DecodeString(sess.ChannelKey)
+	if err != nil {
+		return nil, Stable(damagedSession())
 	}
 	defer clear(ch)
 	res, err := c.Read(ctx, service)
@@ -261,11 +266,10 @@ func (s Source) Get(ctx context.Context, service string) ([]byte, error) {
 
 // List returns the services the agent may read now.
 func (s Source) List(ctx context.Context) ([]string, error) {
-	_, c, ch, err := s.session()
+	_, c, err := s.agent()
 	if err != nil {
 		return nil, Stable(err)
 	}
-	clear(ch)
 	l, err := c.Services(ctx)
 	if err != nil {
 		return nil, Stable(err)

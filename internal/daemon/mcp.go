@@ -62,8 +62,7 @@ func NewMCPServer(src Source, log *slog.Logger) *mcp.Server {
 			if in.Provider != "aws" {
 				return toolError(Text(problem.Newf(CodeNotFound, "use provider \"aws\"", "provider %q is not supported", in.Provider))), nil, nil
 			}
-			cr, err := src.AWSCredentials(ctx, AWSRequest{RoleARN: in.RoleARN, SessionName: in.SessionName, Duration: in.Duration,
-				STSEndpoint: src.STSEndpoint, Audience: src.AWSAudience, Region: src.AWSRegion})
+			cr, err := src.AWSCredentials(ctx, AWSRequest{RoleARN: in.RoleARN, SessionName: in.SessionName, Duration: in.Duration})
 			if err != nil {
 				p := Stable(err)
 				log.Info("cloud_credentials refused", "role_arn", in.RoleARN, "code", p.Code)

@@ -52,8 +52,7 @@ func Handler(src Source, log *slog.Logger) http.Handler {
 	mux.HandleFunc("GET /cloud/aws", func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()
 		d, _ := strconv.Atoi(q.Get("duration"))
-		cr, err := src.AWSCredentials(r.Context(), AWSRequest{RoleARN: q.Get("role_arn"), SessionName: q.Get("session_name"),
-			Duration: int32(d), STSEndpoint: src.STSEndpoint, Audience: src.AWSAudience, Region: src.AWSRegion})
+		cr, err := src.AWSCredentials(r.Context(), AWSRequest{RoleARN: q.Get("role_arn"), SessionName: q.Get("session_name"), Duration: int32(d)})
 		if err != nil {
 			p := Stable(err)
 			log.Info("cloud credentials refused", "code", p.Code)
