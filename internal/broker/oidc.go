@@ -53,6 +53,7 @@ type oidcKeys struct {
 
 type oidcState struct {
 	mu      sync.Mutex // rotations
+	load    sync.Mutex // reloads of cur
 	dirty   atomic.Bool
 	cur     atomic.Pointer[oidcKeys]
 	enclave oidc.Enclave // what tokens say about the enclave; fixed for the process
@@ -75,15 +76,34 @@ func (b *Broker) oidcKeyRecord(path string, version int, from int64) (registry.O
 }
 
 // oidcLoad returns the issuer keys, reloading them from state after a change.
+// Reloads are serialized and clear dirty before they read, so a change that
+// commits during one marks the cache stale again; a failed one leaves it stale.
 func (b *Broker) oidcLoad(ctx context.Context) (*oidcKeys, error) {
 	if k := b.oidc.cur.Load(); k != nil && !b.oidc.dirty.Load() {
 		return k, nil
 	}
+	b.oidc.load.Lock()
+	defer b.oidc.load.Unlock()
+	if k := b.oidc.cur.Load(); k != nil && !b.oidc.dirty.Load() {
+		return k, nil // reloaded while this one waited
+	}
+	b.oidc.dirty.Store(false)
+	k, err := b.oidcRead(ctx)
+	if err != nil {
+		b.oidc.dirty.Store(true)
+		return nil, err
+	}
+	b.oidc.cur.Store(k)
+	return k, nil
+}
+
+// oidcRead reads the issuer keys from state; the genesis key v1 is implicit
+// until a rotation registers it.
+func (b *Broker) oidcRead(ctx context.Context) (*oidcKeys, error) {
 	lg, err := b.Ledger()
 	if err != nil {
 		return nil, err
 	}
-	b.oidc.dirty.Store(false)
 	keys, err := registry.OidcKeys(lg.State(ctx))
 	if err != nil {
 		return nil, err
@@ -103,15 +123,10 @@ func (b *Broker) oidcLoad(ctx context.Context) (*oidcKeys, error) {
 		}
 	}
 	if out.current != nil {
-		pub, err := oidc.ParsePublic(out.current.Public)
-		if err != nil {
-			return nil, err
-		}
-		if out.signer, err = oidc.NewSigner(oidc.Key{Path: out.current.Path, Kid: out.current.Kid, Pub: pub}, b.Enclave.SignES256); err != nil {
+		if out.signer, err = oidc.NewSigner(oidc.Key{Path: out.current.Path, Kid: out.current.Kid}, b.Enclave.SignES256); err != nil {
 			return nil, err
 		}
 	}
-	b.oidc.cur.Store(out)
 	return out, nil
 }
 
@@ -123,12 +138,6 @@ func (b *Broker) oidcObserve(es []ledger.Entry) {
 		}
 	}
 }
-
-// OIDCMaxTTL is the longest token lifetime this broker mints.
-func (b *Broker) OIDCMaxTTL() time.Duration { return b.cfg.OIDCMaxTTL }
-
-// OIDCAudiences are the audiences this broker mints for.
-func (b *Broker) OIDCAudiences() []string { return slices.Clone(b.cfg.OIDCAudiences) }
 
 // Discovery is the issuer's OpenID discovery document.
 func (b *Broker) Discovery() oidc.Discovery { return oidc.NewDiscovery(b.cfg.Issuer) }
@@ -239,10 +248,7 @@ func (b *Broker) MintOIDC(ctx context.Context, c *Caller, r OIDCRequest) (*OIDCT
 	if k.signer == nil {
 		return nil, problem.New(problem.NotReady, "no OIDC issuer key is active", "the operator rotates in a new key: agentkeys oidc rotate")
 	}
-	claims, err := oidc.NewClaims(b.cfg.Issuer, r.Audience, id, b.oidc.enclave, time.Now().Unix(), ttl)
-	if err != nil {
-		return nil, err
-	}
+	claims := oidc.NewClaims(b.cfg.Issuer, r.Audience, id, b.oidc.enclave, time.Now().Unix(), ttl)
 	// The audit entry names the token (kid, jti, exp) without holding it, so it is
 	// appended while the enclave signs; the token is released only once the entry
 	// is durable. If signing then fails, the entry records a mint nobody received:
@@ -298,7 +304,6 @@ func (b *Broker) Rotate(ctx context.Context, e ledger.Entry) (*RotateResult, err
 	if _, err := b.Submit(ctx, e, registry.KindOidcRotate); err != nil {
 		return nil, err
 	}
-	b.oidc.dirty.Store(true)
 	k, err := b.oidcLoad(ctx)
 	if err != nil {
 		return nil, err
@@ -319,7 +324,8 @@ func (b *Broker) Rotate(ctx context.Context, e ledger.Entry) (*RotateResult, err
 	if _, err := lg.Append(ctx, ledger.OriginEnclave, registry.KindOidcKeyRegister, reg); err != nil {
 		return nil, ledgerProblem(err)
 	}
-	b.oidc.dirty.Store(true)
+	// Committed, the entry has marked the key cache stale (oidcObserve): new
+	// tokens are signed with the new key.
 	b.log.Info("oidc key rotated", "kid", rec.Kid, "path", rec.Path, "previous_kid", res.Previous.Kid,
 		"previous_until", time.Unix(res.Previous.ActiveUntil, 0).UTC().Format(time.RFC3339))
 	return res, nil

@@ -86,18 +86,16 @@ type Enclave struct {
 }
 
 // NewClaims builds the claims of a token for id, valid [now, now+ttl).
-func NewClaims(issuer, audience string, id Identity, enc Enclave, now, ttl int64) (Claims, error) {
+func NewClaims(issuer, audience string, id Identity, enc Enclave, now, ttl int64) Claims {
 	var b [16]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		return Claims{}, err
-	}
+	rand.Read(b[:]) // never fails (crypto/rand)
 	w := strings.ToLower(id.Wallet)
 	tags := Tags{UserWallet: []string{w}}
 	return Claims{Issuer: issuer, Subject: Subject(enc.MrEnclave, enc.MrSigner, id.Role, w), Audience: audience,
 		IssuedAt: now, NotBefore: now, Expiry: now + ttl, ID: base64.RawURLEncoding.EncodeToString(b[:]),
 		UserWallet: w, OwnerWallet: strings.ToLower(id.OwnerWallet), Omni: id.Omni, Tier: enc.Tier,
 		AWSTags:  AWSTags{PrincipalTags: tags, TransitiveTagKeys: []string{TagUserWallet}},
-		FlatTags: tags}, nil
+		FlatTags: tags}
 }
 
 // Discovery is the body of /.well-known/openid-configuration.
@@ -138,23 +136,14 @@ type JWKS struct {
 	Keys []JWK `json:"keys"`
 }
 
-// ParsePublic parses the enclave's hex uncompressed P-256 point.
-func ParsePublic(publicHex string) (*ecdsa.PublicKey, error) {
-	b, err := hex.DecodeString(publicHex)
-	if err != nil {
-		return nil, fmt.Errorf("oidc: public key is not hex: %w", err)
-	}
-	return ecdsa.ParseUncompressedPublicKey(elliptic.P256(), b)
-}
-
 // NewJWK returns the JWK of a P-256 public key (hex uncompressed point).
 func NewJWK(kid, publicHex string) (JWK, error) {
 	b, err := hex.DecodeString(publicHex)
-	if err != nil || len(b) != 65 || b[0] != 4 {
-		return JWK{}, errors.New("oidc: public key is not a 65-byte uncompressed P-256 point")
+	if err != nil {
+		return JWK{}, fmt.Errorf("oidc: public key is not hex: %w", err)
 	}
-	if _, err := ParsePublic(publicHex); err != nil {
-		return JWK{}, err
+	if _, err := ecdsa.ParseUncompressedPublicKey(elliptic.P256(), b); err != nil {
+		return JWK{}, errors.New("oidc: public key is not a 65-byte uncompressed P-256 point")
 	}
 	enc := base64.RawURLEncoding.EncodeToString
 	return JWK{Kty: "EC", Crv: "P-256", X: enc(b[1:33]), Y: enc(b[33:]), Kid: kid, Alg: "ES256", Use: "sig"}, nil
@@ -167,7 +156,6 @@ type SignerFunc func(path string, signingInput []byte) ([]byte, error)
 type Key struct {
 	Path string
 	Kid  string
-	Pub  *ecdsa.PublicKey
 }
 
 // Signer signs tokens with one enclave key; safe for concurrent use.

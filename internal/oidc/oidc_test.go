@@ -17,11 +17,8 @@ import (
 
 // TestClaimsSupportedIsExact keeps claims_supported equal to what tokens carry.
 func TestClaimsSupportedIsExact(t *testing.T) {
-	c, err := NewClaims("https://iss.example", "sts.amazonaws.com", Identity{Role: "agent", Wallet: "0xABCDEF", OwnerWallet: "0x01", Omni: "aa"},
+	c := NewClaims("https://iss.example", "sts.amazonaws.com", Identity{Role: "agent", Wallet: "0xABCDEF", OwnerWallet: "0x01", Omni: "aa"},
 		Enclave{MrEnclave: "e", MrSigner: "s", Tier: "dev"}, 100, 300)
-	if err != nil {
-		t.Fatal(err)
-	}
 	b, _ := json.Marshal(c)
 	var m map[string]any
 	json.Unmarshal(b, &m)
@@ -61,7 +58,7 @@ func TestSignVerifies(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := NewSigner(Key{Path: "oidc/issuer/v1", Kid: "kid1", Pub: &priv.PublicKey}, func(path string, in []byte) ([]byte, error) {
+	s, err := NewSigner(Key{Path: "oidc/issuer/v1", Kid: "kid1"}, func(path string, in []byte) ([]byte, error) {
 		h := sha256.Sum256(in)
 		r, ss, err := ecdsa.Sign(rand.Reader, priv, h[:])
 		if err != nil {
@@ -75,7 +72,7 @@ func TestSignVerifies(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, _ := NewClaims("https://iss.example", "aud", Identity{Role: "agent", Wallet: "0x1"}, Enclave{}, 1, 60)
+	c := NewClaims("https://iss.example", "aud", Identity{Role: "agent", Wallet: "0x1"}, Enclave{}, 1, 60)
 	tok, err := s.Sign(c)
 	if err != nil {
 		t.Fatal(err)
