@@ -2,6 +2,7 @@ package api
 
 import (
 	"net/http"
+	"time"
 
 	"github.com/agentkeys/agentkeys/internal/broker"
 	"github.com/agentkeys/agentkeys/internal/ledger"
@@ -91,8 +92,9 @@ func (s *server) oidcActive(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	out := []ActiveKey{}
+	now := time.Now().Unix()
 	for _, k := range l {
-		if k.State == "current" || k.State == "retiring" {
+		if k.Active(now) {
 			out = append(out, ActiveKey{Kid: k.Kid, Pubkey: k.Public})
 		}
 	}
@@ -105,8 +107,9 @@ func (s *server) oidcKey(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	kid := r.PathValue("kid")
 	for _, k := range l {
-		if k.Kid == r.PathValue("kid") {
+		if k.Kid == kid {
 			writeJSON(w, http.StatusOK, k)
 			return nil
 		}

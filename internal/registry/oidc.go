@@ -4,11 +4,9 @@ import (
 	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"sort"
-	"strings"
 
 	"github.com/agentkeys/agentkeys/internal/enclave"
 	"github.com/agentkeys/agentkeys/internal/ledger"
@@ -38,9 +36,10 @@ type OidcKey struct {
 	RevokedReason string        `json:"revoked_reason,omitempty"`
 }
 
-// Active reports whether k is published at unix time now.
+// Active reports whether k is published at unix time now (current or retiring).
 func (k OidcKey) Active(now int64) bool {
-	return k.RevokedReason == "" && (k.ActiveUntil == 0 || now < k.ActiveUntil)
+	s := k.State(now)
+	return s == "current" || s == "retiring"
 }
 
 // State names a key's state for listings.
@@ -97,7 +96,7 @@ func oidcKinds() map[string]ledger.Kind {
 // oidc.key.register; verifiers that pin the platform key (watchdog, audit)
 // compare quote.platform_key with theirs.
 func checkOidcKey(k OidcKey) error {
-	if !strings.HasPrefix(k.Path, "oidc/issuer/v") || k.Version < 1 || k.Path != fmt.Sprintf("oidc/issuer/v%d", k.Version) {
+	if k.Version < 1 || k.Path != fmt.Sprintf("oidc/issuer/v%d", k.Version) {
 		return errors.New("path must be oidc/issuer/v<version>")
 	}
 	pub, err := hex.DecodeString(k.Public)
@@ -139,13 +138,11 @@ func foldOidcRegister(st ledger.State, e *ledger.Entry) error {
 		if r.Previous.ActiveUntil == 0 {
 			return errors.New("the previous key needs its retirement time")
 		}
-		b, _ := json.Marshal(r.Previous)
-		if err := st.Put(oidcKeyPrefix+r.Previous.Kid, b); err != nil {
+		if err := ledger.PutJSON(st, oidcKeyPrefix+r.Previous.Kid, r.Previous); err != nil {
 			return err
 		}
 	}
-	b, _ := json.Marshal(r.Key)
-	return st.Put(oidcKeyPrefix+r.Key.Kid, b)
+	return ledger.PutJSON(st, oidcKeyPrefix+r.Key.Kid, r.Key)
 }
 
 func foldOidcRevoke(st ledger.State, e *ledger.Entry) error {
@@ -163,8 +160,7 @@ func foldOidcRevoke(st ledger.State, e *ledger.Entry) error {
 		return fmt.Errorf("kid %s is not registered", r.Kid)
 	}
 	k.RevokedReason = r.Reason
-	b, _ := json.Marshal(k)
-	return st.Put(oidcKeyPrefix+r.Kid, b)
+	return ledger.PutJSON(st, oidcKeyPrefix+r.Kid, k)
 }
 
 func foldOidcRotate(_ ledger.State, e *ledger.Entry) error {
@@ -180,25 +176,7 @@ func foldOidcRotate(_ ledger.State, e *ledger.Entry) error {
 
 // OidcKeys lists the registered OIDC keys by version.
 func OidcKeys(st ledger.State) ([]OidcKey, error) {
-	out := []OidcKey{}
-	err := st.Scan(oidcKeyPrefix, func(_ string, v []byte) error {
-		var k OidcKey
-		if err := json.Unmarshal(v, &k); err != nil {
-			return err
-		}
-		out = append(out, k)
-		return nil
-	})
+	out, err := ledger.ListJSON[OidcKey](st, oidcKeyPrefix)
 	sort.Slice(out, func(i, j int) bool { return out[i].Version < out[j].Version })
 	return out, err
-}
-
-// OidcKeyByKid reads one registered key.
-func OidcKeyByKid(st ledger.State, kid string) (*OidcKey, bool, error) {
-	var k OidcKey
-	if kid == "" || strings.Contains(kid, "/") {
-		return &k, false, nil
-	}
-	ok, err := ledger.GetJSON(st, oidcKeyPrefix+kid, &k)
-	return &k, ok, err
 }

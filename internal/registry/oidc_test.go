@@ -80,7 +80,8 @@ func TestOidcKeyRegistry(t *testing.T) {
 	if err := fold(st, KindOidcKeyRevoke, OidcRevoke{Kid: v2.Kid, Reason: "compromise"}); err != nil {
 		t.Fatal(err)
 	}
-	if k, _, _ := OidcKeyByKid(st, v2.Kid); k.Active(0) || k.State(0) != "revoked" {
+	var k OidcKey
+	if ledger.GetJSON(st, oidcKeyPrefix+v2.Kid, &k); k.Active(0) || k.State(0) != "revoked" {
 		t.Fatalf("revoked key: %+v", k)
 	}
 	if Kinds()[KindOidcKeyRegister].Origins != ledger.FromEnclave || Kinds()[KindOidcKeyRevoke].Origins != ledger.FromGovernance {

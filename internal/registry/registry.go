@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"strings"
 
 	"github.com/agentkeys/agentkeys/internal/ledger"
@@ -42,9 +43,7 @@ func Kinds() map[string]ledger.Kind {
 		KindSuccessorAuthorize:   {Origins: ledger.FromGovernance, Fold: foldAuthorize},
 		KindSuccessorDeauthorize: {Origins: ledger.FromGovernance, Fold: foldDeauthorize},
 	}
-	for n, v := range oidcKinds() {
-		k[n] = v
-	}
+	maps.Copy(k, oidcKinds())
 	return k
 }
 
