@@ -25,7 +25,6 @@ import (
 // mode=session boxes the answer under the session channel
 // key; mode=hpke re-encrypts to a fresh hybrid HPKE key per request.
 func BenchmarkReadPath(b *testing.B) {
-	defer debug.SetGCPercent(debug.SetGCPercent(400)) // as cmd/agentkeys sets it
 	for _, mode := range []string{"session", "hpke"} {
 		b.Run("mode="+mode+"/readers=16", func(b *testing.B) {
 			e := newEnv(b, broker.Config{ReadLimit: 1 << 20, ReadWindow: time.Minute})
@@ -67,8 +66,9 @@ func BenchmarkReadPath(b *testing.B) {
 // b.N requests among them, times every ServeHTTP, and reports throughput in unit,
 // p50/p99 latency, the process's CPU use and the ledger's group-commit figures
 // (entries per commit, mean commit time, share of commits over slowCommit).
-// Every answer must be 200.
+// Every answer must be 200. GOGC is 400 meanwhile, as cmd/agentkeys sets it.
 func loadRun[T any](b *testing.B, e *env, pool chan T, unit string, next func(c T, i int) (*http.Request, error)) {
+	defer debug.SetGCPercent(debug.SetGCPercent(400)) // as cmd/agentkeys sets it
 	var mu sync.Mutex
 	var lat []time.Duration
 	var issued atomic.Int64

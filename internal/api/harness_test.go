@@ -89,7 +89,6 @@ func newEnv(t testing.TB, cfg broker.Config) *env {
 	return e
 }
 
-// owner registers a new owner and returns its session client.
 // post sends body to the handler as a POST to path with a bearer token, in
 // process (no client-side checks on what is sent), and returns the answer.
 func (e *env) post(path, token string, body []byte) *httptest.ResponseRecorder {
@@ -100,6 +99,7 @@ func (e *env) post(path, token string, body []byte) *httptest.ResponseRecorder {
 	return rec
 }
 
+// owner registers a new owner and returns its session client.
 func (e *env) owner(t testing.TB) (*client.Session, *broker.SessionGrant) {
 	t.Helper()
 	_, key, _ := ed25519.GenerateKey(rand.Reader)

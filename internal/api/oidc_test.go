@@ -10,7 +10,6 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"os"
-	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
@@ -179,7 +178,7 @@ func TestOIDCRotation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	op, err := broker.LoadOperatorKey(broker.OperatorKeyPath(e.b.DataDir()))
+	op, err := broker.LoadOperatorKey(broker.OperatorKeyPath(e.dataDir))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -245,7 +244,6 @@ func benchAgents() int {
 const maxPresigned = 100_000
 
 func BenchmarkOIDCMint(b *testing.B) {
-	defer debug.SetGCPercent(debug.SetGCPercent(400)) // as cmd/agentkeys sets it
 	e := newEnv(b, broker.Config{OIDCAudiences: []string{"sts.amazonaws.com"}, PairLimit: 1 << 20})
 	owner, g, idKey := e.ownerKey(b)
 	agents := benchAgents()

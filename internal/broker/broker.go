@@ -292,8 +292,5 @@ func (s signer) SignAccount(omni string, h ledger.Hash) ([]byte, error) {
 
 var errNoOperatorKey = errors.New("operator key")
 
-// DataDir is where the broker keeps its sealed seed, ledger and operator key.
-func (b *Broker) DataDir() string { return b.cfg.DataDir }
-
 // Issuer returns the broker's URL as it appears in tokens.
 func (b *Broker) Issuer() string { return b.cfg.Issuer }
