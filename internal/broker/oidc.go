@@ -266,15 +266,8 @@ func (b *Broker) MintOIDC(ctx context.Context, c *Caller, r OIDCRequest) (*OIDCT
 }
 
 func (b *Broker) oidcDeny(ctx context.Context, audit oidc.Mint, reason string, p error) error {
-	lg, err := b.Ledger()
-	if err != nil {
-		return err
-	}
 	audit.Reason = reason
-	if _, err := lg.Append(ctx, ledger.AccountOrigin(audit.Actor), oidc.KindDenied, audit); err != nil {
-		return problem.New(problem.Internal, "the refused mint could not be audited", "retry; the operator should check the server log")
-	}
-	return p
+	return b.auditRefusal(ctx, audit.Actor, oidc.KindDenied, audit, "mint", p)
 }
 
 // MinRotationWindow is the shortest window a rotation may keep the old key

@@ -230,13 +230,20 @@ func forAgent(agent string) string {
 
 // deny audits a refused read, then returns p (or the audit failure).
 func (b *Broker) deny(ctx context.Context, audit vault.Read, reason string, p error) error {
+	audit.Reason, audit.Version = reason, 0
+	return b.auditRefusal(ctx, audit.Actor, vault.KindDenied, audit, "read", p)
+}
+
+// auditRefusal records a refusal of what (a read, a mint) as kind, signed by the
+// actor's account, and returns p; if the refusal cannot be recorded, it says so
+// instead.
+func (b *Broker) auditRefusal(ctx context.Context, actor, kind string, payload any, what string, p error) error {
 	lg, err := b.Ledger()
 	if err != nil {
 		return err
 	}
-	audit.Reason, audit.Version = reason, 0
-	if _, err := lg.Append(ctx, ledger.AccountOrigin(audit.Actor), vault.KindDenied, audit); err != nil {
-		return problem.New(problem.Internal, "the refused read could not be audited", "retry; the operator should check the server log")
+	if _, err := lg.Append(ctx, ledger.AccountOrigin(actor), kind, payload); err != nil {
+		return problem.New(problem.Internal, "the refused "+what+" could not be audited", "retry; the operator should check the server log")
 	}
 	return p
 }
