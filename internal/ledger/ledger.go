@@ -186,28 +186,45 @@ func Open(ctx context.Context, d Driver, s Schema, signer Signer, opts Options) 
 // Append signs an entry of kind with origin's key and returns once it is durable.
 // payload is marshalled with encoding/json.
 func (l *Ledger) Append(ctx context.Context, origin, kind string, payload any) (Entry, error) {
-	p, err := MarshalPayload(payload)
-	if err != nil {
-		return Entry{}, fmt.Errorf("ledger: %s payload: %w", kind, err)
-	}
-	return l.send(ctx, &request{origin: origin, kind: kind, payload: p})
+	return l.begin(ctx, &request{origin: origin, kind: kind}, payload)()
 }
 
 // AppendBlob is Append that also stores blob, content-addressed at
 // BlobKey(hex(SHA-256(blob))), in the same transaction as the entry.
 func (l *Ledger) AppendBlob(ctx context.Context, origin, kind string, payload any, blob []byte) (Entry, error) {
-	p, err := MarshalPayload(payload)
-	if err != nil {
-		return Entry{}, fmt.Errorf("ledger: %s payload: %w", kind, err)
+	return l.begin(ctx, &request{origin: origin, kind: kind, blob: blob}, payload)()
+}
+
+// Begin queues an append like Append and returns at once; wait blocks until the
+// entry is durable (or refused) and returns what Append would have. A caller can
+// work while its entry is committed: the OIDC mint signs its token meanwhile.
+func (l *Ledger) Begin(ctx context.Context, origin, kind string, payload any) (wait func() (Entry, error)) {
+	return l.begin(ctx, &request{origin: origin, kind: kind}, payload)
+}
+
+// begin marshals payload into r, queues r and returns its wait.
+func (l *Ledger) begin(ctx context.Context, r *request, payload any) func() (Entry, error) {
+	var err error
+	if r.payload, err = MarshalPayload(payload); err != nil {
+		err = fmt.Errorf("ledger: %s payload: %w", r.kind, err)
+	} else if err = l.enqueue(ctx, r); err == nil {
+		return func() (Entry, error) { return first(l.await(ctx, r)) }
 	}
-	return l.send(ctx, &request{origin: origin, kind: kind, payload: p, blob: blob})
+	return func() (Entry, error) { return Entry{}, err }
+}
+
+func first(es []Entry, err error) (Entry, error) {
+	if err != nil {
+		return Entry{}, err
+	}
+	return es[0], nil
 }
 
 // Submit appends an entry signed outside the enclave (governance). It must link to
 // the current head; if the head moved the result is ErrConflict and the caller
 // re-signs against the new head.
 func (l *Ledger) Submit(ctx context.Context, e Entry) (Entry, error) {
-	return l.send(ctx, &request{external: &e})
+	return first(l.sendAll(ctx, &request{external: &e}))
 }
 
 // Req is one entry of an AppendAll group.
@@ -233,36 +250,6 @@ func (l *Ledger) AppendAll(ctx context.Context, reqs []Req) ([]Entry, error) {
 		g.group[i] = &request{origin: r.Origin, kind: r.Kind, payload: p, blob: r.Blob}
 	}
 	return l.sendAll(ctx, g)
-}
-
-func (l *Ledger) send(ctx context.Context, r *request) (Entry, error) {
-	es, err := l.sendAll(ctx, r)
-	if err != nil {
-		return Entry{}, err
-	}
-	return es[0], nil
-}
-
-// Begin queues an append like Append and returns at once; wait blocks until the
-// entry is durable (or refused) and returns what Append would have. A caller can
-// work while its entry is committed: the OIDC mint signs its token meanwhile.
-func (l *Ledger) Begin(ctx context.Context, origin, kind string, payload any) (wait func() (Entry, error)) {
-	p, err := MarshalPayload(payload)
-	if err != nil {
-		err = fmt.Errorf("ledger: %s payload: %w", kind, err)
-		return func() (Entry, error) { return Entry{}, err }
-	}
-	r := &request{origin: origin, kind: kind, payload: p}
-	if err := l.enqueue(ctx, r); err != nil {
-		return func() (Entry, error) { return Entry{}, err }
-	}
-	return func() (Entry, error) {
-		es, err := l.await(ctx, r)
-		if err != nil {
-			return Entry{}, err
-		}
-		return es[0], nil
-	}
 }
 
 func (l *Ledger) sendAll(ctx context.Context, r *request) ([]Entry, error) {
