@@ -432,7 +432,9 @@ type memoized struct {
 	a   Agent
 }
 
-// Get is Get through the memo. The result is the caller's own copy.
+// Get is Get through the memo. The result is the caller's own copy, except that
+// its Scope shares the memo's array: callers may append to it (Scope is clipped)
+// but must not write into it.
 func (m *Memo) Get(st ledger.State, owner, alias string) (*Agent, bool, error) {
 	key := agentKey(owner, alias)
 	raw, ok, err := st.Get(key)
