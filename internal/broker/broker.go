@@ -259,11 +259,11 @@ func (b *Broker) genesis() (*ledger.Genesis, error) {
 	if err != nil {
 		return nil, err
 	}
-	m := b.Enclave.Measurements()
+	m := b.oidc.enclave // the measurements, hex-encoded at Open
 	g := &ledger.Genesis{
-		MrEnclave: hex.EncodeToString(m.MrEnclave[:]),
-		MrSigner:  hex.EncodeToString(m.MrSigner[:]),
-		Tier:      string(m.Tier),
+		MrEnclave: m.MrEnclave,
+		MrSigner:  m.MrSigner,
+		Tier:      m.Tier,
 		Governance: ledger.Governance{Threshold: 1,
 			Keys: []string{hex.EncodeToString(op.Public().(ed25519.PublicKey))}},
 	}
