@@ -12,6 +12,7 @@ import (
 	"github.com/agentkeys/agentkeys/internal/broker"
 	"github.com/agentkeys/agentkeys/internal/client"
 	"github.com/agentkeys/agentkeys/internal/federation"
+	"github.com/agentkeys/agentkeys/internal/oidc"
 	"github.com/agentkeys/agentkeys/internal/problem"
 )
 
@@ -70,7 +71,7 @@ prints them as one JSON object for machine use. Nothing is sent anywhere.`,
 	aws.Flags().StringVar(&aw.Account, "account", "", "12-digit AWS account id")
 	aws.Flags().StringVar(&aw.RoleName, "role-name", "agentkeys-agents", "the role agents assume")
 	aws.Flags().StringVar(&aw.Bucket, "bucket", "", "the bucket agents share, one prefix per agent wallet (default agentkeys-<account>)")
-	aws.Flags().StringVar(&aw.Audience, "audience", "sts.amazonaws.com", "the token audience (client id)")
+	aws.Flags().StringVar(&aw.Audience, "audience", oidc.AWSAudience, "the token audience (client id)")
 	aws.Flags().StringVar(&aw.Pin, "pin", "", "pin sub to the enclave: mrenclave, mrsigner or both")
 	aws.Flags().StringVar(&aw.MrEnclave, "mrenclave", "", "mrenclave to pin (hex; GET /v1/enclave)")
 	aws.Flags().StringVar(&aw.MrSigner, "mrsigner", "", "mrsigner to pin (hex; GET /v1/enclave)")
@@ -265,7 +266,7 @@ command exists to print the token.`,
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&audience, "audience", "sts.amazonaws.com", "the relying party's audience")
+	cmd.Flags().StringVar(&audience, "audience", oidc.AWSAudience, "the relying party's audience")
 	cmd.Flags().DurationVar(&ttl, "ttl", 0, "token lifetime (default 5m)")
 	cmd.Flags().BoolVar(&self, "self", false, "mint for the owner itself")
 	return cmd

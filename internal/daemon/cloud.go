@@ -19,12 +19,13 @@ import (
 	"github.com/agentkeys/agentkeys/internal/broker"
 	"github.com/agentkeys/agentkeys/internal/client"
 	"github.com/agentkeys/agentkeys/internal/home"
+	"github.com/agentkeys/agentkeys/internal/oidc"
 	"github.com/agentkeys/agentkeys/internal/problem"
 )
 
 // Defaults of an AWSRequest.
 const (
-	DefaultAWSAudience = "sts.amazonaws.com" // the audience AWS STS expects
+	DefaultAWSAudience = oidc.AWSAudience
 	DefaultAWSRegion   = "us-east-1"
 )
 

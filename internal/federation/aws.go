@@ -47,7 +47,7 @@ func GenerateAWS(in AWSInput) (*AWS, error) {
 		in.Bucket = "agentkeys-" + in.Account
 	}
 	if in.Audience == "" {
-		in.Audience = "sts.amazonaws.com"
+		in.Audience = oidc.AWSAudience
 	}
 	sub, err := SubPattern(in.Pin, in.MrEnclave, in.MrSigner)
 	if err != nil {

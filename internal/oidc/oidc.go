@@ -24,6 +24,9 @@ const (
 	ClaimFlatTags = "https://aws.amazon.com/tags/principal_tags"
 )
 
+// AWSAudience is the audience AWS STS expects.
+const AWSAudience = "sts.amazonaws.com"
+
 // Token lifetimes.
 const (
 	DefaultTTL = 300  // seconds
