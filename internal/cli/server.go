@@ -20,6 +20,7 @@ import (
 
 	"github.com/agentkeys/agentkeys/internal/api"
 	"github.com/agentkeys/agentkeys/internal/broker"
+	"github.com/agentkeys/agentkeys/internal/oidc"
 	"github.com/agentkeys/agentkeys/internal/problem"
 )
 
@@ -62,7 +63,7 @@ AGENTKEYS_PLATFORM_KEY (64 hex characters) when set.`,
 				return err
 			}
 			log := slog.New(slog.NewJSONHandler(e.stderr, &slog.HandlerOptions{Level: level}))
-			if oidcMaxTTL > time.Hour || oidcMaxTTL < time.Second {
+			if oidcMaxTTL > oidc.MaxTTL*time.Second || oidcMaxTTL < time.Second {
 				return problem.New(problem.BadRequest, "--oidc-max-ttl must be between 1s and 1h", "pass e.g. --oidc-max-ttl 1h")
 			}
 			return runServer(cmd.Context(), log, serverConfig{listen: listen, maxBody: maxBody, issuer: issuer, dev: dev,
@@ -81,7 +82,7 @@ AGENTKEYS_PLATFORM_KEY (64 hex characters) when set.`,
 	cmd.Flags().StringVar(&readRate, "read-rate", "100/1m", "credential reads allowed per session, as COUNT/WINDOW")
 	cmd.Flags().DurationVar(&approvalWindow, "approval-window", 2*time.Minute, "how long an approval allows its one read")
 	cmd.Flags().StringArrayVar(&audiences, "oidc-audience", nil, "an audience identity tokens may be minted for (repeatable), e.g. sts.amazonaws.com")
-	cmd.Flags().DurationVar(&oidcMaxTTL, "oidc-max-ttl", time.Hour, "longest identity token lifetime (at most 1h)")
+	cmd.Flags().DurationVar(&oidcMaxTTL, "oidc-max-ttl", oidc.MaxTTL*time.Second, "longest identity token lifetime (at most 1h)")
 	cmd.Flags().DurationVar(&oidcSkew, "oidc-skew", time.Minute, "clock skew allowed to relying parties; a rotation keeps the old key at least --oidc-max-ttl plus this")
 	cmd.Flags().BoolVar(&dev, "dev", false, "development: allow a plain-http --issuer on a non-loopback host")
 	return cmd
