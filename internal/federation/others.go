@@ -35,18 +35,19 @@ func GenerateGCP(in GCPInput) (*GCP, error) {
 		in.Provider = "agentkeys-oidc"
 	}
 	aud := fmt.Sprintf("//iam.googleapis.com/projects/%s/locations/global/workloadIdentityPools/%s/providers/%s", in.ProjectNumber, in.Pool, in.Provider)
-	m := map[string]string{
-		"google.subject":                   "assertion.sub",
-		"attribute.agentkeys_user_wallet":  "assertion." + oidc.TagUserWallet,
-		"attribute.agentkeys_owner_wallet": "assertion.agentkeys_owner_wallet",
-		"attribute.enclave_tier":           "assertion.agentkeys_enclave_tier",
+	mapping := [][2]string{ // in the order the command lists them
+		{"google.subject", "assertion.sub"},
+		{"attribute.agentkeys_user_wallet", "assertion." + oidc.TagUserWallet},
+		{"attribute.agentkeys_owner_wallet", "assertion.agentkeys_owner_wallet"},
+		{"attribute.enclave_tier", "assertion.agentkeys_enclave_tier"},
+	}
+	m := map[string]string{}
+	var pairs []string
+	for _, kv := range mapping {
+		m[kv[0]] = kv[1]
+		pairs = append(pairs, kv[0]+"="+kv[1])
 	}
 	cond := "has(assertion." + oidc.TagUserWallet + ")"
-	keys := []string{"google.subject", "attribute.agentkeys_user_wallet", "attribute.agentkeys_owner_wallet", "attribute.enclave_tier"}
-	var pairs []string
-	for _, k := range keys {
-		pairs = append(pairs, k+"="+m[k])
-	}
 	out := &GCP{Audience: aud, AttributeMapping: m, Condition: cond, Commands: []string{
 		fmt.Sprintf("gcloud iam workload-identity-pools create %s --project=%s --location=global --display-name=AgentKeys", in.Pool, in.Project),
 		fmt.Sprintf("gcloud iam workload-identity-pools providers create-oidc %s --project=%s --location=global --workload-identity-pool=%s --issuer-uri=%s --allowed-audiences=%s --attribute-mapping=%s --attribute-condition='%s'",
