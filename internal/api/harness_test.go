@@ -140,3 +140,13 @@ func loginFor(e *env, key ed25519.PrivateKey) broker.Login {
 	return broker.Login{PublicKey: hex.EncodeToString(key.Public().(ed25519.PublicKey)), Server: e.srv.URL,
 		Time: time.Now().Unix(), Nonce: hex.EncodeToString(n)}
 }
+
+// unlimited lifts the anonymous-caller limits, for benchmarks that sign up and
+// pair many accounts from one address.
+func unlimited() broker.AnonLimits {
+	all := broker.AnonLimits{}
+	for _, k := range broker.AnonKinds {
+		all[k] = broker.AnonLimit{PerSource: broker.Rate{Count: 1 << 20, Window: time.Minute}, Global: broker.Rate{Count: 1 << 20, Window: time.Minute}}
+	}
+	return all
+}

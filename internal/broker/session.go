@@ -28,6 +28,7 @@ type Login struct {
 	Nonce      string `json:"nonce"`                 // hex, 16 random bytes
 	ChannelKey string `json:"channel_key,omitempty"` // base64 hybrid HPKE public key: also return the session channel key sealed to it
 	Sig        string `json:"sig"`                   // hex Ed25519 over LoginMessage
+	Invite     string `json:"invite,omitempty"`      // sign-up on a broker with --signup invite: the operator's invite code
 }
 
 // LoginSkew is how far a login statement's time may be from the broker's clock.
@@ -120,12 +121,25 @@ func (b *Broker) CreateAccount(ctx context.Context, l Login) (*SessionGrant, err
 	if existing != nil {
 		return nil, problem.Newf(problem.Conflict, "log in with agentkeys init --force", "an account for this identity already exists (omni %s)", omni)
 	}
+	invite := ""
+	if b.cfg.SignupInvite {
+		lg, _ := b.Ledger()
+		if invite, err = b.checkInvite(lg.State(ctx), l.Invite); err != nil {
+			return nil, err
+		}
+	}
 	wallet, err := b.Enclave.WalletAddress(omni)
 	if err != nil {
 		return nil, err
 	}
-	a := account.Account{Omni: omni, Wallet: wallet, Type: account.TypeKey, PublicKey: l.PublicKey, Role: token.RoleOwner}
+	a := account.Account{Omni: omni, Wallet: wallet, Type: account.TypeKey, PublicKey: l.PublicKey, Role: token.RoleOwner, Invite: invite}
 	g, err := b.openSession(ctx, &a, loginHash, l.ChannelKey, ledger.Req{Origin: ledger.OriginEnclave, Kind: account.KindCreated, Payload: a})
+	if err != nil && invite != "" {
+		lg, _ := b.Ledger()
+		if _, ierr := b.checkInvite(lg.State(ctx), l.Invite); ierr != nil {
+			return nil, ierr // used by a concurrent sign-up
+		}
+	}
 	if err != nil {
 		return nil, err
 	}
