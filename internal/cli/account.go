@@ -7,6 +7,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"os"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -18,7 +21,7 @@ import (
 )
 
 func initCmd(e *env) *cobra.Command {
-	var server string
+	var server, inviteFile string
 	var force, asJSON bool
 	cmd := &cobra.Command{
 		Use:   "init",
@@ -28,8 +31,10 @@ func initCmd(e *env) *cobra.Command {
 account.created ledger entry) and store a 30-day session the same way.
 
 Running it again changes nothing and says the account exists; --force logs in
-again with the same identity (a new session).`,
-		Example: "  agentkeys init --server http://127.0.0.1:8090\n  agentkeys init --force",
+again with the same identity (a new session). A broker started with --signup
+invite needs the invite its operator gave you: --invite-file FILE (- for stdin).`,
+		Example: "  agentkeys init --server http://127.0.0.1:8090\n  agentkeys init --force\n" +
+			"  agentkeys init --server https://keys.example.com --invite-file invite.txt",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
@@ -58,6 +63,10 @@ again with the same identity (a new session).`,
 			if err != nil {
 				return err
 			}
+			invite, err := e.readInvite(inviteFile)
+			if err != nil {
+				return err
+			}
 			pinned := ""
 			if serr == nil && old.Server == c.Server() {
 				pinned = old.PlatformKey
@@ -76,6 +85,9 @@ again with the same identity (a new session).`,
 			l := broker.Login{PublicKey: hex.EncodeToString(id.Public().(ed25519.PublicKey)), Server: c.Server(),
 				Time: time.Now().Unix(), Nonce: nonce()}
 			broker.SignLogin(&l, id)
+			if fresh {
+				l.Invite = invite
+			}
 			var g *broker.SessionGrant
 			if fresh {
 				g, err = c.CreateAccount(ctx, l)
@@ -105,8 +117,27 @@ again with the same identity (a new session).`,
 	}
 	cmd.Flags().StringVar(&server, "server", DefaultServer, "broker URL")
 	cmd.Flags().BoolVar(&force, "force", false, "log in again with the existing identity")
+	cmd.Flags().StringVar(&inviteFile, "invite-file", "", "a file holding the operator's invite (- for stdin), for a broker with --signup invite")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the result as JSON")
 	return cmd
+}
+
+// readInvite reads an invite code from path ("-" = stdin); "" reads nothing.
+func (e *env) readInvite(path string) (string, error) {
+	if path == "" {
+		return "", nil
+	}
+	var b []byte
+	var err error
+	if path == "-" {
+		b, err = io.ReadAll(io.LimitReader(e.stdin, 4096))
+	} else {
+		b, err = os.ReadFile(path)
+	}
+	if err != nil {
+		return "", problem.Newf(problem.BadRequest, "pass the file the operator's invite is in", "cannot read the invite: %v", err)
+	}
+	return strings.TrimSpace(string(b)), nil
 }
 
 func nonce() string {
