@@ -35,7 +35,7 @@ again with the same identity (a new session). A broker started with --signup
 invite needs the invite its operator gave you: --invite-file FILE (- for stdin).`,
 		Example: "  agentkeys init --server http://127.0.0.1:8090\n  agentkeys init --force\n" +
 			"  agentkeys init --server https://keys.example.com --invite-file invite.txt",
-		Args:    cobra.NoArgs,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
 			d, err := e.dir()
