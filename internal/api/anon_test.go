@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"bytes"
+	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/json"
@@ -92,57 +93,83 @@ func signup(e *env) []byte {
 
 // Every route an anonymous caller can write through is limited per source
 // address (429, Retry-After, the flag to raise it) and in all; other addresses
-// are not affected by one address's exhaustion.
+// are not affected by one address's exhaustion. Kinds that write to the ledger
+// spend the global share only when valid: invalid requests from many addresses
+// leave it to real callers.
 func TestAnonymousRoutesLimited(t *testing.T) {
 	one := broker.Rate{Count: 3, Window: time.Hour}
 	lim := broker.AnonLimits{}
 	for _, k := range broker.AnonKinds {
 		lim[k] = broker.AnonLimit{PerSource: one, Global: broker.Rate{Count: 5, Window: time.Hour}}
 	}
-	_, attackerKey, _ := ed25519.GenerateKey(rand.Reader)
+	empty := func(*env) []byte { return []byte(`{}`) }
 	for _, route := range []struct {
 		kind         broker.AnonKind
 		method, path string
-		body         func(e *env) []byte
+		body         func(e *env) []byte // a request the broker accepts (writers) or refuses without writing
 	}{
 		{broker.AnonSignup, http.MethodPost, "/v1/accounts", signup},
 		{broker.AnonLogin, http.MethodPost, "/v1/sessions", func(e *env) []byte {
-			l := loginFor(e, attackerKey)
-			broker.SignLogin(&l, attackerKey)
+			l := loginFor(e, e.attacker)
+			broker.SignLogin(&l, e.attacker)
 			return jsonBytes(t, l)
 		}},
-		{broker.AnonPair, http.MethodPost, "/v1/pair/requests", func(*env) []byte { return []byte(`{}`) }},
+		{broker.AnonPair, http.MethodPost, "/v1/pair/requests", func(e *env) []byte {
+			r, _ := pairRequest(t, e.victim, "bot"+strconv.Itoa(int(e.entries.Load())), "openai")
+			return jsonBytes(t, r)
+		}},
 		{broker.AnonPoll, http.MethodGet, "/v1/pair/requests/0123456789abcdef", nil},
-		{broker.AnonSubmit, http.MethodPost, "/v1/ledger/entries", func(*env) []byte { return []byte(`{}`) }},
-		{broker.AnonSubmit, http.MethodPost, "/mock/enclave-successors/authorize", func(*env) []byte { return []byte(`{}`) }},
-		{broker.AnonSubmit, http.MethodPost, "/mock/enclave-successors/deauthorize", func(*env) []byte { return []byte(`{}`) }},
-		{broker.AnonSubmit, http.MethodPost, "/mock/oidc-pubkeys/register", func(*env) []byte { return []byte(`{}`) }},
-		{broker.AnonSubmit, http.MethodPost, "/mock/oidc-pubkeys/revoke", func(*env) []byte { return []byte(`{}`) }},
-		{broker.AnonSubmit, http.MethodPost, "/v1/oidc/rotate", func(*env) []byte { return []byte(`{}`) }},
+		{broker.AnonSubmit, http.MethodPost, "/v1/ledger/entries", empty},
+		{broker.AnonSubmit, http.MethodPost, "/mock/enclave-successors/authorize", empty},
+		{broker.AnonSubmit, http.MethodPost, "/mock/enclave-successors/deauthorize", empty},
+		{broker.AnonSubmit, http.MethodPost, "/mock/oidc-pubkeys/register", empty},
+		{broker.AnonSubmit, http.MethodPost, "/mock/oidc-pubkeys/revoke", empty},
+		{broker.AnonSubmit, http.MethodPost, "/v1/oidc/rotate", empty},
 	} {
 		t.Run(route.method+" "+route.path, func(t *testing.T) {
 			e := newEnv(t, broker.Config{Anon: lim})
-			send := func(ip string) answer {
-				var b []byte
-				if route.body != nil {
-					b = route.body(e)
+			if route.kind != broker.AnonSignup { // (a sign-up spends the global share)
+				// The attacker's account, made in process (no source address).
+				_, e.attacker, _ = ed25519.GenerateKey(rand.Reader)
+				l := loginFor(e, e.attacker)
+				broker.SignLogin(&l, e.attacker)
+				g, err := e.b.CreateAccount(context.Background(), l)
+				if err != nil {
+					t.Fatal(err)
 				}
-				return doFrom(t, clientFrom(ip), route.method, e.srv.URL+route.path, b)
+				e.victim = g.Wallet
+			}
+			send := func(ip string, body []byte) answer {
+				return doFrom(t, clientFrom(ip), route.method, e.srv.URL+route.path, body)
+			}
+			valid := func() []byte {
+				if route.body == nil {
+					return nil
+				}
+				return route.body(e)
+			}
+			if writes := route.kind == broker.AnonSignup || route.kind == broker.AnonLogin || route.kind == broker.AnonPair; writes {
+				// Invalid requests from many addresses do not spend the global share.
+				for i := range 8 {
+					if a := send(fmt.Sprintf("127.0.1.%d", i+1), []byte(`{"sig":"00"}`)); a.StatusCode == http.StatusTooManyRequests {
+						t.Fatalf("invalid request %d: %d %s", i, a.StatusCode, a.Body)
+					}
+				}
 			}
 			for i := range 3 {
-				if a := send("127.0.0.2"); a.StatusCode == http.StatusTooManyRequests || a.StatusCode >= 500 {
+				if a := send("127.0.0.2", valid()); a.StatusCode == http.StatusTooManyRequests || a.StatusCode >= 500 {
 					t.Fatalf("request %d: %d %s", i, a.StatusCode, a.Body)
 				}
 			}
-			wantLimited(t, send("127.0.0.2"), "--"+string(route.kind)+"-rate")
+			wantLimited(t, send("127.0.0.2", valid()), "--"+string(route.kind)+"-rate")
 			// Another address has its own share; the global limit (5) then refuses
 			// everyone.
 			for i := range 2 {
-				if a := send("127.0.0.3"); a.StatusCode == http.StatusTooManyRequests {
+				if a := send("127.0.0.3", valid()); a.StatusCode == http.StatusTooManyRequests {
 					t.Fatalf("request %d from another address: %d %s", i, a.StatusCode, a.Body)
 				}
 			}
-			a := send("127.0.0.4")
+			a := send("127.0.0.4", valid())
 			wantLimited(t, a, "--"+string(route.kind)+"-rate")
 			if !strings.Contains(string(a.Body), "from all addresses") {
 				t.Fatalf("global refusal does not say so: %s", a.Body)
@@ -247,5 +274,90 @@ func TestOversizedPairRequestsLeaveNothing(t *testing.T) {
 	}
 	if grown := liveHeap() - before; grown > 8<<20 {
 		t.Fatalf("the live heap grew by %d bytes; want at most 8 MiB", grown)
+	}
+}
+
+// With SignupInvite, a sign-up needs an invite signed by a governance key of this
+// broker, for this broker, unexpired and unused; a refused sign-up writes nothing,
+// and an invite creates exactly one account.
+func TestSignupByInvite(t *testing.T) {
+	e := newEnv(t, broker.Config{SignupInvite: true, Anon: unlimited()})
+	op, err := broker.LoadOperatorKey(broker.OperatorKeyPath(e.dataDir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, notOp, _ := ed25519.GenerateKey(rand.Reader)
+	ctx := context.Background()
+	try := func(invite string) (*broker.SessionGrant, error) {
+		_, k, _ := ed25519.GenerateKey(rand.Reader)
+		l := loginFor(e, k)
+		broker.SignLogin(&l, k)
+		l.Invite = invite
+		return e.c.CreateAccount(ctx, l)
+	}
+	head := func() uint64 { h, _, _ := e.b.Storage().Head(ctx); return h.Seq }
+	good := broker.NewInvite(op, e.srv.URL, time.Now().Add(time.Hour))
+	for name, inv := range map[string]string{
+		"no invite":          "",
+		"not an invite":      "hello",
+		"garbage":            "akinv1.!!!",
+		"not the operator's": broker.NewInvite(notOp, e.srv.URL, time.Now().Add(time.Hour)),
+		"another broker":     broker.NewInvite(op, "https://elsewhere.example", time.Now().Add(time.Hour)),
+		"expired":            broker.NewInvite(op, e.srv.URL, time.Now().Add(-time.Minute)),
+		"altered":            good[:len(good)-3] + "AAA",
+		"oversized":          "akinv1." + strings.Repeat("A", 4096),
+	} {
+		before := head()
+		_, err := try(inv)
+		p := problem.As(err)
+		if p.Code != problem.Denied || !strings.Contains(p.Fix, "agentkeys server invite") {
+			t.Errorf("%s: want DENIED naming the fix, got %v (fix %q)", name, err, p.Fix)
+		}
+		if head() != before {
+			t.Errorf("%s: a refused sign-up wrote to the ledger", name)
+		}
+	}
+	if _, err := try(good); err != nil {
+		t.Fatalf("a valid invite: %v", err)
+	}
+	before := head()
+	if _, err := try(good); code(err) != problem.Denied || !strings.Contains(err.Error(), "already used") {
+		t.Fatalf("the invite's second use: %v", err)
+	}
+	if head() != before {
+		t.Fatal("the refused second use wrote to the ledger")
+	}
+	// Concurrent uses of one fresh invite: exactly one account.
+	fresh := broker.NewInvite(op, e.srv.URL, time.Now().Add(time.Hour))
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	ok := 0
+	for range 8 {
+		wg.Go(func() {
+			if _, err := try(fresh); err == nil {
+				mu.Lock()
+				ok++
+				mu.Unlock()
+			} else if code(err) != problem.Denied {
+				t.Errorf("a losing concurrent use: %v", err)
+			}
+		})
+	}
+	wg.Wait()
+	if ok != 1 {
+		t.Fatalf("%d accounts from one invite", ok)
+	}
+	// Logins need no invite.
+	_, k, _ := ed25519.GenerateKey(rand.Reader)
+	l := loginFor(e, k)
+	broker.SignLogin(&l, k)
+	l.Invite = broker.NewInvite(op, e.srv.URL, time.Now().Add(time.Hour))
+	if _, err := e.c.CreateAccount(ctx, l); err != nil {
+		t.Fatal(err)
+	}
+	l = loginFor(e, k)
+	broker.SignLogin(&l, k)
+	if _, err := e.c.OpenSession(ctx, l); err != nil {
+		t.Fatalf("login on an invite-only broker: %v", err)
 	}
 }

@@ -28,10 +28,12 @@ type env struct {
 	handler          http.Handler
 	c                *client.Client
 	dataDir          string
-	failing          *atomic.Bool // when set, every ledger commit fails
-	commits, entries atomic.Int64 // through the driver: commits, entries in them
-	commitNanos      atomic.Int64 // time spent in the driver's Commit
-	slowCommits      atomic.Int64 // commits that took over slowCommit
+	failing          *atomic.Bool       // when set, every ledger commit fails
+	commits, entries atomic.Int64       // through the driver: commits, entries in them
+	commitNanos      atomic.Int64       // time spent in the driver's Commit
+	slowCommits      atomic.Int64       // commits that took over slowCommit
+	attacker         ed25519.PrivateKey // anonymous-limit tests: an account's identity key
+	victim           string             // anonymous-limit tests: an owner's wallet
 }
 
 type failingDriver struct {

@@ -91,17 +91,36 @@ func newAnonLimiters(cfg AnonLimits) anonLimiters {
 // Admit decides whether the broker takes an anonymous request of kind from
 // source at all. The API asks before it reads the request's body, so a refused
 // caller costs one map lookup. The limiter is keyed by the source address only
-// (an IPv4 address, or the /64 of an IPv6 one) and by nothing the caller wrote.
+// (an IPv4 address, or the /64 of an IPv6 one), never by anything the caller
+// wrote. Kinds that write to the ledger spend their global share later, in
+// admitWrite, once the request is valid: garbage from many addresses cannot use
+// up what real callers need.
 func (b *Broker) Admit(kind AnonKind, source netip.Addr) error {
 	a := b.anon[kind]
 	if a == nil {
 		return fmt.Errorf("no limit for anonymous kind %q", kind)
 	}
-	now := b.cfg.Now()
-	if ok, wait := a.perSource.allow(sourceKey(source), now); !ok {
+	if ok, wait := a.perSource.allow(sourceKey(source), b.cfg.Now()); !ok {
 		return tooMany(kind, "from your address", a.limit.PerSource, wait)
 	}
-	if ok, wait := a.global.allow("", now); !ok {
+	if !writes(kind) {
+		return b.admitAll(kind)
+	}
+	return nil
+}
+
+// writes reports whether an admitted request of kind appends to the ledger.
+func writes(kind AnonKind) bool {
+	return kind == AnonSignup || kind == AnonLogin || kind == AnonPair
+}
+
+// admitWrite spends the global share of a valid anonymous request of kind, just
+// before the broker writes it.
+func (b *Broker) admitWrite(kind AnonKind) error { return b.admitAll(kind) }
+
+func (b *Broker) admitAll(kind AnonKind) error {
+	a := b.anon[kind]
+	if ok, wait := a.global.allow("", b.cfg.Now()); !ok {
 		return tooMany(kind, "from all addresses together", a.limit.Global, wait)
 	}
 	return nil

@@ -51,13 +51,16 @@ func NewInvite(key ed25519.PrivateKey, server string, expires time.Time) string 
 	return invitePrefix + base64.RawURLEncoding.EncodeToString(b)
 }
 
+const inviteFix = "ask the broker's operator for an invite (agentkeys server invite) and pass it with agentkeys init --invite-file"
+
+func badInvite(why string) error { return problem.New(problem.Denied, "the invite was refused: "+why, inviteFix) }
+
 // checkInvite verifies a sign-up's invite code and returns its id.
 func (b *Broker) checkInvite(st ledger.State, code string) (string, error) {
-	fix := "ask the broker's operator for an invite (agentkeys server invite) and pass it with agentkeys init --invite-file"
 	if code == "" {
-		return "", problem.New(problem.Denied, "this broker creates accounts by invite only", fix)
+		return "", problem.New(problem.Denied, "this broker creates accounts by invite only", inviteFix)
 	}
-	bad := func(why string) error { return problem.New(problem.Denied, "the invite was refused: "+why, fix) }
+	bad := badInvite
 	raw, ok := strings.CutPrefix(code, invitePrefix)
 	if !ok || len(code) > maxInviteLen {
 		return "", bad("it is not an invite code")

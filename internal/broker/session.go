@@ -128,16 +128,20 @@ func (b *Broker) CreateAccount(ctx context.Context, l Login) (*SessionGrant, err
 			return nil, err
 		}
 	}
+	if err := b.admitWrite(AnonSignup); err != nil {
+		return nil, err
+	}
 	wallet, err := b.Enclave.WalletAddress(omni)
 	if err != nil {
 		return nil, err
 	}
 	a := account.Account{Omni: omni, Wallet: wallet, Type: account.TypeKey, PublicKey: l.PublicKey, Role: token.RoleOwner, Invite: invite}
 	g, err := b.openSession(ctx, &a, loginHash, l.ChannelKey, ledger.Req{Origin: ledger.OriginEnclave, Kind: account.KindCreated, Payload: a})
-	if err != nil && invite != "" {
+	if err != nil && invite != "" && problem.As(err).Code == problem.Conflict {
+		// Refused although no account had this identity: a concurrent sign-up used the invite.
 		lg, _ := b.Ledger()
-		if _, ierr := b.checkInvite(lg.State(ctx), l.Invite); ierr != nil {
-			return nil, ierr // used by a concurrent sign-up
+		if _, aerr := account.Get(lg.State(ctx), omni); errors.Is(aerr, account.ErrNoAccount) {
+			return nil, badInvite("it was already used")
 		}
 	}
 	if err != nil {
@@ -155,6 +159,9 @@ func (b *Broker) OpenSession(ctx context.Context, l Login) (*SessionGrant, error
 	}
 	if a == nil {
 		return nil, problem.New(problem.NotFound, "no account for this identity", "create one with agentkeys init")
+	}
+	if err := b.admitWrite(AnonLogin); err != nil {
+		return nil, err
 	}
 	return b.openSession(ctx, a, loginHash, l.ChannelKey)
 }
