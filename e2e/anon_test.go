@@ -231,3 +231,35 @@ func TestAnonymousCallersBoundedCost(t *testing.T) {
 	h.pairAgent(s, victim, "real", "openai")
 
 }
+
+// TestSignupInvite: a broker started with --signup invite refuses `init` without
+// an invite (with the fix), accepts one the operator signed offline with
+// `server invite`, and refuses the same invite a second time.
+func TestSignupInvite(t *testing.T) {
+	h := newHarness(t)
+	srvHome := t.TempDir()
+	s := h.start(serverOpts{home: srvHome, args: []string{"--signup", "invite"}})
+	alice, bob := t.TempDir(), t.TempDir()
+	r := h.cli(alice, "init", "--server", s.url)
+	if r.code == 0 || !strings.Contains(r.stderr, "by invite only") || !strings.Contains(r.stderr, "agentkeys server invite") {
+		t.Fatalf("init without an invite: exit %d: %s", r.code, r.stderr)
+	}
+	head := s.head().Seq
+	inv := h.cli(srvHome, "server", "invite", "--server", s.url, "--ttl", "1h")
+	if inv.code != 0 || !strings.HasPrefix(inv.stdout, "akinv1.") {
+		t.Fatalf("server invite: exit %d: %s %s", inv.code, inv.stdout, inv.stderr)
+	}
+	file := t.TempDir() + "/invite.txt"
+	if err := os.WriteFile(file, []byte(inv.stdout), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if s.head().Seq != head {
+		t.Fatal("the refused sign-up or the offline invite wrote to the ledger")
+	}
+	h.akOK(alice, "init", "--server", s.url, "--invite-file", file)
+	r = h.cli(bob, "init", "--server", s.url, "--invite-file", file)
+	if r.code == 0 || !strings.Contains(r.stderr, "already used") {
+		t.Fatalf("a second init with the same invite: exit %d: %s %s", r.code, r.stderr, r.stdout)
+	}
+	h.akOK(alice, "init", "--force") // logging in needs no invite
+}

@@ -51,14 +51,14 @@ invite needs the invite its operator gave you: --invite-file FILE (- for stdin).
 			if !cmd.Flags().Changed("server") && serr == nil {
 				server = old.Server
 			}
-			if !fresh && !force {
-				omni := ""
-				if serr == nil {
-					omni = old.Omni
-				}
-				fmt.Fprintf(e.stdout, "The account already exists on this machine (omni %s). Nothing changed; use --force to log in again.\n", omni)
+			if !fresh && !force && serr == nil {
+				fmt.Fprintf(e.stdout, "The account already exists on this machine (omni %s). Nothing changed; use --force to log in again.\n", old.Omni)
 				return nil
 			}
+			// An identity without a session signs up again: its first sign-up may
+			// have been refused (e.g. without an invite); if the account exists
+			// after all, the broker says so and --force logs in.
+			signup := fresh || !force
 			c, err := client.New(server)
 			if err != nil {
 				return err
@@ -85,11 +85,11 @@ invite needs the invite its operator gave you: --invite-file FILE (- for stdin).
 			l := broker.Login{PublicKey: hex.EncodeToString(id.Public().(ed25519.PublicKey)), Server: c.Server(),
 				Time: time.Now().Unix(), Nonce: nonce()}
 			broker.SignLogin(&l, id)
-			if fresh {
+			if signup {
 				l.Invite = invite
 			}
 			var g *broker.SessionGrant
-			if fresh {
+			if signup {
 				g, err = c.CreateAccount(ctx, l)
 			} else {
 				g, err = c.OpenSession(ctx, l)
@@ -104,10 +104,10 @@ invite needs the invite its operator gave you: --invite-file FILE (- for stdin).
 			}
 			if asJSON {
 				return json.NewEncoder(e.stdout).Encode(map[string]any{"omni": g.Omni, "wallet": g.Wallet, "server": c.Server(),
-					"expires_at": expiry(g.ExpiresAt), "created": fresh})
+					"expires_at": expiry(g.ExpiresAt), "created": signup})
 			}
 			verb := "Logged in"
-			if fresh {
+			if signup {
 				verb = "Account created"
 			}
 			fmt.Fprintf(e.stdout, "%s.\n  omni:    %s\n  wallet:  %s\n  server:  %s\n  session: expires %s\n",
