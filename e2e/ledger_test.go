@@ -367,7 +367,9 @@ func TestCrashConsistency(t *testing.T) {
 	const writers = 4
 	h := newHarness(t)
 	home := t.TempDir()
-	o := serverOpts{home: home, dataDir: filepath.Join(t.TempDir(), "data")}
+	// The writers are the operator's own governance submissions, as fast as the
+	// broker takes them: lift the per-address limit on submissions.
+	o := serverOpts{home: home, dataDir: filepath.Join(t.TempDir(), "data"), args: []string{"--submit-rate", "1000000/1m,1000000/1m"}}
 	var (
 		mu         sync.Mutex
 		acks       []ack
