@@ -263,3 +263,21 @@ func TestSignupInvite(t *testing.T) {
 	}
 	h.akOK(alice, "init", "--force") // logging in needs no invite
 }
+
+// TestAnonymousFlagRefusals: a bad limit, proxy or sign-up mode refuses to start,
+// saying how to write it.
+func TestAnonymousFlagRefusals(t *testing.T) {
+	h := newHarness(t)
+	for _, c := range []struct{ flag, value, fix string }{
+		{"--pair-rate", "5", "PER_ADDRESS,IN_ALL"},
+		{"--signup-rate", "10/1h,lots", "COUNT/WINDOW"},
+		{"--login-rate", "0/1m,10/1m", "COUNT/WINDOW"},
+		{"--trusted-proxy", "proxy.example", "CIDR"},
+		{"--signup", "closed", "--signup invite"},
+	} {
+		r := h.cli(t.TempDir(), "server", "--listen", "127.0.0.1:0", c.flag, c.value)
+		if r.code != 2 || !strings.Contains(r.stderr, "Error: BAD_REQUEST") || !strings.Contains(r.stderr, c.fix) {
+			t.Errorf("server %s %s: exit %d: %s", c.flag, c.value, r.code, r.stderr)
+		}
+	}
+}
