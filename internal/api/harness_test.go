@@ -143,8 +143,8 @@ func loginFor(e *env, key ed25519.PrivateKey) broker.Login {
 		Time: time.Now().Unix(), Nonce: hex.EncodeToString(n)}
 }
 
-// unlimited lifts the anonymous-caller limits, for benchmarks that sign up and
-// pair many accounts from one address.
+// unlimited lifts the anonymous-caller limits, for benchmarks and fuzzers that
+// sign up, pair or submit many times from one address.
 func unlimited() broker.AnonLimits {
 	all := broker.AnonLimits{}
 	for _, k := range broker.AnonKinds {
