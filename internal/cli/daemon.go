@@ -335,7 +335,7 @@ Code's .vscode/mcp.json shape. With --socket PATH the client starts the thin
 front (agentkeys daemon mcp --socket PATH) of a daemon that runs as another user.`,
 		Example: "  agentkeys daemon mcp-config\n  agentkeys daemon mcp-config --client vscode > .vscode/mcp.json\n" +
 			"  agentkeys daemon mcp-config --socket /run/agentkeys/agentkeys.sock",
-		Args:    cobra.NoArgs,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			self, err := os.Executable()
 			if err != nil {

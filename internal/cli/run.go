@@ -42,7 +42,7 @@ never printed; the exit code is the command's. COMMAND gets no AGENTKEYS_
 variable (AGENTKEYS_HOME would point it at the keys).`,
 		Example: "  agentkeys run -- python agent.py\n  agentkeys run --env OPENAI_API_KEY=openai -- ./script.sh\n  agentkeys run --agent ci-bot -- make deploy\n" +
 			"  agentkeys run --socket /run/agentkeys/agentkeys.sock -- python agent.py",
-		Args:    cobra.MinimumNArgs(1),
+		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
 			want := map[string]string{} // env name → service
