@@ -363,3 +363,62 @@ func TestDaemonUserSeparation(t *testing.T) {
 		t.Errorf("the daemon's log shows no credential served through the socket: %s", srvLog.String())
 	}
 }
+
+// TestDaemonSocketRefusals: the separated setup's commands refuse what would
+// expose the daemon's keys or do nothing, with a clear error, and create nothing.
+func TestDaemonSocketRefusals(t *testing.T) {
+	h := newHarness(t)
+	group := strconv.Itoa(os.Getgid())
+	dh := t.TempDir()
+	ddir := filepath.Join(dh, "daemon")
+	refused := func(wantCode int, wantText string, args ...string) {
+		t.Helper()
+		r := h.cli(dh, args...)
+		if r.code != wantCode || !strings.Contains(r.stderr, wantText) || !strings.Contains(r.stderr, "Fix: ") {
+			t.Errorf("agentkeys %s: exit %d (want %d), stderr %q (want %q and a fix)", strings.Join(args, " "), r.code, wantCode, r.stderr, wantText)
+		}
+	}
+	refused(2, "--socket-group needs --socket", "daemon", "serve", "--socket-group", group)
+	refused(2, "in the daemon's own directory", "daemon", "serve", "--socket", filepath.Join(ddir, "a.sock"), "--socket-group", group)
+	open := filepath.Join(t.TempDir(), "open")
+	if err := os.Mkdir(open, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(open, 0o777)
+	refused(2, "every user may write", "daemon", "serve", "--socket", filepath.Join(open, "a.sock"), "--socket-group", group)
+	refused(2, "does nothing with --socket", "daemon", "mcp", "--socket", filepath.Join(open, "a.sock"), "--sts-endpoint", "http://127.0.0.1:1")
+
+	// A daemon directory others may read: serve and mcp refuse to start.
+	if err := os.Mkdir(ddir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(ddir, 0o755)
+	os.WriteFile(filepath.Join(ddir, "session.json"), []byte("{}"), 0o600)
+	sock := filepath.Join(t.TempDir(), "a.sock")
+	refused(3, "other users may read the daemon's keys", "daemon", "serve", "--socket", sock)
+	refused(3, "other users may read the daemon's keys", "daemon", "mcp")
+	if _, err := os.Lstat(sock); err == nil {
+		t.Error("a refused daemon serve made its socket")
+	}
+
+	// No daemon behind the socket: run says so, and runs nothing.
+	marker := filepath.Join(t.TempDir(), "ran")
+	refused(5, "no daemon socket at", "run", "--socket", sock, "--", "touch", marker)
+	if _, err := os.Stat(marker); err == nil {
+		t.Error("run --socket ran the command without credentials")
+	}
+
+	// The MCP configuration of the front names the socket and no home.
+	var cfg struct {
+		MCPServers map[string]struct {
+			Args []string
+			Env  map[string]string
+		}
+	}
+	if err := json.Unmarshal([]byte(h.akOK(dh, "daemon", "mcp-config", "--socket", sock)), &cfg); err != nil {
+		t.Fatal(err)
+	}
+	if s := cfg.MCPServers["agentkeys"]; strings.Join(s.Args, " ") != "daemon mcp --socket "+sock || len(s.Env) != 0 {
+		t.Errorf("mcp-config --socket: %+v", s)
+	}
+}
