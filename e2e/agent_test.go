@@ -160,10 +160,15 @@ func (h *harness) akPending(o akOwner) []akPendingReq {
 	return out.Requests
 }
 
-// pairAgent pairs a daemon home as alias of o, approving with --yes.
+// pairAgent pairs a new daemon home as alias of o, approving with --yes.
 func (h *harness) pairAgent(s *server, o akOwner, alias, scope string) string {
 	h.t.Helper()
-	dh := h.t.TempDir()
+	return h.pairAgentIn(h.t.TempDir(), s, o, alias, scope)
+}
+
+// pairAgentIn pairs the daemon home dh as alias of o, approving with --yes.
+func (h *harness) pairAgentIn(dh string, s *server, o akOwner, alias, scope string) string {
+	h.t.Helper()
 	p := h.startPair(dh, "--server", s.url, "--owner", o.wallet, "--alias", alias, "--scope", scope)
 	var found bool
 	for _, r := range h.akPending(o) {
@@ -371,6 +376,14 @@ func TestAgentPairAndMCP(t *testing.T) {
 	}
 	if r.code != 0 {
 		t.Errorf("run --env TOKEN=github: exit %d: %s", r.code, r.stderr)
+	}
+	// The child learns nothing that points at the daemon's keys: no AGENTKEYS_HOME,
+	// no AGENTKEYS_ variable at all (only their names are printed).
+	for _, home := range []string{dh, o.home} {
+		r := h.cli(home, "run", "--env", "TOKEN=openai", "--", "sh", "-c", `env | grep ^AGENTKEYS_ | cut -d= -f1; exit 0`)
+		if r.code != 0 || strings.TrimSpace(r.stdout) != "" {
+			t.Errorf("run (home %s): the child sees %q (exit %d): %s", home, r.stdout, r.code, r.stderr)
+		}
 	}
 	if r := h.cli(dh, "run", "--env", "X=stripe", "--", "true"); r.code != 3 || !strings.Contains(r.stderr, "DENIED") {
 		t.Errorf("run with an out-of-scope service: exit %d %s", r.code, r.stderr)

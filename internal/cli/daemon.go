@@ -210,6 +210,7 @@ func cloudFlags(cmd *cobra.Command, src *daemon.Source) {
 
 func daemonMCPCmd(e *env) *cobra.Command {
 	var src daemon.Source
+	var socket string
 	cmd := &cobra.Command{
 		Use:   "mcp",
 		Short: "Serve the agent's credentials to an MCP client on stdio",
@@ -217,38 +218,77 @@ func daemonMCPCmd(e *env) *cobra.Command {
 list_credentials{} and cloud_credentials{provider:"aws", role_arn, session_name?,
 duration?}. Tool errors start with a stable code: DENIED, NOT_FOUND,
 RATE_LIMITED, REVOKED or UNREACHABLE. Logs (never values) go to stderr.
+With --socket PATH it is a thin front of a daemon that runs as another user
+(agentkeys daemon serve --socket PATH --socket-group GROUP): the same tools, every
+call forwarded to that socket; it holds no keys, so the agent's user never can.
 Configure your MCP client with the output of agentkeys daemon mcp-config.`,
-		Example: "  agentkeys daemon mcp",
+		Example: "  agentkeys daemon mcp\n  agentkeys daemon mcp --socket /run/agentkeys/agentkeys.sock",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log := e.daemonLog()
-			log.Info("mcp server starting", "home", e.home(), "paired", e.daemonDir().Paired())
+			if socket != "" {
+				for _, f := range []string{"sts-endpoint", "aws-audience", "aws-region"} {
+					if cmd.Flags().Changed(f) {
+						return problem.Newf(problem.BadRequest, "pass --"+f+" to agentkeys daemon serve, which calls STS",
+							"--%s does nothing with --socket: the daemon behind the socket calls STS", f)
+					}
+				}
+				log.Info("mcp front starting", "socket", socket)
+				return daemon.ServeMCP(cmd.Context(), daemon.NewSocketClient(socket), log)
+			}
 			src.Dir = e.daemonDir()
+			if err := src.Dir.CheckPrivate(); err != nil {
+				return err
+			}
+			log.Info("mcp server starting", "home", e.home(), "paired", src.Dir.Paired())
 			return daemon.ServeMCP(cmd.Context(), src, log)
 		},
 	}
+	cmd.Flags().StringVar(&socket, "socket", "", "be a front of the daemon serving this socket (it runs as another user; no keys here)")
 	cloudFlags(cmd, &src)
 	return cmd
 }
 
 func daemonServeCmd(e *env) *cobra.Command {
-	var socket string
+	var socket, group string
 	var src daemon.Source
 	var tokenFiles []string
 	var tokenTTL time.Duration
 	cmd := &cobra.Command{
 		Use:   "serve",
-		Short: "Serve the agent's credentials over HTTP on a 0600 Unix socket",
+		Short: "Serve the agent's credentials over HTTP on a Unix socket (0600, or 0660 for a group)",
 		Long: `For tools that do not speak MCP: GET /credentials → {"services":[…]},
 GET /credentials/{service} → {"service":…,"value":…}; errors are
 {"error":{"code","message","fix"}} with the codes of agentkeys daemon mcp;
 GET /cloud/aws?role_arn=ARN → credential_process JSON.
+The socket is 0600. Run as its own user with --socket-group GROUP (the agent
+user's group), the daemon makes it 0660 for that group: the agent reaches it
+(agentkeys daemon mcp --socket PATH, agentkeys run --socket PATH) but cannot
+read the daemon's keys. The daemon refuses to start when its directory is open
+to other users, and a socket directory every user may write.
 --oidc-token-file AUD=PATH keeps a web-identity token file (0600) fresh for
 AWS_WEB_IDENTITY_TOKEN_FILE-style consumers: rewritten at 80% of its lifetime.`,
 		Example: "  agentkeys daemon serve --socket /run/agentkeys.sock\n" +
-			"  curl --unix-socket /run/agentkeys.sock http://agentkeys/credentials/openai",
+			"  curl --unix-socket /run/agentkeys.sock http://agentkeys/credentials/openai\n" +
+			"  runuser -u agentkeys -- agentkeys daemon serve --socket /run/agentkeys/agentkeys.sock --socket-group agent",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			d := e.daemonDir()
+			if group != "" {
+				if socket == "" {
+					return problem.New(problem.BadRequest, "--socket-group needs --socket PATH in a directory the group may enter",
+						"e.g. --socket /run/agentkeys/agentkeys.sock --socket-group agent")
+				}
+				abs, _ := filepath.Abs(socket)
+				dir, _ := filepath.Abs(string(d))
+				if rel, err := filepath.Rel(dir, abs); err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
+					return problem.Newf(problem.BadRequest, "put the socket outside it, e.g. /run/agentkeys/agentkeys.sock",
+						"%s is in the daemon's own directory, which only the daemon's user may enter", socket)
+				}
+			}
+			if err := d.CheckPrivate(); err != nil {
+				return err
+			}
 			if socket == "" {
 				socket = filepath.Join(e.home(), "daemon", "agentkeys.sock")
 				os.MkdirAll(filepath.Dir(socket), 0o700)
@@ -261,21 +301,22 @@ AWS_WEB_IDENTITY_TOKEN_FILE-style consumers: rewritten at 80% of its lifetime.`,
 				}
 				files[path] = aud
 			}
-			ln, err := daemon.ListenSocket(socket)
+			ln, err := daemon.ListenSocket(socket, group)
 			if err != nil {
 				return err
 			}
 			defer os.Remove(socket)
 			log := e.daemonLog()
-			src.Dir = e.daemonDir()
+			src.Dir = d
 			for path, aud := range files {
 				go src.KeepTokenFile(cmd.Context(), aud, path, int64(tokenTTL/time.Second), log)
 			}
-			log.Info("listening", "socket", socket, "paired", e.daemonDir().Paired())
+			log.Info("listening", "socket", socket, "group", group, "paired", d.Paired())
 			return daemon.ServeSocket(cmd.Context(), ln, src, log)
 		},
 	}
 	cmd.Flags().StringVar(&socket, "socket", "", "socket path (default $AGENTKEYS_HOME/daemon/agentkeys.sock)")
+	cmd.Flags().StringVar(&group, "socket-group", "", "make the socket 0660 for this group (the agent user's); needs --socket")
 	cmd.Flags().StringArrayVar(&tokenFiles, "oidc-token-file", nil, "keep an identity token for AUDIENCE in PATH (repeatable), as AUDIENCE=PATH")
 	cmd.Flags().DurationVar(&tokenTTL, "oidc-token-ttl", 0, "lifetime of tokens written to --oidc-token-file (default: the broker's, 5m)")
 	cloudFlags(cmd, &src)
@@ -283,16 +324,18 @@ AWS_WEB_IDENTITY_TOKEN_FILE-style consumers: rewritten at 80% of its lifetime.`,
 }
 
 func daemonMCPConfigCmd(e *env) *cobra.Command {
-	var client string
+	var client, socket string
 	cmd := &cobra.Command{
 		Use:   "mcp-config",
 		Short: "Print MCP client configuration for this daemon",
 		Long: `Prints JSON to paste into an MCP client's configuration. --client claude (Claude
 Desktop's claude_desktop_config.json, Claude Code's .mcp.json) is the default;
 --client cursor prints the same for Cursor's mcp.json; --client vscode prints VS
-Code's .vscode/mcp.json shape.`,
-		Example: "  agentkeys daemon mcp-config\n  agentkeys daemon mcp-config --client vscode > .vscode/mcp.json",
-		Args:    cobra.NoArgs,
+Code's .vscode/mcp.json shape. With --socket PATH the client starts the thin
+front (agentkeys daemon mcp --socket PATH) of a daemon that runs as another user.`,
+		Example: "  agentkeys daemon mcp-config\n  agentkeys daemon mcp-config --client vscode > .vscode/mcp.json\n" +
+			"  agentkeys daemon mcp-config --socket /run/agentkeys/agentkeys.sock",
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			self, err := os.Executable()
 			if err != nil {
@@ -301,11 +344,20 @@ Code's .vscode/mcp.json shape.`,
 			if r, err := filepath.EvalSymlinks(self); err == nil {
 				self = r
 			}
-			home, err := filepath.Abs(e.home())
-			if err != nil {
-				return err
+			var server map[string]any
+			if socket != "" {
+				abs, err := filepath.Abs(socket)
+				if err != nil {
+					return err
+				}
+				server = map[string]any{"command": self, "args": []string{"daemon", "mcp", "--socket", abs}}
+			} else {
+				home, err := filepath.Abs(e.home())
+				if err != nil {
+					return err
+				}
+				server = map[string]any{"command": self, "args": []string{"daemon", "mcp"}, "env": map[string]string{"AGENTKEYS_HOME": home}}
 			}
-			server := map[string]any{"command": self, "args": []string{"daemon", "mcp"}, "env": map[string]string{"AGENTKEYS_HOME": home}}
 			var out any
 			switch client {
 			case "claude", "cursor", "":
@@ -320,6 +372,7 @@ Code's .vscode/mcp.json shape.`,
 		},
 	}
 	cmd.Flags().StringVar(&client, "client", "claude", "claude, cursor or vscode")
+	cmd.Flags().StringVar(&socket, "socket", "", "configure the front of the daemon serving this socket (daemon mcp --socket)")
 	return cmd
 }
 

@@ -2,9 +2,11 @@
 // and paired session under $AGENTKEYS_HOME/daemon (0600 files, 0700 directory),
 // fetches credentials over the agent session (every request with a DPoP proof,
 // values boxed for the session channel) and serves them to the agent over MCP
-// (stdio) or HTTP on a 0600 Unix socket. It never logs a credential value, a
-// token or a key, and its errors carry a stable code: DENIED, NOT_FOUND,
-// RATE_LIMITED, REVOKED or UNREACHABLE.
+// (stdio) or HTTP on a Unix socket: 0600, or 0660 for the agent's group when the
+// daemon runs as its own user. Then a SocketClient is the agent's thin front: it
+// holds no key and forwards every call to that socket. The package never logs a
+// credential value, a token or a key, and its errors carry a stable code:
+// DENIED, NOT_FOUND, RATE_LIMITED, REVOKED or UNREACHABLE.
 package daemon
 
 import (
@@ -140,6 +142,26 @@ func (d Dir) LoadSession() (*Session, error) {
 		return nil, err
 	}
 	return &s, nil
+}
+
+// CheckPrivate refuses a daemon directory or session file that anyone but its
+// owner may read or write: the keys in it are the daemon's alone, and a copy of
+// them is the agent session itself.
+func (d Dir) CheckPrivate() error {
+	for _, p := range []string{string(d), d.SessionPath()} {
+		fi, err := os.Stat(p)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return problem.Newf(CodeDenied, "run the daemon as the user that owns "+string(d), "cannot check %s: %v", p, err)
+		}
+		if fi.Mode().Perm()&0o077 != 0 {
+			return problem.Newf(CodeDenied, "chmod -R go= "+string(d),
+				"%s is %v: other users may read the daemon's keys", p, fi.Mode().Perm())
+		}
+	}
+	return nil
 }
 
 // Paired reports whether a session file exists.

@@ -27,8 +27,17 @@ func toolError(p string) *mcp.CallToolResult {
 	return &mcp.CallToolResult{IsError: true, Content: []mcp.Content{&mcp.TextContent{Text: p}}}
 }
 
+// Backend answers the daemon's tools: a Source when this process holds the
+// session, a SocketClient when it is a thin front of a daemon that runs as
+// another user. The tools are the same either way.
+type Backend interface {
+	Get(ctx context.Context, service string) ([]byte, error)
+	List(ctx context.Context) ([]string, error)
+	AWSCredentials(ctx context.Context, r AWSRequest) (*AWSCredentials, error)
+}
+
 // NewMCPServer returns the daemon's MCP server with its tools.
-func NewMCPServer(src Source, log *slog.Logger) *mcp.Server {
+func NewMCPServer(src Backend, log *slog.Logger) *mcp.Server {
 	s := mcp.NewServer(&mcp.Implementation{Name: "agentkeys", Title: "AgentKeys credentials", Version: Version}, nil)
 	mcp.AddTool(s, &mcp.Tool{Name: "get_credential",
 		Description: "Fetch the credential (API key) of a service this agent may use. Every call is audited. " +
@@ -89,7 +98,7 @@ type ServiceList struct {
 }
 
 // ServeMCP runs the MCP server on stdio until the client disconnects.
-func ServeMCP(ctx context.Context, src Source, log *slog.Logger) error {
+func ServeMCP(ctx context.Context, src Backend, log *slog.Logger) error {
 	return NewMCPServer(src, log).Run(ctx, &mcp.StdioTransport{})
 }
 
