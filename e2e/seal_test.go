@@ -187,3 +187,26 @@ func TestPlatformKeyInDataDir(t *testing.T) {
 		h.auditOK(home, "--data-dir", dir)
 	})
 }
+
+// TestPlatformKeyFlagAndEnv: --platform-key and AGENTKEYS_PLATFORM_KEY together
+// are ambiguous: refused before anything is created, naming both.
+func TestPlatformKeyFlagAndEnv(t *testing.T) {
+	h := newHarness(t)
+	k := randomHex(32)
+	h.plant("AGENTKEYS_PLATFORM_KEY", k)
+	o := serverOpts{home: t.TempDir(), platformKey: k}
+	o.args = []string{"--platform-key", filepath.Join(o.home, "elsewhere.key")}
+	s := h.spawn(o)
+	if code := s.waitExit(startTimeout); code == 0 {
+		t.Fatal("the server started with both --platform-key and AGENTKEYS_PLATFORM_KEY")
+	}
+	out := s.stderr.String()
+	for _, want := range []string{"BAD_REQUEST", "--platform-key", "AGENTKEYS_PLATFORM_KEY", "Fix:"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("refusal does not mention %q: %s", want, out)
+		}
+	}
+	if exists(o.effectiveDataDir()) || exists(o.platformKeyFile()) {
+		t.Error("the refused start created the data dir or a platform key")
+	}
+}

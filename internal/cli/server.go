@@ -49,6 +49,10 @@ unless --dev. Back the two up apart.`,
 			if dataDir == "" {
 				dataDir = filepath.Join(e.home(), "server")
 			}
+			if platformKey != "" && e.getenv("AGENTKEYS_PLATFORM_KEY") != "" {
+				return problem.New(problem.BadRequest, "--platform-key and AGENTKEYS_PLATFORM_KEY both name the platform key",
+					"pass one of them: unset AGENTKEYS_PLATFORM_KEY, or drop --platform-key")
+			}
 			if platformKey == "" {
 				platformKey = filepath.Join(e.home(), "platform.key")
 			}
