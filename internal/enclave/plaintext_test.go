@@ -2,6 +2,7 @@ package enclave
 
 import (
 	"bytes"
+	"errors"
 	"reflect"
 	"testing"
 	"unsafe"
@@ -175,8 +176,4 @@ func TestPlaintextBufferZeroed(t *testing.T) {
 	}
 }
 
-var errFailTest = errorString("test failure")
-
-type errorString string
-
-func (e errorString) Error() string { return string(e) }
+var errFailTest = errors.New("test failure")
