@@ -190,7 +190,7 @@ func TestOIDCFederationSeaweedFS(t *testing.T) {
 	}
 
 	// tokens the relying party must refuse, and one without the tag claims
-	enc, err := enclave.Open(enclave.Config{Dir: s.opts.effectiveDataDir()})
+	enc, err := enclave.Open(enclave.Config{Dir: s.opts.effectiveDataDir(), PlatformKeyFile: s.opts.platformKeyFile()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -90,7 +90,7 @@ func noArgvHas(t *testing.T, secret string) {
 func TestVaultRoundTrip(t *testing.T) {
 	h := newHarness(t)
 	s := h.start(serverOpts{home: t.TempDir()})
-	h.plantDataDir(s.opts.effectiveDataDir())
+	h.plantServer(s.opts)
 	oh := h.owner(s)
 	secret := "sk-e2e-" + randomHex(16)
 	h.plant("stored credential", secret)

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -28,6 +29,7 @@ type env struct {
 	handler          http.Handler
 	c                *client.Client
 	dataDir          string
+	platformKey      string       // the platform key file, beside dataDir
 	failing          *atomic.Bool // when set, every ledger commit fails
 	commits, entries atomic.Int64 // through the driver: commits, entries in them
 	commitNanos      atomic.Int64 // time spent in the driver's Commit
@@ -66,8 +68,10 @@ func newEnv(t testing.TB, cfg broker.Config) *env {
 	var h atomic.Pointer[http.Handler]
 	e.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { (*h.Load()).ServeHTTP(w, r) }))
 	t.Cleanup(e.srv.Close)
-	cfg.DataDir = t.TempDir()
-	e.dataDir = cfg.DataDir
+	base := t.TempDir()
+	cfg.DataDir = filepath.Join(base, "server")
+	cfg.PlatformKeyFile = filepath.Join(base, "platform.key")
+	e.dataDir, e.platformKey = cfg.DataDir, cfg.PlatformKeyFile
 	cfg.Issuer = e.srv.URL
 	cfg.WrapDriver = func(d ledger.Driver) ledger.Driver {
 		return failingDriver{d, e.failing, &e.commits, &e.entries, &e.commitNanos, &e.slowCommits}

@@ -37,13 +37,17 @@ import (
 // Config configures a broker.
 type Config struct {
 	DataDir         string
-	PlatformKeyHex  string // AGENTKEYS_PLATFORM_KEY; "" = <data-dir>/platform.key
+	PlatformKeyFile string // the platform key (sealing secret) file, outside DataDir; see enclave.Config
+	PlatformKeyHex  string // AGENTKEYS_PLATFORM_KEY; when set, used instead of PlatformKeyFile
 	SignerPublicKey []byte // release-signing public key (mrsigner); nil = dev signer
 	Logger          *slog.Logger
 	Registerer      prometheus.Registerer // nil = metrics not exported
 	Ledger          ledger.Options        // Genesis and OnCommit are set by the broker
 	// WrapDriver, when set, wraps the ledger store (fault-injection tests).
 	WrapDriver func(ledger.Driver) ledger.Driver
+	// DevPlatformKeyInDataDir accepts a platform key inside DataDir
+	// (server --dev): a copy of the data dir then unseals everything.
+	DevPlatformKeyInDataDir bool
 
 	Issuer         string           // this broker's URL: iss of its tokens, audience of logins
 	SessionTTL     time.Duration    // owner sessions (default 30 days)
@@ -151,7 +155,8 @@ func Open(cfg Config) (*Broker, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("creating data dir %s: %w", cfg.DataDir, err)
 	}
-	enc, err := enclave.Open(enclave.Config{Dir: cfg.DataDir, PlatformKeyHex: cfg.PlatformKeyHex, SignerPublicKey: cfg.SignerPublicKey})
+	enc, err := enclave.Open(enclave.Config{Dir: cfg.DataDir, PlatformKeyFile: cfg.PlatformKeyFile, PlatformKeyHex: cfg.PlatformKeyHex,
+		DevPlatformKeyInDir: cfg.DevPlatformKeyInDataDir, SignerPublicKey: cfg.SignerPublicKey})
 	if err != nil {
 		return nil, err
 	}

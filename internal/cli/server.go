@@ -25,7 +25,7 @@ import (
 )
 
 func serverCmd(e *env) *cobra.Command {
-	var dataDir, listen, logLevel, signerKey, issuer, readRate string
+	var dataDir, platformKey, listen, logLevel, signerKey, issuer, readRate string
 	var maxBody int64
 	var sessionTTL, approvalWindow, oidcMaxTTL, oidcSkew time.Duration
 	var audiences []string
@@ -38,13 +38,23 @@ $AGENTKEYS_HOME/server (default ~/.agentkeys/server), embedded SQLite ledger,
 HTTP on 127.0.0.1:8090. The first start creates and seals the master seed and
 creates the operator (governance) key; later starts unseal the same seed.
 
-The platform secret that seals the seed is <data-dir>/platform.key, or
-AGENTKEYS_PLATFORM_KEY (64 hex characters) when set.`,
-		Example: "  agentkeys server\n  agentkeys server --data-dir /var/lib/agentkeys --listen 127.0.0.1:9000",
+The platform key that seals the seed (the stand-in for a CPU's sealing key) is
+$AGENTKEYS_HOME/platform.key (--platform-key PATH), or AGENTKEYS_PLATFORM_KEY
+(64 hex characters) when set. It never lives in the data dir, so that a copy of
+the data dir alone opens nothing: the server refuses a platform key inside it
+unless --dev. Back the two up apart.`,
+		Example: "  agentkeys server\n  agentkeys server --data-dir /var/lib/agentkeys/server --platform-key /etc/agentkeys/platform.key --listen 127.0.0.1:9000",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if dataDir == "" {
 				dataDir = filepath.Join(e.home(), "server")
+			}
+			if platformKey != "" && e.getenv("AGENTKEYS_PLATFORM_KEY") != "" {
+				return problem.New(problem.BadRequest, "--platform-key and AGENTKEYS_PLATFORM_KEY both name the platform key",
+					"pass one of them: unset AGENTKEYS_PLATFORM_KEY, or drop --platform-key")
+			}
+			if platformKey == "" {
+				platformKey = filepath.Join(e.home(), "platform.key")
 			}
 			level := slog.LevelInfo
 			if err := level.UnmarshalText([]byte(logLevel)); err != nil {
@@ -67,12 +77,14 @@ AGENTKEYS_PLATFORM_KEY (64 hex characters) when set.`,
 				return problem.New(problem.BadRequest, "--oidc-max-ttl must be between 1s and 1h", "pass e.g. --oidc-max-ttl 1h")
 			}
 			return runServer(cmd.Context(), log, serverConfig{listen: listen, maxBody: maxBody, issuer: issuer, dev: dev,
-				broker: broker.Config{DataDir: dataDir, PlatformKeyHex: e.getenv("AGENTKEYS_PLATFORM_KEY"), SignerPublicKey: signer,
+				broker: broker.Config{DataDir: dataDir, PlatformKeyFile: platformKey, PlatformKeyHex: e.getenv("AGENTKEYS_PLATFORM_KEY"),
+					DevPlatformKeyInDataDir: dev, SignerPublicKey: signer,
 					SessionTTL: sessionTTL, ReadLimit: limit, ReadWindow: window, ApprovalWindow: approvalWindow,
 					OIDCAudiences: audiences, OIDCMaxTTL: oidcMaxTTL, OIDCSkew: oidcSkew}})
 		},
 	}
 	cmd.Flags().StringVar(&dataDir, "data-dir", "", "where the sealed seed, ledger and operator key live (default $AGENTKEYS_HOME/server)")
+	cmd.Flags().StringVar(&platformKey, "platform-key", "", "file holding the platform key that seals the seed, outside the data dir (default $AGENTKEYS_HOME/platform.key)")
 	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:8090", "address for the HTTP API")
 	cmd.Flags().StringVar(&signerKey, "mrsigner-key", "", "release-signing ed25519 public key (hex) whose hash is mrsigner; default: the dev signer (tier dev)")
 	cmd.Flags().StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
@@ -84,7 +96,7 @@ AGENTKEYS_PLATFORM_KEY (64 hex characters) when set.`,
 	cmd.Flags().StringArrayVar(&audiences, "oidc-audience", nil, "an audience identity tokens may be minted for (repeatable), e.g. sts.amazonaws.com")
 	cmd.Flags().DurationVar(&oidcMaxTTL, "oidc-max-ttl", oidc.MaxTTL*time.Second, "longest identity token lifetime (at most 1h)")
 	cmd.Flags().DurationVar(&oidcSkew, "oidc-skew", time.Minute, "clock skew allowed to relying parties; a rotation keeps the old key at least --oidc-max-ttl plus this")
-	cmd.Flags().BoolVar(&dev, "dev", false, "development: allow a plain-http --issuer on a non-loopback host")
+	cmd.Flags().BoolVar(&dev, "dev", false, "development: allow a plain-http --issuer on a non-loopback host and a platform key inside the data dir")
 	return cmd
 }
 
@@ -135,7 +147,12 @@ func runServer(ctx context.Context, log *slog.Logger, cfg serverConfig) error {
 	}
 	defer b.Close()
 	if b.Enclave.Created() {
-		log.Info("created and sealed a new master seed", "path", filepath.Join(bc.DataDir, "seed.sealed"))
+		pk := bc.PlatformKeyFile
+		if bc.PlatformKeyHex != "" {
+			pk = "AGENTKEYS_PLATFORM_KEY"
+		}
+		log.Info("created and sealed a new master seed",
+			"path", filepath.Join(bc.DataDir, "seed.sealed"), "platform_key", pk)
 	}
 	if b.OperatorKeyCreated {
 		log.Warn("created the operator key: it is the 1-of-1 governance key in genesis; back it up and keep it offline",
