@@ -1,0 +1,265 @@
+package api_test
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/agentkeys/agentkeys/internal/agent"
+	"github.com/agentkeys/agentkeys/internal/broker"
+	"github.com/agentkeys/agentkeys/internal/dpop"
+	"github.com/agentkeys/agentkeys/internal/ledger"
+	"github.com/agentkeys/agentkeys/internal/problem"
+)
+
+// attackerPredict is the best an attacker can do offline with a signed request
+// alone: the old VVC formula, digits of SHA-256(signature). With the broker's
+// secret nonce in the VVC it predicts nothing.
+func attackerPredict(sig string) string {
+	raw, _ := base64.RawURLEncoding.DecodeString(sig)
+	h := sha256.Sum256(raw)
+	return fmt.Sprintf("%06d", binary.BigEndian.Uint64(h[:8])%1_000_000)
+}
+
+func sameDigits(a, b string) int {
+	n := 0
+	for i := range min(len(a), len(b)) {
+		if a[i] == b[i] {
+			n++
+		}
+	}
+	return n
+}
+
+// ownerPending fetches the owner's pending view as raw JSON rows.
+func ownerPending(t *testing.T, e *env, token string) []map[string]any {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, e.srv.URL+"/v1/pair/requests", nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out struct{ Requests []map[string]any }
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("pending: %d %v", resp.StatusCode, err)
+	}
+	return out.Requests
+}
+
+// publicEntries is everything an anonymous caller reads on GET /v1/ledger/entries.
+func publicEntries(t *testing.T, e *env) (raw string, entries []ledger.Entry) {
+	t.Helper()
+	resp, err := http.Get(e.srv.URL + "/v1/ledger/entries?from=0&limit=1000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	var page struct{ Entries []ledger.Entry }
+	if err := json.Unmarshal(b, &page); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("public entries: %d %v", resp.StatusCode, err)
+	}
+	return string(b), page.Entries
+}
+
+// TestPairGrindingCannotHijack is the hijack of issue 16 with a bounded budget:
+// the attacker knows the victim daemon's VVC (it is on the victim's screen, or
+// was on the public ledger), re-signs 10^4 look-alike requests offline choosing
+// the one its best predictor scores closest, and files it. It must neither get a
+// look-alike row into the owner's view nor be able to predict any VVC it gets.
+func TestPairGrindingCannotHijack(t *testing.T) {
+	e := newEnv(t, broker.Config{})
+	ctx := context.Background()
+	_, g, _ := e.ownerKey(t)
+	victimReq, _ := pairRequest(t, g.Wallet, "ci-bot", "openai", "github")
+	victim, err := e.b.RequestPairing(ctx, victimReq, "192.0.2.10")
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := victim.VVC
+
+	// Grind: the same owner, alias and scope, re-signed 10^4 times.
+	const budget = 10_000
+	key, _ := dpop.NewKey()
+	jwk, _ := dpop.PublicJWK(key)
+	base := agent.Request{Owner: g.Wallet, Alias: "ci-bot", Scope: []string{"openai", "github"}, ProofJWK: string(jwk),
+		HPKEPublic: victimReq.HPKEPublic, ValidUntil: time.Now().Add(time.Minute).Unix()}
+	var best agent.Request
+	bestScore := -1
+	for i := range budget {
+		r := base
+		r.ValidUntil += int64(i % 30)
+		if err := agent.Sign(&r, key); err != nil {
+			t.Fatal(err)
+		}
+		if s := sameDigits(attackerPredict(r.Sig), v); s > bestScore {
+			best, bestScore = r, s
+			if s == len(v) {
+				break
+			}
+		}
+	}
+	got, err := e.b.RequestPairing(ctx, best, "203.0.113.66")
+	if err == nil {
+		t.Errorf("a second pending request for owner and alias ci-bot was accepted (VVC %s, attacker predicted %s, victim's %s)",
+			got.VVC, attackerPredict(best.Sig), v)
+	} else if p := problem.As(err); p.Code != problem.Conflict || !strings.Contains(p.Fix, "deny") || !strings.Contains(p.Fix, "expire") {
+		t.Errorf("look-alike refused with %v (fix %q), want CONFLICT naming deny/expiry", err, p.Fix)
+	}
+
+	// The VVC is not computable from the request: for requests the attacker
+	// files under its own aliases, its offline prediction is not the VVC.
+	predicted := 0
+	for _, alias := range []string{"ci-bot-2", "cibot", "ci_bot"} {
+		r, _ := pairRequest(t, g.Wallet, alias, "openai", "github")
+		c, err := e.b.RequestPairing(ctx, r, "203.0.113.66")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.VVC == attackerPredict(r.Sig) {
+			predicted++
+		}
+	}
+	if predicted == 3 {
+		t.Errorf("the attacker predicted the VVC of all 3 of its requests offline (the VVC depends only on the requester's signature)")
+	}
+
+	// The owner sees exactly one ci-bot request: the victim's, with its VVC.
+	var rows []string
+	for _, row := range ownerPending(t, e, g.Token) {
+		if row["alias"] == "ci-bot" {
+			rows = append(rows, fmt.Sprintf("%v (VVC %v)", row["id"], row["vvc"]))
+		}
+	}
+	if want := fmt.Sprintf("%s (VVC %s)", victim.ID, v); len(rows) != 1 || rows[0] != want {
+		t.Errorf("owner's view of alias ci-bot: %v, want only the victim's request %s", rows, want)
+	}
+}
+
+// TestPairVVCChangesWithBrokerNonce files the very same signed request three
+// times (each after the previous one expired): only the broker's contribution
+// differs, so the VVCs must.
+func TestPairVVCChangesWithBrokerNonce(t *testing.T) {
+	var mu sync.Mutex
+	now := time.Now()
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	e := newEnv(t, broker.Config{Now: clock, Ledger: ledger.Options{Now: clock}})
+	ctx := context.Background()
+	_, g, _ := e.ownerKey(t)
+	r, _ := pairRequest(t, g.Omni, "bot", "openai")
+	r.ValidUntil = 0 // the broker's default lifetime, so the request can be filed again later
+	k, _ := dpop.NewKey()
+	jwk, _ := dpop.PublicJWK(k)
+	r.ProofJWK = string(jwk)
+	if err := agent.Sign(&r, k); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for i := range 3 {
+		c, err := e.b.RequestPairing(ctx, r, "192.0.2.20")
+		if err != nil {
+			t.Fatalf("filing %d: %v", i, err)
+		}
+		seen[c.VVC] = true
+		mu.Lock()
+		now = now.Add(broker.MaxPairTTL + time.Minute)
+		mu.Unlock()
+	}
+	if len(seen) == 1 {
+		t.Errorf("the same signed request got the same VVC three times: the broker contributes nothing")
+	}
+}
+
+// TestPublicLedgerHidesVVC: nothing on the public route tells the VVC of a
+// pending request, its nonce or where it came from.
+func TestPublicLedgerHidesVVC(t *testing.T) {
+	e := newEnv(t, broker.Config{})
+	ctx := context.Background()
+	_, g, _ := e.ownerKey(t)
+	r, _ := pairRequest(t, g.Wallet, "ci-bot", "openai")
+	c, err := e.b.RequestPairing(ctx, r, "192.0.2.77")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var created map[string]any
+	b, _ := json.Marshal(c)
+	json.Unmarshal(b, &created)
+	raw, entries := publicEntries(t, e)
+	var found bool
+	for _, en := range entries {
+		if en.Kind != agent.KindPairRequested {
+			continue
+		}
+		found = true
+		var p map[string]any
+		if err := json.Unmarshal(en.Payload, &p); err != nil {
+			t.Fatal(err)
+		}
+		for k, val := range p {
+			if k == "vvc" || val == c.VVC {
+				t.Errorf("public pair.requested entry %d carries the VVC in %q", en.Seq, k)
+			}
+		}
+	}
+	if !found {
+		t.Fatal("no pair.requested entry on the public route")
+	}
+	if n, ok := created["nonce"].(string); ok && n != "" && strings.Contains(raw, n) {
+		t.Errorf("the public ledger carries the broker's VVC nonce")
+	}
+	if strings.Contains(raw, "192.0.2.77") {
+		t.Errorf("the public ledger carries the requester's address")
+	}
+}
+
+// TestOwnerPendingTellsRequestsApart: the owner's view of two requests shows
+// what tells them apart: id, source address, time and the daemon key's
+// fingerprint.
+func TestOwnerPendingTellsRequestsApart(t *testing.T) {
+	e := newEnv(t, broker.Config{})
+	ctx := context.Background()
+	_, g, _ := e.ownerKey(t)
+	src := map[string]string{}
+	for i, alias := range []string{"bot-a", "bot-b"} {
+		r, _ := pairRequest(t, g.Omni, alias, "openai")
+		addr := fmt.Sprintf("192.0.2.%d", 30+i)
+		c, err := e.b.RequestPairing(ctx, r, addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		src[c.ID] = addr
+	}
+	rows := ownerPending(t, e, g.Token)
+	if len(rows) != 2 {
+		t.Fatalf("pending: %v", rows)
+	}
+	fps := map[any]bool{}
+	for _, row := range rows {
+		id, _ := row["id"].(string)
+		if row["source"] != src[id] {
+			t.Errorf("request %s: source %v, want %s", id, row["source"], src[id])
+		}
+		if created, _ := row["created_at"].(float64); created <= 0 {
+			t.Errorf("request %s: no created_at time", id)
+		}
+		fp, _ := row["fingerprint"].(string)
+		if fp == "" {
+			t.Errorf("request %s: no key fingerprint", id)
+		}
+		fps[fp] = true
+	}
+	if len(fps) != 2 {
+		t.Errorf("two daemons' keys show the same fingerprint %v", fps)
+	}
+}
