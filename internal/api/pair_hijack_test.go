@@ -2,9 +2,11 @@ package api_test
 
 import (
 	"context"
+	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -145,6 +147,17 @@ func TestPairGrindingCannotHijack(t *testing.T) {
 	if want := fmt.Sprintf("%s (VVC %s)", victim.ID, v); len(rows) != 1 || rows[0] != want {
 		t.Errorf("owner's view of alias ci-bot: %v, want only the victim's request %s", rows, want)
 	}
+	// Every row tells its own key and source: the victim's shows the victim
+	// daemon's fingerprint, the attacker's rows the attacker's address.
+	for _, row := range ownerPending(t, e, g.Token) {
+		if row["id"] == victim.ID {
+			if row["fingerprint"] != victim.Fingerprint || row["source"] != "192.0.2.10" {
+				t.Errorf("victim's row: key %v from %v, daemon shows key %s", row["fingerprint"], row["source"], victim.Fingerprint)
+			}
+		} else if row["fingerprint"] == victim.Fingerprint || row["source"] != "203.0.113.66" {
+			t.Errorf("attacker's row %v: key %v from %v", row["id"], row["fingerprint"], row["source"])
+		}
+	}
 }
 
 // TestPairVVCChangesWithBrokerNonce files the very same signed request three
@@ -186,15 +199,17 @@ func TestPairVVCChangesWithBrokerNonce(t *testing.T) {
 func TestPublicLedgerHidesVVC(t *testing.T) {
 	e := newEnv(t, broker.Config{})
 	ctx := context.Background()
-	_, g, _ := e.ownerKey(t)
+	_, g, idKey := e.ownerKey(t)
 	r, _ := pairRequest(t, g.Wallet, "ci-bot", "openai")
 	c, err := e.b.RequestPairing(ctx, r, "192.0.2.77")
 	if err != nil {
 		t.Fatal(err)
 	}
-	var created map[string]any
-	b, _ := json.Marshal(c)
-	json.Unmarshal(b, &created)
+	owner := e.c.WithToken(g.Token)
+	vh := vvcHash(t, owner, c.ID)
+	if _, err := owner.ApprovePairing(ctx, c.ID, broker.SignDecision(idKey, e.srv.URL, c.ID, vh, "approve", time.Now().Unix())); err != nil {
+		t.Fatal(err)
+	}
 	raw, entries := publicEntries(t, e)
 	var found bool
 	for _, en := range entries {
@@ -215,8 +230,35 @@ func TestPublicLedgerHidesVVC(t *testing.T) {
 	if !found {
 		t.Fatal("no pair.requested entry on the public route")
 	}
-	if n, ok := created["nonce"].(string); ok && n != "" && strings.Contains(raw, n) {
-		t.Errorf("the public ledger carries the broker's VVC nonce")
+	nonce, _ := hex.DecodeString(c.Nonce)
+	for _, form := range []string{c.Nonce, base64.StdEncoding.EncodeToString(nonce), base64.RawURLEncoding.EncodeToString(nonce), vh} {
+		if len(nonce) != agent.NonceSize || strings.Contains(raw, form) {
+			t.Errorf("the public ledger carries the broker's VVC nonce or VVC hash (%q)", form)
+		}
+	}
+	// The owner's public decision is over the VVC hash: trying the 10^6 codes
+	// against it finds nothing (checked here for the right code only).
+	var approved bool
+	for _, en := range entries {
+		if en.Kind != agent.KindPairApproved {
+			continue
+		}
+		var a agent.Approval
+		if err := json.Unmarshal(en.Payload, &a); err != nil {
+			t.Fatal(err)
+		}
+		approved = true
+		sig, _ := hex.DecodeString(a.Statement)
+		pub := idKey.Public().(ed25519.PublicKey)
+		if ed25519.Verify(pub, broker.DecisionMessage(e.srv.URL, c.ID, c.VVC, "approve", a.Time), sig) {
+			t.Errorf("the public approval is a signature over the 6-digit VVC: 10^6 guesses recover it")
+		}
+		if !ed25519.Verify(pub, broker.DecisionMessage(e.srv.URL, c.ID, vh, "approve", a.Time), sig) {
+			t.Errorf("the approval does not verify over the VVC hash")
+		}
+	}
+	if !approved {
+		t.Fatal("no pair.approved entry on the public route")
 	}
 	if strings.Contains(raw, "192.0.2.77") {
 		t.Errorf("the public ledger carries the requester's address")
@@ -227,10 +269,12 @@ func TestPublicLedgerHidesVVC(t *testing.T) {
 // what tells them apart: id, source address, time and the daemon key's
 // fingerprint.
 func TestOwnerPendingTellsRequestsApart(t *testing.T) {
-	e := newEnv(t, broker.Config{})
+	at := time.Now().Truncate(time.Second)
+	clock := func() time.Time { return at }
+	e := newEnv(t, broker.Config{Now: clock, Ledger: ledger.Options{Now: clock}})
 	ctx := context.Background()
 	_, g, _ := e.ownerKey(t)
-	src := map[string]string{}
+	src, fp := map[string]string{}, map[string]string{}
 	for i, alias := range []string{"bot-a", "bot-b"} {
 		r, _ := pairRequest(t, g.Omni, alias, "openai")
 		addr := fmt.Sprintf("192.0.2.%d", 30+i)
@@ -238,11 +282,19 @@ func TestOwnerPendingTellsRequestsApart(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		src[c.ID] = addr
+		jkt, _ := agent.Verify(r)
+		src[c.ID], fp[c.ID] = addr, agent.Fingerprint(jkt)
 	}
+	// Over HTTP the source is the connection's address.
+	r, _ := pairRequest(t, g.Omni, "bot-c", "openai")
+	c, err := e.c.RequestPairing(ctx, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src[c.ID], fp[c.ID] = "127.0.0.1", c.Fingerprint
 	rows := ownerPending(t, e, g.Token)
-	if len(rows) != 2 {
-		t.Fatalf("pending: %v", rows)
+	if len(rows) != 3 {
+		t.Fatalf("pending: %d rows", len(rows))
 	}
 	fps := map[any]bool{}
 	for _, row := range rows {
@@ -250,16 +302,15 @@ func TestOwnerPendingTellsRequestsApart(t *testing.T) {
 		if row["source"] != src[id] {
 			t.Errorf("request %s: source %v, want %s", id, row["source"], src[id])
 		}
-		if created, _ := row["created_at"].(float64); created <= 0 {
-			t.Errorf("request %s: no created_at time", id)
+		if created, _ := row["created_at"].(float64); int64(created) != at.Unix() {
+			t.Errorf("request %s: created_at %v, it was made at %d", id, row["created_at"], at.Unix())
 		}
-		fp, _ := row["fingerprint"].(string)
-		if fp == "" {
-			t.Errorf("request %s: no key fingerprint", id)
+		if row["fingerprint"] != fp[id] || len(fp[id]) != 19 {
+			t.Errorf("request %s: key fingerprint %v, the daemon's is %s", id, row["fingerprint"], fp[id])
 		}
-		fps[fp] = true
+		fps[row["fingerprint"]] = true
 	}
-	if len(fps) != 2 {
+	if len(fps) != 3 {
 		t.Errorf("two daemons' keys show the same fingerprint %v", fps)
 	}
 }
