@@ -21,8 +21,9 @@ func agentCmd(e *env) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "agent",
 		Short: "Pair agents and manage them: pending, approve, deny, list, scope, revoke, teardown",
-		Long: `An agent's daemon asks to pair (agentkeys daemon pair) and shows a 6-digit VVC.
-You see the request with agentkeys agent pending, check that the VVC matches, and
+		Long: `An agent's daemon asks to pair (agentkeys daemon pair) and shows a 6-digit VVC and
+its key's fingerprint. You see the request with agentkeys agent pending (with the
+address it came from and when), check that the VVC and daemon key match, and
 approve it. The agent then reads the credentials in its scope; every change here
 is a ledger entry and shows in agentkeys usage --agent ALIAS.`,
 		Example: "  agentkeys agent pending\n  agentkeys agent approve 1f0c9a7e2b4d6c8a\n  agentkeys agent scope ci-bot --add github\n  agentkeys agent revoke ci-bot",
