@@ -314,3 +314,37 @@ func TestOwnerPendingTellsRequestsApart(t *testing.T) {
 		t.Errorf("two daemons' keys show the same fingerprint %v", fps)
 	}
 }
+
+// TestPairConcurrentSameAlias: requests for one alias racing each other (from
+// different addresses) leave exactly one pending; every other one gets the
+// CONFLICT with its fix, never a server error.
+func TestPairConcurrentSameAlias(t *testing.T) {
+	e := newEnv(t, broker.Config{})
+	ctx := context.Background()
+	_, g, _ := e.ownerKey(t)
+	const n = 8
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		r, _ := pairRequest(t, g.Omni, "racer", "openai")
+		wg.Go(func() { _, errs[i] = e.b.RequestPairing(ctx, r, fmt.Sprintf("198.51.100.%d", i)) })
+	}
+	wg.Wait()
+	ok := 0
+	for i, err := range errs {
+		if err == nil {
+			ok++
+		} else if p := problem.As(err); p.Code != problem.Conflict || !strings.Contains(p.Fix, "deny") {
+			t.Errorf("request %d: %v", i, err)
+		}
+	}
+	rows := 0
+	for _, row := range ownerPending(t, e, g.Token) {
+		if row["alias"] == "racer" {
+			rows++
+		}
+	}
+	if ok != 1 || rows != 1 {
+		t.Fatalf("%d of %d racing requests accepted, %d pending rows; want 1 and 1", ok, n, rows)
+	}
+}

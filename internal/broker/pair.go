@@ -138,10 +138,8 @@ func (b *Broker) RequestPairing(ctx context.Context, r agent.Request, source str
 		p.Scope = []string{}
 	}
 	if _, err := lg.Append(ctx, ledger.OriginEnclave, agent.KindPairRequested, p); err != nil {
-		if errors.Is(err, ledger.ErrRejected) { // lost a race with another request for the alias?
-			if other, ok, _ := agent.PendingAlias(lg.State(ctx), owner, r.Alias, now.Unix()); ok {
-				return nil, aliasPending(r.Alias, other.Expires-now.Unix())
-			}
+		if errors.Is(err, agent.ErrAliasPending) { // lost a race with another request for the alias
+			return nil, aliasPending(r.Alias, -1)
 		}
 		return nil, ledgerProblem(err)
 	}
@@ -149,10 +147,15 @@ func (b *Broker) RequestPairing(ctx context.Context, r agent.Request, source str
 		Fingerprint: agent.Fingerprint(jkt), ExpiresAt: p.Expires}, nil
 }
 
-// aliasPending refuses a second pending request for one owner and alias.
+// aliasPending refuses a second pending request for one owner and alias that
+// expires in expiresIn seconds (negative: not known).
 func aliasPending(alias string, expiresIn int64) error {
+	when := ""
+	if expiresIn >= 0 {
+		when = fmt.Sprintf(" (in %d s)", expiresIn)
+	}
 	return problem.Newf(problem.Conflict,
-		fmt.Sprintf("the owner denies the other request (agentkeys agent pending, then agentkeys agent deny ID) or it expires (in %d s); then run agentkeys daemon pair again", max(expiresIn, 0)),
+		"the owner denies the other request (agentkeys agent pending, then agentkeys agent deny ID) or it expires"+when+"; then run agentkeys daemon pair again",
 		"pair request refused: the owner already has a pending pair request for alias %q", alias)
 }
 
