@@ -89,14 +89,16 @@ type akPairing struct {
 	stdout     *output
 	done       chan struct{}
 	id, vvc    string
+	key        string // the daemon key's fingerprint, as printed
 	daemonHome string
 	exitCode   int
 }
 
 var pairLine = regexp.MustCompile(`Pair request ([0-9a-f]+) sent`)
 var vvcLine = regexp.MustCompile(`VVC: ([0-9]{6})`)
+var keyLine = regexp.MustCompile(`Daemon key: ([0-9a-f]{4}(?:-[0-9a-f]{4}){3})`)
 
-// startPair starts `daemon pair` and waits until it printed the id and VVC.
+// startPair starts `daemon pair` and waits until it printed the id, VVC and key.
 func (h *harness) startPair(daemonHome string, args ...string) *akPairing {
 	h.t.Helper()
 	p := &akPairing{daemonHome: daemonHome, stdout: h.newOutput(), done: make(chan struct{})}
@@ -118,20 +120,20 @@ func (h *harness) startPair(daemonHome string, args ...string) *akPairing {
 	deadline := time.After(agentTimeout)
 	for {
 		text, changed := p.stdout.snapshot()
-		m1, m2 := pairLine.FindStringSubmatch(text), vvcLine.FindStringSubmatch(text)
-		if m1 != nil && m2 != nil {
-			p.id, p.vvc = m1[1], m2[1]
+		m1, m2, m3 := pairLine.FindStringSubmatch(text), vvcLine.FindStringSubmatch(text), keyLine.FindStringSubmatch(text)
+		if m1 != nil && m2 != nil && m3 != nil {
+			p.id, p.vvc, p.key = m1[1], m2[1], m3[1]
 			return p
 		}
 		select {
 		case <-changed:
 		case <-p.done:
-			if text := p.stdout.String(); pairLine.MatchString(text) && vvcLine.MatchString(text) {
+			if text := p.stdout.String(); pairLine.MatchString(text) && vvcLine.MatchString(text) && keyLine.MatchString(text) {
 				continue
 			}
 			h.t.Fatalf("daemon pair exited %d before printing the request: %s", p.exitCode, p.stdout.String())
 		case <-deadline:
-			h.t.Fatalf("daemon pair printed no request id and VVC within %s", agentTimeout)
+			h.t.Fatalf("daemon pair printed no request id, VVC and daemon key within %s", agentTimeout)
 		}
 	}
 }
@@ -149,6 +151,9 @@ func (p *akPairing) wait(t *testing.T) int {
 type akPendingReq struct {
 	ID, VVC, Alias string
 	Scope          []string
+	Fingerprint    string
+	Source         string
+	RequestedAt    string `json:"requested_at"`
 }
 
 func (h *harness) akPending(o akOwner) []akPendingReq {
@@ -174,8 +179,8 @@ func (h *harness) pairAgentIn(dh string, s *server, o akOwner, alias, scope stri
 	for _, r := range h.akPending(o) {
 		if r.ID == p.id {
 			found = true
-			if r.VVC != p.vvc || r.Alias != alias {
-				h.t.Fatalf("owner sees VVC %s alias %s, daemon shows VVC %s alias %s", r.VVC, r.Alias, p.vvc, alias)
+			if r.VVC != p.vvc || r.Alias != alias || r.Fingerprint != p.key {
+				h.t.Fatalf("owner sees VVC %s alias %s key %s, daemon shows VVC %s alias %s key %s", r.VVC, r.Alias, r.Fingerprint, p.vvc, alias, p.key)
 			}
 		}
 	}
@@ -601,6 +606,38 @@ func TestAgentAttacks(t *testing.T) {
 		t.Fatalf("the agent's attempts changed the pending request %s", pendB.id)
 	}
 
+	// Hijack (issue 16): a look-alike request for the pending alias is refused
+	// with the fix; the owner's view shows the key the real daemon printed, where
+	// the request came from and when; the public ledger gives no VVC away.
+	look := h.cli(t.TempDir(), "daemon", "pair", "--server", s.url, "--owner", a.omni, "--alias", "eve", "--scope", "openai", "--no-wait")
+	if look.code == 0 || !strings.Contains(look.stderr, "CONFLICT") || !strings.Contains(look.stderr, "agentkeys agent deny") {
+		t.Errorf("second pending request for alias eve: exit %d %s", look.code, look.stderr)
+	}
+	var eve *akPendingReq
+	for _, r := range h.akPending(a) {
+		if r.Alias == "eve" {
+			if eve != nil {
+				t.Errorf("owner A sees two pending requests for eve")
+			}
+			eve = &r
+		}
+	}
+	if eve == nil || eve.ID != pendB.id || eve.VVC != pendB.vvc || eve.Fingerprint != pendB.key || eve.Source != "127.0.0.1" || eve.RequestedAt == "" {
+		t.Errorf("owner's view of eve: %+v; the daemon printed id %s VVC %s key %s", eve, pendB.id, pendB.vvc, pendB.key)
+	}
+	if tbl := h.akOK(a.home, "agent", "pending"); !strings.Contains(tbl, pendB.key) || !strings.Contains(tbl, "127.0.0.1") || !strings.Contains(tbl, "ago") {
+		t.Errorf("agent pending table lacks the key, source or time:\n%s", tbl)
+	}
+	pub, err := http.Get(s.url + "/v1/ledger/entries?from=0&limit=1000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pubBody, _ := io.ReadAll(pub.Body)
+	pub.Body.Close()
+	if strings.Contains(string(pubBody), `"vvc"`) || strings.Contains(string(pubBody), `"`+pendB.vvc+`"`) {
+		t.Errorf("the public ledger carries a pending request's VVC")
+	}
+
 	// A request addressed to owner B never shows in A's pending list.
 	wrong := h.startPair(t.TempDir(), "--server", s.url, "--owner", b.wallet, "--alias", "bot2", "--scope", "openai", "--no-wait")
 	wrong.wait(t)
@@ -632,8 +669,10 @@ func TestAgentAttacks(t *testing.T) {
 		t.Fatal(err)
 	}
 	owSess, _ := home.Dir(a.home).Session()
-	approveAPI := func(id, vvc string) (int, string) {
-		d := broker.SignDecision(idKey, s.url, id, vvc, "approve", time.Now().Unix())
+	// approveAPI signs a decision over binding (a request's VVC hash; a denied or
+	// expired request is refused before its binding is checked).
+	approveAPI := func(id, binding string) (int, string) {
+		d := broker.SignDecision(idKey, s.url, id, binding, "approve", time.Now().Unix())
 		body, _ := json.Marshal(d)
 		req, _ := http.NewRequest("POST", s.url+"/v1/pair/requests/"+id+"/approve", strings.NewReader(string(body)))
 		req.Header.Set("Authorization", "Bearer "+owSess.Token)

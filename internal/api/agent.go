@@ -10,7 +10,7 @@ import (
 
 // PairList is the body of GET /v1/pair/requests.
 type PairList struct {
-	Requests []agent.Pair `json:"requests"`
+	Requests []broker.PendingPair `json:"requests"`
 }
 
 // AgentList is the body of GET /v1/agents.

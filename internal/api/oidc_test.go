@@ -38,7 +38,7 @@ func (e *env) pairAgent(t testing.TB, owner *client.Session, idKey []byte, owner
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := owner.ApprovePairing(ctx, created.ID, broker.SignDecision(idKey, e.srv.URL, created.ID, created.VVC, "approve", time.Now().Unix())); err != nil {
+	if _, err := owner.ApprovePairing(ctx, created.ID, broker.SignDecision(idKey, e.srv.URL, created.ID, vvcHash(t, owner, created.ID), "approve", time.Now().Unix())); err != nil {
 		t.Fatal(err)
 	}
 	st, err := e.c.PollPairing(ctx, created.ID, dk.proof)

@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -51,8 +52,10 @@ func daemonPairCmd(e *env) *cobra.Command {
 		Use:   "pair",
 		Short: "Ask an owner to pair this daemon, show the VVC and wait for approval",
 		Long: `Generate this daemon's proof key (P-256) and HPKE key (ML-KEM-768 + X25519), send a
-signed pair request to the broker and print its id and 6-digit VVC. The owner runs
-agentkeys agent pending, checks that the VVC matches and approves. The session
+signed pair request to the broker and print its id, its 6-digit VVC (made from the
+broker's fresh nonce and this request's signature) and this daemon's key
+fingerprint. The owner runs agentkeys agent pending, checks that both match and
+approves. While a request for the alias is pending, another is refused. The session
 token arrives sealed to this daemon's key and is stored in
 $AGENTKEYS_HOME/daemon/session.json (0600). --no-wait returns at once;
 --resume ID waits for a request sent earlier.`,
@@ -80,7 +83,8 @@ $AGENTKEYS_HOME/daemon/session.json (0600). --no-wait returns at once;
 				}
 				fmt.Fprintf(e.stdout, "Pair request %s sent to owner %s for agent %q, scope [%s].\n", p.ID, p.Owner, p.Alias, strings.Join(p.Scope, ","))
 				fmt.Fprintf(e.stdout, "VVC: %s\n", p.VVC)
-				fmt.Fprintf(e.stdout, "The owner approves with: agentkeys agent approve %s (and checks that it shows VVC %s)\n", p.ID, p.VVC)
+				fmt.Fprintf(e.stdout, "Daemon key: %s\n", p.Fingerprint)
+				fmt.Fprintf(e.stdout, "The owner approves with: agentkeys agent approve %s (and checks that it shows VVC %s and daemon key %s)\n", p.ID, p.VVC, p.Fingerprint)
 			}
 			if noWait {
 				fmt.Fprintf(e.stdout, "Not waiting. Later: agentkeys daemon pair --resume %s\n", p.ID)
@@ -129,8 +133,19 @@ func (e *env) newPairRequest(ctx context.Context, d daemon.Dir, server, owner, a
 	if err != nil {
 		return nil, err
 	}
-	if res.VVC != agent.VVC(r.Sig) {
-		return nil, problem.New(problem.Denied, "the broker's VVC differs from the one computed here: the request was altered", "check --server; do not approve this request")
+	// The VVC is ours to compute: the broker's nonce over our own signature. A
+	// broker that sends no nonce (an old one) would leave the VVC grindable.
+	nonce, err := hex.DecodeString(res.Nonce)
+	if err != nil || len(nonce) != agent.NonceSize {
+		return nil, problem.New(problem.Denied, "the broker sent no VVC nonce, so its VVC could have been chosen by anyone",
+			"upgrade the broker; do not approve this request")
+	}
+	_, jkt, err := dpop.ParseJWK(jwk)
+	if err != nil {
+		return nil, err
+	}
+	if res.VVC != agent.VVC(nonce, r.Sig) || res.Fingerprint != agent.Fingerprint(jkt) {
+		return nil, problem.New(problem.Denied, "the broker's VVC or key fingerprint differs from the one computed here: the request was altered", "check --server; do not approve this request")
 	}
 	pk, err := daemon.EncodeKey(proof)
 	if err != nil {
@@ -141,7 +156,7 @@ func (e *env) newPairRequest(ctx context.Context, d daemon.Dir, server, owner, a
 		return nil, err
 	}
 	p := &daemon.Pending{Server: c.Server(), Owner: owner, Alias: alias, Scope: scope, ID: res.ID, VVC: res.VVC,
-		ExpiresAt: res.ExpiresAt, ProofKey: pk, HPKEPrivate: base64.StdEncoding.EncodeToString(hb)}
+		Fingerprint: res.Fingerprint, ExpiresAt: res.ExpiresAt, ProofKey: pk, HPKEPrivate: base64.StdEncoding.EncodeToString(hb)}
 	return p, d.SavePending(p)
 }
 

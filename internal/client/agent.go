@@ -41,7 +41,7 @@ func (c *Client) PollPairing(ctx context.Context, id string, key *ecdsa.PrivateK
 }
 
 // PendingPairs lists the owner's pending pair requests.
-func (s *Session) PendingPairs(ctx context.Context) ([]agent.Pair, error) {
+func (s *Session) PendingPairs(ctx context.Context) ([]broker.PendingPair, error) {
 	var l api.PairList
 	err := s.do(ctx, http.MethodGet, "/v1/pair/requests", nil, &l)
 	return l.Requests, err

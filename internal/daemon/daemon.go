@@ -54,6 +54,7 @@ type Pending struct {
 	Scope       []string `json:"scope"`
 	ID          string   `json:"id"`
 	VVC         string   `json:"vvc"`
+	Fingerprint string   `json:"fingerprint,omitempty"` // agent.Fingerprint of ProofKey
 	ExpiresAt   int64    `json:"expires_at"`
 	ProofKey    string   `json:"proof_key"`    // base64 PKCS#8 P-256
 	HPKEPrivate string   `json:"hpke_private"` // base64 serialized hybrid HPKE private key

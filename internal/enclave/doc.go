@@ -31,6 +31,7 @@
 //	ledger/..., dkim/...     ed25519: SignEd25519
 //	issuer/..., oidc/...     NIST P-256: SignES256 (JWS ES256)
 //	wallet/eth/<omni>/v<n>   secp256k1 account wallet: SignWallet, WalletAddress (EIP-191 / EIP-55)
+//	pair/...                 symmetric root of private ledger fields: SealPrivate, OpenPrivate
 //
 // Anything else is ErrUnknownPath. Derived keys are cached in memory (by path)
 // and zeroed by Close.

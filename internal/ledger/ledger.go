@@ -503,7 +503,7 @@ func (l *Ledger) prepare(reqs []*request, checkpoint bool) *batch {
 			}
 		}
 		if err := k.Fold(sub, &e); err != nil {
-			return fmt.Errorf("%w: %v", ErrRejected, err)
+			return fmt.Errorf("%w: %w", ErrRejected, err) // callers may match the fold's own error
 		}
 		sub.mergeInto(into)
 		h := e.Hash()
