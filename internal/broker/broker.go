@@ -49,6 +49,8 @@ type Config struct {
 	SessionTTL     time.Duration    // owner sessions (default 30 days)
 	ReadLimit      int              // credential reads per session per ReadWindow (default 100)
 	ReadWindow     time.Duration    // default 1 minute
+	MintLimit      int              // identity-token mints (refused ones included) per agent per MintWindow (default 60)
+	MintWindow     time.Duration    // default 1 minute
 	ApprovalTTL    time.Duration    // how long a pending approval request can be approved (default 10 min)
 	ApprovalWindow time.Duration    // how long a grant allows one read (default 2 min)
 	Now            func() time.Time // clock of the read rate limit (tests); nil = time.Now
