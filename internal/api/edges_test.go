@@ -235,12 +235,9 @@ func TestMintRateLimit(t *testing.T) {
 	if _, err := c.WithAgent(sess.Token, key).OIDCToken(ctx, "sts.amazonaws.com", 0); code(err) != problem.RateLimited {
 		t.Fatalf("mint over HTTP: %v", err)
 	}
-	rec := httptest.NewRecorder()
-	req := httptest.NewRequest(http.MethodPost, "/v1/oidc/token", strings.NewReader(`{"audience":"sts.amazonaws.com","owner_self":true}`))
-	req.Header.Set("Authorization", "Bearer "+g.Token)
+	var rec *httptest.ResponseRecorder
 	for range 6 {
-		rec = httptest.NewRecorder()
-		e.handler.ServeHTTP(rec, req.Clone(ctx))
+		rec = e.post("/v1/oidc/token", g.Token, []byte(`{"audience":"sts.amazonaws.com","owner_self":true}`))
 	}
 	if rec.Code != http.StatusTooManyRequests || rec.Header().Get("Retry-After") == "" {
 		t.Fatalf("the owner's 6th self mint: %d Retry-After=%q %s", rec.Code, rec.Header().Get("Retry-After"), rec.Body)
