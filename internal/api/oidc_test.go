@@ -244,7 +244,7 @@ func benchAgents() int {
 const maxPresigned = 100_000
 
 func BenchmarkOIDCMint(b *testing.B) {
-	e := newEnv(b, broker.Config{OIDCAudiences: []string{"sts.amazonaws.com"}, PairLimit: 1 << 20})
+	e := newEnv(b, broker.Config{OIDCAudiences: []string{"sts.amazonaws.com"}, PairLimit: 1 << 20, MintLimit: 1 << 20})
 	owner, g, idKey := e.ownerKey(b)
 	agents := benchAgents()
 	type ag struct {
