@@ -215,8 +215,8 @@ func daemonMCPCmd(e *env) *cobra.Command {
 		Short: "Serve the agent's credentials to an MCP client on stdio",
 		Long: `An MCP server on stdin/stdout with the tools get_credential{service} and
 list_credentials{} and cloud_credentials{provider:"aws", role_arn, session_name?,
-duration?}. Tool errors start with a stable code: DENIED, NOT_FOUND,
-RATE_LIMITED, REVOKED or UNREACHABLE. Logs (never values) go to stderr.
+duration?}. Tool errors start with a stable code: BAD_REQUEST, DENIED,
+NOT_FOUND, RATE_LIMITED, REVOKED or UNREACHABLE. Logs (never values) go to stderr.
 Configure your MCP client with the output of agentkeys daemon mcp-config.`,
 		Example: "  agentkeys daemon mcp",
 		Args:    cobra.NoArgs,
