@@ -63,7 +63,8 @@ func slogTo(w io.Writer) *slog.Logger {
 // concurrent readers (the owner's own session and a paired agent's) get the old
 // or the new value, never an error.
 func TestReadsRacingAStore(t *testing.T) {
-	e := newEnv(t, broker.Config{ReadLimit: 1 << 20})
+	// No timed checkpoint: the chain is verified below while the broker runs.
+	e := newEnv(t, broker.Config{ReadLimit: 1 << 20, Ledger: ledger.Options{CheckpointInterval: time.Hour}})
 	ctx := context.Background()
 	owner, g, idKey := e.ownerKey(t)
 	const stores = 40
@@ -145,7 +146,7 @@ func TestReadsRacingAStore(t *testing.T) {
 // TestApprovalRaceLosers: concurrent reads holding the same one-read grant: one
 // gets the credential, every other one APPROVAL_REQUIRED (a new request).
 func TestApprovalRaceLosers(t *testing.T) {
-	e := newEnv(t, broker.Config{ReadLimit: 1 << 20})
+	e := newEnv(t, broker.Config{ReadLimit: 1 << 20, Ledger: ledger.Options{CheckpointInterval: time.Hour}})
 	ctx := context.Background()
 	s, g := e.owner(t)
 	e.store(t, s, g.Omni, "bank", []byte("high-value"), "required")
