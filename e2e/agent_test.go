@@ -329,6 +329,11 @@ func TestAgentPairAndMCP(t *testing.T) {
 	wantToolError(t, cs, "anthropic", "NOT_FOUND", &errTexts) // in scope, not stored
 	h.akOK(o.home, "agent", "scope", "bot", "--remove", "openai")
 	wantToolError(t, cs, "openai", "DENIED", &errTexts) // the very next request sees the change
+	// A 1 MB service name: refused by the daemon itself, with the broker's name
+	// rule, not echoed (before: an UNREACHABLE repeating the megabyte).
+	if text, isErr := getCredential(t, cs, strings.Repeat("x", 1<<20)); !isErr || !strings.HasPrefix(text, "BAD_REQUEST:") || len(text) > 512 {
+		t.Fatalf("get_credential with a 1 MB name: error=%v %.200q (%d bytes)", isErr, text, len(text))
+	}
 	if out := strings.TrimSpace(h.akOK(o.home, "agent", "scope", "bot", "--list")); out != "github,slack,anthropic" {
 		t.Errorf("scope --list = %q", out)
 	}

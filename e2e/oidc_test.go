@@ -162,7 +162,7 @@ func TestOIDCFederationSeaweedFS(t *testing.T) {
 	} else {
 		wantIsolated(t, w, w.s3(fresh), "alice-refreshed", A.wallet, B.wallet)
 	}
-	if text, isErr := mcpCall(t, cs, "cloud_credentials", map[string]any{"provider": "gcp", "role_arn": "x"}); !isErr || !strings.HasPrefix(text, "NOT_FOUND:") {
+	if text, isErr := mcpCall(t, cs, "cloud_credentials", map[string]any{"provider": "gcp", "role_arn": "x"}); !isErr || !strings.HasPrefix(text, "BAD_REQUEST:") {
 		t.Fatalf("unsupported provider: %q", text)
 	}
 

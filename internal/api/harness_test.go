@@ -34,6 +34,7 @@ type env struct {
 	commits, entries atomic.Int64 // through the driver: commits, entries in them
 	commitNanos      atomic.Int64 // time spent in the driver's Commit
 	slowCommits      atomic.Int64 // commits that took over slowCommit
+	requests         atomic.Int64 // HTTP requests the test server received
 }
 
 type failingDriver struct {
@@ -66,7 +67,10 @@ func newEnv(t testing.TB, cfg broker.Config) *env {
 	t.Helper()
 	e := &env{failing: new(atomic.Bool)}
 	var h atomic.Pointer[http.Handler]
-	e.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { (*h.Load()).ServeHTTP(w, r) }))
+	e.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		e.requests.Add(1)
+		(*h.Load()).ServeHTTP(w, r)
+	}))
 	t.Cleanup(e.srv.Close)
 	base := t.TempDir()
 	cfg.DataDir = filepath.Join(base, "server")

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"math"
 	"net/http"
 	"strconv"
 	"time"
@@ -64,14 +65,17 @@ func (s *server) ledgerHead(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// uintParam reads a query parameter that is a seq or a count: 0 to 2^63-1 (the
+// store keeps seqs as signed 64-bit integers; a larger value would wrap).
 func uintParam(r *http.Request, name string, def uint64) (uint64, error) {
 	v := r.URL.Query().Get(name)
 	if v == "" {
 		return def, nil
 	}
 	n, err := strconv.ParseUint(v, 10, 64)
-	if err != nil {
-		return 0, problem.Newf(problem.BadRequest, "pass a non-negative integer", "%s=%q is not a non-negative integer", name, v)
+	if err != nil || n > math.MaxInt64 {
+		return 0, problem.Newf(problem.BadRequest, "pass an integer from 0 to 9223372036854775807",
+			"%s=%.40q is not an integer from 0 to 2^63-1", name, v)
 	}
 	return n, nil
 }

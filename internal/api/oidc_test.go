@@ -108,7 +108,7 @@ func TestOIDCMintAndRefusals(t *testing.T) {
 		c.OwnerWallet != strings.ToLower(g.Wallet) || !strings.HasSuffix(c.Subject, ":agent:"+strings.ToLower(sess.Wallet)) || kid != tok.Kid {
 		t.Fatalf("claims: %+v (ttl capped at the server max of 10 s)", c)
 	}
-	if _, err := a.OIDCToken(ctx, "sts.amazonaws.com", 11); code(err) != daemon.CodeNotFound {
+	if _, err := a.OIDCToken(ctx, "sts.amazonaws.com", 11); code(err) != daemon.CodeBadRequest {
 		t.Fatalf("ttl above max: %v", err)
 	}
 	// refusals, each audited
@@ -244,7 +244,7 @@ func benchAgents() int {
 const maxPresigned = 100_000
 
 func BenchmarkOIDCMint(b *testing.B) {
-	e := newEnv(b, broker.Config{OIDCAudiences: []string{"sts.amazonaws.com"}, PairLimit: 1 << 20})
+	e := newEnv(b, broker.Config{OIDCAudiences: []string{"sts.amazonaws.com"}, PairLimit: 1 << 20, MintLimit: 1 << 20})
 	owner, g, idKey := e.ownerKey(b)
 	agents := benchAgents()
 	type ag struct {

@@ -53,9 +53,11 @@ type Config struct {
 	SessionTTL     time.Duration    // owner sessions (default 30 days)
 	ReadLimit      int              // credential reads per session per ReadWindow (default 100)
 	ReadWindow     time.Duration    // default 1 minute
+	MintLimit      int              // identity-token mints (refused ones included) per agent per MintWindow (default 60)
+	MintWindow     time.Duration    // default 1 minute
 	ApprovalTTL    time.Duration    // how long a pending approval request can be approved (default 10 min)
 	ApprovalWindow time.Duration    // how long a grant allows one read (default 2 min)
-	Now            func() time.Time // clock of the read rate limit (tests); nil = time.Now
+	Now            func() time.Time // clock of the read and mint rate limits (tests); nil = time.Now
 	PairLimit      int              // pair requests per owner and per source address per minute (default 10)
 	PairTTL        time.Duration    // default lifetime of a pair request (default 10 min; max 1 h)
 	AgentTTL       time.Duration    // default agent session TTL (default SessionTTL)
@@ -76,6 +78,12 @@ func (c *Config) defaults() {
 	}
 	if c.ReadWindow <= 0 {
 		c.ReadWindow = time.Minute
+	}
+	if c.MintLimit <= 0 {
+		c.MintLimit = 60
+	}
+	if c.MintWindow <= 0 {
+		c.MintWindow = time.Minute
 	}
 	if c.ApprovalTTL <= 0 {
 		c.ApprovalTTL = 10 * time.Minute
@@ -116,7 +124,8 @@ type Broker struct {
 	accounts sync.Map // omni → *account.Account, see (*Broker).account
 	agents   agent.Memo
 	index    *account.Index
-	limiter  *limiter
+	limiter  *limiter               // credential reads per session
+	mints    *limiter               // identity-token mints per account
 	pairs    *limiter               // pair requests per owner and per source
 	proofs   *dpop.Verifier         // DPoP proofs: checks and replay cache
 	status   atomic.Pointer[string] // why not ready; nil once ready
@@ -162,6 +171,7 @@ func Open(cfg Config) (*Broker, error) {
 	}
 	b := &Broker{Enclave: enc, cfg: cfg, log: cfg.Logger, metrics: newMetrics(cfg.Registerer),
 		index: account.NewIndex(), limiter: newLimiter(cfg.ReadLimit, cfg.ReadWindow),
+		mints: newLimiter(cfg.MintLimit, cfg.MintWindow),
 		pairs: newLimiter(cfg.PairLimit, time.Minute), proofs: dpop.NewVerifier(0, nil)}
 	m := enc.Measurements()
 	b.oidc.enclave = oidc.Enclave{MrEnclave: hex.EncodeToString(m.MrEnclave[:]), MrSigner: hex.EncodeToString(m.MrSigner[:]), Tier: string(m.Tier)}

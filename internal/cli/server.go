@@ -25,7 +25,7 @@ import (
 )
 
 func serverCmd(e *env) *cobra.Command {
-	var dataDir, platformKey, listen, logLevel, signerKey, issuer, readRate string
+	var dataDir, platformKey, listen, logLevel, signerKey, issuer, readRate, mintRate string
 	var maxBody int64
 	var sessionTTL, approvalWindow, oidcMaxTTL, oidcSkew time.Duration
 	var audiences []string
@@ -68,7 +68,11 @@ unless --dev. Back the two up apart.`,
 						"pass the release-signing public key of this build, or omit it for the dev signer")
 				}
 			}
-			limit, window, err := parseRate(readRate)
+			limit, window, err := parseRate("--read-rate", readRate)
+			if err != nil {
+				return err
+			}
+			mintLimit, mintWindow, err := parseRate("--mint-rate", mintRate)
 			if err != nil {
 				return err
 			}
@@ -79,7 +83,8 @@ unless --dev. Back the two up apart.`,
 			return runServer(cmd.Context(), log, serverConfig{listen: listen, maxBody: maxBody, issuer: issuer, dev: dev,
 				broker: broker.Config{DataDir: dataDir, PlatformKeyFile: platformKey, PlatformKeyHex: e.getenv("AGENTKEYS_PLATFORM_KEY"),
 					DevPlatformKeyInDataDir: dev, SignerPublicKey: signer,
-					SessionTTL: sessionTTL, ReadLimit: limit, ReadWindow: window, ApprovalWindow: approvalWindow,
+					SessionTTL: sessionTTL, ReadLimit: limit, ReadWindow: window,
+					MintLimit: mintLimit, MintWindow: mintWindow, ApprovalWindow: approvalWindow,
 					OIDCAudiences: audiences, OIDCMaxTTL: oidcMaxTTL, OIDCSkew: oidcSkew}})
 		},
 	}
@@ -92,6 +97,7 @@ unless --dev. Back the two up apart.`,
 	cmd.Flags().StringVar(&issuer, "issuer", "", "this broker's public URL, the iss of its tokens (default http://<listen address>)")
 	cmd.Flags().DurationVar(&sessionTTL, "session-ttl", 30*24*time.Hour, "lifetime of owner sessions")
 	cmd.Flags().StringVar(&readRate, "read-rate", "100/1m", "credential reads allowed per session, as COUNT/WINDOW")
+	cmd.Flags().StringVar(&mintRate, "mint-rate", "60/1m", "identity-token mints (refused ones included) allowed per agent or owner, as COUNT/WINDOW")
 	cmd.Flags().DurationVar(&approvalWindow, "approval-window", 2*time.Minute, "how long an approval allows its one read")
 	cmd.Flags().StringArrayVar(&audiences, "oidc-audience", nil, "an audience identity tokens may be minted for (repeatable), e.g. sts.amazonaws.com")
 	cmd.Flags().DurationVar(&oidcMaxTTL, "oidc-max-ttl", oidc.MaxTTL*time.Second, "longest identity token lifetime (at most 1h)")
@@ -107,13 +113,13 @@ type serverConfig struct {
 	broker         broker.Config
 }
 
-// parseRate parses COUNT/WINDOW, e.g. 100/1m.
-func parseRate(s string) (int, time.Duration, error) {
+// parseRate parses the COUNT/WINDOW value of flag, e.g. 100/1m.
+func parseRate(flag, s string) (int, time.Duration, error) {
 	n, w, ok := strings.Cut(s, "/")
 	count, err1 := strconv.Atoi(n)
 	window, err2 := time.ParseDuration(w)
 	if !ok || err1 != nil || err2 != nil || count < 1 || window <= 0 {
-		return 0, 0, problem.Newf(problem.BadRequest, "write it as COUNT/WINDOW, e.g. 100/1m", "--read-rate %q is not a rate", s)
+		return 0, 0, problem.Newf(problem.BadRequest, "write it as COUNT/WINDOW, e.g. 100/1m", "%s %q is not a rate", flag, s)
 	}
 	return count, window, nil
 }

@@ -6,7 +6,8 @@
 // daemon runs as its own user. Then a SocketClient is the agent's thin front: it
 // holds no key and forwards every call to that socket. The package never logs a
 // credential value, a token or a key, and its errors carry a stable code:
-// DENIED, NOT_FOUND, RATE_LIMITED, REVOKED or UNREACHABLE.
+// BAD_REQUEST, DENIED, NOT_FOUND, RATE_LIMITED, REVOKED or UNREACHABLE. It checks
+// its inputs itself, with the broker's rules, before any broker round trip.
 package daemon
 
 import (
@@ -28,10 +29,12 @@ import (
 	"github.com/agentkeys/agentkeys/internal/enclave"
 	"github.com/agentkeys/agentkeys/internal/home"
 	"github.com/agentkeys/agentkeys/internal/problem"
+	"github.com/agentkeys/agentkeys/internal/vault"
 )
 
 // Stable error codes of the daemon's tools and socket.
 const (
+	CodeBadRequest  = problem.BadRequest
 	CodeDenied      = problem.Denied
 	CodeNotFound    = problem.NotFound
 	CodeRateLimited = problem.RateLimited
@@ -264,9 +267,26 @@ func damagedSession() error {
 	return problem.New(CodeRevoked, "the daemon's session file is damaged", "pair again with agentkeys daemon pair")
 }
 
+// errBadService answers a service name the broker would refuse; it does not
+// repeat the name, which may be huge.
+var errBadService = problem.New(CodeBadRequest, "the service name is not valid",
+	"use the service's name: 1-63 lowercase letters, digits, '.', '_' or '-', e.g. openai (list_credentials shows them)")
+
+// Loggable is s if it is a valid service name, else a short stand-in: the
+// daemon never logs an input it refused in full.
+func Loggable(s string) string {
+	if vault.ValidName(s) {
+		return s
+	}
+	return fmt.Sprintf("(invalid, %d bytes)", len(s))
+}
+
 // Get returns the value of a credential the agent may read. The caller must not
 // log it.
 func (s Source) Get(ctx context.Context, service string) ([]byte, error) {
+	if !vault.ValidName(service) {
+		return nil, errBadService
+	}
 	sess, c, err := s.agent()
 	if err != nil {
 		return nil, Stable(err)
@@ -300,12 +320,12 @@ func (s Source) List(ctx context.Context) ([]string, error) {
 	return l, nil
 }
 
-// Stable maps any error to a problem with one of the daemon's five codes.
+// Stable maps any error to a problem with one of the daemon's six codes.
 func Stable(err error) *problem.Error {
 	p := problem.As(err)
 	out := *p
 	switch p.Code {
-	case CodeDenied, CodeNotFound, CodeRateLimited, CodeRevoked, CodeUnreachable:
+	case CodeBadRequest, CodeDenied, CodeNotFound, CodeRateLimited, CodeRevoked, CodeUnreachable:
 	case problem.Unauthenticated:
 		out.Code = CodeRevoked
 		if out.Fix == "" || strings.Contains(out.Fix, "agentkeys init") {
@@ -313,8 +333,6 @@ func Stable(err error) *problem.Error {
 		}
 	case problem.ApprovalNeeded:
 		out.Code = CodeDenied
-	case problem.BadRequest:
-		out.Code = CodeNotFound
 	default:
 		out.Code = CodeUnreachable
 	}

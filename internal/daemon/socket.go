@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -43,7 +44,7 @@ func Handler(src Source, log *slog.Logger) http.Handler {
 		v, err := src.Get(r.Context(), svc)
 		if err != nil {
 			p := Stable(err)
-			log.Info("credential refused", "service", svc, "code", p.Code)
+			log.Info("credential refused", "service", Loggable(svc), "code", p.Code)
 			fail(w, p)
 			return
 		}
@@ -53,7 +54,11 @@ func Handler(src Source, log *slog.Logger) http.Handler {
 	})
 	mux.HandleFunc("GET /cloud/aws", func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()
-		d, _ := strconv.Atoi(q.Get("duration"))
+		d, err := strconv.ParseInt(cmp.Or(q.Get("duration"), "0"), 10, 32)
+		if err != nil {
+			fail(w, problem.New(CodeBadRequest, "duration is not a number of seconds", "pass e.g. duration=3600, or omit it"))
+			return
+		}
 		cr, err := src.AWSCredentials(r.Context(), AWSRequest{RoleARN: q.Get("role_arn"), SessionName: q.Get("session_name"), Duration: int32(d)})
 		if err != nil {
 			p := Stable(err)

@@ -113,6 +113,15 @@ type batch struct {
 	hashes  []Hash     // hashes[i] = entries[i].Hash(), computed once when linked
 	owners  []*request // owners[i] answers entries[i]; nil for checkpoints
 	writes  *overlay
+	// refused are requests refused on top of this batch (or later ones): they are
+	// answered once it is committed, see answerRefused.
+	refused []refusal
+}
+
+// refusal is a refused request and why.
+type refusal struct {
+	r   *request
+	err error
 }
 
 type request struct {
@@ -432,6 +441,9 @@ func (l *Ledger) commit(group []*batch) {
 			}
 		}
 	}
+	for _, b := range group { // refused on top of these entries: now they are durable (or failed)
+		answer(b.refused)
+	}
 	// The appenders just answered were made runnable on this goroutine's P. If the
 	// committer went straight on to the next commit, that P would sit in fsync
 	// with them queued until the runtime takes it back (a sysmon tick, 20 µs to
@@ -460,8 +472,35 @@ func (l *Ledger) base(ctx context.Context) (*overlay, uint64, error) {
 	return newOverlay(st), l.gen, nil
 }
 
+// answer tells refused requests why.
+func answer(refused []refusal) {
+	for _, f := range refused {
+		f.r.done <- result{err: f.err}
+	}
+}
+
+// answerRefused answers requests refused on top of the tip once every entry they
+// were judged against is durable: with the newest pending batch, or now if none
+// is pending. So a caller that looks at state again after a refusal (a read that
+// lost a race for a grant, a store that lost one for a version) sees what
+// refused it, instead of the state before it.
+func (l *Ledger) answerRefused(refused []refusal) {
+	if len(refused) == 0 {
+		return
+	}
+	l.mu.Lock()
+	if n := len(l.pending); n > 0 {
+		l.pending[n-1].refused = append(l.pending[n-1].refused, refused...)
+		l.mu.Unlock()
+		return
+	}
+	l.mu.Unlock()
+	answer(refused)
+}
+
 // prepare turns requests into entries on top of the tip: validate, fold, link and
-// sign them. Refused requests are answered at once; the rest travel in the batch.
+// sign them. Refused requests are answered once what they were judged against is
+// durable (answerRefused); the rest travel in the batch.
 // With checkpoint set, a checkpoint closes the batch if anything was written since
 // the last one.
 func (l *Ledger) prepare(reqs []*request, checkpoint bool) *batch {
@@ -471,6 +510,7 @@ func (l *Ledger) prepare(reqs []*request, checkpoint bool) *batch {
 		l.failAll(reqs, err)
 		return nil
 	}
+	var refused []refusal
 	head, empty := l.tip, l.empty
 	b := &batch{gen: gen, writes: base, entries: make([]Entry, 0, len(reqs)+1), owners: make([]*request, 0, len(reqs)+1)}
 	since, checkpointed := l.sinceCheckpoint, false
@@ -537,6 +577,7 @@ func (l *Ledger) prepare(reqs []*request, checkpoint bool) *batch {
 	addCheckpoint := func() bool {
 		if err := add(nil, l.checkpointEntry(head), false, base, nil); err != nil {
 			l.failAll(b.owners, err)
+			l.answerRefused(refused)
 			return false
 		}
 		return true
@@ -552,7 +593,7 @@ func (l *Ledger) prepare(reqs []*request, checkpoint bool) *batch {
 			err = add(r, Entry{Kind: r.kind, Origin: r.origin, Payload: r.payload}, false, base, r.blob)
 		}
 		if err != nil {
-			r.done <- result{err: err}
+			refused = append(refused, refusal{r, err})
 			continue
 		}
 		if since >= l.opts.CheckpointEvery && !addCheckpoint() {
@@ -563,12 +604,15 @@ func (l *Ledger) prepare(reqs []*request, checkpoint bool) *batch {
 		return nil
 	}
 	if len(b.entries) == 0 {
+		l.answerRefused(refused)
 		return nil
 	}
 	if err := l.sign(b.entries, b.hashes); err != nil {
 		l.failAll(b.owners, err)
+		l.answerRefused(refused)
 		return nil
 	}
+	b.refused = refused
 	l.mu.Lock()
 	l.pending = append(l.pending, b)
 	l.mu.Unlock()

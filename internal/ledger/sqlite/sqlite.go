@@ -8,6 +8,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"math"
 	"net/url"
 	"os"
 	"syscall"
@@ -218,6 +219,9 @@ func head(ctx context.Context, q querier) (ledger.Head, bool, error) {
 
 // Entries implements ledger.Driver.
 func (d *Driver) Entries(ctx context.Context, from uint64, limit int) ([]ledger.Entry, error) {
+	if from > math.MaxInt64 {
+		return nil, nil // seqs are signed 64-bit in the table: none is that large (int64(from) would wrap to the start)
+	}
 	rows, err := d.r.QueryContext(ctx, `SELECT `+entryCols+` FROM entries WHERE seq >= ? ORDER BY seq LIMIT ?`, int64(from), limit)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: entries: %w", err)
