@@ -28,7 +28,7 @@ func serverCmd(e *env) *cobra.Command {
 	var dataDir, listen, logLevel, signerKey, issuer, readRate string
 	var maxBody int64
 	var sessionTTL, approvalWindow, oidcMaxTTL, oidcSkew time.Duration
-	var audiences []string
+	var audiences, publicURLs []string
 	var dev bool
 	cmd := &cobra.Command{
 		Use:   "server",
@@ -39,9 +39,14 @@ HTTP on 127.0.0.1:8090. The first start creates and seals the master seed and
 creates the operator (governance) key; later starts unseal the same seed.
 
 The platform secret that seals the seed is <data-dir>/platform.key, or
-AGENTKEYS_PLATFORM_KEY (64 hex characters) when set.`,
-		Example: "  agentkeys server\n  agentkeys server --data-dir /var/lib/agentkeys --listen 127.0.0.1:9000",
-		Args:    cobra.NoArgs,
+AGENTKEYS_PLATFORM_KEY (64 hex characters) when set.
+
+Agents' daemons sign each request for the URL they were given (--server); the
+broker accepts the --issuer URL and each --public-url, never a name taken from
+the request's Host header.`,
+		Example: "  agentkeys server\n  agentkeys server --data-dir /var/lib/agentkeys --listen 127.0.0.1:9000\n" +
+			"  agentkeys server --issuer https://keys.example.com --public-url https://keys.internal.example:8443",
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if dataDir == "" {
 				dataDir = filepath.Join(e.home(), "server")
@@ -67,7 +72,7 @@ AGENTKEYS_PLATFORM_KEY (64 hex characters) when set.`,
 				return problem.New(problem.BadRequest, "--oidc-max-ttl must be between 1s and 1h", "pass e.g. --oidc-max-ttl 1h")
 			}
 			return runServer(cmd.Context(), log, serverConfig{listen: listen, maxBody: maxBody, issuer: issuer, dev: dev,
-				broker: broker.Config{DataDir: dataDir, PlatformKeyHex: e.getenv("AGENTKEYS_PLATFORM_KEY"), SignerPublicKey: signer,
+				broker: broker.Config{DataDir: dataDir, PlatformKeyHex: e.getenv("AGENTKEYS_PLATFORM_KEY"), SignerPublicKey: signer, PublicURLs: publicURLs,
 					SessionTTL: sessionTTL, ReadLimit: limit, ReadWindow: window, ApprovalWindow: approvalWindow,
 					OIDCAudiences: audiences, OIDCMaxTTL: oidcMaxTTL, OIDCSkew: oidcSkew}})
 		},
@@ -78,6 +83,7 @@ AGENTKEYS_PLATFORM_KEY (64 hex characters) when set.`,
 	cmd.Flags().StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	cmd.Flags().Int64Var(&maxBody, "max-body", api.DefaultMaxBody, "largest accepted request body in bytes")
 	cmd.Flags().StringVar(&issuer, "issuer", "", "this broker's public URL, the iss of its tokens (default http://<listen address>)")
+	cmd.Flags().StringArrayVar(&publicURLs, "public-url", nil, "another URL clients reach this broker at (repeatable); agents' proofs must name the --issuer or one of these")
 	cmd.Flags().DurationVar(&sessionTTL, "session-ttl", 30*24*time.Hour, "lifetime of owner sessions")
 	cmd.Flags().StringVar(&readRate, "read-rate", "100/1m", "credential reads allowed per session, as COUNT/WINDOW")
 	cmd.Flags().DurationVar(&approvalWindow, "approval-window", 2*time.Minute, "how long an approval allows its one read")
@@ -125,6 +131,17 @@ func runServer(ctx context.Context, log *slog.Logger, cfg serverConfig) error {
 	if u.Scheme == "http" && !loopbackHost(u.Hostname()) && !cfg.dev {
 		return problem.Newf(problem.BadRequest, "use an https --issuer in production, or pass --dev for a development setup",
 			"--issuer %q is plain http on a non-loopback host: clouds would fetch the signing keys over an unauthenticated channel", bc.Issuer)
+	}
+	for _, p := range bc.PublicURLs {
+		pu, err := url.Parse(p)
+		if err != nil || (pu.Scheme != "https" && pu.Scheme != "http") || pu.Host == "" || pu.User != nil || pu.RawQuery != "" || pu.ForceQuery || pu.Fragment != "" {
+			return problem.Newf(problem.BadRequest, "pass a URL clients use, as scheme://host[:port][/path], e.g. https://keys.internal.example:8443",
+				"--public-url %q is not an http(s) URL without query or fragment", p)
+		}
+		if pu.Scheme == "http" && !loopbackHost(pu.Hostname()) && !cfg.dev {
+			return problem.Newf(problem.BadRequest, "use an https --public-url, or pass --dev for a development setup",
+				"--public-url %q is plain http on a non-loopback host: agents' tokens would cross the network unencrypted", p)
+		}
 	}
 	reg := prometheus.NewRegistry()
 	bc.Registerer = reg
