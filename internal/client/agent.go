@@ -29,7 +29,7 @@ func (c *Client) RequestPairing(ctx context.Context, r agent.Request) (*broker.P
 // anything, so the retry repeats nothing.
 func (c *Client) proven(ctx context.Context, key *ecdsa.PrivateKey, method, path, token string, body, out any) error {
 	for retried := false; ; retried = true {
-		p, err := dpop.Sign(key, method, c.base+strings.SplitN(path, "?", 2)[0], token, time.Now())
+		p, err := dpop.Sign(key, method, c.base+strings.SplitN(path, "?", 2)[0], token, c.now())
 		if err != nil {
 			return err
 		}
