@@ -294,7 +294,7 @@ func NewVerifier(max int, now func() time.Time) *Verifier {
 // Want is what a proof must match.
 type Want struct {
 	Method string
-	URLs   []string // the request URL as the client may have addressed it (any one matches)
+	URLs   []string // the request's URL under each name the broker is configured with (any one matches); never one built from the request's Host
 	JKT    string   // the thumbprint bound into the token (cnf.jkt) or the pair request
 	Token  string   // the access token sent with it; "" = the proof must have no ath
 }
