@@ -44,7 +44,7 @@ func (s *server) routesAgent(handle func(string, func(http.ResponseWriter, *http
 
 // proofOf collects a request's DPoP proof and what it must match.
 func proofOf(r *http.Request) broker.Proof {
-	return broker.Proof{JWS: r.Header.Get("DPoP"), Method: r.Method, Path: r.URL.EscapedPath(), Host: r.Host, TLS: r.TLS != nil}
+	return broker.Proof{JWS: r.Header.Get("DPoP"), Method: r.Method, Path: r.URL.EscapedPath()}
 }
 
 func (s *server) pairRequest(w http.ResponseWriter, r *http.Request) error {

@@ -35,6 +35,8 @@ type env struct {
 	commitNanos      atomic.Int64 // time spent in the driver's Commit
 	slowCommits      atomic.Int64 // commits that took over slowCommit
 	requests         atomic.Int64 // HTTP requests the test server received
+	cfg              broker.Config
+	current          *atomic.Pointer[http.Handler] // what srv serves
 }
 
 type failingDriver struct {
@@ -65,8 +67,8 @@ func (f failingDriver) Commit(ctx context.Context, es []ledger.Entry, ws []ledge
 
 func newEnv(t testing.TB, cfg broker.Config) *env {
 	t.Helper()
-	e := &env{failing: new(atomic.Bool)}
-	var h atomic.Pointer[http.Handler]
+	e := &env{failing: new(atomic.Bool), current: new(atomic.Pointer[http.Handler])}
+	h := e.current
 	e.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		e.requests.Add(1)
 		(*h.Load()).ServeHTTP(w, r)
@@ -80,7 +82,19 @@ func newEnv(t testing.TB, cfg broker.Config) *env {
 	cfg.WrapDriver = func(d ledger.Driver) ledger.Driver {
 		return failingDriver{d, e.failing, &e.commits, &e.entries, &e.commitNanos, &e.slowCommits}
 	}
-	b, err := broker.Open(cfg)
+	e.cfg = cfg
+	e.open(t)
+	var err error
+	if e.c, err = client.New(e.srv.URL); err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+// open opens and starts a broker on e's data dir and serves it.
+func (e *env) open(t testing.TB) {
+	t.Helper()
+	b, err := broker.Open(e.cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,11 +104,15 @@ func newEnv(t testing.TB, cfg broker.Config) *env {
 	}
 	e.b = b
 	e.handler = api.New(b, api.Config{})
-	h.Store(&e.handler)
-	if e.c, err = client.New(e.srv.URL); err != nil {
-		t.Fatal(err)
-	}
-	return e
+	e.current.Store(&e.handler)
+}
+
+// restart closes the broker and serves a new one on the same data dir and URL,
+// as a restarted process would.
+func (e *env) restart(t testing.TB) {
+	t.Helper()
+	e.b.Close()
+	e.open(t)
 }
 
 // post sends body to the handler as a POST to path with a bearer token, in

@@ -50,6 +50,7 @@ type Config struct {
 	DevPlatformKeyInDataDir bool
 
 	Issuer         string           // this broker's URL: iss of its tokens, audience of logins
+	PublicURLs     []string         // other URLs clients reach the broker at; DPoP proofs must name the Issuer or one of these
 	SessionTTL     time.Duration    // owner sessions (default 30 days)
 	ReadLimit      int              // credential reads per session per ReadWindow (default 100)
 	ReadWindow     time.Duration    // default 1 minute
@@ -128,6 +129,7 @@ type Broker struct {
 	mints    *limiter               // identity-token mints per account
 	pairs    *limiter               // pair requests per owner and per source
 	proofs   *dpop.Verifier         // DPoP proofs: checks and replay cache
+	htuBases []string               // normalised Issuer and PublicURLs: a proof's htu is one of them + the request path
 	status   atomic.Pointer[string] // why not ready; nil once ready
 	metrics  *metrics
 	oidc     oidcState
@@ -161,6 +163,10 @@ func Open(cfg Config) (*Broker, error) {
 			return nil, fmt.Errorf("OIDC audience %q: use 1-256 printable characters without spaces", a)
 		}
 	}
+	bases, err := htuBases(cfg.Issuer, cfg.PublicURLs)
+	if err != nil {
+		return nil, err
+	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("creating data dir %s: %w", cfg.DataDir, err)
 	}
@@ -172,7 +178,7 @@ func Open(cfg Config) (*Broker, error) {
 	b := &Broker{Enclave: enc, cfg: cfg, log: cfg.Logger, metrics: newMetrics(cfg.Registerer),
 		index: account.NewIndex(), limiter: newLimiter(cfg.ReadLimit, cfg.ReadWindow),
 		mints: newLimiter(cfg.MintLimit, cfg.MintWindow),
-		pairs: newLimiter(cfg.PairLimit, time.Minute), proofs: dpop.NewVerifier(0, nil)}
+		pairs: newLimiter(cfg.PairLimit, time.Minute), proofs: dpop.NewVerifier(0, nil), htuBases: bases}
 	m := enc.Measurements()
 	b.oidc.enclave = oidc.Enclave{MrEnclave: hex.EncodeToString(m.MrEnclave[:]), MrSigner: hex.EncodeToString(m.MrSigner[:]), Tier: string(m.Tier)}
 	if b.tokens, err = token.NewIssuer(enc, token.Options{Issuer: cfg.Issuer, Current: "issuer/jwt/v1"}); err != nil {

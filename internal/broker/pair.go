@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -461,23 +462,49 @@ func (b *Broker) PollPairing(ctx context.Context, id string, pr Proof) (*PairSta
 type Proof struct {
 	JWS    string
 	Method string
-	Path   string // request path (no query)
-	Host   string // the Host the client addressed (also accepted besides the issuer)
-	TLS    bool
+	Path   string // request path (escaped, no query)
+}
+
+// htuBases returns the URLs a proof may name before the request path: the
+// issuer and the other public URLs, normalised (RFC 9449 §4.3) and without a
+// trailing slash. Never one made from a request: its Host header is the
+// sender's choice.
+func htuBases(issuer string, public []string) ([]string, error) {
+	var out []string
+	for _, raw := range append([]string{issuer}, public...) {
+		if raw == "" {
+			continue
+		}
+		u, err := url.Parse(raw)
+		if err != nil || u.RawQuery != "" || u.ForceQuery || u.Fragment != "" {
+			return nil, fmt.Errorf("public URL %q: use scheme://host[:port][/path], without query or fragment", raw)
+		}
+		base, err := dpop.HTU(raw)
+		if err != nil {
+			return nil, fmt.Errorf("public URL %q: use scheme://host[:port][/path] with http or https", raw)
+		}
+		if base = strings.TrimSuffix(base, "/"); !slices.Contains(out, base) {
+			out = append(out, base)
+		}
+	}
+	return out, nil
 }
 
 func (b *Broker) checkProof(pr Proof, jkt, tok string) error {
-	urls := []string{b.cfg.Issuer + pr.Path}
-	if pr.Host != "" {
-		scheme := "http://"
-		if pr.TLS {
-			scheme = "https://"
-		}
-		urls = append(urls, scheme+pr.Host+pr.Path)
+	urls := make([]string, len(b.htuBases))
+	for i, base := range b.htuBases {
+		urls[i] = base + pr.Path
 	}
-	if err := b.proofs.Verify(pr.JWS, dpopWant(pr.Method, urls, jkt, tok)); err != nil {
+	err := b.proofs.Verify(pr.JWS, dpopWant(pr.Method, urls, jkt, tok))
+	switch {
+	case errors.Is(err, dpop.ErrBeforeStart):
+		p := problem.New(problem.Unauthenticated, "the request's proof of possession was made before the broker started",
+			"make a new proof and retry (agentkeys daemon does so once on its own); if this persists, the daemon's clock is behind the broker's")
+		p.RetryAfter = 1
+		return p
+	case err != nil:
 		return problem.New(problem.Unauthenticated, "the request's proof of possession was refused ("+proofWhy(err)+")",
-			"requests of an agent session must carry a fresh DPoP proof signed by the daemon's key: use agentkeys daemon, and pass --server exactly as the broker's URL")
+			"requests of an agent session must carry a fresh DPoP proof signed by the daemon's key: use agentkeys daemon, and pass --server as the broker's URL (its --issuer, or one of its --public-url)")
 	}
 	return nil
 }

@@ -28,7 +28,7 @@ func serverCmd(e *env) *cobra.Command {
 	var dataDir, platformKey, listen, logLevel, signerKey, issuer, readRate, mintRate string
 	var maxBody int64
 	var sessionTTL, approvalWindow, oidcMaxTTL, oidcSkew time.Duration
-	var audiences []string
+	var audiences, publicURLs []string
 	var dev bool
 	cmd := &cobra.Command{
 		Use:   "server",
@@ -42,9 +42,14 @@ The platform key that seals the seed (the stand-in for a CPU's sealing key) is
 $AGENTKEYS_HOME/platform.key (--platform-key PATH), or AGENTKEYS_PLATFORM_KEY
 (64 hex characters) when set. It never lives in the data dir, so that a copy of
 the data dir alone opens nothing: the server refuses a platform key inside it
-unless --dev. Back the two up apart.`,
-		Example: "  agentkeys server\n  agentkeys server --data-dir /var/lib/agentkeys/server --platform-key /etc/agentkeys/platform.key --listen 127.0.0.1:9000",
-		Args:    cobra.NoArgs,
+unless --dev. Back the two up apart.
+
+Agents' daemons sign each request for the URL they were given (--server); the
+broker accepts the --issuer URL and each --public-url, never a name taken from
+the request's Host header.`,
+		Example: "  agentkeys server\n  agentkeys server --data-dir /var/lib/agentkeys/server --platform-key /etc/agentkeys/platform.key --listen 127.0.0.1:9000\n" +
+			"  agentkeys server --issuer https://keys.example.com --public-url https://keys.internal.example:8443",
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if dataDir == "" {
 				dataDir = filepath.Join(e.home(), "server")
@@ -82,7 +87,7 @@ unless --dev. Back the two up apart.`,
 			}
 			return runServer(cmd.Context(), log, serverConfig{listen: listen, maxBody: maxBody, issuer: issuer, dev: dev,
 				broker: broker.Config{DataDir: dataDir, PlatformKeyFile: platformKey, PlatformKeyHex: e.getenv("AGENTKEYS_PLATFORM_KEY"),
-					DevPlatformKeyInDataDir: dev, SignerPublicKey: signer,
+					DevPlatformKeyInDataDir: dev, SignerPublicKey: signer, PublicURLs: publicURLs,
 					SessionTTL: sessionTTL, ReadLimit: limit, ReadWindow: window,
 					MintLimit: mintLimit, MintWindow: mintWindow, ApprovalWindow: approvalWindow,
 					OIDCAudiences: audiences, OIDCMaxTTL: oidcMaxTTL, OIDCSkew: oidcSkew}})
@@ -95,6 +100,7 @@ unless --dev. Back the two up apart.`,
 	cmd.Flags().StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	cmd.Flags().Int64Var(&maxBody, "max-body", api.DefaultMaxBody, "largest accepted request body in bytes")
 	cmd.Flags().StringVar(&issuer, "issuer", "", "this broker's public URL, the iss of its tokens (default http://<listen address>)")
+	cmd.Flags().StringArrayVar(&publicURLs, "public-url", nil, "another URL clients reach this broker at (repeatable); agents' proofs must name the --issuer or one of these")
 	cmd.Flags().DurationVar(&sessionTTL, "session-ttl", 30*24*time.Hour, "lifetime of owner sessions")
 	cmd.Flags().StringVar(&readRate, "read-rate", "100/1m", "credential reads allowed per session, as COUNT/WINDOW")
 	cmd.Flags().StringVar(&mintRate, "mint-rate", "60/1m", "identity-token mints (refused ones included) allowed per agent or owner, as COUNT/WINDOW")
@@ -143,6 +149,17 @@ func runServer(ctx context.Context, log *slog.Logger, cfg serverConfig) error {
 	if u.Scheme == "http" && !loopbackHost(u.Hostname()) && !cfg.dev {
 		return problem.Newf(problem.BadRequest, "use an https --issuer in production, or pass --dev for a development setup",
 			"--issuer %q is plain http on a non-loopback host: clouds would fetch the signing keys over an unauthenticated channel", bc.Issuer)
+	}
+	for _, p := range bc.PublicURLs {
+		pu, err := url.Parse(p)
+		if err != nil || (pu.Scheme != "https" && pu.Scheme != "http") || pu.Host == "" || pu.User != nil || pu.RawQuery != "" || pu.ForceQuery || pu.Fragment != "" {
+			return problem.Newf(problem.BadRequest, "pass a URL clients use, as scheme://host[:port][/path], e.g. https://keys.internal.example:8443",
+				"--public-url %q is not an http(s) URL without query or fragment", p)
+		}
+		if pu.Scheme == "http" && !loopbackHost(pu.Hostname()) && !cfg.dev {
+			return problem.Newf(problem.BadRequest, "use an https --public-url, or pass --dev for a development setup",
+				"--public-url %q is plain http on a non-loopback host: agents' tokens would cross the network unencrypted", p)
+		}
 	}
 	reg := prometheus.NewRegistry()
 	bc.Registerer = reg

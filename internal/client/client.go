@@ -23,6 +23,7 @@ import (
 type Client struct {
 	base string
 	hc   *http.Client
+	now  func() time.Time // dates DPoP proofs
 }
 
 // New returns a client for the broker at server (http or https URL).
@@ -32,7 +33,7 @@ func New(server string) (*Client, error) {
 		return nil, problem.Newf(problem.BadRequest, "pass the broker URL, e.g. --server http://127.0.0.1:8090",
 			"%q is not an http(s) URL", server)
 	}
-	return &Client{base: strings.TrimRight(u.String(), "/"), hc: &http.Client{Timeout: 30 * time.Second}}, nil
+	return &Client{base: strings.TrimRight(u.String(), "/"), hc: &http.Client{Timeout: 30 * time.Second}, now: time.Now}, nil
 }
 
 // Server returns the broker URL.
