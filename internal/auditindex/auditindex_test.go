@@ -97,7 +97,7 @@ func TestOwnerOfMatchesUsage(t *testing.T) {
 			if !ok {
 				t.Fatalf("%s %s: usageOf derives no row", kind, p)
 			}
-			if got, ok := ownerOf(e); !ok || got != want {
+			if got, ok := New(nil).ownerOf(e); !ok || got != want {
 				t.Fatalf("%s %s: filed under %q (%v), the row's owner is %q", kind, p, got, ok, want)
 			}
 		}
@@ -118,7 +118,7 @@ func FuzzOwnerOf(f *testing.F) {
 		if !ok || want == "" {
 			return // in no trail (an empty owner is no one's)
 		}
-		if got, ok := ownerOf(e); !ok || got != want {
+		if got, ok := New(nil).ownerOf(e); !ok || got != want {
 			t.Fatalf("filed under %q (%v), the row's owner is %q", got, ok, want)
 		}
 	})

@@ -109,6 +109,7 @@ type Broker struct {
 	ledger   atomic.Pointer[ledger.Ledger]
 	tokens   *token.Issuer
 	usage    *auditindex.Index
+	kinds    ledger.Schema // Schema(), built once: which kinds are public
 	accounts sync.Map // omni → *account.Account, see (*Broker).account
 	agents   agent.Memo
 	index    *account.Index
@@ -157,7 +158,7 @@ func Open(cfg Config) (*Broker, error) {
 	}
 	b := &Broker{Enclave: enc, cfg: cfg, log: cfg.Logger, metrics: newMetrics(cfg.Registerer),
 		index: account.NewIndex(), limiter: newLimiter(cfg.ReadLimit, cfg.ReadWindow),
-		pairs: newLimiter(cfg.PairLimit, time.Minute), proofs: dpop.NewVerifier(0, nil)}
+		pairs: newLimiter(cfg.PairLimit, time.Minute), proofs: dpop.NewVerifier(0, nil), kinds: Schema()}
 	m := enc.Measurements()
 	b.oidc.enclave = oidc.Enclave{MrEnclave: hex.EncodeToString(m.MrEnclave[:]), MrSigner: hex.EncodeToString(m.MrSigner[:]), Tier: string(m.Tier)}
 	if b.tokens, err = token.NewIssuer(enc, token.Options{Issuer: cfg.Issuer, Current: "issuer/jwt/v1"}); err != nil {

@@ -81,7 +81,7 @@ func testSchema() ledger.Schema {
 				}
 				return st.Put(fmt.Sprintf("note/%s/%08d", e.Origin, p.N), e.Payload)
 			}},
-			"test.gov": {Origins: ledger.FromGovernance, Fold: func(st ledger.State, e *ledger.Entry) error {
+			"test.gov": {Origins: ledger.FromGovernance, Public: true, Fold: func(st ledger.State, e *ledger.Entry) error {
 				n := 0
 				st.Scan("gov/", func(string, []byte) error { n++; return nil })
 				if n >= 2 {
