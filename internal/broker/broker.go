@@ -110,7 +110,7 @@ type Broker struct {
 	tokens   *token.Issuer
 	usage    *auditindex.Index
 	kinds    ledger.Schema // Schema(), built once: which kinds are public
-	accounts sync.Map // omni → *account.Account, see (*Broker).account
+	accounts sync.Map      // omni → *account.Account, see (*Broker).account
 	agents   agent.Memo
 	index    *account.Index
 	limiter  *limiter
