@@ -366,6 +366,8 @@ func TestTamperNamesSeq(t *testing.T) {
 		"signer":    `UPDATE entries SET signer = 'x' || substr(signer, 2) WHERE seq = ?`,
 		"sig":       `UPDATE entries SET sig = zeroblob(length(sig)) WHERE seq = ?`,
 		"seq":       `UPDATE entries SET seq = seq + 100 WHERE seq = ?`,
+		"salt":      `UPDATE entries SET salt = zeroblob(32) WHERE seq = ?`,
+		"no salt":   `UPDATE entries SET salt = NULL WHERE seq = ?`, // passed off as format 1
 	}
 	for name, q := range cols {
 		t.Run(name, func(t *testing.T) {
