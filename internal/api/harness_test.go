@@ -66,7 +66,9 @@ func newEnv(t testing.TB, cfg broker.Config) *env {
 	var h atomic.Pointer[http.Handler]
 	e.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { (*h.Load()).ServeHTTP(w, r) }))
 	t.Cleanup(e.srv.Close)
-	cfg.DataDir = t.TempDir()
+	if cfg.DataDir == "" {
+		cfg.DataDir = t.TempDir()
+	}
 	e.dataDir = cfg.DataDir
 	cfg.Issuer = e.srv.URL
 	cfg.WrapDriver = func(d ledger.Driver) ledger.Driver {

@@ -2,10 +2,14 @@ package api_test
 
 import (
 	"context"
+	"crypto/ed25519"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -178,5 +182,76 @@ func TestPublicLedgerHidesOwners(t *testing.T) {
 	// A bad token is refused, not treated as anonymous.
 	if _, err := e.c.WithToken("not-a-token").Entries(ctx, 0, 10); code(err) != problem.Unauthenticated {
 		t.Fatalf("entries with a bad token: %v", err)
+	}
+}
+
+// TestLegacyLedgerUpgrades: a data dir written before payload commitments
+// (testdata/legacy-data, made by that code: two owners, credentials, reads, a
+// paired agent) opens, verifies, and keeps serving its old entries as they always
+// were (their hash covers the payload, so they cannot be redacted); what happens
+// after the upgrade is private, and both audits pass on the mixed chain.
+func TestLegacyLedgerUpgrades(t *testing.T) {
+	ctx := context.Background()
+	dir := filepath.Join(t.TempDir(), "data")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"ledger.db", "seed.sealed", "operator.key"} {
+		b, err := os.ReadFile(filepath.Join("testdata/legacy-data", f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, f), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if filepath.Base(broker.LedgerPath(dir)) != "ledger.db" {
+		t.Fatalf("the ledger file is now %s: rename the fixture's", broker.LedgerPath(dir))
+	}
+	hexOf := func(name string) string {
+		b, err := os.ReadFile(filepath.Join("testdata", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.TrimSpace(string(b))
+	}
+	old, err := audit.VerifyDataDir(ctx, dir) // read-only, before any migration
+	if err != nil {
+		t.Fatalf("audit --data-dir of the legacy ledger: %v", err)
+	}
+	e := newEnv(t, broker.Config{DataDir: dir, PlatformKeyHex: hexOf("legacy-platform.hex")})
+	body, _ := rawEntries(t, e, "")
+	if !strings.Contains(body, "legacy-svc-alpha") {
+		t.Fatal("format-1 entries are no longer served in full")
+	}
+	// Owner A logs in again and stores something new: it is private.
+	seed, _ := hex.DecodeString(hexOf("legacy-owner.hex"))
+	key := ed25519.NewKeyFromSeed(seed)
+	l := loginFor(e, key)
+	broker.SignLogin(&l, key)
+	g, err := e.c.OpenSession(ctx, l)
+	if err != nil {
+		t.Fatalf("the legacy owner cannot log in: %v", err)
+	}
+	ownerA := e.c.WithToken(g.Token)
+	e.store(t, ownerA, g.Omni, "svc-after-upgrade", []byte("sk-new"), "")
+	body, public := rawEntries(t, e, "")
+	if strings.Contains(body, "svc-after-upgrade") || strings.Contains(body, g.SID) {
+		t.Fatal("an entry written after the upgrade is public")
+	}
+	if public[0].Format() != 1 || public[len(public)-1].Format() != 2 || int(old.Entries) >= len(public) {
+		t.Fatalf("formats: first %d, last %d; %d old entries of %d", public[0].Format(), public[len(public)-1].Format(), old.Entries, len(public))
+	}
+	mine, _ := rawEntries(t, e, g.Token)
+	if !strings.Contains(mine, "svc-after-upgrade") {
+		t.Fatal("the owner does not see its new entry")
+	}
+	for name, src := range map[string]audit.Server{"anonymous": e.c, "owner": ownerA} {
+		if _, err := audit.VerifyServer(ctx, src, nil); err != nil {
+			t.Fatalf("%s audit --server of the upgraded ledger: %v", name, err)
+		}
+	}
+	if _, err := audit.VerifyDataDir(ctx, dir); err != nil {
+		t.Fatalf("audit --data-dir of the upgraded ledger: %v", err)
 	}
 }
