@@ -74,9 +74,11 @@ func newEnv(t testing.TB, cfg broker.Config) *env {
 		(*h.Load()).ServeHTTP(w, r)
 	}))
 	t.Cleanup(e.srv.Close)
-	base := t.TempDir()
-	cfg.DataDir = filepath.Join(base, "server")
-	cfg.PlatformKeyFile = filepath.Join(base, "platform.key")
+	if cfg.DataDir == "" {
+		base := t.TempDir()
+		cfg.DataDir = filepath.Join(base, "server")
+		cfg.PlatformKeyFile = filepath.Join(base, "platform.key")
+	}
 	e.dataDir, e.platformKey = cfg.DataDir, cfg.PlatformKeyFile
 	cfg.Issuer = e.srv.URL
 	cfg.WrapDriver = func(d ledger.Driver) ledger.Driver {

@@ -4,8 +4,10 @@ import (
 	"math"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
+	"github.com/agentkeys/agentkeys/internal/broker"
 	"github.com/agentkeys/agentkeys/internal/enclave"
 	"github.com/agentkeys/agentkeys/internal/ledger"
 	"github.com/agentkeys/agentkeys/internal/problem"
@@ -92,7 +94,17 @@ func (s *server) ledgerEntries(w http.ResponseWriter, r *http.Request) error {
 	if limit == 0 || limit > MaxEntriesPage {
 		return problem.Newf(problem.BadRequest, "ask for at most 1000 entries per page", "limit must be 1..%d", MaxEntriesPage)
 	}
-	es, err := s.b.Storage().Entries(r.Context(), from, int(limit))
+	// Anonymous callers see private entries redacted; an owner's session (sent as
+	// a bearer token) opens that owner's own. A token that does not verify is
+	// refused rather than served the anonymous view.
+	var c *broker.Caller
+	if h := r.Header.Get("Authorization"); h != "" {
+		tok, _ := strings.CutPrefix(h, "Bearer ")
+		if c, err = s.b.AuthenticateRequest(r.Context(), tok, proofOf(r)); err != nil {
+			return err
+		}
+	}
+	es, err := s.b.Entries(r.Context(), c, from, int(limit))
 	if err != nil {
 		return err
 	}

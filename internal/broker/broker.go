@@ -122,7 +122,8 @@ type Broker struct {
 	ledger   atomic.Pointer[ledger.Ledger]
 	tokens   *token.Issuer
 	usage    *auditindex.Index
-	accounts sync.Map // omni → *account.Account, see (*Broker).account
+	kinds    ledger.Schema // Schema(), built once: which kinds are public
+	accounts sync.Map      // omni → *account.Account, see (*Broker).account
 	agents   agent.Memo
 	index    *account.Index
 	limiter  *limiter               // credential reads per session
@@ -178,7 +179,7 @@ func Open(cfg Config) (*Broker, error) {
 	b := &Broker{Enclave: enc, cfg: cfg, log: cfg.Logger, metrics: newMetrics(cfg.Registerer),
 		index: account.NewIndex(), limiter: newLimiter(cfg.ReadLimit, cfg.ReadWindow),
 		mints: newLimiter(cfg.MintLimit, cfg.MintWindow),
-		pairs: newLimiter(cfg.PairLimit, time.Minute), proofs: dpop.NewVerifier(0, nil), htuBases: bases}
+		pairs: newLimiter(cfg.PairLimit, time.Minute), proofs: dpop.NewVerifier(0, nil), htuBases: bases, kinds: Schema()}
 	m := enc.Measurements()
 	b.oidc.enclave = oidc.Enclave{MrEnclave: hex.EncodeToString(m.MrEnclave[:]), MrSigner: hex.EncodeToString(m.MrSigner[:]), Tier: string(m.Tier)}
 	if b.tokens, err = token.NewIssuer(enc, token.Options{Issuer: cfg.Issuer, Current: "issuer/jwt/v1"}); err != nil {

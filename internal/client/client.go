@@ -100,10 +100,15 @@ func (c *Client) Head(ctx context.Context) (*api.HeadInfo, error) {
 	return &h, c.Do(ctx, http.MethodGet, "/v1/ledger/head", nil, &h)
 }
 
-// Entries fetches one page of GET /v1/ledger/entries.
+// Entries fetches one page of GET /v1/ledger/entries as anyone sees it: entries of
+// owner-private kinds come redacted to their payload commitment.
 func (c *Client) Entries(ctx context.Context, from uint64, limit int) (*api.EntriesPage, error) {
 	var p api.EntriesPage
-	return &p, c.Do(ctx, http.MethodGet, fmt.Sprintf("/v1/ledger/entries?from=%d&limit=%d", from, limit), nil, &p)
+	return &p, c.Do(ctx, http.MethodGet, entriesPath(from, limit), nil, &p)
+}
+
+func entriesPath(from uint64, limit int) string {
+	return fmt.Sprintf("/v1/ledger/entries?from=%d&limit=%d", from, limit)
 }
 
 // Submit posts a governance-signed entry.

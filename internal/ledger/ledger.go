@@ -2,6 +2,7 @@ package ledger
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -68,6 +69,19 @@ func (o *Options) defaults() {
 	}
 }
 
+// salter hands out fresh random salts, read from crypto/rand 64 at a time.
+type salter struct{ buf []byte }
+
+func (s *salter) next() []byte {
+	if len(s.buf) < SaltSize {
+		s.buf = make([]byte, 64*SaltSize)
+		rand.Read(s.buf) // never fails (crypto/rand crashes the program instead)
+	}
+	b := s.buf[:SaltSize:SaltSize]
+	s.buf = s.buf[SaltSize:]
+	return b
+}
+
 // ErrClosed is returned for appends after Close.
 var ErrClosed = errors.New("ledger: closed")
 
@@ -89,6 +103,8 @@ type Ledger struct {
 	quit    chan struct{}
 	done    chan struct{}
 	once    sync.Once
+
+	salts salter // payload-commitment salts; used by the preparer only
 
 	head  atomic.Pointer[Head] // last durable entry
 	cache *stateCache          // committed state, write-through
@@ -527,15 +543,23 @@ func (l *Ledger) prepare(reqs []*request, checkpoint bool) *batch {
 			if !empty {
 				e.Seq, e.PrevHash = head.Seq+1, head.Hash
 			}
+			e.Salt = l.salts.next()
 		}
 		sub := newOverlay(into)
 		if blob != nil {
 			sum := sha256.Sum256(blob)
 			sub.Put(BlobKey(hex.EncodeToString(sum[:])), blob)
 		}
-		k, err := l.schema.admit(sub, &e, external)
+		var walletOf func(string) (string, error)
+		if external {
+			walletOf = l.schema.stateWallet(sub)
+		}
+		k, err := l.schema.admit(sub, &e, external, walletOf)
 		if err != nil {
 			return err
+		}
+		if external && !k.Public && e.Format() != 2 {
+			return fmt.Errorf("%w: an entry of private kind %q needs a %d-byte salt (format 2)", ErrRejected, e.Kind, SaltSize)
 		}
 		if !external {
 			if e.Signer, err = l.signerFor(sub, e.Origin); err != nil {
@@ -643,6 +667,9 @@ func (l *Ledger) checkExternal(e Entry, head Head, empty bool) error {
 	}
 	if e.Time < head.Time {
 		return fmt.Errorf("%w: time is before the head's time", ErrRejected)
+	}
+	if e.Redacted() {
+		return fmt.Errorf("%w: a submitted entry carries its payload, not a commitment", ErrRejected)
 	}
 	if e.Time > l.opts.Now().Add(l.opts.MaxSkew).UnixNano() {
 		return fmt.Errorf("%w: time is more than %s in the future", ErrRejected, l.opts.MaxSkew)

@@ -91,7 +91,7 @@ func testSchema() ledger.Schema {
 				}
 				return st.Put("claim/"+p.ID, e.Payload)
 			}},
-			"test.gov": {Origins: ledger.FromGovernance, Fold: func(st ledger.State, e *ledger.Entry) error {
+			"test.gov": {Origins: ledger.FromGovernance, Public: true, Fold: func(st ledger.State, e *ledger.Entry) error {
 				n := 0
 				st.Scan("gov/", func(string, []byte) error { n++; return nil })
 				if n >= 2 {
@@ -376,6 +376,8 @@ func TestTamperNamesSeq(t *testing.T) {
 		"signer":    `UPDATE entries SET signer = 'x' || substr(signer, 2) WHERE seq = ?`,
 		"sig":       `UPDATE entries SET sig = zeroblob(length(sig)) WHERE seq = ?`,
 		"seq":       `UPDATE entries SET seq = seq + 100 WHERE seq = ?`,
+		"salt":      `UPDATE entries SET salt = zeroblob(32) WHERE seq = ?`,
+		"no salt":   `UPDATE entries SET salt = NULL WHERE seq = ?`, // passed off as format 1
 	}
 	for name, q := range cols {
 		t.Run(name, func(t *testing.T) {
