@@ -89,14 +89,16 @@ type akPairing struct {
 	stdout     *output
 	done       chan struct{}
 	id, vvc    string
+	key        string // the daemon key's fingerprint, as printed
 	daemonHome string
 	exitCode   int
 }
 
 var pairLine = regexp.MustCompile(`Pair request ([0-9a-f]+) sent`)
 var vvcLine = regexp.MustCompile(`VVC: ([0-9]{6})`)
+var keyLine = regexp.MustCompile(`Daemon key: ([0-9a-f]{4}(?:-[0-9a-f]{4}){3})`)
 
-// startPair starts `daemon pair` and waits until it printed the id and VVC.
+// startPair starts `daemon pair` and waits until it printed the id, VVC and key.
 func (h *harness) startPair(daemonHome string, args ...string) *akPairing {
 	h.t.Helper()
 	p := &akPairing{daemonHome: daemonHome, stdout: h.newOutput(), done: make(chan struct{})}
@@ -118,20 +120,20 @@ func (h *harness) startPair(daemonHome string, args ...string) *akPairing {
 	deadline := time.After(agentTimeout)
 	for {
 		text, changed := p.stdout.snapshot()
-		m1, m2 := pairLine.FindStringSubmatch(text), vvcLine.FindStringSubmatch(text)
-		if m1 != nil && m2 != nil {
-			p.id, p.vvc = m1[1], m2[1]
+		m1, m2, m3 := pairLine.FindStringSubmatch(text), vvcLine.FindStringSubmatch(text), keyLine.FindStringSubmatch(text)
+		if m1 != nil && m2 != nil && m3 != nil {
+			p.id, p.vvc, p.key = m1[1], m2[1], m3[1]
 			return p
 		}
 		select {
 		case <-changed:
 		case <-p.done:
-			if text := p.stdout.String(); pairLine.MatchString(text) && vvcLine.MatchString(text) {
+			if text := p.stdout.String(); pairLine.MatchString(text) && vvcLine.MatchString(text) && keyLine.MatchString(text) {
 				continue
 			}
 			h.t.Fatalf("daemon pair exited %d before printing the request: %s", p.exitCode, p.stdout.String())
 		case <-deadline:
-			h.t.Fatalf("daemon pair printed no request id and VVC within %s", agentTimeout)
+			h.t.Fatalf("daemon pair printed no request id, VVC and daemon key within %s", agentTimeout)
 		}
 	}
 }
@@ -149,6 +151,9 @@ func (p *akPairing) wait(t *testing.T) int {
 type akPendingReq struct {
 	ID, VVC, Alias string
 	Scope          []string
+	Fingerprint    string
+	Source         string
+	RequestedAt    string `json:"requested_at"`
 }
 
 func (h *harness) akPending(o akOwner) []akPendingReq {
@@ -160,17 +165,22 @@ func (h *harness) akPending(o akOwner) []akPendingReq {
 	return out.Requests
 }
 
-// pairAgent pairs a daemon home as alias of o, approving with --yes.
+// pairAgent pairs a new daemon home as alias of o, approving with --yes.
 func (h *harness) pairAgent(s *server, o akOwner, alias, scope string) string {
 	h.t.Helper()
-	dh := h.t.TempDir()
+	return h.pairAgentIn(h.t.TempDir(), s, o, alias, scope)
+}
+
+// pairAgentIn pairs the daemon home dh as alias of o, approving with --yes.
+func (h *harness) pairAgentIn(dh string, s *server, o akOwner, alias, scope string) string {
+	h.t.Helper()
 	p := h.startPair(dh, "--server", s.url, "--owner", o.wallet, "--alias", alias, "--scope", scope)
 	var found bool
 	for _, r := range h.akPending(o) {
 		if r.ID == p.id {
 			found = true
-			if r.VVC != p.vvc || r.Alias != alias {
-				h.t.Fatalf("owner sees VVC %s alias %s, daemon shows VVC %s alias %s", r.VVC, r.Alias, p.vvc, alias)
+			if r.VVC != p.vvc || r.Alias != alias || r.Fingerprint != p.key {
+				h.t.Fatalf("owner sees VVC %s alias %s key %s, daemon shows VVC %s alias %s key %s", r.VVC, r.Alias, r.Fingerprint, p.vvc, alias, p.key)
 			}
 		}
 	}
@@ -319,6 +329,11 @@ func TestAgentPairAndMCP(t *testing.T) {
 	wantToolError(t, cs, "anthropic", "NOT_FOUND", &errTexts) // in scope, not stored
 	h.akOK(o.home, "agent", "scope", "bot", "--remove", "openai")
 	wantToolError(t, cs, "openai", "DENIED", &errTexts) // the very next request sees the change
+	// A 1 MB service name: refused by the daemon itself, with the broker's name
+	// rule, not echoed (before: an UNREACHABLE repeating the megabyte).
+	if text, isErr := getCredential(t, cs, strings.Repeat("x", 1<<20)); !isErr || !strings.HasPrefix(text, "BAD_REQUEST:") || len(text) > 512 {
+		t.Fatalf("get_credential with a 1 MB name: error=%v %.200q (%d bytes)", isErr, text, len(text))
+	}
 	if out := strings.TrimSpace(h.akOK(o.home, "agent", "scope", "bot", "--list")); out != "github,slack,anthropic" {
 		t.Errorf("scope --list = %q", out)
 	}
@@ -371,6 +386,14 @@ func TestAgentPairAndMCP(t *testing.T) {
 	}
 	if r.code != 0 {
 		t.Errorf("run --env TOKEN=github: exit %d: %s", r.code, r.stderr)
+	}
+	// The child learns nothing that points at the daemon's keys: no AGENTKEYS_HOME,
+	// no AGENTKEYS_ variable at all (only their names are printed).
+	for _, home := range []string{dh, o.home} {
+		r := h.cli(home, "run", "--env", "TOKEN=openai", "--", "sh", "-c", `env | grep ^AGENTKEYS_ | cut -d= -f1; exit 0`)
+		if r.code != 0 || strings.TrimSpace(r.stdout) != "" {
+			t.Errorf("run (home %s): the child sees %q (exit %d): %s", home, r.stdout, r.code, r.stderr)
+		}
 	}
 	if r := h.cli(dh, "run", "--env", "X=stripe", "--", "true"); r.code != 3 || !strings.Contains(r.stderr, "DENIED") {
 		t.Errorf("run with an out-of-scope service: exit %d %s", r.code, r.stderr)
@@ -588,6 +611,38 @@ func TestAgentAttacks(t *testing.T) {
 		t.Fatalf("the agent's attempts changed the pending request %s", pendB.id)
 	}
 
+	// Hijack (issue 16): a look-alike request for the pending alias is refused
+	// with the fix; the owner's view shows the key the real daemon printed, where
+	// the request came from and when; the public ledger gives no VVC away.
+	look := h.cli(t.TempDir(), "daemon", "pair", "--server", s.url, "--owner", a.omni, "--alias", "eve", "--scope", "openai", "--no-wait")
+	if look.code == 0 || !strings.Contains(look.stderr, "CONFLICT") || !strings.Contains(look.stderr, "agentkeys agent deny") {
+		t.Errorf("second pending request for alias eve: exit %d %s", look.code, look.stderr)
+	}
+	var eve *akPendingReq
+	for _, r := range h.akPending(a) {
+		if r.Alias == "eve" {
+			if eve != nil {
+				t.Errorf("owner A sees two pending requests for eve")
+			}
+			eve = &r
+		}
+	}
+	if eve == nil || eve.ID != pendB.id || eve.VVC != pendB.vvc || eve.Fingerprint != pendB.key || eve.Source != "127.0.0.1" || eve.RequestedAt == "" {
+		t.Errorf("owner's view of eve: %+v; the daemon printed id %s VVC %s key %s", eve, pendB.id, pendB.vvc, pendB.key)
+	}
+	if tbl := h.akOK(a.home, "agent", "pending"); !strings.Contains(tbl, pendB.key) || !strings.Contains(tbl, "127.0.0.1") || !strings.Contains(tbl, "ago") {
+		t.Errorf("agent pending table lacks the key, source or time:\n%s", tbl)
+	}
+	pub, err := http.Get(s.url + "/v1/ledger/entries?from=0&limit=1000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pubBody, _ := io.ReadAll(pub.Body)
+	pub.Body.Close()
+	if strings.Contains(string(pubBody), `"vvc"`) || strings.Contains(string(pubBody), `"`+pendB.vvc+`"`) {
+		t.Errorf("the public ledger carries a pending request's VVC")
+	}
+
 	// A request addressed to owner B never shows in A's pending list.
 	wrong := h.startPair(t.TempDir(), "--server", s.url, "--owner", b.wallet, "--alias", "bot2", "--scope", "openai", "--no-wait")
 	wrong.wait(t)
@@ -619,8 +674,10 @@ func TestAgentAttacks(t *testing.T) {
 		t.Fatal(err)
 	}
 	owSess, _ := home.Dir(a.home).Session()
-	approveAPI := func(id, vvc string) (int, string) {
-		d := broker.SignDecision(idKey, s.url, id, vvc, "approve", time.Now().Unix())
+	// approveAPI signs a decision over binding (a request's VVC hash; a denied or
+	// expired request is refused before its binding is checked).
+	approveAPI := func(id, binding string) (int, string) {
+		d := broker.SignDecision(idKey, s.url, id, binding, "approve", time.Now().Unix())
 		body, _ := json.Marshal(d)
 		req, _ := http.NewRequest("POST", s.url+"/v1/pair/requests/"+id+"/approve", strings.NewReader(string(body)))
 		req.Header.Set("Authorization", "Bearer "+owSess.Token)

@@ -122,9 +122,10 @@ func (h *harness) plant(what, secret string) {
 	h.mu.Unlock()
 }
 
-// plantDataDir plants the secrets a server keeps in its data dir: the operator
-// key (its PEM body and raw seed) and the platform key file.
-func (h *harness) plantDataDir(dir string) {
+// plantServer plants the secrets a server keeps on disk: the operator key in
+// its data dir (its PEM body and raw seed) and the platform key file.
+func (h *harness) plantServer(o serverOpts) {
+	dir := o.effectiveDataDir()
 	if b, err := os.ReadFile(broker.OperatorKeyPath(dir)); err == nil {
 		blk, _ := pem.Decode(b)
 		if blk == nil {
@@ -143,7 +144,7 @@ func (h *harness) plantDataDir(dir string) {
 		}
 		h.plant("operator private key (hex seed)", hex.EncodeToString(k.Seed()))
 	}
-	if b, err := os.ReadFile(filepath.Join(dir, "platform.key")); err == nil {
+	if b, err := os.ReadFile(o.platformKeyFile()); err == nil {
 		h.plant("platform.key contents", strings.TrimSpace(string(b)))
 	}
 }
@@ -196,6 +197,17 @@ func (o serverOpts) effectiveDataDir() string {
 		return o.dataDir
 	}
 	return filepath.Join(o.home, "server")
+}
+
+// platformKeyFile is the server's platform key file: --platform-key when
+// passed, else the default $AGENTKEYS_HOME/platform.key (outside the data dir).
+func (o serverOpts) platformKeyFile() string {
+	for i, a := range o.args {
+		if a == "--platform-key" && i+1 < len(o.args) {
+			return o.args[i+1]
+		}
+	}
+	return filepath.Join(o.home, "platform.key")
 }
 
 // server is a running `agentkeys server` process.
@@ -343,7 +355,7 @@ func (s *server) waitListening() {
 	if s.client, err = client.New(s.url); err != nil {
 		t.Fatal(err)
 	}
-	s.h.plantDataDir(s.opts.effectiveDataDir())
+	s.h.plantServer(s.opts)
 }
 
 // waitReady waits for the "ready" line, then checks that /readyz agrees.

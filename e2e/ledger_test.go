@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -21,6 +22,7 @@ import (
 	_ "modernc.org/sqlite"
 
 	"github.com/agentkeys/agentkeys/internal/broker"
+	"github.com/agentkeys/agentkeys/internal/home"
 	"github.com/agentkeys/agentkeys/internal/ledger"
 	"github.com/agentkeys/agentkeys/internal/registry"
 )
@@ -545,4 +547,75 @@ func TestGracefulStopUnderLoad(t *testing.T) {
 	}
 	h.auditOK(home, "--server", s.url)
 	t.Logf("%d entries acknowledged before SIGTERM", n)
+}
+
+// TestPublicLedgerPrivacy: with two owners at work, an anonymous reader of GET
+// /v1/ledger/entries learns no service name or session id, yet `audit verify
+// --server` checks the whole chain; `audit verify --mine` opens the owner's own
+// entries; and a private payload altered in the database is found by the
+// operator's `audit verify --data-dir`, naming its seq.
+func TestPublicLedgerPrivacy(t *testing.T) {
+	h := newHarness(t)
+	s := h.start(serverOpts{home: t.TempDir()})
+	dir := s.opts.effectiveDataDir()
+	type ownerRun struct{ home, service, sid string }
+	var owners []ownerRun
+	for _, name := range []string{"alpha", "bravo"} {
+		oh := h.owner(s)
+		svc := "svc-" + name + "-" + randomHex(4)
+		h.mustOK(h.cliIn(oh, "sk-"+randomHex(8)+"\n", false, "store", svc), "store")
+		h.mustOK(h.cliIn(oh, "", true, "read", svc), "read")
+		sess, err := home.Dir(oh).Session()
+		if err != nil {
+			t.Fatal(err)
+		}
+		owners = append(owners, ownerRun{oh, svc, sess.SID})
+	}
+	var body strings.Builder
+	for from := 0; ; from += 1000 {
+		code, b := s.get(fmt.Sprintf("/v1/ledger/entries?from=%d&limit=1000", from))
+		if code != http.StatusOK {
+			t.Fatalf("GET entries: %d %s", code, b)
+		}
+		body.Write(b)
+		if n := strings.Count(string(b), `"seq":`); n < 1000 {
+			break
+		}
+	}
+	for _, o := range owners {
+		for _, s := range []string{o.service, o.sid} {
+			if strings.Contains(body.String(), s) {
+				t.Errorf("anonymous GET /v1/ledger/entries shows %q", s)
+			}
+		}
+	}
+	line := h.auditOK(owners[0].home, "--server", s.url)
+	if !strings.Contains(line, "private entries checked by commitment, 0 opened") {
+		t.Errorf("audit verify --server: %q", line)
+	}
+	for _, o := range owners {
+		r := h.mustOK(h.cliIn(o.home, "", false, "audit", "verify", "--mine"), "audit verify --mine")
+		if !regexp.MustCompile(`checked by commitment, [1-9][0-9]* opened\n$`).MatchString(r.stdout) {
+			t.Errorf("audit verify --mine opened none of the owner's entries: %q", r.stdout)
+		}
+	}
+	if code := s.stop(syscall.SIGTERM); code != 0 {
+		t.Fatalf("stop: exit %d", code)
+	}
+	h.auditOK(owners[0].home, "--data-dir", dir)
+
+	// Alter the service name inside a stored credential entry (same length, still
+	// canonical JSON): only the payload changes, its commitment no longer matches.
+	db, err := sql.Open("sqlite", "file:"+broker.LedgerPath(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var seq uint64
+	if err := db.QueryRow(`SELECT seq FROM entries WHERE kind = 'credential.stored' ORDER BY seq LIMIT 1`).Scan(&seq); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	forged := strings.Replace(owners[0].service, "alpha", "omega", 1)
+	execSQL(t, dir, `UPDATE entries SET payload = CAST(replace(CAST(payload AS TEXT), ?, ?) AS BLOB) WHERE seq = ?`, owners[0].service, forged, seq)
+	auditFails(t, h, owners[0].home, seq, "--data-dir", dir)
 }

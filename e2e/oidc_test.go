@@ -162,7 +162,7 @@ func TestOIDCFederationSeaweedFS(t *testing.T) {
 	} else {
 		wantIsolated(t, w, w.s3(fresh), "alice-refreshed", A.wallet, B.wallet)
 	}
-	if text, isErr := mcpCall(t, cs, "cloud_credentials", map[string]any{"provider": "gcp", "role_arn": "x"}); !isErr || !strings.HasPrefix(text, "NOT_FOUND:") {
+	if text, isErr := mcpCall(t, cs, "cloud_credentials", map[string]any{"provider": "gcp", "role_arn": "x"}); !isErr || !strings.HasPrefix(text, "BAD_REQUEST:") {
 		t.Fatalf("unsupported provider: %q", text)
 	}
 
@@ -190,7 +190,7 @@ func TestOIDCFederationSeaweedFS(t *testing.T) {
 	}
 
 	// tokens the relying party must refuse, and one without the tag claims
-	enc, err := enclave.Open(enclave.Config{Dir: s.opts.effectiveDataDir()})
+	enc, err := enclave.Open(enclave.Config{Dir: s.opts.effectiveDataDir(), PlatformKeyFile: s.opts.platformKeyFile()})
 	if err != nil {
 		t.Fatal(err)
 	}

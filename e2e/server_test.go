@@ -107,7 +107,7 @@ func TestQuickPath(t *testing.T) {
 	for _, l := range logs {
 		switch l.str("msg") {
 		case "created and sealed a new master seed":
-			sawSeed = l.str("path") == filepath.Join(dataDir, "seed.sealed")
+			sawSeed = l.str("path") == filepath.Join(dataDir, "seed.sealed") && l.str("platform_key") == filepath.Join(home, "platform.key")
 		case "listening":
 			if l.str("data_dir") != dataDir {
 				t.Errorf("listening line data_dir = %q, want %q", l.str("data_dir"), dataDir)
@@ -212,10 +212,17 @@ func TestQuickPath(t *testing.T) {
 	if m := fileMode(t, dataDir); m != 0o700 {
 		t.Errorf("data dir mode %o, want 700", m)
 	}
-	for _, f := range []string{"seed.sealed", "platform.key", "operator.key", "ledger.db"} {
+	for _, f := range []string{"seed.sealed", "operator.key", "ledger.db"} {
 		if m := fileMode(t, filepath.Join(dataDir, f)); m != 0o600 {
 			t.Errorf("%s mode %o, want 600", f, m)
 		}
+	}
+	// The platform key lives beside the data dir, never in it.
+	if m := fileMode(t, filepath.Join(home, "platform.key")); m != 0o600 {
+		t.Errorf("platform.key mode %o, want 600", m)
+	}
+	if _, err := os.Stat(filepath.Join(dataDir, "platform.key")); err == nil {
+		t.Error("platform.key is in the data dir")
 	}
 
 	// Both audits pass while the server runs.
@@ -322,8 +329,10 @@ func TestStartRefusals(t *testing.T) {
 		if code := s.stop(syscall.SIGTERM); code != 0 {
 			t.Fatalf("stop: exit %d", code)
 		}
-		if _, err := os.Stat(filepath.Join(dir, "platform.key")); err == nil {
-			t.Error("the platform key given in the environment was written to platform.key")
+		for _, f := range []string{filepath.Join(dir, "platform.key"), o.platformKeyFile()} {
+			if _, err := os.Stat(f); err == nil {
+				t.Errorf("the platform key given in the environment was written to %s", f)
+			}
 		}
 		seed := fileBytes(t, filepath.Join(dir, "seed.sealed"))
 
@@ -354,11 +363,11 @@ func TestStartRefusals(t *testing.T) {
 		if code := s.stop(syscall.SIGTERM); code != 0 {
 			t.Fatalf("stop: exit %d", code)
 		}
-		orig := fileBytes(t, filepath.Join(dir, "platform.key"))
+		orig := fileBytes(t, o.platformKeyFile())
 		seed := fileBytes(t, filepath.Join(dir, "seed.sealed"))
 		other := randomHex(32)
 		h.plant("replacement platform.key", other)
-		if err := os.WriteFile(filepath.Join(dir, "platform.key"), []byte(other+"\n"), 0o600); err != nil {
+		if err := os.WriteFile(o.platformKeyFile(), []byte(other+"\n"), 0o600); err != nil {
 			t.Fatal(err)
 		}
 		line := refused(t, h, o)
@@ -368,7 +377,7 @@ func TestStartRefusals(t *testing.T) {
 		if !bytes.Equal(seed, fileBytes(t, filepath.Join(dir, "seed.sealed"))) {
 			t.Error("seed.sealed changed after the refused start")
 		}
-		if err := os.WriteFile(filepath.Join(dir, "platform.key"), orig, 0o600); err != nil {
+		if err := os.WriteFile(o.platformKeyFile(), orig, 0o600); err != nil {
 			t.Fatal(err)
 		}
 		h.start(o)

@@ -32,7 +32,7 @@ func TestSessionTokenAttacks(t *testing.T) {
 	h.mustOK(h.cliIn(a, "a-secret-for-token-attacks", false, "store", "svc"), "store")
 	sa, _ := home.Dir(a).Session()
 
-	enc, err := enclave.Open(enclave.Config{Dir: s.opts.effectiveDataDir()})
+	enc, err := enclave.Open(enclave.Config{Dir: s.opts.effectiveDataDir(), PlatformKeyFile: s.opts.platformKeyFile()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -90,7 +90,7 @@ func noArgvHas(t *testing.T, secret string) {
 func TestVaultRoundTrip(t *testing.T) {
 	h := newHarness(t)
 	s := h.start(serverOpts{home: t.TempDir()})
-	h.plantDataDir(s.opts.effectiveDataDir())
+	h.plantServer(s.opts)
 	oh := h.owner(s)
 	secret := "sk-e2e-" + randomHex(16)
 	h.plant("stored credential", secret)
@@ -236,6 +236,10 @@ func TestVaultRateLimit(t *testing.T) {
 	if r.code == 0 || !strings.Contains(r.stderr, "RATE_LIMITED") || !regexp.MustCompile(`wait \d+ s`).MatchString(r.stderr) {
 		t.Fatalf("CLI read while limited: %d %q", r.code, r.stderr)
 	}
+	// The refusal is in the owner's trail like any refused read: once per window.
+	if out := h.mustOK(h.cliIn(oh, "", false, "usage", "--json"), "usage").stdout; strings.Count(out, `"rate_limited"`) != 1 {
+		t.Fatalf("usage after two rate-limited reads: want one rate_limited row: %s", out)
+	}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		r := h.cliIn(oh, "", true, "read", "svc")
@@ -246,5 +250,30 @@ func TestVaultRateLimit(t *testing.T) {
 			t.Fatalf("reads did not resume after the window: %q", r.stderr)
 		}
 		time.Sleep(time.Second)
+	}
+}
+
+// TestMintRateLimit: identity-token mints are limited per account
+// (--mint-rate); over the limit the CLI says RATE_LIMITED and when to retry,
+// and a bad --mint-rate is refused at start.
+func TestMintRateLimit(t *testing.T) {
+	h := newHarness(t)
+	s := h.start(serverOpts{home: t.TempDir(), args: []string{"--oidc-audience", "e2e-aud", "--mint-rate", "2/1h"}})
+	oh := h.owner(s)
+	for i := range 2 {
+		if r := h.cliIn(oh, "", false, "oidc", "token", "--audience", "e2e-aud", "--self"); r.code != 0 {
+			t.Fatalf("mint %d: %d %q", i+1, r.code, r.stderr)
+		}
+	}
+	r := h.cliIn(oh, "", false, "oidc", "token", "--audience", "e2e-aud", "--self")
+	if r.code == 0 || !strings.Contains(r.stderr, "RATE_LIMITED") || !regexp.MustCompile(`wait \d+ s`).MatchString(r.stderr) {
+		t.Fatalf("the 3rd mint in the window: %d %q", r.code, r.stderr)
+	}
+	if out := h.mustOK(h.cliIn(oh, "", false, "usage", "--json"), "usage").stdout; strings.Count(out, `"rate_limited"`) != 1 {
+		t.Fatalf("usage: want one rate_limited mint row: %s", out)
+	}
+	bad := h.spawn(serverOpts{home: t.TempDir(), args: []string{"--mint-rate", "lots"}})
+	if code := bad.waitExit(startTimeout); code == 0 || !strings.Contains(bad.stderr.String(), `--mint-rate "lots" is not a rate`) {
+		t.Fatalf("--mint-rate lots: exit %d %s", code, bad.stderr.String())
 	}
 }

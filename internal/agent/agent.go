@@ -10,6 +10,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -98,16 +99,61 @@ func Verify(r Request) (jkt string, err error) {
 	return jkt, nil
 }
 
-// VVC is the 6-digit visual verification code of a signed request: the first 8
-// bytes of SHA-256(signature bytes) as a big-endian integer, mod 10^6.
-func VVC(sig string) string {
+// NonceSize is the size of the broker's VVC nonce.
+const NonceSize = 32
+
+// VVCHash binds a request's VVC: SHA-256(nonce || signature bytes), where nonce
+// is drawn by the broker after the signed request arrived (§6). The requester
+// cannot grind it: it does not know the nonce when it signs. The owner's
+// decision signs this hash, not the 6 digits, so a public decision does not
+// give the digits away either.
+func VVCHash(nonce []byte, sig string) [32]byte {
 	raw, err := base64.RawURLEncoding.DecodeString(sig)
 	if err != nil {
 		raw = []byte(sig)
 	}
-	h := sha256.Sum256(raw)
+	h := sha256.New()
+	h.Write(nonce)
+	h.Write(raw)
+	var out [32]byte
+	h.Sum(out[:0])
+	return out
+}
+
+// VVCDigits is the 6-digit code of a VVC hash: its first 8 bytes as a
+// big-endian integer, mod 10^6.
+func VVCDigits(h [32]byte) string {
 	return fmt.Sprintf("%06d", binary.BigEndian.Uint64(h[:8])%1_000_000)
 }
+
+// VVC is the 6-digit visual verification code of a request signature under the
+// broker's nonce.
+func VVC(nonce []byte, sig string) string { return VVCDigits(VVCHash(nonce, sig)) }
+
+// Fingerprint is the short form of a daemon key's JWK thumbprint (jkt) that the
+// daemon prints and the owner compares: its first 8 bytes in hex, in groups of
+// four (64 bits: a look-alike key costs ~2^64 key generations).
+func Fingerprint(jkt string) string {
+	raw, err := base64.RawURLEncoding.DecodeString(jkt)
+	if err != nil || len(raw) < 8 {
+		return jkt
+	}
+	x := hex.EncodeToString(raw[:8])
+	return x[:4] + "-" + x[4:8] + "-" + x[8:12] + "-" + x[12:]
+}
+
+// PairPrivate is what a pair request keeps off the public ledger: the broker's
+// VVC nonce, the request's signature and the address it came from. The broker
+// stores it in Pair.Sealed, sealed by the enclave for PrivateContext.
+type PairPrivate struct {
+	Nonce  string `json:"nonce"`  // hex, NonceSize bytes
+	Sig    string `json:"sig"`    // the request's signature (base64url)
+	Source string `json:"source"` // the requester's address as the broker saw it
+}
+
+// PrivateContext is the enclave context of a pair request's sealed fields: a
+// box cannot be moved to another request or owner.
+func PrivateContext(id, owner string) string { return "pair.requested|" + id + "|" + owner }
 
 // ValidScopeEntry reports whether s may appear in a scope: a service name,
 // "oidc:*" or "oidc:<audience>".
@@ -149,8 +195,9 @@ type Pair struct {
 	ProofJWK   string   `json:"proof_jwk"`
 	JKT        string   `json:"jkt"`
 	HPKEPublic string   `json:"hpke_public"`
-	VVC        string   `json:"vvc"`
-	Expires    int64    `json:"expires"` // unix seconds
+	VVC        string   `json:"vvc,omitempty"`    // only in entries of brokers before the VVC nonce; never written now
+	Sealed     string   `json:"sealed,omitempty"` // base64 enclave box of PairPrivate (see PrivateContext)
+	Expires    int64    `json:"expires"`          // unix seconds
 	Status     string   `json:"status,omitempty"`
 	Created    int64    `json:"created,omitempty"` // unix nanos, from the entry
 	// Set by pair.approved: what the daemon will be handed.
@@ -256,8 +303,11 @@ func Kinds() map[string]ledger.Kind {
 	}
 }
 
-func pairKey(owner, id string) string     { return "pair/" + owner + "/" + id }
-func pairIDKey(id string) string          { return "pairid/" + id }
+func pairKey(owner, id string) string { return "pair/" + owner + "/" + id }
+func pairIDKey(id string) string      { return "pairid/" + id }
+func pairAliasKey(owner, alias string) string {
+	return "pairalias/" + owner + "/" + alias
+}
 func agentKey(owner, alias string) string { return "agent/" + owner + "/" + alias }
 
 // OmniOf derives an agent's omni (§4.1).
@@ -277,8 +327,11 @@ func foldRequested(st ledger.State, e *ledger.Entry) error {
 	if err := ledger.DecodeStrict(e.Payload, &p); err != nil {
 		return err
 	}
-	if p.ID == "" || strings.Contains(p.ID, "/") || !ledger.ValidOmni(p.Owner) || !vault.ValidName(p.Alias) || p.JKT == "" || p.VVC == "" {
-		return errors.New("a pair request needs an id, an owner, an alias, a proof key and a VVC")
+	if p.ID == "" || strings.Contains(p.ID, "/") || !ledger.ValidOmni(p.Owner) || !vault.ValidName(p.Alias) || p.JKT == "" || (p.VVC == "" && p.Sealed == "") {
+		return errors.New("a pair request needs an id, an owner, an alias, a proof key and its sealed VVC nonce")
+	}
+	if p.VVC != "" && p.Sealed != "" {
+		return errors.New("a pair request's VVC is never in the clear")
 	}
 	if err := CheckScope(p.Scope); err != nil {
 		return err
@@ -291,11 +344,39 @@ func foldRequested(st ledger.State, e *ledger.Entry) error {
 	} else if ok {
 		return errors.New("pair request id already used")
 	}
+	if p.Sealed != "" { // entries from before the rule (with a clear VVC) fold as they did
+		if _, ok, err := PendingAlias(st, p.Owner, p.Alias, e.Time/1e9); err != nil {
+			return err
+		} else if ok {
+			return ErrAliasPending
+		}
+		if err := st.Put(pairAliasKey(p.Owner, p.Alias), []byte(strconv.Quote(p.ID))); err != nil {
+			return err
+		}
+	}
 	p.Status, p.Created = Pending, e.Time
 	if err := st.Put(pairIDKey(p.ID), []byte(strconv.Quote(p.Owner))); err != nil {
 		return err
 	}
 	return ledger.PutJSON(st, pairKey(p.Owner, p.ID), p)
+}
+
+// ErrAliasPending refuses a second pending request for one owner and alias
+// (§6): the owner could not tell the two apart.
+var ErrAliasPending = errors.New("the owner already has a pending pair request for this alias")
+
+// PendingAlias returns the owner's pending request for alias that is not
+// expired at now (unix seconds), if there is one.
+func PendingAlias(st ledger.State, owner, alias string, now int64) (*Pair, bool, error) {
+	var id string
+	if ok, err := ledger.GetJSON(st, pairAliasKey(owner, alias), &id); err != nil || !ok {
+		return nil, false, err
+	}
+	p, ok, err := GetPair(st, owner, id)
+	if err != nil || !ok || p.Status != Pending || now > p.Expires {
+		return nil, false, err
+	}
+	return p, true, nil
 }
 
 func pendingPair(st ledger.State, owner, id string, now int64) (*Pair, error) {
@@ -500,7 +581,7 @@ func UsageOf(e *ledger.Entry) (owner string, u vault.Usage, ok bool) {
 			return "", u, false
 		}
 		owner, u.Actor, u.ActorRole, u.Alias, u.Agent, u.Action = p.Owner, "daemon", "daemon", p.Alias, p.Alias, "pair.request"
-		u.Result, u.Detail = Pending, "id "+p.ID+" vvc "+p.VVC+" scope "+strings.Join(p.Scope, ",")
+		u.Result, u.Detail = Pending, "id "+p.ID+" key "+Fingerprint(p.JKT)+" scope "+strings.Join(p.Scope, ",")
 	case KindPairApproved:
 		var a Approval
 		if json.Unmarshal(e.Payload, &a) != nil {

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/binary"
@@ -60,14 +61,85 @@ func TestSignVerify(t *testing.T) {
 
 func TestVVC(t *testing.T) {
 	r := signed(t)
-	v := VVC(r.Sig)
+	nonce := bytes.Repeat([]byte{7}, NonceSize)
+	v := VVC(nonce, r.Sig)
 	raw, _ := base64.RawURLEncoding.DecodeString(r.Sig)
-	h := sha256.Sum256(raw)
-	if want := fmt.Sprintf("%06d", binary.BigEndian.Uint64(h[:8])%1_000_000); v != want || len(v) != 6 {
+	h := sha256.Sum256(append(bytes.Clone(nonce), raw...))
+	if want := fmt.Sprintf("%06d", binary.BigEndian.Uint64(h[:8])%1_000_000); v != want || len(v) != 6 || VVCHash(nonce, r.Sig) != h {
 		t.Fatalf("VVC %q want %q", v, want)
 	}
-	if a, b := VVC(signed(t).Sig), VVC(signed(t).Sig); a == v && b == v { // two fresh requests
+	// Only the broker's contribution changes: the VVC does.
+	seen := map[string]bool{v: true}
+	for i := range byte(3) {
+		seen[VVC(bytes.Repeat([]byte{i}, NonceSize), r.Sig)] = true
+	}
+	if len(seen) != 4 {
+		t.Fatalf("four nonces over one signature gave %d VVCs", len(seen))
+	}
+	if a, b := VVC(nonce, signed(t).Sig), VVC(nonce, signed(t).Sig); a == v && b == v { // two fresh requests
 		t.Fatal("VVCs of different requests keep colliding")
+	}
+}
+
+func TestFingerprint(t *testing.T) {
+	jkt, err := Verify(signed(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := base64.RawURLEncoding.DecodeString(jkt)
+	x := fmt.Sprintf("%x", raw[:8])
+	if fp := Fingerprint(jkt); fp != x[:4]+"-"+x[4:8]+"-"+x[8:12]+"-"+x[12:] {
+		t.Fatalf("fingerprint %q of %x", fp, raw[:8])
+	}
+	other, _ := Verify(signed(t))
+	if Fingerprint(other) == Fingerprint(jkt) {
+		t.Fatal("two keys, one fingerprint")
+	}
+}
+
+// TestFoldOnePendingPerAlias: the ledger itself refuses a second pending
+// request for one owner and alias, so concurrent requests cannot both land.
+func TestFoldOnePendingPerAlias(t *testing.T) {
+	st := ledger.NewMemState()
+	owner := fmt.Sprintf("%064x", 1)
+	sec := int64(time.Second)
+	req := func(id, alias string, vvc, sealed string, at int64) error {
+		p := Pair{ID: id, Owner: owner, Alias: alias, Scope: []string{"openai"}, JKT: "jkt-" + id, VVC: vvc, Sealed: sealed, Expires: at + 900}
+		b, _ := json.Marshal(p)
+		return foldRequested(st, &ledger.Entry{Kind: KindPairRequested, Payload: b, Time: at * sec})
+	}
+	if err := req("a", "bot", "", "Ym94", 100); err != nil {
+		t.Fatal(err)
+	}
+	if err := req("b", "bot", "", "Ym94", 200); err != ErrAliasPending {
+		t.Fatalf("second pending request for bot: %v", err)
+	}
+	if err := req("c", "other", "", "Ym94", 200); err != nil {
+		t.Fatalf("another alias: %v", err)
+	}
+	if err := req("d", "bot", "123456", "Ym94", 200); err == nil {
+		t.Fatal("a request with its VVC in the clear folded")
+	}
+	if err := req("e", "bot", "", "", 200); err == nil {
+		t.Fatal("a request without a sealed nonce folded")
+	}
+	// Once the first has expired (by the entry's time), the alias is free.
+	if err := req("f", "bot", "", "Ym94", 1001); err != nil {
+		t.Fatalf("after expiry: %v", err)
+	}
+	if err := req("f2", "bot", "", "Ym94", 1002); err != ErrAliasPending {
+		t.Fatalf("second pending request after the first expired: %v", err)
+	}
+	// A decided request frees it too.
+	p, _, _ := GetPair(st, owner, "f")
+	p.Status = Denied
+	ledger.PutJSON(st, pairKey(owner, "f"), p)
+	if err := req("g", "bot", "", "Ym94", 1003); err != nil {
+		t.Fatalf("after denial: %v", err)
+	}
+	// Entries of older brokers (VVC in the clear) still fold, as before.
+	if err := req("h", "legacy", "123456", "", 100); err != nil {
+		t.Fatalf("legacy entry: %v", err)
 	}
 }
 

@@ -9,7 +9,7 @@ import (
 
 // PairList is the body of GET /v1/pair/requests.
 type PairList struct {
-	Requests []agent.Pair `json:"requests"`
+	Requests []broker.PendingPair `json:"requests"`
 }
 
 // AgentList is the body of GET /v1/agents.
@@ -43,7 +43,7 @@ func (s *server) routesAgent(handle func(string, func(http.ResponseWriter, *http
 
 // proofOf collects a request's DPoP proof and what it must match.
 func proofOf(r *http.Request) broker.Proof {
-	return broker.Proof{JWS: r.Header.Get("DPoP"), Method: r.Method, Path: r.URL.EscapedPath(), Host: r.Host, TLS: r.TLS != nil}
+	return broker.Proof{JWS: r.Header.Get("DPoP"), Method: r.Method, Path: r.URL.EscapedPath()}
 }
 
 func (s *server) pairRequest(w http.ResponseWriter, r *http.Request) error {

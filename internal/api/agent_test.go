@@ -7,6 +7,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -131,9 +132,11 @@ func TestPairPollAndSession(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if created.VVC != agent.VVC(r.Sig) {
-		t.Fatalf("VVC %s, daemon computes %s", created.VVC, agent.VVC(r.Sig))
+	nonce, _ := hex.DecodeString(created.Nonce)
+	if len(nonce) != agent.NonceSize || created.VVC != agent.VVC(nonce, r.Sig) {
+		t.Fatalf("VVC %s, daemon computes %s", created.VVC, agent.VVC(nonce, r.Sig))
 	}
+	vh := vvcHash(t, owner, created.ID)
 	// The poll needs a proof by the request's own key.
 	if err := e.c.Do(ctx, "GET", "/v1/pair/requests/"+created.ID, nil, nil); code(err) != problem.Unauthenticated {
 		t.Fatalf("poll without proof: %v", err)
@@ -149,16 +152,17 @@ func TestPairPollAndSession(t *testing.T) {
 	// A decision over another VVC, or by another key, is refused.
 	_, _, otherKey := e.ownerKey(t)
 	for _, d := range []broker.Decision{
-		broker.SignDecision(idKey, e.srv.URL, created.ID, "000000", "approve", time.Now().Unix()),
-		broker.SignDecision(otherKey, e.srv.URL, created.ID, created.VVC, "approve", time.Now().Unix()),
-		broker.SignDecision(idKey, "http://elsewhere", created.ID, created.VVC, "approve", time.Now().Unix()),
-		broker.SignDecision(idKey, e.srv.URL, created.ID, created.VVC, "deny", time.Now().Unix()),
+		broker.SignDecision(idKey, e.srv.URL, created.ID, strings.Repeat("0", 64), "approve", time.Now().Unix()),
+		broker.SignDecision(idKey, e.srv.URL, created.ID, created.VVC, "approve", time.Now().Unix()), // the digits, not the hash
+		broker.SignDecision(otherKey, e.srv.URL, created.ID, vh, "approve", time.Now().Unix()),
+		broker.SignDecision(idKey, "http://elsewhere", created.ID, vh, "approve", time.Now().Unix()),
+		broker.SignDecision(idKey, e.srv.URL, created.ID, vh, "deny", time.Now().Unix()),
 	} {
 		if _, err := owner.ApprovePairing(ctx, created.ID, d); code(err) != problem.Denied {
 			t.Errorf("bad decision: %v", err)
 		}
 	}
-	a, err := owner.ApprovePairing(ctx, created.ID, broker.SignDecision(idKey, e.srv.URL, created.ID, created.VVC, "approve", time.Now().Unix()))
+	a, err := owner.ApprovePairing(ctx, created.ID, broker.SignDecision(idKey, e.srv.URL, created.ID, vh, "approve", time.Now().Unix()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -190,7 +194,7 @@ func TestPairPollAndSession(t *testing.T) {
 		t.Fatalf("agent read: %q %v", v, err)
 	}
 	// Approving twice fails; the agent's own token cannot approve or deny.
-	if _, err := owner.ApprovePairing(ctx, created.ID, broker.SignDecision(idKey, e.srv.URL, created.ID, created.VVC, "approve", time.Now().Unix())); code(err) != problem.Conflict {
+	if _, err := owner.ApprovePairing(ctx, created.ID, broker.SignDecision(idKey, e.srv.URL, created.ID, vh, "approve", time.Now().Unix())); code(err) != problem.Conflict {
 		t.Errorf("second approval: %v", err)
 	}
 	if _, err := owner.RevokeAgent(ctx, "bot"); err != nil {
@@ -199,6 +203,23 @@ func TestPairPollAndSession(t *testing.T) {
 	if _, err := src.Get(ctx, "openai"); code(err) != problem.Revoked {
 		t.Fatalf("read after revoke: %v", err)
 	}
+}
+
+// vvcHash is the VVC hash of pending request id in the owner's view: what a
+// decision signs.
+func vvcHash(t testing.TB, owner *client.Session, id string) string {
+	t.Helper()
+	list, err := owner.PendingPairs(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range list {
+		if p.ID == id {
+			return p.VVCHash
+		}
+	}
+	t.Fatalf("request %s is not in the owner's pending view", id)
+	return ""
 }
 
 func jsonBody(t testing.TB, v any) *bytesReader {

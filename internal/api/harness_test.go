@@ -9,6 +9,7 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -28,12 +29,18 @@ type env struct {
 	handler          http.Handler
 	c                *client.Client
 	dataDir          string
-	failing          *atomic.Bool       // when set, every ledger commit fails
-	commits, entries atomic.Int64       // through the driver: commits, entries in them
-	commitNanos      atomic.Int64       // time spent in the driver's Commit
-	slowCommits      atomic.Int64       // commits that took over slowCommit
-	attacker         ed25519.PrivateKey // anonymous-limit tests: an account's identity key
-	victim           string             // anonymous-limit tests: an owner's wallet
+	platformKey      string       // the platform key file, beside dataDir
+	failing          *atomic.Bool // when set, every ledger commit fails
+	commits, entries atomic.Int64 // through the driver: commits, entries in them
+	commitNanos      atomic.Int64 // time spent in the driver's Commit
+	slowCommits      atomic.Int64 // commits that took over slowCommit
+	requests         atomic.Int64 // HTTP requests the test server received
+	cfg              broker.Config
+	current          *atomic.Pointer[http.Handler] // what srv serves
+
+	// anonymous-limit tests
+	attacker ed25519.PrivateKey // an account's identity key
+	victim   string             // an owner's wallet
 }
 
 type failingDriver struct {
@@ -64,17 +71,36 @@ func (f failingDriver) Commit(ctx context.Context, es []ledger.Entry, ws []ledge
 
 func newEnv(t testing.TB, cfg broker.Config) *env {
 	t.Helper()
-	e := &env{failing: new(atomic.Bool)}
-	var h atomic.Pointer[http.Handler]
-	e.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { (*h.Load()).ServeHTTP(w, r) }))
+	e := &env{failing: new(atomic.Bool), current: new(atomic.Pointer[http.Handler])}
+	h := e.current
+	e.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		e.requests.Add(1)
+		(*h.Load()).ServeHTTP(w, r)
+	}))
 	t.Cleanup(e.srv.Close)
-	cfg.DataDir = t.TempDir()
-	e.dataDir = cfg.DataDir
+	if cfg.DataDir == "" {
+		base := t.TempDir()
+		cfg.DataDir = filepath.Join(base, "server")
+		cfg.PlatformKeyFile = filepath.Join(base, "platform.key")
+	}
+	e.dataDir, e.platformKey = cfg.DataDir, cfg.PlatformKeyFile
 	cfg.Issuer = e.srv.URL
 	cfg.WrapDriver = func(d ledger.Driver) ledger.Driver {
 		return failingDriver{d, e.failing, &e.commits, &e.entries, &e.commitNanos, &e.slowCommits}
 	}
-	b, err := broker.Open(cfg)
+	e.cfg = cfg
+	e.open(t)
+	var err error
+	if e.c, err = client.New(e.srv.URL); err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+// open opens and starts a broker on e's data dir and serves it.
+func (e *env) open(t testing.TB) {
+	t.Helper()
+	b, err := broker.Open(e.cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,11 +110,15 @@ func newEnv(t testing.TB, cfg broker.Config) *env {
 	}
 	e.b = b
 	e.handler = api.New(b, api.Config{})
-	h.Store(&e.handler)
-	if e.c, err = client.New(e.srv.URL); err != nil {
-		t.Fatal(err)
-	}
-	return e
+	e.current.Store(&e.handler)
+}
+
+// restart closes the broker and serves a new one on the same data dir and URL,
+// as a restarted process would.
+func (e *env) restart(t testing.TB) {
+	t.Helper()
+	e.b.Close()
+	e.open(t)
 }
 
 // post sends body to the handler as a POST to path with a bearer token, in

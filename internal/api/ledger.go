@@ -1,10 +1,13 @@
 package api
 
 import (
+	"math"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
+	"github.com/agentkeys/agentkeys/internal/broker"
 	"github.com/agentkeys/agentkeys/internal/enclave"
 	"github.com/agentkeys/agentkeys/internal/ledger"
 	"github.com/agentkeys/agentkeys/internal/problem"
@@ -64,14 +67,17 @@ func (s *server) ledgerHead(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// uintParam reads a query parameter that is a seq or a count: 0 to 2^63-1 (the
+// store keeps seqs as signed 64-bit integers; a larger value would wrap).
 func uintParam(r *http.Request, name string, def uint64) (uint64, error) {
 	v := r.URL.Query().Get(name)
 	if v == "" {
 		return def, nil
 	}
 	n, err := strconv.ParseUint(v, 10, 64)
-	if err != nil {
-		return 0, problem.Newf(problem.BadRequest, "pass a non-negative integer", "%s=%q is not a non-negative integer", name, v)
+	if err != nil || n > math.MaxInt64 {
+		return 0, problem.Newf(problem.BadRequest, "pass an integer from 0 to 9223372036854775807",
+			"%s=%.40q is not an integer from 0 to 2^63-1", name, v)
 	}
 	return n, nil
 }
@@ -88,7 +94,17 @@ func (s *server) ledgerEntries(w http.ResponseWriter, r *http.Request) error {
 	if limit == 0 || limit > MaxEntriesPage {
 		return problem.Newf(problem.BadRequest, "ask for at most 1000 entries per page", "limit must be 1..%d", MaxEntriesPage)
 	}
-	es, err := s.b.Storage().Entries(r.Context(), from, int(limit))
+	// Anonymous callers see private entries redacted; an owner's session (sent as
+	// a bearer token) opens that owner's own. A token that does not verify is
+	// refused rather than served the anonymous view.
+	var c *broker.Caller
+	if h := r.Header.Get("Authorization"); h != "" {
+		tok, _ := strings.CutPrefix(h, "Bearer ")
+		if c, err = s.b.AuthenticateRequest(r.Context(), tok, proofOf(r)); err != nil {
+			return err
+		}
+	}
+	es, err := s.b.Entries(r.Context(), c, from, int(limit))
 	if err != nil {
 		return err
 	}

@@ -268,7 +268,7 @@ func TestUsageSurvivesRestart(t *testing.T) {
 		t.Fatalf("usage before restart: %v %v", before, err)
 	}
 	e.b.Close()
-	b2, err := broker.Open(broker.Config{DataDir: e.dataDir, Issuer: e.srv.URL})
+	b2, err := broker.Open(broker.Config{DataDir: e.dataDir, PlatformKeyFile: e.platformKey, Issuer: e.srv.URL})
 	if err != nil {
 		t.Fatal(err)
 	}

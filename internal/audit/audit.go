@@ -11,8 +11,8 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/agentkeys/agentkeys/internal/api"
 	"github.com/agentkeys/agentkeys/internal/broker"
-	"github.com/agentkeys/agentkeys/internal/client"
 	"github.com/agentkeys/agentkeys/internal/enclave"
 	"github.com/agentkeys/agentkeys/internal/ledger"
 	"github.com/agentkeys/agentkeys/internal/ledger/sqlite"
@@ -26,6 +26,8 @@ type Summary struct {
 	HeadHash   ledger.Hash        `json:"head_hash"`
 	Checkpoint *ledger.Checkpoint `json:"checkpoint,omitempty"`
 	StateKeys  int                `json:"state_keys,omitempty"` // re-folded and compared (data dir)
+	Redacted   uint64             `json:"redacted,omitempty"`   // private entries checked by their commitment only (server)
+	Opened     uint64             `json:"opened,omitempty"`     // private entries served in full (server: the owner's own)
 	Platform   string             `json:"platform_key,omitempty"`
 	Pinned     bool               `json:"platform_key_pinned"`
 }
@@ -43,6 +45,9 @@ func (s Summary) Line() string {
 	if s.StateKeys > 0 {
 		line += fmt.Sprintf(", state re-folded (%d keys match)", s.StateKeys)
 	}
+	if s.Redacted > 0 || s.Opened > 0 {
+		line += fmt.Sprintf(", %d private entries checked by commitment, %d opened", s.Redacted, s.Opened)
+	}
 	return line
 }
 
@@ -51,10 +56,19 @@ func invalid(err error) error {
 		"the ledger was altered or is damaged from that seq on: restore it from a backup and compare; do not trust state derived after it")
 }
 
-// VerifyServer walks every public entry of the broker behind c, checking links,
-// hashes, origins and signatures, and re-folds the state in memory. The enclave's
-// quote must verify under pin, or (pin nil) under the platform key it names.
-func VerifyServer(ctx context.Context, c *client.Client, pin ed25519.PublicKey) (Summary, error) {
+// Server is what VerifyServer reads: a *client.Client sees the chain as anyone
+// does, a *client.Session also the owner's own private entries in full.
+type Server interface {
+	Enclave(ctx context.Context) (*api.EnclaveInfo, error)
+	Entries(ctx context.Context, from uint64, limit int) (*api.EntriesPage, error)
+}
+
+// VerifyServer walks every entry the broker behind c serves, checking links,
+// hashes, origins and signatures; entries of private kinds may come redacted to
+// their payload commitment (§3.4), which the hash and signature cover. Public kinds
+// (genesis, registries, checkpoints) are re-folded in memory. The enclave's quote
+// must verify under pin, or (pin nil) under the platform key it names.
+func VerifyServer(ctx context.Context, c Server, pin ed25519.PublicKey) (Summary, error) {
 	info, err := c.Enclave(ctx)
 	if err != nil {
 		return Summary{}, err
@@ -79,7 +93,7 @@ func VerifyServer(ctx context.Context, c *client.Client, pin ed25519.PublicKey) 
 		}
 	}
 	mem := ledger.NewMemState()
-	v := ledger.NewVerifier(broker.Schema(), mem)
+	v := ledger.NewPublicVerifier(broker.Schema(), mem)
 	for from := uint64(0); ; {
 		page, err := c.Entries(ctx, from, 1000)
 		if err != nil {
@@ -89,6 +103,9 @@ func VerifyServer(ctx context.Context, c *client.Client, pin ed25519.PublicKey) 
 			e := &page.Entries[i]
 			if err := v.Check(e); err != nil {
 				return sum, invalid(err)
+			}
+			if e.Redacted() {
+				sum.Redacted++
 			}
 			if e.Seq == 0 {
 				if g, _ := ledger.LoadGenesis(mem); g == nil || g.LedgerKey != ledgerKey {
@@ -101,6 +118,7 @@ func VerifyServer(ctx context.Context, c *client.Client, pin ed25519.PublicKey) 
 		}
 		from = page.Next
 	}
+	sum.Opened = v.Opened
 	return finish(sum, v, mem)
 }
 

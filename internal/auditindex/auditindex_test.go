@@ -3,6 +3,8 @@ package auditindex
 import (
 	"context"
 	"fmt"
+	"math"
+	"slices"
 	"testing"
 
 	"github.com/agentkeys/agentkeys/internal/account"
@@ -97,7 +99,7 @@ func TestOwnerOfMatchesUsage(t *testing.T) {
 			if !ok {
 				t.Fatalf("%s %s: usageOf derives no row", kind, p)
 			}
-			if got, ok := ownerOf(e); !ok || got != want {
+			if got, ok := New(nil).ownerOf(e); !ok || got != want {
 				t.Fatalf("%s %s: filed under %q (%v), the row's owner is %q", kind, p, got, ok, want)
 			}
 		}
@@ -118,8 +120,46 @@ func FuzzOwnerOf(f *testing.F) {
 		if !ok || want == "" {
 			return // in no trail (an empty owner is no one's)
 		}
-		if got, ok := ownerOf(e); !ok || got != want {
+		if got, ok := New(nil).ownerOf(e); !ok || got != want {
 			t.Fatalf("filed under %q (%v), the row's owner is %q", got, ok, want)
 		}
 	})
+}
+
+// TestOwnedEntries: an owner's entries are those with its owner member, its own
+// account's creation and sessions, and its agents' creation and sessions; Owned
+// returns them by seq range.
+func TestOwnedEntries(t *testing.T) {
+	a, b, agentOmni := owner(1), owner(2), owner(3)
+	pl := func(v any) []byte { p, _ := ledger.MarshalPayload(v); return p }
+	es := []ledger.Entry{
+		{Seq: 0, Kind: ledger.KindGenesis, Origin: ledger.OriginEnclave, Payload: []byte(`{}`)},
+		{Seq: 1, Kind: account.KindCreated, Origin: ledger.OriginEnclave, Payload: pl(account.Account{Omni: a, Role: "owner"})},
+		{Seq: 2, Kind: account.KindSessionIssued, Origin: ledger.AccountOrigin(a), Payload: pl(account.Session{SID: "s1", Omni: a, Role: "owner"})},
+		{Seq: 3, Kind: account.KindCreated, Origin: ledger.OriginEnclave, Payload: pl(account.Account{Omni: b, Role: "owner"})},
+		{Seq: 4, Kind: vault.KindRead, Origin: ledger.AccountOrigin(b), Payload: pl(vault.Read{Owner: b, Agent: "*", Service: "x", Actor: b})},
+		{Seq: 5, Kind: account.KindCreated, Origin: ledger.OriginEnclave, Payload: pl(account.Account{Omni: agentOmni, Role: "agent", Parent: a, Alias: "bot"})},
+		{Seq: 6, Kind: account.KindSessionIssued, Origin: ledger.AccountOrigin(agentOmni), Payload: pl(account.Session{SID: "s2", Omni: agentOmni, Role: "agent"})},
+		{Seq: 7, Kind: vault.KindRead, Origin: ledger.AccountOrigin(agentOmni), Payload: pl(vault.Read{Owner: a, Agent: "bot", Service: "x", Actor: agentOmni})},
+		{Seq: 8, Kind: account.KindSessionRevoke, Origin: ledger.AccountOrigin(a), Payload: pl(account.Revocation{SID: "s2", Reason: "agent revoked"})},
+		{Seq: 9, Kind: ledger.KindCheckpoint, Origin: ledger.OriginEnclave, Payload: []byte(`{}`)},
+		{Seq: 10, Kind: "credential.stored", Origin: ledger.AccountOrigin(b), Commitment: &ledger.Hash{1}}, // redacted: no payload
+	}
+	x := New(entries(es))
+	x.Observe(es)
+	for _, c := range []struct {
+		owner    string
+		from, to uint64
+		want     []uint64
+	}{
+		{a, 0, math.MaxUint64, []uint64{1, 2, 5, 6, 7, 8}},
+		{b, 0, math.MaxUint64, []uint64{3, 4}},
+		{a, 2, 6, []uint64{2, 5, 6}},
+		{a, 3, 4, []uint64{}},
+		{agentOmni, 0, math.MaxUint64, []uint64{}},
+	} {
+		if got := x.Owned(c.owner, c.from, c.to); !slices.Equal(got, c.want) {
+			t.Errorf("Owned(%s…, %d, %d) = %v, want %v", c.owner[:6], c.from, c.to, got, c.want)
+		}
+	}
 }

@@ -37,21 +37,28 @@ import (
 // Config configures a broker.
 type Config struct {
 	DataDir         string
-	PlatformKeyHex  string // AGENTKEYS_PLATFORM_KEY; "" = <data-dir>/platform.key
+	PlatformKeyFile string // the platform key (sealing secret) file, outside DataDir; see enclave.Config
+	PlatformKeyHex  string // AGENTKEYS_PLATFORM_KEY; when set, used instead of PlatformKeyFile
 	SignerPublicKey []byte // release-signing public key (mrsigner); nil = dev signer
 	Logger          *slog.Logger
 	Registerer      prometheus.Registerer // nil = metrics not exported
 	Ledger          ledger.Options        // Genesis and OnCommit are set by the broker
 	// WrapDriver, when set, wraps the ledger store (fault-injection tests).
 	WrapDriver func(ledger.Driver) ledger.Driver
+	// DevPlatformKeyInDataDir accepts a platform key inside DataDir
+	// (server --dev): a copy of the data dir then unseals everything.
+	DevPlatformKeyInDataDir bool
 
 	Issuer         string           // this broker's URL: iss of its tokens, audience of logins
+	PublicURLs     []string         // other URLs clients reach the broker at; DPoP proofs must name the Issuer or one of these
 	SessionTTL     time.Duration    // owner sessions (default 30 days)
 	ReadLimit      int              // credential reads per session per ReadWindow (default 100)
 	ReadWindow     time.Duration    // default 1 minute
+	MintLimit      int              // identity-token mints (refused ones included) per agent per MintWindow (default 60)
+	MintWindow     time.Duration    // default 1 minute
 	ApprovalTTL    time.Duration    // how long a pending approval request can be approved (default 10 min)
 	ApprovalWindow time.Duration    // how long a grant allows one read (default 2 min)
-	Now            func() time.Time // clock of the read rate limit (tests); nil = time.Now
+	Now            func() time.Time // clock of the read, mint and anonymous rate limits (tests); nil = time.Now
 	Anon           AnonLimits       // limits of requests without a session; kinds left out: DefaultAnonLimits
 	SignupInvite   bool             // sign-up needs an operator's invite (agentkeys server --signup invite)
 	PairTTL        time.Duration    // default lifetime of a pair request (default 10 min; max 1 h)
@@ -73,6 +80,12 @@ func (c *Config) defaults() {
 	}
 	if c.ReadWindow <= 0 {
 		c.ReadWindow = time.Minute
+	}
+	if c.MintLimit <= 0 {
+		c.MintLimit = 60
+	}
+	if c.MintWindow <= 0 {
+		c.MintWindow = time.Minute
 	}
 	if c.ApprovalTTL <= 0 {
 		c.ApprovalTTL = 10 * time.Minute
@@ -107,12 +120,15 @@ type Broker struct {
 	ledger   atomic.Pointer[ledger.Ledger]
 	tokens   *token.Issuer
 	usage    *auditindex.Index
-	accounts sync.Map // omni → *account.Account, see (*Broker).account
+	kinds    ledger.Schema // Schema(), built once: which kinds are public
+	accounts sync.Map      // omni → *account.Account, see (*Broker).account
 	agents   agent.Memo
 	index    *account.Index
-	limiter  *limiter
+	limiter  *limiter               // credential reads per session
+	mints    *limiter               // identity-token mints per account
 	anon     anonLimiters           // requests without a session, per source and in all
 	proofs   *dpop.Verifier         // DPoP proofs: checks and replay cache
+	htuBases []string               // normalised Issuer and PublicURLs: a proof's htu is one of them + the request path
 	status   atomic.Pointer[string] // why not ready; nil once ready
 	metrics  *metrics
 	oidc     oidcState
@@ -146,16 +162,22 @@ func Open(cfg Config) (*Broker, error) {
 			return nil, fmt.Errorf("OIDC audience %q: use 1-256 printable characters without spaces", a)
 		}
 	}
+	bases, err := htuBases(cfg.Issuer, cfg.PublicURLs)
+	if err != nil {
+		return nil, err
+	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("creating data dir %s: %w", cfg.DataDir, err)
 	}
-	enc, err := enclave.Open(enclave.Config{Dir: cfg.DataDir, PlatformKeyHex: cfg.PlatformKeyHex, SignerPublicKey: cfg.SignerPublicKey})
+	enc, err := enclave.Open(enclave.Config{Dir: cfg.DataDir, PlatformKeyFile: cfg.PlatformKeyFile, PlatformKeyHex: cfg.PlatformKeyHex,
+		DevPlatformKeyInDir: cfg.DevPlatformKeyInDataDir, SignerPublicKey: cfg.SignerPublicKey})
 	if err != nil {
 		return nil, err
 	}
 	b := &Broker{Enclave: enc, cfg: cfg, log: cfg.Logger, metrics: newMetrics(cfg.Registerer),
 		index: account.NewIndex(), limiter: newLimiter(cfg.ReadLimit, cfg.ReadWindow),
-		anon: newAnonLimiters(cfg.Anon), proofs: dpop.NewVerifier(0, nil)}
+		mints: newLimiter(cfg.MintLimit, cfg.MintWindow),
+		anon:  newAnonLimiters(cfg.Anon), proofs: dpop.NewVerifier(0, nil), htuBases: bases, kinds: Schema()}
 	m := enc.Measurements()
 	b.oidc.enclave = oidc.Enclave{MrEnclave: hex.EncodeToString(m.MrEnclave[:]), MrSigner: hex.EncodeToString(m.MrSigner[:]), Tier: string(m.Tier)}
 	if b.tokens, err = token.NewIssuer(enc, token.Options{Issuer: cfg.Issuer, Current: "issuer/jwt/v1"}); err != nil {

@@ -53,7 +53,9 @@ func NewInvite(key ed25519.PrivateKey, server string, expires time.Time) string 
 
 const inviteFix = "ask the broker's operator for an invite (agentkeys server invite) and pass it with agentkeys init --invite-file"
 
-func badInvite(why string) error { return problem.New(problem.Denied, "the invite was refused: "+why, inviteFix) }
+func badInvite(why string) error {
+	return problem.New(problem.Denied, "the invite was refused: "+why, inviteFix)
+}
 
 // checkInvite verifies a sign-up's invite code and returns its id.
 func (b *Broker) checkInvite(st ledger.State, code string) (string, error) {

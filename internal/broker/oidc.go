@@ -186,9 +186,11 @@ func validAudience(a string) bool {
 
 // MintOIDC mints an identity token for the caller: an agent whose scope allows
 // oidc:<audience> or oidc:*, or an owner that asked for itself explicitly. The
-// audience must be one the server is configured for. Every mint and every
-// refusal is a durable audit entry signed by the caller's wallet; no token is
-// returned unless its audit entry is durable.
+// audience must be one the server is configured for. Mints, refused ones
+// included, are limited per account (MintLimit per MintWindow). Every mint and
+// every refusal is a durable audit entry signed by the caller's wallet (of
+// refusals for the rate, the first in each window); no token is returned unless
+// its audit entry is durable.
 func (b *Broker) MintOIDC(ctx context.Context, c *Caller, r OIDCRequest) (*OIDCToken, error) {
 	lg, err := b.Ledger()
 	if err != nil {
@@ -211,21 +213,28 @@ func (b *Broker) MintOIDC(ctx context.Context, c *Caller, r OIDCRequest) (*OIDCT
 	switch {
 	case c.Agent != nil:
 		audit.Owner, audit.Alias = c.Agent.Owner, c.Agent.Alias
+	case c.Claims.Role == token.RoleOwner:
+		audit.Owner = c.Omni()
+	default:
+		return nil, errNotOwner
+	}
+	if err := b.limit(b.mints, c.Omni(), "this account may mint %d identity tokens per %s",
+		func(p error) error { return b.oidcDeny(ctx, audit, "rate_limited", p) }); err != nil {
+		return nil, err
+	}
+	if c.Agent != nil {
 		if !slices.Contains(c.Agent.Scope, "oidc:*") && !slices.Contains(c.Agent.Scope, "oidc:"+r.Audience) {
 			return nil, b.oidcDeny(ctx, audit, "no_scope", problem.Newf(problem.Denied,
 				"the owner allows it with: agentkeys agent scope "+c.Agent.Alias+" --add oidc:"+r.Audience,
 				"this agent's scope does not allow identity tokens for %q", r.Audience))
 		}
-	case c.Claims.Role == token.RoleOwner:
-		audit.Owner = c.Omni()
+	} else {
 		if !r.OwnerSelf {
 			return nil, b.oidcDeny(ctx, audit, "owner_without_flag", problem.New(problem.Denied,
 				"identity tokens are for agents; an owner mints one for itself only when it asks explicitly",
 				"send {\"owner_self\": true} (agentkeys oidc token --self), or mint from a paired agent's daemon"))
 		}
 		audit.OwnerSelf = true
-	default:
-		return nil, errNotOwner
 	}
 	if !slices.Contains(b.cfg.OIDCAudiences, r.Audience) {
 		return nil, b.oidcDeny(ctx, audit, "unknown_audience", problem.Newf(problem.Denied,

@@ -3,12 +3,14 @@ package broker
 import (
 	"context"
 	"crypto/ed25519"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -27,11 +29,36 @@ import (
 // MaxPairTTL bounds how long a pair request can wait for the owner.
 const MaxPairTTL = time.Hour
 
-// PairCreated answers a pair request.
+// PairPrivatePath is the enclave key that seals a pair request's private
+// fields (its VVC nonce, signature and source address) on the ledger.
+const PairPrivatePath = "pair/vvc/v1"
+
+// PairCreated answers a pair request. Only the requester gets Nonce and VVC
+// (the owner sees the VVC in its authenticated pending view); the daemon checks
+// VVC = agent.VVC(Nonce, its signature) and Fingerprint against its own key.
 type PairCreated struct {
-	ID        string `json:"id"`
-	VVC       string `json:"vvc"`
-	ExpiresAt int64  `json:"expires_at"` // unix seconds
+	ID          string `json:"id"`
+	VVC         string `json:"vvc"`
+	Nonce       string `json:"nonce"`       // hex: the broker's VVC nonce
+	Fingerprint string `json:"fingerprint"` // agent.Fingerprint of the proof key
+	ExpiresAt   int64  `json:"expires_at"`  // unix seconds
+}
+
+// PendingPair is the owner's view of a pending pair request: what to compare
+// with the daemon (VVC, key fingerprint) and what tells requests apart (id,
+// source address, time).
+type PendingPair struct {
+	ID          string   `json:"id"`
+	Alias       string   `json:"alias"`
+	Scope       []string `json:"scope"`
+	TTLSeconds  int64    `json:"ttl_seconds,omitempty"`
+	VVC         string   `json:"vvc"`
+	VVCHash     string   `json:"vvc_hash"`    // hex agent.VVCHash: what a decision signs
+	Fingerprint string   `json:"fingerprint"` // agent.Fingerprint(JKT)
+	JKT         string   `json:"jkt"`         // the daemon's proof key thumbprint
+	Source      string   `json:"source"`      // the address the request came from
+	CreatedAt   int64    `json:"created_at"`  // unix seconds
+	ExpiresAt   int64    `json:"expires_at"`  // unix seconds
 }
 
 func badPair(format string, args ...any) error {
@@ -84,8 +111,23 @@ func (b *Broker) RequestPairing(ctx context.Context, r agent.Request, source str
 	if err != nil {
 		return nil, err
 	}
-	p := agent.Pair{ID: randomID()[:16], Owner: owner, Alias: r.Alias, Scope: r.Scope, TTLSeconds: r.TTLSeconds,
-		ProofJWK: r.ProofJWK, JKT: jkt, HPKEPublic: r.HPKEPublic, VVC: agent.VVC(r.Sig), Expires: until.Unix()}
+	if other, ok, err := agent.PendingAlias(st, owner, r.Alias, now.Unix()); err != nil {
+		return nil, err
+	} else if ok {
+		return nil, aliasPending(r.Alias, other.Expires-now.Unix())
+	}
+	// The VVC nonce is drawn now, after the signed request and its keys arrived:
+	// the requester cannot choose or grind the VVC. It goes on the ledger sealed.
+	nonce := make([]byte, agent.NonceSize)
+	rand.Read(nonce)
+	id := randomID()[:16]
+	priv, _ := json.Marshal(agent.PairPrivate{Nonce: hex.EncodeToString(nonce), Sig: r.Sig, Source: source})
+	box, err := b.Enclave.SealPrivate(PairPrivatePath, agent.PrivateContext(id, owner), priv)
+	if err != nil {
+		return nil, err
+	}
+	p := agent.Pair{ID: id, Owner: owner, Alias: r.Alias, Scope: r.Scope, TTLSeconds: r.TTLSeconds,
+		ProofJWK: r.ProofJWK, JKT: jkt, HPKEPublic: r.HPKEPublic, Sealed: base64.StdEncoding.EncodeToString(box), Expires: until.Unix()}
 	if p.Scope == nil {
 		p.Scope = []string{}
 	}
@@ -93,9 +135,55 @@ func (b *Broker) RequestPairing(ctx context.Context, r agent.Request, source str
 		return nil, err
 	}
 	if _, err := lg.Append(ctx, ledger.OriginEnclave, agent.KindPairRequested, p); err != nil {
+		if errors.Is(err, agent.ErrAliasPending) { // lost a race with another request for the alias
+			return nil, aliasPending(r.Alias, -1)
+		}
 		return nil, ledgerProblem(err)
 	}
-	return &PairCreated{ID: p.ID, VVC: p.VVC, ExpiresAt: p.Expires}, nil
+	return &PairCreated{ID: p.ID, VVC: agent.VVC(nonce, r.Sig), Nonce: hex.EncodeToString(nonce),
+		Fingerprint: agent.Fingerprint(jkt), ExpiresAt: p.Expires}, nil
+}
+
+// aliasPending refuses a second pending request for one owner and alias that
+// expires in expiresIn seconds (negative: not known).
+func aliasPending(alias string, expiresIn int64) error {
+	when := ""
+	if expiresIn >= 0 {
+		when = fmt.Sprintf(" (in %d s)", expiresIn)
+	}
+	return problem.Newf(problem.Conflict,
+		"the owner denies the other request (agentkeys agent pending, then agentkeys agent deny ID) or it expires"+when+"; then run agentkeys daemon pair again",
+		"pair request refused: the owner already has a pending pair request for alias %q", alias)
+}
+
+// pairView opens a request's sealed fields for its owner's view. Requests of
+// older brokers (VVC in the clear, no nonce) cannot be viewed or decided: they
+// expire within MaxPairTTL and the daemon pairs again.
+func (b *Broker) pairView(p *agent.Pair) (*PendingPair, error) {
+	if p.Sealed == "" {
+		return nil, problem.Newf(problem.Conflict, "ask the daemon to run agentkeys daemon pair again",
+			"pair request %s was made by an older broker and cannot be decided", p.ID)
+	}
+	box, err := base64.StdEncoding.DecodeString(p.Sealed)
+	if err != nil {
+		return nil, fmt.Errorf("pair %s: sealed fields: %w", p.ID, err)
+	}
+	raw, err := b.Enclave.OpenPrivate(PairPrivatePath, agent.PrivateContext(p.ID, p.Owner), box)
+	if err != nil {
+		return nil, fmt.Errorf("pair %s: %w", p.ID, err)
+	}
+	var priv agent.PairPrivate
+	if err := json.Unmarshal(raw, &priv); err != nil {
+		return nil, fmt.Errorf("pair %s: sealed fields: %w", p.ID, err)
+	}
+	nonce, err := hex.DecodeString(priv.Nonce)
+	if err != nil || len(nonce) != agent.NonceSize {
+		return nil, fmt.Errorf("pair %s: sealed nonce is not %d bytes", p.ID, agent.NonceSize)
+	}
+	h := agent.VVCHash(nonce, priv.Sig)
+	return &PendingPair{ID: p.ID, Alias: p.Alias, Scope: p.Scope, TTLSeconds: p.TTLSeconds, VVC: agent.VVCDigits(h),
+		VVCHash: hex.EncodeToString(h[:]), Fingerprint: agent.Fingerprint(p.JKT), JKT: p.JKT, Source: priv.Source,
+		CreatedAt: p.Created / 1e9, ExpiresAt: p.Expires}, nil
 }
 
 // resolveOwner maps --owner (omni or wallet address) to an owner's omni.
@@ -125,7 +213,7 @@ func (b *Broker) resolveOwner(st ledger.State, owner string) (string, error) {
 }
 
 // PendingPairs lists the owner's pair requests that can still be approved.
-func (b *Broker) PendingPairs(ctx context.Context, c *Caller) ([]agent.Pair, error) {
+func (b *Broker) PendingPairs(ctx context.Context, c *Caller) ([]PendingPair, error) {
 	lg, err := b.ownerLedger(c)
 	if err != nil {
 		return nil, err
@@ -135,31 +223,38 @@ func (b *Broker) PendingPairs(ctx context.Context, c *Caller) ([]agent.Pair, err
 		return nil, err
 	}
 	now := b.cfg.Now().Unix()
-	out := []agent.Pair{}
+	out := []PendingPair{}
 	for _, p := range all {
-		if p.Status == agent.Pending && now <= p.Expires {
-			out = append(out, p)
+		if p.Status != agent.Pending || now > p.Expires || p.Sealed == "" {
+			continue
 		}
+		v, err := b.pairView(&p)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, *v)
 	}
 	return out, nil
 }
 
 // Decision is the owner's signed answer to a pair request: the identity key
-// signs DecisionMessage, which names the broker, the request, its VVC (what the
-// owner compared) and the decision.
+// signs DecisionMessage, which names the broker, the request, its VVC hash (the
+// VVC the owner compared is its 6 digits; the hash does not give them away to
+// anyone who reads the public decision) and the decision.
 type Decision struct {
 	Time int64  `json:"time"`
 	Sig  string `json:"sig"` // hex Ed25519
 }
 
 // DecisionMessage is what the owner's identity key signs.
-func DecisionMessage(server, id, vvc, decision string, t int64) []byte {
-	return []byte("agentkeys/pair-decision/v1\n" + server + "\n" + id + "\n" + vvc + "\n" + decision + "\n" + strconv.FormatInt(t, 10))
+// vvcHash is the hex PendingPair.VVCHash of the request.
+func DecisionMessage(server, id, vvcHash, decision string, t int64) []byte {
+	return []byte("agentkeys/pair-decision/v2\n" + server + "\n" + id + "\n" + vvcHash + "\n" + decision + "\n" + strconv.FormatInt(t, 10))
 }
 
 // SignDecision signs a decision with the owner's identity key.
-func SignDecision(key ed25519.PrivateKey, server, id, vvc, decision string, t int64) Decision {
-	return Decision{Time: t, Sig: hex.EncodeToString(ed25519.Sign(key, DecisionMessage(server, id, vvc, decision, t)))}
+func SignDecision(key ed25519.PrivateKey, server, id, vvcHash, decision string, t int64) Decision {
+	return Decision{Time: t, Sig: hex.EncodeToString(ed25519.Sign(key, DecisionMessage(server, id, vvcHash, decision, t)))}
 }
 
 // pendingFor finds the owner's pending, unexpired request id and checks the
@@ -182,10 +277,14 @@ func (b *Broker) pendingFor(ctx context.Context, c *Caller, id, decision string,
 	if b.cfg.Now().Unix() > p.Expires {
 		return nil, problem.Newf(problem.Denied, "ask the daemon to run agentkeys daemon pair again", "pair request %s has expired", id)
 	}
+	v, err := b.pairView(p)
+	if err != nil {
+		return nil, err
+	}
 	pub, err := hex.DecodeString(c.Account.PublicKey)
 	sig, serr := hex.DecodeString(d.Sig)
 	if err != nil || serr != nil || len(pub) != ed25519.PublicKeySize ||
-		!ed25519.Verify(pub, DecisionMessage(b.cfg.Issuer, id, p.VVC, decision, d.Time), sig) {
+		!ed25519.Verify(pub, DecisionMessage(b.cfg.Issuer, id, v.VVCHash, decision, d.Time), sig) {
 		return nil, problem.New(problem.Denied, "the decision is not signed by your identity key", "approve or deny from the owner's CLI (agentkeys agent approve)")
 	}
 	if dt := time.Since(time.Unix(d.Time, 0)); dt > LoginSkew || dt < -LoginSkew {
@@ -359,23 +458,49 @@ func (b *Broker) PollPairing(ctx context.Context, id string, pr Proof) (*PairSta
 type Proof struct {
 	JWS    string
 	Method string
-	Path   string // request path (no query)
-	Host   string // the Host the client addressed (also accepted besides the issuer)
-	TLS    bool
+	Path   string // request path (escaped, no query)
+}
+
+// htuBases returns the URLs a proof may name before the request path: the
+// issuer and the other public URLs, normalised (RFC 9449 §4.3) and without a
+// trailing slash. Never one made from a request: its Host header is the
+// sender's choice.
+func htuBases(issuer string, public []string) ([]string, error) {
+	var out []string
+	for _, raw := range append([]string{issuer}, public...) {
+		if raw == "" {
+			continue
+		}
+		u, err := url.Parse(raw)
+		if err != nil || u.RawQuery != "" || u.ForceQuery || u.Fragment != "" {
+			return nil, fmt.Errorf("public URL %q: use scheme://host[:port][/path], without query or fragment", raw)
+		}
+		base, err := dpop.HTU(raw)
+		if err != nil {
+			return nil, fmt.Errorf("public URL %q: use scheme://host[:port][/path] with http or https", raw)
+		}
+		if base = strings.TrimSuffix(base, "/"); !slices.Contains(out, base) {
+			out = append(out, base)
+		}
+	}
+	return out, nil
 }
 
 func (b *Broker) checkProof(pr Proof, jkt, tok string) error {
-	urls := []string{b.cfg.Issuer + pr.Path}
-	if pr.Host != "" {
-		scheme := "http://"
-		if pr.TLS {
-			scheme = "https://"
-		}
-		urls = append(urls, scheme+pr.Host+pr.Path)
+	urls := make([]string, len(b.htuBases))
+	for i, base := range b.htuBases {
+		urls[i] = base + pr.Path
 	}
-	if err := b.proofs.Verify(pr.JWS, dpopWant(pr.Method, urls, jkt, tok)); err != nil {
+	err := b.proofs.Verify(pr.JWS, dpopWant(pr.Method, urls, jkt, tok))
+	switch {
+	case errors.Is(err, dpop.ErrBeforeStart):
+		p := problem.New(problem.Unauthenticated, "the request's proof of possession was made before the broker started",
+			"make a new proof and retry (agentkeys daemon does so once on its own); if this persists, the daemon's clock is behind the broker's")
+		p.RetryAfter = 1
+		return p
+	case err != nil:
 		return problem.New(problem.Unauthenticated, "the request's proof of possession was refused ("+proofWhy(err)+")",
-			"requests of an agent session must carry a fresh DPoP proof signed by the daemon's key: use agentkeys daemon, and pass --server exactly as the broker's URL")
+			"requests of an agent session must carry a fresh DPoP proof signed by the daemon's key: use agentkeys daemon, and pass --server as the broker's URL (its --issuer, or one of its --public-url)")
 	}
 	return nil
 }

@@ -2,10 +2,13 @@ package broker
 
 import (
 	"crypto/sha256"
+	"fmt"
 	"math"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/agentkeys/agentkeys/internal/problem"
 )
 
 // limiter gives each key a bucket of limit tokens; a request spends one, and each
@@ -30,11 +33,13 @@ type limiter struct {
 }
 
 // bucket holds the times its spent tokens were spent (unix nanos), oldest first,
-// as a ring; prev and next link it into the limiter's list.
+// as a ring, and when a refusal of its key was last audited; prev and next link
+// it into the limiter's list.
 type bucket struct {
 	key        string
 	spent      []int64
 	head       int
+	audited    int64
 	prev, next *bucket
 }
 
@@ -59,10 +64,7 @@ func newLimiterKeys(limit int, window time.Duration, maxKeys int) *limiter {
 // allow spends a token of key's bucket; when none is left it says how long until one is.
 func (l *limiter) allow(key string, now time.Time) (bool, time.Duration) {
 	t := now.UnixNano()
-	if len(key) > maxKeyLen {
-		sum := sha256.Sum256([]byte(key))
-		key = string(sum[:])
-	}
+	key = boundKey(key)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	// Drop up to two idle buckets per call: each bucket is created once, so this
@@ -92,6 +94,52 @@ func (l *limiter) allow(key string, now time.Time) (bool, time.Duration) {
 	b.spent = append(b.spent, t)
 	l.toFront(b)
 	return true, 0
+}
+
+// boundKey is the key a limiter keeps for key: itself, or its SHA-256 when longer.
+func boundKey(key string) string {
+	if len(key) > maxKeyLen {
+		sum := sha256.Sum256([]byte(key))
+		return string(sum[:])
+	}
+	return key
+}
+
+// firstRefusal reports whether a refusal of key at now is the first one in a
+// window (since the last one it reported): the one to audit.
+func (l *limiter) firstRefusal(key string, now time.Time) bool {
+	t := now.UnixNano()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	b, ok := l.buckets[boundKey(key)]
+	if !ok {
+		return true
+	}
+	if b.audited != 0 && t-b.audited < l.window {
+		return false
+	}
+	b.audited = t
+	return true
+}
+
+// limit spends a token of key's bucket in l. Refused, it answers RATE_LIMITED
+// with Retry-After, rule saying the limit (a format for the count and the
+// window). The first refusal of a key in each window goes through audit, which
+// records it on the ledger and returns what to answer; later ones in the window
+// are answered without an entry, so a caller hammering a limit cannot grow the
+// ledger by more than one entry per key per window.
+func (b *Broker) limit(l *limiter, key, rule string, audit func(error) error) error {
+	now := b.cfg.Now()
+	ok, wait := l.allow(key, now)
+	if ok {
+		return nil
+	}
+	p := problem.Newf(problem.RateLimited, fmt.Sprintf("wait %d s and retry", retryAfterSeconds(wait)), rule, l.limit, time.Duration(l.window))
+	p.RetryAfter = retryAfterSeconds(wait)
+	if l.firstRefusal(key, now) {
+		return audit(p)
+	}
+	return p
 }
 
 func (b *bucket) newest() int64 { return b.spent[(b.head+len(b.spent)-1)%len(b.spent)] }

@@ -167,17 +167,24 @@ func (b *Broker) OpenSession(ctx context.Context, l Login) (*SessionGrant, error
 }
 
 // openSession appends session.issued — after the entries in first, all in one
-// atomic group — and mints the session's token.
+// atomic group — and mints the session's token. Everything that can refuse the
+// request (the channel key included) is checked before anything is appended.
 func (b *Broker) openSession(ctx context.Context, a *account.Account, loginHash, channelKey string, first ...ledger.Req) (*SessionGrant, error) {
 	lg, _ := b.Ledger()
-	var recipient []byte
+	sid := randomID()
+	g := &SessionGrant{Omni: a.Omni, Wallet: a.Wallet, SID: sid}
 	if channelKey != "" {
-		var err error
-		if recipient, err = base64.StdEncoding.DecodeString(channelKey); err != nil {
+		recipient, err := base64.StdEncoding.DecodeString(channelKey)
+		if err != nil {
 			return nil, problem.New(problem.BadRequest, "channel_key is not base64", "send the hybrid HPKE public key in standard base64")
 		}
+		g.ChannelInfo = "agentkeys/channel/v1|" + sid
+		sealed, err := b.Enclave.SessionKeyTo(sid, recipient, []byte(g.ChannelInfo))
+		if err != nil {
+			return nil, problem.New(problem.BadRequest, "channel_key is not a hybrid ML-KEM-768+X25519 HPKE public key", "send the key your client generated")
+		}
+		g.ChannelKey = base64.StdEncoding.EncodeToString(sealed)
 	}
-	sid := randomID()
 	exp := time.Now().Add(b.cfg.SessionTTL).Unix()
 	s := account.Session{SID: sid, Omni: a.Omni, Role: a.Role, Expires: exp, LoginHash: loginHash}
 	group := append(first, ledger.Req{Origin: ledger.AccountOrigin(a.Omni), Kind: account.KindSessionIssued, Payload: s})
@@ -194,15 +201,7 @@ func (b *Broker) openSession(ctx context.Context, a *account.Account, loginHash,
 	if err != nil {
 		return nil, err
 	}
-	g := &SessionGrant{Omni: a.Omni, Wallet: a.Wallet, SID: sid, Token: tok, ExpiresAt: exp}
-	if recipient != nil {
-		g.ChannelInfo = "agentkeys/channel/v1|" + sid
-		sealed, err := b.Enclave.SessionKeyTo(sid, recipient, []byte(g.ChannelInfo))
-		if err != nil {
-			return nil, problem.New(problem.BadRequest, "channel_key is not a hybrid ML-KEM-768+X25519 HPKE public key", "send the key your client generated")
-		}
-		g.ChannelKey = base64.StdEncoding.EncodeToString(sealed)
-	}
+	g.Token, g.ExpiresAt = tok, exp
 	return g, nil
 }
 

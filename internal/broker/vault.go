@@ -123,43 +123,51 @@ type ReadResult struct {
 	Info    string `json:"info"`   // HPKE info / AEAD associated data
 }
 
+// readAttempts bounds how often a read starts over because the ledger refused
+// its audit entry (the grant it meant to use was taken by a concurrent read, or
+// the credential was deleted or its policy changed meanwhile).
+const readAttempts = 3
+
+// errRaced means a concurrent entry changed what a read looked up: it starts over.
+var errRaced = errors.New("the credential changed while it was being read")
+
 // Read releases a credential to the caller: session (already authenticated) →
-// rate limit → scope → approval → durable credential.read audit entry → the
-// enclave re-encrypts to the caller. No audit, no plaintext: if the audit entry
-// is not durable, nothing is decrypted.
+// names → rate limit → scope → approval → durable credential.read audit entry →
+// the enclave re-encrypts to the caller. No audit, no plaintext: if the audit
+// entry is not durable, nothing is decrypted. A read that races a store of the
+// same credential releases the version it looked up (the old value) or, looking
+// up after the store, the new one: its audit entry names the version released.
 func (b *Broker) Read(ctx context.Context, c *Caller, r ReadRequest) (*ReadResult, error) {
 	lg, err := b.Ledger()
 	if err != nil {
 		return nil, err
 	}
-	if ok, wait := b.limiter.allow(c.Claims.SessionID, b.cfg.Now()); !ok {
-		p := problem.Newf(problem.RateLimited, fmt.Sprintf("wait %d s and retry", retryAfterSeconds(wait)),
-			"this session may read %d credentials per %s", b.cfg.ReadLimit, b.cfg.ReadWindow)
-		p.RetryAfter = retryAfterSeconds(wait)
-		return nil, p
-	}
-	var owner, agent string
 	var audit vault.Read
-	var cr *vault.Credential
-	var ok bool
-	st := lg.State(ctx)
+	var candidates []string // agent fields to look up, in order
 	switch {
 	case c.Claims.Role == token.RoleOwner:
-		owner, agent = c.Omni(), agentField(r.Agent)
+		agent := agentField(r.Agent)
 		if err := checkNames(r.Service, agent); err != nil {
 			return nil, err
 		}
-		audit = vault.Read{Owner: owner, Agent: agent, Service: r.Service, Actor: c.Omni(), ActorRole: c.Claims.Role, SID: c.Claims.SessionID}
-		if cr, ok, err = vault.Get(st, owner, agent, r.Service); err != nil {
-			return nil, err
-		}
+		audit = vault.Read{Owner: c.Omni(), Agent: agent, Service: r.Service, Actor: c.Omni(), ActorRole: c.Claims.Role, SID: c.Claims.SessionID}
+		candidates = []string{agent}
 	case c.Agent != nil:
-		owner, agent = c.Agent.Owner, c.Agent.Alias
 		if err := checkNames(r.Service, vault.OwnerWide); err != nil {
 			return nil, err
 		}
-		audit = vault.Read{Owner: owner, Agent: agent, Service: r.Service, Actor: c.Omni(), ActorRole: c.Claims.Role,
+		audit = vault.Read{Owner: c.Agent.Owner, Agent: c.Agent.Alias, Service: r.Service, Actor: c.Omni(), ActorRole: c.Claims.Role,
 			Alias: c.Agent.Alias, SID: c.Claims.SessionID}
+		// The agent's own credential first, then the owner-wide one.
+		candidates = []string{c.Agent.Alias, vault.OwnerWide}
+	default:
+		return nil, errNotOwner
+	}
+	if err := b.limit(b.limiter, c.Claims.SessionID, "this session may read %d credentials per %s",
+		func(p error) error { return b.deny(ctx, audit, "rate_limited", p) }); err != nil {
+		return nil, err
+	}
+	if c.Agent != nil {
 		if r.Agent != "" && r.Agent != c.Agent.Alias {
 			return nil, b.deny(ctx, audit, "other_agent", problem.New(problem.Denied,
 				"an agent reads only its own and owner-wide credentials", "ask the owner to store the credential for this agent or owner-wide"))
@@ -169,29 +177,55 @@ func (b *Broker) Read(ctx context.Context, c *Caller, r ReadRequest) (*ReadResul
 				"the owner adds it with: agentkeys agent scope "+c.Agent.Alias+" --add "+r.Service,
 				"%q is not in this agent's scope", r.Service))
 		}
-		// The agent's own credential first, then the owner-wide one.
-		for _, who := range []string{c.Agent.Alias, vault.OwnerWide} {
-			if cr, ok, err = vault.Get(st, owner, who, r.Service); err != nil {
-				return nil, err
-			} else if ok {
-				agent = who
-				break
-			}
+	}
+	for attempt := 1; ; attempt++ {
+		res, err := b.release(ctx, lg, c, r, audit, candidates)
+		if !errors.Is(err, errRaced) {
+			return res, err
 		}
-		audit.Agent = agent
-		if !ok {
+		if attempt == readAttempts {
+			return nil, problem.New(problem.Conflict, "the credential kept changing while it was being read; nothing was released",
+				"read again")
+		}
+	}
+}
+
+// release looks the credential up and releases it, or answers errRaced when a
+// concurrent entry changed what it looked up before its audit entry committed.
+func (b *Broker) release(ctx context.Context, lg *ledger.Ledger, c *Caller, r ReadRequest, audit vault.Read, candidates []string) (*ReadResult, error) {
+	st := lg.State(ctx)
+	var cr *vault.Credential
+	found := false
+	for _, who := range candidates {
+		var err error
+		if cr, found, err = vault.Get(st, audit.Owner, who, r.Service); err != nil {
+			return nil, err
+		} else if found {
+			audit.Agent = who
+			break
+		}
+	}
+	if !found {
+		if c.Agent != nil {
 			return nil, b.deny(ctx, audit, "not_found", problem.Newf(problem.NotFound,
 				fmt.Sprintf("the owner stores it with: agentkeys store %s (owner-wide) or agentkeys store %s --agent %s", r.Service, r.Service, c.Agent.Alias),
 				"no credential %q is stored for this agent or owner-wide", r.Service))
 		}
-	default:
-		return nil, errNotOwner
+		return nil, b.deny(ctx, audit, "not_found", problem.Newf(problem.NotFound, "list what is stored with agentkeys list",
+			"no credential %q is stored%s", r.Service, forAgent(audit.Agent)))
+	}
+	owner, agent := audit.Owner, audit.Agent
+	audit.Version = cr.Version
+	// The ciphertext is taken before the audit entry: a store committing after
+	// this point replaces the record and drops the old blob, but this read holds
+	// the version it audits.
+	blob, ok, err := st.Get(ledger.BlobKey(cr.CiphertextHash))
+	if err != nil {
+		return nil, err
 	}
 	if !ok {
-		return nil, b.deny(ctx, audit, "not_found", problem.Newf(problem.NotFound, "list what is stored with agentkeys list",
-			"no credential %q is stored%s", r.Service, forAgent(agent)))
+		return nil, errRaced // a store replaced the record between the two lookups
 	}
-	audit.Version = cr.Version
 	if cr.Approval == vault.ApprovalRequired {
 		id, err := b.grantFor(ctx, audit)
 		if err != nil {
@@ -199,11 +233,10 @@ func (b *Broker) Read(ctx context.Context, c *Caller, r ReadRequest) (*ReadResul
 		}
 		audit.ApprovalID = id
 	}
-	blob, ok, err := st.Get(ledger.BlobKey(cr.CiphertextHash))
-	if err != nil || !ok {
-		return nil, fmt.Errorf("credential %s/%s/%s: blob missing: %v", owner, agent, r.Service, err)
-	}
 	if _, err := lg.Append(ctx, ledger.AccountOrigin(audit.Actor), vault.KindRead, audit); err != nil {
+		if errors.Is(err, ledger.ErrRejected) {
+			return nil, errRaced // e.g. a concurrent read used the grant first
+		}
 		return nil, problem.New(problem.Internal, "the read could not be audited, so nothing was released", "retry; the operator should check the server log")
 	}
 	res := &ReadResult{Service: r.Service, Agent: agent, Version: cr.Version, Info: string(ReadInfo(owner, agent, r.Service, cr.Version))}

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -20,8 +21,9 @@ func agentCmd(e *env) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "agent",
 		Short: "Pair agents and manage them: pending, approve, deny, list, scope, revoke, teardown",
-		Long: `An agent's daemon asks to pair (agentkeys daemon pair) and shows a 6-digit VVC.
-You see the request with agentkeys agent pending, check that the VVC matches, and
+		Long: `An agent's daemon asks to pair (agentkeys daemon pair) and shows a 6-digit VVC and
+its key's fingerprint. You see the request with agentkeys agent pending (with the
+address it came from and when), check that the VVC and daemon key match, and
 approve it. The agent then reads the credentials in its scope; every change here
 is a ledger entry and shows in agentkeys usage --agent ALIAS.`,
 		Example: "  agentkeys agent pending\n  agentkeys agent approve 1f0c9a7e2b4d6c8a\n  agentkeys agent scope ci-bot --add github\n  agentkeys agent revoke ci-bot",
@@ -29,6 +31,11 @@ is a ledger entry and shows in agentkeys usage --agent ALIAS.`,
 	cmd.AddCommand(agentPendingCmd(e), agentDecideCmd(e, "approve"), agentDecideCmd(e, "deny"), agentListCmd(e),
 		agentScopeCmd(e), agentRevokeCmd(e), agentTeardownCmd(e))
 	return cmd
+}
+
+// ago says how long before now unix was, e.g. "2m5s ago".
+func ago(unix int64) string {
+	return max(time.Since(time.Unix(unix, 0)).Round(time.Second), 0).String() + " ago"
 }
 
 func expiresIn(unix int64) string {
@@ -42,8 +49,11 @@ func expiresIn(unix int64) string {
 func agentPendingCmd(e *env) *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:     "pending",
-		Short:   "List pair requests waiting for your approval",
+		Use:   "pending",
+		Short: "List pair requests waiting for your approval",
+		Long: `List the pair requests waiting for you: id, VVC, the daemon key's fingerprint,
+alias, scope, the address the request came from, when it was made and when it
+expires. Approve only the request whose VVC and key fingerprint the daemon shows.`,
 		Example: "  agentkeys agent pending\n  agentkeys agent pending --json",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -58,7 +68,8 @@ func agentPendingCmd(e *env) *cobra.Command {
 			if asJSON {
 				out := make([]map[string]any, len(list))
 				for i, p := range list {
-					out[i] = map[string]any{"id": p.ID, "vvc": p.VVC, "alias": p.Alias, "scope": p.Scope, "expires_at": expiry(p.Expires)}
+					out[i] = map[string]any{"id": p.ID, "vvc": p.VVC, "fingerprint": p.Fingerprint, "alias": p.Alias, "scope": p.Scope,
+						"source": p.Source, "requested_at": expiry(p.CreatedAt), "expires_at": expiry(p.ExpiresAt)}
 				}
 				return json.NewEncoder(e.stdout).Encode(map[string]any{"requests": out})
 			}
@@ -67,9 +78,10 @@ func agentPendingCmd(e *env) *cobra.Command {
 				return nil
 			}
 			tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tVVC\tALIAS\tSCOPE\tEXPIRES IN")
+			fmt.Fprintln(tw, "ID\tVVC\tDAEMON KEY\tALIAS\tSCOPE\tFROM\tREQUESTED\tEXPIRES IN")
 			for _, p := range list {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", p.ID, p.VVC, p.Alias, strings.Join(p.Scope, ","), expiresIn(p.Expires))
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.ID, p.VVC, p.Fingerprint, p.Alias, strings.Join(p.Scope, ","),
+					p.Source, ago(p.CreatedAt), expiresIn(p.ExpiresAt))
 			}
 			return tw.Flush()
 		},
@@ -80,7 +92,7 @@ func agentPendingCmd(e *env) *cobra.Command {
 
 func agentDecideCmd(e *env, decision string) *cobra.Command {
 	var yes bool
-	short := "Approve a pair request (after checking its VVC)"
+	short := "Approve a pair request (after checking its VVC and daemon key)"
 	example := "  agentkeys agent approve 1f0c9a7e2b4d6c8a\n  agentkeys agent approve 1f0c9a7e2b4d6c8a --yes"
 	if decision == "deny" {
 		short, example = "Deny a pair request", "  agentkeys agent deny 1f0c9a7e2b4d6c8a"
@@ -110,7 +122,7 @@ func agentDecideCmd(e *env, decision string) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var p *agent.Pair
+			var p *broker.PendingPair
 			for i := range list {
 				if list[i].ID == id {
 					p = &list[i]
@@ -120,8 +132,13 @@ func agentDecideCmd(e *env, decision string) *cobra.Command {
 				return problem.Newf(problem.NotFound, "list pending requests with agentkeys agent pending (expired and decided requests are not listed)",
 					"no pending pair request %q", id)
 			}
+			if h, err := hex.DecodeString(p.VVCHash); err != nil || len(h) != 32 || agent.VVCDigits([32]byte(h)) != p.VVC {
+				return problem.Newf(problem.Denied, "do not approve it; report the broker's operator", "the broker's VVC for request %s does not match its VVC hash", id)
+			}
+			fmt.Fprintf(e.stdout, "Pair request %s from %s at %s: agent %q asks for scope [%s]; daemon key %s, VVC %s.\n",
+				p.ID, p.Source, expiry(p.CreatedAt), p.Alias, strings.Join(p.Scope, ","), p.Fingerprint, p.VVC)
 			if decision == "approve" && !yes {
-				ok, err := e.confirm(fmt.Sprintf("Agent %q asks for scope [%s]. Does the daemon show VVC %s?", p.Alias, strings.Join(p.Scope, ","), p.VVC))
+				ok, err := e.confirm(fmt.Sprintf("Does the daemon show VVC %s and daemon key %s?", p.VVC, p.Fingerprint))
 				if err != nil {
 					return err
 				}
@@ -130,7 +147,7 @@ func agentDecideCmd(e *env, decision string) *cobra.Command {
 					return nil
 				}
 			}
-			stmt := broker.SignDecision(key, s.Server, id, p.VVC, decision, time.Now().Unix())
+			stmt := broker.SignDecision(key, s.Server, id, p.VVCHash, decision, time.Now().Unix())
 			if decision == "deny" {
 				if err := c.DenyPairing(cmd.Context(), id, stmt); err != nil {
 					return err
@@ -148,7 +165,7 @@ func agentDecideCmd(e *env, decision string) *cobra.Command {
 		},
 	}
 	if decision == "approve" {
-		cmd.Flags().BoolVar(&yes, "yes", false, "do not ask whether the VVC matches")
+		cmd.Flags().BoolVar(&yes, "yes", false, "do not ask whether the VVC and daemon key match")
 	}
 	return cmd
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -17,6 +18,7 @@ func auditCmd(e *env) *cobra.Command {
 		Use:   "audit",
 		Short: "Check the ledger",
 		Example: "  agentkeys audit verify --server http://127.0.0.1:8090\n" +
+			"  agentkeys audit verify --mine\n" +
 			"  agentkeys audit verify --data-dir ~/.agentkeys/server",
 	}
 	cmd.AddCommand(auditVerifyCmd(e))
@@ -25,24 +27,31 @@ func auditCmd(e *env) *cobra.Command {
 
 func auditVerifyCmd(e *env) *cobra.Command {
 	var server, dataDir, pin string
-	var asJSON bool
+	var asJSON, mine bool
 	cmd := &cobra.Command{
 		Use:   "verify",
 		Short: "Verify every ledger entry: links, hashes, origins, signatures",
 		Long: `Verify the ledger from genesis to head.
 
---server URL checks what any client can: the enclave quote, then every public
-entry's hash link, origin and signature, with keys from /v1/enclave and genesis.
---data-dir DIR (operator, offline) checks the stored chain and also re-folds the
-state from the entries and compares it with the stored state.
+--server URL checks what any client can: the enclave quote, then every entry's
+hash link, origin and signature, with keys from /v1/enclave and genesis. Entries
+that belong to an owner (sessions, credentials and reads, pairing, agents, mints)
+are served to anyone as a salted commitment to their payload, which the hash and
+signature cover; registries, governance and checkpoints are served and re-folded
+in full.
+--mine does the same with this machine's owner session (agentkeys init), which
+also opens your own entries and checks each against its commitment.
+--data-dir DIR (operator, offline) checks the stored chain with every payload and
+also re-folds the state from the entries and compares it with the stored state.
 
 Exit 0 with a one-line summary when valid; otherwise exit 1 naming the first bad seq.`,
 		Example: "  agentkeys audit verify --server http://127.0.0.1:8090\n" +
+			"  agentkeys audit verify --mine\n" +
 			"  agentkeys audit verify --data-dir ~/.agentkeys/server --json",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if (server == "") == (dataDir == "") {
-				return problem.New(problem.BadRequest, "pass exactly one of --server and --data-dir",
+			if (server == "" && !mine) == (dataDir == "") || mine && dataDir != "" {
+				return problem.New(problem.BadRequest, "pass exactly one of --server, --mine and --data-dir",
 					"agentkeys audit verify --server http://127.0.0.1:8090")
 			}
 			var sum audit.Summary
@@ -50,17 +59,27 @@ Exit 0 with a one-line summary when valid; otherwise exit 1 naming the first bad
 			if dataDir != "" {
 				sum, err = audit.VerifyDataDir(cmd.Context(), dataDir)
 			} else {
-				c, cerr := client.New(server)
-				if cerr != nil {
-					return cerr
-				}
 				var pinKey []byte
 				if pin != "" {
 					if pinKey, err = hex.DecodeString(pin); err != nil || len(pinKey) != 32 {
 						return problem.New(problem.BadRequest, "--platform-key must be 64 hex characters", "pass the platform attestation public key you trust")
 					}
 				}
-				sum, err = audit.VerifyServer(cmd.Context(), c, pinKey)
+				var src audit.Server
+				if mine {
+					_, s, err := e.ownerSession()
+					if err != nil {
+						return err
+					}
+					if server != "" && strings.TrimRight(server, "/") != s.Server() {
+						return problem.Newf(problem.BadRequest, "drop --server, or log in to that broker with agentkeys init --server URL",
+							"this machine's session is with %s, not %s", s.Server(), server)
+					}
+					src = s
+				} else if src, err = client.New(server); err != nil {
+					return err
+				}
+				sum, err = audit.VerifyServer(cmd.Context(), src, pinKey)
 			}
 			if err != nil {
 				return err
@@ -75,6 +94,7 @@ Exit 0 with a one-line summary when valid; otherwise exit 1 naming the first bad
 	cmd.Flags().StringVar(&server, "server", "", "broker URL to verify through its public API")
 	cmd.Flags().StringVar(&dataDir, "data-dir", "", "server data dir to verify offline (re-folds state)")
 	cmd.Flags().StringVar(&pin, "platform-key", "", "pin the platform attestation public key (hex) instead of trusting the one the quote names")
+	cmd.Flags().BoolVar(&mine, "mine", false, "verify through the broker of this machine's owner session, opening your own entries")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the summary as JSON")
 	return cmd
 }

@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -51,8 +52,10 @@ func daemonPairCmd(e *env) *cobra.Command {
 		Use:   "pair",
 		Short: "Ask an owner to pair this daemon, show the VVC and wait for approval",
 		Long: `Generate this daemon's proof key (P-256) and HPKE key (ML-KEM-768 + X25519), send a
-signed pair request to the broker and print its id and 6-digit VVC. The owner runs
-agentkeys agent pending, checks that the VVC matches and approves. The session
+signed pair request to the broker and print its id, its 6-digit VVC (made from the
+broker's fresh nonce and this request's signature) and this daemon's key
+fingerprint. The owner runs agentkeys agent pending, checks that both match and
+approves. While a request for the alias is pending, another is refused. The session
 token arrives sealed to this daemon's key and is stored in
 $AGENTKEYS_HOME/daemon/session.json (0600). --no-wait returns at once;
 --resume ID waits for a request sent earlier.`,
@@ -80,7 +83,8 @@ $AGENTKEYS_HOME/daemon/session.json (0600). --no-wait returns at once;
 				}
 				fmt.Fprintf(e.stdout, "Pair request %s sent to owner %s for agent %q, scope [%s].\n", p.ID, p.Owner, p.Alias, strings.Join(p.Scope, ","))
 				fmt.Fprintf(e.stdout, "VVC: %s\n", p.VVC)
-				fmt.Fprintf(e.stdout, "The owner approves with: agentkeys agent approve %s (and checks that it shows VVC %s)\n", p.ID, p.VVC)
+				fmt.Fprintf(e.stdout, "Daemon key: %s\n", p.Fingerprint)
+				fmt.Fprintf(e.stdout, "The owner approves with: agentkeys agent approve %s (and checks that it shows VVC %s and daemon key %s)\n", p.ID, p.VVC, p.Fingerprint)
 			}
 			if noWait {
 				fmt.Fprintf(e.stdout, "Not waiting. Later: agentkeys daemon pair --resume %s\n", p.ID)
@@ -129,8 +133,19 @@ func (e *env) newPairRequest(ctx context.Context, d daemon.Dir, server, owner, a
 	if err != nil {
 		return nil, err
 	}
-	if res.VVC != agent.VVC(r.Sig) {
-		return nil, problem.New(problem.Denied, "the broker's VVC differs from the one computed here: the request was altered", "check --server; do not approve this request")
+	// The VVC is ours to compute: the broker's nonce over our own signature. A
+	// broker that sends no nonce (an old one) would leave the VVC grindable.
+	nonce, err := hex.DecodeString(res.Nonce)
+	if err != nil || len(nonce) != agent.NonceSize {
+		return nil, problem.New(problem.Denied, "the broker sent no VVC nonce, so its VVC could have been chosen by anyone",
+			"upgrade the broker; do not approve this request")
+	}
+	_, jkt, err := dpop.ParseJWK(jwk)
+	if err != nil {
+		return nil, err
+	}
+	if res.VVC != agent.VVC(nonce, r.Sig) || res.Fingerprint != agent.Fingerprint(jkt) {
+		return nil, problem.New(problem.Denied, "the broker's VVC or key fingerprint differs from the one computed here: the request was altered", "check --server; do not approve this request")
 	}
 	pk, err := daemon.EncodeKey(proof)
 	if err != nil {
@@ -141,7 +156,7 @@ func (e *env) newPairRequest(ctx context.Context, d daemon.Dir, server, owner, a
 		return nil, err
 	}
 	p := &daemon.Pending{Server: c.Server(), Owner: owner, Alias: alias, Scope: scope, ID: res.ID, VVC: res.VVC,
-		ExpiresAt: res.ExpiresAt, ProofKey: pk, HPKEPrivate: base64.StdEncoding.EncodeToString(hb)}
+		Fingerprint: res.Fingerprint, ExpiresAt: res.ExpiresAt, ProofKey: pk, HPKEPrivate: base64.StdEncoding.EncodeToString(hb)}
 	return p, d.SavePending(p)
 }
 
@@ -210,45 +225,85 @@ func cloudFlags(cmd *cobra.Command, src *daemon.Source) {
 
 func daemonMCPCmd(e *env) *cobra.Command {
 	var src daemon.Source
+	var socket string
 	cmd := &cobra.Command{
 		Use:   "mcp",
 		Short: "Serve the agent's credentials to an MCP client on stdio",
 		Long: `An MCP server on stdin/stdout with the tools get_credential{service} and
 list_credentials{} and cloud_credentials{provider:"aws", role_arn, session_name?,
-duration?}. Tool errors start with a stable code: DENIED, NOT_FOUND,
-RATE_LIMITED, REVOKED or UNREACHABLE. Logs (never values) go to stderr.
+duration?}. Tool errors start with a stable code: BAD_REQUEST, DENIED,
+NOT_FOUND, RATE_LIMITED, REVOKED or UNREACHABLE. Logs (never values) go to stderr.
+With --socket PATH it is a thin front of a daemon that runs as another user
+(agentkeys daemon serve --socket PATH --socket-group GROUP): the same tools, every
+call forwarded to that socket; it holds no keys, so the agent's user never can.
 Configure your MCP client with the output of agentkeys daemon mcp-config.`,
-		Example: "  agentkeys daemon mcp",
+		Example: "  agentkeys daemon mcp\n  agentkeys daemon mcp --socket /run/agentkeys/agentkeys.sock",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log := e.daemonLog()
-			log.Info("mcp server starting", "home", e.home(), "paired", e.daemonDir().Paired())
+			if socket != "" {
+				for _, f := range []string{"sts-endpoint", "aws-audience", "aws-region"} {
+					if cmd.Flags().Changed(f) {
+						return problem.Newf(problem.BadRequest, "pass --"+f+" to agentkeys daemon serve, which calls STS",
+							"--%s does nothing with --socket: the daemon behind the socket calls STS", f)
+					}
+				}
+				log.Info("mcp front starting", "socket", socket)
+				return daemon.ServeMCP(cmd.Context(), daemon.NewSocketClient(socket), log)
+			}
 			src.Dir = e.daemonDir()
+			if err := src.Dir.CheckPrivate(); err != nil {
+				return err
+			}
+			log.Info("mcp server starting", "home", e.home(), "paired", src.Dir.Paired())
 			return daemon.ServeMCP(cmd.Context(), src, log)
 		},
 	}
+	cmd.Flags().StringVar(&socket, "socket", "", "be a front of the daemon serving this socket (it runs as another user; no keys here)")
 	cloudFlags(cmd, &src)
 	return cmd
 }
 
 func daemonServeCmd(e *env) *cobra.Command {
-	var socket string
+	var socket, group string
 	var src daemon.Source
 	var tokenFiles []string
 	var tokenTTL time.Duration
 	cmd := &cobra.Command{
 		Use:   "serve",
-		Short: "Serve the agent's credentials over HTTP on a 0600 Unix socket",
+		Short: "Serve the agent's credentials over HTTP on a Unix socket (0600, or 0660 for a group)",
 		Long: `For tools that do not speak MCP: GET /credentials → {"services":[…]},
 GET /credentials/{service} → {"service":…,"value":…}; errors are
 {"error":{"code","message","fix"}} with the codes of agentkeys daemon mcp;
 GET /cloud/aws?role_arn=ARN → credential_process JSON.
+The socket is 0600. Run as its own user with --socket-group GROUP (the agent
+user's group), the daemon makes it 0660 for that group: the agent reaches it
+(agentkeys daemon mcp --socket PATH, agentkeys run --socket PATH) but cannot
+read the daemon's keys. The daemon refuses to start when its directory is open
+to other users, and a socket directory every user may write.
 --oidc-token-file AUD=PATH keeps a web-identity token file (0600) fresh for
 AWS_WEB_IDENTITY_TOKEN_FILE-style consumers: rewritten at 80% of its lifetime.`,
 		Example: "  agentkeys daemon serve --socket /run/agentkeys.sock\n" +
-			"  curl --unix-socket /run/agentkeys.sock http://agentkeys/credentials/openai",
+			"  curl --unix-socket /run/agentkeys.sock http://agentkeys/credentials/openai\n" +
+			"  runuser -u agentkeys -- agentkeys daemon serve --socket /run/agentkeys/agentkeys.sock --socket-group agent",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			d := e.daemonDir()
+			if group != "" {
+				if socket == "" {
+					return problem.New(problem.BadRequest, "--socket-group needs --socket PATH in a directory the group may enter",
+						"e.g. --socket /run/agentkeys/agentkeys.sock --socket-group agent")
+				}
+				abs, _ := filepath.Abs(socket)
+				dir, _ := filepath.Abs(string(d))
+				if rel, err := filepath.Rel(dir, abs); err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
+					return problem.Newf(problem.BadRequest, "put the socket outside it, e.g. /run/agentkeys/agentkeys.sock",
+						"%s is in the daemon's own directory, which only the daemon's user may enter", socket)
+				}
+			}
+			if err := d.CheckPrivate(); err != nil {
+				return err
+			}
 			if socket == "" {
 				socket = filepath.Join(e.home(), "daemon", "agentkeys.sock")
 				os.MkdirAll(filepath.Dir(socket), 0o700)
@@ -261,21 +316,22 @@ AWS_WEB_IDENTITY_TOKEN_FILE-style consumers: rewritten at 80% of its lifetime.`,
 				}
 				files[path] = aud
 			}
-			ln, err := daemon.ListenSocket(socket)
+			ln, err := daemon.ListenSocket(socket, group)
 			if err != nil {
 				return err
 			}
 			defer os.Remove(socket)
 			log := e.daemonLog()
-			src.Dir = e.daemonDir()
+			src.Dir = d
 			for path, aud := range files {
 				go src.KeepTokenFile(cmd.Context(), aud, path, int64(tokenTTL/time.Second), log)
 			}
-			log.Info("listening", "socket", socket, "paired", e.daemonDir().Paired())
+			log.Info("listening", "socket", socket, "group", group, "paired", d.Paired())
 			return daemon.ServeSocket(cmd.Context(), ln, src, log)
 		},
 	}
 	cmd.Flags().StringVar(&socket, "socket", "", "socket path (default $AGENTKEYS_HOME/daemon/agentkeys.sock)")
+	cmd.Flags().StringVar(&group, "socket-group", "", "make the socket 0660 for this group (the agent user's); needs --socket")
 	cmd.Flags().StringArrayVar(&tokenFiles, "oidc-token-file", nil, "keep an identity token for AUDIENCE in PATH (repeatable), as AUDIENCE=PATH")
 	cmd.Flags().DurationVar(&tokenTTL, "oidc-token-ttl", 0, "lifetime of tokens written to --oidc-token-file (default: the broker's, 5m)")
 	cloudFlags(cmd, &src)
@@ -283,16 +339,18 @@ AWS_WEB_IDENTITY_TOKEN_FILE-style consumers: rewritten at 80% of its lifetime.`,
 }
 
 func daemonMCPConfigCmd(e *env) *cobra.Command {
-	var client string
+	var client, socket string
 	cmd := &cobra.Command{
 		Use:   "mcp-config",
 		Short: "Print MCP client configuration for this daemon",
 		Long: `Prints JSON to paste into an MCP client's configuration. --client claude (Claude
 Desktop's claude_desktop_config.json, Claude Code's .mcp.json) is the default;
 --client cursor prints the same for Cursor's mcp.json; --client vscode prints VS
-Code's .vscode/mcp.json shape.`,
-		Example: "  agentkeys daemon mcp-config\n  agentkeys daemon mcp-config --client vscode > .vscode/mcp.json",
-		Args:    cobra.NoArgs,
+Code's .vscode/mcp.json shape. With --socket PATH the client starts the thin
+front (agentkeys daemon mcp --socket PATH) of a daemon that runs as another user.`,
+		Example: "  agentkeys daemon mcp-config\n  agentkeys daemon mcp-config --client vscode > .vscode/mcp.json\n" +
+			"  agentkeys daemon mcp-config --socket /run/agentkeys/agentkeys.sock",
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			self, err := os.Executable()
 			if err != nil {
@@ -301,11 +359,20 @@ Code's .vscode/mcp.json shape.`,
 			if r, err := filepath.EvalSymlinks(self); err == nil {
 				self = r
 			}
-			home, err := filepath.Abs(e.home())
-			if err != nil {
-				return err
+			var server map[string]any
+			if socket != "" {
+				abs, err := filepath.Abs(socket)
+				if err != nil {
+					return err
+				}
+				server = map[string]any{"command": self, "args": []string{"daemon", "mcp", "--socket", abs}}
+			} else {
+				home, err := filepath.Abs(e.home())
+				if err != nil {
+					return err
+				}
+				server = map[string]any{"command": self, "args": []string{"daemon", "mcp"}, "env": map[string]string{"AGENTKEYS_HOME": home}}
 			}
-			server := map[string]any{"command": self, "args": []string{"daemon", "mcp"}, "env": map[string]string{"AGENTKEYS_HOME": home}}
 			var out any
 			switch client {
 			case "claude", "cursor", "":
@@ -320,6 +387,7 @@ Code's .vscode/mcp.json shape.`,
 		},
 	}
 	cmd.Flags().StringVar(&client, "client", "claude", "claude, cursor or vscode")
+	cmd.Flags().StringVar(&socket, "socket", "", "configure the front of the daemon serving this socket (daemon mcp --socket)")
 	return cmd
 }
 

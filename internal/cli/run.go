@@ -27,19 +27,22 @@ func EnvName(service string) string {
 }
 
 func runCmd(e *env) *cobra.Command {
-	var alias string
+	var alias, socket string
 	var envs []string
 	cmd := &cobra.Command{
 		Use:   "run [--agent A] [--env NAME=SERVICE]... -- COMMAND [ARG]...",
 		Short: "Run a command with credentials in its environment (only the child sees them)",
 		Long: `Fetch credentials and run COMMAND with each exported as <SERVICE>_API_KEY
 (upper-case, '-' → '_'), or as NAME with --env NAME=SERVICE. Without --env every
-credential you may read is exported. Inside a paired sandbox it uses the daemon's
-session (the agent's scope applies); otherwise the owner's session, where --agent A
-prefers the credentials stored for agent A. Values are never printed; the exit
-code is the command's.`,
-		Example: "  agentkeys run -- python agent.py\n  agentkeys run --env OPENAI_API_KEY=openai -- ./script.sh\n  agentkeys run --agent ci-bot -- make deploy",
-		Args:    cobra.MinimumNArgs(1),
+credential you may read is exported. With --socket PATH it asks the daemon serving
+that socket (a daemon running as another user); inside a paired sandbox it uses
+the daemon's session (the agent's scope applies either way); otherwise the owner's
+session, where --agent A prefers the credentials stored for agent A. Values are
+never printed; the exit code is the command's. COMMAND gets no AGENTKEYS_
+variable (AGENTKEYS_HOME would point it at the keys).`,
+		Example: "  agentkeys run -- python agent.py\n  agentkeys run --env OPENAI_API_KEY=openai -- ./script.sh\n  agentkeys run --agent ci-bot -- make deploy\n" +
+			"  agentkeys run --socket /run/agentkeys/agentkeys.sock -- python agent.py",
+		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
 			want := map[string]string{} // env name → service
@@ -54,7 +57,14 @@ code is the command's.`,
 			}
 			var fetch func(string) ([]byte, error)
 			var list func() ([]string, error)
-			if d := e.daemonDir(); d.Paired() {
+			if socket != "" {
+				if alias != "" {
+					return problem.New(problem.BadRequest, "--agent is for the owner's side, not with --socket", "omit --agent")
+				}
+				src := daemon.NewSocketClient(socket)
+				fetch = func(s string) ([]byte, error) { return src.Get(ctx, s) }
+				list = func() ([]string, error) { return src.List(ctx) }
+			} else if d := e.daemonDir(); d.Paired() {
 				src := daemon.Source{Dir: d}
 				if alias != "" {
 					if s, err := d.LoadSession(); err == nil && s.Alias != alias {
@@ -109,7 +119,7 @@ code is the command's.`,
 					order = append(order, EnvName(s))
 				}
 			}
-			child := os.Environ()
+			child := childEnv(os.Environ())
 			for _, name := range order {
 				v, err := fetch(want[name])
 				if err != nil {
@@ -132,6 +142,20 @@ code is the command's.`,
 		},
 	}
 	cmd.Flags().StringVar(&alias, "agent", "", "owner side: prefer the credentials stored for this agent")
+	cmd.Flags().StringVar(&socket, "socket", "", "ask the daemon serving this socket (daemon serve --socket-group)")
 	cmd.Flags().StringArrayVar(&envs, "env", nil, "export SERVICE's credential as NAME (NAME=SERVICE), repeatable")
 	return cmd
+}
+
+// childEnv is env without AGENTKEYS_ variables: they point at this machine's
+// AgentKeys state (AGENTKEYS_HOME: the daemon's keys or the owner's session), and
+// a child that needs a credential gets it from run, not from the keys.
+func childEnv(env []string) []string {
+	var out []string
+	for _, kv := range env {
+		if !strings.HasPrefix(kv, "AGENTKEYS_") {
+			out = append(out, kv)
+		}
+	}
+	return out
 }

@@ -26,10 +26,10 @@ import (
 )
 
 func serverCmd(e *env) *cobra.Command {
-	var dataDir, listen, logLevel, signerKey, issuer, readRate string
+	var dataDir, platformKey, listen, logLevel, signerKey, issuer, readRate, mintRate string
 	var maxBody int64
 	var sessionTTL, approvalWindow, oidcMaxTTL, oidcSkew time.Duration
-	var audiences, trustedProxies []string
+	var audiences, publicURLs, trustedProxies []string
 	var dev bool
 	var signup string
 	anonRates := map[broker.AnonKind]*string{}
@@ -41,8 +41,15 @@ $AGENTKEYS_HOME/server (default ~/.agentkeys/server), embedded SQLite ledger,
 HTTP on 127.0.0.1:8090. The first start creates and seals the master seed and
 creates the operator (governance) key; later starts unseal the same seed.
 
-The platform secret that seals the seed is <data-dir>/platform.key, or
-AGENTKEYS_PLATFORM_KEY (64 hex characters) when set.
+The platform key that seals the seed (the stand-in for a CPU's sealing key) is
+$AGENTKEYS_HOME/platform.key (--platform-key PATH), or AGENTKEYS_PLATFORM_KEY
+(64 hex characters) when set. It never lives in the data dir, so that a copy of
+the data dir alone opens nothing: the server refuses a platform key inside it
+unless --dev. Back the two up apart.
+
+Agents' daemons sign each request for the URL they were given (--server); the
+broker accepts the --issuer URL and each --public-url, never a name taken from
+the request's Host header.
 
 Requests without a session (sign-up, login, pair requests and polls, governance
 submissions) are limited per source address and in all: each --KIND-rate is
@@ -50,12 +57,20 @@ PER_ADDRESS,IN_ALL, e.g. --signup-rate 10/1h,200/1h. The source address is the
 TCP peer; behind a reverse proxy, name it with --trusted-proxy so that its
 X-Forwarded-For is believed. --signup invite admits new owners only with an
 invite the operator signs (agentkeys server invite).`,
-		Example: "  agentkeys server\n  agentkeys server --data-dir /var/lib/agentkeys --listen 127.0.0.1:9000\n" +
+		Example: "  agentkeys server\n  agentkeys server --data-dir /var/lib/agentkeys/server --platform-key /etc/agentkeys/platform.key --listen 127.0.0.1:9000\n" +
+			"  agentkeys server --issuer https://keys.example.com --public-url https://keys.internal.example:8443\n" +
 			"  agentkeys server --signup invite --trusted-proxy 10.0.0.0/8 --pair-rate 20/1m,300/1m",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if dataDir == "" {
 				dataDir = filepath.Join(e.home(), "server")
+			}
+			if platformKey != "" && e.getenv("AGENTKEYS_PLATFORM_KEY") != "" {
+				return problem.New(problem.BadRequest, "--platform-key and AGENTKEYS_PLATFORM_KEY both name the platform key",
+					"pass one of them: unset AGENTKEYS_PLATFORM_KEY, or drop --platform-key")
+			}
+			if platformKey == "" {
+				platformKey = filepath.Join(e.home(), "platform.key")
 			}
 			level := slog.LevelInfo
 			if err := level.UnmarshalText([]byte(logLevel)); err != nil {
@@ -69,13 +84,17 @@ invite the operator signs (agentkeys server invite).`,
 						"pass the release-signing public key of this build, or omit it for the dev signer")
 				}
 			}
-			limit, window, err := parseRate("read-rate", readRate)
+			limit, window, err := parseRate("--read-rate", readRate)
+			if err != nil {
+				return err
+			}
+			mintLimit, mintWindow, err := parseRate("--mint-rate", mintRate)
 			if err != nil {
 				return err
 			}
 			anon := broker.AnonLimits{}
 			for k, v := range anonRates {
-				if anon[k], err = parseAnonRate(string(k)+"-rate", *v); err != nil {
+				if anon[k], err = parseAnonRate("--"+string(k)+"-rate", *v); err != nil {
 					return err
 				}
 			}
@@ -91,24 +110,29 @@ invite the operator signs (agentkeys server invite).`,
 				return problem.New(problem.BadRequest, "--oidc-max-ttl must be between 1s and 1h", "pass e.g. --oidc-max-ttl 1h")
 			}
 			return runServer(cmd.Context(), log, serverConfig{listen: listen, maxBody: maxBody, issuer: issuer, dev: dev, trustedProxies: proxies,
-				broker: broker.Config{DataDir: dataDir, PlatformKeyHex: e.getenv("AGENTKEYS_PLATFORM_KEY"), SignerPublicKey: signer,
-					SessionTTL: sessionTTL, ReadLimit: limit, ReadWindow: window, ApprovalWindow: approvalWindow,
+				broker: broker.Config{DataDir: dataDir, PlatformKeyFile: platformKey, PlatformKeyHex: e.getenv("AGENTKEYS_PLATFORM_KEY"),
+					DevPlatformKeyInDataDir: dev, SignerPublicKey: signer, PublicURLs: publicURLs,
+					SessionTTL: sessionTTL, ReadLimit: limit, ReadWindow: window,
+					MintLimit: mintLimit, MintWindow: mintWindow, ApprovalWindow: approvalWindow,
 					OIDCAudiences: audiences, OIDCMaxTTL: oidcMaxTTL, OIDCSkew: oidcSkew, Anon: anon, SignupInvite: signup == "invite"}})
 		},
 	}
 	cmd.Flags().StringVar(&dataDir, "data-dir", "", "where the sealed seed, ledger and operator key live (default $AGENTKEYS_HOME/server)")
+	cmd.Flags().StringVar(&platformKey, "platform-key", "", "file holding the platform key that seals the seed, outside the data dir (default $AGENTKEYS_HOME/platform.key)")
 	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:8090", "address for the HTTP API")
 	cmd.Flags().StringVar(&signerKey, "mrsigner-key", "", "release-signing ed25519 public key (hex) whose hash is mrsigner; default: the dev signer (tier dev)")
 	cmd.Flags().StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	cmd.Flags().Int64Var(&maxBody, "max-body", api.DefaultMaxBody, "largest accepted request body in bytes")
 	cmd.Flags().StringVar(&issuer, "issuer", "", "this broker's public URL, the iss of its tokens (default http://<listen address>)")
+	cmd.Flags().StringArrayVar(&publicURLs, "public-url", nil, "another URL clients reach this broker at (repeatable); agents' proofs must name the --issuer or one of these")
 	cmd.Flags().DurationVar(&sessionTTL, "session-ttl", 30*24*time.Hour, "lifetime of owner sessions")
 	cmd.Flags().StringVar(&readRate, "read-rate", "100/1m", "credential reads allowed per session, as COUNT/WINDOW")
+	cmd.Flags().StringVar(&mintRate, "mint-rate", "60/1m", "identity-token mints (refused ones included) allowed per agent or owner, as COUNT/WINDOW")
 	cmd.Flags().DurationVar(&approvalWindow, "approval-window", 2*time.Minute, "how long an approval allows its one read")
 	cmd.Flags().StringArrayVar(&audiences, "oidc-audience", nil, "an audience identity tokens may be minted for (repeatable), e.g. sts.amazonaws.com")
 	cmd.Flags().DurationVar(&oidcMaxTTL, "oidc-max-ttl", oidc.MaxTTL*time.Second, "longest identity token lifetime (at most 1h)")
 	cmd.Flags().DurationVar(&oidcSkew, "oidc-skew", time.Minute, "clock skew allowed to relying parties; a rotation keeps the old key at least --oidc-max-ttl plus this")
-	cmd.Flags().BoolVar(&dev, "dev", false, "development: allow a plain-http --issuer on a non-loopback host")
+	cmd.Flags().BoolVar(&dev, "dev", false, "development: allow a plain-http --issuer on a non-loopback host and a platform key inside the data dir")
 	cmd.Flags().StringVar(&signup, "signup", "open", "who may create an owner account: open (anyone) or invite (agentkeys server invite)")
 	cmd.Flags().StringArrayVar(&trustedProxies, "trusted-proxy", nil, "a reverse proxy (CIDR or IP, repeatable) whose X-Forwarded-For names the caller; default none: the TCP peer")
 	for _, k := range broker.AnonKinds {
@@ -132,7 +156,7 @@ func parseAnonRate(flag, s string) (broker.AnonLimit, error) {
 	src, all, ok := strings.Cut(s, ",")
 	if !ok {
 		return broker.AnonLimit{}, problem.Newf(problem.BadRequest, "write it as PER_ADDRESS,IN_ALL, e.g. 10/1h,200/1h",
-			"--%s %q needs a rate per source address and one in all", flag, s)
+			"%s %q needs a rate per source address and one in all", flag, s)
 	}
 	n1, w1, err := parseRate(flag, src)
 	if err != nil {
@@ -209,13 +233,13 @@ type serverConfig struct {
 	trustedProxies []netip.Prefix
 }
 
-// parseRate parses COUNT/WINDOW, e.g. 100/1m, the value of --flag.
+// parseRate parses the COUNT/WINDOW value of flag, e.g. 100/1m.
 func parseRate(flag, s string) (int, time.Duration, error) {
 	n, w, ok := strings.Cut(s, "/")
 	count, err1 := strconv.Atoi(n)
 	window, err2 := time.ParseDuration(w)
 	if !ok || err1 != nil || err2 != nil || count < 1 || window <= 0 {
-		return 0, 0, problem.Newf(problem.BadRequest, "write it as COUNT/WINDOW, e.g. 100/1m", "--%s %q is not a rate", flag, s)
+		return 0, 0, problem.Newf(problem.BadRequest, "write it as COUNT/WINDOW, e.g. 100/1m", "%s %q is not a rate", flag, s)
 	}
 	return count, window, nil
 }
@@ -240,6 +264,17 @@ func runServer(ctx context.Context, log *slog.Logger, cfg serverConfig) error {
 		return problem.Newf(problem.BadRequest, "use an https --issuer in production, or pass --dev for a development setup",
 			"--issuer %q is plain http on a non-loopback host: clouds would fetch the signing keys over an unauthenticated channel", bc.Issuer)
 	}
+	for _, p := range bc.PublicURLs {
+		pu, err := url.Parse(p)
+		if err != nil || (pu.Scheme != "https" && pu.Scheme != "http") || pu.Host == "" || pu.User != nil || pu.RawQuery != "" || pu.ForceQuery || pu.Fragment != "" {
+			return problem.Newf(problem.BadRequest, "pass a URL clients use, as scheme://host[:port][/path], e.g. https://keys.internal.example:8443",
+				"--public-url %q is not an http(s) URL without query or fragment", p)
+		}
+		if pu.Scheme == "http" && !loopbackHost(pu.Hostname()) && !cfg.dev {
+			return problem.Newf(problem.BadRequest, "use an https --public-url, or pass --dev for a development setup",
+				"--public-url %q is plain http on a non-loopback host: agents' tokens would cross the network unencrypted", p)
+		}
+	}
 	reg := prometheus.NewRegistry()
 	bc.Registerer = reg
 	b, err := broker.Open(bc)
@@ -249,7 +284,12 @@ func runServer(ctx context.Context, log *slog.Logger, cfg serverConfig) error {
 	}
 	defer b.Close()
 	if b.Enclave.Created() {
-		log.Info("created and sealed a new master seed", "path", filepath.Join(bc.DataDir, "seed.sealed"))
+		pk := bc.PlatformKeyFile
+		if bc.PlatformKeyHex != "" {
+			pk = "AGENTKEYS_PLATFORM_KEY"
+		}
+		log.Info("created and sealed a new master seed",
+			"path", filepath.Join(bc.DataDir, "seed.sealed"), "platform_key", pk)
 	}
 	if b.OperatorKeyCreated {
 		log.Warn("created the operator key: it is the 1-of-1 governance key in genesis; back it up and keep it offline",

@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"crypto/ecdsa"
+	"errors"
 	"net/http"
 	"net/url"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"github.com/agentkeys/agentkeys/internal/api"
 	"github.com/agentkeys/agentkeys/internal/broker"
 	"github.com/agentkeys/agentkeys/internal/dpop"
+	"github.com/agentkeys/agentkeys/internal/problem"
 )
 
 // RequestPairing files a daemon's signed pair request.
@@ -20,28 +22,42 @@ func (c *Client) RequestPairing(ctx context.Context, r agent.Request) (*broker.P
 	return &out, c.Do(ctx, http.MethodPost, "/v1/pair/requests", r, &out)
 }
 
-// proofHeader returns the DPoP header pair for a request to path.
-func (c *Client) proofHeader(key *ecdsa.PrivateKey, method, path, token string) ([]string, error) {
-	p, err := dpop.Sign(key, method, c.base+strings.SplitN(path, "?", 2)[0], token, time.Now())
-	if err != nil {
-		return nil, err
+// proven sends a request with a fresh DPoP proof signed by key (and the bearer
+// token, if any). A broker that has just restarted refuses a proof dated before
+// it started (its memory of used proofs is new) with a pause to wait; then one
+// new proof is made after that pause. The refusal comes before the broker does
+// anything, so the retry repeats nothing.
+func (c *Client) proven(ctx context.Context, key *ecdsa.PrivateKey, method, path, token string, body, out any) error {
+	for retried := false; ; retried = true {
+		p, err := dpop.Sign(key, method, c.base+strings.SplitN(path, "?", 2)[0], token, c.now())
+		if err != nil {
+			return err
+		}
+		h := []string{"DPoP", p}
+		if token != "" {
+			h = append(h, "Authorization", "Bearer "+token)
+		}
+		err = c.Do(ctx, method, path, body, out, h...)
+		var pe *problem.Error
+		if retried || !errors.As(err, &pe) || pe.Code != problem.Unauthenticated || pe.RetryAfter < 1 || pe.RetryAfter > 2 {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(time.Duration(pe.RetryAfter) * time.Second):
+		}
 	}
-	return []string{"DPoP", p}, nil
 }
 
 // PollPairing asks for the state of pair request id, proven with its proof key.
 func (c *Client) PollPairing(ctx context.Context, id string, key *ecdsa.PrivateKey) (*broker.PairStatus, error) {
-	path := "/v1/pair/requests/" + url.PathEscape(id)
-	h, err := c.proofHeader(key, http.MethodGet, path, "")
-	if err != nil {
-		return nil, err
-	}
 	var out broker.PairStatus
-	return &out, c.Do(ctx, http.MethodGet, path, nil, &out, h...)
+	return &out, c.proven(ctx, key, http.MethodGet, "/v1/pair/requests/"+url.PathEscape(id), "", nil, &out)
 }
 
 // PendingPairs lists the owner's pending pair requests.
-func (s *Session) PendingPairs(ctx context.Context) ([]agent.Pair, error) {
+func (s *Session) PendingPairs(ctx context.Context) ([]broker.PendingPair, error) {
 	var l api.PairList
 	err := s.do(ctx, http.MethodGet, "/v1/pair/requests", nil, &l)
 	return l.Requests, err
@@ -97,11 +113,7 @@ func (c *Client) WithAgent(token string, key *ecdsa.PrivateKey) *AgentSession {
 }
 
 func (a *AgentSession) do(ctx context.Context, method, path string, body, out any) error {
-	h, err := a.proofHeader(a.key, method, path, a.token)
-	if err != nil {
-		return err
-	}
-	return a.Do(ctx, method, path, body, out, append([]string{"Authorization", "Bearer " + a.token}, h...)...)
+	return a.proven(ctx, a.key, method, path, a.token, body, out)
 }
 
 // Read asks for a credential boxed for the session channel.

@@ -23,6 +23,7 @@ import (
 type Client struct {
 	base string
 	hc   *http.Client
+	now  func() time.Time // dates DPoP proofs
 }
 
 // New returns a client for the broker at server (http or https URL).
@@ -32,7 +33,7 @@ func New(server string) (*Client, error) {
 		return nil, problem.Newf(problem.BadRequest, "pass the broker URL, e.g. --server http://127.0.0.1:8090",
 			"%q is not an http(s) URL", server)
 	}
-	return &Client{base: strings.TrimRight(u.String(), "/"), hc: &http.Client{Timeout: 30 * time.Second}}, nil
+	return &Client{base: strings.TrimRight(u.String(), "/"), hc: &http.Client{Timeout: 30 * time.Second}, now: time.Now}, nil
 }
 
 // Server returns the broker URL.
@@ -99,10 +100,15 @@ func (c *Client) Head(ctx context.Context) (*api.HeadInfo, error) {
 	return &h, c.Do(ctx, http.MethodGet, "/v1/ledger/head", nil, &h)
 }
 
-// Entries fetches one page of GET /v1/ledger/entries.
+// Entries fetches one page of GET /v1/ledger/entries as anyone sees it: entries of
+// owner-private kinds come redacted to their payload commitment.
 func (c *Client) Entries(ctx context.Context, from uint64, limit int) (*api.EntriesPage, error) {
 	var p api.EntriesPage
-	return &p, c.Do(ctx, http.MethodGet, fmt.Sprintf("/v1/ledger/entries?from=%d&limit=%d", from, limit), nil, &p)
+	return &p, c.Do(ctx, http.MethodGet, entriesPath(from, limit), nil, &p)
+}
+
+func entriesPath(from uint64, limit int) string {
+	return fmt.Sprintf("/v1/ledger/entries?from=%d&limit=%d", from, limit)
 }
 
 // Submit posts a governance-signed entry.

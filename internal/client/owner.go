@@ -23,6 +23,13 @@ func (s *Session) do(ctx context.Context, method, path string, body, out any) er
 	return s.Do(ctx, method, path, body, out, "Authorization", "Bearer "+s.token)
 }
 
+// Entries fetches one page of GET /v1/ledger/entries with the owner's session:
+// the owner's own private entries come in full, everyone else's redacted.
+func (s *Session) Entries(ctx context.Context, from uint64, limit int) (*api.EntriesPage, error) {
+	var p api.EntriesPage
+	return &p, s.do(ctx, http.MethodGet, entriesPath(from, limit), nil, &p)
+}
+
 // CreateAccount registers a new owner (POST /v1/accounts).
 func (c *Client) CreateAccount(ctx context.Context, l broker.Login) (*broker.SessionGrant, error) {
 	var g broker.SessionGrant

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -73,6 +74,47 @@ type cachedCreds struct {
 
 var sessionName = regexp.MustCompile(`^[\w+=,.@-]{2,64}$`)
 
+// validARN reports whether s is what STS accepts as a RoleArn (20-2048
+// characters), narrowed to ARNs of printable ASCII.
+func validARN(s string) bool {
+	if len(s) < 20 || len(s) > 2048 || !strings.HasPrefix(s, "arn:") {
+		return false
+	}
+	for i := range len(s) {
+		if s[i] < 0x21 || s[i] > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
+// loggableARN is arn if it is one, else a short stand-in (see Loggable).
+func loggableARN(arn string) string {
+	if validARN(arn) {
+		return arn
+	}
+	return fmt.Sprintf("(invalid, %d bytes)", len(arn))
+}
+
+// checkAWS checks what the daemon can check itself, before minting a token:
+// the role ARN, the session name and the duration (STS: 900 s to 12 h).
+func checkAWS(r AWSRequest) error {
+	if r.RoleARN == "" {
+		return problem.New(CodeBadRequest, "role_arn is required", "pass the ARN printed by agentkeys oidc register aws")
+	}
+	if !validARN(r.RoleARN) {
+		return problem.Newf(CodeBadRequest, "pass the ARN printed by agentkeys oidc register aws, e.g. arn:aws:iam::123456789012:role/agentkeys-agents",
+			"role_arn (%d bytes) is not an ARN of 20-2048 printable characters", len(r.RoleARN))
+	}
+	if r.SessionName != "" && !sessionName.MatchString(r.SessionName) {
+		return problem.New(CodeBadRequest, "session_name must be 2-64 characters of letters, digits and +=,.@_-", "pass another --session-name")
+	}
+	if r.Duration != 0 && (r.Duration < 900 || r.Duration > 43200) {
+		return problem.New(CodeBadRequest, "duration must be 900 to 43200 seconds", "omit it for the role's default, or pass e.g. 3600")
+	}
+	return nil
+}
+
 // refreshMargin is how long before expiry cached credentials are replaced:
 // 10% of their lifetime, at most 5 minutes.
 func refreshMargin(lifetime time.Duration) time.Duration { return min(5*time.Minute, lifetime/10) }
@@ -87,8 +129,8 @@ func (d Dir) cloudCachePath(key string) string {
 // mints an identity token and calls STS AssumeRoleWithWebIdentity itself. The
 // broker never sees the STS answer. The caller must not log the result.
 func (s Source) AWSCredentials(ctx context.Context, r AWSRequest) (*AWSCredentials, error) {
-	if r.RoleARN == "" {
-		return nil, problem.New(problem.BadRequest, "role_arn is required", "pass the ARN printed by agentkeys oidc register aws")
+	if err := checkAWS(r); err != nil {
+		return nil, err
 	}
 	sess, c, err := s.agent()
 	if err != nil {

@@ -2,9 +2,12 @@
 // and paired session under $AGENTKEYS_HOME/daemon (0600 files, 0700 directory),
 // fetches credentials over the agent session (every request with a DPoP proof,
 // values boxed for the session channel) and serves them to the agent over MCP
-// (stdio) or HTTP on a 0600 Unix socket. It never logs a credential value, a
-// token or a key, and its errors carry a stable code: DENIED, NOT_FOUND,
-// RATE_LIMITED, REVOKED or UNREACHABLE.
+// (stdio) or HTTP on a Unix socket: 0600, or 0660 for the agent's group when the
+// daemon runs as its own user. Then a SocketClient is the agent's thin front: it
+// holds no key and forwards every call to that socket. The package never logs a
+// credential value, a token or a key, and its errors carry a stable code:
+// BAD_REQUEST, DENIED, NOT_FOUND, RATE_LIMITED, REVOKED or UNREACHABLE. It checks
+// its inputs itself, with the broker's rules, before any broker round trip.
 package daemon
 
 import (
@@ -26,10 +29,12 @@ import (
 	"github.com/agentkeys/agentkeys/internal/enclave"
 	"github.com/agentkeys/agentkeys/internal/home"
 	"github.com/agentkeys/agentkeys/internal/problem"
+	"github.com/agentkeys/agentkeys/internal/vault"
 )
 
 // Stable error codes of the daemon's tools and socket.
 const (
+	CodeBadRequest  = problem.BadRequest
 	CodeDenied      = problem.Denied
 	CodeNotFound    = problem.NotFound
 	CodeRateLimited = problem.RateLimited
@@ -52,6 +57,7 @@ type Pending struct {
 	Scope       []string `json:"scope"`
 	ID          string   `json:"id"`
 	VVC         string   `json:"vvc"`
+	Fingerprint string   `json:"fingerprint,omitempty"` // agent.Fingerprint of ProofKey
 	ExpiresAt   int64    `json:"expires_at"`
 	ProofKey    string   `json:"proof_key"`    // base64 PKCS#8 P-256
 	HPKEPrivate string   `json:"hpke_private"` // base64 serialized hybrid HPKE private key
@@ -140,6 +146,26 @@ func (d Dir) LoadSession() (*Session, error) {
 		return nil, err
 	}
 	return &s, nil
+}
+
+// CheckPrivate refuses a daemon directory or session file that anyone but its
+// owner may read or write: the keys in it are the daemon's alone, and a copy of
+// them is the agent session itself.
+func (d Dir) CheckPrivate() error {
+	for _, p := range []string{string(d), d.SessionPath()} {
+		fi, err := os.Stat(p)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return problem.Newf(CodeDenied, "run the daemon as the user that owns "+string(d), "cannot check %s: %v", p, err)
+		}
+		if fi.Mode().Perm()&0o077 != 0 {
+			return problem.Newf(CodeDenied, "chmod -R go= "+string(d),
+				"%s is %v: other users may read the daemon's keys", p, fi.Mode().Perm())
+		}
+	}
+	return nil
 }
 
 // Paired reports whether a session file exists.
@@ -241,9 +267,26 @@ func damagedSession() error {
 	return problem.New(CodeRevoked, "the daemon's session file is damaged", "pair again with agentkeys daemon pair")
 }
 
+// errBadService answers a service name the broker would refuse; it does not
+// repeat the name, which may be huge.
+var errBadService = problem.New(CodeBadRequest, "the service name is not valid",
+	"use the service's name: 1-63 lowercase letters, digits, '.', '_' or '-', e.g. openai (list_credentials shows them)")
+
+// Loggable is s if it is a valid service name, else a short stand-in: the
+// daemon never logs an input it refused in full.
+func Loggable(s string) string {
+	if vault.ValidName(s) {
+		return s
+	}
+	return fmt.Sprintf("(invalid, %d bytes)", len(s))
+}
+
 // Get returns the value of a credential the agent may read. The caller must not
 // log it.
 func (s Source) Get(ctx context.Context, service string) ([]byte, error) {
+	if !vault.ValidName(service) {
+		return nil, errBadService
+	}
 	sess, c, err := s.agent()
 	if err != nil {
 		return nil, Stable(err)
@@ -277,12 +320,12 @@ func (s Source) List(ctx context.Context) ([]string, error) {
 	return l, nil
 }
 
-// Stable maps any error to a problem with one of the daemon's five codes.
+// Stable maps any error to a problem with one of the daemon's six codes.
 func Stable(err error) *problem.Error {
 	p := problem.As(err)
 	out := *p
 	switch p.Code {
-	case CodeDenied, CodeNotFound, CodeRateLimited, CodeRevoked, CodeUnreachable:
+	case CodeBadRequest, CodeDenied, CodeNotFound, CodeRateLimited, CodeRevoked, CodeUnreachable:
 	case problem.Unauthenticated:
 		out.Code = CodeRevoked
 		if out.Fix == "" || strings.Contains(out.Fix, "agentkeys init") {
@@ -290,8 +333,6 @@ func Stable(err error) *problem.Error {
 		}
 	case problem.ApprovalNeeded:
 		out.Code = CodeDenied
-	case problem.BadRequest:
-		out.Code = CodeNotFound
 	default:
 		out.Code = CodeUnreachable
 	}

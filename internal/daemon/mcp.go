@@ -27,17 +27,26 @@ func toolError(p string) *mcp.CallToolResult {
 	return &mcp.CallToolResult{IsError: true, Content: []mcp.Content{&mcp.TextContent{Text: p}}}
 }
 
+// Backend answers the daemon's tools: a Source when this process holds the
+// session, a SocketClient when it is a thin front of a daemon that runs as
+// another user. The tools are the same either way.
+type Backend interface {
+	Get(ctx context.Context, service string) ([]byte, error)
+	List(ctx context.Context) ([]string, error)
+	AWSCredentials(ctx context.Context, r AWSRequest) (*AWSCredentials, error)
+}
+
 // NewMCPServer returns the daemon's MCP server with its tools.
-func NewMCPServer(src Source, log *slog.Logger) *mcp.Server {
+func NewMCPServer(src Backend, log *slog.Logger) *mcp.Server {
 	s := mcp.NewServer(&mcp.Implementation{Name: "agentkeys", Title: "AgentKeys credentials", Version: Version}, nil)
 	mcp.AddTool(s, &mcp.Tool{Name: "get_credential",
 		Description: "Fetch the credential (API key) of a service this agent may use. Every call is audited. " +
-			"Errors start with a stable code: DENIED, NOT_FOUND, RATE_LIMITED, REVOKED or UNREACHABLE."},
+			"Errors start with a stable code: BAD_REQUEST, DENIED, NOT_FOUND, RATE_LIMITED, REVOKED or UNREACHABLE."},
 		func(ctx context.Context, _ *mcp.CallToolRequest, in GetInput) (*mcp.CallToolResult, any, error) {
 			v, err := src.Get(ctx, in.Service)
 			if err != nil {
 				p := Stable(err)
-				log.Info("get_credential refused", "service", in.Service, "code", p.Code)
+				log.Info("get_credential refused", "service", Loggable(in.Service), "code", p.Code)
 				return toolError(Text(p)), nil, nil
 			}
 			log.Info("get_credential", "service", in.Service, "bytes", len(v))
@@ -60,12 +69,12 @@ func NewMCPServer(src Source, log *slog.Logger) *mcp.Server {
 			"and caches the credentials until shortly before they expire. Errors start with a stable code."},
 		func(ctx context.Context, _ *mcp.CallToolRequest, in CloudInput) (*mcp.CallToolResult, any, error) {
 			if in.Provider != "aws" {
-				return toolError(Text(problem.Newf(CodeNotFound, "use provider \"aws\"", "provider %q is not supported", in.Provider))), nil, nil
+				return toolError(Text(problem.New(CodeBadRequest, "this provider is not supported", "use provider \"aws\""))), nil, nil
 			}
 			cr, err := src.AWSCredentials(ctx, AWSRequest{RoleARN: in.RoleARN, SessionName: in.SessionName, Duration: in.Duration})
 			if err != nil {
 				p := Stable(err)
-				log.Info("cloud_credentials refused", "role_arn", in.RoleARN, "code", p.Code)
+				log.Info("cloud_credentials refused", "role_arn", loggableARN(in.RoleARN), "code", p.Code)
 				return toolError(Text(p)), nil, nil
 			}
 			log.Info("cloud_credentials", "role_arn", in.RoleARN, "expires", cr.Expiration.Format(time.RFC3339))
@@ -89,13 +98,15 @@ type ServiceList struct {
 }
 
 // ServeMCP runs the MCP server on stdio until the client disconnects.
-func ServeMCP(ctx context.Context, src Source, log *slog.Logger) error {
+func ServeMCP(ctx context.Context, src Backend, log *slog.Logger) error {
 	return NewMCPServer(src, log).Run(ctx, &mcp.StdioTransport{})
 }
 
 // statusOf is the HTTP status of a stable code.
 func statusOf(code string) int {
 	switch code {
+	case CodeBadRequest:
+		return http.StatusBadRequest
 	case CodeDenied:
 		return http.StatusForbidden
 	case CodeNotFound:

@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,6 +10,8 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/user"
+	"path/filepath"
 	"strconv"
 	"syscall"
 	"time"
@@ -41,7 +44,7 @@ func Handler(src Source, log *slog.Logger) http.Handler {
 		v, err := src.Get(r.Context(), svc)
 		if err != nil {
 			p := Stable(err)
-			log.Info("credential refused", "service", svc, "code", p.Code)
+			log.Info("credential refused", "service", Loggable(svc), "code", p.Code)
 			fail(w, p)
 			return
 		}
@@ -51,7 +54,11 @@ func Handler(src Source, log *slog.Logger) http.Handler {
 	})
 	mux.HandleFunc("GET /cloud/aws", func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()
-		d, _ := strconv.Atoi(q.Get("duration"))
+		d, err := strconv.ParseInt(cmp.Or(q.Get("duration"), "0"), 10, 32)
+		if err != nil {
+			fail(w, problem.New(CodeBadRequest, "duration is not a number of seconds", "pass e.g. duration=3600, or omit it"))
+			return
+		}
 		cr, err := src.AWSCredentials(r.Context(), AWSRequest{RoleARN: q.Get("role_arn"), SessionName: q.Get("session_name"), Duration: int32(d)})
 		if err != nil {
 			p := Stable(err)
@@ -74,9 +81,30 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	json.NewEncoder(w).Encode(v)
 }
 
-// ListenSocket creates a Unix socket at path readable and writable by this user
-// only (0600). A stale socket file is replaced; any other file is not.
-func ListenSocket(path string) (net.Listener, error) {
+// ListenSocket creates a Unix socket at path for this user only (0600) or, with
+// group, for this user and that group (0660, the socket's group set to group):
+// the separated deployment, where the daemon runs as its own user and the
+// agent's user reaches it through its group. It never makes a socket every user
+// may use, and refuses a directory others may write without the sticky bit
+// (anyone could replace the socket there). A stale socket file is replaced; any
+// other file is not.
+func ListenSocket(path, group string) (net.Listener, error) {
+	gid := -1
+	if group != "" {
+		g, err := user.LookupGroup(group)
+		if err != nil {
+			g, err = user.LookupGroupId(group)
+		}
+		if err != nil {
+			return nil, problem.Newf(problem.BadRequest, "name the agent user's group (id -gn AGENT_USER)", "--socket-group %q: no such group", group)
+		}
+		gid, _ = strconv.Atoi(g.Gid)
+	}
+	dir := filepath.Dir(path)
+	if fi, err := os.Stat(dir); err == nil && fi.Mode().Perm()&0o002 != 0 && fi.Mode()&os.ModeSticky == 0 {
+		return nil, problem.Newf(problem.BadRequest, "put the socket in a directory only the daemon's user may write, e.g. /run/agentkeys",
+			"every user may write %s, so anyone could replace the socket", dir)
+	}
 	if fi, err := os.Lstat(path); err == nil {
 		if fi.Mode()&os.ModeSocket == 0 {
 			return nil, problem.Newf(problem.BadRequest, "choose another --socket path", "%s exists and is not a socket", path)
@@ -93,7 +121,16 @@ func ListenSocket(path string) (net.Listener, error) {
 	if err != nil {
 		return nil, problem.Newf(problem.BadRequest, "choose a writable --socket path", "cannot listen on %s: %v", path, err)
 	}
-	if err := os.Chmod(path, 0o600); err != nil {
+	mode := os.FileMode(0o600)
+	if gid >= 0 {
+		mode = 0o660
+		if err := os.Chown(path, -1, gid); err != nil {
+			ln.Close()
+			return nil, problem.Newf(problem.Denied, "make the daemon's user a member of "+group+" (usermod -aG "+group+" DAEMON_USER) and start it again",
+				"cannot give the socket to group %s: %v", group, err)
+		}
+	}
+	if err := os.Chmod(path, mode); err != nil {
 		ln.Close()
 		return nil, err
 	}

@@ -7,7 +7,6 @@
 package dpop
 
 import (
-	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -18,11 +17,15 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"math/big"
 	"net/url"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/go-jose/go-jose/v4"
 )
@@ -47,6 +50,11 @@ var ErrInvalid = errors.New("dpop: invalid proof")
 // ErrReplayed means the proof's jti was already used.
 var ErrReplayed = fmt.Errorf("%w: replayed", ErrInvalid)
 
+// ErrBeforeStart means the proof is dated before the verifier was made: it may
+// have been used with a verifier (a broker process) that no longer exists, so
+// the client must make a new one.
+var ErrBeforeStart = fmt.Errorf("%w: made before the broker started; make a new proof", ErrInvalid)
+
 func invalid(why string) error { return fmt.Errorf("%w: %s", ErrInvalid, why) }
 
 // Claims are a proof's claims.
@@ -56,6 +64,23 @@ type Claims struct {
 	IAT int64  `json:"iat"`
 	JTI string `json:"jti"`
 	ATH string `json:"ath,omitempty"`
+}
+
+// member says where readJSON puts a member of a proof's claims.
+func (c *Claims) member(name string) any {
+	switch name {
+	case "htm":
+		return &c.HTM
+	case "htu":
+		return &c.HTU
+	case "iat":
+		return &c.IAT
+	case "jti":
+		return &c.JTI
+	case "ath":
+		return &c.ATH
+	}
+	return nil
 }
 
 // NewKey generates a P-256 proof key.
@@ -107,13 +132,101 @@ func ATH(token string) string {
 	return base64.RawURLEncoding.EncodeToString(h[:])
 }
 
-// HTU normalises a request URL to scheme://host/path (no query or fragment).
+// HTU normalises an absolute http(s) URL for comparing htu claims (RFC 9449
+// §4.3): query and fragment dropped, then RFC 3986 syntax- and scheme-based
+// normalisation — scheme and host in lower case, the scheme's default port and
+// an empty port dropped, an empty path made "/", percent-encoding of unreserved
+// characters decoded and of the rest in upper case, dot segments removed. A URL
+// with user information is refused: no client addresses the broker with one.
 func HTU(raw string) (string, error) {
 	u, err := url.Parse(raw)
-	if err != nil || u.Scheme == "" || u.Host == "" {
-		return "", invalid("htu is not an absolute URL")
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.User != nil || u.Opaque != "" {
+		return "", invalid("htu is not an absolute http(s) URL")
 	}
-	return strings.ToLower(u.Scheme) + "://" + strings.ToLower(u.Host) + u.EscapedPath(), nil
+	host, port := strings.ToLower(u.Hostname()), u.Port()
+	if strings.Contains(host, ":") {
+		host = "[" + host + "]"
+	}
+	if port != "" && !(u.Scheme == "https" && port == "443") && !(u.Scheme == "http" && port == "80") {
+		host += ":" + port
+	}
+	path := u.EscapedPath()
+	if strings.IndexByte(path, '%') >= 0 {
+		path = normalPercents(path)
+	}
+	if strings.Contains(path, "/.") {
+		path = removeDots(path)
+	}
+	if path == "" {
+		path = "/"
+	}
+	return u.Scheme + "://" + host + path, nil
+}
+
+// normalPercents decodes the percent-encoded unreserved characters of an escaped
+// path and writes the other escapes in upper case (RFC 3986 §6.2.2.1-2).
+func normalPercents(p string) string {
+	const hex = "0123456789ABCDEF"
+	b := make([]byte, 0, len(p))
+	for i := 0; i < len(p); i++ {
+		if p[i] != '%' || i+2 >= len(p) {
+			b = append(b, p[i])
+			continue
+		}
+		c, ok := unhex(p[i+1], p[i+2])
+		switch {
+		case !ok:
+			b = append(b, p[i])
+			continue
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '-', c == '.', c == '_', c == '~':
+			b = append(b, c)
+		default:
+			b = append(b, '%', hex[c>>4], hex[c&15])
+		}
+		i += 2
+	}
+	return string(b)
+}
+
+func unhex(a, b byte) (byte, bool) {
+	v := func(c byte) (byte, bool) {
+		switch {
+		case '0' <= c && c <= '9':
+			return c - '0', true
+		case 'a' <= c && c <= 'f':
+			return c - 'a' + 10, true
+		case 'A' <= c && c <= 'F':
+			return c - 'A' + 10, true
+		}
+		return 0, false
+	}
+	hi, ok1 := v(a)
+	lo, ok2 := v(b)
+	return hi<<4 | lo, ok1 && ok2
+}
+
+// removeDots removes the "." and ".." segments of an absolute path (RFC 3986
+// §5.2.4).
+func removeDots(p string) string {
+	segs := strings.Split(p, "/")[1:]
+	out := make([]string, 0, len(segs))
+	for i, s := range segs {
+		last := i == len(segs)-1
+		switch s {
+		case ".":
+		case "..":
+			if len(out) > 0 {
+				out = out[:len(out)-1]
+			}
+		default:
+			out = append(out, s)
+			continue
+		}
+		if last {
+			out = append(out, "")
+		}
+	}
+	return "/" + strings.Join(out, "/")
 }
 
 // Sign makes a proof for method and URL; token is the access token it goes
@@ -147,10 +260,17 @@ func Sign(key *ecdsa.PrivateKey, method, rawURL, token string, now time.Time) (s
 
 // Verifier checks proofs and remembers their jti for as long as their iat is
 // accepted. It is safe for concurrent use.
+//
+// Its memory of used proofs starts empty, so it refuses every proof dated before
+// it was made (ErrBeforeStart): a proof used with the broker process before a
+// restart cannot be used again with the next one. iat has whole seconds, so a
+// proof dated the second the verifier was made in is refused too (it may be
+// older than the verifier); the client makes a new one.
 type Verifier struct {
-	replays replayCache
-	headers headerMemo
-	now     func() time.Time
+	replays   replayCache
+	headers   headerMemo
+	now       func() time.Time
+	notBefore int64 // the first whole second after the verifier was made (unix)
 }
 
 // NewVerifier returns a verifier remembering at most max proofs at once (0 =
@@ -163,13 +283,18 @@ func NewVerifier(max int, now func() time.Time) *Verifier {
 	if now == nil {
 		now = time.Now
 	}
-	return &Verifier{replays: replayCache{seen: map[[16]byte]int64{}, max: max}, now: now}
+	start := now()
+	notBefore := start.Unix()
+	if start.Nanosecond() != 0 {
+		notBefore++
+	}
+	return &Verifier{replays: replayCache{seen: map[[16]byte]int64{}, max: max}, now: now, notBefore: notBefore}
 }
 
 // Want is what a proof must match.
 type Want struct {
 	Method string
-	URLs   []string // the request URL as the client may have addressed it (any one matches)
+	URLs   []string // the request's URL under each name the broker is configured with (any one matches); never one built from the request's Host
 	JKT    string   // the thumbprint bound into the token (cnf.jkt) or the pair request
 	Token  string   // the access token sent with it; "" = the proof must have no ath
 }
@@ -178,9 +303,10 @@ type Want struct {
 //
 // The compact JWS is taken apart here rather than by a general JOSE parser: a
 // proof has one fixed shape, and a strict reader for exactly that shape
-// (header {typ, alg, jwk{kty, crv, x, y}}, no other member, ES256 only) is both
-// tighter and about 3× cheaper on the agents' hot path (docs/benchmarks.md).
-// Tests check it against proofs made by go-jose.
+// (header {typ, alg, jwk{kty, crv, x, y}}, claims {htm, htu, iat, jti, ath}; each
+// member named exactly, case-sensitively, at most once, no other member; ES256
+// only) is both tighter and about 3× cheaper on the agents' hot path
+// (docs/benchmarks.md). Tests check it against proofs made by go-jose.
 func (v *Verifier) Verify(proof string, w Want) error {
 	if proof == "" {
 		return invalid("no DPoP proof was sent")
@@ -212,23 +338,13 @@ func (v *Verifier) Verify(proof string, w Want) error {
 		v.headers.keep(h64, pub, tp)
 	}
 	var c Claims
-	if err := strictJSON(p64, &c); err != nil {
+	if err := readObject(p64, c.member); err != nil {
 		return invalid("claims are not {htm, htu, iat, jti, ath}")
 	}
 	if c.HTM != w.Method {
 		return invalid("proof is for another method")
 	}
-	got, err := HTU(c.HTU)
-	if err != nil {
-		return invalid("proof is for another URL")
-	}
-	match := false
-	for _, u := range w.URLs {
-		if want, err := HTU(u); err == nil && want == got {
-			match = true
-		}
-	}
-	if !match {
+	if !w.addressed(c.HTU) {
 		return invalid("proof is for another URL")
 	}
 	if w.Token == "" {
@@ -242,6 +358,9 @@ func (v *Verifier) Verify(proof string, w Want) error {
 	if d := now.Sub(time.Unix(c.IAT, 0)); d > Skew || d < -Skew {
 		return invalid("iat is more than 60 s from the broker's clock")
 	}
+	if c.IAT < v.notBefore {
+		return ErrBeforeStart
+	}
 	if c.JTI == "" || len(c.JTI) > 128 {
 		return invalid("jti is missing or too long")
 	}
@@ -249,19 +368,51 @@ func (v *Verifier) Verify(proof string, w Want) error {
 	return v.replays.remember([16]byte(id[:16]), c.IAT+int64(Skew/time.Second)+1, now.Unix())
 }
 
+// addressed reports whether htu names one of w.URLs (RFC 9449 §4.3). A daemon
+// signs the normalised URL and the broker's URLs are normalised, so the first
+// comparison is usually enough.
+func (w *Want) addressed(htu string) bool {
+	for _, u := range w.URLs {
+		if u == htu {
+			return true
+		}
+	}
+	got, err := HTU(htu)
+	if err != nil {
+		return false
+	}
+	for _, u := range w.URLs {
+		if want, err := HTU(u); err == nil && want == got {
+			return true
+		}
+	}
+	return false
+}
+
 // header is the protected header of a proof.
 type header struct {
-	Typ string `json:"typ"`
-	Alg string `json:"alg"`
-	JWK *jwk   `json:"jwk"`
+	Typ, Alg string
+	JWK      *jwk // nil if absent
 }
 
 // jwk is a public P-256 JWK; any other member (a private "d" among them) is refused.
 type jwk struct {
-	Kty string `json:"kty"`
-	Crv string `json:"crv"`
-	X   string `json:"x"`
-	Y   string `json:"y"`
+	Kty, Crv, X, Y string
+}
+
+// member says where readJSON puts a member of a jwk.
+func (k *jwk) member(name string) any {
+	switch name {
+	case "kty":
+		return &k.Kty
+	case "crv":
+		return &k.Crv
+	case "x":
+		return &k.X
+	case "y":
+		return &k.Y
+	}
+	return nil
 }
 
 // headerMemo keeps proof headers by their exact encoding: a daemon sends the
@@ -297,8 +448,20 @@ func (hm *headerMemo) key(h64 string) (*ecdsa.PublicKey, string, bool, error) {
 		return got.pub, got.tp, true, nil
 	}
 	var h header
-	if err := strictJSON(h64, &h); err != nil {
-		return nil, "", false, invalid("header is not {typ, alg, jwk}")
+	var k jwk
+	if err := readObject(h64, func(name string) any {
+		switch name {
+		case "typ":
+			return &h.Typ
+		case "alg":
+			return &h.Alg
+		case "jwk":
+			h.JWK = &k
+			return k.member
+		}
+		return nil
+	}); err != nil {
+		return nil, "", false, invalid("header is not {typ, alg, jwk{kty, crv, x, y}}")
 	}
 	if h.Alg != "ES256" {
 		return nil, "", false, invalid("alg is not ES256")
@@ -344,22 +507,173 @@ func (k *jwk) public() (*ecdsa.PublicKey, string, error) {
 	return pub, thumbprint(k.X, k.Y), nil
 }
 
-// strictJSON decodes one base64url JSON object into v, refusing unknown members
-// and trailing data.
-func strictJSON(b64 string, v any) error {
+// readObject decodes the base64url JSON object b64 with readJSON.
+func readObject(b64 string, member func(name string) any) error {
 	raw, err := base64.RawURLEncoding.DecodeString(b64)
 	if err != nil {
 		return err
 	}
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
+	return readJSON(raw, member)
+}
+
+// readJSON reads one JSON object (RFC 8259) member by member: member(name) says
+// where a member's value goes — a *string, an *int64 (a number, whole seconds:
+// a fraction is dropped) or, for a nested object, another member function — or
+// nil for a member that is not allowed. Names are compared exactly, after
+// unescaping (encoding/json would fold case: "HTM" would fill htm); a member
+// twice, an unknown member, a value of another type and anything after the
+// object are refused.
+func readJSON(raw []byte, member func(name string) any) error {
+	r := jsonReader{b: raw}
+	if err := r.object(member, 0); err != nil {
 		return err
 	}
-	if dec.More() {
+	if r.ws(); r.i != len(r.b) {
 		return errors.New("trailing data")
 	}
 	return nil
+}
+
+// jsonReader reads the few JSON shapes a proof has; it is not a general parser.
+type jsonReader struct {
+	b []byte
+	i int
+}
+
+var errJSON = errors.New("not the expected JSON")
+
+func (r *jsonReader) ws() {
+	for r.i < len(r.b) && (r.b[r.i] == ' ' || r.b[r.i] == '\t' || r.b[r.i] == '\n' || r.b[r.i] == '\r') {
+		r.i++
+	}
+}
+
+// next skips whitespace and consumes c if it comes next.
+func (r *jsonReader) next(c byte) bool {
+	r.ws()
+	if r.i < len(r.b) && r.b[r.i] == c {
+		r.i++
+		return true
+	}
+	return false
+}
+
+func (r *jsonReader) object(member func(string) any, depth int) error {
+	if depth > 1 || !r.next('{') {
+		return errJSON
+	}
+	if r.next('}') {
+		return nil
+	}
+	var seen [8]string
+	for n := 0; ; n++ {
+		name, err := r.str()
+		if err != nil || !r.next(':') {
+			return errJSON
+		}
+		dst := member(name)
+		switch {
+		case dst == nil:
+			return errors.New("unknown member")
+		case slices.Contains(seen[:n], name):
+			return errors.New("duplicate member")
+		case n == len(seen):
+			return errors.New("too many members")
+		}
+		seen[n] = name
+		switch d := dst.(type) {
+		case *string:
+			*d, err = r.str()
+		case *int64:
+			*d, err = r.number()
+		case func(string) any:
+			err = r.object(d, depth+1)
+		default:
+			err = errJSON
+		}
+		if err != nil {
+			return err
+		}
+		if r.next('}') {
+			return nil
+		}
+		if !r.next(',') {
+			return errJSON
+		}
+	}
+}
+
+// str reads a string; one with escapes is unescaped by encoding/json.
+func (r *jsonReader) str() (string, error) {
+	if !r.next('"') {
+		return "", errJSON
+	}
+	start, escaped := r.i, false
+	for r.i < len(r.b) {
+		switch c := r.b[r.i]; {
+		case c == '"':
+			r.i++
+			if escaped {
+				var s string
+				err := json.Unmarshal(r.b[start-1:r.i], &s)
+				return s, err
+			}
+			if !utf8.Valid(r.b[start : r.i-1]) {
+				return "", errJSON
+			}
+			return string(r.b[start : r.i-1]), nil
+		case c == '\\':
+			escaped = true
+			r.i += 2
+		case c < 0x20:
+			return "", errJSON
+		default:
+			r.i++
+		}
+	}
+	return "", errJSON
+}
+
+// number reads a JSON number and returns its whole part.
+func (r *jsonReader) number() (int64, error) {
+	r.ws()
+	start := r.i
+	if r.i < len(r.b) && r.b[r.i] == '-' {
+		r.i++
+	}
+	digits := func() int {
+		from := r.i
+		for r.i < len(r.b) && '0' <= r.b[r.i] && r.b[r.i] <= '9' {
+			r.i++
+		}
+		return r.i - from
+	}
+	if n := digits(); n == 0 || (n > 1 && r.b[r.i-n] == '0') {
+		return 0, errJSON
+	}
+	whole := r.i
+	if r.i < len(r.b) && r.b[r.i] == '.' {
+		if r.i++; digits() == 0 {
+			return 0, errJSON
+		}
+	}
+	if r.i < len(r.b) && (r.b[r.i] == 'e' || r.b[r.i] == 'E') {
+		r.i++
+		if r.i < len(r.b) && (r.b[r.i] == '+' || r.b[r.i] == '-') {
+			r.i++
+		}
+		if digits() == 0 {
+			return 0, errJSON
+		}
+	}
+	if r.i == whole {
+		return strconv.ParseInt(string(r.b[start:r.i]), 10, 64)
+	}
+	f, err := strconv.ParseFloat(string(r.b[start:r.i]), 64)
+	if err != nil || f != f || f < math.MinInt64 || f >= math.MaxInt64 {
+		return 0, errJSON
+	}
+	return int64(math.Floor(f)), nil
 }
 
 // replayCache remembers proofs by a digest of jkt|jti until they expire (a unix

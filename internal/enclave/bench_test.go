@@ -74,7 +74,9 @@ func BenchmarkPublicKeyFreshWallet(b *testing.B) {
 	}
 }
 
-func BenchmarkDecrypt(b *testing.B) {
+// BenchmarkCheckSealed measures one HPKE open to the shielding key (what every
+// store and read pays: nothing is cached).
+func BenchmarkCheckSealed(b *testing.B) {
 	e := benchEnclave(b)
 	info := []byte("owner|*|service")
 	ct, err := SealTo(publicBytes(b, e, "shielding/v1"), info, make([]byte, 64))
@@ -82,7 +84,7 @@ func BenchmarkDecrypt(b *testing.B) {
 		b.Fatal(err)
 	}
 	for b.Loop() {
-		if _, err := e.Decrypt("shielding/v1", info, ct); err != nil {
+		if err := e.CheckSealed("shielding/v1", info, ct); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -4,14 +4,19 @@
 // The enclave unseals the 32-byte master seed from Dir/seed.sealed (creating
 // and sealing it on first start), derives every long-lived key from it by
 // SLIP-0010 (§2.3, one path per purpose) and exposes operations only: sign,
-// decrypt, re-encrypt, derive-public and attest. Nothing outside this package
-// ever sees private key bytes or the seed:
+// re-encrypt, check a ciphertext, derive-public and attest. Nothing outside
+// this package ever sees private key bytes, the seed or a decrypted credential:
 //
 //   - no exported function, method, field or error yields key material, and an
 //     *Enclave prints (with any fmt verb) only its public measurements;
 //   - no private key is ever written anywhere; the only file holding secret
 //     material is seed.sealed (AES-256-GCM under the platform sealing key) and
-//     the platform secret itself (platform.key, standing in for the CPU fuse key);
+//     the platform secret itself (Config.PlatformKeyFile, standing in for the
+//     CPU fuse key), which lives outside Dir (see Sealing);
+//   - a credential is decrypted only inside an operation that re-encrypts it
+//     (Reseal, ResealToSession) or checks it (CheckSealed); its plaintext is
+//     never returned, never cached, and its buffer is zeroed before the
+//     operation returns;
 //   - seed.sealed is created once, atomically and without overwriting, and is
 //     never modified or deleted afterwards — every failure to unseal leaves it
 //     untouched and names the cause and the fix.
@@ -22,10 +27,11 @@
 // ([a-z0-9._:@-], at most 128 bytes each). Its first segment selects the
 // curve and the operations allowed on it:
 //
-//	shielding/...            hybrid HPKE key (ML-KEM-768 + X25519) expanded from an ed25519 node: Decrypt, Reseal
+//	shielding/...            hybrid HPKE key (ML-KEM-768 + X25519) expanded from an ed25519 node: Reseal, ResealToSession, CheckSealed
 //	ledger/..., dkim/...     ed25519: SignEd25519
 //	issuer/..., oidc/...     NIST P-256: SignES256 (JWS ES256)
 //	wallet/eth/<omni>/v<n>   secp256k1 account wallet: SignWallet, WalletAddress (EIP-191 / EIP-55)
+//	pair/...                 symmetric root of private ledger fields: SealPrivate, OpenPrivate
 //
 // Anything else is ErrUnknownPath. Derived keys are cached in memory (by path)
 // and zeroed by Close.
@@ -44,11 +50,21 @@
 // (§10.3).
 //
 // The platform secret is 32 bytes, taken from Config.PlatformKeyHex (the value
-// of AGENTKEYS_PLATFORM_KEY) when set, otherwise from Dir/platform.key. That
-// file holds the secret as 64 lowercase hex digits followed by a newline (the
-// same text AGENTKEYS_PLATFORM_KEY takes, so the two are interchangeable;
-// surrounding whitespace is ignored on read). It is created (0600) only
-// together with a new seed.
+// of AGENTKEYS_PLATFORM_KEY) when set, otherwise from Config.PlatformKeyFile.
+// That file holds the secret as 64 lowercase hex digits followed by a newline
+// (the same text AGENTKEYS_PLATFORM_KEY takes, so the two are interchangeable;
+// surrounding whitespace is ignored on read). It is created (0600, its
+// directory 0700 if missing) only together with a new seed, and an existing
+// one that other users may read or write is refused (ErrPlatformKeyExposed).
+//
+// The platform secret stands in for the CPU's sealing key, so it never lives
+// in Dir: a copy of the data directory alone (a backup, an insider) must open
+// nothing. Open refuses (ErrPlatformKeyInDataDir) a PlatformKeyFile inside Dir
+// (symbolic links resolved) and a Dir/platform.key left by earlier releases,
+// whose error gives the exact command that moves it out; nothing is moved
+// automatically, so no key can be lost on the way. Config.DevPlatformKeyInDir
+// lifts the refusal for development. There is no default location: the caller
+// (the server: $AGENTKEYS_HOME/platform.key) chooses it.
 //
 // # Measurements and attestation
 //
@@ -69,4 +85,10 @@
 // opaque copies for P-256 signing, X25519 and ML-KEM that cannot be reached
 // from here; Close drops every reference to them so the garbage collector can
 // reclaim them.
+//
+// A decrypted credential is zeroed as soon as the operation that opened it has
+// re-encrypted it. What the standard library derives on the way — the HPKE
+// shared secret and AEAD key schedule inside crypto/hpke, and the AES-GCM
+// state of the re-encryption — is unreachable from here and left to the
+// garbage collector; none of it is kept by the enclave.
 package enclave

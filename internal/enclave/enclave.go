@@ -37,6 +37,13 @@ var (
 	// ErrPlatformKeyMissing: seed.sealed exists but no platform secret was
 	// configured or found.
 	ErrPlatformKeyMissing = errors.New("enclave: platform key missing")
+	// ErrPlatformKeyInDataDir: a platform key file lies inside the data
+	// directory, where any copy of it would unseal the seed (allowed only
+	// with Config.DevPlatformKeyInDir).
+	ErrPlatformKeyInDataDir = errors.New("enclave: platform key inside the data directory")
+	// ErrPlatformKeyExposed: the platform key file is readable or writable by
+	// users other than its owner.
+	ErrPlatformKeyExposed = errors.New("enclave: platform key file open to other users")
 	// ErrUnknownPath: the path is malformed, names no key purpose, or names a
 	// key the requested operation cannot use.
 	ErrUnknownPath = errors.New("enclave: unknown key path")
@@ -49,10 +56,18 @@ var (
 
 // Config configures Open.
 type Config struct {
-	Dir             string // holds seed.sealed; and platform.key when PlatformKeyHex is ""
-	PlatformKeyHex  string // value of AGENTKEYS_PLATFORM_KEY (64 hex chars); "" = use Dir/platform.key
-	SignerPublicKey []byte // release-signing ed25519 public key (32 bytes); nil = built-in dev signer => tier dev; set => tier production
-	Executable      string // file hashed for mrenclave; "" = os.Executable()
+	Dir string // the data directory: holds seed.sealed
+	// PlatformKeyFile holds the platform secret (64 hex digits and a
+	// newline). It must lie outside Dir: a copy of the data directory alone
+	// must open nothing. It is created (0600, in a 0700 directory if that is
+	// missing) only together with a new seed. Not read when PlatformKeyHex is set.
+	PlatformKeyFile string
+	PlatformKeyHex  string // value of AGENTKEYS_PLATFORM_KEY (64 hex chars); when set, the platform secret
+	// DevPlatformKeyInDir accepts a platform key file inside Dir (the layout
+	// of earlier releases). Development only: a copy of Dir then unseals.
+	DevPlatformKeyInDir bool
+	SignerPublicKey     []byte // release-signing ed25519 public key (32 bytes); nil = built-in dev signer => tier dev; set => tier production
+	Executable          string // file hashed for mrenclave; "" = os.Executable()
 }
 
 // Measurements are the enclave's identity as reported in quotes (§2.2).
@@ -80,9 +95,6 @@ type Enclave struct {
 
 	cacheMu sync.RWMutex
 	cache   map[string]*key
-
-	plainMu sync.Mutex
-	plain   map[[32]byte]plain // recently opened ciphertexts (see withPlaintext)
 }
 
 // secrets is everything the enclave must never reveal.
@@ -106,8 +118,9 @@ var devSignerPublicKey = func() ed25519.PublicKey {
 var publishedPaths = []string{"issuer/jwt/v1", "ledger/v1", "oidc/issuer/v1", "shielding/v1"}
 
 // Open opens the enclave whose sealed seed lives in cfg.Dir, creating and
-// sealing a fresh seed (and, when needed, the platform secret) on first start.
-// It never overwrites or deletes an existing seed.sealed.
+// sealing a fresh seed (and, when needed, the platform key file) on first
+// start. It never overwrites or deletes an existing seed.sealed, and refuses a
+// platform key inside cfg.Dir unless cfg.DevPlatformKeyInDir.
 func Open(cfg Config) (*Enclave, error) {
 	if cfg.Dir == "" {
 		return nil, errors.New("enclave: Config.Dir is empty: set the data directory that holds seed.sealed")
@@ -136,7 +149,6 @@ func Open(cfg Config) (*Enclave, error) {
 		},
 		sec:   &secrets{},
 		cache: make(map[string]*key),
-		plain: make(map[[32]byte]plain),
 	}
 	if err := e.unsealOrCreate(cfg); err != nil {
 		e.Close()
@@ -210,12 +222,6 @@ func (e *Enclave) Close() {
 		delete(e.cache, p)
 	}
 	e.cacheMu.Unlock()
-	e.plainMu.Lock()
-	for id, p := range e.plain {
-		clear(p.pt)
-		delete(e.plain, id)
-	}
-	e.plainMu.Unlock()
 }
 
 // String describes the enclave by its public measurements only.

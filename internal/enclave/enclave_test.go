@@ -26,13 +26,13 @@ func TestOpenCreatesThenReopens(t *testing.T) {
 	}
 
 	// Files and modes.
-	if got := dirListing(t, cfg.Dir); !slices.Equal(got, []string{platformKeyName, sealedName}) {
-		t.Fatalf("data dir holds %v, want exactly platform.key and seed.sealed", got)
+	if got := dirListing(t, cfg.Dir); !slices.Equal(got, []string{sealedName}) {
+		t.Fatalf("data dir holds %v, want exactly seed.sealed (the platform key lives outside it)", got)
 	}
 	checkMode(t, cfg.Dir, 0o700|os.ModeDir)
 	checkMode(t, filepath.Join(cfg.Dir, sealedName), 0o600)
-	checkMode(t, filepath.Join(cfg.Dir, platformKeyName), 0o600)
-	pk := readFile(t, filepath.Join(cfg.Dir, platformKeyName))
+	checkMode(t, cfg.PlatformKeyFile, 0o600)
+	pk := readFile(t, cfg.PlatformKeyFile)
 	if len(pk) != 65 || pk[64] != '\n' {
 		t.Fatalf("platform.key is %d bytes, want 64 hex digits and a newline", len(pk))
 	}
@@ -167,7 +167,7 @@ func TestPlatformKeyHex(t *testing.T) {
 	e2.Close()
 
 	// The same secret as a platform.key file is interchangeable.
-	if err := os.WriteFile(filepath.Join(cfg.Dir, platformKeyName), []byte(cfg.PlatformKeyHex+"\n"), 0o600); err != nil {
+	if err := os.WriteFile(cfg.PlatformKeyFile, []byte(cfg.PlatformKeyHex+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	cfg3 := cfg
@@ -199,7 +199,7 @@ func TestWrongPlatformKeyFile(t *testing.T) {
 	mustOpen(t, cfg).Close()
 	other := make([]byte, 32)
 	rand.Read(other)
-	if err := os.WriteFile(filepath.Join(cfg.Dir, platformKeyName), []byte(hex.EncodeToString(other)+"\n"), 0o600); err != nil {
+	if err := os.WriteFile(cfg.PlatformKeyFile, []byte(hex.EncodeToString(other)+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	expectOpenError(t, cfg, ErrWrongPlatformKey)
@@ -224,7 +224,7 @@ func TestMalformedPlatformKey(t *testing.T) {
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(cfg.Dir, platformKeyName), []byte("not a key"), 0o600); err != nil {
+	if err := os.WriteFile(cfg.PlatformKeyFile, []byte("not a key"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := Open(cfg); err == nil || strings.Contains(err.Error(), "not a key") {
@@ -338,7 +338,7 @@ func TestCorruptSeal(t *testing.T) {
 func TestPlatformKeyMissing(t *testing.T) {
 	cfg := testConfig(t)
 	mustOpen(t, cfg).Close()
-	if err := os.Remove(filepath.Join(cfg.Dir, platformKeyName)); err != nil {
+	if err := os.Remove(cfg.PlatformKeyFile); err != nil {
 		t.Fatal(err)
 	}
 	err := expectOpenError(t, cfg, ErrPlatformKeyMissing)
@@ -347,7 +347,7 @@ func TestPlatformKeyMissing(t *testing.T) {
 			t.Errorf("error %q does not mention %q", err, w)
 		}
 	}
-	if _, err := os.Stat(filepath.Join(cfg.Dir, platformKeyName)); !errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Stat(cfg.PlatformKeyFile); !errors.Is(err, os.ErrNotExist) {
 		t.Fatal("platform.key was recreated")
 	}
 }
@@ -359,7 +359,7 @@ func TestExistingPlatformKeyFileUsedForNewSeed(t *testing.T) {
 	}
 	secret := make([]byte, 32)
 	rand.Read(secret)
-	if err := os.WriteFile(filepath.Join(cfg.Dir, platformKeyName), []byte(hex.EncodeToString(secret)), 0o600); err != nil {
+	if err := os.WriteFile(cfg.PlatformKeyFile, []byte(hex.EncodeToString(secret)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	e := mustOpen(t, cfg)
@@ -452,7 +452,9 @@ func TestClose(t *testing.T) {
 	_, checks["SignES256"] = e.SignES256("issuer/jwt/v1", nil)
 	_, checks["SignWallet"] = e.SignWallet(omni, [32]byte{})
 	_, checks["WalletAddress"] = e.WalletAddress(omni)
-	_, checks["Decrypt"] = e.Decrypt("shielding/v1", nil, nil)
+	checks["CheckSealed"] = e.CheckSealed("shielding/v1", nil, nil)
+	_, checks["Reseal"] = e.Reseal("shielding/v1", nil, nil, mustClientKey(t).PublicKey().Bytes(), nil)
+	_, checks["ResealToSession"] = e.ResealToSession("shielding/v1", nil, nil, "sid", nil)
 	_, checks["PublicKey"] = e.PublicKey("ledger/v1")
 	for op, err := range checks {
 		if !errors.Is(err, ErrClosed) {

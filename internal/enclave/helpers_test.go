@@ -21,7 +21,7 @@ func testConfig(t testing.TB) Config {
 	if err := os.WriteFile(exe, []byte("stand-in agentkeys executable"), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	return Config{Dir: filepath.Join(base, "server"), Executable: exe}
+	return Config{Dir: filepath.Join(base, "server"), PlatformKeyFile: filepath.Join(base, "platform.key"), Executable: exe}
 }
 
 func mustOpen(t testing.TB, cfg Config) *Enclave {

@@ -36,6 +36,7 @@ const (
 	AlgES256K    = "ES256K"
 	AlgShielding = "HPKE-MLKEM768X25519"
 	AlgChannel   = "HKDF-AES256GCM" // symmetric: no public part
+	AlgPrivate   = "HKDF-AES256GCM" // symmetric (pair/*): no public part
 )
 
 const (
@@ -63,6 +64,7 @@ const (
 	kindP256
 	kindSecp256k1
 	kindChannel // symmetric root of the per-session response channels (session/*)
+	kindPrivate // symmetric root of private ledger fields (pair/*)
 )
 
 func (k kind) alg() string {
@@ -77,6 +79,8 @@ func (k kind) alg() string {
 		return AlgES256K
 	case kindChannel:
 		return AlgChannel
+	case kindPrivate:
+		return AlgPrivate
 	}
 	return "unknown"
 }
@@ -90,7 +94,7 @@ type key struct {
 	k1      *secp256k1.PrivateKey
 	address string // wallet keys: EIP-55 address
 	shield  hpke.PrivateKey
-	channel []byte // session channel root (32 bytes)
+	channel []byte // symmetric root (32 bytes): session channels, private fields
 }
 
 // zero overwrites what can be overwritten and drops the rest.
@@ -153,13 +157,15 @@ func parsePath(path string) (kind, error) {
 		return kindP256, nil
 	case "session":
 		return kindChannel, nil
+	case "pair":
+		return kindPrivate, nil
 	case "wallet":
 		if len(segs) != 4 || segs[1] != "eth" || !validOmni(segs[2]) || !validVersion(segs[3]) {
 			return 0, fmt.Errorf("%w: %q: wallet paths are exactly wallet/eth/<omni: 64 lowercase hex>/v<n>", ErrUnknownPath, path)
 		}
 		return kindSecp256k1, nil
 	}
-	return 0, fmt.Errorf("%w: %q: the first segment must be one of shielding, ledger, dkim, issuer, oidc, wallet, session", ErrUnknownPath, path)
+	return 0, fmt.Errorf("%w: %q: the first segment must be one of shielding, ledger, dkim, issuer, oidc, wallet, session, pair", ErrUnknownPath, path)
 }
 
 // validOmni reports whether s is an account id: 64 lowercase hex digits.
@@ -245,6 +251,11 @@ func (e *Enclave) derive(path string, k kind) (*key, error) {
 		out.address = wallet.Address(pub)
 	case kindChannel:
 		out.channel, err = hkdf.Key(sha256.New, priv[:], nil, "agentkeys/session-channel/root/v1", 32)
+		if err != nil {
+			return nil, fmt.Errorf("enclave: derive %s: %w", path, err)
+		}
+	case kindPrivate:
+		out.channel, err = hkdf.Key(sha256.New, priv[:], nil, "agentkeys/private/root/v1", 32)
 		if err != nil {
 			return nil, fmt.Errorf("enclave: derive %s: %w", path, err)
 		}

@@ -92,7 +92,7 @@ func TestNoSecretInAnyOutput(t *testing.T) {
 	c.addSecret("seed", e.sec.seed[:])
 	c.addSecret("attest key", e.sec.attestPriv)
 	c.addSecret("attest seed", e.sec.attestPriv.Seed())
-	platform, ok := decodeSecretHex(readFile(t, filepath.Join(cfg.Dir, platformKeyName)))
+	platform, ok := decodeSecretHex(readFile(t, cfg.PlatformKeyFile))
 	if !ok {
 		t.Fatal("platform.key unreadable")
 	}
@@ -177,9 +177,10 @@ func TestNoSecretInAnyOutput(t *testing.T) {
 	ct, err := SealTo(shield, msg, []byte("credential"))
 	must(err)
 	add(ct)
-	pt, err := e.Decrypt("shielding/v1", msg, ct)
+	must(e.CheckSealed("shielding/v1", msg, ct))
+	box, err := e.ResealToSession("shielding/v1", msg, ct, "sid-leak", []byte("aad"))
 	must(err)
-	add(pt)
+	add(box)
 	client := mustClientKey(t)
 	rs, err := e.Reseal("shielding/v1", msg, ct, client.PublicKey().Bytes(), []byte("r"))
 	must(err)
@@ -209,9 +210,9 @@ func TestNoSecretInAnyOutput(t *testing.T) {
 	add(err)
 	_, err = e.PublicKey("wallet/eth/x/v1")
 	add(err)
-	_, err = e.Decrypt("shielding/v1", []byte("wrong"), ct)
-	add(err)
-	_, err = e.Decrypt("shielding/v1", msg, ct[:40])
+	add(e.CheckSealed("shielding/v1", []byte("wrong"), ct))
+	add(e.CheckSealed("shielding/v1", msg, ct[:40]))
+	_, err = e.ResealToSession("shielding/v1", msg, ct[:40], "sid-leak", nil)
 	add(err)
 	_, err = e.Reseal("shielding/v1", msg, ct, []byte("bad"), nil)
 	add(err)
@@ -221,17 +222,27 @@ func TestNoSecretInAnyOutput(t *testing.T) {
 
 	// Open errors, on copies of the data directory.
 	sealed := readFile(t, filepath.Join(cfg.Dir, sealedName))
-	pkText := readFile(t, filepath.Join(cfg.Dir, platformKeyName))
+	pkText := readFile(t, cfg.PlatformKeyFile)
 	copyDir := func(withPlatform bool, sealedData []byte) Config {
 		c2 := cfg
-		c2.Dir = filepath.Join(t.TempDir(), "copy")
+		base := t.TempDir()
+		c2.Dir = filepath.Join(base, "copy")
+		c2.PlatformKeyFile = filepath.Join(base, platformKeyName)
 		must(os.Mkdir(c2.Dir, 0o700))
 		must(os.WriteFile(filepath.Join(c2.Dir, sealedName), sealedData, 0o600))
 		if withPlatform {
-			must(os.WriteFile(filepath.Join(c2.Dir, platformKeyName), pkText, 0o600))
+			must(os.WriteFile(c2.PlatformKeyFile, pkText, 0o600))
 		}
 		return c2
 	}
+	inDir := copyDir(false, sealed)
+	must(os.WriteFile(filepath.Join(inDir.Dir, platformKeyName), pkText, 0o600))
+	_, err = Open(inDir)
+	add(err)
+	exposed := copyDir(true, sealed)
+	must(os.Chmod(exposed.PlatformKeyFile, 0o644))
+	_, err = Open(exposed)
+	add(err)
 	wrong := copyDir(true, sealed)
 	wrong.PlatformKeyHex = strings.Repeat("5a", 32)
 	_, err = Open(wrong)

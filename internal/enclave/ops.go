@@ -111,27 +111,11 @@ func (e *Enclave) WalletAddress(omni string) (string, error) {
 	return addr, err
 }
 
-// Decrypt opens sealed (the output of SealTo to the shielding key at path,
-// with the same info) with the shielding key at path (shielding/* only).
-//
-// The plaintext leaves the enclave; use Reseal to hand a secret to a client.
-func (e *Enclave) Decrypt(path string, info, sealed []byte) ([]byte, error) {
-	var pt []byte
-	err := e.useKey("Decrypt", path, kindShielding, "shielding/*", func(k *key) error {
-		var err error
-		pt, err = hpke.Open(k.shield, suiteKDF, suiteAEAD, info, sealed)
-		if err != nil {
-			return fmt.Errorf("enclave: Decrypt %s: ciphertext does not open under this key and info: %w", path, err)
-		}
-		return nil
-	})
-	return pt, err
-}
-
 // Reseal decrypts sealed (to the shielding key at path, with info) inside the
 // enclave and re-encrypts the plaintext to recipient — hybrid ML-KEM-768 +
 // X25519 HPKE public key bytes — with recipientInfo. The plaintext never
-// leaves the enclave and is zeroed after use.
+// leaves the enclave, is not cached, and its buffer is zeroed before Reseal
+// returns.
 func (e *Enclave) Reseal(path string, info, sealed []byte, recipient []byte, recipientInfo []byte) ([]byte, error) {
 	pk, err := suiteKEM.NewPublicKey(recipient)
 	if err != nil {
@@ -150,8 +134,9 @@ func (e *Enclave) Reseal(path string, info, sealed []byte, recipient []byte, rec
 }
 
 // CheckSealed reports whether sealed opens under the shielding key at path with
-// info, without letting the plaintext out. The broker uses it to refuse a
-// credential that was not encrypted for it, its owner and its service.
+// info, without letting the plaintext out (nor keeping it: the buffer is zeroed
+// before CheckSealed returns). The broker uses it to refuse a credential that
+// was not encrypted for it, its owner and its service.
 func (e *Enclave) CheckSealed(path string, info, sealed []byte) error {
 	return e.withPlaintext("CheckSealed", path, info, sealed, func([]byte) error { return nil })
 }
@@ -159,8 +144,9 @@ func (e *Enclave) CheckSealed(path string, info, sealed []byte) error {
 // SealTo encrypts plaintext to recipient (hybrid ML-KEM-768 + X25519 HPKE
 // public key bytes, e.g. the Public of shielding/v1 decoded from hex) with
 // info, using HKDF-SHA256 and AES-256-GCM. The result is the HPKE
-// encapsulated key followed by the ciphertext, as Decrypt and hpke.Open
-// expect. It is the client-side helper; it needs no enclave.
+// encapsulated key followed by the ciphertext, as Reseal, ResealToSession,
+// CheckSealed and hpke.Open expect. It is the client-side helper; it needs no
+// enclave.
 func SealTo(recipient []byte, info, plaintext []byte) ([]byte, error) {
 	pk, err := suiteKEM.NewPublicKey(recipient)
 	if err != nil {

@@ -201,7 +201,8 @@ func TestWrongKeyType(t *testing.T) {
 	_, checks["SignES256 ledger"] = e.SignES256("ledger/v1", []byte("m"))
 	_, checks["SignES256 dkim"] = e.SignES256("dkim/example.com/v1", []byte("m"))
 	_, checks["SignES256 wallet"] = e.SignES256("wallet/eth/"+omni+"/v1", []byte("m"))
-	_, checks["Decrypt ledger"] = e.Decrypt("ledger/v1", nil, []byte("x"))
+	checks["CheckSealed ledger"] = e.CheckSealed("ledger/v1", nil, []byte("x"))
+	_, checks["ResealToSession dkim"] = e.ResealToSession("dkim/example.com/v1", nil, []byte("x"), "sid", nil)
 	_, checks["Reseal oidc"] = e.Reseal("oidc/issuer/v1", nil, []byte("x"), mustClientKey(t).PublicKey().Bytes(), nil)
 	_, checks["SignWallet short omni"] = e.SignWallet("abc", [32]byte{})
 	_, checks["SignWallet upper omni"] = e.SignWallet(strings.ToUpper(omni), [32]byte{})
@@ -245,26 +246,22 @@ func TestShieldingRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pt, err := e.Decrypt("shielding/v1", info, ct)
-	if err != nil {
-		t.Fatalf("Decrypt: %v", err)
+	if err := e.CheckSealed("shielding/v1", info, ct); err != nil {
+		t.Fatalf("CheckSealed: %v", err)
 	}
-	if !bytes.Equal(pt, secret) {
-		t.Fatalf("Decrypt = %q", pt)
-	}
-	if _, err := e.Decrypt("shielding/v1", []byte("owner|*|anthropic"), ct); err == nil {
-		t.Fatal("Decrypt succeeded with the wrong info")
+	if err := e.CheckSealed("shielding/v1", []byte("owner|*|anthropic"), ct); err == nil {
+		t.Fatal("CheckSealed accepted the wrong info")
 	}
 	bad := bytes.Clone(ct)
 	bad[len(bad)-1] ^= 1
-	if _, err := e.Decrypt("shielding/v1", info, bad); err == nil {
-		t.Fatal("Decrypt succeeded on a modified ciphertext")
+	if err := e.CheckSealed("shielding/v1", info, bad); err == nil {
+		t.Fatal("CheckSealed accepted a modified ciphertext")
 	}
-	if _, err := e.Decrypt("shielding/v1", info, ct[:10]); err == nil {
-		t.Fatal("Decrypt succeeded on a truncated ciphertext")
+	if err := e.CheckSealed("shielding/v1", info, ct[:10]); err == nil {
+		t.Fatal("CheckSealed accepted a truncated ciphertext")
 	}
-	if _, err := e.Decrypt("shielding/v2", info, ct); err == nil {
-		t.Fatal("Decrypt succeeded under another shielding key")
+	if err := e.CheckSealed("shielding/v2", info, ct); err == nil {
+		t.Fatal("CheckSealed accepted a ciphertext for another shielding key")
 	}
 	if _, err := SealTo(pub[:100], info, secret); err == nil {
 		t.Fatal("SealTo accepted a truncated public key")

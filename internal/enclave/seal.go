@@ -17,6 +17,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 )
 
 const (
@@ -134,21 +135,37 @@ func ensureDir(dir string) error {
 }
 
 // loadPlatformSecret returns the 32-byte platform secret and where it came
-// from. It creates Dir/platform.key only when the seed does not exist yet.
+// from: PlatformKeyHex when set, else PlatformKeyFile, which it creates only
+// when the seed does not exist yet. It first refuses a platform key that a copy
+// of the data directory would carry along (see checkPlatformPlacement).
 func loadPlatformSecret(cfg Config, sealExists bool) ([]byte, platformSource, error) {
+	if err := checkPlatformPlacement(cfg); err != nil {
+		return nil, "", err
+	}
 	if cfg.PlatformKeyHex != "" {
 		secret, ok := decodeSecretHex([]byte(cfg.PlatformKeyHex))
 		if !ok {
 			// Never echo the value: it is the secret.
-			return nil, "", fmt.Errorf("enclave: %s is not 64 hex digits (32 bytes): set it to the platform key in hex, or unset it to use %s", platformKeyEnv, filepath.Join(cfg.Dir, platformKeyName))
+			return nil, "", fmt.Errorf("enclave: %s is not 64 hex digits (32 bytes): set it to the platform key in hex, or unset it to use the platform key file", platformKeyEnv)
 		}
 		return secret, platformKeyEnv, nil
 	}
-	path := filepath.Join(cfg.Dir, platformKeyName)
+	path := cfg.PlatformKeyFile
+	if path == "" {
+		return nil, "", fmt.Errorf("%w: no platform key configured: set Config.PlatformKeyFile (outside %s) or %s", ErrPlatformKeyMissing, cfg.Dir, platformKeyEnv)
+	}
 	src := platformSource(path)
-	data, err := readSmallFile(path, maxPlatformSize)
+	fi, err := os.Stat(path)
 	switch {
 	case err == nil:
+		if fi.Mode().Perm()&0o077 != 0 {
+			return nil, "", fmt.Errorf("%w: %s has mode %o, so other users may read or replace the key that unseals the seed: restrict it with: chmod 600 %s",
+				ErrPlatformKeyExposed, path, fi.Mode().Perm(), shellQuote(path))
+		}
+		data, err := readSmallFile(path, maxPlatformSize)
+		if err != nil {
+			return nil, "", fmt.Errorf("enclave: read platform key: %w", err)
+		}
 		defer clear(data)
 		secret, ok := decodeSecretHex(data)
 		if !ok {
@@ -158,7 +175,12 @@ func loadPlatformSecret(cfg Config, sealExists bool) ([]byte, platformSource, er
 	case !errors.Is(err, fs.ErrNotExist):
 		return nil, "", fmt.Errorf("enclave: read platform key: %w", err)
 	case sealExists:
-		return nil, "", fmt.Errorf("%w: %s exists but %s does not and %s is not set: restore platform.key from backup or set %s to the platform key used when the seed was created; nothing was created", ErrPlatformKeyMissing, filepath.Join(cfg.Dir, sealedName), path, platformKeyEnv, platformKeyEnv)
+		hint := ""
+		if legacy := filepath.Join(cfg.Dir, platformKeyName); fileExists(legacy) {
+			hint = fmt.Sprintf(" (a platform key lies in the data directory: mv %s %s)", shellQuote(legacy), shellQuote(path))
+		}
+		return nil, "", fmt.Errorf("%w: %s exists but the platform key %s does not and %s is not set: restore the platform key from its backup (kept apart from the data directory) to %s%s, or set %s to the platform key used when the seed was created; nothing was created",
+			ErrPlatformKeyMissing, filepath.Join(cfg.Dir, sealedName), path, platformKeyEnv, path, hint, platformKeyEnv)
 	}
 	secret := make([]byte, 32)
 	if _, err := rand.Read(secret); err != nil {
@@ -167,13 +189,90 @@ func loadPlatformSecret(cfg Config, sealExists bool) ([]byte, platformSource, er
 	text := make([]byte, 65)
 	hex.Encode(text, secret)
 	text[64] = '\n'
-	err = writeNewFile(cfg.Dir, platformKeyName, text)
+	err = ensureDir(filepath.Dir(path))
+	if err == nil {
+		err = writeNewFile(filepath.Dir(path), filepath.Base(path), text)
+	}
 	clear(text)
 	if err != nil {
 		clear(secret)
-		return nil, "", fmt.Errorf("enclave: create %s: %w", path, err)
+		return nil, "", fmt.Errorf("enclave: create platform key %s: %w", path, err)
 	}
 	return secret, src, nil
+}
+
+// checkPlatformPlacement refuses, unless cfg.DevPlatformKeyInDir, a platform
+// key file inside the data directory — the configured one, or platform.key
+// left there by an earlier release — since any copy of the directory would
+// then unseal the seed. The error gives the exact command that fixes it; it
+// changes nothing itself, so no key can be lost on the way.
+func checkPlatformPlacement(cfg Config) error {
+	if cfg.DevPlatformKeyInDir {
+		return nil
+	}
+	const why = "so any copy of the data directory (a backup, an insider) would unseal the seed"
+	if cfg.PlatformKeyHex == "" && cfg.PlatformKeyFile != "" && within(cfg.Dir, cfg.PlatformKeyFile) {
+		return fmt.Errorf("%w: the platform key file %s is inside the data directory %s, %s: pass --platform-key with a path outside it (default $AGENTKEYS_HOME/platform.key), or --dev for a development setup; nothing was created",
+			ErrPlatformKeyInDataDir, cfg.PlatformKeyFile, cfg.Dir, why)
+	}
+	legacy := filepath.Join(cfg.Dir, platformKeyName)
+	if _, err := os.Lstat(legacy); err != nil {
+		return nil
+	}
+	var fix string
+	switch target := cfg.PlatformKeyFile; {
+	case cfg.PlatformKeyHex != "" || target == "":
+		fix = "move it to a path outside the data directory, and keep it as the backup of " + platformKeyEnv
+	case fileExists(target):
+		fix = fmt.Sprintf("it is a second copy of %s: remove it once both hold the same key: cmp %s %s && rm %s",
+			target, shellQuote(legacy), shellQuote(target), shellQuote(legacy))
+	default:
+		cmd := fmt.Sprintf("mv %s %s", shellQuote(legacy), shellQuote(target))
+		if !fileExists(filepath.Dir(target)) {
+			cmd = fmt.Sprintf("mkdir -p -m 700 %s && %s", shellQuote(filepath.Dir(target)), cmd)
+		}
+		fix = "move it out with: " + cmd
+	}
+	return fmt.Errorf("%w: the platform key %s lies inside the data directory (the layout of earlier releases), %s: %s, then back it up apart from the data directory; or pass --dev to keep it there for development; nothing was changed",
+		ErrPlatformKeyInDataDir, legacy, why, fix)
+}
+
+// within reports whether path is dir or lies below it, after resolving
+// symbolic links as far as the path exists.
+func within(dir, path string) bool {
+	d, p := resolve(dir), resolve(path)
+	rel, err := filepath.Rel(d, p)
+	return err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator))
+}
+
+// resolve returns the absolute form of path with symbolic links resolved in
+// its longest existing prefix.
+func resolve(path string) string {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return filepath.Clean(path)
+	}
+	rest := ""
+	for p := abs; ; p = filepath.Dir(p) {
+		if r, err := filepath.EvalSymlinks(p); err == nil {
+			return filepath.Join(r, rest)
+		}
+		if p == filepath.Dir(p) {
+			return abs
+		}
+		rest = filepath.Join(filepath.Base(p), rest)
+	}
+}
+
+func fileExists(path string) bool {
+	_, err := os.Lstat(path)
+	return err == nil
+}
+
+// shellQuote quotes s for a POSIX shell, so that a command in an error
+// message can be pasted as it is.
+func shellQuote(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
 // decodeSecretHex decodes exactly 32 bytes of hex, ignoring surrounding
@@ -289,7 +388,7 @@ func unsealFile(path string, sealKey []byte, mrsigner, platformID [32]byte, src 
 			ErrForeignSigner, path, short(theirSigner), short(mrsigner[:]), untouched)
 	}
 	if !bytes.Equal(theirPlatform, platformID[:]) {
-		return fmt.Errorf("%w: %s was sealed under platform key %s but the platform key from %s is %s: restore the original platform.key or set %s to the platform key used when the seed was created; %s",
+		return fmt.Errorf("%w: %s was sealed under platform key %s but the platform key from %s is %s: restore the original platform key file from its backup or set %s to the platform key used when the seed was created; %s",
 			ErrWrongPlatformKey, path, short(theirPlatform), src, short(platformID[:]), platformKeyEnv, untouched)
 	}
 	gcm, err := newGCM(sealKey)

@@ -8,7 +8,6 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	"time"
 )
 
 // Session channels. Re-encrypting every credential read with hybrid HPKE costs
@@ -52,7 +51,8 @@ func (e *Enclave) SessionKeyTo(sid string, recipient, info []byte) ([]byte, erro
 
 // ResealToSession decrypts sealed (to the shielding key at path, with info)
 // inside the enclave and boxes the plaintext for session sid's channel with aad.
-// The plaintext never leaves the enclave.
+// The plaintext never leaves the enclave, is not cached, and its buffer is
+// zeroed before ResealToSession returns.
 func (e *Enclave) ResealToSession(path string, info, sealed []byte, sid string, aad []byte) ([]byte, error) {
 	var ck []byte
 	err := e.useKey("ResealToSession", ChannelPath, kindChannel, "session/*", func(k *key) error {
@@ -106,66 +106,18 @@ func sealBox(key, aad, pt []byte) ([]byte, error) {
 	return aead.Seal(nonce, nonce, pt, aad), nil
 }
 
-// plainTTL bounds how long a decrypted credential stays in enclave memory;
-// plainMax bounds how many do.
-const (
-	plainTTL = 5 * time.Minute
-	plainMax = 4096
-)
-
-type plain struct {
-	pt      []byte
-	expires time.Time
-}
-
-// withPlaintext runs f with the plaintext of sealed, opening it with the
-// shielding key at path, or taking it from the enclave's short-lived cache of
-// recently opened ciphertexts (keyed by a hash of path, info and ciphertext).
-// f must not keep pt.
+// withPlaintext opens sealed with the shielding key at path and info, runs f
+// with the plaintext and zeroes it before returning, whatever f returns. f
+// must not keep pt. Nothing is cached: each operation that needs a
+// credential's plaintext decrypts it afresh, and no plaintext outlives the
+// operation (see "Limits of zeroing" in the package doc).
 func (e *Enclave) withPlaintext(op, path string, info, sealed []byte, f func(pt []byte) error) error {
-	h := sha256.New()
-	for _, part := range [][]byte{[]byte(path), info, sealed} {
-		var n [8]byte
-		for i, l := 0, uint64(len(part)); i < 8; i++ {
-			n[i] = byte(l >> (56 - 8*i))
-		}
-		h.Write(n[:])
-		h.Write(part)
-	}
-	var id [32]byte
-	h.Sum(id[:0])
-	now := time.Now()
-	if err := e.rlock(); err != nil {
-		return fmt.Errorf("enclave: %s: %w", op, err)
-	}
-	e.plainMu.Lock()
-	p, ok := e.plain[id]
-	e.plainMu.Unlock()
-	if ok && now.Before(p.expires) {
-		// Only Close zeroes cached plaintexts, and it waits for this read lock.
-		defer e.mu.RUnlock()
-		return f(p.pt)
-	}
-	e.mu.RUnlock()
 	return e.useKey(op, path, kindShielding, "shielding/*", func(k *key) error {
 		pt, err := hpke.Open(k.shield, suiteKDF, suiteAEAD, info, sealed)
 		if err != nil {
 			return fmt.Errorf("enclave: %s %s: ciphertext does not open under this key and info: %w", op, path, err)
 		}
-		if err := f(pt); err != nil {
-			clear(pt)
-			return err
-		}
-		e.plainMu.Lock()
-		defer e.plainMu.Unlock()
-		if len(e.plain) >= plainMax {
-			for k, p := range e.plain {
-				if now.After(p.expires) || len(e.plain) >= plainMax {
-					delete(e.plain, k) // dropped, not zeroed: a reader may still use it; Close zeroes the rest
-				}
-			}
-		}
-		e.plain[id] = plain{pt: pt, expires: now.Add(plainTTL)}
-		return nil
+		defer clear(pt)
+		return f(pt)
 	})
 }

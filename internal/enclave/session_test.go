@@ -23,7 +23,7 @@ func TestSessionChannel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for range 2 { // second time from the plaintext cache
+	for range 2 { // the same ciphertext twice: each read decrypts afresh
 		box, err := e.ResealToSession("shielding/v1", info, sealed, "sid-1", []byte("aad"))
 		if err != nil {
 			t.Fatal(err)

@@ -12,6 +12,12 @@ func FuzzEntryDecode(f *testing.F) {
 	e.Payload, _ = ledger.MarshalPayload(map[string]string{"a": "<b>"})
 	good, _ := json.Marshal(e)
 	f.Add(good)
+	e.Salt = make([]byte, ledger.SaltSize)
+	salted, _ := json.Marshal(e)
+	f.Add(salted)
+	r, _ := e.Redact()
+	redacted, _ := json.Marshal(r)
+	f.Add(redacted)
 	f.Add([]byte(`{"seq":1,"prev_hash":"00","time":"x","kind":"","origin":"","payload":{},"signer":"","sig":""}`))
 	f.Add([]byte(`{"payload":{ "a" : 1 }}`))
 	f.Fuzz(func(t *testing.T, b []byte) {

@@ -2,6 +2,7 @@ package ledger
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -68,6 +69,19 @@ func (o *Options) defaults() {
 	}
 }
 
+// salter hands out fresh random salts, read from crypto/rand 64 at a time.
+type salter struct{ buf []byte }
+
+func (s *salter) next() []byte {
+	if len(s.buf) < SaltSize {
+		s.buf = make([]byte, 64*SaltSize)
+		rand.Read(s.buf) // never fails (crypto/rand crashes the program instead)
+	}
+	b := s.buf[:SaltSize:SaltSize]
+	s.buf = s.buf[SaltSize:]
+	return b
+}
+
 // ErrClosed is returned for appends after Close.
 var ErrClosed = errors.New("ledger: closed")
 
@@ -89,6 +103,8 @@ type Ledger struct {
 	quit    chan struct{}
 	done    chan struct{}
 	once    sync.Once
+
+	salts salter // payload-commitment salts; used by the preparer only
 
 	head  atomic.Pointer[Head] // last durable entry
 	cache *stateCache          // committed state, write-through
@@ -113,6 +129,15 @@ type batch struct {
 	hashes  []Hash     // hashes[i] = entries[i].Hash(), computed once when linked
 	owners  []*request // owners[i] answers entries[i]; nil for checkpoints
 	writes  *overlay
+	// refused are requests refused on top of this batch (or later ones): they are
+	// answered once it is committed, see answerRefused.
+	refused []refusal
+}
+
+// refusal is a refused request and why.
+type refusal struct {
+	r   *request
+	err error
 }
 
 type request struct {
@@ -432,6 +457,9 @@ func (l *Ledger) commit(group []*batch) {
 			}
 		}
 	}
+	for _, b := range group { // refused on top of these entries: now they are durable (or failed)
+		answer(b.refused)
+	}
 	// The appenders just answered were made runnable on this goroutine's P. If the
 	// committer went straight on to the next commit, that P would sit in fsync
 	// with them queued until the runtime takes it back (a sysmon tick, 20 µs to
@@ -460,8 +488,35 @@ func (l *Ledger) base(ctx context.Context) (*overlay, uint64, error) {
 	return newOverlay(st), l.gen, nil
 }
 
+// answer tells refused requests why.
+func answer(refused []refusal) {
+	for _, f := range refused {
+		f.r.done <- result{err: f.err}
+	}
+}
+
+// answerRefused answers requests refused on top of the tip once every entry they
+// were judged against is durable: with the newest pending batch, or now if none
+// is pending. So a caller that looks at state again after a refusal (a read that
+// lost a race for a grant, a store that lost one for a version) sees what
+// refused it, instead of the state before it.
+func (l *Ledger) answerRefused(refused []refusal) {
+	if len(refused) == 0 {
+		return
+	}
+	l.mu.Lock()
+	if n := len(l.pending); n > 0 {
+		l.pending[n-1].refused = append(l.pending[n-1].refused, refused...)
+		l.mu.Unlock()
+		return
+	}
+	l.mu.Unlock()
+	answer(refused)
+}
+
 // prepare turns requests into entries on top of the tip: validate, fold, link and
-// sign them. Refused requests are answered at once; the rest travel in the batch.
+// sign them. Refused requests are answered once what they were judged against is
+// durable (answerRefused); the rest travel in the batch.
 // With checkpoint set, a checkpoint closes the batch if anything was written since
 // the last one.
 func (l *Ledger) prepare(reqs []*request, checkpoint bool) *batch {
@@ -471,6 +526,7 @@ func (l *Ledger) prepare(reqs []*request, checkpoint bool) *batch {
 		l.failAll(reqs, err)
 		return nil
 	}
+	var refused []refusal
 	head, empty := l.tip, l.empty
 	b := &batch{gen: gen, writes: base, entries: make([]Entry, 0, len(reqs)+1), owners: make([]*request, 0, len(reqs)+1)}
 	since, checkpointed := l.sinceCheckpoint, false
@@ -487,15 +543,23 @@ func (l *Ledger) prepare(reqs []*request, checkpoint bool) *batch {
 			if !empty {
 				e.Seq, e.PrevHash = head.Seq+1, head.Hash
 			}
+			e.Salt = l.salts.next()
 		}
 		sub := newOverlay(into)
 		if blob != nil {
 			sum := sha256.Sum256(blob)
 			sub.Put(BlobKey(hex.EncodeToString(sum[:])), blob)
 		}
-		k, err := l.schema.admit(sub, &e, external)
+		var walletOf func(string) (string, error)
+		if external {
+			walletOf = l.schema.stateWallet(sub)
+		}
+		k, err := l.schema.admit(sub, &e, external, walletOf)
 		if err != nil {
 			return err
+		}
+		if external && !k.Public && e.Format() != 2 {
+			return fmt.Errorf("%w: an entry of private kind %q needs a %d-byte salt (format 2)", ErrRejected, e.Kind, SaltSize)
 		}
 		if !external {
 			if e.Signer, err = l.signerFor(sub, e.Origin); err != nil {
@@ -503,7 +567,7 @@ func (l *Ledger) prepare(reqs []*request, checkpoint bool) *batch {
 			}
 		}
 		if err := k.Fold(sub, &e); err != nil {
-			return fmt.Errorf("%w: %v", ErrRejected, err)
+			return fmt.Errorf("%w: %w", ErrRejected, err) // callers may match the fold's own error
 		}
 		sub.mergeInto(into)
 		h := e.Hash()
@@ -537,6 +601,7 @@ func (l *Ledger) prepare(reqs []*request, checkpoint bool) *batch {
 	addCheckpoint := func() bool {
 		if err := add(nil, l.checkpointEntry(head), false, base, nil); err != nil {
 			l.failAll(b.owners, err)
+			l.answerRefused(refused)
 			return false
 		}
 		return true
@@ -552,7 +617,7 @@ func (l *Ledger) prepare(reqs []*request, checkpoint bool) *batch {
 			err = add(r, Entry{Kind: r.kind, Origin: r.origin, Payload: r.payload}, false, base, r.blob)
 		}
 		if err != nil {
-			r.done <- result{err: err}
+			refused = append(refused, refusal{r, err})
 			continue
 		}
 		if since >= l.opts.CheckpointEvery && !addCheckpoint() {
@@ -563,12 +628,15 @@ func (l *Ledger) prepare(reqs []*request, checkpoint bool) *batch {
 		return nil
 	}
 	if len(b.entries) == 0 {
+		l.answerRefused(refused)
 		return nil
 	}
 	if err := l.sign(b.entries, b.hashes); err != nil {
 		l.failAll(b.owners, err)
+		l.answerRefused(refused)
 		return nil
 	}
+	b.refused = refused
 	l.mu.Lock()
 	l.pending = append(l.pending, b)
 	l.mu.Unlock()
@@ -599,6 +667,9 @@ func (l *Ledger) checkExternal(e Entry, head Head, empty bool) error {
 	}
 	if e.Time < head.Time {
 		return fmt.Errorf("%w: time is before the head's time", ErrRejected)
+	}
+	if e.Redacted() {
+		return fmt.Errorf("%w: a submitted entry carries its payload, not a commitment", ErrRejected)
 	}
 	if e.Time > l.opts.Now().Add(l.opts.MaxSkew).UnixNano() {
 		return fmt.Errorf("%w: time is more than %s in the future", ErrRejected, l.opts.MaxSkew)

@@ -81,7 +81,17 @@ func testSchema() ledger.Schema {
 				}
 				return st.Put(fmt.Sprintf("note/%s/%08d", e.Origin, p.N), e.Payload)
 			}},
-			"test.gov": {Origins: ledger.FromGovernance, Fold: func(st ledger.State, e *ledger.Entry) error {
+			"test.claim": {Origins: ledger.FromEnclave, Fold: func(st ledger.State, e *ledger.Entry) error {
+				var p struct{ ID string }
+				if err := ledger.DecodeStrict(e.Payload, &p); err != nil {
+					return err
+				}
+				if _, ok, err := st.Get("claim/" + p.ID); err != nil || ok {
+					return errors.New("already claimed")
+				}
+				return st.Put("claim/"+p.ID, e.Payload)
+			}},
+			"test.gov": {Origins: ledger.FromGovernance, Public: true, Fold: func(st ledger.State, e *ledger.Entry) error {
 				n := 0
 				st.Scan("gov/", func(string, []byte) error { n++; return nil })
 				if n >= 2 {
@@ -366,6 +376,8 @@ func TestTamperNamesSeq(t *testing.T) {
 		"signer":    `UPDATE entries SET signer = 'x' || substr(signer, 2) WHERE seq = ?`,
 		"sig":       `UPDATE entries SET sig = zeroblob(length(sig)) WHERE seq = ?`,
 		"seq":       `UPDATE entries SET seq = seq + 100 WHERE seq = ?`,
+		"salt":      `UPDATE entries SET salt = zeroblob(32) WHERE seq = ?`,
+		"no salt":   `UPDATE entries SET salt = NULL WHERE seq = ?`, // passed off as format 1
 	}
 	for name, q := range cols {
 		t.Run(name, func(t *testing.T) {
@@ -704,5 +716,68 @@ func TestListJSON(t *testing.T) {
 	st.Put("n/c", []byte(`[1]`))
 	if _, err := ledger.ListJSON[n](st, "n/"); err == nil {
 		t.Fatal("a value of another shape was listed")
+	}
+}
+
+// gatedDriver holds every commit until release is closed, saying on entered
+// when one is waiting.
+type gatedDriver struct {
+	ledger.Driver
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (g *gatedDriver) Commit(ctx context.Context, es []ledger.Entry, ws []ledger.Write) error {
+	select {
+	case g.entered <- struct{}{}:
+	default:
+	}
+	<-g.release
+	return g.Driver.Commit(ctx, es, ws)
+}
+
+// TestRefusalAnsweredAfterWhatRefusedIt: an append refused because of an entry
+// not yet durable is answered only once that entry is: a caller that looks at
+// state after the refusal sees what refused it (a read that lost the race for
+// a one-read grant finds the grant used, not still granted).
+func TestRefusalAnsweredAfterWhatRefusedIt(t *testing.T) {
+	f := newFixture(t, ledger.Options{}, 1)
+	f.l.Close()
+	g := &gatedDriver{Driver: f.d, entered: make(chan struct{}, 1), release: make(chan struct{})}
+	l, err := ledger.Open(context.Background(), g, f.schema, f.s, ledger.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	release := func() { once.Do(func() { close(g.release) }) }
+	defer l.Close()
+	defer release() // before Close: a failing test must not leave the committer waiting
+	ctx := context.Background()
+	winner := l.Begin(ctx, ledger.OriginEnclave, "test.claim", map[string]string{"ID": "grant"})
+	<-g.entered // the winner is prepared; its commit waits
+	loser := make(chan error, 1)
+	go func() {
+		_, err := l.Append(ctx, ledger.OriginEnclave, "test.claim", map[string]string{"ID": "grant"})
+		loser <- err
+	}()
+	select {
+	case err := <-loser:
+		_, ok, _ := f.d.Get(ctx, "claim/grant")
+		t.Fatalf("the loser was answered (%v) before the winning entry was durable (stored: %v)", err, ok)
+	case <-time.After(200 * time.Millisecond): // time for the old behaviour to show; nothing asserts on it
+	}
+	release()
+	if _, err := winner(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-loser; !errors.Is(err, ledger.ErrRejected) {
+		t.Fatalf("the loser: %v", err)
+	}
+	if _, ok, err := f.d.Get(ctx, "claim/grant"); !ok || err != nil {
+		t.Fatalf("the winning claim is not stored: %v", err)
+	}
+	// A refusal with nothing pending is answered at once.
+	if _, err := l.Append(ctx, ledger.OriginEnclave, "test.claim", map[string]string{"ID": "grant"}); !errors.Is(err, ledger.ErrRejected) {
+		t.Fatalf("a refusal with nothing pending: %v", err)
 	}
 }

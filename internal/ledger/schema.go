@@ -18,9 +18,15 @@ const (
 	FromGovernance
 )
 
-// Kind declares one entry kind: who may submit it and how it changes state.
+// Kind declares one entry kind: who may submit it, whether anyone may read its
+// payload, and how it changes state.
 type Kind struct {
 	Origins OriginSet
+	// Public kinds (keys, registries, governance, checkpoints) are served to anyone
+	// in full. Every other kind is owner-private: anonymous readers get its entries
+	// redacted to the header and the payload commitment (§3.4). The zero value is
+	// private, so a kind nobody classified leaks nothing.
+	Public bool
 	// Fold validates the payload against the current state and applies it. An error
 	// rejects the entry; its writes are discarded.
 	Fold func(st State, e *Entry) error
@@ -152,12 +158,19 @@ func LastCheckpoint(st State) (c Checkpoint, ok bool, err error) {
 func (s Schema) kind(name string) (Kind, bool) {
 	switch name {
 	case KindGenesis:
-		return Kind{Origins: FromEnclave, Fold: foldGenesis}, true
+		return Kind{Origins: FromEnclave, Public: true, Fold: foldGenesis}, true
 	case KindCheckpoint:
-		return Kind{Origins: FromEnclave, Fold: foldCheckpoint}, true
+		return Kind{Origins: FromEnclave, Public: true, Fold: foldCheckpoint}, true
 	}
 	k, ok := s.Kinds[name]
 	return k, ok
+}
+
+// Public reports whether entries of kind may be served to anyone in full; unknown
+// kinds are private.
+func (s Schema) Public(kind string) bool {
+	k, ok := s.kind(kind)
+	return ok && k.Public
 }
 
 // DecodeStrict decodes a payload into v, rejecting unknown fields; folds use it so a

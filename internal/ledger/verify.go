@@ -48,11 +48,11 @@ func originSet(origin string) (OriginSet, error) {
 
 // admit checks everything about e that does not depend on its position: the kind
 // exists and the origin may submit it; when checkSig is set (entries signed
-// outside, and every entry under verification) also that the payload is canonical
-// and the signature is the origin's. Entries the ledger builds itself have
-// canonical payloads by construction (MarshalPayload). st supplies genesis and
-// account wallets.
-func (s Schema) admit(st State, e *Entry, checkSig bool) (Kind, error) {
+// outside, and every entry under verification) also the entry's form (a canonical
+// payload, or a redacted one) and that the signature is the origin's. Entries the
+// ledger builds itself have canonical payloads by construction (MarshalPayload).
+// st supplies genesis; walletOf the wallet of an account origin.
+func (s Schema) admit(st State, e *Entry, checkSig bool, walletOf func(omni string) (string, error)) (Kind, error) {
 	k, ok := s.kind(e.Kind)
 	if !ok {
 		return k, fmt.Errorf("%w %q", ErrUnknownKind, e.Kind)
@@ -64,21 +64,38 @@ func (s Schema) admit(st State, e *Entry, checkSig bool) (Kind, error) {
 	if k.Origins&set == 0 {
 		return k, fmt.Errorf("%w: %s may not submit %q", ErrOrigin, e.Origin, e.Kind)
 	}
-	if checkSig { // entries from outside: the payload's form and the signature
-		if err := CheckPayload(e.Payload); err != nil {
+	if checkSig { // entries from outside: the entry's form and the signature
+		if err := e.checkForm(); err != nil {
 			return k, err
 		}
-		if err := s.checkSig(st, e, set); err != nil {
+		if err := s.checkSig(st, e, set, walletOf); err != nil {
 			return k, err
 		}
 	}
 	return k, nil
 }
 
-func (s Schema) checkSig(st State, e *Entry, set OriginSet) error {
+// stateWallet looks account wallets up in folded state (Schema.Wallet).
+func (s Schema) stateWallet(st State) func(string) (string, error) {
+	return func(omni string) (string, error) {
+		if s.Wallet == nil {
+			return "", fmt.Errorf("%w: no accounts in this ledger", ErrOrigin)
+		}
+		addr, err := s.Wallet(st, omni)
+		if err != nil {
+			return "", fmt.Errorf("%w: account %s: %v", ErrOrigin, omni, err)
+		}
+		return addr, nil
+	}
+}
+
+func (s Schema) checkSig(st State, e *Entry, set OriginSet, walletOf func(string) (string, error)) error {
 	h := e.Hash()
 	var g *Genesis
 	if e.Seq == 0 && e.Kind == KindGenesis {
+		if e.Redacted() {
+			return errors.New("genesis payload withheld")
+		}
 		g = new(Genesis)
 		if err := decodeStrict(e.Payload, g); err != nil {
 			return fmt.Errorf("genesis payload: %w", err)
@@ -99,12 +116,9 @@ func (s Schema) checkSig(st State, e *Entry, set OriginSet) error {
 		return verifyGovernance(g.Governance, e, h)
 	case FromAccount:
 		omni, _ := AccountOf(e.Origin)
-		if s.Wallet == nil {
-			return fmt.Errorf("%w: no accounts in this ledger", ErrOrigin)
-		}
-		addr, err := s.Wallet(st, omni)
+		addr, err := walletOf(omni)
 		if err != nil {
-			return fmt.Errorf("%w: account %s: %v", ErrOrigin, omni, err)
+			return err
 		}
 		if !strings.EqualFold(addr, e.Signer) {
 			return fmt.Errorf("%w: signer is not the account's wallet", ErrSignature)
@@ -152,26 +166,64 @@ func verifyGovernance(gv Governance, e *Entry, h Hash) error {
 }
 
 // Verifier walks a chain from genesis and checks links, hashes, origins and
-// signatures; with a MemState it also re-folds the state as it goes.
+// signatures; depending on how it was made it also re-folds the state.
 type Verifier struct {
 	schema   Schema
 	st       State
-	fold     bool
+	mode     verifyMode
+	wallets  map[string]string // public mode: account omni -> the wallet of its first entry
+	switched bool              // a format-2 entry was seen: private kinds commit from here on
 	next     uint64
 	prev     Hash
 	prevTime int64
 	Count    uint64 // entries verified so far
+	// Opened counts, in public mode, the private entries that came with their
+	// payload (an owner's own, or format-1 entries) and were checked against it.
+	Opened uint64
 }
 
+type verifyMode uint8
+
+const (
+	modeRefold verifyMode = iota // every payload present, every entry folded
+	modeLinks                    // links and signatures against already-folded state
+	modePublic                   // private entries may be redacted; public kinds folded
+)
+
 // NewVerifier returns a verifier that re-folds every entry into st (use NewMemState).
+// It needs every payload: a redacted entry fails.
 func NewVerifier(s Schema, st State) *Verifier {
-	return &Verifier{schema: s, st: st, fold: true}
+	return &Verifier{schema: s, st: st, mode: modeRefold}
 }
 
 // NewLinkVerifier returns a verifier that checks links and signatures only, reading
 // genesis and wallets from already-folded state (used at server start).
 func NewLinkVerifier(s Schema, st State) *Verifier {
-	return &Verifier{schema: s, st: st}
+	return &Verifier{schema: s, st: st, mode: modeLinks}
+}
+
+// NewPublicVerifier returns a verifier for the chain as anyone may read it (§3.4):
+// entries of private kinds may come redacted to their payload commitment, and are
+// then checked by hash, link and signature only; public kinds are re-folded into
+// st (use NewMemState), so genesis and checkpoints are checked as well. Account
+// entries are checked against the wallet named in the entry, which must stay the
+// same for an account along the chain (their binding to the account is in its
+// private account.created entry, which --data-dir verification checks).
+func NewPublicVerifier(s Schema, st State) *Verifier {
+	return &Verifier{schema: s, st: st, mode: modePublic, wallets: map[string]string{}}
+}
+
+// boundWallet is public mode's walletOf: the first entry of an account binds its
+// wallet, later ones must be signed by the same.
+func (v *Verifier) boundWallet(e *Entry) func(string) (string, error) {
+	return func(omni string) (string, error) {
+		w, ok := v.wallets[omni]
+		if !ok {
+			w = strings.ToLower(e.Signer)
+			v.wallets[omni] = w
+		}
+		return w, nil
+	}
 }
 
 // Check verifies the next entry of the chain. Errors are *ChainError.
@@ -189,14 +241,30 @@ func (v *Verifier) Check(e *Entry) error {
 	if (e.Seq == 0) != (e.Kind == KindGenesis) {
 		return fail(errors.New("the chain must start with exactly one genesis entry"))
 	}
-	k, err := v.schema.admit(v.st, e, true)
+	walletOf := v.schema.stateWallet(v.st)
+	if v.mode == modePublic {
+		walletOf = v.boundWallet(e)
+	}
+	k, err := v.schema.admit(v.st, e, true, walletOf)
 	if err != nil {
 		return fail(err)
 	}
-	if v.fold {
+	switch {
+	case e.Redacted() && v.mode != modePublic:
+		return fail(errors.New("payload withheld: this check needs every payload (run audit verify --data-dir on the broker's host)"))
+	case e.Redacted() && k.Public:
+		return fail(fmt.Errorf("payload of public kind %q withheld", e.Kind))
+	case e.Format() == 2:
+		v.switched = true
+	case v.switched && !k.Public:
+		return fail(fmt.Errorf("private kind %q written without a payload commitment after the chain switched to commitments", e.Kind))
+	}
+	if v.mode == modeRefold || v.mode == modePublic && k.Public {
 		if err := k.Fold(v.st, e); err != nil {
 			return fail(fmt.Errorf("%w: %v", ErrRejected, err))
 		}
+	} else if v.mode == modePublic && !e.Redacted() {
+		v.Opened++
 	}
 	v.next, v.prev, v.prevTime = e.Seq+1, e.Hash(), e.Time
 	v.Count++

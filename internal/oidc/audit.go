@@ -30,7 +30,7 @@ type Mint struct {
 	JTI       string `json:"jti,omitempty"`
 	Exp       int64  `json:"exp,omitempty"`
 	OwnerSelf bool   `json:"owner_self,omitempty"`
-	Reason    string `json:"reason,omitempty"` // oidc.denied: no_scope, unknown_audience, owner_without_flag, bad_ttl
+	Reason    string `json:"reason,omitempty"` // oidc.denied: no_scope, unknown_audience, owner_without_flag, rate_limited
 }
 
 // Kinds returns the OIDC audit kinds.

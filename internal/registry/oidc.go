@@ -84,9 +84,9 @@ func OidcKeyReportData(kid, public string) [64]byte {
 
 func oidcKinds() map[string]ledger.Kind {
 	return map[string]ledger.Kind{
-		KindOidcKeyRegister: {Origins: ledger.FromEnclave, Fold: foldOidcRegister},
-		KindOidcKeyRevoke:   {Origins: ledger.FromGovernance, Fold: foldOidcRevoke},
-		KindOidcRotate:      {Origins: ledger.FromGovernance, Fold: foldOidcRotate},
+		KindOidcKeyRegister: {Origins: ledger.FromEnclave, Public: true, Fold: foldOidcRegister},
+		KindOidcKeyRevoke:   {Origins: ledger.FromGovernance, Public: true, Fold: foldOidcRevoke},
+		KindOidcRotate:      {Origins: ledger.FromGovernance, Public: true, Fold: foldOidcRotate},
 	}
 }
 

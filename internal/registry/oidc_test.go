@@ -3,6 +3,7 @@ package registry
 import (
 	"encoding/json"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -34,7 +35,8 @@ func fold(st ledger.State, kind string, payload any) error {
 // TestOidcKeyRegistry: a key registers only with a quote that verifies and
 // commits to it; rotation retires the previous key; revoke needs a reason.
 func TestOidcKeyRegistry(t *testing.T) {
-	e, err := enclave.Open(enclave.Config{Dir: t.TempDir()})
+	base := t.TempDir()
+	e, err := enclave.Open(enclave.Config{Dir: filepath.Join(base, "server"), PlatformKeyFile: filepath.Join(base, "platform.key")})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -40,8 +40,8 @@ type Deauthorize struct {
 // Kinds returns the registry's ledger kinds.
 func Kinds() map[string]ledger.Kind {
 	k := map[string]ledger.Kind{
-		KindSuccessorAuthorize:   {Origins: ledger.FromGovernance, Fold: foldAuthorize},
-		KindSuccessorDeauthorize: {Origins: ledger.FromGovernance, Fold: foldDeauthorize},
+		KindSuccessorAuthorize:   {Origins: ledger.FromGovernance, Public: true, Fold: foldAuthorize},
+		KindSuccessorDeauthorize: {Origins: ledger.FromGovernance, Public: true, Fold: foldDeauthorize},
 	}
 	maps.Copy(k, oidcKinds())
 	return k

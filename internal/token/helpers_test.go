@@ -35,7 +35,7 @@ func openEnclave(t testing.TB) *enclave.Enclave {
 	if err := os.WriteFile(exe, []byte("stand-in agentkeys executable"), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	e, err := enclave.Open(enclave.Config{Dir: filepath.Join(base, "server"), Executable: exe})
+	e, err := enclave.Open(enclave.Config{Dir: filepath.Join(base, "server"), PlatformKeyFile: filepath.Join(base, "platform.key"), Executable: exe})
 	if err != nil {
 		t.Fatalf("enclave.Open: %v", err)
 	}

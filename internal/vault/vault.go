@@ -190,7 +190,10 @@ func foldRead(st ledger.State, e *ledger.Entry) error {
 	if err != nil {
 		return err
 	}
-	if !ok || c.Version != r.Version {
+	// A read names the version it released: the current one, or an older one
+	// when a store committed while the read was being audited (it had looked up
+	// and holds the old ciphertext). Never a version not yet stored.
+	if !ok || r.Version < 1 || r.Version > c.Version {
 		return errors.New("no such credential version")
 	}
 	if c.Approval == ApprovalRequired {

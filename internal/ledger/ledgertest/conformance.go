@@ -3,6 +3,7 @@
 package ledgertest
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -29,6 +30,7 @@ func Run(t *testing.T, newStore func(t *testing.T) Opener) {
 		{"StateWritesAndScan", testStateWritesAndScan},
 		{"Durable", testDurable},
 		{"ConcurrentReads", testConcurrentReads},
+		{"PayloadCommitments", testPayloadCommitments},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, newStore(t)) })
@@ -45,7 +47,8 @@ func mustOpen(t *testing.T, open Opener) ledger.Driver {
 	return d
 }
 
-// chain builds n linked entries following head (or from genesis when prev is nil).
+// chain builds n linked entries following head (or from genesis when prev is nil):
+// odd seqs in format 1 (no salt), even ones in format 2 (a salted commitment).
 func chain(prev *ledger.Head, n int) []ledger.Entry {
 	var seq uint64
 	var ph ledger.Hash
@@ -56,6 +59,9 @@ func chain(prev *ledger.Head, n int) []ledger.Entry {
 	for i := range out {
 		e := ledger.Entry{Seq: seq, PrevHash: ph, Time: int64(1000 + seq), Kind: "test.kind",
 			Origin: ledger.OriginEnclave, Payload: fmt.Appendf(nil, `{"n":%d}`, seq), Signer: "s", Sig: []byte{byte(seq), 1, 2}}
+		if seq%2 == 0 {
+			e.Salt = bytes.Repeat([]byte{byte(seq), 0xa5}, ledger.SaltSize/2)
+		}
 		out[i] = e
 		seq, ph = seq+1, e.Hash()
 	}
@@ -102,8 +108,9 @@ func testCommitAndRead(t *testing.T, open Opener) {
 		t.Fatalf("Entries(2,3) returned seqs %v", seqs(got))
 	}
 	for i, e := range got {
-		if e.Hash() != all[2+i].Hash() || !slices.Equal(e.Sig, all[2+i].Sig) {
-			t.Fatalf("entry %d does not round-trip", e.Seq)
+		want := all[2+i]
+		if e.Hash() != want.Hash() || !slices.Equal(e.Sig, want.Sig) || !bytes.Equal(e.Salt, want.Salt) || (e.Salt == nil) != (want.Salt == nil) {
+			t.Fatalf("entry %d does not round-trip (salt %x, want %x)", e.Seq, e.Salt, want.Salt)
 		}
 	}
 	if got, _ := d.Entries(ctx, 100, 10); len(got) != 0 {
@@ -235,6 +242,50 @@ func testConcurrentReads(t *testing.T, open Opener) {
 	close(errs)
 	for err := range errs {
 		t.Fatal(err)
+	}
+}
+
+// testPayloadCommitments: the salt is stored exactly (absent for format 1, so an
+// old entry keeps its hash), and a stored format-2 entry redacts to the same hash:
+// its payload and salt are covered only through the commitment.
+func testPayloadCommitments(t *testing.T, open Opener) {
+	ctx := context.Background()
+	d := mustOpen(t, open)
+	es := chain(nil, 6)
+	if err := d.Commit(ctx, es, nil); err != nil {
+		t.Fatal(err)
+	}
+	got, err := d.Entries(ctx, 0, 10)
+	if err != nil || len(got) != len(es) {
+		t.Fatalf("read back %d entries, %v", len(got), err)
+	}
+	for i, e := range got {
+		if e.Format() != es[i].Format() {
+			t.Fatalf("seq %d: format %d stored as %d", e.Seq, es[i].Format(), e.Format())
+		}
+		r, ok := e.Redact()
+		if ok != (e.Format() == 2) {
+			t.Fatalf("seq %d (format %d): Redact ok=%v", e.Seq, e.Format(), ok)
+		}
+		if !ok {
+			continue
+		}
+		if r.Hash() != e.Hash() || r.Payload != nil || r.Salt != nil || *r.Commitment != ledger.PayloadCommitment(es[i].Salt, es[i].Payload) {
+			t.Fatalf("seq %d: the redacted entry does not carry the same commitment", e.Seq)
+		}
+		other := e
+		other.Salt = bytes.Repeat([]byte{0xff}, ledger.SaltSize)
+		if other.Hash() == e.Hash() {
+			t.Fatalf("seq %d: the hash does not cover the salt", e.Seq)
+		}
+		other = e
+		other.Payload = []byte(`{"n":-1}`)
+		if other.Hash() == e.Hash() {
+			t.Fatalf("seq %d: the hash does not cover the payload", e.Seq)
+		}
+	}
+	if h, _, _ := d.Head(ctx); h != *headOf(es) {
+		t.Fatalf("head %+v, want %+v", h, *headOf(es))
 	}
 }
 

@@ -8,8 +8,10 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"math"
 	"net/url"
 	"os"
+	"strings"
 	"syscall"
 
 	"github.com/agentkeys/agentkeys/internal/ledger"
@@ -17,6 +19,9 @@ import (
 	_ "modernc.org/sqlite" // database/sql driver "sqlite"
 )
 
+// schema is the current layout (version schemaVersion, kept in PRAGMA
+// user_version). Version 0, the first, had no salt column: its entries are all
+// format 1 and keep it (a NULL salt).
 const schema = `
 CREATE TABLE IF NOT EXISTS entries (
 	seq       INTEGER PRIMARY KEY,
@@ -26,12 +31,71 @@ CREATE TABLE IF NOT EXISTS entries (
 	origin    TEXT    NOT NULL,
 	payload   BLOB    NOT NULL,
 	signer    TEXT    NOT NULL,
-	sig       BLOB    NOT NULL
+	sig       BLOB    NOT NULL,
+	salt      BLOB
 );
 CREATE TABLE IF NOT EXISTS state (
 	key   TEXT PRIMARY KEY,
 	value BLOB NOT NULL
 ) WITHOUT ROWID;`
+
+const schemaVersion = 1
+
+// migrate brings the file to schemaVersion in one transaction: a new file gets
+// the schema; a version-0 ledger gets the salt column, its rows untouched.
+func migrate(w *sql.DB) error {
+	tx, err := w.Begin()
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	v, err := userVersion(tx)
+	if err != nil {
+		return err
+	}
+	if v > schemaVersion {
+		return newerError(v)
+	}
+	if v < 1 {
+		if n, err := saltColumn(tx); err != nil {
+			return err
+		} else if n == 0 {
+			if _, err := tx.Exec(`ALTER TABLE entries ADD COLUMN salt BLOB`); err != nil && !isNoSuchTable(err) {
+				return err
+			}
+		}
+	}
+	if _, err := tx.Exec(schema); err != nil {
+		return err
+	}
+	if _, err := tx.Exec(fmt.Sprintf(`PRAGMA user_version = %d`, schemaVersion)); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
+type queryer interface {
+	QueryRow(q string, args ...any) *sql.Row
+}
+
+func userVersion(q queryer) (int, error) {
+	var v int
+	err := q.QueryRow(`PRAGMA user_version`).Scan(&v)
+	return v, err
+}
+
+// saltColumn counts entries' salt columns (0 before version 1 or on a new file).
+func saltColumn(q queryer) (int, error) {
+	var n int
+	err := q.QueryRow(`SELECT count(*) FROM pragma_table_info('entries') WHERE name = 'salt'`).Scan(&n)
+	return n, err
+}
+
+func isNoSuchTable(err error) bool { return strings.Contains(err.Error(), "no such table") }
+
+func newerError(v int) error {
+	return fmt.Errorf("sqlite: the ledger has schema version %d, newer than this agentkeys knows (%d): run a newer agentkeys", v, schemaVersion)
+}
 
 // Driver is a ledger.Driver on one SQLite file.
 type Driver struct {
@@ -43,6 +107,7 @@ type Driver struct {
 	getState                     *sql.Stmt // on the read pool
 
 	lock *os.File // flock held while open: one writer process per file
+	cols string   // entry columns to select (entryCols, or entryColsV0 read-only)
 
 	// last is the head as of the last commit through this driver (valid when known);
 	// the lock guarantees no other process moves it.
@@ -112,7 +177,21 @@ func open(path string, readOnly bool) (*Driver, error) {
 		if err != nil {
 			return nil, err
 		}
-		d := &Driver{r: r}
+		d := &Driver{r: r, cols: entryCols}
+		// A ledger not yet migrated (no server of this version opened it) is read
+		// as it is: every entry format 1.
+		if v, err := userVersion(r); err != nil {
+			r.Close()
+			return nil, fmt.Errorf("sqlite: %s: %w", path, err)
+		} else if v > schemaVersion {
+			r.Close()
+			return nil, newerError(v)
+		} else if n, err := saltColumn(r); err != nil {
+			r.Close()
+			return nil, fmt.Errorf("sqlite: %s: %w", path, err)
+		} else if n == 0 {
+			d.cols = entryColsV0
+		}
 		if d.getState, err = r.Prepare(getStateSQL); err != nil {
 			r.Close()
 			return nil, fmt.Errorf("sqlite: prepare: %w", err)
@@ -124,9 +203,9 @@ func open(path string, readOnly bool) (*Driver, error) {
 		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
 	}
 	w.SetMaxOpenConns(1)
-	if _, err := w.Exec(schema); err != nil {
+	if err := migrate(w); err != nil {
 		w.Close()
-		return nil, fmt.Errorf("sqlite: create schema in %s: %w", path, err)
+		return nil, fmt.Errorf("sqlite: create or migrate the schema in %s: %w", path, err)
 	}
 	r, err := sql.Open("sqlite", dsn("query_only(1)"))
 	if err != nil {
@@ -134,7 +213,7 @@ func open(path string, readOnly bool) (*Driver, error) {
 		return nil, err
 	}
 	r.SetMaxOpenConns(8)
-	d := &Driver{w: w, r: r}
+	d := &Driver{w: w, r: r, cols: entryCols}
 	if d.getState, err = r.Prepare(getStateSQL); err != nil {
 		d.Close()
 		return nil, fmt.Errorf("sqlite: prepare: %w", err)
@@ -143,7 +222,7 @@ func open(path string, readOnly bool) (*Driver, error) {
 		s **sql.Stmt
 		q string
 	}{
-		{&d.insEntry, `INSERT INTO entries (` + entryCols + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`},
+		{&d.insEntry, `INSERT INTO entries (` + entryCols + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`},
 		{&d.putState, `INSERT INTO state (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value`},
 		{&d.delState, `DELETE FROM state WHERE key = ?`},
 	} {
@@ -179,14 +258,22 @@ func (d *Driver) DB() *sql.DB { return d.w }
 
 const getStateSQL = `SELECT value FROM state WHERE key = ?`
 
-const entryCols = `seq, prev_hash, time, kind, origin, payload, signer, sig`
+// entryCols are the columns an entry is read from; entryColsV0 reads a version-0
+// file (opened read-only before any migration).
+const (
+	entryCols   = `seq, prev_hash, time, kind, origin, payload, signer, sig, salt`
+	entryColsV0 = `seq, prev_hash, time, kind, origin, payload, signer, sig, NULL`
+)
 
 func scanEntry(s interface{ Scan(...any) error }) (ledger.Entry, error) {
 	var e ledger.Entry
 	var seq int64
 	var prev []byte
-	if err := s.Scan(&seq, &prev, &e.Time, &e.Kind, &e.Origin, &e.Payload, &e.Signer, &e.Sig); err != nil {
+	if err := s.Scan(&seq, &prev, &e.Time, &e.Kind, &e.Origin, &e.Payload, &e.Signer, &e.Sig, &e.Salt); err != nil {
 		return e, err
+	}
+	if len(e.Salt) == 0 {
+		e.Salt = nil // format 1
 	}
 	e.Seq = uint64(seq)
 	if len(prev) != len(e.PrevHash) {
@@ -198,15 +285,15 @@ func scanEntry(s interface{ Scan(...any) error }) (ledger.Entry, error) {
 
 // Head implements ledger.Driver; the hash is computed from the stored entry.
 func (d *Driver) Head(ctx context.Context) (ledger.Head, bool, error) {
-	return head(ctx, d.r)
+	return head(ctx, d.r, d.cols)
 }
 
 type querier interface {
 	QueryRowContext(ctx context.Context, q string, args ...any) *sql.Row
 }
 
-func head(ctx context.Context, q querier) (ledger.Head, bool, error) {
-	e, err := scanEntry(q.QueryRowContext(ctx, `SELECT `+entryCols+` FROM entries ORDER BY seq DESC LIMIT 1`))
+func head(ctx context.Context, q querier, cols string) (ledger.Head, bool, error) {
+	e, err := scanEntry(q.QueryRowContext(ctx, `SELECT `+cols+` FROM entries ORDER BY seq DESC LIMIT 1`))
 	if errors.Is(err, sql.ErrNoRows) {
 		return ledger.Head{}, false, nil
 	}
@@ -218,7 +305,10 @@ func head(ctx context.Context, q querier) (ledger.Head, bool, error) {
 
 // Entries implements ledger.Driver.
 func (d *Driver) Entries(ctx context.Context, from uint64, limit int) ([]ledger.Entry, error) {
-	rows, err := d.r.QueryContext(ctx, `SELECT `+entryCols+` FROM entries WHERE seq >= ? ORDER BY seq LIMIT ?`, int64(from), limit)
+	if from > math.MaxInt64 {
+		return nil, nil // seqs are signed 64-bit in the table: none is that large (int64(from) would wrap to the start)
+	}
+	rows, err := d.r.QueryContext(ctx, `SELECT `+d.cols+` FROM entries WHERE seq >= ? ORDER BY seq LIMIT ?`, int64(from), limit)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: entries: %w", err)
 	}
@@ -298,7 +388,7 @@ func (d *Driver) Commit(ctx context.Context, entries []ledger.Entry, writes []le
 	}
 	defer tx.Rollback()
 	if !d.lastKnown {
-		if d.last, d.lastOK, err = head(ctx, tx); err != nil {
+		if d.last, d.lastOK, err = head(ctx, tx, d.cols); err != nil {
 			return err
 		}
 		d.lastKnown = true
@@ -312,7 +402,7 @@ func (d *Driver) Commit(ctx context.Context, entries []ledger.Entry, writes []le
 		if i > 0 && (e.Seq != entries[i-1].Seq+1) {
 			return fmt.Errorf("sqlite: entries are not contiguous at seq %d", e.Seq)
 		}
-		if _, err := ins.ExecContext(ctx, int64(e.Seq), e.PrevHash[:], e.Time, e.Kind, e.Origin, e.Payload, e.Signer, e.Sig); err != nil {
+		if _, err := ins.ExecContext(ctx, int64(e.Seq), e.PrevHash[:], e.Time, e.Kind, e.Origin, e.Payload, e.Signer, e.Sig, e.Salt); err != nil {
 			return fmt.Errorf("sqlite: insert seq %d: %w", e.Seq, err)
 		}
 	}

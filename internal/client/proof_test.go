@@ -1,0 +1,97 @@
+package client
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/hpke"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
+	"net/http"
+	"net/http/httptest"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/agentkeys/agentkeys/internal/agent"
+	"github.com/agentkeys/agentkeys/internal/api"
+	"github.com/agentkeys/agentkeys/internal/broker"
+	"github.com/agentkeys/agentkeys/internal/dpop"
+	"github.com/agentkeys/agentkeys/internal/problem"
+)
+
+// TestProofRemadeAfterRestart: a broker that restarted refuses a proof dated
+// before it started; the client makes one new proof after the pause the broker
+// asks for, and stops there. A real broker behind the real handler, restarted
+// on the same data dir and URL.
+func TestProofRemadeAfterRestart(t *testing.T) {
+	var h atomic.Pointer[http.Handler]
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { (*h.Load()).ServeHTTP(w, r) }))
+	t.Cleanup(srv.Close)
+	cfg := broker.Config{DataDir: t.TempDir(), Issuer: srv.URL}
+	var b *broker.Broker
+	open := func() { // a restart when one runs
+		if b != nil {
+			b.Close()
+		}
+		var err error
+		b, err = broker.Open(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(b.Close)
+		if err := b.Start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		handler := api.New(b, api.Config{})
+		h.Store(&handler)
+	}
+	open()
+	c, err := New(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	// An owner, and a daemon's pair request for it.
+	_, id, _ := ed25519.GenerateKey(rand.Reader)
+	l := broker.Login{PublicKey: hex.EncodeToString(id.Public().(ed25519.PublicKey)), Server: srv.URL, Time: time.Now().Unix(), Nonce: hex.EncodeToString(id[:16])}
+	broker.SignLogin(&l, id)
+	g, err := c.CreateAccount(ctx, l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, _ := dpop.NewKey()
+	jwk, _ := dpop.PublicJWK(key)
+	hk, _ := hpke.MLKEM768X25519().GenerateKey()
+	r := agent.Request{Owner: g.Wallet, Alias: "bot", Scope: []string{"openai"}, ProofJWK: string(jwk),
+		HPKEPublic: base64.StdEncoding.EncodeToString(hk.PublicKey().Bytes()), ValidUntil: time.Now().Add(time.Minute).Unix()}
+	if err := agent.Sign(&r, key); err != nil {
+		t.Fatal(err)
+	}
+	created, err := c.RequestPairing(ctx, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := time.Now() // a proof dated now predates the restart below
+	open()
+	// The first proof is dated before the restart, the next ones now.
+	var signed atomic.Int32
+	c.now = func() time.Time {
+		if signed.Add(1) == 1 {
+			return before
+		}
+		return time.Now()
+	}
+	if st, err := c.PollPairing(ctx, created.ID, key); err != nil || st.Status != agent.Pending {
+		t.Fatalf("poll after the restart: %+v %v", st, err)
+	}
+	if n := signed.Load(); n != 2 {
+		t.Fatalf("%d proofs made, want 2 (the refused one and one new)", n)
+	}
+	// A clock that stays behind the broker's start gets the refusal after one retry.
+	signed.Store(0)
+	c.now = func() time.Time { signed.Add(1); return before }
+	if _, err := c.PollPairing(ctx, created.ID, key); problem.As(err).Code != problem.Unauthenticated || signed.Load() != 2 {
+		t.Fatalf("a daemon whose clock is behind: %v after %d proofs, want UNAUTHENTICATED after 2", err, signed.Load())
+	}
+}

@@ -1,0 +1,145 @@
+package daemon
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/agentkeys/agentkeys/internal/problem"
+)
+
+// maxSocketAnswer bounds what the client reads from the daemon: a credential is
+// at most 64 KiB, JSON-escaped at most six times that.
+const maxSocketAnswer = 1 << 20
+
+// SocketClient is the Backend of a thin front (daemon mcp --socket, run
+// --socket): it forwards every call to the socket of a daemon that runs as
+// another user (daemon serve --socket-group). It holds no key, no token and no
+// session, and writes nothing.
+type SocketClient struct {
+	path string
+	hc   *http.Client
+}
+
+// NewSocketClient returns a client of the daemon socket at path.
+func NewSocketClient(path string) *SocketClient {
+	return &SocketClient{path: path, hc: &http.Client{Timeout: 2 * time.Minute, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", path)
+		}}}}
+}
+
+// Get returns a credential's value through the daemon. The caller must not log it.
+func (c *SocketClient) Get(ctx context.Context, service string) ([]byte, error) {
+	var out struct{ Value string }
+	if err := c.get(ctx, "/credentials/"+url.PathEscape(service), nil, &out); err != nil {
+		return nil, err
+	}
+	return []byte(out.Value), nil
+}
+
+// List returns the services the agent may read now.
+func (c *SocketClient) List(ctx context.Context) ([]string, error) {
+	var out ServiceList
+	if err := c.get(ctx, "/credentials", nil, &out); err != nil {
+		return nil, err
+	}
+	return out.Services, nil
+}
+
+// AWSCredentials asks the daemon for AWS credentials; the cloud defaults
+// (STS endpoint, region, audience) are the daemon's.
+func (c *SocketClient) AWSCredentials(ctx context.Context, r AWSRequest) (*AWSCredentials, error) {
+	q := url.Values{"role_arn": {r.RoleARN}}
+	if r.SessionName != "" {
+		q.Set("session_name", r.SessionName)
+	}
+	if r.Duration != 0 {
+		q.Set("duration", strconv.Itoa(int(r.Duration)))
+	}
+	var out AWSCredentials
+	if err := c.get(ctx, "/cloud/aws", q, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// get checks the socket, sends one request and decodes the answer into out,
+// or the daemon's error into a *problem.Error with its code.
+func (c *SocketClient) get(ctx context.Context, path string, q url.Values, out any) error {
+	if err := c.check(); err != nil {
+		return err
+	}
+	u := "http://agentkeys" + path
+	if q != nil {
+		u += "?" + q.Encode()
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return problem.Newf(CodeNotFound, "check the name", "cannot ask the daemon for %q", path)
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		if errors.Is(err, syscall.EACCES) {
+			return c.noAccess()
+		}
+		return problem.Newf(CodeUnreachable, c.startIt(), "cannot reach the daemon at %s: %v", c.path, errors.Unwrap(err))
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, maxSocketAnswer+1))
+	if err != nil || len(b) > maxSocketAnswer {
+		return problem.Newf(CodeUnreachable, "retry; if it persists, check the daemon's log", "the daemon at %s sent an unreadable answer", c.path)
+	}
+	if resp.StatusCode == http.StatusOK {
+		if json.Unmarshal(b, out) != nil {
+			return problem.Newf(CodeUnreachable, "check that --socket names an agentkeys daemon serve socket", "the daemon at %s sent an answer that is not JSON", c.path)
+		}
+		return nil
+	}
+	var eb struct{ Error *problem.Error }
+	if json.Unmarshal(b, &eb) != nil || eb.Error == nil || eb.Error.Code == "" {
+		return problem.Newf(CodeUnreachable, "check that --socket names an agentkeys daemon serve socket", "the daemon at %s answered %d without an error", c.path, resp.StatusCode)
+	}
+	if eb.Error.RetryAfter == 0 {
+		eb.Error.RetryAfter, _ = strconv.Atoi(resp.Header.Get("Retry-After"))
+	}
+	return eb.Error
+}
+
+// check refuses a path that is not a socket and a socket every user may use:
+// the daemon never makes one, so it was loosened by hand and serves the
+// agent's credentials to the whole machine.
+func (c *SocketClient) check() error {
+	fi, err := os.Stat(c.path)
+	switch {
+	case errors.Is(err, fs.ErrPermission):
+		return c.noAccess()
+	case err != nil:
+		return problem.Newf(CodeUnreachable, c.startIt(), "no daemon socket at %s", c.path)
+	case fi.Mode()&os.ModeSocket == 0:
+		return problem.Newf(CodeUnreachable, "pass the path of the daemon's socket (its --socket)", "%s is not a socket", c.path)
+	case fi.Mode().Perm()&0o007 != 0:
+		return problem.Newf(CodeDenied, "restart agentkeys daemon serve (it makes the socket 0660 with --socket-group) and do not chmod it",
+			"the daemon socket %s is %v: every user of this machine may take the agent's credentials from it", c.path, fi.Mode().Perm())
+	}
+	return nil
+}
+
+func (c *SocketClient) noAccess() error {
+	return problem.Newf(CodeDenied, "run the agent as a member of the socket's group (the daemon's --socket-group), with access to its directory",
+		"this user may not use the daemon socket %s", c.path)
+}
+
+func (c *SocketClient) startIt() string {
+	return fmt.Sprintf("start the daemon as its own user: agentkeys daemon serve --socket %s --socket-group AGENT_GROUP", c.path)
+}
