@@ -362,21 +362,31 @@ type ack struct {
 }
 
 // TestCrashConsistency: kill -9 the server at random moments while four writers
-// append governance entries; after every restart each acknowledged entry is there
-// with the same hash, and the ledger verifies.
+// append governance entries and an owner and its agent read a credential (a new
+// version each round); after every restart each acknowledged entry is there
+// with the same hash, the ledger verifies, and every read a reader was answered
+// has its durable credential.read entry.
 func TestCrashConsistency(t *testing.T) {
 	const rounds = 20
 	const writers = 4
 	h := newHarness(t)
 	home := t.TempDir()
-	// The writers are the operator's own governance submissions, as fast as the
-	// broker takes them: lift the per-address limit on submissions.
-	o := serverOpts{home: home, dataDir: filepath.Join(t.TempDir(), "data"), args: []string{"--submit-rate", "1000000/1m,1000000/1m"}}
+	// Reads are not rate limited here: the readers read as fast as they can; nor
+	// are the writers, the operator's own governance submissions.
+	o := serverOpts{home: home, dataDir: filepath.Join(t.TempDir(), "data"),
+		args: []string{"--read-rate", "1000000/1s", "--submit-rate", "1000000/1m,1000000/1m"}}
+	// The first start picks a port; every restart keeps it, so the issuer (and
+	// with it every session token and the CLI's server URL) stays the same.
+	first := h.start(o)
+	o.args = append(o.args, "--listen", first.addr)
+	reads := newCrashReads(h, first)
+	first.kill()
 	var (
 		mu         sync.Mutex
 		acks       []ack
 		inFlightAt int // rounds with a write in flight at the kill
 		roundWrote int // rounds with at least one acknowledged write
+		readAtKill int // rounds with a read in flight at the kill
 	)
 	record := func(e ledger.Entry, round int) {
 		mu.Lock()
@@ -408,6 +418,9 @@ func TestCrashConsistency(t *testing.T) {
 	for round := range rounds {
 		s := h.start(o)
 		checkAcks(s)
+		if round > 0 {
+			reads.storeNext(s)
+		}
 		key := operatorKey(t, o.dataDir)
 		ctx := t.Context()
 		// Successors left authorized by the previous kill are deauthorized first, so
@@ -425,14 +438,19 @@ func TestCrashConsistency(t *testing.T) {
 		}
 
 		w := startWriters(t, s, key, writers, fmt.Sprintf("round %d", round), func(e ledger.Entry) { record(e, round) })
+		r := reads.start(round)
 		time.Sleep(time.Duration(100+rand.IntN(301)) * time.Millisecond) // when to crash, not an assertion
 		if w.halt() {
 			inFlightAt++
+		}
+		if r.halt() {
+			readAtKill++
 		}
 		s.kill()
 		if w.wait() > 0 {
 			roundWrote++
 		}
+		r.wait()
 		if t.Failed() {
 			t.FailNow()
 		}
@@ -446,8 +464,10 @@ func TestCrashConsistency(t *testing.T) {
 	if len(acks) == 0 {
 		t.Fatal("no entry was acknowledged in any round")
 	}
-	t.Logf("%d rounds: %d acknowledged entries, %d rounds acknowledged writes, %d rounds had writes in flight at the kill",
-		rounds, len(acks), roundWrote, inFlightAt)
+	n := reads.checkAudited(o.dataDir)
+	t.Logf("%d rounds: %d acknowledged entries, %d rounds acknowledged writes, %d rounds had writes in flight at the kill; "+
+		"%d answered reads, each with its durable audit entry, %d rounds had reads in flight at the kill",
+		rounds, len(acks), roundWrote, inFlightAt, n, readAtKill)
 }
 
 // writers is a set of goroutines that authorize, then deauthorize, random

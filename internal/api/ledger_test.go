@@ -75,7 +75,7 @@ func TestPublicLedgerHidesOwners(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := ownerA.ApprovePairing(ctx, created.ID, broker.SignDecision(keyA, e.srv.URL, created.ID, created.VVC, "approve", time.Now().Unix())); err != nil {
+	if _, err := ownerA.ApprovePairing(ctx, created.ID, broker.SignDecision(keyA, e.srv.URL, created.ID, vvcHash(t, ownerA, created.ID), "approve", time.Now().Unix())); err != nil {
 		t.Fatal(err)
 	}
 	st, err := e.c.PollPairing(ctx, created.ID, dk.proof)

@@ -210,7 +210,14 @@ func TestPublicLedgerHidesVVC(t *testing.T) {
 	if _, err := owner.ApprovePairing(ctx, c.ID, broker.SignDecision(idKey, e.srv.URL, c.ID, vh, "approve", time.Now().Unix())); err != nil {
 		t.Fatal(err)
 	}
-	raw, entries := publicEntries(t, e)
+	// The public route serves these kinds as commitments; the stored payloads
+	// (what the owner's session gets in full) must not carry the VVC either.
+	raw, _ := publicEntries(t, e)
+	page, err := owner.Entries(ctx, 0, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	entries := page.Entries
 	var found bool
 	for _, en := range entries {
 		if en.Kind != agent.KindPairRequested {

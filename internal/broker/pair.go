@@ -82,7 +82,7 @@ func (b *Broker) RequestPairing(ctx context.Context, r agent.Request, source str
 	if err := agent.CheckScope(r.Scope); err != nil {
 		return nil, badPair("scope: %v", err)
 	}
-	if r.TTLSeconds < 0 || time.Duration(r.TTLSeconds)*time.Second > b.cfg.SessionTTL {
+	if r.TTLSeconds < 0 || r.TTLSeconds > int64(b.cfg.SessionTTL/time.Second) { // in seconds: a Duration would overflow
 		return nil, badPair("ttl_seconds must be 0 (default) to %d", int64(b.cfg.SessionTTL.Seconds()))
 	}
 	jkt, err := agent.Verify(r)

@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -28,7 +29,8 @@ func TestProofRemadeAfterRestart(t *testing.T) {
 	var h atomic.Pointer[http.Handler]
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { (*h.Load()).ServeHTTP(w, r) }))
 	t.Cleanup(srv.Close)
-	cfg := broker.Config{DataDir: t.TempDir(), Issuer: srv.URL}
+	base := t.TempDir()
+	cfg := broker.Config{DataDir: filepath.Join(base, "server"), PlatformKeyFile: filepath.Join(base, "platform.key"), Issuer: srv.URL}
 	var b *broker.Broker
 	open := func() { // a restart when one runs
 		if b != nil {

@@ -179,11 +179,11 @@ func TestFrontSameAsDirect(t *testing.T) {
 		code string
 	}{
 		{"get_credential", map[string]any{"service": "openai"}, CodeDenied},
-		{"get_credential", map[string]any{"service": "a/b?c#d"}, CodeDenied},
+		{"get_credential", map[string]any{"service": "a/b?c#d"}, CodeBadRequest}, // refused locally, before any broker call
 		{"list_credentials", map[string]any{}, CodeDenied},
 		{"cloud_credentials", map[string]any{"provider": "aws", "role_arn": "arn:aws:iam::1:role/r", "duration": 900}, CodeDenied},
-		{"cloud_credentials", map[string]any{"provider": "aws", "role_arn": ""}, CodeNotFound}, // an empty role_arn
-		{"cloud_credentials", map[string]any{"provider": "gcp", "role_arn": "x"}, CodeNotFound},
+		{"cloud_credentials", map[string]any{"provider": "aws", "role_arn": ""}, CodeBadRequest}, // an empty role_arn
+		{"cloud_credentials", map[string]any{"provider": "gcp", "role_arn": "x"}, CodeBadRequest},
 	} {
 		dt, dErr := callText(t, direct, c.tool, c.args)
 		ft, fErr := callText(t, front, c.tool, c.args)
