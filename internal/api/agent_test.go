@@ -1,7 +1,6 @@
 package api_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/ed25519"
@@ -222,13 +221,3 @@ func vvcHash(t testing.TB, owner *client.Session, id string) string {
 	return ""
 }
 
-func jsonBody(t testing.TB, v any) *bytesReader {
-	t.Helper()
-	b, err := json.Marshal(v)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return bytes.NewReader(b)
-}
-
-type bytesReader = bytes.Reader
