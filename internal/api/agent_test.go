@@ -7,7 +7,6 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -220,4 +219,3 @@ func vvcHash(t testing.TB, owner *client.Session, id string) string {
 	t.Fatalf("request %s is not in the owner's pending view", id)
 	return ""
 }
-
