@@ -126,3 +126,25 @@ func TestLimiterLongKeyIsHashed(t *testing.T) {
 		}
 	}
 }
+
+// Concurrent callers with distinct keys keep the table within maxKeys (run under
+// -race in CI).
+func TestLimiterConcurrentSpray(t *testing.T) {
+	l := newLimiterKeys(5, time.Minute, 100)
+	t0 := time.Unix(1000, 0)
+	done := make(chan struct{})
+	for g := range 8 {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			for i := range 1000 {
+				l.allow(fmt.Sprintf("%d-%d", g, i), t0.Add(time.Duration(i)*time.Millisecond))
+			}
+		}()
+	}
+	for range 8 {
+		<-done
+	}
+	if n := l.size(); n > 100 {
+		t.Fatalf("%d buckets; want at most 100", n)
+	}
+}
