@@ -371,8 +371,10 @@ func TestCrashConsistency(t *testing.T) {
 	const writers = 4
 	h := newHarness(t)
 	home := t.TempDir()
-	// Reads are not rate limited here: the readers read as fast as they can.
-	o := serverOpts{home: home, dataDir: filepath.Join(t.TempDir(), "data"), args: []string{"--read-rate", "1000000/1s"}}
+	// Reads are not rate limited here: the readers read as fast as they can; nor
+	// are the writers, the operator's own governance submissions.
+	o := serverOpts{home: home, dataDir: filepath.Join(t.TempDir(), "data"),
+		args: []string{"--read-rate", "1000000/1s", "--submit-rate", "1000000/1m,1000000/1m"}}
 	// The first start picks a port; every restart keeps it, so the issuer (and
 	// with it every session token and the CLI's server URL) stays the same.
 	first := h.start(o)

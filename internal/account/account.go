@@ -38,6 +38,7 @@ type Account struct {
 	Alias      string `json:"alias,omitempty"`      // agents: the alias given at pairing
 	Generation int    `json:"generation,omitempty"` // agents: 1 at first pairing, +1 per re-pairing
 	Created    int64  `json:"created,omitempty"`    // unix nanos, set from the entry time
+	Invite     string `json:"invite,omitempty"`     // owners signed up by invite: its id (each invite is used once)
 }
 
 // Session is the state record of one session; tokens are never stored.
@@ -83,6 +84,13 @@ func accountKey(omni string) string { return "account/" + omni }
 func sessionKey(sid string) string  { return "session/" + sid }
 func loginKey(h string) string      { return "login/" + h }
 func walletKey(w string) string     { return "wallet/" + strings.ToLower(w) }
+func inviteKey(id string) string    { return "invite/" + id }
+
+// InviteUsed reports whether an account was created with the invite id.
+func InviteUsed(st ledger.State, id string) (bool, error) {
+	_, ok, err := st.Get(inviteKey(id))
+	return ok, err
+}
 
 // ByWallet finds the omni of the account with wallet address w (any case).
 func ByWallet(st ledger.State, w string) (string, bool, error) {
@@ -148,6 +156,16 @@ func foldCreated(st ledger.State, e *ledger.Entry) error {
 		return err
 	} else if ok {
 		return fmt.Errorf("account %s already exists", a.Omni)
+	}
+	if a.Invite != "" {
+		if used, err := InviteUsed(st, a.Invite); err != nil {
+			return err
+		} else if used || a.Role != "owner" {
+			return errors.New("an invite creates one owner account")
+		}
+		if err := st.Put(inviteKey(a.Invite), []byte(strconv.Quote(a.Omni))); err != nil {
+			return err
+		}
 	}
 	a.Created = e.Time
 	if err := st.Put(walletKey(a.Wallet), []byte(strconv.Quote(a.Omni))); err != nil {

@@ -1,7 +1,6 @@
 package api
 
 import (
-	"net"
 	"net/http"
 
 	"github.com/agentkeys/agentkeys/internal/agent"
@@ -30,9 +29,9 @@ type TeardownResult struct {
 }
 
 func (s *server) routesAgent(handle func(string, func(http.ResponseWriter, *http.Request) error)) {
-	handle("POST /v1/pair/requests", s.pairRequest)
+	handle("POST /v1/pair/requests", s.anon(broker.AnonPair, s.pairRequest))
 	handle("GET /v1/pair/requests", s.authed(s.pairPending))
-	handle("GET /v1/pair/requests/{id}", s.pairPoll)
+	handle("GET /v1/pair/requests/{id}", s.anon(broker.AnonPoll, s.pairPoll))
 	handle("POST /v1/pair/requests/{id}/approve", s.authed(s.pairApprove))
 	handle("POST /v1/pair/requests/{id}/deny", s.authed(s.pairDeny))
 	handle("GET /v1/agents", s.authed(s.agentList))
@@ -52,11 +51,7 @@ func (s *server) pairRequest(w http.ResponseWriter, r *http.Request) error {
 	if err := decode(r, &body); err != nil {
 		return err
 	}
-	src, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		src = r.RemoteAddr
-	}
-	res, err := s.b.RequestPairing(r.Context(), body, src)
+	res, err := s.b.RequestPairing(r.Context(), body, s.source(r).String())
 	if err != nil {
 		return err
 	}

@@ -1,14 +1,12 @@
 package api_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -60,51 +58,38 @@ func pairRequest(t testing.TB, owner, alias string, scope ...string) (agent.Requ
 		p: &daemon.Pending{Owner: owner, Alias: alias, Scope: scope, ProofKey: pk, HPKEPrivate: base64.StdEncoding.EncodeToString(hb)}}
 }
 
+// Pair requests are limited per source address, never per owner: ten signed
+// requests a minute for a victim's wallet from one address exhaust that
+// address's share only, and the victim's real daemon, from another address,
+// still files its request (on the old per-owner limit it got 429).
 func TestPairRateLimits(t *testing.T) {
 	e := newEnv(t, broker.Config{})
-	ctx := context.Background()
 	_, g, _ := e.ownerKey(t)
-	// Per owner: ten from ten addresses pass, the eleventh is refused.
-	for i := range 11 {
-		r, _ := pairRequest(t, g.Omni, "bot"+strconv.Itoa(i), "openai")
-		_, err := e.b.RequestPairing(ctx, r, fmt.Sprintf("10.0.0.%d", i))
-		if i < 10 && err != nil {
-			t.Fatalf("request %d: %v", i, err)
-		}
-		if i == 10 {
-			p := problem.As(err)
-			if p.Code != problem.RateLimited || p.RetryAfter <= 0 {
-				t.Fatalf("11th request for one owner: %v", err)
-			}
+	spam := clientFrom("127.0.0.2")
+	for i := range 10 {
+		r, _ := pairRequest(t, g.Wallet, "spam"+strconv.Itoa(i), "openai")
+		if resp := postFrom(t, spam, e.srv.URL+"/v1/pair/requests", jsonBytes(t, r)); resp.StatusCode != http.StatusCreated {
+			t.Fatalf("request %d from one address: %d", i, resp.StatusCode)
 		}
 	}
-	// Per source: ten owners from one address pass, the eleventh is refused.
-	for i := range 11 {
-		_, g, _ := e.ownerKey(t)
-		r, _ := pairRequest(t, g.Wallet, "bot", "openai")
-		_, err := e.b.RequestPairing(ctx, r, "192.0.2.1")
-		if i < 10 && err != nil {
-			t.Fatalf("request %d: %v", i, err)
-		}
-		if i == 10 && code(err) != problem.RateLimited {
-			t.Fatalf("11th request from one address: %v", err)
+	r, _ := pairRequest(t, g.Wallet, "spam-more", "openai")
+	resp := postFrom(t, spam, e.srv.URL+"/v1/pair/requests", jsonBytes(t, r))
+	wantLimited(t, resp, "--pair-rate")
+	// The same owner, from the daemon's own address: admitted.
+	r, _ = pairRequest(t, g.Wallet, "real", "openai")
+	if resp := postFrom(t, clientFrom("127.0.0.3"), e.srv.URL+"/v1/pair/requests", jsonBytes(t, r)); resp.StatusCode != http.StatusCreated {
+		t.Fatalf("the real daemon's request from another address: %d", resp.StatusCode)
+	}
+	// Refused requests spend their address's share too (their cost is bounded),
+	// and nothing they name: ten invalid ones exhaust 127.0.0.4 only.
+	bad := clientFrom("127.0.0.4")
+	for range 10 {
+		if resp := postFrom(t, bad, e.srv.URL+"/v1/pair/requests", []byte(`{"owner":"`+strings.Repeat("x", 4096)+`"}`)); resp.StatusCode != http.StatusBadRequest {
+			t.Fatalf("invalid request: %d", resp.StatusCode)
 		}
 	}
-	// Over HTTP the refusal is a 429 with Retry-After.
-	var last *http.Response
-	for range 11 {
-		_, g, _ := e.ownerKey(t)
-		r, _ := pairRequest(t, g.Omni, "bot", "openai")
-		resp, err := http.Post(e.srv.URL+"/v1/pair/requests", "application/json", jsonBody(t, r))
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		last = resp
-	}
-	if last.StatusCode != http.StatusTooManyRequests || last.Header.Get("Retry-After") == "" {
-		t.Fatalf("11th request over HTTP: %d, Retry-After %q", last.StatusCode, last.Header.Get("Retry-After"))
-	}
+	r, _ = pairRequest(t, g.Wallet, "after-bad", "openai")
+	wantLimited(t, postFrom(t, bad, e.srv.URL+"/v1/pair/requests", jsonBytes(t, r)), "--pair-rate")
 }
 
 func TestPairRequestRefusals(t *testing.T) {
@@ -234,14 +219,3 @@ func vvcHash(t testing.TB, owner *client.Session, id string) string {
 	t.Fatalf("request %s is not in the owner's pending view", id)
 	return ""
 }
-
-func jsonBody(t testing.TB, v any) *bytesReader {
-	t.Helper()
-	b, err := json.Marshal(v)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return bytes.NewReader(b)
-}
-
-type bytesReader = bytes.Reader

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"time"
 
@@ -27,6 +28,9 @@ type Config struct {
 	Logger   *slog.Logger
 	Registry *prometheus.Registry // the broker's metrics are registered here too
 	MaxBody  int64
+	// TrustedProxies are the peers whose X-Forwarded-For is believed when the
+	// broker limits anonymous callers by address (default none: the TCP peer).
+	TrustedProxies []netip.Prefix
 }
 
 type server struct {
@@ -35,6 +39,8 @@ type server struct {
 	maxBody  int64
 	requests *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
+	// trustedProxies: see Config.TrustedProxies.
+	trustedProxies []netip.Prefix
 }
 
 // New returns the broker's HTTP handler.
@@ -48,7 +54,7 @@ func New(b *broker.Broker, cfg Config) http.Handler {
 	if cfg.Registry == nil {
 		cfg.Registry = prometheus.NewRegistry()
 	}
-	s := &server{b: b, log: cfg.Logger, maxBody: cfg.MaxBody,
+	s := &server{b: b, log: cfg.Logger, maxBody: cfg.MaxBody, trustedProxies: cfg.TrustedProxies,
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "agentkeys_http_requests_total", Help: "HTTP requests by route and status."}, []string{"route", "code"}),
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "agentkeys_http_request_seconds", Help: "HTTP request latency by route.",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16)}, []string{"route"}),
@@ -66,12 +72,12 @@ func New(b *broker.Broker, cfg Config) http.Handler {
 	handle("GET /v1/attestation", s.attestation)
 	handle("GET /v1/ledger/head", s.ledgerHead)
 	handle("GET /v1/ledger/entries", s.ledgerEntries)
-	handle("POST /v1/ledger/entries", s.submitEntry(""))
+	handle("POST /v1/ledger/entries", s.anon(broker.AnonSubmit, s.submitEntry("")))
 	handle("GET /mock/enclave-successors", s.successors)
-	handle("POST /mock/enclave-successors/authorize", s.submitEntry("successor.authorize"))
-	handle("POST /mock/enclave-successors/deauthorize", s.submitEntry("successor.deauthorize"))
-	handle("POST /v1/accounts", s.createAccount)
-	handle("POST /v1/sessions", s.openSession)
+	handle("POST /mock/enclave-successors/authorize", s.anon(broker.AnonSubmit, s.submitEntry("successor.authorize")))
+	handle("POST /mock/enclave-successors/deauthorize", s.anon(broker.AnonSubmit, s.submitEntry("successor.deauthorize")))
+	handle("POST /v1/accounts", s.anon(broker.AnonSignup, s.createAccount))
+	handle("POST /v1/sessions", s.anon(broker.AnonLogin, s.openSession))
 	handle("DELETE /v1/sessions/current", s.authed(s.logout))
 	handle("GET /v1/whoami", s.authed(s.whoami))
 	handle("POST /v1/credentials", s.authed(s.storeCredential))

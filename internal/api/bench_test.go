@@ -27,7 +27,7 @@ import (
 func BenchmarkReadPath(b *testing.B) {
 	for _, mode := range []string{"session", "hpke"} {
 		b.Run("mode="+mode+"/readers=16", func(b *testing.B) {
-			e := newEnv(b, broker.Config{ReadLimit: 1 << 20, ReadWindow: time.Minute})
+			e := newEnv(b, broker.Config{ReadLimit: 1 << 20, ReadWindow: time.Minute, Anon: unlimited()})
 			const readers = 16
 			type reader struct {
 				token string

@@ -73,7 +73,7 @@ func kinds(es []ledger.Entry) []string {
 // without a session (sign-up, login, pair request, ledger submission): never a
 // 500, never a panic, and a refused request appends nothing.
 func FuzzAnonymousBodies(f *testing.F) {
-	e := newEnv(f, broker.Config{PairLimit: math.MaxInt32})
+	e := newEnv(f, broker.Config{Anon: unlimited()})
 	routes := []string{"/v1/accounts", "/v1/sessions", "/v1/pair/requests", "/v1/ledger/entries"}
 	for i := range routes {
 		f.Add(uint8(i), []byte(`{}`))
@@ -169,7 +169,7 @@ func FuzzSignedLogin(f *testing.F) {
 // one appends its pair request and asks for a session TTL the broker allows.
 func FuzzSignedPairRequest(f *testing.F) {
 	const sessionTTL = 24 * time.Hour
-	e := newEnv(f, broker.Config{PairLimit: math.MaxInt32, SessionTTL: sessionTTL})
+	e := newEnv(f, broker.Config{Anon: unlimited(), SessionTTL: sessionTTL})
 	_, g := e.owner(f)
 	k, err := dpop.NewKey()
 	if err != nil {

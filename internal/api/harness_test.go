@@ -37,6 +37,10 @@ type env struct {
 	requests         atomic.Int64 // HTTP requests the test server received
 	cfg              broker.Config
 	current          *atomic.Pointer[http.Handler] // what srv serves
+
+	// anonymous-limit tests
+	attacker ed25519.PrivateKey // an account's identity key
+	victim   string             // an owner's wallet
 }
 
 type failingDriver struct {
@@ -167,4 +171,14 @@ func loginFor(e *env, key ed25519.PrivateKey) broker.Login {
 	rand.Read(n)
 	return broker.Login{PublicKey: hex.EncodeToString(key.Public().(ed25519.PublicKey)), Server: e.srv.URL,
 		Time: time.Now().Unix(), Nonce: hex.EncodeToString(n)}
+}
+
+// unlimited lifts the anonymous-caller limits, for benchmarks and fuzzers that
+// sign up, pair or submit many times from one address.
+func unlimited() broker.AnonLimits {
+	all := broker.AnonLimits{}
+	for _, k := range broker.AnonKinds {
+		all[k] = broker.AnonLimit{PerSource: broker.Rate{Count: 1 << 20, Window: time.Minute}, Global: broker.Rate{Count: 1 << 20, Window: time.Minute}}
+	}
+	return all
 }

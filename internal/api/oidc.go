@@ -27,11 +27,11 @@ func (s *server) routesOIDC(handle func(string, func(http.ResponseWriter, *http.
 	handle("GET "+oidc.JWKSPath, s.jwks)
 	handle("POST /v1/oidc/token", s.authed(s.oidcToken))
 	handle("GET /v1/oidc/keys", s.oidcKeys)
-	handle("POST /v1/oidc/rotate", s.oidcRotate)
+	handle("POST /v1/oidc/rotate", s.anon(broker.AnonSubmit, s.oidcRotate))
 	handle("GET /mock/oidc-pubkeys/active", s.oidcActive)
 	handle("GET /mock/oidc-pubkeys/{kid}", s.oidcKey)
-	handle("POST /mock/oidc-pubkeys/register", s.submitEntry(registry.KindOidcKeyRegister))
-	handle("POST /mock/oidc-pubkeys/revoke", s.submitEntry(registry.KindOidcKeyRevoke))
+	handle("POST /mock/oidc-pubkeys/register", s.anon(broker.AnonSubmit, s.submitEntry(registry.KindOidcKeyRegister)))
+	handle("POST /mock/oidc-pubkeys/revoke", s.anon(broker.AnonSubmit, s.submitEntry(registry.KindOidcKeyRevoke)))
 }
 
 // writeCached writes a public JSON document relying parties may cache.

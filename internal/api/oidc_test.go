@@ -244,7 +244,7 @@ func benchAgents() int {
 const maxPresigned = 100_000
 
 func BenchmarkOIDCMint(b *testing.B) {
-	e := newEnv(b, broker.Config{OIDCAudiences: []string{"sts.amazonaws.com"}, PairLimit: 1 << 20, MintLimit: 1 << 20})
+	e := newEnv(b, broker.Config{OIDCAudiences: []string{"sts.amazonaws.com"}, Anon: unlimited(), MintLimit: 1 << 20})
 	owner, g, idKey := e.ownerKey(b)
 	agents := benchAgents()
 	type ag struct {
@@ -317,7 +317,7 @@ func BenchmarkOIDCMint(b *testing.B) {
 // 500, never a panic; a mint request appends at most its own audit entry, and a
 // refused rotation appends nothing.
 func FuzzOIDCBodies(f *testing.F) {
-	e := newEnv(f, broker.Config{OIDCAudiences: []string{"sts.amazonaws.com"}})
+	e := newEnv(f, broker.Config{OIDCAudiences: []string{"sts.amazonaws.com"}, Anon: unlimited()})
 	_, g := e.owner(f)
 	f.Add([]byte(`{"audience":"sts.amazonaws.com","owner_self":true}`), false)
 	f.Add([]byte(`{"audience":"sts.amazonaws.com","ttl":-1}`), false)

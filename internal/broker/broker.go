@@ -58,8 +58,9 @@ type Config struct {
 	MintWindow     time.Duration    // default 1 minute
 	ApprovalTTL    time.Duration    // how long a pending approval request can be approved (default 10 min)
 	ApprovalWindow time.Duration    // how long a grant allows one read (default 2 min)
-	Now            func() time.Time // clock of the read and mint rate limits (tests); nil = time.Now
-	PairLimit      int              // pair requests per owner and per source address per minute (default 10)
+	Now            func() time.Time // clock of the read, mint and anonymous rate limits (tests); nil = time.Now
+	Anon           AnonLimits       // limits of requests without a session; kinds left out: DefaultAnonLimits
+	SignupInvite   bool             // sign-up needs an operator's invite (agentkeys server --signup invite)
 	PairTTL        time.Duration    // default lifetime of a pair request (default 10 min; max 1 h)
 	AgentTTL       time.Duration    // default agent session TTL (default SessionTTL)
 	OIDCAudiences  []string         // audiences identity tokens may be minted for
@@ -95,9 +96,6 @@ func (c *Config) defaults() {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
-	if c.PairLimit <= 0 {
-		c.PairLimit = 10
-	}
 	if c.PairTTL <= 0 {
 		c.PairTTL = 10 * time.Minute
 	}
@@ -128,7 +126,7 @@ type Broker struct {
 	index    *account.Index
 	limiter  *limiter               // credential reads per session
 	mints    *limiter               // identity-token mints per account
-	pairs    *limiter               // pair requests per owner and per source
+	anon     anonLimiters           // requests without a session, per source and in all
 	proofs   *dpop.Verifier         // DPoP proofs: checks and replay cache
 	htuBases []string               // normalised Issuer and PublicURLs: a proof's htu is one of them + the request path
 	status   atomic.Pointer[string] // why not ready; nil once ready
@@ -179,7 +177,7 @@ func Open(cfg Config) (*Broker, error) {
 	b := &Broker{Enclave: enc, cfg: cfg, log: cfg.Logger, metrics: newMetrics(cfg.Registerer),
 		index: account.NewIndex(), limiter: newLimiter(cfg.ReadLimit, cfg.ReadWindow),
 		mints: newLimiter(cfg.MintLimit, cfg.MintWindow),
-		pairs: newLimiter(cfg.PairLimit, time.Minute), proofs: dpop.NewVerifier(0, nil), htuBases: bases, kinds: Schema()}
+		anon:  newAnonLimiters(cfg.Anon), proofs: dpop.NewVerifier(0, nil), htuBases: bases, kinds: Schema()}
 	m := enc.Measurements()
 	b.oidc.enclave = oidc.Enclave{MrEnclave: hex.EncodeToString(m.MrEnclave[:]), MrSigner: hex.EncodeToString(m.MrSigner[:]), Tier: string(m.Tier)}
 	if b.tokens, err = token.NewIssuer(enc, token.Options{Issuer: cfg.Issuer, Current: "issuer/jwt/v1"}); err != nil {

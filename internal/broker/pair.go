@@ -66,23 +66,16 @@ func badPair(format string, args ...any) error {
 }
 
 // RequestPairing files a daemon's signed pair request (§6 step 1). It is not
-// authenticated: the signature proves possession of the proof key, the rate
-// limits (per owner and per source address) bound the noise, and nothing
-// happens until the owner approves.
+// authenticated: the signature proves possession of the proof key, the API admits
+// the request per source address and in all (Admit) before reading it, and
+// nothing happens until the owner approves. Nothing here is keyed by what the
+// caller wrote before it is validated.
 func (b *Broker) RequestPairing(ctx context.Context, r agent.Request, source string) (*PairCreated, error) {
 	lg, err := b.Ledger()
 	if err != nil {
 		return nil, err
 	}
 	now := b.cfg.Now()
-	for _, key := range []string{"src:" + source, "owner:" + strings.ToLower(r.Owner)} {
-		if ok, wait := b.pairs.allow(key, now); !ok {
-			p := problem.Newf(problem.RateLimited, fmt.Sprintf("wait %d s and retry", retryAfterSeconds(wait)),
-				"too many pair requests (at most %d per minute per owner and per address)", b.cfg.PairLimit)
-			p.RetryAfter = retryAfterSeconds(wait)
-			return nil, p
-		}
-	}
 	if !vault.ValidName(r.Alias) {
 		return nil, badPair("alias %q must be 1-63 lowercase letters, digits, '.', '_' or '-'", r.Alias)
 	}
@@ -137,6 +130,9 @@ func (b *Broker) RequestPairing(ctx context.Context, r agent.Request, source str
 		ProofJWK: r.ProofJWK, JKT: jkt, HPKEPublic: r.HPKEPublic, Sealed: base64.StdEncoding.EncodeToString(box), Expires: until.Unix()}
 	if p.Scope == nil {
 		p.Scope = []string{}
+	}
+	if err := b.admitWrite(AnonPair); err != nil {
+		return nil, err
 	}
 	if _, err := lg.Append(ctx, ledger.OriginEnclave, agent.KindPairRequested, p); err != nil {
 		if errors.Is(err, agent.ErrAliasPending) { // lost a race with another request for the alias

@@ -1,80 +1,124 @@
 package broker
 
 import (
+	"crypto/sha256"
 	"fmt"
 	"math"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/agentkeys/agentkeys/internal/problem"
 )
 
-// limiter gives each session a bucket of limit tokens; a read spends one, and each
-// spent token comes back exactly one window after it was spent. So no session ever
-// reads more than limit times in any window (the 101st read inside a minute is
-// refused), and reads resume as the oldest ones leave the window.
+// limiter gives each key a bucket of limit tokens; a request spends one, and each
+// spent token comes back exactly one window after it was spent. So no key is ever
+// admitted more than limit times in any window (the 101st read inside a minute is
+// refused), and requests resume as the oldest ones leave the window.
+//
+// Its memory is bounded whatever callers send. A key longer than maxKeyLen is
+// replaced by its SHA-256, so a bucket never keeps a caller's long string. At most
+// maxKeys buckets exist: they sit in a list ordered by their last spend, so the
+// least recently used bucket is the first to go idle (all its tokens back; it then
+// equals a new one and is dropped). When the table is full and even that bucket is
+// busy, a new key is refused until it is idle: a flood of distinct keys is refused
+// rather than grown into memory, while keys already in the table keep working.
 type limiter struct {
-	limit  int
-	window time.Duration
-	mu     sync.Mutex
-	bySID  map[string]*bucket
+	limit   int
+	window  int64 // nanoseconds
+	maxKeys int
+	mu      sync.Mutex
+	buckets map[string]*bucket
+	lru     bucket // sentinel of the ring: lru.next is the most recently used bucket
 }
 
-// bucket holds the times its spent tokens were spent, oldest first (a ring),
-// and when a refusal of its key was last audited.
+// bucket holds the times its spent tokens were spent (unix nanos), oldest first,
+// as a ring, and when a refusal of its key was last audited; prev and next link
+// it into the limiter's list.
 type bucket struct {
-	mu      sync.Mutex
-	spent   []time.Time
-	head    int
-	audited time.Time
+	key        string
+	spent      []int64
+	head       int
+	audited    int64
+	prev, next *bucket
 }
+
+const (
+	// maxKeyLen bounds the bytes a limiter keeps of one key.
+	maxKeyLen = sha256.Size
+	// defaultMaxKeys bounds the buckets of one limiter.
+	defaultMaxKeys = 100_000
+)
 
 func newLimiter(limit int, window time.Duration) *limiter {
-	return &limiter{limit: limit, window: window, bySID: map[string]*bucket{}}
+	return newLimiterKeys(limit, window, defaultMaxKeys)
 }
 
-// allow spends a token of sid's bucket; when none is left it says how long until one is.
-func (l *limiter) allow(sid string, now time.Time) (bool, time.Duration) {
+// newLimiterKeys is newLimiter with at most maxKeys buckets.
+func newLimiterKeys(limit int, window time.Duration, maxKeys int) *limiter {
+	l := &limiter{limit: max(limit, 1), window: int64(window), maxKeys: max(maxKeys, 1), buckets: map[string]*bucket{}}
+	l.lru.prev, l.lru.next = &l.lru, &l.lru
+	return l
+}
+
+// allow spends a token of key's bucket; when none is left it says how long until one is.
+func (l *limiter) allow(key string, now time.Time) (bool, time.Duration) {
+	t := now.UnixNano()
+	key = boundKey(key)
 	l.mu.Lock()
-	b, ok := l.bySID[sid]
-	if !ok {
-		if len(l.bySID) >= 100_000 {
-			l.forgetIdle(now)
+	defer l.mu.Unlock()
+	// Drop up to two idle buckets per call: each bucket is created once, so this
+	// keeps the table as small as the keys in use.
+	for range 2 {
+		if b := l.lru.prev; b != &l.lru && t-b.newest() >= l.window {
+			l.remove(b)
 		}
-		b = &bucket{}
-		l.bySID[sid] = b
 	}
-	l.mu.Unlock()
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if len(b.spent) < l.limit {
-		b.spent = append(b.spent, now)
+	b := l.buckets[key]
+	if b == nil {
+		if len(l.buckets) >= l.maxKeys {
+			return false, time.Duration(l.lru.prev.newest() + l.window - t)
+		}
+		b = &bucket{key: strings.Clone(key), spent: make([]int64, 0, min(l.limit, 4))}
+		l.buckets[b.key] = b
+	} else if len(b.spent) == l.limit {
+		back := b.spent[b.head] + l.window
+		if t < back {
+			return false, time.Duration(back - t)
+		}
+		b.spent[b.head] = t
+		b.head = (b.head + 1) % l.limit
+		l.toFront(b)
 		return true, 0
 	}
-	back := b.spent[b.head].Add(l.window)
-	if now.Before(back) {
-		return false, back.Sub(now)
-	}
-	b.spent[b.head] = now
-	b.head = (b.head + 1) % l.limit
+	b.spent = append(b.spent, t)
+	l.toFront(b)
 	return true, 0
+}
+
+// boundKey is the key a limiter keeps for key: itself, or its SHA-256 when longer.
+func boundKey(key string) string {
+	if len(key) > maxKeyLen {
+		sum := sha256.Sum256([]byte(key))
+		return string(sum[:])
+	}
+	return key
 }
 
 // firstRefusal reports whether a refusal of key at now is the first one in a
 // window (since the last one it reported): the one to audit.
 func (l *limiter) firstRefusal(key string, now time.Time) bool {
+	t := now.UnixNano()
 	l.mu.Lock()
-	b, ok := l.bySID[key]
-	l.mu.Unlock()
+	defer l.mu.Unlock()
+	b, ok := l.buckets[boundKey(key)]
 	if !ok {
 		return true
 	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if !b.audited.IsZero() && now.Sub(b.audited) < l.window {
+	if b.audited != 0 && t-b.audited < l.window {
 		return false
 	}
-	b.audited = now
+	b.audited = t
 	return true
 }
 
@@ -90,7 +134,7 @@ func (b *Broker) limit(l *limiter, key, rule string, audit func(error) error) er
 	if ok {
 		return nil
 	}
-	p := problem.Newf(problem.RateLimited, fmt.Sprintf("wait %d s and retry", retryAfterSeconds(wait)), rule, l.limit, l.window)
+	p := problem.Newf(problem.RateLimited, fmt.Sprintf("wait %d s and retry", retryAfterSeconds(wait)), rule, l.limit, time.Duration(l.window))
 	p.RetryAfter = retryAfterSeconds(wait)
 	if l.firstRefusal(key, now) {
 		return audit(p)
@@ -98,16 +142,28 @@ func (b *Broker) limit(l *limiter, key, rule string, audit func(error) error) er
 	return p
 }
 
-// forgetIdle drops buckets whose every token is back: they equal new ones.
-func (l *limiter) forgetIdle(now time.Time) {
-	for sid, b := range l.bySID {
-		b.mu.Lock()
-		newest := b.spent[(b.head+len(b.spent)-1)%len(b.spent)]
-		b.mu.Unlock()
-		if now.Sub(newest) >= l.window {
-			delete(l.bySID, sid)
-		}
+func (b *bucket) newest() int64 { return b.spent[(b.head+len(b.spent)-1)%len(b.spent)] }
+
+// toFront moves b (linked or new) to the front of the list.
+func (l *limiter) toFront(b *bucket) {
+	if b.prev != nil {
+		b.prev.next, b.next.prev = b.next, b.prev
 	}
+	b.prev, b.next = &l.lru, l.lru.next
+	l.lru.next.prev = b
+	l.lru.next = b
+}
+
+func (l *limiter) remove(b *bucket) {
+	b.prev.next, b.next.prev = b.next, b.prev
+	delete(l.buckets, b.key)
+}
+
+// size is the number of buckets (tests).
+func (l *limiter) size() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.buckets)
 }
 
 func retryAfterSeconds(d time.Duration) int { return max(1, int(math.Ceil(d.Seconds()))) }

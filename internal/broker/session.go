@@ -28,6 +28,7 @@ type Login struct {
 	Nonce      string `json:"nonce"`                 // hex, 16 random bytes
 	ChannelKey string `json:"channel_key,omitempty"` // base64 hybrid HPKE public key: also return the session channel key sealed to it
 	Sig        string `json:"sig"`                   // hex Ed25519 over LoginMessage
+	Invite     string `json:"invite,omitempty"`      // sign-up on a broker with --signup invite: the operator's invite code
 }
 
 // LoginSkew is how far a login statement's time may be from the broker's clock.
@@ -120,12 +121,29 @@ func (b *Broker) CreateAccount(ctx context.Context, l Login) (*SessionGrant, err
 	if existing != nil {
 		return nil, problem.Newf(problem.Conflict, "log in with agentkeys init --force", "an account for this identity already exists (omni %s)", omni)
 	}
+	invite := ""
+	if b.cfg.SignupInvite {
+		lg, _ := b.Ledger()
+		if invite, err = b.checkInvite(lg.State(ctx), l.Invite); err != nil {
+			return nil, err
+		}
+	}
+	if err := b.admitWrite(AnonSignup); err != nil {
+		return nil, err
+	}
 	wallet, err := b.Enclave.WalletAddress(omni)
 	if err != nil {
 		return nil, err
 	}
-	a := account.Account{Omni: omni, Wallet: wallet, Type: account.TypeKey, PublicKey: l.PublicKey, Role: token.RoleOwner}
+	a := account.Account{Omni: omni, Wallet: wallet, Type: account.TypeKey, PublicKey: l.PublicKey, Role: token.RoleOwner, Invite: invite}
 	g, err := b.openSession(ctx, &a, loginHash, l.ChannelKey, ledger.Req{Origin: ledger.OriginEnclave, Kind: account.KindCreated, Payload: a})
+	if err != nil && invite != "" && problem.As(err).Code == problem.Conflict {
+		// Refused although no account had this identity: a concurrent sign-up used the invite.
+		lg, _ := b.Ledger()
+		if _, aerr := account.Get(lg.State(ctx), omni); errors.Is(aerr, account.ErrNoAccount) {
+			return nil, badInvite("it was already used")
+		}
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -141,6 +159,9 @@ func (b *Broker) OpenSession(ctx context.Context, l Login) (*SessionGrant, error
 	}
 	if a == nil {
 		return nil, problem.New(problem.NotFound, "no account for this identity", "create one with agentkeys init")
+	}
+	if err := b.admitWrite(AnonLogin); err != nil {
+		return nil, err
 	}
 	return b.openSession(ctx, a, loginHash, l.ChannelKey)
 }

@@ -7,6 +7,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"os"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -18,7 +21,7 @@ import (
 )
 
 func initCmd(e *env) *cobra.Command {
-	var server string
+	var server, inviteFile string
 	var force, asJSON bool
 	cmd := &cobra.Command{
 		Use:   "init",
@@ -28,9 +31,11 @@ func initCmd(e *env) *cobra.Command {
 account.created ledger entry) and store a 30-day session the same way.
 
 Running it again changes nothing and says the account exists; --force logs in
-again with the same identity (a new session).`,
-		Example: "  agentkeys init --server http://127.0.0.1:8090\n  agentkeys init --force",
-		Args:    cobra.NoArgs,
+again with the same identity (a new session). A broker started with --signup
+invite needs the invite its operator gave you: --invite-file FILE (- for stdin).`,
+		Example: "  agentkeys init --server http://127.0.0.1:8090\n  agentkeys init --force\n" +
+			"  agentkeys init --server https://keys.example.com --invite-file invite.txt",
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
 			d, err := e.dir()
@@ -46,15 +51,19 @@ again with the same identity (a new session).`,
 			if !cmd.Flags().Changed("server") && serr == nil {
 				server = old.Server
 			}
-			if !fresh && !force {
-				omni := ""
-				if serr == nil {
-					omni = old.Omni
-				}
-				fmt.Fprintf(e.stdout, "The account already exists on this machine (omni %s). Nothing changed; use --force to log in again.\n", omni)
+			if !fresh && !force && serr == nil {
+				fmt.Fprintf(e.stdout, "The account already exists on this machine (omni %s). Nothing changed; use --force to log in again.\n", old.Omni)
 				return nil
 			}
+			// An identity without a session signs up again: its first sign-up may
+			// have been refused (e.g. without an invite); if the account exists
+			// after all, the broker says so and --force logs in.
+			signup := fresh || !force
 			c, err := client.New(server)
+			if err != nil {
+				return err
+			}
+			invite, err := e.readInvite(inviteFile)
 			if err != nil {
 				return err
 			}
@@ -76,8 +85,11 @@ again with the same identity (a new session).`,
 			l := broker.Login{PublicKey: hex.EncodeToString(id.Public().(ed25519.PublicKey)), Server: c.Server(),
 				Time: time.Now().Unix(), Nonce: nonce()}
 			broker.SignLogin(&l, id)
+			if signup {
+				l.Invite = invite
+			}
 			var g *broker.SessionGrant
-			if fresh {
+			if signup {
 				g, err = c.CreateAccount(ctx, l)
 			} else {
 				g, err = c.OpenSession(ctx, l)
@@ -92,10 +104,10 @@ again with the same identity (a new session).`,
 			}
 			if asJSON {
 				return json.NewEncoder(e.stdout).Encode(map[string]any{"omni": g.Omni, "wallet": g.Wallet, "server": c.Server(),
-					"expires_at": expiry(g.ExpiresAt), "created": fresh})
+					"expires_at": expiry(g.ExpiresAt), "created": signup})
 			}
 			verb := "Logged in"
-			if fresh {
+			if signup {
 				verb = "Account created"
 			}
 			fmt.Fprintf(e.stdout, "%s.\n  omni:    %s\n  wallet:  %s\n  server:  %s\n  session: expires %s\n",
@@ -105,8 +117,27 @@ again with the same identity (a new session).`,
 	}
 	cmd.Flags().StringVar(&server, "server", DefaultServer, "broker URL")
 	cmd.Flags().BoolVar(&force, "force", false, "log in again with the existing identity")
+	cmd.Flags().StringVar(&inviteFile, "invite-file", "", "a file holding the operator's invite (- for stdin), for a broker with --signup invite")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the result as JSON")
 	return cmd
+}
+
+// readInvite reads an invite code from path ("-" = stdin); "" reads nothing.
+func (e *env) readInvite(path string) (string, error) {
+	if path == "" {
+		return "", nil
+	}
+	var b []byte
+	var err error
+	if path == "-" {
+		b, err = io.ReadAll(io.LimitReader(e.stdin, 4096))
+	} else {
+		b, err = os.ReadFile(path)
+	}
+	if err != nil {
+		return "", problem.Newf(problem.BadRequest, "pass the file the operator's invite is in", "cannot read the invite: %v", err)
+	}
+	return strings.TrimSpace(string(b)), nil
 }
 
 func nonce() string {

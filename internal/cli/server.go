@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"path/filepath"
 	"strconv"
@@ -28,8 +29,10 @@ func serverCmd(e *env) *cobra.Command {
 	var dataDir, platformKey, listen, logLevel, signerKey, issuer, readRate, mintRate string
 	var maxBody int64
 	var sessionTTL, approvalWindow, oidcMaxTTL, oidcSkew time.Duration
-	var audiences, publicURLs []string
+	var audiences, publicURLs, trustedProxies []string
 	var dev bool
+	var signup string
+	anonRates := map[broker.AnonKind]*string{}
 	cmd := &cobra.Command{
 		Use:   "server",
 		Short: "Run the broker: enclave, ledger and HTTP API",
@@ -46,9 +49,17 @@ unless --dev. Back the two up apart.
 
 Agents' daemons sign each request for the URL they were given (--server); the
 broker accepts the --issuer URL and each --public-url, never a name taken from
-the request's Host header.`,
+the request's Host header.
+
+Requests without a session (sign-up, login, pair requests and polls, governance
+submissions) are limited per source address and in all: each --KIND-rate is
+PER_ADDRESS,IN_ALL, e.g. --signup-rate 10/1h,200/1h. The source address is the
+TCP peer; behind a reverse proxy, name it with --trusted-proxy so that its
+X-Forwarded-For is believed. --signup invite admits new owners only with an
+invite the operator signs (agentkeys server invite).`,
 		Example: "  agentkeys server\n  agentkeys server --data-dir /var/lib/agentkeys/server --platform-key /etc/agentkeys/platform.key --listen 127.0.0.1:9000\n" +
-			"  agentkeys server --issuer https://keys.example.com --public-url https://keys.internal.example:8443",
+			"  agentkeys server --issuer https://keys.example.com --public-url https://keys.internal.example:8443\n" +
+			"  agentkeys server --signup invite --trusted-proxy 10.0.0.0/8 --pair-rate 20/1m,300/1m",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if dataDir == "" {
@@ -81,16 +92,29 @@ the request's Host header.`,
 			if err != nil {
 				return err
 			}
+			anon := broker.AnonLimits{}
+			for k, v := range anonRates {
+				if anon[k], err = parseAnonRate("--"+string(k)+"-rate", *v); err != nil {
+					return err
+				}
+			}
+			proxies, err := parseProxies(trustedProxies)
+			if err != nil {
+				return err
+			}
+			if signup != "open" && signup != "invite" {
+				return problem.Newf(problem.BadRequest, "use --signup open or --signup invite", "--signup %q is not a sign-up mode", signup)
+			}
 			log := slog.New(slog.NewJSONHandler(e.stderr, &slog.HandlerOptions{Level: level}))
 			if oidcMaxTTL > oidc.MaxTTL*time.Second || oidcMaxTTL < time.Second {
 				return problem.New(problem.BadRequest, "--oidc-max-ttl must be between 1s and 1h", "pass e.g. --oidc-max-ttl 1h")
 			}
-			return runServer(cmd.Context(), log, serverConfig{listen: listen, maxBody: maxBody, issuer: issuer, dev: dev,
+			return runServer(cmd.Context(), log, serverConfig{listen: listen, maxBody: maxBody, issuer: issuer, dev: dev, trustedProxies: proxies,
 				broker: broker.Config{DataDir: dataDir, PlatformKeyFile: platformKey, PlatformKeyHex: e.getenv("AGENTKEYS_PLATFORM_KEY"),
 					DevPlatformKeyInDataDir: dev, SignerPublicKey: signer, PublicURLs: publicURLs,
 					SessionTTL: sessionTTL, ReadLimit: limit, ReadWindow: window,
 					MintLimit: mintLimit, MintWindow: mintWindow, ApprovalWindow: approvalWindow,
-					OIDCAudiences: audiences, OIDCMaxTTL: oidcMaxTTL, OIDCSkew: oidcSkew}})
+					OIDCAudiences: audiences, OIDCMaxTTL: oidcMaxTTL, OIDCSkew: oidcSkew, Anon: anon, SignupInvite: signup == "invite"}})
 		},
 	}
 	cmd.Flags().StringVar(&dataDir, "data-dir", "", "where the sealed seed, ledger and operator key live (default $AGENTKEYS_HOME/server)")
@@ -109,6 +133,95 @@ the request's Host header.`,
 	cmd.Flags().DurationVar(&oidcMaxTTL, "oidc-max-ttl", oidc.MaxTTL*time.Second, "longest identity token lifetime (at most 1h)")
 	cmd.Flags().DurationVar(&oidcSkew, "oidc-skew", time.Minute, "clock skew allowed to relying parties; a rotation keeps the old key at least --oidc-max-ttl plus this")
 	cmd.Flags().BoolVar(&dev, "dev", false, "development: allow a plain-http --issuer on a non-loopback host and a platform key inside the data dir")
+	cmd.Flags().StringVar(&signup, "signup", "open", "who may create an owner account: open (anyone) or invite (agentkeys server invite)")
+	cmd.Flags().StringArrayVar(&trustedProxies, "trusted-proxy", nil, "a reverse proxy (CIDR or IP, repeatable) whose X-Forwarded-For names the caller; default none: the TCP peer")
+	for _, k := range broker.AnonKinds {
+		d := broker.DefaultAnonLimits[k]
+		anonRates[k] = cmd.Flags().String(string(k)+"-rate", d.PerSource.String()+","+d.Global.String(), anonHelp[k]+" per source address and in all, as COUNT/WINDOW,COUNT/WINDOW")
+	}
+	cmd.AddCommand(serverInviteCmd(e))
+	return cmd
+}
+
+var anonHelp = map[broker.AnonKind]string{
+	broker.AnonSignup: "sign-ups (POST /v1/accounts)",
+	broker.AnonLogin:  "logins (POST /v1/sessions)",
+	broker.AnonPair:   "pair requests (POST /v1/pair/requests)",
+	broker.AnonPoll:   "pair polls (GET /v1/pair/requests/ID)",
+	broker.AnonSubmit: "governance submissions (ledger entries, registries, oidc rotate)",
+}
+
+// parseAnonRate parses PER_ADDRESS,IN_ALL, e.g. 10/1h,200/1h.
+func parseAnonRate(flag, s string) (broker.AnonLimit, error) {
+	src, all, ok := strings.Cut(s, ",")
+	if !ok {
+		return broker.AnonLimit{}, problem.Newf(problem.BadRequest, "write it as PER_ADDRESS,IN_ALL, e.g. 10/1h,200/1h",
+			"%s %q needs a rate per source address and one in all", flag, s)
+	}
+	n1, w1, err := parseRate(flag, src)
+	if err != nil {
+		return broker.AnonLimit{}, err
+	}
+	n2, w2, err := parseRate(flag, all)
+	if err != nil {
+		return broker.AnonLimit{}, err
+	}
+	return broker.AnonLimit{PerSource: broker.Rate{Count: n1, Window: w1}, Global: broker.Rate{Count: n2, Window: w2}}, nil
+}
+
+// parseProxies parses --trusted-proxy values: CIDR prefixes or single addresses.
+func parseProxies(vals []string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, v := range vals {
+		p, err := netip.ParsePrefix(v)
+		if err != nil {
+			a, aerr := netip.ParseAddr(v)
+			if aerr != nil {
+				return nil, problem.Newf(problem.BadRequest, "pass a CIDR such as 10.0.0.0/8 or one address such as 10.0.0.5",
+					"--trusted-proxy %q is not an address or CIDR", v)
+			}
+			p = netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen())
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
+}
+
+func serverInviteCmd(e *env) *cobra.Command {
+	var server, keyPath string
+	var ttl time.Duration
+	cmd := &cobra.Command{
+		Use:   "invite",
+		Short: "Sign an invite that lets one person create an owner account (operator)",
+		Long: `Prints an invite for a broker started with --signup invite. It is signed with the
+operator (governance) key, offline: nothing is sent. The invite creates exactly one
+owner account, on the broker --server names, before it expires. Hand it over like a
+password; the new owner runs agentkeys init --server URL --invite-file FILE.`,
+		Example: "  agentkeys server invite --server https://keys.example.com > invite.txt\n" +
+			"  agentkeys server invite --server https://keys.example.com --operator-key /secure/operator.key --ttl 24h",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if keyPath == "" {
+				keyPath = broker.OperatorKeyPath(filepath.Join(e.home(), "server"))
+			}
+			key, err := broker.LoadOperatorKey(keyPath)
+			if err != nil {
+				return problem.New(problem.BadRequest, "cannot read the operator key: "+err.Error(), "pass --operator-key <data-dir>/operator.key")
+			}
+			if ttl <= 0 {
+				return problem.New(problem.BadRequest, "--ttl must be positive", "pass e.g. --ttl 168h")
+			}
+			u, err := url.Parse(server)
+			if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+				return problem.Newf(problem.BadRequest, "pass the broker's URL, its --issuer", "--server %q is not an http(s) URL", server)
+			}
+			fmt.Fprintln(e.stdout, broker.NewInvite(key, server, time.Now().Add(ttl)))
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&server, "server", DefaultServer, "the broker's URL (its --issuer) the invite is for")
+	cmd.Flags().StringVar(&keyPath, "operator-key", "", "the operator key (default $AGENTKEYS_HOME/server/operator.key)")
+	cmd.Flags().DurationVar(&ttl, "ttl", 7*24*time.Hour, "how long the invite can be used")
 	return cmd
 }
 
@@ -117,6 +230,7 @@ type serverConfig struct {
 	dev            bool
 	maxBody        int64
 	broker         broker.Config
+	trustedProxies []netip.Prefix
 }
 
 // parseRate parses the COUNT/WINDOW value of flag, e.g. 100/1m.
@@ -182,7 +296,7 @@ func runServer(ctx context.Context, log *slog.Logger, cfg serverConfig) error {
 			"path", broker.OperatorKeyPath(bc.DataDir))
 	}
 	srv := &http.Server{
-		Handler:           api.New(b, api.Config{Logger: log, Registry: reg, MaxBody: cfg.maxBody}),
+		Handler:           api.New(b, api.Config{Logger: log, Registry: reg, MaxBody: cfg.maxBody, TrustedProxies: cfg.trustedProxies}),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      60 * time.Second,

@@ -1,0 +1,151 @@
+package broker
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/agentkeys/agentkeys/internal/problem"
+)
+
+// AnonKind names a kind of request that no session vouches for. Each kind is
+// admitted per source address and in all (Admit) before the broker reads it.
+type AnonKind string
+
+// The anonymous kinds: every route a caller may use without a session that makes
+// the broker write, sign or verify on its behalf.
+const (
+	AnonSignup AnonKind = "signup" // POST /v1/accounts
+	AnonLogin  AnonKind = "login"  // POST /v1/sessions
+	AnonPair   AnonKind = "pair"   // POST /v1/pair/requests
+	AnonPoll   AnonKind = "poll"   // GET /v1/pair/requests/{id}
+	AnonSubmit AnonKind = "submit" // governance-signed entries and oidc rotate
+)
+
+// AnonKinds lists the kinds in a fixed order (flags, help).
+var AnonKinds = []AnonKind{AnonSignup, AnonLogin, AnonPair, AnonPoll, AnonSubmit}
+
+// Rate is Count requests per Window.
+type Rate struct {
+	Count  int
+	Window time.Duration
+}
+
+func (r Rate) String() string {
+	w := r.Window.String()
+	if strings.HasSuffix(w, "m0s") {
+		w = strings.TrimSuffix(w, "0s")
+	}
+	if strings.HasSuffix(w, "h0m") {
+		w = strings.TrimSuffix(w, "0m")
+	}
+	return fmt.Sprintf("%d/%s", r.Count, w)
+}
+
+// AnonLimits maps each anonymous kind to its limit.
+type AnonLimits map[AnonKind]AnonLimit
+
+// AnonLimit limits one anonymous kind per source address and in all.
+type AnonLimit struct {
+	PerSource, Global Rate
+}
+
+// DefaultAnonLimits are the limits a broker uses for kinds its Config leaves out.
+// Sign-ups and logins write ledger entries, pair requests one; polls and refused
+// submissions cost only CPU. At these defaults an attacker on many addresses adds
+// at most 400 + 7,200 + 7,200 entries an hour.
+var DefaultAnonLimits = AnonLimits{
+	AnonSignup: {PerSource: Rate{10, time.Hour}, Global: Rate{200, time.Hour}},
+	AnonLogin:  {PerSource: Rate{10, time.Minute}, Global: Rate{120, time.Minute}},
+	AnonPair:   {PerSource: Rate{10, time.Minute}, Global: Rate{120, time.Minute}},
+	AnonPoll:   {PerSource: Rate{600, time.Minute}, Global: Rate{6000, time.Minute}},
+	AnonSubmit: {PerSource: Rate{60, time.Minute}, Global: Rate{600, time.Minute}},
+}
+
+// anonSources bounds the source addresses each kind tracks at once (see limiter).
+const anonSources = 10_000
+
+type anonLimiter struct {
+	limit             AnonLimit
+	perSource, global *limiter
+}
+
+// anonLimiters holds each kind's limiters.
+type anonLimiters map[AnonKind]*anonLimiter
+
+func newAnonLimiters(cfg AnonLimits) anonLimiters {
+	out := anonLimiters{}
+	for _, k := range AnonKinds {
+		lim, ok := cfg[k]
+		if !ok || lim.PerSource.Count <= 0 || lim.PerSource.Window <= 0 || lim.Global.Count <= 0 || lim.Global.Window <= 0 {
+			lim = DefaultAnonLimits[k]
+		}
+		out[k] = &anonLimiter{limit: lim,
+			perSource: newLimiterKeys(lim.PerSource.Count, lim.PerSource.Window, anonSources),
+			global:    newLimiterKeys(lim.Global.Count, lim.Global.Window, 1)}
+	}
+	return out
+}
+
+// Admit decides whether the broker takes an anonymous request of kind from
+// source at all. The API asks before it reads the request's body, so a refused
+// caller costs one map lookup. The limiter is keyed by the source address only
+// (an IPv4 address, or the /64 of an IPv6 one), never by anything the caller
+// wrote. Kinds that write to the ledger spend their global share later, in
+// admitWrite, once the request is valid: garbage from many addresses cannot use
+// up what real callers need.
+func (b *Broker) Admit(kind AnonKind, source netip.Addr) error {
+	a := b.anon[kind]
+	if a == nil {
+		return fmt.Errorf("no limit for anonymous kind %q", kind)
+	}
+	if ok, wait := a.perSource.allow(sourceKey(source), b.cfg.Now()); !ok {
+		return tooMany(kind, "from your address", a.limit.PerSource, wait)
+	}
+	if !writes(kind) {
+		return b.admitAll(kind)
+	}
+	return nil
+}
+
+// writes reports whether an admitted request of kind appends to the ledger.
+func writes(kind AnonKind) bool {
+	return kind == AnonSignup || kind == AnonLogin || kind == AnonPair
+}
+
+// admitWrite spends the global share of a valid anonymous request of kind, just
+// before the broker writes it.
+func (b *Broker) admitWrite(kind AnonKind) error { return b.admitAll(kind) }
+
+func (b *Broker) admitAll(kind AnonKind) error {
+	a := b.anon[kind]
+	if ok, wait := a.global.allow("", b.cfg.Now()); !ok {
+		return tooMany(kind, "from all addresses together", a.limit.Global, wait)
+	}
+	return nil
+}
+
+// sourceKey is the limiter key of an address: its 4 bytes for IPv4 (and mapped
+// IPv4), the first 8 bytes (the /64 a host usually gets) for IPv6.
+func sourceKey(a netip.Addr) string {
+	a = a.Unmap()
+	if a.Is4() {
+		b := a.As4()
+		return string(b[:])
+	}
+	b := a.As16()
+	return string(b[:8])
+}
+
+var anonNames = map[AnonKind]string{AnonSignup: "sign-ups", AnonLogin: "logins", AnonPair: "pair requests",
+	AnonPoll: "pair polls", AnonSubmit: "governance submissions"}
+
+func tooMany(kind AnonKind, scope string, r Rate, wait time.Duration) error {
+	secs := retryAfterSeconds(wait)
+	p := problem.Newf(problem.RateLimited,
+		fmt.Sprintf("wait %d s and retry; the operator can raise the limit with agentkeys server --%s-rate", secs, kind),
+		"too many %s %s (at most %s)", anonNames[kind], scope, r)
+	p.RetryAfter = secs
+	return p
+}
