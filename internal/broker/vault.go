@@ -226,6 +226,21 @@ func (b *Broker) release(ctx context.Context, lg *ledger.Ledger, c *Caller, r Re
 	if !ok {
 		return nil, errRaced // a store replaced the record between the two lookups
 	}
+	// Re-encrypted before the audit entry, released only after it is durable: a
+	// recipient key the enclave cannot encrypt to is refused before anything is
+	// written (no entry, no approval request).
+	res := &ReadResult{Service: r.Service, Agent: agent, Version: cr.Version, Info: string(ReadInfo(owner, agent, r.Service, cr.Version))}
+	info := CredentialInfo(owner, agent, r.Service)
+	if r.Recipient != nil {
+		res.Mode = "hpke"
+		res.Sealed, err = b.Enclave.Reseal(ShieldingPath, info, blob, r.Recipient, []byte(res.Info))
+	} else {
+		res.Mode = "session"
+		res.Sealed, err = b.Enclave.ResealToSession(ShieldingPath, info, blob, c.Claims.SessionID, []byte(res.Info))
+	}
+	if err != nil {
+		return nil, problem.New(problem.BadRequest, "the credential could not be re-encrypted to the key you sent", "send a hybrid ML-KEM-768+X25519 HPKE public key")
+	}
 	if cr.Approval == vault.ApprovalRequired {
 		id, err := b.grantFor(ctx, audit)
 		if err != nil {
@@ -238,18 +253,6 @@ func (b *Broker) release(ctx context.Context, lg *ledger.Ledger, c *Caller, r Re
 			return nil, errRaced // e.g. a concurrent read used the grant first
 		}
 		return nil, problem.New(problem.Internal, "the read could not be audited, so nothing was released", "retry; the operator should check the server log")
-	}
-	res := &ReadResult{Service: r.Service, Agent: agent, Version: cr.Version, Info: string(ReadInfo(owner, agent, r.Service, cr.Version))}
-	info := CredentialInfo(owner, agent, r.Service)
-	if r.Recipient != nil {
-		res.Mode = "hpke"
-		res.Sealed, err = b.Enclave.Reseal(ShieldingPath, info, blob, r.Recipient, []byte(res.Info))
-	} else {
-		res.Mode = "session"
-		res.Sealed, err = b.Enclave.ResealToSession(ShieldingPath, info, blob, c.Claims.SessionID, []byte(res.Info))
-	}
-	if err != nil {
-		return nil, problem.New(problem.BadRequest, "the credential could not be re-encrypted to the key you sent", "send a hybrid ML-KEM-768+X25519 HPKE public key")
 	}
 	return res, nil
 }
