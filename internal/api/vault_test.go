@@ -80,6 +80,28 @@ func TestReadFailsClosed(t *testing.T) {
 	}
 }
 
+// TestBadRecipientWritesNothing: a read whose recipient key the enclave cannot
+// encrypt to is refused (400) and leaves no entry — not a read, not a denial, not
+// an approval request (found by FuzzStoreAndReadBodies: the read was audited
+// before the re-encryption failed).
+func TestBadRecipientWritesNothing(t *testing.T) {
+	e := newEnv(t, broker.Config{})
+	s, g := e.owner(t)
+	e.store(t, s, g.Omni, "svc", []byte("sk-bad-recipient-01"), "")
+	e.store(t, s, g.Omni, "svc-approved", []byte("sk-bad-recipient-02"), vault.ApprovalRequired)
+	for _, svc := range []string{"svc", "svc-approved"} {
+		for _, key := range [][]byte{[]byte("short"), make([]byte, len(hpkeKey(t).PublicKey().Bytes()))} {
+			h1, _, _ := e.b.Storage().Head(context.Background())
+			body, _ := json.Marshal(api.ReadBody{Recipient: key})
+			rec := e.post("/v1/credentials/"+svc+"/read", g.Token, body)
+			h2, _, _ := e.b.Storage().Head(context.Background())
+			if rec.Code != http.StatusBadRequest || h2.Seq != h1.Seq {
+				t.Errorf("%s, recipient of %d bytes: %d %s, %d entries appended; want 400 and none", svc, len(key), rec.Code, rec.Body, h2.Seq-h1.Seq)
+			}
+		}
+	}
+}
+
 func TestSessionChannelRead(t *testing.T) {
 	e := newEnv(t, broker.Config{})
 	k := hpkeKey(t)
