@@ -152,6 +152,15 @@ func (c *readCache) remove(el *list.Element) {
 	c.bytes -= len(ent.box)
 }
 
+// Format prints the number of copies only, for every verb: no fmt verb
+// reaches the key.
+func (c *readCache) Format(f fmt.State, verb rune) {
+	c.mu.Lock()
+	n := c.order.Len()
+	c.mu.Unlock()
+	fmt.Fprintf(f, "readcache(copies=%d)", n)
+}
+
 // close zeroes the cache key and drops every copy.
 func (c *readCache) close() {
 	c.mu.Lock()
