@@ -101,6 +101,6 @@
 // A decrypted credential is zeroed as soon as the operation that opened it has
 // re-encrypted it. What the standard library derives on the way — the HPKE
 // shared secret and AEAD key schedule inside crypto/hpke, and the AES-GCM
-// state of the re-encryption and of the read cache — is unreachable from here and left to the
-// garbage collector; none of it is kept by the enclave.
+// state of the re-encryption and of the read cache — is unreachable from here
+// and left to the garbage collector; none of it is kept by the enclave.
 package enclave

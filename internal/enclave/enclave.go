@@ -151,10 +151,7 @@ func Open(cfg Config) (*Enclave, error) {
 		},
 		sec:   &secrets{},
 		cache: make(map[string]*key),
-	}
-	if e.reads, err = newReadCache(); err != nil {
-		e.Close()
-		return nil, err
+		reads: newReadCache(),
 	}
 	if err := e.unsealOrCreate(cfg); err != nil {
 		e.Close()
@@ -210,8 +207,8 @@ func (e *Enclave) PlatformPublicKey() ed25519.PublicKey {
 }
 
 // Close zeroes the seed, the attestation key, every cached private key and
-// the read cache key, and drops the read cache. Later operations fail with ErrClosed. Close is idempotent and waits for
-// operations in progress.
+// the read cache key, and drops the read cache. Later operations fail with
+// ErrClosed. Close is idempotent and waits for operations in progress.
 func (e *Enclave) Close() {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -228,9 +225,7 @@ func (e *Enclave) Close() {
 		delete(e.cache, p)
 	}
 	e.cacheMu.Unlock()
-	if e.reads != nil {
-		e.reads.close()
-	}
+	e.reads.close()
 }
 
 // String describes the enclave by its public measurements only.

@@ -62,12 +62,10 @@ type readEntry struct {
 	added time.Time
 }
 
-func newReadCache() (*readCache, error) {
+func newReadCache() *readCache {
 	c := &readCache{entries: make(map[[32]byte]*list.Element)}
-	if _, err := rand.Read(c.key[:]); err != nil {
-		return nil, fmt.Errorf("enclave: draw the read cache key: %w", err)
-	}
-	return c, nil
+	rand.Read(c.key[:]) // never fails (crypto/rand)
+	return c
 }
 
 // cacheAAD binds a copy to the shielding key path, the HPKE info and the

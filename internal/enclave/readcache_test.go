@@ -200,10 +200,7 @@ func TestReadCacheKeyStaysInside(t *testing.T) {
 // TestReadCacheBounds: copies expire after readCacheTTL, and the cache holds
 // at most readCacheMax copies and readCacheBytes bytes, dropping the oldest.
 func TestReadCacheBounds(t *testing.T) {
-	c, err := newReadCache()
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := newReadCache()
 	t0 := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
 	id := func(i int) [32]byte { return sha256.Sum256(fmt.Append(nil, i)) }
 	pt := []byte("credential")
