@@ -15,8 +15,9 @@
 //     CPU fuse key), which lives outside Dir (see Sealing);
 //   - a credential is decrypted only inside an operation that re-encrypts it
 //     (Reseal, ResealToSession) or checks it (CheckSealed); its plaintext is
-//     never returned, never cached, and its buffer is zeroed before the
-//     operation returns;
+//     never returned nor kept, and its buffer is zeroed before the operation
+//     returns (to spare the next read the hybrid KEM, the enclave keeps an
+//     AES-256-GCM sealed copy under a key of its own; see Read cache);
 //   - seed.sealed is created once, atomically and without overwriting, and is
 //     never modified or deleted afterwards — every failure to unseal leaves it
 //     untouched and names the cause and the fix.
@@ -78,6 +79,17 @@
 // "agentkeys/platform/attest/v1")), whose public key verifiers pin (see
 // VerifyQuote).
 //
+// # Read cache
+//
+// Each stored ciphertext the enclave opens leaves a sealed copy behind:
+// AES-256-GCM of the plaintext under a random key drawn at Open and zeroed by
+// Close, bound (as additional data) to the shielding key path, the HPKE info
+// and the ciphertext's SHA-256; at most 4096 copies and 32 MiB, none older than
+// 5 minutes. A copy opens only for the ciphertext and binding it was made from;
+// any other is refused. A disclosure of the cache alone reveals no credential;
+// reading the whole process memory (root on the host) is out of scope, as that
+// reveals the shielding key itself.
+//
 // # Limits of zeroing
 //
 // Close overwrites the seed and every cached ed25519 and secp256k1 key, and the
@@ -89,6 +101,6 @@
 // A decrypted credential is zeroed as soon as the operation that opened it has
 // re-encrypted it. What the standard library derives on the way — the HPKE
 // shared secret and AEAD key schedule inside crypto/hpke, and the AES-GCM
-// state of the re-encryption — is unreachable from here and left to the
-// garbage collector; none of it is kept by the enclave.
+// state of the re-encryption and of the read cache — is unreachable from here
+// and left to the garbage collector; none of it is kept by the enclave.
 package enclave

@@ -95,6 +95,8 @@ type Enclave struct {
 
 	cacheMu sync.RWMutex
 	cache   map[string]*key
+
+	reads *readCache // sealed copies of opened credentials (readcache.go)
 }
 
 // secrets is everything the enclave must never reveal.
@@ -149,6 +151,7 @@ func Open(cfg Config) (*Enclave, error) {
 		},
 		sec:   &secrets{},
 		cache: make(map[string]*key),
+		reads: newReadCache(),
 	}
 	if err := e.unsealOrCreate(cfg); err != nil {
 		e.Close()
@@ -203,9 +206,9 @@ func (e *Enclave) PlatformPublicKey() ed25519.PublicKey {
 	return append(ed25519.PublicKey(nil), e.platformPub...)
 }
 
-// Close zeroes the seed, the attestation key and every cached private key.
-// Later operations fail with ErrClosed. Close is idempotent and waits for
-// operations in progress.
+// Close zeroes the seed, the attestation key, every cached private key and
+// the read cache key, and drops the read cache. Later operations fail with
+// ErrClosed. Close is idempotent and waits for operations in progress.
 func (e *Enclave) Close() {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -222,6 +225,7 @@ func (e *Enclave) Close() {
 		delete(e.cache, p)
 	}
 	e.cacheMu.Unlock()
+	e.reads.close()
 }
 
 // String describes the enclave by its public measurements only.

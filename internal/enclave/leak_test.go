@@ -99,6 +99,7 @@ func TestNoSecretInAnyOutput(t *testing.T) {
 	c.addSecret("platform secret", platform)
 	sealKey, _ := hkdf.Key(sha256.New, platform, nil, sealInfo+string(e.meas.MrSigner[:]), 32)
 	c.addSecret("seal key", sealKey)
+	c.addSecret("read cache key", e.reads.key[:])
 	for _, p := range paths {
 		k, err := parsePath(p)
 		if err != nil {

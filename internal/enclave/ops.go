@@ -114,8 +114,8 @@ func (e *Enclave) WalletAddress(omni string) (string, error) {
 // Reseal decrypts sealed (to the shielding key at path, with info) inside the
 // enclave and re-encrypts the plaintext to recipient — hybrid ML-KEM-768 +
 // X25519 HPKE public key bytes — with recipientInfo. The plaintext never
-// leaves the enclave, is not cached, and its buffer is zeroed before Reseal
-// returns.
+// leaves the enclave, is not kept (the enclave keeps only a sealed copy, see
+// readcache.go), and its buffer is zeroed before Reseal returns.
 func (e *Enclave) Reseal(path string, info, sealed []byte, recipient []byte, recipientInfo []byte) ([]byte, error) {
 	pk, err := suiteKEM.NewPublicKey(recipient)
 	if err != nil {
@@ -135,7 +135,7 @@ func (e *Enclave) Reseal(path string, info, sealed []byte, recipient []byte, rec
 
 // CheckSealed reports whether sealed opens under the shielding key at path with
 // info, without letting the plaintext out (nor keeping it: the buffer is zeroed
-// before CheckSealed returns). The broker uses it to refuse a credential that
+// before CheckSealed returns; the enclave keeps only a sealed copy). The broker uses it to refuse a credential that
 // was not encrypted for it, its owner and its service.
 func (e *Enclave) CheckSealed(path string, info, sealed []byte) error {
 	return e.withPlaintext("CheckSealed", path, info, sealed, func([]byte) error { return nil })

@@ -143,6 +143,11 @@ func TestNoPlaintextKeptAfterOperations(t *testing.T) {
 			t.Errorf("after %s the plaintext credential is still reachable from the enclave", s.name)
 		}
 	}
+	// The reads after the store check were served by the sealed copy, which
+	// the walk above has seen.
+	if n := e.reads.order.Len(); n != 1 {
+		t.Errorf("%d sealed copies after three operations on one ciphertext, want 1", n)
+	}
 }
 
 // TestPlaintextBufferZeroed: the buffer an operation decrypts into is zeroed

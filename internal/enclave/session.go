@@ -8,6 +8,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"time"
 )
 
 // Session channels. Re-encrypting every credential read with hybrid HPKE costs
@@ -51,8 +52,8 @@ func (e *Enclave) SessionKeyTo(sid string, recipient, info []byte) ([]byte, erro
 
 // ResealToSession decrypts sealed (to the shielding key at path, with info)
 // inside the enclave and boxes the plaintext for session sid's channel with aad.
-// The plaintext never leaves the enclave, is not cached, and its buffer is
-// zeroed before ResealToSession returns.
+// The plaintext never leaves the enclave, is not kept (only a sealed copy is,
+// see readcache.go), and its buffer is zeroed before ResealToSession returns.
 func (e *Enclave) ResealToSession(path string, info, sealed []byte, sid string, aad []byte) ([]byte, error) {
 	var ck []byte
 	err := e.useKey("ResealToSession", ChannelPath, kindChannel, "session/*", func(k *key) error {
@@ -106,18 +107,29 @@ func sealBox(key, aad, pt []byte) ([]byte, error) {
 	return aead.Seal(nonce, nonce, pt, aad), nil
 }
 
-// withPlaintext opens sealed with the shielding key at path and info, runs f
-// with the plaintext and zeroes it before returning, whatever f returns. f
-// must not keep pt. Nothing is cached: each operation that needs a
-// credential's plaintext decrypts it afresh, and no plaintext outlives the
-// operation (see "Limits of zeroing" in the package doc).
+// withPlaintext runs f with the plaintext of sealed, which is HPKE-sealed to
+// the shielding key at path with info, and zeroes it before returning, whatever
+// f returns. f must not keep pt. The plaintext comes from the enclave's sealed
+// copy of sealed (see readcache.go) or, on a miss, from opening sealed, after
+// which the sealed copy is filled; no plaintext outlives the operation (see
+// "Limits of zeroing" in the package doc).
 func (e *Enclave) withPlaintext(op, path string, info, sealed []byte, f func(pt []byte) error) error {
 	return e.useKey(op, path, kindShielding, "shielding/*", func(k *key) error {
-		pt, err := hpke.Open(k.shield, suiteKDF, suiteAEAD, info, sealed)
+		id := sha256.Sum256(sealed)
+		now := time.Now()
+		pt, hit, err := e.reads.open(id, path, info, now)
 		if err != nil {
 			return fmt.Errorf("enclave: %s %s: ciphertext does not open under this key and info: %w", op, path, err)
 		}
+		if !hit {
+			if pt, err = hpke.Open(k.shield, suiteKDF, suiteAEAD, info, sealed); err != nil {
+				return fmt.Errorf("enclave: %s %s: ciphertext does not open under this key and info: %w", op, path, err)
+			}
+		}
 		defer clear(pt)
+		if !hit {
+			e.reads.put(id, path, info, pt, now)
+		}
 		return f(pt)
 	})
 }

@@ -23,7 +23,7 @@ func TestSessionChannel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for range 2 { // the same ciphertext twice: each read decrypts afresh
+	for range 2 { // the same ciphertext twice: the second read opens the enclave's sealed copy
 		box, err := e.ResealToSession("shielding/v1", info, sealed, "sid-1", []byte("aad"))
 		if err != nil {
 			t.Fatal(err)
