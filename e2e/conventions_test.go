@@ -307,11 +307,11 @@ func TestRunExitCodes(t *testing.T) {
 	o := h.akNewOwner(s)
 	h.akStore(o, "openai", "sk-conventions-"+randomHex(16))
 	usage := func() int {
-		var rows []json.RawMessage
-		if err := json.Unmarshal([]byte(h.akOK(o.home, "usage", "--json")), &rows); err != nil {
-			t.Fatal(err)
+		var u struct{ Usage []json.RawMessage }
+		if err := json.Unmarshal([]byte(h.akOK(o.home, "usage", "--json")), &u); err != nil || len(u.Usage) == 0 {
+			t.Fatalf("usage --json: %v (%d rows)", err, len(u.Usage))
 		}
-		return len(rows)
+		return len(u.Usage)
 	}
 	before := usage()
 
@@ -386,4 +386,3 @@ func w2omni(t *testing.T, h *harness, home string) string {
 	}
 	return w.Omni
 }
-
