@@ -43,7 +43,7 @@ again with the same identity (a new session).`,
 				return err
 			}
 			old, serr := d.Session()
-			if !cmd.Flags().Changed("server") && serr == nil {
+			if !e.serverGiven(cmd) && serr == nil {
 				server = old.Server
 			}
 			if !fresh && !force {
@@ -103,7 +103,7 @@ again with the same identity (a new session).`,
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&server, "server", DefaultServer, "broker URL")
+	e.serverFlag(cmd, &server, DefaultServer, "broker URL")
 	cmd.Flags().BoolVar(&force, "force", false, "log in again with the existing identity")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the result as JSON")
 	return cmd
