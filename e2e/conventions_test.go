@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -191,59 +192,63 @@ func TestReadmeInstallsOnce(t *testing.T) {
 	}
 }
 
-// Problem 6: version and --version, from the binary's build info.
+// Problem 6: version and --version, from the binary's build info: the same module
+// version and VCS settings that go version -m reads from the binary.
 func TestVersion(t *testing.T) {
 	h := newHarness(t)
 	home := t.TempDir()
-	// A build stamped with VCS information, as go install in a clone does by default.
-	stamped := filepath.Join(binDir, "stamped", "agentkeys")
-	build := exec.Command("go", "build", "-buildvcs=true", "-o", stamped, "github.com/agentkeys/agentkeys/cmd/agentkeys")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build -buildvcs=true: %v\n%s", err, out)
-	}
-	head, err := exec.Command("git", "rev-parse", "HEAD").Output()
+	meta, err := exec.Command("go", "version", "-m", bin).Output()
 	if err != nil {
-		t.Fatalf("git rev-parse HEAD: %v", err)
+		t.Fatalf("go version -m: %v", err)
 	}
-	rev := strings.TrimSpace(string(head))
+	want := map[string]string{}
+	for _, line := range strings.Split(string(meta), "\n") {
+		f := strings.Split(strings.TrimSpace(line), "\t")
+		switch {
+		case len(f) >= 3 && f[0] == "mod" && f[1] == "github.com/agentkeys/agentkeys":
+			want["version"] = f[2]
+		case len(f) == 2 && f[0] == "build" && strings.HasPrefix(f[1], "vcs."):
+			k, v, _ := strings.Cut(f[1], "=")
+			want[k] = v
+		}
+	}
 	gover, err := exec.Command("go", "env", "GOVERSION").Output()
-	if err != nil {
-		t.Fatal(err)
+	if err != nil || want["version"] == "" {
+		t.Fatalf("go env GOVERSION: %v; go version -m gave no module version:\n%s", err, meta)
 	}
 
-	r := h.convCLI(stamped, home, nil, "version", "--json")
+	r := h.cli(home, "version", "--json")
 	if r.code != 0 {
 		t.Fatalf("version --json: exit %d: %s", r.code, r.stderr)
 	}
 	var v struct {
-		Version, Revision, Go string
-		Modified              *bool
+		Version, Revision, RevisionTime, Go string
+		Modified                            *bool
 	}
 	if err := json.Unmarshal([]byte(r.stdout), &v); err != nil {
 		t.Fatalf("version --json is not JSON: %v\n%s", err, r.stdout)
 	}
-	if v.Revision != rev || v.Modified == nil || v.Go != strings.TrimSpace(string(gover)) || v.Version == "" {
-		t.Errorf("version --json = %s, want revision %s, modified set, go %s", r.stdout, rev, gover)
+	var modified string
+	if v.Modified != nil {
+		modified = strconv.FormatBool(*v.Modified)
 	}
-	// go run and go install in a clone give a pseudo-version that names the revision
-	if !strings.Contains(v.Version, rev[:12]) {
-		t.Errorf("version %q does not name revision %s", v.Version, rev[:12])
+	if v.Version != want["version"] || v.Revision != want["vcs.revision"] || modified != want["vcs.modified"] ||
+		v.Go != strings.TrimSpace(string(gover)) {
+		t.Errorf("version --json = %s, want the build info go version -m reads: %v, %s", r.stdout, want, gover)
 	}
-	text := h.convCLI(stamped, home, nil, "version")
-	long := h.convCLI(stamped, home, nil, "--version")
+	rev := "revision unknown"
+	if v.Revision != "" {
+		rev = "revision " + v.Revision
+	}
+	text := h.cli(home, "version")
+	long := h.cli(home, "--version")
 	for _, x := range []cliResult{text, long} {
-		if x.code != 0 || !strings.HasPrefix(x.stdout, "agentkeys "+v.Version) || !strings.Contains(x.stdout, rev[:12]) || strings.Count(x.stdout, "\n") != 1 {
-			t.Errorf("want one line \"agentkeys %s … %s …\", got exit %d %q %q", v.Version, rev[:12], x.code, x.stdout, x.stderr)
+		if x.code != 0 || !strings.HasPrefix(x.stdout, "agentkeys "+v.Version+" ("+rev) || !strings.Contains(x.stdout, v.Go) || strings.Count(x.stdout, "\n") != 1 {
+			t.Errorf("want one line \"agentkeys %s (%s…) %s …\", got exit %d %q %q", v.Version, rev, v.Go, x.code, x.stdout, x.stderr)
 		}
 	}
 	if text.stdout != long.stdout {
 		t.Errorf("version %q and --version %q differ", text.stdout, long.stdout)
-	}
-
-	// A build without VCS information says so instead of inventing a revision.
-	r = h.convCLI(bin, home, nil, "version", "--json")
-	if r.code != 0 || !strings.Contains(r.stdout, `"version"`) {
-		t.Errorf("version --json of the test build: exit %d %q %q", r.code, r.stdout, r.stderr)
 	}
 }
 

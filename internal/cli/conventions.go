@@ -32,9 +32,17 @@ type buildInfo struct {
 }
 
 func readBuildInfo() buildInfo {
-	b := buildInfo{Version: "(devel)", Go: runtime.Version(), Platform: runtime.GOOS + "/" + runtime.GOARCH}
 	bi, ok := debug.ReadBuildInfo()
 	if !ok {
+		bi = nil
+	}
+	return fromBuildInfo(bi)
+}
+
+// fromBuildInfo reads the module version and the vcs.* settings Go stamps.
+func fromBuildInfo(bi *debug.BuildInfo) buildInfo {
+	b := buildInfo{Version: "(devel)", Go: runtime.Version(), Platform: runtime.GOOS + "/" + runtime.GOARCH}
+	if bi == nil {
 		return b
 	}
 	if bi.Main.Version != "" {
@@ -87,6 +95,19 @@ build information Go stamps into the binary. agentkeys --version prints the same
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print as JSON")
 	return cmd
+}
+
+// completionCmd adds cobra's `completion bash|zsh|fish|powershell`, refusing an
+// unknown shell (cobra's own prints its help and exits 0).
+func completionCmd(root *cobra.Command) {
+	root.InitDefaultCompletionCmd()
+	c, _, err := root.Find([]string{"completion"})
+	if err != nil || c == root {
+		return
+	}
+	c.Example = "  agentkeys completion bash > /etc/bash_completion.d/agentkeys\n" +
+		"  agentkeys completion zsh > \"${fpath[1]}/_agentkeys\"\n  agentkeys completion fish > ~/.config/fish/completions/agentkeys.fish"
+	c.RunE = func(cmd *cobra.Command, _ []string) error { return cmd.Help() } // no args: NoArgs refuses a shell it does not know
 }
 
 // Exit codes of run when its command cannot run, as in shells and op run.
