@@ -366,13 +366,19 @@ func TestServerFromEnvironment(t *testing.T) {
 		}
 		wantProblem(t, h.convCLI(bin, t.TempDir(), nowhere, args...), 5, "UNREACHABLE", "127.0.0.1:9")
 	}
+	// a bad value is refused, naming where to fix it
+	r := h.convCLI(bin, t.TempDir(), []string{"AGENTKEYS_SERVER=127.0.0.1:8090"}, "oidc", "keys")
+	wantProblem(t, r, 2, "BAD_REQUEST", "127.0.0.1:8090")
+	if !strings.Contains(r.stderr, "AGENTKEYS_SERVER") {
+		t.Errorf("a bad AGENTKEYS_SERVER: the fix does not name the variable: %s", r.stderr)
+	}
 	// --mine and --data-dir are other sources: the environment default does not clash with them
 	if r := h.convCLI(bin, home, nowhere, "audit", "verify", "--mine"); r.code != 0 {
 		t.Errorf("audit verify --mine with AGENTKEYS_SERVER set: exit %d: %s", r.code, r.stderr)
 	}
 	// daemon pair takes the broker from the environment too
 	dh := t.TempDir()
-	r := h.convCLI(bin, dh, env, "daemon", "pair", "--owner", w2omni(t, h, home), "--alias", "env-bot", "--scope", "openai", "--no-wait")
+	r = h.convCLI(bin, dh, env, "daemon", "pair", "--owner", w2omni(t, h, home), "--alias", "env-bot", "--scope", "openai", "--no-wait")
 	if r.code != 0 || !strings.Contains(r.stdout, "VVC: ") {
 		t.Errorf("daemon pair with AGENTKEYS_SERVER: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
 	}
