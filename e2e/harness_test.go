@@ -28,19 +28,28 @@ import (
 	"github.com/agentkeys/agentkeys/internal/ledger"
 )
 
-// bin is the agentkeys binary built by TestMain.
-var bin string
+// bin is the agentkeys binary built by TestMain, in binDir.
+var bin, binDir string
 
 func TestMain(m *testing.M) { os.Exit(runMain(m)) }
 
 func runMain(m *testing.M) int {
-	dir, err := os.MkdirTemp("", "agentkeys-e2e-")
+	// Outside the temp dir, as an installed binary is: daemon mcp-config refuses
+	// to print a command path there.
+	cache, err := os.UserCacheDir()
+	if err == nil {
+		cache = filepath.Join(cache, "agentkeys-test")
+		err = os.MkdirAll(cache, 0o700)
+	}
+	if err == nil {
+		binDir, err = os.MkdirTemp(cache, "e2e-")
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "e2e:", err)
 		return 1
 	}
-	defer os.RemoveAll(dir)
-	bin = filepath.Join(dir, "agentkeys")
+	defer os.RemoveAll(binDir)
+	bin = filepath.Join(binDir, "agentkeys")
 	build := exec.Command("go", "build", "-o", bin, "github.com/agentkeys/agentkeys/cmd/agentkeys")
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {

@@ -48,7 +48,7 @@ invite needs the invite its operator gave you: --invite-file FILE (- for stdin).
 				return err
 			}
 			old, serr := d.Session()
-			if !cmd.Flags().Changed("server") && serr == nil {
+			if !e.serverGiven(cmd) && serr == nil {
 				server = old.Server
 			}
 			if !fresh && !force && serr == nil {
@@ -115,7 +115,7 @@ invite needs the invite its operator gave you: --invite-file FILE (- for stdin).
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&server, "server", DefaultServer, "broker URL")
+	e.serverFlag(cmd, &server, DefaultServer, "broker URL")
 	cmd.Flags().BoolVar(&force, "force", false, "log in again with the existing identity")
 	cmd.Flags().StringVar(&inviteFile, "invite-file", "", "a file holding the operator's invite (- for stdin), for a broker with --signup invite")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the result as JSON")

@@ -50,6 +50,9 @@ Exit 0 with a one-line summary when valid; otherwise exit 1 naming the first bad
 			"  agentkeys audit verify --data-dir ~/.agentkeys/server --json",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if !cmd.Flags().Changed("server") && (mine || dataDir != "") {
+				server = "" // $AGENTKEYS_SERVER is a default, not a third source
+			}
 			if (server == "" && !mine) == (dataDir == "") || mine && dataDir != "" {
 				return problem.New(problem.BadRequest, "pass exactly one of --server, --mine and --data-dir",
 					"agentkeys audit verify --server http://127.0.0.1:8090")
@@ -91,7 +94,7 @@ Exit 0 with a one-line summary when valid; otherwise exit 1 naming the first bad
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&server, "server", "", "broker URL to verify through its public API")
+	e.serverFlag(cmd, &server, "", "broker URL to verify through its public API")
 	cmd.Flags().StringVar(&dataDir, "data-dir", "", "server data dir to verify offline (re-folds state)")
 	cmd.Flags().StringVar(&pin, "platform-key", "", "pin the platform attestation public key (hex) instead of trusting the one the quote names")
 	cmd.Flags().BoolVar(&mine, "mine", false, "verify through the broker of this machine's owner session, opening your own entries")

@@ -54,6 +54,9 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	var ee exitError
 	if errors.As(err, &ee) {
+		if ee.problem != nil {
+			printProblem(stderr, ee.problem)
+		}
 		return ee.code
 	}
 	var p *problem.Error
@@ -108,9 +111,11 @@ hash-chained ledger; every key comes from one sealed seed.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.CompletionOptions.DisableDefaultCmd = true
+	root.Version = strings.TrimSuffix(readBuildInfo().line(), "\n")
+	root.SetVersionTemplate("{{.Version}}\n")
 	root.AddCommand(serverCmd(e), auditCmd(e), initCmd(e), whoamiCmd(e), logoutCmd(e),
 		storeCmd(e), readCmd(e), listCmd(e), rmCmd(e), approveCmd(e), usageCmd(e),
-		agentCmd(e), daemonCmd(e), runCmd(e), oidcCmd(e))
+		agentCmd(e), daemonCmd(e), runCmd(e), oidcCmd(e), versionCmd(e), exitCodesTopic())
+	completionCmd(root)
 	return root
 }

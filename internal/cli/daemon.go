@@ -93,7 +93,7 @@ $AGENTKEYS_HOME/daemon/session.json (0600). --no-wait returns at once;
 			return e.waitPairing(ctx, d, p)
 		},
 	}
-	cmd.Flags().StringVar(&server, "server", "", "the broker URL")
+	e.serverFlag(cmd, &server, "", "the broker URL")
 	cmd.Flags().StringVar(&owner, "owner", "", "the owner's wallet address or omni (agentkeys whoami on the owner's machine)")
 	cmd.Flags().StringVar(&alias, "alias", "", "this agent's name, e.g. ci-bot")
 	cmd.Flags().StringSliceVar(&scope, "scope", nil, "services the agent asks for, comma-separated")
@@ -347,7 +347,9 @@ func daemonMCPConfigCmd(e *env) *cobra.Command {
 Desktop's claude_desktop_config.json, Claude Code's .mcp.json) is the default;
 --client cursor prints the same for Cursor's mcp.json; --client vscode prints VS
 Code's .vscode/mcp.json shape. With --socket PATH the client starts the thin
-front (agentkeys daemon mcp --socket PATH) of a daemon that runs as another user.`,
+front (agentkeys daemon mcp --socket PATH) of a daemon that runs as another user.
+The command it names is this binary: it refuses one in Go's build cache (go run)
+or a temp dir, which would vanish; install the binary first (go install).`,
 		Example: "  agentkeys daemon mcp-config\n  agentkeys daemon mcp-config --client vscode > .vscode/mcp.json\n" +
 			"  agentkeys daemon mcp-config --socket /run/agentkeys/agentkeys.sock",
 		Args: cobra.NoArgs,
@@ -358,6 +360,9 @@ front (agentkeys daemon mcp --socket PATH) of a daemon that runs as another user
 			}
 			if r, err := filepath.EvalSymlinks(self); err == nil {
 				self = r
+			}
+			if err := checkInstalled(cmd.Context(), self, e.getenv); err != nil {
+				return err
 			}
 			var server map[string]any
 			if socket != "" {

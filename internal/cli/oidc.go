@@ -183,7 +183,7 @@ func oidcKeysCmd(e *env) *cobra.Command {
 			return tw.Flush()
 		},
 	}
-	cmd.Flags().StringVar(&server, "server", DefaultServer, "the broker URL")
+	e.serverFlag(cmd, &server, DefaultServer, "the broker URL")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print as JSON")
 	return cmd
 }
@@ -234,7 +234,7 @@ verifying until they expire.`,
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&server, "server", DefaultServer, "the broker URL")
+	e.serverFlag(cmd, &server, DefaultServer, "the broker URL")
 	cmd.Flags().StringVar(&keyPath, "operator-key", "", "the operator key (default $AGENTKEYS_HOME/server/operator.key)")
 	cmd.Flags().DurationVar(&window, "window", 24*time.Hour, "how long the old key stays published")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print as JSON")

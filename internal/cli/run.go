@@ -3,9 +3,11 @@ package cli
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"strings"
+	"syscall"
 
 	"github.com/spf13/cobra"
 
@@ -15,8 +17,12 @@ import (
 	"github.com/agentkeys/agentkeys/internal/vault"
 )
 
-// exitError ends the CLI with a child's exit code, printing nothing.
-type exitError struct{ code int }
+// exitError ends the CLI with code: a child's exit code, printing nothing, or
+// problem's text with a code of its own (126 and 127 for run).
+type exitError struct {
+	code    int
+	problem *problem.Error
+}
 
 func (e exitError) Error() string { return fmt.Sprintf("exit status %d", e.code) }
 
@@ -54,6 +60,10 @@ variable (AGENTKEYS_HOME would point it at the keys).`,
 				}
 				want[name] = svc
 				order = append(order, name)
+			}
+			// Before any credential is fetched: a command that cannot run gets none.
+			if _, err := exec.LookPath(args[0]); err != nil {
+				return cannotRun(args[0], err)
 			}
 			var fetch func(string) ([]byte, error)
 			var list func() ([]string, error)
@@ -134,9 +144,12 @@ variable (AGENTKEYS_HOME would point it at the keys).`,
 			if err := c.Run(); err != nil {
 				var ee *exec.ExitError
 				if errors.As(err, &ee) {
+					if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+						return exitError{code: 128 + int(ws.Signal())} // as a shell reports it
+					}
 					return exitError{code: max(ee.ExitCode(), 1)}
 				}
-				return problem.Newf(problem.NotFound, "check the command name and PATH", "cannot run %s: %v", args[0], err)
+				return cannotRun(args[0], err)
 			}
 			return nil
 		},
@@ -145,6 +158,23 @@ variable (AGENTKEYS_HOME would point it at the keys).`,
 	cmd.Flags().StringVar(&socket, "socket", "", "ask the daemon serving this socket (daemon serve --socket-group)")
 	cmd.Flags().StringArrayVar(&envs, "env", nil, "export SERVICE's credential as NAME (NAME=SERVICE), repeatable")
 	return cmd
+}
+
+// cannotRun is run's answer when name cannot be started: 127 when it does not
+// exist, 126 when it exists but cannot be executed, as shells and op run exit.
+func cannotRun(name string, err error) error {
+	if errors.Is(err, exec.ErrNotFound) || errors.Is(err, fs.ErrNotExist) {
+		return exitError{code: exitNotFound, problem: problem.Newf(problem.NotFound,
+			"check the command's name, or give its path (./script.sh); agentkeys help exit-codes lists the codes",
+			"command %q not found: %v", name, err)}
+	}
+	fix := "make it executable (chmod +x " + name + ") or run it through its interpreter (sh " + name + ")"
+	if errors.Is(err, syscall.EISDIR) {
+		fix = "give the path of a program, not of a directory"
+	} else if errors.Is(err, syscall.ENOEXEC) {
+		fix = "check that it is a program for this machine, or add a #! line naming its interpreter"
+	}
+	return exitError{code: exitCannotExecute, problem: problem.Newf(problem.Denied, fix, "cannot execute %s: %v", name, err)}
 }
 
 // childEnv is env without AGENTKEYS_ variables: they point at this machine's

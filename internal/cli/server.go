@@ -26,7 +26,7 @@ import (
 )
 
 func serverCmd(e *env) *cobra.Command {
-	var dataDir, platformKey, listen, logLevel, signerKey, issuer, readRate, mintRate string
+	var dataDir, platformKey, listen, logLevel, logFormat, signerKey, issuer, readRate, mintRate string
 	var maxBody int64
 	var sessionTTL, approvalWindow, oidcMaxTTL, oidcSkew time.Duration
 	var audiences, publicURLs, trustedProxies []string
@@ -105,7 +105,11 @@ invite the operator signs (agentkeys server invite).`,
 			if signup != "open" && signup != "invite" {
 				return problem.Newf(problem.BadRequest, "use --signup open or --signup invite", "--signup %q is not a sign-up mode", signup)
 			}
-			log := slog.New(slog.NewJSONHandler(e.stderr, &slog.HandlerOptions{Level: level}))
+			h, err := logHandler(e.stderr, logFormat, level)
+			if err != nil {
+				return err
+			}
+			log := slog.New(h)
 			if oidcMaxTTL > oidc.MaxTTL*time.Second || oidcMaxTTL < time.Second {
 				return problem.New(problem.BadRequest, "--oidc-max-ttl must be between 1s and 1h", "pass e.g. --oidc-max-ttl 1h")
 			}
@@ -122,6 +126,7 @@ invite the operator signs (agentkeys server invite).`,
 	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:8090", "address for the HTTP API")
 	cmd.Flags().StringVar(&signerKey, "mrsigner-key", "", "release-signing ed25519 public key (hex) whose hash is mrsigner; default: the dev signer (tier dev)")
 	cmd.Flags().StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	cmd.Flags().StringVar(&logFormat, "log-format", "auto", "text, json, or auto: text on a terminal, JSON otherwise")
 	cmd.Flags().Int64Var(&maxBody, "max-body", api.DefaultMaxBody, "largest accepted request body in bytes")
 	cmd.Flags().StringVar(&issuer, "issuer", "", "this broker's public URL, the iss of its tokens (default http://<listen address>)")
 	cmd.Flags().StringArrayVar(&publicURLs, "public-url", nil, "another URL clients reach this broker at (repeatable); agents' proofs must name the --issuer or one of these")

@@ -30,7 +30,7 @@ type Client struct {
 func New(server string) (*Client, error) {
 	u, err := url.Parse(server)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, problem.Newf(problem.BadRequest, "pass the broker URL, e.g. --server http://127.0.0.1:8090",
+		return nil, problem.Newf(problem.BadRequest, "pass the broker URL, e.g. --server http://127.0.0.1:8090 (or set AGENTKEYS_SERVER to it)",
 			"%q is not an http(s) URL", server)
 	}
 	return &Client{base: strings.TrimRight(u.String(), "/"), hc: &http.Client{Timeout: 30 * time.Second}, now: time.Now}, nil
