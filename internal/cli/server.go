@@ -224,7 +224,7 @@ password; the new owner runs agentkeys init --server URL --invite-file FILE.`,
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&server, "server", DefaultServer, "the broker's URL (its --issuer) the invite is for")
+	e.serverFlag(cmd, &server, DefaultServer, "the broker's URL (its --issuer) the invite is for")
 	cmd.Flags().StringVar(&keyPath, "operator-key", "", "the operator key (default $AGENTKEYS_HOME/server/operator.key)")
 	cmd.Flags().DurationVar(&ttl, "ttl", 7*24*time.Hour, "how long the invite can be used")
 	return cmd
