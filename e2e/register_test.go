@@ -100,7 +100,7 @@ func TestRegisterOut(t *testing.T) {
 	// no overwrite without --force; nothing changes
 	os.WriteFile(filepath.Join(dir, "role-policy.json"), []byte("mine"), 0o644)
 	r := h.cli(home, append(args, "--account", "210987654321")...)
-	if r.code != 2 || !strings.Contains(r.stderr, "role-policy.json") || !strings.Contains(r.stderr, "--force") {
+	if r.code != 1 || !strings.Contains(r.stderr, "Error: CONFLICT") || !strings.Contains(r.stderr, "role-policy.json") || !strings.Contains(r.stderr, "--force") {
 		t.Fatalf("overwrite without --force: exit %d %s", r.code, r.stderr)
 	}
 	if string(fileBytes(t, filepath.Join(dir, "role-policy.json"))) != "mine" ||
