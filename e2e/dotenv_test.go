@@ -45,7 +45,7 @@ func TestImportDotEnv(t *testing.T) {
 	}
 
 	env := filepath.Join(dir, ".env")
-	os.WriteFile(env, []byte("# my keys\n\nexport OPENAI_API_KEY="+openai+"\r\nGITHUB_TOKEN = '"+github+"'\nDB_PASSWORD=\""+strings.ReplaceAll(quoted, "'", "\\'")+"\"\n"), 0o600)
+	os.WriteFile(env, []byte("# my keys\n\nexport OPENAI_API_KEY="+openai+"\r\nGITHUB_TOKEN = '"+github+"'\nDB_PASSWORD=\""+quoted+"\"\n"), 0o600)
 	// --map renames one; the summary names each NAME and service, never a value
 	out := h.akOK(o.home, "import", env, "--map", "DB_PASSWORD=db")
 	for _, want := range []string{"OPENAI_API_KEY", "openai", "GITHUB_TOKEN", "github-token", "DB_PASSWORD", "db", "3 credentials"} {
@@ -54,7 +54,7 @@ func TestImportDotEnv(t *testing.T) {
 		}
 	}
 	for svc, want := range map[string]string{"openai": openai, "github-token": github, "db": quoted} {
-		if got := strings.TrimSuffix(h.akOK(o.home, "read", svc), "\n"); got != want {
+		if got := strings.TrimSuffix(h.mustOK(h.cliIn(o.home, "", true, "read", svc), "read").stdout, "\n"); got != want {
 			t.Errorf("read %s: got %d bytes, not the imported value", svc, len(got))
 		}
 	}
