@@ -10,11 +10,10 @@ import (
 	"github.com/agentkeys/agentkeys/internal/oidc"
 )
 
-// SeaweedFS is a local S3 + STS server (SeaweedFS's `weed mini`) standing in
-// for AWS: it trusts the issuer through its discovery document and applies the
-// same per-agent-prefix policy, so the AWS setup can be tried on one machine.
-
-// SeaweedFS defaults: the role's account is a placeholder (SeaweedFS looks the
+// SeaweedFS defaults. SeaweedFS (`weed mini`) is a local S3 + STS server
+// standing in for AWS: it trusts the issuer through its discovery document and
+// applies the same per-agent-prefix policy, so the AWS setup can be tried on one
+// machine. The role's account is a placeholder (SeaweedFS looks the
 // role up by name), and the bucket is created by `weed mini -bucket`.
 const (
 	SeaweedAccount      = "000000000000"
