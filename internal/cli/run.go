@@ -38,8 +38,8 @@ credential you may read is exported. --env-file FILE reads a .env file where a
 line NAME=agentkeys://SERVICE exports SERVICE's credential as NAME (fetched as
 --env does; --env wins for the same NAME) and NAME=value passes through as it
 is; then only the file's and --env's names are exported. Every credential is
-fetched before COMMAND starts: one that cannot be read stops run. With --socket PATH it asks the daemon serving
-that socket (a daemon running as another user); inside a paired sandbox it uses
+fetched before COMMAND starts: one that cannot be read stops run. With --socket
+PATH it asks the daemon serving that socket (a daemon running as another user); inside a paired sandbox it uses
 the daemon's session (the agent's scope applies either way); otherwise the owner's
 session, where --agent A prefers the credentials stored for agent A. Values are
 never printed; the exit code is the command's. COMMAND gets no AGENTKEYS_
@@ -141,9 +141,10 @@ variable (AGENTKEYS_HOME would point it at the keys).`,
 			for _, name := range order {
 				v, err := fetch(want[name])
 				if err != nil {
-					if p := problem.As(err); p.Code != problem.Internal {
-						return &problem.Error{Code: p.Code, Message: fmt.Sprintf("%s (%s%s): %s", name, RefScheme, want[name], p.Message),
-							Fix: p.Fix, RetryAfter: p.RetryAfter}
+					if p := problem.As(err); p.Code != problem.Internal { // name the variable it was for
+						q := *p
+						q.Message = fmt.Sprintf("%s (%s%s): %s", name, RefScheme, want[name], p.Message)
+						return &q
 					}
 					return err
 				}
