@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"crypto/rand"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -89,74 +88,23 @@ type weed struct {
 }
 
 const (
-	weedProvider = "agentkeys"
 	weedAudience = "sts.amazonaws.com"
 	weedAccount  = "111122223333"
 	weedBucket   = "agentkeys"
 )
 
 // seaweedIAM turns the documents `agentkeys oidc register aws --json` printed
-// into SeaweedFS's iam.json. The storage statements go in verbatim, except the
-// NotAction Deny (SeaweedFS's policy engine has no NotAction; its
-// defaultEffect Deny has the same effect). The trust policy names the provider
-// by name, and its condition keys are SeaweedFS's spelling of the same claims:
-// <host>:aud → oidc:aud, <host>:sub → oidc:sub, and the request tag (which
-// SeaweedFS takes from the claim) → oidc:agentkeys_user_wallet. SeaweedFS knows
-// only the sts:AssumeRoleWithWebIdentity action of the trust statement.
+// into SeaweedFS's iam.json, through the translation `oidc register seaweedfs`
+// uses (federation.SeaweedIAMFromAWS).
 func seaweedIAM(t *testing.T, doc *federation.AWS, issuer string) []byte {
 	t.Helper()
-	host, err := federation.Host(issuer)
+	key := make([]byte, 32)
+	rand.Read(key)
+	iam, err := federation.SeaweedIAMFromAWS(doc, issuer, key)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var storage []federation.Statement
-	for _, s := range doc.RolePolicy.Statement {
-		if s.Sid == federation.DenyOtherSid {
-			if len(s.NotAction) == 0 || s.Effect != "Deny" {
-				t.Fatalf("generated deny-other statement changed: %+v", s)
-			}
-			continue
-		}
-		storage = append(storage, s)
-	}
-	trust := doc.TrustPolicy
-	tr := make([]federation.Statement, len(trust.Statement))
-	for i, s := range trust.Statement {
-		s.Principal = map[string]any{"Federated": weedProvider}
-		s.Action = []string{"sts:AssumeRoleWithWebIdentity"}
-		cond := map[string]map[string]any{}
-		for op, kv := range s.Condition {
-			cond[op] = map[string]any{}
-			for k, v := range kv {
-				switch k {
-				case host + ":aud":
-					k = "oidc:aud"
-				case host + ":sub":
-					k = "oidc:sub"
-				case "aws:RequestTag/agentkeys_user_wallet":
-					k = "oidc:agentkeys_user_wallet"
-				default:
-					t.Fatalf("trust condition key %q has no SeaweedFS translation", k)
-				}
-				cond[op][k] = v
-			}
-		}
-		s.Condition = cond
-		tr[i] = s
-	}
-	key := make([]byte, 32)
-	rand.Read(key)
-	cfg := map[string]any{
-		"sts": map[string]any{"tokenDuration": "1h", "maxSessionLength": "12h", "issuer": "seaweedfs-sts",
-			"signingKey": base64.StdEncoding.EncodeToString(key)},
-		"policy": map[string]any{"defaultEffect": "Deny", "storeType": "memory"},
-		"providers": []any{map[string]any{"name": weedProvider, "type": "oidc", "enabled": true,
-			"config": map[string]any{"issuer": issuer, "clientId": weedAudience, "allowedPrincipalTagKeys": []string{"agentkeys_user_wallet"}}}},
-		"policies": []any{map[string]any{"name": "agentkeys-own-prefix", "document": federation.Policy{Version: "2012-10-17", Statement: storage}}},
-		"roles": []any{map[string]any{"roleName": "agentkeys-agents", "roleArn": doc.RoleARN,
-			"trustPolicy": federation.Policy{Version: "2012-10-17", Statement: tr}, "attachedPolicies": []string{"agentkeys-own-prefix"}}},
-	}
-	b, err := json.MarshalIndent(cfg, "", "  ")
+	b, err := json.MarshalIndent(iam, "", "  ")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,9 +1,14 @@
 package cli
 
 import (
+	"crypto/rand"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
+	"os"
 	"path/filepath"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -42,31 +47,42 @@ func oidcRegisterCmd(e *env) *cobra.Command {
 		Use:   "register",
 		Short: "Print the commands and policies that make a cloud trust this issuer",
 		Long: `Prints ready-to-run commands and the policy documents for one cloud; --json
-prints them as one JSON object for machine use. Nothing is sent anywhere.`,
+prints them as one JSON object for machine use; --out DIR writes each document
+as its own file in DIR (0644, or 0600 for one holding a secret; an existing file
+is replaced only with --force) and prints the commands naming those files.
+Nothing is sent anywhere. seaweedfs is a local S3 + STS server standing in for
+AWS, to try the AWS setup on one machine.`,
 		Example: "  agentkeys oidc register aws --issuer https://keys.example.com --account 123456789012 --bucket agent-data\n" +
+			"  agentkeys oidc register aws --issuer https://keys.example.com --account 123456789012 --out aws-setup\n" +
+			"  agentkeys oidc register seaweedfs --issuer http://127.0.0.1:8090 --out seaweedfs\n" +
 			"  agentkeys oidc register k8s --issuer https://keys.example.com --audience my-cluster",
 	}
-	var issuer string
-	var asJSON bool
-	cmd.PersistentFlags().StringVar(&issuer, "issuer", "", "the broker's public issuer URL (as in its discovery document)")
-	cmd.PersistentFlags().BoolVar(&asJSON, "json", false, "print one JSON object")
+	var o registerOpts
+	cmd.PersistentFlags().StringVar(&o.issuer, "issuer", "", "the broker's public issuer URL (as in its discovery document)")
+	cmd.PersistentFlags().BoolVar(&o.asJSON, "json", false, "print one JSON object")
+	cmd.PersistentFlags().StringVar(&o.out, "out", "", "write each document as its own file in this directory instead of printing it")
+	cmd.PersistentFlags().BoolVar(&o.force, "force", false, "with --out: replace files that exist")
 
 	var aw federation.AWSInput
-	aws := registerCmd(e, &asJSON, "aws", "IAM OIDC provider, role trust policy and per-agent-prefix S3 policies",
+	aws := registerCmd(e, &o, "aws", "IAM OIDC provider, role trust policy and per-agent-prefix S3 policies",
 		"  agentkeys oidc register aws --issuer https://keys.example.com --account 123456789012 --bucket agent-data\n"+
 			"  agentkeys oidc register aws --issuer https://keys.example.com --account 123456789012 --pin mrsigner --mrsigner HEX --json",
-		func() (*federation.AWS, error) { aw.Issuer = issuer; return federation.GenerateAWS(aw) },
-		func(out *federation.AWS) error {
-			fmt.Fprintf(e.stdout, "# 1. Save these three files.\n\n# trust-policy.json\n")
-			e.printJSON(out.TrustPolicy)
-			fmt.Fprintf(e.stdout, "\n# role-policy.json\n")
-			e.printJSON(out.RolePolicy)
-			fmt.Fprintf(e.stdout, "\n# bucket-policy.json\n")
-			e.printJSON(out.BucketPolicy)
+		func(dir string) (*federation.AWS, error) {
+			aw.Issuer, aw.FileDir = o.issuer, dir
+			return federation.GenerateAWS(aw)
+		},
+		func(out *federation.AWS) []docFile {
+			return []docFile{{federation.AWSTrustFile, 0o644, out.TrustPolicy}, {federation.AWSRoleFile, 0o644, out.RolePolicy},
+				{federation.AWSBucketFile, 0o644, out.BucketPolicy}}
+		},
+		func(out *federation.AWS, docs []docFile) {
+			if docs != nil {
+				fmt.Fprintf(e.stdout, "# 1. Save these three files.\n")
+				e.printDocs(docs)
+			}
 			fmt.Fprintf(e.stdout, "\n# 2. Run:\n")
 			e.printLines(out.Commands)
 			fmt.Fprintf(e.stdout, "\n# 3. In the agent's sandbox:\n#   agentkeys daemon aws-credentials --role-arn %s\n", out.RoleARN)
-			return nil
 		})
 	aws.Flags().StringVar(&aw.Account, "account", "", "12-digit AWS account id")
 	aws.Flags().StringVar(&aw.RoleName, "role-name", "agentkeys-agents", "the role agents assume")
@@ -76,14 +92,46 @@ prints them as one JSON object for machine use. Nothing is sent anywhere.`,
 	aws.Flags().StringVar(&aw.MrEnclave, "mrenclave", "", "mrenclave to pin (hex; GET /v1/enclave)")
 	aws.Flags().StringVar(&aw.MrSigner, "mrsigner", "", "mrsigner to pin (hex; GET /v1/enclave)")
 
+	var sw federation.SeaweedFSInput
+	seaweed := registerCmd(e, &o, "seaweedfs", "A local S3 + STS server (SeaweedFS) trusting this issuer as AWS would: iam.json and its command line",
+		"  agentkeys oidc register seaweedfs --issuer http://127.0.0.1:8090\n"+
+			"  agentkeys oidc register seaweedfs --issuer http://127.0.0.1:8090 --out seaweedfs --port 8333",
+		func(dir string) (*federation.SeaweedFS, error) {
+			sw.Issuer, sw.FileDir = o.issuer, dir
+			sw.SigningKey = make([]byte, 32)
+			if _, err := rand.Read(sw.SigningKey); err != nil {
+				return nil, err
+			}
+			return federation.GenerateSeaweedFS(sw)
+		},
+		func(out *federation.SeaweedFS) []docFile {
+			return []docFile{{federation.SeaweedIAMFile, 0o600, out.IAM}} // it holds the STS signing key
+		},
+		func(out *federation.SeaweedFS, docs []docFile) {
+			if docs != nil {
+				fmt.Fprintf(e.stdout, "# 1. Save this file as %s, readable only by you: it holds SeaweedFS's STS signing key.\n", federation.SeaweedIAMFile)
+				e.printDocs(docs)
+			}
+			fmt.Fprintf(e.stdout, "\n# 2. Start SeaweedFS (scripts/seaweedfs builds weed): S3 and STS on %s, bucket %q made at start.\n"+
+				"#    The broker must allow the audience: agentkeys server --oidc-audience %s\n%s\n",
+				out.Endpoint, out.Bucket, out.IAM.Providers[0].Config.ClientID, shellJoin(out.Command))
+			fmt.Fprintf(e.stdout, "\n# 3. In the agent's sandbox (scope oidc:%s):\n#   agentkeys daemon aws-credentials --role-arn %s --sts-endpoint %s\n",
+				out.IAM.Providers[0].Config.ClientID, out.RoleARN, out.Endpoint)
+		})
+	seaweed.Flags().StringVar(&sw.Bucket, "bucket", federation.SeaweedBucket, "the bucket agents share, one prefix per agent wallet")
+	seaweed.Flags().IntVar(&sw.Port, "port", federation.SeaweedPort, "S3 and STS port on 127.0.0.1")
+	seaweed.Flags().StringVar(&sw.DataDir, "data-dir", federation.SeaweedDataDir, "SeaweedFS's data directory (weed mini -dir)")
+	seaweed.Flags().StringVar(&sw.RoleName, "role-name", "agentkeys-agents", "the role agents assume")
+	seaweed.Flags().StringVar(&sw.Audience, "audience", oidc.AWSAudience, "the token audience (client id)")
+
 	var gc federation.GCPInput
-	gcp := registerCmd(e, &asJSON, "gcp", "Workload identity pool and OIDC provider with attribute mapping",
+	gcp := registerCmd(e, &o, "gcp", "Workload identity pool and OIDC provider with attribute mapping",
 		"  agentkeys oidc register gcp --issuer https://keys.example.com --project my-proj --project-number 123456789",
-		func() (*federation.GCP, error) { gc.Issuer = issuer; return federation.GenerateGCP(gc) },
-		func(out *federation.GCP) error {
+		func(string) (*federation.GCP, error) { gc.Issuer = o.issuer; return federation.GenerateGCP(gc) },
+		nil, // commands only
+		func(out *federation.GCP, _ []docFile) {
 			fmt.Fprintf(e.stdout, "# audience for agents' tokens (server --oidc-audience): %s\n", out.Audience)
 			e.printLines(out.Commands)
-			return nil
 		})
 	gcp.Flags().StringVar(&gc.Project, "project", "", "GCP project id")
 	gcp.Flags().StringVar(&gc.ProjectNumber, "project-number", "", "GCP project number")
@@ -92,61 +140,209 @@ prints them as one JSON object for machine use. Nothing is sent anywhere.`,
 	gcp.Flags().StringVar(&gc.ServiceAccount, "service-account", "", "service account agents impersonate (optional)")
 
 	var az federation.AzureInput
-	azure := registerCmd(e, &asJSON, "azure", "Federated identity credential of an app registration",
+	azure := registerCmd(e, &o, "azure", "Federated identity credential of an app registration",
 		"  agentkeys oidc register azure --issuer https://keys.example.com --app-id APP --subject 'enclave:…:agent:0xabc…'",
-		func() (*federation.Azure, error) { az.Issuer = issuer; return federation.GenerateAzure(az) },
-		func(out *federation.Azure) error {
-			fmt.Fprintln(e.stdout, "# credential.json")
-			e.printJSON(out.Credential)
+		func(dir string) (*federation.Azure, error) {
+			az.Issuer, az.FileDir = o.issuer, dir
+			return federation.GenerateAzure(az)
+		},
+		func(out *federation.Azure) []docFile {
+			return []docFile{{federation.AzureCredentialFile, 0o644, out.Credential}}
+		},
+		func(out *federation.Azure, docs []docFile) {
+			e.printDocs(docs)
 			e.printLines(out.Commands)
-			return nil
 		})
 	azure.Flags().StringVar(&az.AppID, "app-id", "", "the app registration's application (client) id")
 	azure.Flags().StringVar(&az.Subject, "subject", "", "the agent's sub claim")
 	azure.Flags().StringVar(&az.Name, "name", "agentkeys", "credential name")
 
 	var al federation.AliInput
-	ali := registerCmd(e, &asJSON, "alicloud", "RAM OIDC provider and role trust policy",
+	ali := registerCmd(e, &o, "alicloud", "RAM OIDC provider and role trust policy",
 		"  agentkeys oidc register alicloud --issuer https://keys.example.com --account 1234567890123456",
-		func() (*federation.Ali, error) { al.Issuer = issuer; return federation.GenerateAli(al) },
-		func(out *federation.Ali) error {
+		func(string) (*federation.Ali, error) { al.Issuer = o.issuer; return federation.GenerateAli(al) },
+		func(out *federation.Ali) []docFile { return []docFile{{"trust-policy.json", 0o644, out.TrustPolicy}} },
+		func(out *federation.Ali, docs []docFile) {
 			e.printLines(out.Commands)
-			fmt.Fprintln(e.stdout, "# role trust policy")
-			return e.printJSON(out.TrustPolicy)
+			if docs != nil {
+				fmt.Fprintln(e.stdout, "# role trust policy")
+				e.printJSON(out.TrustPolicy)
+			}
 		})
 	ali.Flags().StringVar(&al.Account, "account", "", "Alibaba Cloud account id")
 	ali.Flags().StringVar(&al.Name, "name", "agentkeys", "OIDC provider name")
 	ali.Flags().StringVar(&al.Fingerprint, "fingerprint", "", "SHA-1 fingerprint of the issuer's TLS certificate")
 
 	var k8 federation.K8sInput
-	k8s := registerCmd(e, &asJSON, "k8s", "Kubernetes structured authentication configuration (apiserver.config.k8s.io/v1)",
+	k8s := registerCmd(e, &o, "k8s", "Kubernetes structured authentication configuration (apiserver.config.k8s.io/v1)",
 		"  agentkeys oidc register k8s --issuer https://keys.example.com --audience my-cluster > auth-config.json",
-		func() (map[string]any, error) { k8.Issuer = issuer; return federation.GenerateK8s(k8) },
+		func(string) (map[string]any, error) { k8.Issuer = o.issuer; return federation.GenerateK8s(k8) },
+		func(out map[string]any) []docFile { return []docFile{{"auth-config.json", 0o644, out}} },
 		nil) // the configuration file is JSON either way
 	k8s.Flags().StringVar(&k8.Audience, "audience", "kubernetes", "the API server's audience")
-	cmd.AddCommand(aws, gcp, azure, ali, k8s)
+	cmd.AddCommand(aws, seaweed, gcp, azure, ali, k8s)
 	return cmd
 }
 
+// registerOpts are the flags every `oidc register <cloud>` shares.
+type registerOpts struct {
+	issuer, out   string
+	asJSON, force bool
+}
+
+// docFile is one document of a cloud's setup, as --out writes it.
+type docFile struct {
+	name string
+	mode os.FileMode
+	doc  any
+}
+
 // registerCmd is one `oidc register <cloud>` command: gen builds the cloud's setup
-// from the flags; --json prints it whole, otherwise text does (nil: JSON always).
-func registerCmd[T any](e *env, asJSON *bool, use, short, example string, gen func() (T, error), text func(T) error) *cobra.Command {
+// from the flags (naming files in dir, where --out writes them); files lists its
+// documents (nil: commands only); text prints it, with the documents inline when
+// given them (nil text: the setup is printed as JSON either way). --json prints
+// the setup whole; --out writes the documents and prints what text prints
+// besides them (with --json: the files written).
+func registerCmd[T any](e *env, o *registerOpts, use, short, example string, gen func(dir string) (T, error),
+	files func(T) []docFile, text func(T, []docFile)) *cobra.Command {
 	return &cobra.Command{
 		Use:     use,
 		Short:   short,
 		Example: example,
 		Args:    cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
-			out, err := gen()
+			out, err := gen(o.out)
 			if err != nil {
 				return usageProblem(err)
 			}
-			if *asJSON || text == nil {
-				return e.printJSON(out)
+			if o.out == "" {
+				if o.force {
+					return problem.New(problem.BadRequest, "--force is for --out", "add --out DIR, or omit --force")
+				}
+				if o.asJSON || text == nil {
+					return e.printJSON(out)
+				}
+				var docs []docFile
+				if files != nil {
+					docs = files(out)
+				}
+				text(out, docs)
+				return nil
 			}
-			return text(out)
+			if files == nil {
+				return problem.Newf(problem.BadRequest, "omit --out: run the printed commands", "%s's setup is commands only; there is no document to write", use)
+			}
+			written, err := writeDocs(o.out, files(out), o.force)
+			if err != nil {
+				return err
+			}
+			if o.asJSON {
+				return e.printJSON(map[string]any{"files": written})
+			}
+			for _, w := range written {
+				fmt.Fprintf(e.stdout, "# Wrote %s (%s)\n", w.Path, w.Mode)
+			}
+			if text != nil {
+				text(out, nil)
+			}
+			return nil
 		},
 	}
+}
+
+// writtenFile is one file --out wrote.
+type writtenFile struct {
+	Name string `json:"name"`
+	Path string `json:"path"`
+	Mode string `json:"mode"`
+}
+
+// writeDocs writes each document as indented JSON to dir/name with its mode.
+// Without force it first checks that none exists, and writes none if one does;
+// each file appears whole (written beside it, then linked or renamed in place).
+func writeDocs(dir string, docs []docFile, force bool) ([]writtenFile, error) {
+	if !force {
+		var exist []string
+		for _, d := range docs {
+			if _, err := os.Lstat(filepath.Join(dir, d.name)); err == nil {
+				exist = append(exist, d.name)
+			}
+		}
+		if len(exist) > 0 {
+			return nil, problem.Newf(problem.Conflict, "pass --force to replace them, or choose another --out directory",
+				"%s already has %s; nothing was written", dir, strings.Join(exist, ", "))
+		}
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, problem.Newf(problem.BadRequest, "choose an --out directory you can write", "cannot create %s: %v", dir, err)
+	}
+	var out []writtenFile
+	for _, d := range docs {
+		b, err := json.MarshalIndent(d.doc, "", "  ")
+		if err != nil {
+			return nil, err
+		}
+		p := filepath.Join(dir, d.name)
+		if err := writeFileWhole(p, append(b, '\n'), d.mode, force); err != nil {
+			return nil, err
+		}
+		out = append(out, writtenFile{Name: d.name, Path: p, Mode: fmt.Sprintf("%04o", d.mode)})
+	}
+	return out, nil
+}
+
+// writeFileWhole writes b to a temporary file beside path, sets mode and moves
+// it to path: by rename when replace, else by link (which fails if path exists).
+func writeFileWhole(path string, b []byte, mode os.FileMode, replace bool) error {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return problem.Newf(problem.BadRequest, "choose an --out directory you can write", "cannot write in %s: %v", filepath.Dir(path), err)
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp)
+	_, err = f.Write(b)
+	if err == nil {
+		err = f.Chmod(mode)
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return problem.Newf(problem.Internal, "check the disk and retry", "writing %s: %v", path, err)
+	}
+	if replace {
+		err = os.Rename(tmp, path)
+	} else {
+		err = os.Link(tmp, path)
+	}
+	if errors.Is(err, fs.ErrExist) {
+		return problem.Newf(problem.Conflict, "pass --force to replace it, or choose another --out directory", "%s exists", path)
+	}
+	if err != nil {
+		return problem.Newf(problem.Internal, "check the directory and retry", "writing %s: %v", path, err)
+	}
+	return nil
+}
+
+// printDocs prints each document under a "# name" header.
+func (e *env) printDocs(docs []docFile) {
+	for _, d := range docs {
+		fmt.Fprintf(e.stdout, "\n# %s\n", d.name)
+		e.printJSON(d.doc)
+	}
+}
+
+// shellJoin quotes argv for a POSIX shell.
+func shellJoin(argv []string) string {
+	q := make([]string, len(argv))
+	for i, a := range argv {
+		if a != "" && strings.Trim(a, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_./:=@%+,-") == "" {
+			q[i] = a
+		} else {
+			q[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+		}
+	}
+	return strings.Join(q, " ")
 }
 
 func (e *env) printLines(lines []string) {

@@ -33,33 +33,51 @@ func EnvName(service string) string {
 }
 
 func runCmd(e *env) *cobra.Command {
-	var alias, socket string
+	var alias, socket, envFile string
 	var envs []string
 	cmd := &cobra.Command{
-		Use:   "run [--agent A] [--env NAME=SERVICE]... -- COMMAND [ARG]...",
+		Use:   "run [--agent A] [--env NAME=SERVICE]... [--env-file FILE] -- COMMAND [ARG]...",
 		Short: "Run a command with credentials in its environment (only the child sees them)",
 		Long: `Fetch credentials and run COMMAND with each exported as <SERVICE>_API_KEY
 (upper-case, '-' → '_'), or as NAME with --env NAME=SERVICE. Without --env every
-credential you may read is exported. With --socket PATH it asks the daemon serving
-that socket (a daemon running as another user); inside a paired sandbox it uses
+credential you may read is exported. --env-file FILE reads a .env file where a
+line NAME=agentkeys://SERVICE exports SERVICE's credential as NAME (fetched as
+--env does; --env wins for the same NAME) and NAME=value passes through as it
+is; then only the file's and --env's names are exported. Every credential is
+fetched before COMMAND starts: one that cannot be read stops run. With --socket
+PATH it asks the daemon serving that socket (a daemon running as another user); inside a paired sandbox it uses
 the daemon's session (the agent's scope applies either way); otherwise the owner's
 session, where --agent A prefers the credentials stored for agent A. Values are
 never printed; the exit code is the command's. COMMAND gets no AGENTKEYS_
 variable (AGENTKEYS_HOME would point it at the keys).`,
-		Example: "  agentkeys run -- python agent.py\n  agentkeys run --env OPENAI_API_KEY=openai -- ./script.sh\n  agentkeys run --agent ci-bot -- make deploy\n" +
+		Example: "  agentkeys run -- python agent.py\n  agentkeys run --env OPENAI_API_KEY=openai -- ./script.sh\n  agentkeys run --env-file .env.agentkeys -- npm start\n  agentkeys run --agent ci-bot -- make deploy\n" +
 			"  agentkeys run --socket /run/agentkeys/agentkeys.sock -- python agent.py",
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
 			want := map[string]string{} // env name → service
 			var order []string
+			var plain []string // NAME=value lines of --env-file
+			if envFile != "" {
+				refs, p, err := e.envFileRefs(envFile)
+				if err != nil {
+					return err
+				}
+				plain = p
+				for _, r := range refs {
+					want[r[0]] = r[1]
+					order = append(order, r[0])
+				}
+			}
 			for _, kv := range envs {
 				name, svc, ok := strings.Cut(kv, "=")
 				if !ok || name == "" || !vault.ValidName(svc) || strings.ContainsAny(name, "= ") {
 					return problem.Newf(problem.BadRequest, "use --env NAME=SERVICE, e.g. --env OPENAI_API_KEY=openai", "--env %q is not NAME=SERVICE", kv)
 				}
+				if _, dup := want[name]; !dup {
+					order = append(order, name)
+				}
 				want[name] = svc
-				order = append(order, name)
 			}
 			// Before any credential is fetched: a command that cannot run gets none.
 			if _, err := exec.LookPath(args[0]); err != nil {
@@ -119,7 +137,7 @@ variable (AGENTKEYS_HOME would point it at the keys).`,
 					return out, nil
 				}
 			}
-			if len(want) == 0 {
+			if len(want) == 0 && envFile == "" {
 				services, err := list()
 				if err != nil {
 					return err
@@ -129,10 +147,15 @@ variable (AGENTKEYS_HOME would point it at the keys).`,
 					order = append(order, EnvName(s))
 				}
 			}
-			child := childEnv(os.Environ())
+			child := append(childEnv(os.Environ()), plain...)
 			for _, name := range order {
 				v, err := fetch(want[name])
 				if err != nil {
+					if p := problem.As(err); p.Code != problem.Internal { // name the variable it was for
+						q := *p
+						q.Message = fmt.Sprintf("%s (%s%s): %s", name, RefScheme, want[name], p.Message)
+						return &q
+					}
 					return err
 				}
 				child = append(child, name+"="+string(v))
@@ -157,6 +180,7 @@ variable (AGENTKEYS_HOME would point it at the keys).`,
 	cmd.Flags().StringVar(&alias, "agent", "", "owner side: prefer the credentials stored for this agent")
 	cmd.Flags().StringVar(&socket, "socket", "", "ask the daemon serving this socket (daemon serve --socket-group)")
 	cmd.Flags().StringArrayVar(&envs, "env", nil, "export SERVICE's credential as NAME (NAME=SERVICE), repeatable")
+	cmd.Flags().StringVar(&envFile, "env-file", "", "a .env file: NAME=agentkeys://SERVICE lines export SERVICE's credential as NAME, NAME=value lines pass through")
 	return cmd
 }
 

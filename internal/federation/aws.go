@@ -2,9 +2,17 @@ package federation
 
 import (
 	"fmt"
+	"path/filepath"
 	"strings"
 
 	"github.com/agentkeys/agentkeys/internal/oidc"
+)
+
+// The files the AWS documents are saved as.
+const (
+	AWSTrustFile  = "trust-policy.json"
+	AWSRoleFile   = "role-policy.json"
+	AWSBucketFile = "bucket-policy.json"
 )
 
 // AWSInput configures the AWS documents.
@@ -17,6 +25,7 @@ type AWSInput struct {
 	Pin       string
 	MrEnclave string
 	MrSigner  string
+	FileDir   string // where the documents are saved, as the commands name them ("" = the current directory)
 }
 
 // AWS is everything to paste into an AWS account.
@@ -73,9 +82,9 @@ func GenerateAWS(in AWSInput) (*AWS, error) {
 	out.BucketPolicy = Policy{Version: "2012-10-17", Statement: bs}
 	out.Commands = []string{
 		fmt.Sprintf("aws iam create-open-id-connect-provider --url %s --client-id-list %s", in.Issuer, in.Audience),
-		fmt.Sprintf("aws iam create-role --role-name %s --assume-role-policy-document file://trust-policy.json --max-session-duration 3600", in.RoleName),
-		fmt.Sprintf("aws iam put-role-policy --role-name %s --policy-name agentkeys-own-prefix --policy-document file://role-policy.json", in.RoleName),
-		fmt.Sprintf("aws s3api put-bucket-policy --bucket %s --policy file://bucket-policy.json", in.Bucket),
+		fmt.Sprintf("aws iam create-role --role-name %s --assume-role-policy-document file://%s --max-session-duration 3600", in.RoleName, filepath.Join(in.FileDir, AWSTrustFile)),
+		fmt.Sprintf("aws iam put-role-policy --role-name %s --policy-name agentkeys-own-prefix --policy-document file://%s", in.RoleName, filepath.Join(in.FileDir, AWSRoleFile)),
+		fmt.Sprintf("aws s3api put-bucket-policy --bucket %s --policy file://%s", in.Bucket, filepath.Join(in.FileDir, AWSBucketFile)),
 	}
 	return out, nil
 }

@@ -1,8 +1,9 @@
 // Package federation generates what a cloud needs to trust this broker's OIDC
 // issuer (§8): provider registration commands, role trust policies and the
 // per-agent-prefix storage policy, for AWS, GCP, Azure, Alibaba Cloud and
-// Kubernetes. It is the one source of these documents: `agentkeys oidc register`
-// prints them and the SeaweedFS integration test loads them. It calls no cloud.
+// Kubernetes, and SeaweedFS's configuration to try the AWS setup locally. It is
+// the one source of these documents: `agentkeys oidc register` prints them and
+// the SeaweedFS integration tests load them. It calls no cloud.
 package federation
 
 import (

@@ -56,3 +56,39 @@ func TestOtherClouds(t *testing.T) {
 		t.Fatalf("k8s: %v %+v", err, k)
 	}
 }
+
+func TestSeaweedFS(t *testing.T) {
+	key := []byte("0123456789abcdef")
+	out, err := GenerateSeaweedFS(SeaweedFSInput{Issuer: "http://127.0.0.1:8090", FileDir: "cfg", SigningKey: key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	iam := out.IAM
+	if iam.Policy.DefaultEffect != "Deny" || iam.Providers[0].Config.Issuer != "http://127.0.0.1:8090" ||
+		iam.Roles[0].RoleName != "agentkeys-agents" || iam.Roles[0].AttachedPolicies[0] != iam.Policies[0].Name {
+		t.Fatalf("iam: %+v", iam)
+	}
+	tr, _ := json.Marshal(iam.Roles[0].TrustPolicy)
+	for _, want := range []string{`"Federated":"agentkeys"`, `"oidc:aud":"sts.amazonaws.com"`, `"Null":{"oidc:agentkeys_user_wallet":"false"}`} {
+		if !strings.Contains(string(tr), want) {
+			t.Errorf("trust policy lacks %s: %s", want, tr)
+		}
+	}
+	st := iam.Policies[0].Document.Statement
+	if len(st) != 3 || st[2].Effect != "Deny" || st[2].Condition["Null"]["aws:PrincipalTag/agentkeys_user_wallet"] != "true" {
+		t.Fatalf("policy: %+v", st)
+	}
+	if got := strings.Join(out.Command, " "); !strings.Contains(got, "-s3.iam.config cfg/iam.json") || !strings.Contains(got, "-ip.bind 127.0.0.1") {
+		t.Fatalf("command: %s", got)
+	}
+	for _, in := range []SeaweedFSInput{
+		{Issuer: "http://127.0.0.1:8090", SigningKey: key[:8]},              // short signing key
+		{Issuer: "http://127.0.0.1:8090", SigningKey: key, Port: 70000},     // port out of range
+		{Issuer: "file:///x", SigningKey: key},                              // not http(s)
+		{Issuer: "http://127.0.0.1:8090", SigningKey: key, Pin: "mrsigner"}, // pin without value
+	} {
+		if _, err := GenerateSeaweedFS(in); err == nil {
+			t.Errorf("accepted %+v", in)
+		}
+	}
+}

@@ -2,6 +2,7 @@ package federation
 
 import (
 	"fmt"
+	"path/filepath"
 	"strings"
 
 	"github.com/agentkeys/agentkeys/internal/oidc"
@@ -61,9 +62,13 @@ func GenerateGCP(in GCPInput) (*GCP, error) {
 	return out, nil
 }
 
+// AzureCredentialFile is the file the federated credential is saved as.
+const AzureCredentialFile = "credential.json"
+
 // AzureInput configures an Azure federated identity credential.
 type AzureInput struct {
 	Issuer, AppID, Subject, Name string
+	FileDir                      string // where credential.json is saved ("" = the current directory)
 }
 
 // Azure is the federated identity credential.
@@ -87,7 +92,7 @@ func GenerateAzure(in AzureInput) (*Azure, error) {
 	c := map[string]any{"name": in.Name, "issuer": in.Issuer, "subject": in.Subject,
 		"audiences": []string{"api://AzureADTokenExchange"}, "description": "AgentKeys agent identity"}
 	return &Azure{Credential: c, Commands: []string{
-		fmt.Sprintf("az ad app federated-credential create --id %s --parameters credential.json", in.AppID)}}, nil
+		fmt.Sprintf("az ad app federated-credential create --id %s --parameters %s", in.AppID, filepath.Join(in.FileDir, AzureCredentialFile))}}, nil
 }
 
 // AliInput configures an Alibaba Cloud RAM OIDC provider.
