@@ -319,8 +319,8 @@ func TestApprovalRequestReused(t *testing.T) {
 		_, err := s.Read(ctx, "bank", body)
 		p := problem.As(err)
 		m := idIn.FindStringSubmatch(p.Fix)
-		if p.Code != problem.ApprovalNeeded || m == nil {
-			t.Fatalf("read of a high-value credential: %v", err)
+		if p.Code != problem.ApprovalNeeded || m == nil || p.Approval == nil || p.Approval.ID != m[1] {
+			t.Fatalf("read of a high-value credential: %v (approval %+v)", err, p.Approval)
 		}
 		return m[1]
 	}
