@@ -204,7 +204,7 @@ func TestSocketClientRefuses(t *testing.T) {
 	}
 	file := filepath.Join(dir, "file")
 	os.WriteFile(file, nil, 0o600)
-	if _, err := NewSocketClient(file).Get(ctx, "openai"); codeOf(err) != CodeUnreachable || !strings.Contains(err.Error(), "not a socket") {
+	if _, err := NewSocketClient(file).Get(ctx, "openai", Wait{}); codeOf(err) != CodeUnreachable || !strings.Contains(err.Error(), "not a socket") {
 		t.Errorf("a file: %v", err)
 	}
 	// A socket loosened by hand to every user: refused before any request.
@@ -213,11 +213,11 @@ func TestSocketClientRefuses(t *testing.T) {
 	if err := os.Chmod(sock, 0o666); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := NewSocketClient(sock).Get(ctx, "openai"); codeOf(err) != CodeDenied || !strings.Contains(err.Error(), "every user") {
+	if _, err := NewSocketClient(sock).Get(ctx, "openai", Wait{}); codeOf(err) != CodeDenied || !strings.Contains(err.Error(), "every user") {
 		t.Errorf("a world-accessible socket: %v", err)
 	}
 	os.Chmod(sock, 0o600)
-	if _, err := NewSocketClient(sock).Get(ctx, "openai"); codeOf(err) != CodeDenied || !strings.Contains(err.Error(), "not paired") {
+	if _, err := NewSocketClient(sock).Get(ctx, "openai", Wait{}); codeOf(err) != CodeDenied || !strings.Contains(err.Error(), "not paired") {
 		t.Errorf("the same socket, 0600: want the daemon's own DENIED, got %v", err)
 	}
 	// A stale socket file: no daemon listens.
