@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"regexp"
@@ -11,6 +12,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 )
@@ -248,5 +250,62 @@ func TestDaemonMCPStopsQuietly(t *testing.T) {
 		if code, e := cmd.ProcessState.ExitCode(), stderr.String(); code != 0 || strings.Contains(e, "Error") || strings.Contains(e, "context canceled") {
 			t.Errorf("daemon mcp stopped by %s: exit %d, stderr %q", stop, code, e)
 		}
+	}
+}
+
+// openPTY opens a pseudo-terminal: the master (the test reads what the
+// command writes) and the slave (the command's terminal).
+func openPTY(t *testing.T) (master, slave *os.File) {
+	t.Helper()
+	m, err := os.OpenFile("/dev/ptmx", os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatalf("no pseudo-terminal: %v", err)
+	}
+	var unlock, n uint32
+	if _, _, e := syscall.Syscall(syscall.SYS_IOCTL, m.Fd(), syscall.TIOCSPTLCK, uintptr(unsafe.Pointer(&unlock))); e != 0 {
+		t.Fatal(e)
+	}
+	if _, _, e := syscall.Syscall(syscall.SYS_IOCTL, m.Fd(), syscall.TIOCGPTN, uintptr(unsafe.Pointer(&n))); e != 0 {
+		t.Fatal(e)
+	}
+	s, err := os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close(); s.Close() })
+	return m, s
+}
+
+// TestReadCountdownOnTerminal: on a terminal, a read waiting for the owner's
+// approval shows a countdown rewritten in place, then the error when it gives up.
+func TestReadCountdownOnTerminal(t *testing.T) {
+	h := newHarness(t)
+	s := h.start(serverOpts{home: t.TempDir()})
+	o := h.akNewOwner(s)
+	h.akStore(o, "bank", "hv-"+randomHex(16), "--approval", "required")
+	master, slave := openPTY(t)
+	cmd := exec.Command(bin, "read", "bank", "--timeout", "4s")
+	cmd.Env = childEnv("AGENTKEYS_HOME=" + o.home)
+	cmd.Stderr = slave
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	slave.Close()
+	screen := make(chan string, 1)
+	go func() { b, _ := io.ReadAll(master); screen <- string(b) }() // ends with EIO when the command exits
+	cmd.Wait()
+	var out string
+	select {
+	case out = <-screen:
+	case <-time.After(agentTimeout):
+		t.Fatal("the terminal did not close")
+	}
+	counts := regexp.MustCompile(`\r\x1b\[KWaiting for the owner's approval of bank: agentkeys approve [0-9a-f]{12} \((\d)s left\)`).FindAllStringSubmatch(out, -1)
+	seen := map[string]bool{}
+	for _, c := range counts {
+		seen[c[1]] = true
+	}
+	if cmd.ProcessState.ExitCode() != 3 || len(seen) < 3 || !strings.Contains(out, "APPROVAL_REQUIRED") || !strings.Contains(out, "within 4s") {
+		t.Fatalf("read on a terminal: exit %d, countdown values %v, screen %q", cmd.ProcessState.ExitCode(), seen, out)
 	}
 }
