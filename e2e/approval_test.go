@@ -165,7 +165,13 @@ func TestMCPWaitsForApproval(t *testing.T) {
 	secret := "hv-" + randomHex(16)
 	h.akStore(o, "bank", secret, "--approval", "required")
 	dh := h.pairAgent(s, o, "bot", "bank")
-	cs, _ := h.mcpSession(dh)
+	progress := make(chan string, 100)
+	cs, _ := h.mcpSessionWith(dh, &mcp.ClientOptions{ProgressNotificationHandler: func(_ context.Context, r *mcp.ProgressNotificationClientRequest) {
+		select {
+		case progress <- r.Params.Message:
+		default:
+		}
+	}})
 
 	var first string
 	for i := range 3 {
@@ -191,7 +197,9 @@ func TestMCPWaitsForApproval(t *testing.T) {
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), agentTimeout)
 		defer cancel()
-		res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "get_credential", Arguments: map[string]any{"service": "bank", "wait_seconds": 50}})
+		params := &mcp.CallToolParams{Name: "get_credential", Arguments: map[string]any{"service": "bank", "wait_seconds": 50}}
+		params.SetProgressToken("wait-1")
+		res, err := cs.CallTool(ctx, params)
 		if err != nil {
 			got <- answer{err.Error(), true}
 			return
@@ -210,6 +218,14 @@ func TestMCPWaitsForApproval(t *testing.T) {
 		}
 	case <-time.After(agentTimeout):
 		t.Fatal("get_credential did not return after the approval")
+	}
+	select {
+	case m := <-progress:
+		if !strings.Contains(m, "agentkeys approve "+first) || !strings.Contains(m, "left") {
+			t.Errorf("progress while waiting: %q", m)
+		}
+	default:
+		t.Error("no progress notification while waiting, though the client asked for them")
 	}
 }
 
