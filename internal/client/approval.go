@@ -24,12 +24,17 @@ const (
 // open request and the time left.
 func AwaitApproval[T any](ctx context.Context, wait time.Duration, read func() (T, error), progress func(a problem.Approval, left time.Duration)) (T, error) {
 	deadline := time.Now().Add(wait)
+	var last *problem.Error // the answer that made it wait
 	for {
 		v, err := read()
 		var p *problem.Error
+		if err != nil && last != nil && ctx.Err() != nil {
+			return v, stoppedWaiting(last, "stopped waiting for the owner's approval of request "+last.Approval.ID)
+		}
 		if wait <= 0 || !errors.As(err, &p) || p.Code != problem.ApprovalNeeded || p.Approval == nil {
 			return v, err
 		}
+		last = p
 		next := time.Now().Add(ApprovalPoll)
 		for {
 			left := time.Until(deadline)

@@ -255,6 +255,20 @@ func decodeArgs(raw json.RawMessage, in any, names []string) *problem.Error {
 	if len(bytes.TrimSpace(raw)) == 0 || string(bytes.TrimSpace(raw)) == "null" {
 		raw = json.RawMessage("{}")
 	}
+	// Names match exactly (encoding/json alone would take "SERVICE" for
+	// "service"), and an argument given is not null: as the schema says.
+	var fields map[string]json.RawMessage
+	if json.Unmarshal(raw, &fields) != nil {
+		return problem.New(CodeBadRequest, "the arguments are not a JSON object of the tool's arguments", fix)
+	}
+	for k, v := range fields {
+		if !slices.Contains(names, k) {
+			return problem.New(CodeBadRequest, "the tool has no such argument", fix)
+		}
+		if string(v) == "null" {
+			return problem.Newf(CodeBadRequest, fix, "argument %s is null", k)
+		}
+	}
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
 	err := dec.Decode(in)
