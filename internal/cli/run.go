@@ -42,8 +42,8 @@ func runCmd(e *env) *cobra.Command {
 (upper-case, '-' → '_'), or as NAME with --env NAME=SERVICE. Without --env every
 credential you may read is exported, except those whose reads need the owner's
 approval (stored with --approval required): run names them on stderr and asks
-for none; name one with --env to wait for its approval (up to --timeout). With --socket PATH it asks the daemon serving
-that socket (a daemon running as another user); inside a paired sandbox it uses
+for none; name one with --env to wait for its approval (up to --timeout).
+With --socket PATH it asks the daemon serving that socket (a daemon running as another user); inside a paired sandbox it uses
 the daemon's session (the agent's scope applies either way); otherwise the owner's
 session, where --agent A prefers the credentials stored for agent A. Values are
 never printed; the exit code is the command's. COMMAND gets no AGENTKEYS_
