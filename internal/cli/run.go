@@ -46,8 +46,9 @@ for none; name one with --env to wait for its approval (up to --timeout).
 With --socket PATH it asks the daemon serving that socket (a daemon running as
 another user); inside a paired sandbox it uses the daemon's session (the
 agent's scope applies either way); otherwise the owner's session, where
---agent A prefers the credentials stored for agent A. Values are never printed; the exit code is the command's. COMMAND gets no AGENTKEYS_
-variable (AGENTKEYS_HOME would point it at the keys).`,
+--agent A prefers the credentials stored for agent A. Values are never printed;
+the exit code is the command's. COMMAND gets no AGENTKEYS_ variable
+(AGENTKEYS_HOME would point it at the keys).`,
 		Example: "  agentkeys run -- python agent.py\n  agentkeys run --env OPENAI_API_KEY=openai -- ./script.sh\n  agentkeys run --agent ci-bot -- make deploy\n" +
 			"  agentkeys run --socket /run/agentkeys/agentkeys.sock -- python agent.py",
 		Args: cobra.MinimumNArgs(1),
