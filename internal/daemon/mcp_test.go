@@ -3,6 +3,8 @@ package daemon
 import (
 	"context"
 	"encoding/json"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 
@@ -119,6 +121,18 @@ func TestToolSchemas(t *testing.T) {
 		}
 		if !isErr || !strings.HasPrefix(text, want) || len(text) > 512 {
 			t.Errorf("%s %s (schema accepts: %v): error=%v %q; want %s…", c.tool, c.args, schemaOK, isErr, text, want)
+		}
+	}
+}
+
+// TestSocketWait: the socket's ?wait= is bounded as wait_seconds is.
+func TestSocketWait(t *testing.T) {
+	h := Handler(Source{Dir: Dir(t.TempDir())}, quiet) // not paired: a valid request is DENIED
+	for q, want := range map[string]int{"": 403, "?wait=0": 403, "?wait=300": 403, "?wait=301": 400, "?wait=-1": 400, "?wait=abc": 400, "?wait=1e3": 400} {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/credentials/openai"+q, nil))
+		if rec.Code != want {
+			t.Errorf("GET /credentials/openai%s: %d %s, want %d", q, rec.Code, rec.Body, want)
 		}
 	}
 }

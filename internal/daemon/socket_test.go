@@ -179,7 +179,9 @@ func TestFrontSameAsDirect(t *testing.T) {
 		code string
 	}{
 		{"get_credential", map[string]any{"service": "openai"}, CodeDenied},
-		{"get_credential", map[string]any{"service": "a/b?c#d"}, CodeBadRequest}, // refused locally, before any broker call
+		{"get_credential", map[string]any{"service": "a/b?c#d"}, CodeBadRequest},               // refused locally, before any broker call
+		{"get_credential", map[string]any{"service": "openai", "wait_seconds": 5}, CodeDenied}, // the wait goes through the socket
+		{"get_credential", map[string]any{"service": "openai", "wait_seconds": 301}, CodeBadRequest},
 		{"list_credentials", map[string]any{}, CodeDenied},
 		{"cloud_credentials", map[string]any{"provider": "aws", "role_arn": "arn:aws:iam::1:role/r", "duration": 900}, CodeDenied},
 		{"cloud_credentials", map[string]any{"provider": "aws", "role_arn": ""}, CodeBadRequest}, // an empty role_arn
