@@ -205,11 +205,17 @@ func (h *harness) pairAgentIn(dh string, s *server, o akOwner, alias, scope stri
 // returns the session and the daemon's log.
 func (h *harness) mcpSession(daemonHome string, args ...string) (*mcp.ClientSession, *output) {
 	h.t.Helper()
+	return h.mcpSessionWith(daemonHome, nil, args...)
+}
+
+// mcpSessionWith is mcpSession with the client's options.
+func (h *harness) mcpSessionWith(daemonHome string, opts *mcp.ClientOptions, args ...string) (*mcp.ClientSession, *output) {
+	h.t.Helper()
 	cmd := exec.Command(bin, append([]string{"daemon", "mcp"}, args...)...)
 	cmd.Env = childEnv("AGENTKEYS_HOME=" + daemonHome)
 	stderr := h.newOutput()
 	cmd.Stderr = stderr
-	c := mcp.NewClient(&mcp.Implementation{Name: "e2e", Version: "1"}, nil)
+	c := mcp.NewClient(&mcp.Implementation{Name: "e2e", Version: "1"}, opts)
 	ctx, cancel := context.WithTimeout(context.Background(), agentTimeout)
 	defer cancel()
 	cs, err := c.Connect(ctx, &mcp.CommandTransport{Command: cmd}, nil)

@@ -174,7 +174,7 @@ func TestVaultApprovalAndIsolation(t *testing.T) {
 	h.plant("high-value credential", secret)
 	h.mustOK(h.cliIn(a, secret, false, "store", "bank", "--approval", "required"), "store --approval required")
 
-	r := h.cliIn(a, "", true, "read", "bank")
+	r := h.cliIn(a, "", true, "read", "bank", "--no-wait")
 	m := regexp.MustCompile(`agentkeys approve ([0-9a-f]+)`).FindStringSubmatch(r.stderr)
 	if r.code != 3 || !strings.Contains(r.stderr, "APPROVAL_REQUIRED") || m == nil {
 		t.Fatalf("read of a high-value credential: %d %q", r.code, r.stderr)
@@ -189,7 +189,7 @@ func TestVaultApprovalAndIsolation(t *testing.T) {
 	if r := h.mustOK(h.cliIn(a, "", true, "read", "bank"), "approved read"); strings.TrimSpace(r.stdout) != secret {
 		t.Fatal("approved read returned other bytes")
 	}
-	if r := h.cliIn(a, "", true, "read", "bank"); r.code != 3 {
+	if r := h.cliIn(a, "", true, "read", "bank", "--no-wait"); r.code != 3 {
 		t.Fatalf("second read on one approval: %d", r.code)
 	}
 

@@ -19,7 +19,8 @@ type AgentList struct {
 
 // ServiceList is the body of GET /v1/agent/credentials.
 type ServiceList struct {
-	Services []string `json:"services"`
+	Services         []string `json:"services"`
+	ApprovalRequired []string `json:"approval_required"` // those of Services whose every read needs the owner's approval
 }
 
 // TeardownResult is the body of POST /v1/agents/{alias}/teardown.
@@ -143,10 +144,10 @@ func (s *server) agentTeardown(w http.ResponseWriter, r *http.Request, c *broker
 }
 
 func (s *server) agentCredentials(w http.ResponseWriter, r *http.Request, c *broker.Caller) error {
-	list, err := s.b.AgentServices(r.Context(), c)
+	list, approval, err := s.b.AgentServices(r.Context(), c)
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, ServiceList{Services: list})
+	writeJSON(w, http.StatusOK, ServiceList{Services: list, ApprovalRequired: approval})
 	return nil
 }

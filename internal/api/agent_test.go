@@ -187,7 +187,7 @@ func TestPairPollAndSession(t *testing.T) {
 		t.Fatal(err)
 	}
 	src := daemon.Source{Dir: d}
-	v, err := src.Get(ctx, "openai")
+	v, err := src.Get(ctx, "openai", daemon.Wait{})
 	if err != nil || string(v) != "sk-in-process-secret" {
 		t.Fatalf("agent read: %q %v", v, err)
 	}
@@ -198,7 +198,7 @@ func TestPairPollAndSession(t *testing.T) {
 	if _, err := owner.RevokeAgent(ctx, "bot"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := src.Get(ctx, "openai"); code(err) != problem.Revoked {
+	if _, err := src.Get(ctx, "openai", daemon.Wait{}); code(err) != problem.Revoked {
 		t.Fatalf("read after revoke: %v", err)
 	}
 }

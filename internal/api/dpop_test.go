@@ -95,7 +95,7 @@ func TestProofFromBeforeRestartRefused(t *testing.T) {
 		t.Fatalf("replay after a restart: %d, want 401", code)
 	}
 	// The daemon's own client makes a new proof and is served.
-	if v, err := (daemon.Source{Dir: a.dir}).Get(context.Background(), "openai"); err != nil || string(v) != "sk-dpop-test" {
+	if v, err := (daemon.Source{Dir: a.dir}).Get(context.Background(), "openai", daemon.Wait{}); err != nil || string(v) != "sk-dpop-test" {
 		t.Fatalf("the daemon after the restart: %q %v", v, err)
 	}
 }

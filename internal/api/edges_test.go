@@ -104,7 +104,7 @@ func TestReadsRacingAStore(t *testing.T) {
 			return string(pt), err
 		},
 		func() (string, error) {
-			v, err := agentSrc.Get(ctx, "svc")
+			v, err := agentSrc.Get(ctx, "svc", daemon.Wait{})
 			return string(v), err
 		},
 	}
@@ -273,13 +273,13 @@ func TestRateLimitedReadIsAudited(t *testing.T) {
 	e.store(t, owner, g.Omni, "svc", []byte("limited-secret"), "")
 	src := daemon.Source{Dir: e.pairAgent(t, owner, idKey, g.Wallet, "bot", "svc")}
 	for i := range 3 {
-		if _, err := src.Get(ctx, "svc"); err != nil {
+		if _, err := src.Get(ctx, "svc", daemon.Wait{}); err != nil {
 			t.Fatalf("read %d: %v", i+1, err)
 		}
 	}
 	before := e.head(t)
 	for i := range 20 {
-		if _, err := src.Get(ctx, "svc"); code(err) != problem.RateLimited {
+		if _, err := src.Get(ctx, "svc", daemon.Wait{}); code(err) != problem.RateLimited {
 			t.Fatalf("read %d: %v", 4+i, err)
 		}
 	}
@@ -288,11 +288,11 @@ func TestRateLimitedReadIsAudited(t *testing.T) {
 	}
 	clock.Add(int64(time.Minute))
 	for range 3 {
-		if _, err := src.Get(ctx, "svc"); err != nil {
+		if _, err := src.Get(ctx, "svc", daemon.Wait{}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if _, err := src.Get(ctx, "svc"); code(err) != problem.RateLimited {
+	if _, err := src.Get(ctx, "svc", daemon.Wait{}); code(err) != problem.RateLimited {
 		t.Fatalf("read over the limit in the next window: %v", err)
 	}
 	rows, err := owner.Usage(ctx, url.Values{"agent": {"bot"}})
@@ -425,7 +425,7 @@ func TestMCPRejectsBadNamesLocally(t *testing.T) {
 		t.Fatalf("socket with a bad name: %d %.300s", rec.Code, rec.Body)
 	}
 	// A valid name still reaches the broker.
-	if _, err := src.Get(ctx, "svc"); code(err) != problem.NotFound || requests.Load() == 0 {
+	if _, err := src.Get(ctx, "svc", daemon.Wait{}); code(err) != problem.NotFound || requests.Load() == 0 {
 		t.Fatalf("a valid name: %v after %d requests", err, requests.Load())
 	}
 }

@@ -87,7 +87,7 @@ func TestPublicLedgerHidesOwners(t *testing.T) {
 	if _, err := d.Complete(dk.p, st.Delivery); err != nil {
 		t.Fatal(err)
 	}
-	if v, err := (daemon.Source{Dir: d}).Get(ctx, "svc-alpha-secretname"); err != nil || string(v) != "sk-alpha-value" {
+	if v, err := (daemon.Source{Dir: d}).Get(ctx, "svc-alpha-secretname", daemon.Wait{}); err != nil || string(v) != "sk-alpha-value" {
 		t.Fatalf("agent read: %q %v", v, err)
 	}
 	// Owner B: a credential of its own.

@@ -14,7 +14,9 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"regexp"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -305,5 +307,76 @@ func TestUsageSurvivesRestart(t *testing.T) {
 	after, err := b2.Usage(ctx, c, vault.UsageFilter{})
 	if err != nil || len(after) != len(before) || after[0].Seq != before[0].Seq || after[1].Action != "read" {
 		t.Fatalf("usage after restart: %+v %v, want %+v", after, err, before)
+	}
+}
+
+// TestApprovalRequestReused: reads that retry while the owner has not yet
+// approved reuse the caller's one open request instead of filing a new one each
+// time (concurrent ones too); a lapsed or used request is not reused.
+func TestApprovalRequestReused(t *testing.T) {
+	var clock atomic.Int64 // the broker's clock: moved by the test, not by the wall
+	clock.Store(time.Now().UnixNano())
+	e := newEnv(t, broker.Config{Now: func() time.Time { return time.Unix(0, clock.Load()) }})
+	ctx := context.Background()
+	s, g := e.owner(t)
+	e.store(t, s, g.Omni, "bank", []byte("hv"), "required")
+	body := api.ReadBody{Recipient: hpkeKey(t).PublicKey().Bytes()}
+	idIn := regexp.MustCompile(`agentkeys approve ([0-9a-f]+)`)
+	pending := func() []vault.Approval {
+		t.Helper()
+		all, err := s.Approvals(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []vault.Approval
+		for _, a := range all {
+			if a.Status == "pending" {
+				out = append(out, a)
+			}
+		}
+		return out
+	}
+	readID := func() string {
+		t.Helper()
+		_, err := s.Read(ctx, "bank", body)
+		p := problem.As(err)
+		m := idIn.FindStringSubmatch(p.Fix)
+		if p.Code != problem.ApprovalNeeded || m == nil || p.Approval == nil || p.Approval.ID != m[1] {
+			t.Fatalf("read of a high-value credential: %v (approval %+v)", err, p.Approval)
+		}
+		return m[1]
+	}
+	first := readID()
+	for i := range 4 {
+		if id := readID(); id != first {
+			t.Fatalf("retry %d filed request %s, want the open one %s", i+1, id, first)
+		}
+	}
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() { s.Read(ctx, "bank", body) })
+	}
+	wg.Wait()
+	if p := pending(); len(p) != 1 || p[0].ID != first {
+		t.Fatalf("13 reads left %d pending requests, want 1 (%s): %+v", len(p), first, p)
+	}
+	// Used: approved and read, the next read needs a new request.
+	if _, err := s.Approve(ctx, first); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Read(ctx, "bank", body); err != nil {
+		t.Fatalf("approved read: %v", err)
+	}
+	second := readID()
+	if second == first {
+		t.Fatal("a used request was reused")
+	}
+	// Lapsed: past its TTL (default 10 min) it is not reused.
+	clock.Add(int64(11 * time.Minute))
+	if third := readID(); third == second {
+		t.Fatal("a lapsed request was reused")
+	}
+	if _, err := ledger.VerifyDriver(ctx, broker.Schema(), e.b.Storage(), true); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -58,7 +58,7 @@ type Config struct {
 	MintWindow     time.Duration    // default 1 minute
 	ApprovalTTL    time.Duration    // how long a pending approval request can be approved (default 10 min)
 	ApprovalWindow time.Duration    // how long a grant allows one read (default 2 min)
-	Now            func() time.Time // clock of the read, mint and anonymous rate limits (tests); nil = time.Now
+	Now            func() time.Time // clock of the read, mint and anonymous rate limits and of open approval requests (tests); nil = time.Now
 	Anon           AnonLimits       // limits of requests without a session; kinds left out: DefaultAnonLimits
 	SignupInvite   bool             // sign-up needs an operator's invite (agentkeys server --signup invite)
 	PairTTL        time.Duration    // default lifetime of a pair request (default 10 min; max 1 h)
@@ -124,14 +124,17 @@ type Broker struct {
 	accounts sync.Map      // omni → *account.Account, see (*Broker).account
 	agents   agent.Memo
 	index    *account.Index
-	limiter  *limiter               // credential reads per session
-	mints    *limiter               // identity-token mints per account
-	anon     anonLimiters           // requests without a session, per source and in all
-	proofs   *dpop.Verifier         // DPoP proofs: checks and replay cache
-	htuBases []string               // normalised Issuer and PublicURLs: a proof's htu is one of them + the request path
-	status   atomic.Pointer[string] // why not ready; nil once ready
-	metrics  *metrics
-	oidc     oidcState
+	limiter  *limiter // credential reads per session
+	// approvalMu serializes looking for a caller's open approval request
+	// and filing a new one (see grantFor).
+	approvalMu sync.Mutex
+	mints      *limiter               // identity-token mints per account
+	anon       anonLimiters           // requests without a session, per source and in all
+	proofs     *dpop.Verifier         // DPoP proofs: checks and replay cache
+	htuBases   []string               // normalised Issuer and PublicURLs: a proof's htu is one of them + the request path
+	status     atomic.Pointer[string] // why not ready; nil once ready
+	metrics    *metrics
+	oidc       oidcState
 	// OperatorKeyCreated is set when this start created the operator key.
 	OperatorKeyCreated bool
 }

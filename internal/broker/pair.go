@@ -631,32 +631,37 @@ func (b *Broker) Teardown(ctx context.Context, c *Caller, alias string) (deleted
 }
 
 // AgentServices lists the services the calling agent may read now: in its scope
-// and stored (for it or owner-wide). Names only; nothing is released.
-func (b *Broker) AgentServices(ctx context.Context, c *Caller) ([]string, error) {
+// and stored (for it or owner-wide); approval lists those of them whose reads
+// each need the owner's approval. Names only; nothing is released.
+func (b *Broker) AgentServices(ctx context.Context, c *Caller) (services, approval []string, err error) {
 	lg, err := b.Ledger()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if c.Agent == nil {
-		return nil, problem.New(problem.Denied, "only an agent session lists its readable credentials", "owners use agentkeys list")
+		return nil, nil, problem.New(problem.Denied, "only an agent session lists its readable credentials", "owners use agentkeys list")
 	}
 	st := lg.State(ctx)
-	out := []string{}
+	services, approval = []string{}, []string{}
 	for _, s := range c.Agent.Scope {
 		if !vault.ValidName(s) {
 			continue // oidc:… entries are not credentials
 		}
 		for _, who := range []string{c.Agent.Alias, vault.OwnerWide} {
-			if _, ok, err := vault.Get(st, c.Agent.Owner, who, s); err != nil {
-				return nil, err
+			if cr, ok, err := vault.Get(st, c.Agent.Owner, who, s); err != nil {
+				return nil, nil, err
 			} else if ok {
-				out = append(out, s)
+				services = append(services, s)
+				if cr.Approval == vault.ApprovalRequired {
+					approval = append(approval, s)
+				}
 				break
 			}
 		}
 	}
-	slices.Sort(out)
-	return out, nil
+	slices.Sort(services)
+	slices.Sort(approval)
+	return services, approval, nil
 }
 
 func dpopWant(method string, urls []string, jkt, tok string) dpop.Want {

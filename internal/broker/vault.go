@@ -284,27 +284,45 @@ func (b *Broker) auditRefusal(ctx context.Context, actor, kind string, payload a
 	return p
 }
 
-// grantFor finds the owner's unused, unexpired grant for this read, or files an
-// approval request and answers APPROVAL_REQUIRED.
+// grantFor finds the owner's unused, unexpired grant for this read, or answers
+// APPROVAL_REQUIRED with the caller's open request for this credential: the one
+// already pending for this session, else a new one. A reader that retries (or
+// waits, polling) while the owner has not decided yet keeps one request.
 func (b *Broker) grantFor(ctx context.Context, r vault.Read) (string, error) {
 	lg, _ := b.Ledger()
+	// One look-and-file at a time, so concurrent reads of one session do not
+	// both file a request.
+	b.approvalMu.Lock()
+	defer b.approvalMu.Unlock()
 	list, err := vault.Approvals(lg.State(ctx), r.Owner)
 	if err != nil {
 		return "", err
 	}
-	now := time.Now().Unix()
-	for _, a := range list {
-		if a.Status == "granted" && a.Until >= now && a.Service == r.Service && a.Agent == r.Agent && a.Actor == r.Actor {
+	now := b.cfg.Now().Unix()
+	var open *vault.Approval
+	for i, a := range list {
+		if a.Service != r.Service || a.Agent != r.Agent || a.Actor != r.Actor {
+			continue
+		}
+		if a.Status == "granted" && a.Until >= now {
 			return a.ID, nil
 		}
+		if a.Status == "pending" && a.Expires >= now && a.SID == r.SID {
+			open = &list[i]
+		}
 	}
-	a := vault.Approval{ID: randomID()[:12], Owner: r.Owner, Agent: r.Agent, Service: r.Service, Actor: r.Actor,
-		ActorRole: r.ActorRole, Alias: r.Alias, SID: r.SID, Expires: now + int64(b.cfg.ApprovalTTL.Seconds())}
-	if _, err := lg.Append(ctx, ledger.AccountOrigin(r.Actor), vault.KindRequested, a); err != nil {
-		return "", ledgerProblem(err)
+	if open == nil {
+		a := vault.Approval{ID: randomID()[:12], Owner: r.Owner, Agent: r.Agent, Service: r.Service, Actor: r.Actor,
+			ActorRole: r.ActorRole, Alias: r.Alias, SID: r.SID, Expires: now + int64(b.cfg.ApprovalTTL.Seconds())}
+		if _, err := lg.Append(ctx, ledger.AccountOrigin(r.Actor), vault.KindRequested, a); err != nil {
+			return "", ledgerProblem(err)
+		}
+		open = &a
 	}
-	return "", problem.Newf(problem.ApprovalNeeded, fmt.Sprintf("the owner approves it with: agentkeys approve %s ; then read again within %s", a.ID, b.cfg.ApprovalWindow),
-		"%q is a high-value credential: its release needs the owner's approval (request %s)", r.Service, a.ID)
+	p := problem.Newf(problem.ApprovalNeeded, fmt.Sprintf("the owner approves it with: agentkeys approve %s ; then read again within %s", open.ID, b.cfg.ApprovalWindow),
+		"%q is a high-value credential: its release needs the owner's approval (request %s)", r.Service, open.ID)
+	p.Approval = &problem.Approval{ID: open.ID, Expires: open.Expires}
+	return "", p
 }
 
 // Approve grants one pending approval request of the owner.

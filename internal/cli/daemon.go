@@ -229,10 +229,12 @@ func daemonMCPCmd(e *env) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "mcp",
 		Short: "Serve the agent's credentials to an MCP client on stdio",
-		Long: `An MCP server on stdin/stdout with the tools get_credential{service} and
-list_credentials{} and cloud_credentials{provider:"aws", role_arn, session_name?,
-duration?}. Tool errors start with a stable code: BAD_REQUEST, DENIED,
+		Long: `An MCP server on stdin/stdout with the tools get_credential{service,
+wait_seconds?}, list_credentials{} and cloud_credentials{provider:"aws",
+role_arn, session_name?, duration?}; their input schemas state the rules the
+daemon checks. Tool errors start with a stable code: BAD_REQUEST, DENIED,
 NOT_FOUND, RATE_LIMITED, REVOKED or UNREACHABLE. Logs (never values) go to stderr.
+It stops quietly (exit 0) when its client closes stdin or sends SIGINT/SIGTERM.
 With --socket PATH it is a thin front of a daemon that runs as another user
 (agentkeys daemon serve --socket PATH --socket-group GROUP): the same tools, every
 call forwarded to that socket; it holds no keys, so the agent's user never can.

@@ -4,14 +4,19 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/agentkeys/agentkeys/internal/api"
+	"github.com/agentkeys/agentkeys/internal/broker"
+	"github.com/agentkeys/agentkeys/internal/client"
 	"github.com/agentkeys/agentkeys/internal/daemon"
 	"github.com/agentkeys/agentkeys/internal/problem"
 	"github.com/agentkeys/agentkeys/internal/vault"
@@ -35,18 +40,22 @@ func EnvName(service string) string {
 func runCmd(e *env) *cobra.Command {
 	var alias, socket, envFile string
 	var envs []string
+	var timeout time.Duration
 	cmd := &cobra.Command{
 		Use:   "run [--agent A] [--env NAME=SERVICE]... [--env-file FILE] -- COMMAND [ARG]...",
 		Short: "Run a command with credentials in its environment (only the child sees them)",
 		Long: `Fetch credentials and run COMMAND with each exported as <SERVICE>_API_KEY
 (upper-case, '-' → '_'), or as NAME with --env NAME=SERVICE. Without --env every
-credential you may read is exported. --env-file FILE reads a .env file where a
-line NAME=agentkeys://SERVICE exports SERVICE's credential as NAME (fetched as
---env does; --env wins for the same NAME) and NAME=value passes through as it
-is; then only the file's and --env's names are exported. Every credential is
-fetched before COMMAND starts: one that cannot be read stops run. With --socket
-PATH it asks the daemon serving that socket (a daemon running as another user); inside a paired sandbox it uses
-the daemon's session (the agent's scope applies either way); otherwise the owner's
+credential you may read is exported, except those whose reads need the owner's
+approval (stored with --approval required): run names them on stderr and asks
+for none; name one with --env to wait for its approval (up to --timeout).
+--env-file FILE reads a .env file where a line NAME=agentkeys://SERVICE exports
+SERVICE's credential as NAME (fetched as --env does; --env wins for the same
+NAME) and NAME=value passes through as it is; then only the file's and --env's
+names are exported. Every credential is fetched before COMMAND starts: one that
+cannot be read stops run. With --socket PATH it asks the daemon serving that
+socket (a daemon running as another user); inside a paired sandbox it uses the
+daemon's session (the agent's scope applies either way); otherwise the owner's
 session, where --agent A prefers the credentials stored for agent A. Values are
 never printed; the exit code is the command's. COMMAND gets no AGENTKEYS_
 variable (AGENTKEYS_HOME would point it at the keys).`,
@@ -83,15 +92,18 @@ variable (AGENTKEYS_HOME would point it at the keys).`,
 			if _, err := exec.LookPath(args[0]); err != nil {
 				return cannotRun(args[0], err)
 			}
-			var fetch func(string) ([]byte, error)
-			var list func() ([]string, error)
+			if err := checkTimeout(timeout); err != nil {
+				return err
+			}
+			var fetch func(string, daemon.Wait) ([]byte, error)
+			var list func() (*daemon.ServiceList, error)
 			if socket != "" {
 				if alias != "" {
 					return problem.New(problem.BadRequest, "--agent is for the owner's side, not with --socket", "omit --agent")
 				}
 				src := daemon.NewSocketClient(socket)
-				fetch = func(s string) ([]byte, error) { return src.Get(ctx, s) }
-				list = func() ([]string, error) { return src.List(ctx) }
+				fetch = func(s string, w daemon.Wait) ([]byte, error) { return src.Get(ctx, s, w) }
+				list = func() (*daemon.ServiceList, error) { return src.List(ctx) }
 			} else if d := e.daemonDir(); d.Paired() {
 				src := daemon.Source{Dir: d}
 				if alias != "" {
@@ -99,57 +111,65 @@ variable (AGENTKEYS_HOME would point it at the keys).`,
 						return problem.Newf(problem.Denied, "omit --agent inside the sandbox", "this daemon is paired as %q, not %q", s.Alias, alias)
 					}
 				}
-				fetch = func(s string) ([]byte, error) { return src.Get(ctx, s) }
-				list = func() ([]string, error) { return src.List(ctx) }
+				fetch = func(s string, w daemon.Wait) ([]byte, error) { return src.Get(ctx, s, w) }
+				list = func() (*daemon.ServiceList, error) { return src.List(ctx) }
 			} else {
 				_, c, err := e.ownerSession()
 				if err != nil {
 					return problem.New(problem.Unauthenticated, "no daemon session and no owner session on this machine",
 						"pair the sandbox (agentkeys daemon pair) or log in as the owner (agentkeys init)")
 				}
-				fetch = func(s string) ([]byte, error) {
+				fetch = func(s string, w daemon.Wait) ([]byte, error) {
 					k, err := newHPKEKey()
 					if err != nil {
 						return nil, err
 					}
-					res, err := c.Read(ctx, s, api.ReadBody{Agent: alias, Recipient: k.PublicKey().Bytes()})
+					read := func(agent string) (*broker.ReadResult, error) {
+						return client.AwaitApproval(ctx, w.For, func() (*broker.ReadResult, error) {
+							return c.Read(ctx, s, api.ReadBody{Agent: agent, Recipient: k.PublicKey().Bytes()})
+						}, w.Progress)
+					}
+					res, err := read(alias)
 					if err != nil && alias != "" && problem.As(err).Code == problem.NotFound {
-						res, err = c.Read(ctx, s, api.ReadBody{Recipient: k.PublicKey().Bytes()})
+						res, err = read("")
 					}
 					if err != nil {
 						return nil, err
 					}
 					return openFor(k, res.Info, res.Sealed)
 				}
-				list = func() ([]string, error) {
+				list = func() (*daemon.ServiceList, error) {
 					all, err := c.List(ctx)
 					if err != nil {
 						return nil, err
 					}
-					seen := map[string]bool{}
-					var out []string
-					for _, cr := range all {
-						if (cr.Agent == vault.OwnerWide || cr.Agent == alias) && !seen[cr.Service] {
-							seen[cr.Service] = true
-							out = append(out, cr.Service)
-						}
-					}
-					return out, nil
+					return readable(all, alias), nil
 				}
 			}
 			if len(want) == 0 && envFile == "" {
-				services, err := list()
+				l, err := list()
 				if err != nil {
 					return err
 				}
-				for _, s := range services {
+				var left []string
+				for _, s := range l.Services {
+					if slices.Contains(l.ApprovalRequired, s) {
+						left = append(left, s) // run would wait for the owner, once per credential
+						continue
+					}
 					want[EnvName(s)] = s
 					order = append(order, EnvName(s))
+				}
+				if len(left) > 0 {
+					fmt.Fprintf(e.stderr, "agentkeys run: left out %s: each read needs the owner's approval. To wait for one, name it, e.g. --env %s=%s\n",
+						strings.Join(left, ", "), EnvName(left[0]), left[0])
 				}
 			}
 			child := append(childEnv(os.Environ()), plain...)
 			for _, name := range order {
-				v, err := fetch(want[name])
+				progress, done := e.approvalProgress(want[name], timeout)
+				v, err := fetch(want[name], daemon.Wait{For: timeout, Progress: progress})
+				done()
 				if err != nil {
 					if p := problem.As(err); p.Code != problem.Internal { // name the variable it was for
 						q := *p
@@ -181,7 +201,28 @@ variable (AGENTKEYS_HOME would point it at the keys).`,
 	cmd.Flags().StringVar(&socket, "socket", "", "ask the daemon serving this socket (daemon serve --socket-group)")
 	cmd.Flags().StringArrayVar(&envs, "env", nil, "export SERVICE's credential as NAME (NAME=SERVICE), repeatable")
 	cmd.Flags().StringVar(&envFile, "env-file", "", "a .env file: NAME=agentkeys://SERVICE lines export SERVICE's credential as NAME, NAME=value lines pass through")
+	cmd.Flags().DurationVar(&timeout, "timeout", client.DefaultApprovalWait, "with --env: how long to wait for the owner's approval of a credential that needs it (1s to 5m)")
 	return cmd
+}
+
+// readable is what the owner's run exports without --env: per service, the
+// credential a read would release (the one stored for agent alias, if any,
+// else the owner-wide one), and which of them need approval.
+func readable(all []vault.Credential, alias string) *daemon.ServiceList {
+	pick := map[string]vault.Credential{}
+	for _, cr := range all {
+		if cr.Agent == vault.OwnerWide && pick[cr.Service].Service == "" || alias != "" && cr.Agent == alias {
+			pick[cr.Service] = cr
+		}
+	}
+	out := &daemon.ServiceList{Services: []string{}}
+	for _, s := range slices.Sorted(maps.Keys(pick)) {
+		out.Services = append(out.Services, s)
+		if pick[s].Approval == vault.ApprovalRequired {
+			out.ApprovalRequired = append(out.ApprovalRequired, s)
+		}
+	}
+	return out
 }
 
 // cannotRun is run's answer when name cannot be started: 127 when it does not

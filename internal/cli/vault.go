@@ -12,6 +12,8 @@ import (
 
 	"github.com/agentkeys/agentkeys/internal/api"
 	"github.com/agentkeys/agentkeys/internal/broker"
+	"github.com/agentkeys/agentkeys/internal/client"
+	"github.com/agentkeys/agentkeys/internal/daemon"
 	"github.com/agentkeys/agentkeys/internal/enclave"
 	"github.com/agentkeys/agentkeys/internal/problem"
 	"github.com/agentkeys/agentkeys/internal/vault"
@@ -80,15 +82,28 @@ func forAgentText(agent string) string {
 
 func readCmd(e *env) *cobra.Command {
 	var agent string
-	var asJSON bool
+	var asJSON, noWait bool
+	var timeout time.Duration
 	cmd := &cobra.Command{
 		Use:   "read SERVICE",
 		Short: "Print a stored credential (the read is audited)",
 		Long: `Print the secret of SERVICE on stdout. The broker re-encrypts it inside the
-enclave to a one-time key of this command, after the read is durably audited.`,
-		Example: "  agentkeys read openai\n  agentkeys read github --agent ci-bot --json",
-		Args:    exactArgs(1),
+enclave to a one-time key of this command, after the read is durably audited.
+A credential stored with --approval required is released only after the owner
+approves the read (agentkeys approve ID, e.g. in another terminal): read waits
+for it, up to --timeout, asking again every 2 s (a countdown on a terminal, one
+line otherwise); retries reuse the same request. --no-wait fails at once with
+APPROVAL_REQUIRED and the request's ID instead.`,
+		Example: "  agentkeys read openai\n  agentkeys read github --agent ci-bot --json\n" +
+			"  agentkeys read bank --timeout 5m\n  agentkeys read bank --no-wait",
+		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkTimeout(timeout); err != nil {
+				return err
+			}
+			if noWait {
+				timeout = 0
+			}
 			_, c, err := e.ownerSession()
 			if err != nil {
 				return err
@@ -97,7 +112,11 @@ enclave to a one-time key of this command, after the read is durably audited.`,
 			if err != nil {
 				return err
 			}
-			res, err := c.Read(cmd.Context(), args[0], api.ReadBody{Agent: agent, Recipient: k.PublicKey().Bytes()})
+			progress, done := e.approvalProgress(args[0], timeout)
+			res, err := client.AwaitApproval(cmd.Context(), timeout, func() (*broker.ReadResult, error) {
+				return c.Read(cmd.Context(), args[0], api.ReadBody{Agent: agent, Recipient: k.PublicKey().Bytes()})
+			}, progress)
+			done()
 			if err != nil {
 				return err
 			}
@@ -116,7 +135,44 @@ enclave to a one-time key of this command, after the read is durably audited.`,
 	}
 	cmd.Flags().StringVar(&agent, "agent", "", "read the credential stored for this agent")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print as JSON")
+	cmd.Flags().BoolVar(&noWait, "no-wait", false, "do not wait for the owner's approval: fail with APPROVAL_REQUIRED")
+	cmd.Flags().DurationVar(&timeout, "timeout", client.DefaultApprovalWait, "how long to wait for the owner's approval (1s to 5m)")
 	return cmd
+}
+
+// maxApprovalWait bounds --timeout, as get_credential's wait_seconds is
+// bounded: a pending request lapses after the broker's approval TTL (10
+// minutes by default) anyway.
+const maxApprovalWait = daemon.MaxWaitSeconds * time.Second
+
+func checkTimeout(d time.Duration) error {
+	if d < time.Second || d > maxApprovalWait {
+		return problem.Newf(problem.BadRequest, "pass e.g. --timeout 5m, or --no-wait not to wait at all",
+			"--timeout %s is not between 1s and %s", d, maxApprovalWait)
+	}
+	return nil
+}
+
+// approvalProgress shows a read waiting for the owner's approval of service on
+// stderr: a countdown rewritten in place on a terminal, else one line per
+// request (a log stays readable). done ends the countdown's line.
+func (e *env) approvalProgress(service string, wait time.Duration) (progress func(problem.Approval, time.Duration), done func()) {
+	tty := isTerminal(e.stderr)
+	shown := ""
+	progress = func(a problem.Approval, left time.Duration) {
+		if tty {
+			fmt.Fprintf(e.stderr, "\r\033[KWaiting for the owner's approval of %s: agentkeys approve %s (%s left)", service, a.ID, left.Round(time.Second))
+		} else if shown != a.ID {
+			fmt.Fprintf(e.stderr, "Waiting up to %s for the owner's approval of %s: agentkeys approve %s\n", wait, service, a.ID)
+		}
+		shown = a.ID
+	}
+	done = func() {
+		if tty && shown != "" {
+			fmt.Fprintln(e.stderr)
+		}
+	}
+	return progress, done
 }
 
 func listCmd(e *env) *cobra.Command {
@@ -185,8 +241,10 @@ func approveCmd(e *env) *cobra.Command {
 		Use:   "approve [ID]",
 		Short: "Approve one read of a high-value credential",
 		Long: `A read of a credential stored with --approval required files an approval
-request and fails with APPROVAL_REQUIRED and the request's ID. Approving it
-allows one read of that credential by that reader within a short window.`,
+request (one per reader and credential: retries reuse it) and waits for it
+(agentkeys read, get_credential with wait_seconds) or fails with
+APPROVAL_REQUIRED and the request's ID. Approving it allows one read of that
+credential by that reader within a short window.`,
 		Example: "  agentkeys approve --list\n  agentkeys approve 3f9c2a1b7d4e\n  agentkeys approve 3f9c2a1b7d4e --yes",
 		Args:    cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {

@@ -122,11 +122,11 @@ func (a *AgentSession) Read(ctx context.Context, service string) (*broker.ReadRe
 	return &r, a.do(ctx, http.MethodPost, "/v1/credentials/"+url.PathEscape(service)+"/read", api.ReadBody{}, &r)
 }
 
-// Services lists the services the agent may read.
-func (a *AgentSession) Services(ctx context.Context) ([]string, error) {
+// Services lists the services the agent may read, and which of them need the
+// owner's approval for each read.
+func (a *AgentSession) Services(ctx context.Context) (*api.ServiceList, error) {
 	var l api.ServiceList
-	err := a.do(ctx, http.MethodGet, "/v1/agent/credentials", nil, &l)
-	return l.Services, err
+	return &l, a.do(ctx, http.MethodGet, "/v1/agent/credentials", nil, &l)
 }
 
 // Whoami fetches the agent session's identity.

@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"path/filepath"
 	"regexp"
-	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -72,20 +71,25 @@ type cachedCreds struct {
 	IssuedAt time.Time `json:"issued_at"`
 }
 
-var sessionName = regexp.MustCompile(`^[\w+=,.@-]{2,64}$`)
+// The rules of cloud_credentials' inputs (STS's, narrowed to printable
+// ASCII): the daemon checks them itself, and the tool's input schema states
+// them.
+const (
+	minARN, maxARN           = 20, 2048
+	arnPattern               = `^arn:[!-~]+$`
+	sessionNamePattern       = `^[\w+=,.@-]{2,64}$`
+	minDuration, maxDuration = 900, 43200 // seconds
+)
+
+var (
+	sessionName = regexp.MustCompile(sessionNamePattern)
+	arnRE       = regexp.MustCompile(arnPattern)
+)
 
 // validARN reports whether s is what STS accepts as a RoleArn (20-2048
 // characters), narrowed to ARNs of printable ASCII.
 func validARN(s string) bool {
-	if len(s) < 20 || len(s) > 2048 || !strings.HasPrefix(s, "arn:") {
-		return false
-	}
-	for i := range len(s) {
-		if s[i] < 0x21 || s[i] > 0x7e {
-			return false
-		}
-	}
-	return true
+	return len(s) >= minARN && len(s) <= maxARN && arnRE.MatchString(s)
 }
 
 // loggableARN is arn if it is one, else a short stand-in (see Loggable).
@@ -109,7 +113,7 @@ func checkAWS(r AWSRequest) error {
 	if r.SessionName != "" && !sessionName.MatchString(r.SessionName) {
 		return problem.New(CodeBadRequest, "session_name must be 2-64 characters of letters, digits and +=,.@_-", "pass another --session-name")
 	}
-	if r.Duration != 0 && (r.Duration < 900 || r.Duration > 43200) {
+	if r.Duration != 0 && (r.Duration < minDuration || r.Duration > maxDuration) {
 		return problem.New(CodeBadRequest, "duration must be 900 to 43200 seconds", "omit it for the role's default, or pass e.g. 3600")
 	}
 	return nil

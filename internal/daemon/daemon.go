@@ -23,8 +23,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/agentkeys/agentkeys/internal/agent"
+	"github.com/agentkeys/agentkeys/internal/broker"
 	"github.com/agentkeys/agentkeys/internal/client"
 	"github.com/agentkeys/agentkeys/internal/enclave"
 	"github.com/agentkeys/agentkeys/internal/home"
@@ -281,11 +283,15 @@ func Loggable(s string) string {
 	return fmt.Sprintf("(invalid, %d bytes)", len(s))
 }
 
-// Get returns the value of a credential the agent may read. The caller must not
-// log it.
-func (s Source) Get(ctx context.Context, service string) ([]byte, error) {
+// Get returns the value of a credential the agent may read; one that needs the
+// owner's approval it waits for as w says (polling, see client.AwaitApproval).
+// The caller must not log it.
+func (s Source) Get(ctx context.Context, service string, w Wait) ([]byte, error) {
 	if !vault.ValidName(service) {
 		return nil, errBadService
+	}
+	if w.For < 0 || w.For > MaxWaitSeconds*time.Second {
+		return nil, errBadWait
 	}
 	sess, c, err := s.agent()
 	if err != nil {
@@ -296,7 +302,7 @@ func (s Source) Get(ctx context.Context, service string) ([]byte, error) {
 		return nil, Stable(damagedSession())
 	}
 	defer clear(ch)
-	res, err := c.Read(ctx, service)
+	res, err := client.AwaitApproval(ctx, w.For, func() (*broker.ReadResult, error) { return c.Read(ctx, service) }, w.Progress)
 	if err != nil {
 		return nil, Stable(err)
 	}
@@ -307,8 +313,9 @@ func (s Source) Get(ctx context.Context, service string) ([]byte, error) {
 	return v, nil
 }
 
-// List returns the services the agent may read now.
-func (s Source) List(ctx context.Context) ([]string, error) {
+// List returns the services the agent may read now, and which of them need
+// the owner's approval.
+func (s Source) List(ctx context.Context) (*ServiceList, error) {
 	_, c, err := s.agent()
 	if err != nil {
 		return nil, Stable(err)
@@ -317,7 +324,7 @@ func (s Source) List(ctx context.Context) ([]string, error) {
 	if err != nil {
 		return nil, Stable(err)
 	}
-	return l, nil
+	return &ServiceList{Services: l.Services, ApprovalRequired: l.ApprovalRequired}, nil
 }
 
 // Stable maps any error to a problem with one of the daemon's six codes.

@@ -20,7 +20,8 @@ import (
 )
 
 // Handler serves the daemon's operations over HTTP: GET /credentials and
-// GET /credentials/{service}; errors are {"error":{"code","message","fix"}}.
+// GET /credentials/{service}[?wait=SECONDS] (wait for the owner's approval, at
+// most MaxWaitSeconds); errors are {"error":{"code","message","fix"}}.
 func Handler(src Source, log *slog.Logger) http.Handler {
 	mux := http.NewServeMux()
 	fail := func(w http.ResponseWriter, p *problem.Error) {
@@ -37,11 +38,16 @@ func Handler(src Source, log *slog.Logger) http.Handler {
 			fail(w, p)
 			return
 		}
-		writeJSON(w, http.StatusOK, ServiceList{Services: l})
+		writeJSON(w, http.StatusOK, l)
 	})
 	mux.HandleFunc("GET /credentials/{service}", func(w http.ResponseWriter, r *http.Request) {
 		svc := r.PathValue("service")
-		v, err := src.Get(r.Context(), svc)
+		wait, err := strconv.Atoi(cmp.Or(r.URL.Query().Get("wait"), "0"))
+		if err != nil || checkWait(wait) != nil {
+			fail(w, errBadWait)
+			return
+		}
+		v, err := src.Get(r.Context(), svc, Wait{For: time.Duration(wait) * time.Second})
 		if err != nil {
 			p := Stable(err)
 			log.Info("credential refused", "service", Loggable(svc), "code", p.Code)
@@ -69,7 +75,7 @@ func Handler(src Source, log *slog.Logger) http.Handler {
 		writeJSON(w, http.StatusOK, cr)
 	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		fail(w, problem.New(CodeNotFound, "no such endpoint", "use GET /credentials, GET /credentials/{service} or GET /cloud/aws?role_arn=ARN"))
+		fail(w, problem.New(CodeNotFound, "no such endpoint", "use GET /credentials, GET /credentials/{service}[?wait=SECONDS] or GET /cloud/aws?role_arn=ARN"))
 	})
 	return mux
 }

@@ -179,7 +179,9 @@ func TestFrontSameAsDirect(t *testing.T) {
 		code string
 	}{
 		{"get_credential", map[string]any{"service": "openai"}, CodeDenied},
-		{"get_credential", map[string]any{"service": "a/b?c#d"}, CodeBadRequest}, // refused locally, before any broker call
+		{"get_credential", map[string]any{"service": "a/b?c#d"}, CodeBadRequest},               // refused locally, before any broker call
+		{"get_credential", map[string]any{"service": "openai", "wait_seconds": 5}, CodeDenied}, // the wait goes through the socket
+		{"get_credential", map[string]any{"service": "openai", "wait_seconds": 301}, CodeBadRequest},
 		{"list_credentials", map[string]any{}, CodeDenied},
 		{"cloud_credentials", map[string]any{"provider": "aws", "role_arn": "arn:aws:iam::1:role/r", "duration": 900}, CodeDenied},
 		{"cloud_credentials", map[string]any{"provider": "aws", "role_arn": ""}, CodeBadRequest}, // an empty role_arn
@@ -204,7 +206,7 @@ func TestSocketClientRefuses(t *testing.T) {
 	}
 	file := filepath.Join(dir, "file")
 	os.WriteFile(file, nil, 0o600)
-	if _, err := NewSocketClient(file).Get(ctx, "openai"); codeOf(err) != CodeUnreachable || !strings.Contains(err.Error(), "not a socket") {
+	if _, err := NewSocketClient(file).Get(ctx, "openai", Wait{}); codeOf(err) != CodeUnreachable || !strings.Contains(err.Error(), "not a socket") {
 		t.Errorf("a file: %v", err)
 	}
 	// A socket loosened by hand to every user: refused before any request.
@@ -213,11 +215,11 @@ func TestSocketClientRefuses(t *testing.T) {
 	if err := os.Chmod(sock, 0o666); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := NewSocketClient(sock).Get(ctx, "openai"); codeOf(err) != CodeDenied || !strings.Contains(err.Error(), "every user") {
+	if _, err := NewSocketClient(sock).Get(ctx, "openai", Wait{}); codeOf(err) != CodeDenied || !strings.Contains(err.Error(), "every user") {
 		t.Errorf("a world-accessible socket: %v", err)
 	}
 	os.Chmod(sock, 0o600)
-	if _, err := NewSocketClient(sock).Get(ctx, "openai"); codeOf(err) != CodeDenied || !strings.Contains(err.Error(), "not paired") {
+	if _, err := NewSocketClient(sock).Get(ctx, "openai", Wait{}); codeOf(err) != CodeDenied || !strings.Contains(err.Error(), "not paired") {
 		t.Errorf("the same socket, 0600: want the daemon's own DENIED, got %v", err)
 	}
 	// A stale socket file: no daemon listens.

@@ -33,28 +33,38 @@ type SocketClient struct {
 
 // NewSocketClient returns a client of the daemon socket at path.
 func NewSocketClient(path string) *SocketClient {
-	return &SocketClient{path: path, hc: &http.Client{Timeout: 2 * time.Minute, Transport: &http.Transport{
+	return &SocketClient{path: path, hc: &http.Client{Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			return (&net.Dialer{}).DialContext(ctx, "unix", path)
 		}}}}
 }
 
-// Get returns a credential's value through the daemon. The caller must not log it.
-func (c *SocketClient) Get(ctx context.Context, service string) ([]byte, error) {
+// socketTimeout bounds one call to the daemon, beyond the time it is asked to
+// wait for an approval.
+const socketTimeout = 2 * time.Minute
+
+// Get returns a credential's value through the daemon, which waits for the
+// owner's approval as long as w.For says (w.Progress is not called: the
+// daemon waits). The caller must not log it.
+func (c *SocketClient) Get(ctx context.Context, service string, w Wait) ([]byte, error) {
+	var q url.Values
+	if w.For != 0 {
+		q = url.Values{"wait": {strconv.Itoa(int(w.For / time.Second))}}
+	}
 	var out struct{ Value string }
-	if err := c.get(ctx, "/credentials/"+url.PathEscape(service), nil, &out); err != nil {
+	if err := c.get(ctx, "/credentials/"+url.PathEscape(service), q, &out, w.For); err != nil {
 		return nil, err
 	}
 	return []byte(out.Value), nil
 }
 
 // List returns the services the agent may read now.
-func (c *SocketClient) List(ctx context.Context) ([]string, error) {
+func (c *SocketClient) List(ctx context.Context) (*ServiceList, error) {
 	var out ServiceList
-	if err := c.get(ctx, "/credentials", nil, &out); err != nil {
+	if err := c.get(ctx, "/credentials", nil, &out, 0); err != nil {
 		return nil, err
 	}
-	return out.Services, nil
+	return &out, nil
 }
 
 // AWSCredentials asks the daemon for AWS credentials; the cloud defaults
@@ -68,18 +78,21 @@ func (c *SocketClient) AWSCredentials(ctx context.Context, r AWSRequest) (*AWSCr
 		q.Set("duration", strconv.Itoa(int(r.Duration)))
 	}
 	var out AWSCredentials
-	if err := c.get(ctx, "/cloud/aws", q, &out); err != nil {
+	if err := c.get(ctx, "/cloud/aws", q, &out, 0); err != nil {
 		return nil, err
 	}
 	return &out, nil
 }
 
 // get checks the socket, sends one request and decodes the answer into out,
-// or the daemon's error into a *problem.Error with its code.
-func (c *SocketClient) get(ctx context.Context, path string, q url.Values, out any) error {
+// or the daemon's error into a *problem.Error with its code. The daemon has
+// socketTimeout to answer, plus wait.
+func (c *SocketClient) get(ctx context.Context, path string, q url.Values, out any, wait time.Duration) error {
 	if err := c.check(); err != nil {
 		return err
 	}
+	ctx, cancel := context.WithTimeout(ctx, socketTimeout+wait)
+	defer cancel()
 	u := "http://agentkeys" + path
 	if q != nil {
 		u += "?" + q.Encode()

@@ -33,6 +33,14 @@ type Error struct {
 	Message    string `json:"message"`
 	Fix        string `json:"fix,omitempty"`
 	RetryAfter int    `json:"retry_after,omitempty"` // seconds, for RATE_LIMITED
+	// Approval is the open request an APPROVAL_REQUIRED answer waits for.
+	Approval *Approval `json:"approval,omitempty"`
+}
+
+// Approval names the owner's approval request a read waits for.
+type Approval struct {
+	ID      string `json:"id"`
+	Expires int64  `json:"expires"` // unix seconds: the request lapses then
 }
 
 // New returns an Error.

@@ -32,7 +32,11 @@ const (
 	ApprovalRequired = "required"
 )
 
-var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
+// NamePattern is the rule of ValidName as a regular expression (Go and
+// ECMA-262 alike, for JSON Schemas).
+const NamePattern = `^[a-z0-9][a-z0-9._-]{0,62}$`
+
+var nameRE = regexp.MustCompile(NamePattern)
 
 // ValidName reports whether s is a valid service name or agent alias: 1–63
 // characters of lowercase letters, digits, '.', '_' and '-', starting with a
