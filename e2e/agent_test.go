@@ -87,6 +87,7 @@ func (h *harness) akStore(o akOwner, service, secret string, extra ...string) {
 type akPairing struct {
 	cmd        *exec.Cmd
 	stdout     *output
+	stderr     *output
 	done       chan struct{}
 	id, vvc    string
 	key        string // the daemon key's fingerprint, as printed
@@ -101,10 +102,10 @@ var keyLine = regexp.MustCompile(`Daemon key: ([0-9a-f]{4}(?:-[0-9a-f]{4}){3})`)
 // startPair starts `daemon pair` and waits until it printed the id, VVC and key.
 func (h *harness) startPair(daemonHome string, args ...string) *akPairing {
 	h.t.Helper()
-	p := &akPairing{daemonHome: daemonHome, stdout: h.newOutput(), done: make(chan struct{})}
+	p := &akPairing{daemonHome: daemonHome, stdout: h.newOutput(), stderr: h.newOutput(), done: make(chan struct{})}
 	p.cmd = exec.Command(bin, append([]string{"daemon", "pair"}, args...)...)
 	p.cmd.Env = childEnv("AGENTKEYS_HOME=" + daemonHome)
-	p.cmd.Stdout, p.cmd.Stderr = p.stdout, h.newOutput()
+	p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.stderr
 	if err := p.cmd.Start(); err != nil {
 		h.t.Fatal(err)
 	}

@@ -251,7 +251,7 @@ Configure your MCP client with the output of agentkeys daemon mcp-config.`,
 				log.Info("mcp front starting", "socket", socket)
 				return daemon.ServeMCP(cmd.Context(), daemon.NewSocketClient(socket), log)
 			}
-			src.Dir = e.daemonDir()
+			src.Dir, src.Checks = e.daemonDir(), daemon.NewChecks(daemon.DefaultCheckTTL, time.Now)
 			if err := src.Dir.CheckPrivate(); err != nil {
 				return err
 			}
@@ -322,7 +322,7 @@ AWS_WEB_IDENTITY_TOKEN_FILE-style consumers: rewritten at 80% of its lifetime.`,
 			}
 			defer os.Remove(socket)
 			log := e.daemonLog()
-			src.Dir = d
+			src.Dir, src.Checks = d, daemon.NewChecks(daemon.DefaultCheckTTL, time.Now)
 			for path, aud := range files {
 				go src.KeepTokenFile(cmd.Context(), aud, path, int64(tokenTTL/time.Second), log)
 			}
@@ -394,22 +394,59 @@ front (agentkeys daemon mcp --socket PATH) of a daemon that runs as another user
 func daemonStatusCmd(e *env) *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:     "status",
-		Short:   "Show this daemon's pairing (never the token)",
+		Use:   "status",
+		Short: "Ask the broker about this daemon's session: paired, revoked, expired or unreachable",
+		Long: `Asks the broker (GET /v1/whoami with the agent session and a proof) and
+prints the state: paired, revoked (by the owner, or the alias was paired again),
+expired or unreachable; with the agent, its generation and scope, the session's
+expiry, and the agent's wallet and S3 prefix (the wallet in lower case, as the
+bucket policy sees it). Never the token. Exit code 0 when paired, 3 when revoked
+or expired, 5 when the broker cannot be reached.`,
 		Example: "  agentkeys daemon status\n  agentkeys daemon status --json",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			s, err := e.daemonDir().LoadSession()
+			st, err := daemon.Source{Dir: e.daemonDir()}.Status(cmd.Context())
 			if err != nil {
 				return err
 			}
-			if asJSON {
-				return json.NewEncoder(e.stdout).Encode(map[string]any{"server": s.Server, "owner": s.Owner, "alias": s.Alias,
-					"agent": s.Agent, "wallet": s.Wallet, "generation": s.Generation, "expires_at": expiry(s.ExpiresAt)})
+			s := st.Session
+			wallet, generation, expires := s.Wallet, s.Generation, s.ExpiresAt
+			scope := []string{}
+			if w := st.Whoami; w != nil {
+				wallet, generation, expires, scope = w.Wallet, w.Generation, w.ExpiresAt, w.Scope
+				if scope == nil {
+					scope = []string{}
+				}
 			}
-			fmt.Fprintf(e.stdout, "Paired with %s as agent %s (generation %d, omni %s, wallet %s); session until %s.\n",
-				s.Server, s.Alias, s.Generation, s.Agent, s.Wallet, expiry(s.ExpiresAt))
-			return nil
+			out := map[string]any{"state": st.State, "server": s.Server, "owner": s.Owner, "alias": s.Alias, "agent": s.Agent,
+				"wallet": wallet, "s3_prefix": daemon.S3Prefix(wallet), "generation": generation, "scope": scope,
+				"expires_at": expiry(expires)}
+			if p := st.Problem; p != nil {
+				out["detail"], out["fix"] = p.Message, p.Fix
+			}
+			if asJSON {
+				if err := json.NewEncoder(e.stdout).Encode(out); err != nil {
+					return err
+				}
+			} else {
+				fmt.Fprintf(e.stdout, "State:      %s\n", st.State)
+				if p := st.Problem; p != nil {
+					fmt.Fprintf(e.stdout, "            %s\n            Fix: %s\n", p.Message, p.Fix)
+				}
+				fmt.Fprintf(e.stdout, "Server:     %s\nOwner:      %s\nAgent:      %s (generation %d, omni %s)\n", s.Server, s.Owner, s.Alias, generation, s.Agent)
+				fmt.Fprintf(e.stdout, "Wallet:     %s\nS3 prefix:  %s\n", wallet, daemon.S3Prefix(wallet))
+				if st.Whoami != nil {
+					fmt.Fprintf(e.stdout, "Scope:      %s\n", scopeText(scope))
+				}
+				fmt.Fprintf(e.stdout, "Session:    until %s (%s)\n", expiry(expires), expiresIn(expires))
+			}
+			switch st.State {
+			case daemon.StatePaired:
+				return nil
+			case daemon.StateUnreachable:
+				return exitError{code: problem.ExitUnreachable}
+			}
+			return exitError{code: problem.ExitDenied}
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print as JSON")
