@@ -126,6 +126,11 @@ func (h *harness) startPair(daemonHome string, args ...string) *akPairing {
 			p.id, p.vvc, p.key = m1[1], m2[1], m3[1]
 			return p
 		}
+		var js struct{ Status, ID, VVC, Fingerprint string } // --json: the first line
+		if line, _, ok := strings.Cut(text, "\n"); ok && json.Unmarshal([]byte(line), &js) == nil && js.Status == "pending" {
+			p.id, p.vvc, p.key = js.ID, js.VVC, js.Fingerprint
+			return p
+		}
 		select {
 		case <-changed:
 		case <-p.done:
@@ -427,7 +432,7 @@ func TestAgentPairAndMCP(t *testing.T) {
 		t.Fatalf("before revoke: error=%v", isErr)
 	}
 	start := time.Now()
-	h.akOK(o.home, "agent", "revoke", "bot")
+	h.akOK(o.home, "agent", "revoke", "bot", "--yes")
 	revoked := time.Now()
 	text, isErr := getCredential(t, cs, "openai")
 	answered := time.Now()
@@ -462,7 +467,7 @@ func TestAgentPairAndMCP(t *testing.T) {
 		t.Errorf("old generation after re-akPairing: %v %q", isErr, text)
 	}
 	json.Unmarshal([]byte(h.akOK(o.home, "agent", "list", "--json")), &agents)
-	h.akOK(o.home, "agent", "teardown", "bot")
+	h.akOK(o.home, "agent", "teardown", "bot", "--yes")
 	wantToolError(t, cs2, "github", "REVOKED", &errTexts)
 	var creds struct {
 		Credentials []struct{ Service, Agent string }

@@ -21,7 +21,9 @@ func (h *harness) jsonOf(home string, args ...string) map[string]any {
 
 func (h *harness) services(o akOwner) []string {
 	h.t.Helper()
-	var l struct{ Credentials []struct{ Service, Agent string } }
+	var l struct {
+		Credentials []struct{ Service, Agent string }
+	}
 	json.Unmarshal([]byte(h.akOK(o.home, "list", "--json")), &l)
 	var out []string
 	for _, c := range l.Credentials {
@@ -32,7 +34,9 @@ func (h *harness) services(o akOwner) []string {
 
 func (h *harness) agentStatus(o akOwner, alias string) string {
 	h.t.Helper()
-	var l struct{ Agents []struct{ Alias, Status string } }
+	var l struct {
+		Agents []struct{ Alias, Status string }
+	}
 	json.Unmarshal([]byte(h.akOK(o.home, "agent", "list", "--json")), &l)
 	st := ""
 	for _, a := range l.Agents {

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"net/url"
@@ -19,6 +20,7 @@ import (
 
 func storeCmd(e *env) *cobra.Command {
 	var agent, fromFile, approval string
+	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "store SERVICE",
 		Short: "Store a credential, encrypted to the broker's attested enclave",
@@ -28,7 +30,7 @@ removed. The CLI verifies the enclave's quote and encrypts the secret to its
 shielding key (hybrid ML-KEM-768 + X25519 HPKE), bound to your account, the agent
 and the service; the broker stores only ciphertext. Storing again replaces the
 secret with a new version.`,
-		Example: "  agentkeys store openai < ~/openai.key\n  printf %s \"$KEY\" | agentkeys store github --agent ci-bot\n" +
+		Example: "  agentkeys store openai < ~/openai.key\n  agentkeys store openai --from-file openai.key --json\n  printf %s \"$KEY\" | agentkeys store github --agent ci-bot\n" +
 			"  agentkeys store bank --from-file bank.txt --approval required",
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -61,10 +63,15 @@ secret with a new version.`,
 			if err != nil {
 				return err
 			}
+			if asJSON {
+				return e.jsonOut(map[string]any{"service": cr.Service, "agent": cr.Agent, "version": cr.Version,
+					"approval": cr.Approval, "stored": nanoTime(cr.Stored)})
+			}
 			fmt.Fprintf(e.stdout, "Stored %s%s (version %d).\n", service, forAgentText(cr.Agent), cr.Version)
 			return nil
 		},
 	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the stored version as JSON")
 	cmd.Flags().StringVar(&agent, "agent", "", "store for one agent (alias) instead of owner-wide")
 	cmd.Flags().StringVar(&fromFile, "from-file", "", "read the secret from this file instead of stdin")
 	cmd.Flags().StringVar(&approval, "approval", "none", "required: every read needs your approval (agentkeys approve)")
@@ -158,24 +165,60 @@ func nanoTime(n int64) string { return time.Unix(0, n).UTC().Format(time.RFC3339
 
 func rmCmd(e *env) *cobra.Command {
 	var agent string
+	var yes, asJSON bool
 	cmd := &cobra.Command{
-		Use:     "rm SERVICE",
-		Short:   "Delete a stored credential (recorded on the ledger)",
-		Example: "  agentkeys rm openai\n  agentkeys rm github --agent ci-bot",
+		Use:   "rm SERVICE",
+		Short: "Delete a stored credential (recorded on the ledger)",
+		Long: `Delete the credential of SERVICE (owner-wide, or --agent's). On a terminal it
+asks first; --yes skips the question, and is needed when stdin is not a terminal.`,
+		Example: "  agentkeys rm openai\n  agentkeys rm github --agent ci-bot --yes --json",
 		Args:    exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			service := args[0]
 			_, c, err := e.ownerSession()
 			if err != nil {
 				return err
 			}
-			if err := c.Delete(cmd.Context(), args[0], agent); err != nil {
+			list, err := c.List(cmd.Context())
+			if err != nil {
 				return err
 			}
-			fmt.Fprintf(e.stdout, "Deleted %s%s.\n", args[0], forAgentText(agent))
+			want := cmp.Or(agent, vault.OwnerWide)
+			var cr *vault.Credential
+			for i := range list {
+				if list[i].Service == service && list[i].Agent == want {
+					cr = &list[i]
+				}
+			}
+			if cr == nil {
+				return problem.Newf(problem.NotFound, "agentkeys list shows what is stored", "no credential %s%s", service, forAgentText(agent))
+			}
+			if !yes {
+				ok, err := e.confirm(fmt.Sprintf("Delete %s%s (version %d)? Readers lose it at once.", service, forAgentText(agent), cr.Version))
+				if err != nil {
+					return err
+				}
+				if !ok {
+					if asJSON {
+						return e.jsonOut(map[string]any{"service": service, "agent": want, "version": cr.Version, "deleted": false})
+					}
+					fmt.Fprintln(e.stdout, "Not deleted.")
+					return nil
+				}
+			}
+			if err := c.Delete(cmd.Context(), service, agent); err != nil {
+				return err
+			}
+			if asJSON {
+				return e.jsonOut(map[string]any{"service": service, "agent": want, "version": cr.Version, "deleted": true})
+			}
+			fmt.Fprintf(e.stdout, "Deleted %s%s (version %d).\n", service, forAgentText(agent), cr.Version)
 			return nil
 		},
 	}
 	cmd.Flags().StringVar(&agent, "agent", "", "delete the credential stored for this agent")
+	cmd.Flags().BoolVar(&yes, "yes", false, "do not ask for confirmation")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the result as JSON")
 	return cmd
 }
 
