@@ -305,17 +305,30 @@ func reader(a vault.Approval) string {
 
 func usageCmd(e *env) *cobra.Command {
 	var agent, service, since string
+	var from uint64
+	var limit int
 	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "usage",
-		Short: "Show the audit trail of your credentials",
-		Long: `Show who did what with your credentials: stores, reads, denied reads, deletes and
-approvals, from the ledger. --since takes a duration (24h) or a date/time
-(2026-11-29 or RFC 3339).`,
-		Example: "  agentkeys usage\n  agentkeys usage --service openai --since 24h --json",
-		Args:    cobra.NoArgs,
+		Short: "Show the audit trail of your credentials and agents",
+		Long: `Show who did what with your credentials and agents: stores, reads, denied reads,
+deletes, approvals, pairing and scope changes, identity-token mints; from the
+ledger, oldest first. --since takes a duration (24h) or a date/time (2026-11-29
+or RFC 3339). A page holds --limit rows (default 100, at most 1000); when more
+may follow, the JSON's "next" (and a hint on stderr) names the --from of the
+next page: the ledger seq to continue at, so pages never shift as entries are
+added.`,
+		Example: "  agentkeys usage\n  agentkeys usage --service openai --since 24h --json\n" +
+			"  agentkeys usage --agent ci-bot --limit 50\n  agentkeys usage --agent ci-bot --limit 50 --from 1234",
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			q := url.Values{}
+			if limit < 1 || limit > 1000 {
+				return problem.Newf(problem.BadRequest, "pass --limit 1 to 1000", "--limit %d is out of range", limit)
+			}
+			q := url.Values{"limit": {fmt.Sprint(limit)}}
+			if from > 0 {
+				q.Set("from", fmt.Sprint(from))
+			}
 			if agent != "" {
 				q.Set("agent", agent)
 			}
@@ -333,29 +346,37 @@ approvals, from the ledger. --since takes a duration (24h) or a date/time
 			if err != nil {
 				return err
 			}
-			rows, err := c.Usage(cmd.Context(), q)
+			page, err := c.UsagePage(cmd.Context(), q)
 			if err != nil {
 				return err
 			}
 			if asJSON {
-				out := make([]map[string]any, len(rows))
-				for i, u := range rows {
+				out := make([]map[string]any, len(page.Usage))
+				for i, u := range page.Usage {
 					out[i] = map[string]any{"time": nanoTime(u.Time), "actor": actorText(u), "action": u.Action,
 						"service": u.Service, "agent": u.Agent, "result": u.Result, "detail": u.Detail, "seq": u.Seq}
 				}
-				return json.NewEncoder(e.stdout).Encode(map[string]any{"usage": out})
+				return e.jsonOut(map[string]any{"usage": out, "next": page.Next})
 			}
 			tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "TIME\tACTOR\tACTION\tSERVICE\tRESULT")
-			for _, u := range rows {
+			for _, u := range page.Usage {
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", nanoTime(u.Time), actorText(u), u.Action, u.Service, strings.TrimSpace(u.Result+" "+u.Detail))
 			}
-			return tw.Flush()
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			if page.Next != nil {
+				fmt.Fprintf(e.stderr, "More rows may follow: add --from %d\n", *page.Next)
+			}
+			return nil
 		},
 	}
 	cmd.Flags().StringVar(&agent, "agent", "", "only rows about this agent")
 	cmd.Flags().StringVar(&service, "service", "", "only rows about this service")
 	cmd.Flags().StringVar(&since, "since", "", "only rows after this duration ago or date")
+	cmd.Flags().IntVar(&limit, "limit", 100, "rows per page, 1 to 1000")
+	cmd.Flags().Uint64Var(&from, "from", 0, "continue at this ledger seq (the \"next\" of the previous page)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print as JSON")
 	return cmd
 }
