@@ -101,6 +101,17 @@ func TestDaemonStatusHonest(t *testing.T) {
 		t.Fatalf("socket cloud credentials again: %d", code)
 	}
 
+	// a scope that no longer allows the audience: DENIED, not the cache
+	h.akOK(o.home, "agent", "scope", "alice", "--remove", "oidc:"+weedAudience)
+	r = h.cli(A.home, "daemon", "aws-credentials", "--role-arn", w.roleARN, "--sts-endpoint", w.endpoint)
+	if r.code != 3 || !strings.Contains(r.stderr, "DENIED") || strings.Contains(r.stdout, creds.AccessKeyID) {
+		t.Errorf("aws-credentials without the oidc scope: exit %d, served the cache: %v, stderr %q", r.code, strings.Contains(r.stdout, creds.AccessKeyID), r.stderr)
+	}
+	h.akOK(o.home, "agent", "scope", "alice", "--add", "oidc:"+weedAudience)
+	creds = h.awsCreds(A, w)
+	D := h.oidcAgent(s, o, "dave", "oidc:"+weedAudience)
+	credsD := h.awsCreds(D, w)
+
 	h.akOK(o.home, "agent", "revoke", "alice", "--yes")
 	st, r = h.status(A.home)
 	if st.State != "revoked" || r.code != 3 || st.Detail == "" || st.Alias != "alice" {
@@ -111,7 +122,10 @@ func TestDaemonStatusHonest(t *testing.T) {
 	}
 	r = h.cli(A.home, "daemon", "aws-credentials", "--role-arn", w.roleARN, "--sts-endpoint", w.endpoint)
 	if r.code != 3 || !strings.Contains(r.stderr, "REVOKED") || strings.Contains(r.stdout, creds.AccessKeyID) {
-		t.Errorf("aws-credentials after revoke served its cache: exit %d stdout %q stderr %q", r.code, r.stdout, r.stderr)
+		t.Errorf("aws-credentials after revoke: exit %d, served the cache: %v, stderr %q", r.code, strings.Contains(r.stdout, creds.AccessKeyID), r.stderr)
+	}
+	if cached, _ := filepath.Glob(filepath.Join(A.home, "daemon", "cloud", "*.json")); len(cached) != 0 {
+		t.Errorf("a revoked daemon kept its cloud credentials: %v", cached)
 	}
 	// the long-running daemon checks its session at most a few seconds late
 	var code int
@@ -122,12 +136,10 @@ func TestDaemonStatusHonest(t *testing.T) {
 		}
 	}
 	if e, _ := m["error"].(map[string]any); code != http.StatusUnauthorized || e["code"] != "REVOKED" {
-		t.Errorf("socket cloud credentials after revoke: %d %v", code, m)
+		t.Errorf("socket cloud credentials after revoke: %d %v", code, m["error"])
 	}
 
 	// expired: a session of a few seconds
-	B := h.pairAgent(s, o, "bob", "openai")
-	_ = B
 	dh := t.TempDir()
 	p := h.startPair(dh, "--server", s.url, "--owner", o.wallet, "--alias", "carol", "--scope", "openai", "--ttl", "2s")
 	h.akOK(o.home, "agent", "approve", p.id, "--yes")
@@ -141,10 +153,15 @@ func TestDaemonStatusHonest(t *testing.T) {
 
 	// unreachable: the broker is down
 	s.stop(os.Interrupt)
-	if st, r := h.status(B); st.State != "unreachable" || r.code != 5 || st.Alias != "bob" {
+	if st, r := h.status(D.home); st.State != "unreachable" || r.code != 5 || st.Alias != "dave" {
 		t.Errorf("status with the broker down: exit %d %+v", r.code, st)
 	}
-	if r := h.cli(B, "daemon", "status"); r.code != 5 || !strings.Contains(r.stdout, "unreachable") {
+	if r := h.cli(D.home, "daemon", "status"); r.code != 5 || !strings.Contains(r.stdout, "unreachable") {
 		t.Errorf("daemon status text with the broker down: exit %d %q", r.code, r.stdout)
+	}
+	// nothing is served unchecked: the cache waits for the broker
+	r = h.cli(D.home, "daemon", "aws-credentials", "--role-arn", w.roleARN, "--sts-endpoint", w.endpoint)
+	if r.code != 5 || !strings.Contains(r.stderr, "UNREACHABLE") || strings.Contains(r.stdout, credsD.AccessKeyID) {
+		t.Errorf("aws-credentials with the broker down: exit %d, served the cache: %v, stderr %q", r.code, strings.Contains(r.stdout, credsD.AccessKeyID), r.stderr)
 	}
 }
