@@ -314,21 +314,19 @@ func usageCmd(e *env) *cobra.Command {
 		Long: `Show who did what with your credentials and agents: stores, reads, denied reads,
 deletes, approvals, pairing and scope changes, identity-token mints; from the
 ledger, oldest first. --since takes a duration (24h) or a date/time (2026-11-29
-or RFC 3339). A page holds --limit rows (default 100, at most 1000); when more
-may follow, the JSON's "next" (and a hint on stderr) names the --from of the
-next page: the ledger seq to continue at, so pages never shift as entries are
-added.`,
+or RFC 3339). Without --limit it shows every row; --limit N shows one page of at
+most N rows (1 to 1000), and when more may follow, the JSON's "next" (and a hint
+on stderr) is the --from of the next page: the ledger seq to continue at, so
+pages never shift as entries are added.`,
 		Example: "  agentkeys usage\n  agentkeys usage --service openai --since 24h --json\n" +
 			"  agentkeys usage --agent ci-bot --limit 50\n  agentkeys usage --agent ci-bot --limit 50 --from 1234",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if limit < 1 || limit > 1000 {
+			paged := cmd.Flags().Changed("limit")
+			if paged && (limit < 1 || limit > 1000) {
 				return problem.Newf(problem.BadRequest, "pass --limit 1 to 1000", "--limit %d is out of range", limit)
 			}
 			q := url.Values{"limit": {fmt.Sprint(limit)}}
-			if from > 0 {
-				q.Set("from", fmt.Sprint(from))
-			}
 			if agent != "" {
 				q.Set("agent", agent)
 			}
@@ -346,9 +344,18 @@ added.`,
 			if err != nil {
 				return err
 			}
-			page, err := c.UsagePage(cmd.Context(), q)
-			if err != nil {
-				return err
+			// One page with --limit; without it every page, each of at most 1000 rows.
+			page := &api.UsageList{Usage: []vault.Usage{}, Next: &from}
+			for page.Next != nil {
+				q.Set("from", fmt.Sprint(*page.Next))
+				p, err := c.UsagePage(cmd.Context(), q)
+				if err != nil {
+					return err
+				}
+				page.Usage, page.Next = append(page.Usage, p.Usage...), p.Next
+				if paged {
+					break
+				}
 			}
 			if asJSON {
 				out := make([]map[string]any, len(page.Usage))
@@ -375,7 +382,7 @@ added.`,
 	cmd.Flags().StringVar(&agent, "agent", "", "only rows about this agent")
 	cmd.Flags().StringVar(&service, "service", "", "only rows about this service")
 	cmd.Flags().StringVar(&since, "since", "", "only rows after this duration ago or date")
-	cmd.Flags().IntVar(&limit, "limit", 100, "rows per page, 1 to 1000")
+	cmd.Flags().IntVar(&limit, "limit", 1000, "show one page of this many rows (1 to 1000); default: every row")
 	cmd.Flags().Uint64Var(&from, "from", 0, "continue at this ledger seq (the \"next\" of the previous page)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print as JSON")
 	return cmd
