@@ -65,7 +65,8 @@ line when the request is sent ("status":"pending", with the VVC) and one when
 paired ("status":"paired").`,
 		Example: "  agentkeys daemon pair --server http://127.0.0.1:8090 --owner 0x1234…abcd --alias ci-bot --scope openai,github\n" +
 			"  agentkeys daemon pair --server http://127.0.0.1:8090 --owner OMNI --alias ci-bot --scope openai --no-wait\n" +
-			"  agentkeys daemon pair --resume 1f0c9a7e2b4d6c8a",
+			"  agentkeys daemon pair --resume 1f0c9a7e2b4d6c8a\n" +
+			"  agentkeys daemon pair --server http://127.0.0.1:8090 --owner OMNI --alias ci-bot --scope openai --json",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
