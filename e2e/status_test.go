@@ -165,3 +165,15 @@ func TestDaemonStatusHonest(t *testing.T) {
 		t.Errorf("aws-credentials with the broker down: exit %d, served the cache: %v, stderr %q", r.code, strings.Contains(r.stdout, credsD.AccessKeyID), r.stderr)
 	}
 }
+
+// TestDaemonStatusUnpaired: an unpaired daemon says so, in JSON too.
+func TestDaemonStatusUnpaired(t *testing.T) {
+	h := newHarness(t)
+	st, r := h.status(t.TempDir())
+	if st.State != "unpaired" || r.code != 3 || !strings.Contains(st.Detail, "not paired") {
+		t.Errorf("status --json of an unpaired daemon: exit %d %+v", r.code, st)
+	}
+	if r := h.cli(t.TempDir(), "daemon", "status"); r.code != 3 || !strings.Contains(r.stderr, "daemon pair") {
+		t.Errorf("status of an unpaired daemon: exit %d %q", r.code, r.stderr)
+	}
+}

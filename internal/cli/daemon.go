@@ -431,11 +431,20 @@ prints the state: paired, revoked (by the owner, or the alias was paired again),
 expired or unreachable; with the agent, its generation and scope, the session's
 expiry, and the agent's wallet and S3 prefix (the wallet in lower case, as the
 bucket policy sees it). Never the token. Exit code 0 when paired, 3 when revoked
-or expired, 5 when the broker cannot be reached.`,
+or expired (or not paired: --json says "state":"unpaired"), 5 when the broker
+cannot be reached.`,
 		Example: "  agentkeys daemon status\n  agentkeys daemon status --json",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			st, err := daemon.Source{Dir: e.daemonDir()}.Status(cmd.Context())
+			d := e.daemonDir()
+			if !d.Paired() && asJSON {
+				p := daemon.ErrNotPaired
+				if err := e.jsonOut(map[string]any{"state": "unpaired", "detail": p.Message, "fix": p.Fix}); err != nil {
+					return err
+				}
+				return exitError{code: p.ExitCode()}
+			}
+			st, err := daemon.Source{Dir: d}.Status(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -455,7 +464,7 @@ or expired, 5 when the broker cannot be reached.`,
 				out["detail"], out["fix"] = p.Message, p.Fix
 			}
 			if asJSON {
-				if err := json.NewEncoder(e.stdout).Encode(out); err != nil {
+				if err := e.jsonOut(out); err != nil {
 					return err
 				}
 			} else {
