@@ -87,6 +87,7 @@ func (h *harness) akStore(o akOwner, service, secret string, extra ...string) {
 type akPairing struct {
 	cmd        *exec.Cmd
 	stdout     *output
+	stderr     *output
 	done       chan struct{}
 	id, vvc    string
 	key        string // the daemon key's fingerprint, as printed
@@ -101,10 +102,10 @@ var keyLine = regexp.MustCompile(`Daemon key: ([0-9a-f]{4}(?:-[0-9a-f]{4}){3})`)
 // startPair starts `daemon pair` and waits until it printed the id, VVC and key.
 func (h *harness) startPair(daemonHome string, args ...string) *akPairing {
 	h.t.Helper()
-	p := &akPairing{daemonHome: daemonHome, stdout: h.newOutput(), done: make(chan struct{})}
+	p := &akPairing{daemonHome: daemonHome, stdout: h.newOutput(), stderr: h.newOutput(), done: make(chan struct{})}
 	p.cmd = exec.Command(bin, append([]string{"daemon", "pair"}, args...)...)
 	p.cmd.Env = childEnv("AGENTKEYS_HOME=" + daemonHome)
-	p.cmd.Stdout, p.cmd.Stderr = p.stdout, h.newOutput()
+	p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.stderr
 	if err := p.cmd.Start(); err != nil {
 		h.t.Fatal(err)
 	}
@@ -123,6 +124,11 @@ func (h *harness) startPair(daemonHome string, args ...string) *akPairing {
 		m1, m2, m3 := pairLine.FindStringSubmatch(text), vvcLine.FindStringSubmatch(text), keyLine.FindStringSubmatch(text)
 		if m1 != nil && m2 != nil && m3 != nil {
 			p.id, p.vvc, p.key = m1[1], m2[1], m3[1]
+			return p
+		}
+		var js struct{ Status, ID, VVC, Fingerprint string } // --json: the first line
+		if line, _, ok := strings.Cut(text, "\n"); ok && json.Unmarshal([]byte(line), &js) == nil && js.Status == "pending" {
+			p.id, p.vvc, p.key = js.ID, js.VVC, js.Fingerprint
 			return p
 		}
 		select {
@@ -432,7 +438,7 @@ func TestAgentPairAndMCP(t *testing.T) {
 		t.Fatalf("before revoke: error=%v", isErr)
 	}
 	start := time.Now()
-	h.akOK(o.home, "agent", "revoke", "bot")
+	h.akOK(o.home, "agent", "revoke", "bot", "--yes")
 	revoked := time.Now()
 	text, isErr := getCredential(t, cs, "openai")
 	answered := time.Now()
@@ -467,7 +473,7 @@ func TestAgentPairAndMCP(t *testing.T) {
 		t.Errorf("old generation after re-akPairing: %v %q", isErr, text)
 	}
 	json.Unmarshal([]byte(h.akOK(o.home, "agent", "list", "--json")), &agents)
-	h.akOK(o.home, "agent", "teardown", "bot")
+	h.akOK(o.home, "agent", "teardown", "bot", "--yes")
 	wantToolError(t, cs2, "github", "REVOKED", &errTexts)
 	var creds struct {
 		Credentials []struct{ Service, Agent string }

@@ -2,41 +2,14 @@ package e2e
 
 import (
 	"encoding/json"
-	"fmt"
 	"io"
-	"os"
 	"os/exec"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
 )
-
-// openPTY opens a pseudo-terminal pair: what a process writes to tty, the test reads from ptm.
-func openPTY(t *testing.T) (ptm, tty *os.File) {
-	t.Helper()
-	ptm, err := os.OpenFile("/dev/ptmx", os.O_RDWR|syscall.O_NOCTTY, 0)
-	if err != nil {
-		t.Fatalf("opening a pseudo-terminal: %v", err)
-	}
-	t.Cleanup(func() { ptm.Close() })
-	fd := int(ptm.Fd())
-	if err := unix.IoctlSetPointerInt(fd, unix.TIOCSPTLCK, 0); err != nil {
-		t.Fatalf("unlocking the pseudo-terminal: %v", err)
-	}
-	n, err := unix.IoctlGetInt(fd, unix.TIOCGPTN)
-	if err != nil {
-		t.Fatalf("naming the pseudo-terminal: %v", err)
-	}
-	tty, err = os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|syscall.O_NOCTTY, 0)
-	if err != nil {
-		t.Fatalf("opening the pseudo-terminal's tty: %v", err)
-	}
-	t.Cleanup(func() { tty.Close() })
-	return ptm, tty
-}
 
 // serverLogs starts a server with extra args and its stderr on a terminal or a
 // pipe, waits for the "ready" line, stops it and returns what it logged.

@@ -394,7 +394,7 @@ func TestOIDCFederationSeaweedFS(t *testing.T) {
 	}
 
 	// revoke: A can mint nothing new
-	h.akOK(o.home, "agent", "revoke", "alice")
+	h.akOK(o.home, "agent", "revoke", "alice", "--yes")
 	if r := h.cli(A.home, "daemon", "oidc-token", "--audience", weedAudience); r.code == 0 || !strings.Contains(r.stderr, "REVOKED") {
 		t.Fatalf("revoked agent minted: %d %s", r.code, r.stderr)
 	}

@@ -118,7 +118,7 @@ func TestVaultRoundTrip(t *testing.T) {
 	if !strings.Contains(list, `"service":"openai"`) {
 		t.Fatalf("list: %s", list)
 	}
-	h.mustOK(h.cliIn(oh, "", false, "rm", "openai"), "rm")
+	h.mustOK(h.cliIn(oh, "", false, "rm", "openai", "--yes"), "rm")
 	r := h.cliIn(oh, "", true, "read", "openai")
 	if r.code != 4 || !strings.Contains(r.stderr, "Error: NOT_FOUND") || !strings.Contains(r.stderr, "Fix:") {
 		t.Fatalf("read after rm: exit %d stderr %q", r.code, r.stderr)

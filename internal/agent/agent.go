@@ -571,6 +571,12 @@ func Pairs(st ledger.State, owner string) ([]Pair, error) {
 // InScope reports whether scope allows service.
 func InScope(scope []string, service string) bool { return slices.Contains(scope, service) }
 
+// AllowsOIDC reports whether scope allows identity tokens for audience:
+// oidc:* or oidc:<audience>.
+func AllowsOIDC(scope []string, audience string) bool {
+	return slices.Contains(scope, "oidc:*") || slices.Contains(scope, "oidc:"+audience)
+}
+
 // UsageOf derives the usage row of a pairing or agent entry (see vault.UsageOf).
 func UsageOf(e *ledger.Entry) (owner string, u vault.Usage, ok bool) {
 	u = vault.Usage{Seq: e.Seq, Time: e.Time, Result: "ok"}

@@ -191,6 +191,12 @@ func TestPairPollAndSession(t *testing.T) {
 	if err != nil || string(v) != "sk-in-process-secret" {
 		t.Fatalf("agent read: %q %v", v, err)
 	}
+	// The daemon's status comes from the broker: the agent's whoami names its
+	// alias, generation and current scope.
+	if ds, err := src.Status(ctx); err != nil || ds.State != daemon.StatePaired || ds.Whoami.Alias != "bot" ||
+		ds.Whoami.Generation != 1 || strings.Join(ds.Whoami.Scope, ",") != "openai" || ds.Whoami.Role != "agent" {
+		t.Fatalf("daemon status: %+v %v", ds, err)
+	}
 	// Approving twice fails; the agent's own token cannot approve or deny.
 	if _, err := owner.ApprovePairing(ctx, created.ID, broker.SignDecision(idKey, e.srv.URL, created.ID, vh, "approve", time.Now().Unix())); code(err) != problem.Conflict {
 		t.Errorf("second approval: %v", err)
@@ -200,6 +206,9 @@ func TestPairPollAndSession(t *testing.T) {
 	}
 	if _, err := src.Get(ctx, "openai", daemon.Wait{}); code(err) != problem.Revoked {
 		t.Fatalf("read after revoke: %v", err)
+	}
+	if ds, err := src.Status(ctx); err != nil || ds.State != daemon.StateRevoked || ds.Problem.Code != problem.Revoked {
+		t.Fatalf("daemon status after revoke: %+v %v", ds, err)
 	}
 }
 

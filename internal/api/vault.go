@@ -34,10 +34,15 @@ type ApprovalList struct {
 	Approvals []vault.Approval `json:"approvals"`
 }
 
-// UsageList is the body of GET /v1/usage.
+// UsageList is the body of GET /v1/usage. Next, when set, is the from of the
+// next page: the page was full, so more rows may follow.
 type UsageList struct {
 	Usage []vault.Usage `json:"usage"`
+	Next  *uint64       `json:"next,omitempty"`
 }
+
+// MaxUsagePage caps limit on GET /v1/usage (also its default).
+const MaxUsagePage = 1000
 
 // authed wraps a handler that needs a session.
 func (s *server) authed(h func(http.ResponseWriter, *http.Request, *broker.Caller) error) func(http.ResponseWriter, *http.Request) error {
@@ -124,11 +129,28 @@ func (s *server) usage(w http.ResponseWriter, r *http.Request, c *broker.Caller)
 		}
 		f.Since = t.UnixNano()
 	}
+	from, err := uintParam(r, "from", 0)
+	if err != nil {
+		return err
+	}
+	limit, err := uintParam(r, "limit", MaxUsagePage)
+	if err != nil {
+		return err
+	}
+	if limit == 0 || limit > MaxUsagePage {
+		return problem.Newf(problem.BadRequest, "ask for 1 to 1000 rows per page", "limit must be 1..%d", MaxUsagePage)
+	}
+	f.From, f.Limit = from, int(limit)
 	list, err := s.b.Usage(r.Context(), c, f)
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, UsageList{Usage: list})
+	out := UsageList{Usage: list}
+	if len(list) == f.Limit {
+		next := list[len(list)-1].Seq + 1
+		out.Next = &next
+	}
+	writeJSON(w, http.StatusOK, out)
 	return nil
 }
 

@@ -12,8 +12,10 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"regexp"
 	"strings"
 	"sync"
@@ -378,5 +380,30 @@ func TestApprovalRequestReused(t *testing.T) {
 	}
 	if _, err := ledger.VerifyDriver(ctx, broker.Schema(), e.b.Storage(), true); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestUsagePaging: GET /v1/usage pages with from and limit (1..1000), names
+// the next page when a page is full, and refuses other limits.
+func TestUsagePaging(t *testing.T) {
+	e := newEnv(t, broker.Config{})
+	ctx := context.Background()
+	s, g := e.owner(t)
+	for _, svc := range []string{"a", "b", "c"} {
+		e.store(t, s, g.Omni, svc, []byte("paging-secret-"+svc), "")
+	}
+	p, err := s.UsagePage(ctx, url.Values{"limit": {"2"}})
+	if err != nil || len(p.Usage) != 2 || p.Next == nil || *p.Next != p.Usage[1].Seq+1 {
+		t.Fatalf("first page: %+v %v", p, err)
+	}
+	p2, err := s.UsagePage(ctx, url.Values{"limit": {"2"}, "from": {fmt.Sprint(*p.Next)}})
+	if err != nil || len(p2.Usage) != 1 || p2.Next != nil || p2.Usage[0].Service != "c" {
+		t.Fatalf("second page: %+v %v", p2, err)
+	}
+	for _, q := range []url.Values{
+		{"limit": {"0"}}, {"limit": {"1001"}}, {"limit": {"-1"}}, {"from": {"x"}}, {"from": {"18446744073709551615"}}} {
+		if _, err := s.UsagePage(ctx, q); problem.As(err).Code != problem.BadRequest {
+			t.Errorf("usage %v: %v, want BAD_REQUEST", q, err)
+		}
 	}
 }

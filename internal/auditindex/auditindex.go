@@ -119,14 +119,17 @@ func (x *Index) Owned(owner string, from, to uint64) []uint64 {
 	return slices.Clone(seqs[i:max(i, j)])
 }
 
-// Usage returns an owner's rows matching f, oldest first. Entries are read back
-// in runs of consecutive sequence numbers.
+// Usage returns an owner's rows matching f, oldest first: of entries from seq
+// f.From on, at most f.Limit (0 = all). Entries are read back in runs of
+// consecutive sequence numbers.
 func (x *Index) Usage(ctx context.Context, owner string, f vault.UsageFilter) ([]vault.Usage, error) {
 	x.mu.RLock()
-	seqs := append([]uint64(nil), x.byOwner[owner]...)
+	all := x.byOwner[owner]
+	i, _ := slices.BinarySearch(all, f.From)
+	seqs := slices.Clone(all[i:])
 	x.mu.RUnlock()
 	out := []vault.Usage{}
-	for i := 0; i < len(seqs); {
+	for i := 0; i < len(seqs) && (f.Limit <= 0 || len(out) < f.Limit); {
 		j := i + 1
 		for j < len(seqs) && seqs[j] == seqs[j-1]+1 && j-i < 1000 {
 			j++
@@ -136,7 +139,7 @@ func (x *Index) Usage(ctx context.Context, owner string, f vault.UsageFilter) ([
 			return nil, err
 		}
 		for k := range es {
-			if o, u, ok := usageOf(&es[k]); ok && o == owner && f.Match(u) {
+			if o, u, ok := usageOf(&es[k]); ok && o == owner && f.Match(u) && (f.Limit <= 0 || len(out) < f.Limit) {
 				out = append(out, u)
 			}
 		}

@@ -77,6 +77,35 @@ func TestObserveQuery(t *testing.T) {
 	}
 }
 
+// TestUsagePages: From and Limit page through the same rows as one query,
+// filters applied before the limit.
+func TestUsagePages(t *testing.T) {
+	ctx := context.Background()
+	es := chain(500)
+	x := New(es)
+	x.Observe(es)
+	f := vault.UsageFilter{Service: "svc1"}
+	all, _ := x.Usage(ctx, owner(1), f)
+	var paged []vault.Usage
+	for f.Limit = 7; ; {
+		p, err := x.Usage(ctx, owner(1), f)
+		if err != nil || len(p) > 7 {
+			t.Fatalf("page from %d: %d rows, %v", f.From, len(p), err)
+		}
+		paged = append(paged, p...)
+		if len(p) < 7 {
+			break
+		}
+		f.From = p[len(p)-1].Seq + 1
+	}
+	if len(all) < 20 || fmt.Sprint(paged) != fmt.Sprint(all) {
+		t.Fatalf("pages of 7 give %d rows, one query %d (or differ)", len(paged), len(all))
+	}
+	if p, _ := x.Usage(ctx, owner(1), vault.UsageFilter{From: 10_000, Limit: 5}); len(p) != 0 {
+		t.Fatalf("from past the end: %d rows", len(p))
+	}
+}
+
 // trailKinds are the kinds usageOf derives rows from.
 var trailKinds = []string{
 	vault.KindStored, vault.KindRead, vault.KindDenied, vault.KindDeleted, vault.KindRequested, vault.KindGranted,

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/agentkeys/agentkeys/internal/agent"
 	"github.com/agentkeys/agentkeys/internal/ledger"
 	"github.com/agentkeys/agentkeys/internal/oidc"
 	"github.com/agentkeys/agentkeys/internal/problem"
@@ -223,7 +224,7 @@ func (b *Broker) MintOIDC(ctx context.Context, c *Caller, r OIDCRequest) (*OIDCT
 		return nil, err
 	}
 	if c.Agent != nil {
-		if !slices.Contains(c.Agent.Scope, "oidc:*") && !slices.Contains(c.Agent.Scope, "oidc:"+r.Audience) {
+		if !agent.AllowsOIDC(c.Agent.Scope, r.Audience) {
 			return nil, b.oidcDeny(ctx, audit, "no_scope", problem.Newf(problem.Denied,
 				"the owner allows it with: agentkeys agent scope "+c.Agent.Alias+" --add oidc:"+r.Audience,
 				"this agent's scope does not allow identity tokens for %q", r.Audience))

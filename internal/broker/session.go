@@ -8,6 +8,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
+	"slices"
 	"strconv"
 	"time"
 
@@ -272,20 +273,29 @@ func (b *Broker) Logout(ctx context.Context, c *Caller) error {
 	return ledgerProblem(err)
 }
 
-// Whoami describes the caller's session; never the token.
+// Whoami describes the caller's session; never the token. Agent sessions add
+// the agent's alias, generation and current scope (from state: what the next
+// request may do).
 type Whoami struct {
-	Omni      string `json:"omni"`
-	Wallet    string `json:"wallet"`
-	Role      string `json:"role"`
-	SID       string `json:"sid"`
-	ExpiresAt int64  `json:"expires_at"`
-	Parent    string `json:"parent,omitempty"`
+	Omni       string   `json:"omni"`
+	Wallet     string   `json:"wallet"`
+	Role       string   `json:"role"`
+	SID        string   `json:"sid"`
+	ExpiresAt  int64    `json:"expires_at"`
+	Parent     string   `json:"parent,omitempty"`
+	Alias      string   `json:"alias,omitempty"`
+	Generation int      `json:"generation,omitempty"`
+	Scope      []string `json:"scope,omitempty"`
 }
 
 // Whoami returns the caller's identity.
 func (b *Broker) Whoami(c *Caller) Whoami {
-	return Whoami{Omni: c.Omni(), Wallet: c.Account.Wallet, Role: c.Claims.Role, SID: c.Claims.SessionID,
+	w := Whoami{Omni: c.Omni(), Wallet: c.Account.Wallet, Role: c.Claims.Role, SID: c.Claims.SessionID,
 		ExpiresAt: c.Claims.Expiry, Parent: c.Claims.Parent}
+	if c.Agent != nil {
+		w.Alias, w.Generation, w.Scope = c.Agent.Alias, c.Agent.Generation, slices.Clone(c.Agent.Scope)
+	}
+	return w
 }
 
 func randomID() string {

@@ -176,13 +176,14 @@ func whoamiCmd(e *env) *cobra.Command {
 }
 
 func logoutCmd(e *env) *cobra.Command {
-	return &cobra.Command{
+	var asJSON bool
+	cmd := &cobra.Command{
 		Use:     "logout",
 		Short:   "Revoke this machine's session on the ledger and delete it locally",
-		Example: "  agentkeys logout",
+		Example: "  agentkeys logout\n  agentkeys logout --json",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			_, c, err := e.ownerSession()
+			s, c, err := e.ownerSession()
 			if err != nil {
 				return err
 			}
@@ -194,8 +195,13 @@ func logoutCmd(e *env) *cobra.Command {
 			if err := d.DeleteSession(); err != nil {
 				return err
 			}
+			if asJSON {
+				return e.jsonOut(map[string]any{"revoked": true, "server": s.Server, "omni": s.Omni, "sid": s.SID})
+			}
 			fmt.Fprintln(e.stdout, "Logged out: the session is revoked and deleted from this machine.")
 			return nil
 		},
 	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the result as JSON")
+	return cmd
 }

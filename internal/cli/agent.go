@@ -91,11 +91,11 @@ expires. Approve only the request whose VVC and key fingerprint the daemon shows
 }
 
 func agentDecideCmd(e *env, decision string) *cobra.Command {
-	var yes bool
+	var yes, asJSON bool
 	short := "Approve a pair request (after checking its VVC and daemon key)"
-	example := "  agentkeys agent approve 1f0c9a7e2b4d6c8a\n  agentkeys agent approve 1f0c9a7e2b4d6c8a --yes"
+	example := "  agentkeys agent approve 1f0c9a7e2b4d6c8a\n  agentkeys agent approve 1f0c9a7e2b4d6c8a --yes --json"
 	if decision == "deny" {
-		short, example = "Deny a pair request", "  agentkeys agent deny 1f0c9a7e2b4d6c8a"
+		short, example = "Deny a pair request", "  agentkeys agent deny 1f0c9a7e2b4d6c8a\n  agentkeys agent deny 1f0c9a7e2b4d6c8a --json"
 	}
 	cmd := &cobra.Command{
 		Use:     decision + " ID",
@@ -135,7 +135,11 @@ func agentDecideCmd(e *env, decision string) *cobra.Command {
 			if h, err := hex.DecodeString(p.VVCHash); err != nil || len(h) != 32 || agent.VVCDigits([32]byte(h)) != p.VVC {
 				return problem.Newf(problem.Denied, "do not approve it; report the broker's operator", "the broker's VVC for request %s does not match its VVC hash", id)
 			}
-			fmt.Fprintf(e.stdout, "Pair request %s from %s at %s: agent %q asks for scope [%s]; daemon key %s, VVC %s.\n",
+			info := e.stdout
+			if asJSON {
+				info = e.stderr // stdout holds the JSON only
+			}
+			fmt.Fprintf(info, "Pair request %s from %s at %s: agent %q asks for scope [%s]; daemon key %s, VVC %s.\n",
 				p.ID, p.Source, expiry(p.CreatedAt), p.Alias, strings.Join(p.Scope, ","), p.Fingerprint, p.VVC)
 			if decision == "approve" && !yes {
 				ok, err := e.confirm(fmt.Sprintf("Does the daemon show VVC %s and daemon key %s?", p.VVC, p.Fingerprint))
@@ -143,6 +147,9 @@ func agentDecideCmd(e *env, decision string) *cobra.Command {
 					return err
 				}
 				if !ok {
+					if asJSON {
+						return e.jsonOut(map[string]any{"id": id, "alias": p.Alias, "approved": false})
+					}
 					fmt.Fprintln(e.stdout, "Not approved. Deny it with: agentkeys agent deny "+id)
 					return nil
 				}
@@ -152,12 +159,19 @@ func agentDecideCmd(e *env, decision string) *cobra.Command {
 				if err := c.DenyPairing(cmd.Context(), id, stmt); err != nil {
 					return err
 				}
+				if asJSON {
+					return e.jsonOut(map[string]any{"id": id, "alias": p.Alias, "denied": true})
+				}
 				fmt.Fprintf(e.stdout, "Denied pair request %s (%s).\n", id, p.Alias)
 				return nil
 			}
 			a, err := c.ApprovePairing(cmd.Context(), id, stmt)
 			if err != nil {
 				return err
+			}
+			if asJSON {
+				return e.jsonOut(map[string]any{"id": id, "alias": a.Alias, "omni": a.Omni, "wallet": a.Wallet, "generation": a.Generation,
+					"scope": a.Scope, "status": a.Status, "expires_at": expiry(a.Expires)})
 			}
 			fmt.Fprintf(e.stdout, "Approved: agent %s (generation %d, omni %s), scope [%s], session until %s.\n",
 				a.Alias, a.Generation, a.Omni, strings.Join(a.Scope, ","), expiry(a.Expires))
@@ -167,6 +181,7 @@ func agentDecideCmd(e *env, decision string) *cobra.Command {
 	if decision == "approve" {
 		cmd.Flags().BoolVar(&yes, "yes", false, "do not ask whether the VVC and daemon key match")
 	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the result as JSON")
 	return cmd
 }
 
@@ -252,7 +267,7 @@ A change acts on the agent's very next request.`,
 				}
 			}
 			if asJSON {
-				return json.NewEncoder(e.stdout).Encode(map[string]any{"alias": a.Alias, "scope": a.Scope})
+				return e.jsonOut(map[string]any{"alias": a.Alias, "generation": a.Generation, "status": a.Status, "scope": a.Scope})
 			}
 			if changing {
 				fmt.Fprintf(e.stdout, "Scope of %s is now: %s\n", a.Alias, scopeText(a.Scope))
@@ -277,44 +292,133 @@ func scopeText(s []string) string {
 	return strings.Join(s, ",")
 }
 
+// activeAgent finds the owner's agent alias that is not torn down.
+func activeAgent(list []agent.Agent, alias string) (*agent.Agent, error) {
+	for i := range list {
+		if list[i].Alias == alias && list[i].Status != agent.TornDown {
+			return &list[i], nil
+		}
+	}
+	return nil, problem.Newf(problem.NotFound, "list your agents with agentkeys agent list", "no agent %q", alias)
+}
+
 func agentRevokeCmd(e *env) *cobra.Command {
-	return &cobra.Command{
-		Use:     "revoke AGENT",
-		Short:   "Revoke all sessions of an agent (acts on its next request)",
-		Example: "  agentkeys agent revoke ci-bot",
+	var yes, asJSON bool
+	cmd := &cobra.Command{
+		Use:   "revoke AGENT",
+		Short: "Revoke all sessions of an agent (acts on its next request)",
+		Long: `Revoke the agent's sessions: its daemon's next request fails with REVOKED, and
+its cached cloud credentials are no longer served. Its credentials stay (agent
+teardown deletes them); pairing the alias again makes a new generation. On a
+terminal it asks first; --yes skips the question, and is needed when stdin is
+not a terminal.`,
+		Example: "  agentkeys agent revoke ci-bot\n  agentkeys agent revoke ci-bot --yes --json",
 		Args:    exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			_, c, err := e.ownerSession()
 			if err != nil {
 				return err
 			}
-			a, err := c.RevokeAgent(cmd.Context(), args[0])
+			list, err := c.Agents(cmd.Context())
 			if err != nil {
 				return err
+			}
+			a, err := activeAgent(list, args[0])
+			if err != nil {
+				return err
+			}
+			if !yes {
+				ok, err := e.confirm(fmt.Sprintf("Revoke agent %s (generation %d, %s)? Its daemon's next request fails.", a.Alias, a.Generation, a.Status))
+				if err != nil {
+					return err
+				}
+				if !ok {
+					if asJSON {
+						return e.jsonOut(agentJSON(a))
+					}
+					fmt.Fprintln(e.stdout, "Not revoked.")
+					return nil
+				}
+			}
+			if a, err = c.RevokeAgent(cmd.Context(), args[0]); err != nil {
+				return err
+			}
+			if asJSON {
+				return e.jsonOut(agentJSON(a))
 			}
 			fmt.Fprintf(e.stdout, "Revoked agent %s (generation %d). Pair it again to give it a new session.\n", a.Alias, a.Generation)
 			return nil
 		},
 	}
+	cmd.Flags().BoolVar(&yes, "yes", false, "do not ask for confirmation")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the agent as JSON")
+	return cmd
+}
+
+// agentJSON is an agent as --json prints it.
+func agentJSON(a *agent.Agent) map[string]any {
+	return map[string]any{"alias": a.Alias, "omni": a.Omni, "wallet": a.Wallet, "generation": a.Generation,
+		"scope": a.Scope, "status": a.Status, "expires_at": expiry(a.Expires)}
 }
 
 func agentTeardownCmd(e *env) *cobra.Command {
-	return &cobra.Command{
-		Use:     "teardown AGENT",
-		Short:   "Delete an agent's own credentials and revoke its sessions",
-		Example: "  agentkeys agent teardown ci-bot",
+	var yes, asJSON bool
+	cmd := &cobra.Command{
+		Use:   "teardown AGENT",
+		Short: "Delete an agent's own credentials and revoke its sessions",
+		Long: `Delete every credential stored for the agent (--agent AGENT) and revoke its
+sessions. On a terminal it asks first, saying how many credentials go; --yes
+skips the question, and is needed when stdin is not a terminal.`,
+		Example: "  agentkeys agent teardown ci-bot\n  agentkeys agent teardown ci-bot --yes --json",
 		Args:    exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			_, c, err := e.ownerSession()
 			if err != nil {
 				return err
 			}
+			list, err := c.Agents(cmd.Context())
+			if err != nil {
+				return err
+			}
+			a, err := activeAgent(list, args[0])
+			if err != nil {
+				return err
+			}
+			if !yes {
+				creds, err := c.List(cmd.Context())
+				if err != nil {
+					return err
+				}
+				n := 0
+				for _, cr := range creds {
+					if cr.Agent == a.Alias {
+						n++
+					}
+				}
+				ok, err := e.confirm(fmt.Sprintf("Tear down agent %s (generation %d): delete its %d credential(s) and revoke its sessions?", a.Alias, a.Generation, n))
+				if err != nil {
+					return err
+				}
+				if !ok {
+					if asJSON {
+						return e.jsonOut(map[string]any{"alias": a.Alias, "generation": a.Generation, "deleted": 0, "torn_down": false})
+					}
+					fmt.Fprintln(e.stdout, "Nothing changed.")
+					return nil
+				}
+			}
 			r, err := c.Teardown(cmd.Context(), args[0])
 			if err != nil {
 				return err
+			}
+			if asJSON {
+				return e.jsonOut(map[string]any{"alias": r.Alias, "generation": a.Generation, "deleted": r.Deleted, "torn_down": true})
 			}
 			fmt.Fprintf(e.stdout, "Tore down agent %s: %d credential(s) deleted, sessions revoked.\n", r.Alias, r.Deleted)
 			return nil
 		},
 	}
+	cmd.Flags().BoolVar(&yes, "yes", false, "do not ask for confirmation")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the result as JSON")
+	return cmd
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/term"
 
 	"github.com/agentkeys/agentkeys/internal/agent"
 	"github.com/agentkeys/agentkeys/internal/client"
@@ -47,7 +48,7 @@ func daemonPairCmd(e *env) *cobra.Command {
 	var server, owner, alias, resume string
 	var scope []string
 	var ttl, wait time.Duration
-	var noWait bool
+	var noWait, asJSON bool
 	cmd := &cobra.Command{
 		Use:   "pair",
 		Short: "Ask an owner to pair this daemon, show the VVC and wait for approval",
@@ -58,10 +59,14 @@ fingerprint. The owner runs agentkeys agent pending, checks that both match and
 approves. While a request for the alias is pending, another is refused. The session
 token arrives sealed to this daemon's key and is stored in
 $AGENTKEYS_HOME/daemon/session.json (0600). --no-wait returns at once;
---resume ID waits for a request sent earlier.`,
+--resume ID waits for a request sent earlier. While it waits it shows the time
+left on a terminal (stderr), and nothing when piped. --json prints one JSON
+line when the request is sent ("status":"pending", with the VVC) and one when
+paired ("status":"paired").`,
 		Example: "  agentkeys daemon pair --server http://127.0.0.1:8090 --owner 0x1234…abcd --alias ci-bot --scope openai,github\n" +
 			"  agentkeys daemon pair --server http://127.0.0.1:8090 --owner OMNI --alias ci-bot --scope openai --no-wait\n" +
-			"  agentkeys daemon pair --resume 1f0c9a7e2b4d6c8a",
+			"  agentkeys daemon pair --resume 1f0c9a7e2b4d6c8a\n" +
+			"  agentkeys daemon pair --server http://127.0.0.1:8090 --owner OMNI --alias ci-bot --scope openai --json",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
@@ -81,16 +86,37 @@ $AGENTKEYS_HOME/daemon/session.json (0600). --no-wait returns at once;
 				if p, err = e.newPairRequest(ctx, d, server, owner, alias, scope, ttl, wait); err != nil {
 					return err
 				}
-				fmt.Fprintf(e.stdout, "Pair request %s sent to owner %s for agent %q, scope [%s].\n", p.ID, p.Owner, p.Alias, strings.Join(p.Scope, ","))
-				fmt.Fprintf(e.stdout, "VVC: %s\n", p.VVC)
-				fmt.Fprintf(e.stdout, "Daemon key: %s\n", p.Fingerprint)
-				fmt.Fprintf(e.stdout, "The owner approves with: agentkeys agent approve %s (and checks that it shows VVC %s and daemon key %s)\n", p.ID, p.VVC, p.Fingerprint)
+				if !asJSON {
+					fmt.Fprintf(e.stdout, "Pair request %s sent to owner %s for agent %q, scope [%s].\n", p.ID, p.Owner, p.Alias, strings.Join(p.Scope, ","))
+					fmt.Fprintf(e.stdout, "VVC: %s\n", p.VVC)
+					fmt.Fprintf(e.stdout, "Daemon key: %s\n", p.Fingerprint)
+					fmt.Fprintf(e.stdout, "The owner approves with: agentkeys agent approve %s (and checks that it shows VVC %s and daemon key %s)\n", p.ID, p.VVC, p.Fingerprint)
+				}
+			}
+			if asJSON {
+				if err := e.jsonOut(map[string]any{"status": "pending", "id": p.ID, "server": p.Server, "owner": p.Owner, "alias": p.Alias,
+					"scope": p.Scope, "vvc": p.VVC, "fingerprint": p.Fingerprint, "expires_at": expiry(p.ExpiresAt)}); err != nil {
+					return err
+				}
 			}
 			if noWait {
-				fmt.Fprintf(e.stdout, "Not waiting. Later: agentkeys daemon pair --resume %s\n", p.ID)
+				if !asJSON {
+					fmt.Fprintf(e.stdout, "Not waiting. Later: agentkeys daemon pair --resume %s\n", p.ID)
+				}
 				return nil
 			}
-			return e.waitPairing(ctx, d, p)
+			s, err := e.waitPairing(ctx, d, p)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return e.jsonOut(map[string]any{"status": "paired", "id": p.ID, "server": s.Server, "owner": s.Owner, "alias": s.Alias,
+					"agent": s.Agent, "wallet": s.Wallet, "s3_prefix": daemon.S3Prefix(s.Wallet), "generation": s.Generation,
+					"expires_at": expiry(s.ExpiresAt)})
+			}
+			fmt.Fprintf(e.stdout, "Paired: agent %s (generation %d, omni %s), session until %s.\n", s.Alias, s.Generation, s.Agent, expiry(s.ExpiresAt))
+			fmt.Fprintln(e.stdout, "Next: agentkeys daemon mcp-config (for an MCP client) or agentkeys daemon serve --socket PATH")
+			return nil
 		},
 	}
 	e.serverFlag(cmd, &server, "", "the broker URL")
@@ -101,6 +127,7 @@ $AGENTKEYS_HOME/daemon/session.json (0600). --no-wait returns at once;
 	cmd.Flags().DurationVar(&wait, "expires", 10*time.Minute, "how long the request stays open (at most 1h)")
 	cmd.Flags().BoolVar(&noWait, "no-wait", false, "send the request and return")
 	cmd.Flags().StringVar(&resume, "resume", "", "wait for an earlier request with this id")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON lines: the request when sent, the session when paired")
 	return cmd
 }
 
@@ -160,57 +187,60 @@ func (e *env) newPairRequest(ctx context.Context, d daemon.Dir, server, owner, a
 	return p, d.SavePending(p)
 }
 
-func (e *env) waitPairing(ctx context.Context, d daemon.Dir, p *daemon.Pending) error {
+// waitPairing polls the broker until the owner decides; on a terminal it shows
+// the time left, redrawn every second.
+func (e *env) waitPairing(ctx context.Context, d daemon.Dir, p *daemon.Pending) (*daemon.Session, error) {
 	c, err := client.New(p.Server)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	key, err := daemon.DecodeKey(p.ProofKey)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	tty := isTerminal(os.Stderr)
-	if tty {
-		fmt.Fprintf(e.stderr, "Waiting for the owner (request expires in %s)", expiresIn(p.ExpiresAt))
+	f, ok := e.stderr.(*os.File)
+	tty := ok && term.IsTerminal(int(f.Fd()))
+	draw := func() {
+		if tty {
+			fmt.Fprintf(e.stderr, "\rWaiting for the owner to approve request %s: %s left   ", p.ID, expiresIn(p.ExpiresAt))
+		}
+	}
+	done := func() {
+		if tty {
+			fmt.Fprintln(e.stderr)
+		}
 	}
 	interval := 500 * time.Millisecond
 	for {
 		st, err := c.PollPairing(ctx, p.ID, key)
 		if err != nil {
 			if pe := problem.As(err); pe.Code != problem.Unreachable && pe.Code != problem.RateLimited {
-				return err
+				done()
+				return nil, err
 			}
 		} else {
 			switch st.Status {
 			case agent.Approved:
-				if tty {
-					fmt.Fprintln(e.stderr)
-				}
-				s, err := d.Complete(p, st.Delivery)
-				if err != nil {
-					return err
-				}
-				fmt.Fprintf(e.stdout, "Paired: agent %s (generation %d, omni %s), session until %s.\n", s.Alias, s.Generation, s.Agent, expiry(s.ExpiresAt))
-				fmt.Fprintln(e.stdout, "Next: agentkeys daemon mcp-config (for an MCP client) or agentkeys daemon serve --socket PATH")
-				return nil
+				done()
+				return d.Complete(p, st.Delivery)
 			case agent.Denied:
+				done()
 				d.RemovePending(p.ID)
-				return problem.Newf(problem.Denied, "ask the owner, then pair again", "the owner denied pair request %s", p.ID)
+				return nil, problem.Newf(problem.Denied, "ask the owner, then pair again", "the owner denied pair request %s", p.ID)
 			case agent.Expired:
+				done()
 				d.RemovePending(p.ID)
-				return problem.Newf(problem.Denied, "pair again, and have the owner approve within the time shown", "pair request %s expired before the owner approved it", p.ID)
+				return nil, problem.Newf(problem.Denied, "pair again, and have the owner approve within the time shown", "pair request %s expired before the owner approved it", p.ID)
 			}
 		}
-		if tty {
-			fmt.Fprint(e.stderr, ".")
-		}
-		select {
-		case <-ctx.Done():
-			if tty {
-				fmt.Fprintln(e.stderr)
+		for next := time.Now().Add(interval); time.Now().Before(next); {
+			draw()
+			select {
+			case <-ctx.Done():
+				done()
+				return nil, problem.Newf(problem.Unreachable, "resume with agentkeys daemon pair --resume "+p.ID, "stopped waiting for pair request %s", p.ID)
+			case <-time.After(min(time.Second, time.Until(next))):
 			}
-			return problem.Newf(problem.Unreachable, "resume with agentkeys daemon pair --resume "+p.ID, "stopped waiting for pair request %s", p.ID)
-		case <-time.After(interval):
 		}
 		interval = min(interval*3/2, 3*time.Second)
 	}
@@ -253,7 +283,7 @@ Configure your MCP client with the output of agentkeys daemon mcp-config.`,
 				log.Info("mcp front starting", "socket", socket)
 				return daemon.ServeMCP(cmd.Context(), daemon.NewSocketClient(socket), log)
 			}
-			src.Dir = e.daemonDir()
+			src.Dir, src.Checks = e.daemonDir(), daemon.NewChecks(daemon.DefaultCheckTTL, time.Now)
 			if err := src.Dir.CheckPrivate(); err != nil {
 				return err
 			}
@@ -324,7 +354,7 @@ AWS_WEB_IDENTITY_TOKEN_FILE-style consumers: rewritten at 80% of its lifetime.`,
 			}
 			defer os.Remove(socket)
 			log := e.daemonLog()
-			src.Dir = d
+			src.Dir, src.Checks = d, daemon.NewChecks(daemon.DefaultCheckTTL, time.Now)
 			for path, aud := range files {
 				go src.KeepTokenFile(cmd.Context(), aud, path, int64(tokenTTL/time.Second), log)
 			}
@@ -401,22 +431,68 @@ or a temp dir, which would vanish; install the binary first (go install).`,
 func daemonStatusCmd(e *env) *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:     "status",
-		Short:   "Show this daemon's pairing (never the token)",
+		Use:   "status",
+		Short: "Ask the broker about this daemon's session: paired, revoked, expired or unreachable",
+		Long: `Asks the broker (GET /v1/whoami with the agent session and a proof) and
+prints the state: paired, revoked (by the owner, or the alias was paired again),
+expired or unreachable; with the agent, its generation and scope, the session's
+expiry, and the agent's wallet and S3 prefix (the wallet in lower case, as the
+bucket policy sees it). Never the token. Exit code 0 when paired, 3 when revoked
+or expired (or not paired: --json says "state":"unpaired"), 5 when the broker
+cannot be reached.`,
 		Example: "  agentkeys daemon status\n  agentkeys daemon status --json",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			s, err := e.daemonDir().LoadSession()
+			d := e.daemonDir()
+			if !d.Paired() && asJSON {
+				p := daemon.ErrNotPaired
+				if err := e.jsonOut(map[string]any{"state": "unpaired", "detail": p.Message, "fix": p.Fix}); err != nil {
+					return err
+				}
+				return exitError{code: p.ExitCode()}
+			}
+			st, err := daemon.Source{Dir: d}.Status(cmd.Context())
 			if err != nil {
 				return err
 			}
-			if asJSON {
-				return json.NewEncoder(e.stdout).Encode(map[string]any{"server": s.Server, "owner": s.Owner, "alias": s.Alias,
-					"agent": s.Agent, "wallet": s.Wallet, "generation": s.Generation, "expires_at": expiry(s.ExpiresAt)})
+			s := st.Session
+			wallet, generation, expires := s.Wallet, s.Generation, s.ExpiresAt
+			scope := []string{}
+			if w := st.Whoami; w != nil {
+				wallet, generation, expires, scope = w.Wallet, w.Generation, w.ExpiresAt, w.Scope
+				if scope == nil {
+					scope = []string{}
+				}
 			}
-			fmt.Fprintf(e.stdout, "Paired with %s as agent %s (generation %d, omni %s, wallet %s); session until %s.\n",
-				s.Server, s.Alias, s.Generation, s.Agent, s.Wallet, expiry(s.ExpiresAt))
-			return nil
+			out := map[string]any{"state": st.State, "server": s.Server, "owner": s.Owner, "alias": s.Alias, "agent": s.Agent,
+				"wallet": wallet, "s3_prefix": daemon.S3Prefix(wallet), "generation": generation, "scope": scope,
+				"expires_at": expiry(expires)}
+			if p := st.Problem; p != nil {
+				out["detail"], out["fix"] = p.Message, p.Fix
+			}
+			if asJSON {
+				if err := e.jsonOut(out); err != nil {
+					return err
+				}
+			} else {
+				fmt.Fprintf(e.stdout, "State:      %s\n", st.State)
+				if p := st.Problem; p != nil {
+					fmt.Fprintf(e.stdout, "            %s\n            Fix: %s\n", p.Message, p.Fix)
+				}
+				fmt.Fprintf(e.stdout, "Server:     %s\nOwner:      %s\nAgent:      %s (generation %d, omni %s)\n", s.Server, s.Owner, s.Alias, generation, s.Agent)
+				fmt.Fprintf(e.stdout, "Wallet:     %s\nS3 prefix:  %s\n", wallet, daemon.S3Prefix(wallet))
+				if st.Whoami != nil {
+					fmt.Fprintf(e.stdout, "Scope:      %s\n", scopeText(scope))
+				}
+				fmt.Fprintf(e.stdout, "Session:    until %s (%s)\n", expiry(expires), expiresIn(expires))
+			}
+			switch st.State {
+			case daemon.StatePaired:
+				return nil
+			case daemon.StateUnreachable:
+				return exitError{code: problem.ExitUnreachable}
+			}
+			return exitError{code: problem.ExitDenied}
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print as JSON")

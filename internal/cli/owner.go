@@ -9,6 +9,7 @@ import (
 	"crypto/mlkem"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -144,3 +145,6 @@ func openFor(k hpke.PrivateKey, info string, sealed []byte) ([]byte, error) {
 }
 
 func expiry(unix int64) string { return time.Unix(unix, 0).UTC().Format(time.RFC3339) }
+
+// jsonOut prints v as one line of JSON (the --json output of a command).
+func (e *env) jsonOut(v any) error { return json.NewEncoder(e.stdout).Encode(v) }

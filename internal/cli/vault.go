@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"net/url"
@@ -21,6 +22,7 @@ import (
 
 func storeCmd(e *env) *cobra.Command {
 	var agent, fromFile, approval string
+	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "store SERVICE",
 		Short: "Store a credential, encrypted to the broker's attested enclave",
@@ -30,7 +32,7 @@ removed. The CLI verifies the enclave's quote and encrypts the secret to its
 shielding key (hybrid ML-KEM-768 + X25519 HPKE), bound to your account, the agent
 and the service; the broker stores only ciphertext. Storing again replaces the
 secret with a new version.`,
-		Example: "  agentkeys store openai < ~/openai.key\n  printf %s \"$KEY\" | agentkeys store github --agent ci-bot\n" +
+		Example: "  agentkeys store openai < ~/openai.key\n  agentkeys store openai --from-file openai.key --json\n  printf %s \"$KEY\" | agentkeys store github --agent ci-bot\n" +
 			"  agentkeys store bank --from-file bank.txt --approval required",
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -63,10 +65,15 @@ secret with a new version.`,
 			if err != nil {
 				return err
 			}
+			if asJSON {
+				return e.jsonOut(map[string]any{"service": cr.Service, "agent": cr.Agent, "version": cr.Version,
+					"approval": cr.Approval, "stored": nanoTime(cr.Stored)})
+			}
 			fmt.Fprintf(e.stdout, "Stored %s%s (version %d).\n", service, forAgentText(cr.Agent), cr.Version)
 			return nil
 		},
 	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the stored version as JSON")
 	cmd.Flags().StringVar(&agent, "agent", "", "store for one agent (alias) instead of owner-wide")
 	cmd.Flags().StringVar(&fromFile, "from-file", "", "read the secret from this file instead of stdin")
 	cmd.Flags().StringVar(&approval, "approval", "none", "required: every read needs your approval (agentkeys approve)")
@@ -214,24 +221,60 @@ func nanoTime(n int64) string { return time.Unix(0, n).UTC().Format(time.RFC3339
 
 func rmCmd(e *env) *cobra.Command {
 	var agent string
+	var yes, asJSON bool
 	cmd := &cobra.Command{
-		Use:     "rm SERVICE",
-		Short:   "Delete a stored credential (recorded on the ledger)",
-		Example: "  agentkeys rm openai\n  agentkeys rm github --agent ci-bot",
+		Use:   "rm SERVICE",
+		Short: "Delete a stored credential (recorded on the ledger)",
+		Long: `Delete the credential of SERVICE (owner-wide, or --agent's). On a terminal it
+asks first; --yes skips the question, and is needed when stdin is not a terminal.`,
+		Example: "  agentkeys rm openai\n  agentkeys rm github --agent ci-bot --yes --json",
 		Args:    exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			service := args[0]
 			_, c, err := e.ownerSession()
 			if err != nil {
 				return err
 			}
-			if err := c.Delete(cmd.Context(), args[0], agent); err != nil {
+			list, err := c.List(cmd.Context())
+			if err != nil {
 				return err
 			}
-			fmt.Fprintf(e.stdout, "Deleted %s%s.\n", args[0], forAgentText(agent))
+			want := cmp.Or(agent, vault.OwnerWide)
+			var cr *vault.Credential
+			for i := range list {
+				if list[i].Service == service && list[i].Agent == want {
+					cr = &list[i]
+				}
+			}
+			if cr == nil {
+				return problem.Newf(problem.NotFound, "agentkeys list shows what is stored", "no credential %s%s", service, forAgentText(agent))
+			}
+			if !yes {
+				ok, err := e.confirm(fmt.Sprintf("Delete %s%s (version %d)? Readers lose it at once.", service, forAgentText(agent), cr.Version))
+				if err != nil {
+					return err
+				}
+				if !ok {
+					if asJSON {
+						return e.jsonOut(map[string]any{"service": service, "agent": want, "version": cr.Version, "deleted": false})
+					}
+					fmt.Fprintln(e.stdout, "Not deleted.")
+					return nil
+				}
+			}
+			if err := c.Delete(cmd.Context(), service, agent); err != nil {
+				return err
+			}
+			if asJSON {
+				return e.jsonOut(map[string]any{"service": service, "agent": want, "version": cr.Version, "deleted": true})
+			}
+			fmt.Fprintf(e.stdout, "Deleted %s%s (version %d).\n", service, forAgentText(agent), cr.Version)
 			return nil
 		},
 	}
 	cmd.Flags().StringVar(&agent, "agent", "", "delete the credential stored for this agent")
+	cmd.Flags().BoolVar(&yes, "yes", false, "do not ask for confirmation")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the result as JSON")
 	return cmd
 }
 
@@ -320,17 +363,28 @@ func reader(a vault.Approval) string {
 
 func usageCmd(e *env) *cobra.Command {
 	var agent, service, since string
+	var from uint64
+	var limit int
 	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "usage",
-		Short: "Show the audit trail of your credentials",
-		Long: `Show who did what with your credentials: stores, reads, denied reads, deletes and
-approvals, from the ledger. --since takes a duration (24h) or a date/time
-(2026-11-29 or RFC 3339).`,
-		Example: "  agentkeys usage\n  agentkeys usage --service openai --since 24h --json",
-		Args:    cobra.NoArgs,
+		Short: "Show the audit trail of your credentials and agents",
+		Long: `Show who did what with your credentials and agents: stores, reads, denied reads,
+deletes, approvals, pairing and scope changes, identity-token mints; from the
+ledger, oldest first. --since takes a duration (24h) or a date/time (2026-11-29
+or RFC 3339). Without --limit it shows every row; --limit N shows one page of at
+most N rows (1 to 1000), and when more may follow, the JSON's "next" (and a hint
+on stderr) is the --from of the next page: the ledger seq to continue at, so
+pages never shift as entries are added.`,
+		Example: "  agentkeys usage\n  agentkeys usage --service openai --since 24h --json\n" +
+			"  agentkeys usage --agent ci-bot --limit 50\n  agentkeys usage --agent ci-bot --limit 50 --from 1234",
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			q := url.Values{}
+			paged := cmd.Flags().Changed("limit")
+			if paged && (limit < 1 || limit > 1000) {
+				return problem.Newf(problem.BadRequest, "pass --limit 1 to 1000", "--limit %d is out of range", limit)
+			}
+			q := url.Values{"limit": {fmt.Sprint(limit)}}
 			if agent != "" {
 				q.Set("agent", agent)
 			}
@@ -348,29 +402,46 @@ approvals, from the ledger. --since takes a duration (24h) or a date/time
 			if err != nil {
 				return err
 			}
-			rows, err := c.Usage(cmd.Context(), q)
-			if err != nil {
-				return err
+			// One page with --limit; without it every page, each of at most 1000 rows.
+			page := &api.UsageList{Usage: []vault.Usage{}, Next: &from}
+			for page.Next != nil {
+				q.Set("from", fmt.Sprint(*page.Next))
+				p, err := c.UsagePage(cmd.Context(), q)
+				if err != nil {
+					return err
+				}
+				page.Usage, page.Next = append(page.Usage, p.Usage...), p.Next
+				if paged {
+					break
+				}
 			}
 			if asJSON {
-				out := make([]map[string]any, len(rows))
-				for i, u := range rows {
+				out := make([]map[string]any, len(page.Usage))
+				for i, u := range page.Usage {
 					out[i] = map[string]any{"time": nanoTime(u.Time), "actor": actorText(u), "action": u.Action,
 						"service": u.Service, "agent": u.Agent, "result": u.Result, "detail": u.Detail, "seq": u.Seq}
 				}
-				return json.NewEncoder(e.stdout).Encode(map[string]any{"usage": out})
+				return e.jsonOut(map[string]any{"usage": out, "next": page.Next})
 			}
 			tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "TIME\tACTOR\tACTION\tSERVICE\tRESULT")
-			for _, u := range rows {
+			for _, u := range page.Usage {
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", nanoTime(u.Time), actorText(u), u.Action, u.Service, strings.TrimSpace(u.Result+" "+u.Detail))
 			}
-			return tw.Flush()
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			if page.Next != nil {
+				fmt.Fprintf(e.stderr, "More rows may follow: add --from %d\n", *page.Next)
+			}
+			return nil
 		},
 	}
 	cmd.Flags().StringVar(&agent, "agent", "", "only rows about this agent")
 	cmd.Flags().StringVar(&service, "service", "", "only rows about this service")
 	cmd.Flags().StringVar(&since, "since", "", "only rows after this duration ago or date")
+	cmd.Flags().IntVar(&limit, "limit", 1000, "show one page of this many rows (1 to 1000); default: every row")
+	cmd.Flags().Uint64Var(&from, "from", 0, "continue at this ledger seq (the \"next\" of the previous page)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print as JSON")
 	return cmd
 }

@@ -94,9 +94,15 @@ func (s *Session) Approve(ctx context.Context, id string) (*vault.Approval, erro
 	return &a, s.do(ctx, http.MethodPost, "/v1/approvals/"+url.PathEscape(id)+"/approve", nil, &a)
 }
 
-// Usage fetches the audit trail; query holds agent, service, since.
-func (s *Session) Usage(ctx context.Context, query url.Values) ([]vault.Usage, error) {
+// UsagePage fetches a page of the audit trail; query holds agent, service,
+// since, from and limit.
+func (s *Session) UsagePage(ctx context.Context, query url.Values) (*api.UsageList, error) {
 	var l api.UsageList
-	err := s.do(ctx, http.MethodGet, "/v1/usage?"+query.Encode(), nil, &l)
+	return &l, s.do(ctx, http.MethodGet, "/v1/usage?"+query.Encode(), nil, &l)
+}
+
+// Usage fetches the rows of a page of the audit trail (see UsagePage).
+func (s *Session) Usage(ctx context.Context, query url.Values) ([]vault.Usage, error) {
+	l, err := s.UsagePage(ctx, query)
 	return l.Usage, err
 }

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"regexp"
 	"time"
@@ -129,9 +130,10 @@ func (d Dir) cloudCachePath(key string) string {
 }
 
 // AWSCredentials returns credentials for r.RoleARN: from the daemon's cache
-// (0600 files under $AGENTKEYS_HOME/daemon/cloud) while they are fresh, else it
-// mints an identity token and calls STS AssumeRoleWithWebIdentity itself. The
-// broker never sees the STS answer. The caller must not log the result.
+// (0600 files under $AGENTKEYS_HOME/daemon/cloud) while they are fresh and the
+// broker still accepts the session and its scope (checkCloud), else it mints an
+// identity token and calls STS AssumeRoleWithWebIdentity itself. The broker
+// never sees the STS answer. The caller must not log the result.
 func (s Source) AWSCredentials(ctx context.Context, r AWSRequest) (*AWSCredentials, error) {
 	if err := checkAWS(r); err != nil {
 		return nil, err
@@ -155,6 +157,12 @@ func (s Source) AWSCredentials(ctx context.Context, r AWSRequest) (*AWSCredentia
 	// damaged file misses too and is replaced below.
 	var cached cachedCreds
 	if read(path, &cached) == nil && time.Until(cached.Expiration) > refreshMargin(cached.Expiration.Sub(cached.IssuedAt)) {
+		if err := s.checkCloud(ctx, sess, c, r.Audience); err != nil {
+			if p := problem.As(err); p.Code != CodeUnreachable {
+				os.Remove(path) // refused for good: forget them
+			}
+			return nil, err
+		}
 		return &cached.AWSCredentials, nil
 	}
 	tok, err := mint(ctx, c, r.Audience, 0)

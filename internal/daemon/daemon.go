@@ -246,6 +246,9 @@ type Source struct {
 	STSEndpoint string // "" = AWS
 	AWSAudience string // "" = sts.amazonaws.com
 	AWSRegion   string // "" = us-east-1
+	// Checks caches the broker's answer about the session for a few seconds
+	// before cached cloud credentials are served; nil asks every time.
+	Checks *Checks
 }
 
 // agent loads the session and returns it with a client of the agent session.

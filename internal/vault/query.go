@@ -35,11 +35,15 @@ func Approvals(st ledger.State, owner string) ([]Approval, error) {
 	return ledger.ListJSON[Approval](st, "approval/"+owner+"/")
 }
 
-// UsageFilter selects usage rows; empty fields match everything.
+// UsageFilter selects usage rows; empty fields match everything. From and
+// Limit page through them: rows of entries from seq From on, at most Limit
+// (0 = no limit).
 type UsageFilter struct {
 	Agent   string // alias: rows about this agent's credentials or by this agent
 	Service string
 	Since   int64 // unix nanos
+	From    uint64
+	Limit   int
 }
 
 // Match reports whether u passes the filter.
