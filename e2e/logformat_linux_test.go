@@ -8,7 +8,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
 )
 
 // serverLogs starts a server with extra args and its stderr on a terminal or a
