@@ -121,26 +121,50 @@ func ListenSocket(path, group string) (net.Listener, error) {
 		}
 		os.Remove(path)
 	}
+	// Bound and made ready under a temporary name, then renamed into place: the
+	// socket appears at path only once it accepts connections, with its final
+	// owner and mode (a client that sees it never gets "connection refused").
+	tmp := filepath.Join(dir, "."+filepath.Base(path)+"."+strconv.Itoa(os.Getpid())+".tmp")
+	os.Remove(tmp)
 	old := syscall.Umask(0o177)
-	ln, err := net.Listen("unix", path)
+	ln, err := net.Listen("unix", tmp)
 	syscall.Umask(old)
 	if err != nil {
 		return nil, problem.Newf(problem.BadRequest, "choose a writable --socket path", "cannot listen on %s: %v", path, err)
 	}
+	ln.(*net.UnixListener).SetUnlinkOnClose(false)
+	fail := func(err error) (net.Listener, error) {
+		ln.Close()
+		os.Remove(tmp)
+		return nil, err
+	}
 	mode := os.FileMode(0o600)
 	if gid >= 0 {
 		mode = 0o660
-		if err := os.Chown(path, -1, gid); err != nil {
-			ln.Close()
-			return nil, problem.Newf(problem.Denied, "make the daemon's user a member of "+group+" (usermod -aG "+group+" DAEMON_USER) and start it again",
-				"cannot give the socket to group %s: %v", group, err)
+		if err := os.Chown(tmp, -1, gid); err != nil {
+			return fail(problem.Newf(problem.Denied, "make the daemon's user a member of "+group+" (usermod -aG "+group+" DAEMON_USER) and start it again",
+				"cannot give the socket to group %s: %v", group, err))
 		}
 	}
-	if err := os.Chmod(path, mode); err != nil {
-		ln.Close()
-		return nil, err
+	if err := os.Chmod(tmp, mode); err != nil {
+		return fail(err)
 	}
-	return ln, nil
+	if err := os.Rename(tmp, path); err != nil {
+		return fail(problem.Newf(problem.BadRequest, "choose a writable --socket path", "cannot listen on %s: %v", path, err))
+	}
+	return socketListener{ln, path}, nil
+}
+
+// socketListener removes its socket file when closed, as a listener bound to
+// the path itself would.
+type socketListener struct {
+	net.Listener
+	path string
+}
+
+func (l socketListener) Close() error {
+	os.Remove(l.path)
+	return l.Listener.Close()
 }
 
 // ServeSocket serves Handler on ln until ctx ends.

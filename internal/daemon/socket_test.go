@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/user"
 	"path/filepath"
@@ -224,12 +225,15 @@ func TestSocketClientRefuses(t *testing.T) {
 	}
 	// A stale socket file: no daemon listens.
 	stale := filepath.Join(dir, "stale.sock")
-	ln, err := ListenSocket(stale, "")
+	ln, err := net.Listen("unix", stale)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln.(interface{ SetUnlinkOnClose(bool) }).SetUnlinkOnClose(false)
+	ln.(*net.UnixListener).SetUnlinkOnClose(false)
 	ln.Close()
+	if err := os.Chmod(stale, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := NewSocketClient(stale).List(ctx); codeOf(err) != CodeUnreachable {
 		t.Errorf("a socket nobody serves: %v", err)
 	}
