@@ -199,6 +199,7 @@ type serverOpts struct {
 	dataDir     string   // --data-dir; "" = the default, $AGENTKEYS_HOME/server
 	platformKey string   // AGENTKEYS_PLATFORM_KEY, when set
 	args        []string // extra flags
+	exe         string   // the executable to run; "" = the built binary (bin)
 }
 
 func (o serverOpts) effectiveDataDir() string {
@@ -251,7 +252,11 @@ func (h *harness) spawn(o serverOpts) *server {
 		env = append(env, "AGENTKEYS_PLATFORM_KEY="+o.platformKey)
 	}
 	s := &server{h: h, opts: o, stdout: h.newOutput(), stderr: h.newOutput(), done: make(chan struct{})}
-	s.cmd = exec.Command(bin, args...)
+	exe := bin
+	if o.exe != "" {
+		exe = o.exe
+	}
+	s.cmd = exec.Command(exe, args...)
 	s.cmd.Env = childEnv(env...)
 	s.cmd.Stdout, s.cmd.Stderr = s.stdout, s.stderr
 	if err := s.cmd.Start(); err != nil {

@@ -407,12 +407,15 @@ func TestStartRefusals(t *testing.T) {
 			t.Fatalf("stop: exit %d", code)
 		}
 		seed := fileBytes(t, filepath.Join(dir, "seed.sealed"))
-		pub, _, err := ed25519.GenerateKey(nil)
-		if err != nil {
-			t.Fatal(err)
-		}
+		// a release signed by another key: it may run, but not unseal this seed
+		keyFile := filepath.Join(t.TempDir(), "release.key")
+		pub := strings.TrimSpace(h.akOK(t.TempDir(), "release", "keygen", "--out", keyFile))
+		plantPEM(h, "release-signing key", keyFile)
+		exe := copyBinary(t)
+		h.akOK(t.TempDir(), "release", "sign", "--key", keyFile, "--binary", exe)
 		o2 := o
-		o2.args = []string{"--mrsigner-key", hex.EncodeToString(pub)}
+		o2.exe = exe
+		o2.args = []string{"--mrsigner-key", pub}
 		line := refused(t, h, o2)
 		for _, want := range []string{"mrsigner", "handoff"} {
 			if !strings.Contains(line, want) {

@@ -185,13 +185,9 @@ func TestPublicLedgerHidesOwners(t *testing.T) {
 	}
 }
 
-// TestLegacyLedgerUpgrades: a data dir written before payload commitments
-// (testdata/legacy-data, made by that code: two owners, credentials, reads, a
-// paired agent) opens, verifies, and keeps serving its old entries as they always
-// were (their hash covers the payload, so they cannot be redacted); what happens
-// after the upgrade is private, and both audits pass on the mixed chain.
-func TestLegacyLedgerUpgrades(t *testing.T) {
-	ctx := context.Background()
+// copyLegacy copies testdata/legacy-data to a new data dir and returns it.
+func copyLegacy(t *testing.T) string {
+	t.Helper()
 	dir := filepath.Join(t.TempDir(), "data")
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		t.Fatal(err)
@@ -208,13 +204,28 @@ func TestLegacyLedgerUpgrades(t *testing.T) {
 	if filepath.Base(broker.LedgerPath(dir)) != "ledger.db" {
 		t.Fatalf("the ledger file is now %s: rename the fixture's", broker.LedgerPath(dir))
 	}
-	hexOf := func(name string) string {
-		b, err := os.ReadFile(filepath.Join("testdata", name))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return strings.TrimSpace(string(b))
+	return dir
+}
+
+// legacyHex reads a hex fixture of testdata/legacy-data (legacy-platform.hex, legacy-owner.hex).
+func legacyHex(t *testing.T, name string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("testdata", name))
+	if err != nil {
+		t.Fatal(err)
 	}
+	return strings.TrimSpace(string(b))
+}
+
+// TestLegacyLedgerUpgrades: a data dir written before payload commitments
+// (testdata/legacy-data, made by that code: two owners, credentials, reads, a
+// paired agent) opens, verifies, and keeps serving its old entries as they always
+// were (their hash covers the payload, so they cannot be redacted); what happens
+// after the upgrade is private, and both audits pass on the mixed chain.
+func TestLegacyLedgerUpgrades(t *testing.T) {
+	ctx := context.Background()
+	dir := copyLegacy(t)
+	hexOf := func(name string) string { return legacyHex(t, name) }
 	old, err := audit.VerifyDataDir(ctx, dir) // read-only, before any migration
 	if err != nil {
 		t.Fatalf("audit --data-dir of the legacy ledger: %v", err)

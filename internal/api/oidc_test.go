@@ -196,6 +196,10 @@ func TestOIDCRotation(t *testing.T) {
 	if len(ks.Keys) != 2 {
 		t.Fatalf("JWKS during the window: %+v", ks)
 	}
+	// every published key is on the registry: the new one was registered first
+	if kids := registered(t, e); !slices.Equal(kids, []string{old.Kid, res.Key.Kid}) || !slices.Equal(jwksKids(t, e), kids) {
+		t.Fatalf("registered %q, JWKS %q", kids, jwksKids(t, e))
+	}
 	verifyWith(t, e, old.Token) // the old token still verifies from the JWKS
 	nt, err := a.OIDCToken(ctx, "aud", 0)
 	if err != nil || nt.Kid != res.Key.Kid {

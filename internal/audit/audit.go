@@ -29,6 +29,9 @@ type Summary struct {
 	Redacted   uint64             `json:"redacted,omitempty"`   // private entries checked by their commitment only (server)
 	Opened     uint64             `json:"opened,omitempty"`     // private entries served in full (server: the owner's own)
 	Platform   string             `json:"platform_key,omitempty"`
+	Tier       string             `json:"tier,omitempty"`      // of the attested enclave (server): dev, or production (a signed release)
+	MrEnclave  string             `json:"mrenclave,omitempty"` // (server) the quote's
+	MrSigner   string             `json:"mrsigner,omitempty"`  // (server) the quote's
 	Pinned     bool               `json:"platform_key_pinned"`
 }
 
@@ -47,6 +50,9 @@ func (s Summary) Line() string {
 	}
 	if s.Redacted > 0 || s.Opened > 0 {
 		line += fmt.Sprintf(", %d private entries checked by commitment, %d opened", s.Redacted, s.Opened)
+	}
+	if s.Tier != "" && len(s.MrSigner) >= 16 {
+		line += fmt.Sprintf("; enclave tier %s, mrsigner %s…", s.Tier, s.MrSigner[:16])
 	}
 	return line
 }
@@ -86,6 +92,7 @@ func VerifyServer(ctx context.Context, c Server, pin ed25519.PublicKey) (Summary
 	if info.Quote.ReportData != hex.EncodeToString(rd[:]) {
 		return sum, invalid(errors.New("enclave quote does not commit to the keys the broker lists"))
 	}
+	sum.Tier, sum.MrEnclave, sum.MrSigner = string(info.Quote.Tier), info.Quote.MrEnclave, info.Quote.MrSigner
 	ledgerKey := ""
 	for _, k := range info.Keys {
 		if k.Path == "ledger/v1" {

@@ -237,6 +237,14 @@ func (b *Broker) Start(ctx context.Context) error {
 		b.status.Store(&msg)
 		return err
 	}
+	// Before the ledger is served: no key is published or signs before it is on
+	// the registry.
+	if err := b.registerGenesisOidcKey(ctx, l); err != nil {
+		l.Close()
+		msg := err.Error()
+		b.status.Store(&msg)
+		return err
+	}
 	b.ledger.Store(l)
 	b.metrics.head.Set(float64(l.Head().Seq))
 	b.status.Store(nil)

@@ -47,7 +47,7 @@ type RotateResult struct {
 }
 
 type oidcKeys struct {
-	keys    []registry.OidcKey // by version; the genesis key v1 is implicit until a rotation registers it
+	keys    []registry.OidcKey // by version, as the registry holds them
 	current *registry.OidcKey
 	signer  *oidc.Signer
 }
@@ -98,8 +98,9 @@ func (b *Broker) oidcLoad(ctx context.Context) (*oidcKeys, error) {
 	return k, nil
 }
 
-// oidcRead reads the issuer keys from state; the genesis key v1 is implicit
-// until a rotation registers it.
+// oidcRead reads the issuer keys from the registry: a key is published and
+// signs only once its oidc.key.register entry is durable (Start registers the
+// genesis key before the broker is ready).
 func (b *Broker) oidcRead(ctx context.Context) (*oidcKeys, error) {
 	lg, err := b.Ledger()
 	if err != nil {
@@ -108,13 +109,6 @@ func (b *Broker) oidcRead(ctx context.Context) (*oidcKeys, error) {
 	keys, err := registry.OidcKeys(lg.State(ctx))
 	if err != nil {
 		return nil, err
-	}
-	if len(keys) == 0 {
-		v1, err := b.oidcKeyRecord(oidcV1, 1, 0)
-		if err != nil {
-			return nil, err
-		}
-		keys = []registry.OidcKey{v1}
 	}
 	out := &oidcKeys{keys: keys}
 	for i := len(keys) - 1; i >= 0; i-- {
@@ -129,6 +123,32 @@ func (b *Broker) oidcRead(ctx context.Context) (*oidcKeys, error) {
 		}
 	}
 	return out, nil
+}
+
+// registerGenesisOidcKey puts the genesis issuer key oidc/issuer/v1 on the
+// registry (enclave origin, with a quote committing to it) unless the registry
+// holds a key already: at the first start, and once on a ledger written before
+// the genesis key was registered. Its active_from is the genesis time, since it
+// has been the issuer key from then on. The fold refuses a second registration
+// of a kid, so this writes at most one entry whatever happens.
+func (b *Broker) registerGenesisOidcKey(ctx context.Context, l *ledger.Ledger) error {
+	keys, err := registry.OidcKeys(l.State(ctx))
+	if err != nil || len(keys) > 0 {
+		return err
+	}
+	genesis, err := l.Entries(ctx, 0, 1)
+	if err != nil || len(genesis) != 1 {
+		return fmt.Errorf("reading the genesis entry: %v", err)
+	}
+	rec, err := b.oidcKeyRecord(oidcV1, 1, time.Unix(0, genesis[0].Time).Unix())
+	if err != nil {
+		return err
+	}
+	if _, err := l.Append(ctx, ledger.OriginEnclave, registry.KindOidcKeyRegister, registry.OidcRegister{Key: rec}); err != nil {
+		return fmt.Errorf("registering the genesis OIDC key %s on the ledger: %w", rec.Kid, err)
+	}
+	b.log.Info("registered the genesis OIDC key on the ledger", "kid", rec.Kid, "path", rec.Path)
+	return nil
 }
 
 // oidcObserve marks the key cache stale when a registry entry commits.
@@ -256,7 +276,8 @@ func (b *Broker) MintOIDC(ctx context.Context, c *Caller, r OIDCRequest) (*OIDCT
 		return nil, err
 	}
 	if k.signer == nil {
-		return nil, problem.New(problem.NotReady, "no OIDC issuer key is active", "the operator rotates in a new key: agentkeys oidc rotate")
+		return nil, problem.New(problem.NotReady, "no OIDC issuer key may sign: governance revoked the current one",
+			"governance rotates in a new key: agentkeys oidc rotate --window DURATION")
 	}
 	claims := oidc.NewClaims(b.cfg.Issuer, r.Audience, id, b.oidc.enclave, time.Now().Unix(), ttl)
 	// The audit entry names the token (kid, jti, exp) without holding it, so it is

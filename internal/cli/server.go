@@ -2,8 +2,6 @@ package cli
 
 import (
 	"context"
-	"crypto/ed25519"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -21,6 +19,7 @@ import (
 
 	"github.com/agentkeys/agentkeys/internal/api"
 	"github.com/agentkeys/agentkeys/internal/broker"
+	"github.com/agentkeys/agentkeys/internal/enclave"
 	"github.com/agentkeys/agentkeys/internal/oidc"
 	"github.com/agentkeys/agentkeys/internal/problem"
 )
@@ -47,6 +46,11 @@ $AGENTKEYS_HOME/platform.key (--platform-key PATH), or AGENTKEYS_PLATFORM_KEY
 the data dir alone opens nothing: the server refuses a platform key inside it
 unless --dev. Back the two up apart.
 
+Without --mrsigner-key the broker runs under the built-in dev signer, tier dev.
+With --mrsigner-key HEX (the public key agentkeys release keygen printed) it runs
+as tier production, and only if its executable carries that key's signature,
+<executable>.sig (agentkeys release sign); otherwise it refuses to start.
+
 Agents' daemons sign each request for the URL they were given (--server); the
 broker accepts the --issuer URL and each --public-url, never a name taken from
 the request's Host header.
@@ -59,7 +63,8 @@ X-Forwarded-For is believed. --signup invite admits new owners only with an
 invite the operator signs (agentkeys server invite).`,
 		Example: "  agentkeys server\n  agentkeys server --data-dir /var/lib/agentkeys/server --platform-key /etc/agentkeys/platform.key --listen 127.0.0.1:9000\n" +
 			"  agentkeys server --issuer https://keys.example.com --public-url https://keys.internal.example:8443\n" +
-			"  agentkeys server --signup invite --trusted-proxy 10.0.0.0/8 --pair-rate 20/1m,300/1m",
+			"  agentkeys server --signup invite --trusted-proxy 10.0.0.0/8 --pair-rate 20/1m,300/1m\n" +
+			"  agentkeys server --mrsigner-key 3b6a27bcceb6a42d62a3a8d02a6f0d73653215771de243a63ac048a18b59da29   # a signed release",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if dataDir == "" {
@@ -79,9 +84,8 @@ invite the operator signs (agentkeys server invite).`,
 			var signer []byte
 			if signerKey != "" {
 				var err error
-				if signer, err = hex.DecodeString(signerKey); err != nil || len(signer) != ed25519.PublicKeySize {
-					return problem.New(problem.BadRequest, "--mrsigner-key must be a 64-hex-character ed25519 public key",
-						"pass the release-signing public key of this build, or omit it for the dev signer")
+				if signer, err = parseSignerKey(signerKey); err != nil {
+					return err
 				}
 			}
 			limit, window, err := parseRate("--read-rate", readRate)
@@ -124,7 +128,7 @@ invite the operator signs (agentkeys server invite).`,
 	cmd.Flags().StringVar(&dataDir, "data-dir", "", "where the sealed seed, ledger and operator key live (default $AGENTKEYS_HOME/server)")
 	cmd.Flags().StringVar(&platformKey, "platform-key", "", "file holding the platform key that seals the seed, outside the data dir (default $AGENTKEYS_HOME/platform.key)")
 	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:8090", "address for the HTTP API")
-	cmd.Flags().StringVar(&signerKey, "mrsigner-key", "", "release-signing ed25519 public key (hex) whose hash is mrsigner; default: the dev signer (tier dev)")
+	cmd.Flags().StringVar(&signerKey, "mrsigner-key", "", "release-signing ed25519 public key (hex; release keygen prints it): run as tier production, only if <executable>.sig verifies; default: the dev signer (tier dev)")
 	cmd.Flags().StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	cmd.Flags().StringVar(&logFormat, "log-format", "auto", "text, json, or auto: text on a terminal, JSON otherwise")
 	cmd.Flags().Int64Var(&maxBody, "max-body", api.DefaultMaxBody, "largest accepted request body in bytes")
@@ -230,6 +234,9 @@ password; the new owner runs agentkeys init --server URL --invite-file FILE.`,
 	return cmd
 }
 
+// StartRefused is the code of a server that refuses to start (exit 1).
+const StartRefused = "START_REFUSED"
+
 type serverConfig struct {
 	listen, issuer string
 	dev            bool
@@ -283,9 +290,15 @@ func runServer(ctx context.Context, log *slog.Logger, cfg serverConfig) error {
 	reg := prometheus.NewRegistry()
 	bc.Registerer = reg
 	b, err := broker.Open(bc)
+	var unsigned *enclave.ReleaseError
+	if errors.As(err, &unsigned) {
+		return problem.Newf(StartRefused, "sign this exact executable with the key whose public half is --mrsigner-key "+
+			"(agentkeys release sign --key KEY --binary "+unsigned.Executable+"), or start without --mrsigner-key to run as tier dev",
+			"--mrsigner-key is set, so this build runs only as a signed release, and %s does not verify: %s", unsigned.SigFile, unsigned.Reason)
+	}
 	if err != nil {
 		// one line: the enclave's message names the cause and the fix
-		return problem.New("START_REFUSED", err.Error(), "")
+		return problem.New(StartRefused, err.Error(), "")
 	}
 	defer b.Close()
 	if b.Enclave.Created() {
@@ -313,7 +326,7 @@ func runServer(ctx context.Context, log *slog.Logger, cfg serverConfig) error {
 	}
 	m := b.Enclave.Measurements()
 	log.Info("listening", "addr", ln.Addr().String(), "url", "http://"+ln.Addr().String(), "issuer", bc.Issuer, "data_dir", bc.DataDir,
-		"tier", string(m.Tier), "mrenclave", fmt.Sprintf("%x", m.MrEnclave[:8]))
+		"tier", string(m.Tier), "mrenclave", fmt.Sprintf("%x", m.MrEnclave[:8]), "mrsigner", fmt.Sprintf("%x", m.MrSigner[:8]))
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 	go func() {

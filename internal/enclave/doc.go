@@ -74,7 +74,10 @@
 // uses the built-in dev signer — public key
 // ed25519.NewKeyFromSeed(SHA-256("agentkeys/dev-signer/v1")).Public(), whose
 // private half is public knowledge, so it is for development only — and
-// reports tier "dev". Quotes are signed by the platform attestation key,
+// reports tier "dev". With a configured signer (Config.SignerPublicKey) Open
+// refuses, before it touches the seed, unless <executable>.sig is that key's
+// Ed25519 signature over the very digest it measured (see ReleaseSignature);
+// only then tier "production". Quotes are signed by the platform attestation key,
 // ed25519.NewKeyFromSeed(HKDF-SHA256(platform secret, info
 // "agentkeys/platform/attest/v1")), whose public key verifiers pin (see
 // VerifyQuote).

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
+	"runtime"
 	"sync"
 	"sync/atomic"
 )
@@ -19,7 +21,8 @@ const (
 	// TierDev: the build runs under the built-in dev signer, whose private
 	// key is public knowledge. Not for real secrets.
 	TierDev Tier = "dev"
-	// TierProduction: the build runs under a configured release-signing key.
+	// TierProduction: the build runs under a configured release-signing key,
+	// and its executable carries that key's signature (<executable>.sig).
 	TierProduction Tier = "production"
 )
 
@@ -66,8 +69,12 @@ type Config struct {
 	// DevPlatformKeyInDir accepts a platform key file inside Dir (the layout
 	// of earlier releases). Development only: a copy of Dir then unseals.
 	DevPlatformKeyInDir bool
-	SignerPublicKey     []byte // release-signing ed25519 public key (32 bytes); nil = built-in dev signer => tier dev; set => tier production
-	Executable          string // file hashed for mrenclave; "" = os.Executable()
+	// SignerPublicKey is the release-signing ed25519 public key (32 bytes);
+	// nil = the built-in dev signer, tier dev. When set, Open refuses
+	// (*ReleaseError) unless <executable>.sig is this key's signature over the
+	// executable's digest; then tier production.
+	SignerPublicKey []byte
+	Executable      string // file hashed for mrenclave; "" = os.Executable()
 }
 
 // Measurements are the enclave's identity as reported in quotes (§2.2).
@@ -139,9 +146,15 @@ func Open(cfg Config) (*Enclave, error) {
 		signer = cfg.SignerPublicKey
 		tier = TierProduction
 	}
-	mrenclave, err := hashExecutable(cfg.Executable)
+	exe, mrenclave, err := hashExecutable(cfg.Executable)
 	if err != nil {
 		return nil, err
+	}
+	if tier == TierProduction {
+		// The digest just measured is the one verified: no second read.
+		if err := verifyReleaseFile(exe, mrenclave, signer); err != nil {
+			return nil, err
+		}
 	}
 	e := &Enclave{
 		meas: Measurements{
@@ -170,28 +183,32 @@ func Open(cfg Config) (*Enclave, error) {
 	return e, nil
 }
 
-// hashExecutable returns SHA-256 of the named file, or of the running
-// executable when path is "".
-func hashExecutable(path string) ([32]byte, error) {
-	if path == "" {
+// hashExecutable returns the executable's resolved path and SHA-256: of the
+// named file, or of the running executable when path is "" (on Linux the
+// image the process runs, /proc/self/exe, even if the file at its path was
+// replaced since).
+func hashExecutable(path string) (string, [32]byte, error) {
+	running := path == ""
+	if running {
 		p, err := os.Executable()
 		if err != nil {
-			return [32]byte{}, fmt.Errorf("enclave: locate the running executable for mrenclave: %w (set Config.Executable)", err)
+			return "", [32]byte{}, fmt.Errorf("enclave: locate the running executable for mrenclave: %w (set Config.Executable)", err)
 		}
 		path = p
 	}
-	f, err := os.Open(path)
+	resolved, err := filepath.EvalSymlinks(path)
 	if err != nil {
-		return [32]byte{}, fmt.Errorf("enclave: measure executable for mrenclave: %w", err)
+		return "", [32]byte{}, fmt.Errorf("enclave: measure executable for mrenclave: %w", err)
 	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return [32]byte{}, fmt.Errorf("enclave: measure executable %s for mrenclave: %w", path, err)
+	measured := resolved
+	if running && runtime.GOOS == "linux" {
+		measured = "/proc/self/exe"
 	}
-	var out [32]byte
-	h.Sum(out[:0])
-	return out, nil
+	sum, err := HashFile(measured)
+	if err != nil {
+		return "", [32]byte{}, fmt.Errorf("enclave: measure executable %s for mrenclave: %w", resolved, err)
+	}
+	return resolved, sum, nil
 }
 
 // Created reports whether this Open created a new seed.

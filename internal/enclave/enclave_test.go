@@ -2,7 +2,6 @@ package enclave
 
 import (
 	"bytes"
-	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
@@ -246,7 +245,7 @@ func TestForeignSigner(t *testing.T) {
 	}
 	e.Close()
 
-	pub, _, _ := ed25519.GenerateKey(rand.Reader)
+	pub, _ := signExecutable(t, cfg.Executable)
 	cfg.SignerPublicKey = pub
 	err := expectOpenError(t, cfg, ErrForeignSigner)
 	for _, w := range []string{"mrsigner", "handoff", "untouched"} {
@@ -258,7 +257,7 @@ func TestForeignSigner(t *testing.T) {
 
 func TestProductionSigner(t *testing.T) {
 	cfg := testConfig(t)
-	pub, _, _ := ed25519.GenerateKey(rand.Reader)
+	pub, _ := signExecutable(t, cfg.Executable)
 	cfg.SignerPublicKey = pub
 	e := mustOpen(t, cfg)
 	m := e.Measurements()

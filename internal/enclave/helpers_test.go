@@ -2,8 +2,11 @@ package enclave
 
 import (
 	"bytes"
+	"crypto/ed25519"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
@@ -88,4 +91,27 @@ func expectOpenError(t *testing.T, cfg Config, want error) error {
 func testOmni(i int) string {
 	h := sha256.Sum256([]byte{byte(i), byte(i >> 8), byte(i >> 16), byte(i >> 24)})
 	return hex.EncodeToString(h[:])
+}
+
+// signExecutable signs exe with a new release-signing key, writes exe.sig and
+// returns the key pair.
+func signExecutable(t testing.TB, exe string) (ed25519.PublicKey, ed25519.PrivateKey) {
+	t.Helper()
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeSig(t, exe, SignRelease(priv, sha256.Sum256(readFile(t, exe))))
+	return pub, priv
+}
+
+func writeSig(t testing.TB, exe string, s ReleaseSignature) {
+	t.Helper()
+	b, err := json.Marshal(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(exe+ReleaseSigSuffix, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
 }

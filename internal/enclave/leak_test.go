@@ -249,7 +249,7 @@ func TestNoSecretInAnyOutput(t *testing.T) {
 	_, err = Open(wrong)
 	add(err)
 	foreign := copyDir(true, sealed)
-	foreign.SignerPublicKey = bytes.Repeat([]byte{1}, 32)
+	foreign.SignerPublicKey, _ = signExecutable(t, foreign.Executable)
 	_, err = Open(foreign)
 	add(err)
 	_, err = Open(copyDir(false, sealed))
