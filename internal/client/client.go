@@ -28,12 +28,18 @@ type Client struct {
 
 // New returns a client for the broker at server (http or https URL).
 func New(server string) (*Client, error) {
+	return NewWith(server, &http.Client{Timeout: 30 * time.Second})
+}
+
+// NewWith is New with the HTTP client hc, e.g. a load generator's, which keeps
+// as many idle connections as it has workers.
+func NewWith(server string, hc *http.Client) (*Client, error) {
 	u, err := url.Parse(server)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, problem.Newf(problem.BadRequest, "pass the broker URL, e.g. --server http://127.0.0.1:8090",
 			"%q is not an http(s) URL", server)
 	}
-	return &Client{base: strings.TrimRight(u.String(), "/"), hc: &http.Client{Timeout: 30 * time.Second}, now: time.Now}, nil
+	return &Client{base: strings.TrimRight(u.String(), "/"), hc: hc, now: time.Now}, nil
 }
 
 // Server returns the broker URL.
