@@ -111,6 +111,6 @@ hash-chained ledger; every key comes from one sealed seed.`,
 	root.CompletionOptions.DisableDefaultCmd = true
 	root.AddCommand(serverCmd(e), auditCmd(e), initCmd(e), whoamiCmd(e), logoutCmd(e),
 		storeCmd(e), readCmd(e), listCmd(e), rmCmd(e), approveCmd(e), usageCmd(e),
-		agentCmd(e), daemonCmd(e), runCmd(e), oidcCmd(e))
+		agentCmd(e), daemonCmd(e), runCmd(e), oidcCmd(e), benchCmd(e))
 	return root
 }
