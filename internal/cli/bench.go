@@ -236,7 +236,7 @@ func (e *env) runBench(ctx context.Context, mode string, o benchOpts) error {
 	var progress func(ok, failed int64, elapsed time.Duration)
 	if isTerminal(os.Stderr) && !o.asJSON {
 		progress = func(ok, failed int64, elapsed time.Duration) {
-			fmt.Fprintf(e.stderr, "\r%s: %s/%s  %d ok  %d errors ", mode, elapsed.Round(time.Second), o.duration, ok, failed)
+			fmt.Fprintf(e.stderr, "\r%s: %s/%s  %d ok  %d errors ", mode, elapsed.Truncate(100*time.Millisecond), o.duration, ok, failed)
 		}
 	}
 	st := bench.Run(ctx, bench.Config{Concurrency: o.concurrency, Duration: o.duration, Op: op, Progress: progress})
