@@ -62,11 +62,13 @@ several --server URLs the agents are spread over them, one owner per broker.
 
 The broker's limits apply to a bench like to anyone, and refusals are reported as
 RATE_LIMITED, not hidden: reads are limited per agent session (server --read-rate,
-default 100/1m), mints per agent (--mint-rate, 60/1m), pair requests and logins per
-source address (--pair-rate, --login-rate, --signup-rate). To measure throughput,
-run the broker for the bench with raised limits, e.g.
+default 100/1m), mints per agent (--mint-rate, 60/1m), sign-ups, logins, pair
+requests and polls per source address and in all (--signup-rate, --login-rate,
+--pair-rate, --poll-rate). To measure throughput, run the broker for the bench
+with raised limits, e.g.
   agentkeys server --read-rate 1000000/1m --mint-rate 1000000/1m \
-    --pair-rate 100000/1m,100000/1m --oidc-audience sts.amazonaws.com
+    --pair-rate 100000/1m,100000/1m --poll-rate 100000/1m,100000/1m \
+    --oidc-audience sts.amazonaws.com
 Pairing the agents at the default --pair-rate (10 a minute per address) waits for
 the limit, saying so on stderr.`,
 		Example: "  agentkeys bench read --server http://127.0.0.1:8090 --agents 16 --duration 10s\n" +
@@ -93,11 +95,15 @@ func benchModeCmd(e *env, mode string) *cobra.Command {
 			"--duration; --concurrency defaults to --agents. Every pairing is a pair request from\n" +
 			"this address, so the broker's --pair-rate bounds it."
 	}
+	example := fmt.Sprintf("  agentkeys bench %s --server http://127.0.0.1:8090 --agents 4 --duration 10s\n  agentkeys bench %s --server http://127.0.0.1:8090 --agents 16 --duration 30s --json", mode, mode)
+	if mode == "pair" {
+		example = "  agentkeys bench pair --server http://127.0.0.1:8090 --concurrency 4 --duration 10s\n  agentkeys bench pair --server http://127.0.0.1:8090 --concurrency 8 --duration 30s --json"
+	}
 	cmd := &cobra.Command{
 		Use:     mode,
 		Short:   short,
 		Long:    long,
-		Example: fmt.Sprintf("  agentkeys bench %s --server http://127.0.0.1:8090 --agents 4 --duration 10s\n  agentkeys bench %s --server http://127.0.0.1:8090 --agents 16 --duration 30s --json", mode, mode),
+		Example: example,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if len(o.servers) == 0 {
