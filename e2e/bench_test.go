@@ -87,7 +87,7 @@ func (b benchJSON) sane(t *testing.T, mode string) {
 func TestBench(t *testing.T) {
 	h := newHarness(t)
 	raised := []string{"--read-rate", "1000000/1m", "--mint-rate", "1000000/1m", "--pair-rate", "100000/1m,100000/1m",
-		"--poll-rate", "100000/1m,100000/1m", "--oidc-audience", "sts.amazonaws.com"}
+		"--poll-rate", "100000/1m,100000/1m", "--oidc-audience", "sts.amazonaws.com", "--oidc-audience", "bench-aud"}
 	s := h.start(serverOpts{home: t.TempDir(), args: raised})
 	me := t.TempDir()
 	args := []string{"--server", s.url, "--agents", "4", "--duration", "3s"}
@@ -132,6 +132,22 @@ func TestBench(t *testing.T) {
 	mint.sane(t, "mint")
 	if mint.Paired != 0 {
 		t.Fatalf("mint run paired %d agents; want the read run's reused", mint.Paired)
+	}
+	// Another audience: the kept agents' scope is widened, nothing re-paired.
+	aud := runBench(t, h, me, append([]string{"mint", "--audience", "bench-aud"}, args...)...)
+	aud.sane(t, "mint")
+	if aud.Paired != 0 {
+		t.Fatalf("mint for another audience paired %d agents; want the kept ones, their scope widened", aud.Paired)
+	}
+	// The bench owner's state is an owner home: the operator manages its
+	// agents with the usual commands. A revoked agent is paired again.
+	if r := h.cli(filepath.Dir(dirs[0]), "agent", "revoke", "bench-2"); r.code != 0 {
+		t.Fatalf("agent revoke bench-2 in the bench owner's home: exit %d, %s", r.code, r.stderr)
+	}
+	after := runBench(t, h, me, append([]string{"read"}, args...)...)
+	after.sane(t, "read")
+	if after.Paired != 1 {
+		t.Fatalf("after revoking bench-2: paired %d, want 1", after.Paired)
 	}
 	pair := runBench(t, h, me, append([]string{"pair"}, args...)...)
 	pair.sane(t, "pair")

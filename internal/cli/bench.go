@@ -363,21 +363,16 @@ func benchCredential(ctx context.Context, ow *benchOwner) error {
 // in the state directory that are still active with this generation are
 // reused (their scope widened if it lacks scope), the others paired now.
 func (e *env) benchAgents(ctx context.Context, owners []*benchOwner, n int, scope []string, quiet bool) ([]benchAgent, int, error) {
-	known := make([]map[string]bool, len(owners)) // alias@generation that is active
+	known := make([]map[string]agent.Agent, len(owners)) // by alias: the active agents
 	for i, ow := range owners {
 		list, err := ow.c.Agents(ctx)
 		if err != nil {
 			return nil, 0, err
 		}
-		known[i] = map[string]bool{}
+		known[i] = map[string]agent.Agent{}
 		for _, a := range list {
 			if a.Status == agent.Active && time.Until(time.Unix(a.Expires, 0)) > time.Hour {
-				known[i][fmt.Sprintf("%s@%d", a.Alias, a.Generation)] = true
-				if !containsAll(a.Scope, scope) {
-					if _, err := ow.c.SetScope(ctx, a.Alias, broker.ScopeEdit{Add: scope}); err != nil {
-						return nil, 0, err
-					}
-				}
+				known[i][a.Alias] = a
 			}
 		}
 	}
@@ -385,11 +380,17 @@ func (e *env) benchAgents(ctx context.Context, owners []*benchOwner, n int, scop
 	sessions := make([]*daemon.Session, n)
 	var missing []int
 	for i := range n {
-		d := benchAgentDir(owners[i%len(owners)], i)
-		s, err := d.LoadSession()
-		if err != nil || !known[i%len(owners)][fmt.Sprintf("%s@%d", s.Alias, s.Generation)] {
+		ow := owners[i%len(owners)]
+		s, err := benchAgentDir(ow, i).LoadSession()
+		a, ok := known[i%len(owners)][fmt.Sprintf("bench-%d", i)]
+		if err != nil || !ok || a.Generation != s.Generation {
 			missing = append(missing, i)
 			continue
+		}
+		if !containsAll(a.Scope, scope) { // kept from a run of another mode or --audience
+			if _, err := ow.c.SetScope(ctx, a.Alias, broker.ScopeEdit{Add: scope}); err != nil {
+				return nil, 0, err
+			}
 		}
 		sessions[i] = s
 	}
