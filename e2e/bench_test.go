@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -187,6 +189,25 @@ func TestBench(t *testing.T) {
 		t.Fatalf("pairing past the pair limit: exit %d\nstdout %q\nstderr %q", r.code, r.stdout, r.stderr)
 	}
 
+	// A new broker at the URL of an old one (another attestation key): bench
+	// refuses to use its state there and says what to delete.
+	low.stop(os.Interrupt)
+	fresh := h.start(serverOpts{home: t.TempDir(), args: []string{"--listen", low.addr}})
+	if fresh.url != low.url {
+		t.Fatalf("the new broker listens at %s, not %s", fresh.url, low.url)
+	}
+	r = h.cli(me, "bench", "read", "--server", low.url, "--agents", "1", "--duration", "200ms")
+	lowState := filepath.Join(state, benchHash(low.url))
+	if r.code == 0 || !strings.Contains(r.stderr, "attestation key changed") || !strings.Contains(r.stderr, "delete "+lowState) {
+		t.Fatalf("bench against a new broker at an old URL: exit %d, stderr %q", r.code, r.stderr)
+	}
+	if err := os.RemoveAll(lowState); err != nil {
+		t.Fatal(err)
+	}
+	if b := runBench(t, h, me, "read", "--server", low.url, "--agents", "1", "--duration", "200ms"); b.Paired != 1 {
+		t.Fatalf("after deleting its state: %+v, want a new owner and agent", b)
+	}
+
 	// Bad input: a clear error, nothing created.
 	r = h.cli(me, "bench", "read", "--agents", "2")
 	if r.code == 0 || !strings.Contains(r.stderr, "--server is required") {
@@ -196,4 +217,11 @@ func TestBench(t *testing.T) {
 	if r.code == 0 || !strings.Contains(r.stderr, "--agents must be") {
 		t.Fatalf("--agents 0: exit %d, stderr %q", r.code, r.stderr)
 	}
+}
+
+// benchHash is the directory bench keeps a broker's owner in: 12 hex digits of
+// the URL's SHA-256.
+func benchHash(url string) string {
+	h := sha256.Sum256([]byte(url))
+	return hex.EncodeToString(h[:6])
 }

@@ -310,9 +310,16 @@ func (e *env) benchOwner(ctx context.Context, state string, c *client.Client) (*
 	if s != nil && s.Server == c.Server() {
 		pinned = s.PlatformKey
 	}
-	if _, pinned, err = attestedShielding(ctx, c, pinned); err != nil {
+	platform := ""
+	if _, platform, err = attestedShielding(ctx, c, ""); err != nil {
 		return nil, err
 	}
+	if pinned != "" && pinned != platform {
+		return nil, problem.Newf(problem.Denied, "if it is a new broker at the same URL, delete "+string(d)+" and run the bench again",
+			"the broker at %s is not the one bench's state was made with: its attestation key changed (pinned %.16s…, now %.16s…)",
+			c.Server(), pinned, platform)
+	}
+	pinned = platform
 	login := func() broker.Login {
 		l := broker.Login{PublicKey: hex.EncodeToString(key.Public().(ed25519.PublicKey)), Server: c.Server(), Time: time.Now().Unix(), Nonce: nonce()}
 		broker.SignLogin(&l, key)
