@@ -11,6 +11,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -81,6 +82,14 @@ func (c *Client) Do(ctx context.Context, method, path string, body, out any, hea
 		}
 		if json.Unmarshal(data, &eb) == nil && eb.Error != nil && eb.Error.Code != "" {
 			return eb.Error
+		}
+		if resp.StatusCode == http.StatusTooManyRequests { // a limit in front of the broker, e.g. a proxy's
+			p := problem.Newf(problem.RateLimited, "wait and retry; the operator of "+c.base+" sets the limit",
+				"%s %s was refused for a rate limit (HTTP 429)", method, path)
+			if n, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && n > 0 {
+				p.RetryAfter = min(n, 3600)
+			}
+			return p
 		}
 		return problem.Newf(problem.Internal, "check that the URL points at an AgentKeys broker",
 			"%s %s answered HTTP %d", method, path, resp.StatusCode)
