@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"errors"
+	"math"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -73,18 +74,54 @@ func TestRunReportsProgress(t *testing.T) {
 	})
 }
 
-func TestSummariseNearestRank(t *testing.T) {
-	var d []time.Duration
+func TestHistogramNearestRank(t *testing.T) {
+	var h Histogram
 	for i := 100; i >= 1; i-- {
-		d = append(d, time.Duration(i)*time.Millisecond)
+		h.Add(time.Duration(i) * time.Millisecond)
 	}
-	if got := Summarise(d); got != (Latency{P50: 50, P90: 90, P99: 99, Max: 100}) {
-		t.Fatalf("got %+v", got)
+	got := h.Latency()
+	for _, c := range []struct{ got, want float64 }{{got.P50, 50}, {got.P90, 90}, {got.P99, 99}} {
+		if math.Abs(c.got-c.want) > c.want/128 {
+			t.Errorf("got %+v, want p50 50, p90 90, p99 99 within 1/128", got)
+		}
 	}
-	if got := Summarise([]time.Duration{1500 * time.Microsecond}); got != (Latency{1.5, 1.5, 1.5, 1.5}) {
+	if got.Max != 100 || h.Count() != 100 {
+		t.Errorf("max %v, count %d; want exactly 100 and 100", got.Max, h.Count())
+	}
+	var one Histogram
+	one.Add(150 * time.Microsecond) // exact below 256µs
+	if got := one.Latency(); got != (Latency{0.15, 0.15, 0.15, 0.15}) {
 		t.Fatalf("one sample: %+v", got)
 	}
-	if got := Summarise(nil); got != (Latency{}) {
+	if got := (&Histogram{}).Latency(); got != (Latency{}) {
 		t.Fatalf("none: %+v", got)
+	}
+	var merged Histogram
+	merged.Merge(&h)
+	merged.Merge(&one)
+	if merged.Count() != 101 || merged.Latency().Max != 100 || merged.Latency().P50 != h.Latency().P50 {
+		t.Fatalf("merged: %d, %+v", merged.Count(), merged.Latency())
+	}
+}
+
+// Every latency lands in a bucket whose middle is within 1/128 of it (or 1µs),
+// buckets are ordered like the latencies, and huge ones stay in range.
+func TestHistogramBuckets(t *testing.T) {
+	prev := 0
+	for d := time.Duration(0); d < 100*time.Second; d = d*17/16 + time.Microsecond {
+		b := bucket(d)
+		if b < prev || b >= histBuckets {
+			t.Fatalf("bucket(%v) = %d after %d", d, b, prev)
+		}
+		prev = b
+		if diff := (middle(b) - d).Abs(); diff > d/128+time.Microsecond {
+			t.Fatalf("bucket(%v) middle %v is %v off", d, middle(b), diff)
+		}
+	}
+	if b := bucket(time.Duration(math.MaxInt64)); b != histBuckets-1 {
+		t.Fatalf("the longest duration lands in bucket %d", b)
+	}
+	if bucket(-time.Second) != 0 {
+		t.Fatal("a negative latency must land in bucket 0")
 	}
 }

@@ -109,8 +109,8 @@ func benchModeCmd(e *env, mode string) *cobra.Command {
 			if len(o.servers) == 0 {
 				return problem.New(problem.BadRequest, "--server is required", "e.g. agentkeys bench "+mode+" --server http://127.0.0.1:8090")
 			}
-			if o.agents < 1 || o.agents > 10000 || o.concurrency < 0 || o.concurrency > 10000 {
-				return problem.New(problem.BadRequest, "--agents must be 1-10000 and --concurrency 0-10000", "e.g. --agents 16 (--concurrency defaults to --agents)")
+			if o.agents < 1 || o.agents > 1000 || o.concurrency < 0 || o.concurrency > 1000 {
+				return problem.New(problem.BadRequest, "--agents must be 1-1000 and --concurrency 0-1000", "e.g. --agents 16 (--concurrency defaults to --agents)")
 			}
 			if o.duration < 100*time.Millisecond || o.duration > 24*time.Hour {
 				return problem.New(problem.BadRequest, "--duration must be between 100ms and 24h", "e.g. --duration 10s")
