@@ -16,6 +16,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -32,6 +33,9 @@ import (
 	"github.com/agentkeys/agentkeys/internal/problem"
 	"github.com/agentkeys/agentkeys/internal/vault"
 )
+
+// benchPairers is how many agents bench pairs at once.
+const benchPairers = 8
 
 // benchService is the owner-wide credential bench stores and its agents read.
 const benchService = "bench"
@@ -404,16 +408,46 @@ func (e *env) benchAgents(ctx context.Context, owners []*benchOwner, n int, scop
 	if len(missing) > 0 && !quiet {
 		fmt.Fprintf(e.stderr, "Pairing %d bench agent(s); %d kept from earlier runs.\n", len(missing), n-len(missing))
 	}
+	// Up to benchPairers pairings at once; the first failure stops the others
+	// (agents paired so far are kept for the next run).
+	pctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	next := make(chan int)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for range min(benchPairers, len(missing)) {
+		wg.Go(func() {
+			for i := range next {
+				ow := owners[i%len(owners)]
+				s, err := e.benchPairRetry(pctx, ow, fmt.Sprintf("bench-%d", i), append([]string{benchService, "oidc:" + oidc.AWSAudience}, scope...))
+				if err == nil {
+					err = benchAgentDir(ow, i).SaveSession(s)
+				}
+				if err != nil {
+					errs[i] = err
+					cancel()
+					continue
+				}
+				sessions[i] = s
+			}
+		})
+	}
 	for _, i := range missing {
-		ow := owners[i%len(owners)]
-		s, err := e.benchPairRetry(ctx, ow, fmt.Sprintf("bench-%d", i), append([]string{benchService, "oidc:" + oidc.AWSAudience}, scope...))
-		if err != nil {
-			return nil, 0, err
+		select {
+		case next <- i:
+		case <-pctx.Done():
 		}
-		if err := benchAgentDir(ow, i).SaveSession(s); err != nil {
-			return nil, 0, err
+	}
+	close(next)
+	wg.Wait()
+	var first error // the cause, rather than the others' being stopped (UNREACHABLE)
+	for _, err := range errs {
+		if err != nil && (first == nil || problem.As(first).Code == problem.Unreachable) {
+			first = err
 		}
-		sessions[i] = s
+	}
+	if first != nil {
+		return nil, 0, first
 	}
 	for i, s := range sessions {
 		key, err := daemon.DecodeKey(s.ProofKey)
