@@ -151,6 +151,23 @@ func TestBench(t *testing.T) {
 	if after.Paired != 1 {
 		t.Fatalf("after revoking bench-2: paired %d, want 1", after.Paired)
 	}
+	// A pending request for an alias bench is about to pair (a run stopped
+	// between request and approval leaves one): the bench owner denies it and
+	// pairs its own.
+	other := t.TempDir()
+	r := h.cli(other, "daemon", "pair", "--server", s.url, "--owner", ow.Omni, "--alias", "bench-4", "--no-wait")
+	var staleID string
+	if r.code != 0 || !strings.HasPrefix(r.stdout, "Pair request ") {
+		t.Fatalf("daemon pair --no-wait: exit %d, %s", r.code, r.stderr)
+	}
+	staleID = strings.Fields(r.stdout)[2]
+	five := runBench(t, h, me, "read", "--server", s.url, "--agents", "5", "--duration", "500ms")
+	if five.Paired != 1 || five.OK < 1 || len(five.Errors) != 0 {
+		t.Fatalf("with a stale pending request for bench-4: %+v, want bench-4 paired", five)
+	}
+	if r := h.cli(other, "daemon", "pair", "--resume", staleID); r.code == 0 || !strings.Contains(r.stderr, "denied") {
+		t.Fatalf("the stale request %s: exit %d, stderr %q; want it denied", staleID, r.code, r.stderr)
+	}
 	pair := runBench(t, h, me, append([]string{"pair"}, args...)...)
 	pair.sane(t, "pair")
 	if pair.Agents != 0 || pair.Concurrency != 4 {
@@ -158,7 +175,7 @@ func TestBench(t *testing.T) {
 	}
 
 	// Text output when piped: the summary, no progress line.
-	r := h.cli(me, "bench", "read", "--server", s.url, "--agents", "2", "--duration", "500ms")
+	r = h.cli(me, "bench", "read", "--server", s.url, "--agents", "2", "--duration", "500ms")
 	if r.code != 0 || !strings.HasPrefix(r.stdout, "bench read: "+s.url+", 2 agents (0 paired now, 2 reused)") ||
 		!strings.Contains(r.stdout, "throughput") || !strings.Contains(r.stdout, "p99") || r.stderr != "" {
 		t.Fatalf("text output: exit %d\nstdout %q\nstderr %q", r.code, r.stdout, r.stderr)
