@@ -136,6 +136,16 @@ func (e *env) newPairRequest(ctx context.Context, d daemon.Dir, server, owner, a
 	if err != nil {
 		return nil, err
 	}
+	p, err := sendPairRequest(ctx, c, owner, alias, scope, ttl, wait)
+	if err != nil {
+		return nil, err
+	}
+	return p, d.SavePending(p)
+}
+
+// sendPairRequest makes a daemon's keys, sends its signed pair request through c
+// and checks the broker's VVC and fingerprint; it stores nothing.
+func sendPairRequest(ctx context.Context, c *client.Client, owner, alias string, scope []string, ttl, wait time.Duration) (*daemon.Pending, error) {
 	if scope == nil {
 		scope = []string{}
 	}
@@ -182,9 +192,8 @@ func (e *env) newPairRequest(ctx context.Context, d daemon.Dir, server, owner, a
 	if err != nil {
 		return nil, err
 	}
-	p := &daemon.Pending{Server: c.Server(), Owner: owner, Alias: alias, Scope: scope, ID: res.ID, VVC: res.VVC,
-		Fingerprint: res.Fingerprint, ExpiresAt: res.ExpiresAt, ProofKey: pk, HPKEPrivate: base64.StdEncoding.EncodeToString(hb)}
-	return p, d.SavePending(p)
+	return &daemon.Pending{Server: c.Server(), Owner: owner, Alias: alias, Scope: scope, ID: res.ID, VVC: res.VVC,
+		Fingerprint: res.Fingerprint, ExpiresAt: res.ExpiresAt, ProofKey: pk, HPKEPrivate: base64.StdEncoding.EncodeToString(hb)}, nil
 }
 
 // waitPairing polls the broker until the owner decides; on a terminal it shows

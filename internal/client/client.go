@@ -11,6 +11,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -28,12 +29,18 @@ type Client struct {
 
 // New returns a client for the broker at server (http or https URL).
 func New(server string) (*Client, error) {
+	return NewWith(server, &http.Client{Timeout: 30 * time.Second})
+}
+
+// NewWith is New with the HTTP client hc, e.g. a load generator's, which keeps
+// as many idle connections as it has workers.
+func NewWith(server string, hc *http.Client) (*Client, error) {
 	u, err := url.Parse(server)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, problem.Newf(problem.BadRequest, "pass the broker URL, e.g. --server http://127.0.0.1:8090 (or set AGENTKEYS_SERVER to it)",
 			"%q is not an http(s) URL", server)
 	}
-	return &Client{base: strings.TrimRight(u.String(), "/"), hc: &http.Client{Timeout: 30 * time.Second}, now: time.Now}, nil
+	return &Client{base: strings.TrimRight(u.String(), "/"), hc: hc, now: time.Now}, nil
 }
 
 // Server returns the broker URL.
@@ -75,6 +82,14 @@ func (c *Client) Do(ctx context.Context, method, path string, body, out any, hea
 		}
 		if json.Unmarshal(data, &eb) == nil && eb.Error != nil && eb.Error.Code != "" {
 			return eb.Error
+		}
+		if resp.StatusCode == http.StatusTooManyRequests { // a limit in front of the broker, e.g. a proxy's
+			p := problem.Newf(problem.RateLimited, "wait and retry; the operator of "+c.base+" sets the limit",
+				"%s %s was refused for a rate limit (HTTP 429)", method, path)
+			if n, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && n > 0 {
+				p.RetryAfter = min(n, 3600)
+			}
+			return p
 		}
 		return problem.Newf(problem.Internal, "check that the URL points at an AgentKeys broker",
 			"%s %s answered HTTP %d", method, path, resp.StatusCode)

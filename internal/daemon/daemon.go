@@ -205,6 +205,20 @@ func NewHPKEKey() (hpke.PrivateKey, error) { return hpke.MLKEM768X25519().Genera
 // Complete opens an approved request's delivery with the pending keys and
 // stores the session; the pending file is removed.
 func (d Dir) Complete(p *Pending, dl *agent.Delivery) (*Session, error) {
+	s, err := p.Open(dl)
+	if err != nil {
+		return nil, err
+	}
+	if err := d.SaveSession(s); err != nil {
+		return nil, err
+	}
+	d.RemovePending(p.ID)
+	return s, nil
+}
+
+// Open opens an approved request's delivery with the pending keys and returns
+// the session, storing nothing.
+func (p *Pending) Open(dl *agent.Delivery) (*Session, error) {
 	raw, err := base64.StdEncoding.DecodeString(p.HPKEPrivate)
 	if err != nil {
 		return nil, errors.New("pending request keys are damaged")
@@ -228,14 +242,9 @@ func (d Dir) Complete(p *Pending, dl *agent.Delivery) (*Session, error) {
 	if err != nil {
 		return nil, problem.New(problem.Denied, "the approved channel key does not open with this daemon's key", "pair again with agentkeys daemon pair")
 	}
-	s := &Session{Server: p.Server, Owner: p.Owner, Alias: p.Alias, Agent: dl.Agent, Wallet: dl.Wallet, Generation: dl.Generation,
+	return &Session{Server: p.Server, Owner: p.Owner, Alias: p.Alias, Agent: dl.Agent, Wallet: dl.Wallet, Generation: dl.Generation,
 		SID: dl.SID, Token: string(tok), ChannelKey: base64.StdEncoding.EncodeToString(ch), ChannelInfo: dl.ChannelInfo,
-		ExpiresAt: dl.ExpiresAt, ProofKey: p.ProofKey}
-	if err := d.SaveSession(s); err != nil {
-		return nil, err
-	}
-	d.RemovePending(p.ID)
-	return s, nil
+		ExpiresAt: dl.ExpiresAt, ProofKey: p.ProofKey}, nil
 }
 
 // Source fetches credentials for the agent: it loads the session on every call
