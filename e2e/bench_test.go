@@ -143,7 +143,7 @@ func TestBench(t *testing.T) {
 	}
 	// The bench owner's state is an owner home: the operator manages its
 	// agents with the usual commands. A revoked agent is paired again.
-	if r := h.cli(filepath.Dir(dirs[0]), "agent", "revoke", "bench-2"); r.code != 0 {
+	if r := h.cli(filepath.Dir(dirs[0]), "agent", "revoke", "bench-2", "--yes"); r.code != 0 {
 		t.Fatalf("agent revoke bench-2 in the bench owner's home: exit %d, %s", r.code, r.stderr)
 	}
 	after := runBench(t, h, me, append([]string{"read"}, args...)...)
