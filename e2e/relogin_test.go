@@ -186,3 +186,59 @@ func TestInitSignsUpAfterRefusal(t *testing.T) {
 	}
 	h.sessionWorks(o)
 }
+
+// TestInitReloginRefusals: init never drops a session it could not check, and
+// logging in again after logout keeps the broker's pinned platform key: a
+// different broker at the same address is refused, not pinned anew.
+func TestInitReloginRefusals(t *testing.T) {
+	h := newHarness(t)
+	s := h.start(serverOpts{home: t.TempDir()})
+	o := h.akNewOwner(s)
+	d := home.Dir(o.home)
+	stored, err := os.ReadFile(d.SessionPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code := s.stop(os.Interrupt); code != 0 {
+		t.Fatalf("server exit %d", code)
+	}
+	// The broker is unreachable: init cannot tell whether the session is valid,
+	// so it fails and keeps it.
+	if r := h.cli(o.home, "init"); r.code == 0 || !strings.Contains(r.stderr, "Error: ") {
+		t.Fatalf("init with the broker down: exit %d: %s %s", r.code, r.stdout, r.stderr)
+	}
+	if b, _ := os.ReadFile(d.SessionPath()); string(b) != string(stored) {
+		t.Fatal("init with the broker down changed the stored session")
+	}
+	// Back up at the same address, then logout: the token goes, the pin stays.
+	s = h.start(serverOpts{home: s.opts.home, args: []string{"--listen", s.addr}})
+	h.akOK(o.home, "logout")
+	if sess, err := d.Session(); err != nil || sess.Token != "" || sess.SID != "" || sess.PlatformKey == "" || sess.Server != s.url {
+		t.Fatalf("the session record after logout: %+v %v", sess, err)
+	}
+	if r := h.cli(o.home, "whoami"); r.code != 3 || !strings.Contains(r.stderr, "logged out") || !strings.Contains(r.stderr, "agentkeys init") {
+		t.Fatalf("whoami after logout: exit %d: %s", r.code, r.stderr)
+	}
+	// Another broker (another platform key) at the same address after logout.
+	if code := s.stop(os.Interrupt); code != 0 {
+		t.Fatalf("server exit %d", code)
+	}
+	other := h.start(serverOpts{home: t.TempDir(), args: []string{"--listen", s.addr}})
+	loggedOut, _ := os.ReadFile(d.SessionPath())
+	r := h.cli(o.home, "init")
+	if r.code == 0 || !strings.Contains(r.stderr, "attestation key changed") || !strings.Contains(r.stderr, "init --force") {
+		t.Fatalf("init after logout against another platform: exit %d: %s %s", r.code, r.stdout, r.stderr)
+	}
+	if b, _ := os.ReadFile(d.SessionPath()); string(b) != string(loggedOut) {
+		t.Fatal("the refused init changed the stored session")
+	}
+	for _, e := range other.allEntries() {
+		if e.Kind == "account.created" || e.Kind == "session.issued" {
+			t.Fatalf("the refused init wrote %s to the other broker's ledger", e.Kind)
+		}
+	}
+	// --force re-pins on purpose; this broker has no account for the identity: sign-up.
+	if m := h.initJSON(o.home, "--force"); m["action"] != "created" || m["omni"] != o.omni {
+		t.Fatalf("init --force --json against the new platform: %v", m)
+	}
+}
