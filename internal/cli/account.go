@@ -71,7 +71,7 @@ the sign-up: --invite-file FILE (- for stdin); logging in needs none.`,
 						"omni": omni, "wallet": wallet, "server": c.Server(), "expires_at": expiry(expires)})
 				}
 				head := map[string]string{"created": "Account created.", "logged_in": "Logged in.",
-					"none": "Already logged in; nothing changed (--force opens a new session)."}[action]
+					"none": "The account already exists and this machine is logged in; nothing changed (--force opens a new session)."}[action]
 				fmt.Fprintf(e.stdout, "%s\n  omni:    %s\n  wallet:  %s\n  server:  %s\n  session: expires %s\n",
 					head, omni, wallet, c.Server(), expiry(expires))
 				return nil
