@@ -120,7 +120,7 @@ func (b *Broker) CreateAccount(ctx context.Context, l Login) (*SessionGrant, err
 		return nil, err
 	}
 	if existing != nil {
-		return nil, problem.Newf(problem.Conflict, "log in with agentkeys init --force", "an account for this identity already exists (omni %s)", omni)
+		return nil, problem.Newf(problem.Conflict, "log in with agentkeys init", "an account for this identity already exists (omni %s)", omni)
 	}
 	invite := ""
 	if b.cfg.SignupInvite {
@@ -191,10 +191,10 @@ func (b *Broker) openSession(ctx context.Context, a *account.Account, loginHash,
 	group := append(first, ledger.Req{Origin: ledger.AccountOrigin(a.Omni), Kind: account.KindSessionIssued, Payload: s})
 	if _, err := lg.AppendAll(ctx, group); err != nil {
 		if errors.Is(err, ledger.ErrRejected) && len(first) > 0 {
-			return nil, problem.Newf(problem.Conflict, "log in with agentkeys init --force", "an account for this identity already exists (omni %s)", a.Omni)
+			return nil, problem.Newf(problem.Conflict, "log in with agentkeys init", "an account for this identity already exists (omni %s)", a.Omni)
 		}
 		if errors.Is(err, ledger.ErrRejected) {
-			return nil, problem.New(problem.Unauthenticated, "login refused: this signed statement was already used", "run agentkeys init --force again")
+			return nil, problem.New(problem.Unauthenticated, "login refused: this signed statement was already used", "run agentkeys init again")
 		}
 		return nil, ledgerProblem(err)
 	}
@@ -227,9 +227,9 @@ func (b *Broker) AuthenticateRequest(ctx context.Context, bearer string, pr Proo
 	c, err := b.tokens.Verify(bearer)
 	if err != nil {
 		if errors.Is(err, token.ErrExpired) {
-			return nil, problem.New(problem.Unauthenticated, "the session has expired", "log in again with agentkeys init --force")
+			return nil, problem.New(problem.Unauthenticated, "the session has expired", "log in again with agentkeys init")
 		}
-		return nil, problem.New(problem.Unauthenticated, "the session token is not valid", "log in again with agentkeys init --force")
+		return nil, problem.New(problem.Unauthenticated, "the session token is not valid", "log in again with agentkeys init")
 	}
 	if c.Role == token.RoleAgent {
 		if err := b.checkProof(pr, c.Cnf.JKT, bearer); err != nil {
@@ -240,7 +240,7 @@ func (b *Broker) AuthenticateRequest(ctx context.Context, bearer string, pr Proo
 		if c.Role == token.RoleAgent {
 			return nil, problem.New(problem.Revoked, "the agent's session was revoked by its owner", "ask the owner to pair this daemon again (agentkeys daemon pair)")
 		}
-		return nil, problem.New(problem.Revoked, "the session was revoked", "log in again with agentkeys init --force")
+		return nil, problem.New(problem.Revoked, "the session was revoked", "log in again with agentkeys init")
 	}
 	st := lg.State(ctx)
 	a, err := b.account(st, c.Subject)

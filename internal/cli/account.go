@@ -25,16 +25,23 @@ func initCmd(e *env) *cobra.Command {
 	var force, asJSON bool
 	cmd := &cobra.Command{
 		Use:   "init",
-		Short: "Create your owner account on a broker and log in",
+		Short: "Create your owner account on a broker, or log in to it again",
 		Long: `Create the owner identity key on this machine ($AGENTKEYS_HOME/owner/identity.json,
 0600), register the account with the broker (omni, enclave-held wallet, an
 account.created ledger entry) and store a 30-day session the same way.
 
-Running it again changes nothing and says the account exists; --force logs in
-again with the same identity (a new session). A broker started with --signup
-invite needs the invite its operator gave you: --invite-file FILE (- for stdin).`,
-		Example: "  agentkeys init --server http://127.0.0.1:8090\n  agentkeys init --force\n" +
-			"  agentkeys init --server https://keys.example.com --invite-file invite.txt",
+Running it again asks the broker whether this machine's session is still valid:
+if it is, nothing changes; if it is not (after logout, or once it expired or was
+revoked), init logs in again with the same identity — a new session from a
+signed statement, on the same account — or signs up if the broker has no
+account for the identity (e.g. an earlier sign-up was refused). --force opens a
+new session even when the current one is valid, and pins the broker's platform
+key again after an operator change. The identity key is never replaced.
+
+A broker started with --signup invite needs the invite its operator gave you for
+the sign-up: --invite-file FILE (- for stdin); logging in needs none.`,
+		Example: "  agentkeys init --server http://127.0.0.1:8090\n  agentkeys init            # after logout: log in again\n" +
+			"  agentkeys init --force\n  agentkeys init --server https://keys.example.com --invite-file invite.txt",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
@@ -47,34 +54,47 @@ invite needs the invite its operator gave you: --invite-file FILE (- for stdin).
 			if err != nil && !fresh {
 				return err
 			}
-			old, serr := d.Session()
-			if !e.serverGiven(cmd) && serr == nil {
+			old, serr := d.Session() // after logout: the broker and its pinned key, no token
+			if serr != nil {
+				old = &home.Session{}
+			}
+			if !e.serverGiven(cmd) && old.Server != "" {
 				server = old.Server
 			}
-			if !fresh && !force && serr == nil {
-				fmt.Fprintf(e.stdout, "The account already exists on this machine (omni %s). Nothing changed; use --force to log in again.\n", old.Omni)
-				return nil
-			}
-			// An identity without a session signs up again: its first sign-up may
-			// have been refused (e.g. without an invite); if the account exists
-			// after all, the broker says so and --force logs in.
-			signup := fresh || !force
 			c, err := client.New(server)
 			if err != nil {
 				return err
 			}
-			invite, err := e.readInvite(inviteFile)
-			if err != nil {
-				return err
+			report := func(action string, omni, wallet string, expires int64) error {
+				if asJSON {
+					return json.NewEncoder(e.stdout).Encode(map[string]any{"action": action, "created": action == "created",
+						"omni": omni, "wallet": wallet, "server": c.Server(), "expires_at": expiry(expires)})
+				}
+				head := map[string]string{"created": "Account created.", "logged_in": "Logged in.",
+					"none": "The account already exists and this machine is logged in; nothing changed (--force opens a new session)."}[action]
+				fmt.Fprintf(e.stdout, "%s\n  omni:    %s\n  wallet:  %s\n  server:  %s\n  session: expires %s\n",
+					head, omni, wallet, c.Server(), expiry(expires))
+				return nil
+			}
+			if !fresh && !force && old.Token != "" && old.Server == c.Server() {
+				w, err := c.WithToken(old.Token).Whoami(ctx)
+				if err == nil {
+					return report("none", w.Omni, w.Wallet, w.ExpiresAt)
+				}
+				if p := problem.As(err); p.Code != problem.Unauthenticated && p.Code != problem.Revoked {
+					return err // unreachable, refusing for another reason: change nothing
+				}
+				fmt.Fprintf(e.stderr, "This machine's session is no longer valid (%s); logging in again.\n", problem.As(err).Message)
 			}
 			pinned := ""
-			if serr == nil && old.Server == c.Server() {
+			if old.Server == c.Server() && !force { // --force re-pins after an operator change
 				pinned = old.PlatformKey
 			}
-			if force {
-				pinned = "" // --force re-pins after an operator change
-			}
 			if _, pinned, err = attestedShielding(ctx, c, pinned); err != nil {
+				return err
+			}
+			invite, err := e.readInvite(inviteFile)
+			if err != nil {
 				return err
 			}
 			if fresh {
@@ -82,17 +102,22 @@ invite needs the invite its operator gave you: --invite-file FILE (- for stdin).
 					return err
 				}
 			}
-			l := broker.Login{PublicKey: hex.EncodeToString(id.Public().(ed25519.PublicKey)), Server: c.Server(),
-				Time: time.Now().Unix(), Nonce: nonce()}
-			broker.SignLogin(&l, id)
-			if signup {
-				l.Invite = invite
+			statement := func(invite string) broker.Login {
+				l := broker.Login{PublicKey: hex.EncodeToString(id.Public().(ed25519.PublicKey)), Server: c.Server(),
+					Time: time.Now().Unix(), Nonce: nonce(), Invite: invite}
+				broker.SignLogin(&l, id)
+				return l
 			}
+			// An existing identity logs in; one the broker has no account for (a
+			// new one, or one whose sign-up was refused) signs up.
+			action := "logged_in"
 			var g *broker.SessionGrant
-			if signup {
-				g, err = c.CreateAccount(ctx, l)
-			} else {
-				g, err = c.OpenSession(ctx, l)
+			if !fresh {
+				g, err = c.OpenSession(ctx, statement(""))
+			}
+			if fresh || (err != nil && problem.As(err).Code == problem.NotFound) {
+				action = "created"
+				g, err = c.CreateAccount(ctx, statement(invite))
 			}
 			if err != nil {
 				return err
@@ -102,21 +127,11 @@ invite needs the invite its operator gave you: --invite-file FILE (- for stdin).
 			if err := d.SaveSession(s); err != nil {
 				return err
 			}
-			if asJSON {
-				return json.NewEncoder(e.stdout).Encode(map[string]any{"omni": g.Omni, "wallet": g.Wallet, "server": c.Server(),
-					"expires_at": expiry(g.ExpiresAt), "created": signup})
-			}
-			verb := "Logged in"
-			if signup {
-				verb = "Account created"
-			}
-			fmt.Fprintf(e.stdout, "%s.\n  omni:    %s\n  wallet:  %s\n  server:  %s\n  session: expires %s\n",
-				verb, g.Omni, g.Wallet, c.Server(), expiry(g.ExpiresAt))
-			return nil
+			return report(action, g.Omni, g.Wallet, g.ExpiresAt)
 		},
 	}
 	e.serverFlag(cmd, &server, DefaultServer, "broker URL")
-	cmd.Flags().BoolVar(&force, "force", false, "log in again with the existing identity")
+	cmd.Flags().BoolVar(&force, "force", false, "open a new session with the existing identity even if the current one is valid, and pin the broker's platform key again")
 	cmd.Flags().StringVar(&inviteFile, "invite-file", "", "a file holding the operator's invite (- for stdin), for a broker with --signup invite")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the result as JSON")
 	return cmd
@@ -179,7 +194,7 @@ func logoutCmd(e *env) *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
 		Use:     "logout",
-		Short:   "Revoke this machine's session on the ledger and delete it locally",
+		Short:   "Revoke this machine's session on the ledger and delete its token locally",
 		Example: "  agentkeys logout\n  agentkeys logout --json",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -191,14 +206,16 @@ func logoutCmd(e *env) *cobra.Command {
 			if err := c.Logout(cmd.Context()); err != nil && !(errors.As(err, &p) && (p.Code == problem.Revoked || p.Code == problem.Unauthenticated)) {
 				return err // keep the local session when the broker could not revoke it
 			}
+			// Keep the broker and its pinned platform key (not the token): a plain
+			// `agentkeys init` logs back in to the same broker under the same pin.
 			d, _ := e.dir()
-			if err := d.DeleteSession(); err != nil {
+			if err := d.SaveSession(&home.Session{Server: s.Server, Omni: s.Omni, Wallet: s.Wallet, PlatformKey: s.PlatformKey}); err != nil {
 				return err
 			}
 			if asJSON {
 				return e.jsonOut(map[string]any{"revoked": true, "server": s.Server, "omni": s.Omni, "sid": s.SID})
 			}
-			fmt.Fprintln(e.stdout, "Logged out: the session is revoked and deleted from this machine.")
+			fmt.Fprintln(e.stdout, "Logged out: the session is revoked and its token deleted from this machine; agentkeys init logs in again.")
 			return nil
 		},
 	}

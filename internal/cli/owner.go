@@ -47,6 +47,10 @@ func (e *env) ownerSession() (*home.Session, *client.Session, error) {
 	} else if err != nil {
 		return nil, nil, err
 	}
+	if s.Token == "" {
+		return nil, nil, problem.Newf(problem.Unauthenticated, "log in again with agentkeys init",
+			"this machine is logged out of %s", s.Server)
+	}
 	c, err := client.New(s.Server)
 	if err != nil {
 		return nil, nil, err

@@ -140,12 +140,3 @@ func (d Dir) SaveSession(s *Session) error {
 	b, _ := json.MarshalIndent(s, "", "  ")
 	return WriteFile(d.SessionPath(), b)
 }
-
-// DeleteSession removes the stored session.
-func (d Dir) DeleteSession() error {
-	err := os.Remove(d.SessionPath())
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	return err
-}
