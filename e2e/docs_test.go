@@ -137,18 +137,21 @@ func (h *harness) newTerminal(name, dir string, cred *syscall.Credential, env ..
 type blockRun struct {
 	tm    *terminal
 	block string
-	from  int // where its output starts in the terminal's
+	from  int    // where its output starts in the terminal's
+	end   string // printed when the block exits: all its output has been read
 	cmd   *exec.Cmd
 	done  chan struct{}
 	err   error
+	exit  time.Time // when bash exited
 }
 
 // start runs block in the terminal without waiting for it.
 func (tm *terminal) start(block string) *blockRun {
 	tm.t.Helper()
-	script := "set -eo pipefail\n. " + tm.state + "\n" + block +
+	r := &blockRun{tm: tm, block: block, from: len(tm.out.String()), done: make(chan struct{}),
+		end: "--- end of block " + randomHex(8) + " ---"}
+	script := "trap 'printf \"\\n%s\\n\" \"" + r.end + "\"' EXIT\nset -eo pipefail\n. " + tm.state + "\n" + block +
 		"\n{ export -p; printf 'cd %q\\n' \"$PWD\"; } > " + tm.state + "\n"
-	r := &blockRun{tm: tm, block: block, from: len(tm.out.String()), done: make(chan struct{})}
 	r.cmd = exec.Command("bash", "-c", script)
 	r.cmd.Env = tm.env
 	r.cmd.Stdin, r.cmd.Stdout, r.cmd.Stderr = tm.tty, tm.tty, tm.tty
@@ -157,7 +160,7 @@ func (tm *terminal) start(block string) *blockRun {
 		tm.t.Fatalf("%s terminal: %v", tm.name, err)
 	}
 	pgid := r.cmd.Process.Pid
-	go func() { r.err = r.cmd.Wait(); close(r.done) }()
+	go func() { r.err = r.cmd.Wait(); r.exit = time.Now(); close(r.done) }()
 	// The block's process group, background jobs included, ends with the test.
 	tm.t.Cleanup(func() { syscall.Kill(-pgid, syscall.SIGKILL); <-r.done })
 	return r
@@ -166,7 +169,22 @@ func (tm *terminal) start(block string) *blockRun {
 // output is what the terminal showed since the block started, with the
 // terminal's \r\n as \n.
 func (r *blockRun) output() string {
-	return strings.ReplaceAll(r.tm.out.String()[r.from:], "\r\n", "\n")
+	out := strings.ReplaceAll(r.tm.out.String()[r.from:], "\r\n", "\n")
+	if i := strings.Index(out, "\n"+r.end+"\n"); i >= 0 {
+		out = out[:i]
+	}
+	return out
+}
+
+// ended reports whether the block has exited and all its output has been read
+// from the terminal (or bash, killed, could not say so for a second).
+func (r *blockRun) ended() bool {
+	select {
+	case <-r.done:
+		return strings.Contains(r.tm.out.String()[r.from:], r.end) || time.Since(r.exit) > time.Second
+	default:
+		return false
+	}
 }
 
 // waitFor waits until the block's output matches re and returns the submatches.
@@ -179,13 +197,13 @@ func (r *blockRun) waitFor(re *regexp.Regexp) []string {
 		if m := re.FindStringSubmatch(r.output()); m != nil {
 			return m
 		}
+		if r.ended() {
+			t.Fatalf("%s terminal: the block ended (%v) without printing %s:\n%s\n--- output:\n%s", r.tm.name, r.err, re, r.block, r.output())
+		}
 		select {
 		case <-changed:
-		case <-r.done:
-			if m := re.FindStringSubmatch(r.output()); m != nil {
-				return m
-			}
-			t.Fatalf("%s terminal: the block ended (%v) without printing %s:\n%s\n--- output:\n%s", r.tm.name, r.err, re, r.block, r.output())
+		case <-r.done: // its last output may still be on the way
+			time.Sleep(10 * time.Millisecond)
 		case <-deadline:
 			t.Fatalf("%s terminal: no %s within %s:\n%s\n--- output:\n%s", r.tm.name, re, docTimeout, r.block, r.output())
 		}
@@ -212,13 +230,16 @@ func (r *blockRun) wait(confirm func(question string)) string {
 			r.tm.master.Write([]byte("y\n"))
 			continue
 		}
-		select {
-		case <-changed:
-		case <-r.done:
+		if r.ended() {
 			if r.err != nil {
 				t.Fatalf("%s terminal: the block failed (%v):\n%s\n--- output:\n%s", r.tm.name, r.err, r.block, r.output())
 			}
 			return r.output()
+		}
+		select {
+		case <-changed:
+		case <-r.done: // its last output may still be on the way
+			time.Sleep(10 * time.Millisecond)
 		case <-deadline:
 			t.Fatalf("%s terminal: the block did not finish within %s:\n%s\n--- output:\n%s", r.tm.name, docTimeout, r.block, r.output())
 		}
