@@ -316,6 +316,46 @@ func TestReadmeQuickStart(t *testing.T) {
 	wantIn(t, "the broker after Ctrl-C", srv.output(), "msg=stopped")
 }
 
+// TestReadmeSignedRelease runs the README's "Run a signed release" block as
+// written: a key in a directory of its own, the build signed where it is, and
+// the broker started from it with the public key keygen printed (which the
+// reader copies into the last command), at tier production.
+func TestReadmeSignedRelease(t *testing.T) {
+	h := newHarness(t)
+	blocks := docBlocks(t, "../README.md", "### Run a signed release", "sh")
+	if len(blocks) != 1 {
+		t.Fatalf("want 1 sh block in Run a signed release, found %d: update the test", len(blocks))
+	}
+	secure, work, home := t.TempDir(), t.TempDir(), t.TempDir()
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	block := substitute(t, "the README's Run a signed release", blocks[0], [][2]string{
+		{"/secure", secure}, {"./agentkeys server ", "./agentkeys server --listen " + addr + " "}})
+	i := strings.Index(block, "\n./agentkeys server ")
+	if i < 0 || !strings.Contains(block[i:], "HEX") {
+		t.Fatalf("the block no longer starts ./agentkeys server with the key it printed (HEX) last: update the test:\n%s", block)
+	}
+	copyExecutable(t, bin, filepath.Join(work, "agentkeys")) // ./agentkeys: the build to ship
+	path := "PATH=" + binDir + string(os.PathListSeparator) + os.Getenv("PATH")
+	term := h.newTerminal("release", work, nil, "HOME="+home, path)
+	out := term.run(block[:i+1], nil)
+	key := regexp.MustCompile(`--mrsigner-key ([0-9a-f]{64})\b`).FindStringSubmatch(out)
+	if key == nil {
+		t.Fatalf("release keygen printed no --mrsigner-key HEX:\n%s", out)
+	}
+	if _, err := os.Stat(filepath.Join(work, "agentkeys.sig")); err != nil {
+		t.Fatalf("release sign wrote no ./agentkeys.sig: %v\n%s", err, out)
+	}
+	srv := term.start(strings.ReplaceAll(block[i+1:], "HEX", key[1]))
+	srv.waitFor(regexp.MustCompile(`msg=listening .*tier=production`))
+	srv.waitFor(regexp.MustCompile(`msg=ready`))
+	syscall.Kill(-srv.cmd.Process.Pid, syscall.SIGINT)
+	select {
+	case <-srv.done:
+	case <-time.After(stopTimeout):
+		t.Fatalf("the signed broker did not stop on Ctrl-C:\n%s", srv.output())
+	}
+}
+
 // The users TestGuideConnectAgent creates in place of the guide's agentkeys
 // (the daemon's) and agent, and removes.
 const (
