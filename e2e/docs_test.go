@@ -306,6 +306,10 @@ func TestReadmeQuickStart(t *testing.T) {
 		}
 	}
 
+	if strings.Contains(first.out.String(), key) {
+		t.Error("the broker's log shows the stored key")
+	}
+
 	// Ctrl-C stops the broker gracefully.
 	syscall.Kill(-srv.cmd.Process.Pid, syscall.SIGINT)
 	select {
@@ -479,11 +483,11 @@ func TestGuideConnectAgent(t *testing.T) {
 	pair := func(tm *terminal, block string) *blockRun {
 		t.Helper()
 		r := tm.start(strings.ReplaceAll(block, "0xYOUR_WALLET", wallet))
-		m := r.waitFor(regexp.MustCompile(`Pair request ([0-9a-f]+) sent(?s:.*)\nVVC: (\d{6})\n`))
+		m := r.waitFor(regexp.MustCompile(`Pair request ([0-9a-f]+) sent(?s:.*)\nVVC: (\d{6})\nDaemon key: (\S+)\n`))
 		approve := substitute(t, "step 4", s4, [][2]string{{"f95823fc6eda736b", m[1]}})
 		out := owner.run(approve, func(q string) {
-			if !strings.Contains(q, "VVC "+m[2]) {
-				t.Errorf("approve asks %q, not naming the VVC %s the daemon showed", q, m[2])
+			if !strings.Contains(q, "VVC "+m[2]+" and daemon key "+m[3]) {
+				t.Errorf("approve asks %q, not naming the VVC %s and daemon key %s the daemon showed", q, m[2], m[3])
 			}
 		})
 		wantIn(t, "agent pending", out, m[1], m[2], "ci-bot", "openai,github")
@@ -558,4 +562,14 @@ func TestGuideConnectAgent(t *testing.T) {
 		t.Errorf("single-user mcp-config: %+v, want %s daemon mcp with AGENTKEYS_HOME=%s", s, akBin, sandboxHome)
 	}
 	wantIn(t, "single-user run", single.run(s7[1], nil), "the child has the key")
+
+	// The values went to the agent only: not into the broker's log (the owner's
+	// terminal), nor the daemons' logs.
+	for _, tm := range []*terminal{owner, sandbox, single} {
+		for _, v := range []string{"sk-your-openai-key", "ghp-your-github-token"} {
+			if strings.Contains(tm.out.String(), v) {
+				t.Errorf("the %s terminal shows the value of a credential (%q)", tm.name, v)
+			}
+		}
+	}
 }
