@@ -16,29 +16,6 @@ import (
 // guideTimeout bounds the whole "Try it on your machine" run.
 const guideTimeout = 5 * time.Minute
 
-// guideSection returns the shell blocks (```sh) of the section of doc whose
-// heading is heading, in order.
-func guideSection(t *testing.T, doc, heading string) []string {
-	t.Helper()
-	text := string(fileBytes(t, doc))
-	i := strings.Index(text, "\n"+heading+"\n")
-	if i < 0 {
-		t.Fatalf("%s has no section %q", doc, heading)
-	}
-	sec := text[i+len(heading)+2:]
-	if j := strings.Index(sec, "\n## "); j >= 0 {
-		sec = sec[:j]
-	}
-	var blocks []string
-	for _, m := range regexp.MustCompile("(?s)```sh\n(.*?)```").FindAllStringSubmatch(sec, -1) {
-		blocks = append(blocks, m[1])
-	}
-	if len(blocks) == 0 {
-		t.Fatalf("section %q of %s has no sh block", heading, doc)
-	}
-	return blocks
-}
-
 // TestGuideTryLocally runs the "Try it on your machine" section of the AWS guide
 // as written, with the real agentkeys binary on PATH, the pinned SeaweedFS and
 // the AWS CLI: the agent gets credentials through its daemon and reads and
@@ -73,7 +50,7 @@ func TestGuideTryLocally(t *testing.T) {
 		"s3.port.grpc", "debug.port", "admin.port", "admin.port.grpc", "admin.port.legacy"} {
 		weedPorts += fmt.Sprintf(" -%s %d", f, freePort(t))
 	}
-	script := strings.Join(guideSection(t, "../docs/connect-your-aws-account.md", "## Try it on your machine"), "\n")
+	script := strings.Join(docBlocks(t, "../docs/connect-your-aws-account.md", "## Try it on your machine", "sh"), "\n")
 	for _, c := range [][2]string{{"/tmp/agentkeys-try", try}, {"127.0.0.1:8090", fmt.Sprintf("127.0.0.1:%d", broker)},
 		{"-s3.port 8333", weedPorts}, {"127.0.0.1:8333", fmt.Sprintf("127.0.0.1:%d", s3)}} {
 		if !strings.Contains(script, c[0]) {
