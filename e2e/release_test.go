@@ -22,9 +22,7 @@ import (
 func copyBinary(t *testing.T) string {
 	t.Helper()
 	exe := filepath.Join(t.TempDir(), "agentkeys")
-	if err := os.WriteFile(exe, fileBytes(t, bin), 0o755); err != nil {
-		t.Fatal(err)
-	}
+	copyExecutable(t, bin, exe)
 	return exe
 }
 
