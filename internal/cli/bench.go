@@ -283,7 +283,7 @@ func (e *env) printBench(r benchResult) {
 	for _, c := range codes {
 		fmt.Fprintf(e.stdout, "  error       %s ×%d\n", c, r.Errors[c])
 	}
-	if r.Errors[problem.RateLimited] > 0 {
+	if r.Errors[string(problem.RateLimited)] > 0 {
 		flag := map[string]string{"read": "--read-rate", "mint": "--mint-rate", "pair": "--pair-rate"}[r.Mode]
 		fmt.Fprintf(e.stdout, "  The broker's limit refused some requests (RATE_LIMITED): for a bench, run it with a raised %s (see agentkeys bench --help).\n", flag)
 	}

@@ -360,7 +360,7 @@ func Stable(err error) *problem.Error {
 
 // Text renders a stable error for a tool result or log line.
 func Text(p *problem.Error) string {
-	s := p.Code + ": " + p.Message
+	s := string(p.Code) + ": " + p.Message
 	if p.Fix != "" {
 		s += " Fix: " + p.Fix
 	}
