@@ -171,7 +171,7 @@ type benchAgent struct {
 
 func (e *env) runBench(ctx context.Context, mode string, o benchOpts) error {
 	if err := os.MkdirAll(o.state, 0o700); err != nil {
-		return problem.Newf(problem.BadRequest, "pass a directory you may write with --state", "cannot create %s: %v", o.state, err)
+		return problem.Wrap(err, problem.BadRequest, "pass a directory you may write with --state", "cannot create %s: %v", o.state, err)
 	}
 	if err := os.Chmod(o.state, 0o700); err != nil {
 		return err
