@@ -317,7 +317,7 @@ func TestLedgerEntriesFrom(t *testing.T) {
 	for _, from := range []string{"9223372036854775808", "18446744073709551615", "18446744073709551616", "-1", "abc", "1e3", " 1"} {
 		rec := httptest.NewRecorder()
 		e.handler.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/v1/ledger/entries?from="+url.QueryEscape(from), nil))
-		if rec.Code != http.StatusBadRequest || !strings.Contains(rec.Body.String(), problem.BadRequest) {
+		if rec.Code != http.StatusBadRequest || !strings.Contains(rec.Body.String(), string(problem.BadRequest)) {
 			t.Errorf("from=%s: %d %.200s", from, rec.Code, rec.Body)
 		}
 	}
@@ -408,7 +408,7 @@ func TestMCPRejectsBadNamesLocally(t *testing.T) {
 			t.Fatalf("%s: %v", c.tool, err)
 		}
 		text := res.Content[0].(*mcp.TextContent).Text
-		if !res.IsError || !strings.HasPrefix(text, problem.BadRequest+": ") || len(text) > 512 {
+		if !res.IsError || !strings.HasPrefix(text, string(problem.BadRequest)+": ") || len(text) > 512 {
 			t.Errorf("%s %.80v: IsError=%v %.300s (%d bytes)", c.tool, c.args, res.IsError, text, len(text))
 		}
 	}

@@ -174,7 +174,7 @@ func TestOIDCKeyRegistryRoutes(t *testing.T) {
 	refusals := []struct {
 		name, route string
 		body        []byte
-		code        string
+		code        problem.Code
 	}{
 		{"revoke signed by a key that is not governance's", "/mock/oidc-pubkeys/revoke",
 			governanceEntry(t, e, registry.KindOidcKeyRevoke, ledger.OriginGovernance, revoke, stranger), problem.Denied},

@@ -41,12 +41,12 @@ func hpkeKey(t testing.TB) hpke.PrivateKey {
 	return k
 }
 
-func code(err error) string {
+func code(err error) problem.Code {
 	var p *problem.Error
 	if errors.As(err, &p) {
 		return p.Code
 	}
-	return "no problem: " + errString(err)
+	return problem.Code("no problem: " + errString(err))
 }
 
 func errString(err error) string {

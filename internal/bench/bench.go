@@ -85,7 +85,7 @@ func Run(ctx context.Context, cfg Config) Stats {
 				case ctx.Err() != nil:
 					return // stopped from outside (Ctrl-C): not the broker's failure
 				default:
-					errs[w][problem.As(err).Code]++
+					errs[w][string(problem.As(err).Code)]++
 					failed.Add(1)
 				}
 			}

@@ -32,7 +32,7 @@ func TestRunCountsAndLatency(t *testing.T) {
 		if calls[0] != 100 || s.OK+s.Failed() != calls[0]+calls[1] {
 			t.Fatalf("calls %v, ok %d, failed %d", calls, s.OK, s.Failed())
 		}
-		if s.Errors[problem.RateLimited] != calls[1]/10 || len(s.Errors) != 1 {
+		if s.Errors[string(problem.RateLimited)] != calls[1]/10 || len(s.Errors) != 1 {
 			t.Errorf("errors %v, worker 1 made %d calls", s.Errors, calls[1])
 		}
 		if s.Latency != (Latency{P50: 10, P90: 10, P99: 10, Max: 10}) {

@@ -150,7 +150,7 @@ func (e *env) readInvite(path string) (string, error) {
 		b, err = os.ReadFile(path)
 	}
 	if err != nil {
-		return "", problem.Newf(problem.BadRequest, "pass the file the operator's invite is in", "cannot read the invite: %v", err)
+		return "", problem.Wrap(err, problem.BadRequest, "pass the file the operator's invite is in", "cannot read the invite: %v", err)
 	}
 	return strings.TrimSpace(string(b)), nil
 }

@@ -171,7 +171,7 @@ type benchAgent struct {
 
 func (e *env) runBench(ctx context.Context, mode string, o benchOpts) error {
 	if err := os.MkdirAll(o.state, 0o700); err != nil {
-		return problem.Newf(problem.BadRequest, "pass a directory you may write with --state", "cannot create %s: %v", o.state, err)
+		return problem.Wrap(err, problem.BadRequest, "pass a directory you may write with --state", "cannot create %s: %v", o.state, err)
 	}
 	if err := os.Chmod(o.state, 0o700); err != nil {
 		return err
@@ -283,7 +283,7 @@ func (e *env) printBench(r benchResult) {
 	for _, c := range codes {
 		fmt.Fprintf(e.stdout, "  error       %s ×%d\n", c, r.Errors[c])
 	}
-	if r.Errors[problem.RateLimited] > 0 {
+	if r.Errors[string(problem.RateLimited)] > 0 {
 		flag := map[string]string{"read": "--read-rate", "mint": "--mint-rate", "pair": "--pair-rate"}[r.Mode]
 		fmt.Fprintf(e.stdout, "  The broker's limit refused some requests (RATE_LIMITED): for a bench, run it with a raised %s (see agentkeys bench --help).\n", flag)
 	}

@@ -41,14 +41,18 @@ func (e *env) home() string {
 // Main runs the CLI and returns the process exit code.
 func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	e := &env{stdin: stdin, stdout: stdout, stderr: stderr, getenv: os.Getenv}
-	root := newRoot(e)
+	return execute(newRoot(e), args, stdin, stdout, stderr)
+}
+
+// execute runs root on args, prints a failure as §11's lines and returns the exit code.
+func execute(root *cobra.Command, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	root.SetArgs(args)
 	root.SetIn(stdin)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	err := root.ExecuteContext(ctx)
+	cmd, err := root.ExecuteContextC(ctx)
 	if err == nil {
 		return problem.ExitOK
 	}
@@ -61,10 +65,12 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	var p *problem.Error
 	if !errors.As(err, &p) {
-		if isUsage(err) {
+		if cmd.RunE == nil {
+			// No command of ours ran: cobra found none for the arguments (an
+			// unknown command), or it is one of cobra's own (__complete).
 			p = usageProblem(err)
 		} else {
-			p = problem.New(problem.Internal, err.Error(), "retry; if it persists, report it with the command you ran")
+			p = problem.Wrap(err, problem.Internal, "retry; if it persists, report it with the command you ran", "%v", err)
 		}
 	}
 	printProblem(stderr, p)
@@ -73,17 +79,44 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 
 // usageProblem reports a command used wrongly (flags, arguments).
 func usageProblem(err error) *problem.Error {
-	return problem.New(problem.BadRequest, err.Error(), "run the command with --help for usage and an example")
+	return problem.Wrap(err, problem.BadRequest, "run the command with --help for usage and an example", "%v", err)
 }
 
-func isUsage(err error) bool {
-	s := err.Error()
-	for _, prefix := range []string{"unknown command", "unknown flag", "unknown shorthand", "invalid argument", "flag needs", "accepts ", "requires ", "required flag"} {
-		if strings.HasPrefix(s, prefix) {
-			return true
+// usageErrors makes every error cobra finds in a command line before a command
+// runs a usage problem (BAD_REQUEST, exit 2), by where it comes from rather than by
+// its text: flag parsing through the root's flag error function (every command
+// inherits it), argument counts through each command's Args, and required flags
+// through a PreRunE that checks them before cobra's own check would. An Args that
+// already returns a problem (exactArgs) keeps it.
+func usageErrors(root *cobra.Command) {
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageProblem(err) })
+	var walk func(c *cobra.Command)
+	walk = func(c *cobra.Command) {
+		if args := c.Args; args != nil {
+			c.Args = func(cmd *cobra.Command, a []string) error { return asUsage(args(cmd, a)) }
+		}
+		if c.RunE != nil && c.PreRunE == nil && c.PreRun == nil {
+			c.PreRunE = func(cmd *cobra.Command, _ []string) error {
+				if err := cmd.ValidateRequiredFlags(); err != nil {
+					return usageProblem(err)
+				}
+				return asUsage(cmd.ValidateFlagGroups())
+			}
+		}
+		for _, sub := range c.Commands() {
+			walk(sub)
 		}
 	}
-	return false
+	walk(root)
+}
+
+// asUsage is err as a usage problem, unless it is nil or a problem already.
+func asUsage(err error) error {
+	var p *problem.Error
+	if err == nil || errors.As(err, &p) {
+		return err
+	}
+	return usageProblem(err)
 }
 
 // printProblem prints §11's three lines; a problem without a fix is one line (its
@@ -117,5 +150,6 @@ hash-chained ledger; every key comes from one sealed seed.`,
 		storeCmd(e), readCmd(e), listCmd(e), rmCmd(e), approveCmd(e), usageCmd(e),
 		agentCmd(e), daemonCmd(e), runCmd(e), importCmd(e), oidcCmd(e), releaseCmd(e), benchCmd(e), versionCmd(e), exitCodesTopic())
 	completionCmd(root)
+	usageErrors(root)
 	return root
 }

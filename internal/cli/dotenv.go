@@ -37,7 +37,7 @@ func (e *env) readEnvFile(path, flag string) ([]dotenv.Entry, error) {
 	if path != "-" {
 		f, err := os.Open(path)
 		if err != nil {
-			return nil, problem.Newf(problem.BadRequest, "check the path of the "+flag, "cannot open %s: %v", path, errors.Unwrap(err))
+			return nil, problem.Wrap(err, problem.BadRequest, "check the path of the "+flag, "cannot open %s: %v", path, errors.Unwrap(err))
 		}
 		defer f.Close()
 		r = f
@@ -48,7 +48,7 @@ func (e *env) readEnvFile(path, flag string) ([]dotenv.Entry, error) {
 		return nil, problem.Newf(problem.BadRequest, "write each line as NAME=VALUE (a '#' line is a comment); nothing was done",
 			"%s, %v", path, err)
 	} else if err != nil {
-		return nil, problem.Newf(problem.BadRequest, "pass a .env file of at most 1 MiB", "cannot read %s: %v", path, err)
+		return nil, problem.Wrap(err, problem.BadRequest, "pass a .env file of at most 1 MiB", "cannot read %s: %v", path, err)
 	}
 	return entries, nil
 }

@@ -1,13 +1,30 @@
 package cli
 
 import (
+	"errors"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"testing"
 
+	"github.com/agentkeys/agentkeys/internal/problem"
 	"github.com/agentkeys/agentkeys/internal/vault"
 )
+
+// A problem keeps the error that caused it: a caller can ask errors.Is about the
+// file, while the user sees the same one-line message as before.
+func TestEnvFileProblemWrapsTheCause(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "missing.env")
+	_, err := (&env{}).readEnvFile(path, "--env-file")
+	var p *problem.Error
+	if !errors.As(err, &p) || p.Code != problem.BadRequest || p.Message != "cannot open "+path+": no such file or directory" {
+		t.Fatalf("got %v", err)
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("errors.Is(%v, fs.ErrNotExist) = false: the cause is lost", err)
+	}
+}
 
 func TestServiceForEnv(t *testing.T) {
 	for name, want := range map[string]string{

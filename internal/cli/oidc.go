@@ -274,7 +274,7 @@ func writeDocs(dir string, docs []docFile, force bool) ([]writtenFile, error) {
 		}
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, problem.Newf(problem.BadRequest, "choose an --out directory you can write", "cannot create %s: %v", dir, err)
+		return nil, problem.Wrap(err, problem.BadRequest, "choose an --out directory you can write", "cannot create %s: %v", dir, err)
 	}
 	var out []writtenFile
 	for _, d := range docs {
@@ -296,7 +296,7 @@ func writeDocs(dir string, docs []docFile, force bool) ([]writtenFile, error) {
 func writeFileWhole(path string, b []byte, mode os.FileMode, replace bool) error {
 	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
 	if err != nil {
-		return problem.Newf(problem.BadRequest, "choose an --out directory you can write", "cannot write in %s: %v", filepath.Dir(path), err)
+		return problem.Wrap(err, problem.BadRequest, "choose an --out directory you can write", "cannot write in %s: %v", filepath.Dir(path), err)
 	}
 	tmp := f.Name()
 	defer os.Remove(tmp)
@@ -308,7 +308,7 @@ func writeFileWhole(path string, b []byte, mode os.FileMode, replace bool) error
 		err = cerr
 	}
 	if err != nil {
-		return problem.Newf(problem.Internal, "check the disk and retry", "writing %s: %v", path, err)
+		return problem.Wrap(err, problem.Internal, "check the disk and retry", "writing %s: %v", path, err)
 	}
 	if replace {
 		err = os.Rename(tmp, path)
@@ -319,7 +319,7 @@ func writeFileWhole(path string, b []byte, mode os.FileMode, replace bool) error
 		return problem.Newf(problem.Conflict, "pass --force to replace it, or choose another --out directory", "%s exists", path)
 	}
 	if err != nil {
-		return problem.Newf(problem.Internal, "check the directory and retry", "writing %s: %v", path, err)
+		return problem.Wrap(err, problem.Internal, "check the directory and retry", "writing %s: %v", path, err)
 	}
 	return nil
 }
@@ -412,7 +412,7 @@ verifying until they expire.`,
 			}
 			key, err := broker.LoadOperatorKey(keyPath)
 			if err != nil {
-				return problem.New(problem.BadRequest, "cannot read the operator key: "+err.Error(), "pass --operator-key <data-dir>/operator.key")
+				return problem.Wrap(err, problem.BadRequest, "pass --operator-key <data-dir>/operator.key", "cannot read the operator key: %v", err)
 			}
 			c, err := client.New(server)
 			if err != nil {

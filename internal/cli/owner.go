@@ -105,7 +105,7 @@ func (e *env) readSecret(fromFile string) ([]byte, error) {
 		b, err = io.ReadAll(io.LimitReader(e.stdin, 1<<20))
 	}
 	if err != nil {
-		return nil, problem.Newf(problem.BadRequest, "pass the secret on stdin or with --from-file PATH", "cannot read the secret: %v", err)
+		return nil, problem.Wrap(err, problem.BadRequest, "pass the secret on stdin or with --from-file PATH", "cannot read the secret: %v", err)
 	}
 	b = []byte(strings.TrimSuffix(strings.TrimSuffix(string(b), "\n"), "\r"))
 	if len(b) == 0 {

@@ -202,7 +202,7 @@ func mrsignerOf(pub ed25519.PublicKey) string {
 func hashBinary(path string) ([32]byte, error) {
 	d, err := enclave.HashFile(path)
 	if err != nil {
-		return d, problem.Newf(problem.BadRequest, "pass the path of the agentkeys executable", "cannot read --binary %s: %v", path, err)
+		return d, problem.Wrap(err, problem.BadRequest, "pass the path of the agentkeys executable", "cannot read --binary %s: %v", path, err)
 	}
 	return d, nil
 }
@@ -223,7 +223,7 @@ func writeReleaseKey(path string) (ed25519.PublicKey, error) {
 		return nil, problem.Newf(problem.Conflict, "choose another --out, or move the existing key away if you mean to replace it",
 			"%s exists; a key file is never replaced", path)
 	} else if err != nil {
-		return nil, problem.Newf(problem.BadRequest, "choose a writable --out path", "cannot create %s: %v", path, err)
+		return nil, problem.Wrap(err, problem.BadRequest, "choose a writable --out path", "cannot create %s: %v", path, err)
 	}
 	err = pem.Encode(f, &pem.Block{Type: "PRIVATE KEY", Bytes: der})
 	if err == nil {
@@ -244,7 +244,7 @@ func writeReleaseKey(path string) (ed25519.PublicKey, error) {
 func loadReleaseKey(path string) (ed25519.PrivateKey, error) {
 	fi, err := os.Stat(path)
 	if err != nil {
-		return nil, problem.Newf(problem.BadRequest, releaseKeyFix, "cannot read the release-signing key %s: %v", path, err)
+		return nil, problem.Wrap(err, problem.BadRequest, releaseKeyFix, "cannot read the release-signing key %s: %v", path, err)
 	}
 	if fi.Mode().Perm()&0o077 != 0 {
 		return nil, problem.Newf(problem.Denied, "chmod 600 "+path+", and consider the key exposed if others could read it",
@@ -252,7 +252,7 @@ func loadReleaseKey(path string) (ed25519.PrivateKey, error) {
 	}
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return nil, problem.Newf(problem.BadRequest, releaseKeyFix, "cannot read the release-signing key %s: %v", path, err)
+		return nil, problem.Wrap(err, problem.BadRequest, releaseKeyFix, "cannot read the release-signing key %s: %v", path, err)
 	}
 	blk, _ := pem.Decode(b)
 	if blk == nil || blk.Type != "PRIVATE KEY" {

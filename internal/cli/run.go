@@ -239,7 +239,7 @@ func cannotRun(name string, err error) error {
 	} else if errors.Is(err, syscall.ENOEXEC) {
 		fix = "check that it is a program for this machine, or add a #! line naming its interpreter"
 	}
-	return exitError{code: exitCannotExecute, problem: problem.Newf(problem.Denied, fix, "cannot execute %s: %v", name, err)}
+	return exitError{code: exitCannotExecute, problem: problem.Wrap(err, problem.Denied, fix, "cannot execute %s: %v", name, err)}
 }
 
 // childEnv is env without AGENTKEYS_ variables: they point at this machine's

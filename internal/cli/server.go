@@ -215,7 +215,7 @@ password; the new owner runs agentkeys init --server URL --invite-file FILE.`,
 			}
 			key, err := broker.LoadOperatorKey(keyPath)
 			if err != nil {
-				return problem.New(problem.BadRequest, "cannot read the operator key: "+err.Error(), "pass --operator-key <data-dir>/operator.key")
+				return problem.Wrap(err, problem.BadRequest, "pass --operator-key <data-dir>/operator.key", "cannot read the operator key: %v", err)
 			}
 			if ttl <= 0 {
 				return problem.New(problem.BadRequest, "--ttl must be positive", "pass e.g. --ttl 168h")
@@ -235,7 +235,7 @@ password; the new owner runs agentkeys init --server URL --invite-file FILE.`,
 }
 
 // StartRefused is the code of a server that refuses to start (exit 1).
-const StartRefused = "START_REFUSED"
+const StartRefused problem.Code = "START_REFUSED"
 
 type serverConfig struct {
 	listen, issuer string
@@ -259,7 +259,7 @@ func parseRate(flag, s string) (int, time.Duration, error) {
 func runServer(ctx context.Context, log *slog.Logger, cfg serverConfig) error {
 	ln, err := net.Listen("tcp", cfg.listen)
 	if err != nil {
-		return problem.Newf(problem.BadRequest, "choose a free address with --listen", "cannot listen on %s: %v", cfg.listen, err)
+		return problem.Wrap(err, problem.BadRequest, "choose a free address with --listen", "cannot listen on %s: %v", cfg.listen, err)
 	}
 	defer ln.Close()
 	bc := cfg.broker
@@ -298,7 +298,7 @@ func runServer(ctx context.Context, log *slog.Logger, cfg serverConfig) error {
 	}
 	if err != nil {
 		// one line: the enclave's message names the cause and the fix
-		return problem.New(StartRefused, err.Error(), "")
+		return problem.Wrap(err, StartRefused, "", "%v", err)
 	}
 	defer b.Close()
 	if b.Enclave.Created() {

@@ -198,7 +198,7 @@ func AssumeRole(ctx context.Context, r AWSRequest, token string) (*AWSCredential
 			return nil, problem.Newf(problem.Denied, "check the role's trust policy (agentkeys oidc register aws) and the agent's oidc scope",
 				"STS refused the identity token: %s: %s", ae.ErrorCode(), ae.ErrorMessage())
 		}
-		return nil, problem.Newf(problem.Unreachable, "check --sts-endpoint and the network", "cannot reach STS: %v", err)
+		return nil, problem.Wrap(err, problem.Unreachable, "check --sts-endpoint and the network", "cannot reach STS: %v", err)
 	}
 	if out.Credentials == nil || out.Credentials.Expiration == nil {
 		return nil, problem.New(problem.Unreachable, "STS answered without credentials", "retry")

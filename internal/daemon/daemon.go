@@ -160,7 +160,7 @@ func (d Dir) CheckPrivate() error {
 			continue
 		}
 		if err != nil {
-			return problem.Newf(CodeDenied, "run the daemon as the user that owns "+string(d), "cannot check %s: %v", p, err)
+			return problem.Wrap(err, CodeDenied, "run the daemon as the user that owns "+string(d), "cannot check %s: %v", p, err)
 		}
 		if fi.Mode().Perm()&0o077 != 0 {
 			return problem.Newf(CodeDenied, "chmod -R go= "+string(d),
@@ -360,7 +360,7 @@ func Stable(err error) *problem.Error {
 
 // Text renders a stable error for a tool result or log line.
 func Text(p *problem.Error) string {
-	s := p.Code + ": " + p.Message
+	s := string(p.Code) + ": " + p.Message
 	if p.Fix != "" {
 		s += " Fix: " + p.Fix
 	}

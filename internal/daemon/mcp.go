@@ -304,7 +304,7 @@ func ServeMCP(ctx context.Context, src Backend, log *slog.Logger) error {
 }
 
 // statusOf is the HTTP status of a stable code.
-func statusOf(code string) int {
+func statusOf(code problem.Code) int {
 	switch code {
 	case CodeBadRequest:
 		return http.StatusBadRequest

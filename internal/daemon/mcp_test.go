@@ -115,9 +115,9 @@ func TestToolSchemas(t *testing.T) {
 		}
 		schemaOK := rs.Validate(args) == nil
 		text, isErr := callText(t, cs, c.tool, args)
-		want := CodeDenied + ": "
+		want := string(CodeDenied) + ": "
 		if !schemaOK {
-			want = CodeBadRequest + ": "
+			want = string(CodeBadRequest) + ": "
 		}
 		if !isErr || !strings.HasPrefix(text, want) || len(text) > 512 {
 			t.Errorf("%s %s (schema accepts: %v): error=%v %q; want %s…", c.tool, c.args, schemaOK, isErr, text, want)

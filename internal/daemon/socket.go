@@ -130,7 +130,7 @@ func ListenSocket(path, group string) (net.Listener, error) {
 	ln, err := net.Listen("unix", tmp)
 	syscall.Umask(old)
 	if err != nil {
-		return nil, problem.Newf(problem.BadRequest, "choose a writable --socket path", "cannot listen on %s: %v", path, err)
+		return nil, problem.Wrap(err, problem.BadRequest, "choose a writable --socket path", "cannot listen on %s: %v", path, err)
 	}
 	ln.(*net.UnixListener).SetUnlinkOnClose(false)
 	fail := func(err error) (net.Listener, error) {
@@ -150,7 +150,7 @@ func ListenSocket(path, group string) (net.Listener, error) {
 		return fail(err)
 	}
 	if err := os.Rename(tmp, path); err != nil {
-		return fail(problem.Newf(problem.BadRequest, "choose a writable --socket path", "cannot listen on %s: %v", path, err))
+		return fail(problem.Wrap(err, problem.BadRequest, "choose a writable --socket path", "cannot listen on %s: %v", path, err))
 	}
 	return socketListener{ln, path}, nil
 }

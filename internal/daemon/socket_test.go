@@ -30,7 +30,7 @@ func modeOf(t *testing.T, path string) (os.FileMode, int) {
 	return fi.Mode().Perm(), int(fi.Sys().(*syscall.Stat_t).Gid)
 }
 
-func codeOf(err error) string {
+func codeOf(err error) problem.Code {
 	if err == nil {
 		return ""
 	}
@@ -177,7 +177,7 @@ func TestFrontSameAsDirect(t *testing.T) {
 	for _, c := range []struct {
 		tool string
 		args map[string]any
-		code string
+		code problem.Code
 	}{
 		{"get_credential", map[string]any{"service": "openai"}, CodeDenied},
 		{"get_credential", map[string]any{"service": "a/b?c#d"}, CodeBadRequest},               // refused locally, before any broker call
@@ -190,7 +190,7 @@ func TestFrontSameAsDirect(t *testing.T) {
 	} {
 		dt, dErr := callText(t, direct, c.tool, c.args)
 		ft, fErr := callText(t, front, c.tool, c.args)
-		if !dErr || !fErr || dt != ft || !strings.HasPrefix(ft, c.code+": ") {
+		if !dErr || !fErr || dt != ft || !strings.HasPrefix(ft, string(c.code)+": ") {
 			t.Errorf("%s %v:\ndirect (error=%v): %q\n front (error=%v): %q\nwant both %s", c.tool, c.args, dErr, dt, fErr, ft, c.code)
 		}
 	}

@@ -106,7 +106,7 @@ func (c *SocketClient) get(ctx context.Context, path string, q url.Values, out a
 		if errors.Is(err, syscall.EACCES) {
 			return c.noAccess()
 		}
-		return problem.Newf(CodeUnreachable, c.startIt(), "cannot reach the daemon at %s: %v", c.path, errors.Unwrap(err))
+		return problem.Wrap(err, CodeUnreachable, c.startIt(), "cannot reach the daemon at %s: %v", c.path, errors.Unwrap(err))
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, maxSocketAnswer+1))
