@@ -11,18 +11,19 @@ import (
 	"math"
 	"net/url"
 	"os"
-	"strings"
 	"syscall"
 
 	"github.com/agentkeys/agentkeys/internal/ledger"
+	"github.com/agentkeys/agentkeys/internal/ledger/sqlmigrate"
 
 	_ "modernc.org/sqlite" // database/sql driver "sqlite"
 )
 
-// schema is the current layout (version schemaVersion, kept in PRAGMA
-// user_version). Version 0, the first, had no salt column: its entries are all
-// format 1 and keep it (a NULL salt).
-const schema = `
+// migrations are the schema, one numbered step each (package sqlmigrate records
+// them in schema_migrations). Version 1, the first layout, had no salt column:
+// its entries are all format 1 and keep it (a NULL salt).
+var migrations = []sqlmigrate.Migration{
+	{Name: "entries and state", Up: execUp(`
 CREATE TABLE IF NOT EXISTS entries (
 	seq       INTEGER PRIMARY KEY,
 	prev_hash BLOB    NOT NULL,
@@ -31,70 +32,80 @@ CREATE TABLE IF NOT EXISTS entries (
 	origin    TEXT    NOT NULL,
 	payload   BLOB    NOT NULL,
 	signer    TEXT    NOT NULL,
-	sig       BLOB    NOT NULL,
-	salt      BLOB
+	sig       BLOB    NOT NULL
 );
 CREATE TABLE IF NOT EXISTS state (
 	key   TEXT PRIMARY KEY,
 	value BLOB NOT NULL
-) WITHOUT ROWID;`
+) WITHOUT ROWID;`)},
+	{Name: "entries.salt: payload commitments", Up: execUp(`ALTER TABLE entries ADD COLUMN salt BLOB`)},
+}
 
-const schemaVersion = 1
+func execUp(q string) func(context.Context, *sql.Tx) error {
+	return func(ctx context.Context, tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, q)
+		return err
+	}
+}
 
-// migrate brings the file to schemaVersion in one transaction: a new file gets
-// the schema; a version-0 ledger gets the salt column, its rows untouched.
+// Before schema_migrations, a file recorded its layout in PRAGMA user_version:
+// 0 (version 1 here) or 1 (the salt column, version 2). It is still kept, as
+// version-1, in the same transaction: an agentkeys from before schema_migrations
+// opens a file it can read and refuses one from a later version as newer.
+
+// migrate brings the file to the latest version in one IMMEDIATE transaction,
+// its rows untouched.
 func migrate(w *sql.DB) error {
-	tx, err := w.Begin()
+	ctx := context.Background()
+	tx, err := w.BeginTx(ctx, nil)
 	if err != nil {
 		return err
 	}
 	defer tx.Rollback()
-	v, err := userVersion(tx)
+	v, err := sqlmigrate.Apply(ctx, tx, migrations, func(ctx context.Context, tx *sql.Tx) (int, error) { return legacyVersion(ctx, tx) })
 	if err != nil {
 		return err
 	}
-	if v > schemaVersion {
-		return newerError(v)
-	}
-	if v < 1 {
-		if n, err := saltColumn(tx); err != nil {
-			return err
-		} else if n == 0 {
-			if _, err := tx.Exec(`ALTER TABLE entries ADD COLUMN salt BLOB`); err != nil && !isNoSuchTable(err) {
-				return err
-			}
-		}
-	}
-	if _, err := tx.Exec(schema); err != nil {
-		return err
-	}
-	if _, err := tx.Exec(fmt.Sprintf(`PRAGMA user_version = %d`, schemaVersion)); err != nil {
+	if _, err := tx.ExecContext(ctx, fmt.Sprintf(`PRAGMA user_version = %d`, v-1)); err != nil {
 		return err
 	}
 	return tx.Commit()
 }
 
 type queryer interface {
-	QueryRow(q string, args ...any) *sql.Row
+	QueryRowContext(ctx context.Context, q string, args ...any) *sql.Row
 }
 
-func userVersion(q queryer) (int, error) {
-	var v int
-	err := q.QueryRow(`PRAGMA user_version`).Scan(&v)
-	return v, err
+// legacyVersion is the version of a file without schema_migrations, from its
+// layout: 0 (new, no tables), 1 (no salt column) or 2.
+func legacyVersion(ctx context.Context, q queryer) (int, error) {
+	var uv, tables, salt int
+	if err := q.QueryRowContext(ctx, `SELECT (SELECT user_version FROM pragma_user_version),
+		(SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'entries'),
+		(SELECT count(*) FROM pragma_table_info('entries') WHERE name = 'salt')`).Scan(&uv, &tables, &salt); err != nil {
+		return 0, err
+	}
+	switch {
+	case uv > 1:
+		return uv + 1, nil // from a later agentkeys: refused as newer
+	case tables == 0:
+		return 0, nil
+	case salt == 0:
+		return 1, nil
+	}
+	return 2, nil
 }
 
-// saltColumn counts entries' salt columns (0 before version 1 or on a new file).
-func saltColumn(q queryer) (int, error) {
+// version is the file's schema version, read without changing anything.
+func version(ctx context.Context, q queryer) (int, error) {
 	var n int
-	err := q.QueryRow(`SELECT count(*) FROM pragma_table_info('entries') WHERE name = 'salt'`).Scan(&n)
-	return n, err
-}
-
-func isNoSuchTable(err error) bool { return strings.Contains(err.Error(), "no such table") }
-
-func newerError(v int) error {
-	return fmt.Errorf("sqlite: the ledger has schema version %d, newer than this agentkeys knows (%d): run a newer agentkeys", v, schemaVersion)
+	if err := q.QueryRowContext(ctx, `SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?`, sqlmigrate.Table).Scan(&n); err != nil {
+		return 0, err
+	}
+	if n == 0 {
+		return legacyVersion(ctx, q)
+	}
+	return sqlmigrate.Version(ctx, q)
 }
 
 // Driver is a ledger.Driver on one SQLite file.
@@ -179,17 +190,14 @@ func open(path string, readOnly bool) (*Driver, error) {
 		}
 		d := &Driver{r: r, cols: entryCols}
 		// A ledger not yet migrated (no server of this version opened it) is read
-		// as it is: every entry format 1.
-		if v, err := userVersion(r); err != nil {
+		// as it is: at version 1, every entry format 1.
+		if v, err := version(context.Background(), r); err != nil {
 			r.Close()
 			return nil, fmt.Errorf("sqlite: %s: %w", path, err)
-		} else if v > schemaVersion {
+		} else if v > len(migrations) {
 			r.Close()
-			return nil, newerError(v)
-		} else if n, err := saltColumn(r); err != nil {
-			r.Close()
-			return nil, fmt.Errorf("sqlite: %s: %w", path, err)
-		} else if n == 0 {
+			return nil, fmt.Errorf("sqlite: %s: %w", path, &sqlmigrate.NewerError{Have: v, Know: len(migrations)})
+		} else if v < 2 {
 			d.cols = entryColsV0
 		}
 		if d.getState, err = r.Prepare(getStateSQL); err != nil {
@@ -253,12 +261,9 @@ func (d *Driver) Close() error {
 	return errors.Join(errs...)
 }
 
-// DB exposes the writer handle for fault and tamper tests.
-func (d *Driver) DB() *sql.DB { return d.w }
-
 const getStateSQL = `SELECT value FROM state WHERE key = ?`
 
-// entryCols are the columns an entry is read from; entryColsV0 reads a version-0
+// entryCols are the columns an entry is read from; entryColsV0 reads a version-1
 // file (opened read-only before any migration).
 const (
 	entryCols   = `seq, prev_hash, time, kind, origin, payload, signer, sig, salt`
