@@ -1,6 +1,8 @@
 // Package sqlite is the embedded ledger driver: one SQLite file in WAL mode with
 // synchronous=FULL, so a committed transaction survives power loss. One connection
-// writes; a pool of read-only connections serves reads concurrently.
+// writes; a pool of read-only connections serves reads concurrently. One process
+// opens a file for writing (a lock file keeps others out); several handles in it
+// are several writers on one chain.
 package sqlite
 
 import (
@@ -11,7 +13,6 @@ import (
 	"math"
 	"net/url"
 	"os"
-	"syscall"
 
 	"github.com/agentkeys/agentkeys/internal/ledger"
 	"github.com/agentkeys/agentkeys/internal/ledger/sqlmigrate"
@@ -114,14 +115,15 @@ type Driver struct {
 	r *sql.DB // read-only pool
 
 	// statements prepared once on the writer connection
-	insEntry, putState, delState *sql.Stmt
-	getState                     *sql.Stmt // on the read pool
+	insEntry, putState, delState, newestSeq *sql.Stmt
+	getState                                *sql.Stmt // on the read pool
 
-	lock *os.File // flock held while open: one writer process per file
-	cols string   // entry columns to select (entryCols, or entryColsV0 read-only)
+	lock *fileLock // held while open: one writer process per file
+	cols string    // entry columns to select (entryCols, or entryColsV0 read-only)
 
-	// last is the head as of the last commit through this driver (valid when known);
-	// the lock guarantees no other process moves it.
+	// last is the head as of the last commit through this driver (valid when
+	// known). Another handle may have moved it since: Commit checks it against the
+	// newest seq inside its write transaction.
 	last      ledger.Head
 	lastOK    bool
 	lastKnown bool
@@ -133,15 +135,12 @@ var _ ledger.Driver = (*Driver)(nil)
 var ErrLocked = errors.New("sqlite: the ledger is open in another process (is another agentkeys server using this data dir?)")
 
 // Open opens (creating if needed) the ledger database at path for reading and
-// writing. It takes an exclusive lock on path+".lock" for as long as it is open.
+// writing. It takes an exclusive lock on path+".lock" for as long as it is open,
+// shared by the handles of this process: another process gets ErrLocked.
 func Open(path string) (*Driver, error) {
-	lock, err := os.OpenFile(path+".lock", os.O_RDWR|os.O_CREATE, 0o600)
+	lock, err := lockFile(path + ".lock")
 	if err != nil {
-		return nil, fmt.Errorf("sqlite: %w", err)
-	}
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		lock.Close()
-		return nil, ErrLocked
+		return nil, err
 	}
 	// The WAL and shm files take the database file's mode: create it 0600 first.
 	if f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600); err == nil {
@@ -149,7 +148,7 @@ func Open(path string) (*Driver, error) {
 	}
 	d, err := open(path, false)
 	if err != nil {
-		lock.Close()
+		lock.release()
 		return nil, err
 	}
 	d.lock = lock
@@ -233,6 +232,7 @@ func open(path string, readOnly bool) (*Driver, error) {
 		{&d.insEntry, `INSERT INTO entries (` + entryCols + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`},
 		{&d.putState, `INSERT INTO state (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value`},
 		{&d.delState, `DELETE FROM state WHERE key = ?`},
+		{&d.newestSeq, `SELECT max(seq) FROM entries`},
 	} {
 		if *p.s, err = w.Prepare(p.q); err != nil {
 			d.Close()
@@ -244,7 +244,7 @@ func open(path string, readOnly bool) (*Driver, error) {
 
 // Close closes both connection pools.
 func (d *Driver) Close() error {
-	for _, s := range []*sql.Stmt{d.insEntry, d.putState, d.delState, d.getState} {
+	for _, s := range []*sql.Stmt{d.insEntry, d.putState, d.delState, d.newestSeq, d.getState} {
 		if s != nil {
 			s.Close()
 		}
@@ -256,7 +256,8 @@ func (d *Driver) Close() error {
 		}
 	}
 	if d.lock != nil {
-		errs = append(errs, d.lock.Close())
+		errs = append(errs, d.lock.release())
+		d.lock = nil
 	}
 	return errors.Join(errs...)
 }
@@ -392,7 +393,13 @@ func (d *Driver) Commit(ctx context.Context, entries []ledger.Entry, writes []le
 		return fmt.Errorf("sqlite: begin: %w", err)
 	}
 	defer tx.Rollback()
-	if !d.lastKnown {
+	// Under the write lock: if another handle committed since this one did, the
+	// head is read again.
+	var newest sql.NullInt64
+	if err := tx.StmtContext(ctx, d.newestSeq).QueryRowContext(ctx).Scan(&newest); err != nil {
+		return fmt.Errorf("sqlite: head: %w", err)
+	}
+	if !d.lastKnown || newest.Valid != d.lastOK || newest.Valid && uint64(newest.Int64) != d.last.Seq {
 		if d.last, d.lastOK, err = head(ctx, tx, d.cols); err != nil {
 			return err
 		}

@@ -3,6 +3,9 @@ package sqlite_test
 import (
 	"context"
 	"database/sql"
+	"errors"
+	"os"
+	osexec "os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -178,5 +181,51 @@ func TestMigrationFromUserVersion(t *testing.T) {
 		if _, err := open(later); err == nil || !strings.Contains(err.Error(), "newer") {
 			t.Fatalf("%s: a file at user_version 2 (from a later agentkeys): %v", name, err)
 		}
+	}
+}
+
+// TestLockKeepsOtherProcessesOut: the handles of one process share the file's
+// lock; another process gets ErrLocked until the last of them is closed.
+func TestLockKeepsOtherProcessesOut(t *testing.T) {
+	if path := os.Getenv("AGENTKEYS_TEST_OPEN_LEDGER"); path != "" {
+		d, err := sqlite.Open(path) // in the child process
+		if errors.Is(err, sqlite.ErrLocked) {
+			os.Exit(3)
+		} else if err != nil {
+			os.Exit(1)
+		}
+		d.Close()
+		os.Exit(0)
+	}
+	path := filepath.Join(t.TempDir(), "ledger.db")
+	child := func() int {
+		t.Helper()
+		cmd := osexec.Command(os.Args[0], "-test.run=^TestLockKeepsOtherProcessesOut$")
+		cmd.Env = append(os.Environ(), "AGENTKEYS_TEST_OPEN_LEDGER="+path)
+		err := cmd.Run()
+		var ee *osexec.ExitError
+		if err != nil && !errors.As(err, &ee) {
+			t.Fatal(err)
+		}
+		return cmd.ProcessState.ExitCode()
+	}
+	a, err := sqlite.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := sqlite.Open(path)
+	if err != nil {
+		t.Fatalf("a second handle in the same process: %v", err)
+	}
+	if code := child(); code != 3 {
+		t.Fatalf("another process opened the ledger while two handles held it (exit %d, want 3: ErrLocked)", code)
+	}
+	a.Close()
+	if code := child(); code != 3 {
+		t.Fatalf("another process opened the ledger while one handle held it (exit %d, want 3: ErrLocked)", code)
+	}
+	b.Close()
+	if code := child(); code != 0 {
+		t.Fatalf("another process cannot open the ledger after every handle closed (exit %d)", code)
 	}
 }
