@@ -50,9 +50,10 @@ func execUp(q string) func(context.Context, *sql.Tx) error {
 }
 
 // Before schema_migrations, a file recorded its layout in PRAGMA user_version:
-// 0 (version 1 here) or 1 (the salt column, version 2). It is still kept, as
-// version-1, in the same transaction: an agentkeys from before schema_migrations
-// opens a file it can read and refuses one from a later version as newer.
+// 0 (version 1 here) or 1 (the salt column, version 2). migrate still writes it,
+// as the version minus one, in the same transaction: an agentkeys from before
+// schema_migrations opens a file it can read (user_version 1) and refuses one
+// from version 3 on as newer.
 
 // migrate brings the file to the latest version in one IMMEDIATE transaction,
 // its rows untouched.
