@@ -9,6 +9,7 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"sync/atomic"
 	"testing"
@@ -19,6 +20,7 @@ import (
 	"github.com/agentkeys/agentkeys/internal/client"
 	"github.com/agentkeys/agentkeys/internal/enclave"
 	"github.com/agentkeys/agentkeys/internal/ledger"
+	"github.com/agentkeys/agentkeys/internal/ledger/sqlite"
 )
 
 // env is a real broker (enclave, SQLite ledger) behind the real HTTP handler on a
@@ -85,9 +87,6 @@ func newEnv(t testing.TB, cfg broker.Config) *env {
 	}
 	e.dataDir, e.platformKey = cfg.DataDir, cfg.PlatformKeyFile
 	cfg.Issuer = e.srv.URL
-	cfg.WrapDriver = func(d ledger.Driver) ledger.Driver {
-		return failingDriver{d, e.failing, &e.commits, &e.entries, &e.commitNanos, &e.slowCommits}
-	}
 	e.cfg = cfg
 	e.open(t)
 	var err error
@@ -97,10 +96,20 @@ func newEnv(t testing.TB, cfg broker.Config) *env {
 	return e
 }
 
-// open opens and starts a broker on e's data dir and serves it.
+// open opens and starts a broker on e's data dir and serves it. Its ledger store
+// is the data dir's SQLite file, wrapped to count commits and inject failures.
 func (e *env) open(t testing.TB) {
 	t.Helper()
-	b, err := broker.Open(e.cfg)
+	if err := os.MkdirAll(e.dataDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	d, err := sqlite.Open(broker.LedgerPath(e.dataDir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := e.cfg
+	cfg.Store = failingDriver{d, e.failing, &e.commits, &e.entries, &e.commitNanos, &e.slowCommits}
+	b, err := broker.Open(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

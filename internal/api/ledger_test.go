@@ -19,6 +19,7 @@ import (
 	"github.com/agentkeys/agentkeys/internal/client"
 	"github.com/agentkeys/agentkeys/internal/daemon"
 	"github.com/agentkeys/agentkeys/internal/ledger"
+	"github.com/agentkeys/agentkeys/internal/ledger/sqlite"
 	"github.com/agentkeys/agentkeys/internal/problem"
 	"github.com/agentkeys/agentkeys/internal/registry"
 )
@@ -226,7 +227,7 @@ func TestLegacyLedgerUpgrades(t *testing.T) {
 	ctx := context.Background()
 	dir := copyLegacy(t)
 	hexOf := func(name string) string { return legacyHex(t, name) }
-	old, err := audit.VerifyDataDir(ctx, dir) // read-only, before any migration
+	old, err := verifyDataDir(t, dir) // read-only, before any migration
 	if err != nil {
 		t.Fatalf("audit --data-dir of the legacy ledger: %v", err)
 	}
@@ -262,7 +263,19 @@ func TestLegacyLedgerUpgrades(t *testing.T) {
 			t.Fatalf("%s audit --server of the upgraded ledger: %v", name, err)
 		}
 	}
-	if _, err := audit.VerifyDataDir(ctx, dir); err != nil {
+	if _, err := verifyDataDir(t, dir); err != nil {
 		t.Fatalf("audit --data-dir of the upgraded ledger: %v", err)
 	}
+}
+
+// verifyDataDir runs the operator's audit (audit verify --data-dir) on the store
+// in dir, opened read-only.
+func verifyDataDir(t *testing.T, dir string) (audit.Summary, error) {
+	t.Helper()
+	d, err := sqlite.OpenReadOnly(broker.LedgerPath(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	return audit.VerifyStore(context.Background(), d)
 }

@@ -9,13 +9,11 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"os"
 
 	"github.com/agentkeys/agentkeys/internal/api"
 	"github.com/agentkeys/agentkeys/internal/broker"
 	"github.com/agentkeys/agentkeys/internal/enclave"
 	"github.com/agentkeys/agentkeys/internal/ledger"
-	"github.com/agentkeys/agentkeys/internal/ledger/sqlite"
 	"github.com/agentkeys/agentkeys/internal/problem"
 )
 
@@ -129,19 +127,10 @@ func VerifyServer(ctx context.Context, c Server, pin ed25519.PublicKey) (Summary
 	return finish(sum, v, mem)
 }
 
-// VerifyDataDir verifies the ledger stored in an operator's data dir, re-folds all
-// state and compares it with the stored state. It opens the store read-only.
-func VerifyDataDir(ctx context.Context, dir string) (Summary, error) {
-	path := broker.LedgerPath(dir)
-	if _, err := os.Stat(path); err != nil {
-		return Summary{}, problem.Newf(problem.NotFound, "pass the server's --data-dir (default ~/.agentkeys/server)",
-			"no ledger at %s", path)
-	}
-	d, err := sqlite.OpenReadOnly(path)
-	if err != nil {
-		return Summary{}, err
-	}
-	defer d.Close()
+// VerifyStore verifies the ledger in an operator's store d (opened read-only:
+// ledgerstore.Source.OpenReadOnly), re-folds all state and compares it with the
+// stored state. It only reads; the caller closes d.
+func VerifyStore(ctx context.Context, d ledger.Driver) (Summary, error) {
 	n, err := ledger.VerifyDriver(ctx, broker.Schema(), d, true)
 	if err != nil {
 		var ce *ledger.ChainError

@@ -26,7 +26,7 @@ import (
 	"github.com/agentkeys/agentkeys/internal/dpop"
 	"github.com/agentkeys/agentkeys/internal/enclave"
 	"github.com/agentkeys/agentkeys/internal/ledger"
-	"github.com/agentkeys/agentkeys/internal/ledger/sqlite"
+	"github.com/agentkeys/agentkeys/internal/ledger/ledgerstore"
 	"github.com/agentkeys/agentkeys/internal/oidc"
 	"github.com/agentkeys/agentkeys/internal/problem"
 	"github.com/agentkeys/agentkeys/internal/registry"
@@ -43,8 +43,13 @@ type Config struct {
 	Logger          *slog.Logger
 	Registerer      prometheus.Registerer // nil = metrics not exported
 	Ledger          ledger.Options        // Genesis and OnCommit are set by the broker
-	// WrapDriver, when set, wraps the ledger store (fault-injection tests).
-	WrapDriver func(ledger.Driver) ledger.Driver
+	// LedgerURL names the ledger store (package ledgerstore); "" is the embedded
+	// SQLite file in DataDir, LedgerPath. It is opened after the enclave.
+	LedgerURL string
+	// Store, when set, is the ledger store already open (tests, embedders);
+	// LedgerURL must then be "". Open takes it over: Close closes it, as does a
+	// failed Open.
+	Store ledger.Driver
 	// DevPlatformKeyInDataDir accepts a platform key inside DataDir
 	// (server --dev): a copy of the data dir then unseals everything.
 	DevPlatformKeyInDataDir bool
@@ -115,8 +120,7 @@ type Broker struct {
 	Enclave  *enclave.Enclave
 	cfg      Config
 	log      *slog.Logger
-	driver   *sqlite.Driver
-	store    ledger.Driver // driver, possibly wrapped
+	store    ledger.Driver
 	ledger   atomic.Pointer[ledger.Ledger]
 	tokens   *token.Issuer
 	usage    *auditindex.Index
@@ -150,7 +154,7 @@ func Schema() ledger.Schema {
 	return ledger.Schema{Kinds: kinds, Wallet: account.Wallet}
 }
 
-// LedgerPath is where the embedded ledger lives in a data dir.
+// LedgerPath is where the embedded ledger lives in a data dir (the default store).
 func LedgerPath(dataDir string) string { return filepath.Join(dataDir, "ledger.db") }
 
 // OperatorKeyPath is where the first start puts the 1-of-1 governance key.
@@ -158,8 +162,28 @@ func OperatorKeyPath(dataDir string) string { return filepath.Join(dataDir, "ope
 
 // Open unseals the enclave and opens the ledger store. The broker is not ready
 // until Start has verified the chain.
-func Open(cfg Config) (*Broker, error) {
+func Open(cfg Config) (_ *Broker, err error) {
+	if s := cfg.Store; s != nil {
+		defer func() {
+			if err != nil && cfg.Store != nil { // not yet handed to the broker, whose Close closes it
+				s.Close()
+			}
+		}()
+	}
 	cfg.defaults()
+	var src ledgerstore.Source
+	switch {
+	case cfg.Store != nil && cfg.LedgerURL != "":
+		return nil, errors.New("broker: set the ledger store or its URL, not both")
+	case cfg.Store == nil:
+		u := cfg.LedgerURL
+		if u == "" {
+			u = ledgerstore.SQLite(LedgerPath(cfg.DataDir))
+		}
+		if src, err = ledgerstore.Parse(u); err != nil {
+			return nil, err
+		}
+	}
 	for _, a := range cfg.OIDCAudiences {
 		if !validAudience(a) {
 			return nil, fmt.Errorf("OIDC audience %q: use 1-256 printable characters without spaces", a)
@@ -189,16 +213,14 @@ func Open(cfg Config) (*Broker, error) {
 	}
 	notReady := "unsealed; verifying the ledger"
 	b.status.Store(&notReady)
-	if b.driver, err = sqlite.Open(LedgerPath(cfg.DataDir)); err != nil {
-		enc.Close()
-		return nil, err
+	if b.store, cfg.Store = cfg.Store, nil; b.store == nil {
+		if b.store, err = src.Open(); err != nil {
+			enc.Close()
+			return nil, err
+		}
 	}
-	b.store = b.driver
-	if cfg.WrapDriver != nil {
-		b.store = cfg.WrapDriver(b.driver)
-	}
-	b.usage = auditindex.New(b.driver)
-	if _, ok, err := b.driver.Head(context.Background()); err != nil {
+	b.usage = auditindex.New(b.store)
+	if _, ok, err := b.store.Head(context.Background()); err != nil {
 		b.Close()
 		return nil, err
 	} else if !ok {
@@ -214,7 +236,7 @@ func Open(cfg Config) (*Broker, error) {
 // opens the ledger for appends. On failure the broker stays not ready.
 func (b *Broker) Start(ctx context.Context) error {
 	start := time.Now()
-	n, err := ledger.VerifyDriver(ctx, Schema(), b.driver, false, b.usage.Observe)
+	n, err := ledger.VerifyDriver(ctx, Schema(), b.store, false, b.usage.Observe)
 	if err != nil {
 		msg := fmt.Sprintf("ledger verification failed: %v", err)
 		b.status.Store(&msg)
@@ -228,7 +250,7 @@ func (b *Broker) Start(ctx context.Context) error {
 		b.metrics.committed(es)
 		b.oidcObserve(es)
 	}
-	if err := b.index.Load(ctx, ledger.View(ctx, b.driver)); err != nil {
+	if err := b.index.Load(ctx, ledger.View(ctx, b.store)); err != nil {
 		return err
 	}
 	l, err := ledger.Open(ctx, b.store, b.schema(), signer{b.Enclave}, opts)
@@ -272,15 +294,15 @@ func (b *Broker) Ledger() (*ledger.Ledger, error) {
 }
 
 // Storage is read access to stored entries and state, available before ready.
-func (b *Broker) Storage() ledger.Driver { return b.driver }
+func (b *Broker) Storage() ledger.Driver { return b.store }
 
 // Close stops the ledger, closes the store and zeroes the enclave.
 func (b *Broker) Close() {
 	if l := b.ledger.Load(); l != nil {
 		l.Close()
 	}
-	if b.driver != nil {
-		b.driver.Close()
+	if b.store != nil {
+		b.store.Close()
 	}
 	b.Enclave.Close()
 }

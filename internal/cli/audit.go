@@ -4,12 +4,15 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"os"
 	"strings"
 
 	"github.com/spf13/cobra"
 
 	"github.com/agentkeys/agentkeys/internal/audit"
+	"github.com/agentkeys/agentkeys/internal/broker"
 	"github.com/agentkeys/agentkeys/internal/client"
+	"github.com/agentkeys/agentkeys/internal/ledger/ledgerstore"
 	"github.com/agentkeys/agentkeys/internal/problem"
 )
 
@@ -60,7 +63,7 @@ Exit 0 with a one-line summary when valid; otherwise exit 1 naming the first bad
 			var sum audit.Summary
 			var err error
 			if dataDir != "" {
-				sum, err = audit.VerifyDataDir(cmd.Context(), dataDir)
+				sum, err = verifyDataDir(cmd, dataDir)
 			} else {
 				var pinKey []byte
 				if pin != "" {
@@ -100,4 +103,24 @@ Exit 0 with a one-line summary when valid; otherwise exit 1 naming the first bad
 	cmd.Flags().BoolVar(&mine, "mine", false, "verify through the broker of this machine's owner session, opening your own entries")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the summary as JSON")
 	return cmd
+}
+
+// verifyDataDir opens the ledger store of a server's data dir read-only and
+// verifies it.
+func verifyDataDir(cmd *cobra.Command, dir string) (audit.Summary, error) {
+	path := broker.LedgerPath(dir)
+	if _, err := os.Stat(path); err != nil {
+		return audit.Summary{}, problem.Newf(problem.NotFound, "pass the server's --data-dir (default ~/.agentkeys/server)",
+			"no ledger at %s", path)
+	}
+	src, err := ledgerstore.Parse(ledgerstore.SQLite(path))
+	if err != nil {
+		return audit.Summary{}, err
+	}
+	d, err := src.OpenReadOnly()
+	if err != nil {
+		return audit.Summary{}, err
+	}
+	defer d.Close()
+	return audit.VerifyStore(cmd.Context(), d)
 }

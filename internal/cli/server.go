@@ -20,12 +20,13 @@ import (
 	"github.com/agentkeys/agentkeys/internal/api"
 	"github.com/agentkeys/agentkeys/internal/broker"
 	"github.com/agentkeys/agentkeys/internal/enclave"
+	"github.com/agentkeys/agentkeys/internal/ledger/ledgerstore"
 	"github.com/agentkeys/agentkeys/internal/oidc"
 	"github.com/agentkeys/agentkeys/internal/problem"
 )
 
 func serverCmd(e *env) *cobra.Command {
-	var dataDir, platformKey, listen, logLevel, logFormat, signerKey, issuer, readRate, mintRate string
+	var dataDir, ledgerURL, platformKey, listen, logLevel, logFormat, signerKey, issuer, readRate, mintRate string
 	var maxBody int64
 	var sessionTTL, approvalWindow, oidcMaxTTL, oidcSkew time.Duration
 	var audiences, publicURLs, trustedProxies []string
@@ -39,6 +40,7 @@ func serverCmd(e *env) *cobra.Command {
 $AGENTKEYS_HOME/server (default ~/.agentkeys/server), embedded SQLite ledger,
 HTTP on 127.0.0.1:8090. The first start creates and seals the master seed and
 creates the operator (governance) key; later starts unseal the same seed.
+--ledger URL keeps the ledger elsewhere (default sqlite://<data-dir>/ledger.db).
 
 The platform key that seals the seed (the stand-in for a CPU's sealing key) is
 $AGENTKEYS_HOME/platform.key (--platform-key PATH), or AGENTKEYS_PLATFORM_KEY
@@ -69,6 +71,11 @@ invite the operator signs (agentkeys server invite).`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if dataDir == "" {
 				dataDir = filepath.Join(e.home(), "server")
+			}
+			if ledgerURL != "" {
+				if _, err := ledgerstore.Parse(ledgerURL); err != nil {
+					return problem.New(problem.BadRequest, "--ledger: "+err.Error(), "pass --ledger "+ledgerstore.SQLite("/var/lib/agentkeys/ledger.db")+", or drop it for the file in --data-dir")
+				}
 			}
 			if platformKey != "" && e.getenv("AGENTKEYS_PLATFORM_KEY") != "" {
 				return problem.New(problem.BadRequest, "--platform-key and AGENTKEYS_PLATFORM_KEY both name the platform key",
@@ -118,7 +125,7 @@ invite the operator signs (agentkeys server invite).`,
 				return problem.New(problem.BadRequest, "--oidc-max-ttl must be between 1s and 1h", "pass e.g. --oidc-max-ttl 1h")
 			}
 			return runServer(cmd.Context(), log, serverConfig{listen: listen, maxBody: maxBody, issuer: issuer, dev: dev, trustedProxies: proxies,
-				broker: broker.Config{DataDir: dataDir, PlatformKeyFile: platformKey, PlatformKeyHex: e.getenv("AGENTKEYS_PLATFORM_KEY"),
+				broker: broker.Config{DataDir: dataDir, LedgerURL: ledgerURL, PlatformKeyFile: platformKey, PlatformKeyHex: e.getenv("AGENTKEYS_PLATFORM_KEY"),
 					DevPlatformKeyInDataDir: dev, SignerPublicKey: signer, PublicURLs: publicURLs,
 					SessionTTL: sessionTTL, ReadLimit: limit, ReadWindow: window,
 					MintLimit: mintLimit, MintWindow: mintWindow, ApprovalWindow: approvalWindow,
@@ -126,6 +133,7 @@ invite the operator signs (agentkeys server invite).`,
 		},
 	}
 	cmd.Flags().StringVar(&dataDir, "data-dir", "", "where the sealed seed, ledger and operator key live (default $AGENTKEYS_HOME/server)")
+	cmd.Flags().StringVar(&ledgerURL, "ledger", "", "the ledger store as a URL, e.g. sqlite:///var/lib/agentkeys/ledger.db (default sqlite://<data-dir>/ledger.db)")
 	cmd.Flags().StringVar(&platformKey, "platform-key", "", "file holding the platform key that seals the seed, outside the data dir (default $AGENTKEYS_HOME/platform.key)")
 	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:8090", "address for the HTTP API")
 	cmd.Flags().StringVar(&signerKey, "mrsigner-key", "", "release-signing ed25519 public key (hex; release keygen prints it): run as tier production, only if <executable>.sig verifies; default: the dev signer (tier dev)")

@@ -15,7 +15,9 @@ import (
 )
 
 // Opener opens the driver's store. Calling it again must reopen the same store, so
-// the suite can check durability; each call to NewStore gives a fresh store.
+// the suite can check durability, also while the first handle is open: two
+// handles on one store are two writers (two brokers on one store); each call to
+// newStore gives a fresh store.
 type Opener func() (ledger.Driver, error)
 
 // Run runs the conformance suite. newStore returns an Opener for a fresh, empty store.
@@ -31,6 +33,7 @@ func Run(t *testing.T, newStore func(t *testing.T) Opener) {
 		{"Durable", testDurable},
 		{"ConcurrentReads", testConcurrentReads},
 		{"PayloadCommitments", testPayloadCommitments},
+		{"ConcurrentWriters", testConcurrentWriters},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, newStore(t)) })
@@ -286,6 +289,113 @@ func testPayloadCommitments(t *testing.T, open Opener) {
 	}
 	if h, _, _ := d.Head(ctx); h != *headOf(es) {
 		t.Fatalf("head %+v, want %+v", h, *headOf(es))
+	}
+}
+
+// testConcurrentWriters: two handles on one store append at once, each reading
+// the head and committing on top of it, again on ErrConflict. The store keeps one
+// chain: every seq once, no gap, each entry linking to the one before, and every
+// entry whose commit succeeded is in it; both handles then see the same head.
+func testConcurrentWriters(t *testing.T, open Opener) {
+	ctx := context.Background()
+	handles := []ledger.Driver{mustOpen(t, open), mustOpen(t, open)}
+	// Taking turns, each handle commits on the head the other one moved.
+	var turns []ledger.Entry
+	for i := range 4 {
+		d := handles[i%2]
+		h, ok, err := d.Head(ctx)
+		if err != nil || ok != (i > 0) {
+			t.Fatalf("turn %d: head %+v ok=%v err=%v", i, h, ok, err)
+		}
+		var prev *ledger.Head
+		if ok {
+			prev = &h
+		}
+		es := chain(prev, 1)
+		if err := d.Commit(ctx, es, nil); err != nil {
+			t.Fatalf("turn %d: handle %d cannot commit on the head the other handle moved: %v", i, i%2, err)
+		}
+		turns = append(turns, es...)
+	}
+	const commits = 25        // per writer
+	const maxConflicts = 2000 // per writer: more means it cannot make progress
+	committed := make([][]ledger.Entry, len(handles))
+	errs := make(chan error, len(handles))
+	var wg sync.WaitGroup
+	for w, d := range handles {
+		wg.Go(func() {
+			n, conflicts := 0, 0 // commits, conflicts
+			for n < commits {
+				h, ok, err := d.Head(ctx)
+				if err != nil {
+					errs <- fmt.Errorf("writer %d: head: %w", w, err)
+					return
+				}
+				var prev *ledger.Head
+				if ok {
+					prev = &h
+				}
+				es := chain(prev, 1+n%2)
+				for i := range es { // this writer's own payload: a fork would show
+					es[i].Payload = fmt.Appendf(nil, `{"writer":%d,"n":%d}`, w, es[i].Seq)
+					if i > 0 {
+						es[i].PrevHash = es[i-1].Hash()
+					}
+				}
+				switch err := d.Commit(ctx, es, []ledger.Write{{Key: fmt.Sprintf("w/%d", w), Value: []byte{byte(n)}}}); {
+				case err == nil:
+					committed[w] = append(committed[w], es...)
+					n++
+				case errors.Is(err, ledger.ErrConflict):
+					if conflicts++; conflicts > maxConflicts {
+						errs <- fmt.Errorf("writer %d: %d conflicts: the handle does not follow the other's commits", w, conflicts)
+						return
+					}
+				default:
+					errs <- fmt.Errorf("writer %d: commit: %w", w, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	all, err := handles[0].Entries(ctx, 0, 10_000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := len(turns) + len(committed[0]) + len(committed[1])
+	if len(all) != want {
+		t.Fatalf("the store holds %d entries, the writers committed %d", len(all), want)
+	}
+	for i, e := range all {
+		if e.Seq != uint64(i) {
+			t.Fatalf("entry %d has seq %d: a gap or a duplicate", i, e.Seq)
+		}
+		if i > 0 && e.PrevHash != all[i-1].Hash() {
+			t.Fatalf("entry %d does not link to entry %d: a fork", i, i-1)
+		}
+	}
+	for w, es := range committed {
+		for _, e := range es {
+			if all[e.Seq].Hash() != e.Hash() {
+				t.Fatalf("writer %d's committed entry %d is not in the chain", w, e.Seq)
+			}
+		}
+	}
+	for i, d := range handles {
+		h, ok, err := d.Head(ctx)
+		if err != nil || !ok || h != *headOf(all) {
+			t.Fatalf("handle %d: head %+v %v %v, want %+v", i, h, ok, err, *headOf(all))
+		}
+		for w := range handles {
+			if v, _, _ := d.Get(ctx, fmt.Sprintf("w/%d", w)); len(v) != 1 || v[0] != commits-1 {
+				t.Fatalf("handle %d: writer %d's last state write reads %v", i, w, v)
+			}
+		}
 	}
 }
 

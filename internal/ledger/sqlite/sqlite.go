@@ -1,6 +1,8 @@
 // Package sqlite is the embedded ledger driver: one SQLite file in WAL mode with
 // synchronous=FULL, so a committed transaction survives power loss. One connection
-// writes; a pool of read-only connections serves reads concurrently.
+// writes; a pool of read-only connections serves reads concurrently. One process
+// opens a file for writing (a lock file keeps others out); several handles in it
+// are several writers on one chain.
 package sqlite
 
 import (
@@ -11,18 +13,18 @@ import (
 	"math"
 	"net/url"
 	"os"
-	"strings"
-	"syscall"
 
 	"github.com/agentkeys/agentkeys/internal/ledger"
+	"github.com/agentkeys/agentkeys/internal/ledger/sqlmigrate"
 
 	_ "modernc.org/sqlite" // database/sql driver "sqlite"
 )
 
-// schema is the current layout (version schemaVersion, kept in PRAGMA
-// user_version). Version 0, the first, had no salt column: its entries are all
-// format 1 and keep it (a NULL salt).
-const schema = `
+// migrations are the schema, one numbered step each (package sqlmigrate records
+// them in schema_migrations). Version 1, the first layout, had no salt column:
+// its entries are all format 1 and keep it (a NULL salt).
+var migrations = []sqlmigrate.Migration{
+	{Name: "entries and state", Up: execUp(`
 CREATE TABLE IF NOT EXISTS entries (
 	seq       INTEGER PRIMARY KEY,
 	prev_hash BLOB    NOT NULL,
@@ -31,70 +33,81 @@ CREATE TABLE IF NOT EXISTS entries (
 	origin    TEXT    NOT NULL,
 	payload   BLOB    NOT NULL,
 	signer    TEXT    NOT NULL,
-	sig       BLOB    NOT NULL,
-	salt      BLOB
+	sig       BLOB    NOT NULL
 );
 CREATE TABLE IF NOT EXISTS state (
 	key   TEXT PRIMARY KEY,
 	value BLOB NOT NULL
-) WITHOUT ROWID;`
+) WITHOUT ROWID;`)},
+	{Name: "entries.salt: payload commitments", Up: execUp(`ALTER TABLE entries ADD COLUMN salt BLOB`)},
+}
 
-const schemaVersion = 1
+func execUp(q string) func(context.Context, *sql.Tx) error {
+	return func(ctx context.Context, tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, q)
+		return err
+	}
+}
 
-// migrate brings the file to schemaVersion in one transaction: a new file gets
-// the schema; a version-0 ledger gets the salt column, its rows untouched.
+// Before schema_migrations, a file recorded its layout in PRAGMA user_version:
+// 0 (version 1 here) or 1 (the salt column, version 2). migrate still writes it,
+// as the version minus one, in the same transaction: an agentkeys from before
+// schema_migrations opens a file it can read (user_version 1) and refuses one
+// from version 3 on as newer.
+
+// migrate brings the file to the latest version in one IMMEDIATE transaction,
+// its rows untouched.
 func migrate(w *sql.DB) error {
-	tx, err := w.Begin()
+	ctx := context.Background()
+	tx, err := w.BeginTx(ctx, nil)
 	if err != nil {
 		return err
 	}
 	defer tx.Rollback()
-	v, err := userVersion(tx)
+	v, err := sqlmigrate.Apply(ctx, tx, migrations, func(ctx context.Context, tx *sql.Tx) (int, error) { return legacyVersion(ctx, tx) })
 	if err != nil {
 		return err
 	}
-	if v > schemaVersion {
-		return newerError(v)
-	}
-	if v < 1 {
-		if n, err := saltColumn(tx); err != nil {
-			return err
-		} else if n == 0 {
-			if _, err := tx.Exec(`ALTER TABLE entries ADD COLUMN salt BLOB`); err != nil && !isNoSuchTable(err) {
-				return err
-			}
-		}
-	}
-	if _, err := tx.Exec(schema); err != nil {
-		return err
-	}
-	if _, err := tx.Exec(fmt.Sprintf(`PRAGMA user_version = %d`, schemaVersion)); err != nil {
+	if _, err := tx.ExecContext(ctx, fmt.Sprintf(`PRAGMA user_version = %d`, v-1)); err != nil {
 		return err
 	}
 	return tx.Commit()
 }
 
 type queryer interface {
-	QueryRow(q string, args ...any) *sql.Row
+	QueryRowContext(ctx context.Context, q string, args ...any) *sql.Row
 }
 
-func userVersion(q queryer) (int, error) {
-	var v int
-	err := q.QueryRow(`PRAGMA user_version`).Scan(&v)
-	return v, err
+// legacyVersion is the version of a file without schema_migrations, from its
+// layout: 0 (new, no tables), 1 (no salt column) or 2.
+func legacyVersion(ctx context.Context, q queryer) (int, error) {
+	var uv, tables, salt int
+	if err := q.QueryRowContext(ctx, `SELECT (SELECT user_version FROM pragma_user_version),
+		(SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'entries'),
+		(SELECT count(*) FROM pragma_table_info('entries') WHERE name = 'salt')`).Scan(&uv, &tables, &salt); err != nil {
+		return 0, err
+	}
+	switch {
+	case uv > 1:
+		return uv + 1, nil // from a later agentkeys: refused as newer
+	case tables == 0:
+		return 0, nil
+	case salt == 0:
+		return 1, nil
+	}
+	return 2, nil
 }
 
-// saltColumn counts entries' salt columns (0 before version 1 or on a new file).
-func saltColumn(q queryer) (int, error) {
+// version is the file's schema version, read without changing anything.
+func version(ctx context.Context, q queryer) (int, error) {
 	var n int
-	err := q.QueryRow(`SELECT count(*) FROM pragma_table_info('entries') WHERE name = 'salt'`).Scan(&n)
-	return n, err
-}
-
-func isNoSuchTable(err error) bool { return strings.Contains(err.Error(), "no such table") }
-
-func newerError(v int) error {
-	return fmt.Errorf("sqlite: the ledger has schema version %d, newer than this agentkeys knows (%d): run a newer agentkeys", v, schemaVersion)
+	if err := q.QueryRowContext(ctx, `SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?`, sqlmigrate.Table).Scan(&n); err != nil {
+		return 0, err
+	}
+	if n == 0 {
+		return legacyVersion(ctx, q)
+	}
+	return sqlmigrate.Version(ctx, q)
 }
 
 // Driver is a ledger.Driver on one SQLite file.
@@ -103,14 +116,15 @@ type Driver struct {
 	r *sql.DB // read-only pool
 
 	// statements prepared once on the writer connection
-	insEntry, putState, delState *sql.Stmt
-	getState                     *sql.Stmt // on the read pool
+	insEntry, putState, delState, newestSeq *sql.Stmt
+	getState                                *sql.Stmt // on the read pool
 
-	lock *os.File // flock held while open: one writer process per file
-	cols string   // entry columns to select (entryCols, or entryColsV0 read-only)
+	lock *fileLock // held while open: one writer process per file
+	cols string    // entry columns to select (entryCols, or entryColsV0 read-only)
 
-	// last is the head as of the last commit through this driver (valid when known);
-	// the lock guarantees no other process moves it.
+	// last is the head as of the last commit through this driver (valid when
+	// known). Another handle may have moved it since: Commit checks it against the
+	// newest seq inside its write transaction.
 	last      ledger.Head
 	lastOK    bool
 	lastKnown bool
@@ -122,15 +136,12 @@ var _ ledger.Driver = (*Driver)(nil)
 var ErrLocked = errors.New("sqlite: the ledger is open in another process (is another agentkeys server using this data dir?)")
 
 // Open opens (creating if needed) the ledger database at path for reading and
-// writing. It takes an exclusive lock on path+".lock" for as long as it is open.
+// writing. It takes an exclusive lock on path+".lock" for as long as it is open,
+// shared by the handles of this process: another process gets ErrLocked.
 func Open(path string) (*Driver, error) {
-	lock, err := os.OpenFile(path+".lock", os.O_RDWR|os.O_CREATE, 0o600)
+	lock, err := lockFile(path + ".lock")
 	if err != nil {
-		return nil, fmt.Errorf("sqlite: %w", err)
-	}
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		lock.Close()
-		return nil, ErrLocked
+		return nil, err
 	}
 	// The WAL and shm files take the database file's mode: create it 0600 first.
 	if f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600); err == nil {
@@ -138,7 +149,7 @@ func Open(path string) (*Driver, error) {
 	}
 	d, err := open(path, false)
 	if err != nil {
-		lock.Close()
+		lock.release()
 		return nil, err
 	}
 	d.lock = lock
@@ -179,17 +190,14 @@ func open(path string, readOnly bool) (*Driver, error) {
 		}
 		d := &Driver{r: r, cols: entryCols}
 		// A ledger not yet migrated (no server of this version opened it) is read
-		// as it is: every entry format 1.
-		if v, err := userVersion(r); err != nil {
+		// as it is: at version 1, every entry format 1.
+		if v, err := version(context.Background(), r); err != nil {
 			r.Close()
 			return nil, fmt.Errorf("sqlite: %s: %w", path, err)
-		} else if v > schemaVersion {
+		} else if v > len(migrations) {
 			r.Close()
-			return nil, newerError(v)
-		} else if n, err := saltColumn(r); err != nil {
-			r.Close()
-			return nil, fmt.Errorf("sqlite: %s: %w", path, err)
-		} else if n == 0 {
+			return nil, fmt.Errorf("sqlite: %s: %w", path, &sqlmigrate.NewerError{Have: v, Know: len(migrations)})
+		} else if v < 2 {
 			d.cols = entryColsV0
 		}
 		if d.getState, err = r.Prepare(getStateSQL); err != nil {
@@ -225,6 +233,7 @@ func open(path string, readOnly bool) (*Driver, error) {
 		{&d.insEntry, `INSERT INTO entries (` + entryCols + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`},
 		{&d.putState, `INSERT INTO state (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value`},
 		{&d.delState, `DELETE FROM state WHERE key = ?`},
+		{&d.newestSeq, `SELECT max(seq) FROM entries`},
 	} {
 		if *p.s, err = w.Prepare(p.q); err != nil {
 			d.Close()
@@ -236,7 +245,7 @@ func open(path string, readOnly bool) (*Driver, error) {
 
 // Close closes both connection pools.
 func (d *Driver) Close() error {
-	for _, s := range []*sql.Stmt{d.insEntry, d.putState, d.delState, d.getState} {
+	for _, s := range []*sql.Stmt{d.insEntry, d.putState, d.delState, d.newestSeq, d.getState} {
 		if s != nil {
 			s.Close()
 		}
@@ -248,17 +257,15 @@ func (d *Driver) Close() error {
 		}
 	}
 	if d.lock != nil {
-		errs = append(errs, d.lock.Close())
+		errs = append(errs, d.lock.release())
+		d.lock = nil
 	}
 	return errors.Join(errs...)
 }
 
-// DB exposes the writer handle for fault and tamper tests.
-func (d *Driver) DB() *sql.DB { return d.w }
-
 const getStateSQL = `SELECT value FROM state WHERE key = ?`
 
-// entryCols are the columns an entry is read from; entryColsV0 reads a version-0
+// entryCols are the columns an entry is read from; entryColsV0 reads a version-1
 // file (opened read-only before any migration).
 const (
 	entryCols   = `seq, prev_hash, time, kind, origin, payload, signer, sig, salt`
@@ -387,7 +394,13 @@ func (d *Driver) Commit(ctx context.Context, entries []ledger.Entry, writes []le
 		return fmt.Errorf("sqlite: begin: %w", err)
 	}
 	defer tx.Rollback()
-	if !d.lastKnown {
+	// Under the write lock: if another handle committed since this one did, the
+	// head is read again.
+	var newest sql.NullInt64
+	if err := tx.StmtContext(ctx, d.newestSeq).QueryRowContext(ctx).Scan(&newest); err != nil {
+		return fmt.Errorf("sqlite: head: %w", err)
+	}
+	if !d.lastKnown || newest.Valid != d.lastOK || newest.Valid && uint64(newest.Int64) != d.last.Seq {
 		if d.last, d.lastOK, err = head(ctx, tx, d.cols); err != nil {
 			return err
 		}
