@@ -85,6 +85,43 @@ func TestListenSocketModes(t *testing.T) {
 	}
 }
 
+// TestListenSocketAnyUmask: the socket is 0600 even under umask 0, the
+// umask is left as it was, and the private directory the socket was bound in
+// is gone.
+func TestListenSocketAnyUmask(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "d.sock")
+	old := syscall.Umask(0)
+	defer syscall.Umask(old)
+	ln, err := ListenSocket(path, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	if m, _ := modeOf(t, path); m != 0o600 {
+		t.Errorf("socket under umask 0 is %v, want 0600", m)
+	}
+	if u := syscall.Umask(0); u != 0 {
+		t.Errorf("ListenSocket left the umask at %#o, want 0", u)
+	}
+	des, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(des) != 1 || des[0].Name() != "d.sock" {
+		var names []string
+		for _, de := range des {
+			names = append(names, de.Name())
+		}
+		t.Errorf("socket directory holds %q, want only d.sock", names)
+	}
+	c, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatalf("socket does not accept connections: %v", err)
+	}
+	c.Close()
+}
+
 func TestListenSocketRefuses(t *testing.T) {
 	dir := t.TempDir()
 	// A directory every user may write: anyone could replace the socket.
