@@ -207,6 +207,15 @@ func TestQuickPath(t *testing.T) {
 	if v, ok := metric(t, string(body), "agentkeys_ledger_entries_total"); !ok || v < 1 {
 		t.Errorf("/metrics agentkeys_ledger_entries_total = %v (present %v), want ≥ 1 (genesis)", v, ok)
 	}
+	if v, ok := metric(t, string(body), "agentkeys_ledger_commit_duration_seconds_count"); !ok || v < 1 {
+		t.Errorf("/metrics agentkeys_ledger_commit_duration_seconds_count = %v (present %v), want ≥ 1 (genesis)", v, ok)
+	}
+	if _, ok := metric(t, string(body), "agentkeys_ledger_queue_depth"); !ok {
+		t.Errorf("/metrics has no agentkeys_ledger_queue_depth")
+	}
+	if !strings.Contains(string(body), "\nagentkeys_http_request_duration_seconds_count{") {
+		t.Errorf("/metrics has no agentkeys_http_request_duration_seconds histogram")
+	}
 
 	// Files with secrets are 0600, the data dir 0700.
 	if m := fileMode(t, dataDir); m != 0o700 {

@@ -56,7 +56,7 @@ func New(b *broker.Broker, cfg Config) http.Handler {
 	}
 	s := &server{b: b, log: cfg.Logger, maxBody: cfg.MaxBody, trustedProxies: cfg.TrustedProxies,
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "agentkeys_http_requests_total", Help: "HTTP requests by route and status."}, []string{"route", "code"}),
-		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "agentkeys_http_request_seconds", Help: "HTTP request latency by route.",
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "agentkeys_http_request_duration_seconds", Help: "HTTP request latency by route.",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16)}, []string{"route"}),
 	}
 	cfg.Registry.MustRegister(s.requests, s.latency, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
