@@ -31,6 +31,9 @@ type Config struct {
 	// TrustedProxies are the peers whose X-Forwarded-For is believed when the
 	// broker limits anonymous callers by address (default none: the TCP peer).
 	TrustedProxies []netip.Prefix
+	// NoMetrics leaves GET /metrics off this handler: the operator serves it on
+	// a listener of its own (server --metrics-listen).
+	NoMetrics bool
 }
 
 type server struct {
@@ -65,7 +68,9 @@ func New(b *broker.Broker, cfg Config) http.Handler {
 	handle := func(pattern string, h func(w http.ResponseWriter, r *http.Request) error) {
 		mux.Handle(pattern, s.wrap(pattern, h))
 	}
-	mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Registry, promhttp.HandlerOpts{}))
+	if !cfg.NoMetrics {
+		mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Registry, promhttp.HandlerOpts{}))
+	}
 	handle("GET /healthz", s.healthz)
 	handle("GET /readyz", s.readyz)
 	handle("GET /v1/enclave", s.enclaveInfo)
