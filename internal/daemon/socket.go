@@ -170,16 +170,31 @@ func (l socketListener) Close() error {
 	return l.Listener.Close()
 }
 
-// ServeSocket serves Handler on ln until ctx ends.
+// ServeSocket serves Handler on ln until ctx ends; it returns once the
+// requests in flight are answered (or after 5 s).
 func ServeSocket(ctx context.Context, ln net.Listener, src Source, log *slog.Logger) error {
-	srv := &http.Server{Handler: Handler(src, log), ReadHeaderTimeout: 10 * time.Second}
+	return serveHandler(ctx, ln, Handler(src, log))
+}
+
+func serveHandler(ctx context.Context, ln net.Listener, h http.Handler) error {
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	served, stopped := make(chan struct{}), make(chan struct{})
 	go func() {
-		<-ctx.Done()
+		defer close(stopped)
+		select {
+		case <-ctx.Done():
+		case <-served: // Serve failed on its own: nothing to shut down
+			return
+		}
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		srv.Shutdown(sctx)
 	}()
+	// Serve returns as soon as Shutdown closes the listener; Shutdown returns
+	// when the requests in flight are done.
 	err := srv.Serve(ln)
+	close(served)
+	<-stopped
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
 	}

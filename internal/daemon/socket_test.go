@@ -6,13 +6,16 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
@@ -296,5 +299,64 @@ func TestCheckPrivate(t *testing.T) {
 	os.Chmod(d.SessionPath(), 0o644)
 	if err := d.CheckPrivate(); codeOf(err) != CodeDenied {
 		t.Errorf("a 0644 session file: %v", err)
+	}
+}
+
+// TestServeSocketWaitsForInFlight: when ctx ends, the socket server stops
+// accepting and returns only once the request in flight has been answered.
+func TestServeSocketWaitsForInFlight(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "d.sock")
+	ln, err := ListenSocket(path, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	entered, release := make(chan struct{}), make(chan struct{})
+	var finished atomic.Bool
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(entered)
+		<-release
+		finished.Store(true)
+		io.WriteString(w, "answered")
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- serveHandler(ctx, ln, h) }()
+	answer := make(chan string, 1)
+	go func() {
+		c := http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", path)
+		}}}
+		resp, err := c.Get("http://daemon/slow")
+		if err != nil {
+			answer <- err.Error()
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		answer <- string(b)
+	}()
+	<-entered
+	cancel()
+	// A correct server cannot return before release; a broken one returns at
+	// once. The timer only bounds how long the test gives it to do so.
+	var returnedEarly bool
+	select {
+	case err := <-done:
+		returnedEarly = true
+		close(release)
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(300 * time.Millisecond):
+		close(release)
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if returnedEarly || !finished.Load() {
+		t.Errorf("the socket server returned with a request in flight (finished %v)", finished.Load())
+	}
+	if a := <-answer; a != "answered" {
+		t.Errorf("the request in flight got %q, want its answer", a)
 	}
 }
