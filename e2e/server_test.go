@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -206,6 +207,15 @@ func TestQuickPath(t *testing.T) {
 	}
 	if v, ok := metric(t, string(body), "agentkeys_ledger_entries_total"); !ok || v < 1 {
 		t.Errorf("/metrics agentkeys_ledger_entries_total = %v (present %v), want ≥ 1 (genesis)", v, ok)
+	}
+	if v, ok := metric(t, string(body), "agentkeys_ledger_commit_duration_seconds_count"); !ok || v < 1 {
+		t.Errorf("/metrics agentkeys_ledger_commit_duration_seconds_count = %v (present %v), want ≥ 1 (genesis)", v, ok)
+	}
+	if _, ok := metric(t, string(body), "agentkeys_ledger_queue_depth"); !ok {
+		t.Errorf("/metrics has no agentkeys_ledger_queue_depth")
+	}
+	if !strings.Contains(string(body), "\nagentkeys_http_request_duration_seconds_count{") {
+		t.Errorf("/metrics has no agentkeys_http_request_duration_seconds histogram")
 	}
 
 	// Files with secrets are 0600, the data dir 0700.
@@ -499,5 +509,53 @@ func assertNothingWritten(t *testing.T, s *server, before *api.HeadInfo) {
 		if e.Kind != ledger.KindCheckpoint || e.Origin != ledger.OriginEnclave {
 			t.Errorf("seq %d (%s from %s) was written after a refused request", e.Seq, e.Kind, e.Origin)
 		}
+	}
+}
+
+// TestMetricsListen: with --metrics-listen the metrics are served on their own
+// listener and not on the API; a busy metrics address refuses to start.
+func TestMetricsListen(t *testing.T) {
+	h := newHarness(t)
+	s := h.start(serverOpts{home: t.TempDir(), args: []string{"--metrics-listen", "127.0.0.1:0"}})
+	l, err := s.waitLog(`"listening"`, startTimeout, msgIs("listening"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	maddr := l.str("metrics_addr")
+	if !strings.HasPrefix(maddr, "127.0.0.1:") || maddr == s.addr {
+		t.Fatalf("listening line has metrics_addr %q, want 127.0.0.1:<port> apart from the API's %s", maddr, s.addr)
+	}
+	resp, err := http.Get("http://" + maddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /metrics on --metrics-listen = %d", resp.StatusCode)
+	}
+	if v, ok := metric(t, string(body), "agentkeys_ready"); !ok || v != 1 {
+		t.Errorf("/metrics on --metrics-listen: agentkeys_ready = %v (present %v), want 1", v, ok)
+	}
+	if code, body := s.get("/metrics"); code != http.StatusNotFound || strings.Contains(string(body), "agentkeys_ready") {
+		t.Errorf("the API's /metrics with --metrics-listen = %d %.80s, want 404", code, body)
+	}
+	resp, err = http.Get("http://" + maddr + "/v1/enclave")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Errorf("the metrics listener serves GET /v1/enclave: %d, want 404", resp.StatusCode)
+	}
+
+	// A second server on the same metrics address refuses to start (exit 2, a
+	// bad flag, as a busy --listen).
+	s2 := h.spawn(serverOpts{home: t.TempDir(), args: []string{"--metrics-listen", maddr}})
+	if code := s2.waitExit(startTimeout); code != 2 || !strings.Contains(s2.stderr.String(), "--metrics-listen") {
+		t.Errorf("a busy --metrics-listen: exit %d, stderr %s", code, s2.stderr.String())
+	}
+	if code := s.stop(os.Interrupt); code != 0 {
+		t.Errorf("server stopped with exit %d, want 0", code)
 	}
 }

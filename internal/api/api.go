@@ -31,6 +31,9 @@ type Config struct {
 	// TrustedProxies are the peers whose X-Forwarded-For is believed when the
 	// broker limits anonymous callers by address (default none: the TCP peer).
 	TrustedProxies []netip.Prefix
+	// NoMetrics leaves GET /metrics off this handler: the operator serves it on
+	// a listener of its own (server --metrics-listen).
+	NoMetrics bool
 }
 
 type server struct {
@@ -56,7 +59,7 @@ func New(b *broker.Broker, cfg Config) http.Handler {
 	}
 	s := &server{b: b, log: cfg.Logger, maxBody: cfg.MaxBody, trustedProxies: cfg.TrustedProxies,
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "agentkeys_http_requests_total", Help: "HTTP requests by route and status."}, []string{"route", "code"}),
-		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "agentkeys_http_request_seconds", Help: "HTTP request latency by route.",
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "agentkeys_http_request_duration_seconds", Help: "HTTP request latency by route.",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16)}, []string{"route"}),
 	}
 	cfg.Registry.MustRegister(s.requests, s.latency, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -65,7 +68,9 @@ func New(b *broker.Broker, cfg Config) http.Handler {
 	handle := func(pattern string, h func(w http.ResponseWriter, r *http.Request) error) {
 		mux.Handle(pattern, s.wrap(pattern, h))
 	}
-	mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Registry, promhttp.HandlerOpts{}))
+	if !cfg.NoMetrics {
+		mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Registry, promhttp.HandlerOpts{}))
+	}
 	handle("GET /healthz", s.healthz)
 	handle("GET /readyz", s.readyz)
 	handle("GET /v1/enclave", s.enclaveInfo)

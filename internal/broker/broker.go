@@ -250,6 +250,7 @@ func (b *Broker) Start(ctx context.Context) error {
 		b.metrics.committed(es)
 		b.oidcObserve(es)
 	}
+	opts.CommitTook = b.metrics.commitTook
 	if err := b.index.Load(ctx, ledger.View(ctx, b.store)); err != nil {
 		return err
 	}
@@ -268,7 +269,7 @@ func (b *Broker) Start(ctx context.Context) error {
 		return err
 	}
 	b.ledger.Store(l)
-	b.metrics.head.Set(float64(l.Head().Seq))
+	b.metrics.follow(l)
 	b.status.Store(nil)
 	b.metrics.ready.Set(1)
 	b.log.Info("ledger verified", "entries", n, "head_seq", l.Head().Seq, "took", time.Since(start).String())

@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+
+	"github.com/agentkeys/agentkeys/internal/atomicfile"
 )
 
 // ensureOperatorKey creates the 1-of-1 governance key (PKCS#8 PEM, 0600) unless it
@@ -28,19 +30,12 @@ func ensureOperatorKey(path string) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
+	key := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
+	defer clear(key)
+	if err := atomicfile.CreateNew(path, key, 0o600); err != nil {
 		return false, fmt.Errorf("creating operator key: %w", err)
 	}
-	if err := pem.Encode(f, &pem.Block{Type: "PRIVATE KEY", Bytes: der}); err != nil {
-		f.Close()
-		return false, err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return false, err
-	}
-	return true, f.Close()
+	return true, nil
 }
 
 // LoadOperatorKey reads an operator (governance) key written by the first start.

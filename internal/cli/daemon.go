@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -364,11 +365,19 @@ AWS_WEB_IDENTITY_TOKEN_FILE-style consumers: rewritten at 80% of its lifetime.`,
 			defer os.Remove(socket)
 			log := e.daemonLog()
 			src.Dir, src.Checks = d, daemon.NewChecks(daemon.DefaultCheckTTL, time.Now)
+			// The token-file refreshers and the socket server are one group:
+			// whichever way it ends, the rest stop and are joined.
+			ctx, stop := context.WithCancel(cmd.Context())
+			defer stop()
+			var refreshers sync.WaitGroup
 			for path, aud := range files {
-				go src.KeepTokenFile(cmd.Context(), aud, path, int64(tokenTTL/time.Second), log)
+				refreshers.Go(func() { src.KeepTokenFile(ctx, aud, path, int64(tokenTTL/time.Second), log) })
 			}
 			log.Info("listening", "socket", socket, "group", group, "paired", d.Paired())
-			return daemon.ServeSocket(cmd.Context(), ln, src, log)
+			err = daemon.ServeSocket(ctx, ln, src, log)
+			stop()
+			refreshers.Wait()
+			return err
 		},
 	}
 	cmd.Flags().StringVar(&socket, "socket", "", "socket path (default $AGENTKEYS_HOME/daemon/agentkeys.sock)")

@@ -14,6 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/agentkeys/agentkeys/internal/atomicfile"
 	"github.com/agentkeys/agentkeys/internal/broker"
 	"github.com/agentkeys/agentkeys/internal/client"
 	"github.com/agentkeys/agentkeys/internal/federation"
@@ -291,32 +292,20 @@ func writeDocs(dir string, docs []docFile, force bool) ([]writtenFile, error) {
 	return out, nil
 }
 
-// writeFileWhole writes b to a temporary file beside path, sets mode and moves
-// it to path: by rename when replace, else by link (which fails if path exists).
+// writeFileWhole writes b to path, mode exactly, atomically: replacing path
+// when replace, else never (atomicfile.CreateNew fails if path exists).
 func writeFileWhole(path string, b []byte, mode os.FileMode, replace bool) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return problem.Wrap(err, problem.BadRequest, "choose an --out directory you can write", "cannot write in %s: %v", filepath.Dir(path), err)
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp)
-	_, err = f.Write(b)
-	if err == nil {
-		err = f.Chmod(mode)
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return problem.Wrap(err, problem.Internal, "check the disk and retry", "writing %s: %v", path, err)
-	}
+	var err error
 	if replace {
-		err = os.Rename(tmp, path)
+		err = atomicfile.WriteFile(path, b, mode)
 	} else {
-		err = os.Link(tmp, path)
+		err = atomicfile.CreateNew(path, b, mode)
 	}
 	if errors.Is(err, fs.ErrExist) {
 		return problem.Newf(problem.Conflict, "pass --force to replace it, or choose another --out directory", "%s exists", path)
+	}
+	if errors.Is(err, fs.ErrPermission) || errors.Is(err, fs.ErrNotExist) {
+		return problem.Wrap(err, problem.BadRequest, "choose an --out directory you can write", "cannot write in %s: %v", filepath.Dir(path), err)
 	}
 	if err != nil {
 		return problem.Wrap(err, problem.Internal, "check the directory and retry", "writing %s: %v", path, err)

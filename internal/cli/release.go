@@ -12,10 +12,10 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"path/filepath"
 
 	"github.com/spf13/cobra"
 
+	"github.com/agentkeys/agentkeys/internal/atomicfile"
 	"github.com/agentkeys/agentkeys/internal/enclave"
 	"github.com/agentkeys/agentkeys/internal/problem"
 )
@@ -115,7 +115,7 @@ the exact file you ship; any change to it, even one byte, needs a new signature.
 			sig := enclave.SignRelease(key, digest)
 			b, _ := json.Marshal(sig)
 			sigFile := binary + enclave.ReleaseSigSuffix
-			if err := writeFileAtomic(sigFile, append(b, '\n'), 0o644); err != nil {
+			if err := atomicfile.WriteFile(sigFile, append(b, '\n'), 0o644); err != nil {
 				return problem.Newf(problem.BadRequest, "make the binary's directory writable, or sign a copy elsewhere",
 					"cannot write %s: %v", sigFile, err)
 			}
@@ -218,23 +218,14 @@ func writeReleaseKey(path string) (ed25519.PublicKey, error) {
 	if err != nil {
 		return nil, err
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	key := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
+	defer clear(key)
+	err = atomicfile.CreateNew(path, key, 0o600)
 	if errors.Is(err, fs.ErrExist) {
 		return nil, problem.Newf(problem.Conflict, "choose another --out, or move the existing key away if you mean to replace it",
 			"%s exists; a key file is never replaced", path)
 	} else if err != nil {
 		return nil, problem.Wrap(err, problem.BadRequest, "choose a writable --out path", "cannot create %s: %v", path, err)
-	}
-	err = pem.Encode(f, &pem.Block{Type: "PRIVATE KEY", Bytes: der})
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		os.Remove(path)
-		return nil, fmt.Errorf("writing %s: %w", path, err)
 	}
 	return pub, nil
 }
@@ -264,31 +255,4 @@ func loadReleaseKey(path string) (ed25519.PrivateKey, error) {
 		return nil, problem.Newf(problem.BadRequest, releaseKeyFix, "%s does not hold an Ed25519 private key", path)
 	}
 	return priv, nil
-}
-
-// writeFileAtomic writes data to path through a temporary file in the same
-// directory and a rename, so a reader sees the old file or the new one.
-func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Chmod(perm)
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-	}
-	return err
 }

@@ -12,9 +12,11 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 
 	"github.com/agentkeys/agentkeys/internal/api"
@@ -26,7 +28,7 @@ import (
 )
 
 func serverCmd(e *env) *cobra.Command {
-	var dataDir, ledgerURL, platformKey, listen, logLevel, logFormat, signerKey, issuer, readRate, mintRate string
+	var dataDir, ledgerURL, platformKey, listen, metricsListen, logLevel, logFormat, signerKey, issuer, readRate, mintRate string
 	var maxBody int64
 	var sessionTTL, approvalWindow, oidcMaxTTL, oidcSkew time.Duration
 	var audiences, publicURLs, trustedProxies []string
@@ -62,10 +64,15 @@ submissions) are limited per source address and in all: each --KIND-rate is
 PER_ADDRESS,IN_ALL, e.g. --signup-rate 10/1h,200/1h. The source address is the
 TCP peer; behind a reverse proxy, name it with --trusted-proxy so that its
 X-Forwarded-For is believed. --signup invite admits new owners only with an
-invite the operator signs (agentkeys server invite).`,
+invite the operator signs (agentkeys server invite).
+
+Prometheus metrics are at GET /metrics on the API. With --metrics-listen ADDR
+they are served only there, on a listener of their own (e.g. one reachable
+from the monitoring network alone), and the API's /metrics answers 404.`,
 		Example: "  agentkeys server\n  agentkeys server --data-dir /var/lib/agentkeys/server --platform-key /etc/agentkeys/platform.key --listen 127.0.0.1:9000\n" +
 			"  agentkeys server --issuer https://keys.example.com --public-url https://keys.internal.example:8443\n" +
 			"  agentkeys server --signup invite --trusted-proxy 10.0.0.0/8 --pair-rate 20/1m,300/1m\n" +
+			"  agentkeys server --listen 0.0.0.0:8090 --metrics-listen 127.0.0.1:9100   # /metrics apart from the API\n" +
 			"  agentkeys server --mrsigner-key 3b6a27bcceb6a42d62a3a8d02a6f0d73653215771de243a63ac048a18b59da29   # a signed release",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -124,7 +131,7 @@ invite the operator signs (agentkeys server invite).`,
 			if oidcMaxTTL > oidc.MaxTTL*time.Second || oidcMaxTTL < time.Second {
 				return problem.New(problem.BadRequest, "--oidc-max-ttl must be between 1s and 1h", "pass e.g. --oidc-max-ttl 1h")
 			}
-			return runServer(cmd.Context(), log, serverConfig{listen: listen, maxBody: maxBody, issuer: issuer, dev: dev, trustedProxies: proxies,
+			return runServer(cmd.Context(), log, serverConfig{listen: listen, metricsListen: metricsListen, maxBody: maxBody, issuer: issuer, dev: dev, trustedProxies: proxies,
 				broker: broker.Config{DataDir: dataDir, LedgerURL: ledgerURL, PlatformKeyFile: platformKey, PlatformKeyHex: e.getenv("AGENTKEYS_PLATFORM_KEY"),
 					DevPlatformKeyInDataDir: dev, SignerPublicKey: signer, PublicURLs: publicURLs,
 					SessionTTL: sessionTTL, ReadLimit: limit, ReadWindow: window,
@@ -136,6 +143,7 @@ invite the operator signs (agentkeys server invite).`,
 	cmd.Flags().StringVar(&ledgerURL, "ledger", "", "the ledger store as a URL, e.g. sqlite:///var/lib/agentkeys/ledger.db (default sqlite://<data-dir>/ledger.db)")
 	cmd.Flags().StringVar(&platformKey, "platform-key", "", "file holding the platform key that seals the seed, outside the data dir (default $AGENTKEYS_HOME/platform.key)")
 	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:8090", "address for the HTTP API")
+	cmd.Flags().StringVar(&metricsListen, "metrics-listen", "", "serve GET /metrics on this address only, not on the API (default: on the API)")
 	cmd.Flags().StringVar(&signerKey, "mrsigner-key", "", "release-signing ed25519 public key (hex; release keygen prints it): run as tier production, only if <executable>.sig verifies; default: the dev signer (tier dev)")
 	cmd.Flags().StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	cmd.Flags().StringVar(&logFormat, "log-format", "auto", "text, json, or auto: text on a terminal, JSON otherwise")
@@ -247,6 +255,7 @@ const StartRefused problem.Code = "START_REFUSED"
 
 type serverConfig struct {
 	listen, issuer string
+	metricsListen  string // "" = /metrics on the API
 	dev            bool
 	maxBody        int64
 	broker         broker.Config
@@ -270,6 +279,13 @@ func runServer(ctx context.Context, log *slog.Logger, cfg serverConfig) error {
 		return problem.Wrap(err, problem.BadRequest, "choose a free address with --listen", "cannot listen on %s: %v", cfg.listen, err)
 	}
 	defer ln.Close()
+	var mln net.Listener
+	if cfg.metricsListen != "" {
+		if mln, err = net.Listen("tcp", cfg.metricsListen); err != nil {
+			return problem.Wrap(err, problem.BadRequest, "choose a free address with --metrics-listen", "cannot listen on %s: %v", cfg.metricsListen, err)
+		}
+		defer mln.Close()
+	}
 	bc := cfg.broker
 	bc.Logger, bc.Issuer = log, cfg.issuer
 	if bc.Issuer == "" {
@@ -321,44 +337,72 @@ func runServer(ctx context.Context, log *slog.Logger, cfg serverConfig) error {
 		log.Warn("created the operator key: it is the 1-of-1 governance key in genesis; back it up and keep it offline",
 			"path", broker.OperatorKeyPath(bc.DataDir))
 	}
-	srv := &http.Server{
-		Handler:           api.New(b, api.Config{Logger: log, Registry: reg, MaxBody: cfg.maxBody, TrustedProxies: cfg.trustedProxies}),
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		WriteTimeout:      60 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	srv := httpServer(api.New(b, api.Config{Logger: log, Registry: reg, MaxBody: cfg.maxBody, TrustedProxies: cfg.trustedProxies, NoMetrics: mln != nil}), log)
+	servers, listeners := []*http.Server{srv}, []net.Listener{ln}
+	metricsAddr := ""
+	if mln != nil {
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		servers, listeners = append(servers, httpServer(mux, log)), append(listeners, mln)
+		metricsAddr = mln.Addr().String()
 	}
 	if u.Scheme == "http" { // said once the broker opened, so that a refusal to start stays one line
 		log.Warn("the OIDC issuer is plain http: for loopback and development only; clouds require https in production", "issuer", bc.Issuer)
 	}
 	m := b.Enclave.Measurements()
 	log.Info("listening", "addr", ln.Addr().String(), "url", "http://"+ln.Addr().String(), "issuer", bc.Issuer, "data_dir", bc.DataDir,
-		"tier", string(m.Tier), "mrenclave", fmt.Sprintf("%x", m.MrEnclave[:8]), "mrsigner", fmt.Sprintf("%x", m.MrSigner[:8]))
-	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(ln) }()
-	go func() {
+		"tier", string(m.Tier), "mrenclave", fmt.Sprintf("%x", m.MrEnclave[:8]), "mrsigner", fmt.Sprintf("%x", m.MrSigner[:8]), "metrics_addr", metricsAddr)
+	// Every goroutine of the server is in group and joined before the broker
+	// closes: the listeners' servers and the broker's start.
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
+	var group sync.WaitGroup
+	serveErr := make(chan error, len(servers))
+	for i, s := range servers {
+		group.Go(func() { serveErr <- s.Serve(listeners[i]) })
+	}
+	group.Go(func() {
 		if err := b.Start(ctx); err != nil {
 			log.Error("broker is not ready", "err", err.Error())
 			return
 		}
 		log.Info("ready")
-	}()
+	})
+	var failed error
 	select {
 	case <-ctx.Done():
 		log.Info("shutting down")
 	case err := <-serveErr:
 		if !errors.Is(err, http.ErrServerClosed) {
-			return err
+			failed = err
 		}
 	}
+	stop()
 	shutCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := srv.Shutdown(shutCtx); err != nil {
-		log.Warn("shutdown did not finish in time", "err", err.Error())
+	for _, s := range servers {
+		if err := s.Shutdown(shutCtx); err != nil {
+			log.Warn("shutdown did not finish in time", "err", err.Error())
+		}
+	}
+	group.Wait()
+	if failed != nil {
+		return failed
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// httpServer serves h with the server's timeouts, logging through log.
+func httpServer(h http.Handler, log *slog.Logger) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      60 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
 }
 
 // loopbackHost reports whether host is localhost or a loopback IP.

@@ -6,9 +6,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"time"
 
+	"github.com/agentkeys/agentkeys/internal/backoff"
 	"github.com/agentkeys/agentkeys/internal/ledger"
 	"github.com/agentkeys/agentkeys/internal/problem"
 )
@@ -43,13 +43,11 @@ func (c *Client) submitWith(ctx context.Context, kind string, p json.RawMessage,
 			"pass the operator key (<data-dir>/operator.key) or the governance keys listed in genesis")
 	}
 	var last error
+	pause := backoff.Backoff{Initial: 5 * time.Millisecond, Max: 20 * time.Millisecond, Jitter: 1}
 	for try := range governanceTries {
 		if try > 0 {
-			pause := time.Duration(1+rand.IntN(5*min(try, 4))) * time.Millisecond
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-time.After(pause):
+			if err := pause.Wait(ctx); err != nil {
+				return err
 			}
 		}
 		h, err := c.Head(ctx)

@@ -17,6 +17,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sts"
 	"github.com/aws/smithy-go"
 
+	"github.com/agentkeys/agentkeys/internal/backoff"
 	"github.com/agentkeys/agentkeys/internal/broker"
 	"github.com/agentkeys/agentkeys/internal/client"
 	"github.com/agentkeys/agentkeys/internal/home"
@@ -225,25 +226,23 @@ func (s Source) WriteTokenFile(ctx context.Context, audience, path string, ttl i
 // rewrites the file when 80% of the token's lifetime has passed, and retries
 // failures with backoff.
 func (s Source) KeepTokenFile(ctx context.Context, audience, path string, ttl int64, log *slog.Logger) {
-	backoff := time.Second
+	retry := backoff.Backoff{Initial: time.Second, Max: time.Minute, Jitter: 0.2}
 	for {
 		start := time.Now()
 		exp, err := s.WriteTokenFile(ctx, audience, path, ttl)
-		wait := backoff
+		var wait time.Duration
 		if err != nil {
 			p := Stable(err)
 			log.Warn("token file not refreshed", "path", path, "audience", audience, "code", p.Code)
-			backoff = min(backoff*2, time.Minute)
+			wait = retry.Next()
 		} else {
-			backoff = time.Second
+			retry.Reset()
 			expires := time.Unix(exp, 0)
 			wait = max(time.Second, expires.Sub(start)*4/5)
 			log.Info("token file refreshed", "path", path, "audience", audience, "expires", expires.UTC().Format(time.RFC3339))
 		}
-		select {
-		case <-ctx.Done():
+		if backoff.Sleep(ctx, wait) != nil {
 			return
-		case <-time.After(wait):
 		}
 	}
 }

@@ -13,7 +13,6 @@ import (
 	"os/user"
 	"path/filepath"
 	"strconv"
-	"syscall"
 	"time"
 
 	"github.com/agentkeys/agentkeys/internal/problem"
@@ -124,18 +123,22 @@ func ListenSocket(path, group string) (net.Listener, error) {
 	// Bound and made ready under a temporary name, then renamed into place: the
 	// socket appears at path only once it accepts connections, with its final
 	// owner and mode (a client that sees it never gets "connection refused").
-	tmp := filepath.Join(dir, "."+filepath.Base(path)+"."+strconv.Itoa(os.Getpid())+".tmp")
-	os.Remove(tmp)
-	old := syscall.Umask(0o177)
+	// The temporary name is in a new 0700 directory, so until the socket has
+	// its mode no other user can reach it, whatever the umask (which a library
+	// must not change: it is process-wide).
+	priv, err := os.MkdirTemp(dir, ".ak-")
+	if err != nil {
+		return nil, problem.Newf(problem.BadRequest, "choose a writable --socket path", "cannot listen on %s: %v", path, err)
+	}
+	defer os.RemoveAll(priv) // empty once the socket is renamed out of it
+	tmp := filepath.Join(priv, "s")
 	ln, err := net.Listen("unix", tmp)
-	syscall.Umask(old)
 	if err != nil {
 		return nil, problem.Wrap(err, problem.BadRequest, "choose a writable --socket path", "cannot listen on %s: %v", path, err)
 	}
 	ln.(*net.UnixListener).SetUnlinkOnClose(false)
 	fail := func(err error) (net.Listener, error) {
 		ln.Close()
-		os.Remove(tmp)
 		return nil, err
 	}
 	mode := os.FileMode(0o600)
@@ -167,16 +170,31 @@ func (l socketListener) Close() error {
 	return l.Listener.Close()
 }
 
-// ServeSocket serves Handler on ln until ctx ends.
+// ServeSocket serves Handler on ln until ctx ends; it returns once the
+// requests in flight are answered (or after 5 s).
 func ServeSocket(ctx context.Context, ln net.Listener, src Source, log *slog.Logger) error {
-	srv := &http.Server{Handler: Handler(src, log), ReadHeaderTimeout: 10 * time.Second}
+	return serveHandler(ctx, ln, Handler(src, log))
+}
+
+func serveHandler(ctx context.Context, ln net.Listener, h http.Handler) error {
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	served, stopped := make(chan struct{}), make(chan struct{})
 	go func() {
-		<-ctx.Done()
+		defer close(stopped)
+		select {
+		case <-ctx.Done():
+		case <-served: // Serve failed on its own: nothing to shut down
+			return
+		}
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		srv.Shutdown(sctx)
 	}()
+	// Serve returns as soon as Shutdown closes the listener; Shutdown returns
+	// when the requests in flight are done.
 	err := srv.Serve(ln)
+	close(served)
+	<-stopped
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
 	}

@@ -6,13 +6,16 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
@@ -83,6 +86,43 @@ func TestListenSocketModes(t *testing.T) {
 			t.Errorf("socket for group %s is %v group %d, want 0660 group %d", name, m, gid, os.Getgid())
 		}
 	}
+}
+
+// TestListenSocketAnyUmask: the socket is 0600 even under umask 0, the
+// umask is left as it was, and the private directory the socket was bound in
+// is gone.
+func TestListenSocketAnyUmask(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "d.sock")
+	old := syscall.Umask(0)
+	defer syscall.Umask(old)
+	ln, err := ListenSocket(path, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	if m, _ := modeOf(t, path); m != 0o600 {
+		t.Errorf("socket under umask 0 is %v, want 0600", m)
+	}
+	if u := syscall.Umask(0); u != 0 {
+		t.Errorf("ListenSocket left the umask at %#o, want 0", u)
+	}
+	des, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(des) != 1 || des[0].Name() != "d.sock" {
+		var names []string
+		for _, de := range des {
+			names = append(names, de.Name())
+		}
+		t.Errorf("socket directory holds %q, want only d.sock", names)
+	}
+	c, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatalf("socket does not accept connections: %v", err)
+	}
+	c.Close()
 }
 
 func TestListenSocketRefuses(t *testing.T) {
@@ -259,5 +299,64 @@ func TestCheckPrivate(t *testing.T) {
 	os.Chmod(d.SessionPath(), 0o644)
 	if err := d.CheckPrivate(); codeOf(err) != CodeDenied {
 		t.Errorf("a 0644 session file: %v", err)
+	}
+}
+
+// TestServeSocketWaitsForInFlight: when ctx ends, the socket server stops
+// accepting and returns only once the request in flight has been answered.
+func TestServeSocketWaitsForInFlight(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "d.sock")
+	ln, err := ListenSocket(path, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	entered, release := make(chan struct{}), make(chan struct{})
+	var finished atomic.Bool
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(entered)
+		<-release
+		finished.Store(true)
+		io.WriteString(w, "answered")
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- serveHandler(ctx, ln, h) }()
+	answer := make(chan string, 1)
+	go func() {
+		c := http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", path)
+		}}}
+		resp, err := c.Get("http://daemon/slow")
+		if err != nil {
+			answer <- err.Error()
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		answer <- string(b)
+	}()
+	<-entered
+	cancel()
+	// A correct server cannot return before release; a broken one returns at
+	// once. The timer only bounds how long the test gives it to do so.
+	var returnedEarly bool
+	select {
+	case err := <-done:
+		returnedEarly = true
+		close(release)
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(300 * time.Millisecond):
+		close(release)
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if returnedEarly || !finished.Load() {
+		t.Errorf("the socket server returned with a request in flight (finished %v)", finished.Load())
+	}
+	if a := <-answer; a != "answered" {
+		t.Errorf("the request in flight got %q, want its answer", a)
 	}
 }

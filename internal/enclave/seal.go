@@ -18,6 +18,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/agentkeys/agentkeys/internal/atomicfile"
 )
 
 const (
@@ -89,7 +91,7 @@ func (e *Enclave) unsealOrCreate(cfg Config) error {
 		if err != nil {
 			return err
 		}
-		if err := writeNewFile(cfg.Dir, sealedName, blob); err != nil {
+		if err := atomicfile.CreateNew(filepath.Join(cfg.Dir, sealedName), blob, 0o600); err != nil {
 			if errors.Is(err, fs.ErrExist) {
 				return fmt.Errorf("enclave: %s appeared while this process was creating it: another process is initialising %s; stop it and start one server per data directory: %w", sealPath, cfg.Dir, err)
 			}
@@ -191,7 +193,7 @@ func loadPlatformSecret(cfg Config, sealExists bool) ([]byte, platformSource, er
 	text[64] = '\n'
 	err = ensureDir(filepath.Dir(path))
 	if err == nil {
-		err = writeNewFile(filepath.Dir(path), filepath.Base(path), text)
+		err = atomicfile.CreateNew(path, text, 0o600)
 	}
 	clear(text)
 	if err != nil {
@@ -428,62 +430,4 @@ func decodeHexN(s string, n int) ([]byte, bool) {
 func appendLP(b, data []byte) []byte {
 	b = binary.BigEndian.AppendUint32(b, uint32(len(data)))
 	return append(b, data...)
-}
-
-// writeNewFile creates dir/name (0600) holding data, atomically and never
-// replacing an existing file: it writes and fsyncs a temporary file, then
-// hard-links it into place (which fails if name exists) and fsyncs dir. If the
-// file system has no hard links it falls back to O_EXCL creation. An existing
-// dir/name yields an error wrapping fs.ErrExist.
-func writeNewFile(dir, name string, data []byte) error {
-	final := filepath.Join(dir, name)
-	tmp, err := os.CreateTemp(dir, "."+name+".tmp-*") // O_EXCL, 0600
-	if err != nil {
-		return err
-	}
-	tmpName := tmp.Name()
-	defer os.Remove(tmpName) // only the temporary name; final keeps the inode
-	if err := writeSynced(tmp, data); err != nil {
-		return err
-	}
-	if err := os.Link(tmpName, final); err != nil {
-		if errors.Is(err, fs.ErrExist) {
-			return err
-		}
-		if err := writeExcl(final, data); err != nil {
-			return err
-		}
-	}
-	return syncDir(dir)
-}
-
-// writeExcl writes data to a new file created with O_EXCL, mode 0600.
-func writeExcl(path string, data []byte) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return err
-	}
-	return writeSynced(f, data)
-}
-
-// writeSynced writes data to f, syncs it to disk and closes it.
-func writeSynced(f *os.File, data []byte) error {
-	_, err := f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	return err
-}
-
-// syncDir fsyncs a directory so that a new entry in it is durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }

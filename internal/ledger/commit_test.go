@@ -7,7 +7,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/agentkeys/agentkeys/internal/ledger"
 	"github.com/agentkeys/agentkeys/internal/ledger/sqlite"
@@ -284,4 +286,32 @@ func TestSubmitFormRules(t *testing.T) {
 		t.Fatalf("salted submit of a private kind: %v", err)
 	}
 	f.verify(t)
+}
+
+// TestCommitTook: the writer reports every transaction's duration, measured
+// with the injected clock (a stopped clock: every duration is exactly 0), and
+// an idle ledger has nothing queued.
+func TestCommitTook(t *testing.T) {
+	stopped := time.Unix(1_800_000_000, 0)
+	var mu sync.Mutex
+	var took []time.Duration
+	f := newFixture(t, ledger.Options{Now: func() time.Time { return stopped },
+		CommitTook: func(d time.Duration) { mu.Lock(); took = append(took, d); mu.Unlock() }}, 1)
+	mu.Lock()
+	if len(took) != 1 {
+		t.Errorf("opening a new ledger reported %d commits, want 1 (genesis)", len(took))
+	}
+	took = nil
+	mu.Unlock()
+	for i := range 3 {
+		f.account(t, i)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(took) != 3 || took[0] != 0 || took[1] != 0 || took[2] != 0 {
+		t.Errorf("three appends, one at a time, reported commit durations %v, want [0 0 0] (from the injected clock)", took)
+	}
+	if n := f.l.QueueDepth(); n != 0 {
+		t.Errorf("an idle ledger has queue depth %d, want 0", n)
+	}
 }

@@ -42,7 +42,10 @@ type Options struct {
 	// OnCommit runs in the writer after every durable commit, before any appender is
 	// told; in-memory indexes follow the ledger through it.
 	OnCommit func([]Entry)
-	Now      func() time.Time
+	// CommitTook, if set, runs in the writer after every transaction with how
+	// long the store took to make it durable (measured with Now).
+	CommitTook func(time.Duration)
+	Now        func() time.Time
 }
 
 func (o *Options) defaults() {
@@ -284,6 +287,11 @@ func (l *Ledger) sendAll(ctx context.Context, r *request) ([]Entry, error) {
 	return l.await(ctx, r)
 }
 
+// QueueDepth is how many appends are queued for the writer and not yet taken
+// into a batch: a depth that stays high means appends arrive faster than the
+// store commits them.
+func (l *Ledger) QueueDepth() int { return len(l.reqs) }
+
 // enqueue hands r to the preparer.
 func (l *Ledger) enqueue(ctx context.Context, r *request) error {
 	r.done = make(chan result, 1)
@@ -432,7 +440,12 @@ func (l *Ledger) commit(group []*batch) {
 			}
 		}
 		list := writes.list()
-		if err = l.d.Commit(context.Background(), entries, list); err == nil {
+		start := l.opts.Now()
+		err = l.d.Commit(context.Background(), entries, list)
+		if l.opts.CommitTook != nil {
+			l.opts.CommitTook(l.opts.Now().Sub(start))
+		}
+		if err == nil {
 			l.cache.apply(list)
 		}
 	}
