@@ -15,7 +15,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/agentkeys/agentkeys/internal/atomicfile"
-	"github.com/agentkeys/agentkeys/internal/broker"
 	"github.com/agentkeys/agentkeys/internal/client"
 	"github.com/agentkeys/agentkeys/internal/federation"
 	"github.com/agentkeys/agentkeys/internal/oidc"
@@ -396,12 +395,9 @@ verifying until they expire.`,
 			"  agentkeys oidc rotate --server https://keys.example.com --operator-key /secure/operator.key --window 2h",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if keyPath == "" {
-				keyPath = broker.OperatorKeyPath(filepath.Join(e.home(), "server"))
-			}
-			key, err := broker.LoadOperatorKey(keyPath)
+			key, err := e.operatorKey(keyPath)
 			if err != nil {
-				return problem.Wrap(err, problem.BadRequest, "pass --operator-key <data-dir>/operator.key", "cannot read the operator key: %v", err)
+				return err
 			}
 			c, err := client.New(server)
 			if err != nil {

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -226,12 +227,9 @@ password; the new owner runs agentkeys init --server URL --invite-file FILE.`,
 			"  agentkeys server invite --server https://keys.example.com --operator-key /secure/operator.key --ttl 24h",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if keyPath == "" {
-				keyPath = broker.OperatorKeyPath(filepath.Join(e.home(), "server"))
-			}
-			key, err := broker.LoadOperatorKey(keyPath)
+			key, err := e.operatorKey(keyPath)
 			if err != nil {
-				return problem.Wrap(err, problem.BadRequest, "pass --operator-key <data-dir>/operator.key", "cannot read the operator key: %v", err)
+				return err
 			}
 			if ttl <= 0 {
 				return problem.New(problem.BadRequest, "--ttl must be positive", "pass e.g. --ttl 168h")
@@ -412,4 +410,17 @@ func loopbackHost(host string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
+}
+
+// operatorKey loads the operator (governance) key from path, by default
+// $AGENTKEYS_HOME/server/operator.key.
+func (e *env) operatorKey(path string) (ed25519.PrivateKey, error) {
+	if path == "" {
+		path = broker.OperatorKeyPath(filepath.Join(e.home(), "server"))
+	}
+	key, err := broker.LoadOperatorKey(path)
+	if err != nil {
+		return nil, problem.Wrap(err, problem.BadRequest, "pass --operator-key <data-dir>/operator.key", "cannot read the operator key: %v", err)
+	}
+	return key, nil
 }
