@@ -2,8 +2,6 @@ package cli
 
 import (
 	"context"
-	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -16,10 +14,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
-	"github.com/agentkeys/agentkeys/internal/agent"
-	"github.com/agentkeys/agentkeys/internal/client"
 	"github.com/agentkeys/agentkeys/internal/daemon"
-	"github.com/agentkeys/agentkeys/internal/dpop"
 	"github.com/agentkeys/agentkeys/internal/problem"
 )
 
@@ -84,7 +79,7 @@ paired ("status":"paired").`,
 						"e.g. agentkeys daemon pair --server URL --owner OWNER --alias ci-bot --scope openai")
 				}
 				var err error
-				if p, err = e.newPairRequest(ctx, d, server, owner, alias, scope, ttl, wait); err != nil {
+				if p, err = d.NewPairRequest(ctx, server, owner, alias, scope, ttl, wait); err != nil {
 					return err
 				}
 				if !asJSON {
@@ -132,128 +127,20 @@ paired ("status":"paired").`,
 	return cmd
 }
 
-func (e *env) newPairRequest(ctx context.Context, d daemon.Dir, server, owner, alias string, scope []string, ttl, wait time.Duration) (*daemon.Pending, error) {
-	c, err := client.New(server)
-	if err != nil {
-		return nil, err
-	}
-	p, err := sendPairRequest(ctx, c, owner, alias, scope, ttl, wait)
-	if err != nil {
-		return nil, err
-	}
-	return p, d.SavePending(p)
-}
-
-// sendPairRequest makes a daemon's keys, sends its signed pair request through c
-// and checks the broker's VVC and fingerprint; it stores nothing.
-func sendPairRequest(ctx context.Context, c *client.Client, owner, alias string, scope []string, ttl, wait time.Duration) (*daemon.Pending, error) {
-	if scope == nil {
-		scope = []string{}
-	}
-	proof, err := dpop.NewKey()
-	if err != nil {
-		return nil, err
-	}
-	hk, err := daemon.NewHPKEKey()
-	if err != nil {
-		return nil, err
-	}
-	jwk, err := dpop.PublicJWK(proof)
-	if err != nil {
-		return nil, err
-	}
-	r := agent.Request{Owner: owner, Alias: alias, Scope: scope, TTLSeconds: int64(ttl.Seconds()), ProofJWK: string(jwk),
-		HPKEPublic: base64.StdEncoding.EncodeToString(hk.PublicKey().Bytes()), ValidUntil: time.Now().Add(wait).Unix()}
-	if err := agent.Sign(&r, proof); err != nil {
-		return nil, err
-	}
-	res, err := c.RequestPairing(ctx, r)
-	if err != nil {
-		return nil, err
-	}
-	// The VVC is ours to compute: the broker's nonce over our own signature. A
-	// broker that sends no nonce (an old one) would leave the VVC grindable.
-	nonce, err := hex.DecodeString(res.Nonce)
-	if err != nil || len(nonce) != agent.NonceSize {
-		return nil, problem.New(problem.Denied, "the broker sent no VVC nonce, so its VVC could have been chosen by anyone",
-			"upgrade the broker; do not approve this request")
-	}
-	_, jkt, err := dpop.ParseJWK(jwk)
-	if err != nil {
-		return nil, err
-	}
-	if res.VVC != agent.VVC(nonce, r.Sig) || res.Fingerprint != agent.Fingerprint(jkt) {
-		return nil, problem.New(problem.Denied, "the broker's VVC or key fingerprint differs from the one computed here: the request was altered", "check --server; do not approve this request")
-	}
-	pk, err := daemon.EncodeKey(proof)
-	if err != nil {
-		return nil, err
-	}
-	hb, err := hk.Bytes()
-	if err != nil {
-		return nil, err
-	}
-	return &daemon.Pending{Server: c.Server(), Owner: owner, Alias: alias, Scope: scope, ID: res.ID, VVC: res.VVC,
-		Fingerprint: res.Fingerprint, ExpiresAt: res.ExpiresAt, ProofKey: pk, HPKEPrivate: base64.StdEncoding.EncodeToString(hb)}, nil
-}
-
-// waitPairing polls the broker until the owner decides; on a terminal it shows
-// the time left, redrawn every second.
+// waitPairing waits for the owner's decision on p (daemon.Dir.WaitPairing); on a
+// terminal it shows the time left, redrawn every second.
 func (e *env) waitPairing(ctx context.Context, d daemon.Dir, p *daemon.Pending) (*daemon.Session, error) {
-	c, err := client.New(p.Server)
-	if err != nil {
-		return nil, err
-	}
-	key, err := daemon.DecodeKey(p.ProofKey)
-	if err != nil {
-		return nil, err
-	}
 	f, ok := e.stderr.(*os.File)
 	tty := ok && term.IsTerminal(int(f.Fd()))
-	draw := func() {
+	s, err := d.WaitPairing(ctx, p, func() {
 		if tty {
 			fmt.Fprintf(e.stderr, "\rWaiting for the owner to approve request %s: %s left   ", p.ID, expiresIn(p.ExpiresAt))
 		}
+	})
+	if tty {
+		fmt.Fprintln(e.stderr)
 	}
-	done := func() {
-		if tty {
-			fmt.Fprintln(e.stderr)
-		}
-	}
-	interval := 500 * time.Millisecond
-	for {
-		st, err := c.PollPairing(ctx, p.ID, key)
-		if err != nil {
-			if pe := problem.As(err); pe.Code != problem.Unreachable && pe.Code != problem.RateLimited {
-				done()
-				return nil, err
-			}
-		} else {
-			switch st.Status {
-			case agent.Approved:
-				done()
-				return d.Complete(p, st.Delivery)
-			case agent.Denied:
-				done()
-				d.RemovePending(p.ID)
-				return nil, problem.Newf(problem.Denied, "ask the owner, then pair again", "the owner denied pair request %s", p.ID)
-			case agent.Expired:
-				done()
-				d.RemovePending(p.ID)
-				return nil, problem.Newf(problem.Denied, "pair again, and have the owner approve within the time shown", "pair request %s expired before the owner approved it", p.ID)
-			}
-		}
-		for next := time.Now().Add(interval); time.Now().Before(next); {
-			draw()
-			select {
-			case <-ctx.Done():
-				done()
-				return nil, problem.Newf(problem.Unreachable, "resume with agentkeys daemon pair --resume "+p.ID, "stopped waiting for pair request %s", p.ID)
-			case <-time.After(min(time.Second, time.Until(next))):
-			}
-		}
-		interval = min(interval*3/2, 3*time.Second)
-	}
+	return s, err
 }
 
 // cloudFlags adds the cloud defaults of cloud_credentials to cmd.

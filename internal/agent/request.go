@@ -1,0 +1,108 @@
+package agent
+
+import (
+	"crypto/ecdsa"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"math/big"
+	"strconv"
+	"strings"
+
+	"github.com/agentkeys/agentkeys/internal/dpop"
+)
+
+// Request is what a daemon signs to ask for pairing.
+type Request struct {
+	Owner      string   `json:"owner"` // omni or wallet address of the owner
+	Alias      string   `json:"alias"`
+	Scope      []string `json:"scope"`
+	TTLSeconds int64    `json:"ttl_seconds,omitempty"` // requested session TTL; 0 = default
+	ProofJWK   string   `json:"proof_jwk"`             // public P-256 JWK (JSON text)
+	HPKEPublic string   `json:"hpke_public"`           // base64 hybrid ML-KEM-768+X25519 public key
+	ValidUntil int64    `json:"valid_until"`           // unix seconds: the daemon stops waiting then
+	Sig        string   `json:"sig"`                   // base64url ES256 (r||s) by the proof key over Message
+}
+
+// Message is the canonical encoding a daemon signs.
+func Message(r Request) []byte {
+	return []byte("agentkeys/pair/v1\n" + r.Owner + "\n" + r.Alias + "\n" + strings.Join(r.Scope, ",") + "\n" +
+		strconv.FormatInt(r.TTLSeconds, 10) + "\n" + r.ProofJWK + "\n" + r.HPKEPublic + "\n" + strconv.FormatInt(r.ValidUntil, 10))
+}
+
+// Sign fills r.Sig with key's ES256 signature over Message(r).
+func Sign(r *Request, key *ecdsa.PrivateKey) error {
+	h := sha256.Sum256(Message(*r))
+	rr, ss, err := ecdsa.Sign(nil, key, h[:])
+	if err != nil {
+		return err
+	}
+	sig := make([]byte, 64)
+	rr.FillBytes(sig[:32])
+	ss.FillBytes(sig[32:])
+	r.Sig = base64.RawURLEncoding.EncodeToString(sig)
+	return nil
+}
+
+// Verify checks r.Sig and returns the proof key's thumbprint.
+func Verify(r Request) (jkt string, err error) {
+	pub, jkt, err := dpop.ParseJWK([]byte(r.ProofJWK))
+	if err != nil {
+		return "", err
+	}
+	sig, err := base64.RawURLEncoding.DecodeString(r.Sig)
+	if err != nil || len(sig) != 64 {
+		return "", errors.New("sig is not a base64url ES256 signature")
+	}
+	h := sha256.Sum256(Message(r))
+	if !ecdsa.Verify(pub, h[:], new(big.Int).SetBytes(sig[:32]), new(big.Int).SetBytes(sig[32:])) {
+		return "", errors.New("sig does not verify under proof_jwk")
+	}
+	return jkt, nil
+}
+
+// NonceSize is the size of the broker's VVC nonce.
+const NonceSize = 32
+
+// VVCHash binds a request's VVC: SHA-256(nonce || signature bytes), where nonce
+// is drawn by the broker after the signed request arrived (§6). The requester
+// cannot grind it: it does not know the nonce when it signs. The owner's
+// decision signs this hash, not the 6 digits, so a public decision does not
+// give the digits away either.
+func VVCHash(nonce []byte, sig string) [32]byte {
+	raw, err := base64.RawURLEncoding.DecodeString(sig)
+	if err != nil {
+		raw = []byte(sig)
+	}
+	h := sha256.New()
+	h.Write(nonce)
+	h.Write(raw)
+	var out [32]byte
+	h.Sum(out[:0])
+	return out
+}
+
+// VVCDigits is the 6-digit code of a VVC hash: its first 8 bytes as a
+// big-endian integer, mod 10^6.
+func VVCDigits(h [32]byte) string {
+	return fmt.Sprintf("%06d", binary.BigEndian.Uint64(h[:8])%1_000_000)
+}
+
+// VVC is the 6-digit visual verification code of a request signature under the
+// broker's nonce.
+func VVC(nonce []byte, sig string) string { return VVCDigits(VVCHash(nonce, sig)) }
+
+// Fingerprint is the short form of a daemon key's JWK thumbprint (jkt) that the
+// daemon prints and the owner compares: its first 8 bytes in hex, in groups of
+// four (64 bits: a look-alike key costs ~2^64 key generations).
+func Fingerprint(jkt string) string {
+	raw, err := base64.RawURLEncoding.DecodeString(jkt)
+	if err != nil || len(raw) < 8 {
+		return jkt
+	}
+	x := hex.EncodeToString(raw[:8])
+	return x[:4] + "-" + x[4:8] + "-" + x[8:12] + "-" + x[12:]
+}

@@ -1,0 +1,115 @@
+package ledger
+
+import (
+	"context"
+	"fmt"
+)
+
+// Append signs an entry of kind with origin's key and returns once it is durable.
+// payload is marshalled with encoding/json.
+func (l *Ledger) Append(ctx context.Context, origin, kind string, payload any) (Entry, error) {
+	return l.begin(ctx, &request{origin: origin, kind: kind}, payload)()
+}
+
+// AppendBlob is Append that also stores blob, content-addressed at
+// BlobKey(hex(SHA-256(blob))), in the same transaction as the entry.
+func (l *Ledger) AppendBlob(ctx context.Context, origin, kind string, payload any, blob []byte) (Entry, error) {
+	return l.begin(ctx, &request{origin: origin, kind: kind, blob: blob}, payload)()
+}
+
+// Begin queues an append like Append and returns at once; wait blocks until the
+// entry is durable (or refused) and returns what Append would have. A caller can
+// work while its entry is committed: the OIDC mint signs its token meanwhile.
+func (l *Ledger) Begin(ctx context.Context, origin, kind string, payload any) (wait func() (Entry, error)) {
+	return l.begin(ctx, &request{origin: origin, kind: kind}, payload)
+}
+
+// begin marshals payload into r, queues r and returns its wait.
+func (l *Ledger) begin(ctx context.Context, r *request, payload any) func() (Entry, error) {
+	var err error
+	if r.payload, err = MarshalPayload(payload); err != nil {
+		err = fmt.Errorf("ledger: %s payload: %w", r.kind, err)
+	} else if err = l.enqueue(ctx, r); err == nil {
+		return func() (Entry, error) { return first(l.await(ctx, r)) }
+	}
+	return func() (Entry, error) { return Entry{}, err }
+}
+
+func first(es []Entry, err error) (Entry, error) {
+	if err != nil {
+		return Entry{}, err
+	}
+	return es[0], nil
+}
+
+// Submit appends an entry signed outside the enclave (governance). It must link to
+// the current head; if the head moved the result is ErrConflict and the caller
+// re-signs against the new head.
+func (l *Ledger) Submit(ctx context.Context, e Entry) (Entry, error) {
+	return first(l.sendAll(ctx, &request{external: &e}))
+}
+
+// Req is one entry of an AppendAll group.
+type Req struct {
+	Origin, Kind string
+	Payload      any
+	Blob         []byte // optional, as for AppendBlob
+}
+
+// AppendAll appends entries in order and atomically: each is admitted and folded
+// on top of the ones before it, and either all are durable when it returns or
+// none was written.
+func (l *Ledger) AppendAll(ctx context.Context, reqs []Req) ([]Entry, error) {
+	if len(reqs) == 0 {
+		return nil, nil
+	}
+	g := &request{group: make([]*request, len(reqs))}
+	for i, r := range reqs {
+		p, err := MarshalPayload(r.Payload)
+		if err != nil {
+			return nil, fmt.Errorf("ledger: %s payload: %w", r.Kind, err)
+		}
+		g.group[i] = &request{origin: r.Origin, kind: r.Kind, payload: p, blob: r.Blob}
+	}
+	return l.sendAll(ctx, g)
+}
+
+func (l *Ledger) sendAll(ctx context.Context, r *request) ([]Entry, error) {
+	if err := l.enqueue(ctx, r); err != nil {
+		return nil, err
+	}
+	return l.await(ctx, r)
+}
+
+// QueueDepth is how many appends are queued for the writer and not yet taken
+// into a batch: a depth that stays high means appends arrive faster than the
+// store commits them.
+func (l *Ledger) QueueDepth() int { return len(l.reqs) }
+
+// enqueue hands r to the preparer.
+func (l *Ledger) enqueue(ctx context.Context, r *request) error {
+	r.done = make(chan result, 1)
+	select {
+	case <-l.quit:
+		return ErrClosed
+	default:
+	}
+	select {
+	case l.reqs <- r:
+		return nil
+	case <-l.quit:
+		return ErrClosed
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// await waits for r's answer.
+func (l *Ledger) await(ctx context.Context, r *request) ([]Entry, error) {
+	select {
+	case res := <-r.done:
+		return res.es, res.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
