@@ -10,10 +10,10 @@ import (
 
 // Attest is the enclave's quote over nonce (GET /v1/attestation; nil for the
 // quote GET /v1/enclave publishes).
-func (b *Broker) Attest(nonce []byte) enclave.Quote { return b.Enclave.Attest(nonce) }
+func (b *Broker) Attest(nonce []byte) enclave.Quote { return b.enc.Attest(nonce) }
 
 // EnclaveKeys are the enclave's published public keys.
-func (b *Broker) EnclaveKeys() []enclave.KeyInfo { return b.Enclave.Keys() }
+func (b *Broker) EnclaveKeys() []enclave.KeyInfo { return b.enc.Keys() }
 
 // Head is the stored chain's head; ok is false while the store is empty. It
 // reads the store, so it answers before the broker is ready.
@@ -30,3 +30,9 @@ func (b *Broker) Successors(ctx context.Context) ([]string, error) {
 	}
 	return registry.Successors(l.State(ctx))
 }
+
+// SeedCreated says whether this start created (and sealed) a new master seed.
+func (b *Broker) SeedCreated() bool { return b.enc.Created() }
+
+// Measurements are the enclave's identity: MRENCLAVE, MRSIGNER and tier.
+func (b *Broker) Measurements() enclave.Measurements { return b.enc.Measurements() }
