@@ -37,7 +37,7 @@ type Config struct {
 }
 
 type server struct {
-	b        *broker.Broker
+	b        Broker
 	log      *slog.Logger
 	maxBody  int64
 	requests *prometheus.CounterVec
@@ -46,8 +46,8 @@ type server struct {
 	trustedProxies []netip.Prefix
 }
 
-// New returns the broker's HTTP handler.
-func New(b *broker.Broker, cfg Config) http.Handler {
+// New returns the broker's HTTP handler: b is a *broker.Broker in production.
+func New(b Broker, cfg Config) http.Handler {
 	if cfg.MaxBody <= 0 {
 		cfg.MaxBody = DefaultMaxBody
 	}
