@@ -37,7 +37,7 @@ type Config struct {
 }
 
 type server struct {
-	b        *broker.Broker
+	b        Broker
 	log      *slog.Logger
 	maxBody  int64
 	requests *prometheus.CounterVec
@@ -46,8 +46,8 @@ type server struct {
 	trustedProxies []netip.Prefix
 }
 
-// New returns the broker's HTTP handler.
-func New(b *broker.Broker, cfg Config) http.Handler {
+// New returns the broker's HTTP handler: b is a *broker.Broker in production.
+func New(b Broker, cfg Config) http.Handler {
 	if cfg.MaxBody <= 0 {
 		cfg.MaxBody = DefaultMaxBody
 	}
@@ -78,6 +78,13 @@ func New(b *broker.Broker, cfg Config) http.Handler {
 	handle("GET /v1/ledger/head", s.ledgerHead)
 	handle("GET /v1/ledger/entries", s.ledgerEntries)
 	handle("POST /v1/ledger/entries", s.anon(broker.AnonSubmit, s.submitEntry("")))
+	// The /mock/* registry routes are the exact paths §10.1 fixes for tools. The
+	// writes stay mounted because §10 needs them: successor authorize/deauthorize
+	// are governance's (the seed-migration runbook), and so is
+	// /mock/oidc-pubkeys/revoke (the watchdog's answer to drift, §10.2). Each is
+	// the same anonymous, admission-limited broker.Submit as POST
+	// /v1/ledger/entries, pinned to one kind; the broker checks the signature
+	// and origin. See routesOIDC for /mock/oidc-pubkeys/register.
 	handle("GET /mock/enclave-successors", s.successors)
 	handle("POST /mock/enclave-successors/authorize", s.anon(broker.AnonSubmit, s.submitEntry("successor.authorize")))
 	handle("POST /mock/enclave-successors/deauthorize", s.anon(broker.AnonSubmit, s.submitEntry("successor.deauthorize")))

@@ -42,7 +42,7 @@ func (e *env) head(t testing.TB) uint64 {
 // sealFor encrypts secret for the owner-wide credential service of omni, as the CLI does.
 func (e *env) sealFor(t testing.TB, omni, service string, secret []byte) []byte {
 	t.Helper()
-	pub, err := e.b.Enclave.PublicKey(broker.ShieldingPath)
+	pub, err := e.enclave(t).PublicKey(broker.ShieldingPath)
 	if err != nil {
 		t.Fatal(err)
 	}

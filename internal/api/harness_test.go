@@ -38,6 +38,8 @@ type env struct {
 	slowCommits      atomic.Int64 // commits that took over slowCommit
 	requests         atomic.Int64 // HTTP requests the test server received
 	cfg              broker.Config
+	enc              *enclave.Enclave              // a second handle on the broker's seed, for tests that sign or derive keys
+	cleanup          func(func())                  // the env's test's Cleanup: e.enc lives as long as the env
 	current          *atomic.Pointer[http.Handler] // what srv serves
 
 	// anonymous-limit tests
@@ -73,7 +75,7 @@ func (f failingDriver) Commit(ctx context.Context, es []ledger.Entry, ws []ledge
 
 func newEnv(t testing.TB, cfg broker.Config) *env {
 	t.Helper()
-	e := &env{failing: new(atomic.Bool), current: new(atomic.Pointer[http.Handler])}
+	e := &env{failing: new(atomic.Bool), current: new(atomic.Pointer[http.Handler]), cleanup: t.Cleanup}
 	h := e.current
 	e.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		e.requests.Add(1)
@@ -130,6 +132,23 @@ func (e *env) restart(t testing.TB) {
 	e.open(t)
 }
 
+// enclave opens (once) the broker's enclave from its data dir and platform key,
+// as the broker does: the same seed, so the same keys. The broker does not hand
+// out its own handle.
+func (e *env) enclave(t testing.TB) *enclave.Enclave {
+	t.Helper()
+	if e.enc == nil {
+		enc, err := enclave.Open(enclave.Config{Dir: e.dataDir, PlatformKeyFile: e.platformKey,
+			PlatformKeyHex: e.cfg.PlatformKeyHex, DevPlatformKeyInDir: e.cfg.DevPlatformKeyInDataDir, SignerPublicKey: e.cfg.SignerPublicKey})
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.cleanup(enc.Close)
+		e.enc = enc
+	}
+	return e.enc
+}
+
 // post sends body to the handler as a POST to path with a bearer token, in
 // process (no client-side checks on what is sent), and returns the answer.
 func (e *env) post(path, token string, body []byte) *httptest.ResponseRecorder {
@@ -157,7 +176,7 @@ func (e *env) owner(t testing.TB) (*client.Session, *broker.SessionGrant) {
 // store encrypts secret for owner/agent/service exactly as the CLI does and stores it.
 func (e *env) store(t testing.TB, s *client.Session, omni, service string, secret []byte, approval string) {
 	t.Helper()
-	pub, err := e.b.Enclave.PublicKey(broker.ShieldingPath)
+	pub, err := e.enclave(t).PublicKey(broker.ShieldingPath)
 	if err != nil {
 		t.Fatal(err)
 	}

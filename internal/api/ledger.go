@@ -11,7 +11,6 @@ import (
 	"github.com/agentkeys/agentkeys/internal/enclave"
 	"github.com/agentkeys/agentkeys/internal/ledger"
 	"github.com/agentkeys/agentkeys/internal/problem"
-	"github.com/agentkeys/agentkeys/internal/registry"
 )
 
 // EnclaveInfo is the body of GET /v1/enclave.
@@ -40,9 +39,8 @@ type EntriesPage struct {
 const MaxEntriesPage = 1000
 
 func (s *server) enclaveInfo(w http.ResponseWriter, _ *http.Request) error {
-	e := s.b.Enclave
-	q := e.Attest(nil)
-	writeJSON(w, http.StatusOK, EnclaveInfo{MrEnclave: q.MrEnclave, MrSigner: q.MrSigner, Tier: string(q.Tier), Keys: e.Keys(), Quote: q})
+	q := s.b.Attest(nil)
+	writeJSON(w, http.StatusOK, EnclaveInfo{MrEnclave: q.MrEnclave, MrSigner: q.MrSigner, Tier: string(q.Tier), Keys: s.b.EnclaveKeys(), Quote: q})
 	return nil
 }
 
@@ -51,12 +49,12 @@ func (s *server) attestation(w http.ResponseWriter, r *http.Request) error {
 	if nonce == "" || len(nonce) > 256 {
 		return problem.New(problem.BadRequest, "nonce must be 1 to 256 characters", "call GET /v1/attestation?nonce=<fresh random value>")
 	}
-	writeJSON(w, http.StatusOK, s.b.Enclave.Attest([]byte(nonce)))
+	writeJSON(w, http.StatusOK, s.b.Attest([]byte(nonce)))
 	return nil
 }
 
 func (s *server) ledgerHead(w http.ResponseWriter, r *http.Request) error {
-	h, ok, err := s.b.Storage().Head(r.Context())
+	h, ok, err := s.b.Head(r.Context())
 	if err != nil {
 		return err
 	}
@@ -135,11 +133,7 @@ func (s *server) submitEntry(kind string) func(http.ResponseWriter, *http.Reques
 }
 
 func (s *server) successors(w http.ResponseWriter, r *http.Request) error {
-	l, err := s.b.Ledger()
-	if err != nil {
-		return err
-	}
-	list, err := registry.Successors(l.State(r.Context()))
+	list, err := s.b.Successors(r.Context())
 	if err != nil {
 		return err
 	}

@@ -30,7 +30,15 @@ func (s *server) routesOIDC(handle func(string, func(http.ResponseWriter, *http.
 	handle("POST /v1/oidc/rotate", s.anon(broker.AnonSubmit, s.oidcRotate))
 	handle("GET /mock/oidc-pubkeys/active", s.oidcActive)
 	handle("GET /mock/oidc-pubkeys/{kid}", s.oidcKey)
+	// register accepts nothing from outside (§10.1: the kind's origin is the
+	// enclave's, which registers inside the broker). It stays mounted because
+	// §10.1 keeps the path for tools: the broker's origin check tells a caller
+	// DENIED (BAD_REQUEST for another kind) with a fix, not a 404; the caller
+	// pays the submit admission like any other anonymous write; nothing is
+	// appended.
 	handle("POST /mock/oidc-pubkeys/register", s.anon(broker.AnonSubmit, s.submitEntry(registry.KindOidcKeyRegister)))
+	// revoke is governance's (the watchdog and the runbook revoke a drifted or
+	// compromised kid, §10.2).
 	handle("POST /mock/oidc-pubkeys/revoke", s.anon(broker.AnonSubmit, s.submitEntry(registry.KindOidcKeyRevoke)))
 }
 

@@ -30,7 +30,7 @@ func registered(t *testing.T, e *env) []string {
 	t.Helper()
 	ctx := context.Background()
 	var kids []string
-	pk := e.b.Enclave.PlatformPublicKey()
+	pk := e.enclave(t).PlatformPublicKey()
 	for from := uint64(0); ; {
 		es, err := e.b.Storage().Entries(ctx, from, 1000)
 		if err != nil {
@@ -135,7 +135,7 @@ func TestOIDCKeyRegistryRoutes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	v1, err := e.b.Enclave.PublicKey("oidc/issuer/v1")
+	v1, err := e.enclave(t).PublicKey("oidc/issuer/v1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -170,7 +170,7 @@ func TestOIDCKeyRegistryRoutes(t *testing.T) {
 	before, _, _ := e.b.Storage().Head(ctx)
 	_, stranger, _ := ed25519.GenerateKey(rand.Reader)
 	revoke := registry.OidcRevoke{Kid: v1.Kid, Reason: "test: suspected compromise"}
-	rec1, _ := e.b.Enclave.PublicKey("oidc/issuer/v1")
+	rec1, _ := e.enclave(t).PublicKey("oidc/issuer/v1")
 	refusals := []struct {
 		name, route string
 		body        []byte
@@ -273,7 +273,7 @@ func TestOIDCKeyRegistryRoutes(t *testing.T) {
 func TestOIDCGenesisKeyRegisteredOnOldLedger(t *testing.T) {
 	dir := copyLegacy(t)
 	e := newEnv(t, broker.Config{DataDir: dir, PlatformKeyHex: legacyHex(t, "legacy-platform.hex")})
-	v1, err := e.b.Enclave.PublicKey("oidc/issuer/v1")
+	v1, err := e.enclave(t).PublicKey("oidc/issuer/v1")
 	if err != nil {
 		t.Fatal(err)
 	}

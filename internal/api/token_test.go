@@ -33,7 +33,7 @@ func TestTokenAttacksOverHTTP(t *testing.T) {
 	e := newEnv(t, broker.Config{})
 	s, g := e.owner(t)
 	e.store(t, s, g.Omni, "svc", []byte("never-for-attackers"), "")
-	key, err := e.b.Enclave.PublicKey("issuer/jwt/v1")
+	key, err := e.enclave(t).PublicKey("issuer/jwt/v1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -45,7 +45,7 @@ func TestTokenAttacksOverHTTP(t *testing.T) {
 	hdr := map[string]any{"alg": "ES256", "kid": key.Kid, "typ": "JWT"}
 	es256 := func(path string) func([]byte) []byte {
 		return func(in []byte) []byte {
-			sig, err := e.b.Enclave.SignES256(path, in)
+			sig, err := e.enclave(t).SignES256(path, in)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -54,7 +54,7 @@ func TestTokenAttacksOverHTTP(t *testing.T) {
 	}
 	with := func(k string, v any) map[string]any { c := valid(); c[k] = v; return c }
 	pubRaw, _ := hex.DecodeString(key.Public)
-	oidc, _ := e.b.Enclave.PublicKey("oidc/issuer/v1")
+	oidc, _ := e.enclave(t).PublicKey("oidc/issuer/v1")
 
 	// the forging itself works: a correctly built token is accepted
 	if _, err := e.c.WithToken(forge(hdr, valid(), es256("issuer/jwt/v1"))).Whoami(context.Background()); err != nil {

@@ -164,7 +164,7 @@ func TestOwnersAreIsolated(t *testing.T) {
 		t.Fatalf("A lost its credential: %v", err)
 	}
 	// A's ciphertext replayed by B is refused: it is bound to A's omni.
-	pub, _ := e.b.Enclave.PublicKey(broker.ShieldingPath)
+	pub, _ := e.enclave(t).PublicKey(broker.ShieldingPath)
 	raw, _ := hex.DecodeString(pub.Public)
 	ct, _ := enclave.SealTo(raw, broker.CredentialInfo(ga.Omni, "*", "stolen"), []byte("x"))
 	if _, err := b.Store(ctx, api.StoreBody{Service: "stolen", Ciphertext: ct}); code(err) != problem.BadRequest {

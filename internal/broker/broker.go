@@ -117,7 +117,7 @@ func (c *Config) defaults() {
 
 // Broker is the running broker.
 type Broker struct {
-	Enclave  *enclave.Enclave
+	enc      *enclave.Enclave // the keys; only the broker calls it
 	cfg      Config
 	log      *slog.Logger
 	store    ledger.Driver
@@ -201,7 +201,7 @@ func Open(cfg Config) (_ *Broker, err error) {
 	if err != nil {
 		return nil, err
 	}
-	b := &Broker{Enclave: enc, cfg: cfg, log: cfg.Logger, metrics: newMetrics(cfg.Registerer),
+	b := &Broker{enc: enc, cfg: cfg, log: cfg.Logger, metrics: newMetrics(cfg.Registerer),
 		index: account.NewIndex(), limiter: newLimiter(cfg.ReadLimit, cfg.ReadWindow),
 		mints: newLimiter(cfg.MintLimit, cfg.MintWindow),
 		anon:  newAnonLimiters(cfg.Anon), proofs: dpop.NewVerifier(0, nil), htuBases: bases, kinds: Schema()}
@@ -254,7 +254,7 @@ func (b *Broker) Start(ctx context.Context) error {
 	if err := b.index.Load(ctx, ledger.View(ctx, b.store)); err != nil {
 		return err
 	}
-	l, err := ledger.Open(ctx, b.store, b.schema(), signer{b.Enclave}, opts)
+	l, err := ledger.Open(ctx, b.store, b.schema(), signer{b.enc}, opts)
 	if err != nil {
 		msg := err.Error()
 		b.status.Store(&msg)
@@ -305,7 +305,7 @@ func (b *Broker) Close() {
 	if b.store != nil {
 		b.store.Close()
 	}
-	b.Enclave.Close()
+	b.enc.Close()
 }
 
 func (b *Broker) genesis() (*ledger.Genesis, error) {
@@ -321,7 +321,7 @@ func (b *Broker) genesis() (*ledger.Genesis, error) {
 		Governance: ledger.Governance{Threshold: 1,
 			Keys: []string{hex.EncodeToString(op.Public().(ed25519.PublicKey))}},
 	}
-	for _, k := range b.Enclave.Keys() {
+	for _, k := range b.enc.Keys() {
 		g.Keys = append(g.Keys, ledger.PublicKey(k))
 	}
 	return g, nil

@@ -64,7 +64,7 @@ const oidcV1 = "oidc/issuer/v1"
 
 // oidcKeyRecord describes the enclave key at path, with a quote committing to it.
 func (b *Broker) oidcKeyRecord(path string, version int, from int64) (registry.OidcKey, error) {
-	ki, err := b.Enclave.PublicKey(path)
+	ki, err := b.enc.PublicKey(path)
 	if err != nil {
 		return registry.OidcKey{}, err
 	}
@@ -73,7 +73,7 @@ func (b *Broker) oidcKeyRecord(path string, version int, from int64) (registry.O
 		return registry.OidcKey{}, err
 	}
 	return registry.OidcKey{Kid: ki.Kid, Path: path, Version: version, JWK: jwk, Public: ki.Public,
-		Quote: b.Enclave.Quote(registry.OidcKeyReportData(ki.Kid, ki.Public)), ActiveFrom: from}, nil
+		Quote: b.enc.Quote(registry.OidcKeyReportData(ki.Kid, ki.Public)), ActiveFrom: from}, nil
 }
 
 // oidcLoad returns the issuer keys, reloading them from state after a change.
@@ -118,7 +118,7 @@ func (b *Broker) oidcRead(ctx context.Context) (*oidcKeys, error) {
 		}
 	}
 	if out.current != nil {
-		if out.signer, err = oidc.NewSigner(oidc.Key{Path: out.current.Path, Kid: out.current.Kid}, b.Enclave.SignES256); err != nil {
+		if out.signer, err = oidc.NewSigner(oidc.Key{Path: out.current.Path, Kid: out.current.Kid}, b.enc.SignES256); err != nil {
 			return nil, err
 		}
 	}

@@ -122,7 +122,7 @@ func (b *Broker) RequestPairing(ctx context.Context, r agent.Request, source str
 	rand.Read(nonce)
 	id := randomID()[:16]
 	priv, _ := json.Marshal(agent.PairPrivate{Nonce: hex.EncodeToString(nonce), Sig: r.Sig, Source: source})
-	box, err := b.Enclave.SealPrivate(PairPrivatePath, agent.PrivateContext(id, owner), priv)
+	box, err := b.enc.SealPrivate(PairPrivatePath, agent.PrivateContext(id, owner), priv)
 	if err != nil {
 		return nil, err
 	}
@@ -168,7 +168,7 @@ func (b *Broker) pairView(p *agent.Pair) (*PendingPair, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pair %s: sealed fields: %w", p.ID, err)
 	}
-	raw, err := b.Enclave.OpenPrivate(PairPrivatePath, agent.PrivateContext(p.ID, p.Owner), box)
+	raw, err := b.enc.OpenPrivate(PairPrivatePath, agent.PrivateContext(p.ID, p.Owner), box)
 	if err != nil {
 		return nil, fmt.Errorf("pair %s: %w", p.ID, err)
 	}
@@ -313,7 +313,7 @@ func (b *Broker) ApprovePairing(ctx context.Context, c *Caller, id string, d Dec
 		gen = prev.Generation + 1
 	}
 	omni := account.AgentOmni(owner, p.Alias, gen)
-	wallet, err := b.Enclave.WalletAddress(omni)
+	wallet, err := b.enc.WalletAddress(omni)
 	if err != nil {
 		return nil, err
 	}
@@ -337,7 +337,7 @@ func (b *Broker) ApprovePairing(ctx context.Context, c *Caller, id string, d Dec
 		return nil, err
 	}
 	chInfo := "agentkeys/channel/v1|" + sid
-	sealedCh, err := b.Enclave.SessionKeyTo(sid, hpkePub, []byte(chInfo))
+	sealedCh, err := b.enc.SessionKeyTo(sid, hpkePub, []byte(chInfo))
 	if err != nil {
 		return nil, err
 	}

@@ -132,7 +132,7 @@ func (b *Broker) CreateAccount(ctx context.Context, l Login) (*SessionGrant, err
 	if err := b.admitWrite(AnonSignup); err != nil {
 		return nil, err
 	}
-	wallet, err := b.Enclave.WalletAddress(omni)
+	wallet, err := b.enc.WalletAddress(omni)
 	if err != nil {
 		return nil, err
 	}
@@ -180,7 +180,7 @@ func (b *Broker) openSession(ctx context.Context, a *account.Account, loginHash,
 			return nil, problem.New(problem.BadRequest, "channel_key is not base64", "send the hybrid HPKE public key in standard base64")
 		}
 		g.ChannelInfo = "agentkeys/channel/v1|" + sid
-		sealed, err := b.Enclave.SessionKeyTo(sid, recipient, []byte(g.ChannelInfo))
+		sealed, err := b.enc.SessionKeyTo(sid, recipient, []byte(g.ChannelInfo))
 		if err != nil {
 			return nil, problem.New(problem.BadRequest, "channel_key is not a hybrid ML-KEM-768+X25519 HPKE public key", "send the key your client generated")
 		}

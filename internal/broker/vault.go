@@ -81,7 +81,7 @@ func (b *Broker) Store(ctx context.Context, c *Caller, r StoreRequest) (*vault.C
 	if len(r.Ciphertext) == 0 || len(r.Ciphertext) > MaxCredentialCiphertext {
 		return nil, problem.Newf(problem.BadRequest, "store a secret of at most 60 KiB", "ciphertext must be 1..%d bytes", MaxCredentialCiphertext)
 	}
-	if err := b.Enclave.CheckSealed(ShieldingPath, CredentialInfo(c.Omni(), agent, r.Service), r.Ciphertext); err != nil {
+	if err := b.enc.CheckSealed(ShieldingPath, CredentialInfo(c.Omni(), agent, r.Service), r.Ciphertext); err != nil {
 		return nil, problem.New(problem.BadRequest, "the ciphertext was not encrypted to this broker's shielding key for this owner, agent and service",
 			"store through `agentkeys store`, which encrypts to the attested shielding key")
 	}
@@ -233,10 +233,10 @@ func (b *Broker) release(ctx context.Context, lg *ledger.Ledger, c *Caller, r Re
 	info := CredentialInfo(owner, agent, r.Service)
 	if r.Recipient != nil {
 		res.Mode = "hpke"
-		res.Sealed, err = b.Enclave.Reseal(ShieldingPath, info, blob, r.Recipient, []byte(res.Info))
+		res.Sealed, err = b.enc.Reseal(ShieldingPath, info, blob, r.Recipient, []byte(res.Info))
 	} else {
 		res.Mode = "session"
-		res.Sealed, err = b.Enclave.ResealToSession(ShieldingPath, info, blob, c.Claims.SessionID, []byte(res.Info))
+		res.Sealed, err = b.enc.ResealToSession(ShieldingPath, info, blob, c.Claims.SessionID, []byte(res.Info))
 	}
 	if err != nil {
 		return nil, problem.New(problem.BadRequest, "the credential could not be re-encrypted to the key you sent", "send a hybrid ML-KEM-768+X25519 HPKE public key")

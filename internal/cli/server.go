@@ -323,7 +323,7 @@ func runServer(ctx context.Context, log *slog.Logger, cfg serverConfig) error {
 		return problem.Wrap(err, StartRefused, "", "%v", err)
 	}
 	defer b.Close()
-	if b.Enclave.Created() {
+	if b.SeedCreated() {
 		pk := bc.PlatformKeyFile
 		if bc.PlatformKeyHex != "" {
 			pk = "AGENTKEYS_PLATFORM_KEY"
@@ -347,7 +347,7 @@ func runServer(ctx context.Context, log *slog.Logger, cfg serverConfig) error {
 	if u.Scheme == "http" { // said once the broker opened, so that a refusal to start stays one line
 		log.Warn("the OIDC issuer is plain http: for loopback and development only; clouds require https in production", "issuer", bc.Issuer)
 	}
-	m := b.Enclave.Measurements()
+	m := b.Measurements()
 	log.Info("listening", "addr", ln.Addr().String(), "url", "http://"+ln.Addr().String(), "issuer", bc.Issuer, "data_dir", bc.DataDir,
 		"tier", string(m.Tier), "mrenclave", fmt.Sprintf("%x", m.MrEnclave[:8]), "mrsigner", fmt.Sprintf("%x", m.MrSigner[:8]), "metrics_addr", metricsAddr)
 	// Every goroutine of the server is in group and joined before the broker
