@@ -176,15 +176,7 @@ func (e *env) owner(t testing.TB) (*client.Session, *broker.SessionGrant) {
 // store encrypts secret for owner/agent/service exactly as the CLI does and stores it.
 func (e *env) store(t testing.TB, s *client.Session, omni, service string, secret []byte, approval string) {
 	t.Helper()
-	pub, err := e.enclave(t).PublicKey(broker.ShieldingPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, _ := hex.DecodeString(pub.Public)
-	ct, err := enclave.SealTo(raw, broker.CredentialInfo(omni, "*", service), secret)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ct := e.sealFor(t, omni, service, secret)
 	if _, err := s.Store(context.Background(), api.StoreBody{Service: service, Ciphertext: ct, Approval: approval}); err != nil {
 		t.Fatal(err)
 	}
