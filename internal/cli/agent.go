@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/agentkeys/agentkeys/internal/agent"
 	"github.com/agentkeys/agentkeys/internal/broker"
+	"github.com/agentkeys/agentkeys/internal/client"
 	"github.com/agentkeys/agentkeys/internal/home"
 	"github.com/agentkeys/agentkeys/internal/problem"
 )
@@ -292,14 +294,23 @@ func scopeText(s []string) string {
 	return strings.Join(s, ",")
 }
 
-// activeAgent finds the owner's agent alias that is not torn down.
-func activeAgent(list []agent.Agent, alias string) (*agent.Agent, error) {
+// activeAgent opens the owner's session and finds its agent alias that is not
+// torn down.
+func (e *env) activeAgent(ctx context.Context, alias string) (*client.Session, *agent.Agent, error) {
+	_, c, err := e.ownerSession()
+	if err != nil {
+		return nil, nil, err
+	}
+	list, err := c.Agents(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
 	for i := range list {
 		if list[i].Alias == alias && list[i].Status != agent.TornDown {
-			return &list[i], nil
+			return c, &list[i], nil
 		}
 	}
-	return nil, problem.Newf(problem.NotFound, "list your agents with agentkeys agent list", "no agent %q", alias)
+	return nil, nil, problem.Newf(problem.NotFound, "list your agents with agentkeys agent list", "no agent %q", alias)
 }
 
 func agentRevokeCmd(e *env) *cobra.Command {
@@ -315,15 +326,7 @@ not a terminal.`,
 		Example: "  agentkeys agent revoke ci-bot\n  agentkeys agent revoke ci-bot --yes --json",
 		Args:    exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			_, c, err := e.ownerSession()
-			if err != nil {
-				return err
-			}
-			list, err := c.Agents(cmd.Context())
-			if err != nil {
-				return err
-			}
-			a, err := activeAgent(list, args[0])
+			c, a, err := e.activeAgent(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
@@ -372,15 +375,7 @@ skips the question, and is needed when stdin is not a terminal.`,
 		Example: "  agentkeys agent teardown ci-bot\n  agentkeys agent teardown ci-bot --yes --json",
 		Args:    exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			_, c, err := e.ownerSession()
-			if err != nil {
-				return err
-			}
-			list, err := c.Agents(cmd.Context())
-			if err != nil {
-				return err
-			}
-			a, err := activeAgent(list, args[0])
+			c, a, err := e.activeAgent(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
