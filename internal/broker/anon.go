@@ -93,7 +93,7 @@ func newAnonLimiters(cfg AnonLimits) anonLimiters {
 // caller costs one map lookup. The limiter is keyed by the source address only
 // (an IPv4 address, or the /64 of an IPv6 one), never by anything the caller
 // wrote. Kinds that write to the ledger spend their global share later, in
-// admitWrite, once the request is valid: garbage from many addresses cannot use
+// admitGlobal, once the request is valid: garbage from many addresses cannot use
 // up what real callers need.
 func (b *Broker) Admit(kind AnonKind, source netip.Addr) error {
 	a := b.anon[kind]
@@ -104,7 +104,7 @@ func (b *Broker) Admit(kind AnonKind, source netip.Addr) error {
 		return tooMany(kind, "from your address", a.limit.PerSource, wait)
 	}
 	if !writes(kind) {
-		return b.admitAll(kind)
+		return b.admitGlobal(kind)
 	}
 	return nil
 }
@@ -114,11 +114,10 @@ func writes(kind AnonKind) bool {
 	return kind == AnonSignup || kind == AnonLogin || kind == AnonPair
 }
 
-// admitWrite spends the global share of a valid anonymous request of kind, just
-// before the broker writes it.
-func (b *Broker) admitWrite(kind AnonKind) error { return b.admitAll(kind) }
-
-func (b *Broker) admitAll(kind AnonKind) error {
+// admitGlobal spends the global share of an anonymous request of kind: at
+// admission for kinds that write nothing, and for the others once the request
+// is valid, just before the broker writes it.
+func (b *Broker) admitGlobal(kind AnonKind) error {
 	a := b.anon[kind]
 	if ok, wait := a.global.allow("", b.cfg.Now()); !ok {
 		return tooMany(kind, "from all addresses together", a.limit.Global, wait)

@@ -131,7 +131,7 @@ func (b *Broker) RequestPairing(ctx context.Context, r agent.Request, source str
 	if p.Scope == nil {
 		p.Scope = []string{}
 	}
-	if err := b.admitWrite(AnonPair); err != nil {
+	if err := b.admitGlobal(AnonPair); err != nil {
 		return nil, err
 	}
 	if _, err := lg.Append(ctx, ledger.OriginEnclave, agent.KindPairRequested, p); err != nil {

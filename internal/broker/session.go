@@ -129,7 +129,7 @@ func (b *Broker) CreateAccount(ctx context.Context, l Login) (*SessionGrant, err
 			return nil, err
 		}
 	}
-	if err := b.admitWrite(AnonSignup); err != nil {
+	if err := b.admitGlobal(AnonSignup); err != nil {
 		return nil, err
 	}
 	wallet, err := b.enc.WalletAddress(omni)
@@ -161,7 +161,7 @@ func (b *Broker) OpenSession(ctx context.Context, l Login) (*SessionGrant, error
 	if a == nil {
 		return nil, problem.New(problem.NotFound, "no account for this identity", "create one with agentkeys init")
 	}
-	if err := b.admitWrite(AnonLogin); err != nil {
+	if err := b.admitGlobal(AnonLogin); err != nil {
 		return nil, err
 	}
 	return b.openSession(ctx, a, loginHash, l.ChannelKey)
