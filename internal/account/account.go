@@ -71,13 +71,16 @@ func AgentOmni(parent, alias string, generation int) string {
 	return hex.EncodeToString(h[:])
 }
 
-// Kinds returns the account ledger kinds.
-func Kinds() map[string]ledger.Kind {
-	return map[string]ledger.Kind{
+// Module declares the account kinds (package modules lists it) and maps an
+// account to the wallet that signs its entries.
+var Module = ledger.Module{
+	Name: "account",
+	Kinds: map[string]ledger.Kind{
 		KindCreated:       {Origins: ledger.FromEnclave, Fold: foldCreated},
 		KindSessionIssued: {Origins: ledger.FromAccount, Fold: foldSessionIssued},
 		KindSessionRevoke: {Origins: ledger.FromAccount | ledger.FromEnclave, Fold: foldSessionRevoked},
-	}
+	},
+	Wallet: Wallet,
 }
 
 func accountKey(omni string) string { return "account/" + omni }

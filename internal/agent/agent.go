@@ -106,15 +106,16 @@ type StatusChange struct {
 	Reason string `json:"reason,omitempty"`
 }
 
-// Kinds returns the ledger kinds of pairing and agents.
-func Kinds() map[string]ledger.Kind {
-	return map[string]ledger.Kind{
+// Module declares the kinds of pairing and agents (package modules lists it).
+var Module = ledger.Module{
+	Name: "agent",
+	Kinds: map[string]ledger.Kind{
 		KindPairRequested: {Origins: ledger.FromEnclave, Fold: foldRequested},
 		KindPairApproved:  {Origins: ledger.FromAccount, Fold: foldApproved},
 		KindPairDenied:    {Origins: ledger.FromAccount, Fold: foldDenied},
 		KindScope:         {Origins: ledger.FromAccount, Fold: foldScope},
 		KindStatus:        {Origins: ledger.FromAccount, Fold: foldStatus},
-	}
+	},
 }
 
 func agentKey(owner, alias string) string { return "agent/" + owner + "/" + alias }

@@ -33,12 +33,13 @@ type Mint struct {
 	Reason    string `json:"reason,omitempty"` // oidc.denied: no_scope, unknown_audience, owner_without_flag, rate_limited
 }
 
-// Kinds returns the OIDC audit kinds.
-func Kinds() map[string]ledger.Kind {
-	return map[string]ledger.Kind{
+// Module declares the OIDC audit kinds (package modules lists it).
+var Module = ledger.Module{
+	Name: "oidc",
+	Kinds: map[string]ledger.Kind{
 		KindMinted: {Origins: ledger.FromAccount, Fold: foldMint},
 		KindDenied: {Origins: ledger.FromAccount, Fold: foldMint},
-	}
+	},
 }
 
 func foldMint(_ ledger.State, e *ledger.Entry) error {

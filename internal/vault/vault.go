@@ -117,17 +117,17 @@ type Usage struct {
 	Detail    string `json:"detail,omitempty"`
 }
 
-// Kinds returns the vault's ledger kinds.
-func Kinds() map[string]ledger.Kind {
-	acct := ledger.FromAccount
-	return map[string]ledger.Kind{
-		KindStored:    {Origins: acct, Fold: foldStored},
-		KindRead:      {Origins: acct, Fold: foldRead},
-		KindDenied:    {Origins: acct, Fold: foldDenied},
-		KindDeleted:   {Origins: acct, Fold: foldDeleted},
-		KindRequested: {Origins: acct, Fold: foldRequested},
-		KindGranted:   {Origins: acct, Fold: foldGranted},
-	}
+// Module declares the vault's kinds (package modules lists it).
+var Module = ledger.Module{
+	Name: "vault",
+	Kinds: map[string]ledger.Kind{
+		KindStored:    {Origins: ledger.FromAccount, Fold: foldStored},
+		KindRead:      {Origins: ledger.FromAccount, Fold: foldRead},
+		KindDenied:    {Origins: ledger.FromAccount, Fold: foldDenied},
+		KindDeleted:   {Origins: ledger.FromAccount, Fold: foldDeleted},
+		KindRequested: {Origins: ledger.FromAccount, Fold: foldRequested},
+		KindGranted:   {Origins: ledger.FromAccount, Fold: foldGranted},
+	},
 }
 
 // CredKey is the state key of a credential record.
