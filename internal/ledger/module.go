@@ -1,6 +1,7 @@
 package ledger
 
 import (
+	"encoding/json"
 	"fmt"
 	"maps"
 	"slices"
@@ -42,4 +43,52 @@ func NewSchema(mods ...Module) Schema {
 		}
 	}
 	return s
+}
+
+// OwnerMember is the Kind.Owner of kinds whose payload names its owner in an
+// "owner" member; a payload without one is the signing account's.
+func OwnerMember(e *Entry) (account, parent string, ok bool) {
+	var p struct {
+		Owner string `json:"owner"`
+	}
+	if json.Unmarshal(e.Payload, &p) != nil {
+		return "", "", false
+	}
+	if p.Owner != "" {
+		return p.Owner, "", true
+	}
+	return OwnerSigner(e)
+}
+
+// OwnerSigner is the Kind.Owner of kinds that are the signing account's own
+// (sessions); entries the enclave or governance signs are no one's.
+func OwnerSigner(e *Entry) (account, parent string, ok bool) {
+	omni, ok := AccountOf(e.Origin)
+	return omni, "", ok
+}
+
+// Usage is one row of an owner's usage trail, as `agentkeys usage` shows it.
+// Rows are not folded into state: each kind's Usage derives its row from an
+// entry, and package auditindex keeps them queryable by owner (a cache rebuilt
+// from the ledger).
+type Usage struct {
+	Seq       uint64 `json:"seq"`
+	Time      int64  `json:"time"` // unix nanos
+	Actor     string `json:"actor"`
+	ActorRole string `json:"actor_role"`
+	Alias     string `json:"alias,omitempty"`
+	Action    string `json:"action"`
+	Service   string `json:"service"`
+	Agent     string `json:"agent"`
+	Result    string `json:"result"`
+	Detail    string `json:"detail,omitempty"`
+}
+
+// UsageRow decodes e's payload into a P, leniently (rows are derived from entries
+// the ledger already checked), and starts e's usage row: its seq and time, result
+// "ok". ok is false when the payload does not decode. Kind.Usage functions start
+// with it.
+func UsageRow[P any](e *Entry) (p P, u Usage, ok bool) {
+	u = Usage{Seq: e.Seq, Time: e.Time, Result: "ok"}
+	return p, u, json.Unmarshal(e.Payload, &p) == nil
 }
