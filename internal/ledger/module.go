@@ -63,8 +63,10 @@ func OwnerMember(e *Entry) (account, parent string, ok bool) {
 // OwnerSigner is the Kind.Owner of kinds that are the signing account's own
 // (sessions); entries the enclave or governance signs are no one's.
 func OwnerSigner(e *Entry) (account, parent string, ok bool) {
-	omni, ok := AccountOf(e.Origin)
-	return omni, "", ok
+	if omni, ok := AccountOf(e.Origin); ok {
+		return omni, "", true
+	}
+	return "", "", false
 }
 
 // Usage is one row of an owner's usage trail, as `agentkeys usage` shows it.
