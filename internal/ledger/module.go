@@ -91,6 +91,6 @@ type Usage struct {
 // "ok". ok is false when the payload does not decode. Kind.Usage functions start
 // with it.
 func UsageRow[P any](e *Entry) (p P, u Usage, ok bool) {
-	u = Usage{Seq: e.Seq, Time: e.Time, Result: "ok"}
-	return p, u, json.Unmarshal(e.Payload, &p) == nil
+	err := json.Unmarshal(e.Payload, &p)
+	return p, Usage{Seq: e.Seq, Time: e.Time, Result: "ok"}, err == nil
 }
