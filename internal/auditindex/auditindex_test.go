@@ -234,3 +234,19 @@ func TestEveryModuleKind(t *testing.T) {
 		t.Errorf("rows of seqs %v (%v), want one for each kind with a Usage: %v", got, err, rows)
 	}
 }
+
+// BenchmarkObserve is the index's cost on the committer's path: filing one
+// credential read (an agent's, so its owner is found through the parent).
+func BenchmarkObserve(b *testing.B) {
+	p, agentOmni := owner(1), owner(2)
+	pl := func(v any) []byte { q, _ := ledger.MarshalPayload(v); return q }
+	x := New(nil)
+	x.Observe([]ledger.Entry{{Seq: 0, Kind: account.KindCreated, Origin: ledger.OriginEnclave, Payload: pl(account.Account{Omni: agentOmni, Role: "agent", Parent: p, Alias: "bot"})}})
+	read := pl(vault.Read{Owner: p, Agent: "bot", Service: "openai", Actor: agentOmni, ActorRole: "agent", Alias: "bot", SID: "s", Version: 3})
+	es := make([]ledger.Entry, 1)
+	b.ReportAllocs()
+	for i := 1; b.Loop(); i++ {
+		es[0] = ledger.Entry{Seq: uint64(i), Kind: vault.KindRead, Origin: ledger.AccountOrigin(agentOmni), Payload: read}
+		x.Observe(es)
+	}
+}
