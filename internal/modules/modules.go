@@ -11,8 +11,9 @@
 // here fail if a kind is declared but reaches no schema, or if a private kind
 // has no owner.
 //
-// Only the server side links this package (with every module, the ledger and
-// the enclave behind them); the Go client and the sandbox daemon must not.
+// Only the server side (broker, audit) imports this package, and with it every
+// module, the ledger and the enclave behind them; the Go client and the sandbox
+// daemon must not: they see the ledger only through the HTTP API.
 package modules
 
 import (

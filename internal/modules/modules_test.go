@@ -138,11 +138,12 @@ func TestOneList(t *testing.T) {
 // and how it folds; a private kind says whose it is (else its owner could not
 // read it, nor see its usage row); a row is shown only for a private kind.
 func TestEveryKindDeclaredWhole(t *testing.T) {
-	n := 0
+	n, names := 0, map[string]bool{}
 	for _, m := range All {
-		if m.Name == "" || len(m.Kinds) == 0 {
-			t.Errorf("module %q has no name or no kinds", m.Name)
+		if m.Name == "" || len(m.Kinds) == 0 || names[m.Name] {
+			t.Errorf("module %q has no name, no kinds, or the name of another", m.Name)
 		}
+		names[m.Name] = true
 		for name, k := range m.Kinds {
 			n++
 			switch {
