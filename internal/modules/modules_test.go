@@ -56,7 +56,7 @@ func scan(t *testing.T) (kinds, mods, schemas []decl) {
 				switch typeName(n.Type) {
 				case "ledger.Module":
 					mods = append(mods, decl{at(), moduleName(n)})
-				case "ledger.Schema", "Schema":
+				case "ledger.Schema":
 					if !inLedger && !inModules {
 						schemas = append(schemas, decl{at(), "a ledger.Schema literal"})
 					}
