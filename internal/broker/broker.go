@@ -11,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"os"
 	"path/filepath"
 	"sync"
@@ -27,11 +26,10 @@ import (
 	"github.com/agentkeys/agentkeys/internal/enclave"
 	"github.com/agentkeys/agentkeys/internal/ledger"
 	"github.com/agentkeys/agentkeys/internal/ledger/ledgerstore"
+	"github.com/agentkeys/agentkeys/internal/modules"
 	"github.com/agentkeys/agentkeys/internal/oidc"
 	"github.com/agentkeys/agentkeys/internal/problem"
-	"github.com/agentkeys/agentkeys/internal/registry"
 	"github.com/agentkeys/agentkeys/internal/token"
-	"github.com/agentkeys/agentkeys/internal/vault"
 )
 
 // Config configures a broker.
@@ -143,16 +141,9 @@ type Broker struct {
 	OperatorKeyCreated bool
 }
 
-// Schema is every ledger kind the broker accepts; audit verify uses the same one.
-func Schema() ledger.Schema {
-	kinds := map[string]ledger.Kind{}
-	maps.Copy(kinds, registry.Kinds())
-	maps.Copy(kinds, account.Kinds())
-	maps.Copy(kinds, vault.Kinds())
-	maps.Copy(kinds, agent.Kinds())
-	maps.Copy(kinds, oidc.Kinds())
-	return ledger.Schema{Kinds: kinds, Wallet: account.Wallet}
-}
+// Schema is every ledger kind the broker accepts: those of the module list
+// (modules.Schema), which audit verify checks against too.
+func Schema() ledger.Schema { return modules.Schema() }
 
 // LedgerPath is where the embedded ledger lives in a data dir (the default store).
 func LedgerPath(dataDir string) string { return filepath.Join(dataDir, "ledger.db") }

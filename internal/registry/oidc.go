@@ -82,14 +82,6 @@ func OidcKeyReportData(kid, public string) [64]byte {
 	return rd
 }
 
-func oidcKinds() map[string]ledger.Kind {
-	return map[string]ledger.Kind{
-		KindOidcKeyRegister: {Origins: ledger.FromEnclave, Public: true, Fold: foldOidcRegister},
-		KindOidcKeyRevoke:   {Origins: ledger.FromGovernance, Public: true, Fold: foldOidcRevoke},
-		KindOidcRotate:      {Origins: ledger.FromGovernance, Public: true, Fold: foldOidcRotate},
-	}
-}
-
 // checkOidcKey checks a key record's internal consistency: path, kid, JWK and a
 // quote that verifies under the platform key it names and commits to this key.
 // Provenance comes from the entry's origin: only the enclave signs
