@@ -24,7 +24,7 @@ import (
 type Client struct {
 	base string
 	hc   *http.Client
-	now  func() time.Time // dates DPoP proofs
+	now  func() time.Time // dates DPoP proofs and governance entries (WithClock)
 }
 
 // New returns a client for the broker at server (http or https URL).
@@ -42,6 +42,21 @@ func NewWith(server string, hc *http.Client) (*Client, error) {
 	}
 	return &Client{base: strings.TrimRight(u.String(), "/"), hc: hc, now: time.Now}, nil
 }
+
+// WithClock returns a copy of c whose clock is now (nil = time.Now): it dates
+// DPoP proofs, governance entries and pair requests. A daemon passes its own
+// clock, a test a clock.Fake.
+func (c *Client) WithClock(now func() time.Time) *Client {
+	cc := *c
+	cc.now = now
+	if now == nil {
+		cc.now = time.Now
+	}
+	return &cc
+}
+
+// Now returns the time by c's clock.
+func (c *Client) Now() time.Time { return c.now() }
 
 // Server returns the broker URL.
 func (c *Client) Server() string { return c.base }
