@@ -5,8 +5,11 @@
 // so a test moves a Fake forward instead of waiting on the wall clock.
 //
 // Pauses (timers, backoff, polling) stay on the runtime's timers: a test of
-// them runs in a testing/synctest bubble. Durations measured for metrics and
-// logs stay on the wall clock. Production code never imports this package.
+// them runs in a testing/synctest bubble, or, against a real server on
+// loopback (which synctest cannot hold), replaces the pause with one that
+// moves its Fake (backoff.Backoff.Sleep, the client's retry pause). Durations
+// measured for metrics and logs stay on the wall clock. Production code never
+// imports this package.
 package clock
 
 import (
