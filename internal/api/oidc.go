@@ -2,7 +2,6 @@ package api
 
 import (
 	"net/http"
-	"time"
 
 	"github.com/agentkeys/agentkeys/internal/broker"
 	"github.com/agentkeys/agentkeys/internal/ledger"
@@ -100,9 +99,8 @@ func (s *server) oidcActive(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	out := []ActiveKey{}
-	now := time.Now().Unix()
-	for _, k := range l {
-		if k.Active(now) {
+	for _, k := range l { // State is the broker's, by its clock
+		if k.State == "current" || k.State == "retiring" {
 			out = append(out, ActiveKey{Kid: k.Kid, Pubkey: k.Public})
 		}
 	}

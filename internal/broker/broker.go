@@ -61,7 +61,7 @@ type Config struct {
 	MintWindow     time.Duration    // default 1 minute
 	ApprovalTTL    time.Duration    // how long a pending approval request can be approved (default 10 min)
 	ApprovalWindow time.Duration    // how long a grant allows one read (default 2 min)
-	Now            func() time.Time // clock of the read, mint and anonymous rate limits and of open approval requests (tests); nil = time.Now
+	Now            func() time.Time // the broker's clock: every expiry, window, limit and timestamp it decides by (ledger entries too unless Ledger.Now is set); nil = time.Now; tests move a clock.Fake
 	Anon           AnonLimits       // limits of requests without a session; kinds left out: DefaultAnonLimits
 	SignupInvite   bool             // sign-up needs an operator's invite (agentkeys server --signup invite)
 	PairTTL        time.Duration    // default lifetime of a pair request (default 10 min; max 1 h)
@@ -188,17 +188,17 @@ func Open(cfg Config) (_ *Broker, err error) {
 		return nil, fmt.Errorf("creating data dir %s: %w", cfg.DataDir, err)
 	}
 	enc, err := enclave.Open(enclave.Config{Dir: cfg.DataDir, PlatformKeyFile: cfg.PlatformKeyFile, PlatformKeyHex: cfg.PlatformKeyHex,
-		DevPlatformKeyInDir: cfg.DevPlatformKeyInDataDir, SignerPublicKey: cfg.SignerPublicKey})
+		DevPlatformKeyInDir: cfg.DevPlatformKeyInDataDir, SignerPublicKey: cfg.SignerPublicKey, Now: cfg.Now})
 	if err != nil {
 		return nil, err
 	}
 	b := &Broker{enc: enc, cfg: cfg, log: cfg.Logger, metrics: newMetrics(cfg.Registerer),
 		index: account.NewIndex(), limiter: newLimiter(cfg.ReadLimit, cfg.ReadWindow),
 		mints: newLimiter(cfg.MintLimit, cfg.MintWindow),
-		anon:  newAnonLimiters(cfg.Anon), proofs: dpop.NewVerifier(0, nil), htuBases: bases, kinds: Schema()}
+		anon:  newAnonLimiters(cfg.Anon), proofs: dpop.NewVerifier(0, cfg.Now), htuBases: bases, kinds: Schema()}
 	m := enc.Measurements()
 	b.oidc.enclave = oidc.Enclave{MrEnclave: hex.EncodeToString(m.MrEnclave[:]), MrSigner: hex.EncodeToString(m.MrSigner[:]), Tier: string(m.Tier)}
-	if b.tokens, err = token.NewIssuer(enc, token.Options{Issuer: cfg.Issuer, Current: "issuer/jwt/v1"}); err != nil {
+	if b.tokens, err = token.NewIssuer(enc, token.Options{Issuer: cfg.Issuer, Current: "issuer/jwt/v1", Now: cfg.Now}); err != nil {
 		enc.Close()
 		return nil, err
 	}
@@ -235,6 +235,9 @@ func (b *Broker) Start(ctx context.Context) error {
 	}
 	opts := b.cfg.Ledger
 	opts.Genesis = b.genesis
+	if opts.Now == nil {
+		opts.Now = b.cfg.Now
+	}
 	opts.OnCommit = func(es []ledger.Entry) {
 		b.index.Observe(es)
 		b.usage.Observe(es)

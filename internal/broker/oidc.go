@@ -169,7 +169,7 @@ func (b *Broker) JWKS(ctx context.Context) (oidc.JWKS, error) {
 	if err != nil {
 		return oidc.JWKS{}, err
 	}
-	now := time.Now().Unix()
+	now := b.cfg.Now().Unix()
 	out := oidc.JWKS{Keys: []oidc.JWK{}}
 	for _, key := range k.keys {
 		if key.Active(now) {
@@ -185,7 +185,7 @@ func (b *Broker) OIDCKeys(ctx context.Context) ([]OIDCKeyInfo, error) {
 	if err != nil {
 		return nil, err
 	}
-	now := time.Now().Unix()
+	now := b.cfg.Now().Unix()
 	out := make([]OIDCKeyInfo, 0, len(k.keys))
 	for _, key := range k.keys {
 		out = append(out, OIDCKeyInfo{OidcKey: key, State: key.State(now)})
@@ -279,7 +279,7 @@ func (b *Broker) MintOIDC(ctx context.Context, c *Caller, r OIDCRequest) (*OIDCT
 		return nil, problem.New(problem.NotReady, "no OIDC issuer key may sign: governance revoked the current one",
 			"governance rotates in a new key: agentkeys oidc rotate --window DURATION")
 	}
-	claims := oidc.NewClaims(b.cfg.Issuer, r.Audience, id, b.oidc.enclave, time.Now().Unix(), ttl)
+	claims := oidc.NewClaims(b.cfg.Issuer, r.Audience, id, b.oidc.enclave, b.cfg.Now().Unix(), ttl)
 	// The audit entry names the token (kid, jti, exp) without holding it, so it is
 	// appended while the enclave signs; the token is released only once the entry
 	// is durable. If signing then fails, the entry records a mint nobody received:
@@ -333,7 +333,7 @@ func (b *Broker) Rotate(ctx context.Context, e ledger.Entry) (*RotateResult, err
 		return nil, err
 	}
 	next := k.keys[len(k.keys)-1].Version + 1
-	now := time.Now().Unix()
+	now := b.cfg.Now().Unix()
 	rec, err := b.oidcKeyRecord(fmt.Sprintf("oidc/issuer/v%d", next), next, now)
 	if err != nil {
 		return nil, err

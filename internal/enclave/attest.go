@@ -6,7 +6,6 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
-	"time"
 )
 
 const (
@@ -59,7 +58,7 @@ func (e *Enclave) Quote(reportData [64]byte) Quote {
 		mrsigner:   e.meas.MrSigner,
 		reportData: reportData,
 		tier:       e.meas.Tier,
-		ts:         time.Now().Unix(),
+		ts:         e.now().Unix(),
 	}
 	copy(f.platformKey[:], e.platformPub)
 	q := Quote{
