@@ -117,7 +117,7 @@ func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		"form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("X-Frame-Options", "DENY")
-	h.Set("Referrer-Policy", "no-referrer")
+	h.Set("Referrer-Policy", "same-origin") // not no-referrer: with it a browser sends "Origin: null" on forms
 	h.Set("Cache-Control", "no-store")
 	if r.Host != c.cfg.Addr {
 		refuse(w, http.StatusMisdirectedRequest, "this console answers only at http://"+c.cfg.Addr)

@@ -117,6 +117,8 @@ func (c *Console) route(w http.ResponseWriter, r *http.Request, csrf string) {
 	back := map[string]string{"agents": "/agents", "pairing": "/pairing", "approvals": "/approvals", "credentials": "/credentials"}[strings.Split(r.URL.Path, "/")[1]]
 	if err != nil {
 		c.setFlash("", problem.As(err))
+	} else if r.URL.Path == "/pairing/approve" {
+		back = "/agents" // the new agent
 	}
 	http.Redirect(w, r, back, http.StatusSeeOther)
 }
