@@ -292,7 +292,9 @@ func TestConsoleInBrowser(t *testing.T) {
 
 	// The chart has one point per read and mint of the usage trail, refused
 	// ones marked; the trail highlights the refused read; the ledger verifies.
-	var usage struct{ Usage []struct{ Action, Result string } }
+	var usage struct {
+		Usage []struct{ Action, Result string }
+	}
 	if err := json.Unmarshal([]byte(h.akOK(o.home, "usage", "--json")), &usage); err != nil {
 		t.Fatal(err)
 	}
