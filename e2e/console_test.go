@@ -344,3 +344,14 @@ func TestConsoleInBrowser(t *testing.T) {
 		t.Fatalf("get_credential after the revocation: error=%v %q", isErr, text)
 	}
 }
+
+// TestConsoleListenRefused: the console does not serve on a wildcard address
+// or a host name, whatever --listen says.
+func TestConsoleListenRefused(t *testing.T) {
+	h := newHarness(t)
+	for _, addr := range []string{"0.0.0.0:0", "[::]:0", "localhost:0", ":0"} {
+		if r := h.cli(t.TempDir(), "console", "--listen", addr, "--no-open"); r.code != 2 || !strings.Contains(r.stderr, "does not name one IP address") {
+			t.Errorf("console --listen %s: exit %d %q", addr, r.code, r.stderr)
+		}
+	}
+}

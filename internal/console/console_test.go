@@ -312,3 +312,64 @@ func TestCheckListen(t *testing.T) {
 		}
 	}
 }
+
+// TestTeardownNamesWhatIsDeleted: the teardown confirmation lists the agent's
+// own credentials by name and version, and the confirmed teardown deletes
+// exactly those; an owner-wide credential stays.
+func TestTeardownNamesWhatIsDeleted(t *testing.T) {
+	f := newFixture(t)
+	ck, csrf := f.login()
+	withCookie := func(r *http.Request) { r.AddCookie(ck) }
+	f.do(http.MethodPost, "/pairing/approve", url.Values{"csrf": {csrf}, "id": {f.pending}, "vvc": {f.vvc}}, withCookie)
+	for _, st := range []url.Values{
+		{"csrf": {csrf}, "service": {"github"}, "agent": {"bot"}, "secret": {"gh-secret-value-1234"}},
+		{"csrf": {csrf}, "service": {"openai"}, "secret": {"sk-secret-value-5678"}},
+	} {
+		if w := f.do(http.MethodPost, "/credentials/store", st, withCookie); w.Code != http.StatusSeeOther {
+			t.Fatalf("store: %d", w.Code)
+		}
+	}
+	creds := f.do(http.MethodGet, "/credentials", nil, withCookie).Body.String()
+	if !strings.Contains(creds, "Stored openai for all agents in scope (version 1)") || strings.Contains(creds, "secret-value") {
+		t.Fatalf("the credentials page after storing: %s", creds)
+	}
+	page := f.do(http.MethodGet, "/agents/teardown?alias=bot", nil, withCookie).Body.String()
+	if !strings.Contains(page, "delete its 1 credential(s)") || !strings.Contains(page, "credential github for agent bot (version 1)") || strings.Contains(page, "credential openai") {
+		t.Fatalf("the teardown confirmation: %s", page)
+	}
+	if w := f.do(http.MethodPost, "/agents/teardown", url.Values{"csrf": {csrf}, "alias": {"bot"}}, withCookie); w.Code != http.StatusSeeOther {
+		t.Fatalf("teardown: %d", w.Code)
+	}
+	left, err := f.owner.List(context.Background())
+	if err != nil || len(left) != 1 || left[0].Service != "openai" {
+		t.Fatalf("after the teardown: %+v %v", left, err)
+	}
+	if agents := f.do(http.MethodGet, "/agents", nil, withCookie).Body.String(); !strings.Contains(agents, "Tore down agent bot: 1 credential(s) deleted") {
+		t.Fatalf("the agents page after the teardown: %s", agents)
+	}
+}
+
+// TestStoreRefusesBadInput: a store with an empty secret or a bad name
+// changes nothing and says why.
+func TestStoreRefusesBadInput(t *testing.T) {
+	f := newFixture(t)
+	ck, csrf := f.login()
+	withCookie := func(r *http.Request) { r.AddCookie(ck) }
+	for _, tc := range []struct {
+		form url.Values
+		want string
+	}{
+		{url.Values{"csrf": {csrf}, "service": {"openai"}, "secret": {""}}, "the secret is empty"},
+		{url.Values{"csrf": {csrf}, "service": {"Open AI"}, "secret": {"sk-1"}}, "service and agent names"},
+		{url.Values{"csrf": {csrf}, "service": {"openai"}, "agent": {"../x"}, "secret": {"sk-1"}}, "service and agent names"},
+	} {
+		f.do(http.MethodPost, "/credentials/store", tc.form, withCookie)
+		page := f.do(http.MethodGet, "/credentials", nil, withCookie).Body.String()
+		if !strings.Contains(page, tc.want) || !strings.Contains(page, "BAD_REQUEST") {
+			t.Errorf("store %v: the page does not say %q", tc.form, tc.want)
+		}
+	}
+	if list, err := f.owner.List(context.Background()); err != nil || len(list) != 0 {
+		t.Fatalf("bad stores stored %v (%v)", list, err)
+	}
+}
