@@ -441,14 +441,10 @@ func (c *Console) deleteCredential(ctx context.Context, service, agentAlias stri
 // windows are the Activity page's time filters.
 var windows = []struct{ Name, Label string }{{"", "all time"}, {"1h", "last hour"}, {"24h", "last 24 hours"}, {"168h", "last 7 days"}, {"720h", "last 30 days"}}
 
-// kinds are the Activity page's kind filters: usage actions.
-var kinds = []string{"read", "oidc.mint", "store", "delete", "approval.request", "approve",
-	"pair.request", "pair.approve", "pair.deny", "agent.scope", "agent.revoke", "agent.teardown"}
-
 type activity struct {
 	Agent, Service, Kind, Since string
 	Windows                     []struct{ Name, Label string }
-	Kinds                       []string
+	Kinds                       []string // the kinds of the rows fetched: the kind filter's choices
 	Rows                        []vault.Usage // newest first, at most maxRows
 	Total                       int
 	Chart                       chart
@@ -464,7 +460,7 @@ type health struct {
 const maxRows = 500
 
 func (c *Console) activityPage(ctx context.Context, q url.Values) result {
-	a := activity{Agent: q.Get("agent"), Service: q.Get("service"), Kind: q.Get("kind"), Since: q.Get("since"), Windows: windows, Kinds: kinds}
+	a := activity{Agent: q.Get("agent"), Service: q.Get("service"), Kind: q.Get("kind"), Since: q.Get("since"), Windows: windows}
 	uq := url.Values{"limit": {"1000"}}
 	if a.Agent != "" {
 		uq.Set("agent", a.Agent)
@@ -486,10 +482,17 @@ func (c *Console) activityPage(ctx context.Context, q url.Values) result {
 	}
 	var rows []vault.Usage
 	for _, u := range page.Usage {
+		if !slices.Contains(a.Kinds, u.Action) {
+			a.Kinds = append(a.Kinds, u.Action)
+		}
 		if a.Kind == "" || u.Action == a.Kind {
 			rows = append(rows, u)
 		}
 	}
+	if a.Kind != "" && !slices.Contains(a.Kinds, a.Kind) {
+		a.Kinds = append(a.Kinds, a.Kind)
+	}
+	slices.Sort(a.Kinds)
 	a.Total = len(rows)
 	a.Chart = readsChart(rows)
 	slices.Reverse(rows)
