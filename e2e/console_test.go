@@ -18,7 +18,7 @@ import (
 )
 
 // consoleURL is the login URL `agentkeys console` prints.
-var consoleURL = regexp.MustCompile(`http://127\.0\.0\.1:[0-9]+/login\?token=[0-9a-f]{64}`)
+var consoleURL = regexp.MustCompile(`http://127\.0\.0\.1:[0-9]+/[0-9a-f]{32}/login\?token=[0-9a-f]{64}`)
 
 // chromium finds the distribution's Chromium. Without it the test is skipped,
 // except in CI (CI=true), where it fails: scripts/test installs it.
@@ -216,7 +216,7 @@ func TestConsoleInBrowser(t *testing.T) {
 		t.Fatalf("the console shows VVC %s key %s; the daemon shows VVC %s key %s", vvc, key, p.vvc, p.key)
 	}
 	do("typing the VVC", chromedp.SendKeys(chromedp.ID("vvc-"+p.id), p.vvc), shots.take("pairing"))
-	load("approving", chromedp.Click(chromedp.CSS(row+` form[action="/pairing/approve"] button`)))
+	load("approving", chromedp.Click(chromedp.CSS(row+` form[action="pairing/approve"] button`)))
 	do("seeing the agent", chromedp.WaitVisible(chromedp.ID("agent-ci-bot")))
 	if code := p.wait(t); code != 0 || !strings.Contains(p.stdout.String(), "Paired: agent ci-bot") {
 		t.Fatalf("daemon pair: exit %d: %s", code, p.stdout.String())
@@ -231,7 +231,7 @@ func TestConsoleInBrowser(t *testing.T) {
 
 	// The agent is listed; its scope changes to add bank.
 	do("editing the scope", chromedp.SetValue(chromedp.ID("scope-ci-bot"), "openai, bank, oidc:*"))
-	load("changing the scope", chromedp.Click(chromedp.CSS(`#agent-ci-bot ~ form[action="/agents/scope"] button`)))
+	load("changing the scope", chromedp.Click(chromedp.CSS(`#agent-ci-bot ~ form[action="agents/scope"] button`)))
 	if scope, flash := text("#agent-ci-bot ~ dl .scope"), text(".flash"); scope != "openai, bank, oidc:*" || !strings.Contains(flash, "Scope of ci-bot") {
 		t.Fatalf("after the scope change: scope %q, message %q", scope, flash)
 	}
@@ -279,7 +279,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	load("opening the Credentials page", chromedp.Navigate(base+"/credentials"))
 	do("filling the store form", chromedp.SendKeys(chromedp.ID("service"), "github"), chromedp.SendKeys(chromedp.ID("agent"), "ci-bot"),
 		chromedp.SendKeys(chromedp.ID("secret"), githubKey))
-	load("storing github", chromedp.Click(chromedp.CSS(`form[action="/credentials/store"] button`)))
+	load("storing github", chromedp.Click(chromedp.CSS(`form[action="credentials/store"] button`)))
 	if flash := text(".flash"); !strings.Contains(flash, "Stored github for agent ci-bot (version 1)") {
 		t.Fatalf("after storing: %q", flash)
 	}
@@ -331,7 +331,7 @@ func TestConsoleInBrowser(t *testing.T) {
 
 	// Revoke the agent, after a confirmation naming it; its next read fails.
 	load("opening the Agents page", chromedp.Navigate(base+"/agents"))
-	load("asking to revoke", chromedp.Click(chromedp.CSS(`a[href="/agents/revoke?alias=ci-bot"]`)))
+	load("asking to revoke", chromedp.Click(chromedp.CSS(`a[href="agents/revoke?alias=ci-bot"]`)))
 	if q := text(".confirm h2"); !strings.Contains(q, "Revoke agent ci-bot") {
 		t.Fatalf("the confirmation asks %q", q)
 	}

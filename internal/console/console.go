@@ -7,7 +7,9 @@
 //
 // Only the browser that opened the one-time login URL gets in: the URL's
 // token is spent on first use and becomes an HttpOnly, SameSite=Strict
-// session cookie; every state-changing request carries a CSRF token; the Host
+// session cookie, scoped to a random path prefix that every page lives under
+// (a browser sends cookies for 127.0.0.1 to every port of it, but this one
+// only to URLs under the secret prefix); every state-changing request carries a CSRF token; the Host
 // header must be the listen address (DNS rebinding) and an Origin header the
 // console's own; a strict Content-Security-Policy allows only the embedded
 // script and style sheet.
@@ -23,6 +25,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"strings"
 	"sync"
 	"time"
 
@@ -49,6 +52,7 @@ type Config struct {
 type Console struct {
 	cfg   Config
 	pages map[string]*template.Template
+	base  string // the secret path prefix, "/<random>/": every page and the cookie's Path
 
 	mu           sync.Mutex
 	login        string // the one-time login token; "" once spent
@@ -72,7 +76,7 @@ func New(cfg Config) (*Console, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Console{cfg: cfg, pages: pages, login: randomToken()}, nil
+	return &Console{cfg: cfg, pages: pages, base: "/" + randomToken()[:32] + "/", login: randomToken()}, nil
 }
 
 func randomToken() string {
@@ -85,7 +89,7 @@ func randomToken() string {
 func (c *Console) LoginURL() string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return "http://" + c.cfg.Addr + "/login?token=" + c.login
+	return "http://" + c.cfg.Addr + c.base + "login?token=" + c.login
 }
 
 // CheckListen refuses to serve on an address that is not loopback unless the
@@ -114,7 +118,7 @@ func CheckListen(addr string, explicit bool) error {
 func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h := w.Header()
 	h.Set("Content-Security-Policy", "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "+
-		"form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+		"form-action 'self'; frame-ancestors 'none'; base-uri 'self'")
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("X-Frame-Options", "DENY")
 	h.Set("Referrer-Policy", "same-origin") // not no-referrer: with it a browser sends "Origin: null" on forms
@@ -132,12 +136,18 @@ func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		refuse(w, http.StatusMethodNotAllowed, "method not allowed")
 		return
 	}
-	switch {
-	case r.URL.Path == "/login":
+	rest, ok := strings.CutPrefix(r.URL.Path, c.base)
+	if !ok {
+		refuse(w, http.StatusNotFound, "no such page: open the login URL that agentkeys console printed")
+		return
+	}
+	path := "/" + rest
+	switch path {
+	case "/login":
 		c.serveLogin(w, r)
 		return
-	case r.URL.Path == "/static/console.js" || r.URL.Path == "/static/console.css":
-		http.ServeFileFS(w, r, assets, "assets"+r.URL.Path)
+	case "/static/console.js", "/static/console.css":
+		http.ServeFileFS(w, r, assets, "assets"+path)
 		return
 	}
 	csrf, ok := c.sessionCSRF(r)
@@ -160,7 +170,7 @@ func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	c.route(w, r, csrf)
+	c.route(w, r, path, csrf)
 }
 
 // serveLogin spends the one-time login token for a session cookie.
@@ -177,8 +187,8 @@ func (c *Console) serveLogin(w http.ResponseWriter, r *http.Request) {
 		refuse(w, http.StatusForbidden, "this login URL is wrong or was used already: restart agentkeys console for a new one")
 		return
 	}
-	http.SetCookie(w, &http.Cookie{Name: cookieName, Value: session, Path: "/", HttpOnly: true, SameSite: http.SameSiteStrictMode})
-	http.Redirect(w, r, "/agents", http.StatusSeeOther)
+	http.SetCookie(w, &http.Cookie{Name: cookieName, Value: session, Path: c.base, HttpOnly: true, SameSite: http.SameSiteStrictMode})
+	http.Redirect(w, r, c.base+"agents", http.StatusSeeOther)
 }
 
 // sessionCSRF checks the session cookie and returns the session's CSRF token.

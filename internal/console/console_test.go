@@ -109,6 +109,9 @@ func (f *fixture) do(method, target string, form url.Values, edit func(*http.Req
 	return w
 }
 
+// path is the URL path of a page under the console's secret prefix.
+func (f *fixture) path(p string) string { return f.con.base + strings.TrimPrefix(p, "/") }
+
 var csrfField = regexp.MustCompile(`name="csrf" value="([0-9a-f]{64})"`)
 
 // login spends the login token and returns the session cookie and the CSRF
@@ -121,10 +124,10 @@ func (f *fixture) login() (*http.Cookie, string) {
 		f.t.Fatalf("login: %d %q", w.Code, w.Body.String())
 	}
 	ck := w.Result().Cookies()[0]
-	if !ck.HttpOnly || ck.SameSite != http.SameSiteStrictMode || ck.Path != "/" {
-		f.t.Fatalf("session cookie %+v is not HttpOnly, SameSite=Strict, Path=/", ck)
+	if !ck.HttpOnly || ck.SameSite != http.SameSiteStrictMode || ck.Path != f.con.base || len(f.con.base) < 34 {
+		f.t.Fatalf("session cookie %+v is not HttpOnly, SameSite=Strict, Path=the secret prefix", ck)
 	}
-	page := f.do(http.MethodGet, "/pairing", nil, func(r *http.Request) { r.AddCookie(ck) })
+	page := f.do(http.MethodGet, f.path("/pairing"), nil, func(r *http.Request) { r.AddCookie(ck) })
 	m := csrfField.FindStringSubmatch(page.Body.String())
 	if page.Code != http.StatusOK || m == nil {
 		f.t.Fatalf("pairing page: %d, no CSRF field: %s", page.Code, page.Body.String())
@@ -142,7 +145,7 @@ func (f *fixture) stillPending() bool {
 // and changes nothing; the same request with everything right does act.
 func TestRequestsRefused(t *testing.T) {
 	f := newFixture(t)
-	if w := f.do(http.MethodGet, "/agents", nil, nil); w.Code != http.StatusUnauthorized {
+	if w := f.do(http.MethodGet, f.path("/agents"), nil, nil); w.Code != http.StatusUnauthorized {
 		t.Fatalf("before login: %d", w.Code)
 	}
 	ck, csrf := f.login()
@@ -166,7 +169,7 @@ func TestRequestsRefused(t *testing.T) {
 		{"a null Origin", deny, func(r *http.Request) { withCookie(r); r.Header.Set("Origin", "null") }, http.StatusForbidden},
 	}
 	for _, tc := range cases {
-		if w := f.do(http.MethodPost, "/pairing/deny", tc.form, tc.edit); w.Code != tc.status {
+		if w := f.do(http.MethodPost, f.path("/pairing/deny"), tc.form, tc.edit); w.Code != tc.status {
 			t.Errorf("%s: %d %q, want %d", tc.name, w.Code, w.Body.String(), tc.status)
 		}
 		if !f.stillPending() {
@@ -181,13 +184,22 @@ func TestRequestsRefused(t *testing.T) {
 		"foreign Origin": func(r *http.Request) { withCookie(r); r.Header.Set("Origin", "http://evil.example") },
 	} {
 		for _, page := range []string{"/agents", "/pairing/rows", "/activity"} {
-			if w := f.do(http.MethodGet, page, nil, edit); w.Code < 400 || strings.Contains(w.Body.String(), f.pending) {
+			if w := f.do(http.MethodGet, f.path(page), nil, edit); w.Code < 400 || strings.Contains(w.Body.String(), f.pending) {
 				t.Errorf("GET %s with %s: %d", page, name, w.Code)
 			}
 		}
 	}
+	// Outside the secret prefix nothing is served, with the cookie or not.
+	for _, p := range []string{"/agents", "/pairing/rows", "/", "/static/console.js"} {
+		if w := f.do(http.MethodGet, p, nil, withCookie); w.Code != http.StatusNotFound {
+			t.Errorf("GET %s outside the prefix: %d", p, w.Code)
+		}
+	}
+	if w := f.do(http.MethodPost, "/pairing/deny", deny, withCookie); w.Code != http.StatusNotFound || !f.stillPending() {
+		t.Errorf("POST outside the prefix: %d", w.Code)
+	}
 	// Everything right: the denial acts.
-	if w := f.do(http.MethodPost, "/pairing/deny", deny, withCookie); w.Code != http.StatusSeeOther {
+	if w := f.do(http.MethodPost, f.path("/pairing/deny"), deny, withCookie); w.Code != http.StatusSeeOther {
 		t.Fatalf("the right request: %d %q", w.Code, w.Body.String())
 	}
 	if f.stillPending() {
@@ -200,10 +212,10 @@ func TestRequestsRefused(t *testing.T) {
 func TestLoginTokenOnce(t *testing.T) {
 	f := newFixture(t)
 	u, _ := url.Parse(f.con.LoginURL())
-	if w := f.do(http.MethodGet, "/login?token="+strings.Repeat("0", 64), nil, nil); w.Code != http.StatusForbidden || len(w.Result().Cookies()) != 0 {
+	if w := f.do(http.MethodGet, f.path("/login?token=")+strings.Repeat("0", 64), nil, nil); w.Code != http.StatusForbidden || len(w.Result().Cookies()) != 0 {
 		t.Fatalf("a wrong token: %d", w.Code)
 	}
-	if w := f.do(http.MethodGet, "/login", nil, nil); w.Code != http.StatusForbidden || len(w.Result().Cookies()) != 0 {
+	if w := f.do(http.MethodGet, f.path("/login"), nil, nil); w.Code != http.StatusForbidden || len(w.Result().Cookies()) != 0 {
 		t.Fatalf("no token: %d", w.Code)
 	}
 	ck, _ := f.login()
@@ -213,7 +225,7 @@ func TestLoginTokenOnce(t *testing.T) {
 	if w := f.do(http.MethodGet, u.RequestURI(), nil, func(r *http.Request) { r.Host = "evil.example" }); w.Code != http.StatusMisdirectedRequest {
 		t.Fatalf("the login URL at another Host: %d", w.Code)
 	}
-	if w := f.do(http.MethodGet, "/agents", nil, func(r *http.Request) { r.AddCookie(ck) }); w.Code != http.StatusOK {
+	if w := f.do(http.MethodGet, f.path("/agents"), nil, func(r *http.Request) { r.AddCookie(ck) }); w.Code != http.StatusOK {
 		t.Fatalf("the first session after a replay: %d", w.Code)
 	}
 }
@@ -233,7 +245,7 @@ func TestLoginTokenHostBound(t *testing.T) {
 func TestHeaders(t *testing.T) {
 	f := newFixture(t)
 	ck, _ := f.login()
-	w := f.do(http.MethodGet, "/agents", nil, func(r *http.Request) { r.AddCookie(ck) })
+	w := f.do(http.MethodGet, f.path("/agents"), nil, func(r *http.Request) { r.AddCookie(ck) })
 	csp := w.Header().Get("Content-Security-Policy")
 	for _, want := range []string{"default-src 'none'", "script-src 'self'", "style-src 'self'", "frame-ancestors 'none'", "form-action 'self'"} {
 		if !strings.Contains(csp, want) {
@@ -248,11 +260,11 @@ func TestHeaders(t *testing.T) {
 		t.Errorf("the page inlines a script or style, or links off the console:\n%s", body)
 	}
 	for _, asset := range []string{"/static/console.js", "/static/console.css"} {
-		if w := f.do(http.MethodGet, asset, nil, nil); w.Code != http.StatusOK || w.Body.Len() == 0 {
+		if w := f.do(http.MethodGet, f.path(asset), nil, nil); w.Code != http.StatusOK || w.Body.Len() == 0 {
 			t.Errorf("%s: %d", asset, w.Code)
 		}
 	}
-	if w := f.do(http.MethodPut, "/agents", nil, func(r *http.Request) { r.AddCookie(ck) }); w.Code != http.StatusMethodNotAllowed {
+	if w := f.do(http.MethodPut, f.path("/agents"), nil, func(r *http.Request) { r.AddCookie(ck) }); w.Code != http.StatusMethodNotAllowed {
 		t.Errorf("PUT: %d", w.Code)
 	}
 }
@@ -269,20 +281,20 @@ func TestApproveNeedsTypedVVC(t *testing.T) {
 		other = "111111"
 	}
 	for _, typed := range []string{"", other, f.vvc[:5]} {
-		f.do(http.MethodPost, "/pairing/approve", url.Values{"csrf": {csrf}, "id": {f.pending}, "vvc": {typed}}, withCookie)
+		f.do(http.MethodPost, f.path("/pairing/approve"), url.Values{"csrf": {csrf}, "id": {f.pending}, "vvc": {typed}}, withCookie)
 		if !f.stillPending() {
 			t.Fatalf("VVC %q approved the request", typed)
 		}
-		page := f.do(http.MethodGet, "/pairing", nil, withCookie).Body.String()
+		page := f.do(http.MethodGet, f.path("/pairing"), nil, withCookie).Body.String()
 		if !strings.Contains(page, "does not match") {
 			t.Fatalf("VVC %q: the page does not say why: %s", typed, page)
 		}
 	}
-	f.do(http.MethodPost, "/pairing/approve", url.Values{"csrf": {csrf}, "id": {f.pending}, "vvc": {" " + f.vvc + " "}}, withCookie)
+	f.do(http.MethodPost, f.path("/pairing/approve"), url.Values{"csrf": {csrf}, "id": {f.pending}, "vvc": {" " + f.vvc + " "}}, withCookie)
 	if f.stillPending() {
 		t.Fatal("the right VVC did not approve the request")
 	}
-	agents := f.do(http.MethodGet, "/agents", nil, withCookie).Body.String()
+	agents := f.do(http.MethodGet, f.path("/agents"), nil, withCookie).Body.String()
 	if !strings.Contains(agents, "Approved: agent bot") || !strings.Contains(agents, `id="agent-bot"`) {
 		t.Fatalf("the agents page after approval: %s", agents)
 	}
@@ -320,31 +332,31 @@ func TestTeardownNamesWhatIsDeleted(t *testing.T) {
 	f := newFixture(t)
 	ck, csrf := f.login()
 	withCookie := func(r *http.Request) { r.AddCookie(ck) }
-	f.do(http.MethodPost, "/pairing/approve", url.Values{"csrf": {csrf}, "id": {f.pending}, "vvc": {f.vvc}}, withCookie)
+	f.do(http.MethodPost, f.path("/pairing/approve"), url.Values{"csrf": {csrf}, "id": {f.pending}, "vvc": {f.vvc}}, withCookie)
 	for _, st := range []url.Values{
 		{"csrf": {csrf}, "service": {"github"}, "agent": {"bot"}, "secret": {"gh-secret-value-1234"}},
 		{"csrf": {csrf}, "service": {"openai"}, "secret": {"sk-secret-value-5678"}},
 	} {
-		if w := f.do(http.MethodPost, "/credentials/store", st, withCookie); w.Code != http.StatusSeeOther {
+		if w := f.do(http.MethodPost, f.path("/credentials/store"), st, withCookie); w.Code != http.StatusSeeOther {
 			t.Fatalf("store: %d", w.Code)
 		}
 	}
-	creds := f.do(http.MethodGet, "/credentials", nil, withCookie).Body.String()
+	creds := f.do(http.MethodGet, f.path("/credentials"), nil, withCookie).Body.String()
 	if !strings.Contains(creds, "Stored openai for all agents in scope (version 1)") || strings.Contains(creds, "secret-value") {
 		t.Fatalf("the credentials page after storing: %s", creds)
 	}
-	page := f.do(http.MethodGet, "/agents/teardown?alias=bot", nil, withCookie).Body.String()
+	page := f.do(http.MethodGet, f.path("/agents/teardown?alias=bot"), nil, withCookie).Body.String()
 	if !strings.Contains(page, "delete its 1 credential(s)") || !strings.Contains(page, "credential github for agent bot (version 1)") || strings.Contains(page, "credential openai") {
 		t.Fatalf("the teardown confirmation: %s", page)
 	}
-	if w := f.do(http.MethodPost, "/agents/teardown", url.Values{"csrf": {csrf}, "alias": {"bot"}}, withCookie); w.Code != http.StatusSeeOther {
+	if w := f.do(http.MethodPost, f.path("/agents/teardown"), url.Values{"csrf": {csrf}, "alias": {"bot"}}, withCookie); w.Code != http.StatusSeeOther {
 		t.Fatalf("teardown: %d", w.Code)
 	}
 	left, err := f.owner.List(context.Background())
 	if err != nil || len(left) != 1 || left[0].Service != "openai" {
 		t.Fatalf("after the teardown: %+v %v", left, err)
 	}
-	if agents := f.do(http.MethodGet, "/agents", nil, withCookie).Body.String(); !strings.Contains(agents, "Tore down agent bot: 1 credential(s) deleted") {
+	if agents := f.do(http.MethodGet, f.path("/agents"), nil, withCookie).Body.String(); !strings.Contains(agents, "Tore down agent bot: 1 credential(s) deleted") {
 		t.Fatalf("the agents page after the teardown: %s", agents)
 	}
 }
@@ -363,8 +375,8 @@ func TestStoreRefusesBadInput(t *testing.T) {
 		{url.Values{"csrf": {csrf}, "service": {"Open AI"}, "secret": {"sk-1"}}, "service and agent names"},
 		{url.Values{"csrf": {csrf}, "service": {"openai"}, "agent": {"../x"}, "secret": {"sk-1"}}, "service and agent names"},
 	} {
-		f.do(http.MethodPost, "/credentials/store", tc.form, withCookie)
-		page := f.do(http.MethodGet, "/credentials", nil, withCookie).Body.String()
+		f.do(http.MethodPost, f.path("/credentials/store"), tc.form, withCookie)
+		page := f.do(http.MethodGet, f.path("/credentials"), nil, withCookie).Body.String()
 		if !strings.Contains(page, tc.want) || !strings.Contains(page, "BAD_REQUEST") {
 			t.Errorf("store %v: the page does not say %q", tc.form, tc.want)
 		}

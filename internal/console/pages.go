@@ -25,6 +25,7 @@ import (
 // view is what every page template gets.
 type view struct {
 	Title, Active string
+	Base          string // the console's secret path prefix: every URL is relative to it
 	CSRF          string
 	Flash         string
 	Problem       *problem.Error
@@ -62,14 +63,15 @@ func parsePages() (map[string]*template.Template, error) {
 	return pages, nil
 }
 
-// route serves the pages of a logged-in browser.
-func (c *Console) route(w http.ResponseWriter, r *http.Request, csrf string) {
+// route serves the pages of a logged-in browser; path is the request's path
+// under the console's prefix, e.g. /agents.
+func (c *Console) route(w http.ResponseWriter, r *http.Request, path, csrf string) {
 	ctx := r.Context()
 	get := r.Method != http.MethodPost
 	var err error
-	switch path := r.URL.Path; {
+	switch {
 	case path == "/" && get:
-		http.Redirect(w, r, "/agents", http.StatusSeeOther)
+		http.Redirect(w, r, c.base+"agents", http.StatusSeeOther)
 		return
 	case path == "/agents" && get:
 		c.render(w, "agents", "Agents", csrf, c.agentsPage(ctx))
@@ -114,13 +116,13 @@ func (c *Console) route(w http.ResponseWriter, r *http.Request, csrf string) {
 		refuse(w, http.StatusNotFound, "no such page")
 		return
 	}
-	back := map[string]string{"agents": "/agents", "pairing": "/pairing", "approvals": "/approvals", "credentials": "/credentials"}[strings.Split(r.URL.Path, "/")[1]]
+	back := strings.Split(path, "/")[1] // the page of the form
 	if err != nil {
 		c.setFlash("", problem.As(err))
-	} else if r.URL.Path == "/pairing/approve" {
-		back = "/agents" // the new agent
+	} else if path == "/pairing/approve" {
+		back = "agents" // the new agent
 	}
-	http.Redirect(w, r, back, http.StatusSeeOther)
+	http.Redirect(w, r, c.base+back, http.StatusSeeOther)
 }
 
 // result is a page's data, or the problem that kept it from loading.
@@ -132,7 +134,7 @@ type result struct {
 // render writes page name with the layout; a flash message set by the last
 // change is shown once.
 func (c *Console) render(w http.ResponseWriter, name, active, csrf string, res result) {
-	v := view{Title: active, Active: active, CSRF: csrf, Data: res.data, Loaded: res.err == nil}
+	v := view{Title: active, Active: active, Base: c.base, CSRF: csrf, Data: res.data, Loaded: res.err == nil}
 	c.mu.Lock()
 	v.Flash, v.Problem = c.flash, c.flashProblem
 	c.flash, c.flashProblem = "", nil
@@ -239,7 +241,7 @@ func (c *Console) agentConfirm(ctx context.Context, action, alias string) result
 	if err != nil {
 		return result{err: err}
 	}
-	cf := confirmation{Action: "/agents/" + action, Fields: map[string]string{"alias": a.Alias}, Back: "/agents"}
+	cf := confirmation{Action: "agents/" + action, Fields: map[string]string{"alias": a.Alias}, Back: "agents"}
 	if action == "revoke" {
 		cf.Question = fmt.Sprintf("Revoke agent %s (generation %d, %s)? Its daemon's next request fails; its credentials stay.", a.Alias, a.Generation, a.Status)
 		cf.Button = "Revoke " + a.Alias
@@ -291,7 +293,7 @@ func (c *Console) renderRows(w http.ResponseWriter, csrf string, res result) {
 		return
 	}
 	var buf bytes.Buffer
-	if err := c.pages["pairing"].ExecuteTemplate(&buf, "rows", view{CSRF: csrf, Data: res.data}); err != nil {
+	if err := c.pages["pairing"].ExecuteTemplate(&buf, "rows", view{Base: c.base, CSRF: csrf, Data: res.data}); err != nil {
 		refuse(w, http.StatusInternalServerError, "the rows could not be rendered")
 		return
 	}
@@ -419,8 +421,8 @@ func (c *Console) deleteConfirm(ctx context.Context, service, agentAlias string)
 	return result{data: confirmation{
 		Question: fmt.Sprintf("Delete credential %s (version %d)? Readers lose it at once.", cr.Service, cr.Version),
 		Deletes:  []string{fmt.Sprintf("credential %s for %s (version %d)", cr.Service, cr.Agent, cr.Version)},
-		Action:   "/credentials/delete", Fields: map[string]string{"service": service, "agent": agentAlias},
-		Button: "Delete " + cr.Service, Back: "/credentials",
+		Action:   "credentials/delete", Fields: map[string]string{"service": service, "agent": agentAlias},
+		Button: "Delete " + cr.Service, Back: "credentials",
 	}}
 }
 
@@ -444,7 +446,7 @@ var windows = []struct{ Name, Label string }{{"", "all time"}, {"1h", "last hour
 type activity struct {
 	Agent, Service, Kind, Since string
 	Windows                     []struct{ Name, Label string }
-	Kinds                       []string // the kinds of the rows fetched: the kind filter's choices
+	Kinds                       []string      // the kinds of the rows fetched: the kind filter's choices
 	Rows                        []vault.Usage // newest first, at most maxRows
 	Total                       int
 	Chart                       chart
