@@ -66,6 +66,9 @@ that is not loopback is served only when --listen names it.`,
 			srv := &http.Server{Handler: con, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute, IdleTimeout: 2 * time.Minute}
 			done := make(chan error, 1)
 			go func() { done <- srv.Serve(ln) }()
+			if ip := ln.Addr().(*net.TCPAddr).IP; !ip.IsLoopback() {
+				fmt.Fprintf(e.stderr, "Warning: serving the console over plain HTTP on %s: anyone on the network path can read its session; prefer loopback and an SSH tunnel.\n", ip)
+			}
 			fmt.Fprintf(e.stdout, "AgentKeys console for %s: open this one-time login URL (Ctrl-C stops the console):\n%s\n", s.Server, con.LoginURL())
 			if !noOpen {
 				if stop := e.openBrowser(d, con.LoginURL()); stop != nil {

@@ -359,6 +359,18 @@ func TestTeardownNamesWhatIsDeleted(t *testing.T) {
 	if agents := f.do(http.MethodGet, f.path("/agents"), nil, withCookie).Body.String(); !strings.Contains(agents, "Tore down agent bot: 1 credential(s) deleted") {
 		t.Fatalf("the agents page after the teardown: %s", agents)
 	}
+	// Deleting a credential asks first, naming it; then it is gone.
+	confirm := f.do(http.MethodGet, f.path("/credentials/delete?service=openai"), nil, withCookie).Body.String()
+	if !strings.Contains(confirm, "Delete credential openai (version 1)?") {
+		t.Fatalf("the delete confirmation: %s", confirm)
+	}
+	if left, _ := f.owner.List(context.Background()); len(left) != 1 {
+		t.Fatal("asking to delete deleted")
+	}
+	f.do(http.MethodPost, f.path("/credentials/delete"), url.Values{"csrf": {csrf}, "service": {"openai"}, "agent": {""}}, withCookie)
+	if left, err := f.owner.List(context.Background()); err != nil || len(left) != 0 {
+		t.Fatalf("after deleting openai: %+v %v", left, err)
+	}
 }
 
 // TestStoreRefusesBadInput: a store with an empty secret or a bad name
