@@ -64,7 +64,8 @@ type Console struct {
 
 const (
 	cookieName = "agentkeys_console"
-	maxForm    = 1<<20 + 64<<10 // a secret of up to 1 MiB (as `store` reads) and the other fields
+	maxSecret  = 1 << 20        // as agentkeys store reads
+	maxForm    = 3<<20 + 64<<10 // a secret of up to 1 MiB (as `store` reads), url-encoded, and the other fields
 )
 
 // New makes a console acting with cfg.
@@ -144,6 +145,10 @@ func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	path := "/" + rest
 	switch path {
 	case "/login":
+		if r.Method != http.MethodGet {
+			refuse(w, http.StatusMethodNotAllowed, "open the login URL in a browser")
+			return
+		}
 		c.serveLogin(w, r)
 		return
 	case "/static/console.js", "/static/console.css":
@@ -161,8 +166,8 @@ func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		r.Body = http.MaxBytesReader(w, r.Body, maxForm)
-		if err := r.ParseMultipartForm(maxForm); err != nil && err != http.ErrNotMultipart {
-			refuse(w, http.StatusBadRequest, "the form could not be read")
+		if err := r.ParseForm(); err != nil { // url-encoded forms only: the pages send nothing else
+			refuse(w, http.StatusBadRequest, "the form could not be read (a secret is at most 1 MiB)")
 			return
 		}
 		if subtle.ConstantTimeCompare([]byte(r.PostFormValue("csrf")), []byte(csrf)) != 1 {

@@ -393,6 +393,15 @@ func TestStoreRefusesBadInput(t *testing.T) {
 			t.Errorf("store %v: the page does not say %q", tc.form, tc.want)
 		}
 	}
+	// A body over the bound is not read; a secret over 1 MiB is refused.
+	huge := url.Values{"csrf": {csrf}, "service": {"big"}, "secret": {strings.Repeat("%", 2<<20)}}
+	if w := f.do(http.MethodPost, f.path("/credentials/store"), huge, withCookie); w.Code != http.StatusBadRequest {
+		t.Errorf("a 6 MiB form: %d", w.Code)
+	}
+	f.do(http.MethodPost, f.path("/credentials/store"), url.Values{"csrf": {csrf}, "service": {"big"}, "secret": {strings.Repeat("x", 1<<20+1)}}, withCookie)
+	if page := f.do(http.MethodGet, f.path("/credentials"), nil, withCookie).Body.String(); !strings.Contains(page, "TOO_LARGE") {
+		t.Errorf("a secret over 1 MiB: the page does not say TOO_LARGE")
+	}
 	if list, err := f.owner.List(context.Background()); err != nil || len(list) != 0 {
 		t.Fatalf("bad stores stored %v (%v)", list, err)
 	}

@@ -384,6 +384,9 @@ func (c *Console) store(ctx context.Context, r *http.Request) error {
 	if len(secret) == 0 {
 		return problem.New(problem.BadRequest, "the secret is empty", "paste the secret into the Secret field")
 	}
+	if len(secret) > maxSecret {
+		return problem.New(problem.TooLarge, "the secret is larger than 1 MiB", "store a smaller secret")
+	}
 	cr, err := c.cfg.Session.StoreSealed(ctx, c.cfg.PlatformKey, c.cfg.Omni, api.StoreBody{Service: service, Agent: agentAlias, Approval: approval}, secret)
 	if err != nil {
 		return err
