@@ -222,19 +222,10 @@ asks first; --yes skips the question, and is needed when stdin is not a terminal
 			if err != nil {
 				return err
 			}
-			list, err := c.List(cmd.Context())
+			want := cmp.Or(agent, vault.OwnerWide)
+			cr, err := c.Credential(cmd.Context(), service, agent)
 			if err != nil {
 				return err
-			}
-			want := cmp.Or(agent, vault.OwnerWide)
-			var cr *vault.Credential
-			for i := range list {
-				if list[i].Service == service && list[i].Agent == want {
-					cr = &list[i]
-				}
-			}
-			if cr == nil {
-				return problem.Newf(problem.NotFound, "agentkeys list shows what is stored", "no credential %s%s", service, forAgentText(agent))
 			}
 			if !yes {
 				ok, err := e.confirm(fmt.Sprintf("Delete %s%s (version %d)? Readers lose it at once.", service, forAgentText(agent), cr.Version))
@@ -330,12 +321,8 @@ credential by that reader within a short window.`,
 	return cmd
 }
 
-func reader(a vault.Approval) string {
-	if a.Alias != "" {
-		return "agent " + a.Alias
-	}
-	return a.ActorRole + " " + a.Actor[:12]
-}
+// reader names who asks for an approved read.
+var reader = client.ApprovalReader
 
 func usageCmd(e *env) *cobra.Command {
 	var agent, service, since string

@@ -142,6 +142,38 @@ func (s *Session) AgentCredentials(ctx context.Context, alias string) ([]vault.C
 	return out, nil
 }
 
+// Credential finds the stored credential of service for agent alias ("" for
+// the owner-wide one).
+func (s *Session) Credential(ctx context.Context, service, alias string) (*vault.Credential, error) {
+	list, err := s.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	want := alias
+	if want == "" {
+		want = vault.OwnerWide
+	}
+	for i := range list {
+		if list[i].Service == service && list[i].Agent == want {
+			return &list[i], nil
+		}
+	}
+	what := ""
+	if alias != "" {
+		what = " for agent " + alias
+	}
+	return nil, problem.Newf(problem.NotFound, "agentkeys list shows what is stored", "no credential %s%s", service, what)
+}
+
+// ApprovalReader names who asks for an approved read: the agent's alias, or
+// the role and omni prefix of another reader.
+func ApprovalReader(a vault.Approval) string {
+	if a.Alias != "" {
+		return "agent " + a.Alias
+	}
+	return a.ActorRole + " " + a.Actor[:min(12, len(a.Actor))]
+}
+
 // PendingApprovals lists the approval requests still open at now.
 func (s *Session) PendingApprovals(ctx context.Context, now time.Time) ([]vault.Approval, error) {
 	all, err := s.Approvals(ctx)

@@ -18,6 +18,7 @@ import (
 	"github.com/agentkeys/agentkeys/internal/api"
 	"github.com/agentkeys/agentkeys/internal/audit"
 	"github.com/agentkeys/agentkeys/internal/broker"
+	"github.com/agentkeys/agentkeys/internal/client"
 	"github.com/agentkeys/agentkeys/internal/problem"
 	"github.com/agentkeys/agentkeys/internal/vault"
 )
@@ -339,16 +340,9 @@ func (c *Console) approvalsPage(ctx context.Context) result {
 	}
 	rows := make([]approvalRow, len(list))
 	for i, a := range list {
-		rows[i] = approvalRow{Approval: a, Reader: reader(a)}
+		rows[i] = approvalRow{Approval: a, Reader: client.ApprovalReader(a)}
 	}
 	return result{data: rows}
-}
-
-func reader(a vault.Approval) string {
-	if a.Alias != "" {
-		return "agent " + a.Alias
-	}
-	return a.ActorRole + " " + a.Actor[:min(12, len(a.Actor))]
 }
 
 func (c *Console) approve(ctx context.Context, id string) error {
@@ -399,25 +393,8 @@ func (c *Console) store(ctx context.Context, r *http.Request) error {
 	return nil
 }
 
-func (c *Console) findCredential(ctx context.Context, service, agentAlias string) (*vault.Credential, error) {
-	list, err := c.cfg.Session.List(ctx)
-	if err != nil {
-		return nil, err
-	}
-	want := agentAlias
-	if want == "" {
-		want = vault.OwnerWide
-	}
-	for i := range list {
-		if list[i].Service == service && list[i].Agent == want {
-			return &list[i], nil
-		}
-	}
-	return nil, problem.Newf(problem.NotFound, "the Credentials page lists what is stored", "no credential %s for %s", service, want)
-}
-
 func (c *Console) deleteConfirm(ctx context.Context, service, agentAlias string) result {
-	cr, err := c.findCredential(ctx, service, agentAlias)
+	cr, err := c.cfg.Session.Credential(ctx, service, agentAlias)
 	if err != nil {
 		return result{err: err}
 	}
@@ -430,7 +407,7 @@ func (c *Console) deleteConfirm(ctx context.Context, service, agentAlias string)
 }
 
 func (c *Console) deleteCredential(ctx context.Context, service, agentAlias string) error {
-	cr, err := c.findCredential(ctx, service, agentAlias)
+	cr, err := c.cfg.Session.Credential(ctx, service, agentAlias)
 	if err != nil {
 		return err
 	}
