@@ -406,3 +406,29 @@ func TestStoreRefusesBadInput(t *testing.T) {
 		t.Fatalf("bad stores stored %v (%v)", list, err)
 	}
 }
+
+// TestPagesSayWhatWentWrong: a page whose data cannot load, or whose filter is
+// wrong, says what happened and how to fix it.
+func TestPagesSayWhatWentWrong(t *testing.T) {
+	f := newFixture(t)
+	ck, _ := f.login()
+	withCookie := func(r *http.Request) { r.AddCookie(ck) }
+	if w := f.do(http.MethodGet, f.path("/activity?since=yesterday"), nil, withCookie); w.Code != http.StatusBadRequest ||
+		!strings.Contains(w.Body.String(), "BAD_REQUEST") || !strings.Contains(w.Body.String(), "pick a time window") {
+		t.Errorf("a bad time window: %d %s", w.Code, w.Body.String())
+	}
+	if w := f.do(http.MethodGet, f.path("/agents/revoke?alias=nobody"), nil, withCookie); w.Code != http.StatusNotFound || !strings.Contains(w.Body.String(), "no agent") {
+		t.Errorf("revoking an unknown agent: %d %s", w.Code, w.Body.String())
+	}
+	// The broker stops answering.
+	gone := httptest.NewServer(http.NotFoundHandler())
+	gone.Close()
+	c, _ := client.New(gone.URL)
+	f.con.cfg.Session = c.WithToken("t")
+	for _, page := range []string{"/agents", "/pairing", "/approvals", "/credentials", "/activity"} {
+		w := f.do(http.MethodGet, f.path(page), nil, withCookie)
+		if body := w.Body.String(); w.Code != http.StatusServiceUnavailable || !strings.Contains(body, "UNREACHABLE") || !strings.Contains(body, "Fix:") {
+			t.Errorf("%s with the broker gone: %d %s", page, w.Code, body)
+		}
+	}
+}
