@@ -261,7 +261,9 @@ func TestConsoleInBrowser(t *testing.T) {
 		}
 		got <- res.Content[0].(*mcp.TextContent).Text
 	}()
-	waitFor(t, "the bank read's approval request", func() bool { return len(h.pendingApprovals(o)) == 1 })
+	if !waitFor(agentTimeout, func() bool { return len(h.pendingApprovals(o)) == 1 }) {
+		t.Fatalf("the bank read's approval request did not appear within %s", agentTimeout)
+	}
 	approval := `tr[data-id="` + h.pendingApprovals(o)[0] + `"]`
 	load("opening the Approvals page", chromedp.Navigate(base+"/approvals"))
 	do("screenshot of the approvals", chromedp.WaitVisible(chromedp.CSS(approval)), shots.take("approvals"))
