@@ -38,6 +38,11 @@ type Options struct {
 	// OnCommit runs in the writer after every durable commit, before any appender is
 	// told; in-memory indexes follow the ledger through it.
 	OnCommit func([]Entry)
+	// FollowEvery is how often the ledger looks for entries another process
+	// committed to the same store (Follow). 0: only when woken (Wake) and when
+	// a commit finds that the store's head moved, which is all one process
+	// alone on its store needs.
+	FollowEvery time.Duration
 	// CommitTook, if set, runs in the writer after every transaction with how
 	// long the store took to make it durable (measured with Now).
 	CommitTook func(time.Duration)
@@ -99,13 +104,15 @@ type Ledger struct {
 	reqs    chan *request
 	commits chan *batch  // prepared batches, in chain order, to the committer
 	signq   chan signJob // entries to the signing pool (nil until Open succeeds)
+	follows chan chan error // Follow's requests to the committer
+	wake    chan struct{}   // Wake: follow soon (capacity 1)
 	quit    chan struct{}
 	done    chan struct{}
 	once    sync.Once
 
 	salts salter // payload-commitment salts; used by the preparer only
 
-	head  atomic.Pointer[Head] // last durable entry
+	head  atomic.Pointer[Head] // last durable entry the committer delivered to OnCommit
 	cache *stateCache          // committed state, write-through
 
 	mu      sync.Mutex
@@ -158,6 +165,7 @@ func Open(ctx context.Context, d Driver, s Schema, signer Signer, opts Options) 
 	opts.defaults()
 	l := &Ledger{d: d, schema: s, signer: signer, opts: opts,
 		reqs: make(chan *request, 4096), commits: make(chan *batch, 64),
+		follows: make(chan chan error), wake: make(chan struct{}, 1),
 		quit: make(chan struct{}), done: make(chan struct{}),
 		lastCheckpoint: opts.Now(), empty: true, cache: newStateCache(opts.StateCache)}
 	h, ok, err := d.Head(ctx)

@@ -58,9 +58,29 @@ func (l *Ledger) run(committed chan struct{}) {
 // commitLoop is the committer: it writes prepared batches in order, merging all
 // that are waiting into one transaction, and answers their requests only once that
 // transaction is durable.
+// Between commits it follows the store when asked (follow.go).
 func (l *Ledger) commitLoop(committed chan struct{}) {
 	defer close(committed)
-	for b := range l.commits {
+	tick, stop := l.followTicker()
+	defer stop()
+	for {
+		var b *batch
+		select {
+		case next, ok := <-l.commits:
+			if !ok {
+				return
+			}
+			b = next
+		case reply := <-l.follows:
+			reply <- l.follow(context.Background())
+			continue
+		case <-l.wake:
+			l.follow(context.Background()) // a failure shows at the next Follow or commit
+			continue
+		case <-tick:
+			l.follow(context.Background())
+			continue
+		}
 		group := []*batch{b}
 	more:
 		for {
@@ -113,6 +133,10 @@ func (l *Ledger) commit(group []*batch) {
 		}
 		if err == nil {
 			l.cache.apply(list)
+		} else if errors.Is(err, ErrConflict) {
+			// Another process committed first: follow it now, so that these
+			// appends, prepared again (retryable), build on its entries.
+			l.follow(context.Background())
 		}
 	}
 	l.mu.Lock()
@@ -137,7 +161,11 @@ func (l *Ledger) commit(group []*batch) {
 		}
 	}
 	for _, b := range group { // refused on top of these entries: now they are durable (or failed)
-		answer(b.refused)
+		if err != nil || b.gen != gen {
+			answerVoid(b.refused)
+		} else {
+			answer(b.refused)
+		}
 	}
 	// The appenders just answered were made runnable on this goroutine's P. If the
 	// committer went straight on to the next commit, that P would sit in fsync
@@ -153,11 +181,11 @@ func (l *Ledger) base(ctx context.Context) (*overlay, uint64, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.tipGen != l.gen {
-		h, ok, err := l.d.Head(ctx)
-		if err != nil {
-			return nil, 0, err
-		}
-		l.tip, l.empty, l.tipGen, l.sinceCheckpoint = h, !ok, l.gen, 1
+		// The local head, not the store's: entries another process committed
+		// are built on only once the committer has followed them (follow.go).
+		// An entry whose commit failed but reached the store anyway is found
+		// the same way, by the conflict the next commit meets.
+		l.tip, l.empty, l.tipGen, l.sinceCheckpoint = *l.head.Load(), false, l.gen, 1
 		l.pending = nil // the committer voids them
 	}
 	var st State = View(ctx, l.reader())
@@ -170,6 +198,18 @@ func (l *Ledger) base(ctx context.Context) (*overlay, uint64, error) {
 // answer tells refused requests why.
 func answer(refused []refusal) {
 	for _, f := range refused {
+		f.r.done <- result{err: f.err}
+	}
+}
+
+// answerVoid answers requests refused on top of entries that were never
+// committed: what refused them may not hold, so appends are prepared again
+// (retryable); a submitted entry keeps its refusal (its signer decides).
+func answerVoid(refused []refusal) {
+	for _, f := range refused {
+		if f.r.external == nil {
+			f.err = errVoid
+		}
 		f.r.done <- result{err: f.err}
 	}
 }
