@@ -102,8 +102,8 @@ type Ledger struct {
 	opts   Options
 
 	reqs    chan *request
-	commits chan *batch  // prepared batches, in chain order, to the committer
-	signq   chan signJob // entries to the signing pool (nil until Open succeeds)
+	commits chan *batch     // prepared batches, in chain order, to the committer
+	signq   chan signJob    // entries to the signing pool (nil until Open succeeds)
 	follows chan chan error // Follow's requests to the committer
 	wake    chan struct{}   // Wake: follow soon (capacity 1)
 	quit    chan struct{}
