@@ -236,14 +236,20 @@ func Open(cfg Config) (_ *Broker, err error) {
 // opens the ledger for appends. On failure the broker stays not ready.
 func (b *Broker) Start(ctx context.Context) error {
 	start := time.Now()
-	n, err := ledger.VerifyDriver(ctx, Schema(), b.store, false, b.usage.Observe)
+	var walked *ledger.Head // the last entry verified: the ledger follows the store from there
+	n, err := ledger.VerifyDriver(ctx, Schema(), b.store, false, b.usage.Observe, func(es []ledger.Entry) {
+		if len(es) > 0 {
+			e := es[len(es)-1]
+			walked = &ledger.Head{Seq: e.Seq, Hash: e.Hash(), Time: e.Time}
+		}
+	})
 	if err != nil {
 		msg := fmt.Sprintf("ledger verification failed: %v", err)
 		b.status.Store(&msg)
 		return problem.New(problem.LedgerInvalid, msg, "restore the ledger from a backup, or inspect it with `agentkeys audit verify --data-dir`; the server will not serve from a broken chain")
 	}
 	opts := b.cfg.Ledger
-	opts.Genesis = b.genesis
+	opts.Genesis, opts.Start = b.genesis, walked
 	opts.OnCommit = func(es []ledger.Entry) {
 		b.index.Observe(es)
 		b.usage.Observe(es)

@@ -257,3 +257,36 @@ func TestFollowRefusesADivergedStore(t *testing.T) {
 		t.Fatalf("the forged entry moved the head (%+v) or reached OnCommit (%v)", b.Head(), seen.seqs)
 	}
 }
+
+// TestOpenFollowsFromStart: a ledger opened with Start delivers every entry
+// committed after it to OnCommit before Open returns (what another process
+// appended while the caller walked the store); a Start past the head is refused.
+func TestOpenFollowsFromStart(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, ledger.Options{}, 1)
+	walked := f.l.Head()
+	for i := range 3 {
+		if _, err := f.l.Append(ctx, ledger.OriginEnclave, "test.note", map[string]int{"N": i}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b, seen := f.second(t, ledger.Options{Start: &walked})
+	seen.exactlyOnce(t, "B", walked.Seq+1, f.l.Head().Seq)
+	if b.Head() != f.l.Head() {
+		t.Fatalf("B opened at %+v, the store's head is %+v", b.Head(), f.l.Head())
+	}
+	if _, err := b.Append(ctx, ledger.OriginEnclave, "test.note", map[string]int{"N": 9}); err != nil {
+		t.Fatal(err)
+	}
+	seen.exactlyOnce(t, "B", walked.Seq+1, b.Head().Seq)
+	past := b.Head()
+	past.Seq += 5
+	d, err := sqlite.Open(f.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if _, err := ledger.Open(ctx, d, f.schema, f.s, ledger.Options{Start: &past}); err == nil {
+		t.Fatal("a start past the store's head was accepted")
+	}
+}

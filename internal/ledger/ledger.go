@@ -38,6 +38,11 @@ type Options struct {
 	// OnCommit runs in the writer after every durable commit, before any appender is
 	// told; in-memory indexes follow the ledger through it.
 	OnCommit func([]Entry)
+	// Start, if set, is the last entry the caller built its own indexes from
+	// (a walk of the store before Open): Open delivers every stored entry after
+	// it to OnCommit before it returns, so entries another process committed
+	// meanwhile are not missed. nil: the store's head.
+	Start *Head
 	// FollowEvery is how often the ledger looks for entries another process
 	// committed to the same store (Follow). 0: only when woken (Wake) and when
 	// a commit finds that the store's head moved, which is all one process
@@ -181,6 +186,16 @@ func Open(ctx context.Context, d Driver, s Schema, signer Signer, opts Options) 
 			return nil, fmt.Errorf("%w (ledger has %s…, enclave has %s…)", ErrForeignLedger, g.LedgerKey[:16], signer.LedgerKey()[:16])
 		}
 		l.head.Store(&h)
+		if st := opts.Start; st != nil {
+			if st.Seq > h.Seq {
+				return nil, fmt.Errorf("ledger: start at seq %d is past the store's head %d", st.Seq, h.Seq)
+			}
+			l.head.Store(st)
+			if err := l.follow(ctx); err != nil {
+				return nil, err
+			}
+			h, l.tipGen = l.Head(), l.gen
+		}
 		l.tip, l.empty = h, false
 		if c, ok, err := LastCheckpoint(View(ctx, d)); err != nil {
 			return nil, err
