@@ -71,6 +71,10 @@ type Config struct {
 	OIDCAudiences  []string         // audiences identity tokens may be minted for
 	OIDCMaxTTL     time.Duration    // longest identity token (default and cap 1 h)
 	OIDCSkew       time.Duration    // clock skew allowed to relying parties (default 1 min); rotation windows ≥ OIDCMaxTTL + OIDCSkew
+
+	// Several brokers on one store (§3): what one process keeps in memory by
+	// default, a shared implementation makes common. nil: this process's memory.
+	Replays dpop.ReplayStore // used DPoP proofs
 }
 
 func (c *Config) defaults() {
@@ -205,6 +209,9 @@ func Open(cfg Config) (_ *Broker, err error) {
 		index: account.NewIndex(), limiter: newLimiter(cfg.ReadLimit, cfg.ReadWindow),
 		mints: newLimiter(cfg.MintLimit, cfg.MintWindow),
 		anon:  newAnonLimiters(cfg.Anon), proofs: dpop.NewVerifier(0, nil), htuBases: bases, kinds: Schema()}
+	if cfg.Replays != nil {
+		b.proofs = dpop.NewSharedVerifier(cfg.Replays, nil)
+	}
 	m := enc.Measurements()
 	b.oidc.enclave = oidc.Enclave{MrEnclave: hex.EncodeToString(m.MrEnclave[:]), MrSigner: hex.EncodeToString(m.MrSigner[:]), Tier: string(m.Tier)}
 	if b.tokens, err = token.NewIssuer(enc, token.Options{Issuer: cfg.Issuer, Current: "issuer/jwt/v1"}); err != nil {
