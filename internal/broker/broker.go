@@ -29,6 +29,7 @@ import (
 	"github.com/agentkeys/agentkeys/internal/ledger/ledgerstore"
 	"github.com/agentkeys/agentkeys/internal/oidc"
 	"github.com/agentkeys/agentkeys/internal/problem"
+	"github.com/agentkeys/agentkeys/internal/ratelimit"
 	"github.com/agentkeys/agentkeys/internal/registry"
 	"github.com/agentkeys/agentkeys/internal/token"
 	"github.com/agentkeys/agentkeys/internal/vault"
@@ -74,7 +75,8 @@ type Config struct {
 
 	// Several brokers on one store (§3): what one process keeps in memory by
 	// default, a shared implementation makes common. nil: this process's memory.
-	Replays dpop.ReplayStore // used DPoP proofs
+	Replays  dpop.ReplayStore // used DPoP proofs
+	Limiters ratelimit.New    // the read, mint and anonymous limits (default NewMemoryLimiter)
 }
 
 func (c *Config) defaults() {
@@ -132,11 +134,11 @@ type Broker struct {
 	accounts sync.Map      // omni → *account.Account, see (*Broker).account
 	agents   agent.Memo
 	index    *account.Index
-	limiter  *limiter // credential reads per session
+	limiter  *rule // credential reads per session
 	// approvalMu serializes looking for a caller's open approval request
 	// and filing a new one (see grantFor).
 	approvalMu sync.Mutex
-	mints      *limiter               // identity-token mints per account
+	mints      *rule                  // identity-token mints per account
 	anon       anonLimiters           // requests without a session, per source and in all
 	proofs     *dpop.Verifier         // DPoP proofs: checks and replay cache
 	htuBases   []string               // normalised Issuer and PublicURLs: a proof's htu is one of them + the request path
@@ -205,10 +207,15 @@ func Open(cfg Config) (_ *Broker, err error) {
 	if err != nil {
 		return nil, err
 	}
+	mk := cfg.Limiters
+	if mk == nil {
+		mk = NewMemoryLimiter
+	}
 	b := &Broker{enc: enc, cfg: cfg, log: cfg.Logger, metrics: newMetrics(cfg.Registerer),
-		index: account.NewIndex(), limiter: newLimiter(cfg.ReadLimit, cfg.ReadWindow),
-		mints: newLimiter(cfg.MintLimit, cfg.MintWindow),
-		anon:  newAnonLimiters(cfg.Anon), proofs: dpop.NewVerifier(0, nil), htuBases: bases, kinds: Schema()}
+		index:   account.NewIndex(),
+		limiter: newRule(mk, ratelimit.Rule{Name: "read", Count: cfg.ReadLimit, Window: cfg.ReadWindow}),
+		mints:   newRule(mk, ratelimit.Rule{Name: "mint", Count: cfg.MintLimit, Window: cfg.MintWindow}),
+		anon:    newAnonLimiters(cfg.Anon, mk), proofs: dpop.NewVerifier(0, nil), htuBases: bases, kinds: Schema()}
 	if cfg.Replays != nil {
 		b.proofs = dpop.NewSharedVerifier(cfg.Replays, nil)
 	}
