@@ -81,10 +81,18 @@ func (l *Ledger) followTicker() (<-chan time.Time, func()) {
 // the old head are voided, so their appends are prepared again on the new one.
 func (l *Ledger) follow(ctx context.Context) error {
 	moved := false
+	since := -1 // entries followed after the last checkpoint among them; -1: none was one
 	defer func() {
 		if moved {
 			l.mu.Lock()
 			l.gen++ // batches prepared before these entries are void
+			// What the preparer counts toward its next checkpoint. A followed
+			// checkpoint vouches for what it follows: counting it as unvouched
+			// would make two idle brokers answer each other's checkpoints forever.
+			l.resetSince = max(since, 0)
+			if since < 0 {
+				l.resetSince = 1
+			}
 			l.mu.Unlock()
 		}
 	}()
@@ -103,6 +111,11 @@ func (l *Ledger) follow(ctx context.Context) error {
 				break
 			}
 			h = Head{Seq: e.Seq, Hash: e.Hash(), Time: e.Time}
+			if e.Kind == KindCheckpoint {
+				since = 0
+			} else if since >= 0 {
+				since++
+			}
 		}
 		if len(es) > 0 {
 			moved = true

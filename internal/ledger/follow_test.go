@@ -290,3 +290,35 @@ func TestOpenFollowsFromStart(t *testing.T) {
 		t.Fatal("a start past the store's head was accepted")
 	}
 }
+
+// TestIdleFollowersDoNotTradeCheckpoints: two idle ledgers that follow each
+// other write one checkpoint for the last entry between them, not one each per
+// interval forever (each counting the other's checkpoint as news to vouch for).
+func TestIdleFollowersDoNotTradeCheckpoints(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx := context.Background()
+		f := newFixture(t, ledger.Options{}, 1)
+		f.l.Close()
+		opts := ledger.Options{CheckpointInterval: time.Second, FollowEvery: 100 * time.Millisecond}
+		a, _ := f.second(t, opts)
+		f.second(t, opts)
+		if _, err := a.Append(ctx, ledger.OriginEnclave, "test.note", map[string]int{"N": 1}); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(30 * time.Second)
+		synctest.Wait()
+		es, err := f.d.Entries(ctx, 0, 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, e := range es {
+			if e.Kind == ledger.KindCheckpoint {
+				n++
+			}
+		}
+		if n == 0 || n > 2 {
+			t.Fatalf("%d checkpoints after 30 idle intervals of two followers, want 1 (2 if both raced for it)", n)
+		}
+	})
+}

@@ -122,7 +122,9 @@ type Ledger struct {
 
 	mu      sync.Mutex
 	pending []*batch // prepared but not yet committed, oldest first
-	gen     uint64   // bumped when a commit fails: later prepared batches are void
+	gen     uint64   // bumped when a commit fails or foreign entries are followed: later prepared batches are void
+	// resetSince is sinceCheckpoint for the preparer's tip after a gen bump.
+	resetSince int
 
 	// preparer-goroutine state: the tip includes pending batches
 	tip             Head

@@ -142,6 +142,9 @@ func (l *Ledger) commit(group []*batch) {
 	l.mu.Lock()
 	if err != nil {
 		l.gen++ // every batch prepared on top of these is void
+		if !errors.Is(err, ErrConflict) { // on a conflict, follow set it
+			l.resetSince = 1
+		}
 	}
 	l.pending = slices.DeleteFunc(l.pending, func(p *batch) bool { return slices.Contains(group, p) })
 	l.mu.Unlock()
@@ -185,7 +188,7 @@ func (l *Ledger) base(ctx context.Context) (*overlay, uint64, error) {
 		// are built on only once the committer has followed them (follow.go).
 		// An entry whose commit failed but reached the store anyway is found
 		// the same way, by the conflict the next commit meets.
-		l.tip, l.empty, l.tipGen, l.sinceCheckpoint = *l.head.Load(), false, l.gen, 1
+		l.tip, l.empty, l.tipGen, l.sinceCheckpoint = *l.head.Load(), false, l.gen, l.resetSince
 		l.pending = nil // the committer voids them
 	}
 	var st State = View(ctx, l.reader())
