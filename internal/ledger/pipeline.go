@@ -141,7 +141,7 @@ func (l *Ledger) commit(group []*batch) {
 	}
 	l.mu.Lock()
 	if err != nil {
-		l.gen++ // every batch prepared on top of these is void
+		l.gen++                           // every batch prepared on top of these is void
 		if !errors.Is(err, ErrConflict) { // on a conflict, follow set it
 			l.resetSince = 1
 		}
