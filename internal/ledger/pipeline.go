@@ -141,8 +141,10 @@ func (l *Ledger) commit(group []*batch) {
 	}
 	l.mu.Lock()
 	if err != nil {
-		l.gen++                           // every batch prepared on top of these is void
-		if !errors.Is(err, ErrConflict) { // on a conflict, follow set it
+		// Every batch prepared on top of these is void. After a conflict,
+		// follow has set what the new tip counts toward its checkpoint.
+		l.gen++
+		if !errors.Is(err, ErrConflict) {
 			l.resetSince = 1
 		}
 	}
