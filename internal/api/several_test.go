@@ -1,8 +1,10 @@
 package api_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"net/http/httptest"
@@ -197,9 +199,16 @@ func TestTwoBrokersOneStore(t *testing.T) {
 		t.Fatalf("an account created through A, used on B: %v", err)
 	}
 	e.store(t, owner2, g2.Omni, "github", []byte("ghp-through-a"), "")
-	s2b := b.c.WithToken(g2.Token)
-	if _, err := s2b.Store(ctx, api.StoreBody{Service: "anthropic", Ciphertext: e.sealFor(t, g2.Omni, "anthropic", []byte("sk-through-b"))}); err != nil {
-		t.Fatalf("a store through B after A's entries: %v", err)
+	body, _ := json.Marshal(map[string]any{"service": "anthropic", "ciphertext": e.sealFor(t, g2.Omni, "anthropic", []byte("sk-through-b"))})
+	req, _ := http.NewRequest(http.MethodPost, b.url+"/v1/credentials", bytes.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+g2.Token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusCreated {
+		t.Fatalf("a store through B after A's entries: %d", resp.StatusCode)
 	}
 	lgA, _ := e.b.Ledger()
 	if _, err := lgA.Follow(ctx); err != nil {

@@ -256,6 +256,14 @@ func TestFollowRefusesADivergedStore(t *testing.T) {
 	if b.Head() != before || len(seen.seqs) != 0 {
 		t.Fatalf("the forged entry moved the head (%+v) or reached OnCommit (%v)", b.Head(), seen.seqs)
 	}
+	// An append meets the conflict, cannot follow, and says why instead of retrying.
+	storeHead := f.l.Head()
+	if _, err := b.Append(ctx, ledger.OriginEnclave, "test.note", map[string]int{"N": 2}); !errors.Is(err, ledger.ErrDiverged) {
+		t.Fatalf("an append on a diverged store: %v, want ErrDiverged", err)
+	}
+	if h, _, _ := d.Head(ctx); h != storeHead || len(seen.seqs) != 0 {
+		t.Fatalf("the refused append changed the store (head %+v, was %+v) or OnCommit saw %v", h, storeHead, seen.seqs)
+	}
 }
 
 // TestOpenFollowsFromStart: a ledger opened with Start delivers every entry

@@ -57,8 +57,8 @@ func (l *Ledger) run(committed chan struct{}) {
 
 // commitLoop is the committer: it writes prepared batches in order, merging all
 // that are waiting into one transaction, and answers their requests only once that
-// transaction is durable.
-// Between commits it follows the store when asked (follow.go).
+// transaction is durable. Between commits it follows the store when asked
+// (follow.go).
 func (l *Ledger) commitLoop(committed chan struct{}) {
 	defer close(committed)
 	tick, stop := l.followTicker()
@@ -135,8 +135,11 @@ func (l *Ledger) commit(group []*batch) {
 			l.cache.apply(list)
 		} else if errors.Is(err, ErrConflict) {
 			// Another process committed first: follow it now, so that these
-			// appends, prepared again (retryable), build on its entries.
-			l.follow(context.Background())
+			// appends, prepared again (retryable), build on its entries. If
+			// the store cannot be followed, retrying is futile: say why.
+			if ferr := l.follow(context.Background()); ferr != nil {
+				err = ferr
+			}
 		}
 	}
 	l.mu.Lock()
