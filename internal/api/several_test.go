@@ -8,6 +8,7 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -342,5 +343,41 @@ func TestSharedSeamsFailClosed(t *testing.T) {
 	limiterDown.Store(false)
 	if code := ag.read(t, e.srv.URL, "openai", ag.proof(t, htu)); code != http.StatusOK {
 		t.Fatalf("read once both answer again: %d", code)
+	}
+}
+
+// TestOIDCKeysFollowAcrossBrokers: a rotation through A reaches B's issuer-key
+// cache when B follows: B's JWKS then publishes the new key as well.
+func TestOIDCKeysFollowAcrossBrokers(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, broker.Config{OIDCAudiences: []string{"aud"}, OIDCMaxTTL: 2 * time.Second, OIDCSkew: time.Second})
+	b := e.peer(t)
+	op, err := broker.LoadOperatorKey(broker.OperatorKeyPath(e.dataDir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	kids := func(c *client.Client) []string {
+		t.Helper()
+		ks, err := c.JWKS(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, k := range ks.Keys {
+			out = append(out, k.Kid)
+		}
+		return out
+	}
+	before := kids(b.c) // B has loaded its key cache
+	if len(before) != 1 {
+		t.Fatalf("B's JWKS before the rotation: %q", before)
+	}
+	res, err := e.c.RotateOIDC(ctx, 4, op)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.follow(t)
+	if got := kids(b.c); !slices.Contains(got, res.Key.Kid) || !slices.Contains(got, before[0]) {
+		t.Fatalf("B's JWKS after following A's rotation: %q, want the new key %s beside the retiring %s", got, res.Key.Kid, before[0])
 	}
 }
