@@ -99,7 +99,8 @@ var ErrForeignLedger = errors.New("ledger: genesis names a different enclave led
 
 // Ledger appends entries through one writer goroutine that commits in groups: all
 // appenders waiting at the moment share one transaction and one fsync, and each is
-// answered only after its entry is durable.
+// answered only after its entry is durable. Other processes may append to the
+// same store: the writer follows their entries (Follow) before it builds on them.
 type Ledger struct {
 	d      Driver
 	schema Schema
