@@ -65,6 +65,15 @@ func (l *Ledger) Wake() {
 	}
 }
 
+// Notifier is implemented by drivers that hear when another process commits
+// (PostgreSQL LISTEN/NOTIFY). Open hands it the ledger's Wake. A notification
+// only wakes the follower, which reads the store by seq after its own head:
+// what a notification says is never trusted, and one that is lost or
+// duplicated costs only latency (FollowEvery still polls).
+type Notifier interface {
+	Notify(wake func())
+}
+
 // followTicker is the poll of Options.FollowEvery; nil channel when it is off.
 func (l *Ledger) followTicker() (<-chan time.Time, func()) {
 	if l.opts.FollowEvery <= 0 {

@@ -330,3 +330,47 @@ func TestIdleFollowersDoNotTradeCheckpoints(t *testing.T) {
 		}
 	})
 }
+
+// notifyingDriver hears of other processes' commits, as a PostgreSQL driver
+// would through LISTEN/NOTIFY.
+type notifyingDriver struct {
+	ledger.Driver
+	wake func()
+}
+
+func (d *notifyingDriver) Notify(wake func()) { d.wake = wake }
+
+// TestNotifierWakesTheFollower: a driver that implements Notifier is handed
+// the ledger's Wake, and a notification makes the ledger follow without a poll.
+func TestNotifierWakesTheFollower(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx := context.Background()
+		f := newFixture(t, ledger.Options{}, 1)
+		d, err := sqlite.Open(f.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		nd := &notifyingDriver{Driver: d}
+		b, err := ledger.Open(ctx, nd, f.schema, f.s, ledger.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer d.Close()
+		defer b.Close()
+		if nd.wake == nil {
+			t.Fatal("Open did not hand the driver its Wake")
+		}
+		if _, err := f.l.Append(ctx, ledger.OriginEnclave, "test.note", map[string]int{"N": 1}); err != nil {
+			t.Fatal(err)
+		}
+		synctest.Wait()
+		if b.Head() == f.l.Head() {
+			t.Fatal("B followed before it was notified: the test shows nothing")
+		}
+		nd.wake()
+		synctest.Wait()
+		if b.Head() != f.l.Head() {
+			t.Fatal("a notification did not make the ledger follow")
+		}
+	})
+}

@@ -230,6 +230,9 @@ func Open(ctx context.Context, d Driver, s Schema, signer Signer, opts Options) 
 	l.signers()
 	go l.commitLoop(committed)
 	go l.run(committed)
+	if n, ok := d.(Notifier); ok {
+		n.Notify(l.Wake)
+	}
 	return l, nil
 }
 
