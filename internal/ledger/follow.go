@@ -88,7 +88,7 @@ func (l *Ledger) followTicker() (<-chan time.Time, func()) {
 // local head link by link; the first one that does not stops it with
 // ErrDiverged, leaving the head at the last good entry. Batches prepared on
 // the old head are voided, so their appends are prepared again on the new one.
-func (l *Ledger) follow(ctx context.Context) error {
+func (l *Ledger) follow(ctx context.Context) (n int, err error) {
 	moved := false
 	since := -1 // entries followed after the last checkpoint among them; -1: none was one
 	defer func() {
@@ -109,7 +109,7 @@ func (l *Ledger) follow(ctx context.Context) error {
 		h := *l.head.Load()
 		es, err := l.d.Entries(ctx, h.Seq+1, followBatch)
 		if err != nil {
-			return fmt.Errorf("ledger: following the store: %w", err)
+			return n, fmt.Errorf("ledger: following the store: %w", err)
 		}
 		var bad error
 		for i := range es {
@@ -127,13 +127,13 @@ func (l *Ledger) follow(ctx context.Context) error {
 			}
 		}
 		if len(es) > 0 {
-			moved = true
+			moved, n = true, n+len(es)
 			l.cache.reset()
 			l.head.Store(&h)
 			l.opts.OnCommit(es)
 		}
 		if bad != nil || len(es) < followBatch {
-			return bad
+			return n, bad
 		}
 	}
 }

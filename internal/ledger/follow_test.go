@@ -374,3 +374,23 @@ func TestNotifierWakesTheFollower(t *testing.T) {
 		}
 	})
 }
+
+// TestAppendOnARolledBackStore: the store lost the local head (restored from an
+// older backup under a running ledger). An append meets the conflict, finds
+// nothing to follow, and fails with ErrDiverged instead of retrying blindly or
+// writing a fork.
+func TestAppendOnARolledBackStore(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, ledger.Options{}, 1)
+	e, err := f.l.Append(ctx, ledger.OriginEnclave, "test.note", map[string]int{"N": 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tamper(t, f.path, `DELETE FROM entries WHERE seq = ?`, int64(e.Seq))
+	if _, err := f.l.Append(ctx, ledger.OriginEnclave, "test.note", map[string]int{"N": 2}); !errors.Is(err, ledger.ErrDiverged) {
+		t.Fatalf("an append on a store that lost the local head: %v, want ErrDiverged", err)
+	}
+	if h, _, _ := f.d.Head(ctx); h.Seq != e.Seq-1 {
+		t.Fatalf("the store's head is %d after the refused append, want %d", h.Seq, e.Seq-1)
+	}
+}

@@ -194,7 +194,7 @@ func Open(ctx context.Context, d Driver, s Schema, signer Signer, opts Options) 
 				return nil, fmt.Errorf("ledger: start at seq %d is past the store's head %d", st.Seq, h.Seq)
 			}
 			l.head.Store(st)
-			if err := l.follow(ctx); err != nil {
+			if _, err := l.follow(ctx); err != nil {
 				return nil, err
 			}
 			h, l.tipGen = l.Head(), l.gen

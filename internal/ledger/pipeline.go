@@ -72,7 +72,8 @@ func (l *Ledger) commitLoop(committed chan struct{}) {
 			}
 			b = next
 		case reply := <-l.follows:
-			reply <- l.follow(context.Background())
+			_, err := l.follow(context.Background())
+			reply <- err
 			continue
 		case <-l.wake:
 			l.follow(context.Background()) // a failure shows at the next Follow or commit
@@ -137,8 +138,11 @@ func (l *Ledger) commit(group []*batch) {
 			// Another process committed first: follow it now, so that these
 			// appends, prepared again (retryable), build on its entries. If
 			// the store cannot be followed, retrying is futile: say why.
-			if ferr := l.follow(context.Background()); ferr != nil {
+			switch n, ferr := l.follow(context.Background()); {
+			case ferr != nil:
 				err = ferr
+			case n == 0: // the store's head moved, yet nothing continues the local head
+				err = fmt.Errorf("%w: the store's head is not the local head (seq %d), and no entry follows it", ErrDiverged, l.Head().Seq)
 			}
 		}
 	}
