@@ -260,11 +260,13 @@ func Sign(key *ecdsa.PrivateKey, method, rawURL, token string, now time.Time) (s
 }
 
 // Verifier checks proofs and remembers their jti for as long as their iat is
-// accepted. It is safe for concurrent use.
+// accepted, in its ReplayStore (its own memory unless shared). It is safe for
+// concurrent use.
 //
-// Its memory of used proofs starts empty, so it refuses every proof dated before
-// it was made (ErrBeforeStart): a proof used with the broker process before a
-// restart cannot be used again with the next one. iat has whole seconds, so a
+// Its own memory of used proofs starts empty, so it refuses every proof dated
+// before it was made (ErrBeforeStart): a proof used with the broker process
+// before a restart cannot be used again with the next one. A shared store may
+// remember them, but the rule holds for it too: it costs a client one new proof. iat has whole seconds, so a
 // proof dated the second the verifier was made in is refused too (it may be
 // older than the verifier); the client makes a new one.
 type Verifier struct {
