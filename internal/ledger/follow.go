@@ -18,7 +18,7 @@ import (
 // directly), and the store refuses a batch whose first entry does not link to
 // its head (ErrConflict). So a batch prepared before foreign entries were
 // followed cannot commit: it fails, the committer follows the store, and the
-// appends are prepared again on top of what it found (see retry), folded
+// appends are prepared again on top of what it found (retryable, await), folded
 // against state that includes the foreign entries. The state cache is cleared
 // when foreign entries are followed: the store already holds their writes.
 
@@ -29,8 +29,9 @@ const followBatch = 512
 // lost a race with another process's commit (or was voided by a failed one).
 const maxRetries = 64
 
-// ErrDiverged means the store holds an entry at the seq after the local head
-// that does not link to it: the store is not the chain this ledger committed.
+// ErrDiverged means the store is not the chain this ledger committed: the entry
+// after the local head does not link to it, or the store's head moved and no
+// entry continues the local head (the store lost it).
 var ErrDiverged = errors.New("ledger: the store's chain does not continue the local head")
 
 // Follow reads the entries another process committed to the store after the
