@@ -29,6 +29,7 @@ import (
 	"github.com/agentkeys/agentkeys/internal/modules"
 	"github.com/agentkeys/agentkeys/internal/oidc"
 	"github.com/agentkeys/agentkeys/internal/problem"
+	"github.com/agentkeys/agentkeys/internal/ratelimit"
 	"github.com/agentkeys/agentkeys/internal/token"
 )
 
@@ -69,6 +70,11 @@ type Config struct {
 	OIDCAudiences  []string         // audiences identity tokens may be minted for
 	OIDCMaxTTL     time.Duration    // longest identity token (default and cap 1 h)
 	OIDCSkew       time.Duration    // clock skew allowed to relying parties (default 1 min); rotation windows ≥ OIDCMaxTTL + OIDCSkew
+
+	// Several brokers on one store (§3): what one process keeps in memory by
+	// default, a shared implementation makes common. nil: this process's memory.
+	Replays  dpop.ReplayStore // used DPoP proofs
+	Limiters ratelimit.New    // the read, mint and anonymous limits (default NewMemoryLimiter)
 }
 
 func (c *Config) defaults() {
@@ -126,11 +132,11 @@ type Broker struct {
 	accounts sync.Map      // omni → *account.Account, see (*Broker).account
 	agents   agent.Memo
 	index    *account.Index
-	limiter  *limiter // credential reads per session
+	limiter  *rule // credential reads per session
 	// approvalMu serializes looking for a caller's open approval request
 	// and filing a new one (see grantFor).
 	approvalMu sync.Mutex
-	mints      *limiter               // identity-token mints per account
+	mints      *rule                  // identity-token mints per account
 	anon       anonLimiters           // requests without a session, per source and in all
 	proofs     *dpop.Verifier         // DPoP proofs: checks and replay cache
 	htuBases   []string               // normalised Issuer and PublicURLs: a proof's htu is one of them + the request path
@@ -192,10 +198,18 @@ func Open(cfg Config) (_ *Broker, err error) {
 	if err != nil {
 		return nil, err
 	}
+	mk := cfg.Limiters
+	if mk == nil {
+		mk = NewMemoryLimiter
+	}
 	b := &Broker{enc: enc, cfg: cfg, log: cfg.Logger, metrics: newMetrics(cfg.Registerer),
-		index: account.NewIndex(), limiter: newLimiter(cfg.ReadLimit, cfg.ReadWindow),
-		mints: newLimiter(cfg.MintLimit, cfg.MintWindow),
-		anon:  newAnonLimiters(cfg.Anon), proofs: dpop.NewVerifier(0, cfg.Now), htuBases: bases, kinds: Schema()}
+		index:   account.NewIndex(),
+		limiter: newRule(mk, ratelimit.Rule{Name: "read", Count: cfg.ReadLimit, Window: cfg.ReadWindow}),
+		mints:   newRule(mk, ratelimit.Rule{Name: "mint", Count: cfg.MintLimit, Window: cfg.MintWindow}),
+		anon:    newAnonLimiters(cfg.Anon, mk), proofs: dpop.NewVerifier(0, cfg.Now), htuBases: bases, kinds: Schema()}
+	if cfg.Replays != nil {
+		b.proofs = dpop.NewSharedVerifier(cfg.Replays, cfg.Now)
+	}
 	m := enc.Measurements()
 	b.oidc.enclave = oidc.Enclave{MrEnclave: hex.EncodeToString(m.MrEnclave[:]), MrSigner: hex.EncodeToString(m.MrSigner[:]), Tier: string(m.Tier)}
 	if b.tokens, err = token.NewIssuer(enc, token.Options{Issuer: cfg.Issuer, Current: "issuer/jwt/v1", Now: cfg.Now}); err != nil {
@@ -227,14 +241,20 @@ func Open(cfg Config) (_ *Broker, err error) {
 // opens the ledger for appends. On failure the broker stays not ready.
 func (b *Broker) Start(ctx context.Context) error {
 	start := time.Now()
-	n, err := ledger.VerifyDriver(ctx, Schema(), b.store, false, b.usage.Observe)
+	var walked *ledger.Head // the last entry verified: the ledger follows the store from there
+	n, err := ledger.VerifyDriver(ctx, Schema(), b.store, false, b.usage.Observe, func(es []ledger.Entry) {
+		if len(es) > 0 {
+			e := es[len(es)-1]
+			walked = &ledger.Head{Seq: e.Seq, Hash: e.Hash(), Time: e.Time}
+		}
+	})
 	if err != nil {
 		msg := fmt.Sprintf("ledger verification failed: %v", err)
 		b.status.Store(&msg)
 		return problem.New(problem.LedgerInvalid, msg, "restore the ledger from a backup, or inspect it with `agentkeys audit verify --data-dir`; the server will not serve from a broken chain")
 	}
 	opts := b.cfg.Ledger
-	opts.Genesis = b.genesis
+	opts.Genesis, opts.Start = b.genesis, walked
 	if opts.Now == nil {
 		opts.Now = b.cfg.Now
 	}
