@@ -103,8 +103,8 @@ func ConcurrentProcesses(t *testing.T, url string, open func(url string) (ledger
 		t.Fatal(err)
 	}
 	type proc struct {
-		cmd    *exec.Cmd
-		go_    io.WriteCloser
+		cmd            *exec.Cmd
+		go_            io.WriteCloser
 		stdout, stderr strings.Builder
 	}
 	procs := make([]*proc, 2)
