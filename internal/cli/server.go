@@ -268,7 +268,7 @@ func passwordInArgv(src ledgerstore.Source) error {
 // unreachableStore is the answer to a ledger store that cannot be reached (exit
 // 5); the driver's message names the URL without its password.
 func unreachableStore(err error) error {
-	return problem.Wrap(err, problem.Unreachable, "start the database, or correct --ledger (postgres://USER@HOST:PORT/DATABASE) or its password (PGPASSWORD, ~/.pgpass); nothing was changed",
+	return problem.Wrap(err, problem.Unreachable, "start the database, or correct --ledger (postgres://USER@HOST:PORT/DATABASE) or its password (PGPASSWORD, ~/.pgpass)",
 		"%v", err)
 }
 

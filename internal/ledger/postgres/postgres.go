@@ -22,6 +22,7 @@ import (
 	"fmt"
 	"math"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -129,7 +130,7 @@ func open(rawURL string, readOnly bool) (*Driver, error) {
 		if pool != nil {
 			pool.Close()
 		}
-		return nil, fmt.Errorf("postgres: cannot connect: %s: %w", scrub(err.Error()), ledger.ErrUnreachable)
+		return nil, &connectError{cause: oneLine(scrub(err.Error()))}
 	}
 	d := &Driver{pool: pool, readOnly: readOnly}
 	if readOnly {
@@ -142,6 +143,24 @@ func open(rawURL string, readOnly bool) (*Driver, error) {
 		return nil, fmt.Errorf("postgres: %s", scrub(err.Error()))
 	}
 	return d, nil
+}
+
+// connectError is a failure to reach the server; it is ledger.ErrUnreachable.
+type connectError struct{ cause string }
+
+func (e *connectError) Error() string        { return "postgres: cannot connect: " + e.cause }
+func (e *connectError) Is(target error) bool { return target == ledger.ErrUnreachable }
+
+// oneLine joins the distinct lines of a message (pgx names each address it
+// tried on a line of its own, often the same one twice).
+func oneLine(s string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if l = strings.TrimSpace(l); l != "" && !slices.Contains(out, l) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, " ")
 }
 
 // scrubber returns a function that removes the URL's password (and pw, when set)

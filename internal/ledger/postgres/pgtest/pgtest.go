@@ -119,6 +119,19 @@ func credential() (*syscall.Credential, error) {
 	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, nil
 }
 
+// searchable reports whether every directory from / to dir lets others through.
+func searchable(dir string) bool {
+	for d := filepath.Clean(dir); ; d = filepath.Dir(d) {
+		st, err := os.Stat(d)
+		if err != nil || st.Mode().Perm()&0o001 == 0 {
+			return false
+		}
+		if d == filepath.Dir(d) {
+			return true
+		}
+	}
+}
+
 func start(bin string) (_ *Cluster, err error) {
 	cred, err := credential()
 	if err != nil {
@@ -126,7 +139,11 @@ func start(bin string) (_ *Cluster, err error) {
 	}
 	// Under os.TempDir (not t.TempDir, whose parents are private to this user):
 	// the server's user must reach it. Short, so the socket path fits.
-	dir, err := os.MkdirTemp("", "akpg-")
+	base := os.TempDir()
+	if cred != nil && !searchable(base) {
+		base = "/tmp" // TMPDIR is private to root: nobody could not reach the cluster
+	}
+	dir, err := os.MkdirTemp(base, "akpg-")
 	if err != nil {
 		return nil, err
 	}
