@@ -76,6 +76,10 @@ const migrateLock = 0x61676b6c65646772
 // connectTimeout bounds connecting when the URL sets no connect_timeout.
 const connectTimeout = 10 * time.Second
 
+// maxConns is the pool size when the URL sets no pool_max_conns: the readers
+// (as the SQLite driver's 8) and the committer.
+const maxConns = 10
+
 const entryCols = `seq, prev_hash, time, kind, origin, payload, signer, sig, salt`
 
 // Driver is a ledger.Driver on one PostgreSQL database.
@@ -95,8 +99,9 @@ type Driver struct {
 var _ ledger.Driver = (*Driver)(nil)
 
 // Open connects to the database at rawURL (postgres://USER:PASSWORD@HOST:PORT/DB
-// and the options pgx reads, e.g. ?sslmode=verify-full, ?host=/run/postgresql)
-// and creates or migrates the schema.
+// and the options pgx reads, e.g. ?sslmode=verify-full, ?host=/run/postgresql,
+// ?pool_max_conns=N, ?connect_timeout=S; the password also from PGPASSWORD or
+// ~/.pgpass) and creates or migrates the schema.
 func Open(rawURL string) (*Driver, error) { return open(rawURL, false) }
 
 // OpenReadOnly connects for reading only (audit): every transaction is read-only,
@@ -112,6 +117,9 @@ func open(rawURL string, readOnly bool) (*Driver, error) {
 	scrub = scrubber(rawURL, cfg.ConnConfig.Password)
 	if cfg.ConnConfig.ConnectTimeout == 0 {
 		cfg.ConnConfig.ConnectTimeout = connectTimeout
+	}
+	if !strings.Contains(rawURL, "pool_max_conns=") {
+		cfg.MaxConns = maxConns
 	}
 	if cfg.ConnConfig.RuntimeParams == nil {
 		cfg.ConnConfig.RuntimeParams = map[string]string{}
