@@ -109,10 +109,13 @@ func (s Source) open(readOnly bool) (ledger.Driver, error) {
 		return nil, errors.New("ledgerstore: a zero Source opens nothing")
 	}
 	d, err := s.d.open(s.rest, readOnly)
-	if err != nil && s.scheme != "sqlite" { // sqlite's errors name the file already
-		return nil, fmt.Errorf("ledger store %s: %w", s, err)
+	if err != nil { // nil, not the driver's typed nil pointer in a non-nil interface
+		if s.scheme != "sqlite" { // sqlite's errors name the file already
+			err = fmt.Errorf("ledger store %s: %w", s, err)
+		}
+		return nil, err
 	}
-	return d, err
+	return d, nil
 }
 
 // HasPassword reports whether the URL carries a password (in its user info or

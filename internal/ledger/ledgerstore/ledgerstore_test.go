@@ -143,3 +143,18 @@ func TestPostgres(t *testing.T) {
 		t.Fatalf("unreachable store: %v; want ErrUnreachable naming the URL without its password", err)
 	}
 }
+
+// TestOpenFailsWithNil: a store that fails to open is a nil ledger.Driver, not
+// a nil pointer of the driver's type (which a caller's Close would dereference).
+func TestOpenFailsWithNil(t *testing.T) {
+	dir := t.TempDir()
+	for _, raw := range []string{ledgerstore.SQLite(filepath.Join(dir, "missing.db")), "postgres://u@/db?host=" + filepath.Join(dir, "none")} {
+		src, err := ledgerstore.Parse(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d, err := src.OpenReadOnly(); err == nil || d != nil {
+			t.Errorf("%s: got %#v, %v; want a nil Driver and an error", raw, d, err)
+		}
+	}
+}
