@@ -54,7 +54,7 @@ func TestPostgresLedger(t *testing.T) {
 			t.Error("a SQLite ledger was written to the data dir, not to PostgreSQL")
 		}
 		t.Log(h.auditOK(o.home, "--ledger", ledgerURL)) // offline, while no server runs
-		o.args = append(o.args, "--listen", s.addr) // the same issuer: the owner's session stays valid
+		o.args = append(o.args, "--listen", s.addr)     // the same issuer: the owner's session stays valid
 		s = h.start(o)
 		if hd := s.head(); hd.Seq < before.Seq {
 			t.Fatalf("after restart head seq %d, before %d: not the same chain", hd.Seq, before.Seq)
