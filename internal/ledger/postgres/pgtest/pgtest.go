@@ -20,7 +20,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"net/url"
 	"os"
@@ -59,10 +58,8 @@ func Start(t testing.TB) *Cluster {
 	t.Helper()
 	bin, err := BinDir()
 	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("pgtest: %v (CI=true: the PostgreSQL tests must run; scripts/test installs it)", err)
-		}
-		t.Skipf("pgtest: %v; skipped outside CI (scripts/test installs PostgreSQL)", err)
+		missing(t, err, os.Getenv("CI") == "true")
+		return nil
 	}
 	c, err := start(bin)
 	if err != nil {
@@ -72,16 +69,29 @@ func Start(t testing.TB) *Cluster {
 	return c
 }
 
+// missing fails t in CI and skips it elsewhere.
+func missing(t testing.TB, err error, ci bool) {
+	t.Helper()
+	if ci {
+		t.Fatalf("pgtest: %v (CI=true: the PostgreSQL tests must run; scripts/test installs it)", err)
+	} else {
+		t.Skipf("pgtest: %v; skipped outside CI (scripts/test installs PostgreSQL)", err)
+	}
+}
+
 // BinDir is the directory holding initdb and postgres, or an error saying that
 // PostgreSQL is not installed.
-func BinDir() (string, error) {
+func BinDir() (string, error) { return binDir(exec.LookPath, "/usr/lib/postgresql") }
+
+// binDir looks for initdb with lookPath, then in root/VERSION/bin, newest first.
+func binDir(lookPath func(string) (string, error), root string) (string, error) {
 	var dirs []string
-	if p, err := exec.LookPath("initdb"); err == nil {
+	if p, err := lookPath("initdb"); err == nil {
 		if r, err := filepath.EvalSymlinks(p); err == nil {
 			dirs = append(dirs, filepath.Dir(r))
 		}
 	}
-	found, _ := filepath.Glob("/usr/lib/postgresql/*/bin/initdb")
+	found, _ := filepath.Glob(filepath.Join(root, "*", "bin", "initdb"))
 	slices.SortFunc(found, func(a, b string) int { return version(b) - version(a) }) // newest first
 	for _, f := range found {
 		dirs = append(dirs, filepath.Dir(f))
@@ -91,7 +101,7 @@ func BinDir() (string, error) {
 			return d, nil
 		}
 	}
-	return "", errors.New("PostgreSQL is not installed: no initdb on PATH or in /usr/lib/postgresql/*/bin (apt-get install postgresql)")
+	return "", fmt.Errorf("PostgreSQL is not installed: no initdb on PATH or in %s/*/bin (apt-get install postgresql)", root)
 }
 
 func version(initdb string) int {
