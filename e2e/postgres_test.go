@@ -114,5 +114,8 @@ func TestPostgresLedger(t *testing.T) {
 		if r := h.cli(home, "audit", "verify", "--ledger", raw+"&password="+inArgv); r.code != 2 || !strings.Contains(r.stderr, "carries a password") {
 			t.Errorf("audit verify --ledger with a password: exit %d, stderr %q; want 2", r.code, r.stderr)
 		}
+		if r := h.cli(home, "audit", "verify", "--ledger", withoutPassword(t, raw), "--data-dir", home); r.code != 2 || !strings.Contains(r.stderr, "exactly one of") {
+			t.Errorf("audit verify --ledger with --data-dir: exit %d, stderr %q; want 2", r.code, r.stderr)
+		}
 	})
 }
