@@ -215,9 +215,14 @@ func Open(cfg Config) (_ *Broker, err error) {
 		b.Close()
 		return nil, err
 	} else if !ok {
-		if b.OperatorKeyCreated, err = ensureOperatorKey(OperatorKeyPath(cfg.DataDir)); err != nil {
+		if _, set, err := loadGenesisGovernance(cfg.DataDir); err != nil {
 			b.Close()
 			return nil, err
+		} else if !set { // no governance set chosen (agentkeys governance init): the operator key, 1-of-1
+			if b.OperatorKeyCreated, err = ensureOperatorKey(OperatorKeyPath(cfg.DataDir)); err != nil {
+				b.Close()
+				return nil, err
+			}
 		}
 	}
 	return b, nil
@@ -300,17 +305,23 @@ func (b *Broker) Close() {
 }
 
 func (b *Broker) genesis() (*ledger.Genesis, error) {
-	op, err := LoadOperatorKey(OperatorKeyPath(b.cfg.DataDir))
+	gv, ok, err := loadGenesisGovernance(b.cfg.DataDir)
 	if err != nil {
 		return nil, err
 	}
+	if !ok {
+		op, err := LoadOperatorKey(OperatorKeyPath(b.cfg.DataDir))
+		if err != nil {
+			return nil, err
+		}
+		gv = ledger.Governance{Threshold: 1, Keys: []string{hex.EncodeToString(op.Public().(ed25519.PublicKey))}}
+	}
 	m := b.oidc.enclave // the measurements, hex-encoded at Open
 	g := &ledger.Genesis{
-		MrEnclave: m.MrEnclave,
-		MrSigner:  m.MrSigner,
-		Tier:      m.Tier,
-		Governance: ledger.Governance{Threshold: 1,
-			Keys: []string{hex.EncodeToString(op.Public().(ed25519.PublicKey))}},
+		MrEnclave:  m.MrEnclave,
+		MrSigner:   m.MrSigner,
+		Tier:       m.Tier,
+		Governance: gv,
 	}
 	for _, k := range b.enc.Keys() {
 		g.Keys = append(g.Keys, ledger.PublicKey(k))
