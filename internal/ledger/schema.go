@@ -167,6 +167,12 @@ func (s Schema) kind(name string) (Kind, bool) {
 	return k, ok
 }
 
+// CoreKind reports whether the ledger core declares kind itself (genesis,
+// checkpoint, governance.set) rather than a module.
+func CoreKind(name string) bool {
+	return name == KindGenesis || name == KindCheckpoint || name == KindGovernanceSet
+}
+
 // Public reports whether entries of kind may be served to anyone in full; unknown
 // kinds are private.
 func (s Schema) Public(kind string) bool {
