@@ -135,6 +135,18 @@ func TestGovernanceMofN(t *testing.T) {
 	run(0, "governance", "propose", "successor.authorize", "--payload", payload, "--out", own, "--server", s2.url)
 	run(0, "governance", "sign", own, "--key", opKey)
 	run(0, "governance", "submit", own)
+	// oidc.rotate is carried out, not only recorded.
+	rot := filepath.Join(home, "rotate.json")
+	os.WriteFile(payload, []byte(`{"window_seconds":86400,"nonce":"`+randomHex(16)+`"}`), 0o644)
+	run(0, "governance", "propose", "oidc.rotate", "--payload", payload, "--out", rot, "--server", s2.url)
+	run(0, "governance", "sign", rot, "--key", opKey)
+	var rr cli.SubmitResult
+	if err := json.Unmarshal([]byte(run(0, "governance", "submit", rot, "--json").stdout), &rr); err != nil {
+		t.Fatal(err)
+	}
+	if rr.Kind != "oidc.rotate" || rr.Rotate == nil || rr.Rotate.Key.Version != 2 || rr.Rotate.Previous.ActiveUntil == 0 {
+		t.Fatalf("oidc.rotate by proposal: %+v", rr)
+	}
 
 	// Changing the set needs the current threshold: 2 of alice, bob, carol.
 	change := filepath.Join(home, "change.json")
