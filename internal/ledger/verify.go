@@ -115,13 +115,12 @@ func (s Schema) checkSig(st State, e *Entry, set OriginSet, walletOf func(string
 			return fmt.Errorf("%w: not signed by the enclave ledger key", ErrSignature)
 		}
 	case FromGovernance:
-		gv := g.Governance
 		if gc.set != nil {
-			gv = *gc.set
-		} else if cur, err := CurrentGovernance(st); err != nil {
+			return verifyGovernance(*gc.set, gc, e, h)
+		}
+		gv, err := CurrentGovernance(st)
+		if err != nil {
 			return err
-		} else {
-			gv = cur
 		}
 		return verifyGovernance(gv, gc, e, h)
 	case FromAccount:
