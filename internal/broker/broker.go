@@ -29,7 +29,6 @@ import (
 	"github.com/agentkeys/agentkeys/internal/modules"
 	"github.com/agentkeys/agentkeys/internal/oidc"
 	"github.com/agentkeys/agentkeys/internal/problem"
-	"github.com/agentkeys/agentkeys/internal/token"
 )
 
 // Config configures a broker.
@@ -120,7 +119,7 @@ type Broker struct {
 	log      *slog.Logger
 	store    ledger.Driver
 	ledger   atomic.Pointer[ledger.Ledger]
-	tokens   *token.Issuer
+	tokens   *sessionKeys
 	usage    *auditindex.Index
 	kinds    ledger.Schema // Schema(), built once: which kinds are public
 	accounts sync.Map      // omni → *account.Account, see (*Broker).account
@@ -198,7 +197,7 @@ func Open(cfg Config) (_ *Broker, err error) {
 		anon:  newAnonLimiters(cfg.Anon), proofs: dpop.NewVerifier(0, nil), htuBases: bases, kinds: Schema()}
 	m := enc.Measurements()
 	b.oidc.enclave = oidc.Enclave{MrEnclave: hex.EncodeToString(m.MrEnclave[:]), MrSigner: hex.EncodeToString(m.MrSigner[:]), Tier: string(m.Tier)}
-	if b.tokens, err = token.NewIssuer(enc, token.Options{Issuer: cfg.Issuer, Current: "issuer/jwt/v1"}); err != nil {
+	if b.tokens, err = newSessionKeys(enc, cfg.Issuer, cfg.Now, b.committedState); err != nil {
 		enc.Close()
 		return nil, err
 	}
@@ -245,6 +244,7 @@ func (b *Broker) Start(ctx context.Context) error {
 		b.usage.Observe(es)
 		b.metrics.committed(es)
 		b.oidcObserve(es)
+		b.tokens.observe(es)
 	}
 	opts.CommitTook = b.metrics.commitTook
 	if err := b.index.Load(ctx, ledger.View(ctx, b.store)); err != nil {
@@ -288,6 +288,15 @@ func (b *Broker) Ledger() (*ledger.Ledger, error) {
 		return nil, problem.New(problem.NotReady, "the broker is not ready: "+why, "wait for /readyz to report ready; check the server log if it does not")
 	}
 	return l, nil
+}
+
+// committedState is the ledger's committed state once it is open.
+func (b *Broker) committedState() (ledger.State, bool) {
+	l := b.ledger.Load()
+	if l == nil {
+		return nil, false
+	}
+	return l.State(context.Background()), true
 }
 
 // Storage is read access to stored entries and state, available before ready.

@@ -30,6 +30,11 @@ func (b *Broker) Submit(ctx context.Context, e ledger.Entry, kind string) (ledge
 		return ledger.Entry{}, problem.New(problem.BadRequest, "an oidc.rotate request is carried out by POST /v1/oidc/rotate, not recorded alone",
 			"use agentkeys oidc rotate")
 	}
+	if e.Kind == registry.KindSessionKeyRotate {
+		if err := b.checkSessionKeyRotate(e); err != nil {
+			return ledger.Entry{}, err
+		}
+	}
 	if kind != "" && e.Kind != kind {
 		return ledger.Entry{}, problem.Newf(problem.BadRequest, "send it to the route for its kind, or POST /v1/ledger/entries",
 			"this route accepts %s entries, not %q", kind, e.Kind)

@@ -23,6 +23,7 @@ import (
 	"github.com/agentkeys/agentkeys/internal/client"
 	"github.com/agentkeys/agentkeys/internal/ledger"
 	"github.com/agentkeys/agentkeys/internal/problem"
+	"github.com/agentkeys/agentkeys/internal/registry"
 )
 
 // proposalFix is the fix for a proposal file that cannot be read.
@@ -45,7 +46,7 @@ is stored on the broker until submit; the broker then checks the threshold.`,
 			"  agentkeys governance submit p.json\n  agentkeys governance members",
 	}
 	cmd.AddCommand(governanceKeygenCmd(e), governanceInitCmd(e), governanceProposeCmd(e),
-		governanceSignCmd(e), governanceSubmitCmd(e), governanceMembersCmd(e))
+		governanceSignCmd(e), governanceSubmitCmd(e), governanceMembersCmd(e), governanceRotateSessionKeyCmd(e))
 	return cmd
 }
 
@@ -429,6 +430,71 @@ member's public key, and the ledger identity proposals are bound to.`,
 		},
 	}
 	e.serverFlag(cmd, &server, DefaultServer, "the broker URL")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print as JSON")
+	return cmd
+}
+
+func governanceRotateSessionKeyCmd(e *env) *cobra.Command {
+	var server, keyPath, out string
+	var window, ttl time.Duration
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "rotate-session-key",
+		Short: "Rotate the session-token key (governance)",
+		Long: `Rotates the key that signs session tokens: the next issuer/jwt/vN signs every
+session from then on, and the old key keeps verifying the sessions it signed for
+--window (at least the broker's session lifetime plus a minute; the broker
+refuses less), then it is retired. No one is logged out.
+
+With --key (default the operator key) it signs and submits the request at once:
+enough for a 1-of-1 set. With --out it writes a proposal instead, for the
+members to sign (governance sign) and submit (governance submit).`,
+		Example: "  agentkeys governance rotate-session-key --server http://127.0.0.1:8090\n" +
+			"  agentkeys governance rotate-session-key --server https://keys.example.com --window 721h --out rotate.json",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if window <= 0 {
+				return problem.New(problem.BadRequest, "--window must be positive", "pass the session lifetime plus a minute or more, e.g. --window 721h")
+			}
+			payload := map[string]int64{"window_seconds": int64(window / time.Second)}
+			if out != "" {
+				p, err := newProposal(cmd, server, registry.KindSessionKeyRotate, payload, ttl)
+				if err != nil {
+					return err
+				}
+				return e.writeProposal(out, p, asJSON)
+			}
+			var key ed25519.PrivateKey
+			var err error
+			if keyPath == "" {
+				key, err = e.operatorKey("")
+			} else {
+				key, err = loadMemberKey(keyPath)
+			}
+			if err != nil {
+				return err
+			}
+			c, err := client.New(server)
+			if err != nil {
+				return err
+			}
+			en, err := c.SubmitGovernance(cmd.Context(), registry.KindSessionKeyRotate, payload, key)
+			if err != nil {
+				return err
+			}
+			res := SubmitResult{Seq: en.Seq, Hash: en.Hash(), Kind: en.Kind}
+			if asJSON {
+				return e.printJSON(res)
+			}
+			fmt.Fprintf(e.stdout, "Rotated the session key at ledger seq %d: new sessions use the next key; the old one verifies its sessions for %s more.\n", res.Seq, window)
+			return nil
+		},
+	}
+	e.serverFlag(cmd, &server, DefaultServer, "the broker URL")
+	cmd.Flags().StringVar(&keyPath, "key", "", "a governance key to sign with (default $AGENTKEYS_HOME/server/operator.key)")
+	cmd.Flags().DurationVar(&window, "window", 721*time.Hour, "how long the old key keeps verifying (at least the session lifetime + 1m)")
+	cmd.Flags().StringVar(&out, "out", "", "write a proposal to this file instead of submitting")
+	cmd.Flags().DurationVar(&ttl, "ttl", 7*24*time.Hour, "with --out: how long the proposal may be submitted (at most 31 days)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print as JSON")
 	return cmd
 }
