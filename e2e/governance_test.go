@@ -178,3 +178,36 @@ func TestGovernanceMofN(t *testing.T) {
 		t.Fatalf("members after a restart: %+v", g)
 	}
 }
+
+// TestRotateSessionKey: governance rotate-session-key through the binary, as a
+// 1-of-1 operator would run it and as a proposal; an owner logged in before is
+// not logged out; a window shorter than the session lifetime is refused with
+// the window to pass.
+func TestRotateSessionKey(t *testing.T) {
+	h := newHarness(t)
+	o := serverOpts{home: t.TempDir(), args: []string{"--session-ttl", "2h"}}
+	s := h.start(o)
+	owner := t.TempDir()
+	h.akOK(owner, "init", "--server", s.url)
+	r := h.cli(o.home, "governance", "rotate-session-key", "--server", s.url, "--window", "1h")
+	if r.code != 2 && r.code != 1 || !strings.Contains(r.stderr, "pass --window 2h1m0s or longer") {
+		t.Fatalf("a window shorter than the session lifetime: exit %d %s", r.code, r.stderr)
+	}
+	var res cli.SubmitResult
+	if err := json.Unmarshal([]byte(h.akOK(o.home, "governance", "rotate-session-key", "--server", s.url, "--window", "2h1m", "--json")), &res); err != nil {
+		t.Fatal(err)
+	}
+	if res.Kind != "session.key.rotate" {
+		t.Fatalf("rotate: %+v", res)
+	}
+	h.akOK(owner, "whoami") // logged in before the rotation: still in
+	prop := filepath.Join(o.home, "rotate.json")
+	h.akOK(o.home, "governance", "rotate-session-key", "--server", s.url, "--window", "3h", "--out", prop)
+	h.akOK(o.home, "governance", "sign", prop, "--key", broker.OperatorKeyPath(o.effectiveDataDir()))
+	h.akOK(o.home, "governance", "submit", prop)
+	h.akOK(owner, "whoami")
+	other := t.TempDir()
+	h.akOK(other, "init", "--server", s.url) // a new session, signed by v3
+	h.akOK(other, "whoami")
+	h.auditOK(o.home, "--data-dir", o.effectiveDataDir())
+}
