@@ -318,6 +318,9 @@ func (p *Proposal) UnmarshalJSON(b []byte) error {
 	if err := dec.Decode(&q); err != nil {
 		return fmt.Errorf("proposal: %w", err)
 	}
+	if bytes.Equal(q.Payload, []byte("null")) {
+		q.Payload = nil
+	}
 	if len(q.Payload) > 0 {
 		var buf, esc bytes.Buffer
 		if err := json.Compact(&buf, q.Payload); err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -178,4 +179,40 @@ func TestProposalFileForm(t *testing.T) {
 	if _, err := q.Entry(); err == nil {
 		t.Fatal("bad nonce accepted")
 	}
+}
+
+// FuzzProposalDecode: any proposal the decoder accepts round-trips with the same
+// digest (what members signed), and one that passes Check becomes an entry in
+// proposal form or is refused — never a panic.
+func FuzzProposalDecode(f *testing.F) {
+	k := ed25519.NewKeyFromSeed(make([]byte, 32))
+	p := ledger.Proposal{Kind: "successor.authorize", Payload: []byte(`{"mrsigner":"ab"}`), Nonce: strings.Repeat("0f", 16), Expires: 1800000000}
+	p.Sign(k)
+	good, _ := json.Marshal(&p)
+	f.Add(good)
+	f.Add([]byte(`{"ledger":"` + strings.Repeat("00", 32) + `","kind":"k","payload":{ "a" : [1, "\u003c"] },"nonce":"x","expires":1,"signatures":[{"key":"zz","sig":""}]}`))
+	f.Add([]byte(`{"kind":"k","payload":null}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var p ledger.Proposal
+		if json.Unmarshal(b, &p) != nil {
+			return
+		}
+		again, err := json.Marshal(&p)
+		if err != nil {
+			t.Fatalf("decoded proposal does not encode: %v", err)
+		}
+		var q ledger.Proposal
+		if err := json.Unmarshal(again, &q); err != nil {
+			t.Fatalf("re-encoded proposal does not decode: %v", err)
+		}
+		if q.Digest() != p.Digest() {
+			t.Fatal("digest changed across a round trip")
+		}
+		if p.Check() != nil {
+			return
+		}
+		if e, err := p.Entry(); err == nil && !ledger.IsProposal(&e) {
+			t.Fatal("a proposal's entry is not in proposal form")
+		}
+	})
 }
