@@ -174,6 +174,11 @@ func TestGovernanceMofN(t *testing.T) {
 	}
 	h.auditOK(home, "--data-dir", o.effectiveDataDir())
 	s = h.start(o) // the start verifies the chain: entries signed by the old set, then the new
+	if _, err := s.waitLog("the governance.json warning", startTimeout, func(l logLine) bool {
+		return strings.HasPrefix(l.str("msg"), "governance.json is not the ledger's governance set")
+	}); err != nil {
+		t.Fatal(err)
+	}
 	if g := members(); g.Threshold != 1 || len(g.Members) != 2 {
 		t.Fatalf("members after a restart: %+v", g)
 	}

@@ -264,6 +264,7 @@ func (b *Broker) Start(ctx context.Context) error {
 		b.status.Store(&msg)
 		return err
 	}
+	b.warnGovernanceFile(l.State(ctx))
 	b.ledger.Store(l)
 	b.metrics.follow(l)
 	b.status.Store(nil)

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/agentkeys/agentkeys/internal/ledger"
@@ -51,7 +52,7 @@ func ledgerProblem(err error) error {
 	switch {
 	case errors.As(err, new(*ledger.ThresholdError)):
 		return problem.New(problem.Denied, "entry refused: "+err.Error(),
-			"collect the missing signatures (agentkeys governance sign PROPOSAL with each member's key), then submit again")
+			"collect the missing signatures: make a proposal (agentkeys governance propose), have enough members sign it (agentkeys governance sign), then submit it (agentkeys governance submit)")
 	case errors.Is(err, ledger.ErrReplay):
 		return problem.New(problem.Conflict, "entry refused: "+err.Error(),
 			"a proposal is carried out once: make a new one (agentkeys governance propose) if the change is wanted again")
@@ -87,6 +88,21 @@ func loadGenesisGovernance(dataDir string) (gv ledger.Governance, ok bool, err e
 		return gv, false, fmt.Errorf("%s: %w", GovernanceFile(dataDir), err)
 	}
 	return gv, true, nil
+}
+
+// warnGovernanceFile logs when the data dir's governance.json is not the set in
+// force: it is read at genesis only (a shared ledger may have had its genesis
+// from another instance, or the set changed since).
+func (b *Broker) warnGovernanceFile(st ledger.State) {
+	want, ok, err := loadGenesisGovernance(b.cfg.DataDir)
+	if err != nil || !ok {
+		return
+	}
+	gv, err := ledger.CurrentGovernance(st)
+	if err == nil && (gv.Threshold != want.Threshold || !slices.Equal(gv.Keys, want.Keys)) {
+		b.log.Warn("governance.json is not the ledger's governance set, which is in force; it is read at genesis only: change the set with agentkeys governance init --out",
+			"path", GovernanceFile(b.cfg.DataDir), "threshold", gv.Threshold, "members", len(gv.Keys))
+	}
 }
 
 // GovernanceInfo is the governance set in force (GET /v1/governance).
