@@ -25,6 +25,8 @@ type Broker interface {
 	Entries(ctx context.Context, c *broker.Caller, from uint64, limit int) ([]ledger.Entry, error)
 	Successors(ctx context.Context) ([]string, error)
 	Submit(ctx context.Context, e ledger.Entry, kind string) (ledger.Entry, error)
+	Governance(ctx context.Context) (*broker.GovernanceInfo, error)
+	SubmitProposal(ctx context.Context, p ledger.Proposal) (*broker.ProposalResult, error)
 
 	// callers
 	Admit(kind broker.AnonKind, source netip.Addr) error

@@ -310,33 +310,40 @@ func (b *Broker) MinRotationWindow() time.Duration { return b.cfg.OIDCMaxTTL + b
 // origin, with a quote) together with the old key's retirement time, and from
 // then on signs new tokens with it. The old key stays in the JWKS for the window.
 func (b *Broker) Rotate(ctx context.Context, e ledger.Entry) (*RotateResult, error) {
+	_, res, err := b.rotate(ctx, e)
+	return res, err
+}
+
+// rotate is Rotate, also returning the request's entry as stored.
+func (b *Broker) rotate(ctx context.Context, e ledger.Entry) (ledger.Entry, *RotateResult, error) {
 	lg, err := b.Ledger()
 	if err != nil {
-		return nil, err
+		return ledger.Entry{}, nil, err
 	}
 	var req registry.OidcRotate
 	if e.Kind != registry.KindOidcRotate || ledger.DecodeStrict(e.Payload, &req) != nil {
-		return nil, problem.New(problem.BadRequest, "send a governance-signed oidc.rotate entry with {window_seconds, nonce}", "use agentkeys oidc rotate")
+		return ledger.Entry{}, nil, problem.New(problem.BadRequest, "send a governance-signed oidc.rotate entry with {window_seconds, nonce}", "use agentkeys oidc rotate")
 	}
 	if w := time.Duration(req.WindowSeconds) * time.Second; w < b.MinRotationWindow() {
-		return nil, problem.Newf(problem.BadRequest, fmt.Sprintf("pass --window %s or longer", b.MinRotationWindow()),
+		return ledger.Entry{}, nil, problem.Newf(problem.BadRequest, fmt.Sprintf("pass --window %s or longer", b.MinRotationWindow()),
 			"a window of %s would withdraw the old key while tokens it signed are still valid (max token lifetime %s + skew %s)",
 			w, b.cfg.OIDCMaxTTL, b.cfg.OIDCSkew)
 	}
 	b.oidc.mu.Lock()
 	defer b.oidc.mu.Unlock()
-	if _, err := b.Submit(ctx, e, registry.KindOidcRotate); err != nil {
-		return nil, err
+	stored, err := b.Submit(ctx, e, registry.KindOidcRotate)
+	if err != nil {
+		return ledger.Entry{}, nil, err
 	}
 	k, err := b.oidcLoad(ctx)
 	if err != nil {
-		return nil, err
+		return ledger.Entry{}, nil, err
 	}
 	next := k.keys[len(k.keys)-1].Version + 1
 	now := b.cfg.Now().Unix()
 	rec, err := b.oidcKeyRecord(fmt.Sprintf("oidc/issuer/v%d", next), next, now)
 	if err != nil {
-		return nil, err
+		return ledger.Entry{}, nil, err
 	}
 	reg := registry.OidcRegister{Key: rec}
 	res := &RotateResult{Key: rec}
@@ -346,11 +353,11 @@ func (b *Broker) Rotate(ctx context.Context, e ledger.Entry) (*RotateResult, err
 		reg.Previous, res.Previous = &prev, prev
 	}
 	if _, err := lg.Append(ctx, ledger.OriginEnclave, registry.KindOidcKeyRegister, reg); err != nil {
-		return nil, ledgerProblem(err)
+		return ledger.Entry{}, nil, ledgerProblem(err)
 	}
 	// Committed, the entry has marked the key cache stale (oidcObserve): new
 	// tokens are signed with the new key.
 	b.log.Info("oidc key rotated", "kid", rec.Kid, "path", rec.Path, "previous_kid", res.Previous.Kid,
 		"previous_until", time.Unix(res.Previous.ActiveUntil, 0).UTC().Format(time.RFC3339))
-	return res, nil
+	return stored, res, nil
 }

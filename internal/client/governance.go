@@ -6,9 +6,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"time"
 
 	"github.com/agentkeys/agentkeys/internal/backoff"
+	"github.com/agentkeys/agentkeys/internal/broker"
 	"github.com/agentkeys/agentkeys/internal/ledger"
 	"github.com/agentkeys/agentkeys/internal/problem"
 )
@@ -72,4 +74,19 @@ func (c *Client) submitWith(ctx context.Context, kind string, p json.RawMessage,
 		return err
 	}
 	return fmt.Errorf("the ledger head kept moving, gave up after %d tries: %w", governanceTries, last)
+}
+
+// Governance fetches the governance set in force and the ledger's identity
+// (GET /v1/governance).
+func (c *Client) Governance(ctx context.Context) (*broker.GovernanceInfo, error) {
+	var g broker.GovernanceInfo
+	return &g, c.Do(ctx, http.MethodGet, "/v1/governance", nil, &g)
+}
+
+// SubmitProposal submits a proposal its members signed (POST
+// /v1/governance/proposals). The broker places it at the ledger's head itself,
+// so nothing is rebuilt or retried here.
+func (c *Client) SubmitProposal(ctx context.Context, p ledger.Proposal) (*broker.ProposalResult, error) {
+	var out broker.ProposalResult
+	return &out, c.Do(ctx, http.MethodPost, "/v1/governance/proposals", p, &out)
 }
