@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/agentkeys/agentkeys/internal/agent"
+	"github.com/agentkeys/agentkeys/internal/apiv1"
 	"github.com/agentkeys/agentkeys/internal/broker"
 	"github.com/agentkeys/agentkeys/internal/daemon"
 	"github.com/agentkeys/agentkeys/internal/dpop"
@@ -76,9 +77,9 @@ func rssKiB(t *testing.T, pid int, field string) int {
 func signedLogin(server string, key ed25519.PrivateKey) []byte {
 	n := make([]byte, 16)
 	rand.Read(n)
-	l := broker.Login{PublicKey: hex.EncodeToString(key.Public().(ed25519.PublicKey)), Server: server,
+	l := apiv1.Login{PublicKey: hex.EncodeToString(key.Public().(ed25519.PublicKey)), Server: server,
 		Time: time.Now().Unix(), Nonce: hex.EncodeToString(n)}
-	broker.SignLogin(&l, key)
+	apiv1.SignLogin(&l, key)
 	b, _ := json.Marshal(l)
 	return b
 }

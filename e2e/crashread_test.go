@@ -11,7 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/agentkeys/agentkeys/internal/api"
+	"github.com/agentkeys/agentkeys/internal/apiv1"
 	"github.com/agentkeys/agentkeys/internal/broker"
 	"github.com/agentkeys/agentkeys/internal/client"
 	"github.com/agentkeys/agentkeys/internal/daemon"
@@ -80,7 +80,7 @@ func newCrashReads(h *harness, s *server) *crashReads {
 			if err != nil {
 				return 0, nil, err
 			}
-			res, err := cl.WithToken(c.session.Token).Read(ctx, crashService, api.ReadBody{Recipient: pub})
+			res, err := cl.WithToken(c.session.Token).Read(ctx, crashService, apiv1.ReadBody{Recipient: pub})
 			if err != nil {
 				return 0, nil, err
 			}

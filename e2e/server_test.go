@@ -16,7 +16,7 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/agentkeys/agentkeys/internal/api"
+	"github.com/agentkeys/agentkeys/internal/apiv1"
 	"github.com/agentkeys/agentkeys/internal/broker"
 	"github.com/agentkeys/agentkeys/internal/enclave"
 	"github.com/agentkeys/agentkeys/internal/ledger"
@@ -31,14 +31,14 @@ var wantKeys = map[string]string{
 }
 
 // enclaveInfo fetches and decodes GET /v1/enclave.
-func (s *server) enclaveInfo() api.EnclaveInfo {
+func (s *server) enclaveInfo() apiv1.EnclaveInfo {
 	t := s.h.t
 	t.Helper()
 	code, body := s.get("/v1/enclave")
 	if code != http.StatusOK {
 		t.Fatalf("GET /v1/enclave = %d %s", code, body)
 	}
-	var info api.EnclaveInfo
+	var info apiv1.EnclaveInfo
 	if err := json.Unmarshal(body, &info); err != nil {
 		t.Fatalf("GET /v1/enclave: %v: %s", err, body)
 	}
@@ -488,8 +488,8 @@ func TestLimits(t *testing.T) {
 		})
 	}
 	// The largest page is accepted.
-	if status, body := s.get(fmt.Sprintf("/v1/ledger/entries?limit=%d", api.MaxEntriesPage)); status != http.StatusOK {
-		t.Errorf("limit=%d: %d %s", api.MaxEntriesPage, status, body)
+	if status, body := s.get(fmt.Sprintf("/v1/ledger/entries?limit=%d", apiv1.MaxEntriesPage)); status != http.StatusOK {
+		t.Errorf("limit=%d: %d %s", apiv1.MaxEntriesPage, status, body)
 	}
 	assertNothingWritten(t, s, before)
 	if code, _ := s.get("/healthz"); code != http.StatusOK {
@@ -499,7 +499,7 @@ func TestLimits(t *testing.T) {
 
 // assertNothingWritten checks that every entry after before is an enclave
 // checkpoint (which the broker writes on its own timer), i.e. no request wrote.
-func assertNothingWritten(t *testing.T, s *server, before *api.HeadInfo) {
+func assertNothingWritten(t *testing.T, s *server, before *apiv1.HeadInfo) {
 	t.Helper()
 	es := s.allEntries()
 	if uint64(len(es)) <= before.Seq || es[before.Seq].Hash() != before.Hash {

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/agentkeys/agentkeys/internal/agent"
+	"github.com/agentkeys/agentkeys/internal/apiv1"
 	"github.com/agentkeys/agentkeys/internal/broker"
 	"github.com/agentkeys/agentkeys/internal/client"
 	"github.com/agentkeys/agentkeys/internal/daemon"
@@ -24,11 +25,11 @@ import (
 )
 
 // ownerKey registers an owner and returns its session and identity key.
-func (e *env) ownerKey(t testing.TB) (*client.Session, *broker.SessionGrant, ed25519.PrivateKey) {
+func (e *env) ownerKey(t testing.TB) (*client.Session, *apiv1.SessionGrant, ed25519.PrivateKey) {
 	t.Helper()
 	_, key, _ := ed25519.GenerateKey(rand.Reader)
 	l := loginFor(e, key)
-	broker.SignLogin(&l, key)
+	apiv1.SignLogin(&l, key)
 	g, err := e.c.CreateAccount(context.Background(), l)
 	if err != nil {
 		t.Fatal(err)
@@ -149,18 +150,18 @@ func TestPairPollAndSession(t *testing.T) {
 	}
 	// A decision over another VVC, or by another key, is refused.
 	_, _, otherKey := e.ownerKey(t)
-	for _, d := range []broker.Decision{
-		broker.SignDecision(idKey, e.srv.URL, created.ID, strings.Repeat("0", 64), "approve", time.Now().Unix()),
-		broker.SignDecision(idKey, e.srv.URL, created.ID, created.VVC, "approve", time.Now().Unix()), // the digits, not the hash
-		broker.SignDecision(otherKey, e.srv.URL, created.ID, vh, "approve", time.Now().Unix()),
-		broker.SignDecision(idKey, "http://elsewhere", created.ID, vh, "approve", time.Now().Unix()),
-		broker.SignDecision(idKey, e.srv.URL, created.ID, vh, "deny", time.Now().Unix()),
+	for _, d := range []apiv1.Decision{
+		apiv1.SignDecision(idKey, e.srv.URL, created.ID, strings.Repeat("0", 64), "approve", time.Now().Unix()),
+		apiv1.SignDecision(idKey, e.srv.URL, created.ID, created.VVC, "approve", time.Now().Unix()), // the digits, not the hash
+		apiv1.SignDecision(otherKey, e.srv.URL, created.ID, vh, "approve", time.Now().Unix()),
+		apiv1.SignDecision(idKey, "http://elsewhere", created.ID, vh, "approve", time.Now().Unix()),
+		apiv1.SignDecision(idKey, e.srv.URL, created.ID, vh, "deny", time.Now().Unix()),
 	} {
 		if _, err := owner.ApprovePairing(ctx, created.ID, d); code(err) != problem.Denied {
 			t.Errorf("bad decision: %v", err)
 		}
 	}
-	a, err := owner.ApprovePairing(ctx, created.ID, broker.SignDecision(idKey, e.srv.URL, created.ID, vh, "approve", time.Now().Unix()))
+	a, err := owner.ApprovePairing(ctx, created.ID, apiv1.SignDecision(idKey, e.srv.URL, created.ID, vh, "approve", time.Now().Unix()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -198,7 +199,7 @@ func TestPairPollAndSession(t *testing.T) {
 		t.Fatalf("daemon status: %+v %v", ds, err)
 	}
 	// Approving twice fails; the agent's own token cannot approve or deny.
-	if _, err := owner.ApprovePairing(ctx, created.ID, broker.SignDecision(idKey, e.srv.URL, created.ID, vh, "approve", time.Now().Unix())); code(err) != problem.Conflict {
+	if _, err := owner.ApprovePairing(ctx, created.ID, apiv1.SignDecision(idKey, e.srv.URL, created.ID, vh, "approve", time.Now().Unix())); code(err) != problem.Conflict {
 		t.Errorf("second approval: %v", err)
 	}
 	if _, err := owner.RevokeAgent(ctx, "bot"); err != nil {

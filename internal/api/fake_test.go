@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/agentkeys/agentkeys/internal/api"
+	"github.com/agentkeys/agentkeys/internal/apiv1"
 	"github.com/agentkeys/agentkeys/internal/broker"
 	"github.com/agentkeys/agentkeys/internal/ledger"
 	"github.com/agentkeys/agentkeys/internal/oidc"
@@ -127,7 +128,7 @@ func TestHandlersOverFakeBroker(t *testing.T) {
 	})
 	t.Run("head", func(t *testing.T) {
 		f := &fakeBroker{head: ledger.Head{Seq: 41, Hash: ledger.Hash{1, 2, 3}, Time: 1_700_000_000_000_000_000}, headOK: true}
-		var h api.HeadInfo
+		var h apiv1.HeadInfo
 		rec := serve(t, f, "GET", "/v1/ledger/head", nil, &h)
 		if rec.Code != 200 || h.Seq != 41 || h.Hash != f.head.Hash || h.Time != "2023-11-14T22:13:20Z" {
 			t.Fatalf("head: %d %+v", rec.Code, h)
@@ -141,7 +142,7 @@ func TestHandlersOverFakeBroker(t *testing.T) {
 	})
 	t.Run("entries", func(t *testing.T) {
 		f := &fakeBroker{entries: []ledger.Entry{{Seq: 0, Kind: "a", Payload: []byte(`{}`)}, {Seq: 1, Kind: "b", Payload: []byte(`{"n":1}`)}, {Seq: 2, Kind: "c", Payload: []byte(`{}`)}}}
-		var p api.EntriesPage
+		var p apiv1.EntriesPage
 		rec := serve(t, f, "GET", "/v1/ledger/entries?from=1&limit=1", nil, &p)
 		if rec.Code != 200 || len(p.Entries) != 1 || p.Entries[0].Seq != 1 || string(p.Entries[0].Payload) != `{"n":1}` || p.Next != 2 {
 			t.Fatalf("entries: %d %+v", rec.Code, p)

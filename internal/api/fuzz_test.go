@@ -18,7 +18,7 @@ import (
 	"time"
 
 	"github.com/agentkeys/agentkeys/internal/agent"
-	"github.com/agentkeys/agentkeys/internal/api"
+	"github.com/agentkeys/agentkeys/internal/apiv1"
 	"github.com/agentkeys/agentkeys/internal/broker"
 	"github.com/agentkeys/agentkeys/internal/daemon"
 	"github.com/agentkeys/agentkeys/internal/dpop"
@@ -124,9 +124,9 @@ func FuzzSignedLogin(f *testing.F) {
 	f.Fuzz(func(t *testing.T, create bool, identity []byte, serverSuffix string, skew int64, nonce, channelKey string) {
 		seed := sha256.Sum256(identity)
 		key := ed25519.NewKeyFromSeed(seed[:])
-		l := broker.Login{PublicKey: hex.EncodeToString(key.Public().(ed25519.PublicKey)), Server: e.srv.URL + serverSuffix,
+		l := apiv1.Login{PublicKey: hex.EncodeToString(key.Public().(ed25519.PublicKey)), Server: e.srv.URL + serverSuffix,
 			Time: time.Now().Unix() + skew, Nonce: nonce, ChannelKey: channelKey}
-		broker.SignLogin(&l, key)
+		apiv1.SignLogin(&l, key)
 		body, err := json.Marshal(l)
 		if err != nil {
 			t.Fatal(err)
@@ -149,7 +149,7 @@ func FuzzSignedLogin(f *testing.F) {
 			if strings.Join(kinds(got), ",") != strings.Join(want, ",") {
 				t.Fatalf("POST %s accepted, appended %v, want %v", path, kinds(got), want)
 			}
-			var g broker.SessionGrant
+			var g apiv1.SessionGrant
 			if err := json.Unmarshal(rec.Body.Bytes(), &g); err != nil {
 				t.Fatalf("grant: %v", err)
 			}
@@ -258,7 +258,7 @@ func FuzzSignedPairRequest(f *testing.F) {
 			if ttl < 0 || ttl > int64(sessionTTL/time.Second) {
 				t.Fatalf("pair request with ttl_seconds %d accepted; the broker allows 0 to %d", ttl, int64(sessionTTL/time.Second))
 			}
-			var pc broker.PairCreated
+			var pc apiv1.PairCreated
 			if err := json.Unmarshal(rec.Body.Bytes(), &pc); err != nil || pc.ID == "" {
 				t.Fatalf("accepted pair request: %v %s", err, rec.Body)
 			}
@@ -291,7 +291,7 @@ func FuzzLedgerEntriesQuery(f *testing.F) {
 			}
 			return
 		}
-		var p api.EntriesPage
+		var p apiv1.EntriesPage
 		if err := json.Unmarshal(rec.Body.Bytes(), &p); err != nil {
 			t.Fatalf("?%s: page does not decode: %v", query, err)
 		}
@@ -314,7 +314,7 @@ func FuzzLedgerEntriesQuery(f *testing.F) {
 			}
 			limit = n
 		}
-		if uint64(len(p.Entries)) > limit || len(p.Entries) > api.MaxEntriesPage {
+		if uint64(len(p.Entries)) > limit || len(p.Entries) > apiv1.MaxEntriesPage {
 			t.Fatalf("?%s: %d entries, limit %d", query, len(p.Entries), limit)
 		}
 		for i, en := range p.Entries {

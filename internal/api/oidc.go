@@ -4,23 +4,13 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/agentkeys/agentkeys/internal/apiv1"
 	"github.com/agentkeys/agentkeys/internal/broker"
 	"github.com/agentkeys/agentkeys/internal/ledger"
 	"github.com/agentkeys/agentkeys/internal/oidc"
 	"github.com/agentkeys/agentkeys/internal/problem"
 	"github.com/agentkeys/agentkeys/internal/registry"
 )
-
-// OIDCKeyList is the body of GET /v1/oidc/keys.
-type OIDCKeyList struct {
-	Keys []broker.OIDCKeyInfo `json:"keys"`
-}
-
-// ActiveKey is one element of GET /mock/oidc-pubkeys/active.
-type ActiveKey struct {
-	Kid    string `json:"kid"`
-	Pubkey string `json:"pubkey"` // hex uncompressed P-256 point
-}
 
 func (s *server) routesOIDC(handle func(string, func(http.ResponseWriter, *http.Request) error)) {
 	handle("GET "+oidc.DiscoveryPath, s.discovery)
@@ -60,7 +50,7 @@ func (s *server) jwks(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *server) oidcToken(w http.ResponseWriter, r *http.Request, c *broker.Caller) error {
-	var body broker.OIDCRequest
+	var body apiv1.OIDCRequest
 	if err := decode(r, &body); err != nil {
 		return err
 	}
@@ -77,7 +67,7 @@ func (s *server) oidcKeys(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, OIDCKeyList{Keys: l})
+	writeJSON(w, http.StatusOK, apiv1.OIDCKeyList{Keys: l})
 	return nil
 }
 
@@ -99,11 +89,11 @@ func (s *server) oidcActive(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	out := []ActiveKey{}
+	out := []apiv1.ActiveKey{}
 	now := time.Now().Unix()
 	for _, k := range l {
 		if k.Active(now) {
-			out = append(out, ActiveKey{Kid: k.Kid, Pubkey: k.Public})
+			out = append(out, apiv1.ActiveKey{Kid: k.Kid, Pubkey: k.Public})
 		}
 	}
 	writeJSON(w, http.StatusOK, out)

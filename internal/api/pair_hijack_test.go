@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/agentkeys/agentkeys/internal/agent"
+	"github.com/agentkeys/agentkeys/internal/apiv1"
 	"github.com/agentkeys/agentkeys/internal/broker"
 	"github.com/agentkeys/agentkeys/internal/dpop"
 	"github.com/agentkeys/agentkeys/internal/ledger"
@@ -207,7 +208,7 @@ func TestPublicLedgerHidesVVC(t *testing.T) {
 	}
 	owner := e.c.WithToken(g.Token)
 	vh := vvcHash(t, owner, c.ID)
-	if _, err := owner.ApprovePairing(ctx, c.ID, broker.SignDecision(idKey, e.srv.URL, c.ID, vh, "approve", time.Now().Unix())); err != nil {
+	if _, err := owner.ApprovePairing(ctx, c.ID, apiv1.SignDecision(idKey, e.srv.URL, c.ID, vh, "approve", time.Now().Unix())); err != nil {
 		t.Fatal(err)
 	}
 	// The public route serves these kinds as commitments; the stored payloads
@@ -257,10 +258,10 @@ func TestPublicLedgerHidesVVC(t *testing.T) {
 		approved = true
 		sig, _ := hex.DecodeString(a.Statement)
 		pub := idKey.Public().(ed25519.PublicKey)
-		if ed25519.Verify(pub, broker.DecisionMessage(e.srv.URL, c.ID, c.VVC, "approve", a.Time), sig) {
+		if ed25519.Verify(pub, apiv1.DecisionMessage(e.srv.URL, c.ID, c.VVC, "approve", a.Time), sig) {
 			t.Errorf("the public approval is a signature over the 6-digit VVC: 10^6 guesses recover it")
 		}
-		if !ed25519.Verify(pub, broker.DecisionMessage(e.srv.URL, c.ID, vh, "approve", a.Time), sig) {
+		if !ed25519.Verify(pub, apiv1.DecisionMessage(e.srv.URL, c.ID, vh, "approve", a.Time), sig) {
 			t.Errorf("the approval does not verify over the VVC hash")
 		}
 	}

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/agentkeys/agentkeys/internal/api"
+	"github.com/agentkeys/agentkeys/internal/apiv1"
 	"github.com/agentkeys/agentkeys/internal/broker"
 	"github.com/agentkeys/agentkeys/internal/daemon"
 	"github.com/agentkeys/agentkeys/internal/enclave"
@@ -158,7 +158,7 @@ func TestOIDCKeyRegistryRoutes(t *testing.T) {
 
 	// GET {kid}: the record; an unknown kid is 404.
 	rec := e.get("/mock/oidc-pubkeys/" + v1.Kid)
-	var k broker.OIDCKeyInfo
+	var k apiv1.OIDCKeyInfo
 	if rec.Code != http.StatusOK || json.Unmarshal(rec.Body.Bytes(), &k) != nil || k.Kid != v1.Kid || k.State != "current" || k.Public != v1.Public {
 		t.Fatalf("GET {kid}: %d %s", rec.Code, rec.Body)
 	}
@@ -260,7 +260,7 @@ func TestOIDCKeyRegistryRoutes(t *testing.T) {
 		t.Fatalf("mint after the rotation: %+v %v", tok, err)
 	}
 	verifyWith(t, e, tok.Token)
-	var list []api.ActiveKey
+	var list []apiv1.ActiveKey
 	if err := json.Unmarshal(e.get("/mock/oidc-pubkeys/active").Body.Bytes(), &list); err != nil || len(list) != 1 {
 		t.Fatalf("active as []api.ActiveKey: %v %v", list, err)
 	}

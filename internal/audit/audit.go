@@ -10,7 +10,7 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/agentkeys/agentkeys/internal/api"
+	"github.com/agentkeys/agentkeys/internal/apiv1"
 	"github.com/agentkeys/agentkeys/internal/broker"
 	"github.com/agentkeys/agentkeys/internal/enclave"
 	"github.com/agentkeys/agentkeys/internal/ledger"
@@ -63,8 +63,8 @@ func invalid(err error) error {
 // Server is what VerifyServer reads: a *client.Client sees the chain as anyone
 // does, a *client.Session also the owner's own private entries in full.
 type Server interface {
-	Enclave(ctx context.Context) (*api.EnclaveInfo, error)
-	Entries(ctx context.Context, from uint64, limit int) (*api.EntriesPage, error)
+	Enclave(ctx context.Context) (*apiv1.EnclaveInfo, error)
+	Entries(ctx context.Context, from uint64, limit int) (*apiv1.EntriesPage, error)
 }
 
 // VerifyServer walks every entry the broker behind c serves, checking links,

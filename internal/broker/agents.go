@@ -12,6 +12,7 @@ import (
 
 	"github.com/agentkeys/agentkeys/internal/account"
 	"github.com/agentkeys/agentkeys/internal/agent"
+	"github.com/agentkeys/agentkeys/internal/apiv1"
 	"github.com/agentkeys/agentkeys/internal/ledger"
 	"github.com/agentkeys/agentkeys/internal/problem"
 	"github.com/agentkeys/agentkeys/internal/vault"
@@ -57,16 +58,8 @@ func (b *Broker) ownAgent(ctx context.Context, c *Caller, alias string) (*agent.
 	return a, nil
 }
 
-// ScopeEdit changes an agent's scope: Set replaces it (when non-nil), then Add
-// and Remove apply.
-type ScopeEdit struct {
-	Set    []string `json:"set,omitempty"`
-	Add    []string `json:"add,omitempty"`
-	Remove []string `json:"remove,omitempty"`
-}
-
 // SetScope changes an agent's scope; it acts on the agent's very next request.
-func (b *Broker) SetScope(ctx context.Context, c *Caller, alias string, e ScopeEdit) (*agent.Agent, error) {
+func (b *Broker) SetScope(ctx context.Context, c *Caller, alias string, e apiv1.ScopeEdit) (*agent.Agent, error) {
 	a, err := b.ownAgent(ctx, c, alias)
 	if err != nil {
 		return nil, err

@@ -19,6 +19,7 @@ import (
 
 	"github.com/agentkeys/agentkeys/internal/account"
 	"github.com/agentkeys/agentkeys/internal/agent"
+	"github.com/agentkeys/agentkeys/internal/apiv1"
 	"github.com/agentkeys/agentkeys/internal/enclave"
 	"github.com/agentkeys/agentkeys/internal/ledger"
 	"github.com/agentkeys/agentkeys/internal/problem"
@@ -33,34 +34,6 @@ const MaxPairTTL = time.Hour
 // fields (its VVC nonce, signature and source address) on the ledger.
 const PairPrivatePath = "pair/vvc/v1"
 
-// PairCreated answers a pair request. Only the requester gets Nonce and VVC
-// (the owner sees the VVC in its authenticated pending view); the daemon checks
-// VVC = agent.VVC(Nonce, its signature) and Fingerprint against its own key.
-type PairCreated struct {
-	ID          string `json:"id"`
-	VVC         string `json:"vvc"`
-	Nonce       string `json:"nonce"`       // hex: the broker's VVC nonce
-	Fingerprint string `json:"fingerprint"` // agent.Fingerprint of the proof key
-	ExpiresAt   int64  `json:"expires_at"`  // unix seconds
-}
-
-// PendingPair is the owner's view of a pending pair request: what to compare
-// with the daemon (VVC, key fingerprint) and what tells requests apart (id,
-// source address, time).
-type PendingPair struct {
-	ID          string   `json:"id"`
-	Alias       string   `json:"alias"`
-	Scope       []string `json:"scope"`
-	TTLSeconds  int64    `json:"ttl_seconds,omitempty"`
-	VVC         string   `json:"vvc"`
-	VVCHash     string   `json:"vvc_hash"`    // hex agent.VVCHash: what a decision signs
-	Fingerprint string   `json:"fingerprint"` // agent.Fingerprint(JKT)
-	JKT         string   `json:"jkt"`         // the daemon's proof key thumbprint
-	Source      string   `json:"source"`      // the address the request came from
-	CreatedAt   int64    `json:"created_at"`  // unix seconds
-	ExpiresAt   int64    `json:"expires_at"`  // unix seconds
-}
-
 func badPair(format string, args ...any) error {
 	return problem.Newf(problem.BadRequest, "run agentkeys daemon pair again; check --owner, --alias and --scope", "pair request refused: "+format, args...)
 }
@@ -70,7 +43,7 @@ func badPair(format string, args ...any) error {
 // the request per source address and in all (Admit) before reading it, and
 // nothing happens until the owner approves. Nothing here is keyed by what the
 // caller wrote before it is validated.
-func (b *Broker) RequestPairing(ctx context.Context, r agent.Request, source string) (*PairCreated, error) {
+func (b *Broker) RequestPairing(ctx context.Context, r agent.Request, source string) (*apiv1.PairCreated, error) {
 	lg, err := b.Ledger()
 	if err != nil {
 		return nil, err
@@ -140,7 +113,7 @@ func (b *Broker) RequestPairing(ctx context.Context, r agent.Request, source str
 		}
 		return nil, ledgerProblem(err)
 	}
-	return &PairCreated{ID: p.ID, VVC: agent.VVC(nonce, r.Sig), Nonce: hex.EncodeToString(nonce),
+	return &apiv1.PairCreated{ID: p.ID, VVC: agent.VVC(nonce, r.Sig), Nonce: hex.EncodeToString(nonce),
 		Fingerprint: agent.Fingerprint(jkt), ExpiresAt: p.Expires}, nil
 }
 
@@ -159,7 +132,7 @@ func aliasPending(alias string, expiresIn int64) error {
 // pairView opens a request's sealed fields for its owner's view. Requests of
 // older brokers (VVC in the clear, no nonce) cannot be viewed or decided: they
 // expire within MaxPairTTL and the daemon pairs again.
-func (b *Broker) pairView(p *agent.Pair) (*PendingPair, error) {
+func (b *Broker) pairView(p *agent.Pair) (*apiv1.PendingPair, error) {
 	if p.Sealed == "" {
 		return nil, problem.Newf(problem.Conflict, "ask the daemon to run agentkeys daemon pair again",
 			"pair request %s was made by an older broker and cannot be decided", p.ID)
@@ -181,7 +154,7 @@ func (b *Broker) pairView(p *agent.Pair) (*PendingPair, error) {
 		return nil, fmt.Errorf("pair %s: sealed nonce is not %d bytes", p.ID, agent.NonceSize)
 	}
 	h := agent.VVCHash(nonce, priv.Sig)
-	return &PendingPair{ID: p.ID, Alias: p.Alias, Scope: p.Scope, TTLSeconds: p.TTLSeconds, VVC: agent.VVCDigits(h),
+	return &apiv1.PendingPair{ID: p.ID, Alias: p.Alias, Scope: p.Scope, TTLSeconds: p.TTLSeconds, VVC: agent.VVCDigits(h),
 		VVCHash: hex.EncodeToString(h[:]), Fingerprint: agent.Fingerprint(p.JKT), JKT: p.JKT, Source: priv.Source,
 		CreatedAt: p.Created / 1e9, ExpiresAt: p.Expires}, nil
 }
@@ -213,7 +186,7 @@ func (b *Broker) resolveOwner(st ledger.State, owner string) (string, error) {
 }
 
 // PendingPairs lists the owner's pair requests that can still be approved.
-func (b *Broker) PendingPairs(ctx context.Context, c *Caller) ([]PendingPair, error) {
+func (b *Broker) PendingPairs(ctx context.Context, c *Caller) ([]apiv1.PendingPair, error) {
 	lg, err := b.ownerLedger(c)
 	if err != nil {
 		return nil, err
@@ -223,7 +196,7 @@ func (b *Broker) PendingPairs(ctx context.Context, c *Caller) ([]PendingPair, er
 		return nil, err
 	}
 	now := b.cfg.Now().Unix()
-	out := []PendingPair{}
+	out := []apiv1.PendingPair{}
 	for _, p := range all {
 		if p.Status != agent.Pending || now > p.Expires || p.Sealed == "" {
 			continue
@@ -237,29 +210,9 @@ func (b *Broker) PendingPairs(ctx context.Context, c *Caller) ([]PendingPair, er
 	return out, nil
 }
 
-// Decision is the owner's signed answer to a pair request: the identity key
-// signs DecisionMessage, which names the broker, the request, its VVC hash (the
-// VVC the owner compared is its 6 digits; the hash does not give them away to
-// anyone who reads the public decision) and the decision.
-type Decision struct {
-	Time int64  `json:"time"`
-	Sig  string `json:"sig"` // hex Ed25519
-}
-
-// DecisionMessage is what the owner's identity key signs.
-// vvcHash is the hex PendingPair.VVCHash of the request.
-func DecisionMessage(server, id, vvcHash, decision string, t int64) []byte {
-	return []byte("agentkeys/pair-decision/v2\n" + server + "\n" + id + "\n" + vvcHash + "\n" + decision + "\n" + strconv.FormatInt(t, 10))
-}
-
-// SignDecision signs a decision with the owner's identity key.
-func SignDecision(key ed25519.PrivateKey, server, id, vvcHash, decision string, t int64) Decision {
-	return Decision{Time: t, Sig: hex.EncodeToString(ed25519.Sign(key, DecisionMessage(server, id, vvcHash, decision, t)))}
-}
-
 // pendingFor finds the owner's pending, unexpired request id and checks the
 // decision statement.
-func (b *Broker) pendingFor(ctx context.Context, c *Caller, id, decision string, d Decision) (*agent.Pair, error) {
+func (b *Broker) pendingFor(ctx context.Context, c *Caller, id, decision string, d apiv1.Decision) (*agent.Pair, error) {
 	lg, err := b.ownerLedger(c)
 	if err != nil {
 		return nil, err
@@ -284,7 +237,7 @@ func (b *Broker) pendingFor(ctx context.Context, c *Caller, id, decision string,
 	pub, err := hex.DecodeString(c.Account.PublicKey)
 	sig, serr := hex.DecodeString(d.Sig)
 	if err != nil || serr != nil || len(pub) != ed25519.PublicKeySize ||
-		!ed25519.Verify(pub, DecisionMessage(b.cfg.Issuer, id, v.VVCHash, decision, d.Time), sig) {
+		!ed25519.Verify(pub, apiv1.DecisionMessage(b.cfg.Issuer, id, v.VVCHash, decision, d.Time), sig) {
 		return nil, problem.New(problem.Denied, "the decision is not signed by your identity key", "approve or deny from the owner's CLI (agentkeys agent approve)")
 	}
 	if dt := time.Since(time.Unix(d.Time, 0)); dt > LoginSkew || dt < -LoginSkew {
@@ -297,7 +250,7 @@ func (b *Broker) pendingFor(ctx context.Context, c *Caller, id, decision string,
 // alias gets a fresh omni and wallet, an agent account, a session bound to the
 // daemon's proof key, and its token and channel key sealed to the daemon's HPKE
 // key. The plaintext token exists only in this call.
-func (b *Broker) ApprovePairing(ctx context.Context, c *Caller, id string, d Decision) (*agent.Agent, error) {
+func (b *Broker) ApprovePairing(ctx context.Context, c *Caller, id string, d apiv1.Decision) (*agent.Agent, error) {
 	p, err := b.pendingFor(ctx, c, id, "approve", d)
 	if err != nil {
 		return nil, err
@@ -372,7 +325,7 @@ func (b *Broker) ApprovePairing(ctx context.Context, c *Caller, id string, d Dec
 }
 
 // DenyPairing denies a pair request.
-func (b *Broker) DenyPairing(ctx context.Context, c *Caller, id string, d Decision) error {
+func (b *Broker) DenyPairing(ctx context.Context, c *Caller, id string, d apiv1.Decision) error {
 	p, err := b.pendingFor(ctx, c, id, "deny", d)
 	if err != nil {
 		return err
@@ -386,19 +339,9 @@ func (b *Broker) DenyPairing(ctx context.Context, c *Caller, id string, d Decisi
 	return ledgerProblem(err)
 }
 
-// PairStatus is what a daemon's poll sees.
-type PairStatus struct {
-	ID        string          `json:"id"`
-	Status    string          `json:"status"` // pending, approved, denied, expired
-	Alias     string          `json:"alias"`
-	Scope     []string        `json:"scope"`
-	ExpiresAt int64           `json:"expires_at"`
-	Delivery  *agent.Delivery `json:"delivery,omitempty"` // approved: sealed token and channel key
-}
-
 // PollPairing answers a daemon's poll. The request carries a DPoP proof signed
 // by the request's own proof key, so only its daemon learns the outcome.
-func (b *Broker) PollPairing(ctx context.Context, id string, pr Proof) (*PairStatus, error) {
+func (b *Broker) PollPairing(ctx context.Context, id string, pr Proof) (*apiv1.PairStatus, error) {
 	lg, err := b.Ledger()
 	if err != nil {
 		return nil, err
@@ -415,7 +358,7 @@ func (b *Broker) PollPairing(ctx context.Context, id string, pr Proof) (*PairSta
 	if err := b.checkProof(pr, p.JKT, ""); err != nil {
 		return nil, err
 	}
-	out := &PairStatus{ID: p.ID, Status: p.Status, Alias: p.Alias, Scope: p.Scope, ExpiresAt: p.Expires}
+	out := &apiv1.PairStatus{ID: p.ID, Status: p.Status, Alias: p.Alias, Scope: p.Scope, ExpiresAt: p.Expires}
 	switch {
 	case p.Status == agent.Pending && b.cfg.Now().Unix() > p.Expires:
 		out.Status = agent.Expired

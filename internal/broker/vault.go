@@ -9,6 +9,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/agentkeys/agentkeys/internal/apiv1"
 	"github.com/agentkeys/agentkeys/internal/ledger"
 	"github.com/agentkeys/agentkeys/internal/problem"
 	"github.com/agentkeys/agentkeys/internal/token"
@@ -113,16 +114,6 @@ type ReadRequest struct {
 	Recipient []byte // hybrid HPKE public key to re-encrypt to; nil = the session channel
 }
 
-// ReadResult is a credential re-encrypted for the caller.
-type ReadResult struct {
-	Service string `json:"service"`
-	Agent   string `json:"agent"`
-	Version int    `json:"version"`
-	Mode    string `json:"mode"`   // "hpke" (to Recipient) or "session" (session channel box)
-	Sealed  []byte `json:"sealed"` // base64 in JSON
-	Info    string `json:"info"`   // HPKE info / AEAD associated data
-}
-
 // readAttempts bounds how often a read starts over because the ledger refused
 // its audit entry (the grant it meant to use was taken by a concurrent read, or
 // the credential was deleted or its policy changed meanwhile).
@@ -137,7 +128,7 @@ var errRaced = errors.New("the credential changed while it was being read")
 // entry is not durable, nothing is decrypted. A read that races a store of the
 // same credential releases the version it looked up (the old value) or, looking
 // up after the store, the new one: its audit entry names the version released.
-func (b *Broker) Read(ctx context.Context, c *Caller, r ReadRequest) (*ReadResult, error) {
+func (b *Broker) Read(ctx context.Context, c *Caller, r ReadRequest) (*apiv1.ReadResult, error) {
 	lg, err := b.Ledger()
 	if err != nil {
 		return nil, err
@@ -192,7 +183,7 @@ func (b *Broker) Read(ctx context.Context, c *Caller, r ReadRequest) (*ReadResul
 
 // release looks the credential up and releases it, or answers errRaced when a
 // concurrent entry changed what it looked up before its audit entry committed.
-func (b *Broker) release(ctx context.Context, lg *ledger.Ledger, c *Caller, r ReadRequest, audit vault.Read, candidates []string) (*ReadResult, error) {
+func (b *Broker) release(ctx context.Context, lg *ledger.Ledger, c *Caller, r ReadRequest, audit vault.Read, candidates []string) (*apiv1.ReadResult, error) {
 	st := lg.State(ctx)
 	var cr *vault.Credential
 	found := false
@@ -229,7 +220,7 @@ func (b *Broker) release(ctx context.Context, lg *ledger.Ledger, c *Caller, r Re
 	// Re-encrypted before the audit entry, released only after it is durable: a
 	// recipient key the enclave cannot encrypt to is refused before anything is
 	// written (no entry, no approval request).
-	res := &ReadResult{Service: r.Service, Agent: agent, Version: cr.Version, Info: string(ReadInfo(owner, agent, r.Service, cr.Version))}
+	res := &apiv1.ReadResult{Service: r.Service, Agent: agent, Version: cr.Version, Info: string(ReadInfo(owner, agent, r.Service, cr.Version))}
 	info := CredentialInfo(owner, agent, r.Service)
 	if r.Recipient != nil {
 		res.Mode = "hpke"

@@ -13,7 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/agentkeys/agentkeys/internal/agent"
-	"github.com/agentkeys/agentkeys/internal/broker"
+	"github.com/agentkeys/agentkeys/internal/apiv1"
 	"github.com/agentkeys/agentkeys/internal/client"
 	"github.com/agentkeys/agentkeys/internal/home"
 	"github.com/agentkeys/agentkeys/internal/problem"
@@ -124,7 +124,7 @@ func agentDecideCmd(e *env, decision string) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var p *broker.PendingPair
+			var p *apiv1.PendingPair
 			for i := range list {
 				if list[i].ID == id {
 					p = &list[i]
@@ -156,7 +156,7 @@ func agentDecideCmd(e *env, decision string) *cobra.Command {
 					return nil
 				}
 			}
-			stmt := broker.SignDecision(key, s.Server, id, p.VVCHash, decision, time.Now().Unix())
+			stmt := apiv1.SignDecision(key, s.Server, id, p.VVCHash, decision, time.Now().Unix())
 			if decision == "deny" {
 				if err := c.DenyPairing(cmd.Context(), id, stmt); err != nil {
 					return err
@@ -243,7 +243,7 @@ A change acts on the agent's very next request.`,
 			if err != nil {
 				return err
 			}
-			edit := broker.ScopeEdit{Add: add, Remove: remove}
+			edit := apiv1.ScopeEdit{Add: add, Remove: remove}
 			if cmd.Flags().Changed("set") {
 				edit.Set = append([]string{}, set...)
 			}

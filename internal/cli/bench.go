@@ -22,7 +22,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/agentkeys/agentkeys/internal/agent"
-	"github.com/agentkeys/agentkeys/internal/api"
+	"github.com/agentkeys/agentkeys/internal/apiv1"
 	"github.com/agentkeys/agentkeys/internal/bench"
 	"github.com/agentkeys/agentkeys/internal/broker"
 	"github.com/agentkeys/agentkeys/internal/client"
@@ -324,9 +324,9 @@ func (e *env) benchOwner(ctx context.Context, state string, c *client.Client) (*
 			c.Server(), pinned, platform)
 	}
 	pinned = platform
-	login := func() broker.Login {
-		l := broker.Login{PublicKey: hex.EncodeToString(key.Public().(ed25519.PublicKey)), Server: c.Server(), Time: time.Now().Unix(), Nonce: nonce()}
-		broker.SignLogin(&l, key)
+	login := func() apiv1.Login {
+		l := apiv1.Login{PublicKey: hex.EncodeToString(key.Public().(ed25519.PublicKey)), Server: c.Server(), Time: time.Now().Unix(), Nonce: nonce()}
+		apiv1.SignLogin(&l, key)
 		return l
 	}
 	g, err := c.CreateAccount(ctx, login())
@@ -366,7 +366,7 @@ func benchCredential(ctx context.Context, ow *benchOwner) error {
 	if err != nil {
 		return err
 	}
-	_, err = ow.c.Store(ctx, api.StoreBody{Service: benchService, Ciphertext: ct})
+	_, err = ow.c.Store(ctx, apiv1.StoreBody{Service: benchService, Ciphertext: ct})
 	return err
 }
 
@@ -399,7 +399,7 @@ func (e *env) benchAgents(ctx context.Context, owners []*benchOwner, n int, scop
 			continue
 		}
 		if !containsAll(a.Scope, scope) { // kept from a run of another mode or --audience
-			if _, err := ow.c.SetScope(ctx, a.Alias, broker.ScopeEdit{Add: scope}); err != nil {
+			if _, err := ow.c.SetScope(ctx, a.Alias, apiv1.ScopeEdit{Add: scope}); err != nil {
 				return nil, 0, err
 			}
 		}
@@ -513,7 +513,7 @@ func benchDenyPending(ctx context.Context, ow *benchOwner, alias string) error {
 	}
 	for _, p := range list {
 		if p.Alias == alias {
-			if err := ow.c.DenyPairing(ctx, p.ID, broker.SignDecision(ow.key, ow.c.Server(), p.ID, p.VVCHash, "deny", time.Now().Unix())); err != nil {
+			if err := ow.c.DenyPairing(ctx, p.ID, apiv1.SignDecision(ow.key, ow.c.Server(), p.ID, p.VVCHash, "deny", time.Now().Unix())); err != nil {
 				return err
 			}
 		}
@@ -534,7 +534,7 @@ func benchPairOnce(ctx context.Context, ow *benchOwner, alias string, scope []st
 	if err != nil {
 		return nil, err
 	}
-	i := slices.IndexFunc(list, func(pp broker.PendingPair) bool { return pp.ID == p.ID })
+	i := slices.IndexFunc(list, func(pp apiv1.PendingPair) bool { return pp.ID == p.ID })
 	if i < 0 {
 		return nil, problem.Newf(problem.NotFound, "report it with the broker's version", "pair request %s is not in the owner's pending list", p.ID)
 	}
@@ -542,7 +542,7 @@ func benchPairOnce(ctx context.Context, ow *benchOwner, alias string, scope []st
 	if h, err := hex.DecodeString(pp.VVCHash); err != nil || len(h) != 32 || agent.VVCDigits([32]byte(h)) != p.VVC || pp.Fingerprint != p.Fingerprint {
 		return nil, problem.Newf(problem.Denied, "report it with the broker's version", "the owner's view of pair request %s does not match the daemon's VVC", p.ID)
 	}
-	if _, err := ow.c.ApprovePairing(ctx, p.ID, broker.SignDecision(ow.key, ow.c.Server(), p.ID, pp.VVCHash, "approve", time.Now().Unix())); err != nil {
+	if _, err := ow.c.ApprovePairing(ctx, p.ID, apiv1.SignDecision(ow.key, ow.c.Server(), p.ID, pp.VVCHash, "approve", time.Now().Unix())); err != nil {
 		return nil, err
 	}
 	key, err := daemon.DecodeKey(p.ProofKey)

@@ -9,7 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/agentkeys/agentkeys/internal/api"
+	"github.com/agentkeys/agentkeys/internal/apiv1"
 	"github.com/agentkeys/agentkeys/internal/broker"
 	"github.com/agentkeys/agentkeys/internal/dotenv"
 	"github.com/agentkeys/agentkeys/internal/enclave"
@@ -171,7 +171,7 @@ optionally in '…' or "…" quotes; '#' starts a comment line.`,
 				ct, err := enclave.SealTo(pub, broker.CredentialInfo(s.Omni, agentField, it.service), it.value)
 				if err == nil {
 					var cr *vault.Credential
-					if cr, err = c.Store(ctx, api.StoreBody{Service: it.service, Agent: agent, Ciphertext: ct, Approval: approval}); err == nil {
+					if cr, err = c.Store(ctx, apiv1.StoreBody{Service: it.service, Agent: agent, Ciphertext: ct, Approval: approval}); err == nil {
 						done = append(done, stored{it.name, it.service, cr.Agent, cr.Version})
 						continue
 					}

@@ -14,8 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/agentkeys/agentkeys/internal/api"
-	"github.com/agentkeys/agentkeys/internal/broker"
+	"github.com/agentkeys/agentkeys/internal/apiv1"
 	"github.com/agentkeys/agentkeys/internal/client"
 	"github.com/agentkeys/agentkeys/internal/daemon"
 	"github.com/agentkeys/agentkeys/internal/problem"
@@ -124,9 +123,9 @@ variable (AGENTKEYS_HOME would point it at the keys).`,
 					if err != nil {
 						return nil, err
 					}
-					read := func(agent string) (*broker.ReadResult, error) {
-						return client.AwaitApproval(ctx, w.For, func() (*broker.ReadResult, error) {
-							return c.Read(ctx, s, api.ReadBody{Agent: agent, Recipient: k.PublicKey().Bytes()})
+					read := func(agent string) (*apiv1.ReadResult, error) {
+						return client.AwaitApproval(ctx, w.For, func() (*apiv1.ReadResult, error) {
+							return c.Read(ctx, s, apiv1.ReadBody{Agent: agent, Recipient: k.PublicKey().Bytes()})
 						}, w.Progress)
 					}
 					res, err := read(alias)

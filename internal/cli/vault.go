@@ -11,7 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/agentkeys/agentkeys/internal/api"
+	"github.com/agentkeys/agentkeys/internal/apiv1"
 	"github.com/agentkeys/agentkeys/internal/broker"
 	"github.com/agentkeys/agentkeys/internal/client"
 	"github.com/agentkeys/agentkeys/internal/daemon"
@@ -61,7 +61,7 @@ secret with a new version.`,
 			if err != nil {
 				return err
 			}
-			cr, err := c.Store(cmd.Context(), api.StoreBody{Service: service, Agent: agent, Ciphertext: ct, Approval: approval})
+			cr, err := c.Store(cmd.Context(), apiv1.StoreBody{Service: service, Agent: agent, Ciphertext: ct, Approval: approval})
 			if err != nil {
 				return err
 			}
@@ -120,8 +120,8 @@ APPROVAL_REQUIRED and the request's ID instead.`,
 				return err
 			}
 			progress, done := e.approvalProgress(args[0], timeout)
-			res, err := client.AwaitApproval(cmd.Context(), timeout, func() (*broker.ReadResult, error) {
-				return c.Read(cmd.Context(), args[0], api.ReadBody{Agent: agent, Recipient: k.PublicKey().Bytes()})
+			res, err := client.AwaitApproval(cmd.Context(), timeout, func() (*apiv1.ReadResult, error) {
+				return c.Read(cmd.Context(), args[0], apiv1.ReadBody{Agent: agent, Recipient: k.PublicKey().Bytes()})
 			}, progress)
 			done()
 			if err != nil {
@@ -403,7 +403,7 @@ pages never shift as entries are added.`,
 				return err
 			}
 			// One page with --limit; without it every page, each of at most 1000 rows.
-			page := &api.UsageList{Usage: []vault.Usage{}, Next: &from}
+			page := &apiv1.UsageList{Usage: []vault.Usage{}, Next: &from}
 			for page.Next != nil {
 				q.Set("from", fmt.Sprint(*page.Next))
 				p, err := c.UsagePage(cmd.Context(), q)

@@ -15,7 +15,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/agentkeys/agentkeys/internal/api"
+	"github.com/agentkeys/agentkeys/internal/apiv1"
 	"github.com/agentkeys/agentkeys/internal/ledger"
 	"github.com/agentkeys/agentkeys/internal/problem"
 )
@@ -104,21 +104,21 @@ func (c *Client) Do(ctx context.Context, method, path string, body, out any, hea
 }
 
 // Enclave fetches GET /v1/enclave.
-func (c *Client) Enclave(ctx context.Context) (*api.EnclaveInfo, error) {
-	var info api.EnclaveInfo
+func (c *Client) Enclave(ctx context.Context) (*apiv1.EnclaveInfo, error) {
+	var info apiv1.EnclaveInfo
 	return &info, c.Do(ctx, http.MethodGet, "/v1/enclave", nil, &info)
 }
 
 // Head fetches GET /v1/ledger/head.
-func (c *Client) Head(ctx context.Context) (*api.HeadInfo, error) {
-	var h api.HeadInfo
+func (c *Client) Head(ctx context.Context) (*apiv1.HeadInfo, error) {
+	var h apiv1.HeadInfo
 	return &h, c.Do(ctx, http.MethodGet, "/v1/ledger/head", nil, &h)
 }
 
 // Entries fetches one page of GET /v1/ledger/entries as anyone sees it: entries of
 // owner-private kinds come redacted to their payload commitment.
-func (c *Client) Entries(ctx context.Context, from uint64, limit int) (*api.EntriesPage, error) {
-	var p api.EntriesPage
+func (c *Client) Entries(ctx context.Context, from uint64, limit int) (*apiv1.EntriesPage, error) {
+	var p apiv1.EntriesPage
 	return &p, c.Do(ctx, http.MethodGet, entriesPath(from, limit), nil, &p)
 }
 

@@ -16,6 +16,7 @@ import (
 
 	"github.com/agentkeys/agentkeys/internal/agent"
 	"github.com/agentkeys/agentkeys/internal/api"
+	"github.com/agentkeys/agentkeys/internal/apiv1"
 	"github.com/agentkeys/agentkeys/internal/broker"
 	"github.com/agentkeys/agentkeys/internal/dpop"
 	"github.com/agentkeys/agentkeys/internal/problem"
@@ -56,8 +57,8 @@ func TestProofRemadeAfterRestart(t *testing.T) {
 	ctx := context.Background()
 	// An owner, and a daemon's pair request for it.
 	_, id, _ := ed25519.GenerateKey(rand.Reader)
-	l := broker.Login{PublicKey: hex.EncodeToString(id.Public().(ed25519.PublicKey)), Server: srv.URL, Time: time.Now().Unix(), Nonce: hex.EncodeToString(id[:16])}
-	broker.SignLogin(&l, id)
+	l := apiv1.Login{PublicKey: hex.EncodeToString(id.Public().(ed25519.PublicKey)), Server: srv.URL, Time: time.Now().Unix(), Nonce: hex.EncodeToString(id[:16])}
+	apiv1.SignLogin(&l, id)
 	g, err := c.CreateAccount(ctx, l)
 	if err != nil {
 		t.Fatal(err)

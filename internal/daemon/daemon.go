@@ -26,7 +26,7 @@ import (
 	"time"
 
 	"github.com/agentkeys/agentkeys/internal/agent"
-	"github.com/agentkeys/agentkeys/internal/broker"
+	"github.com/agentkeys/agentkeys/internal/apiv1"
 	"github.com/agentkeys/agentkeys/internal/client"
 	"github.com/agentkeys/agentkeys/internal/enclave"
 	"github.com/agentkeys/agentkeys/internal/home"
@@ -314,7 +314,7 @@ func (s Source) Get(ctx context.Context, service string, w Wait) ([]byte, error)
 		return nil, Stable(damagedSession())
 	}
 	defer clear(ch)
-	res, err := client.AwaitApproval(ctx, w.For, func() (*broker.ReadResult, error) { return c.Read(ctx, service) }, w.Progress)
+	res, err := client.AwaitApproval(ctx, w.For, func() (*apiv1.ReadResult, error) { return c.Read(ctx, service) }, w.Progress)
 	if err != nil {
 		return nil, Stable(err)
 	}

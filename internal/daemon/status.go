@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/agentkeys/agentkeys/internal/agent"
-	"github.com/agentkeys/agentkeys/internal/broker"
+	"github.com/agentkeys/agentkeys/internal/apiv1"
 	"github.com/agentkeys/agentkeys/internal/client"
 	"github.com/agentkeys/agentkeys/internal/problem"
 )
@@ -24,7 +24,7 @@ const (
 type Status struct {
 	State   string
 	Session *Session       // the local pairing (never print its secrets)
-	Whoami  *broker.Whoami // the broker's answer, when paired
+	Whoami  *apiv1.Whoami  // the broker's answer, when paired
 	Problem *problem.Error // why, when not paired
 }
 
