@@ -15,9 +15,9 @@ import (
 	"github.com/agentkeys/agentkeys/internal/broker"
 	"github.com/agentkeys/agentkeys/internal/client"
 	"github.com/agentkeys/agentkeys/internal/daemon"
-	"github.com/agentkeys/agentkeys/internal/enclave"
 	"github.com/agentkeys/agentkeys/internal/home"
 	"github.com/agentkeys/agentkeys/internal/ledger/sqlite"
+	"github.com/agentkeys/agentkeys/internal/seal"
 	"github.com/agentkeys/agentkeys/internal/vault"
 )
 
@@ -111,7 +111,7 @@ func newCrashReads(h *harness, s *server) *crashReads {
 			if err != nil {
 				return 0, nil, err
 			}
-			v, err := enclave.OpenSessionBox(ch, []byte(res.Info), res.Sealed)
+			v, err := seal.OpenBox(ch, []byte(res.Info), res.Sealed)
 			return res.Version, v, err
 		}})
 	return c

@@ -24,9 +24,9 @@ import (
 	"github.com/agentkeys/agentkeys/internal/broker"
 	"github.com/agentkeys/agentkeys/internal/client"
 	"github.com/agentkeys/agentkeys/internal/daemon"
-	"github.com/agentkeys/agentkeys/internal/enclave"
 	"github.com/agentkeys/agentkeys/internal/ledger"
 	"github.com/agentkeys/agentkeys/internal/problem"
+	"github.com/agentkeys/agentkeys/internal/seal"
 )
 
 // head is the seq of the newest durable entry.
@@ -42,12 +42,12 @@ func (e *env) head(t testing.TB) uint64 {
 // sealFor encrypts secret for the owner-wide credential service of omni, as the CLI does.
 func (e *env) sealFor(t testing.TB, omni, service string, secret []byte) []byte {
 	t.Helper()
-	pub, err := e.enclave(t).PublicKey(broker.ShieldingPath)
+	pub, err := e.enclave(t).PublicKey(seal.ShieldingPath)
 	if err != nil {
 		t.Fatal(err)
 	}
 	raw, _ := hex.DecodeString(pub.Public)
-	ct, err := enclave.SealTo(raw, broker.CredentialInfo(omni, "*", service), secret)
+	ct, err := seal.To(raw, seal.CredentialInfo(omni, "*", service), secret)
 	if err != nil {
 		t.Fatal(err)
 	}

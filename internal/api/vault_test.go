@@ -25,9 +25,9 @@ import (
 
 	"github.com/agentkeys/agentkeys/internal/apiv1"
 	"github.com/agentkeys/agentkeys/internal/broker"
-	"github.com/agentkeys/agentkeys/internal/enclave"
 	"github.com/agentkeys/agentkeys/internal/ledger"
 	"github.com/agentkeys/agentkeys/internal/problem"
+	"github.com/agentkeys/agentkeys/internal/seal"
 	"github.com/agentkeys/agentkeys/internal/vault"
 )
 
@@ -127,7 +127,7 @@ func TestSessionChannelRead(t *testing.T) {
 	if err != nil || res.Mode != "session" {
 		t.Fatalf("%+v %v", res, err)
 	}
-	pt, err := enclave.OpenSessionBox(ck, []byte(res.Info), res.Sealed)
+	pt, err := seal.OpenBox(ck, []byte(res.Info), res.Sealed)
 	if err != nil || string(pt) != "channel-secret" {
 		t.Fatalf("%q %v", pt, err)
 	}
@@ -164,9 +164,9 @@ func TestOwnersAreIsolated(t *testing.T) {
 		t.Fatalf("A lost its credential: %v", err)
 	}
 	// A's ciphertext replayed by B is refused: it is bound to A's omni.
-	pub, _ := e.enclave(t).PublicKey(broker.ShieldingPath)
+	pub, _ := e.enclave(t).PublicKey(seal.ShieldingPath)
 	raw, _ := hex.DecodeString(pub.Public)
-	ct, _ := enclave.SealTo(raw, broker.CredentialInfo(ga.Omni, "*", "stolen"), []byte("x"))
+	ct, _ := seal.To(raw, seal.CredentialInfo(ga.Omni, "*", "stolen"), []byte("x"))
 	if _, err := b.Store(ctx, apiv1.StoreBody{Service: "stolen", Ciphertext: ct}); code(err) != problem.BadRequest {
 		t.Fatalf("B stored a ciphertext bound to A: %v", err)
 	}

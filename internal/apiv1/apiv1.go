@@ -163,7 +163,7 @@ type ScopeEdit struct {
 type StoreBody struct {
 	Service    string `json:"service"`
 	Agent      string `json:"agent,omitempty"`
-	Ciphertext []byte `json:"ciphertext"` // base64: HPKE to shielding/v1 with broker.CredentialInfo
+	Ciphertext []byte `json:"ciphertext"` // base64: HPKE to shielding/v1 with seal.CredentialInfo
 	Approval   string `json:"approval,omitempty"`
 }
 

@@ -20,9 +20,9 @@ import (
 	"github.com/agentkeys/agentkeys/internal/account"
 	"github.com/agentkeys/agentkeys/internal/agent"
 	"github.com/agentkeys/agentkeys/internal/apiv1"
-	"github.com/agentkeys/agentkeys/internal/enclave"
 	"github.com/agentkeys/agentkeys/internal/ledger"
 	"github.com/agentkeys/agentkeys/internal/problem"
+	"github.com/agentkeys/agentkeys/internal/seal"
 	"github.com/agentkeys/agentkeys/internal/token"
 	"github.com/agentkeys/agentkeys/internal/vault"
 )
@@ -66,7 +66,7 @@ func (b *Broker) RequestPairing(ctx context.Context, r agent.Request, source str
 	if err != nil {
 		return nil, badPair("hpke_public is not base64")
 	}
-	if _, err := enclave.SealTo(hpkePub, []byte("agentkeys/pair-check/v1"), nil); err != nil {
+	if _, err := seal.To(hpkePub, []byte("agentkeys/pair-check/v1"), nil); err != nil {
 		return nil, badPair("hpke_public is not a hybrid ML-KEM-768+X25519 public key")
 	}
 	until := time.Unix(r.ValidUntil, 0)
@@ -285,7 +285,7 @@ func (b *Broker) ApprovePairing(ctx context.Context, c *Caller, id string, d api
 	if err != nil {
 		return nil, err
 	}
-	sealedTok, err := enclave.SealTo(hpkePub, []byte(agent.TokenInfo(p.ID)), []byte(tok))
+	sealedTok, err := seal.To(hpkePub, []byte(agent.TokenInfo(p.ID)), []byte(tok))
 	if err != nil {
 		return nil, err
 	}

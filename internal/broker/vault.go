@@ -12,28 +12,13 @@ import (
 	"github.com/agentkeys/agentkeys/internal/apiv1"
 	"github.com/agentkeys/agentkeys/internal/ledger"
 	"github.com/agentkeys/agentkeys/internal/problem"
+	"github.com/agentkeys/agentkeys/internal/seal"
 	"github.com/agentkeys/agentkeys/internal/token"
 	"github.com/agentkeys/agentkeys/internal/vault"
 )
 
-// ShieldingPath is the enclave key credentials are encrypted to.
-const ShieldingPath = "shielding/v1"
-
 // MaxCredentialCiphertext bounds a stored ciphertext (bytes).
 const MaxCredentialCiphertext = 64 << 10
-
-// CredentialInfo is the HPKE info that binds a stored credential to its owner,
-// agent ("*" for owner-wide) and service: a ciphertext made for one binding does
-// not open under another.
-func CredentialInfo(owner, agent, service string) []byte {
-	return []byte("agentkeys/credential/v1|" + owner + "|" + agent + "|" + service)
-}
-
-// ReadInfo is the HPKE info (or, for session channels, the AEAD associated data)
-// of a credential handed to a reader.
-func ReadInfo(owner, agent, service string, version int) []byte {
-	return fmt.Appendf(nil, "agentkeys/read/v1|%s|%s|%s|%d", owner, agent, service, version)
-}
 
 // StoreRequest stores a credential already encrypted to the shielding key.
 type StoreRequest struct {
@@ -82,7 +67,7 @@ func (b *Broker) Store(ctx context.Context, c *Caller, r StoreRequest) (*vault.C
 	if len(r.Ciphertext) == 0 || len(r.Ciphertext) > MaxCredentialCiphertext {
 		return nil, problem.Newf(problem.BadRequest, "store a secret of at most 60 KiB", "ciphertext must be 1..%d bytes", MaxCredentialCiphertext)
 	}
-	if err := b.enc.CheckSealed(ShieldingPath, CredentialInfo(c.Omni(), agent, r.Service), r.Ciphertext); err != nil {
+	if err := b.enc.CheckSealed(seal.ShieldingPath, seal.CredentialInfo(c.Omni(), agent, r.Service), r.Ciphertext); err != nil {
 		return nil, problem.New(problem.BadRequest, "the ciphertext was not encrypted to this broker's shielding key for this owner, agent and service",
 			"store through `agentkeys store`, which encrypts to the attested shielding key")
 	}
@@ -220,14 +205,14 @@ func (b *Broker) release(ctx context.Context, lg *ledger.Ledger, c *Caller, r Re
 	// Re-encrypted before the audit entry, released only after it is durable: a
 	// recipient key the enclave cannot encrypt to is refused before anything is
 	// written (no entry, no approval request).
-	res := &apiv1.ReadResult{Service: r.Service, Agent: agent, Version: cr.Version, Info: string(ReadInfo(owner, agent, r.Service, cr.Version))}
-	info := CredentialInfo(owner, agent, r.Service)
+	res := &apiv1.ReadResult{Service: r.Service, Agent: agent, Version: cr.Version, Info: string(seal.ReadInfo(owner, agent, r.Service, cr.Version))}
+	info := seal.CredentialInfo(owner, agent, r.Service)
 	if r.Recipient != nil {
 		res.Mode = "hpke"
-		res.Sealed, err = b.enc.Reseal(ShieldingPath, info, blob, r.Recipient, []byte(res.Info))
+		res.Sealed, err = b.enc.Reseal(seal.ShieldingPath, info, blob, r.Recipient, []byte(res.Info))
 	} else {
 		res.Mode = "session"
-		res.Sealed, err = b.enc.ResealToSession(ShieldingPath, info, blob, c.Claims.SessionID, []byte(res.Info))
+		res.Sealed, err = b.enc.ResealToSession(seal.ShieldingPath, info, blob, c.Claims.SessionID, []byte(res.Info))
 	}
 	if err != nil {
 		return nil, problem.New(problem.BadRequest, "the credential could not be re-encrypted to the key you sent", "send a hybrid ML-KEM-768+X25519 HPKE public key")

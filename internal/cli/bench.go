@@ -24,13 +24,12 @@ import (
 	"github.com/agentkeys/agentkeys/internal/agent"
 	"github.com/agentkeys/agentkeys/internal/apiv1"
 	"github.com/agentkeys/agentkeys/internal/bench"
-	"github.com/agentkeys/agentkeys/internal/broker"
 	"github.com/agentkeys/agentkeys/internal/client"
 	"github.com/agentkeys/agentkeys/internal/daemon"
-	"github.com/agentkeys/agentkeys/internal/enclave"
 	"github.com/agentkeys/agentkeys/internal/home"
 	"github.com/agentkeys/agentkeys/internal/oidc"
 	"github.com/agentkeys/agentkeys/internal/problem"
+	"github.com/agentkeys/agentkeys/internal/seal"
 	"github.com/agentkeys/agentkeys/internal/vault"
 )
 
@@ -226,7 +225,7 @@ func (e *env) runBench(ctx context.Context, mode string, o benchOpts) error {
 				if err != nil {
 					return err
 				}
-				v, err := enclave.OpenSessionBox(a.channel, []byte(r.Info), r.Sealed)
+				v, err := seal.OpenBox(a.channel, []byte(r.Info), r.Sealed)
 				if err != nil || len(v) == 0 {
 					return problem.New("BAD_ANSWER", "a read's value does not open with the agent's channel key", "report it with the broker's version")
 				}
@@ -361,7 +360,7 @@ func benchCredential(ctx context.Context, ow *benchOwner) error {
 	}
 	secret := make([]byte, 32)
 	rand.Read(secret)
-	ct, err := enclave.SealTo(pub, broker.CredentialInfo(ow.s.Omni, vault.OwnerWide, benchService), secret)
+	ct, err := seal.To(pub, seal.CredentialInfo(ow.s.Omni, vault.OwnerWide, benchService), secret)
 	clear(secret)
 	if err != nil {
 		return err

@@ -10,10 +10,9 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/agentkeys/agentkeys/internal/apiv1"
-	"github.com/agentkeys/agentkeys/internal/broker"
 	"github.com/agentkeys/agentkeys/internal/dotenv"
-	"github.com/agentkeys/agentkeys/internal/enclave"
 	"github.com/agentkeys/agentkeys/internal/problem"
+	"github.com/agentkeys/agentkeys/internal/seal"
 	"github.com/agentkeys/agentkeys/internal/vault"
 )
 
@@ -168,7 +167,7 @@ optionally in '…' or "…" quotes; '#' starts a comment line.`,
 			}
 			var done []stored
 			for _, it := range items {
-				ct, err := enclave.SealTo(pub, broker.CredentialInfo(s.Omni, agentField, it.service), it.value)
+				ct, err := seal.To(pub, seal.CredentialInfo(s.Omni, agentField, it.service), it.value)
 				if err == nil {
 					var cr *vault.Credential
 					if cr, err = c.Store(ctx, apiv1.StoreBody{Service: it.service, Agent: agent, Ciphertext: ct, Approval: approval}); err == nil {

@@ -12,11 +12,10 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/agentkeys/agentkeys/internal/apiv1"
-	"github.com/agentkeys/agentkeys/internal/broker"
 	"github.com/agentkeys/agentkeys/internal/client"
 	"github.com/agentkeys/agentkeys/internal/daemon"
-	"github.com/agentkeys/agentkeys/internal/enclave"
 	"github.com/agentkeys/agentkeys/internal/problem"
+	"github.com/agentkeys/agentkeys/internal/seal"
 	"github.com/agentkeys/agentkeys/internal/vault"
 )
 
@@ -57,7 +56,7 @@ secret with a new version.`,
 			if agent != "" {
 				agentField = agent
 			}
-			ct, err := enclave.SealTo(pub, broker.CredentialInfo(s.Omni, agentField, service), secret)
+			ct, err := seal.To(pub, seal.CredentialInfo(s.Omni, agentField, service), secret)
 			if err != nil {
 				return err
 			}

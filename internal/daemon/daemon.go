@@ -28,9 +28,9 @@ import (
 	"github.com/agentkeys/agentkeys/internal/agent"
 	"github.com/agentkeys/agentkeys/internal/apiv1"
 	"github.com/agentkeys/agentkeys/internal/client"
-	"github.com/agentkeys/agentkeys/internal/enclave"
 	"github.com/agentkeys/agentkeys/internal/home"
 	"github.com/agentkeys/agentkeys/internal/problem"
+	"github.com/agentkeys/agentkeys/internal/seal"
 	"github.com/agentkeys/agentkeys/internal/vault"
 )
 
@@ -200,7 +200,7 @@ func DecodeKey(s string) (*ecdsa.PrivateKey, error) {
 }
 
 // NewHPKEKey makes the daemon's hybrid ML-KEM-768 + X25519 key.
-func NewHPKEKey() (hpke.PrivateKey, error) { return hpke.MLKEM768X25519().GenerateKey() }
+func NewHPKEKey() (hpke.PrivateKey, error) { return seal.NewKey() }
 
 // Complete opens an approved request's delivery with the pending keys and
 // stores the session; the pending file is removed.
@@ -223,7 +223,7 @@ func (p *Pending) Open(dl *agent.Delivery) (*Session, error) {
 	if err != nil {
 		return nil, errors.New("pending request keys are damaged")
 	}
-	k, err := hpke.MLKEM768X25519().NewPrivateKey(raw)
+	k, err := seal.ParseKey(raw)
 	if err != nil {
 		return nil, errors.New("pending request keys are damaged")
 	}
@@ -232,7 +232,7 @@ func (p *Pending) Open(dl *agent.Delivery) (*Session, error) {
 		if err != nil {
 			return nil, err
 		}
-		return hpke.Open(k, hpke.HKDFSHA256(), hpke.AES256GCM(), []byte(info), ct)
+		return seal.Open(k, []byte(info), ct)
 	}
 	tok, err := open(dl.SealedToken, agent.TokenInfo(p.ID))
 	if err != nil {
@@ -318,7 +318,7 @@ func (s Source) Get(ctx context.Context, service string, w Wait) ([]byte, error)
 	if err != nil {
 		return nil, Stable(err)
 	}
-	v, err := enclave.OpenSessionBox(ch, []byte(res.Info), res.Sealed)
+	v, err := seal.OpenBox(ch, []byte(res.Info), res.Sealed)
 	if err != nil {
 		return nil, problem.New(CodeRevoked, "the credential does not open with this daemon's channel key", "pair again with agentkeys daemon pair")
 	}

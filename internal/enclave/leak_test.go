@@ -15,6 +15,7 @@ import (
 	"testing"
 
 	"github.com/agentkeys/agentkeys/internal/enclave/internal/slip10"
+	"github.com/agentkeys/agentkeys/internal/seal"
 )
 
 // leakChecker holds every secret the enclave knows and finds any of them in
@@ -175,7 +176,7 @@ func TestNoSecretInAnyOutput(t *testing.T) {
 	must(err)
 	add(addr)
 	shield := publicBytes(t, e, "shielding/v1")
-	ct, err := SealTo(shield, msg, []byte("credential"))
+	ct, err := seal.To(shield, msg, []byte("credential"))
 	must(err)
 	add(ct)
 	must(e.CheckSealed("shielding/v1", msg, ct))
