@@ -18,7 +18,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/agentkeys/agentkeys/internal/agent"
 	"github.com/agentkeys/agentkeys/internal/apiv1"
 	"github.com/agentkeys/agentkeys/internal/broker"
 	"github.com/agentkeys/agentkeys/internal/daemon"
@@ -92,9 +91,9 @@ func signedPair(t *testing.T, owner, alias string) []byte {
 		return nil
 	}
 	jwk, _ := dpop.PublicJWK(k)
-	r := agent.Request{Owner: owner, Alias: alias, Scope: []string{"openai"}, ProofJWK: string(jwk),
+	r := apiv1.PairRequest{Owner: owner, Alias: alias, Scope: []string{"openai"}, ProofJWK: string(jwk),
 		HPKEPublic: base64.StdEncoding.EncodeToString(hk.PublicKey().Bytes()), ValidUntil: time.Now().Add(5 * time.Minute).Unix()}
-	if err := agent.Sign(&r, k); err != nil {
+	if err := apiv1.SignPairRequest(&r, k); err != nil {
 		t.Error(err)
 		return nil
 	}

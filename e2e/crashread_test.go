@@ -132,7 +132,7 @@ func (c *crashReads) storeNext(s *server) {
 		c.h.t.Fatal(err)
 	}
 	for _, cr := range list {
-		if cr.Service == crashService && cr.Agent == vault.OwnerWide {
+		if cr.Service == crashService && cr.Agent == apiv1.OwnerWide {
 			c.mu.Lock()
 			defer c.mu.Unlock()
 			if _, dup := c.values[cr.Version]; dup {

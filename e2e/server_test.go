@@ -17,6 +17,7 @@ import (
 	"testing"
 
 	"github.com/agentkeys/agentkeys/internal/apiv1"
+	"github.com/agentkeys/agentkeys/internal/attest"
 	"github.com/agentkeys/agentkeys/internal/broker"
 	"github.com/agentkeys/agentkeys/internal/enclave"
 	"github.com/agentkeys/agentkeys/internal/ledger"
@@ -47,24 +48,24 @@ func (s *server) enclaveInfo() apiv1.EnclaveInfo {
 
 // checkQuote verifies q under the platform key it names and that its report data
 // is AttestationReportData(nonce, keys).
-func checkQuote(t *testing.T, q enclave.Quote, nonce []byte, keys []enclave.KeyInfo) {
+func checkQuote(t *testing.T, q attest.Quote, nonce []byte, keys []attest.KeyInfo) {
 	t.Helper()
 	pub, err := hex.DecodeString(q.PlatformKey)
 	if err != nil || len(pub) != ed25519.PublicKeySize {
 		t.Fatalf("quote platform_key %q is not an ed25519 public key", q.PlatformKey)
 	}
-	if err := enclave.VerifyQuote(q, pub); err != nil {
+	if err := attest.Verify(q, pub); err != nil {
 		t.Fatalf("quote does not verify: %v", err)
 	}
-	rd := enclave.AttestationReportData(nonce, keys)
+	rd := attest.ReportData(nonce, keys)
 	if q.ReportData != hex.EncodeToString(rd[:]) {
 		t.Fatalf("quote report_data %s, want AttestationReportData(%q, keys) = %x", q.ReportData, nonce, rd)
 	}
 	// The verification is meaningful: the same quote with other report data fails.
 	forged := q
-	other := enclave.AttestationReportData(append(nonce, 'x'), keys)
+	other := attest.ReportData(append(nonce, 'x'), keys)
 	forged.ReportData = hex.EncodeToString(other[:])
-	if enclave.VerifyQuote(forged, pub) == nil {
+	if attest.Verify(forged, pub) == nil {
 		t.Fatal("a quote with altered report_data still verifies")
 	}
 }
@@ -157,8 +158,8 @@ func TestQuickPath(t *testing.T) {
 	checkQuote(t, info.Quote, nil, info.Keys)
 
 	// GET /v1/attestation?nonce=
-	var abc, abd enclave.Quote
-	for nonce, q := range map[string]*enclave.Quote{"abc": &abc, "abd": &abd} {
+	var abc, abd attest.Quote
+	for nonce, q := range map[string]*attest.Quote{"abc": &abc, "abd": &abd} {
 		code, body := s.get("/v1/attestation?nonce=" + nonce)
 		if code != http.StatusOK {
 			t.Fatalf("attestation nonce=%s: %d %s", nonce, code, body)
@@ -260,7 +261,7 @@ func TestRestart(t *testing.T) {
 
 	s2 := h.start(opts)
 	info2 := s2.enclaveInfo()
-	keys1 := map[string]enclave.KeyInfo{}
+	keys1 := map[string]attest.KeyInfo{}
 	for _, k := range info1.Keys {
 		keys1[k.Path] = k
 	}

@@ -14,6 +14,7 @@ import (
 	"sync"
 
 	"github.com/agentkeys/agentkeys/internal/account"
+	"github.com/agentkeys/agentkeys/internal/apiv1"
 	"github.com/agentkeys/agentkeys/internal/ledger"
 	"github.com/agentkeys/agentkeys/internal/vault"
 )
@@ -27,28 +28,13 @@ const (
 	KindStatus        = "agent.status"   // owner origin: revoked or torn_down
 )
 
-// Pair request states.
-const (
-	Pending  = "pending"
-	Approved = "approved"
-	Denied   = "denied"
-	Expired  = "expired" // never stored: a pending request past Expires
-)
-
-// Agent states.
-const (
-	Active   = "active"
-	Revoked  = "revoked"
-	TornDown = "torn_down"
-)
-
 // ValidScopeEntry reports whether s may appear in a scope: a service name,
 // "oidc:*" or "oidc:<audience>".
 func ValidScopeEntry(s string) bool {
 	if aud, ok := strings.CutPrefix(s, "oidc:"); ok {
-		return aud == "*" || vault.ValidName(aud)
+		return aud == "*" || apiv1.ValidName(aud)
 	}
-	return vault.ValidName(s)
+	return apiv1.ValidName(s)
 }
 
 // MaxScope bounds the entries of a scope.
@@ -146,7 +132,7 @@ func foldScope(st ledger.State, e *ledger.Entry) error {
 	if err != nil {
 		return err
 	}
-	if !ok || a.Status == TornDown {
+	if !ok || a.Status == apiv1.AgentTornDown {
 		return errors.New("no such agent")
 	}
 	a.Scope = s.Scope
@@ -161,7 +147,7 @@ func foldStatus(st ledger.State, e *ledger.Entry) error {
 	if err := originIs(e, s.Owner); err != nil {
 		return err
 	}
-	if s.Status != Revoked && s.Status != TornDown {
+	if s.Status != apiv1.AgentRevoked && s.Status != apiv1.AgentTornDown {
 		return errors.New("status must be revoked or torn_down")
 	}
 	a, ok, err := Get(st, s.Owner, s.Alias)
@@ -171,7 +157,7 @@ func foldStatus(st ledger.State, e *ledger.Entry) error {
 	if !ok || a.Omni != s.Agent {
 		return errors.New("no such agent generation")
 	}
-	if a.Status == TornDown || (a.Status == Revoked && s.Status == Revoked) {
+	if a.Status == apiv1.AgentTornDown || (a.Status == apiv1.AgentRevoked && s.Status == apiv1.AgentRevoked) {
 		return fmt.Errorf("the agent is already %s", a.Status)
 	}
 	a.Status = s.Status
@@ -226,12 +212,6 @@ func List(st ledger.State, owner string) ([]Agent, error) {
 // InScope reports whether scope allows service.
 func InScope(scope []string, service string) bool { return slices.Contains(scope, service) }
 
-// AllowsOIDC reports whether scope allows identity tokens for audience:
-// oidc:* or oidc:<audience>.
-func AllowsOIDC(scope []string, audience string) bool {
-	return slices.Contains(scope, "oidc:*") || slices.Contains(scope, "oidc:"+audience)
-}
-
 // UsageOf derives the usage row of a pairing or agent entry (see vault.UsageOf).
 func UsageOf(e *ledger.Entry) (owner string, u vault.Usage, ok bool) {
 	u = vault.Usage{Seq: e.Seq, Time: e.Time, Result: "ok"}
@@ -242,7 +222,7 @@ func UsageOf(e *ledger.Entry) (owner string, u vault.Usage, ok bool) {
 			return "", u, false
 		}
 		owner, u.Actor, u.ActorRole, u.Alias, u.Agent, u.Action = p.Owner, "daemon", "daemon", p.Alias, p.Alias, "pair.request"
-		u.Result, u.Detail = Pending, "id "+p.ID+" key "+Fingerprint(p.JKT)+" scope "+strings.Join(p.Scope, ",")
+		u.Result, u.Detail = apiv1.PairPending, "id "+p.ID+" key "+apiv1.Fingerprint(p.JKT)+" scope "+strings.Join(p.Scope, ",")
 	case KindPairApproved:
 		var a Approval
 		if json.Unmarshal(e.Payload, &a) != nil {
@@ -269,7 +249,7 @@ func UsageOf(e *ledger.Entry) (owner string, u vault.Usage, ok bool) {
 			return "", u, false
 		}
 		action := "agent.revoke"
-		if s.Status == TornDown {
+		if s.Status == apiv1.AgentTornDown {
 			action = "agent.teardown"
 		}
 		owner, u.Actor, u.ActorRole, u.Agent, u.Action, u.Detail = s.Owner, s.Owner, "owner", s.Alias, action, s.Reason

@@ -12,20 +12,21 @@ import (
 	"time"
 
 	"github.com/agentkeys/agentkeys/internal/account"
+	"github.com/agentkeys/agentkeys/internal/apiv1"
 	"github.com/agentkeys/agentkeys/internal/dpop"
 	"github.com/agentkeys/agentkeys/internal/ledger"
 )
 
-func signed(t *testing.T) Request {
+func signed(t *testing.T) apiv1.PairRequest {
 	t.Helper()
 	k, err := dpop.NewKey()
 	if err != nil {
 		t.Fatal(err)
 	}
 	jwk, _ := dpop.PublicJWK(k)
-	r := Request{Owner: "0xabc", Alias: "bot", Scope: []string{"openai", "github"}, ProofJWK: string(jwk),
+	r := apiv1.PairRequest{Owner: "0xabc", Alias: "bot", Scope: []string{"openai", "github"}, ProofJWK: string(jwk),
 		HPKEPublic: "cHVi", ValidUntil: time.Now().Add(time.Minute).Unix()}
-	if err := Sign(&r, k); err != nil {
+	if err := apiv1.SignPairRequest(&r, k); err != nil {
 		t.Fatal(err)
 	}
 	return r
@@ -33,19 +34,19 @@ func signed(t *testing.T) Request {
 
 func TestSignVerify(t *testing.T) {
 	r := signed(t)
-	jkt, err := Verify(r)
+	jkt, err := apiv1.VerifyPairRequest(r)
 	if err != nil || len(jkt) != 43 {
 		t.Fatalf("Verify: %q %v", jkt, err)
 	}
-	for name, mut := range map[string]func(*Request){
-		"alias": func(r *Request) { r.Alias = "eve" },
-		"scope": func(r *Request) { r.Scope = append(r.Scope, "stripe") },
-		"owner": func(r *Request) { r.Owner = "0xdef" },
-		"hpke":  func(r *Request) { r.HPKEPublic = "b3RoZXI=" },
-		"until": func(r *Request) { r.ValidUntil++ },
-		"ttl":   func(r *Request) { r.TTLSeconds = 60 },
-		"sig":   func(r *Request) { r.Sig = r.Sig[:10] },
-		"keyswap": func(r *Request) {
+	for name, mut := range map[string]func(*apiv1.PairRequest){
+		"alias": func(r *apiv1.PairRequest) { r.Alias = "eve" },
+		"scope": func(r *apiv1.PairRequest) { r.Scope = append(r.Scope, "stripe") },
+		"owner": func(r *apiv1.PairRequest) { r.Owner = "0xdef" },
+		"hpke":  func(r *apiv1.PairRequest) { r.HPKEPublic = "b3RoZXI=" },
+		"until": func(r *apiv1.PairRequest) { r.ValidUntil++ },
+		"ttl":   func(r *apiv1.PairRequest) { r.TTLSeconds = 60 },
+		"sig":   func(r *apiv1.PairRequest) { r.Sig = r.Sig[:10] },
+		"keyswap": func(r *apiv1.PairRequest) {
 			o := signed(t)
 			r.ProofJWK = o.ProofJWK
 		},
@@ -53,7 +54,7 @@ func TestSignVerify(t *testing.T) {
 		c := r
 		c.Scope = append([]string(nil), r.Scope...)
 		mut(&c)
-		if _, err := Verify(c); err == nil {
+		if _, err := apiv1.VerifyPairRequest(c); err == nil {
 			t.Errorf("changed %s: still verifies", name)
 		}
 	}
@@ -61,38 +62,38 @@ func TestSignVerify(t *testing.T) {
 
 func TestVVC(t *testing.T) {
 	r := signed(t)
-	nonce := bytes.Repeat([]byte{7}, NonceSize)
-	v := VVC(nonce, r.Sig)
+	nonce := bytes.Repeat([]byte{7}, apiv1.VVCNonceSize)
+	v := apiv1.VVC(nonce, r.Sig)
 	raw, _ := base64.RawURLEncoding.DecodeString(r.Sig)
 	h := sha256.Sum256(append(bytes.Clone(nonce), raw...))
-	if want := fmt.Sprintf("%06d", binary.BigEndian.Uint64(h[:8])%1_000_000); v != want || len(v) != 6 || VVCHash(nonce, r.Sig) != h {
+	if want := fmt.Sprintf("%06d", binary.BigEndian.Uint64(h[:8])%1_000_000); v != want || len(v) != 6 || apiv1.VVCHash(nonce, r.Sig) != h {
 		t.Fatalf("VVC %q want %q", v, want)
 	}
 	// Only the broker's contribution changes: the VVC does.
 	seen := map[string]bool{v: true}
 	for i := range byte(3) {
-		seen[VVC(bytes.Repeat([]byte{i}, NonceSize), r.Sig)] = true
+		seen[apiv1.VVC(bytes.Repeat([]byte{i}, apiv1.VVCNonceSize), r.Sig)] = true
 	}
 	if len(seen) != 4 {
 		t.Fatalf("four nonces over one signature gave %d VVCs", len(seen))
 	}
-	if a, b := VVC(nonce, signed(t).Sig), VVC(nonce, signed(t).Sig); a == v && b == v { // two fresh requests
+	if a, b := apiv1.VVC(nonce, signed(t).Sig), apiv1.VVC(nonce, signed(t).Sig); a == v && b == v { // two fresh requests
 		t.Fatal("VVCs of different requests keep colliding")
 	}
 }
 
 func TestFingerprint(t *testing.T) {
-	jkt, err := Verify(signed(t))
+	jkt, err := apiv1.VerifyPairRequest(signed(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	raw, _ := base64.RawURLEncoding.DecodeString(jkt)
 	x := fmt.Sprintf("%x", raw[:8])
-	if fp := Fingerprint(jkt); fp != x[:4]+"-"+x[4:8]+"-"+x[8:12]+"-"+x[12:] {
+	if fp := apiv1.Fingerprint(jkt); fp != x[:4]+"-"+x[4:8]+"-"+x[8:12]+"-"+x[12:] {
 		t.Fatalf("fingerprint %q of %x", fp, raw[:8])
 	}
-	other, _ := Verify(signed(t))
-	if Fingerprint(other) == Fingerprint(jkt) {
+	other, _ := apiv1.VerifyPairRequest(signed(t))
+	if apiv1.Fingerprint(other) == apiv1.Fingerprint(jkt) {
 		t.Fatal("two keys, one fingerprint")
 	}
 }
@@ -132,7 +133,7 @@ func TestFoldOnePendingPerAlias(t *testing.T) {
 	}
 	// A decided request frees it too.
 	p, _, _ := GetPair(st, owner, "f")
-	p.Status = Denied
+	p.Status = apiv1.PairDenied
 	ledger.PutJSON(st, pairKey(owner, "f"), p)
 	if err := req("g", "bot", "", "Ym94", 1003); err != nil {
 		t.Fatalf("after denial: %v", err)
@@ -173,7 +174,7 @@ func TestOmni(t *testing.T) {
 func FuzzVerify(f *testing.F) {
 	f.Add("owner", "bot", "openai", `{"kty":"EC"}`, "sig")
 	f.Fuzz(func(t *testing.T, owner, alias, scope, jwk, sig string) {
-		Verify(Request{Owner: owner, Alias: alias, Scope: []string{scope}, ProofJWK: jwk, Sig: sig})
+		apiv1.VerifyPairRequest(apiv1.PairRequest{Owner: owner, Alias: alias, Scope: []string{scope}, ProofJWK: jwk, Sig: sig})
 	})
 }
 
@@ -189,7 +190,7 @@ func TestMemoFollowsTheStoredRecord(t *testing.T) {
 		b, _ := json.Marshal(a)
 		st.Put(agentKey("o", "a"), b)
 	}
-	put(Agent{Owner: "o", Alias: "a", Scope: []string{"openai"}, Status: Active})
+	put(Agent{Owner: "o", Alias: "a", Scope: []string{"openai"}, Status: apiv1.AgentActive})
 	a1, ok, err := m.Get(st, "o", "a")
 	if !ok || err != nil || a1.Scope[0] != "openai" {
 		t.Fatalf("first read: %+v %v %v", a1, ok, err)
@@ -201,9 +202,9 @@ func TestMemoFollowsTheStoredRecord(t *testing.T) {
 	if want, _, _ := Get(st, "o", "a"); !reflect.DeepEqual(a2, want) {
 		t.Fatalf("memo %+v, stored %+v", a2, want)
 	}
-	put(Agent{Owner: "o", Alias: "a", Scope: []string{"openai", "oidc:*"}, Status: Revoked})
+	put(Agent{Owner: "o", Alias: "a", Scope: []string{"openai", "oidc:*"}, Status: apiv1.AgentRevoked})
 	a3, _, _ := m.Get(st, "o", "a")
-	if a3.Status != Revoked || len(a3.Scope) != 2 {
+	if a3.Status != apiv1.AgentRevoked || len(a3.Scope) != 2 {
 		t.Fatalf("memo missed a change: %+v", a3)
 	}
 	st.Put(agentKey("o", "a"), []byte("{not json"))

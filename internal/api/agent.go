@@ -27,7 +27,7 @@ func proofOf(r *http.Request) broker.Proof {
 }
 
 func (s *server) pairRequest(w http.ResponseWriter, r *http.Request) error {
-	var body agent.Request
+	var body apiv1.PairRequest
 	if err := decode(r, &body); err != nil {
 		return err
 	}
@@ -66,7 +66,7 @@ func (s *server) pairApprove(w http.ResponseWriter, r *http.Request, c *broker.C
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, a)
+	writeJSON(w, http.StatusOK, agentOut(a))
 	return nil
 }
 
@@ -87,7 +87,7 @@ func (s *server) agentList(w http.ResponseWriter, r *http.Request, c *broker.Cal
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, apiv1.AgentList{Agents: list})
+	writeJSON(w, http.StatusOK, apiv1.AgentList{Agents: each(list, func(a agent.Agent) apiv1.Agent { return apiv1.Agent(a) })})
 	return nil
 }
 
@@ -100,7 +100,7 @@ func (s *server) agentScope(w http.ResponseWriter, r *http.Request, c *broker.Ca
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, a)
+	writeJSON(w, http.StatusOK, agentOut(a))
 	return nil
 }
 
@@ -109,7 +109,7 @@ func (s *server) agentRevoke(w http.ResponseWriter, r *http.Request, c *broker.C
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, a)
+	writeJSON(w, http.StatusOK, agentOut(a))
 	return nil
 }
 

@@ -14,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/agentkeys/agentkeys/internal/agent"
 	"github.com/agentkeys/agentkeys/internal/apiv1"
 	"github.com/agentkeys/agentkeys/internal/broker"
 	"github.com/agentkeys/agentkeys/internal/client"
@@ -43,14 +42,14 @@ type daemonKeys struct {
 	p     *daemon.Pending
 }
 
-func pairRequest(t testing.TB, owner, alias string, scope ...string) (agent.Request, daemonKeys) {
+func pairRequest(t testing.TB, owner, alias string, scope ...string) (apiv1.PairRequest, daemonKeys) {
 	t.Helper()
 	k, _ := dpop.NewKey()
 	hk, _ := daemon.NewHPKEKey()
 	jwk, _ := dpop.PublicJWK(k)
-	r := agent.Request{Owner: owner, Alias: alias, Scope: scope, ProofJWK: string(jwk),
+	r := apiv1.PairRequest{Owner: owner, Alias: alias, Scope: scope, ProofJWK: string(jwk),
 		HPKEPublic: base64.StdEncoding.EncodeToString(hk.PublicKey().Bytes()), ValidUntil: time.Now().Add(time.Minute).Unix()}
-	if err := agent.Sign(&r, k); err != nil {
+	if err := apiv1.SignPairRequest(&r, k); err != nil {
 		t.Fatal(err)
 	}
 	pk, _ := daemon.EncodeKey(k)
@@ -98,13 +97,13 @@ func TestPairRequestRefusals(t *testing.T) {
 	ctx := context.Background()
 	_, g, _ := e.ownerKey(t)
 	r, _ := pairRequest(t, g.Omni, "bot", "openai")
-	for name, mut := range map[string]func(*agent.Request){
-		"unknown owner": func(r *agent.Request) { r.Owner = fmt.Sprintf("%064x", 1) },
-		"bad alias":     func(r *agent.Request) { r.Alias = "Bad Alias" },
-		"bad scope":     func(r *agent.Request) { r.Scope = []string{"no spaces"} },
-		"altered scope": func(r *agent.Request) { r.Scope = []string{"openai", "stripe"} },
-		"past":          func(r *agent.Request) { r.ValidUntil = time.Now().Add(-time.Minute).Unix() },
-		"bad hpke":      func(r *agent.Request) { r.HPKEPublic = base64.StdEncoding.EncodeToString([]byte("short")) },
+	for name, mut := range map[string]func(*apiv1.PairRequest){
+		"unknown owner": func(r *apiv1.PairRequest) { r.Owner = fmt.Sprintf("%064x", 1) },
+		"bad alias":     func(r *apiv1.PairRequest) { r.Alias = "Bad Alias" },
+		"bad scope":     func(r *apiv1.PairRequest) { r.Scope = []string{"no spaces"} },
+		"altered scope": func(r *apiv1.PairRequest) { r.Scope = []string{"openai", "stripe"} },
+		"past":          func(r *apiv1.PairRequest) { r.ValidUntil = time.Now().Add(-time.Minute).Unix() },
+		"bad hpke":      func(r *apiv1.PairRequest) { r.HPKEPublic = base64.StdEncoding.EncodeToString([]byte("short")) },
 	} {
 		c := r
 		mut(&c)
@@ -113,7 +112,7 @@ func TestPairRequestRefusals(t *testing.T) {
 			k, _ := dpop.NewKey()
 			jwk, _ := dpop.PublicJWK(k)
 			c.ProofJWK = string(jwk)
-			agent.Sign(&c, k)
+			apiv1.SignPairRequest(&c, k)
 		}
 		if _, err := e.b.RequestPairing(ctx, c, "198.51.100."+strconv.Itoa(len(name))); err == nil {
 			t.Errorf("%s: accepted", name)
@@ -132,8 +131,8 @@ func TestPairPollAndSession(t *testing.T) {
 		t.Fatal(err)
 	}
 	nonce, _ := hex.DecodeString(created.Nonce)
-	if len(nonce) != agent.NonceSize || created.VVC != agent.VVC(nonce, r.Sig) {
-		t.Fatalf("VVC %s, daemon computes %s", created.VVC, agent.VVC(nonce, r.Sig))
+	if len(nonce) != apiv1.VVCNonceSize || created.VVC != apiv1.VVC(nonce, r.Sig) {
+		t.Fatalf("VVC %s, daemon computes %s", created.VVC, apiv1.VVC(nonce, r.Sig))
 	}
 	vh := vvcHash(t, owner, created.ID)
 	// The poll needs a proof by the request's own key.
@@ -145,7 +144,7 @@ func TestPairPollAndSession(t *testing.T) {
 		t.Fatalf("poll with another key: %v", err)
 	}
 	st, err := e.c.PollPairing(ctx, created.ID, dk.proof)
-	if err != nil || st.Status != agent.Pending || st.Delivery != nil {
+	if err != nil || st.Status != apiv1.PairPending || st.Delivery != nil {
 		t.Fatalf("poll: %+v %v", st, err)
 	}
 	// A decision over another VVC, or by another key, is refused.
@@ -165,11 +164,11 @@ func TestPairPollAndSession(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if a.Generation != 1 || a.Status != agent.Active {
+	if a.Generation != 1 || a.Status != apiv1.AgentActive {
 		t.Fatalf("approved agent: %+v", a)
 	}
 	st, err = e.c.PollPairing(ctx, created.ID, dk.proof)
-	if err != nil || st.Status != agent.Approved || st.Delivery == nil {
+	if err != nil || st.Status != apiv1.PairApproved || st.Delivery == nil {
 		t.Fatalf("poll after approval: %+v %v", st, err)
 	}
 	// the sealed token and channel key are a blob beside the ledger, never in an entry

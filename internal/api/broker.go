@@ -6,10 +6,9 @@ import (
 
 	"github.com/agentkeys/agentkeys/internal/agent"
 	"github.com/agentkeys/agentkeys/internal/apiv1"
+	"github.com/agentkeys/agentkeys/internal/attest"
 	"github.com/agentkeys/agentkeys/internal/broker"
-	"github.com/agentkeys/agentkeys/internal/enclave"
 	"github.com/agentkeys/agentkeys/internal/ledger"
-	"github.com/agentkeys/agentkeys/internal/oidc"
 	"github.com/agentkeys/agentkeys/internal/vault"
 )
 
@@ -20,8 +19,8 @@ import (
 type Broker interface {
 	// status and public reads
 	Ready() (bool, string)
-	Attest(nonce []byte) enclave.Quote
-	EnclaveKeys() []enclave.KeyInfo
+	Attest(nonce []byte) attest.Quote
+	EnclaveKeys() []attest.KeyInfo
 	Head(ctx context.Context) (h ledger.Head, ok bool, err error)
 	Entries(ctx context.Context, c *broker.Caller, from uint64, limit int) ([]ledger.Entry, error)
 	Successors(ctx context.Context) ([]string, error)
@@ -45,7 +44,7 @@ type Broker interface {
 	Usage(ctx context.Context, c *broker.Caller, f vault.UsageFilter) ([]vault.Usage, error)
 
 	// agents
-	RequestPairing(ctx context.Context, r agent.Request, source string) (*apiv1.PairCreated, error)
+	RequestPairing(ctx context.Context, r apiv1.PairRequest, source string) (*apiv1.PairCreated, error)
 	PollPairing(ctx context.Context, id string, pr broker.Proof) (*apiv1.PairStatus, error)
 	PendingPairs(ctx context.Context, c *broker.Caller) ([]apiv1.PendingPair, error)
 	ApprovePairing(ctx context.Context, c *broker.Caller, id string, d apiv1.Decision) (*agent.Agent, error)
@@ -57,8 +56,8 @@ type Broker interface {
 	Teardown(ctx context.Context, c *broker.Caller, alias string) (deleted int, err error)
 
 	// OIDC
-	Discovery() oidc.Discovery
-	JWKS(ctx context.Context) (oidc.JWKS, error)
+	Discovery() apiv1.Discovery
+	JWKS(ctx context.Context) (apiv1.JWKS, error)
 	OIDCKeys(ctx context.Context) ([]apiv1.OIDCKeyInfo, error)
 	MintOIDC(ctx context.Context, c *broker.Caller, r apiv1.OIDCRequest) (*apiv1.OIDCToken, error)
 	Rotate(ctx context.Context, e ledger.Entry) (*apiv1.RotateResult, error)

@@ -37,17 +37,17 @@ func (f *fakeBroker) called(m string) {
 	f.calls[m]++
 }
 
-func (f *fakeBroker) Discovery() oidc.Discovery {
+func (f *fakeBroker) Discovery() apiv1.Discovery {
 	f.called("Discovery")
 	return oidc.NewDiscovery("https://issuer.example")
 }
 
-func (f *fakeBroker) JWKS(context.Context) (oidc.JWKS, error) {
+func (f *fakeBroker) JWKS(context.Context) (apiv1.JWKS, error) {
 	f.called("JWKS")
 	if f.jwksErr != nil {
-		return oidc.JWKS{}, f.jwksErr
+		return apiv1.JWKS{}, f.jwksErr
 	}
-	return oidc.JWKS{Keys: []oidc.JWK{{Kty: "EC", Crv: "P-256", X: "x", Y: "y", Kid: "kid-1", Alg: "ES256"}}}, nil
+	return apiv1.JWKS{Keys: []apiv1.JWK{{Kty: "EC", Crv: "P-256", X: "x", Y: "y", Kid: "kid-1", Alg: "ES256"}}}, nil
 }
 
 func (f *fakeBroker) Head(context.Context) (ledger.Head, bool, error) {
@@ -99,9 +99,9 @@ type errBody struct {
 func TestHandlersOverFakeBroker(t *testing.T) {
 	t.Run("discovery", func(t *testing.T) {
 		f := &fakeBroker{}
-		var d oidc.Discovery
-		rec := serve(t, f, "GET", oidc.DiscoveryPath, nil, &d)
-		if rec.Code != 200 || d.Issuer != "https://issuer.example" || d.JWKSURI != "https://issuer.example"+oidc.JWKSPath {
+		var d apiv1.Discovery
+		rec := serve(t, f, "GET", apiv1.DiscoveryPath, nil, &d)
+		if rec.Code != 200 || d.Issuer != "https://issuer.example" || d.JWKSURI != "https://issuer.example"+apiv1.JWKSPath {
 			t.Fatalf("discovery: %d %+v", rec.Code, d)
 		}
 		if cc := rec.Header().Get("Cache-Control"); cc != "max-age=300" {
@@ -110,15 +110,15 @@ func TestHandlersOverFakeBroker(t *testing.T) {
 	})
 	t.Run("jwks", func(t *testing.T) {
 		f := &fakeBroker{}
-		var k oidc.JWKS
-		if rec := serve(t, f, "GET", oidc.JWKSPath, nil, &k); rec.Code != 200 || len(k.Keys) != 1 || k.Keys[0].Kid != "kid-1" {
+		var k apiv1.JWKS
+		if rec := serve(t, f, "GET", apiv1.JWKSPath, nil, &k); rec.Code != 200 || len(k.Keys) != 1 || k.Keys[0].Kid != "kid-1" {
 			t.Fatalf("jwks: %d %+v", rec.Code, k)
 		}
 	})
 	t.Run("jwks error is a problem body, not cached", func(t *testing.T) {
 		f := &fakeBroker{jwksErr: problem.New(problem.NotReady, "the broker is not ready", "wait for /readyz")}
 		var e errBody
-		rec := serve(t, f, "GET", oidc.JWKSPath, nil, &e)
+		rec := serve(t, f, "GET", apiv1.JWKSPath, nil, &e)
 		if rec.Code != http.StatusServiceUnavailable || e.Error.Code != string(problem.NotReady) || e.Error.Fix == "" {
 			t.Fatalf("jwks error: %d %+v", rec.Code, e)
 		}

@@ -17,7 +17,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/agentkeys/agentkeys/internal/agent"
 	"github.com/agentkeys/agentkeys/internal/apiv1"
 	"github.com/agentkeys/agentkeys/internal/broker"
 	"github.com/agentkeys/agentkeys/internal/daemon"
@@ -212,7 +211,7 @@ func FuzzSignedPairRequest(f *testing.F) {
 		case 2:
 			owner = strings.ToUpper(g.Wallet)
 		}
-		r := agent.Request{Owner: owner, Alias: alias, TTLSeconds: ttl, ProofJWK: string(jwk), HPKEPublic: hpub}
+		r := apiv1.PairRequest{Owner: owner, Alias: alias, TTLSeconds: ttl, ProofJWK: string(jwk), HPKEPublic: hpub}
 		if scope != "" {
 			r.Scope = strings.Split(scope, ",")
 		}
@@ -226,7 +225,7 @@ func FuzzSignedPairRequest(f *testing.F) {
 			r.HPKEPublic = hpke
 		}
 		if sig == "" || sig == "flip" {
-			if err := agent.Sign(&r, k); err != nil {
+			if err := apiv1.SignPairRequest(&r, k); err != nil {
 				t.Fatal(err)
 			}
 			if sig == "flip" {

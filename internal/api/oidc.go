@@ -2,19 +2,17 @@ package api
 
 import (
 	"net/http"
-	"time"
 
 	"github.com/agentkeys/agentkeys/internal/apiv1"
 	"github.com/agentkeys/agentkeys/internal/broker"
 	"github.com/agentkeys/agentkeys/internal/ledger"
-	"github.com/agentkeys/agentkeys/internal/oidc"
 	"github.com/agentkeys/agentkeys/internal/problem"
 	"github.com/agentkeys/agentkeys/internal/registry"
 )
 
 func (s *server) routesOIDC(handle func(string, func(http.ResponseWriter, *http.Request) error)) {
-	handle("GET "+oidc.DiscoveryPath, s.discovery)
-	handle("GET "+oidc.JWKSPath, s.jwks)
+	handle("GET "+apiv1.DiscoveryPath, s.discovery)
+	handle("GET "+apiv1.JWKSPath, s.jwks)
 	handle("POST /v1/oidc/token", s.authed(s.oidcToken))
 	handle("GET /v1/oidc/keys", s.oidcKeys)
 	handle("POST /v1/oidc/rotate", s.anon(broker.AnonSubmit, s.oidcRotate))
@@ -90,9 +88,8 @@ func (s *server) oidcActive(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	out := []apiv1.ActiveKey{}
-	now := time.Now().Unix()
 	for _, k := range l {
-		if k.Active(now) {
+		if k.State == "current" || k.State == "retiring" { // registry.OidcKey.Active
 			out = append(out, apiv1.ActiveKey{Kid: k.Kid, Pubkey: k.Public})
 		}
 	}

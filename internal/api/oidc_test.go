@@ -19,7 +19,6 @@ import (
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
 
-	"github.com/agentkeys/agentkeys/internal/agent"
 	"github.com/agentkeys/agentkeys/internal/apiv1"
 	"github.com/agentkeys/agentkeys/internal/broker"
 	"github.com/agentkeys/agentkeys/internal/client"
@@ -43,7 +42,7 @@ func (e *env) pairAgent(t testing.TB, owner *client.Session, idKey []byte, owner
 		t.Fatal(err)
 	}
 	st, err := e.c.PollPairing(ctx, created.ID, dk.proof)
-	if err != nil || st.Status != agent.Approved {
+	if err != nil || st.Status != apiv1.PairApproved {
 		t.Fatalf("poll: %+v %v", st, err)
 	}
 	d := daemon.Dir(t.TempDir())
@@ -90,11 +89,11 @@ func TestOIDCMintAndRefusals(t *testing.T) {
 
 	// discovery and JWKS
 	d, err := e.c.Discovery(ctx)
-	if err != nil || d.Issuer != e.srv.URL || d.JWKSURI != e.srv.URL+oidc.JWKSPath || !slices.Equal(d.SigningAlgs, []string{"ES256"}) {
+	if err != nil || d.Issuer != e.srv.URL || d.JWKSURI != e.srv.URL+apiv1.JWKSPath || !slices.Equal(d.SigningAlgs, []string{"ES256"}) {
 		t.Fatalf("discovery: %+v %v", d, err)
 	}
 	rec := httptest.NewRecorder()
-	e.handler.ServeHTTP(rec, httptest.NewRequest("GET", oidc.JWKSPath, nil))
+	e.handler.ServeHTTP(rec, httptest.NewRequest("GET", apiv1.JWKSPath, nil))
 	if rec.Header().Get("Cache-Control") != "max-age=300" || !strings.Contains(rec.Body.String(), `"kty":"EC","crv":"P-256"`) {
 		t.Fatalf("jwks: %s %s", rec.Header(), rec.Body)
 	}

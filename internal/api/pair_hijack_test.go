@@ -96,14 +96,14 @@ func TestPairGrindingCannotHijack(t *testing.T) {
 	const budget = 10_000
 	key, _ := dpop.NewKey()
 	jwk, _ := dpop.PublicJWK(key)
-	base := agent.Request{Owner: g.Wallet, Alias: "ci-bot", Scope: []string{"openai", "github"}, ProofJWK: string(jwk),
+	base := apiv1.PairRequest{Owner: g.Wallet, Alias: "ci-bot", Scope: []string{"openai", "github"}, ProofJWK: string(jwk),
 		HPKEPublic: victimReq.HPKEPublic, ValidUntil: time.Now().Add(time.Minute).Unix()}
-	var best agent.Request
+	var best apiv1.PairRequest
 	bestScore := -1
 	for i := range budget {
 		r := base
 		r.ValidUntil += int64(i % 30)
-		if err := agent.Sign(&r, key); err != nil {
+		if err := apiv1.SignPairRequest(&r, key); err != nil {
 			t.Fatal(err)
 		}
 		if s := sameDigits(attackerPredict(r.Sig), v); s > bestScore {
@@ -176,7 +176,7 @@ func TestPairVVCChangesWithBrokerNonce(t *testing.T) {
 	k, _ := dpop.NewKey()
 	jwk, _ := dpop.PublicJWK(k)
 	r.ProofJWK = string(jwk)
-	if err := agent.Sign(&r, k); err != nil {
+	if err := apiv1.SignPairRequest(&r, k); err != nil {
 		t.Fatal(err)
 	}
 	seen := map[string]bool{}
@@ -240,7 +240,7 @@ func TestPublicLedgerHidesVVC(t *testing.T) {
 	}
 	nonce, _ := hex.DecodeString(c.Nonce)
 	for _, form := range []string{c.Nonce, base64.StdEncoding.EncodeToString(nonce), base64.RawURLEncoding.EncodeToString(nonce), vh} {
-		if len(nonce) != agent.NonceSize || strings.Contains(raw, form) {
+		if len(nonce) != apiv1.VVCNonceSize || strings.Contains(raw, form) {
 			t.Errorf("the public ledger carries the broker's VVC nonce or VVC hash (%q)", form)
 		}
 	}
@@ -290,8 +290,8 @@ func TestOwnerPendingTellsRequestsApart(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		jkt, _ := agent.Verify(r)
-		src[c.ID], fp[c.ID] = addr, agent.Fingerprint(jkt)
+		jkt, _ := apiv1.VerifyPairRequest(r)
+		src[c.ID], fp[c.ID] = addr, apiv1.Fingerprint(jkt)
 	}
 	// Over HTTP the source is the connection's address.
 	r, _ := pairRequest(t, g.Omni, "bot-c", "openai")

@@ -14,9 +14,9 @@ import (
 	"time"
 
 	"github.com/agentkeys/agentkeys/internal/apiv1"
+	"github.com/agentkeys/agentkeys/internal/attest"
 	"github.com/agentkeys/agentkeys/internal/broker"
 	"github.com/agentkeys/agentkeys/internal/daemon"
-	"github.com/agentkeys/agentkeys/internal/enclave"
 	"github.com/agentkeys/agentkeys/internal/ledger"
 	"github.com/agentkeys/agentkeys/internal/problem"
 	"github.com/agentkeys/agentkeys/internal/registry"
@@ -48,7 +48,7 @@ func registered(t *testing.T, e *env) []string {
 				t.Fatal(err)
 			}
 			rd := registry.OidcKeyReportData(r.Key.Kid, r.Key.Public)
-			if enclave.VerifyQuote(r.Key.Quote, pk) != nil || r.Key.Quote.ReportData != hex.EncodeToString(rd[:]) {
+			if attest.Verify(r.Key.Quote, pk) != nil || r.Key.Quote.ReportData != hex.EncodeToString(rd[:]) {
 				t.Fatalf("seq %d: the quote of %s does not verify or commit to it", en.Seq, r.Key.Kid)
 			}
 			kids = append(kids, r.Key.Kid)

@@ -32,7 +32,7 @@ func (s *server) storeCredential(w http.ResponseWriter, r *http.Request, c *brok
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusCreated, cr)
+	writeJSON(w, http.StatusCreated, credentialOut(cr))
 	return nil
 }
 
@@ -56,7 +56,7 @@ func (s *server) listCredentials(w http.ResponseWriter, r *http.Request, c *brok
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, apiv1.CredentialList{Credentials: list})
+	writeJSON(w, http.StatusOK, apiv1.CredentialList{Credentials: each(list, func(c vault.Credential) apiv1.Credential { return apiv1.Credential(c) })})
 	return nil
 }
 
@@ -73,7 +73,7 @@ func (s *server) listApprovals(w http.ResponseWriter, r *http.Request, c *broker
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, apiv1.ApprovalList{Approvals: list})
+	writeJSON(w, http.StatusOK, apiv1.ApprovalList{Approvals: each(list, func(a vault.Approval) apiv1.Approval { return apiv1.Approval(a) })})
 	return nil
 }
 
@@ -82,7 +82,7 @@ func (s *server) approve(w http.ResponseWriter, r *http.Request, c *broker.Calle
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, a)
+	writeJSON(w, http.StatusOK, approvalOut(a))
 	return nil
 }
 
@@ -112,7 +112,7 @@ func (s *server) usage(w http.ResponseWriter, r *http.Request, c *broker.Caller)
 	if err != nil {
 		return err
 	}
-	out := apiv1.UsageList{Usage: list}
+	out := apiv1.UsageList{Usage: each(list, func(u vault.Usage) apiv1.Usage { return apiv1.Usage(u) })}
 	if len(list) == f.Limit {
 		next := list[len(list)-1].Seq + 1
 		out.Next = &next

@@ -92,7 +92,7 @@ func TestBadRecipientWritesNothing(t *testing.T) {
 	e := newEnv(t, broker.Config{})
 	s, g := e.owner(t)
 	e.store(t, s, g.Omni, "svc", []byte("sk-bad-recipient-01"), "")
-	e.store(t, s, g.Omni, "svc-approved", []byte("sk-bad-recipient-02"), vault.ApprovalRequired)
+	e.store(t, s, g.Omni, "svc-approved", []byte("sk-bad-recipient-02"), apiv1.ApprovalRequired)
 	for _, svc := range []string{"svc", "svc-approved"} {
 		for _, key := range [][]byte{[]byte("short"), make([]byte, len(hpkeKey(t).PublicKey().Bytes()))} {
 			h1, _, _ := e.b.Storage().Head(context.Background())
@@ -324,13 +324,13 @@ func TestApprovalRequestReused(t *testing.T) {
 	e.store(t, s, g.Omni, "bank", []byte("hv"), "required")
 	body := apiv1.ReadBody{Recipient: hpkeKey(t).PublicKey().Bytes()}
 	idIn := regexp.MustCompile(`agentkeys approve ([0-9a-f]+)`)
-	pending := func() []vault.Approval {
+	pending := func() []apiv1.Approval {
 		t.Helper()
 		all, err := s.Approvals(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
-		var out []vault.Approval
+		var out []apiv1.Approval
 		for _, a := range all {
 			if a.Status == "pending" {
 				out = append(out, a)

@@ -14,11 +14,8 @@ import (
 	"encoding/hex"
 	"strconv"
 
-	"github.com/agentkeys/agentkeys/internal/agent"
-	"github.com/agentkeys/agentkeys/internal/enclave"
-	"github.com/agentkeys/agentkeys/internal/ledger"
-	"github.com/agentkeys/agentkeys/internal/registry"
-	"github.com/agentkeys/agentkeys/internal/vault"
+	"github.com/agentkeys/agentkeys/internal/attest"
+	"github.com/agentkeys/agentkeys/internal/entry"
 )
 
 // Login is a statement signed by an owner's identity key to open a session. It
@@ -78,7 +75,7 @@ type PairCreated struct {
 	ID          string `json:"id"`
 	VVC         string `json:"vvc"`
 	Nonce       string `json:"nonce"`       // hex: the broker's VVC nonce
-	Fingerprint string `json:"fingerprint"` // agent.Fingerprint of the proof key
+	Fingerprint string `json:"fingerprint"` // Fingerprint of the proof key
 	ExpiresAt   int64  `json:"expires_at"`  // unix seconds
 }
 
@@ -91,8 +88,8 @@ type PendingPair struct {
 	Scope       []string `json:"scope"`
 	TTLSeconds  int64    `json:"ttl_seconds,omitempty"`
 	VVC         string   `json:"vvc"`
-	VVCHash     string   `json:"vvc_hash"`    // hex agent.VVCHash: what a decision signs
-	Fingerprint string   `json:"fingerprint"` // agent.Fingerprint(JKT)
+	VVCHash     string   `json:"vvc_hash"`    // hex VVCHash: what a decision signs
+	Fingerprint string   `json:"fingerprint"` // Fingerprint(JKT)
 	JKT         string   `json:"jkt"`         // the daemon's proof key thumbprint
 	Source      string   `json:"source"`      // the address the request came from
 	CreatedAt   int64    `json:"created_at"`  // unix seconds
@@ -121,12 +118,12 @@ func SignDecision(key ed25519.PrivateKey, server, id, vvcHash, decision string, 
 
 // PairStatus is what a daemon's poll sees.
 type PairStatus struct {
-	ID        string          `json:"id"`
-	Status    string          `json:"status"` // pending, approved, denied, expired
-	Alias     string          `json:"alias"`
-	Scope     []string        `json:"scope"`
-	ExpiresAt int64           `json:"expires_at"`
-	Delivery  *agent.Delivery `json:"delivery,omitempty"` // approved: sealed token and channel key
+	ID        string    `json:"id"`
+	Status    string    `json:"status"` // pending, approved, denied, expired
+	Alias     string    `json:"alias"`
+	Scope     []string  `json:"scope"`
+	ExpiresAt int64     `json:"expires_at"`
+	Delivery  *Delivery `json:"delivery,omitempty"` // approved: sealed token and channel key
 }
 
 // PairList is the body of GET /v1/pair/requests.
@@ -136,7 +133,7 @@ type PairList struct {
 
 // AgentList is the body of GET /v1/agents.
 type AgentList struct {
-	Agents []agent.Agent `json:"agents"`
+	Agents []Agent `json:"agents"`
 }
 
 // ServiceList is the body of GET /v1/agent/credentials.
@@ -185,19 +182,19 @@ type ReadResult struct {
 
 // CredentialList is the body of GET /v1/credentials.
 type CredentialList struct {
-	Credentials []vault.Credential `json:"credentials"`
+	Credentials []Credential `json:"credentials"`
 }
 
 // ApprovalList is the body of GET /v1/approvals.
 type ApprovalList struct {
-	Approvals []vault.Approval `json:"approvals"`
+	Approvals []Approval `json:"approvals"`
 }
 
 // UsageList is the body of GET /v1/usage. Next, when set, is the from of the
 // next page: the page was full, so more rows may follow.
 type UsageList struct {
-	Usage []vault.Usage `json:"usage"`
-	Next  *uint64       `json:"next,omitempty"`
+	Usage []Usage `json:"usage"`
+	Next  *uint64 `json:"next,omitempty"`
 }
 
 // MaxUsagePage caps limit on GET /v1/usage (also its default).
@@ -222,14 +219,14 @@ type OIDCToken struct {
 
 // OIDCKeyInfo is one issuer key as GET /v1/oidc/keys lists it.
 type OIDCKeyInfo struct {
-	registry.OidcKey
+	OIDCKey
 	State string `json:"state"` // current, retiring, retired, revoked
 }
 
 // RotateResult is the answer of POST /v1/oidc/rotate.
 type RotateResult struct {
-	Key      registry.OidcKey `json:"key"`
-	Previous registry.OidcKey `json:"previous"`
+	Key      OIDCKey `json:"key"`
+	Previous OIDCKey `json:"previous"`
 }
 
 // OIDCKeyList is the body of GET /v1/oidc/keys.
@@ -245,24 +242,24 @@ type ActiveKey struct {
 
 // EnclaveInfo is the body of GET /v1/enclave.
 type EnclaveInfo struct {
-	MrEnclave string            `json:"mrenclave"`
-	MrSigner  string            `json:"mrsigner"`
-	Tier      string            `json:"tier"`
-	Keys      []enclave.KeyInfo `json:"keys"`
-	Quote     enclave.Quote     `json:"quote"` // report_data commits to the empty nonce and the keys
+	MrEnclave string           `json:"mrenclave"`
+	MrSigner  string           `json:"mrsigner"`
+	Tier      string           `json:"tier"`
+	Keys      []attest.KeyInfo `json:"keys"`
+	Quote     attest.Quote     `json:"quote"` // report_data commits to the empty nonce and the keys
 }
 
 // HeadInfo is the body of GET /v1/ledger/head.
 type HeadInfo struct {
-	Seq  uint64      `json:"seq"`
-	Hash ledger.Hash `json:"hash"`
-	Time string      `json:"time"`
+	Seq  uint64     `json:"seq"`
+	Hash entry.Hash `json:"hash"`
+	Time string     `json:"time"`
 }
 
 // EntriesPage is the body of GET /v1/ledger/entries.
 type EntriesPage struct {
-	Entries []ledger.Entry `json:"entries"`
-	Next    uint64         `json:"next"` // seq to ask for next
+	Entries []entry.Entry `json:"entries"`
+	Next    uint64        `json:"next"` // seq to ask for next
 }
 
 // MaxEntriesPage caps limit on GET /v1/ledger/entries.

@@ -11,8 +11,8 @@ import (
 	"fmt"
 
 	"github.com/agentkeys/agentkeys/internal/apiv1"
+	"github.com/agentkeys/agentkeys/internal/attest"
 	"github.com/agentkeys/agentkeys/internal/broker"
-	"github.com/agentkeys/agentkeys/internal/enclave"
 	"github.com/agentkeys/agentkeys/internal/ledger"
 	"github.com/agentkeys/agentkeys/internal/problem"
 )
@@ -83,10 +83,10 @@ func VerifyServer(ctx context.Context, c Server, pin ed25519.PublicKey) (Summary
 			return sum, invalid(errors.New("the enclave quote names no valid platform key"))
 		}
 	}
-	if err := enclave.VerifyQuote(info.Quote, pin); err != nil {
+	if err := attest.Verify(info.Quote, pin); err != nil {
 		return sum, invalid(fmt.Errorf("enclave quote: %w", err))
 	}
-	rd := enclave.AttestationReportData(nil, info.Keys)
+	rd := attest.ReportData(nil, info.Keys)
 	if info.Quote.ReportData != hex.EncodeToString(rd[:]) {
 		return sum, invalid(errors.New("enclave quote does not commit to the keys the broker lists"))
 	}

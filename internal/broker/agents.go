@@ -52,7 +52,7 @@ func (b *Broker) ownAgent(ctx context.Context, c *Caller, alias string) (*agent.
 	if err != nil {
 		return nil, err
 	}
-	if !ok || a.Status == agent.TornDown {
+	if !ok || a.Status == apiv1.AgentTornDown {
 		return nil, problem.Newf(problem.NotFound, "list your agents with agentkeys agent list", "no agent %q", alias)
 	}
 	return a, nil
@@ -104,7 +104,7 @@ func (b *Broker) RevokeAgent(ctx context.Context, c *Caller, alias string) (*age
 	if err != nil {
 		return nil, err
 	}
-	if a.Status == agent.Revoked {
+	if a.Status == apiv1.AgentRevoked {
 		return a, nil
 	}
 	if err := b.revokeSession(ctx, c.Omni(), a.SID, "agent revoked by owner"); err != nil {
@@ -112,10 +112,10 @@ func (b *Broker) RevokeAgent(ctx context.Context, c *Caller, alias string) (*age
 	}
 	lg, _ := b.Ledger()
 	if _, err := lg.Append(ctx, ledger.AccountOrigin(c.Omni()), agent.KindStatus,
-		agent.StatusChange{Owner: c.Omni(), Alias: alias, Agent: a.Omni, Status: agent.Revoked, Reason: "sessions revoked"}); err != nil {
+		agent.StatusChange{Owner: c.Omni(), Alias: alias, Agent: a.Omni, Status: apiv1.AgentRevoked, Reason: "sessions revoked"}); err != nil {
 		return nil, ledgerProblem(err)
 	}
-	a.Status = agent.Revoked
+	a.Status = apiv1.AgentRevoked
 	return a, nil
 }
 
@@ -144,7 +144,7 @@ func (b *Broker) Teardown(ctx context.Context, c *Caller, alias string) (deleted
 		deleted++
 	}
 	if _, err := lg.Append(ctx, ledger.AccountOrigin(c.Omni()), agent.KindStatus,
-		agent.StatusChange{Owner: c.Omni(), Alias: alias, Agent: a.Omni, Status: agent.TornDown,
+		agent.StatusChange{Owner: c.Omni(), Alias: alias, Agent: a.Omni, Status: apiv1.AgentTornDown,
 			Reason: fmt.Sprintf("%d credential(s) deleted, sessions revoked", deleted)}); err != nil {
 		return deleted, ledgerProblem(err)
 	}
@@ -165,15 +165,15 @@ func (b *Broker) AgentServices(ctx context.Context, c *Caller) (services, approv
 	st := lg.State(ctx)
 	services, approval = []string{}, []string{}
 	for _, s := range c.Agent.Scope {
-		if !vault.ValidName(s) {
+		if !apiv1.ValidName(s) {
 			continue // oidc:… entries are not credentials
 		}
-		for _, who := range []string{c.Agent.Alias, vault.OwnerWide} {
+		for _, who := range []string{c.Agent.Alias, apiv1.OwnerWide} {
 			if cr, ok, err := vault.Get(st, c.Agent.Owner, who, s); err != nil {
 				return nil, nil, err
 			} else if ok {
 				services = append(services, s)
-				if cr.Approval == vault.ApprovalRequired {
+				if cr.Approval == apiv1.ApprovalRequired {
 					approval = append(approval, s)
 				}
 				break

@@ -9,7 +9,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/agentkeys/agentkeys/internal/agent"
 	"github.com/agentkeys/agentkeys/internal/apiv1"
 	"github.com/agentkeys/agentkeys/internal/ledger"
 	"github.com/agentkeys/agentkeys/internal/oidc"
@@ -133,16 +132,16 @@ func (b *Broker) oidcObserve(es []ledger.Entry) {
 }
 
 // Discovery is the issuer's OpenID discovery document.
-func (b *Broker) Discovery() oidc.Discovery { return oidc.NewDiscovery(b.cfg.Issuer) }
+func (b *Broker) Discovery() apiv1.Discovery { return oidc.NewDiscovery(b.cfg.Issuer) }
 
 // JWKS returns every key that is current or inside its retirement window.
-func (b *Broker) JWKS(ctx context.Context) (oidc.JWKS, error) {
+func (b *Broker) JWKS(ctx context.Context) (apiv1.JWKS, error) {
 	k, err := b.oidcLoad(ctx)
 	if err != nil {
-		return oidc.JWKS{}, err
+		return apiv1.JWKS{}, err
 	}
 	now := time.Now().Unix()
-	out := oidc.JWKS{Keys: []oidc.JWK{}}
+	out := apiv1.JWKS{Keys: []apiv1.JWK{}}
 	for _, key := range k.keys {
 		if key.Active(now) {
 			out.Keys = append(out.Keys, key.JWK)
@@ -160,7 +159,7 @@ func (b *Broker) OIDCKeys(ctx context.Context) ([]apiv1.OIDCKeyInfo, error) {
 	now := time.Now().Unix()
 	out := make([]apiv1.OIDCKeyInfo, 0, len(k.keys))
 	for _, key := range k.keys {
-		out = append(out, apiv1.OIDCKeyInfo{OidcKey: key, State: key.State(now)})
+		out = append(out, apiv1.OIDCKeyInfo{OIDCKey: apiv1.OIDCKey(key), State: key.State(now)})
 	}
 	return out, nil
 }
@@ -216,7 +215,7 @@ func (b *Broker) MintOIDC(ctx context.Context, c *Caller, r apiv1.OIDCRequest) (
 		return nil, err
 	}
 	if c.Agent != nil {
-		if !agent.AllowsOIDC(c.Agent.Scope, r.Audience) {
+		if !apiv1.AllowsOIDC(c.Agent.Scope, r.Audience) {
 			return nil, b.oidcDeny(ctx, audit, "no_scope", problem.Newf(problem.Denied,
 				"the owner allows it with: agentkeys agent scope "+c.Agent.Alias+" --add oidc:"+r.Audience,
 				"this agent's scope does not allow identity tokens for %q", r.Audience))
@@ -286,7 +285,7 @@ func (b *Broker) Rotate(ctx context.Context, e ledger.Entry) (*apiv1.RotateResul
 	if err != nil {
 		return nil, err
 	}
-	var req registry.OidcRotate
+	var req apiv1.OIDCRotate
 	if e.Kind != registry.KindOidcRotate || ledger.DecodeStrict(e.Payload, &req) != nil {
 		return nil, problem.New(problem.BadRequest, "send a governance-signed oidc.rotate entry with {window_seconds, nonce}", "use agentkeys oidc rotate")
 	}
@@ -311,11 +310,11 @@ func (b *Broker) Rotate(ctx context.Context, e ledger.Entry) (*apiv1.RotateResul
 		return nil, err
 	}
 	reg := registry.OidcRegister{Key: rec}
-	res := &apiv1.RotateResult{Key: rec}
+	res := &apiv1.RotateResult{Key: apiv1.OIDCKey(rec)}
 	if k.current != nil { // none after governance revoked every key (full compromise)
 		prev := *k.current
 		prev.ActiveUntil = now + req.WindowSeconds
-		reg.Previous, res.Previous = &prev, prev
+		reg.Previous, res.Previous = &prev, apiv1.OIDCKey(prev)
 	}
 	if _, err := lg.Append(ctx, ledger.OriginEnclave, registry.KindOidcKeyRegister, reg); err != nil {
 		return nil, ledgerProblem(err)

@@ -24,7 +24,6 @@ import (
 	"github.com/agentkeys/agentkeys/internal/problem"
 	"github.com/agentkeys/agentkeys/internal/seal"
 	"github.com/agentkeys/agentkeys/internal/token"
-	"github.com/agentkeys/agentkeys/internal/vault"
 )
 
 // MaxPairTTL bounds how long a pair request can wait for the owner.
@@ -43,13 +42,13 @@ func badPair(format string, args ...any) error {
 // the request per source address and in all (Admit) before reading it, and
 // nothing happens until the owner approves. Nothing here is keyed by what the
 // caller wrote before it is validated.
-func (b *Broker) RequestPairing(ctx context.Context, r agent.Request, source string) (*apiv1.PairCreated, error) {
+func (b *Broker) RequestPairing(ctx context.Context, r apiv1.PairRequest, source string) (*apiv1.PairCreated, error) {
 	lg, err := b.Ledger()
 	if err != nil {
 		return nil, err
 	}
 	now := b.cfg.Now()
-	if !vault.ValidName(r.Alias) {
+	if !apiv1.ValidName(r.Alias) {
 		return nil, badPair("alias %q must be 1-63 lowercase letters, digits, '.', '_' or '-'", r.Alias)
 	}
 	if err := agent.CheckScope(r.Scope); err != nil {
@@ -58,7 +57,7 @@ func (b *Broker) RequestPairing(ctx context.Context, r agent.Request, source str
 	if r.TTLSeconds < 0 || r.TTLSeconds > int64(b.cfg.SessionTTL/time.Second) { // in seconds: a Duration would overflow
 		return nil, badPair("ttl_seconds must be 0 (default) to %d", int64(b.cfg.SessionTTL.Seconds()))
 	}
-	jkt, err := agent.Verify(r)
+	jkt, err := apiv1.VerifyPairRequest(r)
 	if err != nil {
 		return nil, badPair("%v", err)
 	}
@@ -91,7 +90,7 @@ func (b *Broker) RequestPairing(ctx context.Context, r agent.Request, source str
 	}
 	// The VVC nonce is drawn now, after the signed request and its keys arrived:
 	// the requester cannot choose or grind the VVC. It goes on the ledger sealed.
-	nonce := make([]byte, agent.NonceSize)
+	nonce := make([]byte, apiv1.VVCNonceSize)
 	rand.Read(nonce)
 	id := randomID()[:16]
 	priv, _ := json.Marshal(agent.PairPrivate{Nonce: hex.EncodeToString(nonce), Sig: r.Sig, Source: source})
@@ -113,8 +112,8 @@ func (b *Broker) RequestPairing(ctx context.Context, r agent.Request, source str
 		}
 		return nil, ledgerProblem(err)
 	}
-	return &apiv1.PairCreated{ID: p.ID, VVC: agent.VVC(nonce, r.Sig), Nonce: hex.EncodeToString(nonce),
-		Fingerprint: agent.Fingerprint(jkt), ExpiresAt: p.Expires}, nil
+	return &apiv1.PairCreated{ID: p.ID, VVC: apiv1.VVC(nonce, r.Sig), Nonce: hex.EncodeToString(nonce),
+		Fingerprint: apiv1.Fingerprint(jkt), ExpiresAt: p.Expires}, nil
 }
 
 // aliasPending refuses a second pending request for one owner and alias that
@@ -150,12 +149,12 @@ func (b *Broker) pairView(p *agent.Pair) (*apiv1.PendingPair, error) {
 		return nil, fmt.Errorf("pair %s: sealed fields: %w", p.ID, err)
 	}
 	nonce, err := hex.DecodeString(priv.Nonce)
-	if err != nil || len(nonce) != agent.NonceSize {
-		return nil, fmt.Errorf("pair %s: sealed nonce is not %d bytes", p.ID, agent.NonceSize)
+	if err != nil || len(nonce) != apiv1.VVCNonceSize {
+		return nil, fmt.Errorf("pair %s: sealed nonce is not %d bytes", p.ID, apiv1.VVCNonceSize)
 	}
-	h := agent.VVCHash(nonce, priv.Sig)
-	return &apiv1.PendingPair{ID: p.ID, Alias: p.Alias, Scope: p.Scope, TTLSeconds: p.TTLSeconds, VVC: agent.VVCDigits(h),
-		VVCHash: hex.EncodeToString(h[:]), Fingerprint: agent.Fingerprint(p.JKT), JKT: p.JKT, Source: priv.Source,
+	h := apiv1.VVCHash(nonce, priv.Sig)
+	return &apiv1.PendingPair{ID: p.ID, Alias: p.Alias, Scope: p.Scope, TTLSeconds: p.TTLSeconds, VVC: apiv1.VVCDigits(h),
+		VVCHash: hex.EncodeToString(h[:]), Fingerprint: apiv1.Fingerprint(p.JKT), JKT: p.JKT, Source: priv.Source,
 		CreatedAt: p.Created / 1e9, ExpiresAt: p.Expires}, nil
 }
 
@@ -198,7 +197,7 @@ func (b *Broker) PendingPairs(ctx context.Context, c *Caller) ([]apiv1.PendingPa
 	now := b.cfg.Now().Unix()
 	out := []apiv1.PendingPair{}
 	for _, p := range all {
-		if p.Status != agent.Pending || now > p.Expires || p.Sealed == "" {
+		if p.Status != apiv1.PairPending || now > p.Expires || p.Sealed == "" {
 			continue
 		}
 		v, err := b.pairView(&p)
@@ -224,7 +223,7 @@ func (b *Broker) pendingFor(ctx context.Context, c *Caller, id, decision string,
 	if !ok {
 		return nil, problem.Newf(problem.NotFound, "list pending requests with agentkeys agent pending", "no pair request %q", id)
 	}
-	if p.Status != agent.Pending {
+	if p.Status != apiv1.PairPending {
 		return nil, problem.Newf(problem.Conflict, "ask the daemon to run agentkeys daemon pair again", "pair request %s is already %s", id, p.Status)
 	}
 	if b.cfg.Now().Unix() > p.Expires {
@@ -285,7 +284,7 @@ func (b *Broker) ApprovePairing(ctx context.Context, c *Caller, id string, d api
 	if err != nil {
 		return nil, err
 	}
-	sealedTok, err := seal.To(hpkePub, []byte(agent.TokenInfo(p.ID)), []byte(tok))
+	sealedTok, err := seal.To(hpkePub, []byte(apiv1.TokenInfo(p.ID)), []byte(tok))
 	if err != nil {
 		return nil, err
 	}
@@ -314,7 +313,7 @@ func (b *Broker) ApprovePairing(ctx context.Context, c *Caller, id string, d api
 		}
 		return nil, ledgerProblem(err)
 	}
-	if had && prev.Status == agent.Active {
+	if had && prev.Status == apiv1.AgentActive {
 		// The old generation's token already fails (its omni is no longer the
 		// agent's); record the revocation too, so the index and the trail say so.
 		b.revokeSession(ctx, owner, prev.SID, "re-paired as generation "+strconv.Itoa(gen))
@@ -360,21 +359,21 @@ func (b *Broker) PollPairing(ctx context.Context, id string, pr Proof) (*apiv1.P
 	}
 	out := &apiv1.PairStatus{ID: p.ID, Status: p.Status, Alias: p.Alias, Scope: p.Scope, ExpiresAt: p.Expires}
 	switch {
-	case p.Status == agent.Pending && b.cfg.Now().Unix() > p.Expires:
-		out.Status = agent.Expired
-	case p.Status == agent.Approved && p.Delivery != nil:
+	case p.Status == apiv1.PairPending && b.cfg.Now().Unix() > p.Expires:
+		out.Status = apiv1.PairExpired
+	case p.Status == apiv1.PairApproved && p.Delivery != nil:
 		// Delivered only once the agent's session is on the ledger.
 		if _, ok, err := account.GetSession(st, p.Delivery.SID); err != nil {
 			return nil, err
 		} else if !ok {
-			out.Status = agent.Pending
+			out.Status = apiv1.PairPending
 		} else {
 			var sb agent.SealedBundle
 			if ok, err := ledger.GetJSON(st, ledger.BlobKey(p.Delivery.Sealed), &sb); err != nil || !ok {
 				return nil, fmt.Errorf("pair %s: sealed delivery missing: %v", p.ID, err)
 			}
 			d := p.Delivery
-			out.Delivery = &agent.Delivery{Agent: d.Agent, Wallet: d.Wallet, SID: d.SID, Generation: d.Generation, ExpiresAt: d.ExpiresAt,
+			out.Delivery = &apiv1.Delivery{Agent: d.Agent, Wallet: d.Wallet, SID: d.SID, Generation: d.Generation, ExpiresAt: d.ExpiresAt,
 				SealedToken: sb.SealedToken, SealedChannelKey: sb.SealedChannelKey, ChannelInfo: d.ChannelInfo}
 		}
 	}

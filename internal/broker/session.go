@@ -218,7 +218,7 @@ func (b *Broker) AuthenticateRequest(ctx context.Context, bearer string, pr Proo
 		if err != nil {
 			return nil, err
 		}
-		if !ok || ag.Omni != c.Subject || ag.SID != c.SessionID || ag.Status != agent.Active {
+		if !ok || ag.Omni != c.Subject || ag.SID != c.SessionID || ag.Status != apiv1.AgentActive {
 			return nil, problem.New(problem.Revoked, "the agent's session was revoked by its owner",
 				"ask the owner to pair this daemon again (agentkeys daemon pair)")
 		}

@@ -30,17 +30,17 @@ type StoreRequest struct {
 
 func agentField(alias string) string {
 	if alias == "" {
-		return vault.OwnerWide
+		return apiv1.OwnerWide
 	}
 	return alias
 }
 
 func checkNames(service, agent string) error {
-	if !vault.ValidName(service) {
+	if !apiv1.ValidName(service) {
 		return problem.Newf(problem.BadRequest, "use 1-63 lowercase letters, digits, '.', '_' or '-', e.g. openai",
 			"%q is not a valid service name", service)
 	}
-	if agent != vault.OwnerWide && !vault.ValidName(agent) {
+	if agent != apiv1.OwnerWide && !apiv1.ValidName(agent) {
 		return problem.Newf(problem.BadRequest, "use the agent's alias as given at pairing", "%q is not a valid agent alias", agent)
 	}
 	return nil
@@ -59,9 +59,9 @@ func (b *Broker) Store(ctx context.Context, c *Caller, r StoreRequest) (*vault.C
 		return nil, err
 	}
 	if r.Approval == "" {
-		r.Approval = vault.ApprovalNone
+		r.Approval = apiv1.ApprovalNone
 	}
-	if r.Approval != vault.ApprovalNone && r.Approval != vault.ApprovalRequired {
+	if r.Approval != apiv1.ApprovalNone && r.Approval != apiv1.ApprovalRequired {
 		return nil, problem.New(problem.BadRequest, "approval must be none or required", "pass --approval required for high-value credentials")
 	}
 	if len(r.Ciphertext) == 0 || len(r.Ciphertext) > MaxCredentialCiphertext {
@@ -129,13 +129,13 @@ func (b *Broker) Read(ctx context.Context, c *Caller, r ReadRequest) (*apiv1.Rea
 		audit = vault.Read{Owner: c.Omni(), Agent: agent, Service: r.Service, Actor: c.Omni(), ActorRole: c.Claims.Role, SID: c.Claims.SessionID}
 		candidates = []string{agent}
 	case c.Agent != nil:
-		if err := checkNames(r.Service, vault.OwnerWide); err != nil {
+		if err := checkNames(r.Service, apiv1.OwnerWide); err != nil {
 			return nil, err
 		}
 		audit = vault.Read{Owner: c.Agent.Owner, Agent: c.Agent.Alias, Service: r.Service, Actor: c.Omni(), ActorRole: c.Claims.Role,
 			Alias: c.Agent.Alias, SID: c.Claims.SessionID}
 		// The agent's own credential first, then the owner-wide one.
-		candidates = []string{c.Agent.Alias, vault.OwnerWide}
+		candidates = []string{c.Agent.Alias, apiv1.OwnerWide}
 	default:
 		return nil, errNotOwner
 	}
@@ -217,7 +217,7 @@ func (b *Broker) release(ctx context.Context, lg *ledger.Ledger, c *Caller, r Re
 	if err != nil {
 		return nil, problem.New(problem.BadRequest, "the credential could not be re-encrypted to the key you sent", "send a hybrid ML-KEM-768+X25519 HPKE public key")
 	}
-	if cr.Approval == vault.ApprovalRequired {
+	if cr.Approval == apiv1.ApprovalRequired {
 		id, err := b.grantFor(ctx, audit)
 		if err != nil {
 			return nil, err
@@ -234,7 +234,7 @@ func (b *Broker) release(ctx context.Context, lg *ledger.Ledger, c *Caller, r Re
 }
 
 func forAgent(agent string) string {
-	if agent == vault.OwnerWide {
+	if agent == apiv1.OwnerWide {
 		return ""
 	}
 	return " for agent " + agent

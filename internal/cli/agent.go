@@ -12,7 +12,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/agentkeys/agentkeys/internal/agent"
 	"github.com/agentkeys/agentkeys/internal/apiv1"
 	"github.com/agentkeys/agentkeys/internal/client"
 	"github.com/agentkeys/agentkeys/internal/home"
@@ -134,7 +133,7 @@ func agentDecideCmd(e *env, decision string) *cobra.Command {
 				return problem.Newf(problem.NotFound, "list pending requests with agentkeys agent pending (expired and decided requests are not listed)",
 					"no pending pair request %q", id)
 			}
-			if h, err := hex.DecodeString(p.VVCHash); err != nil || len(h) != 32 || agent.VVCDigits([32]byte(h)) != p.VVC {
+			if h, err := hex.DecodeString(p.VVCHash); err != nil || len(h) != 32 || apiv1.VVCDigits([32]byte(h)) != p.VVC {
 				return problem.Newf(problem.Denied, "do not approve it; report the broker's operator", "the broker's VVC for request %s does not match its VVC hash", id)
 			}
 			info := e.stdout
@@ -248,14 +247,14 @@ A change acts on the agent's very next request.`,
 				edit.Set = append([]string{}, set...)
 			}
 			changing := len(add)+len(remove) > 0 || edit.Set != nil
-			var a *agent.Agent
+			var a *apiv1.Agent
 			if !changing || list {
 				all, err := c.Agents(cmd.Context())
 				if err != nil {
 					return err
 				}
 				for i := range all {
-					if all[i].Alias == alias && all[i].Status != agent.TornDown {
+					if all[i].Alias == alias && all[i].Status != apiv1.AgentTornDown {
 						a = &all[i]
 					}
 				}
@@ -296,7 +295,7 @@ func scopeText(s []string) string {
 
 // activeAgent opens the owner's session and finds its agent alias that is not
 // torn down.
-func (e *env) activeAgent(ctx context.Context, alias string) (*client.Session, *agent.Agent, error) {
+func (e *env) activeAgent(ctx context.Context, alias string) (*client.Session, *apiv1.Agent, error) {
 	_, c, err := e.ownerSession()
 	if err != nil {
 		return nil, nil, err
@@ -306,7 +305,7 @@ func (e *env) activeAgent(ctx context.Context, alias string) (*client.Session, *
 		return nil, nil, err
 	}
 	for i := range list {
-		if list[i].Alias == alias && list[i].Status != agent.TornDown {
+		if list[i].Alias == alias && list[i].Status != apiv1.AgentTornDown {
 			return c, &list[i], nil
 		}
 	}
@@ -359,7 +358,7 @@ not a terminal.`,
 }
 
 // agentJSON is an agent as --json prints it.
-func agentJSON(a *agent.Agent) map[string]any {
+func agentJSON(a *apiv1.Agent) map[string]any {
 	return map[string]any{"alias": a.Alias, "omni": a.Omni, "wallet": a.Wallet, "generation": a.Generation,
 		"scope": a.Scope, "status": a.Status, "expires_at": expiry(a.Expires)}
 }

@@ -13,7 +13,6 @@ import (
 	"github.com/agentkeys/agentkeys/internal/dotenv"
 	"github.com/agentkeys/agentkeys/internal/problem"
 	"github.com/agentkeys/agentkeys/internal/seal"
-	"github.com/agentkeys/agentkeys/internal/vault"
 )
 
 // RefScheme starts a value of an --env-file line that names a credential.
@@ -72,13 +71,13 @@ optionally in '…' or "…" quotes; '#' starts a comment line.`,
 			"  agentkeys import .env --replace --json",
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if agent != "" && !vault.ValidName(agent) {
+			if agent != "" && !apiv1.ValidName(agent) {
 				return problem.New(problem.BadRequest, "agent names use 1-63 lowercase letters, digits, '.', '_' or '-'", "e.g. --agent ci-bot")
 			}
 			mapped := map[string]string{}
 			for _, m := range maps {
 				name, svc, ok := strings.Cut(m, "=")
-				if !ok || name == "" || !vault.ValidName(svc) {
+				if !ok || name == "" || !apiv1.ValidName(svc) {
 					return problem.Newf(problem.BadRequest, "use --map NAME=SERVICE, e.g. --map DATABASE_URL=db", "--map %q is not NAME=SERVICE", m)
 				}
 				mapped[name] = svc
@@ -110,7 +109,7 @@ optionally in '…' or "…" quotes; '#' starts a comment line.`,
 					svc = ServiceForEnv(en.Name)
 				}
 				switch {
-				case !vault.ValidName(svc):
+				case !apiv1.ValidName(svc):
 					return problem.Newf(problem.BadRequest, fmt.Sprintf("name its service with --map %s=SERVICE", en.Name),
 						"%s, line %d: %s makes the service name %q, which is not 1-63 lowercase letters, digits, '.', '_' or '-' starting with a letter or digit",
 						args[0], en.Line, en.Name, svc)
@@ -138,7 +137,7 @@ optionally in '…' or "…" quotes; '#' starts a comment line.`,
 				}
 				owner := agent
 				if owner == "" {
-					owner = vault.OwnerWide
+					owner = apiv1.OwnerWide
 				}
 				var taken []string
 				for _, cr := range existing {
@@ -155,7 +154,7 @@ optionally in '…' or "…" quotes; '#' starts a comment line.`,
 			if err != nil {
 				return err
 			}
-			agentField := vault.OwnerWide
+			agentField := apiv1.OwnerWide
 			if agent != "" {
 				agentField = agent
 			}
@@ -169,7 +168,7 @@ optionally in '…' or "…" quotes; '#' starts a comment line.`,
 			for _, it := range items {
 				ct, err := seal.To(pub, seal.CredentialInfo(s.Omni, agentField, it.service), it.value)
 				if err == nil {
-					var cr *vault.Credential
+					var cr *apiv1.Credential
 					if cr, err = c.Store(ctx, apiv1.StoreBody{Service: it.service, Agent: agent, Ciphertext: ct, Approval: approval}); err == nil {
 						done = append(done, stored{it.name, it.service, cr.Agent, cr.Version})
 						continue
@@ -214,7 +213,7 @@ func (e *env) envFileRefs(path string) (refs [][2]string, plain []string, err er
 		v := string(en.Value)
 		clear(en.Value)
 		if svc, ok := strings.CutPrefix(v, RefScheme); ok {
-			if !vault.ValidName(svc) {
+			if !apiv1.ValidName(svc) {
 				return nil, nil, problem.Newf(problem.BadRequest, "write the reference as NAME="+RefScheme+"SERVICE with a stored service's name",
 					"%s, line %d: %s names no valid service", path, en.Line, en.Name)
 			}

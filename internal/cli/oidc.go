@@ -14,10 +14,10 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/agentkeys/agentkeys/internal/apiv1"
 	"github.com/agentkeys/agentkeys/internal/atomicfile"
 	"github.com/agentkeys/agentkeys/internal/client"
 	"github.com/agentkeys/agentkeys/internal/federation"
-	"github.com/agentkeys/agentkeys/internal/oidc"
 	"github.com/agentkeys/agentkeys/internal/problem"
 )
 
@@ -87,7 +87,7 @@ AWS, to try the AWS setup on one machine.`,
 	aws.Flags().StringVar(&aw.Account, "account", "", "12-digit AWS account id")
 	aws.Flags().StringVar(&aw.RoleName, "role-name", "agentkeys-agents", "the role agents assume")
 	aws.Flags().StringVar(&aw.Bucket, "bucket", "", "the bucket agents share, one prefix per agent wallet (default agentkeys-<account>)")
-	aws.Flags().StringVar(&aw.Audience, "audience", oidc.AWSAudience, "the token audience (client id)")
+	aws.Flags().StringVar(&aw.Audience, "audience", apiv1.AWSAudience, "the token audience (client id)")
 	aws.Flags().StringVar(&aw.Pin, "pin", "", "pin sub to the enclave: mrenclave, mrsigner or both")
 	aws.Flags().StringVar(&aw.MrEnclave, "mrenclave", "", "mrenclave to pin (hex; GET /v1/enclave)")
 	aws.Flags().StringVar(&aw.MrSigner, "mrsigner", "", "mrsigner to pin (hex; GET /v1/enclave)")
@@ -122,7 +122,7 @@ AWS, to try the AWS setup on one machine.`,
 	seaweed.Flags().IntVar(&sw.Port, "port", federation.SeaweedPort, "S3 and STS port on 127.0.0.1")
 	seaweed.Flags().StringVar(&sw.DataDir, "data-dir", federation.SeaweedDataDir, "SeaweedFS's data directory (weed mini -dir)")
 	seaweed.Flags().StringVar(&sw.RoleName, "role-name", "agentkeys-agents", "the role agents assume")
-	seaweed.Flags().StringVar(&sw.Audience, "audience", oidc.AWSAudience, "the token audience (client id)")
+	seaweed.Flags().StringVar(&sw.Audience, "audience", apiv1.AWSAudience, "the token audience (client id)")
 
 	var gc federation.GCPInput
 	gcp := registerCmd(e, &o, "gcp", "Workload identity pool and OIDC provider with attribute mapping",
@@ -447,7 +447,7 @@ command exists to print the token.`,
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&audience, "audience", oidc.AWSAudience, "the relying party's audience")
+	cmd.Flags().StringVar(&audience, "audience", apiv1.AWSAudience, "the relying party's audience")
 	cmd.Flags().DurationVar(&ttl, "ttl", 0, "token lifetime (default 5m)")
 	cmd.Flags().BoolVar(&self, "self", false, "mint for the owner itself")
 	return cmd

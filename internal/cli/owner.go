@@ -19,8 +19,8 @@ import (
 
 	"golang.org/x/term"
 
+	"github.com/agentkeys/agentkeys/internal/attest"
 	"github.com/agentkeys/agentkeys/internal/client"
-	"github.com/agentkeys/agentkeys/internal/enclave"
 	"github.com/agentkeys/agentkeys/internal/home"
 	"github.com/agentkeys/agentkeys/internal/problem"
 	"github.com/agentkeys/agentkeys/internal/seal"
@@ -76,8 +76,8 @@ func attestedShielding(ctx context.Context, c *client.Client, pinned string) (sh
 	if err != nil || len(pk) != ed25519.PublicKeySize {
 		return nil, "", problem.New(problem.Denied, "the broker's quote names no valid platform key", "check that --server points at an AgentKeys broker")
 	}
-	rd := enclave.AttestationReportData(nil, info.Keys)
-	if err := enclave.VerifyQuote(info.Quote, pk); err != nil || info.Quote.ReportData != hex.EncodeToString(rd[:]) {
+	rd := attest.ReportData(nil, info.Keys)
+	if err := attest.Verify(info.Quote, pk); err != nil || info.Quote.ReportData != hex.EncodeToString(rd[:]) {
 		return nil, "", problem.New(problem.Denied, "the broker's enclave quote does not verify: refusing to send secrets", "check that --server points at an AgentKeys broker")
 	}
 	for _, k := range info.Keys {

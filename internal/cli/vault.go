@@ -16,7 +16,6 @@ import (
 	"github.com/agentkeys/agentkeys/internal/daemon"
 	"github.com/agentkeys/agentkeys/internal/problem"
 	"github.com/agentkeys/agentkeys/internal/seal"
-	"github.com/agentkeys/agentkeys/internal/vault"
 )
 
 func storeCmd(e *env) *cobra.Command {
@@ -36,7 +35,7 @@ secret with a new version.`,
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			service := args[0]
-			if !vault.ValidName(service) || (agent != "" && !vault.ValidName(agent)) {
+			if !apiv1.ValidName(service) || (agent != "" && !apiv1.ValidName(agent)) {
 				return problem.New(problem.BadRequest, "service and agent names use 1-63 lowercase letters, digits, '.', '_' or '-'", "e.g. agentkeys store openai")
 			}
 			s, c, err := e.ownerSession()
@@ -52,7 +51,7 @@ secret with a new version.`,
 			if err != nil {
 				return err
 			}
-			agentField := vault.OwnerWide
+			agentField := apiv1.OwnerWide
 			if agent != "" {
 				agentField = agent
 			}
@@ -80,7 +79,7 @@ secret with a new version.`,
 }
 
 func forAgentText(agent string) string {
-	if agent == "" || agent == vault.OwnerWide {
+	if agent == "" || agent == apiv1.OwnerWide {
 		return ""
 	}
 	return " for agent " + agent
@@ -238,8 +237,8 @@ asks first; --yes skips the question, and is needed when stdin is not a terminal
 			if err != nil {
 				return err
 			}
-			want := cmp.Or(agent, vault.OwnerWide)
-			var cr *vault.Credential
+			want := cmp.Or(agent, apiv1.OwnerWide)
+			var cr *apiv1.Credential
 			for i := range list {
 				if list[i].Service == service && list[i].Agent == want {
 					cr = &list[i]
@@ -299,7 +298,7 @@ credential by that reader within a short window.`,
 				return err
 			}
 			if list || len(args) == 0 {
-				pending := []vault.Approval{}
+				pending := []apiv1.Approval{}
 				for _, a := range all {
 					if a.Status == "pending" && time.Now().Unix() <= a.Expires {
 						pending = append(pending, a)
@@ -320,7 +319,7 @@ credential by that reader within a short window.`,
 				return tw.Flush()
 			}
 			id := args[0]
-			var target *vault.Approval
+			var target *apiv1.Approval
 			for i := range all {
 				if all[i].ID == id {
 					target = &all[i]
@@ -353,7 +352,7 @@ credential by that reader within a short window.`,
 	return cmd
 }
 
-func reader(a vault.Approval) string {
+func reader(a apiv1.Approval) string {
 	if a.Alias != "" {
 		return "agent " + a.Alias
 	}
@@ -402,7 +401,7 @@ pages never shift as entries are added.`,
 				return err
 			}
 			// One page with --limit; without it every page, each of at most 1000 rows.
-			page := &apiv1.UsageList{Usage: []vault.Usage{}, Next: &from}
+			page := &apiv1.UsageList{Usage: []apiv1.Usage{}, Next: &from}
 			for page.Next != nil {
 				q.Set("from", fmt.Sprint(*page.Next))
 				p, err := c.UsagePage(cmd.Context(), q)
@@ -445,7 +444,7 @@ pages never shift as entries are added.`,
 	return cmd
 }
 
-func actorText(u vault.Usage) string {
+func actorText(u apiv1.Usage) string {
 	if u.Alias != "" {
 		return "agent:" + u.Alias
 	}

@@ -9,14 +9,13 @@ import (
 	"strings"
 	"time"
 
-	"github.com/agentkeys/agentkeys/internal/agent"
 	"github.com/agentkeys/agentkeys/internal/apiv1"
 	"github.com/agentkeys/agentkeys/internal/dpop"
 	"github.com/agentkeys/agentkeys/internal/problem"
 )
 
 // RequestPairing files a daemon's signed pair request.
-func (c *Client) RequestPairing(ctx context.Context, r agent.Request) (*apiv1.PairCreated, error) {
+func (c *Client) RequestPairing(ctx context.Context, r apiv1.PairRequest) (*apiv1.PairCreated, error) {
 	var out apiv1.PairCreated
 	return &out, c.Do(ctx, http.MethodPost, "/v1/pair/requests", r, &out)
 }
@@ -63,8 +62,8 @@ func (s *Session) PendingPairs(ctx context.Context) ([]apiv1.PendingPair, error)
 }
 
 // ApprovePairing approves a pair request with a signed decision.
-func (s *Session) ApprovePairing(ctx context.Context, id string, d apiv1.Decision) (*agent.Agent, error) {
-	var a agent.Agent
+func (s *Session) ApprovePairing(ctx context.Context, id string, d apiv1.Decision) (*apiv1.Agent, error) {
+	var a apiv1.Agent
 	return &a, s.do(ctx, http.MethodPost, "/v1/pair/requests/"+url.PathEscape(id)+"/approve", d, &a)
 }
 
@@ -74,21 +73,21 @@ func (s *Session) DenyPairing(ctx context.Context, id string, d apiv1.Decision) 
 }
 
 // Agents lists the owner's agents.
-func (s *Session) Agents(ctx context.Context) ([]agent.Agent, error) {
+func (s *Session) Agents(ctx context.Context) ([]apiv1.Agent, error) {
 	var l apiv1.AgentList
 	err := s.do(ctx, http.MethodGet, "/v1/agents", nil, &l)
 	return l.Agents, err
 }
 
 // SetScope edits an agent's scope.
-func (s *Session) SetScope(ctx context.Context, alias string, e apiv1.ScopeEdit) (*agent.Agent, error) {
-	var a agent.Agent
+func (s *Session) SetScope(ctx context.Context, alias string, e apiv1.ScopeEdit) (*apiv1.Agent, error) {
+	var a apiv1.Agent
 	return &a, s.do(ctx, http.MethodPost, "/v1/agents/"+url.PathEscape(alias)+"/scope", e, &a)
 }
 
 // RevokeAgent revokes an agent's sessions.
-func (s *Session) RevokeAgent(ctx context.Context, alias string) (*agent.Agent, error) {
-	var a agent.Agent
+func (s *Session) RevokeAgent(ctx context.Context, alias string) (*apiv1.Agent, error) {
+	var a apiv1.Agent
 	return &a, s.do(ctx, http.MethodPost, "/v1/agents/"+url.PathEscape(alias)+"/revoke", nil, &a)
 }
 

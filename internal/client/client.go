@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/agentkeys/agentkeys/internal/apiv1"
-	"github.com/agentkeys/agentkeys/internal/ledger"
+	"github.com/agentkeys/agentkeys/internal/entry"
 	"github.com/agentkeys/agentkeys/internal/problem"
 )
 
@@ -127,8 +127,8 @@ func entriesPath(from uint64, limit int) string {
 }
 
 // Submit posts a governance-signed entry.
-func (c *Client) Submit(ctx context.Context, e ledger.Entry) (ledger.Entry, error) {
-	var out ledger.Entry
+func (c *Client) Submit(ctx context.Context, e entry.Entry) (entry.Entry, error) {
+	var out entry.Entry
 	err := c.Do(ctx, http.MethodPost, "/v1/ledger/entries", e, &out)
 	return out, err
 }

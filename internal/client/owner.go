@@ -6,7 +6,6 @@ import (
 	"net/url"
 
 	"github.com/agentkeys/agentkeys/internal/apiv1"
-	"github.com/agentkeys/agentkeys/internal/vault"
 )
 
 // Session is a client bound to a session token.
@@ -53,8 +52,8 @@ func (s *Session) Logout(ctx context.Context) error {
 }
 
 // Store stores an encrypted credential.
-func (s *Session) Store(ctx context.Context, b apiv1.StoreBody) (*vault.Credential, error) {
-	var c vault.Credential
+func (s *Session) Store(ctx context.Context, b apiv1.StoreBody) (*apiv1.Credential, error) {
+	var c apiv1.Credential
 	return &c, s.do(ctx, http.MethodPost, "/v1/credentials", b, &c)
 }
 
@@ -65,7 +64,7 @@ func (s *Session) Read(ctx context.Context, service string, b apiv1.ReadBody) (*
 }
 
 // List lists credential records.
-func (s *Session) List(ctx context.Context) ([]vault.Credential, error) {
+func (s *Session) List(ctx context.Context) ([]apiv1.Credential, error) {
 	var l apiv1.CredentialList
 	err := s.do(ctx, http.MethodGet, "/v1/credentials", nil, &l)
 	return l.Credentials, err
@@ -81,15 +80,15 @@ func (s *Session) Delete(ctx context.Context, service, agent string) error {
 }
 
 // Approvals lists approval requests.
-func (s *Session) Approvals(ctx context.Context) ([]vault.Approval, error) {
+func (s *Session) Approvals(ctx context.Context) ([]apiv1.Approval, error) {
 	var l apiv1.ApprovalList
 	err := s.do(ctx, http.MethodGet, "/v1/approvals", nil, &l)
 	return l.Approvals, err
 }
 
 // Approve grants an approval request.
-func (s *Session) Approve(ctx context.Context, id string) (*vault.Approval, error) {
-	var a vault.Approval
+func (s *Session) Approve(ctx context.Context, id string) (*apiv1.Approval, error) {
+	var a apiv1.Approval
 	return &a, s.do(ctx, http.MethodPost, "/v1/approvals/"+url.PathEscape(id)+"/approve", nil, &a)
 }
 
@@ -101,7 +100,7 @@ func (s *Session) UsagePage(ctx context.Context, query url.Values) (*apiv1.Usage
 }
 
 // Usage fetches the rows of a page of the audit trail (see UsagePage).
-func (s *Session) Usage(ctx context.Context, query url.Values) ([]vault.Usage, error) {
+func (s *Session) Usage(ctx context.Context, query url.Values) ([]apiv1.Usage, error) {
 	l, err := s.UsagePage(ctx, query)
 	return l.Usage, err
 }

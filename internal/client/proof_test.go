@@ -14,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/agentkeys/agentkeys/internal/agent"
 	"github.com/agentkeys/agentkeys/internal/api"
 	"github.com/agentkeys/agentkeys/internal/apiv1"
 	"github.com/agentkeys/agentkeys/internal/broker"
@@ -66,9 +65,9 @@ func TestProofRemadeAfterRestart(t *testing.T) {
 	key, _ := dpop.NewKey()
 	jwk, _ := dpop.PublicJWK(key)
 	hk, _ := hpke.MLKEM768X25519().GenerateKey()
-	r := agent.Request{Owner: g.Wallet, Alias: "bot", Scope: []string{"openai"}, ProofJWK: string(jwk),
+	r := apiv1.PairRequest{Owner: g.Wallet, Alias: "bot", Scope: []string{"openai"}, ProofJWK: string(jwk),
 		HPKEPublic: base64.StdEncoding.EncodeToString(hk.PublicKey().Bytes()), ValidUntil: time.Now().Add(time.Minute).Unix()}
-	if err := agent.Sign(&r, key); err != nil {
+	if err := apiv1.SignPairRequest(&r, key); err != nil {
 		t.Fatal(err)
 	}
 	created, err := c.RequestPairing(ctx, r)
@@ -85,7 +84,7 @@ func TestProofRemadeAfterRestart(t *testing.T) {
 		}
 		return time.Now()
 	}
-	if st, err := c.PollPairing(ctx, created.ID, key); err != nil || st.Status != agent.Pending {
+	if st, err := c.PollPairing(ctx, created.ID, key); err != nil || st.Status != apiv1.PairPending {
 		t.Fatalf("poll after the restart: %+v %v", st, err)
 	}
 	if n := signed.Load(); n != 2 {

@@ -21,13 +21,12 @@ import (
 	"github.com/agentkeys/agentkeys/internal/backoff"
 	"github.com/agentkeys/agentkeys/internal/client"
 	"github.com/agentkeys/agentkeys/internal/home"
-	"github.com/agentkeys/agentkeys/internal/oidc"
 	"github.com/agentkeys/agentkeys/internal/problem"
 )
 
 // Defaults of an AWSRequest.
 const (
-	DefaultAWSAudience = oidc.AWSAudience
+	DefaultAWSAudience = apiv1.AWSAudience
 	DefaultAWSRegion   = "us-east-1"
 )
 

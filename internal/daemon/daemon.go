@@ -25,13 +25,11 @@ import (
 	"strings"
 	"time"
 
-	"github.com/agentkeys/agentkeys/internal/agent"
 	"github.com/agentkeys/agentkeys/internal/apiv1"
 	"github.com/agentkeys/agentkeys/internal/client"
 	"github.com/agentkeys/agentkeys/internal/home"
 	"github.com/agentkeys/agentkeys/internal/problem"
 	"github.com/agentkeys/agentkeys/internal/seal"
-	"github.com/agentkeys/agentkeys/internal/vault"
 )
 
 // Stable error codes of the daemon's tools and socket.
@@ -204,7 +202,7 @@ func NewHPKEKey() (hpke.PrivateKey, error) { return seal.NewKey() }
 
 // Complete opens an approved request's delivery with the pending keys and
 // stores the session; the pending file is removed.
-func (d Dir) Complete(p *Pending, dl *agent.Delivery) (*Session, error) {
+func (d Dir) Complete(p *Pending, dl *apiv1.Delivery) (*Session, error) {
 	s, err := p.Open(dl)
 	if err != nil {
 		return nil, err
@@ -218,7 +216,7 @@ func (d Dir) Complete(p *Pending, dl *agent.Delivery) (*Session, error) {
 
 // Open opens an approved request's delivery with the pending keys and returns
 // the session, storing nothing.
-func (p *Pending) Open(dl *agent.Delivery) (*Session, error) {
+func (p *Pending) Open(dl *apiv1.Delivery) (*Session, error) {
 	raw, err := base64.StdEncoding.DecodeString(p.HPKEPrivate)
 	if err != nil {
 		return nil, errors.New("pending request keys are damaged")
@@ -234,7 +232,7 @@ func (p *Pending) Open(dl *agent.Delivery) (*Session, error) {
 		}
 		return seal.Open(k, []byte(info), ct)
 	}
-	tok, err := open(dl.SealedToken, agent.TokenInfo(p.ID))
+	tok, err := open(dl.SealedToken, apiv1.TokenInfo(p.ID))
 	if err != nil {
 		return nil, problem.New(problem.Denied, "the approved session does not open with this daemon's key", "pair again with agentkeys daemon pair")
 	}
@@ -289,7 +287,7 @@ var errBadService = problem.New(CodeBadRequest, "the service name is not valid",
 // Loggable is s if it is a valid service name, else a short stand-in: the
 // daemon never logs an input it refused in full.
 func Loggable(s string) string {
-	if vault.ValidName(s) {
+	if apiv1.ValidName(s) {
 		return s
 	}
 	return fmt.Sprintf("(invalid, %d bytes)", len(s))
@@ -299,7 +297,7 @@ func Loggable(s string) string {
 // owner's approval it waits for as w says (polling, see client.AwaitApproval).
 // The caller must not log it.
 func (s Source) Get(ctx context.Context, service string, w Wait) ([]byte, error) {
-	if !vault.ValidName(service) {
+	if !apiv1.ValidName(service) {
 		return nil, errBadService
 	}
 	if w.For < 0 || w.For > MaxWaitSeconds*time.Second {

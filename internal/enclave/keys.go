@@ -17,17 +17,10 @@ import (
 
 	"github.com/decred/dcrd/dcrec/secp256k1/v4"
 
+	"github.com/agentkeys/agentkeys/internal/attest"
 	"github.com/agentkeys/agentkeys/internal/enclave/internal/slip10"
 	"github.com/agentkeys/agentkeys/internal/wallet"
 )
-
-// KeyInfo is the public description of one enclave key.
-type KeyInfo struct {
-	Path   string `json:"path"`
-	Alg    string `json:"alg"`    // "EdDSA" (ed25519), "ES256" (P-256), "ES256K" (secp256k1 wallet), "HPKE-MLKEM768X25519" (shielding)
-	Kid    string `json:"kid"`    // base64url (no padding) of SHA-256(path || "|" || public bytes), first 16 chars
-	Public string `json:"public"` // hex: ed25519 32-byte key; P-256 65-byte uncompressed SEC1; secp256k1 33-byte compressed; HPKE: the hybrid public key bytes
-}
 
 // Algorithm names used in KeyInfo.Alg.
 const (
@@ -88,7 +81,7 @@ func (k kind) alg() string {
 // key is one derived key. Exactly one of the private fields is set.
 type key struct {
 	kind    kind
-	info    KeyInfo
+	info    attest.KeyInfo
 	ed      ed25519.PrivateKey
 	p256    *ecdsa.PrivateKey
 	k1      *secp256k1.PrivateKey
@@ -268,7 +261,7 @@ func (e *Enclave) derive(path string, k kind) (*key, error) {
 	default:
 		return nil, fmt.Errorf("%w: %s", ErrUnknownPath, path)
 	}
-	out.info = KeyInfo{
+	out.info = attest.KeyInfo{
 		Path:   path,
 		Alg:    k.alg(),
 		Kid:    Kid(path, public),
@@ -336,18 +329,18 @@ func noop() {}
 
 // PublicKey returns the public description of the key at path, deriving it
 // on first use. Any valid path works (see the package documentation).
-func (e *Enclave) PublicKey(path string) (KeyInfo, error) {
+func (e *Enclave) PublicKey(path string) (attest.KeyInfo, error) {
 	k, err := parsePath(path)
 	if err != nil {
-		return KeyInfo{}, err
+		return attest.KeyInfo{}, err
 	}
 	if err := e.rlock(); err != nil {
-		return KeyInfo{}, err
+		return attest.KeyInfo{}, err
 	}
 	defer e.mu.RUnlock()
 	kk, done, err := e.key(path, k)
 	if err != nil {
-		return KeyInfo{}, err
+		return attest.KeyInfo{}, err
 	}
 	defer done()
 	return kk.info, nil
@@ -355,6 +348,6 @@ func (e *Enclave) PublicKey(path string) (KeyInfo, error) {
 
 // Keys returns the published key set, sorted by path: issuer/jwt/v1,
 // ledger/v1, oidc/issuer/v1, shielding/v1. It keeps working after Close.
-func (e *Enclave) Keys() []KeyInfo {
-	return append([]KeyInfo(nil), e.publishedInfo...)
+func (e *Enclave) Keys() []attest.KeyInfo {
+	return append([]attest.KeyInfo(nil), e.publishedInfo...)
 }

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/agentkeys/agentkeys/internal/attest"
 	"github.com/agentkeys/agentkeys/internal/enclave/internal/slip10"
 	"github.com/agentkeys/agentkeys/internal/seal"
 )
@@ -220,7 +221,7 @@ func TestNoSecretInAnyOutput(t *testing.T) {
 	add(err)
 	_, err = e.Reseal("shielding/v1", []byte("wrong"), ct, client.PublicKey().Bytes(), nil)
 	add(err)
-	add(VerifyQuote(Quote{}, e.PlatformPublicKey()))
+	add(attest.Verify(attest.Quote{}, e.PlatformPublicKey()))
 
 	// Open errors, on copies of the data directory.
 	sealed := readFile(t, filepath.Join(cfg.Dir, sealedName))

@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/agentkeys/agentkeys/internal/apiv1"
 	"github.com/agentkeys/agentkeys/internal/oidc"
 )
 
@@ -56,7 +57,7 @@ func GenerateAWS(in AWSInput) (*AWS, error) {
 		in.Bucket = "agentkeys-" + in.Account
 	}
 	if in.Audience == "" {
-		in.Audience = oidc.AWSAudience
+		in.Audience = apiv1.AWSAudience
 	}
 	sub, err := SubPattern(in.Pin, in.MrEnclave, in.MrSigner)
 	if err != nil {

@@ -65,7 +65,7 @@ func (s Schema) admit(st State, e *Entry, checkSig bool, walletOf func(omni stri
 		return k, fmt.Errorf("%w: %s may not submit %q", ErrOrigin, e.Origin, e.Kind)
 	}
 	if checkSig { // entries from outside: the entry's form and the signature
-		if err := e.checkForm(); err != nil {
+		if err := e.CheckForm(); err != nil {
 			return k, err
 		}
 		if err := s.checkSig(st, e, set, walletOf); err != nil {
@@ -128,18 +128,6 @@ func (s Schema) checkSig(st State, e *Entry, set OriginSet, walletOf func(string
 		}
 	}
 	return nil
-}
-
-// GovernanceSigSize is the size of one governance signature: key || ed25519 signature.
-const GovernanceSigSize = ed25519.PublicKeySize + ed25519.SignatureSize
-
-// SignGovernance appends one governance key's signature to e.Sig; callers sign with
-// as many keys as the threshold needs.
-func SignGovernance(e *Entry, key ed25519.PrivateKey) {
-	e.Signer = OriginGovernance
-	h := e.Hash()
-	e.Sig = append(e.Sig, key.Public().(ed25519.PublicKey)...)
-	e.Sig = append(e.Sig, ed25519.Sign(key, h[:])...)
 }
 
 func verifyGovernance(gv Governance, e *Entry, h Hash) error {

@@ -1,4 +1,4 @@
-package agent
+package apiv1
 
 import (
 	"crypto/ecdsa"
@@ -9,14 +9,23 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"slices"
 	"strconv"
 	"strings"
 
 	"github.com/agentkeys/agentkeys/internal/dpop"
 )
 
-// Request is what a daemon signs to ask for pairing.
-type Request struct {
+// Pair request states, as PairStatus.Status reports them.
+const (
+	PairPending  = "pending"
+	PairApproved = "approved"
+	PairDenied   = "denied"
+	PairExpired  = "expired" // never stored: a pending request past its expiry
+)
+
+// PairRequest is what a daemon signs to ask for pairing.
+type PairRequest struct {
 	Owner      string   `json:"owner"` // omni or wallet address of the owner
 	Alias      string   `json:"alias"`
 	Scope      []string `json:"scope"`
@@ -24,18 +33,18 @@ type Request struct {
 	ProofJWK   string   `json:"proof_jwk"`             // public P-256 JWK (JSON text)
 	HPKEPublic string   `json:"hpke_public"`           // base64 hybrid ML-KEM-768+X25519 public key
 	ValidUntil int64    `json:"valid_until"`           // unix seconds: the daemon stops waiting then
-	Sig        string   `json:"sig"`                   // base64url ES256 (r||s) by the proof key over Message
+	Sig        string   `json:"sig"`                   // base64url ES256 (r||s) by the proof key over PairMessage
 }
 
-// Message is the canonical encoding a daemon signs.
-func Message(r Request) []byte {
+// PairMessage is the canonical encoding a daemon signs.
+func PairMessage(r PairRequest) []byte {
 	return []byte("agentkeys/pair/v1\n" + r.Owner + "\n" + r.Alias + "\n" + strings.Join(r.Scope, ",") + "\n" +
 		strconv.FormatInt(r.TTLSeconds, 10) + "\n" + r.ProofJWK + "\n" + r.HPKEPublic + "\n" + strconv.FormatInt(r.ValidUntil, 10))
 }
 
-// Sign fills r.Sig with key's ES256 signature over Message(r).
-func Sign(r *Request, key *ecdsa.PrivateKey) error {
-	h := sha256.Sum256(Message(*r))
+// SignPairRequest fills r.Sig with key's ES256 signature over PairMessage(r).
+func SignPairRequest(r *PairRequest, key *ecdsa.PrivateKey) error {
+	h := sha256.Sum256(PairMessage(*r))
 	rr, ss, err := ecdsa.Sign(nil, key, h[:])
 	if err != nil {
 		return err
@@ -47,8 +56,8 @@ func Sign(r *Request, key *ecdsa.PrivateKey) error {
 	return nil
 }
 
-// Verify checks r.Sig and returns the proof key's thumbprint.
-func Verify(r Request) (jkt string, err error) {
+// VerifyPairRequest checks r.Sig and returns the proof key's thumbprint.
+func VerifyPairRequest(r PairRequest) (jkt string, err error) {
 	pub, jkt, err := dpop.ParseJWK([]byte(r.ProofJWK))
 	if err != nil {
 		return "", err
@@ -57,15 +66,15 @@ func Verify(r Request) (jkt string, err error) {
 	if err != nil || len(sig) != 64 {
 		return "", errors.New("sig is not a base64url ES256 signature")
 	}
-	h := sha256.Sum256(Message(r))
+	h := sha256.Sum256(PairMessage(r))
 	if !ecdsa.Verify(pub, h[:], new(big.Int).SetBytes(sig[:32]), new(big.Int).SetBytes(sig[32:])) {
 		return "", errors.New("sig does not verify under proof_jwk")
 	}
 	return jkt, nil
 }
 
-// NonceSize is the size of the broker's VVC nonce.
-const NonceSize = 32
+// VVCNonceSize is the size of the broker's VVC nonce.
+const VVCNonceSize = 32
 
 // VVCHash binds a request's VVC: SHA-256(nonce || signature bytes), where nonce
 // is drawn by the broker after the signed request arrived (§6). The requester
@@ -105,4 +114,25 @@ func Fingerprint(jkt string) string {
 	}
 	x := hex.EncodeToString(raw[:8])
 	return x[:4] + "-" + x[4:8] + "-" + x[8:12] + "-" + x[12:]
+}
+
+// Delivery is what an approved request hands its daemon: only sealed material.
+type Delivery struct {
+	Agent            string `json:"agent"` // agent omni
+	Wallet           string `json:"wallet"`
+	SID              string `json:"sid"`
+	Generation       int    `json:"generation"`
+	ExpiresAt        int64  `json:"expires_at"`         // session expiry, unix seconds
+	SealedToken      string `json:"sealed_token"`       // base64, HPKE to hpke_public with TokenInfo
+	SealedChannelKey string `json:"sealed_channel_key"` // base64, HPKE to hpke_public with ChannelInfo
+	ChannelInfo      string `json:"channel_info"`
+}
+
+// TokenInfo is the HPKE info of a sealed agent token.
+func TokenInfo(pairID string) string { return "agentkeys/agent-token/v1|" + pairID }
+
+// AllowsOIDC reports whether scope allows identity tokens for audience:
+// oidc:* or oidc:<audience>.
+func AllowsOIDC(scope []string, audience string) bool {
+	return slices.Contains(scope, "oidc:*") || slices.Contains(scope, "oidc:"+audience)
 }

@@ -1,0 +1,62 @@
+package apiv1
+
+import "github.com/agentkeys/agentkeys/internal/attest"
+
+// AWSAudience is the audience AWS STS expects.
+const AWSAudience = "sts.amazonaws.com"
+
+// Discovery is the body of /.well-known/openid-configuration.
+type Discovery struct {
+	Issuer          string   `json:"issuer"`
+	JWKSURI         string   `json:"jwks_uri"`
+	ResponseTypes   []string `json:"response_types_supported"`
+	SubjectTypes    []string `json:"subject_types_supported"`
+	SigningAlgs     []string `json:"id_token_signing_alg_values_supported"`
+	ClaimsSupported []string `json:"claims_supported"`
+}
+
+// JWKSPath is where the key set is served.
+const JWKSPath = "/.well-known/jwks.json"
+
+// DiscoveryPath is where the discovery document is served.
+const DiscoveryPath = "/.well-known/openid-configuration"
+
+// JWK is one published public key.
+type JWK struct {
+	Kty string `json:"kty"`
+	Crv string `json:"crv"`
+	X   string `json:"x"`
+	Y   string `json:"y"`
+	Kid string `json:"kid"`
+	Alg string `json:"alg"`
+	Use string `json:"use"`
+}
+
+// JWKS is the body of /.well-known/jwks.json.
+type JWKS struct {
+	Keys []JWK `json:"keys"`
+}
+
+// OIDCRotate is the payload of oidc.rotate: the operator's request.
+type OIDCRotate struct {
+	WindowSeconds int64  `json:"window_seconds"`
+	Nonce         string `json:"nonce"`
+}
+
+// OIDCRotateKind is the ledger kind of an OIDCRotate request: the kind of the
+// governance-signed entry POST /v1/oidc/rotate takes.
+const OIDCRotateKind = "oidc.rotate"
+
+// OIDCKey is one OIDC issuer key as the API lists it: the registry's record
+// (registry.OidcKey), converted field for field.
+type OIDCKey struct {
+	Kid           string       `json:"kid"`
+	Path          string       `json:"path"` // oidc/issuer/vN
+	Version       int          `json:"version"`
+	JWK           JWK          `json:"jwk"`
+	Public        string       `json:"public"` // hex uncompressed point
+	Quote         attest.Quote `json:"quote"`  // report_data = registry.OidcKeyReportData(kid, public)
+	ActiveFrom    int64        `json:"active_from"`
+	ActiveUntil   int64        `json:"active_until,omitempty"` // 0 = open-ended; else withdrawn from JWKS at this time
+	RevokedReason string       `json:"revoked_reason,omitempty"`
+}
