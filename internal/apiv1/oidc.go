@@ -2,6 +2,10 @@ package apiv1
 
 import "github.com/agentkeys/agentkeys/internal/attest"
 
+// TagUserWallet is the claim (and AWS session tag) of an identity token that
+// carries the agent's wallet address: what cloud policies key on.
+const TagUserWallet = "agentkeys_user_wallet"
+
 // AWSAudience is the audience AWS STS expects.
 const AWSAudience = "sts.amazonaws.com"
 

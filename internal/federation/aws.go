@@ -6,7 +6,6 @@ import (
 	"strings"
 
 	"github.com/agentkeys/agentkeys/internal/apiv1"
-	"github.com/agentkeys/agentkeys/internal/oidc"
 )
 
 // The files the AWS documents are saved as.
@@ -67,7 +66,7 @@ func GenerateAWS(in AWSInput) (*AWS, error) {
 		RoleARN: "arn:aws:iam::" + in.Account + ":role/" + in.RoleName, Audience: in.Audience, Bucket: in.Bucket}
 	cond := map[string]map[string]any{
 		"StringEquals": {host + ":aud": in.Audience},
-		"Null":         {"aws:RequestTag/" + oidc.TagUserWallet: "false"},
+		"Null":         {"aws:RequestTag/" + apiv1.TagUserWallet: "false"},
 	}
 	if sub != "" {
 		cond["StringLike"] = map[string]any{host + ":sub": sub}

@@ -21,7 +21,6 @@ import (
 
 // Tag keys and claim names.
 const (
-	TagUserWallet = "agentkeys_user_wallet"
 	ClaimAWSTags  = "https://aws.amazon.com/tags"
 	ClaimFlatTags = "https://aws.amazon.com/tags/principal_tags"
 )
@@ -36,7 +35,7 @@ const (
 // Tags are the principal tags of a token (values are arrays: AWS only turns
 // them into session tags that way).
 type Tags struct {
-	UserWallet []string `json:"agentkeys_user_wallet"` // key TagUserWallet
+	UserWallet []string `json:"agentkeys_user_wallet"` // key apiv1.TagUserWallet
 }
 
 // AWSTags is the value of the https://aws.amazon.com/tags claim: AWS turns it
@@ -96,7 +95,7 @@ func NewClaims(issuer, audience string, id Identity, enc Enclave, now, ttl int64
 	return Claims{Issuer: issuer, Subject: Subject(enc.MrEnclave, enc.MrSigner, id.Role, w), Audience: audience,
 		IssuedAt: now, NotBefore: now, Expiry: now + ttl, ID: base64.RawURLEncoding.EncodeToString(b[:]),
 		UserWallet: w, OwnerWallet: strings.ToLower(id.OwnerWallet), Omni: id.Omni, Tier: enc.Tier,
-		AWSTags:  AWSTags{PrincipalTags: tags, TransitiveTagKeys: []string{TagUserWallet}},
+		AWSTags:  AWSTags{PrincipalTags: tags, TransitiveTagKeys: []string{apiv1.TagUserWallet}},
 		FlatTags: tags}
 }
 
