@@ -1,10 +1,7 @@
 package agent
 
 import (
-	"bytes"
 	"crypto/sha256"
-	"encoding/base64"
-	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"reflect"
@@ -13,90 +10,8 @@ import (
 
 	"github.com/agentkeys/agentkeys/internal/account"
 	"github.com/agentkeys/agentkeys/internal/apiv1"
-	"github.com/agentkeys/agentkeys/internal/dpop"
 	"github.com/agentkeys/agentkeys/internal/ledger"
 )
-
-func signed(t *testing.T) apiv1.PairRequest {
-	t.Helper()
-	k, err := dpop.NewKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	jwk, _ := dpop.PublicJWK(k)
-	r := apiv1.PairRequest{Owner: "0xabc", Alias: "bot", Scope: []string{"openai", "github"}, ProofJWK: string(jwk),
-		HPKEPublic: "cHVi", ValidUntil: time.Now().Add(time.Minute).Unix()}
-	if err := apiv1.SignPairRequest(&r, k); err != nil {
-		t.Fatal(err)
-	}
-	return r
-}
-
-func TestSignVerify(t *testing.T) {
-	r := signed(t)
-	jkt, err := apiv1.VerifyPairRequest(r)
-	if err != nil || len(jkt) != 43 {
-		t.Fatalf("Verify: %q %v", jkt, err)
-	}
-	for name, mut := range map[string]func(*apiv1.PairRequest){
-		"alias": func(r *apiv1.PairRequest) { r.Alias = "eve" },
-		"scope": func(r *apiv1.PairRequest) { r.Scope = append(r.Scope, "stripe") },
-		"owner": func(r *apiv1.PairRequest) { r.Owner = "0xdef" },
-		"hpke":  func(r *apiv1.PairRequest) { r.HPKEPublic = "b3RoZXI=" },
-		"until": func(r *apiv1.PairRequest) { r.ValidUntil++ },
-		"ttl":   func(r *apiv1.PairRequest) { r.TTLSeconds = 60 },
-		"sig":   func(r *apiv1.PairRequest) { r.Sig = r.Sig[:10] },
-		"keyswap": func(r *apiv1.PairRequest) {
-			o := signed(t)
-			r.ProofJWK = o.ProofJWK
-		},
-	} {
-		c := r
-		c.Scope = append([]string(nil), r.Scope...)
-		mut(&c)
-		if _, err := apiv1.VerifyPairRequest(c); err == nil {
-			t.Errorf("changed %s: still verifies", name)
-		}
-	}
-}
-
-func TestVVC(t *testing.T) {
-	r := signed(t)
-	nonce := bytes.Repeat([]byte{7}, apiv1.VVCNonceSize)
-	v := apiv1.VVC(nonce, r.Sig)
-	raw, _ := base64.RawURLEncoding.DecodeString(r.Sig)
-	h := sha256.Sum256(append(bytes.Clone(nonce), raw...))
-	if want := fmt.Sprintf("%06d", binary.BigEndian.Uint64(h[:8])%1_000_000); v != want || len(v) != 6 || apiv1.VVCHash(nonce, r.Sig) != h {
-		t.Fatalf("VVC %q want %q", v, want)
-	}
-	// Only the broker's contribution changes: the VVC does.
-	seen := map[string]bool{v: true}
-	for i := range byte(3) {
-		seen[apiv1.VVC(bytes.Repeat([]byte{i}, apiv1.VVCNonceSize), r.Sig)] = true
-	}
-	if len(seen) != 4 {
-		t.Fatalf("four nonces over one signature gave %d VVCs", len(seen))
-	}
-	if a, b := apiv1.VVC(nonce, signed(t).Sig), apiv1.VVC(nonce, signed(t).Sig); a == v && b == v { // two fresh requests
-		t.Fatal("VVCs of different requests keep colliding")
-	}
-}
-
-func TestFingerprint(t *testing.T) {
-	jkt, err := apiv1.VerifyPairRequest(signed(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, _ := base64.RawURLEncoding.DecodeString(jkt)
-	x := fmt.Sprintf("%x", raw[:8])
-	if fp := apiv1.Fingerprint(jkt); fp != x[:4]+"-"+x[4:8]+"-"+x[8:12]+"-"+x[12:] {
-		t.Fatalf("fingerprint %q of %x", fp, raw[:8])
-	}
-	other, _ := apiv1.VerifyPairRequest(signed(t))
-	if apiv1.Fingerprint(other) == apiv1.Fingerprint(jkt) {
-		t.Fatal("two keys, one fingerprint")
-	}
-}
 
 // TestFoldOnePendingPerAlias: the ledger itself refuses a second pending
 // request for one owner and alias, so concurrent requests cannot both land.
@@ -169,13 +84,6 @@ func TestOmni(t *testing.T) {
 	if OmniOf(parent, "bot", 1) != fmt.Sprintf("%x", h) {
 		t.Fatal("omni is not the §4.1 formula")
 	}
-}
-
-func FuzzVerify(f *testing.F) {
-	f.Add("owner", "bot", "openai", `{"kty":"EC"}`, "sig")
-	f.Fuzz(func(t *testing.T, owner, alias, scope, jwk, sig string) {
-		apiv1.VerifyPairRequest(apiv1.PairRequest{Owner: owner, Alias: alias, Scope: []string{scope}, ProofJWK: jwk, Sig: sig})
-	})
 }
 
 // TestMemoFollowsTheStoredRecord: the memo answers like Get, sees every change

@@ -64,3 +64,43 @@ type OIDCKey struct {
 	ActiveUntil   int64        `json:"active_until,omitempty"` // 0 = open-ended; else withdrawn from JWKS at this time
 	RevokedReason string       `json:"revoked_reason,omitempty"`
 }
+
+// OIDCRequest is the body of POST /v1/oidc/token.
+type OIDCRequest struct {
+	Audience  string `json:"audience"`
+	TTL       int64  `json:"ttl,omitempty"`        // seconds; default 300, at most the server's maximum (≤ 3600)
+	OwnerSelf bool   `json:"owner_self,omitempty"` // an owner minting for itself must say so
+}
+
+// OIDCToken is a minted identity token.
+type OIDCToken struct {
+	Token     string `json:"token"`
+	Kid       string `json:"kid"`
+	JTI       string `json:"jti"`
+	Audience  string `json:"audience"`
+	Subject   string `json:"sub"`
+	ExpiresAt int64  `json:"expires_at"` // unix seconds
+}
+
+// OIDCKeyInfo is one issuer key as GET /v1/oidc/keys lists it.
+type OIDCKeyInfo struct {
+	OIDCKey
+	State string `json:"state"` // current, retiring, retired, revoked
+}
+
+// RotateResult is the answer of POST /v1/oidc/rotate.
+type RotateResult struct {
+	Key      OIDCKey `json:"key"`
+	Previous OIDCKey `json:"previous"`
+}
+
+// OIDCKeyList is the body of GET /v1/oidc/keys.
+type OIDCKeyList struct {
+	Keys []OIDCKeyInfo `json:"keys"`
+}
+
+// ActiveKey is one element of GET /mock/oidc-pubkeys/active.
+type ActiveKey struct {
+	Kid    string `json:"kid"`
+	Pubkey string `json:"pubkey"` // hex uncompressed P-256 point
+}

@@ -2,6 +2,7 @@ package apiv1
 
 import (
 	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/binary"
@@ -135,4 +136,92 @@ func TokenInfo(pairID string) string { return "agentkeys/agent-token/v1|" + pair
 // oidc:* or oidc:<audience>.
 func AllowsOIDC(scope []string, audience string) bool {
 	return slices.Contains(scope, "oidc:*") || slices.Contains(scope, "oidc:"+audience)
+}
+
+// PairCreated answers a pair request. Only the requester gets Nonce and VVC
+// (the owner sees the VVC in its authenticated pending view); the daemon checks
+// VVC = agent.VVC(Nonce, its signature) and Fingerprint against its own key.
+type PairCreated struct {
+	ID          string `json:"id"`
+	VVC         string `json:"vvc"`
+	Nonce       string `json:"nonce"`       // hex: the broker's VVC nonce
+	Fingerprint string `json:"fingerprint"` // Fingerprint of the proof key
+	ExpiresAt   int64  `json:"expires_at"`  // unix seconds
+}
+
+// PendingPair is the owner's view of a pending pair request: what to compare
+// with the daemon (VVC, key fingerprint) and what tells requests apart (id,
+// source address, time).
+type PendingPair struct {
+	ID          string   `json:"id"`
+	Alias       string   `json:"alias"`
+	Scope       []string `json:"scope"`
+	TTLSeconds  int64    `json:"ttl_seconds,omitempty"`
+	VVC         string   `json:"vvc"`
+	VVCHash     string   `json:"vvc_hash"`    // hex VVCHash: what a decision signs
+	Fingerprint string   `json:"fingerprint"` // Fingerprint(JKT)
+	JKT         string   `json:"jkt"`         // the daemon's proof key thumbprint
+	Source      string   `json:"source"`      // the address the request came from
+	CreatedAt   int64    `json:"created_at"`  // unix seconds
+	ExpiresAt   int64    `json:"expires_at"`  // unix seconds
+}
+
+// Decision is the owner's signed answer to a pair request: the identity key
+// signs DecisionMessage, which names the broker, the request, its VVC hash (the
+// VVC the owner compared is its 6 digits; the hash does not give them away to
+// anyone who reads the public decision) and the decision.
+type Decision struct {
+	Time int64  `json:"time"`
+	Sig  string `json:"sig"` // hex Ed25519
+}
+
+// DecisionMessage is what the owner's identity key signs.
+// vvcHash is the hex PendingPair.VVCHash of the request.
+func DecisionMessage(server, id, vvcHash, decision string, t int64) []byte {
+	return []byte("agentkeys/pair-decision/v2\n" + server + "\n" + id + "\n" + vvcHash + "\n" + decision + "\n" + strconv.FormatInt(t, 10))
+}
+
+// SignDecision signs a decision with the owner's identity key.
+func SignDecision(key ed25519.PrivateKey, server, id, vvcHash, decision string, t int64) Decision {
+	return Decision{Time: t, Sig: hex.EncodeToString(ed25519.Sign(key, DecisionMessage(server, id, vvcHash, decision, t)))}
+}
+
+// PairStatus is what a daemon's poll sees.
+type PairStatus struct {
+	ID        string    `json:"id"`
+	Status    string    `json:"status"` // pending, approved, denied, expired
+	Alias     string    `json:"alias"`
+	Scope     []string  `json:"scope"`
+	ExpiresAt int64     `json:"expires_at"`
+	Delivery  *Delivery `json:"delivery,omitempty"` // approved: sealed token and channel key
+}
+
+// PairList is the body of GET /v1/pair/requests.
+type PairList struct {
+	Requests []PendingPair `json:"requests"`
+}
+
+// AgentList is the body of GET /v1/agents.
+type AgentList struct {
+	Agents []Agent `json:"agents"`
+}
+
+// ServiceList is the body of GET /v1/agent/credentials.
+type ServiceList struct {
+	Services         []string `json:"services"`
+	ApprovalRequired []string `json:"approval_required"` // those of Services whose every read needs the owner's approval
+}
+
+// TeardownResult is the body of POST /v1/agents/{alias}/teardown.
+type TeardownResult struct {
+	Alias   string `json:"alias"`
+	Deleted int    `json:"deleted"`
+}
+
+// ScopeEdit changes an agent's scope: Set replaces it (when non-nil), then Add
+// and Remove apply.
+type ScopeEdit struct {
+	Set    []string `json:"set,omitempty"`
+	Add    []string `json:"add,omitempty"`
+	Remove []string `json:"remove,omitempty"`
 }
