@@ -10,6 +10,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"go/ast"
 	"go/parser"
 	"go/token"
 	"io"
@@ -38,9 +39,13 @@ func forbidden(path string) string {
 }
 
 // ownerExempt are the files of package cli whose commands run the server side
-// (agentkeys server, audit verify --data-dir, release sign/verify). Every
-// other file of package cli holds owner or daemon commands and is fenced.
-var ownerExempt = []string{"server.go", "audit.go", "release.go"}
+// or read its files (agentkeys server, audit verify --data-dir, release
+// sign/verify, oidc rotate with the operator key). Every other file of package
+// cli holds owner or daemon commands and is fenced: by what its imports link,
+// and by the names it uses, so that an owner command cannot reach the server
+// side through a helper in an exempt file either (registering an exempt
+// file's command, a name ending in Cmd, is allowed).
+var ownerExempt = []string{"server.go", "audit.go", "release.go", "operator.go"}
 
 type pkg struct {
 	ImportPath string
@@ -135,25 +140,68 @@ func TestDeps(t *testing.T) {
 	if err != nil || len(files) == 0 {
 		t.Fatalf("no files of package cli: %v", err)
 	}
+	parsed := map[string]*ast.File{}
+	exemptNames := map[string]string{} // top-level name -> exempt file declaring it
 	for _, f := range files {
 		base := filepath.Base(f)
-		if strings.HasSuffix(base, "_test.go") || slices.Contains(ownerExempt, base) {
+		if strings.HasSuffix(base, "_test.go") {
 			continue
 		}
-		af, err := parser.ParseFile(token.NewFileSet(), f, nil, parser.ImportsOnly)
+		af, err := parser.ParseFile(token.NewFileSet(), f, nil, parser.SkipObjectResolution)
 		if err != nil {
 			t.Fatal(err)
 		}
+		if slices.Contains(ownerExempt, base) {
+			for _, n := range topLevel(af) {
+				exemptNames[n] = base
+			}
+			continue
+		}
+		parsed[base] = af
+	}
+	for base, af := range parsed {
 		name := "internal/cli/" + base
 		roots[name] = []string{}
 		for _, im := range af.Imports {
 			roots[name] = append(roots[name], strings.Trim(im.Path.Value, `"`))
 		}
+		used := map[string]bool{}
+		ast.Inspect(af, func(n ast.Node) bool {
+			if id, ok := n.(*ast.Ident); ok && exemptNames[id.Name] != "" && !strings.HasSuffix(id.Name, "Cmd") && !used[id.Name] {
+				used[id.Name] = true
+				t.Errorf("%s uses %s, declared in internal/cli/%s, which is server side: move the command there or the helper out of it",
+					name, id.Name, exemptNames[id.Name])
+			}
+			return true
+		})
 	}
 	if len(roots) < 12 {
 		t.Errorf("only %d owner-command files of package cli were fenced; the exempt list is %v", len(roots)-2, ownerExempt)
 	}
 	fence(t, roots)
+}
+
+// topLevel returns the names a file declares at top level, methods included.
+func topLevel(f *ast.File) []string {
+	var out []string
+	for _, d := range f.Decls {
+		switch d := d.(type) {
+		case *ast.FuncDecl:
+			out = append(out, d.Name.Name)
+		case *ast.GenDecl:
+			for _, sp := range d.Specs {
+				switch sp := sp.(type) {
+				case *ast.TypeSpec:
+					out = append(out, sp.Name.Name)
+				case *ast.ValueSpec:
+					for _, n := range sp.Names {
+						out = append(out, n.Name)
+					}
+				}
+			}
+		}
+	}
+	return out
 }
 
 // TestLeaves: the packages client and server share import nothing of
