@@ -262,7 +262,7 @@ func TestOIDCKeyRegistryRoutes(t *testing.T) {
 	verifyWith(t, e, tok.Token)
 	var list []apiv1.ActiveKey
 	if err := json.Unmarshal(e.get("/mock/oidc-pubkeys/active").Body.Bytes(), &list); err != nil || len(list) != 1 {
-		t.Fatalf("active as []api.ActiveKey: %v %v", list, err)
+		t.Fatalf("active as []apiv1.ActiveKey: %v %v", list, err)
 	}
 }
 

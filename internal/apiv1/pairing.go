@@ -140,7 +140,7 @@ func AllowsOIDC(scope []string, audience string) bool {
 
 // PairCreated answers a pair request. Only the requester gets Nonce and VVC
 // (the owner sees the VVC in its authenticated pending view); the daemon checks
-// VVC = agent.VVC(Nonce, its signature) and Fingerprint against its own key.
+// VVC = VVC(Nonce, its signature) and Fingerprint against its own key.
 type PairCreated struct {
 	ID          string `json:"id"`
 	VVC         string `json:"vvc"`

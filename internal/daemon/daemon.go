@@ -57,7 +57,7 @@ type Pending struct {
 	Scope       []string `json:"scope"`
 	ID          string   `json:"id"`
 	VVC         string   `json:"vvc"`
-	Fingerprint string   `json:"fingerprint,omitempty"` // agent.Fingerprint of ProofKey
+	Fingerprint string   `json:"fingerprint,omitempty"` // apiv1.Fingerprint of ProofKey
 	ExpiresAt   int64    `json:"expires_at"`
 	ProofKey    string   `json:"proof_key"`    // base64 PKCS#8 P-256
 	HPKEPrivate string   `json:"hpke_private"` // base64 serialized hybrid HPKE private key
