@@ -361,14 +361,8 @@ func TestAgentPairAndMCP(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { srv.Process.Kill(); srv.Wait() })
-	for deadline := time.Now().Add(agentTimeout); ; {
-		if fi, err := os.Stat(sock); err == nil && fi.Mode()&os.ModeSocket != 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("daemon serve made no socket: %s", srvLog.String())
-		}
-		time.Sleep(20 * time.Millisecond)
+	if !waitFor(agentTimeout, func() bool { fi, err := os.Stat(sock); return err == nil && fi.Mode()&os.ModeSocket != 0 }) {
+		t.Fatalf("daemon serve made no socket: %s", srvLog.String())
 	}
 	if m := fileMode(t, sock); m != 0o600 {
 		t.Errorf("socket is %v, want 0600", m)
@@ -715,18 +709,15 @@ func TestAgentAttacks(t *testing.T) {
 	// Expired: gone from pending, and the broker refuses the approval.
 	exp := h.startPair(t.TempDir(), "--server", s.url, "--owner", a.omni, "--alias", "late", "--scope", "openai", "--expires", "2s", "--no-wait")
 	exp.wait(t)
-	for deadline := time.Now().Add(agentTimeout); ; {
-		still := false
+	if !waitFor(agentTimeout, func() bool {
 		for _, r := range h.akPending(a) {
-			still = still || r.ID == exp.id
+			if r.ID == exp.id {
+				return false
+			}
 		}
-		if !still {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("expired request still pending")
-		}
-		time.Sleep(250 * time.Millisecond)
+		return true
+	}) {
+		t.Fatal("expired request still pending")
 	}
 	if code, c := approveAPI(exp.id, exp.vvc); code != 403 || c != "DENIED" {
 		t.Errorf("approving an expired request: %d %s", code, c)

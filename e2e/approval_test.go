@@ -34,15 +34,15 @@ func (h *harness) pendingApprovals(o akOwner) []string {
 	return ids
 }
 
-// waitFor polls cond every 100 ms until it holds or agentTimeout passes.
-func waitFor(t *testing.T, what string, cond func() bool) {
+const readRoute = "POST /v1/credentials/{service}/read"
+
+// polledAgain waits until the server has answered more credential reads than
+// it had when asked: a waiting reader has asked once more.
+func polledAgain(t *testing.T, s *server, what string) {
 	t.Helper()
-	deadline := time.Now().Add(agentTimeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(100 * time.Millisecond)
+	n := s.requests(readRoute)
+	if !waitFor(agentTimeout, func() bool { return s.requests(readRoute) > n }) {
+		t.Fatalf("%s did not ask again within %s (%v reads answered)", what, agentTimeout, n)
 	}
 }
 
@@ -93,8 +93,10 @@ func TestReadWaitsForApproval(t *testing.T) {
 			<-done
 		}
 	})
-	waitFor(t, "the waiting read to name its request", func() bool { return strings.Contains(stderr.String(), "agentkeys approve "+first) })
-	time.Sleep(3 * time.Second) // at least one more poll
+	if !waitFor(agentTimeout, func() bool { return strings.Contains(stderr.String(), "agentkeys approve "+first) }) {
+		t.Fatalf("the waiting read did not name its request %s: %q", first, stderr.String())
+	}
+	polledAgain(t, s, "the waiting read")
 	select {
 	case <-done:
 		t.Fatalf("read stopped waiting: exit %d %q", cmd.ProcessState.ExitCode(), stderr.String())
@@ -205,7 +207,7 @@ func TestMCPWaitsForApproval(t *testing.T) {
 		}
 		got <- answer{res.Content[0].(*mcp.TextContent).Text, res.IsError}
 	}()
-	time.Sleep(3 * time.Second) // the call polls at least once more
+	polledAgain(t, s, "the waiting get_credential")
 	if p := h.pendingApprovals(o); len(p) != 1 || p[0] != first {
 		t.Fatalf("a waiting get_credential left pending requests %v, want [%s]", p, first)
 	}
@@ -252,10 +254,12 @@ func TestDaemonMCPStopsQuietly(t *testing.T) {
 			cmd.Process.Signal(syscall.SIGINT)
 		}
 		if stop != "stdin" {
-			waitFor(t, "daemon mcp to exit on "+stop, func() bool {
+			if !waitFor(agentTimeout, func() bool {
 				b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", cmd.Process.Pid))
 				return err != nil || strings.Contains(string(b), ") Z ") // exited, not yet reaped
-			})
+			}) {
+				t.Fatalf("daemon mcp did not exit on %s within %s", stop, agentTimeout)
+			}
 		}
 		cs.Close() // closes stdin and waits for the process
 		cancel()

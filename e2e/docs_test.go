@@ -504,13 +504,8 @@ func TestGuideConnectAgent(t *testing.T) {
 
 	// 5. The daemon serves the agent's group; the agent's user configures MCP and reads.
 	sandbox.run(s5[0], nil)
-	for deadline := time.Now().Add(startTimeout); ; time.Sleep(20 * time.Millisecond) {
-		if fi, err := os.Lstat(sock); err == nil && fi.Mode()&os.ModeSocket != 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("daemon serve made no socket at %s:\n%s", sock, sandbox.out.String())
-		}
+	if !waitFor(startTimeout, func() bool { fi, err := os.Lstat(sock); return err == nil && fi.Mode()&os.ModeSocket != 0 }) {
+		t.Fatalf("daemon serve made no socket at %s:\n%s", sock, sandbox.out.String())
 	}
 	var got, want map[string]any
 	if err := json.Unmarshal([]byte(wantConfig), &want); err != nil {

@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -23,6 +24,7 @@ import (
 	"time"
 
 	"github.com/agentkeys/agentkeys/internal/apiv1"
+	"github.com/agentkeys/agentkeys/internal/backoff"
 	"github.com/agentkeys/agentkeys/internal/broker"
 	"github.com/agentkeys/agentkeys/internal/client"
 	"github.com/agentkeys/agentkeys/internal/ledger"
@@ -313,6 +315,44 @@ func parseLogs(t *testing.T, text string) []logLine {
 		out = append(out, l)
 	}
 	return out
+}
+
+// waitFor polls cond until it holds or timeout passes, and reports whether it
+// held. It stands in for fixed sleeps: a test waits as long as the condition
+// takes and no longer, and fails with its own message when it never holds. The
+// polls back off from 1 ms to 250 ms.
+func waitFor(timeout time.Duration, cond func() bool) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	pause := backoff.Backoff{Initial: time.Millisecond, Max: 250 * time.Millisecond}
+	for !cond() {
+		if pause.Wait(ctx) != nil {
+			return cond()
+		}
+	}
+	return true
+}
+
+// requests is how many requests to route the server has answered, whatever
+// their status, by its /metrics (agentkeys_http_requests_total).
+func (s *server) requests(route string) float64 {
+	s.h.t.Helper()
+	code, body := s.get("/metrics")
+	if code != http.StatusOK {
+		s.h.t.Fatalf("/metrics = %d", code)
+	}
+	n := 0.0
+	for line := range strings.Lines(string(body)) {
+		if strings.HasPrefix(line, "agentkeys_http_requests_total{") && strings.Contains(line, `route="`+route+`"`) {
+			f := strings.Fields(line)
+			v, err := strconv.ParseFloat(f[len(f)-1], 64)
+			if err != nil {
+				s.h.t.Fatalf("metric line %q: %v", line, err)
+			}
+			n += v
+		}
+	}
+	return n
 }
 
 // waitLog waits until a complete log line satisfies match, the process exits, or

@@ -6,7 +6,6 @@ import (
 	"os"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/agentkeys/agentkeys/internal/home"
 )
@@ -126,19 +125,12 @@ func TestInitAfterExpiry(t *testing.T) {
 	s := h.start(serverOpts{home: t.TempDir(), args: []string{"--session-ttl", "2s"}})
 	o := h.akNewOwner(s)
 	// Wait (bounded) until the broker itself refuses the session as expired.
-	deadline := time.Now().Add(agentTimeout)
-	for {
-		r := h.cli(o.home, "whoami")
-		if r.code != 0 {
-			if r.code != 3 || !strings.Contains(r.stderr, "expired") {
-				t.Fatalf("whoami with an expired session: exit %d: %s", r.code, r.stderr)
-			}
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the 2s session did not expire")
-		}
-		time.Sleep(500 * time.Millisecond)
+	var r cliResult
+	if !waitFor(agentTimeout, func() bool { r = h.cli(o.home, "whoami"); return r.code != 0 }) {
+		t.Fatal("the 2s session did not expire")
+	}
+	if r.code != 3 || !strings.Contains(r.stderr, "expired") {
+		t.Fatalf("whoami with an expired session: exit %d: %s", r.code, r.stderr)
 	}
 	var m map[string]any
 	if err := json.Unmarshal([]byte(h.akOK(o.home, "init", "--json")), &m); err != nil {

@@ -173,29 +173,29 @@ func (h *harness) launchWeed(bin, data, dir string, doc *federation.AWS, admin a
 		}
 	}
 	w.admin = w.s3(admin)
-	deadline := time.Now().Add(weedTimeout)
-	for {
+	var err error
+	exited := false
+	if !waitFor(weedTimeout, func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		_, err := w.admin.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(w.bucket)})
+		_, err = w.admin.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(w.bucket)})
 		cancel()
-		if err == nil {
-			break
-		}
 		select {
 		case <-done:
-			out := w.out.String()
-			// taken at its own check ("is not available") or at the bind
-			if strings.Contains(out, "address already in use") || strings.Contains(out, "is not available") {
-				return nil, errPortTaken
-			}
-			return nil, fmt.Errorf("SeaweedFS exited during start:\n%s", tail(out, 60))
+			exited = err != nil
 		default:
 		}
-		if time.Now().After(deadline) {
-			stop()
-			return nil, fmt.Errorf("SeaweedFS did not accept CreateBucket within %s: %v\n%s", weedTimeout, err, tail(w.out.String(), 60))
+		return err == nil || exited
+	}) {
+		stop()
+		return nil, fmt.Errorf("SeaweedFS did not accept CreateBucket within %s: %v\n%s", weedTimeout, err, tail(w.out.String(), 60))
+	}
+	if exited {
+		out := w.out.String()
+		// taken at its own check ("is not available") or at the bind
+		if strings.Contains(out, "address already in use") || strings.Contains(out, "is not available") {
+			return nil, errPortTaken
 		}
-		time.Sleep(300 * time.Millisecond)
+		return nil, fmt.Errorf("SeaweedFS exited during start:\n%s", tail(out, 60))
 	}
 	t.Cleanup(func() {
 		stop()

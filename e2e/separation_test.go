@@ -18,7 +18,6 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 )
@@ -265,19 +264,20 @@ func TestDaemonUserSeparation(t *testing.T) {
 	srvDone := make(chan struct{})
 	go func() { srv.Wait(); close(srvDone) }()
 	t.Cleanup(func() { srv.Process.Kill(); <-srvDone })
-	for deadline := time.Now().Add(agentTimeout); ; {
-		if fi, err := os.Lstat(sock); err == nil && fi.Mode()&os.ModeSocket != 0 {
-			break
-		}
+	exited := func() bool {
 		select {
 		case <-srvDone:
-			t.Fatalf("daemon serve exited: %s", srvLog.String())
+			return true
 		default:
+			return false
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("daemon serve made no socket: %s", srvLog.String())
+	}
+	made := func() bool { fi, err := os.Lstat(sock); return err == nil && fi.Mode()&os.ModeSocket != 0 }
+	if !waitFor(agentTimeout, func() bool { return made() || exited() }) || !made() {
+		if exited() {
+			t.Fatalf("daemon serve exited: %s", srvLog.String())
 		}
-		time.Sleep(20 * time.Millisecond)
+		t.Fatalf("daemon serve made no socket: %s", srvLog.String())
 	}
 	if uid, gid, mode := ownerOf(t, sock); uid != duid || gid != agentUser.gid || mode != 0o660 {
 		t.Errorf("socket is %d:%d %v, want %d:%d 0660 (daemon user, agent group)", uid, gid, mode, duid, agentUser.gid)

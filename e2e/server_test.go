@@ -143,8 +143,8 @@ func TestQuickPath(t *testing.T) {
 			t.Errorf("key %s public %q is not hex", k.Path, k.Public)
 			continue
 		}
-		if k.Kid != enclave.Kid(k.Path, pub) {
-			t.Errorf("key %s kid %q, want %q", k.Path, k.Kid, enclave.Kid(k.Path, pub))
+		if k.Kid != attest.Kid(k.Path, pub) {
+			t.Errorf("key %s kid %q, want %q", k.Path, k.Kid, attest.Kid(k.Path, pub))
 		}
 	}
 	for p := range wantKeys {

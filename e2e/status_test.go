@@ -53,15 +53,10 @@ func (h *harness) startServe(dh string, args ...string) *http.Client {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { srv.Process.Kill(); srv.Wait() })
-	for deadline := time.Now().Add(agentTimeout); ; {
-		if fi, err := os.Stat(sock); err == nil && fi.Mode()&os.ModeSocket != 0 {
-			return unixClient(sock)
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("daemon serve made no socket: %s", log.String())
-		}
-		time.Sleep(20 * time.Millisecond)
+	if !waitFor(agentTimeout, func() bool { fi, err := os.Stat(sock); return err == nil && fi.Mode()&os.ModeSocket != 0 }) {
+		t.Fatalf("daemon serve made no socket: %s", log.String())
 	}
+	return unixClient(sock)
 }
 
 // TestDaemonStatusHonest: `daemon status` asks the broker (paired, revoked,
@@ -130,11 +125,7 @@ func TestDaemonStatusHonest(t *testing.T) {
 	// the long-running daemon checks its session at most a few seconds late
 	var code int
 	var m map[string]any
-	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(200 * time.Millisecond) {
-		if code, m = socketGet(t, hc, path); code != 200 || time.Now().After(deadline) {
-			break
-		}
-	}
+	waitFor(15*time.Second, func() bool { code, m = socketGet(t, hc, path); return code != 200 })
 	if e, _ := m["error"].(map[string]any); code != http.StatusUnauthorized || e["code"] != "REVOKED" {
 		t.Errorf("socket cloud credentials after revoke: %d %v", code, m["error"])
 	}
@@ -146,8 +137,8 @@ func TestDaemonStatusHonest(t *testing.T) {
 	if code := p.wait(t); code != 0 {
 		t.Fatalf("daemon pair --ttl 2s: exit %d", code)
 	}
-	time.Sleep(3 * time.Second)
-	if st, r := h.status(dh); st.State != "expired" || r.code != 3 {
+	waitFor(agentTimeout, func() bool { st, r = h.status(dh); return st.State == "expired" })
+	if st.State != "expired" || r.code != 3 {
 		t.Errorf("status of an expired session: exit %d %+v", r.code, st)
 	}
 

@@ -240,16 +240,8 @@ func TestVaultRateLimit(t *testing.T) {
 	if out := h.mustOK(h.cliIn(oh, "", false, "usage", "--json"), "usage").stdout; strings.Count(out, `"rate_limited"`) != 1 {
 		t.Fatalf("usage after two rate-limited reads: want one rate_limited row: %s", out)
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		r := h.cliIn(oh, "", true, "read", "svc")
-		if r.code == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("reads did not resume after the window: %q", r.stderr)
-		}
-		time.Sleep(time.Second)
+	if !waitFor(30*time.Second, func() bool { r = h.cliIn(oh, "", true, "read", "svc"); return r.code == 0 }) {
+		t.Fatalf("reads did not resume after the window: %q", r.stderr)
 	}
 }
 

@@ -7,6 +7,7 @@ package account
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -71,13 +72,41 @@ func AgentOmni(parent, alias string, generation int) string {
 	return hex.EncodeToString(h[:])
 }
 
-// Kinds returns the account ledger kinds.
-func Kinds() map[string]ledger.Kind {
-	return map[string]ledger.Kind{
-		KindCreated:       {Origins: ledger.FromEnclave, Fold: foldCreated},
-		KindSessionIssued: {Origins: ledger.FromAccount, Fold: foldSessionIssued},
-		KindSessionRevoke: {Origins: ledger.FromAccount | ledger.FromEnclave, Fold: foldSessionRevoked},
+// Module declares the account kinds (package modules lists it) and maps an
+// account to the wallet that signs its entries. An account's creation is its
+// own, or its owner's when it is an agent (and shows in the owner's trail);
+// a session's entries are the signing account's.
+var Module = ledger.Module{
+	Name: "account",
+	Kinds: map[string]ledger.Kind{
+		KindCreated:       {Origins: ledger.FromEnclave, Fold: foldCreated, Owner: ownerCreated, Usage: usageCreated},
+		KindSessionIssued: {Origins: ledger.FromAccount, Fold: foldSessionIssued, Owner: ledger.OwnerSigner},
+		KindSessionRevoke: {Origins: ledger.FromAccount | ledger.FromEnclave, Fold: foldSessionRevoked, Owner: ledger.OwnerSigner},
+	},
+	Wallet: Wallet,
+}
+
+// ownerCreated: the new account, and its owner ("parent") when it is an agent.
+func ownerCreated(e *ledger.Entry) (account, parent string, ok bool) {
+	var a struct {
+		Omni   string `json:"omni"`
+		Parent string `json:"parent"`
 	}
+	if json.Unmarshal(e.Payload, &a) != nil {
+		return "", "", false
+	}
+	return a.Omni, a.Parent, a.Omni != "" || a.Parent != ""
+}
+
+// usageCreated: an agent's creation is a row in its owner's trail.
+func usageCreated(e *ledger.Entry) (ledger.Usage, bool) {
+	a, u, ok := ledger.UsageRow[struct {
+		Omni, Role, Parent, Alias string
+		Generation                int
+	}](e)
+	u.Actor, u.ActorRole, u.Agent, u.Alias, u.Action = "enclave", "enclave", a.Alias, a.Alias, "agent.create"
+	u.Detail = fmt.Sprintf("omni %s generation %d", a.Omni, a.Generation)
+	return u, ok && a.Role == "agent"
 }
 
 func accountKey(omni string) string { return "account/" + omni }

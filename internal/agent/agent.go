@@ -16,7 +16,6 @@ import (
 	"github.com/agentkeys/agentkeys/internal/account"
 	"github.com/agentkeys/agentkeys/internal/apiv1"
 	"github.com/agentkeys/agentkeys/internal/ledger"
-	"github.com/agentkeys/agentkeys/internal/vault"
 )
 
 // Kinds.
@@ -92,15 +91,18 @@ type StatusChange struct {
 	Reason string `json:"reason,omitempty"`
 }
 
-// Kinds returns the ledger kinds of pairing and agents.
-func Kinds() map[string]ledger.Kind {
-	return map[string]ledger.Kind{
-		KindPairRequested: {Origins: ledger.FromEnclave, Fold: foldRequested},
-		KindPairApproved:  {Origins: ledger.FromAccount, Fold: foldApproved},
-		KindPairDenied:    {Origins: ledger.FromAccount, Fold: foldDenied},
-		KindScope:         {Origins: ledger.FromAccount, Fold: foldScope},
-		KindStatus:        {Origins: ledger.FromAccount, Fold: foldStatus},
-	}
+// Module declares the kinds of pairing and agents (package modules lists it).
+// Each entry is in the trail of the owner its payload names. (An agent's
+// creation, account.created, is package account's.)
+var Module = ledger.Module{
+	Name: "agent",
+	Kinds: map[string]ledger.Kind{
+		KindPairRequested: {Origins: ledger.FromEnclave, Fold: foldRequested, Owner: ledger.OwnerMember, Usage: usagePairRequested},
+		KindPairApproved:  {Origins: ledger.FromAccount, Fold: foldApproved, Owner: ledger.OwnerMember, Usage: usagePairApproved},
+		KindPairDenied:    {Origins: ledger.FromAccount, Fold: foldDenied, Owner: ledger.OwnerMember, Usage: usagePairDenied},
+		KindScope:         {Origins: ledger.FromAccount, Fold: foldScope, Owner: ledger.OwnerMember, Usage: usageScope},
+		KindStatus:        {Origins: ledger.FromAccount, Fold: foldStatus, Owner: ledger.OwnerMember, Usage: usageStatus},
+	},
 }
 
 func agentKey(owner, alias string) string { return "agent/" + owner + "/" + alias }
@@ -209,62 +211,41 @@ func List(st ledger.State, owner string) ([]Agent, error) {
 	return ledger.ListJSON[Agent](st, "agent/"+owner+"/")
 }
 
-// InScope reports whether scope allows service.
-func InScope(scope []string, service string) bool { return slices.Contains(scope, service) }
+// The usage rows of the kinds of pairing and agents (Module).
 
-// UsageOf derives the usage row of a pairing or agent entry (see vault.UsageOf).
-func UsageOf(e *ledger.Entry) (owner string, u vault.Usage, ok bool) {
-	u = vault.Usage{Seq: e.Seq, Time: e.Time, Result: "ok"}
-	switch e.Kind {
-	case KindPairRequested:
-		var p Pair
-		if json.Unmarshal(e.Payload, &p) != nil {
-			return "", u, false
-		}
-		owner, u.Actor, u.ActorRole, u.Alias, u.Agent, u.Action = p.Owner, "daemon", "daemon", p.Alias, p.Alias, "pair.request"
-		u.Result, u.Detail = apiv1.PairPending, "id "+p.ID+" key "+apiv1.Fingerprint(p.JKT)+" scope "+strings.Join(p.Scope, ",")
-	case KindPairApproved:
-		var a Approval
-		if json.Unmarshal(e.Payload, &a) != nil {
-			return "", u, false
-		}
-		owner, u.Actor, u.ActorRole, u.Agent, u.Action = a.Owner, a.Owner, "owner", a.Alias, "pair.approve"
-		u.Detail = fmt.Sprintf("id %s generation %d scope %s", a.ID, a.Delivery.Generation, strings.Join(a.Scope, ","))
-	case KindPairDenied:
-		var d Denial
-		if json.Unmarshal(e.Payload, &d) != nil {
-			return "", u, false
-		}
-		owner, u.Actor, u.ActorRole, u.Action, u.Detail = d.Owner, d.Owner, "owner", "pair.deny", "id "+d.ID
-	case KindScope:
-		var s ScopeChange
-		if json.Unmarshal(e.Payload, &s) != nil {
-			return "", u, false
-		}
-		owner, u.Actor, u.ActorRole, u.Agent, u.Action = s.Owner, s.Owner, "owner", s.Alias, "agent.scope"
-		u.Detail = s.Change + " → " + strings.Join(s.Scope, ",")
-	case KindStatus:
-		var s StatusChange
-		if json.Unmarshal(e.Payload, &s) != nil {
-			return "", u, false
-		}
-		action := "agent.revoke"
-		if s.Status == apiv1.AgentTornDown {
-			action = "agent.teardown"
-		}
-		owner, u.Actor, u.ActorRole, u.Agent, u.Action, u.Detail = s.Owner, s.Owner, "owner", s.Alias, action, s.Reason
-	case "account.created":
-		var a struct {
-			Omni, Role, Parent, Alias string
-			Generation                int
-		}
-		if json.Unmarshal(e.Payload, &a) != nil || a.Role != "agent" {
-			return "", u, false
-		}
-		owner, u.Actor, u.ActorRole, u.Agent, u.Alias, u.Action = a.Parent, "enclave", "enclave", a.Alias, a.Alias, "agent.create"
-		u.Detail = fmt.Sprintf("omni %s generation %d", a.Omni, a.Generation)
-	default:
-		return "", u, false
+func usagePairRequested(e *ledger.Entry) (ledger.Usage, bool) {
+	p, u, ok := ledger.UsageRow[Pair](e)
+	u.Actor, u.ActorRole, u.Alias, u.Agent, u.Action = "daemon", "daemon", p.Alias, p.Alias, "pair.request"
+	u.Result, u.Detail = apiv1.PairPending, "id "+p.ID+" key "+apiv1.Fingerprint(p.JKT)+" scope "+strings.Join(p.Scope, ",")
+	return u, ok
+}
+
+func usagePairApproved(e *ledger.Entry) (ledger.Usage, bool) {
+	a, u, ok := ledger.UsageRow[Approval](e)
+	u.Actor, u.ActorRole, u.Agent, u.Action = a.Owner, "owner", a.Alias, "pair.approve"
+	u.Detail = fmt.Sprintf("id %s generation %d scope %s", a.ID, a.Delivery.Generation, strings.Join(a.Scope, ","))
+	return u, ok
+}
+
+func usagePairDenied(e *ledger.Entry) (ledger.Usage, bool) {
+	d, u, ok := ledger.UsageRow[Denial](e)
+	u.Actor, u.ActorRole, u.Action, u.Detail = d.Owner, "owner", "pair.deny", "id "+d.ID
+	return u, ok
+}
+
+func usageScope(e *ledger.Entry) (ledger.Usage, bool) {
+	s, u, ok := ledger.UsageRow[ScopeChange](e)
+	u.Actor, u.ActorRole, u.Agent, u.Action = s.Owner, "owner", s.Alias, "agent.scope"
+	u.Detail = s.Change + " → " + strings.Join(s.Scope, ",")
+	return u, ok
+}
+
+func usageStatus(e *ledger.Entry) (ledger.Usage, bool) {
+	s, u, ok := ledger.UsageRow[StatusChange](e)
+	u.Action = "agent.revoke"
+	if s.Status == apiv1.AgentTornDown {
+		u.Action = "agent.teardown"
 	}
-	return owner, u, true
+	u.Actor, u.ActorRole, u.Agent, u.Detail = s.Owner, "owner", s.Alias, s.Reason
+	return u, ok
 }

@@ -42,13 +42,13 @@ type daemonKeys struct {
 	p     *daemon.Pending
 }
 
-func pairRequest(t testing.TB, owner, alias string, scope ...string) (apiv1.PairRequest, daemonKeys) {
+func (e *env) pairRequest(t testing.TB, owner, alias string, scope ...string) (apiv1.PairRequest, daemonKeys) {
 	t.Helper()
 	k, _ := dpop.NewKey()
 	hk, _ := daemon.NewHPKEKey()
 	jwk, _ := dpop.PublicJWK(k)
 	r := apiv1.PairRequest{Owner: owner, Alias: alias, Scope: scope, ProofJWK: string(jwk),
-		HPKEPublic: base64.StdEncoding.EncodeToString(hk.PublicKey().Bytes()), ValidUntil: time.Now().Add(time.Minute).Unix()}
+		HPKEPublic: base64.StdEncoding.EncodeToString(hk.PublicKey().Bytes()), ValidUntil: e.now().Add(time.Minute).Unix()}
 	if err := apiv1.SignPairRequest(&r, k); err != nil {
 		t.Fatal(err)
 	}
@@ -67,16 +67,16 @@ func TestPairRateLimits(t *testing.T) {
 	_, g, _ := e.ownerKey(t)
 	spam := clientFrom("127.0.0.2")
 	for i := range 10 {
-		r, _ := pairRequest(t, g.Wallet, "spam"+strconv.Itoa(i), "openai")
+		r, _ := e.pairRequest(t, g.Wallet, "spam"+strconv.Itoa(i), "openai")
 		if resp := postFrom(t, spam, e.srv.URL+"/v1/pair/requests", jsonBytes(t, r)); resp.StatusCode != http.StatusCreated {
 			t.Fatalf("request %d from one address: %d", i, resp.StatusCode)
 		}
 	}
-	r, _ := pairRequest(t, g.Wallet, "spam-more", "openai")
+	r, _ := e.pairRequest(t, g.Wallet, "spam-more", "openai")
 	resp := postFrom(t, spam, e.srv.URL+"/v1/pair/requests", jsonBytes(t, r))
 	wantLimited(t, resp, "--pair-rate")
 	// The same owner, from the daemon's own address: admitted.
-	r, _ = pairRequest(t, g.Wallet, "real", "openai")
+	r, _ = e.pairRequest(t, g.Wallet, "real", "openai")
 	if resp := postFrom(t, clientFrom("127.0.0.3"), e.srv.URL+"/v1/pair/requests", jsonBytes(t, r)); resp.StatusCode != http.StatusCreated {
 		t.Fatalf("the real daemon's request from another address: %d", resp.StatusCode)
 	}
@@ -88,7 +88,7 @@ func TestPairRateLimits(t *testing.T) {
 			t.Fatalf("invalid request: %d", resp.StatusCode)
 		}
 	}
-	r, _ = pairRequest(t, g.Wallet, "after-bad", "openai")
+	r, _ = e.pairRequest(t, g.Wallet, "after-bad", "openai")
 	wantLimited(t, postFrom(t, bad, e.srv.URL+"/v1/pair/requests", jsonBytes(t, r)), "--pair-rate")
 }
 
@@ -96,13 +96,13 @@ func TestPairRequestRefusals(t *testing.T) {
 	e := newEnv(t, broker.Config{})
 	ctx := context.Background()
 	_, g, _ := e.ownerKey(t)
-	r, _ := pairRequest(t, g.Omni, "bot", "openai")
+	r, _ := e.pairRequest(t, g.Omni, "bot", "openai")
 	for name, mut := range map[string]func(*apiv1.PairRequest){
 		"unknown owner": func(r *apiv1.PairRequest) { r.Owner = fmt.Sprintf("%064x", 1) },
 		"bad alias":     func(r *apiv1.PairRequest) { r.Alias = "Bad Alias" },
 		"bad scope":     func(r *apiv1.PairRequest) { r.Scope = []string{"no spaces"} },
 		"altered scope": func(r *apiv1.PairRequest) { r.Scope = []string{"openai", "stripe"} },
-		"past":          func(r *apiv1.PairRequest) { r.ValidUntil = time.Now().Add(-time.Minute).Unix() },
+		"past":          func(r *apiv1.PairRequest) { r.ValidUntil = e.now().Add(-time.Minute).Unix() },
 		"bad hpke":      func(r *apiv1.PairRequest) { r.HPKEPublic = base64.StdEncoding.EncodeToString([]byte("short")) },
 	} {
 		c := r
@@ -125,7 +125,7 @@ func TestPairPollAndSession(t *testing.T) {
 	ctx := context.Background()
 	owner, g, idKey := e.ownerKey(t)
 	e.store(t, owner, g.Omni, "openai", []byte("sk-in-process-secret"), "")
-	r, dk := pairRequest(t, g.Wallet, "bot", "openai")
+	r, dk := e.pairRequest(t, g.Wallet, "bot", "openai")
 	created, err := e.c.RequestPairing(ctx, r)
 	if err != nil {
 		t.Fatal(err)
@@ -150,17 +150,17 @@ func TestPairPollAndSession(t *testing.T) {
 	// A decision over another VVC, or by another key, is refused.
 	_, _, otherKey := e.ownerKey(t)
 	for _, d := range []apiv1.Decision{
-		apiv1.SignDecision(idKey, e.srv.URL, created.ID, strings.Repeat("0", 64), "approve", time.Now().Unix()),
-		apiv1.SignDecision(idKey, e.srv.URL, created.ID, created.VVC, "approve", time.Now().Unix()), // the digits, not the hash
-		apiv1.SignDecision(otherKey, e.srv.URL, created.ID, vh, "approve", time.Now().Unix()),
-		apiv1.SignDecision(idKey, "http://elsewhere", created.ID, vh, "approve", time.Now().Unix()),
-		apiv1.SignDecision(idKey, e.srv.URL, created.ID, vh, "deny", time.Now().Unix()),
+		apiv1.SignDecision(idKey, e.srv.URL, created.ID, strings.Repeat("0", 64), "approve", e.now().Unix()),
+		apiv1.SignDecision(idKey, e.srv.URL, created.ID, created.VVC, "approve", e.now().Unix()), // the digits, not the hash
+		apiv1.SignDecision(otherKey, e.srv.URL, created.ID, vh, "approve", e.now().Unix()),
+		apiv1.SignDecision(idKey, "http://elsewhere", created.ID, vh, "approve", e.now().Unix()),
+		apiv1.SignDecision(idKey, e.srv.URL, created.ID, vh, "deny", e.now().Unix()),
 	} {
 		if _, err := owner.ApprovePairing(ctx, created.ID, d); code(err) != problem.Denied {
 			t.Errorf("bad decision: %v", err)
 		}
 	}
-	a, err := owner.ApprovePairing(ctx, created.ID, apiv1.SignDecision(idKey, e.srv.URL, created.ID, vh, "approve", time.Now().Unix()))
+	a, err := owner.ApprovePairing(ctx, created.ID, apiv1.SignDecision(idKey, e.srv.URL, created.ID, vh, "approve", e.now().Unix()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -186,7 +186,7 @@ func TestPairPollAndSession(t *testing.T) {
 	if _, err := d.Complete(dk.p, st.Delivery); err != nil {
 		t.Fatal(err)
 	}
-	src := daemon.Source{Dir: d}
+	src := e.source(d)
 	v, err := src.Get(ctx, "openai", daemon.Wait{})
 	if err != nil || string(v) != "sk-in-process-secret" {
 		t.Fatalf("agent read: %q %v", v, err)
@@ -198,7 +198,7 @@ func TestPairPollAndSession(t *testing.T) {
 		t.Fatalf("daemon status: %+v %v", ds, err)
 	}
 	// Approving twice fails; the agent's own token cannot approve or deny.
-	if _, err := owner.ApprovePairing(ctx, created.ID, apiv1.SignDecision(idKey, e.srv.URL, created.ID, vh, "approve", time.Now().Unix())); code(err) != problem.Conflict {
+	if _, err := owner.ApprovePairing(ctx, created.ID, apiv1.SignDecision(idKey, e.srv.URL, created.ID, vh, "approve", e.now().Unix())); code(err) != problem.Conflict {
 		t.Errorf("second approval: %v", err)
 	}
 	if _, err := owner.RevokeAgent(ctx, "bot"); err != nil {

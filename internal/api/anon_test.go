@@ -116,7 +116,7 @@ func TestAnonymousRoutesLimited(t *testing.T) {
 			return jsonBytes(t, l)
 		}},
 		{broker.AnonPair, http.MethodPost, "/v1/pair/requests", func(e *env) []byte {
-			r, _ := pairRequest(t, e.victim, "bot"+strconv.Itoa(int(e.entries.Load())), "openai")
+			r, _ := e.pairRequest(t, e.victim, "bot"+strconv.Itoa(int(e.entries.Load())), "openai")
 			return jsonBytes(t, r)
 		}},
 		{broker.AnonPoll, http.MethodGet, "/v1/pair/requests/0123456789abcdef", nil},
@@ -300,14 +300,14 @@ func TestSignupByInvite(t *testing.T) {
 		return e.c.CreateAccount(ctx, l)
 	}
 	head := func() uint64 { h, _, _ := e.b.Storage().Head(ctx); return h.Seq }
-	good := broker.NewInvite(op, e.srv.URL, time.Now().Add(time.Hour))
+	good := broker.NewInvite(op, e.srv.URL, e.now().Add(time.Hour))
 	for name, inv := range map[string]string{
 		"no invite":          "",
 		"not an invite":      "hello",
 		"garbage":            "akinv1.!!!",
-		"not the operator's": broker.NewInvite(notOp, e.srv.URL, time.Now().Add(time.Hour)),
-		"another broker":     broker.NewInvite(op, "https://elsewhere.example", time.Now().Add(time.Hour)),
-		"expired":            broker.NewInvite(op, e.srv.URL, time.Now().Add(-time.Minute)),
+		"not the operator's": broker.NewInvite(notOp, e.srv.URL, e.now().Add(time.Hour)),
+		"another broker":     broker.NewInvite(op, "https://elsewhere.example", e.now().Add(time.Hour)),
+		"expired":            broker.NewInvite(op, e.srv.URL, e.now().Add(-time.Minute)),
 		"altered":            good[:len(good)-3] + "AAA",
 		"oversized":          "akinv1." + strings.Repeat("A", 4096),
 	} {
@@ -332,7 +332,7 @@ func TestSignupByInvite(t *testing.T) {
 		t.Fatal("the refused second use wrote to the ledger")
 	}
 	// Concurrent uses of one fresh invite: exactly one account.
-	fresh := broker.NewInvite(op, e.srv.URL, time.Now().Add(time.Hour))
+	fresh := broker.NewInvite(op, e.srv.URL, e.now().Add(time.Hour))
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	ok := 0
@@ -355,7 +355,7 @@ func TestSignupByInvite(t *testing.T) {
 	_, k, _ := ed25519.GenerateKey(rand.Reader)
 	l := loginFor(e, k)
 	apiv1.SignLogin(&l, k)
-	l.Invite = broker.NewInvite(op, e.srv.URL, time.Now().Add(time.Hour))
+	l.Invite = broker.NewInvite(op, e.srv.URL, e.now().Add(time.Hour))
 	if _, err := e.c.CreateAccount(ctx, l); err != nil {
 		t.Fatal(err)
 	}

@@ -70,10 +70,10 @@ const agentPath = "/v1/agent/credentials"
 func TestProofHostHeaderIsIgnored(t *testing.T) {
 	e := newEnv(t, broker.Config{})
 	a := e.agentCaller(t)
-	if code := a.send(t, "evil.example", a.sign("GET", "http://evil.example"+agentPath, time.Now())); code != http.StatusUnauthorized {
+	if code := a.send(t, "evil.example", a.sign("GET", "http://evil.example"+agentPath, e.now())); code != http.StatusUnauthorized {
 		t.Fatalf("a proof for http://evil.example sent with Host: evil.example: %d, want 401", code)
 	}
-	if code := a.send(t, "evil.example", a.sign("GET", e.srv.URL+agentPath, time.Now())); code != http.StatusOK {
+	if code := a.send(t, "evil.example", a.sign("GET", e.srv.URL+agentPath, e.now())); code != http.StatusOK {
 		t.Fatalf("a proof for the broker's URL sent with another Host: %d, want 200", code)
 	}
 }
@@ -83,19 +83,27 @@ func TestProofHostHeaderIsIgnored(t *testing.T) {
 func TestProofFromBeforeRestartRefused(t *testing.T) {
 	e := newEnv(t, broker.Config{})
 	a := e.agentCaller(t)
-	p := a.sign("GET", e.srv.URL+agentPath, time.Now())
+	p := a.sign("GET", e.srv.URL+agentPath, e.now())
 	if code := a.send(t, "", p); code != http.StatusOK {
 		t.Fatalf("first use: %d", code)
 	}
 	if code := a.send(t, "", p); code != http.StatusUnauthorized {
 		t.Fatalf("replay: %d, want 401", code)
 	}
+	e.clock.Advance(300 * time.Millisecond) // the restart comes a moment later
 	e.restart(t)
 	if code := a.send(t, "", p); code != http.StatusUnauthorized {
 		t.Fatalf("replay after a restart: %d, want 401", code)
 	}
-	// The daemon's own client makes a new proof and is served.
-	if v, err := (daemon.Source{Dir: a.dir}).Get(context.Background(), "openai", daemon.Wait{}); err != nil || string(v) != "sk-dpop-test" {
+	// iat has whole seconds: a new proof dated the second the broker restarted
+	// in may be older than the restart, so it is refused too...
+	if code := a.send(t, "", a.sign("GET", e.srv.URL+agentPath, e.now())); code != http.StatusUnauthorized {
+		t.Fatalf("a new proof dated the restart's second: %d, want 401", code)
+	}
+	// ...and once the next second has begun, the daemon's own client makes a
+	// new proof and is served.
+	e.clock.Advance(700 * time.Millisecond)
+	if v, err := e.source(a.dir).Get(context.Background(), "openai", daemon.Wait{}); err != nil || string(v) != "sk-dpop-test" {
 		t.Fatalf("the daemon after the restart: %q %v", v, err)
 	}
 }
@@ -117,7 +125,7 @@ func TestProofNamesAPublicURL(t *testing.T) {
 		"https://keys.example.com.evil.example" + agentPath:   http.StatusUnauthorized,
 		"https://keys.example.com/v1/agent/credentials/extra": http.StatusUnauthorized,
 	} {
-		if code := a.send(t, "", a.sign("GET", htu, time.Now())); code != want {
+		if code := a.send(t, "", a.sign("GET", htu, e.now())); code != want {
 			t.Errorf("proof for %s: %d, want %d", htu, code, want)
 		}
 	}

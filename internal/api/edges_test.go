@@ -78,7 +78,7 @@ func TestReadsRacingAStore(t *testing.T) {
 	if _, err := owner.Store(ctx, apiv1.StoreBody{Service: "svc", Ciphertext: cts[0]}); err != nil {
 		t.Fatal(err)
 	}
-	agentSrc := daemon.Source{Dir: e.pairAgent(t, owner, idKey, g.Wallet, "bot", "svc")}
+	agentSrc := e.source(e.pairAgent(t, owner, idKey, g.Wallet, "bot", "svc"))
 	k := hpkeKey(t)
 
 	done := make(chan struct{})
@@ -201,14 +201,11 @@ func TestApprovalRaceLosers(t *testing.T) {
 // per agent like reads; the first refusal for the rate in each window is
 // audited, the rest write nothing.
 func TestMintRateLimit(t *testing.T) {
-	var clock atomic.Int64
-	clock.Store(time.Now().UnixNano())
-	e := newEnv(t, broker.Config{OIDCAudiences: []string{"sts.amazonaws.com"}, MintLimit: 5, MintWindow: time.Minute,
-		Now: func() time.Time { return time.Unix(0, clock.Load()) }})
+	e := newEnv(t, broker.Config{OIDCAudiences: []string{"sts.amazonaws.com"}, MintLimit: 5, MintWindow: time.Minute})
 	ctx := context.Background()
 	owner, g, idKey := e.ownerKey(t)
-	minter := daemon.Source{Dir: e.pairAgent(t, owner, idKey, g.Wallet, "minter", "oidc:sts.amazonaws.com")}
-	refused := daemon.Source{Dir: e.pairAgent(t, owner, idKey, g.Wallet, "refused", "openai")}
+	minter := e.source(e.pairAgent(t, owner, idKey, g.Wallet, "minter", "oidc:sts.amazonaws.com"))
+	refused := e.source(e.pairAgent(t, owner, idKey, g.Wallet, "refused", "openai"))
 	for i := range 5 {
 		if _, err := minter.OIDCToken(ctx, "sts.amazonaws.com", 0); err != nil {
 			t.Fatalf("mint %d: %v", i+1, err)
@@ -233,6 +230,7 @@ func TestMintRateLimit(t *testing.T) {
 	sess, _ := minter.Dir.LoadSession()
 	key, _ := daemon.DecodeKey(sess.ProofKey)
 	c, _ := client.New(e.srv.URL)
+	c = c.WithClock(e.clock.Now)
 	if _, err := c.WithAgent(sess.Token, key).OIDCToken(ctx, "sts.amazonaws.com", 0); code(err) != problem.RateLimited {
 		t.Fatalf("mint over HTTP: %v", err)
 	}
@@ -256,7 +254,7 @@ func TestMintRateLimit(t *testing.T) {
 	if limited["minter"] != 1 || limited["refused"] != 1 || limited[""] != 1 {
 		t.Fatalf("audited rate-limited mints: %v, want one per caller", limited)
 	}
-	clock.Add(int64(time.Minute))
+	e.clock.Advance(time.Minute)
 	if _, err := minter.OIDCToken(ctx, "sts.amazonaws.com", 0); err != nil {
 		t.Fatalf("mints did not resume after the window: %v", err)
 	}
@@ -265,13 +263,11 @@ func TestMintRateLimit(t *testing.T) {
 // TestRateLimitedReadIsAudited: a read refused for the rate is a denied read in
 // the owner's trail, once per window; later refusals in the window write nothing.
 func TestRateLimitedReadIsAudited(t *testing.T) {
-	var clock atomic.Int64
-	clock.Store(time.Now().UnixNano())
-	e := newEnv(t, broker.Config{ReadLimit: 3, Now: func() time.Time { return time.Unix(0, clock.Load()) }})
+	e := newEnv(t, broker.Config{ReadLimit: 3})
 	ctx := context.Background()
 	owner, g, idKey := e.ownerKey(t)
 	e.store(t, owner, g.Omni, "svc", []byte("limited-secret"), "")
-	src := daemon.Source{Dir: e.pairAgent(t, owner, idKey, g.Wallet, "bot", "svc")}
+	src := e.source(e.pairAgent(t, owner, idKey, g.Wallet, "bot", "svc"))
 	for i := range 3 {
 		if _, err := src.Get(ctx, "svc", daemon.Wait{}); err != nil {
 			t.Fatalf("read %d: %v", i+1, err)
@@ -286,7 +282,7 @@ func TestRateLimitedReadIsAudited(t *testing.T) {
 	if grown := e.head(t) - before; grown != 1 {
 		t.Fatalf("20 rate-limited reads wrote %d entries, want 1", grown)
 	}
-	clock.Add(int64(time.Minute))
+	e.clock.Advance(time.Minute)
 	for range 3 {
 		if _, err := src.Get(ctx, "svc", daemon.Wait{}); err != nil {
 			t.Fatal(err)
@@ -372,7 +368,7 @@ func TestMCPRejectsBadNamesLocally(t *testing.T) {
 	e := newEnv(t, broker.Config{})
 	ctx := context.Background()
 	owner, g, idKey := e.ownerKey(t)
-	src := daemon.Source{Dir: e.pairAgent(t, owner, idKey, g.Wallet, "bot", "svc")}
+	src := e.source(e.pairAgent(t, owner, idKey, g.Wallet, "bot", "svc"))
 	requests := &e.requests
 	requests.Store(0)
 

@@ -124,7 +124,7 @@ func FuzzSignedLogin(f *testing.F) {
 		seed := sha256.Sum256(identity)
 		key := ed25519.NewKeyFromSeed(seed[:])
 		l := apiv1.Login{PublicKey: hex.EncodeToString(key.Public().(ed25519.PublicKey)), Server: e.srv.URL + serverSuffix,
-			Time: time.Now().Unix() + skew, Nonce: nonce, ChannelKey: channelKey}
+			Time: e.now().Unix() + skew, Nonce: nonce, ChannelKey: channelKey}
 		apiv1.SignLogin(&l, key)
 		body, err := json.Marshal(l)
 		if err != nil {
@@ -216,7 +216,7 @@ func FuzzSignedPairRequest(f *testing.F) {
 			r.Scope = strings.Split(scope, ",")
 		}
 		if validFor != 0 {
-			r.ValidUntil = time.Now().Unix() + validFor
+			r.ValidUntil = e.now().Unix() + validFor
 		}
 		if jwkText != "" {
 			r.ProofJWK = jwkText

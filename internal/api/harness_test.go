@@ -19,6 +19,8 @@ import (
 	"github.com/agentkeys/agentkeys/internal/apiv1"
 	"github.com/agentkeys/agentkeys/internal/broker"
 	"github.com/agentkeys/agentkeys/internal/client"
+	"github.com/agentkeys/agentkeys/internal/clock"
+	"github.com/agentkeys/agentkeys/internal/daemon"
 	"github.com/agentkeys/agentkeys/internal/enclave"
 	"github.com/agentkeys/agentkeys/internal/ledger"
 	"github.com/agentkeys/agentkeys/internal/ledger/sqlite"
@@ -39,6 +41,7 @@ type env struct {
 	slowCommits      atomic.Int64 // commits that took over slowCommit
 	requests         atomic.Int64 // HTTP requests the test server received
 	cfg              broker.Config
+	clock            *clock.Fake                   // the broker's, the clients' and the daemons' clock: tests move it, nothing waits on the wall
 	enc              *enclave.Enclave              // a second handle on the broker's seed, for tests that sign or derive keys
 	cleanup          func(func())                  // the env's test's Cleanup: e.enc lives as long as the env
 	current          *atomic.Pointer[http.Handler] // what srv serves
@@ -76,7 +79,7 @@ func (f failingDriver) Commit(ctx context.Context, es []ledger.Entry, ws []ledge
 
 func newEnv(t testing.TB, cfg broker.Config) *env {
 	t.Helper()
-	e := &env{failing: new(atomic.Bool), current: new(atomic.Pointer[http.Handler]), cleanup: t.Cleanup}
+	e := &env{failing: new(atomic.Bool), current: new(atomic.Pointer[http.Handler]), cleanup: t.Cleanup, clock: clock.NewFake(testStart)}
 	h := e.current
 	e.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		e.requests.Add(1)
@@ -90,14 +93,30 @@ func newEnv(t testing.TB, cfg broker.Config) *env {
 	}
 	e.dataDir, e.platformKey = cfg.DataDir, cfg.PlatformKeyFile
 	cfg.Issuer = e.srv.URL
+	if cfg.Now != nil {
+		t.Fatal("newEnv: the env has its clock; move e.clock instead of setting Now")
+	}
+	cfg.Now = e.clock.Now
 	e.cfg = cfg
 	e.open(t)
 	var err error
 	if e.c, err = client.New(e.srv.URL); err != nil {
 		t.Fatal(err)
 	}
+	e.c = e.c.WithClock(e.clock.Now)
 	return e
 }
+
+// testStart is where every env's clock starts: far from the wall clock, so a
+// check that still read the wall clock would fail, and on a whole second, so a
+// proof dated the second the broker started in is accepted (dpop.Verifier).
+var testStart = time.Date(2031, time.March, 4, 5, 6, 7, 0, time.UTC)
+
+// now is the time by the env's clock.
+func (e *env) now() time.Time { return e.clock.Now() }
+
+// source is the daemon of an agent paired into dir, on the env's clock.
+func (e *env) source(dir daemon.Dir) daemon.Source { return daemon.Source{Dir: dir, Now: e.clock.Now} }
 
 // open opens and starts a broker on e's data dir and serves it. Its ledger store
 // is the data dir's SQLite file, wrapped to count commits and inject failures.
@@ -165,7 +184,7 @@ func (e *env) owner(t testing.TB) (*client.Session, *apiv1.SessionGrant) {
 	t.Helper()
 	_, key, _ := ed25519.GenerateKey(rand.Reader)
 	l := apiv1.Login{PublicKey: hex.EncodeToString(key.Public().(ed25519.PublicKey)), Server: e.srv.URL,
-		Time: time.Now().Unix(), Nonce: hex.EncodeToString(key[:16])}
+		Time: e.now().Unix(), Nonce: hex.EncodeToString(key[:16])}
 	apiv1.SignLogin(&l, key)
 	g, err := e.c.CreateAccount(context.Background(), l)
 	if err != nil {
@@ -191,7 +210,7 @@ func loginFor(e *env, key ed25519.PrivateKey) apiv1.Login {
 	n := make([]byte, 16)
 	rand.Read(n)
 	return apiv1.Login{PublicKey: hex.EncodeToString(key.Public().(ed25519.PublicKey)), Server: e.srv.URL,
-		Time: time.Now().Unix(), Nonce: hex.EncodeToString(n)}
+		Time: e.now().Unix(), Nonce: hex.EncodeToString(n)}
 }
 
 // unlimited lifts the anonymous-caller limits, for benchmarks and fuzzers that

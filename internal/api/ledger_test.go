@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/agentkeys/agentkeys/internal/apiv1"
 	"github.com/agentkeys/agentkeys/internal/audit"
@@ -72,12 +71,12 @@ func TestPublicLedgerHidesOwners(t *testing.T) {
 	// Owner A: a credential, an owner read, a paired agent that reads it.
 	ownerA, gA, keyA := e.ownerKey(t)
 	e.store(t, ownerA, gA.Omni, "svc-alpha-secretname", []byte("sk-alpha-value"), "")
-	r, dk := pairRequest(t, gA.Omni, "alias-bravo-hidden", "svc-alpha-secretname")
+	r, dk := e.pairRequest(t, gA.Omni, "alias-bravo-hidden", "svc-alpha-secretname")
 	created, err := e.c.RequestPairing(ctx, r)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := ownerA.ApprovePairing(ctx, created.ID, apiv1.SignDecision(keyA, e.srv.URL, created.ID, vvcHash(t, ownerA, created.ID), "approve", time.Now().Unix())); err != nil {
+	if _, err := ownerA.ApprovePairing(ctx, created.ID, apiv1.SignDecision(keyA, e.srv.URL, created.ID, vvcHash(t, ownerA, created.ID), "approve", e.now().Unix())); err != nil {
 		t.Fatal(err)
 	}
 	st, err := e.c.PollPairing(ctx, created.ID, dk.proof)
@@ -89,7 +88,7 @@ func TestPublicLedgerHidesOwners(t *testing.T) {
 	if _, err := d.Complete(dk.p, st.Delivery); err != nil {
 		t.Fatal(err)
 	}
-	if v, err := (daemon.Source{Dir: d}).Get(ctx, "svc-alpha-secretname", daemon.Wait{}); err != nil || string(v) != "sk-alpha-value" {
+	if v, err := e.source(d).Get(ctx, "svc-alpha-secretname", daemon.Wait{}); err != nil || string(v) != "sk-alpha-value" {
 		t.Fatalf("agent read: %q %v", v, err)
 	}
 	// Owner B: a credential of its own.
@@ -102,7 +101,7 @@ func TestPublicLedgerHidesOwners(t *testing.T) {
 		t.Fatal(err)
 	}
 	mrsigner := strings.Repeat("ab", 32)
-	if _, err := e.c.SubmitGovernance(ctx, registry.KindSuccessorAuthorize, registry.Successor{MrSigner: mrsigner, EffectiveFrom: time.Now().Unix()}, op); err != nil {
+	if _, err := e.c.SubmitGovernance(ctx, registry.KindSuccessorAuthorize, registry.Successor{MrSigner: mrsigner, EffectiveFrom: e.now().Unix()}, op); err != nil {
 		t.Fatal(err)
 	}
 

@@ -88,8 +88,8 @@ func (s *server) oidcActive(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	out := []apiv1.ActiveKey{}
-	for _, k := range l {
-		if k.State == "current" || k.State == "retiring" { // registry.OidcKey.Active
+	for _, k := range l { // State is the broker's, by its clock
+		if k.State == "current" || k.State == "retiring" {
 			out = append(out, apiv1.ActiveKey{Kid: k.Kid, Pubkey: k.Public})
 		}
 	}

@@ -33,12 +33,12 @@ import (
 func (e *env) pairAgent(t testing.TB, owner *client.Session, idKey []byte, ownerWallet, alias string, scope ...string) daemon.Dir {
 	t.Helper()
 	ctx := context.Background()
-	r, dk := pairRequest(t, ownerWallet, alias, scope...)
+	r, dk := e.pairRequest(t, ownerWallet, alias, scope...)
 	created, err := e.c.RequestPairing(ctx, r)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := owner.ApprovePairing(ctx, created.ID, apiv1.SignDecision(idKey, e.srv.URL, created.ID, vvcHash(t, owner, created.ID), "approve", time.Now().Unix())); err != nil {
+	if _, err := owner.ApprovePairing(ctx, created.ID, apiv1.SignDecision(idKey, e.srv.URL, created.ID, vvcHash(t, owner, created.ID), "approve", e.now().Unix())); err != nil {
 		t.Fatal(err)
 	}
 	st, err := e.c.PollPairing(ctx, created.ID, dk.proof)
@@ -84,8 +84,8 @@ func TestOIDCMintAndRefusals(t *testing.T) {
 	e := newEnv(t, broker.Config{OIDCAudiences: []string{"sts.amazonaws.com", "other"}, OIDCMaxTTL: 10 * time.Second, OIDCSkew: time.Second})
 	ctx := context.Background()
 	owner, g, idKey := e.ownerKey(t)
-	a := daemon.Source{Dir: e.pairAgent(t, owner, idKey, g.Wallet, "bot", "oidc:sts.amazonaws.com")}
-	b := daemon.Source{Dir: e.pairAgent(t, owner, idKey, g.Wallet, "plain", "openai")}
+	a := e.source(e.pairAgent(t, owner, idKey, g.Wallet, "bot", "oidc:sts.amazonaws.com"))
+	b := e.source(e.pairAgent(t, owner, idKey, g.Wallet, "plain", "openai"))
 
 	// discovery and JWKS
 	d, err := e.c.Discovery(ctx)
@@ -173,7 +173,7 @@ func TestOIDCRotation(t *testing.T) {
 	e := newEnv(t, broker.Config{OIDCAudiences: []string{"aud"}, OIDCMaxTTL: 2 * time.Second, OIDCSkew: time.Second})
 	ctx := context.Background()
 	owner, g, idKey := e.ownerKey(t)
-	a := daemon.Source{Dir: e.pairAgent(t, owner, idKey, g.Wallet, "bot", "oidc:aud")}
+	a := e.source(e.pairAgent(t, owner, idKey, g.Wallet, "bot", "oidc:aud"))
 	old, err := a.OIDCToken(ctx, "aud", 0)
 	if err != nil {
 		t.Fatal(err)
@@ -206,19 +206,24 @@ func TestOIDCRotation(t *testing.T) {
 		t.Fatalf("new token kid %s, want %s (%v)", nt.Kid, res.Key.Kid, err)
 	}
 	verifyWith(t, e, nt.Token)
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		ks, _ = e.c.JWKS(ctx)
-		if len(ks.Keys) == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("old key still published after the window: %+v", ks)
-		}
-		time.Sleep(200 * time.Millisecond)
+	// The old key stays published to the last second of its 4 s window, and
+	// not a second longer.
+	e.clock.Advance(3 * time.Second)
+	if ks, _ = e.c.JWKS(ctx); len(ks.Keys) != 2 {
+		t.Fatalf("JWKS 3 s into a 4 s window: %+v", ks)
 	}
-	if ks.Keys[0].Kid != res.Key.Kid {
+	if keys, err := e.c.OIDCKeys(ctx); err != nil || len(keys) != 2 || keys[0].State != "retiring" || keys[1].State != "current" {
+		t.Fatalf("keys 3 s into the window: %+v %v", keys, err)
+	}
+	if active := activeKids(t, e); len(active) != 2 || active[old.Kid] == "" || active[res.Key.Kid] == "" {
+		t.Fatalf("GET /mock/oidc-pubkeys/active 3 s into the window: %v", active)
+	}
+	e.clock.Advance(time.Second)
+	if ks, _ = e.c.JWKS(ctx); len(ks.Keys) != 1 || ks.Keys[0].Kid != res.Key.Kid {
 		t.Fatalf("JWKS after the window: %+v", ks)
+	}
+	if active := activeKids(t, e); len(active) != 1 || active[res.Key.Kid] == "" {
+		t.Fatalf("GET /mock/oidc-pubkeys/active after the window: %v", active)
 	}
 	keys, err := e.c.OIDCKeys(ctx)
 	if err != nil || len(keys) != 2 || keys[0].State != "retired" || keys[1].State != "current" {
@@ -281,7 +286,7 @@ func BenchmarkOIDCMint(b *testing.B) {
 	}
 	// Dated a second ahead (within dpop.Skew): a broker refuses proofs dated the
 	// second it started in, and this one started moments ago.
-	at := time.Now().Add(time.Second)
+	at := e.now().Add(time.Second)
 	for range agents {
 		a := <-pool
 		a.proofs = make([]string, 0, perAgent)
@@ -300,7 +305,7 @@ func BenchmarkOIDCMint(b *testing.B) {
 			proof = a.proofs[i]
 		} else {
 			var err error
-			if proof, err = dpop.Sign(a.key, http.MethodPost, target, a.token, time.Now()); err != nil {
+			if proof, err = dpop.Sign(a.key, http.MethodPost, target, a.token, e.now()); err != nil {
 				return nil, err
 			}
 		}

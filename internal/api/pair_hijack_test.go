@@ -85,7 +85,7 @@ func TestPairGrindingCannotHijack(t *testing.T) {
 	e := newEnv(t, broker.Config{})
 	ctx := context.Background()
 	_, g, _ := e.ownerKey(t)
-	victimReq, _ := pairRequest(t, g.Wallet, "ci-bot", "openai", "github")
+	victimReq, _ := e.pairRequest(t, g.Wallet, "ci-bot", "openai", "github")
 	victim, err := e.b.RequestPairing(ctx, victimReq, "192.0.2.10")
 	if err != nil {
 		t.Fatal(err)
@@ -97,7 +97,7 @@ func TestPairGrindingCannotHijack(t *testing.T) {
 	key, _ := dpop.NewKey()
 	jwk, _ := dpop.PublicJWK(key)
 	base := apiv1.PairRequest{Owner: g.Wallet, Alias: "ci-bot", Scope: []string{"openai", "github"}, ProofJWK: string(jwk),
-		HPKEPublic: victimReq.HPKEPublic, ValidUntil: time.Now().Add(time.Minute).Unix()}
+		HPKEPublic: victimReq.HPKEPublic, ValidUntil: e.now().Add(time.Minute).Unix()}
 	var best apiv1.PairRequest
 	bestScore := -1
 	for i := range budget {
@@ -125,7 +125,7 @@ func TestPairGrindingCannotHijack(t *testing.T) {
 	// files under its own aliases, its offline prediction is not the VVC.
 	predicted := 0
 	for _, alias := range []string{"ci-bot-2", "cibot", "ci_bot"} {
-		r, _ := pairRequest(t, g.Wallet, alias, "openai", "github")
+		r, _ := e.pairRequest(t, g.Wallet, alias, "openai", "github")
 		c, err := e.b.RequestPairing(ctx, r, "203.0.113.66")
 		if err != nil {
 			t.Fatal(err)
@@ -165,13 +165,10 @@ func TestPairGrindingCannotHijack(t *testing.T) {
 // times (each after the previous one expired): only the broker's contribution
 // differs, so the VVCs must.
 func TestPairVVCChangesWithBrokerNonce(t *testing.T) {
-	var mu sync.Mutex
-	now := time.Now()
-	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
-	e := newEnv(t, broker.Config{Now: clock, Ledger: ledger.Options{Now: clock}})
+	e := newEnv(t, broker.Config{})
 	ctx := context.Background()
 	_, g, _ := e.ownerKey(t)
-	r, _ := pairRequest(t, g.Omni, "bot", "openai")
+	r, _ := e.pairRequest(t, g.Omni, "bot", "openai")
 	r.ValidUntil = 0 // the broker's default lifetime, so the request can be filed again later
 	k, _ := dpop.NewKey()
 	jwk, _ := dpop.PublicJWK(k)
@@ -186,9 +183,7 @@ func TestPairVVCChangesWithBrokerNonce(t *testing.T) {
 			t.Fatalf("filing %d: %v", i, err)
 		}
 		seen[c.VVC] = true
-		mu.Lock()
-		now = now.Add(broker.MaxPairTTL + time.Minute)
-		mu.Unlock()
+		e.clock.Advance(broker.MaxPairTTL + time.Minute)
 	}
 	if len(seen) == 1 {
 		t.Errorf("the same signed request got the same VVC three times: the broker contributes nothing")
@@ -201,14 +196,14 @@ func TestPublicLedgerHidesVVC(t *testing.T) {
 	e := newEnv(t, broker.Config{})
 	ctx := context.Background()
 	_, g, idKey := e.ownerKey(t)
-	r, _ := pairRequest(t, g.Wallet, "ci-bot", "openai")
+	r, _ := e.pairRequest(t, g.Wallet, "ci-bot", "openai")
 	c, err := e.b.RequestPairing(ctx, r, "192.0.2.77")
 	if err != nil {
 		t.Fatal(err)
 	}
 	owner := e.c.WithToken(g.Token)
 	vh := vvcHash(t, owner, c.ID)
-	if _, err := owner.ApprovePairing(ctx, c.ID, apiv1.SignDecision(idKey, e.srv.URL, c.ID, vh, "approve", time.Now().Unix())); err != nil {
+	if _, err := owner.ApprovePairing(ctx, c.ID, apiv1.SignDecision(idKey, e.srv.URL, c.ID, vh, "approve", e.now().Unix())); err != nil {
 		t.Fatal(err)
 	}
 	// The public route serves these kinds as commitments; the stored payloads
@@ -277,14 +272,13 @@ func TestPublicLedgerHidesVVC(t *testing.T) {
 // what tells them apart: id, source address, time and the daemon key's
 // fingerprint.
 func TestOwnerPendingTellsRequestsApart(t *testing.T) {
-	at := time.Now().Truncate(time.Second)
-	clock := func() time.Time { return at }
-	e := newEnv(t, broker.Config{Now: clock, Ledger: ledger.Options{Now: clock}})
+	e := newEnv(t, broker.Config{})
+	at := e.now() // the clock stands still: every request is made at this second
 	ctx := context.Background()
 	_, g, _ := e.ownerKey(t)
 	src, fp := map[string]string{}, map[string]string{}
 	for i, alias := range []string{"bot-a", "bot-b"} {
-		r, _ := pairRequest(t, g.Omni, alias, "openai")
+		r, _ := e.pairRequest(t, g.Omni, alias, "openai")
 		addr := fmt.Sprintf("192.0.2.%d", 30+i)
 		c, err := e.b.RequestPairing(ctx, r, addr)
 		if err != nil {
@@ -294,7 +288,7 @@ func TestOwnerPendingTellsRequestsApart(t *testing.T) {
 		src[c.ID], fp[c.ID] = addr, apiv1.Fingerprint(jkt)
 	}
 	// Over HTTP the source is the connection's address.
-	r, _ := pairRequest(t, g.Omni, "bot-c", "openai")
+	r, _ := e.pairRequest(t, g.Omni, "bot-c", "openai")
 	c, err := e.c.RequestPairing(ctx, r)
 	if err != nil {
 		t.Fatal(err)
@@ -334,7 +328,7 @@ func TestPairConcurrentSameAlias(t *testing.T) {
 	errs := make([]error, n)
 	var wg sync.WaitGroup
 	for i := range n {
-		r, _ := pairRequest(t, g.Omni, "racer", "openai")
+		r, _ := e.pairRequest(t, g.Omni, "racer", "openai")
 		wg.Go(func() { _, errs[i] = e.b.RequestPairing(ctx, r, fmt.Sprintf("198.51.100.%d", i)) })
 	}
 	wg.Wait()

@@ -72,7 +72,7 @@ func governanceEntry(t *testing.T, e *env, kind, origin string, payload any, key
 	if err != nil {
 		t.Fatal(err)
 	}
-	en := ledger.Entry{Seq: h.Seq + 1, PrevHash: h.Hash, Time: max(time.Now().UnixNano(), h.Time),
+	en := ledger.Entry{Seq: h.Seq + 1, PrevHash: h.Hash, Time: max(e.now().UnixNano(), h.Time),
 		Kind: kind, Origin: origin, Payload: p}
 	if key != nil {
 		ledger.SignGovernance(&en, key)
@@ -130,7 +130,7 @@ func TestOIDCKeyRegistryRoutes(t *testing.T) {
 	e := newEnv(t, broker.Config{OIDCAudiences: []string{"aud"}, OIDCMaxTTL: 2 * time.Second, OIDCSkew: time.Second, Anon: unlimited()})
 	ctx := context.Background()
 	owner, g, idKey := e.ownerKey(t)
-	a := daemon.Source{Dir: e.pairAgent(t, owner, idKey, g.Wallet, "bot", "oidc:aud")}
+	a := e.source(e.pairAgent(t, owner, idKey, g.Wallet, "bot", "oidc:aud"))
 	op, err := broker.LoadOperatorKey(broker.OperatorKeyPath(e.dataDir))
 	if err != nil {
 		t.Fatal(err)

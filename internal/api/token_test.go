@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"net/http"
 	"testing"
-	"time"
 
 	"github.com/agentkeys/agentkeys/internal/apiv1"
 	"github.com/agentkeys/agentkeys/internal/broker"
@@ -37,7 +36,7 @@ func TestTokenAttacksOverHTTP(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	now := time.Now().Unix()
+	now := e.now().Unix()
 	valid := func() map[string]any {
 		return map[string]any{"iss": e.srv.URL, "sub": g.Omni, "aud": "agentkeys", "typ": "ACCESS", "sid": g.SID,
 			"role": "owner", "iat": now, "exp": now + 3600, "jti": "j1"}

@@ -19,7 +19,6 @@ import (
 	"regexp"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -173,9 +172,7 @@ func TestOwnersAreIsolated(t *testing.T) {
 }
 
 func TestRateLimit(t *testing.T) {
-	var clock atomic.Int64 // the limiter's clock: moved by the test, not by the wall
-	clock.Store(time.Now().UnixNano())
-	e := newEnv(t, broker.Config{Now: func() time.Time { return time.Unix(0, clock.Load()) }}) // default: 100 reads per minute
+	e := newEnv(t, broker.Config{}) // default: 100 reads per minute; the limiter's clock is e.clock, moved by the test
 	s, g := e.owner(t)
 	e.store(t, s, g.Omni, "svc", []byte("v"), "")
 	k := hpkeKey(t)
@@ -196,11 +193,11 @@ func TestRateLimit(t *testing.T) {
 	if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" {
 		t.Fatalf("101st read: %d Retry-After=%q", resp.StatusCode, resp.Header.Get("Retry-After"))
 	}
-	clock.Add(int64(59 * time.Second))
+	e.clock.Advance(59 * time.Second)
 	if _, err := s.Read(context.Background(), "svc", body); code(err) != problem.RateLimited {
 		t.Fatalf("a read 59 s after the burst: %v", err)
 	}
-	clock.Add(int64(time.Second))
+	e.clock.Advance(time.Second)
 	if _, err := s.Read(context.Background(), "svc", body); err != nil {
 		t.Fatalf("reads did not resume after the window: %v", err)
 	}
@@ -294,7 +291,7 @@ func TestUsageSurvivesRestart(t *testing.T) {
 		t.Fatalf("usage before restart: %v %v", before, err)
 	}
 	e.b.Close()
-	b2, err := broker.Open(broker.Config{DataDir: e.dataDir, PlatformKeyFile: e.platformKey, Issuer: e.srv.URL})
+	b2, err := broker.Open(broker.Config{DataDir: e.dataDir, PlatformKeyFile: e.platformKey, Issuer: e.srv.URL, Now: e.clock.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -316,9 +313,7 @@ func TestUsageSurvivesRestart(t *testing.T) {
 // approved reuse the caller's one open request instead of filing a new one each
 // time (concurrent ones too); a lapsed or used request is not reused.
 func TestApprovalRequestReused(t *testing.T) {
-	var clock atomic.Int64 // the broker's clock: moved by the test, not by the wall
-	clock.Store(time.Now().UnixNano())
-	e := newEnv(t, broker.Config{Now: func() time.Time { return time.Unix(0, clock.Load()) }})
+	e := newEnv(t, broker.Config{})
 	ctx := context.Background()
 	s, g := e.owner(t)
 	e.store(t, s, g.Omni, "bank", []byte("hv"), "required")
@@ -374,7 +369,7 @@ func TestApprovalRequestReused(t *testing.T) {
 		t.Fatal("a used request was reused")
 	}
 	// Lapsed: past its TTL (default 10 min) it is not reused.
-	clock.Add(int64(11 * time.Minute))
+	e.clock.Advance(11 * time.Minute)
 	if third := readID(); third == second {
 		t.Fatal("a lapsed request was reused")
 	}

@@ -132,6 +132,9 @@ type Delivery struct {
 // TokenInfo is the HPKE info of a sealed agent token.
 func TokenInfo(pairID string) string { return "agentkeys/agent-token/v1|" + pairID }
 
+// InScope reports whether scope allows service.
+func InScope(scope []string, service string) bool { return slices.Contains(scope, service) }
+
 // AllowsOIDC reports whether scope allows identity tokens for audience:
 // oidc:* or oidc:<audience>.
 func AllowsOIDC(scope []string, audience string) bool {

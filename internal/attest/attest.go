@@ -11,6 +11,7 @@ package attest
 import (
 	"crypto/ed25519"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
@@ -50,6 +51,16 @@ type KeyInfo struct {
 	Alg    string `json:"alg"`    // "EdDSA" (ed25519), "ES256" (P-256), "ES256K" (secp256k1 wallet), "HPKE-MLKEM768X25519" (shielding)
 	Kid    string `json:"kid"`    // base64url (no padding) of SHA-256(path || "|" || public bytes), first 16 chars
 	Public string `json:"public"` // hex: ed25519 32-byte key; P-256 65-byte uncompressed SEC1; secp256k1 33-byte compressed; HPKE: the hybrid public key bytes
+}
+
+// Kid returns the key id of a public key at path: base64url (no padding) of
+// SHA-256(path || "|" || public), first 16 characters.
+func Kid(path string, public []byte) string {
+	h := sha256.New()
+	h.Write([]byte(path))
+	h.Write([]byte("|"))
+	h.Write(public)
+	return base64.RawURLEncoding.EncodeToString(h.Sum(nil))[:16]
 }
 
 // Quote is a signed statement of the enclave's measurements and 64 bytes of

@@ -12,8 +12,8 @@ import (
 
 	"github.com/agentkeys/agentkeys/internal/apiv1"
 	"github.com/agentkeys/agentkeys/internal/attest"
-	"github.com/agentkeys/agentkeys/internal/broker"
 	"github.com/agentkeys/agentkeys/internal/ledger"
+	"github.com/agentkeys/agentkeys/internal/modules"
 	"github.com/agentkeys/agentkeys/internal/problem"
 )
 
@@ -98,7 +98,7 @@ func VerifyServer(ctx context.Context, c Server, pin ed25519.PublicKey) (Summary
 		}
 	}
 	mem := ledger.NewMemState()
-	v := ledger.NewPublicVerifier(broker.Schema(), mem)
+	v := ledger.NewPublicVerifier(modules.Schema(), mem)
 	for from := uint64(0); ; {
 		page, err := c.Entries(ctx, from, 1000)
 		if err != nil {
@@ -131,7 +131,7 @@ func VerifyServer(ctx context.Context, c Server, pin ed25519.PublicKey) (Summary
 // ledgerstore.Source.OpenReadOnly), re-folds all state and compares it with the
 // stored state. It only reads; the caller closes d.
 func VerifyStore(ctx context.Context, d ledger.Driver) (Summary, error) {
-	n, err := ledger.VerifyDriver(ctx, broker.Schema(), d, true)
+	n, err := ledger.VerifyDriver(ctx, modules.Schema(), d, true)
 	if err != nil {
 		var ce *ledger.ChainError
 		var se *ledger.StateMismatchError

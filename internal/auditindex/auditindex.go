@@ -1,23 +1,21 @@
 // Package auditindex keeps each owner's entries findable: their usage trail, and
 // which private entries of the ledger an owner may read in full (§3.4). It holds,
 // in memory, which entries belong to which owner (their sequence numbers); the
-// rows themselves are derived from those entries when asked for. It is a cache of
-// the ledger, filled during the start-up verification walk and then by every
-// commit, where it costs a decode of a few payload members and a slice append per
-// entry.
+// rows themselves are derived from those entries when asked for. Whose an entry
+// is and the row it shows are declared by its kind (ledger.Kind Owner and Usage),
+// for every kind of the module list (package modules). It is a cache of the
+// ledger, filled during the start-up verification walk and then by every commit,
+// where it costs a decode of a few payload members and a slice append per entry.
 package auditindex
 
 import (
 	"context"
-	"encoding/json"
 	"math"
 	"slices"
 	"sync"
 
-	"github.com/agentkeys/agentkeys/internal/account"
-	"github.com/agentkeys/agentkeys/internal/agent"
 	"github.com/agentkeys/agentkeys/internal/ledger"
-	"github.com/agentkeys/agentkeys/internal/oidc"
+	"github.com/agentkeys/agentkeys/internal/modules"
 	"github.com/agentkeys/agentkeys/internal/vault"
 )
 
@@ -36,55 +34,56 @@ type Index struct {
 	next    uint64              // first seq not yet observed
 }
 
+// kinds are those of every module, with their Owner and Usage.
+var kinds = modules.Schema().Kinds
+
 // New returns an empty index over src.
 func New(src Source) *Index {
 	return &Index{src: src, byOwner: map[string][]uint64{}, parents: map[string]string{}}
 }
 
-// usageOf derives the usage row of an entry, whichever trail kind it is.
+// usageOf derives the usage row of an entry and the owner whose trail it is in
+// (its kind's Usage and Owner); ok is false for entries that show no row.
 func usageOf(e *ledger.Entry) (owner string, u vault.Usage, ok bool) {
-	if owner, u, ok = vault.UsageOf(e); ok {
-		return
+	k := kinds[e.Kind]
+	if k.Usage == nil || k.Owner == nil {
+		return "", u, false
 	}
-	if owner, u, ok = agent.UsageOf(e); ok {
-		return
+	if u, ok = k.Usage(e); !ok {
+		return "", u, false
 	}
-	return oidc.UsageOf(e)
+	account, parent, ok := k.Owner(e)
+	if parent != "" {
+		account = parent
+	}
+	return account, u, ok
 }
 
-// ownerOf is the owner an entry belongs to: its payload's "owner" member; for an
-// account's creation the account's owner ("parent", or the account itself); for
-// entries without an owner member (sessions) the account that signed it, or that
-// account's owner when it is an agent. It runs at every commit, so it decodes only
-// those members. It may file an entry that is in no trail (Usage derives each row
-// with usageOf and keeps only those of the owner asked for), but never files a
-// trail entry under another owner than usageOf's (tested). Callers hold x.mu.
+// ownerOf is the owner an entry belongs to, as its kind's Owner says: the account
+// it names, or that account's owner when it is an agent (learnt from the entries
+// that create agents, which name their parent). Entries of public kinds and
+// entries without a payload are no one's. It runs at every commit; Owner decodes
+// only the payload members it needs. It may file an entry that is in no trail
+// (Usage derives each row with usageOf and keeps only those of the owner asked
+// for), but never files a trail entry under another owner than usageOf's
+// (tested). Callers hold x.mu.
 func (x *Index) ownerOf(e *ledger.Entry) (string, bool) {
-	var p struct {
-		Owner  string `json:"owner"`
-		Parent string `json:"parent"`
-		Omni   string `json:"omni"`
-	}
-	if e.Payload == nil || json.Unmarshal(e.Payload, &p) != nil {
+	k := kinds[e.Kind]
+	if k.Owner == nil || e.Payload == nil {
 		return "", false
 	}
+	account, parent, ok := k.Owner(e)
 	switch {
-	case e.Kind == account.KindCreated && p.Parent != "":
-		x.parents[p.Omni] = p.Parent
-		return p.Parent, true
-	case e.Kind == account.KindCreated:
-		return p.Omni, p.Omni != ""
-	case p.Owner != "":
-		return p.Owner, true
-	}
-	signer, ok := ledger.AccountOf(e.Origin)
-	if !ok {
+	case !ok:
 		return "", false
-	}
-	if parent, ok := x.parents[signer]; ok {
+	case parent != "":
+		x.parents[account] = parent
 		return parent, true
 	}
-	return signer, true
+	if parent, ok := x.parents[account]; ok {
+		return parent, true
+	}
+	return account, account != ""
 }
 
 // Observe files entries: every stored one during the start-up walk

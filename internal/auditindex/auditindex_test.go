@@ -3,6 +3,7 @@ package auditindex
 import (
 	"context"
 	"fmt"
+	"maps"
 	"math"
 	"slices"
 	"testing"
@@ -10,6 +11,7 @@ import (
 	"github.com/agentkeys/agentkeys/internal/account"
 	"github.com/agentkeys/agentkeys/internal/agent"
 	"github.com/agentkeys/agentkeys/internal/ledger"
+	"github.com/agentkeys/agentkeys/internal/modules"
 	"github.com/agentkeys/agentkeys/internal/oidc"
 	"github.com/agentkeys/agentkeys/internal/vault"
 )
@@ -190,5 +192,61 @@ func TestOwnedEntries(t *testing.T) {
 		if got := x.Owned(c.owner, c.from, c.to); !slices.Equal(got, c.want) {
 			t.Errorf("Owned(%s…, %d, %d) = %v, want %v", c.owner[:6], c.from, c.to, got, c.want)
 		}
+	}
+}
+
+// TestEveryModuleKind: the index files an entry of every private kind of the
+// module list under its owner (an agent's under the agent's owner), shows a row
+// for every kind that declares one, and files no public kind: it knows each
+// kind from its module, so a kind added there needs nothing here.
+func TestEveryModuleKind(t *testing.T) {
+	ctx := context.Background()
+	p, agentOmni := owner(1), owner(2)
+	payload := fmt.Appendf(nil, `{"owner":%q,"actor":%q,"omni":%q,"parent":%q,"role":"agent","alias":"bot","service":"svc"}`, p, agentOmni, agentOmni, p)
+	es := entries{{Seq: 0, Kind: account.KindCreated, Origin: ledger.OriginEnclave, Payload: payload}} // teaches agentOmni's owner
+	var private, public, rows []uint64
+	for _, m := range modules.All {
+		for _, kind := range slices.Sorted(maps.Keys(m.Kinds)) {
+			k, seq := m.Kinds[kind], uint64(len(es))
+			origin := ledger.AccountOrigin(agentOmni)
+			if k.Public {
+				origin, public = ledger.OriginGovernance, append(public, seq)
+			} else {
+				private = append(private, seq)
+			}
+			if k.Usage != nil {
+				rows = append(rows, seq)
+			}
+			es = append(es, ledger.Entry{Seq: seq, Kind: kind, Origin: origin, Payload: payload})
+		}
+	}
+	x := New(es)
+	x.Observe(es)
+	if got := x.Owned(p, 1, math.MaxUint64); !slices.Equal(got, private) {
+		t.Errorf("filed under the owner: %v, want every private kind's entry %v (public ones %v are no one's)", got, private, public)
+	}
+	us, err := x.Usage(ctx, p, vault.UsageFilter{From: 1})
+	var got []uint64
+	for _, u := range us {
+		got = append(got, u.Seq)
+	}
+	if err != nil || len(rows) < 10 || !slices.Equal(got, rows) {
+		t.Errorf("rows of seqs %v (%v), want one for each kind with a Usage: %v", got, err, rows)
+	}
+}
+
+// BenchmarkObserve is the index's cost on the committer's path: filing one
+// credential read (an agent's, so its owner is found through the parent).
+func BenchmarkObserve(b *testing.B) {
+	p, agentOmni := owner(1), owner(2)
+	pl := func(v any) []byte { q, _ := ledger.MarshalPayload(v); return q }
+	x := New(nil)
+	x.Observe([]ledger.Entry{{Seq: 0, Kind: account.KindCreated, Origin: ledger.OriginEnclave, Payload: pl(account.Account{Omni: agentOmni, Role: "agent", Parent: p, Alias: "bot"})}})
+	read := pl(vault.Read{Owner: p, Agent: "bot", Service: "openai", Actor: agentOmni, ActorRole: "agent", Alias: "bot", SID: "s", Version: 3})
+	es := make([]ledger.Entry, 1)
+	b.ReportAllocs()
+	for i := 1; b.Loop(); i++ {
+		es[0] = ledger.Entry{Seq: uint64(i), Kind: vault.KindRead, Origin: ledger.AccountOrigin(agentOmni), Payload: read}
+		x.Observe(es)
 	}
 }

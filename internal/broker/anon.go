@@ -1,12 +1,14 @@
 package broker
 
 import (
+	"context"
 	"fmt"
 	"net/netip"
 	"strings"
 	"time"
 
 	"github.com/agentkeys/agentkeys/internal/problem"
+	"github.com/agentkeys/agentkeys/internal/ratelimit"
 )
 
 // AnonKind names a kind of request that no session vouches for. Each kind is
@@ -68,22 +70,23 @@ const anonSources = 10_000
 
 type anonLimiter struct {
 	limit             AnonLimit
-	perSource, global *limiter
+	perSource, global ratelimit.Limiter
 }
 
 // anonLimiters holds each kind's limiters.
 type anonLimiters map[AnonKind]*anonLimiter
 
-func newAnonLimiters(cfg AnonLimits) anonLimiters {
+func newAnonLimiters(cfg AnonLimits, mk ratelimit.New) anonLimiters {
 	out := anonLimiters{}
 	for _, k := range AnonKinds {
 		lim, ok := cfg[k]
 		if !ok || lim.PerSource.Count <= 0 || lim.PerSource.Window <= 0 || lim.Global.Count <= 0 || lim.Global.Window <= 0 {
 			lim = DefaultAnonLimits[k]
 		}
+		name := "anon/" + string(k)
 		out[k] = &anonLimiter{limit: lim,
-			perSource: newLimiterKeys(lim.PerSource.Count, lim.PerSource.Window, anonSources),
-			global:    newLimiterKeys(lim.Global.Count, lim.Global.Window, 1)}
+			perSource: mk(ratelimit.Rule{Name: name + "/source", Count: lim.PerSource.Count, Window: lim.PerSource.Window, MaxKeys: anonSources}),
+			global:    mk(ratelimit.Rule{Name: name + "/global", Count: lim.Global.Count, Window: lim.Global.Window, MaxKeys: 1})}
 	}
 	return out
 }
@@ -100,7 +103,9 @@ func (b *Broker) Admit(kind AnonKind, source netip.Addr) error {
 	if a == nil {
 		return fmt.Errorf("no limit for anonymous kind %q", kind)
 	}
-	if ok, wait := a.perSource.allow(sourceKey(source), b.cfg.Now()); !ok {
+	if ok, wait, err := a.perSource.Allow(context.Background(), sourceKey(source), b.cfg.Now()); err != nil {
+		return errLimiter(err)
+	} else if !ok {
 		return tooMany(kind, "from your address", a.limit.PerSource, wait)
 	}
 	if !writes(kind) {
@@ -119,7 +124,9 @@ func writes(kind AnonKind) bool {
 // is valid, just before the broker writes it.
 func (b *Broker) admitGlobal(kind AnonKind) error {
 	a := b.anon[kind]
-	if ok, wait := a.global.allow("", b.cfg.Now()); !ok {
+	if ok, wait, err := a.global.Allow(context.Background(), "", b.cfg.Now()); err != nil {
+		return errLimiter(err)
+	} else if !ok {
 		return tooMany(kind, "from all addresses together", a.limit.Global, wait)
 	}
 	return nil

@@ -11,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"os"
 	"path/filepath"
 	"sync"
@@ -27,11 +26,11 @@ import (
 	"github.com/agentkeys/agentkeys/internal/enclave"
 	"github.com/agentkeys/agentkeys/internal/ledger"
 	"github.com/agentkeys/agentkeys/internal/ledger/ledgerstore"
+	"github.com/agentkeys/agentkeys/internal/modules"
 	"github.com/agentkeys/agentkeys/internal/oidc"
 	"github.com/agentkeys/agentkeys/internal/problem"
-	"github.com/agentkeys/agentkeys/internal/registry"
+	"github.com/agentkeys/agentkeys/internal/ratelimit"
 	"github.com/agentkeys/agentkeys/internal/token"
-	"github.com/agentkeys/agentkeys/internal/vault"
 )
 
 // Config configures a broker.
@@ -63,7 +62,7 @@ type Config struct {
 	MintWindow     time.Duration    // default 1 minute
 	ApprovalTTL    time.Duration    // how long a pending approval request can be approved (default 10 min)
 	ApprovalWindow time.Duration    // how long a grant allows one read (default 2 min)
-	Now            func() time.Time // clock of the read, mint and anonymous rate limits and of open approval requests (tests); nil = time.Now
+	Now            func() time.Time // the broker's clock: every expiry, window, limit and timestamp it decides by (ledger entries too unless Ledger.Now is set); nil = time.Now; tests move a clock.Fake
 	Anon           AnonLimits       // limits of requests without a session; kinds left out: DefaultAnonLimits
 	SignupInvite   bool             // sign-up needs an operator's invite (agentkeys server --signup invite)
 	PairTTL        time.Duration    // default lifetime of a pair request (default 10 min; max 1 h)
@@ -71,6 +70,11 @@ type Config struct {
 	OIDCAudiences  []string         // audiences identity tokens may be minted for
 	OIDCMaxTTL     time.Duration    // longest identity token (default and cap 1 h)
 	OIDCSkew       time.Duration    // clock skew allowed to relying parties (default 1 min); rotation windows ≥ OIDCMaxTTL + OIDCSkew
+
+	// Several brokers on one store (§3): what one process keeps in memory by
+	// default, a shared implementation makes common. nil: this process's memory.
+	Replays  dpop.ReplayStore // used DPoP proofs
+	Limiters ratelimit.New    // the read, mint and anonymous limits (default NewMemoryLimiter)
 }
 
 func (c *Config) defaults() {
@@ -128,11 +132,11 @@ type Broker struct {
 	accounts sync.Map      // omni → *account.Account, see (*Broker).account
 	agents   agent.Memo
 	index    *account.Index
-	limiter  *limiter // credential reads per session
+	limiter  *rule // credential reads per session
 	// approvalMu serializes looking for a caller's open approval request
 	// and filing a new one (see grantFor).
 	approvalMu sync.Mutex
-	mints      *limiter               // identity-token mints per account
+	mints      *rule                  // identity-token mints per account
 	anon       anonLimiters           // requests without a session, per source and in all
 	proofs     *dpop.Verifier         // DPoP proofs: checks and replay cache
 	htuBases   []string               // normalised Issuer and PublicURLs: a proof's htu is one of them + the request path
@@ -143,16 +147,9 @@ type Broker struct {
 	OperatorKeyCreated bool
 }
 
-// Schema is every ledger kind the broker accepts; audit verify uses the same one.
-func Schema() ledger.Schema {
-	kinds := map[string]ledger.Kind{}
-	maps.Copy(kinds, registry.Kinds())
-	maps.Copy(kinds, account.Kinds())
-	maps.Copy(kinds, vault.Kinds())
-	maps.Copy(kinds, agent.Kinds())
-	maps.Copy(kinds, oidc.Kinds())
-	return ledger.Schema{Kinds: kinds, Wallet: account.Wallet}
-}
+// Schema is every ledger kind the broker accepts: those of the module list
+// (modules.Schema), which audit verify checks against too.
+func Schema() ledger.Schema { return modules.Schema() }
 
 // LedgerPath is where the embedded ledger lives in a data dir (the default store).
 func LedgerPath(dataDir string) string { return filepath.Join(dataDir, "ledger.db") }
@@ -197,17 +194,25 @@ func Open(cfg Config) (_ *Broker, err error) {
 		return nil, fmt.Errorf("creating data dir %s: %w", cfg.DataDir, err)
 	}
 	enc, err := enclave.Open(enclave.Config{Dir: cfg.DataDir, PlatformKeyFile: cfg.PlatformKeyFile, PlatformKeyHex: cfg.PlatformKeyHex,
-		DevPlatformKeyInDir: cfg.DevPlatformKeyInDataDir, SignerPublicKey: cfg.SignerPublicKey})
+		DevPlatformKeyInDir: cfg.DevPlatformKeyInDataDir, SignerPublicKey: cfg.SignerPublicKey, Now: cfg.Now})
 	if err != nil {
 		return nil, err
 	}
+	mk := cfg.Limiters
+	if mk == nil {
+		mk = NewMemoryLimiter
+	}
 	b := &Broker{enc: enc, cfg: cfg, log: cfg.Logger, metrics: newMetrics(cfg.Registerer),
-		index: account.NewIndex(), limiter: newLimiter(cfg.ReadLimit, cfg.ReadWindow),
-		mints: newLimiter(cfg.MintLimit, cfg.MintWindow),
-		anon:  newAnonLimiters(cfg.Anon), proofs: dpop.NewVerifier(0, nil), htuBases: bases, kinds: Schema()}
+		index:   account.NewIndex(),
+		limiter: newRule(mk, ratelimit.Rule{Name: "read", Count: cfg.ReadLimit, Window: cfg.ReadWindow}),
+		mints:   newRule(mk, ratelimit.Rule{Name: "mint", Count: cfg.MintLimit, Window: cfg.MintWindow}),
+		anon:    newAnonLimiters(cfg.Anon, mk), proofs: dpop.NewVerifier(0, cfg.Now), htuBases: bases, kinds: Schema()}
+	if cfg.Replays != nil {
+		b.proofs = dpop.NewSharedVerifier(cfg.Replays, cfg.Now)
+	}
 	m := enc.Measurements()
 	b.oidc.enclave = oidc.Enclave{MrEnclave: hex.EncodeToString(m.MrEnclave[:]), MrSigner: hex.EncodeToString(m.MrSigner[:]), Tier: string(m.Tier)}
-	if b.tokens, err = token.NewIssuer(enc, token.Options{Issuer: cfg.Issuer, Current: "issuer/jwt/v1"}); err != nil {
+	if b.tokens, err = token.NewIssuer(enc, token.Options{Issuer: cfg.Issuer, Current: "issuer/jwt/v1", Now: cfg.Now}); err != nil {
 		enc.Close()
 		return nil, err
 	}
@@ -236,14 +241,23 @@ func Open(cfg Config) (_ *Broker, err error) {
 // opens the ledger for appends. On failure the broker stays not ready.
 func (b *Broker) Start(ctx context.Context) error {
 	start := time.Now()
-	n, err := ledger.VerifyDriver(ctx, Schema(), b.store, false, b.usage.Observe)
+	var walked *ledger.Head // the last entry verified: the ledger follows the store from there
+	n, err := ledger.VerifyDriver(ctx, Schema(), b.store, false, b.usage.Observe, func(es []ledger.Entry) {
+		if len(es) > 0 {
+			e := es[len(es)-1]
+			walked = &ledger.Head{Seq: e.Seq, Hash: e.Hash(), Time: e.Time}
+		}
+	})
 	if err != nil {
 		msg := fmt.Sprintf("ledger verification failed: %v", err)
 		b.status.Store(&msg)
 		return problem.New(problem.LedgerInvalid, msg, "restore the ledger from a backup, or inspect it with `agentkeys audit verify --data-dir`; the server will not serve from a broken chain")
 	}
 	opts := b.cfg.Ledger
-	opts.Genesis = b.genesis
+	opts.Genesis, opts.Start = b.genesis, walked
+	if opts.Now == nil {
+		opts.Now = b.cfg.Now
+	}
 	opts.OnCommit = func(es []ledger.Entry) {
 		b.index.Observe(es)
 		b.usage.Observe(es)

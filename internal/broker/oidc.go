@@ -140,7 +140,7 @@ func (b *Broker) JWKS(ctx context.Context) (apiv1.JWKS, error) {
 	if err != nil {
 		return apiv1.JWKS{}, err
 	}
-	now := time.Now().Unix()
+	now := b.cfg.Now().Unix()
 	out := apiv1.JWKS{Keys: []apiv1.JWK{}}
 	for _, key := range k.keys {
 		if key.Active(now) {
@@ -156,7 +156,7 @@ func (b *Broker) OIDCKeys(ctx context.Context) ([]apiv1.OIDCKeyInfo, error) {
 	if err != nil {
 		return nil, err
 	}
-	now := time.Now().Unix()
+	now := b.cfg.Now().Unix()
 	out := make([]apiv1.OIDCKeyInfo, 0, len(k.keys))
 	for _, key := range k.keys {
 		out = append(out, apiv1.OIDCKeyInfo{OIDCKey: apiv1.OIDCKey(key), State: key.State(now)})
@@ -250,7 +250,7 @@ func (b *Broker) MintOIDC(ctx context.Context, c *Caller, r apiv1.OIDCRequest) (
 		return nil, problem.New(problem.NotReady, "no OIDC issuer key may sign: governance revoked the current one",
 			"governance rotates in a new key: agentkeys oidc rotate --window DURATION")
 	}
-	claims := oidc.NewClaims(b.cfg.Issuer, r.Audience, id, b.oidc.enclave, time.Now().Unix(), ttl)
+	claims := oidc.NewClaims(b.cfg.Issuer, r.Audience, id, b.oidc.enclave, b.cfg.Now().Unix(), ttl)
 	// The audit entry names the token (kid, jti, exp) without holding it, so it is
 	// appended while the enclave signs; the token is released only once the entry
 	// is durable. If signing then fails, the entry records a mint nobody received:
@@ -304,7 +304,7 @@ func (b *Broker) Rotate(ctx context.Context, e ledger.Entry) (*apiv1.RotateResul
 		return nil, err
 	}
 	next := k.keys[len(k.keys)-1].Version + 1
-	now := time.Now().Unix()
+	now := b.cfg.Now().Unix()
 	rec, err := b.oidcKeyRecord(fmt.Sprintf("oidc/issuer/v%d", next), next, now)
 	if err != nil {
 		return nil, err

@@ -239,7 +239,7 @@ func (b *Broker) pendingFor(ctx context.Context, c *Caller, id, decision string,
 		!ed25519.Verify(pub, apiv1.DecisionMessage(b.cfg.Issuer, id, v.VVCHash, decision, d.Time), sig) {
 		return nil, problem.New(problem.Denied, "the decision is not signed by your identity key", "approve or deny from the owner's CLI (agentkeys agent approve)")
 	}
-	if dt := time.Since(time.Unix(d.Time, 0)); dt > LoginSkew || dt < -LoginSkew {
+	if dt := b.cfg.Now().Sub(time.Unix(d.Time, 0)); dt > LoginSkew || dt < -LoginSkew {
 		return nil, problem.New(problem.Denied, "the decision's time is more than 5 minutes from the broker's clock", "check the machine clock")
 	}
 	return p, nil

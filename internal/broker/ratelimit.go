@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"context"
 	"crypto/sha256"
 	"fmt"
 	"math"
@@ -9,9 +10,11 @@ import (
 	"time"
 
 	"github.com/agentkeys/agentkeys/internal/problem"
+	"github.com/agentkeys/agentkeys/internal/ratelimit"
 )
 
-// limiter gives each key a bucket of limit tokens; a request spends one, and each
+// limiter is the in-memory ratelimit.Limiter, each broker's own unless
+// Config.Limiters shares one (§3); NewMemoryLimiter makes one. It gives each key a bucket of limit tokens; a request spends one, and each
 // spent token comes back exactly one window after it was spent. So no key is ever
 // admitted more than limit times in any window (the 101st read inside a minute is
 // refused), and requests resume as the oldest ones leave the window.
@@ -96,6 +99,43 @@ func (l *limiter) allow(key string, now time.Time) (bool, time.Duration) {
 	return true, 0
 }
 
+// Allow implements ratelimit.Limiter.
+func (l *limiter) Allow(_ context.Context, key string, now time.Time) (bool, time.Duration, error) {
+	ok, wait := l.allow(key, now)
+	return ok, wait, nil
+}
+
+// FirstRefusal implements ratelimit.Limiter.
+func (l *limiter) FirstRefusal(_ context.Context, key string, now time.Time) (bool, error) {
+	return l.firstRefusal(key, now), nil
+}
+
+// NewMemoryLimiter is the default Config.Limiters: a limiter in this process's
+// memory, holding at most r.MaxKeys keys.
+func NewMemoryLimiter(r ratelimit.Rule) ratelimit.Limiter {
+	return newLimiterKeys(r.Count, r.Window, r.MaxKeys)
+}
+
+// rule is a limit and the limiter that enforces it.
+type rule struct {
+	ratelimit.Rule
+	lim ratelimit.Limiter
+}
+
+func newRule(mk ratelimit.New, r ratelimit.Rule) *rule {
+	r.Count = max(r.Count, 1)
+	if r.MaxKeys <= 0 {
+		r.MaxKeys = defaultMaxKeys
+	}
+	return &rule{Rule: r, lim: mk(r)}
+}
+
+// errLimiter answers a request whose limiter could not: refused (fail closed).
+func errLimiter(err error) error {
+	return problem.Wrap(err, problem.Internal, "retry; if it persists, the operator should check the server log",
+		"the rate limiter did not answer, so the request was refused")
+}
+
 // boundKey is the key a limiter keeps for key: itself, or its SHA-256 when longer.
 func boundKey(key string) string {
 	if len(key) > maxKeyLen {
@@ -128,15 +168,20 @@ func (l *limiter) firstRefusal(key string, now time.Time) bool {
 // records it on the ledger and returns what to answer; later ones in the window
 // are answered without an entry, so a caller hammering a limit cannot grow the
 // ledger by more than one entry per key per window.
-func (b *Broker) limit(l *limiter, key, rule string, audit func(error) error) error {
-	now := b.cfg.Now()
-	ok, wait := l.allow(key, now)
+func (b *Broker) limit(l *rule, key, rule string, audit func(error) error) error {
+	now, ctx := b.cfg.Now(), context.Background()
+	ok, wait, err := l.lim.Allow(ctx, key, now)
+	if err != nil {
+		return errLimiter(err)
+	}
 	if ok {
 		return nil
 	}
-	p := problem.Newf(problem.RateLimited, fmt.Sprintf("wait %d s and retry", retryAfterSeconds(wait)), rule, l.limit, time.Duration(l.window))
+	p := problem.Newf(problem.RateLimited, fmt.Sprintf("wait %d s and retry", retryAfterSeconds(wait)), rule, l.Count, l.Window)
 	p.RetryAfter = retryAfterSeconds(wait)
-	if l.firstRefusal(key, now) {
+	if first, err := l.lim.FirstRefusal(ctx, key, now); err != nil {
+		return errLimiter(err)
+	} else if first {
 		return audit(p)
 	}
 	return p

@@ -51,7 +51,7 @@ func (b *Broker) checkLogin(l apiv1.Login) (omni string, loginHash string, err e
 		return "", "", problem.Newf(problem.Unauthenticated, "pass --server "+b.cfg.Issuer,
 			"login refused: the statement is for %q but this broker is %q", l.Server, b.cfg.Issuer)
 	}
-	if d := time.Since(time.Unix(l.Time, 0)); d > LoginSkew || d < -LoginSkew {
+	if d := b.cfg.Now().Sub(time.Unix(l.Time, 0)); d > LoginSkew || d < -LoginSkew {
 		return "", "", bad("the statement's time is more than 5 minutes from the broker's clock")
 	}
 	if n, err := hex.DecodeString(l.Nonce); err != nil || len(n) != 16 {
@@ -151,7 +151,7 @@ func (b *Broker) openSession(ctx context.Context, a *account.Account, loginHash,
 		}
 		g.ChannelKey = base64.StdEncoding.EncodeToString(sealed)
 	}
-	exp := time.Now().Add(b.cfg.SessionTTL).Unix()
+	exp := b.cfg.Now().Add(b.cfg.SessionTTL).Unix()
 	s := account.Session{SID: sid, Omni: a.Omni, Role: a.Role, Expires: exp, LoginHash: loginHash}
 	group := append(first, ledger.Req{Origin: ledger.AccountOrigin(a.Omni), Kind: account.KindSessionIssued, Payload: s})
 	if _, err := lg.AppendAll(ctx, group); err != nil {

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"time"
 
 	"github.com/agentkeys/agentkeys/internal/apiv1"
 	"github.com/agentkeys/agentkeys/internal/ledger"
@@ -314,10 +313,10 @@ func (b *Broker) Approve(ctx context.Context, c *Caller, id string) (*vault.Appr
 	if !ok || a.Status != "pending" {
 		return nil, problem.Newf(problem.NotFound, "list pending requests with agentkeys approve --list", "no pending approval request %q", id)
 	}
-	if time.Now().Unix() > a.Expires {
+	if b.cfg.Now().Unix() > a.Expires {
 		return nil, problem.New(problem.Denied, "the approval request has expired", "ask the reader to read again, which files a new request")
 	}
-	g := vault.Grant{ID: id, Owner: c.Omni(), Service: a.Service, Agent: a.Agent, Until: time.Now().Add(b.cfg.ApprovalWindow).Unix()}
+	g := vault.Grant{ID: id, Owner: c.Omni(), Service: a.Service, Agent: a.Agent, Until: b.cfg.Now().Add(b.cfg.ApprovalWindow).Unix()}
 	if _, err := lg.Append(ctx, ledger.AccountOrigin(c.Omni()), vault.KindGranted, g); err != nil {
 		return nil, ledgerProblem(err)
 	}

@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -119,22 +118,9 @@ func agentDecideCmd(e *env, decision string) *cobra.Command {
 			} else if err != nil {
 				return err
 			}
-			list, err := c.PendingPairs(cmd.Context())
+			p, err := c.PendingPair(cmd.Context(), id)
 			if err != nil {
 				return err
-			}
-			var p *apiv1.PendingPair
-			for i := range list {
-				if list[i].ID == id {
-					p = &list[i]
-				}
-			}
-			if p == nil {
-				return problem.Newf(problem.NotFound, "list pending requests with agentkeys agent pending (expired and decided requests are not listed)",
-					"no pending pair request %q", id)
-			}
-			if h, err := hex.DecodeString(p.VVCHash); err != nil || len(h) != 32 || apiv1.VVCDigits([32]byte(h)) != p.VVC {
-				return problem.Newf(problem.Denied, "do not approve it; report the broker's operator", "the broker's VVC for request %s does not match its VVC hash", id)
 			}
 			info := e.stdout
 			if asJSON {
@@ -155,20 +141,16 @@ func agentDecideCmd(e *env, decision string) *cobra.Command {
 					return nil
 				}
 			}
-			stmt := apiv1.SignDecision(key, s.Server, id, p.VVCHash, decision, time.Now().Unix())
+			a, err := c.DecidePair(cmd.Context(), key, s.Server, p, decision, time.Now())
+			if err != nil {
+				return err
+			}
 			if decision == "deny" {
-				if err := c.DenyPairing(cmd.Context(), id, stmt); err != nil {
-					return err
-				}
 				if asJSON {
 					return e.jsonOut(map[string]any{"id": id, "alias": p.Alias, "denied": true})
 				}
 				fmt.Fprintf(e.stdout, "Denied pair request %s (%s).\n", id, p.Alias)
 				return nil
-			}
-			a, err := c.ApprovePairing(cmd.Context(), id, stmt)
-			if err != nil {
-				return err
 			}
 			if asJSON {
 				return e.jsonOut(map[string]any{"id": id, "alias": a.Alias, "omni": a.Omni, "wallet": a.Wallet, "generation": a.Generation,
@@ -300,16 +282,11 @@ func (e *env) activeAgent(ctx context.Context, alias string) (*client.Session, *
 	if err != nil {
 		return nil, nil, err
 	}
-	list, err := c.Agents(ctx)
+	a, err := c.ActiveAgent(ctx, alias)
 	if err != nil {
 		return nil, nil, err
 	}
-	for i := range list {
-		if list[i].Alias == alias && list[i].Status != apiv1.AgentTornDown {
-			return c, &list[i], nil
-		}
-	}
-	return nil, nil, problem.Newf(problem.NotFound, "list your agents with agentkeys agent list", "no agent %q", alias)
+	return c, a, nil
 }
 
 func agentRevokeCmd(e *env) *cobra.Command {
@@ -379,16 +356,11 @@ skips the question, and is needed when stdin is not a terminal.`,
 				return err
 			}
 			if !yes {
-				creds, err := c.List(cmd.Context())
+				creds, err := c.AgentCredentials(cmd.Context(), a.Alias)
 				if err != nil {
 					return err
 				}
-				n := 0
-				for _, cr := range creds {
-					if cr.Agent == a.Alias {
-						n++
-					}
-				}
+				n := len(creds)
 				ok, err := e.confirm(fmt.Sprintf("Tear down agent %s (generation %d): delete its %d credential(s) and revoke its sessions?", a.Alias, a.Generation, n))
 				if err != nil {
 					return err

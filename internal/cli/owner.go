@@ -2,13 +2,10 @@ package cli
 
 import (
 	"bufio"
-	"context"
 	"crypto/ecdh"
-	"crypto/ed25519"
 	"crypto/hpke"
 	"crypto/mlkem"
 	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -19,7 +16,6 @@ import (
 
 	"golang.org/x/term"
 
-	"github.com/agentkeys/agentkeys/internal/attest"
 	"github.com/agentkeys/agentkeys/internal/client"
 	"github.com/agentkeys/agentkeys/internal/home"
 	"github.com/agentkeys/agentkeys/internal/problem"
@@ -59,36 +55,9 @@ func (e *env) ownerSession() (*home.Session, *client.Session, error) {
 	return s, c.WithToken(s.Token), nil
 }
 
-// attestedShielding fetches /v1/enclave, checks the quote under the pinned
-// platform key (or pins it on first contact) and that it commits to the keys,
-// and returns the shielding public key and the platform key.
-func attestedShielding(ctx context.Context, c *client.Client, pinned string) (shielding []byte, platform string, err error) {
-	info, err := c.Enclave(ctx)
-	if err != nil {
-		return nil, "", err
-	}
-	platform = info.Quote.PlatformKey
-	if pinned != "" && pinned != platform {
-		return nil, "", problem.Newf(problem.Denied, "if the operator really changed the platform, run agentkeys init --force to pin the new key",
-			"the broker's attestation key changed (pinned %.16s…, now %.16s…): refusing to send secrets", pinned, platform)
-	}
-	pk, err := hex.DecodeString(platform)
-	if err != nil || len(pk) != ed25519.PublicKeySize {
-		return nil, "", problem.New(problem.Denied, "the broker's quote names no valid platform key", "check that --server points at an AgentKeys broker")
-	}
-	rd := attest.ReportData(nil, info.Keys)
-	if err := attest.Verify(info.Quote, pk); err != nil || info.Quote.ReportData != hex.EncodeToString(rd[:]) {
-		return nil, "", problem.New(problem.Denied, "the broker's enclave quote does not verify: refusing to send secrets", "check that --server points at an AgentKeys broker")
-	}
-	for _, k := range info.Keys {
-		if k.Path == "shielding/v1" {
-			if shielding, err = hex.DecodeString(k.Public); err == nil {
-				return shielding, platform, nil
-			}
-		}
-	}
-	return nil, "", problem.New(problem.Denied, "the broker publishes no shielding key", "upgrade the broker")
-}
+// attestedShielding is client.AttestedShielding: the enclave's shielding key,
+// its quote checked under the pinned platform key.
+var attestedShielding = client.AttestedShielding
 
 // readSecret reads a secret from a file or stdin (never argv). One trailing
 // newline is removed, so `echo sk-... | agentkeys store x` stores what was typed.

@@ -15,7 +15,6 @@ import (
 	"github.com/agentkeys/agentkeys/internal/client"
 	"github.com/agentkeys/agentkeys/internal/daemon"
 	"github.com/agentkeys/agentkeys/internal/problem"
-	"github.com/agentkeys/agentkeys/internal/seal"
 )
 
 func storeCmd(e *env) *cobra.Command {
@@ -35,8 +34,8 @@ secret with a new version.`,
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			service := args[0]
-			if !apiv1.ValidName(service) || (agent != "" && !apiv1.ValidName(agent)) {
-				return problem.New(problem.BadRequest, "service and agent names use 1-63 lowercase letters, digits, '.', '_' or '-'", "e.g. agentkeys store openai")
+			if err := client.CheckNames(service, agent); err != nil {
+				return err
 			}
 			s, c, err := e.ownerSession()
 			if err != nil {
@@ -47,19 +46,7 @@ secret with a new version.`,
 				return err
 			}
 			defer clear(secret)
-			pub, _, err := attestedShielding(cmd.Context(), c.Client, s.PlatformKey)
-			if err != nil {
-				return err
-			}
-			agentField := apiv1.OwnerWide
-			if agent != "" {
-				agentField = agent
-			}
-			ct, err := seal.To(pub, seal.CredentialInfo(s.Omni, agentField, service), secret)
-			if err != nil {
-				return err
-			}
-			cr, err := c.Store(cmd.Context(), apiv1.StoreBody{Service: service, Agent: agent, Ciphertext: ct, Approval: approval})
+			cr, err := c.StoreSealed(cmd.Context(), s.PlatformKey, s.Omni, apiv1.StoreBody{Service: service, Agent: agent, Approval: approval}, secret)
 			if err != nil {
 				return err
 			}
@@ -233,19 +220,10 @@ asks first; --yes skips the question, and is needed when stdin is not a terminal
 			if err != nil {
 				return err
 			}
-			list, err := c.List(cmd.Context())
+			want := cmp.Or(agent, apiv1.OwnerWide)
+			cr, err := c.Credential(cmd.Context(), service, agent)
 			if err != nil {
 				return err
-			}
-			want := cmp.Or(agent, apiv1.OwnerWide)
-			var cr *apiv1.Credential
-			for i := range list {
-				if list[i].Service == service && list[i].Agent == want {
-					cr = &list[i]
-				}
-			}
-			if cr == nil {
-				return problem.Newf(problem.NotFound, "agentkeys list shows what is stored", "no credential %s%s", service, forAgentText(agent))
 			}
 			if !yes {
 				ok, err := e.confirm(fmt.Sprintf("Delete %s%s (version %d)? Readers lose it at once.", service, forAgentText(agent), cr.Version))
@@ -293,16 +271,10 @@ credential by that reader within a short window.`,
 			if err != nil {
 				return err
 			}
-			all, err := c.Approvals(cmd.Context())
-			if err != nil {
-				return err
-			}
 			if list || len(args) == 0 {
-				pending := []apiv1.Approval{}
-				for _, a := range all {
-					if a.Status == "pending" && time.Now().Unix() <= a.Expires {
-						pending = append(pending, a)
-					}
+				pending, err := c.PendingApprovals(cmd.Context(), time.Now())
+				if err != nil {
+					return err
 				}
 				if asJSON {
 					return json.NewEncoder(e.stdout).Encode(map[string]any{"approvals": pending})
@@ -319,14 +291,9 @@ credential by that reader within a short window.`,
 				return tw.Flush()
 			}
 			id := args[0]
-			var target *apiv1.Approval
-			for i := range all {
-				if all[i].ID == id {
-					target = &all[i]
-				}
-			}
-			if target == nil || target.Status != "pending" {
-				return problem.Newf(problem.NotFound, "see pending requests with agentkeys approve --list", "no pending approval request %q", id)
+			target, err := c.PendingApproval(cmd.Context(), id)
+			if err != nil {
+				return err
 			}
 			if !yes {
 				ok, err := e.confirm(fmt.Sprintf("Allow one read of %s%s by %s?", target.Service, forAgentText(target.Agent), reader(*target)))
@@ -352,12 +319,8 @@ credential by that reader within a short window.`,
 	return cmd
 }
 
-func reader(a apiv1.Approval) string {
-	if a.Alias != "" {
-		return "agent " + a.Alias
-	}
-	return a.ActorRole + " " + a.Actor[:12]
-}
+// reader names who asks for an approved read.
+var reader = client.ApprovalReader
 
 func usageCmd(e *env) *cobra.Command {
 	var agent, service, since string
@@ -401,17 +364,9 @@ pages never shift as entries are added.`,
 				return err
 			}
 			// One page with --limit; without it every page, each of at most 1000 rows.
-			page := &apiv1.UsageList{Usage: []apiv1.Usage{}, Next: &from}
-			for page.Next != nil {
-				q.Set("from", fmt.Sprint(*page.Next))
-				p, err := c.UsagePage(cmd.Context(), q)
-				if err != nil {
-					return err
-				}
-				page.Usage, page.Next = append(page.Usage, p.Usage...), p.Next
-				if paged {
-					break
-				}
+			page, err := c.UsageFrom(cmd.Context(), q, from, paged)
+			if err != nil {
+				return err
 			}
 			if asJSON {
 				out := make([]map[string]any, len(page.Usage))

@@ -40,10 +40,8 @@ func (c *Client) proven(ctx context.Context, key *ecdsa.PrivateKey, method, path
 		if retried || !errors.As(err, &pe) || pe.Code != problem.Unauthenticated || pe.RetryAfter < 1 || pe.RetryAfter > 2 {
 			return err
 		}
-		select {
-		case <-ctx.Done():
+		if c.sleep(ctx, time.Duration(pe.RetryAfter)*time.Second) != nil {
 			return err
-		case <-time.After(time.Duration(pe.RetryAfter) * time.Second):
 		}
 	}
 }

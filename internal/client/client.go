@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/agentkeys/agentkeys/internal/apiv1"
+	"github.com/agentkeys/agentkeys/internal/backoff"
 	"github.com/agentkeys/agentkeys/internal/entry"
 	"github.com/agentkeys/agentkeys/internal/problem"
 )
@@ -24,7 +25,10 @@ import (
 type Client struct {
 	base string
 	hc   *http.Client
-	now  func() time.Time // dates DPoP proofs
+	now  func() time.Time // dates DPoP proofs and governance entries (WithClock)
+	// sleep is the pause before a proof is made again (backoff.Sleep; a test
+	// moves its clock instead).
+	sleep func(ctx context.Context, d time.Duration) error
 }
 
 // New returns a client for the broker at server (http or https URL).
@@ -40,8 +44,23 @@ func NewWith(server string, hc *http.Client) (*Client, error) {
 		return nil, problem.Newf(problem.BadRequest, "pass the broker URL, e.g. --server http://127.0.0.1:8090 (or set AGENTKEYS_SERVER to it)",
 			"%q is not an http(s) URL", server)
 	}
-	return &Client{base: strings.TrimRight(u.String(), "/"), hc: hc, now: time.Now}, nil
+	return &Client{base: strings.TrimRight(u.String(), "/"), hc: hc, now: time.Now, sleep: backoff.Sleep}, nil
 }
+
+// WithClock returns a copy of c whose clock is now (nil = time.Now): it dates
+// DPoP proofs, governance entries and pair requests. A daemon passes its own
+// clock, a test a clock.Fake.
+func (c *Client) WithClock(now func() time.Time) *Client {
+	cc := *c
+	cc.now = now
+	if now == nil {
+		cc.now = time.Now
+	}
+	return &cc
+}
+
+// Now returns the time by c's clock.
+func (c *Client) Now() time.Time { return c.now() }
 
 // Server returns the broker URL.
 func (c *Client) Server() string { return c.base }

@@ -58,7 +58,7 @@ func (c *Client) submitWith(ctx context.Context, kind string, p json.RawMessage,
 		if err != nil {
 			return fmt.Errorf("ledger head time %q: %w", h.Time, err)
 		}
-		e := entry.Entry{Seq: h.Seq + 1, PrevHash: h.Hash, Time: max(time.Now().UnixNano(), ht.UnixNano()),
+		e := entry.Entry{Seq: h.Seq + 1, PrevHash: h.Hash, Time: max(c.now().UnixNano(), ht.UnixNano()),
 			Kind: kind, Origin: entry.OriginGovernance, Payload: p}
 		for _, k := range keys {
 			entry.SignGovernance(&e, k)

@@ -156,7 +156,7 @@ func (s Source) AWSCredentials(ctx context.Context, r AWSRequest) (*AWSCredentia
 	// The key names the agent, so a re-paired daemon (a new agent) misses; a
 	// damaged file misses too and is replaced below.
 	var cached cachedCreds
-	if read(path, &cached) == nil && time.Until(cached.Expiration) > refreshMargin(cached.Expiration.Sub(cached.IssuedAt)) {
+	if read(path, &cached) == nil && cached.Expiration.Sub(s.now()) > refreshMargin(cached.Expiration.Sub(cached.IssuedAt)) {
 		if err := s.checkCloud(ctx, sess, c, r.Audience); err != nil {
 			if p := problem.As(err); p.Code != CodeUnreachable {
 				os.Remove(path) // refused for good: forget them
@@ -173,7 +173,7 @@ func (s Source) AWSCredentials(ctx context.Context, r AWSRequest) (*AWSCredentia
 	if err != nil {
 		return nil, err
 	}
-	if err := write(path, cachedCreds{AWSCredentials: *creds, IssuedAt: time.Now()}); err != nil {
+	if err := write(path, cachedCreds{AWSCredentials: *creds, IssuedAt: s.now()}); err != nil {
 		return nil, err
 	}
 	return creds, nil
@@ -227,7 +227,7 @@ func (s Source) WriteTokenFile(ctx context.Context, audience, path string, ttl i
 func (s Source) KeepTokenFile(ctx context.Context, audience, path string, ttl int64, log *slog.Logger) {
 	retry := backoff.Backoff{Initial: time.Second, Max: time.Minute, Jitter: 0.2}
 	for {
-		start := time.Now()
+		start := s.now()
 		exp, err := s.WriteTokenFile(ctx, audience, path, ttl)
 		var wait time.Duration
 		if err != nil {

@@ -256,6 +256,17 @@ type Source struct {
 	// Checks caches the broker's answer about the session for a few seconds
 	// before cached cloud credentials are served; nil asks every time.
 	Checks *Checks
+	// Now is the daemon's clock: it dates DPoP proofs and decides when the
+	// session and cached cloud credentials expire. nil = time.Now.
+	Now func() time.Time
+}
+
+// now is the time by s's clock.
+func (s Source) now() time.Time {
+	if s.Now == nil {
+		return time.Now()
+	}
+	return s.Now()
 }
 
 // agent loads the session and returns it with a client of the agent session.
@@ -272,7 +283,7 @@ func (s Source) agent() (*Session, *client.AgentSession, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	return sess, c.WithAgent(sess.Token, key), nil
+	return sess, c.WithClock(s.Now).WithAgent(sess.Token, key), nil
 }
 
 func damagedSession() error {

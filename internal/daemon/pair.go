@@ -45,7 +45,7 @@ func SendPairRequest(ctx context.Context, c *client.Client, owner, alias string,
 		return nil, err
 	}
 	r := apiv1.PairRequest{Owner: owner, Alias: alias, Scope: scope, TTLSeconds: int64(ttl.Seconds()), ProofJWK: string(jwk),
-		HPKEPublic: base64.StdEncoding.EncodeToString(hk.PublicKey().Bytes()), ValidUntil: time.Now().Add(wait).Unix()}
+		HPKEPublic: base64.StdEncoding.EncodeToString(hk.PublicKey().Bytes()), ValidUntil: c.Now().Add(wait).Unix()}
 	if err := apiv1.SignPairRequest(&r, proof); err != nil {
 		return nil, err
 	}

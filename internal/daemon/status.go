@@ -42,7 +42,7 @@ func (s Source) Status(ctx context.Context) (*Status, error) {
 		return nil, Stable(err)
 	}
 	st := &Status{Session: sess}
-	if time.Now().Unix() >= sess.ExpiresAt {
+	if s.now().Unix() >= sess.ExpiresAt {
 		st.State, st.Problem = StateExpired, errExpired
 		return st, nil
 	}
@@ -55,7 +55,7 @@ func (s Source) Status(ctx context.Context) (*Status, error) {
 	switch st.Problem.Code {
 	case problem.Revoked, problem.Unauthenticated:
 		st.State = StateRevoked
-		if time.Now().Unix() >= sess.ExpiresAt {
+		if s.now().Unix() >= sess.ExpiresAt {
 			st.State, st.Problem = StateExpired, errExpired
 		}
 	default:
@@ -118,7 +118,7 @@ func (k *Checks) scopeOf(sid string, fetch func() ([]string, error)) ([]string, 
 // revoked agent gets REVOKED, an agent whose scope lost the audience DENIED,
 // and when the broker cannot answer, UNREACHABLE (nothing is served unchecked).
 func (s Source) checkCloud(ctx context.Context, sess *Session, c *client.AgentSession, audience string) error {
-	if time.Now().Unix() >= sess.ExpiresAt {
+	if s.now().Unix() >= sess.ExpiresAt {
 		return errExpired
 	}
 	scope, err := s.Checks.scopeOf(sess.SID, func() ([]string, error) {

@@ -7,6 +7,7 @@
 package dpop
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -259,15 +260,18 @@ func Sign(key *ecdsa.PrivateKey, method, rawURL, token string, now time.Time) (s
 }
 
 // Verifier checks proofs and remembers their jti for as long as their iat is
-// accepted. It is safe for concurrent use.
+// accepted, in its ReplayStore (its own memory unless shared). It is safe for
+// concurrent use.
 //
-// Its memory of used proofs starts empty, so it refuses every proof dated before
-// it was made (ErrBeforeStart): a proof used with the broker process before a
-// restart cannot be used again with the next one. iat has whole seconds, so a
+// Its own memory of used proofs starts empty, so it refuses every proof dated
+// before it was made (ErrBeforeStart): a proof used with the broker process
+// before a restart cannot be used again with the next one. A shared store may
+// remember them, but the rule holds for it too: it costs a client one new proof. iat has whole seconds, so a
 // proof dated the second the verifier was made in is refused too (it may be
 // older than the verifier); the client makes a new one.
 type Verifier struct {
-	replays   replayCache
+	replays   replayCache // the default store, in memory
+	store     ReplayStore // where used proofs are remembered: &replays unless shared
 	headers   headerMemo
 	now       func() time.Time
 	notBefore int64 // the first whole second after the verifier was made (unix)
@@ -277,6 +281,17 @@ type Verifier struct {
 // 1,000,000: ~16,000 proofs/s for a minute each, in ~50 MB); now is its clock
 // (nil = time.Now).
 func NewVerifier(max int, now func() time.Time) *Verifier {
+	return newVerifier(nil, max, now)
+}
+
+// NewSharedVerifier returns a verifier that remembers used proofs in store, which
+// other verifiers (other broker processes) may share: a proof accepted by one
+// of them is refused by all. now is its clock (nil = time.Now).
+func NewSharedVerifier(store ReplayStore, now func() time.Time) *Verifier {
+	return newVerifier(store, 0, now)
+}
+
+func newVerifier(store ReplayStore, max int, now func() time.Time) *Verifier {
 	if max <= 0 {
 		max = 1_000_000
 	}
@@ -288,7 +303,12 @@ func NewVerifier(max int, now func() time.Time) *Verifier {
 	if start.Nanosecond() != 0 {
 		notBefore++
 	}
-	return &Verifier{replays: replayCache{seen: map[[16]byte]int64{}, max: max}, now: now, notBefore: notBefore}
+	v := &Verifier{store: store, now: now, notBefore: notBefore}
+	if store == nil {
+		v.replays = replayCache{seen: map[[16]byte]int64{}, max: max}
+		v.store = &v.replays
+	}
+	return v
 }
 
 // Want is what a proof must match.
@@ -365,7 +385,16 @@ func (v *Verifier) Verify(proof string, w Want) error {
 		return invalid("jti is missing or too long")
 	}
 	id := sha256.Sum256([]byte(w.JKT + "|" + c.JTI))
-	return v.replays.remember([16]byte(id[:16]), c.IAT+int64(Skew/time.Second)+1, now.Unix())
+	first, err := v.store.First(context.Background(), ProofID(id[:16]), now, time.Unix(c.IAT+int64(Skew/time.Second)+1, 0))
+	switch {
+	case errors.Is(err, ErrInvalid): // the memory store is full
+		return err
+	case err != nil:
+		return storeError{err}
+	case !first:
+		return ErrReplayed
+	}
+	return nil
 }
 
 // addressed reports whether htu names one of w.URLs (RFC 9449 §4.3). A daemon
@@ -674,6 +703,57 @@ func (r *jsonReader) number() (int64, error) {
 		return 0, errJSON
 	}
 	return int64(math.Floor(f)), nil
+}
+
+// ProofID names a used proof in a ReplayStore: the first 16 bytes of
+// SHA-256(jkt "|" jti). It has a fixed size whatever a client sends, and
+// proofs of different keys never share one.
+type ProofID [16]byte
+
+// ReplayStore remembers used proofs until they expire: the seam that lets
+// several broker processes refuse a proof any of them accepted (§3). The
+// verifier calls it once per proof, after every other check passed. The
+// default is this process's memory (NewVerifier, NewMemoryReplays); a shared
+// implementation must pass replaytest.Run.
+type ReplayStore interface {
+	// First records id as used until expiry and reports whether this is its
+	// first use: false if id is recorded and has not expired. now is the
+	// verifier's clock; a record whose expiry is at or before now has expired.
+	// Of concurrent calls with one id, exactly one returns true. An error
+	// refuses the proof (fail closed); it bounds its own wait, since the
+	// request's context does not reach it.
+	First(ctx context.Context, id ProofID, now, expiry time.Time) (bool, error)
+}
+
+// NewMemoryReplays returns the in-memory ReplayStore: at most max live proofs
+// (0 = 1,000,000); when that many are live it refuses new ones (an error)
+// rather than forget any. Share one between verifiers in one process only.
+func NewMemoryReplays(max int) ReplayStore {
+	if max <= 0 {
+		max = 1_000_000
+	}
+	return &replayCache{seen: map[[16]byte]int64{}, max: max}
+}
+
+// ErrReplayStore means the replay store could not answer, so the proof was
+// refused. Its text never carries the store's own error, which is wrapped for
+// the log (errors.Unwrap).
+var ErrReplayStore = fmt.Errorf("%w: the replay store did not answer; retry shortly", ErrInvalid)
+
+type storeError struct{ cause error }
+
+func (e storeError) Error() string   { return ErrReplayStore.Error() }
+func (e storeError) Unwrap() []error { return []error{ErrReplayStore, e.cause} }
+
+// First implements ReplayStore.
+func (c *replayCache) First(_ context.Context, id ProofID, now, expiry time.Time) (bool, error) {
+	switch err := c.remember(id, expiry.Unix(), now.Unix()); {
+	case errors.Is(err, ErrReplayed):
+		return false, nil
+	case err != nil:
+		return false, err
+	}
+	return true, nil
 }
 
 // replayCache remembers proofs by a digest of jkt|jti until they expire (a unix

@@ -3,21 +3,20 @@ package enclave
 import (
 	"crypto/ed25519"
 	"encoding/hex"
-	"time"
 
 	"github.com/agentkeys/agentkeys/internal/attest"
 )
 
 // Quote returns a quote over reportData signed by the platform attestation
 // key, timestamped now. After Close the quote carries no signature (and so
-// fails VerifyQuote).
+// fails attest.Verify).
 func (e *Enclave) Quote(reportData [64]byte) attest.Quote {
 	q := attest.Quote{
 		MrEnclave:   hex.EncodeToString(e.meas.MrEnclave[:]),
 		MrSigner:    hex.EncodeToString(e.meas.MrSigner[:]),
 		ReportData:  hex.EncodeToString(reportData[:]),
 		Tier:        e.meas.Tier,
-		Timestamp:   time.Now().Unix(),
+		Timestamp:   e.now().Unix(),
 		PlatformKey: hex.EncodeToString(e.platformPub),
 	}
 	if e.rlock() != nil {

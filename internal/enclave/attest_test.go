@@ -12,13 +12,16 @@ import (
 	"time"
 
 	"github.com/agentkeys/agentkeys/internal/attest"
+	"github.com/agentkeys/agentkeys/internal/clock"
 )
 
 func TestQuoteVerifies(t *testing.T) {
-	e := mustOpen(t, testConfig(t))
+	cfg := testConfig(t)
+	at := clock.NewFake(time.Unix(1_800_000_000, 0)) // the quote's date is the configured clock's
+	cfg.Now = at.Now
+	e := mustOpen(t, cfg)
 	var rd [64]byte
 	rand.Read(rd[:])
-	before := time.Now().Unix()
 	q := e.Quote(rd)
 	if err := attest.Verify(q, e.PlatformPublicKey()); err != nil {
 		t.Fatalf("VerifyQuote: %v", err)
@@ -26,8 +29,12 @@ func TestQuoteVerifies(t *testing.T) {
 	m := e.Measurements()
 	if q.MrEnclave != hex.EncodeToString(m.MrEnclave[:]) || q.MrSigner != hex.EncodeToString(m.MrSigner[:]) ||
 		q.ReportData != hex.EncodeToString(rd[:]) || q.Tier != attest.TierDev ||
-		q.PlatformKey != hex.EncodeToString(e.PlatformPublicKey()) || q.Timestamp < before || q.Timestamp > time.Now().Unix() {
+		q.PlatformKey != hex.EncodeToString(e.PlatformPublicKey()) || q.Timestamp != 1_800_000_000 {
 		t.Fatalf("quote fields = %+v", q)
+	}
+	at.Advance(90 * time.Second)
+	if q2 := e.Quote(rd); q2.Timestamp != 1_800_000_090 || attest.Verify(q2, e.PlatformPublicKey()) != nil {
+		t.Fatalf("a quote 90 s later: ts %d (want 1800000090), verifies: %v", q2.Timestamp, attest.Verify(q2, e.PlatformPublicKey()))
 	}
 	// A JSON round trip keeps it valid, and the JSON uses the documented names.
 	b, err := json.Marshal(q)

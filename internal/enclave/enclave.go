@@ -12,6 +12,7 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/agentkeys/agentkeys/internal/attest"
 )
@@ -62,6 +63,9 @@ type Config struct {
 	// executable's digest; then tier production.
 	SignerPublicKey []byte
 	Executable      string // file hashed for mrenclave; "" = os.Executable()
+	// Now dates quotes and ages the read cache; nil = time.Now. The broker
+	// passes its own clock.
+	Now func() time.Time
 }
 
 // Measurements are the enclave's identity as reported in quotes (§2.2).
@@ -91,6 +95,7 @@ type Enclave struct {
 	cache   map[string]*key
 
 	reads *readCache // sealed copies of opened credentials (readcache.go)
+	now   func() time.Time
 }
 
 // secrets is everything the enclave must never reveal.
@@ -152,6 +157,10 @@ func Open(cfg Config) (*Enclave, error) {
 		sec:   &secrets{},
 		cache: make(map[string]*key),
 		reads: newReadCache(),
+		now:   cfg.Now,
+	}
+	if e.now == nil {
+		e.now = time.Now
 	}
 	if err := e.unsealOrCreate(cfg); err != nil {
 		e.Close()

@@ -72,7 +72,7 @@ func TestOpenCreatesThenReopens(t *testing.T) {
 		if err != nil || len(pub) != wantLen[k.Path] {
 			t.Errorf("%s: public is %d bytes (%v), want %d", k.Path, len(pub), err, wantLen[k.Path])
 		}
-		if k.Kid != Kid(k.Path, pub) || len(k.Kid) != 16 {
+		if k.Kid != attest.Kid(k.Path, pub) || len(k.Kid) != 16 {
 			t.Errorf("%s: kid %q", k.Path, k.Kid)
 		}
 	}

@@ -10,7 +10,6 @@ import (
 	"crypto/hpke"
 	"crypto/mlkem"
 	"crypto/sha256"
-	"encoding/base64"
 	"encoding/hex"
 	"fmt"
 	"strings"
@@ -188,16 +187,6 @@ func validVersion(s string) bool {
 	return true
 }
 
-// Kid returns the key id of a public key at path: base64url (no padding) of
-// SHA-256(path || "|" || public), first 16 characters.
-func Kid(path string, public []byte) string {
-	h := sha256.New()
-	h.Write([]byte(path))
-	h.Write([]byte("|"))
-	h.Write(public)
-	return base64.RawURLEncoding.EncodeToString(h.Sum(nil))[:16]
-}
-
 // derive derives the key at path from the seed. The caller holds e.mu for
 // reading and has validated path as kind k.
 func (e *Enclave) derive(path string, k kind) (*key, error) {
@@ -264,7 +253,7 @@ func (e *Enclave) derive(path string, k kind) (*key, error) {
 	out.info = attest.KeyInfo{
 		Path:   path,
 		Alg:    k.alg(),
-		Kid:    Kid(path, public),
+		Kid:    attest.Kid(path, public),
 		Public: hex.EncodeToString(public),
 	}
 	return out, nil

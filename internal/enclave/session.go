@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/agentkeys/agentkeys/internal/seal"
 )
@@ -81,7 +80,7 @@ func (e *Enclave) ResealToSession(path string, info, sealed []byte, sid string, 
 func (e *Enclave) withPlaintext(op, path string, info, sealed []byte, f func(pt []byte) error) error {
 	return e.useKey(op, path, kindShielding, "shielding/*", func(k *key) error {
 		id := sha256.Sum256(sealed)
-		now := time.Now()
+		now := e.now()
 		pt, hit, err := e.reads.open(id, path, info, now)
 		if err != nil {
 			return fmt.Errorf("enclave: %s %s: ciphertext does not open under this key and info: %w", op, path, err)

@@ -88,6 +88,9 @@ func chain(m map[string]pkg, root string) map[string][]string {
 	for len(queue) > 0 {
 		p := queue[0]
 		queue = queue[1:]
+		if p == verifier && p != root {
+			continue // fenced on its own, see auditFence
+		}
 		for _, q := range m[p].Imports {
 			if _, seen := paths[q]; !seen {
 				paths[q] = append(slices.Clone(paths[p]), strings.TrimPrefix(q, mod+"/"))
@@ -126,6 +129,20 @@ func fence(t *testing.T, roots map[string][]string) {
 			}
 		}
 	}
+}
+
+// verifier is the owner's check of a broker's chain (audit verify --server,
+// the console's health page): it verifies entries with the ledger's verifier
+// and the module list, so it alone may link package ledger itself — never its
+// stores, the broker, the enclave or a SQL driver (auditFence).
+const verifier = mod + "/internal/audit"
+
+// auditFence reports why the verifier may not link path.
+func auditFence(path string) string {
+	if path == mod+"/internal/ledger" {
+		return ""
+	}
+	return forbidden(path)
 }
 
 func TestDeps(t *testing.T) {
@@ -179,6 +196,14 @@ func TestDeps(t *testing.T) {
 		t.Errorf("only %d owner-command files of package cli were fenced; the exempt list is %v", len(roots)-2, ownerExempt)
 	}
 	fence(t, roots)
+
+	m := deps(t, verifier)
+	reach := chain(m, verifier)
+	for path, via := range reach {
+		if why := auditFence(path); why != "" {
+			t.Errorf("internal/audit (the owner's chain check) links %s, which is %s: %s", strings.TrimPrefix(path, mod+"/"), why, strings.Join(via, " -> "))
+		}
+	}
 }
 
 // topLevel returns the names a file declares at top level, methods included.

@@ -104,12 +104,23 @@ func (l *Ledger) enqueue(ctx context.Context, r *request) error {
 	}
 }
 
-// await waits for r's answer.
+// await waits for r's answer. An append whose batch lost the store to another
+// process's commit, or was voided, wrote nothing: it is queued again, to be
+// prepared on top of what the committer followed meanwhile. A submitted entry
+// is not: it links to the head its signer saw (Submit).
 func (l *Ledger) await(ctx context.Context, r *request) ([]Entry, error) {
-	select {
-	case res := <-r.done:
-		return res.es, res.err
-	case <-ctx.Done():
-		return nil, ctx.Err()
+	for attempt := 1; ; attempt++ {
+		var res result
+		select {
+		case res = <-r.done:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		if res.err == nil || r.external != nil || !retryable(res.err) || attempt == maxRetries {
+			return res.es, res.err
+		}
+		if err := l.enqueue(ctx, r); err != nil {
+			return nil, err
+		}
 	}
 }

@@ -57,6 +57,15 @@ func (c *stateCache) apply(writes []Write) {
 	}
 }
 
+// reset forgets everything: another process committed writes this one did not
+// see (Ledger.follow). A read in flight is not cached (gen).
+func (c *stateCache) reset() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.gen++
+	clear(c.m)
+}
+
 // makeRoom drops about a quarter of the entries when the cache is full.
 func (c *stateCache) makeRoom() {
 	if len(c.m) < c.max {

@@ -38,6 +38,16 @@ type Options struct {
 	// OnCommit runs in the writer after every durable commit, before any appender is
 	// told; in-memory indexes follow the ledger through it.
 	OnCommit func([]Entry)
+	// Start, if set, is the last entry the caller built its own indexes from
+	// (a walk of the store before Open): Open delivers every stored entry after
+	// it to OnCommit before it returns, so entries another process committed
+	// meanwhile are not missed. nil: the store's head.
+	Start *Head
+	// FollowEvery is how often the ledger looks for entries another process
+	// committed to the same store (Follow). 0: only when woken (Wake) and when
+	// a commit finds that the store's head moved, which is all one process
+	// alone on its store needs.
+	FollowEvery time.Duration
 	// CommitTook, if set, runs in the writer after every transaction with how
 	// long the store took to make it durable (measured with Now).
 	CommitTook func(time.Duration)
@@ -89,7 +99,8 @@ var ErrForeignLedger = errors.New("ledger: genesis names a different enclave led
 
 // Ledger appends entries through one writer goroutine that commits in groups: all
 // appenders waiting at the moment share one transaction and one fsync, and each is
-// answered only after its entry is durable.
+// answered only after its entry is durable. Other processes may append to the
+// same store: the writer follows their entries (Follow) before it builds on them.
 type Ledger struct {
 	d      Driver
 	schema Schema
@@ -97,20 +108,24 @@ type Ledger struct {
 	opts   Options
 
 	reqs    chan *request
-	commits chan *batch  // prepared batches, in chain order, to the committer
-	signq   chan signJob // entries to the signing pool (nil until Open succeeds)
+	commits chan *batch     // prepared batches, in chain order, to the committer
+	signq   chan signJob    // entries to the signing pool (nil until Open succeeds)
+	follows chan chan error // Follow's requests to the committer
+	wake    chan struct{}   // Wake: follow soon (capacity 1)
 	quit    chan struct{}
 	done    chan struct{}
 	once    sync.Once
 
 	salts salter // payload-commitment salts; used by the preparer only
 
-	head  atomic.Pointer[Head] // last durable entry
+	head  atomic.Pointer[Head] // last durable entry the committer delivered to OnCommit
 	cache *stateCache          // committed state, write-through
 
 	mu      sync.Mutex
 	pending []*batch // prepared but not yet committed, oldest first
-	gen     uint64   // bumped when a commit fails: later prepared batches are void
+	gen     uint64   // bumped when a commit fails or foreign entries are followed: later prepared batches are void
+	// resetSince is sinceCheckpoint for the preparer's tip after a gen bump.
+	resetSince int
 
 	// preparer-goroutine state: the tip includes pending batches
 	tip             Head
@@ -158,6 +173,7 @@ func Open(ctx context.Context, d Driver, s Schema, signer Signer, opts Options) 
 	opts.defaults()
 	l := &Ledger{d: d, schema: s, signer: signer, opts: opts,
 		reqs: make(chan *request, 4096), commits: make(chan *batch, 64),
+		follows: make(chan chan error), wake: make(chan struct{}, 1),
 		quit: make(chan struct{}), done: make(chan struct{}),
 		lastCheckpoint: opts.Now(), empty: true, cache: newStateCache(opts.StateCache)}
 	h, ok, err := d.Head(ctx)
@@ -173,6 +189,16 @@ func Open(ctx context.Context, d Driver, s Schema, signer Signer, opts Options) 
 			return nil, fmt.Errorf("%w (ledger has %s…, enclave has %s…)", ErrForeignLedger, g.LedgerKey[:16], signer.LedgerKey()[:16])
 		}
 		l.head.Store(&h)
+		if st := opts.Start; st != nil {
+			if st.Seq > h.Seq {
+				return nil, fmt.Errorf("ledger: start at seq %d is past the store's head %d", st.Seq, h.Seq)
+			}
+			l.head.Store(st)
+			if _, err := l.follow(ctx); err != nil {
+				return nil, err
+			}
+			h, l.tipGen = l.Head(), l.gen
+		}
 		l.tip, l.empty = h, false
 		if c, ok, err := LastCheckpoint(View(ctx, d)); err != nil {
 			return nil, err
@@ -204,6 +230,9 @@ func Open(ctx context.Context, d Driver, s Schema, signer Signer, opts Options) 
 	l.signers()
 	go l.commitLoop(committed)
 	go l.run(committed)
+	if n, ok := d.(Notifier); ok {
+		n.Notify(l.Wake)
+	}
 	return l, nil
 }
 

@@ -57,10 +57,31 @@ func (l *Ledger) run(committed chan struct{}) {
 
 // commitLoop is the committer: it writes prepared batches in order, merging all
 // that are waiting into one transaction, and answers their requests only once that
-// transaction is durable.
+// transaction is durable. Between commits it follows the store when asked
+// (follow.go).
 func (l *Ledger) commitLoop(committed chan struct{}) {
 	defer close(committed)
-	for b := range l.commits {
+	tick, stop := l.followTicker()
+	defer stop()
+	for {
+		var b *batch
+		select {
+		case next, ok := <-l.commits:
+			if !ok {
+				return
+			}
+			b = next
+		case reply := <-l.follows:
+			_, err := l.follow(context.Background())
+			reply <- err
+			continue
+		case <-l.wake:
+			l.follow(context.Background()) // a failure shows at the next Follow or commit
+			continue
+		case <-tick:
+			l.follow(context.Background())
+			continue
+		}
 		group := []*batch{b}
 	more:
 		for {
@@ -113,11 +134,26 @@ func (l *Ledger) commit(group []*batch) {
 		}
 		if err == nil {
 			l.cache.apply(list)
+		} else if errors.Is(err, ErrConflict) {
+			// Another process committed first: follow it now, so that these
+			// appends, prepared again (retryable), build on its entries. If
+			// the store cannot be followed, retrying is futile: say why.
+			switch n, ferr := l.follow(context.Background()); {
+			case ferr != nil:
+				err = ferr
+			case n == 0: // the store's head moved, yet nothing continues the local head
+				err = fmt.Errorf("%w: the store's head is not the local head (seq %d), and no entry follows it", ErrDiverged, l.Head().Seq)
+			}
 		}
 	}
 	l.mu.Lock()
 	if err != nil {
-		l.gen++ // every batch prepared on top of these is void
+		// Every batch prepared on top of these is void. After a conflict,
+		// follow has set what the new tip counts toward its checkpoint.
+		l.gen++
+		if !errors.Is(err, ErrConflict) {
+			l.resetSince = 1
+		}
 	}
 	l.pending = slices.DeleteFunc(l.pending, func(p *batch) bool { return slices.Contains(group, p) })
 	l.mu.Unlock()
@@ -137,7 +173,11 @@ func (l *Ledger) commit(group []*batch) {
 		}
 	}
 	for _, b := range group { // refused on top of these entries: now they are durable (or failed)
-		answer(b.refused)
+		if err != nil || b.gen != gen {
+			answerVoid(b.refused)
+		} else {
+			answer(b.refused)
+		}
 	}
 	// The appenders just answered were made runnable on this goroutine's P. If the
 	// committer went straight on to the next commit, that P would sit in fsync
@@ -153,11 +193,11 @@ func (l *Ledger) base(ctx context.Context) (*overlay, uint64, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.tipGen != l.gen {
-		h, ok, err := l.d.Head(ctx)
-		if err != nil {
-			return nil, 0, err
-		}
-		l.tip, l.empty, l.tipGen, l.sinceCheckpoint = h, !ok, l.gen, 1
+		// The local head, not the store's: entries another process committed
+		// are built on only once the committer has followed them (follow.go).
+		// An entry whose commit failed but reached the store anyway is found
+		// the same way, by the conflict the next commit meets.
+		l.tip, l.empty, l.tipGen, l.sinceCheckpoint = *l.head.Load(), false, l.gen, l.resetSince
 		l.pending = nil // the committer voids them
 	}
 	var st State = View(ctx, l.reader())
@@ -170,6 +210,18 @@ func (l *Ledger) base(ctx context.Context) (*overlay, uint64, error) {
 // answer tells refused requests why.
 func answer(refused []refusal) {
 	for _, f := range refused {
+		f.r.done <- result{err: f.err}
+	}
+}
+
+// answerVoid answers requests refused on top of entries that were never
+// committed: what refused them may not hold, so appends are prepared again
+// (retryable); a submitted entry keeps its refusal (its signer decides).
+func answerVoid(refused []refusal) {
+	for _, f := range refused {
+		if f.r.external == nil {
+			f.err = errVoid
+		}
 		f.r.done <- result{err: f.err}
 	}
 }

@@ -30,6 +30,16 @@ type Kind struct {
 	// Fold validates the payload against the current state and applies it. An error
 	// rejects the entry; its writes are discarded.
 	Fold func(st State, e *Entry) error
+	// Owner says whose an entry of this kind is: the account that may read it in
+	// full (§3.4) and in whose usage trail its row is. It returns that account's
+	// omni; an agent's entries are its owner's, which the usage index learns from
+	// the entries that create agents (parent set: the new agent's owner). Every
+	// private kind has one (OwnerMember, OwnerSigner or its own); public kinds, which
+	// everyone reads, have none.
+	Owner func(e *Entry) (account, parent string, ok bool)
+	// Usage derives the row an entry shows in its owner's usage trail (`agentkeys
+	// usage`); nil for kinds that show none.
+	Usage func(e *Entry) (Usage, bool)
 }
 
 // Schema is the set of kinds a ledger accepts, plus how account origins map to the

@@ -1,13 +1,11 @@
 package oidc
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
 
 	"github.com/agentkeys/agentkeys/internal/ledger"
-	"github.com/agentkeys/agentkeys/internal/vault"
 )
 
 // Audit kinds: every mint and every refused mint, signed by the acting
@@ -33,12 +31,14 @@ type Mint struct {
 	Reason    string `json:"reason,omitempty"` // oidc.denied: no_scope, unknown_audience, owner_without_flag, rate_limited
 }
 
-// Kinds returns the OIDC audit kinds.
-func Kinds() map[string]ledger.Kind {
-	return map[string]ledger.Kind{
-		KindMinted: {Origins: ledger.FromAccount, Fold: foldMint},
-		KindDenied: {Origins: ledger.FromAccount, Fold: foldMint},
-	}
+// Module declares the OIDC audit kinds (package modules lists it). Each entry
+// is in the trail of the owner its payload names.
+var Module = ledger.Module{
+	Name: "oidc",
+	Kinds: map[string]ledger.Kind{
+		KindMinted: {Origins: ledger.FromAccount, Fold: foldMint, Owner: ledger.OwnerMember, Usage: usageMint},
+		KindDenied: {Origins: ledger.FromAccount, Fold: foldMint, Owner: ledger.OwnerMember, Usage: usageMint},
+	},
 }
 
 func foldMint(_ ledger.State, e *ledger.Entry) error {
@@ -58,17 +58,10 @@ func foldMint(_ ledger.State, e *ledger.Entry) error {
 	return nil
 }
 
-// UsageOf derives the usage row of an OIDC audit entry (see vault.UsageOf).
-func UsageOf(e *ledger.Entry) (owner string, u vault.Usage, ok bool) {
-	if e.Kind != KindMinted && e.Kind != KindDenied {
-		return "", u, false
-	}
-	var m Mint
-	if json.Unmarshal(e.Payload, &m) != nil {
-		return "", u, false
-	}
-	u = vault.Usage{Seq: e.Seq, Time: e.Time, Result: "ok", Actor: m.Actor, ActorRole: m.ActorRole, Alias: m.Alias,
-		Agent: m.Alias, Action: "oidc.mint", Service: "oidc:" + m.Audience}
+// usageMint is the usage row of oidc.minted and oidc.denied.
+func usageMint(e *ledger.Entry) (ledger.Usage, bool) {
+	m, u, ok := ledger.UsageRow[Mint](e)
+	u.Actor, u.ActorRole, u.Alias, u.Agent, u.Action, u.Service = m.Actor, m.ActorRole, m.Alias, m.Alias, "oidc.mint", "oidc:"+m.Audience
 	if m.Alias == "" {
 		u.Agent = "*"
 	}
@@ -80,5 +73,5 @@ func UsageOf(e *ledger.Entry) (owner string, u vault.Usage, ok bool) {
 			u.Detail += " owner_self"
 		}
 	}
-	return m.Owner, u, true
+	return u, ok
 }

@@ -10,7 +10,6 @@ import (
 
 	"github.com/agentkeys/agentkeys/internal/apiv1"
 	"github.com/agentkeys/agentkeys/internal/attest"
-	"github.com/agentkeys/agentkeys/internal/enclave"
 	"github.com/agentkeys/agentkeys/internal/ledger"
 	"github.com/agentkeys/agentkeys/internal/oidc"
 )
@@ -78,14 +77,6 @@ func OidcKeyReportData(kid, public string) [64]byte {
 	return rd
 }
 
-func oidcKinds() map[string]ledger.Kind {
-	return map[string]ledger.Kind{
-		KindOidcKeyRegister: {Origins: ledger.FromEnclave, Public: true, Fold: foldOidcRegister},
-		KindOidcKeyRevoke:   {Origins: ledger.FromGovernance, Public: true, Fold: foldOidcRevoke},
-		KindOidcRotate:      {Origins: ledger.FromGovernance, Public: true, Fold: foldOidcRotate},
-	}
-}
-
 // checkOidcKey checks a key record's internal consistency: path, kid, JWK and a
 // quote that verifies under the platform key it names and commits to this key.
 // Provenance comes from the entry's origin: only the enclave signs
@@ -96,7 +87,7 @@ func checkOidcKey(k OidcKey) error {
 		return errors.New("path must be oidc/issuer/v<version>")
 	}
 	pub, err := hex.DecodeString(k.Public)
-	if err != nil || enclave.Kid(k.Path, pub) != k.Kid {
+	if err != nil || attest.Kid(k.Path, pub) != k.Kid {
 		return errors.New("kid does not match path and public key")
 	}
 	jwk, err := oidc.NewJWK(k.Kid, k.Public)

@@ -29,7 +29,7 @@ func oidcKey(t *testing.T, e *enclave.Enclave, v int) OidcKey {
 
 func fold(st ledger.State, kind string, payload any) error {
 	b, _ := json.Marshal(payload)
-	return Kinds()[kind].Fold(st, &ledger.Entry{Kind: kind, Payload: b})
+	return Module.Kinds[kind].Fold(st, &ledger.Entry{Kind: kind, Payload: b})
 }
 
 // TestOidcKeyRegistry: a key registers only with a quote that verifies and
@@ -86,7 +86,7 @@ func TestOidcKeyRegistry(t *testing.T) {
 	if ledger.GetJSON(st, oidcKeyPrefix+v2.Kid, &k); k.Active(0) || k.State(0) != "revoked" {
 		t.Fatalf("revoked key: %+v", k)
 	}
-	if Kinds()[KindOidcKeyRegister].Origins != ledger.FromEnclave || Kinds()[KindOidcKeyRevoke].Origins != ledger.FromGovernance {
+	if Module.Kinds[KindOidcKeyRegister].Origins != ledger.FromEnclave || Module.Kinds[KindOidcKeyRevoke].Origins != ledger.FromGovernance {
 		t.Fatal("origins of the OIDC registry kinds changed")
 	}
 }

@@ -8,7 +8,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"maps"
 	"strings"
 
 	"github.com/agentkeys/agentkeys/internal/ledger"
@@ -37,14 +36,17 @@ type Deauthorize struct {
 	MrSigner string `json:"mrsigner"`
 }
 
-// Kinds returns the registry's ledger kinds.
-func Kinds() map[string]ledger.Kind {
-	k := map[string]ledger.Kind{
+// Module declares the registries' kinds (package modules lists it): all
+// public, so they have no owner and no usage rows.
+var Module = ledger.Module{
+	Name: "registry",
+	Kinds: map[string]ledger.Kind{
 		KindSuccessorAuthorize:   {Origins: ledger.FromGovernance, Public: true, Fold: foldAuthorize},
 		KindSuccessorDeauthorize: {Origins: ledger.FromGovernance, Public: true, Fold: foldDeauthorize},
-	}
-	maps.Copy(k, oidcKinds())
-	return k
+		KindOidcKeyRegister:      {Origins: ledger.FromEnclave, Public: true, Fold: foldOidcRegister},
+		KindOidcKeyRevoke:        {Origins: ledger.FromGovernance, Public: true, Fold: foldOidcRevoke},
+		KindOidcRotate:           {Origins: ledger.FromGovernance, Public: true, Fold: foldOidcRotate},
+	},
 }
 
 func checkMrSigner(s string) error {

@@ -1,7 +1,6 @@
 package vault
 
 import (
-	"encoding/json"
 	"fmt"
 	"strings"
 
@@ -52,49 +51,40 @@ func (f UsageFilter) Match(u Usage) bool {
 		(f.Agent == "" || u.Agent == f.Agent || u.Alias == f.Agent)
 }
 
-// UsageOf derives the usage row of an entry and the owner whose trail it is in;
-// ok is false for entries that are not part of a credential trail.
-func UsageOf(e *ledger.Entry) (owner string, u Usage, ok bool) {
-	u = Usage{Seq: e.Seq, Time: e.Time, Result: "ok"}
-	switch e.Kind {
-	case KindStored:
-		var c Credential
-		if json.Unmarshal(e.Payload, &c) != nil {
-			return "", u, false
-		}
-		owner, u.Actor, u.ActorRole, u.Action, u.Service, u.Agent = c.Owner, c.Owner, "owner", "store", c.Service, c.Agent
-		u.Detail = fmt.Sprintf("version %d", c.Version)
-	case KindRead, KindDenied:
-		var r Read
-		if json.Unmarshal(e.Payload, &r) != nil {
-			return "", u, false
-		}
-		owner, u.Actor, u.ActorRole, u.Alias, u.Action, u.Service, u.Agent = r.Owner, r.Actor, r.ActorRole, r.Alias, "read", r.Service, r.Agent
-		u.Detail = fmt.Sprintf("version %d", r.Version)
-		if e.Kind == KindDenied {
-			u.Result, u.Detail = "denied", r.Reason
-		}
-	case KindDeleted:
-		var d Deleted
-		if json.Unmarshal(e.Payload, &d) != nil {
-			return "", u, false
-		}
-		owner, u.Actor, u.ActorRole, u.Action, u.Service, u.Agent = d.Owner, d.Actor, "owner", "delete", d.Service, d.Agent
-	case KindRequested:
-		var a Approval
-		if json.Unmarshal(e.Payload, &a) != nil {
-			return "", u, false
-		}
-		owner, u.Actor, u.ActorRole, u.Alias, u.Action, u.Service, u.Agent = a.Owner, a.Actor, a.ActorRole, a.Alias, "approval.request", a.Service, a.Agent
-		u.Result, u.Detail = "pending", a.ID
-	case KindGranted:
-		var g Grant
-		if json.Unmarshal(e.Payload, &g) != nil {
-			return "", u, false
-		}
-		owner, u.Actor, u.ActorRole, u.Action, u.Service, u.Agent, u.Detail = g.Owner, g.Owner, "owner", "approve", g.Service, g.Agent, g.ID
-	default:
-		return "", u, false
+// The usage rows of the vault's kinds (Module).
+
+func usageStored(e *ledger.Entry) (Usage, bool) {
+	c, u, ok := ledger.UsageRow[Credential](e)
+	u.Actor, u.ActorRole, u.Action, u.Service, u.Agent = c.Owner, "owner", "store", c.Service, c.Agent
+	u.Detail = fmt.Sprintf("version %d", c.Version)
+	return u, ok
+}
+
+func usageRead(e *ledger.Entry) (Usage, bool) { // credential.read and credential.denied
+	r, u, ok := ledger.UsageRow[Read](e)
+	u.Actor, u.ActorRole, u.Alias, u.Action, u.Service, u.Agent = r.Actor, r.ActorRole, r.Alias, "read", r.Service, r.Agent
+	u.Detail = fmt.Sprintf("version %d", r.Version)
+	if e.Kind == KindDenied {
+		u.Result, u.Detail = "denied", r.Reason
 	}
-	return owner, u, true
+	return u, ok
+}
+
+func usageDeleted(e *ledger.Entry) (Usage, bool) {
+	d, u, ok := ledger.UsageRow[Deleted](e)
+	u.Actor, u.ActorRole, u.Action, u.Service, u.Agent = d.Actor, "owner", "delete", d.Service, d.Agent
+	return u, ok
+}
+
+func usageRequested(e *ledger.Entry) (Usage, bool) {
+	a, u, ok := ledger.UsageRow[Approval](e)
+	u.Actor, u.ActorRole, u.Alias, u.Action, u.Service, u.Agent = a.Actor, a.ActorRole, a.Alias, "approval.request", a.Service, a.Agent
+	u.Result, u.Detail = "pending", a.ID
+	return u, ok
+}
+
+func usageGranted(e *ledger.Entry) (Usage, bool) {
+	g, u, ok := ledger.UsageRow[Grant](e)
+	u.Actor, u.ActorRole, u.Action, u.Service, u.Agent, u.Detail = g.Owner, "owner", "approve", g.Service, g.Agent, g.ID
+	return u, ok
 }

@@ -81,33 +81,22 @@ type Grant struct {
 	Until   int64  `json:"until"`
 }
 
-// Usage is one audit row as shown by `agentkeys usage`. Rows are not folded into
-// state: UsageOf derives them from entries, and package auditindex keeps them
-// queryable by owner (a cache rebuilt from the ledger).
-type Usage struct {
-	Seq       uint64 `json:"seq"`
-	Time      int64  `json:"time"` // unix nanos
-	Actor     string `json:"actor"`
-	ActorRole string `json:"actor_role"`
-	Alias     string `json:"alias,omitempty"`
-	Action    string `json:"action"`
-	Service   string `json:"service"`
-	Agent     string `json:"agent"`
-	Result    string `json:"result"`
-	Detail    string `json:"detail,omitempty"`
-}
+// Usage is one audit row as shown by `agentkeys usage` (ledger.Usage: each
+// kind derives its own).
+type Usage = ledger.Usage
 
-// Kinds returns the vault's ledger kinds.
-func Kinds() map[string]ledger.Kind {
-	acct := ledger.FromAccount
-	return map[string]ledger.Kind{
-		KindStored:    {Origins: acct, Fold: foldStored},
-		KindRead:      {Origins: acct, Fold: foldRead},
-		KindDenied:    {Origins: acct, Fold: foldDenied},
-		KindDeleted:   {Origins: acct, Fold: foldDeleted},
-		KindRequested: {Origins: acct, Fold: foldRequested},
-		KindGranted:   {Origins: acct, Fold: foldGranted},
-	}
+// Module declares the vault's kinds (package modules lists it). Each entry is
+// in the trail of the owner its payload names.
+var Module = ledger.Module{
+	Name: "vault",
+	Kinds: map[string]ledger.Kind{
+		KindStored:    {Origins: ledger.FromAccount, Fold: foldStored, Owner: ledger.OwnerMember, Usage: usageStored},
+		KindRead:      {Origins: ledger.FromAccount, Fold: foldRead, Owner: ledger.OwnerMember, Usage: usageRead},
+		KindDenied:    {Origins: ledger.FromAccount, Fold: foldDenied, Owner: ledger.OwnerMember, Usage: usageRead},
+		KindDeleted:   {Origins: ledger.FromAccount, Fold: foldDeleted, Owner: ledger.OwnerMember, Usage: usageDeleted},
+		KindRequested: {Origins: ledger.FromAccount, Fold: foldRequested, Owner: ledger.OwnerMember, Usage: usageRequested},
+		KindGranted:   {Origins: ledger.FromAccount, Fold: foldGranted, Owner: ledger.OwnerMember, Usage: usageGranted},
+	},
 }
 
 // CredKey is the state key of a credential record.
