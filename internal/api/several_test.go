@@ -89,9 +89,10 @@ func (p *peer) head(t *testing.T) ledger.Head {
 type agentOf struct {
 	token string
 	key   *ecdsa.PrivateKey
+	now   func() time.Time // the env's clock, which dates its proofs
 }
 
-func loadAgent(t *testing.T, d daemon.Dir) agentOf {
+func (e *env) loadAgent(t *testing.T, d daemon.Dir) agentOf {
 	t.Helper()
 	sess, err := d.LoadSession()
 	if err != nil {
@@ -101,7 +102,7 @@ func loadAgent(t *testing.T, d daemon.Dir) agentOf {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return agentOf{sess.Token, key}
+	return agentOf{sess.Token, key, e.now}
 }
 
 // proof signs a proof for htu, dated two seconds ahead: after the second any
@@ -109,7 +110,7 @@ func loadAgent(t *testing.T, d daemon.Dir) agentOf {
 // the start), well inside the accepted skew.
 func (a agentOf) proof(t *testing.T, htu string) string {
 	t.Helper()
-	p, err := dpop.Sign(a.key, http.MethodPost, htu, a.token, time.Now().Add(2*time.Second))
+	p, err := dpop.Sign(a.key, http.MethodPost, htu, a.token, a.now().Add(2*time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,7 +144,7 @@ func TestTwoBrokersOneStore(t *testing.T) {
 	b := e.peer(t)
 	owner, g, idKey := e.ownerKey(t)
 	e.store(t, owner, g.Omni, "openai", []byte("sk-two-brokers"), "")
-	ag := loadAgent(t, e.pairAgent(t, owner, idKey, g.Wallet, "bot", "openai"))
+	ag := e.loadAgent(t, e.pairAgent(t, owner, idKey, g.Wallet, "bot", "openai"))
 	if code := ag.read(t, e.srv.URL, "openai", ag.proof(t, e.srv.URL+"/v1/credentials/openai/read")); code != http.StatusOK {
 		t.Fatalf("agent read through A: %d", code)
 	}
@@ -260,7 +261,7 @@ func TestSharedSeamsHoldAcrossBrokers(t *testing.T) {
 	b := e.peer(t)
 	owner, g, idKey := e.ownerKey(t)
 	e.store(t, owner, g.Omni, "openai", []byte("sk-shared"), "")
-	ag := loadAgent(t, e.pairAgent(t, owner, idKey, g.Wallet, "bot", "openai"))
+	ag := e.loadAgent(t, e.pairAgent(t, owner, idKey, g.Wallet, "bot", "openai"))
 	b.follow(t)
 
 	// Behind one load balancer both brokers answer at the issuer's URL: a proof
@@ -325,7 +326,7 @@ func TestSharedSeamsFailClosed(t *testing.T) {
 		}})
 	owner, g, idKey := e.ownerKey(t)
 	e.store(t, owner, g.Omni, "openai", []byte("sk-fail-closed"), "")
-	ag := loadAgent(t, e.pairAgent(t, owner, idKey, g.Wallet, "bot", "openai"))
+	ag := e.loadAgent(t, e.pairAgent(t, owner, idKey, g.Wallet, "bot", "openai"))
 	htu := e.srv.URL + "/v1/credentials/openai/read"
 	before := e.head(t)
 	replaysDown.Store(true)

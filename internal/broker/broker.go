@@ -160,13 +160,11 @@ func OperatorKeyPath(dataDir string) string { return filepath.Join(dataDir, "ope
 // Open unseals the enclave and opens the ledger store. The broker is not ready
 // until Start has verified the chain.
 func Open(cfg Config) (_ *Broker, err error) {
-	if s := cfg.Store; s != nil {
-		defer func() {
-			if err != nil && cfg.Store != nil { // not yet handed to the broker, whose Close closes it
-				s.Close()
-			}
-		}()
-	}
+	defer func() {
+		if err != nil && cfg.Store != nil { // not yet handed to the broker, whose Close closes it
+			cfg.Store.Close()
+		}
+	}()
 	cfg.defaults()
 	var src ledgerstore.Source
 	switch {
@@ -193,6 +191,13 @@ func Open(cfg Config) (_ *Broker, err error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("creating data dir %s: %w", cfg.DataDir, err)
 	}
+	// The store first: a database that cannot be reached refuses the start
+	// before the enclave creates anything in a new data dir.
+	if cfg.Store == nil {
+		if cfg.Store, err = src.Open(); err != nil {
+			return nil, err
+		}
+	}
 	enc, err := enclave.Open(enclave.Config{Dir: cfg.DataDir, PlatformKeyFile: cfg.PlatformKeyFile, PlatformKeyHex: cfg.PlatformKeyHex,
 		DevPlatformKeyInDir: cfg.DevPlatformKeyInDataDir, SignerPublicKey: cfg.SignerPublicKey, Now: cfg.Now})
 	if err != nil {
@@ -218,12 +223,7 @@ func Open(cfg Config) (_ *Broker, err error) {
 	}
 	notReady := "unsealed; verifying the ledger"
 	b.status.Store(&notReady)
-	if b.store, cfg.Store = cfg.Store, nil; b.store == nil {
-		if b.store, err = src.Open(); err != nil {
-			enc.Close()
-			return nil, err
-		}
-	}
+	b.store, cfg.Store = cfg.Store, nil
 	b.usage = auditindex.New(b.store)
 	if _, ok, err := b.store.Head(context.Background()); err != nil {
 		b.Close()
