@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/agentkeys/agentkeys/internal/apiv1"
 	"github.com/agentkeys/agentkeys/internal/broker"
 	"github.com/agentkeys/agentkeys/internal/cli"
 	"github.com/agentkeys/agentkeys/internal/ledger"
@@ -55,8 +56,8 @@ func TestGovernanceMofN(t *testing.T) {
 	if r := run(1, "governance", "init", "--member", pubs["alice"], "--threshold", "1"); !strings.Contains(r.stderr, "has started already") {
 		t.Fatalf("genesis init on a started broker: %s", r.stderr)
 	}
-	members := func() broker.GovernanceInfo {
-		var g broker.GovernanceInfo
+	members := func() apiv1.GovernanceInfo {
+		var g apiv1.GovernanceInfo
 		if err := json.Unmarshal([]byte(run(0, "governance", "members", "--server", s.url, "--json").stdout), &g); err != nil {
 			t.Fatal(err)
 		}

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/agentkeys/agentkeys/internal/apiv1"
 	"github.com/agentkeys/agentkeys/internal/broker"
 	"github.com/agentkeys/agentkeys/internal/ledger"
 	"github.com/agentkeys/agentkeys/internal/problem"
@@ -108,7 +109,7 @@ func TestInviteNeedsCurrentMember(t *testing.T) {
 	try := func(invite string) error {
 		_, k, _ := ed25519.GenerateKey(rand.Reader)
 		l := loginFor(e, k)
-		broker.SignLogin(&l, k)
+		apiv1.SignLogin(&l, k)
 		l.Invite = invite
 		_, err := e.c.CreateAccount(ctx, l)
 		return err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/agentkeys/agentkeys/internal/apiv1"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -105,15 +106,8 @@ func (b *Broker) warnGovernanceFile(st ledger.State) {
 	}
 }
 
-// GovernanceInfo is the governance set in force (GET /v1/governance).
-type GovernanceInfo struct {
-	Ledger    ledger.Hash `json:"ledger"` // the ledger's identity: proposals are bound to it
-	Threshold int         `json:"threshold"`
-	Members   []string    `json:"members"` // hex ed25519 public keys
-}
-
 // Governance returns the governance set in force and the ledger's identity.
-func (b *Broker) Governance(ctx context.Context) (*GovernanceInfo, error) {
+func (b *Broker) Governance(ctx context.Context) (*apiv1.GovernanceInfo, error) {
 	l, err := b.Ledger()
 	if err != nil {
 		return nil, err
@@ -122,14 +116,7 @@ func (b *Broker) Governance(ctx context.Context) (*GovernanceInfo, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &GovernanceInfo{Ledger: l.ID(), Threshold: gv.Threshold, Members: gv.Keys}, nil
-}
-
-// ProposalResult is the answer to a submitted proposal: the entry it became and,
-// for oidc.rotate, what the rotation did.
-type ProposalResult struct {
-	Entry  ledger.Entry  `json:"entry"`
-	Rotate *RotateResult `json:"rotate,omitempty"`
+	return &apiv1.GovernanceInfo{Ledger: l.ID(), Threshold: gv.Threshold, Members: gv.Keys}, nil
 }
 
 // SubmitProposal carries out a governance proposal its members signed offline
@@ -137,7 +124,7 @@ type ProposalResult struct {
 // the threshold of distinct members of the set in force over this ledger's
 // identity, kind, payload, nonce and expiry; an unexpired proposal whose nonce
 // was never used. The checks here only give a clearer answer first.
-func (b *Broker) SubmitProposal(ctx context.Context, p ledger.Proposal) (*ProposalResult, error) {
+func (b *Broker) SubmitProposal(ctx context.Context, p ledger.Proposal) (*apiv1.ProposalResult, error) {
 	l, err := b.Ledger()
 	if err != nil {
 		return nil, err
@@ -162,11 +149,11 @@ func (b *Broker) SubmitProposal(ctx context.Context, p ledger.Proposal) (*Propos
 		if err != nil {
 			return nil, err
 		}
-		return &ProposalResult{Entry: out, Rotate: res}, nil
+		return &apiv1.ProposalResult{Entry: out, Rotate: res}, nil
 	}
 	out, err := b.Submit(ctx, e, "")
 	if err != nil {
 		return nil, err
 	}
-	return &ProposalResult{Entry: out}, nil
+	return &apiv1.ProposalResult{Entry: out}, nil
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/agentkeys/agentkeys/internal/apiv1"
 	"github.com/agentkeys/agentkeys/internal/atomicfile"
 	"github.com/agentkeys/agentkeys/internal/broker"
 	"github.com/agentkeys/agentkeys/internal/client"
@@ -353,10 +354,10 @@ func loadMemberKey(path string) (ed25519.PrivateKey, error) {
 
 // SubmitResult is the --json output of governance submit.
 type SubmitResult struct {
-	Seq    uint64               `json:"seq"`
-	Hash   ledger.Hash          `json:"hash"`
-	Kind   string               `json:"kind"`
-	Rotate *broker.RotateResult `json:"rotate,omitempty"`
+	Seq    uint64              `json:"seq"`
+	Hash   ledger.Hash         `json:"hash"`
+	Kind   string              `json:"kind"`
+	Rotate *apiv1.RotateResult `json:"rotate,omitempty"`
 }
 
 func governanceSubmitCmd(e *env) *cobra.Command {

@@ -1,14 +1,11 @@
 package ledger
 
 import (
-	"bytes"
 	"crypto/ed25519"
-	"crypto/sha256"
-	"encoding/binary"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/agentkeys/agentkeys/internal/entry"
 	"slices"
 	"strconv"
 	"strings"
@@ -32,9 +29,9 @@ import (
 // KindGovernanceSet replaces the governance set (payload: Governance).
 const KindGovernanceSet = "governance.set"
 
-// MaxGovernanceMembers bounds a governance set, and with it the signatures a
+// MaxGovernanceMembers (entry.MaxGovernanceMembers) bounds a governance set, and with it the signatures a
 // submission may make the ledger check.
-const MaxGovernanceMembers = 32
+const MaxGovernanceMembers = entry.MaxGovernanceMembers
 
 // MaxProposalLifetime bounds how far past its submission a proposal may expire.
 const MaxProposalLifetime = 31 * 24 * time.Hour
@@ -45,7 +42,7 @@ var ErrReplay = errors.New("proposal already submitted")
 const (
 	keyGovernance      = "ledger/governance"
 	keyProposalNonce   = "ledger/governance/nonce/"
-	proposalSignerPref = OriginGovernance + ":"
+	proposalSignerPref = entry.ProposalSignerPrefix
 )
 
 // ThresholdError says a governance entry carries too few distinct member signatures.
@@ -114,15 +111,10 @@ type govContext struct {
 	set      *Governance
 }
 
-// ProposalDigest is what each member signs for a proposal-form entry.
+// ProposalDigest is entry.ProposalDigest: what each member signs for a
+// proposal-form entry.
 func ProposalDigest(ledgerID Hash, kind string, payload []byte, nonce string, expires int64) Hash {
-	b := []byte("agentkeys/governance/proposal/v1\n")
-	b = append(b, ledgerID[:]...)
-	b = appendField(b, kind)
-	b = appendField(b, string(payload))
-	b = appendField(b, nonce)
-	b = binary.BigEndian.AppendUint64(b, uint64(expires))
-	return sha256.Sum256(b)
+	return entry.ProposalDigest(ledgerID, kind, payload, nonce, expires)
 }
 
 // proposalOf parses a proposal-form signer: ok is false for every other signer.
@@ -132,7 +124,7 @@ func proposalOf(e *Entry) (nonce string, expires int64, ok bool, err error) {
 		return "", 0, false, nil
 	}
 	nonce, exp, found := strings.Cut(rest, ":")
-	if !found || !validNonce(nonce) {
+	if !found || !entry.ValidNonce(nonce) {
 		return "", 0, true, fmt.Errorf("%w: proposal signer must be governance:<32 hex nonce>:<expiry>", ErrSignature)
 	}
 	expires, perr := strconv.ParseInt(exp, 10, 64)
@@ -145,23 +137,6 @@ func proposalOf(e *Entry) (nonce string, expires int64, ok bool, err error) {
 // IsProposal reports whether e is a governance entry in proposal form: the
 // ledger places it at its head itself (its signatures do not cover the place).
 func IsProposal(e *Entry) bool { return strings.HasPrefix(e.Signer, proposalSignerPref) }
-
-func validNonce(s string) bool {
-	if len(s) != 32 {
-		return false
-	}
-	_, err := hex.DecodeString(s)
-	return err == nil && s == strings.ToLower(s)
-}
-
-// SignGovernance appends one governance key's signature over the entry hash to
-// e.Sig (entry form); callers sign with as many keys as the threshold needs.
-func SignGovernance(e *Entry, key ed25519.PrivateKey) {
-	e.Signer = OriginGovernance
-	h := e.Hash()
-	e.Sig = append(e.Sig, key.Public().(ed25519.PublicKey)...)
-	e.Sig = append(e.Sig, ed25519.Sign(key, h[:])...)
-}
 
 // verifyGovernance checks e's signatures against the set in force: every pair is
 // a member's valid signature over the entry hash (entry form) or the proposal
@@ -237,98 +212,9 @@ func foldCore(k Kind, st State, e *Entry) error {
 	return k.Fold(st, e)
 }
 
-// Proposal is a governance change as members pass it around before it is
-// submitted (a file): what to append (kind, payload), to which ledger, until
-// when, and a nonce so that it is carried out once. Members sign Digest, offline
-// and in any order; Server only says where to submit it and is not signed (the
-// ledger identity binds the proposal, and every broker on one shared ledger is
-// the same ledger).
-type Proposal struct {
-	Ledger     Hash            `json:"ledger"` // hash of the ledger's genesis entry
-	Server     string          `json:"server,omitempty"`
-	Kind       string          `json:"kind"`
-	Payload    json.RawMessage `json:"payload"`
-	Nonce      string          `json:"nonce"`   // 32 lowercase hex characters
-	Expires    int64           `json:"expires"` // unix seconds
-	Signatures []ProposalSig   `json:"signatures"`
-}
+// Proposal is entry.Proposal: a governance change as members pass it around
+// before it is submitted.
+type Proposal = entry.Proposal
 
-// ProposalSig is one member's signature over a proposal's digest.
-type ProposalSig struct {
-	Key string `json:"key"` // hex ed25519 public key
-	Sig string `json:"sig"` // hex ed25519 signature over Digest
-}
-
-// Digest is what members sign.
-func (p *Proposal) Digest() Hash {
-	return ProposalDigest(p.Ledger, p.Kind, p.Payload, p.Nonce, p.Expires)
-}
-
-// Check checks the proposal's form (not its signatures: the ledger does).
-func (p *Proposal) Check() error {
-	switch {
-	case p.Kind == "":
-		return errors.New("proposal has no kind")
-	case !validNonce(p.Nonce):
-		return errors.New("proposal nonce must be 32 lowercase hex characters")
-	case p.Expires <= 0:
-		return errors.New("proposal has no expiry")
-	case CheckPayload(p.Payload) != nil:
-		return errors.New("proposal payload must be a canonical (compact) JSON object")
-	case len(p.Signatures) > MaxGovernanceMembers:
-		return fmt.Errorf("proposal carries %d signatures, at most %d", len(p.Signatures), MaxGovernanceMembers)
-	}
-	return nil
-}
-
-// Sign adds key's signature, replacing an earlier one by the same key.
-func (p *Proposal) Sign(key ed25519.PrivateKey) {
-	d := p.Digest()
-	s := ProposalSig{Key: hex.EncodeToString(key.Public().(ed25519.PublicKey)), Sig: hex.EncodeToString(ed25519.Sign(key, d[:]))}
-	p.Signatures = slices.DeleteFunc(p.Signatures, func(o ProposalSig) bool { return o.Key == s.Key })
-	p.Signatures = append(p.Signatures, s)
-}
-
-// Entry is the proposal as a ledger entry in proposal form; the ledger places it.
-func (p *Proposal) Entry() (Entry, error) {
-	if err := p.Check(); err != nil {
-		return Entry{}, err
-	}
-	e := Entry{Kind: p.Kind, Origin: OriginGovernance, Payload: p.Payload,
-		Signer: proposalSignerPref + p.Nonce + ":" + strconv.FormatInt(p.Expires, 10)}
-	for _, s := range p.Signatures {
-		k, kerr := hex.DecodeString(s.Key)
-		sig, serr := hex.DecodeString(s.Sig)
-		if kerr != nil || serr != nil || len(k) != ed25519.PublicKeySize || len(sig) != ed25519.SignatureSize {
-			return Entry{}, fmt.Errorf("signature by %.16q is not a hex ed25519 key and signature", s.Key)
-		}
-		e.Sig = append(append(e.Sig, k...), sig...)
-	}
-	return e, nil
-}
-
-// UnmarshalJSON decodes a proposal (unknown fields refused) and brings its
-// payload to canonical form, so that a file a person re-indented still has the
-// digest its members signed.
-func (p *Proposal) UnmarshalJSON(b []byte) error {
-	type plain Proposal
-	var q plain
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&q); err != nil {
-		return fmt.Errorf("proposal: %w", err)
-	}
-	if bytes.Equal(q.Payload, []byte("null")) {
-		q.Payload = nil
-	}
-	if len(q.Payload) > 0 {
-		var buf, esc bytes.Buffer
-		if err := json.Compact(&buf, q.Payload); err != nil {
-			return fmt.Errorf("proposal payload: %w", err)
-		}
-		json.HTMLEscape(&esc, buf.Bytes())
-		q.Payload = esc.Bytes()
-	}
-	*p = Proposal(q)
-	return nil
-}
+// ProposalSig is entry.ProposalSig: one member's signature over a proposal.
+type ProposalSig = entry.ProposalSig

@@ -67,7 +67,7 @@ func (s Schema) admit(st State, e *Entry, checkSig bool, walletOf func(omni stri
 		return k, fmt.Errorf("%w: %s may not submit %q", ErrOrigin, e.Origin, e.Kind)
 	}
 	if checkSig { // entries from outside: the entry's form and the signature
-		if err := e.checkForm(); err != nil {
+		if err := e.CheckForm(); err != nil {
 			return k, err
 		}
 		if err := s.checkSig(st, e, set, walletOf, gc); err != nil {
@@ -138,9 +138,6 @@ func (s Schema) checkSig(st State, e *Entry, set OriginSet, walletOf func(string
 	}
 	return nil
 }
-
-// GovernanceSigSize is the size of one governance signature: key || ed25519 signature.
-const GovernanceSigSize = ed25519.PublicKeySize + ed25519.SignatureSize
 
 // Verifier walks a chain from genesis and checks links, hashes, origins and
 // signatures; depending on how it was made it also re-folds the state.
