@@ -86,7 +86,7 @@ func TestSessionKeyRotation(t *testing.T) {
 	}
 
 	e.clock.Advance(time.Hour + time.Minute + time.Second) // every v1 session has expired
-	fresh, _ = e.owner(t) // the v2 session from before has expired with them (same TTL): a new one
+	fresh, _ = e.owner(t)                                  // the v2 session from before has expired with them (same TTL): a new one
 	for _, restart := range []bool{false, true} {
 		if restart {
 			e.restart(t)
