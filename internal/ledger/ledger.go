@@ -118,12 +118,12 @@ type Ledger struct {
 
 	salts salter // payload-commitment salts; used by the preparer only
 
-	head  atomic.Pointer[Head] // last durable entry the committer delivered to OnCommit
+	head atomic.Pointer[Head] // last durable entry the committer delivered to OnCommit
 	// caughtUp is when (opts.Now, unix ns) a read of the store last began that
 	// found nothing after the local head: a follow that reached the end, or a
 	// commit the store accepted on top of it. See Lag.
 	caughtUp atomic.Int64
-	cache *stateCache          // committed state, write-through
+	cache    *stateCache // committed state, write-through
 
 	mu      sync.Mutex
 	pending []*batch // prepared but not yet committed, oldest first
