@@ -116,5 +116,19 @@ func TestTwoBrokersOnPostgres(t *testing.T) {
 			t.Errorf("%s /readyz: %d %s", s.url, code, body)
 		}
 	}
+	// A broker given no copy of the seed makes its own, which did not create
+	// this ledger: it refuses to serve, saying how to provision it.
+	other := h.spawn(serverOpts{home: t.TempDir(), args: append([]string{"--listen", "127.0.0.1:0"}, common...)})
+	other.waitListening()
+	l, err := other.waitLog("the refusal", startTimeout, msgIs("broker is not ready"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(l.str("err"), "different enclave ledger key") || !strings.Contains(l.str("fix"), "seed.sealed") {
+		t.Errorf("a broker with another seed: err %q fix %q; want the cause and the fix (copy seed.sealed)", l.str("err"), l.str("fix"))
+	}
+	if code, _ := other.get("/readyz"); code != http.StatusServiceUnavailable {
+		t.Errorf("a broker with another seed: /readyz %d, want 503", code)
+	}
 	t.Log(h.auditOK(oa.home, "--ledger", ledgerURL))
 }

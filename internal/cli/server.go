@@ -405,7 +405,11 @@ func runServer(ctx context.Context, log *slog.Logger, cfg serverConfig) error {
 	}
 	group.Go(func() {
 		if err := b.Start(ctx); err != nil {
-			log.Error("broker is not ready", "err", err.Error())
+			attrs := []any{"err", err.Error()}
+			if p, ok := errors.AsType[*problem.Error](err); ok && p.Fix != "" {
+				attrs = append(attrs, "fix", p.Fix)
+			}
+			log.Error("broker is not ready", attrs...)
 			return
 		}
 		log.Info("ready")
