@@ -45,6 +45,7 @@ type env struct {
 	enc              *enclave.Enclave              // a second handle on the broker's seed, for tests that sign or derive keys
 	cleanup          func(func())                  // the env's test's Cleanup: e.enc lives as long as the env
 	current          *atomic.Pointer[http.Handler] // what srv serves
+	openStore        func() (ledger.Driver, error) // each broker's own handle on a shared store; nil: the data dir's SQLite file
 
 	// anonymous-limit tests
 	attacker ed25519.PrivateKey // an account's identity key
@@ -77,9 +78,13 @@ func (f failingDriver) Commit(ctx context.Context, es []ledger.Entry, ws []ledge
 	return f.Driver.Commit(ctx, es, ws)
 }
 
-func newEnv(t testing.TB, cfg broker.Config) *env {
+func newEnv(t testing.TB, cfg broker.Config) *env { t.Helper(); return newEnvOn(t, cfg, nil) }
+
+// newEnvOn is newEnv on the store openStore opens (nil: a SQLite file).
+func newEnvOn(t testing.TB, cfg broker.Config, openStore func() (ledger.Driver, error)) *env {
 	t.Helper()
-	e := &env{failing: new(atomic.Bool), current: new(atomic.Pointer[http.Handler]), cleanup: t.Cleanup, clock: clock.NewFake(testStart)}
+	e := &env{failing: new(atomic.Bool), current: new(atomic.Pointer[http.Handler]), cleanup: t.Cleanup, clock: clock.NewFake(testStart),
+		openStore: openStore}
 	h := e.current
 	e.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		e.requests.Add(1)
@@ -125,12 +130,20 @@ func (e *env) open(t testing.TB) {
 	if err := os.MkdirAll(e.dataDir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	d, err := sqlite.Open(broker.LedgerPath(e.dataDir))
-	if err != nil {
-		t.Fatal(err)
-	}
 	cfg := e.cfg
-	cfg.Store = failingDriver{d, e.failing, &e.commits, &e.entries, &e.commitNanos, &e.slowCommits}
+	if e.openStore != nil {
+		d, err := e.openStore()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.Store = d
+	} else {
+		d, err := sqlite.Open(broker.LedgerPath(e.dataDir))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.Store = failingDriver{d, e.failing, &e.commits, &e.entries, &e.commitNanos, &e.slowCommits}
+	}
 	b, err := broker.Open(cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -72,8 +72,53 @@ type Config struct {
 
 	// Several brokers on one store (§3): what one process keeps in memory by
 	// default, a shared implementation makes common. nil: this process's memory.
+	// A SharedStore (PostgreSQL) provides both when they are nil.
 	Replays  dpop.ReplayStore // used DPoP proofs
 	Limiters ratelimit.New    // the read, mint and anonymous limits (default NewMemoryLimiter)
+	// On a SharedStore only: how often the ledger polls the store for other
+	// brokers' entries besides their notifications (unless Ledger.FollowEvery
+	// is set; default DefaultFollowEvery), and how far behind the store the
+	// broker may fall before it says it is not ready (Ready, /readyz): the
+	// time since its ledger last caught up with the store (ledger.Ledger.Lag;
+	// default DefaultMaxLag).
+	FollowEvery time.Duration
+	MaxLag      time.Duration
+}
+
+// SharedStore is a ledger store several broker processes open at once
+// (PostgreSQL): it wakes the follower when another process commits, and holds
+// the DPoP replay store and the limiters the brokers share, so that a proof
+// one accepted is refused by all and each limit holds across them.
+type SharedStore interface {
+	ledger.Notifier
+	Replays() dpop.ReplayStore
+	Limiters() ratelimit.New
+}
+
+// On a SharedStore, unless configured: the follower's poll (the backstop when
+// a notification is lost) and the lag past which the broker is not ready.
+const (
+	DefaultFollowEvery = time.Second
+	DefaultMaxLag      = 5 * time.Second
+)
+
+// share takes what is shared from a store several brokers open.
+func (c *Config) share(s SharedStore) {
+	if c.Replays == nil {
+		c.Replays = s.Replays()
+	}
+	if c.Limiters == nil {
+		c.Limiters = s.Limiters()
+	}
+	if c.FollowEvery <= 0 {
+		c.FollowEvery = DefaultFollowEvery
+	}
+	if c.Ledger.FollowEvery <= 0 {
+		c.Ledger.FollowEvery = c.FollowEvery
+	}
+	if c.MaxLag <= 0 {
+		c.MaxLag = DefaultMaxLag
+	}
 }
 
 func (c *Config) defaults() {
@@ -202,6 +247,11 @@ func Open(cfg Config) (_ *Broker, err error) {
 	if err != nil {
 		return nil, err
 	}
+	if s, ok := cfg.Store.(SharedStore); ok {
+		cfg.share(s)
+	} else {
+		cfg.MaxLag = 0 // alone on its store, the broker is never behind it
+	}
 	mk := cfg.Limiters
 	if mk == nil {
 		mk = NewMemoryLimiter
@@ -243,7 +293,25 @@ func Open(cfg Config) (_ *Broker, err error) {
 
 // Start verifies the stored chain (hashes, links, origins, signatures) and then
 // opens the ledger for appends. On failure the broker stays not ready.
+//
+// Brokers starting at once on an empty shared store race to write genesis:
+// the one that loses (or that found the store empty while walking it and
+// filled by the time it opened the ledger) starts again on the winner's chain,
+// which it joins only if its sealed seed is the same (else ErrForeignLedger).
 func (b *Broker) Start(ctx context.Context) error {
+	for attempt := 1; ; attempt++ {
+		err := b.start(ctx)
+		if !errors.Is(err, errGenesisRace) || attempt == 5 {
+			return err
+		}
+		b.log.Info("another broker created the ledger while this one started; starting again on its chain")
+	}
+}
+
+// errGenesisRace means another process wrote genesis while this one started.
+var errGenesisRace = errors.New("another broker created the ledger while this one started")
+
+func (b *Broker) start(ctx context.Context) error {
 	start := time.Now()
 	var walked *ledger.Head // the last entry verified: the ledger follows the store from there
 	n, err := ledger.VerifyDriver(ctx, Schema(), b.store, false, b.usage.Observe, func(es []ledger.Entry) {
@@ -262,7 +330,11 @@ func (b *Broker) Start(ctx context.Context) error {
 	if opts.Now == nil {
 		opts.Now = b.cfg.Now
 	}
+	var ownGenesis atomic.Bool // this process committed genesis (walked is nil)
 	opts.OnCommit = func(es []ledger.Entry) {
+		if es[0].Seq == 0 {
+			ownGenesis.Store(true)
+		}
 		b.index.Observe(es)
 		b.usage.Observe(es)
 		b.metrics.committed(es)
@@ -274,6 +346,20 @@ func (b *Broker) Start(ctx context.Context) error {
 		return err
 	}
 	l, err := ledger.Open(ctx, b.store, b.schema(), signer{b.enc}, opts)
+	if walked == nil && (errors.Is(err, ledger.ErrConflict) || err == nil && !ownGenesis.Load()) {
+		// The store was empty when walked, and another process wrote genesis
+		// since: walk again (indexes observe each entry once, by seq).
+		if l != nil {
+			l.Close()
+		}
+		return errGenesisRace
+	}
+	if errors.Is(err, ledger.ErrForeignLedger) {
+		msg := err.Error()
+		b.status.Store(&msg)
+		return problem.Wrap(err, problem.LedgerInvalid, "this broker's sealed seed is not the one that created the ledger: give it a copy of seed.sealed from a broker on this ledger and the same platform key (docs/scale-out.md), or point --ledger at its own database",
+			"%v", err)
+	}
 	if err != nil {
 		msg := err.Error()
 		b.status.Store(&msg)
@@ -300,6 +386,12 @@ func (b *Broker) Start(ctx context.Context) error {
 func (b *Broker) Ready() (bool, string) {
 	if s := b.status.Load(); s != nil {
 		return false, *s
+	}
+	if l := b.ledger.Load(); l != nil && b.cfg.MaxLag > 0 {
+		if lag := l.Lag(); lag > b.cfg.MaxLag {
+			return false, fmt.Sprintf("behind the ledger store: last caught up with it %s ago, more than %s; check the connection to the database",
+				lag.Round(time.Millisecond), b.cfg.MaxLag)
+		}
 	}
 	return true, ""
 }

@@ -116,6 +116,11 @@ func (b *Broker) registerGenesisOidcKey(ctx context.Context, l *ledger.Ledger) e
 		return err
 	}
 	if _, err := l.Append(ctx, ledger.OriginEnclave, registry.KindOidcKeyRegister, registry.OidcRegister{Key: rec}); err != nil {
+		// Another broker starting on the same store may have registered it
+		// first: the fold refused ours on top of theirs.
+		if keys, kerr := registry.OidcKeys(l.State(ctx)); kerr == nil && len(keys) > 0 {
+			return nil
+		}
 		return fmt.Errorf("registering the genesis OIDC key %s on the ledger: %w", rec.Kid, err)
 	}
 	b.log.Info("registered the genesis OIDC key on the ledger", "kid", rec.Kid, "path", rec.Path)

@@ -32,7 +32,7 @@ import (
 func serverCmd(e *env) *cobra.Command {
 	var dataDir, ledgerURL, platformKey, listen, metricsListen, logLevel, logFormat, signerKey, issuer, readRate, mintRate string
 	var maxBody int64
-	var sessionTTL, approvalWindow, oidcMaxTTL, oidcSkew time.Duration
+	var sessionTTL, approvalWindow, oidcMaxTTL, oidcSkew, followEvery, maxLag time.Duration
 	var audiences, publicURLs, trustedProxies []string
 	var dev bool
 	var signup string
@@ -49,6 +49,16 @@ e.g. in PostgreSQL: --ledger postgres://USER@HOST:PORT/DATABASE (the
 schema is created and migrated at start; a database that cannot be reached
 exits 5). Its password goes in PGPASSWORD or ~/.pgpass, never in the URL: a
 command line is readable by every user of the machine.
+
+Several brokers may run on one PostgreSQL database behind a load balancer
+(docs/scale-out.md). Each follows the entries the others commit: woken by
+PostgreSQL's LISTEN/NOTIFY, and polling every --follow-every as a backstop;
+/readyz answers not ready while it last caught up with the store longer than
+--max-lag ago. On PostgreSQL the DPoP replay store and every rate limit (read,
+mint, anonymous) live in the database too, so a proof is accepted once across
+all brokers and each limit is exact across them, not per broker. Every broker
+needs a copy of the same seed.sealed and the same platform key; the operator
+key stays offline.
 
 The platform key that seals the seed (the stand-in for a CPU's sealing key) is
 $AGENTKEYS_HOME/platform.key (--platform-key PATH), or AGENTKEYS_PLATFORM_KEY
@@ -142,16 +152,23 @@ from the monitoring network alone), and the API's /metrics answers 404.`,
 			if oidcMaxTTL > oidc.MaxTTL*time.Second || oidcMaxTTL < time.Second {
 				return problem.New(problem.BadRequest, "--oidc-max-ttl must be between 1s and 1h", "pass e.g. --oidc-max-ttl 1h")
 			}
+			if followEvery <= 0 || maxLag <= followEvery {
+				return problem.New(problem.BadRequest, "--follow-every and --max-lag must be positive, --max-lag longer than --follow-every",
+					"pass e.g. --follow-every 1s --max-lag 5s")
+			}
 			return runServer(cmd.Context(), log, serverConfig{listen: listen, metricsListen: metricsListen, maxBody: maxBody, issuer: issuer, dev: dev, trustedProxies: proxies,
 				broker: broker.Config{DataDir: dataDir, LedgerURL: ledgerURL, PlatformKeyFile: platformKey, PlatformKeyHex: e.getenv("AGENTKEYS_PLATFORM_KEY"),
 					DevPlatformKeyInDataDir: dev, SignerPublicKey: signer, PublicURLs: publicURLs,
 					SessionTTL: sessionTTL, ReadLimit: limit, ReadWindow: window,
 					MintLimit: mintLimit, MintWindow: mintWindow, ApprovalWindow: approvalWindow,
-					OIDCAudiences: audiences, OIDCMaxTTL: oidcMaxTTL, OIDCSkew: oidcSkew, Anon: anon, SignupInvite: signup == "invite"}})
+					OIDCAudiences: audiences, OIDCMaxTTL: oidcMaxTTL, OIDCSkew: oidcSkew, Anon: anon, SignupInvite: signup == "invite",
+					FollowEvery: followEvery, MaxLag: maxLag}})
 		},
 	}
 	cmd.Flags().StringVar(&dataDir, "data-dir", "", "where the sealed seed, ledger and operator key live (default $AGENTKEYS_HOME/server)")
 	cmd.Flags().StringVar(&ledgerURL, "ledger", "", "the ledger store as a URL: sqlite:///var/lib/agentkeys/ledger.db or postgres://USER@HOST:PORT/DATABASE (default sqlite://<data-dir>/ledger.db)")
+	cmd.Flags().DurationVar(&followEvery, "follow-every", broker.DefaultFollowEvery, "on a shared ledger store (PostgreSQL): how often to look for entries other brokers committed, besides their notifications")
+	cmd.Flags().DurationVar(&maxLag, "max-lag", broker.DefaultMaxLag, "on a shared ledger store: /readyz answers not ready when this broker last caught up with the store longer ago than this")
 	cmd.Flags().StringVar(&platformKey, "platform-key", "", "file holding the platform key that seals the seed, outside the data dir (default $AGENTKEYS_HOME/platform.key)")
 	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:8090", "address for the HTTP API")
 	cmd.Flags().StringVar(&metricsListen, "metrics-listen", "", "serve GET /metrics on this address only, not on the API (default: on the API)")
@@ -388,7 +405,11 @@ func runServer(ctx context.Context, log *slog.Logger, cfg serverConfig) error {
 	}
 	group.Go(func() {
 		if err := b.Start(ctx); err != nil {
-			log.Error("broker is not ready", "err", err.Error())
+			attrs := []any{"err", err.Error()}
+			if p, ok := errors.AsType[*problem.Error](err); ok && p.Fix != "" {
+				attrs = append(attrs, "fix", p.Fix)
+			}
+			log.Error("broker is not ready", attrs...)
 			return
 		}
 		log.Info("ready")

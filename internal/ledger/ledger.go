@@ -120,8 +120,12 @@ type Ledger struct {
 
 	ledgerID Hash // hash of the genesis entry: what governance proposals are bound to
 
-	head  atomic.Pointer[Head] // last durable entry the committer delivered to OnCommit
-	cache *stateCache          // committed state, write-through
+	head atomic.Pointer[Head] // last durable entry the committer delivered to OnCommit
+	// caughtUp is when (opts.Now, unix ns) a read of the store last began that
+	// found nothing after the local head: a follow that reached the end, or a
+	// commit the store accepted on top of it. See Lag.
+	caughtUp atomic.Int64
+	cache    *stateCache // committed state, write-through
 
 	mu      sync.Mutex
 	pending []*batch // prepared but not yet committed, oldest first
@@ -235,6 +239,7 @@ func Open(ctx context.Context, d Driver, s Schema, signer Signer, opts Options) 
 		}
 		l.ledgerID = res.es[0].Hash()
 	}
+	l.caughtUp.Store(opts.Now().UnixNano()) // the store was read, or written, just now
 	committed := make(chan struct{})
 	l.signers()
 	go l.commitLoop(committed)
@@ -251,6 +256,15 @@ func (l *Ledger) ID() Hash { return l.ledgerID }
 
 // Head returns the position of the newest durable entry.
 func (l *Ledger) Head() Head { return *l.head.Load() }
+
+// Lag is how long ago (by Options.Now) the ledger last knew it held every entry
+// in the store: when a follow that reached the store's end, or a commit the store
+// accepted on the local head, began. Entries another process committed since may
+// not have reached OnCommit yet. With FollowEvery set it stays below about that
+// interval while the store answers; it grows while the store cannot be read.
+func (l *Ledger) Lag() time.Duration {
+	return time.Duration(l.opts.Now().UnixNano() - l.caughtUp.Load())
+}
 
 // Entries returns up to limit durable entries from seq from.
 func (l *Ledger) Entries(ctx context.Context, from uint64, limit int) ([]Entry, error) {

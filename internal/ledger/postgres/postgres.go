@@ -61,6 +61,7 @@ CREATE TABLE ledger_head (
 	seq bigint   NOT NULL
 );
 INSERT INTO ledger_head (id, seq) VALUES (1, -1);`)},
+	{Name: "shared DPoP replays and rate limits", Up: execUp(sharedSchema)},
 }
 
 func execUp(q string) func(context.Context, *sql.Tx) error {
@@ -94,6 +95,8 @@ type Driver struct {
 	last      ledger.Head
 	lastOK    bool
 	lastKnown bool
+
+	listener listener // LISTEN connection, once Notify is called
 }
 
 var _ ledger.Driver = (*Driver)(nil)
@@ -233,8 +236,9 @@ func (d *Driver) checkVersion(ctx context.Context) error {
 	return nil
 }
 
-// Close closes the connection pool.
+// Close stops listening and closes the connection pool.
 func (d *Driver) Close() error {
+	d.stopListening()
 	d.pool.Close()
 	return nil
 }
@@ -416,6 +420,8 @@ func (d *Driver) Commit(ctx context.Context, entries []ledger.Entry, writes []le
 		}
 	}
 	b.Queue(`UPDATE ledger_head SET seq = $1 WHERE id = 1`, int64(last.Seq))
+	// Delivered to every listener when, and only if, this transaction commits.
+	b.Queue(`SELECT pg_notify('` + notifyChannel + `', '')`)
 	if err := tx.SendBatch(ctx, &b).Close(); err != nil {
 		return fmt.Errorf("postgres: writing entries %d-%d: %w", first.Seq, last.Seq, err)
 	}

@@ -39,6 +39,9 @@ func TestPostgres(t *testing.T) {
 	t.Run("Migrations", func(t *testing.T) { testMigrations(t, c) })
 	t.Run("ReadOnly", func(t *testing.T) { testReadOnly(t, c) })
 	t.Run("Unreachable", func(t *testing.T) { testUnreachable(t, c) })
+	t.Run("Notify", func(t *testing.T) { testNotify(t, c) })
+	t.Run("Replays", func(t *testing.T) { testReplays(t, c) })
+	t.Run("Limiters", func(t *testing.T) { testLimiters(t, c) })
 }
 
 func entry(prev *ledger.Entry) ledger.Entry {
