@@ -8,6 +8,7 @@ import (
 	"github.com/agentkeys/agentkeys/internal/broker"
 	"github.com/agentkeys/agentkeys/internal/enclave"
 	"github.com/agentkeys/agentkeys/internal/ledger"
+	"github.com/agentkeys/agentkeys/internal/mail"
 	"github.com/agentkeys/agentkeys/internal/oidc"
 	"github.com/agentkeys/agentkeys/internal/vault"
 )
@@ -61,6 +62,15 @@ type Broker interface {
 	OIDCKeys(ctx context.Context) ([]broker.OIDCKeyInfo, error)
 	MintOIDC(ctx context.Context, c *broker.Caller, r broker.OIDCRequest) (*broker.OIDCToken, error)
 	Rotate(ctx context.Context, e ledger.Entry) (*broker.RotateResult, error)
+
+	// mail
+	AddDomain(ctx context.Context, c *broker.Caller, name string) (*mail.Domain, error)
+	RemoveDomain(ctx context.Context, c *broker.Caller, name string) (*mail.Domain, error)
+	Domains(ctx context.Context, c *broker.Caller) ([]mail.Domain, error)
+	CreateInbox(ctx context.Context, c *broker.Caller, alias, domain string) (*mail.Inbox, error)
+	Inboxes(ctx context.Context, c *broker.Caller) ([]mail.Listed, error)
+	DeleteInbox(ctx context.Context, c *broker.Caller, address string) (*mail.Inbox, error)
+	GrantInbox(ctx context.Context, c *broker.Caller, address, alias string, rights []string, revoke bool) (*mail.Grant, error)
 }
 
 var _ Broker = (*broker.Broker)(nil)
