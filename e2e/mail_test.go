@@ -1,11 +1,14 @@
 package e2e
 
 import (
+	"crypto/ed25519"
+	"encoding/base64"
 	"encoding/json"
 	"strings"
 	"testing"
 
 	"github.com/agentkeys/agentkeys/internal/daemon"
+	"github.com/agentkeys/agentkeys/internal/enclave"
 )
 
 type mailInbox struct {
@@ -73,6 +76,38 @@ func TestMailInboxes(t *testing.T) {
 	wantProblem(t, h.cli(a.home, "inbox", "create", "--agent", "bot"), 1, "CONFLICT", "already has inbox")
 	wantProblem(t, h.cli(a.home, "domain", "remove", "agents.example.com"), 1, "CONFLICT", "still has inbox")
 
+	// DNS: the DKIM record is the enclave's key dkim/<domain>/v1; only the
+	// domain's owner gets it.
+	var z struct {
+		Domain, Zone string
+		DKIM         []struct{ Selector, Alg, Public string }
+	}
+	if err := json.Unmarshal([]byte(h.akOK(a.home, "mail", "dns", "--domain", "agents.example.com", "--json")), &z); err != nil || len(z.DKIM) != 1 {
+		t.Fatalf("mail dns --json: %+v %v", z, err)
+	}
+	pub, err := base64.StdEncoding.DecodeString(z.DKIM[0].Public)
+	if err != nil || len(pub) != ed25519.PublicKeySize || z.DKIM[0].Selector != "ak1" || z.DKIM[0].Alg != "ed25519" {
+		t.Fatalf("DKIM key %+v: %v", z.DKIM[0], err)
+	}
+	enc, err := enclave.Open(enclave.Config{Dir: s.opts.effectiveDataDir(), PlatformKeyFile: s.opts.platformKeyFile()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sig, err := enc.SignEd25519("dkim/agents.example.com/v1", []byte("header block"))
+	enc.Close()
+	if err != nil || !ed25519.Verify(pub, []byte("header block"), sig) {
+		t.Fatalf("the published DKIM key is not the enclave's dkim/agents.example.com/v1: %v", err)
+	}
+	zone := h.akOK(a.home, "mail", "dns", "--domain", "agents.example.com", "--mx", "mx.example.net")
+	for _, want := range []string{"@\tIN\tMX\t10 mx.example.net.\n", "ak1._domainkey\tIN\tTXT\t\"v=DKIM1; k=ed25519; p=" + z.DKIM[0].Public + "\"\n", "_dmarc\tIN\tTXT\t\"v=DMARC1; p=quarantine"} {
+		if !strings.Contains(zone, want) {
+			t.Errorf("mail dns lacks %q:\n%s", want, zone)
+		}
+	}
+	wantProblem(t, h.cli(b.home, "mail", "dns", "--domain", "agents.example.com"), 4, "NOT_FOUND", "no active mail domain")
+	wantProblem(t, h.cli(a.home, "mail", "dns", "--domain", "unknown.example.com"), 4, "NOT_FOUND", "no active mail domain")
+	wantProblem(t, h.cli(a.home, "mail", "dns", "--domain", "agents.example.com", "--dmarc", "maybe"), 2, "BAD_REQUEST", "not a DMARC policy")
+
 	// Grants: to the owner's own agents only.
 	wantProblem(t, h.cli(a.home, "inbox", "grant", in.Address, "--agent", "other", "read"), 4, "NOT_FOUND", `no agent "other"`)
 	wantProblem(t, h.cli(b.home, "inbox", "grant", in.Address, "--agent", "other", "read"), 4, "NOT_FOUND", "no inbox")
@@ -117,6 +152,8 @@ func TestMailInboxes(t *testing.T) {
 	}
 	h.akOK(a.home, "domain", "remove", "agents.example.com")
 	wantProblem(t, h.cli(a.home, "inbox", "create", "--agent", "bot", "--domain", "agents.example.com"), 4, "NOT_FOUND", "no active mail domain")
+	wantProblem(t, h.cli(a.home, "mail", "dns", "--domain", "agents.example.com"), 4, "NOT_FOUND", "no active mail domain")
+	h.akOK(b.home, "domain", "add", "agents.example.com") // given up: another owner may take it
 
 	// Every change is on the owner's trail, and the chain verifies.
 	var usage struct {

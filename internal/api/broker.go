@@ -71,6 +71,7 @@ type Broker interface {
 	Inboxes(ctx context.Context, c *broker.Caller) ([]mail.Listed, error)
 	DeleteInbox(ctx context.Context, c *broker.Caller, address string) (*mail.Inbox, error)
 	GrantInbox(ctx context.Context, c *broker.Caller, address, alias string, rights []string, revoke bool) (*mail.Grant, error)
+	DKIMKeys(ctx context.Context, c *broker.Caller, domain string) ([]mail.DKIMKey, error)
 }
 
 var _ Broker = (*broker.Broker)(nil)

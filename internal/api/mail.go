@@ -32,6 +32,12 @@ type InboxList struct {
 	Inboxes []mail.Listed `json:"inboxes"`
 }
 
+// DKIMList is the body of GET /v1/mail/domains/{name}/dkim.
+type DKIMList struct {
+	Domain string         `json:"domain"`
+	Keys   []mail.DKIMKey `json:"keys"`
+}
+
 // GrantBody is the body of POST /v1/mail/inboxes/{address}/grant and …/revoke.
 type GrantBody struct {
 	Agent  string   `json:"agent"`
@@ -42,6 +48,7 @@ func (s *server) routesMail(handle func(string, func(http.ResponseWriter, *http.
 	handle("POST /v1/mail/domains", s.authed(s.domainAdd))
 	handle("GET /v1/mail/domains", s.authed(s.domainList))
 	handle("DELETE /v1/mail/domains/{name}", s.authed(s.domainRemove))
+	handle("GET /v1/mail/domains/{name}/dkim", s.authed(s.domainDKIM))
 	handle("POST /v1/mail/inboxes", s.authed(s.inboxCreate))
 	handle("GET /v1/mail/inboxes", s.authed(s.inboxList))
 	handle("DELETE /v1/mail/inboxes/{address}", s.authed(s.inboxDelete))
@@ -77,6 +84,15 @@ func (s *server) domainRemove(w http.ResponseWriter, r *http.Request, c *broker.
 		return err
 	}
 	writeJSON(w, http.StatusOK, d)
+	return nil
+}
+
+func (s *server) domainDKIM(w http.ResponseWriter, r *http.Request, c *broker.Caller) error {
+	keys, err := s.b.DKIMKeys(r.Context(), c, r.PathValue("name"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, DKIMList{Domain: mail.NormalizeDomain(r.PathValue("name")), Keys: keys})
 	return nil
 }
 

@@ -2,6 +2,8 @@ package broker
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"strings"
 
@@ -222,4 +224,34 @@ func (b *Broker) GrantInbox(ctx context.Context, c *Caller, address, alias strin
 		}
 	}
 	return &g, nil
+}
+
+// DKIMKeys returns the public DKIM keys of the owner's active domain name, to
+// publish in DNS (agentkeys mail dns): today the Ed25519 key dkim/<domain>/v1.
+// Only the domain's owner asks, so no one makes the enclave derive keys for
+// names that are no one's.
+func (b *Broker) DKIMKeys(ctx context.Context, c *Caller, name string) ([]mail.DKIMKey, error) {
+	lg, err := b.ownerLedger(c)
+	if err != nil {
+		return nil, err
+	}
+	if name, err = checkDomain(name); err != nil {
+		return nil, err
+	}
+	d, ok, err := mail.GetDomain(lg.State(ctx), name)
+	if err != nil {
+		return nil, err
+	}
+	if !ok || d.Owner != c.Omni() || d.Status != mail.Active {
+		return nil, problem.Newf(problem.NotFound, "add it first with agentkeys domain add "+name, "no active mail domain %q of yours", name)
+	}
+	k, err := b.enc.PublicKey(mail.DKIMPath(name))
+	if err != nil {
+		return nil, err
+	}
+	pub, err := hex.DecodeString(k.Public)
+	if err != nil {
+		return nil, err
+	}
+	return []mail.DKIMKey{{Selector: d.DKIMSelector, Alg: "ed25519", Public: base64.StdEncoding.EncodeToString(pub)}}, nil
 }

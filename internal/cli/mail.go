@@ -343,3 +343,68 @@ agent's next request.`,
 	cmd.MarkFlagRequired("agent")
 	return cmd
 }
+
+func mailCmd(e *env) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:     "mail",
+		Short:   "Agent mail setup: the DNS records of a mail domain",
+		Example: "  agentkeys mail dns --domain agents.example.com",
+	}
+	cmd.AddCommand(mailDNSCmd(e))
+	return cmd
+}
+
+func mailDNSCmd(e *env) *cobra.Command {
+	var domain, mx, dmarc string
+	var ttl int
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "dns --domain DOMAIN",
+		Short: "Print the DNS records of one of your mail domains as a BIND zone",
+		Long: `Print what DOMAIN publishes for its agents' mail, as a BIND zone fragment: MX
+(--mx, default mail.DOMAIN: point it at your mail edge), SPF (the MX may send),
+the DKIM key of the enclave (dkim/DOMAIN/v1, Ed25519 per RFC 8463, selector ak1)
+and DMARC (--dmarc, default quarantine). Many receivers verify only RSA DKIM
+signatures; the RSA key is not there yet, so mail leaving through another host
+should rely on SPF alignment until it is.`,
+		Example: "  agentkeys mail dns --domain agents.example.com > agents.example.com.zone\n" +
+			"  agentkeys mail dns --domain agents.example.com --mx mx.example.com --dmarc reject --json",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if !slices.Contains(mail.DMARCPolicies, dmarc) {
+				return problem.Newf(problem.BadRequest, "use --dmarc none, quarantine or reject", "%q is not a DMARC policy", dmarc)
+			}
+			if ttl < 60 || ttl > 604800 {
+				return problem.New(problem.BadRequest, "--ttl is seconds between 60 and 604800", "use e.g. --ttl 3600")
+			}
+			d := mail.NormalizeDomain(domain)
+			if mx == "" {
+				mx = "mail." + d
+			}
+			if mx = mail.NormalizeDomain(mx); !mail.ValidDomain(mx) {
+				return problem.Newf(problem.BadRequest, "pass the mail edge's host name, e.g. --mx mail.example.com", "%q is not a host name", mx)
+			}
+			_, c, err := e.ownerSession()
+			if err != nil {
+				return err
+			}
+			keys, err := c.DKIMKeys(cmd.Context(), d)
+			if err != nil {
+				return err
+			}
+			z := mail.Zone{Domain: d, MX: mx, TTL: ttl, DKIM: keys, DMARC: dmarc}
+			if asJSON {
+				return e.jsonOut(map[string]any{"domain": d, "mx": mx, "ttl": ttl, "dkim": keys, "dmarc": dmarc, "zone": z.BIND()})
+			}
+			_, err = fmt.Fprint(e.stdout, z.BIND())
+			return err
+		},
+	}
+	cmd.Flags().StringVar(&domain, "domain", "", "one of your mail domains (required)")
+	cmd.Flags().StringVar(&mx, "mx", "", "the host receiving the domain's mail (default mail.DOMAIN)")
+	cmd.Flags().IntVar(&ttl, "ttl", 3600, "record TTL in seconds")
+	cmd.Flags().StringVar(&dmarc, "dmarc", "quarantine", "DMARC policy: none, quarantine or reject")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the records and the zone as JSON")
+	cmd.MarkFlagRequired("domain")
+	return cmd
+}

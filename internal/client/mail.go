@@ -57,3 +57,10 @@ func (s *Session) GrantInbox(ctx context.Context, address, alias string, rights 
 	var g mail.Grant
 	return &g, s.do(ctx, http.MethodPost, "/v1/mail/inboxes/"+url.PathEscape(address)+op, api.GrantBody{Agent: alias, Rights: rights}, &g)
 }
+
+// DKIMKeys fetches the public DKIM keys of one of the owner's domains.
+func (s *Session) DKIMKeys(ctx context.Context, domain string) ([]mail.DKIMKey, error) {
+	var l api.DKIMList
+	err := s.do(ctx, http.MethodGet, "/v1/mail/domains/"+url.PathEscape(domain)+"/dkim", nil, &l)
+	return l.Keys, err
+}
