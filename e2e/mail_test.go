@@ -129,6 +129,13 @@ func TestMailInboxes(t *testing.T) {
 		t.Fatalf("B lists A's inbox: %+v", l)
 	}
 
+	// Nobody without a session lists anything.
+	for _, path := range []string{"/v1/mail/domains", "/v1/mail/inboxes", "/v1/mail/domains/agents.example.com/dkim"} {
+		if code, body := s.get(path); code != 401 {
+			t.Errorf("anonymous GET %s: %d %s", path, code, body)
+		}
+	}
+
 	// An agent session manages nothing.
 	key, err := daemon.DecodeKey(sess.ProofKey)
 	if err != nil {

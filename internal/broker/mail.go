@@ -215,15 +215,14 @@ func (b *Broker) GrantInbox(ctx context.Context, c *Caller, address, alias strin
 	if err := b.mailAppend(ctx, lg, c, kind, mail.Grant{Owner: c.Omni(), Address: in.Address, Agent: alias, Rights: rights}); err != nil {
 		return nil, err
 	}
-	g := mail.Grant{Owner: c.Omni(), Address: in.Address, Agent: alias, Rights: []string{}}
-	for _, r := range mail.Rights {
-		if ok, err := mail.Holds(lg.State(ctx), c.Omni(), alias, in.Address, r); err != nil {
-			return nil, err
-		} else if ok {
-			g.Rights = append(g.Rights, r)
-		}
+	g, ok, err := mail.GetGrant(lg.State(ctx), c.Omni(), alias, in.Address)
+	if err != nil {
+		return nil, err
 	}
-	return &g, nil
+	if !ok { // every right revoked
+		g = &mail.Grant{Owner: c.Omni(), Address: in.Address, Agent: alias, Rights: []string{}}
+	}
+	return g, nil
 }
 
 // DKIMKeys returns the public DKIM keys of the owner's active domain name, to

@@ -162,6 +162,13 @@ func TestInboxes(t *testing.T) {
 		}
 	}
 
+	// A torn-down agent holds nothing, whatever its grant says.
+	w.agent(ownerA, "bot", walletBot, agent.TornDown)
+	if ok, _ := Holds(w.st, ownerA, "bot", c.Address, Read); ok {
+		t.Fatal("a torn-down agent still reads its inbox")
+	}
+	w.agent(ownerA, "bot", walletBot, agent.Active)
+
 	// Deleting: only its owner, naming its agent; the grants go with it.
 	del := InboxChange{Owner: ownerA, Address: c.Address, Agent: "bot"}
 	w.refused(problem.Denied, "owner signs", ownerB, KindInboxDeleted, del)

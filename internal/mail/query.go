@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/agentkeys/agentkeys/internal/agent"
 	"github.com/agentkeys/agentkeys/internal/ledger"
 )
 
@@ -76,16 +77,27 @@ func Grants(st ledger.State, address string) ([]Grant, error) {
 	return ledger.ListJSON[Grant](st, grantsPrefix(address))
 }
 
-// Holds reports whether the owner's agent alias holds right on the live inbox
-// at address.
+// Holds reports whether the owner's agent alias, not torn down, holds right
+// on the live inbox at address.
 func Holds(st ledger.State, owner, alias, address, right string) (bool, error) {
-	in, ok, err := GetInbox(st, address)
-	if err != nil || !ok || in.Owner != owner || !in.Live() {
+	g, ok, err := GetGrant(st, owner, alias, address)
+	if err != nil || !ok || !slices.Contains(g.Rights, right) {
 		return false, err
 	}
+	a, ok, err := agent.Get(st, owner, alias)
+	return ok && a.Status != agent.TornDown, err
+}
+
+// GetGrant reads what the owner's agent alias holds on the owner's live inbox
+// at address.
+func GetGrant(st ledger.State, owner, alias, address string) (*Grant, bool, error) {
 	var g Grant
+	in, ok, err := GetInbox(st, address)
+	if err != nil || !ok || in.Owner != owner || !in.Live() || strings.Contains(alias, "/") {
+		return &g, false, err
+	}
 	ok, err = ledger.GetJSON(st, grantKey(address, alias), &g)
-	return ok && slices.Contains(g.Rights, right), err
+	return &g, ok, err
 }
 
 // The usage rows of the mail kinds (Module).
