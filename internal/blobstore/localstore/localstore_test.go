@@ -2,8 +2,10 @@ package localstore
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 
 	"github.com/agentkeys/agentkeys/internal/blobstore"
@@ -51,4 +53,24 @@ func TestFiles(t *testing.T) {
 	if err := s.PutIfAbsent(ctx, "w/in@x.example/1.eml/more", []byte("x")); err == nil {
 		t.Fatal("an object was made a directory")
 	}
+}
+
+// BenchmarkPutIfAbsent: durable 10 KiB puts into one inbox prefix (the mail
+// edge's inbound path), with b.N writers' worth of parallelism set by -cpu.
+func BenchmarkPutIfAbsent(b *testing.B) {
+	s, err := Open(b.TempDir())
+	if err != nil {
+		b.Fatal(err)
+	}
+	msg := make([]byte, 10<<10)
+	var n atomic.Int64
+	b.SetBytes(int64(len(msg)))
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if err := s.PutIfAbsent(context.Background(), fmt.Sprintf("0xabc/a@x.example/%d.eml", n.Add(1)), msg); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
 }
