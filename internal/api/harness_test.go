@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/agentkeys/agentkeys/internal/api"
+	"github.com/agentkeys/agentkeys/internal/apiv1"
 	"github.com/agentkeys/agentkeys/internal/broker"
 	"github.com/agentkeys/agentkeys/internal/client"
 	"github.com/agentkeys/agentkeys/internal/clock"
@@ -179,12 +180,12 @@ func (e *env) post(path, token string, body []byte) *httptest.ResponseRecorder {
 }
 
 // owner registers a new owner and returns its session client.
-func (e *env) owner(t testing.TB) (*client.Session, *broker.SessionGrant) {
+func (e *env) owner(t testing.TB) (*client.Session, *apiv1.SessionGrant) {
 	t.Helper()
 	_, key, _ := ed25519.GenerateKey(rand.Reader)
-	l := broker.Login{PublicKey: hex.EncodeToString(key.Public().(ed25519.PublicKey)), Server: e.srv.URL,
+	l := apiv1.Login{PublicKey: hex.EncodeToString(key.Public().(ed25519.PublicKey)), Server: e.srv.URL,
 		Time: e.now().Unix(), Nonce: hex.EncodeToString(key[:16])}
-	broker.SignLogin(&l, key)
+	apiv1.SignLogin(&l, key)
 	g, err := e.c.CreateAccount(context.Background(), l)
 	if err != nil {
 		t.Fatal(err)
@@ -196,7 +197,7 @@ func (e *env) owner(t testing.TB) (*client.Session, *broker.SessionGrant) {
 func (e *env) store(t testing.TB, s *client.Session, omni, service string, secret []byte, approval string) {
 	t.Helper()
 	ct := e.sealFor(t, omni, service, secret)
-	if _, err := s.Store(context.Background(), api.StoreBody{Service: service, Ciphertext: ct, Approval: approval}); err != nil {
+	if _, err := s.Store(context.Background(), apiv1.StoreBody{Service: service, Ciphertext: ct, Approval: approval}); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -205,10 +206,10 @@ func ed25519GenerateKey() (ed25519.PublicKey, ed25519.PrivateKey, error) {
 	return ed25519.GenerateKey(rand.Reader)
 }
 
-func loginFor(e *env, key ed25519.PrivateKey) broker.Login {
+func loginFor(e *env, key ed25519.PrivateKey) apiv1.Login {
 	n := make([]byte, 16)
 	rand.Read(n)
-	return broker.Login{PublicKey: hex.EncodeToString(key.Public().(ed25519.PublicKey)), Server: e.srv.URL,
+	return apiv1.Login{PublicKey: hex.EncodeToString(key.Public().(ed25519.PublicKey)), Server: e.srv.URL,
 		Time: e.now().Unix(), Nonce: hex.EncodeToString(n)}
 }
 

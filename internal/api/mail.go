@@ -1,47 +1,21 @@
 package api
 
+// The mail routes (§9): the owner's domains, inboxes and grants.
+
 import (
 	"net/http"
 
+	"github.com/agentkeys/agentkeys/internal/apiv1"
 	"github.com/agentkeys/agentkeys/internal/broker"
 	"github.com/agentkeys/agentkeys/internal/mail"
+	"github.com/agentkeys/agentkeys/internal/maildns"
 )
 
-// The wire bodies of the mail routes (kept together here, to move with the
-// other body types).
-
-// DomainBody is the body of POST /v1/mail/domains.
-type DomainBody struct {
-	Name string `json:"name"`
-}
-
-// DomainList is the body of GET /v1/mail/domains.
-type DomainList struct {
-	Domains []mail.Domain `json:"domains"`
-}
-
-// InboxBody is the body of POST /v1/mail/inboxes: the agent's alias and the
-// domain ("" = the owner's one domain).
-type InboxBody struct {
-	Agent  string `json:"agent"`
-	Domain string `json:"domain,omitempty"`
-}
-
-// InboxList is the body of GET /v1/mail/inboxes.
-type InboxList struct {
-	Inboxes []mail.Listed `json:"inboxes"`
-}
-
-// DKIMList is the body of GET /v1/mail/domains/{name}/dkim.
-type DKIMList struct {
-	Domain string         `json:"domain"`
-	Keys   []mail.DKIMKey `json:"keys"`
-}
-
-// GrantBody is the body of POST /v1/mail/inboxes/{address}/grant and …/revoke.
-type GrantBody struct {
-	Agent  string   `json:"agent"`
-	Rights []string `json:"rights"`
+func domainOut(d mail.Domain) apiv1.Domain { return apiv1.Domain(d) }
+func inboxOut(in mail.Inbox) apiv1.Inbox   { return apiv1.Inbox(in) }
+func grantOut(g mail.Grant) apiv1.Grant    { return apiv1.Grant(g) }
+func listingOut(l mail.Listed) apiv1.InboxListing {
+	return apiv1.InboxListing{Inbox: inboxOut(l.Inbox), Grants: each(l.Grants, grantOut)}
 }
 
 func (s *server) routesMail(handle func(string, func(http.ResponseWriter, *http.Request) error)) {
@@ -57,7 +31,7 @@ func (s *server) routesMail(handle func(string, func(http.ResponseWriter, *http.
 }
 
 func (s *server) domainAdd(w http.ResponseWriter, r *http.Request, c *broker.Caller) error {
-	var body DomainBody
+	var body apiv1.DomainBody
 	if err := decode(r, &body); err != nil {
 		return err
 	}
@@ -65,7 +39,7 @@ func (s *server) domainAdd(w http.ResponseWriter, r *http.Request, c *broker.Cal
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusCreated, d)
+	writeJSON(w, http.StatusCreated, domainOut(*d))
 	return nil
 }
 
@@ -74,7 +48,7 @@ func (s *server) domainList(w http.ResponseWriter, r *http.Request, c *broker.Ca
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, DomainList{Domains: list})
+	writeJSON(w, http.StatusOK, apiv1.DomainList{Domains: each(list, domainOut)})
 	return nil
 }
 
@@ -83,7 +57,7 @@ func (s *server) domainRemove(w http.ResponseWriter, r *http.Request, c *broker.
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, d)
+	writeJSON(w, http.StatusOK, domainOut(*d))
 	return nil
 }
 
@@ -92,12 +66,12 @@ func (s *server) domainDKIM(w http.ResponseWriter, r *http.Request, c *broker.Ca
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, DKIMList{Domain: mail.NormalizeDomain(r.PathValue("name")), Keys: keys})
+	writeJSON(w, http.StatusOK, apiv1.DKIMList{Domain: maildns.Normalize(r.PathValue("name")), Keys: keys})
 	return nil
 }
 
 func (s *server) inboxCreate(w http.ResponseWriter, r *http.Request, c *broker.Caller) error {
-	var body InboxBody
+	var body apiv1.InboxBody
 	if err := decode(r, &body); err != nil {
 		return err
 	}
@@ -105,7 +79,7 @@ func (s *server) inboxCreate(w http.ResponseWriter, r *http.Request, c *broker.C
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusCreated, in)
+	writeJSON(w, http.StatusCreated, inboxOut(*in))
 	return nil
 }
 
@@ -114,7 +88,7 @@ func (s *server) inboxList(w http.ResponseWriter, r *http.Request, c *broker.Cal
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, InboxList{Inboxes: list})
+	writeJSON(w, http.StatusOK, apiv1.InboxList{Inboxes: each(list, listingOut)})
 	return nil
 }
 
@@ -123,13 +97,13 @@ func (s *server) inboxDelete(w http.ResponseWriter, r *http.Request, c *broker.C
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, in)
+	writeJSON(w, http.StatusOK, inboxOut(*in))
 	return nil
 }
 
 func (s *server) inboxGrant(revoke bool) func(http.ResponseWriter, *http.Request, *broker.Caller) error {
 	return func(w http.ResponseWriter, r *http.Request, c *broker.Caller) error {
-		var body GrantBody
+		var body apiv1.GrantBody
 		if err := decode(r, &body); err != nil {
 			return err
 		}
@@ -137,7 +111,7 @@ func (s *server) inboxGrant(revoke bool) func(http.ResponseWriter, *http.Request
 		if err != nil {
 			return err
 		}
-		writeJSON(w, http.StatusOK, g)
+		writeJSON(w, http.StatusOK, grantOut(*g))
 		return nil
 	}
 }

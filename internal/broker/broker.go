@@ -30,7 +30,6 @@ import (
 	"github.com/agentkeys/agentkeys/internal/oidc"
 	"github.com/agentkeys/agentkeys/internal/problem"
 	"github.com/agentkeys/agentkeys/internal/ratelimit"
-	"github.com/agentkeys/agentkeys/internal/token"
 )
 
 // Config configures a broker.
@@ -126,7 +125,7 @@ type Broker struct {
 	log      *slog.Logger
 	store    ledger.Driver
 	ledger   atomic.Pointer[ledger.Ledger]
-	tokens   *token.Issuer
+	tokens   *sessionKeys
 	usage    *auditindex.Index
 	kinds    ledger.Schema // Schema(), built once: which kinds are public
 	accounts sync.Map      // omni → *account.Account, see (*Broker).account
@@ -160,13 +159,11 @@ func OperatorKeyPath(dataDir string) string { return filepath.Join(dataDir, "ope
 // Open unseals the enclave and opens the ledger store. The broker is not ready
 // until Start has verified the chain.
 func Open(cfg Config) (_ *Broker, err error) {
-	if s := cfg.Store; s != nil {
-		defer func() {
-			if err != nil && cfg.Store != nil { // not yet handed to the broker, whose Close closes it
-				s.Close()
-			}
-		}()
-	}
+	defer func() {
+		if err != nil && cfg.Store != nil { // not yet handed to the broker, whose Close closes it
+			cfg.Store.Close()
+		}
+	}()
 	cfg.defaults()
 	var src ledgerstore.Source
 	switch {
@@ -193,6 +190,13 @@ func Open(cfg Config) (_ *Broker, err error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("creating data dir %s: %w", cfg.DataDir, err)
 	}
+	// The store first: a database that cannot be reached refuses the start
+	// before the enclave creates anything in a new data dir.
+	if cfg.Store == nil {
+		if cfg.Store, err = src.Open(); err != nil {
+			return nil, err
+		}
+	}
 	enc, err := enclave.Open(enclave.Config{Dir: cfg.DataDir, PlatformKeyFile: cfg.PlatformKeyFile, PlatformKeyHex: cfg.PlatformKeyHex,
 		DevPlatformKeyInDir: cfg.DevPlatformKeyInDataDir, SignerPublicKey: cfg.SignerPublicKey, Now: cfg.Now})
 	if err != nil {
@@ -212,26 +216,26 @@ func Open(cfg Config) (_ *Broker, err error) {
 	}
 	m := enc.Measurements()
 	b.oidc.enclave = oidc.Enclave{MrEnclave: hex.EncodeToString(m.MrEnclave[:]), MrSigner: hex.EncodeToString(m.MrSigner[:]), Tier: string(m.Tier)}
-	if b.tokens, err = token.NewIssuer(enc, token.Options{Issuer: cfg.Issuer, Current: "issuer/jwt/v1", Now: cfg.Now}); err != nil {
+	if b.tokens, err = newSessionKeys(enc, cfg.Issuer, cfg.Now, b.committedState); err != nil {
 		enc.Close()
 		return nil, err
 	}
 	notReady := "unsealed; verifying the ledger"
 	b.status.Store(&notReady)
-	if b.store, cfg.Store = cfg.Store, nil; b.store == nil {
-		if b.store, err = src.Open(); err != nil {
-			enc.Close()
-			return nil, err
-		}
-	}
+	b.store, cfg.Store = cfg.Store, nil
 	b.usage = auditindex.New(b.store)
 	if _, ok, err := b.store.Head(context.Background()); err != nil {
 		b.Close()
 		return nil, err
 	} else if !ok {
-		if b.OperatorKeyCreated, err = ensureOperatorKey(OperatorKeyPath(cfg.DataDir)); err != nil {
+		if _, set, err := loadGenesisGovernance(cfg.DataDir); err != nil {
 			b.Close()
 			return nil, err
+		} else if !set { // no governance set chosen (agentkeys governance init): the operator key, 1-of-1
+			if b.OperatorKeyCreated, err = ensureOperatorKey(OperatorKeyPath(cfg.DataDir)); err != nil {
+				b.Close()
+				return nil, err
+			}
 		}
 	}
 	return b, nil
@@ -263,6 +267,7 @@ func (b *Broker) Start(ctx context.Context) error {
 		b.usage.Observe(es)
 		b.metrics.committed(es)
 		b.oidcObserve(es)
+		b.tokens.observe(es)
 	}
 	opts.CommitTook = b.metrics.commitTook
 	if err := b.index.Load(ctx, ledger.View(ctx, b.store)); err != nil {
@@ -282,6 +287,7 @@ func (b *Broker) Start(ctx context.Context) error {
 		b.status.Store(&msg)
 		return err
 	}
+	b.warnGovernanceFile(l.State(ctx))
 	b.ledger.Store(l)
 	b.metrics.follow(l)
 	b.status.Store(nil)
@@ -308,6 +314,15 @@ func (b *Broker) Ledger() (*ledger.Ledger, error) {
 	return l, nil
 }
 
+// committedState is the ledger's committed state once it is open.
+func (b *Broker) committedState() (ledger.State, bool) {
+	l := b.ledger.Load()
+	if l == nil {
+		return nil, false
+	}
+	return l.State(context.Background()), true
+}
+
 // Storage is read access to stored entries and state, available before ready.
 func (b *Broker) Storage() ledger.Driver { return b.store }
 
@@ -323,17 +338,23 @@ func (b *Broker) Close() {
 }
 
 func (b *Broker) genesis() (*ledger.Genesis, error) {
-	op, err := LoadOperatorKey(OperatorKeyPath(b.cfg.DataDir))
+	gv, ok, err := loadGenesisGovernance(b.cfg.DataDir)
 	if err != nil {
 		return nil, err
 	}
+	if !ok {
+		op, err := LoadOperatorKey(OperatorKeyPath(b.cfg.DataDir))
+		if err != nil {
+			return nil, err
+		}
+		gv = ledger.Governance{Threshold: 1, Keys: []string{hex.EncodeToString(op.Public().(ed25519.PublicKey))}}
+	}
 	m := b.oidc.enclave // the measurements, hex-encoded at Open
 	g := &ledger.Genesis{
-		MrEnclave: m.MrEnclave,
-		MrSigner:  m.MrSigner,
-		Tier:      m.Tier,
-		Governance: ledger.Governance{Threshold: 1,
-			Keys: []string{hex.EncodeToString(op.Public().(ed25519.PublicKey))}},
+		MrEnclave:  m.MrEnclave,
+		MrSigner:   m.MrSigner,
+		Tier:       m.Tier,
+		Governance: gv,
 	}
 	for _, k := range b.enc.Keys() {
 		g.Keys = append(g.Keys, ledger.PublicKey(k))

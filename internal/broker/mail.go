@@ -7,10 +7,11 @@ import (
 	"errors"
 	"strings"
 
+	"github.com/agentkeys/agentkeys/internal/apiv1"
 	"github.com/agentkeys/agentkeys/internal/ledger"
 	"github.com/agentkeys/agentkeys/internal/mail"
+	"github.com/agentkeys/agentkeys/internal/maildns"
 	"github.com/agentkeys/agentkeys/internal/problem"
-	"github.com/agentkeys/agentkeys/internal/vault"
 )
 
 // The owner's mail management (§9): domains, inboxes and grants. Each change is
@@ -29,7 +30,7 @@ func (b *Broker) mailAppend(ctx context.Context, lg *ledger.Ledger, c *Caller, k
 }
 
 func checkDomain(name string) (string, error) {
-	d := mail.NormalizeDomain(name)
+	d := maildns.Normalize(name)
 	if !mail.ValidDomain(d) {
 		return "", problem.Newf(problem.BadRequest, "use a DNS name you control, e.g. agents.example.com",
 			"%q is not a domain name", name)
@@ -38,7 +39,7 @@ func checkDomain(name string) (string, error) {
 }
 
 func checkAlias(alias string) error {
-	if !vault.ValidName(alias) {
+	if !apiv1.ValidName(alias) {
 		return problem.Newf(problem.BadRequest, "name the agent by its alias, e.g. --agent ci-bot (agentkeys agent list)", "%q is not an agent alias", alias)
 	}
 	return nil
@@ -229,7 +230,7 @@ func (b *Broker) GrantInbox(ctx context.Context, c *Caller, address, alias strin
 // publish in DNS (agentkeys mail dns): today the Ed25519 key dkim/<domain>/v1.
 // Only the domain's owner asks, so no one makes the enclave derive keys for
 // names that are no one's.
-func (b *Broker) DKIMKeys(ctx context.Context, c *Caller, name string) ([]mail.DKIMKey, error) {
+func (b *Broker) DKIMKeys(ctx context.Context, c *Caller, name string) ([]apiv1.DKIMKey, error) {
 	lg, err := b.ownerLedger(c)
 	if err != nil {
 		return nil, err
@@ -252,5 +253,5 @@ func (b *Broker) DKIMKeys(ctx context.Context, c *Caller, name string) ([]mail.D
 	if err != nil {
 		return nil, err
 	}
-	return []mail.DKIMKey{{Selector: d.DKIMSelector, Alg: "ed25519", Public: base64.StdEncoding.EncodeToString(pub)}}, nil
+	return []apiv1.DKIMKey{{Selector: d.DKIMSelector, Alg: "ed25519", Public: base64.StdEncoding.EncodeToString(pub)}}, nil
 }

@@ -8,7 +8,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/agentkeys/agentkeys/internal/mail"
+	"github.com/agentkeys/agentkeys/internal/apiv1"
+	"github.com/agentkeys/agentkeys/internal/maildns"
 	"github.com/agentkeys/agentkeys/internal/problem"
 )
 
@@ -28,7 +29,7 @@ is a ledger entry your account signs.`,
 }
 
 // domainJSON is a domain as --json prints it.
-func domainJSON(d *mail.Domain) map[string]any {
+func domainJSON(d *apiv1.Domain) map[string]any {
 	return map[string]any{"name": d.Name, "dkim_selector": d.DKIMSelector, "status": d.Status, "added": nanoTime(d.Added)}
 }
 
@@ -146,10 +147,10 @@ your account signs, and shows in agentkeys usage.`,
 }
 
 // inboxJSON is an inbox as --json prints it.
-func inboxJSON(in *mail.Inbox, grants []mail.Grant) map[string]any {
+func inboxJSON(in *apiv1.Inbox, grants []apiv1.Grant) map[string]any {
 	out := map[string]any{"address": in.Address, "agent": in.Agent, "domain": in.Domain, "wallet": in.Wallet,
-		"created_at": nanoTime(in.CreatedAt), "live": in.Live()}
-	if !in.Live() {
+		"created_at": nanoTime(in.CreatedAt), "live": in.DeletedAt == 0}
+	if in.DeletedAt != 0 {
 		out["deleted_at"] = nanoTime(in.DeletedAt)
 	}
 	if grants != nil {
@@ -213,7 +214,7 @@ func inboxListCmd(e *env) *cobra.Command {
 				return err
 			}
 			if !all {
-				list = slices.DeleteFunc(list, func(l mail.Listed) bool { return !l.Live() })
+				list = slices.DeleteFunc(list, func(l apiv1.InboxListing) bool { return l.DeletedAt != 0 })
 			}
 			if asJSON {
 				out := make([]map[string]any, len(list))
@@ -234,7 +235,7 @@ func inboxListCmd(e *env) *cobra.Command {
 					gs = append(gs, g.Agent+":"+strings.Join(g.Rights, "+"))
 				}
 				deleted := "-"
-				if !l.Live() {
+				if l.DeletedAt != 0 {
 					deleted = nanoTime(l.DeletedAt)
 				}
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", l.Address, l.Agent, cmpOrDash(strings.Join(gs, " ")), nanoTime(l.CreatedAt), deleted)
@@ -371,17 +372,17 @@ should rely on SPF alignment until it is.`,
 			"  agentkeys mail dns --domain agents.example.com --mx mx.example.com --dmarc reject --json",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if !slices.Contains(mail.DMARCPolicies, dmarc) {
+			if !slices.Contains(maildns.DMARCPolicies, dmarc) {
 				return problem.Newf(problem.BadRequest, "use --dmarc none, quarantine or reject", "%q is not a DMARC policy", dmarc)
 			}
 			if ttl < 60 || ttl > 604800 {
 				return problem.New(problem.BadRequest, "--ttl is seconds between 60 and 604800", "use e.g. --ttl 3600")
 			}
-			d := mail.NormalizeDomain(domain)
+			d := maildns.Normalize(domain)
 			if mx == "" {
 				mx = "mail." + d
 			}
-			if mx = mail.NormalizeDomain(mx); !mail.ValidDomain(mx) {
+			if mx = maildns.Normalize(mx); !maildns.Valid(mx) {
 				return problem.Newf(problem.BadRequest, "pass the mail edge's host name, e.g. --mx mail.example.com", "%q is not a host name", mx)
 			}
 			_, c, err := e.ownerSession()
@@ -392,7 +393,7 @@ should rely on SPF alignment until it is.`,
 			if err != nil {
 				return err
 			}
-			z := mail.Zone{Domain: d, MX: mx, TTL: ttl, DKIM: keys, DMARC: dmarc}
+			z := maildns.Zone{Domain: d, MX: mx, TTL: ttl, DKIM: keys, DMARC: dmarc}
 			if asJSON {
 				return e.jsonOut(map[string]any{"domain": d, "mx": mx, "ttl": ttl, "dkim": keys, "dmarc": dmarc, "zone": z.BIND()})
 			}

@@ -23,6 +23,7 @@ import (
 	"github.com/agentkeys/agentkeys/internal/api"
 	"github.com/agentkeys/agentkeys/internal/broker"
 	"github.com/agentkeys/agentkeys/internal/enclave"
+	"github.com/agentkeys/agentkeys/internal/ledger"
 	"github.com/agentkeys/agentkeys/internal/ledger/ledgerstore"
 	"github.com/agentkeys/agentkeys/internal/oidc"
 	"github.com/agentkeys/agentkeys/internal/problem"
@@ -43,7 +44,11 @@ func serverCmd(e *env) *cobra.Command {
 $AGENTKEYS_HOME/server (default ~/.agentkeys/server), embedded SQLite ledger,
 HTTP on 127.0.0.1:8090. The first start creates and seals the master seed and
 creates the operator (governance) key; later starts unseal the same seed.
---ledger URL keeps the ledger elsewhere (default sqlite://<data-dir>/ledger.db).
+--ledger URL keeps the ledger elsewhere (default sqlite://<data-dir>/ledger.db),
+e.g. in PostgreSQL: --ledger postgres://USER@HOST:PORT/DATABASE (the
+schema is created and migrated at start; a database that cannot be reached
+exits 5). Its password goes in PGPASSWORD or ~/.pgpass, never in the URL: a
+command line is readable by every user of the machine.
 
 The platform key that seals the seed (the stand-in for a CPU's sealing key) is
 $AGENTKEYS_HOME/platform.key (--platform-key PATH), or AGENTKEYS_PLATFORM_KEY
@@ -72,6 +77,7 @@ they are served only there, on a listener of their own (e.g. one reachable
 from the monitoring network alone), and the API's /metrics answers 404.`,
 		Example: "  agentkeys server\n  agentkeys server --data-dir /var/lib/agentkeys/server --platform-key /etc/agentkeys/platform.key --listen 127.0.0.1:9000\n" +
 			"  agentkeys server --issuer https://keys.example.com --public-url https://keys.internal.example:8443\n" +
+			"  PGPASSFILE=/etc/agentkeys/pgpass agentkeys server --ledger postgres://agentkeys@db.example:5432/agentkeys?sslmode=verify-full\n" +
 			"  agentkeys server --signup invite --trusted-proxy 10.0.0.0/8 --pair-rate 20/1m,300/1m\n" +
 			"  agentkeys server --listen 0.0.0.0:8090 --metrics-listen 127.0.0.1:9100   # /metrics apart from the API\n" +
 			"  agentkeys server --mrsigner-key 3b6a27bcceb6a42d62a3a8d02a6f0d73653215771de243a63ac048a18b59da29   # a signed release",
@@ -81,8 +87,12 @@ from the monitoring network alone), and the API's /metrics answers 404.`,
 				dataDir = filepath.Join(e.home(), "server")
 			}
 			if ledgerURL != "" {
-				if _, err := ledgerstore.Parse(ledgerURL); err != nil {
-					return problem.New(problem.BadRequest, "--ledger: "+err.Error(), "pass --ledger "+ledgerstore.SQLite("/var/lib/agentkeys/ledger.db")+", or drop it for the file in --data-dir")
+				src, err := ledgerstore.Parse(ledgerURL)
+				if err != nil {
+					return problem.New(problem.BadRequest, "--ledger: "+err.Error(), "pass --ledger "+ledgerstore.SQLite("/var/lib/agentkeys/ledger.db")+" or postgres://USER@HOST:PORT/DATABASE, or drop it for the file in --data-dir")
+				}
+				if src.HasPassword() {
+					return passwordInArgv(src)
 				}
 			}
 			if platformKey != "" && e.getenv("AGENTKEYS_PLATFORM_KEY") != "" {
@@ -141,7 +151,7 @@ from the monitoring network alone), and the API's /metrics answers 404.`,
 		},
 	}
 	cmd.Flags().StringVar(&dataDir, "data-dir", "", "where the sealed seed, ledger and operator key live (default $AGENTKEYS_HOME/server)")
-	cmd.Flags().StringVar(&ledgerURL, "ledger", "", "the ledger store as a URL, e.g. sqlite:///var/lib/agentkeys/ledger.db (default sqlite://<data-dir>/ledger.db)")
+	cmd.Flags().StringVar(&ledgerURL, "ledger", "", "the ledger store as a URL: sqlite:///var/lib/agentkeys/ledger.db or postgres://USER@HOST:PORT/DATABASE (default sqlite://<data-dir>/ledger.db)")
 	cmd.Flags().StringVar(&platformKey, "platform-key", "", "file holding the platform key that seals the seed, outside the data dir (default $AGENTKEYS_HOME/platform.key)")
 	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:8090", "address for the HTTP API")
 	cmd.Flags().StringVar(&metricsListen, "metrics-listen", "", "serve GET /metrics on this address only, not on the API (default: on the API)")
@@ -248,6 +258,20 @@ password; the new owner runs agentkeys init --server URL --invite-file FILE.`,
 	return cmd
 }
 
+// passwordInArgv refuses a --ledger URL with a password: argv is readable by every
+// local user (ps, /proc). The message names the URL without it.
+func passwordInArgv(src ledgerstore.Source) error {
+	return problem.Newf(problem.BadRequest, "drop the password from the URL and set it in PGPASSWORD or ~/.pgpass (PostgreSQL's own places, which agentkeys reads)",
+		"--ledger %s carries a password, and a command line is readable by every user of this machine", src)
+}
+
+// unreachableStore is the answer to a ledger store that cannot be reached (exit
+// 5); the driver's message names the URL without its password.
+func unreachableStore(err error) error {
+	return problem.Wrap(err, problem.Unreachable, "start the database, or correct --ledger (postgres://USER@HOST:PORT/DATABASE) or its password (PGPASSWORD, ~/.pgpass)",
+		"%v", err)
+}
+
 // StartRefused is the code of a server that refuses to start (exit 1).
 const StartRefused problem.Code = "START_REFUSED"
 
@@ -317,6 +341,9 @@ func runServer(ctx context.Context, log *slog.Logger, cfg serverConfig) error {
 		return problem.Newf(StartRefused, "sign this exact executable with the key whose public half is --mrsigner-key "+
 			"(agentkeys release sign --key KEY --binary "+unsigned.Executable+"), or start without --mrsigner-key to run as tier dev",
 			"--mrsigner-key is set, so this build runs only as a signed release, and %s does not verify: %s", unsigned.SigFile, unsigned.Reason)
+	}
+	if errors.Is(err, ledger.ErrUnreachable) {
+		return unreachableStore(err)
 	}
 	if err != nil {
 		// one line: the enclave's message names the cause and the fix

@@ -118,6 +118,8 @@ type Ledger struct {
 
 	salts salter // payload-commitment salts; used by the preparer only
 
+	ledgerID Hash // hash of the genesis entry: what governance proposals are bound to
+
 	head  atomic.Pointer[Head] // last durable entry the committer delivered to OnCommit
 	cache *stateCache          // committed state, write-through
 
@@ -188,6 +190,11 @@ func Open(ctx context.Context, d Driver, s Schema, signer Signer, opts Options) 
 		if g.LedgerKey != signer.LedgerKey() {
 			return nil, fmt.Errorf("%w (ledger has %s…, enclave has %s…)", ErrForeignLedger, g.LedgerKey[:16], signer.LedgerKey()[:16])
 		}
+		first, err := d.Entries(ctx, 0, 1)
+		if err != nil || len(first) != 1 {
+			return nil, fmt.Errorf("ledger: reading genesis: %v", err)
+		}
+		l.ledgerID = first[0].Hash()
 		l.head.Store(&h)
 		if st := opts.Start; st != nil {
 			if st.Seq > h.Seq {
@@ -222,9 +229,11 @@ func Open(ctx context.Context, d Driver, s Schema, signer Signer, opts Options) 
 		if b := l.prepare([]*request{r}, false); b != nil {
 			l.commit([]*batch{b})
 		}
-		if res := <-r.done; res.err != nil || len(res.es) != 1 {
+		res := <-r.done
+		if res.err != nil || len(res.es) != 1 {
 			return nil, fmt.Errorf("ledger: writing genesis: %w", res.err)
 		}
+		l.ledgerID = res.es[0].Hash()
 	}
 	committed := make(chan struct{})
 	l.signers()
@@ -235,6 +244,10 @@ func Open(ctx context.Context, d Driver, s Schema, signer Signer, opts Options) 
 	}
 	return l, nil
 }
+
+// ID is the ledger's identity: the hash of its genesis entry. Governance
+// proposals are bound to it.
+func (l *Ledger) ID() Hash { return l.ledgerID }
 
 // Head returns the position of the newest durable entry.
 func (l *Ledger) Head() Head { return *l.head.Load() }

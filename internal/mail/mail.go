@@ -14,7 +14,9 @@ import (
 	"strings"
 
 	"github.com/agentkeys/agentkeys/internal/agent"
+	"github.com/agentkeys/agentkeys/internal/apiv1"
 	"github.com/agentkeys/agentkeys/internal/ledger"
+	"github.com/agentkeys/agentkeys/internal/maildns"
 	"github.com/agentkeys/agentkeys/internal/problem"
 )
 
@@ -126,29 +128,11 @@ func grantsPrefix(address string) string         { return "mail/grant/" + addres
 func ownerPrefix(owner, what string) string      { return "mail/owner/" + owner + "/" + what + "/" }
 func putIndex(st ledger.State, key string) error { return st.Put(key, []byte("1")) }
 
-// ValidDomain reports whether s is a lowercase DNS name of at least two labels:
-// letters, digits and '-' (not at a label's ends), labels of 1-63, 253 in all.
-func ValidDomain(s string) bool {
-	if len(s) > 253 || !strings.Contains(s, ".") {
-		return false
-	}
-	for l := range strings.SplitSeq(s, ".") {
-		if len(l) == 0 || len(l) > 63 || l[0] == '-' || l[len(l)-1] == '-' {
-			return false
-		}
-		for i := 0; i < len(l); i++ {
-			if c := l[i]; !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
-				return false
-			}
-		}
-	}
-	return true
-}
+// ValidDomain reports whether s may name a mail domain (maildns.Valid).
+func ValidDomain(s string) bool { return maildns.Valid(s) }
 
-// NormalizeDomain lowercases a domain name and drops one trailing dot.
-func NormalizeDomain(s string) string {
-	return strings.TrimSuffix(strings.ToLower(strings.TrimSpace(s)), ".")
-}
+// DKIMPath is the enclave key (ed25519, RFC 8463) that signs domain's mail.
+func DKIMPath(domain string) string { return "dkim/" + domain + "/v1" }
 
 // Address is the inbox address of the agent with wallet on domain:
 // "a" + the first 12 hex digits of the wallet (lowercase) + "@" + domain.
@@ -277,7 +261,7 @@ func foldInboxCreated(st ledger.State, e *ledger.Entry) error {
 	if err != nil {
 		return err
 	}
-	if !ok || a.Status == agent.TornDown {
+	if !ok || a.Status == apiv1.AgentTornDown {
 		return noAgent(c.Agent)
 	}
 	if a.Wallet != c.Wallet {
@@ -394,7 +378,7 @@ func foldGranted(st ledger.State, e *ledger.Entry) error {
 	if err != nil {
 		return err
 	}
-	if !ok || a.Status == agent.TornDown {
+	if !ok || a.Status == apiv1.AgentTornDown {
 		return noAgent(g.Agent)
 	}
 	for _, r := range g.Rights {

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/agentkeys/agentkeys/internal/agent"
+	"github.com/agentkeys/agentkeys/internal/apiv1"
 	"github.com/agentkeys/agentkeys/internal/ledger"
 	"github.com/agentkeys/agentkeys/internal/problem"
 )
@@ -29,10 +30,10 @@ type world struct {
 
 func newWorld(t *testing.T) *world {
 	w := &world{t: t, st: ledger.NewMemState()}
-	w.agent(ownerA, "bot", walletBot, agent.Active)
-	w.agent(ownerA, "helper", "0x1111111111111111111111111111111111111111", agent.Active)
-	w.agent(ownerA, "gone", "0x2222222222222222222222222222222222222222", agent.TornDown)
-	w.agent(ownerB, "other", "0x3333333333333333333333333333333333333333", agent.Active)
+	w.agent(ownerA, "bot", walletBot, apiv1.AgentActive)
+	w.agent(ownerA, "helper", "0x1111111111111111111111111111111111111111", apiv1.AgentActive)
+	w.agent(ownerA, "gone", "0x2222222222222222222222222222222222222222", apiv1.AgentTornDown)
+	w.agent(ownerB, "other", "0x3333333333333333333333333333333333333333", apiv1.AgentActive)
 	return w
 }
 
@@ -82,16 +83,6 @@ func TestAddress(t *testing.T) {
 	in := Inbox{Wallet: walletBot, Address: "aabcdef012345@mail.example.com"}
 	if p := in.Prefix(); p != strings.ToLower(walletBot)+"/aabcdef012345@mail.example.com/" {
 		t.Fatalf("Prefix = %q", p)
-	}
-	for _, d := range []string{"example.com", "a.b.c", "x-1.example"} {
-		if !ValidDomain(d) {
-			t.Errorf("%q refused", d)
-		}
-	}
-	for _, d := range []string{"", "localhost", "Example.com", "-a.com", "a-.com", "a..com", "a.com.", "a_b.com", "a/b.com", strings.Repeat("a", 64) + ".com", strings.Repeat("a.", 127) + "com"} {
-		if ValidDomain(d) {
-			t.Errorf("%q accepted", d)
-		}
 	}
 }
 
@@ -163,11 +154,11 @@ func TestInboxes(t *testing.T) {
 	}
 
 	// A torn-down agent holds nothing, whatever its grant says.
-	w.agent(ownerA, "bot", walletBot, agent.TornDown)
+	w.agent(ownerA, "bot", walletBot, apiv1.AgentTornDown)
 	if ok, _ := Holds(w.st, ownerA, "bot", c.Address, Read); ok {
 		t.Fatal("a torn-down agent still reads its inbox")
 	}
-	w.agent(ownerA, "bot", walletBot, agent.Active)
+	w.agent(ownerA, "bot", walletBot, apiv1.AgentActive)
 
 	// Deleting: only its owner, naming its agent; the grants go with it.
 	del := InboxChange{Owner: ownerA, Address: c.Address, Agent: "bot"}

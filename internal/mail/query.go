@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/agentkeys/agentkeys/internal/agent"
+	"github.com/agentkeys/agentkeys/internal/apiv1"
 	"github.com/agentkeys/agentkeys/internal/ledger"
 )
 
@@ -85,7 +86,7 @@ func Holds(st ledger.State, owner, alias, address, right string) (bool, error) {
 		return false, err
 	}
 	a, ok, err := agent.Get(st, owner, alias)
-	return ok && a.Status != agent.TornDown, err
+	return ok && a.Status != apiv1.AgentTornDown, err
 }
 
 // GetGrant reads what the owner's agent alias holds on the owner's live inbox

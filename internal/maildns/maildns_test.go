@@ -1,16 +1,34 @@
-package mail
+package maildns
 
 import (
 	"crypto/ed25519"
 	"encoding/base64"
 	"strings"
 	"testing"
+
+	"github.com/agentkeys/agentkeys/internal/apiv1"
 )
+
+func TestValid(t *testing.T) {
+	for _, d := range []string{"example.com", "a.b.c", "x-1.example"} {
+		if !Valid(d) {
+			t.Errorf("%q refused", d)
+		}
+	}
+	for _, d := range []string{"", "localhost", "Example.com", "-a.com", "a-.com", "a..com", "a.com.", "a_b.com", "a/b.com", strings.Repeat("a", 64) + ".com", strings.Repeat("a.", 127) + "com"} {
+		if Valid(d) {
+			t.Errorf("%q accepted", d)
+		}
+	}
+	if n := Normalize(" Agents.Example.COM. "); n != "agents.example.com" {
+		t.Errorf("Normalize: %q", n)
+	}
+}
 
 func TestZone(t *testing.T) {
 	pub, _, _ := ed25519.GenerateKey(nil)
 	z := Zone{Domain: "agents.example.com", MX: "mail.agents.example.com", TTL: 300, DMARC: "quarantine",
-		DKIM: []DKIMKey{{Selector: Selector, Alg: "ed25519", Public: base64.StdEncoding.EncodeToString(pub)}}}
+		DKIM: []apiv1.DKIMKey{{Selector: "ak1", Alg: "ed25519", Public: base64.StdEncoding.EncodeToString(pub)}}}
 	got := z.BIND()
 	for _, want := range []string{
 		"$ORIGIN agents.example.com.\n$TTL 300\n",

@@ -1,21 +1,41 @@
-package mail
+// Package maildns is the DNS side of a mail domain, shared by the broker and
+// the owner's CLI: what a valid domain name is, and the records a domain
+// publishes (agentkeys mail dns) as a BIND zone. Standard library and apiv1
+// only: the CLI links it without the server side.
+package maildns
 
 import (
 	"fmt"
 	"strings"
+
+	"github.com/agentkeys/agentkeys/internal/apiv1"
 )
 
-// DKIMPath is the enclave key (ed25519, RFC 8463) that signs domain's mail.
-func DKIMPath(domain string) string { return "dkim/" + domain + "/v1" }
-
-// DKIMKey is a domain's public DKIM key as published in DNS.
-type DKIMKey struct {
-	Selector string `json:"selector"`
-	Alg      string `json:"alg"`    // "ed25519" (RFC 8463); "rsa" later
-	Public   string `json:"public"` // base64 (std, padded) of the raw key, the p= tag
+// Valid reports whether s is a lowercase DNS name of at least two labels:
+// letters, digits and '-' (not at a label's ends), labels of 1-63, 253 in all.
+func Valid(s string) bool {
+	if len(s) > 253 || !strings.Contains(s, ".") {
+		return false
+	}
+	for l := range strings.SplitSeq(s, ".") {
+		if len(l) == 0 || len(l) > 63 || l[0] == '-' || l[len(l)-1] == '-' {
+			return false
+		}
+		for i := 0; i < len(l); i++ {
+			if c := l[i]; !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
+				return false
+			}
+		}
+	}
+	return true
 }
 
-// DMARC policies a zone may ask receivers for.
+// Normalize lowercases a domain name and drops one trailing dot.
+func Normalize(s string) string {
+	return strings.TrimSuffix(strings.ToLower(strings.TrimSpace(s)), ".")
+}
+
+// DMARCPolicies are the policies a zone may ask receivers for.
 var DMARCPolicies = []string{"none", "quarantine", "reject"}
 
 // Zone is what a mail domain publishes.
@@ -23,7 +43,7 @@ type Zone struct {
 	Domain string
 	MX     string // host receiving the domain's mail (the mail edge)
 	TTL    int    // seconds
-	DKIM   []DKIMKey
+	DKIM   []apiv1.DKIMKey
 	DMARC  string // one of DMARCPolicies
 }
 
