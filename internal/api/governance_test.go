@@ -28,7 +28,7 @@ func proposalFor(t *testing.T, e *env, kind string, payload any, keys ...ed25519
 	}
 	var nonce [16]byte
 	rand.Read(nonce[:])
-	pr := ledger.Proposal{Ledger: g.Ledger, Kind: kind, Payload: p, Nonce: hex.EncodeToString(nonce[:]), Expires: time.Now().Add(time.Hour).Unix()}
+	pr := ledger.Proposal{Ledger: g.Ledger, Kind: kind, Payload: p, Nonce: hex.EncodeToString(nonce[:]), Expires: e.now().Add(time.Hour).Unix()}
 	for _, k := range keys {
 		pr.Sign(k)
 	}
@@ -56,7 +56,7 @@ func TestGovernanceProposalRoute(t *testing.T) {
 	foreign.Ledger[0] ^= 1
 	foreign.Sign(op)
 	expired := proposalFor(t, e, "successor.authorize", authorize)
-	expired.Expires = time.Now().Add(-time.Minute).Unix()
+	expired.Expires = e.now().Add(-time.Minute).Unix()
 	expired.Sign(op)
 	many := proposalFor(t, e, "successor.authorize", authorize)
 	for range ledger.MaxGovernanceMembers + 1 {
@@ -114,10 +114,10 @@ func TestInviteNeedsCurrentMember(t *testing.T) {
 		_, err := e.c.CreateAccount(ctx, l)
 		return err
 	}
-	if err := try(broker.NewInvite(op, e.srv.URL, time.Now().Add(time.Hour))); code(err) != problem.Denied {
+	if err := try(broker.NewInvite(op, e.srv.URL, e.now().Add(time.Hour))); code(err) != problem.Denied {
 		t.Fatalf("an invite by the removed operator key: %v", err)
 	}
-	if err := try(broker.NewInvite(member, e.srv.URL, time.Now().Add(time.Hour))); err != nil {
+	if err := try(broker.NewInvite(member, e.srv.URL, e.now().Add(time.Hour))); err != nil {
 		t.Fatalf("an invite by the current member: %v", err)
 	}
 }

@@ -5,12 +5,10 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/agentkeys/agentkeys/internal/broker"
-	"github.com/agentkeys/agentkeys/internal/ledger"
 	"github.com/agentkeys/agentkeys/internal/problem"
 	"github.com/agentkeys/agentkeys/internal/registry"
 	"github.com/agentkeys/agentkeys/internal/token"
@@ -31,10 +29,8 @@ func jwtPart(t *testing.T, tok string, i int, v any) {
 // refused — even on a token it signed with a later expiry (a leaked old key) —
 // also after a restart. A window shorter than the session lifetime is refused.
 func TestSessionKeyRotation(t *testing.T) {
-	var clock atomic.Int64
-	clock.Store(time.Now().UnixNano())
-	now := func() time.Time { return time.Unix(0, clock.Load()) }
-	e := newEnv(t, broker.Config{SessionTTL: time.Hour, Now: now, Ledger: ledger.Options{Now: now}})
+	e := newEnv(t, broker.Config{SessionTTL: time.Hour})
+	now := e.now
 	ctx := context.Background()
 	op, err := broker.LoadOperatorKey(broker.OperatorKeyPath(e.dataDir))
 	if err != nil {
@@ -53,11 +49,11 @@ func TestSessionKeyRotation(t *testing.T) {
 	}
 	var c1 token.Claims
 	jwtPart(t, g1.Token, 1, &c1)
-	leaked, err := token.NewIssuer(e.enclave(t), token.Options{Issuer: e.srv.URL, Current: "issuer/jwt/v1"})
+	leaked, err := token.NewIssuer(e.enclave(t), token.Options{Issuer: e.srv.URL, Current: "issuer/jwt/v1", Now: e.now})
 	if err != nil {
 		t.Fatal(err)
 	}
-	forged, _, err := leaked.Mint(token.Claims{Subject: c1.Subject, SessionID: c1.SessionID, Role: token.RoleOwner, Expiry: time.Now().Add(3 * time.Hour).Unix()})
+	forged, _, err := leaked.Mint(token.Claims{Subject: c1.Subject, SessionID: c1.SessionID, Role: token.RoleOwner, Expiry: e.now().Add(3 * time.Hour).Unix()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,7 +85,8 @@ func TestSessionKeyRotation(t *testing.T) {
 		t.Fatalf("session keys: %+v %v", ks, err)
 	}
 
-	clock.Add(int64(time.Hour + time.Minute + time.Second)) // every v1 session has expired
+	e.clock.Advance(time.Hour + time.Minute + time.Second) // every v1 session has expired
+	fresh, _ = e.owner(t)                                  // the v2 session from before has expired with them (same TTL): a new one
 	for _, restart := range []bool{false, true} {
 		if restart {
 			e.restart(t)

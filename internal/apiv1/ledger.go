@@ -40,6 +40,6 @@ type GovernanceInfo struct {
 // ProposalResult is the answer to a submitted proposal: the entry it became and,
 // for oidc.rotate, what the rotation did.
 type ProposalResult struct {
-	Entry  entry.Entry         `json:"entry"`
+	Entry  entry.Entry   `json:"entry"`
 	Rotate *RotateResult `json:"rotate,omitempty"`
 }

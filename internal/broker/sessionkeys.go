@@ -40,7 +40,7 @@ type sessionIssuer struct {
 
 func newSessionKeys(enc *enclave.Enclave, issuer string, now func() time.Time, state func() (ledger.State, bool)) (*sessionKeys, error) {
 	s := &sessionKeys{enc: enc, issuer: issuer, now: now, state: state}
-	i, err := token.NewIssuer(enc, token.Options{Issuer: issuer, Current: "issuer/jwt/v1"})
+	i, err := token.NewIssuer(enc, token.Options{Issuer: issuer, Current: "issuer/jwt/v1", Now: now})
 	if err != nil {
 		return nil, err
 	}
@@ -77,7 +77,7 @@ func (s *sessionKeys) get() (*sessionIssuer, error) {
 		return nil, err
 	}
 	now := s.now().Unix()
-	o := token.Options{Issuer: s.issuer, Current: ks[len(ks)-1].Path}
+	o := token.Options{Issuer: s.issuer, Current: ks[len(ks)-1].Path, Now: s.now}
 	next := &sessionIssuer{}
 	for _, k := range ks[:len(ks)-1] {
 		if k.Accepted(now) {
