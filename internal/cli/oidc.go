@@ -125,19 +125,41 @@ AWS, to try the AWS setup on one machine.`,
 	seaweed.Flags().StringVar(&sw.Audience, "audience", oidc.AWSAudience, "the token audience (client id)")
 
 	var gc federation.GCPInput
-	gcp := registerCmd(e, &o, "gcp", "Workload identity pool and OIDC provider with attribute mapping",
-		"  agentkeys oidc register gcp --issuer https://keys.example.com --project my-proj --project-number 123456789",
-		func(string) (*federation.GCP, error) { gc.Issuer = o.issuer; return federation.GenerateGCP(gc) },
-		nil, // commands only
-		func(out *federation.GCP, _ []docFile) {
-			fmt.Fprintf(e.stdout, "# audience for agents' tokens (server --oidc-audience): %s\n", out.Audience)
+	gcp := registerCmd(e, &o, "gcp", "Workload identity pool and OIDC provider admitting given agents, and the credential configuration for Google's SDKs",
+		"  agentkeys oidc register gcp --issuer https://keys.example.com --project my-proj --project-number 123456789 --agent-wallet 0xAGENT\n"+
+			"  agentkeys oidc register gcp --issuer https://keys.example.com --project my-proj --project-number 123456789 --agent-wallet 0xAGENT --service-account agents@my-proj.iam.gserviceaccount.com --out gcp-setup",
+		func(dir string) (*federation.GCP, error) {
+			gc.Issuer, gc.FileDir = o.issuer, dir
+			return federation.GenerateGCP(gc)
+		},
+		func(out *federation.GCP) []docFile {
+			return []docFile{{federation.GCPCredentialFile, 0o644, out.Credentials}} // no secret: it names a token file
+		},
+		func(out *federation.GCP, docs []docFile) {
+			fmt.Fprintf(e.stdout, "# The broker must allow the audience: agentkeys server --oidc-audience %s\n", out.Audience)
+			fmt.Fprintf(e.stdout, "# Agents' scope: agentkeys agent scope ALIAS --add oidc:%s\n", out.Audience)
+			fmt.Fprintf(e.stdout, "\n# 1. Run:\n")
 			e.printLines(out.Commands)
+			if len(out.Principals) > 0 {
+				fmt.Fprintf(e.stdout, "\n# Grant roles to each agent (survives broker upgrades: keyed on the wallet, not sub):\n")
+				for _, p := range out.Principals {
+					fmt.Fprintf(e.stdout, "#   gcloud projects add-iam-policy-binding PROJECT --role=ROLE --member=%s\n", p)
+				}
+			}
+			if docs != nil {
+				fmt.Fprintf(e.stdout, "\n# 2. Save this file in the agent's sandbox.\n")
+				e.printDocs(docs)
+			}
+			fmt.Fprintf(e.stdout, "\n# 3. In the agent's sandbox (every Google SDK and gcloud then just work):\n")
+			e.printLines(out.Agent)
 		})
 	gcp.Flags().StringVar(&gc.Project, "project", "", "GCP project id")
 	gcp.Flags().StringVar(&gc.ProjectNumber, "project-number", "", "GCP project number")
 	gcp.Flags().StringVar(&gc.Pool, "pool", "agentkeys", "workload identity pool id")
 	gcp.Flags().StringVar(&gc.Provider, "provider", "agentkeys-oidc", "provider id")
 	gcp.Flags().StringVar(&gc.ServiceAccount, "service-account", "", "service account agents impersonate (optional)")
+	gcp.Flags().StringArrayVar(&gc.Wallets, "agent-wallet", nil, "wallet of an agent the provider admits (repeatable; agentkeys agent list)")
+	gcp.Flags().StringVar(&gc.TokenFile, "token-file", federation.GCPTokenFile, "where the agent's daemon keeps the token")
 
 	var az federation.AzureInput
 	azure := registerCmd(e, &o, "azure", "Federated identity credential of an app registration",

@@ -43,8 +43,14 @@ func TestAWSDocuments(t *testing.T) {
 }
 
 func TestOtherClouds(t *testing.T) {
-	if g, err := GenerateGCP(GCPInput{Issuer: "https://k", Project: "p", ProjectNumber: "1"}); err != nil || !strings.Contains(g.Commands[1], "--issuer-uri=https://k") {
+	if g, err := GenerateGCP(GCPInput{Issuer: "https://k", Project: "p", ProjectNumber: "1", Wallets: []string{"0xAbCdEf0123456789aBcDeF0123456789AbCdEf01"}}); err != nil ||
+		!strings.Contains(g.Commands[1], "--issuer-uri=https://k") || g.Condition != "assertion.agentkeys_user_wallet in ['0xabcdef0123456789abcdef0123456789abcdef01']" {
 		t.Fatalf("gcp: %v %+v", err, g)
+	}
+	for _, bad := range [][]string{nil, {"0x12"}, {"abcdef0123456789abcdef0123456789abcdef0123"}, {"0xabcdef0123456789abcdef0123456789abcdef0g"}, {"0xabcdef0123456789abcdef0123456789abcdef01'] || true || ['"}} {
+		if _, err := GenerateGCP(GCPInput{Issuer: "https://k", Project: "p", ProjectNumber: "1", Wallets: bad}); err == nil {
+			t.Errorf("gcp accepted agent wallets %q", bad)
+		}
 	}
 	if a, err := GenerateAzure(AzureInput{Issuer: "https://k", AppID: "x", Subject: "enclave:a"}); err != nil || a.Credential["issuer"] != "https://k" {
 		t.Fatalf("azure: %v %+v", err, a)

@@ -1,6 +1,7 @@
 package federation
 
 import (
+	"cmp"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -8,9 +9,24 @@ import (
 	"github.com/agentkeys/agentkeys/internal/oidc"
 )
 
+// GCP's endpoints and token types (RFC 8693), as its external_account
+// credential configuration names them.
+const (
+	GCPTokenURL         = "https://sts.googleapis.com/v1/token"
+	GCPSubjectTokenType = "urn:ietf:params:oauth:token-type:jwt"
+	GCPCredentialFile   = "gcp-credentials.json"
+	GCPTokenFile        = "/run/agentkeys/gcp-token"
+)
+
 // GCPInput configures a GCP workload identity pool provider.
 type GCPInput struct {
 	Issuer, Project, ProjectNumber, Pool, Provider, ServiceAccount string
+	// Wallets are the agent wallets the provider admits (its attribute
+	// condition); at least one. Printed lower-case, as tokens carry them.
+	Wallets []string
+	// TokenFile is where the agent's daemon keeps the token (default GCPTokenFile).
+	TokenFile string
+	FileDir   string // where the credential configuration is saved ("" = the current directory)
 }
 
 // GCP is the workload identity federation setup.
@@ -18,10 +34,27 @@ type GCP struct {
 	Audience         string            `json:"audience"`
 	AttributeMapping map[string]string `json:"attribute_mapping"`
 	Condition        string            `json:"attribute_condition"`
-	Commands         []string          `json:"commands"`
+	// Credentials is the external_account credential configuration
+	// (GOOGLE_APPLICATION_CREDENTIALS) reading the daemon's token file.
+	Credentials map[string]any `json:"credential_configuration"`
+	Principals  []string       `json:"principals"` // one principalSet per agent wallet, for IAM bindings
+	Commands    []string       `json:"commands"`  // gcloud commands, in order
+	Agent       []string       `json:"agent_commands"`
 }
 
-// GenerateGCP returns the pool and provider commands with the attribute mapping.
+// GCPMapping is the provider's attribute mapping: every source is a claim the
+// broker emits (oidc.ClaimsSupported). google.subject is the wallet, not sub:
+// sub embeds the enclave measurements and changes when the build does.
+var GCPMapping = [][2]string{ // in the order the command lists them
+	{"google.subject", "assertion." + oidc.TagUserWallet},
+	{"attribute." + oidc.TagUserWallet, "assertion." + oidc.TagUserWallet},
+	{"attribute.agentkeys_owner_wallet", "assertion.agentkeys_owner_wallet"},
+	{"attribute.agentkeys_enclave_tier", "assertion.agentkeys_enclave_tier"},
+	{"attribute.agentkeys_sub", "assertion.sub"},
+}
+
+// GenerateGCP returns the pool and provider commands, the attribute condition
+// admitting only the given agents, and the credential configuration.
 func GenerateGCP(in GCPInput) (*GCP, error) {
 	if _, err := Host(in.Issuer); err != nil {
 		return nil, err
@@ -29,35 +62,72 @@ func GenerateGCP(in GCPInput) (*GCP, error) {
 	if in.Project == "" || in.ProjectNumber == "" {
 		return nil, fmt.Errorf("--project and --project-number are required")
 	}
-	if in.Pool == "" {
-		in.Pool = "agentkeys"
+	if strings.Trim(in.ProjectNumber, "0123456789") != "" {
+		return nil, fmt.Errorf("--project-number must be digits (gcloud projects describe PROJECT --format='value(projectNumber)')")
 	}
-	if in.Provider == "" {
-		in.Provider = "agentkeys-oidc"
+	wallets, err := Wallets(in.Wallets)
+	if err != nil {
+		return nil, err
 	}
-	aud := fmt.Sprintf("//iam.googleapis.com/projects/%s/locations/global/workloadIdentityPools/%s/providers/%s", in.ProjectNumber, in.Pool, in.Provider)
-	mapping := [][2]string{ // in the order the command lists them
-		{"google.subject", "assertion.sub"},
-		{"attribute.agentkeys_user_wallet", "assertion." + oidc.TagUserWallet},
-		{"attribute.agentkeys_owner_wallet", "assertion.agentkeys_owner_wallet"},
-		{"attribute.enclave_tier", "assertion.agentkeys_enclave_tier"},
-	}
+	in.Pool = cmp.Or(in.Pool, "agentkeys")
+	in.Provider = cmp.Or(in.Provider, "agentkeys-oidc")
+	in.TokenFile = cmp.Or(in.TokenFile, GCPTokenFile)
+	pool := fmt.Sprintf("projects/%s/locations/global/workloadIdentityPools/%s", in.ProjectNumber, in.Pool)
+	aud := "//iam.googleapis.com/" + pool + "/providers/" + in.Provider
 	m := map[string]string{}
 	var pairs []string
-	for _, kv := range mapping {
+	for _, kv := range GCPMapping {
 		m[kv[0]] = kv[1]
 		pairs = append(pairs, kv[0]+"="+kv[1])
 	}
-	cond := "has(assertion." + oidc.TagUserWallet + ")"
-	out := &GCP{Audience: aud, AttributeMapping: m, Condition: cond, Commands: []string{
+	quoted := make([]string, len(wallets))
+	for i, w := range wallets {
+		quoted[i] = "'" + w + "'"
+	}
+	cond := "assertion." + oidc.TagUserWallet + " in [" + strings.Join(quoted, ", ") + "]"
+	creds := map[string]any{
+		"type":               "external_account",
+		"audience":           aud,
+		"subject_token_type": GCPSubjectTokenType,
+		"token_url":          GCPTokenURL,
+		"credential_source":  map[string]any{"file": in.TokenFile, "format": map[string]any{"type": "text"}},
+	}
+	if in.ServiceAccount != "" {
+		creds["service_account_impersonation_url"] = "https://iamcredentials.googleapis.com/v1/projects/-/serviceAccounts/" + in.ServiceAccount + ":generateAccessToken"
+	}
+	out := &GCP{Audience: aud, AttributeMapping: m, Condition: cond, Credentials: creds, Commands: []string{
 		fmt.Sprintf("gcloud iam workload-identity-pools create %s --project=%s --location=global --display-name=AgentKeys", in.Pool, in.Project),
-		fmt.Sprintf("gcloud iam workload-identity-pools providers create-oidc %s --project=%s --location=global --workload-identity-pool=%s --issuer-uri=%s --allowed-audiences=%s --attribute-mapping=%s --attribute-condition='%s'",
+		fmt.Sprintf("gcloud iam workload-identity-pools providers create-oidc %s --project=%s --location=global --workload-identity-pool=%s --issuer-uri=%s --allowed-audiences=%s --attribute-mapping=%s --attribute-condition=\"%s\"",
 			in.Provider, in.Project, in.Pool, in.Issuer, aud, strings.Join(pairs, ","), cond),
 	}}
-	if in.ServiceAccount != "" {
-		out.Commands = append(out.Commands, fmt.Sprintf(
-			"gcloud iam service-accounts add-iam-policy-binding %s --project=%s --role=roles/iam.workloadIdentityUser --member='principalSet://iam.googleapis.com/projects/%s/locations/global/workloadIdentityPools/%s/*'",
-			in.ServiceAccount, in.Project, in.ProjectNumber, in.Pool))
+	for _, w := range wallets {
+		p := "principalSet://iam.googleapis.com/" + pool + "/attribute." + oidc.TagUserWallet + "/" + w
+		out.Principals = append(out.Principals, p)
+		if in.ServiceAccount != "" {
+			out.Commands = append(out.Commands, fmt.Sprintf(
+				"gcloud iam service-accounts add-iam-policy-binding %s --project=%s --role=roles/iam.workloadIdentityUser --member=%s",
+				in.ServiceAccount, in.Project, p))
+		}
+	}
+	out.Agent = []string{
+		fmt.Sprintf("agentkeys daemon serve --oidc-token-file %s=%s", aud, in.TokenFile),
+		"export GOOGLE_APPLICATION_CREDENTIALS=" + filepath.Join(in.FileDir, GCPCredentialFile),
+	}
+	return out, nil
+}
+
+// Wallets checks agent wallets (0x and 40 hex digits) and returns them
+// lower-case, the form tokens carry and relying parties compare.
+func Wallets(ws []string) ([]string, error) {
+	if len(ws) == 0 {
+		return nil, fmt.Errorf("--agent-wallet is required (repeatable): the wallet of each agent to admit, from agentkeys agent list")
+	}
+	out := make([]string, len(ws))
+	for i, w := range ws {
+		if len(w) != 42 || !strings.HasPrefix(w, "0x") || strings.Trim(strings.ToLower(w[2:]), "0123456789abcdef") != "" {
+			return nil, fmt.Errorf("--agent-wallet %q is not a wallet (0x and 40 hex digits)", w)
+		}
+		out[i] = strings.ToLower(w)
 	}
 	return out, nil
 }
@@ -94,6 +164,9 @@ func GenerateAzure(in AzureInput) (*Azure, error) {
 	return &Azure{Credential: c, Commands: []string{
 		fmt.Sprintf("az ad app federated-credential create --id %s --parameters %s", in.AppID, filepath.Join(in.FileDir, AzureCredentialFile))}}, nil
 }
+
+// AliAudience is the audience Alibaba Cloud STS expects (the provider's client id).
+const AliAudience = "sts.aliyuncs.com"
 
 // AliInput configures an Alibaba Cloud RAM OIDC provider.
 type AliInput struct {

@@ -1,0 +1,278 @@
+package e2e
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"io"
+	"maps"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"cel.dev/cel-go/cel"
+	gooidc "github.com/coreos/go-oidc/v3/oidc"
+	"golang.org/x/oauth2/google"
+
+	"github.com/agentkeys/agentkeys/internal/federation"
+	"github.com/agentkeys/agentkeys/internal/oidc"
+)
+
+// The audiences of the cloud tests: each as the cloud's setup names it.
+const (
+	gcpProjectNumber = "123456789012"
+	gcpAudience      = "//iam.googleapis.com/projects/" + gcpProjectNumber + "/locations/global/workloadIdentityPools/agentkeys/providers/agentkeys-oidc"
+)
+
+// cloudEnv is a broker allowing every cloud's audience, an owner and two
+// agents (alice and bob) whose scope allows them.
+type cloudEnv struct {
+	h    *harness
+	s    *server
+	o    akOwner
+	A, B oidcAgent
+	prov *gooidc.Provider
+}
+
+func newCloudEnv(t *testing.T) *cloudEnv {
+	h := newHarness(t)
+	s := h.start(serverOpts{home: t.TempDir(), args: []string{"--oidc-audience", gcpAudience, "--oidc-audience", oidc.AzureAudience,
+		"--oidc-audience", federation.AliAudience}})
+	o := h.akNewOwner(s)
+	prov, err := gooidc.NewProvider(context.Background(), s.url)
+	if err != nil {
+		t.Fatalf("go-oidc discovery: %v", err)
+	}
+	return &cloudEnv{h: h, s: s, o: o, A: h.oidcAgent(s, o, "alice", "oidc:*"), B: h.oidcAgent(s, o, "bob", "oidc:*"), prov: prov}
+}
+
+// token mints a token for audience through a's daemon, as `daemon oidc-token` prints it.
+func (c *cloudEnv) token(a oidcAgent, audience string) string {
+	return strings.TrimSpace(c.h.akOK(a.home, "daemon", "oidc-token", "--audience", audience))
+}
+
+// serveTokenFile runs `daemon serve --oidc-token-file audience=path` for a
+// and waits for the first token.
+func (c *cloudEnv) serveTokenFile(t *testing.T, a oidcAgent, audience, path string) string {
+	srv := exec.Command(bin, "daemon", "serve", "--socket", filepath.Join(t.TempDir(), "d.sock"), "--oidc-token-file", audience+"="+path)
+	srv.Env = childEnv("AGENTKEYS_HOME=" + a.home)
+	srv.Stdout, srv.Stderr = c.h.newOutput(), c.h.newOutput()
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Process.Kill(); srv.Wait() })
+	return waitFileChange(t, path, "")
+}
+
+// claimsOf returns a token's claims as a relying party's expression language
+// sees them (JSON values), without verifying it.
+func claimsOf(t *testing.T, tok string) map[string]any {
+	t.Helper()
+	parts := strings.Split(tok, ".")
+	if len(parts) != 3 {
+		t.Fatalf("not a compact JWS: %d parts", len(parts))
+	}
+	b, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// verifyFor verifies tok as a relying party does: signature against the
+// issuer's JWKS, issuer, audience and expiry (now: the relying party's clock).
+func (c *cloudEnv) verifyFor(tok, audience string, now func() time.Time) error {
+	_, err := c.prov.Verifier(&gooidc.Config{ClientID: audience, Now: now}).Verify(context.Background(), tok)
+	return err
+}
+
+// foreignToken is a well-formed token for audience signed by a key the
+// issuer never published.
+func (c *cloudEnv) foreignToken(t *testing.T, audience string) string {
+	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	now := time.Now().Unix()
+	return jws(t, map[string]any{"alg": "ES256", "kid": "not-ours", "typ": "JWT"},
+		map[string]any{"iss": c.s.url, "sub": "enclave:x:y:agent:" + c.A.wallet, "aud": audience, "iat": now, "nbf": now, "exp": now + 300,
+			oidc.TagUserWallet: c.A.wallet}, func(in []byte) []byte {
+			d := sha256.Sum256(in)
+			r, s, _ := ecdsa.Sign(rand.Reader, k, d[:])
+			sig := make([]byte, 64)
+			r.FillBytes(sig[:32])
+			s.FillBytes(sig[32:])
+			return sig
+		})
+}
+
+// wantVerifyRefusals checks that a relying party checking audience refuses a
+// token for another audience, an expired one and one of an unknown key.
+func (c *cloudEnv) wantVerifyRefusals(t *testing.T, audience, otherAudience string) {
+	t.Helper()
+	if err := c.verifyFor(c.token(c.A, otherAudience), audience, nil); err == nil {
+		t.Errorf("a token for %s verified for %s", otherAudience, audience)
+	}
+	if err := c.verifyFor(c.token(c.A, audience), audience, func() time.Time { return time.Now().Add(2 * time.Hour) }); err == nil {
+		t.Error("an expired token verified")
+	}
+	if err := c.verifyFor(c.foreignToken(t, audience), audience, nil); err == nil {
+		t.Error("a token of an unknown key verified")
+	}
+}
+
+// recorder is a cloud token endpoint on loopback: it records each request's
+// form and answers with answer.
+type recorder struct {
+	mu     sync.Mutex
+	forms  []url.Values
+	paths  []string
+	answer func(r *http.Request, form url.Values) (int, any)
+}
+
+func newRecorder(t *testing.T, answer func(r *http.Request, form url.Values) (int, any)) (*recorder, *httptest.Server) {
+	rec := &recorder{answer: answer}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+		form, _ := url.ParseQuery(string(body))
+		for k, v := range r.URL.Query() {
+			form[k] = v
+		}
+		rec.mu.Lock()
+		rec.forms = append(rec.forms, form)
+		rec.paths = append(rec.paths, r.URL.Path)
+		rec.mu.Unlock()
+		code, v := answer(r, form)
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(code)
+		json.NewEncoder(w).Encode(v)
+	}))
+	t.Cleanup(srv.Close)
+	return rec, srv
+}
+
+func (r *recorder) last(t *testing.T) (string, url.Values) {
+	t.Helper()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.forms) == 0 {
+		t.Fatal("the recording endpoint got no request")
+	}
+	return r.paths[len(r.paths)-1], maps.Clone(r.forms[len(r.forms)-1])
+}
+
+// TestGCPWorkloadIdentity: Google's own external_account loader, configured
+// by the credential configuration `oidc register gcp` writes (its token_url
+// pointed at a recording STS on loopback), reads the token file the daemon
+// keeps and makes an RFC 8693 exchange whose subject_token verifies against
+// our JWKS with the provider's audience; the printed attribute condition,
+// evaluated with CEL as GCP does, admits that agent and no other.
+func TestGCPWorkloadIdentity(t *testing.T) {
+	c := newCloudEnv(t)
+	dir := t.TempDir()
+	tokenFile := filepath.Join(t.TempDir(), "gcp-token")
+	var doc federation.GCP
+	if err := json.Unmarshal([]byte(c.h.akOK(c.o.home, "oidc", "register", "gcp", "--issuer", c.s.url, "--project", "proj",
+		"--project-number", gcpProjectNumber, "--agent-wallet", c.A.wallet, "--token-file", tokenFile, "--json")), &doc); err != nil {
+		t.Fatal(err)
+	}
+	if doc.Audience != gcpAudience {
+		t.Fatalf("audience %s, want %s", doc.Audience, gcpAudience)
+	}
+	// every mapped claim is one we emit
+	for target, src := range doc.AttributeMapping {
+		claim := strings.TrimPrefix(src, "assertion.")
+		if !strings.HasPrefix(src, "assertion.") || !slices.Contains(oidc.ClaimsSupported, claim) {
+			t.Errorf("mapping %s=%s reads a claim we do not emit", target, src)
+		}
+	}
+	c.h.akOK(c.o.home, "oidc", "register", "gcp", "--issuer", c.s.url, "--project", "proj", "--project-number", gcpProjectNumber,
+		"--agent-wallet", c.A.wallet, "--token-file", tokenFile, "--out", dir)
+	credFile := filepath.Join(dir, federation.GCPCredentialFile)
+
+	sts := map[string]any{"access_token": "ya29.recorded", "issued_token_type": "urn:ietf:params:oauth:token-type:access_token",
+		"token_type": "Bearer", "expires_in": 3600}
+	rec, stsSrv := newRecorder(t, func(*http.Request, url.Values) (int, any) { return 200, sts })
+	var cfg map[string]any
+	b, _ := os.ReadFile(credFile)
+	if err := json.Unmarshal(b, &cfg); err != nil || cfg["token_url"] != federation.GCPTokenURL {
+		t.Fatalf("credential configuration: %v %s", err, b)
+	}
+	cfg["token_url"] = stsSrv.URL + "/v1/token" // the one change: GCP's STS stands on loopback
+	b, _ = json.Marshal(cfg)
+	os.WriteFile(credFile, b, 0o644)
+
+	first := c.serveTokenFile(t, c.A, doc.Audience, tokenFile)
+	t.Setenv("GOOGLE_APPLICATION_CREDENTIALS", credFile)
+	creds, err := google.FindDefaultCredentials(context.Background(), "https://www.googleapis.com/auth/cloud-platform")
+	if err != nil {
+		t.Fatalf("Google's loader refused the printed configuration: %v", err)
+	}
+	tok, err := creds.TokenSource.Token()
+	if err != nil || tok.AccessToken != "ya29.recorded" {
+		t.Fatalf("Google's external_account token source: %v %+v", err, tok)
+	}
+	path, form := rec.last(t)
+	if path != "/v1/token" {
+		t.Fatalf("exchange at %s", path)
+	}
+	for k, want := range map[string]string{"grant_type": "urn:ietf:params:oauth:grant-type:token-exchange",
+		"requested_token_type": "urn:ietf:params:oauth:token-type:access_token", "subject_token_type": federation.GCPSubjectTokenType,
+		"audience": gcpAudience, "scope": "https://www.googleapis.com/auth/cloud-platform"} {
+		if form.Get(k) != want {
+			t.Errorf("exchange %s = %q, want %q", k, form.Get(k), want)
+		}
+	}
+	subject := form.Get("subject_token")
+	if subject != strings.TrimSpace(first) {
+		t.Error("the subject_token is not the daemon's token file")
+	}
+	if err := c.verifyFor(subject, gcpAudience, nil); err != nil {
+		t.Fatalf("subject_token does not verify for the provider's audience: %v", err)
+	}
+
+	// the attribute condition, as GCP evaluates it (CEL over the assertion)
+	env, err := cel.NewEnv(cel.Variable("assertion", cel.MapType(cel.StringType, cel.DynType)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ast, iss := env.Compile(doc.Condition)
+	if iss.Err() != nil {
+		t.Fatalf("the printed condition is not CEL: %v", iss.Err())
+	}
+	prg, err := env.Program(ast)
+	if err != nil {
+		t.Fatal(err)
+	}
+	admits := func(tok string) bool {
+		out, _, err := prg.Eval(map[string]any{"assertion": claimsOf(t, tok)})
+		if err != nil {
+			t.Fatalf("condition: %v", err)
+		}
+		return out.Value() == true
+	}
+	if !admits(subject) {
+		t.Fatalf("the condition %s refuses agent A's token", doc.Condition)
+	}
+	if admits(c.token(c.B, gcpAudience)) {
+		t.Fatalf("the condition %s admits agent B", doc.Condition)
+	}
+	// the mapped google.subject fits GCP's 127-byte limit (sub does not)
+	if w := claimsOf(t, subject)[oidc.TagUserWallet].(string); len(w) > 127 || w != c.A.wallet {
+		t.Fatalf("google.subject source %q", w)
+	}
+	c.wantVerifyRefusals(t, gcpAudience, oidc.AzureAudience)
+}
