@@ -23,6 +23,9 @@ import (
 	"time"
 
 	"cel.dev/cel-go/cel"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
+	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 	gooidc "github.com/coreos/go-oidc/v3/oidc"
 	"golang.org/x/oauth2/google"
 
@@ -145,23 +148,25 @@ type recorder struct {
 
 func newRecorder(t *testing.T, answer func(r *http.Request, form url.Values) (int, any)) (*recorder, *httptest.Server) {
 	rec := &recorder{answer: answer}
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20))
-		form, _ := url.ParseQuery(string(body))
-		for k, v := range r.URL.Query() {
-			form[k] = v
-		}
-		rec.mu.Lock()
-		rec.forms = append(rec.forms, form)
-		rec.paths = append(rec.paths, r.URL.Path)
-		rec.mu.Unlock()
-		code, v := answer(r, form)
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(code)
-		json.NewEncoder(w).Encode(v)
-	}))
+	srv := httptest.NewServer(rec)
 	t.Cleanup(srv.Close)
 	return rec, srv
+}
+
+func (rec *recorder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	body, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+	form, _ := url.ParseQuery(string(body))
+	for k, v := range r.URL.Query() {
+		form[k] = v
+	}
+	rec.mu.Lock()
+	rec.forms = append(rec.forms, form)
+	rec.paths = append(rec.paths, r.URL.Path)
+	rec.mu.Unlock()
+	code, v := rec.answer(r, form)
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	json.NewEncoder(w).Encode(v)
 }
 
 func (r *recorder) last(t *testing.T) (string, url.Values) {
@@ -275,4 +280,90 @@ func TestGCPWorkloadIdentity(t *testing.T) {
 		t.Fatalf("google.subject source %q", w)
 	}
 	c.wantVerifyRefusals(t, gcpAudience, oidc.AzureAudience)
+}
+
+// TestAzureWorkloadIdentity: azidentity's WorkloadIdentityCredential, with
+// exactly the environment `oidc register azure` prints (and the authority
+// host on loopback), reads the token file the daemon keeps and sends it as
+// the client_assertion to a recording Entra ID token endpoint; the assertion
+// verifies for api://AzureADTokenExchange, its sub is the federated
+// credential's subject, it carries iat and lives 1 h (so the SDK's 10-minute
+// cache of the file never sends it expired).
+func TestAzureWorkloadIdentity(t *testing.T) {
+	c := newCloudEnv(t)
+	info := c.s.enclaveInfo()
+	tokenFile := filepath.Join(t.TempDir(), "azure-token")
+	var doc federation.Azure
+	if err := json.Unmarshal([]byte(c.h.akOK(c.o.home, "oidc", "register", "azure", "--issuer", c.s.url, "--app-id", "11111111-2222-3333-4444-555555555555",
+		"--tenant-id", "tenant-a", "--agent-wallet", c.A.wallet, "--mrenclave", info.MrEnclave, "--mrsigner", info.MrSigner,
+		"--token-file", tokenFile, "--json")), &doc); err != nil {
+		t.Fatal(err)
+	}
+	subject, _ := doc.Credential["subject"].(string)
+	if subject != oidc.Subject(info.MrEnclave, info.MrSigner, "agent", c.A.wallet) {
+		t.Fatalf("federated credential subject %q", subject)
+	}
+
+	var tokenURL string
+	rec, entra := newTLSRecorder(t, func(r *http.Request, _ url.Values) (int, any) {
+		if strings.HasSuffix(r.URL.Path, "/.well-known/openid-configuration") {
+			base := "https://" + r.Host + "/tenant-a"
+			return 200, map[string]any{"token_endpoint": base + "/oauth2/v2.0/token", "authorization_endpoint": base + "/oauth2/v2.0/authorize",
+				"issuer": base + "/v2.0"}
+		}
+		return 200, map[string]any{"access_token": "eyJ.recorded", "token_type": "Bearer", "expires_in": 3600}
+	})
+	tokenURL = "/tenant-a/oauth2/v2.0/token"
+
+	first := c.serveTokenFile(t, c.A, oidc.AzureAudience, tokenFile)
+	for k, v := range doc.Env {
+		t.Setenv(k, v)
+	}
+	t.Setenv("AZURE_AUTHORITY_HOST", entra.URL+"/") // the one change: Entra ID stands on loopback
+	cred, err := azidentity.NewWorkloadIdentityCredential(&azidentity.WorkloadIdentityCredentialOptions{
+		ClientOptions: azcore.ClientOptions{Transport: entra.Client()}, DisableInstanceDiscovery: true})
+	if err != nil {
+		t.Fatalf("azidentity refused the printed environment: %v", err)
+	}
+	tok, err := cred.GetToken(context.Background(), policy.TokenRequestOptions{Scopes: []string{"https://storage.azure.com/.default"}})
+	if err != nil || tok.Token != "eyJ.recorded" {
+		t.Fatalf("WorkloadIdentityCredential: %v", err)
+	}
+	path, form := rec.last(t)
+	if path != tokenURL {
+		t.Fatalf("token request at %s", path)
+	}
+	for k, want := range map[string]string{"grant_type": "client_credentials", "client_id": doc.Env["AZURE_CLIENT_ID"],
+		"client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"} {
+		if form.Get(k) != want {
+			t.Errorf("token request %s = %q, want %q", k, form.Get(k), want)
+		}
+	}
+	assertion := form.Get("client_assertion")
+	if assertion != strings.TrimSpace(first) {
+		t.Fatal("the client_assertion is not the daemon's token file")
+	}
+	if err := c.verifyFor(assertion, oidc.AzureAudience, nil); err != nil {
+		t.Fatalf("client_assertion does not verify for %s: %v", oidc.AzureAudience, err)
+	}
+	cl := claimsOf(t, assertion)
+	iat, _ := cl["iat"].(float64)
+	exp, _ := cl["exp"].(float64)
+	if cl["sub"] != subject || cl["iss"] != doc.Credential["issuer"] || iat == 0 || exp-iat != oidc.AzureTTL {
+		t.Fatalf("client_assertion claims sub=%v iss=%v iat=%v lifetime=%v", cl["sub"], cl["iss"], iat, exp-iat)
+	}
+	// agent B's token names another subject: Entra ID's exact match refuses it
+	if b := claimsOf(t, c.token(c.B, oidc.AzureAudience)); b["sub"] == subject {
+		t.Fatal("agent B's token has agent A's subject")
+	}
+	c.wantVerifyRefusals(t, oidc.AzureAudience, gcpAudience)
+}
+
+// newTLSRecorder is newRecorder over TLS on loopback (MSAL takes only https
+// authorities); its server's Client trusts it.
+func newTLSRecorder(t *testing.T, answer func(r *http.Request, form url.Values) (int, any)) (*recorder, *httptest.Server) {
+	rec := &recorder{answer: answer}
+	srv := httptest.NewTLSServer(rec)
+	t.Cleanup(srv.Close)
+	return rec, srv
 }

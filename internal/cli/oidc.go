@@ -162,8 +162,9 @@ AWS, to try the AWS setup on one machine.`,
 	gcp.Flags().StringVar(&gc.TokenFile, "token-file", federation.GCPTokenFile, "where the agent's daemon keeps the token")
 
 	var az federation.AzureInput
-	azure := registerCmd(e, &o, "azure", "Federated identity credential of an app registration",
-		"  agentkeys oidc register azure --issuer https://keys.example.com --app-id APP --subject 'enclave:…:agent:0xabc…'",
+	azure := registerCmd(e, &o, "azure", "Federated identity credential of one agent for an app registration, and the agent's environment",
+		"  agentkeys oidc register azure --issuer https://keys.example.com --app-id APP --tenant-id TENANT --agent-wallet 0xAGENT --mrenclave HEX --mrsigner HEX\n"+
+			"  agentkeys oidc register azure --issuer https://keys.example.com --app-id APP --tenant-id TENANT --subject 'enclave:…:agent:0xabc…' --out azure-setup",
 		func(dir string) (*federation.Azure, error) {
 			az.Issuer, az.FileDir = o.issuer, dir
 			return federation.GenerateAzure(az)
@@ -172,12 +173,26 @@ AWS, to try the AWS setup on one machine.`,
 			return []docFile{{federation.AzureCredentialFile, 0o644, out.Credential}}
 		},
 		func(out *federation.Azure, docs []docFile) {
-			e.printDocs(docs)
+			fmt.Fprintf(e.stdout, "# The broker must allow the audience, with tokens of at least 15 minutes (Azure's SDKs keep a\n"+
+				"# token file 10 minutes; tokens for %s last 1h by default):\n#   agentkeys server --oidc-audience %s\n", oidc.AzureAudience, oidc.AzureAudience)
+			fmt.Fprintf(e.stdout, "# Entra ID matches sub exactly: when a broker upgrade changes mrenclave or mrsigner, create the credential again.\n")
+			if docs != nil {
+				fmt.Fprintf(e.stdout, "\n# 1. Save this file.\n")
+				e.printDocs(docs)
+			}
+			fmt.Fprintf(e.stdout, "\n# 2. Run:\n")
 			e.printLines(out.Commands)
+			fmt.Fprintf(e.stdout, "\n# 3. In the agent's sandbox (its scope: oidc:%s); Azure SDKs' workload identity credential then works:\n", oidc.AzureAudience)
+			e.printLines(out.Agent)
 		})
 	azure.Flags().StringVar(&az.AppID, "app-id", "", "the app registration's application (client) id")
-	azure.Flags().StringVar(&az.Subject, "subject", "", "the agent's sub claim")
-	azure.Flags().StringVar(&az.Name, "name", "agentkeys", "credential name")
+	azure.Flags().StringVar(&az.TenantID, "tenant-id", "", "the directory (tenant) id")
+	azure.Flags().StringVar(&az.Subject, "subject", "", "the agent's sub claim (or give --agent-wallet, --mrenclave, --mrsigner)")
+	azure.Flags().StringVar(&az.Wallet, "agent-wallet", "", "the agent's wallet (agentkeys agent list)")
+	azure.Flags().StringVar(&az.MrEnclave, "mrenclave", "", "the broker's mrenclave (hex; GET /v1/enclave)")
+	azure.Flags().StringVar(&az.MrSigner, "mrsigner", "", "the broker's mrsigner (hex; GET /v1/enclave)")
+	azure.Flags().StringVar(&az.Name, "name", "", "credential name (default agentkeys-<wallet prefix>)")
+	azure.Flags().StringVar(&az.TokenFile, "token-file", federation.AzureTokenFile, "where the agent's daemon keeps the token")
 
 	var al federation.AliInput
 	ali := registerCmd(e, &o, "alicloud", "RAM OIDC provider and role trust policy",

@@ -52,8 +52,17 @@ func TestOtherClouds(t *testing.T) {
 			t.Errorf("gcp accepted agent wallets %q", bad)
 		}
 	}
-	if a, err := GenerateAzure(AzureInput{Issuer: "https://k", AppID: "x", Subject: "enclave:a"}); err != nil || a.Credential["issuer"] != "https://k" {
+	sub := "enclave:aa:bb:agent:0xabcdef0123456789abcdef0123456789abcdef01"
+	if a, err := GenerateAzure(AzureInput{Issuer: "https://k", AppID: "x", TenantID: "t", Wallet: "0xAbCdEf0123456789aBcDeF0123456789AbCdEf01", MrEnclave: "AA", MrSigner: "bb"}); err != nil ||
+		a.Credential["issuer"] != "https://k" || a.Credential["subject"] != sub || a.Env["AZURE_CLIENT_ID"] != "x" || a.Env["AZURE_TENANT_ID"] != "t" {
 		t.Fatalf("azure: %v %+v", err, a)
+	}
+	for _, bad := range []AzureInput{{AppID: "x", TenantID: "t"}, {AppID: "x", TenantID: "t", Subject: "enclave:a"},
+		{AppID: "x", Subject: sub}, {AppID: "x", TenantID: "t", Subject: strings.ToUpper(sub)}, {AppID: "x", TenantID: "t", Wallet: "0x1", MrEnclave: "a", MrSigner: "b"}} {
+		bad.Issuer = "https://k"
+		if _, err := GenerateAzure(bad); err == nil {
+			t.Errorf("azure accepted %+v", bad)
+		}
 	}
 	if a, err := GenerateAli(AliInput{Issuer: "https://k", Account: "1"}); err != nil || len(a.Commands) != 1 {
 		t.Fatalf("ali: %v %+v", err, a)

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"fmt"
 	"path/filepath"
+	"regexp"
 	"strings"
 
 	"github.com/agentkeys/agentkeys/internal/oidc"
@@ -38,7 +39,7 @@ type GCP struct {
 	// (GOOGLE_APPLICATION_CREDENTIALS) reading the daemon's token file.
 	Credentials map[string]any `json:"credential_configuration"`
 	Principals  []string       `json:"principals"` // one principalSet per agent wallet, for IAM bindings
-	Commands    []string       `json:"commands"`  // gcloud commands, in order
+	Commands    []string       `json:"commands"`   // gcloud commands, in order
 	Agent       []string       `json:"agent_commands"`
 }
 
@@ -135,34 +136,65 @@ func Wallets(ws []string) ([]string, error) {
 // AzureCredentialFile is the file the federated credential is saved as.
 const AzureCredentialFile = "credential.json"
 
+// AzureTokenFile is where the agent's daemon keeps the Azure token by default.
+const AzureTokenFile = "/run/agentkeys/azure-token"
+
 // AzureInput configures an Azure federated identity credential.
 type AzureInput struct {
-	Issuer, AppID, Subject, Name string
-	FileDir                      string // where credential.json is saved ("" = the current directory)
+	Issuer, AppID, TenantID, Name string
+	// Subject is the agent's sub; or it is built from Wallet, MrEnclave and
+	// MrSigner (GET /v1/enclave) as the broker builds it.
+	Subject, Wallet, MrEnclave, MrSigner string
+	TokenFile                            string // default AzureTokenFile
+	FileDir                              string // where credential.json is saved ("" = the current directory)
 }
 
-// Azure is the federated identity credential.
+// Azure is the federated identity credential and the agent's environment.
 type Azure struct {
-	Credential map[string]any `json:"federated_credential"`
-	Commands   []string       `json:"commands"`
+	Credential map[string]any    `json:"federated_credential"`
+	Env        map[string]string `json:"env"` // what the Azure SDKs' workload identity credential reads
+	Commands   []string          `json:"commands"`
+	Agent      []string          `json:"agent_commands"`
 }
 
-// GenerateAzure returns the federated credential JSON for an app registration.
-// Azure matches sub exactly, so one credential is one agent.
+// subjectRE is the shape of an agent's sub (oidc.Subject).
+var subjectRE = regexp.MustCompile(`^enclave:[0-9a-f]{1,128}:[0-9a-f]{1,128}:agent:0x[0-9a-f]{40}$`)
+
+// GenerateAzure returns the federated credential of one agent for an app
+// registration. Entra ID matches sub exactly, so one credential is one agent,
+// and a broker upgrade that changes the enclave measurements changes every
+// agent's sub: the credentials must then be created again.
 func GenerateAzure(in AzureInput) (*Azure, error) {
 	if _, err := Host(in.Issuer); err != nil {
 		return nil, err
 	}
-	if in.AppID == "" || in.Subject == "" {
-		return nil, fmt.Errorf("--app-id and --subject (the agent's sub, from agentkeys daemon oidc-token) are required")
+	if in.AppID == "" || in.TenantID == "" {
+		return nil, fmt.Errorf("--app-id and --tenant-id (the app registration's client and directory ids) are required")
 	}
-	if in.Name == "" {
-		in.Name = "agentkeys"
+	if in.Subject == "" {
+		if in.Wallet == "" || in.MrEnclave == "" || in.MrSigner == "" {
+			return nil, fmt.Errorf("pass --subject (the agent's sub), or --agent-wallet with --mrenclave and --mrsigner (GET /v1/enclave)")
+		}
+		w, err := Wallets([]string{in.Wallet})
+		if err != nil {
+			return nil, err
+		}
+		in.Subject = oidc.Subject(strings.ToLower(in.MrEnclave), strings.ToLower(in.MrSigner), "agent", w[0])
 	}
+	if !subjectRE.MatchString(in.Subject) {
+		return nil, fmt.Errorf("--subject %q is not an agent's sub (enclave:<mrenclave>:<mrsigner>:agent:<wallet lower-case>)", in.Subject)
+	}
+	in.Name = cmp.Or(in.Name, "agentkeys-"+in.Subject[len(in.Subject)-40:len(in.Subject)-32])
+	in.TokenFile = cmp.Or(in.TokenFile, AzureTokenFile)
 	c := map[string]any{"name": in.Name, "issuer": in.Issuer, "subject": in.Subject,
-		"audiences": []string{"api://AzureADTokenExchange"}, "description": "AgentKeys agent identity"}
-	return &Azure{Credential: c, Commands: []string{
-		fmt.Sprintf("az ad app federated-credential create --id %s --parameters %s", in.AppID, filepath.Join(in.FileDir, AzureCredentialFile))}}, nil
+		"audiences": []string{oidc.AzureAudience}, "description": "AgentKeys agent " + in.Subject[strings.LastIndex(in.Subject, ":")+1:]}
+	return &Azure{Credential: c,
+		Env:      map[string]string{"AZURE_FEDERATED_TOKEN_FILE": in.TokenFile, "AZURE_CLIENT_ID": in.AppID, "AZURE_TENANT_ID": in.TenantID},
+		Commands: []string{fmt.Sprintf("az ad app federated-credential create --id %s --parameters %s", in.AppID, filepath.Join(in.FileDir, AzureCredentialFile))},
+		Agent: []string{
+			fmt.Sprintf("agentkeys daemon serve --oidc-token-file %s=%s", oidc.AzureAudience, in.TokenFile),
+			"export AZURE_FEDERATED_TOKEN_FILE=" + in.TokenFile + " AZURE_CLIENT_ID=" + in.AppID + " AZURE_TENANT_ID=" + in.TenantID,
+		}}, nil
 }
 
 // AliAudience is the audience Alibaba Cloud STS expects (the provider's client id).
