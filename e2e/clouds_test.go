@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -26,6 +27,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
+	"github.com/aliyun/credentials-go/credentials/providers"
 	gooidc "github.com/coreos/go-oidc/v3/oidc"
 	"golang.org/x/oauth2/google"
 
@@ -366,4 +368,108 @@ func newTLSRecorder(t *testing.T, answer func(r *http.Request, form url.Values) 
 	srv := httptest.NewTLSServer(rec)
 	t.Cleanup(srv.Close)
 	return rec, srv
+}
+
+// TestAlibabaCloudOIDC: Alibaba Cloud's credentials library's OIDC provider,
+// with exactly the environment `oidc register alicloud` prints (and the STS
+// endpoint on loopback), reads the token file the daemon keeps and calls a
+// recording AssumeRoleWithOIDC with our token and the printed ARNs; the
+// printed trust policy's conditions admit agent A's token and not agent B's.
+// A plain-http issuer gets a clear refusal instead of a fingerprint.
+func TestAlibabaCloudOIDC(t *testing.T) {
+	c := newCloudEnv(t)
+	if r := c.h.cli(c.o.home, "oidc", "register", "alicloud", "--issuer", c.s.url, "--account", "1234567890123456",
+		"--agent-wallet", c.A.wallet); r.code == 0 || !strings.Contains(r.stderr, "only https issuers") {
+		t.Fatalf("plain-http issuer without --fingerprint: %d %s", r.code, r.stderr)
+	}
+	tokenFile := filepath.Join(t.TempDir(), "alicloud-token")
+	fp := strings.Repeat("ab", 20) // the issuer here is plain http; the fetch is TestFingerprint's
+	var doc federation.Ali
+	if err := json.Unmarshal([]byte(c.h.akOK(c.o.home, "oidc", "register", "alicloud", "--issuer", c.s.url, "--account", "1234567890123456",
+		"--agent-wallet", "0x"+strings.ToUpper(c.A.wallet[2:]), "--fingerprint", fp, "--token-file", tokenFile, "--json")), &doc); err != nil {
+		t.Fatal(err)
+	}
+	rec, sts := newTLSRecorder(t, func(*http.Request, url.Values) (int, any) {
+		return 200, map[string]any{"RequestId": "r1", "Credentials": map[string]any{"AccessKeyId": "STS.recorded", "AccessKeySecret": "s",
+			"SecurityToken": "t", "Expiration": time.Now().Add(time.Hour).UTC().Format("2006-01-02T15:04:05Z")}}
+	})
+	// the library speaks https to its STS with the default transport: trust the loopback STS there
+	tr := http.DefaultTransport.(*http.Transport)
+	prev := tr.TLSClientConfig
+	tr.TLSClientConfig = sts.Client().Transport.(*http.Transport).TLSClientConfig
+	t.Cleanup(func() { tr.TLSClientConfig = prev })
+
+	first := c.serveTokenFile(t, c.A, federation.AliAudience, tokenFile)
+	for k, v := range doc.Env {
+		t.Setenv(k, v)
+	}
+	p, err := providers.NewOIDCCredentialsProviderBuilder().WithSTSEndpoint(strings.TrimPrefix(sts.URL, "https://")).Build()
+	if err != nil {
+		t.Fatalf("the credentials library refused the printed environment: %v", err)
+	}
+	cr, err := p.GetCredentials()
+	if err != nil || cr.AccessKeyId != "STS.recorded" {
+		t.Fatalf("OIDC provider: %v", err)
+	}
+	_, form := rec.last(t)
+	for k, want := range map[string]string{"Action": "AssumeRoleWithOIDC", "RoleArn": doc.RoleARN, "OIDCProviderArn": doc.ProviderARN} {
+		if form.Get(k) != want {
+			t.Errorf("AssumeRoleWithOIDC %s = %q, want %q", k, form.Get(k), want)
+		}
+	}
+	tok := form.Get("OIDCToken")
+	if tok != strings.TrimSpace(first) {
+		t.Fatal("the OIDCToken is not the daemon's token file")
+	}
+	if err := c.verifyFor(tok, federation.AliAudience, nil); err != nil {
+		t.Fatalf("OIDCToken does not verify for %s: %v", federation.AliAudience, err)
+	}
+	if !aliAdmits(t, doc.TrustPolicy, claimsOf(t, tok)) {
+		t.Fatalf("the trust policy refuses agent A: %v", doc.TrustPolicy)
+	}
+	if aliAdmits(t, doc.TrustPolicy, claimsOf(t, c.token(c.B, federation.AliAudience))) {
+		t.Fatal("the trust policy admits agent B")
+	}
+	if aliAdmits(t, doc.TrustPolicy, claimsOf(t, c.token(c.A, gcpAudience))) {
+		t.Fatal("the trust policy admits a token for another audience")
+	}
+	c.wantVerifyRefusals(t, federation.AliAudience, oidc.AzureAudience)
+}
+
+// aliAdmits evaluates a RAM trust policy's conditions (StringEquals and
+// StringLike over oidc:iss, oidc:aud and oidc:sub, each key matching any of
+// its values) on a token's claims, as RAM documents them.
+func aliAdmits(t *testing.T, policy map[string]any, claims map[string]any) bool {
+	t.Helper()
+	b, _ := json.Marshal(policy)
+	var p struct {
+		Statement []struct {
+			Effect    string
+			Condition map[string]map[string][]string
+		}
+	}
+	if err := json.Unmarshal(b, &p); err != nil || len(p.Statement) != 1 || p.Statement[0].Effect != "Allow" {
+		t.Fatalf("trust policy: %v %s", err, b)
+	}
+	for op, keys := range p.Statement[0].Condition {
+		for key, values := range keys {
+			claim, _ := claims[strings.TrimPrefix(key, "oidc:")].(string)
+			match := false
+			for _, v := range values {
+				switch op {
+				case "StringEquals":
+					match = match || claim == v
+				case "StringLike":
+					re := "^" + strings.ReplaceAll(strings.ReplaceAll(regexp.QuoteMeta(v), `\*`, ".*"), `\?`, ".") + "$"
+					match = match || regexp.MustCompile(re).MatchString(claim)
+				default:
+					t.Fatalf("condition operator %s", op)
+				}
+			}
+			if !match {
+				return false
+			}
+		}
+	}
+	return true
 }

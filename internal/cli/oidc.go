@@ -1,7 +1,9 @@
 package cli
 
 import (
+	"context"
 	"crypto/rand"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -195,20 +197,45 @@ AWS, to try the AWS setup on one machine.`,
 	azure.Flags().StringVar(&az.TokenFile, "token-file", federation.AzureTokenFile, "where the agent's daemon keeps the token")
 
 	var al federation.AliInput
-	ali := registerCmd(e, &o, "alicloud", "RAM OIDC provider and role trust policy",
-		"  agentkeys oidc register alicloud --issuer https://keys.example.com --account 1234567890123456",
-		func(string) (*federation.Ali, error) { al.Issuer = o.issuer; return federation.GenerateAli(al) },
-		func(out *federation.Ali) []docFile { return []docFile{{"trust-policy.json", 0o644, out.TrustPolicy}} },
-		func(out *federation.Ali, docs []docFile) {
-			e.printLines(out.Commands)
-			if docs != nil {
-				fmt.Fprintln(e.stdout, "# role trust policy")
-				e.printJSON(out.TrustPolicy)
+	var aliCA string
+	ali := registerCmd(e, &o, "alicloud", "RAM OIDC provider with the issuer's certificate fingerprint, a role trust policy admitting given agents, and the agent's environment",
+		"  agentkeys oidc register alicloud --issuer https://keys.example.com --account 1234567890123456 --agent-wallet 0xAGENT\n"+
+			"  agentkeys oidc register alicloud --issuer https://keys.internal:8443 --ca-file ca.pem --account 1234567890123456 --agent-wallet 0xAGENT --out ali-setup",
+		func(dir string) (*federation.Ali, error) {
+			al.Issuer, al.FileDir = o.issuer, dir
+			if al.Fingerprint == "" {
+				roots, err := caPool(aliCA)
+				if err != nil {
+					return nil, err
+				}
+				if al.Fingerprint, err = federation.Fingerprint(context.Background(), o.issuer, roots); err != nil {
+					return nil, err
+				}
 			}
+			return federation.GenerateAli(al)
+		},
+		func(out *federation.Ali) []docFile {
+			return []docFile{{federation.AliTrustFile, 0o644, out.TrustPolicy}}
+		},
+		func(out *federation.Ali, docs []docFile) {
+			fmt.Fprintf(e.stdout, "# The broker must allow the audience: agentkeys server --oidc-audience %s\n", federation.AliAudience)
+			fmt.Fprintf(e.stdout, "# Fingerprint %s: SHA-1 of the issuer's root CA certificate (add the new one before the CA changes).\n", out.Fingerprint)
+			if docs != nil {
+				fmt.Fprintf(e.stdout, "\n# 1. Save this file.\n")
+				e.printDocs(docs)
+			}
+			fmt.Fprintf(e.stdout, "\n# 2. Run, then attach the policies the agents need to the role:\n")
+			e.printLines(out.Commands)
+			fmt.Fprintf(e.stdout, "\n# 3. In the agent's sandbox (its scope: oidc:%s); Alibaba Cloud's credential chain then works:\n", federation.AliAudience)
+			e.printLines(out.Agent)
 		})
 	ali.Flags().StringVar(&al.Account, "account", "", "Alibaba Cloud account id")
 	ali.Flags().StringVar(&al.Name, "name", "agentkeys", "OIDC provider name")
-	ali.Flags().StringVar(&al.Fingerprint, "fingerprint", "", "SHA-1 fingerprint of the issuer's TLS certificate")
+	ali.Flags().StringVar(&al.RoleName, "role-name", "agentkeys-agents", "the role agents assume")
+	ali.Flags().StringArrayVar(&al.Wallets, "agent-wallet", nil, "wallet of an agent the role admits (repeatable; agentkeys agent list)")
+	ali.Flags().StringVar(&al.Fingerprint, "fingerprint", "", "SHA-1 of the issuer's root CA certificate (default: fetched from the issuer over TLS)")
+	ali.Flags().StringVar(&aliCA, "ca-file", "", "PEM file of the private CA that signed the issuer's certificate")
+	ali.Flags().StringVar(&al.TokenFile, "token-file", federation.AliTokenFile, "where the agent's daemon keeps the token")
 
 	var k8 federation.K8sInput
 	k8s := registerCmd(e, &o, "k8s", "Kubernetes structured authentication configuration (apiserver.config.k8s.io/v1)",
@@ -347,6 +374,23 @@ func writeFileWhole(path string, b []byte, mode os.FileMode, replace bool) error
 		return problem.Wrap(err, problem.Internal, "check the directory and retry", "writing %s: %v", path, err)
 	}
 	return nil
+}
+
+// caPool is the system's roots, or only the CA certificates in the PEM file
+// path when given.
+func caPool(path string) (*x509.CertPool, error) {
+	if path == "" {
+		return nil, nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("--ca-file: %v", err)
+	}
+	p := x509.NewCertPool()
+	if !p.AppendCertsFromPEM(b) {
+		return nil, fmt.Errorf("--ca-file %s holds no PEM certificate", path)
+	}
+	return p, nil
 }
 
 // printDocs prints each document under a "# name" header.

@@ -64,8 +64,20 @@ func TestOtherClouds(t *testing.T) {
 			t.Errorf("azure accepted %+v", bad)
 		}
 	}
-	if a, err := GenerateAli(AliInput{Issuer: "https://k", Account: "1"}); err != nil || len(a.Commands) != 1 {
+	fp := "0123456789abcdef0123456789ABCDEF01234567"
+	if a, err := GenerateAli(AliInput{Issuer: "https://k", Account: "1", Fingerprint: fp, Wallets: []string{"0xAbCdEf0123456789aBcDeF0123456789AbCdEf01"}}); err != nil ||
+		!strings.Contains(a.Commands[0], "--Fingerprints "+strings.ToLower(fp)) || a.Env["ALIBABA_CLOUD_ROLE_ARN"] != a.RoleARN ||
+		AliSubPatterns([]string{"0xab"})[0] != "enclave:*:agent:0xab" {
 		t.Fatalf("ali: %v %+v", err, a)
+	} else if b, _ := json.Marshal(a.TrustPolicy); !strings.Contains(string(b), `"oidc:sub":["enclave:*:agent:0xabcdef0123456789abcdef0123456789abcdef01"]`) {
+		t.Fatalf("ali trust policy not pinned to the agent: %s", b)
+	}
+	for _, bad := range []AliInput{{Account: "1", Fingerprint: fp}, {Account: "1", Wallets: []string{"0xabcdef0123456789abcdef0123456789abcdef01"}},
+		{Account: "x", Fingerprint: fp, Wallets: []string{"0xabcdef0123456789abcdef0123456789abcdef01"}}} {
+		bad.Issuer = "https://k"
+		if _, err := GenerateAli(bad); err == nil {
+			t.Errorf("ali accepted %+v", bad)
+		}
 	}
 	if k, err := GenerateK8s(K8sInput{Issuer: "https://k"}); err != nil || k["kind"] != "AuthenticationConfiguration" {
 		t.Fatalf("k8s: %v %+v", err, k)

@@ -200,39 +200,83 @@ func GenerateAzure(in AzureInput) (*Azure, error) {
 // AliAudience is the audience Alibaba Cloud STS expects (the provider's client id).
 const AliAudience = "sts.aliyuncs.com"
 
-// AliInput configures an Alibaba Cloud RAM OIDC provider.
+// AliTrustFile is the file the role trust policy is saved as.
+const AliTrustFile = "alicloud-trust-policy.json"
+
+// AliTokenFile is where the agent's daemon keeps the Alibaba Cloud token by default.
+const AliTokenFile = "/run/agentkeys/alicloud-token"
+
+// AliInput configures an Alibaba Cloud RAM OIDC provider and role.
 type AliInput struct {
-	Issuer, Account, Name, Fingerprint string
+	Issuer, Account, Name, RoleName, Fingerprint string
+	// Wallets are the agents the role admits (its trust policy); at least one.
+	Wallets   []string
+	TokenFile string // default AliTokenFile
+	FileDir   string // where the trust policy is saved ("" = the current directory)
 }
 
-// Ali is the RAM OIDC provider and role trust policy.
+// Ali is the RAM OIDC provider, the role trust policy and the agent's environment.
 type Ali struct {
-	TrustPolicy map[string]any `json:"trust_policy"`
-	Commands    []string       `json:"commands"`
+	ProviderARN string            `json:"oidc_provider_arn"`
+	RoleARN     string            `json:"role_arn"`
+	Fingerprint string            `json:"fingerprint"`
+	TrustPolicy map[string]any    `json:"trust_policy"`
+	Env         map[string]string `json:"env"` // what Alibaba Cloud's credential chain reads
+	Commands    []string          `json:"commands"`
+	Agent       []string          `json:"agent_commands"`
 }
 
-// GenerateAli returns the RAM OIDC provider command and the role trust policy.
+// AliSubPatterns are the oidc:sub patterns of the agents' wallets: the wallet
+// ends sub, and the measurements before it are left open, so the pin survives
+// a broker upgrade (RAM conditions can read only iss, aud and sub).
+func AliSubPatterns(wallets []string) []string {
+	out := make([]string, len(wallets))
+	for i, w := range wallets {
+		out[i] = "enclave:*:agent:" + w
+	}
+	return out
+}
+
+// GenerateAli returns the RAM OIDC provider command and the role trust
+// policy, which admits only the given agents' tokens for sts.aliyuncs.com.
 func GenerateAli(in AliInput) (*Ali, error) {
 	if _, err := Host(in.Issuer); err != nil {
 		return nil, err
 	}
-	if in.Account == "" {
-		return nil, fmt.Errorf("--account (the Alibaba Cloud account id) is required")
+	if in.Account == "" || strings.Trim(in.Account, "0123456789") != "" {
+		return nil, fmt.Errorf("--account (the Alibaba Cloud account id, digits) is required")
 	}
-	if in.Name == "" {
-		in.Name = "agentkeys"
+	if len(in.Fingerprint) != 40 || strings.Trim(strings.ToLower(in.Fingerprint), "0123456789abcdef") != "" {
+		return nil, fmt.Errorf("the fingerprint must be 40 hex digits (SHA-1 of the issuer's root CA certificate)")
 	}
-	if in.Fingerprint == "" {
-		in.Fingerprint = "<SHA-1 fingerprint of the issuer's TLS certificate>"
+	wallets, err := Wallets(in.Wallets)
+	if err != nil {
+		return nil, err
 	}
-	tp := map[string]any{"Version": "1", "Statement": []map[string]any{{
+	in.Name = cmp.Or(in.Name, "agentkeys")
+	in.RoleName = cmp.Or(in.RoleName, "agentkeys-agents")
+	in.TokenFile = cmp.Or(in.TokenFile, AliTokenFile)
+	out := &Ali{ProviderARN: "acs:ram::" + in.Account + ":oidc-provider/" + in.Name, RoleARN: "acs:ram::" + in.Account + ":role/" + in.RoleName,
+		Fingerprint: strings.ToLower(in.Fingerprint)}
+	out.TrustPolicy = map[string]any{"Version": "1", "Statement": []map[string]any{{
 		"Action": "sts:AssumeRole", "Effect": "Allow",
-		"Principal": map[string]any{"Federated": []string{"acs:ram::" + in.Account + ":oidc-provider/" + in.Name}},
-		"Condition": map[string]any{"StringEquals": map[string]any{"oidc:aud": "sts.aliyuncs.com", "oidc:iss": in.Issuer}},
+		"Principal": map[string]any{"Federated": []string{out.ProviderARN}},
+		"Condition": map[string]any{
+			"StringEquals": map[string]any{"oidc:aud": []string{AliAudience}, "oidc:iss": []string{in.Issuer}},
+			"StringLike":   map[string]any{"oidc:sub": AliSubPatterns(wallets)},
+		},
 	}}}
-	return &Ali{TrustPolicy: tp, Commands: []string{
-		fmt.Sprintf("aliyun ims CreateOIDCProvider --OIDCProviderName %s --IssuerUrl %s --ClientIds sts.aliyuncs.com --Fingerprints %s", in.Name, in.Issuer, in.Fingerprint),
-	}}, nil
+	out.Env = map[string]string{"ALIBABA_CLOUD_OIDC_TOKEN_FILE": in.TokenFile, "ALIBABA_CLOUD_ROLE_ARN": out.RoleARN,
+		"ALIBABA_CLOUD_OIDC_PROVIDER_ARN": out.ProviderARN}
+	out.Commands = []string{
+		fmt.Sprintf("aliyun ims CreateOIDCProvider --OIDCProviderName %s --IssuerUrl %s --ClientIds %s --Fingerprints %s", in.Name, in.Issuer, AliAudience, out.Fingerprint),
+		fmt.Sprintf("aliyun ram CreateRole --RoleName %s --AssumeRolePolicyDocument \"$(cat %s)\"", in.RoleName, filepath.Join(in.FileDir, AliTrustFile)),
+	}
+	out.Agent = []string{
+		fmt.Sprintf("agentkeys daemon serve --oidc-token-file %s=%s", AliAudience, in.TokenFile),
+		"export ALIBABA_CLOUD_OIDC_TOKEN_FILE=" + in.TokenFile + " ALIBABA_CLOUD_ROLE_ARN=" + out.RoleARN + " ALIBABA_CLOUD_OIDC_PROVIDER_ARN=" + out.ProviderARN,
+	}
+	return out, nil
 }
 
 // K8sInput configures a Kubernetes structured authentication config.
