@@ -8,6 +8,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"io"
 	"maps"
 	"net/http"
@@ -31,6 +32,7 @@ import (
 	gooidc "github.com/coreos/go-oidc/v3/oidc"
 	"golang.org/x/oauth2/google"
 
+	"github.com/agentkeys/agentkeys/internal/daemon"
 	"github.com/agentkeys/agentkeys/internal/federation"
 	"github.com/agentkeys/agentkeys/internal/oidc"
 )
@@ -212,7 +214,34 @@ func TestGCPWorkloadIdentity(t *testing.T) {
 
 	sts := map[string]any{"access_token": "ya29.recorded", "issued_token_type": "urn:ietf:params:oauth:token-type:access_token",
 		"token_type": "Bearer", "expires_in": 3600}
-	rec, stsSrv := newRecorder(t, func(*http.Request, url.Values) (int, any) { return 200, sts })
+	// the attribute condition, as GCP evaluates it (CEL over the assertion)
+	env, err := cel.NewEnv(cel.Variable("assertion", cel.MapType(cel.StringType, cel.DynType)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ast, iss := env.Compile(doc.Condition)
+	if iss.Err() != nil {
+		t.Fatalf("the printed condition is not CEL: %v", iss.Err())
+	}
+	prg, err := env.Program(ast)
+	if err != nil {
+		t.Fatal(err)
+	}
+	admits := func(tok string) bool {
+		out, _, err := prg.Eval(map[string]any{"assertion": claimsOf(t, tok)})
+		if err != nil {
+			t.Fatalf("condition: %v", err)
+		}
+		return out.Value() == true
+	}
+	// GCP STS on loopback: it answers as GCP does, verifying the subject token
+	// for the provider's audience and applying the attribute condition
+	rec, stsSrv := newRecorder(t, func(_ *http.Request, f url.Values) (int, any) {
+		if c.verifyFor(f.Get("subject_token"), gcpAudience, nil) != nil || !admits(f.Get("subject_token")) {
+			return 400, map[string]any{"error": "invalid_grant", "error_description": "The given credential is rejected by the attribute condition."}
+		}
+		return 200, sts
+	})
 	var cfg map[string]any
 	b, _ := os.ReadFile(credFile)
 	if err := json.Unmarshal(b, &cfg); err != nil || cfg["token_url"] != federation.GCPTokenURL {
@@ -251,26 +280,6 @@ func TestGCPWorkloadIdentity(t *testing.T) {
 		t.Fatalf("subject_token does not verify for the provider's audience: %v", err)
 	}
 
-	// the attribute condition, as GCP evaluates it (CEL over the assertion)
-	env, err := cel.NewEnv(cel.Variable("assertion", cel.MapType(cel.StringType, cel.DynType)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ast, iss := env.Compile(doc.Condition)
-	if iss.Err() != nil {
-		t.Fatalf("the printed condition is not CEL: %v", iss.Err())
-	}
-	prg, err := env.Program(ast)
-	if err != nil {
-		t.Fatal(err)
-	}
-	admits := func(tok string) bool {
-		out, _, err := prg.Eval(map[string]any{"assertion": claimsOf(t, tok)})
-		if err != nil {
-			t.Fatalf("condition: %v", err)
-		}
-		return out.Value() == true
-	}
 	if !admits(subject) {
 		t.Fatalf("the condition %s refuses agent A's token", doc.Condition)
 	}
@@ -282,6 +291,37 @@ func TestGCPWorkloadIdentity(t *testing.T) {
 		t.Fatalf("google.subject source %q", w)
 	}
 	c.wantVerifyRefusals(t, gcpAudience, oidc.AzureAudience)
+
+	// cloud_credentials provider gcp: the daemon exchanges itself (Google's library)
+	flags := []string{"--gcp-sts-url", stsSrv.URL + "/v1/token"}
+	args := map[string]any{"provider": "gcp", "audience": gcpAudience}
+	var ct daemon.CloudToken
+	if text, isErr := c.mcpCloud(t, c.A, args, flags...); isErr || json.Unmarshal([]byte(text), &ct) != nil || ct.AccessToken != "ya29.recorded" || ct.Expiration.IsZero() {
+		t.Fatalf("cloud_credentials gcp: %s", text)
+	}
+	if _, form := rec.last(t); form.Get("audience") != gcpAudience || c.verifyFor(form.Get("subject_token"), gcpAudience, nil) != nil {
+		t.Fatalf("the daemon's exchange: %v", form)
+	}
+	if text, isErr := c.mcpCloud(t, c.B, args, flags...); !isErr || !strings.HasPrefix(text, "DENIED") {
+		t.Fatalf("cloud_credentials gcp for agent B, whom the condition refuses: %s", text)
+	}
+	if text, isErr := c.mcpCloud(t, c.A, map[string]any{"provider": "gcp", "audience": "sts.amazonaws.com"}, flags...); !isErr || !strings.HasPrefix(text, "BAD_REQUEST") {
+		t.Fatalf("cloud_credentials gcp with another audience: %s", text)
+	}
+}
+
+// mcpCloud calls cloud_credentials through a's `daemon mcp` started with flags.
+func (c *cloudEnv) mcpCloud(t *testing.T, a oidcAgent, args map[string]any, flags ...string) (string, bool) {
+	t.Helper()
+	cs, _ := c.h.mcpSession(a.home, flags...)
+	return mcpCall(t, cs, "cloud_credentials", args)
+}
+
+// trustCert makes child processes (the daemon) trust srv's certificate.
+func trustCert(t *testing.T, srv *httptest.Server) {
+	path := filepath.Join(t.TempDir(), "ca.pem")
+	os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o644)
+	t.Setenv("SSL_CERT_FILE", path)
 }
 
 // TestAzureWorkloadIdentity: azidentity's WorkloadIdentityCredential, with
@@ -307,11 +347,17 @@ func TestAzureWorkloadIdentity(t *testing.T) {
 	}
 
 	var tokenURL string
-	rec, entra := newTLSRecorder(t, func(r *http.Request, _ url.Values) (int, any) {
+	// Entra ID on loopback: it answers as Entra ID does for a federated
+	// credential, verifying the assertion's audience and matching sub exactly
+	rec, entra := newTLSRecorder(t, func(r *http.Request, f url.Values) (int, any) {
 		if strings.HasSuffix(r.URL.Path, "/.well-known/openid-configuration") {
 			base := "https://" + r.Host + "/tenant-a"
 			return 200, map[string]any{"token_endpoint": base + "/oauth2/v2.0/token", "authorization_endpoint": base + "/oauth2/v2.0/authorize",
 				"issuer": base + "/v2.0"}
+		}
+		a := f.Get("client_assertion")
+		if c.verifyFor(a, oidc.AzureAudience, nil) != nil || claimsOf(t, a)["sub"] != subject {
+			return 400, map[string]any{"error": "invalid_client", "error_description": "AADSTS70021: No matching federated identity record found for presented assertion."}
 		}
 		return 200, map[string]any{"access_token": "eyJ.recorded", "token_type": "Bearer", "expires_in": 3600}
 	})
@@ -359,6 +405,22 @@ func TestAzureWorkloadIdentity(t *testing.T) {
 		t.Fatal("agent B's token has agent A's subject")
 	}
 	c.wantVerifyRefusals(t, oidc.AzureAudience, gcpAudience)
+
+	// cloud_credentials provider azure: the daemon exchanges itself (azidentity)
+	trustCert(t, entra)
+	flags := []string{"--azure-authority-host", entra.URL + "/"}
+	args := map[string]any{"provider": "azure", "client_id": doc.Env["AZURE_CLIENT_ID"], "tenant_id": doc.Env["AZURE_TENANT_ID"]}
+	var ct daemon.CloudToken
+	if text, isErr := c.mcpCloud(t, c.A, args, flags...); isErr || json.Unmarshal([]byte(text), &ct) != nil || ct.AccessToken != "eyJ.recorded" || ct.Expiration.IsZero() {
+		t.Fatalf("cloud_credentials azure: %s", text)
+	}
+	if _, form := rec.last(t); claimsOf(t, form.Get("client_assertion"))["sub"] != subject || !strings.HasPrefix(form.Get("scope"), daemon.DefaultAzureScope) {
+		form.Del("client_assertion")
+		t.Fatalf("the daemon's exchange: %v", form)
+	}
+	if text, isErr := c.mcpCloud(t, c.B, args, flags...); !isErr || !strings.HasPrefix(text, "DENIED") {
+		t.Fatalf("cloud_credentials azure for agent B, whose sub has no federated credential: %s", text)
+	}
 }
 
 // newTLSRecorder is newRecorder over TLS on loopback (MSAL takes only https
@@ -389,7 +451,13 @@ func TestAlibabaCloudOIDC(t *testing.T) {
 		"--agent-wallet", "0x"+strings.ToUpper(c.A.wallet[2:]), "--fingerprint", fp, "--token-file", tokenFile, "--json")), &doc); err != nil {
 		t.Fatal(err)
 	}
-	rec, sts := newTLSRecorder(t, func(*http.Request, url.Values) (int, any) {
+	// Alibaba Cloud STS on loopback: it verifies the token for the provider's
+	// client id and applies the role's trust policy, as RAM does
+	rec, sts := newTLSRecorder(t, func(_ *http.Request, f url.Values) (int, any) {
+		tok := f.Get("OIDCToken")
+		if c.verifyFor(tok, federation.AliAudience, nil) != nil || !aliAdmits(t, doc.TrustPolicy, claimsOf(t, tok)) {
+			return 400, map[string]any{"Code": "AuthenticationFail.NoPermission", "Message": "no permission to assume the role"}
+		}
 		return 200, map[string]any{"RequestId": "r1", "Credentials": map[string]any{"AccessKeyId": "STS.recorded", "AccessKeySecret": "s",
 			"SecurityToken": "t", "Expiration": time.Now().Add(time.Hour).UTC().Format("2006-01-02T15:04:05Z")}}
 	})
@@ -434,6 +502,21 @@ func TestAlibabaCloudOIDC(t *testing.T) {
 		t.Fatal("the trust policy admits a token for another audience")
 	}
 	c.wantVerifyRefusals(t, federation.AliAudience, oidc.AzureAudience)
+
+	// cloud_credentials provider alicloud: the daemon exchanges itself (credentials-go)
+	trustCert(t, sts)
+	flags := []string{"--alicloud-sts-endpoint", strings.TrimPrefix(sts.URL, "https://")}
+	args := map[string]any{"provider": "alicloud", "role_arn": doc.RoleARN, "oidc_provider_arn": doc.ProviderARN}
+	var ct daemon.CloudToken
+	if text, isErr := c.mcpCloud(t, c.A, args, flags...); isErr || json.Unmarshal([]byte(text), &ct) != nil || ct.AccessKeyID != "STS.recorded" || ct.SecurityToken == "" {
+		t.Fatalf("cloud_credentials alicloud: %s", text)
+	}
+	if _, form := rec.last(t); form.Get("RoleSessionName") != "agentkeys-alice" || form.Get("RoleArn") != doc.RoleARN {
+		t.Fatalf("the daemon's exchange: %v", form)
+	}
+	if text, isErr := c.mcpCloud(t, c.B, args, flags...); !isErr || !strings.HasPrefix(text, "DENIED") {
+		t.Fatalf("cloud_credentials alicloud for agent B, whom the trust policy refuses: %s", text)
+	}
 }
 
 // aliAdmits evaluates a RAM trust policy's conditions (StringEquals and
