@@ -198,7 +198,7 @@ func TestOIDCFederationSeaweedFS(t *testing.T) {
 	defer enc.Close()
 	v1, _ := enc.PublicKey("oidc/issuer/v1")
 	m := enc.Measurements()
-	sub := oidc.Subject(enclaveHex(m.MrEnclave[:]), enclaveHex(m.MrSigner[:]), "agent", A.wallet)
+	sub := apiv1.Subject(enclaveHex(m.MrEnclave[:]), enclaveHex(m.MrSigner[:]), "agent", A.wallet)
 	now := time.Now().Unix()
 	base := func() map[string]any {
 		return map[string]any{"iss": s.url, "sub": sub, "aud": weedAudience, "iat": now, "nbf": now, "exp": now + 60,
@@ -282,7 +282,7 @@ func TestOIDCFederationSeaweedFS(t *testing.T) {
 	}
 	var cl oidc.Claims
 	info := s.enclaveInfo()
-	if err := idt.Claims(&cl); err != nil || cl.UserWallet != A.wallet || cl.Subject != oidc.Subject(info.MrEnclave, info.MrSigner, "agent", A.wallet) || len(cl.FlatTags.UserWallet) != 1 || cl.FlatTags.UserWallet[0] != A.wallet {
+	if err := idt.Claims(&cl); err != nil || cl.UserWallet != A.wallet || cl.Subject != apiv1.Subject(info.MrEnclave, info.MrSigner, "agent", A.wallet) || len(cl.FlatTags.UserWallet) != 1 || cl.FlatTags.UserWallet[0] != A.wallet {
 		t.Fatalf("go-oidc claims: %+v %v", cl, err)
 	}
 

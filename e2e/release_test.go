@@ -13,6 +13,7 @@ import (
 
 	gooidc "github.com/coreos/go-oidc/v3/oidc"
 
+	"github.com/agentkeys/agentkeys/internal/apiv1"
 	"github.com/agentkeys/agentkeys/internal/broker"
 	"github.com/agentkeys/agentkeys/internal/cli"
 	"github.com/agentkeys/agentkeys/internal/oidc"
@@ -151,7 +152,7 @@ func TestSignedRelease(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if want := oidc.Subject(signed.SHA256, key.MrSigner, "agent", a.wallet); idt.Subject != want {
+		if want := apiv1.Subject(signed.SHA256, key.MrSigner, "agent", a.wallet); idt.Subject != want {
 			t.Fatalf("sub %s, want %s", idt.Subject, want)
 		}
 		var cl oidc.Claims

@@ -1,6 +1,10 @@
 package apiv1
 
-import "github.com/agentkeys/agentkeys/internal/attest"
+import (
+	"strings"
+
+	"github.com/agentkeys/agentkeys/internal/attest"
+)
 
 // TagUserWallet is the claim (and AWS session tag) of an identity token that
 // carries the agent's wallet address: what cloud policies key on.
@@ -8,6 +12,16 @@ const TagUserWallet = "agentkeys_user_wallet"
 
 // AWSAudience is the audience AWS STS expects.
 const AWSAudience = "sts.amazonaws.com"
+
+// AzureAudience is the audience Microsoft Entra ID expects of a federated
+// identity credential's token.
+const AzureAudience = "api://AzureADTokenExchange"
+
+// Subject is the sub claim of an identity token: the enclave's measurements,
+// the role and the wallet (lower case).
+func Subject(mrenclave, mrsigner, role, wallet string) string {
+	return "enclave:" + mrenclave + ":" + mrsigner + ":" + role + ":" + strings.ToLower(wallet)
+}
 
 // Discovery is the body of /.well-known/openid-configuration.
 type Discovery struct {

@@ -199,7 +199,7 @@ func (b *Broker) MintOIDC(ctx context.Context, c *Caller, r apiv1.OIDCRequest) (
 	ttl := r.TTL
 	maxTTL := int64(b.cfg.OIDCMaxTTL / time.Second)
 	if ttl == 0 {
-		ttl = min(oidc.DefaultTTL, maxTTL)
+		ttl = min(oidc.DefaultTTLFor(r.Audience), maxTTL)
 	}
 	if ttl < 1 || ttl > maxTTL {
 		return nil, problem.Newf(problem.BadRequest, "ask for a ttl of 1 to "+fmt.Sprint(maxTTL)+" seconds, or omit it for the default",

@@ -177,12 +177,15 @@ func whoamiCmd(e *env) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			out := map[string]any{"omni": w.Omni, "wallet": w.Wallet, "role": w.Role, "server": s.Server, "session_expires": expiry(w.ExpiresAt)}
+			// token_wallet is the form identity tokens carry and relying
+			// parties compare case-sensitively (cloud policies, prefixes, RBAC).
+			out := map[string]any{"omni": w.Omni, "wallet": w.Wallet, "token_wallet": strings.ToLower(w.Wallet), "role": w.Role, "server": s.Server,
+				"session_expires": expiry(w.ExpiresAt)}
 			if asJSON {
 				return json.NewEncoder(e.stdout).Encode(out)
 			}
-			fmt.Fprintf(e.stdout, "omni:    %s\nwallet:  %s\nrole:    %s\nserver:  %s\nsession: expires %s\n",
-				w.Omni, w.Wallet, w.Role, s.Server, expiry(w.ExpiresAt))
+			fmt.Fprintf(e.stdout, "omni:    %s\nwallet:  %s (in identity tokens and cloud policies: %s)\nrole:    %s\nserver:  %s\nsession: expires %s\n",
+				w.Omni, w.Wallet, strings.ToLower(w.Wallet), w.Role, s.Server, expiry(w.ExpiresAt))
 			return nil
 		},
 	}

@@ -148,6 +148,9 @@ func cloudFlags(cmd *cobra.Command, src *daemon.Source) {
 	cmd.Flags().StringVar(&src.STSEndpoint, "sts-endpoint", "", "STS endpoint URL for cloud_credentials (default: AWS)")
 	cmd.Flags().StringVar(&src.AWSAudience, "aws-audience", daemon.DefaultAWSAudience, "token audience for AWS STS")
 	cmd.Flags().StringVar(&src.AWSRegion, "aws-region", daemon.DefaultAWSRegion, "AWS region for STS")
+	cmd.Flags().StringVar(&src.GCPTokenURL, "gcp-sts-url", "", "GCP STS token endpoint for cloud_credentials (default: Google's)")
+	cmd.Flags().StringVar(&src.AzureAuthorityHost, "azure-authority-host", "", "Entra ID authority host for cloud_credentials (default: Azure public cloud)")
+	cmd.Flags().StringVar(&src.AliSTSEndpoint, "alicloud-sts-endpoint", "", "Alibaba Cloud STS host[:port] for cloud_credentials (default: sts.aliyuncs.com)")
 }
 
 func daemonMCPCmd(e *env) *cobra.Command {
@@ -158,7 +161,9 @@ func daemonMCPCmd(e *env) *cobra.Command {
 		Short: "Serve the agent's credentials to an MCP client on stdio",
 		Long: `An MCP server on stdin/stdout with the tools get_credential{service,
 wait_seconds?}, list_credentials{} and cloud_credentials{provider:"aws",
-role_arn, session_name?, duration?}; their input schemas state the rules the
+role_arn, session_name?, duration?} (or provider "gcp" with audience,
+service_account?; "azure" with client_id, tenant_id; "alicloud" with role_arn,
+oidc_provider_arn: the setups agentkeys oidc register prints); their input schemas state the rules the
 daemon checks. Tool errors start with a stable code: BAD_REQUEST, DENIED,
 NOT_FOUND, RATE_LIMITED, REVOKED or UNREACHABLE. Logs (never values) go to stderr.
 It stops quietly (exit 0) when its client closes stdin or sends SIGINT/SIGTERM.
@@ -204,14 +209,19 @@ func daemonServeCmd(e *env) *cobra.Command {
 		Long: `For tools that do not speak MCP: GET /credentials → {"services":[…]},
 GET /credentials/{service} → {"service":…,"value":…}; errors are
 {"error":{"code","message","fix"}} with the codes of agentkeys daemon mcp;
-GET /cloud/aws?role_arn=ARN → credential_process JSON.
+GET /cloud/aws?role_arn=ARN → credential_process JSON;
+GET /cloud/gcp?audience=…, /cloud/azure?client_id=…&tenant_id=…,
+/cloud/alicloud?role_arn=…&oidc_provider_arn=… → cloud_credentials' JSON.
 The socket is 0600. Run as its own user with --socket-group GROUP (the agent
 user's group), the daemon makes it 0660 for that group: the agent reaches it
 (agentkeys daemon mcp --socket PATH, agentkeys run --socket PATH) but cannot
 read the daemon's keys. The daemon refuses to start when its directory is open
 to other users, and a socket directory every user may write.
 --oidc-token-file AUD=PATH keeps a web-identity token file (0600) fresh for
-AWS_WEB_IDENTITY_TOKEN_FILE-style consumers: rewritten at 80% of its lifetime.`,
+AWS_WEB_IDENTITY_TOKEN_FILE-style consumers (GOOGLE_APPLICATION_CREDENTIALS'
+file source, AZURE_FEDERATED_TOKEN_FILE, ALIBABA_CLOUD_OIDC_TOKEN_FILE):
+rewritten at 80% of its lifetime (default 5m, 1h for api://AzureADTokenExchange,
+whose SDKs keep the file 10 minutes).`,
 		Example: "  agentkeys daemon serve --socket /run/agentkeys.sock\n" +
 			"  curl --unix-socket /run/agentkeys.sock http://agentkeys/credentials/openai\n" +
 			"  runuser -u agentkeys -- agentkeys daemon serve --socket /run/agentkeys/agentkeys.sock --socket-group agent",
@@ -270,7 +280,7 @@ AWS_WEB_IDENTITY_TOKEN_FILE-style consumers: rewritten at 80% of its lifetime.`,
 	cmd.Flags().StringVar(&socket, "socket", "", "socket path (default $AGENTKEYS_HOME/daemon/agentkeys.sock)")
 	cmd.Flags().StringVar(&group, "socket-group", "", "make the socket 0660 for this group (the agent user's); needs --socket")
 	cmd.Flags().StringArrayVar(&tokenFiles, "oidc-token-file", nil, "keep an identity token for AUDIENCE in PATH (repeatable), as AUDIENCE=PATH")
-	cmd.Flags().DurationVar(&tokenTTL, "oidc-token-ttl", 0, "lifetime of tokens written to --oidc-token-file (default: the broker's, 5m)")
+	cmd.Flags().DurationVar(&tokenTTL, "oidc-token-ttl", 0, "lifetime of tokens written to --oidc-token-file (default: the broker's, 5m; 1h for api://AzureADTokenExchange)")
 	cloudFlags(cmd, &src)
 	return cmd
 }
@@ -370,7 +380,7 @@ cannot be reached.`,
 				}
 			}
 			out := map[string]any{"state": st.State, "server": s.Server, "owner": s.Owner, "alias": s.Alias, "agent": s.Agent,
-				"wallet": wallet, "s3_prefix": daemon.S3Prefix(wallet), "generation": generation, "scope": scope,
+				"wallet": wallet, "token_wallet": strings.ToLower(wallet), "s3_prefix": daemon.S3Prefix(wallet), "generation": generation, "scope": scope,
 				"expires_at": expiry(expires)}
 			if p := st.Problem; p != nil {
 				out["detail"], out["fix"] = p.Message, p.Fix
@@ -385,7 +395,8 @@ cannot be reached.`,
 					fmt.Fprintf(e.stdout, "            %s\n            Fix: %s\n", p.Message, p.Fix)
 				}
 				fmt.Fprintf(e.stdout, "Server:     %s\nOwner:      %s\nAgent:      %s (generation %d, omni %s)\n", s.Server, s.Owner, s.Alias, generation, s.Agent)
-				fmt.Fprintf(e.stdout, "Wallet:     %s\nS3 prefix:  %s\n", wallet, daemon.S3Prefix(wallet))
+				fmt.Fprintf(e.stdout, "Wallet:     %s (in identity tokens and cloud policies: %s)\nS3 prefix:  %s\n",
+					wallet, strings.ToLower(wallet), daemon.S3Prefix(wallet))
 				if st.Whoami != nil {
 					fmt.Fprintf(e.stdout, "Scope:      %s\n", scopeText(scope))
 				}

@@ -1,7 +1,9 @@
 package cli
 
 import (
+	"context"
 	"crypto/rand"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -125,23 +127,46 @@ AWS, to try the AWS setup on one machine.`,
 	seaweed.Flags().StringVar(&sw.Audience, "audience", apiv1.AWSAudience, "the token audience (client id)")
 
 	var gc federation.GCPInput
-	gcp := registerCmd(e, &o, "gcp", "Workload identity pool and OIDC provider with attribute mapping",
-		"  agentkeys oidc register gcp --issuer https://keys.example.com --project my-proj --project-number 123456789",
-		func(string) (*federation.GCP, error) { gc.Issuer = o.issuer; return federation.GenerateGCP(gc) },
-		nil, // commands only
-		func(out *federation.GCP, _ []docFile) {
-			fmt.Fprintf(e.stdout, "# audience for agents' tokens (server --oidc-audience): %s\n", out.Audience)
+	gcp := registerCmd(e, &o, "gcp", "Workload identity pool and OIDC provider admitting given agents, and the credential configuration for Google's SDKs",
+		"  agentkeys oidc register gcp --issuer https://keys.example.com --project my-proj --project-number 123456789 --agent-wallet 0xAGENT\n"+
+			"  agentkeys oidc register gcp --issuer https://keys.example.com --project my-proj --project-number 123456789 --agent-wallet 0xAGENT --service-account agents@my-proj.iam.gserviceaccount.com --out gcp-setup",
+		func(dir string) (*federation.GCP, error) {
+			gc.Issuer, gc.FileDir = o.issuer, dir
+			return federation.GenerateGCP(gc)
+		},
+		func(out *federation.GCP) []docFile {
+			return []docFile{{federation.GCPCredentialFile, 0o644, out.Credentials}} // no secret: it names a token file
+		},
+		func(out *federation.GCP, docs []docFile) {
+			fmt.Fprintf(e.stdout, "# The broker must allow the audience: agentkeys server --oidc-audience %s\n", out.Audience)
+			fmt.Fprintf(e.stdout, "# Agents' scope: agentkeys agent scope ALIAS --add oidc:%s\n", out.Audience)
+			fmt.Fprintf(e.stdout, "\n# 1. Run:\n")
 			e.printLines(out.Commands)
+			if len(out.Principals) > 0 {
+				fmt.Fprintf(e.stdout, "\n# Grant roles to each agent (survives broker upgrades: keyed on the wallet, not sub):\n")
+				for _, p := range out.Principals {
+					fmt.Fprintf(e.stdout, "#   gcloud projects add-iam-policy-binding PROJECT --role=ROLE --member=%s\n", p)
+				}
+			}
+			if docs != nil {
+				fmt.Fprintf(e.stdout, "\n# 2. Save this file in the agent's sandbox.\n")
+				e.printDocs(docs)
+			}
+			fmt.Fprintf(e.stdout, "\n# 3. In the agent's sandbox (every Google SDK and gcloud then just work):\n")
+			e.printLines(out.Agent)
 		})
 	gcp.Flags().StringVar(&gc.Project, "project", "", "GCP project id")
 	gcp.Flags().StringVar(&gc.ProjectNumber, "project-number", "", "GCP project number")
 	gcp.Flags().StringVar(&gc.Pool, "pool", "agentkeys", "workload identity pool id")
 	gcp.Flags().StringVar(&gc.Provider, "provider", "agentkeys-oidc", "provider id")
 	gcp.Flags().StringVar(&gc.ServiceAccount, "service-account", "", "service account agents impersonate (optional)")
+	gcp.Flags().StringArrayVar(&gc.Wallets, "agent-wallet", nil, "wallet of an agent the provider admits (repeatable; agentkeys agent list)")
+	gcp.Flags().StringVar(&gc.TokenFile, "token-file", federation.GCPTokenFile, "where the agent's daemon keeps the token")
 
 	var az federation.AzureInput
-	azure := registerCmd(e, &o, "azure", "Federated identity credential of an app registration",
-		"  agentkeys oidc register azure --issuer https://keys.example.com --app-id APP --subject 'enclave:…:agent:0xabc…'",
+	azure := registerCmd(e, &o, "azure", "Federated identity credential of one agent for an app registration, and the agent's environment",
+		"  agentkeys oidc register azure --issuer https://keys.example.com --app-id APP --tenant-id TENANT --agent-wallet 0xAGENT --mrenclave HEX --mrsigner HEX\n"+
+			"  agentkeys oidc register azure --issuer https://keys.example.com --app-id APP --tenant-id TENANT --subject 'enclave:…:agent:0xabc…' --out azure-setup",
 		func(dir string) (*federation.Azure, error) {
 			az.Issuer, az.FileDir = o.issuer, dir
 			return federation.GenerateAzure(az)
@@ -150,28 +175,67 @@ AWS, to try the AWS setup on one machine.`,
 			return []docFile{{federation.AzureCredentialFile, 0o644, out.Credential}}
 		},
 		func(out *federation.Azure, docs []docFile) {
-			e.printDocs(docs)
+			fmt.Fprintf(e.stdout, "# The broker must allow the audience, with tokens of at least 15 minutes (Azure's SDKs keep a\n"+
+				"# token file 10 minutes; tokens for %s last 1h by default):\n#   agentkeys server --oidc-audience %s\n", apiv1.AzureAudience, apiv1.AzureAudience)
+			fmt.Fprintf(e.stdout, "# Entra ID matches sub exactly: when a broker upgrade changes mrenclave or mrsigner, create the credential again.\n")
+			if docs != nil {
+				fmt.Fprintf(e.stdout, "\n# 1. Save this file.\n")
+				e.printDocs(docs)
+			}
+			fmt.Fprintf(e.stdout, "\n# 2. Run:\n")
 			e.printLines(out.Commands)
+			fmt.Fprintf(e.stdout, "\n# 3. In the agent's sandbox (its scope: oidc:%s); Azure SDKs' workload identity credential then works:\n", apiv1.AzureAudience)
+			e.printLines(out.Agent)
 		})
 	azure.Flags().StringVar(&az.AppID, "app-id", "", "the app registration's application (client) id")
-	azure.Flags().StringVar(&az.Subject, "subject", "", "the agent's sub claim")
-	azure.Flags().StringVar(&az.Name, "name", "agentkeys", "credential name")
+	azure.Flags().StringVar(&az.TenantID, "tenant-id", "", "the directory (tenant) id")
+	azure.Flags().StringVar(&az.Subject, "subject", "", "the agent's sub claim (or give --agent-wallet, --mrenclave, --mrsigner)")
+	azure.Flags().StringVar(&az.Wallet, "agent-wallet", "", "the agent's wallet (agentkeys agent list)")
+	azure.Flags().StringVar(&az.MrEnclave, "mrenclave", "", "the broker's mrenclave (hex; GET /v1/enclave)")
+	azure.Flags().StringVar(&az.MrSigner, "mrsigner", "", "the broker's mrsigner (hex; GET /v1/enclave)")
+	azure.Flags().StringVar(&az.Name, "name", "", "credential name (default agentkeys-<wallet prefix>)")
+	azure.Flags().StringVar(&az.TokenFile, "token-file", federation.AzureTokenFile, "where the agent's daemon keeps the token")
 
 	var al federation.AliInput
-	ali := registerCmd(e, &o, "alicloud", "RAM OIDC provider and role trust policy",
-		"  agentkeys oidc register alicloud --issuer https://keys.example.com --account 1234567890123456",
-		func(string) (*federation.Ali, error) { al.Issuer = o.issuer; return federation.GenerateAli(al) },
-		func(out *federation.Ali) []docFile { return []docFile{{"trust-policy.json", 0o644, out.TrustPolicy}} },
-		func(out *federation.Ali, docs []docFile) {
-			e.printLines(out.Commands)
-			if docs != nil {
-				fmt.Fprintln(e.stdout, "# role trust policy")
-				e.printJSON(out.TrustPolicy)
+	var aliCA string
+	ali := registerCmd(e, &o, "alicloud", "RAM OIDC provider with the issuer's certificate fingerprint, a role trust policy admitting given agents, and the agent's environment",
+		"  agentkeys oidc register alicloud --issuer https://keys.example.com --account 1234567890123456 --agent-wallet 0xAGENT\n"+
+			"  agentkeys oidc register alicloud --issuer https://keys.internal:8443 --ca-file ca.pem --account 1234567890123456 --agent-wallet 0xAGENT --out ali-setup",
+		func(dir string) (*federation.Ali, error) {
+			al.Issuer, al.FileDir = o.issuer, dir
+			if al.Fingerprint == "" {
+				roots, err := caPool(aliCA)
+				if err != nil {
+					return nil, err
+				}
+				if al.Fingerprint, err = federation.Fingerprint(context.Background(), o.issuer, roots); err != nil {
+					return nil, err
+				}
 			}
+			return federation.GenerateAli(al)
+		},
+		func(out *federation.Ali) []docFile {
+			return []docFile{{federation.AliTrustFile, 0o644, out.TrustPolicy}}
+		},
+		func(out *federation.Ali, docs []docFile) {
+			fmt.Fprintf(e.stdout, "# The broker must allow the audience: agentkeys server --oidc-audience %s\n", federation.AliAudience)
+			fmt.Fprintf(e.stdout, "# Fingerprint %s: SHA-1 of the issuer's root CA certificate (add the new one before the CA changes).\n", out.Fingerprint)
+			if docs != nil {
+				fmt.Fprintf(e.stdout, "\n# 1. Save this file.\n")
+				e.printDocs(docs)
+			}
+			fmt.Fprintf(e.stdout, "\n# 2. Run, then attach the policies the agents need to the role:\n")
+			e.printLines(out.Commands)
+			fmt.Fprintf(e.stdout, "\n# 3. In the agent's sandbox (its scope: oidc:%s); Alibaba Cloud's credential chain then works:\n", federation.AliAudience)
+			e.printLines(out.Agent)
 		})
 	ali.Flags().StringVar(&al.Account, "account", "", "Alibaba Cloud account id")
 	ali.Flags().StringVar(&al.Name, "name", "agentkeys", "OIDC provider name")
-	ali.Flags().StringVar(&al.Fingerprint, "fingerprint", "", "SHA-1 fingerprint of the issuer's TLS certificate")
+	ali.Flags().StringVar(&al.RoleName, "role-name", "agentkeys-agents", "the role agents assume")
+	ali.Flags().StringArrayVar(&al.Wallets, "agent-wallet", nil, "wallet of an agent the role admits (repeatable; agentkeys agent list)")
+	ali.Flags().StringVar(&al.Fingerprint, "fingerprint", "", "SHA-1 of the issuer's root CA certificate (default: fetched from the issuer over TLS)")
+	ali.Flags().StringVar(&aliCA, "ca-file", "", "PEM file of the private CA that signed the issuer's certificate")
+	ali.Flags().StringVar(&al.TokenFile, "token-file", federation.AliTokenFile, "where the agent's daemon keeps the token")
 
 	var k8 federation.K8sInput
 	k8s := registerCmd(e, &o, "k8s", "Kubernetes structured authentication configuration (apiserver.config.k8s.io/v1)",
@@ -310,6 +374,23 @@ func writeFileWhole(path string, b []byte, mode os.FileMode, replace bool) error
 		return problem.Wrap(err, problem.Internal, "check the directory and retry", "writing %s: %v", path, err)
 	}
 	return nil
+}
+
+// caPool is the system's roots, or only the CA certificates in the PEM file
+// path when given.
+func caPool(path string) (*x509.CertPool, error) {
+	if path == "" {
+		return nil, nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("--ca-file: %v", err)
+	}
+	p := x509.NewCertPool()
+	if !p.AppendCertsFromPEM(b) {
+		return nil, fmt.Errorf("--ca-file %s holds no PEM certificate", path)
+	}
+	return p, nil
 }
 
 // printDocs prints each document under a "# name" header.

@@ -78,6 +78,7 @@ type cachedCreds struct {
 const (
 	minARN, maxARN           = 20, 2048
 	arnPattern               = `^arn:[!-~]+$`
+	anyARNPattern            = `^(arn|acs):[!-~]+$` // AWS's or Alibaba Cloud's
 	sessionNamePattern       = `^[\w+=,.@-]{2,64}$`
 	minDuration, maxDuration = 900, 43200 // seconds
 )

@@ -253,6 +253,10 @@ type Source struct {
 	STSEndpoint string // "" = AWS
 	AWSAudience string // "" = sts.amazonaws.com
 	AWSRegion   string // "" = us-east-1
+	// Endpoints of the other clouds ("" = the cloud's own).
+	GCPTokenURL        string // GCP STS token endpoint
+	AzureAuthorityHost string // Entra ID authority host
+	AliSTSEndpoint     string // Alibaba Cloud STS host[:port] (https)
 	// Checks caches the broker's answer about the session for a few seconds
 	// before cached cloud credentials are served; nil asks every time.
 	Checks *Checks

@@ -38,10 +38,17 @@ type ListInput struct{}
 // values differ only where the schema says so: an explicit duration or
 // session_name must be valid.
 type CloudInput struct {
-	Provider    string  `json:"provider" jsonschema:"the cloud: aws"`
-	RoleARN     string  `json:"role_arn" jsonschema:"the role to assume, e.g. arn:aws:iam::123456789012:role/agentkeys-agents"`
-	SessionName *string `json:"session_name,omitempty" jsonschema:"the role session name (default agentkeys-<alias>)"`
-	Duration    *int32  `json:"duration,omitempty" jsonschema:"credential lifetime in seconds (default: the role's)"`
+	Provider    string  `json:"provider" jsonschema:"the cloud: aws, gcp, azure or alicloud"`
+	RoleARN     string  `json:"role_arn,omitempty" jsonschema:"aws and alicloud: the role to assume, e.g. arn:aws:iam::123456789012:role/agentkeys-agents or acs:ram::1234567890123456:role/agentkeys-agents"`
+	SessionName *string `json:"session_name,omitempty" jsonschema:"aws and alicloud: the role session name (default agentkeys-<alias>)"`
+	Duration    *int32  `json:"duration,omitempty" jsonschema:"aws and alicloud: credential lifetime in seconds (default: the role's; an hour on alicloud)"`
+	// The other clouds' setup, as agentkeys oidc register <cloud> printed it.
+	Audience        string `json:"audience,omitempty" jsonschema:"gcp: the workload identity provider's audience, //iam.googleapis.com/projects/…/providers/…"`
+	ServiceAccount  string `json:"service_account,omitempty" jsonschema:"gcp: a service account to impersonate (optional)"`
+	ClientID        string `json:"client_id,omitempty" jsonschema:"azure: the app registration's client id (AZURE_CLIENT_ID)"`
+	TenantID        string `json:"tenant_id,omitempty" jsonschema:"azure: the tenant id (AZURE_TENANT_ID)"`
+	Scope           string `json:"scope,omitempty" jsonschema:"gcp and azure: the access token's scope (default cloud-platform; https://management.azure.com/.default)"`
+	OIDCProviderARN string `json:"oidc_provider_arn,omitempty" jsonschema:"alicloud: the RAM OIDC provider (ALIBABA_CLOUD_OIDC_PROVIDER_ARN)"`
 }
 
 // ServiceList is list_credentials' result and GET /credentials' body.
@@ -75,6 +82,7 @@ type Backend interface {
 	Get(ctx context.Context, service string, w Wait) ([]byte, error)
 	List(ctx context.Context) (*ServiceList, error)
 	AWSCredentials(ctx context.Context, r AWSRequest) (*AWSCredentials, error)
+	CloudToken(ctx context.Context, r CloudRequest) (*CloudToken, error)
 }
 
 // NewMCPServer returns the daemon's MCP server with its tools. Each tool's
@@ -130,25 +138,34 @@ func NewMCPServer(src Backend, log *slog.Logger) *mcp.Server {
 			return res
 		})
 	addTool(s, &mcp.Tool{Name: "cloud_credentials",
-		Description: "Get short-lived cloud credentials for a role the owner set up with agentkeys oidc register. " +
-			"provider must be \"aws\"; the daemon mints an identity token and calls STS AssumeRoleWithWebIdentity itself, " +
-			"and caches the credentials until shortly before they expire. Errors start with a stable code."},
-		schemaFor[CloudInput](func(p map[string]*jsonschema.Schema) {
-			p["provider"].Enum = []any{"aws"}
-			str(p["role_arn"], minARN, maxARN, arnPattern)
-			str(p["session_name"], 2, 64, sessionNamePattern)
-			integer(p["duration"], minDuration, maxDuration)
-		}),
+		Description: "Get short-lived cloud credentials through a setup the owner made with agentkeys oidc register <cloud>. " +
+			"provider aws (role_arn): AWS STS AssumeRoleWithWebIdentity, cached until shortly before expiry; " +
+			"gcp (audience, service_account?): a Google access token by workload identity federation; " +
+			"azure (client_id, tenant_id): an Entra ID access token by a federated credential; " +
+			"alicloud (role_arn, oidc_provider_arn): Alibaba Cloud STS credentials by AssumeRoleWithOIDC. " +
+			"The daemon mints an identity token and makes the exchange itself. Errors start with a stable code."},
+		cloudSchema(),
 		func(in *CloudInput) error {
-			if in.Provider != "aws" {
-				return problem.New(CodeBadRequest, "this provider is not supported", "use provider \"aws\"")
-			}
 			if in.SessionName != nil && *in.SessionName == "" || in.Duration != nil && *in.Duration == 0 {
 				return problem.New(CodeBadRequest, "session_name and duration, when given, must be valid", "omit them for the defaults")
 			}
-			return checkAWS(in.request())
+			if in.Provider == "aws" {
+				return checkAWS(in.request())
+			}
+			return checkCloudRequest(in.cloudRequest())
 		},
 		func(ctx context.Context, _ *mcp.CallToolRequest, in CloudInput) *mcp.CallToolResult {
+			if in.Provider != "aws" {
+				ct, err := src.CloudToken(ctx, in.cloudRequest())
+				if err != nil {
+					p := Stable(err)
+					log.Info("cloud_credentials refused", "provider", in.Provider, "code", p.Code)
+					return toolError(p)
+				}
+				log.Info("cloud_credentials", "provider", in.Provider, "expires", ct.Expiration.Format(time.RFC3339))
+				b, _ := json.Marshal(ct)
+				return toolText(string(b))
+			}
 			cr, err := src.AWSCredentials(ctx, in.request())
 			if err != nil {
 				p := Stable(err)
@@ -160,6 +177,31 @@ func NewMCPServer(src Backend, log *slog.Logger) *mcp.Server {
 			return toolText(string(b))
 		})
 	return s
+}
+
+// cloudSchema is cloud_credentials' input schema: the rules every provider
+// shares, then each provider's required fields and their patterns.
+func cloudSchema() *jsonschema.Schema {
+	s := schemaFor[CloudInput](func(p map[string]*jsonschema.Schema) {
+		p["provider"].Enum = []any{"aws", ProviderGCP, ProviderAzure, ProviderAlicloud}
+		str(p["role_arn"], minARN, maxARN, anyARNPattern)
+		str(p["session_name"], 2, 64, sessionNamePattern)
+		integer(p["duration"], minDuration, maxDuration)
+	})
+	s.AllOf = cloudSchemaRules()
+	return s
+}
+
+func (in *CloudInput) cloudRequest() CloudRequest {
+	r := CloudRequest{Provider: in.Provider, Audience: in.Audience, ServiceAccount: in.ServiceAccount, ClientID: in.ClientID,
+		TenantID: in.TenantID, Scope: in.Scope, RoleARN: in.RoleARN, OIDCProviderARN: in.OIDCProviderARN}
+	if in.SessionName != nil {
+		r.SessionName = *in.SessionName
+	}
+	if in.Duration != nil {
+		r.Duration = *in.Duration
+	}
+	return r
 }
 
 func (in *CloudInput) request() AWSRequest {

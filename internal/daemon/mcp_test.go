@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -54,13 +55,13 @@ func TestToolSchemas(t *testing.T) {
 	}
 	str("get_credential", "service", 1, 63, `^[a-z0-9][a-z0-9._-]{0,62}$`)
 	num("get_credential", "wait_seconds", 0, 300)
-	str("cloud_credentials", "role_arn", 20, 2048, `^arn:[!-~]+$`)
+	str("cloud_credentials", "role_arn", 20, 2048, `^(arn|acs):[!-~]+$`)
 	str("cloud_credentials", "session_name", 2, 64, `^[\w+=,.@-]{2,64}$`)
 	num("cloud_credentials", "duration", 900, 43200)
-	if p := prop("cloud_credentials", "provider"); len(p.Enum) != 1 || p.Enum[0] != "aws" {
-		t.Errorf("cloud_credentials.provider enum %v, want [aws]", p.Enum)
+	if p := prop("cloud_credentials", "provider"); fmt.Sprint(p.Enum) != "[aws gcp azure alicloud]" {
+		t.Errorf("cloud_credentials.provider enum %v, want [aws gcp azure alicloud]", p.Enum)
 	}
-	for tool, req := range map[string][]string{"get_credential": {"service"}, "cloud_credentials": {"provider", "role_arn"}} {
+	for tool, req := range map[string][]string{"get_credential": {"service"}, "cloud_credentials": {"provider"}} {
 		if got := strings.Join(schemas[tool].Required, ","); got != strings.Join(req, ",") {
 			t.Errorf("%s requires %q, want %q", tool, got, strings.Join(req, ","))
 		}
@@ -69,6 +70,8 @@ func TestToolSchemas(t *testing.T) {
 	// The schema and the daemon agree, call for call: what the schema refuses
 	// is BAD_REQUEST, what it accepts reaches the (unpaired) source: DENIED.
 	const arn = "arn:aws:iam::123456789012:role/agents"
+	const aliRole = "acs:ram::1234567890123456:role/agentkeys-agents"
+	const gcpAud = "//iam.googleapis.com/projects/123/locations/global/workloadIdentityPools/agentkeys/providers/agentkeys-oidc"
 	for _, c := range []struct {
 		tool string
 		args string
@@ -104,6 +107,23 @@ func TestToolSchemas(t *testing.T) {
 		{"cloud_credentials", `{"provider":"aws","role_arn":"` + arn + `","duration":43201}`},
 		{"cloud_credentials", `{"provider":"aws","role_arn":"` + arn + `","session_name":"x"}`},
 		{"cloud_credentials", `{"provider":"aws","role_arn":"` + arn + `","session_name":"a b"}`},
+		{"cloud_credentials", `{"provider":"aws","role_arn":"` + aliRole + `"}`},
+		{"cloud_credentials", `{"provider":"gcp","audience":"` + gcpAud + `"}`},
+		{"cloud_credentials", `{"provider":"gcp","audience":"` + gcpAud + `","service_account":"agents@p.iam.gserviceaccount.com","scope":"https://www.googleapis.com/auth/devstorage.read_only"}`},
+		{"cloud_credentials", `{"provider":"gcp"}`},
+		{"cloud_credentials", `{"provider":"gcp","audience":"sts.amazonaws.com"}`},
+		{"cloud_credentials", `{"provider":"gcp","audience":"` + gcpAud + `","service_account":"not an email"}`},
+		{"cloud_credentials", `{"provider":"gcp","audience":"` + gcpAud + `","scope":"a\nb"}`},
+		{"cloud_credentials", `{"provider":"gcp","audience":"` + gcpAud + `","duration":899}`},
+		{"cloud_credentials", `{"provider":"azure","client_id":"11111111-2222-3333-4444-555555555555","tenant_id":"contoso.onmicrosoft.com"}`},
+		{"cloud_credentials", `{"provider":"azure","client_id":"x"}`},
+		{"cloud_credentials", `{"provider":"azure","client_id":"x","tenant_id":"a/b"}`},
+		{"cloud_credentials", `{"provider":"alicloud","role_arn":"` + aliRole + `","oidc_provider_arn":"acs:ram::1234567890123456:oidc-provider/agentkeys"}`},
+		{"cloud_credentials", `{"provider":"alicloud","role_arn":"` + aliRole + `","oidc_provider_arn":"acs:ram::1234567890123456:oidc-provider/agentkeys","session_name":"x"}`},
+		{"cloud_credentials", `{"provider":"alicloud","role_arn":"` + aliRole + `"}`},
+		{"cloud_credentials", `{"provider":"alicloud","role_arn":"` + arn + `","oidc_provider_arn":"acs:ram::1234567890123456:oidc-provider/agentkeys"}`},
+		{"cloud_credentials", `{"provider":"alicloud","role_arn":"acs:ram::1234567890123456:oidc-provider/agentkeys","oidc_provider_arn":"` + aliRole + `"}`},
+		{"cloud_credentials", `{"provider":"k8s","role_arn":"` + arn + `"}`},
 	} {
 		var args map[string]any
 		if err := json.Unmarshal([]byte(c.args), &args); err != nil {

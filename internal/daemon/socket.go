@@ -73,8 +73,26 @@ func Handler(src Source, log *slog.Logger) http.Handler {
 		}
 		writeJSON(w, http.StatusOK, cr)
 	})
+	mux.HandleFunc("GET /cloud/{provider}", func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		d, err := strconv.ParseInt(cmp.Or(q.Get("duration"), "0"), 10, 32)
+		if err != nil {
+			fail(w, problem.New(CodeBadRequest, "duration is not a number of seconds", "pass e.g. duration=3600, or omit it"))
+			return
+		}
+		ct, err := src.CloudToken(r.Context(), CloudRequest{Provider: r.PathValue("provider"), Audience: q.Get("audience"),
+			ServiceAccount: q.Get("service_account"), ClientID: q.Get("client_id"), TenantID: q.Get("tenant_id"), Scope: q.Get("scope"),
+			RoleARN: q.Get("role_arn"), OIDCProviderARN: q.Get("oidc_provider_arn"), SessionName: q.Get("session_name"), Duration: int32(d)})
+		if err != nil {
+			p := Stable(err)
+			log.Info("cloud credentials refused", "code", p.Code)
+			fail(w, p)
+			return
+		}
+		writeJSON(w, http.StatusOK, ct)
+	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		fail(w, problem.New(CodeNotFound, "no such endpoint", "use GET /credentials, GET /credentials/{service}[?wait=SECONDS] or GET /cloud/aws?role_arn=ARN"))
+		fail(w, problem.New(CodeNotFound, "no such endpoint", "use GET /credentials, GET /credentials/{service}[?wait=SECONDS], GET /cloud/aws?role_arn=ARN or GET /cloud/{gcp,azure,alicloud}?…"))
 	})
 	return mux
 }

@@ -84,6 +84,26 @@ func (c *SocketClient) AWSCredentials(ctx context.Context, r AWSRequest) (*AWSCr
 	return &out, nil
 }
 
+// CloudToken asks the daemon for a GCP, Azure or Alibaba Cloud credential;
+// the endpoints are the daemon's.
+func (c *SocketClient) CloudToken(ctx context.Context, r CloudRequest) (*CloudToken, error) {
+	q := url.Values{}
+	for k, v := range map[string]string{"audience": r.Audience, "service_account": r.ServiceAccount, "client_id": r.ClientID,
+		"tenant_id": r.TenantID, "scope": r.Scope, "role_arn": r.RoleARN, "oidc_provider_arn": r.OIDCProviderARN, "session_name": r.SessionName} {
+		if v != "" {
+			q.Set(k, v)
+		}
+	}
+	if r.Duration != 0 {
+		q.Set("duration", strconv.Itoa(int(r.Duration)))
+	}
+	var out CloudToken
+	if err := c.get(ctx, "/cloud/"+url.PathEscape(r.Provider), q, &out, 0); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
 // get checks the socket, sends one request and decodes the answer into out,
 // or the daemon's error into a *problem.Error with its code. The daemon has
 // socketTimeout to answer, plus wait.

@@ -43,14 +43,41 @@ func TestAWSDocuments(t *testing.T) {
 }
 
 func TestOtherClouds(t *testing.T) {
-	if g, err := GenerateGCP(GCPInput{Issuer: "https://k", Project: "p", ProjectNumber: "1"}); err != nil || !strings.Contains(g.Commands[1], "--issuer-uri=https://k") {
+	if g, err := GenerateGCP(GCPInput{Issuer: "https://k", Project: "p", ProjectNumber: "1", Wallets: []string{"0xAbCdEf0123456789aBcDeF0123456789AbCdEf01"}}); err != nil ||
+		!strings.Contains(g.Commands[1], "--issuer-uri=https://k") || g.Condition != "assertion.agentkeys_user_wallet in ['0xabcdef0123456789abcdef0123456789abcdef01']" {
 		t.Fatalf("gcp: %v %+v", err, g)
 	}
-	if a, err := GenerateAzure(AzureInput{Issuer: "https://k", AppID: "x", Subject: "enclave:a"}); err != nil || a.Credential["issuer"] != "https://k" {
+	for _, bad := range [][]string{nil, {"0x12"}, {"abcdef0123456789abcdef0123456789abcdef0123"}, {"0xabcdef0123456789abcdef0123456789abcdef0g"}, {"0xabcdef0123456789abcdef0123456789abcdef01'] || true || ['"}} {
+		if _, err := GenerateGCP(GCPInput{Issuer: "https://k", Project: "p", ProjectNumber: "1", Wallets: bad}); err == nil {
+			t.Errorf("gcp accepted agent wallets %q", bad)
+		}
+	}
+	sub := "enclave:aa:bb:agent:0xabcdef0123456789abcdef0123456789abcdef01"
+	if a, err := GenerateAzure(AzureInput{Issuer: "https://k", AppID: "x", TenantID: "t", Wallet: "0xAbCdEf0123456789aBcDeF0123456789AbCdEf01", MrEnclave: "AA", MrSigner: "bb"}); err != nil ||
+		a.Credential["issuer"] != "https://k" || a.Credential["subject"] != sub || a.Env["AZURE_CLIENT_ID"] != "x" || a.Env["AZURE_TENANT_ID"] != "t" {
 		t.Fatalf("azure: %v %+v", err, a)
 	}
-	if a, err := GenerateAli(AliInput{Issuer: "https://k", Account: "1"}); err != nil || len(a.Commands) != 1 {
+	for _, bad := range []AzureInput{{AppID: "x", TenantID: "t"}, {AppID: "x", TenantID: "t", Subject: "enclave:a"},
+		{AppID: "x", Subject: sub}, {AppID: "x", TenantID: "t", Subject: strings.ToUpper(sub)}, {AppID: "x", TenantID: "t", Wallet: "0x1", MrEnclave: "a", MrSigner: "b"}} {
+		bad.Issuer = "https://k"
+		if _, err := GenerateAzure(bad); err == nil {
+			t.Errorf("azure accepted %+v", bad)
+		}
+	}
+	fp := "0123456789abcdef0123456789ABCDEF01234567"
+	if a, err := GenerateAli(AliInput{Issuer: "https://k", Account: "1", Fingerprint: fp, Wallets: []string{"0xAbCdEf0123456789aBcDeF0123456789AbCdEf01"}}); err != nil ||
+		!strings.Contains(a.Commands[0], "--Fingerprints "+strings.ToLower(fp)) || a.Env["ALIBABA_CLOUD_ROLE_ARN"] != a.RoleARN ||
+		AliSubPatterns([]string{"0xab"})[0] != "enclave:*:agent:0xab" {
 		t.Fatalf("ali: %v %+v", err, a)
+	} else if b, _ := json.Marshal(a.TrustPolicy); !strings.Contains(string(b), `"oidc:sub":["enclave:*:agent:0xabcdef0123456789abcdef0123456789abcdef01"]`) {
+		t.Fatalf("ali trust policy not pinned to the agent: %s", b)
+	}
+	for _, bad := range []AliInput{{Account: "1", Fingerprint: fp}, {Account: "1", Wallets: []string{"0xabcdef0123456789abcdef0123456789abcdef01"}},
+		{Account: "x", Fingerprint: fp, Wallets: []string{"0xabcdef0123456789abcdef0123456789abcdef01"}}} {
+		bad.Issuer = "https://k"
+		if _, err := GenerateAli(bad); err == nil {
+			t.Errorf("ali accepted %+v", bad)
+		}
 	}
 	if k, err := GenerateK8s(K8sInput{Issuer: "https://k"}); err != nil || k["kind"] != "AuthenticationConfiguration" {
 		t.Fatalf("k8s: %v %+v", err, k)

@@ -27,10 +27,24 @@ const (
 
 // Token lifetimes.
 const (
-	DefaultTTL = 300  // seconds
-	MaxTTL     = 3600 // seconds
-	MaxToken   = 20000
+	DefaultTTL = 300 // seconds
+	// AzureTTL is the default for apiv1.AzureAudience: Azure's SDKs keep a token
+	// file's contents for 10 minutes (they assume tokens live 12 minutes or
+	// more, as Kubernetes projects them), so a 5-minute token refreshed at
+	// 80 % would be sent expired.
+	AzureTTL = 3600 // seconds
+	MaxTTL   = 3600 // seconds
+	MaxToken = 20000
 )
+
+// DefaultTTLFor is a token's lifetime for audience when the caller asks for
+// none (the broker caps it at its --oidc-max-ttl).
+func DefaultTTLFor(audience string) int64 {
+	if audience == apiv1.AzureAudience {
+		return AzureTTL
+	}
+	return DefaultTTL
+}
 
 // Tags are the principal tags of a token (values are arrays: AWS only turns
 // them into session tags that way).
@@ -48,30 +62,29 @@ type AWSTags struct {
 // Claims are exactly the claims of an identity token. ClaimsSupported lists
 // their JSON names; a test keeps the two in step.
 type Claims struct {
-	Issuer      string  `json:"iss"`
-	Subject     string  `json:"sub"`
-	Audience    string  `json:"aud"`
-	IssuedAt    int64   `json:"iat"`
-	NotBefore   int64   `json:"nbf"`
-	Expiry      int64   `json:"exp"`
-	ID          string  `json:"jti"`
-	UserWallet  string  `json:"agentkeys_user_wallet"`
-	OwnerWallet string  `json:"agentkeys_owner_wallet"`
-	Omni        string  `json:"agentkeys_omni"`
-	Tier        string  `json:"agentkeys_enclave_tier"`
-	AWSTags     AWSTags `json:"https://aws.amazon.com/tags"`
-	FlatTags    Tags    `json:"https://aws.amazon.com/tags/principal_tags"`
+	Issuer      string `json:"iss"`
+	Subject     string `json:"sub"`
+	Audience    string `json:"aud"`
+	IssuedAt    int64  `json:"iat"`
+	NotBefore   int64  `json:"nbf"`
+	Expiry      int64  `json:"exp"`
+	ID          string `json:"jti"`
+	UserWallet  string `json:"agentkeys_user_wallet"`
+	OwnerWallet string `json:"agentkeys_owner_wallet"`
+	Omni        string `json:"agentkeys_omni"`
+	Tier        string `json:"agentkeys_enclave_tier"`
+	// Username is the agent wallet again, in the standard claim relying parties
+	// that substitute only standard claims (MinIO policies) or key on a stable
+	// name (Kubernetes) can use: unlike sub it survives an enclave upgrade.
+	Username string  `json:"preferred_username"`
+	AWSTags  AWSTags `json:"https://aws.amazon.com/tags"`
+	FlatTags Tags    `json:"https://aws.amazon.com/tags/principal_tags"`
 }
 
 // ClaimsSupported is claims_supported of the discovery document.
 var ClaimsSupported = []string{"iss", "sub", "aud", "iat", "nbf", "exp", "jti",
 	"agentkeys_user_wallet", "agentkeys_owner_wallet", "agentkeys_omni", "agentkeys_enclave_tier",
-	ClaimAWSTags, ClaimFlatTags}
-
-// Subject is the sub of a token: enclave:<mrenclave>:<mrsigner>:<role>:<wallet lower-case>.
-func Subject(mrenclave, mrsigner, role, wallet string) string {
-	return "enclave:" + mrenclave + ":" + mrsigner + ":" + role + ":" + strings.ToLower(wallet)
-}
+	"preferred_username", ClaimAWSTags, ClaimFlatTags}
 
 // Identity is who a token is for.
 type Identity struct {
@@ -92,9 +105,9 @@ func NewClaims(issuer, audience string, id Identity, enc Enclave, now, ttl int64
 	rand.Read(b[:]) // never fails (crypto/rand)
 	w := strings.ToLower(id.Wallet)
 	tags := Tags{UserWallet: []string{w}}
-	return Claims{Issuer: issuer, Subject: Subject(enc.MrEnclave, enc.MrSigner, id.Role, w), Audience: audience,
+	return Claims{Issuer: issuer, Subject: apiv1.Subject(enc.MrEnclave, enc.MrSigner, id.Role, w), Audience: audience,
 		IssuedAt: now, NotBefore: now, Expiry: now + ttl, ID: base64.RawURLEncoding.EncodeToString(b[:]),
-		UserWallet: w, OwnerWallet: strings.ToLower(id.OwnerWallet), Omni: id.Omni, Tier: enc.Tier,
+		UserWallet: w, OwnerWallet: strings.ToLower(id.OwnerWallet), Omni: id.Omni, Tier: enc.Tier, Username: w,
 		AWSTags:  AWSTags{PrincipalTags: tags, TransitiveTagKeys: []string{apiv1.TagUserWallet}},
 		FlatTags: tags}
 }
