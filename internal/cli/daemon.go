@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -148,6 +149,26 @@ func cloudFlags(cmd *cobra.Command, src *daemon.Source) {
 	cmd.Flags().StringVar(&src.STSEndpoint, "sts-endpoint", "", "STS endpoint URL for cloud_credentials (default: AWS)")
 	cmd.Flags().StringVar(&src.AWSAudience, "aws-audience", daemon.DefaultAWSAudience, "token audience for AWS STS")
 	cmd.Flags().StringVar(&src.AWSRegion, "aws-region", daemon.DefaultAWSRegion, "AWS region for STS")
+	chainFlag(cmd, src)
+}
+
+// chainFlag adds --chain-verified-oidc (default on): identity tokens are
+// dual-verified against the ledger's key registry before any use (§10.2).
+func chainFlag(cmd *cobra.Command, src *daemon.Source) {
+	cmd.Flags().VarPF(notFlag{&src.Unverified}, "chain-verified-oidc", "",
+		"refuse identity tokens whose key the ledger's registry does not vouch for (=false only for a bring-your-own issuer)").NoOptDefVal = "true"
+}
+
+// notFlag is a boolean flag stored negated (the flag's default, true, is the
+// zero value of the field).
+type notFlag struct{ p *bool }
+
+func (f notFlag) String() string { return strconv.FormatBool(!*f.p) }
+func (f notFlag) Type() string   { return "bool" }
+func (f notFlag) Set(v string) error {
+	b, err := strconv.ParseBool(v)
+	*f.p = !b
+	return err
 }
 
 func daemonMCPCmd(e *env) *cobra.Command {
@@ -171,7 +192,7 @@ Configure your MCP client with the output of agentkeys daemon mcp-config.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log := e.daemonLog()
 			if socket != "" {
-				for _, f := range []string{"sts-endpoint", "aws-audience", "aws-region"} {
+				for _, f := range []string{"sts-endpoint", "aws-audience", "aws-region", "chain-verified-oidc"} {
 					if cmd.Flags().Changed(f) {
 						return problem.Newf(problem.BadRequest, "pass --"+f+" to agentkeys daemon serve, which calls STS",
 							"--%s does nothing with --socket: the daemon behind the socket calls STS", f)
@@ -180,7 +201,7 @@ Configure your MCP client with the output of agentkeys daemon mcp-config.`,
 				log.Info("mcp front starting", "socket", socket)
 				return daemon.ServeMCP(cmd.Context(), daemon.NewSocketClient(socket), log)
 			}
-			src.Dir, src.Checks = e.daemonDir(), daemon.NewChecks(daemon.DefaultCheckTTL, time.Now)
+			src.Dir, src.Checks, src.Keys = e.daemonDir(), daemon.NewChecks(daemon.DefaultCheckTTL, time.Now), daemon.NewKeyViews()
 			if err := src.Dir.CheckPrivate(); err != nil {
 				return err
 			}
@@ -251,7 +272,7 @@ AWS_WEB_IDENTITY_TOKEN_FILE-style consumers: rewritten at 80% of its lifetime.`,
 			}
 			defer os.Remove(socket)
 			log := e.daemonLog()
-			src.Dir, src.Checks = d, daemon.NewChecks(daemon.DefaultCheckTTL, time.Now)
+			src.Dir, src.Checks, src.Keys = d, daemon.NewChecks(daemon.DefaultCheckTTL, time.Now), daemon.NewKeyViews()
 			// The token-file refreshers and the socket server are one group:
 			// whichever way it ends, the rest stop and are joined.
 			ctx, stop := context.WithCancel(cmd.Context())
@@ -406,6 +427,7 @@ cannot be reached.`,
 
 func daemonAWSCmd(e *env) *cobra.Command {
 	var r daemon.AWSRequest
+	var src daemon.Source
 	cmd := &cobra.Command{
 		Use:   "aws-credentials",
 		Short: "Print AWS credential_process JSON for a role (mints a token, calls STS itself)",
@@ -420,7 +442,8 @@ from ~/.aws/config:
 			"  agentkeys daemon aws-credentials --role-arn ARN --sts-endpoint http://127.0.0.1:8333",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cr, err := daemon.Source{Dir: e.daemonDir()}.AWSCredentials(cmd.Context(), r)
+			src.Dir = e.daemonDir()
+			cr, err := src.AWSCredentials(cmd.Context(), r)
 			if err != nil {
 				return err
 			}
@@ -433,6 +456,7 @@ from ~/.aws/config:
 	cmd.Flags().StringVar(&r.STSEndpoint, "sts-endpoint", "", "STS endpoint URL (default: AWS)")
 	cmd.Flags().StringVar(&r.Region, "region", daemon.DefaultAWSRegion, "AWS region for STS")
 	cmd.Flags().StringVar(&r.Audience, "audience", daemon.DefaultAWSAudience, "token audience")
+	chainFlag(cmd, &src)
 	cmd.MarkFlagRequired("role-arn")
 	return cmd
 }
@@ -440,6 +464,7 @@ from ~/.aws/config:
 func daemonOIDCTokenCmd(e *env) *cobra.Command {
 	var audience, out string
 	var ttl time.Duration
+	var src daemon.Source
 	cmd := &cobra.Command{
 		Use:   "oidc-token",
 		Short: "Mint an identity token for an audience; print it or write it to a 0600 file",
@@ -451,7 +476,7 @@ such a file fresh.`,
 		Example: "  agentkeys daemon oidc-token --audience sts.amazonaws.com --out /run/agent/aws-token",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			src := daemon.Source{Dir: e.daemonDir()}
+			src.Dir = e.daemonDir()
 			if out != "" {
 				exp, err := src.WriteTokenFile(cmd.Context(), audience, out, int64(ttl/time.Second))
 				if err != nil {
@@ -471,5 +496,6 @@ such a file fresh.`,
 	cmd.Flags().StringVar(&audience, "audience", daemon.DefaultAWSAudience, "the relying party's audience")
 	cmd.Flags().StringVar(&out, "out", "", "write the token to this file (0600) instead of printing it")
 	cmd.Flags().DurationVar(&ttl, "ttl", 0, "token lifetime (default: the broker's, 5m)")
+	chainFlag(cmd, &src)
 	return cmd
 }

@@ -27,6 +27,7 @@ import (
 
 	"github.com/agentkeys/agentkeys/internal/agent"
 	"github.com/agentkeys/agentkeys/internal/broker"
+	"github.com/agentkeys/agentkeys/internal/chainkeys"
 	"github.com/agentkeys/agentkeys/internal/client"
 	"github.com/agentkeys/agentkeys/internal/enclave"
 	"github.com/agentkeys/agentkeys/internal/home"
@@ -63,6 +64,9 @@ type Pending struct {
 	ExpiresAt   int64    `json:"expires_at"`
 	ProofKey    string   `json:"proof_key"`    // base64 PKCS#8 P-256
 	HPKEPrivate string   `json:"hpke_private"` // base64 serialized hybrid HPKE private key
+	// Enclave is what the daemon pinned from the broker's verified quote when
+	// it asked to pair: the keys dual verification checks the registry under.
+	Enclave chainkeys.Pins `json:"enclave"`
 }
 
 // Session is a paired agent session. Token, ChannelKey and ProofKey are secret.
@@ -79,6 +83,9 @@ type Session struct {
 	ChannelInfo string `json:"channel_info"`
 	ExpiresAt   int64  `json:"expires_at"`
 	ProofKey    string `json:"proof_key"` // base64 PKCS#8 P-256
+	// Enclave: the pins of the pair request (sessions paired before pinning
+	// existed have none, and dual verification refuses their tokens).
+	Enclave chainkeys.Pins `json:"enclave"`
 }
 
 // ErrNotPaired means the daemon has no session yet.
@@ -244,7 +251,7 @@ func (p *Pending) Open(dl *agent.Delivery) (*Session, error) {
 	}
 	return &Session{Server: p.Server, Owner: p.Owner, Alias: p.Alias, Agent: dl.Agent, Wallet: dl.Wallet, Generation: dl.Generation,
 		SID: dl.SID, Token: string(tok), ChannelKey: base64.StdEncoding.EncodeToString(ch), ChannelInfo: dl.ChannelInfo,
-		ExpiresAt: dl.ExpiresAt, ProofKey: p.ProofKey}, nil
+		ExpiresAt: dl.ExpiresAt, ProofKey: p.ProofKey, Enclave: p.Enclave}, nil
 }
 
 // Source fetches credentials for the agent: it loads the session on every call
@@ -258,6 +265,13 @@ type Source struct {
 	// Checks caches the broker's answer about the session for a few seconds
 	// before cached cloud credentials are served; nil asks every time.
 	Checks *Checks
+	// Unverified turns dual verification off (--chain-verified-oidc=false, for
+	// bring-your-own issuers): by default every identity token is checked
+	// against the ledger's registry before it is used (DualVerify).
+	Unverified bool
+	// Keys caches the verified registry between tokens for a long-running
+	// daemon; nil walks the chain afresh for each token.
+	Keys *KeyViews
 	// Now is the daemon's clock: it dates DPoP proofs and decides when the
 	// session and cached cloud credentials expire. nil = time.Now.
 	Now func() time.Time

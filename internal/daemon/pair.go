@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/agentkeys/agentkeys/internal/agent"
+	"github.com/agentkeys/agentkeys/internal/chainkeys"
 	"github.com/agentkeys/agentkeys/internal/client"
 	"github.com/agentkeys/agentkeys/internal/dpop"
 	"github.com/agentkeys/agentkeys/internal/problem"
@@ -31,6 +32,12 @@ func (d Dir) NewPairRequest(ctx context.Context, server, owner, alias string, sc
 func SendPairRequest(ctx context.Context, c *client.Client, owner, alias string, scope []string, ttl, wait time.Duration) (*Pending, error) {
 	if scope == nil {
 		scope = []string{}
+	}
+	// Pin the enclave first (§10.2): its attested ledger key is what the
+	// daemon later checks the OIDC key registry under.
+	pins, err := chainkeys.Attest(ctx, c, "")
+	if err != nil {
+		return nil, err
 	}
 	proof, err := dpop.NewKey()
 	if err != nil {
@@ -76,7 +83,7 @@ func SendPairRequest(ctx context.Context, c *client.Client, owner, alias string,
 		return nil, err
 	}
 	return &Pending{Server: c.Server(), Owner: owner, Alias: alias, Scope: scope, ID: res.ID, VVC: res.VVC,
-		Fingerprint: res.Fingerprint, ExpiresAt: res.ExpiresAt, ProofKey: pk, HPKEPrivate: base64.StdEncoding.EncodeToString(hb)}, nil
+		Fingerprint: res.Fingerprint, ExpiresAt: res.ExpiresAt, ProofKey: pk, HPKEPrivate: base64.StdEncoding.EncodeToString(hb), Enclave: pins}, nil
 }
 
 // WaitPairing polls the broker until the owner decides on p. Approved, it
