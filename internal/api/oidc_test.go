@@ -22,6 +22,7 @@ import (
 	"github.com/agentkeys/agentkeys/internal/agent"
 	"github.com/agentkeys/agentkeys/internal/broker"
 	"github.com/agentkeys/agentkeys/internal/client"
+	"github.com/agentkeys/agentkeys/internal/chainkeys"
 	"github.com/agentkeys/agentkeys/internal/daemon"
 	"github.com/agentkeys/agentkeys/internal/dpop"
 	"github.com/agentkeys/agentkeys/internal/ledger"
@@ -47,6 +48,9 @@ func (e *env) pairAgent(t testing.TB, owner *client.Session, idKey []byte, owner
 	}
 	d := daemon.Dir(t.TempDir())
 	dk.p.ID, dk.p.Server = created.ID, e.srv.URL
+	if dk.p.Enclave, err = chainkeys.Attest(ctx, e.c, ""); err != nil { // as daemon.SendPairRequest pins it
+		t.Fatal(err)
+	}
 	if _, err := d.Complete(dk.p, st.Delivery); err != nil {
 		t.Fatal(err)
 	}
