@@ -125,7 +125,11 @@ func verifySigV4(t *testing.T, r recorded, keyID, secret, region, service string
 	canon := strings.Join([]string{r.method, path, strings.Join(q, "&"), canonHeaders.String(), fields["SignedHeaders"], hex.EncodeToString(bodyHash[:])}, "\n")
 	ch := sha256.Sum256([]byte(canon))
 	toSign := "AWS4-HMAC-SHA256\n" + amzDate + "\n" + scope + "\n" + hex.EncodeToString(ch[:])
-	mac := func(key []byte, s string) []byte { m := hmac.New(sha256.New, key); m.Write([]byte(s)); return m.Sum(nil) }
+	mac := func(key []byte, s string) []byte {
+		m := hmac.New(sha256.New, key)
+		m.Write([]byte(s))
+		return m.Sum(nil)
+	}
 	k := mac([]byte("AWS4"+secret), amzDate[:8])
 	k = mac(k, region)
 	k = mac(k, service)

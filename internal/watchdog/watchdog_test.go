@@ -122,7 +122,11 @@ type syncWriter struct {
 	mu *sync.Mutex
 }
 
-func (s *syncWriter) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.w.Write(p) }
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
+}
 
 // round runs one round and waits for its webhook deliveries.
 func (r *rig) round() {
