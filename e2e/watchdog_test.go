@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
 	"os/exec"
 	"slices"
 	"sort"
@@ -315,5 +316,32 @@ func TestWatchdogCutsOffRogueJWKS(t *testing.T) {
 	}
 	if n := strings.Count(logs.String(), `"msg":"`+watchdog.EventDrift+`"`); n != 1 || len(iam.all()) != 1 {
 		t.Fatalf("after more rounds: %d drift lines, %d IAM calls", n, len(iam.all()))
+	}
+}
+
+// TestWatchdogRefusesBadFlags: usage errors and an incident key others may read
+// are refused before the watchdog contacts anything.
+func TestWatchdogRefusesBadFlags(t *testing.T) {
+	h := newHarness(t)
+	home := t.TempDir()
+	key := home + "/incident.key"
+	h.akOK(home, "release", "keygen", "--out", key)
+	os.Chmod(key, 0o644)
+	base := []string{"watchdog", "--jwks-url", "http://127.0.0.1:1/.well-known/jwks.json", "--registry-url", "http://127.0.0.1:1"}
+	for _, c := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"watchdog"}, 2, "BAD_REQUEST"},
+		{append(slices.Clone(base), "--interval", "100ms"), 2, "--interval must be at least 1s"},
+		{[]string{"watchdog", "--jwks-url", "ftp://x", "--registry-url", "http://127.0.0.1:1"}, 2, "is not an http(s) URL"},
+		{append(slices.Clone(base), "--aws-iam-endpoint", "http://127.0.0.1:1"), 2, "needs --aws-oidc-provider-arn"},
+		{append(slices.Clone(base), "--incident-key", key), 3, "chmod 600"},
+	} {
+		r := h.cli(home, c.args...)
+		if r.code != c.code || !strings.Contains(r.stderr, c.want) || !strings.Contains(r.stderr, "Fix:") {
+			t.Errorf("%v: exit %d: %s", c.args[1:], r.code, r.stderr)
+		}
 	}
 }

@@ -2,17 +2,20 @@ package cli
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 
+	"github.com/agentkeys/agentkeys/internal/broker"
 	"github.com/agentkeys/agentkeys/internal/chainkeys"
 	"github.com/agentkeys/agentkeys/internal/client"
 	"github.com/agentkeys/agentkeys/internal/oidc"
@@ -62,6 +65,12 @@ come from the SDK's default chain. It runs until SIGINT/SIGTERM.`,
 			if err != nil {
 				return err
 			}
+			var key ed25519.PrivateKey
+			if incidentKey != "" {
+				if key, err = incidentSigner(incidentKey); err != nil {
+					return err
+				}
+			}
 			c, err := client.New(registryURL)
 			if err != nil {
 				return err
@@ -71,11 +80,7 @@ come from the SDK's default chain. It runs until SIGINT/SIGTERM.`,
 				return err
 			}
 			cfg := watchdog.Config{JWKSURL: jwksURL, Registry: chainkeys.NewView(c, pins), Interval: interval, Webhook: webhook}
-			if incidentKey != "" {
-				key, err := e.operatorKey(incidentKey)
-				if err != nil {
-					return err
-				}
+			if key != nil {
 				cfg.Revoke = watchdog.GovernanceRevoker(c, key)
 			}
 			if providerARN != "" {
@@ -120,4 +125,21 @@ come from the SDK's default chain. It runs until SIGINT/SIGTERM.`,
 	cmd.MarkFlagRequired("jwks-url")
 	cmd.MarkFlagRequired("registry-url")
 	return cmd
+}
+
+// incidentSigner loads the key the watchdog signs revocations with: a PEM
+// Ed25519 governance key in a file only its owner may read.
+func incidentSigner(path string) (ed25519.PrivateKey, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, problem.Wrap(err, problem.BadRequest, "pass --incident-key PATH, a PEM Ed25519 governance key", "cannot read the incident key: %v", err)
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		return nil, problem.Newf(problem.Denied, "chmod 600 "+path, "the incident key %s is %v: other users may read it", path, fi.Mode().Perm())
+	}
+	key, err := broker.LoadOperatorKey(path)
+	if err != nil {
+		return nil, problem.Wrap(err, problem.BadRequest, "pass --incident-key PATH, a PEM Ed25519 governance key (e.g. <data-dir>/operator.key)", "cannot read the incident key: %v", err)
+	}
+	return key, nil
 }

@@ -160,7 +160,7 @@ func (w *Watchdog) Round(ctx context.Context) {
 		w.unreachable.Inc()
 		if !w.down {
 			log.Error(EventUnreachable, "event", EventUnreachable, "jwks_url", w.cfg.JWKSURL, "error", err.Error())
-			w.notify(Event{Event: EventUnreachable, JWKSURL: w.cfg.JWKSURL, DetectedAt: w.cfg.Now().UTC(), Reason: err.Error()}, nil)
+			w.notify(ctx, Event{Event: EventUnreachable, JWKSURL: w.cfg.JWKSURL, DetectedAt: w.cfg.Now().UTC(), Reason: err.Error()})
 		}
 		w.down = true
 		return
@@ -226,17 +226,15 @@ func (w *Watchdog) act(ctx context.Context, inc *incident) {
 				ev.Adapters = append(ev.Adapters, a.Name)
 			}
 		}
-		w.notify(ev, ctx)
+		w.notify(ctx, ev)
 	}
 }
 
-// notify posts ev to the webhook in the background, retried with backoff.
-func (w *Watchdog) notify(ev Event, ctx context.Context) {
+// notify posts ev to the webhook in the background, retried with backoff
+// until it is delivered, the tries are spent or ctx ends.
+func (w *Watchdog) notify(ctx context.Context, ev Event) {
 	if w.cfg.Webhook == "" {
 		return
-	}
-	if ctx == nil {
-		ctx = context.Background()
 	}
 	body, _ := json.Marshal(ev)
 	w.hooks.Go(func() {
