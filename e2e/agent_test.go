@@ -20,7 +20,7 @@ import (
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
-	"github.com/agentkeys/agentkeys/internal/broker"
+	"github.com/agentkeys/agentkeys/internal/apiv1"
 	"github.com/agentkeys/agentkeys/internal/daemon"
 	"github.com/agentkeys/agentkeys/internal/dpop"
 	"github.com/agentkeys/agentkeys/internal/home"
@@ -683,7 +683,7 @@ func TestAgentAttacks(t *testing.T) {
 	// approveAPI signs a decision over binding (a request's VVC hash; a denied or
 	// expired request is refused before its binding is checked).
 	approveAPI := func(id, binding string) (int, string) {
-		d := broker.SignDecision(idKey, s.url, id, binding, "approve", time.Now().Unix())
+		d := apiv1.SignDecision(idKey, s.url, id, binding, "approve", time.Now().Unix())
 		body, _ := json.Marshal(d)
 		req, _ := http.NewRequest("POST", s.url+"/v1/pair/requests/"+id+"/approve", strings.NewReader(string(body)))
 		req.Header.Set("Authorization", "Bearer "+owSess.Token)

@@ -18,7 +18,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/agentkeys/agentkeys/internal/agent"
+	"github.com/agentkeys/agentkeys/internal/apiv1"
 	"github.com/agentkeys/agentkeys/internal/broker"
 	"github.com/agentkeys/agentkeys/internal/daemon"
 	"github.com/agentkeys/agentkeys/internal/dpop"
@@ -76,9 +76,9 @@ func rssKiB(t *testing.T, pid int, field string) int {
 func signedLogin(server string, key ed25519.PrivateKey) []byte {
 	n := make([]byte, 16)
 	rand.Read(n)
-	l := broker.Login{PublicKey: hex.EncodeToString(key.Public().(ed25519.PublicKey)), Server: server,
+	l := apiv1.Login{PublicKey: hex.EncodeToString(key.Public().(ed25519.PublicKey)), Server: server,
 		Time: time.Now().Unix(), Nonce: hex.EncodeToString(n)}
-	broker.SignLogin(&l, key)
+	apiv1.SignLogin(&l, key)
 	b, _ := json.Marshal(l)
 	return b
 }
@@ -91,9 +91,9 @@ func signedPair(t *testing.T, owner, alias string) []byte {
 		return nil
 	}
 	jwk, _ := dpop.PublicJWK(k)
-	r := agent.Request{Owner: owner, Alias: alias, Scope: []string{"openai"}, ProofJWK: string(jwk),
+	r := apiv1.PairRequest{Owner: owner, Alias: alias, Scope: []string{"openai"}, ProofJWK: string(jwk),
 		HPKEPublic: base64.StdEncoding.EncodeToString(hk.PublicKey().Bytes()), ValidUntil: time.Now().Add(5 * time.Minute).Unix()}
-	if err := agent.Sign(&r, k); err != nil {
+	if err := apiv1.SignPairRequest(&r, k); err != nil {
 		t.Error(err)
 		return nil
 	}

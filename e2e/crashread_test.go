@@ -11,13 +11,13 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/agentkeys/agentkeys/internal/api"
+	"github.com/agentkeys/agentkeys/internal/apiv1"
 	"github.com/agentkeys/agentkeys/internal/broker"
 	"github.com/agentkeys/agentkeys/internal/client"
 	"github.com/agentkeys/agentkeys/internal/daemon"
-	"github.com/agentkeys/agentkeys/internal/enclave"
 	"github.com/agentkeys/agentkeys/internal/home"
 	"github.com/agentkeys/agentkeys/internal/ledger/sqlite"
+	"github.com/agentkeys/agentkeys/internal/seal"
 	"github.com/agentkeys/agentkeys/internal/vault"
 )
 
@@ -80,7 +80,7 @@ func newCrashReads(h *harness, s *server) *crashReads {
 			if err != nil {
 				return 0, nil, err
 			}
-			res, err := cl.WithToken(c.session.Token).Read(ctx, crashService, api.ReadBody{Recipient: pub})
+			res, err := cl.WithToken(c.session.Token).Read(ctx, crashService, apiv1.ReadBody{Recipient: pub})
 			if err != nil {
 				return 0, nil, err
 			}
@@ -111,7 +111,7 @@ func newCrashReads(h *harness, s *server) *crashReads {
 			if err != nil {
 				return 0, nil, err
 			}
-			v, err := enclave.OpenSessionBox(ch, []byte(res.Info), res.Sealed)
+			v, err := seal.OpenBox(ch, []byte(res.Info), res.Sealed)
 			return res.Version, v, err
 		}})
 	return c
@@ -132,7 +132,7 @@ func (c *crashReads) storeNext(s *server) {
 		c.h.t.Fatal(err)
 	}
 	for _, cr := range list {
-		if cr.Service == crashService && cr.Agent == vault.OwnerWide {
+		if cr.Service == crashService && cr.Agent == apiv1.OwnerWide {
 			c.mu.Lock()
 			defer c.mu.Unlock()
 			if _, dup := c.values[cr.Version]; dup {

@@ -21,7 +21,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/agentkeys/agentkeys/internal/enclave"
+	"github.com/agentkeys/agentkeys/internal/attest"
 	"github.com/agentkeys/agentkeys/internal/registry"
 )
 
@@ -43,7 +43,7 @@ func newRogue(t *testing.T) *rogueIssuer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &rogueIssuer{key: k, pub: hex.EncodeToString(b), kid: enclave.Kid("oidc/issuer/v1", b)}
+	return &rogueIssuer{key: k, pub: hex.EncodeToString(b), kid: attest.Kid("oidc/issuer/v1", b)}
 }
 
 // jwks is the rogue key as a JWKS document.

@@ -23,7 +23,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/agentkeys/agentkeys/internal/api"
+	"github.com/agentkeys/agentkeys/internal/apiv1"
 	"github.com/agentkeys/agentkeys/internal/backoff"
 	"github.com/agentkeys/agentkeys/internal/broker"
 	"github.com/agentkeys/agentkeys/internal/client"
@@ -537,12 +537,12 @@ func (s *server) allEntries() []ledger.Entry {
 	t.Helper()
 	var all []ledger.Entry
 	for from := uint64(0); ; {
-		p, err := s.client.Entries(context.Background(), from, api.MaxEntriesPage)
+		p, err := s.client.Entries(context.Background(), from, apiv1.MaxEntriesPage)
 		if err != nil {
 			t.Fatalf("GET /v1/ledger/entries?from=%d: %v", from, err)
 		}
 		all = append(all, p.Entries...)
-		if len(p.Entries) < api.MaxEntriesPage {
+		if len(p.Entries) < apiv1.MaxEntriesPage {
 			return all
 		}
 		from = p.Next
@@ -550,7 +550,7 @@ func (s *server) allEntries() []ledger.Entry {
 }
 
 // head fetches GET /v1/ledger/head.
-func (s *server) head() *api.HeadInfo {
+func (s *server) head() *apiv1.HeadInfo {
 	s.h.t.Helper()
 	hd, err := s.client.Head(context.Background())
 	if err != nil {
@@ -606,7 +606,7 @@ func randomHex(n int) string {
 }
 
 // newEntry builds an unsigned governance entry linking to hd.
-func newEntry(t *testing.T, hd *api.HeadInfo, kind string, payload any) ledger.Entry {
+func newEntry(t *testing.T, hd *apiv1.HeadInfo, kind string, payload any) ledger.Entry {
 	t.Helper()
 	p, err := ledger.MarshalPayload(payload)
 	if err != nil {

@@ -528,7 +528,10 @@ func (w *writers) wait() int {
 func TestGracefulStopUnderLoad(t *testing.T) {
 	h := newHarness(t)
 	home := t.TempDir()
-	o := serverOpts{home: home}
+	// Four writers racing for the head re-sign and resubmit on every conflict, and
+	// each submission counts against the governance limit: raise it, this test is
+	// about the stop, not the limit.
+	o := serverOpts{home: home, args: []string{"--submit-rate", "10000/1m,10000/1m"}}
 	s := h.start(o)
 	key := operatorKey(t, o.effectiveDataDir())
 	var mu sync.Mutex

@@ -18,11 +18,11 @@ func TestLedgerURL(t *testing.T) {
 		home := t.TempDir()
 		secret := "pw-" + randomHex(16)
 		h.plant("password in --ledger", secret)
-		s := h.spawn(serverOpts{home: home, args: []string{"--ledger", "postgres://agentkeys:" + secret + "@127.0.0.1:5432/ledger"}})
+		s := h.spawn(serverOpts{home: home, args: []string{"--ledger", "mysql://agentkeys:" + secret + "@127.0.0.1:3306/ledger"}})
 		if code := s.waitExit(startTimeout); code != 2 {
 			t.Fatalf("exit %d, want 2 (usage); stderr %q", code, s.stderr.String())
 		}
-		if out := s.stderr.String(); !strings.Contains(out, `scheme "postgres" is not supported`) || !strings.Contains(out, "supported: sqlite") {
+		if out := s.stderr.String(); !strings.Contains(out, `scheme "mysql" is not supported`) || !strings.Contains(out, "sqlite (sqlite://") || !strings.Contains(out, "postgres (postgres://") {
 			t.Errorf("refusal does not name the scheme and the supported ones: %q", out)
 		}
 		if es, _ := os.ReadDir(home); len(es) != 0 {

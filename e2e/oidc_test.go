@@ -22,6 +22,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	gooidc "github.com/coreos/go-oidc/v3/oidc"
 
+	"github.com/agentkeys/agentkeys/internal/apiv1"
 	"github.com/agentkeys/agentkeys/internal/daemon"
 	"github.com/agentkeys/agentkeys/internal/enclave"
 	"github.com/agentkeys/agentkeys/internal/federation"
@@ -204,9 +205,9 @@ func TestOIDCFederationSeaweedFS(t *testing.T) {
 			"jti": randomHex(8), "agentkeys_user_wallet": A.wallet}
 	}
 	withTags := func(c map[string]any) map[string]any {
-		tags := map[string][]string{oidc.TagUserWallet: {A.wallet}}
+		tags := map[string][]string{apiv1.TagUserWallet: {A.wallet}}
 		c[oidc.ClaimFlatTags] = tags
-		c[oidc.ClaimAWSTags] = map[string]any{"principal_tags": tags, "transitive_tag_keys": []string{oidc.TagUserWallet}}
+		c[oidc.ClaimAWSTags] = map[string]any{"principal_tags": tags, "transitive_tag_keys": []string{apiv1.TagUserWallet}}
 		return c
 	}
 	encSign := func(path string) func([]byte) []byte {

@@ -5,7 +5,7 @@ import (
 	"net/http"
 	"testing"
 
-	"github.com/agentkeys/agentkeys/internal/api"
+	"github.com/agentkeys/agentkeys/internal/apiv1"
 	"github.com/agentkeys/agentkeys/internal/ledger"
 	"github.com/agentkeys/agentkeys/internal/registry"
 )
@@ -35,7 +35,7 @@ func TestOIDCGenesisKeyRevoke(t *testing.T) {
 		t.Fatalf("JWKS of a fresh broker: %q", kids)
 	}
 	code, body := s.get("/mock/oidc-pubkeys/active")
-	var active []api.ActiveKey
+	var active []apiv1.ActiveKey
 	if code != http.StatusOK || json.Unmarshal(body, &active) != nil || len(active) != 1 || active[0].Kid != kids[0] || active[0].Pubkey == "" {
 		t.Fatalf("active: %d %s, want the JWKS key %s", code, body, kids[0])
 	}

@@ -16,7 +16,8 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/agentkeys/agentkeys/internal/api"
+	"github.com/agentkeys/agentkeys/internal/apiv1"
+	"github.com/agentkeys/agentkeys/internal/attest"
 	"github.com/agentkeys/agentkeys/internal/broker"
 	"github.com/agentkeys/agentkeys/internal/enclave"
 	"github.com/agentkeys/agentkeys/internal/ledger"
@@ -31,14 +32,14 @@ var wantKeys = map[string]string{
 }
 
 // enclaveInfo fetches and decodes GET /v1/enclave.
-func (s *server) enclaveInfo() api.EnclaveInfo {
+func (s *server) enclaveInfo() apiv1.EnclaveInfo {
 	t := s.h.t
 	t.Helper()
 	code, body := s.get("/v1/enclave")
 	if code != http.StatusOK {
 		t.Fatalf("GET /v1/enclave = %d %s", code, body)
 	}
-	var info api.EnclaveInfo
+	var info apiv1.EnclaveInfo
 	if err := json.Unmarshal(body, &info); err != nil {
 		t.Fatalf("GET /v1/enclave: %v: %s", err, body)
 	}
@@ -47,24 +48,24 @@ func (s *server) enclaveInfo() api.EnclaveInfo {
 
 // checkQuote verifies q under the platform key it names and that its report data
 // is AttestationReportData(nonce, keys).
-func checkQuote(t *testing.T, q enclave.Quote, nonce []byte, keys []enclave.KeyInfo) {
+func checkQuote(t *testing.T, q attest.Quote, nonce []byte, keys []attest.KeyInfo) {
 	t.Helper()
 	pub, err := hex.DecodeString(q.PlatformKey)
 	if err != nil || len(pub) != ed25519.PublicKeySize {
 		t.Fatalf("quote platform_key %q is not an ed25519 public key", q.PlatformKey)
 	}
-	if err := enclave.VerifyQuote(q, pub); err != nil {
+	if err := attest.Verify(q, pub); err != nil {
 		t.Fatalf("quote does not verify: %v", err)
 	}
-	rd := enclave.AttestationReportData(nonce, keys)
+	rd := attest.ReportData(nonce, keys)
 	if q.ReportData != hex.EncodeToString(rd[:]) {
 		t.Fatalf("quote report_data %s, want AttestationReportData(%q, keys) = %x", q.ReportData, nonce, rd)
 	}
 	// The verification is meaningful: the same quote with other report data fails.
 	forged := q
-	other := enclave.AttestationReportData(append(nonce, 'x'), keys)
+	other := attest.ReportData(append(nonce, 'x'), keys)
 	forged.ReportData = hex.EncodeToString(other[:])
-	if enclave.VerifyQuote(forged, pub) == nil {
+	if attest.Verify(forged, pub) == nil {
 		t.Fatal("a quote with altered report_data still verifies")
 	}
 }
@@ -142,8 +143,8 @@ func TestQuickPath(t *testing.T) {
 			t.Errorf("key %s public %q is not hex", k.Path, k.Public)
 			continue
 		}
-		if k.Kid != enclave.Kid(k.Path, pub) {
-			t.Errorf("key %s kid %q, want %q", k.Path, k.Kid, enclave.Kid(k.Path, pub))
+		if k.Kid != attest.Kid(k.Path, pub) {
+			t.Errorf("key %s kid %q, want %q", k.Path, k.Kid, attest.Kid(k.Path, pub))
 		}
 	}
 	for p := range wantKeys {
@@ -157,8 +158,8 @@ func TestQuickPath(t *testing.T) {
 	checkQuote(t, info.Quote, nil, info.Keys)
 
 	// GET /v1/attestation?nonce=
-	var abc, abd enclave.Quote
-	for nonce, q := range map[string]*enclave.Quote{"abc": &abc, "abd": &abd} {
+	var abc, abd attest.Quote
+	for nonce, q := range map[string]*attest.Quote{"abc": &abc, "abd": &abd} {
 		code, body := s.get("/v1/attestation?nonce=" + nonce)
 		if code != http.StatusOK {
 			t.Fatalf("attestation nonce=%s: %d %s", nonce, code, body)
@@ -260,7 +261,7 @@ func TestRestart(t *testing.T) {
 
 	s2 := h.start(opts)
 	info2 := s2.enclaveInfo()
-	keys1 := map[string]enclave.KeyInfo{}
+	keys1 := map[string]attest.KeyInfo{}
 	for _, k := range info1.Keys {
 		keys1[k.Path] = k
 	}
@@ -488,8 +489,8 @@ func TestLimits(t *testing.T) {
 		})
 	}
 	// The largest page is accepted.
-	if status, body := s.get(fmt.Sprintf("/v1/ledger/entries?limit=%d", api.MaxEntriesPage)); status != http.StatusOK {
-		t.Errorf("limit=%d: %d %s", api.MaxEntriesPage, status, body)
+	if status, body := s.get(fmt.Sprintf("/v1/ledger/entries?limit=%d", apiv1.MaxEntriesPage)); status != http.StatusOK {
+		t.Errorf("limit=%d: %d %s", apiv1.MaxEntriesPage, status, body)
 	}
 	assertNothingWritten(t, s, before)
 	if code, _ := s.get("/healthz"); code != http.StatusOK {
@@ -499,7 +500,7 @@ func TestLimits(t *testing.T) {
 
 // assertNothingWritten checks that every entry after before is an enclave
 // checkpoint (which the broker writes on its own timer), i.e. no request wrote.
-func assertNothingWritten(t *testing.T, s *server, before *api.HeadInfo) {
+func assertNothingWritten(t *testing.T, s *server, before *apiv1.HeadInfo) {
 	t.Helper()
 	es := s.allEntries()
 	if uint64(len(es)) <= before.Seq || es[before.Seq].Hash() != before.Hash {

@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/agentkeys/agentkeys/internal/api"
+	"github.com/agentkeys/agentkeys/internal/apiv1"
 	"github.com/agentkeys/agentkeys/internal/client"
 	"github.com/agentkeys/agentkeys/internal/home"
 )
@@ -217,7 +217,7 @@ func TestVaultRateLimit(t *testing.T) {
 	c, _ := client.New(s.url)
 	sc := c.WithToken(sess.Token)
 	for i := range 100 {
-		if _, err := sc.Read(context.Background(), "svc", api.ReadBody{}); err != nil {
+		if _, err := sc.Read(context.Background(), "svc", apiv1.ReadBody{}); err != nil {
 			t.Fatalf("read %d: %v", i+1, err)
 		}
 	}

@@ -14,8 +14,8 @@ import (
 	"sync"
 
 	"github.com/agentkeys/agentkeys/internal/account"
+	"github.com/agentkeys/agentkeys/internal/apiv1"
 	"github.com/agentkeys/agentkeys/internal/ledger"
-	"github.com/agentkeys/agentkeys/internal/vault"
 )
 
 // Kinds.
@@ -27,28 +27,13 @@ const (
 	KindStatus        = "agent.status"   // owner origin: revoked or torn_down
 )
 
-// Pair request states.
-const (
-	Pending  = "pending"
-	Approved = "approved"
-	Denied   = "denied"
-	Expired  = "expired" // never stored: a pending request past Expires
-)
-
-// Agent states.
-const (
-	Active   = "active"
-	Revoked  = "revoked"
-	TornDown = "torn_down"
-)
-
 // ValidScopeEntry reports whether s may appear in a scope: a service name,
 // "oidc:*" or "oidc:<audience>".
 func ValidScopeEntry(s string) bool {
 	if aud, ok := strings.CutPrefix(s, "oidc:"); ok {
-		return aud == "*" || vault.ValidName(aud)
+		return aud == "*" || apiv1.ValidName(aud)
 	}
-	return vault.ValidName(s)
+	return apiv1.ValidName(s)
 }
 
 // MaxScope bounds the entries of a scope.
@@ -149,7 +134,7 @@ func foldScope(st ledger.State, e *ledger.Entry) error {
 	if err != nil {
 		return err
 	}
-	if !ok || a.Status == TornDown {
+	if !ok || a.Status == apiv1.AgentTornDown {
 		return errors.New("no such agent")
 	}
 	a.Scope = s.Scope
@@ -164,7 +149,7 @@ func foldStatus(st ledger.State, e *ledger.Entry) error {
 	if err := originIs(e, s.Owner); err != nil {
 		return err
 	}
-	if s.Status != Revoked && s.Status != TornDown {
+	if s.Status != apiv1.AgentRevoked && s.Status != apiv1.AgentTornDown {
 		return errors.New("status must be revoked or torn_down")
 	}
 	a, ok, err := Get(st, s.Owner, s.Alias)
@@ -174,7 +159,7 @@ func foldStatus(st ledger.State, e *ledger.Entry) error {
 	if !ok || a.Omni != s.Agent {
 		return errors.New("no such agent generation")
 	}
-	if a.Status == TornDown || (a.Status == Revoked && s.Status == Revoked) {
+	if a.Status == apiv1.AgentTornDown || (a.Status == apiv1.AgentRevoked && s.Status == apiv1.AgentRevoked) {
 		return fmt.Errorf("the agent is already %s", a.Status)
 	}
 	a.Status = s.Status
@@ -226,21 +211,12 @@ func List(st ledger.State, owner string) ([]Agent, error) {
 	return ledger.ListJSON[Agent](st, "agent/"+owner+"/")
 }
 
-// InScope reports whether scope allows service.
-func InScope(scope []string, service string) bool { return slices.Contains(scope, service) }
-
-// AllowsOIDC reports whether scope allows identity tokens for audience:
-// oidc:* or oidc:<audience>.
-func AllowsOIDC(scope []string, audience string) bool {
-	return slices.Contains(scope, "oidc:*") || slices.Contains(scope, "oidc:"+audience)
-}
-
 // The usage rows of the kinds of pairing and agents (Module).
 
 func usagePairRequested(e *ledger.Entry) (ledger.Usage, bool) {
 	p, u, ok := ledger.UsageRow[Pair](e)
 	u.Actor, u.ActorRole, u.Alias, u.Agent, u.Action = "daemon", "daemon", p.Alias, p.Alias, "pair.request"
-	u.Result, u.Detail = Pending, "id "+p.ID+" key "+Fingerprint(p.JKT)+" scope "+strings.Join(p.Scope, ",")
+	u.Result, u.Detail = apiv1.PairPending, "id "+p.ID+" key "+apiv1.Fingerprint(p.JKT)+" scope "+strings.Join(p.Scope, ",")
 	return u, ok
 }
 
@@ -267,7 +243,7 @@ func usageScope(e *ledger.Entry) (ledger.Usage, bool) {
 func usageStatus(e *ledger.Entry) (ledger.Usage, bool) {
 	s, u, ok := ledger.UsageRow[StatusChange](e)
 	u.Action = "agent.revoke"
-	if s.Status == TornDown {
+	if s.Status == apiv1.AgentTornDown {
 		u.Action = "agent.teardown"
 	}
 	u.Actor, u.ActorRole, u.Agent, u.Detail = s.Owner, "owner", s.Alias, s.Reason

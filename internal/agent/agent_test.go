@@ -1,10 +1,7 @@
 package agent
 
 import (
-	"bytes"
 	"crypto/sha256"
-	"encoding/base64"
-	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"reflect"
@@ -12,90 +9,9 @@ import (
 	"time"
 
 	"github.com/agentkeys/agentkeys/internal/account"
-	"github.com/agentkeys/agentkeys/internal/dpop"
+	"github.com/agentkeys/agentkeys/internal/apiv1"
 	"github.com/agentkeys/agentkeys/internal/ledger"
 )
-
-func signed(t *testing.T) Request {
-	t.Helper()
-	k, err := dpop.NewKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	jwk, _ := dpop.PublicJWK(k)
-	r := Request{Owner: "0xabc", Alias: "bot", Scope: []string{"openai", "github"}, ProofJWK: string(jwk),
-		HPKEPublic: "cHVi", ValidUntil: time.Now().Add(time.Minute).Unix()}
-	if err := Sign(&r, k); err != nil {
-		t.Fatal(err)
-	}
-	return r
-}
-
-func TestSignVerify(t *testing.T) {
-	r := signed(t)
-	jkt, err := Verify(r)
-	if err != nil || len(jkt) != 43 {
-		t.Fatalf("Verify: %q %v", jkt, err)
-	}
-	for name, mut := range map[string]func(*Request){
-		"alias": func(r *Request) { r.Alias = "eve" },
-		"scope": func(r *Request) { r.Scope = append(r.Scope, "stripe") },
-		"owner": func(r *Request) { r.Owner = "0xdef" },
-		"hpke":  func(r *Request) { r.HPKEPublic = "b3RoZXI=" },
-		"until": func(r *Request) { r.ValidUntil++ },
-		"ttl":   func(r *Request) { r.TTLSeconds = 60 },
-		"sig":   func(r *Request) { r.Sig = r.Sig[:10] },
-		"keyswap": func(r *Request) {
-			o := signed(t)
-			r.ProofJWK = o.ProofJWK
-		},
-	} {
-		c := r
-		c.Scope = append([]string(nil), r.Scope...)
-		mut(&c)
-		if _, err := Verify(c); err == nil {
-			t.Errorf("changed %s: still verifies", name)
-		}
-	}
-}
-
-func TestVVC(t *testing.T) {
-	r := signed(t)
-	nonce := bytes.Repeat([]byte{7}, NonceSize)
-	v := VVC(nonce, r.Sig)
-	raw, _ := base64.RawURLEncoding.DecodeString(r.Sig)
-	h := sha256.Sum256(append(bytes.Clone(nonce), raw...))
-	if want := fmt.Sprintf("%06d", binary.BigEndian.Uint64(h[:8])%1_000_000); v != want || len(v) != 6 || VVCHash(nonce, r.Sig) != h {
-		t.Fatalf("VVC %q want %q", v, want)
-	}
-	// Only the broker's contribution changes: the VVC does.
-	seen := map[string]bool{v: true}
-	for i := range byte(3) {
-		seen[VVC(bytes.Repeat([]byte{i}, NonceSize), r.Sig)] = true
-	}
-	if len(seen) != 4 {
-		t.Fatalf("four nonces over one signature gave %d VVCs", len(seen))
-	}
-	if a, b := VVC(nonce, signed(t).Sig), VVC(nonce, signed(t).Sig); a == v && b == v { // two fresh requests
-		t.Fatal("VVCs of different requests keep colliding")
-	}
-}
-
-func TestFingerprint(t *testing.T) {
-	jkt, err := Verify(signed(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, _ := base64.RawURLEncoding.DecodeString(jkt)
-	x := fmt.Sprintf("%x", raw[:8])
-	if fp := Fingerprint(jkt); fp != x[:4]+"-"+x[4:8]+"-"+x[8:12]+"-"+x[12:] {
-		t.Fatalf("fingerprint %q of %x", fp, raw[:8])
-	}
-	other, _ := Verify(signed(t))
-	if Fingerprint(other) == Fingerprint(jkt) {
-		t.Fatal("two keys, one fingerprint")
-	}
-}
 
 // TestFoldOnePendingPerAlias: the ledger itself refuses a second pending
 // request for one owner and alias, so concurrent requests cannot both land.
@@ -132,7 +48,7 @@ func TestFoldOnePendingPerAlias(t *testing.T) {
 	}
 	// A decided request frees it too.
 	p, _, _ := GetPair(st, owner, "f")
-	p.Status = Denied
+	p.Status = apiv1.PairDenied
 	ledger.PutJSON(st, pairKey(owner, "f"), p)
 	if err := req("g", "bot", "", "Ym94", 1003); err != nil {
 		t.Fatalf("after denial: %v", err)
@@ -170,13 +86,6 @@ func TestOmni(t *testing.T) {
 	}
 }
 
-func FuzzVerify(f *testing.F) {
-	f.Add("owner", "bot", "openai", `{"kty":"EC"}`, "sig")
-	f.Fuzz(func(t *testing.T, owner, alias, scope, jwk, sig string) {
-		Verify(Request{Owner: owner, Alias: alias, Scope: []string{scope}, ProofJWK: jwk, Sig: sig})
-	})
-}
-
 // TestMemoFollowsTheStoredRecord: the memo answers like Get, sees every change
 // of the stored record, and a caller changing its copy changes nothing else.
 func TestMemoFollowsTheStoredRecord(t *testing.T) {
@@ -189,7 +98,7 @@ func TestMemoFollowsTheStoredRecord(t *testing.T) {
 		b, _ := json.Marshal(a)
 		st.Put(agentKey("o", "a"), b)
 	}
-	put(Agent{Owner: "o", Alias: "a", Scope: []string{"openai"}, Status: Active})
+	put(Agent{Owner: "o", Alias: "a", Scope: []string{"openai"}, Status: apiv1.AgentActive})
 	a1, ok, err := m.Get(st, "o", "a")
 	if !ok || err != nil || a1.Scope[0] != "openai" {
 		t.Fatalf("first read: %+v %v %v", a1, ok, err)
@@ -201,9 +110,9 @@ func TestMemoFollowsTheStoredRecord(t *testing.T) {
 	if want, _, _ := Get(st, "o", "a"); !reflect.DeepEqual(a2, want) {
 		t.Fatalf("memo %+v, stored %+v", a2, want)
 	}
-	put(Agent{Owner: "o", Alias: "a", Scope: []string{"openai", "oidc:*"}, Status: Revoked})
+	put(Agent{Owner: "o", Alias: "a", Scope: []string{"openai", "oidc:*"}, Status: apiv1.AgentRevoked})
 	a3, _, _ := m.Get(st, "o", "a")
-	if a3.Status != Revoked || len(a3.Scope) != 2 {
+	if a3.Status != apiv1.AgentRevoked || len(a3.Scope) != 2 {
 		t.Fatalf("memo missed a change: %+v", a3)
 	}
 	st.Put(agentKey("o", "a"), []byte("{not json"))

@@ -7,8 +7,8 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/agentkeys/agentkeys/internal/apiv1"
 	"github.com/agentkeys/agentkeys/internal/ledger"
-	"github.com/agentkeys/agentkeys/internal/vault"
 )
 
 // PairPrivate is what a pair request keeps off the public ledger: the broker's
@@ -63,21 +63,6 @@ type SealedBundle struct {
 	SealedChannelKey string `json:"sealed_channel_key"`
 }
 
-// Delivery is what an approved request hands its daemon: only sealed material.
-type Delivery struct {
-	Agent            string `json:"agent"` // agent omni
-	Wallet           string `json:"wallet"`
-	SID              string `json:"sid"`
-	Generation       int    `json:"generation"`
-	ExpiresAt        int64  `json:"expires_at"`         // session expiry, unix seconds
-	SealedToken      string `json:"sealed_token"`       // base64, HPKE to hpke_public with TokenInfo
-	SealedChannelKey string `json:"sealed_channel_key"` // base64, HPKE to hpke_public with ChannelInfo
-	ChannelInfo      string `json:"channel_info"`
-}
-
-// TokenInfo is the HPKE info of a sealed agent token.
-func TokenInfo(pairID string) string { return "agentkeys/agent-token/v1|" + pairID }
-
 // Approval is the payload of pair.approved.
 type Approval struct {
 	ID        string         `json:"id"`
@@ -107,7 +92,7 @@ func foldRequested(st ledger.State, e *ledger.Entry) error {
 	if err := ledger.DecodeStrict(e.Payload, &p); err != nil {
 		return err
 	}
-	if p.ID == "" || strings.Contains(p.ID, "/") || !ledger.ValidOmni(p.Owner) || !vault.ValidName(p.Alias) || p.JKT == "" || (p.VVC == "" && p.Sealed == "") {
+	if p.ID == "" || strings.Contains(p.ID, "/") || !ledger.ValidOmni(p.Owner) || !apiv1.ValidName(p.Alias) || p.JKT == "" || (p.VVC == "" && p.Sealed == "") {
 		return errors.New("a pair request needs an id, an owner, an alias, a proof key and its sealed VVC nonce")
 	}
 	if p.VVC != "" && p.Sealed != "" {
@@ -134,7 +119,7 @@ func foldRequested(st ledger.State, e *ledger.Entry) error {
 			return err
 		}
 	}
-	p.Status, p.Created = Pending, e.Time
+	p.Status, p.Created = apiv1.PairPending, e.Time
 	if err := st.Put(pairIDKey(p.ID), []byte(strconv.Quote(p.Owner))); err != nil {
 		return err
 	}
@@ -153,7 +138,7 @@ func PendingAlias(st ledger.State, owner, alias string, now int64) (*Pair, bool,
 		return nil, false, err
 	}
 	p, ok, err := GetPair(st, owner, id)
-	if err != nil || !ok || p.Status != Pending || now > p.Expires {
+	if err != nil || !ok || p.Status != apiv1.PairPending || now > p.Expires {
 		return nil, false, err
 	}
 	return p, true, nil
@@ -164,7 +149,7 @@ func pendingPair(st ledger.State, owner, id string, now int64) (*Pair, error) {
 	if err != nil {
 		return nil, err
 	}
-	if !ok || p.Status != Pending {
+	if !ok || p.Status != apiv1.PairPending {
 		return nil, errors.New("no pending pair request with that id for this owner")
 	}
 	if now > p.Expires {
@@ -200,12 +185,12 @@ func foldApproved(st ledger.State, e *ledger.Entry) error {
 	if d.Generation != want || d.Agent != OmniOf(a.Owner, a.Alias, d.Generation) || d.SID == "" || len(d.Sealed) != 64 {
 		return fmt.Errorf("the approval must deliver generation %d of the agent with a sealed session", want)
 	}
-	p.Status, p.Delivery = Approved, &d
+	p.Status, p.Delivery = apiv1.PairApproved, &d
 	if err := ledger.PutJSON(st, pairKey(p.Owner, p.ID), p); err != nil {
 		return err
 	}
 	ag := Agent{Owner: a.Owner, Alias: a.Alias, Omni: d.Agent, Wallet: d.Wallet, Generation: d.Generation, Scope: p.Scope,
-		JKT: p.JKT, SID: d.SID, Status: Active, PairID: p.ID, Created: e.Time, Expires: d.ExpiresAt}
+		JKT: p.JKT, SID: d.SID, Status: apiv1.AgentActive, PairID: p.ID, Created: e.Time, Expires: d.ExpiresAt}
 	return ledger.PutJSON(st, agentKey(a.Owner, a.Alias), ag)
 }
 
@@ -221,10 +206,10 @@ func foldDenied(st ledger.State, e *ledger.Entry) error {
 	if err != nil {
 		return err
 	}
-	if !ok || p.Status != Pending {
+	if !ok || p.Status != apiv1.PairPending {
 		return errors.New("no pending pair request with that id for this owner")
 	}
-	p.Status = Denied
+	p.Status = apiv1.PairDenied
 	return ledger.PutJSON(st, pairKey(p.Owner, p.ID), p)
 }
 

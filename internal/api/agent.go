@@ -4,30 +4,9 @@ import (
 	"net/http"
 
 	"github.com/agentkeys/agentkeys/internal/agent"
+	"github.com/agentkeys/agentkeys/internal/apiv1"
 	"github.com/agentkeys/agentkeys/internal/broker"
 )
-
-// PairList is the body of GET /v1/pair/requests.
-type PairList struct {
-	Requests []broker.PendingPair `json:"requests"`
-}
-
-// AgentList is the body of GET /v1/agents.
-type AgentList struct {
-	Agents []agent.Agent `json:"agents"`
-}
-
-// ServiceList is the body of GET /v1/agent/credentials.
-type ServiceList struct {
-	Services         []string `json:"services"`
-	ApprovalRequired []string `json:"approval_required"` // those of Services whose every read needs the owner's approval
-}
-
-// TeardownResult is the body of POST /v1/agents/{alias}/teardown.
-type TeardownResult struct {
-	Alias   string `json:"alias"`
-	Deleted int    `json:"deleted"`
-}
 
 func (s *server) routesAgent(handle func(string, func(http.ResponseWriter, *http.Request) error)) {
 	handle("POST /v1/pair/requests", s.anon(broker.AnonPair, s.pairRequest))
@@ -48,7 +27,7 @@ func proofOf(r *http.Request) broker.Proof {
 }
 
 func (s *server) pairRequest(w http.ResponseWriter, r *http.Request) error {
-	var body agent.Request
+	var body apiv1.PairRequest
 	if err := decode(r, &body); err != nil {
 		return err
 	}
@@ -65,7 +44,7 @@ func (s *server) pairPending(w http.ResponseWriter, r *http.Request, c *broker.C
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, PairList{Requests: list})
+	writeJSON(w, http.StatusOK, apiv1.PairList{Requests: list})
 	return nil
 }
 
@@ -79,7 +58,7 @@ func (s *server) pairPoll(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *server) pairApprove(w http.ResponseWriter, r *http.Request, c *broker.Caller) error {
-	var d broker.Decision
+	var d apiv1.Decision
 	if err := decode(r, &d); err != nil {
 		return err
 	}
@@ -87,12 +66,12 @@ func (s *server) pairApprove(w http.ResponseWriter, r *http.Request, c *broker.C
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, a)
+	writeJSON(w, http.StatusOK, agentOut(a))
 	return nil
 }
 
 func (s *server) pairDeny(w http.ResponseWriter, r *http.Request, c *broker.Caller) error {
-	var d broker.Decision
+	var d apiv1.Decision
 	if err := decode(r, &d); err != nil {
 		return err
 	}
@@ -108,12 +87,12 @@ func (s *server) agentList(w http.ResponseWriter, r *http.Request, c *broker.Cal
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, AgentList{Agents: list})
+	writeJSON(w, http.StatusOK, apiv1.AgentList{Agents: each(list, func(a agent.Agent) apiv1.Agent { return apiv1.Agent(a) })})
 	return nil
 }
 
 func (s *server) agentScope(w http.ResponseWriter, r *http.Request, c *broker.Caller) error {
-	var e broker.ScopeEdit
+	var e apiv1.ScopeEdit
 	if err := decode(r, &e); err != nil {
 		return err
 	}
@@ -121,7 +100,7 @@ func (s *server) agentScope(w http.ResponseWriter, r *http.Request, c *broker.Ca
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, a)
+	writeJSON(w, http.StatusOK, agentOut(a))
 	return nil
 }
 
@@ -130,7 +109,7 @@ func (s *server) agentRevoke(w http.ResponseWriter, r *http.Request, c *broker.C
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, a)
+	writeJSON(w, http.StatusOK, agentOut(a))
 	return nil
 }
 
@@ -139,7 +118,7 @@ func (s *server) agentTeardown(w http.ResponseWriter, r *http.Request, c *broker
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, TeardownResult{Alias: r.PathValue("alias"), Deleted: n})
+	writeJSON(w, http.StatusOK, apiv1.TeardownResult{Alias: r.PathValue("alias"), Deleted: n})
 	return nil
 }
 
@@ -148,6 +127,6 @@ func (s *server) agentCredentials(w http.ResponseWriter, r *http.Request, c *bro
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, ServiceList{Services: list, ApprovalRequired: approval})
+	writeJSON(w, http.StatusOK, apiv1.ServiceList{Services: list, ApprovalRequired: approval})
 	return nil
 }

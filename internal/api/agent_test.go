@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/agentkeys/agentkeys/internal/agent"
+	"github.com/agentkeys/agentkeys/internal/apiv1"
 	"github.com/agentkeys/agentkeys/internal/broker"
 	"github.com/agentkeys/agentkeys/internal/client"
 	"github.com/agentkeys/agentkeys/internal/daemon"
@@ -24,11 +24,11 @@ import (
 )
 
 // ownerKey registers an owner and returns its session and identity key.
-func (e *env) ownerKey(t testing.TB) (*client.Session, *broker.SessionGrant, ed25519.PrivateKey) {
+func (e *env) ownerKey(t testing.TB) (*client.Session, *apiv1.SessionGrant, ed25519.PrivateKey) {
 	t.Helper()
 	_, key, _ := ed25519.GenerateKey(rand.Reader)
 	l := loginFor(e, key)
-	broker.SignLogin(&l, key)
+	apiv1.SignLogin(&l, key)
 	g, err := e.c.CreateAccount(context.Background(), l)
 	if err != nil {
 		t.Fatal(err)
@@ -42,14 +42,14 @@ type daemonKeys struct {
 	p     *daemon.Pending
 }
 
-func (e *env) pairRequest(t testing.TB, owner, alias string, scope ...string) (agent.Request, daemonKeys) {
+func (e *env) pairRequest(t testing.TB, owner, alias string, scope ...string) (apiv1.PairRequest, daemonKeys) {
 	t.Helper()
 	k, _ := dpop.NewKey()
 	hk, _ := daemon.NewHPKEKey()
 	jwk, _ := dpop.PublicJWK(k)
-	r := agent.Request{Owner: owner, Alias: alias, Scope: scope, ProofJWK: string(jwk),
+	r := apiv1.PairRequest{Owner: owner, Alias: alias, Scope: scope, ProofJWK: string(jwk),
 		HPKEPublic: base64.StdEncoding.EncodeToString(hk.PublicKey().Bytes()), ValidUntil: e.now().Add(time.Minute).Unix()}
-	if err := agent.Sign(&r, k); err != nil {
+	if err := apiv1.SignPairRequest(&r, k); err != nil {
 		t.Fatal(err)
 	}
 	pk, _ := daemon.EncodeKey(k)
@@ -97,13 +97,13 @@ func TestPairRequestRefusals(t *testing.T) {
 	ctx := context.Background()
 	_, g, _ := e.ownerKey(t)
 	r, _ := e.pairRequest(t, g.Omni, "bot", "openai")
-	for name, mut := range map[string]func(*agent.Request){
-		"unknown owner": func(r *agent.Request) { r.Owner = fmt.Sprintf("%064x", 1) },
-		"bad alias":     func(r *agent.Request) { r.Alias = "Bad Alias" },
-		"bad scope":     func(r *agent.Request) { r.Scope = []string{"no spaces"} },
-		"altered scope": func(r *agent.Request) { r.Scope = []string{"openai", "stripe"} },
-		"past":          func(r *agent.Request) { r.ValidUntil = e.now().Add(-time.Minute).Unix() },
-		"bad hpke":      func(r *agent.Request) { r.HPKEPublic = base64.StdEncoding.EncodeToString([]byte("short")) },
+	for name, mut := range map[string]func(*apiv1.PairRequest){
+		"unknown owner": func(r *apiv1.PairRequest) { r.Owner = fmt.Sprintf("%064x", 1) },
+		"bad alias":     func(r *apiv1.PairRequest) { r.Alias = "Bad Alias" },
+		"bad scope":     func(r *apiv1.PairRequest) { r.Scope = []string{"no spaces"} },
+		"altered scope": func(r *apiv1.PairRequest) { r.Scope = []string{"openai", "stripe"} },
+		"past":          func(r *apiv1.PairRequest) { r.ValidUntil = e.now().Add(-time.Minute).Unix() },
+		"bad hpke":      func(r *apiv1.PairRequest) { r.HPKEPublic = base64.StdEncoding.EncodeToString([]byte("short")) },
 	} {
 		c := r
 		mut(&c)
@@ -112,7 +112,7 @@ func TestPairRequestRefusals(t *testing.T) {
 			k, _ := dpop.NewKey()
 			jwk, _ := dpop.PublicJWK(k)
 			c.ProofJWK = string(jwk)
-			agent.Sign(&c, k)
+			apiv1.SignPairRequest(&c, k)
 		}
 		if _, err := e.b.RequestPairing(ctx, c, "198.51.100."+strconv.Itoa(len(name))); err == nil {
 			t.Errorf("%s: accepted", name)
@@ -131,8 +131,8 @@ func TestPairPollAndSession(t *testing.T) {
 		t.Fatal(err)
 	}
 	nonce, _ := hex.DecodeString(created.Nonce)
-	if len(nonce) != agent.NonceSize || created.VVC != agent.VVC(nonce, r.Sig) {
-		t.Fatalf("VVC %s, daemon computes %s", created.VVC, agent.VVC(nonce, r.Sig))
+	if len(nonce) != apiv1.VVCNonceSize || created.VVC != apiv1.VVC(nonce, r.Sig) {
+		t.Fatalf("VVC %s, daemon computes %s", created.VVC, apiv1.VVC(nonce, r.Sig))
 	}
 	vh := vvcHash(t, owner, created.ID)
 	// The poll needs a proof by the request's own key.
@@ -144,31 +144,31 @@ func TestPairPollAndSession(t *testing.T) {
 		t.Fatalf("poll with another key: %v", err)
 	}
 	st, err := e.c.PollPairing(ctx, created.ID, dk.proof)
-	if err != nil || st.Status != agent.Pending || st.Delivery != nil {
+	if err != nil || st.Status != apiv1.PairPending || st.Delivery != nil {
 		t.Fatalf("poll: %+v %v", st, err)
 	}
 	// A decision over another VVC, or by another key, is refused.
 	_, _, otherKey := e.ownerKey(t)
-	for _, d := range []broker.Decision{
-		broker.SignDecision(idKey, e.srv.URL, created.ID, strings.Repeat("0", 64), "approve", e.now().Unix()),
-		broker.SignDecision(idKey, e.srv.URL, created.ID, created.VVC, "approve", e.now().Unix()), // the digits, not the hash
-		broker.SignDecision(otherKey, e.srv.URL, created.ID, vh, "approve", e.now().Unix()),
-		broker.SignDecision(idKey, "http://elsewhere", created.ID, vh, "approve", e.now().Unix()),
-		broker.SignDecision(idKey, e.srv.URL, created.ID, vh, "deny", e.now().Unix()),
+	for _, d := range []apiv1.Decision{
+		apiv1.SignDecision(idKey, e.srv.URL, created.ID, strings.Repeat("0", 64), "approve", e.now().Unix()),
+		apiv1.SignDecision(idKey, e.srv.URL, created.ID, created.VVC, "approve", e.now().Unix()), // the digits, not the hash
+		apiv1.SignDecision(otherKey, e.srv.URL, created.ID, vh, "approve", e.now().Unix()),
+		apiv1.SignDecision(idKey, "http://elsewhere", created.ID, vh, "approve", e.now().Unix()),
+		apiv1.SignDecision(idKey, e.srv.URL, created.ID, vh, "deny", e.now().Unix()),
 	} {
 		if _, err := owner.ApprovePairing(ctx, created.ID, d); code(err) != problem.Denied {
 			t.Errorf("bad decision: %v", err)
 		}
 	}
-	a, err := owner.ApprovePairing(ctx, created.ID, broker.SignDecision(idKey, e.srv.URL, created.ID, vh, "approve", e.now().Unix()))
+	a, err := owner.ApprovePairing(ctx, created.ID, apiv1.SignDecision(idKey, e.srv.URL, created.ID, vh, "approve", e.now().Unix()))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if a.Generation != 1 || a.Status != agent.Active {
+	if a.Generation != 1 || a.Status != apiv1.AgentActive {
 		t.Fatalf("approved agent: %+v", a)
 	}
 	st, err = e.c.PollPairing(ctx, created.ID, dk.proof)
-	if err != nil || st.Status != agent.Approved || st.Delivery == nil {
+	if err != nil || st.Status != apiv1.PairApproved || st.Delivery == nil {
 		t.Fatalf("poll after approval: %+v %v", st, err)
 	}
 	// the sealed token and channel key are a blob beside the ledger, never in an entry
@@ -198,7 +198,7 @@ func TestPairPollAndSession(t *testing.T) {
 		t.Fatalf("daemon status: %+v %v", ds, err)
 	}
 	// Approving twice fails; the agent's own token cannot approve or deny.
-	if _, err := owner.ApprovePairing(ctx, created.ID, broker.SignDecision(idKey, e.srv.URL, created.ID, vh, "approve", e.now().Unix())); code(err) != problem.Conflict {
+	if _, err := owner.ApprovePairing(ctx, created.ID, apiv1.SignDecision(idKey, e.srv.URL, created.ID, vh, "approve", e.now().Unix())); code(err) != problem.Conflict {
 		t.Errorf("second approval: %v", err)
 	}
 	if _, err := owner.RevokeAgent(ctx, "bot"); err != nil {

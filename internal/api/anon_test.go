@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/agentkeys/agentkeys/internal/api"
+	"github.com/agentkeys/agentkeys/internal/apiv1"
 	"github.com/agentkeys/agentkeys/internal/broker"
 	"github.com/agentkeys/agentkeys/internal/problem"
 )
@@ -86,7 +87,7 @@ func wantLimited(t testing.TB, a answer, flag string) {
 func signup(e *env) []byte {
 	_, k, _ := ed25519.GenerateKey(rand.Reader)
 	l := loginFor(e, k)
-	broker.SignLogin(&l, k)
+	apiv1.SignLogin(&l, k)
 	b, _ := json.Marshal(l)
 	return b
 }
@@ -111,7 +112,7 @@ func TestAnonymousRoutesLimited(t *testing.T) {
 		{broker.AnonSignup, http.MethodPost, "/v1/accounts", signup},
 		{broker.AnonLogin, http.MethodPost, "/v1/sessions", func(e *env) []byte {
 			l := loginFor(e, e.attacker)
-			broker.SignLogin(&l, e.attacker)
+			apiv1.SignLogin(&l, e.attacker)
 			return jsonBytes(t, l)
 		}},
 		{broker.AnonPair, http.MethodPost, "/v1/pair/requests", func(e *env) []byte {
@@ -125,6 +126,7 @@ func TestAnonymousRoutesLimited(t *testing.T) {
 		{broker.AnonSubmit, http.MethodPost, "/mock/oidc-pubkeys/register", empty},
 		{broker.AnonSubmit, http.MethodPost, "/mock/oidc-pubkeys/revoke", empty},
 		{broker.AnonSubmit, http.MethodPost, "/v1/oidc/rotate", empty},
+		{broker.AnonSubmit, http.MethodPost, "/v1/governance/proposals", empty},
 	} {
 		t.Run(route.method+" "+route.path, func(t *testing.T) {
 			e := newEnv(t, broker.Config{Anon: lim})
@@ -132,7 +134,7 @@ func TestAnonymousRoutesLimited(t *testing.T) {
 				// The attacker's account, made in process (no source address).
 				_, e.attacker, _ = ed25519.GenerateKey(rand.Reader)
 				l := loginFor(e, e.attacker)
-				broker.SignLogin(&l, e.attacker)
+				apiv1.SignLogin(&l, e.attacker)
 				g, err := e.b.CreateAccount(context.Background(), l)
 				if err != nil {
 					t.Fatal(err)
@@ -291,10 +293,10 @@ func TestSignupByInvite(t *testing.T) {
 	}
 	_, notOp, _ := ed25519.GenerateKey(rand.Reader)
 	ctx := context.Background()
-	try := func(invite string) (*broker.SessionGrant, error) {
+	try := func(invite string) (*apiv1.SessionGrant, error) {
 		_, k, _ := ed25519.GenerateKey(rand.Reader)
 		l := loginFor(e, k)
-		broker.SignLogin(&l, k)
+		apiv1.SignLogin(&l, k)
 		l.Invite = invite
 		return e.c.CreateAccount(ctx, l)
 	}
@@ -353,13 +355,13 @@ func TestSignupByInvite(t *testing.T) {
 	// Logins need no invite.
 	_, k, _ := ed25519.GenerateKey(rand.Reader)
 	l := loginFor(e, k)
-	broker.SignLogin(&l, k)
+	apiv1.SignLogin(&l, k)
 	l.Invite = broker.NewInvite(op, e.srv.URL, e.now().Add(time.Hour))
 	if _, err := e.c.CreateAccount(ctx, l); err != nil {
 		t.Fatal(err)
 	}
 	l = loginFor(e, k)
-	broker.SignLogin(&l, k)
+	apiv1.SignLogin(&l, k)
 	if _, err := e.c.OpenSession(ctx, l); err != nil {
 		t.Fatalf("login on an invite-only broker: %v", err)
 	}

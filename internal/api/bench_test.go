@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/agentkeys/agentkeys/internal/api"
+	"github.com/agentkeys/agentkeys/internal/apiv1"
 	"github.com/agentkeys/agentkeys/internal/broker"
 )
 
@@ -39,13 +39,13 @@ func BenchmarkReadPath(b *testing.B) {
 				_, key := newIdentity()
 				l := loginFor(e, key)
 				l.ChannelKey = base64.StdEncoding.EncodeToString(k.PublicKey().Bytes())
-				broker.SignLogin(&l, key)
+				apiv1.SignLogin(&l, key)
 				g, err := e.c.CreateAccount(b.Context(), l)
 				if err != nil {
 					b.Fatal(err)
 				}
 				e.store(b, e.c.WithToken(g.Token), g.Omni, "svc", []byte("sk-bench-0123456789abcdef"), "")
-				rb := api.ReadBody{}
+				rb := apiv1.ReadBody{}
 				if mode == "hpke" {
 					rb.Recipient = k.PublicKey().Bytes()
 				}

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/agentkeys/agentkeys/internal/apiv1"
 	"github.com/agentkeys/agentkeys/internal/broker"
 	"github.com/agentkeys/agentkeys/internal/daemon"
 	"github.com/agentkeys/agentkeys/internal/problem"
@@ -25,7 +26,7 @@ func TestOneClock(t *testing.T) {
 	_, key, _ := ed25519GenerateKey()
 	l := loginFor(e, key)
 	l.Time = time.Now().Unix()
-	broker.SignLogin(&l, key)
+	apiv1.SignLogin(&l, key)
 	if _, err := e.c.CreateAccount(ctx, l); code(err) != problem.Unauthenticated {
 		t.Fatalf("a login dated by the wall clock: %v, want UNAUTHENTICATED", err)
 	}

@@ -20,13 +20,13 @@ import (
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
-	"github.com/agentkeys/agentkeys/internal/api"
+	"github.com/agentkeys/agentkeys/internal/apiv1"
 	"github.com/agentkeys/agentkeys/internal/broker"
 	"github.com/agentkeys/agentkeys/internal/client"
 	"github.com/agentkeys/agentkeys/internal/daemon"
-	"github.com/agentkeys/agentkeys/internal/enclave"
 	"github.com/agentkeys/agentkeys/internal/ledger"
 	"github.com/agentkeys/agentkeys/internal/problem"
+	"github.com/agentkeys/agentkeys/internal/seal"
 )
 
 // head is the seq of the newest durable entry.
@@ -42,12 +42,12 @@ func (e *env) head(t testing.TB) uint64 {
 // sealFor encrypts secret for the owner-wide credential service of omni, as the CLI does.
 func (e *env) sealFor(t testing.TB, omni, service string, secret []byte) []byte {
 	t.Helper()
-	pub, err := e.enclave(t).PublicKey(broker.ShieldingPath)
+	pub, err := e.enclave(t).PublicKey(seal.ShieldingPath)
 	if err != nil {
 		t.Fatal(err)
 	}
 	raw, _ := hex.DecodeString(pub.Public)
-	ct, err := enclave.SealTo(raw, broker.CredentialInfo(omni, "*", service), secret)
+	ct, err := seal.To(raw, seal.CredentialInfo(omni, "*", service), secret)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,7 +75,7 @@ func TestReadsRacingAStore(t *testing.T) {
 		values[v] = true
 		cts[i] = e.sealFor(t, g.Omni, "svc", []byte(v))
 	}
-	if _, err := owner.Store(ctx, api.StoreBody{Service: "svc", Ciphertext: cts[0]}); err != nil {
+	if _, err := owner.Store(ctx, apiv1.StoreBody{Service: "svc", Ciphertext: cts[0]}); err != nil {
 		t.Fatal(err)
 	}
 	agentSrc := e.source(e.pairAgent(t, owner, idKey, g.Wallet, "bot", "svc"))
@@ -96,7 +96,7 @@ func TestReadsRacingAStore(t *testing.T) {
 	}
 	readers := []func() (string, error){
 		func() (string, error) {
-			res, err := owner.Read(ctx, "svc", api.ReadBody{Recipient: k.PublicKey().Bytes()})
+			res, err := owner.Read(ctx, "svc", apiv1.ReadBody{Recipient: k.PublicKey().Bytes()})
 			if err != nil {
 				return "", err
 			}
@@ -128,7 +128,7 @@ func TestReadsRacingAStore(t *testing.T) {
 		})
 	}
 	for i := 1; i <= stores; i++ {
-		if _, err := owner.Store(ctx, api.StoreBody{Service: "svc", Ciphertext: cts[i]}); err != nil {
+		if _, err := owner.Store(ctx, apiv1.StoreBody{Service: "svc", Ciphertext: cts[i]}); err != nil {
 			t.Errorf("store %d: %v", i, err)
 		}
 	}
@@ -151,7 +151,7 @@ func TestApprovalRaceLosers(t *testing.T) {
 	s, g := e.owner(t)
 	e.store(t, s, g.Omni, "bank", []byte("high-value"), "required")
 	k := hpkeKey(t)
-	body := api.ReadBody{Recipient: k.PublicKey().Bytes()}
+	body := apiv1.ReadBody{Recipient: k.PublicKey().Bytes()}
 	for round := range 5 {
 		_, err := s.Read(ctx, "bank", body)
 		if code(err) != problem.ApprovalNeeded {
@@ -334,7 +334,7 @@ func TestSignupBadChannelKeyCreatesNothing(t *testing.T) {
 		before := e.head(t)
 		l := loginFor(e, key)
 		l.ChannelKey = ck
-		broker.SignLogin(&l, key)
+		apiv1.SignLogin(&l, key)
 		if _, err := e.c.CreateAccount(ctx, l); code(err) != problem.BadRequest {
 			t.Fatalf("sign-up with channel key %q: %v", ck, err)
 		}
@@ -344,14 +344,14 @@ func TestSignupBadChannelKeyCreatesNothing(t *testing.T) {
 	}
 	l := loginFor(e, key)
 	l.ChannelKey = base64.StdEncoding.EncodeToString(hpkeKey(t).PublicKey().Bytes())
-	broker.SignLogin(&l, key)
+	apiv1.SignLogin(&l, key)
 	if _, err := e.c.CreateAccount(ctx, l); err != nil {
 		t.Fatalf("the corrected sign-up: %v", err)
 	}
 	// Logging in with a bad channel key opens no session either.
 	l = loginFor(e, key)
 	l.ChannelKey = base64.StdEncoding.EncodeToString([]byte("not an HPKE public key"))
-	broker.SignLogin(&l, key)
+	apiv1.SignLogin(&l, key)
 	before := e.head(t)
 	if _, err := e.c.OpenSession(ctx, l); code(err) != problem.BadRequest {
 		t.Fatalf("login with a bad channel key: %v", err)

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/agentkeys/agentkeys/internal/api"
+	"github.com/agentkeys/agentkeys/internal/apiv1"
 	"github.com/agentkeys/agentkeys/internal/broker"
 	"github.com/agentkeys/agentkeys/internal/ledger"
 	"github.com/agentkeys/agentkeys/internal/oidc"
@@ -36,17 +37,17 @@ func (f *fakeBroker) called(m string) {
 	f.calls[m]++
 }
 
-func (f *fakeBroker) Discovery() oidc.Discovery {
+func (f *fakeBroker) Discovery() apiv1.Discovery {
 	f.called("Discovery")
 	return oidc.NewDiscovery("https://issuer.example")
 }
 
-func (f *fakeBroker) JWKS(context.Context) (oidc.JWKS, error) {
+func (f *fakeBroker) JWKS(context.Context) (apiv1.JWKS, error) {
 	f.called("JWKS")
 	if f.jwksErr != nil {
-		return oidc.JWKS{}, f.jwksErr
+		return apiv1.JWKS{}, f.jwksErr
 	}
-	return oidc.JWKS{Keys: []oidc.JWK{{Kty: "EC", Crv: "P-256", X: "x", Y: "y", Kid: "kid-1", Alg: "ES256"}}}, nil
+	return apiv1.JWKS{Keys: []apiv1.JWK{{Kty: "EC", Crv: "P-256", X: "x", Y: "y", Kid: "kid-1", Alg: "ES256"}}}, nil
 }
 
 func (f *fakeBroker) Head(context.Context) (ledger.Head, bool, error) {
@@ -98,9 +99,9 @@ type errBody struct {
 func TestHandlersOverFakeBroker(t *testing.T) {
 	t.Run("discovery", func(t *testing.T) {
 		f := &fakeBroker{}
-		var d oidc.Discovery
-		rec := serve(t, f, "GET", oidc.DiscoveryPath, nil, &d)
-		if rec.Code != 200 || d.Issuer != "https://issuer.example" || d.JWKSURI != "https://issuer.example"+oidc.JWKSPath {
+		var d apiv1.Discovery
+		rec := serve(t, f, "GET", apiv1.DiscoveryPath, nil, &d)
+		if rec.Code != 200 || d.Issuer != "https://issuer.example" || d.JWKSURI != "https://issuer.example"+apiv1.JWKSPath {
 			t.Fatalf("discovery: %d %+v", rec.Code, d)
 		}
 		if cc := rec.Header().Get("Cache-Control"); cc != "max-age=300" {
@@ -109,15 +110,15 @@ func TestHandlersOverFakeBroker(t *testing.T) {
 	})
 	t.Run("jwks", func(t *testing.T) {
 		f := &fakeBroker{}
-		var k oidc.JWKS
-		if rec := serve(t, f, "GET", oidc.JWKSPath, nil, &k); rec.Code != 200 || len(k.Keys) != 1 || k.Keys[0].Kid != "kid-1" {
+		var k apiv1.JWKS
+		if rec := serve(t, f, "GET", apiv1.JWKSPath, nil, &k); rec.Code != 200 || len(k.Keys) != 1 || k.Keys[0].Kid != "kid-1" {
 			t.Fatalf("jwks: %d %+v", rec.Code, k)
 		}
 	})
 	t.Run("jwks error is a problem body, not cached", func(t *testing.T) {
 		f := &fakeBroker{jwksErr: problem.New(problem.NotReady, "the broker is not ready", "wait for /readyz")}
 		var e errBody
-		rec := serve(t, f, "GET", oidc.JWKSPath, nil, &e)
+		rec := serve(t, f, "GET", apiv1.JWKSPath, nil, &e)
 		if rec.Code != http.StatusServiceUnavailable || e.Error.Code != string(problem.NotReady) || e.Error.Fix == "" {
 			t.Fatalf("jwks error: %d %+v", rec.Code, e)
 		}
@@ -127,7 +128,7 @@ func TestHandlersOverFakeBroker(t *testing.T) {
 	})
 	t.Run("head", func(t *testing.T) {
 		f := &fakeBroker{head: ledger.Head{Seq: 41, Hash: ledger.Hash{1, 2, 3}, Time: 1_700_000_000_000_000_000}, headOK: true}
-		var h api.HeadInfo
+		var h apiv1.HeadInfo
 		rec := serve(t, f, "GET", "/v1/ledger/head", nil, &h)
 		if rec.Code != 200 || h.Seq != 41 || h.Hash != f.head.Hash || h.Time != "2023-11-14T22:13:20Z" {
 			t.Fatalf("head: %d %+v", rec.Code, h)
@@ -141,7 +142,7 @@ func TestHandlersOverFakeBroker(t *testing.T) {
 	})
 	t.Run("entries", func(t *testing.T) {
 		f := &fakeBroker{entries: []ledger.Entry{{Seq: 0, Kind: "a", Payload: []byte(`{}`)}, {Seq: 1, Kind: "b", Payload: []byte(`{"n":1}`)}, {Seq: 2, Kind: "c", Payload: []byte(`{}`)}}}
-		var p api.EntriesPage
+		var p apiv1.EntriesPage
 		rec := serve(t, f, "GET", "/v1/ledger/entries?from=1&limit=1", nil, &p)
 		if rec.Code != 200 || len(p.Entries) != 1 || p.Entries[0].Seq != 1 || string(p.Entries[0].Payload) != `{"n":1}` || p.Next != 2 {
 			t.Fatalf("entries: %d %+v", rec.Code, p)

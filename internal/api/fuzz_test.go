@@ -17,8 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/agentkeys/agentkeys/internal/agent"
-	"github.com/agentkeys/agentkeys/internal/api"
+	"github.com/agentkeys/agentkeys/internal/apiv1"
 	"github.com/agentkeys/agentkeys/internal/broker"
 	"github.com/agentkeys/agentkeys/internal/daemon"
 	"github.com/agentkeys/agentkeys/internal/dpop"
@@ -124,9 +123,9 @@ func FuzzSignedLogin(f *testing.F) {
 	f.Fuzz(func(t *testing.T, create bool, identity []byte, serverSuffix string, skew int64, nonce, channelKey string) {
 		seed := sha256.Sum256(identity)
 		key := ed25519.NewKeyFromSeed(seed[:])
-		l := broker.Login{PublicKey: hex.EncodeToString(key.Public().(ed25519.PublicKey)), Server: e.srv.URL + serverSuffix,
+		l := apiv1.Login{PublicKey: hex.EncodeToString(key.Public().(ed25519.PublicKey)), Server: e.srv.URL + serverSuffix,
 			Time: e.now().Unix() + skew, Nonce: nonce, ChannelKey: channelKey}
-		broker.SignLogin(&l, key)
+		apiv1.SignLogin(&l, key)
 		body, err := json.Marshal(l)
 		if err != nil {
 			t.Fatal(err)
@@ -149,7 +148,7 @@ func FuzzSignedLogin(f *testing.F) {
 			if strings.Join(kinds(got), ",") != strings.Join(want, ",") {
 				t.Fatalf("POST %s accepted, appended %v, want %v", path, kinds(got), want)
 			}
-			var g broker.SessionGrant
+			var g apiv1.SessionGrant
 			if err := json.Unmarshal(rec.Body.Bytes(), &g); err != nil {
 				t.Fatalf("grant: %v", err)
 			}
@@ -212,7 +211,7 @@ func FuzzSignedPairRequest(f *testing.F) {
 		case 2:
 			owner = strings.ToUpper(g.Wallet)
 		}
-		r := agent.Request{Owner: owner, Alias: alias, TTLSeconds: ttl, ProofJWK: string(jwk), HPKEPublic: hpub}
+		r := apiv1.PairRequest{Owner: owner, Alias: alias, TTLSeconds: ttl, ProofJWK: string(jwk), HPKEPublic: hpub}
 		if scope != "" {
 			r.Scope = strings.Split(scope, ",")
 		}
@@ -226,7 +225,7 @@ func FuzzSignedPairRequest(f *testing.F) {
 			r.HPKEPublic = hpke
 		}
 		if sig == "" || sig == "flip" {
-			if err := agent.Sign(&r, k); err != nil {
+			if err := apiv1.SignPairRequest(&r, k); err != nil {
 				t.Fatal(err)
 			}
 			if sig == "flip" {
@@ -258,7 +257,7 @@ func FuzzSignedPairRequest(f *testing.F) {
 			if ttl < 0 || ttl > int64(sessionTTL/time.Second) {
 				t.Fatalf("pair request with ttl_seconds %d accepted; the broker allows 0 to %d", ttl, int64(sessionTTL/time.Second))
 			}
-			var pc broker.PairCreated
+			var pc apiv1.PairCreated
 			if err := json.Unmarshal(rec.Body.Bytes(), &pc); err != nil || pc.ID == "" {
 				t.Fatalf("accepted pair request: %v %s", err, rec.Body)
 			}
@@ -291,7 +290,7 @@ func FuzzLedgerEntriesQuery(f *testing.F) {
 			}
 			return
 		}
-		var p api.EntriesPage
+		var p apiv1.EntriesPage
 		if err := json.Unmarshal(rec.Body.Bytes(), &p); err != nil {
 			t.Fatalf("?%s: page does not decode: %v", query, err)
 		}
@@ -314,7 +313,7 @@ func FuzzLedgerEntriesQuery(f *testing.F) {
 			}
 			limit = n
 		}
-		if uint64(len(p.Entries)) > limit || len(p.Entries) > api.MaxEntriesPage {
+		if uint64(len(p.Entries)) > limit || len(p.Entries) > apiv1.MaxEntriesPage {
 			t.Fatalf("?%s: %d entries, limit %d", query, len(p.Entries), limit)
 		}
 		for i, en := range p.Entries {

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/agentkeys/agentkeys/internal/api"
+	"github.com/agentkeys/agentkeys/internal/apiv1"
 	"github.com/agentkeys/agentkeys/internal/broker"
 	"github.com/agentkeys/agentkeys/internal/client"
 	"github.com/agentkeys/agentkeys/internal/clock"
@@ -44,6 +45,7 @@ type env struct {
 	enc              *enclave.Enclave              // a second handle on the broker's seed, for tests that sign or derive keys
 	cleanup          func(func())                  // the env's test's Cleanup: e.enc lives as long as the env
 	current          *atomic.Pointer[http.Handler] // what srv serves
+	openStore        func() (ledger.Driver, error) // each broker's own handle on a shared store; nil: the data dir's SQLite file
 
 	// anonymous-limit tests
 	attacker ed25519.PrivateKey // an account's identity key
@@ -76,9 +78,13 @@ func (f failingDriver) Commit(ctx context.Context, es []ledger.Entry, ws []ledge
 	return f.Driver.Commit(ctx, es, ws)
 }
 
-func newEnv(t testing.TB, cfg broker.Config) *env {
+func newEnv(t testing.TB, cfg broker.Config) *env { t.Helper(); return newEnvOn(t, cfg, nil) }
+
+// newEnvOn is newEnv on the store openStore opens (nil: a SQLite file).
+func newEnvOn(t testing.TB, cfg broker.Config, openStore func() (ledger.Driver, error)) *env {
 	t.Helper()
-	e := &env{failing: new(atomic.Bool), current: new(atomic.Pointer[http.Handler]), cleanup: t.Cleanup, clock: clock.NewFake(testStart)}
+	e := &env{failing: new(atomic.Bool), current: new(atomic.Pointer[http.Handler]), cleanup: t.Cleanup, clock: clock.NewFake(testStart),
+		openStore: openStore}
 	h := e.current
 	e.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		e.requests.Add(1)
@@ -124,12 +130,20 @@ func (e *env) open(t testing.TB) {
 	if err := os.MkdirAll(e.dataDir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	d, err := sqlite.Open(broker.LedgerPath(e.dataDir))
-	if err != nil {
-		t.Fatal(err)
-	}
 	cfg := e.cfg
-	cfg.Store = failingDriver{d, e.failing, &e.commits, &e.entries, &e.commitNanos, &e.slowCommits}
+	if e.openStore != nil {
+		d, err := e.openStore()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.Store = d
+	} else {
+		d, err := sqlite.Open(broker.LedgerPath(e.dataDir))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.Store = failingDriver{d, e.failing, &e.commits, &e.entries, &e.commitNanos, &e.slowCommits}
+	}
 	b, err := broker.Open(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -179,12 +193,12 @@ func (e *env) post(path, token string, body []byte) *httptest.ResponseRecorder {
 }
 
 // owner registers a new owner and returns its session client.
-func (e *env) owner(t testing.TB) (*client.Session, *broker.SessionGrant) {
+func (e *env) owner(t testing.TB) (*client.Session, *apiv1.SessionGrant) {
 	t.Helper()
 	_, key, _ := ed25519.GenerateKey(rand.Reader)
-	l := broker.Login{PublicKey: hex.EncodeToString(key.Public().(ed25519.PublicKey)), Server: e.srv.URL,
+	l := apiv1.Login{PublicKey: hex.EncodeToString(key.Public().(ed25519.PublicKey)), Server: e.srv.URL,
 		Time: e.now().Unix(), Nonce: hex.EncodeToString(key[:16])}
-	broker.SignLogin(&l, key)
+	apiv1.SignLogin(&l, key)
 	g, err := e.c.CreateAccount(context.Background(), l)
 	if err != nil {
 		t.Fatal(err)
@@ -196,7 +210,7 @@ func (e *env) owner(t testing.TB) (*client.Session, *broker.SessionGrant) {
 func (e *env) store(t testing.TB, s *client.Session, omni, service string, secret []byte, approval string) {
 	t.Helper()
 	ct := e.sealFor(t, omni, service, secret)
-	if _, err := s.Store(context.Background(), api.StoreBody{Service: service, Ciphertext: ct, Approval: approval}); err != nil {
+	if _, err := s.Store(context.Background(), apiv1.StoreBody{Service: service, Ciphertext: ct, Approval: approval}); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -205,10 +219,10 @@ func ed25519GenerateKey() (ed25519.PublicKey, ed25519.PrivateKey, error) {
 	return ed25519.GenerateKey(rand.Reader)
 }
 
-func loginFor(e *env, key ed25519.PrivateKey) broker.Login {
+func loginFor(e *env, key ed25519.PrivateKey) apiv1.Login {
 	n := make([]byte, 16)
 	rand.Read(n)
-	return broker.Login{PublicKey: hex.EncodeToString(key.Public().(ed25519.PublicKey)), Server: e.srv.URL,
+	return apiv1.Login{PublicKey: hex.EncodeToString(key.Public().(ed25519.PublicKey)), Server: e.srv.URL,
 		Time: e.now().Unix(), Nonce: hex.EncodeToString(n)}
 }
 

@@ -7,40 +7,15 @@ import (
 	"strings"
 	"time"
 
+	"github.com/agentkeys/agentkeys/internal/apiv1"
 	"github.com/agentkeys/agentkeys/internal/broker"
-	"github.com/agentkeys/agentkeys/internal/enclave"
 	"github.com/agentkeys/agentkeys/internal/ledger"
 	"github.com/agentkeys/agentkeys/internal/problem"
 )
 
-// EnclaveInfo is the body of GET /v1/enclave.
-type EnclaveInfo struct {
-	MrEnclave string            `json:"mrenclave"`
-	MrSigner  string            `json:"mrsigner"`
-	Tier      string            `json:"tier"`
-	Keys      []enclave.KeyInfo `json:"keys"`
-	Quote     enclave.Quote     `json:"quote"` // report_data commits to the empty nonce and the keys
-}
-
-// HeadInfo is the body of GET /v1/ledger/head.
-type HeadInfo struct {
-	Seq  uint64      `json:"seq"`
-	Hash ledger.Hash `json:"hash"`
-	Time string      `json:"time"`
-}
-
-// EntriesPage is the body of GET /v1/ledger/entries.
-type EntriesPage struct {
-	Entries []ledger.Entry `json:"entries"`
-	Next    uint64         `json:"next"` // seq to ask for next
-}
-
-// MaxEntriesPage caps limit on GET /v1/ledger/entries.
-const MaxEntriesPage = 1000
-
 func (s *server) enclaveInfo(w http.ResponseWriter, _ *http.Request) error {
 	q := s.b.Attest(nil)
-	writeJSON(w, http.StatusOK, EnclaveInfo{MrEnclave: q.MrEnclave, MrSigner: q.MrSigner, Tier: string(q.Tier), Keys: s.b.EnclaveKeys(), Quote: q})
+	writeJSON(w, http.StatusOK, apiv1.EnclaveInfo{MrEnclave: q.MrEnclave, MrSigner: q.MrSigner, Tier: string(q.Tier), Keys: s.b.EnclaveKeys(), Quote: q})
 	return nil
 }
 
@@ -61,7 +36,7 @@ func (s *server) ledgerHead(w http.ResponseWriter, r *http.Request) error {
 	if !ok {
 		return problem.New(problem.NotReady, "the ledger has no entries yet", "wait for the server to become ready")
 	}
-	writeJSON(w, http.StatusOK, HeadInfo{Seq: h.Seq, Hash: h.Hash, Time: time.Unix(0, h.Time).UTC().Format(time.RFC3339Nano)})
+	writeJSON(w, http.StatusOK, apiv1.HeadInfo{Seq: h.Seq, Hash: h.Hash, Time: time.Unix(0, h.Time).UTC().Format(time.RFC3339Nano)})
 	return nil
 }
 
@@ -89,8 +64,8 @@ func (s *server) ledgerEntries(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if limit == 0 || limit > MaxEntriesPage {
-		return problem.Newf(problem.BadRequest, "ask for at most 1000 entries per page", "limit must be 1..%d", MaxEntriesPage)
+	if limit == 0 || limit > apiv1.MaxEntriesPage {
+		return problem.Newf(problem.BadRequest, "ask for at most 1000 entries per page", "limit must be 1..%d", apiv1.MaxEntriesPage)
 	}
 	// Anonymous callers see private entries redacted; an owner's session (sent as
 	// a bearer token) opens that owner's own. A token that does not verify is
@@ -113,7 +88,7 @@ func (s *server) ledgerEntries(w http.ResponseWriter, r *http.Request) error {
 	if es == nil {
 		es = []ledger.Entry{}
 	}
-	writeJSON(w, http.StatusOK, EntriesPage{Entries: es, Next: next})
+	writeJSON(w, http.StatusOK, apiv1.EntriesPage{Entries: es, Next: next})
 	return nil
 }
 

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/agentkeys/agentkeys/internal/apiv1"
 	"github.com/agentkeys/agentkeys/internal/audit"
 	"github.com/agentkeys/agentkeys/internal/broker"
 	"github.com/agentkeys/agentkeys/internal/client"
@@ -75,7 +76,7 @@ func TestPublicLedgerHidesOwners(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := ownerA.ApprovePairing(ctx, created.ID, broker.SignDecision(keyA, e.srv.URL, created.ID, vvcHash(t, ownerA, created.ID), "approve", e.now().Unix())); err != nil {
+	if _, err := ownerA.ApprovePairing(ctx, created.ID, apiv1.SignDecision(keyA, e.srv.URL, created.ID, vvcHash(t, ownerA, created.ID), "approve", e.now().Unix())); err != nil {
 		t.Fatal(err)
 	}
 	st, err := e.c.PollPairing(ctx, created.ID, dk.proof)
@@ -239,7 +240,7 @@ func TestLegacyLedgerUpgrades(t *testing.T) {
 	seed, _ := hex.DecodeString(hexOf("legacy-owner.hex"))
 	key := ed25519.NewKeyFromSeed(seed)
 	l := loginFor(e, key)
-	broker.SignLogin(&l, key)
+	apiv1.SignLogin(&l, key)
 	g, err := e.c.OpenSession(ctx, l)
 	if err != nil {
 		t.Fatalf("the legacy owner cannot log in: %v", err)

@@ -3,27 +3,16 @@ package api
 import (
 	"net/http"
 
+	"github.com/agentkeys/agentkeys/internal/apiv1"
 	"github.com/agentkeys/agentkeys/internal/broker"
 	"github.com/agentkeys/agentkeys/internal/ledger"
-	"github.com/agentkeys/agentkeys/internal/oidc"
 	"github.com/agentkeys/agentkeys/internal/problem"
 	"github.com/agentkeys/agentkeys/internal/registry"
 )
 
-// OIDCKeyList is the body of GET /v1/oidc/keys.
-type OIDCKeyList struct {
-	Keys []broker.OIDCKeyInfo `json:"keys"`
-}
-
-// ActiveKey is one element of GET /mock/oidc-pubkeys/active.
-type ActiveKey struct {
-	Kid    string `json:"kid"`
-	Pubkey string `json:"pubkey"` // hex uncompressed P-256 point
-}
-
 func (s *server) routesOIDC(handle func(string, func(http.ResponseWriter, *http.Request) error)) {
-	handle("GET "+oidc.DiscoveryPath, s.discovery)
-	handle("GET "+oidc.JWKSPath, s.jwks)
+	handle("GET "+apiv1.DiscoveryPath, s.discovery)
+	handle("GET "+apiv1.JWKSPath, s.jwks)
 	handle("POST /v1/oidc/token", s.authed(s.oidcToken))
 	handle("GET /v1/oidc/keys", s.oidcKeys)
 	handle("POST /v1/oidc/rotate", s.anon(broker.AnonSubmit, s.oidcRotate))
@@ -59,7 +48,7 @@ func (s *server) jwks(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *server) oidcToken(w http.ResponseWriter, r *http.Request, c *broker.Caller) error {
-	var body broker.OIDCRequest
+	var body apiv1.OIDCRequest
 	if err := decode(r, &body); err != nil {
 		return err
 	}
@@ -76,7 +65,7 @@ func (s *server) oidcKeys(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, OIDCKeyList{Keys: l})
+	writeJSON(w, http.StatusOK, apiv1.OIDCKeyList{Keys: l})
 	return nil
 }
 
@@ -98,10 +87,10 @@ func (s *server) oidcActive(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	out := []ActiveKey{}
+	out := []apiv1.ActiveKey{}
 	for _, k := range l { // State is the broker's, by its clock
 		if k.State == "current" || k.State == "retiring" {
-			out = append(out, ActiveKey{Kid: k.Kid, Pubkey: k.Public})
+			out = append(out, apiv1.ActiveKey{Kid: k.Kid, Pubkey: k.Public})
 		}
 	}
 	writeJSON(w, http.StatusOK, out)

@@ -19,9 +19,9 @@ import (
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
 
-	"github.com/agentkeys/agentkeys/internal/agent"
+	"github.com/agentkeys/agentkeys/internal/apiv1"
+	"github.com/agentkeys/agentkeys/internal/audit"
 	"github.com/agentkeys/agentkeys/internal/broker"
-	"github.com/agentkeys/agentkeys/internal/chainkeys"
 	"github.com/agentkeys/agentkeys/internal/client"
 	"github.com/agentkeys/agentkeys/internal/daemon"
 	"github.com/agentkeys/agentkeys/internal/dpop"
@@ -39,16 +39,16 @@ func (e *env) pairAgent(t testing.TB, owner *client.Session, idKey []byte, owner
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := owner.ApprovePairing(ctx, created.ID, broker.SignDecision(idKey, e.srv.URL, created.ID, vvcHash(t, owner, created.ID), "approve", e.now().Unix())); err != nil {
+	if _, err := owner.ApprovePairing(ctx, created.ID, apiv1.SignDecision(idKey, e.srv.URL, created.ID, vvcHash(t, owner, created.ID), "approve", e.now().Unix())); err != nil {
 		t.Fatal(err)
 	}
 	st, err := e.c.PollPairing(ctx, created.ID, dk.proof)
-	if err != nil || st.Status != agent.Approved {
+	if err != nil || st.Status != apiv1.PairApproved {
 		t.Fatalf("poll: %+v %v", st, err)
 	}
 	d := daemon.Dir(t.TempDir())
 	dk.p.ID, dk.p.Server = created.ID, e.srv.URL
-	if dk.p.Enclave, err = chainkeys.Attest(ctx, e.c, ""); err != nil { // as daemon.SendPairRequest pins it
+	if dk.p.Enclave, err = audit.Attest(ctx, e.c, ""); err != nil { // as daemon.SendPairRequest pins it
 		t.Fatal(err)
 	}
 	if _, err := d.Complete(dk.p, st.Delivery); err != nil {
@@ -93,11 +93,11 @@ func TestOIDCMintAndRefusals(t *testing.T) {
 
 	// discovery and JWKS
 	d, err := e.c.Discovery(ctx)
-	if err != nil || d.Issuer != e.srv.URL || d.JWKSURI != e.srv.URL+oidc.JWKSPath || !slices.Equal(d.SigningAlgs, []string{"ES256"}) {
+	if err != nil || d.Issuer != e.srv.URL || d.JWKSURI != e.srv.URL+apiv1.JWKSPath || !slices.Equal(d.SigningAlgs, []string{"ES256"}) {
 		t.Fatalf("discovery: %+v %v", d, err)
 	}
 	rec := httptest.NewRecorder()
-	e.handler.ServeHTTP(rec, httptest.NewRequest("GET", oidc.JWKSPath, nil))
+	e.handler.ServeHTTP(rec, httptest.NewRequest("GET", apiv1.JWKSPath, nil))
 	if rec.Header().Get("Cache-Control") != "max-age=300" || !strings.Contains(rec.Body.String(), `"kty":"EC","crv":"P-256"`) {
 		t.Fatalf("jwks: %s %s", rec.Header(), rec.Body)
 	}
@@ -125,7 +125,7 @@ func TestOIDCMintAndRefusals(t *testing.T) {
 	if _, err := owner.OIDCToken(ctx, "sts.amazonaws.com", 0, false); code(err) != problem.Denied {
 		t.Fatalf("owner without flag: %v", err)
 	}
-	if _, err := owner.SetScope(ctx, "bot", broker.ScopeEdit{Add: []string{"oidc:*"}}); err != nil {
+	if _, err := owner.SetScope(ctx, "bot", apiv1.ScopeEdit{Add: []string{"oidc:*"}}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := a.OIDCToken(ctx, "unknown.example", 0); code(err) != problem.Denied {
@@ -278,7 +278,7 @@ func BenchmarkOIDCMint(b *testing.B) {
 		}
 		pool <- ag{token: s.Token, key: k}
 	}
-	body, _ := json.Marshal(broker.OIDCRequest{Audience: "sts.amazonaws.com"})
+	body, _ := json.Marshal(apiv1.OIDCRequest{Audience: "sts.amazonaws.com"})
 	target := e.srv.URL + "/v1/oidc/token"
 	// The agents' DPoP proofs are signed before the timer starts: in production each
 	// daemon signs on its own machine, so only the broker's work is measured here

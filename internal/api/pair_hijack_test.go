@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/agentkeys/agentkeys/internal/agent"
+	"github.com/agentkeys/agentkeys/internal/apiv1"
 	"github.com/agentkeys/agentkeys/internal/broker"
 	"github.com/agentkeys/agentkeys/internal/dpop"
 	"github.com/agentkeys/agentkeys/internal/ledger"
@@ -95,14 +96,14 @@ func TestPairGrindingCannotHijack(t *testing.T) {
 	const budget = 10_000
 	key, _ := dpop.NewKey()
 	jwk, _ := dpop.PublicJWK(key)
-	base := agent.Request{Owner: g.Wallet, Alias: "ci-bot", Scope: []string{"openai", "github"}, ProofJWK: string(jwk),
+	base := apiv1.PairRequest{Owner: g.Wallet, Alias: "ci-bot", Scope: []string{"openai", "github"}, ProofJWK: string(jwk),
 		HPKEPublic: victimReq.HPKEPublic, ValidUntil: e.now().Add(time.Minute).Unix()}
-	var best agent.Request
+	var best apiv1.PairRequest
 	bestScore := -1
 	for i := range budget {
 		r := base
 		r.ValidUntil += int64(i % 30)
-		if err := agent.Sign(&r, key); err != nil {
+		if err := apiv1.SignPairRequest(&r, key); err != nil {
 			t.Fatal(err)
 		}
 		if s := sameDigits(attackerPredict(r.Sig), v); s > bestScore {
@@ -172,7 +173,7 @@ func TestPairVVCChangesWithBrokerNonce(t *testing.T) {
 	k, _ := dpop.NewKey()
 	jwk, _ := dpop.PublicJWK(k)
 	r.ProofJWK = string(jwk)
-	if err := agent.Sign(&r, k); err != nil {
+	if err := apiv1.SignPairRequest(&r, k); err != nil {
 		t.Fatal(err)
 	}
 	seen := map[string]bool{}
@@ -202,7 +203,7 @@ func TestPublicLedgerHidesVVC(t *testing.T) {
 	}
 	owner := e.c.WithToken(g.Token)
 	vh := vvcHash(t, owner, c.ID)
-	if _, err := owner.ApprovePairing(ctx, c.ID, broker.SignDecision(idKey, e.srv.URL, c.ID, vh, "approve", e.now().Unix())); err != nil {
+	if _, err := owner.ApprovePairing(ctx, c.ID, apiv1.SignDecision(idKey, e.srv.URL, c.ID, vh, "approve", e.now().Unix())); err != nil {
 		t.Fatal(err)
 	}
 	// The public route serves these kinds as commitments; the stored payloads
@@ -234,7 +235,7 @@ func TestPublicLedgerHidesVVC(t *testing.T) {
 	}
 	nonce, _ := hex.DecodeString(c.Nonce)
 	for _, form := range []string{c.Nonce, base64.StdEncoding.EncodeToString(nonce), base64.RawURLEncoding.EncodeToString(nonce), vh} {
-		if len(nonce) != agent.NonceSize || strings.Contains(raw, form) {
+		if len(nonce) != apiv1.VVCNonceSize || strings.Contains(raw, form) {
 			t.Errorf("the public ledger carries the broker's VVC nonce or VVC hash (%q)", form)
 		}
 	}
@@ -252,10 +253,10 @@ func TestPublicLedgerHidesVVC(t *testing.T) {
 		approved = true
 		sig, _ := hex.DecodeString(a.Statement)
 		pub := idKey.Public().(ed25519.PublicKey)
-		if ed25519.Verify(pub, broker.DecisionMessage(e.srv.URL, c.ID, c.VVC, "approve", a.Time), sig) {
+		if ed25519.Verify(pub, apiv1.DecisionMessage(e.srv.URL, c.ID, c.VVC, "approve", a.Time), sig) {
 			t.Errorf("the public approval is a signature over the 6-digit VVC: 10^6 guesses recover it")
 		}
-		if !ed25519.Verify(pub, broker.DecisionMessage(e.srv.URL, c.ID, vh, "approve", a.Time), sig) {
+		if !ed25519.Verify(pub, apiv1.DecisionMessage(e.srv.URL, c.ID, vh, "approve", a.Time), sig) {
 			t.Errorf("the approval does not verify over the VVC hash")
 		}
 	}
@@ -283,8 +284,8 @@ func TestOwnerPendingTellsRequestsApart(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		jkt, _ := agent.Verify(r)
-		src[c.ID], fp[c.ID] = addr, agent.Fingerprint(jkt)
+		jkt, _ := apiv1.VerifyPairRequest(r)
+		src[c.ID], fp[c.ID] = addr, apiv1.Fingerprint(jkt)
 	}
 	// Over HTTP the source is the connection's address.
 	r, _ := e.pairRequest(t, g.Omni, "bot-c", "openai")

@@ -13,10 +13,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/agentkeys/agentkeys/internal/api"
+	"github.com/agentkeys/agentkeys/internal/apiv1"
+	"github.com/agentkeys/agentkeys/internal/attest"
 	"github.com/agentkeys/agentkeys/internal/broker"
 	"github.com/agentkeys/agentkeys/internal/daemon"
-	"github.com/agentkeys/agentkeys/internal/enclave"
 	"github.com/agentkeys/agentkeys/internal/ledger"
 	"github.com/agentkeys/agentkeys/internal/problem"
 	"github.com/agentkeys/agentkeys/internal/registry"
@@ -48,7 +48,7 @@ func registered(t *testing.T, e *env) []string {
 				t.Fatal(err)
 			}
 			rd := registry.OidcKeyReportData(r.Key.Kid, r.Key.Public)
-			if enclave.VerifyQuote(r.Key.Quote, pk) != nil || r.Key.Quote.ReportData != hex.EncodeToString(rd[:]) {
+			if attest.Verify(r.Key.Quote, pk) != nil || r.Key.Quote.ReportData != hex.EncodeToString(rd[:]) {
 				t.Fatalf("seq %d: the quote of %s does not verify or commit to it", en.Seq, r.Key.Kid)
 			}
 			kids = append(kids, r.Key.Kid)
@@ -158,7 +158,7 @@ func TestOIDCKeyRegistryRoutes(t *testing.T) {
 
 	// GET {kid}: the record; an unknown kid is 404.
 	rec := e.get("/mock/oidc-pubkeys/" + v1.Kid)
-	var k broker.OIDCKeyInfo
+	var k apiv1.OIDCKeyInfo
 	if rec.Code != http.StatusOK || json.Unmarshal(rec.Body.Bytes(), &k) != nil || k.Kid != v1.Kid || k.State != "current" || k.Public != v1.Public {
 		t.Fatalf("GET {kid}: %d %s", rec.Code, rec.Body)
 	}
@@ -260,9 +260,9 @@ func TestOIDCKeyRegistryRoutes(t *testing.T) {
 		t.Fatalf("mint after the rotation: %+v %v", tok, err)
 	}
 	verifyWith(t, e, tok.Token)
-	var list []api.ActiveKey
+	var list []apiv1.ActiveKey
 	if err := json.Unmarshal(e.get("/mock/oidc-pubkeys/active").Body.Bytes(), &list); err != nil || len(list) != 1 {
-		t.Fatalf("active as []api.ActiveKey: %v %v", list, err)
+		t.Fatalf("active as []apiv1.ActiveKey: %v %v", list, err)
 	}
 }
 

@@ -39,7 +39,11 @@ func (e *env) peer(t *testing.T) *peer {
 	var h atomic.Pointer[http.Handler]
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { (*h.Load()).ServeHTTP(w, r) }))
 	t.Cleanup(srv.Close)
-	d, err := sqlite.Open(broker.LedgerPath(e.dataDir))
+	open := e.openStore
+	if open == nil {
+		open = func() (ledger.Driver, error) { return sqlite.Open(broker.LedgerPath(e.dataDir)) }
+	}
+	d, err := open()
 	if err != nil {
 		t.Fatal(err)
 	}

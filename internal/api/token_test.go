@@ -10,7 +10,7 @@ import (
 	"net/http"
 	"testing"
 
-	"github.com/agentkeys/agentkeys/internal/api"
+	"github.com/agentkeys/agentkeys/internal/apiv1"
 	"github.com/agentkeys/agentkeys/internal/broker"
 	"github.com/agentkeys/agentkeys/internal/problem"
 )
@@ -78,7 +78,7 @@ func TestTokenAttacksOverHTTP(t *testing.T) {
 		"tampered after signing": tamper(forge(hdr, valid(), es256("issuer/jwt/v1")), b64(with("role", "agent"))),
 	}
 	for name, tok := range attacks {
-		_, err := e.c.WithToken(tok).Read(context.Background(), "svc", api.ReadBody{})
+		_, err := e.c.WithToken(tok).Read(context.Background(), "svc", apiv1.ReadBody{})
 		if code(err) != problem.Unauthenticated {
 			t.Errorf("%s: %v", name, err)
 		}
@@ -93,7 +93,7 @@ func TestTokenAttacksOverHTTP(t *testing.T) {
 		t.Fatalf("revoked session: %v", err)
 	}
 	// another account's valid token reaches only that account's (empty) vault
-	if _, err := e.c.WithToken(forge(hdr, with("sub", g2.Omni), es256("issuer/jwt/v1"))).Read(context.Background(), "svc", api.ReadBody{}); code(err) == "" {
+	if _, err := e.c.WithToken(forge(hdr, with("sub", g2.Omni), es256("issuer/jwt/v1"))).Read(context.Background(), "svc", apiv1.ReadBody{}); code(err) == "" {
 		t.Fatal("a token for another subject read the credential")
 	}
 	resp, err := http.Get(e.srv.URL + "/v1/whoami")

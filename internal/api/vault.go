@@ -5,44 +5,11 @@ import (
 	"strings"
 	"time"
 
+	"github.com/agentkeys/agentkeys/internal/apiv1"
 	"github.com/agentkeys/agentkeys/internal/broker"
 	"github.com/agentkeys/agentkeys/internal/problem"
 	"github.com/agentkeys/agentkeys/internal/vault"
 )
-
-// StoreBody is the body of POST /v1/credentials.
-type StoreBody struct {
-	Service    string `json:"service"`
-	Agent      string `json:"agent,omitempty"`
-	Ciphertext []byte `json:"ciphertext"` // base64: HPKE to shielding/v1 with broker.CredentialInfo
-	Approval   string `json:"approval,omitempty"`
-}
-
-// ReadBody is the body of POST /v1/credentials/{service}/read.
-type ReadBody struct {
-	Agent     string `json:"agent,omitempty"`
-	Recipient []byte `json:"recipient,omitempty"` // base64 hybrid HPKE public key; omit to use the session channel
-}
-
-// CredentialList is the body of GET /v1/credentials.
-type CredentialList struct {
-	Credentials []vault.Credential `json:"credentials"`
-}
-
-// ApprovalList is the body of GET /v1/approvals.
-type ApprovalList struct {
-	Approvals []vault.Approval `json:"approvals"`
-}
-
-// UsageList is the body of GET /v1/usage. Next, when set, is the from of the
-// next page: the page was full, so more rows may follow.
-type UsageList struct {
-	Usage []vault.Usage `json:"usage"`
-	Next  *uint64       `json:"next,omitempty"`
-}
-
-// MaxUsagePage caps limit on GET /v1/usage (also its default).
-const MaxUsagePage = 1000
 
 // authed wraps a handler that needs a session.
 func (s *server) authed(h func(http.ResponseWriter, *http.Request, *broker.Caller) error) func(http.ResponseWriter, *http.Request) error {
@@ -57,7 +24,7 @@ func (s *server) authed(h func(http.ResponseWriter, *http.Request, *broker.Calle
 }
 
 func (s *server) storeCredential(w http.ResponseWriter, r *http.Request, c *broker.Caller) error {
-	var body StoreBody
+	var body apiv1.StoreBody
 	if err := decode(r, &body); err != nil {
 		return err
 	}
@@ -65,12 +32,12 @@ func (s *server) storeCredential(w http.ResponseWriter, r *http.Request, c *brok
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusCreated, cr)
+	writeJSON(w, http.StatusCreated, credentialOut(cr))
 	return nil
 }
 
 func (s *server) readCredential(w http.ResponseWriter, r *http.Request, c *broker.Caller) error {
-	var body ReadBody
+	var body apiv1.ReadBody
 	if r.ContentLength != 0 {
 		if err := decode(r, &body); err != nil {
 			return err
@@ -89,7 +56,7 @@ func (s *server) listCredentials(w http.ResponseWriter, r *http.Request, c *brok
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, CredentialList{Credentials: list})
+	writeJSON(w, http.StatusOK, apiv1.CredentialList{Credentials: each(list, func(c vault.Credential) apiv1.Credential { return apiv1.Credential(c) })})
 	return nil
 }
 
@@ -106,7 +73,7 @@ func (s *server) listApprovals(w http.ResponseWriter, r *http.Request, c *broker
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, ApprovalList{Approvals: list})
+	writeJSON(w, http.StatusOK, apiv1.ApprovalList{Approvals: each(list, func(a vault.Approval) apiv1.Approval { return apiv1.Approval(a) })})
 	return nil
 }
 
@@ -115,7 +82,7 @@ func (s *server) approve(w http.ResponseWriter, r *http.Request, c *broker.Calle
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, a)
+	writeJSON(w, http.StatusOK, approvalOut(a))
 	return nil
 }
 
@@ -133,19 +100,19 @@ func (s *server) usage(w http.ResponseWriter, r *http.Request, c *broker.Caller)
 	if err != nil {
 		return err
 	}
-	limit, err := uintParam(r, "limit", MaxUsagePage)
+	limit, err := uintParam(r, "limit", apiv1.MaxUsagePage)
 	if err != nil {
 		return err
 	}
-	if limit == 0 || limit > MaxUsagePage {
-		return problem.Newf(problem.BadRequest, "ask for 1 to 1000 rows per page", "limit must be 1..%d", MaxUsagePage)
+	if limit == 0 || limit > apiv1.MaxUsagePage {
+		return problem.Newf(problem.BadRequest, "ask for 1 to 1000 rows per page", "limit must be 1..%d", apiv1.MaxUsagePage)
 	}
 	f.From, f.Limit = from, int(limit)
 	list, err := s.b.Usage(r.Context(), c, f)
 	if err != nil {
 		return err
 	}
-	out := UsageList{Usage: list}
+	out := apiv1.UsageList{Usage: each(list, func(u vault.Usage) apiv1.Usage { return apiv1.Usage(u) })}
 	if len(list) == f.Limit {
 		next := list[len(list)-1].Seq + 1
 		out.Next = &next
@@ -155,7 +122,7 @@ func (s *server) usage(w http.ResponseWriter, r *http.Request, c *broker.Caller)
 }
 
 func (s *server) createAccount(w http.ResponseWriter, r *http.Request) error {
-	var l broker.Login
+	var l apiv1.Login
 	if err := decode(r, &l); err != nil {
 		return err
 	}
@@ -168,7 +135,7 @@ func (s *server) createAccount(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *server) openSession(w http.ResponseWriter, r *http.Request) error {
-	var l broker.Login
+	var l apiv1.Login
 	if err := decode(r, &l); err != nil {
 		return err
 	}

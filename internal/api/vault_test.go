@@ -22,11 +22,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/agentkeys/agentkeys/internal/api"
+	"github.com/agentkeys/agentkeys/internal/apiv1"
 	"github.com/agentkeys/agentkeys/internal/broker"
-	"github.com/agentkeys/agentkeys/internal/enclave"
 	"github.com/agentkeys/agentkeys/internal/ledger"
 	"github.com/agentkeys/agentkeys/internal/problem"
+	"github.com/agentkeys/agentkeys/internal/seal"
 	"github.com/agentkeys/agentkeys/internal/vault"
 )
 
@@ -64,7 +64,7 @@ func TestReadFailsClosed(t *testing.T) {
 	e.store(t, s, g.Omni, "svc", secret, "")
 	k := hpkeKey(t)
 	e.failing.Store(true)
-	body, _ := json.Marshal(api.ReadBody{Recipient: k.PublicKey().Bytes()})
+	body, _ := json.Marshal(apiv1.ReadBody{Recipient: k.PublicKey().Bytes()})
 	rec := e.post("/v1/credentials/svc/read", g.Token, body)
 	if rec.Code != http.StatusInternalServerError || strings.Contains(rec.Body.String(), "sealed") {
 		t.Fatalf("read with a failing ledger: %d %s", rec.Code, rec.Body)
@@ -73,7 +73,7 @@ func TestReadFailsClosed(t *testing.T) {
 		t.Fatal("plaintext in the answer")
 	}
 	e.failing.Store(false)
-	res, err := s.Read(context.Background(), "svc", api.ReadBody{Recipient: k.PublicKey().Bytes()})
+	res, err := s.Read(context.Background(), "svc", apiv1.ReadBody{Recipient: k.PublicKey().Bytes()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,11 +91,11 @@ func TestBadRecipientWritesNothing(t *testing.T) {
 	e := newEnv(t, broker.Config{})
 	s, g := e.owner(t)
 	e.store(t, s, g.Omni, "svc", []byte("sk-bad-recipient-01"), "")
-	e.store(t, s, g.Omni, "svc-approved", []byte("sk-bad-recipient-02"), vault.ApprovalRequired)
+	e.store(t, s, g.Omni, "svc-approved", []byte("sk-bad-recipient-02"), apiv1.ApprovalRequired)
 	for _, svc := range []string{"svc", "svc-approved"} {
 		for _, key := range [][]byte{[]byte("short"), make([]byte, len(hpkeKey(t).PublicKey().Bytes()))} {
 			h1, _, _ := e.b.Storage().Head(context.Background())
-			body, _ := json.Marshal(api.ReadBody{Recipient: key})
+			body, _ := json.Marshal(apiv1.ReadBody{Recipient: key})
 			rec := e.post("/v1/credentials/"+svc+"/read", g.Token, body)
 			h2, _, _ := e.b.Storage().Head(context.Background())
 			if rec.Code != http.StatusBadRequest || h2.Seq != h1.Seq {
@@ -111,7 +111,7 @@ func TestSessionChannelRead(t *testing.T) {
 	_, key := newIdentity()
 	l := loginFor(e, key)
 	l.ChannelKey = base64.StdEncoding.EncodeToString(k.PublicKey().Bytes())
-	broker.SignLogin(&l, key)
+	apiv1.SignLogin(&l, key)
 	g, err := e.c.CreateAccount(context.Background(), l)
 	if err != nil {
 		t.Fatal(err)
@@ -122,11 +122,11 @@ func TestSessionChannelRead(t *testing.T) {
 	}
 	s := e.c.WithToken(g.Token)
 	e.store(t, s, g.Omni, "svc", []byte("channel-secret"), "")
-	res, err := s.Read(context.Background(), "svc", api.ReadBody{})
+	res, err := s.Read(context.Background(), "svc", apiv1.ReadBody{})
 	if err != nil || res.Mode != "session" {
 		t.Fatalf("%+v %v", res, err)
 	}
-	pt, err := enclave.OpenSessionBox(ck, []byte(res.Info), res.Sealed)
+	pt, err := seal.OpenBox(ck, []byte(res.Info), res.Sealed)
 	if err != nil || string(pt) != "channel-secret" {
 		t.Fatalf("%q %v", pt, err)
 	}
@@ -150,7 +150,7 @@ func TestOwnersAreIsolated(t *testing.T) {
 	b, _ := e.owner(t)
 	e.store(t, a, ga.Omni, "shared-name", []byte("a-secret"), "")
 	k := hpkeKey(t)
-	if _, err := b.Read(ctx, "shared-name", api.ReadBody{Recipient: k.PublicKey().Bytes()}); code(err) != problem.NotFound {
+	if _, err := b.Read(ctx, "shared-name", apiv1.ReadBody{Recipient: k.PublicKey().Bytes()}); code(err) != problem.NotFound {
 		t.Fatalf("B read A's credential: %v", err)
 	}
 	if list, err := b.List(ctx); err != nil || len(list) != 0 {
@@ -159,14 +159,14 @@ func TestOwnersAreIsolated(t *testing.T) {
 	if err := b.Delete(ctx, "shared-name", ""); code(err) != problem.NotFound {
 		t.Fatalf("B deleted A's credential: %v", err)
 	}
-	if _, err := a.Read(ctx, "shared-name", api.ReadBody{Recipient: k.PublicKey().Bytes()}); err != nil {
+	if _, err := a.Read(ctx, "shared-name", apiv1.ReadBody{Recipient: k.PublicKey().Bytes()}); err != nil {
 		t.Fatalf("A lost its credential: %v", err)
 	}
 	// A's ciphertext replayed by B is refused: it is bound to A's omni.
-	pub, _ := e.enclave(t).PublicKey(broker.ShieldingPath)
+	pub, _ := e.enclave(t).PublicKey(seal.ShieldingPath)
 	raw, _ := hex.DecodeString(pub.Public)
-	ct, _ := enclave.SealTo(raw, broker.CredentialInfo(ga.Omni, "*", "stolen"), []byte("x"))
-	if _, err := b.Store(ctx, api.StoreBody{Service: "stolen", Ciphertext: ct}); code(err) != problem.BadRequest {
+	ct, _ := seal.To(raw, seal.CredentialInfo(ga.Omni, "*", "stolen"), []byte("x"))
+	if _, err := b.Store(ctx, apiv1.StoreBody{Service: "stolen", Ciphertext: ct}); code(err) != problem.BadRequest {
 		t.Fatalf("B stored a ciphertext bound to A: %v", err)
 	}
 }
@@ -176,7 +176,7 @@ func TestRateLimit(t *testing.T) {
 	s, g := e.owner(t)
 	e.store(t, s, g.Omni, "svc", []byte("v"), "")
 	k := hpkeKey(t)
-	body := api.ReadBody{Recipient: k.PublicKey().Bytes()}
+	body := apiv1.ReadBody{Recipient: k.PublicKey().Bytes()}
 	for i := range 100 {
 		if _, err := s.Read(context.Background(), "svc", body); err != nil {
 			t.Fatalf("read %d: %v", i+1, err)
@@ -209,7 +209,7 @@ func TestApprovalFlow(t *testing.T) {
 	s, g := e.owner(t)
 	e.store(t, s, g.Omni, "bank", []byte("hv"), "required")
 	k := hpkeKey(t)
-	body := api.ReadBody{Recipient: k.PublicKey().Bytes()}
+	body := apiv1.ReadBody{Recipient: k.PublicKey().Bytes()}
 	_, err := s.Read(ctx, "bank", body)
 	if code(err) != problem.ApprovalNeeded {
 		t.Fatalf("first read: %v", err)
@@ -283,7 +283,7 @@ func TestUsageSurvivesRestart(t *testing.T) {
 	ctx := context.Background()
 	s, g := e.owner(t)
 	e.store(t, s, g.Omni, "svc", []byte("restart-secret"), "")
-	if _, err := s.Read(ctx, "svc", api.ReadBody{}); err != nil {
+	if _, err := s.Read(ctx, "svc", apiv1.ReadBody{}); err != nil {
 		t.Fatal(err)
 	}
 	before, err := s.Usage(ctx, nil)
@@ -317,15 +317,15 @@ func TestApprovalRequestReused(t *testing.T) {
 	ctx := context.Background()
 	s, g := e.owner(t)
 	e.store(t, s, g.Omni, "bank", []byte("hv"), "required")
-	body := api.ReadBody{Recipient: hpkeKey(t).PublicKey().Bytes()}
+	body := apiv1.ReadBody{Recipient: hpkeKey(t).PublicKey().Bytes()}
 	idIn := regexp.MustCompile(`agentkeys approve ([0-9a-f]+)`)
-	pending := func() []vault.Approval {
+	pending := func() []apiv1.Approval {
 		t.Helper()
 		all, err := s.Approvals(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
-		var out []vault.Approval
+		var out []apiv1.Approval
 		for _, a := range all {
 			if a.Status == "pending" {
 				out = append(out, a)

@@ -10,8 +10,8 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/agentkeys/agentkeys/internal/api"
-	"github.com/agentkeys/agentkeys/internal/enclave"
+	"github.com/agentkeys/agentkeys/internal/apiv1"
+	"github.com/agentkeys/agentkeys/internal/attest"
 	"github.com/agentkeys/agentkeys/internal/ledger"
 	"github.com/agentkeys/agentkeys/internal/modules"
 	"github.com/agentkeys/agentkeys/internal/problem"
@@ -63,8 +63,8 @@ func invalid(err error) error {
 // Server is what VerifyServer reads: a *client.Client sees the chain as anyone
 // does, a *client.Session also the owner's own private entries in full.
 type Server interface {
-	Enclave(ctx context.Context) (*api.EnclaveInfo, error)
-	Entries(ctx context.Context, from uint64, limit int) (*api.EntriesPage, error)
+	Enclave(ctx context.Context) (*apiv1.EnclaveInfo, error)
+	Entries(ctx context.Context, from uint64, limit int) (*apiv1.EntriesPage, error)
 }
 
 // VerifyServer walks every entry the broker behind c serves, checking links,
@@ -83,10 +83,10 @@ func VerifyServer(ctx context.Context, c Server, pin ed25519.PublicKey) (Summary
 			return sum, invalid(errors.New("the enclave quote names no valid platform key"))
 		}
 	}
-	if err := enclave.VerifyQuote(info.Quote, pin); err != nil {
+	if err := attest.Verify(info.Quote, pin); err != nil {
 		return sum, invalid(fmt.Errorf("enclave quote: %w", err))
 	}
-	rd := enclave.AttestationReportData(nil, info.Keys)
+	rd := attest.ReportData(nil, info.Keys)
 	if info.Quote.ReportData != hex.EncodeToString(rd[:]) {
 		return sum, invalid(errors.New("enclave quote does not commit to the keys the broker lists"))
 	}

@@ -30,7 +30,6 @@ import (
 	"github.com/agentkeys/agentkeys/internal/oidc"
 	"github.com/agentkeys/agentkeys/internal/problem"
 	"github.com/agentkeys/agentkeys/internal/ratelimit"
-	"github.com/agentkeys/agentkeys/internal/token"
 )
 
 // Config configures a broker.
@@ -73,8 +72,53 @@ type Config struct {
 
 	// Several brokers on one store (§3): what one process keeps in memory by
 	// default, a shared implementation makes common. nil: this process's memory.
+	// A SharedStore (PostgreSQL) provides both when they are nil.
 	Replays  dpop.ReplayStore // used DPoP proofs
 	Limiters ratelimit.New    // the read, mint and anonymous limits (default NewMemoryLimiter)
+	// On a SharedStore only: how often the ledger polls the store for other
+	// brokers' entries besides their notifications (unless Ledger.FollowEvery
+	// is set; default DefaultFollowEvery), and how far behind the store the
+	// broker may fall before it says it is not ready (Ready, /readyz): the
+	// time since its ledger last caught up with the store (ledger.Ledger.Lag;
+	// default DefaultMaxLag).
+	FollowEvery time.Duration
+	MaxLag      time.Duration
+}
+
+// SharedStore is a ledger store several broker processes open at once
+// (PostgreSQL): it wakes the follower when another process commits, and holds
+// the DPoP replay store and the limiters the brokers share, so that a proof
+// one accepted is refused by all and each limit holds across them.
+type SharedStore interface {
+	ledger.Notifier
+	Replays() dpop.ReplayStore
+	Limiters() ratelimit.New
+}
+
+// On a SharedStore, unless configured: the follower's poll (the backstop when
+// a notification is lost) and the lag past which the broker is not ready.
+const (
+	DefaultFollowEvery = time.Second
+	DefaultMaxLag      = 5 * time.Second
+)
+
+// share takes what is shared from a store several brokers open.
+func (c *Config) share(s SharedStore) {
+	if c.Replays == nil {
+		c.Replays = s.Replays()
+	}
+	if c.Limiters == nil {
+		c.Limiters = s.Limiters()
+	}
+	if c.FollowEvery <= 0 {
+		c.FollowEvery = DefaultFollowEvery
+	}
+	if c.Ledger.FollowEvery <= 0 {
+		c.Ledger.FollowEvery = c.FollowEvery
+	}
+	if c.MaxLag <= 0 {
+		c.MaxLag = DefaultMaxLag
+	}
 }
 
 func (c *Config) defaults() {
@@ -126,7 +170,7 @@ type Broker struct {
 	log      *slog.Logger
 	store    ledger.Driver
 	ledger   atomic.Pointer[ledger.Ledger]
-	tokens   *token.Issuer
+	tokens   *sessionKeys
 	usage    *auditindex.Index
 	kinds    ledger.Schema // Schema(), built once: which kinds are public
 	accounts sync.Map      // omni → *account.Account, see (*Broker).account
@@ -160,13 +204,11 @@ func OperatorKeyPath(dataDir string) string { return filepath.Join(dataDir, "ope
 // Open unseals the enclave and opens the ledger store. The broker is not ready
 // until Start has verified the chain.
 func Open(cfg Config) (_ *Broker, err error) {
-	if s := cfg.Store; s != nil {
-		defer func() {
-			if err != nil && cfg.Store != nil { // not yet handed to the broker, whose Close closes it
-				s.Close()
-			}
-		}()
-	}
+	defer func() {
+		if err != nil && cfg.Store != nil { // not yet handed to the broker, whose Close closes it
+			cfg.Store.Close()
+		}
+	}()
 	cfg.defaults()
 	var src ledgerstore.Source
 	switch {
@@ -193,10 +235,22 @@ func Open(cfg Config) (_ *Broker, err error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("creating data dir %s: %w", cfg.DataDir, err)
 	}
+	// The store first: a database that cannot be reached refuses the start
+	// before the enclave creates anything in a new data dir.
+	if cfg.Store == nil {
+		if cfg.Store, err = src.Open(); err != nil {
+			return nil, err
+		}
+	}
 	enc, err := enclave.Open(enclave.Config{Dir: cfg.DataDir, PlatformKeyFile: cfg.PlatformKeyFile, PlatformKeyHex: cfg.PlatformKeyHex,
 		DevPlatformKeyInDir: cfg.DevPlatformKeyInDataDir, SignerPublicKey: cfg.SignerPublicKey, Now: cfg.Now})
 	if err != nil {
 		return nil, err
+	}
+	if s, ok := cfg.Store.(SharedStore); ok {
+		cfg.share(s)
+	} else {
+		cfg.MaxLag = 0 // alone on its store, the broker is never behind it
 	}
 	mk := cfg.Limiters
 	if mk == nil {
@@ -212,26 +266,26 @@ func Open(cfg Config) (_ *Broker, err error) {
 	}
 	m := enc.Measurements()
 	b.oidc.enclave = oidc.Enclave{MrEnclave: hex.EncodeToString(m.MrEnclave[:]), MrSigner: hex.EncodeToString(m.MrSigner[:]), Tier: string(m.Tier)}
-	if b.tokens, err = token.NewIssuer(enc, token.Options{Issuer: cfg.Issuer, Current: "issuer/jwt/v1", Now: cfg.Now}); err != nil {
+	if b.tokens, err = newSessionKeys(enc, cfg.Issuer, cfg.Now, b.committedState); err != nil {
 		enc.Close()
 		return nil, err
 	}
 	notReady := "unsealed; verifying the ledger"
 	b.status.Store(&notReady)
-	if b.store, cfg.Store = cfg.Store, nil; b.store == nil {
-		if b.store, err = src.Open(); err != nil {
-			enc.Close()
-			return nil, err
-		}
-	}
+	b.store, cfg.Store = cfg.Store, nil
 	b.usage = auditindex.New(b.store)
 	if _, ok, err := b.store.Head(context.Background()); err != nil {
 		b.Close()
 		return nil, err
 	} else if !ok {
-		if b.OperatorKeyCreated, err = ensureOperatorKey(OperatorKeyPath(cfg.DataDir)); err != nil {
+		if _, set, err := loadGenesisGovernance(cfg.DataDir); err != nil {
 			b.Close()
 			return nil, err
+		} else if !set { // no governance set chosen (agentkeys governance init): the operator key, 1-of-1
+			if b.OperatorKeyCreated, err = ensureOperatorKey(OperatorKeyPath(cfg.DataDir)); err != nil {
+				b.Close()
+				return nil, err
+			}
 		}
 	}
 	return b, nil
@@ -239,7 +293,25 @@ func Open(cfg Config) (_ *Broker, err error) {
 
 // Start verifies the stored chain (hashes, links, origins, signatures) and then
 // opens the ledger for appends. On failure the broker stays not ready.
+//
+// Brokers starting at once on an empty shared store race to write genesis:
+// the one that loses (or that found the store empty while walking it and
+// filled by the time it opened the ledger) starts again on the winner's chain,
+// which it joins only if its sealed seed is the same (else ErrForeignLedger).
 func (b *Broker) Start(ctx context.Context) error {
+	for attempt := 1; ; attempt++ {
+		err := b.start(ctx)
+		if !errors.Is(err, errGenesisRace) || attempt == 5 {
+			return err
+		}
+		b.log.Info("another broker created the ledger while this one started; starting again on its chain")
+	}
+}
+
+// errGenesisRace means another process wrote genesis while this one started.
+var errGenesisRace = errors.New("another broker created the ledger while this one started")
+
+func (b *Broker) start(ctx context.Context) error {
 	start := time.Now()
 	var walked *ledger.Head // the last entry verified: the ledger follows the store from there
 	n, err := ledger.VerifyDriver(ctx, Schema(), b.store, false, b.usage.Observe, func(es []ledger.Entry) {
@@ -258,17 +330,36 @@ func (b *Broker) Start(ctx context.Context) error {
 	if opts.Now == nil {
 		opts.Now = b.cfg.Now
 	}
+	var ownGenesis atomic.Bool // this process committed genesis (walked is nil)
 	opts.OnCommit = func(es []ledger.Entry) {
+		if es[0].Seq == 0 {
+			ownGenesis.Store(true)
+		}
 		b.index.Observe(es)
 		b.usage.Observe(es)
 		b.metrics.committed(es)
 		b.oidcObserve(es)
+		b.tokens.observe(es)
 	}
 	opts.CommitTook = b.metrics.commitTook
 	if err := b.index.Load(ctx, ledger.View(ctx, b.store)); err != nil {
 		return err
 	}
 	l, err := ledger.Open(ctx, b.store, b.schema(), signer{b.enc}, opts)
+	if walked == nil && (errors.Is(err, ledger.ErrConflict) || err == nil && !ownGenesis.Load()) {
+		// The store was empty when walked, and another process wrote genesis
+		// since: walk again (indexes observe each entry once, by seq).
+		if l != nil {
+			l.Close()
+		}
+		return errGenesisRace
+	}
+	if errors.Is(err, ledger.ErrForeignLedger) {
+		msg := err.Error()
+		b.status.Store(&msg)
+		return problem.Wrap(err, problem.LedgerInvalid, "this broker's sealed seed is not the one that created the ledger: give it a copy of seed.sealed from a broker on this ledger and the same platform key (docs/scale-out.md), or point --ledger at its own database",
+			"%v", err)
+	}
 	if err != nil {
 		msg := err.Error()
 		b.status.Store(&msg)
@@ -282,6 +373,7 @@ func (b *Broker) Start(ctx context.Context) error {
 		b.status.Store(&msg)
 		return err
 	}
+	b.warnGovernanceFile(l.State(ctx))
 	b.ledger.Store(l)
 	b.metrics.follow(l)
 	b.status.Store(nil)
@@ -295,6 +387,12 @@ func (b *Broker) Ready() (bool, string) {
 	if s := b.status.Load(); s != nil {
 		return false, *s
 	}
+	if l := b.ledger.Load(); l != nil && b.cfg.MaxLag > 0 {
+		if lag := l.Lag(); lag > b.cfg.MaxLag {
+			return false, fmt.Sprintf("behind the ledger store: last caught up with it %s ago, more than %s; check the connection to the database",
+				lag.Round(time.Millisecond), b.cfg.MaxLag)
+		}
+	}
 	return true, ""
 }
 
@@ -306,6 +404,15 @@ func (b *Broker) Ledger() (*ledger.Ledger, error) {
 		return nil, problem.New(problem.NotReady, "the broker is not ready: "+why, "wait for /readyz to report ready; check the server log if it does not")
 	}
 	return l, nil
+}
+
+// committedState is the ledger's committed state once it is open.
+func (b *Broker) committedState() (ledger.State, bool) {
+	l := b.ledger.Load()
+	if l == nil {
+		return nil, false
+	}
+	return l.State(context.Background()), true
 }
 
 // Storage is read access to stored entries and state, available before ready.
@@ -323,17 +430,23 @@ func (b *Broker) Close() {
 }
 
 func (b *Broker) genesis() (*ledger.Genesis, error) {
-	op, err := LoadOperatorKey(OperatorKeyPath(b.cfg.DataDir))
+	gv, ok, err := loadGenesisGovernance(b.cfg.DataDir)
 	if err != nil {
 		return nil, err
 	}
+	if !ok {
+		op, err := LoadOperatorKey(OperatorKeyPath(b.cfg.DataDir))
+		if err != nil {
+			return nil, err
+		}
+		gv = ledger.Governance{Threshold: 1, Keys: []string{hex.EncodeToString(op.Public().(ed25519.PublicKey))}}
+	}
 	m := b.oidc.enclave // the measurements, hex-encoded at Open
 	g := &ledger.Genesis{
-		MrEnclave: m.MrEnclave,
-		MrSigner:  m.MrSigner,
-		Tier:      m.Tier,
-		Governance: ledger.Governance{Threshold: 1,
-			Keys: []string{hex.EncodeToString(op.Public().(ed25519.PublicKey))}},
+		MrEnclave:  m.MrEnclave,
+		MrSigner:   m.MrSigner,
+		Tier:       m.Tier,
+		Governance: gv,
 	}
 	for _, k := range b.enc.Keys() {
 		g.Keys = append(g.Keys, ledger.PublicKey(k))

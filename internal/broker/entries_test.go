@@ -13,12 +13,12 @@ import (
 // other kind, including any added later without a decision, is owner-private.
 func TestKindClassification(t *testing.T) {
 	public := []string{
-		ledger.KindGenesis, ledger.KindCheckpoint,
+		ledger.KindGenesis, ledger.KindCheckpoint, ledger.KindGovernanceSet, registry.KindSessionKeyRotate,
 		registry.KindSuccessorAuthorize, registry.KindSuccessorDeauthorize,
 		registry.KindOidcKeyRegister, registry.KindOidcKeyRevoke, registry.KindOidcRotate,
 	}
 	s := Schema()
-	kinds := append(slices.Sorted(maps.Keys(s.Kinds)), ledger.KindGenesis, ledger.KindCheckpoint)
+	kinds := append(slices.Sorted(maps.Keys(s.Kinds)), ledger.KindGenesis, ledger.KindCheckpoint, ledger.KindGovernanceSet)
 	for _, k := range kinds {
 		if got, want := s.Public(k), slices.Contains(public, k); got != want {
 			t.Errorf("kind %s: public=%v, want %v", k, got, want)

@@ -75,13 +75,13 @@ func (b *Broker) checkInvite(st ledger.State, code string) (string, error) {
 	if inv.Server != b.cfg.Issuer {
 		return "", bad("it is for " + strconv.Quote(inv.Server) + ", not this broker")
 	}
-	g, err := ledger.LoadGenesis(st)
+	gv, err := ledger.CurrentGovernance(st)
 	if err != nil {
 		return "", err
 	}
 	pub, perr := hex.DecodeString(inv.Key)
 	sig, serr := hex.DecodeString(inv.Sig)
-	if perr != nil || serr != nil || len(pub) != ed25519.PublicKeySize || !slices.Contains(g.Governance.Keys, inv.Key) ||
+	if perr != nil || serr != nil || len(pub) != ed25519.PublicKeySize || !slices.Contains(gv.Keys, inv.Key) ||
 		!ed25519.Verify(pub, InviteMessage(inv), sig) {
 		return "", bad("it is not signed by this broker's operator")
 	}

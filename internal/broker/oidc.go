@@ -9,42 +9,13 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/agentkeys/agentkeys/internal/agent"
+	"github.com/agentkeys/agentkeys/internal/apiv1"
 	"github.com/agentkeys/agentkeys/internal/ledger"
 	"github.com/agentkeys/agentkeys/internal/oidc"
 	"github.com/agentkeys/agentkeys/internal/problem"
 	"github.com/agentkeys/agentkeys/internal/registry"
 	"github.com/agentkeys/agentkeys/internal/token"
 )
-
-// OIDCRequest is the body of POST /v1/oidc/token.
-type OIDCRequest struct {
-	Audience  string `json:"audience"`
-	TTL       int64  `json:"ttl,omitempty"`        // seconds; default 300, at most the server's maximum (≤ 3600)
-	OwnerSelf bool   `json:"owner_self,omitempty"` // an owner minting for itself must say so
-}
-
-// OIDCToken is a minted identity token.
-type OIDCToken struct {
-	Token     string `json:"token"`
-	Kid       string `json:"kid"`
-	JTI       string `json:"jti"`
-	Audience  string `json:"audience"`
-	Subject   string `json:"sub"`
-	ExpiresAt int64  `json:"expires_at"` // unix seconds
-}
-
-// OIDCKeyInfo is one issuer key as GET /v1/oidc/keys lists it.
-type OIDCKeyInfo struct {
-	registry.OidcKey
-	State string `json:"state"` // current, retiring, retired, revoked
-}
-
-// RotateResult is the answer of POST /v1/oidc/rotate.
-type RotateResult struct {
-	Key      registry.OidcKey `json:"key"`
-	Previous registry.OidcKey `json:"previous"`
-}
 
 type oidcKeys struct {
 	keys    []registry.OidcKey // by version, as the registry holds them
@@ -145,6 +116,11 @@ func (b *Broker) registerGenesisOidcKey(ctx context.Context, l *ledger.Ledger) e
 		return err
 	}
 	if _, err := l.Append(ctx, ledger.OriginEnclave, registry.KindOidcKeyRegister, registry.OidcRegister{Key: rec}); err != nil {
+		// Another broker starting on the same store may have registered it
+		// first: the fold refused ours on top of theirs.
+		if keys, kerr := registry.OidcKeys(l.State(ctx)); kerr == nil && len(keys) > 0 {
+			return nil
+		}
 		return fmt.Errorf("registering the genesis OIDC key %s on the ledger: %w", rec.Kid, err)
 	}
 	b.log.Info("registered the genesis OIDC key on the ledger", "kid", rec.Kid, "path", rec.Path)
@@ -161,16 +137,16 @@ func (b *Broker) oidcObserve(es []ledger.Entry) {
 }
 
 // Discovery is the issuer's OpenID discovery document.
-func (b *Broker) Discovery() oidc.Discovery { return oidc.NewDiscovery(b.cfg.Issuer) }
+func (b *Broker) Discovery() apiv1.Discovery { return oidc.NewDiscovery(b.cfg.Issuer) }
 
 // JWKS returns every key that is current or inside its retirement window.
-func (b *Broker) JWKS(ctx context.Context) (oidc.JWKS, error) {
+func (b *Broker) JWKS(ctx context.Context) (apiv1.JWKS, error) {
 	k, err := b.oidcLoad(ctx)
 	if err != nil {
-		return oidc.JWKS{}, err
+		return apiv1.JWKS{}, err
 	}
 	now := b.cfg.Now().Unix()
-	out := oidc.JWKS{Keys: []oidc.JWK{}}
+	out := apiv1.JWKS{Keys: []apiv1.JWK{}}
 	for _, key := range k.keys {
 		if key.Active(now) {
 			out.Keys = append(out.Keys, key.JWK)
@@ -180,15 +156,15 @@ func (b *Broker) JWKS(ctx context.Context) (oidc.JWKS, error) {
 }
 
 // OIDCKeys lists every issuer key version and its state.
-func (b *Broker) OIDCKeys(ctx context.Context) ([]OIDCKeyInfo, error) {
+func (b *Broker) OIDCKeys(ctx context.Context) ([]apiv1.OIDCKeyInfo, error) {
 	k, err := b.oidcLoad(ctx)
 	if err != nil {
 		return nil, err
 	}
 	now := b.cfg.Now().Unix()
-	out := make([]OIDCKeyInfo, 0, len(k.keys))
+	out := make([]apiv1.OIDCKeyInfo, 0, len(k.keys))
 	for _, key := range k.keys {
-		out = append(out, OIDCKeyInfo{OidcKey: key, State: key.State(now)})
+		out = append(out, apiv1.OIDCKeyInfo{OIDCKey: apiv1.OIDCKey(key), State: key.State(now)})
 	}
 	return out, nil
 }
@@ -212,7 +188,7 @@ func validAudience(a string) bool {
 // every refusal is a durable audit entry signed by the caller's wallet (of
 // refusals for the rate, the first in each window); no token is returned unless
 // its audit entry is durable.
-func (b *Broker) MintOIDC(ctx context.Context, c *Caller, r OIDCRequest) (*OIDCToken, error) {
+func (b *Broker) MintOIDC(ctx context.Context, c *Caller, r apiv1.OIDCRequest) (*apiv1.OIDCToken, error) {
 	lg, err := b.Ledger()
 	if err != nil {
 		return nil, err
@@ -244,7 +220,7 @@ func (b *Broker) MintOIDC(ctx context.Context, c *Caller, r OIDCRequest) (*OIDCT
 		return nil, err
 	}
 	if c.Agent != nil {
-		if !agent.AllowsOIDC(c.Agent.Scope, r.Audience) {
+		if !apiv1.AllowsOIDC(c.Agent.Scope, r.Audience) {
 			return nil, b.oidcDeny(ctx, audit, "no_scope", problem.Newf(problem.Denied,
 				"the owner allows it with: agentkeys agent scope "+c.Agent.Alias+" --add oidc:"+r.Audience,
 				"this agent's scope does not allow identity tokens for %q", r.Audience))
@@ -293,7 +269,7 @@ func (b *Broker) MintOIDC(ctx context.Context, c *Caller, r OIDCRequest) (*OIDCT
 	if err != nil {
 		return nil, err
 	}
-	return &OIDCToken{Token: tok, Kid: audit.Kid, JTI: claims.ID, Audience: r.Audience, Subject: claims.Subject, ExpiresAt: claims.Expiry}, nil
+	return &apiv1.OIDCToken{Token: tok, Kid: audit.Kid, JTI: claims.ID, Audience: r.Audience, Subject: claims.Subject, ExpiresAt: claims.Expiry}, nil
 }
 
 func (b *Broker) oidcDeny(ctx context.Context, audit oidc.Mint, reason string, p error) error {
@@ -309,48 +285,55 @@ func (b *Broker) MinRotationWindow() time.Duration { return b.cfg.OIDCMaxTTL + b
 // request, derives the next oidc/issuer/vN, registers it on the ledger (enclave
 // origin, with a quote) together with the old key's retirement time, and from
 // then on signs new tokens with it. The old key stays in the JWKS for the window.
-func (b *Broker) Rotate(ctx context.Context, e ledger.Entry) (*RotateResult, error) {
+func (b *Broker) Rotate(ctx context.Context, e ledger.Entry) (*apiv1.RotateResult, error) {
+	_, res, err := b.rotate(ctx, e)
+	return res, err
+}
+
+// rotate is Rotate, also returning the request's entry as stored.
+func (b *Broker) rotate(ctx context.Context, e ledger.Entry) (ledger.Entry, *apiv1.RotateResult, error) {
 	lg, err := b.Ledger()
 	if err != nil {
-		return nil, err
+		return ledger.Entry{}, nil, err
 	}
-	var req registry.OidcRotate
+	var req apiv1.OIDCRotate
 	if e.Kind != registry.KindOidcRotate || ledger.DecodeStrict(e.Payload, &req) != nil {
-		return nil, problem.New(problem.BadRequest, "send a governance-signed oidc.rotate entry with {window_seconds, nonce}", "use agentkeys oidc rotate")
+		return ledger.Entry{}, nil, problem.New(problem.BadRequest, "send a governance-signed oidc.rotate entry with {window_seconds, nonce}", "use agentkeys oidc rotate")
 	}
 	if w := time.Duration(req.WindowSeconds) * time.Second; w < b.MinRotationWindow() {
-		return nil, problem.Newf(problem.BadRequest, fmt.Sprintf("pass --window %s or longer", b.MinRotationWindow()),
+		return ledger.Entry{}, nil, problem.Newf(problem.BadRequest, fmt.Sprintf("pass --window %s or longer", b.MinRotationWindow()),
 			"a window of %s would withdraw the old key while tokens it signed are still valid (max token lifetime %s + skew %s)",
 			w, b.cfg.OIDCMaxTTL, b.cfg.OIDCSkew)
 	}
 	b.oidc.mu.Lock()
 	defer b.oidc.mu.Unlock()
-	if _, err := b.Submit(ctx, e, registry.KindOidcRotate); err != nil {
-		return nil, err
+	stored, err := b.Submit(ctx, e, registry.KindOidcRotate)
+	if err != nil {
+		return ledger.Entry{}, nil, err
 	}
 	k, err := b.oidcLoad(ctx)
 	if err != nil {
-		return nil, err
+		return ledger.Entry{}, nil, err
 	}
 	next := k.keys[len(k.keys)-1].Version + 1
 	now := b.cfg.Now().Unix()
 	rec, err := b.oidcKeyRecord(fmt.Sprintf("oidc/issuer/v%d", next), next, now)
 	if err != nil {
-		return nil, err
+		return ledger.Entry{}, nil, err
 	}
 	reg := registry.OidcRegister{Key: rec}
-	res := &RotateResult{Key: rec}
+	res := &apiv1.RotateResult{Key: apiv1.OIDCKey(rec)}
 	if k.current != nil { // none after governance revoked every key (full compromise)
 		prev := *k.current
 		prev.ActiveUntil = now + req.WindowSeconds
-		reg.Previous, res.Previous = &prev, prev
+		reg.Previous, res.Previous = &prev, apiv1.OIDCKey(prev)
 	}
 	if _, err := lg.Append(ctx, ledger.OriginEnclave, registry.KindOidcKeyRegister, reg); err != nil {
-		return nil, ledgerProblem(err)
+		return ledger.Entry{}, nil, ledgerProblem(err)
 	}
 	// Committed, the entry has marked the key cache stale (oidcObserve): new
 	// tokens are signed with the new key.
 	b.log.Info("oidc key rotated", "kid", rec.Kid, "path", rec.Path, "previous_kid", res.Previous.Kid,
 		"previous_until", time.Unix(res.Previous.ActiveUntil, 0).UTC().Format(time.RFC3339))
-	return res, nil
+	return stored, res, nil
 }

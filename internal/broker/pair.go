@@ -1,5 +1,8 @@
 package broker
 
+// Pairing (§6): a daemon's signed request, the owner's pending view and signed
+// decision, and the daemon's poll that collects the sealed session.
+
 import (
 	"context"
 	"crypto/ed25519"
@@ -10,20 +13,17 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/url"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/agentkeys/agentkeys/internal/account"
 	"github.com/agentkeys/agentkeys/internal/agent"
-	"github.com/agentkeys/agentkeys/internal/dpop"
-	"github.com/agentkeys/agentkeys/internal/enclave"
+	"github.com/agentkeys/agentkeys/internal/apiv1"
 	"github.com/agentkeys/agentkeys/internal/ledger"
 	"github.com/agentkeys/agentkeys/internal/problem"
+	"github.com/agentkeys/agentkeys/internal/seal"
 	"github.com/agentkeys/agentkeys/internal/token"
-	"github.com/agentkeys/agentkeys/internal/vault"
 )
 
 // MaxPairTTL bounds how long a pair request can wait for the owner.
@@ -32,34 +32,6 @@ const MaxPairTTL = time.Hour
 // PairPrivatePath is the enclave key that seals a pair request's private
 // fields (its VVC nonce, signature and source address) on the ledger.
 const PairPrivatePath = "pair/vvc/v1"
-
-// PairCreated answers a pair request. Only the requester gets Nonce and VVC
-// (the owner sees the VVC in its authenticated pending view); the daemon checks
-// VVC = agent.VVC(Nonce, its signature) and Fingerprint against its own key.
-type PairCreated struct {
-	ID          string `json:"id"`
-	VVC         string `json:"vvc"`
-	Nonce       string `json:"nonce"`       // hex: the broker's VVC nonce
-	Fingerprint string `json:"fingerprint"` // agent.Fingerprint of the proof key
-	ExpiresAt   int64  `json:"expires_at"`  // unix seconds
-}
-
-// PendingPair is the owner's view of a pending pair request: what to compare
-// with the daemon (VVC, key fingerprint) and what tells requests apart (id,
-// source address, time).
-type PendingPair struct {
-	ID          string   `json:"id"`
-	Alias       string   `json:"alias"`
-	Scope       []string `json:"scope"`
-	TTLSeconds  int64    `json:"ttl_seconds,omitempty"`
-	VVC         string   `json:"vvc"`
-	VVCHash     string   `json:"vvc_hash"`    // hex agent.VVCHash: what a decision signs
-	Fingerprint string   `json:"fingerprint"` // agent.Fingerprint(JKT)
-	JKT         string   `json:"jkt"`         // the daemon's proof key thumbprint
-	Source      string   `json:"source"`      // the address the request came from
-	CreatedAt   int64    `json:"created_at"`  // unix seconds
-	ExpiresAt   int64    `json:"expires_at"`  // unix seconds
-}
 
 func badPair(format string, args ...any) error {
 	return problem.Newf(problem.BadRequest, "run agentkeys daemon pair again; check --owner, --alias and --scope", "pair request refused: "+format, args...)
@@ -70,13 +42,13 @@ func badPair(format string, args ...any) error {
 // the request per source address and in all (Admit) before reading it, and
 // nothing happens until the owner approves. Nothing here is keyed by what the
 // caller wrote before it is validated.
-func (b *Broker) RequestPairing(ctx context.Context, r agent.Request, source string) (*PairCreated, error) {
+func (b *Broker) RequestPairing(ctx context.Context, r apiv1.PairRequest, source string) (*apiv1.PairCreated, error) {
 	lg, err := b.Ledger()
 	if err != nil {
 		return nil, err
 	}
 	now := b.cfg.Now()
-	if !vault.ValidName(r.Alias) {
+	if !apiv1.ValidName(r.Alias) {
 		return nil, badPair("alias %q must be 1-63 lowercase letters, digits, '.', '_' or '-'", r.Alias)
 	}
 	if err := agent.CheckScope(r.Scope); err != nil {
@@ -85,7 +57,7 @@ func (b *Broker) RequestPairing(ctx context.Context, r agent.Request, source str
 	if r.TTLSeconds < 0 || r.TTLSeconds > int64(b.cfg.SessionTTL/time.Second) { // in seconds: a Duration would overflow
 		return nil, badPair("ttl_seconds must be 0 (default) to %d", int64(b.cfg.SessionTTL.Seconds()))
 	}
-	jkt, err := agent.Verify(r)
+	jkt, err := apiv1.VerifyPairRequest(r)
 	if err != nil {
 		return nil, badPair("%v", err)
 	}
@@ -93,7 +65,7 @@ func (b *Broker) RequestPairing(ctx context.Context, r agent.Request, source str
 	if err != nil {
 		return nil, badPair("hpke_public is not base64")
 	}
-	if _, err := enclave.SealTo(hpkePub, []byte("agentkeys/pair-check/v1"), nil); err != nil {
+	if _, err := seal.To(hpkePub, []byte("agentkeys/pair-check/v1"), nil); err != nil {
 		return nil, badPair("hpke_public is not a hybrid ML-KEM-768+X25519 public key")
 	}
 	until := time.Unix(r.ValidUntil, 0)
@@ -118,7 +90,7 @@ func (b *Broker) RequestPairing(ctx context.Context, r agent.Request, source str
 	}
 	// The VVC nonce is drawn now, after the signed request and its keys arrived:
 	// the requester cannot choose or grind the VVC. It goes on the ledger sealed.
-	nonce := make([]byte, agent.NonceSize)
+	nonce := make([]byte, apiv1.VVCNonceSize)
 	rand.Read(nonce)
 	id := randomID()[:16]
 	priv, _ := json.Marshal(agent.PairPrivate{Nonce: hex.EncodeToString(nonce), Sig: r.Sig, Source: source})
@@ -140,8 +112,8 @@ func (b *Broker) RequestPairing(ctx context.Context, r agent.Request, source str
 		}
 		return nil, ledgerProblem(err)
 	}
-	return &PairCreated{ID: p.ID, VVC: agent.VVC(nonce, r.Sig), Nonce: hex.EncodeToString(nonce),
-		Fingerprint: agent.Fingerprint(jkt), ExpiresAt: p.Expires}, nil
+	return &apiv1.PairCreated{ID: p.ID, VVC: apiv1.VVC(nonce, r.Sig), Nonce: hex.EncodeToString(nonce),
+		Fingerprint: apiv1.Fingerprint(jkt), ExpiresAt: p.Expires}, nil
 }
 
 // aliasPending refuses a second pending request for one owner and alias that
@@ -159,7 +131,7 @@ func aliasPending(alias string, expiresIn int64) error {
 // pairView opens a request's sealed fields for its owner's view. Requests of
 // older brokers (VVC in the clear, no nonce) cannot be viewed or decided: they
 // expire within MaxPairTTL and the daemon pairs again.
-func (b *Broker) pairView(p *agent.Pair) (*PendingPair, error) {
+func (b *Broker) pairView(p *agent.Pair) (*apiv1.PendingPair, error) {
 	if p.Sealed == "" {
 		return nil, problem.Newf(problem.Conflict, "ask the daemon to run agentkeys daemon pair again",
 			"pair request %s was made by an older broker and cannot be decided", p.ID)
@@ -177,12 +149,12 @@ func (b *Broker) pairView(p *agent.Pair) (*PendingPair, error) {
 		return nil, fmt.Errorf("pair %s: sealed fields: %w", p.ID, err)
 	}
 	nonce, err := hex.DecodeString(priv.Nonce)
-	if err != nil || len(nonce) != agent.NonceSize {
-		return nil, fmt.Errorf("pair %s: sealed nonce is not %d bytes", p.ID, agent.NonceSize)
+	if err != nil || len(nonce) != apiv1.VVCNonceSize {
+		return nil, fmt.Errorf("pair %s: sealed nonce is not %d bytes", p.ID, apiv1.VVCNonceSize)
 	}
-	h := agent.VVCHash(nonce, priv.Sig)
-	return &PendingPair{ID: p.ID, Alias: p.Alias, Scope: p.Scope, TTLSeconds: p.TTLSeconds, VVC: agent.VVCDigits(h),
-		VVCHash: hex.EncodeToString(h[:]), Fingerprint: agent.Fingerprint(p.JKT), JKT: p.JKT, Source: priv.Source,
+	h := apiv1.VVCHash(nonce, priv.Sig)
+	return &apiv1.PendingPair{ID: p.ID, Alias: p.Alias, Scope: p.Scope, TTLSeconds: p.TTLSeconds, VVC: apiv1.VVCDigits(h),
+		VVCHash: hex.EncodeToString(h[:]), Fingerprint: apiv1.Fingerprint(p.JKT), JKT: p.JKT, Source: priv.Source,
 		CreatedAt: p.Created / 1e9, ExpiresAt: p.Expires}, nil
 }
 
@@ -213,7 +185,7 @@ func (b *Broker) resolveOwner(st ledger.State, owner string) (string, error) {
 }
 
 // PendingPairs lists the owner's pair requests that can still be approved.
-func (b *Broker) PendingPairs(ctx context.Context, c *Caller) ([]PendingPair, error) {
+func (b *Broker) PendingPairs(ctx context.Context, c *Caller) ([]apiv1.PendingPair, error) {
 	lg, err := b.ownerLedger(c)
 	if err != nil {
 		return nil, err
@@ -223,9 +195,9 @@ func (b *Broker) PendingPairs(ctx context.Context, c *Caller) ([]PendingPair, er
 		return nil, err
 	}
 	now := b.cfg.Now().Unix()
-	out := []PendingPair{}
+	out := []apiv1.PendingPair{}
 	for _, p := range all {
-		if p.Status != agent.Pending || now > p.Expires || p.Sealed == "" {
+		if p.Status != apiv1.PairPending || now > p.Expires || p.Sealed == "" {
 			continue
 		}
 		v, err := b.pairView(&p)
@@ -237,29 +209,9 @@ func (b *Broker) PendingPairs(ctx context.Context, c *Caller) ([]PendingPair, er
 	return out, nil
 }
 
-// Decision is the owner's signed answer to a pair request: the identity key
-// signs DecisionMessage, which names the broker, the request, its VVC hash (the
-// VVC the owner compared is its 6 digits; the hash does not give them away to
-// anyone who reads the public decision) and the decision.
-type Decision struct {
-	Time int64  `json:"time"`
-	Sig  string `json:"sig"` // hex Ed25519
-}
-
-// DecisionMessage is what the owner's identity key signs.
-// vvcHash is the hex PendingPair.VVCHash of the request.
-func DecisionMessage(server, id, vvcHash, decision string, t int64) []byte {
-	return []byte("agentkeys/pair-decision/v2\n" + server + "\n" + id + "\n" + vvcHash + "\n" + decision + "\n" + strconv.FormatInt(t, 10))
-}
-
-// SignDecision signs a decision with the owner's identity key.
-func SignDecision(key ed25519.PrivateKey, server, id, vvcHash, decision string, t int64) Decision {
-	return Decision{Time: t, Sig: hex.EncodeToString(ed25519.Sign(key, DecisionMessage(server, id, vvcHash, decision, t)))}
-}
-
 // pendingFor finds the owner's pending, unexpired request id and checks the
 // decision statement.
-func (b *Broker) pendingFor(ctx context.Context, c *Caller, id, decision string, d Decision) (*agent.Pair, error) {
+func (b *Broker) pendingFor(ctx context.Context, c *Caller, id, decision string, d apiv1.Decision) (*agent.Pair, error) {
 	lg, err := b.ownerLedger(c)
 	if err != nil {
 		return nil, err
@@ -271,7 +223,7 @@ func (b *Broker) pendingFor(ctx context.Context, c *Caller, id, decision string,
 	if !ok {
 		return nil, problem.Newf(problem.NotFound, "list pending requests with agentkeys agent pending", "no pair request %q", id)
 	}
-	if p.Status != agent.Pending {
+	if p.Status != apiv1.PairPending {
 		return nil, problem.Newf(problem.Conflict, "ask the daemon to run agentkeys daemon pair again", "pair request %s is already %s", id, p.Status)
 	}
 	if b.cfg.Now().Unix() > p.Expires {
@@ -284,7 +236,7 @@ func (b *Broker) pendingFor(ctx context.Context, c *Caller, id, decision string,
 	pub, err := hex.DecodeString(c.Account.PublicKey)
 	sig, serr := hex.DecodeString(d.Sig)
 	if err != nil || serr != nil || len(pub) != ed25519.PublicKeySize ||
-		!ed25519.Verify(pub, DecisionMessage(b.cfg.Issuer, id, v.VVCHash, decision, d.Time), sig) {
+		!ed25519.Verify(pub, apiv1.DecisionMessage(b.cfg.Issuer, id, v.VVCHash, decision, d.Time), sig) {
 		return nil, problem.New(problem.Denied, "the decision is not signed by your identity key", "approve or deny from the owner's CLI (agentkeys agent approve)")
 	}
 	if dt := b.cfg.Now().Sub(time.Unix(d.Time, 0)); dt > LoginSkew || dt < -LoginSkew {
@@ -297,7 +249,7 @@ func (b *Broker) pendingFor(ctx context.Context, c *Caller, id, decision string,
 // alias gets a fresh omni and wallet, an agent account, a session bound to the
 // daemon's proof key, and its token and channel key sealed to the daemon's HPKE
 // key. The plaintext token exists only in this call.
-func (b *Broker) ApprovePairing(ctx context.Context, c *Caller, id string, d Decision) (*agent.Agent, error) {
+func (b *Broker) ApprovePairing(ctx context.Context, c *Caller, id string, d apiv1.Decision) (*agent.Agent, error) {
 	p, err := b.pendingFor(ctx, c, id, "approve", d)
 	if err != nil {
 		return nil, err
@@ -332,7 +284,7 @@ func (b *Broker) ApprovePairing(ctx context.Context, c *Caller, id string, d Dec
 	if err != nil {
 		return nil, err
 	}
-	sealedTok, err := enclave.SealTo(hpkePub, []byte(agent.TokenInfo(p.ID)), []byte(tok))
+	sealedTok, err := seal.To(hpkePub, []byte(apiv1.TokenInfo(p.ID)), []byte(tok))
 	if err != nil {
 		return nil, err
 	}
@@ -361,7 +313,7 @@ func (b *Broker) ApprovePairing(ctx context.Context, c *Caller, id string, d Dec
 		}
 		return nil, ledgerProblem(err)
 	}
-	if had && prev.Status == agent.Active {
+	if had && prev.Status == apiv1.AgentActive {
 		// The old generation's token already fails (its omni is no longer the
 		// agent's); record the revocation too, so the index and the trail say so.
 		b.revokeSession(ctx, owner, prev.SID, "re-paired as generation "+strconv.Itoa(gen))
@@ -371,24 +323,8 @@ func (b *Broker) ApprovePairing(ctx context.Context, c *Caller, id string, d Dec
 	return a, err
 }
 
-func (b *Broker) revokeSession(ctx context.Context, by, sid, reason string) error {
-	lg, err := b.Ledger()
-	if err != nil {
-		return err
-	}
-	s, ok, err := account.GetSession(lg.State(ctx), sid)
-	if err != nil || !ok || s.Revoked {
-		return err
-	}
-	_, err = lg.Append(ctx, ledger.AccountOrigin(by), account.KindSessionRevoke, account.Revocation{SID: sid, Reason: reason})
-	if errors.Is(err, ledger.ErrRejected) {
-		return nil // revoked meanwhile
-	}
-	return ledgerProblem(err)
-}
-
 // DenyPairing denies a pair request.
-func (b *Broker) DenyPairing(ctx context.Context, c *Caller, id string, d Decision) error {
+func (b *Broker) DenyPairing(ctx context.Context, c *Caller, id string, d apiv1.Decision) error {
 	p, err := b.pendingFor(ctx, c, id, "deny", d)
 	if err != nil {
 		return err
@@ -402,19 +338,9 @@ func (b *Broker) DenyPairing(ctx context.Context, c *Caller, id string, d Decisi
 	return ledgerProblem(err)
 }
 
-// PairStatus is what a daemon's poll sees.
-type PairStatus struct {
-	ID        string          `json:"id"`
-	Status    string          `json:"status"` // pending, approved, denied, expired
-	Alias     string          `json:"alias"`
-	Scope     []string        `json:"scope"`
-	ExpiresAt int64           `json:"expires_at"`
-	Delivery  *agent.Delivery `json:"delivery,omitempty"` // approved: sealed token and channel key
-}
-
 // PollPairing answers a daemon's poll. The request carries a DPoP proof signed
 // by the request's own proof key, so only its daemon learns the outcome.
-func (b *Broker) PollPairing(ctx context.Context, id string, pr Proof) (*PairStatus, error) {
+func (b *Broker) PollPairing(ctx context.Context, id string, pr Proof) (*apiv1.PairStatus, error) {
 	lg, err := b.Ledger()
 	if err != nil {
 		return nil, err
@@ -431,244 +357,25 @@ func (b *Broker) PollPairing(ctx context.Context, id string, pr Proof) (*PairSta
 	if err := b.checkProof(pr, p.JKT, ""); err != nil {
 		return nil, err
 	}
-	out := &PairStatus{ID: p.ID, Status: p.Status, Alias: p.Alias, Scope: p.Scope, ExpiresAt: p.Expires}
+	out := &apiv1.PairStatus{ID: p.ID, Status: p.Status, Alias: p.Alias, Scope: p.Scope, ExpiresAt: p.Expires}
 	switch {
-	case p.Status == agent.Pending && b.cfg.Now().Unix() > p.Expires:
-		out.Status = agent.Expired
-	case p.Status == agent.Approved && p.Delivery != nil:
+	case p.Status == apiv1.PairPending && b.cfg.Now().Unix() > p.Expires:
+		out.Status = apiv1.PairExpired
+	case p.Status == apiv1.PairApproved && p.Delivery != nil:
 		// Delivered only once the agent's session is on the ledger.
 		if _, ok, err := account.GetSession(st, p.Delivery.SID); err != nil {
 			return nil, err
 		} else if !ok {
-			out.Status = agent.Pending
+			out.Status = apiv1.PairPending
 		} else {
 			var sb agent.SealedBundle
 			if ok, err := ledger.GetJSON(st, ledger.BlobKey(p.Delivery.Sealed), &sb); err != nil || !ok {
 				return nil, fmt.Errorf("pair %s: sealed delivery missing: %v", p.ID, err)
 			}
 			d := p.Delivery
-			out.Delivery = &agent.Delivery{Agent: d.Agent, Wallet: d.Wallet, SID: d.SID, Generation: d.Generation, ExpiresAt: d.ExpiresAt,
+			out.Delivery = &apiv1.Delivery{Agent: d.Agent, Wallet: d.Wallet, SID: d.SID, Generation: d.Generation, ExpiresAt: d.ExpiresAt,
 				SealedToken: sb.SealedToken, SealedChannelKey: sb.SealedChannelKey, ChannelInfo: d.ChannelInfo}
 		}
 	}
 	return out, nil
-}
-
-// Proof is a request's DPoP header with what it must match.
-type Proof struct {
-	JWS    string
-	Method string
-	Path   string // request path (escaped, no query)
-}
-
-// htuBases returns the URLs a proof may name before the request path: the
-// issuer and the other public URLs, normalised (RFC 9449 §4.3) and without a
-// trailing slash. Never one made from a request: its Host header is the
-// sender's choice.
-func htuBases(issuer string, public []string) ([]string, error) {
-	var out []string
-	for _, raw := range append([]string{issuer}, public...) {
-		if raw == "" {
-			continue
-		}
-		u, err := url.Parse(raw)
-		if err != nil || u.RawQuery != "" || u.ForceQuery || u.Fragment != "" {
-			return nil, fmt.Errorf("public URL %q: use scheme://host[:port][/path], without query or fragment", raw)
-		}
-		base, err := dpop.HTU(raw)
-		if err != nil {
-			return nil, fmt.Errorf("public URL %q: use scheme://host[:port][/path] with http or https", raw)
-		}
-		if base = strings.TrimSuffix(base, "/"); !slices.Contains(out, base) {
-			out = append(out, base)
-		}
-	}
-	return out, nil
-}
-
-func (b *Broker) checkProof(pr Proof, jkt, tok string) error {
-	urls := make([]string, len(b.htuBases))
-	for i, base := range b.htuBases {
-		urls[i] = base + pr.Path
-	}
-	err := b.proofs.Verify(pr.JWS, dpopWant(pr.Method, urls, jkt, tok))
-	switch {
-	case errors.Is(err, dpop.ErrBeforeStart):
-		p := problem.New(problem.Unauthenticated, "the request's proof of possession was made before the broker started",
-			"make a new proof and retry (agentkeys daemon does so once on its own); if this persists, the daemon's clock is behind the broker's")
-		p.RetryAfter = 1
-		return p
-	case err != nil:
-		return problem.New(problem.Unauthenticated, "the request's proof of possession was refused ("+proofWhy(err)+")",
-			"requests of an agent session must carry a fresh DPoP proof signed by the daemon's key: use agentkeys daemon, and pass --server as the broker's URL (its --issuer, or one of its --public-url)")
-	}
-	return nil
-}
-
-// Agents lists the owner's agents.
-func (b *Broker) Agents(ctx context.Context, c *Caller) ([]agent.Agent, error) {
-	lg, err := b.ownerLedger(c)
-	if err != nil {
-		return nil, err
-	}
-	return agent.List(lg.State(ctx), c.Omni())
-}
-
-func (b *Broker) ownAgent(ctx context.Context, c *Caller, alias string) (*agent.Agent, error) {
-	lg, err := b.ownerLedger(c)
-	if err != nil {
-		return nil, err
-	}
-	a, ok, err := agent.Get(lg.State(ctx), c.Omni(), alias)
-	if err != nil {
-		return nil, err
-	}
-	if !ok || a.Status == agent.TornDown {
-		return nil, problem.Newf(problem.NotFound, "list your agents with agentkeys agent list", "no agent %q", alias)
-	}
-	return a, nil
-}
-
-// ScopeEdit changes an agent's scope: Set replaces it (when non-nil), then Add
-// and Remove apply.
-type ScopeEdit struct {
-	Set    []string `json:"set,omitempty"`
-	Add    []string `json:"add,omitempty"`
-	Remove []string `json:"remove,omitempty"`
-}
-
-// SetScope changes an agent's scope; it acts on the agent's very next request.
-func (b *Broker) SetScope(ctx context.Context, c *Caller, alias string, e ScopeEdit) (*agent.Agent, error) {
-	a, err := b.ownAgent(ctx, c, alias)
-	if err != nil {
-		return nil, err
-	}
-	scope := slices.Clone(a.Scope)
-	var change []string
-	if e.Set != nil {
-		scope = slices.Clone(e.Set)
-		change = append(change, "set "+strings.Join(e.Set, ","))
-	}
-	for _, s := range e.Add {
-		if !slices.Contains(scope, s) {
-			scope = append(scope, s)
-		}
-		change = append(change, "add "+s)
-	}
-	for _, s := range e.Remove {
-		scope = slices.DeleteFunc(scope, func(x string) bool { return x == s })
-		change = append(change, "remove "+s)
-	}
-	if len(change) == 0 {
-		return a, nil
-	}
-	if err := agent.CheckScope(scope); err != nil {
-		return nil, problem.Newf(problem.BadRequest, "scope entries are service names, oidc:* or oidc:<audience>", "scope refused: %v", err)
-	}
-	if scope == nil {
-		scope = []string{}
-	}
-	lg, _ := b.Ledger()
-	if _, err := lg.Append(ctx, ledger.AccountOrigin(c.Omni()), agent.KindScope,
-		agent.ScopeChange{Owner: c.Omni(), Alias: alias, Scope: scope, Change: strings.Join(change, "; ")}); err != nil {
-		return nil, ledgerProblem(err)
-	}
-	a.Scope = scope
-	return a, nil
-}
-
-// RevokeAgent revokes every session of the agent; it acts on the next request.
-func (b *Broker) RevokeAgent(ctx context.Context, c *Caller, alias string) (*agent.Agent, error) {
-	a, err := b.ownAgent(ctx, c, alias)
-	if err != nil {
-		return nil, err
-	}
-	if a.Status == agent.Revoked {
-		return a, nil
-	}
-	if err := b.revokeSession(ctx, c.Omni(), a.SID, "agent revoked by owner"); err != nil {
-		return nil, err
-	}
-	lg, _ := b.Ledger()
-	if _, err := lg.Append(ctx, ledger.AccountOrigin(c.Omni()), agent.KindStatus,
-		agent.StatusChange{Owner: c.Omni(), Alias: alias, Agent: a.Omni, Status: agent.Revoked, Reason: "sessions revoked"}); err != nil {
-		return nil, ledgerProblem(err)
-	}
-	a.Status = agent.Revoked
-	return a, nil
-}
-
-// Teardown deletes the agent's own credentials and revokes its sessions.
-func (b *Broker) Teardown(ctx context.Context, c *Caller, alias string) (deleted int, err error) {
-	a, err := b.ownAgent(ctx, c, alias)
-	if err != nil {
-		return 0, err
-	}
-	if err := b.revokeSession(ctx, c.Omni(), a.SID, "agent torn down by owner"); err != nil {
-		return 0, err
-	}
-	lg, _ := b.Ledger()
-	creds, err := vault.List(lg.State(ctx), c.Omni())
-	if err != nil {
-		return 0, err
-	}
-	for _, cr := range creds {
-		if cr.Agent != alias {
-			continue
-		}
-		if _, err := lg.Append(ctx, ledger.AccountOrigin(c.Omni()), vault.KindDeleted,
-			vault.Deleted{Owner: c.Omni(), Agent: alias, Service: cr.Service, Actor: c.Omni()}); err != nil && !errors.Is(err, ledger.ErrRejected) {
-			return deleted, ledgerProblem(err)
-		}
-		deleted++
-	}
-	if _, err := lg.Append(ctx, ledger.AccountOrigin(c.Omni()), agent.KindStatus,
-		agent.StatusChange{Owner: c.Omni(), Alias: alias, Agent: a.Omni, Status: agent.TornDown,
-			Reason: fmt.Sprintf("%d credential(s) deleted, sessions revoked", deleted)}); err != nil {
-		return deleted, ledgerProblem(err)
-	}
-	return deleted, nil
-}
-
-// AgentServices lists the services the calling agent may read now: in its scope
-// and stored (for it or owner-wide); approval lists those of them whose reads
-// each need the owner's approval. Names only; nothing is released.
-func (b *Broker) AgentServices(ctx context.Context, c *Caller) (services, approval []string, err error) {
-	lg, err := b.Ledger()
-	if err != nil {
-		return nil, nil, err
-	}
-	if c.Agent == nil {
-		return nil, nil, problem.New(problem.Denied, "only an agent session lists its readable credentials", "owners use agentkeys list")
-	}
-	st := lg.State(ctx)
-	services, approval = []string{}, []string{}
-	for _, s := range c.Agent.Scope {
-		if !vault.ValidName(s) {
-			continue // oidc:… entries are not credentials
-		}
-		for _, who := range []string{c.Agent.Alias, vault.OwnerWide} {
-			if cr, ok, err := vault.Get(st, c.Agent.Owner, who, s); err != nil {
-				return nil, nil, err
-			} else if ok {
-				services = append(services, s)
-				if cr.Approval == vault.ApprovalRequired {
-					approval = append(approval, s)
-				}
-				break
-			}
-		}
-	}
-	slices.Sort(services)
-	slices.Sort(approval)
-	return services, approval, nil
-}
-
-func dpopWant(method string, urls []string, jkt, tok string) dpop.Want {
-	return dpop.Want{Method: method, URLs: urls, JKT: jkt, Token: tok}
-}
-
-// proofWhy is the refusal reason without the package prefix (fixed text only).
-func proofWhy(err error) string {
-	return strings.TrimPrefix(err.Error(), dpop.ErrInvalid.Error()+": ")
 }

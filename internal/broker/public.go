@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 
+	"github.com/agentkeys/agentkeys/internal/attest"
 	"github.com/agentkeys/agentkeys/internal/enclave"
 	"github.com/agentkeys/agentkeys/internal/ledger"
 	"github.com/agentkeys/agentkeys/internal/registry"
@@ -10,10 +11,10 @@ import (
 
 // Attest is the enclave's quote over nonce (GET /v1/attestation; nil for the
 // quote GET /v1/enclave publishes).
-func (b *Broker) Attest(nonce []byte) enclave.Quote { return b.enc.Attest(nonce) }
+func (b *Broker) Attest(nonce []byte) attest.Quote { return b.enc.Attest(nonce) }
 
 // EnclaveKeys are the enclave's published public keys.
-func (b *Broker) EnclaveKeys() []enclave.KeyInfo { return b.enc.Keys() }
+func (b *Broker) EnclaveKeys() []attest.KeyInfo { return b.enc.Keys() }
 
 // Head is the stored chain's head; ok is false while the store is empty. It
 // reads the store, so it answers before the broker is ready.

@@ -9,53 +9,18 @@ import (
 	"encoding/hex"
 	"errors"
 	"slices"
-	"strconv"
 	"time"
 
 	"github.com/agentkeys/agentkeys/internal/account"
 	"github.com/agentkeys/agentkeys/internal/agent"
+	"github.com/agentkeys/agentkeys/internal/apiv1"
 	"github.com/agentkeys/agentkeys/internal/ledger"
 	"github.com/agentkeys/agentkeys/internal/problem"
 	"github.com/agentkeys/agentkeys/internal/token"
 )
 
-// Login is a statement signed by an owner's identity key to open a session. It
-// names the broker it is meant for, so it cannot be replayed elsewhere, and a
-// nonce, so it opens at most one session (the ledger remembers its hash).
-type Login struct {
-	PublicKey  string `json:"public_key"`            // hex Ed25519
-	Server     string `json:"server"`                // the broker URL the client addressed; must be the issuer
-	Time       int64  `json:"time"`                  // unix seconds; within LoginSkew of the broker's clock
-	Nonce      string `json:"nonce"`                 // hex, 16 random bytes
-	ChannelKey string `json:"channel_key,omitempty"` // base64 hybrid HPKE public key: also return the session channel key sealed to it
-	Sig        string `json:"sig"`                   // hex Ed25519 over LoginMessage
-	Invite     string `json:"invite,omitempty"`      // sign-up on a broker with --signup invite: the operator's invite code
-}
-
 // LoginSkew is how far a login statement's time may be from the broker's clock.
 const LoginSkew = 5 * time.Minute
-
-// LoginMessage is what the identity key signs.
-func LoginMessage(l Login) []byte {
-	return []byte("agentkeys/login/v1\n" + l.PublicKey + "\n" + l.Server + "\n" + strconv.FormatInt(l.Time, 10) +
-		"\n" + l.Nonce + "\n" + l.ChannelKey)
-}
-
-// SignLogin fills Sig with the identity key's signature.
-func SignLogin(l *Login, key ed25519.PrivateKey) {
-	l.Sig = hex.EncodeToString(ed25519.Sign(key, LoginMessage(*l)))
-}
-
-// SessionGrant is what a successful login returns to the client.
-type SessionGrant struct {
-	Omni        string `json:"omni"`
-	Wallet      string `json:"wallet"`
-	SID         string `json:"sid"`
-	Token       string `json:"token"`
-	ExpiresAt   int64  `json:"expires_at"`             // unix seconds
-	ChannelKey  string `json:"channel_key,omitempty"`  // base64, HPKE-sealed to Login.ChannelKey
-	ChannelInfo string `json:"channel_info,omitempty"` // the HPKE info used
-}
 
 // Caller is an authenticated request's session.
 type Caller struct {
@@ -70,7 +35,7 @@ func (c *Caller) Omni() string { return c.Claims.Subject }
 var errNotOwner = problem.New(problem.Denied, "only the owner's own session may do this", "run it from the owner's CLI (agentkeys init)")
 
 // checkLogin verifies a login statement and returns the identity key's omni.
-func (b *Broker) checkLogin(l Login) (omni string, loginHash string, err error) {
+func (b *Broker) checkLogin(l apiv1.Login) (omni string, loginHash string, err error) {
 	bad := func(msg string) error {
 		return problem.New(problem.Unauthenticated, "login refused: "+msg, "run agentkeys init again; check the machine clock and the --server URL")
 	}
@@ -79,7 +44,7 @@ func (b *Broker) checkLogin(l Login) (omni string, loginHash string, err error) 
 		return "", "", bad("public_key is not a hex Ed25519 public key")
 	}
 	sig, err := hex.DecodeString(l.Sig)
-	if err != nil || !ed25519.Verify(pub, LoginMessage(l), sig) {
+	if err != nil || !ed25519.Verify(pub, apiv1.LoginMessage(l), sig) {
 		return "", "", bad("signature does not verify")
 	}
 	if l.Server != b.cfg.Issuer {
@@ -92,12 +57,12 @@ func (b *Broker) checkLogin(l Login) (omni string, loginHash string, err error) 
 	if n, err := hex.DecodeString(l.Nonce); err != nil || len(n) != 16 {
 		return "", "", bad("nonce must be 16 random bytes in hex")
 	}
-	h := sha256.Sum256(LoginMessage(l))
+	h := sha256.Sum256(apiv1.LoginMessage(l))
 	return account.OwnerOmni(pub), hex.EncodeToString(h[:]), nil
 }
 
 // loginAccount checks a login statement and looks up its account (nil if none).
-func (b *Broker) loginAccount(ctx context.Context, l Login) (omni, loginHash string, a *account.Account, err error) {
+func (b *Broker) loginAccount(ctx context.Context, l apiv1.Login) (omni, loginHash string, a *account.Account, err error) {
 	lg, err := b.Ledger()
 	if err != nil {
 		return "", "", nil, err
@@ -114,7 +79,7 @@ func (b *Broker) loginAccount(ctx context.Context, l Login) (omni, loginHash str
 
 // CreateAccount registers a new owner from a signed login statement and opens
 // its first session, atomically.
-func (b *Broker) CreateAccount(ctx context.Context, l Login) (*SessionGrant, error) {
+func (b *Broker) CreateAccount(ctx context.Context, l apiv1.Login) (*apiv1.SessionGrant, error) {
 	omni, loginHash, existing, err := b.loginAccount(ctx, l)
 	if err != nil {
 		return nil, err
@@ -153,7 +118,7 @@ func (b *Broker) CreateAccount(ctx context.Context, l Login) (*SessionGrant, err
 }
 
 // OpenSession opens a new session for an existing owner.
-func (b *Broker) OpenSession(ctx context.Context, l Login) (*SessionGrant, error) {
+func (b *Broker) OpenSession(ctx context.Context, l apiv1.Login) (*apiv1.SessionGrant, error) {
 	_, loginHash, a, err := b.loginAccount(ctx, l)
 	if err != nil {
 		return nil, err
@@ -170,10 +135,10 @@ func (b *Broker) OpenSession(ctx context.Context, l Login) (*SessionGrant, error
 // openSession appends session.issued — after the entries in first, all in one
 // atomic group — and mints the session's token. Everything that can refuse the
 // request (the channel key included) is checked before anything is appended.
-func (b *Broker) openSession(ctx context.Context, a *account.Account, loginHash, channelKey string, first ...ledger.Req) (*SessionGrant, error) {
+func (b *Broker) openSession(ctx context.Context, a *account.Account, loginHash, channelKey string, first ...ledger.Req) (*apiv1.SessionGrant, error) {
 	lg, _ := b.Ledger()
 	sid := randomID()
-	g := &SessionGrant{Omni: a.Omni, Wallet: a.Wallet, SID: sid}
+	g := &apiv1.SessionGrant{Omni: a.Omni, Wallet: a.Wallet, SID: sid}
 	if channelKey != "" {
 		recipient, err := base64.StdEncoding.DecodeString(channelKey)
 		if err != nil {
@@ -253,7 +218,7 @@ func (b *Broker) AuthenticateRequest(ctx context.Context, bearer string, pr Proo
 		if err != nil {
 			return nil, err
 		}
-		if !ok || ag.Omni != c.Subject || ag.SID != c.SessionID || ag.Status != agent.Active {
+		if !ok || ag.Omni != c.Subject || ag.SID != c.SessionID || ag.Status != apiv1.AgentActive {
 			return nil, problem.New(problem.Revoked, "the agent's session was revoked by its owner",
 				"ask the owner to pair this daemon again (agentkeys daemon pair)")
 		}
@@ -273,24 +238,9 @@ func (b *Broker) Logout(ctx context.Context, c *Caller) error {
 	return ledgerProblem(err)
 }
 
-// Whoami describes the caller's session; never the token. Agent sessions add
-// the agent's alias, generation and current scope (from state: what the next
-// request may do).
-type Whoami struct {
-	Omni       string   `json:"omni"`
-	Wallet     string   `json:"wallet"`
-	Role       string   `json:"role"`
-	SID        string   `json:"sid"`
-	ExpiresAt  int64    `json:"expires_at"`
-	Parent     string   `json:"parent,omitempty"`
-	Alias      string   `json:"alias,omitempty"`
-	Generation int      `json:"generation,omitempty"`
-	Scope      []string `json:"scope,omitempty"`
-}
-
 // Whoami returns the caller's identity.
-func (b *Broker) Whoami(c *Caller) Whoami {
-	w := Whoami{Omni: c.Omni(), Wallet: c.Account.Wallet, Role: c.Claims.Role, SID: c.Claims.SessionID,
+func (b *Broker) Whoami(c *Caller) apiv1.Whoami {
+	w := apiv1.Whoami{Omni: c.Omni(), Wallet: c.Account.Wallet, Role: c.Claims.Role, SID: c.Claims.SessionID,
 		ExpiresAt: c.Claims.Expiry, Parent: c.Claims.Parent}
 	if c.Agent != nil {
 		w.Alias, w.Generation, w.Scope = c.Agent.Alias, c.Agent.Generation, slices.Clone(c.Agent.Scope)

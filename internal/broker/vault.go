@@ -8,30 +8,16 @@ import (
 	"fmt"
 	"slices"
 
+	"github.com/agentkeys/agentkeys/internal/apiv1"
 	"github.com/agentkeys/agentkeys/internal/ledger"
 	"github.com/agentkeys/agentkeys/internal/problem"
+	"github.com/agentkeys/agentkeys/internal/seal"
 	"github.com/agentkeys/agentkeys/internal/token"
 	"github.com/agentkeys/agentkeys/internal/vault"
 )
 
-// ShieldingPath is the enclave key credentials are encrypted to.
-const ShieldingPath = "shielding/v1"
-
 // MaxCredentialCiphertext bounds a stored ciphertext (bytes).
 const MaxCredentialCiphertext = 64 << 10
-
-// CredentialInfo is the HPKE info that binds a stored credential to its owner,
-// agent ("*" for owner-wide) and service: a ciphertext made for one binding does
-// not open under another.
-func CredentialInfo(owner, agent, service string) []byte {
-	return []byte("agentkeys/credential/v1|" + owner + "|" + agent + "|" + service)
-}
-
-// ReadInfo is the HPKE info (or, for session channels, the AEAD associated data)
-// of a credential handed to a reader.
-func ReadInfo(owner, agent, service string, version int) []byte {
-	return fmt.Appendf(nil, "agentkeys/read/v1|%s|%s|%s|%d", owner, agent, service, version)
-}
 
 // StoreRequest stores a credential already encrypted to the shielding key.
 type StoreRequest struct {
@@ -43,17 +29,17 @@ type StoreRequest struct {
 
 func agentField(alias string) string {
 	if alias == "" {
-		return vault.OwnerWide
+		return apiv1.OwnerWide
 	}
 	return alias
 }
 
 func checkNames(service, agent string) error {
-	if !vault.ValidName(service) {
+	if !apiv1.ValidName(service) {
 		return problem.Newf(problem.BadRequest, "use 1-63 lowercase letters, digits, '.', '_' or '-', e.g. openai",
 			"%q is not a valid service name", service)
 	}
-	if agent != vault.OwnerWide && !vault.ValidName(agent) {
+	if agent != apiv1.OwnerWide && !apiv1.ValidName(agent) {
 		return problem.Newf(problem.BadRequest, "use the agent's alias as given at pairing", "%q is not a valid agent alias", agent)
 	}
 	return nil
@@ -72,15 +58,15 @@ func (b *Broker) Store(ctx context.Context, c *Caller, r StoreRequest) (*vault.C
 		return nil, err
 	}
 	if r.Approval == "" {
-		r.Approval = vault.ApprovalNone
+		r.Approval = apiv1.ApprovalNone
 	}
-	if r.Approval != vault.ApprovalNone && r.Approval != vault.ApprovalRequired {
+	if r.Approval != apiv1.ApprovalNone && r.Approval != apiv1.ApprovalRequired {
 		return nil, problem.New(problem.BadRequest, "approval must be none or required", "pass --approval required for high-value credentials")
 	}
 	if len(r.Ciphertext) == 0 || len(r.Ciphertext) > MaxCredentialCiphertext {
 		return nil, problem.Newf(problem.BadRequest, "store a secret of at most 60 KiB", "ciphertext must be 1..%d bytes", MaxCredentialCiphertext)
 	}
-	if err := b.enc.CheckSealed(ShieldingPath, CredentialInfo(c.Omni(), agent, r.Service), r.Ciphertext); err != nil {
+	if err := b.enc.CheckSealed(seal.ShieldingPath, seal.CredentialInfo(c.Omni(), agent, r.Service), r.Ciphertext); err != nil {
 		return nil, problem.New(problem.BadRequest, "the ciphertext was not encrypted to this broker's shielding key for this owner, agent and service",
 			"store through `agentkeys store`, which encrypts to the attested shielding key")
 	}
@@ -112,16 +98,6 @@ type ReadRequest struct {
 	Recipient []byte // hybrid HPKE public key to re-encrypt to; nil = the session channel
 }
 
-// ReadResult is a credential re-encrypted for the caller.
-type ReadResult struct {
-	Service string `json:"service"`
-	Agent   string `json:"agent"`
-	Version int    `json:"version"`
-	Mode    string `json:"mode"`   // "hpke" (to Recipient) or "session" (session channel box)
-	Sealed  []byte `json:"sealed"` // base64 in JSON
-	Info    string `json:"info"`   // HPKE info / AEAD associated data
-}
-
 // readAttempts bounds how often a read starts over because the ledger refused
 // its audit entry (the grant it meant to use was taken by a concurrent read, or
 // the credential was deleted or its policy changed meanwhile).
@@ -136,7 +112,7 @@ var errRaced = errors.New("the credential changed while it was being read")
 // entry is not durable, nothing is decrypted. A read that races a store of the
 // same credential releases the version it looked up (the old value) or, looking
 // up after the store, the new one: its audit entry names the version released.
-func (b *Broker) Read(ctx context.Context, c *Caller, r ReadRequest) (*ReadResult, error) {
+func (b *Broker) Read(ctx context.Context, c *Caller, r ReadRequest) (*apiv1.ReadResult, error) {
 	lg, err := b.Ledger()
 	if err != nil {
 		return nil, err
@@ -152,13 +128,13 @@ func (b *Broker) Read(ctx context.Context, c *Caller, r ReadRequest) (*ReadResul
 		audit = vault.Read{Owner: c.Omni(), Agent: agent, Service: r.Service, Actor: c.Omni(), ActorRole: c.Claims.Role, SID: c.Claims.SessionID}
 		candidates = []string{agent}
 	case c.Agent != nil:
-		if err := checkNames(r.Service, vault.OwnerWide); err != nil {
+		if err := checkNames(r.Service, apiv1.OwnerWide); err != nil {
 			return nil, err
 		}
 		audit = vault.Read{Owner: c.Agent.Owner, Agent: c.Agent.Alias, Service: r.Service, Actor: c.Omni(), ActorRole: c.Claims.Role,
 			Alias: c.Agent.Alias, SID: c.Claims.SessionID}
 		// The agent's own credential first, then the owner-wide one.
-		candidates = []string{c.Agent.Alias, vault.OwnerWide}
+		candidates = []string{c.Agent.Alias, apiv1.OwnerWide}
 	default:
 		return nil, errNotOwner
 	}
@@ -191,7 +167,7 @@ func (b *Broker) Read(ctx context.Context, c *Caller, r ReadRequest) (*ReadResul
 
 // release looks the credential up and releases it, or answers errRaced when a
 // concurrent entry changed what it looked up before its audit entry committed.
-func (b *Broker) release(ctx context.Context, lg *ledger.Ledger, c *Caller, r ReadRequest, audit vault.Read, candidates []string) (*ReadResult, error) {
+func (b *Broker) release(ctx context.Context, lg *ledger.Ledger, c *Caller, r ReadRequest, audit vault.Read, candidates []string) (*apiv1.ReadResult, error) {
 	st := lg.State(ctx)
 	var cr *vault.Credential
 	found := false
@@ -228,19 +204,19 @@ func (b *Broker) release(ctx context.Context, lg *ledger.Ledger, c *Caller, r Re
 	// Re-encrypted before the audit entry, released only after it is durable: a
 	// recipient key the enclave cannot encrypt to is refused before anything is
 	// written (no entry, no approval request).
-	res := &ReadResult{Service: r.Service, Agent: agent, Version: cr.Version, Info: string(ReadInfo(owner, agent, r.Service, cr.Version))}
-	info := CredentialInfo(owner, agent, r.Service)
+	res := &apiv1.ReadResult{Service: r.Service, Agent: agent, Version: cr.Version, Info: string(seal.ReadInfo(owner, agent, r.Service, cr.Version))}
+	info := seal.CredentialInfo(owner, agent, r.Service)
 	if r.Recipient != nil {
 		res.Mode = "hpke"
-		res.Sealed, err = b.enc.Reseal(ShieldingPath, info, blob, r.Recipient, []byte(res.Info))
+		res.Sealed, err = b.enc.Reseal(seal.ShieldingPath, info, blob, r.Recipient, []byte(res.Info))
 	} else {
 		res.Mode = "session"
-		res.Sealed, err = b.enc.ResealToSession(ShieldingPath, info, blob, c.Claims.SessionID, []byte(res.Info))
+		res.Sealed, err = b.enc.ResealToSession(seal.ShieldingPath, info, blob, c.Claims.SessionID, []byte(res.Info))
 	}
 	if err != nil {
 		return nil, problem.New(problem.BadRequest, "the credential could not be re-encrypted to the key you sent", "send a hybrid ML-KEM-768+X25519 HPKE public key")
 	}
-	if cr.Approval == vault.ApprovalRequired {
+	if cr.Approval == apiv1.ApprovalRequired {
 		id, err := b.grantFor(ctx, audit)
 		if err != nil {
 			return nil, err
@@ -257,7 +233,7 @@ func (b *Broker) release(ctx context.Context, lg *ledger.Ledger, c *Caller, r Re
 }
 
 func forAgent(agent string) string {
-	if agent == vault.OwnerWide {
+	if agent == apiv1.OwnerWide {
 		return ""
 	}
 	return " for agent " + agent

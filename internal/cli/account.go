@@ -14,7 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/agentkeys/agentkeys/internal/broker"
+	"github.com/agentkeys/agentkeys/internal/apiv1"
 	"github.com/agentkeys/agentkeys/internal/client"
 	"github.com/agentkeys/agentkeys/internal/home"
 	"github.com/agentkeys/agentkeys/internal/problem"
@@ -102,16 +102,16 @@ the sign-up: --invite-file FILE (- for stdin); logging in needs none.`,
 					return err
 				}
 			}
-			statement := func(invite string) broker.Login {
-				l := broker.Login{PublicKey: hex.EncodeToString(id.Public().(ed25519.PublicKey)), Server: c.Server(),
+			statement := func(invite string) apiv1.Login {
+				l := apiv1.Login{PublicKey: hex.EncodeToString(id.Public().(ed25519.PublicKey)), Server: c.Server(),
 					Time: time.Now().Unix(), Nonce: nonce(), Invite: invite}
-				broker.SignLogin(&l, id)
+				apiv1.SignLogin(&l, id)
 				return l
 			}
 			// An existing identity logs in; one the broker has no account for (a
 			// new one, or one whose sign-up was refused) signs up.
 			action := "logged_in"
-			var g *broker.SessionGrant
+			var g *apiv1.SessionGrant
 			if !fresh {
 				g, err = c.OpenSession(ctx, statement(""))
 			}

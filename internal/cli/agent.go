@@ -11,8 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/agentkeys/agentkeys/internal/agent"
-	"github.com/agentkeys/agentkeys/internal/broker"
+	"github.com/agentkeys/agentkeys/internal/apiv1"
 	"github.com/agentkeys/agentkeys/internal/client"
 	"github.com/agentkeys/agentkeys/internal/home"
 	"github.com/agentkeys/agentkeys/internal/problem"
@@ -225,19 +224,19 @@ A change acts on the agent's very next request.`,
 			if err != nil {
 				return err
 			}
-			edit := broker.ScopeEdit{Add: add, Remove: remove}
+			edit := apiv1.ScopeEdit{Add: add, Remove: remove}
 			if cmd.Flags().Changed("set") {
 				edit.Set = append([]string{}, set...)
 			}
 			changing := len(add)+len(remove) > 0 || edit.Set != nil
-			var a *agent.Agent
+			var a *apiv1.Agent
 			if !changing || list {
 				all, err := c.Agents(cmd.Context())
 				if err != nil {
 					return err
 				}
 				for i := range all {
-					if all[i].Alias == alias && all[i].Status != agent.TornDown {
+					if all[i].Alias == alias && all[i].Status != apiv1.AgentTornDown {
 						a = &all[i]
 					}
 				}
@@ -278,7 +277,7 @@ func scopeText(s []string) string {
 
 // activeAgent opens the owner's session and finds its agent alias that is not
 // torn down.
-func (e *env) activeAgent(ctx context.Context, alias string) (*client.Session, *agent.Agent, error) {
+func (e *env) activeAgent(ctx context.Context, alias string) (*client.Session, *apiv1.Agent, error) {
 	_, c, err := e.ownerSession()
 	if err != nil {
 		return nil, nil, err
@@ -336,7 +335,7 @@ not a terminal.`,
 }
 
 // agentJSON is an agent as --json prints it.
-func agentJSON(a *agent.Agent) map[string]any {
+func agentJSON(a *apiv1.Agent) map[string]any {
 	return map[string]any{"alias": a.Alias, "omni": a.Omni, "wallet": a.Wallet, "generation": a.Generation,
 		"scope": a.Scope, "status": a.Status, "expires_at": expiry(a.Expires)}
 }

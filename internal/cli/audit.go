@@ -3,6 +3,7 @@ package cli
 import (
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"github.com/agentkeys/agentkeys/internal/audit"
 	"github.com/agentkeys/agentkeys/internal/broker"
 	"github.com/agentkeys/agentkeys/internal/client"
+	"github.com/agentkeys/agentkeys/internal/ledger"
 	"github.com/agentkeys/agentkeys/internal/ledger/ledgerstore"
 	"github.com/agentkeys/agentkeys/internal/problem"
 )
@@ -29,7 +31,7 @@ func auditCmd(e *env) *cobra.Command {
 }
 
 func auditVerifyCmd(e *env) *cobra.Command {
-	var server, dataDir, pin string
+	var server, dataDir, ledgerURL, pin string
 	var asJSON, mine bool
 	cmd := &cobra.Command{
 		Use:   "verify",
@@ -46,24 +48,37 @@ in full.
 also opens your own entries and checks each against its commitment.
 --data-dir DIR (operator, offline) checks the stored chain with every payload and
 also re-folds the state from the entries and compares it with the stored state.
+--ledger URL does the same for a server started with --ledger URL (e.g. a
+PostgreSQL database), read-only, while the server runs.
 
 Exit 0 with a one-line summary when valid; otherwise exit 1 naming the first bad seq.`,
 		Example: "  agentkeys audit verify --server http://127.0.0.1:8090\n" +
 			"  agentkeys audit verify --mine\n" +
-			"  agentkeys audit verify --data-dir ~/.agentkeys/server --json",
+			"  agentkeys audit verify --data-dir ~/.agentkeys/server --json\n" +
+			"  agentkeys audit verify --ledger postgres://agentkeys@db.example:5432/agentkeys",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if !cmd.Flags().Changed("server") && (mine || dataDir != "") {
+			offline := dataDir != "" || ledgerURL != ""
+			if !cmd.Flags().Changed("server") && (mine || offline) {
 				server = "" // $AGENTKEYS_SERVER is a default, not a third source
 			}
-			if (server == "" && !mine) == (dataDir == "") || mine && dataDir != "" {
-				return problem.New(problem.BadRequest, "pass exactly one of --server, --mine and --data-dir",
+			if (server == "" && !mine) == !offline || mine && offline || dataDir != "" && ledgerURL != "" {
+				return problem.New(problem.BadRequest, "pass exactly one of --server, --mine, --data-dir and --ledger",
 					"agentkeys audit verify --server http://127.0.0.1:8090")
 			}
 			var sum audit.Summary
 			var err error
 			if dataDir != "" {
 				sum, err = verifyDataDir(cmd, dataDir)
+			} else if ledgerURL != "" {
+				src, perr := ledgerstore.Parse(ledgerURL)
+				if perr != nil {
+					return problem.New(problem.BadRequest, "--ledger: "+perr.Error(), "pass the server's --ledger URL")
+				}
+				if src.HasPassword() {
+					return passwordInArgv(src)
+				}
+				sum, err = verifyStore(cmd, src)
 			} else {
 				var pinKey []byte
 				if pin != "" {
@@ -99,6 +114,7 @@ Exit 0 with a one-line summary when valid; otherwise exit 1 naming the first bad
 	}
 	e.serverFlag(cmd, &server, "", "broker URL to verify through its public API")
 	cmd.Flags().StringVar(&dataDir, "data-dir", "", "server data dir to verify offline (re-folds state)")
+	cmd.Flags().StringVar(&ledgerURL, "ledger", "", "the server's ledger store URL to verify offline, e.g. postgres://… (re-folds state)")
 	cmd.Flags().StringVar(&pin, "platform-key", "", "pin the platform attestation public key (hex) instead of trusting the one the quote names")
 	cmd.Flags().BoolVar(&mine, "mine", false, "verify through the broker of this machine's owner session, opening your own entries")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the summary as JSON")
@@ -117,7 +133,16 @@ func verifyDataDir(cmd *cobra.Command, dir string) (audit.Summary, error) {
 	if err != nil {
 		return audit.Summary{}, err
 	}
+	return verifyStore(cmd, src)
+}
+
+// verifyStore opens a ledger store read-only and verifies it; a store that cannot
+// be reached exits 5.
+func verifyStore(cmd *cobra.Command, src ledgerstore.Source) (audit.Summary, error) {
 	d, err := src.OpenReadOnly()
+	if errors.Is(err, ledger.ErrUnreachable) {
+		return audit.Summary{}, problem.Wrap(err, problem.Unreachable, "start the database, or correct --ledger", "%v", err)
+	}
 	if err != nil {
 		return audit.Summary{}, err
 	}

@@ -21,17 +21,13 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/agentkeys/agentkeys/internal/agent"
-	"github.com/agentkeys/agentkeys/internal/api"
+	"github.com/agentkeys/agentkeys/internal/apiv1"
 	"github.com/agentkeys/agentkeys/internal/bench"
-	"github.com/agentkeys/agentkeys/internal/broker"
 	"github.com/agentkeys/agentkeys/internal/client"
 	"github.com/agentkeys/agentkeys/internal/daemon"
-	"github.com/agentkeys/agentkeys/internal/enclave"
 	"github.com/agentkeys/agentkeys/internal/home"
-	"github.com/agentkeys/agentkeys/internal/oidc"
 	"github.com/agentkeys/agentkeys/internal/problem"
-	"github.com/agentkeys/agentkeys/internal/vault"
+	"github.com/agentkeys/agentkeys/internal/seal"
 )
 
 // benchPairers is how many agents bench pairs at once.
@@ -135,7 +131,7 @@ func benchModeCmd(e *env, mode string) *cobra.Command {
 	cmd.Flags().StringVar(&o.state, "state", "", "bench's own state directory (default $AGENTKEYS_HOME/bench)")
 	cmd.Flags().BoolVar(&o.asJSON, "json", false, "print the result as one JSON object")
 	if mode == "mint" {
-		cmd.Flags().StringVar(&o.audience, "audience", oidc.AWSAudience, "token audience; the broker must accept it (server --oidc-audience)")
+		cmd.Flags().StringVar(&o.audience, "audience", apiv1.AWSAudience, "token audience; the broker must accept it (server --oidc-audience)")
 	}
 	return cmd
 }
@@ -226,7 +222,7 @@ func (e *env) runBench(ctx context.Context, mode string, o benchOpts) error {
 				if err != nil {
 					return err
 				}
-				v, err := enclave.OpenSessionBox(a.channel, []byte(r.Info), r.Sealed)
+				v, err := seal.OpenBox(a.channel, []byte(r.Info), r.Sealed)
 				if err != nil || len(v) == 0 {
 					return problem.New("BAD_ANSWER", "a read's value does not open with the agent's channel key", "report it with the broker's version")
 				}
@@ -324,9 +320,9 @@ func (e *env) benchOwner(ctx context.Context, state string, c *client.Client) (*
 			c.Server(), pinned, platform)
 	}
 	pinned = platform
-	login := func() broker.Login {
-		l := broker.Login{PublicKey: hex.EncodeToString(key.Public().(ed25519.PublicKey)), Server: c.Server(), Time: time.Now().Unix(), Nonce: nonce()}
-		broker.SignLogin(&l, key)
+	login := func() apiv1.Login {
+		l := apiv1.Login{PublicKey: hex.EncodeToString(key.Public().(ed25519.PublicKey)), Server: c.Server(), Time: time.Now().Unix(), Nonce: nonce()}
+		apiv1.SignLogin(&l, key)
 		return l
 	}
 	g, err := c.CreateAccount(ctx, login())
@@ -351,7 +347,7 @@ func benchCredential(ctx context.Context, ow *benchOwner) error {
 		return err
 	}
 	for _, cr := range list {
-		if cr.Service == benchService && (cr.Agent == "" || cr.Agent == vault.OwnerWide) {
+		if cr.Service == benchService && (cr.Agent == "" || cr.Agent == apiv1.OwnerWide) {
 			return nil
 		}
 	}
@@ -361,12 +357,12 @@ func benchCredential(ctx context.Context, ow *benchOwner) error {
 	}
 	secret := make([]byte, 32)
 	rand.Read(secret)
-	ct, err := enclave.SealTo(pub, broker.CredentialInfo(ow.s.Omni, vault.OwnerWide, benchService), secret)
+	ct, err := seal.To(pub, seal.CredentialInfo(ow.s.Omni, apiv1.OwnerWide, benchService), secret)
 	clear(secret)
 	if err != nil {
 		return err
 	}
-	_, err = ow.c.Store(ctx, api.StoreBody{Service: benchService, Ciphertext: ct})
+	_, err = ow.c.Store(ctx, apiv1.StoreBody{Service: benchService, Ciphertext: ct})
 	return err
 }
 
@@ -374,15 +370,15 @@ func benchCredential(ctx context.Context, ow *benchOwner) error {
 // in the state directory that are still active with this generation are
 // reused (their scope widened if it lacks scope), the others paired now.
 func (e *env) benchAgents(ctx context.Context, owners []*benchOwner, n int, scope []string, quiet bool) ([]benchAgent, int, error) {
-	known := make([]map[string]agent.Agent, len(owners)) // by alias: the active agents
+	known := make([]map[string]apiv1.Agent, len(owners)) // by alias: the active agents
 	for i, ow := range owners {
 		list, err := ow.c.Agents(ctx)
 		if err != nil {
 			return nil, 0, err
 		}
-		known[i] = map[string]agent.Agent{}
+		known[i] = map[string]apiv1.Agent{}
 		for _, a := range list {
-			if a.Status == agent.Active && time.Until(time.Unix(a.Expires, 0)) > time.Hour {
+			if a.Status == apiv1.AgentActive && time.Until(time.Unix(a.Expires, 0)) > time.Hour {
 				known[i][a.Alias] = a
 			}
 		}
@@ -399,7 +395,7 @@ func (e *env) benchAgents(ctx context.Context, owners []*benchOwner, n int, scop
 			continue
 		}
 		if !containsAll(a.Scope, scope) { // kept from a run of another mode or --audience
-			if _, err := ow.c.SetScope(ctx, a.Alias, broker.ScopeEdit{Add: scope}); err != nil {
+			if _, err := ow.c.SetScope(ctx, a.Alias, apiv1.ScopeEdit{Add: scope}); err != nil {
 				return nil, 0, err
 			}
 		}
@@ -419,7 +415,7 @@ func (e *env) benchAgents(ctx context.Context, owners []*benchOwner, n int, scop
 		wg.Go(func() {
 			for i := range next {
 				ow := owners[i%len(owners)]
-				s, err := e.benchPairRetry(pctx, ow, fmt.Sprintf("bench-%d", i), append([]string{benchService, "oidc:" + oidc.AWSAudience}, scope...))
+				s, err := e.benchPairRetry(pctx, ow, fmt.Sprintf("bench-%d", i), append([]string{benchService, "oidc:" + apiv1.AWSAudience}, scope...))
 				if err == nil {
 					err = benchAgentDir(ow, i).SaveSession(s)
 				}
@@ -513,7 +509,7 @@ func benchDenyPending(ctx context.Context, ow *benchOwner, alias string) error {
 	}
 	for _, p := range list {
 		if p.Alias == alias {
-			if err := ow.c.DenyPairing(ctx, p.ID, broker.SignDecision(ow.key, ow.c.Server(), p.ID, p.VVCHash, "deny", time.Now().Unix())); err != nil {
+			if err := ow.c.DenyPairing(ctx, p.ID, apiv1.SignDecision(ow.key, ow.c.Server(), p.ID, p.VVCHash, "deny", time.Now().Unix())); err != nil {
 				return err
 			}
 		}
@@ -534,15 +530,15 @@ func benchPairOnce(ctx context.Context, ow *benchOwner, alias string, scope []st
 	if err != nil {
 		return nil, err
 	}
-	i := slices.IndexFunc(list, func(pp broker.PendingPair) bool { return pp.ID == p.ID })
+	i := slices.IndexFunc(list, func(pp apiv1.PendingPair) bool { return pp.ID == p.ID })
 	if i < 0 {
 		return nil, problem.Newf(problem.NotFound, "report it with the broker's version", "pair request %s is not in the owner's pending list", p.ID)
 	}
 	pp := list[i]
-	if h, err := hex.DecodeString(pp.VVCHash); err != nil || len(h) != 32 || agent.VVCDigits([32]byte(h)) != p.VVC || pp.Fingerprint != p.Fingerprint {
+	if h, err := hex.DecodeString(pp.VVCHash); err != nil || len(h) != 32 || apiv1.VVCDigits([32]byte(h)) != p.VVC || pp.Fingerprint != p.Fingerprint {
 		return nil, problem.Newf(problem.Denied, "report it with the broker's version", "the owner's view of pair request %s does not match the daemon's VVC", p.ID)
 	}
-	if _, err := ow.c.ApprovePairing(ctx, p.ID, broker.SignDecision(ow.key, ow.c.Server(), p.ID, pp.VVCHash, "approve", time.Now().Unix())); err != nil {
+	if _, err := ow.c.ApprovePairing(ctx, p.ID, apiv1.SignDecision(ow.key, ow.c.Server(), p.ID, pp.VVCHash, "approve", time.Now().Unix())); err != nil {
 		return nil, err
 	}
 	key, err := daemon.DecodeKey(p.ProofKey)
@@ -553,7 +549,7 @@ func benchPairOnce(ctx context.Context, ow *benchOwner, alias string, scope []st
 	if err != nil {
 		return nil, err
 	}
-	if st.Status != agent.Approved || st.Delivery == nil {
+	if st.Status != apiv1.PairApproved || st.Delivery == nil {
 		return nil, problem.Newf(problem.Conflict, "report it with the broker's version", "pair request %s is %s after its approval", p.ID, st.Status)
 	}
 	return p.Open(st.Delivery)

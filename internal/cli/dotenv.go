@@ -9,12 +9,10 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/agentkeys/agentkeys/internal/api"
-	"github.com/agentkeys/agentkeys/internal/broker"
+	"github.com/agentkeys/agentkeys/internal/apiv1"
 	"github.com/agentkeys/agentkeys/internal/dotenv"
-	"github.com/agentkeys/agentkeys/internal/enclave"
 	"github.com/agentkeys/agentkeys/internal/problem"
-	"github.com/agentkeys/agentkeys/internal/vault"
+	"github.com/agentkeys/agentkeys/internal/seal"
 )
 
 // RefScheme starts a value of an --env-file line that names a credential.
@@ -73,13 +71,13 @@ optionally in '…' or "…" quotes; '#' starts a comment line.`,
 			"  agentkeys import .env --replace --json",
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if agent != "" && !vault.ValidName(agent) {
+			if agent != "" && !apiv1.ValidName(agent) {
 				return problem.New(problem.BadRequest, "agent names use 1-63 lowercase letters, digits, '.', '_' or '-'", "e.g. --agent ci-bot")
 			}
 			mapped := map[string]string{}
 			for _, m := range maps {
 				name, svc, ok := strings.Cut(m, "=")
-				if !ok || name == "" || !vault.ValidName(svc) {
+				if !ok || name == "" || !apiv1.ValidName(svc) {
 					return problem.Newf(problem.BadRequest, "use --map NAME=SERVICE, e.g. --map DATABASE_URL=db", "--map %q is not NAME=SERVICE", m)
 				}
 				mapped[name] = svc
@@ -111,7 +109,7 @@ optionally in '…' or "…" quotes; '#' starts a comment line.`,
 					svc = ServiceForEnv(en.Name)
 				}
 				switch {
-				case !vault.ValidName(svc):
+				case !apiv1.ValidName(svc):
 					return problem.Newf(problem.BadRequest, fmt.Sprintf("name its service with --map %s=SERVICE", en.Name),
 						"%s, line %d: %s makes the service name %q, which is not 1-63 lowercase letters, digits, '.', '_' or '-' starting with a letter or digit",
 						args[0], en.Line, en.Name, svc)
@@ -139,7 +137,7 @@ optionally in '…' or "…" quotes; '#' starts a comment line.`,
 				}
 				owner := agent
 				if owner == "" {
-					owner = vault.OwnerWide
+					owner = apiv1.OwnerWide
 				}
 				var taken []string
 				for _, cr := range existing {
@@ -156,7 +154,7 @@ optionally in '…' or "…" quotes; '#' starts a comment line.`,
 			if err != nil {
 				return err
 			}
-			agentField := vault.OwnerWide
+			agentField := apiv1.OwnerWide
 			if agent != "" {
 				agentField = agent
 			}
@@ -168,10 +166,10 @@ optionally in '…' or "…" quotes; '#' starts a comment line.`,
 			}
 			var done []stored
 			for _, it := range items {
-				ct, err := enclave.SealTo(pub, broker.CredentialInfo(s.Omni, agentField, it.service), it.value)
+				ct, err := seal.To(pub, seal.CredentialInfo(s.Omni, agentField, it.service), it.value)
 				if err == nil {
-					var cr *vault.Credential
-					if cr, err = c.Store(ctx, api.StoreBody{Service: it.service, Agent: agent, Ciphertext: ct, Approval: approval}); err == nil {
+					var cr *apiv1.Credential
+					if cr, err = c.Store(ctx, apiv1.StoreBody{Service: it.service, Agent: agent, Ciphertext: ct, Approval: approval}); err == nil {
 						done = append(done, stored{it.name, it.service, cr.Agent, cr.Version})
 						continue
 					}
@@ -215,7 +213,7 @@ func (e *env) envFileRefs(path string) (refs [][2]string, plain []string, err er
 		v := string(en.Value)
 		clear(en.Value)
 		if svc, ok := strings.CutPrefix(v, RefScheme); ok {
-			if !vault.ValidName(svc) {
+			if !apiv1.ValidName(svc) {
 				return nil, nil, problem.Newf(problem.BadRequest, "write the reference as NAME="+RefScheme+"SERVICE with a stored service's name",
 					"%s, line %d: %s names no valid service", path, en.Line, en.Name)
 			}

@@ -8,8 +8,8 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/agentkeys/agentkeys/internal/apiv1"
 	"github.com/agentkeys/agentkeys/internal/problem"
-	"github.com/agentkeys/agentkeys/internal/vault"
 )
 
 // A problem keeps the error that caused it: a caller can ask errors.Is about the
@@ -36,7 +36,7 @@ func TestServiceForEnv(t *testing.T) {
 			t.Errorf("ServiceForEnv(%s) = %s, want %s", name, got, want)
 		}
 		// run exports a service as EnvName: an imported *_API_KEY comes back under its name
-		if vault.ValidName(got) && name == "OPENAI_API_KEY" && EnvName(got) != name {
+		if apiv1.ValidName(got) && name == "OPENAI_API_KEY" && EnvName(got) != name {
 			t.Errorf("EnvName(%s) = %s, not %s", got, EnvName(got), name)
 		}
 	}

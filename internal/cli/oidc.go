@@ -14,10 +14,10 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/agentkeys/agentkeys/internal/apiv1"
 	"github.com/agentkeys/agentkeys/internal/atomicfile"
 	"github.com/agentkeys/agentkeys/internal/client"
 	"github.com/agentkeys/agentkeys/internal/federation"
-	"github.com/agentkeys/agentkeys/internal/oidc"
 	"github.com/agentkeys/agentkeys/internal/problem"
 )
 
@@ -87,7 +87,7 @@ AWS, to try the AWS setup on one machine.`,
 	aws.Flags().StringVar(&aw.Account, "account", "", "12-digit AWS account id")
 	aws.Flags().StringVar(&aw.RoleName, "role-name", "agentkeys-agents", "the role agents assume")
 	aws.Flags().StringVar(&aw.Bucket, "bucket", "", "the bucket agents share, one prefix per agent wallet (default agentkeys-<account>)")
-	aws.Flags().StringVar(&aw.Audience, "audience", oidc.AWSAudience, "the token audience (client id)")
+	aws.Flags().StringVar(&aw.Audience, "audience", apiv1.AWSAudience, "the token audience (client id)")
 	aws.Flags().StringVar(&aw.Pin, "pin", "", "pin sub to the enclave: mrenclave, mrsigner or both")
 	aws.Flags().StringVar(&aw.MrEnclave, "mrenclave", "", "mrenclave to pin (hex; GET /v1/enclave)")
 	aws.Flags().StringVar(&aw.MrSigner, "mrsigner", "", "mrsigner to pin (hex; GET /v1/enclave)")
@@ -122,7 +122,7 @@ AWS, to try the AWS setup on one machine.`,
 	seaweed.Flags().IntVar(&sw.Port, "port", federation.SeaweedPort, "S3 and STS port on 127.0.0.1")
 	seaweed.Flags().StringVar(&sw.DataDir, "data-dir", federation.SeaweedDataDir, "SeaweedFS's data directory (weed mini -dir)")
 	seaweed.Flags().StringVar(&sw.RoleName, "role-name", "agentkeys-agents", "the role agents assume")
-	seaweed.Flags().StringVar(&sw.Audience, "audience", oidc.AWSAudience, "the token audience (client id)")
+	seaweed.Flags().StringVar(&sw.Audience, "audience", apiv1.AWSAudience, "the token audience (client id)")
 
 	var gc federation.GCPInput
 	gcp := registerCmd(e, &o, "gcp", "Workload identity pool and OIDC provider with attribute mapping",
@@ -379,49 +379,6 @@ func unixOrDash(t int64) string {
 	return expiry(t)
 }
 
-func oidcRotateCmd(e *env) *cobra.Command {
-	var server, keyPath string
-	var window time.Duration
-	var asJSON bool
-	cmd := &cobra.Command{
-		Use:   "rotate",
-		Short: "Rotate the issuer's signing key (operator; governance-signed)",
-		Long: `Sends a request signed with the operator (governance) key. The broker derives the
-next oidc/issuer/vN, registers it on the ledger, publishes it beside the current
-key and signs new tokens with it; the old key stays in the JWKS for --window
-(at least the longest token lifetime plus clock skew), so tokens it signed keep
-verifying until they expire.`,
-		Example: "  agentkeys oidc rotate --server http://127.0.0.1:8090 --window 24h\n" +
-			"  agentkeys oidc rotate --server https://keys.example.com --operator-key /secure/operator.key --window 2h",
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			key, err := e.operatorKey(keyPath)
-			if err != nil {
-				return err
-			}
-			c, err := client.New(server)
-			if err != nil {
-				return err
-			}
-			res, err := c.RotateOIDC(cmd.Context(), int64(window/time.Second), key)
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				return e.printJSON(res)
-			}
-			fmt.Fprintf(e.stdout, "Rotated: new key v%d (kid %s) signs new tokens; v%d (kid %s) stays published until %s.\n",
-				res.Key.Version, res.Key.Kid, res.Previous.Version, res.Previous.Kid, unixOrDash(res.Previous.ActiveUntil))
-			return nil
-		},
-	}
-	e.serverFlag(cmd, &server, DefaultServer, "the broker URL")
-	cmd.Flags().StringVar(&keyPath, "operator-key", "", "the operator key (default $AGENTKEYS_HOME/server/operator.key)")
-	cmd.Flags().DurationVar(&window, "window", 24*time.Hour, "how long the old key stays published")
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print as JSON")
-	return cmd
-}
-
 func oidcTokenCmd(e *env) *cobra.Command {
 	var audience string
 	var ttl time.Duration
@@ -447,7 +404,7 @@ command exists to print the token.`,
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&audience, "audience", oidc.AWSAudience, "the relying party's audience")
+	cmd.Flags().StringVar(&audience, "audience", apiv1.AWSAudience, "the relying party's audience")
 	cmd.Flags().DurationVar(&ttl, "ttl", 0, "token lifetime (default 5m)")
 	cmd.Flags().BoolVar(&self, "self", false, "mint for the owner itself")
 	return cmd

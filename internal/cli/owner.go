@@ -19,6 +19,7 @@ import (
 	"github.com/agentkeys/agentkeys/internal/client"
 	"github.com/agentkeys/agentkeys/internal/home"
 	"github.com/agentkeys/agentkeys/internal/problem"
+	"github.com/agentkeys/agentkeys/internal/seal"
 )
 
 // DefaultServer is the broker `agentkeys server` runs with no flags.
@@ -114,7 +115,7 @@ func newHPKEKey() (hpke.PrivateKey, error) {
 }
 
 func openFor(k hpke.PrivateKey, info string, sealed []byte) ([]byte, error) {
-	return hpke.Open(k, hpke.HKDFSHA256(), hpke.AES256GCM(), []byte(info), sealed)
+	return seal.Open(k, []byte(info), sealed)
 }
 
 func expiry(unix int64) string { return time.Unix(unix, 0).UTC().Format(time.RFC3339) }

@@ -14,12 +14,10 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/agentkeys/agentkeys/internal/api"
-	"github.com/agentkeys/agentkeys/internal/broker"
+	"github.com/agentkeys/agentkeys/internal/apiv1"
 	"github.com/agentkeys/agentkeys/internal/client"
 	"github.com/agentkeys/agentkeys/internal/daemon"
 	"github.com/agentkeys/agentkeys/internal/problem"
-	"github.com/agentkeys/agentkeys/internal/vault"
 )
 
 // exitError ends the CLI with code: a child's exit code, printing nothing, or
@@ -80,7 +78,7 @@ variable (AGENTKEYS_HOME would point it at the keys).`,
 			}
 			for _, kv := range envs {
 				name, svc, ok := strings.Cut(kv, "=")
-				if !ok || name == "" || !vault.ValidName(svc) || strings.ContainsAny(name, "= ") {
+				if !ok || name == "" || !apiv1.ValidName(svc) || strings.ContainsAny(name, "= ") {
 					return problem.Newf(problem.BadRequest, "use --env NAME=SERVICE, e.g. --env OPENAI_API_KEY=openai", "--env %q is not NAME=SERVICE", kv)
 				}
 				if _, dup := want[name]; !dup {
@@ -124,9 +122,9 @@ variable (AGENTKEYS_HOME would point it at the keys).`,
 					if err != nil {
 						return nil, err
 					}
-					read := func(agent string) (*broker.ReadResult, error) {
-						return client.AwaitApproval(ctx, w.For, func() (*broker.ReadResult, error) {
-							return c.Read(ctx, s, api.ReadBody{Agent: agent, Recipient: k.PublicKey().Bytes()})
+					read := func(agent string) (*apiv1.ReadResult, error) {
+						return client.AwaitApproval(ctx, w.For, func() (*apiv1.ReadResult, error) {
+							return c.Read(ctx, s, apiv1.ReadBody{Agent: agent, Recipient: k.PublicKey().Bytes()})
 						}, w.Progress)
 					}
 					res, err := read(alias)
@@ -208,17 +206,17 @@ variable (AGENTKEYS_HOME would point it at the keys).`,
 // readable is what the owner's run exports without --env: per service, the
 // credential a read would release (the one stored for agent alias, if any,
 // else the owner-wide one), and which of them need approval.
-func readable(all []vault.Credential, alias string) *daemon.ServiceList {
-	pick := map[string]vault.Credential{}
+func readable(all []apiv1.Credential, alias string) *daemon.ServiceList {
+	pick := map[string]apiv1.Credential{}
 	for _, cr := range all {
-		if cr.Agent == vault.OwnerWide && pick[cr.Service].Service == "" || alias != "" && cr.Agent == alias {
+		if cr.Agent == apiv1.OwnerWide && pick[cr.Service].Service == "" || alias != "" && cr.Agent == alias {
 			pick[cr.Service] = cr
 		}
 	}
 	out := &daemon.ServiceList{Services: []string{}}
 	for _, s := range slices.Sorted(maps.Keys(pick)) {
 		out.Services = append(out.Services, s)
-		if pick[s].Approval == vault.ApprovalRequired {
+		if pick[s].Approval == apiv1.ApprovalRequired {
 			out.ApprovalRequired = append(out.ApprovalRequired, s)
 		}
 	}

@@ -23,6 +23,7 @@ import (
 	"github.com/agentkeys/agentkeys/internal/api"
 	"github.com/agentkeys/agentkeys/internal/broker"
 	"github.com/agentkeys/agentkeys/internal/enclave"
+	"github.com/agentkeys/agentkeys/internal/ledger"
 	"github.com/agentkeys/agentkeys/internal/ledger/ledgerstore"
 	"github.com/agentkeys/agentkeys/internal/oidc"
 	"github.com/agentkeys/agentkeys/internal/problem"
@@ -31,7 +32,7 @@ import (
 func serverCmd(e *env) *cobra.Command {
 	var dataDir, ledgerURL, platformKey, listen, metricsListen, logLevel, logFormat, signerKey, issuer, readRate, mintRate string
 	var maxBody int64
-	var sessionTTL, approvalWindow, oidcMaxTTL, oidcSkew time.Duration
+	var sessionTTL, approvalWindow, oidcMaxTTL, oidcSkew, followEvery, maxLag time.Duration
 	var audiences, publicURLs, trustedProxies []string
 	var dev bool
 	var signup string
@@ -43,7 +44,21 @@ func serverCmd(e *env) *cobra.Command {
 $AGENTKEYS_HOME/server (default ~/.agentkeys/server), embedded SQLite ledger,
 HTTP on 127.0.0.1:8090. The first start creates and seals the master seed and
 creates the operator (governance) key; later starts unseal the same seed.
---ledger URL keeps the ledger elsewhere (default sqlite://<data-dir>/ledger.db).
+--ledger URL keeps the ledger elsewhere (default sqlite://<data-dir>/ledger.db),
+e.g. in PostgreSQL: --ledger postgres://USER@HOST:PORT/DATABASE (the
+schema is created and migrated at start; a database that cannot be reached
+exits 5). Its password goes in PGPASSWORD or ~/.pgpass, never in the URL: a
+command line is readable by every user of the machine.
+
+Several brokers may run on one PostgreSQL database behind a load balancer
+(docs/scale-out.md). Each follows the entries the others commit: woken by
+PostgreSQL's LISTEN/NOTIFY, and polling every --follow-every as a backstop;
+/readyz answers not ready while it last caught up with the store longer than
+--max-lag ago. On PostgreSQL the DPoP replay store and every rate limit (read,
+mint, anonymous) live in the database too, so a proof is accepted once across
+all brokers and each limit is exact across them, not per broker. Every broker
+needs a copy of the same seed.sealed and the same platform key; the operator
+key stays offline.
 
 The platform key that seals the seed (the stand-in for a CPU's sealing key) is
 $AGENTKEYS_HOME/platform.key (--platform-key PATH), or AGENTKEYS_PLATFORM_KEY
@@ -72,6 +87,7 @@ they are served only there, on a listener of their own (e.g. one reachable
 from the monitoring network alone), and the API's /metrics answers 404.`,
 		Example: "  agentkeys server\n  agentkeys server --data-dir /var/lib/agentkeys/server --platform-key /etc/agentkeys/platform.key --listen 127.0.0.1:9000\n" +
 			"  agentkeys server --issuer https://keys.example.com --public-url https://keys.internal.example:8443\n" +
+			"  PGPASSFILE=/etc/agentkeys/pgpass agentkeys server --ledger postgres://agentkeys@db.example:5432/agentkeys?sslmode=verify-full\n" +
 			"  agentkeys server --signup invite --trusted-proxy 10.0.0.0/8 --pair-rate 20/1m,300/1m\n" +
 			"  agentkeys server --listen 0.0.0.0:8090 --metrics-listen 127.0.0.1:9100   # /metrics apart from the API\n" +
 			"  agentkeys server --mrsigner-key 3b6a27bcceb6a42d62a3a8d02a6f0d73653215771de243a63ac048a18b59da29   # a signed release",
@@ -81,8 +97,12 @@ from the monitoring network alone), and the API's /metrics answers 404.`,
 				dataDir = filepath.Join(e.home(), "server")
 			}
 			if ledgerURL != "" {
-				if _, err := ledgerstore.Parse(ledgerURL); err != nil {
-					return problem.New(problem.BadRequest, "--ledger: "+err.Error(), "pass --ledger "+ledgerstore.SQLite("/var/lib/agentkeys/ledger.db")+", or drop it for the file in --data-dir")
+				src, err := ledgerstore.Parse(ledgerURL)
+				if err != nil {
+					return problem.New(problem.BadRequest, "--ledger: "+err.Error(), "pass --ledger "+ledgerstore.SQLite("/var/lib/agentkeys/ledger.db")+" or postgres://USER@HOST:PORT/DATABASE, or drop it for the file in --data-dir")
+				}
+				if src.HasPassword() {
+					return passwordInArgv(src)
 				}
 			}
 			if platformKey != "" && e.getenv("AGENTKEYS_PLATFORM_KEY") != "" {
@@ -132,16 +152,23 @@ from the monitoring network alone), and the API's /metrics answers 404.`,
 			if oidcMaxTTL > oidc.MaxTTL*time.Second || oidcMaxTTL < time.Second {
 				return problem.New(problem.BadRequest, "--oidc-max-ttl must be between 1s and 1h", "pass e.g. --oidc-max-ttl 1h")
 			}
+			if followEvery <= 0 || maxLag <= followEvery {
+				return problem.New(problem.BadRequest, "--follow-every and --max-lag must be positive, --max-lag longer than --follow-every",
+					"pass e.g. --follow-every 1s --max-lag 5s")
+			}
 			return runServer(cmd.Context(), log, serverConfig{listen: listen, metricsListen: metricsListen, maxBody: maxBody, issuer: issuer, dev: dev, trustedProxies: proxies,
 				broker: broker.Config{DataDir: dataDir, LedgerURL: ledgerURL, PlatformKeyFile: platformKey, PlatformKeyHex: e.getenv("AGENTKEYS_PLATFORM_KEY"),
 					DevPlatformKeyInDataDir: dev, SignerPublicKey: signer, PublicURLs: publicURLs,
 					SessionTTL: sessionTTL, ReadLimit: limit, ReadWindow: window,
 					MintLimit: mintLimit, MintWindow: mintWindow, ApprovalWindow: approvalWindow,
-					OIDCAudiences: audiences, OIDCMaxTTL: oidcMaxTTL, OIDCSkew: oidcSkew, Anon: anon, SignupInvite: signup == "invite"}})
+					OIDCAudiences: audiences, OIDCMaxTTL: oidcMaxTTL, OIDCSkew: oidcSkew, Anon: anon, SignupInvite: signup == "invite",
+					FollowEvery: followEvery, MaxLag: maxLag}})
 		},
 	}
 	cmd.Flags().StringVar(&dataDir, "data-dir", "", "where the sealed seed, ledger and operator key live (default $AGENTKEYS_HOME/server)")
-	cmd.Flags().StringVar(&ledgerURL, "ledger", "", "the ledger store as a URL, e.g. sqlite:///var/lib/agentkeys/ledger.db (default sqlite://<data-dir>/ledger.db)")
+	cmd.Flags().StringVar(&ledgerURL, "ledger", "", "the ledger store as a URL: sqlite:///var/lib/agentkeys/ledger.db or postgres://USER@HOST:PORT/DATABASE (default sqlite://<data-dir>/ledger.db)")
+	cmd.Flags().DurationVar(&followEvery, "follow-every", broker.DefaultFollowEvery, "on a shared ledger store (PostgreSQL): how often to look for entries other brokers committed, besides their notifications")
+	cmd.Flags().DurationVar(&maxLag, "max-lag", broker.DefaultMaxLag, "on a shared ledger store: /readyz answers not ready when this broker last caught up with the store longer ago than this")
 	cmd.Flags().StringVar(&platformKey, "platform-key", "", "file holding the platform key that seals the seed, outside the data dir (default $AGENTKEYS_HOME/platform.key)")
 	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:8090", "address for the HTTP API")
 	cmd.Flags().StringVar(&metricsListen, "metrics-listen", "", "serve GET /metrics on this address only, not on the API (default: on the API)")
@@ -248,6 +275,20 @@ password; the new owner runs agentkeys init --server URL --invite-file FILE.`,
 	return cmd
 }
 
+// passwordInArgv refuses a --ledger URL with a password: argv is readable by every
+// local user (ps, /proc). The message names the URL without it.
+func passwordInArgv(src ledgerstore.Source) error {
+	return problem.Newf(problem.BadRequest, "drop the password from the URL and set it in PGPASSWORD or ~/.pgpass (PostgreSQL's own places, which agentkeys reads)",
+		"--ledger %s carries a password, and a command line is readable by every user of this machine", src)
+}
+
+// unreachableStore is the answer to a ledger store that cannot be reached (exit
+// 5); the driver's message names the URL without its password.
+func unreachableStore(err error) error {
+	return problem.Wrap(err, problem.Unreachable, "start the database, or correct --ledger (postgres://USER@HOST:PORT/DATABASE) or its password (PGPASSWORD, ~/.pgpass)",
+		"%v", err)
+}
+
 // StartRefused is the code of a server that refuses to start (exit 1).
 const StartRefused problem.Code = "START_REFUSED"
 
@@ -318,6 +359,9 @@ func runServer(ctx context.Context, log *slog.Logger, cfg serverConfig) error {
 			"(agentkeys release sign --key KEY --binary "+unsigned.Executable+"), or start without --mrsigner-key to run as tier dev",
 			"--mrsigner-key is set, so this build runs only as a signed release, and %s does not verify: %s", unsigned.SigFile, unsigned.Reason)
 	}
+	if errors.Is(err, ledger.ErrUnreachable) {
+		return unreachableStore(err)
+	}
 	if err != nil {
 		// one line: the enclave's message names the cause and the fix
 		return problem.Wrap(err, StartRefused, "", "%v", err)
@@ -361,7 +405,11 @@ func runServer(ctx context.Context, log *slog.Logger, cfg serverConfig) error {
 	}
 	group.Go(func() {
 		if err := b.Start(ctx); err != nil {
-			log.Error("broker is not ready", "err", err.Error())
+			attrs := []any{"err", err.Error()}
+			if p, ok := errors.AsType[*problem.Error](err); ok && p.Fix != "" {
+				attrs = append(attrs, "fix", p.Fix)
+			}
+			log.Error("broker is not ready", attrs...)
 			return
 		}
 		log.Info("ready")

@@ -11,12 +11,10 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/agentkeys/agentkeys/internal/api"
-	"github.com/agentkeys/agentkeys/internal/broker"
+	"github.com/agentkeys/agentkeys/internal/apiv1"
 	"github.com/agentkeys/agentkeys/internal/client"
 	"github.com/agentkeys/agentkeys/internal/daemon"
 	"github.com/agentkeys/agentkeys/internal/problem"
-	"github.com/agentkeys/agentkeys/internal/vault"
 )
 
 func storeCmd(e *env) *cobra.Command {
@@ -48,7 +46,7 @@ secret with a new version.`,
 				return err
 			}
 			defer clear(secret)
-			cr, err := c.StoreSealed(cmd.Context(), s.PlatformKey, s.Omni, api.StoreBody{Service: service, Agent: agent, Approval: approval}, secret)
+			cr, err := c.StoreSealed(cmd.Context(), s.PlatformKey, s.Omni, apiv1.StoreBody{Service: service, Agent: agent, Approval: approval}, secret)
 			if err != nil {
 				return err
 			}
@@ -68,7 +66,7 @@ secret with a new version.`,
 }
 
 func forAgentText(agent string) string {
-	if agent == "" || agent == vault.OwnerWide {
+	if agent == "" || agent == apiv1.OwnerWide {
 		return ""
 	}
 	return " for agent " + agent
@@ -107,8 +105,8 @@ APPROVAL_REQUIRED and the request's ID instead.`,
 				return err
 			}
 			progress, done := e.approvalProgress(args[0], timeout)
-			res, err := client.AwaitApproval(cmd.Context(), timeout, func() (*broker.ReadResult, error) {
-				return c.Read(cmd.Context(), args[0], api.ReadBody{Agent: agent, Recipient: k.PublicKey().Bytes()})
+			res, err := client.AwaitApproval(cmd.Context(), timeout, func() (*apiv1.ReadResult, error) {
+				return c.Read(cmd.Context(), args[0], apiv1.ReadBody{Agent: agent, Recipient: k.PublicKey().Bytes()})
 			}, progress)
 			done()
 			if err != nil {
@@ -222,7 +220,7 @@ asks first; --yes skips the question, and is needed when stdin is not a terminal
 			if err != nil {
 				return err
 			}
-			want := cmp.Or(agent, vault.OwnerWide)
+			want := cmp.Or(agent, apiv1.OwnerWide)
 			cr, err := c.Credential(cmd.Context(), service, agent)
 			if err != nil {
 				return err
@@ -401,7 +399,7 @@ pages never shift as entries are added.`,
 	return cmd
 }
 
-func actorText(u vault.Usage) string {
+func actorText(u apiv1.Usage) string {
 	if u.Alias != "" {
 		return "agent:" + u.Alias
 	}

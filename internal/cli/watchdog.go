@@ -15,10 +15,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 
+	"github.com/agentkeys/agentkeys/internal/apiv1"
+	"github.com/agentkeys/agentkeys/internal/audit"
 	"github.com/agentkeys/agentkeys/internal/broker"
-	"github.com/agentkeys/agentkeys/internal/chainkeys"
 	"github.com/agentkeys/agentkeys/internal/client"
-	"github.com/agentkeys/agentkeys/internal/oidc"
 	"github.com/agentkeys/agentkeys/internal/problem"
 	"github.com/agentkeys/agentkeys/internal/watchdog"
 )
@@ -75,11 +75,11 @@ come from the SDK's default chain. It runs until SIGINT/SIGTERM.`,
 			if err != nil {
 				return err
 			}
-			pins, err := chainkeys.Attest(ctx, c, platformPin)
+			pins, err := audit.Attest(ctx, c, platformPin)
 			if err != nil {
 				return err
 			}
-			cfg := watchdog.Config{JWKSURL: jwksURL, Registry: chainkeys.NewView(c, pins), Interval: interval, Webhook: webhook}
+			cfg := watchdog.Config{JWKSURL: jwksURL, Registry: audit.NewKeyView(c, pins), Interval: interval, Webhook: webhook}
 			if key != nil {
 				cfg.Revoke = watchdog.GovernanceRevoker(c, key)
 			}
@@ -118,7 +118,7 @@ come from the SDK's default chain. It runs until SIGINT/SIGTERM.`,
 	f.StringVar(&platformPin, "platform-key", "", "pin the platform attestation public key (hex) the broker's quote must verify under")
 	f.StringVar(&providerARN, "aws-oidc-provider-arn", "", "IAM OIDC provider to remove --aws-client-id from on drift")
 	f.StringVar(&iamEndpoint, "aws-iam-endpoint", "", "IAM endpoint URL (default: AWS's)")
-	f.StringVar(&clientID, "aws-client-id", oidc.AWSAudience, "the client id (audience) to remove from the IAM OIDC provider")
+	f.StringVar(&clientID, "aws-client-id", apiv1.AWSAudience, "the client id (audience) to remove from the IAM OIDC provider")
 	f.StringVar(&awsRegion, "aws-region", "us-east-1", "AWS signing region for IAM")
 	f.StringVar(&metricsListen, "metrics-listen", "", "serve Prometheus metrics on this address (e.g. 127.0.0.1:9465)")
 	f.StringVar(&logFormat, "log-format", "auto", "text, json, or auto: text on a terminal, JSON otherwise")

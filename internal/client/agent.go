@@ -9,16 +9,14 @@ import (
 	"strings"
 	"time"
 
-	"github.com/agentkeys/agentkeys/internal/agent"
-	"github.com/agentkeys/agentkeys/internal/api"
-	"github.com/agentkeys/agentkeys/internal/broker"
+	"github.com/agentkeys/agentkeys/internal/apiv1"
 	"github.com/agentkeys/agentkeys/internal/dpop"
 	"github.com/agentkeys/agentkeys/internal/problem"
 )
 
 // RequestPairing files a daemon's signed pair request.
-func (c *Client) RequestPairing(ctx context.Context, r agent.Request) (*broker.PairCreated, error) {
-	var out broker.PairCreated
+func (c *Client) RequestPairing(ctx context.Context, r apiv1.PairRequest) (*apiv1.PairCreated, error) {
+	var out apiv1.PairCreated
 	return &out, c.Do(ctx, http.MethodPost, "/v1/pair/requests", r, &out)
 }
 
@@ -49,51 +47,51 @@ func (c *Client) proven(ctx context.Context, key *ecdsa.PrivateKey, method, path
 }
 
 // PollPairing asks for the state of pair request id, proven with its proof key.
-func (c *Client) PollPairing(ctx context.Context, id string, key *ecdsa.PrivateKey) (*broker.PairStatus, error) {
-	var out broker.PairStatus
+func (c *Client) PollPairing(ctx context.Context, id string, key *ecdsa.PrivateKey) (*apiv1.PairStatus, error) {
+	var out apiv1.PairStatus
 	return &out, c.proven(ctx, key, http.MethodGet, "/v1/pair/requests/"+url.PathEscape(id), "", nil, &out)
 }
 
 // PendingPairs lists the owner's pending pair requests.
-func (s *Session) PendingPairs(ctx context.Context) ([]broker.PendingPair, error) {
-	var l api.PairList
+func (s *Session) PendingPairs(ctx context.Context) ([]apiv1.PendingPair, error) {
+	var l apiv1.PairList
 	err := s.do(ctx, http.MethodGet, "/v1/pair/requests", nil, &l)
 	return l.Requests, err
 }
 
 // ApprovePairing approves a pair request with a signed decision.
-func (s *Session) ApprovePairing(ctx context.Context, id string, d broker.Decision) (*agent.Agent, error) {
-	var a agent.Agent
+func (s *Session) ApprovePairing(ctx context.Context, id string, d apiv1.Decision) (*apiv1.Agent, error) {
+	var a apiv1.Agent
 	return &a, s.do(ctx, http.MethodPost, "/v1/pair/requests/"+url.PathEscape(id)+"/approve", d, &a)
 }
 
 // DenyPairing denies a pair request with a signed decision.
-func (s *Session) DenyPairing(ctx context.Context, id string, d broker.Decision) error {
+func (s *Session) DenyPairing(ctx context.Context, id string, d apiv1.Decision) error {
 	return s.do(ctx, http.MethodPost, "/v1/pair/requests/"+url.PathEscape(id)+"/deny", d, nil)
 }
 
 // Agents lists the owner's agents.
-func (s *Session) Agents(ctx context.Context) ([]agent.Agent, error) {
-	var l api.AgentList
+func (s *Session) Agents(ctx context.Context) ([]apiv1.Agent, error) {
+	var l apiv1.AgentList
 	err := s.do(ctx, http.MethodGet, "/v1/agents", nil, &l)
 	return l.Agents, err
 }
 
 // SetScope edits an agent's scope.
-func (s *Session) SetScope(ctx context.Context, alias string, e broker.ScopeEdit) (*agent.Agent, error) {
-	var a agent.Agent
+func (s *Session) SetScope(ctx context.Context, alias string, e apiv1.ScopeEdit) (*apiv1.Agent, error) {
+	var a apiv1.Agent
 	return &a, s.do(ctx, http.MethodPost, "/v1/agents/"+url.PathEscape(alias)+"/scope", e, &a)
 }
 
 // RevokeAgent revokes an agent's sessions.
-func (s *Session) RevokeAgent(ctx context.Context, alias string) (*agent.Agent, error) {
-	var a agent.Agent
+func (s *Session) RevokeAgent(ctx context.Context, alias string) (*apiv1.Agent, error) {
+	var a apiv1.Agent
 	return &a, s.do(ctx, http.MethodPost, "/v1/agents/"+url.PathEscape(alias)+"/revoke", nil, &a)
 }
 
 // Teardown deletes an agent's credentials and revokes it.
-func (s *Session) Teardown(ctx context.Context, alias string) (*api.TeardownResult, error) {
-	var r api.TeardownResult
+func (s *Session) Teardown(ctx context.Context, alias string) (*apiv1.TeardownResult, error) {
+	var r apiv1.TeardownResult
 	return &r, s.do(ctx, http.MethodPost, "/v1/agents/"+url.PathEscape(alias)+"/teardown", nil, &r)
 }
 
@@ -115,20 +113,20 @@ func (a *AgentSession) do(ctx context.Context, method, path string, body, out an
 }
 
 // Read asks for a credential boxed for the session channel.
-func (a *AgentSession) Read(ctx context.Context, service string) (*broker.ReadResult, error) {
-	var r broker.ReadResult
-	return &r, a.do(ctx, http.MethodPost, "/v1/credentials/"+url.PathEscape(service)+"/read", api.ReadBody{}, &r)
+func (a *AgentSession) Read(ctx context.Context, service string) (*apiv1.ReadResult, error) {
+	var r apiv1.ReadResult
+	return &r, a.do(ctx, http.MethodPost, "/v1/credentials/"+url.PathEscape(service)+"/read", apiv1.ReadBody{}, &r)
 }
 
 // Services lists the services the agent may read, and which of them need the
 // owner's approval for each read.
-func (a *AgentSession) Services(ctx context.Context) (*api.ServiceList, error) {
-	var l api.ServiceList
+func (a *AgentSession) Services(ctx context.Context) (*apiv1.ServiceList, error) {
+	var l apiv1.ServiceList
 	return &l, a.do(ctx, http.MethodGet, "/v1/agent/credentials", nil, &l)
 }
 
 // Whoami fetches the agent session's identity.
-func (a *AgentSession) Whoami(ctx context.Context) (*broker.Whoami, error) {
-	var w broker.Whoami
+func (a *AgentSession) Whoami(ctx context.Context) (*apiv1.Whoami, error) {
+	var w apiv1.Whoami
 	return &w, a.do(ctx, http.MethodGet, "/v1/whoami", nil, &w)
 }

@@ -15,9 +15,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/agentkeys/agentkeys/internal/api"
+	"github.com/agentkeys/agentkeys/internal/apiv1"
 	"github.com/agentkeys/agentkeys/internal/backoff"
-	"github.com/agentkeys/agentkeys/internal/ledger"
+	"github.com/agentkeys/agentkeys/internal/entry"
 	"github.com/agentkeys/agentkeys/internal/problem"
 )
 
@@ -123,21 +123,21 @@ func (c *Client) Do(ctx context.Context, method, path string, body, out any, hea
 }
 
 // Enclave fetches GET /v1/enclave.
-func (c *Client) Enclave(ctx context.Context) (*api.EnclaveInfo, error) {
-	var info api.EnclaveInfo
+func (c *Client) Enclave(ctx context.Context) (*apiv1.EnclaveInfo, error) {
+	var info apiv1.EnclaveInfo
 	return &info, c.Do(ctx, http.MethodGet, "/v1/enclave", nil, &info)
 }
 
 // Head fetches GET /v1/ledger/head.
-func (c *Client) Head(ctx context.Context) (*api.HeadInfo, error) {
-	var h api.HeadInfo
+func (c *Client) Head(ctx context.Context) (*apiv1.HeadInfo, error) {
+	var h apiv1.HeadInfo
 	return &h, c.Do(ctx, http.MethodGet, "/v1/ledger/head", nil, &h)
 }
 
 // Entries fetches one page of GET /v1/ledger/entries as anyone sees it: entries of
 // owner-private kinds come redacted to their payload commitment.
-func (c *Client) Entries(ctx context.Context, from uint64, limit int) (*api.EntriesPage, error) {
-	var p api.EntriesPage
+func (c *Client) Entries(ctx context.Context, from uint64, limit int) (*apiv1.EntriesPage, error) {
+	var p apiv1.EntriesPage
 	return &p, c.Do(ctx, http.MethodGet, entriesPath(from, limit), nil, &p)
 }
 
@@ -146,8 +146,8 @@ func entriesPath(from uint64, limit int) string {
 }
 
 // Submit posts a governance-signed entry.
-func (c *Client) Submit(ctx context.Context, e ledger.Entry) (ledger.Entry, error) {
-	var out ledger.Entry
+func (c *Client) Submit(ctx context.Context, e entry.Entry) (entry.Entry, error) {
+	var out entry.Entry
 	err := c.Do(ctx, http.MethodPost, "/v1/ledger/entries", e, &out)
 	return out, err
 }

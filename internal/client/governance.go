@@ -6,10 +6,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"time"
 
+	"github.com/agentkeys/agentkeys/internal/apiv1"
 	"github.com/agentkeys/agentkeys/internal/backoff"
-	"github.com/agentkeys/agentkeys/internal/ledger"
+	"github.com/agentkeys/agentkeys/internal/entry"
 	"github.com/agentkeys/agentkeys/internal/problem"
 )
 
@@ -21,13 +23,13 @@ const governanceTries = 50
 // and, when another writer moved the head first (CONFLICT), rebuilds and re-signs it
 // on the new head, a bounded number of times with a small random pause. It returns
 // the entry as stored, once it is durable.
-func (c *Client) SubmitGovernance(ctx context.Context, kind string, payload any, keys ...ed25519.PrivateKey) (ledger.Entry, error) {
-	p, err := ledger.MarshalPayload(payload)
+func (c *Client) SubmitGovernance(ctx context.Context, kind string, payload any, keys ...ed25519.PrivateKey) (entry.Entry, error) {
+	p, err := entry.MarshalPayload(payload)
 	if err != nil {
-		return ledger.Entry{}, fmt.Errorf("%s payload: %w", kind, err)
+		return entry.Entry{}, fmt.Errorf("%s payload: %w", kind, err)
 	}
-	var out ledger.Entry
-	err = c.submitWith(ctx, kind, p, keys, func(e ledger.Entry) error {
+	var out entry.Entry
+	err = c.submitWith(ctx, kind, p, keys, func(e entry.Entry) error {
 		var err error
 		out, err = c.Submit(ctx, e)
 		return err
@@ -37,7 +39,7 @@ func (c *Client) SubmitGovernance(ctx context.Context, kind string, payload any,
 
 // submitWith builds a governance entry on the current head, signs it and hands it
 // to send, rebuilding it on a moved head (CONFLICT) a bounded number of times.
-func (c *Client) submitWith(ctx context.Context, kind string, p json.RawMessage, keys []ed25519.PrivateKey, send func(ledger.Entry) error) error {
+func (c *Client) submitWith(ctx context.Context, kind string, p json.RawMessage, keys []ed25519.PrivateKey, send func(entry.Entry) error) error {
 	if len(keys) == 0 {
 		return problem.New(problem.BadRequest, "no governance key to sign with",
 			"pass the operator key (<data-dir>/operator.key) or the governance keys listed in genesis")
@@ -58,10 +60,10 @@ func (c *Client) submitWith(ctx context.Context, kind string, p json.RawMessage,
 		if err != nil {
 			return fmt.Errorf("ledger head time %q: %w", h.Time, err)
 		}
-		e := ledger.Entry{Seq: h.Seq + 1, PrevHash: h.Hash, Time: max(c.now().UnixNano(), ht.UnixNano()),
-			Kind: kind, Origin: ledger.OriginGovernance, Payload: p}
+		e := entry.Entry{Seq: h.Seq + 1, PrevHash: h.Hash, Time: max(c.now().UnixNano(), ht.UnixNano()),
+			Kind: kind, Origin: entry.OriginGovernance, Payload: p}
 		for _, k := range keys {
-			ledger.SignGovernance(&e, k)
+			entry.SignGovernance(&e, k)
 		}
 		err = send(e)
 		var pe *problem.Error
@@ -72,4 +74,19 @@ func (c *Client) submitWith(ctx context.Context, kind string, p json.RawMessage,
 		return err
 	}
 	return fmt.Errorf("the ledger head kept moving, gave up after %d tries: %w", governanceTries, last)
+}
+
+// Governance fetches the governance set in force and the ledger's identity
+// (GET /v1/governance).
+func (c *Client) Governance(ctx context.Context) (*apiv1.GovernanceInfo, error) {
+	var g apiv1.GovernanceInfo
+	return &g, c.Do(ctx, http.MethodGet, "/v1/governance", nil, &g)
+}
+
+// SubmitProposal submits a proposal its members signed (POST
+// /v1/governance/proposals). The broker places it at the ledger's head itself,
+// so nothing is rebuilt or retried here.
+func (c *Client) SubmitProposal(ctx context.Context, p entry.Proposal) (*apiv1.ProposalResult, error) {
+	var out apiv1.ProposalResult
+	return &out, c.Do(ctx, http.MethodPost, "/v1/governance/proposals", p, &out)
 }

@@ -5,9 +5,7 @@ import (
 	"net/http"
 	"net/url"
 
-	"github.com/agentkeys/agentkeys/internal/api"
-	"github.com/agentkeys/agentkeys/internal/broker"
-	"github.com/agentkeys/agentkeys/internal/vault"
+	"github.com/agentkeys/agentkeys/internal/apiv1"
 )
 
 // Session is a client bound to a session token.
@@ -25,26 +23,26 @@ func (s *Session) do(ctx context.Context, method, path string, body, out any) er
 
 // Entries fetches one page of GET /v1/ledger/entries with the owner's session:
 // the owner's own private entries come in full, everyone else's redacted.
-func (s *Session) Entries(ctx context.Context, from uint64, limit int) (*api.EntriesPage, error) {
-	var p api.EntriesPage
+func (s *Session) Entries(ctx context.Context, from uint64, limit int) (*apiv1.EntriesPage, error) {
+	var p apiv1.EntriesPage
 	return &p, s.do(ctx, http.MethodGet, entriesPath(from, limit), nil, &p)
 }
 
 // CreateAccount registers a new owner (POST /v1/accounts).
-func (c *Client) CreateAccount(ctx context.Context, l broker.Login) (*broker.SessionGrant, error) {
-	var g broker.SessionGrant
+func (c *Client) CreateAccount(ctx context.Context, l apiv1.Login) (*apiv1.SessionGrant, error) {
+	var g apiv1.SessionGrant
 	return &g, c.Do(ctx, http.MethodPost, "/v1/accounts", l, &g)
 }
 
 // OpenSession logs an existing owner in (POST /v1/sessions).
-func (c *Client) OpenSession(ctx context.Context, l broker.Login) (*broker.SessionGrant, error) {
-	var g broker.SessionGrant
+func (c *Client) OpenSession(ctx context.Context, l apiv1.Login) (*apiv1.SessionGrant, error) {
+	var g apiv1.SessionGrant
 	return &g, c.Do(ctx, http.MethodPost, "/v1/sessions", l, &g)
 }
 
 // Whoami fetches the session's identity.
-func (s *Session) Whoami(ctx context.Context) (*broker.Whoami, error) {
-	var w broker.Whoami
+func (s *Session) Whoami(ctx context.Context) (*apiv1.Whoami, error) {
+	var w apiv1.Whoami
 	return &w, s.do(ctx, http.MethodGet, "/v1/whoami", nil, &w)
 }
 
@@ -54,20 +52,20 @@ func (s *Session) Logout(ctx context.Context) error {
 }
 
 // Store stores an encrypted credential.
-func (s *Session) Store(ctx context.Context, b api.StoreBody) (*vault.Credential, error) {
-	var c vault.Credential
+func (s *Session) Store(ctx context.Context, b apiv1.StoreBody) (*apiv1.Credential, error) {
+	var c apiv1.Credential
 	return &c, s.do(ctx, http.MethodPost, "/v1/credentials", b, &c)
 }
 
 // Read asks for a credential re-encrypted to the caller.
-func (s *Session) Read(ctx context.Context, service string, b api.ReadBody) (*broker.ReadResult, error) {
-	var r broker.ReadResult
+func (s *Session) Read(ctx context.Context, service string, b apiv1.ReadBody) (*apiv1.ReadResult, error) {
+	var r apiv1.ReadResult
 	return &r, s.do(ctx, http.MethodPost, "/v1/credentials/"+url.PathEscape(service)+"/read", b, &r)
 }
 
 // List lists credential records.
-func (s *Session) List(ctx context.Context) ([]vault.Credential, error) {
-	var l api.CredentialList
+func (s *Session) List(ctx context.Context) ([]apiv1.Credential, error) {
+	var l apiv1.CredentialList
 	err := s.do(ctx, http.MethodGet, "/v1/credentials", nil, &l)
 	return l.Credentials, err
 }
@@ -82,27 +80,27 @@ func (s *Session) Delete(ctx context.Context, service, agent string) error {
 }
 
 // Approvals lists approval requests.
-func (s *Session) Approvals(ctx context.Context) ([]vault.Approval, error) {
-	var l api.ApprovalList
+func (s *Session) Approvals(ctx context.Context) ([]apiv1.Approval, error) {
+	var l apiv1.ApprovalList
 	err := s.do(ctx, http.MethodGet, "/v1/approvals", nil, &l)
 	return l.Approvals, err
 }
 
 // Approve grants an approval request.
-func (s *Session) Approve(ctx context.Context, id string) (*vault.Approval, error) {
-	var a vault.Approval
+func (s *Session) Approve(ctx context.Context, id string) (*apiv1.Approval, error) {
+	var a apiv1.Approval
 	return &a, s.do(ctx, http.MethodPost, "/v1/approvals/"+url.PathEscape(id)+"/approve", nil, &a)
 }
 
 // UsagePage fetches a page of the audit trail; query holds agent, service,
 // since, from and limit.
-func (s *Session) UsagePage(ctx context.Context, query url.Values) (*api.UsageList, error) {
-	var l api.UsageList
+func (s *Session) UsagePage(ctx context.Context, query url.Values) (*apiv1.UsageList, error) {
+	var l apiv1.UsageList
 	return &l, s.do(ctx, http.MethodGet, "/v1/usage?"+query.Encode(), nil, &l)
 }
 
 // Usage fetches the rows of a page of the audit trail (see UsagePage).
-func (s *Session) Usage(ctx context.Context, query url.Values) ([]vault.Usage, error) {
+func (s *Session) Usage(ctx context.Context, query url.Values) ([]apiv1.Usage, error) {
 	l, err := s.UsagePage(ctx, query)
 	return l.Usage, err
 }

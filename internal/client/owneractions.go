@@ -8,12 +8,10 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/agentkeys/agentkeys/internal/agent"
-	"github.com/agentkeys/agentkeys/internal/api"
-	"github.com/agentkeys/agentkeys/internal/broker"
-	"github.com/agentkeys/agentkeys/internal/enclave"
+	"github.com/agentkeys/agentkeys/internal/apiv1"
+	"github.com/agentkeys/agentkeys/internal/attest"
 	"github.com/agentkeys/agentkeys/internal/problem"
-	"github.com/agentkeys/agentkeys/internal/vault"
+	"github.com/agentkeys/agentkeys/internal/seal"
 )
 
 // The owner's actions that take more than one request or a check on the
@@ -37,8 +35,8 @@ func AttestedShielding(ctx context.Context, c *Client, pinned string) (shielding
 	if err != nil || len(pk) != ed25519.PublicKeySize {
 		return nil, "", problem.New(problem.Denied, "the broker's quote names no valid platform key", "check that --server points at an AgentKeys broker")
 	}
-	rd := enclave.AttestationReportData(nil, info.Keys)
-	if err := enclave.VerifyQuote(info.Quote, pk); err != nil || info.Quote.ReportData != hex.EncodeToString(rd[:]) {
+	rd := attest.ReportData(nil, info.Keys)
+	if err := attest.Verify(info.Quote, pk); err != nil || info.Quote.ReportData != hex.EncodeToString(rd[:]) {
 		return nil, "", problem.New(problem.Denied, "the broker's enclave quote does not verify: refusing to send secrets", "check that --server points at an AgentKeys broker")
 	}
 	for _, k := range info.Keys {
@@ -54,7 +52,7 @@ func AttestedShielding(ctx context.Context, c *Client, pinned string) (shielding
 // CheckNames checks a credential's service name and agent alias ("" for
 // owner-wide).
 func CheckNames(service, agent string) error {
-	if !vault.ValidName(service) || (agent != "" && !vault.ValidName(agent)) {
+	if !apiv1.ValidName(service) || (agent != "" && !apiv1.ValidName(agent)) {
 		return problem.New(problem.BadRequest, "service and agent names use 1-63 lowercase letters, digits, '.', '_' or '-'", "e.g. agentkeys store openai")
 	}
 	return nil
@@ -64,7 +62,7 @@ func CheckNames(service, agent string) error {
 // key (checked under the pinned platform key), bound to the owner omni, the
 // agent and the service of b, and stores the ciphertext: the broker never sees
 // the secret. b.Ciphertext is set here.
-func (s *Session) StoreSealed(ctx context.Context, pinned, omni string, b api.StoreBody, secret []byte) (*vault.Credential, error) {
+func (s *Session) StoreSealed(ctx context.Context, pinned, omni string, b apiv1.StoreBody, secret []byte) (*apiv1.Credential, error) {
 	if err := CheckNames(b.Service, b.Agent); err != nil {
 		return nil, err
 	}
@@ -72,11 +70,11 @@ func (s *Session) StoreSealed(ctx context.Context, pinned, omni string, b api.St
 	if err != nil {
 		return nil, err
 	}
-	agentField := vault.OwnerWide
+	agentField := apiv1.OwnerWide
 	if b.Agent != "" {
 		agentField = b.Agent
 	}
-	if b.Ciphertext, err = enclave.SealTo(pub, broker.CredentialInfo(omni, agentField, b.Service), secret); err != nil {
+	if b.Ciphertext, err = seal.To(pub, seal.CredentialInfo(omni, agentField, b.Service), secret); err != nil {
 		return nil, err
 	}
 	return s.Store(ctx, b)
@@ -84,14 +82,14 @@ func (s *Session) StoreSealed(ctx context.Context, pinned, omni string, b api.St
 
 // PendingPair finds the owner's pending pair request id and checks that the
 // VVC the broker shows is the one its VVC hash (what a decision signs) commits to.
-func (s *Session) PendingPair(ctx context.Context, id string) (*broker.PendingPair, error) {
+func (s *Session) PendingPair(ctx context.Context, id string) (*apiv1.PendingPair, error) {
 	list, err := s.PendingPairs(ctx)
 	if err != nil {
 		return nil, err
 	}
 	for i := range list {
 		if p := &list[i]; p.ID == id {
-			if h, err := hex.DecodeString(p.VVCHash); err != nil || len(h) != 32 || agent.VVCDigits([32]byte(h)) != p.VVC {
+			if h, err := hex.DecodeString(p.VVCHash); err != nil || len(h) != 32 || apiv1.VVCDigits([32]byte(h)) != p.VVC {
 				return nil, problem.Newf(problem.Denied, "do not approve it; report the broker's operator", "the broker's VVC for request %s does not match its VVC hash", id)
 			}
 			return p, nil
@@ -104,8 +102,8 @@ func (s *Session) PendingPair(ctx context.Context, id string) (*broker.PendingPa
 // DecidePair signs decision ("approve" or "deny") on pair request p with the
 // owner's identity key, for the broker at server, and sends it. It returns the
 // paired agent on approval, nil on denial.
-func (s *Session) DecidePair(ctx context.Context, key ed25519.PrivateKey, server string, p *broker.PendingPair, decision string, now time.Time) (*agent.Agent, error) {
-	stmt := broker.SignDecision(key, server, p.ID, p.VVCHash, decision, now.Unix())
+func (s *Session) DecidePair(ctx context.Context, key ed25519.PrivateKey, server string, p *apiv1.PendingPair, decision string, now time.Time) (*apiv1.Agent, error) {
+	stmt := apiv1.SignDecision(key, server, p.ID, p.VVCHash, decision, now.Unix())
 	if decision == "deny" {
 		return nil, s.DenyPairing(ctx, p.ID, stmt)
 	}
@@ -113,13 +111,13 @@ func (s *Session) DecidePair(ctx context.Context, key ed25519.PrivateKey, server
 }
 
 // ActiveAgent finds the owner's agent alias that is not torn down.
-func (s *Session) ActiveAgent(ctx context.Context, alias string) (*agent.Agent, error) {
+func (s *Session) ActiveAgent(ctx context.Context, alias string) (*apiv1.Agent, error) {
 	list, err := s.Agents(ctx)
 	if err != nil {
 		return nil, err
 	}
 	for i := range list {
-		if list[i].Alias == alias && list[i].Status != agent.TornDown {
+		if list[i].Alias == alias && list[i].Status != apiv1.AgentTornDown {
 			return &list[i], nil
 		}
 	}
@@ -128,12 +126,12 @@ func (s *Session) ActiveAgent(ctx context.Context, alias string) (*agent.Agent, 
 
 // AgentCredentials lists the credentials stored for agent alias alone: what
 // its teardown deletes.
-func (s *Session) AgentCredentials(ctx context.Context, alias string) ([]vault.Credential, error) {
+func (s *Session) AgentCredentials(ctx context.Context, alias string) ([]apiv1.Credential, error) {
 	creds, err := s.List(ctx)
 	if err != nil {
 		return nil, err
 	}
-	var out []vault.Credential
+	var out []apiv1.Credential
 	for _, cr := range creds {
 		if cr.Agent == alias {
 			out = append(out, cr)
@@ -144,14 +142,14 @@ func (s *Session) AgentCredentials(ctx context.Context, alias string) ([]vault.C
 
 // Credential finds the stored credential of service for agent alias ("" for
 // the owner-wide one).
-func (s *Session) Credential(ctx context.Context, service, alias string) (*vault.Credential, error) {
+func (s *Session) Credential(ctx context.Context, service, alias string) (*apiv1.Credential, error) {
 	list, err := s.List(ctx)
 	if err != nil {
 		return nil, err
 	}
 	want := alias
 	if want == "" {
-		want = vault.OwnerWide
+		want = apiv1.OwnerWide
 	}
 	for i := range list {
 		if list[i].Service == service && list[i].Agent == want {
@@ -167,7 +165,7 @@ func (s *Session) Credential(ctx context.Context, service, alias string) (*vault
 
 // ApprovalReader names who asks for an approved read: the agent's alias, or
 // the role and omni prefix of another reader.
-func ApprovalReader(a vault.Approval) string {
+func ApprovalReader(a apiv1.Approval) string {
 	if a.Alias != "" {
 		return "agent " + a.Alias
 	}
@@ -175,12 +173,12 @@ func ApprovalReader(a vault.Approval) string {
 }
 
 // PendingApprovals lists the approval requests still open at now.
-func (s *Session) PendingApprovals(ctx context.Context, now time.Time) ([]vault.Approval, error) {
+func (s *Session) PendingApprovals(ctx context.Context, now time.Time) ([]apiv1.Approval, error) {
 	all, err := s.Approvals(ctx)
 	if err != nil {
 		return nil, err
 	}
-	pending := []vault.Approval{}
+	pending := []apiv1.Approval{}
 	for _, a := range all {
 		if a.Status == "pending" && now.Unix() <= a.Expires {
 			pending = append(pending, a)
@@ -190,7 +188,7 @@ func (s *Session) PendingApprovals(ctx context.Context, now time.Time) ([]vault.
 }
 
 // PendingApproval finds approval request id, which must be pending.
-func (s *Session) PendingApproval(ctx context.Context, id string) (*vault.Approval, error) {
+func (s *Session) PendingApproval(ctx context.Context, id string) (*apiv1.Approval, error) {
 	all, err := s.Approvals(ctx)
 	if err != nil {
 		return nil, err
@@ -206,8 +204,8 @@ func (s *Session) PendingApproval(ctx context.Context, id string) (*vault.Approv
 // UsageFrom fetches the audit trail matching q (agent, service, since, limit)
 // from ledger seq from: with onePage one page, else every page, each of at
 // most q's limit rows.
-func (s *Session) UsageFrom(ctx context.Context, q url.Values, from uint64, onePage bool) (*api.UsageList, error) {
-	page := &api.UsageList{Usage: []vault.Usage{}, Next: &from}
+func (s *Session) UsageFrom(ctx context.Context, q url.Values, from uint64, onePage bool) (*apiv1.UsageList, error) {
+	page := &apiv1.UsageList{Usage: []apiv1.Usage{}, Next: &from}
 	for page.Next != nil {
 		q.Set("from", strconv.FormatUint(*page.Next, 10))
 		p, err := s.UsagePage(ctx, q)

@@ -14,8 +14,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/agentkeys/agentkeys/internal/agent"
 	"github.com/agentkeys/agentkeys/internal/api"
+	"github.com/agentkeys/agentkeys/internal/apiv1"
 	"github.com/agentkeys/agentkeys/internal/broker"
 	"github.com/agentkeys/agentkeys/internal/clock"
 	"github.com/agentkeys/agentkeys/internal/dpop"
@@ -63,8 +63,8 @@ func TestProofRemadeAfterRestart(t *testing.T) {
 	ctx := context.Background()
 	// An owner, and a daemon's pair request for it.
 	_, id, _ := ed25519.GenerateKey(rand.Reader)
-	l := broker.Login{PublicKey: hex.EncodeToString(id.Public().(ed25519.PublicKey)), Server: srv.URL, Time: at.Now().Unix(), Nonce: hex.EncodeToString(id[:16])}
-	broker.SignLogin(&l, id)
+	l := apiv1.Login{PublicKey: hex.EncodeToString(id.Public().(ed25519.PublicKey)), Server: srv.URL, Time: at.Now().Unix(), Nonce: hex.EncodeToString(id[:16])}
+	apiv1.SignLogin(&l, id)
 	g, err := c.CreateAccount(ctx, l)
 	if err != nil {
 		t.Fatal(err)
@@ -72,9 +72,9 @@ func TestProofRemadeAfterRestart(t *testing.T) {
 	key, _ := dpop.NewKey()
 	jwk, _ := dpop.PublicJWK(key)
 	hk, _ := hpke.MLKEM768X25519().GenerateKey()
-	r := agent.Request{Owner: g.Wallet, Alias: "bot", Scope: []string{"openai"}, ProofJWK: string(jwk),
+	r := apiv1.PairRequest{Owner: g.Wallet, Alias: "bot", Scope: []string{"openai"}, ProofJWK: string(jwk),
 		HPKEPublic: base64.StdEncoding.EncodeToString(hk.PublicKey().Bytes()), ValidUntil: at.Now().Add(time.Minute).Unix()}
-	if err := agent.Sign(&r, key); err != nil {
+	if err := apiv1.SignPairRequest(&r, key); err != nil {
 		t.Fatal(err)
 	}
 	created, err := c.RequestPairing(ctx, r)
@@ -92,7 +92,7 @@ func TestProofRemadeAfterRestart(t *testing.T) {
 		}
 		return at.Now()
 	}
-	if st, err := c.PollPairing(ctx, created.ID, key); err != nil || st.Status != agent.Pending {
+	if st, err := c.PollPairing(ctx, created.ID, key); err != nil || st.Status != apiv1.PairPending {
 		t.Fatalf("poll after the restart: %+v %v", st, err)
 	}
 	if n := signed.Load(); n != 2 || len(paused) != 1 || paused[0] != time.Second {

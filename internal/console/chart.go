@@ -5,7 +5,7 @@ import (
 	"sort"
 	"time"
 
-	"github.com/agentkeys/agentkeys/internal/vault"
+	"github.com/agentkeys/agentkeys/internal/apiv1"
 )
 
 // chart is the Activity page's picture of reads and identity-token mints over
@@ -40,7 +40,7 @@ const (
 )
 
 // readsChart draws rows' reads and mints (rows oldest first).
-func readsChart(rows []vault.Usage) chart {
+func readsChart(rows []apiv1.Usage) chart {
 	byLane := map[string]*lane{}
 	var first, last int64
 	for _, u := range rows {

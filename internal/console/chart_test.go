@@ -3,13 +3,13 @@ package console
 import (
 	"testing"
 
-	"github.com/agentkeys/agentkeys/internal/vault"
+	"github.com/agentkeys/agentkeys/internal/apiv1"
 )
 
 // TestReadsChart: one lane per reader and service, one point per read or mint
 // placed by its time, refused ones marked; other kinds are not drawn.
 func TestReadsChart(t *testing.T) {
-	rows := []vault.Usage{
+	rows := []apiv1.Usage{
 		{Time: 1000, Action: "store", Service: "openai", ActorRole: "owner"},
 		{Time: 1000, Action: "read", Service: "openai", Alias: "bot", Result: "ok"},
 		{Time: 1500, Action: "read", Service: "github", Alias: "bot", Result: "denied"},

@@ -16,8 +16,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/agentkeys/agentkeys/internal/agent"
 	"github.com/agentkeys/agentkeys/internal/api"
+	"github.com/agentkeys/agentkeys/internal/apiv1"
 	"github.com/agentkeys/agentkeys/internal/broker"
 	"github.com/agentkeys/agentkeys/internal/client"
 	"github.com/agentkeys/agentkeys/internal/dpop"
@@ -56,8 +56,8 @@ func newFixture(t *testing.T) *fixture {
 	}
 	ctx := context.Background()
 	_, id, _ := ed25519.GenerateKey(rand.Reader)
-	l := broker.Login{PublicKey: hex.EncodeToString(id.Public().(ed25519.PublicKey)), Server: srv.URL, Time: time.Now().Unix(), Nonce: hex.EncodeToString(id[:16])}
-	broker.SignLogin(&l, id)
+	l := apiv1.Login{PublicKey: hex.EncodeToString(id.Public().(ed25519.PublicKey)), Server: srv.URL, Time: time.Now().Unix(), Nonce: hex.EncodeToString(id[:16])}
+	apiv1.SignLogin(&l, id)
 	g, err := c.CreateAccount(ctx, l)
 	if err != nil {
 		t.Fatal(err)
@@ -65,9 +65,9 @@ func newFixture(t *testing.T) *fixture {
 	key, _ := dpop.NewKey()
 	jwk, _ := dpop.PublicJWK(key)
 	hk, _ := hpke.MLKEM768X25519().GenerateKey()
-	r := agent.Request{Owner: g.Wallet, Alias: "bot", Scope: []string{"openai"}, ProofJWK: string(jwk),
+	r := apiv1.PairRequest{Owner: g.Wallet, Alias: "bot", Scope: []string{"openai"}, ProofJWK: string(jwk),
 		HPKEPublic: base64.StdEncoding.EncodeToString(hk.PublicKey().Bytes()), ValidUntil: time.Now().Add(time.Minute).Unix()}
-	if err := agent.Sign(&r, key); err != nil {
+	if err := apiv1.SignPairRequest(&r, key); err != nil {
 		t.Fatal(err)
 	}
 	created, err := c.RequestPairing(ctx, r)

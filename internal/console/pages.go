@@ -14,13 +14,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/agentkeys/agentkeys/internal/agent"
-	"github.com/agentkeys/agentkeys/internal/api"
+	"github.com/agentkeys/agentkeys/internal/apiv1"
 	"github.com/agentkeys/agentkeys/internal/audit"
-	"github.com/agentkeys/agentkeys/internal/broker"
 	"github.com/agentkeys/agentkeys/internal/client"
 	"github.com/agentkeys/agentkeys/internal/problem"
-	"github.com/agentkeys/agentkeys/internal/vault"
 )
 
 // view is what every page template gets.
@@ -38,7 +35,7 @@ var funcs = template.FuncMap{
 	"unix":  func(s int64) string { return time.Unix(s, 0).UTC().Format("2006-01-02 15:04:05Z") },
 	"nanos": func(n int64) string { return time.Unix(0, n).UTC().Format("2006-01-02 15:04:05Z") },
 	"join":  func(s []string) string { return strings.Join(s, ", ") },
-	"owner": func(agent string) bool { return agent == vault.OwnerWide || agent == "" },
+	"owner": func(agent string) bool { return agent == apiv1.OwnerWide || agent == "" },
 	"list":  func(s ...string) []string { return s },
 	"lower": strings.ToLower,
 }
@@ -164,7 +161,7 @@ func (c *Console) setFlash(msg string, p *problem.Error) {
 // --- Agents -----------------------------------------------------------------
 
 type agentRow struct {
-	agent.Agent
+	apiv1.Agent
 	LastActivity string   // the newest usage row about the agent
 	Readable     []string // credentials in its scope: its own and owner-wide
 }
@@ -185,7 +182,7 @@ func (c *Console) agentsPage(ctx context.Context) result {
 	}
 	rows := []agentRow{}
 	for _, a := range agents {
-		if a.Status == agent.TornDown {
+		if a.Status == apiv1.AgentTornDown {
 			continue
 		}
 		row := agentRow{Agent: a, LastActivity: "none"}
@@ -195,7 +192,7 @@ func (c *Console) agentsPage(ctx context.Context) result {
 			}
 		}
 		for _, cr := range creds {
-			if (cr.Agent == a.Alias || cr.Agent == vault.OwnerWide) && agent.InScope(a.Scope, cr.Service) {
+			if (cr.Agent == a.Alias || cr.Agent == apiv1.OwnerWide) && apiv1.InScope(a.Scope, cr.Service) {
 				row.Readable = append(row.Readable, cr.Service)
 			}
 		}
@@ -211,7 +208,7 @@ func (c *Console) setScope(ctx context.Context, alias, scope string) error {
 			set = append(set, f)
 		}
 	}
-	a, err := c.cfg.Session.SetScope(ctx, alias, broker.ScopeEdit{Set: set})
+	a, err := c.cfg.Session.SetScope(ctx, alias, apiv1.ScopeEdit{Set: set})
 	if err != nil {
 		return err
 	}
@@ -329,7 +326,7 @@ func (c *Console) decide(ctx context.Context, decision, id, typed string) error 
 // --- Approvals --------------------------------------------------------------
 
 type approvalRow struct {
-	vault.Approval
+	apiv1.Approval
 	Reader string
 }
 
@@ -369,9 +366,9 @@ func (c *Console) credentialsPage(ctx context.Context) result {
 // as `agentkeys store` does, and stores the ciphertext.
 func (c *Console) store(ctx context.Context, r *http.Request) error {
 	service, agentAlias := strings.TrimSpace(r.PostFormValue("service")), strings.TrimSpace(r.PostFormValue("agent"))
-	approval := vault.ApprovalNone
-	if r.PostFormValue("approval") == vault.ApprovalRequired {
-		approval = vault.ApprovalRequired
+	approval := apiv1.ApprovalNone
+	if r.PostFormValue("approval") == apiv1.ApprovalRequired {
+		approval = apiv1.ApprovalRequired
 	}
 	secret := []byte(strings.TrimSuffix(strings.TrimSuffix(r.PostFormValue("secret"), "\n"), "\r"))
 	defer clear(secret)
@@ -381,12 +378,12 @@ func (c *Console) store(ctx context.Context, r *http.Request) error {
 	if len(secret) > maxSecret {
 		return problem.New(problem.TooLarge, "the secret is larger than 1 MiB", "store a smaller secret")
 	}
-	cr, err := c.cfg.Session.StoreSealed(ctx, c.cfg.PlatformKey, c.cfg.Omni, api.StoreBody{Service: service, Agent: agentAlias, Approval: approval}, secret)
+	cr, err := c.cfg.Session.StoreSealed(ctx, c.cfg.PlatformKey, c.cfg.Omni, apiv1.StoreBody{Service: service, Agent: agentAlias, Approval: approval}, secret)
 	if err != nil {
 		return err
 	}
 	who := "all agents in scope"
-	if cr.Agent != vault.OwnerWide {
+	if cr.Agent != apiv1.OwnerWide {
 		who = "agent " + cr.Agent
 	}
 	c.setFlash(fmt.Sprintf("Stored %s for %s (version %d).", cr.Service, who, cr.Version), nil)
@@ -427,7 +424,7 @@ type activity struct {
 	Agent, Service, Kind, Since string
 	Windows                     []struct{ Name, Label string }
 	Kinds                       []string      // the kinds of the rows fetched: the kind filter's choices
-	Rows                        []vault.Usage // newest first, at most maxRows
+	Rows                        []apiv1.Usage // newest first, at most maxRows
 	Total                       int
 	Chart                       chart
 	Health                      health
@@ -462,7 +459,7 @@ func (c *Console) activityPage(ctx context.Context, q url.Values) result {
 	if err != nil {
 		return result{err: err}
 	}
-	var rows []vault.Usage
+	var rows []apiv1.Usage
 	for _, u := range page.Usage {
 		if !slices.Contains(a.Kinds, u.Action) {
 			a.Kinds = append(a.Kinds, u.Action)

@@ -17,23 +17,22 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sts"
 	"github.com/aws/smithy-go"
 
+	"github.com/agentkeys/agentkeys/internal/apiv1"
 	"github.com/agentkeys/agentkeys/internal/backoff"
-	"github.com/agentkeys/agentkeys/internal/broker"
 	"github.com/agentkeys/agentkeys/internal/client"
 	"github.com/agentkeys/agentkeys/internal/home"
-	"github.com/agentkeys/agentkeys/internal/oidc"
 	"github.com/agentkeys/agentkeys/internal/problem"
 )
 
 // Defaults of an AWSRequest.
 const (
-	DefaultAWSAudience = oidc.AWSAudience
+	DefaultAWSAudience = apiv1.AWSAudience
 	DefaultAWSRegion   = "us-east-1"
 )
 
 // OIDCToken mints an identity token for audience through the agent session
 // (ttl 0 = the broker's default). The caller must not log the token.
-func (s Source) OIDCToken(ctx context.Context, audience string, ttl int64) (*broker.OIDCToken, error) {
+func (s Source) OIDCToken(ctx context.Context, audience string, ttl int64) (*apiv1.OIDCToken, error) {
 	sess, c, err := s.agent()
 	if err != nil {
 		return nil, Stable(err)
@@ -43,7 +42,7 @@ func (s Source) OIDCToken(ctx context.Context, audience string, ttl int64) (*bro
 
 // mint mints a token and dual-verifies it (DualVerify) before anyone uses it:
 // every token the daemon hands out, writes or exchanges comes through here.
-func (s Source) mint(ctx context.Context, sess *Session, c *client.AgentSession, audience string, ttl int64) (*broker.OIDCToken, error) {
+func (s Source) mint(ctx context.Context, sess *Session, c *client.AgentSession, audience string, ttl int64) (*apiv1.OIDCToken, error) {
 	t, err := c.OIDCToken(ctx, audience, ttl)
 	if err != nil {
 		return nil, Stable(err)

@@ -25,14 +25,12 @@ import (
 	"strings"
 	"time"
 
-	"github.com/agentkeys/agentkeys/internal/agent"
-	"github.com/agentkeys/agentkeys/internal/broker"
-	"github.com/agentkeys/agentkeys/internal/chainkeys"
+	"github.com/agentkeys/agentkeys/internal/apiv1"
+	"github.com/agentkeys/agentkeys/internal/audit"
 	"github.com/agentkeys/agentkeys/internal/client"
-	"github.com/agentkeys/agentkeys/internal/enclave"
 	"github.com/agentkeys/agentkeys/internal/home"
 	"github.com/agentkeys/agentkeys/internal/problem"
-	"github.com/agentkeys/agentkeys/internal/vault"
+	"github.com/agentkeys/agentkeys/internal/seal"
 )
 
 // Stable error codes of the daemon's tools and socket.
@@ -60,13 +58,13 @@ type Pending struct {
 	Scope       []string `json:"scope"`
 	ID          string   `json:"id"`
 	VVC         string   `json:"vvc"`
-	Fingerprint string   `json:"fingerprint,omitempty"` // agent.Fingerprint of ProofKey
+	Fingerprint string   `json:"fingerprint,omitempty"` // apiv1.Fingerprint of ProofKey
 	ExpiresAt   int64    `json:"expires_at"`
 	ProofKey    string   `json:"proof_key"`    // base64 PKCS#8 P-256
 	HPKEPrivate string   `json:"hpke_private"` // base64 serialized hybrid HPKE private key
 	// Enclave is what the daemon pinned from the broker's verified quote when
 	// it asked to pair: the keys dual verification checks the registry under.
-	Enclave chainkeys.Pins `json:"enclave"`
+	Enclave audit.Pins `json:"enclave"`
 }
 
 // Session is a paired agent session. Token, ChannelKey and ProofKey are secret.
@@ -85,7 +83,7 @@ type Session struct {
 	ProofKey    string `json:"proof_key"` // base64 PKCS#8 P-256
 	// Enclave: the pins of the pair request (sessions paired before pinning
 	// existed have none, and dual verification refuses their tokens).
-	Enclave chainkeys.Pins `json:"enclave"`
+	Enclave audit.Pins `json:"enclave"`
 }
 
 // ErrNotPaired means the daemon has no session yet.
@@ -207,11 +205,11 @@ func DecodeKey(s string) (*ecdsa.PrivateKey, error) {
 }
 
 // NewHPKEKey makes the daemon's hybrid ML-KEM-768 + X25519 key.
-func NewHPKEKey() (hpke.PrivateKey, error) { return hpke.MLKEM768X25519().GenerateKey() }
+func NewHPKEKey() (hpke.PrivateKey, error) { return seal.NewKey() }
 
 // Complete opens an approved request's delivery with the pending keys and
 // stores the session; the pending file is removed.
-func (d Dir) Complete(p *Pending, dl *agent.Delivery) (*Session, error) {
+func (d Dir) Complete(p *Pending, dl *apiv1.Delivery) (*Session, error) {
 	s, err := p.Open(dl)
 	if err != nil {
 		return nil, err
@@ -225,12 +223,12 @@ func (d Dir) Complete(p *Pending, dl *agent.Delivery) (*Session, error) {
 
 // Open opens an approved request's delivery with the pending keys and returns
 // the session, storing nothing.
-func (p *Pending) Open(dl *agent.Delivery) (*Session, error) {
+func (p *Pending) Open(dl *apiv1.Delivery) (*Session, error) {
 	raw, err := base64.StdEncoding.DecodeString(p.HPKEPrivate)
 	if err != nil {
 		return nil, errors.New("pending request keys are damaged")
 	}
-	k, err := hpke.MLKEM768X25519().NewPrivateKey(raw)
+	k, err := seal.ParseKey(raw)
 	if err != nil {
 		return nil, errors.New("pending request keys are damaged")
 	}
@@ -239,9 +237,9 @@ func (p *Pending) Open(dl *agent.Delivery) (*Session, error) {
 		if err != nil {
 			return nil, err
 		}
-		return hpke.Open(k, hpke.HKDFSHA256(), hpke.AES256GCM(), []byte(info), ct)
+		return seal.Open(k, []byte(info), ct)
 	}
-	tok, err := open(dl.SealedToken, agent.TokenInfo(p.ID))
+	tok, err := open(dl.SealedToken, apiv1.TokenInfo(p.ID))
 	if err != nil {
 		return nil, problem.New(problem.Denied, "the approved session does not open with this daemon's key", "pair again with agentkeys daemon pair")
 	}
@@ -314,7 +312,7 @@ var errBadService = problem.New(CodeBadRequest, "the service name is not valid",
 // Loggable is s if it is a valid service name, else a short stand-in: the
 // daemon never logs an input it refused in full.
 func Loggable(s string) string {
-	if vault.ValidName(s) {
+	if apiv1.ValidName(s) {
 		return s
 	}
 	return fmt.Sprintf("(invalid, %d bytes)", len(s))
@@ -324,7 +322,7 @@ func Loggable(s string) string {
 // owner's approval it waits for as w says (polling, see client.AwaitApproval).
 // The caller must not log it.
 func (s Source) Get(ctx context.Context, service string, w Wait) ([]byte, error) {
-	if !vault.ValidName(service) {
+	if !apiv1.ValidName(service) {
 		return nil, errBadService
 	}
 	if w.For < 0 || w.For > MaxWaitSeconds*time.Second {
@@ -339,11 +337,11 @@ func (s Source) Get(ctx context.Context, service string, w Wait) ([]byte, error)
 		return nil, Stable(damagedSession())
 	}
 	defer clear(ch)
-	res, err := client.AwaitApproval(ctx, w.For, func() (*broker.ReadResult, error) { return c.Read(ctx, service) }, w.Progress)
+	res, err := client.AwaitApproval(ctx, w.For, func() (*apiv1.ReadResult, error) { return c.Read(ctx, service) }, w.Progress)
 	if err != nil {
 		return nil, Stable(err)
 	}
-	v, err := enclave.OpenSessionBox(ch, []byte(res.Info), res.Sealed)
+	v, err := seal.OpenBox(ch, []byte(res.Info), res.Sealed)
 	if err != nil {
 		return nil, problem.New(CodeRevoked, "the credential does not open with this daemon's channel key", "pair again with agentkeys daemon pair")
 	}

@@ -7,7 +7,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/agentkeys/agentkeys/internal/chainkeys"
+	"github.com/agentkeys/agentkeys/internal/audit"
 	"github.com/agentkeys/agentkeys/internal/client"
 	"github.com/agentkeys/agentkeys/internal/problem"
 )
@@ -29,22 +29,22 @@ func init() { Metrics.MustRegister(dualVerifyRejected) }
 // long-running daemon follows the chain instead of walking it for each token.
 type KeyViews struct {
 	mu    sync.Mutex
-	views map[string]*chainkeys.View
+	views map[string]*audit.KeyView
 }
 
 // NewKeyViews returns an empty cache.
-func NewKeyViews() *KeyViews { return &KeyViews{views: map[string]*chainkeys.View{}} }
+func NewKeyViews() *KeyViews { return &KeyViews{views: map[string]*audit.KeyView{}} }
 
-func (k *KeyViews) view(sess *Session, c *client.Client) *chainkeys.View {
+func (k *KeyViews) view(sess *Session, c *client.Client) *audit.KeyView {
 	if k == nil {
-		return chainkeys.NewView(c, sess.Enclave)
+		return audit.NewKeyView(c, sess.Enclave)
 	}
 	key := sess.Server + "|" + sess.Enclave.PlatformKey + "|" + sess.Enclave.LedgerKey
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	v, ok := k.views[key]
 	if !ok {
-		v = chainkeys.NewView(c, sess.Enclave)
+		v = audit.NewKeyView(c, sess.Enclave)
 		k.views[key] = v
 	}
 	return v
@@ -77,7 +77,7 @@ func (s Source) dualVerify(ctx context.Context, sess *Session, token string) err
 		return err
 	}
 	_, err = s.Keys.view(sess, c.WithClock(s.Now)).VerifyToken(ctx, token, s.now())
-	var rej *chainkeys.Rejection
+	var rej *audit.Rejection
 	switch {
 	case err == nil:
 		return nil

@@ -17,8 +17,8 @@ import (
 	"github.com/google/jsonschema-go/jsonschema"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/agentkeys/agentkeys/internal/apiv1"
 	"github.com/agentkeys/agentkeys/internal/problem"
-	"github.com/agentkeys/agentkeys/internal/vault"
 )
 
 // MaxWaitSeconds bounds how long get_credential (wait_seconds) and the socket
@@ -87,11 +87,11 @@ func NewMCPServer(src Backend, log *slog.Logger) *mcp.Server {
 			"A credential that needs the owner's approval is released once the owner approves: pass wait_seconds (up to 300) to wait for it. " +
 			"Errors start with a stable code: BAD_REQUEST, DENIED, NOT_FOUND, RATE_LIMITED, REVOKED or UNREACHABLE."},
 		schemaFor[GetInput](func(p map[string]*jsonschema.Schema) {
-			str(p["service"], 1, 63, vault.NamePattern)
+			str(p["service"], 1, 63, apiv1.NamePattern)
 			integer(p["wait_seconds"], 0, MaxWaitSeconds)
 		}),
 		func(in *GetInput) error {
-			if !vault.ValidName(in.Service) {
+			if !apiv1.ValidName(in.Service) {
 				return errBadService
 			}
 			return checkWait(in.WaitSeconds)

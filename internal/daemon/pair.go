@@ -6,8 +6,8 @@ import (
 	"encoding/hex"
 	"time"
 
-	"github.com/agentkeys/agentkeys/internal/agent"
-	"github.com/agentkeys/agentkeys/internal/chainkeys"
+	"github.com/agentkeys/agentkeys/internal/apiv1"
+	"github.com/agentkeys/agentkeys/internal/audit"
 	"github.com/agentkeys/agentkeys/internal/client"
 	"github.com/agentkeys/agentkeys/internal/dpop"
 	"github.com/agentkeys/agentkeys/internal/problem"
@@ -35,7 +35,7 @@ func SendPairRequest(ctx context.Context, c *client.Client, owner, alias string,
 	}
 	// Pin the enclave first (§10.2): its attested ledger key is what the
 	// daemon later checks the OIDC key registry under.
-	pins, err := chainkeys.Attest(ctx, c, "")
+	pins, err := audit.Attest(ctx, c, "")
 	if err != nil {
 		return nil, err
 	}
@@ -51,9 +51,9 @@ func SendPairRequest(ctx context.Context, c *client.Client, owner, alias string,
 	if err != nil {
 		return nil, err
 	}
-	r := agent.Request{Owner: owner, Alias: alias, Scope: scope, TTLSeconds: int64(ttl.Seconds()), ProofJWK: string(jwk),
+	r := apiv1.PairRequest{Owner: owner, Alias: alias, Scope: scope, TTLSeconds: int64(ttl.Seconds()), ProofJWK: string(jwk),
 		HPKEPublic: base64.StdEncoding.EncodeToString(hk.PublicKey().Bytes()), ValidUntil: c.Now().Add(wait).Unix()}
-	if err := agent.Sign(&r, proof); err != nil {
+	if err := apiv1.SignPairRequest(&r, proof); err != nil {
 		return nil, err
 	}
 	res, err := c.RequestPairing(ctx, r)
@@ -63,7 +63,7 @@ func SendPairRequest(ctx context.Context, c *client.Client, owner, alias string,
 	// The VVC is ours to compute: the broker's nonce over our own signature. A
 	// broker that sends no nonce (an old one) would leave the VVC grindable.
 	nonce, err := hex.DecodeString(res.Nonce)
-	if err != nil || len(nonce) != agent.NonceSize {
+	if err != nil || len(nonce) != apiv1.VVCNonceSize {
 		return nil, problem.New(problem.Denied, "the broker sent no VVC nonce, so its VVC could have been chosen by anyone",
 			"upgrade the broker; do not approve this request")
 	}
@@ -71,7 +71,7 @@ func SendPairRequest(ctx context.Context, c *client.Client, owner, alias string,
 	if err != nil {
 		return nil, err
 	}
-	if res.VVC != agent.VVC(nonce, r.Sig) || res.Fingerprint != agent.Fingerprint(jkt) {
+	if res.VVC != apiv1.VVC(nonce, r.Sig) || res.Fingerprint != apiv1.Fingerprint(jkt) {
 		return nil, problem.New(problem.Denied, "the broker's VVC or key fingerprint differs from the one computed here: the request was altered", "check --server; do not approve this request")
 	}
 	pk, err := EncodeKey(proof)
@@ -108,12 +108,12 @@ func (d Dir) WaitPairing(ctx context.Context, p *Pending, tick func()) (*Session
 			}
 		} else {
 			switch st.Status {
-			case agent.Approved:
+			case apiv1.PairApproved:
 				return d.Complete(p, st.Delivery)
-			case agent.Denied:
+			case apiv1.PairDenied:
 				d.RemovePending(p.ID)
 				return nil, problem.Newf(problem.Denied, "ask the owner, then pair again", "the owner denied pair request %s", p.ID)
-			case agent.Expired:
+			case apiv1.PairExpired:
 				d.RemovePending(p.ID)
 				return nil, problem.Newf(problem.Denied, "pair again, and have the owner approve within the time shown", "pair request %s expired before the owner approved it", p.ID)
 			}

@@ -6,8 +6,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/agentkeys/agentkeys/internal/agent"
-	"github.com/agentkeys/agentkeys/internal/broker"
+	"github.com/agentkeys/agentkeys/internal/apiv1"
 	"github.com/agentkeys/agentkeys/internal/client"
 	"github.com/agentkeys/agentkeys/internal/problem"
 )
@@ -24,7 +23,7 @@ const (
 type Status struct {
 	State   string
 	Session *Session       // the local pairing (never print its secrets)
-	Whoami  *broker.Whoami // the broker's answer, when paired
+	Whoami  *apiv1.Whoami  // the broker's answer, when paired
 	Problem *problem.Error // why, when not paired
 }
 
@@ -136,7 +135,7 @@ func (s Source) checkCloud(ctx context.Context, sess *Session, c *client.AgentSe
 		}
 		return p
 	}
-	if !agent.AllowsOIDC(scope, audience) {
+	if !apiv1.AllowsOIDC(scope, audience) {
 		return problem.Newf(CodeDenied, "the owner allows it with: agentkeys agent scope "+sess.Alias+" --add oidc:"+audience,
 			"this agent's scope no longer allows identity tokens for %q", audience)
 	}

@@ -206,8 +206,8 @@ func unhex(a, b byte) (byte, bool) {
 	return hi<<4 | lo, ok1 && ok2
 }
 
-// removeDots removes the "." and ".." segments of an absolute path (RFC 3986
-// §5.2.4).
+// removeDots removes the "." and ".." segments of an absolute path, as RFC
+// 3986 §5.2.4 does.
 func removeDots(p string) string {
 	segs := strings.Split(p, "/")[1:]
 	out := make([]string, 0, len(segs))

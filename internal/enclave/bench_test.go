@@ -3,6 +3,8 @@ package enclave
 import (
 	"crypto/sha256"
 	"testing"
+
+	"github.com/agentkeys/agentkeys/internal/seal"
 )
 
 func benchEnclave(b *testing.B) *Enclave {
@@ -80,7 +82,7 @@ func BenchmarkPublicKeyFreshWallet(b *testing.B) {
 func BenchmarkCheckSealed(b *testing.B) {
 	e := benchEnclave(b)
 	info := []byte("owner|*|service")
-	ct, err := SealTo(publicBytes(b, e, "shielding/v1"), info, make([]byte, 64))
+	ct, err := seal.To(publicBytes(b, e, "shielding/v1"), info, make([]byte, 64))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -104,7 +106,7 @@ func BenchmarkCheckSealed(b *testing.B) {
 func BenchmarkCheckSealedCached(b *testing.B) {
 	e := benchEnclave(b)
 	info := []byte("owner|*|service")
-	ct, err := SealTo(publicBytes(b, e, "shielding/v1"), info, make([]byte, 64))
+	ct, err := seal.To(publicBytes(b, e, "shielding/v1"), info, make([]byte, 64))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -118,7 +120,7 @@ func BenchmarkCheckSealedCached(b *testing.B) {
 func BenchmarkReseal(b *testing.B) {
 	e := benchEnclave(b)
 	info := []byte("owner|*|service")
-	ct, err := SealTo(publicBytes(b, e, "shielding/v1"), info, make([]byte, 64))
+	ct, err := seal.To(publicBytes(b, e, "shielding/v1"), info, make([]byte, 64))
 	if err != nil {
 		b.Fatal(err)
 	}

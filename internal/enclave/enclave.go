@@ -13,25 +13,15 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-)
 
-// Tier says whose key signed the running build.
-type Tier string
-
-const (
-	// TierDev: the build runs under the built-in dev signer, whose private
-	// key is public knowledge. Not for real secrets.
-	TierDev Tier = "dev"
-	// TierProduction: the build runs under a configured release-signing key,
-	// and its executable carries that key's signature (<executable>.sig).
-	TierProduction Tier = "production"
+	"github.com/agentkeys/agentkeys/internal/attest"
 )
 
 // Sentinel errors. Errors returned by this package wrap them with %w and carry
 // a one-line message naming the cause and the fix; test with errors.Is.
 var (
 	// ErrWrongPlatformKey: seed.sealed was sealed under another platform
-	// secret, or a quote names another platform attestation key.
+	// secret.
 	ErrWrongPlatformKey = errors.New("enclave: wrong platform key")
 	// ErrForeignSigner: seed.sealed was sealed by a build with another mrsigner.
 	ErrForeignSigner = errors.New("enclave: seed sealed by another signer")
@@ -51,9 +41,6 @@ var (
 	// ErrUnknownPath: the path is malformed, names no key purpose, or names a
 	// key the requested operation cannot use.
 	ErrUnknownPath = errors.New("enclave: unknown key path")
-	// ErrInvalidQuote: VerifyQuote rejected a quote (bad signature or
-	// malformed field).
-	ErrInvalidQuote = errors.New("enclave: invalid quote")
 	// ErrClosed: the enclave was closed.
 	ErrClosed = errors.New("enclave: closed")
 )
@@ -84,7 +71,7 @@ type Config struct {
 // Measurements are the enclave's identity as reported in quotes (§2.2).
 type Measurements struct {
 	MrEnclave, MrSigner [32]byte
-	Tier                Tier
+	Tier                attest.Tier
 }
 
 // Enclave is an open software enclave. It is safe for concurrent use. It never
@@ -94,7 +81,7 @@ type Enclave struct {
 	created bool
 
 	platformPub   ed25519.PublicKey // platform attestation public key
-	publishedInfo []KeyInfo         // Keys, sorted by path
+	publishedInfo []attest.KeyInfo  // Keys, sorted by path
 
 	// mu guards the contents of sec: operations hold it for reading for
 	// their whole duration, Close takes it for writing. closed is set under
@@ -140,7 +127,7 @@ func Open(cfg Config) (*Enclave, error) {
 		return nil, errors.New("enclave: Config.Dir is empty: set the data directory that holds seed.sealed")
 	}
 	signer := devSignerPublicKey
-	tier := TierDev
+	tier := attest.TierDev
 	if cfg.SignerPublicKey != nil {
 		if len(cfg.SignerPublicKey) != ed25519.PublicKeySize {
 			return nil, fmt.Errorf("enclave: release-signing public key is %d bytes, want %d: configure the build's ed25519 signer public key, or none for the dev signer", len(cfg.SignerPublicKey), ed25519.PublicKeySize)
@@ -149,13 +136,13 @@ func Open(cfg Config) (*Enclave, error) {
 			return nil, errors.New("enclave: the configured release-signing key is the built-in dev signer: leave it unset for a dev build, or configure the real release key for production")
 		}
 		signer = cfg.SignerPublicKey
-		tier = TierProduction
+		tier = attest.TierProduction
 	}
 	exe, mrenclave, err := hashExecutable(cfg.Executable)
 	if err != nil {
 		return nil, err
 	}
-	if tier == TierProduction {
+	if tier == attest.TierProduction {
 		// The digest just measured is the one verified: no second read.
 		if err := verifyReleaseFile(exe, mrenclave, signer); err != nil {
 			return nil, err

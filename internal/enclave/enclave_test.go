@@ -12,6 +12,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/agentkeys/agentkeys/internal/attest"
 )
 
 func TestOpenCreatesThenReopens(t *testing.T) {
@@ -70,14 +72,14 @@ func TestOpenCreatesThenReopens(t *testing.T) {
 		if err != nil || len(pub) != wantLen[k.Path] {
 			t.Errorf("%s: public is %d bytes (%v), want %d", k.Path, len(pub), err, wantLen[k.Path])
 		}
-		if k.Kid != Kid(k.Path, pub) || len(k.Kid) != 16 {
+		if k.Kid != attest.Kid(k.Path, pub) || len(k.Kid) != 16 {
 			t.Errorf("%s: kid %q", k.Path, k.Kid)
 		}
 	}
 
 	omni := testOmni(1)
 	extra := []string{"wallet/eth/" + omni + "/v1", "dkim/example.com/v1", "oidc/issuer/v2"}
-	infos := map[string]KeyInfo{}
+	infos := map[string]attest.KeyInfo{}
 	for _, p := range extra {
 		ki, err := e.PublicKey(p)
 		if err != nil {
@@ -237,7 +239,7 @@ func TestMalformedPlatformKey(t *testing.T) {
 func TestForeignSigner(t *testing.T) {
 	cfg := testConfig(t)
 	e := mustOpen(t, cfg)
-	if e.Measurements().Tier != TierDev {
+	if e.Measurements().Tier != attest.TierDev {
 		t.Fatalf("tier = %s, want dev", e.Measurements().Tier)
 	}
 	if e.Measurements().MrSigner != sha256.Sum256(devSignerPublicKey) {
@@ -261,7 +263,7 @@ func TestProductionSigner(t *testing.T) {
 	cfg.SignerPublicKey = pub
 	e := mustOpen(t, cfg)
 	m := e.Measurements()
-	if m.Tier != TierProduction || m.MrSigner != sha256.Sum256(pub) {
+	if m.Tier != attest.TierProduction || m.MrSigner != sha256.Sum256(pub) {
 		t.Fatalf("measurements = %+v", m)
 	}
 	e.Close()
@@ -460,7 +462,7 @@ func TestClose(t *testing.T) {
 			t.Errorf("%s after Close: %v, want ErrClosed", op, err)
 		}
 	}
-	if q := e.Quote([64]byte{}); q.Signature != "" || VerifyQuote(q, e.PlatformPublicKey()) == nil {
+	if q := e.Quote([64]byte{}); q.Signature != "" || attest.Verify(q, e.PlatformPublicKey()) == nil {
 		t.Fatal("Quote after Close is signed")
 	}
 	if !strings.Contains(e.String(), "closed") {

@@ -10,24 +10,16 @@ import (
 	"crypto/hpke"
 	"crypto/mlkem"
 	"crypto/sha256"
-	"encoding/base64"
 	"encoding/hex"
 	"fmt"
 	"strings"
 
 	"github.com/decred/dcrd/dcrec/secp256k1/v4"
 
+	"github.com/agentkeys/agentkeys/internal/attest"
 	"github.com/agentkeys/agentkeys/internal/enclave/internal/slip10"
 	"github.com/agentkeys/agentkeys/internal/wallet"
 )
-
-// KeyInfo is the public description of one enclave key.
-type KeyInfo struct {
-	Path   string `json:"path"`
-	Alg    string `json:"alg"`    // "EdDSA" (ed25519), "ES256" (P-256), "ES256K" (secp256k1 wallet), "HPKE-MLKEM768X25519" (shielding)
-	Kid    string `json:"kid"`    // base64url (no padding) of SHA-256(path || "|" || public bytes), first 16 chars
-	Public string `json:"public"` // hex: ed25519 32-byte key; P-256 65-byte uncompressed SEC1; secp256k1 33-byte compressed; HPKE: the hybrid public key bytes
-}
 
 // Algorithm names used in KeyInfo.Alg.
 const (
@@ -88,7 +80,7 @@ func (k kind) alg() string {
 // key is one derived key. Exactly one of the private fields is set.
 type key struct {
 	kind    kind
-	info    KeyInfo
+	info    attest.KeyInfo
 	ed      ed25519.PrivateKey
 	p256    *ecdsa.PrivateKey
 	k1      *secp256k1.PrivateKey
@@ -195,16 +187,6 @@ func validVersion(s string) bool {
 	return true
 }
 
-// Kid returns the key id of a public key at path: base64url (no padding) of
-// SHA-256(path || "|" || public), first 16 characters.
-func Kid(path string, public []byte) string {
-	h := sha256.New()
-	h.Write([]byte(path))
-	h.Write([]byte("|"))
-	h.Write(public)
-	return base64.RawURLEncoding.EncodeToString(h.Sum(nil))[:16]
-}
-
 // derive derives the key at path from the seed. The caller holds e.mu for
 // reading and has validated path as kind k.
 func (e *Enclave) derive(path string, k kind) (*key, error) {
@@ -268,10 +250,10 @@ func (e *Enclave) derive(path string, k kind) (*key, error) {
 	default:
 		return nil, fmt.Errorf("%w: %s", ErrUnknownPath, path)
 	}
-	out.info = KeyInfo{
+	out.info = attest.KeyInfo{
 		Path:   path,
 		Alg:    k.alg(),
-		Kid:    Kid(path, public),
+		Kid:    attest.Kid(path, public),
 		Public: hex.EncodeToString(public),
 	}
 	return out, nil
@@ -336,18 +318,18 @@ func noop() {}
 
 // PublicKey returns the public description of the key at path, deriving it
 // on first use. Any valid path works (see the package documentation).
-func (e *Enclave) PublicKey(path string) (KeyInfo, error) {
+func (e *Enclave) PublicKey(path string) (attest.KeyInfo, error) {
 	k, err := parsePath(path)
 	if err != nil {
-		return KeyInfo{}, err
+		return attest.KeyInfo{}, err
 	}
 	if err := e.rlock(); err != nil {
-		return KeyInfo{}, err
+		return attest.KeyInfo{}, err
 	}
 	defer e.mu.RUnlock()
 	kk, done, err := e.key(path, k)
 	if err != nil {
-		return KeyInfo{}, err
+		return attest.KeyInfo{}, err
 	}
 	defer done()
 	return kk.info, nil
@@ -355,6 +337,6 @@ func (e *Enclave) PublicKey(path string) (KeyInfo, error) {
 
 // Keys returns the published key set, sorted by path: issuer/jwt/v1,
 // ledger/v1, oidc/issuer/v1, shielding/v1. It keeps working after Close.
-func (e *Enclave) Keys() []KeyInfo {
-	return append([]KeyInfo(nil), e.publishedInfo...)
+func (e *Enclave) Keys() []attest.KeyInfo {
+	return append([]attest.KeyInfo(nil), e.publishedInfo...)
 }

@@ -14,7 +14,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/agentkeys/agentkeys/internal/attest"
 	"github.com/agentkeys/agentkeys/internal/enclave/internal/slip10"
+	"github.com/agentkeys/agentkeys/internal/seal"
 )
 
 // leakChecker holds every secret the enclave knows and finds any of them in
@@ -175,7 +177,7 @@ func TestNoSecretInAnyOutput(t *testing.T) {
 	must(err)
 	add(addr)
 	shield := publicBytes(t, e, "shielding/v1")
-	ct, err := SealTo(shield, msg, []byte("credential"))
+	ct, err := seal.To(shield, msg, []byte("credential"))
 	must(err)
 	add(ct)
 	must(e.CheckSealed("shielding/v1", msg, ct))
@@ -219,7 +221,7 @@ func TestNoSecretInAnyOutput(t *testing.T) {
 	add(err)
 	_, err = e.Reseal("shielding/v1", []byte("wrong"), ct, client.PublicKey().Bytes(), nil)
 	add(err)
-	add(VerifyQuote(Quote{}, e.PlatformPublicKey()))
+	add(attest.Verify(attest.Quote{}, e.PlatformPublicKey()))
 
 	// Open errors, on copies of the data directory.
 	sealed := readFile(t, filepath.Join(cfg.Dir, sealedName))

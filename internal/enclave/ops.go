@@ -3,20 +3,12 @@ package enclave
 import (
 	"crypto/ecdsa"
 	"crypto/ed25519"
-	"crypto/hpke"
 	"crypto/rand"
 	"crypto/sha256"
 	"fmt"
 
+	"github.com/agentkeys/agentkeys/internal/seal"
 	"github.com/agentkeys/agentkeys/internal/wallet"
-)
-
-// The HPKE suite of the shielding key and of every re-encryption target:
-// hybrid ML-KEM-768 + X25519, HKDF-SHA256, AES-256-GCM.
-var (
-	suiteKEM  = hpke.MLKEM768X25519()
-	suiteKDF  = hpke.HKDFSHA256()
-	suiteAEAD = hpke.AES256GCM()
 )
 
 // useKey validates path for the operation op, which accepts keys of kind
@@ -117,14 +109,14 @@ func (e *Enclave) WalletAddress(omni string) (string, error) {
 // leaves the enclave, is not kept (the enclave keeps only a sealed copy, see
 // readcache.go), and its buffer is zeroed before Reseal returns.
 func (e *Enclave) Reseal(path string, info, sealed []byte, recipient []byte, recipientInfo []byte) ([]byte, error) {
-	pk, err := suiteKEM.NewPublicKey(recipient)
+	pk, err := seal.Recipient(recipient)
 	if err != nil {
-		return nil, fmt.Errorf("enclave: Reseal: recipient is not an ML-KEM-768 + X25519 HPKE public key (%d bytes): %w", len(recipient), err)
+		return nil, fmt.Errorf("enclave: Reseal: %w", err)
 	}
 	var out []byte
 	err = e.withPlaintext("Reseal", path, info, sealed, func(pt []byte) error {
 		var err error
-		out, err = hpke.Seal(pk, suiteKDF, suiteAEAD, recipientInfo, pt)
+		out, err = seal.ToKey(pk, recipientInfo, pt)
 		if err != nil {
 			return fmt.Errorf("enclave: Reseal %s: encrypt to recipient: %w", path, err)
 		}
@@ -139,22 +131,4 @@ func (e *Enclave) Reseal(path string, info, sealed []byte, recipient []byte, rec
 // was not encrypted for it, its owner and its service.
 func (e *Enclave) CheckSealed(path string, info, sealed []byte) error {
 	return e.withPlaintext("CheckSealed", path, info, sealed, func([]byte) error { return nil })
-}
-
-// SealTo encrypts plaintext to recipient (hybrid ML-KEM-768 + X25519 HPKE
-// public key bytes, e.g. the Public of shielding/v1 decoded from hex) with
-// info, using HKDF-SHA256 and AES-256-GCM. The result is the HPKE
-// encapsulated key followed by the ciphertext, as Reseal, ResealToSession,
-// CheckSealed and hpke.Open expect. It is the client-side helper; it needs no
-// enclave.
-func SealTo(recipient []byte, info, plaintext []byte) ([]byte, error) {
-	pk, err := suiteKEM.NewPublicKey(recipient)
-	if err != nil {
-		return nil, fmt.Errorf("enclave: SealTo: recipient is not an ML-KEM-768 + X25519 HPKE public key (%d bytes): %w", len(recipient), err)
-	}
-	ct, err := hpke.Seal(pk, suiteKDF, suiteAEAD, info, plaintext)
-	if err != nil {
-		return nil, fmt.Errorf("enclave: SealTo: %w", err)
-	}
-	return ct, nil
 }

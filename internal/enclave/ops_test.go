@@ -21,6 +21,7 @@ import (
 	"github.com/decred/dcrd/dcrec/secp256k1/v4"
 
 	"github.com/agentkeys/agentkeys/internal/enclave/internal/slip10"
+	"github.com/agentkeys/agentkeys/internal/seal"
 	"github.com/agentkeys/agentkeys/internal/wallet"
 )
 
@@ -242,7 +243,7 @@ func TestShieldingRoundTrip(t *testing.T) {
 	info := []byte("owner|*|openai")
 	secret := []byte("sk-live-0123456789")
 
-	ct, err := SealTo(pub, info, secret)
+	ct, err := seal.To(pub, info, secret)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -263,8 +264,8 @@ func TestShieldingRoundTrip(t *testing.T) {
 	if err := e.CheckSealed("shielding/v2", info, ct); err == nil {
 		t.Fatal("CheckSealed accepted a ciphertext for another shielding key")
 	}
-	if _, err := SealTo(pub[:100], info, secret); err == nil {
-		t.Fatal("SealTo accepted a truncated public key")
+	if _, err := seal.To(pub[:100], info, secret); err == nil {
+		t.Fatal("seal.To accepted a truncated public key")
 	}
 
 	// Reseal to a client key; the client opens it with plain hpke.Open.

@@ -6,6 +6,8 @@ import (
 	"reflect"
 	"testing"
 	"unsafe"
+
+	"github.com/agentkeys/agentkeys/internal/seal"
 )
 
 // reachableBytes walks every value reachable from v — exported or not, through
@@ -116,7 +118,7 @@ func TestNoPlaintextKeptAfterOperations(t *testing.T) {
 	e := mustOpen(t, testConfig(t))
 	pt := []byte("sk-live-credential-plaintext-7f3a9c2e")
 	info := []byte("agentkeys/credential/v1|owner|*|svc")
-	ct, err := SealTo(publicBytes(t, e, "shielding/v1"), info, pt)
+	ct, err := seal.To(publicBytes(t, e, "shielding/v1"), info, pt)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -156,7 +158,7 @@ func TestPlaintextBufferZeroed(t *testing.T) {
 	e := mustOpen(t, testConfig(t))
 	pt := []byte("sk-live-credential-plaintext-5d1e")
 	info := []byte("i")
-	ct, err := SealTo(publicBytes(t, e, "shielding/v1"), info, pt)
+	ct, err := seal.To(publicBytes(t, e, "shielding/v1"), info, pt)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,6 +5,8 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+
+	"github.com/agentkeys/agentkeys/internal/seal"
 )
 
 // Private ledger fields. A few facts the broker must keep on the ledger (the
@@ -35,7 +37,7 @@ func (e *Enclave) SealPrivate(path, context string, plaintext []byte) ([]byte, e
 			return err
 		}
 		defer clear(pk)
-		out, err = sealBox(pk, []byte(context), plaintext)
+		out, err = seal.Box(pk, []byte(context), plaintext)
 		return err
 	})
 	return out, err
@@ -50,7 +52,7 @@ func (e *Enclave) OpenPrivate(path, context string, box []byte) ([]byte, error) 
 			return err
 		}
 		defer clear(pk)
-		if out, err = OpenSessionBox(pk, []byte(context), box); err != nil {
+		if out, err = seal.OpenBox(pk, []byte(context), box); err != nil {
 			return fmt.Errorf("enclave: OpenPrivate %s: the box does not open for this context", path)
 		}
 		return nil

@@ -2,13 +2,14 @@ package enclave
 
 import (
 	"bytes"
-	"crypto/hpke"
 	"crypto/sha256"
 	"fmt"
 	"reflect"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/agentkeys/agentkeys/internal/seal"
 )
 
 // cachedBox returns the sealed copy held for ciphertext ct.
@@ -29,7 +30,7 @@ func TestReadCacheServesReads(t *testing.T) {
 	e := mustOpen(t, testConfig(t))
 	pt := []byte("sk-live-read-cache-plaintext-91c0")
 	info := []byte("agentkeys/credential/v1|owner|*|svc")
-	ct, err := SealTo(publicBytes(t, e, "shielding/v1"), info, pt)
+	ct, err := seal.To(publicBytes(t, e, "shielding/v1"), info, pt)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,7 +56,7 @@ func TestReadCacheServesReads(t *testing.T) {
 		if err != nil {
 			t.Fatalf("a read with a sealed copy needed the shielding key: %v", err)
 		}
-		if got, err := hpke.Open(client, suiteKDF, suiteAEAD, []byte("r"), out); err != nil || !bytes.Equal(got, pt) {
+		if got, err := seal.Open(client, []byte("r"), out); err != nil || !bytes.Equal(got, pt) {
 			t.Fatalf("read gave %q, %v", got, err)
 		}
 	}
@@ -78,8 +79,8 @@ func TestReadCacheRefusesForeignCopy(t *testing.T) {
 	ptA := []byte("sk-credential-A-version-1-3e8d1f")
 	ptA2 := []byte("sk-credential-A-version-2-77b0c4")
 	ptB := []byte("sk-credential-B-version-1-c01d5a")
-	seal := func(info, pt []byte) []byte {
-		ct, err := SealTo(pub, info, pt)
+	sealFor := func(info, pt []byte) []byte {
+		ct, err := seal.To(pub, info, pt)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -88,7 +89,7 @@ func TestReadCacheRefusesForeignCopy(t *testing.T) {
 		}
 		return ct
 	}
-	ctA, ctA2, ctB := seal(infoA, ptA), seal(infoA, ptA2), seal(infoB, ptB)
+	ctA, ctA2, ctB := sealFor(infoA, ptA), sealFor(infoA, ptA2), sealFor(infoB, ptB)
 	plaintexts := [][]byte{ptA, ptA2, ptB}
 
 	client := mustClientKey(t)
@@ -96,7 +97,7 @@ func TestReadCacheRefusesForeignCopy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ck, err := hpke.Open(client, suiteKDF, suiteAEAD, []byte("ch"), wrapped)
+	ck, err := seal.Open(client, []byte("ch"), wrapped)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,7 +106,7 @@ func TestReadCacheRefusesForeignCopy(t *testing.T) {
 		if err != nil {
 			return nil, err
 		}
-		return OpenSessionBox(ck, nil, box)
+		return seal.OpenBox(ck, nil, box)
 	}
 
 	for _, tc := range []struct {
@@ -164,7 +165,7 @@ func TestReadCacheKeyStaysInside(t *testing.T) {
 		t.Fatal("the cache key is zero or shared between enclaves")
 	}
 	info := []byte("owner|*|svc")
-	ct, err := SealTo(publicBytes(t, e1, "shielding/v1"), info, []byte("sk-some-credential-value"))
+	ct, err := seal.To(publicBytes(t, e1, "shielding/v1"), info, []byte("sk-some-credential-value"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/agentkeys/agentkeys/internal/attest"
 )
 
 // TestReleaseSignature: with a release-signing key configured the enclave opens
@@ -77,17 +79,17 @@ func TestReleaseSignature(t *testing.T) {
 	c := cfg
 	c.Executable, c.SignerPublicKey = link, pub
 	e := mustOpen(t, c)
-	if m := e.Measurements(); m.Tier != TierProduction || m.MrSigner != sha256.Sum256(pub) || m.MrEnclave != digest {
+	if m := e.Measurements(); m.Tier != attest.TierProduction || m.MrSigner != sha256.Sum256(pub) || m.MrEnclave != digest {
 		t.Fatalf("measurements %+v", m)
 	}
-	if q := e.Quote([64]byte{}); q.Tier != TierProduction || VerifyQuote(q, e.PlatformPublicKey()) != nil {
+	if q := e.Quote([64]byte{}); q.Tier != attest.TierProduction || attest.Verify(q, e.PlatformPublicKey()) != nil {
 		t.Fatalf("quote %+v", q)
 	}
 	e.Close()
 	// Without a configured key the signature file plays no part: tier dev.
 	dev := testConfig(t)
 	signExecutable(t, dev.Executable)
-	if m := mustOpen(t, dev).Measurements(); m.Tier != TierDev {
+	if m := mustOpen(t, dev).Measurements(); m.Tier != attest.TierDev {
 		t.Fatalf("tier %s without --mrsigner-key", m.Tier)
 	}
 }

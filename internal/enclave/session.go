@@ -1,13 +1,12 @@
 package enclave
 
 import (
-	"crypto/cipher"
 	"crypto/hkdf"
-	"crypto/hpke"
-	"crypto/rand"
 	"crypto/sha256"
 	"errors"
 	"fmt"
+
+	"github.com/agentkeys/agentkeys/internal/seal"
 )
 
 // Session channels. Re-encrypting every credential read with hybrid HPKE costs
@@ -32,9 +31,9 @@ func channelKey(k *key, sid string) ([]byte, error) {
 // ML-KEM-768 + X25519 HPKE public key bytes) with info, for the client to keep
 // beside its session token.
 func (e *Enclave) SessionKeyTo(sid string, recipient, info []byte) ([]byte, error) {
-	pk, err := suiteKEM.NewPublicKey(recipient)
+	pk, err := seal.Recipient(recipient)
 	if err != nil {
-		return nil, fmt.Errorf("enclave: SessionKeyTo: recipient is not an ML-KEM-768 + X25519 HPKE public key: %w", err)
+		return nil, fmt.Errorf("enclave: SessionKeyTo: %w", err)
 	}
 	var out []byte
 	err = e.useKey("SessionKeyTo", ChannelPath, kindChannel, "session/*", func(k *key) error {
@@ -43,7 +42,7 @@ func (e *Enclave) SessionKeyTo(sid string, recipient, info []byte) ([]byte, erro
 			return err
 		}
 		defer clear(ck)
-		out, err = hpke.Seal(pk, suiteKDF, suiteAEAD, info, ck)
+		out, err = seal.ToKey(pk, info, ck)
 		return err
 	})
 	return out, err
@@ -66,44 +65,10 @@ func (e *Enclave) ResealToSession(path string, info, sealed []byte, sid string, 
 	defer clear(ck)
 	var out []byte
 	err = e.withPlaintext("ResealToSession", path, info, sealed, func(pt []byte) error {
-		out, err = sealBox(ck, aad, pt)
+		out, err = seal.Box(ck, aad, pt)
 		return err
 	})
 	return out, err
-}
-
-// OpenSessionBox opens a box made by ResealToSession with the channel key the
-// client received from SessionKeyTo. It is the client-side helper.
-func OpenSessionBox(channelKey, aad, box []byte) ([]byte, error) {
-	aead, err := channelGCM(channelKey)
-	if err != nil {
-		return nil, err
-	}
-	if len(box) < aead.NonceSize()+aead.Overhead() {
-		return nil, errors.New("enclave: session box is too short")
-	}
-	pt, err := aead.Open(nil, box[:aead.NonceSize()], box[aead.NonceSize():], aad)
-	if err != nil {
-		return nil, errors.New("enclave: session box does not open under this channel key")
-	}
-	return pt, nil
-}
-
-func channelGCM(key []byte) (cipher.AEAD, error) {
-	if len(key) != 32 {
-		return nil, errors.New("enclave: channel key must be 32 bytes")
-	}
-	return newGCM(key)
-}
-
-func sealBox(key, aad, pt []byte) ([]byte, error) {
-	aead, err := channelGCM(key)
-	if err != nil {
-		return nil, err
-	}
-	nonce := make([]byte, aead.NonceSize(), aead.NonceSize()+len(pt)+aead.Overhead())
-	rand.Read(nonce)
-	return aead.Seal(nonce, nonce, pt, aad), nil
 }
 
 // withPlaintext runs f with the plaintext of sealed, which is HPKE-sealed to
@@ -121,7 +86,7 @@ func (e *Enclave) withPlaintext(op, path string, info, sealed []byte, f func(pt 
 			return fmt.Errorf("enclave: %s %s: ciphertext does not open under this key and info: %w", op, path, err)
 		}
 		if !hit {
-			if pt, err = hpke.Open(k.shield, suiteKDF, suiteAEAD, info, sealed); err != nil {
+			if pt, err = seal.Open(k.shield, info, sealed); err != nil {
 				return fmt.Errorf("enclave: %s %s: ciphertext does not open under this key and info: %w", op, path, err)
 			}
 		}

@@ -2,15 +2,16 @@ package enclave
 
 import (
 	"bytes"
-	"crypto/hpke"
 	"testing"
+
+	"github.com/agentkeys/agentkeys/internal/seal"
 )
 
 func TestSessionChannel(t *testing.T) {
 	e := mustOpen(t, testConfig(t))
 	pub := publicBytes(t, e, "shielding/v1")
 	info, secret := []byte("owner|*|svc"), []byte("sk-session-channel-secret")
-	sealed, err := SealTo(pub, info, secret)
+	sealed, err := seal.To(pub, info, secret)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -19,7 +20,7 @@ func TestSessionChannel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ck, err := hpke.Open(client, suiteKDF, suiteAEAD, []byte("agentkeys/channel"), wrapped)
+	ck, err := seal.Open(client, []byte("agentkeys/channel"), wrapped)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -31,16 +32,16 @@ func TestSessionChannel(t *testing.T) {
 		if bytes.Contains(box, secret) {
 			t.Fatal("box contains the plaintext")
 		}
-		got, err := OpenSessionBox(ck, []byte("aad"), box)
+		got, err := seal.OpenBox(ck, []byte("aad"), box)
 		if err != nil || !bytes.Equal(got, secret) {
 			t.Fatalf("open: %q %v", got, err)
 		}
-		if _, err := OpenSessionBox(ck, []byte("other aad"), box); err == nil {
+		if _, err := seal.OpenBox(ck, []byte("other aad"), box); err == nil {
 			t.Fatal("box opened with another aad")
 		}
 	}
 	other, _ := e.ResealToSession("shielding/v1", info, sealed, "sid-2", []byte("aad"))
-	if _, err := OpenSessionBox(ck, []byte("aad"), other); err == nil {
+	if _, err := seal.OpenBox(ck, []byte("aad"), other); err == nil {
 		t.Fatal("sid-1's channel key opened sid-2's box")
 	}
 	if err := e.CheckSealed("shielding/v1", info, sealed); err != nil {
@@ -61,7 +62,7 @@ func TestSessionChannel(t *testing.T) {
 func BenchmarkResealToSession(b *testing.B) {
 	e := mustOpen(b, testConfig(b))
 	pub := publicBytes(b, e, "shielding/v1")
-	sealed, _ := SealTo(pub, []byte("i"), []byte("secret"))
+	sealed, _ := seal.To(pub, []byte("i"), []byte("secret"))
 	for b.Loop() {
 		if _, err := e.ResealToSession("shielding/v1", []byte("i"), sealed, "sid", nil); err != nil {
 			b.Fatal(err)

@@ -5,7 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/agentkeys/agentkeys/internal/oidc"
+	"github.com/agentkeys/agentkeys/internal/apiv1"
 )
 
 // The files the AWS documents are saved as.
@@ -56,7 +56,7 @@ func GenerateAWS(in AWSInput) (*AWS, error) {
 		in.Bucket = "agentkeys-" + in.Account
 	}
 	if in.Audience == "" {
-		in.Audience = oidc.AWSAudience
+		in.Audience = apiv1.AWSAudience
 	}
 	sub, err := SubPattern(in.Pin, in.MrEnclave, in.MrSigner)
 	if err != nil {
@@ -66,7 +66,7 @@ func GenerateAWS(in AWSInput) (*AWS, error) {
 		RoleARN: "arn:aws:iam::" + in.Account + ":role/" + in.RoleName, Audience: in.Audience, Bucket: in.Bucket}
 	cond := map[string]map[string]any{
 		"StringEquals": {host + ":aud": in.Audience},
-		"Null":         {"aws:RequestTag/" + oidc.TagUserWallet: "false"},
+		"Null":         {"aws:RequestTag/" + apiv1.TagUserWallet: "false"},
 	}
 	if sub != "" {
 		cond["StringLike"] = map[string]any{host + ":sub": sub}

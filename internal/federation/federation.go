@@ -11,11 +11,11 @@ import (
 	"net/url"
 	"strings"
 
-	"github.com/agentkeys/agentkeys/internal/oidc"
+	"github.com/agentkeys/agentkeys/internal/apiv1"
 )
 
 // WalletVar is the policy variable of the agent's wallet session tag.
-const WalletVar = "${aws:PrincipalTag/" + oidc.TagUserWallet + "}"
+const WalletVar = "${aws:PrincipalTag/" + apiv1.TagUserWallet + "}"
 
 // Policy is an IAM-style policy document.
 type Policy struct {
@@ -90,7 +90,7 @@ func StorageStatements(bucket string) []Statement {
 			Condition: map[string]map[string]any{"StringLike": {"s3:prefix": []string{WalletVar + "/*", WalletVar + "/"}}}},
 		{Sid: "AgentKeysObjectsInOwnPrefix", Effect: "Allow", Action: ObjectActions, Resource: []string{b + "/" + WalletVar + "/*"}},
 		{Sid: "AgentKeysDenyWithoutWalletTag", Effect: "Deny", Action: []string{"s3:*"}, Resource: []string{b, b + "/*"},
-			Condition: map[string]map[string]any{"Null": {"aws:PrincipalTag/" + oidc.TagUserWallet: "true"}}},
+			Condition: map[string]map[string]any{"Null": {"aws:PrincipalTag/" + apiv1.TagUserWallet: "true"}}},
 		{Sid: DenyOtherSid, Effect: "Deny", NotAction: append([]string{"s3:ListBucket"}, ObjectActions...), Resource: []string{b, b + "/*"}},
 	}
 }

@@ -5,7 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/agentkeys/agentkeys/internal/oidc"
+	"github.com/agentkeys/agentkeys/internal/apiv1"
 )
 
 // GCPInput configures a GCP workload identity pool provider.
@@ -38,7 +38,7 @@ func GenerateGCP(in GCPInput) (*GCP, error) {
 	aud := fmt.Sprintf("//iam.googleapis.com/projects/%s/locations/global/workloadIdentityPools/%s/providers/%s", in.ProjectNumber, in.Pool, in.Provider)
 	mapping := [][2]string{ // in the order the command lists them
 		{"google.subject", "assertion.sub"},
-		{"attribute.agentkeys_user_wallet", "assertion." + oidc.TagUserWallet},
+		{"attribute.agentkeys_user_wallet", "assertion." + apiv1.TagUserWallet},
 		{"attribute.agentkeys_owner_wallet", "assertion.agentkeys_owner_wallet"},
 		{"attribute.enclave_tier", "assertion.agentkeys_enclave_tier"},
 	}
@@ -48,7 +48,7 @@ func GenerateGCP(in GCPInput) (*GCP, error) {
 		m[kv[0]] = kv[1]
 		pairs = append(pairs, kv[0]+"="+kv[1])
 	}
-	cond := "has(assertion." + oidc.TagUserWallet + ")"
+	cond := "has(assertion." + apiv1.TagUserWallet + ")"
 	out := &GCP{Audience: aud, AttributeMapping: m, Condition: cond, Commands: []string{
 		fmt.Sprintf("gcloud iam workload-identity-pools create %s --project=%s --location=global --display-name=AgentKeys", in.Pool, in.Project),
 		fmt.Sprintf("gcloud iam workload-identity-pools providers create-oidc %s --project=%s --location=global --workload-identity-pool=%s --issuer-uri=%s --allowed-audiences=%s --attribute-mapping=%s --attribute-condition='%s'",
@@ -148,9 +148,9 @@ func GenerateK8s(in K8sInput) (map[string]any, error) {
 		"kind":       "AuthenticationConfiguration",
 		"jwt": []map[string]any{{
 			"issuer":               map[string]any{"url": in.Issuer, "audiences": []string{in.Audience}, "audienceMatchPolicy": "MatchAny"},
-			"claimValidationRules": []map[string]any{{"expression": "has(claims." + oidc.TagUserWallet + ")", "message": "an AgentKeys agent token"}},
+			"claimValidationRules": []map[string]any{{"expression": "has(claims." + apiv1.TagUserWallet + ")", "message": "an AgentKeys agent token"}},
 			"claimMappings": map[string]any{
-				"username": map[string]any{"expression": "'agentkeys:' + claims." + oidc.TagUserWallet},
+				"username": map[string]any{"expression": "'agentkeys:' + claims." + apiv1.TagUserWallet},
 				"groups":   map[string]any{"expression": "['agentkeys:owner:' + claims.agentkeys_owner_wallet]"},
 				"uid":      map[string]any{"claim": "sub"},
 			},

@@ -7,7 +7,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/agentkeys/agentkeys/internal/oidc"
+	"github.com/agentkeys/agentkeys/internal/apiv1"
 )
 
 // SeaweedFS defaults. SeaweedFS (`weed mini`) is a local S3 + STS server
@@ -177,8 +177,8 @@ func SeaweedIAMFromAWS(doc *AWS, issuer string, signingKey []byte) (*SeaweedIAM,
 					k = "oidc:aud"
 				case host + ":sub":
 					k = "oidc:sub"
-				case "aws:RequestTag/" + oidc.TagUserWallet:
-					k = "oidc:" + oidc.TagUserWallet
+				case "aws:RequestTag/" + apiv1.TagUserWallet:
+					k = "oidc:" + apiv1.TagUserWallet
 				default:
 					return nil, fmt.Errorf("trust condition key %q has no SeaweedFS spelling", k)
 				}
@@ -194,7 +194,7 @@ func SeaweedIAMFromAWS(doc *AWS, issuer string, signingKey []byte) (*SeaweedIAM,
 			SigningKey: base64.StdEncoding.EncodeToString(signingKey)},
 		Policy: SeaweedPolicyCfg{DefaultEffect: "Deny", StoreType: "memory"},
 		Providers: []SeaweedProvider{{Name: SeaweedProviderName, Type: "oidc", Enabled: true,
-			Config: SeaweedProviderConfig{Issuer: issuer, ClientID: doc.Audience, AllowedPrincipalTagKeys: []string{oidc.TagUserWallet}}}},
+			Config: SeaweedProviderConfig{Issuer: issuer, ClientID: doc.Audience, AllowedPrincipalTagKeys: []string{apiv1.TagUserWallet}}}},
 		Policies: []SeaweedPolicy{{Name: seaweedPolicy, Document: Policy{Version: "2012-10-17", Statement: storage}}},
 		Roles: []SeaweedRole{{RoleName: roleName, RoleArn: doc.RoleARN,
 			TrustPolicy: Policy{Version: "2012-10-17", Statement: trust}, AttachedPolicies: []string{seaweedPolicy}}},

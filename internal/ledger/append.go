@@ -42,9 +42,11 @@ func first(es []Entry, err error) (Entry, error) {
 	return es[0], nil
 }
 
-// Submit appends an entry signed outside the enclave (governance). It must link to
-// the current head; if the head moved the result is ErrConflict and the caller
-// re-signs against the new head.
+// Submit appends an entry signed outside the enclave (governance). An entry in
+// entry form must link to the current head; if the head moved the result is
+// ErrConflict and the caller re-signs against the new head. An entry in proposal
+// form (IsProposal) is placed at the head by the ledger: its seq, prev_hash,
+// time and salt are the ledger's.
 func (l *Ledger) Submit(ctx context.Context, e Entry) (Entry, error) {
 	return first(l.sendAll(ctx, &request{external: &e}))
 }

@@ -27,11 +27,14 @@ func (l *Ledger) prepare(reqs []*request, checkpoint bool) *batch {
 	// add admits e on top of the tip, folds it into the overlay into, and appends
 	// it to the batch, answered to r (nil: nobody waits for this entry).
 	add := func(r *request, e Entry, external bool, into *overlay, blob []byte) error {
-		if external {
+		if external && !IsProposal(&e) {
 			if err := l.checkExternal(e, head, empty); err != nil {
 				return err
 			}
-		} else {
+		} else { // the ledger places its own entries, and proposals (their signatures do not cover the place)
+			if e.Redacted() {
+				return fmt.Errorf("%w: a submitted entry carries its payload, not a commitment", ErrRejected)
+			}
 			e.Time = max(l.opts.Now().UnixNano(), head.Time)
 			if !empty {
 				e.Seq, e.PrevHash = head.Seq+1, head.Hash
@@ -47,7 +50,7 @@ func (l *Ledger) prepare(reqs []*request, checkpoint bool) *batch {
 		if external {
 			walletOf = l.schema.stateWallet(sub)
 		}
-		k, err := l.schema.admit(sub, &e, external, walletOf)
+		k, err := l.schema.admit(sub, &e, external, walletOf, govContext{ledgerID: l.ledgerID})
 		if err != nil {
 			return err
 		}
@@ -59,7 +62,7 @@ func (l *Ledger) prepare(reqs []*request, checkpoint bool) *batch {
 				return err
 			}
 		}
-		if err := k.Fold(sub, &e); err != nil {
+		if err := foldCore(k, sub, &e); err != nil {
 			return fmt.Errorf("%w: %w", ErrRejected, err) // callers may match the fold's own error
 		}
 		sub.mergeInto(into)

@@ -14,10 +14,15 @@ import (
 // writer and from 16 concurrent writers sharing group commits. Each Append returns
 // only after its entry is durable.
 func BenchmarkAppend(b *testing.B) {
+	benchAppend(b, func(b *testing.B) *fixture { return newFixture(b, ledger.Options{}, 1) })
+}
+
+// benchAppend runs BenchmarkAppend's cases on the fixtures newFix makes.
+func benchAppend(b *testing.B, newFix func(b *testing.B) *fixture) {
 	for _, origin := range []string{"enclave", "account"} {
 		for _, writers := range []int{1, 16} {
 			b.Run(fmt.Sprintf("origin=%s/writers=%d", origin, writers), func(b *testing.B) {
-				f := newFixture(b, ledger.Options{}, 1)
+				f := newFix(b)
 				from := ledger.OriginEnclave
 				if origin == "account" {
 					from = ledger.AccountOrigin(f.account(b, 0))

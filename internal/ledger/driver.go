@@ -5,8 +5,8 @@ import (
 	"errors"
 )
 
-// Driver stores entries and folded state. Implementations: sqlite (embedded) and,
-// later, postgres. Every driver must pass ledgertest.Run.
+// Driver stores entries and folded state. Implementations: sqlite (embedded) and
+// postgres (shared by several processes). Every driver must pass ledgertest.Run.
 type Driver interface {
 	Reader
 	// Head returns the newest entry's position; ok is false on an empty ledger.
@@ -35,3 +35,7 @@ type Write struct {
 
 // ErrConflict means the ledger head moved: the entries do not link to it.
 var ErrConflict = errors.New("ledger: head moved, entries do not link to it")
+
+// ErrUnreachable is wrapped by a driver's open when its store (a database server)
+// cannot be reached: the caller reports it as such, not as a broken store.
+var ErrUnreachable = errors.New("the ledger store is unreachable")

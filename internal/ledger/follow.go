@@ -108,6 +108,7 @@ func (l *Ledger) follow(ctx context.Context) (n int, err error) {
 	}()
 	for {
 		h := *l.head.Load()
+		began := l.opts.Now().UnixNano()
 		es, err := l.d.Entries(ctx, h.Seq+1, followBatch)
 		if err != nil {
 			return n, fmt.Errorf("ledger: following the store: %w", err)
@@ -134,6 +135,9 @@ func (l *Ledger) follow(ctx context.Context) (n int, err error) {
 			l.opts.OnCommit(es)
 		}
 		if bad != nil || len(es) < followBatch {
+			if bad == nil {
+				l.caughtUp.Store(began) // the store held nothing newer when this read began
+			}
 			return n, bad
 		}
 	}

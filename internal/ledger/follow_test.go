@@ -2,8 +2,11 @@ package ledger_test
 
 import (
 	"context"
+	"crypto/ed25519"
+	"encoding/hex"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -392,5 +395,106 @@ func TestAppendOnARolledBackStore(t *testing.T) {
 	}
 	if h, _, _ := f.d.Head(ctx); h.Seq != e.Seq-1 {
 		t.Fatalf("the store's head is %d after the refused append, want %d", h.Seq, e.Seq-1)
+	}
+}
+
+// unreadableDriver fails every read of entries while down: a store the
+// follower cannot reach.
+type unreadableDriver struct {
+	ledger.Driver
+	down atomic.Bool
+}
+
+func (d *unreadableDriver) Entries(ctx context.Context, from uint64, limit int) ([]ledger.Entry, error) {
+	if d.down.Load() {
+		return nil, errors.New("store unreachable")
+	}
+	return d.Driver.Entries(ctx, from, limit)
+}
+
+// TestLag: a following ledger's Lag stays within its poll interval while the
+// store answers, grows while it cannot be read (what /readyz bounds), and falls
+// back once a follow reaches the store's end again.
+func TestLag(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx := context.Background()
+		f := newFixture(t, ledger.Options{}, 1)
+		d, err := sqlite.Open(f.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ud := &unreadableDriver{Driver: d}
+		b, err := ledger.Open(ctx, ud, f.schema, f.s, ledger.Options{FollowEvery: time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer d.Close()
+		defer b.Close()
+		if lag := b.Lag(); lag != 0 {
+			t.Fatalf("lag right after Open = %v, want 0", lag)
+		}
+		if _, err := f.l.Append(ctx, ledger.OriginEnclave, "test.note", map[string]int{"N": 1}); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(1500 * time.Millisecond)
+		synctest.Wait()
+		if lag := b.Lag(); lag > time.Second || b.Head() != f.l.Head() {
+			t.Fatalf("after a poll: lag %v, head %d of %d; want ≤ 1s and caught up", lag, b.Head().Seq, f.l.Head().Seq)
+		}
+		ud.down.Store(true)
+		time.Sleep(5 * time.Second)
+		synctest.Wait()
+		if lag := b.Lag(); lag < 4*time.Second {
+			t.Fatalf("after 5 s of failed polls: lag %v, want it to grow past 4 s", lag)
+		}
+		ud.down.Store(false)
+		time.Sleep(time.Second)
+		synctest.Wait()
+		if lag := b.Lag(); lag > time.Second {
+			t.Fatalf("after the store answered again: lag %v, want ≤ 1s", lag)
+		}
+	})
+}
+
+// emptyOnceDriver reports an empty store at its first Head: another process
+// wrote genesis between this one's look and its own genesis commit.
+type emptyOnceDriver struct {
+	ledger.Driver
+	looked bool
+}
+
+func (d *emptyOnceDriver) Head(ctx context.Context) (ledger.Head, bool, error) {
+	if !d.looked {
+		d.looked = true
+		return ledger.Head{}, false, nil
+	}
+	return d.Driver.Head(ctx)
+}
+
+// TestGenesisRace: two processes starting on one empty store both write
+// genesis; the one that loses gets ErrConflict from Open (its caller starts
+// again on the other's chain), not a crash, and the store keeps one genesis.
+func TestGenesisRace(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, ledger.Options{}, 1)
+	before := f.l.Head()
+	d, err := sqlite.Open(f.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	l, err := ledger.Open(ctx, &emptyOnceDriver{Driver: d}, f.schema, f.s, ledger.Options{Genesis: func() (*ledger.Genesis, error) {
+		return &ledger.Genesis{MrEnclave: "aa", MrSigner: "bb", Tier: "dev",
+			Governance: ledger.Governance{Threshold: 1, Keys: []string{hex.EncodeToString(f.gov[0].Public().(ed25519.PublicKey))}}}, nil
+	}})
+	if err == nil {
+		l.Close()
+		t.Fatal("a second genesis was written over an existing one")
+	}
+	if !errors.Is(err, ledger.ErrConflict) {
+		t.Fatalf("losing the genesis race: %v, want ErrConflict", err)
+	}
+	if h, _, _ := d.Head(ctx); h != before {
+		t.Fatalf("the store's head moved to %+v", h)
 	}
 }

@@ -118,8 +118,14 @@ type Ledger struct {
 
 	salts salter // payload-commitment salts; used by the preparer only
 
-	head  atomic.Pointer[Head] // last durable entry the committer delivered to OnCommit
-	cache *stateCache          // committed state, write-through
+	ledgerID Hash // hash of the genesis entry: what governance proposals are bound to
+
+	head atomic.Pointer[Head] // last durable entry the committer delivered to OnCommit
+	// caughtUp is when (opts.Now, unix ns) a read of the store last began that
+	// found nothing after the local head: a follow that reached the end, or a
+	// commit the store accepted on top of it. See Lag.
+	caughtUp atomic.Int64
+	cache    *stateCache // committed state, write-through
 
 	mu      sync.Mutex
 	pending []*batch // prepared but not yet committed, oldest first
@@ -188,6 +194,11 @@ func Open(ctx context.Context, d Driver, s Schema, signer Signer, opts Options) 
 		if g.LedgerKey != signer.LedgerKey() {
 			return nil, fmt.Errorf("%w (ledger has %s…, enclave has %s…)", ErrForeignLedger, g.LedgerKey[:16], signer.LedgerKey()[:16])
 		}
+		first, err := d.Entries(ctx, 0, 1)
+		if err != nil || len(first) != 1 {
+			return nil, fmt.Errorf("ledger: reading genesis: %v", err)
+		}
+		l.ledgerID = first[0].Hash()
 		l.head.Store(&h)
 		if st := opts.Start; st != nil {
 			if st.Seq > h.Seq {
@@ -222,10 +233,13 @@ func Open(ctx context.Context, d Driver, s Schema, signer Signer, opts Options) 
 		if b := l.prepare([]*request{r}, false); b != nil {
 			l.commit([]*batch{b})
 		}
-		if res := <-r.done; res.err != nil || len(res.es) != 1 {
+		res := <-r.done
+		if res.err != nil || len(res.es) != 1 {
 			return nil, fmt.Errorf("ledger: writing genesis: %w", res.err)
 		}
+		l.ledgerID = res.es[0].Hash()
 	}
+	l.caughtUp.Store(opts.Now().UnixNano()) // the store was read, or written, just now
 	committed := make(chan struct{})
 	l.signers()
 	go l.commitLoop(committed)
@@ -236,8 +250,21 @@ func Open(ctx context.Context, d Driver, s Schema, signer Signer, opts Options) 
 	return l, nil
 }
 
+// ID is the ledger's identity: the hash of its genesis entry. Governance
+// proposals are bound to it.
+func (l *Ledger) ID() Hash { return l.ledgerID }
+
 // Head returns the position of the newest durable entry.
 func (l *Ledger) Head() Head { return *l.head.Load() }
+
+// Lag is how long ago (by Options.Now) the ledger last knew it held every entry
+// in the store: when a follow that reached the store's end, or a commit the store
+// accepted on the local head, began. Entries another process committed since may
+// not have reached OnCommit yet. With FollowEvery set it stays below about that
+// interval while the store answers; it grows while the store cannot be read.
+func (l *Ledger) Lag() time.Duration {
+	return time.Duration(l.opts.Now().UnixNano() - l.caughtUp.Load())
+}
 
 // Entries returns up to limit durable entries from seq from.
 func (l *Ledger) Entries(ctx context.Context, from uint64, limit int) ([]Entry, error) {

@@ -117,16 +117,23 @@ func testSchema() ledger.Schema {
 
 type fixture struct {
 	l      *ledger.Ledger
-	d      *sqlite.Driver
+	d      ledger.Driver
 	s      *testSigner
 	gov    []ed25519.PrivateKey
 	path   string
 	schema ledger.Schema
+	store  func() (ledger.Driver, error) // opens the store again; nil: the SQLite file at path
 }
 
 func newFixture(t testing.TB, opts ledger.Options, threshold int) *fixture {
 	t.Helper()
-	f := &fixture{s: newTestSigner(), path: filepath.Join(t.TempDir(), "ledger.db"), schema: testSchema()}
+	return newFixtureOn(t, opts, threshold, nil)
+}
+
+// newFixtureOn is newFixture on the store that store opens (nil: a SQLite file).
+func newFixtureOn(t testing.TB, opts ledger.Options, threshold int, store func() (ledger.Driver, error)) *fixture {
+	t.Helper()
+	f := &fixture{s: newTestSigner(), path: filepath.Join(t.TempDir(), "ledger.db"), schema: testSchema(), store: store}
 	var keys []string
 	for i := range 3 {
 		k := ed25519.NewKeyFromSeed(append(make([]byte, 31), byte(i+1)))
@@ -143,7 +150,13 @@ func newFixture(t testing.TB, opts ledger.Options, threshold int) *fixture {
 
 func (f *fixture) open(t testing.TB, opts ledger.Options) {
 	t.Helper()
-	d, err := sqlite.Open(f.path)
+	var d ledger.Driver
+	var err error
+	if f.store != nil {
+		d, err = f.store()
+	} else {
+		d, err = sqlite.Open(f.path)
+	}
 	if err != nil {
 		t.Fatal(err)
 	}

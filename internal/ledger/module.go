@@ -26,7 +26,7 @@ type Module struct {
 // panics, as http.ServeMux does on conflicting patterns.
 func NewSchema(mods ...Module) Schema {
 	s := Schema{Kinds: map[string]Kind{}}
-	by := map[string]string{KindGenesis: "ledger", KindCheckpoint: "ledger"}
+	by := map[string]string{KindGenesis: "ledger", KindCheckpoint: "ledger", KindGovernanceSet: "ledger"}
 	for _, m := range mods {
 		for _, name := range slices.Sorted(maps.Keys(m.Kinds)) {
 			if other, dup := by[name]; dup {

@@ -134,10 +134,14 @@ func (l *Ledger) commit(group []*batch) {
 		}
 		if err == nil {
 			l.cache.apply(list)
-		} else if errors.Is(err, ErrConflict) {
+			l.caughtUp.Store(start.UnixNano()) // the store's head was the local head
+		} else if errors.Is(err, ErrConflict) && l.head.Load() != nil {
 			// Another process committed first: follow it now, so that these
 			// appends, prepared again (retryable), build on its entries. If
 			// the store cannot be followed, retrying is futile: say why.
+			// (Without a local head this was genesis, and another process
+			// wrote one first: Open answers ErrConflict, its caller starts
+			// again on that chain.)
 			switch n, ferr := l.follow(context.Background()); {
 			case ferr != nil:
 				err = ferr

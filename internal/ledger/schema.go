@@ -98,19 +98,8 @@ func (g *Genesis) validate() error {
 	if k, err := hex.DecodeString(g.LedgerKey); err != nil || len(k) != ed25519.PublicKeySize {
 		return errors.New("genesis: ledger_key must be a hex ed25519 public key")
 	}
-	gv := g.Governance
-	if gv.Threshold < 1 || gv.Threshold > len(gv.Keys) {
-		return fmt.Errorf("genesis: governance threshold %d of %d keys is impossible", gv.Threshold, len(gv.Keys))
-	}
-	seen := map[string]bool{}
-	for _, k := range gv.Keys {
-		if b, err := hex.DecodeString(k); err != nil || len(b) != ed25519.PublicKeySize {
-			return errors.New("genesis: governance keys must be hex ed25519 public keys")
-		}
-		if seen[k] {
-			return errors.New("genesis: duplicate governance key")
-		}
-		seen[k] = true
+	if err := g.Governance.validate(); err != nil {
+		return fmt.Errorf("genesis: %w", err)
 	}
 	return nil
 }
@@ -171,9 +160,17 @@ func (s Schema) kind(name string) (Kind, bool) {
 		return Kind{Origins: FromEnclave, Public: true, Fold: foldGenesis}, true
 	case KindCheckpoint:
 		return Kind{Origins: FromEnclave, Public: true, Fold: foldCheckpoint}, true
+	case KindGovernanceSet:
+		return Kind{Origins: FromGovernance, Public: true, Fold: foldGovernanceSet}, true
 	}
 	k, ok := s.Kinds[name]
 	return k, ok
+}
+
+// CoreKind reports whether the ledger core declares kind itself (genesis,
+// checkpoint, governance.set) rather than a module.
+func CoreKind(name string) bool {
+	return name == KindGenesis || name == KindCheckpoint || name == KindGovernanceSet
 }
 
 // Public reports whether entries of kind may be served to anyone in full; unknown

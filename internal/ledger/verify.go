@@ -6,6 +6,7 @@ import (
 	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -51,8 +52,9 @@ func originSet(origin string) (OriginSet, error) {
 // outside, and every entry under verification) also the entry's form (a canonical
 // payload, or a redacted one) and that the signature is the origin's. Entries the
 // ledger builds itself have canonical payloads by construction (MarshalPayload).
-// st supplies genesis; walletOf the wallet of an account origin.
-func (s Schema) admit(st State, e *Entry, checkSig bool, walletOf func(omni string) (string, error)) (Kind, error) {
+// st supplies genesis; walletOf the wallet of an account origin; gc what
+// governance signatures are checked against.
+func (s Schema) admit(st State, e *Entry, checkSig bool, walletOf func(omni string) (string, error), gc govContext) (Kind, error) {
 	k, ok := s.kind(e.Kind)
 	if !ok {
 		return k, fmt.Errorf("%w %q", ErrUnknownKind, e.Kind)
@@ -65,10 +67,10 @@ func (s Schema) admit(st State, e *Entry, checkSig bool, walletOf func(omni stri
 		return k, fmt.Errorf("%w: %s may not submit %q", ErrOrigin, e.Origin, e.Kind)
 	}
 	if checkSig { // entries from outside: the entry's form and the signature
-		if err := e.checkForm(); err != nil {
+		if err := e.CheckForm(); err != nil {
 			return k, err
 		}
-		if err := s.checkSig(st, e, set, walletOf); err != nil {
+		if err := s.checkSig(st, e, set, walletOf, gc); err != nil {
 			return k, err
 		}
 	}
@@ -89,7 +91,7 @@ func (s Schema) stateWallet(st State) func(string) (string, error) {
 	}
 }
 
-func (s Schema) checkSig(st State, e *Entry, set OriginSet, walletOf func(string) (string, error)) error {
+func (s Schema) checkSig(st State, e *Entry, set OriginSet, walletOf func(string) (string, error), gc govContext) error {
 	h := e.Hash()
 	var g *Genesis
 	if e.Seq == 0 && e.Kind == KindGenesis {
@@ -113,7 +115,14 @@ func (s Schema) checkSig(st State, e *Entry, set OriginSet, walletOf func(string
 			return fmt.Errorf("%w: not signed by the enclave ledger key", ErrSignature)
 		}
 	case FromGovernance:
-		return verifyGovernance(g.Governance, e, h)
+		if gc.set != nil {
+			return verifyGovernance(*gc.set, gc, e, h)
+		}
+		gv, err := CurrentGovernance(st)
+		if err != nil {
+			return err
+		}
+		return verifyGovernance(gv, gc, e, h)
 	case FromAccount:
 		omni, _ := AccountOf(e.Origin)
 		addr, err := walletOf(omni)
@@ -130,41 +139,6 @@ func (s Schema) checkSig(st State, e *Entry, set OriginSet, walletOf func(string
 	return nil
 }
 
-// GovernanceSigSize is the size of one governance signature: key || ed25519 signature.
-const GovernanceSigSize = ed25519.PublicKeySize + ed25519.SignatureSize
-
-// SignGovernance appends one governance key's signature to e.Sig; callers sign with
-// as many keys as the threshold needs.
-func SignGovernance(e *Entry, key ed25519.PrivateKey) {
-	e.Signer = OriginGovernance
-	h := e.Hash()
-	e.Sig = append(e.Sig, key.Public().(ed25519.PublicKey)...)
-	e.Sig = append(e.Sig, ed25519.Sign(key, h[:])...)
-}
-
-func verifyGovernance(gv Governance, e *Entry, h Hash) error {
-	if e.Signer != OriginGovernance || len(e.Sig) == 0 || len(e.Sig)%GovernanceSigSize != 0 {
-		return fmt.Errorf("%w: governance entries carry key||signature pairs", ErrSignature)
-	}
-	allowed := map[string]bool{}
-	for _, k := range gv.Keys {
-		allowed[k] = true
-	}
-	valid := map[string]bool{}
-	for part := range slices.Chunk(e.Sig, GovernanceSigSize) {
-		pub, sig := part[:ed25519.PublicKeySize], part[ed25519.PublicKeySize:]
-		k := hex.EncodeToString(pub)
-		if !allowed[k] || !ed25519.Verify(pub, h[:], sig) {
-			return fmt.Errorf("%w: signature by a key that is not a valid governance signature", ErrSignature)
-		}
-		valid[k] = true
-	}
-	if len(valid) < gv.Threshold {
-		return fmt.Errorf("%w: %d of %d required governance signatures", ErrSignature, len(valid), gv.Threshold)
-	}
-	return nil
-}
-
 // Verifier walks a chain from genesis and checks links, hashes, origins and
 // signatures; depending on how it was made it also re-folds the state.
 type Verifier struct {
@@ -176,7 +150,8 @@ type Verifier struct {
 	next     uint64
 	prev     Hash
 	prevTime int64
-	Count    uint64 // entries verified so far
+	gov      govContext // the ledger's identity and the governance set at this point of the chain
+	Count    uint64     // entries verified so far
 	// Opened counts, in public mode, the private entries that came with their
 	// payload (an owner's own, or format-1 entries) and were checked against it.
 	Opened uint64
@@ -245,7 +220,7 @@ func (v *Verifier) Check(e *Entry) error {
 	if v.mode == modePublic {
 		walletOf = v.boundWallet(e)
 	}
-	k, err := v.schema.admit(v.st, e, true, walletOf)
+	k, err := v.schema.admit(v.st, e, true, walletOf, v.gov)
 	if err != nil {
 		return fail(err)
 	}
@@ -260,14 +235,40 @@ func (v *Verifier) Check(e *Entry) error {
 		return fail(fmt.Errorf("private kind %q written without a payload commitment after the chain switched to commitments", e.Kind))
 	}
 	if v.mode == modeRefold || v.mode == modePublic && k.Public {
-		if err := k.Fold(v.st, e); err != nil {
+		if err := foldCore(k, v.st, e); err != nil {
 			return fail(fmt.Errorf("%w: %v", ErrRejected, err))
 		}
 	} else if v.mode == modePublic && !e.Redacted() {
 		v.Opened++
 	}
+	if err := v.followGovernance(e); err != nil {
+		return fail(err)
+	}
 	v.next, v.prev, v.prevTime = e.Seq+1, e.Hash(), e.Time
 	v.Count++
+	return nil
+}
+
+// followGovernance tracks the ledger's identity and the governance set along the
+// chain itself: a link verifier reads final state, in which a later
+// governance.set would stand for the set that signed earlier entries.
+func (v *Verifier) followGovernance(e *Entry) error {
+	var gv Governance
+	switch e.Kind {
+	case KindGenesis:
+		var g Genesis
+		if err := json.Unmarshal(e.Payload, &g); err != nil {
+			return fmt.Errorf("genesis payload: %w", err)
+		}
+		v.gov.ledgerID, gv = e.Hash(), g.Governance
+	case KindGovernanceSet:
+		if err := json.Unmarshal(e.Payload, &gv); err != nil {
+			return fmt.Errorf("governance.set payload: %w", err)
+		}
+	default:
+		return nil
+	}
+	v.gov.set = &gv
 	return nil
 }
 

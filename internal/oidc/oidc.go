@@ -15,17 +15,15 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/agentkeys/agentkeys/internal/apiv1"
 )
 
 // Tag keys and claim names.
 const (
-	TagUserWallet = "agentkeys_user_wallet"
 	ClaimAWSTags  = "https://aws.amazon.com/tags"
 	ClaimFlatTags = "https://aws.amazon.com/tags/principal_tags"
 )
-
-// AWSAudience is the audience AWS STS expects.
-const AWSAudience = "sts.amazonaws.com"
 
 // Token lifetimes.
 const (
@@ -37,7 +35,7 @@ const (
 // Tags are the principal tags of a token (values are arrays: AWS only turns
 // them into session tags that way).
 type Tags struct {
-	UserWallet []string `json:"agentkeys_user_wallet"` // key TagUserWallet
+	UserWallet []string `json:"agentkeys_user_wallet"` // key apiv1.TagUserWallet
 }
 
 // AWSTags is the value of the https://aws.amazon.com/tags claim: AWS turns it
@@ -97,59 +95,27 @@ func NewClaims(issuer, audience string, id Identity, enc Enclave, now, ttl int64
 	return Claims{Issuer: issuer, Subject: Subject(enc.MrEnclave, enc.MrSigner, id.Role, w), Audience: audience,
 		IssuedAt: now, NotBefore: now, Expiry: now + ttl, ID: base64.RawURLEncoding.EncodeToString(b[:]),
 		UserWallet: w, OwnerWallet: strings.ToLower(id.OwnerWallet), Omni: id.Omni, Tier: enc.Tier,
-		AWSTags:  AWSTags{PrincipalTags: tags, TransitiveTagKeys: []string{TagUserWallet}},
+		AWSTags:  AWSTags{PrincipalTags: tags, TransitiveTagKeys: []string{apiv1.TagUserWallet}},
 		FlatTags: tags}
 }
 
-// Discovery is the body of /.well-known/openid-configuration.
-type Discovery struct {
-	Issuer          string   `json:"issuer"`
-	JWKSURI         string   `json:"jwks_uri"`
-	ResponseTypes   []string `json:"response_types_supported"`
-	SubjectTypes    []string `json:"subject_types_supported"`
-	SigningAlgs     []string `json:"id_token_signing_alg_values_supported"`
-	ClaimsSupported []string `json:"claims_supported"`
-}
-
-// JWKSPath is where the key set is served.
-const JWKSPath = "/.well-known/jwks.json"
-
-// DiscoveryPath is where the discovery document is served.
-const DiscoveryPath = "/.well-known/openid-configuration"
-
 // NewDiscovery returns the discovery document of issuer (no trailing slash).
-func NewDiscovery(issuer string) Discovery {
-	return Discovery{Issuer: issuer, JWKSURI: issuer + JWKSPath, ResponseTypes: []string{"id_token"},
+func NewDiscovery(issuer string) apiv1.Discovery {
+	return apiv1.Discovery{Issuer: issuer, JWKSURI: issuer + apiv1.JWKSPath, ResponseTypes: []string{"id_token"},
 		SubjectTypes: []string{"public"}, SigningAlgs: []string{"ES256"}, ClaimsSupported: ClaimsSupported}
 }
 
-// JWK is one published public key.
-type JWK struct {
-	Kty string `json:"kty"`
-	Crv string `json:"crv"`
-	X   string `json:"x"`
-	Y   string `json:"y"`
-	Kid string `json:"kid"`
-	Alg string `json:"alg"`
-	Use string `json:"use"`
-}
-
-// JWKS is the body of /.well-known/jwks.json.
-type JWKS struct {
-	Keys []JWK `json:"keys"`
-}
-
 // NewJWK returns the JWK of a P-256 public key (hex uncompressed point).
-func NewJWK(kid, publicHex string) (JWK, error) {
+func NewJWK(kid, publicHex string) (apiv1.JWK, error) {
 	b, err := hex.DecodeString(publicHex)
 	if err != nil {
-		return JWK{}, fmt.Errorf("oidc: public key is not hex: %w", err)
+		return apiv1.JWK{}, fmt.Errorf("oidc: public key is not hex: %w", err)
 	}
 	if _, err := ecdsa.ParseUncompressedPublicKey(elliptic.P256(), b); err != nil {
-		return JWK{}, errors.New("oidc: public key is not a 65-byte uncompressed P-256 point")
+		return apiv1.JWK{}, errors.New("oidc: public key is not a 65-byte uncompressed P-256 point")
 	}
 	enc := base64.RawURLEncoding.EncodeToString
-	return JWK{Kty: "EC", Crv: "P-256", X: enc(b[1:33]), Y: enc(b[33:]), Kid: kid, Alg: "ES256", Use: "sig"}, nil
+	return apiv1.JWK{Kty: "EC", Crv: "P-256", X: enc(b[1:33]), Y: enc(b[33:]), Kid: kid, Alg: "ES256", Use: "sig"}, nil
 }
 
 // SignerFunc signs a JWS signing input with the enclave key at path (ES256, r||s).

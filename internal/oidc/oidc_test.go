@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/agentkeys/agentkeys/internal/apiv1"
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
 )
@@ -40,8 +41,8 @@ func TestClaimsSupportedIsExact(t *testing.T) {
 	}
 	// The wire shape relying parties read (relying-party.md): arrays under the tag key.
 	for _, want := range []string{
-		`"https://aws.amazon.com/tags":{"principal_tags":{"` + TagUserWallet + `":["0xabcdef"]},"transitive_tag_keys":["` + TagUserWallet + `"]}`,
-		`"https://aws.amazon.com/tags/principal_tags":{"` + TagUserWallet + `":["0xabcdef"]}`,
+		`"https://aws.amazon.com/tags":{"principal_tags":{"` + apiv1.TagUserWallet + `":["0xabcdef"]},"transitive_tag_keys":["` + apiv1.TagUserWallet + `"]}`,
+		`"https://aws.amazon.com/tags/principal_tags":{"` + apiv1.TagUserWallet + `":["0xabcdef"]}`,
 	} {
 		if !strings.Contains(string(b), want) {
 			t.Fatalf("token claims %s lack %s", b, want)

@@ -9,7 +9,8 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/agentkeys/agentkeys/internal/enclave"
+	"github.com/agentkeys/agentkeys/internal/apiv1"
+	"github.com/agentkeys/agentkeys/internal/attest"
 	"github.com/agentkeys/agentkeys/internal/ledger"
 	"github.com/agentkeys/agentkeys/internal/oidc"
 )
@@ -19,7 +20,7 @@ import (
 const (
 	KindOidcKeyRegister = "oidc.key.register"
 	KindOidcKeyRevoke   = "oidc.key.revoke"
-	KindOidcRotate      = "oidc.rotate"
+	KindOidcRotate      = apiv1.OIDCRotateKind
 )
 
 const (
@@ -32,15 +33,15 @@ const (
 
 // OidcKey is one OIDC issuer key on the ledger.
 type OidcKey struct {
-	Kid           string        `json:"kid"`
-	Path          string        `json:"path"` // oidc/issuer/vN
-	Version       int           `json:"version"`
-	JWK           oidc.JWK      `json:"jwk"`
-	Public        string        `json:"public"` // hex uncompressed point
-	Quote         enclave.Quote `json:"quote"`  // report_data = OidcKeyReportData(kid, public)
-	ActiveFrom    int64         `json:"active_from"`
-	ActiveUntil   int64         `json:"active_until,omitempty"` // 0 = open-ended; else withdrawn from JWKS at this time
-	RevokedReason string        `json:"revoked_reason,omitempty"`
+	Kid           string       `json:"kid"`
+	Path          string       `json:"path"` // oidc/issuer/vN
+	Version       int          `json:"version"`
+	JWK           apiv1.JWK    `json:"jwk"`
+	Public        string       `json:"public"` // hex uncompressed point
+	Quote         attest.Quote `json:"quote"`  // report_data = OidcKeyReportData(kid, public)
+	ActiveFrom    int64        `json:"active_from"`
+	ActiveUntil   int64        `json:"active_until,omitempty"` // 0 = open-ended; else withdrawn from JWKS at this time
+	RevokedReason string       `json:"revoked_reason,omitempty"`
 }
 
 // Active reports whether k is published at unix time now (current or retiring).
@@ -75,12 +76,6 @@ type OidcRevoke struct {
 	Reason string `json:"reason"`
 }
 
-// OidcRotate is the payload of oidc.rotate: the operator's request.
-type OidcRotate struct {
-	WindowSeconds int64  `json:"window_seconds"`
-	Nonce         string `json:"nonce"`
-}
-
 // OidcKeyReportData is the report data a registered key's quote commits to.
 func OidcKeyReportData(kid, public string) [64]byte {
 	var rd [64]byte
@@ -99,7 +94,7 @@ func checkOidcKey(k OidcKey) error {
 		return errors.New("path must be oidc/issuer/v<version>")
 	}
 	pub, err := hex.DecodeString(k.Public)
-	if err != nil || enclave.Kid(k.Path, pub) != k.Kid {
+	if err != nil || attest.Kid(k.Path, pub) != k.Kid {
 		return errors.New("kid does not match path and public key")
 	}
 	jwk, err := oidc.NewJWK(k.Kid, k.Public)
@@ -110,7 +105,7 @@ func checkOidcKey(k OidcKey) error {
 	if err != nil || len(pk) != ed25519.PublicKeySize {
 		return errors.New("quote has no platform key")
 	}
-	if err := enclave.VerifyQuote(k.Quote, pk); err != nil {
+	if err := attest.Verify(k.Quote, pk); err != nil {
 		return fmt.Errorf("quote: %w", err)
 	}
 	rd := OidcKeyReportData(k.Kid, k.Public)
@@ -176,7 +171,7 @@ func foldOidcRevoke(st ledger.State, e *ledger.Entry) error {
 }
 
 func foldOidcRotate(_ ledger.State, e *ledger.Entry) error {
-	var r OidcRotate
+	var r apiv1.OIDCRotate
 	if err := ledger.DecodeStrict(e.Payload, &r); err != nil {
 		return err
 	}

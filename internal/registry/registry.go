@@ -1,6 +1,7 @@
 // Package registry holds the chain-anchored registries of §10 as ledger kinds: the
 // authorized successor mrsigners (at most 8), changed only by governance, and the
-// OIDC issuer keys (registered by the enclave, revoked by governance). It folds
+// OIDC issuer keys (registered by the enclave, revoked by governance), and the
+// session-token key versions (rotated by governance). It folds
 // entries into state and reads them back; it never signs anything.
 package registry
 
@@ -46,6 +47,7 @@ var Module = ledger.Module{
 		KindOidcKeyRegister:      {Origins: ledger.FromEnclave, Public: true, Fold: foldOidcRegister},
 		KindOidcKeyRevoke:        {Origins: ledger.FromGovernance, Public: true, Fold: foldOidcRevoke},
 		KindOidcRotate:           {Origins: ledger.FromGovernance, Public: true, Fold: foldOidcRotate},
+		KindSessionKeyRotate:     {Origins: ledger.FromGovernance, Public: true, Fold: foldSessionKeyRotate},
 	},
 }
 

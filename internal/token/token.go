@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/agentkeys/agentkeys/internal/attest"
 	"github.com/agentkeys/agentkeys/internal/enclave"
 )
 
@@ -78,7 +79,7 @@ func (c *Claims) clone() *Claims {
 // public description of a key. *enclave.Enclave implements it.
 type Signer interface {
 	SignES256(path string, signingInput []byte) ([]byte, error)
-	PublicKey(path string) (enclave.KeyInfo, error)
+	PublicKey(path string) (attest.KeyInfo, error)
 }
 
 // Options configures NewIssuer.

@@ -8,8 +8,8 @@ package vault
 import (
 	"errors"
 	"fmt"
-	"regexp"
 
+	"github.com/agentkeys/agentkeys/internal/apiv1"
 	"github.com/agentkeys/agentkeys/internal/ledger"
 )
 
@@ -22,26 +22,6 @@ const (
 	KindRequested = "approval.requested"
 	KindGranted   = "approval.granted"
 )
-
-// OwnerWide is the agent field of a credential shared by scope with every agent.
-const OwnerWide = "*"
-
-// Approval policies of a credential.
-const (
-	ApprovalNone     = "none"
-	ApprovalRequired = "required"
-)
-
-// NamePattern is the rule of ValidName as a regular expression (Go and
-// ECMA-262 alike, for JSON Schemas).
-const NamePattern = `^[a-z0-9][a-z0-9._-]{0,62}$`
-
-var nameRE = regexp.MustCompile(NamePattern)
-
-// ValidName reports whether s is a valid service name or agent alias: 1–63
-// characters of lowercase letters, digits, '.', '_' and '-', starting with a
-// letter or digit.
-func ValidName(s string) bool { return nameRE.MatchString(s) }
 
 // Credential is the state record of a stored credential (no ciphertext).
 type Credential struct {
@@ -142,10 +122,10 @@ func foldStored(st ledger.State, e *ledger.Entry) error {
 	if err := actorOf(e, c.Owner); err != nil {
 		return err
 	}
-	if !ValidName(c.Service) || (c.Agent != OwnerWide && !ValidName(c.Agent)) {
+	if !apiv1.ValidName(c.Service) || (c.Agent != apiv1.OwnerWide && !apiv1.ValidName(c.Agent)) {
 		return errors.New("invalid service or agent name")
 	}
-	if c.Approval != ApprovalNone && c.Approval != ApprovalRequired {
+	if c.Approval != apiv1.ApprovalNone && c.Approval != apiv1.ApprovalRequired {
 		return errors.New("approval must be none or required")
 	}
 	if len(c.CiphertextHash) != 64 {
@@ -189,7 +169,7 @@ func foldRead(st ledger.State, e *ledger.Entry) error {
 	if !ok || r.Version < 1 || r.Version > c.Version {
 		return errors.New("no such credential version")
 	}
-	if c.Approval == ApprovalRequired {
+	if c.Approval == apiv1.ApprovalRequired {
 		a, ok, err := GetApproval(st, r.Owner, r.ApprovalID)
 		if err != nil {
 			return err

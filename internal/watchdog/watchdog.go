@@ -1,6 +1,6 @@
 // Package watchdog watches an issuer's served JWKS against the OIDC keys the
 // ledger vouches for (§10.2). Each round it reads the JWKS and the registry
-// (verified from the chain by chainkeys, never taken on a server's word); a
+// (verified from the chain by audit, never taken on a server's word); a
 // served key the ledger does not vouch for — unknown, revoked, retired, or a
 // known kid with other key material — is drift: one JWKS_URL_DRIFT_DETECTED log
 // line and a metric, then, once per kid, a governance revoke of the kid, the
@@ -24,8 +24,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/agentkeys/agentkeys/internal/apiv1"
 	"github.com/agentkeys/agentkeys/internal/backoff"
-	"github.com/agentkeys/agentkeys/internal/oidc"
 	"github.com/agentkeys/agentkeys/internal/registry"
 )
 
@@ -45,7 +45,7 @@ const (
 	MaxKeys = 64
 )
 
-// Registry is the verified registry (a *chainkeys.View).
+// Registry is the verified registry (a *audit.View).
 type Registry interface {
 	Active(ctx context.Context, now time.Time) (map[string]registry.OidcKey, error)
 	Revoked(kid string) (bool, error)
@@ -273,7 +273,7 @@ func (w *Watchdog) post(ctx context.Context, body []byte) error {
 	return nil
 }
 
-func (w *Watchdog) fetchJWKS(ctx context.Context) ([]oidc.JWK, error) {
+func (w *Watchdog) fetchJWKS(ctx context.Context) ([]apiv1.JWK, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, w.cfg.JWKSURL, nil)
 	if err != nil {
 		return nil, err
@@ -293,7 +293,7 @@ func (w *Watchdog) fetchJWKS(ctx context.Context) ([]oidc.JWK, error) {
 	if len(b) > MaxJWKS {
 		return nil, fmt.Errorf("JWKS is larger than %d bytes", MaxJWKS)
 	}
-	var doc oidc.JWKS
+	var doc apiv1.JWKS
 	if err := json.Unmarshal(b, &doc); err != nil {
 		return nil, errors.New("JWKS is not a JSON key set")
 	}
@@ -312,7 +312,7 @@ type Drift struct {
 
 // Compare returns the served keys the ledger does not vouch for, by kid: a kid
 // not active on the ledger, or an active kid served with other key material.
-func Compare(served []oidc.JWK, active map[string]registry.OidcKey) []Drift {
+func Compare(served []apiv1.JWK, active map[string]registry.OidcKey) []Drift {
 	var out []Drift
 	seen := map[string]bool{}
 	for _, k := range served {
@@ -332,7 +332,7 @@ func Compare(served []oidc.JWK, active map[string]registry.OidcKey) []Drift {
 }
 
 // Missing returns the ledger-active kids the JWKS does not serve, sorted.
-func Missing(served []oidc.JWK, active map[string]registry.OidcKey) []string {
+func Missing(served []apiv1.JWK, active map[string]registry.OidcKey) []string {
 	have := map[string]bool{}
 	for _, k := range served {
 		have[k.Kid] = true

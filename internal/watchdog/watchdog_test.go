@@ -18,13 +18,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/agentkeys/agentkeys/internal/apiv1"
 	"github.com/agentkeys/agentkeys/internal/backoff"
-	"github.com/agentkeys/agentkeys/internal/oidc"
 	"github.com/agentkeys/agentkeys/internal/registry"
 )
 
-func jwk(kid string, x byte) oidc.JWK {
-	return oidc.JWK{Kty: "EC", Crv: "P-256", X: strings.Repeat(string('A'+x), 43), Y: "y", Kid: kid, Alg: "ES256", Use: "sig"}
+func jwk(kid string, x byte) apiv1.JWK {
+	return apiv1.JWK{Kty: "EC", Crv: "P-256", X: strings.Repeat(string('A'+x), 43), Y: "y", Kid: kid, Alg: "ES256", Use: "sig"}
 }
 
 // ledger is the registry as a map (the e2e test reads the real one, verified from the chain).
@@ -51,7 +51,7 @@ func (l *ledger) Revoked(kid string) (bool, error) {
 
 type rig struct {
 	t       *testing.T
-	jwks    []oidc.JWK
+	jwks    []apiv1.JWK
 	jwksErr int // status to answer instead
 	mu      sync.Mutex
 	hooks   [][]byte
@@ -66,7 +66,7 @@ type rig struct {
 	pauses  []time.Duration
 }
 
-func newRig(t *testing.T, active ...oidc.JWK) *rig {
+func newRig(t *testing.T, active ...apiv1.JWK) *rig {
 	r := &rig{t: t, reg: prometheus.NewRegistry(), l: &ledger{active: map[string]registry.OidcKey{}, revoked: map[string]bool{}}}
 	for _, k := range active {
 		r.l.active[k.Kid] = registry.OidcKey{Kid: k.Kid, JWK: k}
@@ -79,7 +79,7 @@ func newRig(t *testing.T, active ...oidc.JWK) *rig {
 			w.WriteHeader(r.jwksErr)
 			return
 		}
-		json.NewEncoder(w).Encode(oidc.JWKS{Keys: r.jwks})
+		json.NewEncoder(w).Encode(apiv1.JWKS{Keys: r.jwks})
 	}))
 	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		b, _ := io.ReadAll(req.Body)
@@ -193,7 +193,7 @@ func TestDriftActsOnceAndRetriesTheWebhook(t *testing.T) {
 
 func TestWebhookGivesUpAfterItsTries(t *testing.T) {
 	r := newRig(t)
-	r.jwks = []oidc.JWK{jwk("rogue", 9)}
+	r.jwks = []apiv1.JWK{jwk("rogue", 9)}
 	r.hookErr = 10
 	r.round()
 	if len(r.hooks) != 3 || len(r.pauses) != 2 || r.pauses[1] != 2*time.Second || len(r.lines("webhook not delivered")) != 1 {
@@ -203,7 +203,7 @@ func TestWebhookGivesUpAfterItsTries(t *testing.T) {
 
 func TestKnownKidWithOtherMaterialIsDrift(t *testing.T) {
 	r := newRig(t, jwk("k1", 1))
-	r.jwks = []oidc.JWK{jwk("k1", 7)}
+	r.jwks = []apiv1.JWK{jwk("k1", 7)}
 	r.round()
 	if d := r.lines(EventDrift); len(d) != 1 || !strings.Contains(d[0]["reason"].(string), "differs") || len(r.revokes) != 1 {
 		t.Fatalf("drift %v revokes %v", d, r.revokes)
@@ -212,7 +212,7 @@ func TestKnownKidWithOtherMaterialIsDrift(t *testing.T) {
 
 func TestFailedRevokeIsRetriedNextRound(t *testing.T) {
 	r := newRig(t)
-	r.jwks = []oidc.JWK{jwk("rogue", 9)}
+	r.jwks = []apiv1.JWK{jwk("rogue", 9)}
 	r.revErr = errors.New("CONFLICT")
 	r.round()
 	var ev Event
@@ -229,7 +229,7 @@ func TestFailedRevokeIsRetriedNextRound(t *testing.T) {
 
 func TestAlreadyRevokedOnTheLedgerIsNotRevokedAgain(t *testing.T) {
 	r := newRig(t)
-	r.jwks = []oidc.JWK{jwk("rogue", 9)}
+	r.jwks = []apiv1.JWK{jwk("rogue", 9)}
 	r.l.revoked["rogue"] = true
 	r.round()
 	if len(r.revokes) != 0 || len(r.lines(EventDrift)) != 1 || r.cuts != 1 {
@@ -272,7 +272,7 @@ func TestUnreachableJWKSIsItsOwnAlert(t *testing.T) {
 
 func TestRegistryUnavailableJudgesNothing(t *testing.T) {
 	r := newRig(t)
-	r.jwks = []oidc.JWK{jwk("rogue", 9)}
+	r.jwks = []apiv1.JWK{jwk("rogue", 9)}
 	r.l.err = errors.New("LEDGER_INVALID")
 	r.round()
 	if len(r.lines(EventRegistry)) != 1 || len(r.lines(EventDrift)) != 0 || len(r.revokes) != 0 {

@@ -14,6 +14,7 @@ import (
 	"strings"
 
 	"github.com/agentkeys/agentkeys/internal/ledger"
+	"github.com/agentkeys/agentkeys/internal/ledger/postgres"
 	"github.com/agentkeys/agentkeys/internal/ledger/sqlite"
 )
 
@@ -32,6 +33,20 @@ var drivers = map[string]driver{
 		}
 		return sqlite.Open(path)
 	}},
+	// postgres://USER@HOST:PORT/DATABASE?OPTIONS: a PostgreSQL database
+	// that several brokers may share (package postgres; options as pgx reads
+	// them, e.g. sslmode=verify-full, or host=/run/postgresql for a socket).
+	"postgres":   {"postgres://agentkeys@db.example:5432/agentkeys", openPostgres("postgres")},
+	"postgresql": {"postgresql://agentkeys@db.example:5432/agentkeys", openPostgres("postgresql")},
+}
+
+func openPostgres(scheme string) func(string, bool) (ledger.Driver, error) {
+	return func(rest string, readOnly bool) (ledger.Driver, error) {
+		if readOnly {
+			return postgres.OpenReadOnly(scheme + "://" + rest)
+		}
+		return postgres.Open(scheme + "://" + rest)
+	}
 }
 
 // Schemes lists the supported URL schemes, sorted.
@@ -93,16 +108,45 @@ func (s Source) open(readOnly bool) (ledger.Driver, error) {
 	if s.d.open == nil {
 		return nil, errors.New("ledgerstore: a zero Source opens nothing")
 	}
-	return s.d.open(s.rest, readOnly)
+	d, err := s.d.open(s.rest, readOnly)
+	if err != nil { // nil, not the driver's typed nil pointer in a non-nil interface
+		if s.scheme != "sqlite" { // sqlite's errors name the file already
+			err = fmt.Errorf("ledger store %s: %w", s, err)
+		}
+		return nil, err
+	}
+	return d, nil
+}
+
+// HasPassword reports whether the URL carries a password (in its user info or
+// its query). The CLI refuses one in argv, where any local user can read it: a
+// PostgreSQL password belongs in PGPASSWORD or ~/.pgpass, which the driver reads.
+func (s Source) HasPassword() bool {
+	u, err := url.Parse(s.scheme + "://" + s.rest)
+	if err != nil {
+		return strings.Contains(s.rest, "@") // unparsable user info: assume the worst
+	}
+	_, pw := u.User.Password()
+	q := u.Query()
+	return pw || q.Has("password") || q.Has("sslpassword")
 }
 
 // String is the URL without its password.
 func (s Source) String() string { return Redact(s.scheme + "://" + s.rest) }
 
-// Redact returns raw with the password of its user info replaced; a value that
-// does not parse as a URL but has user info (scheme://user:pass@…) loses all of it.
+// Redact returns raw with the password of its user info and of its query
+// (password=, as PostgreSQL URLs allow) replaced; a value that does not parse as
+// a URL but has user info (scheme://user:pass@…) loses all of it.
 func Redact(raw string) string {
 	if u, err := url.Parse(raw); err == nil {
+		if q := u.Query(); q.Has("password") || q.Has("sslpassword") {
+			for _, k := range []string{"password", "sslpassword"} {
+				if q.Has(k) {
+					q.Set(k, "xxxxx")
+				}
+			}
+			u.RawQuery = q.Encode()
+		}
 		return u.Redacted()
 	}
 	if scheme, rest, ok := strings.Cut(raw, "://"); ok {

@@ -1,12 +1,14 @@
-// Package chainkeys tells which OIDC issuer keys the ledger vouches for (§10.2),
-// from the chain entries themselves, never from a server's word: it walks the
-// public chain (links, hashes, origins and signatures, private entries checked by
-// their commitment), requires genesis to name the enclave ledger key pinned from a
-// verified quote, and re-folds the registry. A key is vouched for when the enclave
-// registered it (an enclave-origin entry, whose quote verifies under the pinned
-// platform key and commits to the key), no governance entry revoked it and it is
-// inside its window. The daemon's dual verification and the watchdog both read it.
-package chainkeys
+package audit
+
+// The OIDC keys the ledger vouches for (§10.2), from the chain entries
+// themselves, never from a server's word: a KeyView walks the public chain
+// (links, hashes, origins and signatures, private entries checked by their
+// commitment), requires genesis to name the enclave ledger key pinned from a
+// verified quote, and re-folds the registry. A key is vouched for when the
+// enclave registered it (an enclave-origin entry, whose quote verifies under the
+// pinned platform key and commits to the key), no governance entry revoked it
+// and it is inside its window. The daemon's dual verification and the watchdog
+// both read it.
 
 import (
 	"context"
@@ -24,8 +26,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/agentkeys/agentkeys/internal/api"
-	"github.com/agentkeys/agentkeys/internal/enclave"
+	"github.com/agentkeys/agentkeys/internal/apiv1"
+	"github.com/agentkeys/agentkeys/internal/attest"
 	"github.com/agentkeys/agentkeys/internal/ledger"
 	"github.com/agentkeys/agentkeys/internal/modules"
 	"github.com/agentkeys/agentkeys/internal/problem"
@@ -41,12 +43,12 @@ type Pins struct {
 
 // Enclaver serves GET /v1/enclave (*client.Client does).
 type Enclaver interface {
-	Enclave(ctx context.Context) (*api.EnclaveInfo, error)
+	Enclave(ctx context.Context) (*apiv1.EnclaveInfo, error)
 }
 
-// Entries serves GET /v1/ledger/entries (*client.Client does).
-type Entries interface {
-	Entries(ctx context.Context, from uint64, limit int) (*api.EntriesPage, error)
+// EntrySource serves GET /v1/ledger/entries (*client.Client does).
+type EntrySource interface {
+	Entries(ctx context.Context, from uint64, limit int) (*apiv1.EntriesPage, error)
 }
 
 // Attest fetches the broker's enclave info, verifies its quote under platformPin
@@ -66,8 +68,8 @@ func Attest(ctx context.Context, c Enclaver, platformPin string) (Pins, error) {
 	if err != nil || len(pk) != ed25519.PublicKeySize {
 		return Pins{}, problem.New(problem.Denied, "the broker's enclave quote names no valid platform key", "check the broker URL")
 	}
-	rd := enclave.AttestationReportData(nil, info.Keys)
-	if err := enclave.VerifyQuote(q, pk); err != nil || q.ReportData != hex.EncodeToString(rd[:]) {
+	rd := attest.ReportData(nil, info.Keys)
+	if err := attest.Verify(q, pk); err != nil || q.ReportData != hex.EncodeToString(rd[:]) {
 		return Pins{}, problem.New(problem.Denied, "the broker's enclave quote does not verify or does not commit to the keys it lists", "check the broker URL")
 	}
 	for _, k := range info.Keys {
@@ -78,11 +80,11 @@ func Attest(ctx context.Context, c Enclaver, platformPin string) (Pins, error) {
 	return Pins{}, problem.New(problem.Denied, "the broker's attested keys have no ledger key", "check the broker URL; upgrade the broker")
 }
 
-// View is a verified, incrementally followed copy of the chain's public state;
+// KeyView is a verified, incrementally followed copy of the chain's public state;
 // safe for concurrent use. It never goes back: a chain that does not extend
 // what it verified before is refused.
-type View struct {
-	src  Entries
+type KeyView struct {
+	src  EntrySource
 	pins Pins
 	mu   sync.Mutex
 	st   ledger.State
@@ -90,25 +92,25 @@ type View struct {
 	next uint64
 }
 
-// NewView returns a view of the chain src serves, trusted under pins.
-func NewView(src Entries, pins Pins) *View {
+// NewKeyView returns a view of the chain src serves, trusted under pins.
+func NewKeyView(src EntrySource, pins Pins) *KeyView {
 	st := ledger.NewMemState()
-	return &View{src: src, pins: pins, st: st, v: ledger.NewPublicVerifier(modules.Schema(), st)}
+	return &KeyView{src: src, pins: pins, st: st, v: ledger.NewPublicVerifier(modules.Schema(), st)}
 }
 
 // maxPagesPerSync bounds one Sync; a longer chain is followed over several calls.
 const maxPagesPerSync = 1000
 
 // Sync verifies and folds the entries appended since the last call.
-func (v *View) Sync(ctx context.Context) error {
+func (v *KeyView) Sync(ctx context.Context) error {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	return v.sync(ctx)
 }
 
-func (v *View) sync(ctx context.Context) error {
+func (v *KeyView) sync(ctx context.Context) error {
 	for range maxPagesPerSync {
-		page, err := v.src.Entries(ctx, v.next, api.MaxEntriesPage)
+		page, err := v.src.Entries(ctx, v.next, apiv1.MaxEntriesPage)
 		if err != nil {
 			return err
 		}
@@ -134,7 +136,7 @@ func (v *View) sync(ctx context.Context) error {
 }
 
 // Keys syncs and returns every registered OIDC key.
-func (v *View) Keys(ctx context.Context) ([]registry.OidcKey, error) {
+func (v *KeyView) Keys(ctx context.Context) ([]registry.OidcKey, error) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if err := v.sync(ctx); err != nil {
@@ -145,7 +147,7 @@ func (v *View) Keys(ctx context.Context) ([]registry.OidcKey, error) {
 
 // Active syncs and returns the keys the ledger vouches for at now: registered
 // by the enclave under the pinned platform key, not revoked, inside their window.
-func (v *View) Active(ctx context.Context, now time.Time) (map[string]registry.OidcKey, error) {
+func (v *KeyView) Active(ctx context.Context, now time.Time) (map[string]registry.OidcKey, error) {
 	all, err := v.Keys(ctx)
 	if err != nil {
 		return nil, err
@@ -160,7 +162,7 @@ func (v *View) Active(ctx context.Context, now time.Time) (map[string]registry.O
 }
 
 // Revoked reports whether governance revoked kid on the ledger (as synced last).
-func (v *View) Revoked(kid string) (bool, error) {
+func (v *KeyView) Revoked(kid string) (bool, error) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	return registry.OidcRevoked(v.st, kid)
@@ -175,7 +177,7 @@ func (r *Rejection) Error() string { return r.Reason }
 // ledger vouches for at now; it returns the kid. A *Rejection means the token
 // is not; other errors mean the ledger could not be read or verified. It never
 // puts the token in an error.
-func (v *View) VerifyToken(ctx context.Context, tok string, now time.Time) (string, error) {
+func (v *KeyView) VerifyToken(ctx context.Context, tok string, now time.Time) (string, error) {
 	kid, input, sig, err := parseJWS(tok)
 	if err != nil {
 		return "", &Rejection{Reason: err.Error()}
@@ -188,7 +190,7 @@ func (v *View) VerifyToken(ctx context.Context, tok string, now time.Time) (stri
 	if !ok {
 		return kid, &Rejection{Reason: fmt.Sprintf("key %q is not active on the ledger", short(kid))}
 	}
-	if !VerifyES256(k.Public, input, sig) {
+	if !verifyES256(k.Public, input, sig) {
 		return kid, &Rejection{Reason: fmt.Sprintf("the token's signature does not verify with the ledger's key %q", short(kid))}
 	}
 	return kid, nil
@@ -226,8 +228,8 @@ func parseJWS(tok string) (kid string, input, sig []byte, err error) {
 	return h.Kid, []byte(parts[0] + "." + parts[1]), sig, nil
 }
 
-// VerifyES256 verifies sig (r||s) over input with a P-256 key (hex uncompressed point).
-func VerifyES256(publicHex string, input, sig []byte) bool {
+// verifyES256 verifies sig (r||s) over input with a P-256 key (hex uncompressed point).
+func verifyES256(publicHex string, input, sig []byte) bool {
 	b, err := hex.DecodeString(publicHex)
 	if err != nil || len(sig) != 64 {
 		return false

@@ -1,4 +1,4 @@
-package chainkeys_test
+package audit_test
 
 import (
 	"context"
@@ -18,8 +18,9 @@ import (
 	"time"
 
 	"github.com/agentkeys/agentkeys/internal/api"
+	"github.com/agentkeys/agentkeys/internal/apiv1"
+	"github.com/agentkeys/agentkeys/internal/audit"
 	"github.com/agentkeys/agentkeys/internal/broker"
-	"github.com/agentkeys/agentkeys/internal/chainkeys"
 	"github.com/agentkeys/agentkeys/internal/client"
 	"github.com/agentkeys/agentkeys/internal/clock"
 	"github.com/agentkeys/agentkeys/internal/ledger"
@@ -64,8 +65,8 @@ func newEnv(t *testing.T) *env {
 	}
 	c = c.WithClock(at.Now)
 	_, id, _ := ed25519.GenerateKey(rand.Reader)
-	l := broker.Login{PublicKey: hex.EncodeToString(id.Public().(ed25519.PublicKey)), Server: srv.URL, Time: at.Now().Unix(), Nonce: hex.EncodeToString(id[:16])}
-	broker.SignLogin(&l, id)
+	l := apiv1.Login{PublicKey: hex.EncodeToString(id.Public().(ed25519.PublicKey)), Server: srv.URL, Time: at.Now().Unix(), Nonce: hex.EncodeToString(id[:16])}
+	apiv1.SignLogin(&l, id)
 	g, err := c.CreateAccount(ctx, l)
 	if err != nil {
 		t.Fatal(err)
@@ -81,17 +82,17 @@ func newEnv(t *testing.T) *env {
 	return &env{c: c, b: b, at: at, token: tok.Token, kid: tok.Kid, op: op, data: cfg.DataDir}
 }
 
-func (e *env) view(t *testing.T) *chainkeys.View {
+func (e *env) view(t *testing.T) *audit.KeyView {
 	t.Helper()
-	pins, err := chainkeys.Attest(context.Background(), e.c, "")
+	pins, err := audit.Attest(context.Background(), e.c, "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	return chainkeys.NewView(e.c, pins)
+	return audit.NewKeyView(e.c, pins)
 }
 
 func rejected(err error) bool {
-	var r *chainkeys.Rejection
+	var r *audit.Rejection
 	return errors.As(err, &r)
 }
 
@@ -162,7 +163,7 @@ type tamper struct {
 	modify func(es []ledger.Entry)
 }
 
-func (m tamper) Entries(ctx context.Context, from uint64, limit int) (*api.EntriesPage, error) {
+func (m tamper) Entries(ctx context.Context, from uint64, limit int) (*apiv1.EntriesPage, error) {
 	p, err := m.c.Entries(ctx, from, limit)
 	if err == nil {
 		m.modify(p.Entries)
@@ -172,15 +173,15 @@ func (m tamper) Entries(ctx context.Context, from uint64, limit int) (*api.Entri
 
 func TestForgedRegistryIsRefused(t *testing.T) {
 	e := newEnv(t)
-	pins, err := chainkeys.Attest(context.Background(), e.c, "")
+	pins, err := audit.Attest(context.Background(), e.c, "")
 	if err != nil {
 		t.Fatal(err)
 	}
 	rogue, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	rb, _ := rogue.PublicKey.Bytes()
 	cases := map[string]struct {
-		src  chainkeys.Entries
-		pins chainkeys.Pins
+		src  audit.EntrySource
+		pins audit.Pins
 	}{
 		// a man in the middle puts its own key in the register entry
 		"register entry altered": {tamper{e.c, func(es []ledger.Entry) {
@@ -194,17 +195,17 @@ func TestForgedRegistryIsRefused(t *testing.T) {
 			}
 		}}, pins},
 		// …or serves a whole chain of its own, from another enclave
-		"another ledger key pinned": {e.c, chainkeys.Pins{PlatformKey: pins.PlatformKey, LedgerKey: strings.Repeat("ab", 32)}},
+		"another ledger key pinned": {e.c, audit.Pins{PlatformKey: pins.PlatformKey, LedgerKey: strings.Repeat("ab", 32)}},
 	}
 	for name, c := range cases {
-		v := chainkeys.NewView(c.src, c.pins)
+		v := audit.NewKeyView(c.src, c.pins)
 		_, err := v.VerifyToken(context.Background(), e.token, e.at.Now())
 		if p := problem.As(err); err == nil || p.Code != problem.LedgerInvalid {
 			t.Errorf("%s: %v, want LEDGER_INVALID", name, err)
 		}
 	}
 	// a key whose quote names another platform key is not vouched for
-	v := chainkeys.NewView(e.c, chainkeys.Pins{PlatformKey: strings.Repeat("cd", 32), LedgerKey: pins.LedgerKey})
+	v := audit.NewKeyView(e.c, audit.Pins{PlatformKey: strings.Repeat("cd", 32), LedgerKey: pins.LedgerKey})
 	if _, err := v.VerifyToken(context.Background(), e.token, e.at.Now()); !rejected(err) {
 		t.Errorf("key attested under another platform key: %v", err)
 	}
@@ -212,7 +213,7 @@ func TestForgedRegistryIsRefused(t *testing.T) {
 
 func TestAttestRefusesAnotherPlatformKey(t *testing.T) {
 	e := newEnv(t)
-	if _, err := chainkeys.Attest(context.Background(), e.c, strings.Repeat("ee", 32)); problem.As(err).Code != problem.Denied {
+	if _, err := audit.Attest(context.Background(), e.c, strings.Repeat("ee", 32)); problem.As(err).Code != problem.Denied {
 		t.Fatalf("pinned another platform key: %v", err)
 	}
 }

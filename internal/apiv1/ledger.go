@@ -1,0 +1,45 @@
+package apiv1
+
+import (
+	"github.com/agentkeys/agentkeys/internal/attest"
+	"github.com/agentkeys/agentkeys/internal/entry"
+)
+
+// EnclaveInfo is the body of GET /v1/enclave.
+type EnclaveInfo struct {
+	MrEnclave string           `json:"mrenclave"`
+	MrSigner  string           `json:"mrsigner"`
+	Tier      string           `json:"tier"`
+	Keys      []attest.KeyInfo `json:"keys"`
+	Quote     attest.Quote     `json:"quote"` // report_data commits to the empty nonce and the keys
+}
+
+// HeadInfo is the body of GET /v1/ledger/head.
+type HeadInfo struct {
+	Seq  uint64     `json:"seq"`
+	Hash entry.Hash `json:"hash"`
+	Time string     `json:"time"`
+}
+
+// EntriesPage is the body of GET /v1/ledger/entries.
+type EntriesPage struct {
+	Entries []entry.Entry `json:"entries"`
+	Next    uint64        `json:"next"` // seq to ask for next
+}
+
+// MaxEntriesPage caps limit on GET /v1/ledger/entries.
+const MaxEntriesPage = 1000
+
+// GovernanceInfo is the governance set in force (GET /v1/governance).
+type GovernanceInfo struct {
+	Ledger    entry.Hash `json:"ledger"` // the ledger's identity: proposals are bound to it
+	Threshold int        `json:"threshold"`
+	Members   []string   `json:"members"` // hex ed25519 public keys
+}
+
+// ProposalResult is the answer to a submitted proposal: the entry it became and,
+// for oidc.rotate, what the rotation did.
+type ProposalResult struct {
+	Entry  entry.Entry   `json:"entry"`
+	Rotate *RotateResult `json:"rotate,omitempty"`
+}

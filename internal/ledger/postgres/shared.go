@@ -1,0 +1,204 @@
+package postgres
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/agentkeys/agentkeys/internal/dpop"
+	"github.com/agentkeys/agentkeys/internal/ratelimit"
+)
+
+// What several brokers on one database share besides the ledger: the DPoP
+// proofs they accepted (dpop.ReplayStore) and the request limits
+// (ratelimit.Limiter), in tables of their own (migration 2). Neither is part
+// of the chain: they are not hashed, signed or verified, and losing them (a
+// restore) forgets proofs and spent requests, never an entry.
+//
+// Both are exact across brokers. A proof's row is inserted, or taken over
+// once expired, in one statement whose ON CONFLICT row lock lets exactly one of
+// concurrent uses win. A limit is decided by one function call, agentkeys_allow,
+// that locks the key's row first, so concurrent requests for one key are
+// counted one after the other, whichever broker they reach.
+//
+// Storage is bounded: expired proofs, spent requests older than their window
+// and idle keys are deleted (each handle sweeps at most once a second), a new
+// limiter key is refused when its rule already has MaxKeys keys (as the
+// in-memory limiter does), and keys are stored as their SHA-256. Times are the
+// callers' clocks (the brokers'), so brokers behind one balancer keep their
+// clocks in step (NTP), as they must for tokens anyway.
+
+const sharedSchema = `
+CREATE TABLE dpop_replays (
+	id     bytea  PRIMARY KEY,
+	expiry bigint NOT NULL
+);
+CREATE INDEX dpop_replays_expiry ON dpop_replays (expiry);
+CREATE TABLE rate_keys (
+	rule    text   NOT NULL,
+	key     bytea  NOT NULL,
+	last    bigint NOT NULL,
+	refused bigint,
+	PRIMARY KEY (rule, key)
+);
+CREATE INDEX rate_keys_last ON rate_keys (rule, last);
+CREATE TABLE rate_spent (
+	rule text   NOT NULL,
+	key  bytea  NOT NULL,
+	at   bigint NOT NULL
+);
+CREATE INDEX rate_spent_key ON rate_spent (rule, key, at);
+CREATE INDEX rate_spent_at ON rate_spent (rule, at);
+-- agentkeys_allow spends one request of (r, k) at now (unix ns) if fewer than
+-- lim were spent in the window (now - win, now]: it returns 0, else how long
+-- until the oldest spent one comes back (> 0), or -1 when the key is new and
+-- the rule already has maxkeys keys. The key's row lock orders concurrent calls.
+CREATE FUNCTION agentkeys_allow(r text, k bytea, now bigint, win bigint, lim int, maxkeys int) RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+	n      int;
+	oldest bigint;
+BEGIN
+	PERFORM 1 FROM rate_keys WHERE rule = r AND key = k FOR UPDATE;
+	IF NOT FOUND THEN
+		IF (SELECT count(*) FROM rate_keys WHERE rule = r) >= maxkeys THEN
+			RETURN -1;
+		END IF;
+		INSERT INTO rate_keys (rule, key, last) VALUES (r, k, now) ON CONFLICT (rule, key) DO NOTHING;
+		PERFORM 1 FROM rate_keys WHERE rule = r AND key = k FOR UPDATE;
+	END IF;
+	DELETE FROM rate_spent WHERE rule = r AND key = k AND at <= now - win;
+	SELECT count(*), min(at) INTO n, oldest FROM rate_spent WHERE rule = r AND key = k;
+	IF n < lim THEN
+		INSERT INTO rate_spent (rule, key, at) VALUES (r, k, now);
+		UPDATE rate_keys SET last = greatest(last, now) WHERE rule = r AND key = k;
+		RETURN 0;
+	END IF;
+	RETURN greatest(oldest + win - now, 1);
+END $$;`
+
+// sharedTimeout bounds one call: the request's context does not reach these
+// stores, and an unanswered one refuses the request (fail closed).
+const sharedTimeout = 5 * time.Second
+
+// sweeper runs a delete at most once a second of the caller's clock.
+type sweeper struct {
+	mu   sync.Mutex
+	next int64 // unix ns
+}
+
+func (s *sweeper) due(now time.Time) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if now.UnixNano() < s.next {
+		return false
+	}
+	s.next = now.Add(time.Second).UnixNano()
+	return true
+}
+
+// Replays returns the ReplayStore in this database that every broker on it
+// shares: a proof accepted through one is refused by all.
+func (d *Driver) Replays() dpop.ReplayStore { return &replays{d: d} }
+
+type replays struct {
+	d     *Driver
+	sweep sweeper
+}
+
+// First implements dpop.ReplayStore: the row is inserted, or taken over when
+// the one there has expired; RETURNING says whether either happened.
+func (r *replays) First(ctx context.Context, id dpop.ProofID, now, expiry time.Time) (bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, sharedTimeout)
+	defer cancel()
+	if r.sweep.due(now) {
+		if _, err := r.d.pool.Exec(ctx, `DELETE FROM dpop_replays WHERE expiry <= $1`, now.Unix()); err != nil {
+			return false, fmt.Errorf("postgres: forgetting expired proofs: %w", err)
+		}
+	}
+	var one int
+	err := r.d.pool.QueryRow(ctx, `INSERT INTO dpop_replays (id, expiry) VALUES ($1, $2)
+ON CONFLICT (id) DO UPDATE SET expiry = excluded.expiry WHERE dpop_replays.expiry <= $3 RETURNING 1`,
+		id[:], expiry.Unix(), now.Unix()).Scan(&one)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return false, nil // recorded and not expired: a replay
+	case err != nil:
+		return false, fmt.Errorf("postgres: recording a proof: %w", err)
+	}
+	return true, nil
+}
+
+// Limiters returns the ratelimit.New whose limiters live in this database and
+// are shared by every broker on it: a limit is exact across them.
+func (d *Driver) Limiters() ratelimit.New {
+	return func(r ratelimit.Rule) ratelimit.Limiter {
+		if r.MaxKeys <= 0 {
+			r.MaxKeys = 100_000
+		}
+		return &limiter{d: d, r: r}
+	}
+}
+
+type limiter struct {
+	d     *Driver
+	r     ratelimit.Rule
+	sweep sweeper
+}
+
+func digest(key string) []byte {
+	h := sha256.Sum256([]byte(key))
+	return h[:]
+}
+
+// Allow implements ratelimit.Limiter.
+func (l *limiter) Allow(ctx context.Context, key string, now time.Time) (bool, time.Duration, error) {
+	ctx, cancel := context.WithTimeout(ctx, sharedTimeout)
+	defer cancel()
+	win := int64(l.r.Window)
+	if l.sweep.due(now) {
+		cut := now.UnixNano() - win
+		if _, err := l.d.pool.Exec(ctx, `DELETE FROM rate_spent WHERE rule = $1 AND at <= $2`, l.r.Name, cut); err != nil {
+			return false, 0, fmt.Errorf("postgres: forgetting spent requests: %w", err)
+		}
+		if _, err := l.d.pool.Exec(ctx, `DELETE FROM rate_keys WHERE rule = $1 AND last <= $2 AND coalesce(refused, 0) <= $2`, l.r.Name, cut); err != nil {
+			return false, 0, fmt.Errorf("postgres: forgetting idle keys: %w", err)
+		}
+	}
+	var wait int64
+	if err := l.d.pool.QueryRow(ctx, `SELECT agentkeys_allow($1, $2, $3, $4, $5, $6)`,
+		l.r.Name, digest(key), now.UnixNano(), win, max(l.r.Count, 1), l.r.MaxKeys).Scan(&wait); err != nil {
+		return false, 0, fmt.Errorf("postgres: rate limit %s: %w", l.r.Name, err)
+	}
+	switch {
+	case wait == 0:
+		return true, 0, nil
+	case wait < 0: // the rule's keys are all in use: refused until one goes idle
+		return false, l.r.Window, nil
+	}
+	return false, min(time.Duration(wait), l.r.Window), nil
+}
+
+// FirstRefusal implements ratelimit.Limiter: it marks the key refused at now
+// unless a refusal was reported within the window before.
+func (l *limiter) FirstRefusal(ctx context.Context, key string, now time.Time) (bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, sharedTimeout)
+	defer cancel()
+	t := now.UnixNano()
+	var one int
+	err := l.d.pool.QueryRow(ctx, `INSERT INTO rate_keys (rule, key, last, refused) VALUES ($1, $2, $3, $3)
+ON CONFLICT (rule, key) DO UPDATE SET refused = $3 WHERE rate_keys.refused IS NULL OR rate_keys.refused <= $4 RETURNING 1`,
+		l.r.Name, digest(key), t, t-int64(l.r.Window)).Scan(&one)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("postgres: rate limit %s: %w", l.r.Name, err)
+	}
+	return true, nil
+}

@@ -1,0 +1,170 @@
+package postgres_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/agentkeys/agentkeys/internal/dpop"
+	"github.com/agentkeys/agentkeys/internal/dpop/replaytest"
+	"github.com/agentkeys/agentkeys/internal/ledger"
+	"github.com/agentkeys/agentkeys/internal/ledger/postgres"
+	"github.com/agentkeys/agentkeys/internal/ledger/postgres/pgtest"
+	"github.com/agentkeys/agentkeys/internal/ratelimit"
+	"github.com/agentkeys/agentkeys/internal/ratelimit/ratelimittest"
+)
+
+// handles opens a driver on u for each call, closed when t ends: each is
+// another broker process's view of the same database.
+func handles(t *testing.T, u string) func() *postgres.Driver {
+	return func() *postgres.Driver {
+		d, err := postgres.Open(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { d.Close() })
+		return d
+	}
+}
+
+// testReplays: the shared ReplayStore passes the conformance suite, every
+// handle a driver of its own (another broker), and expired proofs are deleted.
+func testReplays(t *testing.T, c *pgtest.Cluster) {
+	replaytest.Run(t, func(t *testing.T) replaytest.Opener {
+		open := handles(t, c.NewDatabase(t))
+		return func() dpop.ReplayStore { return open().Replays() }
+	})
+	t.Run("Bounded", func(t *testing.T) {
+		u := c.NewDatabase(t)
+		s := handles(t, u)().Replays()
+		t0 := time.Unix(1_800_000_000, 0)
+		for i := range 20 {
+			var id dpop.ProofID
+			id[0] = byte(i)
+			if ok, err := s.First(context.Background(), id, t0, t0.Add(dpop.Skew)); !ok || err != nil {
+				t.Fatalf("proof %d: %v %v", i, ok, err)
+			}
+		}
+		if n := count(t, u, `SELECT count(*) FROM dpop_replays`); n != 20 {
+			t.Fatalf("%d proofs stored, want 20", n)
+		}
+		later := t0.Add(dpop.Skew + time.Second)
+		if ok, err := s.First(context.Background(), dpop.ProofID{0xff}, later, later.Add(dpop.Skew)); !ok || err != nil {
+			t.Fatalf("a new proof after the others expired: %v %v", ok, err)
+		}
+		if n := count(t, u, `SELECT count(*) FROM dpop_replays`); n != 1 {
+			t.Fatalf("%d proofs stored after the others expired, want 1: expired rows are kept", n)
+		}
+	})
+}
+
+// testLimiters: the shared limiter passes the conformance suite (exact across
+// brokers), refuses a new key when its rule has MaxKeys, and deletes what left
+// the window.
+func testLimiters(t *testing.T, c *pgtest.Cluster) {
+	ratelimittest.Run(t, func(t *testing.T) ratelimittest.Opener {
+		open := handles(t, c.NewDatabase(t))
+		return func(r ratelimit.Rule) ratelimit.Limiter { return open().Limiters()(r) }
+	})
+	t.Run("Bounded", func(t *testing.T) {
+		u := c.NewDatabase(t)
+		l := handles(t, u)().Limiters()(ratelimit.Rule{Name: "anon/pair/source", Count: 2, Window: time.Minute, MaxKeys: 3})
+		t0 := time.Unix(1_800_000_000, 0)
+		for _, k := range []string{"a", "b", "c"} {
+			if ok, _, err := l.Allow(context.Background(), k, t0); !ok || err != nil {
+				t.Fatalf("key %s: %v %v", k, ok, err)
+			}
+		}
+		ok, wait, err := l.Allow(context.Background(), "d", t0)
+		if ok || err != nil || wait <= 0 || wait > time.Minute {
+			t.Fatalf("a 4th key with MaxKeys 3: ok=%v wait=%v err=%v, want refused", ok, wait, err)
+		}
+		if ok, _, err := l.Allow(context.Background(), "a", t0); !ok || err != nil {
+			t.Fatalf("a known key while the table is full: %v %v", ok, err)
+		}
+		later := t0.Add(time.Minute + time.Second)
+		if ok, _, err := l.Allow(context.Background(), "d", later); !ok || err != nil {
+			t.Fatalf("a new key once the others went idle: %v %v", ok, err)
+		}
+		if n := count(t, u, `SELECT count(*) FROM rate_keys`); n != 1 {
+			t.Fatalf("%d keys stored after the others went idle, want 1", n)
+		}
+		if n := count(t, u, `SELECT count(*) FROM rate_spent`); n != 1 {
+			t.Fatalf("%d spent requests stored, want 1: spent ones older than the window are kept", n)
+		}
+	})
+}
+
+func count(t *testing.T, u, q string) int {
+	t.Helper()
+	d := handles(t, u)()
+	var n int
+	if err := d.QueryRowForTest(context.Background(), q).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// testNotify: a commit through one driver wakes a listening driver; a
+// transaction that fails to commit does not; a dropped listen connection is
+// reconnected, wakes once for what it may have missed, and hears later commits.
+func testNotify(t *testing.T, c *pgtest.Cluster) {
+	u := c.NewDatabase(t)
+	open := handles(t, u)
+	a, b := open(), open()
+	woke := make(chan struct{}, 64)
+	a.Notify(func() { woke <- struct{}{} })
+	waitWake := func(what string) {
+		t.Helper()
+		select {
+		case <-woke:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s: no wake", what)
+		}
+	}
+	drain := func() {
+		for {
+			select {
+			case <-woke:
+			default:
+				return
+			}
+		}
+	}
+	waitWake("listening") // each connection wakes once
+	e0 := entry(nil)
+	if err := b.Commit(context.Background(), []ledger.Entry{e0}, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitWake("a commit through another driver")
+	drain()
+	// A refused commit (ErrConflict) notifies nobody: sent inside the transaction.
+	if err := b.Commit(context.Background(), []ledger.Entry{entry(nil)}, nil); err == nil {
+		t.Fatal("a second genesis committed")
+	}
+	e1 := entry(&e0)
+	if err := b.Commit(context.Background(), []ledger.Entry{e1}, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitWake("the next commit")
+	if len(woke) != 0 {
+		t.Fatalf("%d extra wakes: the refused commit notified", len(woke))
+	}
+	// Drop the listen connection from the server side.
+	c.Exec(t, u, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'agentkeys-listen'`)
+	waitWake("reconnecting")
+	if a.Listens() != 2 {
+		t.Fatalf("%d listens, want 2 (one reconnection)", a.Listens())
+	}
+	drain()
+	if err := b.Commit(context.Background(), []ledger.Entry{entry(&e1)}, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitWake("a commit after reconnecting")
+	a.Close()
+	select {
+	case <-woke:
+		t.Fatal("woke after Close")
+	default:
+	}
+}
