@@ -98,8 +98,9 @@ func NewKeyView(src EntrySource, pins Pins) *KeyView {
 	return &KeyView{src: src, pins: pins, st: st, v: ledger.NewPublicVerifier(modules.Schema(), st)}
 }
 
-// maxPagesPerSync bounds one Sync; a longer chain is followed over several calls.
-const maxPagesPerSync = 1000
+// maxPagesPerSync bounds one Sync; a longer chain is followed over several
+// calls, and judged only once a call reached its end.
+var maxPagesPerSync = 1000
 
 // Sync verifies and folds the entries appended since the last call.
 func (v *KeyView) Sync(ctx context.Context) error {
@@ -132,7 +133,10 @@ func (v *KeyView) sync(ctx context.Context) error {
 			v.next = e.Seq + 1
 		}
 	}
-	return nil
+	// Not at the head yet: a later entry may revoke a key, so nothing is
+	// judged on this state; the next call goes on from here.
+	return problem.Newf(problem.Unreachable, "retry: the next call follows the chain further",
+		"still following the ledger: %d entries verified so far", v.next)
 }
 
 // Keys syncs and returns every registered OIDC key.

@@ -217,3 +217,19 @@ func TestAttestRefusesAnotherPlatformKey(t *testing.T) {
 		t.Fatalf("pinned another platform key: %v", err)
 	}
 }
+
+// A view that has not reached the chain's end judges nothing: a later entry
+// could revoke the key. It goes on from where it stopped.
+func TestViewJudgesOnlyAtTheHead(t *testing.T) {
+	e := newEnv(t)
+	old := audit.SetMaxPagesPerSync(1)
+	defer audit.SetMaxPagesPerSync(old)
+	v := e.view(t)
+	_, err := v.VerifyToken(context.Background(), e.token, e.at.Now())
+	if p := problem.As(err); err == nil || p.Code != problem.Unreachable {
+		t.Fatalf("before the head: %v, want UNREACHABLE", err)
+	}
+	if _, err := v.VerifyToken(context.Background(), e.token, e.at.Now()); err != nil {
+		t.Fatalf("at the head: %v", err)
+	}
+}
