@@ -239,3 +239,30 @@ func TestDualVerifyRefusesForgedTokens(t *testing.T) {
 		t.Fatalf("token of a revoked kid: exit %d: %s", r.code, r.stderr)
 	}
 }
+
+// TestPairPinsThePlatformKey: daemon pair --platform-key refuses a broker whose
+// quote names another attestation key before it sends anything; with the
+// right key the request is sent.
+func TestPairPinsThePlatformKey(t *testing.T) {
+	h := newHarness(t)
+	s := h.start(serverOpts{home: t.TempDir()})
+	own := h.akNewOwner(s)
+	code, body := s.get("/v1/enclave")
+	var info struct {
+		Quote struct {
+			PlatformKey string `json:"platform_key"`
+		}
+	}
+	if code != http.StatusOK || json.Unmarshal(body, &info) != nil || len(info.Quote.PlatformKey) != 64 {
+		t.Fatalf("GET /v1/enclave: %d %s", code, body)
+	}
+	dh := t.TempDir()
+	pair := []string{"daemon", "pair", "--server", s.url, "--owner", own.wallet, "--alias", "pinned", "--scope", "oidc:*", "--no-wait"}
+	r := h.cli(dh, append(pair, "--platform-key", strings.Repeat("ab", 32))...)
+	if r.code != 3 || !strings.Contains(r.stderr, "not the pinned one") || len(h.akPending(own)) != 0 {
+		t.Fatalf("another platform key: exit %d, %d pending: %s", r.code, len(h.akPending(own)), r.stderr)
+	}
+	if r := h.cli(dh, append(pair, "--platform-key", info.Quote.PlatformKey)...); r.code != 0 || len(h.akPending(own)) != 1 {
+		t.Fatalf("the right platform key: exit %d: %s", r.code, r.stderr)
+	}
+}

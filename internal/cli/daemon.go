@@ -42,7 +42,7 @@ func (e *env) daemonLog() *slog.Logger {
 }
 
 func daemonPairCmd(e *env) *cobra.Command {
-	var server, owner, alias, resume string
+	var server, owner, alias, resume, platformPin string
 	var scope []string
 	var ttl, wait time.Duration
 	var noWait, asJSON bool
@@ -80,7 +80,7 @@ paired ("status":"paired").`,
 						"e.g. agentkeys daemon pair --server URL --owner OWNER --alias ci-bot --scope openai")
 				}
 				var err error
-				if p, err = d.NewPairRequest(ctx, server, owner, alias, scope, ttl, wait); err != nil {
+				if p, err = d.NewPairRequest(ctx, server, owner, alias, scope, ttl, wait, platformPin); err != nil {
 					return err
 				}
 				if !asJSON {
@@ -124,6 +124,7 @@ paired ("status":"paired").`,
 	cmd.Flags().DurationVar(&wait, "expires", 10*time.Minute, "how long the request stays open (at most 1h)")
 	cmd.Flags().BoolVar(&noWait, "no-wait", false, "send the request and return")
 	cmd.Flags().StringVar(&resume, "resume", "", "wait for an earlier request with this id")
+	cmd.Flags().StringVar(&platformPin, "platform-key", "", "pin the platform attestation public key (hex) the broker's quote must verify under (default: the key the quote names)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON lines: the request when sent, the session when paired")
 	return cmd
 }

@@ -15,12 +15,12 @@ import (
 
 // NewPairRequest sends a pair request to the broker at server (SendPairRequest)
 // and stores it, with its keys, as pending in d.
-func (d Dir) NewPairRequest(ctx context.Context, server, owner, alias string, scope []string, ttl, wait time.Duration) (*Pending, error) {
+func (d Dir) NewPairRequest(ctx context.Context, server, owner, alias string, scope []string, ttl, wait time.Duration, platformPin string) (*Pending, error) {
 	c, err := client.New(server)
 	if err != nil {
 		return nil, err
 	}
-	p, err := SendPairRequest(ctx, c, owner, alias, scope, ttl, wait)
+	p, err := SendPairRequest(ctx, c, owner, alias, scope, ttl, wait, platformPin)
 	if err != nil {
 		return nil, err
 	}
@@ -28,14 +28,16 @@ func (d Dir) NewPairRequest(ctx context.Context, server, owner, alias string, sc
 }
 
 // SendPairRequest makes a daemon's keys, sends its signed pair request through c
-// and checks the broker's VVC and fingerprint; it stores nothing.
-func SendPairRequest(ctx context.Context, c *client.Client, owner, alias string, scope []string, ttl, wait time.Duration) (*Pending, error) {
+// and checks the broker's VVC and fingerprint; it stores nothing. First it
+// verifies the broker's enclave quote, under platformPin (hex) when given, else
+// under the platform key the quote names, and pins what it attests.
+func SendPairRequest(ctx context.Context, c *client.Client, owner, alias string, scope []string, ttl, wait time.Duration, platformPin string) (*Pending, error) {
 	if scope == nil {
 		scope = []string{}
 	}
 	// Pin the enclave first (§10.2): its attested ledger key is what the
 	// daemon later checks the OIDC key registry under.
-	pins, err := audit.Attest(ctx, c, "")
+	pins, err := audit.Attest(ctx, c, platformPin)
 	if err != nil {
 		return nil, err
 	}
