@@ -9,6 +9,7 @@ import (
 	"github.com/agentkeys/agentkeys/internal/attest"
 	"github.com/agentkeys/agentkeys/internal/broker"
 	"github.com/agentkeys/agentkeys/internal/ledger"
+	"github.com/agentkeys/agentkeys/internal/mail"
 	"github.com/agentkeys/agentkeys/internal/vault"
 )
 
@@ -63,6 +64,16 @@ type Broker interface {
 	OIDCKeys(ctx context.Context) ([]apiv1.OIDCKeyInfo, error)
 	MintOIDC(ctx context.Context, c *broker.Caller, r apiv1.OIDCRequest) (*apiv1.OIDCToken, error)
 	Rotate(ctx context.Context, e ledger.Entry) (*apiv1.RotateResult, error)
+
+	// mail
+	AddDomain(ctx context.Context, c *broker.Caller, name string) (*mail.Domain, error)
+	RemoveDomain(ctx context.Context, c *broker.Caller, name string) (*mail.Domain, error)
+	Domains(ctx context.Context, c *broker.Caller) ([]mail.Domain, error)
+	CreateInbox(ctx context.Context, c *broker.Caller, alias, domain string) (*mail.Inbox, error)
+	Inboxes(ctx context.Context, c *broker.Caller) ([]mail.Listed, error)
+	DeleteInbox(ctx context.Context, c *broker.Caller, address string) (*mail.Inbox, error)
+	GrantInbox(ctx context.Context, c *broker.Caller, address, alias string, rights []string, revoke bool) (*mail.Grant, error)
+	DKIMKeys(ctx context.Context, c *broker.Caller, domain string) ([]apiv1.DKIMKey, error)
 }
 
 var _ Broker = (*broker.Broker)(nil)

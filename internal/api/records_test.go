@@ -6,6 +6,7 @@ import (
 
 	"github.com/agentkeys/agentkeys/internal/agent"
 	"github.com/agentkeys/agentkeys/internal/apiv1"
+	"github.com/agentkeys/agentkeys/internal/mail"
 	"github.com/agentkeys/agentkeys/internal/registry"
 	"github.com/agentkeys/agentkeys/internal/vault"
 )
@@ -21,6 +22,10 @@ func TestRecordsMirrorState(t *testing.T) {
 		{vault.Approval{}, apiv1.Approval{}},
 		{vault.Usage{}, apiv1.Usage{}},
 		{registry.OidcKey{}, apiv1.OIDCKey{}},
+		{mail.Domain{}, apiv1.Domain{}},
+		{mail.Inbox{}, apiv1.Inbox{}},
+		{mail.Grant{}, apiv1.Grant{}},
+		{mail.Listed{}, apiv1.InboxListing{}},
 	} {
 		s, w := reflect.TypeOf(p.state), reflect.TypeOf(p.wire)
 		if s.NumField() != w.NumField() {

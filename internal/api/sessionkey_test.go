@@ -73,7 +73,7 @@ func TestSessionKeyRotation(t *testing.T) {
 	if _, err := old.Whoami(ctx); err != nil {
 		t.Fatalf("the session from before the rotation: %v", err)
 	}
-	fresh, g2 := e.owner(t)
+	_, g2 := e.owner(t)
 	if kid(g2.Token) != v2.Kid {
 		t.Fatalf("a session after the rotation has kid %s, want v2's %s", kid(g2.Token), v2.Kid)
 	}
@@ -86,7 +86,7 @@ func TestSessionKeyRotation(t *testing.T) {
 	}
 
 	e.clock.Advance(time.Hour + time.Minute + time.Second) // every v1 session has expired
-	fresh, _ = e.owner(t)                                  // the v2 session from before has expired with them (same TTL): a new one
+	fresh, _ := e.owner(t)                                 // a v2 session (the one from before expired with v1's: same TTL)
 	for _, restart := range []bool{false, true} {
 		if restart {
 			e.restart(t)

@@ -20,6 +20,7 @@ import (
 	"github.com/agentkeys/agentkeys/internal/account"
 	"github.com/agentkeys/agentkeys/internal/agent"
 	"github.com/agentkeys/agentkeys/internal/ledger"
+	"github.com/agentkeys/agentkeys/internal/mail"
 	"github.com/agentkeys/agentkeys/internal/oidc"
 	"github.com/agentkeys/agentkeys/internal/registry"
 	"github.com/agentkeys/agentkeys/internal/vault"
@@ -30,6 +31,7 @@ var All = []ledger.Module{
 	registry.Module,
 	account.Module,
 	vault.Module,
+	mail.Module,
 	agent.Module,
 	oidc.Module,
 }
