@@ -20,6 +20,7 @@ import (
 	"github.com/go-jose/go-jose/v4/jwt"
 
 	"github.com/agentkeys/agentkeys/internal/apiv1"
+	"github.com/agentkeys/agentkeys/internal/audit"
 	"github.com/agentkeys/agentkeys/internal/broker"
 	"github.com/agentkeys/agentkeys/internal/client"
 	"github.com/agentkeys/agentkeys/internal/daemon"
@@ -47,6 +48,9 @@ func (e *env) pairAgent(t testing.TB, owner *client.Session, idKey []byte, owner
 	}
 	d := daemon.Dir(t.TempDir())
 	dk.p.ID, dk.p.Server = created.ID, e.srv.URL
+	if dk.p.Enclave, err = audit.Attest(ctx, e.c, ""); err != nil { // as daemon.SendPairRequest pins it
+		t.Fatal(err)
+	}
 	if _, err := d.Complete(dk.p, st.Delivery); err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,7 @@
 // Package audit verifies a ledger end to end: from a running broker's public API
 // (what any client can check) or from an operator's data dir (which also re-folds
-// the state and compares it with what is stored). It only reads.
+// the state and compares it with what is stored). A KeyView follows a broker's
+// chain to tell which OIDC keys the ledger vouches for (keys.go). It only reads.
 package audit
 
 import (

@@ -522,7 +522,7 @@ func benchDenyPending(ctx context.Context, ow *benchOwner, alias string) error {
 // the VVC as agent approve does), the daemon's poll and opening of the sealed
 // session. It stores nothing.
 func benchPairOnce(ctx context.Context, ow *benchOwner, alias string, scope []string, ttl time.Duration) (*daemon.Session, error) {
-	p, err := daemon.SendPairRequest(ctx, ow.c.Client, ow.s.Wallet, alias, scope, ttl, 10*time.Minute)
+	p, err := daemon.SendPairRequest(ctx, ow.c.Client, ow.s.Wallet, alias, scope, ttl, 10*time.Minute, ow.s.PlatformKey)
 	if err != nil {
 		return nil, err
 	}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -41,7 +42,7 @@ func (e *env) daemonLog() *slog.Logger {
 }
 
 func daemonPairCmd(e *env) *cobra.Command {
-	var server, owner, alias, resume string
+	var server, owner, alias, resume, platformPin string
 	var scope []string
 	var ttl, wait time.Duration
 	var noWait, asJSON bool
@@ -79,7 +80,7 @@ paired ("status":"paired").`,
 						"e.g. agentkeys daemon pair --server URL --owner OWNER --alias ci-bot --scope openai")
 				}
 				var err error
-				if p, err = d.NewPairRequest(ctx, server, owner, alias, scope, ttl, wait); err != nil {
+				if p, err = d.NewPairRequest(ctx, server, owner, alias, scope, ttl, wait, platformPin); err != nil {
 					return err
 				}
 				if !asJSON {
@@ -123,6 +124,7 @@ paired ("status":"paired").`,
 	cmd.Flags().DurationVar(&wait, "expires", 10*time.Minute, "how long the request stays open (at most 1h)")
 	cmd.Flags().BoolVar(&noWait, "no-wait", false, "send the request and return")
 	cmd.Flags().StringVar(&resume, "resume", "", "wait for an earlier request with this id")
+	cmd.Flags().StringVar(&platformPin, "platform-key", "", "pin the platform attestation public key (hex) the broker's quote must verify under (default: the key the quote names)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON lines: the request when sent, the session when paired")
 	return cmd
 }
@@ -151,6 +153,26 @@ func cloudFlags(cmd *cobra.Command, src *daemon.Source) {
 	cmd.Flags().StringVar(&src.GCPTokenURL, "gcp-sts-url", "", "GCP STS token endpoint for cloud_credentials (default: Google's)")
 	cmd.Flags().StringVar(&src.AzureAuthorityHost, "azure-authority-host", "", "Entra ID authority host for cloud_credentials (default: Azure public cloud)")
 	cmd.Flags().StringVar(&src.AliSTSEndpoint, "alicloud-sts-endpoint", "", "Alibaba Cloud STS host[:port] for cloud_credentials (default: sts.aliyuncs.com)")
+	chainFlag(cmd, src)
+}
+
+// chainFlag adds --chain-verified-oidc (default on): identity tokens are
+// dual-verified against the ledger's key registry before any use (§10.2).
+func chainFlag(cmd *cobra.Command, src *daemon.Source) {
+	cmd.Flags().VarPF(notFlag{&src.Unverified}, "chain-verified-oidc", "",
+		"refuse identity tokens whose key the ledger's registry does not vouch for (=false only for a bring-your-own issuer)").NoOptDefVal = "true"
+}
+
+// notFlag is a boolean flag stored negated (the flag's default, true, is the
+// zero value of the field).
+type notFlag struct{ p *bool }
+
+func (f notFlag) String() string { return strconv.FormatBool(!*f.p) }
+func (f notFlag) Type() string   { return "bool" }
+func (f notFlag) Set(v string) error {
+	b, err := strconv.ParseBool(v)
+	*f.p = !b
+	return err
 }
 
 func daemonMCPCmd(e *env) *cobra.Command {
@@ -176,7 +198,7 @@ Configure your MCP client with the output of agentkeys daemon mcp-config.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log := e.daemonLog()
 			if socket != "" {
-				for _, f := range []string{"sts-endpoint", "aws-audience", "aws-region"} {
+				for _, f := range []string{"sts-endpoint", "aws-audience", "aws-region", "chain-verified-oidc"} {
 					if cmd.Flags().Changed(f) {
 						return problem.Newf(problem.BadRequest, "pass --"+f+" to agentkeys daemon serve, which calls STS",
 							"--%s does nothing with --socket: the daemon behind the socket calls STS", f)
@@ -185,7 +207,7 @@ Configure your MCP client with the output of agentkeys daemon mcp-config.`,
 				log.Info("mcp front starting", "socket", socket)
 				return daemon.ServeMCP(cmd.Context(), daemon.NewSocketClient(socket), log)
 			}
-			src.Dir, src.Checks = e.daemonDir(), daemon.NewChecks(daemon.DefaultCheckTTL, time.Now)
+			src.Dir, src.Checks, src.Keys = e.daemonDir(), daemon.NewChecks(daemon.DefaultCheckTTL, time.Now), daemon.NewKeyViews()
 			if err := src.Dir.CheckPrivate(); err != nil {
 				return err
 			}
@@ -261,7 +283,7 @@ whose SDKs keep the file 10 minutes).`,
 			}
 			defer os.Remove(socket)
 			log := e.daemonLog()
-			src.Dir, src.Checks = d, daemon.NewChecks(daemon.DefaultCheckTTL, time.Now)
+			src.Dir, src.Checks, src.Keys = d, daemon.NewChecks(daemon.DefaultCheckTTL, time.Now), daemon.NewKeyViews()
 			// The token-file refreshers and the socket server are one group:
 			// whichever way it ends, the rest stop and are joined.
 			ctx, stop := context.WithCancel(cmd.Context())
@@ -417,6 +439,7 @@ cannot be reached.`,
 
 func daemonAWSCmd(e *env) *cobra.Command {
 	var r daemon.AWSRequest
+	var src daemon.Source
 	cmd := &cobra.Command{
 		Use:   "aws-credentials",
 		Short: "Print AWS credential_process JSON for a role (mints a token, calls STS itself)",
@@ -431,7 +454,8 @@ from ~/.aws/config:
 			"  agentkeys daemon aws-credentials --role-arn ARN --sts-endpoint http://127.0.0.1:8333",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cr, err := daemon.Source{Dir: e.daemonDir()}.AWSCredentials(cmd.Context(), r)
+			src.Dir = e.daemonDir()
+			cr, err := src.AWSCredentials(cmd.Context(), r)
 			if err != nil {
 				return err
 			}
@@ -444,6 +468,7 @@ from ~/.aws/config:
 	cmd.Flags().StringVar(&r.STSEndpoint, "sts-endpoint", "", "STS endpoint URL (default: AWS)")
 	cmd.Flags().StringVar(&r.Region, "region", daemon.DefaultAWSRegion, "AWS region for STS")
 	cmd.Flags().StringVar(&r.Audience, "audience", daemon.DefaultAWSAudience, "token audience")
+	chainFlag(cmd, &src)
 	cmd.MarkFlagRequired("role-arn")
 	return cmd
 }
@@ -451,6 +476,7 @@ from ~/.aws/config:
 func daemonOIDCTokenCmd(e *env) *cobra.Command {
 	var audience, out string
 	var ttl time.Duration
+	var src daemon.Source
 	cmd := &cobra.Command{
 		Use:   "oidc-token",
 		Short: "Mint an identity token for an audience; print it or write it to a 0600 file",
@@ -462,7 +488,7 @@ such a file fresh.`,
 		Example: "  agentkeys daemon oidc-token --audience sts.amazonaws.com --out /run/agent/aws-token",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			src := daemon.Source{Dir: e.daemonDir()}
+			src.Dir = e.daemonDir()
 			if out != "" {
 				exp, err := src.WriteTokenFile(cmd.Context(), audience, out, int64(ttl/time.Second))
 				if err != nil {
@@ -482,5 +508,6 @@ such a file fresh.`,
 	cmd.Flags().StringVar(&audience, "audience", daemon.DefaultAWSAudience, "the relying party's audience")
 	cmd.Flags().StringVar(&out, "out", "", "write the token to this file (0600) instead of printing it")
 	cmd.Flags().DurationVar(&ttl, "ttl", 0, "token lifetime (default: the broker's, 5m)")
+	chainFlag(cmd, &src)
 	return cmd
 }

@@ -33,17 +33,22 @@ const (
 // OIDCToken mints an identity token for audience through the agent session
 // (ttl 0 = the broker's default). The caller must not log the token.
 func (s Source) OIDCToken(ctx context.Context, audience string, ttl int64) (*apiv1.OIDCToken, error) {
-	_, c, err := s.agent()
+	sess, c, err := s.agent()
 	if err != nil {
 		return nil, Stable(err)
 	}
-	return mint(ctx, c, audience, ttl)
+	return s.mint(ctx, sess, c, audience, ttl)
 }
 
-func mint(ctx context.Context, c *client.AgentSession, audience string, ttl int64) (*apiv1.OIDCToken, error) {
+// mint mints a token and dual-verifies it (DualVerify) before anyone uses it:
+// every token the daemon hands out, writes or exchanges comes through here.
+func (s Source) mint(ctx context.Context, sess *Session, c *client.AgentSession, audience string, ttl int64) (*apiv1.OIDCToken, error) {
 	t, err := c.OIDCToken(ctx, audience, ttl)
 	if err != nil {
 		return nil, Stable(err)
+	}
+	if err := s.DualVerify(ctx, sess, t.Token); err != nil {
+		return nil, err
 	}
 	return t, nil
 }
@@ -166,7 +171,7 @@ func (s Source) AWSCredentials(ctx context.Context, r AWSRequest) (*AWSCredentia
 		}
 		return &cached.AWSCredentials, nil
 	}
-	tok, err := mint(ctx, c, r.Audience, 0)
+	tok, err := s.mint(ctx, sess, c, r.Audience, 0)
 	if err != nil {
 		return nil, err
 	}

@@ -173,7 +173,7 @@ func (s Source) CloudToken(ctx context.Context, r CloudRequest) (*CloudToken, er
 			r.SessionName = "agentkeys"
 		}
 	}
-	tok, err := mint(ctx, c, r.audience(), 0)
+	tok, err := s.mint(ctx, sess, c, r.audience(), 0)
 	if err != nil {
 		return nil, err
 	}

@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/agentkeys/agentkeys/internal/apiv1"
+	"github.com/agentkeys/agentkeys/internal/audit"
 	"github.com/agentkeys/agentkeys/internal/client"
 	"github.com/agentkeys/agentkeys/internal/home"
 	"github.com/agentkeys/agentkeys/internal/problem"
@@ -61,6 +62,9 @@ type Pending struct {
 	ExpiresAt   int64    `json:"expires_at"`
 	ProofKey    string   `json:"proof_key"`    // base64 PKCS#8 P-256
 	HPKEPrivate string   `json:"hpke_private"` // base64 serialized hybrid HPKE private key
+	// Enclave is what the daemon pinned from the broker's verified quote when
+	// it asked to pair: the keys dual verification checks the registry under.
+	Enclave audit.Pins `json:"enclave"`
 }
 
 // Session is a paired agent session. Token, ChannelKey and ProofKey are secret.
@@ -77,6 +81,9 @@ type Session struct {
 	ChannelInfo string `json:"channel_info"`
 	ExpiresAt   int64  `json:"expires_at"`
 	ProofKey    string `json:"proof_key"` // base64 PKCS#8 P-256
+	// Enclave: the pins of the pair request (sessions paired before pinning
+	// existed have none, and dual verification refuses their tokens).
+	Enclave audit.Pins `json:"enclave"`
 }
 
 // ErrNotPaired means the daemon has no session yet.
@@ -242,7 +249,7 @@ func (p *Pending) Open(dl *apiv1.Delivery) (*Session, error) {
 	}
 	return &Session{Server: p.Server, Owner: p.Owner, Alias: p.Alias, Agent: dl.Agent, Wallet: dl.Wallet, Generation: dl.Generation,
 		SID: dl.SID, Token: string(tok), ChannelKey: base64.StdEncoding.EncodeToString(ch), ChannelInfo: dl.ChannelInfo,
-		ExpiresAt: dl.ExpiresAt, ProofKey: p.ProofKey}, nil
+		ExpiresAt: dl.ExpiresAt, ProofKey: p.ProofKey, Enclave: p.Enclave}, nil
 }
 
 // Source fetches credentials for the agent: it loads the session on every call
@@ -260,6 +267,13 @@ type Source struct {
 	// Checks caches the broker's answer about the session for a few seconds
 	// before cached cloud credentials are served; nil asks every time.
 	Checks *Checks
+	// Unverified turns dual verification off (--chain-verified-oidc=false, for
+	// bring-your-own issuers): by default every identity token is checked
+	// against the ledger's registry before it is used (DualVerify).
+	Unverified bool
+	// Keys caches the verified registry between tokens for a long-running
+	// daemon; nil walks the chain afresh for each token.
+	Keys *KeyViews
 	// Now is the daemon's clock: it dates DPoP proofs and decides when the
 	// session and cached cloud credentials expire. nil = time.Now.
 	Now func() time.Time

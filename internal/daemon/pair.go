@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/agentkeys/agentkeys/internal/apiv1"
+	"github.com/agentkeys/agentkeys/internal/audit"
 	"github.com/agentkeys/agentkeys/internal/client"
 	"github.com/agentkeys/agentkeys/internal/dpop"
 	"github.com/agentkeys/agentkeys/internal/problem"
@@ -14,12 +15,12 @@ import (
 
 // NewPairRequest sends a pair request to the broker at server (SendPairRequest)
 // and stores it, with its keys, as pending in d.
-func (d Dir) NewPairRequest(ctx context.Context, server, owner, alias string, scope []string, ttl, wait time.Duration) (*Pending, error) {
+func (d Dir) NewPairRequest(ctx context.Context, server, owner, alias string, scope []string, ttl, wait time.Duration, platformPin string) (*Pending, error) {
 	c, err := client.New(server)
 	if err != nil {
 		return nil, err
 	}
-	p, err := SendPairRequest(ctx, c, owner, alias, scope, ttl, wait)
+	p, err := SendPairRequest(ctx, c, owner, alias, scope, ttl, wait, platformPin)
 	if err != nil {
 		return nil, err
 	}
@@ -27,10 +28,18 @@ func (d Dir) NewPairRequest(ctx context.Context, server, owner, alias string, sc
 }
 
 // SendPairRequest makes a daemon's keys, sends its signed pair request through c
-// and checks the broker's VVC and fingerprint; it stores nothing.
-func SendPairRequest(ctx context.Context, c *client.Client, owner, alias string, scope []string, ttl, wait time.Duration) (*Pending, error) {
+// and checks the broker's VVC and fingerprint; it stores nothing. First it
+// verifies the broker's enclave quote, under platformPin (hex) when given, else
+// under the platform key the quote names, and pins what it attests.
+func SendPairRequest(ctx context.Context, c *client.Client, owner, alias string, scope []string, ttl, wait time.Duration, platformPin string) (*Pending, error) {
 	if scope == nil {
 		scope = []string{}
+	}
+	// Pin the enclave first (§10.2): its attested ledger key is what the
+	// daemon later checks the OIDC key registry under.
+	pins, err := audit.Attest(ctx, c, platformPin)
+	if err != nil {
+		return nil, err
 	}
 	proof, err := dpop.NewKey()
 	if err != nil {
@@ -76,7 +85,7 @@ func SendPairRequest(ctx context.Context, c *client.Client, owner, alias string,
 		return nil, err
 	}
 	return &Pending{Server: c.Server(), Owner: owner, Alias: alias, Scope: scope, ID: res.ID, VVC: res.VVC,
-		Fingerprint: res.Fingerprint, ExpiresAt: res.ExpiresAt, ProofKey: pk, HPKEPrivate: base64.StdEncoding.EncodeToString(hb)}, nil
+		Fingerprint: res.Fingerprint, ExpiresAt: res.ExpiresAt, ProofKey: pk, HPKEPrivate: base64.StdEncoding.EncodeToString(hb), Enclave: pins}, nil
 }
 
 // WaitPairing polls the broker until the owner decides on p. Approved, it

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 
 	"github.com/agentkeys/agentkeys/internal/apiv1"
 	"github.com/agentkeys/agentkeys/internal/attest"
@@ -22,7 +23,13 @@ const (
 	KindOidcRotate      = apiv1.OIDCRotateKind
 )
 
-const oidcKeyPrefix = "registry/oidckey/"
+const (
+	oidcKeyPrefix = "registry/oidckey/"
+	// oidcRevokedPrefix holds revocations of kids never registered: a key served
+	// by a hijacked issuer URL (§10.2), revoked so that no one registers it later.
+	oidcRevokedPrefix = "registry/oidcrevoked/"
+	maxKid            = 128
+)
 
 // OidcKey is one OIDC issuer key on the ledger.
 type OidcKey struct {
@@ -121,6 +128,11 @@ func foldOidcRegister(st ledger.State, e *ledger.Entry) error {
 	} else if ok {
 		return fmt.Errorf("kid %s is already registered", r.Key.Kid)
 	}
+	if _, ok, err := st.Get(oidcRevokedPrefix + r.Key.Kid); err != nil {
+		return err
+	} else if ok {
+		return fmt.Errorf("kid %s was revoked before it was registered", r.Key.Kid)
+	}
 	if r.Previous != nil {
 		if r.Previous.ActiveUntil == 0 {
 			return errors.New("the previous key needs its retirement time")
@@ -140,11 +152,19 @@ func foldOidcRevoke(st ledger.State, e *ledger.Entry) error {
 	if r.Reason == "" {
 		return errors.New("a revocation needs a reason")
 	}
+	if len(r.Kid) == 0 || len(r.Kid) > maxKid || strings.ContainsFunc(r.Kid, func(c rune) bool { return c <= ' ' || c > '~' }) {
+		return fmt.Errorf("kid must be 1-%d printable ASCII characters", maxKid)
+	}
 	var k OidcKey
 	if ok, err := ledger.GetJSON(st, oidcKeyPrefix+r.Kid, &k); err != nil {
 		return err
-	} else if !ok {
-		return fmt.Errorf("kid %s is not registered", r.Kid)
+	} else if !ok { // a kid the enclave never registered: remember it is revoked
+		if _, dup, err := st.Get(oidcRevokedPrefix + r.Kid); err != nil {
+			return err
+		} else if dup {
+			return fmt.Errorf("kid %s is already revoked", r.Kid)
+		}
+		return st.Put(oidcRevokedPrefix+r.Kid, e.Payload)
 	}
 	k.RevokedReason = r.Reason
 	return ledger.PutJSON(st, oidcKeyPrefix+r.Kid, k)
@@ -166,4 +186,15 @@ func OidcKeys(st ledger.State) ([]OidcKey, error) {
 	out, err := ledger.ListJSON[OidcKey](st, oidcKeyPrefix)
 	sort.Slice(out, func(i, j int) bool { return out[i].Version < out[j].Version })
 	return out, err
+}
+
+// OidcRevoked reports whether governance revoked kid: a registered key with a
+// revocation reason, or a kid revoked without ever being registered.
+func OidcRevoked(st ledger.State, kid string) (bool, error) {
+	var k OidcKey
+	if ok, err := ledger.GetJSON(st, oidcKeyPrefix+kid, &k); err != nil || ok {
+		return ok && k.RevokedReason != "", err
+	}
+	_, ok, err := st.Get(oidcRevokedPrefix + kid)
+	return ok, err
 }

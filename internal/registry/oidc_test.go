@@ -90,3 +90,40 @@ func TestOidcKeyRegistry(t *testing.T) {
 		t.Fatal("origins of the OIDC registry kinds changed")
 	}
 }
+
+// A kid the enclave never registered (a hijacked issuer URL's key) can be
+// revoked: the revocation is remembered, OidcRevoked reports it, a second one
+// is refused, and the kid can never be registered afterwards.
+func TestRevokeUnregisteredKid(t *testing.T) {
+	base := t.TempDir()
+	e, err := enclave.Open(enclave.Config{Dir: filepath.Join(base, "server"), PlatformKeyFile: filepath.Join(base, "platform.key")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	st := ledger.NewMemState()
+	v1 := oidcKey(t, e, 1)
+	if ok, err := OidcRevoked(st, v1.Kid); err != nil || ok {
+		t.Fatalf("revoked before any revoke: %v %v", ok, err)
+	}
+	for _, bad := range []string{"", "has space", strings.Repeat("k", maxKid+1), "tab\tkid"} {
+		if err := fold(st, KindOidcKeyRevoke, OidcRevoke{Kid: bad, Reason: "x"}); err == nil {
+			t.Errorf("revoke of kid %q accepted", bad)
+		}
+	}
+	if err := fold(st, KindOidcKeyRevoke, OidcRevoke{Kid: v1.Kid, Reason: "watchdog: drift"}); err != nil {
+		t.Fatalf("revoke of an unregistered kid: %v", err)
+	}
+	if ok, err := OidcRevoked(st, v1.Kid); err != nil || !ok {
+		t.Fatalf("OidcRevoked after the revoke: %v %v", ok, err)
+	}
+	if err := fold(st, KindOidcKeyRevoke, OidcRevoke{Kid: v1.Kid, Reason: "again"}); err == nil {
+		t.Fatal("a second revoke of the same unregistered kid was accepted")
+	}
+	if err := fold(st, KindOidcKeyRegister, OidcRegister{Key: v1}); err == nil {
+		t.Fatal("a revoked kid was registered afterwards")
+	}
+	if ks, _ := OidcKeys(st); len(ks) != 0 {
+		t.Fatalf("the revocation shows as a registered key: %+v", ks)
+	}
+}
