@@ -57,7 +57,10 @@ func TestHandoff(t *testing.T) {
 	}
 	again.Close()
 	// A data dir with a seed never takes one by handoff.
-	cfg.Handoff = func(attest.Quote, []byte) ([]byte, error) { t.Fatal("asked for a seed over an existing one"); return nil, nil }
+	cfg.Handoff = func(attest.Quote, []byte) ([]byte, error) {
+		t.Fatal("asked for a seed over an existing one")
+		return nil, nil
+	}
 	before := readFile(t, filepath.Join(cfg.Dir, sealedName))
 	if _, err := Open(cfg); err == nil || !strings.Contains(err.Error(), "never replaces") {
 		t.Fatalf("handoff over an existing seed: %v", err)
