@@ -228,7 +228,7 @@ var anonHelp = map[broker.AnonKind]string{
 	broker.AnonLogin:  "logins (POST /v1/sessions)",
 	broker.AnonPair:   "pair requests (POST /v1/pair/requests)",
 	broker.AnonPoll:   "pair polls (GET /v1/pair/requests/ID)",
-	broker.AnonSubmit: "governance submissions (ledger entries, registries, oidc rotate)",
+	broker.AnonSubmit: "governance submissions (ledger entries, registries, oidc rotate) and seed handoffs",
 }
 
 // parseAnonRate parses PER_ADDRESS,IN_ALL, e.g. 10/1h,200/1h.
