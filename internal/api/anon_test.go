@@ -127,6 +127,7 @@ func TestAnonymousRoutesLimited(t *testing.T) {
 		{broker.AnonSubmit, http.MethodPost, "/mock/oidc-pubkeys/revoke", empty},
 		{broker.AnonSubmit, http.MethodPost, "/v1/oidc/rotate", empty},
 		{broker.AnonSubmit, http.MethodPost, "/v1/governance/proposals", empty},
+		{broker.AnonSubmit, http.MethodPost, "/v1/enclave/handoff", empty},
 	} {
 		t.Run(route.method+" "+route.path, func(t *testing.T) {
 			e := newEnv(t, broker.Config{Anon: lim})

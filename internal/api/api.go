@@ -88,6 +88,10 @@ func New(b Broker, cfg Config) http.Handler {
 	handle("GET /mock/enclave-successors", s.successors)
 	handle("POST /mock/enclave-successors/authorize", s.anon(broker.AnonSubmit, s.submitEntry("successor.authorize")))
 	handle("POST /mock/enclave-successors/deauthorize", s.anon(broker.AnonSubmit, s.submitEntry("successor.deauthorize")))
+	// A successor asking for the seed (§10.3): anonymous (it has no account),
+	// so admission-limited like governance submissions; each attempt costs
+	// one quote check and one ledger entry.
+	handle("POST /v1/enclave/handoff", s.anon(broker.AnonSubmit, s.handoff))
 	handle("POST /v1/accounts", s.anon(broker.AnonSignup, s.createAccount))
 	handle("POST /v1/sessions", s.anon(broker.AnonLogin, s.openSession))
 	handle("DELETE /v1/sessions/current", s.authed(s.logout))

@@ -25,6 +25,7 @@ type Broker interface {
 	Head(ctx context.Context) (h ledger.Head, ok bool, err error)
 	Entries(ctx context.Context, c *broker.Caller, from uint64, limit int) ([]ledger.Entry, error)
 	Successors(ctx context.Context) ([]string, error)
+	Handoff(ctx context.Context, req apiv1.HandoffRequest) (*apiv1.HandoffResponse, error)
 	Submit(ctx context.Context, e ledger.Entry, kind string) (ledger.Entry, error)
 	Governance(ctx context.Context) (*apiv1.GovernanceInfo, error)
 	SubmitProposal(ctx context.Context, p ledger.Proposal) (*apiv1.ProposalResult, error)

@@ -115,3 +115,16 @@ func (s *server) successors(w http.ResponseWriter, r *http.Request) error {
 	writeJSON(w, http.StatusOK, list)
 	return nil
 }
+
+func (s *server) handoff(w http.ResponseWriter, r *http.Request) error {
+	var req apiv1.HandoffRequest
+	if err := decode(r, &req); err != nil {
+		return err
+	}
+	out, err := s.b.Handoff(r.Context(), req)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}

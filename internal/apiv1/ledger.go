@@ -43,3 +43,16 @@ type ProposalResult struct {
 	Entry  entry.Entry   `json:"entry"`
 	Rotate *RotateResult `json:"rotate,omitempty"`
 }
+
+// HandoffRequest is the body of POST /v1/enclave/handoff (§10.3): a successor
+// enclave's quote, whose report data commits to its ephemeral HPKE key.
+type HandoffRequest struct {
+	Quote attest.Quote `json:"quote"`
+	Key   string       `json:"key"` // hex HPKE public key (ML-KEM-768 + X25519)
+}
+
+// HandoffResponse carries the seed HPKE-sealed to the successor's key.
+type HandoffResponse struct {
+	Sealed string `json:"sealed"` // hex
+	Seq    uint64 `json:"seq"`    // the successor.handoff entry that records the grant
+}

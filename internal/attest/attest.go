@@ -217,3 +217,24 @@ func appendLP(b, data []byte) []byte {
 	b = binary.BigEndian.AppendUint32(b, uint32(len(data)))
 	return append(b, data...)
 }
+
+const handoffDomain = "agentkeys/handoff/v1|"
+
+// HandoffReportData is the report data of a successor's handoff quote (§10.3):
+// SHA-256("agentkeys/handoff/v1|" || its ephemeral HPKE public key), then 32
+// zero bytes. A quote with it commits the enclave that signed it to the key the
+// seed is sealed to.
+func HandoffReportData(hpkePub []byte) [64]byte {
+	var rd [64]byte
+	h := sha256.New()
+	h.Write([]byte(handoffDomain))
+	h.Write(hpkePub)
+	h.Sum(rd[:0])
+	return rd
+}
+
+// HandoffInfo is the HPKE info the seed is sealed with to a successor: it binds
+// the ciphertext to the successor's measurements (hex, as in its quote).
+func HandoffInfo(mrsigner, mrenclave string) []byte {
+	return []byte("agentkeys/handoff/seed/v1|" + mrsigner + "|" + mrenclave)
+}

@@ -21,6 +21,7 @@ import (
 
 	"github.com/agentkeys/agentkeys/internal/account"
 	"github.com/agentkeys/agentkeys/internal/agent"
+	"github.com/agentkeys/agentkeys/internal/attest"
 	"github.com/agentkeys/agentkeys/internal/auditindex"
 	"github.com/agentkeys/agentkeys/internal/dpop"
 	"github.com/agentkeys/agentkeys/internal/enclave"
@@ -38,9 +39,14 @@ type Config struct {
 	PlatformKeyFile string // the platform key (sealing secret) file, outside DataDir; see enclave.Config
 	PlatformKeyHex  string // AGENTKEYS_PLATFORM_KEY; when set, used instead of PlatformKeyFile
 	SignerPublicKey []byte // release-signing public key (mrsigner); nil = dev signer
-	Logger          *slog.Logger
-	Registerer      prometheus.Registerer // nil = metrics not exported
-	Ledger          ledger.Options        // Genesis and OnCommit are set by the broker
+	// Handoff, when set, makes this broker a successor (§10.3): its data dir
+	// holds no seed, and the enclave receives it from the running broker
+	// through this function (enclave.Config.Handoff). It creates no operator
+	// key: the successor joins the predecessor's ledger.
+	Handoff    func(q attest.Quote, hpkePub []byte) ([]byte, error)
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer // nil = metrics not exported
+	Ledger     ledger.Options        // Genesis and OnCommit are set by the broker
 	// LedgerURL names the ledger store (package ledgerstore); "" is the embedded
 	// SQLite file in DataDir, LedgerPath. It is opened after the enclave.
 	LedgerURL string
@@ -243,7 +249,7 @@ func Open(cfg Config) (_ *Broker, err error) {
 		}
 	}
 	enc, err := enclave.Open(enclave.Config{Dir: cfg.DataDir, PlatformKeyFile: cfg.PlatformKeyFile, PlatformKeyHex: cfg.PlatformKeyHex,
-		DevPlatformKeyInDir: cfg.DevPlatformKeyInDataDir, SignerPublicKey: cfg.SignerPublicKey, Now: cfg.Now})
+		DevPlatformKeyInDir: cfg.DevPlatformKeyInDataDir, SignerPublicKey: cfg.SignerPublicKey, Handoff: cfg.Handoff, Now: cfg.Now})
 	if err != nil {
 		return nil, err
 	}
@@ -277,7 +283,7 @@ func Open(cfg Config) (_ *Broker, err error) {
 	if _, ok, err := b.store.Head(context.Background()); err != nil {
 		b.Close()
 		return nil, err
-	} else if !ok {
+	} else if !ok && cfg.Handoff == nil {
 		if _, set, err := loadGenesisGovernance(cfg.DataDir); err != nil {
 			b.Close()
 			return nil, err

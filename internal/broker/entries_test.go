@@ -14,7 +14,7 @@ import (
 func TestKindClassification(t *testing.T) {
 	public := []string{
 		ledger.KindGenesis, ledger.KindCheckpoint, ledger.KindGovernanceSet, registry.KindSessionKeyRotate,
-		registry.KindSuccessorAuthorize, registry.KindSuccessorDeauthorize,
+		registry.KindSuccessorAuthorize, registry.KindSuccessorDeauthorize, registry.KindSuccessorHandoff,
 		registry.KindOidcKeyRegister, registry.KindOidcKeyRevoke, registry.KindOidcRotate,
 	}
 	s := Schema()

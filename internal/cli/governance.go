@@ -48,6 +48,7 @@ is stored on the broker until submit; the broker then checks the threshold.`,
 	}
 	cmd.AddCommand(governanceKeygenCmd(e), governanceInitCmd(e), governanceProposeCmd(e),
 		governanceSignCmd(e), governanceSubmitCmd(e), governanceMembersCmd(e), governanceRotateSessionKeyCmd(e))
+	cmd.AddCommand(governanceSuccessorCmds(e)...)
 	return cmd
 }
 
@@ -494,6 +495,103 @@ members to sign (governance sign) and submit (governance submit).`,
 	e.serverFlag(cmd, &server, DefaultServer, "the broker URL")
 	cmd.Flags().StringVar(&keyPath, "key", "", "a governance key to sign with (default $AGENTKEYS_HOME/server/operator.key)")
 	cmd.Flags().DurationVar(&window, "window", 721*time.Hour, "how long the old key keeps verifying (at least the session lifetime + 1m)")
+	cmd.Flags().StringVar(&out, "out", "", "write a proposal to this file instead of submitting")
+	cmd.Flags().DurationVar(&ttl, "ttl", 7*24*time.Hour, "with --out: how long the proposal may be submitted (at most 31 days)")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print as JSON")
+	return cmd
+}
+
+// governanceSuccessorCmds are authorize-successor and deauthorize-successor:
+// the successor registry (§10.1) that a seed handoff (§10.3) checks.
+func governanceSuccessorCmds(e *env) []*cobra.Command {
+	var platformKey, rationale string
+	auth := successorCmd(e, registry.KindSuccessorAuthorize, &cobra.Command{
+		Use:   "authorize-successor MRSIGNER",
+		Short: "Authorize a build signed by another key to receive the seed (governance)",
+		Long: `Adds MRSIGNER (the SHA-256 of a release-signing key, as a build's quote and
+its refused handoff print it) to the successor registry, with --platform-key, the
+successor's platform attestation key: a build signed by that key, running on that
+platform, may then receive the seed by handoff (agentkeys server --handoff-from).
+At most 8 successors. The platform key is what the handoff's quote is verified
+with: the first, refused, handoff attempt prints both values in its fix.
+
+With --key (default the operator key) it signs and submits at once: enough for a
+1-of-1 set. With --out it writes a proposal for the members to sign
+(governance sign) and submit (governance submit).`,
+		Example: "  agentkeys governance authorize-successor 5f1c…e2 --platform-key 9a0b…41 --server https://keys.example.com\n" +
+			"  agentkeys governance authorize-successor 5f1c…e2 --platform-key 9a0b…41 --rationale-uri https://example.com/change/42 --out p.json",
+	}, func(mrsigner string) (any, error) {
+		if b, err := hex.DecodeString(platformKey); err != nil || len(b) != ed25519.PublicKeySize || platformKey != strings.ToLower(platformKey) {
+			return nil, problem.New(problem.BadRequest, "--platform-key must be 64 lowercase hex characters",
+				"pass the successor's platform key, as its refused handoff printed it (agentkeys server --handoff-from)")
+		}
+		return registry.Successor{MrSigner: mrsigner, EffectiveFrom: time.Now().Unix(), RationaleURI: rationale, PlatformKey: platformKey}, nil
+	}, "Authorized successor %s at ledger seq %d: a build signed by its key, on the platform given, may now receive the seed.\n")
+	auth.Flags().StringVar(&platformKey, "platform-key", "", "the successor's platform attestation public key (hex; required)")
+	auth.Flags().StringVar(&rationale, "rationale-uri", "", "a link to why (change ticket, release notes), kept on the ledger")
+	deauth := successorCmd(e, registry.KindSuccessorDeauthorize, &cobra.Command{
+		Use:   "deauthorize-successor MRSIGNER",
+		Short: "Withdraw a successor's authorization (governance)",
+		Long: `Removes MRSIGNER from the successor registry: from then on a handoff to a
+build signed by that key is refused (and the attempt recorded on the ledger).
+Signs and submits with --key, or writes a proposal with --out.`,
+		Example: "  agentkeys governance deauthorize-successor 5f1c…e2 --server https://keys.example.com",
+	}, func(mrsigner string) (any, error) {
+		return registry.Deauthorize{MrSigner: mrsigner}, nil
+	}, "Deauthorized successor %s at ledger seq %d: it receives no seed.\n")
+	return []*cobra.Command{auth, deauth}
+}
+
+// successorCmd completes cmd: one MRSIGNER argument, payload builds the entry's
+// payload, and it is submitted signed with one key or written as a proposal.
+func successorCmd(e *env, kind string, cmd *cobra.Command, payload func(mrsigner string) (any, error), done string) *cobra.Command {
+	var server, keyPath, out string
+	var ttl time.Duration
+	var asJSON bool
+	cmd.Args = cobra.ExactArgs(1)
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		mrsigner := args[0]
+		if b, err := hex.DecodeString(mrsigner); err != nil || len(b) != 32 || mrsigner != strings.ToLower(mrsigner) {
+			return problem.Newf(problem.BadRequest, "pass the 64 lowercase hex characters of the build's mrsigner (its quote's, or its refused handoff's)",
+				"MRSIGNER %q is not a mrsigner", mrsigner)
+		}
+		p, err := payload(mrsigner)
+		if err != nil {
+			return err
+		}
+		if out != "" {
+			prop, err := newProposal(cmd, server, kind, p, ttl)
+			if err != nil {
+				return err
+			}
+			return e.writeProposal(out, prop, asJSON)
+		}
+		var key ed25519.PrivateKey
+		if keyPath == "" {
+			key, err = e.operatorKey("")
+		} else {
+			key, err = loadMemberKey(keyPath)
+		}
+		if err != nil {
+			return err
+		}
+		c, err := client.New(server)
+		if err != nil {
+			return err
+		}
+		en, err := c.SubmitGovernance(cmd.Context(), kind, p, key)
+		if err != nil {
+			return err
+		}
+		res := SubmitResult{Seq: en.Seq, Hash: en.Hash(), Kind: en.Kind}
+		if asJSON {
+			return e.printJSON(res)
+		}
+		fmt.Fprintf(e.stdout, done, mrsigner, res.Seq)
+		return nil
+	}
+	e.serverFlag(cmd, &server, DefaultServer, "the broker URL")
+	cmd.Flags().StringVar(&keyPath, "key", "", "a governance key to sign with (default $AGENTKEYS_HOME/server/operator.key)")
 	cmd.Flags().StringVar(&out, "out", "", "write a proposal to this file instead of submitting")
 	cmd.Flags().DurationVar(&ttl, "ttl", 7*24*time.Hour, "with --out: how long the proposal may be submitted (at most 31 days)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print as JSON")

@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"crypto/ed25519"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -21,7 +22,10 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/agentkeys/agentkeys/internal/api"
+	"github.com/agentkeys/agentkeys/internal/apiv1"
+	"github.com/agentkeys/agentkeys/internal/attest"
 	"github.com/agentkeys/agentkeys/internal/broker"
+	"github.com/agentkeys/agentkeys/internal/client"
 	"github.com/agentkeys/agentkeys/internal/enclave"
 	"github.com/agentkeys/agentkeys/internal/ledger"
 	"github.com/agentkeys/agentkeys/internal/ledger/ledgerstore"
@@ -35,7 +39,7 @@ func serverCmd(e *env) *cobra.Command {
 	var sessionTTL, approvalWindow, oidcMaxTTL, oidcSkew, followEvery, maxLag time.Duration
 	var audiences, publicURLs, trustedProxies []string
 	var dev bool
-	var signup string
+	var signup, handoffFrom string
 	anonRates := map[broker.AnonKind]*string{}
 	cmd := &cobra.Command{
 		Use:   "server",
@@ -82,6 +86,15 @@ TCP peer; behind a reverse proxy, name it with --trusted-proxy so that its
 X-Forwarded-For is believed. --signup invite admits new owners only with an
 invite the operator signs (agentkeys server invite).
 
+--handoff-from URL starts a successor (docs/incident-response.md, design §10.3):
+a signed release whose mrsigner governance authorized (agentkeys governance
+authorize-successor), with an empty data dir and its own platform key. Its
+enclave makes an ephemeral HPKE key, quotes it, and asks the running broker at
+URL for the seed, which arrives sealed to that key; it seals it under its own
+mrsigner. On a shared PostgreSQL ledger it then serves; with the embedded
+SQLite ledger it stops, and the operator stops the old broker, copies its
+ledger.db into the new data dir and starts the successor without the flag.
+
 Prometheus metrics are at GET /metrics on the API. With --metrics-listen ADDR
 they are served only there, on a listener of their own (e.g. one reachable
 from the monitoring network alone), and the API's /metrics answers 404.`,
@@ -90,7 +103,8 @@ from the monitoring network alone), and the API's /metrics answers 404.`,
 			"  PGPASSFILE=/etc/agentkeys/pgpass agentkeys server --ledger postgres://agentkeys@db.example:5432/agentkeys?sslmode=verify-full\n" +
 			"  agentkeys server --signup invite --trusted-proxy 10.0.0.0/8 --pair-rate 20/1m,300/1m\n" +
 			"  agentkeys server --listen 0.0.0.0:8090 --metrics-listen 127.0.0.1:9100   # /metrics apart from the API\n" +
-			"  agentkeys server --mrsigner-key 3b6a27bcceb6a42d62a3a8d02a6f0d73653215771de243a63ac048a18b59da29   # a signed release",
+			"  agentkeys server --mrsigner-key 3b6a27bcceb6a42d62a3a8d02a6f0d73653215771de243a63ac048a18b59da29   # a signed release\n" +
+			"  agentkeys server --data-dir /var/lib/agentkeys/new --mrsigner-key 3b6a…29 --handoff-from https://keys.example.com   # a successor",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if dataDir == "" {
@@ -122,6 +136,18 @@ from the monitoring network alone), and the API's /metrics answers 404.`,
 				if signer, err = parseSignerKey(signerKey); err != nil {
 					return err
 				}
+			}
+			var handoff func(attest.Quote, []byte) ([]byte, error)
+			if handoffFrom != "" {
+				if signer == nil {
+					return problem.New(problem.BadRequest, "--handoff-from needs --mrsigner-key: only a signed release (tier production) receives the seed",
+						"pass --mrsigner-key HEX, the public key whose signature this executable's .sig carries (agentkeys release sign)")
+				}
+				c, err := client.New(handoffFrom)
+				if err != nil {
+					return problem.Wrap(err, problem.BadRequest, "pass the running broker's URL, e.g. --handoff-from https://keys.example.com", "--handoff-from: %v", err)
+				}
+				handoff = receiveHandoff(cmd.Context(), c)
 			}
 			limit, window, err := parseRate("--read-rate", readRate)
 			if err != nil {
@@ -162,7 +188,7 @@ from the monitoring network alone), and the API's /metrics answers 404.`,
 					SessionTTL: sessionTTL, ReadLimit: limit, ReadWindow: window,
 					MintLimit: mintLimit, MintWindow: mintWindow, ApprovalWindow: approvalWindow,
 					OIDCAudiences: audiences, OIDCMaxTTL: oidcMaxTTL, OIDCSkew: oidcSkew, Anon: anon, SignupInvite: signup == "invite",
-					FollowEvery: followEvery, MaxLag: maxLag}})
+					FollowEvery: followEvery, MaxLag: maxLag, Handoff: handoff}})
 		},
 	}
 	cmd.Flags().StringVar(&dataDir, "data-dir", "", "where the sealed seed, ledger and operator key live (default $AGENTKEYS_HOME/server)")
@@ -173,6 +199,7 @@ from the monitoring network alone), and the API's /metrics answers 404.`,
 	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:8090", "address for the HTTP API")
 	cmd.Flags().StringVar(&metricsListen, "metrics-listen", "", "serve GET /metrics on this address only, not on the API (default: on the API)")
 	cmd.Flags().StringVar(&signerKey, "mrsigner-key", "", "release-signing ed25519 public key (hex; release keygen prints it): run as tier production, only if <executable>.sig verifies; default: the dev signer (tier dev)")
+	cmd.Flags().StringVar(&handoffFrom, "handoff-from", "", "start as a successor: receive the seed from the running broker at this URL (needs --mrsigner-key and an empty data dir)")
 	cmd.Flags().StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	cmd.Flags().StringVar(&logFormat, "log-format", "auto", "text, json, or auto: text on a terminal, JSON otherwise")
 	cmd.Flags().Int64Var(&maxBody, "max-body", api.DefaultMaxBody, "largest accepted request body in bytes")
@@ -201,7 +228,7 @@ var anonHelp = map[broker.AnonKind]string{
 	broker.AnonLogin:  "logins (POST /v1/sessions)",
 	broker.AnonPair:   "pair requests (POST /v1/pair/requests)",
 	broker.AnonPoll:   "pair polls (GET /v1/pair/requests/ID)",
-	broker.AnonSubmit: "governance submissions (ledger entries, registries, oidc rotate)",
+	broker.AnonSubmit: "governance submissions (ledger entries, registries, oidc rotate) and seed handoffs",
 }
 
 // parseAnonRate parses PER_ADDRESS,IN_ALL, e.g. 10/1h,200/1h.
@@ -289,6 +316,27 @@ func unreachableStore(err error) error {
 		"%v", err)
 }
 
+// receiveHandoff is the successor's side of the handoff: it sends the
+// enclave's quote and HPKE key to the running broker and returns its sealed
+// answer. A refusal stops the start with the broker's reason and fix.
+func receiveHandoff(ctx context.Context, c *client.Client) func(attest.Quote, []byte) ([]byte, error) {
+	return func(q attest.Quote, key []byte) ([]byte, error) {
+		res, err := c.Handoff(ctx, apiv1.HandoffRequest{Quote: q, Key: hex.EncodeToString(key)})
+		if err != nil {
+			fix := "check --handoff-from and that the broker there runs"
+			if p, ok := errors.AsType[*problem.Error](err); ok && p.Fix != "" {
+				fix = p.Fix
+			}
+			return nil, problem.Wrap(err, StartRefused, fix, "the broker at %s sent no seed: %v; no seed was sealed", c.Server(), err)
+		}
+		sealed, err := hex.DecodeString(res.Sealed)
+		if err != nil {
+			return nil, problem.Newf(StartRefused, "check that --handoff-from names an AgentKeys broker", "the broker at %s answered with a malformed sealed seed", c.Server())
+		}
+		return sealed, nil
+	}
+}
+
 // StartRefused is the code of a server that refuses to start (exit 1).
 const StartRefused problem.Code = "START_REFUSED"
 
@@ -362,12 +410,24 @@ func runServer(ctx context.Context, log *slog.Logger, cfg serverConfig) error {
 	if errors.Is(err, ledger.ErrUnreachable) {
 		return unreachableStore(err)
 	}
+	if p, ok := errors.AsType[*problem.Error](err); ok && p.Code == StartRefused {
+		return p // a refused handoff: the predecessor's answer, with its fix
+	}
 	if err != nil {
 		// one line: the enclave's message names the cause and the fix
 		return problem.Wrap(err, StartRefused, "", "%v", err)
 	}
 	defer b.Close()
-	if b.SeedCreated() {
+	if bc.Handoff != nil {
+		log.Info("received the seed by handoff and sealed it under this build's mrsigner", "path", filepath.Join(bc.DataDir, "seed.sealed"))
+		if _, ok, err := b.Storage().Head(ctx); err != nil {
+			return err
+		} else if !ok {
+			log.Info("the ledger store is empty, so this successor stops here: stop the old broker, copy its ledger.db into the data dir (or point --ledger at the shared database), then start this build again without --handoff-from",
+				"data_dir", bc.DataDir, "ledger", broker.LedgerPath(bc.DataDir))
+			return nil
+		}
+	} else if b.SeedCreated() {
 		pk := bc.PlatformKeyFile
 		if bc.PlatformKeyHex != "" {
 			pk = "AGENTKEYS_PLATFORM_KEY"

@@ -128,6 +128,13 @@ func (c *Client) Enclave(ctx context.Context) (*apiv1.EnclaveInfo, error) {
 	return &info, c.Do(ctx, http.MethodGet, "/v1/enclave", nil, &info)
 }
 
+// Handoff asks the broker for its seed, sealed to a successor enclave's key
+// (POST /v1/enclave/handoff, §10.3).
+func (c *Client) Handoff(ctx context.Context, req apiv1.HandoffRequest) (*apiv1.HandoffResponse, error) {
+	var out apiv1.HandoffResponse
+	return &out, c.Do(ctx, http.MethodPost, "/v1/enclave/handoff", req, &out)
+}
+
 // Head fetches GET /v1/ledger/head.
 func (c *Client) Head(ctx context.Context) (*apiv1.HeadInfo, error) {
 	var h apiv1.HeadInfo

@@ -63,6 +63,13 @@ type Config struct {
 	// executable's digest; then tier production.
 	SignerPublicKey []byte
 	Executable      string // file hashed for mrenclave; "" = os.Executable()
+	// Handoff, when set, is how a successor (§10.3) receives the seed when
+	// Dir holds none: Open makes an ephemeral HPKE key, quotes it
+	// (attest.HandoffReportData) and passes quote and public key to Handoff,
+	// which returns the seed sealed to that key by the running enclave
+	// (SealSeedTo). Open then seals the seed under this build's mrsigner like
+	// a new one. Tier production only.
+	Handoff func(q attest.Quote, hpkePub []byte) ([]byte, error)
 	// Now dates quotes and ages the read cache; nil = time.Now. The broker
 	// passes its own clock.
 	Now func() time.Time
@@ -77,8 +84,9 @@ type Measurements struct {
 // Enclave is an open software enclave. It is safe for concurrent use. It never
 // prints key material: every fmt verb renders String.
 type Enclave struct {
-	meas    Measurements
-	created bool
+	meas      Measurements
+	created   bool
+	handedOff bool // the seed came from a predecessor (Config.Handoff)
 
 	platformPub   ed25519.PublicKey // platform attestation public key
 	publishedInfo []attest.KeyInfo  // Keys, sorted by path
@@ -207,8 +215,12 @@ func hashExecutable(path string) (string, [32]byte, error) {
 	return resolved, sum, nil
 }
 
-// Created reports whether this Open created a new seed.
+// Created reports whether this Open created a new seed (HandedOff tells
+// whether it came from a predecessor).
 func (e *Enclave) Created() bool { return e.created }
+
+// HandedOff reports whether this Open received the seed by handoff.
+func (e *Enclave) HandedOff() bool { return e.handedOff }
 
 // Measurements returns the enclave's mrenclave, mrsigner and tier.
 func (e *Enclave) Measurements() Measurements { return e.meas }

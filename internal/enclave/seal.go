@@ -83,8 +83,16 @@ func (e *Enclave) unsealOrCreate(cfg Config) error {
 	}
 	defer clear(sealKey)
 
+	if sealExists && cfg.Handoff != nil {
+		return fmt.Errorf("enclave: %s already holds a seed, and a handoff never replaces one: start without --handoff-from to use it, or give the successor an empty data directory; the sealed seed was left untouched", sealPath)
+	}
 	if !sealExists {
-		if _, err := rand.Read(e.sec.seed[:]); err != nil {
+		if cfg.Handoff != nil {
+			if err := e.receiveSeed(cfg.Handoff); err != nil {
+				return err
+			}
+			e.handedOff = true
+		} else if _, err := rand.Read(e.sec.seed[:]); err != nil {
 			return fmt.Errorf("enclave: generate master seed: %w", err)
 		}
 		blob, err := sealSeed(sealKey, e.meas.MrSigner, platformID, &e.sec.seed)

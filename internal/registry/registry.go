@@ -18,6 +18,9 @@ import (
 const (
 	KindSuccessorAuthorize   = "successor.authorize"
 	KindSuccessorDeauthorize = "successor.deauthorize"
+	// KindSuccessorHandoff records a seed handoff attempt (§10.3), granted or
+	// refused: enclave origin only, it changes no state.
+	KindSuccessorHandoff = "successor.handoff"
 )
 
 // MaxSuccessors bounds the authorized successor set.
@@ -30,6 +33,22 @@ type Successor struct {
 	MrSigner      string `json:"mrsigner"`
 	EffectiveFrom int64  `json:"effective_from"` // unix seconds
 	RationaleURI  string `json:"rationale_uri,omitempty"`
+	// PlatformKey pins the successor's platform attestation key (hex ed25519):
+	// the key its handoff quote must be signed by. In a software enclave it
+	// is the root of trust a CPU vendor's chain would be (§2.2); a successor
+	// authorized without one receives no seed.
+	PlatformKey string `json:"platform_key,omitempty"`
+}
+
+// Handoff is the payload of successor.handoff: who asked for the seed, and
+// whether the enclave sent it.
+type Handoff struct {
+	MrSigner    string `json:"mrsigner"`
+	MrEnclave   string `json:"mrenclave"`
+	PlatformKey string `json:"platform_key"`
+	Tier        string `json:"tier"`
+	Granted     bool   `json:"granted"`
+	Reason      string `json:"reason,omitempty"` // why it was refused
 }
 
 // Deauthorize is the payload of successor.deauthorize.
@@ -44,6 +63,7 @@ var Module = ledger.Module{
 	Kinds: map[string]ledger.Kind{
 		KindSuccessorAuthorize:   {Origins: ledger.FromGovernance, Public: true, Fold: foldAuthorize},
 		KindSuccessorDeauthorize: {Origins: ledger.FromGovernance, Public: true, Fold: foldDeauthorize},
+		KindSuccessorHandoff:     {Origins: ledger.FromEnclave, Public: true, Fold: foldHandoff},
 		KindOidcKeyRegister:      {Origins: ledger.FromEnclave, Public: true, Fold: foldOidcRegister},
 		KindOidcKeyRevoke:        {Origins: ledger.FromGovernance, Public: true, Fold: foldOidcRevoke},
 		KindOidcRotate:           {Origins: ledger.FromGovernance, Public: true, Fold: foldOidcRotate},
@@ -65,6 +85,11 @@ func foldAuthorize(st ledger.State, e *ledger.Entry) error {
 	}
 	if err := checkMrSigner(s.MrSigner); err != nil {
 		return err
+	}
+	if s.PlatformKey != "" {
+		if b, err := hex.DecodeString(s.PlatformKey); err != nil || len(b) != 32 || s.PlatformKey != strings.ToLower(s.PlatformKey) {
+			return errors.New("platform_key must be 64 lowercase hex characters (the successor's ed25519 platform attestation key)")
+		}
 	}
 	if _, ok, err := st.Get(successorPrefix + s.MrSigner); err != nil {
 		return err
@@ -111,4 +136,26 @@ func Successors(st ledger.State) ([]string, error) {
 		return nil
 	})
 	return out, err
+}
+
+// foldHandoff checks a handoff record; the ledger keeps it, state does not.
+func foldHandoff(_ ledger.State, e *ledger.Entry) error {
+	var h Handoff
+	if err := ledger.DecodeStrict(e.Payload, &h); err != nil {
+		return err
+	}
+	return checkMrSigner(h.MrSigner)
+}
+
+// AuthorizedSuccessor returns the record of an authorized mrsigner; ok is
+// false when it was never authorized or has been deauthorized.
+func AuthorizedSuccessor(st ledger.State, mrsigner string) (s Successor, ok bool, err error) {
+	raw, ok, err := st.Get(successorPrefix + mrsigner)
+	if err != nil || !ok {
+		return s, false, err
+	}
+	if err := ledger.DecodeStrict(raw, &s); err != nil {
+		return s, false, err
+	}
+	return s, true, nil
 }
