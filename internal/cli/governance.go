@@ -437,9 +437,8 @@ member's public key, and the ledger identity proposals are bound to.`,
 }
 
 func governanceRotateSessionKeyCmd(e *env) *cobra.Command {
-	var server, keyPath, out string
-	var window, ttl time.Duration
-	var asJSON bool
+	var g govChange
+	var window time.Duration
 	cmd := &cobra.Command{
 		Use:   "rotate-session-key",
 		Short: "Rotate the session-token key (governance)",
@@ -459,45 +458,16 @@ members to sign (governance sign) and submit (governance submit).`,
 				return problem.New(problem.BadRequest, "--window must be positive", "pass the session lifetime plus a minute or more, e.g. --window 721h")
 			}
 			payload := map[string]int64{"window_seconds": int64(window / time.Second)}
-			if out != "" {
-				p, err := newProposal(cmd, server, registry.KindSessionKeyRotate, payload, ttl)
-				if err != nil {
-					return err
-				}
-				return e.writeProposal(out, p, asJSON)
-			}
-			var key ed25519.PrivateKey
-			var err error
-			if keyPath == "" {
-				key, err = e.operatorKey("")
-			} else {
-				key, err = loadMemberKey(keyPath)
-			}
-			if err != nil {
+			res, err := g.run(e, cmd, registry.KindSessionKeyRotate, payload)
+			if err != nil || res == nil {
 				return err
-			}
-			c, err := client.New(server)
-			if err != nil {
-				return err
-			}
-			en, err := c.SubmitGovernance(cmd.Context(), registry.KindSessionKeyRotate, payload, key)
-			if err != nil {
-				return err
-			}
-			res := SubmitResult{Seq: en.Seq, Hash: en.Hash(), Kind: en.Kind}
-			if asJSON {
-				return e.printJSON(res)
 			}
 			fmt.Fprintf(e.stdout, "Rotated the session key at ledger seq %d: new sessions use the next key; the old one verifies its sessions for %s more.\n", res.Seq, window)
 			return nil
 		},
 	}
-	e.serverFlag(cmd, &server, DefaultServer, "the broker URL")
-	cmd.Flags().StringVar(&keyPath, "key", "", "a governance key to sign with (default $AGENTKEYS_HOME/server/operator.key)")
+	g.flags(e, cmd)
 	cmd.Flags().DurationVar(&window, "window", 721*time.Hour, "how long the old key keeps verifying (at least the session lifetime + 1m)")
-	cmd.Flags().StringVar(&out, "out", "", "write a proposal to this file instead of submitting")
-	cmd.Flags().DurationVar(&ttl, "ttl", 7*24*time.Hour, "with --out: how long the proposal may be submitted (at most 31 days)")
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print as JSON")
 	return cmd
 }
 
@@ -545,9 +515,7 @@ Signs and submits with --key, or writes a proposal with --out.`,
 // successorCmd completes cmd: one MRSIGNER argument, payload builds the entry's
 // payload, and it is submitted signed with one key or written as a proposal.
 func successorCmd(e *env, kind string, cmd *cobra.Command, payload func(mrsigner string) (any, error), done string) *cobra.Command {
-	var server, keyPath, out string
-	var ttl time.Duration
-	var asJSON bool
+	var g govChange
 	cmd.Args = cobra.ExactArgs(1)
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		mrsigner := args[0]
@@ -559,41 +527,66 @@ func successorCmd(e *env, kind string, cmd *cobra.Command, payload func(mrsigner
 		if err != nil {
 			return err
 		}
-		if out != "" {
-			prop, err := newProposal(cmd, server, kind, p, ttl)
-			if err != nil {
-				return err
-			}
-			return e.writeProposal(out, prop, asJSON)
-		}
-		var key ed25519.PrivateKey
-		if keyPath == "" {
-			key, err = e.operatorKey("")
-		} else {
-			key, err = loadMemberKey(keyPath)
-		}
-		if err != nil {
+		res, err := g.run(e, cmd, kind, p)
+		if err != nil || res == nil {
 			return err
-		}
-		c, err := client.New(server)
-		if err != nil {
-			return err
-		}
-		en, err := c.SubmitGovernance(cmd.Context(), kind, p, key)
-		if err != nil {
-			return err
-		}
-		res := SubmitResult{Seq: en.Seq, Hash: en.Hash(), Kind: en.Kind}
-		if asJSON {
-			return e.printJSON(res)
 		}
 		fmt.Fprintf(e.stdout, done, mrsigner, res.Seq)
 		return nil
 	}
-	e.serverFlag(cmd, &server, DefaultServer, "the broker URL")
-	cmd.Flags().StringVar(&keyPath, "key", "", "a governance key to sign with (default $AGENTKEYS_HOME/server/operator.key)")
-	cmd.Flags().StringVar(&out, "out", "", "write a proposal to this file instead of submitting")
-	cmd.Flags().DurationVar(&ttl, "ttl", 7*24*time.Hour, "with --out: how long the proposal may be submitted (at most 31 days)")
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print as JSON")
+	g.flags(e, cmd)
 	return cmd
+}
+
+// govChange is the shared end of the governance commands that change the
+// ledger: with --out they write a proposal for the members to sign; otherwise
+// they sign with one key (--key, default the operator key) and submit.
+type govChange struct {
+	server, keyPath, out string
+	ttl                  time.Duration
+	asJSON               bool
+}
+
+func (g *govChange) flags(e *env, cmd *cobra.Command) {
+	e.serverFlag(cmd, &g.server, DefaultServer, "the broker URL")
+	cmd.Flags().StringVar(&g.keyPath, "key", "", "a governance key to sign with (default $AGENTKEYS_HOME/server/operator.key)")
+	cmd.Flags().StringVar(&g.out, "out", "", "write a proposal to this file instead of submitting")
+	cmd.Flags().DurationVar(&g.ttl, "ttl", 7*24*time.Hour, "with --out: how long the proposal may be submitted (at most 31 days)")
+	cmd.Flags().BoolVar(&g.asJSON, "json", false, "print as JSON")
+}
+
+// run writes the proposal or submits the change. It returns the submitted
+// entry for the caller to report in words, or nil once it has written the
+// proposal or printed the JSON.
+func (g *govChange) run(e *env, cmd *cobra.Command, kind string, payload any) (*SubmitResult, error) {
+	if g.out != "" {
+		p, err := newProposal(cmd, g.server, kind, payload, g.ttl)
+		if err != nil {
+			return nil, err
+		}
+		return nil, e.writeProposal(g.out, p, g.asJSON)
+	}
+	var key ed25519.PrivateKey
+	var err error
+	if g.keyPath == "" {
+		key, err = e.operatorKey("")
+	} else {
+		key, err = loadMemberKey(g.keyPath)
+	}
+	if err != nil {
+		return nil, err
+	}
+	c, err := client.New(g.server)
+	if err != nil {
+		return nil, err
+	}
+	en, err := c.SubmitGovernance(cmd.Context(), kind, payload, key)
+	if err != nil {
+		return nil, err
+	}
+	res := &SubmitResult{Seq: en.Seq, Hash: en.Hash(), Kind: en.Kind}
+	if g.asJSON {
+		return nil, e.printJSON(res)
+	}
+	return res, nil
 }
