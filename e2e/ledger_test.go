@@ -482,9 +482,11 @@ func crashRounds(t *testing.T, cfg crashConfig) {
 			// The store dies under load; the broker keeps running. Once it is
 			// back, the same broker serves again (the first request may still
 			// meet a connection broken by the crash), then is killed as usual.
+			writing, reading := w.inFlight.Load(), r.inFlight.Load()
 			cfg.storeCrash()
 			w.wait()
 			r.wait()
+			back := time.Now()
 			if !waitFor(30*time.Second, func() bool {
 				e, err := s.client.SubmitGovernance(t.Context(), registry.KindSuccessorAuthorize, authorize(randomHex(32)), key)
 				if err == nil {
@@ -494,6 +496,8 @@ func crashRounds(t *testing.T, cfg crashConfig) {
 			}) {
 				t.Fatalf("round %d: the broker does not serve again after the store came back:\n%s", round, s.stderr.String())
 			}
+			t.Logf("round %d: the store was killed with %d writes and %d reads in flight; the broker served again %s after it was back",
+				round, writing, reading, time.Since(back).Round(time.Millisecond))
 			storeCrashes++
 			clearLeftovers(s, key, round)
 			w, r = load(s, key, round)
