@@ -91,6 +91,12 @@ func TestTwoBrokersOnPostgres(t *testing.T) {
 		t.Fatal(err)
 	}
 	const read = "/v1/credentials/openai/read"
+	// B knows the agent once it has followed the pairing (the notification's
+	// latency; under load it has been seen to miss an immediate read).
+	paired := float64(a.head().Seq)
+	if !waitFor(10*time.Second, func() bool { return b.metric("agentkeys_ledger_head_seq") >= paired }) {
+		t.Fatalf("B did not follow the pairing within 10 s (B's head %v, the store's %v)", b.metric("agentkeys_ledger_head_seq"), paired)
+	}
 	if code, c := agentRequest(t, b, http.MethodPost, read, sess.Token, proofFor(t, key, http.MethodPost, urlB+read, sess.Token)); code != http.StatusOK {
 		t.Fatalf("the agent paired through A, reading through B: %d %s", code, c)
 	}
