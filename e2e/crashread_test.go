@@ -12,11 +12,10 @@ import (
 	"time"
 
 	"github.com/agentkeys/agentkeys/internal/apiv1"
-	"github.com/agentkeys/agentkeys/internal/broker"
 	"github.com/agentkeys/agentkeys/internal/client"
 	"github.com/agentkeys/agentkeys/internal/daemon"
 	"github.com/agentkeys/agentkeys/internal/home"
-	"github.com/agentkeys/agentkeys/internal/ledger/sqlite"
+	"github.com/agentkeys/agentkeys/internal/ledger/ledgerstore"
 	"github.com/agentkeys/agentkeys/internal/seal"
 	"github.com/agentkeys/agentkeys/internal/vault"
 )
@@ -213,17 +212,21 @@ type auditedRead struct {
 	read vault.Read
 }
 
-// checkAudited reads the ledger the stopped server left in dataDir and checks
+// checkAudited reads the ledger the stopped server left in the store and checks
 // that every read a reader was answered has exactly one durable credential.read
 // entry: same session, service and version, appended between the moment the
 // request left and the moment the answer was opened. A broker that answered a
 // read before its audit entry was durable fails here whenever the kill lands
 // between the answer and the commit: the read is in a reader's log, its entry
 // is not on disk.
-func (c *crashReads) checkAudited(dataDir string) (reads int) {
+func (c *crashReads) checkAudited(store string) (reads int) {
 	t := c.h.t
 	t.Helper()
-	d, err := sqlite.OpenReadOnly(broker.LedgerPath(dataDir))
+	src, err := ledgerstore.Parse(store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := src.OpenReadOnly()
 	if err != nil {
 		t.Fatal(err)
 	}

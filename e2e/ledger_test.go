@@ -24,6 +24,7 @@ import (
 	"github.com/agentkeys/agentkeys/internal/broker"
 	"github.com/agentkeys/agentkeys/internal/home"
 	"github.com/agentkeys/agentkeys/internal/ledger"
+	"github.com/agentkeys/agentkeys/internal/ledger/ledgerstore"
 	"github.com/agentkeys/agentkeys/internal/registry"
 )
 
@@ -367,14 +368,38 @@ type ack struct {
 // with the same hash, the ledger verifies, and every read a reader was answered
 // has its durable credential.read entry.
 func TestCrashConsistency(t *testing.T) {
-	const rounds = 20
-	const writers = 4
+	dataDir := filepath.Join(t.TempDir(), "data")
+	crashRounds(t, crashConfig{rounds: 20, dataDir: dataDir,
+		store: ledgerstore.SQLite(broker.LedgerPath(dataDir)), audit: []string{"--data-dir", dataDir}})
+}
+
+// crashConfig is one crash test: a broker on a store, killed rounds times.
+type crashConfig struct {
+	rounds  int
+	dataDir string
+	args    []string // extra server flags (--ledger)
+	store   string   // the store's URL, read after the last round
+	audit   []string // how `audit verify` names the store
+	// storeCrash, when set, is called in round storeCrashAt instead of killing
+	// the broker: it kills the store mid-load and brings it back; the same
+	// broker must then serve again before it is killed at the round's end.
+	storeCrash   func()
+	storeCrashAt int
+}
+
+// crashRounds runs the crash test: four writers append governance entries and
+// an owner and its agent read a credential (a new version each round) while the
+// broker is killed at a random moment; after every restart each acknowledged
+// entry is there with the same hash; at the end the ledger verifies and every
+// read a reader was answered has its durable credential.read entry.
+func crashRounds(t *testing.T, cfg crashConfig) {
+	const nWriters = 4
 	h := newHarness(t)
 	home := t.TempDir()
 	// Reads are not rate limited here: the readers read as fast as they can; nor
 	// are the writers, the operator's own governance submissions.
-	o := serverOpts{home: home, dataDir: filepath.Join(t.TempDir(), "data"),
-		args: []string{"--read-rate", "1000000/1s", "--submit-rate", "1000000/1m,1000000/1m"}}
+	o := serverOpts{home: home, dataDir: cfg.dataDir,
+		args: append([]string{"--read-rate", "1000000/1s", "--submit-rate", "1000000/1m,1000000/1m"}, cfg.args...)}
 	// The first start picks a port; every restart keeps it, so the issuer (and
 	// with it every session token and the CLI's server URL) stays the same.
 	first := h.start(o)
@@ -414,30 +439,25 @@ func TestCrashConsistency(t *testing.T) {
 			}
 		}
 	}
-
-	for round := range rounds {
-		s := h.start(o)
-		checkAcks(s)
-		if round > 0 {
-			reads.storeNext(s)
-		}
-		key := operatorKey(t, o.dataDir)
-		ctx := t.Context()
-		// Successors left authorized by the previous kill are deauthorized first, so
-		// the registry never reaches its limit of 8.
+	// Successors left authorized by a kill are deauthorized first, so the
+	// registry never reaches its limit of 8.
+	clearLeftovers := func(s *server, key ed25519.PrivateKey, round int) {
+		t.Helper()
 		var left []string
-		if err := s.client.Do(ctx, http.MethodGet, "/mock/enclave-successors", nil, &left); err != nil {
+		if err := s.client.Do(t.Context(), http.MethodGet, "/mock/enclave-successors", nil, &left); err != nil {
 			t.Fatal(err)
 		}
 		for _, m := range left {
-			e, err := s.client.SubmitGovernance(ctx, registry.KindSuccessorDeauthorize, registry.Deauthorize{MrSigner: m}, key)
+			e, err := s.client.SubmitGovernance(t.Context(), registry.KindSuccessorDeauthorize, registry.Deauthorize{MrSigner: m}, key)
 			if err != nil {
 				t.Fatalf("round %d: deauthorizing a leftover: %v", round, err)
 			}
 			record(e, round)
 		}
-
-		w := startWriters(t, s, key, writers, fmt.Sprintf("round %d", round), func(e ledger.Entry) { record(e, round) })
+	}
+	// load runs the writers and readers for a random while, then halts them.
+	load := func(s *server, key ed25519.PrivateKey, round int) (*writers, *runningReads) {
+		w := startWriters(t, s, key, nWriters, fmt.Sprintf("round %d", round), func(e ledger.Entry) { record(e, round) })
 		r := reads.start(round)
 		time.Sleep(time.Duration(100+rand.IntN(301)) * time.Millisecond) // when to crash, not an assertion
 		if w.halt() {
@@ -445,6 +465,42 @@ func TestCrashConsistency(t *testing.T) {
 		}
 		if r.halt() {
 			readAtKill++
+		}
+		return w, r
+	}
+	storeCrashes := 0
+	for round := range cfg.rounds {
+		s := h.start(o)
+		checkAcks(s)
+		if round > 0 {
+			reads.storeNext(s)
+		}
+		key := operatorKey(t, o.dataDir)
+		clearLeftovers(s, key, round)
+		w, r := load(s, key, round)
+		if cfg.storeCrash != nil && round == cfg.storeCrashAt {
+			// The store dies under load; the broker keeps running. Once it is
+			// back, the same broker serves again (the first request may still
+			// meet a connection broken by the crash), then is killed as usual.
+			writing, reading := w.inFlight.Load(), r.inFlight.Load()
+			cfg.storeCrash()
+			w.wait()
+			r.wait()
+			back := time.Now()
+			if !waitFor(30*time.Second, func() bool {
+				e, err := s.client.SubmitGovernance(t.Context(), registry.KindSuccessorAuthorize, authorize(randomHex(32)), key)
+				if err == nil {
+					record(e, round)
+				}
+				return err == nil
+			}) {
+				t.Fatalf("round %d: the broker does not serve again after the store came back:\n%s", round, s.stderr.String())
+			}
+			t.Logf("round %d: the store was killed with %d writes and %d reads in flight; the broker served again %s after it was back",
+				round, writing, reading, time.Since(back).Round(time.Millisecond))
+			storeCrashes++
+			clearLeftovers(s, key, round)
+			w, r = load(s, key, round)
 		}
 		s.kill()
 		if w.wait() > 0 {
@@ -460,14 +516,14 @@ func TestCrashConsistency(t *testing.T) {
 	if code := s.stop(syscall.SIGTERM); code != 0 {
 		t.Fatalf("final stop: exit %d", code)
 	}
-	t.Log(h.auditOK(home, "--data-dir", o.dataDir))
+	t.Log(h.auditOK(home, cfg.audit...))
 	if len(acks) == 0 {
 		t.Fatal("no entry was acknowledged in any round")
 	}
-	n := reads.checkAudited(o.dataDir)
-	t.Logf("%d rounds: %d acknowledged entries, %d rounds acknowledged writes, %d rounds had writes in flight at the kill; "+
+	n := reads.checkAudited(cfg.store)
+	t.Logf("%d rounds (%d with the store killed): %d acknowledged entries, %d rounds acknowledged writes, %d rounds had writes in flight at the kill; "+
 		"%d answered reads, each with its durable audit entry, %d rounds had reads in flight at the kill",
-		rounds, len(acks), roundWrote, inFlightAt, n, readAtKill)
+		cfg.rounds, storeCrashes, len(acks), roundWrote, inFlightAt, n, readAtKill)
 }
 
 // writers is a set of goroutines that authorize, then deauthorize, random

@@ -32,25 +32,18 @@ func (s *server) metric(name string) float64 {
 	return -1
 }
 
-// TestTwoBrokersOnPostgres runs two `agentkeys server` processes on one
-// throwaway PostgreSQL database, on different ports, as behind one load
-// balancer: the same --issuer (A's URL) and each other's URL as --public-url,
-// B provisioned with a copy of A's seed.sealed and the same platform key. An
-// agent paired through A reads through B; `agent revoke` on A makes B refuse
-// the next read (the delay is measured and logged); a DPoP proof A accepted,
-// replayed to B, is refused; `audit verify --ledger` passes at the end.
-func TestTwoBrokersOnPostgres(t *testing.T) {
-	c := pgtest.Start(t)
-	h := newHarness(t)
-	h.plant("PostgreSQL password", c.Password())
-	t.Setenv("PGPASSWORD", c.Password())
-	ledgerURL := withoutPassword(t, c.NewDatabase(t))
+// twoBrokers starts two `agentkeys server` processes on the PostgreSQL
+// database ledgerURL, on different ports, as behind one load balancer: the same
+// --issuer (A's URL) and each other's URL as --public-url, B provisioned with a
+// copy of A's seed.sealed and the same platform key; args go to both. It
+// returns both and A's options.
+func twoBrokers(t *testing.T, h *harness, ledgerURL string, args ...string) (a, b *server, oa serverOpts) {
+	t.Helper()
 	urlA := "http://127.0.0.1:" + strconv.Itoa(freePort(t))
 	urlB := "http://127.0.0.1:" + strconv.Itoa(freePort(t))
-	common := []string{"--ledger", ledgerURL, "--issuer", urlA, "--public-url", urlB}
-
-	oa := serverOpts{home: t.TempDir(), args: append([]string{"--listen", strings.TrimPrefix(urlA, "http://")}, common...)}
-	a := h.start(oa)
+	common := append([]string{"--ledger", ledgerURL, "--issuer", urlA, "--public-url", urlB}, args...)
+	oa = serverOpts{home: t.TempDir(), args: append([]string{"--listen", strings.TrimPrefix(urlA, "http://")}, common...)}
+	a = h.start(oa)
 	h.plantServer(oa)
 	// The second broker: a copy of the sealed seed and the same platform key,
 	// nothing else (the operator key stays with the operator).
@@ -65,7 +58,25 @@ func TestTwoBrokersOnPostgres(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(ob.effectiveDataDir(), "seed.sealed"), sealed, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	b := h.start(ob)
+	return a, h.start(ob), oa
+}
+
+// TestTwoBrokersOnPostgres runs two `agentkeys server` processes on one
+// throwaway PostgreSQL database, on different ports, as behind one load
+// balancer: the same --issuer (A's URL) and each other's URL as --public-url,
+// B provisioned with a copy of A's seed.sealed and the same platform key. An
+// agent paired through A reads through B; `agent revoke` on A makes B refuse
+// the next read (the delay is measured and logged); a DPoP proof A accepted,
+// replayed to B, is refused; `audit verify --ledger` passes at the end.
+func TestTwoBrokersOnPostgres(t *testing.T) {
+	c := pgtest.Start(t)
+	h := newHarness(t)
+	h.plant("PostgreSQL password", c.Password())
+	t.Setenv("PGPASSWORD", c.Password())
+	ledgerURL := withoutPassword(t, c.NewDatabase(t))
+	a, b, oa := twoBrokers(t, h, ledgerURL)
+	urlA, urlB := a.url, b.url
+	common := []string{"--ledger", ledgerURL, "--issuer", urlA, "--public-url", urlB}
 
 	o := h.akNewOwner(a)
 	secret := "sk-two-brokers-" + randomHex(16)
@@ -80,6 +91,12 @@ func TestTwoBrokersOnPostgres(t *testing.T) {
 		t.Fatal(err)
 	}
 	const read = "/v1/credentials/openai/read"
+	// B knows the agent once it has followed the pairing (the notification's
+	// latency; under load it has been seen to miss an immediate read).
+	paired := float64(a.head().Seq)
+	if !waitFor(10*time.Second, func() bool { return b.metric("agentkeys_ledger_head_seq") >= paired }) {
+		t.Fatalf("B did not follow the pairing within 10 s (B's head %v, the store's %v)", b.metric("agentkeys_ledger_head_seq"), paired)
+	}
 	if code, c := agentRequest(t, b, http.MethodPost, read, sess.Token, proofFor(t, key, http.MethodPost, urlB+read, sess.Token)); code != http.StatusOK {
 		t.Fatalf("the agent paired through A, reading through B: %d %s", code, c)
 	}

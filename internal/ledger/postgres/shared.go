@@ -86,7 +86,12 @@ END $$;`
 // stores, and an unanswered one refuses the request (fail closed).
 const sharedTimeout = 5 * time.Second
 
-// sweeper runs a delete at most once a second of the caller's clock.
+// sweeper runs a delete at most once a second of the caller's clock. A sweep
+// takes only rows no one holds (FOR UPDATE SKIP LOCKED) and so never waits:
+// otherwise a sweep, locking rows in its scan's order, and agentkeys_allow,
+// deleting its key's rows in index order, could each wait for the other, and
+// PostgreSQL would abort one as a deadlock, refusing a request (seen in
+// e2e TestSoakTwoBrokers with 50 agents). What it skips, the next sweep takes.
 type sweeper struct {
 	mu   sync.Mutex
 	next int64 // unix ns
@@ -117,7 +122,8 @@ func (r *replays) First(ctx context.Context, id dpop.ProofID, now, expiry time.T
 	ctx, cancel := context.WithTimeout(ctx, sharedTimeout)
 	defer cancel()
 	if r.sweep.due(now) {
-		if _, err := r.d.pool.Exec(ctx, `DELETE FROM dpop_replays WHERE expiry <= $1`, now.Unix()); err != nil {
+		if _, err := r.d.pool.Exec(ctx, `DELETE FROM dpop_replays WHERE id IN
+(SELECT id FROM dpop_replays WHERE expiry <= $1 FOR UPDATE SKIP LOCKED)`, now.Unix()); err != nil {
 			return false, fmt.Errorf("postgres: forgetting expired proofs: %w", err)
 		}
 	}
@@ -163,10 +169,12 @@ func (l *limiter) Allow(ctx context.Context, key string, now time.Time) (bool, t
 	win := int64(l.r.Window)
 	if l.sweep.due(now) {
 		cut := now.UnixNano() - win
-		if _, err := l.d.pool.Exec(ctx, `DELETE FROM rate_spent WHERE rule = $1 AND at <= $2`, l.r.Name, cut); err != nil {
+		if _, err := l.d.pool.Exec(ctx, `DELETE FROM rate_spent WHERE ctid IN
+(SELECT ctid FROM rate_spent WHERE rule = $1 AND at <= $2 FOR UPDATE SKIP LOCKED)`, l.r.Name, cut); err != nil {
 			return false, 0, fmt.Errorf("postgres: forgetting spent requests: %w", err)
 		}
-		if _, err := l.d.pool.Exec(ctx, `DELETE FROM rate_keys WHERE rule = $1 AND last <= $2 AND coalesce(refused, 0) <= $2`, l.r.Name, cut); err != nil {
+		if _, err := l.d.pool.Exec(ctx, `DELETE FROM rate_keys WHERE rule = $1 AND key IN
+(SELECT key FROM rate_keys WHERE rule = $1 AND last <= $2 AND coalesce(refused, 0) <= $2 FOR UPDATE SKIP LOCKED)`, l.r.Name, cut); err != nil {
 			return false, 0, fmt.Errorf("postgres: forgetting idle keys: %w", err)
 		}
 	}

@@ -44,6 +44,8 @@ const User = "agentkeys"
 // Cluster is one running throwaway PostgreSQL server.
 type Cluster struct {
 	dir      string // socket dir; the data dir is dir/data
+	bin      string
+	cred     *syscall.Credential
 	password string
 	cmd      *exec.Cmd
 	log      *syncBuffer
@@ -164,7 +166,7 @@ func start(bin string) (_ *Cluster, err error) {
 	}()
 	pw := make([]byte, 16)
 	rand.Read(pw)
-	c := &Cluster{dir: dir, password: hex.EncodeToString(pw), log: &syncBuffer{}, exited: make(chan struct{})}
+	c := &Cluster{dir: dir, bin: bin, cred: cred, password: hex.EncodeToString(pw), log: &syncBuffer{}}
 	pwfile := filepath.Join(dir, "pw")
 	if err := os.WriteFile(pwfile, []byte(c.password+"\n"), 0o600); err != nil {
 		return nil, err
@@ -184,21 +186,58 @@ func start(bin string) (_ *Cluster, err error) {
 		return nil, fmt.Errorf("initdb: %v\n%s", err, out)
 	}
 	os.Remove(pwfile)
-	// Only a Unix socket in dir; fsync stays on (the default): commits are as
-	// durable as in production, so benchmarks against it mean something.
-	c.cmd = exec.Command(filepath.Join(bin, "postgres"), "-D", data, "-k", dir,
-		"-c", "listen_addresses=", "-c", "shared_buffers=32MB", "-c", "max_connections=60")
-	c.cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Pdeathsig: syscall.SIGKILL, Setpgid: true}
-	c.cmd.Stdout, c.cmd.Stderr = c.log, c.log
-	if err := c.cmd.Start(); err != nil {
-		return nil, fmt.Errorf("starting postgres: %w", err)
-	}
-	go func() { c.cmd.Wait(); close(c.exited) }()
-	if err := c.waitReady(30 * time.Second); err != nil {
+	if err := c.run(); err != nil {
 		c.Stop()
 		return nil, err
 	}
 	return c, nil
+}
+
+// run starts the server on the cluster's data dir and waits until it accepts
+// connections (after crash recovery, if it was killed).
+func (c *Cluster) run() error {
+	// Only a Unix socket in dir; fsync stays on (the default): commits are as
+	// durable as in production, so benchmarks against it mean something.
+	c.cmd = exec.Command(filepath.Join(c.bin, "postgres"), "-D", filepath.Join(c.dir, "data"), "-k", c.dir,
+		"-c", "listen_addresses=", "-c", "shared_buffers=32MB", "-c", "max_connections=60")
+	c.cmd.SysProcAttr = &syscall.SysProcAttr{Credential: c.cred, Pdeathsig: syscall.SIGKILL, Setpgid: true}
+	c.cmd.Stdout, c.cmd.Stderr = c.log, c.log
+	if err := c.cmd.Start(); err != nil {
+		return fmt.Errorf("starting postgres: %w", err)
+	}
+	exited := make(chan struct{})
+	c.exited = exited
+	go func() { c.cmd.Wait(); close(exited) }()
+	return c.waitReady(30 * time.Second)
+}
+
+// Kill is kill -9 of the server and every backend (its process group), as a
+// power cut looks to clients: open connections break, nothing is flushed or
+// shut down cleanly. Restart brings it back on the same data dir.
+func (c *Cluster) Kill(t testing.TB) {
+	t.Helper()
+	if err := syscall.Kill(-c.cmd.Process.Pid, syscall.SIGKILL); err != nil {
+		t.Fatalf("pgtest: kill -9: %v", err)
+	}
+	<-c.exited
+	// The backends are in the group too; wait until the last has gone, so the
+	// restart does not find the old shared memory still attached.
+	for range 200 {
+		if syscall.Kill(-c.cmd.Process.Pid, 0) != nil {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("pgtest: the killed server's processes are still running after 2 s")
+}
+
+// Restart starts the server again on the same data dir (after Kill: it
+// recovers from its WAL, as after a crash) and waits until it is ready.
+func (c *Cluster) Restart(t testing.TB) {
+	t.Helper()
+	if err := c.run(); err != nil {
+		t.Fatalf("pgtest: restart: %v", err)
+	}
 }
 
 func (c *Cluster) waitReady(limit time.Duration) error {
@@ -260,12 +299,16 @@ func (c *Cluster) Exec(t testing.TB, url, q string, args ...any) {
 func (c *Cluster) Stop() {
 	c.stopOnce.Do(func() {
 		if c.cmd != nil && c.cmd.Process != nil {
-			c.cmd.Process.Signal(syscall.SIGINT)
 			select {
-			case <-c.exited:
-			case <-time.After(20 * time.Second):
-				syscall.Kill(-c.cmd.Process.Pid, syscall.SIGKILL)
-				<-c.exited
+			case <-c.exited: // killed, not restarted
+			default:
+				c.cmd.Process.Signal(syscall.SIGINT)
+				select {
+				case <-c.exited:
+				case <-time.After(20 * time.Second):
+					syscall.Kill(-c.cmd.Process.Pid, syscall.SIGKILL)
+					<-c.exited
+				}
 			}
 		}
 		os.RemoveAll(c.dir)

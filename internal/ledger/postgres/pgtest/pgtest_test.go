@@ -1,11 +1,14 @@
 package pgtest
 
 import (
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/jackc/pgx/v5"
 )
 
 func install(t *testing.T, dir string, bins ...string) {
@@ -64,5 +67,30 @@ func TestMissing(t *testing.T) {
 		if r.fatal != ci || r.skip == ci {
 			t.Errorf("CI=%v: fatal=%v skip=%v", ci, r.fatal, r.skip)
 		}
+	}
+}
+
+// TestKillRestart: a row committed before kill -9 of the whole server is there
+// after Restart on the same data dir; while it is down, connections fail.
+func TestKillRestart(t *testing.T) {
+	c := Start(t)
+	db := c.NewDatabase(t)
+	c.Exec(t, db, "CREATE TABLE t (v text)")
+	c.Exec(t, db, "INSERT INTO t VALUES ('committed')")
+	c.Kill(t)
+	ctx := context.Background()
+	if conn, err := pgx.Connect(ctx, db); err == nil {
+		conn.Close(ctx)
+		t.Fatal("connected to a killed server")
+	}
+	c.Restart(t)
+	conn, err := pgx.Connect(ctx, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var v string
+	if err := conn.QueryRow(ctx, "SELECT v FROM t").Scan(&v); err != nil || v != "committed" {
+		t.Fatalf("after kill -9 and restart: %q, %v; want the committed row", v, err)
 	}
 }
