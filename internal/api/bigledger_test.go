@@ -1,11 +1,17 @@
 package api_test
 
 import (
+	"bytes"
 	"context"
+	"database/sql"
 	"fmt"
+	"github.com/agentkeys/agentkeys/internal/audit"
+	"github.com/agentkeys/agentkeys/internal/ledger/sqlite"
+	"github.com/agentkeys/agentkeys/internal/problem"
 	"os"
 	"runtime/pprof"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -117,4 +123,181 @@ func TestBigLedgerStart(t *testing.T) {
 	t0 = time.Now()
 	e.open(t)
 	t.Logf("start on %d entries took %s (no snapshot: as after a first start or a lost snapshot)", n, time.Since(t0))
+}
+
+// tamperedStart builds a ledger the way a broker killed after a snapshot leaves
+// it: a start-up snapshot at head1, entries after it (with checkpoints every
+// 1,000), no snapshot of those. It returns the env (stopped), head1, and the
+// last checkpoint entry's seq.
+func tamperedStart(t *testing.T) (e *env, head1, checkpoint uint64) {
+	e = newEnv(t, broker.Config{})
+	generateLedger(t, e, 2500)
+	e.restart(t) // stopping writes a snapshot at the head
+	old, err := os.ReadFile(broker.SnapshotPath(e.dataDir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, _ := e.b.Ledger()
+	head1 = l.Head().Seq
+	generateLedger(t, e, 2500)
+	e.b.Close()
+	// As if killed before it could write the newer one.
+	if err := os.WriteFile(broker.SnapshotPath(e.dataDir), old, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d, err := sqlite.OpenReadOnly(broker.LedgerPath(e.dataDir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	c, ok, err := ledger.LastCheckpoint(ledger.View(context.Background(), d))
+	h, _, _ := d.Head(context.Background())
+	if err != nil || !ok || c.Seq+1 <= head1 || c.Seq+2 > h.Seq {
+		t.Fatalf("want a checkpoint between the snapshot (%d) and the head (%d) with entries after it, got %+v %v %v", head1, h.Seq, c, ok, err)
+	}
+	return e, head1, c.Seq + 1
+}
+
+// alter changes one column of entry seq in the data dir's SQLite ledger:
+// "payload" (a mint's jti, keeping the JSON valid) or "sig" (one byte).
+func alter(t *testing.T, dataDir string, seq uint64, col string) {
+	t.Helper()
+	db, err := sql.Open("sqlite", "file:"+broker.LedgerPath(dataDir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var b []byte
+	if err := db.QueryRow("SELECT "+col+" FROM entries WHERE seq = ?", seq).Scan(&b); err != nil {
+		t.Fatal(err)
+	}
+	if col == "payload" {
+		if !bytes.Contains(b, []byte(`"jti-`)) {
+			t.Fatalf("entry %d is not a generated mint: %s", seq, b)
+		}
+		b = bytes.Replace(b, []byte(`"jti-`), []byte(`"jtX-`), 1)
+	} else {
+		b[len(b)/2] ^= 1
+	}
+	if _, err := db.Exec("UPDATE entries SET "+col+" = ? WHERE seq = ?", b, seq); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// startErr opens and starts a broker on e's data dir and returns Start's error.
+func startErr(t *testing.T, e *env) error {
+	t.Helper()
+	cfg := e.cfg
+	d, err := sqlite.Open(broker.LedgerPath(e.dataDir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Store = d
+	b, err := broker.Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	return b.Start(context.Background())
+}
+
+// auditErr is audit verify --data-dir's verdict on e's ledger.
+func auditErr(t *testing.T, e *env) error {
+	t.Helper()
+	d, err := sqlite.OpenReadOnly(broker.LedgerPath(e.dataDir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	_, err = audit.VerifyStore(context.Background(), d)
+	return err
+}
+
+// TestStartCatchesTamperingAfterItsTrustPoint: a start verifies in full every
+// entry after the last checkpoint, and by link every entry after its snapshot,
+// so altering any of them stops the start naming the entry; audit verify
+// catches those too.
+func TestStartCatchesTamperingAfterItsTrustPoint(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		col  string
+		seq  func(head1, cp uint64) uint64
+	}{
+		{"signature after the checkpoint", "sig", func(_, cp uint64) uint64 { return cp + 1 }},
+		{"the checkpoint's signature", "sig", func(_, cp uint64) uint64 { return cp }},
+		{"payload after the checkpoint", "payload", func(_, cp uint64) uint64 { return cp + 1 }},
+		{"payload between the snapshot and the checkpoint", "payload", func(_, cp uint64) uint64 { return cp - 2 }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e, head1, cp := tamperedStart(t)
+			seq := tc.seq(head1, cp)
+			old, err := os.ReadFile(broker.SnapshotPath(e.dataDir))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := startErr(t, e); err != nil {
+				t.Fatalf("untouched ledger: %v", err)
+			}
+			if err := os.WriteFile(broker.SnapshotPath(e.dataDir), old, 0o600); err != nil { // that start wrote a newer one
+				t.Fatal(err)
+			}
+			alter(t, e.dataDir, seq, tc.col)
+			err = startErr(t, e)
+			want := fmt.Sprintf("seq %d:", seq)
+			if seq != cp+1 && tc.col == "payload" { // an altered payload breaks the next entry's link
+				want = fmt.Sprintf("seq %d:", seq+1)
+			}
+			if p := problem.As(err); p == nil || p.Code != problem.LedgerInvalid || !strings.Contains(p.Message, want) {
+				t.Errorf("start on a ledger with %s of entry %d altered: %v, want LEDGER_INVALID naming %q", tc.col, seq, err, want)
+			}
+			if err := auditErr(t, e); err == nil {
+				t.Errorf("audit verify passed a ledger with entry %d altered", seq)
+			}
+		})
+	}
+}
+
+// TestAuditCatchesTamperingBeforeTheTrustPoint: entries before the snapshot
+// are not read at start (an earlier run verified them, and signed the
+// snapshot); audit verify still checks every one.
+func TestAuditCatchesTamperingBeforeTheTrustPoint(t *testing.T) {
+	for _, col := range []string{"payload", "sig"} {
+		t.Run(col, func(t *testing.T) {
+			e, head1, _ := tamperedStart(t)
+			seq := head1 - 100
+			alter(t, e.dataDir, seq, col)
+			if err := startErr(t, e); err != nil {
+				t.Fatalf("start: %v (entries before the snapshot are not read at start)", err)
+			}
+			err := auditErr(t, e)
+			if p := problem.As(err); p == nil || !strings.Contains(p.Message, fmt.Sprintf("seq %d", seq)) {
+				t.Errorf("audit verify on a ledger with entry %d's %s altered: %v, want an error naming it", seq, col, err)
+			}
+		})
+	}
+}
+
+// TestForgedSnapshotIsIgnored: a snapshot that is not signed by the enclave's
+// ledger key, or names an entry the store does not hold, is not used: the
+// broker walks the chain from genesis, so an altered entry is still caught.
+func TestForgedSnapshotIsIgnored(t *testing.T) {
+	e, head1, _ := tamperedStart(t)
+	snap, err := os.ReadFile(broker.SnapshotPath(e.dataDir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Claim the chain was verified further than it was: the signature no longer holds.
+	forged := bytes.Replace(snap, []byte(fmt.Sprintf(`"next":%d`, head1+1)), []byte(fmt.Sprintf(`"next":%d`, head1+2)), 2)
+	if bytes.Equal(forged, snap) {
+		t.Fatal("the snapshot does not hold its position")
+	}
+	if err := os.WriteFile(broker.SnapshotPath(e.dataDir), forged, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	seq := head1 - 100
+	alter(t, e.dataDir, seq, "payload")
+	err = startErr(t, e)
+	if p := problem.As(err); p == nil || p.Code != problem.LedgerInvalid || !strings.Contains(p.Message, fmt.Sprintf("seq %d:", seq+1)) {
+		t.Errorf("start with a forged snapshot on an altered ledger: %v, want LEDGER_INVALID at seq %d", err, seq+1)
+	}
 }

@@ -142,15 +142,15 @@ func (s Schema) checkSig(st State, e *Entry, set OriginSet, walletOf func(string
 // Verifier walks a chain from genesis and checks links, hashes, origins and
 // signatures; depending on how it was made it also re-folds the state.
 type Verifier struct {
-	schema   Schema
-	st       State
-	mode     verifyMode
-	wallets  map[string]string // public mode: account omni -> the wallet of its first entry
-	pos      Position          // where the chain stands after the last checked entry
+	schema  Schema
+	st      State
+	mode    verifyMode
+	wallets map[string]string // public mode: account omni -> the wallet of its first entry
+	pos     Position          // where the chain stands after the last checked entry
 	// vouchedBefore: entries before this seq are checked by link only, a
 	// checkpoint at that seq, checked in full, vouching for them (VerifyFrom).
 	vouchedBefore uint64
-	Count    uint64            // entries verified so far
+	Count         uint64 // entries verified so far
 	// Opened counts, in public mode, the private entries that came with their
 	// payload (an owner's own, or format-1 entries) and were checked against it.
 	Opened uint64
