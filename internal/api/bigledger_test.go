@@ -370,3 +370,45 @@ func TestForgedSnapshotIsIgnored(t *testing.T) {
 		t.Errorf("start with a forged snapshot on an altered ledger: %v, want LEDGER_INVALID at seq %d", err, seq+1)
 	}
 }
+
+// TestSnapshotNamingAnAlteredEntryIsIgnored: when the store no longer holds the
+// entry the snapshot names (restored from an older backup, or that entry was
+// altered), the broker walks from genesis instead, and the altered entry is
+// caught.
+func TestSnapshotNamingAnAlteredEntryIsIgnored(t *testing.T) {
+	e, head1, _ := tamperedStart(t)
+	if head1 == 0 {
+		t.Fatal("no snapshot position")
+	}
+	// The entry the snapshot names, or the one before it if that is a checkpoint.
+	seq := head1
+	for ; ; seq-- {
+		if err := alterIfMint(t, e.dataDir, seq); err == nil {
+			break
+		}
+	}
+	err := startErr(t, e)
+	if p := problem.As(err); p == nil || p.Code != problem.LedgerInvalid || !strings.Contains(p.Message, fmt.Sprintf("seq %d:", seq+1)) {
+		t.Errorf("start with entry %d altered (snapshot at %d): %v, want LEDGER_INVALID at seq %d", seq, head1, err, seq+1)
+	}
+}
+
+// alterIfMint alters the payload of entry seq if it is a generated mint.
+func alterIfMint(t *testing.T, dataDir string, seq uint64) error {
+	t.Helper()
+	db, err := sql.Open("sqlite", "file:"+broker.LedgerPath(dataDir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var b []byte
+	if err := db.QueryRow("SELECT payload FROM entries WHERE seq = ?", seq).Scan(&b); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(b, []byte(`"jti-`)) {
+		return fmt.Errorf("entry %d is not a mint", seq)
+	}
+	db.Close()
+	alter(t, dataDir, seq, "payload")
+	return nil
+}
