@@ -329,7 +329,8 @@ func (b *Broker) start(ctx context.Context) error {
 		// The store no longer holds the entry the snapshot names (restored
 		// from an older backup, or that entry changed): verify everything.
 		why = "start-up snapshot ignored: " + err.Error()
-		from, b.usage = nil, auditindex.New(b.store)
+		from = nil
+		b.usage.Restore(auditindex.Snapshot{}) // empty: observe every entry again
 		pos, n, err = ledger.VerifyFrom(ctx, Schema(), b.store, nil, b.usage.Observe)
 	}
 	if err != nil {
