@@ -7,6 +7,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"github.com/agentkeys/agentkeys/internal/audit"
+	"github.com/agentkeys/agentkeys/internal/ledger/postgres"
+	"github.com/agentkeys/agentkeys/internal/ledger/postgres/pgtest"
 	"github.com/agentkeys/agentkeys/internal/ledger/sqlite"
 	"github.com/agentkeys/agentkeys/internal/problem"
 	"log/slog"
@@ -107,7 +109,18 @@ func generateLedger(t testing.TB, e *env, n int) []string {
 // (docs/benchmarks.md).
 func TestBigLedgerStart(t *testing.T) {
 	logs := &syncBuffer{}
-	e := newEnv(t, broker.Config{Logger: slog.New(slog.NewJSONHandler(logs, nil))})
+	bigLedgerStart(t, newEnv(t, broker.Config{Logger: slog.New(slog.NewJSONHandler(logs, nil))}), logs)
+}
+
+// TestBigLedgerStartPostgres is TestBigLedgerStart on PostgreSQL.
+func TestBigLedgerStartPostgres(t *testing.T) {
+	u := pgtest.Start(t).NewDatabase(t)
+	logs := &syncBuffer{}
+	bigLedgerStart(t, newEnvOn(t, broker.Config{Logger: slog.New(slog.NewJSONHandler(logs, nil))},
+		func() (ledger.Driver, error) { return postgres.Open(u) }), logs)
+}
+
+func bigLedgerStart(t *testing.T, e *env, logs *syncBuffer) {
 	n := bigLedgerSize(t)
 	// The last 100,000 entries (a tenth on a smaller ledger) come after a
 	// restart, whose snapshot stands for one a running broker writes every
