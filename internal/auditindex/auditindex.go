@@ -10,6 +10,7 @@ package auditindex
 
 import (
 	"context"
+	"maps"
 	"math"
 	"slices"
 	"sync"
@@ -145,4 +146,36 @@ func (x *Index) Usage(ctx context.Context, owner string, f vault.UsageFilter) ([
 		i = j
 	}
 	return out, nil
+}
+
+// Snapshot is the index as of a point of the chain: what the broker's start-up
+// snapshot carries so that a restart does not read every entry again (§3.3).
+type Snapshot struct {
+	Next    uint64              `json:"next"` // first seq not yet observed
+	ByOwner map[string][]uint64 `json:"by_owner"`
+	Parents map[string]string   `json:"parents"`
+}
+
+// Snapshot returns a copy of the index.
+func (x *Index) Snapshot() Snapshot {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	s := Snapshot{Next: x.next, ByOwner: make(map[string][]uint64, len(x.byOwner)), Parents: maps.Clone(x.parents)}
+	for o, seqs := range x.byOwner {
+		s.ByOwner[o] = slices.Clone(seqs)
+	}
+	return s
+}
+
+// Restore replaces the index with s; entries from s.Next on are observed next.
+func (x *Index) Restore(s Snapshot) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	x.next, x.byOwner, x.parents = s.Next, s.ByOwner, s.Parents
+	if x.byOwner == nil {
+		x.byOwner = map[string][]uint64{}
+	}
+	if x.parents == nil {
+		x.parents = map[string]string{}
+	}
 }

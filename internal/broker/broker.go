@@ -5,6 +5,7 @@
 package broker
 
 import (
+	"cmp"
 	"context"
 	"crypto/ed25519"
 	"encoding/hex"
@@ -178,6 +179,8 @@ type Broker struct {
 	ledger   atomic.Pointer[ledger.Ledger]
 	tokens   *sessionKeys
 	usage    *auditindex.Index
+	pos      position // where the chain stands after the last entry usage observed
+	snaps    snapshots
 	kinds    ledger.Schema // Schema(), built once: which kinds are public
 	accounts sync.Map      // omni → *account.Account, see (*Broker).account
 	agents   agent.Memo
@@ -319,18 +322,35 @@ var errGenesisRace = errors.New("another broker created the ledger while this on
 
 func (b *Broker) start(ctx context.Context) error {
 	start := time.Now()
-	var walked *ledger.Head // the last entry verified: the ledger follows the store from there
-	n, err := ledger.VerifyDriver(ctx, Schema(), b.store, false, b.usage.Observe, func(es []ledger.Entry) {
-		if len(es) > 0 {
-			e := es[len(es)-1]
-			walked = &ledger.Head{Seq: e.Seq, Hash: e.Hash(), Time: e.Time}
-		}
-	})
+	// Resume from this broker's start-up snapshot if it has a usable one: only
+	// the entries after it are verified (§3.3).
+	snap, why := b.loadSnapshot()
+	var from *ledger.Position
+	if snap != nil {
+		from = &snap.Pos
+		b.usage.Restore(snap.Usage)
+	}
+	pos, n, err := ledger.VerifyFrom(ctx, Schema(), b.store, from, b.usage.Observe)
+	if errors.Is(err, ledger.ErrNotAtPosition) {
+		// The store no longer holds the entry the snapshot names (restored
+		// from an older backup, or that entry changed): verify everything.
+		why = "start-up snapshot ignored: " + err.Error()
+		from = nil
+		b.usage.Restore(auditindex.Snapshot{}) // empty: observe every entry again
+		pos, n, err = ledger.VerifyFrom(ctx, Schema(), b.store, nil, b.usage.Observe)
+	}
 	if err != nil {
 		msg := fmt.Sprintf("ledger verification failed: %v", err)
 		b.status.Store(&msg)
 		return problem.New(problem.LedgerInvalid, msg, "restore the ledger from a backup, or inspect it with `agentkeys audit verify --data-dir`; the server will not serve from a broken chain")
 	}
+	var walked *ledger.Head // the last entry verified: the ledger follows the store from there
+	if pos.Next > 0 {
+		walked = &ledger.Head{Seq: pos.Next - 1, Hash: pos.Prev, Time: pos.PrevTime}
+	}
+	b.pos.set(pos)
+	walkedSnap, saveWalked := b.captureSnapshot() // before Open moves the indexes on
+	saveWalked = saveWalked && n > 0
 	opts := b.cfg.Ledger
 	opts.Genesis, opts.Start = b.genesis, walked
 	if opts.Now == nil {
@@ -343,6 +363,8 @@ func (b *Broker) start(ctx context.Context) error {
 		}
 		b.index.Observe(es)
 		b.usage.Observe(es)
+		b.pos.advance(es)
+		b.snapshotCommitted(len(es))
 		b.metrics.committed(es)
 		b.oidcObserve(es)
 		b.tokens.observe(es)
@@ -384,7 +406,14 @@ func (b *Broker) start(ctx context.Context) error {
 	b.metrics.follow(l)
 	b.status.Store(nil)
 	b.metrics.ready.Set(1)
-	b.log.Info("ledger verified", "entries", n, "head_seq", l.Head().Seq, "took", time.Since(start).String())
+	verifiedFrom := uint64(0)
+	if from != nil {
+		verifiedFrom = from.Next
+	}
+	b.log.Info("ledger verified", "entries", n, "from_seq", verifiedFrom, "head_seq", l.Head().Seq, "took", time.Since(start).String(), "snapshot", cmp.Or(why, "used"))
+	if saveWalked {
+		b.snaps.background(func() { b.writeSnapshot(walkedSnap) })
+	}
 	return nil
 }
 
@@ -428,6 +457,10 @@ func (b *Broker) Storage() ledger.Driver { return b.store }
 func (b *Broker) Close() {
 	if l := b.ledger.Load(); l != nil {
 		l.Close()
+		b.snaps.wait()
+		if s, ok := b.captureSnapshot(); ok { // the next start verifies only what is committed after this
+			b.writeSnapshot(s)
+		}
 	}
 	if b.store != nil {
 		b.store.Close()

@@ -142,16 +142,15 @@ func (s Schema) checkSig(st State, e *Entry, set OriginSet, walletOf func(string
 // Verifier walks a chain from genesis and checks links, hashes, origins and
 // signatures; depending on how it was made it also re-folds the state.
 type Verifier struct {
-	schema   Schema
-	st       State
-	mode     verifyMode
-	wallets  map[string]string // public mode: account omni -> the wallet of its first entry
-	switched bool              // a format-2 entry was seen: private kinds commit from here on
-	next     uint64
-	prev     Hash
-	prevTime int64
-	gov      govContext // the ledger's identity and the governance set at this point of the chain
-	Count    uint64     // entries verified so far
+	schema  Schema
+	st      State
+	mode    verifyMode
+	wallets map[string]string // public mode: account omni -> the wallet of its first entry
+	pos     Position          // where the chain stands after the last checked entry
+	// vouchedBefore: entries before this seq are checked by link only, a
+	// checkpoint at that seq, checked in full, vouching for them (VerifyFrom).
+	vouchedBefore uint64
+	Count         uint64 // entries verified so far
 	// Opened counts, in public mode, the private entries that came with their
 	// payload (an owner's own, or format-1 entries) and were checked against it.
 	Opened uint64
@@ -174,7 +173,36 @@ func NewVerifier(s Schema, st State) *Verifier {
 // NewLinkVerifier returns a verifier that checks links and signatures only, reading
 // genesis and wallets from already-folded state (used at server start).
 func NewLinkVerifier(s Schema, st State) *Verifier {
-	return &Verifier{schema: s, st: st, mode: modeLinks}
+	return &Verifier{schema: s, st: &genesisOnce{State: st}, mode: modeLinks}
+}
+
+// NewLinkVerifierAt is NewLinkVerifier resuming at p: the next entry it checks
+// is p.Next, linking to p.Prev. Entries before it are taken as verified.
+func NewLinkVerifierAt(s Schema, st State, p Position) *Verifier {
+	v := NewLinkVerifier(s, st)
+	v.pos = p
+	return v
+}
+
+// genesisOnce reads genesis from state once: it never changes, and every
+// signature check needs it.
+type genesisOnce struct {
+	State
+	genesis []byte
+}
+
+func (g *genesisOnce) Get(key string) ([]byte, bool, error) {
+	if key != keyGenesis {
+		return g.State.Get(key)
+	}
+	if g.genesis == nil {
+		b, ok, err := g.State.Get(key)
+		if err != nil || !ok {
+			return b, ok, err
+		}
+		g.genesis = b
+	}
+	return g.genesis, true, nil
 }
 
 // NewPublicVerifier returns a verifier for the chain as anyone may read it (§3.4):
@@ -203,24 +231,31 @@ func (v *Verifier) boundWallet(e *Entry) func(string) (string, error) {
 
 // Check verifies the next entry of the chain. Errors are *ChainError.
 func (v *Verifier) Check(e *Entry) error {
-	fail := func(err error) error { return &ChainError{Seq: v.next, Err: err} }
-	if e.Seq != v.next {
+	fail := func(err error) error { return &ChainError{Seq: v.pos.Next, Err: err} }
+	if e.Seq != v.pos.Next {
 		return fail(fmt.Errorf("entry is missing or out of order (found seq %d)", e.Seq))
 	}
-	if e.PrevHash != v.prev {
+	if e.PrevHash != v.pos.Prev {
 		return fail(errors.New("prev_hash does not match the hash of the entry before"))
 	}
-	if e.Time < v.prevTime {
+	if e.Time < v.pos.PrevTime {
 		return fail(errors.New("time goes backwards"))
 	}
 	if (e.Seq == 0) != (e.Kind == KindGenesis) {
 		return fail(errors.New("the chain must start with exactly one genesis entry"))
 	}
+	if e.Seq < v.vouchedBefore { // a signed checkpoint further on vouches for it: its link is enough
+		if err := v.pos.advance(e); err != nil {
+			return fail(err)
+		}
+		v.Count++
+		return nil
+	}
 	walletOf := v.schema.stateWallet(v.st)
 	if v.mode == modePublic {
 		walletOf = v.boundWallet(e)
 	}
-	k, err := v.schema.admit(v.st, e, true, walletOf, v.gov)
+	k, err := v.schema.admit(v.st, e, true, walletOf, v.pos.gov())
 	if err != nil {
 		return fail(err)
 	}
@@ -230,8 +265,7 @@ func (v *Verifier) Check(e *Entry) error {
 	case e.Redacted() && k.Public:
 		return fail(fmt.Errorf("payload of public kind %q withheld", e.Kind))
 	case e.Format() == 2:
-		v.switched = true
-	case v.switched && !k.Public:
+	case v.pos.Switched && !k.Public:
 		return fail(fmt.Errorf("private kind %q written without a payload commitment after the chain switched to commitments", e.Kind))
 	}
 	if v.mode == modeRefold || v.mode == modePublic && k.Public {
@@ -241,18 +275,46 @@ func (v *Verifier) Check(e *Entry) error {
 	} else if v.mode == modePublic && !e.Redacted() {
 		v.Opened++
 	}
-	if err := v.followGovernance(e); err != nil {
+	if err := v.pos.advance(e); err != nil {
 		return fail(err)
 	}
-	v.next, v.prev, v.prevTime = e.Seq+1, e.Hash(), e.Time
 	v.Count++
 	return nil
 }
 
-// followGovernance tracks the ledger's identity and the governance set along the
-// chain itself: a link verifier reads final state, in which a later
-// governance.set would stand for the set that signed earlier entries.
-func (v *Verifier) followGovernance(e *Entry) error {
+// Position is where a chain stands after an entry: everything a link verifier
+// carries from one entry to the next, so that a walk can resume there
+// (NewLinkVerifierAt) without re-reading what came before. It is what the
+// broker's start-up snapshot records (§3.3).
+type Position struct {
+	Next     uint64 `json:"next"`      // seq of the entry expected next
+	Prev     Hash   `json:"prev"`      // hash of entry Next-1
+	PrevTime int64  `json:"prev_time"` // its time
+	// Switched: a format-2 entry was seen, so private kinds commit from here on.
+	Switched bool `json:"switched"`
+	// LedgerID is the hash of genesis; Gov the governance set in force after
+	// entry Next-1 (tracked along the chain itself: a link verifier reads final
+	// state, in which a later governance.set would stand for the set that
+	// signed earlier entries).
+	LedgerID Hash        `json:"ledger_id"`
+	Gov      *Governance `json:"gov"`
+}
+
+func (p *Position) gov() govContext { return govContext{ledgerID: p.LedgerID, set: p.Gov} }
+
+// Advance moves p past es, which must be the entries that follow it, in order
+// (it does not check them: a Verifier does). Consumers of
+// Options.OnCommit keep a Position current with it.
+func (p *Position) Advance(es []Entry) error {
+	for i := range es {
+		if err := p.advance(&es[i]); err != nil {
+			return &ChainError{Seq: es[i].Seq, Err: err}
+		}
+	}
+	return nil
+}
+
+func (p *Position) advance(e *Entry) error {
 	var gv Governance
 	switch e.Kind {
 	case KindGenesis:
@@ -260,56 +322,134 @@ func (v *Verifier) followGovernance(e *Entry) error {
 		if err := json.Unmarshal(e.Payload, &g); err != nil {
 			return fmt.Errorf("genesis payload: %w", err)
 		}
-		v.gov.ledgerID, gv = e.Hash(), g.Governance
+		p.LedgerID, gv = e.Hash(), g.Governance
+		p.Gov = &gv
 	case KindGovernanceSet:
 		if err := json.Unmarshal(e.Payload, &gv); err != nil {
 			return fmt.Errorf("governance.set payload: %w", err)
 		}
-	default:
-		return nil
+		p.Gov = &gv
 	}
-	v.gov.set = &gv
+	if e.Format() == 2 {
+		p.Switched = true
+	}
+	p.Next, p.Prev, p.PrevTime = e.Seq+1, e.Hash(), e.Time
 	return nil
 }
 
 // Head returns the position after the last checked entry.
-func (v *Verifier) Head() (next uint64, hash Hash) { return v.next, v.prev }
+func (v *Verifier) Head() (next uint64, hash Hash) { return v.pos.Next, v.pos.Prev }
+
+// Position returns where the chain stands after the last checked entry.
+func (v *Verifier) Position() Position { return v.pos }
 
 // VerifyDriver walks every entry stored in d. With refold, state is re-folded into
 // memory and compared with d's stored state; without, only the chain is checked.
 // Each page of verified entries is also handed to visit, so that in-memory
 // indexes can be built in the same walk.
 func VerifyDriver(ctx context.Context, s Schema, d Driver, refold bool, visit ...func([]Entry)) (uint64, error) {
-	var v *Verifier
-	mem := NewMemState()
-	if refold {
-		v = NewVerifier(s, mem)
-	} else {
-		v = NewLinkVerifier(s, View(ctx, d))
+	if !refold {
+		_, n, err := VerifyFrom(ctx, s, d, nil, visit...)
+		return n, err
 	}
-	const page = 1000
-	for from := uint64(0); ; {
-		es, err := d.Entries(ctx, from, page)
-		if err != nil {
-			return v.Count, err
+	mem := NewMemState()
+	v := NewVerifier(s, mem)
+	if err := walk(ctx, d, v, visit); err != nil {
+		return v.Count, err
+	}
+	return v.Count, CompareState(ctx, mem, d)
+}
+
+// ErrNotAtPosition means the store does not hold the entry a Position names.
+var ErrNotAtPosition = errors.New("the store does not hold the entry the position names")
+
+// VerifyFrom checks the links and signatures of the entries stored in d after
+// from (nil: every entry, from genesis), reading genesis and wallets from d's
+// folded state, and hands each page of verified entries to visit. It returns
+// where the chain stands after the last entry, and how many it checked. From a
+// position it first checks that d still holds, at from.Next-1, the entry it
+// names: anything else (a store restored from an older backup, another
+// ledger) is a *ChainError.
+func VerifyFrom(ctx context.Context, s Schema, d Driver, from *Position, visit ...func([]Entry)) (Position, uint64, error) {
+	v := NewLinkVerifier(s, View(ctx, d))
+	if from != nil {
+		if from.Next == 0 {
+			return Position{}, 0, errors.New("ledger: a position resumes after an entry (next > 0)")
 		}
-		for i := range es {
-			if err := v.Check(&es[i]); err != nil {
-				return v.Count, err
+		es, err := d.Entries(ctx, from.Next-1, 1)
+		if err != nil {
+			return Position{}, 0, err
+		}
+		if len(es) != 1 || es[0].Seq != from.Next-1 || es[0].Hash() != from.Prev {
+			return Position{}, 0, &ChainError{Seq: from.Next - 1, Err: ErrNotAtPosition}
+		}
+		v = NewLinkVerifierAt(s, View(ctx, d), *from)
+	}
+	// The last checkpoint vouches for every entry before it: the enclave signed
+	// it after admitting them, and its hash covers theirs through the links.
+	// Entries up to it are checked by link; it and those after it in full. The
+	// stored state only says where to look: the entry found there must be a
+	// checkpoint, which the full check of its origin and signature proves.
+	if c, ok, err := LastCheckpoint(View(ctx, d)); err != nil {
+		return Position{}, 0, err
+	} else if ok && c.Seq+1 > v.pos.Next {
+		es, err := d.Entries(ctx, c.Seq+1, 1)
+		if err != nil {
+			return Position{}, 0, err
+		}
+		if len(es) != 1 || es[0].Seq != c.Seq+1 || es[0].Kind != KindCheckpoint {
+			return Position{}, 0, &ChainError{Seq: c.Seq + 1, Err: errors.New("the stored state names a checkpoint entry that is not there")}
+		}
+		v.vouchedBefore = c.Seq + 1
+	}
+	err := walk(ctx, d, v, visit)
+	if err == nil && v.pos.Next < v.vouchedBefore {
+		err = &ChainError{Seq: v.pos.Next, Err: errors.New("the chain ends before the checkpoint that vouches for it")}
+	}
+	return v.Position(), v.Count, err
+}
+
+// walk checks every entry of d from v's next on, a page at a time; the next
+// page is read while one is checked (on a big ledger the two take about as
+// long as each other).
+func walk(ctx context.Context, d Driver, v *Verifier, visit []func([]Entry)) error {
+	const size = 1000
+	type page struct {
+		es  []Entry
+		err error
+	}
+	pages, stop := make(chan page, 1), make(chan struct{})
+	defer close(stop)
+	start := v.pos.Next
+	go func() {
+		defer close(pages)
+		for from := start; ; {
+			es, err := d.Entries(ctx, from, size)
+			select {
+			case pages <- page{es, err}:
+			case <-stop:
+				return
+			}
+			if err != nil || len(es) < size {
+				return
+			}
+			from = es[len(es)-1].Seq + 1
+		}
+	}()
+	for p := range pages {
+		if p.err != nil {
+			return p.err
+		}
+		for i := range p.es {
+			if err := v.Check(&p.es[i]); err != nil {
+				return err
 			}
 		}
 		for _, f := range visit {
-			f(es)
+			f(p.es)
 		}
-		if len(es) < page {
-			break
-		}
-		from = es[len(es)-1].Seq + 1
 	}
-	if refold {
-		return v.Count, CompareState(ctx, mem, d)
-	}
-	return v.Count, nil
+	return nil
 }
 
 // StateMismatchError says the stored state differs from the state re-folded from the chain.
