@@ -1,12 +1,15 @@
 package e2e
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"testing"
 
+	"github.com/agentkeys/agentkeys/internal/apiv1"
 	"github.com/agentkeys/agentkeys/internal/ledger/postgres/pgtest"
 )
 
@@ -82,6 +85,15 @@ func TestGuideScaleOut(t *testing.T) {
 	wantIn(t, "curl readyz on B", checkB.run(fmt.Sprintf("curl -f http://%s/readyz\n", addrB), nil), `{"ready":true}`)
 	if _, err := os.Stat(filepath.Join(dataB, "operator.key")); err == nil {
 		t.Error("the second broker made an operator key of its own")
+	}
+
+	// Both name the balancer as their issuer (step 1 and step 3).
+	for _, a := range []string{addrA, addrB} {
+		out := checkB.run("curl -fsS http://"+a+apiv1.DiscoveryPath+"\n", nil)
+		var d apiv1.Discovery
+		if err := json.Unmarshal([]byte(out[strings.Index(out, "{"):]), &d); err != nil || d.Issuer != "https://keys.example.com" {
+			t.Errorf("%s's discovery document: issuer %q (%v), want the balancer's URL:\n%s", a, d.Issuer, err, out)
+		}
 	}
 
 	// The chain, read-only, while both run.
