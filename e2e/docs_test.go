@@ -27,7 +27,8 @@ const docTimeout = 2 * time.Minute
 
 // docBlocks returns the fenced blocks of language lang in the section of doc
 // whose heading line is heading, up to the next heading of any level (a line
-// starting with # outside a fenced block).
+// starting with # outside a fenced block). A fence indented in a list item
+// has its indentation taken off its lines.
 func docBlocks(t *testing.T, doc, heading, lang string) []string {
 	t.Helper()
 	lines := strings.Split(string(fileBytes(t, doc)), "\n")
@@ -43,19 +44,21 @@ func docBlocks(t *testing.T, doc, heading, lang string) []string {
 	}
 	var blocks []string
 	var cur []string
-	fence := "" // the language of the open fence, "" outside one
+	fence := ""  // the language of the open fence, "" outside one
+	indent := "" // the open fence's indentation (a block in a list item)
 	inFence := false
 	for _, l := range lines[start:] {
 		switch {
-		case !inFence && strings.HasPrefix(l, "```"):
-			inFence, fence, cur = true, strings.TrimPrefix(l, "```"), nil
-		case inFence && l == "```":
+		case !inFence && strings.HasPrefix(strings.TrimLeft(l, " "), "```"):
+			rest := strings.TrimLeft(l, " ")
+			inFence, fence, cur, indent = true, strings.TrimPrefix(rest, "```"), nil, l[:len(l)-len(rest)]
+		case inFence && l == indent+"```":
 			inFence = false
 			if fence == lang {
 				blocks = append(blocks, strings.Join(cur, "\n")+"\n")
 			}
 		case inFence:
-			cur = append(cur, l)
+			cur = append(cur, strings.TrimPrefix(l, indent))
 		case strings.HasPrefix(l, "#"):
 			return checkBlocks(t, doc, heading, lang, blocks)
 		}
