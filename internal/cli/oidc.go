@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -78,13 +79,14 @@ AWS, to try the AWS setup on one machine.`,
 				{federation.AWSBucketFile, 0o644, out.BucketPolicy}}
 		},
 		func(out *federation.AWS, docs []docFile) {
+			st := e.steps()
 			if docs != nil {
-				fmt.Fprintf(e.stdout, "# 1. Save these three files.\n")
+				st.next(false, "Save these three files.\n")
 				e.printDocs(docs)
 			}
-			fmt.Fprintf(e.stdout, "\n# 2. Run:\n")
+			st.next(true, "Run:\n")
 			e.printLines(out.Commands)
-			fmt.Fprintf(e.stdout, "\n# 3. In the agent's sandbox:\n#   agentkeys daemon aws-credentials --role-arn %s\n", out.RoleARN)
+			st.next(true, "In the agent's sandbox:\n#   agentkeys daemon aws-credentials --role-arn %s\n", out.RoleARN)
 		})
 	aws.Flags().StringVar(&aw.Account, "account", "", "12-digit AWS account id")
 	aws.Flags().StringVar(&aw.RoleName, "role-name", "agentkeys-agents", "the role agents assume")
@@ -110,14 +112,15 @@ AWS, to try the AWS setup on one machine.`,
 			return []docFile{{federation.SeaweedIAMFile, 0o600, out.IAM}} // it holds the STS signing key
 		},
 		func(out *federation.SeaweedFS, docs []docFile) {
+			st := e.steps()
 			if docs != nil {
-				fmt.Fprintf(e.stdout, "# 1. Save this file as %s, readable only by you: it holds SeaweedFS's STS signing key.\n", federation.SeaweedIAMFile)
+				st.next(false, "Save this file as %s, readable only by you: it holds SeaweedFS's STS signing key.\n", federation.SeaweedIAMFile)
 				e.printDocs(docs)
 			}
-			fmt.Fprintf(e.stdout, "\n# 2. Start SeaweedFS (scripts/seaweedfs builds weed): S3 and STS on %s, bucket %q made at start.\n"+
+			st.next(true, "Start SeaweedFS (scripts/seaweedfs builds weed): S3 and STS on %s, bucket %q made at start.\n"+
 				"#    The broker must allow the audience: agentkeys server --oidc-audience %s\n%s\n",
 				out.Endpoint, out.Bucket, out.IAM.Providers[0].Config.ClientID, shellJoin(out.Command))
-			fmt.Fprintf(e.stdout, "\n# 3. In the agent's sandbox (scope oidc:%s):\n#   agentkeys daemon aws-credentials --role-arn %s --sts-endpoint %s\n",
+			st.next(true, "In the agent's sandbox (scope oidc:%s):\n#   agentkeys daemon aws-credentials --role-arn %s --sts-endpoint %s\n",
 				out.IAM.Providers[0].Config.ClientID, out.RoleARN, out.Endpoint)
 		})
 	seaweed.Flags().StringVar(&sw.Bucket, "bucket", federation.SeaweedBucket, "the bucket agents share, one prefix per agent wallet")
@@ -138,9 +141,10 @@ AWS, to try the AWS setup on one machine.`,
 			return []docFile{{federation.GCPCredentialFile, 0o644, out.Credentials}} // no secret: it names a token file
 		},
 		func(out *federation.GCP, docs []docFile) {
+			st := e.steps()
 			fmt.Fprintf(e.stdout, "# The broker must allow the audience: agentkeys server --oidc-audience %s\n", out.Audience)
 			fmt.Fprintf(e.stdout, "# Agents' scope: agentkeys agent scope ALIAS --add oidc:%s\n", out.Audience)
-			fmt.Fprintf(e.stdout, "\n# 1. Run:\n")
+			st.next(true, "Run:\n")
 			e.printLines(out.Commands)
 			if len(out.Principals) > 0 {
 				fmt.Fprintf(e.stdout, "\n# Grant roles to each agent (survives broker upgrades: keyed on the wallet, not sub):\n")
@@ -149,10 +153,10 @@ AWS, to try the AWS setup on one machine.`,
 				}
 			}
 			if docs != nil {
-				fmt.Fprintf(e.stdout, "\n# 2. Save this file in the agent's sandbox.\n")
+				st.next(true, "Save this file in the agent's sandbox.\n")
 				e.printDocs(docs)
 			}
-			fmt.Fprintf(e.stdout, "\n# 3. In the agent's sandbox (every Google SDK and gcloud then just work):\n")
+			st.next(true, "In the agent's sandbox (every Google SDK and gcloud then just work):\n")
 			e.printLines(out.Agent)
 		})
 	gcp.Flags().StringVar(&gc.Project, "project", "", "GCP project id")
@@ -175,16 +179,17 @@ AWS, to try the AWS setup on one machine.`,
 			return []docFile{{federation.AzureCredentialFile, 0o644, out.Credential}}
 		},
 		func(out *federation.Azure, docs []docFile) {
+			st := e.steps()
 			fmt.Fprintf(e.stdout, "# The broker must allow the audience, with tokens of at least 15 minutes (Azure's SDKs keep a\n"+
 				"# token file 10 minutes; tokens for %s last 1h by default):\n#   agentkeys server --oidc-audience %s\n", apiv1.AzureAudience, apiv1.AzureAudience)
 			fmt.Fprintf(e.stdout, "# Entra ID matches sub exactly: when a broker upgrade changes mrenclave or mrsigner, create the credential again.\n")
 			if docs != nil {
-				fmt.Fprintf(e.stdout, "\n# 1. Save this file.\n")
+				st.next(true, "Save this file.\n")
 				e.printDocs(docs)
 			}
-			fmt.Fprintf(e.stdout, "\n# 2. Run:\n")
+			st.next(true, "Run:\n")
 			e.printLines(out.Commands)
-			fmt.Fprintf(e.stdout, "\n# 3. In the agent's sandbox (its scope: oidc:%s); Azure SDKs' workload identity credential then works:\n", apiv1.AzureAudience)
+			st.next(true, "In the agent's sandbox (its scope: oidc:%s); Azure SDKs' workload identity credential then works:\n", apiv1.AzureAudience)
 			e.printLines(out.Agent)
 		})
 	azure.Flags().StringVar(&az.AppID, "app-id", "", "the app registration's application (client) id")
@@ -218,15 +223,16 @@ AWS, to try the AWS setup on one machine.`,
 			return []docFile{{federation.AliTrustFile, 0o644, out.TrustPolicy}}
 		},
 		func(out *federation.Ali, docs []docFile) {
+			st := e.steps()
 			fmt.Fprintf(e.stdout, "# The broker must allow the audience: agentkeys server --oidc-audience %s\n", federation.AliAudience)
 			fmt.Fprintf(e.stdout, "# Fingerprint %s: SHA-1 of the issuer's root CA certificate (add the new one before the CA changes).\n", out.Fingerprint)
 			if docs != nil {
-				fmt.Fprintf(e.stdout, "\n# 1. Save this file.\n")
+				st.next(true, "Save this file.\n")
 				e.printDocs(docs)
 			}
-			fmt.Fprintf(e.stdout, "\n# 2. Run, then attach the policies the agents need to the role:\n")
+			st.next(true, "Run, then attach the policies the agents need to the role:\n")
 			e.printLines(out.Commands)
-			fmt.Fprintf(e.stdout, "\n# 3. In the agent's sandbox (its scope: oidc:%s); Alibaba Cloud's credential chain then works:\n", federation.AliAudience)
+			st.next(true, "In the agent's sandbox (its scope: oidc:%s); Alibaba Cloud's credential chain then works:\n", federation.AliAudience)
 			e.printLines(out.Agent)
 		})
 	ali.Flags().StringVar(&al.Account, "account", "", "Alibaba Cloud account id")
@@ -489,4 +495,22 @@ command exists to print the token.`,
 	cmd.Flags().DurationVar(&ttl, "ttl", 0, "token lifetime (default 5m)")
 	cmd.Flags().BoolVar(&self, "self", false, "mint for the owner itself")
 	return cmd
+}
+
+// steps numbers the steps an oidc register command prints, so that a step left
+// out (its files were written with --out) leaves no gap in the numbers.
+type steps struct {
+	w io.Writer
+	n int
+}
+
+func (e *env) steps() *steps { return &steps{w: e.stdout} }
+
+// next prints the next step's heading, after a blank line when blank.
+func (s *steps) next(blank bool, format string, args ...any) {
+	s.n++
+	if blank {
+		fmt.Fprintln(s.w)
+	}
+	fmt.Fprintf(s.w, "# %d. "+format, append([]any{s.n}, args...)...)
 }
