@@ -179,52 +179,75 @@ func TestServerMemory(t *testing.T) {
 	e.b.Close()
 
 	// The real binary on that data dir, reached at the env's URL (its --issuer,
-	// which the sessions and proofs name) through a proxy.
-	pid, base := startBinary(t, e)
-	target, _ := url.Parse(base)
-	proxy := http.Handler(httputil.NewSingleHostReverseProxy(target))
-	e.current.Store(&proxy)
-	e.clock.Set(time.Now().Add(time.Second)) // the daemons' proofs are dated by the env's clock
-	for i, d := range dirs {
-		for _, svc := range owners[0].creds[:min(5, len(owners[0].creds))] {
-			v, err := e.source(d).Get(ctx, svc, daemon.Wait{})
-			if want := "sk-" + owners[0].omni[:8] + "-" + svc; err != nil || string(v) != want {
-				t.Fatalf("reader %d reading %s through the binary: %q, %v", i, svc, v, err)
+	// which the sessions and proofs name) through a proxy: after the clean stop
+	// above (state from the snapshot at the head), then with no snapshot (state
+	// rebuilt by folding every entry).
+	exe := buildBinary(t)
+	for _, start := range []string{"after a clean stop", "with no snapshot"} {
+		if start == "with no snapshot" {
+			if err := os.Remove(broker.SnapshotPath(e.dataDir)); err != nil {
+				t.Fatal(err)
 			}
 		}
+		cmd, base := startBinary(t, e, exe)
+		target, _ := url.Parse(base)
+		proxy := http.Handler(httputil.NewSingleHostReverseProxy(target))
+		e.current.Store(&proxy)
+		e.clock.Set(time.Now().Add(time.Second)) // the daemons' proofs are dated by the env's clock
+		for i, d := range dirs {
+			for _, svc := range owners[0].creds[:min(5, len(owners[0].creds))] {
+				v, err := e.source(d).Get(ctx, svc, daemon.Wait{})
+				if want := "sk-" + owners[0].omni[:8] + "-" + svc; err != nil || string(v) != want {
+					t.Fatalf("%s: reader %d reading %s through the binary: %q, %v", start, i, svc, v, err)
+				}
+			}
+		}
+		rss, hwm := procMemory(t, cmd.Process.Pid)
+		t.Logf("agentkeys server with %d paired agents and %d stored credentials, started %s: VmRSS %s, VmHWM %s", nAgents, nCreds, start, rss, hwm)
+		// Stopped cleanly (SIGTERM) for the next start, which removes the snapshot.
+		if err := cmd.Process.Signal(os.Interrupt); err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Wait(); err != nil {
+			t.Fatalf("agentkeys server after SIGINT: %v", err)
+		}
 	}
-	rss, hwm := procMemory(t, pid)
-	t.Logf("agentkeys server with %d paired agents and %d stored credentials: VmRSS %s, VmHWM %s", nAgents, nCreds, rss, hwm)
 }
 
-// startBinary builds cmd/agentkeys, starts `agentkeys server` on e's data dir
-// with e's URL as its issuer, waits until /readyz answers 200, and returns the
-// process id and the address it listens on.
-func startBinary(t *testing.T, e *env) (pid int, base string) {
+// buildBinary builds cmd/agentkeys into a temp dir and returns its path.
+func buildBinary(t *testing.T) string {
 	t.Helper()
-	dir := t.TempDir()
-	exe := filepath.Join(dir, "agentkeys")
+	exe := filepath.Join(t.TempDir(), "agentkeys")
 	if out, err := exec.Command("go", "build", "-o", exe, "github.com/agentkeys/agentkeys/cmd/agentkeys").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
+	return exe
+}
+
+// startBinary starts `agentkeys server` (exe) on e's data dir with e's URL as
+// its issuer, waits until /readyz answers 200, and returns the process (the
+// test waits for it; cleanup kills it if still running) and the address it
+// listens on.
+func startBinary(t *testing.T, e *env, exe string) (cmd *exec.Cmd, base string) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	cmd := exec.Command(exe, "server", "--listen", addr, "--data-dir", e.dataDir, "--issuer", e.srv.URL, "--platform-key", e.platformKey)
-	cmd.Env = append(os.Environ(), "AGENTKEYS_HOME="+dir)
-	var stderr syncBuffer
-	cmd.Stderr = &stderr
+	cmd = exec.Command(exe, "server", "--listen", addr, "--data-dir", e.dataDir, "--issuer", e.srv.URL, "--platform-key", e.platformKey)
+	cmd.Env = append(os.Environ(), "AGENTKEYS_HOME="+t.TempDir())
+	stderr := &syncBuffer{}
+	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
 	t.Cleanup(func() {
-		cmd.Process.Kill()
-		<-done
+		if cmd.ProcessState == nil {
+			cmd.Process.Kill()
+			cmd.Wait()
+		}
 		if t.Failed() {
 			t.Logf("server stderr:\n%s", stderr.String())
 		}
@@ -236,17 +259,13 @@ func startBinary(t *testing.T, e *env) (pid int, base string) {
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				return cmd.Process.Pid, base
+				return cmd, base
 			}
-		}
-		select {
-		case <-done:
-			t.Fatalf("agentkeys server exited:\n%s", stderr.String())
-		case <-time.After(50 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("agentkeys server not ready:\n%s", stderr.String())
 		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 
