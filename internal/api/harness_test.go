@@ -83,7 +83,13 @@ func newEnv(t testing.TB, cfg broker.Config) *env { t.Helper(); return newEnvOn(
 // newEnvOn is newEnv on the store openStore opens (nil: a SQLite file).
 func newEnvOn(t testing.TB, cfg broker.Config, openStore func() (ledger.Driver, error)) *env {
 	t.Helper()
-	e := &env{failing: new(atomic.Bool), current: new(atomic.Pointer[http.Handler]), cleanup: t.Cleanup, clock: clock.NewFake(testStart),
+	return newEnvAt(t, cfg, openStore, testStart)
+}
+
+// newEnvAt is newEnvOn with the env's clock starting at start.
+func newEnvAt(t testing.TB, cfg broker.Config, openStore func() (ledger.Driver, error), start time.Time) *env {
+	t.Helper()
+	e := &env{failing: new(atomic.Bool), current: new(atomic.Pointer[http.Handler]), cleanup: t.Cleanup, clock: clock.NewFake(start),
 		openStore: openStore}
 	h := e.current
 	e.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
