@@ -56,26 +56,7 @@ func TestSQLite(t *testing.T) {
 		if src.String() != raw {
 			t.Errorf("String() = %q, want %q", src.String(), raw)
 		}
-		d, err := src.Open()
-		if err != nil {
-			t.Fatal(err)
-		}
-		e := ledger.Entry{Kind: "k", Origin: ledger.OriginEnclave, Payload: []byte(`{}`), Signer: "s", Sig: []byte{1}}
-		if err := d.Commit(context.Background(), []ledger.Entry{e}, nil); err != nil {
-			t.Fatal(err)
-		}
-		d.Close()
-		ro, err := src.OpenReadOnly()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if h, ok, err := ro.Head(context.Background()); err != nil || !ok || h.Hash != e.Hash() {
-			t.Fatalf("%s: head %v %v %v after reopening", raw, h, ok, err)
-		}
-		if err := ro.Commit(context.Background(), []ledger.Entry{e}, nil); err == nil {
-			t.Fatalf("%s: read-only store accepted a commit", raw)
-		}
-		ro.Close()
+		writeThenReadOnly(t, src, raw)
 	}
 	if _, err := os.Stat(filepath.Join(dir, "rel.db")); err != nil {
 		t.Fatalf("sqlite://rel.db is not a file relative to the working directory: %v", err)
@@ -113,26 +94,7 @@ func TestPostgres(t *testing.T) {
 		if strings.Contains(src.String(), c.Password()) || !strings.HasPrefix(src.String(), scheme+"://") {
 			t.Errorf("String() = %q: shows the password, or not the scheme", src.String())
 		}
-		d, err := src.Open()
-		if err != nil {
-			t.Fatal(err)
-		}
-		e := ledger.Entry{Kind: "k", Origin: ledger.OriginEnclave, Payload: []byte(`{}`), Signer: "s", Sig: []byte{1}}
-		if err := d.Commit(context.Background(), []ledger.Entry{e}, nil); err != nil {
-			t.Fatal(err)
-		}
-		d.Close()
-		ro, err := src.OpenReadOnly()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if h, ok, err := ro.Head(context.Background()); err != nil || !ok || h.Hash != e.Hash() {
-			t.Fatalf("%s: head %v %v %v after reopening", scheme, h, ok, err)
-		}
-		if err := ro.Commit(context.Background(), []ledger.Entry{e}, nil); err == nil {
-			t.Fatalf("%s: read-only store accepted a commit", scheme)
-		}
-		ro.Close()
+		writeThenReadOnly(t, src, scheme)
 	}
 	src, err := ledgerstore.Parse("postgres://agentkeys:hunter2-secret@/ledger?host=" + filepath.Join(t.TempDir(), "none"))
 	if err != nil {
@@ -157,4 +119,30 @@ func TestOpenFailsWithNil(t *testing.T) {
 			t.Errorf("%s: got %#v, %v; want a nil Driver and an error", raw, d, err)
 		}
 	}
+}
+
+// writeThenReadOnly commits one entry through src, reopens it read-only, and
+// checks the head is that entry and a commit is refused.
+func writeThenReadOnly(t *testing.T, src ledgerstore.Source, name string) {
+	t.Helper()
+	d, err := src.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := ledger.Entry{Kind: "k", Origin: ledger.OriginEnclave, Payload: []byte(`{}`), Signer: "s", Sig: []byte{1}}
+	if err := d.Commit(context.Background(), []ledger.Entry{e}, nil); err != nil {
+		t.Fatal(err)
+	}
+	d.Close()
+	ro, err := src.OpenReadOnly()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h, ok, err := ro.Head(context.Background()); err != nil || !ok || h.Hash != e.Hash() {
+		t.Fatalf("%s: head %v %v %v after reopening", name, h, ok, err)
+	}
+	if err := ro.Commit(context.Background(), []ledger.Entry{e}, nil); err == nil {
+		t.Fatalf("%s: read-only store accepted a commit", name)
+	}
+	ro.Close()
 }
