@@ -549,14 +549,7 @@ func TestAgentAttacks(t *testing.T) {
 		t.Fatal("agent of owner B did not get B's credential")
 	}
 
-	sess, err := daemon.DirOf(dhA).LoadSession()
-	if err != nil {
-		t.Fatal(err)
-	}
-	key, err := daemon.DecodeKey(sess.ProofKey)
-	if err != nil {
-		t.Fatal(err)
-	}
+	sess, key := agentSession(t, dhA)
 	tok := sess.Token
 	const list = "/v1/agent/credentials"
 	// A valid proof works once.

@@ -6,8 +6,6 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-
-	"github.com/agentkeys/agentkeys/internal/daemon"
 )
 
 // TestDPoPProofFromBeforeRestart: the broker's memory of used proofs is per
@@ -21,14 +19,7 @@ func TestDPoPProofFromBeforeRestart(t *testing.T) {
 	secret := "sk-restart-" + randomHex(16)
 	h.akStore(o, "openai", secret)
 	dh := h.pairAgent(s, o, "bot", "openai")
-	sess, err := daemon.DirOf(dh).LoadSession()
-	if err != nil {
-		t.Fatal(err)
-	}
-	key, err := daemon.DecodeKey(sess.ProofKey)
-	if err != nil {
-		t.Fatal(err)
-	}
+	sess, key := agentSession(t, dh)
 	const list = "/v1/agent/credentials"
 	p := proofFor(t, key, "GET", s.url+list, sess.Token)
 	if code, _ := agentRequest(t, s, "GET", list, sess.Token, p); code != http.StatusOK {
@@ -71,14 +62,7 @@ func TestDPoPPublicURLs(t *testing.T) {
 	if v, isErr := getCredential(t, cs, "openai"); isErr || v != secret {
 		t.Fatalf("a daemon using the --public-url: error=%v", isErr)
 	}
-	sess, err := daemon.DirOf(dh).LoadSession()
-	if err != nil {
-		t.Fatal(err)
-	}
-	key, err := daemon.DecodeKey(sess.ProofKey)
-	if err != nil {
-		t.Fatal(err)
-	}
+	sess, key := agentSession(t, dh)
 	const list = "/v1/agent/credentials"
 	send := func(host, htu string) int {
 		req, _ := http.NewRequest("GET", s.url+list, nil)

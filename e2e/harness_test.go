@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/hex"
@@ -27,6 +28,7 @@ import (
 	"github.com/agentkeys/agentkeys/internal/backoff"
 	"github.com/agentkeys/agentkeys/internal/broker"
 	"github.com/agentkeys/agentkeys/internal/client"
+	"github.com/agentkeys/agentkeys/internal/daemon"
 	"github.com/agentkeys/agentkeys/internal/ledger"
 )
 
@@ -628,4 +630,18 @@ func fileBytes(t *testing.T, path string) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// agentSession is the session a paired daemon home dh holds, and its proof key.
+func agentSession(t *testing.T, dh string) (*daemon.Session, *ecdsa.PrivateKey) {
+	t.Helper()
+	sess, err := daemon.DirOf(dh).LoadSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := daemon.DecodeKey(sess.ProofKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sess, key
 }

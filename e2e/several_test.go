@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/agentkeys/agentkeys/internal/daemon"
 	"github.com/agentkeys/agentkeys/internal/ledger/postgres/pgtest"
 )
 
@@ -82,14 +81,7 @@ func TestTwoBrokersOnPostgres(t *testing.T) {
 	secret := "sk-two-brokers-" + randomHex(16)
 	h.akStore(o, "openai", secret)
 	dh := h.pairAgent(a, o, "bot", "openai")
-	sess, err := daemon.DirOf(dh).LoadSession()
-	if err != nil {
-		t.Fatal(err)
-	}
-	key, err := daemon.DecodeKey(sess.ProofKey)
-	if err != nil {
-		t.Fatal(err)
-	}
+	sess, key := agentSession(t, dh)
 	const read = "/v1/credentials/openai/read"
 	// B knows the agent once it has followed the pairing (the notification's
 	// latency; under load it has been seen to miss an immediate read).
