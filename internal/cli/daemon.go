@@ -208,6 +208,7 @@ Configure your MCP client with the output of agentkeys daemon mcp-config.`,
 				return daemon.ServeMCP(cmd.Context(), daemon.NewSocketClient(socket), log)
 			}
 			src.Dir, src.Checks, src.Keys = e.daemonDir(), daemon.NewChecks(daemon.DefaultCheckTTL, time.Now), daemon.NewKeyViews()
+			src.Tokens = daemon.NewCloudTokens(daemon.DefaultCloudTokens)
 			if err := src.Dir.CheckPrivate(); err != nil {
 				return err
 			}
@@ -284,6 +285,7 @@ whose SDKs keep the file 10 minutes).`,
 			defer os.Remove(socket)
 			log := e.daemonLog()
 			src.Dir, src.Checks, src.Keys = d, daemon.NewChecks(daemon.DefaultCheckTTL, time.Now), daemon.NewKeyViews()
+			src.Tokens = daemon.NewCloudTokens(daemon.DefaultCloudTokens)
 			// The token-file refreshers and the socket server are one group:
 			// whichever way it ends, the rest stop and are joined.
 			ctx, stop := context.WithCancel(cmd.Context())

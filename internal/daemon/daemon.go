@@ -264,6 +264,9 @@ type Source struct {
 	GCPTokenURL        string // GCP STS token endpoint
 	AzureAuthorityHost string // Entra ID authority host
 	AliSTSEndpoint     string // Alibaba Cloud STS host[:port] (https)
+	// Tokens caches GCP, Azure and Alibaba Cloud credentials in memory for a
+	// long-running daemon; nil exchanges on every call.
+	Tokens *CloudTokens
 	// Checks caches the broker's answer about the session for a few seconds
 	// before cached cloud credentials are served; nil asks every time.
 	Checks *Checks
