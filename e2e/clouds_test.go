@@ -174,6 +174,20 @@ func (rec *recorder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	json.NewEncoder(w).Encode(v)
 }
 
+// exchanges counts the requests that carried an identity token: GCP's
+// subject_token, Entra ID's client_assertion, Alibaba Cloud's OIDCToken.
+func (r *recorder) exchanges() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, f := range r.forms {
+		if f.Get("subject_token") != "" || f.Get("client_assertion") != "" || f.Get("OIDCToken") != "" {
+			n++
+		}
+	}
+	return n
+}
+
 func (r *recorder) last(t *testing.T) (string, url.Values) {
 	t.Helper()
 	r.mu.Lock()
@@ -297,7 +311,7 @@ func TestGCPWorkloadIdentity(t *testing.T) {
 	flags := []string{"--gcp-sts-url", stsSrv.URL + "/v1/token"}
 	args := map[string]any{"provider": "gcp", "audience": gcpAudience}
 	var ct daemon.CloudToken
-	if text, isErr := c.mcpCloud(t, c.A, args, flags...); isErr || json.Unmarshal([]byte(text), &ct) != nil || ct.AccessToken != "ya29.recorded" || ct.Expiration.IsZero() {
+	if text, isErr := c.mcpCloudCached(t, rec, c.A, args, flags...); isErr || json.Unmarshal([]byte(text), &ct) != nil || ct.AccessToken != "ya29.recorded" || ct.Expiration.IsZero() {
 		t.Fatalf("cloud_credentials gcp: %s", text)
 	}
 	if _, form := rec.last(t); form.Get("audience") != gcpAudience || c.verifyFor(form.Get("subject_token"), gcpAudience, nil) != nil {
@@ -316,6 +330,26 @@ func (c *cloudEnv) mcpCloud(t *testing.T, a oidcAgent, args map[string]any, flag
 	t.Helper()
 	cs, _ := c.h.mcpSession(a.home, flags...)
 	return mcpCall(t, cs, "cloud_credentials", args)
+}
+
+// mcpCloudCached calls cloud_credentials twice through one `daemon mcp` of a
+// and returns the first answer; the second must be the same credential, served
+// from the daemon's cache: rec (the cloud's endpoint) saw one exchange.
+func (c *cloudEnv) mcpCloudCached(t *testing.T, rec *recorder, a oidcAgent, args map[string]any, flags ...string) (string, bool) {
+	t.Helper()
+	cs, _ := c.h.mcpSession(a.home, flags...)
+	before := rec.exchanges()
+	text, isErr := mcpCall(t, cs, "cloud_credentials", args)
+	if isErr {
+		return text, isErr
+	}
+	if again, isErr := mcpCall(t, cs, "cloud_credentials", args); isErr || again != text {
+		t.Fatalf("a second cloud_credentials call: %v, a different answer from the first (not the cached credential)", isErr)
+	}
+	if n := rec.exchanges() - before; n != 1 {
+		t.Fatalf("two cloud_credentials calls made %d exchanges, want 1 (the second from the daemon's cache)", n)
+	}
+	return text, isErr
 }
 
 // trustCert makes child processes (the daemon) trust srv's certificate.
@@ -412,7 +446,7 @@ func TestAzureWorkloadIdentity(t *testing.T) {
 	flags := []string{"--azure-authority-host", entra.URL + "/"}
 	args := map[string]any{"provider": "azure", "client_id": doc.Env["AZURE_CLIENT_ID"], "tenant_id": doc.Env["AZURE_TENANT_ID"]}
 	var ct daemon.CloudToken
-	if text, isErr := c.mcpCloud(t, c.A, args, flags...); isErr || json.Unmarshal([]byte(text), &ct) != nil || ct.AccessToken != "eyJ.recorded" || ct.Expiration.IsZero() {
+	if text, isErr := c.mcpCloudCached(t, rec, c.A, args, flags...); isErr || json.Unmarshal([]byte(text), &ct) != nil || ct.AccessToken != "eyJ.recorded" || ct.Expiration.IsZero() {
 		t.Fatalf("cloud_credentials azure: %s", text)
 	}
 	if _, form := rec.last(t); claimsOf(t, form.Get("client_assertion"))["sub"] != subject || !strings.HasPrefix(form.Get("scope"), daemon.DefaultAzureScope) {
@@ -509,7 +543,9 @@ func TestAlibabaCloudOIDC(t *testing.T) {
 	flags := []string{"--alicloud-sts-endpoint", strings.TrimPrefix(sts.URL, "https://")}
 	args := map[string]any{"provider": "alicloud", "role_arn": doc.RoleARN, "oidc_provider_arn": doc.ProviderARN}
 	var ct daemon.CloudToken
-	if text, isErr := c.mcpCloud(t, c.A, args, flags...); isErr || json.Unmarshal([]byte(text), &ct) != nil || ct.AccessKeyID != "STS.recorded" || ct.SecurityToken == "" {
+	start := time.Now()
+	if text, isErr := c.mcpCloudCached(t, rec, c.A, args, flags...); isErr || json.Unmarshal([]byte(text), &ct) != nil || ct.AccessKeyID != "STS.recorded" || ct.SecurityToken == "" ||
+		ct.Expiration.Before(start.Add(time.Hour).Truncate(time.Second)) || ct.Expiration.After(time.Now().Add(time.Hour)) {
 		t.Fatalf("cloud_credentials alicloud: %s", text)
 	}
 	if _, form := rec.last(t); form.Get("RoleSessionName") != "agentkeys-alice" || form.Get("RoleArn") != doc.RoleARN {
