@@ -151,6 +151,7 @@ func cloudFlags(cmd *cobra.Command, src *daemon.Source) {
 	cmd.Flags().StringVar(&src.AWSAudience, "aws-audience", daemon.DefaultAWSAudience, "token audience for AWS STS")
 	cmd.Flags().StringVar(&src.AWSRegion, "aws-region", daemon.DefaultAWSRegion, "AWS region for STS")
 	cmd.Flags().StringVar(&src.GCPTokenURL, "gcp-sts-url", "", "GCP STS token endpoint for cloud_credentials (default: Google's)")
+	cmd.Flags().StringVar(&src.GCPIAMURL, "gcp-iam-url", "", "GCP IAM credentials endpoint for service-account impersonation (default: Google's)")
 	cmd.Flags().StringVar(&src.AzureAuthorityHost, "azure-authority-host", "", "Entra ID authority host for cloud_credentials (default: Azure public cloud)")
 	cmd.Flags().StringVar(&src.AliSTSEndpoint, "alicloud-sts-endpoint", "", "Alibaba Cloud STS host[:port] for cloud_credentials (default: sts.aliyuncs.com)")
 	chainFlag(cmd, src)

@@ -221,7 +221,7 @@ const aliDefaultDuration = 3600
 func (s Source) cloudEndpoint(provider string) string {
 	switch provider {
 	case ProviderGCP:
-		return s.GCPTokenURL
+		return s.GCPTokenURL + " " + s.GCPIAMURL
 	case ProviderAzure:
 		return s.AzureAuthorityHost
 	}
@@ -241,7 +241,7 @@ func (s Source) Exchange(ctx context.Context, r CloudRequest, token string) (*Cl
 		cfg := externalaccount.Config{Audience: r.Audience, SubjectTokenType: federation.GCPSubjectTokenType, TokenURL: s.GCPTokenURL,
 			Scopes: []string{cmp.Or(r.Scope, DefaultGCPScope)}, SubjectTokenSupplier: staticToken(token)}
 		if r.ServiceAccount != "" {
-			cfg.ServiceAccountImpersonationURL = "https://iamcredentials.googleapis.com/v1/projects/-/serviceAccounts/" + r.ServiceAccount + ":generateAccessToken"
+			cfg.ServiceAccountImpersonationURL = federation.GCPImpersonationURL(cmp.Or(s.GCPIAMURL, federation.GCPIAMCredentialsURL), r.ServiceAccount)
 		}
 		ts, err := externalaccount.NewTokenSource(ctx, cfg)
 		if err != nil {

@@ -262,6 +262,7 @@ type Source struct {
 	AWSRegion   string // "" = us-east-1
 	// Endpoints of the other clouds ("" = the cloud's own).
 	GCPTokenURL        string // GCP STS token endpoint
+	GCPIAMURL          string // GCP IAM credentials endpoint (service-account impersonation)
 	AzureAuthorityHost string // Entra ID authority host
 	AliSTSEndpoint     string // Alibaba Cloud STS host[:port] (https)
 	// Tokens caches GCP, Azure and Alibaba Cloud credentials in memory for a
