@@ -20,6 +20,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/smithy-go/middleware"
+	smithyhttp "github.com/aws/smithy-go/transport/http"
 
 	"github.com/agentkeys/agentkeys/internal/apiv1"
 	"github.com/agentkeys/agentkeys/internal/daemon"
@@ -144,6 +146,23 @@ func (m *minioServer) adminPut(path string, body []byte) error {
 
 func sha256Sum(b []byte) []byte { s := sha256.Sum256(b); return s[:] }
 
+// claimInQuery is an S3 client with creds that adds preferred_username=wallet
+// to every request's query before signing it.
+func (m *minioServer) claimInQuery(creds aws.Credentials, wallet string) *s3.Client {
+	return s3.New(s3.Options{Region: "us-east-1", BaseEndpoint: aws.String(m.endpoint), UsePathStyle: true,
+		Credentials: aws.CredentialsProviderFunc(func(context.Context) (aws.Credentials, error) { return creds, nil }),
+		APIOptions: []func(*middleware.Stack) error{func(st *middleware.Stack) error {
+			return st.Build.Add(middleware.BuildMiddlewareFunc("claim-in-query", func(ctx context.Context, in middleware.BuildInput, next middleware.BuildHandler) (middleware.BuildOutput, middleware.Metadata, error) {
+				if req, ok := in.Request.(*smithyhttp.Request); ok {
+					q := req.URL.Query()
+					q.Set("preferred_username", wallet)
+					req.URL.RawQuery = q.Encode()
+				}
+				return next.HandleBuild(ctx, in)
+			}), middleware.After)
+		}}})
+}
+
 // TestMinIOFederation is MinIO's own STS and S3 trusting our issuer with the
 // settings `agentkeys oidc register minio` wrote, unedited: each agent gets
 // credentials through its daemon's AWS path (the printed command, and the MCP
@@ -200,6 +219,13 @@ func TestMinIOFederation(t *testing.T) {
 	}
 	wantIsolated(t, m.weed, m.s3(aws.Credentials{AccessKeyID: ca.AccessKeyID, SecretAccessKey: ca.SecretAccessKey, SessionToken: ca.SessionToken}),
 		"alice", A.wallet, B.wallet)
+	// MinIO fills a policy variable from a request parameter of the same name
+	// when the credential's claims lack it; A's carry it, so naming B's wallet
+	// in the query changes nothing
+	credsA := aws.Credentials{AccessKeyID: ca.AccessKeyID, SecretAccessKey: ca.SecretAccessKey, SessionToken: ca.SessionToken}
+	if _, err := m.get(t, m.claimInQuery(credsA, B.wallet), B.wallet+"/seed.txt"); errCode(err) != "AccessDenied" {
+		t.Fatalf("A naming B's wallet in the query read B's object: %v", err)
+	}
 	cs, _ := h.mcpSession(B.home, "--sts-endpoint", m.endpoint, "--aws-audience", aud)
 	text, isErr := mcpCall(t, cs, "cloud_credentials", map[string]any{"provider": "aws", "role_arn": roleARN[1], "duration": 43200})
 	if isErr {
@@ -240,10 +266,32 @@ func TestMinIOFederation(t *testing.T) {
 	if _, err := daemon.AssumeRole(ctx, req, jws(t, hdr, claims(), es256)); err != nil {
 		t.Fatalf("control token refused: %v", err)
 	}
+	// A token of our issuer without preferred_username (as an older broker
+	// signed them, or an owner's): MinIO may issue credentials, but they reach
+	// nothing: neither the literal "${jwt:preferred_username}/" prefix, nor B's
+	// objects by naming B's wallet in the query (the policy also requires sub
+	// to end with the substituted wallet, and sub is always the token's own).
+	noName := claims()
+	delete(noName, "preferred_username")
+	if c, err := daemon.AssumeRole(ctx, req, jws(t, hdr, noName, es256)); err == nil {
+		cr := aws.Credentials{AccessKeyID: c.AccessKeyID, SecretAccessKey: c.SecretAccessKey, SessionToken: c.SessionToken}
+		for what, err := range map[string]error{
+			"get the literal prefix":        func() error { _, err := m.get(t, m.s3(cr), federation.MinIOWalletVar+"/seed.txt"); return err }(),
+			"put under the literal prefix":  m.put(t, m.s3(cr), federation.MinIOWalletVar+"/x.txt", "x"),
+			"get B's object, B in query":    func() error { _, err := m.get(t, m.claimInQuery(cr, B.wallet), B.wallet+"/seed.txt"); return err }(),
+			"put under B's prefix, B in q.": m.put(t, m.claimInQuery(cr, B.wallet), B.wallet+"/x.txt", "x"),
+			"list B's prefix, B in query":   func() error { _, err := m.list(t, m.claimInQuery(cr, B.wallet), B.wallet+"/"); return err }(),
+		} {
+			if errCode(err) != "AccessDenied" {
+				t.Errorf("a token without preferred_username: %s: want AccessDenied, got %v", what, err)
+			}
+		}
+	}
 	// forged: HS256 under the client id as kid, keyed with the empty secret
 	// MinIO uses when none is set, claiming B's wallet
 	forged := claims()
 	forged["preferred_username"] = B.wallet
+	forged["sub"] = apiv1.Subject(enclaveHex(meas.MrEnclave[:]), enclaveHex(meas.MrSigner[:]), "agent", B.wallet)
 	hs256 := func(key []byte) func([]byte) []byte {
 		return func(in []byte) []byte { mac := hmac.New(sha256.New, key); mac.Write(in); return mac.Sum(nil) }
 	}

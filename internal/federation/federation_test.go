@@ -154,8 +154,15 @@ func TestMinIO(t *testing.T) {
 			t.Errorf("policy lacks %s: %s", want, p)
 		}
 	}
-	if strings.Contains(string(p), "jwt:sub") {
-		t.Errorf("policy keys on sub, which changes with the build: %s", p)
+	// every statement ties the wallet to the token's own sub, leaving the
+	// measurements (which change with the build) open
+	for _, st := range m.Policy.Statement {
+		if sub, _ := st.Condition["StringLike"]["jwt:sub"].([]string); len(sub) != 1 || sub[0] != "enclave:*:agent:${jwt:preferred_username}" {
+			t.Errorf("statement %s does not pin sub to the wallet: %+v", st.Sid, st.Condition)
+		}
+	}
+	if strings.Contains(string(p), "${jwt:sub}") {
+		t.Errorf("policy substitutes sub, which changes with the build: %s", p)
 	}
 	if !strings.Contains(m.Commands[1], "setup/minio-policy.json") || !strings.Contains(m.Commands[2], "MINIO_CONFIG_ENV_FILE=setup/minio.env ") ||
 		m.Agent[0] != "agentkeys daemon aws-credentials --role-arn "+m.RoleARN+" --sts-endpoint http://127.0.0.1:9000 --audience minio" {

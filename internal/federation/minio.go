@@ -146,11 +146,17 @@ func GenerateMinIO(in MinIOInput) (*MinIO, error) {
 		return nil, fmt.Errorf("--endpoint: %v", err)
 	}
 	b := "arn:aws:s3:::" + in.Bucket
+	// MinIO fills a policy variable the credential's claims lack from a request
+	// parameter of the same name (?preferred_username=…), so each statement
+	// also requires sub, which every token has and no parameter can replace,
+	// to be an agent's sub ending in the substituted wallet.
+	self := []string{"enclave:*:agent:" + MinIOWalletVar}
 	out := &MinIO{RoleARN: MinIORoleARN(in.Audience, in.Region), Bucket: in.Bucket, Endpoint: strings.TrimRight(in.Endpoint, "/"), Audience: in.Audience,
 		Policy: Policy{Version: "2012-10-17", Statement: []Statement{
 			{Sid: "AgentKeysListOwnPrefix", Effect: "Allow", Action: []string{"s3:ListBucket"}, Resource: []string{b},
-				Condition: map[string]map[string]any{"StringLike": {"s3:prefix": []string{MinIOWalletVar + "/*", MinIOWalletVar + "/"}}}},
-			{Sid: "AgentKeysObjectsInOwnPrefix", Effect: "Allow", Action: ObjectActions, Resource: []string{b + "/" + MinIOWalletVar + "/*"}},
+				Condition: map[string]map[string]any{"StringLike": {"s3:prefix": []string{MinIOWalletVar + "/*", MinIOWalletVar + "/"}, "jwt:sub": self}}},
+			{Sid: "AgentKeysObjectsInOwnPrefix", Effect: "Allow", Action: ObjectActions, Resource: []string{b + "/" + MinIOWalletVar + "/*"},
+				Condition: map[string]map[string]any{"StringLike": {"jwt:sub": self}}},
 		}}}
 	out.Env = []EnvVar{
 		{MinIOEnvConfigURL, strings.TrimRight(in.Issuer, "/") + "/.well-known/openid-configuration",
