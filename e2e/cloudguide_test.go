@@ -133,7 +133,7 @@ func TestGuideConnectCloudRegister(t *testing.T) {
 			t.Fatalf("want the register and sandbox blocks, got %d", len(b))
 		}
 		out := strings.ReplaceAll(tm.run(b[0], nil), "\r", "")
-		wantIn(t, "oidc register minio", out, "--oidc-audience minio", "mc mb --ignore-existing myminio/agentkeys",
+		wantIn(t, "oidc register minio", out, "--oidc-audience minio", "mc alias set myminio https://minio.example.com ", "mc mb --ignore-existing myminio/agentkeys",
 			"mc admin policy create myminio agentkeys-agents minio-setup/minio-policy.json",
 			"MINIO_CONFIG_ENV_FILE=minio-setup/minio.env minio server DATA_DIR")
 		wantShown(t, "oidc register minio", b[1], out)

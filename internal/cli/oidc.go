@@ -276,7 +276,7 @@ AWS, to try the AWS setup on one machine.`,
 				st.next(true, "Save these two files; %s readable only by MinIO's user: it holds the client secret.\n", federation.MinIOEnvFile)
 				e.printDocs(docs)
 			}
-			st.next(true, "Run (mc alias set ALIAS URL ROOT_USER ROOT_PASSWORD first):\n")
+			st.next(true, "Run:\n")
 			e.printLines(out.Commands)
 			st.next(true, "In the agent's sandbox (its scope: oidc:%s); MinIO's role ARN is %s:\n", out.Audience, out.RoleARN)
 			e.printLines(out.Agent)

@@ -164,7 +164,8 @@ func TestMinIO(t *testing.T) {
 	if strings.Contains(string(p), "${jwt:sub}") {
 		t.Errorf("policy substitutes sub, which changes with the build: %s", p)
 	}
-	if !strings.Contains(m.Commands[1], "setup/minio-policy.json") || !strings.Contains(m.Commands[2], "MINIO_CONFIG_ENV_FILE=setup/minio.env ") ||
+	if !strings.HasPrefix(m.Commands[0], "mc alias set myminio http://127.0.0.1:9000 ") || !strings.Contains(m.Commands[2], "setup/minio-policy.json") ||
+		!strings.Contains(m.Commands[3], "MINIO_CONFIG_ENV_FILE=setup/minio.env ") ||
 		m.Agent[0] != "agentkeys daemon aws-credentials --role-arn "+m.RoleARN+" --sts-endpoint http://127.0.0.1:9000 --audience minio" {
 		t.Errorf("commands %q, agent %q", m.Commands, m.Agent)
 	}

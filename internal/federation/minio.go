@@ -171,6 +171,7 @@ func GenerateMinIO(in MinIOInput) (*MinIO, error) {
 	}
 	env, pol := filepath.Join(in.FileDir, MinIOEnvFile), filepath.Join(in.FileDir, MinIOPolicyFile)
 	out.Commands = []string{
+		fmt.Sprintf("mc alias set %s %s   # mc asks for the root user's keys (none in argv)", in.Alias, out.Endpoint),
 		fmt.Sprintf("mc mb --ignore-existing %s/%s", in.Alias, in.Bucket),
 		fmt.Sprintf("mc admin policy create %s %s %s", in.Alias, in.Policy, pol),
 		fmt.Sprintf("MINIO_CONFIG_ENV_FILE=%s minio server DATA_DIR   # (re)start MinIO with the settings", env),
