@@ -18,7 +18,8 @@ import (
 // prints matches what the guide says it prints: the sandbox blocks the guide
 // shows (its "…" standing for any text) are lines of the output, and the
 // files hold what the guide says. The cloud CLIs (gcloud, az, aliyun,
-// kubectl) cannot run here: their tests are clouds_test.go and k8s_test.go.
+// kubectl, mc) cannot run here: their tests are clouds_test.go, k8s_test.go
+// and minio_test.go (MinIO started with the files `oidc register minio` wrote).
 
 const cloudDoc = "../docs/connect-your-cloud.md"
 
@@ -124,6 +125,28 @@ func TestGuideConnectCloudRegister(t *testing.T) {
 		wantShown(t, "oidc register alicloud", b[1], out)
 		policy := string(fileBytes(t, filepath.Join(work, "ali-setup", "alicloud-trust-policy.json")))
 		wantIn(t, "alicloud-trust-policy.json", policy, "oidc:iss", "oidc:aud", "StringLike", "enclave:*:agent:"+lower)
+	})
+
+	t.Run("minio", func(t *testing.T) {
+		b := docBlocks(t, cloudDoc, "## MinIO: OpenID provider with a per-agent role policy", "sh")
+		if len(b) != 2 {
+			t.Fatalf("want the register and sandbox blocks, got %d", len(b))
+		}
+		out := strings.ReplaceAll(tm.run(b[0], nil), "\r", "")
+		wantIn(t, "oidc register minio", out, "--oidc-audience minio", "mc alias set myminio https://minio.example.com ", "mc mb --ignore-existing myminio/agentkeys",
+			"mc admin policy create myminio agentkeys-agents minio-setup/minio-policy.json",
+			"MINIO_CONFIG_ENV_FILE=minio-setup/minio.env minio server DATA_DIR")
+		wantShown(t, "oidc register minio", b[1], out)
+		envFile := filepath.Join(work, "minio-setup", "minio.env")
+		if fileMode(t, envFile) != 0o600 {
+			t.Errorf("minio.env is %o, want 0600", fileMode(t, envFile))
+		}
+		wantIn(t, "minio.env", string(fileBytes(t, envFile)),
+			"export MINIO_IDENTITY_OPENID_CONFIG_URL='https://keys.example.com/.well-known/openid-configuration'",
+			"export MINIO_IDENTITY_OPENID_CLIENT_ID='minio'", "export MINIO_IDENTITY_OPENID_CLIENT_SECRET='",
+			"export MINIO_IDENTITY_OPENID_ROLE_POLICY='agentkeys-agents'", "export MINIO_STS_DURATION='15m0s'")
+		wantIn(t, "minio-policy.json", string(fileBytes(t, filepath.Join(work, "minio-setup", "minio-policy.json"))),
+			`"arn:aws:s3:::agentkeys/${jwt:preferred_username}/*"`, `"${jwt:preferred_username}/"`)
 	})
 
 	t.Run("k8s", func(t *testing.T) {

@@ -174,6 +174,20 @@ func (rec *recorder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	json.NewEncoder(w).Encode(v)
 }
 
+// exchanges counts the requests that carried an identity token: GCP's
+// subject_token, Entra ID's client_assertion, Alibaba Cloud's OIDCToken.
+func (r *recorder) exchanges() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, f := range r.forms {
+		if f.Get("subject_token") != "" || f.Get("client_assertion") != "" || f.Get("OIDCToken") != "" {
+			n++
+		}
+	}
+	return n
+}
+
 func (r *recorder) last(t *testing.T) (string, url.Values) {
 	t.Helper()
 	r.mu.Lock()
@@ -297,7 +311,7 @@ func TestGCPWorkloadIdentity(t *testing.T) {
 	flags := []string{"--gcp-sts-url", stsSrv.URL + "/v1/token"}
 	args := map[string]any{"provider": "gcp", "audience": gcpAudience}
 	var ct daemon.CloudToken
-	if text, isErr := c.mcpCloud(t, c.A, args, flags...); isErr || json.Unmarshal([]byte(text), &ct) != nil || ct.AccessToken != "ya29.recorded" || ct.Expiration.IsZero() {
+	if text, isErr := c.mcpCloudCached(t, rec, c.A, args, flags...); isErr || json.Unmarshal([]byte(text), &ct) != nil || ct.AccessToken != "ya29.recorded" || ct.Expiration.IsZero() {
 		t.Fatalf("cloud_credentials gcp: %s", text)
 	}
 	if _, form := rec.last(t); form.Get("audience") != gcpAudience || c.verifyFor(form.Get("subject_token"), gcpAudience, nil) != nil {
@@ -311,11 +325,148 @@ func TestGCPWorkloadIdentity(t *testing.T) {
 	}
 }
 
+// TestGCPServiceAccountImpersonation: with --service-account, Google's own
+// library (the printed credential configuration) and the daemon's exchange
+// both trade the STS access token for the service account's at the IAM
+// credentials endpoint. A recording IAM on loopback decides as GCP does: the
+// bearer must be an access token its STS issued, and the agent's principal
+// must hold roles/iam.workloadIdentityUser on the service account, granted by
+// the printed add-iam-policy-binding commands.
+func TestGCPServiceAccountImpersonation(t *testing.T) {
+	c := newCloudEnv(t)
+	const sa, otherSA = "agents@proj.iam.gserviceaccount.com", "admins@proj.iam.gserviceaccount.com"
+	tokenFile := filepath.Join(t.TempDir(), "gcp-token")
+	reg := []string{"oidc", "register", "gcp", "--issuer", c.s.url, "--project", "proj", "--project-number", gcpProjectNumber,
+		"--agent-wallet", c.A.wallet, "--service-account", sa, "--token-file", tokenFile}
+	var doc federation.GCP
+	if err := json.Unmarshal([]byte(c.h.akOK(c.o.home, append(reg, "--json")...)), &doc); err != nil {
+		t.Fatal(err)
+	}
+	// the bindings the printed commands make: service account → members
+	bound := map[string][]string{}
+	for _, cmd := range doc.Commands {
+		if f := strings.Fields(cmd); len(f) > 4 && strings.HasPrefix(cmd, "gcloud iam service-accounts add-iam-policy-binding ") &&
+			slices.Contains(f, "--role=roles/iam.workloadIdentityUser") {
+			for _, a := range f {
+				if m, ok := strings.CutPrefix(a, "--member="); ok {
+					bound[f[4]] = append(bound[f[4]], m)
+				}
+			}
+		}
+	}
+	if len(bound[sa]) != 1 {
+		t.Fatalf("the printed commands bind %v, want agent A's principal on %s", bound, sa)
+	}
+	// STS: a federated token per verified subject token, naming its wallet
+	issued := map[string]string{} // STS access token → the wallet it stands for
+	var mu sync.Mutex
+	stsRec, stsSrv := newRecorder(t, func(_ *http.Request, f url.Values) (int, any) {
+		tok := f.Get("subject_token")
+		if c.verifyFor(tok, gcpAudience, nil) != nil {
+			return 400, map[string]any{"error": "invalid_grant"}
+		}
+		at := "ya29.sts." + randomHex(8)
+		mu.Lock()
+		issued[at] = claimsOf(t, tok)[apiv1.TagUserWallet].(string)
+		mu.Unlock()
+		return 200, map[string]any{"access_token": at, "issued_token_type": "urn:ietf:params:oauth:token-type:access_token", "token_type": "Bearer", "expires_in": 3600}
+	})
+	pool := "projects/" + gcpProjectNumber + "/locations/global/workloadIdentityPools/agentkeys"
+	var iamCalls []string
+	iam := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		acct, ok := strings.CutPrefix(r.URL.Path, "/v1/projects/-/serviceAccounts/")
+		acct, ok2 := strings.CutSuffix(acct, ":generateAccessToken")
+		var body struct {
+			Scope []string `json:"scope"`
+		}
+		json.NewDecoder(io.LimitReader(r.Body, 1<<16)).Decode(&body)
+		mu.Lock()
+		wallet, known := issued[strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")]
+		iamCalls = append(iamCalls, acct)
+		mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		switch {
+		case r.Method != http.MethodPost || !ok || !ok2 || len(body.Scope) == 0:
+			w.WriteHeader(400)
+			json.NewEncoder(w).Encode(map[string]any{"error": map[string]any{"code": 400, "status": "INVALID_ARGUMENT"}})
+		case !known:
+			w.WriteHeader(401)
+			json.NewEncoder(w).Encode(map[string]any{"error": map[string]any{"code": 401, "status": "UNAUTHENTICATED"}})
+		case !slices.Contains(bound[acct], "principalSet://iam.googleapis.com/"+pool+"/attribute."+apiv1.TagUserWallet+"/"+wallet):
+			w.WriteHeader(403)
+			json.NewEncoder(w).Encode(map[string]any{"error": map[string]any{"code": 403, "status": "PERMISSION_DENIED"}})
+		default:
+			json.NewEncoder(w).Encode(map[string]any{"accessToken": "ya29.sa." + acct, "expireTime": time.Now().Add(time.Hour).UTC().Format(time.RFC3339)})
+		}
+	}))
+	t.Cleanup(iam.Close)
+
+	// Google's library with the printed configuration, its endpoints on loopback
+	dir := t.TempDir()
+	c.h.akOK(c.o.home, append(reg, "--out", dir)...)
+	credFile := filepath.Join(dir, federation.GCPCredentialFile)
+	var cfg map[string]any
+	if err := json.Unmarshal(fileBytes(t, credFile), &cfg); err != nil ||
+		cfg["service_account_impersonation_url"] != federation.GCPIAMCredentialsURL+"/v1/projects/-/serviceAccounts/"+sa+":generateAccessToken" {
+		t.Fatalf("credential configuration: %v %v", err, cfg)
+	}
+	cfg["token_url"] = stsSrv.URL + "/v1/token"
+	cfg["service_account_impersonation_url"] = strings.Replace(cfg["service_account_impersonation_url"].(string), federation.GCPIAMCredentialsURL, iam.URL, 1)
+	b, _ := json.Marshal(cfg)
+	os.WriteFile(credFile, b, 0o644)
+	c.serveTokenFile(t, c.A, doc.Audience, tokenFile)
+	t.Setenv("GOOGLE_APPLICATION_CREDENTIALS", credFile)
+	creds, err := google.FindDefaultCredentials(context.Background(), "https://www.googleapis.com/auth/devstorage.read_only")
+	if err != nil {
+		t.Fatalf("Google's loader refused the printed configuration: %v", err)
+	}
+	if tok, err := creds.TokenSource.Token(); err != nil || tok.AccessToken != "ya29.sa."+sa {
+		t.Fatalf("Google's library with impersonation: %v %+v", err, tok)
+	}
+
+	// the daemon's exchange: STS, then IAM; cached like the rest
+	flags := []string{"--gcp-sts-url", stsSrv.URL + "/v1/token", "--gcp-iam-url", iam.URL}
+	var ct daemon.CloudToken
+	text, isErr := c.mcpCloudCached(t, stsRec, c.A, map[string]any{"provider": "gcp", "audience": gcpAudience, "service_account": sa}, flags...)
+	if isErr || json.Unmarshal([]byte(text), &ct) != nil || ct.AccessToken != "ya29.sa."+sa || ct.Expiration.IsZero() {
+		t.Fatalf("cloud_credentials gcp with service_account: %s", text)
+	}
+	// a service account the agent is not bound to: IAM's refusal, passed on
+	if text, isErr := c.mcpCloud(t, c.A, map[string]any{"provider": "gcp", "audience": gcpAudience, "service_account": otherSA}, flags...); !isErr || !strings.HasPrefix(text, "DENIED") {
+		t.Fatalf("cloud_credentials gcp for an unbound service account: %s", text)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if want := []string{sa, sa, otherSA}; !slices.Equal(iamCalls, want) {
+		t.Fatalf("IAM saw impersonations of %v, want %v (Google's library, the daemon once, the refused one)", iamCalls, want)
+	}
+}
+
 // mcpCloud calls cloud_credentials through a's `daemon mcp` started with flags.
 func (c *cloudEnv) mcpCloud(t *testing.T, a oidcAgent, args map[string]any, flags ...string) (string, bool) {
 	t.Helper()
 	cs, _ := c.h.mcpSession(a.home, flags...)
 	return mcpCall(t, cs, "cloud_credentials", args)
+}
+
+// mcpCloudCached calls cloud_credentials twice through one `daemon mcp` of a
+// and returns the first answer; the second must be the same credential, served
+// from the daemon's cache: rec (the cloud's endpoint) saw one exchange.
+func (c *cloudEnv) mcpCloudCached(t *testing.T, rec *recorder, a oidcAgent, args map[string]any, flags ...string) (string, bool) {
+	t.Helper()
+	cs, _ := c.h.mcpSession(a.home, flags...)
+	before := rec.exchanges()
+	text, isErr := mcpCall(t, cs, "cloud_credentials", args)
+	if isErr {
+		return text, isErr
+	}
+	if again, isErr := mcpCall(t, cs, "cloud_credentials", args); isErr || again != text {
+		t.Fatalf("a second cloud_credentials call: %v, a different answer from the first (not the cached credential)", isErr)
+	}
+	if n := rec.exchanges() - before; n != 1 {
+		t.Fatalf("two cloud_credentials calls made %d exchanges, want 1 (the second from the daemon's cache)", n)
+	}
+	return text, isErr
 }
 
 // trustCert makes child processes (the daemon) trust srv's certificate.
@@ -412,7 +563,7 @@ func TestAzureWorkloadIdentity(t *testing.T) {
 	flags := []string{"--azure-authority-host", entra.URL + "/"}
 	args := map[string]any{"provider": "azure", "client_id": doc.Env["AZURE_CLIENT_ID"], "tenant_id": doc.Env["AZURE_TENANT_ID"]}
 	var ct daemon.CloudToken
-	if text, isErr := c.mcpCloud(t, c.A, args, flags...); isErr || json.Unmarshal([]byte(text), &ct) != nil || ct.AccessToken != "eyJ.recorded" || ct.Expiration.IsZero() {
+	if text, isErr := c.mcpCloudCached(t, rec, c.A, args, flags...); isErr || json.Unmarshal([]byte(text), &ct) != nil || ct.AccessToken != "eyJ.recorded" || ct.Expiration.IsZero() {
 		t.Fatalf("cloud_credentials azure: %s", text)
 	}
 	if _, form := rec.last(t); claimsOf(t, form.Get("client_assertion"))["sub"] != subject || !strings.HasPrefix(form.Get("scope"), daemon.DefaultAzureScope) {
@@ -509,7 +660,9 @@ func TestAlibabaCloudOIDC(t *testing.T) {
 	flags := []string{"--alicloud-sts-endpoint", strings.TrimPrefix(sts.URL, "https://")}
 	args := map[string]any{"provider": "alicloud", "role_arn": doc.RoleARN, "oidc_provider_arn": doc.ProviderARN}
 	var ct daemon.CloudToken
-	if text, isErr := c.mcpCloud(t, c.A, args, flags...); isErr || json.Unmarshal([]byte(text), &ct) != nil || ct.AccessKeyID != "STS.recorded" || ct.SecurityToken == "" {
+	start := time.Now()
+	if text, isErr := c.mcpCloudCached(t, rec, c.A, args, flags...); isErr || json.Unmarshal([]byte(text), &ct) != nil || ct.AccessKeyID != "STS.recorded" || ct.SecurityToken == "" ||
+		ct.Expiration.Before(start.Add(time.Hour).Truncate(time.Second)) || ct.Expiration.After(time.Now().Add(time.Hour)) {
 		t.Fatalf("cloud_credentials alicloud: %s", text)
 	}
 	if _, form := rec.last(t); form.Get("RoleSessionName") != "agentkeys-alice" || form.Get("RoleArn") != doc.RoleARN {

@@ -151,6 +151,7 @@ func cloudFlags(cmd *cobra.Command, src *daemon.Source) {
 	cmd.Flags().StringVar(&src.AWSAudience, "aws-audience", daemon.DefaultAWSAudience, "token audience for AWS STS")
 	cmd.Flags().StringVar(&src.AWSRegion, "aws-region", daemon.DefaultAWSRegion, "AWS region for STS")
 	cmd.Flags().StringVar(&src.GCPTokenURL, "gcp-sts-url", "", "GCP STS token endpoint for cloud_credentials (default: Google's)")
+	cmd.Flags().StringVar(&src.GCPIAMURL, "gcp-iam-url", "", "GCP IAM credentials endpoint for service-account impersonation (default: Google's)")
 	cmd.Flags().StringVar(&src.AzureAuthorityHost, "azure-authority-host", "", "Entra ID authority host for cloud_credentials (default: Azure public cloud)")
 	cmd.Flags().StringVar(&src.AliSTSEndpoint, "alicloud-sts-endpoint", "", "Alibaba Cloud STS host[:port] for cloud_credentials (default: sts.aliyuncs.com)")
 	chainFlag(cmd, src)
@@ -208,6 +209,7 @@ Configure your MCP client with the output of agentkeys daemon mcp-config.`,
 				return daemon.ServeMCP(cmd.Context(), daemon.NewSocketClient(socket), log)
 			}
 			src.Dir, src.Checks, src.Keys = e.daemonDir(), daemon.NewChecks(daemon.DefaultCheckTTL, time.Now), daemon.NewKeyViews()
+			src.Tokens = daemon.NewCloudTokens(daemon.DefaultCloudTokens)
 			if err := src.Dir.CheckPrivate(); err != nil {
 				return err
 			}
@@ -284,6 +286,7 @@ whose SDKs keep the file 10 minutes).`,
 			defer os.Remove(socket)
 			log := e.daemonLog()
 			src.Dir, src.Checks, src.Keys = d, daemon.NewChecks(daemon.DefaultCheckTTL, time.Now), daemon.NewKeyViews()
+			src.Tokens = daemon.NewCloudTokens(daemon.DefaultCloudTokens)
 			// The token-file refreshers and the socket server are one group:
 			// whichever way it ends, the rest stop and are joined.
 			ctx, stop := context.WithCancel(cmd.Context())

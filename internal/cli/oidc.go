@@ -250,7 +250,45 @@ AWS, to try the AWS setup on one machine.`,
 		func(out map[string]any) []docFile { return []docFile{{"auth-config.json", 0o644, out}} },
 		nil) // the configuration file is JSON either way
 	k8s.Flags().StringVar(&k8.Audience, "audience", "kubernetes", "the API server's audience")
-	cmd.AddCommand(aws, seaweed, gcp, azure, ali, k8s)
+
+	var mn federation.MinIOInput
+	minio := registerCmd(e, &o, "minio", "MinIO's OpenID settings (client secret, STS cap) and a role policy confining each agent to its own prefix",
+		"  agentkeys oidc register minio --issuer https://keys.example.com --endpoint https://minio.example.com\n"+
+			"  agentkeys oidc register minio --issuer https://keys.example.com --endpoint https://minio.example.com --sts-duration 30m --out minio-setup",
+		func(dir string) (*federation.MinIO, error) {
+			mn.Issuer, mn.FileDir = o.issuer, dir
+			mn.ClientSecret = make([]byte, 32)
+			if _, err := rand.Read(mn.ClientSecret); err != nil {
+				return nil, err
+			}
+			return federation.GenerateMinIO(mn)
+		},
+		func(out *federation.MinIO) []docFile {
+			return []docFile{{federation.MinIOEnvFile, 0o600, rawDoc(out.EnvFile())}, // it holds the client secret
+				{federation.MinIOPolicyFile, 0o644, out.Policy}}
+		},
+		func(out *federation.MinIO, docs []docFile) {
+			st := e.steps()
+			fmt.Fprintf(e.stdout, "# The broker must allow the audience: agentkeys server --oidc-audience %s\n", out.Audience)
+			fmt.Fprintf(e.stdout, "# Agents' scope: agentkeys agent scope ALIAS --add oidc:%s\n", out.Audience)
+			fmt.Fprintf(e.stdout, "# Each agent reads and writes only %s/<its wallet, lower case>/ (the wallet claim survives broker upgrades; sub does not).\n", out.Bucket)
+			if docs != nil {
+				st.next(true, "Save these two files; %s readable only by MinIO's user: it holds the client secret.\n", federation.MinIOEnvFile)
+				e.printDocs(docs)
+			}
+			st.next(true, "Run:\n")
+			e.printLines(out.Commands)
+			st.next(true, "In the agent's sandbox (its scope: oidc:%s); MinIO's role ARN is %s:\n", out.Audience, out.RoleARN)
+			e.printLines(out.Agent)
+		})
+	minio.Flags().StringVar(&mn.Audience, "audience", federation.MinIOAudience, "the token audience (MinIO's client id)")
+	minio.Flags().StringVar(&mn.Bucket, "bucket", federation.MinIOBucket, "the bucket agents share, one prefix per agent wallet")
+	minio.Flags().StringVar(&mn.Policy, "policy-name", federation.MinIOPolicyName, "the role policy's name in MinIO")
+	minio.Flags().StringVar(&mn.Endpoint, "endpoint", federation.MinIOEndpoint, "MinIO's URL (S3 and STS)")
+	minio.Flags().StringVar(&mn.Region, "region", "", "MinIO's site region (MINIO_SITE_REGION), if set")
+	minio.Flags().StringVar(&mn.Alias, "alias", "myminio", "the mc alias of the MinIO server")
+	minio.Flags().DurationVar(&mn.STSDuration, "sts-duration", federation.MinIOSTSDuration, "the longest credential MinIO issues (MINIO_STS_DURATION, 15m-12h)")
+	cmd.AddCommand(aws, seaweed, gcp, azure, ali, k8s, minio)
 	return cmd
 }
 
@@ -349,6 +387,9 @@ func writeDocs(dir string, docs []docFile, force bool) ([]writtenFile, error) {
 	var out []writtenFile
 	for _, d := range docs {
 		b, err := json.MarshalIndent(d.doc, "", "  ")
+		if r, ok := d.doc.(rawDoc); ok {
+			b, err = []byte(strings.TrimSuffix(string(r), "\n")), nil
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -399,10 +440,17 @@ func caPool(path string) (*x509.CertPool, error) {
 	return p, nil
 }
 
+// rawDoc is a document written and printed as it is, not as JSON.
+type rawDoc string
+
 // printDocs prints each document under a "# name" header.
 func (e *env) printDocs(docs []docFile) {
 	for _, d := range docs {
 		fmt.Fprintf(e.stdout, "\n# %s\n", d.name)
+		if r, ok := d.doc.(rawDoc); ok {
+			fmt.Fprint(e.stdout, string(r))
+			continue
+		}
 		e.printJSON(d.doc)
 	}
 }

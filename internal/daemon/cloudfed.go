@@ -4,9 +4,11 @@ import (
 	"cmp"
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/url"
 	"regexp"
+	"strconv"
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
@@ -55,13 +57,16 @@ type CloudRequest struct {
 // CloudToken is a cloud's short-lived credential: a bearer access token
 // (GCP, Azure) or an STS key triple (Alibaba Cloud). The caller must not log it.
 type CloudToken struct {
-	Provider        string    `json:"provider"`
-	AccessToken     string    `json:"access_token,omitempty"`
-	TokenType       string    `json:"token_type,omitempty"`
-	AccessKeyID     string    `json:"access_key_id,omitempty"`
-	AccessKeySecret string    `json:"access_key_secret,omitempty"`
-	SecurityToken   string    `json:"security_token,omitempty"`
-	Expiration      time.Time `json:"expiration,omitzero"` // Alibaba Cloud's library does not report it
+	Provider        string `json:"provider"`
+	AccessToken     string `json:"access_token,omitempty"`
+	TokenType       string `json:"token_type,omitempty"`
+	AccessKeyID     string `json:"access_key_id,omitempty"`
+	AccessKeySecret string `json:"access_key_secret,omitempty"`
+	SecurityToken   string `json:"security_token,omitempty"`
+	// Expiration is when the credential expires; for Alibaba Cloud, whose
+	// library does not report it, a lower bound: the start of the exchange
+	// plus the duration asked (STS counts from its receipt of the request).
+	Expiration time.Time `json:"expiration,omitzero"`
 }
 
 // The rules of cloud_credentials' inputs for the other clouds: the daemon
@@ -157,8 +162,11 @@ func (r CloudRequest) audience() string {
 	return federation.AliAudience
 }
 
-// CloudToken mints an identity token for r's cloud and exchanges it there
-// (Exchange). Nothing is cached: every call is a mint and an exchange.
+// CloudToken returns r's cloud credential: from s.Tokens while it is fresh
+// and the broker still accepts the session and its scope (checkCloud, as for
+// AWS), else it mints an identity token for the cloud and exchanges it there
+// (Exchange) and remembers the answer. Without s.Tokens every call is a mint
+// and an exchange.
 func (s Source) CloudToken(ctx context.Context, r CloudRequest) (*CloudToken, error) {
 	if err := checkCloudRequest(r); err != nil {
 		return nil, err
@@ -173,11 +181,51 @@ func (s Source) CloudToken(ctx context.Context, r CloudRequest) (*CloudToken, er
 			r.SessionName = "agentkeys"
 		}
 	}
+	// The key names the agent (a re-paired daemon misses), the endpoint and
+	// every field of the request, each quoted so that none can run into the next.
+	key := fmt.Sprintf("%q", []string{sess.Agent, r.Provider, s.cloudEndpoint(r.Provider), r.Audience, r.ServiceAccount, r.ClientID,
+		r.TenantID, r.Scope, r.RoleARN, r.OIDCProviderARN, r.SessionName, strconv.Itoa(int(r.Duration))})
+	if t, ok := s.Tokens.get(key, s.now()); ok {
+		if err := s.checkCloud(ctx, sess, c, r.audience()); err != nil {
+			if p := problem.As(err); p.Code != CodeUnreachable {
+				s.Tokens.drop(key) // refused for good: forget it
+			}
+			return nil, err
+		}
+		return t, nil
+	}
 	tok, err := s.mint(ctx, sess, c, r.audience(), 0)
 	if err != nil {
 		return nil, err
 	}
-	return s.Exchange(ctx, r, tok.Token)
+	issued := s.now()
+	t, err := s.Exchange(ctx, r, tok.Token)
+	if err != nil {
+		return nil, err
+	}
+	if t.Provider == ProviderAlicloud && t.Expiration.IsZero() {
+		// Alibaba Cloud's library does not report the expiry; STS grants
+		// exactly the duration asked (the library asks an hour by default),
+		// counted from its receipt of the request: after issued.
+		t.Expiration = issued.Add(time.Duration(cmp.Or(int(r.Duration), aliDefaultDuration)) * time.Second).UTC()
+	}
+	s.Tokens.put(key, *t, issued, s.now())
+	return t, nil
+}
+
+// aliDefaultDuration is the lifetime Alibaba Cloud's OIDC provider asks when
+// none is given (seconds).
+const aliDefaultDuration = 3600
+
+// cloudEndpoint is the endpoint override s uses for provider ("" = the cloud's).
+func (s Source) cloudEndpoint(provider string) string {
+	switch provider {
+	case ProviderGCP:
+		return s.GCPTokenURL + " " + s.GCPIAMURL
+	case ProviderAzure:
+		return s.AzureAuthorityHost
+	}
+	return s.AliSTSEndpoint
 }
 
 // Exchange trades an identity token already minted (and, where the daemon
@@ -193,7 +241,7 @@ func (s Source) Exchange(ctx context.Context, r CloudRequest, token string) (*Cl
 		cfg := externalaccount.Config{Audience: r.Audience, SubjectTokenType: federation.GCPSubjectTokenType, TokenURL: s.GCPTokenURL,
 			Scopes: []string{cmp.Or(r.Scope, DefaultGCPScope)}, SubjectTokenSupplier: staticToken(token)}
 		if r.ServiceAccount != "" {
-			cfg.ServiceAccountImpersonationURL = "https://iamcredentials.googleapis.com/v1/projects/-/serviceAccounts/" + r.ServiceAccount + ":generateAccessToken"
+			cfg.ServiceAccountImpersonationURL = federation.GCPImpersonationURL(cmp.Or(s.GCPIAMURL, federation.GCPIAMCredentialsURL), r.ServiceAccount)
 		}
 		ts, err := externalaccount.NewTokenSource(ctx, cfg)
 		if err != nil {

@@ -262,8 +262,12 @@ type Source struct {
 	AWSRegion   string // "" = us-east-1
 	// Endpoints of the other clouds ("" = the cloud's own).
 	GCPTokenURL        string // GCP STS token endpoint
+	GCPIAMURL          string // GCP IAM credentials endpoint (service-account impersonation)
 	AzureAuthorityHost string // Entra ID authority host
 	AliSTSEndpoint     string // Alibaba Cloud STS host[:port] (https)
+	// Tokens caches GCP, Azure and Alibaba Cloud credentials in memory for a
+	// long-running daemon; nil exchanges on every call.
+	Tokens *CloudTokens
 	// Checks caches the broker's answer about the session for a few seconds
 	// before cached cloud credentials are served; nil asks every time.
 	Checks *Checks

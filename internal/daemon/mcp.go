@@ -139,11 +139,11 @@ func NewMCPServer(src Backend, log *slog.Logger) *mcp.Server {
 		})
 	addTool(s, &mcp.Tool{Name: "cloud_credentials",
 		Description: "Get short-lived cloud credentials through a setup the owner made with agentkeys oidc register <cloud>. " +
-			"provider aws (role_arn): AWS STS AssumeRoleWithWebIdentity, cached until shortly before expiry; " +
+			"provider aws (role_arn): AWS STS AssumeRoleWithWebIdentity (also MinIO's STS, on a daemon started with --sts-endpoint); " +
 			"gcp (audience, service_account?): a Google access token by workload identity federation; " +
 			"azure (client_id, tenant_id): an Entra ID access token by a federated credential; " +
 			"alicloud (role_arn, oidc_provider_arn): Alibaba Cloud STS credentials by AssumeRoleWithOIDC. " +
-			"The daemon mints an identity token and makes the exchange itself. Errors start with a stable code."},
+			"The daemon mints an identity token and makes the exchange itself, and serves the credential again until shortly before it expires. Errors start with a stable code."},
 		cloudSchema(),
 		func(in *CloudInput) error {
 			if in.SessionName != nil && *in.SessionName == "" || in.Duration != nil && *in.Duration == 0 {

@@ -1,9 +1,11 @@
 package federation
 
 import (
+	"cmp"
 	"encoding/json"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestAWSDocuments(t *testing.T) {
@@ -116,6 +118,74 @@ func TestSeaweedFS(t *testing.T) {
 	} {
 		if _, err := GenerateSeaweedFS(in); err == nil {
 			t.Errorf("accepted %+v", in)
+		}
+	}
+}
+
+func TestMinIO(t *testing.T) {
+	secret := []byte("0123456789abcdef")
+	m, err := GenerateMinIO(MinIOInput{Issuer: "https://keys.example.com/", ClientSecret: secret, FileDir: "setup"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// the ARN MinIO itself gave client id "minio" (e2e TestMinIOFederation assumes it)
+	if m.RoleARN != "arn:minio:iam:::role/MHR2BeH2-q1dHO2yx5U9Mf-tP9Q" || MinIORoleARN("minio", "eu-west-1") != "arn:minio:iam:eu-west-1::role/MHR2BeH2-q1dHO2yx5U9Mf-tP9Q" {
+		t.Fatalf("role ARN %s", m.RoleARN)
+	}
+	env := map[string]string{}
+	for _, v := range m.Env {
+		if v.Why == "" {
+			t.Errorf("%s has no explanation", v.Name)
+		}
+		env[v.Name] = v.Value
+	}
+	for k, want := range map[string]string{MinIOEnvConfigURL: "https://keys.example.com/.well-known/openid-configuration", MinIOEnvClientID: "minio",
+		MinIOEnvClientSecret: "30313233343536373839616263646566", MinIOEnvRolePolicy: "agentkeys-agents", MinIOEnvSTSDuration: "15m0s"} {
+		if env[k] != want {
+			t.Errorf("%s = %q, want %q", k, env[k], want)
+		}
+	}
+	if f := m.EnvFile(); !strings.Contains(f, "\nexport MINIO_IDENTITY_OPENID_CLIENT_SECRET='30313233343536373839616263646566'\n") {
+		t.Errorf("env file:\n%s", f)
+	}
+	p, _ := json.Marshal(m.Policy)
+	for _, want := range []string{`"Resource":["arn:aws:s3:::agentkeys/${jwt:preferred_username}/*"]`, `"s3:prefix":["${jwt:preferred_username}/*","${jwt:preferred_username}/"]`} {
+		if !strings.Contains(string(p), want) {
+			t.Errorf("policy lacks %s: %s", want, p)
+		}
+	}
+	// every statement ties the wallet to the token's own sub, leaving the
+	// measurements (which change with the build) open
+	for _, st := range m.Policy.Statement {
+		if sub, _ := st.Condition["StringLike"]["jwt:sub"].([]string); len(sub) != 1 || sub[0] != "enclave:*:agent:${jwt:preferred_username}" {
+			t.Errorf("statement %s does not pin sub to the wallet: %+v", st.Sid, st.Condition)
+		}
+	}
+	if strings.Contains(string(p), "${jwt:sub}") {
+		t.Errorf("policy substitutes sub, which changes with the build: %s", p)
+	}
+	if !strings.HasPrefix(m.Commands[0], "mc alias set myminio http://127.0.0.1:9000 ") || !strings.Contains(m.Commands[2], "setup/minio-policy.json") ||
+		!strings.Contains(m.Commands[3], "MINIO_CONFIG_ENV_FILE=setup/minio.env ") ||
+		m.Agent[0] != "agentkeys daemon aws-credentials --role-arn "+m.RoleARN+" --sts-endpoint http://127.0.0.1:9000 --audience minio" {
+		t.Errorf("commands %q, agent %q", m.Commands, m.Agent)
+	}
+	for name, bad := range map[string]MinIOInput{
+		"no secret":          {ClientSecret: nil},
+		"short secret":       {ClientSecret: secret[:15]},
+		"cap under MinIO's":  {ClientSecret: secret, STSDuration: 14 * time.Minute},
+		"cap over 12 h":      {ClientSecret: secret, STSDuration: 13 * time.Hour},
+		"fractional cap":     {ClientSecret: secret, STSDuration: 20*time.Minute + time.Millisecond},
+		"quote in audience":  {ClientSecret: secret, Audience: "mi'nio"},
+		"bucket":             {ClientSecret: secret, Bucket: "Agent_Keys"},
+		"region":             {ClientSecret: secret, Region: "1eu"},
+		"policy name":        {ClientSecret: secret, Policy: "a b"},
+		"endpoint":           {ClientSecret: secret, Endpoint: "minio:9000"},
+		"quote in issuer":    {ClientSecret: secret, Issuer: "https://k/'x"},
+		"issuer not http(s)": {ClientSecret: secret, Issuer: "ftp://k"},
+	} {
+		bad.Issuer = cmp.Or(bad.Issuer, "https://k")
+		if _, err := GenerateMinIO(bad); err == nil {
+			t.Errorf("%s: accepted %+v", name, bad)
 		}
 	}
 }

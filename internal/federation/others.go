@@ -13,10 +13,11 @@ import (
 // GCP's endpoints and token types (RFC 8693), as its external_account
 // credential configuration names them.
 const (
-	GCPTokenURL         = "https://sts.googleapis.com/v1/token"
-	GCPSubjectTokenType = "urn:ietf:params:oauth:token-type:jwt"
-	GCPCredentialFile   = "gcp-credentials.json"
-	GCPTokenFile        = "/run/agentkeys/gcp-token"
+	GCPTokenURL          = "https://sts.googleapis.com/v1/token"
+	GCPIAMCredentialsURL = "https://iamcredentials.googleapis.com" // service-account impersonation
+	GCPSubjectTokenType  = "urn:ietf:params:oauth:token-type:jwt"
+	GCPCredentialFile    = "gcp-credentials.json"
+	GCPTokenFile         = "/run/agentkeys/gcp-token"
 )
 
 // GCPInput configures a GCP workload identity pool provider.
@@ -94,7 +95,7 @@ func GenerateGCP(in GCPInput) (*GCP, error) {
 		"credential_source":  map[string]any{"file": in.TokenFile, "format": map[string]any{"type": "text"}},
 	}
 	if in.ServiceAccount != "" {
-		creds["service_account_impersonation_url"] = "https://iamcredentials.googleapis.com/v1/projects/-/serviceAccounts/" + in.ServiceAccount + ":generateAccessToken"
+		creds["service_account_impersonation_url"] = GCPImpersonationURL(GCPIAMCredentialsURL, in.ServiceAccount)
 	}
 	out := &GCP{Audience: aud, AttributeMapping: m, Condition: cond, Credentials: creds, Commands: []string{
 		fmt.Sprintf("gcloud iam workload-identity-pools create %s --project=%s --location=global --display-name=AgentKeys", in.Pool, in.Project),
@@ -115,6 +116,12 @@ func GenerateGCP(in GCPInput) (*GCP, error) {
 		"export GOOGLE_APPLICATION_CREDENTIALS=" + filepath.Join(in.FileDir, GCPCredentialFile),
 	}
 	return out, nil
+}
+
+// GCPImpersonationURL is the generateAccessToken URL of a service account at
+// the IAM credentials endpoint base.
+func GCPImpersonationURL(base, serviceAccount string) string {
+	return strings.TrimRight(base, "/") + "/v1/projects/-/serviceAccounts/" + serviceAccount + ":generateAccessToken"
 }
 
 // Wallets checks agent wallets (0x and 40 hex digits) and returns them
