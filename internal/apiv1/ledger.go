@@ -34,7 +34,10 @@ const MaxEntriesPage = 1000
 type GovernanceInfo struct {
 	Ledger    entry.Hash `json:"ledger"` // the ledger's identity: proposals are bound to it
 	Threshold int        `json:"threshold"`
-	Members   []string   `json:"members"` // hex ed25519 public keys
+	Members   []string   `json:"members"` // hex ed25519 public keys: they sign every change, Threshold of them at least
+	// Incident keys (hex ed25519) may only revoke OIDC keys, each alone (the
+	// watchdog's key); they count toward no threshold.
+	Incident []string `json:"incident"`
 }
 
 // ProposalResult is the answer to a submitted proposal: the entry it became and,

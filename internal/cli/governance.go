@@ -37,6 +37,8 @@ func governanceCmd(e *env) *cobra.Command {
 		Long: `Governance is the ledger origin that authorizes registry changes (successor
 mrsigners, OIDC key revokes and rotations, the governance set itself): an M-of-N
 set of Ed25519 member keys, named in genesis and changed only by the set in force.
+The set may also hold incident keys (init --incident): each may revoke an OIDC
+key alone (the watchdog's key) and can do nothing else.
 A change travels as a proposal file: one member writes it (propose), each member
 signs it offline with their own key (sign), anyone submits it (submit). Nothing
 is stored on the broker until submit; the broker then checks the threshold.`,
@@ -95,11 +97,12 @@ type GovernanceInit struct {
 	File      string   `json:"file"`
 	Threshold int      `json:"threshold"`
 	Members   []string `json:"members"`
+	Incident  []string `json:"incident"`
 }
 
 func governanceInitCmd(e *env) *cobra.Command {
 	var dataDir, server, out string
-	var members []string
+	var members, incident []string
 	var threshold int
 	var ttl time.Duration
 	var asJSON bool
@@ -107,7 +110,11 @@ func governanceInitCmd(e *env) *cobra.Command {
 		Use:   "init",
 		Short: "Choose the governance set: at genesis, or as a proposal to change it",
 		Long: `Sets the M-of-N governance set (--member, once per member: a hex Ed25519 public
-key from governance keygen; --threshold M).
+key from governance keygen; --threshold M), and its incident keys (--incident,
+once per key, also from governance keygen): an incident key may revoke an OIDC
+key (oidc.key.revoke) on its own signature, for the watchdog to cut off a
+hijacked issuer within seconds; it signs nothing else and counts toward no
+threshold, so the machine holding it cannot change anything else if it leaks.
 
 Before the broker's first start, it writes <data-dir>/governance.json: the first
 start puts that set in genesis instead of creating the 1-of-1 operator key. A
@@ -117,20 +124,27 @@ With --out, it writes a governance.set proposal against the running broker
 (--server) instead: the current set's threshold of members must sign it
 (governance sign) before it is submitted (governance submit).`,
 		Example: "  agentkeys governance init --data-dir /srv/agentkeys --member HEX1 --member HEX2 --member HEX3 --threshold 2\n" +
-			"  agentkeys governance init --server https://keys.example.com --member HEX1 --member HEX4 --threshold 2 --out change.json",
+			"  agentkeys governance init --server https://keys.example.com --member HEX1 --member HEX4 --threshold 2 --out change.json\n" +
+			"  agentkeys governance init --server https://keys.example.com --member HEX1 --incident HEX5 --threshold 1 --out add-incident.json",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			gv := ledger.Governance{Threshold: threshold}
-			for _, m := range members {
-				m = strings.ToLower(strings.TrimSpace(m))
-				if b, err := hex.DecodeString(m); err != nil || len(b) != ed25519.PublicKeySize {
-					return problem.Newf(problem.BadRequest, "pass each member's public key as governance keygen printed it",
-						"--member %.20q is not a hex Ed25519 public key (64 hex characters)", m)
+			for _, f := range []struct {
+				flag string
+				in   []string
+				out  *[]string
+			}{{"member", members, &gv.Keys}, {"incident", incident, &gv.Incident}} {
+				for _, m := range f.in {
+					m = strings.ToLower(strings.TrimSpace(m))
+					if b, err := hex.DecodeString(m); err != nil || len(b) != ed25519.PublicKeySize {
+						return problem.Newf(problem.BadRequest, "pass each key's public key as governance keygen printed it",
+							"--%s %.20q is not a hex Ed25519 public key (64 hex characters)", f.flag, m)
+					}
+					*f.out = append(*f.out, m)
 				}
-				gv.Keys = append(gv.Keys, m)
 			}
 			if err := ledger.ValidateGovernance(gv); err != nil {
-				return problem.Newf(problem.BadRequest, "pass distinct --member keys and a --threshold between 1 and their number",
+				return problem.Newf(problem.BadRequest, fmt.Sprintf("pass distinct --member keys, a --threshold between 1 and their number, and at most %d --incident keys that are not members", ledger.MaxIncidentKeys),
 					"%v", err)
 			}
 			if out != "" {
@@ -162,15 +176,16 @@ With --out, it writes a governance.set proposal against the running broker
 			} else if err != nil {
 				return problem.Wrap(err, problem.BadRequest, "pass a writable --data-dir", "cannot write %s: %v", file, err)
 			}
-			res := GovernanceInit{File: file, Threshold: gv.Threshold, Members: gv.Keys}
+			res := GovernanceInit{File: file, Threshold: gv.Threshold, Members: gv.Keys, Incident: append([]string{}, gv.Incident...)}
 			if asJSON {
 				return e.printJSON(res)
 			}
-			fmt.Fprintf(e.stdout, "Wrote %s: %d of %d members; the broker's first start puts it in genesis.\n", file, gv.Threshold, len(gv.Keys))
+			fmt.Fprintf(e.stdout, "Wrote %s: %d of %d members, %d incident key(s); the broker's first start puts it in genesis.\n", file, gv.Threshold, len(gv.Keys), len(gv.Incident))
 			return nil
 		},
 	}
 	cmd.Flags().StringArrayVar(&members, "member", nil, "a member's hex Ed25519 public key (repeat for each member)")
+	cmd.Flags().StringArrayVar(&incident, "incident", nil, "an incident key's hex Ed25519 public key: it may only revoke OIDC keys, alone (repeat for each; at most 8)")
 	cmd.Flags().IntVar(&threshold, "threshold", 0, "how many distinct members must sign each change")
 	cmd.Flags().StringVar(&dataDir, "data-dir", "", "the broker's data dir, before its first start (default $AGENTKEYS_HOME/server)")
 	cmd.Flags().StringVar(&out, "out", "", "write a governance.set proposal to this file instead (for a running broker)")
@@ -409,7 +424,8 @@ func governanceMembersCmd(e *env) *cobra.Command {
 		Use:   "members",
 		Short: "Show the governance set in force",
 		Long: `Prints the broker's governance set as its ledger has it: the threshold, each
-member's public key, and the ledger identity proposals are bound to.`,
+key and its kind (member: counts toward the threshold; incident: may only
+revoke OIDC keys, alone), and the ledger identity proposals are bound to.`,
 		Example: "  agentkeys governance members\n  agentkeys governance members --server https://keys.example.com --json",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -426,7 +442,10 @@ member's public key, and the ledger identity proposals are bound to.`,
 			}
 			fmt.Fprintf(e.stdout, "%d of %d members must sign (ledger %s):\n", g.Threshold, len(g.Members), g.Ledger)
 			for _, m := range slices.Sorted(slices.Values(g.Members)) {
-				fmt.Fprintf(e.stdout, "  %s\n", m)
+				fmt.Fprintf(e.stdout, "  %s  member\n", m)
+			}
+			for _, m := range slices.Sorted(slices.Values(g.Incident)) {
+				fmt.Fprintf(e.stdout, "  %s  incident (may only revoke OIDC keys, alone)\n", m)
 			}
 			return nil
 		},
