@@ -272,8 +272,10 @@ func TestWatchdogCutsOffRogueJWKS(t *testing.T) {
 		t.Fatalf("no governance revoke of the rogue kid within 30 s; watchdog log:\n%s", logs.String())
 	}
 	t.Logf("drift detection at --interval 1s: rogue key served → revoke committed (seq %d) in %s", e.Seq, took.Round(time.Millisecond))
-	if took > 6*time.Second {
-		t.Errorf("revoke committed %s after the rogue key was served, want within interval + 5 s", took)
+	// The target (and the figure docs/design.md gives): ≤ 5 s at
+	// --interval 1s; this bound is what CI enforces.
+	if took > 5*time.Second {
+		t.Errorf("revoke committed %s after the rogue key was served, want within 5 s at --interval 1s", took)
 	}
 	if e.Origin != ledger.OriginGovernance {
 		t.Fatalf("revoke origin %s", e.Origin)

@@ -66,9 +66,9 @@ var Module = ledger.Module{
 		KindSuccessorHandoff:     {Origins: ledger.FromEnclave, Public: true, Fold: foldHandoff},
 		KindOidcKeyRegister:      {Origins: ledger.FromEnclave, Public: true, Fold: foldOidcRegister},
 		// The one kind an incident key signs, alone (the watchdog's answer to drift).
-		KindOidcKeyRevoke:        {Origins: ledger.FromGovernance, Public: true, Fold: foldOidcRevoke, Incident: true},
-		KindOidcRotate:           {Origins: ledger.FromGovernance, Public: true, Fold: foldOidcRotate},
-		KindSessionKeyRotate:     {Origins: ledger.FromGovernance, Public: true, Fold: foldSessionKeyRotate},
+		KindOidcKeyRevoke:    {Origins: ledger.FromGovernance, Public: true, Fold: foldOidcRevoke, Incident: true},
+		KindOidcRotate:       {Origins: ledger.FromGovernance, Public: true, Fold: foldOidcRotate},
+		KindSessionKeyRotate: {Origins: ledger.FromGovernance, Public: true, Fold: foldSessionKeyRotate},
 	},
 }
 
