@@ -3,6 +3,7 @@ package e2e
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -215,5 +216,20 @@ func TestRotateSessionKey(t *testing.T) {
 	other := t.TempDir()
 	h.akOK(other, "init", "--server", s.url) // a new session, signed by v3
 	h.akOK(other, "whoami")
+	// the operator sees the rotations: v1 and v2 retiring, v3 current
+	var keys struct{ SessionKeys []apiv1.SessionKeyInfo `json:"session_keys"` }
+	if err := json.Unmarshal([]byte(h.akOK(o.home, "governance", "session-keys", "--server", s.url, "--json")), &keys); err != nil {
+		t.Fatal(err)
+	}
+	var states []string
+	for _, k := range keys.SessionKeys {
+		states = append(states, fmt.Sprintf("v%d %s", k.Version, k.State))
+	}
+	if !slices.Equal(states, []string{"v1 retiring", "v2 retiring", "v3 current"}) {
+		t.Fatalf("session-keys: %v", states)
+	}
+	if out := h.akOK(o.home, "governance", "session-keys", "--server", s.url); !strings.Contains(out, keys.SessionKeys[2].Kid) || !strings.Contains(out, "retiring") {
+		t.Fatalf("session-keys: %s", out)
+	}
 	h.auditOK(o.home, "--data-dir", o.effectiveDataDir())
 }

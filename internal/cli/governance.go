@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -49,7 +50,8 @@ is stored on the broker until submit; the broker then checks the threshold.`,
 			"  agentkeys governance submit p.json\n  agentkeys governance members",
 	}
 	cmd.AddCommand(governanceKeygenCmd(e), governanceInitCmd(e), governanceProposeCmd(e),
-		governanceSignCmd(e), governanceSubmitCmd(e), governanceMembersCmd(e), governanceRotateSessionKeyCmd(e))
+		governanceSignCmd(e), governanceSubmitCmd(e), governanceMembersCmd(e), governanceRotateSessionKeyCmd(e),
+		governanceSessionKeysCmd(e))
 	cmd.AddCommand(governanceSuccessorCmds(e)...)
 	return cmd
 }
@@ -487,6 +489,43 @@ members to sign (governance sign) and submit (governance submit).`,
 	}
 	g.flags(e, cmd)
 	cmd.Flags().DurationVar(&window, "window", 721*time.Hour, "how long the old key keeps verifying (at least the session lifetime + 1m)")
+	return cmd
+}
+
+func governanceSessionKeysCmd(e *env) *cobra.Command {
+	var server string
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "session-keys",
+		Short: "List the session-token key versions and their states",
+		Long: `Prints the session-token keys the broker's enclave info lists (GET /v1/enclave),
+oldest first: each issuer/jwt/vN with the kid its tokens carry and its state:
+current (signs new sessions), retiring (still verifies the sessions it signed,
+until RETIRE AT) or retired. A rotation (rotate-session-key) shows here.`,
+		Example: "  agentkeys governance session-keys --server http://127.0.0.1:8090\n  agentkeys governance session-keys --json",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := client.New(server)
+			if err != nil {
+				return err
+			}
+			info, err := c.Enclave(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return e.printJSON(map[string]any{"session_keys": info.SessionKeys})
+			}
+			tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "VERSION\tKID\tSTATE\tACTIVE FROM\tRETIRE AT")
+			for _, k := range info.SessionKeys {
+				fmt.Fprintf(tw, "v%d\t%s\t%s\t%s\t%s\n", k.Version, k.Kid, k.State, unixOrDash(k.ActiveFrom), unixOrDash(k.RetireAt))
+			}
+			return tw.Flush()
+		},
+	}
+	e.serverFlag(cmd, &server, DefaultServer, "the broker URL")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print as JSON")
 	return cmd
 }
 
