@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"bytes"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -8,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -18,8 +21,9 @@ import (
 // entriesLog is a reverse proxy that records the from= of every GET
 // /v1/ledger/entries it forwards.
 type entriesLog struct {
-	mu    sync.Mutex
-	froms []uint64
+	mu       sync.Mutex
+	froms    []uint64
+	rollback uint64 // when set, entries from this seq on are not served (a rolled-back chain)
 }
 
 func (l *entriesLog) take() []uint64 {
@@ -37,7 +41,13 @@ func (l *entriesLog) proxy(t *testing.T) (proxyURL string, to func(target string
 			from, _ := strconv.ParseUint(r.URL.Query().Get("from"), 10, 64)
 			l.mu.Lock()
 			l.froms = append(l.froms, from)
+			rb := l.rollback
 			l.mu.Unlock()
+			if rb != 0 && from >= rb {
+				w.Header().Set("Content-Type", "application/json")
+				fmt.Fprintf(w, `{"entries":[],"next":%d}`, from)
+				return
+			}
 		}
 		mu.Lock()
 		p := rp
@@ -98,5 +108,37 @@ func TestDualVerifyViewPersisted(t *testing.T) {
 		if f < uint64(n)-1 {
 			t.Fatalf("the second call read the chain again from seq %d (entries requested from %v)", f, second)
 		}
+	}
+
+	// A chain rolled back behind what the daemon verified is refused, the
+	// saved view kept; the fix names the file to remove if the operator did
+	// restore the ledger from a backup.
+	view := daemon.DirOf(dh).ViewPath()
+	kept := fileBytes(t, view)
+	l.mu.Lock()
+	l.rollback = uint64(n) - 10
+	l.mu.Unlock()
+	r := h.cli(dh, "daemon", "oidc-token", "--audience", "sts.amazonaws.com", "--out", filepath.Join(t.TempDir(), "token"))
+	if r.code == 0 || !strings.Contains(r.stderr, "DualVerifyRejected") || !strings.Contains(r.stderr, "rolled back or forked") || !strings.Contains(r.stderr, "remove "+view) {
+		t.Fatalf("a rolled-back chain: exit %d %s", r.code, r.stderr)
+	}
+	if !bytes.Equal(kept, fileBytes(t, view)) {
+		t.Fatal("the saved view changed after a refused chain")
+	}
+	l.mu.Lock()
+	l.rollback = 0
+	l.mu.Unlock()
+	// A damaged saved view is only a cache: the next call walks from genesis
+	// and saves it anew.
+	if err := os.WriteFile(view, []byte("damaged"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	l.take()
+	token("after the saved view was damaged:")
+	if f := l.take(); len(f) == 0 || f[0] != 0 {
+		t.Fatalf("a damaged view was not rebuilt from genesis (entries requested from %v)", f)
+	}
+	if b := fileBytes(t, view); string(b) == "damaged" {
+		t.Fatal("the rebuilt view was not saved")
 	}
 }
