@@ -256,4 +256,7 @@ func TestIncidentWatchdogKey(t *testing.T) {
 	if _, err := s.client.SubmitGovernance(context.Background(), "oidc.key.revoke", map[string]string{"kid": "another-kid", "reason": "runbook test"}, inc); err == nil {
 		t.Fatal("the dropped incident key still revokes")
 	}
+	// the chain, with the incident key's revoke signed under the set of its time, verifies
+	h.auditOK(o.home, "--server", s.url)
+	h.auditOK(o.home, "--data-dir", o.effectiveDataDir())
 }
