@@ -217,7 +217,9 @@ func TestRotateSessionKey(t *testing.T) {
 	h.akOK(other, "init", "--server", s.url) // a new session, signed by v3
 	h.akOK(other, "whoami")
 	// the operator sees the rotations: v1 and v2 retiring, v3 current
-	var keys struct{ SessionKeys []apiv1.SessionKeyInfo `json:"session_keys"` }
+	var keys struct {
+		SessionKeys []apiv1.SessionKeyInfo `json:"session_keys"`
+	}
 	if err := json.Unmarshal([]byte(h.akOK(o.home, "governance", "session-keys", "--server", s.url, "--json")), &keys); err != nil {
 		t.Fatal(err)
 	}
