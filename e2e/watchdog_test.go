@@ -191,6 +191,12 @@ func TestWatchdogCutsOffRogueJWKS(t *testing.T) {
 		"--incident-key", broker.OperatorKeyPath(o.effectiveDataDir())); r.code != 3 || !strings.Contains(r.stderr, "full governance member key") {
 		t.Fatalf("watchdog with the operator key: exit %d %s", r.code, r.stderr)
 	}
+	stranger := filepath.Join(t.TempDir(), "stranger.key")
+	h.akOK(o.home, "governance", "keygen", "--out", stranger)
+	if r := h.cli(t.TempDir(), "watchdog", "--jwks-url", issuerURL+"/.well-known/jwks.json", "--registry-url", s.url,
+		"--incident-key", stranger); r.code != 3 || !strings.Contains(r.stderr, "not an incident key") {
+		t.Fatalf("watchdog with a key outside the set: exit %d %s", r.code, r.stderr)
+	}
 	wd := exec.Command(bin, "watchdog", "--jwks-url", issuerURL+"/.well-known/jwks.json", "--registry-url", s.url, "--interval", "1s",
 		"--webhook", hook.srv.URL, "--incident-key", incidentKey,
 		"--aws-iam-endpoint", iam.srv.URL, "--aws-oidc-provider-arn", iamARN, "--log-format", "json", "--metrics-listen", "127.0.0.1:0")
