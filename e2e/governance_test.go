@@ -3,6 +3,7 @@ package e2e
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -35,7 +36,7 @@ func TestGovernanceMofN(t *testing.T) {
 		return r
 	}
 	pubs := map[string]string{}
-	for _, m := range []string{"alice", "bob", "carol", "mallory", "dave"} {
+	for _, m := range []string{"alice", "bob", "carol", "mallory", "dave", "ivy"} {
 		var info cli.GovernanceKeyInfo
 		if err := json.Unmarshal([]byte(run(0, "governance", "keygen", "--out", filepath.Join(home, m+".key"), "--json").stdout), &info); err != nil {
 			t.Fatal(err)
@@ -43,7 +44,14 @@ func TestGovernanceMofN(t *testing.T) {
 		pubs[m] = info.PublicKey
 	}
 	key := func(m string) string { return filepath.Join(home, m+".key") }
-	run(0, "governance", "init", "--member", pubs["alice"], "--member", pubs["bob"], "--member", pubs["carol"], "--threshold", "2")
+	if r := run(2, "governance", "init", "--member", pubs["alice"], "--incident", pubs["alice"], "--threshold", "1"); !strings.Contains(r.stderr, "not both") {
+		t.Fatalf("a member as an incident key too: %s", r.stderr)
+	}
+	var gi cli.GovernanceInit
+	if err := json.Unmarshal([]byte(run(0, "governance", "init", "--member", pubs["alice"], "--member", pubs["bob"], "--member", pubs["carol"], "--threshold", "2",
+		"--incident", pubs["ivy"], "--json").stdout), &gi); err != nil || !slices.Equal(gi.Incident, []string{pubs["ivy"]}) {
+		t.Fatalf("genesis init with an incident key: %+v %v", gi, err)
+	}
 	if r := run(2, "governance", "init", "--member", pubs["alice"], "--threshold", "2"); !strings.Contains(r.stderr, "impossible") {
 		t.Fatalf("1 member, threshold 2: %s", r.stderr)
 	}
@@ -64,7 +72,8 @@ func TestGovernanceMofN(t *testing.T) {
 		return g
 	}
 	g := members()
-	if g.Threshold != 2 || len(g.Members) != 3 || !slices.Contains(g.Members, pubs["bob"]) || g.Ledger != s.allEntries()[0].Hash() {
+	if g.Threshold != 2 || len(g.Members) != 3 || !slices.Contains(g.Members, pubs["bob"]) || g.Ledger != s.allEntries()[0].Hash() ||
+		!slices.Equal(g.Incident, []string{pubs["ivy"]}) {
 		t.Fatalf("members: %+v", g)
 	}
 
@@ -215,5 +224,22 @@ func TestRotateSessionKey(t *testing.T) {
 	other := t.TempDir()
 	h.akOK(other, "init", "--server", s.url) // a new session, signed by v3
 	h.akOK(other, "whoami")
+	// the operator sees the rotations: v1 and v2 retiring, v3 current
+	var keys struct {
+		SessionKeys []apiv1.SessionKeyInfo `json:"session_keys"`
+	}
+	if err := json.Unmarshal([]byte(h.akOK(o.home, "governance", "session-keys", "--server", s.url, "--json")), &keys); err != nil {
+		t.Fatal(err)
+	}
+	var states []string
+	for _, k := range keys.SessionKeys {
+		states = append(states, fmt.Sprintf("v%d %s", k.Version, k.State))
+	}
+	if !slices.Equal(states, []string{"v1 retiring", "v2 retiring", "v3 current"}) {
+		t.Fatalf("session-keys: %v", states)
+	}
+	if out := h.akOK(o.home, "governance", "session-keys", "--server", s.url); !strings.Contains(out, keys.SessionKeys[2].Kid) || !strings.Contains(out, "retiring") {
+		t.Fatalf("session-keys: %s", out)
+	}
 	h.auditOK(o.home, "--data-dir", o.effectiveDataDir())
 }

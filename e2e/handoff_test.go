@@ -91,7 +91,7 @@ func handoffs(s *server) []registry.Handoff {
 
 // TestSeedHandoff (§10.3): a build signed by another key receives the seed only
 // when governance authorized its mrsigner and platform key; it then serves the
-// same JWKS and wallets from the same ledger, and the old sealed seed is
+// same JWKS, wallets and DKIM public keys from the same ledger, and the old sealed seed is
 // untouched. Unauthorized, deauthorized and tampered attempts get nothing, and
 // every attempt is on the ledger.
 func TestSeedHandoff(t *testing.T) {
@@ -105,6 +105,18 @@ func TestSeedHandoff(t *testing.T) {
 	jwks, err := old.client.JWKS(ctx)
 	if err != nil {
 		t.Fatal(err)
+	}
+	// The owner's mail domain: its DKIM public keys (what DNS publishes) must
+	// survive the handoff too.
+	const mailDomain = "agents.example.com"
+	h.akOK(owner.home, "domain", "add", mailDomain)
+	sess, err := home.Dir(owner.home).Session()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dkim, err := old.client.WithToken(sess.Token).DKIMKeys(ctx, mailDomain)
+	if err != nil || len(dkim) == 0 {
+		t.Fatalf("the predecessor's DKIM keys for %s: %v %v", mailDomain, dkim, err)
 	}
 	oldSealed := filepath.Join(oldOpts.effectiveDataDir(), "seed.sealed")
 	sealedBefore := fileBytes(t, oldSealed)
@@ -219,10 +231,6 @@ func TestSeedHandoff(t *testing.T) {
 	if !bytes.Equal(a, b) {
 		t.Fatalf("JWKS changed:\nold %s\nnew %s", a, b)
 	}
-	sess, err := home.Dir(owner.home).Session()
-	if err != nil {
-		t.Fatal(err)
-	}
 	c, err := client.New(ns.url)
 	if err != nil {
 		t.Fatal(err)
@@ -233,6 +241,15 @@ func TestSeedHandoff(t *testing.T) {
 	}
 	if w.Wallet != owner.wallet || w.Omni != owner.omni {
 		t.Fatalf("successor wallet %s (omni %s), want %s (%s)", w.Wallet, w.Omni, owner.wallet, owner.omni)
+	}
+	ndkim, err := c.WithToken(sess.Token).DKIMKeys(ctx, mailDomain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, _ = json.Marshal(dkim)
+	b, _ = json.Marshal(ndkim)
+	if !bytes.Equal(a, b) {
+		t.Fatalf("DKIM public keys for %s changed:\nold %s\nnew %s", mailDomain, a, b)
 	}
 	if !bytes.Equal(sealedBefore, fileBytes(t, oldSealed)) {
 		t.Fatal("the old seed.sealed changed")

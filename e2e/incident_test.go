@@ -211,3 +211,52 @@ func TestIncidentEnclaveCompromise(t *testing.T) {
 		t.Fatalf("the re-authenticated owner: %+v (%v), old wallet %s", w, err, owner.wallet)
 	}
 }
+
+func TestIncidentWatchdogKey(t *testing.T) {
+	h := newHarness(t)
+	o := serverOpts{home: t.TempDir()}
+	s := h.start(o)
+	h.plantServer(o)
+	etc, secure := t.TempDir(), broker.OperatorKeyPath(o.effectiveDataDir())
+	blocks := docBlocks(t, incidentDoc, "## Before an incident: the watchdog's incident key", "sh")
+	if len(blocks) != 3 {
+		t.Fatalf("want the keygen, add and drop blocks, got %d", len(blocks))
+	}
+	url := [2]string{"https://keys.example.com", s.url}
+	runbook(t, h, o.home, blocks[0], [][2]string{url, {"/etc/agentkeys/", etc + "/"}})
+	inc, err := broker.LoadOperatorKey(filepath.Join(etc, "incident.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	plantPEM(h, "incident key", filepath.Join(etc, "incident.key"))
+	op, err := broker.LoadOperatorKey(secure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opPub, incPub := hex.EncodeToString(op.Public().(ed25519.PublicKey)), hex.EncodeToString(inc.Public().(ed25519.PublicKey))
+	const docMember, docIncident = "e31ab643c44f7a0ec824b59d1194d60dac334200d845e61d2d289daa0f087ea4", "d4191834714542dcf3e5d8a6ab386c9b72259430730157b6e5c76469cbb6a622"
+	out := runbook(t, h, o.home, blocks[1], [][2]string{url, {docMember, opPub}, {docIncident, incPub}, {"/secure/operator.key", secure}})
+	g, err := s.client.Governance(context.Background())
+	if err != nil || !slices.Equal(g.Members, []string{opPub}) || !slices.Equal(g.Incident, []string{incPub}) || !strings.Contains(out, incPub+"  incident") {
+		t.Fatalf("governance after adding the incident key: %+v %v\n%s", g, err, out)
+	}
+	// It revokes alone, and nothing else.
+	kid := currentKid(t, s)
+	if _, err := s.client.SubmitGovernance(context.Background(), "oidc.key.revoke", map[string]string{"kid": kid, "reason": "runbook test"}, inc); err != nil {
+		t.Fatalf("the incident key's revoke: %v", err)
+	}
+	if _, err := s.client.SubmitGovernance(context.Background(), "successor.deauthorize", map[string]string{"mrsigner": strings.Repeat("ab", 32)}, inc); err == nil ||
+		!strings.Contains(err.Error(), "incident key") {
+		t.Fatalf("the incident key signed another kind: %v", err)
+	}
+	runbook(t, h, o.home, blocks[2], [][2]string{url, {docMember, opPub}, {"/secure/operator.key", secure}})
+	if g, err := s.client.Governance(context.Background()); err != nil || len(g.Incident) != 0 || !slices.Equal(g.Members, []string{opPub}) {
+		t.Fatalf("governance after dropping the incident key: %+v %v", g, err)
+	}
+	if _, err := s.client.SubmitGovernance(context.Background(), "oidc.key.revoke", map[string]string{"kid": "another-kid", "reason": "runbook test"}, inc); err == nil {
+		t.Fatal("the dropped incident key still revokes")
+	}
+	// the chain, with the incident key's revoke signed under the set of its time, verifies
+	h.auditOK(o.home, "--server", s.url)
+	h.auditOK(o.home, "--data-dir", o.effectiveDataDir())
+}

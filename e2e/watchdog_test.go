@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
@@ -11,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strconv"
@@ -19,6 +21,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/agentkeys/agentkeys/internal/broker"
+	"github.com/agentkeys/agentkeys/internal/cli"
 	"github.com/agentkeys/agentkeys/internal/ledger"
 	"github.com/agentkeys/agentkeys/internal/registry"
 	"github.com/agentkeys/agentkeys/internal/watchdog"
@@ -181,8 +185,20 @@ func TestWatchdogCutsOffRogueJWKS(t *testing.T) {
 		t.Fatalf("genuine token: exit %d, %d STS requests: %s", r.code, len(sts.all()), r.stderr)
 	}
 
+	incidentKey := addIncidentKey(t, h, s, o.home, broker.OperatorKeyPath(o.effectiveDataDir()))
+	// a full member key is refused as the watchdog's key: it could do anything
+	if r := h.cli(t.TempDir(), "watchdog", "--jwks-url", issuerURL+"/.well-known/jwks.json", "--registry-url", s.url,
+		"--incident-key", broker.OperatorKeyPath(o.effectiveDataDir())); r.code != 3 || !strings.Contains(r.stderr, "full governance member key") {
+		t.Fatalf("watchdog with the operator key: exit %d %s", r.code, r.stderr)
+	}
+	stranger := filepath.Join(t.TempDir(), "stranger.key")
+	h.akOK(o.home, "governance", "keygen", "--out", stranger)
+	if r := h.cli(t.TempDir(), "watchdog", "--jwks-url", issuerURL+"/.well-known/jwks.json", "--registry-url", s.url,
+		"--incident-key", stranger); r.code != 3 || !strings.Contains(r.stderr, "not an incident key") {
+		t.Fatalf("watchdog with a key outside the set: exit %d %s", r.code, r.stderr)
+	}
 	wd := exec.Command(bin, "watchdog", "--jwks-url", issuerURL+"/.well-known/jwks.json", "--registry-url", s.url, "--interval", "1s",
-		"--webhook", hook.srv.URL, "--incident-key", o.effectiveDataDir()+"/operator.key",
+		"--webhook", hook.srv.URL, "--incident-key", incidentKey,
 		"--aws-iam-endpoint", iam.srv.URL, "--aws-oidc-provider-arn", iamARN, "--log-format", "json", "--metrics-listen", "127.0.0.1:0")
 	wd.Env = childEnv("AGENTKEYS_HOME="+t.TempDir(), "AWS_ACCESS_KEY_ID="+iamKeyID, "AWS_SECRET_ACCESS_KEY="+iamSecret,
 		"AWS_CONFIG_FILE=/nonexistent", "AWS_SHARED_CREDENTIALS_FILE=/nonexistent", "AWS_EC2_METADATA_DISABLED=true")
@@ -262,8 +278,10 @@ func TestWatchdogCutsOffRogueJWKS(t *testing.T) {
 		t.Fatalf("no governance revoke of the rogue kid within 30 s; watchdog log:\n%s", logs.String())
 	}
 	t.Logf("drift detection at --interval 1s: rogue key served → revoke committed (seq %d) in %s", e.Seq, took.Round(time.Millisecond))
-	if took > 6*time.Second {
-		t.Errorf("revoke committed %s after the rogue key was served, want within interval + 5 s", took)
+	// The issue's target (and the figure docs/design.md gives): ≤ 5 s at
+	// --interval 1s; this bound is what CI enforces.
+	if took > 5*time.Second {
+		t.Errorf("revoke committed %s after the rogue key was served, want within 5 s at --interval 1s", took)
 	}
 	if e.Origin != ledger.OriginGovernance {
 		t.Fatalf("revoke origin %s", e.Origin)
@@ -316,6 +334,63 @@ func TestWatchdogCutsOffRogueJWKS(t *testing.T) {
 	}
 	if n := strings.Count(logs.String(), `"msg":"`+watchdog.EventDrift+`"`); n != 1 || len(iam.all()) != 1 {
 		t.Fatalf("after more rounds: %d drift lines, %d IAM calls", n, len(iam.all()))
+	}
+	incidentKeyOnlyRevokes(t, h, s, incidentKey)
+}
+
+// addIncidentKey makes an incident key and adds it to the 1-of-1 set of s,
+// signed by the operator key, as docs/incident-response.md says; it returns
+// the key's file.
+func addIncidentKey(t *testing.T, h *harness, s *server, home, operatorKey string) string {
+	t.Helper()
+	key := filepath.Join(t.TempDir(), "incident.key")
+	var info cli.GovernanceKeyInfo
+	if err := json.Unmarshal([]byte(h.akOK(home, "governance", "keygen", "--out", key, "--json")), &info); err != nil {
+		t.Fatal(err)
+	}
+	plantPEM(h, "incident key", key)
+	g, err := s.client.Governance(context.Background())
+	if err != nil || len(g.Members) != 1 {
+		t.Fatalf("governance: %+v %v", g, err)
+	}
+	p := filepath.Join(t.TempDir(), "add-incident.json")
+	h.akOK(home, "governance", "init", "--server", s.url, "--member", g.Members[0], "--incident", info.PublicKey, "--threshold", "1", "--out", p)
+	h.akOK(home, "governance", "sign", p, "--key", operatorKey)
+	h.akOK(home, "governance", "submit", p)
+	if g, err := s.client.Governance(context.Background()); err != nil || !slices.Equal(g.Incident, []string{info.PublicKey}) {
+		t.Fatalf("governance after adding the incident key: %+v %v", g, err)
+	}
+	return key
+}
+
+// incidentKeyOnlyRevokes: the key the watchdog holds (a machine's file, the
+// likeliest governance key to leak) can do nothing but revoke OIDC keys: every
+// other governance change signed with it, in entry and in proposal form, is
+// refused and writes nothing.
+func incidentKeyOnlyRevokes(t *testing.T, h *harness, s *server, key string) {
+	t.Helper()
+	home := t.TempDir()
+	before := len(s.allEntries())
+	prop := home + "/p.json"
+	h.akOK(home, "governance", "init", "--server", s.url, "--member", strings.Repeat("ab", 32), "--threshold", "1", "--out", prop)
+	h.akOK(home, "governance", "sign", prop, "--key", key)
+	for _, c := range []struct {
+		what string
+		args []string
+	}{
+		{"replace the governance set", []string{"governance", "submit", prop}},
+		{"rotate the session key", []string{"governance", "rotate-session-key", "--server", s.url, "--key", key}},
+		{"authorize a successor", []string{"governance", "authorize-successor", strings.Repeat("cd", 32), "--platform-key", strings.Repeat("ef", 32), "--server", s.url, "--key", key}},
+		{"rotate the OIDC key", []string{"oidc", "rotate", "--server", s.url, "--operator-key", key, "--window", "24h"}},
+	} {
+		if r := h.cli(home, c.args...); r.code != 3 || !strings.Contains(r.stderr, "incident") {
+			t.Errorf("the watchdog's incident key could %s: exit %d, want 3 (DENIED, naming the incident key)\n%s%s", c.what, r.code, r.stdout, r.stderr)
+		}
+	}
+	for _, e := range s.allEntries()[before:] {
+		if e.Origin == ledger.OriginGovernance {
+			t.Fatalf("a refused change signed by the incident key was written: %s at seq %d", e.Kind, e.Seq)
+		}
 	}
 }
 

@@ -22,6 +22,7 @@ type Broker interface {
 	Ready() (bool, string)
 	Attest(nonce []byte) attest.Quote
 	EnclaveKeys() []attest.KeyInfo
+	SessionKeyList() ([]apiv1.SessionKeyInfo, error)
 	Head(ctx context.Context) (h ledger.Head, ok bool, err error)
 	Entries(ctx context.Context, c *broker.Caller, from uint64, limit int) ([]ledger.Entry, error)
 	Successors(ctx context.Context) ([]string, error)

@@ -15,7 +15,11 @@ import (
 
 func (s *server) enclaveInfo(w http.ResponseWriter, _ *http.Request) error {
 	q := s.b.Attest(nil)
-	writeJSON(w, http.StatusOK, apiv1.EnclaveInfo{MrEnclave: q.MrEnclave, MrSigner: q.MrSigner, Tier: string(q.Tier), Keys: s.b.EnclaveKeys(), Quote: q})
+	sk, err := s.b.SessionKeyList()
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, apiv1.EnclaveInfo{MrEnclave: q.MrEnclave, MrSigner: q.MrSigner, Tier: string(q.Tier), Keys: s.b.EnclaveKeys(), Quote: q, SessionKeys: sk})
 	return nil
 }
 

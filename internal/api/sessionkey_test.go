@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -43,6 +45,25 @@ func TestSessionKeyRotation(t *testing.T) {
 	}
 	v1, _ := e.enclave(t).PublicKey("issuer/jwt/v1")
 	v2, _ := e.enclave(t).PublicKey("issuer/jwt/v2")
+	// GET /v1/enclave shows the keys and their states: what an operator reads.
+	enclaveKeys := func(want ...string) {
+		t.Helper()
+		info, err := e.c.Enclave(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, k := range info.SessionKeys {
+			got = append(got, fmt.Sprintf("v%d %s %s", k.Version, k.Kid, k.State))
+			if k.Path != fmt.Sprintf("issuer/jwt/v%d", k.Version) || (k.State == "current") != (k.RetireAt == 0) {
+				t.Errorf("session key %+v", k)
+			}
+		}
+		if !slices.Equal(got, want) {
+			t.Fatalf("GET /v1/enclave session keys %q, want %q", got, want)
+		}
+	}
+	enclaveKeys("v1 " + v1.Kid + " current")
 	old, g1 := e.owner(t)
 	if kid(g1.Token) != v1.Kid {
 		t.Fatalf("a session before any rotation has kid %s, want v1's %s", kid(g1.Token), v1.Kid)
@@ -80,6 +101,7 @@ func TestSessionKeyRotation(t *testing.T) {
 	if _, err := e.c.WithToken(forged).Whoami(ctx); err != nil {
 		t.Fatalf("inside the window a v1 token still verifies: %v", err)
 	}
+	enclaveKeys("v1 "+v1.Kid+" retiring", "v2 "+v2.Kid+" current")
 	ks, err := e.b.SessionKeys(ctx)
 	if err != nil || len(ks) != 2 || ks[0].RetireAt != now().Unix()+window.WindowSeconds || ks[1].RetireAt != 0 {
 		t.Fatalf("session keys: %+v %v", ks, err)
@@ -87,6 +109,7 @@ func TestSessionKeyRotation(t *testing.T) {
 
 	e.clock.Advance(time.Hour + time.Minute + time.Second) // every v1 session has expired
 	fresh, _ := e.owner(t)                                 // a v2 session (the one from before expired with v1's: same TTL)
+	enclaveKeys("v1 "+v1.Kid+" retired", "v2 "+v2.Kid+" current")
 	for _, restart := range []bool{false, true} {
 		if restart {
 			e.restart(t)

@@ -12,6 +12,21 @@ type EnclaveInfo struct {
 	Tier      string           `json:"tier"`
 	Keys      []attest.KeyInfo `json:"keys"`
 	Quote     attest.Quote     `json:"quote"` // report_data commits to the empty nonce and the keys
+	// SessionKeys are the session-token key versions (issuer/jwt/vN), oldest
+	// first, as the ledger's session-key registry has them: an operator sees a
+	// rotation here. Not covered by the quote (it is fixed at start).
+	SessionKeys []SessionKeyInfo `json:"session_keys"`
+}
+
+// SessionKeyInfo is one session-token key version in GET /v1/enclave.
+type SessionKeyInfo struct {
+	Version    int    `json:"version"`
+	Path       string `json:"path"`   // issuer/jwt/vN
+	Kid        string `json:"kid"`    // the kid in the tokens it signs
+	Public     string `json:"public"` // hex uncompressed P-256 point
+	State      string `json:"state"`  // current (signs new sessions), retiring (verifies the sessions it signed until retire_at), retired
+	ActiveFrom int64  `json:"active_from"`
+	RetireAt   int64  `json:"retire_at,omitempty"`
 }
 
 // HeadInfo is the body of GET /v1/ledger/head.
@@ -34,7 +49,10 @@ const MaxEntriesPage = 1000
 type GovernanceInfo struct {
 	Ledger    entry.Hash `json:"ledger"` // the ledger's identity: proposals are bound to it
 	Threshold int        `json:"threshold"`
-	Members   []string   `json:"members"` // hex ed25519 public keys
+	Members   []string   `json:"members"` // hex ed25519 public keys: they sign every change, Threshold of them at least
+	// Incident keys (hex ed25519) may only revoke OIDC keys, each alone (the
+	// watchdog's key); they count toward no threshold.
+	Incident []string `json:"incident"`
 }
 
 // ProposalResult is the answer to a submitted proposal: the entry it became and,

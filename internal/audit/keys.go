@@ -111,15 +111,28 @@ func (v *KeyView) Sync(ctx context.Context) error {
 
 func (v *KeyView) sync(ctx context.Context) error {
 	for range maxPagesPerSync {
-		page, err := v.src.Entries(ctx, v.next, apiv1.MaxEntriesPage)
+		from := v.next
+		if from > 0 {
+			from-- // the last entry verified: the chain served must still hold it
+		}
+		page, err := v.src.Entries(ctx, from, apiv1.MaxEntriesPage)
 		if err != nil {
 			return err
 		}
-		if len(page.Entries) == 0 {
+		es := page.Entries
+		if v.next > 0 {
+			if len(es) == 0 || es[0].Seq != v.next-1 || es[0].Hash() != v.v.Position().Prev {
+				return problem.Newf(problem.LedgerInvalid,
+					"the broker serves a chain that is not the one verified before (check the broker URL and the network path); if its operator restored the ledger from a backup, start this view afresh",
+					"the ledger served no longer holds entry %d as it was verified: it was rolled back or forked", v.next-1)
+			}
+			es = es[1:]
+		}
+		if len(es) == 0 {
 			return nil
 		}
-		for i := range page.Entries {
-			e := &page.Entries[i]
+		for i := range es {
+			e := &es[i]
 			if err := v.v.Check(e); err != nil {
 				return problem.New(problem.LedgerInvalid, "the ledger served does not verify: "+err.Error(),
 					"the broker (or something between it and here) serves a chain that is not the ledger: check the broker URL and the network path")

@@ -51,6 +51,9 @@ func (b *Broker) Submit(ctx context.Context, e ledger.Entry, kind string) (ledge
 // ledgerProblem turns a refused append into a user-facing problem.
 func ledgerProblem(err error) error {
 	switch {
+	case errors.As(err, new(*ledger.IncidentKeyError)):
+		return problem.New(problem.Denied, "entry refused: "+err.Error(),
+			"incident keys revoke OIDC keys only (oidc.key.revoke); for any other change collect the members' signatures (agentkeys governance propose, sign, submit)")
 	case errors.As(err, new(*ledger.ThresholdError)):
 		return problem.New(problem.Denied, "entry refused: "+err.Error(),
 			"collect the missing signatures: make a proposal (agentkeys governance propose), have enough members sign it (agentkeys governance sign), then submit it (agentkeys governance submit)")
@@ -100,7 +103,7 @@ func (b *Broker) warnGovernanceFile(st ledger.State) {
 		return
 	}
 	gv, err := ledger.CurrentGovernance(st)
-	if err == nil && (gv.Threshold != want.Threshold || !slices.Equal(gv.Keys, want.Keys)) {
+	if err == nil && (gv.Threshold != want.Threshold || !slices.Equal(gv.Keys, want.Keys) || !slices.Equal(gv.Incident, want.Incident)) {
 		b.log.Warn("governance.json is not the ledger's governance set, which is in force; it is read at genesis only: change the set with agentkeys governance init --out",
 			"path", GovernanceFile(b.cfg.DataDir), "threshold", gv.Threshold, "members", len(gv.Keys))
 	}
@@ -116,7 +119,7 @@ func (b *Broker) Governance(ctx context.Context) (*apiv1.GovernanceInfo, error) 
 	if err != nil {
 		return nil, err
 	}
-	return &apiv1.GovernanceInfo{Ledger: l.ID(), Threshold: gv.Threshold, Members: gv.Keys}, nil
+	return &apiv1.GovernanceInfo{Ledger: l.ID(), Threshold: gv.Threshold, Members: gv.Keys, Incident: append([]string{}, gv.Incident...)}, nil
 }
 
 // SubmitProposal carries out a governance proposal its members signed offline

@@ -2,7 +2,9 @@ package broker
 
 import (
 	"context"
+
 	"fmt"
+	"github.com/agentkeys/agentkeys/internal/apiv1"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -140,4 +142,36 @@ func (b *Broker) SessionKeys(ctx context.Context) ([]registry.SessionKey, error)
 		return nil, err
 	}
 	return registry.SessionKeys(l.State(ctx))
+}
+
+// SessionKeyList lists the session-token key versions for GET /v1/enclave,
+// oldest first, with their kid, public key and state at now: current (signs new
+// sessions), retiring (still verifies the sessions it signed) or retired.
+// Before the ledger is open it is v1, as genesis has it.
+func (b *Broker) SessionKeyList() ([]apiv1.SessionKeyInfo, error) {
+	ks := []registry.SessionKey{{Version: 1, Path: "issuer/jwt/v1"}}
+	if st, ok := b.committedState(); ok {
+		var err error
+		if ks, err = registry.SessionKeys(st); err != nil {
+			return nil, err
+		}
+	}
+	now := b.cfg.Now().Unix()
+	out := make([]apiv1.SessionKeyInfo, 0, len(ks))
+	for i, k := range ks {
+		pub, err := b.enc.PublicKey(k.Path)
+		if err != nil {
+			return nil, err
+		}
+		state := "retired"
+		switch {
+		case i == len(ks)-1:
+			state = "current"
+		case k.Accepted(now):
+			state = "retiring"
+		}
+		out = append(out, apiv1.SessionKeyInfo{Version: k.Version, Path: k.Path, Kid: pub.Kid, Public: pub.Public,
+			State: state, ActiveFrom: k.ActiveFrom, RetireAt: k.RetireAt})
+	}
+	return out, nil
 }

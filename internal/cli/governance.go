@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -37,6 +38,8 @@ func governanceCmd(e *env) *cobra.Command {
 		Long: `Governance is the ledger origin that authorizes registry changes (successor
 mrsigners, OIDC key revokes and rotations, the governance set itself): an M-of-N
 set of Ed25519 member keys, named in genesis and changed only by the set in force.
+The set may also hold incident keys (init --incident): each may revoke an OIDC
+key alone (the watchdog's key) and can do nothing else.
 A change travels as a proposal file: one member writes it (propose), each member
 signs it offline with their own key (sign), anyone submits it (submit). Nothing
 is stored on the broker until submit; the broker then checks the threshold.`,
@@ -47,7 +50,8 @@ is stored on the broker until submit; the broker then checks the threshold.`,
 			"  agentkeys governance submit p.json\n  agentkeys governance members",
 	}
 	cmd.AddCommand(governanceKeygenCmd(e), governanceInitCmd(e), governanceProposeCmd(e),
-		governanceSignCmd(e), governanceSubmitCmd(e), governanceMembersCmd(e), governanceRotateSessionKeyCmd(e))
+		governanceSignCmd(e), governanceSubmitCmd(e), governanceMembersCmd(e), governanceRotateSessionKeyCmd(e),
+		governanceSessionKeysCmd(e))
 	cmd.AddCommand(governanceSuccessorCmds(e)...)
 	return cmd
 }
@@ -95,11 +99,12 @@ type GovernanceInit struct {
 	File      string   `json:"file"`
 	Threshold int      `json:"threshold"`
 	Members   []string `json:"members"`
+	Incident  []string `json:"incident"`
 }
 
 func governanceInitCmd(e *env) *cobra.Command {
 	var dataDir, server, out string
-	var members []string
+	var members, incident []string
 	var threshold int
 	var ttl time.Duration
 	var asJSON bool
@@ -107,7 +112,11 @@ func governanceInitCmd(e *env) *cobra.Command {
 		Use:   "init",
 		Short: "Choose the governance set: at genesis, or as a proposal to change it",
 		Long: `Sets the M-of-N governance set (--member, once per member: a hex Ed25519 public
-key from governance keygen; --threshold M).
+key from governance keygen; --threshold M), and its incident keys (--incident,
+once per key, also from governance keygen): an incident key may revoke an OIDC
+key (oidc.key.revoke) on its own signature, for the watchdog to cut off a
+hijacked issuer within seconds; it signs nothing else and counts toward no
+threshold, so the machine holding it cannot change anything else if it leaks.
 
 Before the broker's first start, it writes <data-dir>/governance.json: the first
 start puts that set in genesis instead of creating the 1-of-1 operator key. A
@@ -117,20 +126,27 @@ With --out, it writes a governance.set proposal against the running broker
 (--server) instead: the current set's threshold of members must sign it
 (governance sign) before it is submitted (governance submit).`,
 		Example: "  agentkeys governance init --data-dir /srv/agentkeys --member HEX1 --member HEX2 --member HEX3 --threshold 2\n" +
-			"  agentkeys governance init --server https://keys.example.com --member HEX1 --member HEX4 --threshold 2 --out change.json",
+			"  agentkeys governance init --server https://keys.example.com --member HEX1 --member HEX4 --threshold 2 --out change.json\n" +
+			"  agentkeys governance init --server https://keys.example.com --member HEX1 --incident HEX5 --threshold 1 --out add-incident.json",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			gv := ledger.Governance{Threshold: threshold}
-			for _, m := range members {
-				m = strings.ToLower(strings.TrimSpace(m))
-				if b, err := hex.DecodeString(m); err != nil || len(b) != ed25519.PublicKeySize {
-					return problem.Newf(problem.BadRequest, "pass each member's public key as governance keygen printed it",
-						"--member %.20q is not a hex Ed25519 public key (64 hex characters)", m)
+			for _, f := range []struct {
+				flag string
+				in   []string
+				out  *[]string
+			}{{"member", members, &gv.Keys}, {"incident", incident, &gv.Incident}} {
+				for _, m := range f.in {
+					m = strings.ToLower(strings.TrimSpace(m))
+					if b, err := hex.DecodeString(m); err != nil || len(b) != ed25519.PublicKeySize {
+						return problem.Newf(problem.BadRequest, "pass each key's public key as governance keygen printed it",
+							"--%s %.20q is not a hex Ed25519 public key (64 hex characters)", f.flag, m)
+					}
+					*f.out = append(*f.out, m)
 				}
-				gv.Keys = append(gv.Keys, m)
 			}
 			if err := ledger.ValidateGovernance(gv); err != nil {
-				return problem.Newf(problem.BadRequest, "pass distinct --member keys and a --threshold between 1 and their number",
+				return problem.Newf(problem.BadRequest, fmt.Sprintf("pass distinct --member keys, a --threshold between 1 and their number, and at most %d --incident keys that are not members", ledger.MaxIncidentKeys),
 					"%v", err)
 			}
 			if out != "" {
@@ -162,15 +178,16 @@ With --out, it writes a governance.set proposal against the running broker
 			} else if err != nil {
 				return problem.Wrap(err, problem.BadRequest, "pass a writable --data-dir", "cannot write %s: %v", file, err)
 			}
-			res := GovernanceInit{File: file, Threshold: gv.Threshold, Members: gv.Keys}
+			res := GovernanceInit{File: file, Threshold: gv.Threshold, Members: gv.Keys, Incident: append([]string{}, gv.Incident...)}
 			if asJSON {
 				return e.printJSON(res)
 			}
-			fmt.Fprintf(e.stdout, "Wrote %s: %d of %d members; the broker's first start puts it in genesis.\n", file, gv.Threshold, len(gv.Keys))
+			fmt.Fprintf(e.stdout, "Wrote %s: %d of %d members, %d incident key(s); the broker's first start puts it in genesis.\n", file, gv.Threshold, len(gv.Keys), len(gv.Incident))
 			return nil
 		},
 	}
 	cmd.Flags().StringArrayVar(&members, "member", nil, "a member's hex Ed25519 public key (repeat for each member)")
+	cmd.Flags().StringArrayVar(&incident, "incident", nil, "an incident key's hex Ed25519 public key: it may only revoke OIDC keys, alone (repeat for each; at most 8)")
 	cmd.Flags().IntVar(&threshold, "threshold", 0, "how many distinct members must sign each change")
 	cmd.Flags().StringVar(&dataDir, "data-dir", "", "the broker's data dir, before its first start (default $AGENTKEYS_HOME/server)")
 	cmd.Flags().StringVar(&out, "out", "", "write a governance.set proposal to this file instead (for a running broker)")
@@ -409,7 +426,8 @@ func governanceMembersCmd(e *env) *cobra.Command {
 		Use:   "members",
 		Short: "Show the governance set in force",
 		Long: `Prints the broker's governance set as its ledger has it: the threshold, each
-member's public key, and the ledger identity proposals are bound to.`,
+key and its kind (member: counts toward the threshold; incident: may only
+revoke OIDC keys, alone), and the ledger identity proposals are bound to.`,
 		Example: "  agentkeys governance members\n  agentkeys governance members --server https://keys.example.com --json",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -426,7 +444,10 @@ member's public key, and the ledger identity proposals are bound to.`,
 			}
 			fmt.Fprintf(e.stdout, "%d of %d members must sign (ledger %s):\n", g.Threshold, len(g.Members), g.Ledger)
 			for _, m := range slices.Sorted(slices.Values(g.Members)) {
-				fmt.Fprintf(e.stdout, "  %s\n", m)
+				fmt.Fprintf(e.stdout, "  %s  member\n", m)
+			}
+			for _, m := range slices.Sorted(slices.Values(g.Incident)) {
+				fmt.Fprintf(e.stdout, "  %s  incident (may only revoke OIDC keys, alone)\n", m)
 			}
 			return nil
 		},
@@ -468,6 +489,43 @@ members to sign (governance sign) and submit (governance submit).`,
 	}
 	g.flags(e, cmd)
 	cmd.Flags().DurationVar(&window, "window", 721*time.Hour, "how long the old key keeps verifying (at least the session lifetime + 1m)")
+	return cmd
+}
+
+func governanceSessionKeysCmd(e *env) *cobra.Command {
+	var server string
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "session-keys",
+		Short: "List the session-token key versions and their states",
+		Long: `Prints the session-token keys the broker's enclave info lists (GET /v1/enclave),
+oldest first: each issuer/jwt/vN with the kid its tokens carry and its state:
+current (signs new sessions), retiring (still verifies the sessions it signed,
+until RETIRE AT) or retired. A rotation (rotate-session-key) shows here.`,
+		Example: "  agentkeys governance session-keys --server http://127.0.0.1:8090\n  agentkeys governance session-keys --json",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := client.New(server)
+			if err != nil {
+				return err
+			}
+			info, err := c.Enclave(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return e.printJSON(map[string]any{"session_keys": info.SessionKeys})
+			}
+			tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "VERSION\tKID\tSTATE\tACTIVE FROM\tRETIRE AT")
+			for _, k := range info.SessionKeys {
+				fmt.Fprintf(tw, "v%d\t%s\t%s\t%s\t%s\n", k.Version, k.Kid, k.State, unixOrDash(k.ActiveFrom), unixOrDash(k.RetireAt))
+			}
+			return tw.Flush()
+		},
+	}
+	e.serverFlag(cmd, &server, DefaultServer, "the broker URL")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print as JSON")
 	return cmd
 }
 

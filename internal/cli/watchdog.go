@@ -3,12 +3,14 @@ package cli
 import (
 	"context"
 	"crypto/ed25519"
+	"encoding/hex"
 	"errors"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -35,7 +37,9 @@ entries under the enclave's attested keys (--platform-key pins the attestation
 key; without it the key the quote names is trusted for this run). A served key
 the ledger does not vouch for is drift: one JWKS_URL_DRIFT_DETECTED log line
 (kid, jwks_url), the metric agentkeys_watchdog_drift_total, then once per kid a
-governance revoke of the kid signed with --incident-key, the AWS adapter
+governance revoke of the kid signed with --incident-key (an incident key of the
+governance set: governance keygen, then governance init --incident; it can
+only revoke OIDC keys, and a full member key is refused), the AWS adapter
 (--aws-oidc-provider-arn: RemoveClientIDFromOpenIDConnectProvider, so STS refuses
 the issuer's tokens) and a JSON POST to --webhook (retried with backoff). A
 ledger key missing from the JWKS is a warning (JWKS_KEY_MISSING); a JWKS that
@@ -79,6 +83,11 @@ come from the SDK's default chain. It runs until SIGINT/SIGTERM.`,
 			if err != nil {
 				return err
 			}
+			if key != nil {
+				if err := checkIncidentKey(cmd.Context(), c, key, incidentKey); err != nil {
+					return err
+				}
+			}
 			cfg := watchdog.Config{JWKSURL: jwksURL, Registry: audit.NewKeyView(c, pins), Interval: interval, Webhook: webhook}
 			if key != nil {
 				cfg.Revoke = watchdog.GovernanceRevoker(c, key)
@@ -114,7 +123,7 @@ come from the SDK's default chain. It runs until SIGINT/SIGTERM.`,
 	f.StringVar(&registryURL, "registry-url", "", "the broker whose ledger holds the OIDC key registry")
 	f.DurationVar(&interval, "interval", 30*time.Second, "time between rounds (at least 1s)")
 	f.StringVar(&webhook, "webhook", "", "POST a JSON event here on drift and when the JWKS is unreachable")
-	f.StringVar(&incidentKey, "incident-key", "", "governance key (PEM Ed25519) that signs the revoke of a drifted kid; without it nothing is revoked")
+	f.StringVar(&incidentKey, "incident-key", "", "incident key (PEM Ed25519, governance init --incident) that signs the revoke of a drifted kid; without it nothing is revoked")
 	f.StringVar(&platformPin, "platform-key", "", "pin the platform attestation public key (hex) the broker's quote must verify under")
 	f.StringVar(&providerARN, "aws-oidc-provider-arn", "", "IAM OIDC provider to remove --aws-client-id from on drift")
 	f.StringVar(&iamEndpoint, "aws-iam-endpoint", "", "IAM endpoint URL (default: AWS's)")
@@ -127,19 +136,39 @@ come from the SDK's default chain. It runs until SIGINT/SIGTERM.`,
 	return cmd
 }
 
+// checkIncidentKey refuses a key that is not one of the governance set's
+// incident keys: a full member key on the watchdog's machine could change
+// everything if that machine leaked it, and a key outside the set revokes
+// nothing.
+func checkIncidentKey(ctx context.Context, c *client.Client, key ed25519.PrivateKey, path string) error {
+	g, err := c.Governance(ctx)
+	if err != nil {
+		return err
+	}
+	pub := hex.EncodeToString(key.Public().(ed25519.PublicKey))
+	const fix = "make an incident key (agentkeys governance keygen --out incident.key) and add it to the set (agentkeys governance init --member … --incident PUBLIC_KEY --out p.json, then sign and submit it)"
+	switch {
+	case slices.Contains(g.Members, pub):
+		return problem.Newf(problem.Denied, fix, "--incident-key %s is a full governance member key: the watchdog holds an incident key, which can only revoke OIDC keys", path)
+	case !slices.Contains(g.Incident, pub):
+		return problem.Newf(problem.Denied, fix, "--incident-key %s is not an incident key of the broker's governance set: it would revoke nothing", path)
+	}
+	return nil
+}
+
 // incidentSigner loads the key the watchdog signs revocations with: a PEM
-// Ed25519 governance key in a file only its owner may read.
+// Ed25519 incident key in a file only its owner may read.
 func incidentSigner(path string) (ed25519.PrivateKey, error) {
 	fi, err := os.Stat(path)
 	if err != nil {
-		return nil, problem.Wrap(err, problem.BadRequest, "pass --incident-key PATH, a PEM Ed25519 governance key", "cannot read the incident key: %v", err)
+		return nil, problem.Wrap(err, problem.BadRequest, "pass --incident-key PATH, a PEM Ed25519 incident key (governance keygen)", "cannot read the incident key: %v", err)
 	}
 	if fi.Mode().Perm()&0o077 != 0 {
 		return nil, problem.Newf(problem.Denied, "chmod 600 "+path, "the incident key %s is %v: other users may read it", path, fi.Mode().Perm())
 	}
 	key, err := broker.LoadOperatorKey(path)
 	if err != nil {
-		return nil, problem.Wrap(err, problem.BadRequest, "pass --incident-key PATH, a PEM Ed25519 governance key (e.g. <data-dir>/operator.key)", "cannot read the incident key: %v", err)
+		return nil, problem.Wrap(err, problem.BadRequest, "pass --incident-key PATH, a PEM Ed25519 incident key (governance keygen --out)", "cannot read the incident key: %v", err)
 	}
 	return key, nil
 }

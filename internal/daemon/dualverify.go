@@ -1,14 +1,18 @@
 package daemon
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"os"
+	"path/filepath"
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/agentkeys/agentkeys/internal/audit"
 	"github.com/agentkeys/agentkeys/internal/client"
+	"github.com/agentkeys/agentkeys/internal/home"
 	"github.com/agentkeys/agentkeys/internal/problem"
 )
 
@@ -29,25 +33,71 @@ func init() { Metrics.MustRegister(dualVerifyRejected) }
 // long-running daemon follows the chain instead of walking it for each token.
 type KeyViews struct {
 	mu    sync.Mutex
-	views map[string]*audit.KeyView
+	views map[string]*keptView
 }
 
 // NewKeyViews returns an empty cache.
-func NewKeyViews() *KeyViews { return &KeyViews{views: map[string]*audit.KeyView{}} }
+func NewKeyViews() *KeyViews { return &KeyViews{views: map[string]*keptView{}} }
 
-func (k *KeyViews) view(sess *Session, c *client.Client) *audit.KeyView {
+// keptView is a verified view and the form of it last saved in the daemon
+// directory (nil: none).
+type keptView struct {
+	*audit.KeyView
+	mu    sync.Mutex
+	saved []byte
+}
+
+// ViewPath is where the daemon keeps the ledger view it verified, so that a
+// one-shot command resumes from it instead of walking the whole chain.
+func (d Dir) ViewPath() string { return filepath.Join(string(d), "ledger-view.json") }
+
+// view returns the verified view of sess's broker: the one this daemon holds
+// in memory (serve, mcp), else the one saved in the daemon directory under the
+// same pins, else a new one from genesis. A saved view that cannot be read is
+// ignored (it is only a cache: walking from genesis checks everything); one
+// that reads resumes where it stopped and refuses a chain that does not
+// extend it.
+func (s Source) view(sess *Session, c *client.Client) *keptView {
+	k := s.Keys
 	if k == nil {
-		return audit.NewKeyView(c, sess.Enclave)
+		return s.Dir.loadView(sess, c)
 	}
 	key := sess.Server + "|" + sess.Enclave.PlatformKey + "|" + sess.Enclave.LedgerKey
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	v, ok := k.views[key]
 	if !ok {
-		v = audit.NewKeyView(c, sess.Enclave)
+		v = s.Dir.loadView(sess, c)
 		k.views[key] = v
 	}
 	return v
+}
+
+func (d Dir) loadView(sess *Session, c *client.Client) *keptView {
+	if b, err := os.ReadFile(d.ViewPath()); err == nil {
+		if v, err := audit.ResumeKeyView(c, sess.Enclave, b); err == nil {
+			return &keptView{KeyView: v, saved: b}
+		}
+	}
+	return &keptView{KeyView: audit.NewKeyView(c, sess.Enclave)}
+}
+
+// keep saves the view in the daemon directory (0600, atomically) when it moved
+// since it was last saved. Only a view that reached the ledger's head is
+// saved: call it after a check that synced.
+func (d Dir) keep(v *keptView) {
+	b, err := v.Save()
+	if err != nil || b == nil {
+		return
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if bytes.Equal(b, v.saved) {
+		return
+	}
+	if home.WriteFile(d.ViewPath(), b) == nil {
+		v.saved = b
+	}
 }
 
 // DualVerify checks an identity token before anything uses it (§10.2): its kid
@@ -76,8 +126,12 @@ func (s Source) dualVerify(ctx context.Context, sess *Session, token string) err
 	if err != nil {
 		return err
 	}
-	_, err = s.Keys.view(sess, c.WithClock(s.Now)).VerifyToken(ctx, token, s.now())
+	view := s.view(sess, c.WithClock(s.Now))
+	_, err = view.VerifyToken(ctx, token, s.now())
 	var rej *audit.Rejection
+	if err == nil || errors.As(err, &rej) {
+		s.Dir.keep(view)
+	}
 	switch {
 	case err == nil:
 		return nil
@@ -86,6 +140,10 @@ func (s Source) dualVerify(ctx context.Context, sess *Session, token string) err
 			"%s: the identity token was not used: %s", DualVerifyRejected, rej.Reason)
 	}
 	p := problem.As(err)
+	if p.Code == problem.LedgerInvalid {
+		return problem.Wrap(err, CodeDenied, "the broker serves a chain that is not the one this daemon verified: check the broker URL and the network path; only if its operator restored the ledger from a backup, remove "+s.Dir.ViewPath()+" to verify it from genesis again",
+			"%s: %s", DualVerifyRejected, p.Message)
+	}
 	code := CodeDenied
 	if p.Code == problem.Unreachable || p.Code == problem.RateLimited {
 		code = CodeUnreachable

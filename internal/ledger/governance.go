@@ -33,6 +33,9 @@ const KindGovernanceSet = "governance.set"
 // submission may make the ledger check.
 const MaxGovernanceMembers = entry.MaxGovernanceMembers
 
+// MaxIncidentKeys bounds the incident keys of a governance set.
+const MaxIncidentKeys = 8
+
 // MaxProposalLifetime bounds how far past its submission a proposal may expire.
 const MaxProposalLifetime = 31 * 24 * time.Hour
 
@@ -55,6 +58,19 @@ func (e *ThresholdError) Error() string {
 // Unwrap makes a ThresholdError an ErrSignature.
 func (e *ThresholdError) Unwrap() error { return ErrSignature }
 
+// IncidentKeyError says an incident key signed a kind it may not: incident
+// keys sign only kinds declared Incident (revoking an OIDC key).
+type IncidentKeyError struct {
+	Key, Kind string
+}
+
+func (e *IncidentKeyError) Error() string {
+	return fmt.Sprintf("signature by incident key %.16s…: an incident key may only revoke OIDC keys, it signs no %q entry and counts toward no threshold", e.Key, e.Kind)
+}
+
+// Unwrap makes an IncidentKeyError an ErrSignature.
+func (e *IncidentKeyError) Unwrap() error { return ErrSignature }
+
 func (gv Governance) validate() error {
 	if len(gv.Keys) > MaxGovernanceMembers {
 		return fmt.Errorf("governance: %d members, at most %d", len(gv.Keys), MaxGovernanceMembers)
@@ -62,13 +78,16 @@ func (gv Governance) validate() error {
 	if gv.Threshold < 1 || gv.Threshold > len(gv.Keys) {
 		return fmt.Errorf("governance threshold %d of %d keys is impossible", gv.Threshold, len(gv.Keys))
 	}
+	if len(gv.Incident) > MaxIncidentKeys {
+		return fmt.Errorf("governance: %d incident keys, at most %d", len(gv.Incident), MaxIncidentKeys)
+	}
 	seen := map[string]bool{}
-	for _, k := range gv.Keys {
+	for _, k := range slices.Concat(gv.Keys, gv.Incident) {
 		if b, err := hex.DecodeString(k); err != nil || len(b) != ed25519.PublicKeySize || k != strings.ToLower(k) {
 			return errors.New("governance keys must be lowercase hex ed25519 public keys")
 		}
 		if seen[k] {
-			return errors.New("duplicate governance key")
+			return errors.New("duplicate governance key (a key is a member or an incident key, not both)")
 		}
 		seen[k] = true
 	}
@@ -141,10 +160,12 @@ func IsProposal(e *Entry) bool { return strings.HasPrefix(e.Signer, proposalSign
 // verifyGovernance checks e's signatures against the set in force: every pair is
 // a member's valid signature over the entry hash (entry form) or the proposal
 // digest (proposal form), and at least the threshold of distinct members signed.
-// A member's second signature counts once and is not checked again; more pairs
-// than members are refused before any is checked, so a submission costs at most
-// one verification per member.
-func verifyGovernance(gv Governance, gc govContext, e *Entry, h Hash) error {
+// On a kind that admits incident keys (k.Incident) one incident key's valid
+// signature suffices instead; on any other kind an incident key's signature is
+// refused before it is checked. A key's second signature counts once and is not
+// checked again; more pairs than keys in the set are refused before any is checked, so a
+// submission costs at most one verification per key.
+func verifyGovernance(gv Governance, gc govContext, k Kind, e *Entry, h Hash) error {
 	msg := h
 	nonce, expires, isProposal, err := proposalOf(e)
 	if err != nil {
@@ -161,26 +182,40 @@ func verifyGovernance(gv Governance, gc govContext, e *Entry, h Hash) error {
 	if len(e.Sig) == 0 || len(e.Sig)%GovernanceSigSize != 0 {
 		return fmt.Errorf("%w: governance entries carry key||signature pairs", ErrSignature)
 	}
-	if n := len(e.Sig) / GovernanceSigSize; n > len(gv.Keys) {
-		return fmt.Errorf("%w: %d signatures, more than the %d members of the governance set", ErrSignature, n, len(gv.Keys))
+	signers := len(gv.Keys) + len(gv.Incident)
+	if n := len(e.Sig) / GovernanceSigSize; n > signers {
+		return fmt.Errorf("%w: %d signatures, more than the %d members of the governance set", ErrSignature, n, signers)
 	}
-	valid := map[string]bool{}
+	valid := map[string]bool{} // every key whose signature verified
+	members, incident := 0, false
 	for part := range slices.Chunk(e.Sig, GovernanceSigSize) {
 		pub, sig := part[:ed25519.PublicKeySize], part[ed25519.PublicKeySize:]
-		k := hex.EncodeToString(pub)
-		if valid[k] {
+		key := hex.EncodeToString(pub)
+		if valid[key] {
 			continue
 		}
-		if !slices.Contains(gv.Keys, k) {
-			return fmt.Errorf("%w: signature by %.16s…, which is not a member of the governance set", ErrSignature, k)
+		isIncident := slices.Contains(gv.Incident, key)
+		switch {
+		case isIncident && !k.Incident:
+			return &IncidentKeyError{Key: key, Kind: e.Kind}
+		case !isIncident && !slices.Contains(gv.Keys, key):
+			return fmt.Errorf("%w: signature by %.16s…, which is not a member of the governance set", ErrSignature, key)
 		}
 		if !ed25519.Verify(pub, msg[:], sig) {
-			return fmt.Errorf("%w: member %.16s…'s signature does not verify (signed for another ledger, or the proposal changed after signing)", ErrSignature, k)
+			return fmt.Errorf("%w: member %.16s…'s signature does not verify (signed for another ledger, or the proposal changed after signing)", ErrSignature, key)
 		}
-		valid[k] = true
+		valid[key] = true
+		if isIncident {
+			incident = true
+		} else {
+			members++
+		}
 	}
-	if len(valid) < gv.Threshold {
-		return fmt.Errorf("%w", &ThresholdError{Have: len(valid), Need: gv.Threshold, Members: len(gv.Keys)})
+	if incident {
+		return nil
+	}
+	if members < gv.Threshold {
+		return fmt.Errorf("%w", &ThresholdError{Have: members, Need: gv.Threshold, Members: len(gv.Keys)})
 	}
 	return nil
 }

@@ -216,3 +216,37 @@ func FuzzProposalDecode(f *testing.F) {
 		}
 	})
 }
+
+// TestGovernanceIncidentKeysValidate: incident keys are hex Ed25519 keys, at
+// most MaxIncidentKeys, and never also members.
+func TestGovernanceIncidentKeysValidate(t *testing.T) {
+	k := func(i byte) string { return pubHex(ed25519.NewKeyFromSeed(append(make([]byte, 31), i))) }
+	many := []string{}
+	for i := range ledger.MaxIncidentKeys + 1 {
+		many = append(many, k(byte(10+i)))
+	}
+	for _, c := range []struct {
+		name string
+		gv   ledger.Governance
+		msg  string
+	}{
+		{"ok", ledger.Governance{Threshold: 1, Keys: []string{k(1)}, Incident: []string{k(2)}}, ""},
+		{"member and incident", ledger.Governance{Threshold: 1, Keys: []string{k(1)}, Incident: []string{k(1)}}, "not both"},
+		{"incident twice", ledger.Governance{Threshold: 1, Keys: []string{k(1)}, Incident: []string{k(2), k(2)}}, "duplicate"},
+		{"not a key", ledger.Governance{Threshold: 1, Keys: []string{k(1)}, Incident: []string{"zz"}}, "lowercase hex"},
+		{"upper case", ledger.Governance{Threshold: 1, Keys: []string{k(1)}, Incident: []string{strings.ToUpper(k(2))}}, "lowercase hex"},
+		{"too many", ledger.Governance{Threshold: 1, Keys: []string{k(1)}, Incident: many}, "at most 8"},
+		{"incident keys only", ledger.Governance{Threshold: 1, Incident: []string{k(2)}}, "impossible"},
+	} {
+		err := ledger.ValidateGovernance(c.gv)
+		if (c.msg == "") != (err == nil) || err != nil && !strings.Contains(err.Error(), c.msg) {
+			t.Errorf("%s: want %q, got %v", c.name, c.msg, err)
+		}
+	}
+	// A set without incident keys encodes as before (genesis hashes of existing
+	// ledgers do not change).
+	b, _ := json.Marshal(ledger.Governance{Threshold: 1, Keys: []string{k(1)}})
+	if strings.Contains(string(b), "incident") {
+		t.Fatalf("a set without incident keys encodes %s", b)
+	}
+}

@@ -40,6 +40,11 @@ type Kind struct {
 	// Usage derives the row an entry shows in its owner's usage trail (`agentkeys
 	// usage`); nil for kinds that show none.
 	Usage func(e *Entry) (Usage, bool)
+	// Incident admits the governance set's incident keys for this kind: one
+	// incident key's signature alone carries it out (the watchdog's revoke of a
+	// drifted OIDC key, §10.2). On every other kind an incident key's
+	// signature is refused.
+	Incident bool
 }
 
 // Schema is the set of kinds a ledger accepts, plus how account origins map to the
@@ -82,10 +87,13 @@ type PublicKey struct {
 	Public string `json:"public"`
 }
 
-// Governance is an M-of-N set of Ed25519 keys (hex).
+// Governance is an M-of-N set of Ed25519 member keys (hex), plus incident
+// keys: a member kind of its own that signs only kinds declared Incident, each
+// key alone, and counts toward nothing else (not the threshold, not invites).
 type Governance struct {
 	Threshold int      `json:"threshold"`
 	Keys      []string `json:"keys"`
+	Incident  []string `json:"incident,omitempty"`
 }
 
 // Checkpoint is the payload of a checkpoint entry: the head it vouches for.

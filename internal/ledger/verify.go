@@ -70,7 +70,7 @@ func (s Schema) admit(st State, e *Entry, checkSig bool, walletOf func(omni stri
 		if err := e.CheckForm(); err != nil {
 			return k, err
 		}
-		if err := s.checkSig(st, e, set, walletOf, gc); err != nil {
+		if err := s.checkSig(st, e, k, set, walletOf, gc); err != nil {
 			return k, err
 		}
 	}
@@ -91,7 +91,7 @@ func (s Schema) stateWallet(st State) func(string) (string, error) {
 	}
 }
 
-func (s Schema) checkSig(st State, e *Entry, set OriginSet, walletOf func(string) (string, error), gc govContext) error {
+func (s Schema) checkSig(st State, e *Entry, k Kind, set OriginSet, walletOf func(string) (string, error), gc govContext) error {
 	h := e.Hash()
 	var g *Genesis
 	if e.Seq == 0 && e.Kind == KindGenesis {
@@ -116,13 +116,13 @@ func (s Schema) checkSig(st State, e *Entry, set OriginSet, walletOf func(string
 		}
 	case FromGovernance:
 		if gc.set != nil {
-			return verifyGovernance(*gc.set, gc, e, h)
+			return verifyGovernance(*gc.set, gc, k, e, h)
 		}
 		gv, err := CurrentGovernance(st)
 		if err != nil {
 			return err
 		}
-		return verifyGovernance(gv, gc, e, h)
+		return verifyGovernance(gv, gc, k, e, h)
 	case FromAccount:
 		omni, _ := AccountOf(e.Origin)
 		addr, err := walletOf(omni)

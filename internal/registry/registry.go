@@ -65,9 +65,10 @@ var Module = ledger.Module{
 		KindSuccessorDeauthorize: {Origins: ledger.FromGovernance, Public: true, Fold: foldDeauthorize},
 		KindSuccessorHandoff:     {Origins: ledger.FromEnclave, Public: true, Fold: foldHandoff},
 		KindOidcKeyRegister:      {Origins: ledger.FromEnclave, Public: true, Fold: foldOidcRegister},
-		KindOidcKeyRevoke:        {Origins: ledger.FromGovernance, Public: true, Fold: foldOidcRevoke},
-		KindOidcRotate:           {Origins: ledger.FromGovernance, Public: true, Fold: foldOidcRotate},
-		KindSessionKeyRotate:     {Origins: ledger.FromGovernance, Public: true, Fold: foldSessionKeyRotate},
+		// The one kind an incident key signs, alone (the watchdog's answer to drift).
+		KindOidcKeyRevoke:    {Origins: ledger.FromGovernance, Public: true, Fold: foldOidcRevoke, Incident: true},
+		KindOidcRotate:       {Origins: ledger.FromGovernance, Public: true, Fold: foldOidcRotate},
+		KindSessionKeyRotate: {Origins: ledger.FromGovernance, Public: true, Fold: foldSessionKeyRotate},
 	},
 }
 

@@ -15,7 +15,8 @@ import (
 
 // GovernanceRevoker revokes a kid with a governance entry (oidc.key.revoke)
 // signed by key, submitted to the broker behind c. This is the one place the
-// watchdog signs: the key is the incident key it was given.
+// watchdog signs: the key is the incident key it was given, a governance key
+// whose signature alone carries out a revoke and nothing else.
 func GovernanceRevoker(c *client.Client, key ed25519.PrivateKey) Revoker {
 	return func(ctx context.Context, kid, reason string) error {
 		_, err := c.SubmitGovernance(ctx, registry.KindOidcKeyRevoke, registry.OidcRevoke{Kid: kid, Reason: reason}, key)
