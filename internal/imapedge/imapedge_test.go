@@ -158,8 +158,8 @@ func start(t *testing.T, tune func(*imapedge.Config)) *env {
 	}
 	ctx := context.Background()
 	for key, data := range map[string][]byte{
-		prefixA + msgNameA: rawA,
-		prefixA + "manifest.json": []byte("{}"), // not a message: never shown
+		prefixA + msgNameA:                           rawA,
+		prefixA + "manifest.json":                    []byte("{}"), // not a message: never shown
 		prefixB + "1780000000000000002-00000000.eml": []byte("Subject: for B only\r\n\r\nsecret of B\r\n"),
 	} {
 		if err := store.PutIfAbsent(ctx, key, data); err != nil {

@@ -48,7 +48,6 @@ var systemFlags = []string{imap.SeenFlag, imap.AnsweredFlag, imap.FlaggedFlag, i
 // imapBackend is the go-imap backend; sign-in goes through authExtension only.
 type imapBackend struct{ s *Server }
 
-
 func (*imapBackend) Login(*imap.ConnInfo, string, string) (backend.User, error) {
 	return nil, errors.New("LOGIN is disabled: sign in with AUTHENTICATE OAUTHBEARER")
 }
@@ -611,7 +610,7 @@ func (m *mailbox) UpdateMessagesFlags(_ bool, set *imap.SeqSet, op imap.FlagsOp,
 }
 
 func (m *mailbox) CreateMessage([]string, time.Time, imap.Literal) error { return errReadOnlyMsgs }
-func (m *mailbox) CopyMessages(bool, *imap.SeqSet, string) error        { return errReadOnlyMsgs }
+func (m *mailbox) CopyMessages(bool, *imap.SeqSet, string) error         { return errReadOnlyMsgs }
 
 // Expunge removes nothing: no message can be marked \Deleted.
 func (m *mailbox) Expunge() error { return nil }
