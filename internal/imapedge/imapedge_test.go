@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/big"
 	"net"
 	"os"
@@ -142,6 +143,7 @@ func (d *directory) set(wallet string, mbs ...imapedge.Mailbox) {
 }
 
 type env struct {
+	log   *syncBuffer // the server's log, at debug level
 	addr  string
 	clk   *clock.Fake
 	key   *issuerKey
@@ -172,7 +174,9 @@ func start(t *testing.T, tune func(*imapedge.Config)) *env {
 			walletB: {{Address: addrB, Prefix: prefixB}},
 		}}}
 	e.auth = newVerifier(e.key, e.clk)
-	cfg := imapedge.Config{Store: store, Auth: e.auth, Directory: e.dir, Now: e.clk.Now}
+	e.log = &syncBuffer{}
+	cfg := imapedge.Config{Store: store, Auth: e.auth, Directory: e.dir, Now: e.clk.Now,
+		Log: slog.New(slog.NewTextHandler(e.log, &slog.HandlerOptions{Level: slog.LevelDebug}))}
 	if tune != nil {
 		tune(&cfg)
 	}
@@ -196,6 +200,15 @@ func start(t *testing.T, tune func(*imapedge.Config)) *env {
 	e.addr = ln.Addr().String()
 	return e
 }
+
+// syncBuffer is a log sink safe for concurrent writes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
+func (s *syncBuffer) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
 func (e *env) tokenA(t *testing.T) string { return e.key.token(t, edgeAud, walletA, e.clk.Now(), 300) }
 
@@ -298,6 +311,10 @@ func TestRefusedSignIns(t *testing.T) {
 		if _, err := e.signIn(t, tok); err == nil {
 			t.Errorf("%s: sign-in succeeded", name)
 		}
+		// The answer says what to do, never why the verifier refused.
+		if got := rawSignIn(t, e.addr, tok); !strings.HasPrefix(got, "a1 NO sign-in refused: present a valid") || strings.Contains(got, "oidc:") {
+			t.Errorf("%s: answer %q", name, got)
+		}
 	}
 	e.auth.mu.Lock()
 	e.auth.revoked[walletA] = true
@@ -324,6 +341,16 @@ func TestRefusedSignIns(t *testing.T) {
 	ch := make(chan *imap.MailboxInfo, 10)
 	if err := c.List("", "*", ch); err == nil {
 		t.Error("LIST without signing in succeeded")
+	}
+	// No token, whole or in part, reaches the log.
+	for name, tok := range cases {
+		sig := tok[strings.LastIndexByte(tok, '.')+1:]
+		if strings.Contains(e.log.String(), sig) {
+			t.Errorf("the %s token is in the server's log", name)
+		}
+	}
+	if strings.Contains(e.log.String(), e.tokenA(t)[:40]) {
+		t.Error("a token is in the server's log")
 	}
 }
 
