@@ -600,9 +600,17 @@ func TestPlainListenerOnlyOnLoopback(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = srv.Serve(context.Background(), publicAddr{ln})
-	if err == nil || !strings.Contains(err.Error(), "TLS") {
-		t.Fatalf("Serve on a public address without TLS: %v", err)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	res := make(chan error, 1)
+	go func() { res <- srv.Serve(ctx, publicAddr{ln}) }()
+	select {
+	case err := <-res:
+		if err == nil || !strings.Contains(err.Error(), "TLS") {
+			t.Fatalf("Serve on a public address without TLS: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Serve went on serving a public address without TLS")
 	}
 
 	cert := selfSigned(t)
