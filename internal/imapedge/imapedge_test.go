@@ -404,6 +404,12 @@ func TestNewMailAndStableUIDs(t *testing.T) {
 	if n := c.Mailbox().Messages; n != 2 {
 		t.Fatalf("after NOOP the client knows %d messages, want 2", n)
 	}
+	// UID SEARCH alone (a client polling for new mail) sees the next one.
+	put("1780000000000000010-000000cc.eml", "third")
+	e.clk.Advance(2 * time.Second)
+	if ids, err := c.UidSearch(&imap.SearchCriteria{Uid: uidFrom(3)}); err != nil || !slices.Equal(ids, []uint32{3}) {
+		t.Fatalf("UID SEARCH UID 3:* = %v, %v", ids, err)
+	}
 	put("1770000000000000000-000000bb.eml", "late")
 	e.clk.Advance(31 * time.Second)
 	if err := c.Noop(); err != nil {
@@ -414,12 +420,18 @@ func TestNewMailAndStableUIDs(t *testing.T) {
 	for _, m := range msgs {
 		got = append(got, fmt.Sprintf("%d:%s", m.Uid, m.Envelope.Subject))
 	}
-	if want := []string{"1:Your code", "2:second", "3:late"}; !slices.Equal(got, want) {
+	if want := []string{"1:Your code", "2:second", "3:third", "4:late"}; !slices.Equal(got, want) {
 		t.Fatalf("UIDs %v, want %v", got, want)
 	}
 	if st, err := c.Select(addrA, true); err != nil || st.UidValidity != validity {
 		t.Fatalf("UIDVALIDITY changed: %v", err)
 	}
+}
+
+func uidFrom(n uint32) *imap.SeqSet {
+	set := new(imap.SeqSet)
+	set.AddRange(n, 0)
+	return set
 }
 
 // TestFlagsAreKeptAndDeleteRefused: \Seen sticks across sessions of the same

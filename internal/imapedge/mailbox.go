@@ -533,8 +533,11 @@ func needsContent(c *imap.SearchCriteria) bool {
 	return false
 }
 
+// SearchMessages looks for new messages first (announcing them with EXISTS,
+// which may precede a SEARCH answer), so a client polling with UID SEARCH sees
+// new mail without a NOOP.
 func (m *mailbox) SearchMessages(uid bool, c *imap.SearchCriteria) ([]uint32, error) {
-	if err := m.authorized(); err != nil {
+	if err := m.Poll(); err != nil {
 		return nil, err
 	}
 	content := needsContent(c)
