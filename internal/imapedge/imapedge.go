@@ -68,6 +68,7 @@ type Config struct {
 	MaxConnsPerIP int           // open connections per remote address (default 16)
 	AuthTimeout   time.Duration // a connection must authenticate within this (default 30 s)
 	PreAuthBytes  int           // bytes a connection may send before it authenticates (default 64 KiB)
+	MaxInput      int           // bytes a signed-in client may send without an answer between (default 1 MiB)
 	IdleTimeout   time.Duration // an authenticated connection's silence allowed (default 30 min)
 	WriteTimeout  time.Duration // one write to a slow reader (default 2 min)
 	FailedAuths   int           // failed sign-ins per remote address per FailWindow (default 10)
@@ -96,6 +97,7 @@ func (c *Config) defaults() error {
 	def(&c.MaxConns, 256)
 	def(&c.MaxConnsPerIP, 16)
 	def(&c.PreAuthBytes, 64<<10)
+	def(&c.MaxInput, 1<<20)
 	def(&c.FailedAuths, 10)
 	def(&c.MaxReads, 8)
 	def(&c.MaxBoxes, 10000)
@@ -160,6 +162,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	srv := imapserver.New(&imapBackend{s: s})
 	srv.ErrorLog = logger{s.cfg.Log}
 	srv.AllowInsecureAuth = false // the library's own PLAIN/LOGIN stay off; AUTHENTICATE is ours
+	srv.MaxLiteralSize = 64 << 10 // no command this server takes needs more (APPEND is refused)
 	srv.Enable(&authExtension{s: s})
 	stop := context.AfterFunc(ctx, func() { srv.Close() })
 	defer stop()
@@ -245,7 +248,9 @@ func (s *Server) admit(c net.Conn) (net.Conn, bool) {
 }
 
 // conn bounds one connection: before authentication a fixed deadline and a
-// byte budget, after it an idle deadline per read, and a deadline per write.
+// byte budget, after it an idle deadline per read and at most MaxInput bytes
+// read between two writes (the library reads a command's atoms without a
+// limit), and a deadline per write.
 type conn struct {
 	net.Conn
 	s      *Server
@@ -254,7 +259,7 @@ type conn struct {
 
 	mu      sync.Mutex
 	authed  bool
-	budget  int
+	budget  int // bytes left: before authentication in all, after it until the next write
 	expiry  *time.Timer
 	closed  bool
 	release sync.Once
@@ -263,14 +268,12 @@ type conn struct {
 func (c *conn) Read(p []byte) (int, error) {
 	c.mu.Lock()
 	authed := c.authed
-	if !authed {
-		if c.budget <= 0 {
-			c.mu.Unlock()
-			return 0, errors.New("imapedge: too much input before authentication")
-		}
-		if len(p) > c.budget {
-			p = p[:c.budget]
-		}
+	if c.budget <= 0 {
+		c.mu.Unlock()
+		return 0, errors.New("imapedge: too much input without an answer")
+	}
+	if len(p) > c.budget {
+		p = p[:c.budget]
 	}
 	c.mu.Unlock()
 	if authed {
@@ -279,15 +282,18 @@ func (c *conn) Read(p []byte) (int, error) {
 		c.Conn.SetReadDeadline(c.authBy)
 	}
 	n, err := c.Conn.Read(p)
-	if !authed {
-		c.mu.Lock()
-		c.budget -= n
-		c.mu.Unlock()
-	}
+	c.mu.Lock()
+	c.budget -= n
+	c.mu.Unlock()
 	return n, err
 }
 
 func (c *conn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	if c.authed {
+		c.budget = c.s.cfg.MaxInput
+	}
+	c.mu.Unlock()
 	c.Conn.SetWriteDeadline(time.Now().Add(c.s.cfg.WriteTimeout))
 	return c.Conn.Write(p)
 }
@@ -318,6 +324,7 @@ func (c *conn) signedIn(expires time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.authed = true
+	c.budget = c.s.cfg.MaxInput
 	if !c.closed {
 		c.expiry = time.AfterFunc(expires.Sub(c.s.cfg.Now()), func() { c.Conn.Close() })
 	}

@@ -550,6 +550,7 @@ func TestAnonymousCostIsBounded(t *testing.T) {
 	e := start(t, func(c *imapedge.Config) {
 		c.AuthTimeout = 200 * time.Millisecond
 		c.PreAuthBytes = 4096
+		c.MaxInput = 64 << 10
 		c.MaxConnsPerIP = 2
 	})
 	closed := func(conn net.Conn) bool {
@@ -575,6 +576,23 @@ func TestAnonymousCostIsBounded(t *testing.T) {
 	if !closed(chatty) {
 		t.Fatal("a connection sending 1 MiB before signing in was not closed")
 	}
+	// Signed in, a client cannot send without bound either.
+	tok := e.tokenA(t)
+	signed, err := net.Dial("tcp", e.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := bufio.NewReader(signed)
+	r.ReadString('\n')
+	fmt.Fprintf(signed, "a1 AUTHENTICATE OAUTHBEARER %s\r\n", base64.StdEncoding.EncodeToString([]byte("n,,\x01auth=Bearer "+tok+"\x01\x01")))
+	if line, _ := r.ReadString('\n'); !strings.HasPrefix(line, "a1 OK") {
+		t.Fatalf("sign in: %q", line)
+	}
+	go signed.Write([]byte("a2 NOOP " + strings.Repeat("x", 8<<20) + "\r\n"))
+	if !closed(signed) {
+		t.Fatal("a signed-in connection sending an 8 MiB command was not closed")
+	}
+	signed.Close()
 	c1, c2 := dial(t, e.addr), dial(t, e.addr)
 	_, _ = c1, c2
 	third, err := net.Dial("tcp", e.addr)
