@@ -38,6 +38,13 @@ func TestMailAWSSetupSeaweedFS(t *testing.T) {
 		"--account", weedAccount, "--json")), &mail); err != nil {
 		t.Fatalf("mail aws-setup --json does not parse: %v", err)
 	}
+	text := h.akOK(o.home, "mail", "aws-setup", "--domain", domain, "--bucket", weedBucket, "--account", weedAccount)
+	for _, want := range []string{domain + ".\tMX\t10 inbound-smtp.us-east-1.amazonaws.com", "# " + federation.MailBucketFile,
+		"# " + federation.MailRuleFile(addr["alice"]), "create-receipt-rule --rule-set-name agentkeys --rule file://" + federation.MailRuleFile(addr["bob"])} {
+		if !strings.Contains(text, want) {
+			t.Fatalf("mail aws-setup prints no %q:\n%s", want, text)
+		}
+	}
 	prefix := map[string]string{"alice": A.wallet + "/" + addr["alice"] + "/", "bob": B.wallet + "/" + addr["bob"] + "/"}
 	if len(mail.ReceiptRules) != 2 {
 		t.Fatalf("%d receipt rules, want one per inbox", len(mail.ReceiptRules))
