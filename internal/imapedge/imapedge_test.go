@@ -727,3 +727,49 @@ m.logout()
 		t.Fatalf("imaplib fetched %q, want %q", out, rawA)
 	}
 }
+
+// TestDroppedTableGetsNewUIDValidity: with room for one mailbox table, another
+// agent's mailbox replaces an idle one, which comes back with a greater
+// UIDVALIDITY (its UIDs may differ), and a table in use is never dropped.
+func TestDroppedTableGetsNewUIDValidity(t *testing.T) {
+	e := start(t, func(c *imapedge.Config) { c.MaxBoxes = 1 })
+	signIn := func(wallet string) *client.Client {
+		c := dial(t, e.addr)
+		if err := c.Authenticate(sasl.NewOAuthBearerClient(&sasl.OAuthBearerOptions{Token: e.key.token(t, edgeAud, wallet, e.clk.Now(), 300)})); err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	a := signIn(walletA)
+	st, err := a.Select(addrA, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := st.UidValidity
+	b := signIn(walletB)
+	if _, err := b.Select(addrB, true); err == nil {
+		t.Fatal("a table in use was dropped for another")
+	}
+	a.Logout()
+	var berr error
+	for range 100 { // the server releases A's table once it has closed A's connection
+		if _, berr = b.Select(addrB, true); berr == nil {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if berr != nil {
+		t.Fatalf("B's SELECT after A left: %v", berr)
+	}
+	b.Logout()
+	a2 := signIn(walletA)
+	for range 100 {
+		if st, err = a2.Select(addrA, true); err == nil {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err != nil || st.UidValidity <= first {
+		t.Fatalf("UIDVALIDITY %d after the table was dropped (was %d): %v", st.UidValidity, first, err)
+	}
+}
