@@ -60,14 +60,18 @@ func (cmd *authenticate) Handle(c imapserver.Conn) error {
 	now := s.cfg.Now()
 	s.mu.Lock()
 	blocked := s.fails.blocked(w.ip, now, s.cfg.FailedAuths, s.cfg.FailWindow)
+	busy := s.fails.blocked(allKey, now, s.cfg.FailedInAll, s.cfg.FailWindow)
 	s.mu.Unlock()
-	if blocked {
-		w.Close()
+	if blocked || busy { // answered without asking the authenticator
+		if busy {
+			return errors.New("too many failed sign-ins at this server; try again in a few minutes")
+		}
 		return errors.New("too many failed sign-ins from your address; wait and sign in with a fresh token")
 	}
 	if cmd.Mechanism != sasl.OAuthBearer {
 		s.mu.Lock()
 		s.fails.add(w.ip, now, s.cfg.FailWindow)
+		s.fails.add(allKey, now, s.cfg.FailWindow)
 		s.mu.Unlock()
 		return errors.New("only AUTHENTICATE OAUTHBEARER is offered: sign in with an identity token for this edge (agentkeys daemon oidc-token)")
 	}
@@ -87,6 +91,7 @@ func (cmd *authenticate) Handle(c imapserver.Conn) error {
 	if err != nil || !ok {
 		s.mu.Lock()
 		kept := s.fails.add(w.ip, s.cfg.Now(), s.cfg.FailWindow)
+		s.fails.add(allKey, s.cfg.Now(), s.cfg.FailWindow)
 		s.mu.Unlock()
 		if !kept {
 			w.Close()

@@ -72,6 +72,7 @@ type Config struct {
 	IdleTimeout   time.Duration // an authenticated connection's silence allowed (default 30 min)
 	WriteTimeout  time.Duration // one write to a slow reader (default 2 min)
 	FailedAuths   int           // failed sign-ins per remote address per FailWindow (default 10)
+	FailedInAll   int           // failed sign-ins from all addresses per FailWindow (default 1,000)
 	FailWindow    time.Duration // default 10 min
 	MaxReads      int           // objects read from the store at once, in all (default 8)
 	MaxBoxes      int           // mailboxes whose UID table is kept in memory (default 10,000)
@@ -99,6 +100,7 @@ func (c *Config) defaults() error {
 	def(&c.PreAuthBytes, 64<<10)
 	def(&c.MaxInput, 1<<20)
 	def(&c.FailedAuths, 10)
+	def(&c.FailedInAll, 1000)
 	def(&c.MaxReads, 8)
 	def(&c.MaxBoxes, 10000)
 	defD(&c.AuthTimeout, 30*time.Second)
@@ -338,11 +340,14 @@ func (s *Server) connOf(local, remote net.Addr) *conn {
 }
 
 // failures counts failed sign-ins per address in fixed windows, for at most
-// max addresses (a full table is pruned of old windows, then refuses).
+// max addresses (a full table is pruned of old windows, then refuses); the
+// key allKey counts them from every address.
 type failures struct {
 	max  int
 	byIP map[string]*failCount
 }
+
+const allKey = "*"
 
 type failCount struct {
 	n     int
@@ -365,7 +370,7 @@ func (f *failures) add(ip string, now time.Time, window time.Duration) bool {
 		fc.n++
 		return true
 	}
-	if fc == nil && len(f.byIP) >= f.max {
+	if fc == nil && len(f.byIP) >= f.max && ip != allKey {
 		for k, v := range f.byIP {
 			if now.Sub(v.start) >= window {
 				delete(f.byIP, k)

@@ -773,3 +773,26 @@ func TestDroppedTableGetsNewUIDValidity(t *testing.T) {
 		t.Fatalf("UIDVALIDITY %d after the table was dropped (was %d): %v", st.UidValidity, first, err)
 	}
 }
+
+// TestFailedSignInsInAllAreBounded: failures from every address together are
+// bounded too (many addresses cannot make the server verify without end).
+func TestFailedSignInsInAllAreBounded(t *testing.T) {
+	e := start(t, func(c *imapedge.Config) { c.FailedAuths = 100; c.FailedInAll = 2 })
+	bad := e.key.token(t, "another-audience", walletA, e.clk.Now(), 300)
+	for i := 0; i < 2; i++ {
+		if got := rawSignIn(t, e.addr, bad); !strings.HasPrefix(got, "a1 NO") {
+			t.Fatalf("a bad token: %q", got)
+		}
+	}
+	calls := e.auth.calls.Load()
+	if got := rawSignIn(t, e.addr, e.tokenA(t)); !strings.Contains(got, "too many failed sign-ins at this server") {
+		t.Fatalf("after the limit in all: %q", got)
+	}
+	if e.auth.calls.Load() != calls {
+		t.Fatal("the authenticator was asked after the limit in all")
+	}
+	e.clk.Advance(11 * time.Minute)
+	if got := rawSignIn(t, e.addr, e.key.token(t, edgeAud, walletA, e.clk.Now(), 300)); !strings.HasPrefix(got, "a1 OK") {
+		t.Fatalf("after the window: %q", got)
+	}
+}
