@@ -10,8 +10,8 @@
 // FETCH or SEARCH asks (headers for ENVELOPE, the MIME tree for BODYSTRUCTURE
 // and body sections). Flags live in the server's memory (see UIDVALIDITY on
 // Server). Anonymous callers get a bounded cost: a connection limit (in all
-// and per address), a deadline and a byte budget before authentication, and a
-// limit on failed authentications per address.
+// and per address), a deadline and a byte budget before authentication, and
+// limits on failed authentications per address and in all.
 package imapedge
 
 import (
