@@ -347,11 +347,12 @@ agent's next request.`,
 
 func mailCmd(e *env) *cobra.Command {
 	cmd := &cobra.Command{
-		Use:     "mail",
-		Short:   "Agent mail setup: the DNS records of a mail domain",
-		Example: "  agentkeys mail dns --domain agents.example.com",
+		Use:   "mail",
+		Short: "Agent mail setup: the DNS records of a mail domain, the AWS (SES) setup",
+		Example: "  agentkeys mail dns --domain agents.example.com\n" +
+			"  agentkeys mail aws-setup --domain agents.example.com --bucket agent-mail --account 123456789012",
 	}
-	cmd.AddCommand(mailDNSCmd(e))
+	cmd.AddCommand(mailDNSCmd(e), mailAWSSetupCmd(e))
 	return cmd
 }
 

@@ -75,11 +75,7 @@ func GenerateAWS(in AWSInput) (*AWS, error) {
 		Principal: map[string]any{"Federated": out.ProviderARN},
 		Action:    []string{"sts:AssumeRoleWithWebIdentity", "sts:TagSession"}, Condition: cond}}}
 	out.RolePolicy = Policy{Version: "2012-10-17", Statement: StorageStatements(in.Bucket)}
-	bs := StorageStatements(in.Bucket)
-	for i := range bs {
-		bs[i].Principal = map[string]any{"AWS": out.RoleARN}
-	}
-	out.BucketPolicy = Policy{Version: "2012-10-17", Statement: bs}
+	out.BucketPolicy = Policy{Version: "2012-10-17", Statement: RoleBucketStatements(in.Bucket, out.RoleARN)}
 	out.Commands = []string{
 		fmt.Sprintf("aws iam create-open-id-connect-provider --url %s --client-id-list %s", in.Issuer, in.Audience),
 		fmt.Sprintf("aws iam create-role --role-name %s --assume-role-policy-document file://%s --max-session-duration 3600", in.RoleName, filepath.Join(in.FileDir, AWSTrustFile)),

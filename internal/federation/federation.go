@@ -95,5 +95,15 @@ func StorageStatements(bucket string) []Statement {
 	}
 }
 
+// RoleBucketStatements are StorageStatements as a bucket policy states them:
+// each naming the agents' role as its principal.
+func RoleBucketStatements(bucket, roleARN string) []Statement {
+	bs := StorageStatements(bucket)
+	for i := range bs {
+		bs[i].Principal = map[string]any{"AWS": roleARN}
+	}
+	return bs
+}
+
 // DenyOtherSid names the statement that denies every action not granted.
 const DenyOtherSid = "AgentKeysDenyOtherActions"
