@@ -33,6 +33,7 @@
 //	issuer/..., oidc/...     NIST P-256: SignES256 (JWS ES256)
 //	wallet/eth/<omni>/v<n>   secp256k1 account wallet: SignWallet, WalletAddress (EIP-191 / EIP-55)
 //	pair/...                 symmetric root of private ledger fields: SealPrivate, OpenPrivate
+//	keybox/...               symmetric root of keys the enclave generates and keeps sealed on the ledger: NewRSAKey, RSAPublic, SignRSA
 //
 // Anything else is ErrUnknownPath. Derived keys are cached in memory (by path)
 // and zeroed by Close.
