@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"regexp"
 	netmail "net/mail"
 	"strings"
 	"time"
@@ -82,31 +83,40 @@ func badSend(format string, args ...any) error {
 }
 
 // checkSend checks r as far as the daemon can alone, and returns the
-// recipients' bare addresses.
+// recipients.
 func checkSend(r *SendRequest) ([]string, error) {
 	if len(r.To) == 0 || len(r.To) > MaxRecipients {
 		return nil, badSend("to names %d recipients, it must name 1 to %d", len(r.To), MaxRecipients)
 	}
-	to := make([]string, len(r.To))
 	for i, s := range r.To {
-		a, err := netmail.ParseAddress(s)
-		if err != nil || len(a.Address) > 254 || strings.ContainsAny(a.Address, "\r\n<>") {
-			return nil, badSend("recipient %d is not an email address", i+1)
-		}
-		to[i] = a.Address
-	}
-	if r.From != "" {
-		if a, err := netmail.ParseAddress(r.From); err != nil || a.Name != "" || len(a.Address) > 254 {
-			return nil, badSend("from must be a bare address, e.g. a1b2c3d4e5f6@agents.example.com")
+		if !bareAddress(s) {
+			return nil, badSend("recipient %d is not a bare email address such as someone@example.com", i+1)
 		}
 	}
-	if len(r.Subject) > MaxSubject || strings.ContainsAny(r.Subject, "\r\n") {
-		return nil, badSend("the subject must be one line of at most %d bytes", MaxSubject)
+	if r.From != "" && !bareAddress(r.From) {
+		return nil, badSend("from must be a bare address, e.g. a1b2c3d4e5f6@agents.example.com")
 	}
-	if len(r.Text) > MaxMailText || len(r.HTML) > MaxMailText {
-		return nil, badSend("text and html are at most %d bytes each", MaxMailText)
+	if r.Subject == "" || len(r.Subject) > MaxSubject || strings.ContainsAny(r.Subject, "\r\n") {
+		return nil, badSend("the subject must be one line of 1 to %d bytes", MaxSubject)
 	}
-	return to, nil
+	if r.Text == "" || len(r.Text) > MaxMailText || len(r.HTML) > MaxMailText {
+		return nil, badSend("text is required, and text and html are at most %d bytes each", MaxMailText)
+	}
+	return r.To, nil
+}
+
+// addressPattern is what email_send takes as an address (the schema says it;
+// bareAddress checks it and that it parses as one mailbox).
+const addressPattern = `^[^@\s<>,;:"()\[\]\\]+@[^@\s<>,;:"()\[\]\\]+$`
+
+var addressRE = regexp.MustCompile(addressPattern)
+
+func bareAddress(s string) bool {
+	if len(s) < 3 || len(s) > 254 || !addressRE.MatchString(s) {
+		return false
+	}
+	a, err := netmail.ParseAddress(s)
+	return err == nil && a.Name == "" && a.Address == s
 }
 
 // SendMail builds, signs and submits one message from one of the agent's
@@ -169,11 +179,7 @@ func BuildMessage(now time.Time, from string, to []string, subject, text, html, 
 	h.SetAddressList("From", []*mail.Address{{Address: from}})
 	var rcpts []*mail.Address
 	for _, t := range to {
-		a, err := netmail.ParseAddress(t)
-		if err != nil {
-			return nil, badSend("a recipient is not an email address")
-		}
-		rcpts = append(rcpts, &mail.Address{Name: a.Name, Address: a.Address})
+		rcpts = append(rcpts, &mail.Address{Address: t})
 	}
 	h.SetAddressList("To", rcpts)
 	h.SetSubject(subject)
@@ -359,6 +365,11 @@ func loopback(host string) bool {
 // is DENIED, anything else UNREACHABLE, with the server's reply (bounded).
 func smtpProblem(addr string, err error) error {
 	var se *smtp.SMTPError
+	var oe *sasl.OAuthBearerError
+	if errors.As(err, &oe) {
+		return problem.Newf(CodeDenied, "the edge's audience must match --mail-audience, and the agent must hold send on the From inbox (agentkeys inbox list)",
+			"the mail edge refused this agent's identity token (%s)", oe.Status)
+	}
 	if !errors.As(err, &se) {
 		return problem.Newf(CodeUnreachable, "retry; check that the mail edge runs", "the submission to %s failed: %v", addr, err)
 	}

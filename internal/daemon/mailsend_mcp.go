@@ -21,13 +21,13 @@ func addMailSendTool(s *mcp.Server, src Backend, log *slog.Logger) {
 			"The daemon builds the message, has AgentKeys DKIM-sign it (Ed25519 and RSA; the body never leaves the daemon) " +
 			"and submits it to the mail edge. Every send is audited. Errors start with a stable code: BAD_REQUEST, DENIED, REVOKED or UNREACHABLE."},
 		schemaFor[SendRequest](func(p map[string]*jsonschema.Schema) {
-			str(p["from"], 3, 254, "")
+			str(p["from"], 3, 254, addressPattern)
 			lo, hi := 1, MaxRecipients
 			p["to"].Type, p["to"].Types = "array", nil
 			p["to"].MinItems, p["to"].MaxItems = &lo, &hi
-			str(p["to"].Items, 3, 254, "")
-			str(p["subject"], 0, MaxSubject, `^[^\r\n]*$`)
-			str(p["text"], 0, MaxMailText, "")
+			str(p["to"].Items, 3, 254, addressPattern)
+			str(p["subject"], 1, MaxSubject, `^[^\r\n]+$`)
+			str(p["text"], 1, MaxMailText, "")
 			str(p["html"], 0, MaxMailText, "")
 		}),
 		func(in *SendRequest) error {
