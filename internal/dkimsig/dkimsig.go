@@ -28,9 +28,9 @@ const (
 )
 
 // RelaxedHeader canonicalises one header field, given as "Name: value" without
-// its final CRLF and possibly folded, by the relaxed algorithm (RFC 6376
-// §3.4.2): the name lowercased, the value unfolded, runs of whitespace made one
-// space, whitespace around the colon and at the end removed.
+// its final CRLF and possibly folded, by the relaxed algorithm
+// (RFC 6376 §3.4.2): the name lowercased, the value unfolded, runs of
+// whitespace made one space, whitespace around the colon and at the end removed.
 func RelaxedHeader(field string) string {
 	name, value, _ := strings.Cut(field, ":")
 	value = strings.NewReplacer("\r\n", "", "\r", "", "\n", "").Replace(value)
