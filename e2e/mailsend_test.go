@@ -334,3 +334,35 @@ func TestMailSend(t *testing.T) {
 	}
 	h.auditOK(a.home, "--server", s.url)
 }
+
+// TestMailSignRate: each signing is a ledger entry, so an agent signs at most
+// --mint-rate messages per window; the next is RATE_LIMITED and writes nothing.
+func TestMailSignRate(t *testing.T) {
+	h := newHarness(t)
+	s := h.start(serverOpts{home: t.TempDir(), args: []string{"--mint-rate", "3/1h"}})
+	a := h.akNewOwner(s)
+	dh := h.pairAgent(s, a, "bot", "openai")
+	h.akOK(a.home, "domain", "add", "agents.example.com")
+	var in struct{ Address string }
+	json.Unmarshal([]byte(h.akOK(a.home, "inbox", "create", "--agent", "bot", "--json")), &in)
+	r := apiv1.DKIMSignRequest{Headers: "from:" + in.Address + "\r\n", BodyHash: dkimsig.BodyHash(nil)}
+	for i := range 3 {
+		if _, c := dkimSignAs(t, s, dh, r); c != "" {
+			t.Fatalf("signing %d: %s", i+1, c)
+		}
+	}
+	if _, c := dkimSignAs(t, s, dh, r); c != "RATE_LIMITED" {
+		t.Fatalf("the 4th signing in the window: %q", c)
+	}
+	var usage struct{ Usage []struct{ Action string } }
+	json.Unmarshal([]byte(h.akOK(a.home, "usage", "--service", "mail", "--json")), &usage)
+	var signs int
+	for _, u := range usage.Usage {
+		if u.Action == "mail.dkim.sign" {
+			signs++
+		}
+	}
+	if signs != 3 {
+		t.Fatalf("%d signings on the trail, want 3", signs)
+	}
+}

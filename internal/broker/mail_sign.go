@@ -58,7 +58,7 @@ func (b *Broker) dkimRSA(ctx context.Context, lg *ledger.Ledger, domain string) 
 // DKIM-Signature values, Ed25519 (RFC 8463) and RSA-SHA256, over the same
 // block and body hash. Every signing, and every refusal for want of send, is
 // an entry signed by the agent's wallet; no signature is released before its
-// entry is durable.
+// entry is durable. Signings are limited per agent (MintLimit per MintWindow).
 func (b *Broker) DKIMSign(ctx context.Context, c *Caller, r apiv1.DKIMSignRequest) (*apiv1.DKIMSignResult, error) {
 	lg, err := b.Ledger()
 	if err != nil {
@@ -67,6 +67,11 @@ func (b *Broker) DKIMSign(ctx context.Context, c *Caller, r apiv1.DKIMSignReques
 	if c.Agent == nil {
 		return nil, problem.New(problem.Denied, "only an agent signs mail, from an inbox it holds send on",
 			"send from the agent: its daemon's email_send tool")
+	}
+	// Each signing is a ledger entry: an agent signs at most MintLimit
+	// messages per MintWindow (each submission mints a token besides).
+	if err := b.limit(b.signs, c.Omni(), "this agent may sign %d messages per %s", func(p error) error { return p }); err != nil {
+		return nil, err
 	}
 	block, err := dkimsig.ParseBlock(r.Headers)
 	if err != nil {
