@@ -67,7 +67,7 @@ func (b *Broker) AddDomain(ctx context.Context, c *Caller, name string) (*mail.D
 	if _, ok, err := mail.GetDKIMRSA(lg.State(ctx), name); err != nil {
 		return nil, err
 	} else if !ok {
-		req, err := b.newDKIMRSA(name)
+		req, err := b.newDKIMRSA(c.Omni(), name)
 		if err != nil {
 			return nil, err
 		}
@@ -273,7 +273,7 @@ func (b *Broker) DKIMKeys(ctx context.Context, c *Caller, name string) ([]apiv1.
 	if err != nil {
 		return nil, err
 	}
-	rk, err := b.dkimRSA(ctx, lg, name)
+	rk, err := b.dkimRSA(ctx, lg, c.Omni(), name)
 	if err != nil {
 		return nil, err
 	}

@@ -21,24 +21,24 @@ import (
 // on the ledger, mail.dkim.rsa). The body never reaches the broker.
 
 // newDKIMRSA has the enclave generate domain's RSA key and returns the
-// enclave-origin entry that records it.
-func (b *Broker) newDKIMRSA(domain string) (ledger.Req, error) {
+// enclave-origin entry that records it, in owner's trail.
+func (b *Broker) newDKIMRSA(owner, domain string) (ledger.Req, error) {
 	box, pub, err := b.enc.NewRSAKey(mail.RSABoxPath, mail.RSAContext(domain))
 	if err != nil {
 		return ledger.Req{}, err
 	}
-	return ledger.Req{Origin: ledger.OriginEnclave, Kind: mail.KindDKIMRSA, Payload: mail.DKIMRSA{Domain: domain, Selector: mail.SelectorRSA,
+	return ledger.Req{Origin: ledger.OriginEnclave, Kind: mail.KindDKIMRSA, Payload: mail.DKIMRSA{Owner: owner, Domain: domain, Selector: mail.SelectorRSA,
 		Public: base64.StdEncoding.EncodeToString(pub), Box: base64.StdEncoding.EncodeToString(box)}}, nil
 }
 
 // dkimRSA is domain's RSA key record. Domains get theirs with domain add; one
 // added before keys were made there gets it here, on first use (two racing
 // first uses: the fold keeps the first, the other reads it).
-func (b *Broker) dkimRSA(ctx context.Context, lg *ledger.Ledger, domain string) (*mail.DKIMRSA, error) {
+func (b *Broker) dkimRSA(ctx context.Context, lg *ledger.Ledger, owner, domain string) (*mail.DKIMRSA, error) {
 	if k, ok, err := mail.GetDKIMRSA(lg.State(ctx), domain); err != nil || ok {
 		return k, err
 	}
-	req, err := b.newDKIMRSA(domain)
+	req, err := b.newDKIMRSA(owner, domain)
 	if err != nil {
 		return nil, err
 	}
@@ -104,7 +104,7 @@ func (b *Broker) DKIMSign(ctx context.Context, c *Caller, r apiv1.DKIMSignReques
 	if err != nil {
 		return nil, err
 	}
-	rsaKey, err := b.dkimRSA(ctx, lg, in.Domain)
+	rsaKey, err := b.dkimRSA(ctx, lg, in.Owner, in.Domain)
 	if err != nil {
 		return nil, err
 	}

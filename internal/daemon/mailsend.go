@@ -17,8 +17,8 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"regexp"
 	netmail "net/mail"
+	"regexp"
 	"strings"
 	"time"
 

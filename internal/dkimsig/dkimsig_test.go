@@ -100,8 +100,8 @@ func TestSplitSigning(t *testing.T) {
 		}
 	}
 	for name, tampered := range map[string][]byte{
-		"body":        bytes.Replace(msg, []byte("Hello"), []byte("Jello"), 1),
-		"subject":     bytes.Replace(msg, []byte("subject  "), []byte("subjekt  "), 1),
+		"body":    bytes.Replace(msg, []byte("Hello"), []byte("Jello"), 1),
+		"subject": bytes.Replace(msg, []byte("subject  "), []byte("subjekt  "), 1),
 		// Above the signed one, where a verifier that picks the bottom-most
 		// instance would not look without the extra "from" in h=.
 		"second From": append([]byte("From: ceo@example.com\r\n"), msg...),

@@ -19,10 +19,11 @@ import (
 // seed-derived key (RSABoxPath, context RSAContext), opened only inside the
 // enclave to sign. Seed and ledger recover it, like every other key.
 const (
-	// KindDKIMRSA records a domain's RSA key: enclave-origin and public (its
-	// payload is the public key and the sealed box, ciphertext). One per domain
-	// name, ever: the domain added again (by anyone) signs with the same key,
-	// as with the derived Ed25519 key.
+	// KindDKIMRSA records a domain's RSA key: enclave-origin, private to the
+	// owner that first added the domain (its payload is the public key and the
+	// sealed box, ciphertext; anonymous readers do not learn the domain). One
+	// per domain name, ever: the domain added again (by anyone) signs with the
+	// same key, as with the derived Ed25519 key.
 	KindDKIMRSA = "mail.dkim.rsa"
 	// KindSigned and KindSignDenied audit the broker's DKIM signatures for an
 	// agent's mail, and the refusals: signed by the agent's wallet, in its
@@ -43,6 +44,7 @@ func RSAContext(domain string) string { return "mail.dkim.rsa|" + domain + "|" +
 
 // DKIMRSA is the payload of mail.dkim.rsa and its state record.
 type DKIMRSA struct {
+	Owner    string `json:"owner"` // the account the domain was the first time: whose trail the entry is in
 	Domain   string `json:"domain"`
 	Selector string `json:"selector"`
 	Public   string `json:"public"` // base64 PKIX DER: the p= of the DNS record
@@ -86,8 +88,8 @@ func foldDKIMRSA(st ledger.State, e *ledger.Entry) error {
 	if err := ledger.DecodeStrict(e.Payload, &k); err != nil {
 		return err
 	}
-	if !ValidDomain(k.Domain) || k.Selector != SelectorRSA {
-		return badInput("a DKIM RSA key names a domain and selector %q", SelectorRSA)
+	if !ValidDomain(k.Domain) || k.Selector != SelectorRSA || !ledger.ValidOmni(k.Owner) {
+		return badInput("a DKIM RSA key names its owner, a domain and selector %q", SelectorRSA)
 	}
 	if pk, err := k.RSAPublicKey(); err != nil || pk.N.BitLen() < 2048 {
 		return badInput("the DKIM RSA public key must be an RSA key of at least 2048 bits (PKIX DER, base64)")

@@ -24,7 +24,7 @@ func TestDKIMRSAKey(t *testing.T) {
 	der, _ := x509.MarshalPKIXPublicKey(&k.PublicKey)
 	small, _ := rsa.GenerateKey(rand.Reader, 1024)
 	smallDER, _ := x509.MarshalPKIXPublicKey(&small.PublicKey)
-	rec := DKIMRSA{Domain: "mail.example.com", Selector: SelectorRSA, Public: base64.StdEncoding.EncodeToString(der), Box: base64.StdEncoding.EncodeToString([]byte("sealed"))}
+	rec := DKIMRSA{Owner: ownerA, Domain: "mail.example.com", Selector: SelectorRSA, Public: base64.StdEncoding.EncodeToString(der), Box: base64.StdEncoding.EncodeToString([]byte("sealed"))}
 	fold := Module.Kinds[KindDKIMRSA].Fold
 	apply := func(r DKIMRSA) error {
 		return fold(w.st, &ledger.Entry{Kind: KindDKIMRSA, Origin: ledger.OriginEnclave, Payload: mustJSON(t, r)})
@@ -32,6 +32,7 @@ func TestDKIMRSAKey(t *testing.T) {
 	for name, bad := range map[string]func(*DKIMRSA){
 		"domain":   func(r *DKIMRSA) { r.Domain = "not a domain" },
 		"selector": func(r *DKIMRSA) { r.Selector = Selector },
+		"owner":    func(r *DKIMRSA) { r.Owner = "" },
 		"public":   func(r *DKIMRSA) { r.Public = "AAAA" },
 		"1024 bit": func(r *DKIMRSA) { r.Public = base64.StdEncoding.EncodeToString(smallDER) },
 		"no box":   func(r *DKIMRSA) { r.Box = "" },
@@ -56,8 +57,10 @@ func TestDKIMRSAKey(t *testing.T) {
 	if err := apply(rec); !isCode(err, problem.Conflict) {
 		t.Fatalf("a second key for the domain: %v", err)
 	}
-	if !Module.Kinds[KindDKIMRSA].Public || Module.Kinds[KindDKIMRSA].Origins != ledger.FromEnclave {
-		t.Fatal("mail.dkim.rsa must be the enclave's and public")
+	kind := Module.Kinds[KindDKIMRSA]
+	e := &ledger.Entry{Kind: KindDKIMRSA, Origin: ledger.OriginEnclave, Payload: mustJSON(t, rec)}
+	if owner, _, ok := kind.Owner(e); kind.Public || kind.Origins != ledger.FromEnclave || !ok || owner != ownerA {
+		t.Fatal("mail.dkim.rsa must be the enclave's, private to the domain's first owner")
 	}
 }
 

@@ -103,10 +103,10 @@ type Grant struct {
 	Rights  []string `json:"rights"`
 }
 
-// Module declares the kinds of agent email (package modules lists it). The
-// owner's changes and the agents' signings are private, each with a row in the
-// owner's usage trail; a domain's DKIM RSA key (dkim.go) is the enclave's and
-// public.
+// Module declares the kinds of agent email (package modules lists it). All
+// are private to the owner their payload names: the owner's changes and the
+// agents' signings each with a row in its usage trail; a domain's DKIM RSA
+// key (dkim.go), the enclave's, with none.
 var Module = ledger.Module{
 	Name: "mail",
 	Kinds: map[string]ledger.Kind{
@@ -116,7 +116,7 @@ var Module = ledger.Module{
 		KindInboxDeleted:  {Origins: ledger.FromAccount, Fold: foldInboxDeleted, Owner: ledger.OwnerMember, Usage: usageInbox},
 		KindGranted:       {Origins: ledger.FromAccount, Fold: foldGranted, Owner: ledger.OwnerMember, Usage: usageGrant},
 		KindRevoked:       {Origins: ledger.FromAccount, Fold: foldRevoked, Owner: ledger.OwnerMember, Usage: usageGrant},
-		KindDKIMRSA:       {Origins: ledger.FromEnclave, Public: true, Fold: foldDKIMRSA},
+		KindDKIMRSA:       {Origins: ledger.FromEnclave, Fold: foldDKIMRSA, Owner: ledger.OwnerMember},
 		KindSigned:        {Origins: ledger.FromAccount, Fold: foldSigning, Owner: ledger.OwnerMember, Usage: usageSigning},
 		KindSignDenied:    {Origins: ledger.FromAccount, Fold: foldSigning, Owner: ledger.OwnerMember, Usage: usageSigning},
 	},
