@@ -14,6 +14,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 
 	gooidc "github.com/coreos/go-oidc/v3/oidc"
@@ -269,6 +270,23 @@ func TestMailSend(t *testing.T) {
 			t.Fatalf("a tampered message still verifies: %+v", v)
 		}
 	}
+	// The same through the MCP tool of `daemon mcp`.
+	cs, mcpLog := h.mcpSession(dhBot, "--mail-submission", sub.addr, "--mail-domain", domain)
+	text, isErr := mcpCall(t, cs, "email_send", map[string]any{"to": []any{"someone@example.net"}, "subject": "via MCP", "text": "hello"})
+	if isErr || !strings.Contains(text, `"from":"`+bot.Address+`"`) {
+		t.Fatalf("email_send: error=%v %s\n%s", isErr, text, mcpLog.String())
+	}
+	if got = sub.messages(); len(got) != 2 {
+		t.Fatalf("the submission server got %d messages", len(got))
+	}
+	if vs := dkimResults(t, got[1].raw, txt); len(vs) != 2 || vs[0].Err != nil || vs[1].Err != nil {
+		t.Fatalf("email_send's message: %+v", vs)
+	}
+	text, isErr = mcpCall(t, cs, "email_send", map[string]any{"from": helper.Address, "to": []any{"someone@example.net"}, "subject": "s", "text": "t"})
+	if !isErr || !strings.HasPrefix(text, "DENIED:") {
+		t.Fatalf("email_send from helper's inbox: error=%v %s", isErr, text)
+	}
+
 	// The signing is on the owner's trail; the body is nowhere in the ledger.
 	usage := h.akOK(a.home, "usage", "--service", "mail", "--json")
 	if !strings.Contains(usage, `"action":"mail.dkim.sign"`) || !strings.Contains(usage, bot.Address) {
@@ -325,8 +343,8 @@ func TestMailSend(t *testing.T) {
 	if e, _ := res["error"].(map[string]any); code != http.StatusBadRequest || e["code"] != "BAD_REQUEST" {
 		t.Errorf("send to nobody: %d %v", code, res)
 	}
-	if n := len(sub.messages()); n != 1 {
-		t.Errorf("the submission server got %d messages, want the one", n)
+	if n := len(sub.messages()); n != 2 {
+		t.Errorf("the submission server got %d messages, want the two sent", n)
 	}
 	// Refusals are on the trail too, and the chain verifies.
 	if usage := h.akOK(a.home, "usage", "--service", "mail", "--json"); !strings.Contains(usage, `"result":"denied"`) {
@@ -335,14 +353,17 @@ func TestMailSend(t *testing.T) {
 	h.auditOK(a.home, "--server", s.url)
 }
 
-// TestMailSignRate: each signing is a ledger entry, so an agent signs at most
-// --mint-rate messages per window; the next is RATE_LIMITED and writes nothing.
-func TestMailSignRate(t *testing.T) {
+// TestMailSignRateAndRestart: each signing is a ledger entry, so an agent
+// signs at most --mint-rate messages per window; the next is RATE_LIMITED and
+// writes nothing. The RSA key lives on the ledger only: after a restart the
+// same key is published and signs (seed + ledger recover it).
+func TestMailSignRateAndRestart(t *testing.T) {
 	h := newHarness(t)
 	s := h.start(serverOpts{home: t.TempDir(), args: []string{"--mint-rate", "3/1h"}})
 	a := h.akNewOwner(s)
 	dh := h.pairAgent(s, a, "bot", "openai")
-	h.akOK(a.home, "domain", "add", "agents.example.com")
+	const domain = "agents.example.com"
+	h.akOK(a.home, "domain", "add", domain)
 	var in struct{ Address string }
 	json.Unmarshal([]byte(h.akOK(a.home, "inbox", "create", "--agent", "bot", "--json")), &in)
 	r := apiv1.DKIMSignRequest{Headers: "from:" + in.Address + "\r\n", BodyHash: dkimsig.BodyHash(nil)}
@@ -364,5 +385,27 @@ func TestMailSignRate(t *testing.T) {
 	}
 	if signs != 3 {
 		t.Fatalf("%d signings on the trail, want 3", signs)
+	}
+
+	zone := h.akOK(a.home, "mail", "dns", "--domain", domain)
+	if code := s.stop(syscall.SIGTERM); code != 0 {
+		t.Fatalf("server exit %d", code)
+	}
+	s = h.start(serverOpts{home: s.opts.home, args: []string{"--listen", s.addr}})
+	if again := h.akOK(a.home, "mail", "dns", "--domain", domain); again != zone {
+		t.Fatalf("the zone changed across a restart:\n%s\n%s", zone, again)
+	}
+	res, c := dkimSignAs(t, s, dh, r)
+	if c != "" {
+		t.Fatalf("signing after the restart: %s", c)
+	}
+	var msg bytes.Buffer
+	for _, sig := range res.Signatures {
+		msg.WriteString("DKIM-Signature: " + sig.Header + "\r\n")
+	}
+	msg.WriteString("From: " + in.Address + "\r\n\r\n")
+	vs := dkimResults(t, msg.Bytes(), zoneTXT(t, zone, domain))
+	if len(vs) != 2 || vs[0].Err != nil || vs[1].Err != nil {
+		t.Fatalf("signatures after the restart against the zone printed before: %+v", vs)
 	}
 }
