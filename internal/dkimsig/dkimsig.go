@@ -176,12 +176,22 @@ func Unsigned(p Params, b *Block) string {
 	line := len("DKIM-Signature: ")
 	for _, t := range tags {
 		t += ";"
-		if line+len(t)+1 > 78 && line > 0 {
+		if line+len(t)+1 > 78 {
 			s.WriteString("\r\n ")
 			line = 1
 		} else if s.Len() > 0 {
 			s.WriteString(" ")
 			line++
+		}
+		// A long h= list folds after its colons (RFC 6376 §3.5 allows FWS
+		// there), so that no line passes 998 bytes whatever is signed.
+		for len(t) > 78-line {
+			i := strings.LastIndexByte(t[:78-line], ':')
+			if i < 0 {
+				break
+			}
+			s.WriteString(t[:i+1] + "\r\n ")
+			t, line = t[i+1:], 1
 		}
 		s.WriteString(t)
 		line += len(t)

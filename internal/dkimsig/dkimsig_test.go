@@ -42,8 +42,8 @@ func sign(t *testing.T, fields []string, body string, edKey ed25519.PrivateKey, 
 		}
 		out.WriteString("DKIM-Signature: " + dkimsig.Signed(u, sig) + "\r\n")
 		for _, l := range strings.Split(dkimsig.Signed(u, sig), "\r\n") {
-			if len(l) > 998 {
-				t.Fatalf("a DKIM-Signature line is %d bytes", len(l))
+			if len(l) > 80 {
+				t.Fatalf("a DKIM-Signature line is %d bytes: %q", len(l), l)
 			}
 		}
 	}
@@ -80,6 +80,7 @@ func TestSplitSigning(t *testing.T) {
 		"ak1rsa._domainkey.example.com": "v=DKIM1; k=rsa; p=" + base64.StdEncoding.EncodeToString(der),
 	}
 	fields := []string{"From: Agent <a1b2c3d4e5f6@example.com>", "To: someone@example.net",
+		"X-A-Rather-Long-Header-Name-Number-One: 1", "X-A-Rather-Long-Header-Name-Number-Two: 2", "X-A-Rather-Long-Header-Name-Number-Three: 3",
 		"Subject:   a  folded\r\n\tsubject  ", "Date: Mon, 1 Jan 2026 00:00:00 +0000", "Message-ID: <x@example.com>"}
 	body := "Hello  there \r\n\r\nline two\t\r\n\r\n\r\n"
 	msg := sign(t, fields, body, edKey, rsaKey)
