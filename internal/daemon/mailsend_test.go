@@ -7,6 +7,8 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/http"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -233,4 +235,44 @@ func closedPort(t *testing.T) string {
 	addr := ln.Addr().String()
 	ln.Close()
 	return addr
+}
+
+// TestEmailSendThroughSocket: the thin front's email_send answers as the
+// daemon's own, through POST /mail/send; a body that is not a message is
+// BAD_REQUEST there.
+func TestEmailSendThroughSocket(t *testing.T) {
+	src := Source{Dir: Dir(t.TempDir())} // not paired: a valid message is DENIED
+	sock := filepath.Join(t.TempDir(), "d.sock")
+	serve(t, sock, "", src)
+	direct, front := mcpClient(t, src), mcpClient(t, NewSocketClient(sock))
+	for _, c := range []struct {
+		args map[string]any
+		code problem.Code
+	}{
+		{map[string]any{"to": []any{"b@example.net"}, "subject": "s", "text": "t"}, CodeDenied},
+		{map[string]any{"to": []any{"b@example.net"}, "subject": "s", "text": "t", "html": "<p>t</p>", "from": "a@example.com"}, CodeDenied},
+		{map[string]any{"to": []any{}, "subject": "s", "text": "t"}, CodeBadRequest},
+		{map[string]any{"to": []any{"b@example.net"}, "subject": "a\nb", "text": "t"}, CodeBadRequest},
+	} {
+		dt, dErr := callText(t, direct, "email_send", c.args)
+		ft, fErr := callText(t, front, "email_send", c.args)
+		if !dErr || !fErr || dt != ft || !strings.HasPrefix(ft, string(c.code)+": ") {
+			t.Errorf("email_send %v:\ndirect (error=%v): %q\n front (error=%v): %q\nwant both %s", c.args, dErr, dt, fErr, ft, c.code)
+		}
+	}
+	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+	}}}
+	for _, body := range []string{`not json`, `{"to":["b@example.net"],"subject":"s","text":"t","bcc":["x@example.com"]}`} {
+		resp, err := hc.Post("http://agentkeys/mail/send", "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var e struct{ Error *problem.Error }
+		json.NewDecoder(resp.Body).Decode(&e)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest || e.Error == nil || e.Error.Code != CodeBadRequest {
+			t.Errorf("POST /mail/send %s: %d %+v", body, resp.StatusCode, e.Error)
+		}
+	}
 }
