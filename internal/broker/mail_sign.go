@@ -68,11 +68,6 @@ func (b *Broker) DKIMSign(ctx context.Context, c *Caller, r apiv1.DKIMSignReques
 		return nil, problem.New(problem.Denied, "only an agent signs mail, from an inbox it holds send on",
 			"send from the agent: its daemon's email_send tool")
 	}
-	// Each signing is a ledger entry: an agent signs at most MintLimit
-	// messages per MintWindow (each submission mints a token besides).
-	if err := b.limit(b.signs, c.Omni(), "this agent may sign %d messages per %s", func(p error) error { return p }); err != nil {
-		return nil, err
-	}
 	block, err := dkimsig.ParseBlock(r.Headers)
 	if err != nil {
 		return nil, problem.Newf(problem.BadRequest, "send the header fields to sign in relaxed canonical form, each ending in CRLF (the daemon's email_send does)", "%v", err)
@@ -85,16 +80,25 @@ func (b *Broker) DKIMSign(ctx context.Context, c *Caller, r apiv1.DKIMSignReques
 	if err != nil {
 		return nil, problem.Newf(problem.BadRequest, "name one of the agent's inboxes in From", "%v", err)
 	}
+	if len(from) > 254 {
+		return nil, problem.New(problem.BadRequest, "send from one of the agent's inboxes", "the From address is longer than 254 bytes")
+	}
 	audit := mail.Signing{Owner: c.Agent.Owner, Actor: c.Omni(), Alias: c.Agent.Alias, From: from}
+	// Each signing is a ledger entry: an agent signs at most MintLimit
+	// messages per MintWindow (each submission mints a token besides); the
+	// first refusal in a window is audited.
+	if err := b.limit(b.signs, c.Omni(), "this agent may sign %d messages per %s", func(p error) error {
+		audit.Reason = "rate_limited"
+		return b.auditRefusal(ctx, c.Omni(), mail.KindSignDenied, audit, "signing", p)
+	}); err != nil {
+		return nil, err
+	}
 	st := lg.State(ctx)
 	ok, err := mail.Holds(st, c.Agent.Owner, c.Agent.Alias, from, mail.Send)
 	if err != nil {
 		return nil, err
 	}
 	if !ok {
-		if len(from) > 254 {
-			return nil, problem.New(problem.Denied, "an address is at most 254 bytes", "send from one of the agent's inboxes")
-		}
 		audit.Reason = "no_send"
 		return nil, b.auditRefusal(ctx, c.Omni(), mail.KindSignDenied, audit, "signing", problem.Newf(problem.Denied,
 			"send from an inbox of this agent, or have the owner grant it: agentkeys inbox grant "+from+" --agent "+c.Agent.Alias+" send",

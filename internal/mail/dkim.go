@@ -116,7 +116,7 @@ type Signing struct {
 	Headers    string `json:"headers,omitempty"`     // h= (signed only)
 	HeaderHash string `json:"header_hash,omitempty"` // hex SHA-256 of the canonical header block
 	BodyHash   string `json:"body_hash,omitempty"`   // bh=
-	Reason     string `json:"reason,omitempty"`      // denied: no_send
+	Reason     string `json:"reason,omitempty"`      // denied: no_send or rate_limited
 }
 
 func foldSigning(_ ledger.State, e *ledger.Entry) error {
