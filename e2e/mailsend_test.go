@@ -377,7 +377,9 @@ func TestMailSignRateAndRestart(t *testing.T) {
 			t.Fatalf("a signing past the limit: %q", c)
 		}
 	}
-	var usage struct{ Usage []struct{ Action, Result, Detail string } }
+	var usage struct {
+		Usage []struct{ Action, Result, Detail string }
+	}
 	json.Unmarshal([]byte(h.akOK(a.home, "usage", "--service", "mail", "--json")), &usage)
 	var signs, limited int
 	for _, u := range usage.Usage {
