@@ -102,6 +102,10 @@
 // from here; Close drops every reference to them so the garbage collector can
 // reclaim them.
 //
+// An RSA key opened from its key box (keybox/*) lives for one operation: its
+// private big integers are overwritten when the operation returns; the
+// standard library's precomputed copy is dropped for the garbage collector.
+//
 // A decrypted credential is zeroed as soon as the operation that opened it has
 // re-encrypted it. What the standard library derives on the way — the HPKE
 // shared secret and AEAD key schedule inside crypto/hpke, and the AES-GCM
