@@ -76,13 +76,13 @@ func TestMailInboxes(t *testing.T) {
 	wantProblem(t, h.cli(a.home, "inbox", "create", "--agent", "bot"), 1, "CONFLICT", "already has inbox")
 	wantProblem(t, h.cli(a.home, "domain", "remove", "agents.example.com"), 1, "CONFLICT", "still has inbox")
 
-	// DNS: the DKIM record is the enclave's key dkim/<domain>/v1; only the
-	// domain's owner gets it.
+	// DNS: the first DKIM record is the enclave's key dkim/<domain>/v1 (the
+	// second, k=rsa, TestMailSend checks); only the domain's owner gets them.
 	var z struct {
 		Domain, Zone string
 		DKIM         []struct{ Selector, Alg, Public string }
 	}
-	if err := json.Unmarshal([]byte(h.akOK(a.home, "mail", "dns", "--domain", "agents.example.com", "--json")), &z); err != nil || len(z.DKIM) != 1 {
+	if err := json.Unmarshal([]byte(h.akOK(a.home, "mail", "dns", "--domain", "agents.example.com", "--json")), &z); err != nil || len(z.DKIM) != 2 {
 		t.Fatalf("mail dns --json: %+v %v", z, err)
 	}
 	pub, err := base64.StdEncoding.DecodeString(z.DKIM[0].Public)

@@ -107,6 +107,7 @@ func New(b Broker, cfg Config) http.Handler {
 	s.routesOIDC(handle)
 	s.routesGovernance(handle)
 	s.routesMail(handle)
+	s.routesMailSign(handle)
 	mux.Handle("/", s.wrap("unknown", func(http.ResponseWriter, *http.Request) error {
 		return problem.New(problem.NotFound, "no such endpoint", "check the URL and method; see the README for the API")
 	}))

@@ -76,6 +76,7 @@ type Broker interface {
 	DeleteInbox(ctx context.Context, c *broker.Caller, address string) (*mail.Inbox, error)
 	GrantInbox(ctx context.Context, c *broker.Caller, address, alias string, rights []string, revoke bool) (*mail.Grant, error)
 	DKIMKeys(ctx context.Context, c *broker.Caller, domain string) ([]apiv1.DKIMKey, error)
+	DKIMSign(ctx context.Context, c *broker.Caller, r apiv1.DKIMSignRequest) (*apiv1.DKIMSignResult, error)
 }
 
 var _ Broker = (*broker.Broker)(nil)

@@ -41,8 +41,8 @@ type InboxListing struct {
 // DKIMKey is a domain's public DKIM key as published in DNS.
 type DKIMKey struct {
 	Selector string `json:"selector"`
-	Alg      string `json:"alg"`    // "ed25519" (RFC 8463)
-	Public   string `json:"public"` // base64 (std, padded) of the raw key: the p= tag
+	Alg      string `json:"alg"`    // the k= tag: "ed25519" (RFC 8463) or "rsa"
+	Public   string `json:"public"` // the p= tag: base64 (std, padded) of the raw Ed25519 key or the RSA key's PKIX DER
 }
 
 // DomainBody is the body of POST /v1/mail/domains.

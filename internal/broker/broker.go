@@ -190,6 +190,7 @@ type Broker struct {
 	// and filing a new one (see grantFor).
 	approvalMu sync.Mutex
 	mints      *rule                  // identity-token mints per account
+	signs      *rule                  // DKIM signings per agent (mail_sign.go), as many as mints
 	anon       anonLimiters           // requests without a session, per source and in all
 	proofs     *dpop.Verifier         // DPoP proofs: checks and replay cache
 	htuBases   []string               // normalised Issuer and PublicURLs: a proof's htu is one of them + the request path
@@ -269,6 +270,7 @@ func Open(cfg Config) (_ *Broker, err error) {
 		index:   account.NewIndex(),
 		limiter: newRule(mk, ratelimit.Rule{Name: "read", Count: cfg.ReadLimit, Window: cfg.ReadWindow}),
 		mints:   newRule(mk, ratelimit.Rule{Name: "mint", Count: cfg.MintLimit, Window: cfg.MintWindow}),
+		signs:   newRule(mk, ratelimit.Rule{Name: "dkim-sign", Count: cfg.MintLimit, Window: cfg.MintWindow}),
 		anon:    newAnonLimiters(cfg.Anon, mk), proofs: dpop.NewVerifier(0, cfg.Now), htuBases: bases, kinds: Schema()}
 	if cfg.Replays != nil {
 		b.proofs = dpop.NewSharedVerifier(cfg.Replays, cfg.Now)

@@ -22,6 +22,12 @@ import (
 // with the fold's own problem.
 func (b *Broker) mailAppend(ctx context.Context, lg *ledger.Ledger, c *Caller, kind string, payload any) error {
 	_, err := lg.Append(ctx, ledger.AccountOrigin(c.Omni()), kind, payload)
+	return foldProblem(err)
+}
+
+// foldProblem is the fold's own problem for an entry it refused, else err as
+// ledgerProblem answers it.
+func foldProblem(err error) error {
 	var p *problem.Error
 	if errors.Is(err, ledger.ErrRejected) && errors.As(err, &p) {
 		return p
@@ -54,8 +60,21 @@ func (b *Broker) AddDomain(ctx context.Context, c *Caller, name string) (*mail.D
 	if name, err = checkDomain(name); err != nil {
 		return nil, err
 	}
-	if err := b.mailAppend(ctx, lg, c, mail.KindDomainAdded, mail.DomainChange{Owner: c.Omni(), Name: name, DKIMSelector: mail.Selector}); err != nil {
+	// The first add of a name also records its DKIM RSA key, which the
+	// enclave generates now: one atomic group, so the domain never lacks it.
+	group := []ledger.Req{{Origin: ledger.AccountOrigin(c.Omni()), Kind: mail.KindDomainAdded,
+		Payload: mail.DomainChange{Owner: c.Omni(), Name: name, DKIMSelector: mail.Selector}}}
+	if _, ok, err := mail.GetDKIMRSA(lg.State(ctx), name); err != nil {
 		return nil, err
+	} else if !ok {
+		req, err := b.newDKIMRSA(c.Omni(), name)
+		if err != nil {
+			return nil, err
+		}
+		group = append(group, req)
+	}
+	if _, err := lg.AppendAll(ctx, group); err != nil {
+		return nil, foldProblem(err)
 	}
 	d, _, err := mail.GetDomain(lg.State(ctx), name)
 	return d, err
@@ -227,7 +246,8 @@ func (b *Broker) GrantInbox(ctx context.Context, c *Caller, address, alias strin
 }
 
 // DKIMKeys returns the public DKIM keys of the owner's active domain name, to
-// publish in DNS (agentkeys mail dns): today the Ed25519 key dkim/<domain>/v1.
+// publish in DNS (agentkeys mail dns): the Ed25519 key dkim/<domain>/v1 and
+// the domain's RSA key (mail.dkim.rsa).
 // Only the domain's owner asks, so no one makes the enclave derive keys for
 // names that are no one's.
 func (b *Broker) DKIMKeys(ctx context.Context, c *Caller, name string) ([]apiv1.DKIMKey, error) {
@@ -253,5 +273,10 @@ func (b *Broker) DKIMKeys(ctx context.Context, c *Caller, name string) ([]apiv1.
 	if err != nil {
 		return nil, err
 	}
-	return []apiv1.DKIMKey{{Selector: d.DKIMSelector, Alg: "ed25519", Public: base64.StdEncoding.EncodeToString(pub)}}, nil
+	rk, err := b.dkimRSA(ctx, lg, c.Omni(), name)
+	if err != nil {
+		return nil, err
+	}
+	return []apiv1.DKIMKey{{Selector: d.DKIMSelector, Alg: "ed25519", Public: base64.StdEncoding.EncodeToString(pub)},
+		{Selector: rk.Selector, Alg: "rsa", Public: rk.Public}}, nil
 }

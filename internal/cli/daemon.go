@@ -155,6 +155,7 @@ func cloudFlags(cmd *cobra.Command, src *daemon.Source) {
 	cmd.Flags().StringVar(&src.AzureAuthorityHost, "azure-authority-host", "", "Entra ID authority host for cloud_credentials (default: Azure public cloud)")
 	cmd.Flags().StringVar(&src.AliSTSEndpoint, "alicloud-sts-endpoint", "", "Alibaba Cloud STS host[:port] for cloud_credentials (default: sts.aliyuncs.com)")
 	chainFlag(cmd, src)
+	mailSendFlags(cmd, src)
 }
 
 // chainFlag adds --chain-verified-oidc (default on): identity tokens are

@@ -20,8 +20,9 @@ func domainCmd(e *env) *cobra.Command {
 		Use:   "domain",
 		Short: "Mail domains for your agents' inboxes: add, list, remove",
 		Long: `A mail domain is yours once added: your agents' inboxes live on it, and the
-enclave's DKIM key dkim/<domain>/v1 (selector ak1) signs their mail. Every change
-is a ledger entry your account signs.`,
+enclave's DKIM keys sign their mail: Ed25519 dkim/<domain>/v1 (selector ak1) and
+an RSA-2048 key the enclave makes when the domain is first added (selector
+ak1rsa). Every change is a ledger entry your account signs.`,
 		Example: "  agentkeys domain add agents.example.com\n  agentkeys domain list",
 	}
 	cmd.AddCommand(domainAddCmd(e), domainListCmd(e), domainRemoveCmd(e))
@@ -365,10 +366,10 @@ func mailDNSCmd(e *env) *cobra.Command {
 		Short: "Print the DNS records of one of your mail domains as a BIND zone",
 		Long: `Print what DOMAIN publishes for its agents' mail, as a BIND zone fragment: MX
 (--mx, default mail.DOMAIN: point it at your mail edge), SPF (the MX may send),
-the DKIM key of the enclave (dkim/DOMAIN/v1, Ed25519 per RFC 8463, selector ak1)
-and DMARC (--dmarc, default quarantine). Many receivers verify only RSA DKIM
-signatures; the RSA key is not there yet, so mail leaving through another host
-should rely on SPF alignment until it is.`,
+both DKIM keys of the domain — the enclave's Ed25519 key dkim/DOMAIN/v1 (RFC
+8463, selector ak1) and its RSA-2048 key (selector ak1rsa, for the many receivers
+that verify only RSA) — and DMARC (--dmarc, default quarantine). Mail your agents
+send carries a signature by each.`,
 		Example: "  agentkeys mail dns --domain agents.example.com > agents.example.com.zone\n" +
 			"  agentkeys mail dns --domain agents.example.com --mx mx.example.com --dmarc reject --json",
 		Args: cobra.NoArgs,

@@ -207,7 +207,7 @@ from the monitoring network alone), and the API's /metrics answers 404.`,
 	cmd.Flags().StringArrayVar(&publicURLs, "public-url", nil, "another URL clients reach this broker at (repeatable); agents' proofs must name the --issuer or one of these")
 	cmd.Flags().DurationVar(&sessionTTL, "session-ttl", 30*24*time.Hour, "lifetime of owner sessions")
 	cmd.Flags().StringVar(&readRate, "read-rate", "100/1m", "credential reads allowed per session, as COUNT/WINDOW")
-	cmd.Flags().StringVar(&mintRate, "mint-rate", "60/1m", "identity-token mints (refused ones included) allowed per agent or owner, as COUNT/WINDOW")
+	cmd.Flags().StringVar(&mintRate, "mint-rate", "60/1m", "identity-token mints (refused ones included) allowed per agent or owner, as COUNT/WINDOW; DKIM signings per agent are limited alike")
 	cmd.Flags().DurationVar(&approvalWindow, "approval-window", 2*time.Minute, "how long an approval allows its one read")
 	cmd.Flags().StringArrayVar(&audiences, "oidc-audience", nil, "an audience identity tokens may be minted for (repeatable), e.g. sts.amazonaws.com")
 	cmd.Flags().DurationVar(&oidcMaxTTL, "oidc-max-ttl", oidc.MaxTTL*time.Second, "longest identity token lifetime (at most 1h)")

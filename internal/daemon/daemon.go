@@ -281,6 +281,8 @@ type Source struct {
 	// Now is the daemon's clock: it dates DPoP proofs and decides when the
 	// session and cached cloud credentials expire. nil = time.Now.
 	Now func() time.Time
+	// Mail is where email_send submits (mailsend.go).
+	Mail MailSend
 }
 
 // now is the time by s's clock.

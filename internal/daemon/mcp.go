@@ -176,6 +176,7 @@ func NewMCPServer(src Backend, log *slog.Logger) *mcp.Server {
 			b, _ := json.Marshal(cr)
 			return toolText(string(b))
 		})
+	addMailSendTool(s, src, log)
 	return s
 }
 

@@ -33,6 +33,7 @@
 //	issuer/..., oidc/...     NIST P-256: SignES256 (JWS ES256)
 //	wallet/eth/<omni>/v<n>   secp256k1 account wallet: SignWallet, WalletAddress (EIP-191 / EIP-55)
 //	pair/...                 symmetric root of private ledger fields: SealPrivate, OpenPrivate
+//	keybox/...               symmetric root of keys the enclave generates and keeps sealed on the ledger: NewRSAKey, RSAPublic, SignRSA
 //
 // Anything else is ErrUnknownPath. Derived keys are cached in memory (by path)
 // and zeroed by Close.
@@ -100,6 +101,10 @@
 // opaque copies for P-256 signing, X25519 and ML-KEM that cannot be reached
 // from here; Close drops every reference to them so the garbage collector can
 // reclaim them.
+//
+// An RSA key opened from its key box (keybox/*) lives for one operation: its
+// private big integers are overwritten when the operation returns; the
+// standard library's precomputed copy is dropped for the garbage collector.
 //
 // A decrypted credential is zeroed as soon as the operation that opened it has
 // re-encrypted it. What the standard library derives on the way — the HPKE

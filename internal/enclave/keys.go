@@ -29,6 +29,7 @@ const (
 	AlgShielding = "HPKE-MLKEM768X25519"
 	AlgChannel   = "HKDF-AES256GCM" // symmetric: no public part
 	AlgPrivate   = "HKDF-AES256GCM" // symmetric (pair/*): no public part
+	AlgKeyBox    = "HKDF-AES256GCM" // symmetric (keybox/*): no public part
 )
 
 const (
@@ -57,6 +58,7 @@ const (
 	kindSecp256k1
 	kindChannel // symmetric root of the per-session response channels (session/*)
 	kindPrivate // symmetric root of private ledger fields (pair/*)
+	kindKeyBox  // symmetric root of enclave-generated keys kept sealed on the ledger (keybox/*)
 )
 
 func (k kind) alg() string {
@@ -73,6 +75,8 @@ func (k kind) alg() string {
 		return AlgChannel
 	case kindPrivate:
 		return AlgPrivate
+	case kindKeyBox:
+		return AlgKeyBox
 	}
 	return "unknown"
 }
@@ -151,13 +155,15 @@ func parsePath(path string) (kind, error) {
 		return kindChannel, nil
 	case "pair":
 		return kindPrivate, nil
+	case "keybox":
+		return kindKeyBox, nil
 	case "wallet":
 		if len(segs) != 4 || segs[1] != "eth" || !validOmni(segs[2]) || !validVersion(segs[3]) {
 			return 0, fmt.Errorf("%w: %q: wallet paths are exactly wallet/eth/<omni: 64 lowercase hex>/v<n>", ErrUnknownPath, path)
 		}
 		return kindSecp256k1, nil
 	}
-	return 0, fmt.Errorf("%w: %q: the first segment must be one of shielding, ledger, dkim, issuer, oidc, wallet, session, pair", ErrUnknownPath, path)
+	return 0, fmt.Errorf("%w: %q: the first segment must be one of shielding, ledger, dkim, issuer, oidc, wallet, session, pair, keybox", ErrUnknownPath, path)
 }
 
 // validOmni reports whether s is an account id: 64 lowercase hex digits.
@@ -238,6 +244,11 @@ func (e *Enclave) derive(path string, k kind) (*key, error) {
 		}
 	case kindPrivate:
 		out.channel, err = hkdf.Key(sha256.New, priv[:], nil, "agentkeys/private/root/v1", 32)
+		if err != nil {
+			return nil, fmt.Errorf("enclave: derive %s: %w", path, err)
+		}
+	case kindKeyBox:
+		out.channel, err = hkdf.Key(sha256.New, priv[:], nil, "agentkeys/keybox/root/v1", 32)
 		if err != nil {
 			return nil, fmt.Errorf("enclave: derive %s: %w", path, err)
 		}

@@ -103,8 +103,10 @@ type Grant struct {
 	Rights  []string `json:"rights"`
 }
 
-// Module declares the kinds of agent email (package modules lists it). All are
-// the signing owner's, private, each with a row in the owner's usage trail.
+// Module declares the kinds of agent email (package modules lists it). All
+// are private to the owner their payload names: the owner's changes and the
+// agents' signings each with a row in its usage trail; a domain's DKIM RSA
+// key (dkim.go), the enclave's, with none.
 var Module = ledger.Module{
 	Name: "mail",
 	Kinds: map[string]ledger.Kind{
@@ -114,6 +116,9 @@ var Module = ledger.Module{
 		KindInboxDeleted:  {Origins: ledger.FromAccount, Fold: foldInboxDeleted, Owner: ledger.OwnerMember, Usage: usageInbox},
 		KindGranted:       {Origins: ledger.FromAccount, Fold: foldGranted, Owner: ledger.OwnerMember, Usage: usageGrant},
 		KindRevoked:       {Origins: ledger.FromAccount, Fold: foldRevoked, Owner: ledger.OwnerMember, Usage: usageGrant},
+		KindDKIMRSA:       {Origins: ledger.FromEnclave, Fold: foldDKIMRSA, Owner: ledger.OwnerMember},
+		KindSigned:        {Origins: ledger.FromAccount, Fold: foldSigning, Owner: ledger.OwnerMember, Usage: usageSigning},
+		KindSignDenied:    {Origins: ledger.FromAccount, Fold: foldSigning, Owner: ledger.OwnerMember, Usage: usageSigning},
 	},
 }
 
@@ -136,13 +141,7 @@ func DKIMPath(domain string) string { return "dkim/" + domain + "/v1" }
 
 // Address is the inbox address of the agent with wallet on domain:
 // "a" + the first 12 hex digits of the wallet (lowercase) + "@" + domain.
-func Address(wallet, domain string) string {
-	w := strings.ToLower(strings.TrimPrefix(wallet, "0x"))
-	if len(w) < 12 {
-		return ""
-	}
-	return "a" + w[:12] + "@" + domain
-}
+func Address(wallet, domain string) string { return maildns.InboxAddress(wallet, domain) }
 
 // Prefix is the object-store prefix of an inbox's messages (§9):
 // "<agent wallet, lowercase>/<address>/".

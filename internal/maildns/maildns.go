@@ -30,6 +30,17 @@ func Valid(s string) bool {
 	return true
 }
 
+// InboxAddress is the inbox address of the agent with wallet on domain:
+// "a" + the first 12 hex digits of the wallet (lowercase) + "@" + domain; ""
+// for a wallet too short. The daemon derives its own From with it.
+func InboxAddress(wallet, domain string) string {
+	w := strings.ToLower(strings.TrimPrefix(wallet, "0x"))
+	if len(w) < 12 {
+		return ""
+	}
+	return "a" + w[:12] + "@" + domain
+}
+
 // Normalize lowercases a domain name and drops one trailing dot.
 func Normalize(s string) string {
 	return strings.TrimSuffix(strings.ToLower(strings.TrimSpace(s)), ".")
