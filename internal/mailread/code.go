@@ -37,20 +37,14 @@ const near = 60
 // 8 digits, or letters and digits mixed, standing alone; one near a word like
 // "code" wins, then a lone 6-digit number, then other lone numbers. The HTML
 // body is searched as rendered text (RenderHTML drops CSS), so #123456 in a
-// style is never a code; the subject is searched first. A link is an http(s)
+// style is never a code; the subject is searched with the body. A link is an http(s)
 // link whose URL says verify, confirm, login, magic, token….
 func FindCode(m *Message) Found {
 	body := m.Text
 	if strings.TrimSpace(body) == "" {
 		body = m.HTMLText
 	}
-	var f Found
-	for _, s := range []string{m.Subject, body} {
-		if c := codeIn(s); c != "" {
-			f.Code = c
-			break
-		}
-	}
+	f := Found{Code: codeIn(m.Subject + "\n" + body)}
 	links := m.Links
 	if len(links) == 0 || strings.TrimSpace(m.Text) != "" {
 		links = append(links, urlRE.FindAllString(body, maxLinks)...)
@@ -145,7 +139,9 @@ func alone(s string, i, j int) bool {
 	return true
 }
 
-func isAlnum(c byte) bool { return c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' }
+func isAlnum(c byte) bool {
+	return c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z'
+}
 
 // mixed reports whether c has both a letter and a digit, or is all upper
 // case letters and digits with a digit (codes are not words).

@@ -65,11 +65,12 @@ const (
 // returns its headers and what was read before the damage; only a message
 // with no readable header at all is an error.
 func Parse(id string, raw []byte) (*Message, error) {
-	mr, err := mail.CreateReader(bytes.NewReader(raw))
-	if err != nil && !message.IsUnknownCharset(err) && !message.IsUnknownEncoding(err) {
+	e, err := message.Read(bytes.NewReader(raw))
+	if e == nil || err != nil && !message.IsUnknownCharset(err) && !message.IsUnknownEncoding(err) {
 		return nil, problem.Newf(problem.Unreachable, "read it raw, or ignore it: the sender wrote a broken message",
 			"message %s is not a readable email: its header does not parse", id)
 	}
+	mr := mail.NewReader(e)
 	m := &Message{ID: id, Headers: []Header{}}
 	h := mr.Header
 	if from, err := h.AddressList("From"); err == nil && len(from) > 0 {

@@ -28,8 +28,8 @@ func storeKey(prefix string, raw []byte, at time.Time) string {
 func storeInbox(st blobstore.Store) mailreadtest.Inbox {
 	prefix := mailread.Prefix(wallet, address)
 	return mailreadtest.Inbox{
-		Open: func(t *testing.T) mailread.Source { return &mailread.StoreSource{Store: st, Prefix: prefix} },
-		Deliver: func(t *testing.T, raw []byte, at time.Time) {
+		Open: func(t testing.TB) mailread.Source { return &mailread.StoreSource{Store: st, Prefix: prefix} },
+		Deliver: func(t testing.TB, raw []byte, at time.Time) {
 			if err := st.PutIfAbsent(context.Background(), storeKey(prefix, raw, at), raw); err != nil {
 				t.Fatal(err)
 			}
@@ -93,7 +93,9 @@ func TestManifestConcurrentMarks(t *testing.T) {
 	}
 	errs := make(chan error, n)
 	for _, r := range refs {
-		go func() { errs <- in.Open(t).SetMark(context.Background(), r.ID, mailread.Mark{Labels: []string{"l" + r.ID[15:19]}}) }()
+		go func() {
+			errs <- in.Open(t).SetMark(context.Background(), r.ID, mailread.Mark{Labels: []string{"l" + r.ID[15:19]}})
+		}()
 	}
 	for range n {
 		if err := <-errs; err != nil {

@@ -21,8 +21,8 @@ import (
 // new connection each time), Deliver puts a raw message in it as the mail
 // edge or a remote MX would, received at the given time.
 type Inbox struct {
-	Open    func(t *testing.T) mailread.Source
-	Deliver func(t *testing.T, raw []byte, received time.Time)
+	Open    func(t testing.TB) mailread.Source
+	Deliver func(t testing.TB, raw []byte, received time.Time)
 }
 
 // Message is a small test message with a code in it.
@@ -41,7 +41,9 @@ func code(t *testing.T, err error) problem.Code {
 }
 
 // crlf normalises line ends: an IMAP server may store LF as CRLF.
-func crlf(b []byte) []byte { return bytes.ReplaceAll(bytes.ReplaceAll(b, []byte("\r\n"), []byte("\n")), []byte("\n"), []byte("\r\n")) }
+func crlf(b []byte) []byte {
+	return bytes.ReplaceAll(bytes.ReplaceAll(b, []byte("\r\n"), []byte("\n")), []byte("\n"), []byte("\r\n"))
+}
 
 // Run runs the suite on a new inbox from newInbox for each case.
 func Run(t *testing.T, newInbox func(t *testing.T) Inbox) {
