@@ -176,6 +176,9 @@ func NewMCPServer(src Backend, log *slog.Logger) *mcp.Server {
 			b, _ := json.Marshal(cr)
 			return toolText(string(b))
 		})
+	if m, ok := src.(MailReader); ok {
+		addMailReadTools(s, m, log)
+	}
 	return s
 }
 

@@ -22,7 +22,7 @@ import (
 
 // Handler serves the daemon's operations over HTTP: GET /credentials and
 // GET /credentials/{service}[?wait=SECONDS] (wait for the owner's approval, at
-// most MaxWaitSeconds), GET /cloud/aws and GET /metrics (the daemon's
+// most MaxWaitSeconds), GET /cloud/aws, the email routes (mailReadRoutes) and GET /metrics (the daemon's
 // counters, e.g. agentkeys_oidc_dual_verify_rejected_total); errors are {"error":{"code","message","fix"}}.
 func Handler(src Source, log *slog.Logger) http.Handler {
 	mux := http.NewServeMux()
@@ -94,9 +94,10 @@ func Handler(src Source, log *slog.Logger) http.Handler {
 		}
 		writeJSON(w, http.StatusOK, ct)
 	})
+	mailReadRoutes(mux, src, log, fail)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(Metrics, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		fail(w, problem.New(CodeNotFound, "no such endpoint", "use GET /credentials, GET /credentials/{service}[?wait=SECONDS], GET /cloud/aws?role_arn=ARN or GET /cloud/{gcp,azure,alicloud}?…"))
+		fail(w, problem.New(CodeNotFound, "no such endpoint", "use GET /credentials, GET /credentials/{service}[?wait=SECONDS], GET /cloud/aws?role_arn=ARN, GET /cloud/{gcp,azure,alicloud}?…, GET /email, GET /email/{id}, GET /email/code or POST /email/{id}/mark"))
 	})
 	return mux
 }

@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -108,6 +109,11 @@ func (c *SocketClient) CloudToken(ctx context.Context, r CloudRequest) (*CloudTo
 // or the daemon's error into a *problem.Error with its code. The daemon has
 // socketTimeout to answer, plus wait.
 func (c *SocketClient) get(ctx context.Context, path string, q url.Values, out any, wait time.Duration) error {
+	return c.do(ctx, http.MethodGet, path, q, nil, out, wait)
+}
+
+// do is get with any method and an optional JSON body.
+func (c *SocketClient) do(ctx context.Context, method, path string, q url.Values, body any, out any, wait time.Duration) error {
 	if err := c.check(); err != nil {
 		return err
 	}
@@ -117,7 +123,15 @@ func (c *SocketClient) get(ctx context.Context, path string, q url.Values, out a
 	if q != nil {
 		u += "?" + q.Encode()
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u, rd)
 	if err != nil {
 		return problem.Newf(CodeNotFound, "check the name", "cannot ask the daemon for %q", path)
 	}
