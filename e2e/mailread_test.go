@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -115,6 +117,44 @@ func TestMailReadIMAPAppPassword(t *testing.T) {
 		if text, isErr := mcpCall(t, cs, c.tool, c.args); !isErr || !strings.HasPrefix(text, "BAD_REQUEST:") {
 			t.Errorf("%s %v: %q, want BAD_REQUEST", c.tool, c.args, text)
 		}
+	}
+
+	// the same through the socket, for non-MCP tools (daemon serve; SocketClient)
+	sock := filepath.Join(t.TempDir(), "d.sock")
+	srv := exec.Command(bin, "daemon", "serve", "--socket", sock)
+	srv.Env = childEnv("AGENTKEYS_HOME=" + dh)
+	srv.Stdout, srv.Stderr = h.newOutput(), h.newOutput()
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Process.Signal(os.Interrupt); srv.Wait() })
+	if !waitFor(agentTimeout, func() bool { _, err := os.Stat(sock); return err == nil }) {
+		t.Fatal("daemon serve made no socket")
+	}
+	sc := daemon.NewSocketClient(sock)
+	ctx := context.Background()
+	if l, err := sc.EmailList(ctx, found.Received, 0); err != nil || len(l.Messages) != 1 || l.Messages[0].ID != found.ID || len(l.Messages[0].Labels) != 1 {
+		t.Fatalf("socket email list: %+v %v", l, err)
+	}
+	if m, err := sc.EmailGet(ctx, found.ID); err != nil || m.Subject != "Confirm your account" {
+		t.Fatalf("socket email get: %+v %v", m, err)
+	}
+	seen := true
+	if mk, err := sc.EmailMark(ctx, found.ID, daemon.MarkRequest{Seen: &seen}); err != nil || !mk.Seen || len(mk.Labels) != 1 {
+		t.Fatalf("socket email mark: %+v %v", mk, err)
+	}
+	go func() {
+		time.Sleep(time.Second)
+		dc.Deliver(t, user, codeMail(user+"@example.test", "246810"), time.Now())
+	}()
+	if r, err := sc.EmailWaitForCode(ctx, mailread.Query{Subject: "confirm", Timeout: 30 * time.Second}); err != nil || r.Code != "246810" {
+		t.Fatalf("socket email code: %+v %v", r, err)
+	}
+	if _, err := sc.EmailWaitForCode(ctx, mailread.Query{Subject: "confirm", Timeout: time.Second}); problem.As(err).Code != problem.NotFound || !strings.Contains(problem.As(err).Fix, "timeout") {
+		t.Fatalf("socket email code, nothing new: %v", err)
+	}
+	if _, err := sc.EmailMark(ctx, found.ID, daemon.MarkRequest{}); problem.As(err).Code != problem.BadRequest {
+		t.Fatalf("socket mark without a change: %v", err)
 	}
 
 	// another agent of the owner, its scope without the credential, pointed at

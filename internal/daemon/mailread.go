@@ -62,12 +62,12 @@ type MailIMAP struct {
 func (d Dir) MailConfigPath() string { return filepath.Join(string(d), "mail.json") }
 
 func noMail(d Dir) error {
-	return problem.Newf(CodeNotFound, "write "+d.MailConfigPath()+` with {"inbox": ADDRESS, "s3": {…}} or {"imap": {…}} (docs/give-your-agent-an-inbox.md)`,
+	return problem.Newf(CodeNotFound, "write "+d.MailConfigPath()+` with {"inbox": ADDRESS, "s3": {…}} or {"imap": {…}} (docs/connect-your-agent.md, "Reading the agent's mail")`,
 		"this daemon has no mailbox configured")
 }
 
 func badMail(d Dir, why string) error {
-	return problem.Newf(CodeBadRequest, "fix "+d.MailConfigPath()+" (docs/give-your-agent-an-inbox.md)", "the daemon's mail config: %s", why)
+	return problem.Newf(CodeBadRequest, "fix "+d.MailConfigPath()+` (docs/connect-your-agent.md, "Reading the agent's mail")`, "the daemon's mail config: %s", why)
 }
 
 // LoadMailConfig reads and checks the mail config.
