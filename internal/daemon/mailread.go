@@ -316,7 +316,7 @@ func checkMark(id string, r MarkRequest) error {
 type (
 	EmailListInput struct {
 		Since string `json:"since,omitempty" jsonschema:"only messages received at or after this time (RFC 3339, e.g. 2026-12-05T06:00:00Z); default: all"`
-		Limit int    `json:"limit,omitempty" jsonschema:"at most this many messages, 1-100 (default 20)"`
+		Limit int    `json:"limit,omitempty" jsonschema:"at most this many messages, 1-100 (0 or omitted: 20)"`
 	}
 	EmailGetInput struct {
 		ID string `json:"id" jsonschema:"the message id email_list returned"`
@@ -324,7 +324,7 @@ type (
 	EmailWaitInput struct {
 		From           string `json:"from,omitempty" jsonschema:"only messages whose sender address contains this, e.g. github.com"`
 		Subject        string `json:"subject,omitempty" jsonschema:"only messages whose subject contains this (any case)"`
-		TimeoutSeconds int    `json:"timeout_seconds,omitempty" jsonschema:"how long to wait, 1-600 seconds (default 60)"`
+		TimeoutSeconds int    `json:"timeout_seconds,omitempty" jsonschema:"how long to wait, 1-600 seconds (0 or omitted: 60)"`
 	}
 	EmailMarkInput struct {
 		ID     string    `json:"id" jsonschema:"the message id email_list returned"`
@@ -377,7 +377,7 @@ func addMailReadTools(s *mcp.Server, src MailReader, log *slog.Logger) {
 		Description: "List the messages in this agent's inbox, oldest first, with sender, subject, and whether they are marked seen. " +
 			"Page with since = the last message's received time plus a nanosecond."},
 		schemaFor[EmailListInput](func(p map[string]*jsonschema.Schema) {
-			integer(p["limit"], 1, maxLimit)
+			integer(p["limit"], 0, maxLimit)
 			str(p["since"], 1, 64, "")
 		}),
 		func(in *EmailListInput) error {
@@ -410,7 +410,7 @@ func addMailReadTools(s *mcp.Server, src MailReader, log *slog.Logger) {
 			"in a new, unread message of this agent's inbox, e.g. after signing up somewhere. Messages up to 15 minutes old count; " +
 			"the message found is marked seen, so the same code is not returned twice. Errors NOT_FOUND when nothing came within timeout_seconds."},
 		schemaFor[EmailWaitInput](func(p map[string]*jsonschema.Schema) {
-			integer(p["timeout_seconds"], 1, maxWait)
+			integer(p["timeout_seconds"], 0, maxWait)
 			str(p["from"], 1, 254, "")
 			str(p["subject"], 1, 998, "")
 		}),
