@@ -14,6 +14,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
+	gooidc "github.com/coreos/go-oidc/v3/oidc"
 
 	"github.com/agentkeys/agentkeys/internal/apiv1"
 	"github.com/agentkeys/agentkeys/internal/blobstore/s3store"
@@ -301,4 +302,51 @@ func storeSource(t *testing.T, w *weed, creds aws.CredentialsProvider, prefix st
 		t.Fatal(err)
 	}
 	return &mailread.StoreSource{Store: st, Prefix: prefix}
+}
+
+// TestMailReadIMAPToken: the daemon logs in to an IMAP server with SASL
+// OAUTHBEARER and an identity token it mints for the server's audience (as it
+// does at the mail edge); the server (Dovecot, its token check a relying
+// party's: go-oidc against our discovery document) maps the token's agent
+// wallet to the mailbox. A token for another audience is refused.
+func TestMailReadIMAPToken(t *testing.T) {
+	const aud = "imap-test"
+	h := newHarness(t)
+	s := h.start(serverOpts{home: t.TempDir(), args: []string{"--oidc-audience", aud, "--oidc-audience", "other-aud"}})
+	o := h.akNewOwner(s)
+	A := h.oidcAgent(s, o, "reader", "oidc:*")
+	dc := dovecottest.Start(t)
+	user, _ := dc.AddUser(t)
+	ctx := context.Background()
+	prov, err := gooidc.NewProvider(ctx, s.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	verifier := prov.Verifier(&gooidc.Config{ClientID: aud})
+	dc.SetVerifier(func(tok string) (string, bool) {
+		idt, err := verifier.Verify(ctx, tok)
+		if err != nil {
+			return "", false
+		}
+		var cl struct {
+			Wallet string `json:"agentkeys_user_wallet"`
+		}
+		if idt.Claims(&cl) != nil || !strings.EqualFold(cl.Wallet, A.wallet) {
+			return "", false
+		}
+		return user, true
+	})
+	dc.Deliver(t, user, codeMail(user+"@example.test", "135792"), time.Now())
+	writeMailConfig(t, A.home, daemon.MailConfig{Inbox: user + "@example.test", IMAP: &daemon.MailIMAP{Addr: dc.Addr, TLS: mailread.TLSNone, Username: user, Audience: aud}})
+	cs, _ := h.mcpSession(A.home)
+	var found mailread.CodeResult
+	text, isErr := mcpCall(t, cs, "email_wait_for_code", map[string]any{"timeout_seconds": 20})
+	mcpJSON(t, text, isErr, &found)
+	if found.Code != "135792" {
+		t.Fatalf("email_wait_for_code with a token: %+v", found)
+	}
+	writeMailConfig(t, A.home, daemon.MailConfig{Inbox: user + "@example.test", IMAP: &daemon.MailIMAP{Addr: dc.Addr, TLS: mailread.TLSNone, Username: user, Audience: "other-aud"}})
+	if text, isErr := mcpCall(t, cs, "email_list", map[string]any{}); !isErr || !strings.HasPrefix(text, "DENIED:") {
+		t.Fatalf("a token for another audience: %q", text)
+	}
 }
