@@ -325,6 +325,7 @@ type (
 		From           string `json:"from,omitempty" jsonschema:"only messages whose sender address contains this, e.g. github.com"`
 		Subject        string `json:"subject,omitempty" jsonschema:"only messages whose subject contains this (any case)"`
 		TimeoutSeconds int    `json:"timeout_seconds,omitempty" jsonschema:"how long to wait, 1-600 seconds (0 or omitted: 60)"`
+		Since          string `json:"since,omitempty" jsonschema:"only messages received at or after this time (RFC 3339), e.g. when the form was submitted; default: 15 minutes before the call"`
 	}
 	EmailMarkInput struct {
 		ID     string    `json:"id" jsonschema:"the message id email_list returned"`
@@ -352,7 +353,11 @@ func (in *EmailWaitInput) query() (mailread.Query, error) {
 	if sec == 0 {
 		sec = defaultWait
 	}
-	q := mailread.Query{From: in.From, Subject: in.Subject, Timeout: time.Duration(sec) * time.Second}
+	since, err := parseSince(in.Since)
+	if err != nil {
+		return mailread.Query{}, err
+	}
+	q := mailread.Query{From: in.From, Subject: in.Subject, Timeout: time.Duration(sec) * time.Second, Since: since}
 	return q, mailread.CheckQuery(q)
 }
 
@@ -407,12 +412,13 @@ func addMailReadTools(s *mcp.Server, src MailReader, log *slog.Logger) {
 		})
 	addTool(s, &mcp.Tool{Name: "email_wait_for_code",
 		Description: "Wait for a one-time code (4-8 digits, or a letters-and-digits code next to the word code) or a magic sign-in link " +
-			"in a new, unread message of this agent's inbox, e.g. after signing up somewhere. Messages up to 15 minutes old count; " +
+			"in a new, unread message of this agent's inbox, e.g. after signing up somewhere. Messages up to 15 minutes old count (or from since on); " +
 			"the message found is marked seen, so the same code is not returned twice. Errors NOT_FOUND when nothing came within timeout_seconds."},
 		schemaFor[EmailWaitInput](func(p map[string]*jsonschema.Schema) {
 			integer(p["timeout_seconds"], 0, maxWait)
 			str(p["from"], 1, 254, "")
 			str(p["subject"], 1, 998, "")
+			str(p["since"], 1, 64, "")
 		}),
 		func(in *EmailWaitInput) error { _, err := in.query(); return err },
 		func(ctx context.Context, _ *mcp.CallToolRequest, in EmailWaitInput) *mcp.CallToolResult {
@@ -442,7 +448,7 @@ func addMailReadTools(s *mcp.Server, src MailReader, log *slog.Logger) {
 }
 
 // mailReadRoutes serves the email tools on the socket: GET /email?since=&limit=,
-// GET /email/{id}, GET /email/code?from=&subject=&timeout=SECONDS and
+// GET /email/{id}, GET /email/code?from=&subject=&since=&timeout=SECONDS and
 // POST /email/{id}/mark {"seen"?, "labels"?}.
 func mailReadRoutes(mux *http.ServeMux, src Source, log *slog.Logger, fail func(http.ResponseWriter, *problem.Error)) {
 	answer := func(w http.ResponseWriter, what string, v any, err error, attrs ...any) {
@@ -473,7 +479,7 @@ func mailReadRoutes(mux *http.ServeMux, src Source, log *slog.Logger, fail func(
 	})
 	mux.HandleFunc("GET /email/code", func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()
-		in := EmailWaitInput{From: q.Get("from"), Subject: q.Get("subject")}
+		in := EmailWaitInput{From: q.Get("from"), Subject: q.Get("subject"), Since: q.Get("since")}
 		if t := q.Get("timeout"); t != "" {
 			n, err := strconv.Atoi(t)
 			if err != nil {
@@ -547,6 +553,9 @@ func (c *SocketClient) EmailWaitForCode(ctx context.Context, q mailread.Query) (
 	}
 	if q.Subject != "" {
 		v.Set("subject", q.Subject)
+	}
+	if !q.Since.IsZero() {
+		v.Set("since", q.Since.Format(time.RFC3339Nano))
 	}
 	var out mailread.CodeResult
 	if err := c.get(ctx, "/email/code", v, &out, q.Timeout); err != nil {

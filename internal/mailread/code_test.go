@@ -112,6 +112,14 @@ func TestWaitTimeout(t *testing.T) {
 		if d := time.Since(start); d < 30*time.Second || d > 31*time.Second {
 			t.Fatalf("waited %s of virtual time, want 30 s", d)
 		}
+		// an unread code from before since does not count; without since it does
+		in.Deliver(t, mailreadtest.Message("noreply@service.test", "Your code", "code 777111"), start.Add(-5*time.Minute))
+		if r, err := mailread.WaitForCode(context.Background(), in.Open(t), start, mailread.Query{From: "service.test", Since: start, Timeout: 5 * time.Second}); problem.As(err).Code != problem.NotFound {
+			t.Fatalf("since excludes the older message: %+v %v", r, err)
+		}
+		if r, err := mailread.WaitForCode(context.Background(), in.Open(t), start, mailread.Query{From: "service.test", Timeout: 5 * time.Second}); err != nil || r.Code != "777111" {
+			t.Fatalf("within the look-back: %+v %v", r, err)
+		}
 		for _, q := range []mailread.Query{{Timeout: 0}, {Timeout: mailread.MaxWait + time.Second}, {From: strings.Repeat("a", 300), Timeout: time.Second}} {
 			if _, err := mailread.WaitForCode(context.Background(), in.Open(t), start, q); problem.As(err).Code != problem.BadRequest {
 				t.Errorf("query %+v: %v, want BAD_REQUEST", q, err)

@@ -377,6 +377,9 @@ func (s *IMAPSource) SetMark(ctx context.Context, id string, mk Mark) error {
 	return nil
 }
 
+// PollEvery implements Poller: a wait asks an IMAP server once a second.
+func (s *IMAPSource) PollEvery() time.Duration { return time.Second }
+
 // Close implements Source: it logs out.
 func (s *IMAPSource) Close() error {
 	if s.c == nil {

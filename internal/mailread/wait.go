@@ -15,7 +15,14 @@ type Query struct {
 	From    string        // a substring of the sender's address ("" = anyone)
 	Subject string        // a substring of the subject ("" = any)
 	Timeout time.Duration // 1 s to MaxWait
+	// Since: only messages received at or after it count (zero = Lookback
+	// before the call), e.g. the moment the agent submitted the form.
+	Since time.Time
 }
+
+// Poller is a Source that says how often a wait may list it (an IMAP
+// server is asked less often than an object store).
+type Poller interface{ PollEvery() time.Duration }
 
 // Bounds of a wait.
 const (
@@ -53,7 +60,7 @@ func CheckQuery(q Query) error {
 // WaitForCode waits until an unseen message that matches q and carries a
 // one-time code or magic link is in the inbox, marks it seen (so the next
 // wait does not return the same code) and returns what it found. Messages
-// from Lookback before now on count, newest first. now is the daemon's clock;
+// from q.Since (default: Lookback before now) on count, newest first. now is the daemon's clock;
 // the wait itself runs on timers (synctest-friendly).
 func WaitForCode(ctx context.Context, src Source, now time.Time, q Query) (*CodeResult, error) {
 	if err := CheckQuery(q); err != nil {
@@ -61,9 +68,16 @@ func WaitForCode(ctx context.Context, src Source, now time.Time, q Query) (*Code
 	}
 	ctx, cancel := context.WithTimeout(ctx, q.Timeout)
 	defer cancel()
-	since := now.Add(-Lookback)
+	since := q.Since
+	if since.IsZero() {
+		since = now.Add(-Lookback)
+	}
+	every := Poll
+	if p, ok := src.(Poller); ok {
+		every = p.PollEvery()
+	}
 	tried := map[string]bool{} // read and without a code: not again
-	tick := time.NewTicker(Poll)
+	tick := time.NewTicker(every)
 	defer tick.Stop()
 	for {
 		r, err := scan(ctx, src, since, q, tried)
