@@ -24,6 +24,7 @@ import (
 	"github.com/agentkeys/agentkeys/internal/mail"
 	"github.com/agentkeys/agentkeys/internal/mailread"
 	"github.com/agentkeys/agentkeys/internal/mailread/dovecottest"
+	"github.com/agentkeys/agentkeys/internal/mailread/mailreadtest"
 	"github.com/agentkeys/agentkeys/internal/problem"
 )
 
@@ -247,6 +248,22 @@ func TestMailReadSeaweedFS(t *testing.T) {
 	if text, isErr := mcpCall(t, cs, "email_get", map[string]any{"id": idB}); !isErr || !strings.HasPrefix(text, "NOT_FOUND:") {
 		t.Fatalf("A's daemon got B's message id: %q", text)
 	}
+
+	// the Source conformance suite on the same server (the edge's own
+	// credentials deliver, as the edge does; a fresh inbox prefix each case)
+	admin := w.admin.Options().Credentials
+	mailreadtest.Run(t, func(t *testing.T) mailreadtest.Inbox {
+		prefix := mailread.Prefix("0x"+randomHex(20), "a"+randomHex(6)+"@"+domain)
+		src := storeSource(t, w, admin, prefix)
+		return mailreadtest.Inbox{
+			Open: func(testing.TB) mailread.Source { return src },
+			Deliver: func(t testing.TB, raw []byte, at time.Time) {
+				if err := w.put(t.(*testing.T), w.admin, edgeKey(prefix, raw, at), string(raw)); err != nil {
+					t.Fatal(err)
+				}
+			},
+		}
+	})
 
 	// A's own credentials on B's prefix: AccessDenied, whatever the config says
 	ctx := context.Background()
