@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -70,13 +71,19 @@ func badMail(d Dir, why string) error {
 	return problem.Newf(CodeBadRequest, "fix "+d.MailConfigPath()+` (docs/connect-your-agent.md, "Reading the agent's mail")`, "the daemon's mail config: %s", why)
 }
 
-// LoadMailConfig reads and checks the mail config.
+// LoadMailConfig reads and checks the mail config. It refuses a file other
+// users may change: the config decides where the vault's app password is
+// sent.
 func (d Dir) LoadMailConfig() (*MailConfig, error) {
 	var c MailConfig
 	if err := read(d.MailConfigPath(), &c); errors.Is(err, fs.ErrNotExist) {
 		return nil, noMail(d)
 	} else if err != nil {
 		return nil, badMail(d, "it is not valid JSON")
+	}
+	if fi, err := os.Stat(d.MailConfigPath()); err != nil || fi.Mode().Perm()&0o022 != 0 {
+		return nil, problem.Newf(CodeDenied, "chmod go-w "+d.MailConfigPath(),
+			"other users may change %s, which decides where the mailbox password is sent", d.MailConfigPath())
 	}
 	switch {
 	case (c.S3 == nil) == (c.IMAP == nil):

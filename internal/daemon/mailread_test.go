@@ -41,6 +41,11 @@ func TestMailConfig(t *testing.T) {
 	if c, err := d.LoadMailConfig(); err != nil || c.S3.Bucket != "b" {
 		t.Fatalf("good config: %+v %v", c, err)
 	}
+	// a config others may change could send the vault's password anywhere
+	os.Chmod(d.MailConfigPath(), 0o666)
+	if _, err := d.LoadMailConfig(); problem.As(err).Code != CodeDenied || !strings.Contains(problem.As(err).Fix, "chmod go-w") {
+		t.Fatalf("world-writable config: %v", err)
+	}
 }
 
 // TestEmailToolInputs: the email tools refuse bad input with BAD_REQUEST
