@@ -231,9 +231,8 @@ func (s Source) EmailList(ctx context.Context, since time.Time, limit int) (*Ema
 		for _, r := range refs {
 			e := EmailSummary{Ref: r, Seen: marks[r.ID].Seen, Labels: marks[r.ID].Labels}
 			if raw, err := mb.Get(ctx, r.ID); err == nil {
-				if m, err := mailread.Parse(r.ID, raw); err == nil {
-					e.From, e.Subject = m.From, m.Subject
-				}
+				m := mailread.Parse(r.ID, raw)
+				e.From, e.Subject = m.From, m.Subject
 			} else if problem.As(err).Code != CodeNotFound {
 				return nil, err
 			}
@@ -253,10 +252,7 @@ func (s Source) EmailGet(ctx context.Context, id string) (*mailread.Message, err
 		if err != nil {
 			return nil, err
 		}
-		m, err := mailread.Parse(id, raw)
-		if err != nil {
-			return nil, err
-		}
+		m := mailread.Parse(id, raw)
 		marks, err := mb.Marks(ctx, []string{id})
 		if err != nil {
 			return nil, err

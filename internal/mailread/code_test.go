@@ -2,6 +2,7 @@ package mailread_test
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"testing/synctest"
@@ -38,9 +39,9 @@ const colourful = `<html><head><style>body { color: #123456; } .x{background:#65
 <p><a href=3D"https://service.test/unsubscribe?u=3D1">Unsubscribe</a></p></body></html>`
 
 func TestParse(t *testing.T) {
-	m, err := mailread.Parse("1764914400000000000-0a1b2c3d", htmlMail("=?utf-8?q?Your_c=C3=B3de?=", "", colourful))
-	if err != nil {
-		t.Fatal(err)
+	m := mailread.Parse("1764914400000000000-0a1b2c3d", htmlMail("=?utf-8?q?Your_c=C3=B3de?=", "", colourful))
+	if m.Truncated {
+		t.Fatal("a whole message marked truncated")
 	}
 	if m.From != "noreply@service.test" || m.Subject != "Your códe" || len(m.To) != 1 || m.To[0] != "agent@example.test" {
 		t.Errorf("headers: from %q subject %q to %v", m.From, m.Subject, m.To)
@@ -58,9 +59,14 @@ func TestParse(t *testing.T) {
 		t.Errorf("links: %v", m.Links)
 	}
 	// a broken body keeps its headers
-	m, err = mailread.Parse("1.2", []byte("From: a@b.test\r\nSubject: s\r\nContent-Type: multipart/mixed; boundary=\"B\"\r\n\r\n--B\r\nContent-Type: text/plain\r\n\r\nhello"))
-	if err != nil || m.Subject != "s" {
-		t.Errorf("broken body: %+v %v", m, err)
+	m = mailread.Parse("1.2", []byte("From: a@b.test\r\nSubject: s\r\nContent-Type: multipart/mixed; boundary=\"B\"\r\n\r\n--B\r\nContent-Type: text/plain\r\n\r\nhello"))
+	if m.Subject != "s" || !m.Truncated {
+		t.Errorf("broken body: %+v", m)
+	}
+	// a header over go-message's bounds: nothing, marked cut, no error
+	m = mailread.Parse("1.3", []byte(strings.Repeat("X-A: b\r\n", 400000)+"\r\nbody"))
+	if !m.Truncated || m.Text != "" {
+		t.Errorf("unreadable header: %+v", m)
 	}
 }
 
@@ -81,10 +87,7 @@ func TestFindCode(t *testing.T) {
 		{"magic link text", mailreadtest.Message("a@s.test", "Confirm your email", "Confirm here: https://service.test/confirm?t=Zx9. If not you, ignore this."), "", "https://service.test/confirm?t=Zx9"},
 		{"amounts, times, colours in text", mailreadtest.Message("a@s.test", "Receipt", "Total $1234.50, 12:3456, color #123456, 99.999999, id 77-654321-1"), "", ""},
 	} {
-		m, err := mailread.Parse("1.1", c.raw)
-		if err != nil {
-			t.Fatalf("%s: %v", c.name, err)
-		}
+		m := mailread.Parse("1.1", c.raw)
 		if f := mailread.FindCode(m); f.Code != c.code || f.Link != c.link {
 			t.Errorf("%s: found %+v, want code %q link %q", c.name, f, c.code, c.link)
 		}
@@ -153,4 +156,29 @@ func BenchmarkWaitForCode(b *testing.B) {
 		total += time.Since(<-landed)
 	}
 	b.ReportMetric(float64(total.Milliseconds())/float64(b.N), "ms-landed-to-code")
+}
+
+// TestParseDeepNesting: a sender can nest multiparts thousands deep in a
+// small message; go-message's reader pays for every level on every byte
+// (quadratic), so the daemon stops descending at a fixed depth and says the
+// message was cut, instead of spinning on it.
+func TestParseDeepNesting(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("From: a@b.test\r\nSubject: deep\r\n")
+	for i := range 3000 {
+		fmt.Fprintf(&b, "Content-Type: multipart/mixed; boundary=b%d\r\n\r\n--b%d\r\n", i, i)
+	}
+	b.WriteString("Content-Type: text/plain\r\n\r\nYour code is 918273\r\n")
+	m := mailread.Parse("1.1", []byte(b.String()))
+	if m.Subject != "deep" {
+		t.Fatalf("%+v", m)
+	}
+	if !m.Truncated || m.Text != "" {
+		t.Fatalf("a message nested 3000 deep was walked to the bottom (truncated %v, text %q)", m.Truncated, m.Text)
+	}
+	// a normal depth is read whole
+	m = mailread.Parse("1.1", htmlMail("Verify", "text 1234", colourful))
+	if m.Truncated || m.Text != "text 1234" || len(m.Attachments) != 1 {
+		t.Fatalf("normal nesting: %+v", m)
+	}
 }

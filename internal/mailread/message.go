@@ -13,7 +13,6 @@ import (
 	"github.com/emersion/go-message/mail"
 	"golang.org/x/net/html"
 
-	"github.com/agentkeys/agentkeys/internal/problem"
 )
 
 // Message is what email_get returns: a raw message parsed by the daemon.
@@ -61,18 +60,18 @@ const (
 	maxLinks       = 100
 )
 
-// Parse parses a raw message. A message whose body does not parse still
-// returns its headers and what was read before the damage; only a message
-// with no readable header at all is an error.
-func Parse(id string, raw []byte) (*Message, error) {
+// Parse parses a raw message, whatever the sender wrote: a message whose
+// body does not parse returns its headers and what was read before the
+// damage, one whose header does not parse (or is over go-message's bounds)
+// nothing; either is marked Truncated.
+func Parse(id string, raw []byte) *Message {
+	m := &Message{ID: id, Headers: []Header{}}
 	e, err := message.Read(bytes.NewReader(raw))
 	if e == nil || err != nil && !message.IsUnknownCharset(err) && !message.IsUnknownEncoding(err) {
-		return nil, problem.Newf(problem.Unreachable, "read it raw, or ignore it: the sender wrote a broken message",
-			"message %s is not a readable email: its header does not parse", id)
+		m.Truncated = true
+		return m
 	}
-	mr := mail.NewReader(e)
-	m := &Message{ID: id, Headers: []Header{}}
-	h := mr.Header
+	h := mail.Header{Header: e.Header}
 	if from, err := h.AddressList("From"); err == nil && len(from) > 0 {
 		m.From = from[0].Address
 	} else {
@@ -107,49 +106,71 @@ func Parse(id string, raw []byte) (*Message, error) {
 			m.Auth = v
 		}
 	}
-	var text, htm strings.Builder
-	for parts := 0; ; parts++ {
-		if parts == maxParts {
+	w := walker{m: m}
+	w.walk(e, 0)
+	m.Text, m.HTMLText = w.text.String(), w.html.String()
+	return m
+}
+
+// walker walks a message's parts depth first, at most maxDepth multiparts
+// deep: go-message's multipart reader pays for every enclosing level on every
+// byte, so an unbounded depth would let a sender make the daemon spin.
+type walker struct {
+	m          *Message
+	text, html strings.Builder
+	parts      int
+}
+
+// maxDepth bounds the nesting of multiparts the daemon reads (real mail
+// nests a few deep: mixed > alternative > related).
+const maxDepth = 16
+
+func (w *walker) walk(e *message.Entity, depth int) {
+	m := w.m
+	if mr := e.MultipartReader(); mr != nil {
+		if depth == maxDepth {
 			m.Truncated = true
-			break
+			return
 		}
-		p, err := mr.NextPart()
-		if err == io.EOF {
-			break
-		}
-		if err != nil && (p == nil || !message.IsUnknownCharset(err) && !message.IsUnknownEncoding(err)) {
-			m.Truncated = true // a damaged part ends the walk; what came before stands
-			break
-		}
-		switch ph := p.Header.(type) {
-		case *mail.InlineHeader:
-			ct, _, _ := ph.ContentType()
-			switch ct {
-			case "text/html":
-				b, cut := readBounded(p.Body, maxBody)
-				m.Truncated = m.Truncated || cut
-				t, links := RenderHTML(b)
-				appendBounded(&htm, t, &m.Truncated)
-				for _, l := range links {
-					if len(m.Links) < maxLinks {
-						m.Links = append(m.Links, l)
-					}
-				}
-			case "text/plain", "":
-				b, cut := readBounded(p.Body, maxBody)
-				m.Truncated = m.Truncated || cut
-				appendBounded(&text, clean(string(b)), &m.Truncated)
-			default:
-				m.Attachments = append(m.Attachments, Attachment{ContentType: ct, Size: size(p.Body)})
+		for w.parts < maxParts {
+			p, err := mr.NextPart()
+			if err == io.EOF {
+				return
 			}
-		case *mail.AttachmentHeader:
-			name, _ := ph.Filename()
-			ct, _, _ := ph.ContentType()
-			m.Attachments = append(m.Attachments, Attachment{Filename: clean(name), ContentType: ct, Size: size(p.Body)})
+			if err != nil && (p == nil || !message.IsUnknownCharset(err) && !message.IsUnknownEncoding(err)) {
+				m.Truncated = true // a damaged part ends the walk; what came before stands
+				return
+			}
+			w.walk(p, depth+1)
 		}
+		m.Truncated = true
+		return
 	}
-	m.Text, m.HTMLText = text.String(), htm.String()
-	return m, nil
+	w.parts++
+	ct, _, _ := e.Header.ContentType()
+	if disp, _, _ := e.Header.ContentDisposition(); disp == "attachment" {
+		name, _ := (&mail.AttachmentHeader{Header: e.Header}).Filename()
+		m.Attachments = append(m.Attachments, Attachment{Filename: clean(name), ContentType: ct, Size: size(e.Body)})
+		return
+	}
+	switch ct {
+	case "text/html":
+		b, cut := readBounded(e.Body, maxBody)
+		m.Truncated = m.Truncated || cut
+		t, links := RenderHTML(b)
+		appendBounded(&w.html, t, &m.Truncated)
+		for _, l := range links {
+			if len(m.Links) < maxLinks {
+				m.Links = append(m.Links, l)
+			}
+		}
+	case "text/plain", "":
+		b, cut := readBounded(e.Body, maxBody)
+		m.Truncated = m.Truncated || cut
+		appendBounded(&w.text, clean(string(b)), &m.Truncated)
+	default:
+		m.Attachments = append(m.Attachments, Attachment{ContentType: ct, Size: size(e.Body)})
+	}
 }
 
 func addresses(h mail.Header, key string) []string {

@@ -150,10 +150,7 @@ func scan(ctx context.Context, src Source, since time.Time, q Query, tried map[s
 			delete(tried, r.ID)
 			return nil, err
 		}
-		m, err := Parse(r.ID, raw)
-		if err != nil {
-			continue
-		}
+		m := Parse(r.ID, raw)
 		if !contains(m.From, q.From) || !contains(m.Subject, q.Subject) {
 			continue
 		}
