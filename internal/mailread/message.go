@@ -12,7 +12,6 @@ import (
 	_ "github.com/emersion/go-message/charset" // the usual charsets of real mail
 	"github.com/emersion/go-message/mail"
 	"golang.org/x/net/html"
-
 )
 
 // Message is what email_get returns: a raw message parsed by the daemon.
