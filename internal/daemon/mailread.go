@@ -328,7 +328,7 @@ type (
 		From           string `json:"from,omitempty" jsonschema:"only messages whose sender address contains this, e.g. github.com"`
 		Subject        string `json:"subject,omitempty" jsonschema:"only messages whose subject contains this (any case)"`
 		TimeoutSeconds int    `json:"timeout_seconds,omitempty" jsonschema:"how long to wait, 1-600 seconds (0 or omitted: 60)"`
-		Since          string `json:"since,omitempty" jsonschema:"only messages received at or after this time (RFC 3339), e.g. when the form was submitted; default: 15 minutes before the call"`
+		Since          string `json:"since,omitempty" jsonschema:"only messages received at or after this time (RFC 3339, at most 24 hours back), e.g. when the form was submitted; default: 15 minutes before the call"`
 	}
 	EmailMarkInput struct {
 		ID     string    `json:"id" jsonschema:"the message id email_list returned"`

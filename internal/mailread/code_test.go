@@ -123,7 +123,7 @@ func TestWaitTimeout(t *testing.T) {
 		if r, err := mailread.WaitForCode(context.Background(), in.Open(t), start, mailread.Query{From: "service.test", Timeout: 5 * time.Second}); err != nil || r.Code != "777111" {
 			t.Fatalf("within the look-back: %+v %v", r, err)
 		}
-		for _, q := range []mailread.Query{{Timeout: 0}, {Timeout: mailread.MaxWait + time.Second}, {From: strings.Repeat("a", 300), Timeout: time.Second}} {
+		for _, q := range []mailread.Query{{Since: start.Add(-25 * time.Hour), Timeout: time.Second}, {Timeout: 0}, {Timeout: mailread.MaxWait + time.Second}, {From: strings.Repeat("a", 300), Timeout: time.Second}} {
 			if _, err := mailread.WaitForCode(context.Background(), in.Open(t), start, q); problem.As(err).Code != problem.BadRequest {
 				t.Errorf("query %+v: %v, want BAD_REQUEST", q, err)
 			}

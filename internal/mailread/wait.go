@@ -31,6 +31,8 @@ const (
 	// still count: the agent asks for the code after submitting a form, and
 	// the mail may be faster than the call.
 	Lookback = 15 * time.Minute
+	// MaxLookback bounds how far back a Query's Since may reach.
+	MaxLookback = 24 * time.Hour
 	// Poll is how often the inbox is listed while waiting.
 	Poll = 250 * time.Millisecond
 	// maxScan bounds the messages one wait reads.
@@ -72,6 +74,10 @@ func WaitForCode(ctx context.Context, src Source, now time.Time, q Query) (*Code
 	if since.IsZero() {
 		since = now.Add(-Lookback)
 	}
+	if since.Before(now.Add(-MaxLookback)) {
+		return nil, problem.Newf(problem.BadRequest, "pass a later since (or none: 15 minutes back); read older mail with email_list",
+			"since may reach at most %s back", MaxLookback)
+	}
 	every := Poll
 	if p, ok := src.(Poller); ok {
 		every = p.PollEvery()
@@ -106,15 +112,19 @@ func WaitForCode(ctx context.Context, src Source, now time.Time, q Query) (*Code
 	}
 }
 
-// scan looks once through the messages since since, newest first.
+// scan looks once through the newest maxScan messages since since, newest
+// first (since is at most MaxLookback back, which bounds the listing).
 func scan(ctx context.Context, src Source, since time.Time, q Query, tried map[string]bool) (*CodeResult, error) {
-	var refs []Ref
-	for from := since; len(refs) < maxScan; {
+	var refs []Ref // the newest maxScan since since
+	for from := since; ; {
 		page, more, err := src.List(ctx, from, MaxList)
 		if err != nil {
 			return nil, err
 		}
 		refs = append(refs, page...)
+		if len(refs) > maxScan {
+			refs = refs[len(refs)-maxScan:]
+		}
 		if !more || len(page) == 0 {
 			break
 		}
