@@ -177,6 +177,9 @@ func NewMCPServer(src Backend, log *slog.Logger) *mcp.Server {
 			return toolText(string(b))
 		})
 	addMailSendTool(s, src, log)
+	if m, ok := src.(MailReader); ok {
+		addMailReadTools(s, m, log)
+	}
 	return s
 }
 

@@ -22,9 +22,9 @@ import (
 
 // Handler serves the daemon's operations over HTTP: GET /credentials and
 // GET /credentials/{service}[?wait=SECONDS] (wait for the owner's approval, at
-// most MaxWaitSeconds), GET /cloud/aws and GET /metrics (the daemon's
-// counters, e.g. agentkeys_oidc_dual_verify_rejected_total) and POST
-// /mail/send (mailsend_mcp.go); errors are {"error":{"code","message","fix"}}.
+// most MaxWaitSeconds), GET /cloud/aws, the email routes (mailReadRoutes), POST
+// /mail/send (mailsend_mcp.go) and GET /metrics (the daemon's counters, e.g.
+// agentkeys_oidc_dual_verify_rejected_total); errors are {"error":{"code","message","fix"}}.
 func Handler(src Source, log *slog.Logger) http.Handler {
 	mux := http.NewServeMux()
 	fail := func(w http.ResponseWriter, p *problem.Error) {
@@ -96,9 +96,10 @@ func Handler(src Source, log *slog.Logger) http.Handler {
 		writeJSON(w, http.StatusOK, ct)
 	})
 	handleMailSend(mux, src, log)
+	mailReadRoutes(mux, src, log, fail)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(Metrics, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		fail(w, problem.New(CodeNotFound, "no such endpoint", "use GET /credentials, GET /credentials/{service}[?wait=SECONDS], GET /cloud/aws?role_arn=ARN, GET /cloud/{gcp,azure,alicloud}?… or POST /mail/send"))
+		fail(w, problem.New(CodeNotFound, "no such endpoint", "use GET /credentials, GET /credentials/{service}[?wait=SECONDS], GET /cloud/aws?role_arn=ARN, GET /cloud/{gcp,azure,alicloud}?…, GET /email, GET /email/{id}, GET /email/code, POST /email/{id}/mark or POST /mail/send"))
 	})
 	return mux
 }
