@@ -217,6 +217,12 @@ func TestTamperCaught(t *testing.T) {
 			if _, err := verifyOffline(a, key); !errors.Is(err, archive.ErrInvalid) {
 				t.Fatalf("tampered segment verified: %v", err)
 			}
+			// the segment alone (what a broker serving history checks) fails too
+			if s, err := a.Get(ctx, refs[0]); err == nil {
+				if err := s.Check(key); !errors.Is(err, archive.ErrInvalid) {
+					t.Fatalf("tampered segment checked alone: %v", err)
+				}
+			}
 			// and prune refuses to rely on it, dropping nothing
 			if _, err := archive.Prune(ctx, a, c.d, c.head(t), ledger.NewVerifier(schema(), ledger.NewMemState()), nil); err == nil {
 				t.Fatal("prune relied on a tampered archive")
