@@ -17,11 +17,30 @@ import (
 // usage and audit verify --server see the whole chain; without it, a page
 // below the cut is refused with the fix, and usage shows the rows after it.
 
-// history returns up to limit entries from seq from on, contiguous: from the
-// store, or, for entries it dropped, from the archive (never past the cut).
-// strict: a range dropped without an archive to read it from is an error;
-// otherwise it is skipped (the store's entries after it are returned).
+// history returns up to limit entries from seq from on: from the store, and
+// for entries it dropped, from the archive. A page is short only at the head
+// (readers stop there). strict: a range dropped without an archive to read it
+// from is an error; otherwise it is skipped.
 func (b *Broker) history(ctx context.Context, from uint64, limit int, strict bool) ([]ledger.Entry, error) {
+	var out []ledger.Entry
+	for len(out) < limit {
+		es, err := b.historyRun(ctx, from, limit-len(out), strict)
+		if err != nil {
+			return nil, err
+		}
+		if len(es) == 0 {
+			break
+		}
+		out = append(out, es...)
+		from = es[len(es)-1].Seq + 1
+	}
+	return out, nil
+}
+
+// historyRun is history's one read: contiguous entries from the store, or from
+// the archive up to the cut at most (or, not strict and without the archive,
+// the store's entries after the range it dropped).
+func (b *Broker) historyRun(ctx context.Context, from uint64, limit int, strict bool) ([]ledger.Entry, error) {
 	es, err := b.store.Entries(ctx, from, limit)
 	if err != nil || len(es) == 0 {
 		return es, err
