@@ -156,13 +156,17 @@ func testRetention(t *testing.T, openStore func() (ledger.Driver, error), offlin
 	check("running", true)
 	e.restart(t) // from the snapshot the stop wrote
 	check("restarted", true)
-	if err := os.Remove(broker.SnapshotPath(e.dataDir)); err != nil {
-		t.Fatal(err)
+	withoutSnapshot := func() { // stopping writes one: remove it before the start
+		t.Helper()
+		e.b.Close()
+		if err := os.Remove(broker.SnapshotPath(e.dataDir)); err != nil {
+			t.Fatal(err)
+		}
+		e.open(t)
 	}
-	e.restart(t) // from the anchor, the usage index from the archive
+	withoutSnapshot() // from the anchor, the usage index from the archive
 	check("no snapshot", true)
 	e.cfg.Archive = nil
-	os.Remove(broker.SnapshotPath(e.dataDir))
-	e.restart(t)
+	withoutSnapshot()
 	check("no archive", false)
 }
