@@ -58,7 +58,7 @@ func TestRetentionPostgres(t *testing.T) {
 func testRetention(t *testing.T, openStore func() (ledger.Driver, error), offline func(*env) ledger.Driver) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	a, err := archive.Open(ctx, dir, archive.S3{})
+	a, err := archive.Open(ctx, dir, archive.S3{}, false)
 	if err != nil {
 		t.Fatal(err)
 	}

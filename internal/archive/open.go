@@ -3,6 +3,7 @@ package archive
 import (
 	"context"
 	"fmt"
+	"os"
 	"strings"
 
 	"github.com/aws/aws-sdk-go-v2/config"
@@ -20,13 +21,17 @@ type S3 struct {
 	Region    string // default us-east-1
 }
 
-// Open returns the archive at where: a local directory (created 0700, its
-// segment files 0600), or s3://BUCKET[/PREFIX].
-func Open(ctx context.Context, where string, s3 S3) (*Archive, error) {
+// Open returns the archive at where: a local directory (its segment files
+// 0600), or s3://BUCKET[/PREFIX]. A directory is created (0700) only when
+// create is set (export); reading one that is not there is an error.
+func Open(ctx context.Context, where string, s3 S3, create bool) (*Archive, error) {
 	rest, isS3 := strings.CutPrefix(where, "s3://")
 	if !isS3 {
 		if where == "" || strings.Contains(where, "://") {
 			return nil, fmt.Errorf("an archive is a directory or s3://BUCKET/PREFIX, not %q", where)
+		}
+		if fi, err := os.Stat(where); !create && (err != nil || !fi.IsDir()) {
+			return nil, fmt.Errorf("no archive directory at %s", where)
 		}
 		st, err := localstore.Open(where)
 		if err != nil {

@@ -73,7 +73,7 @@ Exit 0 with a one-line summary when valid; otherwise exit 1 naming the first bad
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if arch.where != "" && ledgerKey != "" && dataDir == "" && ledgerURL == "" {
-				a, err := arch.open(cmd)
+				a, err := arch.open(cmd, false)
 				if err != nil {
 					return err
 				}
@@ -217,7 +217,7 @@ func verifyStore(cmd *cobra.Command, src ledgerstore.Source, arch archiveFlags) 
 	if arch.where == "" {
 		return audit.VerifyStore(cmd.Context(), d)
 	}
-	a, err := arch.open(cmd)
+	a, err := arch.open(cmd, false)
 	if err != nil {
 		return audit.Summary{}, err
 	}
@@ -238,8 +238,9 @@ func (f *archiveFlags) flags(cmd *cobra.Command, name, usage string) {
 	cmd.Flags().StringVar(&f.s3.Region, "s3-region", "", "region of an s3:// archive's bucket (default us-east-1)")
 }
 
-func (f archiveFlags) open(cmd *cobra.Command) (*archive.Archive, error) {
-	a, err := archive.Open(cmd.Context(), f.where, f.s3)
+// open opens the archive; create (export) makes a missing directory.
+func (f archiveFlags) open(cmd *cobra.Command, create bool) (*archive.Archive, error) {
+	a, err := archive.Open(cmd.Context(), f.where, f.s3, create)
 	if err != nil {
 		return nil, problem.New(problem.BadRequest, err.Error(), "name the archive as a directory or s3://BUCKET/PREFIX")
 	}
@@ -314,7 +315,7 @@ interrupted export resumes. Progress is shown on a terminal.`,
 			if err != nil {
 				return err
 			}
-			a, err := arch.open(cmd)
+			a, err := arch.open(cmd, true)
 			if err != nil {
 				return err
 			}
@@ -380,7 +381,7 @@ checkpoint, far behind the head where they append.`,
 			if err != nil {
 				return err
 			}
-			a, err := arch.open(cmd)
+			a, err := arch.open(cmd, false)
 			if err != nil {
 				return err
 			}

@@ -186,7 +186,7 @@ from the monitoring network alone), and the API's /metrics answers 404.`,
 			}
 			var history *archive.Archive
 			if arch.where != "" {
-				if history, err = arch.open(cmd); err != nil {
+				if history, err = arch.open(cmd, false); err != nil {
 					return err
 				}
 			}
