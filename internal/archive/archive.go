@@ -55,7 +55,10 @@ func invalidf(format string, args ...any) error {
 // entries are first..last, each linked to the one before (the first to Prev),
 // every payload present and canonical, and the last is a checkpoint the ledger
 // key signed that vouches for the entry before it. A first segment starts with
-// the genesis that names ledgerKey and whose hash is LedgerID.
+// the genesis that names ledgerKey and whose hash is LedgerID. So every entry's
+// content is what the enclave checkpointed (hashes cover content, not
+// signatures); each entry's own signature is checked by Walk, which needs the
+// account keys folded from the entries before it.
 func (s *Segment) Check(ledgerKey string) error {
 	name := fmt.Sprintf("segment %d-%d", s.First, s.Last)
 	if s.Format != Format {

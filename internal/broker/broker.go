@@ -21,8 +21,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/agentkeys/agentkeys/internal/account"
-	"github.com/agentkeys/agentkeys/internal/archive"
 	"github.com/agentkeys/agentkeys/internal/agent"
+	"github.com/agentkeys/agentkeys/internal/archive"
 	"github.com/agentkeys/agentkeys/internal/attest"
 	"github.com/agentkeys/agentkeys/internal/auditindex"
 	"github.com/agentkeys/agentkeys/internal/dpop"
@@ -186,7 +186,7 @@ type Broker struct {
 	tokens   *sessionKeys
 	usage    *auditindex.Index
 	archive  *archive.Reader // Config.Archive, checked with the ledger key; nil: none
-	pos      position // where the chain stands after the last entry usage observed
+	pos      position        // where the chain stands after the last entry usage observed
 	snaps    snapshots
 	kinds    ledger.Schema // Schema(), built once: which kinds are public
 	accounts sync.Map      // omni → *account.Account, see (*Broker).account

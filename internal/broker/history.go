@@ -132,4 +132,3 @@ func (b *Broker) dropOrphanOperatorKey(st ledger.State) error {
 		"path", path)
 	return nil
 }
-

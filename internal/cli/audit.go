@@ -73,7 +73,7 @@ Exit 0 with a one-line summary when valid; otherwise exit 1 naming the first bad
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if arch.where != "" && ledgerKey != "" && dataDir == "" && ledgerURL == "" {
-				a, err := arch.open(cmd, false)
+				a, err := arch.openArchive(cmd, false)
 				if err != nil {
 					return err
 				}
@@ -217,7 +217,7 @@ func verifyStore(cmd *cobra.Command, src ledgerstore.Source, arch archiveFlags) 
 	if arch.where == "" {
 		return audit.VerifyStore(cmd.Context(), d)
 	}
-	a, err := arch.open(cmd, false)
+	a, err := arch.openArchive(cmd, false)
 	if err != nil {
 		return audit.Summary{}, err
 	}
@@ -238,8 +238,8 @@ func (f *archiveFlags) flags(cmd *cobra.Command, name, usage string) {
 	cmd.Flags().StringVar(&f.s3.Region, "s3-region", "", "region of an s3:// archive's bucket (default us-east-1)")
 }
 
-// open opens the archive; create (export) makes a missing directory.
-func (f archiveFlags) open(cmd *cobra.Command, create bool) (*archive.Archive, error) {
+// openArchive opens the archive; create (export) makes a missing directory.
+func (f archiveFlags) openArchive(cmd *cobra.Command, create bool) (*archive.Archive, error) {
 	a, err := archive.Open(cmd.Context(), f.where, f.s3, create)
 	if err != nil {
 		return nil, problem.New(problem.BadRequest, err.Error(), "name the archive as a directory or s3://BUCKET/PREFIX")
@@ -262,8 +262,8 @@ func archiveProblem(err error) error {
 	return err
 }
 
-// progress prints how far a long run is, on a terminal (stderr) only.
-func (e *env) progress(verb string) archive.Progress {
+// archiveProgress prints how far a long run is, on a terminal (stderr) only.
+func (e *env) archiveProgress(verb string) archive.Progress {
 	if !isTerminal(e.stderr) {
 		return nil
 	}
@@ -276,7 +276,7 @@ func (e *env) progress(verb string) archive.Progress {
 	}
 }
 
-func (e *env) endProgress() {
+func (e *env) endArchiveProgress() {
 	if isTerminal(e.stderr) {
 		fmt.Fprintln(e.stderr)
 	}
@@ -315,7 +315,7 @@ interrupted export resumes. Progress is shown on a terminal.`,
 			if err != nil {
 				return err
 			}
-			a, err := arch.open(cmd, true)
+			a, err := arch.openArchive(cmd, true)
 			if err != nil {
 				return err
 			}
@@ -324,8 +324,8 @@ interrupted export resumes. Progress is shown on a terminal.`,
 				return err
 			}
 			defer d.Close()
-			out, err := archive.Export(cmd.Context(), a, d, before, size, e.progress("exported"))
-			e.endProgress()
+			out, err := archive.Export(cmd.Context(), a, d, before, size, e.archiveProgress("exported"))
+			e.endArchiveProgress()
 			if err != nil {
 				return archiveProblem(err)
 			}
@@ -381,7 +381,7 @@ checkpoint, far behind the head where they append.`,
 			if err != nil {
 				return err
 			}
-			a, err := arch.open(cmd, false)
+			a, err := arch.openArchive(cmd, false)
 			if err != nil {
 				return err
 			}
@@ -390,8 +390,8 @@ checkpoint, far behind the head where they append.`,
 				return err
 			}
 			defer d.Close()
-			out, err := archive.Prune(cmd.Context(), a, d, before, ledger.NewVerifier(modules.Schema(), ledger.NewMemState()), e.progress("verified"))
-			e.endProgress()
+			out, err := archive.Prune(cmd.Context(), a, d, before, ledger.NewVerifier(modules.Schema(), ledger.NewMemState()), e.archiveProgress("verified"))
+			e.endArchiveProgress()
 			if err != nil {
 				return archiveProblem(err)
 			}

@@ -22,8 +22,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/agentkeys/agentkeys/internal/api"
-	"github.com/agentkeys/agentkeys/internal/archive"
 	"github.com/agentkeys/agentkeys/internal/apiv1"
+	"github.com/agentkeys/agentkeys/internal/archive"
 	"github.com/agentkeys/agentkeys/internal/attest"
 	"github.com/agentkeys/agentkeys/internal/broker"
 	"github.com/agentkeys/agentkeys/internal/client"
@@ -186,7 +186,7 @@ from the monitoring network alone), and the API's /metrics answers 404.`,
 			}
 			var history *archive.Archive
 			if arch.where != "" {
-				if history, err = arch.open(cmd, false); err != nil {
+				if history, err = arch.openArchive(cmd, false); err != nil {
 					return err
 				}
 			}
