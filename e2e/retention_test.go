@@ -97,12 +97,39 @@ func TestGuideRetention(t *testing.T) {
 		t.Fatalf("archive directory: %v %v", fi, err)
 	}
 
+	// Bad input: a clear error, nothing created or dropped.
+	empty := filepath.Join(t.TempDir(), "empty")
+	os.Mkdir(empty, 0o700)
+	otherKey := strings.Repeat("ab", 32)
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"audit", "verify", "--archive", backup}, "BAD_REQUEST"},
+		{[]string{"audit", "verify", "--archive", backup, "--ledger-key", otherKey}, "LEDGER_INVALID"},
+		{[]string{"audit", "verify", "--archive", filepath.Join(dir, "missing"), "--ledger-key", otherKey}, "no archive directory"},
+		{[]string{"audit", "export", "--to", backup, "--before", "5"}, "BAD_REQUEST"},
+		{[]string{"audit", "prune", "--data-dir", data, "--before", "5"}, "BAD_REQUEST"},
+	} {
+		r := h.cli(dir, c.args...)
+		if r.code == 0 || !strings.Contains(r.stderr, c.want) {
+			t.Errorf("agentkeys %v: exit %d, stderr %q; want an error naming %q", c.args, r.code, r.stderr, c.want)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "missing")); err == nil {
+		t.Error("verifying a missing archive directory created it")
+	}
+
 	// Prune refuses while the server holds the SQLite ledger, changing nothing.
 	refused := h.cli(dir, "audit", "prune", "--data-dir", data, "--archive", backup, "--before", fmt.Sprint(cp+1))
 	if refused.code == 0 || !regexp.MustCompile(`CONFLICT[\s\S]*Fix: stop the server`).MatchString(refused.stderr) {
 		t.Fatalf("prune beside a running SQLite server: exit %d, %s", refused.code, refused.stderr)
 	}
 	s.stop(os.Interrupt)
+	if r := h.cli(dir, "audit", "prune", "--data-dir", data, "--archive", empty, "--before", fmt.Sprint(cp+1)); r.code == 0 ||
+		!strings.Contains(r.stderr, "CONFLICT") || !strings.Contains(r.stderr, "export the entries first") {
+		t.Fatalf("prune with an empty archive: exit %d, %s", r.code, r.stderr)
+	}
 	wantIn(t, "prune", op.run(substitute(t, "retention prune", prune[0], sub), nil), fmt.Sprintf("dropped the entries 1-%d", cp))
 	srv := op.start(substitute(t, "retention server", prune[1], append(sub, [2]string{"agentkeys server ", "agentkeys server --listen " + addr + " "})))
 	srv.waitFor(regexp.MustCompile(`msg=ready`))

@@ -195,6 +195,11 @@ func Prune(ctx context.Context, a *Archive, d ledger.Driver, before uint64, v *l
 	if progress == nil {
 		progress = func(uint64, uint64) {}
 	}
+	if refs, err := a.List(ctx); err != nil {
+		return out, err
+	} else if len(refs) == 0 {
+		return out, ErrNotCovered
+	}
 	var anchor *ledger.Anchor
 	refs, err := a.Walk(ctx, ch.LedgerKey, v, func(s *Segment, pos ledger.Position) error {
 		if s.First == 0 && s.LedgerID != ch.ID {
