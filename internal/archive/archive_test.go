@@ -287,6 +287,10 @@ func TestPrune(t *testing.T) {
 	if again, err := archive.Prune(ctx, a, c.d, 50, fresh(), nil); err != nil || !again.Already {
 		t.Fatalf("prune again: %+v %v", again, err)
 	}
+	// A pruned store cannot start another archive: its old entries are gone.
+	if _, err := archive.Export(ctx, newArchive(t, t.TempDir()), c.d, got.Before+5, 20, nil); err == nil || !strings.Contains(err.Error(), "no longer holds entry 1 ") {
+		t.Fatalf("exporting a pruned store to an empty archive: %v", err)
+	}
 	// Start-up's verification resumes at the anchor; a full re-fold needs the archive.
 	if _, _, err := ledger.VerifyFrom(ctx, schema(), c.d, nil); err != nil {
 		t.Fatalf("verify from the anchor: %v", err)

@@ -123,12 +123,12 @@ func Export(ctx context.Context, a *Archive, d ledger.Driver, before uint64, siz
 		if len(page) == 0 {
 			break
 		}
-		if page[0].Seq != from {
-			return out, fmt.Errorf("the ledger store no longer holds entry %d (it was pruned) and the archive %s ends before it: export to the archive the earlier entries went to", from, a.where)
-		}
 		done := false
 		for i := range page {
 			e := page[i]
+			if e.Seq > from {
+				return out, fmt.Errorf("the ledger store no longer holds entry %d (it was pruned) and the archive %s ends before it: export to the archive the earlier entries went to", from, a.where)
+			}
 			if e.Seq >= before {
 				done = true
 				break
