@@ -2,6 +2,8 @@ package api_test
 
 import (
 	"context"
+	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/url"
@@ -169,4 +171,31 @@ func testRetention(t *testing.T, openStore func() (ledger.Driver, error), offlin
 	e.cfg.Archive = nil
 	withoutSnapshot()
 	check("no archive", false)
+
+	// The anchor's governance set is not signed: altered in the store, the
+	// full verification (archive, then store) finds it.
+	if offline == nil {
+		return
+	}
+	e.b.Close()
+	d := offline(e)
+	defer d.Close()
+	an, _, err := d.(ledger.Pruner).Anchor(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	an.Pos.Gov = &ledger.Governance{Threshold: 1, Keys: []string{strings.Repeat("ab", 32)}}
+	body, _ := json.Marshal(an)
+	db, err := sql.Open("sqlite", "file:"+broker.LedgerPath(e.dataDir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.Exec(`UPDATE anchor SET body = ?`, body); err != nil {
+		t.Fatal(err)
+	}
+	var p *problem.Error
+	if _, err := audit.VerifyStoreArchive(ctx, d, a); !errors.As(err, &p) || p.Code != problem.LedgerInvalid || !strings.Contains(err.Error(), "anchor") {
+		t.Fatalf("audit verify with the archive, anchor's governance altered: %v", err)
+	}
 }

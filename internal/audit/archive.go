@@ -1,7 +1,9 @@
 package audit
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 
@@ -45,9 +47,19 @@ func VerifyStoreArchive(ctx context.Context, d ledger.Driver, a *archive.Archive
 	if err != nil {
 		return Summary{}, err
 	}
+	an, pruned, err := ledger.StoredAnchor(ctx, d)
+	if err != nil {
+		return Summary{}, invalid(err)
+	}
 	mem := ledger.NewMemState()
 	v := ledger.NewVerifier(modules.Schema(), mem)
-	refs, err := a.Walk(ctx, ch.LedgerKey, v, nil)
+	var atCut *ledger.Position // where the archive's chain stands at the store's anchor
+	refs, err := a.Walk(ctx, ch.LedgerKey, v, func(s *archive.Segment, pos ledger.Position) error {
+		if pruned && s.Last == an.Entry.Seq {
+			atCut = &pos
+		}
+		return nil
+	})
 	if err != nil {
 		return Summary{Entries: v.Count}, archiveInvalid(a, err)
 	}
@@ -57,10 +69,18 @@ func VerifyStoreArchive(ctx context.Context, d ledger.Driver, a *archive.Archive
 	if es, err := d.Entries(ctx, 0, 1); err != nil || len(es) != 1 || es[0].Hash() != v.Position().LedgerID {
 		return sum, invalid(fmt.Errorf("archive %s holds another ledger's chain (its genesis is not the store's)", a))
 	}
-	if an, ok, err := ledger.StoredAnchor(ctx, d); err != nil {
-		return sum, invalid(err)
-	} else if ok && an.Entry.Seq >= next {
+	if pruned && an.Entry.Seq >= next {
 		return sum, invalid(fmt.Errorf("archive %s ends at seq %d, before the store's first kept entry %d: it is not the archive the store was pruned to", a, next-1, an.Entry.Seq+1))
+	}
+	// The anchor's position beyond its signed entry (the governance set in
+	// force) is what start-up trusts without the archive: it must be the
+	// archive's.
+	if pruned {
+		want, _ := json.Marshal(atCut)
+		got, _ := json.Marshal(an.Pos)
+		if atCut == nil || !bytes.Equal(want, got) {
+			return sum, invalid(&ledger.ChainError{Seq: an.Entry.Seq, Err: fmt.Errorf("the store's anchor is not where the chain in archive %s stands at that entry", a)})
+		}
 	}
 	// The store's entry at the archive's end, if it still holds it, is the same.
 	if es, err := d.Entries(ctx, next-1, 1); err != nil {
