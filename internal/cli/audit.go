@@ -72,13 +72,17 @@ Exit 0 with a one-line summary when valid; otherwise exit 1 naming the first bad
 			"  agentkeys audit verify --data-dir ~/.agentkeys/server --archive s3://backups/agentkeys",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if arch.where != "" && (mine || cmd.Flags().Changed("server")) {
+				return problem.New(problem.BadRequest, "--archive verifies offline: pair it with --data-dir, --ledger or --ledger-key, not --server or --mine",
+					"agentkeys audit verify --data-dir ~/.agentkeys/server --archive DIR")
+			}
 			if arch.where != "" && ledgerKey != "" && dataDir == "" && ledgerURL == "" {
+				if k, err := hex.DecodeString(ledgerKey); err != nil || len(k) != 32 {
+					return problem.New(problem.BadRequest, "--ledger-key must be 64 hex characters", "pass the enclave's ledger/v1 public key: curl -fsS SERVER/v1/enclave | jq -r '.keys[] | select(.path == \"ledger/v1\") | .public'")
+				}
 				a, err := arch.openArchive(cmd, false)
 				if err != nil {
 					return err
-				}
-				if k, err := hex.DecodeString(ledgerKey); err != nil || len(k) != 32 {
-					return problem.New(problem.BadRequest, "--ledger-key must be 64 hex characters", "pass the enclave's ledger/v1 public key: agentkeys enclave, or GET /v1/enclave")
 				}
 				sum, err := audit.VerifyArchive(cmd.Context(), a, ledgerKey)
 				if err != nil {
@@ -100,10 +104,6 @@ Exit 0 with a one-line summary when valid; otherwise exit 1 naming the first bad
 			if (server == "" && !mine) == !offline || mine && offline || dataDir != "" && ledgerURL != "" {
 				return problem.New(problem.BadRequest, "pass exactly one of --server, --mine, --data-dir and --ledger",
 					"agentkeys audit verify --server http://127.0.0.1:8090")
-			}
-			if arch.where != "" && !offline {
-				return problem.New(problem.BadRequest, "--archive verifies offline: pair it with --data-dir, --ledger or --ledger-key",
-					"agentkeys audit verify --data-dir ~/.agentkeys/server --archive DIR")
 			}
 			var sum audit.Summary
 			var err error

@@ -94,7 +94,7 @@ func StoredAnchor(ctx context.Context, d Driver) (Anchor, bool, error) {
 	return a, true, nil
 }
 
-// genesisAndAnchor is VerifyFrom's start on a pruned store: genesis checked
+// verifyGenesisAndAnchor is VerifyFrom's start on a pruned store: genesis checked
 // in full, then the anchor.
 func verifyGenesisAndAnchor(ctx context.Context, s Schema, d Driver, a Anchor) error {
 	es, err := d.Entries(ctx, 0, 1)
