@@ -2,6 +2,8 @@ package api_test
 
 import (
 	"context"
+	"crypto/ed25519"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -169,6 +171,22 @@ func TestBrokersStartTogether(t *testing.T) {
 			if genesisHash(t, b) != g {
 				t.Fatalf("round %d: broker %d is on another chain", round, i+1)
 			}
+		}
+		// One operator key is left, the winner's, which genesis names: the
+		// losers removed the ones they made (orphans no governance accepts).
+		gen, err := ledger.LoadGenesis(ledger.View(context.Background(), brokers[0].Storage()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var keys []string
+		for i := range n {
+			k, err := broker.LoadOperatorKey(broker.OperatorKeyPath(filepath.Join(base, fmt.Sprintf("r%d-b%d", round, i))))
+			if err == nil {
+				keys = append(keys, hex.EncodeToString(k.Public().(ed25519.PublicKey)))
+			}
+		}
+		if len(keys) != 1 || len(gen.Governance.Keys) != 1 || keys[0] != gen.Governance.Keys[0] {
+			t.Fatalf("round %d: operator keys left in the data dirs %v, genesis governance %v: want exactly the one genesis names", round, keys, gen.Governance.Keys)
 		}
 		if round == 0 {
 			_, err := open(t, u, filepath.Join(base, "other-seed"))

@@ -32,6 +32,11 @@ type Summary struct {
 	MrEnclave  string             `json:"mrenclave,omitempty"` // (server) the quote's
 	MrSigner   string             `json:"mrsigner,omitempty"`  // (server) the quote's
 	Pinned     bool               `json:"platform_key_pinned"`
+	// ArchivedBefore: entries below this seq (genesis aside) were read from an
+	// archive (Segments segments), or, without one, are archived and were
+	// checked only through the store's signed anchor (§3.3 retention).
+	ArchivedBefore uint64 `json:"archived_before,omitempty"`
+	Segments       int    `json:"archive_segments,omitempty"`
 }
 
 // Line is the one-line summary printed on success.
@@ -49,6 +54,12 @@ func (s Summary) Line() string {
 	}
 	if s.Redacted > 0 || s.Opened > 0 {
 		line += fmt.Sprintf(", %d private entries checked by commitment, %d opened", s.Redacted, s.Opened)
+	}
+	switch {
+	case s.Segments > 0:
+		line += fmt.Sprintf("; %d archive segments hold the entries before seq %d", s.Segments, s.ArchivedBefore)
+	case s.ArchivedBefore > 0:
+		line += fmt.Sprintf("; entries 1-%d are archived and checked through the signed anchor only (pass --archive for the full chain)", s.ArchivedBefore-1)
 	}
 	if s.Tier != "" && len(s.MrSigner) >= 16 {
 		line += fmt.Sprintf("; enclave tier %s, mrsigner %s…", s.Tier, s.MrSigner[:16])
@@ -132,6 +143,11 @@ func VerifyServer(ctx context.Context, c Server, pin ed25519.PublicKey) (Summary
 // ledgerstore.Source.OpenReadOnly), re-folds all state and compares it with the
 // stored state. It only reads; the caller closes d.
 func VerifyStore(ctx context.Context, d ledger.Driver) (Summary, error) {
+	if a, ok, err := ledger.StoredAnchor(ctx, d); err != nil {
+		return Summary{}, invalid(err)
+	} else if ok {
+		return verifyPruned(ctx, d, a)
+	}
 	n, err := ledger.VerifyDriver(ctx, modules.Schema(), d, true)
 	if err != nil {
 		var ce *ledger.ChainError
@@ -162,6 +178,27 @@ func finish(sum Summary, v *ledger.Verifier, mem *ledger.MemState) (Summary, err
 	next, h := v.Head()
 	sum.Entries, sum.HeadSeq, sum.HeadHash = v.Count, next-1, h
 	if c, ok, _ := ledger.LastCheckpoint(mem); ok {
+		sum.Checkpoint = &c
+	}
+	return sum, nil
+}
+
+// verifyPruned verifies a store that dropped entries to an archive, without
+// it: genesis, the signed anchor, and the chain after it (links and
+// signatures, as at start-up). The state cannot be re-folded without the
+// archive's entries.
+func verifyPruned(ctx context.Context, d ledger.Driver, a ledger.Anchor) (Summary, error) {
+	pos, n, err := ledger.VerifyFrom(ctx, modules.Schema(), d, nil)
+	sum := Summary{Entries: n, ArchivedBefore: a.Pos.Next}
+	if err != nil {
+		var ce *ledger.ChainError
+		if errors.As(err, &ce) {
+			return sum, invalid(err)
+		}
+		return sum, err
+	}
+	sum.HeadSeq, sum.HeadHash = pos.Next-1, pos.Prev
+	if c, ok, _ := ledger.LastCheckpoint(ledger.View(ctx, d)); ok {
 		sum.Checkpoint = &c
 	}
 	return sum, nil

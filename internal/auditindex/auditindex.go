@@ -121,7 +121,9 @@ func (x *Index) Owned(owner string, from, to uint64) []uint64 {
 
 // Usage returns an owner's rows matching f, oldest first: of entries from seq
 // f.From on, at most f.Limit (0 = all). Entries are read back in runs of
-// consecutive sequence numbers.
+// consecutive sequence numbers; the source may answer a run in several
+// shorter pages, and skip entries it no longer holds (a pruned store without
+// its archive): only entries of the run count.
 func (x *Index) Usage(ctx context.Context, owner string, f vault.UsageFilter) ([]vault.Usage, error) {
 	x.mu.RLock()
 	all := x.byOwner[owner]
@@ -134,14 +136,23 @@ func (x *Index) Usage(ctx context.Context, owner string, f vault.UsageFilter) ([
 		for j < len(seqs) && seqs[j] == seqs[j-1]+1 && j-i < 1000 {
 			j++
 		}
-		es, err := x.src.Entries(ctx, seqs[i], j-i)
-		if err != nil {
-			return nil, err
-		}
-		for k := range es {
-			if o, u, ok := usageOf(&es[k]); ok && o == owner && f.Match(u) && (f.Limit <= 0 || len(out) < f.Limit) {
-				out = append(out, u)
+		for from, to := seqs[i], seqs[j-1]; from <= to; {
+			es, err := x.src.Entries(ctx, from, int(to-from)+1)
+			if err != nil {
+				return nil, err
 			}
+			if len(es) == 0 {
+				break
+			}
+			for k := range es {
+				if es[k].Seq > to {
+					break
+				}
+				if o, u, ok := usageOf(&es[k]); ok && o == owner && f.Match(u) && (f.Limit <= 0 || len(out) < f.Limit) {
+					out = append(out, u)
+				}
+			}
+			from = es[len(es)-1].Seq + 1
 		}
 		i = j
 	}

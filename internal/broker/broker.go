@@ -22,6 +22,7 @@ import (
 
 	"github.com/agentkeys/agentkeys/internal/account"
 	"github.com/agentkeys/agentkeys/internal/agent"
+	"github.com/agentkeys/agentkeys/internal/archive"
 	"github.com/agentkeys/agentkeys/internal/attest"
 	"github.com/agentkeys/agentkeys/internal/auditindex"
 	"github.com/agentkeys/agentkeys/internal/dpop"
@@ -90,6 +91,11 @@ type Config struct {
 	// default DefaultMaxLag).
 	FollowEvery time.Duration
 	MaxLag      time.Duration
+
+	// Archive, when set, is where `agentkeys audit export` wrote the entries a
+	// pruned store dropped: the broker reads them from there on request
+	// (history.go). nil: entries below the cut are not served.
+	Archive *archive.Archive
 }
 
 // SharedStore is a ledger store several broker processes open at once
@@ -179,7 +185,8 @@ type Broker struct {
 	ledger   atomic.Pointer[ledger.Ledger]
 	tokens   *sessionKeys
 	usage    *auditindex.Index
-	pos      position // where the chain stands after the last entry usage observed
+	archive  *archive.Reader // Config.Archive, checked with the ledger key; nil: none
+	pos      position        // where the chain stands after the last entry usage observed
 	snaps    snapshots
 	kinds    ledger.Schema // Schema(), built once: which kinds are public
 	accounts sync.Map      // omni → *account.Account, see (*Broker).account
@@ -284,7 +291,10 @@ func Open(cfg Config) (_ *Broker, err error) {
 	notReady := "unsealed; verifying the ledger"
 	b.status.Store(&notReady)
 	b.store, cfg.Store = cfg.Store, nil
-	b.usage = auditindex.New(b.store)
+	b.usage = auditindex.New(usageSource{b})
+	if cfg.Archive != nil {
+		b.archive = archive.NewReader(cfg.Archive, signer{enc}.LedgerKey())
+	}
 	if _, ok, err := b.store.Head(context.Background()); err != nil {
 		b.Close()
 		return nil, err
@@ -331,6 +341,8 @@ func (b *Broker) start(ctx context.Context) error {
 	if snap != nil {
 		from = &snap.Pos
 		b.usage.Restore(snap.Usage)
+	} else if err := b.observeArchived(ctx); err != nil {
+		b.log.Warn("the usage index starts at the store's anchor", "err", err)
 	}
 	pos, n, err := ledger.VerifyFrom(ctx, Schema(), b.store, from, b.usage.Observe)
 	if errors.Is(err, ledger.ErrNotAtPosition) {
@@ -339,6 +351,9 @@ func (b *Broker) start(ctx context.Context) error {
 		why = "start-up snapshot ignored: " + err.Error()
 		from = nil
 		b.usage.Restore(auditindex.Snapshot{}) // empty: observe every entry again
+		if err := b.observeArchived(ctx); err != nil {
+			b.log.Warn("the usage index starts at the store's anchor", "err", err)
+		}
 		pos, n, err = ledger.VerifyFrom(ctx, Schema(), b.store, nil, b.usage.Observe)
 	}
 	if err != nil {
@@ -398,6 +413,12 @@ func (b *Broker) start(ctx context.Context) error {
 	// Before the ledger is served: no key is published or signs before it is on
 	// the registry.
 	if err := b.registerGenesisOidcKey(ctx, l); err != nil {
+		l.Close()
+		msg := err.Error()
+		b.status.Store(&msg)
+		return err
+	}
+	if err := b.dropOrphanOperatorKey(l.State(ctx)); err != nil {
 		l.Close()
 		msg := err.Error()
 		b.status.Store(&msg)

@@ -17,7 +17,7 @@ func (b *Broker) Entries(ctx context.Context, c *Caller, from uint64, limit int)
 	if c != nil && c.Claims.Role != token.RoleOwner {
 		return nil, errNotOwner
 	}
-	es, err := b.store.Entries(ctx, from, limit)
+	es, err := b.history(ctx, from, limit, true)
 	if err != nil || len(es) == 0 {
 		return es, err
 	}

@@ -23,6 +23,7 @@ import (
 
 	"github.com/agentkeys/agentkeys/internal/api"
 	"github.com/agentkeys/agentkeys/internal/apiv1"
+	"github.com/agentkeys/agentkeys/internal/archive"
 	"github.com/agentkeys/agentkeys/internal/attest"
 	"github.com/agentkeys/agentkeys/internal/broker"
 	"github.com/agentkeys/agentkeys/internal/client"
@@ -40,6 +41,7 @@ func serverCmd(e *env) *cobra.Command {
 	var audiences, publicURLs, trustedProxies []string
 	var dev bool
 	var signup, handoffFrom string
+	var arch archiveFlags
 	anonRates := map[broker.AnonKind]*string{}
 	cmd := &cobra.Command{
 		Use:   "server",
@@ -182,13 +184,19 @@ from the monitoring network alone), and the API's /metrics answers 404.`,
 				return problem.New(problem.BadRequest, "--follow-every and --max-lag must be positive, --max-lag longer than --follow-every",
 					"pass e.g. --follow-every 1s --max-lag 5s")
 			}
+			var history *archive.Archive
+			if arch.where != "" {
+				if history, err = arch.openArchive(cmd, false); err != nil {
+					return err
+				}
+			}
 			return runServer(cmd.Context(), log, serverConfig{listen: listen, metricsListen: metricsListen, maxBody: maxBody, issuer: issuer, dev: dev, trustedProxies: proxies,
 				broker: broker.Config{DataDir: dataDir, LedgerURL: ledgerURL, PlatformKeyFile: platformKey, PlatformKeyHex: e.getenv("AGENTKEYS_PLATFORM_KEY"),
 					DevPlatformKeyInDataDir: dev, SignerPublicKey: signer, PublicURLs: publicURLs,
 					SessionTTL: sessionTTL, ReadLimit: limit, ReadWindow: window,
 					MintLimit: mintLimit, MintWindow: mintWindow, ApprovalWindow: approvalWindow,
 					OIDCAudiences: audiences, OIDCMaxTTL: oidcMaxTTL, OIDCSkew: oidcSkew, Anon: anon, SignupInvite: signup == "invite",
-					FollowEvery: followEvery, MaxLag: maxLag, Handoff: handoff}})
+					FollowEvery: followEvery, MaxLag: maxLag, Handoff: handoff, Archive: history}})
 		},
 	}
 	cmd.Flags().StringVar(&dataDir, "data-dir", "", "where the sealed seed, ledger and operator key live (default $AGENTKEYS_HOME/server)")
@@ -200,6 +208,7 @@ from the monitoring network alone), and the API's /metrics answers 404.`,
 	cmd.Flags().StringVar(&metricsListen, "metrics-listen", "", "serve GET /metrics on this address only, not on the API (default: on the API)")
 	cmd.Flags().StringVar(&signerKey, "mrsigner-key", "", "release-signing ed25519 public key (hex; release keygen prints it): run as tier production, only if <executable>.sig verifies; default: the dev signer (tier dev)")
 	cmd.Flags().StringVar(&handoffFrom, "handoff-from", "", "start as a successor: receive the seed from the running broker at this URL (needs --mrsigner-key and an empty data dir)")
+	arch.flags(cmd, "archive", "where audit export wrote the entries audit prune dropped (DIR or s3://BUCKET/PREFIX): serve them from there")
 	cmd.Flags().StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	cmd.Flags().StringVar(&logFormat, "log-format", "auto", "text, json, or auto: text on a terminal, JSON otherwise")
 	cmd.Flags().Int64Var(&maxBody, "max-body", api.DefaultMaxBody, "largest accepted request body in bytes")
@@ -435,10 +444,6 @@ func runServer(ctx context.Context, log *slog.Logger, cfg serverConfig) error {
 		log.Info("created and sealed a new master seed",
 			"path", filepath.Join(bc.DataDir, "seed.sealed"), "platform_key", pk)
 	}
-	if b.OperatorKeyCreated {
-		log.Warn("created the operator key: it is the 1-of-1 governance key in genesis; back it up and keep it offline",
-			"path", broker.OperatorKeyPath(bc.DataDir))
-	}
 	srv := httpServer(api.New(b, api.Config{Logger: log, Registry: reg, MaxBody: cfg.maxBody, TrustedProxies: cfg.trustedProxies, NoMetrics: mln != nil}), log)
 	servers, listeners := []*http.Server{srv}, []net.Listener{ln}
 	metricsAddr := ""
@@ -471,6 +476,10 @@ func runServer(ctx context.Context, log *slog.Logger, cfg serverConfig) error {
 			}
 			log.Error("broker is not ready", attrs...)
 			return
+		}
+		if b.OperatorKeyCreated { // and genesis names it (a broker that lost the race to write genesis removed its own)
+			log.Warn("created the operator key: it is the 1-of-1 governance key in genesis; back it up and keep it offline",
+				"path", broker.OperatorKeyPath(bc.DataDir))
 		}
 		log.Info("ready")
 	})

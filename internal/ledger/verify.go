@@ -352,6 +352,11 @@ func VerifyDriver(ctx context.Context, s Schema, d Driver, refold bool, visit ..
 		_, n, err := VerifyFrom(ctx, s, d, nil, visit...)
 		return n, err
 	}
+	if _, ok, err := StoredAnchor(ctx, d); err != nil {
+		return 0, err
+	} else if ok {
+		return 0, ErrPruned
+	}
 	mem := NewMemState()
 	v := NewVerifier(s, mem)
 	if err := walk(ctx, d, v, visit); err != nil {
@@ -359,6 +364,10 @@ func VerifyDriver(ctx context.Context, s Schema, d Driver, refold bool, visit ..
 	}
 	return v.Count, CompareState(ctx, mem, d)
 }
+
+// ErrPruned means the store dropped entries to an archive: re-folding the state
+// needs the archive's entries too (package archive).
+var ErrPruned = errors.New("the store dropped its oldest entries to an archive: re-folding the state needs that archive")
 
 // ErrNotAtPosition means the store does not hold the entry a Position names.
 var ErrNotAtPosition = errors.New("the store does not hold the entry the position names")
@@ -372,7 +381,18 @@ var ErrNotAtPosition = errors.New("the store does not hold the entry the positio
 // ledger) is a *ChainError.
 func VerifyFrom(ctx context.Context, s Schema, d Driver, from *Position, visit ...func([]Entry)) (Position, uint64, error) {
 	v := NewLinkVerifier(s, View(ctx, d))
-	if from != nil {
+	if from == nil { // a pruned store: genesis, then the chain from its anchor on
+		a, ok, err := StoredAnchor(ctx, d)
+		if err != nil {
+			return Position{}, 0, err
+		}
+		if ok {
+			if err := verifyGenesisAndAnchor(ctx, s, d, a); err != nil {
+				return Position{}, 0, err
+			}
+			v = NewLinkVerifierAt(s, View(ctx, d), a.Pos)
+		}
+	} else {
 		if from.Next == 0 {
 			return Position{}, 0, errors.New("ledger: a position resumes after an entry (next > 0)")
 		}

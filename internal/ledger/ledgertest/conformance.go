@@ -34,6 +34,7 @@ func Run(t *testing.T, newStore func(t *testing.T) Opener) {
 		{"ConcurrentReads", testConcurrentReads},
 		{"PayloadCommitments", testPayloadCommitments},
 		{"ConcurrentWriters", testConcurrentWriters},
+		{"Prune", testPrune},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, newStore(t)) })
@@ -417,4 +418,76 @@ func seqs(es []ledger.Entry) []uint64 {
 		out[i] = e.Seq
 	}
 	return out
+}
+
+// testPrune: a store drops the entries up to an anchor (keeping genesis), keeps
+// the anchor durably, refuses an anchor it does not hold or that is its head,
+// and goes on appending after the cut.
+func testPrune(t *testing.T, open Opener) {
+	ctx := context.Background()
+	d := mustOpen(t, open)
+	p, ok := d.(ledger.Pruner)
+	if !ok {
+		t.Fatal("the driver does not implement ledger.Pruner")
+	}
+	if _, ok, err := p.Anchor(ctx); err != nil || ok {
+		t.Fatalf("anchor of a fresh store: ok=%v err=%v", ok, err)
+	}
+	es := chain(nil, 10)
+	if err := d.Commit(ctx, es, nil); err != nil {
+		t.Fatal(err)
+	}
+	anchorAt := func(e ledger.Entry) ledger.Anchor {
+		return ledger.Anchor{Entry: e, Pos: ledger.Position{Next: e.Seq + 1, Prev: e.Hash(), PrevTime: e.Time}}
+	}
+	seqs := func() []uint64 {
+		t.Helper()
+		got, err := d.Entries(ctx, 0, 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []uint64
+		for _, e := range got {
+			out = append(out, e.Seq)
+		}
+		return out
+	}
+	// Refused, changing nothing: the head, an entry that is not the store's, genesis.
+	forged := es[4]
+	forged.Payload = []byte(`{"n":"forged"}`)
+	for name, a := range map[string]ledger.Anchor{"head": anchorAt(es[9]), "forged": anchorAt(forged), "genesis": anchorAt(es[0])} {
+		if err := p.Prune(ctx, a); !errors.Is(err, ledger.ErrPrune) {
+			t.Errorf("prune at %s: %v, want ErrPrune", name, err)
+		}
+	}
+	if got := seqs(); len(got) != 10 {
+		t.Fatalf("a refused prune dropped entries: %v", got)
+	}
+	if err := p.Prune(ctx, anchorAt(es[4])); err != nil {
+		t.Fatal(err)
+	}
+	if got := seqs(); !slices.Equal(got, []uint64{0, 5, 6, 7, 8, 9}) {
+		t.Fatalf("after prune at 4: %v, want genesis and 5..9", got)
+	}
+	if h, _, _ := d.Head(ctx); h.Seq != 9 {
+		t.Fatalf("head after prune: %d", h.Seq)
+	}
+	// An anchor before the stored one changes nothing.
+	if err := p.Prune(ctx, anchorAt(es[2])); err != nil {
+		t.Fatalf("pruning less than already pruned: %v", err)
+	}
+	// Appends continue after the cut; the anchor is durable.
+	more := chain(headOf(es), 3)
+	if err := d.Commit(ctx, more, nil); err != nil {
+		t.Fatalf("append after prune: %v", err)
+	}
+	d2 := mustOpen(t, open)
+	a, ok, err := d2.(ledger.Pruner).Anchor(ctx)
+	if err != nil || !ok || a.Entry.Hash() != es[4].Hash() || a.Pos.Next != 5 {
+		t.Fatalf("anchor after reopening: ok=%v err=%v seq=%d", ok, err, a.Entry.Seq)
+	}
+	got, err := d2.Entries(ctx, 1, 1)
+	if err != nil || len(got) != 1 || got[0].Seq != 5 || got[0].PrevHash != es[4].Hash() {
+		t.Fatalf("first entry after genesis, reopened: %+v %v", got, err)
+	}
 }

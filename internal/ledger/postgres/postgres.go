@@ -62,6 +62,11 @@ CREATE TABLE ledger_head (
 );
 INSERT INTO ledger_head (id, seq) VALUES (1, -1);`)},
 	{Name: "shared DPoP replays and rate limits", Up: execUp(sharedSchema)},
+	{Name: "anchor: where a pruned chain resumes", Up: execUp(`
+CREATE TABLE anchor (
+	id   smallint PRIMARY KEY CHECK (id = 1),
+	body bytea    NOT NULL
+)`)},
 }
 
 func execUp(q string) func(context.Context, *sql.Tx) error {

@@ -40,6 +40,11 @@ CREATE TABLE IF NOT EXISTS state (
 	value BLOB NOT NULL
 ) WITHOUT ROWID;`)},
 	{Name: "entries.salt: payload commitments", Up: execUp(`ALTER TABLE entries ADD COLUMN salt BLOB`)},
+	{Name: "anchor: where a pruned chain resumes", Up: execUp(`
+CREATE TABLE IF NOT EXISTS anchor (
+	id   INTEGER PRIMARY KEY CHECK (id = 1),
+	body BLOB    NOT NULL
+)`)},
 }
 
 func execUp(q string) func(context.Context, *sql.Tx) error {

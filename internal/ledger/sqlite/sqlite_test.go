@@ -81,11 +81,11 @@ func TestMigration(t *testing.T) {
 	}
 	check(d, "after migration")
 	var v int
-	if err := sqlite.WriterDB(d).QueryRow(`PRAGMA user_version`).Scan(&v); err != nil || v != 1 {
+	if err := sqlite.WriterDB(d).QueryRow(`PRAGMA user_version`).Scan(&v); err != nil || v != 2 {
 		t.Fatalf("user_version %d %v after migration", v, err)
 	}
-	if got := migrationsOf(t, path); got != "1,2" {
-		t.Fatalf("schema_migrations holds %q after migration, want 1,2", got)
+	if got := migrationsOf(t, path); got != "1,2,3" {
+		t.Fatalf("schema_migrations holds %q after migration, want 1,2,3", got)
 	}
 	next := ledger.Entry{Seq: 1, PrevHash: want, Time: 2, Kind: "k", Origin: ledger.OriginEnclave, Payload: []byte(`{"a":2}`),
 		Salt: make([]byte, ledger.SaltSize), Signer: "s", Sig: []byte{2}}
@@ -133,7 +133,7 @@ func migrationsOf(t *testing.T, path string) string {
 
 // TestMigrationFromUserVersion: a file as written before schema_migrations, at
 // PRAGMA user_version 1 (the salt column), is recorded at version 2 without
-// running anything again, rows untouched; a new file gets every migration; a
+// running anything again (then migrated to 3), rows untouched; a new file gets every migration; a
 // user_version from a later agentkeys is refused as newer.
 func TestMigrationFromUserVersion(t *testing.T) {
 	dir := t.TempDir()
@@ -160,8 +160,8 @@ func TestMigrationFromUserVersion(t *testing.T) {
 		}
 		d.Close()
 	}
-	if got := migrationsOf(t, path); got != "1,2" {
-		t.Fatalf("schema_migrations %q, want 1,2", got)
+	if got := migrationsOf(t, path); got != "1,2,3" {
+		t.Fatalf("schema_migrations %q, want 1,2,3", got)
 	}
 
 	fresh := filepath.Join(dir, "new.db")
@@ -170,16 +170,16 @@ func TestMigrationFromUserVersion(t *testing.T) {
 		t.Fatal(err)
 	}
 	d.Close()
-	if got := migrationsOf(t, fresh); got != "1,2" {
-		t.Fatalf("a new file's schema_migrations %q, want 1,2", got)
+	if got := migrationsOf(t, fresh); got != "1,2,3" {
+		t.Fatalf("a new file's schema_migrations %q, want 1,2,3", got)
 	}
 
 	later := filepath.Join(dir, "later.db")
 	exec(t, later, `CREATE TABLE entries (seq INTEGER PRIMARY KEY)`)
-	exec(t, later, `PRAGMA user_version = 2`)
+	exec(t, later, `PRAGMA user_version = 3`)
 	for name, open := range map[string]func(string) (*sqlite.Driver, error){"read-only": sqlite.OpenReadOnly, "read-write": sqlite.Open} {
 		if _, err := open(later); err == nil || !strings.Contains(err.Error(), "newer") {
-			t.Fatalf("%s: a file at user_version 2 (from a later agentkeys): %v", name, err)
+			t.Fatalf("%s: a file at user_version 3 (from a later agentkeys): %v", name, err)
 		}
 	}
 }
