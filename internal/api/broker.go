@@ -75,6 +75,7 @@ type Broker interface {
 	DeleteInbox(ctx context.Context, c *broker.Caller, address string) (*mail.Inbox, error)
 	GrantInbox(ctx context.Context, c *broker.Caller, address, alias string, rights []string, revoke bool) (*mail.Grant, error)
 	DKIMKeys(ctx context.Context, c *broker.Caller, domain string) ([]apiv1.DKIMKey, error)
+	MailLookup(ctx context.Context, address, agentOmni string) (apiv1.MailLookup, error)
 }
 
 var _ Broker = (*broker.Broker)(nil)

@@ -1,0 +1,32 @@
+package apiv1
+
+// The mail edge (§9) asks its broker about recipients and senders. In
+// process it reads the broker's state; as its own process (agentkeys
+// mail-edge) it asks over POST /v1/mail/edge/lookup, authenticated with the
+// edge secret both were started with (MailEdgeSecretHeader).
+
+// MailEdgeSecretHeader carries the edge secret on POST /v1/mail/edge/lookup.
+const MailEdgeSecretHeader = "Agentkeys-Mail-Edge-Secret"
+
+// MailLookupBody is the body of POST /v1/mail/edge/lookup: an inbox address
+// and, optionally, an agent's omni (from an identity token the edge verified).
+type MailLookupBody struct {
+	Address string `json:"address"`
+	Agent   string `json:"agent,omitempty"`
+}
+
+// MailLookup is the answer: whether the inbox takes mail, the object-store
+// prefix its messages go under (live inboxes only), and the rights the agent
+// holds on it (empty when no agent was named, or it holds none, or it is not
+// an active agent of the inbox's owner).
+type MailLookup struct {
+	Address string   `json:"address"`
+	Live    bool     `json:"live"`
+	Prefix  string   `json:"prefix,omitempty"`
+	Rights  []string `json:"rights"`
+}
+
+// MailAudience is the default audience of identity tokens for the mail edge
+// of the broker whose issuer is issuer: SMTP submission and IMAP accept
+// tokens for it (agentkeys server --mail-audience changes it).
+func MailAudience(issuer string) string { return issuer + "/mail" }
