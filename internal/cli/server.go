@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"net/url"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -29,6 +30,7 @@ import (
 	"github.com/agentkeys/agentkeys/internal/enclave"
 	"github.com/agentkeys/agentkeys/internal/ledger"
 	"github.com/agentkeys/agentkeys/internal/ledger/ledgerstore"
+	"github.com/agentkeys/agentkeys/internal/mailedge"
 	"github.com/agentkeys/agentkeys/internal/oidc"
 	"github.com/agentkeys/agentkeys/internal/problem"
 )
@@ -39,7 +41,8 @@ func serverCmd(e *env) *cobra.Command {
 	var sessionTTL, approvalWindow, oidcMaxTTL, oidcSkew, followEvery, maxLag time.Duration
 	var audiences, publicURLs, trustedProxies []string
 	var dev bool
-	var signup, handoffFrom string
+	var signup, handoffFrom, edgeSecret string
+	var mf mailFlags
 	anonRates := map[broker.AnonKind]*string{}
 	cmd := &cobra.Command{
 		Use:   "server",
@@ -182,7 +185,10 @@ from the monitoring network alone), and the API's /metrics answers 404.`,
 				return problem.New(problem.BadRequest, "--follow-every and --max-lag must be positive, --max-lag longer than --follow-every",
 					"pass e.g. --follow-every 1s --max-lag 5s")
 			}
-			return runServer(cmd.Context(), log, serverConfig{listen: listen, metricsListen: metricsListen, maxBody: maxBody, issuer: issuer, dev: dev, trustedProxies: proxies,
+			if err := mf.check(); err != nil {
+				return err
+			}
+			return runServer(cmd.Context(), log, serverConfig{mail: &mf, edgeSecret: edgeSecret, listen: listen, metricsListen: metricsListen, maxBody: maxBody, issuer: issuer, dev: dev, trustedProxies: proxies,
 				broker: broker.Config{DataDir: dataDir, LedgerURL: ledgerURL, PlatformKeyFile: platformKey, PlatformKeyHex: e.getenv("AGENTKEYS_PLATFORM_KEY"),
 					DevPlatformKeyInDataDir: dev, SignerPublicKey: signer, PublicURLs: publicURLs,
 					SessionTTL: sessionTTL, ReadLimit: limit, ReadWindow: window,
@@ -215,6 +221,8 @@ from the monitoring network alone), and the API's /metrics answers 404.`,
 	cmd.Flags().BoolVar(&dev, "dev", false, "development: allow a plain-http --issuer on a non-loopback host and a platform key inside the data dir")
 	cmd.Flags().StringVar(&signup, "signup", "open", "who may create an owner account: open (anyone) or invite (agentkeys server invite)")
 	cmd.Flags().StringArrayVar(&trustedProxies, "trusted-proxy", nil, "a reverse proxy (CIDR or IP, repeatable) whose X-Forwarded-For names the caller; default none: the TCP peer")
+	mf.register(cmd.Flags(), "<data-dir>/mail")
+	cmd.Flags().StringVar(&edgeSecret, "mail-edge-secret", "", "serve a separate agentkeys mail-edge: the file holding the secret it presents (made, 0600, if missing)")
 	for _, k := range broker.AnonKinds {
 		d := broker.DefaultAnonLimits[k]
 		anonRates[k] = cmd.Flags().String(string(k)+"-rate", d.PerSource.String()+","+d.Global.String(), anonHelp[k]+" per source address and in all, as COUNT/WINDOW,COUNT/WINDOW")
@@ -347,6 +355,8 @@ type serverConfig struct {
 	maxBody        int64
 	broker         broker.Config
 	trustedProxies []netip.Prefix
+	mail           *mailFlags // the in-process mail edge, on with --mail-domain
+	edgeSecret     string     // --mail-edge-secret: the separate edge's secret file
 }
 
 // parseRate parses the COUNT/WINDOW value of flag, e.g. 100/1m.
@@ -398,6 +408,20 @@ func runServer(ctx context.Context, log *slog.Logger, cfg serverConfig) error {
 				"--public-url %q is plain http on a non-loopback host: agents' tokens would cross the network unencrypted", p)
 		}
 	}
+	mailOn := cfg.mail != nil && len(cfg.mail.domains) > 0
+	if mailOn && !slices.Contains(bc.OIDCAudiences, cfg.mail.edgeAudience(bc.Issuer)) {
+		bc.OIDCAudiences = append(slices.Clone(bc.OIDCAudiences), cfg.mail.edgeAudience(bc.Issuer))
+	}
+	var edgeSecret []byte
+	if cfg.edgeSecret != "" {
+		var created bool
+		if edgeSecret, created, err = loadEdgeSecret(cfg.edgeSecret, true); err != nil {
+			return err
+		}
+		if created {
+			log.Warn("created the mail edge secret: copy it to the mail edge's host (mode 0600) for agentkeys mail-edge --edge-secret", "path", cfg.edgeSecret)
+		}
+	}
 	reg := prometheus.NewRegistry()
 	bc.Registerer = reg
 	b, err := broker.Open(bc)
@@ -439,7 +463,7 @@ func runServer(ctx context.Context, log *slog.Logger, cfg serverConfig) error {
 		log.Warn("created the operator key: it is the 1-of-1 governance key in genesis; back it up and keep it offline",
 			"path", broker.OperatorKeyPath(bc.DataDir))
 	}
-	srv := httpServer(api.New(b, api.Config{Logger: log, Registry: reg, MaxBody: cfg.maxBody, TrustedProxies: cfg.trustedProxies, NoMetrics: mln != nil}), log)
+	srv := httpServer(api.New(b, api.Config{Logger: log, Registry: reg, MaxBody: cfg.maxBody, TrustedProxies: cfg.trustedProxies, NoMetrics: mln != nil, MailEdgeSecret: edgeSecret}), log)
 	servers, listeners := []*http.Server{srv}, []net.Listener{ln}
 	metricsAddr := ""
 	if mln != nil {
@@ -458,6 +482,16 @@ func runServer(ctx context.Context, log *slog.Logger, cfg serverConfig) error {
 	// closes: the listeners' servers and the broker's start.
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()
+	mailDone := make(<-chan error)
+	if mailOn {
+		stopMail, done, err := cfg.mail.start(ctx, mailRuntime{issuer: bc.Issuer, dir: mailedge.LookupFunc(b.MailLookup), keys: b.JWKS,
+			limiters: broker.NewMemoryLimiter, storeDir: filepath.Join(bc.DataDir, "mail"), log: log})
+		if err != nil {
+			return err
+		}
+		defer func() { stopMail(); <-done }()
+		mailDone = done
+	}
 	var group sync.WaitGroup
 	serveErr := make(chan error, len(servers))
 	for i, s := range servers {
@@ -482,6 +516,8 @@ func runServer(ctx context.Context, log *slog.Logger, cfg serverConfig) error {
 		if !errors.Is(err, http.ErrServerClosed) {
 			failed = err
 		}
+	case err := <-mailDone:
+		failed = fmt.Errorf("the mail edge stopped: %w", err)
 	}
 	stop()
 	shutCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
