@@ -1,6 +1,9 @@
 package apiv1
 
-// The mail edge (§9) asks its broker about recipients and senders. In
+// The mail edge (§9) asks its broker about recipients and senders. Agents
+// authenticate to it with identity tokens whose audience is one of its mail
+// domains (its --mail-audience values), e.g. agents.example.com: an agent
+// mints one for the domain of the inbox it sends from or reads. In
 // process it reads the broker's state; as its own process (agentkeys
 // mail-edge) it asks over POST /v1/mail/edge/lookup, authenticated with the
 // edge secret both were started with (MailEdgeSecretHeader).
@@ -25,8 +28,3 @@ type MailLookup struct {
 	Prefix  string   `json:"prefix,omitempty"`
 	Rights  []string `json:"rights"`
 }
-
-// MailAudience is the default audience of identity tokens for the mail edge
-// of the broker whose issuer is issuer: SMTP submission and IMAP accept
-// tokens for it (agentkeys server --mail-audience changes it).
-func MailAudience(issuer string) string { return issuer + "/mail" }

@@ -33,10 +33,10 @@ import (
 // mailFlags are the mail edge's flags, shared by agentkeys server (the edge
 // in process, on when --mail-domain is given) and agentkeys mail-edge.
 type mailFlags struct {
-	domains                       []string
+	domains, audiences            []string
 	smtpListen, submissionListen  string
 	store, tlsCert, tlsKey, relay string
-	audience, hostname            string
+	hostname                      string
 	ipRate, rcptRate, senderRate  string
 	maxSize                       int64
 }
@@ -50,7 +50,7 @@ func (f *mailFlags) register(fs *pflag.FlagSet, storeDefault string) {
 	fs.StringVar(&f.tlsCert, "mail-tls-cert", "", "PEM certificate (chain) offered with STARTTLS; without it the edge listens on loopback only")
 	fs.StringVar(&f.tlsKey, "mail-tls-key", "", "PEM private key of --mail-tls-cert")
 	fs.StringVar(&f.relay, "relay", "", "smarthost host:port that submission relays other domains' recipients to (STARTTLS unless on loopback); default: refuse them")
-	fs.StringVar(&f.audience, "mail-audience", "", "audience of the identity tokens submission accepts (default <issuer>/mail)")
+	fs.StringArrayVar(&f.audiences, "mail-audience", nil, "an audience of the identity tokens the edge accepts (repeatable; default: each --mail-domain)")
 	fs.StringVar(&f.hostname, "mail-hostname", "", "the edge's name in its greeting and Authentication-Results (default the first --mail-domain)")
 	fs.StringVar(&f.ipRate, "mail-ip-rate", mailedge.DefaultIPRate.String(), "inbound messages (and refused recipients or logins) per source address, as COUNT/WINDOW")
 	fs.StringVar(&f.rcptRate, "mail-rcpt-rate", mailedge.DefaultRecipientRate.String(), "messages per recipient inbox, as COUNT/WINDOW")
@@ -94,12 +94,12 @@ func (f *mailFlags) check() error {
 	return nil
 }
 
-// edgeAudience is the audience submission tokens are for.
-func (f *mailFlags) edgeAudience(issuer string) string {
-	if f.audience != "" {
-		return f.audience
+// edgeAudiences are the audiences of the tokens the edge accepts.
+func (f *mailFlags) edgeAudiences() []string {
+	if len(f.audiences) > 0 {
+		return f.audiences
 	}
-	return apiv1.MailAudience(issuer)
+	return f.domains
 }
 
 func rate(s string) mailedge.Rate {
@@ -112,7 +112,7 @@ func rate(s string) mailedge.Rate {
 func (f *mailFlags) start(ctx context.Context, rt mailRuntime) (stop func(), done <-chan error, err error) {
 	cfg := mailedge.Config{Domains: f.domains, Hostname: f.hostname, Directory: rt.dir, MaxSize: f.maxSize, Relay: f.relay,
 		IPRate: rate(f.ipRate), RecipientRate: rate(f.rcptRate), SenderRate: rate(f.senderRate), Limiters: rt.limiters, Logger: rt.log,
-		Verifier: mailedge.NewVerifier(rt.issuer, f.edgeAudience(rt.issuer), rt.keys, nil)}
+		Verifier: mailedge.NewVerifier(rt.issuer, f.edgeAudiences(), rt.keys, nil)}
 	dir := f.store
 	if dir == "" {
 		dir = rt.storeDir
@@ -163,7 +163,7 @@ func (f *mailFlags) start(ctx context.Context, rt mailRuntime) (stop func(), don
 	for i, ln := range lns {
 		go func() { errc <- ls[i].serve(ln) }()
 	}
-	attrs := []any{"smtp_addr", lns[0].Addr().String(), "domains", strings.Join(f.domains, ","), "store", dir, "audience", f.edgeAudience(rt.issuer)}
+	attrs := []any{"smtp_addr", lns[0].Addr().String(), "domains", strings.Join(f.domains, ","), "store", dir, "audiences", strings.Join(f.edgeAudiences(), ",")}
 	if len(lns) > 1 {
 		attrs = append(attrs, "submission_addr", lns[1].Addr().String())
 	}
@@ -227,8 +227,9 @@ the message and writes the message unparsed to the object store under
 <agent wallet>/<inbox address>/<unix-nanos>-<hash8>.eml, answering 250 only once
 it is stored durably. It writes nothing to the ledger.
 
-Submission (--submission-listen) takes an agent's identity token for
---mail-audience (default <issuer>/mail) over SASL OAUTHBEARER, lets the agent
+Submission (--submission-listen) takes an agent's identity token for one of
+the --mail-audience values (default: the mail domains, e.g. agents.example.com;
+the agent's scope must allow oidc:<audience>) over SASL OAUTHBEARER, lets the agent
 send only as an inbox it holds send on, delivers to our inboxes and relays other
 domains to --relay.
 

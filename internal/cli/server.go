@@ -409,8 +409,14 @@ func runServer(ctx context.Context, log *slog.Logger, cfg serverConfig) error {
 		}
 	}
 	mailOn := cfg.mail != nil && len(cfg.mail.domains) > 0
-	if mailOn && !slices.Contains(bc.OIDCAudiences, cfg.mail.edgeAudience(bc.Issuer)) {
-		bc.OIDCAudiences = append(slices.Clone(bc.OIDCAudiences), cfg.mail.edgeAudience(bc.Issuer))
+	if mailOn {
+		auds := slices.Clone(bc.OIDCAudiences)
+		for _, a := range cfg.mail.edgeAudiences() {
+			if !slices.Contains(auds, a) {
+				auds = append(auds, a)
+			}
+		}
+		bc.OIDCAudiences = auds
 	}
 	var edgeSecret []byte
 	if cfg.edgeSecret != "" {

@@ -39,7 +39,7 @@ import (
 const (
 	domain   = "agents.example.com"
 	issuer   = "http://127.0.0.1:8090"
-	audience = issuer + "/mail"
+	audience = domain
 )
 
 // inbox is one inbox the test directory knows, with the rights of agents.
@@ -179,7 +179,7 @@ func newEnv(t testing.TB, mod func(*Config)) *env {
 	}}
 	cfg := Config{Domains: []string{domain}, Hostname: "mx." + domain, Store: st, Directory: v.dir, Resolver: v.res,
 		Limiters: broker.NewMemoryLimiter, Now: v.clk.Now,
-		Verifier: NewVerifier(issuer, audience, func(context.Context) (apiv1.JWKS, error) { return apiv1.JWKS{Keys: []apiv1.JWK{v.key.jwk}}, nil }, v.clk.Now)}
+		Verifier: NewVerifier(issuer, []string{audience}, func(context.Context) (apiv1.JWKS, error) { return apiv1.JWKS{Keys: []apiv1.JWK{v.key.jwk}}, nil }, v.clk.Now)}
 	if mod != nil {
 		mod(&cfg)
 	}

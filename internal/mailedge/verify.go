@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -35,21 +36,23 @@ type KeySource func(ctx context.Context) (apiv1.JWKS, error)
 // Verifier checks the identity tokens agents authenticate with (SASL
 // OAUTHBEARER on submission and IMAP), as any relying party would
 // (coreos/go-oidc): ES256 only, a signature by a key of the issuer's JWKS, iss
-// the broker's issuer, aud the edge's audience, exp and nbf against the
-// edge's clock. It says who the token is for, not what it may do: rights are
+// the broker's issuer, aud one of the edge's audiences (by default its mail
+// domains), exp and nbf against the edge's clock. It says who the token is for, not what it may do: rights are
 // the Directory's, asked per address. Safe for concurrent use.
 type Verifier struct {
-	v *gooidc.IDTokenVerifier
+	v         *gooidc.IDTokenVerifier
+	audiences []string
 }
 
-// NewVerifier returns a verifier of tokens iss'd by issuer for audience.
-// now is the clock (nil: time.Now).
-func NewVerifier(issuer, audience string, keys KeySource, now func() time.Time) *Verifier {
+// NewVerifier returns a verifier of tokens issued by issuer for one of
+// audiences. now is the clock (nil: time.Now).
+func NewVerifier(issuer string, audiences []string, keys KeySource, now func() time.Time) *Verifier {
 	if now == nil {
 		now = time.Now
 	}
 	ks := &keySet{src: keys, now: now}
-	return &Verifier{v: gooidc.NewVerifier(issuer, ks, &gooidc.Config{ClientID: audience, SupportedSigningAlgs: []string{"ES256"}, Now: now})}
+	return &Verifier{audiences: slices.Clone(audiences),
+		v: gooidc.NewVerifier(issuer, ks, &gooidc.Config{SkipClientIDCheck: true, SupportedSigningAlgs: []string{"ES256"}, Now: now})}
 }
 
 // ErrToken is every refusal of a token (match with errors.Is); its message
@@ -64,6 +67,9 @@ func (v *Verifier) Verify(ctx context.Context, token string) (*Agent, error) {
 	t, err := v.v.Verify(ctx, token)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s", ErrToken, why(err))
+	}
+	if len(t.Audience) != 1 || !slices.Contains(v.audiences, t.Audience[0]) {
+		return nil, fmt.Errorf("%w: issued for another audience", ErrToken)
 	}
 	var c struct {
 		Omni   string `json:"agentkeys_omni"`
