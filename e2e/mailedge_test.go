@@ -259,6 +259,14 @@ func TestMailEdge(t *testing.T) {
 	if g := storedMail(t, edgeStore, helperPrefix); len(g) != 2 {
 		t.Fatalf("the separate edge's store: %d messages for helper, want 2", len(g))
 	}
+
+	// A deleted inbox takes no more mail, at either edge: 550 at RCPT.
+	h.akOK(o.home, "inbox", "delete", helper.Address, "--yes")
+	for _, at := range []string{mx, mx2} {
+		if n, msg := smtpSend(t, at, "", "s@example.net", []string{helper.Address}, m2); n != 550 {
+			t.Fatalf("deleted inbox at %s: %d %s", at, n, msg)
+		}
+	}
 }
 
 // inboxOf creates alias's inbox and returns it.
