@@ -653,3 +653,44 @@ func TestStoreFailure(t *testing.T) {
 type failing struct{ blobstore.Store }
 
 func (failing) PutIfAbsent(context.Context, string, []byte) error { return errors.New("disk full") }
+
+// TestOAuthBearerServer: the exported SASL server (for IMAP too) accepts a
+// valid token once, and ends a refused exchange with ErrAuth whatever the
+// client answers to the error challenge.
+func TestOAuthBearerServer(t *testing.T) {
+	v := newEnv(t, nil)
+	ver := v.e.cfg.Verifier
+	resp := func(tok string) []byte { return []byte("n,,\x01auth=Bearer " + tok + "\x01\x01") }
+	var got *Agent
+	srv := NewOAuthBearerServer(context.Background(), ver, func(a *Agent, err error) { got = a })
+	if ch, done, err := srv.Next(resp(v.key.token(t, issuer, audience, omniA, walletA, t0, 300))); err != nil || !done || ch != nil || got == nil || got.Omni != omniA {
+		t.Fatalf("valid token: %q %v %v, agent %+v", ch, done, err, got)
+	}
+	for _, answer := range [][]byte{{}, {1}, []byte("x"), nil} {
+		var refusal error
+		srv := NewOAuthBearerServer(context.Background(), ver, func(a *Agent, err error) { refusal = err })
+		ch, done, err := srv.Next(resp("bogus"))
+		if err != nil || done || !bytes.Contains(ch, []byte("invalid_token")) || !errors.Is(refusal, ErrToken) {
+			t.Fatalf("bogus token: %q %v %v (%v)", ch, done, err, refusal)
+		}
+		if _, done, err := srv.Next(answer); !done || err != ErrAuth {
+			t.Fatalf("answer %q to the error challenge: %v %v, want ErrAuth", answer, done, err)
+		}
+	}
+	if ch, done, err := NewOAuthBearerServer(context.Background(), nil, func(*Agent, error) {}).Next(resp(v.key.token(t, issuer, audience, omniA, walletA, t0, 300))); err != nil || done || !bytes.Contains(ch, []byte("invalid_token")) {
+		t.Fatalf("no verifier accepted a token: %q %v %v", ch, done, err)
+	}
+}
+
+func TestIPKey(t *testing.T) {
+	for ip, want := range map[string]string{
+		"192.0.2.7":            "ip:192.0.2.7",
+		"2001:db8:1:2:3:4:5:6": "ip:2001:db8:1:2::/64",
+		"2001:db8:1:2:ff::1":   "ip:2001:db8:1:2::/64",
+		"::ffff:192.0.2.7":     "ip:192.0.2.7",
+	} {
+		if got := (&session{ip: net.ParseIP(ip)}).ipKey(); got != want {
+			t.Errorf("ipKey(%s) = %s, want %s", ip, got, want)
+		}
+	}
+}

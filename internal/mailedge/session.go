@@ -40,7 +40,15 @@ func (e *Edge) newSession(c *smtp.Conn, submission bool) smtp.Session {
 	return s
 }
 
-func (s *session) ipKey() string { return "ip:" + s.ip.String() }
+// ipKey is the rate key of the client's address: IPv4 whole, IPv6 by its /64
+// (one site's allocation, so a host cannot walk its own prefix to escape the
+// limit).
+func (s *session) ipKey() string {
+	if v4 := s.ip.To4(); v4 != nil || s.ip == nil {
+		return "ip:" + s.ip.String()
+	}
+	return "ip:" + s.ip.Mask(net.CIDRMask(64, 128)).String() + "/64"
+}
 
 func (s *session) Reset() { s.from, s.local, s.remote = "", nil, nil }
 
@@ -203,37 +211,53 @@ func (s *session) Auth(mech string) (sasl.Server, error) {
 	if !s.submission || mech != sasl.OAuthBearer {
 		return nil, smtp.ErrAuthUnknownMechanism
 	}
-	return &oneShot{next: sasl.NewOAuthBearerServer(func(o sasl.OAuthBearerOptions) *sasl.OAuthBearerError {
-		if s.e.cfg.Verifier != nil {
-			if a, err := s.e.cfg.Verifier.Verify(s.ctx, o.Token); err == nil {
-				s.agent = a
-				return nil
-			} else {
-				s.e.cfg.Logger.Debug("mail edge: submission token refused", "why", err.Error())
-			}
+	return NewOAuthBearerServer(s.ctx, s.e.cfg.Verifier, func(a *Agent, err error) {
+		if err != nil {
+			s.e.cfg.Logger.Debug("mail edge: submission token refused", "why", err.Error())
+			s.e.ipLim.Allow(s.ctx, s.ipKey(), s.e.cfg.Now()) // failed logins spend the address's rate
+			return
 		}
-		s.e.ipLim.Allow(s.ctx, s.ipKey(), s.e.cfg.Now())
-		return &sasl.OAuthBearerError{Status: "invalid_token", Schemes: "bearer"}
-	})}, nil
+		s.agent = a
+	}), nil
 }
 
-// oneShot guards go-sasl's OAUTHBEARER server: after it has sent its error
-// challenge, the client's answer ends the exchange with a refusal, whatever
-// it is (go-sasl indexes into an empty answer and panics).
+// NewOAuthBearerServer is the server side of SASL OAUTHBEARER (RFC 7628) for
+// the edge's listeners (submission here, IMAP too): it checks the bearer token
+// with v (nil refuses every token) and calls done once with the agent, or
+// with the refusal. It guards go-sasl's server, which panics on an empty
+// answer to its error challenge: after a refusal, any answer ends the
+// exchange with an authentication error.
+func NewOAuthBearerServer(ctx context.Context, v *Verifier, done func(*Agent, error)) sasl.Server {
+	return &oneShot{next: sasl.NewOAuthBearerServer(func(o sasl.OAuthBearerOptions) *sasl.OAuthBearerError {
+		a, err := (*Agent)(nil), error(ErrToken)
+		if v != nil {
+			a, err = v.Verify(ctx, o.Token)
+		}
+		done(a, err)
+		if err != nil {
+			return &sasl.OAuthBearerError{Status: "invalid_token", Schemes: "bearer"}
+		}
+		return nil
+	})}
+}
+
+// oneShot: see NewOAuthBearerServer.
 type oneShot struct {
 	next    sasl.Server
 	failing bool
 }
 
-var errAuth = smtpErr(535, smtp.EnhancedCode{5, 7, 8}, "Authentication failed: the identity token was refused (expired, for another audience, or not this broker's); mint a fresh one for this edge's audience")
+// ErrAuth is the refusal NewOAuthBearerServer ends a failed exchange with: an
+// SMTP 535 reply (other protocols take its message).
+var ErrAuth = smtpErr(535, smtp.EnhancedCode{5, 7, 8}, "Authentication failed: the identity token was refused (expired, for another audience, or not this broker's); mint a fresh one for this edge's audience")
 
 func (o *oneShot) Next(response []byte) ([]byte, bool, error) {
 	if o.failing {
-		return nil, true, errAuth
+		return nil, true, ErrAuth
 	}
 	challenge, done, err := o.next.Next(response)
 	if err != nil {
-		return nil, true, errAuth
+		return nil, true, ErrAuth
 	}
 	if !done && response != nil {
 		o.failing = true // the error challenge: the next answer only ends it
