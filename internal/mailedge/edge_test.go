@@ -694,3 +694,59 @@ func TestIPKey(t *testing.T) {
 		}
 	}
 }
+
+// TestVerifier is the JWT attack suite on the edge's verifier: only an ES256
+// token of the issuer's keys, for one of the edge's audiences, in its
+// lifetime, for an agent, passes; a made-up kid refetches the JWKS at most
+// once per refreshEvery.
+func TestVerifier(t *testing.T) {
+	clk := clock.NewFake(t0)
+	key, other := newIssuerKey(t, "k1"), newIssuerKey(t, "k2")
+	fetches := 0
+	v := NewVerifier(issuer, []string{domain, "other.example"}, func(context.Context) (apiv1.JWKS, error) {
+		fetches++
+		return apiv1.JWKS{Keys: []apiv1.JWK{key.jwk}}, nil
+	}, clk.Now)
+	ctx := context.Background()
+	good := key.token(t, issuer, domain, omniA, walletA, t0, 300)
+	if a, err := v.Verify(ctx, good); err != nil || a.Omni != omniA || a.Wallet != strings.ToLower(walletA) || !a.Expiry.Equal(t0.Add(300*time.Second)) {
+		t.Fatalf("good token: %+v %v", a, err)
+	}
+	if _, err := v.Verify(ctx, key.token(t, issuer, "other.example", omniA, walletA, t0, 300)); err != nil {
+		t.Fatalf("the edge's second audience: %v", err)
+	}
+	parts := strings.Split(good, ".")
+	hs := base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"HS256","kid":"k1","typ":"JWT"}`))
+	ownerClaims := oidc.NewClaims(issuer, domain, oidc.Identity{Role: "owner", Wallet: walletA, Omni: omniA}, oidc.Enclave{}, t0.Unix(), 300)
+	ownerTok, _ := key.signer.Sign(ownerClaims)
+	for name, tok := range map[string]string{
+		"alg none":       base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"none","kid":"k1"}`)) + "." + parts[1] + ".",
+		"HS256":          hs + "." + parts[1] + "." + parts[2],
+		"unknown kid":    other.token(t, issuer, domain, omniA, walletA, t0, 300),
+		"tampered":       parts[0] + "." + base64.RawURLEncoding.EncodeToString([]byte(`{"iss":"`+issuer+`","aud":"`+domain+`","agentkeys_omni":"`+omniB+`"}`)) + "." + parts[2],
+		"wrong audience": key.token(t, issuer, "sts.amazonaws.com", omniA, walletA, t0, 300),
+		"wrong issuer":   key.token(t, "http://other", domain, omniA, walletA, t0, 300),
+		"expired":        key.token(t, issuer, domain, omniA, walletA, t0.Add(-301*time.Second), 300),
+		"not yet valid":  key.token(t, issuer, domain, omniA, walletA, t0.Add(time.Hour), 300),
+		"owner's token":  ownerTok,
+		"too long":       strings.Repeat("a", oidc.MaxToken+1),
+	} {
+		if _, err := v.Verify(ctx, tok); !errors.Is(err, ErrToken) {
+			t.Errorf("%s: %v, want ErrToken", name, err)
+		} else if strings.Contains(err.Error(), tok) {
+			t.Errorf("%s: the error holds the token", name)
+		}
+	}
+	before := fetches
+	for range 50 {
+		v.Verify(ctx, other.token(t, issuer, domain, omniA, walletA, t0, 300))
+	}
+	if fetches-before > 1 {
+		t.Fatalf("50 tokens with an unknown kid fetched the JWKS %d times, want at most 1", fetches-before)
+	}
+	clk.Advance(refreshEvery)
+	v.Verify(ctx, other.token(t, issuer, domain, omniA, walletA, t0, 300))
+	if fetches-before != 1 && fetches-before != 2 {
+		t.Fatalf("fetches %d", fetches-before)
+	}
+}
