@@ -76,12 +76,6 @@ func (d *directory) Lookup(_ context.Context, address, agent string) (apiv1.Mail
 // resolver answers TXT, A and MX queries from tables; nothing else exists.
 type resolver struct{ txt map[string][]string }
 
-type notFound struct{}
-
-func (notFound) Error() string   { return "no such host" }
-func (notFound) Timeout() bool   { return false }
-func (notFound) Temporary() bool { return false }
-
 func (r *resolver) LookupTXT(_ context.Context, name string) ([]string, error) {
 	if v, ok := r.txt[strings.TrimSuffix(name, ".")]; ok {
 		return v, nil

@@ -116,7 +116,7 @@ type keySet struct {
 const refreshEvery = 30 * time.Second
 
 func (k *keySet) VerifySignature(ctx context.Context, jwt string) ([]byte, error) {
-	sig, err := jose.ParseSigned(jwt, []jose.SignatureAlgorithm{jose.ES256})
+	sig, err := jose.ParseSignedCompact(jwt, []jose.SignatureAlgorithm{jose.ES256})
 	if err != nil || len(sig.Signatures) != 1 {
 		return nil, errors.New("malformed jwt signature")
 	}
