@@ -13,16 +13,20 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
+	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
 	"github.com/agentkeys/agentkeys/internal/apiv1"
+	"github.com/agentkeys/agentkeys/internal/blobstore"
 	"github.com/agentkeys/agentkeys/internal/blobstore/localstore"
+	"github.com/agentkeys/agentkeys/internal/blobstore/s3store"
 	"github.com/agentkeys/agentkeys/internal/broker"
 	"github.com/agentkeys/agentkeys/internal/maildns"
 	"github.com/agentkeys/agentkeys/internal/mailedge"
@@ -46,7 +50,7 @@ func (f *mailFlags) register(fs *pflag.FlagSet, storeDefault string) {
 	fs.StringVar(&f.smtpListen, "smtp-listen", "127.0.0.1:2525", "address of the inbound SMTP listener (the MX)")
 	fs.StringVar(&f.submissionListen, "submission-listen", "127.0.0.1:2587", "address of the submission listener agents send through (\"\" = none)")
 	fs.Int64Var(&f.maxSize, "mail-max-size", mailedge.DefaultMaxSize, "largest message accepted, in bytes (larger ones get 552)")
-	fs.StringVar(&f.store, "mail-store", "", "directory of the local object store messages are written to (default "+storeDefault+")")
+	fs.StringVar(&f.store, "mail-store", "", "where messages are written: a directory (default "+storeDefault+"), or s3://BUCKET[?endpoint=URL&path-style=true&region=R] with credentials from the AWS environment or config files")
 	fs.StringVar(&f.tlsCert, "mail-tls-cert", "", "PEM certificate (chain) offered with STARTTLS; without it the edge listens on loopback only")
 	fs.StringVar(&f.tlsKey, "mail-tls-key", "", "PEM private key of --mail-tls-cert")
 	fs.StringVar(&f.relay, "relay", "", "smarthost host:port that submission relays other domains' recipients to (STARTTLS unless on loopback); default: refuse them")
@@ -117,8 +121,8 @@ func (f *mailFlags) start(ctx context.Context, rt mailRuntime) (stop func(), don
 	if dir == "" {
 		dir = rt.storeDir
 	}
-	if cfg.Store, err = localstore.Open(dir); err != nil {
-		return nil, nil, problem.Wrap(err, problem.BadRequest, "pass a directory this user can write with --mail-store", "cannot open the mail store: %v", err)
+	if cfg.Store, err = openMailStore(ctx, dir); err != nil {
+		return nil, nil, err
 	}
 	if f.tlsCert != "" {
 		cert, err := tls.LoadX509KeyPair(f.tlsCert, f.tlsKey)
@@ -181,6 +185,55 @@ func (f *mailFlags) start(ctx context.Context, rt mailRuntime) (stop func(), don
 		close(done2) // later receives see it done
 	}()
 	return func() { e.Close() }, done2, nil
+}
+
+// openMailStore opens --mail-store: a local directory, or an S3 bucket as
+// s3://BUCKET?endpoint=URL&path-style=true&region=R. S3 credentials come from
+// the SDK's usual places (AWS_ACCESS_KEY_ID…, ~/.aws), never from argv.
+func openMailStore(ctx context.Context, spec string) (blobstore.Store, error) {
+	if !strings.HasPrefix(spec, "s3://") {
+		st, err := localstore.Open(spec)
+		if err != nil {
+			return nil, problem.Wrap(err, problem.BadRequest, "pass a directory this user can write with --mail-store", "cannot open the mail store: %v", err)
+		}
+		return st, nil
+	}
+	bad := func(why string) error {
+		return problem.Newf(problem.BadRequest, "write it as s3://BUCKET or s3://BUCKET?endpoint=http://127.0.0.1:8333&path-style=true&region=us-east-1 (credentials in AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or ~/.aws)",
+			"--mail-store %q: %s", spec, why)
+	}
+	u, err := url.Parse(spec)
+	if err != nil || u.Host == "" || u.Path != "" || u.User != nil || u.Fragment != "" {
+		return nil, bad("not an s3://BUCKET URL")
+	}
+	cfg := s3store.Config{Bucket: u.Host}
+	for k, v := range u.Query() {
+		switch {
+		case len(v) != 1:
+			return nil, bad(k + " is given more than once")
+		case k == "endpoint":
+			eu, err := url.Parse(v[0])
+			if err != nil || (eu.Scheme != "http" && eu.Scheme != "https") || eu.Host == "" || eu.User != nil {
+				return nil, bad("endpoint is not an http(s) URL without credentials")
+			}
+			cfg.Endpoint = v[0]
+		case k == "path-style":
+			cfg.PathStyle = v[0] == "true"
+		case k == "region":
+			cfg.Region = v[0]
+		default:
+			return nil, bad("unknown parameter " + k + " (endpoint, path-style, region)")
+		}
+	}
+	ac, err := awsconfig.LoadDefaultConfig(ctx)
+	if err != nil {
+		return nil, problem.Wrap(err, problem.BadRequest, "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or an AWS profile", "cannot load AWS credentials for --mail-store: %v", err)
+	}
+	cfg.Credentials = ac.Credentials
+	if cfg.Region == "" {
+		cfg.Region = ac.Region
+	}
+	return s3store.New(cfg)
 }
 
 // loadEdgeSecret reads the edge secret at path (at least 32 characters, in a
