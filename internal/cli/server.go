@@ -98,6 +98,12 @@ mrsigner. On a shared PostgreSQL ledger it then serves; with the embedded
 SQLite ledger it stops, and the operator stops the old broker, copies its
 ledger.db into the new data dir and starts the successor without the flag.
 
+--mail-domain D (repeatable) also runs the mail edge in this process
+(agentkeys mail-edge --help has the whole story): inbound SMTP for D's inboxes
+on --smtp-listen and submission for agents on --submission-listen, messages
+written to a local store under <data-dir>/mail (--mail-store). --mail-edge-secret
+FILE instead serves a separate agentkeys mail-edge, which presents that secret.
+
 Prometheus metrics are at GET /metrics on the API. With --metrics-listen ADDR
 they are served only there, on a listener of their own (e.g. one reachable
 from the monitoring network alone), and the API's /metrics answers 404.`,
@@ -106,6 +112,7 @@ from the monitoring network alone), and the API's /metrics answers 404.`,
 			"  PGPASSFILE=/etc/agentkeys/pgpass agentkeys server --ledger postgres://agentkeys@db.example:5432/agentkeys?sslmode=verify-full\n" +
 			"  agentkeys server --signup invite --trusted-proxy 10.0.0.0/8 --pair-rate 20/1m,300/1m\n" +
 			"  agentkeys server --listen 0.0.0.0:8090 --metrics-listen 127.0.0.1:9100   # /metrics apart from the API\n" +
+			"  agentkeys server --mail-domain agents.example.com   # + the mail edge: SMTP on 127.0.0.1:2525, submission on 127.0.0.1:2587\n" +
 			"  agentkeys server --mrsigner-key 3b6a27bcceb6a42d62a3a8d02a6f0d73653215771de243a63ac048a18b59da29   # a signed release\n" +
 			"  agentkeys server --data-dir /var/lib/agentkeys/new --mrsigner-key 3b6a…29 --handoff-from https://keys.example.com   # a successor",
 		Args: cobra.NoArgs,

@@ -55,7 +55,17 @@ type Rate struct {
 	Window time.Duration
 }
 
-func (r Rate) String() string { return fmt.Sprintf("%d/%s", r.Count, r.Window) }
+// String is COUNT/WINDOW, e.g. 100/1m.
+func (r Rate) String() string {
+	w := r.Window.String()
+	switch {
+	case r.Window%time.Hour == 0:
+		w = fmt.Sprintf("%dh", r.Window/time.Hour)
+	case r.Window%time.Minute == 0:
+		w = fmt.Sprintf("%dm", r.Window/time.Minute)
+	}
+	return fmt.Sprintf("%d/%s", r.Count, w)
+}
 
 // Default rates (messages per source address, per recipient, per sending agent).
 var (
