@@ -82,6 +82,7 @@ func freePort(t *testing.T) int {
 type weed struct {
 	endpoint string // http://127.0.0.1:PORT (S3 and STS)
 	admin    *s3.Client
+	adminKey aws.Credentials // admin's static key (the mail edge writes with it)
 	roleARN  string
 	bucket   string
 	out      *output
@@ -172,7 +173,7 @@ func (h *harness) launchWeed(bin, data, dir string, doc *federation.AWS, admin a
 			<-done
 		}
 	}
-	w.admin = w.s3(admin)
+	w.admin, w.adminKey = w.s3(admin), admin
 	var err error
 	exited := false
 	if !waitFor(weedTimeout, func() bool {
