@@ -262,6 +262,10 @@ func TestMailEdge(t *testing.T) {
 	if r.code == 0 || !strings.Contains(r.stderr, "refused the edge") {
 		t.Fatalf("mail-edge with a wrong secret: %d %s", r.code, r.stderr)
 	}
+	r = h.cli(t.TempDir(), "mail-edge", "--server", "http://192.0.2.1:8090", "--edge-secret", secret, "--mail-domain", edgeDomain)
+	if r.code != 2 || !strings.Contains(r.stderr, "in the clear") {
+		t.Fatalf("mail-edge over plain http off loopback: %d %s", r.code, r.stderr)
+	}
 	edgeStore := t.TempDir()
 	_, mx2, sub2 := h.startEdge(t.TempDir(), "--server", s.url, "--edge-secret", secret, "--mail-store", edgeStore)
 	m2 := edgeMessage("", helper.Address, "remote", "via the separate edge")

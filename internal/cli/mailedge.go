@@ -321,6 +321,12 @@ inside the broker instead, pass --mail-domain to agentkeys server.`,
 				return err
 			}
 			server = strings.TrimRight(server, "/")
+			if u, err := url.Parse(server); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+				return problem.Newf(problem.BadRequest, "pass the broker's URL, e.g. --server https://keys.example.com", "--server %q is not an http(s) URL", server)
+			} else if u.Scheme == "http" && !loopbackHost(u.Hostname()) {
+				return problem.Newf(problem.BadRequest, "reach the broker over https (or run the edge on its host, over loopback)",
+					"--server %q is plain http on a non-loopback host: the edge secret would cross the network in the clear", server)
+			}
 			hc := &http.Client{Timeout: 10 * time.Second}
 			disc, err := discover(cmd.Context(), hc, server)
 			if err != nil {
