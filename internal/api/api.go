@@ -4,6 +4,7 @@
 package api
 
 import (
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"log/slog"
@@ -34,6 +35,9 @@ type Config struct {
 	// NoMetrics leaves GET /metrics off this handler: the operator serves it on
 	// a listener of its own (server --metrics-listen).
 	NoMetrics bool
+	// MailEdgeSecret, when set, turns on POST /v1/mail/edge/lookup for the
+	// separate mail edge that presents it (server --mail-edge-secret).
+	MailEdgeSecret []byte
 }
 
 type server struct {
@@ -44,6 +48,7 @@ type server struct {
 	latency  *prometheus.HistogramVec
 	// trustedProxies: see Config.TrustedProxies.
 	trustedProxies []netip.Prefix
+	edgeSecret     []byte // SHA-256 of Config.MailEdgeSecret; nil: the edge lookup is off
 }
 
 // New returns the broker's HTTP handler: b is a *broker.Broker in production.
@@ -61,6 +66,10 @@ func New(b Broker, cfg Config) http.Handler {
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "agentkeys_http_requests_total", Help: "HTTP requests by route and status."}, []string{"route", "code"}),
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "agentkeys_http_request_duration_seconds", Help: "HTTP request latency by route.",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16)}, []string{"route"}),
+	}
+	if len(cfg.MailEdgeSecret) > 0 {
+		sum := sha256.Sum256(cfg.MailEdgeSecret)
+		s.edgeSecret = sum[:]
 	}
 	cfg.Registry.MustRegister(s.requests, s.latency, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
@@ -108,6 +117,7 @@ func New(b Broker, cfg Config) http.Handler {
 	s.routesGovernance(handle)
 	s.routesMail(handle)
 	s.routesMailSign(handle)
+	s.routesMailEdge(handle)
 	mux.Handle("/", s.wrap("unknown", func(http.ResponseWriter, *http.Request) error {
 		return problem.New(problem.NotFound, "no such endpoint", "check the URL and method; see the README for the API")
 	}))

@@ -77,6 +77,7 @@ type Broker interface {
 	GrantInbox(ctx context.Context, c *broker.Caller, address, alias string, rights []string, revoke bool) (*mail.Grant, error)
 	DKIMKeys(ctx context.Context, c *broker.Caller, domain string) ([]apiv1.DKIMKey, error)
 	DKIMSign(ctx context.Context, c *broker.Caller, r apiv1.DKIMSignRequest) (*apiv1.DKIMSignResult, error)
+	MailLookup(ctx context.Context, address, agentOmni string) (apiv1.MailLookup, error)
 }
 
 var _ Broker = (*broker.Broker)(nil)

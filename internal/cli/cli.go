@@ -148,7 +148,7 @@ hash-chained ledger; every key comes from one sealed seed.`,
 	root.SetVersionTemplate("{{.Version}}\n")
 	root.AddCommand(serverCmd(e), auditCmd(e), initCmd(e), whoamiCmd(e), logoutCmd(e),
 		storeCmd(e), readCmd(e), listCmd(e), rmCmd(e), approveCmd(e), usageCmd(e),
-		agentCmd(e), daemonCmd(e), runCmd(e), importCmd(e), oidcCmd(e), governanceCmd(e), domainCmd(e), inboxCmd(e), mailCmd(e), releaseCmd(e), benchCmd(e), consoleCmd(e), watchdogCmd(e), versionCmd(e), exitCodesTopic())
+		agentCmd(e), daemonCmd(e), runCmd(e), importCmd(e), oidcCmd(e), governanceCmd(e), domainCmd(e), inboxCmd(e), mailCmd(e), mailEdgeCmd(e), releaseCmd(e), benchCmd(e), consoleCmd(e), watchdogCmd(e), versionCmd(e), exitCodesTopic())
 	completionCmd(root)
 	usageErrors(root)
 	return root

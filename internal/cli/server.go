@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"net/url"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -30,6 +31,7 @@ import (
 	"github.com/agentkeys/agentkeys/internal/enclave"
 	"github.com/agentkeys/agentkeys/internal/ledger"
 	"github.com/agentkeys/agentkeys/internal/ledger/ledgerstore"
+	"github.com/agentkeys/agentkeys/internal/mailedge"
 	"github.com/agentkeys/agentkeys/internal/oidc"
 	"github.com/agentkeys/agentkeys/internal/problem"
 )
@@ -40,8 +42,9 @@ func serverCmd(e *env) *cobra.Command {
 	var sessionTTL, approvalWindow, oidcMaxTTL, oidcSkew, followEvery, maxLag time.Duration
 	var audiences, publicURLs, trustedProxies []string
 	var dev bool
-	var signup, handoffFrom string
+	var signup, handoffFrom, edgeSecret string
 	var arch archiveFlags
+	var mf mailFlags
 	anonRates := map[broker.AnonKind]*string{}
 	cmd := &cobra.Command{
 		Use:   "server",
@@ -97,6 +100,12 @@ mrsigner. On a shared PostgreSQL ledger it then serves; with the embedded
 SQLite ledger it stops, and the operator stops the old broker, copies its
 ledger.db into the new data dir and starts the successor without the flag.
 
+--mail-domain D (repeatable) also runs the mail edge in this process
+(agentkeys mail-edge --help has the whole story): inbound SMTP for D's inboxes
+on --smtp-listen and submission for agents on --submission-listen, messages
+written to a local store under <data-dir>/mail (--mail-store). --mail-edge-secret
+FILE instead serves a separate agentkeys mail-edge, which presents that secret.
+
 Prometheus metrics are at GET /metrics on the API. With --metrics-listen ADDR
 they are served only there, on a listener of their own (e.g. one reachable
 from the monitoring network alone), and the API's /metrics answers 404.`,
@@ -105,6 +114,7 @@ from the monitoring network alone), and the API's /metrics answers 404.`,
 			"  PGPASSFILE=/etc/agentkeys/pgpass agentkeys server --ledger postgres://agentkeys@db.example:5432/agentkeys?sslmode=verify-full\n" +
 			"  agentkeys server --signup invite --trusted-proxy 10.0.0.0/8 --pair-rate 20/1m,300/1m\n" +
 			"  agentkeys server --listen 0.0.0.0:8090 --metrics-listen 127.0.0.1:9100   # /metrics apart from the API\n" +
+			"  agentkeys server --mail-domain agents.example.com   # + the mail edge: SMTP on 127.0.0.1:2525, submission on 127.0.0.1:2587\n" +
 			"  agentkeys server --mrsigner-key 3b6a27bcceb6a42d62a3a8d02a6f0d73653215771de243a63ac048a18b59da29   # a signed release\n" +
 			"  agentkeys server --data-dir /var/lib/agentkeys/new --mrsigner-key 3b6a…29 --handoff-from https://keys.example.com   # a successor",
 		Args: cobra.NoArgs,
@@ -184,13 +194,16 @@ from the monitoring network alone), and the API's /metrics answers 404.`,
 				return problem.New(problem.BadRequest, "--follow-every and --max-lag must be positive, --max-lag longer than --follow-every",
 					"pass e.g. --follow-every 1s --max-lag 5s")
 			}
+			if err := mf.check(); err != nil {
+				return err
+			}
 			var history *archive.Archive
 			if arch.where != "" {
 				if history, err = arch.openArchive(cmd, false); err != nil {
 					return err
 				}
 			}
-			return runServer(cmd.Context(), log, serverConfig{listen: listen, metricsListen: metricsListen, maxBody: maxBody, issuer: issuer, dev: dev, trustedProxies: proxies,
+			return runServer(cmd.Context(), log, serverConfig{mail: &mf, edgeSecret: edgeSecret, listen: listen, metricsListen: metricsListen, maxBody: maxBody, issuer: issuer, dev: dev, trustedProxies: proxies,
 				broker: broker.Config{DataDir: dataDir, LedgerURL: ledgerURL, PlatformKeyFile: platformKey, PlatformKeyHex: e.getenv("AGENTKEYS_PLATFORM_KEY"),
 					DevPlatformKeyInDataDir: dev, SignerPublicKey: signer, PublicURLs: publicURLs,
 					SessionTTL: sessionTTL, ReadLimit: limit, ReadWindow: window,
@@ -224,6 +237,8 @@ from the monitoring network alone), and the API's /metrics answers 404.`,
 	cmd.Flags().BoolVar(&dev, "dev", false, "development: allow a plain-http --issuer on a non-loopback host and a platform key inside the data dir")
 	cmd.Flags().StringVar(&signup, "signup", "open", "who may create an owner account: open (anyone) or invite (agentkeys server invite)")
 	cmd.Flags().StringArrayVar(&trustedProxies, "trusted-proxy", nil, "a reverse proxy (CIDR or IP, repeatable) whose X-Forwarded-For names the caller; default none: the TCP peer")
+	mf.register(cmd.Flags(), "<data-dir>/mail")
+	cmd.Flags().StringVar(&edgeSecret, "mail-edge-secret", "", "serve a separate agentkeys mail-edge: the file holding the secret it presents (made, 0600, if missing)")
 	for _, k := range broker.AnonKinds {
 		d := broker.DefaultAnonLimits[k]
 		anonRates[k] = cmd.Flags().String(string(k)+"-rate", d.PerSource.String()+","+d.Global.String(), anonHelp[k]+" per source address and in all, as COUNT/WINDOW,COUNT/WINDOW")
@@ -356,6 +371,8 @@ type serverConfig struct {
 	maxBody        int64
 	broker         broker.Config
 	trustedProxies []netip.Prefix
+	mail           *mailFlags // the in-process mail edge, on with --mail-domain
+	edgeSecret     string     // --mail-edge-secret: the separate edge's secret file
 }
 
 // parseRate parses the COUNT/WINDOW value of flag, e.g. 100/1m.
@@ -407,6 +424,26 @@ func runServer(ctx context.Context, log *slog.Logger, cfg serverConfig) error {
 				"--public-url %q is plain http on a non-loopback host: agents' tokens would cross the network unencrypted", p)
 		}
 	}
+	mailOn := cfg.mail != nil && len(cfg.mail.domains) > 0
+	if mailOn {
+		auds := slices.Clone(bc.OIDCAudiences)
+		for _, a := range cfg.mail.edgeAudiences() {
+			if !slices.Contains(auds, a) {
+				auds = append(auds, a)
+			}
+		}
+		bc.OIDCAudiences = auds
+	}
+	var edgeSecret []byte
+	if cfg.edgeSecret != "" {
+		var created bool
+		if edgeSecret, created, err = loadEdgeSecret(cfg.edgeSecret, true); err != nil {
+			return err
+		}
+		if created {
+			log.Warn("created the mail edge secret: copy it to the mail edge's host (mode 0600) for agentkeys mail-edge --edge-secret", "path", cfg.edgeSecret)
+		}
+	}
 	reg := prometheus.NewRegistry()
 	bc.Registerer = reg
 	b, err := broker.Open(bc)
@@ -444,7 +481,7 @@ func runServer(ctx context.Context, log *slog.Logger, cfg serverConfig) error {
 		log.Info("created and sealed a new master seed",
 			"path", filepath.Join(bc.DataDir, "seed.sealed"), "platform_key", pk)
 	}
-	srv := httpServer(api.New(b, api.Config{Logger: log, Registry: reg, MaxBody: cfg.maxBody, TrustedProxies: cfg.trustedProxies, NoMetrics: mln != nil}), log)
+	srv := httpServer(api.New(b, api.Config{Logger: log, Registry: reg, MaxBody: cfg.maxBody, TrustedProxies: cfg.trustedProxies, NoMetrics: mln != nil, MailEdgeSecret: edgeSecret}), log)
 	servers, listeners := []*http.Server{srv}, []net.Listener{ln}
 	metricsAddr := ""
 	if mln != nil {
@@ -463,6 +500,16 @@ func runServer(ctx context.Context, log *slog.Logger, cfg serverConfig) error {
 	// closes: the listeners' servers and the broker's start.
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()
+	mailDone := make(<-chan error)
+	if mailOn {
+		stopMail, done, err := cfg.mail.start(ctx, mailRuntime{issuer: bc.Issuer, dir: mailedge.LookupFunc(b.MailLookup), keys: b.JWKS,
+			limiters: broker.NewMemoryLimiter, storeDir: filepath.Join(bc.DataDir, "mail"), log: log})
+		if err != nil {
+			return err
+		}
+		defer func() { stopMail(); <-done }()
+		mailDone = done
+	}
 	var group sync.WaitGroup
 	serveErr := make(chan error, len(servers))
 	for i, s := range servers {
@@ -491,6 +538,8 @@ func runServer(ctx context.Context, log *slog.Logger, cfg serverConfig) error {
 		if !errors.Is(err, http.ErrServerClosed) {
 			failed = err
 		}
+	case err := <-mailDone:
+		failed = fmt.Errorf("the mail edge stopped: %w", err)
 	}
 	stop()
 	shutCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -26,7 +27,7 @@ import (
 // weedBinary is $AGENTKEYS_WEED, the pinned SeaweedFS the e2e tests build
 // (scripts/seaweedfs). Without it the test fails under CI=true and skips
 // elsewhere.
-func weedBinary(t *testing.T) string {
+func weedBinary(t testing.TB) string {
 	p := os.Getenv("AGENTKEYS_WEED")
 	if p == "" {
 		if os.Getenv("CI") == "true" {
@@ -40,7 +41,7 @@ func weedBinary(t *testing.T) string {
 	return p
 }
 
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -60,7 +61,7 @@ func (o *output) String() string              { o.mu.Lock(); defer o.mu.Unlock()
 
 // startWeed runs `weed mini` on loopback with one static admin identity and
 // returns its S3 endpoint and credentials.
-func startWeed(t *testing.T) (endpoint string, creds aws.CredentialsProvider) {
+func startWeed(t testing.TB) (endpoint string, creds aws.CredentialsProvider) {
 	bin := weedBinary(t)
 	dir := t.TempDir()
 	key := make([]byte, 20)
@@ -151,4 +152,34 @@ func TestNewNeedsBucket(t *testing.T) {
 	if _, err := New(Config{}); err == nil {
 		t.Fatal("a store without a bucket")
 	}
+}
+
+// BenchmarkPut10KiB measures 10 KiB objects stored per second on SeaweedFS
+// (put-if-absent, as the mail edge stores a message), 16 writers at once:
+// the store's side of the edge's inbound rate (mailedge's BenchmarkInbound
+// measures the edge on the local store).
+func BenchmarkPut10KiB(b *testing.B) {
+	endpoint, creds := startWeed(b)
+	s, err := New(Config{Bucket: "bench", Endpoint: endpoint, PathStyle: true, Credentials: creds})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := s.c.CreateBucket(context.Background(), &s3.CreateBucketInput{Bucket: aws.String("bench")}); err != nil {
+		b.Fatal(err)
+	}
+	data := make([]byte, 10<<10)
+	var n atomic.Int64
+	b.SetParallelism(8)
+	b.ResetTimer()
+	start := time.Now()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			i := n.Add(1)
+			if err := s.PutIfAbsent(context.Background(), fmt.Sprintf("0xbench/a0123456789ab@agents.example.com/%019d-00000000.eml", i), data); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64(n.Load())/time.Since(start).Seconds(), "objects/s")
 }
