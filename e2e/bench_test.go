@@ -183,7 +183,7 @@ func TestBench(t *testing.T) {
 
 	// A broker at a low read limit: the bench reports the refusals, it does
 	// not hide them, and says which flag raises the limit.
-	low := h.start(serverOpts{home: t.TempDir(), args: []string{"--read-rate", "5/1m", "--pair-rate", "2/4s,100/1m"}})
+	low := h.start(serverOpts{home: t.TempDir(), args: []string{"--read-rate", "5/1m", "--pair-rate", "2/15s,100/1m"}})
 	lim := runBench(t, h, me, "read", "--server", low.url, "--agents", "1", "--duration", "1s")
 	if lim.OK != 5 || lim.Errors["RATE_LIMITED"] < 1 || lim.Requests != lim.OK+lim.Errors["RATE_LIMITED"] || len(lim.Errors) != 1 {
 		t.Fatalf("read at --read-rate 5/1m: %+v; want 5 ok and the rest RATE_LIMITED", lim)
@@ -198,7 +198,8 @@ func TestBench(t *testing.T) {
 	if !slices.Equal(two.Servers, []string{s.url, low.url}) || two.Paired != 1 || two.OK < 1 {
 		t.Fatalf("two brokers: %+v; want agent bench-1 paired on the second", two)
 	}
-	// The broker's pair limit (2 per 4s from this address, both spent): setup
+	// The broker's pair limit (2 per 15s from this address, both spent: wide
+	// enough that a loaded machine cannot let the window pass first): setup
 	// waits for it, saying so and naming the flag, and then pairs.
 	r = h.cli(me, "bench", "read", "--server", low.url, "--agents", "3", "--duration", "200ms", "--json")
 	if r.code != 0 || !strings.Contains(r.stderr, "pair limit refused pairing bench-2") || !strings.Contains(r.stderr, "--pair-rate") ||
