@@ -2,6 +2,9 @@ package postgres_test
 
 import (
 	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -93,6 +96,48 @@ func testLimiters(t *testing.T, c *pgtest.Cluster) {
 			t.Fatalf("%d spent requests stored, want 1: spent ones older than the window are kept", n)
 		}
 	})
+}
+
+// testFirstCallsRace: many concurrent first calls on a fresh key, through two
+// handles (two brokers), with a limit far above them, are all admitted. The
+// anonymous limits' global rule has MaxKeys 1, so a call that found no row,
+// then counted the row another call had just committed, refused the request
+// as if the rule's key table were full, for a whole window (a pairing refused
+// for 60 s under --pair-rate 100000/1m).
+func testFirstCallsRace(t *testing.T, c *pgtest.Cluster) {
+	open := handles(t, c.NewDatabase(t))
+	a, b := open(), open()
+	t0 := time.Unix(1_800_000_000, 0)
+	const rounds, callers = 100, 16
+	for round := range rounds {
+		r := ratelimit.Rule{Name: fmt.Sprintf("anon/pair/global/%d", round), Count: 100_000, Window: time.Minute, MaxKeys: 1}
+		handles := []ratelimit.Limiter{a.Limiters()(r), b.Limiters()(r)}
+		start := make(chan struct{})
+		var refused atomic.Int32
+		var wg sync.WaitGroup
+		errs := make(chan error, callers)
+		for i := range callers {
+			l := handles[i%2]
+			wg.Go(func() {
+				<-start
+				ok, _, err := l.Allow(context.Background(), "", t0)
+				if err != nil {
+					errs <- err
+				} else if !ok {
+					refused.Add(1)
+				}
+			})
+		}
+		close(start)
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Fatal(err)
+		}
+		if n := refused.Load(); n != 0 {
+			t.Fatalf("round %d: %d of %d concurrent first calls on a fresh key refused with a limit of 100000", round, n, callers)
+		}
+	}
 }
 
 func count(t *testing.T, u, q string) int {
