@@ -26,8 +26,9 @@ import (
 // that locks the key's row first, so concurrent requests for one key are
 // counted one after the other, whichever broker they reach.
 //
-// Storage is bounded: expired proofs, spent requests older than their window
-// and idle keys are deleted (each handle sweeps at most once a second), a new
+// Storage is bounded: expired proofs and idle keys with their spent requests
+// are deleted (each handle sweeps at most once a second), a key's spent
+// requests older than its window by the key's next call, a new
 // limiter key is refused when its rule already has MaxKeys keys (as the
 // in-memory limiter does), and keys are stored as their SHA-256. Times are the
 // callers' clocks (the brokers'), so brokers behind one balancer keep their
