@@ -10,3 +10,6 @@ import (
 func (d *Driver) QueryRowForTest(ctx context.Context, q string, args ...any) pgx.Row {
 	return d.pool.QueryRow(ctx, q, args...)
 }
+
+// DigestForTest is the digest a limiter stores of key.
+func DigestForTest(key string) []byte { return digest(key) }

@@ -67,6 +67,7 @@ CREATE TABLE anchor (
 	id   smallint PRIMARY KEY CHECK (id = 1),
 	body bytea    NOT NULL
 )`)},
+	{Name: "rate limits: a count of spent requests per key", Up: execUp(rateCountSchema)},
 }
 
 func execUp(q string) func(context.Context, *sql.Tx) error {

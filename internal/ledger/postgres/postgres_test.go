@@ -42,6 +42,8 @@ func TestPostgres(t *testing.T) {
 	t.Run("Notify", func(t *testing.T) { testNotify(t, c) })
 	t.Run("Replays", func(t *testing.T) { testReplays(t, c) })
 	t.Run("Limiters", func(t *testing.T) { testLimiters(t, c) })
+	t.Run("FirstCallsRace", func(t *testing.T) { testFirstCallsRace(t, c) })
+	t.Run("LimiterUpgrade", func(t *testing.T) { testLimiterUpgrade(t, c) })
 }
 
 func entry(prev *ledger.Entry) ledger.Entry {

@@ -26,8 +26,9 @@ import (
 // that locks the key's row first, so concurrent requests for one key are
 // counted one after the other, whichever broker they reach.
 //
-// Storage is bounded: expired proofs, spent requests older than their window
-// and idle keys are deleted (each handle sweeps at most once a second), a new
+// Storage is bounded: expired proofs and idle keys with their spent requests
+// are deleted (each handle sweeps at most once a second), a key's spent
+// requests older than its window by the key's next call, a new
 // limiter key is refused when its rule already has MaxKeys keys (as the
 // in-memory limiter does), and keys are stored as their SHA-256. Times are the
 // callers' clocks (the brokers'), so brokers behind one balancer keep their
@@ -79,6 +80,64 @@ BEGIN
 		UPDATE rate_keys SET last = greatest(last, now) WHERE rule = r AND key = k;
 		RETURN 0;
 	END IF;
+	RETURN greatest(oldest + win - now, 1);
+END $$;`
+
+// rateCountSchema (migration 4) makes agentkeys_allow O(1) per call: each key
+// row keeps the number of its spent requests still stored (spent), so a call
+// no longer counts the key's rows in the window (it did, and at thousands of
+// requests a minute that count was most of PostgreSQL's time). A call deletes
+// the key's spent requests that left the window (each row is deleted once, so
+// this is O(1) amortised), subtracts them from spent, and admits when fewer
+// than the limit remain: the same sliding window, exact, as before.
+//
+// Spent rows are now deleted only with their key's row locked (by the call, or
+// by the sweep with the key itself once idle), so spent stays their number.
+// The key's row is locked before the rule's keys are counted for MaxKeys, and
+// a caller that finds its key created meanwhile uses it: concurrent first calls
+// on one key all share its row, none refused as if the rule were full (they
+// were: a call that found no row, then counted the one another call had just
+// committed, refused itself for a whole window on a rule with MaxKeys 1, the
+// global anonymous limits).
+const rateCountSchema = `
+DELETE FROM rate_spent s WHERE NOT EXISTS
+	(SELECT 1 FROM rate_keys k WHERE k.rule = s.rule AND k.key = s.key);
+ALTER TABLE rate_keys ADD COLUMN spent int NOT NULL DEFAULT 0;
+UPDATE rate_keys k SET spent = (SELECT count(*) FROM rate_spent s WHERE s.rule = k.rule AND s.key = k.key);
+DROP INDEX rate_spent_at;
+CREATE OR REPLACE FUNCTION agentkeys_allow(r text, k bytea, now bigint, win bigint, lim int, maxkeys int) RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+	n      int;
+	gone   int;
+	oldest bigint;
+BEGIN
+	LOOP
+		SELECT spent INTO n FROM rate_keys WHERE rule = r AND key = k FOR UPDATE;
+		EXIT WHEN FOUND;
+		INSERT INTO rate_keys (rule, key, last, spent) VALUES (r, k, now, 0) ON CONFLICT (rule, key) DO NOTHING;
+		IF FOUND THEN -- ours, locked until commit
+			IF (SELECT count(*) FROM rate_keys WHERE rule = r) > maxkeys THEN
+				DELETE FROM rate_keys WHERE rule = r AND key = k;
+				RETURN -1;
+			END IF;
+			n := 0;
+			EXIT;
+		END IF;
+		-- another call created it since: lock it on the next turn.
+	END LOOP;
+	DELETE FROM rate_spent WHERE rule = r AND key = k AND at <= now - win;
+	GET DIAGNOSTICS gone = ROW_COUNT;
+	n := greatest(n - gone, 0);
+	IF n < lim THEN
+		INSERT INTO rate_spent (rule, key, at) VALUES (r, k, now);
+		UPDATE rate_keys SET spent = n + 1, last = greatest(last, now) WHERE rule = r AND key = k;
+		RETURN 0;
+	END IF;
+	IF gone > 0 THEN
+		UPDATE rate_keys SET spent = n WHERE rule = r AND key = k;
+	END IF;
+	SELECT min(at) INTO oldest FROM rate_spent WHERE rule = r AND key = k;
 	RETURN greatest(oldest + win - now, 1);
 END $$;`
 
@@ -168,13 +227,12 @@ func (l *limiter) Allow(ctx context.Context, key string, now time.Time) (bool, t
 	defer cancel()
 	win := int64(l.r.Window)
 	if l.sweep.due(now) {
+		// Idle keys and their spent requests, all out of the window, in one
+		// statement: a key's spent rows go only with its row locked.
 		cut := now.UnixNano() - win
-		if _, err := l.d.pool.Exec(ctx, `DELETE FROM rate_spent WHERE ctid IN
-(SELECT ctid FROM rate_spent WHERE rule = $1 AND at <= $2 FOR UPDATE SKIP LOCKED)`, l.r.Name, cut); err != nil {
-			return false, 0, fmt.Errorf("postgres: forgetting spent requests: %w", err)
-		}
-		if _, err := l.d.pool.Exec(ctx, `DELETE FROM rate_keys WHERE rule = $1 AND key IN
-(SELECT key FROM rate_keys WHERE rule = $1 AND last <= $2 AND coalesce(refused, 0) <= $2 FOR UPDATE SKIP LOCKED)`, l.r.Name, cut); err != nil {
+		if _, err := l.d.pool.Exec(ctx, `WITH idle AS (DELETE FROM rate_keys WHERE rule = $1 AND key IN
+(SELECT key FROM rate_keys WHERE rule = $1 AND last <= $2 AND coalesce(refused, 0) <= $2 FOR UPDATE SKIP LOCKED) RETURNING key)
+DELETE FROM rate_spent WHERE rule = $1 AND key IN (SELECT key FROM idle)`, l.r.Name, cut); err != nil {
 			return false, 0, fmt.Errorf("postgres: forgetting idle keys: %w", err)
 		}
 	}

@@ -2,6 +2,9 @@ package postgres_test
 
 import (
 	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -93,6 +96,114 @@ func testLimiters(t *testing.T, c *pgtest.Cluster) {
 			t.Fatalf("%d spent requests stored, want 1: spent ones older than the window are kept", n)
 		}
 	})
+}
+
+// testFirstCallsRace: many concurrent first calls on a fresh key, through two
+// handles (two brokers), with a limit far above them, are all admitted. The
+// anonymous limits' global rule has MaxKeys 1, so a call that found no row,
+// then counted the row another call had just committed, refused the request
+// as if the rule's key table were full, for a whole window (a pairing refused
+// for 60 s under --pair-rate 100000/1m).
+func testFirstCallsRace(t *testing.T, c *pgtest.Cluster) {
+	open := handles(t, c.NewDatabase(t))
+	a, b := open(), open()
+	t0 := time.Unix(1_800_000_000, 0)
+	const rounds, callers = 100, 16
+	for round := range rounds {
+		r := ratelimit.Rule{Name: fmt.Sprintf("anon/pair/global/%d", round), Count: 100_000, Window: time.Minute, MaxKeys: 1}
+		handles := []ratelimit.Limiter{a.Limiters()(r), b.Limiters()(r)}
+		start := make(chan struct{})
+		var refused atomic.Int32
+		var wg sync.WaitGroup
+		errs := make(chan error, callers)
+		for i := range callers {
+			l := handles[i%2]
+			wg.Go(func() {
+				<-start
+				ok, _, err := l.Allow(context.Background(), "", t0)
+				if err != nil {
+					errs <- err
+				} else if !ok {
+					refused.Add(1)
+				}
+			})
+		}
+		close(start)
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Fatal(err)
+		}
+		if n := refused.Load(); n != 0 {
+			t.Fatalf("round %d: %d of %d concurrent first calls on a fresh key refused with a limit of 100000", round, n, callers)
+		}
+	}
+}
+
+// testLimiterUpgrade: a database whose limiter rows were written before
+// migration 4 (spent requests without a count on their key) keeps its limits
+// exact after the upgrade: the count is the key's spent rows, and spent rows
+// whose key was already forgotten are dropped rather than subtracted from a
+// new key's count. Then, over many windows of calls, the count stays the
+// key's rows and the rows stay within the limit.
+func testLimiterUpgrade(t *testing.T, c *pgtest.Cluster) {
+	u := c.NewDatabase(t)
+	open := handles(t, u)
+	open()
+	// Back to version 3, as an older agentkeys left it.
+	c.Exec(t, u, `DELETE FROM schema_migrations WHERE version = 4;
+ALTER TABLE rate_keys DROP COLUMN spent;
+CREATE INDEX rate_spent_at ON rate_spent (rule, at)`)
+	t0 := time.Unix(1_800_000_000, 0)
+	r := ratelimit.Rule{Name: "read", Count: 3, Window: time.Minute, MaxKeys: 10}
+	key, gone := postgres.DigestForTest("s"), postgres.DigestForTest("gone")
+	at := func(d time.Duration) int64 { return t0.Add(d).UnixNano() }
+	c.Exec(t, u, fmt.Sprintf(`INSERT INTO rate_keys (rule, key, last) VALUES ('read', '\x%x', %d);
+INSERT INTO rate_spent (rule, key, at) VALUES ('read', '\x%x', %d), ('read', '\x%x', %d), ('read', '\x%x', %d)`,
+		key, at(time.Second), key, at(0), key, at(time.Second), gone, at(0)))
+	d := open()
+	l := d.Limiters()(r)
+	count := func(_ *testing.T, _ string, q string) int {
+		t.Helper()
+		var n int
+		if err := d.QueryRowForTest(context.Background(), q).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	allow := func(d time.Duration) bool {
+		t.Helper()
+		ok, _, err := l.Allow(context.Background(), "s", t0.Add(d))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ok
+	}
+	if n := count(t, u, `SELECT count(*) FROM rate_spent`); n != 2 {
+		t.Fatalf("%d spent rows after the upgrade, want the key's 2 (the forgotten key's dropped)", n)
+	}
+	if !allow(2*time.Second) || allow(3*time.Second) {
+		t.Fatal("after the upgrade, the 2 requests spent before it did not count: want exactly 1 more admitted")
+	}
+	if allow(time.Minute-time.Millisecond) || !allow(time.Minute) {
+		t.Fatal("after the upgrade, the oldest spent request did not come back exactly one window after it was spent")
+	}
+	// Many windows of calls: the count is the rows, the rows within the limit.
+	admitted := 0
+	for i := range 200 {
+		if allow(time.Minute + time.Duration(i)*time.Second) {
+			admitted++
+		}
+		rows := count(t, u, `SELECT count(*) FROM rate_spent`)
+		if spent := count(t, u, `SELECT spent FROM rate_keys`); spent != rows || rows > r.Count {
+			t.Fatalf("call %d: count %d, %d spent rows stored (limit %d)", i, spent, rows, r.Count)
+		}
+	}
+	// Spent at 1, 2 and 60 s, one call a second from 60 s: the slots come back
+	// at 61, 62, then 120-122, 180-182 and 240-242 s: 11 admitted.
+	if admitted != 11 {
+		t.Fatalf("%d of 200 calls over 200 s admitted with 3 a minute, want 11", admitted)
+	}
 }
 
 func count(t *testing.T, u, q string) int {
