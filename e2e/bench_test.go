@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -34,6 +35,7 @@ type benchJSON struct {
 		P99 float64 `json:"p99"`
 		Max float64 `json:"max"`
 	} `json:"latency_ms"`
+	ViaDaemon bool `json:"via_daemon"`
 }
 
 // runBench runs agentkeys bench with --json and decodes its one object,
@@ -52,6 +54,9 @@ func runBench(t *testing.T, h *harness, home string, args ...string) benchJSON {
 		t.Fatalf("bench %v: %v in %q", args, err, r.stdout)
 	}
 	want := []string{"agents", "concurrency", "duration_seconds", "errors", "latency_ms", "mode", "ok", "paired", "requests", "servers", "throughput_per_second"}
+	if slices.Contains(args, "--via-daemon") {
+		want = append(want, "via_daemon")
+	}
 	got := slices.Sorted(func(yield func(string) bool) {
 		for k := range keys {
 			if !yield(k) {
@@ -129,6 +134,19 @@ func TestBench(t *testing.T) {
 	again.sane(t, "read")
 	if again.Paired != 0 || again.Agents != 4 {
 		t.Fatalf("second read run paired %d of %d agents; want all 4 reused", again.Paired, again.Agents)
+	}
+	// Through daemons' sockets: 16 concurrent reads through one daemon, each a
+	// broker round trip over the daemon's kept connections (its HTTP client
+	// kept 2 idle, so most reads opened a connection and left it in TIME_WAIT).
+	port := s.url[strings.LastIndexByte(s.url, ':')+1:]
+	tw := timeWait(t, port)
+	via := runBench(t, h, me, "read", "--via-daemon", "--server", s.url, "--agents", "1", "--concurrency", "16", "--duration", "2s")
+	via.sane(t, "read")
+	if !via.ViaDaemon || via.Paired != 0 || via.Concurrency != 16 {
+		t.Fatalf("read --via-daemon: %+v, want via_daemon, the kept agent, concurrency 16", via)
+	}
+	if n := timeWait(t, port) - tw; n > 64 {
+		t.Fatalf("%d reads through a daemon left %d connections to the broker in TIME_WAIT; want them kept open", via.OK, n)
 	}
 	mint := runBench(t, h, me, append([]string{"mint"}, args...)...)
 	mint.sane(t, "mint")
@@ -235,6 +253,31 @@ func TestBench(t *testing.T) {
 	if r.code == 0 || !strings.Contains(r.stderr, "--agents must be") {
 		t.Fatalf("--agents 0: exit %d, stderr %q", r.code, r.stderr)
 	}
+}
+
+// timeWait counts this machine's TCP connections in TIME_WAIT with port at
+// either end (/proc/net/tcp and tcp6).
+func timeWait(t *testing.T, port string) int {
+	t.Helper()
+	p, err := strconv.Atoi(port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hexPort := fmt.Sprintf(":%04X", p)
+	n := 0
+	for _, f := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatalf("counting TIME_WAIT connections: %v", err)
+		}
+		for _, l := range strings.Split(string(b), "\n")[1:] {
+			fs := strings.Fields(l)
+			if len(fs) > 3 && fs[3] == "06" && (strings.HasSuffix(fs[1], hexPort) || strings.HasSuffix(fs[2], hexPort)) {
+				n++
+			}
+		}
+	}
+	return n
 }
 
 // benchHash is the directory bench keeps a broker's owner in: 12 hex digits of

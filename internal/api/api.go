@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/netip"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -137,6 +138,11 @@ func (w *statusWriter) WriteHeader(code int) {
 
 // wrap adds the body limit, error encoding, metrics and an access log line.
 func (s *server) wrap(route string, h func(http.ResponseWriter, *http.Request) error) http.Handler {
+	// The route's latency histogram and its count of 200 answers, looked up by
+	// their labels once, at the route's first such answer, rather than on every
+	// request (a route never used has no series, as before).
+	var latency atomic.Pointer[prometheus.Observer]
+	var ok atomic.Pointer[prometheus.Counter]
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
@@ -151,10 +157,25 @@ func (s *server) wrap(route string, h func(http.ResponseWriter, *http.Request) e
 			}
 			writeJSON(sw, p.Status(), map[string]*problem.Error{"error": p})
 		}
-		s.requests.WithLabelValues(route, strconv.Itoa(sw.code)).Inc()
-		s.latency.WithLabelValues(route).Observe(time.Since(start).Seconds())
+		if sw.code == http.StatusOK {
+			once(&ok, func() prometheus.Counter { return s.requests.WithLabelValues(route, "200") }).Inc()
+		} else {
+			s.requests.WithLabelValues(route, strconv.Itoa(sw.code)).Inc()
+		}
+		once(&latency, func() prometheus.Observer { return s.latency.WithLabelValues(route) }).Observe(time.Since(start).Seconds())
 		s.log.Debug("request", "method", r.Method, "route", route, "status", sw.code, "dur_ms", float64(time.Since(start).Microseconds())/1000)
 	})
+}
+
+// once returns *p, setting it to mk() the first time (two first callers may
+// both make it: WithLabelValues returns the same series to each).
+func once[T any](p *atomic.Pointer[T], mk func() T) T {
+	if v := p.Load(); v != nil {
+		return *v
+	}
+	v := mk()
+	p.Store(&v)
+	return v
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) { writeJSONCache(w, status, "no-store", v) }

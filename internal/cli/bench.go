@@ -10,6 +10,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -45,6 +47,7 @@ type benchOpts struct {
 	state       string
 	audience    string
 	asJSON      bool
+	viaDaemon   bool
 }
 
 func benchCmd(e *env) *cobra.Command {
@@ -130,6 +133,9 @@ func benchModeCmd(e *env, mode string) *cobra.Command {
 	cmd.Flags().DurationVar(&o.duration, "duration", 10*time.Second, "how long to send requests")
 	cmd.Flags().StringVar(&o.state, "state", "", "bench's own state directory (default $AGENTKEYS_HOME/bench)")
 	cmd.Flags().BoolVar(&o.asJSON, "json", false, "print the result as one JSON object")
+	if mode == "read" {
+		cmd.Flags().BoolVar(&o.viaDaemon, "via-daemon", false, "read through a daemon's Unix socket (GET /credentials/bench): bench serves one daemon per agent, as daemon serve does")
+	}
 	if mode == "mint" {
 		cmd.Flags().StringVar(&o.audience, "audience", apiv1.AWSAudience, "token audience; the broker must accept it (server --oidc-audience)")
 	}
@@ -149,6 +155,7 @@ type benchResult struct {
 	Errors      map[string]int `json:"errors"`
 	Throughput  float64        `json:"throughput_per_second"`
 	Latency     bench.Latency  `json:"latency_ms"`
+	ViaDaemon   bool           `json:"via_daemon,omitempty"` // read --via-daemon
 }
 
 // benchOwner is bench's owner on one broker.
@@ -215,7 +222,14 @@ func (e *env) runBench(ctx context.Context, mode string, o benchOpts) error {
 			return err
 		}
 		res.Paired = paired
-		if mode == "read" {
+		if o.viaDaemon {
+			get, stop, err := benchDaemons(ctx, owners, agents, o.concurrency)
+			if err != nil {
+				return err
+			}
+			defer stop()
+			res.ViaDaemon, op = true, get
+		} else if mode == "read" {
 			op = func(ctx context.Context, w int) error {
 				a := agents[w%len(agents)]
 				r, err := a.c.Read(ctx, benchService)
@@ -267,7 +281,11 @@ func (e *env) printBench(r benchResult) {
 	if r.Mode == "pair" {
 		who = "new agents"
 	}
-	fmt.Fprintf(e.stdout, "bench %s: %s, %s, concurrency %d, %.1fs\n", r.Mode, strings.Join(r.Servers, ","), who, r.Concurrency, r.Duration)
+	mode := r.Mode
+	if r.ViaDaemon {
+		mode += " via daemon sockets"
+	}
+	fmt.Fprintf(e.stdout, "bench %s: %s, %s, concurrency %d, %.1fs\n", mode, strings.Join(r.Servers, ","), who, r.Concurrency, r.Duration)
 	fmt.Fprintf(e.stdout, "  requests    %d (%d ok, %d errors)\n", r.Requests, r.OK, r.Requests-r.OK)
 	fmt.Fprintf(e.stdout, "  throughput  %.1f/s\n", r.Throughput)
 	fmt.Fprintf(e.stdout, "  latency     p50 %.2fms  p90 %.2fms  p99 %.2fms  max %.2fms\n", r.Latency.P50, r.Latency.P90, r.Latency.P99, r.Latency.Max)
@@ -454,6 +472,53 @@ func (e *env) benchAgents(ctx context.Context, owners []*benchOwner, n int, scop
 		out[i] = benchAgent{c: owners[i%len(owners)].c.WithAgent(s.Token, key), channel: ch}
 	}
 	return out, len(missing), nil
+}
+
+// benchDaemons serves a daemon for each agent, as daemon serve does (its
+// socket handler on a 0600 Unix socket in a new private directory, the
+// session loaded from the agent's daemon directory), and returns the op that
+// reads the bench credential through the socket of agent w mod len(agents),
+// with a socket client per worker, and the function that stops the daemons.
+func benchDaemons(ctx context.Context, owners []*benchOwner, agents []benchAgent, workers int) (bench.Op, func(), error) {
+	dir, err := os.MkdirTemp("", "agentkeys-bench-")
+	if err != nil {
+		return nil, nil, err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	var served sync.WaitGroup
+	stop := func() {
+		cancel()
+		served.Wait()
+		os.RemoveAll(dir)
+	}
+	// The daemon's log lines are formatted as daemon serve formats them, then dropped.
+	log := slog.New(slog.NewTextHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	paths := make([]string, len(agents))
+	for i := range agents {
+		paths[i] = filepath.Join(dir, fmt.Sprintf("d%d.sock", i))
+		ln, err := daemon.ListenSocket(paths[i], "")
+		if err != nil {
+			stop()
+			return nil, nil, err
+		}
+		src := daemon.Source{Dir: benchAgentDir(owners[i%len(owners)], i)}
+		served.Go(func() { daemon.ServeSocket(ctx, ln, src, log) })
+	}
+	clients := make([]*daemon.SocketClient, workers)
+	for w := range clients {
+		clients[w] = daemon.NewSocketClient(paths[w%len(paths)])
+	}
+	return func(ctx context.Context, w int) error {
+		v, err := clients[w].Get(ctx, benchService, daemon.Wait{})
+		if err != nil {
+			return err
+		}
+		defer clear(v)
+		if len(v) == 0 {
+			return problem.New("BAD_ANSWER", "the daemon answered a value that is not the bench credential", "report it with the broker's version")
+		}
+		return nil
+	}, stop, nil
 }
 
 // benchAgentDir is the daemon directory of bench agent i (alias bench-i).

@@ -112,10 +112,11 @@ func (a *AgentSession) do(ctx context.Context, method, path string, body, out an
 	return a.proven(ctx, a.key, method, path, a.token, body, out)
 }
 
-// Read asks for a credential boxed for the session channel.
+// Read asks for a credential boxed for the session channel: a POST without a
+// body (the broker reads it as an empty apiv1.ReadBody, with nothing to decode).
 func (a *AgentSession) Read(ctx context.Context, service string) (*apiv1.ReadResult, error) {
 	var r apiv1.ReadResult
-	return &r, a.do(ctx, http.MethodPost, "/v1/credentials/"+url.PathEscape(service)+"/read", apiv1.ReadBody{}, &r)
+	return &r, a.do(ctx, http.MethodPost, "/v1/credentials/"+url.PathEscape(service)+"/read", nil, &r)
 }
 
 // Services lists the services the agent may read, and which of them need the

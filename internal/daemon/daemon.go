@@ -293,17 +293,10 @@ func (s Source) now() time.Time {
 	return s.Now()
 }
 
-// agent loads the session and returns it with a client of the agent session.
+// agent loads the session (see sessions) and returns it with a client of the
+// agent session, dated by s's clock.
 func (s Source) agent() (*Session, *client.AgentSession, error) {
-	sess, err := s.Dir.LoadSession()
-	if err != nil {
-		return nil, nil, err
-	}
-	key, err := DecodeKey(sess.ProofKey)
-	if err != nil {
-		return nil, nil, damagedSession()
-	}
-	c, err := client.New(sess.Server)
+	sess, key, c, err := sessions.load(s.Dir)
 	if err != nil {
 		return nil, nil, err
 	}

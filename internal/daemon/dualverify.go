@@ -122,7 +122,7 @@ func (s Source) dualVerify(ctx context.Context, sess *Session, token string) err
 		return problem.New(CodeDenied, DualVerifyRejected+": this daemon was paired before it pinned the broker's enclave, so it cannot check the ledger's key registry",
 			"pair again (agentkeys daemon pair), or pass --chain-verified-oidc=false for an issuer the ledger does not list")
 	}
-	c, err := client.New(sess.Server)
+	c, err := client.NewWith(sess.Server, brokerHTTP)
 	if err != nil {
 		return err
 	}

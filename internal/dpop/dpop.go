@@ -247,16 +247,25 @@ func Sign(key *ecdsa.PrivateKey, method, rawURL, token string, now time.Time) (s
 	if err != nil {
 		return "", err
 	}
-	s, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: key},
-		(&jose.SignerOptions{EmbedJWK: true}).WithType(Type))
+	// The compact JWS, written directly (go-jose's signer cost as much again
+	// as the signature): the header is the one go-jose wrote, byte for byte.
+	pub, err := key.PublicKey.Bytes() // 0x04 || x || y
+	if err != nil || key.Curve != elliptic.P256() {
+		return "", invalid("proof key is not a P-256 key")
+	}
+	enc := base64.RawURLEncoding
+	header := `{"alg":"ES256","jwk":{"kty":"EC","crv":"P-256","x":"` + enc.EncodeToString(pub[1:33]) +
+		`","y":"` + enc.EncodeToString(pub[33:]) + `"},"typ":"` + Type + `"}`
+	signing := enc.EncodeToString([]byte(header)) + "." + enc.EncodeToString(payload)
+	digest := sha256.Sum256([]byte(signing))
+	r, sv, err := ecdsa.Sign(rand.Reader, key, digest[:])
 	if err != nil {
 		return "", err
 	}
-	obj, err := s.Sign(payload)
-	if err != nil {
-		return "", err
-	}
-	return obj.CompactSerialize()
+	var sig [64]byte // ES256: r || s, 32 bytes each (RFC 7518 §3.4)
+	r.FillBytes(sig[:32])
+	sv.FillBytes(sig[32:])
+	return signing + "." + enc.EncodeToString(sig[:]), nil
 }
 
 // Verifier checks proofs and remembers their jti for as long as their iat is
