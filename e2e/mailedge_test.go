@@ -36,7 +36,7 @@ func (h *harness) startEdgeEnv(home string, env []string, args ...string) (*serv
 	h.t.Helper()
 	p := &server{h: h, stdout: h.newOutput(), stderr: h.newOutput(), done: make(chan struct{})}
 	p.cmd = exec.Command(bin, append([]string{"mail-edge", "--log-format", "json", "--mail-domain", edgeDomain,
-		"--smtp-listen", "127.0.0.1:0", "--submission-listen", "127.0.0.1:0"}, args...)...)
+		"--smtp-listen", "127.0.0.1:0", "--submission-listen", "127.0.0.1:0", "--imap-listen", "127.0.0.1:0"}, args...)...)
 	p.cmd.Env = childEnv(append([]string{"AGENTKEYS_HOME=" + home}, env...)...)
 	p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.stderr
 	if err := p.cmd.Start(); err != nil {
@@ -161,7 +161,7 @@ func TestMailEdge(t *testing.T) {
 	h := newHarness(t)
 	home := t.TempDir()
 	secret := filepath.Join(home, "edge.secret")
-	s := h.start(serverOpts{home: home, args: []string{"--mail-domain", edgeDomain, "--smtp-listen", "127.0.0.1:0", "--submission-listen", "127.0.0.1:0",
+	s := h.start(serverOpts{home: home, args: []string{"--mail-domain", edgeDomain, "--smtp-listen", "127.0.0.1:0", "--submission-listen", "127.0.0.1:0", "--imap-listen", "127.0.0.1:0",
 		"--mail-max-size", "4096", "--mail-rcpt-rate", "4/1m", "--mail-edge-secret", secret, "--oidc-audience", "sts.amazonaws.com"}})
 	mx, sub := s.edgeAddrs()
 	store := filepath.Join(s.opts.effectiveDataDir(), "mail")
@@ -258,7 +258,7 @@ func TestMailEdge(t *testing.T) {
 	}
 	wrong := filepath.Join(t.TempDir(), "wrong.secret")
 	os.WriteFile(wrong, []byte(strings.Repeat("ab", 32)), 0o600)
-	r := h.cli(t.TempDir(), "mail-edge", "--server", s.url, "--edge-secret", wrong, "--mail-domain", edgeDomain, "--smtp-listen", "127.0.0.1:0")
+	r := h.cli(t.TempDir(), "mail-edge", "--server", s.url, "--edge-secret", wrong, "--mail-domain", edgeDomain, "--smtp-listen", "127.0.0.1:0", "--imap-listen", "127.0.0.1:0")
 	if r.code == 0 || !strings.Contains(r.stderr, "refused the edge") {
 		t.Fatalf("mail-edge with a wrong secret: %d %s", r.code, r.stderr)
 	}
