@@ -267,7 +267,7 @@ func TestMailEdge(t *testing.T) {
 		t.Fatalf("mail-edge over plain http off loopback: %d %s", r.code, r.stderr)
 	}
 	edgeStore := t.TempDir()
-	_, mx2, sub2 := h.startEdge(t.TempDir(), "--server", s.url, "--edge-secret", secret, "--mail-store", edgeStore)
+	edge2, mx2, sub2 := h.startEdge(t.TempDir(), "--server", s.url, "--edge-secret", secret, "--mail-store", edgeStore)
 	m2 := edgeMessage("", helper.Address, "remote", "via the separate edge")
 	if n, msg := smtpSend(t, mx2, "", "", []string{helper.Address}, m2); n != 250 {
 		t.Fatalf("separate edge inbound: %d %s", n, msg)
@@ -280,6 +280,12 @@ func TestMailEdge(t *testing.T) {
 	}
 	if g := storedMail(t, edgeStore, helperPrefix); len(g) != 2 {
 		t.Fatalf("the separate edge's store: %d messages for helper, want 2", len(g))
+	}
+
+	// Its IMAP server asks the broker which inboxes the token's agent may read
+	// (POST /v1/mail/edge/inboxes): bot sees its own, and is refused helper's.
+	if boxes, msgs := imaplib(t, edge2.imapAddr(), tokBot, bot.Address, helper.Address); len(boxes) != 1 || boxes[0] != bot.Address || len(msgs) != 0 {
+		t.Fatalf("imaplib at the separate edge: %q, %d bytes", boxes, len(msgs))
 	}
 
 	// A deleted inbox takes no more mail, at either edge: 550 at RCPT.
