@@ -325,7 +325,7 @@ func mailEdgeCmd(e *env) *cobra.Command {
 	var f mailFlags
 	cmd := &cobra.Command{
 		Use:   "mail-edge",
-		Short: "Run the mail edge as its own process: inbound SMTP (MX) and submission",
+		Short: "Run the mail edge as its own process: inbound SMTP (MX), submission and IMAP",
 		Long: `Run the mail edge apart from the broker, e.g. on the host the MX record names.
 It takes mail for each --mail-domain: only for live inboxes (550 at RCPT
 otherwise), up to --mail-max-size (552), within the --mail-*-rate limits (451);
@@ -335,20 +335,24 @@ the message and writes the message unparsed to the object store under
 it is stored durably. It writes nothing to the ledger.
 
 Submission (--submission-listen) takes an agent's identity token for one of
-the --mail-audience values (default: the mail domains, e.g. agents.example.com;
-the agent's scope must allow oidc:<audience>) over SASL OAUTHBEARER, lets the agent
-send only as an inbox it holds send on, delivers to our inboxes and relays other
-domains to --relay.
+the --mail-audience values (default: the mail domains, e.g. agents.example.com,
+which an agent holding a right on an inbox of that domain may mint) over SASL
+OAUTHBEARER, lets the agent send only as an inbox it holds send on, delivers to
+our inboxes and relays other domains to --relay.
+
+IMAP (--imap-listen) serves each inbox the token's agent holds read on as a
+read-only mailbox, signing in with the same tokens (AUTHENTICATE OAUTHBEARER;
+no passwords); implicit TLS with --mail-tls-cert.
 
 It asks the broker at --server about inboxes and rights (POST
-/v1/mail/edge/lookup), presenting the secret in --edge-secret: the file the
+/v1/mail/edge/lookup and /v1/mail/edge/inboxes), presenting the secret in --edge-secret: the file the
 broker's --mail-edge-secret made, copied here with mode 0600. It checks tokens
 against the broker's published keys (/.well-known/jwks.json).
 
 Without --mail-tls-cert it listens on loopback addresses only. To run the edge
 inside the broker instead, pass --mail-domain to agentkeys server.`,
 		Example: "  agentkeys mail-edge --server https://keys.example.com --edge-secret /etc/agentkeys/edge.secret \\\n" +
-			"      --mail-domain agents.example.com --smtp-listen 0.0.0.0:25 --submission-listen 0.0.0.0:587 \\\n" +
+			"      --mail-domain agents.example.com --smtp-listen 0.0.0.0:25 --submission-listen 0.0.0.0:587 --imap-listen 0.0.0.0:993 \\\n" +
 			"      --mail-tls-cert /etc/ssl/mx.pem --mail-tls-key /etc/ssl/mx.key --mail-store /var/lib/agentkeys/mail --relay smtp.example.net:587",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
