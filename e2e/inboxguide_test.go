@@ -76,7 +76,7 @@ func TestGuideGiveYourAgentAnInbox(t *testing.T) {
 		t.Fatalf("want the set-up and the send-and-read blocks in step 3, found %d", len(b3))
 	}
 	common := [][2]string{{exampleAddr, addr[1]}, {"/var/lib/agentkeys", dh}, {"/run/agentkeys", run}}
-	out = agent.run(substitute(t, "the agent's set-up", b3[0], append(common,
+	agent.run(substitute(t, "the agent's set-up", b3[0], append(common,
 		[2]string{"127.0.0.1:2143", imapAt},
 		[2]string{"--mail-domain agents.example.com &", "--mail-domain agents.example.com --mail-submission " + subAddr + " & echo $! > " + pidFile})), nil)
 	out = strings.ReplaceAll(agent.run(substitute(t, "the agent's send and read", b3[1], [][2]string{{exampleAddr, addr[1]}, {"/run/agentkeys", run}}), nil), "\r", "")
