@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
@@ -11,6 +12,7 @@ import (
 	"github.com/agentkeys/agentkeys/internal/api"
 	"github.com/agentkeys/agentkeys/internal/apiv1"
 	"github.com/agentkeys/agentkeys/internal/broker"
+	"github.com/agentkeys/agentkeys/internal/daemon"
 )
 
 // TestMailEdgeLookupRoute: POST /v1/mail/edge/lookup is off without an edge
@@ -75,4 +77,68 @@ func askEdge(h http.Handler, path, secret string, body []byte) *httptest.Respons
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, req)
 	return rec
+}
+
+// TestMailInboxesOfAgent: the broker lists the live inboxes an agent holds
+// rights on, with its rights: its own, another's it was granted, none after
+// its agent is revoked, none for another owner's agent; a deleted inbox
+// drops out.
+func TestMailInboxesOfAgent(t *testing.T) {
+	e := newEnv(t, broker.Config{})
+	ctx := context.Background()
+	owner, g, idKey := e.ownerKey(t)
+	botDir := e.pairAgent(t, owner, idKey, g.Wallet, "bot", "openai")
+	helperDir := e.pairAgent(t, owner, idKey, g.Wallet, "helper", "openai")
+	other, og, oKey := e.ownerKey(t)
+	strangerDir := e.pairAgent(t, other, oKey, og.Wallet, "stranger", "openai")
+	omni := func(d daemon.Dir) string {
+		s, err := d.LoadSession()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s.Agent
+	}
+	list := func(d daemon.Dir) []string {
+		ls, err := e.b.MailInboxes(ctx, omni(d))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, l := range ls {
+			out = append(out, l.Address+":"+strings.Join(l.Rights, ",")+":"+l.Prefix)
+		}
+		return out
+	}
+	if _, err := owner.AddDomain(ctx, "agents.example.com"); err != nil {
+		t.Fatal(err)
+	}
+	bot, err := owner.CreateInbox(ctx, "bot", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := owner.GrantInbox(ctx, bot.Address, "helper", []string{"read"}, false); err != nil {
+		t.Fatal(err)
+	}
+	prefix := strings.ToLower(bot.Wallet) + "/" + bot.Address + "/"
+	if got := list(botDir); len(got) != 1 || got[0] != bot.Address+":read,send,admin:"+prefix {
+		t.Fatalf("bot's inboxes: %q", got)
+	}
+	if got := list(helperDir); len(got) != 1 || got[0] != bot.Address+":read:"+prefix {
+		t.Fatalf("helper's inboxes: %q", got)
+	}
+	if got := list(strangerDir); len(got) != 0 {
+		t.Fatalf("another owner's agent: %q", got)
+	}
+	if _, err := owner.RevokeAgent(ctx, "helper"); err != nil {
+		t.Fatal(err)
+	}
+	if got := list(helperDir); len(got) != 0 {
+		t.Fatalf("a revoked agent's inboxes: %q", got)
+	}
+	if _, err := owner.DeleteInbox(ctx, bot.Address); err != nil {
+		t.Fatal(err)
+	}
+	if got := list(botDir); len(got) != 0 {
+		t.Fatalf("after inbox delete: %q", got)
+	}
 }
