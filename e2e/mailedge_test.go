@@ -36,7 +36,7 @@ func (h *harness) startEdgeEnv(home string, env []string, args ...string) (*serv
 	h.t.Helper()
 	p := &server{h: h, stdout: h.newOutput(), stderr: h.newOutput(), done: make(chan struct{})}
 	p.cmd = exec.Command(bin, append([]string{"mail-edge", "--log-format", "json", "--mail-domain", edgeDomain,
-		"--smtp-listen", "127.0.0.1:0", "--submission-listen", "127.0.0.1:0"}, args...)...)
+		"--smtp-listen", "127.0.0.1:0", "--submission-listen", "127.0.0.1:0", "--imap-listen", "127.0.0.1:0"}, args...)...)
 	p.cmd.Env = childEnv(append([]string{"AGENTKEYS_HOME=" + home}, env...)...)
 	p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.stderr
 	if err := p.cmd.Start(); err != nil {
@@ -161,7 +161,7 @@ func TestMailEdge(t *testing.T) {
 	h := newHarness(t)
 	home := t.TempDir()
 	secret := filepath.Join(home, "edge.secret")
-	s := h.start(serverOpts{home: home, args: []string{"--mail-domain", edgeDomain, "--smtp-listen", "127.0.0.1:0", "--submission-listen", "127.0.0.1:0",
+	s := h.start(serverOpts{home: home, args: []string{"--mail-domain", edgeDomain, "--smtp-listen", "127.0.0.1:0", "--submission-listen", "127.0.0.1:0", "--imap-listen", "127.0.0.1:0",
 		"--mail-max-size", "4096", "--mail-rcpt-rate", "4/1m", "--mail-edge-secret", secret, "--oidc-audience", "sts.amazonaws.com"}})
 	mx, sub := s.edgeAddrs()
 	store := filepath.Join(s.opts.effectiveDataDir(), "mail")
@@ -258,7 +258,7 @@ func TestMailEdge(t *testing.T) {
 	}
 	wrong := filepath.Join(t.TempDir(), "wrong.secret")
 	os.WriteFile(wrong, []byte(strings.Repeat("ab", 32)), 0o600)
-	r := h.cli(t.TempDir(), "mail-edge", "--server", s.url, "--edge-secret", wrong, "--mail-domain", edgeDomain, "--smtp-listen", "127.0.0.1:0")
+	r := h.cli(t.TempDir(), "mail-edge", "--server", s.url, "--edge-secret", wrong, "--mail-domain", edgeDomain, "--smtp-listen", "127.0.0.1:0", "--imap-listen", "127.0.0.1:0")
 	if r.code == 0 || !strings.Contains(r.stderr, "refused the edge") {
 		t.Fatalf("mail-edge with a wrong secret: %d %s", r.code, r.stderr)
 	}
@@ -267,7 +267,7 @@ func TestMailEdge(t *testing.T) {
 		t.Fatalf("mail-edge over plain http off loopback: %d %s", r.code, r.stderr)
 	}
 	edgeStore := t.TempDir()
-	_, mx2, sub2 := h.startEdge(t.TempDir(), "--server", s.url, "--edge-secret", secret, "--mail-store", edgeStore)
+	edge2, mx2, sub2 := h.startEdge(t.TempDir(), "--server", s.url, "--edge-secret", secret, "--mail-store", edgeStore)
 	m2 := edgeMessage("", helper.Address, "remote", "via the separate edge")
 	if n, msg := smtpSend(t, mx2, "", "", []string{helper.Address}, m2); n != 250 {
 		t.Fatalf("separate edge inbound: %d %s", n, msg)
@@ -280,6 +280,12 @@ func TestMailEdge(t *testing.T) {
 	}
 	if g := storedMail(t, edgeStore, helperPrefix); len(g) != 2 {
 		t.Fatalf("the separate edge's store: %d messages for helper, want 2", len(g))
+	}
+
+	// Its IMAP server asks the broker which inboxes the token's agent may read
+	// (POST /v1/mail/edge/inboxes): bot sees its own, and is refused helper's.
+	if boxes, msgs := imaplib(t, edge2.imapAddr(), tokBot, bot.Address, helper.Address); len(boxes) != 1 || boxes[0] != bot.Address || len(msgs) != 0 {
+		t.Fatalf("imaplib at the separate edge: %q, %d bytes", boxes, len(msgs))
 	}
 
 	// A deleted inbox takes no more mail, at either edge: 550 at RCPT.

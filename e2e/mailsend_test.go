@@ -220,7 +220,7 @@ func TestMailSend(t *testing.T) {
 	// A sends through its daemon's socket.
 	sub := newSubmission(t, s.url)
 	sock := filepath.Join(t.TempDir(), "ak.sock")
-	srv := exec.Command(bin, "daemon", "serve", "--socket", sock, "--mail-submission", sub.addr, "--mail-domain", domain)
+	srv := exec.Command(bin, "daemon", "serve", "--socket", sock, "--mail-submission", sub.addr, "--mail-domain", domain, "--mail-audience", mailAudience)
 	srv.Env = childEnv("AGENTKEYS_HOME=" + dhBot)
 	srvLog := h.newOutput()
 	srv.Stdout, srv.Stderr = srvLog, srvLog
@@ -271,7 +271,7 @@ func TestMailSend(t *testing.T) {
 		}
 	}
 	// The same through the MCP tool of `daemon mcp`.
-	cs, mcpLog := h.mcpSession(dhBot, "--mail-submission", sub.addr, "--mail-domain", domain)
+	cs, mcpLog := h.mcpSession(dhBot, "--mail-submission", sub.addr, "--mail-domain", domain, "--mail-audience", mailAudience)
 	text, isErr := mcpCall(t, cs, "email_send", map[string]any{"to": []any{"someone@example.net"}, "subject": "via MCP", "text": "hello"})
 	if isErr || !strings.Contains(text, `"from":"`+bot.Address+`"`) {
 		t.Fatalf("email_send: error=%v %s\n%s", isErr, text, mcpLog.String())

@@ -78,6 +78,7 @@ type Broker interface {
 	DKIMKeys(ctx context.Context, c *broker.Caller, domain string) ([]apiv1.DKIMKey, error)
 	DKIMSign(ctx context.Context, c *broker.Caller, r apiv1.DKIMSignRequest) (*apiv1.DKIMSignResult, error)
 	MailLookup(ctx context.Context, address, agentOmni string) (apiv1.MailLookup, error)
+	MailInboxes(ctx context.Context, agentOmni string) ([]apiv1.MailLookup, error)
 }
 
 var _ Broker = (*broker.Broker)(nil)

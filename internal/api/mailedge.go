@@ -17,9 +17,11 @@ import (
 
 func (s *server) routesMailEdge(handle func(string, func(http.ResponseWriter, *http.Request) error)) {
 	handle("POST /v1/mail/edge/lookup", s.mailLookup)
+	handle("POST /v1/mail/edge/inboxes", s.mailInboxes)
 }
 
-func (s *server) mailLookup(w http.ResponseWriter, r *http.Request) error {
+// edgeOnly answers a caller that is not the edge.
+func (s *server) edgeOnly(r *http.Request) error {
 	if s.edgeSecret == nil {
 		return problem.New(problem.NotFound, "this broker serves no separate mail edge",
 			"the operator starts the server with --mail-edge-secret FILE and the edge with agentkeys mail-edge --edge-secret FILE")
@@ -28,6 +30,13 @@ func (s *server) mailLookup(w http.ResponseWriter, r *http.Request) error {
 	if subtle.ConstantTimeCompare(got[:], s.edgeSecret) != 1 {
 		return problem.New(problem.Unauthenticated, "the mail edge secret is missing or wrong",
 			"start agentkeys mail-edge with --edge-secret naming the file the server's --mail-edge-secret names")
+	}
+	return nil
+}
+
+func (s *server) mailLookup(w http.ResponseWriter, r *http.Request) error {
+	if err := s.edgeOnly(r); err != nil {
+		return err
 	}
 	var body apiv1.MailLookupBody
 	if err := decode(r, &body); err != nil {
@@ -38,5 +47,23 @@ func (s *server) mailLookup(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+// mailInboxes lists the live inboxes an agent holds rights on (the edge's IMAP
+// server offers those it may read).
+func (s *server) mailInboxes(w http.ResponseWriter, r *http.Request) error {
+	if err := s.edgeOnly(r); err != nil {
+		return err
+	}
+	var body apiv1.MailInboxesBody
+	if err := decode(r, &body); err != nil {
+		return err
+	}
+	out, err := s.b.MailInboxes(r.Context(), body.Agent)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, apiv1.MailInboxes{Inboxes: out})
 	return nil
 }

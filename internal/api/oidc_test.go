@@ -363,3 +363,80 @@ func FuzzOIDCBodies(f *testing.F) {
 		}
 	})
 }
+
+// TestOIDCMintForOwnInboxDomain: an agent that holds a right on a live inbox
+// of domain D mints identity tokens for audience D (the mail edge's) without a
+// scope entry; an agent without an inbox on D cannot, nor one whose inbox was
+// deleted or whose grant was revoked, nor for a domain the broker is not
+// configured for.
+func TestOIDCMintForOwnInboxDomain(t *testing.T) {
+	const d, other = "agents.example.com", "other.example.com"
+	e := newEnv(t, broker.Config{OIDCAudiences: []string{d, other, "unconfigured-ok.example"}})
+	ctx := context.Background()
+	owner, g, idKey := e.ownerKey(t)
+	a := e.source(e.pairAgent(t, owner, idKey, g.Wallet, "bot", "openai"))
+	b := e.source(e.pairAgent(t, owner, idKey, g.Wallet, "helper", "openai"))
+	for _, dom := range []string{d, other} {
+		if _, err := owner.AddDomain(ctx, dom); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := a.OIDCToken(ctx, d, 0); code(err) != problem.Denied {
+		t.Fatalf("before inbox create: %v", err)
+	}
+	in, err := owner.CreateInbox(ctx, "bot", d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := a.OIDCToken(ctx, d, 0)
+	if err != nil {
+		t.Fatalf("bot with an inbox on %s: %v", d, err)
+	}
+	if c, _ := verifyWith(t, e, tok.Token); c.Audience != d {
+		t.Fatalf("audience %q", c.Audience)
+	}
+	// Only the inbox's domain, only for an agent holding a right on it.
+	if _, err := a.OIDCToken(ctx, other, 0); code(err) != problem.Denied {
+		t.Fatalf("bot for a domain it has no inbox on: %v", err)
+	}
+	if _, err := b.OIDCToken(ctx, d, 0); code(err) != problem.Denied {
+		t.Fatalf("helper without an inbox on %s: %v", d, err)
+	}
+	if _, err := owner.GrantInbox(ctx, in.Address, "helper", []string{"read"}, false); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.OIDCToken(ctx, d, 0); err != nil {
+		t.Fatalf("helper granted read on bot's inbox: %v", err)
+	}
+	if _, err := owner.GrantInbox(ctx, in.Address, "helper", []string{"read"}, true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.OIDCToken(ctx, d, 0); code(err) != problem.Denied {
+		t.Fatalf("helper after revoke: %v", err)
+	}
+	if _, err := owner.DeleteInbox(ctx, in.Address); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.OIDCToken(ctx, d, 0); code(err) != problem.Denied {
+		t.Fatalf("bot after its inbox was deleted: %v", err)
+	}
+}
+
+// TestOIDCMintInboxDomainStillConfigured: an inbox on a domain the broker is
+// not configured to mint for grants no token for it.
+func TestOIDCMintInboxDomainStillConfigured(t *testing.T) {
+	const d = "agents.example.com"
+	e := newEnv(t, broker.Config{OIDCAudiences: []string{"sts.amazonaws.com"}})
+	ctx := context.Background()
+	owner, g, idKey := e.ownerKey(t)
+	a := e.source(e.pairAgent(t, owner, idKey, g.Wallet, "bot", "openai"))
+	if _, err := owner.AddDomain(ctx, d); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := owner.CreateInbox(ctx, "bot", d); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.OIDCToken(ctx, d, 0); code(err) != problem.Denied || !strings.Contains(err.Error(), "not configured") {
+		t.Fatalf("inbox domain not configured: %v", err)
+	}
+}

@@ -28,3 +28,15 @@ type MailLookup struct {
 	Prefix  string   `json:"prefix,omitempty"`
 	Rights  []string `json:"rights"`
 }
+
+// MailInboxesBody is the body of POST /v1/mail/edge/inboxes: an agent's omni
+// (from an identity token the edge verified).
+type MailInboxesBody struct {
+	Agent string `json:"agent"`
+}
+
+// MailInboxes is its answer: the live inboxes the agent holds rights on, by
+// address (empty when it holds none or is not an active agent).
+type MailInboxes struct {
+	Inboxes []MailLookup `json:"inboxes"`
+}

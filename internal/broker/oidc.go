@@ -182,7 +182,8 @@ func validAudience(a string) bool {
 }
 
 // MintOIDC mints an identity token for the caller: an agent whose scope allows
-// oidc:<audience> or oidc:*, or an owner that asked for itself explicitly. The
+// oidc:<audience> or oidc:*, or that holds a right on a live inbox whose domain
+// is the audience (the mail edge's, mailDomainOf), or an owner that asked for itself explicitly. The
 // audience must be one the server is configured for. Mints, refused ones
 // included, are limited per account (MintLimit per MintWindow). Every mint and
 // every refusal is a durable audit entry signed by the caller's wallet (of
@@ -220,7 +221,7 @@ func (b *Broker) MintOIDC(ctx context.Context, c *Caller, r apiv1.OIDCRequest) (
 		return nil, err
 	}
 	if c.Agent != nil {
-		if !apiv1.AllowsOIDC(c.Agent.Scope, r.Audience) {
+		if !apiv1.AllowsOIDC(c.Agent.Scope, r.Audience) && !b.mailDomainOf(lg.State(ctx), c.Omni(), r.Audience) {
 			return nil, b.oidcDeny(ctx, audit, "no_scope", problem.Newf(problem.Denied,
 				"the owner allows it with: agentkeys agent scope "+c.Agent.Alias+" --add oidc:"+r.Audience,
 				"this agent's scope does not allow identity tokens for %q", r.Audience))
@@ -270,6 +271,23 @@ func (b *Broker) MintOIDC(ctx context.Context, c *Caller, r apiv1.OIDCRequest) (
 		return nil, err
 	}
 	return &apiv1.OIDCToken{Token: tok, Kid: audit.Kid, JTI: claims.ID, Audience: r.Audience, Subject: claims.Subject, ExpiresAt: claims.Expiry}, nil
+}
+
+// mailDomainOf reports whether audience is the domain of a live inbox the
+// agent holds a right on: its tokens for the mail edge of that domain need no
+// scope entry (§9: nothing to set up beyond inbox create). The audience must
+// still be one the broker is configured for.
+func (b *Broker) mailDomainOf(st ledger.State, agentOmni, audience string) bool {
+	ins, err := b.mailInboxes(st, agentOmni)
+	if err != nil {
+		return false
+	}
+	for _, in := range ins {
+		if _, d, _ := strings.Cut(in.Address, "@"); d == audience {
+			return true
+		}
+	}
+	return false
 }
 
 func (b *Broker) oidcDeny(ctx context.Context, audit oidc.Mint, reason string, p error) error {

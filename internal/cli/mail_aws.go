@@ -86,7 +86,7 @@ The MX record of DOMAIN points at SES: 10 inbound-smtp.REGION.amazonaws.com.`,
 				fmt.Fprintf(e.stdout, "# No live inboxes on %s yet: create one (agentkeys inbox create --agent ALIAS --domain %s)\n"+
 					"# and run this again for its receipt rule.\n\n", in.Domain, in.Domain)
 			}
-			st.next(false, "Publish the MX record of %s:\n%s.\tMX\t%s\n", in.Domain, in.Domain, out.MX)
+			st.next(false, "Publish the MX record of %s:\n%s.\tMX\t%s.\n", in.Domain, in.Domain, out.MX)
 			st.next(true, "Save these files.\n")
 			docs := []docFile{{federation.MailBucketFile, 0o644, out.BucketPolicy}, {federation.MailRoleFile, 0o644, out.RolePolicy}}
 			for _, r := range out.ReceiptRules {

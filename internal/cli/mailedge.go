@@ -16,6 +16,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -28,6 +29,8 @@ import (
 	"github.com/agentkeys/agentkeys/internal/blobstore/localstore"
 	"github.com/agentkeys/agentkeys/internal/blobstore/s3store"
 	"github.com/agentkeys/agentkeys/internal/broker"
+	"github.com/agentkeys/agentkeys/internal/imapedge"
+	"github.com/agentkeys/agentkeys/internal/mail"
 	"github.com/agentkeys/agentkeys/internal/maildns"
 	"github.com/agentkeys/agentkeys/internal/mailedge"
 	"github.com/agentkeys/agentkeys/internal/problem"
@@ -39,6 +42,7 @@ import (
 type mailFlags struct {
 	domains, audiences            []string
 	smtpListen, submissionListen  string
+	imapListen                    string
 	store, tlsCert, tlsKey, relay string
 	hostname                      string
 	ipRate, rcptRate, senderRate  string
@@ -49,6 +53,7 @@ func (f *mailFlags) register(fs *pflag.FlagSet, storeDefault string) {
 	fs.StringArrayVar(&f.domains, "mail-domain", nil, "run the mail edge for this domain (repeatable): inbound SMTP and submission for its inboxes")
 	fs.StringVar(&f.smtpListen, "smtp-listen", "127.0.0.1:2525", "address of the inbound SMTP listener (the MX)")
 	fs.StringVar(&f.submissionListen, "submission-listen", "127.0.0.1:2587", "address of the submission listener agents send through (\"\" = none)")
+	fs.StringVar(&f.imapListen, "imap-listen", "127.0.0.1:2143", "address of the IMAP server agents read their inboxes through, signing in with an identity token (\"\" = none); implicit TLS with --mail-tls-cert")
 	fs.Int64Var(&f.maxSize, "mail-max-size", mailedge.DefaultMaxSize, "largest message accepted, in bytes (larger ones get 552)")
 	fs.StringVar(&f.store, "mail-store", "", "where messages are written: a directory (default "+storeDefault+"), or s3://BUCKET[?endpoint=URL&path-style=true&region=R] with credentials from the AWS environment or config files")
 	fs.StringVar(&f.tlsCert, "mail-tls-cert", "", "PEM certificate (chain) offered with STARTTLS; without it the edge listens on loopback only")
@@ -65,6 +70,7 @@ func (f *mailFlags) register(fs *pflag.FlagSet, storeDefault string) {
 type mailRuntime struct {
 	issuer   string
 	dir      mailedge.Directory
+	inboxes  inboxLister // the inboxes an agent holds rights on (IMAP)
 	keys     mailedge.KeySource
 	limiters ratelimit.New
 	storeDir string // default store directory
@@ -143,6 +149,17 @@ func (f *mailFlags) start(ctx context.Context, rt mailRuntime) (stop func(), don
 	if f.submissionListen != "" {
 		ls = append(ls, listener{"--submission-listen", f.submissionListen, e.ServeSubmission})
 	}
+	imapCtx, stopIMAP := context.WithCancel(ctx)
+	if f.imapListen != "" {
+		is, err := imapedge.New(imapedge.Config{Store: cfg.Store, Auth: imapAuth{cfg.Verifier}, Directory: imapDirectory{rt.inboxes},
+			TLS: cfg.TLS, Log: rt.log})
+		if err != nil {
+			stopIMAP()
+			return nil, nil, err
+		}
+		ls = append(ls, listener{"--imap-listen", f.imapListen, func(ln net.Listener) error { return is.Serve(imapCtx, ln) }})
+	}
+	closeEdge := func() { e.Close(); stopIMAP() }
 	var lns []net.Listener
 	closeAll := func() {
 		for _, ln := range lns {
@@ -153,11 +170,13 @@ func (f *mailFlags) start(ctx context.Context, rt mailRuntime) (stop func(), don
 		ln, err := net.Listen("tcp", l.addr)
 		if err != nil {
 			closeAll()
+			stopIMAP()
 			return nil, nil, problem.Wrap(err, problem.BadRequest, "choose a free address with "+l.flag, "cannot listen on %s: %v", l.addr, err)
 		}
 		if cfg.TLS == nil && !mailedge.IsLoopback(ln.Addr()) {
 			ln.Close()
 			closeAll()
+			stopIMAP()
 			return nil, nil, problem.Newf(problem.BadRequest, "pass --mail-tls-cert and --mail-tls-key (STARTTLS), or listen on a loopback address",
 				"%s %s is not a loopback address, and mail in the clear is for loopback only", l.flag, l.addr)
 		}
@@ -168,8 +187,8 @@ func (f *mailFlags) start(ctx context.Context, rt mailRuntime) (stop func(), don
 		go func() { errc <- ls[i].serve(ln) }()
 	}
 	attrs := []any{"smtp_addr", lns[0].Addr().String(), "domains", strings.Join(f.domains, ","), "store", dir, "audiences", strings.Join(f.edgeAudiences(), ",")}
-	if len(lns) > 1 {
-		attrs = append(attrs, "submission_addr", lns[1].Addr().String())
+	for i, l := range ls[1:] {
+		attrs = append(attrs, strings.TrimSuffix(strings.TrimPrefix(l.flag, "--"), "-listen")+"_addr", lns[i+1].Addr().String())
 	}
 	rt.log.Info("mail edge listening", attrs...)
 	done2 := make(chan error, 1)
@@ -178,13 +197,48 @@ func (f *mailFlags) start(ctx context.Context, rt mailRuntime) (stop func(), don
 		for range lns {
 			if err := <-errc; err != nil && first == nil {
 				first = err
-				e.Close()
+				closeEdge()
 			}
 		}
 		done2 <- first
 		close(done2) // later receives see it done
 	}()
-	return func() { e.Close() }, done2, nil
+	return closeEdge, done2, nil
+}
+
+// inboxLister lists the live inboxes an agent (omni) holds rights on: the
+// broker's MailInboxes in its process, Remote.Inboxes for a separate edge.
+type inboxLister func(ctx context.Context, agentOmni string) ([]apiv1.MailLookup, error)
+
+// imapAuth signs IMAP sessions in with the same identity tokens submission
+// takes (mailedge.Verifier: the broker's issuer and keys, an edge audience).
+type imapAuth struct{ v *mailedge.Verifier }
+
+func (a imapAuth) Authenticate(ctx context.Context, token string) (imapedge.Agent, error) {
+	ag, err := a.v.Verify(ctx, token)
+	if err != nil {
+		return imapedge.Agent{}, err
+	}
+	return imapedge.Agent{Omni: ag.Omni, Wallet: ag.Wallet, Expires: ag.Expiry}, nil
+}
+
+// imapDirectory offers an agent the live inboxes it holds read on, asked of
+// the broker on every mailbox command (a revoked grant, agent or inbox acts on
+// the next one).
+type imapDirectory struct{ list inboxLister }
+
+func (d imapDirectory) Mailboxes(ctx context.Context, a imapedge.Agent) ([]imapedge.Mailbox, error) {
+	ls, err := d.list(ctx, a.Omni)
+	if err != nil {
+		return nil, err
+	}
+	var out []imapedge.Mailbox
+	for _, l := range ls {
+		if l.Live && slices.Contains(l.Rights, mail.Read) {
+			out = append(out, imapedge.Mailbox{Address: l.Address, Prefix: l.Prefix})
+		}
+	}
+	return out, nil
 }
 
 // openMailStore opens --mail-store: a local directory, or an S3 bucket as
@@ -271,7 +325,7 @@ func mailEdgeCmd(e *env) *cobra.Command {
 	var f mailFlags
 	cmd := &cobra.Command{
 		Use:   "mail-edge",
-		Short: "Run the mail edge as its own process: inbound SMTP (MX) and submission",
+		Short: "Run the mail edge as its own process: inbound SMTP (MX), submission and IMAP",
 		Long: `Run the mail edge apart from the broker, e.g. on the host the MX record names.
 It takes mail for each --mail-domain: only for live inboxes (550 at RCPT
 otherwise), up to --mail-max-size (552), within the --mail-*-rate limits (451);
@@ -281,20 +335,24 @@ the message and writes the message unparsed to the object store under
 it is stored durably. It writes nothing to the ledger.
 
 Submission (--submission-listen) takes an agent's identity token for one of
-the --mail-audience values (default: the mail domains, e.g. agents.example.com;
-the agent's scope must allow oidc:<audience>) over SASL OAUTHBEARER, lets the agent
-send only as an inbox it holds send on, delivers to our inboxes and relays other
-domains to --relay.
+the --mail-audience values (default: the mail domains, e.g. agents.example.com,
+which an agent holding a right on an inbox of that domain may mint) over SASL
+OAUTHBEARER, lets the agent send only as an inbox it holds send on, delivers to
+our inboxes and relays other domains to --relay.
+
+IMAP (--imap-listen) serves each inbox the token's agent holds read on as a
+read-only mailbox, signing in with the same tokens (AUTHENTICATE OAUTHBEARER;
+no passwords); implicit TLS with --mail-tls-cert.
 
 It asks the broker at --server about inboxes and rights (POST
-/v1/mail/edge/lookup), presenting the secret in --edge-secret: the file the
+/v1/mail/edge/lookup and /v1/mail/edge/inboxes), presenting the secret in --edge-secret: the file the
 broker's --mail-edge-secret made, copied here with mode 0600. It checks tokens
 against the broker's published keys (/.well-known/jwks.json).
 
 Without --mail-tls-cert it listens on loopback addresses only. To run the edge
 inside the broker instead, pass --mail-domain to agentkeys server.`,
 		Example: "  agentkeys mail-edge --server https://keys.example.com --edge-secret /etc/agentkeys/edge.secret \\\n" +
-			"      --mail-domain agents.example.com --smtp-listen 0.0.0.0:25 --submission-listen 0.0.0.0:587 \\\n" +
+			"      --mail-domain agents.example.com --smtp-listen 0.0.0.0:25 --submission-listen 0.0.0.0:587 --imap-listen 0.0.0.0:993 \\\n" +
 			"      --mail-tls-cert /etc/ssl/mx.pem --mail-tls-key /etc/ssl/mx.key --mail-store /var/lib/agentkeys/mail --relay smtp.example.net:587",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -336,7 +394,7 @@ inside the broker instead, pass --mail-domain to agentkeys server.`,
 			if _, err := dir.Lookup(cmd.Context(), "postmaster@"+f.domains[0], ""); err != nil {
 				return problem.Wrap(err, problem.Denied, "start the broker with --mail-edge-secret FILE and pass the same file here with --edge-secret", "the broker refused the edge: %v", err)
 			}
-			stop, done, err := f.start(cmd.Context(), mailRuntime{issuer: disc.Issuer, dir: dir, keys: mailedge.RemoteJWKS(server+apiv1.JWKSPath, hc),
+			stop, done, err := f.start(cmd.Context(), mailRuntime{issuer: disc.Issuer, dir: dir, inboxes: dir.Inboxes, keys: mailedge.RemoteJWKS(server+apiv1.JWKSPath, hc),
 				limiters: broker.NewMemoryLimiter, storeDir: filepath.Join(e.home(), "mail"), log: log})
 			if err != nil {
 				return err

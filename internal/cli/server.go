@@ -502,7 +502,7 @@ func runServer(ctx context.Context, log *slog.Logger, cfg serverConfig) error {
 	defer stop()
 	mailDone := make(<-chan error)
 	if mailOn {
-		stopMail, done, err := cfg.mail.start(ctx, mailRuntime{issuer: bc.Issuer, dir: mailedge.LookupFunc(b.MailLookup), keys: b.JWKS,
+		stopMail, done, err := cfg.mail.start(ctx, mailRuntime{issuer: bc.Issuer, dir: mailedge.LookupFunc(b.MailLookup), inboxes: b.MailInboxes, keys: b.JWKS,
 			limiters: broker.NewMemoryLimiter, storeDir: filepath.Join(bc.DataDir, "mail"), log: log})
 		if err != nil {
 			return err

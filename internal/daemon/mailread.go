@@ -56,7 +56,7 @@ type MailIMAP struct {
 	Mailbox    string `json:"mailbox,omitempty"`
 	Username   string `json:"username,omitempty"`   // default: the inbox
 	Credential string `json:"credential,omitempty"` // the vault service holding the app password
-	Audience   string `json:"audience,omitempty"`   // the edge's token audience
+	Audience   string `json:"audience,omitempty"`   // the edge's token audience (default with "inbox" and no "credential": its domain)
 }
 
 // MailConfigPath is where the mail config lives.
@@ -84,6 +84,10 @@ func (d Dir) LoadMailConfig() (*MailConfig, error) {
 	if fi, err := os.Stat(d.MailConfigPath()); err != nil || fi.Mode().Perm()&0o022 != 0 {
 		return nil, problem.Newf(CodeDenied, "chmod go-w "+d.MailConfigPath(),
 			"other users may change %s, which decides where the mailbox password is sent", d.MailConfigPath())
+	}
+	if c.IMAP != nil && c.IMAP.Credential == "" && c.IMAP.Audience == "" && c.Inbox != "" {
+		// The mail edge's IMAP: its default audience is the inbox's domain.
+		_, c.IMAP.Audience, _ = strings.Cut(c.Inbox, "@")
 	}
 	switch {
 	case (c.S3 == nil) == (c.IMAP == nil):

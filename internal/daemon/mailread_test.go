@@ -41,6 +41,11 @@ func TestMailConfig(t *testing.T) {
 	if c, err := d.LoadMailConfig(); err != nil || c.S3.Bucket != "b" {
 		t.Fatalf("good config: %+v %v", c, err)
 	}
+	// The edge's IMAP with the inbox alone: the token's audience is its domain.
+	os.WriteFile(d.MailConfigPath(), []byte(`{"inbox":"a@b.test","imap":{"addr":"127.0.0.1:2143","tls":"none"}}`), 0o600)
+	if c, err := d.LoadMailConfig(); err != nil || c.IMAP.Audience != "b.test" || c.IMAP.Credential != "" {
+		t.Fatalf("edge IMAP config without an audience: %+v %v", c, err)
+	}
 	// a config others may change could send the vault's password anywhere
 	os.Chmod(d.MailConfigPath(), 0o666)
 	if _, err := d.LoadMailConfig(); problem.As(err).Code != CodeDenied || !strings.Contains(problem.As(err).Fix, "chmod go-w") {

@@ -33,11 +33,10 @@ import (
 	"github.com/agentkeys/agentkeys/internal/problem"
 )
 
-// Defaults of MailSend.
-const (
-	DefaultSubmission   = "127.0.0.1:2587"
-	DefaultMailAudience = "agentkeys-mail"
-)
+// DefaultSubmission is MailSend's default submission port. Its default token
+// audience is the From address's domain: the audience the edge accepts by
+// default, and one the agent may mint for by holding send on that inbox.
+const DefaultSubmission = "127.0.0.1:2587"
 
 // Limits of one message email_send builds.
 const (
@@ -51,7 +50,7 @@ const (
 // MailSend says where email_send submits (flags of daemon mcp/serve).
 type MailSend struct {
 	Submission string      // the edge's submission port, host:port ("" = DefaultSubmission)
-	Audience   string      // the edge's identity-token audience ("" = DefaultMailAudience)
+	Audience   string      // the edge's identity-token audience ("" = the From address's domain)
 	Domain     string      // From domain when a message names none: the agent's own inbox there
 	TLS        *tls.Config // STARTTLS settings off loopback (nil: system roots, ServerName = the host)
 }
@@ -152,7 +151,7 @@ func (s Source) SendMail(ctx context.Context, r SendRequest) (*SendResult, error
 		raw.WriteString("DKIM-Signature: " + sig.Header + "\r\n")
 	}
 	raw.Write(m.Raw)
-	tok, err := s.mint(ctx, sess, c, cmp.Or(s.Mail.Audience, DefaultMailAudience), mailTokenTTL)
+	tok, err := s.mint(ctx, sess, c, cmp.Or(s.Mail.Audience, domain), mailTokenTTL)
 	if err != nil {
 		return nil, err
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/agentkeys/agentkeys/internal/mailedge"
 	"github.com/emersion/go-imap"
 	"github.com/emersion/go-imap/commands"
 	imapserver "github.com/emersion/go-imap/server"
@@ -77,15 +78,15 @@ func (cmd *authenticate) Handle(c imapserver.Conn) error {
 	}
 	var agent Agent
 	ok := false
-	mech := sasl.NewOAuthBearerServer(func(o sasl.OAuthBearerOptions) *sasl.OAuthBearerError {
+	mech := mailedge.OAuthBearerServer(func(token string) bool {
 		actx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		a, err := s.cfg.Auth.Authenticate(actx, o.Token)
+		a, err := s.cfg.Auth.Authenticate(actx, token)
 		if err != nil || a.Wallet == "" || !a.Expires.After(s.cfg.Now()) {
-			return &sasl.OAuthBearerError{Status: "invalid_token", Schemes: "bearer"}
+			return false
 		}
 		agent, ok = a, true
-		return nil
+		return true
 	})
 	err := cmd.Authenticate.Handle(map[string]sasl.Server{sasl.OAuthBearer: mech}, c)
 	if err != nil || !ok {

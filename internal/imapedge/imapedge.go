@@ -30,6 +30,7 @@ import (
 
 // Agent is who a token authenticates: an agent, by its wallet.
 type Agent struct {
+	Omni    string    // the agent's omni, for the Directory (may be empty)
 	Wallet  string    // 0x-prefixed wallet address, lowercase
 	Expires time.Time // the token's expiry: the session ends then
 }

@@ -796,3 +796,53 @@ func TestFailedSignInsInAllAreBounded(t *testing.T) {
 		t.Fatalf("after the window: %q", got)
 	}
 }
+
+// TestEmptySASLAnswerIsARefusal: AUTHENTICATE OAUTHBEARER with an empty
+// initial response ("="), then an empty line after the error challenge, is a
+// failed sign-in like any other (a tagged NO, counted against the address),
+// not a panic in go-sasl's server that drops the connection uncounted.
+func TestEmptySASLAnswerIsARefusal(t *testing.T) {
+	e := start(t, func(c *imapedge.Config) { c.FailedAuths = 2 })
+	for i := range 2 {
+		conn, err := net.Dial("tcp", e.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn.SetDeadline(time.Now().Add(20 * time.Second))
+		r := bufio.NewReader(conn)
+		r.ReadString('\n')
+		fmt.Fprintf(conn, "a1 AUTHENTICATE OAUTHBEARER =\r\n")
+		var got string
+		for {
+			line, err := r.ReadString('\n')
+			if err != nil {
+				got = "closed: " + err.Error()
+				break
+			}
+			if strings.HasPrefix(line, "+") {
+				fmt.Fprintf(conn, "\r\n")
+				continue
+			}
+			if strings.HasPrefix(line, "a1 ") || strings.HasPrefix(line, "* BYE") {
+				got = line
+				break
+			}
+		}
+		conn.Close()
+		if !strings.HasPrefix(got, "a1 NO") {
+			t.Fatalf("attempt %d: an empty answer got %q, want a tagged NO", i, got)
+		}
+	}
+	if strings.Contains(e.log.String(), "panic") {
+		t.Fatalf("the server panicked:\n%s", e.log.String())
+	}
+	// Both failures counted: the address is now blocked.
+	conn, err := net.Dial("tcp", e.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if line, _ := bufio.NewReader(conn).ReadString('\n'); !strings.HasPrefix(line, "* BYE") {
+		t.Fatalf("after two failed sign-ins the address is greeted with %q", line)
+	}
+}

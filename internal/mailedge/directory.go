@@ -61,40 +61,55 @@ func NewRemote(server string, secret []byte, hc *http.Client) *Remote {
 	if hc == nil {
 		hc = &http.Client{Timeout: 10 * time.Second}
 	}
-	return &Remote{url: strings.TrimRight(server, "/") + "/v1/mail/edge/lookup", secret: string(secret), hc: hc}
+	return &Remote{url: strings.TrimRight(server, "/") + "/v1/mail/edge/", secret: string(secret), hc: hc}
 }
 
 // Lookup implements Directory.
 func (r *Remote) Lookup(ctx context.Context, address, agent string) (apiv1.MailLookup, error) {
 	var out apiv1.MailLookup
-	body, err := json.Marshal(apiv1.MailLookupBody{Address: address, Agent: agent})
-	if err != nil {
-		return out, err
+	err := r.post(ctx, "lookup", apiv1.MailLookupBody{Address: address, Agent: agent}, &out)
+	return out, err
+}
+
+// Inboxes asks the broker which live inboxes the agent (omni) holds rights
+// on (POST /v1/mail/edge/inboxes).
+func (r *Remote) Inboxes(ctx context.Context, agent string) ([]apiv1.MailLookup, error) {
+	var out apiv1.MailInboxes
+	if err := r.post(ctx, "inboxes", apiv1.MailInboxesBody{Agent: agent}, &out); err != nil {
+		return nil, err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, r.url, bytes.NewReader(body))
+	return out.Inboxes, nil
+}
+
+func (r *Remote) post(ctx context.Context, route string, in, out any) error {
+	body, err := json.Marshal(in)
 	if err != nil {
-		return out, err
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, r.url+route, bytes.NewReader(body))
+	if err != nil {
+		return err
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set(apiv1.MailEdgeSecretHeader, r.secret)
 	res, err := r.hc.Do(req)
 	if err != nil {
-		return out, fmt.Errorf("mail edge: asking the broker: %w", err)
+		return fmt.Errorf("mail edge: asking the broker: %w", err)
 	}
 	defer res.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(res.Body, 64<<10))
+	b, err := io.ReadAll(io.LimitReader(res.Body, 4<<20))
 	if err != nil {
-		return out, fmt.Errorf("mail edge: reading the broker's answer: %w", err)
+		return fmt.Errorf("mail edge: reading the broker's answer: %w", err)
 	}
 	if res.StatusCode != http.StatusOK {
 		var p struct {
 			Error struct{ Code, Message, Fix string }
 		}
 		json.Unmarshal(b, &p)
-		return out, fmt.Errorf("mail edge: the broker answered %d %s: %s (%s)", res.StatusCode, p.Error.Code, p.Error.Message, p.Error.Fix)
+		return fmt.Errorf("mail edge: the broker answered %d %s: %s (%s)", res.StatusCode, p.Error.Code, p.Error.Message, p.Error.Fix)
 	}
-	if err := json.Unmarshal(b, &out); err != nil {
-		return out, fmt.Errorf("mail edge: the broker's answer is not a lookup: %w", err)
+	if err := json.Unmarshal(b, out); err != nil {
+		return fmt.Errorf("mail edge: the broker's answer to %s is malformed: %w", route, err)
 	}
-	return out, nil
+	return nil
 }

@@ -224,17 +224,25 @@ func (s *session) Auth(mech string) (sasl.Server, error) {
 // NewOAuthBearerServer is the server side of SASL OAUTHBEARER (RFC 7628) for
 // the edge's listeners (submission here, IMAP too): it checks the bearer token
 // with v (nil refuses every token) and calls done once with the agent, or
-// with the refusal. It guards go-sasl's server, which panics on an empty
-// answer to its error challenge: after a refusal, any answer ends the
-// exchange with an authentication error.
+// with the refusal.
 func NewOAuthBearerServer(ctx context.Context, v *Verifier, done func(*Agent, error)) sasl.Server {
-	return &oneShot{next: sasl.NewOAuthBearerServer(func(o sasl.OAuthBearerOptions) *sasl.OAuthBearerError {
+	return OAuthBearerServer(func(token string) bool {
 		a, err := (*Agent)(nil), error(ErrToken)
 		if v != nil {
-			a, err = v.Verify(ctx, o.Token)
+			a, err = v.Verify(ctx, token)
 		}
 		done(a, err)
-		if err != nil {
+		return err == nil
+	})
+}
+
+// OAuthBearerServer is the server side of SASL OAUTHBEARER with check
+// deciding whether a bearer token signs in. It guards go-sasl's server, which
+// panics on an empty answer to its error challenge: after a refusal, any
+// answer ends the exchange with ErrAuth.
+func OAuthBearerServer(check func(token string) bool) sasl.Server {
+	return &oneShot{next: sasl.NewOAuthBearerServer(func(o sasl.OAuthBearerOptions) *sasl.OAuthBearerError {
+		if !check(o.Token) {
 			return &sasl.OAuthBearerError{Status: "invalid_token", Schemes: "bearer"}
 		}
 		return nil
