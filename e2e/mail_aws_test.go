@@ -68,11 +68,7 @@ func TestMailAWSSetupSeaweedFS(t *testing.T) {
 		t.Fatalf("send statements by From: %v", senders)
 	}
 
-	var doc federation.AWS
-	if err := json.Unmarshal([]byte(h.akOK(o.home, "oidc", "register", "aws", "--issuer", s.url, "--account", weedAccount,
-		"--bucket", weedBucket, "--json")), &doc); err != nil {
-		t.Fatal(err)
-	}
+	doc := h.registerAWS(o.home, s.url)
 	doc.RolePolicy.Statement = slices.DeleteFunc(slices.Clone(mail.RolePolicy.Statement), func(st federation.Statement) bool {
 		return slices.ContainsFunc(st.Action, func(a string) bool { return strings.HasPrefix(a, "ses:") })
 	})

@@ -3,7 +3,6 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/textproto"
@@ -20,7 +19,6 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/agentkeys/agentkeys/internal/blobstore/localstore"
-	"github.com/agentkeys/agentkeys/internal/federation"
 )
 
 const edgeDomain = "agents.example.com"
@@ -406,11 +404,7 @@ func TestMailEdgeSeaweedFS(t *testing.T) {
 	o := h.akNewOwner(s)
 	bot := h.oidcAgent(s, o, "bot", "oidc:"+weedAudience)
 	other := h.oidcAgent(s, o, "other", "oidc:"+weedAudience)
-	var doc federation.AWS
-	if err := json.Unmarshal([]byte(h.akOK(o.home, "oidc", "register", "aws", "--issuer", s.url, "--account", weedAccount,
-		"--bucket", weedBucket, "--json")), &doc); err != nil {
-		t.Fatal(err)
-	}
+	doc := h.registerAWS(o.home, s.url)
 	w := h.startWeed(&doc, s.url)
 	h.akOK(o.home, "domain", "add", edgeDomain)
 	in := h.inboxOf(o, "bot")

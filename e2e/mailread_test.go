@@ -20,7 +20,6 @@ import (
 	"github.com/agentkeys/agentkeys/internal/blobstore/s3store"
 	"github.com/agentkeys/agentkeys/internal/daemon"
 	"github.com/agentkeys/agentkeys/internal/enclave"
-	"github.com/agentkeys/agentkeys/internal/federation"
 	"github.com/agentkeys/agentkeys/internal/mail"
 	"github.com/agentkeys/agentkeys/internal/mailread"
 	"github.com/agentkeys/agentkeys/internal/mailread/dovecottest"
@@ -191,11 +190,7 @@ func TestMailReadSeaweedFS(t *testing.T) {
 	o := h.akNewOwner(s)
 	A := h.oidcAgent(s, o, "alice", "oidc:"+weedAudience)
 	B := h.oidcAgent(s, o, "bob", "oidc:"+weedAudience)
-	var doc federation.AWS
-	if err := json.Unmarshal([]byte(h.akOK(o.home, "oidc", "register", "aws", "--issuer", s.url, "--account", weedAccount,
-		"--bucket", weedBucket, "--json")), &doc); err != nil {
-		t.Fatal(err)
-	}
+	doc := h.registerAWS(o.home, s.url)
 	w := h.startWeed(&doc, s.url)
 	const domain = "mail.example.test"
 	addrA, addrB := mail.Address(A.wallet, domain), mail.Address(B.wallet, domain)

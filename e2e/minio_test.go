@@ -39,21 +39,7 @@ const minioTimeout = 90 * time.Second
 // minioBinary returns the pinned MinIO binary: $AGENTKEYS_MINIO, or what
 // scripts/minio builds (once) and prints. No binary is a failure, not a skip.
 func minioBinary(t *testing.T) string {
-	t.Helper()
-	if p := os.Getenv("AGENTKEYS_MINIO"); p != "" {
-		if _, err := os.Stat(p); err != nil {
-			t.Fatalf("AGENTKEYS_MINIO=%s: %v", p, err)
-		}
-		return p
-	}
-	cmd := exec.Command("../scripts/minio")
-	cmd.Stderr = os.Stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("scripts/minio could not provide the MinIO binary (the relying party these tests need): %v", err)
-	}
-	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
-	return lines[len(lines)-1]
+	return pinnedBinary(t, "AGENTKEYS_MINIO", "minio", "the MinIO binary (the relying party these tests need)")
 }
 
 // minioServer is a running MinIO on loopback: S3 and STS on endpoint.

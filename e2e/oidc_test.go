@@ -116,11 +116,7 @@ func TestOIDCFederationSeaweedFS(t *testing.T) {
 	B := h.oidcAgent(s, o, "bob", "oidc:*")
 	C := h.oidcAgent(s, o, "carol", "openai")
 
-	var doc federation.AWS
-	if err := json.Unmarshal([]byte(h.akOK(o.home, "oidc", "register", "aws", "--issuer", s.url, "--account", weedAccount,
-		"--bucket", weedBucket, "--json")), &doc); err != nil {
-		t.Fatal(err)
-	}
+	doc := h.registerAWS(o.home, s.url)
 	w := h.startWeed(&doc, s.url)
 	literal := federation.WalletVar
 	for _, k := range []string{A.wallet + "/seed.txt", B.wallet + "/seed.txt", "root.txt", literal + "/seed.txt"} {

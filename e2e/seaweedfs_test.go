@@ -30,18 +30,25 @@ const weedTimeout = 90 * time.Second
 // weedBinary returns the pinned SeaweedFS binary: $AGENTKEYS_WEED, or what
 // scripts/seaweedfs builds (once) and prints. No binary is a failure, not a skip.
 func weedBinary(t *testing.T) string {
+	return pinnedBinary(t, "AGENTKEYS_WEED", "seaweedfs", "the SeaweedFS binary (the S3+STS relying party these tests need)")
+}
+
+// pinnedBinary returns a test-only server binary: the path in $env, or the last
+// line scripts/<script> prints after building the pinned version once into the
+// test cache. No binary is a failure, not a skip.
+func pinnedBinary(t *testing.T, env, script, what string) string {
 	t.Helper()
-	if p := os.Getenv("AGENTKEYS_WEED"); p != "" {
+	if p := os.Getenv(env); p != "" {
 		if _, err := os.Stat(p); err != nil {
-			t.Fatalf("AGENTKEYS_WEED=%s: %v", p, err)
+			t.Fatalf("%s=%s: %v", env, p, err)
 		}
 		return p
 	}
-	cmd := exec.Command("../scripts/seaweedfs")
+	cmd := exec.Command("../scripts/" + script)
 	cmd.Stderr = os.Stderr
 	out, err := cmd.Output()
 	if err != nil {
-		t.Fatalf("scripts/seaweedfs could not provide the SeaweedFS binary (the S3+STS relying party these tests need): %v", err)
+		t.Fatalf("scripts/%s could not provide %s: %v", script, what, err)
 	}
 	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
 	return lines[len(lines)-1]
@@ -110,6 +117,18 @@ func seaweedIAM(t *testing.T, doc *federation.AWS, issuer string) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// registerAWS runs `oidc register aws --json` for the test SeaweedFS account
+// and bucket as the owner in home, and returns what it printed.
+func (h *harness) registerAWS(home, issuer string) federation.AWS {
+	h.t.Helper()
+	var doc federation.AWS
+	if err := json.Unmarshal([]byte(h.akOK(home, "oidc", "register", "aws", "--issuer", issuer, "--account", weedAccount,
+		"--bucket", weedBucket, "--json")), &doc); err != nil {
+		h.t.Fatal(err)
+	}
+	return doc
 }
 
 // startWeed starts SeaweedFS trusting issuer with the generated policies and

@@ -10,8 +10,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/agentkeys/agentkeys/internal/federation"
 )
 
 // daemonStatus is `agentkeys daemon status --json`.
@@ -77,11 +75,7 @@ func TestDaemonStatusHonest(t *testing.T) {
 		t.Errorf("daemon status text: %q", txt)
 	}
 
-	var doc federation.AWS
-	if err := json.Unmarshal([]byte(h.akOK(o.home, "oidc", "register", "aws", "--issuer", s.url, "--account", weedAccount,
-		"--bucket", weedBucket, "--json")), &doc); err != nil {
-		t.Fatal(err)
-	}
+	doc := h.registerAWS(o.home, s.url)
 	w := h.startWeed(&doc, s.url)
 	creds := h.awsCreds(A, w)
 	if again := h.awsCreds(A, w); again.AccessKeyID != creds.AccessKeyID {

@@ -8,7 +8,6 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -32,6 +31,7 @@ import (
 	"github.com/agentkeys/agentkeys/internal/clock"
 	"github.com/agentkeys/agentkeys/internal/imapedge"
 	"github.com/agentkeys/agentkeys/internal/oidc"
+	"github.com/agentkeys/agentkeys/internal/oidc/oidctest"
 	gooidc "github.com/coreos/go-oidc/v3/oidc"
 	"github.com/emersion/go-imap"
 	"github.com/emersion/go-imap/client"
@@ -54,35 +54,12 @@ var rawA = []byte("Authentication-Results: edge; spf=pass\r\nFrom: Shop <no-repl
 	"\r\nSubject: Your code\r\nDate: Sat, 05 Dec 2026 06:00:00 +0000\r\nMessage-ID: <1@shop.example>\r\n\r\nYour code is 493817.\r\n")
 
 // issuerKey signs real identity tokens, as the broker's OIDC issuer does.
-type issuerKey struct {
-	priv   *ecdsa.PrivateKey
-	signer *oidc.Signer
-}
+type issuerKey struct{ *oidctest.Issuer }
 
-func newIssuer(t *testing.T) *issuerKey {
-	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := oidc.NewSigner(oidc.Key{Path: "oidc/issuer/v1", Kid: "k1"}, func(_ string, in []byte) ([]byte, error) {
-		h := sha256.Sum256(in)
-		r, ss, err := ecdsa.Sign(rand.Reader, priv, h[:])
-		if err != nil {
-			return nil, err
-		}
-		out := make([]byte, 64)
-		r.FillBytes(out[:32])
-		ss.FillBytes(out[32:])
-		return out, nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &issuerKey{priv: priv, signer: s}
-}
+func newIssuer(t *testing.T) *issuerKey { return &issuerKey{oidctest.New(t, "k1")} }
 
 func (k *issuerKey) token(t *testing.T, aud, wallet string, now time.Time, ttl int64) string {
-	tok, err := k.signer.Sign(oidc.NewClaims(issuer, aud, oidc.Identity{Role: "agent", Wallet: wallet, OwnerWallet: "0x01"},
+	tok, err := k.Signer.Sign(oidc.NewClaims(issuer, aud, oidc.Identity{Role: "agent", Wallet: wallet, OwnerWallet: "0x01"},
 		oidc.Enclave{MrEnclave: "e", MrSigner: "s", Tier: "dev"}, now.Unix(), ttl))
 	if err != nil {
 		t.Fatal(err)
@@ -101,7 +78,7 @@ type verifier struct {
 }
 
 func newVerifier(k *issuerKey, clk *clock.Fake) *verifier {
-	ks := &gooidc.StaticKeySet{PublicKeys: []crypto.PublicKey{&k.priv.PublicKey}}
+	ks := &gooidc.StaticKeySet{PublicKeys: []crypto.PublicKey{&k.Key.PublicKey}}
 	return &verifier{v: gooidc.NewVerifier(issuer, ks, &gooidc.Config{ClientID: edgeAud, Now: clk.Now, SupportedSigningAlgs: []string{"ES256"}}),
 		revoked: map[string]bool{}}
 }

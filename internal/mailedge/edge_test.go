@@ -34,6 +34,7 @@ import (
 	"github.com/agentkeys/agentkeys/internal/clock"
 	"github.com/agentkeys/agentkeys/internal/mail"
 	"github.com/agentkeys/agentkeys/internal/oidc"
+	"github.com/agentkeys/agentkeys/internal/oidc/oidctest"
 )
 
 const (
@@ -93,44 +94,15 @@ func (r *resolver) LookupAddr(_ context.Context, addr string) ([]string, error) 
 }
 
 // issuerKey signs identity tokens as the broker does (package oidc's Signer).
-type issuerKey struct {
-	key    *ecdsa.PrivateKey
-	signer *oidc.Signer
-	jwk    apiv1.JWK
-}
+type issuerKey struct{ *oidctest.Issuer }
 
-func newIssuerKey(t testing.TB, kid string) *issuerKey {
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ik := &issuerKey{key: k}
-	ik.signer, err = oidc.NewSigner(oidc.Key{Path: "oidc/issuer/v1", Kid: kid}, func(_ string, in []byte) ([]byte, error) {
-		h := sha256.Sum256(in)
-		r, s, err := ecdsa.Sign(rand.Reader, k, h[:])
-		if err != nil {
-			return nil, err
-		}
-		sig := make([]byte, 64)
-		r.FillBytes(sig[:32])
-		s.FillBytes(sig[32:])
-		return sig, nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	pub, _ := k.PublicKey.Bytes()
-	if ik.jwk, err = oidc.NewJWK(kid, hex.EncodeToString(pub)); err != nil {
-		t.Fatal(err)
-	}
-	return ik
-}
+func newIssuerKey(t testing.TB, kid string) *issuerKey { return &issuerKey{oidctest.New(t, kid)} }
 
 // token mints an identity token for the agent with omni and wallet.
 func (k *issuerKey) token(t testing.TB, iss, aud, omni, wallet string, now time.Time, ttl int64) string {
 	c := oidc.NewClaims(iss, aud, oidc.Identity{Role: "agent", Wallet: wallet, OwnerWallet: "0x00000000000000000000000000000000000000ff", Omni: omni},
 		oidc.Enclave{MrEnclave: "aa", MrSigner: "bb", Tier: "dev"}, now.Unix(), ttl)
-	tok, err := k.signer.Sign(c)
+	tok, err := k.Signer.Sign(c)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -173,7 +145,7 @@ func newEnv(t testing.TB, mod func(*Config)) *env {
 	}}
 	cfg := Config{Domains: []string{domain}, Hostname: "mx." + domain, Store: st, Directory: v.dir, Resolver: v.res,
 		Limiters: broker.NewMemoryLimiter, Now: v.clk.Now,
-		Verifier: NewVerifier(issuer, []string{audience}, func(context.Context) (apiv1.JWKS, error) { return apiv1.JWKS{Keys: []apiv1.JWK{v.key.jwk}}, nil }, v.clk.Now)}
+		Verifier: NewVerifier(issuer, []string{audience}, func(context.Context) (apiv1.JWKS, error) { return apiv1.JWKS{Keys: []apiv1.JWK{v.key.JWK}}, nil }, v.clk.Now)}
 	if mod != nil {
 		mod(&cfg)
 	}
@@ -699,7 +671,7 @@ func TestVerifier(t *testing.T) {
 	fetches := 0
 	v := NewVerifier(issuer, []string{domain, "other.example"}, func(context.Context) (apiv1.JWKS, error) {
 		fetches++
-		return apiv1.JWKS{Keys: []apiv1.JWK{key.jwk}}, nil
+		return apiv1.JWKS{Keys: []apiv1.JWK{key.JWK}}, nil
 	}, clk.Now)
 	ctx := context.Background()
 	good := key.token(t, issuer, domain, omniA, walletA, t0, 300)
@@ -712,7 +684,7 @@ func TestVerifier(t *testing.T) {
 	parts := strings.Split(good, ".")
 	hs := base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"HS256","kid":"k1","typ":"JWT"}`))
 	ownerClaims := oidc.NewClaims(issuer, domain, oidc.Identity{Role: "owner", Wallet: walletA, Omni: omniA}, oidc.Enclave{}, t0.Unix(), 300)
-	ownerTok, _ := key.signer.Sign(ownerClaims)
+	ownerTok, _ := key.Signer.Sign(ownerClaims)
 	for name, tok := range map[string]string{
 		"alg none":       base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"none","kid":"k1"}`)) + "." + parts[1] + ".",
 		"HS256":          hs + "." + parts[1] + "." + parts[2],
