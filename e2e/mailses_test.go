@@ -125,4 +125,9 @@ func TestMailSendSES(t *testing.T) {
 	if !isErr || !strings.HasPrefix(text, "DENIED:") || !strings.Contains(text, "MessageRejected") {
 		t.Fatalf("email_send refused by SES: error=%v %s", isErr, text)
 	}
+	// A config that only sends reads nothing, and says so.
+	writeMailConfig(t, A.home, daemon.MailConfig{Inbox: addr["alice"], Send: &daemon.MailOut{SES: &daemon.MailSES{RoleARN: w.roleARN, Endpoint: rec.srv.URL}}})
+	if text, isErr := mcpCall(t, cs, "email_list", map[string]any{}); !isErr || !strings.HasPrefix(text, "NOT_FOUND:") || !strings.Contains(text, "names no mailbox to read") {
+		t.Fatalf("email_list with a send-only config: error=%v %s", isErr, text)
+	}
 }

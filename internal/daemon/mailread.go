@@ -136,6 +136,10 @@ func (d Dir) LoadMailConfig() (*MailConfig, error) {
 
 // Mailbox opens the agent's mailbox as its config says. The caller closes it.
 func (s Source) Mailbox(ctx context.Context) (mailread.Source, error) {
+	sess, err := s.Dir.LoadSession()
+	if err != nil {
+		return nil, Stable(err)
+	}
 	cfg, err := s.Dir.LoadMailConfig()
 	if err != nil {
 		return nil, err
@@ -143,10 +147,6 @@ func (s Source) Mailbox(ctx context.Context) (mailread.Source, error) {
 	if cfg.S3 == nil && cfg.IMAP == nil {
 		return nil, problem.Newf(CodeNotFound, "add \"s3\" or \"imap\" to "+s.Dir.MailConfigPath()+` (docs/connect-your-agent.md, "Reading the agent's mail")`,
 			"this daemon's mail config only sends: it names no mailbox to read")
-	}
-	sess, err := s.Dir.LoadSession()
-	if err != nil {
-		return nil, Stable(err)
 	}
 	if cfg.S3 != nil {
 		region := cfg.S3.Region

@@ -58,7 +58,7 @@ type MailSend struct {
 
 // SendRequest is one message to send: email_send's input, POST /mail/send's body.
 type SendRequest struct {
-	From    string   `json:"from,omitempty" jsonschema:"the sending inbox (default: this agent's inbox on the daemon's --mail-domain)"`
+	From    string   `json:"from,omitempty" jsonschema:"the sending inbox (default: this agent's inbox on the daemon's --mail-domain, else mail.json's inbox)"`
 	To      []string `json:"to" jsonschema:"recipient addresses, 1 to 50"`
 	Subject string   `json:"subject" jsonschema:"the subject line"`
 	Text    string   `json:"text" jsonschema:"the plain-text body"`
