@@ -9,6 +9,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/agentkeys/agentkeys/internal/daemon"
 )
 
 // This file runs docs/give-your-agent-an-inbox.md as written: the self-hosted
@@ -94,4 +96,13 @@ func TestGuideGiveYourAgentAnInbox(t *testing.T) {
 	wantIn(t, "aws-setup", out, "# receipt-rule-", "aws sesv2 --region us-east-1 create-email-identity --email-identity agents.example.com",
 		"aws s3api put-bucket-policy --bucket agent-mail", "aws iam put-role-policy --role-name agentkeys-agents", "create-receipt-rule --rule-set-name agentkeys",
 		fmt.Sprintf("%q", "arn:aws:s3:::agent-mail/*"))
+	// The guide's mail.json loads, and sends with SES under the "s3" role.
+	cfg := docBlocks(t, inboxDoc, "## AWS: SES and S3", "json")
+	d := daemon.Dir(t.TempDir())
+	if err := os.WriteFile(d.MailConfigPath(), []byte(cfg[0]), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if c, err := d.LoadMailConfig(); err != nil || c.S3 == nil || c.Send == nil || c.Send.SES.RoleARN != c.S3.RoleARN {
+		t.Errorf("the guide's mail.json: %+v %v", c, err)
+	}
 }

@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -26,14 +27,29 @@ import (
 
 // MailConfig is where the daemon reads its agent's mail from: the file
 // mail.json in the daemon directory (written by the agent's operator; it
-// holds no secret — a password is named, and lives in the vault). Exactly one
-// of S3 and IMAP.
+// holds no secret — a password is named, and lives in the vault). At most one
+// of S3 and IMAP (reading); Send says how email_send sends when it is not
+// the mail edge's submission port.
 type MailConfig struct {
 	// Inbox is the agent's address (agentkeys inbox list shows it): its S3
 	// prefix is <agent wallet>/<inbox>/, and the edge's IMAP login name.
 	Inbox string    `json:"inbox,omitempty"`
 	S3    *MailS3   `json:"s3,omitempty"`
 	IMAP  *MailIMAP `json:"imap,omitempty"`
+	Send  *MailOut  `json:"send,omitempty"`
+}
+
+// MailOut is how email_send sends; today only through SES.
+type MailOut struct {
+	SES *MailSES `json:"ses,omitempty"`
+}
+
+// MailSES sends with SES SendRawEmail, signed with STS credentials minted from
+// the daemon's own identity token for RoleARN (default: the "s3" role).
+type MailSES struct {
+	Region   string `json:"region,omitempty"`   // default: the "s3" region, else us-east-1
+	RoleARN  string `json:"role_arn,omitempty"` // default: the "s3" role_arn
+	Endpoint string `json:"endpoint,omitempty"` // "" = AWS's; https, or http on loopback only
 }
 
 // MailS3 reads the inbox prefix directly, with STS credentials minted from
@@ -89,9 +105,21 @@ func (d Dir) LoadMailConfig() (*MailConfig, error) {
 		// The mail edge's IMAP: its default audience is the inbox's domain.
 		_, c.IMAP.Audience, _ = strings.Cut(c.Inbox, "@")
 	}
+	if c.Send != nil && c.Send.SES != nil && c.S3 != nil {
+		c.Send.SES.RoleARN = cmp.Or(c.Send.SES.RoleARN, c.S3.RoleARN)
+		c.Send.SES.Region = cmp.Or(c.Send.SES.Region, c.S3.Region)
+	}
 	switch {
-	case (c.S3 == nil) == (c.IMAP == nil):
-		return nil, badMail(d, `set exactly one of "s3" and "imap"`)
+	case c.S3 != nil && c.IMAP != nil, c.S3 == nil && c.IMAP == nil && c.Send == nil:
+		return nil, badMail(d, `set exactly one of "s3" and "imap" (or only "send")`)
+	case c.Send != nil && c.Send.SES == nil:
+		return nil, badMail(d, `"send" needs "ses"`)
+	case c.Send != nil && !validARN(c.Send.SES.RoleARN):
+		return nil, badMail(d, `"ses" needs "role_arn" (or "s3" with one)`)
+	case c.Send != nil && c.Send.SES.Region != "" && strings.Trim(c.Send.SES.Region, "abcdefghijklmnopqrstuvwxyz0123456789-") != "":
+		return nil, badMail(d, `"ses" "region" is not an AWS region, e.g. us-east-1`)
+	case c.Send != nil && c.Send.SES.Endpoint != "" && !safeEndpoint(c.Send.SES.Endpoint):
+		return nil, badMail(d, `"ses" "endpoint" must be an https URL (http only on loopback)`)
 	case c.S3 != nil && (c.Inbox == "" || c.S3.Bucket == "" || !validARN(c.S3.RoleARN)):
 		return nil, badMail(d, `"s3" needs "inbox", "bucket" and "role_arn"`)
 	case c.IMAP != nil && (c.IMAP.Credential == "") == (c.IMAP.Audience == ""):
@@ -115,6 +143,10 @@ func (s Source) Mailbox(ctx context.Context) (mailread.Source, error) {
 	cfg, err := s.Dir.LoadMailConfig()
 	if err != nil {
 		return nil, err
+	}
+	if cfg.S3 == nil && cfg.IMAP == nil {
+		return nil, problem.Newf(CodeNotFound, "add \"s3\" or \"imap\" to "+s.Dir.MailConfigPath()+` (docs/connect-your-agent.md, "Reading the agent's mail")`,
+			"this daemon's mail config only sends: it names no mailbox to read")
 	}
 	if cfg.S3 != nil {
 		region := cfg.S3.Region

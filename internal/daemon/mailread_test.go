@@ -28,6 +28,12 @@ func TestMailConfig(t *testing.T) {
 		`{"imap":{"addr":"x:1","credential":"c"}}`:                                                                 `"username" or "inbox"`,
 		`{"inbox":"not an address","imap":{"addr":"x:1","credential":"c"}}`:                                        "not an address",
 		`{"inbox":"a@b.test/../c","s3":{"bucket":"b","role_arn":"` + arn + `"}}`:                                   "not an address",
+		`{"inbox":"a@b.test","send":{}}`:                                                                           `"send" needs "ses"`,
+		`{"inbox":"a@b.test","send":{"ses":{}}}`:                                                                   `"role_arn"`,
+		`{"inbox":"a@b.test","send":{"ses":{"role_arn":"` + arn + `","region":"us east"}}}`:                        "not an AWS region",
+		// the signed request carries the session token and the message: never over plain http off this machine
+		`{"inbox":"a@b.test","send":{"ses":{"role_arn":"` + arn + `","endpoint":"http://email.example.com"}}}`: `"endpoint" must be an https URL`,
+		`{"inbox":"a@b.test","send":{"ses":{"role_arn":"` + arn + `","endpoint":"https://u:p@x.test"}}}`:       `"endpoint" must be an https URL`,
 	} {
 		if err := os.WriteFile(d.MailConfigPath(), []byte(cfg), 0o600); err != nil {
 			t.Fatal(err)
@@ -40,6 +46,16 @@ func TestMailConfig(t *testing.T) {
 	os.WriteFile(d.MailConfigPath(), []byte(`{"inbox":"a@b.test","s3":{"bucket":"b","role_arn":"`+arn+`","endpoint":"http://127.0.0.1:1","path_style":true}}`), 0o600)
 	if c, err := d.LoadMailConfig(); err != nil || c.S3.Bucket != "b" {
 		t.Fatalf("good config: %+v %v", c, err)
+	}
+	// SES sending takes the "s3" role and region unless it names its own.
+	os.WriteFile(d.MailConfigPath(), []byte(`{"inbox":"a@b.test","s3":{"bucket":"b","region":"eu-west-1","role_arn":"`+arn+`"},"send":{"ses":{"endpoint":"http://127.0.0.1:9"}}}`), 0o600)
+	if c, err := d.LoadMailConfig(); err != nil || c.Send.SES.RoleARN != arn || c.Send.SES.Region != "eu-west-1" {
+		t.Fatalf("ses config with s3 defaults: %+v %v", c, err)
+	}
+	// A send-only config loads (reading says it names no mailbox: TestMailSendSES).
+	os.WriteFile(d.MailConfigPath(), []byte(`{"inbox":"a@b.test","send":{"ses":{"role_arn":"`+arn+`"}}}`), 0o600)
+	if c, err := d.LoadMailConfig(); err != nil || c.Send.SES.Endpoint != "" {
+		t.Fatalf("send-only config: %+v %v", c, err)
 	}
 	// The edge's IMAP with the inbox alone: the token's audience is its domain.
 	os.WriteFile(d.MailConfigPath(), []byte(`{"inbox":"a@b.test","imap":{"addr":"127.0.0.1:2143","tls":"none"}}`), 0o600)

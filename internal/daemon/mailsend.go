@@ -4,7 +4,8 @@ package daemon
 // broker DKIM-sign it from the header block and body hash alone (the body
 // never leaves the daemon), and submits it itself to the mail edge's
 // submission port, authenticated by SASL OAUTHBEARER with an identity token
-// whose audience is the edge.
+// whose audience is the edge; or, in AWS mode (mail.json "send": {"ses"}),
+// hands it to SES SendRawEmail with its own STS credentials (mailses.go).
 
 import (
 	"bytes"
@@ -57,7 +58,7 @@ type MailSend struct {
 
 // SendRequest is one message to send: email_send's input, POST /mail/send's body.
 type SendRequest struct {
-	From    string   `json:"from,omitempty" jsonschema:"the sending inbox (default: this agent's inbox on the daemon's --mail-domain)"`
+	From    string   `json:"from,omitempty" jsonschema:"the sending inbox (default: this agent's inbox on the daemon's --mail-domain, else mail.json's inbox)"`
 	To      []string `json:"to" jsonschema:"recipient addresses, 1 to 50"`
 	Subject string   `json:"subject" jsonschema:"the subject line"`
 	Text    string   `json:"text" jsonschema:"the plain-text body"`
@@ -70,6 +71,9 @@ type SendResult struct {
 	From      string   `json:"from"`
 	To        []string `json:"to"`
 	Bytes     int      `json:"bytes"`
+	// SESMessageID is SES's id of the message (AWS mode), which its bounce
+	// and complaint notifications name.
+	SESMessageID string `json:"ses_message_id,omitempty"`
 }
 
 // MailSender sends mail as the agent; Source and SocketClient are both one.
@@ -129,13 +133,24 @@ func (s Source) SendMail(ctx context.Context, r SendRequest) (*SendResult, error
 	if err != nil {
 		return nil, Stable(err)
 	}
+	// mail.json's "send" picks SES; without the file, the edge's submission port.
+	cfg, err := s.Dir.LoadMailConfig()
+	if problem.As(err).Code == CodeNotFound {
+		cfg, err = &MailConfig{}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
 	from := strings.ToLower(r.From)
-	if from == "" {
-		if s.Mail.Domain == "" {
-			return nil, problem.New(CodeBadRequest, "email_send names no from, and the daemon has no --mail-domain",
-				"pass from (the agent's inbox address, agentkeys inbox list shows it), or start the daemon with --mail-domain DOMAIN")
-		}
+	switch {
+	case from != "":
+	case s.Mail.Domain != "":
 		from = maildns.InboxAddress(sess.Wallet, s.Mail.Domain)
+	case cfg.Inbox != "":
+		from = strings.ToLower(cfg.Inbox)
+	default:
+		return nil, problem.New(CodeBadRequest, "email_send names no from, and the daemon has no --mail-domain",
+			"pass from (the agent's inbox address, agentkeys inbox list shows it), or start the daemon with --mail-domain DOMAIN")
 	}
 	_, domain, _ := strings.Cut(from, "@")
 	m, err := BuildMessage(s.now(), from, r.To, r.Subject, r.Text, r.HTML, domain)
@@ -151,6 +166,13 @@ func (s Source) SendMail(ctx context.Context, r SendRequest) (*SendResult, error
 		raw.WriteString("DKIM-Signature: " + sig.Header + "\r\n")
 	}
 	raw.Write(m.Raw)
+	if cfg.Send != nil {
+		id, err := s.sendSES(ctx, cfg.Send.SES, from, to, raw.Bytes())
+		if err != nil {
+			return nil, err
+		}
+		return &SendResult{MessageID: m.MessageID, From: from, To: to, Bytes: raw.Len(), SESMessageID: id}, nil
+	}
 	tok, err := s.mint(ctx, sess, c, cmp.Or(s.Mail.Audience, domain), mailTokenTTL)
 	if err != nil {
 		return nil, err

@@ -19,7 +19,7 @@ func addMailSendTool(s *mcp.Server, src Backend, log *slog.Logger) {
 	addTool(s, &mcp.Tool{Name: "email_send",
 		Description: "Send an email as this agent, from one of its inboxes (default: its own). " +
 			"The daemon builds the message, has AgentKeys DKIM-sign it (Ed25519 and RSA; the body never leaves the daemon) " +
-			"and submits it to the mail edge. Every send is audited. Errors start with a stable code: BAD_REQUEST, DENIED, REVOKED or UNREACHABLE."},
+			"and submits it to the mail edge (or, in AWS mode, to SES with its own STS credentials). Every send is audited. Errors start with a stable code: BAD_REQUEST, DENIED, REVOKED or UNREACHABLE."},
 		schemaFor[SendRequest](func(p map[string]*jsonschema.Schema) {
 			str(p["from"], 3, 254, addressPattern)
 			lo, hi := 1, MaxRecipients
