@@ -20,14 +20,16 @@ func (c *Client) RequestPairing(ctx context.Context, r apiv1.PairRequest) (*apiv
 	return &out, c.Do(ctx, http.MethodPost, "/v1/pair/requests", r, &out)
 }
 
-// proven sends a request with a fresh DPoP proof signed by key (and the bearer
-// token, if any). A broker that has just restarted refuses a proof dated before
-// it started (its memory of used proofs is new) with a pause to wait; then one
-// new proof is made after that pause. The refusal comes before the broker does
-// anything, so the retry repeats nothing.
-func (c *Client) proven(ctx context.Context, key *ecdsa.PrivateKey, method, path, token string, body, out any) error {
+// proven sends a request with a fresh DPoP proof made by s (and the bearer
+// token, if any). A broker that has just restarted refuses a proof dated
+// before it started (its memory of used proofs is new) with a pause to wait;
+// then one new proof is made after that pause. The refusal comes before the
+// broker does anything, so the retry repeats nothing.
+func (c *Client) proven(ctx context.Context, s *dpop.Signer, method, path, token string, body, out any) error {
+	htu, _, _ := strings.Cut(path, "?")
+	htu = c.base + htu
 	for retried := false; ; retried = true {
-		p, err := dpop.Sign(key, method, c.base+strings.SplitN(path, "?", 2)[0], token, c.now())
+		p, err := s.Sign(method, htu, c.now())
 		if err != nil {
 			return err
 		}
@@ -49,7 +51,11 @@ func (c *Client) proven(ctx context.Context, key *ecdsa.PrivateKey, method, path
 // PollPairing asks for the state of pair request id, proven with its proof key.
 func (c *Client) PollPairing(ctx context.Context, id string, key *ecdsa.PrivateKey) (*apiv1.PairStatus, error) {
 	var out apiv1.PairStatus
-	return &out, c.proven(ctx, key, http.MethodGet, "/v1/pair/requests/"+url.PathEscape(id), "", nil, &out)
+	s, err := dpop.NewSigner(key, "")
+	if err != nil {
+		return nil, err
+	}
+	return &out, c.proven(ctx, s, http.MethodGet, "/v1/pair/requests/"+url.PathEscape(id), "", nil, &out)
 }
 
 // PendingPairs lists the owner's pending pair requests.
@@ -96,20 +102,33 @@ func (s *Session) Teardown(ctx context.Context, alias string) (*apiv1.TeardownRe
 }
 
 // AgentSession is a client of an agent session: every request carries the
-// bearer token and a fresh DPoP proof signed by the daemon's proof key.
+// bearer token and a fresh DPoP proof signed by the daemon's proof key. Keep
+// one for the session: it encodes what every proof shares once.
 type AgentSession struct {
 	*Client
-	token string
-	key   *ecdsa.PrivateKey
+	token  string
+	signer *dpop.Signer
+	bad    error // the key is not a P-256 key: every request fails with it
 }
 
 // WithAgent returns a client of the agent session token bound to key.
 func (c *Client) WithAgent(token string, key *ecdsa.PrivateKey) *AgentSession {
-	return &AgentSession{Client: c, token: token, key: key}
+	s, err := dpop.NewSigner(key, token)
+	return &AgentSession{Client: c, token: token, signer: s, bad: err}
+}
+
+// WithClock returns a copy of a whose clock is now (see Client.WithClock).
+func (a *AgentSession) WithClock(now func() time.Time) *AgentSession {
+	cc := *a
+	cc.Client = a.Client.WithClock(now)
+	return &cc
 }
 
 func (a *AgentSession) do(ctx context.Context, method, path string, body, out any) error {
-	return a.proven(ctx, a.key, method, path, a.token, body, out)
+	if a.bad != nil {
+		return a.bad
+	}
+	return a.proven(ctx, a.signer, method, path, a.token, body, out)
 }
 
 // Read asks for a credential boxed for the session channel: a POST without a

@@ -91,7 +91,7 @@ func (c *Client) Do(ctx context.Context, method, path string, body, out any, hea
 			"cannot reach the broker at %s", c.base)
 	}
 	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	data, err := readAnswer(resp)
 	if err != nil {
 		return problem.Newf(problem.Unreachable, "retry", "reading the answer from %s failed", c.base)
 	}
@@ -120,6 +120,20 @@ func (c *Client) Do(ctx context.Context, method, path string, body, out any, hea
 		return fmt.Errorf("decoding answer of %s %s: %w", method, path, err)
 	}
 	return nil
+}
+
+// maxAnswer bounds an answer the client reads.
+const maxAnswer = 64 << 20
+
+// readAnswer reads resp's body, at most maxAnswer bytes, into a buffer of the
+// length the broker announced (io.ReadAll grows one from 512 bytes).
+func readAnswer(resp *http.Response) ([]byte, error) {
+	var b bytes.Buffer
+	if n := resp.ContentLength; n > 0 && n <= maxAnswer {
+		b.Grow(int(n) + 1) // +1: ReadFrom sees the end without growing
+	}
+	_, err := b.ReadFrom(io.LimitReader(resp.Body, maxAnswer))
+	return b.Bytes(), err
 }
 
 // Enclave fetches GET /v1/enclave.

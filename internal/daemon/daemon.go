@@ -296,11 +296,14 @@ func (s Source) now() time.Time {
 // agent loads the session (see sessions) and returns it with a client of the
 // agent session, dated by s's clock.
 func (s Source) agent() (*Session, *client.AgentSession, error) {
-	sess, key, c, err := sessions.load(s.Dir)
+	sess, a, err := sessions.load(s.Dir)
 	if err != nil {
 		return nil, nil, err
 	}
-	return sess, c.WithClock(s.Now).WithAgent(sess.Token, key), nil
+	if s.Now != nil {
+		a = a.WithClock(s.Now)
+	}
+	return sess, a, nil
 }
 
 func damagedSession() error {

@@ -1,7 +1,6 @@
 package daemon
 
 import (
-	"crypto/ecdsa"
 	"net/http"
 	"os"
 	"sync"
@@ -28,7 +27,8 @@ func brokerTransport() *http.Transport {
 const maxMemoSessions = 4096
 
 // sessions memoizes each daemon directory's session as read from its file:
-// the decoded file, its proof key parsed and the broker client made for it.
+// the decoded file and the client of the agent session made from it (its
+// broker, token and proof key, with the key's part of every proof encoded).
 // Every call stats the session file and uses the memo only while it is the
 // same file, unchanged (same inode, size and modification time): pairing
 // again replaces the file, so the next call loads the new session, as it did
@@ -42,15 +42,14 @@ type sessionMemo struct {
 }
 
 type memoSession struct {
-	fi   os.FileInfo
-	sess Session
-	key  *ecdsa.PrivateKey
-	c    *client.Client
+	fi    os.FileInfo
+	sess  Session
+	agent *client.AgentSession
 }
 
-// load returns d's session (a copy the caller may keep), its proof key and a
-// client of its broker.
-func (sm *sessionMemo) load(d Dir) (*Session, *ecdsa.PrivateKey, *client.Client, error) {
+// load returns d's session (a copy the caller may keep) and a client of the
+// agent session on its broker, dated by time.Now.
+func (sm *sessionMemo) load(d Dir) (*Session, *client.AgentSession, error) {
 	fi, err := os.Stat(d.SessionPath())
 	if err == nil {
 		sm.mu.Lock()
@@ -58,21 +57,22 @@ func (sm *sessionMemo) load(d Dir) (*Session, *ecdsa.PrivateKey, *client.Client,
 		sm.mu.Unlock()
 		if m != nil && os.SameFile(m.fi, fi) && m.fi.Size() == fi.Size() && m.fi.ModTime().Equal(fi.ModTime()) {
 			s := m.sess
-			return &s, m.key, m.c, nil
+			return &s, m.agent, nil
 		}
 	}
 	sess, err := d.LoadSession()
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, err
 	}
 	key, err := DecodeKey(sess.ProofKey)
 	if err != nil {
-		return nil, nil, nil, damagedSession()
+		return nil, nil, damagedSession()
 	}
 	c, err := client.NewWith(sess.Server, brokerHTTP)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, err
 	}
+	agent := c.WithAgent(sess.Token, key)
 	if fi != nil {
 		// fi was taken before the file was read: if it was replaced in
 		// between, the next call sees another file and loads it again.
@@ -80,8 +80,8 @@ func (sm *sessionMemo) load(d Dir) (*Session, *ecdsa.PrivateKey, *client.Client,
 		if len(sm.m) >= maxMemoSessions {
 			clear(sm.m)
 		}
-		sm.m[d] = &memoSession{fi: fi, sess: *sess, key: key, c: c}
+		sm.m[d] = &memoSession{fi: fi, sess: *sess, agent: agent}
 		sm.mu.Unlock()
 	}
-	return sess, key, c, nil
+	return sess, agent, nil
 }

@@ -25,16 +25,16 @@ func TestSessionMemo(t *testing.T) {
 	if err := d.SaveSession(s); err != nil {
 		t.Fatal(err)
 	}
-	s1, k1, c1, err := sessions.load(d)
+	s1, a1, err := sessions.load(d)
 	if err != nil || s1.Token != "tok-1" {
 		t.Fatalf("first load: %+v, %v", s1, err)
 	}
-	s2, k2, c2, err := sessions.load(d)
-	if err != nil || s2.Token != "tok-1" || k2 != k1 || c2 != c1 {
-		t.Fatalf("second load of the same file: %+v %v; want the memo (same key and client)", s2, err)
+	s2, a2, err := sessions.load(d)
+	if err != nil || s2.Token != "tok-1" || a2 != a1 {
+		t.Fatalf("second load of the same file: %+v %v; want the memo (the same agent session client)", s2, err)
 	}
 	s2.Token = "changed by a caller"
-	if s3, _, _, _ := sessions.load(d); s3.Token != "tok-1" {
+	if s3, _, _ := sessions.load(d); s3.Token != "tok-1" {
 		t.Fatalf("a caller's change to its copy reached the memo: %q", s3.Token)
 	}
 	// Pairing again writes a new file (same size, possibly the same second).
@@ -42,21 +42,21 @@ func TestSessionMemo(t *testing.T) {
 	if err := d.SaveSession(s); err != nil {
 		t.Fatal(err)
 	}
-	s4, k4, _, err := sessions.load(d)
-	if err != nil || s4.Token != "tok-2" || s4.Agent != "a2" || k4 == k1 {
+	s4, a4, err := sessions.load(d)
+	if err != nil || s4.Token != "tok-2" || s4.Agent != "a2" || a4 == a1 {
 		t.Fatalf("after pairing again: %+v, %v; want the new session", s4, err)
 	}
 	if err := os.Remove(d.SessionPath()); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, _, err := sessions.load(d); !errors.Is(err, ErrNotPaired) {
+	if _, _, err := sessions.load(d); !errors.Is(err, ErrNotPaired) {
 		t.Fatalf("session file removed: %v, want ErrNotPaired", err)
 	}
 	// A damaged file is refused, not served from the memo.
 	if err := os.WriteFile(d.SessionPath(), []byte(`{"server":"http://127.0.0.1:1","proof_key":"x"}`), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, _, err := sessions.load(d); err == nil {
+	if _, _, err := sessions.load(d); err == nil {
 		t.Fatal("a damaged session file was accepted")
 	}
 }

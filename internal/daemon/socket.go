@@ -59,7 +59,7 @@ func Handler(src Source, log *slog.Logger) http.Handler {
 		}
 		defer clear(v)
 		log.Info("credential served", "service", svc, "bytes", len(v))
-		writeJSON(w, http.StatusOK, map[string]string{"service": svc, "value": string(v)})
+		writeJSON(w, http.StatusOK, credentialAnswer{Service: svc, Value: string(v)})
 	})
 	mux.HandleFunc("GET /cloud/aws", func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()
@@ -102,6 +102,12 @@ func Handler(src Source, log *slog.Logger) http.Handler {
 		fail(w, problem.New(CodeNotFound, "no such endpoint", "use GET /credentials, GET /credentials/{service}[?wait=SECONDS], GET /cloud/aws?role_arn=ARN, GET /cloud/{gcp,azure,alicloud}?…, GET /email, GET /email/{id}, GET /email/code, POST /email/{id}/mark or POST /mail/send"))
 	})
 	return mux
+}
+
+// credentialAnswer is the answer of GET /credentials/{service}.
+type credentialAnswer struct {
+	Service string `json:"service"`
+	Value   string `json:"value"`
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

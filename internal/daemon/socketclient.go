@@ -1,7 +1,9 @@
 package daemon
 
 import (
+	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -13,6 +15,7 @@ import (
 	"net/url"
 	"os"
 	"strconv"
+	"sync"
 	"syscall"
 	"time"
 
@@ -26,18 +29,20 @@ const maxSocketAnswer = 1 << 20
 // SocketClient is the Backend of a thin front (daemon mcp --socket, run
 // --socket): it forwards every call to the socket of a daemon that runs as
 // another user (daemon serve --socket-group). It holds no key, no token and no
-// session, and writes nothing.
+// session, and writes nothing. It is safe for concurrent use.
 type SocketClient struct {
 	path string
-	hc   *http.Client
+	mu   sync.Mutex
+	idle []*socketConn // kept connections, at most maxIdleSocketConns
 }
+
+// maxIdleSocketConns bounds the connections a SocketClient keeps open between
+// calls (one per call running at once, up to this many).
+const maxIdleSocketConns = 16
 
 // NewSocketClient returns a client of the daemon socket at path.
 func NewSocketClient(path string) *SocketClient {
-	return &SocketClient{path: path, hc: &http.Client{Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return (&net.Dialer{}).DialContext(ctx, "unix", path)
-		}}}}
+	return &SocketClient{path: path}
 }
 
 // socketTimeout bounds one call to the daemon, beyond the time it is asked to
@@ -135,17 +140,9 @@ func (c *SocketClient) call(ctx context.Context, method, path string, q url.Valu
 	if err != nil {
 		return problem.Newf(CodeNotFound, "check the name", "cannot ask the daemon for %q", path)
 	}
-	resp, err := c.hc.Do(req)
+	resp, b, err := c.exchange(ctx, req)
 	if err != nil {
-		if errors.Is(err, syscall.EACCES) {
-			return c.noAccess()
-		}
-		return problem.Wrap(err, CodeUnreachable, c.startIt(), "cannot reach the daemon at %s: %v", c.path, errors.Unwrap(err))
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, maxSocketAnswer+1))
-	if err != nil || len(b) > maxSocketAnswer {
-		return problem.Newf(CodeUnreachable, "retry; if it persists, check the daemon's log", "the daemon at %s sent an unreadable answer", c.path)
+		return err
 	}
 	if resp.StatusCode == http.StatusOK {
 		if json.Unmarshal(b, out) != nil {
@@ -161,6 +158,118 @@ func (c *SocketClient) call(ctx context.Context, method, path string, q url.Valu
 		eb.Error.RetryAfter, _ = strconv.Atoi(resp.Header.Get("Retry-After"))
 	}
 	return eb.Error
+}
+
+// exchange sends req to the daemon and reads its whole answer, on the calling
+// goroutine and on a kept connection when there is one (net/http's Transport
+// hands every request to a writer and a reader goroutine of its connection:
+// two goroutine switches each way, for a peer on the same machine). A GET
+// that fails on a kept connection before any answer — the daemon closed it
+// while it was idle, e.g. a restart — is sent once more on a new one, as
+// net/http does; any other request goes on a new connection, so it is never
+// sent twice.
+func (c *SocketClient) exchange(ctx context.Context, req *http.Request) (*http.Response, []byte, error) {
+	get := req.Method == http.MethodGet && req.Body == nil
+	for {
+		var sc *socketConn
+		if get {
+			sc = c.kept()
+		}
+		reused := sc != nil
+		if sc == nil {
+			conn, err := (&net.Dialer{}).DialContext(ctx, "unix", c.path)
+			if err != nil {
+				if errors.Is(err, syscall.EACCES) {
+					return nil, nil, c.noAccess()
+				}
+				return nil, nil, problem.Wrap(err, CodeUnreachable, c.startIt(), "cannot reach the daemon at %s: %v", c.path, err)
+			}
+			sc = &socketConn{Conn: conn, br: bufio.NewReader(conn), bw: bufio.NewWriter(conn)}
+		}
+		resp, b, answered, err := sc.roundTrip(ctx, req)
+		switch {
+		case err == nil && !resp.Close:
+			c.keep(sc)
+			return resp, b, nil
+		case err == nil:
+			sc.Close()
+			return resp, b, nil
+		}
+		sc.Close()
+		if reused && !answered && ctx.Err() == nil {
+			continue
+		}
+		if ctx.Err() != nil {
+			err = ctx.Err()
+		}
+		if answered {
+			return nil, nil, problem.Newf(CodeUnreachable, "retry; if it persists, check the daemon's log", "the daemon at %s sent an unreadable answer", c.path)
+		}
+		return nil, nil, problem.Wrap(err, CodeUnreachable, c.startIt(), "cannot reach the daemon at %s: %v", c.path, err)
+	}
+}
+
+// socketConn is a connection to the daemon with its buffers.
+type socketConn struct {
+	net.Conn
+	br *bufio.Reader
+	bw *bufio.Writer
+}
+
+// roundTrip writes req and reads the answer's head and body (at most
+// maxSocketAnswer bytes); answered says whether any of the answer arrived. If
+// ctx ends first, the connection's deadline is moved to the past, which ends
+// the wait, and the connection is not kept.
+func (sc *socketConn) roundTrip(ctx context.Context, req *http.Request) (resp *http.Response, b []byte, answered bool, err error) {
+	stop := context.AfterFunc(ctx, func() { sc.SetDeadline(time.Unix(1, 0)) })
+	defer func() {
+		if !stop() && err == nil { // the deadline was moved: the answer is whole, the connection is not
+			resp.Close = true
+		}
+	}()
+	if err := req.Write(sc.bw); err != nil {
+		return nil, nil, false, err
+	}
+	if err := sc.bw.Flush(); err != nil {
+		return nil, nil, false, err
+	}
+	if _, err := sc.br.Peek(1); err != nil {
+		return nil, nil, false, err
+	}
+	resp, err = http.ReadResponse(sc.br, req)
+	if err != nil {
+		return nil, nil, true, err
+	}
+	b, err = io.ReadAll(io.LimitReader(resp.Body, maxSocketAnswer+1))
+	if err != nil || len(b) > maxSocketAnswer {
+		return nil, nil, true, cmp.Or(err, errors.New("answer too long"))
+	}
+	return resp, b, true, nil
+}
+
+// kept returns a kept connection, or nil.
+func (c *SocketClient) kept() *socketConn {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if n := len(c.idle); n > 0 {
+		sc := c.idle[n-1]
+		c.idle = c.idle[:n-1]
+		return sc
+	}
+	return nil
+}
+
+// keep keeps sc for a later call, or closes it if enough are kept.
+func (c *SocketClient) keep(sc *socketConn) {
+	c.mu.Lock()
+	if len(c.idle) < maxIdleSocketConns {
+		c.idle = append(c.idle, sc)
+		sc = nil
+	}
+	c.mu.Unlock()
+	if sc != nil {
+		sc.Close()
+	}
 }
 
 // check refuses a path that is not a socket and a socket every user may use:

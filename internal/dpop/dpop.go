@@ -14,7 +14,6 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -231,41 +230,14 @@ func removeDots(p string) string {
 }
 
 // Sign makes a proof for method and URL; token is the access token it goes
-// with ("" for a request without one, such as a pairing poll).
+// with ("" for a request without one, such as a pairing poll). A client that
+// makes many proofs with one key keeps a Signer.
 func Sign(key *ecdsa.PrivateKey, method, rawURL, token string, now time.Time) (string, error) {
-	htu, err := HTU(rawURL)
+	s, err := NewSigner(key, token)
 	if err != nil {
 		return "", err
 	}
-	var jti [16]byte
-	rand.Read(jti[:])
-	c := Claims{HTM: method, HTU: htu, IAT: now.Unix(), JTI: hex.EncodeToString(jti[:])}
-	if token != "" {
-		c.ATH = ATH(token)
-	}
-	payload, err := json.Marshal(c)
-	if err != nil {
-		return "", err
-	}
-	// The compact JWS, written directly (go-jose's signer cost as much again
-	// as the signature): the header is the one go-jose wrote, byte for byte.
-	pub, err := key.PublicKey.Bytes() // 0x04 || x || y
-	if err != nil || key.Curve != elliptic.P256() {
-		return "", invalid("proof key is not a P-256 key")
-	}
-	enc := base64.RawURLEncoding
-	header := `{"alg":"ES256","jwk":{"kty":"EC","crv":"P-256","x":"` + enc.EncodeToString(pub[1:33]) +
-		`","y":"` + enc.EncodeToString(pub[33:]) + `"},"typ":"` + Type + `"}`
-	signing := enc.EncodeToString([]byte(header)) + "." + enc.EncodeToString(payload)
-	digest := sha256.Sum256([]byte(signing))
-	r, sv, err := ecdsa.Sign(rand.Reader, key, digest[:])
-	if err != nil {
-		return "", err
-	}
-	var sig [64]byte // ES256: r || s, 32 bytes each (RFC 7518 §3.4)
-	r.FillBytes(sig[:32])
-	sv.FillBytes(sig[32:])
-	return signing + "." + enc.EncodeToString(sig[:]), nil
+	return s.Sign(method, rawURL, now)
 }
 
 // Verifier checks proofs and remembers their jti for as long as their iat is
