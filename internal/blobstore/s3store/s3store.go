@@ -35,10 +35,11 @@ type Config struct {
 }
 
 // MaxIdleConns is how many idle connections to the endpoint the default
-// client keeps for reuse. The SDK's own default is 10 per host: with more
-// writers than that at once (the mail edge stores one message per SMTP
-// connection in flight) every write beyond the tenth opened a new TCP
-// connection and closed it after, a cost on both sides per object.
+// client keeps for reuse. The SDK's own default is 10 per host; the mail edge
+// stores one message per SMTP connection in flight (up to 200), and each
+// write past the tenth at once would open a TCP connection and close it
+// after. (With 16 writers the difference is small: 18 connections opened for
+// 2,000 puts with the SDK's default, 16 with this.)
 const MaxIdleConns = 128
 
 // Store is one S3 bucket.
