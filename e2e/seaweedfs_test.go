@@ -221,8 +221,8 @@ func (h *harness) launchWeed(bin, data, dir string, doc *federation.AWS, admin a
 		return nil, fmt.Errorf("SeaweedFS exited during start:\n%s", tail(out, 60))
 	}
 	w.pid = cmd.Process.Pid
-	if err := fsyncBuckets(bin, fmt.Sprintf("127.0.0.1:%d.%d", ports["master.port"], ports["master.port.grpc"]),
-		fmt.Sprintf("127.0.0.1:%d.%d", ports["filer.port"], ports["filer.port.grpc"])); err != nil {
+	if err := fsyncBucket(t, bin, fmt.Sprintf("127.0.0.1:%d.%d", ports["master.port"], ports["master.port.grpc"]),
+		fmt.Sprintf("127.0.0.1:%d.%d", ports["filer.port"], ports["filer.port.grpc"]), w.bucket); err != nil {
 		stop()
 		return nil, err
 	}
@@ -235,16 +235,24 @@ func (h *harness) launchWeed(bin, data, dir string, doc *federation.AWS, admin a
 	return w, nil
 }
 
-// fsyncBuckets sets the storage rule docs/give-your-agent-an-inbox.md gives
-// operators, so that SeaweedFS answers a write under /buckets/ only once it is
-// on disk (the volume server fsyncs the bytes, the filer syncs the metadata
-// entry). master and filer are HOST:PORT.GRPCPORT.
-func fsyncBuckets(bin, master, filer string) error {
+// fsyncBucket applies the storage rule docs/give-your-agent-an-inbox.md
+// gives operators ("Mail in an S3 bucket", its weed shell command as written,
+// for this bucket), so that SeaweedFS answers a write only once it is on disk
+// (the volume server fsyncs the bytes, the filer syncs the metadata entry).
+// master and filer are HOST:PORT.GRPCPORT.
+func fsyncBucket(t *testing.T, bin, master, filer, bucket string) error {
+	block := strings.TrimSpace(docBlocks(t, inboxDoc, "### Mail in an S3 bucket", "sh")[0])
+	const guideBucket = "/buckets/agent-mail/"
+	script, ok := strings.CutSuffix(block, "' | weed shell -master 127.0.0.1:9333")
+	script, ok2 := strings.CutPrefix(script, "echo '")
+	if !ok || !ok2 || !strings.Contains(script, "-locationPrefix="+guideBucket) {
+		t.Fatalf("the guide's SeaweedFS rule is not echo 'fs.configure -locationPrefix=%s …' | weed shell -master 127.0.0.1:9333: update the test\n%s", guideBucket, block)
+	}
 	cmd := exec.Command(bin, "shell", "-master", master, "-filer", filer)
-	cmd.Stdin = strings.NewReader("fs.configure -locationPrefix=/buckets/ -fsync -apply\nexit\n")
+	cmd.Stdin = strings.NewReader(strings.Replace(script, guideBucket, "/buckets/"+bucket+"/", 1) + "\nexit\n")
 	out, err := cmd.CombinedOutput()
 	if err != nil || !strings.Contains(string(out), `"fsync": true`) {
-		return fmt.Errorf("weed shell fs.configure -fsync: %v\n%s", err, out)
+		return fmt.Errorf("weed shell %s: %v\n%s", script, err, out)
 	}
 	return nil
 }

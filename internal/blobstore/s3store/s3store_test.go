@@ -147,11 +147,12 @@ func startWeed(t testing.TB) weedServer {
 	}
 }
 
-// fsyncBuckets sets the storage rule that makes SeaweedFS answer a write
-// under /buckets/ only once it is on disk: the volume server fsyncs the
-// object's bytes and the filer syncs its metadata entry before the S3 answer.
-// Without it an answer means the bytes reached the operating system, and a
-// power loss can lose them.
+// fsyncBuckets sets the storage rule docs/give-your-agent-an-inbox.md gives
+// operators ("Mail in an S3 bucket"), here for every bucket: SeaweedFS
+// answers a write under /buckets/ only once it is on disk (the volume server
+// fsyncs the object's bytes and the filer syncs its metadata entry before the
+// S3 answer). Without it an answer means the bytes reached the operating
+// system, and a power loss can lose them.
 // master and filer are HOST:PORT.GRPCPORT, SeaweedFS's form for a gRPC port
 // other than PORT+10000.
 func fsyncBuckets(bin, master, filer string) error {
