@@ -203,6 +203,7 @@ type serverOpts struct {
 	dataDir     string   // --data-dir; "" = the default, $AGENTKEYS_HOME/server
 	platformKey string   // AGENTKEYS_PLATFORM_KEY, when set
 	args        []string // extra flags
+	env         []string // extra environment variables
 	exe         string   // the executable to run; "" = the built binary (bin)
 }
 
@@ -255,6 +256,7 @@ func (h *harness) spawn(o serverOpts) *server {
 	if o.platformKey != "" {
 		env = append(env, "AGENTKEYS_PLATFORM_KEY="+o.platformKey)
 	}
+	env = append(env, o.env...)
 	s := &server{h: h, opts: o, stdout: h.newOutput(), stderr: h.newOutput(), done: make(chan struct{})}
 	exe := bin
 	if o.exe != "" {

@@ -16,20 +16,9 @@ import (
 // SES stored for its inbox and nothing of the other's.
 func TestMailAWSSetupSeaweedFS(t *testing.T) {
 	h := newHarness(t)
-	s := h.start(serverOpts{home: t.TempDir(), args: []string{"--oidc-audience", weedAudience}})
-	o := h.akNewOwner(s)
-	A := h.oidcAgent(s, o, "alice", "oidc:"+weedAudience)
-	B := h.oidcAgent(s, o, "bob", "oidc:"+weedAudience)
-	const domain = "agents.example.com"
-	h.akOK(o.home, "domain", "add", domain)
-	addr := map[string]string{}
-	for _, who := range []string{"alice", "bob"} {
-		var in struct{ Address string }
-		if err := json.Unmarshal([]byte(h.akOK(o.home, "inbox", "create", "--agent", who, "--json")), &in); err != nil || in.Address == "" {
-			t.Fatalf("inbox create --agent %s: %v", who, err)
-		}
-		addr[who] = in.Address
-	}
+	v := h.awsMailAgents()
+	s, o, A, B, addr := v.s, v.o, v.A, v.B, v.addr
+	const domain = awsMailDomain
 	h.akOK(o.home, "inbox", "grant", addr["bob"], "--agent", "alice", "send")
 
 	wantProblem(t, h.cli(o.home, "mail", "aws-setup", "--domain", domain, "--bucket", weedBucket, "--account", "12345"), 2, "BAD_REQUEST", "12-digit")
@@ -97,4 +86,34 @@ func TestMailAWSSetupSeaweedFS(t *testing.T) {
 			t.Fatalf("%s lists %s's inbox: want AccessDenied, got %v", who, other, err)
 		}
 	}
+}
+
+// awsMailAgents is the setup the AWS-mode mail tests share: a broker that
+// issues identity tokens for SeaweedFS's STS, an owner, agents alice and bob
+// able to mint them, the domain awsMailDomain and one inbox each (addr by
+// alias).
+type awsMailAgents struct {
+	s    *server
+	o    akOwner
+	A, B oidcAgent
+	addr map[string]string
+}
+
+const awsMailDomain = "agents.example.com"
+
+func (h *harness) awsMailAgents() awsMailAgents {
+	h.t.Helper()
+	v := awsMailAgents{s: h.start(serverOpts{home: h.t.TempDir(), args: []string{"--oidc-audience", weedAudience}}), addr: map[string]string{}}
+	v.o = h.akNewOwner(v.s)
+	v.A = h.oidcAgent(v.s, v.o, "alice", "oidc:"+weedAudience)
+	v.B = h.oidcAgent(v.s, v.o, "bob", "oidc:"+weedAudience)
+	h.akOK(v.o.home, "domain", "add", awsMailDomain)
+	for _, who := range []string{"alice", "bob"} {
+		var in struct{ Address string }
+		if err := json.Unmarshal([]byte(h.akOK(v.o.home, "inbox", "create", "--agent", who, "--json")), &in); err != nil || in.Address == "" {
+			h.t.Fatalf("inbox create --agent %s: %v", who, err)
+		}
+		v.addr[who] = in.Address
+	}
+	return v
 }

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"encoding/base64"
-	"encoding/json"
 	"net/http"
 	"net/url"
 	"slices"
@@ -25,20 +24,9 @@ import (
 // SES refusal reaches the agent as DENIED.
 func TestMailSendSES(t *testing.T) {
 	h := newHarness(t)
-	s := h.start(serverOpts{home: t.TempDir(), args: []string{"--oidc-audience", weedAudience}})
-	o := h.akNewOwner(s)
-	A := h.oidcAgent(s, o, "alice", "oidc:"+weedAudience)
-	h.oidcAgent(s, o, "bob", "oidc:"+weedAudience)
-	const domain = "agents.example.com"
-	h.akOK(o.home, "domain", "add", domain)
-	addr := map[string]string{}
-	for _, who := range []string{"alice", "bob"} {
-		var in struct{ Address string }
-		if err := json.Unmarshal([]byte(h.akOK(o.home, "inbox", "create", "--agent", who, "--json")), &in); err != nil || in.Address == "" {
-			t.Fatalf("inbox create --agent %s: %v", who, err)
-		}
-		addr[who] = in.Address
-	}
+	v := h.awsMailAgents()
+	s, o, A, addr := v.s, v.o, v.A, v.addr
+	const domain = awsMailDomain
 	txt := zoneTXT(t, h.akOK(o.home, "mail", "dns", "--domain", domain), domain)
 	doc := h.registerAWS(o.home, s.url)
 	w := h.startWeed(&doc, s.url)

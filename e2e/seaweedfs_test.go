@@ -93,6 +93,7 @@ type weed struct {
 	roleARN  string
 	bucket   string
 	out      *output
+	pid      int
 }
 
 const (
@@ -171,8 +172,10 @@ func (h *harness) launchWeed(bin, data, dir string, doc *federation.AWS, admin a
 		"-s3.config", filepath.Join(dir, "s3.json"), "-s3.iam.config", filepath.Join(dir, "iam.json"),
 		"-webdav=false", "-admin.ui=false", "-s3.port.iceberg=0", "-s3.port.lance=0"}
 	// every other port free too, so that nothing collides with a parallel run
+	ports := map[string]int{}
 	for _, f := range []string{"master.port", "master.port.grpc", "filer.port", "filer.port.grpc", "volume.port", "volume.port.grpc", "s3.port.grpc", "debug.port"} {
-		args = append(args, "-"+f, fmt.Sprint(freePort(t)))
+		ports[f] = freePort(t)
+		args = append(args, "-"+f, fmt.Sprint(ports[f]))
 	}
 	w := &weed{endpoint: fmt.Sprintf("http://127.0.0.1:%d", port), roleARN: doc.RoleARN, bucket: weedBucket, out: h.newOutput()}
 	cmd := exec.Command(bin, args...)
@@ -217,6 +220,12 @@ func (h *harness) launchWeed(bin, data, dir string, doc *federation.AWS, admin a
 		}
 		return nil, fmt.Errorf("SeaweedFS exited during start:\n%s", tail(out, 60))
 	}
+	w.pid = cmd.Process.Pid
+	if err := fsyncBucket(t, bin, fmt.Sprintf("127.0.0.1:%d.%d", ports["master.port"], ports["master.port.grpc"]),
+		fmt.Sprintf("127.0.0.1:%d.%d", ports["filer.port"], ports["filer.port.grpc"]), w.bucket); err != nil {
+		stop()
+		return nil, err
+	}
 	t.Cleanup(func() {
 		stop()
 		if t.Failed() {
@@ -224,6 +233,28 @@ func (h *harness) launchWeed(bin, data, dir string, doc *federation.AWS, admin a
 		}
 	})
 	return w, nil
+}
+
+// fsyncBucket applies the storage rule docs/give-your-agent-an-inbox.md
+// gives operators ("Mail in an S3 bucket", its weed shell command as written,
+// for this bucket), so that SeaweedFS answers a write only once it is on disk
+// (the volume server fsyncs the bytes, the filer syncs the metadata entry).
+// master and filer are HOST:PORT.GRPCPORT.
+func fsyncBucket(t *testing.T, bin, master, filer, bucket string) error {
+	block := strings.TrimSpace(docBlocks(t, inboxDoc, "### Mail in an S3 bucket", "sh")[0])
+	const guideBucket = "/buckets/agent-mail/"
+	script, ok := strings.CutSuffix(block, "' | weed shell -master 127.0.0.1:9333")
+	script, ok2 := strings.CutPrefix(script, "echo '")
+	if !ok || !ok2 || !strings.Contains(script, "-locationPrefix="+guideBucket) {
+		t.Fatalf("the guide's SeaweedFS rule is not echo 'fs.configure -locationPrefix=%s …' | weed shell -master 127.0.0.1:9333: update the test\n%s", guideBucket, block)
+	}
+	cmd := exec.Command(bin, "shell", "-master", master, "-filer", filer)
+	cmd.Stdin = strings.NewReader(strings.Replace(script, guideBucket, "/buckets/"+bucket+"/", 1) + "\nexit\n")
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), `"fsync": true`) {
+		return fmt.Errorf("weed shell %s: %v\n%s", script, err, out)
+	}
+	return nil
 }
 
 func tail(s string, n int) string {

@@ -385,7 +385,9 @@ inside the broker instead, pass --mail-domain to agentkeys server.`,
 				return problem.Newf(problem.BadRequest, "reach the broker over https (or run the edge on its host, over loopback)",
 					"--server %q is plain http on a non-loopback host: the edge secret would cross the network in the clear", server)
 			}
-			hc := &http.Client{Timeout: 10 * time.Second}
+			tr := http.DefaultTransport.(*http.Transport).Clone()
+			tr.MaxIdleConnsPerHost = 64 // a lookup per recipient, from many SMTP connections at once: keep them open
+			hc := &http.Client{Timeout: 10 * time.Second, Transport: tr}
 			disc, err := discover(cmd.Context(), hc, server)
 			if err != nil {
 				return problem.Wrap(err, problem.Unreachable, "start the broker, or correct --server", "cannot reach the broker at %s: %v", server, err)
@@ -394,7 +396,7 @@ inside the broker instead, pass --mail-domain to agentkeys server.`,
 			if _, err := dir.Lookup(cmd.Context(), "postmaster@"+f.domains[0], ""); err != nil {
 				return problem.Wrap(err, problem.Denied, "start the broker with --mail-edge-secret FILE and pass the same file here with --edge-secret", "the broker refused the edge: %v", err)
 			}
-			stop, done, err := f.start(cmd.Context(), mailRuntime{issuer: disc.Issuer, dir: dir, inboxes: dir.Inboxes, keys: mailedge.RemoteJWKS(server+apiv1.JWKSPath, hc),
+			stop, done, err := f.start(cmd.Context(), mailRuntime{issuer: disc.Issuer, dir: mailedge.NewCache(dir, nil), inboxes: dir.Inboxes, keys: mailedge.RemoteJWKS(server+apiv1.JWKSPath, hc),
 				limiters: broker.NewMemoryLimiter, storeDir: filepath.Join(e.home(), "mail"), log: log})
 			if err != nil {
 				return err

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/agentkeys/agentkeys/internal/apiv1"
@@ -49,7 +50,8 @@ func Holds(ctx context.Context, d Directory, agent, address, right string) (bool
 // Remote is the Directory of a separate edge process: it asks the broker at
 // its URL, presenting the edge secret (server --mail-edge-secret) in the
 // apiv1.MailEdgeSecretHeader header. It never caches: a deleted inbox or a
-// revoked grant acts on the next message.
+// revoked grant acts on the next message (the edge puts a Cache in front of
+// it for inbound recipients).
 type Remote struct {
 	url    string
 	secret string
@@ -79,6 +81,69 @@ func (r *Remote) Inboxes(ctx context.Context, agent string) ([]apiv1.MailLookup,
 		return nil, err
 	}
 	return out.Inboxes, nil
+}
+
+// LookupTTL is how long a Cache keeps an inbox's answer: the bound on how
+// long a separate edge still takes mail for an inbox after it was deleted.
+const LookupTTL = 2 * time.Second
+
+// maxCached bounds the answers a Cache holds; when full it starts afresh.
+const maxCached = 10_000
+
+// Cache is a Directory that remembers, for LookupTTL, the answers to inbound
+// recipient lookups (agent "") that found a live inbox, so that a separate
+// edge does not ask the broker once per message for the same recipient. What
+// it never keeps: an unknown or deleted inbox (a new inbox takes mail at
+// once; guessing addresses costs a lookup each, and the sender's rate), an
+// error, and any lookup for an agent's rights (submission and IMAP ask the
+// broker every time, so a revoked grant acts on the next message). An inbox
+// deleted at the broker is refused here within LookupTTL. Safe for
+// concurrent use.
+type Cache struct {
+	next Directory
+	now  func() time.Time
+	mu   sync.Mutex
+	live map[string]cached
+}
+
+type cached struct {
+	l       apiv1.MailLookup
+	expires time.Time
+}
+
+// NewCache puts a Cache in front of next; now is the clock (nil: time.Now).
+func NewCache(next Directory, now func() time.Time) *Cache {
+	if now == nil {
+		now = time.Now
+	}
+	return &Cache{next: next, now: now, live: map[string]cached{}}
+}
+
+// Lookup implements Directory.
+func (c *Cache) Lookup(ctx context.Context, address, agent string) (apiv1.MailLookup, error) {
+	if agent != "" {
+		return c.next.Lookup(ctx, address, agent)
+	}
+	now := c.now()
+	c.mu.Lock()
+	e, ok := c.live[address]
+	c.mu.Unlock()
+	if ok && now.Before(e.expires) && !now.Before(e.expires.Add(-LookupTTL)) {
+		e.l.Rights = slices.Clone(e.l.Rights)
+		return e.l, nil
+	}
+	l, err := c.next.Lookup(ctx, address, agent)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err != nil || !l.Live {
+		delete(c.live, address)
+		return l, err
+	}
+	if len(c.live) >= maxCached {
+		clear(c.live)
+	}
+	c.live[address] = cached{l: l, expires: now.Add(LookupTTL)}
+	return l, nil
 }
 
 func (r *Remote) post(ctx context.Context, route string, in, out any) error {

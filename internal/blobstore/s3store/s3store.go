@@ -16,6 +16,7 @@ import (
 	"net/http"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/aws/smithy-go"
@@ -30,8 +31,16 @@ type Config struct {
 	Endpoint    string                  // "" = AWS; else e.g. http://127.0.0.1:8333
 	PathStyle   bool                    // http://host/bucket/key instead of http://bucket.host/key (most local servers)
 	Credentials aws.CredentialsProvider // static, or minted from STS by the daemon
-	HTTPClient  *http.Client            // nil = the SDK's default
+	HTTPClient  *http.Client            // nil = the SDK's client, keeping up to MaxIdleConns connections open
 }
+
+// MaxIdleConns is how many idle connections to the endpoint the default
+// client keeps for reuse. The SDK's own default is 10 per host; the mail edge
+// stores one message per SMTP connection in flight (up to 200), and each
+// write past the tenth at once would open a TCP connection and close it
+// after. (With 16 writers the difference is small: 18 connections opened for
+// 2,000 puts with the SDK's default, 16 with this.)
+const MaxIdleConns = 128
 
 // Store is one S3 bucket.
 type Store struct {
@@ -55,6 +64,10 @@ func New(cfg Config) (*Store, error) {
 	}
 	if cfg.HTTPClient != nil {
 		o.HTTPClient = cfg.HTTPClient
+	} else {
+		o.HTTPClient = awshttp.NewBuildableClient().WithTransportOptions(func(t *http.Transport) {
+			t.MaxIdleConns, t.MaxIdleConnsPerHost = MaxIdleConns, MaxIdleConns
+		})
 	}
 	return &Store{c: s3.New(o), bucket: cfg.Bucket}, nil
 }

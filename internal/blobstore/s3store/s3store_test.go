@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -59,9 +60,18 @@ type output struct {
 func (o *output) Write(p []byte) (int, error) { o.mu.Lock(); defer o.mu.Unlock(); return o.b.Write(p) }
 func (o *output) String() string              { o.mu.Lock(); defer o.mu.Unlock(); return o.b.String() }
 
-// startWeed runs `weed mini` on loopback with one static admin identity and
-// returns its S3 endpoint and credentials.
-func startWeed(t testing.TB) (endpoint string, creds aws.CredentialsProvider) {
+// weedServer is a running `weed mini`.
+type weedServer struct {
+	endpoint string // S3, http://127.0.0.1:PORT
+	creds    aws.CredentialsProvider
+	pid      int
+}
+
+// startWeed runs `weed mini` on loopback with one static admin identity, in
+// the configuration docs/give-your-agent-an-inbox.md gives operators: a
+// storage rule that makes every write under /buckets/ durable before its
+// answer (fs.configure -fsync, see fsyncBuckets).
+func startWeed(t testing.TB) weedServer {
 	bin := weedBinary(t)
 	dir := t.TempDir()
 	key := make([]byte, 20)
@@ -73,15 +83,20 @@ func startWeed(t testing.TB) (endpoint string, creds aws.CredentialsProvider) {
 	if err := os.WriteFile(filepath.Join(dir, "s3.json"), cfg, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	creds = credentials.StaticCredentialsProvider{Value: aws.Credentials{AccessKeyID: ak, SecretAccessKey: sk}}
+	creds := credentials.StaticCredentialsProvider{Value: aws.Credentials{AccessKeyID: ak, SecretAccessKey: sk}}
 	for attempt := 1; ; attempt++ {
 		port := freePort(t)
 		data := filepath.Join(dir, fmt.Sprint("data", attempt))
 		os.MkdirAll(data, 0o700)
 		args := []string{"mini", "-ip", "127.0.0.1", "-ip.bind", "127.0.0.1", "-dir", data, "-s3.port", fmt.Sprint(port),
 			"-s3.config", filepath.Join(dir, "s3.json"), "-webdav=false", "-admin.ui=false", "-s3.port.iceberg=0", "-s3.port.lance=0"}
+		ports := map[string]int{}
 		for _, f := range []string{"master.port", "master.port.grpc", "filer.port", "filer.port.grpc", "volume.port", "volume.port.grpc", "s3.port.grpc", "debug.port"} {
-			args = append(args, "-"+f, fmt.Sprint(freePort(t)))
+			ports[f] = freePort(t)
+			args = append(args, "-"+f, fmt.Sprint(ports[f]))
+		}
+		if p := os.Getenv("AGENTKEYS_WEED_CPUPROFILE"); p != "" { // where SeaweedFS's time goes: go tool pprof $AGENTKEYS_WEED FILE
+			args = append(args, "-cpuprofile", p)
 		}
 		out := &output{}
 		cmd := exec.Command(bin, args...)
@@ -100,7 +115,7 @@ func startWeed(t testing.TB) (endpoint string, creds aws.CredentialsProvider) {
 				<-done
 			}
 		}
-		endpoint = fmt.Sprintf("http://127.0.0.1:%d", port)
+		endpoint := fmt.Sprintf("http://127.0.0.1:%d", port)
 		c := s3.New(s3.Options{Region: "us-east-1", BaseEndpoint: aws.String(endpoint), UsePathStyle: true, Credentials: creds})
 		deadline := time.Now().Add(90 * time.Second)
 		for {
@@ -109,7 +124,11 @@ func startWeed(t testing.TB) (endpoint string, creds aws.CredentialsProvider) {
 			cancel()
 			if err == nil {
 				t.Cleanup(stop)
-				return endpoint, creds
+				if err := fsyncBuckets(bin, fmt.Sprintf("127.0.0.1:%d.%d", ports["master.port"], ports["master.port.grpc"]),
+					fmt.Sprintf("127.0.0.1:%d.%d", ports["filer.port"], ports["filer.port.grpc"])); err != nil {
+					t.Fatalf("%v\n%s", err, out.String())
+				}
+				return weedServer{endpoint: endpoint, creds: creds, pid: cmd.Process.Pid}
 			}
 			select {
 			case <-done:
@@ -128,14 +147,32 @@ func startWeed(t testing.TB) (endpoint string, creds aws.CredentialsProvider) {
 	}
 }
 
+// fsyncBuckets sets the storage rule docs/give-your-agent-an-inbox.md gives
+// operators ("Mail in an S3 bucket"), here for every bucket: SeaweedFS
+// answers a write under /buckets/ only once it is on disk (the volume server
+// fsyncs the object's bytes and the filer syncs its metadata entry before the
+// S3 answer). Without it an answer means the bytes reached the operating
+// system, and a power loss can lose them.
+// master and filer are HOST:PORT.GRPCPORT, SeaweedFS's form for a gRPC port
+// other than PORT+10000.
+func fsyncBuckets(bin, master, filer string) error {
+	cmd := exec.Command(bin, "shell", "-master", master, "-filer", filer)
+	cmd.Stdin = strings.NewReader("fs.configure -locationPrefix=/buckets/ -fsync -apply\nexit\n")
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), `"fsync": true`) {
+		return fmt.Errorf("weed shell fs.configure -fsync: %v\n%s", err, out)
+	}
+	return nil
+}
+
 // TestConformance runs the suite against SeaweedFS, a fresh bucket per subtest.
 func TestConformance(t *testing.T) {
-	endpoint, creds := startWeed(t)
+	w := startWeed(t)
 	n := 0
 	blobstoretest.Run(t, func(t *testing.T) blobstore.Store {
 		n++
 		bucket := fmt.Sprintf("conformance-%d", n)
-		s, err := New(Config{Bucket: bucket, Endpoint: endpoint, PathStyle: true, Credentials: creds})
+		s, err := New(Config{Bucket: bucket, Endpoint: w.endpoint, PathStyle: true, Credentials: w.creds})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -155,12 +192,14 @@ func TestNewNeedsBucket(t *testing.T) {
 }
 
 // BenchmarkPut10KiB measures 10 KiB objects stored per second on SeaweedFS
-// (put-if-absent, as the mail edge stores a message), 16 writers at once:
-// the store's side of the edge's inbound rate (mailedge's BenchmarkInbound
-// measures the edge on the local store).
+// (put-if-absent, as the mail edge stores a message), 16 writers at once,
+// every write fsynced before its answer (startWeed's storage rule): the
+// store's side of the edge's inbound rate. It also reports the CPU time per
+// object of SeaweedFS and of this client (Linux /proc), the figures least
+// moved by other load on a shared machine.
 func BenchmarkPut10KiB(b *testing.B) {
-	endpoint, creds := startWeed(b)
-	s, err := New(Config{Bucket: "bench", Endpoint: endpoint, PathStyle: true, Credentials: creds})
+	w := startWeed(b)
+	s, err := New(Config{Bucket: "bench", Endpoint: w.endpoint, PathStyle: true, Credentials: w.creds})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -170,6 +209,7 @@ func BenchmarkPut10KiB(b *testing.B) {
 	data := make([]byte, 10<<10)
 	var n atomic.Int64
 	b.SetParallelism(8)
+	weed0, self0 := procCPU(w.pid), procCPU(os.Getpid())
 	b.ResetTimer()
 	start := time.Now()
 	b.RunParallel(func(pb *testing.PB) {
@@ -181,5 +221,29 @@ func BenchmarkPut10KiB(b *testing.B) {
 			}
 		}
 	})
-	b.ReportMetric(float64(n.Load())/time.Since(start).Seconds(), "objects/s")
+	elapsed := time.Since(start)
+	b.ReportMetric(float64(n.Load())/elapsed.Seconds(), "objects/s")
+	if weed0 >= 0 {
+		b.ReportMetric(float64((procCPU(w.pid)-weed0).Microseconds())/float64(n.Load()), "weed-cpu-µs/op")
+		b.ReportMetric(float64((procCPU(os.Getpid())-self0).Microseconds())/float64(n.Load()), "client-cpu-µs/op")
+	}
+}
+
+// procCPU is the user+system CPU time process pid has used (Linux), or -1.
+func procCPU(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return -1
+	}
+	// fields after the command name, which is in parentheses: utime and stime are the 12th and 13th
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+	if len(f) < 13 {
+		return -1
+	}
+	u, err1 := strconv.ParseInt(f[11], 10, 64)
+	st, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return -1
+	}
+	return time.Duration(u+st) * time.Second / 100 // USER_HZ is 100 on Linux
 }
