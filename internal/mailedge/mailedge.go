@@ -96,11 +96,28 @@ type Config struct {
 	TLS *tls.Config
 	// Relay is the smarthost (host:port) submission relays other domains to;
 	// "" refuses them.
-	Relay       string
-	MaxConns    int   // per listener (default DefaultMaxConns)
-	MaxInFlight int64 // message bytes held in memory at once, all connections (default 8 × MaxSize)
+	Relay string
+	// RelayAuth, when set, signs in to the smarthost (SASL PLAIN) before
+	// relaying; credentials go only over TLS, or in the clear to loopback.
+	RelayAuth *RelayAuth
+	// RelayTLS is the TLS configuration for the smarthost (default: system
+	// roots, the relay's host name); tests pass their own roots.
+	RelayTLS    *tls.Config
+	Limits      Limits // per-connection bounds; zero values take the defaults
+	MaxConns    int    // per listener (default DefaultMaxConns)
+	MaxInFlight int64  // message bytes held in memory at once, all connections (default 8 × MaxSize)
 	Now         func() time.Time
 	Logger      *slog.Logger
+}
+
+// Limits bound what one connection may cost, whoever opens it.
+type Limits struct {
+	MaxConnsPerIP  int           // open connections per source address (IPv6: per /64) on each listener
+	IdleTimeout    time.Duration // to send one command (or a whole message after DATA)
+	SessionTimeout time.Duration // a connection's whole life
+	MaxCommands    int           // commands per connection
+	MaxBadRcpts    int           // refused recipients per connection, then 421 and the connection is closed
+	MaxAuthFails   int           // failed AUTHs per connection, then 421 and the connection is closed
 }
 
 // Edge serves inbound SMTP and submission.
