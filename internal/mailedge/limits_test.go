@@ -4,11 +4,13 @@ import (
 	"bufio"
 	"context"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -67,7 +69,7 @@ func (c *raw) cmd(line string) (string, error) {
 // after whatever it wrote).
 func (c *raw) closed() bool {
 	_, err := io.ReadAll(c.r)
-	return err == nil
+	return err == nil || errors.Is(err, syscall.ECONNRESET)
 }
 
 // TestConnsPerIP: one source address holds at most MaxConnsPerIP connections
@@ -180,6 +182,14 @@ func TestAuthFailures(t *testing.T) {
 		if r := fail(c); !strings.HasPrefix(r, "535 ") {
 			t.Fatalf("failed AUTH %d: %q", i+3, r)
 		}
+	}
+	// The sixth failure is over the rate: from then on AUTH is refused, a
+	// good token too, before it is checked.
+	c = dialRaw(t, v.sub)
+	c.reply()
+	c.cmd("EHLO client")
+	if r := fail(c); !strings.HasPrefix(r, "535 ") {
+		t.Fatalf("failed AUTH 6: %q", r)
 	}
 	c = dialRaw(t, v.sub)
 	c.reply()

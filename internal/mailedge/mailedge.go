@@ -45,7 +45,6 @@ const (
 	DefaultMaxSize       = 25 << 20 // bytes of one message (--mail-max-size)
 	DefaultMaxConns      = 200      // open connections per listener
 	DefaultMaxRecipients = 50       // recipients per message
-	sessionTimeout       = 5 * time.Minute
 	dnsTimeout           = 10 * time.Second
 )
 
@@ -126,6 +125,8 @@ type Edge struct {
 	domains                   map[string]bool
 	ipLim, rcptLim, senderLim ratelimit.Limiter
 	inflight                  atomic.Int64
+	blockMu                   sync.Mutex
+	blocked                   map[string]time.Time // source addresses refused AUTH until then
 	mu                        sync.Mutex
 	servers                   []*smtp.Server
 	closed                    bool
@@ -136,7 +137,7 @@ func New(cfg Config) (*Edge, error) {
 	if cfg.Store == nil || cfg.Directory == nil || cfg.Limiters == nil || len(cfg.Domains) == 0 {
 		return nil, errors.New("mailedge: a store, a directory, limiters and at least one domain are required")
 	}
-	e := &Edge{domains: map[string]bool{}}
+	e := &Edge{domains: map[string]bool{}, blocked: map[string]time.Time{}}
 	for _, d := range cfg.Domains {
 		d = strings.ToLower(strings.TrimSuffix(d, "."))
 		if !mail.ValidDomain(d) {
@@ -162,6 +163,7 @@ func New(cfg Config) (*Edge, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	cfg.Limits.defaults()
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -208,7 +210,7 @@ func (e *Edge) serve(ln net.Listener, submission bool) error {
 	s.Domain = e.cfg.Hostname
 	s.MaxMessageBytes = e.cfg.MaxSize
 	s.MaxRecipients = DefaultMaxRecipients
-	s.ReadTimeout, s.WriteTimeout = sessionTimeout, time.Minute
+	s.ReadTimeout, s.WriteTimeout = e.cfg.Limits.IdleTimeout, writeTimeout
 	s.TLSConfig = e.cfg.TLS
 	s.ErrorLog = slog.NewLogLogger(e.cfg.Logger.Handler(), slog.LevelDebug)
 	if submission {
@@ -222,7 +224,7 @@ func (e *Edge) serve(ln net.Listener, submission bool) error {
 	}
 	e.servers = append(e.servers, s)
 	e.mu.Unlock()
-	err := s.Serve(&limitListener{Listener: ln, sem: make(chan struct{}, e.cfg.MaxConns)})
+	err := s.Serve(&listener{Listener: ln, lim: e.cfg.Limits, maxConns: e.cfg.MaxConns, perIP: map[string]int{}})
 	if errors.Is(err, smtp.ErrServerClosed) {
 		return nil
 	}
@@ -247,40 +249,6 @@ func (e *Edge) Close() error {
 func IsLoopback(addr net.Addr) bool {
 	ap, err := netip.ParseAddrPort(addr.String())
 	return err == nil && ap.Addr().Unmap().IsLoopback()
-}
-
-// limitListener admits at most cap(sem) open connections; one more is told
-// 421 and closed, so connections cost a bounded number of goroutines.
-type limitListener struct {
-	net.Listener
-	sem chan struct{}
-}
-
-func (l *limitListener) Accept() (net.Conn, error) {
-	for {
-		c, err := l.Listener.Accept()
-		if err != nil {
-			return nil, err
-		}
-		select {
-		case l.sem <- struct{}{}:
-			return &limitConn{Conn: c, release: sync.OnceFunc(func() { <-l.sem })}, nil
-		default:
-			c.SetWriteDeadline(time.Now().Add(time.Second))
-			io.WriteString(c, "421 4.3.2 Too many connections, try again later\r\n")
-			c.Close()
-		}
-	}
-}
-
-type limitConn struct {
-	net.Conn
-	release func()
-}
-
-func (c *limitConn) Close() error {
-	c.release()
-	return c.Conn.Close()
 }
 
 // smtpErr is an SMTP reply.

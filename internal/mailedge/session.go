@@ -23,6 +23,7 @@ type session struct {
 	ctx        context.Context
 	cancel     context.CancelFunc
 	ip         net.IP
+	conn       *conn // the connection's limits and counters (nil only in tests)
 	helo       func() string
 
 	agent  *Agent // submission, once authenticated
@@ -33,21 +34,27 @@ type session struct {
 
 func (e *Edge) newSession(c *smtp.Conn, submission bool) smtp.Session {
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &session{e: e, submission: submission, ctx: ctx, cancel: cancel, helo: c.Hostname}
-	if a, ok := c.Conn().RemoteAddr().(*net.TCPAddr); ok {
-		s.ip = a.IP
-	}
-	return s
+	return &session{e: e, submission: submission, ctx: ctx, cancel: cancel, helo: c.Hostname, ip: remoteIP(c.Conn()), conn: edgeConn(c.Conn())}
 }
 
-// ipKey is the rate key of the client's address: IPv4 whole, IPv6 by its /64
-// (one site's allocation, so a host cannot walk its own prefix to escape the
-// limit).
-func (s *session) ipKey() string {
-	if v4 := s.ip.To4(); v4 != nil || s.ip == nil {
-		return "ip:" + s.ip.String()
+// ipKey is the rate key of the client's address.
+func (s *session) ipKey() string { return ipKey(s.ip) }
+
+// ended is the 421 to answer a command read after a deadline passed (a
+// partial line, see conn.Read), or nil.
+func (s *session) ended() error {
+	if s.conn != nil && s.conn.ending {
+		return smtpErr(421, smtp.EnhancedCode{4, 4, 2}, "Timeout: a command or message took too long; closing")
 	}
-	return "ip:" + s.ip.Mask(net.CIDRMask(64, 128)).String() + "/64"
+	return nil
+}
+
+// end answers err (a 421) and ends the connection at the next command.
+func (s *session) end(err error) error {
+	if s.conn != nil {
+		s.conn.ending = true
+	}
+	return err
 }
 
 func (s *session) Reset() { s.from, s.local, s.remote = "", nil, nil }
@@ -62,6 +69,9 @@ func (s *session) Logout() error {
 // send as.
 func (s *session) Mail(from string, _ *smtp.MailOptions) error {
 	s.Reset()
+	if err := s.ended(); err != nil {
+		return err
+	}
 	if !s.submission {
 		if err := s.e.allow(s.ctx, s.e.ipLim, s.ipKey(), "from your address"); err != nil {
 			return err
@@ -108,6 +118,12 @@ func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 	if s.from == "" && s.submission {
 		return smtpErr(503, smtp.EnhancedCode{5, 5, 1}, "MAIL FROM first")
 	}
+	if err := s.ended(); err != nil {
+		return err
+	}
+	if s.conn != nil && s.conn.bad >= s.e.cfg.Limits.MaxBadRcpts {
+		return s.end(smtpErr(421, smtp.EnhancedCode{4, 7, 0}, "Too many unknown recipients on one connection (%d); closing it", s.conn.bad))
+	}
 	addr, domain, ok := splitAddress(to)
 	if !ok {
 		return smtpErr(553, smtp.EnhancedCode{5, 1, 3}, "Not a mailbox address; write RCPT TO:<local@domain>")
@@ -144,9 +160,13 @@ func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 	return nil
 }
 
-// spendRefusal counts a refused recipient against the source address, so
-// guessing addresses costs the same rate as sending.
+// spendRefusal counts a refused recipient against the connection (MaxBadRcpts)
+// and, inbound, the source address, so guessing addresses costs the same rate
+// as sending.
 func (s *session) spendRefusal() {
+	if s.conn != nil {
+		s.conn.bad++
+	}
 	if !s.submission {
 		s.e.ipLim.Allow(s.ctx, s.ipKey(), s.e.cfg.Now())
 	}
@@ -211,10 +231,26 @@ func (s *session) Auth(mech string) (sasl.Server, error) {
 	if !s.submission || mech != sasl.OAuthBearer {
 		return nil, smtp.ErrAuthUnknownMechanism
 	}
+	if err := s.ended(); err != nil {
+		return nil, err
+	}
+	if s.conn != nil && s.conn.fails >= s.e.cfg.Limits.MaxAuthFails {
+		return nil, s.end(smtpErr(421, smtp.EnhancedCode{4, 7, 0}, "Too many failed logins on one connection (%d); closing it", s.conn.fails))
+	}
+	if wait, blocked := s.e.authBlocked(s.ipKey()); blocked {
+		return nil, s.end(smtpErr(421, smtp.EnhancedCode{4, 7, 0}, "Too many failed logins from your address; try again in %d s", int(wait.Seconds())+1))
+	}
 	return NewOAuthBearerServer(s.ctx, s.e.cfg.Verifier, func(a *Agent, err error) {
 		if err != nil {
 			s.e.cfg.Logger.Debug("mail edge: submission token refused", "why", err.Error())
-			s.e.ipLim.Allow(s.ctx, s.ipKey(), s.e.cfg.Now()) // failed logins spend the address's rate
+			if s.conn != nil {
+				s.conn.fails++
+			}
+			// Failed logins spend the address's rate; over it, AUTH is
+			// refused before any token is checked until the rate allows.
+			if ok, wait, _ := s.e.ipLim.Allow(s.ctx, s.ipKey(), s.e.cfg.Now()); !ok {
+				s.e.blockAuth(s.ipKey(), s.e.cfg.Now().Add(wait))
+			}
 			return
 		}
 		s.agent = a
