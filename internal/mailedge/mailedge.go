@@ -101,12 +101,15 @@ type Config struct {
 	RelayAuth *RelayAuth
 	// RelayTLS is the TLS configuration for the smarthost (default: system
 	// roots, the relay's host name); tests pass their own roots.
-	RelayTLS    *tls.Config
-	Limits      Limits // per-connection bounds; zero values take the defaults
-	MaxConns    int    // per listener (default DefaultMaxConns)
-	MaxInFlight int64  // message bytes held in memory at once, all connections (default 8 × MaxSize)
-	Now         func() time.Time
-	Logger      *slog.Logger
+	RelayTLS *tls.Config
+	// RelayImplicitTLS speaks TLS to the smarthost from the first byte (its
+	// port 465, RFC 8314) instead of STARTTLS; the CLI sets it for port 465.
+	RelayImplicitTLS bool
+	Limits           Limits // per-connection bounds; zero values take the defaults
+	MaxConns         int    // per listener (default DefaultMaxConns)
+	MaxInFlight      int64  // message bytes held in memory at once, all connections (default 8 × MaxSize)
+	Now              func() time.Time
+	Logger           *slog.Logger
 }
 
 // Limits bound what one connection may cost, whoever opens it.
