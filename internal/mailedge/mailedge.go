@@ -170,6 +170,9 @@ func New(cfg Config) (*Edge, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	if a := cfg.RelayAuth; a != nil && (cfg.Relay == "" || a.User == "" || a.Password == "") {
+		return nil, errors.New("mailedge: relay credentials need a relay (host:port), a user and a password")
+	}
 	for _, r := range []*Rate{&cfg.IPRate, &cfg.RecipientRate, &cfg.SenderRate} {
 		if r.Count < 0 || r.Window < 0 {
 			return nil, errors.New("mailedge: a rate is a positive count per positive window")

@@ -1,10 +1,7 @@
 package mailedge
 
 import (
-	"bytes"
 	"context"
-	"crypto/tls"
-	"errors"
 	"io"
 	"net"
 	"strings"
@@ -307,44 +304,6 @@ func (o *oneShot) Next(response []byte) ([]byte, bool, error) {
 		o.failing = true // the error challenge: the next answer only ends it
 	}
 	return challenge, done, nil
-}
-
-// relay hands a submitted message to the smarthost for the recipients of
-// other domains: in the clear to a loopback smarthost, otherwise over
-// STARTTLS with its certificate verified.
-func (e *Edge) relay(_ context.Context, from string, to []string, raw []byte) error {
-	host, _, _ := net.SplitHostPort(e.cfg.Relay)
-	var c *smtp.Client
-	var err error
-	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
-		c, err = smtp.Dial(e.cfg.Relay)
-	} else {
-		c, err = smtp.DialStartTLS(e.cfg.Relay, &tls.Config{ServerName: host, MinVersion: tls.VersionTLS12})
-	}
-	if err != nil {
-		e.cfg.Logger.Warn("mail edge: the smarthost cannot be reached", "relay", e.cfg.Relay, "err", err.Error())
-		return smtpErr(451, smtp.EnhancedCode{4, 4, 1}, "The smarthost cannot be reached; nothing was sent, try again later")
-	}
-	defer c.Close()
-	if err := c.Hello(e.cfg.Hostname); err != nil {
-		return relayErr(e, err)
-	}
-	if err := c.SendMail(from, to, bytes.NewReader(raw)); err != nil {
-		return relayErr(e, err)
-	}
-	c.Quit()
-	return nil
-}
-
-// relayErr passes on the smarthost's refusal (its code and message), or
-// answers 451 when it could not be asked.
-func relayErr(e *Edge, err error) error {
-	var se *smtp.SMTPError
-	if errors.As(err, &se) {
-		return smtpErr(se.Code, se.EnhancedCode, "The smarthost refused the message: %s", printable(se.Message))
-	}
-	e.cfg.Logger.Warn("mail edge: relaying failed", "relay", e.cfg.Relay, "err", err.Error())
-	return smtpErr(451, smtp.EnhancedCode{4, 4, 2}, "Relaying to the smarthost failed; nothing was sent, try again later")
 }
 
 // printable is s with every byte outside printable ASCII replaced, at most
