@@ -83,7 +83,7 @@ type Config struct {
 	// Verifier checks submission tokens; nil refuses every AUTH.
 	Verifier *Verifier
 	// Resolver answers the DNS queries of SPF, DKIM and DMARC (default
-	// net.DefaultResolver); tests pass their own.
+	// net.DefaultResolver), behind a small cache; tests pass their own.
 	Resolver Resolver
 	MaxSize  int64 // default DefaultMaxSize
 	// Rates: per source address (inbound, and failed AUTHs), per recipient,
@@ -151,9 +151,6 @@ func New(cfg Config) (*Edge, error) {
 	if cfg.Hostname == "" {
 		cfg.Hostname = strings.ToLower(cfg.Domains[0])
 	}
-	if cfg.Resolver == nil {
-		cfg.Resolver = net.DefaultResolver
-	}
 	if cfg.MaxSize <= 0 {
 		cfg.MaxSize = DefaultMaxSize
 	}
@@ -167,6 +164,10 @@ func New(cfg Config) (*Edge, error) {
 		cfg.Now = time.Now
 	}
 	cfg.Limits.defaults()
+	if cfg.Resolver == nil {
+		cfg.Resolver = net.DefaultResolver
+	}
+	cfg.Resolver = newDNSCache(cfg.Resolver, dnsCacheSize, cfg.Now)
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
