@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -58,8 +59,9 @@ func remoteIP(c net.Conn) net.IP {
 	return nil
 }
 
-// listener admits at most maxConns open connections, and maxPerIP from one
-// source address; one more is told 421 and closed, so connections cost a
+// listener admits at most maxConns open connections, and MaxConnsPerIP from
+// one source address (loopback excepted: processes on this host, such as a
+// local filter); one more is told 421 and closed, so connections cost a
 // bounded number of goroutines and one address cannot take every slot.
 type listener struct {
 	net.Listener
@@ -82,7 +84,7 @@ func (l *listener) Accept() (net.Conn, error) {
 		switch {
 		case l.total >= l.maxConns:
 			refuse = "421 4.3.2 Too many connections, try again later\r\n"
-		case l.perIP[key] >= l.lim.MaxConnsPerIP:
+		case l.perIP[key] >= l.lim.MaxConnsPerIP && !remoteIP(c).IsLoopback():
 			refuse = fmt.Sprintf("421 4.7.0 Too many connections from your address (at most %d at once), try again later\r\n", l.lim.MaxConnsPerIP)
 		default:
 			l.total++
@@ -107,18 +109,19 @@ func (l *listener) Accept() (net.Conn, error) {
 }
 
 // conn is one admitted connection. It bounds the connection's life (every
-// deadline go-smtp sets is clamped to end) and counts its commands: go-smtp
-// sets the read deadline once before it reads each command line (and each
-// line of an AUTH exchange), never while it reads a message, so each
-// SetReadDeadline is one command. Its counters are touched only by the
-// connection's own goroutine (go-smtp's, which also runs the session's
-// MAIL, RCPT and AUTH).
+// deadline go-smtp sets is clamped to end) and counts its commands since the
+// last message it accepted: go-smtp sets the read deadline once before it
+// reads each command line (and each line of an AUTH exchange), never while
+// it reads a message, so each SetReadDeadline is one command. Its counters
+// other than commands are touched only by the connection's own goroutine
+// (go-smtp's, which also runs the session's MAIL, RCPT and AUTH; DATA after
+// BDAT runs on another).
 type conn struct {
 	net.Conn
 	lim      *Limits
 	end      time.Time
 	release  func()
-	commands int
+	commands atomic.Int64
 	bad      int  // refused recipients
 	fails    int  // failed AUTHs
 	tls      bool // STARTTLS is on: nothing may be written below it
@@ -129,14 +132,13 @@ type conn struct {
 var errEnd = fmt.Errorf("mail edge: connection ended: %w", net.ErrClosed)
 
 func (c *conn) SetReadDeadline(t time.Time) error {
-	c.commands++
-	if c.ending {
-		return errEnd
-	}
-	if c.commands > c.lim.MaxCommands {
+	if n := c.commands.Add(1); c.ending || n > int64(c.lim.MaxCommands) {
+		if c.ending {
+			return errEnd
+		}
 		if !c.tls {
 			c.Conn.SetWriteDeadline(time.Now().Add(time.Second))
-			fmt.Fprintf(c.Conn, "421 4.7.0 Too many commands on one connection (at most %d); connect again\r\n", c.lim.MaxCommands)
+			fmt.Fprintf(c.Conn, "421 4.7.0 Too many commands without a message (at most %d); connect again\r\n", c.lim.MaxCommands)
 		}
 		return errEnd
 	}

@@ -73,26 +73,32 @@ func (c *raw) closed() bool {
 }
 
 // TestConnsPerIP: one source address holds at most MaxConnsPerIP connections
-// on a listener; the next is told 421 and closed, and a slot frees when one
-// closes.
+// on a listener (an IPv6 one by its /64); the next is told 421 and closed,
+// and a slot frees when one closes. Loopback (this host) is not limited.
 func TestConnsPerIP(t *testing.T) {
-	v := newEnv(t, func(c *Config) { c.Limits.MaxConnsPerIP = 2 })
-	a, b := dialRaw(t, v.mx), dialRaw(t, v.mx)
-	for _, c := range []*raw{a, b} {
-		if r, err := c.reply(); !strings.HasPrefix(r, "220 ") {
-			t.Fatalf("greeting: %q %v", r, err)
+	ln := pipeEdge(t, Limits{MaxConnsPerIP: 2})
+	greet := func(ip string) *raw {
+		c := newRaw(t, ln.dial(ip))
+		return c
+	}
+	a := greet("192.0.2.1")
+	for _, ip := range []string{"192.0.2.1", "2001:db8:0:1::1", "2001:db8:0:1::2", "192.0.2.2", "127.0.0.1", "127.0.0.1", "127.0.0.1"} {
+		if r, err := greet(ip).reply(); !strings.HasPrefix(r, "220 ") {
+			t.Fatalf("greeting from %s: %q %v", ip, r, err)
 		}
 	}
-	third := dialRaw(t, v.mx)
-	if r, _ := third.reply(); !strings.HasPrefix(r, "421 ") || !strings.Contains(r, "from your address") || !third.closed() {
-		t.Fatalf("third connection from one address: %q, want 421 and closed", r)
+	for _, ip := range []string{"192.0.2.1", "2001:db8:0:1:ffff::3"} {
+		c := greet(ip)
+		if r, _ := c.reply(); !strings.HasPrefix(r, "421 ") || !strings.Contains(r, "from your address") || !c.closed() {
+			t.Fatalf("a third connection from %s: %q, want 421 and closed", ip, r)
+		}
 	}
+	a.reply()
 	a.cmd("QUIT")
 	a.closed()
 	// The slot is given back once the server has closed a's connection.
 	for i := 0; ; i++ {
-		c := dialRaw(t, v.mx)
-		r, _ := c.reply()
+		r, _ := greet("192.0.2.1").reply()
 		if strings.HasPrefix(r, "220 ") {
 			break
 		}
@@ -117,6 +123,14 @@ func TestCommandLimit(t *testing.T) {
 	r, _ := c.cmd("NOOP")
 	if !strings.HasPrefix(r, "421 ") || !c.closed() {
 		t.Fatalf("command 21: %q, want 421 and the connection closed", r)
+	}
+	// An accepted message starts the count again: a busy sender keeps its
+	// connection.
+	sender := dial(t, v.mx)
+	for i := range 10 {
+		if n, err := send(sender, "s@example.net", []string{addrA}, message("s@example.net", addrA, fmt.Sprint("m", i), "x")); n != 250 {
+			t.Fatalf("message %d on one connection: %d %v", i, n, err)
+		}
 	}
 }
 

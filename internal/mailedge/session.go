@@ -179,7 +179,7 @@ func (s *session) Data(r io.Reader) error {
 	defer release()
 	if !s.submission {
 		ar := s.e.authResults(s.ctx, s.ip, s.helo(), s.from, raw)
-		return s.e.deliver(s.ctx, s.prefixes(), prepend(ar, raw))
+		return s.accepted(s.e.deliver(s.ctx, s.prefixes(), prepend(ar, raw)))
 	}
 	from := headerFrom(raw)
 	if len(from) == 0 {
@@ -197,9 +197,19 @@ func (s *session) Data(r io.Reader) error {
 	}
 	if len(s.local) > 0 {
 		ar := "Authentication-Results: " + s.e.cfg.Hostname + "; auth=pass smtp.auth=" + clean(s.from) + "\r\n"
-		return s.e.deliver(s.ctx, s.prefixes(), prepend(ar, raw))
+		return s.accepted(s.e.deliver(s.ctx, s.prefixes(), prepend(ar, raw)))
 	}
-	return nil
+	return s.accepted(nil)
+}
+
+// accepted passes on err; nil, a message was accepted, and the connection's
+// command count starts again (MaxCommands bounds the commands between two
+// messages, so a busy sender may keep its connection).
+func (s *session) accepted(err error) error {
+	if err == nil && s.conn != nil {
+		s.conn.commands.Store(0)
+	}
+	return err
 }
 
 func (s *session) prefixes() []string {
