@@ -397,16 +397,18 @@ to a loopback address. With --relay-user the edge signs in to the smarthost
 
 Limits on every SMTP connection (inbound and submission), so an anonymous
 caller's cost is bounded: 200 connections per listener and 10 per source
-address (IPv6: per /64); 5 minutes to send each command (or a whole message
-after DATA, RFC 5321's server timeout) and 15 minutes for the whole
-connection; 1,000 commands, 50 recipients per message, 5 unknown recipients
-and 3 failed logins per connection (then 421 and the connection closes); lines
-of 2,000 bytes; refused recipients and failed logins spend the source
-address's --mail-ip-rate, and over it logins are refused before any token is
-checked. SPF is evaluated within RFC 7208's limits (10 DNS lookups, 2 void
-ones), DKIM for at most 5 signatures and RSA keys of 1,024 to 4,096 bits, all
-DNS for one message within 10 seconds, answers cached (at most 10,000 names,
-60 seconds or the record's TTL, whichever is shorter).
+address (IPv6: per /64; loopback, this host, is not held to the 10); 5 minutes
+to send each command (or a whole message after DATA, RFC 5321's server
+timeout) and 15 minutes for the whole connection; 1,000 commands between two
+accepted messages, 50 recipients per message, 5 unknown recipients and 3
+failed logins per connection (then 421 and the connection closes); lines of
+2,000 bytes; refused recipients and failed logins spend the source address's
+--mail-ip-rate, and past it logins are refused before any token is checked.
+SPF is evaluated within RFC 7208's limits (10 DNS lookups, 2 void ones), DKIM
+for at most 5 signatures and RSA keys of 1,024 to 4,096 bits, all DNS for one
+message within 10 seconds, answers cached for 60 seconds (at most 10,000
+names). IMAP: 256 connections, 16 per address, 30 seconds and 64 KiB to sign
+in, 10 failed sign-ins per address in 10 minutes.
 
 IMAP (--imap-listen) serves each inbox the token's agent holds read on as a
 read-only mailbox, signing in with the same tokens (AUTHENTICATE OAUTHBEARER;
@@ -421,7 +423,8 @@ Without --mail-tls-cert it listens on loopback addresses only. To run the edge
 inside the broker instead, pass --mail-domain to agentkeys server.`,
 		Example: "  agentkeys mail-edge --server https://keys.example.com --edge-secret /etc/agentkeys/edge.secret \\\n" +
 			"      --mail-domain agents.example.com --smtp-listen 0.0.0.0:25 --submission-listen 0.0.0.0:587 --imap-listen 0.0.0.0:993 \\\n" +
-			"      --mail-tls-cert /etc/ssl/mx.pem --mail-tls-key /etc/ssl/mx.key --mail-store /var/lib/agentkeys/mail --relay smtp.example.net:587",
+			"      --mail-tls-cert /etc/ssl/mx.pem --mail-tls-key /etc/ssl/mx.key --mail-store /var/lib/agentkeys/mail --relay smtp.example.net:587 \\\n" +
+			"      --relay-user agents@example.net --relay-password-file /etc/agentkeys/relay.pass",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if len(f.domains) == 0 {
