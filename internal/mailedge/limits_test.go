@@ -2,7 +2,6 @@ package mailedge
 
 import (
 	"bufio"
-	"context"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -307,4 +306,40 @@ func TestSlowLoris(t *testing.T) {
 	})
 }
 
-var _ = context.Background
+
+// TestLineAndRecipientLimits: a command line over 2,000 bytes ends the
+// connection; a message takes at most DefaultMaxRecipients recipients (the
+// next is told 452), and the directory is asked only for those.
+func TestLineAndRecipientLimits(t *testing.T) {
+	v := newEnv(t, nil)
+	c := dialRaw(t, v.mx)
+	c.reply()
+	if r, _ := c.cmd("NOOP " + strings.Repeat("x", 3000)); !strings.HasPrefix(r, "500 ") || !c.closed() {
+		t.Fatalf("a 3,000-byte line: %q, want 500 and closed", r)
+	}
+	v.dir.mu.Lock()
+	for i := range DefaultMaxRecipients {
+		v.dir.inboxes[fmt.Sprintf("r%02d@%s", i, domain)] = &inbox{live: true, wallet: walletA}
+	}
+	v.dir.mu.Unlock()
+	c = dialRaw(t, v.mx)
+	c.reply()
+	c.cmd("EHLO client.example.net")
+	c.cmd("MAIL FROM:<s@example.net>")
+	for i := range DefaultMaxRecipients {
+		if r, _ := c.cmd(fmt.Sprintf("RCPT TO:<r%02d@%s>", i, domain)); !strings.HasPrefix(r, "250 ") {
+			t.Fatalf("recipient %d: %q", i+1, r)
+		}
+	}
+	v.dir.mu.Lock()
+	calls := v.dir.calls
+	v.dir.mu.Unlock()
+	if r, _ := c.cmd("RCPT TO:<" + addrA + ">"); !strings.HasPrefix(r, "452 ") {
+		t.Fatalf("recipient %d: %q, want 452", DefaultMaxRecipients+1, r)
+	}
+	v.dir.mu.Lock()
+	defer v.dir.mu.Unlock()
+	if v.dir.calls != calls {
+		t.Fatal("the directory was asked for a recipient over the limit")
+	}
+}
