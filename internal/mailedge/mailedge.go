@@ -114,10 +114,10 @@ type Config struct {
 
 // Limits bound what one connection may cost, whoever opens it.
 type Limits struct {
-	MaxConnsPerIP  int           // open connections per source address (IPv6: per /64) on each listener
+	MaxConnsPerIP  int           // open connections per source address (IPv6: per /64; loopback exempt) on each listener
 	IdleTimeout    time.Duration // to send one command (or a whole message after DATA)
 	SessionTimeout time.Duration // a connection's whole life
-	MaxCommands    int           // commands per connection
+	MaxCommands    int           // commands between two accepted messages on one connection
 	MaxBadRcpts    int           // refused recipients per connection, then 421 and the connection is closed
 	MaxAuthFails   int           // failed AUTHs per connection, then 421 and the connection is closed
 }
