@@ -306,7 +306,6 @@ func TestSlowLoris(t *testing.T) {
 	})
 }
 
-
 // TestLineAndRecipientLimits: a command line over 2,000 bytes ends the
 // connection; a message takes at most DefaultMaxRecipients recipients (the
 // next is told 452), and the directory is asked only for those.
