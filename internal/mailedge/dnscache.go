@@ -51,7 +51,9 @@ func (c *dnsCache) len() int {
 }
 
 // do answers key from the cache, or with ask (once, however many callers).
-func (c *dnsCache) do(ctx context.Context, key string, ask func() (any, error)) (any, error) {
+// ask runs with ctx's deadline but not its cancellation: one caller leaving
+// does not fail the others waiting for the same answer.
+func (c *dnsCache) do(ctx context.Context, key string, ask func(context.Context) (any, error)) (any, error) {
 	key = strings.ToLower(key)
 	c.mu.Lock()
 	e := c.m[key]
@@ -77,7 +79,13 @@ func (c *dnsCache) do(ctx context.Context, key string, ask func() (any, error)) 
 	c.put(key, e)
 	c.mu.Unlock()
 
-	val, err := ask()
+	dl, ok := ctx.Deadline()
+	if !ok {
+		dl = time.Now().Add(dnsTimeout)
+	}
+	actx, cancel := context.WithDeadline(context.WithoutCancel(ctx), dl)
+	val, err := ask(actx)
+	cancel()
 	c.mu.Lock()
 	e.val, e.err, e.expires = val, err, c.now().Add(dnsCacheTTL)
 	var dnsErr *net.DNSError
@@ -114,13 +122,13 @@ func (c *dnsCache) put(key string, e *dnsEntry) {
 }
 
 func (c *dnsCache) LookupTXT(ctx context.Context, name string) ([]string, error) {
-	v, err := c.do(ctx, "TXT "+name, func() (any, error) { return c.r.LookupTXT(ctx, name) })
+	v, err := c.do(ctx, "TXT "+name, func(ctx context.Context) (any, error) { return c.r.LookupTXT(ctx, name) })
 	s, _ := v.([]string)
 	return slices.Clone(s), err
 }
 
 func (c *dnsCache) LookupMX(ctx context.Context, name string) ([]*net.MX, error) {
-	v, err := c.do(ctx, "MX "+name, func() (any, error) { return c.r.LookupMX(ctx, name) })
+	v, err := c.do(ctx, "MX "+name, func(ctx context.Context) (any, error) { return c.r.LookupMX(ctx, name) })
 	mx, _ := v.([]*net.MX)
 	out := make([]*net.MX, len(mx))
 	for i, m := range mx {
@@ -130,13 +138,13 @@ func (c *dnsCache) LookupMX(ctx context.Context, name string) ([]*net.MX, error)
 }
 
 func (c *dnsCache) LookupIPAddr(ctx context.Context, host string) ([]net.IPAddr, error) {
-	v, err := c.do(ctx, "A "+host, func() (any, error) { return c.r.LookupIPAddr(ctx, host) })
+	v, err := c.do(ctx, "A "+host, func(ctx context.Context) (any, error) { return c.r.LookupIPAddr(ctx, host) })
 	a, _ := v.([]net.IPAddr)
 	return slices.Clone(a), err
 }
 
 func (c *dnsCache) LookupAddr(ctx context.Context, addr string) ([]string, error) {
-	v, err := c.do(ctx, "PTR "+addr, func() (any, error) { return c.r.LookupAddr(ctx, addr) })
+	v, err := c.do(ctx, "PTR "+addr, func(ctx context.Context) (any, error) { return c.r.LookupAddr(ctx, addr) })
 	s, _ := v.([]string)
 	return slices.Clone(s), err
 }
