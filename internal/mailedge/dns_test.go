@@ -37,25 +37,36 @@ func newCountingResolver() *countingResolver {
 	return &countingResolver{resolver: resolver{txt: map[string][]string{}}, n: map[string]int{}}
 }
 
-func (r *countingResolver) count(q string) {
+func (r *countingResolver) count(ctx context.Context, q string) error {
 	r.mu.Lock()
 	r.n[q]++
 	r.mu.Unlock()
 	if r.gate != nil {
-		<-r.gate
+		select {
+		case <-r.gate:
+		case <-ctx.Done():
+			return &net.DNSError{Err: ctx.Err().Error(), Name: q, IsTimeout: true, IsTemporary: true}
+		}
 	}
+	return nil
 }
 
 func (r *countingResolver) LookupTXT(ctx context.Context, name string) ([]string, error) {
-	r.count("TXT " + name)
+	if err := r.count(ctx, "TXT "+name); err != nil {
+		return nil, err
+	}
 	return r.resolver.LookupTXT(ctx, name)
 }
 func (r *countingResolver) LookupIPAddr(ctx context.Context, host string) ([]net.IPAddr, error) {
-	r.count("A " + host)
+	if err := r.count(ctx, "A "+host); err != nil {
+		return nil, err
+	}
 	return r.resolver.LookupIPAddr(ctx, host)
 }
 func (r *countingResolver) LookupMX(ctx context.Context, name string) ([]*net.MX, error) {
-	r.count("MX " + name)
+	if err := r.count(ctx, "MX "+name); err != nil {
+		return nil, err
+	}
 	return r.resolver.LookupMX(ctx, name)
 }
 
@@ -135,7 +146,8 @@ func TestDNSCache(t *testing.T) {
 }
 
 // TestDNSCacheInFlight: messages from one domain arriving together wait for
-// one query instead of each making its own.
+// one query instead of each making its own, and the first one's client
+// leaving does not fail the others.
 func TestDNSCacheInFlight(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		r := newCountingResolver()
@@ -143,7 +155,10 @@ func TestDNSCacheInFlight(t *testing.T) {
 		r.gate = make(chan struct{})
 		e := dnsEdge(t, r, time.Now)
 		var wg sync.WaitGroup
-		for range 10 {
+		first, leave := context.WithCancel(context.Background())
+		wg.Go(func() { e.authResults(first, net.ParseIP("192.0.2.10"), "mta.sender.example", "news@sender.example", msg) })
+		synctest.Wait() // the first message's SPF query is out
+		for range 9 {
 			wg.Go(func() {
 				if ar := e.authResults(context.Background(), net.ParseIP("192.0.2.10"), "mta.sender.example", "news@sender.example", msg); !strings.Contains(ar, wantPass) {
 					t.Errorf("%s", ar)
@@ -154,6 +169,8 @@ func TestDNSCacheInFlight(t *testing.T) {
 		if n := r.counts()["TXT sender.example"]; n != 1 {
 			t.Errorf("10 messages at once asked for the SPF record %d times, want once", n)
 		}
+		leave()
+		synctest.Wait()
 		close(r.gate)
 		wg.Wait()
 	})
