@@ -156,7 +156,9 @@ func TestDNSCacheInFlight(t *testing.T) {
 		e := dnsEdge(t, r, time.Now)
 		var wg sync.WaitGroup
 		first, leave := context.WithCancel(context.Background())
-		wg.Go(func() { e.authResults(first, net.ParseIP("192.0.2.10"), "mta.sender.example", "news@sender.example", msg) })
+		wg.Go(func() {
+			e.authResults(first, net.ParseIP("192.0.2.10"), "mta.sender.example", "news@sender.example", msg)
+		})
 		synctest.Wait() // the first message's SPF query is out
 		for range 9 {
 			wg.Go(func() {
