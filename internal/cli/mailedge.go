@@ -46,8 +46,15 @@ type mailFlags struct {
 	store, tlsCert, tlsKey, relay string
 	hostname                      string
 	ipRate, rcptRate, senderRate  string
+	relayUser, relayPasswordFile  string
 	maxSize                       int64
+	relayAuth                     *mailedge.RelayAuth // from --relay-user and its password, by check
 }
+
+// relayPasswordEnv holds the --relay-user password when no
+// --relay-password-file is given (never a flag: argv is visible to every
+// user of the host).
+const relayPasswordEnv = "AGENTKEYS_RELAY_PASSWORD"
 
 func (f *mailFlags) register(fs *pflag.FlagSet, storeDefault string) {
 	fs.StringArrayVar(&f.domains, "mail-domain", nil, "run the mail edge for this domain (repeatable): inbound SMTP and submission for its inboxes")
@@ -59,6 +66,8 @@ func (f *mailFlags) register(fs *pflag.FlagSet, storeDefault string) {
 	fs.StringVar(&f.tlsCert, "mail-tls-cert", "", "PEM certificate (chain) offered with STARTTLS; without it the edge listens on loopback only")
 	fs.StringVar(&f.tlsKey, "mail-tls-key", "", "PEM private key of --mail-tls-cert")
 	fs.StringVar(&f.relay, "relay", "", "smarthost host:port that submission relays other domains' recipients to (STARTTLS unless on loopback); default: refuse them")
+	fs.StringVar(&f.relayUser, "relay-user", "", "the account the edge signs in to --relay with (SASL PLAIN, over TLS; in the clear only to a loopback relay); its password from --relay-password-file or $"+relayPasswordEnv)
+	fs.StringVar(&f.relayPasswordFile, "relay-password-file", "", "file holding the --relay-user password on one line (mode 0600)")
 	fs.StringArrayVar(&f.audiences, "mail-audience", nil, "an audience of the identity tokens the edge accepts (repeatable; default: each --mail-domain)")
 	fs.StringVar(&f.hostname, "mail-hostname", "", "the edge's name in its greeting and Authentication-Results (default the first --mail-domain)")
 	fs.StringVar(&f.ipRate, "mail-ip-rate", mailedge.DefaultIPRate.String(), "inbound messages (and refused recipients or logins) per source address, as COUNT/WINDOW")
@@ -77,8 +86,9 @@ type mailRuntime struct {
 	log      *slog.Logger
 }
 
-// check validates the flags alone (before anything starts).
-func (f *mailFlags) check() error {
+// check validates the flags (before anything starts) and reads the relay
+// password (getenv is the environment).
+func (f *mailFlags) check(getenv func(string) string) error {
 	for i, d := range f.domains {
 		f.domains[i] = maildns.Normalize(d)
 		if !maildns.Valid(f.domains[i]) {
@@ -96,11 +106,52 @@ func (f *mailFlags) check() error {
 			return problem.Newf(problem.BadRequest, "pass the smarthost as host:port, e.g. --relay smtp.example.net:587", "--relay %q is not host:port", f.relay)
 		}
 	}
+	if err := f.loadRelayAuth(getenv); err != nil {
+		return err
+	}
 	for flag, v := range map[string]string{"--mail-ip-rate": f.ipRate, "--mail-rcpt-rate": f.rcptRate, "--mail-sender-rate": f.senderRate} {
 		if _, _, err := parseRate(flag, v); err != nil {
 			return err
 		}
 	}
+	return nil
+}
+
+// loadRelayAuth reads the --relay-user password from --relay-password-file
+// (a file only its owner may read) or the environment.
+func (f *mailFlags) loadRelayAuth(getenv func(string) string) error {
+	env := getenv(relayPasswordEnv)
+	switch {
+	case f.relayUser == "" && (f.relayPasswordFile != "" || env != ""):
+		return problem.New(problem.BadRequest, "a relay password needs --relay-user", "pass --relay-user USER with --relay-password-file, or unset "+relayPasswordEnv)
+	case f.relayUser == "":
+		return nil
+	case f.relay == "":
+		return problem.New(problem.BadRequest, "--relay-user needs --relay host:port", "pass the smarthost, e.g. --relay smtp.example.net:587")
+	case f.relayPasswordFile != "" && env != "":
+		return problem.New(problem.BadRequest, "the relay password is given twice", "pass --relay-password-file or set "+relayPasswordEnv+", not both")
+	case f.relayPasswordFile == "" && env == "":
+		return problem.New(problem.BadRequest, "--relay-user needs its password", "put it in a file (chmod 600) and pass --relay-password-file FILE, or set "+relayPasswordEnv)
+	}
+	pass := env
+	if f.relayPasswordFile != "" {
+		fi, err := os.Stat(f.relayPasswordFile)
+		if err != nil {
+			return problem.Wrap(err, problem.BadRequest, "name a file holding the relay password (mode 0600)", "cannot read --relay-password-file: %v", err)
+		}
+		if fi.Mode().Perm()&0o077 != 0 {
+			return problem.Newf(problem.BadRequest, "chmod 600 "+f.relayPasswordFile, "the relay password file %s is open to other users (mode %#o)", f.relayPasswordFile, fi.Mode().Perm())
+		}
+		b, err := os.ReadFile(f.relayPasswordFile)
+		if err != nil {
+			return problem.Wrap(err, problem.BadRequest, "name a file holding the relay password (mode 0600)", "cannot read --relay-password-file: %v", err)
+		}
+		pass = strings.TrimRight(string(b), "\r\n")
+	}
+	if pass == "" || strings.ContainsAny(pass, "\r\n\x00") {
+		return problem.New(problem.BadRequest, "the relay password is empty or spans lines", "put the password alone on the first line of --relay-password-file (or in "+relayPasswordEnv+")")
+	}
+	f.relayAuth = &mailedge.RelayAuth{User: f.relayUser, Password: pass}
 	return nil
 }
 
@@ -120,7 +171,7 @@ func rate(s string) mailedge.Rate {
 // start opens the store and listeners and serves the edge until ctx ends or
 // a listener fails; it returns once everything has stopped.
 func (f *mailFlags) start(ctx context.Context, rt mailRuntime) (stop func(), done <-chan error, err error) {
-	cfg := mailedge.Config{Domains: f.domains, Hostname: f.hostname, Directory: rt.dir, MaxSize: f.maxSize, Relay: f.relay,
+	cfg := mailedge.Config{Domains: f.domains, Hostname: f.hostname, Directory: rt.dir, MaxSize: f.maxSize, Relay: f.relay, RelayAuth: f.relayAuth, RelayImplicitTLS: strings.HasSuffix(f.relay, ":465"),
 		IPRate: rate(f.ipRate), RecipientRate: rate(f.rcptRate), SenderRate: rate(f.senderRate), Limiters: rt.limiters, Logger: rt.log,
 		Verifier: mailedge.NewVerifier(rt.issuer, f.edgeAudiences(), rt.keys, nil)}
 	dir := f.store
@@ -338,7 +389,26 @@ Submission (--submission-listen) takes an agent's identity token for one of
 the --mail-audience values (default: the mail domains, e.g. agents.example.com,
 which an agent holding a right on an inbox of that domain may mint) over SASL
 OAUTHBEARER, lets the agent send only as an inbox it holds send on, delivers to
-our inboxes and relays other domains to --relay.
+our inboxes and relays other domains to --relay: over STARTTLS with the
+smarthost's certificate verified (implicit TLS on port 465), in the clear only
+to a loopback address. With --relay-user the edge signs in to the smarthost
+(SASL PLAIN, never in the clear except to loopback); the password comes from
+--relay-password-file (mode 0600) or $AGENTKEYS_RELAY_PASSWORD, never argv.
+
+Limits on every SMTP connection (inbound and submission), so an anonymous
+caller's cost is bounded: 200 connections per listener and 10 per source
+address (IPv6: per /64; loopback, this host, is not held to the 10); 5 minutes
+to send each command (or a whole message after DATA, RFC 5321's server
+timeout) and 15 minutes for the whole connection; 1,000 commands between two
+accepted messages, 50 recipients per message, 5 unknown recipients and 3
+failed logins per connection (then 421 and the connection closes); lines of
+2,000 bytes; refused recipients and failed logins spend the source address's
+--mail-ip-rate, and past it logins are refused before any token is checked.
+SPF is evaluated within RFC 7208's limits (10 DNS lookups, 2 void ones), DKIM
+for at most 5 signatures and RSA keys of 1,024 to 4,096 bits, all DNS for one
+message within 10 seconds, answers cached for 60 seconds (at most 10,000
+names). IMAP: 256 connections, 16 per address, 30 seconds and 64 KiB to sign
+in, 10 failed sign-ins per address in 10 minutes.
 
 IMAP (--imap-listen) serves each inbox the token's agent holds read on as a
 read-only mailbox, signing in with the same tokens (AUTHENTICATE OAUTHBEARER;
@@ -353,7 +423,8 @@ Without --mail-tls-cert it listens on loopback addresses only. To run the edge
 inside the broker instead, pass --mail-domain to agentkeys server.`,
 		Example: "  agentkeys mail-edge --server https://keys.example.com --edge-secret /etc/agentkeys/edge.secret \\\n" +
 			"      --mail-domain agents.example.com --smtp-listen 0.0.0.0:25 --submission-listen 0.0.0.0:587 --imap-listen 0.0.0.0:993 \\\n" +
-			"      --mail-tls-cert /etc/ssl/mx.pem --mail-tls-key /etc/ssl/mx.key --mail-store /var/lib/agentkeys/mail --relay smtp.example.net:587",
+			"      --mail-tls-cert /etc/ssl/mx.pem --mail-tls-key /etc/ssl/mx.key --mail-store /var/lib/agentkeys/mail --relay smtp.example.net:587 \\\n" +
+			"      --relay-user agents@example.net --relay-password-file /etc/agentkeys/relay.pass",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if len(f.domains) == 0 {
@@ -362,7 +433,7 @@ inside the broker instead, pass --mail-domain to agentkeys server.`,
 			if secretFile == "" {
 				return problem.New(problem.BadRequest, "the mail edge needs --edge-secret FILE", "copy the file agentkeys server --mail-edge-secret FILE made to this host (mode 0600) and name it")
 			}
-			if err := f.check(); err != nil {
+			if err := f.check(e.getenv); err != nil {
 				return err
 			}
 			level := slog.LevelInfo

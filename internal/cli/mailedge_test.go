@@ -69,3 +69,55 @@ func TestEdgeSecret(t *testing.T) {
 		t.Fatalf("short: %v", err)
 	}
 }
+
+// TestRelayAuthFlags: --relay-user takes its password from a file only its
+// owner may read, or from the environment, never both and never alone; a
+// password without a user or a user without a relay is refused.
+func TestRelayAuthFlags(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "relay.pass")
+	os.WriteFile(file, []byte("s3cret\n"), 0o600)
+	open := filepath.Join(dir, "open.pass")
+	os.WriteFile(open, []byte("s3cret\n"), 0o644)
+	empty := filepath.Join(dir, "empty.pass")
+	os.WriteFile(empty, []byte("\n"), 0o600)
+	env := func(v string) func(string) string {
+		return func(k string) string {
+			if k == relayPasswordEnv {
+				return v
+			}
+			return ""
+		}
+	}
+	for name, tc := range map[string]struct {
+		f    mailFlags
+		env  string
+		want string // in the error; "" = accepted
+	}{
+		"file":             {mailFlags{relay: "smtp.example.net:587", relayUser: "u", relayPasswordFile: file}, "", ""},
+		"environment":      {mailFlags{relay: "smtp.example.net:587", relayUser: "u"}, "s3cret", ""},
+		"no auth":          {mailFlags{relay: "smtp.example.net:587"}, "", ""},
+		"open file":        {mailFlags{relay: "smtp.example.net:587", relayUser: "u", relayPasswordFile: open}, "", "open to other users"},
+		"missing file":     {mailFlags{relay: "smtp.example.net:587", relayUser: "u", relayPasswordFile: filepath.Join(dir, "none")}, "", "cannot read"},
+		"empty password":   {mailFlags{relay: "smtp.example.net:587", relayUser: "u", relayPasswordFile: empty}, "", "empty"},
+		"both":             {mailFlags{relay: "smtp.example.net:587", relayUser: "u", relayPasswordFile: file}, "s3cret", "given twice"},
+		"no password":      {mailFlags{relay: "smtp.example.net:587", relayUser: "u"}, "", "needs its password"},
+		"password no user": {mailFlags{relay: "smtp.example.net:587"}, "s3cret", "needs --relay-user"},
+		"user no relay":    {mailFlags{relayUser: "u"}, "s3cret", "needs --relay"},
+	} {
+		f := tc.f
+		f.ipRate, f.rcptRate, f.senderRate, f.maxSize = "1/1m", "1/1m", "1/1m", 1<<20
+		err := f.check(env(tc.env))
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("%s: refused: %v", name, err)
+		case tc.want == "" && f.relayUser != "" && (f.relayAuth == nil || f.relayAuth.Password != "s3cret" || f.relayAuth.User != "u"):
+			t.Errorf("%s: credentials %+v", name, f.relayAuth)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("%s: %v, want an error naming %q", name, err, tc.want)
+		}
+		if err != nil && strings.Contains(err.Error(), "s3cret") {
+			t.Errorf("%s: the error shows the password: %v", name, err)
+		}
+	}
+}

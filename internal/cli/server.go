@@ -194,7 +194,7 @@ from the monitoring network alone), and the API's /metrics answers 404.`,
 				return problem.New(problem.BadRequest, "--follow-every and --max-lag must be positive, --max-lag longer than --follow-every",
 					"pass e.g. --follow-every 1s --max-lag 5s")
 			}
-			if err := mf.check(); err != nil {
+			if err := mf.check(e.getenv); err != nil {
 				return err
 			}
 			var history *archive.Archive

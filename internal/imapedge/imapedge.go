@@ -203,8 +203,14 @@ func (l *listener) Accept() (net.Conn, error) {
 	}
 }
 
+// hostOf is the source address limits count: IPv4 whole, IPv6 by its /64
+// (one site's allocation, so a host cannot walk its own prefix to escape a
+// limit or the failed sign-in count).
 func hostOf(a net.Addr) string {
 	if t, ok := a.(*net.TCPAddr); ok {
+		if t.IP.To4() == nil && t.IP != nil {
+			return t.IP.Mask(net.CIDRMask(64, 128)).String() + "/64"
+		}
 		return t.IP.String()
 	}
 	h, _, err := net.SplitHostPort(a.String())

@@ -3,6 +3,9 @@ package mailedge
 import (
 	"bytes"
 	"context"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/base64"
 	"errors"
 	"net"
 	"net/mail"
@@ -24,8 +27,54 @@ type Resolver interface {
 	LookupAddr(ctx context.Context, addr string) ([]string, error)
 }
 
-// maxDKIM bounds the DKIM signatures verified per message.
-const maxDKIM = 5
+// Bounds of DKIM verification: signatures verified per message, and the
+// largest key record and RSA key (RFC 8301 §3.2: verifiers handle 1,024 to
+// 4,096 bits; go-msgauth refuses fewer than 1,024).
+const (
+	maxDKIM       = 5
+	maxDKIMRecord = 2048 // bytes of one key record (a 4,096-bit key's is about 750)
+	maxDKIMBits   = 4096
+)
+
+// errDKIMKey refuses a key record over the bounds; go-msgauth reports it as a
+// permerror, and the signature is not verified.
+var errDKIMKey = errors.New("key record larger than this verifier takes (RSA keys up to 4,096 bits)")
+
+// dkimKeys is txt for DKIM key records, refusing one over the bounds.
+func dkimKeys(txt func(string) ([]string, error)) func(string) ([]string, error) {
+	return func(name string) ([]string, error) {
+		recs, err := txt(name)
+		for _, r := range recs {
+			if len(r) > maxDKIMRecord || rsaBits(r) > maxDKIMBits {
+				return nil, errDKIMKey
+			}
+		}
+		return recs, err
+	}
+}
+
+// rsaBits is the size of the RSA key in a DKIM key record's p= tag, or 0.
+func rsaBits(rec string) int {
+	for tag := range strings.SplitSeq(rec, ";") {
+		k, v, _ := strings.Cut(strings.TrimSpace(tag), "=")
+		if strings.TrimSpace(k) != "p" {
+			continue
+		}
+		der, err := base64.StdEncoding.DecodeString(strings.Join(strings.Fields(v), ""))
+		if err != nil {
+			return 0
+		}
+		if pub, err := x509.ParsePKIXPublicKey(der); err == nil {
+			if k, ok := pub.(*rsa.PublicKey); ok {
+				return k.N.BitLen()
+			}
+		}
+		if k, err := x509.ParsePKCS1PublicKey(der); err == nil {
+			return k.N.BitLen()
+		}
+	}
+	return 0
+}
 
 // authResults evaluates SPF (the client's address against the envelope
 // sender's domain, or the HELO name for a null sender; blitiri.com.ar/go/spf,
@@ -49,7 +98,7 @@ func (e *Edge) authResults(ctx context.Context, ip net.IP, helo, mailFrom string
 	}
 
 	var dkimPass []string
-	verifs, err := dkim.VerifyWithOptions(bytes.NewReader(raw), &dkim.VerifyOptions{LookupTXT: txt, MaxVerifications: maxDKIM})
+	verifs, err := dkim.VerifyWithOptions(bytes.NewReader(raw), &dkim.VerifyOptions{LookupTXT: dkimKeys(txt), MaxVerifications: maxDKIM})
 	switch {
 	case err != nil && len(verifs) == 0:
 		results = append(results, &authres.DKIMResult{Value: authres.ResultPermError, Reason: "malformed header"})

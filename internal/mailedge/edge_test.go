@@ -322,8 +322,9 @@ func TestInboundStored(t *testing.T) {
 		t.Fatalf("key %s: %s %d %s %v", objs[0].Key, prefix, nanos, hash8, ok)
 	}
 
-	// A tampered body: DKIM fails, and with it DMARC; SPF from another address fails too.
-	v.clk.Advance(time.Second)
+	// A tampered body: DKIM fails, and with it DMARC; SPF from another address
+	// fails too (once the cached SPF record has expired).
+	v.clk.Advance(dnsCacheTTL + time.Second)
 	tampered := bytes.Replace(signed.Bytes(), []byte("123456"), []byte("654321"), 1)
 	v.res.txt["example.net"] = []string{"v=spf1 ip4:192.0.2.1 -all"}
 	if n, err := send(c, "alice@example.net", []string{addrA}, tampered); n != 250 {

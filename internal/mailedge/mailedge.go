@@ -45,7 +45,6 @@ const (
 	DefaultMaxSize       = 25 << 20 // bytes of one message (--mail-max-size)
 	DefaultMaxConns      = 200      // open connections per listener
 	DefaultMaxRecipients = 50       // recipients per message
-	sessionTimeout       = 5 * time.Minute
 	dnsTimeout           = 10 * time.Second
 )
 
@@ -84,7 +83,7 @@ type Config struct {
 	// Verifier checks submission tokens; nil refuses every AUTH.
 	Verifier *Verifier
 	// Resolver answers the DNS queries of SPF, DKIM and DMARC (default
-	// net.DefaultResolver); tests pass their own.
+	// net.DefaultResolver), behind a small cache; tests pass their own.
 	Resolver Resolver
 	MaxSize  int64 // default DefaultMaxSize
 	// Rates: per source address (inbound, and failed AUTHs), per recipient,
@@ -96,11 +95,31 @@ type Config struct {
 	TLS *tls.Config
 	// Relay is the smarthost (host:port) submission relays other domains to;
 	// "" refuses them.
-	Relay       string
-	MaxConns    int   // per listener (default DefaultMaxConns)
-	MaxInFlight int64 // message bytes held in memory at once, all connections (default 8 × MaxSize)
-	Now         func() time.Time
-	Logger      *slog.Logger
+	Relay string
+	// RelayAuth, when set, signs in to the smarthost (SASL PLAIN) before
+	// relaying; credentials go only over TLS, or in the clear to loopback.
+	RelayAuth *RelayAuth
+	// RelayTLS is the TLS configuration for the smarthost (default: system
+	// roots, the relay's host name); tests pass their own roots.
+	RelayTLS *tls.Config
+	// RelayImplicitTLS speaks TLS to the smarthost from the first byte (its
+	// port 465, RFC 8314) instead of STARTTLS; the CLI sets it for port 465.
+	RelayImplicitTLS bool
+	Limits           Limits // per-connection bounds; zero values take the defaults
+	MaxConns         int    // per listener (default DefaultMaxConns)
+	MaxInFlight      int64  // message bytes held in memory at once, all connections (default 8 × MaxSize)
+	Now              func() time.Time
+	Logger           *slog.Logger
+}
+
+// Limits bound what one connection may cost, whoever opens it.
+type Limits struct {
+	MaxConnsPerIP  int           // open connections per source address (IPv6: per /64; loopback exempt) on each listener
+	IdleTimeout    time.Duration // to send one command (or a whole message after DATA)
+	SessionTimeout time.Duration // a connection's whole life
+	MaxCommands    int           // commands between two accepted messages on one connection
+	MaxBadRcpts    int           // refused recipients per connection, then 421 and the connection is closed
+	MaxAuthFails   int           // failed AUTHs per connection, then 421 and the connection is closed
 }
 
 // Edge serves inbound SMTP and submission.
@@ -109,6 +128,8 @@ type Edge struct {
 	domains                   map[string]bool
 	ipLim, rcptLim, senderLim ratelimit.Limiter
 	inflight                  atomic.Int64
+	blockMu                   sync.Mutex
+	blocked                   map[string]time.Time // source addresses refused AUTH until then
 	mu                        sync.Mutex
 	servers                   []*smtp.Server
 	closed                    bool
@@ -119,7 +140,7 @@ func New(cfg Config) (*Edge, error) {
 	if cfg.Store == nil || cfg.Directory == nil || cfg.Limiters == nil || len(cfg.Domains) == 0 {
 		return nil, errors.New("mailedge: a store, a directory, limiters and at least one domain are required")
 	}
-	e := &Edge{domains: map[string]bool{}}
+	e := &Edge{domains: map[string]bool{}, blocked: map[string]time.Time{}}
 	for _, d := range cfg.Domains {
 		d = strings.ToLower(strings.TrimSuffix(d, "."))
 		if !mail.ValidDomain(d) {
@@ -129,9 +150,6 @@ func New(cfg Config) (*Edge, error) {
 	}
 	if cfg.Hostname == "" {
 		cfg.Hostname = strings.ToLower(cfg.Domains[0])
-	}
-	if cfg.Resolver == nil {
-		cfg.Resolver = net.DefaultResolver
 	}
 	if cfg.MaxSize <= 0 {
 		cfg.MaxSize = DefaultMaxSize
@@ -145,8 +163,16 @@ func New(cfg Config) (*Edge, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	cfg.Limits.defaults()
+	if cfg.Resolver == nil {
+		cfg.Resolver = net.DefaultResolver
+	}
+	cfg.Resolver = newDNSCache(cfg.Resolver, dnsCacheSize, cfg.Now)
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if a := cfg.RelayAuth; a != nil && (cfg.Relay == "" || a.User == "" || a.Password == "") {
+		return nil, errors.New("mailedge: relay credentials need a relay (host:port), a user and a password")
 	}
 	for _, r := range []*Rate{&cfg.IPRate, &cfg.RecipientRate, &cfg.SenderRate} {
 		if r.Count < 0 || r.Window < 0 {
@@ -191,7 +217,7 @@ func (e *Edge) serve(ln net.Listener, submission bool) error {
 	s.Domain = e.cfg.Hostname
 	s.MaxMessageBytes = e.cfg.MaxSize
 	s.MaxRecipients = DefaultMaxRecipients
-	s.ReadTimeout, s.WriteTimeout = sessionTimeout, time.Minute
+	s.ReadTimeout, s.WriteTimeout = e.cfg.Limits.IdleTimeout, writeTimeout
 	s.TLSConfig = e.cfg.TLS
 	s.ErrorLog = slog.NewLogLogger(e.cfg.Logger.Handler(), slog.LevelDebug)
 	if submission {
@@ -205,7 +231,7 @@ func (e *Edge) serve(ln net.Listener, submission bool) error {
 	}
 	e.servers = append(e.servers, s)
 	e.mu.Unlock()
-	err := s.Serve(&limitListener{Listener: ln, sem: make(chan struct{}, e.cfg.MaxConns)})
+	err := s.Serve(&listener{Listener: ln, lim: e.cfg.Limits, maxConns: e.cfg.MaxConns, perIP: map[string]int{}})
 	if errors.Is(err, smtp.ErrServerClosed) {
 		return nil
 	}
@@ -230,40 +256,6 @@ func (e *Edge) Close() error {
 func IsLoopback(addr net.Addr) bool {
 	ap, err := netip.ParseAddrPort(addr.String())
 	return err == nil && ap.Addr().Unmap().IsLoopback()
-}
-
-// limitListener admits at most cap(sem) open connections; one more is told
-// 421 and closed, so connections cost a bounded number of goroutines.
-type limitListener struct {
-	net.Listener
-	sem chan struct{}
-}
-
-func (l *limitListener) Accept() (net.Conn, error) {
-	for {
-		c, err := l.Listener.Accept()
-		if err != nil {
-			return nil, err
-		}
-		select {
-		case l.sem <- struct{}{}:
-			return &limitConn{Conn: c, release: sync.OnceFunc(func() { <-l.sem })}, nil
-		default:
-			c.SetWriteDeadline(time.Now().Add(time.Second))
-			io.WriteString(c, "421 4.3.2 Too many connections, try again later\r\n")
-			c.Close()
-		}
-	}
-}
-
-type limitConn struct {
-	net.Conn
-	release func()
-}
-
-func (c *limitConn) Close() error {
-	c.release()
-	return c.Conn.Close()
 }
 
 // smtpErr is an SMTP reply.

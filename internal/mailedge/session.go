@@ -1,10 +1,7 @@
 package mailedge
 
 import (
-	"bytes"
 	"context"
-	"crypto/tls"
-	"errors"
 	"io"
 	"net"
 	"strings"
@@ -23,6 +20,7 @@ type session struct {
 	ctx        context.Context
 	cancel     context.CancelFunc
 	ip         net.IP
+	conn       *conn // the connection's limits and counters (nil only in tests)
 	helo       func() string
 
 	agent  *Agent // submission, once authenticated
@@ -33,21 +31,27 @@ type session struct {
 
 func (e *Edge) newSession(c *smtp.Conn, submission bool) smtp.Session {
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &session{e: e, submission: submission, ctx: ctx, cancel: cancel, helo: c.Hostname}
-	if a, ok := c.Conn().RemoteAddr().(*net.TCPAddr); ok {
-		s.ip = a.IP
-	}
-	return s
+	return &session{e: e, submission: submission, ctx: ctx, cancel: cancel, helo: c.Hostname, ip: remoteIP(c.Conn()), conn: edgeConn(c.Conn())}
 }
 
-// ipKey is the rate key of the client's address: IPv4 whole, IPv6 by its /64
-// (one site's allocation, so a host cannot walk its own prefix to escape the
-// limit).
-func (s *session) ipKey() string {
-	if v4 := s.ip.To4(); v4 != nil || s.ip == nil {
-		return "ip:" + s.ip.String()
+// ipKey is the rate key of the client's address.
+func (s *session) ipKey() string { return ipKey(s.ip) }
+
+// ended is the 421 to answer a command read after a deadline passed (a
+// partial line, see conn.Read), or nil.
+func (s *session) ended() error {
+	if s.conn != nil && s.conn.ending {
+		return smtpErr(421, smtp.EnhancedCode{4, 4, 2}, "Timeout: a command or message took too long; closing")
 	}
-	return "ip:" + s.ip.Mask(net.CIDRMask(64, 128)).String() + "/64"
+	return nil
+}
+
+// end answers err (a 421) and ends the connection at the next command.
+func (s *session) end(err error) error {
+	if s.conn != nil {
+		s.conn.ending = true
+	}
+	return err
 }
 
 func (s *session) Reset() { s.from, s.local, s.remote = "", nil, nil }
@@ -62,6 +66,9 @@ func (s *session) Logout() error {
 // send as.
 func (s *session) Mail(from string, _ *smtp.MailOptions) error {
 	s.Reset()
+	if err := s.ended(); err != nil {
+		return err
+	}
 	if !s.submission {
 		if err := s.e.allow(s.ctx, s.e.ipLim, s.ipKey(), "from your address"); err != nil {
 			return err
@@ -108,6 +115,12 @@ func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 	if s.from == "" && s.submission {
 		return smtpErr(503, smtp.EnhancedCode{5, 5, 1}, "MAIL FROM first")
 	}
+	if err := s.ended(); err != nil {
+		return err
+	}
+	if s.conn != nil && s.conn.bad >= s.e.cfg.Limits.MaxBadRcpts {
+		return s.end(smtpErr(421, smtp.EnhancedCode{4, 7, 0}, "Too many unknown recipients on one connection (%d); closing it", s.conn.bad))
+	}
 	addr, domain, ok := splitAddress(to)
 	if !ok {
 		return smtpErr(553, smtp.EnhancedCode{5, 1, 3}, "Not a mailbox address; write RCPT TO:<local@domain>")
@@ -144,9 +157,13 @@ func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 	return nil
 }
 
-// spendRefusal counts a refused recipient against the source address, so
-// guessing addresses costs the same rate as sending.
+// spendRefusal counts a refused recipient against the connection (MaxBadRcpts)
+// and, inbound, the source address, so guessing addresses costs the same rate
+// as sending.
 func (s *session) spendRefusal() {
+	if s.conn != nil {
+		s.conn.bad++
+	}
 	if !s.submission {
 		s.e.ipLim.Allow(s.ctx, s.ipKey(), s.e.cfg.Now())
 	}
@@ -162,7 +179,7 @@ func (s *session) Data(r io.Reader) error {
 	defer release()
 	if !s.submission {
 		ar := s.e.authResults(s.ctx, s.ip, s.helo(), s.from, raw)
-		return s.e.deliver(s.ctx, s.prefixes(), prepend(ar, raw))
+		return s.accepted(s.e.deliver(s.ctx, s.prefixes(), prepend(ar, raw)))
 	}
 	from := headerFrom(raw)
 	if len(from) == 0 {
@@ -180,9 +197,19 @@ func (s *session) Data(r io.Reader) error {
 	}
 	if len(s.local) > 0 {
 		ar := "Authentication-Results: " + s.e.cfg.Hostname + "; auth=pass smtp.auth=" + clean(s.from) + "\r\n"
-		return s.e.deliver(s.ctx, s.prefixes(), prepend(ar, raw))
+		return s.accepted(s.e.deliver(s.ctx, s.prefixes(), prepend(ar, raw)))
 	}
-	return nil
+	return s.accepted(nil)
+}
+
+// accepted passes on err; nil, a message was accepted, and the connection's
+// command count starts again (MaxCommands bounds the commands between two
+// messages, so a busy sender may keep its connection).
+func (s *session) accepted(err error) error {
+	if err == nil && s.conn != nil {
+		s.conn.commands.Store(0)
+	}
+	return err
 }
 
 func (s *session) prefixes() []string {
@@ -211,10 +238,26 @@ func (s *session) Auth(mech string) (sasl.Server, error) {
 	if !s.submission || mech != sasl.OAuthBearer {
 		return nil, smtp.ErrAuthUnknownMechanism
 	}
+	if err := s.ended(); err != nil {
+		return nil, err
+	}
+	if s.conn != nil && s.conn.fails >= s.e.cfg.Limits.MaxAuthFails {
+		return nil, s.end(smtpErr(421, smtp.EnhancedCode{4, 7, 0}, "Too many failed logins on one connection (%d); closing it", s.conn.fails))
+	}
+	if wait, blocked := s.e.authBlocked(s.ipKey()); blocked {
+		return nil, s.end(smtpErr(421, smtp.EnhancedCode{4, 7, 0}, "Too many failed logins from your address; try again in %d s", int(wait.Seconds())+1))
+	}
 	return NewOAuthBearerServer(s.ctx, s.e.cfg.Verifier, func(a *Agent, err error) {
 		if err != nil {
 			s.e.cfg.Logger.Debug("mail edge: submission token refused", "why", err.Error())
-			s.e.ipLim.Allow(s.ctx, s.ipKey(), s.e.cfg.Now()) // failed logins spend the address's rate
+			if s.conn != nil {
+				s.conn.fails++
+			}
+			// Failed logins spend the address's rate; over it, AUTH is
+			// refused before any token is checked until the rate allows.
+			if ok, wait, _ := s.e.ipLim.Allow(s.ctx, s.ipKey(), s.e.cfg.Now()); !ok {
+				s.e.blockAuth(s.ipKey(), s.e.cfg.Now().Add(wait))
+			}
 			return
 		}
 		s.agent = a
@@ -271,44 +314,6 @@ func (o *oneShot) Next(response []byte) ([]byte, bool, error) {
 		o.failing = true // the error challenge: the next answer only ends it
 	}
 	return challenge, done, nil
-}
-
-// relay hands a submitted message to the smarthost for the recipients of
-// other domains: in the clear to a loopback smarthost, otherwise over
-// STARTTLS with its certificate verified.
-func (e *Edge) relay(_ context.Context, from string, to []string, raw []byte) error {
-	host, _, _ := net.SplitHostPort(e.cfg.Relay)
-	var c *smtp.Client
-	var err error
-	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
-		c, err = smtp.Dial(e.cfg.Relay)
-	} else {
-		c, err = smtp.DialStartTLS(e.cfg.Relay, &tls.Config{ServerName: host, MinVersion: tls.VersionTLS12})
-	}
-	if err != nil {
-		e.cfg.Logger.Warn("mail edge: the smarthost cannot be reached", "relay", e.cfg.Relay, "err", err.Error())
-		return smtpErr(451, smtp.EnhancedCode{4, 4, 1}, "The smarthost cannot be reached; nothing was sent, try again later")
-	}
-	defer c.Close()
-	if err := c.Hello(e.cfg.Hostname); err != nil {
-		return relayErr(e, err)
-	}
-	if err := c.SendMail(from, to, bytes.NewReader(raw)); err != nil {
-		return relayErr(e, err)
-	}
-	c.Quit()
-	return nil
-}
-
-// relayErr passes on the smarthost's refusal (its code and message), or
-// answers 451 when it could not be asked.
-func relayErr(e *Edge, err error) error {
-	var se *smtp.SMTPError
-	if errors.As(err, &se) {
-		return smtpErr(se.Code, se.EnhancedCode, "The smarthost refused the message: %s", printable(se.Message))
-	}
-	e.cfg.Logger.Warn("mail edge: relaying failed", "relay", e.cfg.Relay, "err", err.Error())
-	return smtpErr(451, smtp.EnhancedCode{4, 4, 2}, "Relaying to the smarthost failed; nothing was sent, try again later")
 }
 
 // printable is s with every byte outside printable ASCII replaced, at most
