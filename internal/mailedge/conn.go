@@ -11,7 +11,7 @@ import (
 )
 
 // Default per-connection limits (Limits). The idle timeout is RFC 5321's
-// server timeout (§4.5.3.2.7); the others are what a well-behaved MTA never
+// server timeout (RFC 5321 §4.5.3.2.7); the others are what a well-behaved MTA never
 // reaches and what bounds an anonymous caller's cost.
 const (
 	DefaultMaxConnsPerIP  = 10

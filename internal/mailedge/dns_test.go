@@ -196,8 +196,7 @@ func TestDNSCacheSize(t *testing.T) {
 }
 
 // TestSPFLimits: an SPF record that would make more than 10 DNS lookups, or
-// more than 2 void ones, is a permerror after at most that many (RFC 7208
-// §4.6.4).
+// more than 2 void ones, is a permerror after at most that many (RFC 7208 §4.6.4).
 func TestSPFLimits(t *testing.T) {
 	r := newCountingResolver()
 	var incl []string
