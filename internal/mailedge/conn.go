@@ -10,9 +10,9 @@ import (
 	"time"
 )
 
-// Default per-connection limits (Limits). The idle timeout is RFC 5321's
-// server timeout (RFC 5321 §4.5.3.2.7); the others are what a well-behaved MTA never
-// reaches and what bounds an anonymous caller's cost.
+// Default per-connection limits (Limits). The idle timeout is the server
+// timeout of RFC 5321 §4.5.3.2.7; the others are what a well-behaved MTA
+// never reaches and what bounds an anonymous caller's cost.
 const (
 	DefaultMaxConnsPerIP  = 10
 	DefaultIdleTimeout    = 5 * time.Minute
