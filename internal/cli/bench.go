@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/sha256"
@@ -15,6 +16,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"sort"
 	"strings"
@@ -27,6 +29,7 @@ import (
 	"github.com/agentkeys/agentkeys/internal/bench"
 	"github.com/agentkeys/agentkeys/internal/client"
 	"github.com/agentkeys/agentkeys/internal/daemon"
+	"github.com/agentkeys/agentkeys/internal/dpop"
 	"github.com/agentkeys/agentkeys/internal/home"
 	"github.com/agentkeys/agentkeys/internal/problem"
 	"github.com/agentkeys/agentkeys/internal/seal"
@@ -48,7 +51,11 @@ type benchOpts struct {
 	audience    string
 	asJSON      bool
 	viaDaemon   bool
+	presign     int
 }
+
+// benchMaxPresign bounds --presign: a proof is ~560 bytes, so ~110 MB.
+const benchMaxPresign = 200_000
 
 func benchCmd(e *env) *cobra.Command {
 	cmd := &cobra.Command{
@@ -115,6 +122,10 @@ func benchModeCmd(e *env, mode string) *cobra.Command {
 			if o.agents < 1 || o.agents > 1000 || o.concurrency < 0 || o.concurrency > 1000 {
 				return problem.New(problem.BadRequest, "--agents must be 1-1000 and --concurrency 0-1000", "e.g. --agents 16 (--concurrency defaults to --agents)")
 			}
+			if o.presign < 0 || o.presign > benchMaxPresign || (o.presign > 0 && o.viaDaemon) {
+				return problem.Newf(problem.BadRequest, "e.g. --presign 60000 for a 10s run at up to 6,000/s; not with --via-daemon (the daemons sign their own)",
+					"--presign must be 0-%d", benchMaxPresign)
+			}
 			if o.duration < 100*time.Millisecond || o.duration > 24*time.Hour {
 				return problem.New(problem.BadRequest, "--duration must be between 100ms and 24h", "e.g. --duration 10s")
 			}
@@ -136,6 +147,9 @@ func benchModeCmd(e *env, mode string) *cobra.Command {
 	if mode == "read" {
 		cmd.Flags().BoolVar(&o.viaDaemon, "via-daemon", false, "read through a daemon's Unix socket (GET /credentials/bench): bench serves one daemon per agent, as daemon serve does")
 	}
+	if mode != "pair" {
+		cmd.Flags().IntVar(&o.presign, "presign", 0, "DPoP proofs to sign before the run starts, spread over the agents (each used once, while under 30s old; then proofs are signed as requests are sent): measures the broker without the load client's signatures on the same cores")
+	}
 	if mode == "mint" {
 		cmd.Flags().StringVar(&o.audience, "audience", apiv1.AWSAudience, "token audience; the broker must accept it (server --oidc-audience)")
 	}
@@ -156,6 +170,7 @@ type benchResult struct {
 	Throughput  float64        `json:"throughput_per_second"`
 	Latency     bench.Latency  `json:"latency_ms"`
 	ViaDaemon   bool           `json:"via_daemon,omitempty"` // read --via-daemon
+	Presigned   int            `json:"presigned,omitempty"`  // DPoP proofs signed before the run (--presign)
 }
 
 // benchOwner is bench's owner on one broker.
@@ -166,10 +181,62 @@ type benchOwner struct {
 	s   *home.Session
 }
 
-// benchAgent is a paired agent with its session client and channel key.
+// benchAgent is a paired agent: its broker's client, session token, proof key
+// and channel key, and the proofs it sends (signed before the run with
+// --presign, else as requests are sent).
 type benchAgent struct {
-	c       *client.AgentSession
+	c       *client.Client
+	token   string
+	key     *ecdsa.PrivateKey
 	channel []byte
+	proofs  *bench.Stock
+}
+
+// benchProofAge is how old a proof signed before the run may be when it is
+// sent: half the broker's iat window (dpop.Skew), so it is fresh when checked.
+const benchProofAge = dpop.Skew / 2
+
+// send makes one request of the agent with the next proof for method and path.
+func (a *benchAgent) send(ctx context.Context, method, path string, body, out any) error {
+	p, err := a.proofs.Next()
+	if err != nil {
+		return err
+	}
+	return a.c.Do(ctx, method, path, body, out, "DPoP", p, "Authorization", "Bearer "+a.token)
+}
+
+// benchPresign gives each agent its stock of proofs for method and path:
+// --presign in all, spread evenly, signed on every core before the run (none
+// with --presign 0: each proof is then signed as its request is sent).
+func (e *env) benchPresign(agents []benchAgent, o benchOpts, method, path string) error {
+	n := o.presign
+	if n > 0 && !o.asJSON {
+		fmt.Fprintf(e.stderr, "Signing %d DPoP proofs before the run (--presign).\n", n)
+	}
+	errs := make([]error, len(agents))
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for range runtime.GOMAXPROCS(0) {
+		wg.Go(func() {
+			for i := range next {
+				a := &agents[i]
+				share := n / len(agents)
+				if i < n%len(agents) {
+					share++
+				}
+				url := a.c.Server() + path
+				a.proofs, errs[i] = bench.NewStock(share, benchProofAge, nil, func(now time.Time) (string, error) {
+					return dpop.Sign(a.key, method, url, a.token, now)
+				})
+			}
+		})
+	}
+	for i := range agents {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 func (e *env) runBench(ctx context.Context, mode string, o benchOpts) error {
@@ -230,10 +297,15 @@ func (e *env) runBench(ctx context.Context, mode string, o benchOpts) error {
 			defer stop()
 			res.ViaDaemon, op = true, get
 		} else if mode == "read" {
+			path := "/v1/credentials/" + benchService + "/read" // as client.AgentSession.Read sends it
+			if err := e.benchPresign(agents, o, http.MethodPost, path); err != nil {
+				return err
+			}
+			res.Presigned = o.presign
 			op = func(ctx context.Context, w int) error {
-				a := agents[w%len(agents)]
-				r, err := a.c.Read(ctx, benchService)
-				if err != nil {
+				a := &agents[w%len(agents)]
+				var r apiv1.ReadResult
+				if err := a.send(ctx, http.MethodPost, path, nil, &r); err != nil {
 					return err
 				}
 				v, err := seal.OpenBox(a.channel, []byte(r.Info), r.Sealed)
@@ -244,8 +316,15 @@ func (e *env) runBench(ctx context.Context, mode string, o benchOpts) error {
 				return nil
 			}
 		} else {
+			const path = "/v1/oidc/token"
+			if err := e.benchPresign(agents, o, http.MethodPost, path); err != nil {
+				return err
+			}
+			res.Presigned = o.presign
+			body := apiv1.OIDCRequest{Audience: o.audience}
 			op = func(ctx context.Context, w int) error {
-				t, err := agents[w%len(agents)].c.OIDCToken(ctx, o.audience, 0)
+				var t apiv1.OIDCToken
+				err := agents[w%len(agents)].send(ctx, http.MethodPost, path, body, &t)
 				if err == nil && t.Token == "" {
 					return problem.New("BAD_ANSWER", "a mint answered without a token", "report it with the broker's version")
 				}
@@ -469,7 +548,7 @@ func (e *env) benchAgents(ctx context.Context, owners []*benchOwner, n int, scop
 		if err != nil || cerr != nil {
 			return nil, 0, problem.Newf(problem.BadRequest, "delete it; the next run pairs the agent again", "%s is damaged", benchAgentDir(owners[i%len(owners)], i).SessionPath())
 		}
-		out[i] = benchAgent{c: owners[i%len(owners)].c.WithAgent(s.Token, key), channel: ch}
+		out[i] = benchAgent{c: owners[i%len(owners)].c.Client, token: s.Token, key: key, channel: ch}
 	}
 	return out, len(missing), nil
 }
