@@ -48,6 +48,10 @@ type Stats struct {
 	Errors     map[string]int // by problem code
 	Throughput float64
 	Latency    Latency
+	// CPU is the CPU time this whole process (the load client, and anything
+	// else it runs, such as bench's daemons) used during the run; 0 where it
+	// is not measured.
+	CPU time.Duration
 }
 
 // Failed is the number of failed operations.
@@ -65,6 +69,7 @@ func Run(ctx context.Context, cfg Config) Stats {
 	if cfg.Concurrency < 1 {
 		cfg.Concurrency = 1
 	}
+	cpu0 := processCPU()
 	start := time.Now()
 	deadline := start.Add(cfg.Duration)
 	var ok, failed atomic.Int64
@@ -109,11 +114,12 @@ func Run(ctx context.Context, cfg Config) Stats {
 	wg.Wait()
 	close(done)
 	elapsed := time.Since(start)
+	cpu := max(processCPU()-cpu0, 0)
 	var all Histogram
 	for i := range lat {
 		all.Merge(&lat[i])
 	}
-	s := Stats{Elapsed: elapsed, OK: all.Count(), Errors: map[string]int{}, Latency: all.Latency()}
+	s := Stats{Elapsed: elapsed, OK: all.Count(), Errors: map[string]int{}, Latency: all.Latency(), CPU: cpu}
 	for _, m := range errs {
 		for k, v := range m {
 			s.Errors[k] += v

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -171,6 +172,7 @@ type benchResult struct {
 	Latency     bench.Latency  `json:"latency_ms"`
 	ViaDaemon   bool           `json:"via_daemon,omitempty"` // read --via-daemon
 	Presigned   int            `json:"presigned,omitempty"`  // DPoP proofs signed before the run (--presign)
+	CPU         float64        `json:"cpu_seconds"`          // bench's own CPU time during the run (user + system)
 }
 
 // benchOwner is bench's owner on one broker.
@@ -181,11 +183,11 @@ type benchOwner struct {
 	s   *home.Session
 }
 
-// benchAgent is a paired agent: its broker's client, session token, proof key
-// and channel key, and the proofs it sends (signed before the run with
-// --presign, else as requests are sent).
+// benchAgent is a paired agent: its broker, session token, proof key and
+// channel key, and the proofs it sends (signed before the run with --presign,
+// else as requests are sent).
 type benchAgent struct {
-	c       *client.Client
+	server  string
 	token   string
 	key     *ecdsa.PrivateKey
 	channel []byte
@@ -196,13 +198,30 @@ type benchAgent struct {
 // sent: half the broker's iat window (dpop.Skew), so it is fresh when checked.
 const benchProofAge = dpop.Skew / 2
 
-// send makes one request of the agent with the next proof for method and path.
-func (a *benchAgent) send(ctx context.Context, method, path string, body, out any) error {
-	p, err := a.proofs.Next()
-	if err != nil {
-		return err
+// benchPosters returns the op's way to send: worker w POSTs to path as agent
+// w mod len(agents), with the agent's next proof, on its own kept connection
+// (closed by the returned function).
+func benchPosters(agents []benchAgent, workers int, path string, body []byte) (func(ctx context.Context, w int, out any) error, func(), error) {
+	conns := make([]*benchConn, workers)
+	for w := range conns {
+		var err error
+		if conns[w], err = newBenchConn(agents[w%len(agents)].server); err != nil {
+			return nil, nil, err
+		}
 	}
-	return a.c.Do(ctx, method, path, body, out, "DPoP", p, "Authorization", "Bearer "+a.token)
+	post := func(ctx context.Context, w int, out any) error {
+		a := &agents[w%len(agents)]
+		p, err := a.proofs.Next()
+		if err != nil {
+			return err
+		}
+		return conns[w].post(ctx, path, a.token, p, body, out)
+	}
+	return post, func() {
+		for _, c := range conns {
+			c.close()
+		}
+	}, nil
 }
 
 // benchPresign gives each agent its stock of proofs for method and path:
@@ -224,7 +243,7 @@ func (e *env) benchPresign(agents []benchAgent, o benchOpts, method, path string
 				if i < n%len(agents) {
 					share++
 				}
-				url := a.c.Server() + path
+				url := a.server + path
 				a.proofs, errs[i] = bench.NewStock(share, benchProofAge, nil, func(now time.Time) (string, error) {
 					return dpop.Sign(a.key, method, url, a.token, now)
 				})
@@ -302,10 +321,15 @@ func (e *env) runBench(ctx context.Context, mode string, o benchOpts) error {
 				return err
 			}
 			res.Presigned = o.presign
+			post, done, err := benchPosters(agents, o.concurrency, path, nil)
+			if err != nil {
+				return err
+			}
+			defer done()
 			op = func(ctx context.Context, w int) error {
 				a := &agents[w%len(agents)]
 				var r apiv1.ReadResult
-				if err := a.send(ctx, http.MethodPost, path, nil, &r); err != nil {
+				if err := post(ctx, w, &r); err != nil {
 					return err
 				}
 				v, err := seal.OpenBox(a.channel, []byte(r.Info), r.Sealed)
@@ -321,10 +345,18 @@ func (e *env) runBench(ctx context.Context, mode string, o benchOpts) error {
 				return err
 			}
 			res.Presigned = o.presign
-			body := apiv1.OIDCRequest{Audience: o.audience}
+			body, err := json.Marshal(apiv1.OIDCRequest{Audience: o.audience})
+			if err != nil {
+				return err
+			}
+			post, done, err := benchPosters(agents, o.concurrency, path, body)
+			if err != nil {
+				return err
+			}
+			defer done()
 			op = func(ctx context.Context, w int) error {
 				var t apiv1.OIDCToken
-				err := agents[w%len(agents)].send(ctx, http.MethodPost, path, body, &t)
+				err := post(ctx, w, &t)
 				if err == nil && t.Token == "" {
 					return problem.New("BAD_ANSWER", "a mint answered without a token", "report it with the broker's version")
 				}
@@ -347,6 +379,7 @@ func (e *env) runBench(ctx context.Context, mode string, o benchOpts) error {
 	}
 	res.Duration = st.Elapsed.Seconds()
 	res.OK, res.Errors, res.Throughput, res.Latency = st.OK, st.Errors, st.Throughput, st.Latency
+	res.CPU = math.Round(st.CPU.Seconds()*1000) / 1000
 	res.Requests = st.OK + st.Failed()
 	if o.asJSON {
 		return json.NewEncoder(e.stdout).Encode(res)
@@ -368,6 +401,9 @@ func (e *env) printBench(r benchResult) {
 	fmt.Fprintf(e.stdout, "  requests    %d (%d ok, %d errors)\n", r.Requests, r.OK, r.Requests-r.OK)
 	fmt.Fprintf(e.stdout, "  throughput  %.1f/s\n", r.Throughput)
 	fmt.Fprintf(e.stdout, "  latency     p50 %.2fms  p90 %.2fms  p99 %.2fms  max %.2fms\n", r.Latency.P50, r.Latency.P90, r.Latency.P99, r.Latency.Max)
+	if r.CPU > 0 && r.Duration > 0 {
+		fmt.Fprintf(e.stdout, "  bench CPU   %.2fs (%.0f%% of one core; bench competes with the broker if they share the machine)\n", r.CPU, 100*r.CPU/r.Duration)
+	}
 	codes := make([]string, 0, len(r.Errors))
 	for c := range r.Errors {
 		codes = append(codes, c)
@@ -548,7 +584,7 @@ func (e *env) benchAgents(ctx context.Context, owners []*benchOwner, n int, scop
 		if err != nil || cerr != nil {
 			return nil, 0, problem.Newf(problem.BadRequest, "delete it; the next run pairs the agent again", "%s is damaged", benchAgentDir(owners[i%len(owners)], i).SessionPath())
 		}
-		out[i] = benchAgent{c: owners[i%len(owners)].c.Client, token: s.Token, key: key, channel: ch}
+		out[i] = benchAgent{server: owners[i%len(owners)].c.Server(), token: s.Token, key: key, channel: ch}
 	}
 	return out, len(missing), nil
 }
