@@ -97,8 +97,9 @@ func Run(ctx context.Context, cfg Config) Stats {
 		})
 	}
 	done := make(chan struct{})
+	var progress sync.WaitGroup // joined before Run returns: no report after it
 	if cfg.Progress != nil {
-		go func() {
+		progress.Go(func() {
 			t := time.NewTicker(500 * time.Millisecond)
 			defer t.Stop()
 			for {
@@ -109,10 +110,11 @@ func Run(ctx context.Context, cfg Config) Stats {
 					cfg.Progress(ok.Load(), failed.Load(), time.Since(start))
 				}
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	close(done)
+	progress.Wait()
 	elapsed := time.Since(start)
 	cpu := max(processCPU()-cpu0, 0)
 	var all Histogram
