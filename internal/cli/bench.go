@@ -67,7 +67,19 @@ func benchCmd(e *env) *cobra.Command {
 and each agent's daemon keys and session), pairs its agents through the real flow
 (pair request, approval signed with the owner's identity key, poll), then drives
 the HTTP API with a fresh DPoP proof on every request for --duration and prints
-throughput, p50/p90/p99/max latency (of successful requests) and errors by code.
+throughput, p50/p90/p99/max latency (of successful requests), errors by code and
+bench's own CPU time during the run. Each worker keeps one HTTP/1.1 connection
+(direct, no HTTP proxy) and has one request in flight.
+
+Signing a proof costs bench about as much CPU as checking it costs the broker, so
+when bench and the broker share a machine, bench's signatures take CPU from the
+broker. read and mint --presign N sign N proofs (spread over the agents) before
+the run starts: each is still a unique, fresh proof the broker checks and
+remembers, used once while under 30 s old; when they run out, proofs are signed
+as requests are sent. Use it to measure the broker's capacity from the same
+machine, and compare with a run without it (what agents that sign every request
+meet).
+
 Agents are kept between runs; a later run pairs only the missing ones. With
 several --server URLs the agents are spread over them, one owner per broker.
 
@@ -84,6 +96,7 @@ Pairing the agents at the default --pair-rate (10 a minute per address) waits fo
 the limit, saying so on stderr.`,
 		Example: "  agentkeys bench read --server http://127.0.0.1:8090 --agents 16 --duration 10s\n" +
 			"  agentkeys bench mint --server http://127.0.0.1:8090 --agents 16 --duration 10s --json\n" +
+			"  agentkeys bench mint --server http://127.0.0.1:8090 --agents 16 --duration 10s --presign 60000\n" +
 			"  agentkeys bench pair --server http://127.0.0.1:8090 --concurrency 4 --duration 10s\n" +
 			"  agentkeys bench read --server http://10.0.0.1:8090,http://10.0.0.2:8090 --agents 32 --duration 30s",
 	}
