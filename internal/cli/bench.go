@@ -256,10 +256,12 @@ func (e *env) benchPresign(agents []benchAgent, o benchOpts, method, path string
 				if i < n%len(agents) {
 					share++
 				}
-				url := a.server + path
-				a.proofs, errs[i] = bench.NewStock(share, benchProofAge, nil, func(now time.Time) (string, error) {
-					return dpop.Sign(a.key, method, url, a.token, now)
-				})
+				signer, err := dpop.NewSigner(a.key, method, a.server+path, a.token)
+				if err != nil {
+					errs[i] = err
+					continue
+				}
+				a.proofs, errs[i] = bench.NewStock(share, benchProofAge, nil, signer.Sign)
 			}
 		})
 	}

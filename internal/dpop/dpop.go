@@ -7,6 +7,7 @@
 package dpop
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -233,39 +234,73 @@ func removeDots(p string) string {
 // Sign makes a proof for method and URL; token is the access token it goes
 // with ("" for a request without one, such as a pairing poll).
 func Sign(key *ecdsa.PrivateKey, method, rawURL, token string, now time.Time) (string, error) {
+	s, err := NewSigner(key, method, rawURL, token)
+	if err != nil {
+		return "", err
+	}
+	return s.Sign(now)
+}
+
+// Signer makes proofs for one key, method, URL and token: what every such proof
+// shares (the encoded header, the normalised htu, ath) is computed once, and
+// each Sign adds only iat, a fresh jti and the signature. A client that sends
+// many requests of one kind keeps one. It is safe for concurrent use.
+type Signer struct {
+	key    *ecdsa.PrivateKey
+	header string // base64url of the protected header, then "."
+	head   []byte // the claims up to the value of iat: {"htm":…,"htu":…,"iat":
+	tail   string // the claims after jti's value: ,"ath":"…"} or }
+}
+
+// NewSigner returns the Signer of proofs for method and rawURL with key (and
+// token, "" for none).
+func NewSigner(key *ecdsa.PrivateKey, method, rawURL, token string) (*Signer, error) {
 	htu, err := HTU(rawURL)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
-	var jti [16]byte
-	rand.Read(jti[:])
-	c := Claims{HTM: method, HTU: htu, IAT: now.Unix(), JTI: hex.EncodeToString(jti[:])}
-	if token != "" {
-		c.ATH = ATH(token)
-	}
-	payload, err := json.Marshal(c)
-	if err != nil {
-		return "", err
-	}
-	// The compact JWS, written directly (go-jose's signer cost as much again
-	// as the signature): the header is the one go-jose wrote, byte for byte.
 	pub, err := key.PublicKey.Bytes() // 0x04 || x || y
 	if err != nil || key.Curve != elliptic.P256() {
-		return "", invalid("proof key is not a P-256 key")
+		return nil, invalid("proof key is not a P-256 key")
 	}
+	// The compact JWS, written directly (go-jose's signer cost as much again
+	// as the signature): the header is the one go-jose wrote, byte for byte,
+	// and the claims are the bytes json.Marshal writes for Claims.
 	enc := base64.RawURLEncoding
 	header := `{"alg":"ES256","jwk":{"kty":"EC","crv":"P-256","x":"` + enc.EncodeToString(pub[1:33]) +
 		`","y":"` + enc.EncodeToString(pub[33:]) + `"},"typ":"` + Type + `"}`
-	signing := enc.EncodeToString([]byte(header)) + "." + enc.EncodeToString(payload)
-	digest := sha256.Sum256([]byte(signing))
-	r, sv, err := ecdsa.Sign(rand.Reader, key, digest[:])
+	head, err := json.Marshal(Claims{HTM: method, HTU: htu}) // {"htm":…,"htu":…,"iat":0,"jti":""}
+	if err != nil {
+		return nil, err
+	}
+	s := &Signer{key: key, header: enc.EncodeToString([]byte(header)) + ".", tail: "}"}
+	s.head = append(head[:bytes.LastIndex(head, []byte(`"iat":`))], `"iat":`...)
+	if token != "" {
+		s.tail = `,"ath":"` + ATH(token) + `"}`
+	}
+	return s, nil
+}
+
+// Sign makes a proof dated now.
+func (s *Signer) Sign(now time.Time) (string, error) {
+	var jti [16]byte
+	rand.Read(jti[:])
+	payload := make([]byte, 0, len(s.head)+64+len(s.tail))
+	payload = strconv.AppendInt(append(payload, s.head...), now.Unix(), 10)
+	payload = hex.AppendEncode(append(payload, `,"jti":"`...), jti[:])
+	payload = append(append(payload, '"'), s.tail...)
+	enc := base64.RawURLEncoding
+	signing := make([]byte, 0, len(s.header)+enc.EncodedLen(len(payload))+1+enc.EncodedLen(64))
+	signing = enc.AppendEncode(append(signing, s.header...), payload)
+	digest := sha256.Sum256(signing)
+	r, sv, err := ecdsa.Sign(rand.Reader, s.key, digest[:])
 	if err != nil {
 		return "", err
 	}
 	var sig [64]byte // ES256: r || s, 32 bytes each (RFC 7518 §3.4)
 	r.FillBytes(sig[:32])
 	sv.FillBytes(sig[32:])
-	return signing + "." + enc.EncodeToString(sig[:]), nil
+	return string(enc.AppendEncode(append(signing, '.'), sig[:])), nil
 }
 
 // Verifier checks proofs and remembers their jti for as long as their iat is

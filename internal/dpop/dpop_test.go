@@ -447,3 +447,63 @@ func BenchmarkSign(b *testing.B) {
 		}
 	}
 }
+
+// A Signer's claims are the bytes json.Marshal writes for them (the shape
+// Sign always had), for a token or none and for a URL whose htu needs
+// escaping; its proofs verify, each with its own jti.
+func TestSignerClaimsAreJSONMarshal(t *testing.T) {
+	k, jkt, v, now := setup(t)
+	for _, tc := range []struct{ method, url, token string }{
+		{"POST", credURL, "tok"},
+		{"GET", "http://broker.example:8090/v1/pair/requests/a<b>&c", ""},
+	} {
+		s, err := NewSigner(k, tc.method, tc.url, tc.token)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen := map[string]bool{}
+		for range 3 {
+			p, err := s.Sign(*now)
+			if err != nil {
+				t.Fatal(err)
+			}
+			raw, err := base64.RawURLEncoding.DecodeString(strings.Split(p, ".")[1])
+			if err != nil {
+				t.Fatal(err)
+			}
+			var c Claims
+			if err := json.Unmarshal(raw, &c); err != nil {
+				t.Fatalf("claims %s: %v", raw, err)
+			}
+			want, _ := json.Marshal(c)
+			htu, _ := HTU(tc.url)
+			if string(raw) != string(want) || c.HTM != tc.method || c.HTU != htu || c.IAT != now.Unix() || len(c.JTI) != 32 || seen[c.JTI] {
+				t.Fatalf("claims %s, want json.Marshal's %s with a new jti", raw, want)
+			}
+			if (tc.token == "") != (c.ATH == "") || (tc.token != "" && c.ATH != ATH(tc.token)) {
+				t.Fatalf("ath %q for token %q", c.ATH, tc.token)
+			}
+			seen[c.JTI] = true
+			if err := v.Verify(p, Want{Method: tc.method, URLs: []string{htu}, JKT: jkt, Token: tc.token}); err != nil {
+				t.Fatalf("a Signer's proof is refused: %v", err)
+			}
+		}
+	}
+	if _, err := NewSigner(k, "GET", "not a url", ""); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("NewSigner with a bad URL: %v", err)
+	}
+}
+
+// BenchmarkSigner is one proof made by a kept Signer.
+func BenchmarkSigner(b *testing.B) {
+	k, _, _, now := setup(b)
+	s, err := NewSigner(k, "POST", credURL, "tok")
+	if err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		if _, err := s.Sign(*now); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
