@@ -37,7 +37,7 @@ type benchJSON struct {
 	} `json:"latency_ms"`
 	CPU       float64 `json:"cpu_seconds"`
 	Presigned int     `json:"presigned"`
-	ViaDaemon bool `json:"via_daemon"`
+	ViaDaemon bool    `json:"via_daemon"`
 }
 
 // runBench runs agentkeys bench with --json and decodes its one object,
