@@ -45,8 +45,8 @@ func NewStock(n int, maxAge time.Duration, now func() time.Time, mk func(now tim
 }
 
 // Next returns the oldest unused value made at most maxAge ago, or a value
-// made now when there is none.
-func (s *Stock) Next() (string, error) {
+// made now when there is none, with the time it was made.
+func (s *Stock) Next() (string, time.Time, error) {
 	s.mu.Lock()
 	now := s.now()
 	for s.next < len(s.vals) {
@@ -55,11 +55,23 @@ func (s *Stock) Next() (string, error) {
 		s.next++
 		if now.Sub(v.at) <= s.maxAge {
 			s.mu.Unlock()
-			return v.v, nil
+			return v.v, v.at, nil
 		}
 	}
 	s.mu.Unlock()
-	return s.make(now)
+	v, err := s.make(now)
+	return v, now, err
+}
+
+// DropThrough throws away the unused values made in t's second or before it
+// (a server refused a value of that second as older than itself).
+func (s *Stock) DropThrough(t time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for s.next < len(s.vals) && s.vals[s.next].at.Unix() <= t.Unix() {
+		s.vals[s.next] = stamped{}
+		s.next++
+	}
 }
 
 // Left is how many values are unused (fresh or not).

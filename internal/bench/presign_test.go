@@ -40,7 +40,7 @@ func TestStockHandsOutEachValueOnceOldestFirst(t *testing.T) {
 	}
 	m.advance(10 * time.Second)
 	for _, want := range []string{"v1@1000", "v2@1000", "v3@1000", "v4@1010", "v5@1010"} {
-		if got, err := s.Next(); err != nil || got != want {
+		if got, _, err := s.Next(); err != nil || got != want {
 			t.Fatalf("Next = %q, %v; want %q (stock first, then made now)", got, err, want)
 		}
 	}
@@ -56,11 +56,11 @@ func TestStockThrowsAwayStaleValues(t *testing.T) {
 		t.Fatal(err)
 	}
 	m.advance(30 * time.Second) // exactly maxAge old: still fresh
-	if got, _ := s.Next(); got != "v1@1000" {
+	if got, at, _ := s.Next(); got != "v1@1000" || at.Unix() != 1000 {
 		t.Fatalf("at maxAge: %q, want the stock's v1@1000", got)
 	}
 	m.advance(time.Second) // now older than maxAge: thrown away, a new one made
-	if got, _ := s.Next(); got != "v3@1031" || s.Left() != 0 {
+	if got, at, _ := s.Next(); got != "v3@1031" || at.Unix() != 1031 || s.Left() != 0 {
 		t.Fatalf("past maxAge: %q (left %d), want a new value v3@1031 and the stale one dropped", got, s.Left())
 	}
 }
@@ -74,7 +74,7 @@ func TestStockErrors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Next(); err == nil {
+	if _, _, err := s.Next(); err == nil {
 		t.Fatal("Next with an empty stock and a failing maker: no error")
 	}
 }
@@ -92,7 +92,7 @@ func TestStockConcurrentNext(t *testing.T) {
 	for range 8 {
 		wg.Go(func() {
 			for range 100 {
-				v, err := s.Next()
+				v, _, err := s.Next()
 				mu.Lock()
 				if err != nil || seen[v] {
 					t.Errorf("Next = %q, %v: handed out twice or failed", v, err)
@@ -105,5 +105,22 @@ func TestStockConcurrentNext(t *testing.T) {
 	wg.Wait()
 	if len(seen) != 800 || m.n != 800 {
 		t.Fatalf("%d distinct values, %d made; want 800 (500 from the stock)", len(seen), m.n)
+	}
+}
+
+// DropThrough throws away the values of a second a server refused, and those
+// before it, keeping later ones.
+func TestStockDropThrough(t *testing.T) {
+	m := &maker{clock: time.Unix(1000, 0)}
+	s, err := NewStock(2, time.Minute, m.now, m.make)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.advance(time.Second)
+	s.vals = append(s.vals, stamped{"late@1001", m.now()}) // one made a second later
+	m.advance(500 * time.Millisecond)
+	s.DropThrough(time.Unix(1000, 999_000_000))
+	if got, _, _ := s.Next(); got != "late@1001" || s.Left() != 0 {
+		t.Fatalf("after DropThrough(second 1000): %q, left %d; want late@1001 kept and the two of second 1000 dropped", got, s.Left())
 	}
 }

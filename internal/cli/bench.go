@@ -224,11 +224,27 @@ func benchPosters(agents []benchAgent, workers int, path string, body []byte) (f
 	}
 	post := func(ctx context.Context, w int, out any) error {
 		a := &agents[w%len(agents)]
-		p, err := a.proofs.Next()
-		if err != nil {
-			return err
+		for retried := false; ; retried = true {
+			p, at, err := a.proofs.Next()
+			if err != nil {
+				return err
+			}
+			err = conns[w].post(ctx, path, a.token, p, body, out)
+			// A broker that started in the second the proof is dated (or
+			// after) refuses it, with a pause to wait: as the agents' client
+			// does, bench waits and retries once with a proof made later,
+			// dropping the stock's proofs of that second.
+			pe := problem.As(err)
+			if err == nil || retried || pe.Code != problem.Unauthenticated || pe.RetryAfter < 1 || pe.RetryAfter > 2 {
+				return err
+			}
+			a.proofs.DropThrough(at)
+			select {
+			case <-ctx.Done():
+				return err
+			case <-time.After(time.Duration(pe.RetryAfter) * time.Second):
+			}
 		}
-		return conns[w].post(ctx, path, a.token, p, body, out)
 	}
 	return post, func() {
 		for _, c := range conns {

@@ -11,7 +11,9 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
+	"github.com/agentkeys/agentkeys/internal/bench"
 	"github.com/agentkeys/agentkeys/internal/problem"
 )
 
@@ -116,5 +118,63 @@ func TestBenchConnTLS(t *testing.T) {
 		if _, err := newBenchConn(bad); problem.As(err).Code != problem.BadRequest {
 			t.Errorf("newBenchConn(%q): %v, want BAD_REQUEST", bad, err)
 		}
+	}
+}
+
+// A proof refused as made before the broker started (UNAUTHENTICATED with a
+// pause to wait) is retried once, after the pause, with a proof made later:
+// the stock's proofs of the refused second are dropped, later ones kept.
+func TestBenchPostersRetryProofBeforeStart(t *testing.T) {
+	var got []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p := r.Header.Get("DPoP")
+		got = append(got, p)
+		if strings.HasSuffix(p, "@early") {
+			w.WriteHeader(http.StatusUnauthorized)
+			e := problem.New(problem.Unauthenticated, "made before the broker started", "make a new proof")
+			e.RetryAfter = 1
+			json.NewEncoder(w).Encode(map[string]*problem.Error{"error": e})
+			return
+		}
+		w.Write([]byte(`{}`))
+	}))
+	defer srv.Close()
+	// p1 and p2 are made in one second, p3 and p4 in the next.
+	start := time.Now().Truncate(time.Second).Add(-2 * time.Second)
+	vals := []string{"p1@early", "p2@early", "p3@late", "p4@late"}
+	i, ticks := 0, 0
+	clock := func() time.Time {
+		ticks++
+		if ticks <= 2 {
+			return start
+		}
+		return start.Add(time.Second)
+	}
+	stock, err := bench.NewStock(len(vals), time.Minute, clock, func(time.Time) (string, error) {
+		i++
+		return vals[i-1], nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	agents := []benchAgent{{server: srv.URL, token: "tok", proofs: stock}}
+	post, done, err := benchPosters(agents, 1, "/v1/oidc/token", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer done()
+	var out struct{}
+	if err := post(t.Context(), 0, &out); err != nil {
+		t.Fatalf("post: %v; want the retry with a later proof to succeed", err)
+	}
+	if strings.Join(got, ",") != "p1@early,p3@late" || stock.Left() != 1 {
+		t.Fatalf("sent %v, %d left; want p1 refused, p2 (same second) dropped, p3 sent, p4 kept", got, stock.Left())
+	}
+	// A second refusal of the retry is the answer, not a loop.
+	vals, i = []string{"p5@early", "p6@early"}, 0
+	stock2, _ := bench.NewStock(0, time.Minute, nil, func(time.Time) (string, error) { i++; return vals[i-1], nil })
+	agents[0].proofs = stock2
+	if err := post(t.Context(), 0, &out); problem.As(err).Code != problem.Unauthenticated || i != 2 {
+		t.Fatalf("refused twice: %v after %d proofs; want UNAUTHENTICATED after 2", err, i)
 	}
 }
