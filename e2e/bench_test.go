@@ -35,7 +35,9 @@ type benchJSON struct {
 		P99 float64 `json:"p99"`
 		Max float64 `json:"max"`
 	} `json:"latency_ms"`
-	ViaDaemon bool `json:"via_daemon"`
+	CPU       float64 `json:"cpu_seconds"`
+	Presigned int     `json:"presigned"`
+	ViaDaemon bool    `json:"via_daemon"`
 }
 
 // runBench runs agentkeys bench with --json and decodes its one object,
@@ -53,10 +55,14 @@ func runBench(t *testing.T, h *harness, home string, args ...string) benchJSON {
 	if err := json.Unmarshal([]byte(r.stdout), &keys); err != nil {
 		t.Fatalf("bench %v: %v in %q", args, err, r.stdout)
 	}
-	want := []string{"agents", "concurrency", "duration_seconds", "errors", "latency_ms", "mode", "ok", "paired", "requests", "servers", "throughput_per_second"}
+	want := []string{"agents", "concurrency", "cpu_seconds", "duration_seconds", "errors", "latency_ms", "mode", "ok", "paired", "requests", "servers", "throughput_per_second"}
 	if slices.Contains(args, "--via-daemon") {
 		want = append(want, "via_daemon")
 	}
+	if slices.Contains(args, "--presign") {
+		want = append(want, "presigned")
+	}
+	slices.Sort(want)
 	got := slices.Sorted(func(yield func(string) bool) {
 		for k := range keys {
 			if !yield(k) {
@@ -80,7 +86,7 @@ func runBench(t *testing.T, h *harness, home string, args ...string) benchJSON {
 func (b benchJSON) sane(t *testing.T, mode string) {
 	t.Helper()
 	l := b.Latency
-	if b.Mode != mode || b.OK < 1 || b.Throughput <= 0 || b.Requests != b.OK || len(b.Errors) != 0 ||
+	if b.Mode != mode || b.OK < 1 || b.Throughput <= 0 || b.Requests != b.OK || len(b.Errors) != 0 || b.CPU <= 0 ||
 		b.Duration < 1 || !(0 < l.P50 && l.P50 <= l.P90 && l.P90 <= l.P99 && l.P99 <= l.Max) {
 		t.Fatalf("bench %s: figures not sane: %+v", mode, b)
 	}
@@ -130,16 +136,30 @@ func TestBench(t *testing.T) {
 		t.Fatalf("%s: %v; want 0700", state, err)
 	}
 
+	port := s.url[strings.LastIndexByte(s.url, ':')+1:]
+	tw := timeWait(t, port)
 	again := runBench(t, h, me, append([]string{"read"}, args...)...)
 	again.sane(t, "read")
 	if again.Paired != 0 || again.Agents != 4 {
 		t.Fatalf("second read run paired %d of %d agents; want all 4 reused", again.Paired, again.Agents)
 	}
+	// Each worker keeps one connection for the run.
+	if n := timeWait(t, port) - tw; n > 32 {
+		t.Fatalf("%d reads left %d connections to the broker in TIME_WAIT; want each worker's kept open", again.OK, n)
+	}
+	// Proofs signed before the run: each is used once and checked by the
+	// broker (a replayed or stale one would be refused: no errors allowed).
+	for _, mode := range []string{"read", "mint"} {
+		pre := runBench(t, h, me, append([]string{mode, "--presign", "2000"}, args...)...)
+		pre.sane(t, mode)
+		if pre.Presigned != 2000 || pre.Paired != 0 {
+			t.Fatalf("%s --presign 2000: %+v, want 2000 presigned and the kept agents", mode, pre)
+		}
+	}
 	// Through daemons' sockets: 16 concurrent reads through one daemon, each a
 	// broker round trip over the daemon's kept connections (its HTTP client
 	// kept 2 idle, so most reads opened a connection and left it in TIME_WAIT).
-	port := s.url[strings.LastIndexByte(s.url, ':')+1:]
-	tw := timeWait(t, port)
+	tw = timeWait(t, port)
 	via := runBench(t, h, me, "read", "--via-daemon", "--server", s.url, "--agents", "1", "--concurrency", "16", "--duration", "2s")
 	via.sane(t, "read")
 	if !via.ViaDaemon || via.Paired != 0 || via.Concurrency != 16 {
@@ -252,6 +272,12 @@ func TestBench(t *testing.T) {
 	r = h.cli(me, "bench", "mint", "--server", s.url, "--agents", "0")
 	if r.code == 0 || !strings.Contains(r.stderr, "--agents must be") {
 		t.Fatalf("--agents 0: exit %d, stderr %q", r.code, r.stderr)
+	}
+	for _, bad := range [][]string{{"--presign", "-1"}, {"--presign", "200001"}, {"--presign", "10", "--via-daemon"}} {
+		r = h.cli(me, append([]string{"bench", "read", "--server", s.url}, bad...)...)
+		if r.code != 2 || !strings.Contains(r.stderr, "--presign must be") {
+			t.Fatalf("%v: exit %d, stderr %q; want a usage error naming --presign", bad, r.code, r.stderr)
+		}
 	}
 }
 

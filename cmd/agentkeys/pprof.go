@@ -3,7 +3,7 @@
 // A profiling build (go build -tags pprof ./cmd/agentkeys): with
 // AGENTKEYS_PPROF=127.0.0.1:6060 set, any agentkeys process (server, daemon,
 // bench) serves net/http/pprof on that loopback address. Release builds do
-// not contain this file.
+// not contain this file. Contended locks are sampled (/debug/pprof/mutex).
 package main
 
 import (
@@ -11,6 +11,7 @@ import (
 	"net/http"
 	_ "net/http/pprof"
 	"os"
+	"runtime"
 )
 
 func init() {
@@ -28,5 +29,7 @@ func init() {
 		os.Stderr.WriteString("AGENTKEYS_PPROF: " + err.Error() + "\n")
 		os.Exit(2)
 	}
+	// Contended locks are sampled too (/debug/pprof/mutex): one in 10.
+	runtime.SetMutexProfileFraction(10)
 	go http.Serve(ln, nil)
 }

@@ -48,6 +48,10 @@ type Stats struct {
 	Errors     map[string]int // by problem code
 	Throughput float64
 	Latency    Latency
+	// CPU is the CPU time this whole process (the load client, and anything
+	// else it runs, such as bench's daemons) used during the run; 0 where it
+	// is not measured.
+	CPU time.Duration
 }
 
 // Failed is the number of failed operations.
@@ -65,6 +69,7 @@ func Run(ctx context.Context, cfg Config) Stats {
 	if cfg.Concurrency < 1 {
 		cfg.Concurrency = 1
 	}
+	cpu0 := processCPU()
 	start := time.Now()
 	deadline := start.Add(cfg.Duration)
 	var ok, failed atomic.Int64
@@ -92,8 +97,9 @@ func Run(ctx context.Context, cfg Config) Stats {
 		})
 	}
 	done := make(chan struct{})
+	var progress sync.WaitGroup // joined before Run returns: no report after it
 	if cfg.Progress != nil {
-		go func() {
+		progress.Go(func() {
 			t := time.NewTicker(500 * time.Millisecond)
 			defer t.Stop()
 			for {
@@ -104,16 +110,18 @@ func Run(ctx context.Context, cfg Config) Stats {
 					cfg.Progress(ok.Load(), failed.Load(), time.Since(start))
 				}
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	close(done)
+	progress.Wait()
 	elapsed := time.Since(start)
+	cpu := max(processCPU()-cpu0, 0)
 	var all Histogram
 	for i := range lat {
 		all.Merge(&lat[i])
 	}
-	s := Stats{Elapsed: elapsed, OK: all.Count(), Errors: map[string]int{}, Latency: all.Latency()}
+	s := Stats{Elapsed: elapsed, OK: all.Count(), Errors: map[string]int{}, Latency: all.Latency(), CPU: cpu}
 	for _, m := range errs {
 		for k, v := range m {
 			s.Errors[k] += v

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"math"
 	"testing"
@@ -123,5 +124,20 @@ func TestHistogramBuckets(t *testing.T) {
 	}
 	if bucket(-time.Second) != 0 {
 		t.Fatal("a negative latency must land in bucket 0")
+	}
+}
+
+// The run's CPU time is the process's, measured around the run: an operation
+// that computes shows in it.
+func TestRunMeasuresCPU(t *testing.T) {
+	var sink [32]byte
+	s := Run(t.Context(), Config{Concurrency: 1, Duration: 100 * time.Millisecond, Op: func(context.Context, int) error {
+		for range 200 {
+			sink = sha256.Sum256(sink[:])
+		}
+		return nil
+	}})
+	if s.OK == 0 || s.CPU <= 0 {
+		t.Fatalf("ok %d, CPU %v: want the run's CPU time measured", s.OK, s.CPU)
 	}
 }

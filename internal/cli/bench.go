@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/sha256"
@@ -12,9 +13,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"sort"
 	"strings"
@@ -27,6 +30,7 @@ import (
 	"github.com/agentkeys/agentkeys/internal/bench"
 	"github.com/agentkeys/agentkeys/internal/client"
 	"github.com/agentkeys/agentkeys/internal/daemon"
+	"github.com/agentkeys/agentkeys/internal/dpop"
 	"github.com/agentkeys/agentkeys/internal/home"
 	"github.com/agentkeys/agentkeys/internal/problem"
 	"github.com/agentkeys/agentkeys/internal/seal"
@@ -48,7 +52,11 @@ type benchOpts struct {
 	audience    string
 	asJSON      bool
 	viaDaemon   bool
+	presign     int
 }
+
+// benchMaxPresign bounds --presign: a proof is ~560 bytes, so ~110 MB.
+const benchMaxPresign = 200_000
 
 func benchCmd(e *env) *cobra.Command {
 	cmd := &cobra.Command{
@@ -59,7 +67,19 @@ func benchCmd(e *env) *cobra.Command {
 and each agent's daemon keys and session), pairs its agents through the real flow
 (pair request, approval signed with the owner's identity key, poll), then drives
 the HTTP API with a fresh DPoP proof on every request for --duration and prints
-throughput, p50/p90/p99/max latency (of successful requests) and errors by code.
+throughput, p50/p90/p99/max latency (of successful requests), errors by code and
+bench's own CPU time during the run. Each worker keeps one HTTP/1.1 connection
+(direct, no HTTP proxy) and has one request in flight.
+
+Signing a proof costs bench about as much CPU as checking it costs the broker, so
+when bench and the broker share a machine, bench's signatures take CPU from the
+broker. read and mint --presign N sign N proofs (spread over the agents) before
+the run starts: each is still a unique, fresh proof the broker checks and
+remembers, used once while under 30 s old; when they run out, proofs are signed
+as requests are sent. Use it to measure the broker's capacity from the same
+machine, and compare with a run without it (what agents that sign every request
+meet).
+
 Agents are kept between runs; a later run pairs only the missing ones. With
 several --server URLs the agents are spread over them, one owner per broker.
 
@@ -76,6 +96,7 @@ Pairing the agents at the default --pair-rate (10 a minute per address) waits fo
 the limit, saying so on stderr.`,
 		Example: "  agentkeys bench read --server http://127.0.0.1:8090 --agents 16 --duration 10s\n" +
 			"  agentkeys bench mint --server http://127.0.0.1:8090 --agents 16 --duration 10s --json\n" +
+			"  agentkeys bench mint --server http://127.0.0.1:8090 --agents 16 --duration 10s --presign 60000\n" +
 			"  agentkeys bench pair --server http://127.0.0.1:8090 --concurrency 4 --duration 10s\n" +
 			"  agentkeys bench read --server http://10.0.0.1:8090,http://10.0.0.2:8090 --agents 32 --duration 30s",
 	}
@@ -115,6 +136,10 @@ func benchModeCmd(e *env, mode string) *cobra.Command {
 			if o.agents < 1 || o.agents > 1000 || o.concurrency < 0 || o.concurrency > 1000 {
 				return problem.New(problem.BadRequest, "--agents must be 1-1000 and --concurrency 0-1000", "e.g. --agents 16 (--concurrency defaults to --agents)")
 			}
+			if o.presign < 0 || o.presign > benchMaxPresign || (o.presign > 0 && o.viaDaemon) {
+				return problem.Newf(problem.BadRequest, "e.g. --presign 60000 for a 10s run at up to 6,000/s; not with --via-daemon (the daemons sign their own)",
+					"--presign must be 0-%d", benchMaxPresign)
+			}
 			if o.duration < 100*time.Millisecond || o.duration > 24*time.Hour {
 				return problem.New(problem.BadRequest, "--duration must be between 100ms and 24h", "e.g. --duration 10s")
 			}
@@ -136,6 +161,9 @@ func benchModeCmd(e *env, mode string) *cobra.Command {
 	if mode == "read" {
 		cmd.Flags().BoolVar(&o.viaDaemon, "via-daemon", false, "read through a daemon's Unix socket (GET /credentials/bench): bench serves one daemon per agent, as daemon serve does")
 	}
+	if mode != "pair" {
+		cmd.Flags().IntVar(&o.presign, "presign", 0, "DPoP proofs to sign before the run starts, spread over the agents (each used once, while under 30s old; then proofs are signed as requests are sent): measures the broker without the load client's signatures on the same cores")
+	}
 	if mode == "mint" {
 		cmd.Flags().StringVar(&o.audience, "audience", apiv1.AWSAudience, "token audience; the broker must accept it (server --oidc-audience)")
 	}
@@ -156,6 +184,8 @@ type benchResult struct {
 	Throughput  float64        `json:"throughput_per_second"`
 	Latency     bench.Latency  `json:"latency_ms"`
 	ViaDaemon   bool           `json:"via_daemon,omitempty"` // read --via-daemon
+	Presigned   int            `json:"presigned,omitempty"`  // DPoP proofs signed before the run (--presign)
+	CPU         float64        `json:"cpu_seconds"`          // bench's own CPU time during the run (user + system)
 }
 
 // benchOwner is bench's owner on one broker.
@@ -166,10 +196,99 @@ type benchOwner struct {
 	s   *home.Session
 }
 
-// benchAgent is a paired agent with its session client and channel key.
+// benchAgent is a paired agent: its broker, session token, proof key and
+// channel key, and the proofs it sends (signed before the run with --presign,
+// else as requests are sent).
 type benchAgent struct {
-	c       *client.AgentSession
+	server  string
+	token   string
+	key     *ecdsa.PrivateKey
 	channel []byte
+	proofs  *bench.Stock
+}
+
+// benchProofAge is how old a proof signed before the run may be when it is
+// sent: half the broker's iat window (dpop.Skew), so it is fresh when checked.
+const benchProofAge = dpop.Skew / 2
+
+// benchPosters returns the op's way to send: worker w POSTs to path as agent
+// w mod len(agents), with the agent's next proof, on its own kept connection
+// (closed by the returned function).
+func benchPosters(agents []benchAgent, workers int, path string, body []byte) (func(ctx context.Context, w int, out any) error, func(), error) {
+	conns := make([]*benchConn, workers)
+	for w := range conns {
+		var err error
+		if conns[w], err = newBenchConn(agents[w%len(agents)].server); err != nil {
+			return nil, nil, err
+		}
+	}
+	post := func(ctx context.Context, w int, out any) error {
+		a := &agents[w%len(agents)]
+		for retried := false; ; retried = true {
+			p, at, err := a.proofs.Next()
+			if err != nil {
+				return err
+			}
+			err = conns[w].post(ctx, path, a.token, p, body, out)
+			// A broker that started in the second the proof is dated (or
+			// after) refuses it, with a pause to wait: as the agents' client
+			// does, bench waits and retries once with a proof made later,
+			// dropping the stock's proofs of that second.
+			pe := problem.As(err)
+			if err == nil || retried || pe.Code != problem.Unauthenticated || pe.RetryAfter < 1 || pe.RetryAfter > 2 {
+				return err
+			}
+			a.proofs.DropThrough(at)
+			select {
+			case <-ctx.Done():
+				return err
+			case <-time.After(time.Duration(pe.RetryAfter) * time.Second):
+			}
+		}
+	}
+	return post, func() {
+		for _, c := range conns {
+			c.close()
+		}
+	}, nil
+}
+
+// benchPresign gives each agent its stock of proofs for method and path:
+// --presign in all, spread evenly, signed on every core before the run (none
+// with --presign 0: each proof is then signed as its request is sent).
+func (e *env) benchPresign(agents []benchAgent, o benchOpts, method, path string) error {
+	n := o.presign
+	if n > 0 && !o.asJSON {
+		fmt.Fprintf(e.stderr, "Signing %d DPoP proofs before the run (--presign).\n", n)
+	}
+	errs := make([]error, len(agents))
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for range runtime.GOMAXPROCS(0) {
+		wg.Go(func() {
+			for i := range next {
+				a := &agents[i]
+				share := n / len(agents)
+				if i < n%len(agents) {
+					share++
+				}
+				signer, err := dpop.NewSigner(a.key, a.token)
+				if err != nil {
+					errs[i] = err
+					continue
+				}
+				a.proofs, errs[i] = bench.NewStock(share, benchProofAge, nil, func(now time.Time) (string, error) {
+					return signer.Sign(method, a.server+path, now)
+				})
+			}
+		})
+	}
+	for i := range agents {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 func (e *env) runBench(ctx context.Context, mode string, o benchOpts) error {
@@ -230,10 +349,20 @@ func (e *env) runBench(ctx context.Context, mode string, o benchOpts) error {
 			defer stop()
 			res.ViaDaemon, op = true, get
 		} else if mode == "read" {
+			path := "/v1/credentials/" + benchService + "/read" // as client.AgentSession.Read sends it
+			if err := e.benchPresign(agents, o, http.MethodPost, path); err != nil {
+				return err
+			}
+			res.Presigned = o.presign
+			post, done, err := benchPosters(agents, o.concurrency, path, nil)
+			if err != nil {
+				return err
+			}
+			defer done()
 			op = func(ctx context.Context, w int) error {
-				a := agents[w%len(agents)]
-				r, err := a.c.Read(ctx, benchService)
-				if err != nil {
+				a := &agents[w%len(agents)]
+				var r apiv1.ReadResult
+				if err := post(ctx, w, &r); err != nil {
 					return err
 				}
 				v, err := seal.OpenBox(a.channel, []byte(r.Info), r.Sealed)
@@ -244,8 +373,23 @@ func (e *env) runBench(ctx context.Context, mode string, o benchOpts) error {
 				return nil
 			}
 		} else {
+			const path = "/v1/oidc/token"
+			if err := e.benchPresign(agents, o, http.MethodPost, path); err != nil {
+				return err
+			}
+			res.Presigned = o.presign
+			body, err := json.Marshal(apiv1.OIDCRequest{Audience: o.audience})
+			if err != nil {
+				return err
+			}
+			post, done, err := benchPosters(agents, o.concurrency, path, body)
+			if err != nil {
+				return err
+			}
+			defer done()
 			op = func(ctx context.Context, w int) error {
-				t, err := agents[w%len(agents)].c.OIDCToken(ctx, o.audience, 0)
+				var t apiv1.OIDCToken
+				err := post(ctx, w, &t)
 				if err == nil && t.Token == "" {
 					return problem.New("BAD_ANSWER", "a mint answered without a token", "report it with the broker's version")
 				}
@@ -268,6 +412,7 @@ func (e *env) runBench(ctx context.Context, mode string, o benchOpts) error {
 	}
 	res.Duration = st.Elapsed.Seconds()
 	res.OK, res.Errors, res.Throughput, res.Latency = st.OK, st.Errors, st.Throughput, st.Latency
+	res.CPU = math.Round(st.CPU.Seconds()*1000) / 1000
 	res.Requests = st.OK + st.Failed()
 	if o.asJSON {
 		return json.NewEncoder(e.stdout).Encode(res)
@@ -289,6 +434,9 @@ func (e *env) printBench(r benchResult) {
 	fmt.Fprintf(e.stdout, "  requests    %d (%d ok, %d errors)\n", r.Requests, r.OK, r.Requests-r.OK)
 	fmt.Fprintf(e.stdout, "  throughput  %.1f/s\n", r.Throughput)
 	fmt.Fprintf(e.stdout, "  latency     p50 %.2fms  p90 %.2fms  p99 %.2fms  max %.2fms\n", r.Latency.P50, r.Latency.P90, r.Latency.P99, r.Latency.Max)
+	if r.CPU > 0 && r.Duration > 0 {
+		fmt.Fprintf(e.stdout, "  bench CPU   %.2fs (%.0f%% of one core; bench competes with the broker if they share the machine)\n", r.CPU, 100*r.CPU/r.Duration)
+	}
 	codes := make([]string, 0, len(r.Errors))
 	for c := range r.Errors {
 		codes = append(codes, c)
@@ -469,7 +617,7 @@ func (e *env) benchAgents(ctx context.Context, owners []*benchOwner, n int, scop
 		if err != nil || cerr != nil {
 			return nil, 0, problem.Newf(problem.BadRequest, "delete it; the next run pairs the agent again", "%s is damaged", benchAgentDir(owners[i%len(owners)], i).SessionPath())
 		}
-		out[i] = benchAgent{c: owners[i%len(owners)].c.WithAgent(s.Token, key), channel: ch}
+		out[i] = benchAgent{server: owners[i%len(owners)].c.Server(), token: s.Token, key: key, channel: ch}
 	}
 	return out, len(missing), nil
 }

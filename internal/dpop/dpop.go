@@ -432,9 +432,11 @@ func (k *jwk) member(name string) any {
 // proof carrying it has verified (signature, and the key a session or pair
 // request is bound to), so strangers cannot fill it; and only if it is at most
 // maxMemoHeader long (a daemon's is ~220 characters; whitespace could pad one to
-// MaxProofLen). At most maxHeaders are kept; when full it starts over.
+// MaxProofLen). At most maxHeaders are kept; when full it starts over. Lookups
+// share a read lock: every request makes one, and under an exclusive lock they
+// queued behind each other (the mutex profile under 16 concurrent agents).
 type headerMemo struct {
-	mu sync.Mutex
+	mu sync.RWMutex
 	m  map[string]memoKey
 }
 
@@ -451,9 +453,9 @@ const (
 // key returns the key and thumbprint of the encoded protected header h64, and
 // whether it was kept; a header not kept is checked here.
 func (hm *headerMemo) key(h64 string) (*ecdsa.PublicKey, string, bool, error) {
-	hm.mu.Lock()
+	hm.mu.RLock()
 	got, ok := hm.m[h64]
-	hm.mu.Unlock()
+	hm.mu.RUnlock()
 	if ok {
 		return got.pub, got.tp, true, nil
 	}

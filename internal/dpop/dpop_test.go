@@ -447,3 +447,4 @@ func BenchmarkSign(b *testing.B) {
 		}
 	}
 }
+
