@@ -68,6 +68,7 @@ CREATE TABLE anchor (
 	body bytea    NOT NULL
 )`)},
 	{Name: "rate limits: a count of spent requests per key", Up: execUp(rateCountSchema)},
+	{Name: "rate limits: many calls in one", Up: execUp(rateManySchema)},
 }
 
 func execUp(q string) func(context.Context, *sql.Tx) error {
