@@ -44,6 +44,9 @@ func TestPostgres(t *testing.T) {
 	t.Run("Limiters", func(t *testing.T) { testLimiters(t, c) })
 	t.Run("FirstCallsRace", func(t *testing.T) { testFirstCallsRace(t, c) })
 	t.Run("LimiterUpgrade", func(t *testing.T) { testLimiterUpgrade(t, c) })
+	t.Run("ReplayBatch", func(t *testing.T) { testReplayBatch(t, c) })
+	t.Run("LimiterBatch", func(t *testing.T) { testLimiterBatch(t, c) })
+	t.Run("BatchErrors", func(t *testing.T) { testBatchErrors(t, c) })
 }
 
 func entry(prev *ledger.Entry) ledger.Entry {

@@ -230,13 +230,15 @@ func (r *replays) First(ctx context.Context, id dpop.ProofID, now, expiry time.T
 // inserts in id order, so two brokers' batches lock rows in one order and
 // cannot deadlock.
 func (r *replays) record(ctx context.Context, calls []proof) ([]bool, error) {
-	newest := calls[0].now
+	// The sweep goes by the batch's earliest time: what it deletes has expired
+	// for every call in the batch.
+	oldest := calls[0].now
 	for _, c := range calls {
-		newest = max(newest, c.now)
+		oldest = min(oldest, c.now)
 	}
-	if r.sweep.due(time.Unix(newest, 0)) {
+	if r.sweep.due(time.Unix(oldest, 0)) {
 		if _, err := r.d.pool.Exec(ctx, `DELETE FROM dpop_replays WHERE id IN
-(SELECT id FROM dpop_replays WHERE expiry <= $1 FOR UPDATE SKIP LOCKED)`, newest); err != nil {
+(SELECT id FROM dpop_replays WHERE expiry <= $1 FOR UPDATE SKIP LOCKED)`, oldest); err != nil {
 			return nil, fmt.Errorf("postgres: forgetting expired proofs: %w", err)
 		}
 	}
@@ -342,19 +344,23 @@ func (l *limiter) Allow(ctx context.Context, key string, now time.Time) (bool, t
 
 // spend decides a batch of Allow calls in one call of agentkeys_allow_many,
 // which decides them one after the other in the order given, in one
-// transaction: exactly as sequential calls would. The order is by key, then
-// arrival (the calls on one key stay in arrival order), so two brokers' batches
-// lock key rows in one order and cannot deadlock.
+// transaction: exactly as the same calls made one after the other would be.
+// The order is by key, then arrival: the calls on one key stay in arrival
+// order, and calls on different keys, which were concurrent, go in one of the
+// orders they could have gone in anyway (it matters only to which new key a
+// full rule refuses). So two brokers' batches lock key rows in one order and
+// cannot deadlock.
 func (l *limiter) spend(ctx context.Context, calls []spend) ([]int64, error) {
 	win := int64(l.r.Window)
-	newest := calls[0].now
+	oldest := calls[0].now
 	for _, c := range calls {
-		newest = max(newest, c.now)
+		oldest = min(oldest, c.now)
 	}
-	if l.sweep.due(time.Unix(0, newest)) {
-		// Idle keys and their spent requests, all out of the window, in one
-		// statement: a key's spent rows go only with its row locked.
-		cut := newest - win
+	if l.sweep.due(time.Unix(0, oldest)) {
+		// Idle keys and their spent requests, all out of the window (for
+		// every call in the batch), in one statement: a key's spent rows go
+		// only with its row locked.
+		cut := oldest - win
 		if _, err := l.d.pool.Exec(ctx, `WITH idle AS (DELETE FROM rate_keys WHERE rule = $1 AND key IN
 (SELECT key FROM rate_keys WHERE rule = $1 AND last <= $2 AND coalesce(refused, 0) <= $2 FOR UPDATE SKIP LOCKED) RETURNING key)
 DELETE FROM rate_spent WHERE rule = $1 AND key IN (SELECT key FROM idle)`, l.r.Name, cut); err != nil {
