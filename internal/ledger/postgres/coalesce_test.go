@@ -13,8 +13,8 @@ import (
 // recording what each carried.
 type gated struct {
 	c       coalescer[int, int]
-	started chan []int   // each batch, as it starts
-	release chan error   // one per batch: nil answers in*10, else fails it
+	started chan []int // each batch, as it starts
+	release chan error // one per batch: nil answers in*10, else fails it
 	mu      sync.Mutex
 	batches [][]int
 }

@@ -390,7 +390,7 @@ func testLimiterBatch(t *testing.T, c *pgtest.Cluster) {
 		{"c", t0, -1},               // a third key: the rule's 2 are in use
 		{"b", t0 + 3*sec, 0},
 		{"b", t0 + 3*sec, 57 * sec}, // b's first comes back at t0+60s
-		{"a", t0 + 60*sec, 0}, // the first came back
+		{"a", t0 + 60*sec, 0},       // the first came back
 	}
 	var keys []string
 	var ats []int64
