@@ -411,11 +411,20 @@ func testLimiterBatch(t *testing.T, c *pgtest.Cluster) {
 	batched, oneByOne := handles(t, c.NewDatabase(t))().Limiters()(r), handles(t, c.NewDatabase(t))().Limiters()(r)
 	rng := rand.New(rand.NewPCG(3, 4))
 	now := t0
-	for round := range 40 {
+	for round := range 60 {
+		// Half the rounds give each key once (decided together), half
+		// repeat keys (decided in turn).
 		n := 1 + rng.IntN(30)
+		if round%2 == 0 {
+			n = 1 + rng.IntN(8)
+		}
 		keys, ats := make([]string, n), make([]int64, n)
+		perm := rng.Perm(8)
 		for i := range n {
 			keys[i] = fmt.Sprint(rng.IntN(5))
+			if round%2 == 0 {
+				keys[i] = fmt.Sprint(perm[i])
+			}
 			ats[i] = now + rng.Int64N(100)*int64(time.Millisecond)
 		}
 		slices.Sort(ats)
