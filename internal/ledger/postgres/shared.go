@@ -143,56 +143,24 @@ BEGIN
 	RETURN greatest(oldest + win - now, 1);
 END $$;`
 
-// rateManySchema (migration 5) decides many calls of one rule in one call,
-// exactly as agentkeys_allow for each (key, now) in the order given, one after
-// the other, would. When the keys are distinct and all known (the usual
-// batch: concurrent requests of different sessions), it does so in two
-// statements for the whole batch instead of four for each call (that, and the
-// plpgsql overhead of each statement, was most of PostgreSQL's time per
-// request): lock the keys' rows in key order; then, in one statement, delete
-// each key's spent requests that left the window, admit the keys with fewer
-// than lim left, record their requests and update the counts. Otherwise (a
-// key twice, or a new key: MaxKeys) it calls agentkeys_allow for each in turn.
-//
-// The set-based statement reaches rate_spent only through per-key index ranges
-// (LATERAL … OFFSET 0, then the rows by ctid): as a plain join, the cached
-// generic plan, not knowing how few rows a window's edge holds, hashed the
-// whole table on every call (1.6 ms a call with 48,000 spent rows). The plans
-// are generic (plan_cache_mode): with the default, plpgsql planned the
-// statement afresh on every call, which cost more than running it.
+// rateManySchema (migration 5) decides many calls of one rule in one call:
+// agentkeys_allow for each (key, now) in the order given, one after the other,
+// in the caller's transaction, so a key given twice is decided twice, the
+// second after the first, exactly as two calls one after the other would be.
+// (A set-based statement for a batch of distinct keys was tried: measured by
+// the backend's CPU time, it cost as much or more than these calls.)
 const rateManySchema = `
 CREATE FUNCTION agentkeys_allow_many(r text, ks bytea[], nows bigint[], win bigint, lim int, maxkeys int) RETURNS bigint[]
-LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $$
+LANGUAGE plpgsql AS $$
 DECLARE
-	n   int := cardinality(ks);
-	got int;
-	out bigint[];
+	out bigint[] := array_fill(0::bigint, ARRAY[cardinality(ks)]);
 BEGIN
-	IF cardinality(nows) IS DISTINCT FROM n THEN
-		RAISE EXCEPTION 'agentkeys_allow_many: % keys, % times', n, cardinality(nows);
+	IF cardinality(nows) IS DISTINCT FROM cardinality(ks) THEN
+		RAISE EXCEPTION 'agentkeys_allow_many: % keys, % times', cardinality(ks), cardinality(nows);
 	END IF;
-	SELECT count(*) INTO got FROM
-		(SELECT 1 FROM rate_keys WHERE rule = r AND key = ANY(ks) ORDER BY key FOR UPDATE) locked;
-	IF got < n THEN -- a key twice, or a new key
-		out := array_fill(0::bigint, ARRAY[n]);
-		FOR i IN 1 .. n LOOP
-			out[i] := agentkeys_allow(r, ks[i], nows[i], win, lim, maxkeys);
-		END LOOP;
-		RETURN out;
-	END IF;
-	WITH v AS (SELECT * FROM unnest(ks, nows) WITH ORDINALITY AS v(key, now, ord)),
-	gone AS (DELETE FROM rate_spent WHERE ctid = ANY(ARRAY(SELECT x.ctid FROM v, LATERAL
-		(SELECT ctid FROM rate_spent s WHERE s.rule = r AND s.key = v.key AND s.at <= v.now - win OFFSET 0) x))
-		RETURNING key),
-	c AS (SELECT v.key, v.now, v.ord, greatest(k.spent - g.n, 0) AS n FROM v,
-		LATERAL (SELECT spent FROM rate_keys k WHERE k.rule = r AND k.key = v.key OFFSET 0) k,
-		LATERAL (SELECT count(*) AS n FROM gone WHERE gone.key = v.key) g),
-	spend AS (INSERT INTO rate_spent (rule, key, at) SELECT r, c.key, c.now FROM c WHERE c.n < lim),
-	counts AS (UPDATE rate_keys k SET spent = c.n + (c.n < lim)::int,
-		last = CASE WHEN c.n < lim THEN greatest(k.last, c.now) ELSE k.last END
-		FROM c WHERE k.rule = r AND k.key = c.key)
-	SELECT array_agg(CASE WHEN c.n < lim THEN 0 ELSE greatest((SELECT min(s.at) FROM rate_spent s
-		WHERE s.rule = r AND s.key = c.key AND s.at > c.now - win) + win - c.now, 1) END ORDER BY c.ord) INTO out FROM c;
+	FOR i IN 1 .. cardinality(ks) LOOP
+		out[i] := agentkeys_allow(r, ks[i], nows[i], win, lim, maxkeys);
+	END LOOP;
 	RETURN out;
 END $$;`
 

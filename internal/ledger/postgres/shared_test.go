@@ -412,8 +412,7 @@ func testLimiterBatch(t *testing.T, c *pgtest.Cluster) {
 	rng := rand.New(rand.NewPCG(3, 4))
 	now := t0
 	for round := range 60 {
-		// Half the rounds give each key once (decided together), half
-		// repeat keys (decided in turn).
+		// Half the rounds give each key once, half repeat keys.
 		n := 1 + rng.IntN(30)
 		if round%2 == 0 {
 			n = 1 + rng.IntN(8)
