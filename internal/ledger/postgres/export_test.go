@@ -37,3 +37,7 @@ func SpendBatchForTest(l ratelimit.Limiter, keys []string, nows []int64) ([]int6
 	}
 	return l.(*limiter).spend(context.Background(), calls)
 }
+
+// OwnNotificationsForTest is how many notifications of its own commits the
+// driver's listener has heard (and not woken for).
+func (d *Driver) OwnNotificationsForTest() int64 { return d.listener.own.Load() }

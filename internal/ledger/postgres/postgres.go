@@ -106,6 +106,7 @@ type Driver struct {
 	lastKnown bool
 
 	listener listener // LISTEN connection, once Notify is called
+	own      *backends
 }
 
 var _ ledger.Driver = (*Driver)(nil)
@@ -140,6 +141,12 @@ func open(rawURL string, readOnly bool) (*Driver, error) {
 	if readOnly {
 		cfg.ConnConfig.RuntimeParams["default_transaction_read_only"] = "on"
 	}
+	own := &backends{pids: map[uint32]bool{}}
+	cfg.AfterConnect = func(_ context.Context, c *pgx.Conn) error {
+		own.add(c.PgConn().PID())
+		return nil
+	}
+	cfg.BeforeClose = func(c *pgx.Conn) { own.remove(c.PgConn().PID()) }
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.ConnConfig.ConnectTimeout+5*time.Second)
 	defer cancel()
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
@@ -152,7 +159,7 @@ func open(rawURL string, readOnly bool) (*Driver, error) {
 		}
 		return nil, &connectError{cause: oneLine(scrub(err.Error()))}
 	}
-	d := &Driver{pool: pool, readOnly: readOnly}
+	d := &Driver{pool: pool, readOnly: readOnly, own: own}
 	if readOnly {
 		err = d.checkVersion(ctx)
 	} else {

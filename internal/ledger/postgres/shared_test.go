@@ -219,8 +219,9 @@ func count(t *testing.T, u, q string) int {
 	return n
 }
 
-// testNotify: a commit through one driver wakes a listening driver; a
-// transaction that fails to commit does not; a dropped listen connection is
+// testNotify: a commit through one driver wakes a listening driver, one
+// through the listening driver itself does not; a transaction that fails to
+// commit does not; a dropped listen connection is
 // reconnected, wakes once for what it may have missed, and hears later commits.
 func testNotify(t *testing.T, c *pgtest.Cluster) {
 	u := c.NewDatabase(t)
@@ -246,7 +247,19 @@ func testNotify(t *testing.T, c *pgtest.Cluster) {
 		}
 	}
 	waitWake("listening") // each connection wakes once
-	e0 := entry(nil)
+	// The listener's own commit wakes nobody: the sentinel, notified after it
+	// by another backend, is delivered after it, and is the only wake.
+	own := entry(nil)
+	if err := a.Commit(context.Background(), []ledger.Entry{own}, nil); err != nil {
+		t.Fatal(err)
+	}
+	c.Exec(t, u, `SELECT pg_notify('agentkeys_ledger', '')`)
+	waitWake("a notification from another backend")
+	if len(woke) != 0 || a.OwnNotificationsForTest() != 1 {
+		t.Fatalf("after its own commit and another backend's notification: %d more wakes, %d own notifications heard; want 0 and 1",
+			len(woke), a.OwnNotificationsForTest())
+	}
+	e0 := entry(&own)
 	if err := b.Commit(context.Background(), []ledger.Entry{e0}, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -255,6 +268,9 @@ func testNotify(t *testing.T, c *pgtest.Cluster) {
 	// A refused commit (ErrConflict) notifies nobody: sent inside the transaction.
 	if err := b.Commit(context.Background(), []ledger.Entry{entry(nil)}, nil); err == nil {
 		t.Fatal("a second genesis committed")
+	}
+	if err := b.Commit(context.Background(), []ledger.Entry{entry(&own)}, nil); err == nil {
+		t.Fatal("a second entry 1 committed")
 	}
 	e1 := entry(&e0)
 	if err := b.Commit(context.Background(), []ledger.Entry{e1}, nil); err != nil {
