@@ -17,12 +17,13 @@ import (
 // up does not fail the others; it returns its context's error at once, and its
 // input is dropped if its batch has not left yet.
 type coalescer[In, Out any] struct {
-	run func(ctx context.Context, in []In) ([]Out, error)
-	max int
+	run     func(ctx context.Context, in []In) ([]Out, error)
+	max     int // calls in one batch
+	flights int // batches in flight at once (at least 1)
 
-	mu    sync.Mutex
-	busy  bool // a flusher goroutine is running
-	queue []*call[In, Out]
+	mu     sync.Mutex
+	flying int // flusher goroutines running
+	queue  []*call[In, Out]
 }
 
 type call[In, Out any] struct {
@@ -37,8 +38,8 @@ func (c *coalescer[In, Out]) do(ctx context.Context, in In) (Out, error) {
 	cl := &call[In, Out]{in: in, done: make(chan struct{})}
 	c.mu.Lock()
 	c.queue = append(c.queue, cl)
-	if !c.busy {
-		c.busy = true
+	if c.flying < max(c.flights, 1) {
+		c.flying++
 		go c.flush()
 	}
 	c.mu.Unlock()
@@ -65,7 +66,7 @@ func (c *coalescer[In, Out]) flush() {
 		c.mu.Lock()
 		n := min(len(c.queue), c.max)
 		if n == 0 {
-			c.busy = false
+			c.flying--
 			c.mu.Unlock()
 			return
 		}

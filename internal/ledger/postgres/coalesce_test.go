@@ -189,3 +189,38 @@ func TestCoalescerCancel(t *testing.T) {
 		t.Fatalf("the call left: %+v", a)
 	}
 }
+
+// TestCoalescerFlights: with two flights, a call that finds one batch in
+// flight goes at once in a second; calls that find both in flight queue and
+// go together when one lands.
+func TestCoalescerFlights(t *testing.T) {
+	g := newGated(64)
+	g.c.flights = 2
+	answers := make(chan answer, 16)
+	call := func(v int) {
+		go func() {
+			out, err := g.c.do(context.Background(), v)
+			answers <- answer{v, out, err}
+		}()
+	}
+	call(1)
+	<-g.started
+	call(2)
+	if b := <-g.started; !slices.Equal(b, []int{2}) {
+		t.Fatalf("with one batch in flight, the next call went as %v, want [2] at once", b)
+	}
+	call(3)
+	call(4)
+	waitFor(t, "2 queued calls", func() bool { return g.queued(2) })
+	g.release <- nil // one of [1], [2] lands
+	if b := <-g.started; len(b) != 2 {
+		t.Fatalf("after a batch landed, the next carried %v, want the 2 queued", b)
+	}
+	g.release <- nil
+	g.release <- nil
+	for range 4 {
+		if a := <-answers; a.err != nil || a.out != a.in*10 {
+			t.Fatalf("call %d: %+v", a.in, a)
+		}
+	}
+}

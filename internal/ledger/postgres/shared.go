@@ -189,15 +189,19 @@ func (s *sweeper) due(now time.Time) bool {
 	return true
 }
 
-// maxBatch bounds the calls one statement carries.
-const maxBatch = 256
+// maxBatch bounds the calls one statement carries; flights is how many such
+// statements one handle (one broker) may have in flight at once.
+const (
+	maxBatch = 256
+	flights  = 2
+)
 
 // Replays returns the ReplayStore in this database that every broker on it
 // shares: a proof accepted through one is refused by all. Concurrent First
 // calls through one handle share a statement (coalescer).
 func (d *Driver) Replays() dpop.ReplayStore {
 	r := &replays{d: d}
-	r.batch = coalescer[proof, bool]{run: r.record, max: maxBatch}
+	r.batch = coalescer[proof, bool]{run: r.record, max: maxBatch, flights: flights}
 	return r
 }
 
@@ -305,7 +309,7 @@ func (d *Driver) Limiters() ratelimit.New {
 			r.MaxKeys = 100_000
 		}
 		l := &limiter{d: d, r: r}
-		l.batch = coalescer[spend, int64]{run: l.spend, max: maxBatch}
+		l.batch = coalescer[spend, int64]{run: l.spend, max: maxBatch, flights: flights}
 		return l
 	}
 }
