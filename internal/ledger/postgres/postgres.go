@@ -389,7 +389,10 @@ func prefixEnd(p string) ([]byte, bool) {
 // from the known head to the new one — taking the row lock every append
 // takes — and fails (division by zero, nothing written) if the head is no
 // longer the known one; then the entries, the state writes and the
-// notification. When the head moved, the driver does not know it, or the
+// notification. If the head moved (another process appended), the entries,
+// linking to the known head, cannot link to the newest entry: ErrConflict,
+// as the long way would answer after three more round trips. When the driver
+// does not know the head (after a conflict, an error, or at first), or the
 // entries do not link to the known head, the commit takes the long way: lock
 // the head row, read the head entry, compare, write, commit (four round trips).
 func (d *Driver) Commit(ctx context.Context, entries []ledger.Entry, writes []ledger.Write) error {
@@ -410,12 +413,14 @@ func (d *Driver) Commit(ctx context.Context, entries []ledger.Entry, writes []le
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	var err error
 	if d.lastKnown && links(d.last, d.lastOK, entries[0]) {
-		err = d.commitKnown(ctx, entries, writes)
-		if !errors.Is(err, errHeadMoved) {
-			return err
+		err := d.commitKnown(ctx, entries, writes)
+		if errors.Is(err, errHeadMoved) {
+			// The entries link to the known head, which is no longer the
+			// newest entry: they cannot link to the newest.
+			return ledger.ErrConflict
 		}
+		return err
 	}
 	return d.commitLocked(ctx, entries, writes)
 }
