@@ -23,10 +23,13 @@ import (
 // restore) forgets proofs and spent requests, never an entry.
 //
 // Both are exact across brokers. A proof's row is inserted, or taken over
-// once expired, in one statement whose ON CONFLICT row lock lets exactly one of
-// concurrent uses win. A limit is decided by one function call, agentkeys_allow,
-// that locks the key's row first, so concurrent requests for one key are
-// counted one after the other, whichever broker they reach.
+// once expired, by a statement whose ON CONFLICT row lock lets exactly one of
+// concurrent uses win. A limit is decided by agentkeys_allow, which locks the
+// key's row first, so concurrent requests for one key are counted one after
+// the other, whichever broker they reach. Concurrent calls through one handle
+// share one statement (coalescer): one insert for many proofs, one
+// agentkeys_allow_many call for many requests, answered exactly as the same
+// calls one after the other.
 //
 // Storage is bounded: expired proofs and idle keys with their spent requests
 // are deleted (each handle sweeps at most once a second), a key's spent
@@ -232,9 +235,8 @@ func (r *replays) First(ctx context.Context, id dpop.ProofID, now, expiry time.T
 // of an id in one batch comes after the first and is refused as a replay.
 // Usually a batch is one round. The rounds go in one round trip (one
 // pipeline, one Sync: one implicit transaction), committed, durable, before
-// any caller is answered. Each round
-// inserts in id order, so two brokers' batches lock rows in one order and
-// cannot deadlock.
+// any caller is answered. Each round inserts in id order, so two brokers'
+// batches lock rows in one order and cannot deadlock.
 func (r *replays) record(ctx context.Context, calls []proof) ([]bool, error) {
 	// The sweep goes by the batch's earliest time: what it deletes has expired
 	// for every call in the batch.
@@ -259,13 +261,13 @@ func (r *replays) record(ctx context.Context, calls []proof) ([]bool, error) {
 		now := calls[left[0]].now
 		for _, i := range left {
 			// An id seen in this pass, taken or left, waits: its calls keep their order.
-			if c := calls[i]; seen[c.id] || c.now != now {
+			c := calls[i]
+			if seen[c.id] || c.now != now {
 				later = append(later, i)
-				seen[c.id] = true
 			} else {
-				seen[c.id] = true
 				round = append(round, i)
 			}
+			seen[c.id] = true
 		}
 		slices.SortFunc(round, func(a, b int) int { return bytes.Compare(calls[a].id[:], calls[b].id[:]) })
 		rounds = append(rounds, round)
