@@ -4,6 +4,9 @@ import (
 	"context"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/agentkeys/agentkeys/internal/dpop"
+	"github.com/agentkeys/agentkeys/internal/ratelimit"
 )
 
 // QueryRowForTest runs q on the driver's pool (tests inspect the tables).
@@ -13,3 +16,28 @@ func (d *Driver) QueryRowForTest(ctx context.Context, q string, args ...any) pgx
 
 // DigestForTest is the digest a limiter stores of key.
 func DigestForTest(key string) []byte { return digest(key) }
+
+// RecordBatchForTest sends First calls (whole seconds) through s (from
+// Driver.Replays) as one batch, as its coalescer would.
+func RecordBatchForTest(s dpop.ReplayStore, ids []dpop.ProofID, nows, expiries []int64) ([]bool, error) {
+	calls := make([]proof, len(ids))
+	for i := range ids {
+		calls[i] = proof{id: ids[i], now: nows[i], expiry: expiries[i]}
+	}
+	return s.(*replays).record(context.Background(), calls)
+}
+
+// SpendBatchForTest sends Allow calls (unix ns) through l (from
+// Driver.Limiters) as one batch, as its coalescer would; the answers are
+// agentkeys_allow's (0 admitted, > 0 the wait, -1 the rule's keys full).
+func SpendBatchForTest(l ratelimit.Limiter, keys []string, nows []int64) ([]int64, error) {
+	calls := make([]spend, len(keys))
+	for i := range keys {
+		calls[i] = spend{key: digest(keys[i]), now: nows[i]}
+	}
+	return l.(*limiter).spend(context.Background(), calls)
+}
+
+// OwnNotificationsForTest is how many notifications of its own commits the
+// driver's listener has heard (and not woken for).
+func (d *Driver) OwnNotificationsForTest() int64 { return d.listener.own.Load() }

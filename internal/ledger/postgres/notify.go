@@ -18,8 +18,14 @@ import (
 // driver that was handed the ledger's Wake holds one connection of its own
 // outside the pool, LISTENs on the channel and calls wake for each
 // notification. What a notification carries is never read: it only wakes the
-// follower, which reads the store by seq after its own head. Its own commits
-// wake it too (one read that finds nothing).
+// follower, which reads the store by seq after its own head. Who sent it is
+// read: PostgreSQL gives each notification its sender's backend process id,
+// and a notification from one of the driver's own pool connections (its own
+// commit, already applied) wakes nobody: it would cost a read that finds
+// nothing, a round trip for every commit. The pool tells the driver each
+// connection's process id when it connects and when it closes, so a process
+// id is only taken for the driver's own while its connection is open, and
+// PostgreSQL does not give it to another backend meanwhile.
 //
 // A listen connection that drops (server restart, idle timeout, a proxy) is
 // reconnected with backoff, and each (re)connection wakes once, for what was
@@ -39,6 +45,7 @@ type listener struct {
 	cancel  context.CancelFunc // nil until Notify
 	done    chan struct{}
 	listens atomic.Int64 // LISTENs that succeeded (connections made)
+	own     atomic.Int64 // notifications from the driver's own connections
 }
 
 // Notify implements ledger.Notifier: it starts listening and calls wake on every
@@ -90,14 +97,44 @@ func (d *Driver) listenOnce(ctx context.Context, wake func(), bo *backoff.Backof
 	d.listener.listens.Add(1)
 	wake() // whatever was committed while nobody listened
 	for {
-		if _, err := conn.WaitForNotification(ctx); err != nil {
+		n, err := conn.WaitForNotification(ctx)
+		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
 			return err
 		}
+		if d.own.has(n.PID) {
+			d.listener.own.Add(1)
+			continue
+		}
 		wake()
 	}
+}
+
+// backends are the process ids of the server backends behind the driver's
+// open pool connections.
+type backends struct {
+	mu   sync.Mutex
+	pids map[uint32]bool
+}
+
+func (b *backends) add(pid uint32) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.pids[pid] = true
+}
+
+func (b *backends) remove(pid uint32) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	delete(b.pids, pid)
+}
+
+func (b *backends) has(pid uint32) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.pids[pid]
 }
 
 func (d *Driver) stopListening() {

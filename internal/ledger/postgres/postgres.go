@@ -1,9 +1,10 @@
 // Package postgres is the shared ledger driver: the entries and folded state in
 // a PostgreSQL database (pgx v5), which several broker processes may open at
 // once and still keep one chain. Every Commit is one transaction that first
-// locks the single row of ledger_head (SELECT … FOR UPDATE): appends from every
-// process serialise there, each checks that its entries link to the newest
-// stored entry (else ledger.ErrConflict, nothing written), and the primary key on
+// locks the single row of ledger_head (an UPDATE conditioned on the head the
+// driver knows, else SELECT … FOR UPDATE): appends from every process
+// serialise there, each checks that its entries link to the newest stored
+// entry (else ledger.ErrConflict, nothing written), and the primary key on
 // entries.seq refuses a duplicate even if that check were bypassed. Within a
 // process the ledger's group commit still hands the driver whole batches, sent
 // to the server in one pipelined round trip. PostgreSQL's defaults
@@ -28,6 +29,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/pgx/v5/stdlib"
 
@@ -68,6 +70,7 @@ CREATE TABLE anchor (
 	body bytea    NOT NULL
 )`)},
 	{Name: "rate limits: a count of spent requests per key", Up: execUp(rateCountSchema)},
+	{Name: "rate limits: many calls in one", Up: execUp(rateManySchema)},
 }
 
 func execUp(q string) func(context.Context, *sql.Tx) error {
@@ -103,6 +106,7 @@ type Driver struct {
 	lastKnown bool
 
 	listener listener // LISTEN connection, once Notify is called
+	own      *backends
 }
 
 var _ ledger.Driver = (*Driver)(nil)
@@ -137,6 +141,12 @@ func open(rawURL string, readOnly bool) (*Driver, error) {
 	if readOnly {
 		cfg.ConnConfig.RuntimeParams["default_transaction_read_only"] = "on"
 	}
+	own := &backends{pids: map[uint32]bool{}}
+	cfg.AfterConnect = func(_ context.Context, c *pgx.Conn) error {
+		own.add(c.PgConn().PID())
+		return nil
+	}
+	cfg.BeforeClose = func(c *pgx.Conn) { own.remove(c.PgConn().PID()) }
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.ConnConfig.ConnectTimeout+5*time.Second)
 	defer cancel()
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
@@ -149,7 +159,7 @@ func open(rawURL string, readOnly bool) (*Driver, error) {
 		}
 		return nil, &connectError{cause: oneLine(scrub(err.Error()))}
 	}
-	d := &Driver{pool: pool, readOnly: readOnly}
+	d := &Driver{pool: pool, readOnly: readOnly, own: own}
 	if readOnly {
 		err = d.checkVersion(ctx)
 	} else {
@@ -372,6 +382,19 @@ func prefixEnd(p string) ([]byte, bool) {
 
 // Commit implements ledger.Driver: one transaction holding the ledger_head row
 // lock from the link check to COMMIT.
+//
+// When the driver knows the head (its own last commit, or what it read), the
+// commit is one round trip: one pipeline, whose statements run as one
+// implicit transaction committed at its Sync, that first moves ledger_head
+// from the known head to the new one — taking the row lock every append
+// takes — and fails (division by zero, nothing written) if the head is no
+// longer the known one; then the entries, the state writes and the
+// notification. If the head moved (another process appended), the entries,
+// linking to the known head, cannot link to the newest entry: ErrConflict,
+// as the long way would answer after three more round trips. When the driver
+// does not know the head (after a conflict, an error, or at first), or the
+// entries do not link to the known head, the commit takes the long way: lock
+// the head row, read the head entry, compare, write, commit (four round trips).
 func (d *Driver) Commit(ctx context.Context, entries []ledger.Entry, writes []ledger.Write) error {
 	if len(entries) == 0 {
 		return errors.New("postgres: commit without entries")
@@ -390,6 +413,78 @@ func (d *Driver) Commit(ctx context.Context, entries []ledger.Entry, writes []le
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if d.lastKnown && links(d.last, d.lastOK, entries[0]) {
+		err := d.commitKnown(ctx, entries, writes)
+		if errors.Is(err, errHeadMoved) {
+			// The entries link to the known head, which is no longer the
+			// newest entry: they cannot link to the newest.
+			return ledger.ErrConflict
+		}
+		return err
+	}
+	return d.commitLocked(ctx, entries, writes)
+}
+
+// links reports whether first links to the head h (ok false: the chain is empty).
+func links(h ledger.Head, ok bool, first ledger.Entry) bool {
+	if ok {
+		return first.Seq == h.Seq+1 && first.PrevHash == h.Hash
+	}
+	return first.Seq == 0 && first.PrevHash == ledger.Hash{}
+}
+
+// errHeadMoved means commitKnown found the head row not at the known head and
+// wrote nothing.
+var errHeadMoved = errors.New("postgres: the head moved")
+
+// headMovedCode is the SQLSTATE of the head check's division by zero.
+const headMovedCode = "22012"
+
+// commitKnown is the one-round-trip commit on the head the driver knows.
+func (d *Driver) commitKnown(ctx context.Context, entries []ledger.Entry, writes []ledger.Write) error {
+	known := int64(-1)
+	if d.lastOK {
+		known = int64(d.last.Seq)
+	}
+	first, last := entries[0], entries[len(entries)-1]
+	var b pgx.Batch
+	b.Queue(`WITH moved AS (UPDATE ledger_head SET seq = $1 WHERE id = 1 AND seq = $2 RETURNING 1)
+SELECT 1 / count(*)::int FROM moved`, int64(last.Seq), known)
+	queueWrites(&b, entries, writes)
+	err := d.pool.SendBatch(ctx, &b).Close()
+	var pgErr *pgconn.PgError
+	switch {
+	case errors.As(err, &pgErr) && pgErr.Code == headMovedCode:
+		d.lastKnown = false
+		return errHeadMoved
+	case err != nil:
+		d.lastKnown = false // the outcome may be unknown: read it back next time
+		return fmt.Errorf("postgres: writing entries %d-%d: %w", first.Seq, last.Seq, err)
+	}
+	d.last, d.lastOK = ledger.Head{Seq: last.Seq, Hash: last.Hash(), Time: last.Time}, true
+	return nil
+}
+
+// queueWrites queues the entries, the state writes and the notification.
+func queueWrites(b *pgx.Batch, entries []ledger.Entry, writes []ledger.Write) {
+	for _, e := range entries {
+		b.Queue(`INSERT INTO entries (`+entryCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
+			int64(e.Seq), e.PrevHash[:], e.Time, e.Kind, e.Origin, e.Payload, e.Signer, e.Sig, e.Salt)
+	}
+	for _, w := range writes {
+		if w.Value == nil {
+			b.Queue(`DELETE FROM state WHERE key = $1`, []byte(w.Key))
+		} else {
+			b.Queue(`INSERT INTO state (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value`, []byte(w.Key), w.Value)
+		}
+	}
+	// Delivered to every listener when, and only if, this transaction commits.
+	b.Queue(`SELECT pg_notify('` + notifyChannel + `', '')`)
+}
+
+// commitLocked is the long way: lock the head row, check, write, commit.
+func (d *Driver) commitLocked(ctx context.Context, entries []ledger.Entry, writes []ledger.Write) error {
+	first, last := entries[0], entries[len(entries)-1]
 	tx, err := d.pool.Begin(ctx)
 	if err != nil {
 		return fmt.Errorf("postgres: begin: %w", err)
@@ -409,25 +504,12 @@ func (d *Driver) Commit(ctx context.Context, entries []ledger.Entry, writes []le
 		}
 		d.lastKnown = true
 	}
-	h, ok, first := d.last, d.lastOK, entries[0]
-	if ok && (first.Seq != h.Seq+1 || first.PrevHash != h.Hash) || !ok && (first.Seq != 0 || first.PrevHash != ledger.Hash{}) {
+	if !links(d.last, d.lastOK, first) {
 		return ledger.ErrConflict
 	}
 	var b pgx.Batch
-	for _, e := range entries {
-		b.Queue(`INSERT INTO entries (`+entryCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
-			int64(e.Seq), e.PrevHash[:], e.Time, e.Kind, e.Origin, e.Payload, e.Signer, e.Sig, e.Salt)
-	}
-	for _, w := range writes {
-		if w.Value == nil {
-			b.Queue(`DELETE FROM state WHERE key = $1`, []byte(w.Key))
-		} else {
-			b.Queue(`INSERT INTO state (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value`, []byte(w.Key), w.Value)
-		}
-	}
 	b.Queue(`UPDATE ledger_head SET seq = $1 WHERE id = 1`, int64(last.Seq))
-	// Delivered to every listener when, and only if, this transaction commits.
-	b.Queue(`SELECT pg_notify('` + notifyChannel + `', '')`)
+	queueWrites(&b, entries, writes)
 	if err := tx.SendBatch(ctx, &b).Close(); err != nil {
 		return fmt.Errorf("postgres: writing entries %d-%d: %w", first.Seq, last.Seq, err)
 	}

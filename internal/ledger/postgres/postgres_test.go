@@ -40,10 +40,14 @@ func TestPostgres(t *testing.T) {
 	t.Run("ReadOnly", func(t *testing.T) { testReadOnly(t, c) })
 	t.Run("Unreachable", func(t *testing.T) { testUnreachable(t, c) })
 	t.Run("Notify", func(t *testing.T) { testNotify(t, c) })
+	t.Run("HeadMovedElsewhere", func(t *testing.T) { testHeadMovedElsewhere(t, c) })
 	t.Run("Replays", func(t *testing.T) { testReplays(t, c) })
 	t.Run("Limiters", func(t *testing.T) { testLimiters(t, c) })
 	t.Run("FirstCallsRace", func(t *testing.T) { testFirstCallsRace(t, c) })
 	t.Run("LimiterUpgrade", func(t *testing.T) { testLimiterUpgrade(t, c) })
+	t.Run("ReplayBatch", func(t *testing.T) { testReplayBatch(t, c) })
+	t.Run("LimiterBatch", func(t *testing.T) { testLimiterBatch(t, c) })
+	t.Run("BatchErrors", func(t *testing.T) { testBatchErrors(t, c) })
 }
 
 func entry(prev *ledger.Entry) ledger.Entry {
@@ -162,5 +166,59 @@ func testUnreachable(t *testing.T, c *pgtest.Cluster) {
 				t.Errorf("%s: %v, want ErrUnreachable", name, err)
 			}
 		}
+	}
+}
+
+// testHeadMovedElsewhere: a driver whose last commit was the head sends its
+// next commit in one round trip, conditioned on that head. When another
+// driver (another broker) has appended since, that commit writes nothing and
+// answers ErrConflict; the driver then knows the new head and commits on it.
+// State writes of a refused commit are not applied either.
+func testHeadMovedElsewhere(t *testing.T, c *pgtest.Cluster) {
+	u := c.NewDatabase(t)
+	open := func() *postgres.Driver {
+		d, err := postgres.Open(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { d.Close() })
+		return d
+	}
+	a, b := open(), open()
+	ctx := context.Background()
+	e0 := entry(nil)
+	if err := a.Commit(ctx, []ledger.Entry{e0}, nil); err != nil {
+		t.Fatal(err)
+	}
+	e1 := entry(&e0)
+	if err := b.Commit(ctx, []ledger.Entry{e1}, nil); err != nil {
+		t.Fatal(err)
+	}
+	stale := entry(&e0)
+	stale.Payload = []byte(`{"stale":true}`)
+	err := a.Commit(ctx, []ledger.Entry{stale}, []ledger.Write{{Key: "k", Value: []byte("stale")}})
+	if !errors.Is(err, ledger.ErrConflict) {
+		t.Fatalf("a commit on a head another driver moved: %v, want ErrConflict", err)
+	}
+	if h, _, err := a.Head(ctx); err != nil || h.Seq != 1 || h.Hash != e1.Hash() {
+		t.Fatalf("head after the refused commit: %+v %v, want e1", h, err)
+	}
+	if _, ok, err := a.Get(ctx, "k"); ok || err != nil {
+		t.Fatalf("the refused commit's state write was applied: %v %v", ok, err)
+	}
+	e2 := entry(&e1)
+	if err := a.Commit(ctx, []ledger.Entry{e2}, []ledger.Write{{Key: "k", Value: []byte("e2")}}); err != nil {
+		t.Fatalf("a commit on the new head: %v", err)
+	}
+	e3 := entry(&e2)
+	if err := a.Commit(ctx, []ledger.Entry{e3}, nil); err != nil {
+		t.Fatal(err)
+	}
+	es, err := b.Entries(ctx, 0, 10)
+	if err != nil || len(es) != 4 || es[3].Hash() != e3.Hash() {
+		t.Fatalf("the chain: %d entries, %v; want e0-e3", len(es), err)
+	}
+	if v, _, _ := b.Get(ctx, "k"); string(v) != "e2" {
+		t.Fatalf("state k = %q, want e2", v)
 	}
 }

@@ -1,10 +1,12 @@
 package postgres
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -21,10 +23,13 @@ import (
 // restore) forgets proofs and spent requests, never an entry.
 //
 // Both are exact across brokers. A proof's row is inserted, or taken over
-// once expired, in one statement whose ON CONFLICT row lock lets exactly one of
-// concurrent uses win. A limit is decided by one function call, agentkeys_allow,
-// that locks the key's row first, so concurrent requests for one key are
-// counted one after the other, whichever broker they reach.
+// once expired, by a statement whose ON CONFLICT row lock lets exactly one of
+// concurrent uses win. A limit is decided by agentkeys_allow, which locks the
+// key's row first, so concurrent requests for one key are counted one after
+// the other, whichever broker they reach. Concurrent calls through one handle
+// share one statement (coalescer): one insert for many proofs, one
+// agentkeys_allow_many call for many requests, answered exactly as the same
+// calls one after the other.
 //
 // Storage is bounded: expired proofs and idle keys with their spent requests
 // are deleted (each handle sweeps at most once a second), a key's spent
@@ -141,6 +146,27 @@ BEGIN
 	RETURN greatest(oldest + win - now, 1);
 END $$;`
 
+// rateManySchema (migration 5) decides many calls of one rule in one call:
+// agentkeys_allow for each (key, now) in the order given, one after the other,
+// in the caller's transaction, so a key given twice is decided twice, the
+// second after the first, exactly as two calls one after the other would be.
+// (A set-based statement for a batch of distinct keys was tried: measured by
+// the backend's CPU time, it cost as much or more than these calls.)
+const rateManySchema = `
+CREATE FUNCTION agentkeys_allow_many(r text, ks bytea[], nows bigint[], win bigint, lim int, maxkeys int) RETURNS bigint[]
+LANGUAGE plpgsql AS $$
+DECLARE
+	out bigint[] := array_fill(0::bigint, ARRAY[cardinality(ks)]);
+BEGIN
+	IF cardinality(nows) IS DISTINCT FROM cardinality(ks) THEN
+		RAISE EXCEPTION 'agentkeys_allow_many: % keys, % times', cardinality(ks), cardinality(nows);
+	END IF;
+	FOR i IN 1 .. cardinality(ks) LOOP
+		out[i] := agentkeys_allow(r, ks[i], nows[i], win, lim, maxkeys);
+	END LOOP;
+	RETURN out;
+END $$;`
+
 // sharedTimeout bounds one call: the request's context does not reach these
 // stores, and an unanswered one refuses the request (fail closed).
 const sharedTimeout = 5 * time.Second
@@ -166,13 +192,32 @@ func (s *sweeper) due(now time.Time) bool {
 	return true
 }
 
+// maxBatch bounds the calls one statement carries; flights is how many such
+// statements one handle (one broker) may have in flight at once.
+const (
+	maxBatch = 256
+	flights  = 2
+)
+
 // Replays returns the ReplayStore in this database that every broker on it
-// shares: a proof accepted through one is refused by all.
-func (d *Driver) Replays() dpop.ReplayStore { return &replays{d: d} }
+// shares: a proof accepted through one is refused by all. Concurrent First
+// calls through one handle share a statement (coalescer).
+func (d *Driver) Replays() dpop.ReplayStore {
+	r := &replays{d: d}
+	r.batch = coalescer[proof, bool]{run: r.record, max: maxBatch, flights: flights}
+	return r
+}
 
 type replays struct {
 	d     *Driver
 	sweep sweeper
+	batch coalescer[proof, bool]
+}
+
+// proof is one First call: unix seconds.
+type proof struct {
+	id          dpop.ProofID
+	now, expiry int64
 }
 
 // First implements dpop.ReplayStore: the row is inserted, or taken over when
@@ -180,33 +225,94 @@ type replays struct {
 func (r *replays) First(ctx context.Context, id dpop.ProofID, now, expiry time.Time) (bool, error) {
 	ctx, cancel := context.WithTimeout(ctx, sharedTimeout)
 	defer cancel()
-	if r.sweep.due(now) {
+	return r.batch.do(ctx, proof{id: id, now: now.Unix(), expiry: expiry.Unix()})
+}
+
+// record answers a batch of First calls exactly as if they had been made one
+// after the other in arrival order. The batch goes in rounds, each one
+// statement over distinct ids with one now (as a lone call's statement
+// would be); a round takes the calls the earlier rounds left, so a second use
+// of an id in one batch comes after the first and is refused as a replay.
+// Usually a batch is one round. The rounds go in one round trip (one
+// pipeline, one Sync: one implicit transaction), committed, durable, before
+// any caller is answered. Each round inserts in id order, so two brokers'
+// batches lock rows in one order and cannot deadlock.
+func (r *replays) record(ctx context.Context, calls []proof) ([]bool, error) {
+	// The sweep goes by the batch's earliest time: what it deletes has expired
+	// for every call in the batch.
+	oldest := calls[0].now
+	for _, c := range calls {
+		oldest = min(oldest, c.now)
+	}
+	if r.sweep.due(time.Unix(oldest, 0)) {
 		if _, err := r.d.pool.Exec(ctx, `DELETE FROM dpop_replays WHERE id IN
-(SELECT id FROM dpop_replays WHERE expiry <= $1 FOR UPDATE SKIP LOCKED)`, now.Unix()); err != nil {
-			return false, fmt.Errorf("postgres: forgetting expired proofs: %w", err)
+(SELECT id FROM dpop_replays WHERE expiry <= $1 FOR UPDATE SKIP LOCKED)`, oldest); err != nil {
+			return nil, fmt.Errorf("postgres: forgetting expired proofs: %w", err)
 		}
 	}
-	var one int
-	err := r.d.pool.QueryRow(ctx, `INSERT INTO dpop_replays (id, expiry) VALUES ($1, $2)
-ON CONFLICT (id) DO UPDATE SET expiry = excluded.expiry WHERE dpop_replays.expiry <= $3 RETURNING 1`,
-		id[:], expiry.Unix(), now.Unix()).Scan(&one)
-	switch {
-	case errors.Is(err, pgx.ErrNoRows):
-		return false, nil // recorded and not expired: a replay
-	case err != nil:
-		return false, fmt.Errorf("postgres: recording a proof: %w", err)
+	var rounds [][]int // indexes into calls
+	left := make([]int, len(calls))
+	for i := range left {
+		left[i] = i
 	}
-	return true, nil
+	for len(left) > 0 {
+		var round, later []int
+		seen := make(map[dpop.ProofID]bool, len(left))
+		now := calls[left[0]].now
+		for _, i := range left {
+			// An id seen in this pass, taken or left, waits: its calls keep their order.
+			c := calls[i]
+			if seen[c.id] || c.now != now {
+				later = append(later, i)
+			} else {
+				round = append(round, i)
+			}
+			seen[c.id] = true
+		}
+		slices.SortFunc(round, func(a, b int) int { return bytes.Compare(calls[a].id[:], calls[b].id[:]) })
+		rounds = append(rounds, round)
+		left = later
+	}
+	var b pgx.Batch
+	fresh := make([]bool, len(calls))
+	for _, round := range rounds {
+		ids, exps := make([][]byte, len(round)), make([]int64, len(round))
+		for j, i := range round {
+			ids[j], exps[j] = calls[i].id[:], calls[i].expiry
+		}
+		b.Queue(`INSERT INTO dpop_replays (id, expiry) SELECT * FROM unnest($1::bytea[], $2::bigint[])
+ON CONFLICT (id) DO UPDATE SET expiry = excluded.expiry WHERE dpop_replays.expiry <= $3 RETURNING id`,
+			ids, exps, calls[round[0]].now).Query(func(rows pgx.Rows) error {
+			var got []byte
+			_, err := pgx.ForEachRow(rows, []any{&got}, func() error {
+				for _, i := range round {
+					if bytes.Equal(calls[i].id[:], got) {
+						fresh[i] = true
+					}
+				}
+				return nil
+			})
+			return err
+		})
+	}
+	// One pipeline, one Sync: the rounds are one implicit transaction.
+	if err := r.d.pool.SendBatch(ctx, &b).Close(); err != nil {
+		return nil, fmt.Errorf("postgres: recording a proof: %w", err)
+	}
+	return fresh, nil
 }
 
 // Limiters returns the ratelimit.New whose limiters live in this database and
-// are shared by every broker on it: a limit is exact across them.
+// are shared by every broker on it: a limit is exact across them. Concurrent
+// Allow calls on one rule through one handle share a statement (coalescer).
 func (d *Driver) Limiters() ratelimit.New {
 	return func(r ratelimit.Rule) ratelimit.Limiter {
 		if r.MaxKeys <= 0 {
 			r.MaxKeys = 100_000
 		}
-		return &limiter{d: d, r: r}
+		l := &limiter{d: d, r: r}
+		l.batch = coalescer[spend, int64]{run: l.spend, max: maxBatch, flights: flights}
+		return l
 	}
 }
 
@@ -214,6 +320,13 @@ type limiter struct {
 	d     *Driver
 	r     ratelimit.Rule
 	sweep sweeper
+	batch coalescer[spend, int64]
+}
+
+// spend is one Allow call: the key's digest, unix ns.
+type spend struct {
+	key []byte
+	now int64
 }
 
 func digest(key string) []byte {
@@ -225,29 +338,65 @@ func digest(key string) []byte {
 func (l *limiter) Allow(ctx context.Context, key string, now time.Time) (bool, time.Duration, error) {
 	ctx, cancel := context.WithTimeout(ctx, sharedTimeout)
 	defer cancel()
-	win := int64(l.r.Window)
-	if l.sweep.due(now) {
-		// Idle keys and their spent requests, all out of the window, in one
-		// statement: a key's spent rows go only with its row locked.
-		cut := now.UnixNano() - win
-		if _, err := l.d.pool.Exec(ctx, `WITH idle AS (DELETE FROM rate_keys WHERE rule = $1 AND key IN
-(SELECT key FROM rate_keys WHERE rule = $1 AND last <= $2 AND coalesce(refused, 0) <= $2 FOR UPDATE SKIP LOCKED) RETURNING key)
-DELETE FROM rate_spent WHERE rule = $1 AND key IN (SELECT key FROM idle)`, l.r.Name, cut); err != nil {
-			return false, 0, fmt.Errorf("postgres: forgetting idle keys: %w", err)
-		}
-	}
-	var wait int64
-	if err := l.d.pool.QueryRow(ctx, `SELECT agentkeys_allow($1, $2, $3, $4, $5, $6)`,
-		l.r.Name, digest(key), now.UnixNano(), win, max(l.r.Count, 1), l.r.MaxKeys).Scan(&wait); err != nil {
-		return false, 0, fmt.Errorf("postgres: rate limit %s: %w", l.r.Name, err)
-	}
+	wait, err := l.batch.do(ctx, spend{key: digest(key), now: now.UnixNano()})
 	switch {
+	case err != nil:
+		return false, 0, err
 	case wait == 0:
 		return true, 0, nil
 	case wait < 0: // the rule's keys are all in use: refused until one goes idle
 		return false, l.r.Window, nil
 	}
 	return false, min(time.Duration(wait), l.r.Window), nil
+}
+
+// spend decides a batch of Allow calls in one call of agentkeys_allow_many,
+// which decides them one after the other in the order given, in one
+// transaction: exactly as the same calls made one after the other would be.
+// The order is by key, then arrival: the calls on one key stay in arrival
+// order, and calls on different keys, which were concurrent, go in one of the
+// orders they could have gone in anyway (it matters only to which new key a
+// full rule refuses). So two brokers' batches lock key rows in one order and
+// cannot deadlock.
+func (l *limiter) spend(ctx context.Context, calls []spend) ([]int64, error) {
+	win := int64(l.r.Window)
+	oldest := calls[0].now
+	for _, c := range calls {
+		oldest = min(oldest, c.now)
+	}
+	if l.sweep.due(time.Unix(0, oldest)) {
+		// Idle keys and their spent requests, all out of the window (for
+		// every call in the batch), in one statement: a key's spent rows go
+		// only with its row locked.
+		cut := oldest - win
+		if _, err := l.d.pool.Exec(ctx, `WITH idle AS (DELETE FROM rate_keys WHERE rule = $1 AND key IN
+(SELECT key FROM rate_keys WHERE rule = $1 AND last <= $2 AND coalesce(refused, 0) <= $2 FOR UPDATE SKIP LOCKED) RETURNING key)
+DELETE FROM rate_spent WHERE rule = $1 AND key IN (SELECT key FROM idle)`, l.r.Name, cut); err != nil {
+			return nil, fmt.Errorf("postgres: forgetting idle keys: %w", err)
+		}
+	}
+	order := make([]int, len(calls))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortStableFunc(order, func(a, b int) int { return bytes.Compare(calls[a].key, calls[b].key) })
+	keys, nows := make([][]byte, len(calls)), make([]int64, len(calls))
+	for j, i := range order {
+		keys[j], nows[j] = calls[i].key, calls[i].now
+	}
+	var waits []int64
+	if err := l.d.pool.QueryRow(ctx, `SELECT agentkeys_allow_many($1, $2, $3, $4, $5, $6)`,
+		l.r.Name, keys, nows, win, max(l.r.Count, 1), l.r.MaxKeys).Scan(&waits); err != nil {
+		return nil, fmt.Errorf("postgres: rate limit %s: %w", l.r.Name, err)
+	}
+	if len(waits) != len(calls) {
+		return nil, fmt.Errorf("postgres: rate limit %s: %d answers to %d calls", l.r.Name, len(waits), len(calls))
+	}
+	out := make([]int64, len(calls))
+	for j, i := range order {
+		out[i] = waits[j]
+	}
+	return out, nil
 }
 
 // FirstRefusal implements ratelimit.Limiter: it marks the key refused at now

@@ -3,6 +3,8 @@ package postgres_test
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -151,7 +153,8 @@ func testLimiterUpgrade(t *testing.T, c *pgtest.Cluster) {
 	open := handles(t, u)
 	open()
 	// Back to version 3, as an older agentkeys left it.
-	c.Exec(t, u, `DELETE FROM schema_migrations WHERE version = 4;
+	c.Exec(t, u, `DELETE FROM schema_migrations WHERE version >= 4;
+DROP FUNCTION agentkeys_allow_many;
 ALTER TABLE rate_keys DROP COLUMN spent;
 CREATE INDEX rate_spent_at ON rate_spent (rule, at)`)
 	t0 := time.Unix(1_800_000_000, 0)
@@ -216,8 +219,9 @@ func count(t *testing.T, u, q string) int {
 	return n
 }
 
-// testNotify: a commit through one driver wakes a listening driver; a
-// transaction that fails to commit does not; a dropped listen connection is
+// testNotify: a commit through one driver wakes a listening driver, one
+// through the listening driver itself does not; a transaction that fails to
+// commit does not; a dropped listen connection is
 // reconnected, wakes once for what it may have missed, and hears later commits.
 func testNotify(t *testing.T, c *pgtest.Cluster) {
 	u := c.NewDatabase(t)
@@ -243,7 +247,19 @@ func testNotify(t *testing.T, c *pgtest.Cluster) {
 		}
 	}
 	waitWake("listening") // each connection wakes once
-	e0 := entry(nil)
+	// The listener's own commit wakes nobody: the sentinel, notified after it
+	// by another backend, is delivered after it, and is the only wake.
+	own := entry(nil)
+	if err := a.Commit(context.Background(), []ledger.Entry{own}, nil); err != nil {
+		t.Fatal(err)
+	}
+	c.Exec(t, u, `SELECT pg_notify('agentkeys_ledger', '')`)
+	waitWake("a notification from another backend")
+	if len(woke) != 0 || a.OwnNotificationsForTest() != 1 {
+		t.Fatalf("after its own commit and another backend's notification: %d more wakes, %d own notifications heard; want 0 and 1",
+			len(woke), a.OwnNotificationsForTest())
+	}
+	e0 := entry(&own)
 	if err := b.Commit(context.Background(), []ledger.Entry{e0}, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -252,6 +268,9 @@ func testNotify(t *testing.T, c *pgtest.Cluster) {
 	// A refused commit (ErrConflict) notifies nobody: sent inside the transaction.
 	if err := b.Commit(context.Background(), []ledger.Entry{entry(nil)}, nil); err == nil {
 		t.Fatal("a second genesis committed")
+	}
+	if err := b.Commit(context.Background(), []ledger.Entry{entry(&own)}, nil); err == nil {
+		t.Fatal("a second entry 1 committed")
 	}
 	e1 := entry(&e0)
 	if err := b.Commit(context.Background(), []ledger.Entry{e1}, nil); err != nil {
@@ -277,5 +296,203 @@ func testNotify(t *testing.T, c *pgtest.Cluster) {
 	case <-woke:
 		t.Fatal("woke after Close")
 	default:
+	}
+}
+
+// testReplayBatch: First calls that share a statement are answered exactly as
+// the same calls one after the other: a second use of an id in one batch is a
+// replay, calls in one batch may carry different times, and an expired record
+// is taken over once. Then random batches against the same calls made one by
+// one on another database.
+func testReplayBatch(t *testing.T, c *pgtest.Cluster) {
+	const t0 = 1_800_000_000
+	id := func(s string) dpop.ProofID {
+		var p dpop.ProofID
+		copy(p[:], s)
+		return p
+	}
+	s := handles(t, c.NewDatabase(t))().Replays()
+	before, err := postgres.RecordBatchForTest(s, []dpop.ProofID{id("E"), id("F")}, []int64{t0 - 5, t0 - 5}, []int64{t0 + 5, t0 + 20})
+	if err != nil || !before[0] || !before[1] {
+		t.Fatalf("recording E and F: %v %v", before, err)
+	}
+	type call struct {
+		id          string
+		now, expiry int64
+		want        bool
+	}
+	calls := []call{
+		{"A", t0, t0 + 10, true},
+		{"A", t0, t0 + 10, false}, // a replay in the same batch
+		{"B", t0, t0 + 10, true},
+		{"C", t0 + 1, t0 + 11, true}, // another time in the same batch
+		{"A", t0 + 1, t0 + 11, false},
+		{"D", t0, t0 + 10, true},
+		{"C", t0, t0 + 10, false},     // C came first, at another time
+		{"E", t0 + 5, t0 + 15, true},  // E expired at t0+5: taken over
+		{"E", t0 + 5, t0 + 15, false}, // and now recorded again
+		{"F", t0, t0 + 10, false},     // F lives until t0+20
+	}
+	var ids []dpop.ProofID
+	var nows, exps []int64
+	for _, c := range calls {
+		ids, nows, exps = append(ids, id(c.id)), append(nows, c.now), append(exps, c.expiry)
+	}
+	got, err := postgres.RecordBatchForTest(s, ids, nows, exps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, c := range calls {
+		if got[i] != c.want {
+			t.Errorf("call %d (%s at +%d s): fresh=%v, want %v", i, c.id, c.now-t0, got[i], c.want)
+		}
+	}
+
+	batched, oneByOne := handles(t, c.NewDatabase(t))().Replays(), handles(t, c.NewDatabase(t))().Replays()
+	rng := rand.New(rand.NewPCG(1, 2))
+	now := int64(t0)
+	for round := range 30 {
+		n := 1 + rng.IntN(40)
+		ids, nows, exps := make([]dpop.ProofID, n), make([]int64, n), make([]int64, n)
+		for i := range n {
+			ids[i] = id(fmt.Sprint(rng.IntN(12)))
+			nows[i] = now + rng.Int64N(3)
+		}
+		// Times never go back, as one broker's clock does not (one by one,
+		// a sweep at a later time would forget a record an earlier call
+		// still sees).
+		slices.Sort(nows)
+		for i := range n {
+			exps[i] = nows[i] + 1 + rng.Int64N(4)
+		}
+		got, err := postgres.RecordBatchForTest(batched, ids, nows, exps)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range n {
+			want, err := postgres.RecordBatchForTest(oneByOne, ids[i:i+1], nows[i:i+1], exps[i:i+1])
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got[i] != want[0] {
+				t.Fatalf("round %d, call %d of %d: fresh=%v in a batch, %v one by one", round, i, n, got[i], want[0])
+			}
+		}
+		now = nows[n-1] + rng.Int64N(3)
+	}
+}
+
+// testLimiterBatch: Allow calls that share a statement are decided exactly as
+// the same calls one after the other: a key given twice in one batch spends
+// twice, in arrival order, a new key is refused when the rule's MaxKeys are
+// in use, and random batches give what the same calls give one by one on
+// another database.
+func testLimiterBatch(t *testing.T, c *pgtest.Cluster) {
+	const t0 = int64(1_800_000_000) * 1e9
+	const sec = int64(time.Second)
+	r := ratelimit.Rule{Name: "read", Count: 2, Window: time.Minute, MaxKeys: 2}
+	l := handles(t, c.NewDatabase(t))().Limiters()(r)
+	if got, err := postgres.SpendBatchForTest(l, []string{"a", "b"}, []int64{t0, t0}); err != nil || got[0] != 0 || got[1] != 0 {
+		t.Fatalf("first requests of a and b: %v %v", got, err)
+	}
+	type call struct {
+		key  string
+		at   int64
+		want int64
+	}
+	calls := []call{
+		{"a", t0 + sec, 0},
+		{"a", t0 + 2*sec, 58 * sec}, // a's first comes back at t0+60s
+		{"c", t0, -1},               // a third key: the rule's 2 are in use
+		{"b", t0 + 3*sec, 0},
+		{"b", t0 + 3*sec, 57 * sec}, // b's first comes back at t0+60s
+		{"a", t0 + 60*sec, 0},       // the first came back
+	}
+	var keys []string
+	var ats []int64
+	for _, c := range calls {
+		keys, ats = append(keys, c.key), append(ats, c.at)
+	}
+	got, err := postgres.SpendBatchForTest(l, keys, ats)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, c := range calls {
+		if got[i] != c.want {
+			t.Errorf("call %d (%s at +%v): %v, want %v", i, c.key, time.Duration(c.at-t0), got[i], c.want)
+		}
+	}
+
+	r = ratelimit.Rule{Name: "mint", Count: 3, Window: 2 * time.Second, MaxKeys: 1000}
+	batched, oneByOne := handles(t, c.NewDatabase(t))().Limiters()(r), handles(t, c.NewDatabase(t))().Limiters()(r)
+	rng := rand.New(rand.NewPCG(3, 4))
+	now := t0
+	for round := range 60 {
+		// Half the rounds give each key once, half repeat keys.
+		n := 1 + rng.IntN(30)
+		if round%2 == 0 {
+			n = 1 + rng.IntN(8)
+		}
+		keys, ats := make([]string, n), make([]int64, n)
+		perm := rng.Perm(8)
+		for i := range n {
+			keys[i] = fmt.Sprint(rng.IntN(5))
+			if round%2 == 0 {
+				keys[i] = fmt.Sprint(perm[i])
+			}
+			ats[i] = now + rng.Int64N(100)*int64(time.Millisecond)
+		}
+		slices.Sort(ats)
+		got, err := postgres.SpendBatchForTest(batched, keys, ats)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range n {
+			want, err := postgres.SpendBatchForTest(oneByOne, keys[i:i+1], ats[i:i+1])
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got[i] != want[0] {
+				t.Fatalf("round %d, call %d of %d (key %s): %v in a batch, %v one by one", round, i, n, keys[i], got[i], want[0])
+			}
+		}
+		now = ats[n-1] + rng.Int64N(300)*int64(time.Millisecond)
+	}
+}
+
+// testBatchErrors: when the statement a batch shares fails, every concurrent
+// caller gets an error, none an admission or a fresh proof (fail closed).
+func testBatchErrors(t *testing.T, c *pgtest.Cluster) {
+	u := c.NewDatabase(t)
+	d := handles(t, u)()
+	lim, replays := d.Limiters()(ratelimit.Rule{Name: "read", Count: 1000, Window: time.Minute}), d.Replays()
+	c.Exec(t, u, `DROP FUNCTION agentkeys_allow_many; ALTER TABLE dpop_replays RENAME TO gone`)
+	const callers = 32
+	var wg sync.WaitGroup
+	var admitted, failed atomic.Int32
+	now := time.Unix(1_800_000_000, 0)
+	for i := range callers {
+		wg.Go(func() {
+			ok, _, err := lim.Allow(context.Background(), fmt.Sprint(i%4), now)
+			if ok {
+				admitted.Add(1)
+			}
+			if err != nil {
+				failed.Add(1)
+			}
+			var id dpop.ProofID
+			id[0] = byte(i)
+			ok, err = replays.First(context.Background(), id, now, now.Add(dpop.Skew))
+			if ok {
+				admitted.Add(1)
+			}
+			if err != nil {
+				failed.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	if admitted.Load() != 0 || failed.Load() != 2*callers {
+		t.Fatalf("with the statements failing: %d admitted, %d errors of %d calls; want 0 and all", admitted.Load(), failed.Load(), 2*callers)
 	}
 }

@@ -1,0 +1,94 @@
+package postgres
+
+import (
+	"context"
+	"sync"
+)
+
+// coalescer runs calls in batches, group-commit style: while one batch is in
+// flight, the calls that arrive queue, and the next batch carries all of them
+// (up to max) in one statement, so concurrent requests share a round trip and
+// a transaction instead of taking one each. A call on an idle coalescer goes
+// at once, alone: nothing waits for company.
+//
+// run gets the calls' inputs in arrival order and returns one output for each,
+// or an error, which every call of the batch gets. A batch runs in a goroutine
+// of its own, under its own deadline (never a caller's), so a caller that gives
+// up does not fail the others; it returns its context's error at once, and its
+// input is dropped if its batch has not left yet.
+type coalescer[In, Out any] struct {
+	run     func(ctx context.Context, in []In) ([]Out, error)
+	max     int // calls in one batch
+	flights int // batches in flight at once (at least 1)
+
+	mu     sync.Mutex
+	flying int // flusher goroutines running
+	queue  []*call[In, Out]
+}
+
+type call[In, Out any] struct {
+	in   In
+	out  Out
+	err  error
+	done chan struct{} // closed when out or err is set
+}
+
+// do queues in and waits for its batch's answer or ctx.
+func (c *coalescer[In, Out]) do(ctx context.Context, in In) (Out, error) {
+	cl := &call[In, Out]{in: in, done: make(chan struct{})}
+	c.mu.Lock()
+	c.queue = append(c.queue, cl)
+	if c.flying < max(c.flights, 1) {
+		c.flying++
+		go c.flush()
+	}
+	c.mu.Unlock()
+	select {
+	case <-cl.done:
+		return cl.out, cl.err
+	case <-ctx.Done():
+		c.mu.Lock()
+		for i, q := range c.queue {
+			if q == cl { // not sent yet: drop it
+				c.queue = append(c.queue[:i], c.queue[i+1:]...)
+				break
+			}
+		}
+		c.mu.Unlock()
+		var zero Out
+		return zero, ctx.Err()
+	}
+}
+
+// flush sends batches until the queue is empty.
+func (c *coalescer[In, Out]) flush() {
+	for {
+		c.mu.Lock()
+		n := min(len(c.queue), c.max)
+		if n == 0 {
+			c.flying--
+			c.mu.Unlock()
+			return
+		}
+		batch := make([]*call[In, Out], n)
+		copy(batch, c.queue)
+		c.queue = append(c.queue[:0], c.queue[n:]...)
+		c.mu.Unlock()
+
+		in := make([]In, n)
+		for i, cl := range batch {
+			in[i] = cl.in
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), sharedTimeout)
+		out, err := c.run(ctx, in)
+		cancel()
+		for i, cl := range batch {
+			if err != nil {
+				cl.err = err
+			} else {
+				cl.out = out[i]
+			}
+			close(cl.done)
+		}
+	}
+}
