@@ -15,12 +15,13 @@ type gated struct {
 	c       coalescer[int, int]
 	started chan []int // each batch, as it starts
 	release chan error // one per batch: nil answers in*10, else fails it
+	answers chan answer
 	mu      sync.Mutex
 	batches [][]int
 }
 
 func newGated(max int) *gated {
-	g := &gated{started: make(chan []int, 64), release: make(chan error)}
+	g := &gated{started: make(chan []int, 64), release: make(chan error), answers: make(chan answer, 16)}
 	g.c = coalescer[int, int]{max: max, run: func(_ context.Context, in []int) ([]int, error) {
 		g.mu.Lock()
 		g.batches = append(g.batches, slices.Clone(in))
@@ -41,6 +42,14 @@ func newGated(max int) *gated {
 type answer struct {
 	in, out int
 	err     error
+}
+
+// call makes a call with v in its own goroutine; its answer goes to g.answers.
+func (g *gated) call(ctx context.Context, v int) {
+	go func() {
+		out, err := g.c.do(ctx, v)
+		g.answers <- answer{v, out, err}
+	}()
 }
 
 // queued reports whether n calls wait in g's queue.
@@ -66,13 +75,8 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 // (at most max of them), each answered with its own output.
 func TestCoalescerBatches(t *testing.T) {
 	g := newGated(4)
-	answers := make(chan answer, 16)
-	call := func(v int) {
-		go func() {
-			out, err := g.c.do(context.Background(), v)
-			answers <- answer{v, out, err}
-		}()
-	}
+	call := func(v int) { g.call(context.Background(), v) }
+	answers := g.answers
 	call(1)
 	if b := <-g.started; !slices.Equal(b, []int{1}) {
 		t.Fatalf("first batch %v, want [1]", b)
@@ -125,13 +129,8 @@ func TestCoalescerBatches(t *testing.T) {
 // it, and only those.
 func TestCoalescerErrorReachesEveryCaller(t *testing.T) {
 	g := newGated(64)
-	answers := make(chan answer, 16)
-	call := func(v int) {
-		go func() {
-			out, err := g.c.do(context.Background(), v)
-			answers <- answer{v, out, err}
-		}()
-	}
+	call := func(v int) { g.call(context.Background(), v) }
+	answers := g.answers
 	call(0)
 	<-g.started
 	for v := 1; v <= 5; v++ {
@@ -158,13 +157,7 @@ func TestCoalescerErrorReachesEveryCaller(t *testing.T) {
 // their answers.
 func TestCoalescerCancel(t *testing.T) {
 	g := newGated(64)
-	answers := make(chan answer, 16)
-	call := func(ctx context.Context, v int) {
-		go func() {
-			out, err := g.c.do(ctx, v)
-			answers <- answer{v, out, err}
-		}()
-	}
+	call, answers := g.call, g.answers
 	inFlight, cancelInFlight := context.WithCancel(context.Background())
 	call(inFlight, 1)
 	<-g.started
@@ -196,13 +189,8 @@ func TestCoalescerCancel(t *testing.T) {
 func TestCoalescerFlights(t *testing.T) {
 	g := newGated(64)
 	g.c.flights = 2
-	answers := make(chan answer, 16)
-	call := func(v int) {
-		go func() {
-			out, err := g.c.do(context.Background(), v)
-			answers <- answer{v, out, err}
-		}()
-	}
+	call := func(v int) { g.call(context.Background(), v) }
+	answers := g.answers
 	call(1)
 	<-g.started
 	call(2)
