@@ -447,4 +447,3 @@ func BenchmarkSign(b *testing.B) {
 		}
 	}
 }
-
