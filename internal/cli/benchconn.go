@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/agentkeys/agentkeys/internal/client"
 	"github.com/agentkeys/agentkeys/internal/problem"
 )
 
@@ -108,7 +109,7 @@ func (bc *benchConn) post(ctx context.Context, path, token, proof string, body [
 	r = append(r, body...)
 	bc.req = r
 	bc.conn.SetDeadline(time.Now().Add(benchTimeout))
-	status, answer, err := bc.roundTrip()
+	status, retryAfter, answer, err := bc.roundTrip()
 	if err != nil {
 		bc.close()
 		if ctx.Err() != nil {
@@ -117,13 +118,7 @@ func (bc *benchConn) post(ctx context.Context, path, token, proof string, body [
 		return problem.Newf(problem.Unreachable, "retry; check the broker's log", "POST %s to %s://%s failed: %v", path, bc.scheme, bc.host, err)
 	}
 	if status >= 300 {
-		var eb struct {
-			Error *problem.Error `json:"error"`
-		}
-		if json.Unmarshal(answer, &eb) == nil && eb.Error != nil && eb.Error.Code != "" {
-			return eb.Error
-		}
-		return problem.Newf(problem.Internal, "check that the URL points at an AgentKeys broker", "POST %s answered HTTP %d", path, status)
+		return client.AnswerError(bc.scheme+"://"+bc.host, "POST", path, status, retryAfter, answer)
 	}
 	if err := json.Unmarshal(answer, out); err != nil {
 		return problem.Newf("BAD_ANSWER", "report it with the broker's version", "decoding the answer of POST %s: %v", path, err)
@@ -131,21 +126,22 @@ func (bc *benchConn) post(ctx context.Context, path, token, proof string, body [
 	return nil
 }
 
-// roundTrip writes bc.req and reads the whole answer into bc.body.
-func (bc *benchConn) roundTrip() (int, []byte, error) {
+// roundTrip writes bc.req and reads the whole answer into bc.body; it returns
+// the answer's status and Retry-After with it.
+func (bc *benchConn) roundTrip() (int, string, []byte, error) {
 	if _, err := bc.conn.Write(bc.req); err != nil {
-		return 0, nil, err
+		return 0, "", nil, err
 	}
 	resp, err := http.ReadResponse(bc.br, nil)
 	if err != nil {
-		return 0, nil, err
+		return 0, "", nil, err
 	}
 	defer resp.Body.Close()
 	b := bc.body[:0]
 	for {
 		if len(b) == cap(b) {
 			if len(b) >= 64<<20 {
-				return 0, nil, problem.New(problem.TooLarge, "the answer is over 64 MiB", "check that the URL points at an AgentKeys broker")
+				return 0, "", nil, problem.New(problem.TooLarge, "the answer is over 64 MiB", "check that the URL points at an AgentKeys broker")
 			}
 			b = append(b, 0)[:len(b)]
 		}
@@ -155,12 +151,12 @@ func (bc *benchConn) roundTrip() (int, []byte, error) {
 			break
 		}
 		if err != nil {
-			return 0, nil, err
+			return 0, "", nil, err
 		}
 	}
 	bc.body = b
 	if resp.Close {
 		bc.close()
 	}
-	return resp.StatusCode, b, nil
+	return resp.StatusCode, resp.Header.Get("Retry-After"), b, nil
 }

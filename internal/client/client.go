@@ -96,22 +96,7 @@ func (c *Client) Do(ctx context.Context, method, path string, body, out any, hea
 		return problem.Newf(problem.Unreachable, "retry", "reading the answer from %s failed", c.base)
 	}
 	if resp.StatusCode >= 300 {
-		var eb struct {
-			Error *problem.Error `json:"error"`
-		}
-		if json.Unmarshal(data, &eb) == nil && eb.Error != nil && eb.Error.Code != "" {
-			return eb.Error
-		}
-		if resp.StatusCode == http.StatusTooManyRequests { // a limit in front of the broker, e.g. a proxy's
-			p := problem.Newf(problem.RateLimited, "wait and retry; the operator of "+c.base+" sets the limit",
-				"%s %s was refused for a rate limit (HTTP 429)", method, path)
-			if n, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && n > 0 {
-				p.RetryAfter = min(n, 3600)
-			}
-			return p
-		}
-		return problem.Newf(problem.Internal, "check that the URL points at an AgentKeys broker",
-			"%s %s answered HTTP %d", method, path, resp.StatusCode)
+		return AnswerError(c.base, method, path, resp.StatusCode, resp.Header.Get("Retry-After"), data)
 	}
 	if out == nil {
 		return nil
@@ -120,6 +105,28 @@ func (c *Client) Do(ctx context.Context, method, path string, body, out any, hea
 		return fmt.Errorf("decoding answer of %s %s: %w", method, path, err)
 	}
 	return nil
+}
+
+// AnswerError is the error a broker's answer with status >= 300 stands for:
+// the broker's own problem from its body, else a rate limit in front of the
+// broker (a proxy's 429, with its Retry-After), else an error naming the URL.
+func AnswerError(base, method, path string, status int, retryAfter string, body []byte) error {
+	var eb struct {
+		Error *problem.Error `json:"error"`
+	}
+	if json.Unmarshal(body, &eb) == nil && eb.Error != nil && eb.Error.Code != "" {
+		return eb.Error
+	}
+	if status == http.StatusTooManyRequests {
+		p := problem.Newf(problem.RateLimited, "wait and retry; the operator of "+base+" sets the limit",
+			"%s %s was refused for a rate limit (HTTP 429)", method, path)
+		if n, err := strconv.Atoi(retryAfter); err == nil && n > 0 {
+			p.RetryAfter = min(n, 3600)
+		}
+		return p
+	}
+	return problem.Newf(problem.Internal, "check that the URL points at an AgentKeys broker",
+		"%s %s answered HTTP %d", method, path, status)
 }
 
 // maxAnswer bounds an answer the client reads.
