@@ -97,8 +97,10 @@ func (c *dnsCache) do(ctx context.Context, key string, ask func(context.Context)
 	return val, err
 }
 
-// put adds e, making room first: expired entries go, then, if none had,
-// an arbitrary one (map order), so the cache never exceeds its size.
+// put adds e, making room first: expired entries go, and if that frees less
+// than a tenth of the cache, all of it goes. A sweep then frees at least a
+// tenth, so a flood of new names (a sender can name any domain) costs O(1)
+// per name amortised, not a scan of the whole cache each.
 func (c *dnsCache) put(key string, e *dnsEntry) {
 	if len(c.m) >= c.size {
 		now := c.now()
@@ -111,11 +113,8 @@ func (c *dnsCache) put(key string, e *dnsEntry) {
 			default:
 			}
 		}
-		for k := range c.m {
-			if len(c.m) < c.size {
-				break
-			}
-			delete(c.m, k)
+		if len(c.m) > c.size-max(c.size/10, 1) {
+			clear(c.m) // waiters keep their entry; only later callers ask again
 		}
 	}
 	c.m[key] = e
