@@ -234,15 +234,15 @@ func benchPosters(agents []benchAgent, workers int, path string, body []byte) (f
 			// after) refuses it, with a pause to wait: as the agents' client
 			// does, bench waits and retries once with a proof made later,
 			// dropping the stock's proofs of that second.
-			pe := problem.As(err)
-			if err == nil || retried || pe.Code != problem.Unauthenticated || pe.RetryAfter < 1 || pe.RetryAfter > 2 {
+			wait, early := client.ProofBeforeStart(err)
+			if retried || !early {
 				return err
 			}
 			a.proofs.DropThrough(at)
 			select {
 			case <-ctx.Done():
 				return err
-			case <-time.After(time.Duration(pe.RetryAfter) * time.Second):
+			case <-time.After(wait):
 			}
 		}
 	}

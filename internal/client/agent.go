@@ -38,14 +38,25 @@ func (c *Client) proven(ctx context.Context, s *dpop.Signer, method, path, token
 			h = append(h, "Authorization", "Bearer "+token)
 		}
 		err = c.Do(ctx, method, path, body, out, h...)
-		var pe *problem.Error
-		if retried || !errors.As(err, &pe) || pe.Code != problem.Unauthenticated || pe.RetryAfter < 1 || pe.RetryAfter > 2 {
+		wait, early := ProofBeforeStart(err)
+		if retried || !early {
 			return err
 		}
-		if c.sleep(ctx, time.Duration(pe.RetryAfter)*time.Second) != nil {
+		if c.sleep(ctx, wait) != nil {
 			return err
 		}
 	}
+}
+
+// ProofBeforeStart reports whether err is a broker's refusal of a proof dated
+// before it started, and how long it asks to wait before a new proof: an
+// UNAUTHENTICATED with a pause of 1–2 s, which no other refusal carries.
+func ProofBeforeStart(err error) (time.Duration, bool) {
+	var pe *problem.Error
+	if !errors.As(err, &pe) || pe.Code != problem.Unauthenticated || pe.RetryAfter < 1 || pe.RetryAfter > 2 {
+		return 0, false
+	}
+	return time.Duration(pe.RetryAfter) * time.Second, true
 }
 
 // PollPairing asks for the state of pair request id, proven with its proof key.
