@@ -57,7 +57,13 @@ func twoBrokers(t *testing.T, h *harness, ledgerURL string, args ...string) (a, 
 	if err := os.WriteFile(filepath.Join(ob.effectiveDataDir(), "seed.sealed"), sealed, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	return a, h.start(ob), oa
+	b = h.start(ob)
+	// B refuses a proof dated in or before the second it started
+	// (dpop.ErrBeforeStart; agents' clients wait and retry once). The tests'
+	// hand-made proofs are dated after it: the pairing through A can finish
+	// within that second.
+	time.Sleep(time.Until(time.Now().Truncate(time.Second).Add(time.Second)))
+	return a, b, oa
 }
 
 // TestTwoBrokersOnPostgres runs two `agentkeys server` processes on one
