@@ -20,22 +20,33 @@ func DigestForTest(key string) []byte { return digest(key) }
 // RecordBatchForTest sends First calls (whole seconds) through s (from
 // Driver.Replays) as one batch, as its coalescer would.
 func RecordBatchForTest(s dpop.ReplayStore, ids []dpop.ProofID, nows, expiries []int64) ([]bool, error) {
-	calls := make([]proof, len(ids))
+	calls := make([]sharedCall, len(ids))
 	for i := range ids {
-		calls[i] = proof{id: ids[i], now: nows[i], expiry: expiries[i]}
+		calls[i] = sharedCall{proof: proof{id: ids[i], now: nows[i], expiry: expiries[i]}}
 	}
-	return s.(*replays).record(context.Background(), calls)
+	out, err := s.(*replays).d.runShared(context.Background(), calls)
+	fresh := make([]bool, len(out))
+	for i, a := range out {
+		fresh[i] = a.fresh
+	}
+	return fresh, err
 }
 
 // SpendBatchForTest sends Allow calls (unix ns) through l (from
 // Driver.Limiters) as one batch, as its coalescer would; the answers are
 // agentkeys_allow's (0 admitted, > 0 the wait, -1 the rule's keys full).
 func SpendBatchForTest(l ratelimit.Limiter, keys []string, nows []int64) ([]int64, error) {
-	calls := make([]spend, len(keys))
+	lim := l.(*limiter)
+	calls := make([]sharedCall, len(keys))
 	for i := range keys {
-		calls[i] = spend{key: digest(keys[i]), now: nows[i]}
+		calls[i] = sharedCall{lim: lim, spend: spend{key: digest(keys[i]), now: nows[i]}}
 	}
-	return l.(*limiter).spend(context.Background(), calls)
+	out, err := lim.d.runShared(context.Background(), calls)
+	waits := make([]int64, len(out))
+	for i, a := range out {
+		waits[i] = a.wait
+	}
+	return waits, err
 }
 
 // OwnNotificationsForTest is how many notifications of its own commits the

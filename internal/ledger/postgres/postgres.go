@@ -107,6 +107,10 @@ type Driver struct {
 
 	listener listener // LISTEN connection, once Notify is called
 	own      *backends
+
+	// shared carries the calls of Replays and Limiters (shared.go).
+	shared      coalescer[sharedCall, sharedAnswer]
+	replaySweep sweeper
 }
 
 var _ ledger.Driver = (*Driver)(nil)
@@ -160,6 +164,7 @@ func open(rawURL string, readOnly bool) (*Driver, error) {
 		return nil, &connectError{cause: oneLine(scrub(err.Error()))}
 	}
 	d := &Driver{pool: pool, readOnly: readOnly, own: own}
+	d.shared = coalescer[sharedCall, sharedAnswer]{run: d.runShared, max: maxBatch, flights: flights}
 	if readOnly {
 		err = d.checkVersion(ctx)
 	} else {

@@ -48,6 +48,8 @@ func TestPostgres(t *testing.T) {
 	t.Run("ReplayBatch", func(t *testing.T) { testReplayBatch(t, c) })
 	t.Run("LimiterBatch", func(t *testing.T) { testLimiterBatch(t, c) })
 	t.Run("BatchErrors", func(t *testing.T) { testBatchErrors(t, c) })
+	t.Run("SharedMixed", func(t *testing.T) { testSharedMixed(t, c) })
+	t.Run("SharedDurable", func(t *testing.T) { testSharedDurable(t, c) }) // kills the server: last
 }
 
 func entry(prev *ledger.Entry) ledger.Entry {

@@ -6,7 +6,9 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -26,10 +28,25 @@ import (
 // once expired, by a statement whose ON CONFLICT row lock lets exactly one of
 // concurrent uses win. A limit is decided by agentkeys_allow, which locks the
 // key's row first, so concurrent requests for one key are counted one after
-// the other, whichever broker they reach. Concurrent calls through one handle
-// share one statement (coalescer): one insert for many proofs, one
-// agentkeys_allow_many call for many requests, answered exactly as the same
-// calls one after the other.
+// the other, whichever broker they reach.
+//
+// Concurrent calls through one driver, First calls and Allow calls of every
+// rule alike, share one transaction and one round trip (a coalescer, as group
+// commit does): one insert for the batch's proofs, one agentkeys_allow_many
+// call per rule, answered exactly as the same calls one after the other. A
+// request's proof check and limit come one after the other, so two requests
+// usually share each round trip, halving the round trips (each one wakes a
+// backend and the broker: most of PostgreSQL's CPU per request was that).
+//
+// Durability: that transaction commits without waiting for its WAL to reach
+// the disk (synchronous_commit off; visible to every broker at once, as any
+// commit). A request that appends an entry commits the entry afterwards with
+// synchronous_commit on, and PostgreSQL's WAL is flushed in order, so its proof
+// and spent request are durable before it is answered, as before. Only what a
+// request that appends nothing recorded (a refusal, or a query of state) can be
+// lost, and only if PostgreSQL itself crashes within its WAL writer's delay
+// (under a second by default): after that restart such a proof, still within
+// its lifetime, could be accepted once more. A restore forgets far more.
 //
 // Storage is bounded: expired proofs and idle keys with their spent requests
 // are deleted (each handle sweeps at most once a second), a key's spent
@@ -192,27 +209,64 @@ func (s *sweeper) due(now time.Time) bool {
 	return true
 }
 
-// maxBatch bounds the calls one statement carries; flights is how many such
-// statements one handle (one broker) may have in flight at once.
+// maxBatch bounds the calls one transaction carries; flights is how many such
+// transactions one driver (one broker) may have in flight at once.
 const (
 	maxBatch = 256
-	flights  = 2
+	flights  = 1
 )
 
-// Replays returns the ReplayStore in this database that every broker on it
-// shares: a proof accepted through one is refused by all. Concurrent First
-// calls through one handle share a statement (coalescer).
-func (d *Driver) Replays() dpop.ReplayStore {
-	r := &replays{d: d}
-	r.batch = coalescer[proof, bool]{run: r.record, max: maxBatch, flights: flights}
-	return r
+// sharedCall is a First call (lim nil) or an Allow call of lim; sharedAnswer
+// is its answer: fresh for First, agentkeys_allow's wait for Allow.
+type sharedCall struct {
+	lim   *limiter
+	proof proof
+	spend spend
 }
 
-type replays struct {
-	d     *Driver
-	sweep sweeper
-	batch coalescer[proof, bool]
+type sharedAnswer struct {
+	fresh bool
+	wait  int64
 }
+
+// runShared answers a batch of First and Allow calls in one transaction and
+// one round trip (one pipeline, one Sync), committed before any caller is
+// answered: the proofs first, then each rule's calls, the rules by name. So
+// every broker's transactions lock rows in one order (proofs by id, then each
+// rule's keys in order) and cannot deadlock one another.
+func (d *Driver) runShared(ctx context.Context, calls []sharedCall) ([]sharedAnswer, error) {
+	out := make([]sharedAnswer, len(calls))
+	var proofs []int
+	spends := map[*limiter][]int{}
+	for i, c := range calls {
+		if c.lim == nil {
+			proofs = append(proofs, i)
+		} else {
+			spends[c.lim] = append(spends[c.lim], i)
+		}
+	}
+	var b pgx.Batch
+	b.Queue(`BEGIN`)
+	b.Queue(`SET LOCAL synchronous_commit TO off`) // see Durability above
+	if len(proofs) > 0 {
+		d.queueProofs(&b, calls, proofs, out)
+	}
+	lims := slices.SortedFunc(maps.Keys(spends), func(a, b *limiter) int { return strings.Compare(a.r.Name, b.r.Name) })
+	for _, l := range lims {
+		l.queueSpends(&b, calls, spends[l], out)
+	}
+	b.Queue(`COMMIT`)
+	if err := d.pool.SendBatch(ctx, &b).Close(); err != nil {
+		return nil, fmt.Errorf("postgres: recording proofs and spent requests: %w", err)
+	}
+	return out, nil
+}
+
+// Replays returns the ReplayStore in this database that every broker on it
+// shares: a proof accepted through one is refused by all.
+func (d *Driver) Replays() dpop.ReplayStore { return &replays{d: d} }
+
+type replays struct{ d *Driver }
 
 // proof is one First call: unix seconds.
 type proof struct {
@@ -225,94 +279,74 @@ type proof struct {
 func (r *replays) First(ctx context.Context, id dpop.ProofID, now, expiry time.Time) (bool, error) {
 	ctx, cancel := context.WithTimeout(ctx, sharedTimeout)
 	defer cancel()
-	return r.batch.do(ctx, proof{id: id, now: now.Unix(), expiry: expiry.Unix()})
+	a, err := r.d.shared.do(ctx, sharedCall{proof: proof{id: id, now: now.Unix(), expiry: expiry.Unix()}})
+	return a.fresh, err
 }
 
-// record answers a batch of First calls exactly as if they had been made one
-// after the other in arrival order. The batch goes in rounds, each one
-// statement over distinct ids with one now (as a lone call's statement
-// would be); a round takes the calls the earlier rounds left, so a second use
-// of an id in one batch comes after the first and is refused as a replay.
-// Usually a batch is one round. The rounds go in one round trip (one
-// pipeline, one Sync: one implicit transaction), committed, durable, before
-// any caller is answered. Each round inserts in id order, so two brokers'
-// batches lock rows in one order and cannot deadlock.
-func (r *replays) record(ctx context.Context, calls []proof) ([]bool, error) {
+// queueProofs queues the statements that answer the First calls at idx (in
+// arrival order) exactly as if they had been made one after the other. They
+// go in rounds, each one statement over distinct ids with one now (as a lone
+// call's statement would be); a round takes the calls the earlier rounds
+// left, so a second use of an id in one batch comes after the first and is
+// refused as a replay. Usually a batch is one round. Each round inserts in id
+// order.
+func (d *Driver) queueProofs(b *pgx.Batch, calls []sharedCall, idx []int, out []sharedAnswer) {
 	// The sweep goes by the batch's earliest time: what it deletes has expired
 	// for every call in the batch.
-	oldest := calls[0].now
-	for _, c := range calls {
-		oldest = min(oldest, c.now)
+	oldest := calls[idx[0]].proof.now
+	for _, i := range idx {
+		oldest = min(oldest, calls[i].proof.now)
 	}
-	if r.sweep.due(time.Unix(oldest, 0)) {
-		if _, err := r.d.pool.Exec(ctx, `DELETE FROM dpop_replays WHERE id IN
-(SELECT id FROM dpop_replays WHERE expiry <= $1 FOR UPDATE SKIP LOCKED)`, oldest); err != nil {
-			return nil, fmt.Errorf("postgres: forgetting expired proofs: %w", err)
-		}
+	if d.replaySweep.due(time.Unix(oldest, 0)) {
+		b.Queue(`DELETE FROM dpop_replays WHERE id IN
+(SELECT id FROM dpop_replays WHERE expiry <= $1 FOR UPDATE SKIP LOCKED)`, oldest)
 	}
-	var rounds [][]int // indexes into calls
-	left := make([]int, len(calls))
-	for i := range left {
-		left[i] = i
-	}
+	p := func(i int) *proof { return &calls[i].proof }
+	left := idx
 	for len(left) > 0 {
 		var round, later []int
 		seen := make(map[dpop.ProofID]bool, len(left))
-		now := calls[left[0]].now
+		now := p(left[0]).now
 		for _, i := range left {
 			// An id seen in this pass, taken or left, waits: its calls keep their order.
-			c := calls[i]
-			if seen[c.id] || c.now != now {
+			if c := p(i); seen[c.id] || c.now != now {
 				later = append(later, i)
 			} else {
 				round = append(round, i)
 			}
-			seen[c.id] = true
+			seen[p(i).id] = true
 		}
-		slices.SortFunc(round, func(a, b int) int { return bytes.Compare(calls[a].id[:], calls[b].id[:]) })
-		rounds = append(rounds, round)
-		left = later
-	}
-	var b pgx.Batch
-	fresh := make([]bool, len(calls))
-	for _, round := range rounds {
+		slices.SortFunc(round, func(a, b int) int { return bytes.Compare(p(a).id[:], p(b).id[:]) })
 		ids, exps := make([][]byte, len(round)), make([]int64, len(round))
 		for j, i := range round {
-			ids[j], exps[j] = calls[i].id[:], calls[i].expiry
+			ids[j], exps[j] = p(i).id[:], p(i).expiry
 		}
 		b.Queue(`INSERT INTO dpop_replays (id, expiry) SELECT * FROM unnest($1::bytea[], $2::bigint[])
 ON CONFLICT (id) DO UPDATE SET expiry = excluded.expiry WHERE dpop_replays.expiry <= $3 RETURNING id`,
-			ids, exps, calls[round[0]].now).Query(func(rows pgx.Rows) error {
+			ids, exps, now).Query(func(rows pgx.Rows) error {
 			var got []byte
 			_, err := pgx.ForEachRow(rows, []any{&got}, func() error {
 				for _, i := range round {
-					if bytes.Equal(calls[i].id[:], got) {
-						fresh[i] = true
+					if bytes.Equal(p(i).id[:], got) {
+						out[i].fresh = true
 					}
 				}
 				return nil
 			})
 			return err
 		})
+		left = later
 	}
-	// One pipeline, one Sync: the rounds are one implicit transaction.
-	if err := r.d.pool.SendBatch(ctx, &b).Close(); err != nil {
-		return nil, fmt.Errorf("postgres: recording a proof: %w", err)
-	}
-	return fresh, nil
 }
 
 // Limiters returns the ratelimit.New whose limiters live in this database and
-// are shared by every broker on it: a limit is exact across them. Concurrent
-// Allow calls on one rule through one handle share a statement (coalescer).
+// are shared by every broker on it: a limit is exact across them.
 func (d *Driver) Limiters() ratelimit.New {
 	return func(r ratelimit.Rule) ratelimit.Limiter {
 		if r.MaxKeys <= 0 {
 			r.MaxKeys = 100_000
 		}
-		l := &limiter{d: d, r: r}
-		l.batch = coalescer[spend, int64]{run: l.spend, max: maxBatch, flights: flights}
-		return l
+		return &limiter{d: d, r: r}
 	}
 }
 
@@ -320,7 +354,6 @@ type limiter struct {
 	d     *Driver
 	r     ratelimit.Rule
 	sweep sweeper
-	batch coalescer[spend, int64]
 }
 
 // spend is one Allow call: the key's digest, unix ns.
@@ -338,65 +371,59 @@ func digest(key string) []byte {
 func (l *limiter) Allow(ctx context.Context, key string, now time.Time) (bool, time.Duration, error) {
 	ctx, cancel := context.WithTimeout(ctx, sharedTimeout)
 	defer cancel()
-	wait, err := l.batch.do(ctx, spend{key: digest(key), now: now.UnixNano()})
+	a, err := l.d.shared.do(ctx, sharedCall{lim: l, spend: spend{key: digest(key), now: now.UnixNano()}})
 	switch {
 	case err != nil:
 		return false, 0, err
-	case wait == 0:
+	case a.wait == 0:
 		return true, 0, nil
-	case wait < 0: // the rule's keys are all in use: refused until one goes idle
+	case a.wait < 0: // the rule's keys are all in use: refused until one goes idle
 		return false, l.r.Window, nil
 	}
-	return false, min(time.Duration(wait), l.r.Window), nil
+	return false, min(time.Duration(a.wait), l.r.Window), nil
 }
 
-// spend decides a batch of Allow calls in one call of agentkeys_allow_many,
-// which decides them one after the other in the order given, in one
-// transaction: exactly as the same calls made one after the other would be.
-// The order is by key, then arrival: the calls on one key stay in arrival
-// order, and calls on different keys, which were concurrent, go in one of the
-// orders they could have gone in anyway (it matters only to which new key a
-// full rule refuses). So two brokers' batches lock key rows in one order and
-// cannot deadlock.
-func (l *limiter) spend(ctx context.Context, calls []spend) ([]int64, error) {
+// queueSpends queues one agentkeys_allow_many call for the Allow calls at idx
+// (in arrival order), which decides them one after the other in the order
+// given: exactly as the same calls made one after the other would be. The
+// order is by key, then arrival: the calls on one key stay in arrival order,
+// and calls on different keys, which were concurrent, go in one of the orders
+// they could have gone in anyway (it matters only to which new key a full
+// rule refuses).
+func (l *limiter) queueSpends(b *pgx.Batch, calls []sharedCall, idx []int, out []sharedAnswer) {
 	win := int64(l.r.Window)
-	oldest := calls[0].now
-	for _, c := range calls {
-		oldest = min(oldest, c.now)
+	oldest := calls[idx[0]].spend.now
+	for _, i := range idx {
+		oldest = min(oldest, calls[i].spend.now)
 	}
 	if l.sweep.due(time.Unix(0, oldest)) {
 		// Idle keys and their spent requests, all out of the window (for
 		// every call in the batch), in one statement: a key's spent rows go
 		// only with its row locked.
-		cut := oldest - win
-		if _, err := l.d.pool.Exec(ctx, `WITH idle AS (DELETE FROM rate_keys WHERE rule = $1 AND key IN
+		b.Queue(`WITH idle AS (DELETE FROM rate_keys WHERE rule = $1 AND key IN
 (SELECT key FROM rate_keys WHERE rule = $1 AND last <= $2 AND coalesce(refused, 0) <= $2 FOR UPDATE SKIP LOCKED) RETURNING key)
-DELETE FROM rate_spent WHERE rule = $1 AND key IN (SELECT key FROM idle)`, l.r.Name, cut); err != nil {
-			return nil, fmt.Errorf("postgres: forgetting idle keys: %w", err)
+DELETE FROM rate_spent WHERE rule = $1 AND key IN (SELECT key FROM idle)`, l.r.Name, oldest-win)
+	}
+	order := slices.Clone(idx)
+	slices.SortStableFunc(order, func(a, b int) int { return bytes.Compare(calls[a].spend.key, calls[b].spend.key) })
+	keys, nows := make([][]byte, len(order)), make([]int64, len(order))
+	for j, i := range order {
+		keys[j], nows[j] = calls[i].spend.key, calls[i].spend.now
+	}
+	b.Queue(`SELECT agentkeys_allow_many($1, $2, $3, $4, $5, $6)`,
+		l.r.Name, keys, nows, win, max(l.r.Count, 1), l.r.MaxKeys).QueryRow(func(row pgx.Row) error {
+		var waits []int64
+		if err := row.Scan(&waits); err != nil {
+			return fmt.Errorf("rate limit %s: %w", l.r.Name, err)
 		}
-	}
-	order := make([]int, len(calls))
-	for i := range order {
-		order[i] = i
-	}
-	slices.SortStableFunc(order, func(a, b int) int { return bytes.Compare(calls[a].key, calls[b].key) })
-	keys, nows := make([][]byte, len(calls)), make([]int64, len(calls))
-	for j, i := range order {
-		keys[j], nows[j] = calls[i].key, calls[i].now
-	}
-	var waits []int64
-	if err := l.d.pool.QueryRow(ctx, `SELECT agentkeys_allow_many($1, $2, $3, $4, $5, $6)`,
-		l.r.Name, keys, nows, win, max(l.r.Count, 1), l.r.MaxKeys).Scan(&waits); err != nil {
-		return nil, fmt.Errorf("postgres: rate limit %s: %w", l.r.Name, err)
-	}
-	if len(waits) != len(calls) {
-		return nil, fmt.Errorf("postgres: rate limit %s: %d answers to %d calls", l.r.Name, len(waits), len(calls))
-	}
-	out := make([]int64, len(calls))
-	for j, i := range order {
-		out[i] = waits[j]
-	}
-	return out, nil
+		if len(waits) != len(order) {
+			return fmt.Errorf("rate limit %s: %d answers to %d calls", l.r.Name, len(waits), len(order))
+		}
+		for j, i := range order {
+			out[i].wait = waits[j]
+		}
+		return nil
+	})
 }
 
 // FirstRefusal implements ratelimit.Limiter: it marks the key refused at now

@@ -496,3 +496,76 @@ func testBatchErrors(t *testing.T, c *pgtest.Cluster) {
 		t.Fatalf("with the statements failing: %d admitted, %d errors of %d calls; want 0 and all", admitted.Load(), failed.Load(), 2*callers)
 	}
 }
+
+// testSharedMixed: First calls and Allow calls of two rules, concurrent
+// through two drivers (two brokers), share transactions and are still exact:
+// each proof is fresh once, and each key is admitted exactly its count.
+func testSharedMixed(t *testing.T, c *pgtest.Cluster) {
+	u := c.NewDatabase(t)
+	open := handles(t, u)
+	a, b := open(), open()
+	read, mint := ratelimit.Rule{Name: "read", Count: 5, Window: time.Minute}, ratelimit.Rule{Name: "mint", Count: 10, Window: time.Minute}
+	type handle struct {
+		read, mint ratelimit.Limiter
+		replays    dpop.ReplayStore
+	}
+	hs := []handle{{a.Limiters()(read), a.Limiters()(mint), a.Replays()}, {b.Limiters()(read), b.Limiters()(mint), b.Replays()}}
+	const callers = 96
+	now := time.Unix(1_800_000_000, 0)
+	var wg sync.WaitGroup
+	var reads, mints, fresh atomic.Int32
+	for i := range callers {
+		h := hs[i%2]
+		wg.Go(func() {
+			var id dpop.ProofID
+			id[0] = byte(i % 40) // 40 proofs, most used more than once
+			ok, err := h.replays.First(context.Background(), id, now, now.Add(dpop.Skew))
+			if err != nil {
+				t.Error(err)
+			} else if ok {
+				fresh.Add(1)
+			}
+			for l, n := range map[ratelimit.Limiter]*atomic.Int32{h.read: &reads, h.mint: &mints} {
+				key := fmt.Sprint(i % 4)
+				if l == h.mint {
+					key = "owner"
+				}
+				ok, _, err := l.Allow(context.Background(), key, now)
+				if err != nil {
+					t.Error(err)
+				} else if ok {
+					n.Add(1)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if fresh.Load() != 40 || reads.Load() != 4*5 || mints.Load() != 10 {
+		t.Fatalf("fresh proofs %d (want 40), reads admitted %d (want 20), mints admitted %d (want 10)", fresh.Load(), reads.Load(), mints.Load())
+	}
+}
+
+// testSharedDurable: the shared transaction commits without waiting for its
+// WAL, and a request's later entry commit (synchronous) makes it durable: a
+// proof recorded, then a synchronous commit, then kill -9 of the server, and
+// the proof is still refused after the restart.
+func testSharedDurable(t *testing.T, c *pgtest.Cluster) {
+	u := c.NewDatabase(t)
+	c.Exec(t, u, `CREATE TABLE entry_stand_in (n int)`)
+	d := handles(t, u)()
+	now := time.Now()
+	id := dpop.ProofID{1, 2, 3}
+	if ok, err := d.Replays().First(context.Background(), id, now, now.Add(dpop.Skew)); err != nil || !ok {
+		t.Fatalf("first use: %v %v", ok, err)
+	}
+	var n int
+	if err := d.QueryRowForTest(context.Background(), `INSERT INTO entry_stand_in VALUES (1) RETURNING n`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	c.Kill(t)
+	c.Restart(t)
+	ok, err := handles(t, u)().Replays().First(context.Background(), id, now, now.Add(dpop.Skew))
+	if err != nil || ok {
+		t.Fatalf("after a crash, a proof recorded before a durable commit: fresh=%v %v; want refused", ok, err)
+	}
+}
