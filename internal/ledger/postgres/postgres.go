@@ -71,6 +71,7 @@ CREATE TABLE anchor (
 )`)},
 	{Name: "rate limits: a count of spent requests per key", Up: execUp(rateCountSchema)},
 	{Name: "rate limits: many calls in one", Up: execUp(rateManySchema)},
+	{Name: "rate limits: two statements for most calls", Up: execUp(rateLazySchema)},
 }
 
 func execUp(q string) func(context.Context, *sql.Tx) error {

@@ -49,6 +49,7 @@ func TestPostgres(t *testing.T) {
 	t.Run("LimiterBatch", func(t *testing.T) { testLimiterBatch(t, c) })
 	t.Run("BatchErrors", func(t *testing.T) { testBatchErrors(t, c) })
 	t.Run("SharedMixed", func(t *testing.T) { testSharedMixed(t, c) })
+	t.Run("LimiterStorage", func(t *testing.T) { testLimiterStorage(t, c) })
 	t.Run("SharedDurable", func(t *testing.T) { testSharedDurable(t, c) }) // kills the server: last
 }
 

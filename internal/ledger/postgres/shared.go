@@ -184,6 +184,57 @@ BEGIN
 	RETURN out;
 END $$;`
 
+// rateLazySchema (migration 6) makes most calls of agentkeys_allow two
+// statements instead of four: one UPDATE locks the key's row and spends
+// optimistically (spent + 1, returning the count before), and one INSERT
+// records the request. spent counts the key's spent requests still stored,
+// the ones out of the window included, so while it is under the limit the
+// key is certainly under it and the call admits without looking at its rows.
+// Only when the stored count reaches the limit, and on every 64th stored
+// request (so a key with a high limit stores at most 64 requests beyond its
+// window), does a call delete what left the window and decide on the rest:
+// the same exact sliding window. last is now the key's newest call, refused
+// ones included (a refused key has its limit spent within the window, so it
+// was not idle anyway).
+const rateLazySchema = `
+CREATE OR REPLACE FUNCTION agentkeys_allow(r text, k bytea, now bigint, win bigint, lim int, maxkeys int) RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+	n      int; -- spent requests stored before this call
+	gone   int;
+	oldest bigint;
+BEGIN
+	LOOP
+		UPDATE rate_keys SET spent = spent + 1, last = greatest(last, now) WHERE rule = r AND key = k RETURNING spent - 1 INTO n;
+		EXIT WHEN FOUND;
+		INSERT INTO rate_keys (rule, key, last, spent) VALUES (r, k, now, 1) ON CONFLICT (rule, key) DO NOTHING;
+		IF FOUND THEN -- ours, locked until commit
+			IF (SELECT count(*) FROM rate_keys WHERE rule = r) > maxkeys THEN
+				DELETE FROM rate_keys WHERE rule = r AND key = k;
+				RETURN -1;
+			END IF;
+			n := 0;
+			EXIT;
+		END IF;
+		-- another call created it since: lock it on the next turn.
+	END LOOP;
+	IF n < lim AND n % 64 <> 63 THEN
+		INSERT INTO rate_spent (rule, key, at) VALUES (r, k, now);
+		RETURN 0;
+	END IF;
+	DELETE FROM rate_spent WHERE rule = r AND key = k AND at <= now - win;
+	GET DIAGNOSTICS gone = ROW_COUNT;
+	n := greatest(n - gone, 0);
+	IF n < lim THEN
+		INSERT INTO rate_spent (rule, key, at) VALUES (r, k, now);
+		UPDATE rate_keys SET spent = n + 1 WHERE rule = r AND key = k;
+		RETURN 0;
+	END IF;
+	UPDATE rate_keys SET spent = n WHERE rule = r AND key = k;
+	SELECT min(at) INTO oldest FROM rate_spent WHERE rule = r AND key = k;
+	RETURN greatest(oldest + win - now, 1);
+END $$;`
+
 // sharedTimeout bounds one call: the request's context does not reach these
 // stores, and an unanswered one refuses the request (fail closed).
 const sharedTimeout = 5 * time.Second

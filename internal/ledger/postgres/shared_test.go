@@ -569,3 +569,30 @@ func testSharedDurable(t *testing.T, c *pgtest.Cluster) {
 		t.Fatalf("after a crash, a proof recorded before a durable commit: fresh=%v %v; want refused", ok, err)
 	}
 }
+
+// testLimiterStorage: a key far under a high limit stores at most 64 spent
+// requests beyond those in its window (each call deletes nothing until then),
+// and the count stays the rows stored.
+func testLimiterStorage(t *testing.T, c *pgtest.Cluster) {
+	u := c.NewDatabase(t)
+	d := handles(t, u)()
+	l := d.Limiters()(ratelimit.Rule{Name: "read", Count: 100_000, Window: 10 * time.Second})
+	t0 := time.Unix(1_800_000_000, 0)
+	most := 0
+	for i := range 300 {
+		if ok, _, err := l.Allow(context.Background(), "s", t0.Add(time.Duration(i)*time.Second)); err != nil || !ok {
+			t.Fatalf("call %d: %v %v", i, ok, err)
+		}
+		var rows, spent int
+		if err := d.QueryRowForTest(context.Background(), `SELECT (SELECT count(*) FROM rate_spent), (SELECT spent FROM rate_keys)`).Scan(&rows, &spent); err != nil {
+			t.Fatal(err)
+		}
+		if rows != spent {
+			t.Fatalf("call %d: count %d, %d rows stored", i, spent, rows)
+		}
+		most = max(most, rows)
+	}
+	if most > 10+64 {
+		t.Fatalf("one call a second in a 10 s window stored up to %d spent requests, want at most 10 + 64", most)
+	}
+}
