@@ -109,7 +109,9 @@ type Driver struct {
 	listener listener // LISTEN connection, once Notify is called
 	own      *backends
 
-	// shared carries the calls of Replays and Limiters (shared.go).
+	// shared carries the calls of Replays and Limiters (shared.go) to
+	// sharedPool, nil when read-only.
+	sharedPool  *pgxpool.Pool
 	shared      coalescer[sharedCall, sharedAnswer]
 	replaySweep sweeper
 }
@@ -165,6 +167,17 @@ func open(rawURL string, readOnly bool) (*Driver, error) {
 		return nil, &connectError{cause: oneLine(scrub(err.Error()))}
 	}
 	d := &Driver{pool: pool, readOnly: readOnly, own: own}
+	if !readOnly {
+		// The shared tables' own connections, which commit without waiting
+		// for the WAL (shared.go, Durability); connected on first use.
+		scfg := cfg.Copy()
+		scfg.MaxConns = flights
+		scfg.ConnConfig.RuntimeParams["synchronous_commit"] = "off"
+		if d.sharedPool, err = pgxpool.NewWithConfig(ctx, scfg); err != nil {
+			pool.Close()
+			return nil, fmt.Errorf("postgres: %s", scrub(err.Error()))
+		}
+	}
 	d.shared = coalescer[sharedCall, sharedAnswer]{run: d.runShared, max: maxBatch, flights: flights}
 	if readOnly {
 		err = d.checkVersion(ctx)
@@ -172,7 +185,7 @@ func open(rawURL string, readOnly bool) (*Driver, error) {
 		err = d.migrate(ctx)
 	}
 	if err != nil {
-		pool.Close()
+		d.Close()
 		return nil, fmt.Errorf("postgres: %s", scrub(err.Error()))
 	}
 	return d, nil
@@ -258,10 +271,13 @@ func (d *Driver) checkVersion(ctx context.Context) error {
 	return nil
 }
 
-// Close stops listening and closes the connection pool.
+// Close stops listening and closes the connection pools.
 func (d *Driver) Close() error {
 	d.stopListening()
 	d.pool.Close()
+	if d.sharedPool != nil {
+		d.sharedPool.Close()
+	}
 	return nil
 }
 

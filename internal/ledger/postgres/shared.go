@@ -39,8 +39,8 @@ import (
 // backend and the broker: most of PostgreSQL's CPU per request was that).
 //
 // Durability: that transaction commits without waiting for its WAL to reach
-// the disk (synchronous_commit off; visible to every broker at once, as any
-// commit). A request that appends an entry commits the entry afterwards with
+// the disk (synchronous_commit off, on connections of their own; visible to
+// every broker at once, as any commit). A request that appends an entry commits the entry afterwards with
 // synchronous_commit on, and PostgreSQL's WAL is flushed in order, so its proof
 // and spent request are durable before it is answered, as before. Only what a
 // request that appends nothing recorded (a refusal, or a query of state) can be
@@ -286,6 +286,9 @@ type sharedAnswer struct {
 // every broker's transactions lock rows in one order (proofs by id, then each
 // rule's keys in order) and cannot deadlock one another.
 func (d *Driver) runShared(ctx context.Context, calls []sharedCall) ([]sharedAnswer, error) {
+	if d.sharedPool == nil {
+		return nil, errors.New("postgres: ledger opened read-only")
+	}
 	out := make([]sharedAnswer, len(calls))
 	var proofs []int
 	spends := map[*limiter][]int{}
@@ -297,8 +300,6 @@ func (d *Driver) runShared(ctx context.Context, calls []sharedCall) ([]sharedAns
 		}
 	}
 	var b pgx.Batch
-	b.Queue(`BEGIN`)
-	b.Queue(`SET LOCAL synchronous_commit TO off`) // see Durability above
 	if len(proofs) > 0 {
 		d.queueProofs(&b, calls, proofs, out)
 	}
@@ -306,8 +307,9 @@ func (d *Driver) runShared(ctx context.Context, calls []sharedCall) ([]sharedAns
 	for _, l := range lims {
 		l.queueSpends(&b, calls, spends[l], out)
 	}
-	b.Queue(`COMMIT`)
-	if err := d.pool.SendBatch(ctx, &b).Close(); err != nil {
+	// One pipeline, one Sync: one implicit transaction, on a connection that
+	// commits without waiting for the WAL (see Durability above).
+	if err := d.sharedPool.SendBatch(ctx, &b).Close(); err != nil {
 		return nil, fmt.Errorf("postgres: recording proofs and spent requests: %w", err)
 	}
 	return out, nil

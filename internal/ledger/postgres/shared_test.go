@@ -553,6 +553,11 @@ func testSharedDurable(t *testing.T, c *pgtest.Cluster) {
 	u := c.NewDatabase(t)
 	c.Exec(t, u, `CREATE TABLE entry_stand_in (n int)`)
 	d := handles(t, u)()
+	// Only the shared tables' connections commit asynchronously.
+	var sync string
+	if err := d.QueryRowForTest(context.Background(), `SHOW synchronous_commit`).Scan(&sync); err != nil || sync != "on" {
+		t.Fatalf("the ledger's connections have synchronous_commit %q (%v), want on", sync, err)
+	}
 	now := time.Now()
 	id := dpop.ProofID{1, 2, 3}
 	if ok, err := d.Replays().First(context.Background(), id, now, now.Add(dpop.Skew)); err != nil || !ok {
