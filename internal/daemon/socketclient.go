@@ -1,9 +1,7 @@
 package daemon
 
 import (
-	"bufio"
 	"bytes"
-	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -19,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/agentkeys/agentkeys/internal/httpconn"
 	"github.com/agentkeys/agentkeys/internal/problem"
 )
 
@@ -33,7 +32,7 @@ const maxSocketAnswer = 1 << 20
 type SocketClient struct {
 	path string
 	mu   sync.Mutex
-	idle []*socketConn // kept connections, at most maxIdleSocketConns
+	idle []*httpconn.Conn // kept connections, at most maxIdleSocketConns
 }
 
 // maxIdleSocketConns bounds the connections a SocketClient keeps open between
@@ -161,17 +160,15 @@ func (c *SocketClient) call(ctx context.Context, method, path string, q url.Valu
 }
 
 // exchange sends req to the daemon and reads its whole answer, on the calling
-// goroutine and on a kept connection when there is one (net/http's Transport
-// hands every request to a writer and a reader goroutine of its connection:
-// two goroutine switches each way, for a peer on the same machine). A GET
-// that fails on a kept connection before any answer — the daemon closed it
-// while it was idle, e.g. a restart — is sent once more on a new one, as
+// goroutine and on a kept connection when there is one (package httpconn). A
+// GET that fails on a kept connection before any answer — the daemon closed
+// it while it was idle, e.g. a restart — is sent once more on a new one, as
 // net/http does; any other request goes on a new connection, so it is never
 // sent twice.
 func (c *SocketClient) exchange(ctx context.Context, req *http.Request) (*http.Response, []byte, error) {
 	get := req.Method == http.MethodGet && req.Body == nil
 	for {
-		var sc *socketConn
+		var sc *httpconn.Conn
 		if get {
 			sc = c.kept()
 		}
@@ -184,23 +181,18 @@ func (c *SocketClient) exchange(ctx context.Context, req *http.Request) (*http.R
 				}
 				return nil, nil, problem.Wrap(err, CodeUnreachable, c.startIt(), "cannot reach the daemon at %s: %v", c.path, err)
 			}
-			sc = &socketConn{Conn: conn, br: bufio.NewReader(conn), bw: bufio.NewWriter(conn)}
+			sc = httpconn.New(conn, maxSocketAnswer)
 		}
-		resp, b, answered, err := sc.roundTrip(ctx, req)
-		switch {
-		case err == nil && !resp.Close:
-			c.keep(sc)
-			return resp, b, nil
-		case err == nil:
-			sc.Close()
+		// The answer is the caller's (dst nil): once kept, sc may serve another call at once.
+		resp, b, answered, err := sc.RoundTrip(ctx, req, nil)
+		if err == nil {
+			if !sc.Closed() {
+				c.keep(sc)
+			}
 			return resp, b, nil
 		}
-		sc.Close()
 		if reused && !answered && ctx.Err() == nil {
 			continue
-		}
-		if ctx.Err() != nil {
-			err = ctx.Err()
 		}
 		if answered {
 			return nil, nil, problem.Newf(CodeUnreachable, "retry; if it persists, check the daemon's log", "the daemon at %s sent an unreadable answer", c.path)
@@ -209,46 +201,8 @@ func (c *SocketClient) exchange(ctx context.Context, req *http.Request) (*http.R
 	}
 }
 
-// socketConn is a connection to the daemon with its buffers.
-type socketConn struct {
-	net.Conn
-	br *bufio.Reader
-	bw *bufio.Writer
-}
-
-// roundTrip writes req and reads the answer's head and body (at most
-// maxSocketAnswer bytes); answered says whether any of the answer arrived. If
-// ctx ends first, the connection's deadline is moved to the past, which ends
-// the wait, and the connection is not kept.
-func (sc *socketConn) roundTrip(ctx context.Context, req *http.Request) (resp *http.Response, b []byte, answered bool, err error) {
-	stop := context.AfterFunc(ctx, func() { sc.SetDeadline(time.Unix(1, 0)) })
-	defer func() {
-		if !stop() && err == nil { // the deadline was moved: the answer is whole, the connection is not
-			resp.Close = true
-		}
-	}()
-	if err := req.Write(sc.bw); err != nil {
-		return nil, nil, false, err
-	}
-	if err := sc.bw.Flush(); err != nil {
-		return nil, nil, false, err
-	}
-	if _, err := sc.br.Peek(1); err != nil {
-		return nil, nil, false, err
-	}
-	resp, err = http.ReadResponse(sc.br, req)
-	if err != nil {
-		return nil, nil, true, err
-	}
-	b, err = io.ReadAll(io.LimitReader(resp.Body, maxSocketAnswer+1))
-	if err != nil || len(b) > maxSocketAnswer {
-		return nil, nil, true, cmp.Or(err, errors.New("answer too long"))
-	}
-	return resp, b, true, nil
-}
-
 // kept returns a kept connection, or nil.
-func (c *SocketClient) kept() *socketConn {
+func (c *SocketClient) kept() *httpconn.Conn {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if n := len(c.idle); n > 0 {
@@ -260,7 +214,7 @@ func (c *SocketClient) kept() *socketConn {
 }
 
 // keep keeps sc for a later call, or closes it if enough are kept.
-func (c *SocketClient) keep(sc *socketConn) {
+func (c *SocketClient) keep(sc *httpconn.Conn) {
 	c.mu.Lock()
 	if len(c.idle) < maxIdleSocketConns {
 		c.idle = append(c.idle, sc)
