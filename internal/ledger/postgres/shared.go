@@ -40,18 +40,19 @@ import (
 //
 // Durability: that transaction commits without waiting for its WAL to reach
 // the disk (synchronous_commit off, on connections of their own; visible to
-// every broker at once, as any commit). A request that appends an entry commits the entry afterwards with
-// synchronous_commit on, and PostgreSQL's WAL is flushed in order, so its proof
-// and spent request are durable before it is answered, as before. Only what a
-// request that appends nothing recorded (a refusal, or a query of state) can be
-// lost, and only if PostgreSQL itself crashes within its WAL writer's delay
-// (under a second by default): after that restart such a proof, still within
-// its lifetime, could be accepted once more. A restore forgets far more.
+// every broker at once, as any commit). A request that appends an entry
+// commits the entry afterwards with synchronous_commit on, and PostgreSQL's
+// WAL is flushed in order, so its proof and spent request are durable before
+// it is answered, as before. Only what a request that appends nothing
+// recorded (a refusal, or a query of state) can be lost, and only if
+// PostgreSQL itself crashes within its WAL writer's delay (under a second by
+// default): after that restart such a proof, still within its lifetime, could
+// be accepted once more. A restore forgets far more.
 //
 // Storage is bounded: expired proofs and idle keys with their spent requests
-// are deleted (each handle sweeps at most once a second), a key's spent
-// requests older than its window by the key's next call, a new
-// limiter key is refused when its rule already has MaxKeys keys (as the
+// are deleted (each driver sweeps each table at most once a second), a key
+// stores at most 64 spent requests beyond those in its window (migration 6),
+// a new limiter key is refused when its rule already has MaxKeys keys (as the
 // in-memory limiter does), and keys are stored as their SHA-256. Times are the
 // callers' clocks (the brokers'), so brokers behind one balancer keep their
 // clocks in step (NTP), as they must for tokens anyway.
