@@ -20,8 +20,9 @@ import (
 // bytes itself, writes them in one system call and reads the answer on the
 // same goroutine (package httpconn): none of net/http's per-connection reader
 // and writer goroutines, header maps or pools, whose CPU would compete with
-// the broker's when bench shares its machine. The requests are the ones the agents' client sends (the same
-// method, path, headers and body), and every answer is read in full.
+// the broker's when bench shares its machine. The requests are the ones the
+// agents' client sends (the same method, path, headers and body), and every
+// answer is read in full.
 type benchConn struct {
 	scheme, host string // of the broker's URL; host has the port
 	tls          *tls.Config

@@ -3,20 +3,15 @@ package mailedge
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
 	"crypto/ed25519"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"strings"
 	"sync"
@@ -346,7 +341,7 @@ func TestInboundStored(t *testing.T) {
 // TestStartTLS: with a certificate the edge offers STARTTLS and takes mail
 // over it; without one it refuses to listen off loopback.
 func TestStartTLS(t *testing.T) {
-	cert, pool := selfSigned(t)
+	cert, pool := certFor(t, "mx."+domain)
 	v := newEnv(t, func(c *Config) { c.TLS = &tls.Config{Certificates: []tls.Certificate{cert}} })
 	c, err := smtp.DialStartTLS(v.mx, &tls.Config{RootCAs: pool, ServerName: "mx." + domain})
 	if err != nil {
@@ -384,20 +379,6 @@ type addrListener struct {
 }
 
 func (l addrListener) Addr() net.Addr { return l.addr }
-
-func selfSigned(t testing.TB) (tls.Certificate, *x509.CertPool) {
-	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "mx." + domain}, DNSNames: []string{"mx." + domain},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf, _ := x509.ParseCertificate(der)
-	pool := x509.NewCertPool()
-	pool.AddCert(leaf)
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: k, Leaf: leaf}, pool
-}
 
 // auth authenticates c with token over OAUTHBEARER.
 func auth(c *smtp.Client, token string) error {
