@@ -109,6 +109,7 @@ func New(b Broker, cfg Config) http.Handler {
 	handle("POST /v1/credentials", s.authed(s.storeCredential))
 	handle("GET /v1/credentials", s.authed(s.listCredentials))
 	handle("POST /v1/credentials/{service}/read", s.authed(s.readCredential))
+	handle("POST /v1/reads", s.authed(s.readBatch))
 	handle("DELETE /v1/credentials/{service}", s.authed(s.deleteCredential))
 	handle("GET /v1/approvals", s.authed(s.listApprovals))
 	handle("POST /v1/approvals/{id}/approve", s.authed(s.approve))

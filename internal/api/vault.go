@@ -1,8 +1,11 @@
 package api
 
 import (
+	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/agentkeys/agentkeys/internal/apiv1"
@@ -48,6 +51,39 @@ func (s *server) readCredential(w http.ResponseWriter, r *http.Request, c *broke
 		return err
 	}
 	writeJSON(w, http.StatusOK, res)
+	return nil
+}
+
+// readBatch makes the reads of a ReadBatch, each the read readCredential makes
+// (checked, rate-limited and audited on its own), concurrently, so that their
+// audit entries commit together; a refused read refuses only itself.
+func (s *server) readBatch(w http.ResponseWriter, r *http.Request, c *broker.Caller) error {
+	var body apiv1.ReadBatch
+	if err := decode(r, &body); err != nil {
+		return err
+	}
+	if n := len(body.Services); n == 0 || n > apiv1.MaxReadBatch {
+		return problem.Newf(problem.BadRequest, fmt.Sprintf("send 1 to %d services in one request", apiv1.MaxReadBatch),
+			"a batch of reads names %d services", n)
+	}
+	out := make([]apiv1.ReadOutcome, len(body.Services))
+	var wg sync.WaitGroup
+	for i, service := range body.Services {
+		wg.Go(func() {
+			res, err := s.b.Read(r.Context(), c, broker.ReadRequest{Service: service})
+			if err == nil {
+				out[i].Result = res
+				return
+			}
+			p := problem.As(err)
+			if p.Code == problem.Internal {
+				s.log.Error("request failed", "route", "POST /v1/reads", "err", err.Error())
+			}
+			out[i].Error, _ = json.Marshal(p)
+		})
+	}
+	wg.Wait()
+	writeJSON(w, http.StatusOK, apiv1.ReadBatchResult{Results: out})
 	return nil
 }
 

@@ -1,5 +1,7 @@
 package apiv1
 
+import "encoding/json"
+
 // StoreBody is the body of POST /v1/credentials.
 type StoreBody struct {
 	Service    string `json:"service"`
@@ -12,6 +14,30 @@ type StoreBody struct {
 type ReadBody struct {
 	Agent     string `json:"agent,omitempty"`
 	Recipient []byte `json:"recipient,omitempty"` // base64 hybrid HPKE public key; omit to use the session channel
+}
+
+// MaxReadBatch bounds the services of one POST /v1/reads.
+const MaxReadBatch = 32
+
+// ReadBatch is the body of POST /v1/reads: reads of several services, each
+// boxed for the session channel, in one request. The broker makes each the
+// read POST /v1/credentials/{service}/read makes (scope, rate limit, approval,
+// its own durable audit entry) and answers each on its own.
+type ReadBatch struct {
+	Services []string `json:"services"`
+}
+
+// ReadBatchResult answers a ReadBatch: one outcome per service, in order.
+type ReadBatchResult struct {
+	Results []ReadOutcome `json:"results"`
+}
+
+// ReadOutcome is one read of a batch: its Result, or its Error, the problem
+// object a refused single read has under "error" ({"code", "message", "fix",
+// ...}).
+type ReadOutcome struct {
+	Result *ReadResult     `json:"result,omitempty"`
+	Error  json.RawMessage `json:"error,omitempty"`
 }
 
 // ReadResult is a credential re-encrypted for the caller.

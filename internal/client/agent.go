@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"crypto/ecdsa"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"net/url"
@@ -135,6 +136,12 @@ func (a *AgentSession) WithClock(now func() time.Time) *AgentSession {
 	return &cc
 }
 
+// SameSession reports whether a and b are clients of the same agent session
+// (copies made by WithClock are).
+func (a *AgentSession) SameSession(b *AgentSession) bool {
+	return a.signer == b.signer && a.Client.base == b.Client.base
+}
+
 func (a *AgentSession) do(ctx context.Context, method, path string, body, out any) error {
 	if a.bad != nil {
 		return a.bad
@@ -147,6 +154,41 @@ func (a *AgentSession) do(ctx context.Context, method, path string, body, out an
 func (a *AgentSession) Read(ctx context.Context, service string) (*apiv1.ReadResult, error) {
 	var r apiv1.ReadResult
 	return &r, a.do(ctx, http.MethodPost, "/v1/credentials/"+url.PathEscape(service)+"/read", nil, &r)
+}
+
+// ReadOutcome is one read of ReadMany: its Result, or Err, the broker's
+// refusal of that read.
+type ReadOutcome struct {
+	Result *apiv1.ReadResult
+	Err    error
+}
+
+// ReadMany asks for several credentials boxed for the session channel in one
+// request (POST /v1/reads, at most apiv1.MaxReadBatch): one outcome per
+// service, in order. An error is the request's own (nothing was read).
+func (a *AgentSession) ReadMany(ctx context.Context, services []string) ([]ReadOutcome, error) {
+	var res apiv1.ReadBatchResult
+	if err := a.do(ctx, http.MethodPost, "/v1/reads", apiv1.ReadBatch{Services: services}, &res); err != nil {
+		return nil, err
+	}
+	if len(res.Results) != len(services) {
+		return nil, problem.Newf(problem.Internal, "check that the URL points at an AgentKeys broker",
+			"the broker answered %d reads for %d services", len(res.Results), len(services))
+	}
+	out := make([]ReadOutcome, len(services))
+	for i, o := range res.Results {
+		var p problem.Error
+		switch {
+		case o.Result != nil:
+			out[i].Result = o.Result
+		case json.Unmarshal(o.Error, &p) == nil && p.Code != "":
+			out[i].Err = &p
+		default:
+			out[i].Err = problem.Newf(problem.Internal, "check that the URL points at an AgentKeys broker",
+				"the broker answered read %d of %d with neither a credential nor an error", i+1, len(services))
+		}
+	}
+	return out, nil
 }
 
 // Services lists the services the agent may read, and which of them need the

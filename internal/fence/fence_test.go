@@ -251,6 +251,8 @@ func TestLeaves(t *testing.T) {
 
 		// The client side's kept connections (bench, the daemon's socket client): the standard library only.
 		"internal/httpconn": {"internal/httpconn"},
+		// Batching of concurrent calls (the PostgreSQL driver, the daemon's reads): the standard library only.
+		"internal/coalesce": {"internal/coalesce"},
 	}
 	for leaf, ok := range allowed {
 		for path, p := range deps(t, mod+"/"+leaf) {

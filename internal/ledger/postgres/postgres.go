@@ -33,6 +33,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/pgx/v5/stdlib"
 
+	"github.com/agentkeys/agentkeys/internal/coalesce"
 	"github.com/agentkeys/agentkeys/internal/ledger"
 	"github.com/agentkeys/agentkeys/internal/ledger/sqlmigrate"
 )
@@ -112,7 +113,7 @@ type Driver struct {
 	// shared carries the calls of Replays and Limiters (shared.go) to
 	// sharedPool, nil when read-only.
 	sharedPool  *pgxpool.Pool
-	shared      coalescer[sharedCall, sharedAnswer]
+	shared      coalesce.Coalescer[sharedCall, sharedAnswer]
 	replaySweep sweeper
 }
 
@@ -178,7 +179,7 @@ func open(rawURL string, readOnly bool) (*Driver, error) {
 			return nil, fmt.Errorf("postgres: %s", scrub(err.Error()))
 		}
 	}
-	d.shared = coalescer[sharedCall, sharedAnswer]{run: d.runShared, max: maxBatch, flights: flights}
+	d.shared = coalesce.Coalescer[sharedCall, sharedAnswer]{Run: d.runShared, Max: maxBatch, Flights: flights, Timeout: sharedTimeout}
 	if readOnly {
 		err = d.checkVersion(ctx)
 	} else {

@@ -333,7 +333,7 @@ type proof struct {
 func (r *replays) First(ctx context.Context, id dpop.ProofID, now, expiry time.Time) (bool, error) {
 	ctx, cancel := context.WithTimeout(ctx, sharedTimeout)
 	defer cancel()
-	a, err := r.d.shared.do(ctx, sharedCall{proof: proof{id: id, now: now.Unix(), expiry: expiry.Unix()}})
+	a, err := r.d.shared.Do(ctx, sharedCall{proof: proof{id: id, now: now.Unix(), expiry: expiry.Unix()}})
 	return a.fresh, err
 }
 
@@ -425,7 +425,7 @@ func digest(key string) []byte {
 func (l *limiter) Allow(ctx context.Context, key string, now time.Time) (bool, time.Duration, error) {
 	ctx, cancel := context.WithTimeout(ctx, sharedTimeout)
 	defer cancel()
-	a, err := l.d.shared.do(ctx, sharedCall{lim: l, spend: spend{key: digest(key), now: now.UnixNano()}})
+	a, err := l.d.shared.Do(ctx, sharedCall{lim: l, spend: spend{key: digest(key), now: now.UnixNano()}})
 	switch {
 	case err != nil:
 		return false, 0, err

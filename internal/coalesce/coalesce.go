@@ -1,25 +1,33 @@
-package postgres
+// Package coalesce runs concurrent calls in batches, group-commit style, so
+// that calls arriving together share one round trip (a statement, an HTTP
+// request) instead of taking one each. The PostgreSQL driver's shared tables
+// and the daemon's credential reads use it.
+package coalesce
 
 import (
 	"context"
 	"sync"
+	"time"
 )
 
-// coalescer runs calls in batches, group-commit style: while one batch is in
+// Coalescer runs calls in batches, group-commit style: while one batch is in
 // flight, the calls that arrive queue, and the next batch carries all of them
 // (up to max) in one statement, so concurrent requests share a round trip and
 // a transaction instead of taking one each. A call on an idle coalescer goes
 // at once, alone: nothing waits for company.
 //
-// run gets the calls' inputs in arrival order and returns one output for each,
+// Run gets the calls' inputs in arrival order and returns one output for each,
 // or an error, which every call of the batch gets. A batch runs in a goroutine
 // of its own, under its own deadline (never a caller's), so a caller that gives
 // up does not fail the others; it returns its context's error at once, and its
 // input is dropped if its batch has not left yet.
-type coalescer[In, Out any] struct {
-	run     func(ctx context.Context, in []In) ([]Out, error)
-	max     int // calls in one batch
-	flights int // batches in flight at once (at least 1)
+//
+// The fields are set before the first call and not changed after it.
+type Coalescer[In, Out any] struct {
+	Run     func(ctx context.Context, in []In) ([]Out, error)
+	Max     int           // calls in one batch (at least 1)
+	Flights int           // batches in flight at once (at least 1)
+	Timeout time.Duration // the deadline of one batch's Run
 
 	mu     sync.Mutex
 	flying int // flusher goroutines running
@@ -33,12 +41,12 @@ type call[In, Out any] struct {
 	done chan struct{} // closed when out or err is set
 }
 
-// do queues in and waits for its batch's answer or ctx.
-func (c *coalescer[In, Out]) do(ctx context.Context, in In) (Out, error) {
+// Do queues in and waits for its batch's answer or ctx.
+func (c *Coalescer[In, Out]) Do(ctx context.Context, in In) (Out, error) {
 	cl := &call[In, Out]{in: in, done: make(chan struct{})}
 	c.mu.Lock()
 	c.queue = append(c.queue, cl)
-	if c.flying < max(c.flights, 1) {
+	if c.flying < max(c.Flights, 1) {
 		c.flying++
 		go c.flush()
 	}
@@ -61,10 +69,10 @@ func (c *coalescer[In, Out]) do(ctx context.Context, in In) (Out, error) {
 }
 
 // flush sends batches until the queue is empty.
-func (c *coalescer[In, Out]) flush() {
+func (c *Coalescer[In, Out]) flush() {
 	for {
 		c.mu.Lock()
-		n := min(len(c.queue), c.max)
+		n := min(len(c.queue), max(c.Max, 1))
 		if n == 0 {
 			c.flying--
 			c.mu.Unlock()
@@ -79,8 +87,8 @@ func (c *coalescer[In, Out]) flush() {
 		for i, cl := range batch {
 			in[i] = cl.in
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), sharedTimeout)
-		out, err := c.run(ctx, in)
+		ctx, cancel := context.WithTimeout(context.Background(), c.Timeout)
+		out, err := c.Run(ctx, in)
 		cancel()
 		for i, cl := range batch {
 			if err != nil {

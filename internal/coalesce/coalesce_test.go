@@ -1,4 +1,4 @@
-package postgres
+package coalesce
 
 import (
 	"context"
@@ -12,7 +12,7 @@ import (
 // gated is a coalescer whose batches each wait for the test to release them,
 // recording what each carried.
 type gated struct {
-	c       coalescer[int, int]
+	c       Coalescer[int, int]
 	started chan []int // each batch, as it starts
 	release chan error // one per batch: nil answers in*10, else fails it
 	answers chan answer
@@ -22,7 +22,7 @@ type gated struct {
 
 func newGated(max int) *gated {
 	g := &gated{started: make(chan []int, 64), release: make(chan error), answers: make(chan answer, 16)}
-	g.c = coalescer[int, int]{max: max, run: func(_ context.Context, in []int) ([]int, error) {
+	g.c = Coalescer[int, int]{Max: max, Timeout: time.Minute, Run: func(_ context.Context, in []int) ([]int, error) {
 		g.mu.Lock()
 		g.batches = append(g.batches, slices.Clone(in))
 		g.mu.Unlock()
@@ -47,7 +47,7 @@ type answer struct {
 // call makes a call with v in its own goroutine; its answer goes to g.answers.
 func (g *gated) call(ctx context.Context, v int) {
 	go func() {
-		out, err := g.c.do(ctx, v)
+		out, err := g.c.Do(ctx, v)
 		g.answers <- answer{v, out, err}
 	}()
 }
@@ -188,7 +188,7 @@ func TestCoalescerCancel(t *testing.T) {
 // go together when one lands.
 func TestCoalescerFlights(t *testing.T) {
 	g := newGated(64)
-	g.c.flights = 2
+	g.c.Flights = 2
 	call := func(v int) { g.call(context.Background(), v) }
 	answers := g.answers
 	call(1)
