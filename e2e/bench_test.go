@@ -168,6 +168,10 @@ func TestBench(t *testing.T) {
 	if n := timeWait(t, port) - tw; n > 64 {
 		t.Fatalf("%d reads through a daemon left %d connections to the broker in TIME_WAIT; want them kept open", via.OK, n)
 	}
+	// Concurrent reads through one daemon go to the broker together.
+	if n := s.requests("POST /v1/reads"); n == 0 {
+		t.Fatalf("%d reads through a daemon, 16 at a time, and no batch of reads reached the broker", via.OK)
+	}
 	mint := runBench(t, h, me, append([]string{"mint"}, args...)...)
 	mint.sane(t, "mint")
 	if mint.Paired != 0 {
