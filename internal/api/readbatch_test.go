@@ -1,7 +1,6 @@
 package api_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -16,7 +15,6 @@ import (
 	"github.com/agentkeys/agentkeys/internal/broker"
 	"github.com/agentkeys/agentkeys/internal/client"
 	"github.com/agentkeys/agentkeys/internal/daemon"
-	"github.com/agentkeys/agentkeys/internal/dpop"
 	"github.com/agentkeys/agentkeys/internal/problem"
 	"github.com/agentkeys/agentkeys/internal/seal"
 )
@@ -24,6 +22,7 @@ import (
 // batchAgent is an agent paired with scope a, b, c and gated, its credentials
 // a and c stored (gated needs the owner's approval for each read), b not.
 type batchAgent struct {
+	agentOf
 	owner   *client.Session
 	dir     daemon.Dir
 	session *client.AgentSession
@@ -37,15 +36,8 @@ func (e *env) batchAgent(t *testing.T) *batchAgent {
 	e.store(t, owner, g.Omni, "c", []byte("secret-c"), "")
 	e.store(t, owner, g.Omni, "gated", []byte("secret-gated"), "required")
 	d := e.pairAgent(t, owner, idKey, g.Wallet, "bot", "a", "b", "c", "gated")
-	sess, err := d.LoadSession()
-	if err != nil {
-		t.Fatal(err)
-	}
-	key, err := daemon.DecodeKey(sess.ProofKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &batchAgent{owner: owner, dir: d, session: e.c.WithAgent(sess.Token, key), channel: mustB64(t, sess.ChannelKey)}
+	ag := e.loadAgent(t, d)
+	return &batchAgent{agentOf: ag, owner: owner, dir: d, session: e.c.WithAgent(ag.token, ag.key), channel: mustB64(t, ag.channel)}
 }
 
 // open opens a read's session box.
@@ -147,19 +139,15 @@ func TestReadBatchRefusals(t *testing.T) {
 			t.Errorf("a batch of %d: %v", len(services), err)
 		}
 	}
-	sess, err := a.dir.LoadSession()
-	if err != nil {
-		t.Fatal(err)
-	}
 	for name, body := range map[string]string{
 		"unknown field": `{"services":["a"],"agent":"other"}`,
 		"trailing data": `{"services":["a"]} {}`,
 	} {
-		if status, text := a.post(t, e, sess.Token, body, true); status != http.StatusBadRequest {
+		if status, text := a.post(t, e, body, true); status != http.StatusBadRequest {
 			t.Errorf("%s: %d %s", name, status, text)
 		}
 	}
-	if status, text := a.post(t, e, sess.Token, `{"services":["a"]}`, false); status != http.StatusUnauthorized {
+	if status, text := a.post(t, e, `{"services":["a"]}`, false); status != http.StatusUnauthorized {
 		t.Errorf("without a proof: %d %s", status, text)
 	}
 	if got := a.reads(t); len(got) != 0 {
@@ -169,21 +157,15 @@ func TestReadBatchRefusals(t *testing.T) {
 
 // post sends body to POST /v1/reads with the agent's token, and a fresh proof
 // if proven; it returns the status and the answer.
-func (a *batchAgent) post(t *testing.T, e *env, token, body string, proven bool) (int, string) {
+func (a *batchAgent) post(t *testing.T, e *env, body string, proven bool) (int, string) {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodPost, e.srv.URL+"/v1/reads", bytes.NewReader([]byte(body)))
+	req, err := http.NewRequest(http.MethodPost, e.srv.URL+"/v1/reads", strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
-	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Authorization", "Bearer "+a.token)
 	if proven {
-		sess, _ := a.dir.LoadSession()
-		key, _ := daemon.DecodeKey(sess.ProofKey)
-		proof, err := dpop.Sign(key, http.MethodPost, e.srv.URL+"/v1/reads", token, e.now())
-		if err != nil {
-			t.Fatal(err)
-		}
-		req.Header.Set("DPoP", proof)
+		req.Header.Set("DPoP", a.proof(t, e.srv.URL+"/v1/reads"))
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {

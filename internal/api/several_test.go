@@ -89,11 +89,12 @@ func (p *peer) head(t *testing.T) ledger.Head {
 	return lg.Head()
 }
 
-// agentOf is a paired agent's token and proof key.
+// agentOf is a paired agent's token, proof key and channel key.
 type agentOf struct {
-	token string
-	key   *ecdsa.PrivateKey
-	now   func() time.Time // the env's clock, which dates its proofs
+	token   string
+	key     *ecdsa.PrivateKey
+	now     func() time.Time // the env's clock, which dates its proofs
+	channel string           // base64, as in the session file
 }
 
 func (e *env) loadAgent(t *testing.T, d daemon.Dir) agentOf {
@@ -106,7 +107,7 @@ func (e *env) loadAgent(t *testing.T, d daemon.Dir) agentOf {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return agentOf{sess.Token, key, e.now}
+	return agentOf{sess.Token, key, e.now, sess.ChannelKey}
 }
 
 // proof signs a proof for htu, dated two seconds ahead: after the second any
