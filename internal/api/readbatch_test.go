@@ -26,7 +26,7 @@ type batchAgent struct {
 	owner   *client.Session
 	dir     daemon.Dir
 	session *client.AgentSession
-	channel []byte
+	boxKey  []byte // the channel key, decoded
 }
 
 func (e *env) batchAgent(t *testing.T) *batchAgent {
@@ -37,13 +37,13 @@ func (e *env) batchAgent(t *testing.T) *batchAgent {
 	e.store(t, owner, g.Omni, "gated", []byte("secret-gated"), "required")
 	d := e.pairAgent(t, owner, idKey, g.Wallet, "bot", "a", "b", "c", "gated")
 	ag := e.loadAgent(t, d)
-	return &batchAgent{agentOf: ag, owner: owner, dir: d, session: e.c.WithAgent(ag.token, ag.key), channel: mustB64(t, ag.channel)}
+	return &batchAgent{agentOf: ag, owner: owner, dir: d, session: e.c.WithAgent(ag.token, ag.key), boxKey: mustB64(t, ag.channel)}
 }
 
 // open opens a read's session box.
 func (a *batchAgent) open(t *testing.T, r *apiv1.ReadResult) string {
 	t.Helper()
-	v, err := seal.OpenBox(a.channel, []byte(r.Info), r.Sealed)
+	v, err := seal.OpenBox(a.boxKey, []byte(r.Info), r.Sealed)
 	if err != nil {
 		t.Fatal(err)
 	}
