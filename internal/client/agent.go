@@ -137,9 +137,9 @@ func (a *AgentSession) WithClock(now func() time.Time) *AgentSession {
 }
 
 // SameSession reports whether a and b are clients of the same agent session
-// (copies made by WithClock are).
+// on the same broker (copies made by WithClock are).
 func (a *AgentSession) SameSession(b *AgentSession) bool {
-	return a.signer == b.signer && a.Client.base == b.Client.base
+	return a.signer != nil && a.signer == b.signer && a.base == b.base
 }
 
 func (a *AgentSession) do(ctx context.Context, method, path string, body, out any) error {

@@ -10,10 +10,9 @@ import (
 	"time"
 )
 
-// Coalescer runs calls in batches, group-commit style: while one batch is in
-// flight, the calls that arrive queue, and the next batch carries all of them
-// (up to max) in one statement, so concurrent requests share a round trip and
-// a transaction instead of taking one each. A call on an idle coalescer goes
+// Coalescer runs calls in batches, group-commit style: while Flights batches
+// are in flight, the calls that arrive queue, and the next batch carries all
+// of them (up to Max) in one Run. A call on an idle coalescer goes
 // at once, alone: nothing waits for company.
 //
 // Run gets the calls' inputs in arrival order and returns one output for each,
