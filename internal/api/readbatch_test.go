@@ -178,22 +178,23 @@ func (a *batchAgent) post(t *testing.T, e *env, body string, proven bool) (int, 
 
 // TestDaemonReadsCoalesce: the daemon's concurrent reads through one session
 // go to the broker together (POST /v1/reads), and each still gets its own
-// value and its own audit entry.
+// value and its own audit entry; two daemons in one process (two owners'
+// agents, as a bench serves them) read at the same time without mixing.
 func TestDaemonReadsCoalesce(t *testing.T) {
 	e := newEnv(t, broker.Config{ReadLimit: 10000})
-	a := e.batchAgent(t)
-	src := e.source(a.dir)
+	agents := []*batchAgent{e.batchAgent(t), e.batchAgent(t)}
 	const readers, rounds = 16, 10
 	for round := 1; ; round++ {
 		var wg sync.WaitGroup
 		errs := make(chan error, readers)
 		for i := range readers {
+			a := agents[i%2]
 			service, want := "a", "secret-a"
-			if i%2 == 1 {
+			if i%4 >= 2 {
 				service, want = "c", "secret-c"
 			}
 			wg.Go(func() {
-				v, err := src.Get(context.Background(), service, daemon.Wait{})
+				v, err := e.source(a.dir).Get(context.Background(), service, daemon.Wait{})
 				if err != nil || string(v) != want {
 					errs <- fmt.Errorf("%s: %q %v", service, v, err)
 				}
@@ -204,8 +205,10 @@ func TestDaemonReadsCoalesce(t *testing.T) {
 		for err := range errs {
 			t.Fatal(err)
 		}
-		if got := len(a.reads(t)); got != round*readers {
-			t.Fatalf("after %d reads, %d audited", round*readers, got)
+		for _, a := range agents {
+			if got := len(a.reads(t)); got != round*readers/2 {
+				t.Fatalf("after %d reads by an agent, %d audited", round*readers/2, got)
+			}
 		}
 		if batches := e.routeCount(t, "POST /v1/reads"); batches > 0 {
 			t.Logf("round %d: %d batch requests", round, batches)

@@ -10,20 +10,20 @@ import (
 	"github.com/agentkeys/agentkeys/internal/coalesce"
 )
 
-// reads coalesces the daemon's credential reads, group-commit style: a read
-// asked while two are on their way to the broker waits for one of them to
-// land, and the reads that waited together go as one request (POST /v1/reads)
-// with one proof. The broker still makes each read on its own (scope, rate
-// limit, approval, a durable audit entry before the answer) and answers each
-// on its own; what the reads share is the HTTP round trip and its proof. A
-// read on an idle daemon goes at once, alone, as before. Nothing is cached:
-// every read is its own read at the broker.
-var reads = coalesce.Coalescer[readCall, client.ReadOutcome]{
-	Run:     readBatch,
-	Max:     apiv1.MaxReadBatch,
-	Flights: 2,
-	Timeout: brokerHTTP.Timeout,
-}
+// readers coalesces each daemon directory's credential reads, group-commit
+// style: a read asked while two are on their way to the broker waits for one
+// of them to land, and the reads that waited together go as one request (POST
+// /v1/reads) with one proof. The broker still makes each read on its own
+// (scope, rate limit, approval, a durable audit entry before the answer) and
+// answers each on its own; what the reads share is the HTTP round trip and its
+// proof. A read on an idle daemon goes at once, alone, as before. Nothing is
+// cached: every read is its own read at the broker. Each directory has its own
+// coalescer, so the daemons one process serves (a bench serves one per agent,
+// maybe on several brokers) never wait for each other.
+var readers = struct {
+	mu sync.Mutex
+	m  map[Dir]*coalesce.Coalescer[readCall, client.ReadOutcome]
+}{m: map[Dir]*coalesce.Coalescer[readCall, client.ReadOutcome]{}}
 
 // readCall is one read: of service, through the agent session a.
 type readCall struct {
@@ -31,12 +31,22 @@ type readCall struct {
 	service string
 }
 
-// readCredential reads service through a, in one request with the reads asked
-// at the same time. If ctx ends first, it returns at once; a read already sent
-// is still made (and audited) by the broker, as when a caller gives up on a
-// single read in flight.
-func readCredential(ctx context.Context, a *client.AgentSession, service string) (*apiv1.ReadResult, error) {
-	o, err := reads.Do(ctx, readCall{a, service})
+// readCredential reads service through a, the session of d, in one request
+// with the reads asked at the same time. If ctx ends first, it returns at
+// once; a read already sent is still made (and audited) by the broker, as when
+// a caller gives up on a single read in flight.
+func readCredential(ctx context.Context, d Dir, a *client.AgentSession, service string) (*apiv1.ReadResult, error) {
+	readers.mu.Lock()
+	c := readers.m[d]
+	if c == nil {
+		if len(readers.m) >= maxMemoSessions { // start over, as the session memo does; calls in flight keep theirs
+			clear(readers.m)
+		}
+		c = &coalesce.Coalescer[readCall, client.ReadOutcome]{Run: readBatch, Max: apiv1.MaxReadBatch, Flights: 2, Timeout: brokerHTTP.Timeout}
+		readers.m[d] = c
+	}
+	readers.mu.Unlock()
+	o, err := c.Do(ctx, readCall{a, service})
 	if err != nil {
 		return nil, err
 	}
@@ -44,8 +54,8 @@ func readCredential(ctx context.Context, a *client.AgentSession, service string)
 }
 
 // readBatch sends the reads of one batch: one request per agent session among
-// them (a process may serve several daemon directories), concurrently; a
-// session with one read sends the plain single read.
+// them (a directory paired again while reads were queued has two),
+// concurrently; a session with one read sends the plain single read.
 func readBatch(ctx context.Context, in []readCall) ([]client.ReadOutcome, error) {
 	out := make([]client.ReadOutcome, len(in))
 	var groups [][]int // indexes into in, by session
