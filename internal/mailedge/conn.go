@@ -216,20 +216,33 @@ func (e *Edge) authBlocked(key string) (time.Duration, bool) {
 
 // blockAuth refuses AUTH from key until until. Full, it forgets the expired
 // blocks first, and remembers no more if none has expired (the rate still
-// counts every failure).
+// counts every failure). A full table is swept only once its earliest block
+// may have expired, so addresses that keep failing while it is full of live
+// blocks cost a comparison each, not a sweep.
 func (e *Edge) blockAuth(key string, until time.Time) {
 	e.blockMu.Lock()
 	defer e.blockMu.Unlock()
 	if len(e.blocked) >= maxBlocked {
 		now := e.cfg.Now()
+		if now.Before(e.blockedSoonest) {
+			return // none has expired yet
+		}
+		soonest := time.Time{}
 		for k, u := range e.blocked {
-			if !now.Before(u) {
+			switch {
+			case !now.Before(u):
 				delete(e.blocked, k)
+			case soonest.IsZero() || u.Before(soonest):
+				soonest = u
 			}
 		}
+		e.blockedSoonest = soonest
 		if len(e.blocked) >= maxBlocked {
 			return
 		}
 	}
 	e.blocked[key] = until
+	if until.Before(e.blockedSoonest) {
+		e.blockedSoonest = until
+	}
 }

@@ -130,6 +130,7 @@ type Edge struct {
 	inflight                  atomic.Int64
 	blockMu                   sync.Mutex
 	blocked                   map[string]time.Time // source addresses refused AUTH until then
+	blockedSoonest            time.Time            // no later than the earliest until in blocked (zero: unknown)
 	mu                        sync.Mutex
 	servers                   []*smtp.Server
 	closed                    bool
