@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/agentkeys/agentkeys/internal/apiv1"
+	"github.com/agentkeys/agentkeys/internal/coalesce"
 	"github.com/agentkeys/agentkeys/internal/dpop"
 	"github.com/agentkeys/agentkeys/internal/problem"
 )
@@ -120,13 +121,15 @@ type AgentSession struct {
 	*Client
 	token  string
 	signer *dpop.Signer
-	bad    error // the key is not a P-256 key: every request fails with it
+	bad    error                                           // the key is not a P-256 key: every request fails with it
+	reads  *coalesce.Coalescer[coalescedRead, ReadOutcome] // ReadCoalesced's, shared by the copies WithClock makes
 }
 
 // WithAgent returns a client of the agent session token bound to key.
 func (c *Client) WithAgent(token string, key *ecdsa.PrivateKey) *AgentSession {
 	s, err := dpop.NewSigner(key, token)
-	return &AgentSession{Client: c, token: token, signer: s, bad: err}
+	return &AgentSession{Client: c, token: token, signer: s, bad: err,
+		reads: &coalesce.Coalescer[coalescedRead, ReadOutcome]{Run: readCoalesced, Max: apiv1.MaxReadBatch, Flights: 2, Timeout: c.hc.Timeout}}
 }
 
 // WithClock returns a copy of a whose clock is now (see Client.WithClock).
@@ -134,12 +137,6 @@ func (a *AgentSession) WithClock(now func() time.Time) *AgentSession {
 	cc := *a
 	cc.Client = a.Client.WithClock(now)
 	return &cc
-}
-
-// SameSession reports whether a and b are clients of the same agent session
-// on the same broker (copies made by WithClock are).
-func (a *AgentSession) SameSession(b *AgentSession) bool {
-	return a.signer != nil && a.signer == b.signer && a.base == b.base
 }
 
 func (a *AgentSession) do(ctx context.Context, method, path string, body, out any) error {
@@ -189,6 +186,43 @@ func (a *AgentSession) ReadMany(ctx context.Context, services []string) ([]ReadO
 		}
 	}
 	return out, nil
+}
+
+// ReadCoalesced is Read, sent together with the session's other reads,
+// group-commit style: a read asked while two are on their way to the broker
+// waits for one of them to land, and the reads that waited together go as one
+// ReadMany, with one proof. A read on an idle session goes at once, alone. If
+// ctx ends first, it returns at once; a read already sent is still made (and
+// audited) by the broker, as when a caller gives up on a single read in
+// flight.
+func (a *AgentSession) ReadCoalesced(ctx context.Context, service string) (*apiv1.ReadResult, error) {
+	o, err := a.reads.Do(ctx, coalescedRead{a, service})
+	if err != nil {
+		return nil, err
+	}
+	return o.Result, o.Err
+}
+
+// coalescedRead is one read of ReadCoalesced: of service, through a (the
+// caller's copy of the session, for its clock).
+type coalescedRead struct {
+	a       *AgentSession
+	service string
+}
+
+// readCoalesced sends one batch of ReadCoalesced: a single read alone, else
+// one ReadMany through the first caller's copy (they are all of one session).
+func readCoalesced(ctx context.Context, in []coalescedRead) ([]ReadOutcome, error) {
+	a := in[0].a
+	if len(in) == 1 {
+		res, err := a.Read(ctx, in[0].service)
+		return []ReadOutcome{{Result: res, Err: err}}, nil
+	}
+	services := make([]string, len(in))
+	for i, r := range in {
+		services[i] = r.service
+	}
+	return a.ReadMany(ctx, services)
 }
 
 // Services lists the services the agent may read, and which of them need the

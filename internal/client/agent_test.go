@@ -4,13 +4,16 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"errors"
 	"testing"
 	"time"
 )
 
-// TestSameSession: copies of one agent session (WithClock) are the same
-// session; another key, another broker, or a key that is not P-256 is not.
-func TestSameSession(t *testing.T) {
+// TestReadsCoalescePerSession: copies of one agent session (WithClock) send
+// their reads together; another key's session, or the same token on another
+// broker, has reads of its own; a session whose key is not P-256 (it cannot
+// sign) refuses its reads with that error, batched or not.
+func TestReadsCoalescePerSession(t *testing.T) {
 	key := func(c elliptic.Curve) *ecdsa.PrivateKey {
 		k, err := ecdsa.GenerateKey(c, rand.Reader)
 		if err != nil {
@@ -28,17 +31,17 @@ func TestSameSession(t *testing.T) {
 	c := on("http://127.0.0.1:8090")
 	k := key(elliptic.P256())
 	a := c.WithAgent("token", k)
-	if !a.SameSession(a.WithClock(time.Now)) {
-		t.Error("a copy made by WithClock is not the same session")
+	if a.reads != a.WithClock(time.Now).reads {
+		t.Error("a copy made by WithClock does not send its reads with the session's")
 	}
-	if a.SameSession(c.WithAgent("token", key(elliptic.P256()))) {
-		t.Error("another proof key is the same session")
+	if a.reads == c.WithAgent("token", key(elliptic.P256())).reads {
+		t.Error("another proof key's session sends its reads with this one's")
 	}
-	if a.SameSession(on("http://127.0.0.1:8091").WithAgent("token", k)) {
-		t.Error("another broker is the same session")
+	if a.reads == on("http://127.0.0.1:8091").WithAgent("token", k).reads {
+		t.Error("the session on another broker sends its reads with this one's")
 	}
 	bad := c.WithAgent("token", key(elliptic.P384()))
-	if bad.SameSession(bad) {
-		t.Error("a session whose key is not P-256 (it cannot sign) is the same as itself")
+	if _, err := bad.ReadCoalesced(t.Context(), "svc"); err == nil || !errors.Is(err, bad.bad) {
+		t.Errorf("a session whose key is not P-256 read: %v, want %v", err, bad.bad)
 	}
 }

@@ -26,7 +26,7 @@ type Coalescer[In, Out any] struct {
 	Run     func(ctx context.Context, in []In) ([]Out, error)
 	Max     int           // calls in one batch (at least 1)
 	Flights int           // batches in flight at once (at least 1)
-	Timeout time.Duration // the deadline of one batch's Run
+	Timeout time.Duration // the deadline of one batch's Run (0: none)
 
 	mu     sync.Mutex
 	flying int // flusher goroutines running
@@ -86,7 +86,10 @@ func (c *Coalescer[In, Out]) flush() {
 		for i, cl := range batch {
 			in[i] = cl.in
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), c.Timeout)
+		ctx, cancel := context.Background(), context.CancelFunc(func() {})
+		if c.Timeout > 0 {
+			ctx, cancel = context.WithTimeout(ctx, c.Timeout)
+		}
 		out, err := c.Run(ctx, in)
 		cancel()
 		for i, cl := range batch {

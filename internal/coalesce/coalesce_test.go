@@ -212,3 +212,17 @@ func TestCoalescerFlights(t *testing.T) {
 		}
 	}
 }
+
+// TestCoalescerTimeout: a batch's Run has the Timeout as its deadline, and
+// none when Timeout is 0.
+func TestCoalescerTimeout(t *testing.T) {
+	for _, timeout := range []time.Duration{0, time.Minute} {
+		c := Coalescer[int, bool]{Max: 1, Timeout: timeout, Run: func(ctx context.Context, in []int) ([]bool, error) {
+			_, ok := ctx.Deadline()
+			return []bool{ok}, nil
+		}}
+		if has, err := c.Do(context.Background(), 1); err != nil || has != (timeout > 0) {
+			t.Errorf("Timeout %v: the batch had a deadline: %v (%v)", timeout, has, err)
+		}
+	}
+}

@@ -343,7 +343,7 @@ func (s Source) Get(ctx context.Context, service string, w Wait) ([]byte, error)
 		return nil, Stable(damagedSession())
 	}
 	defer clear(ch)
-	res, err := client.AwaitApproval(ctx, w.For, func() (*apiv1.ReadResult, error) { return readCredential(ctx, s.Dir, c, service) }, w.Progress)
+	res, err := client.AwaitApproval(ctx, w.For, func() (*apiv1.ReadResult, error) { return c.ReadCoalesced(ctx, service) }, w.Progress)
 	if err != nil {
 		return nil, Stable(err)
 	}
