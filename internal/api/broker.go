@@ -43,6 +43,7 @@ type Broker interface {
 	Store(ctx context.Context, c *broker.Caller, r broker.StoreRequest) (*vault.Credential, error)
 	List(ctx context.Context, c *broker.Caller) ([]vault.Credential, error)
 	Read(ctx context.Context, c *broker.Caller, r broker.ReadRequest) (*apiv1.ReadResult, error)
+	ReadMany(ctx context.Context, c *broker.Caller, rs []broker.ReadRequest) []broker.ReadOutcome
 	Delete(ctx context.Context, c *broker.Caller, service, alias string) error
 	Approvals(ctx context.Context, c *broker.Caller) ([]vault.Approval, error)
 	Approve(ctx context.Context, c *broker.Caller, id string) (*vault.Approval, error)

@@ -94,8 +94,29 @@ func TestReadBatch(t *testing.T) {
 		t.Errorf("the gated read names no approval request: %v", out[4].Err)
 	}
 	got := a.reads(t)
-	if n := strings.Count(strings.Join(got, "\n"), "ok"); n != 3 {
-		t.Errorf("audited reads %q: want 3 released", got)
+	if n := strings.Count(strings.Join(got, "\n"), "ok"); n != 3 || len(got) != 5 {
+		t.Errorf("audited reads %q: want 3 released, 2 refused", got)
+	}
+}
+
+// TestReadBatchSharesCommit: the audit entries of a batch's reads, released and
+// refused alike, reach the ledger together and share one commit, where reads
+// sent one by one take one each.
+func TestReadBatchSharesCommit(t *testing.T) {
+	e := newEnv(t, broker.Config{})
+	a := e.batchAgent(t)
+	for round := range 3 {
+		commits, entries := e.commits.Load(), e.entries.Load()
+		out, err := a.session.ReadMany(context.Background(), []string{"a", "b", "d", "c", "a", "c"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if out[1].Err == nil || out[2].Err == nil || out[5].Err != nil {
+			t.Fatalf("round %d: %+v", round, out)
+		}
+		if c, n := e.commits.Load()-commits, e.entries.Load()-entries; c != 1 || n != 6 {
+			t.Errorf("round %d: the batch took %d commits of %d entries, want 1 of 6", round, c, n)
+		}
 	}
 }
 

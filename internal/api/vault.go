@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/agentkeys/agentkeys/internal/apiv1"
@@ -66,23 +65,22 @@ func (s *server) readBatch(w http.ResponseWriter, r *http.Request, c *broker.Cal
 		return problem.Newf(problem.BadRequest, fmt.Sprintf("send 1 to %d services in one request", apiv1.MaxReadBatch),
 			"a batch of reads names %d services", n)
 	}
-	out := make([]apiv1.ReadOutcome, len(body.Services))
-	var wg sync.WaitGroup
+	reqs := make([]broker.ReadRequest, len(body.Services))
 	for i, service := range body.Services {
-		wg.Go(func() {
-			res, err := s.b.Read(r.Context(), c, broker.ReadRequest{Service: service})
-			if err == nil {
-				out[i].Result = res
-				return
-			}
-			p := problem.As(err)
-			if p.Code == problem.Internal {
-				s.log.Error("request failed", "route", "POST /v1/reads", "err", err.Error())
-			}
-			out[i].Error, _ = json.Marshal(p)
-		})
+		reqs[i] = broker.ReadRequest{Service: service}
 	}
-	wg.Wait()
+	out := make([]apiv1.ReadOutcome, len(reqs))
+	for i, o := range s.b.ReadMany(r.Context(), c, reqs) {
+		if o.Err == nil {
+			out[i].Result = o.Result
+			continue
+		}
+		p := problem.As(o.Err)
+		if p.Code == problem.Internal {
+			s.log.Error("request failed", "route", "POST /v1/reads", "err", o.Err.Error())
+		}
+		out[i].Error, _ = json.Marshal(p)
+	}
 	writeJSON(w, http.StatusOK, apiv1.ReadBatchResult{Results: out})
 	return nil
 }

@@ -113,68 +113,176 @@ var errRaced = errors.New("the credential changed while it was being read")
 // same credential releases the version it looked up (the old value) or, looking
 // up after the store, the new one: its audit entry names the version released.
 func (b *Broker) Read(ctx context.Context, c *Caller, r ReadRequest) (*apiv1.ReadResult, error) {
+	o := b.ReadMany(ctx, c, []ReadRequest{r})[0]
+	return o.Result, o.Err
+}
+
+// ReadOutcome is one read of ReadMany: its Result, or Err, why it was refused.
+type ReadOutcome struct {
+	Result *apiv1.ReadResult
+	Err    error
+}
+
+// ReadMany makes several reads at once (POST /v1/reads), in order. Each is the
+// read Read makes, judged, rate-limited, audited and answered on its own: a
+// refused read refuses only itself. What they share is the ledger's commit:
+// their audit entries (of releases and refusals alike) are appended together
+// (ledger.BeginEach), where concurrent Reads would each wait for a commit of
+// their own.
+func (b *Broker) ReadMany(ctx context.Context, c *Caller, rs []ReadRequest) []ReadOutcome {
+	out := make([]ReadOutcome, len(rs))
 	lg, err := b.Ledger()
 	if err != nil {
-		return nil, err
+		for i := range out {
+			out[i].Err = err
+		}
+		return out
 	}
-	var audit vault.Read
-	var candidates []string // agent fields to look up, in order
+	var pending, audits []*readStep
+	for i, r := range rs {
+		st, err := b.admitRead(c, r)
+		switch {
+		case st != nil:
+			st.i = i
+			if st.refusal != nil {
+				audits = append(audits, st)
+			} else {
+				pending = append(pending, st)
+			}
+		default:
+			out[i].Err = err
+		}
+	}
+	for attempt := 1; len(pending) > 0 || len(audits) > 0; attempt++ {
+		var raced []*readStep
+		for _, st := range pending {
+			switch err := b.lookUp(ctx, lg, c, st); {
+			case errors.Is(err, errRaced):
+				raced = append(raced, st)
+			case err != nil:
+				out[st.i].Err = err
+			default:
+				audits = append(audits, st)
+			}
+		}
+		reqs := make([]ledger.Req, len(audits))
+		for j, st := range audits {
+			reqs[j] = st.entry()
+		}
+		for j, wait := range lg.BeginEach(ctx, reqs) {
+			st := audits[j]
+			_, err := wait()
+			switch {
+			case st.refusal != nil && err != nil:
+				out[st.i].Err = problem.New(problem.Internal, "the refused read could not be audited", "retry; the operator should check the server log")
+			case st.refusal != nil:
+				out[st.i].Err = st.refusal
+			case errors.Is(err, ledger.ErrRejected):
+				raced = append(raced, st) // e.g. a concurrent read used the grant first
+			case err != nil:
+				out[st.i].Err = problem.New(problem.Internal, "the read could not be audited, so nothing was released", "retry; the operator should check the server log")
+			default:
+				out[st.i].Result = st.res
+			}
+		}
+		pending, audits = raced, nil
+		if attempt == readAttempts {
+			for _, st := range pending {
+				out[st.i].Err = problem.New(problem.Conflict, "the credential kept changing while it was being read; nothing was released", "read again")
+			}
+			break
+		}
+	}
+	return out
+}
+
+// readStep is one read of ReadMany on its way: who reads what, then the entry
+// that audits it, and what the read answers once that entry is durable.
+type readStep struct {
+	i          int // its place in ReadMany's answer
+	r          ReadRequest
+	admitted   vault.Read        // who reads what, as admitted
+	candidates []string          // agent fields to look up, in order
+	audit      vault.Read        // the audit entry's payload
+	res        *apiv1.ReadResult // a release: the answer
+	refusal    error             // a refusal: the answer (audit.Reason says why)
+}
+
+// entry is the ledger append that audits st.
+func (st *readStep) entry() ledger.Req {
+	kind := vault.KindRead
+	if st.refusal != nil {
+		kind = vault.KindDenied
+	}
+	return ledger.Req{Origin: ledger.AccountOrigin(st.audit.Actor), Kind: kind, Payload: st.audit}
+}
+
+// refuse makes st a refusal for reason, answered with p once audited.
+func (st *readStep) refuse(reason string, p error) *readStep {
+	st.audit, st.refusal = st.admitted, p
+	st.audit.Reason = reason
+	return st
+}
+
+// admitRead checks who reads what before anything is looked up: names, the
+// session's rate limit, the agent's scope. It answers the read's step, a
+// refusal to audit, or an error that ends the read unaudited (a malformed
+// name, a refusal of the rate limit already audited in its window).
+func (b *Broker) admitRead(c *Caller, r ReadRequest) (*readStep, error) {
+	st := &readStep{r: r}
 	switch {
 	case c.Claims.Role == token.RoleOwner:
 		agent := agentField(r.Agent)
 		if err := checkNames(r.Service, agent); err != nil {
 			return nil, err
 		}
-		audit = vault.Read{Owner: c.Omni(), Agent: agent, Service: r.Service, Actor: c.Omni(), ActorRole: c.Claims.Role, SID: c.Claims.SessionID}
-		candidates = []string{agent}
+		st.admitted = vault.Read{Owner: c.Omni(), Agent: agent, Service: r.Service, Actor: c.Omni(), ActorRole: c.Claims.Role, SID: c.Claims.SessionID}
+		st.candidates = []string{agent}
 	case c.Agent != nil:
 		if err := checkNames(r.Service, apiv1.OwnerWide); err != nil {
 			return nil, err
 		}
-		audit = vault.Read{Owner: c.Agent.Owner, Agent: c.Agent.Alias, Service: r.Service, Actor: c.Omni(), ActorRole: c.Claims.Role,
+		st.admitted = vault.Read{Owner: c.Agent.Owner, Agent: c.Agent.Alias, Service: r.Service, Actor: c.Omni(), ActorRole: c.Claims.Role,
 			Alias: c.Agent.Alias, SID: c.Claims.SessionID}
 		// The agent's own credential first, then the owner-wide one.
-		candidates = []string{c.Agent.Alias, apiv1.OwnerWide}
+		st.candidates = []string{c.Agent.Alias, apiv1.OwnerWide}
 	default:
 		return nil, errNotOwner
 	}
+	var refused *readStep
 	if err := b.limit(b.limiter, c.Claims.SessionID, "this session may read %d credentials per %s",
-		func(p error) error { return b.deny(ctx, audit, "rate_limited", p) }); err != nil {
+		func(p error) error { refused = st.refuse("rate_limited", p); return p }); refused != nil {
+		return refused, nil
+	} else if err != nil {
 		return nil, err
 	}
 	if c.Agent != nil {
 		if r.Agent != "" && r.Agent != c.Agent.Alias {
-			return nil, b.deny(ctx, audit, "other_agent", problem.New(problem.Denied,
-				"an agent reads only its own and owner-wide credentials", "ask the owner to store the credential for this agent or owner-wide"))
+			return st.refuse("other_agent", problem.New(problem.Denied,
+				"an agent reads only its own and owner-wide credentials", "ask the owner to store the credential for this agent or owner-wide")), nil
 		}
 		if !slices.Contains(c.Agent.Scope, r.Service) {
-			return nil, b.deny(ctx, audit, "out_of_scope", problem.Newf(problem.Denied,
+			return st.refuse("out_of_scope", problem.Newf(problem.Denied,
 				"the owner adds it with: agentkeys agent scope "+c.Agent.Alias+" --add "+r.Service,
-				"%q is not in this agent's scope", r.Service))
+				"%q is not in this agent's scope", r.Service)), nil
 		}
 	}
-	for attempt := 1; ; attempt++ {
-		res, err := b.release(ctx, lg, c, r, audit, candidates)
-		if !errors.Is(err, errRaced) {
-			return res, err
-		}
-		if attempt == readAttempts {
-			return nil, problem.New(problem.Conflict, "the credential kept changing while it was being read; nothing was released",
-				"read again")
-		}
-	}
+	return st, nil
 }
 
-// release looks the credential up and releases it, or answers errRaced when a
-// concurrent entry changed what it looked up before its audit entry committed.
-func (b *Broker) release(ctx context.Context, lg *ledger.Ledger, c *Caller, r ReadRequest, audit vault.Read, candidates []string) (*apiv1.ReadResult, error) {
-	st := lg.State(ctx)
+// lookUp finds st's credential and re-encrypts it to the caller, ready to be
+// released once its audit entry is durable; or makes st a refusal (nothing
+// stored); or answers errRaced when a concurrent store changed what it looked
+// up (st starts over).
+func (b *Broker) lookUp(ctx context.Context, lg *ledger.Ledger, c *Caller, st *readStep) error {
+	r, audit := st.r, st.admitted // from the start again after a race
+	state := lg.State(ctx)
 	var cr *vault.Credential
 	found := false
-	for _, who := range candidates {
+	for _, who := range st.candidates {
 		var err error
-		if cr, found, err = vault.Get(st, audit.Owner, who, r.Service); err != nil {
-			return nil, err
+		if cr, found, err = vault.Get(state, audit.Owner, who, r.Service); err != nil {
+			return err
 		} else if found {
 			audit.Agent = who
 			break
@@ -182,24 +290,26 @@ func (b *Broker) release(ctx context.Context, lg *ledger.Ledger, c *Caller, r Re
 	}
 	if !found {
 		if c.Agent != nil {
-			return nil, b.deny(ctx, audit, "not_found", problem.Newf(problem.NotFound,
+			st.refuse("not_found", problem.Newf(problem.NotFound,
 				fmt.Sprintf("the owner stores it with: agentkeys store %s (owner-wide) or agentkeys store %s --agent %s", r.Service, r.Service, c.Agent.Alias),
 				"no credential %q is stored for this agent or owner-wide", r.Service))
+			return nil
 		}
-		return nil, b.deny(ctx, audit, "not_found", problem.Newf(problem.NotFound, "list what is stored with agentkeys list",
+		st.refuse("not_found", problem.Newf(problem.NotFound, "list what is stored with agentkeys list",
 			"no credential %q is stored%s", r.Service, forAgent(audit.Agent)))
+		return nil
 	}
 	owner, agent := audit.Owner, audit.Agent
 	audit.Version = cr.Version
 	// The ciphertext is taken before the audit entry: a store committing after
 	// this point replaces the record and drops the old blob, but this read holds
 	// the version it audits.
-	blob, ok, err := st.Get(ledger.BlobKey(cr.CiphertextHash))
+	blob, ok, err := state.Get(ledger.BlobKey(cr.CiphertextHash))
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if !ok {
-		return nil, errRaced // a store replaced the record between the two lookups
+		return errRaced // a store replaced the record between the two lookups
 	}
 	// Re-encrypted before the audit entry, released only after it is durable: a
 	// recipient key the enclave cannot encrypt to is refused before anything is
@@ -214,22 +324,17 @@ func (b *Broker) release(ctx context.Context, lg *ledger.Ledger, c *Caller, r Re
 		res.Sealed, err = b.enc.ResealToSession(seal.ShieldingPath, info, blob, c.Claims.SessionID, []byte(res.Info))
 	}
 	if err != nil {
-		return nil, problem.New(problem.BadRequest, "the credential could not be re-encrypted to the key you sent", "send a hybrid ML-KEM-768+X25519 HPKE public key")
+		return problem.New(problem.BadRequest, "the credential could not be re-encrypted to the key you sent", "send a hybrid ML-KEM-768+X25519 HPKE public key")
 	}
 	if cr.Approval == apiv1.ApprovalRequired {
 		id, err := b.grantFor(ctx, audit)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		audit.ApprovalID = id
 	}
-	if _, err := lg.Append(ctx, ledger.AccountOrigin(audit.Actor), vault.KindRead, audit); err != nil {
-		if errors.Is(err, ledger.ErrRejected) {
-			return nil, errRaced // e.g. a concurrent read used the grant first
-		}
-		return nil, problem.New(problem.Internal, "the read could not be audited, so nothing was released", "retry; the operator should check the server log")
-	}
-	return res, nil
+	st.audit, st.res = audit, res
+	return nil
 }
 
 func forAgent(agent string) string {
@@ -237,12 +342,6 @@ func forAgent(agent string) string {
 		return ""
 	}
 	return " for agent " + agent
-}
-
-// deny audits a refused read, then returns p (or the audit failure).
-func (b *Broker) deny(ctx context.Context, audit vault.Read, reason string, p error) error {
-	audit.Reason, audit.Version = reason, 0
-	return b.auditRefusal(ctx, audit.Actor, vault.KindDenied, audit, "read", p)
 }
 
 // auditRefusal records a refusal of what (a read, a mint) as kind, signed by the

@@ -42,6 +42,39 @@ func first(es []Entry, err error) (Entry, error) {
 	return es[0], nil
 }
 
+// BeginEach queues several appends at once and returns a wait for each, as
+// Begin would for each one: each entry is judged, signed and answered on its
+// own (one refused does not refuse the others, unlike AppendAll). They reach
+// the preparer together, so they share a batch and its commit instead of
+// taking one each (the reads of one POST /v1/reads).
+func (l *Ledger) BeginEach(ctx context.Context, reqs []Req) []func() (Entry, error) {
+	waits := make([]func() (Entry, error), len(reqs))
+	bundle := &request{}
+	for i, q := range reqs {
+		r := &request{origin: q.Origin, kind: q.Kind, blob: q.Blob, done: make(chan result, 1)}
+		p, err := MarshalPayload(q.Payload)
+		if err != nil {
+			err = fmt.Errorf("ledger: %s payload: %w", q.Kind, err)
+			waits[i] = func() (Entry, error) { return Entry{}, err }
+			continue
+		}
+		r.payload = p
+		bundle.each = append(bundle.each, r)
+		waits[i] = func() (Entry, error) { return first(l.await(ctx, r)) }
+	}
+	if len(bundle.each) == 0 {
+		return waits
+	}
+	if err := l.enqueue(ctx, bundle); err != nil {
+		for i, w := range waits {
+			if w != nil {
+				waits[i] = func() (Entry, error) { return Entry{}, err }
+			}
+		}
+	}
+	return waits
+}
+
 // Submit appends an entry signed outside the enclave (governance). An entry in
 // entry form must link to the current head; if the head moved the result is
 // ErrConflict and the caller re-signs against the new head. An entry in proposal

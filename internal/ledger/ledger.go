@@ -166,7 +166,16 @@ type request struct {
 	blob         []byte     // stored at BlobKey(sha256(blob)) in the same transaction
 	external     *Entry     // pre-signed (governance) entry, nil for enclave/account appends
 	group        []*request // AppendAll: entries that are written all together or not at all
+	each         []*request // BeginEach: a bundle of appends, each answered on its own
 	done         chan result
+}
+
+// unbundle appends r to reqs, or the appends it carries if it is a bundle.
+func (r *request) unbundle(reqs []*request) []*request {
+	if r.each != nil {
+		return append(reqs, r.each...)
+	}
+	return append(reqs, r)
 }
 
 type result struct {

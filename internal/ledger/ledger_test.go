@@ -805,3 +805,42 @@ func tamper(t *testing.T, path, q string, args ...any) {
 		t.Fatal(err)
 	}
 }
+
+func TestBeginEach(t *testing.T) {
+	var commits atomic.Int64
+	f := newFixture(t, ledger.Options{CommitTook: func(time.Duration) { commits.Add(1) }}, 1)
+	ctx := context.Background()
+	before, n0 := f.l.Head(), commits.Load()
+	waits := f.l.BeginEach(ctx, []ledger.Req{
+		{Origin: ledger.OriginEnclave, Kind: "test.note", Payload: map[string]int{"N": 1}},
+		{Origin: ledger.OriginEnclave, Kind: "test.note", Payload: map[string]int{"N": -1}}, // refused by its fold
+		{Origin: ledger.OriginEnclave, Kind: "test.note", Payload: make(chan int)},          // cannot be marshalled
+		{Origin: ledger.OriginEnclave, Kind: "test.note", Payload: map[string]int{"N": 2}},
+	})
+	var got []error
+	var seqs []uint64
+	for _, wait := range waits {
+		e, err := wait()
+		got = append(got, err)
+		if err == nil {
+			seqs = append(seqs, e.Seq)
+		}
+	}
+	if got[0] != nil || got[3] != nil || !errors.Is(got[1], ledger.ErrRejected) || got[2] == nil || !strings.Contains(got[2].Error(), "payload") {
+		t.Fatalf("each answered on its own: %v", got)
+	}
+	if len(seqs) != 2 || seqs[0] != before.Seq+1 || seqs[1] != before.Seq+2 || f.l.Head().Seq != before.Seq+2 {
+		t.Fatalf("entries at %v, head %d, want the two admitted ones after %d", seqs, f.l.Head().Seq, before.Seq)
+	}
+	if n := commits.Load() - n0; n != 1 {
+		t.Fatalf("the bundle took %d commits, want 1", n)
+	}
+	f.verify(t)
+
+	f.l.Close()
+	for i, wait := range f.l.BeginEach(ctx, []ledger.Req{{Origin: ledger.OriginEnclave, Kind: "test.note", Payload: map[string]int{"N": 3}}}) {
+		if _, err := wait(); !errors.Is(err, ledger.ErrClosed) {
+			t.Fatalf("append %d on a closed ledger: %v", i, err)
+		}
+	}
+}

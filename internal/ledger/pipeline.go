@@ -24,12 +24,12 @@ func (l *Ledger) run(committed chan struct{}) {
 		var b *batch
 		select {
 		case r := <-l.reqs:
-			reqs = append(reqs[:0], r)
+			reqs = r.unbundle(reqs[:0])
 		drain:
 			for len(reqs) < l.opts.MaxBatch {
 				select {
 				case r := <-l.reqs:
-					reqs = append(reqs, r)
+					reqs = r.unbundle(reqs) // a bundle is not split: it may pass MaxBatch
 				default:
 					break drain
 				}
@@ -43,7 +43,9 @@ func (l *Ledger) run(committed chan struct{}) {
 			for {
 				select {
 				case r := <-l.reqs:
-					r.done <- result{err: ErrClosed}
+					for _, r := range r.unbundle(nil) {
+						r.done <- result{err: ErrClosed}
+					}
 				default:
 					return
 				}
