@@ -806,6 +806,9 @@ func tamper(t *testing.T, path, q string, args ...any) {
 	}
 }
 
+// TestBeginEach: a bundle's appends are each admitted and answered on their
+// own (one refused, one unmarshalable, two written), and the written ones share
+// one commit; on a closed ledger each wait says so.
 func TestBeginEach(t *testing.T) {
 	var commits atomic.Int64
 	f := newFixture(t, ledger.Options{CommitTook: func(time.Duration) { commits.Add(1) }}, 1)
