@@ -29,6 +29,7 @@ func Run(t *testing.T, newStore func(t *testing.T) Opener) {
 		{"EmptyHead", testEmptyHead},
 		{"CommitAndRead", testCommitAndRead},
 		{"Conflict", testConflict},
+		{"FailedCommitWritesNothing", testFailedCommitWritesNothing},
 		{"StateWritesAndScan", testStateWritesAndScan},
 		{"Durable", testDurable},
 		{"ConcurrentReads", testConcurrentReads},
@@ -143,6 +144,35 @@ func testConflict(t *testing.T, open Opener) {
 	}
 	if h, _, _ := d.Head(ctx); h.Seq != 1 {
 		t.Fatalf("head moved by a refused commit: %d", h.Seq)
+	}
+}
+
+// testFailedCommitWritesNothing: a commit that fails after its first entry
+// was written (the second does not follow it) leaves nothing behind, and the
+// same handle's next commit goes through.
+func testFailedCommitWritesNothing(t *testing.T, open Opener) {
+	ctx := context.Background()
+	d := mustOpen(t, open)
+	base := chain(nil, 2)
+	if err := d.Commit(ctx, base, nil); err != nil {
+		t.Fatal(err)
+	}
+	next := chain(headOf(base), 3)
+	broken := []ledger.Entry{next[0], next[2]} // seq 2, then 4
+	if err := d.Commit(ctx, broken, []ledger.Write{{Key: "k", Value: []byte("v")}}); err == nil || errors.Is(err, ledger.ErrConflict) {
+		t.Fatalf("a commit with a gap inside: %v, want a plain error", err)
+	}
+	if h, _, _ := d.Head(ctx); h.Seq != 1 {
+		t.Fatalf("head moved by a failed commit: %d", h.Seq)
+	}
+	if _, ok, _ := d.Get(ctx, "k"); ok {
+		t.Fatal("state written by a failed commit")
+	}
+	if err := d.Commit(ctx, next, []ledger.Write{{Key: "k", Value: []byte("v")}}); err != nil {
+		t.Fatalf("the next commit after a failed one: %v", err)
+	}
+	if h, _, _ := d.Head(ctx); h.Seq != 4 {
+		t.Fatalf("head after the next commit: %d, want 4", h.Seq)
 	}
 }
 

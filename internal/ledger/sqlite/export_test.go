@@ -2,5 +2,5 @@ package sqlite
 
 import "database/sql"
 
-// WriterDB is the driver's writer handle, for tests of its connection settings.
-func WriterDB(d *Driver) *sql.DB { return d.w }
+// WriterConn is the driver's writer connection, for tests of its settings.
+func WriterConn(d *Driver) *sql.Conn { return d.wc }

@@ -41,14 +41,16 @@ func anchor(ctx context.Context, q querier) (ledger.Anchor, bool, error) {
 // Prune implements ledger.Pruner in one IMMEDIATE transaction: appends wait
 // for it, and it sees the head they left.
 func (d *Driver) Prune(ctx context.Context, a ledger.Anchor) error {
-	if d.w == nil {
+	if d.wc == nil {
 		return errors.New("sqlite: ledger opened read-only")
 	}
 	body, err := json.Marshal(a)
 	if err != nil {
 		return err
 	}
-	tx, err := d.w.BeginTx(ctx, nil)
+	d.wmu.Lock()
+	defer d.wmu.Unlock()
+	tx, err := d.wc.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("sqlite: begin: %w", err)
 	}

@@ -13,6 +13,7 @@ import (
 	"math"
 	"net/url"
 	"os"
+	"sync"
 
 	"github.com/agentkeys/agentkeys/internal/ledger"
 	"github.com/agentkeys/agentkeys/internal/ledger/sqlmigrate"
@@ -117,10 +118,16 @@ func version(ctx context.Context, q queryer) (int, error) {
 
 // Driver is a ledger.Driver on one SQLite file.
 type Driver struct {
-	w *sql.DB // exactly one connection: the writer
+	w *sql.DB // exactly one connection: the writer, held as wc while open
 	r *sql.DB // read-only pool
 
-	// statements prepared once on the writer connection
+	// wc is the writer connection. Commit runs its transaction on it with
+	// BEGIN IMMEDIATE and COMMIT statements: a database/sql Tx would start a
+	// goroutine to watch its context and re-bind each statement, a third of a
+	// small commit's CPU. wmu keeps one write transaction on it at a time.
+	wc  *sql.Conn
+	wmu sync.Mutex
+	// statements prepared once on wc
 	insEntry, putState, delState, newestSeq *sql.Stmt
 	getState                                *sql.Stmt // on the read pool
 
@@ -231,6 +238,10 @@ func open(path string, readOnly bool) (*Driver, error) {
 		d.Close()
 		return nil, fmt.Errorf("sqlite: prepare: %w", err)
 	}
+	if d.wc, err = w.Conn(context.Background()); err != nil {
+		d.Close()
+		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
+	}
 	for _, p := range []struct {
 		s **sql.Stmt
 		q string
@@ -240,7 +251,7 @@ func open(path string, readOnly bool) (*Driver, error) {
 		{&d.delState, `DELETE FROM state WHERE key = ?`},
 		{&d.newestSeq, `SELECT max(seq) FROM entries`},
 	} {
-		if *p.s, err = w.Prepare(p.q); err != nil {
+		if *p.s, err = d.wc.PrepareContext(context.Background(), p.q); err != nil {
 			d.Close()
 			return nil, fmt.Errorf("sqlite: prepare: %w", err)
 		}
@@ -256,6 +267,9 @@ func (d *Driver) Close() error {
 		}
 	}
 	var errs []error
+	if d.wc != nil {
+		errs = append(errs, d.wc.Close())
+	}
 	for _, db := range []*sql.DB{d.r, d.w} {
 		if db != nil {
 			errs = append(errs, db.Close())
@@ -391,22 +405,29 @@ func (d *Driver) Commit(ctx context.Context, entries []ledger.Entry, writes []le
 	if len(entries) == 0 {
 		return errors.New("sqlite: commit without entries")
 	}
-	if d.w == nil {
+	if d.wc == nil {
 		return errors.New("sqlite: ledger opened read-only")
 	}
-	tx, err := d.w.BeginTx(ctx, nil)
-	if err != nil {
+	d.wmu.Lock()
+	defer d.wmu.Unlock()
+	if _, err := d.wc.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
 		return fmt.Errorf("sqlite: begin: %w", err)
 	}
-	defer tx.Rollback()
+	done := false
+	defer func() {
+		if !done {
+			d.wc.ExecContext(context.Background(), "ROLLBACK")
+		}
+	}()
 	// Under the write lock: if another handle committed since this one did, the
 	// head is read again.
 	var newest sql.NullInt64
-	if err := tx.StmtContext(ctx, d.newestSeq).QueryRowContext(ctx).Scan(&newest); err != nil {
+	if err := d.newestSeq.QueryRowContext(ctx).Scan(&newest); err != nil {
 		return fmt.Errorf("sqlite: head: %w", err)
 	}
 	if !d.lastKnown || newest.Valid != d.lastOK || newest.Valid && uint64(newest.Int64) != d.last.Seq {
-		if d.last, d.lastOK, err = head(ctx, tx, d.cols); err != nil {
+		var err error
+		if d.last, d.lastOK, err = head(ctx, d.wc, d.cols); err != nil {
 			return err
 		}
 		d.lastKnown = true
@@ -415,31 +436,30 @@ func (d *Driver) Commit(ctx context.Context, entries []ledger.Entry, writes []le
 	if ok && (first.Seq != h.Seq+1 || first.PrevHash != h.Hash) || !ok && (first.Seq != 0 || first.PrevHash != ledger.Hash{}) {
 		return ledger.ErrConflict
 	}
-	ins := tx.StmtContext(ctx, d.insEntry)
 	for i, e := range entries {
 		if i > 0 && (e.Seq != entries[i-1].Seq+1) {
 			return fmt.Errorf("sqlite: entries are not contiguous at seq %d", e.Seq)
 		}
-		if _, err := ins.ExecContext(ctx, int64(e.Seq), e.PrevHash[:], e.Time, e.Kind, e.Origin, e.Payload, e.Signer, e.Sig, e.Salt); err != nil {
+		if _, err := d.insEntry.ExecContext(ctx, int64(e.Seq), e.PrevHash[:], e.Time, e.Kind, e.Origin, e.Payload, e.Signer, e.Sig, e.Salt); err != nil {
 			return fmt.Errorf("sqlite: insert seq %d: %w", e.Seq, err)
 		}
 	}
-	put, del := tx.StmtContext(ctx, d.putState), tx.StmtContext(ctx, d.delState)
 	for _, w := range writes {
 		var err error
 		if w.Value == nil {
-			_, err = del.ExecContext(ctx, w.Key)
+			_, err = d.delState.ExecContext(ctx, w.Key)
 		} else {
-			_, err = put.ExecContext(ctx, w.Key, w.Value)
+			_, err = d.putState.ExecContext(ctx, w.Key, w.Value)
 		}
 		if err != nil {
 			return fmt.Errorf("sqlite: state %q: %w", w.Key, err)
 		}
 	}
-	if err := tx.Commit(); err != nil {
-		d.lastKnown = false // the outcome is unknown: read it back next time
-		return fmt.Errorf("sqlite: commit: %w", err)
+	if _, err := d.wc.ExecContext(ctx, "COMMIT"); err != nil {
+		d.lastKnown = false                          // the outcome is unknown: read it back next time
+		return fmt.Errorf("sqlite: commit: %w", err) // the deferred ROLLBACK ends a transaction COMMIT left open
 	}
+	done = true
 	last := entries[len(entries)-1]
 	d.last, d.lastOK = ledger.Head{Seq: last.Seq, Hash: last.Hash(), Time: last.Time}, true
 	return nil

@@ -32,7 +32,7 @@ func TestWriterSettings(t *testing.T) {
 	defer d.Close()
 	for pragma, want := range map[string]string{"journal_mode": "wal", "synchronous": "2", "wal_autocheckpoint": "250"} {
 		var got string
-		if err := sqlite.WriterDB(d).QueryRow("PRAGMA " + pragma).Scan(&got); err != nil || got != want {
+		if err := sqlite.WriterConn(d).QueryRowContext(context.Background(), "PRAGMA "+pragma).Scan(&got); err != nil || got != want {
 			t.Errorf("PRAGMA %s = %q (%v), want %q", pragma, got, err, want)
 		}
 	}
@@ -81,7 +81,7 @@ func TestMigration(t *testing.T) {
 	}
 	check(d, "after migration")
 	var v int
-	if err := sqlite.WriterDB(d).QueryRow(`PRAGMA user_version`).Scan(&v); err != nil || v != 2 {
+	if err := sqlite.WriterConn(d).QueryRowContext(context.Background(), `PRAGMA user_version`).Scan(&v); err != nil || v != 2 {
 		t.Fatalf("user_version %d %v after migration", v, err)
 	}
 	if got := migrationsOf(t, path); got != "1,2,3" {
