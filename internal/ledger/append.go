@@ -32,7 +32,7 @@ func (l *Ledger) begin(ctx context.Context, r *request, payload any) func() (Ent
 	} else if err = l.enqueue(ctx, r); err == nil {
 		return func() (Entry, error) { return first(l.await(ctx, r)) }
 	}
-	return func() (Entry, error) { return Entry{}, err }
+	return failed(err)
 }
 
 func first(es []Entry, err error) (Entry, error) {
@@ -50,30 +50,28 @@ func first(es []Entry, err error) (Entry, error) {
 func (l *Ledger) BeginEach(ctx context.Context, reqs []Req) []func() (Entry, error) {
 	waits := make([]func() (Entry, error), len(reqs))
 	bundle := &request{}
+	var queued []int // the indexes of the requests in the bundle
 	for i, q := range reqs {
-		r := &request{origin: q.Origin, kind: q.Kind, blob: q.Blob, done: make(chan result, 1)}
-		p, err := MarshalPayload(q.Payload)
+		r, err := q.request()
 		if err != nil {
-			err = fmt.Errorf("ledger: %s payload: %w", q.Kind, err)
-			waits[i] = func() (Entry, error) { return Entry{}, err }
+			waits[i] = failed(err)
 			continue
 		}
-		r.payload = p
-		bundle.each = append(bundle.each, r)
+		r.done = make(chan result, 1)
+		bundle.each, queued = append(bundle.each, r), append(queued, i)
 		waits[i] = func() (Entry, error) { return first(l.await(ctx, r)) }
 	}
-	if len(bundle.each) == 0 {
-		return waits
-	}
-	if err := l.enqueue(ctx, bundle); err != nil {
-		for i, w := range waits {
-			if w != nil {
-				waits[i] = func() (Entry, error) { return Entry{}, err }
+	if len(queued) > 0 {
+		if err := l.enqueue(ctx, bundle); err != nil {
+			for _, i := range queued {
+				waits[i] = failed(err)
 			}
 		}
 	}
 	return waits
 }
+
+func failed(err error) func() (Entry, error) { return func() (Entry, error) { return Entry{}, err } }
 
 // Submit appends an entry signed outside the enclave (governance). An entry in
 // entry form must link to the current head; if the head moved the result is
@@ -99,14 +97,22 @@ func (l *Ledger) AppendAll(ctx context.Context, reqs []Req) ([]Entry, error) {
 		return nil, nil
 	}
 	g := &request{group: make([]*request, len(reqs))}
-	for i, r := range reqs {
-		p, err := MarshalPayload(r.Payload)
-		if err != nil {
-			return nil, fmt.Errorf("ledger: %s payload: %w", r.Kind, err)
+	for i, q := range reqs {
+		var err error
+		if g.group[i], err = q.request(); err != nil {
+			return nil, err
 		}
-		g.group[i] = &request{origin: r.Origin, kind: r.Kind, payload: p, blob: r.Blob}
 	}
 	return l.sendAll(ctx, g)
+}
+
+// request is the append q asks for, its payload marshalled.
+func (q Req) request() (*request, error) {
+	p, err := MarshalPayload(q.Payload)
+	if err != nil {
+		return nil, fmt.Errorf("ledger: %s payload: %w", q.Kind, err)
+	}
+	return &request{origin: q.Origin, kind: q.Kind, payload: p, blob: q.Blob}, nil
 }
 
 func (l *Ledger) sendAll(ctx context.Context, r *request) ([]Entry, error) {

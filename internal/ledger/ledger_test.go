@@ -841,9 +841,14 @@ func TestBeginEach(t *testing.T) {
 	f.verify(t)
 
 	f.l.Close()
-	for i, wait := range f.l.BeginEach(ctx, []ledger.Req{{Origin: ledger.OriginEnclave, Kind: "test.note", Payload: map[string]int{"N": 3}}}) {
-		if _, err := wait(); !errors.Is(err, ledger.ErrClosed) {
-			t.Fatalf("append %d on a closed ledger: %v", i, err)
-		}
+	closed := f.l.BeginEach(ctx, []ledger.Req{
+		{Origin: ledger.OriginEnclave, Kind: "test.note", Payload: map[string]int{"N": 3}},
+		{Origin: ledger.OriginEnclave, Kind: "test.note", Payload: make(chan int)},
+	})
+	if _, err := closed[0](); !errors.Is(err, ledger.ErrClosed) {
+		t.Fatalf("append on a closed ledger: %v", err)
+	}
+	if _, err := closed[1](); err == nil || errors.Is(err, ledger.ErrClosed) || !strings.Contains(err.Error(), "payload") {
+		t.Fatalf("an unmarshalable payload on a closed ledger: %v, want its own error", err)
 	}
 }
