@@ -174,7 +174,7 @@ func (b *Broker) ReadMany(ctx context.Context, c *Caller, rs []ReadRequest) []Re
 			_, err := wait()
 			switch {
 			case st.refusal != nil && err != nil:
-				out[st.i].Err = problem.New(problem.Internal, "the refused read could not be audited", "retry; the operator should check the server log")
+				out[st.i].Err = unaudited("read")
 			case st.refusal != nil:
 				out[st.i].Err = st.refusal
 			case errors.Is(err, ledger.ErrRejected):
@@ -353,9 +353,14 @@ func (b *Broker) auditRefusal(ctx context.Context, actor, kind string, payload a
 		return err
 	}
 	if _, err := lg.Append(ctx, ledger.AccountOrigin(actor), kind, payload); err != nil {
-		return problem.New(problem.Internal, "the refused "+what+" could not be audited", "retry; the operator should check the server log")
+		return unaudited(what)
 	}
 	return p
+}
+
+// unaudited answers a refusal of what that could not be recorded.
+func unaudited(what string) error {
+	return problem.New(problem.Internal, "the refused "+what+" could not be audited", "retry; the operator should check the server log")
 }
 
 // grantFor finds the owner's unused, unexpired grant for this read, or answers
