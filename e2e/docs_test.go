@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/agentkeys/agentkeys/internal/porttest"
 )
 
 // This file runs the README's and docs/connect-your-agent.md's commands as
@@ -271,7 +273,7 @@ func wantIn(t *testing.T, what, out string, want ...string) {
 // broker's port is changed (made explicit on `agentkeys server`).
 func TestReadmeQuickStart(t *testing.T) {
 	h := newHarness(t)
-	port := freePort(t)
+	port := porttest.Free(t)
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	ports := [][2]string{{"127.0.0.1:8090", addr}}
 	quick := docBlocks(t, "../README.md", "## Quick start", "sh")
@@ -334,7 +336,7 @@ func TestReadmeSignedRelease(t *testing.T) {
 		t.Fatalf("want 1 sh block in Run a signed release, found %d: update the test", len(blocks))
 	}
 	secure, work, home := t.TempDir(), t.TempDir(), t.TempDir()
-	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	addr := fmt.Sprintf("127.0.0.1:%d", porttest.Free(t))
 	block := substitute(t, "the README's Run a signed release", blocks[0], [][2]string{
 		{"/secure", secure}, {"./agentkeys server ", "./agentkeys server --listen " + addr + " "}})
 	i := strings.Index(block, "\n./agentkeys server ")
@@ -428,7 +430,7 @@ func TestGuideConnectAgent(t *testing.T) {
 	agentUser := ensureUser(t, guideAgentUser)
 	mkdirOwned(t, agentHome, 0o700, int(agentUser.cred.Uid), agentUser.gid)
 
-	port := freePort(t)
+	port := porttest.Free(t)
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	table := [][2]string{
 		{"agentkeys server &", "agentkeys server --listen 127.0.0.1:8090 &"}, // the default, explicit

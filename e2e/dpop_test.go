@@ -6,6 +6,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/agentkeys/agentkeys/internal/porttest"
 )
 
 // TestDPoPProofFromBeforeRestart: the broker's memory of used proofs is per
@@ -13,7 +15,7 @@ import (
 // daemon goes on working (it makes new proofs).
 func TestDPoPProofFromBeforeRestart(t *testing.T) {
 	h := newHarness(t)
-	opts := serverOpts{home: t.TempDir(), args: []string{"--listen", "127.0.0.1:" + strconv.Itoa(freePort(t))}}
+	opts := serverOpts{home: t.TempDir(), args: []string{"--listen", "127.0.0.1:" + strconv.Itoa(porttest.Free(t))}}
 	s := h.start(opts)
 	o := h.akNewOwner(s)
 	secret := "sk-restart-" + randomHex(16)
@@ -49,7 +51,7 @@ func TestDPoPPublicURLs(t *testing.T) {
 			t.Errorf("--public-url %s: exit %d, stderr %q", bad, r.code, r.stderr)
 		}
 	}
-	port := strconv.Itoa(freePort(t))
+	port := strconv.Itoa(porttest.Free(t))
 	s := h.start(serverOpts{home: home, args: []string{"--listen", "127.0.0.1:" + port, "--public-url", "http://localhost:" + port}})
 	o := h.akNewOwner(s)
 	secret := "sk-alias-" + randomHex(16)

@@ -11,6 +11,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/agentkeys/agentkeys/internal/porttest"
+	"github.com/agentkeys/agentkeys/internal/seaweedtest"
 )
 
 // guideTimeout bounds the whole "Try it on your machine" run.
@@ -44,12 +47,9 @@ func TestGuideTryLocally(t *testing.T) {
 	}
 
 	try := filepath.Join(t.TempDir(), "try")
-	broker, s3 := freePort(t), freePort(t)
-	weedPorts := fmt.Sprintf("-s3.port %d", s3)
-	for _, f := range []string{"master.port", "master.port.grpc", "filer.port", "filer.port.grpc", "volume.port", "volume.port.grpc",
-		"s3.port.grpc", "debug.port", "admin.port", "admin.port.grpc", "admin.port.legacy"} {
-		weedPorts += fmt.Sprintf(" -%s %d", f, freePort(t))
-	}
+	broker, s3 := porttest.Free(t), porttest.Free(t)
+	_, portArgs := seaweedtest.Ports(t)
+	weedPorts := fmt.Sprintf("-s3.port %d %s", s3, strings.Join(portArgs, " "))
 	script := strings.Join(docBlocks(t, "../docs/connect-your-aws-account.md", "## Try it on your machine", "sh"), "\n")
 	for _, c := range [][2]string{{"/tmp/agentkeys-try", try}, {"127.0.0.1:8090", fmt.Sprintf("127.0.0.1:%d", broker)},
 		{"-s3.port 8333", weedPorts}, {"127.0.0.1:8333", fmt.Sprintf("127.0.0.1:%d", s3)}} {

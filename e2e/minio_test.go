@@ -27,6 +27,7 @@ import (
 	"github.com/agentkeys/agentkeys/internal/daemon"
 	"github.com/agentkeys/agentkeys/internal/enclave"
 	"github.com/agentkeys/agentkeys/internal/federation"
+	"github.com/agentkeys/agentkeys/internal/porttest"
 )
 
 // MinIO (AGPL-3.0) is a test-only program: scripts/minio builds the pinned
@@ -59,7 +60,7 @@ func (h *harness) startMinIO(port int, envFile, bucket, name, policyFile string)
 	m := &minioServer{weed: &weed{endpoint: fmt.Sprintf("http://127.0.0.1:%d", port), bucket: bucket, out: h.newOutput()},
 		root: aws.Credentials{AccessKeyID: "akadmin" + randomHex(4), SecretAccessKey: randomHex(20)}}
 	cmd := exec.Command(minioBinary(t), "server", "--quiet", "--address", fmt.Sprintf("127.0.0.1:%d", port),
-		"--console-address", fmt.Sprintf("127.0.0.1:%d", freePort(t)), "--certs-dir", filepath.Join(dir, "certs"), filepath.Join(dir, "data"))
+		"--console-address", fmt.Sprintf("127.0.0.1:%d", porttest.Free(t)), "--certs-dir", filepath.Join(dir, "certs"), filepath.Join(dir, "data"))
 	cmd.Env = childEnv("HOME="+dir, "MINIO_CONFIG_ENV_FILE="+envFile, "MINIO_ROOT_USER="+m.root.AccessKeyID, "MINIO_ROOT_PASSWORD="+m.root.SecretAccessKey,
 		"MINIO_BROWSER=off", "MINIO_UPDATE=off")
 	cmd.Stdout, cmd.Stderr = m.out, m.out
@@ -166,7 +167,7 @@ func TestMinIOFederation(t *testing.T) {
 	ctx := context.Background()
 
 	// the setup, written by the command the guide runs
-	port := freePort(t)
+	port := porttest.Free(t)
 	setup := filepath.Join(t.TempDir(), "minio-setup")
 	out := h.akOK(o.home, "oidc", "register", "minio", "--issuer", s.url, "--endpoint", fmt.Sprintf("http://127.0.0.1:%d", port), "--out", setup)
 	envFile, policyFile := filepath.Join(setup, federation.MinIOEnvFile), filepath.Join(setup, federation.MinIOPolicyFile)
@@ -309,7 +310,7 @@ func TestMinIOFederation(t *testing.T) {
 		}
 	}
 	os.WriteFile(unsafe, []byte(strings.Join(kept, "\n")), 0o600)
-	port2 := freePort(t)
+	port2 := porttest.Free(t)
 	u := h.startMinIO(port2, unsafe, federation.MinIOBucket, federation.MinIOPolicyName, policyFile)
 	if err := u.put(t, u.admin, B.wallet+"/seed.txt", "seed of "+B.wallet); err != nil {
 		t.Fatal(err)

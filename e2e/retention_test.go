@@ -15,6 +15,7 @@ import (
 
 	"github.com/agentkeys/agentkeys/internal/federation"
 	"github.com/agentkeys/agentkeys/internal/ledger"
+	"github.com/agentkeys/agentkeys/internal/porttest"
 )
 
 const retentionDoc = "../docs/retention.md"
@@ -77,7 +78,7 @@ func TestGuideRetention(t *testing.T) {
 	h := newHarness(t)
 	dir := t.TempDir()
 	data, backup := filepath.Join(dir, "server"), filepath.Join(t.TempDir(), "backup")
-	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	addr := fmt.Sprintf("127.0.0.1:%d", porttest.Free(t))
 	s, o, cp := retentionLedger(h, dir, data, addr)
 
 	sub := [][2]string{{"/var/lib/agentkeys/server", data}, {"/backup/agentkeys-ledger", backup}}
@@ -149,7 +150,7 @@ func TestRetentionS3(t *testing.T) {
 	w := h.startWeed(&federation.AWS{RoleARN: "arn:aws:iam::111122223333:role/none"}, "https://keys.example.com")
 	dir := t.TempDir()
 	data := filepath.Join(dir, "server")
-	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	addr := fmt.Sprintf("127.0.0.1:%d", porttest.Free(t))
 	s, o, cp := retentionLedger(h, dir, data, addr)
 	s.stop(os.Interrupt)
 

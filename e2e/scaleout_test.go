@@ -11,6 +11,7 @@ import (
 
 	"github.com/agentkeys/agentkeys/internal/apiv1"
 	"github.com/agentkeys/agentkeys/internal/ledger/postgres/pgtest"
+	"github.com/agentkeys/agentkeys/internal/porttest"
 )
 
 // This file runs docs/scale-out.md's sh blocks as written (with docs_test.go's
@@ -36,8 +37,8 @@ func TestGuideScaleOut(t *testing.T) {
 		t.Fatalf("want 3 sh blocks in One broker and 1 in Provisioning, found %d and %d: update the test", len(one), len(second))
 	}
 	path := "PATH=" + binDir + string(os.PathListSeparator) + os.Getenv("PATH")
-	addrA := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	addrB := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	addrA := fmt.Sprintf("127.0.0.1:%d", porttest.Free(t))
+	addrB := fmt.Sprintf("127.0.0.1:%d", porttest.Free(t))
 	// Two machines: each its own home, data dir and /etc/agentkeys.
 	homeA, homeB, etcA, etcB := t.TempDir(), t.TempDir(), t.TempDir(), t.TempDir()
 	dataA, dataB := filepath.Join(t.TempDir(), "server"), filepath.Join(t.TempDir(), "server")

@@ -6,12 +6,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	mrand "math/rand/v2"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -22,6 +19,8 @@ import (
 	"github.com/aws/smithy-go"
 
 	"github.com/agentkeys/agentkeys/internal/federation"
+	"github.com/agentkeys/agentkeys/internal/porttest"
+	"github.com/agentkeys/agentkeys/internal/seaweedtest"
 )
 
 // weedTimeout bounds SeaweedFS's start.
@@ -52,37 +51,6 @@ func pinnedBinary(t *testing.T, env, script, what string) string {
 	}
 	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
 	return lines[len(lines)-1]
-}
-
-// freePort returns a loopback port nothing listens on, chosen below the kernel's
-// ephemeral range: the local ports of outgoing connections (of this test and of
-// any running beside it) come from that range, and one of them could take a
-// port between this check and SeaweedFS's bind.
-func freePort(t *testing.T) int {
-	t.Helper()
-	lo := 32768 // Linux's default start of ip_local_port_range
-	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
-		if f := strings.Fields(string(b)); len(f) == 2 {
-			if n, err := strconv.Atoi(f[0]); err == nil {
-				lo = n
-			}
-		}
-	}
-	if lo > 11000 {
-		for range 100 {
-			p := 10000 + mrand.IntN(lo-10000)
-			if l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p)); err == nil {
-				l.Close()
-				return p
-			}
-		}
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0") // no room below the range: any free port
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 // weed is a running `weed mini` with STS and S3 on one loopback port.
@@ -167,16 +135,12 @@ var errPortTaken = errors.New("a port was taken by another process before Seawee
 func (h *harness) launchWeed(bin, data, dir string, doc *federation.AWS, admin aws.Credentials) (*weed, error) {
 	t := h.t
 	os.MkdirAll(data, 0o700)
-	port := freePort(t)
-	args := []string{"mini", "-ip", "127.0.0.1", "-ip.bind", "127.0.0.1", "-dir", data, "-s3.port", fmt.Sprint(port),
-		"-s3.config", filepath.Join(dir, "s3.json"), "-s3.iam.config", filepath.Join(dir, "iam.json"),
-		"-webdav=false", "-admin.ui=false", "-s3.port.iceberg=0", "-s3.port.lance=0"}
+	port := porttest.Free(t)
 	// every other port free too, so that nothing collides with a parallel run
-	ports := map[string]int{}
-	for _, f := range []string{"master.port", "master.port.grpc", "filer.port", "filer.port.grpc", "volume.port", "volume.port.grpc", "s3.port.grpc", "debug.port"} {
-		ports[f] = freePort(t)
-		args = append(args, "-"+f, fmt.Sprint(ports[f]))
-	}
+	ports, portArgs := seaweedtest.Ports(t)
+	args := append([]string{"mini", "-ip", "127.0.0.1", "-ip.bind", "127.0.0.1", "-dir", data, "-s3.port", fmt.Sprint(port),
+		"-s3.config", filepath.Join(dir, "s3.json"), "-s3.iam.config", filepath.Join(dir, "iam.json"),
+		"-webdav=false", "-admin.ui=false", "-s3.port.iceberg=0", "-s3.port.lance=0"}, portArgs...)
 	w := &weed{endpoint: fmt.Sprintf("http://127.0.0.1:%d", port), roleARN: doc.RoleARN, bucket: weedBucket, out: h.newOutput()}
 	cmd := exec.Command(bin, args...)
 	cmd.Dir = dir
@@ -213,12 +177,14 @@ func (h *harness) launchWeed(bin, data, dir string, doc *federation.AWS, admin a
 		return nil, fmt.Errorf("SeaweedFS did not accept CreateBucket within %s: %v\n%s", weedTimeout, err, tail(w.out.String(), 60))
 	}
 	if exited {
-		out := w.out.String()
-		// taken at its own check ("is not available") or at the bind
-		if strings.Contains(out, "address already in use") || strings.Contains(out, "is not available") {
+		if seaweedtest.Moved(w.out.String()) {
 			return nil, errPortTaken
 		}
-		return nil, fmt.Errorf("SeaweedFS exited during start:\n%s", tail(out, 60))
+		return nil, fmt.Errorf("SeaweedFS exited during start:\n%s", tail(w.out.String(), 60))
+	}
+	if seaweedtest.Moved(w.out.String()) { // running, but with a gRPC port moved: the shell would dial another process
+		stop()
+		return nil, errPortTaken
 	}
 	w.pid = cmd.Process.Pid
 	if err := fsyncBucket(t, bin, fmt.Sprintf("127.0.0.1:%d.%d", ports["master.port"], ports["master.port.grpc"]),

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/agentkeys/agentkeys/internal/ledger/postgres/pgtest"
+	"github.com/agentkeys/agentkeys/internal/porttest"
 )
 
 // metric is the value of an unlabelled metric on s's /metrics (-1: absent).
@@ -38,8 +39,8 @@ func (s *server) metric(name string) float64 {
 // returns both and A's options.
 func twoBrokers(t *testing.T, h *harness, ledgerURL string, args ...string) (a, b *server, oa serverOpts) {
 	t.Helper()
-	urlA := "http://127.0.0.1:" + strconv.Itoa(freePort(t))
-	urlB := "http://127.0.0.1:" + strconv.Itoa(freePort(t))
+	urlA := "http://127.0.0.1:" + strconv.Itoa(porttest.Free(t))
+	urlB := "http://127.0.0.1:" + strconv.Itoa(porttest.Free(t))
 	common := append([]string{"--ledger", ledgerURL, "--issuer", urlA, "--public-url", urlB}, args...)
 	oa = serverOpts{home: t.TempDir(), args: append([]string{"--listen", strings.TrimPrefix(urlA, "http://")}, common...)}
 	a = h.start(oa)

@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,6 +22,8 @@ import (
 
 	"github.com/agentkeys/agentkeys/internal/blobstore"
 	"github.com/agentkeys/agentkeys/internal/blobstore/blobstoretest"
+	"github.com/agentkeys/agentkeys/internal/porttest"
+	"github.com/agentkeys/agentkeys/internal/seaweedtest"
 )
 
 // weedBinary is $AGENTKEYS_WEED, the pinned SeaweedFS the e2e tests build
@@ -40,15 +41,6 @@ func weedBinary(t testing.TB) string {
 		t.Fatalf("AGENTKEYS_WEED=%s: %v", p, err)
 	}
 	return p
-}
-
-func freePort(t testing.TB) int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 // output collects a process's output, safe for concurrent writes.
@@ -85,16 +77,12 @@ func startWeed(t testing.TB) weedServer {
 	}
 	creds := credentials.StaticCredentialsProvider{Value: aws.Credentials{AccessKeyID: ak, SecretAccessKey: sk}}
 	for attempt := 1; ; attempt++ {
-		port := freePort(t)
+		port := porttest.Free(t)
 		data := filepath.Join(dir, fmt.Sprint("data", attempt))
 		os.MkdirAll(data, 0o700)
-		args := []string{"mini", "-ip", "127.0.0.1", "-ip.bind", "127.0.0.1", "-dir", data, "-s3.port", fmt.Sprint(port),
-			"-s3.config", filepath.Join(dir, "s3.json"), "-webdav=false", "-admin.ui=false", "-s3.port.iceberg=0", "-s3.port.lance=0"}
-		ports := map[string]int{}
-		for _, f := range []string{"master.port", "master.port.grpc", "filer.port", "filer.port.grpc", "volume.port", "volume.port.grpc", "s3.port.grpc", "debug.port"} {
-			ports[f] = freePort(t)
-			args = append(args, "-"+f, fmt.Sprint(ports[f]))
-		}
+		ports, portArgs := seaweedtest.Ports(t)
+		args := append([]string{"mini", "-ip", "127.0.0.1", "-ip.bind", "127.0.0.1", "-dir", data, "-s3.port", fmt.Sprint(port),
+			"-s3.config", filepath.Join(dir, "s3.json"), "-webdav=false", "-admin.ui=false", "-s3.port.iceberg=0", "-s3.port.lance=0"}, portArgs...)
 		if p := os.Getenv("AGENTKEYS_WEED_CPUPROFILE"); p != "" { // where SeaweedFS's time goes: go tool pprof $AGENTKEYS_WEED FILE
 			args = append(args, "-cpuprofile", p)
 		}
@@ -122,6 +110,10 @@ func startWeed(t testing.TB) weedServer {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			_, err := c.ListBuckets(ctx, &s3.ListBucketsInput{})
 			cancel()
+			if err == nil && seaweedtest.Moved(out.String()) && attempt < 3 {
+				stop() // it moved a gRPC port that another process took: the shell would dial that process
+				break
+			}
 			if err == nil {
 				t.Cleanup(stop)
 				if err := fsyncBuckets(bin, fmt.Sprintf("127.0.0.1:%d.%d", ports["master.port"], ports["master.port.grpc"]),
@@ -139,7 +131,7 @@ func startWeed(t testing.TB) weedServer {
 				stop()
 				t.Fatalf("SeaweedFS did not answer within 90s: %v\n%s", err, out.String())
 			}
-			if attempt == 3 || !strings.Contains(out.String(), "already in use") && !strings.Contains(out.String(), "is not available") {
+			if attempt == 3 || !seaweedtest.Moved(out.String()) {
 				t.Fatalf("SeaweedFS exited during start:\n%s", out.String())
 			}
 			break
