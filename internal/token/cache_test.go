@@ -80,7 +80,7 @@ func TestCacheRefusesTamperedVariant(t *testing.T) {
 		env.tamper(tok, func(m map[string]any) { m["sub"] = testOmni(5) }),
 		env.tamper(tok, func(m map[string]any) { m["exp"] = t0 + 400*day }),
 		h + "." + p + "." + nonCanonical(s),
-		h + "." + p + "." + s[:len(s)-4] + "AAAA",
+		h + "." + p + "." + otherSig(s),
 		tok + ".",
 		" " + tok,
 	}

@@ -175,6 +175,15 @@ func segments(t testing.TB, tok string) (h, p, s string) {
 	return parts[0], parts[1], parts[2]
 }
 
+// otherSig returns another signature segment of the same length: its first
+// character, the top six bits of r, changed.
+func otherSig(s string) string {
+	if s[0] == 'A' {
+		return "B" + s[1:]
+	}
+	return "A" + s[1:]
+}
+
 // kidOf returns the kid of the enclave key at path.
 func kidOf(t testing.TB, e *enclave.Enclave, path string) string {
 	t.Helper()

@@ -218,7 +218,7 @@ func TestErrorsNeverContainToken(t *testing.T) {
 	tok, _ := mint(t, iss, agentClaims(t0))
 	h, p, s := segments(t, tok)
 	inputs := []string{
-		tok + "x", h + "." + p + ".", "{" + tok, tok + "." + s, h + "." + p + "." + s[:len(s)-2] + "AA",
+		tok + "x", h + "." + p + ".", "{" + tok, tok + "." + s, h + "." + p + "." + otherSig(s),
 		strings.Repeat(tok, 20), tok + "\n", "Bearer " + tok, h + "." + "!" + p + "." + s,
 	}
 	for _, in := range inputs {
