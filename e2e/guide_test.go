@@ -48,8 +48,7 @@ func TestGuideTryLocally(t *testing.T) {
 
 	try := filepath.Join(t.TempDir(), "try")
 	broker, s3 := porttest.Free(t), porttest.Free(t)
-	_, portArgs := seaweedtest.Ports(t)
-	weedPorts := fmt.Sprintf("-s3.port %d %s", s3, strings.Join(portArgs, " "))
+	weedPorts := fmt.Sprintf("-s3.port %d %s", s3, strings.Join(seaweedtest.Choose(t).Args, " "))
 	script := strings.Join(docBlocks(t, "../docs/connect-your-aws-account.md", "## Try it on your machine", "sh"), "\n")
 	for _, c := range [][2]string{{"/tmp/agentkeys-try", try}, {"127.0.0.1:8090", fmt.Sprintf("127.0.0.1:%d", broker)},
 		{"-s3.port 8333", weedPorts}, {"127.0.0.1:8333", fmt.Sprintf("127.0.0.1:%d", s3)}} {

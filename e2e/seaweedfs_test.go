@@ -137,10 +137,10 @@ func (h *harness) launchWeed(bin, data, dir string, doc *federation.AWS, admin a
 	os.MkdirAll(data, 0o700)
 	port := porttest.Free(t)
 	// every other port free too, so that nothing collides with a parallel run
-	ports, portArgs := seaweedtest.Ports(t)
+	ports := seaweedtest.Choose(t)
 	args := append([]string{"mini", "-ip", "127.0.0.1", "-ip.bind", "127.0.0.1", "-dir", data, "-s3.port", fmt.Sprint(port),
 		"-s3.config", filepath.Join(dir, "s3.json"), "-s3.iam.config", filepath.Join(dir, "iam.json"),
-		"-webdav=false", "-admin.ui=false", "-s3.port.iceberg=0", "-s3.port.lance=0"}, portArgs...)
+		"-webdav=false", "-admin.ui=false", "-s3.port.iceberg=0", "-s3.port.lance=0"}, ports.Args...)
 	w := &weed{endpoint: fmt.Sprintf("http://127.0.0.1:%d", port), roleARN: doc.RoleARN, bucket: weedBucket, out: h.newOutput()}
 	cmd := exec.Command(bin, args...)
 	cmd.Dir = dir
@@ -176,19 +176,16 @@ func (h *harness) launchWeed(bin, data, dir string, doc *federation.AWS, admin a
 		stop()
 		return nil, fmt.Errorf("SeaweedFS did not accept CreateBucket within %s: %v\n%s", weedTimeout, err, tail(w.out.String(), 60))
 	}
-	if exited {
-		if seaweedtest.Moved(w.out.String()) {
-			return nil, errPortTaken
-		}
-		return nil, fmt.Errorf("SeaweedFS exited during start:\n%s", tail(w.out.String(), 60))
-	}
-	if seaweedtest.Moved(w.out.String()) { // running, but with a gRPC port moved: the shell would dial another process
+	// A port taken: it exited, or runs with a gRPC port moved, where its shell would dial another process.
+	if seaweedtest.Moved(w.out.String()) {
 		stop()
 		return nil, errPortTaken
 	}
+	if exited {
+		return nil, fmt.Errorf("SeaweedFS exited during start:\n%s", tail(w.out.String(), 60))
+	}
 	w.pid = cmd.Process.Pid
-	if err := fsyncBucket(t, bin, fmt.Sprintf("127.0.0.1:%d.%d", ports["master.port"], ports["master.port.grpc"]),
-		fmt.Sprintf("127.0.0.1:%d.%d", ports["filer.port"], ports["filer.port.grpc"]), w.bucket); err != nil {
+	if err := fsyncBucket(t, bin, ports.Master, ports.Filer, w.bucket); err != nil {
 		stop()
 		return nil, err
 	}

@@ -4,6 +4,7 @@
 package seaweedtest
 
 import (
+	"fmt"
 	"strconv"
 	"strings"
 	"testing"
@@ -11,22 +12,29 @@ import (
 	"github.com/agentkeys/agentkeys/internal/porttest"
 )
 
-// Ports chooses a free port for every listener of weed mini but S3's HTTP
+// Ports is where a weed mini listens.
+type Ports struct {
+	Args          []string // weed mini's flags for them
+	Master, Filer string   // for weed shell's -master and -filer: HOST:PORT.GRPCPORT
+}
+
+// Choose chooses a free port for every listener of weed mini but S3's HTTP
 // port, which the caller gives: master, filer and volume (HTTP and gRPC), S3's
 // gRPC, debug, admin (HTTP and gRPC) and WebDAV (whose port weed mini checks
-// even when WebDAV is off). It returns them by flag name and as weed mini's
-// flags, with the admin's legacy listener off: its ports are fixed, so two
-// servers at once would both want them.
-func Ports(t testing.TB) (map[string]int, []string) {
+// even when WebDAV is off). The admin's legacy listener is off: its ports are
+// fixed, so two servers at once would both want them.
+func Choose(t testing.TB) Ports {
 	t.Helper()
-	ports := map[string]int{}
-	args := []string{"-admin.port.legacy", "0"}
+	p := Ports{Args: []string{"-admin.port.legacy", "0"}}
+	port := map[string]int{}
 	for _, f := range []string{"master.port", "master.port.grpc", "filer.port", "filer.port.grpc", "volume.port", "volume.port.grpc",
 		"s3.port.grpc", "debug.port", "admin.port", "admin.port.grpc", "webdav.port"} {
-		ports[f] = porttest.Free(t)
-		args = append(args, "-"+f, strconv.Itoa(ports[f]))
+		port[f] = porttest.Free(t)
+		p.Args = append(p.Args, "-"+f, strconv.Itoa(port[f]))
 	}
-	return ports, args
+	p.Master = fmt.Sprintf("127.0.0.1:%d.%d", port["master.port"], port["master.port.grpc"])
+	p.Filer = fmt.Sprintf("127.0.0.1:%d.%d", port["filer.port"], port["filer.port.grpc"])
+	return p
 }
 
 // Moved reports whether weed mini's output says that a port it was given was

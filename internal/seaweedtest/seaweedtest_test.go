@@ -2,6 +2,7 @@ package seaweedtest
 
 import (
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -23,19 +24,24 @@ func TestMoved(t *testing.T) {
 	}
 }
 
-func TestPorts(t *testing.T) {
-	ports, args := Ports(t)
-	if !slices.Contains(args, "-admin.port.legacy") {
-		t.Errorf("the admin's legacy listener is not turned off: %v", args)
+func TestChoose(t *testing.T) {
+	p := Choose(t)
+	if !slices.Contains(p.Args, "-admin.port.legacy") {
+		t.Errorf("the admin's legacy listener is not turned off: %v", p.Args)
 	}
-	seen := map[int]bool{}
-	for f, p := range ports {
-		if seen[p] {
-			t.Errorf("port %d given twice", p)
+	seen := map[string]bool{}
+	for i := 0; i+1 < len(p.Args); i += 2 {
+		if f, v := p.Args[i], p.Args[i+1]; v != "0" && seen[v] {
+			t.Errorf("port %s given twice (%s)", v, f)
+		} else {
+			seen[v] = true
 		}
-		seen[p] = true
-		if i := slices.Index(args, "-"+f); i < 0 || args[i+1] == "" {
-			t.Errorf("%s has no flag in %v", f, args)
+	}
+	for _, addr := range []string{p.Master, p.Filer} {
+		host, ports, ok := strings.Cut(addr, ":")
+		http, grpc, ok2 := strings.Cut(ports, ".")
+		if !ok || !ok2 || host != "127.0.0.1" || !seen[http] || !seen[grpc] {
+			t.Errorf("shell address %q is not 127.0.0.1:PORT.GRPCPORT of the ports chosen", addr)
 		}
 	}
 }

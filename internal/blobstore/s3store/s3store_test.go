@@ -80,9 +80,9 @@ func startWeed(t testing.TB) weedServer {
 		port := porttest.Free(t)
 		data := filepath.Join(dir, fmt.Sprint("data", attempt))
 		os.MkdirAll(data, 0o700)
-		ports, portArgs := seaweedtest.Ports(t)
+		ports := seaweedtest.Choose(t)
 		args := append([]string{"mini", "-ip", "127.0.0.1", "-ip.bind", "127.0.0.1", "-dir", data, "-s3.port", fmt.Sprint(port),
-			"-s3.config", filepath.Join(dir, "s3.json"), "-webdav=false", "-admin.ui=false", "-s3.port.iceberg=0", "-s3.port.lance=0"}, portArgs...)
+			"-s3.config", filepath.Join(dir, "s3.json"), "-webdav=false", "-admin.ui=false", "-s3.port.iceberg=0", "-s3.port.lance=0"}, ports.Args...)
 		if p := os.Getenv("AGENTKEYS_WEED_CPUPROFILE"); p != "" { // where SeaweedFS's time goes: go tool pprof $AGENTKEYS_WEED FILE
 			args = append(args, "-cpuprofile", p)
 		}
@@ -106,36 +106,38 @@ func startWeed(t testing.TB) weedServer {
 		endpoint := fmt.Sprintf("http://127.0.0.1:%d", port)
 		c := s3.New(s3.Options{Region: "us-east-1", BaseEndpoint: aws.String(endpoint), UsePathStyle: true, Credentials: creds})
 		deadline := time.Now().Add(90 * time.Second)
+		ready := false
+	wait:
 		for {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			_, err := c.ListBuckets(ctx, &s3.ListBucketsInput{})
 			cancel()
-			if err == nil && seaweedtest.Moved(out.String()) && attempt < 3 {
-				stop() // it moved a gRPC port that another process took: the shell would dial that process
+			if ready = err == nil; ready {
 				break
-			}
-			if err == nil {
-				t.Cleanup(stop)
-				if err := fsyncBuckets(bin, fmt.Sprintf("127.0.0.1:%d.%d", ports["master.port"], ports["master.port.grpc"]),
-					fmt.Sprintf("127.0.0.1:%d.%d", ports["filer.port"], ports["filer.port.grpc"])); err != nil {
-					t.Fatalf("%v\n%s", err, out.String())
-				}
-				return weedServer{endpoint: endpoint, creds: creds, pid: cmd.Process.Pid}
 			}
 			select {
 			case <-done:
+				break wait
 			case <-time.After(200 * time.Millisecond):
-				if time.Now().Before(deadline) {
-					continue
+				if time.Now().After(deadline) {
+					stop()
+					t.Fatalf("SeaweedFS did not answer within 90s: %v\n%s", err, out.String())
 				}
-				stop()
-				t.Fatalf("SeaweedFS did not answer within 90s: %v\n%s", err, out.String())
 			}
-			if attempt == 3 || !seaweedtest.Moved(out.String()) {
-				t.Fatalf("SeaweedFS exited during start:\n%s", out.String())
-			}
-			break
 		}
+		// A port taken: it exited, or runs with a gRPC port moved, where its shell would dial another process.
+		if seaweedtest.Moved(out.String()) && attempt < 3 {
+			stop()
+			continue
+		}
+		if !ready {
+			t.Fatalf("SeaweedFS exited during start:\n%s", out.String())
+		}
+		t.Cleanup(stop)
+		if err := fsyncBuckets(bin, ports.Master, ports.Filer); err != nil {
+			t.Fatalf("%v\n%s", err, out.String())
+		}
+		return weedServer{endpoint: endpoint, creds: creds, pid: cmd.Process.Pid}
 	}
 }
 
