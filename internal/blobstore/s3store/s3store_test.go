@@ -126,8 +126,11 @@ func startWeed(t testing.TB) weedServer {
 			}
 		}
 		// A port taken: it exited, or runs with a gRPC port moved, where its shell would dial another process.
-		if seaweedtest.Moved(out.String()) && attempt < 3 {
+		if seaweedtest.Moved(out.String()) {
 			stop()
+			if attempt == 3 {
+				t.Fatalf("SeaweedFS found a port it was given taken, 3 starts in a row:\n%s", out.String())
+			}
 			continue
 		}
 		if !ready {
