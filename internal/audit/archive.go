@@ -88,23 +88,8 @@ func VerifyStoreArchive(ctx context.Context, d ledger.Driver, a *archive.Archive
 	} else if len(es) == 1 && es[0].Seq == next-1 && es[0].Hash() != last {
 		return sum, invalid(&ledger.ChainError{Seq: next - 1, Err: fmt.Errorf("the store's entry differs from the one in archive %s", a)})
 	}
-	for from := next; ; {
-		es, err := d.Entries(ctx, from, 1000)
-		if err != nil {
-			return sum, err
-		}
-		for i := range es {
-			if err := v.Check(&es[i]); err != nil {
-				return sum, invalid(err)
-			}
-		}
-		if len(es) < 1000 {
-			break
-		}
-		from = es[len(es)-1].Seq + 1
-	}
-	if err := ledger.CompareState(ctx, mem, d); err != nil {
-		return sum, invalid(err)
+	if err := ledger.FoldStore(ctx, d, v, mem); err != nil {
+		return sum, storeProblem(err)
 	}
 	sum, err = finish(sum, v, mem)
 	if err != nil {

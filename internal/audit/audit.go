@@ -72,6 +72,22 @@ func invalid(err error) error {
 		"the ledger was altered or is damaged from that seq on: restore it from a backup and compare; do not trust state derived after it")
 }
 
+// storeProblem says what a failed check of a store means: a chain or state that
+// differs from what was signed is invalid; a store that brokers kept appending
+// to while its state was compared is not known to be either.
+func storeProblem(err error) error {
+	var ce *ledger.ChainError
+	var se *ledger.StateMismatchError
+	switch {
+	case errors.As(err, &ce) || errors.As(err, &se):
+		return invalid(err)
+	case errors.Is(err, ledger.ErrUnsettled):
+		return problem.Wrap(err, problem.Conflict, "run the check again, at a quieter time or with the brokers stopped",
+			"%v: nothing was found wrong, and the state is not verified", err)
+	}
+	return err
+}
+
 // Server is what VerifyServer reads: a *client.Client sees the chain as anyone
 // does, a *client.Session also the owner's own private entries in full.
 type Server interface {
@@ -150,12 +166,7 @@ func VerifyStore(ctx context.Context, d ledger.Driver) (Summary, error) {
 	}
 	n, err := ledger.VerifyDriver(ctx, modules.Schema(), d, true)
 	if err != nil {
-		var ce *ledger.ChainError
-		var se *ledger.StateMismatchError
-		if errors.As(err, &ce) || errors.As(err, &se) {
-			return Summary{Entries: n}, invalid(err)
-		}
-		return Summary{Entries: n}, err
+		return Summary{Entries: n}, storeProblem(err)
 	}
 	sum := Summary{Entries: n}
 	h, _, err := d.Head(ctx)

@@ -428,6 +428,81 @@ func TestStateTamperDetected(t *testing.T) {
 	}
 }
 
+// appendingReader is a store that a broker appends to while it is verified:
+// before each state scan, append runs (as another broker's commit landing
+// between the verifier's walk and its reading of the state).
+type appendingReader struct {
+	ledger.Driver
+	append func()
+	scans  int
+}
+
+func (a *appendingReader) Scan(ctx context.Context, prefix string, fn func(string, []byte) error) error {
+	a.scans++
+	a.append()
+	return a.Driver.Scan(ctx, prefix, fn)
+}
+
+// TestVerifyLiveStore: verifying a store while brokers append to it (as `audit
+// verify --ledger` on a shared PostgreSQL does) compares the state with the
+// chain as it stands then, not as it stood when the walk ended.
+func TestVerifyLiveStore(t *testing.T) {
+	ctx := context.Background()
+	note := func(f *fixture, n int) func() {
+		return func() {
+			if _, err := f.l.Append(ctx, ledger.OriginEnclave, "test.note", map[string]int{"N": n}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	t.Run("entries after the walk", func(t *testing.T) {
+		f := newFixture(t, ledger.Options{}, 1)
+		note(f, 1)()
+		n := 1
+		live := &appendingReader{Driver: f.d, append: func() {
+			if n < 3 { // two brokers' commits land, each after a reading of the state
+				n++
+				note(f, n)()
+			}
+		}}
+		got, err := ledger.VerifyDriver(ctx, f.schema, live, true)
+		if err != nil {
+			t.Fatalf("a store appended to during verification: %v", err)
+		}
+		if want := f.l.Head().Seq + 1; got != want {
+			t.Fatalf("verified %d entries, want every one, %d", got, want)
+		}
+	})
+	t.Run("tampered state is still found", func(t *testing.T) {
+		f := newFixture(t, ledger.Options{}, 1)
+		note(f, 1)()
+		tamper(t, f.path, `UPDATE state SET value = X'00' WHERE key LIKE 'note/%'`)
+		live := &appendingReader{Driver: f.d}
+		live.append = func() {
+			if live.scans == 1 {
+				note(f, 2)()
+			}
+		}
+		_, err := ledger.VerifyDriver(ctx, f.schema, live, true)
+		var se *ledger.StateMismatchError
+		if !errors.As(err, &se) || se.Key != "note/enclave/00000001" {
+			t.Fatalf("err = %v, want the tampered note's state mismatch", err)
+		}
+	})
+	t.Run("a store that never settles", func(t *testing.T) {
+		f := newFixture(t, ledger.Options{}, 1)
+		n := 0
+		live := &appendingReader{Driver: f.d}
+		live.append = func() { n++; note(f, n)() }
+		if _, err := ledger.VerifyDriver(ctx, f.schema, live, true); !errors.Is(err, ledger.ErrUnsettled) {
+			t.Fatalf("err = %v, want ErrUnsettled", err)
+		}
+		if live.scans > 10 {
+			t.Fatalf("compared the state %d times: the comparisons must be bounded", live.scans)
+		}
+	})
+}
+
 // failingDriver fails every commit: the ledger must then return no entry.
 type failingDriver struct{ ledger.Driver }
 

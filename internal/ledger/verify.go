@@ -359,10 +359,45 @@ func VerifyDriver(ctx context.Context, s Schema, d Driver, refold bool, visit ..
 	}
 	mem := NewMemState()
 	v := NewVerifier(s, mem)
-	if err := walk(ctx, d, v, visit); err != nil {
-		return v.Count, err
+	err := FoldStore(ctx, d, v, mem, visit...)
+	return v.Count, err
+}
+
+// settleRounds bounds how often FoldStore compares the state.
+const settleRounds = 5
+
+// ErrUnsettled means the store was appended to during every comparison of its
+// state, so none of them could conclude.
+var ErrUnsettled = fmt.Errorf("ledger: brokers appended to the store during each of %d comparisons of its state with the chain", settleRounds)
+
+// FoldStore checks and folds d's entries after v's position into mem (the
+// state v folds into), to the store's end, and compares d's stored state with
+// it. A store that brokers write to moves on meanwhile: a commit that lands
+// after the walk and before the state is read puts state in the store whose
+// entries the walk did not see. So when the state differs and the store has
+// entries after the walk, those are checked and folded and the state compared
+// again. A commit writes its entries and its state in one transaction, so a
+// difference that remains with no new entry is real.
+func FoldStore(ctx context.Context, d Driver, v *Verifier, mem *MemState, visit ...func([]Entry)) error {
+	var diff error // the last comparison's difference
+	for round := 0; ; round++ {
+		seen := v.Count
+		if err := walk(ctx, d, v, visit); err != nil {
+			return err
+		}
+		switch {
+		case diff != nil && v.Count == seen:
+			return diff // no entry came since it was found
+		case round == settleRounds:
+			return ErrUnsettled
+		}
+		err := CompareState(ctx, mem, d)
+		var se *StateMismatchError
+		if !errors.As(err, &se) {
+			return err // nil, or the state could not be read
+		}
+		diff = err
 	}
-	return v.Count, CompareState(ctx, mem, d)
 }
 
 // ErrPruned means the store dropped entries to an archive: re-folding the state
